@@ -1,0 +1,268 @@
+//! Opening an agent's data dir: lock, index, head check, rollback check.
+//!
+//! [`Agent`] is the read side shared by the writer ([`crate::engine::Engine`])
+//! and read-only tools (`sovseal verify`, `cat`, `snapshots`), which may run
+//! while a mount holds the write lock. Opening checks the head cheaply
+//! (envelope hash, tag, payload hash, parent link) and refuses a head older
+//! than the last one this machine recorded (`$SOVSEAL_HOME/seen/<agent>`,
+//! an HMAC'd record kept outside the data dir).
+
+use crate::config::{AgentName, Home};
+use crate::engine::view::SnapshotView;
+use crate::envelope;
+use crate::index::{Index, SnapshotMeta};
+use crate::keys::MasterKey;
+use crate::repo::Repo;
+use crate::store::Store;
+use crate::{Error, Result, fsutil};
+use std::fs::File;
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// An opened agent: its repository and identity.
+pub struct Agent {
+    name: AgentName,
+    home: Home,
+    repo: Arc<Repo>,
+}
+
+/// The exclusive write lock of an agent's data dir, held while alive.
+pub struct WriteLock {
+    _lock: nix::fcntl::Flock<File>,
+}
+
+impl Agent {
+    /// Opens an existing agent for reading. Takes no lock.
+    pub fn open_readonly(home: &Home, name: &AgentName, master: &MasterKey) -> Result<Self> {
+        let dir = home.agent_dir(name);
+        let index_path = dir.join("index.db");
+        if !index_path.exists() {
+            return Err(Error::NoSuchAgent(name.to_string()));
+        }
+        let keys = master.agent_keys(name.as_str());
+        let index = Index::open(&index_path, false)?;
+        check_agent_id(&index, &keys, name, false)?;
+        let store = Store::open_readonly(&dir.join("packs"));
+        let agent = Agent {
+            name: name.clone(),
+            home: home.clone(),
+            repo: Arc::new(Repo::new(keys, store, index)),
+        };
+        agent.head()?;
+        Ok(agent)
+    }
+
+    /// Opens (creating if asked) an agent for writing: the lock, the index,
+    /// the packs (cut back to their committed length).
+    pub(crate) fn open_writer(
+        home: &Home,
+        name: &AgentName,
+        master: &MasterKey,
+        create: bool,
+    ) -> Result<(Self, WriteLock)> {
+        let dir = home.agent_dir(name);
+        if !dir.join("index.db").exists() && !create {
+            return Err(Error::NoSuchAgent(name.to_string()));
+        }
+        home.ensure()?;
+        fsutil::create_private_dir(&dir)?;
+        let lock = lock(&dir, name)?;
+        let keys = master.agent_keys(name.as_str());
+        let index = Index::open(&dir.join("index.db"), true)?;
+        check_agent_id(&index, &keys, name, true)?;
+        let store = Store::open_writer(&dir.join("packs"), &index.packs()?)?;
+        Ok((
+            Agent {
+                name: name.clone(),
+                home: home.clone(),
+                repo: Arc::new(Repo::new(keys, store, index)),
+            },
+            lock,
+        ))
+    }
+
+    /// The agent's name.
+    pub fn name(&self) -> &AgentName {
+        &self.name
+    }
+
+    /// The data dir.
+    pub fn data_dir(&self) -> PathBuf {
+        self.home.agent_dir(&self.name)
+    }
+
+    pub(crate) fn repo(&self) -> &Arc<Repo> {
+        &self.repo
+    }
+
+    /// Opens snapshot `seq`: its envelope from the index, the recorded hash
+    /// against the envelope, then tag and payload hash.
+    pub fn snapshot(&self, seq: u64) -> Result<SnapshotView> {
+        let (env, stored) = {
+            let idx = self.repo.index();
+            let env = idx
+                .envelope(&self.repo.keys().agent_id(), seq)?
+                .ok_or(Error::NoSuchSnapshot(seq))?;
+            (env, idx.stored_hash(seq)?)
+        };
+        let hash = env.hash();
+        if stored != Some(hash) {
+            return Err(Error::ChainBroken {
+                seq,
+                detail: "the index's recorded hash does not match the envelope".into(),
+            });
+        }
+        let m = envelope::open_manifest(self.repo.keys(), &env)?;
+        Ok(SnapshotView::new(self.repo.clone(), hash, m))
+    }
+
+    /// The head, checked cheaply: envelope, parent link, and the rollback record.
+    pub fn head(&self) -> Result<SnapshotView> {
+        let seq = self
+            .repo
+            .index()
+            .head_seq()?
+            .ok_or_else(|| Error::NoSuchAgent(self.name.to_string()))?;
+        let view = self.snapshot(seq)?;
+        let parent = if seq > 1 {
+            self.repo.index().stored_hash(seq - 1)?
+        } else {
+            None
+        };
+        if parent.is_some_and(|h| h != view.manifest().parent) {
+            return Err(Error::ChainBroken {
+                seq,
+                detail: "parent link does not match snapshot before it".into(),
+            });
+        }
+        self.check_seen(&view)?;
+        Ok(view)
+    }
+
+    /// Up to `limit` snapshots after `after`, from the index (nothing decrypted).
+    pub fn list(&self, after: u64, limit: u64) -> Result<Vec<SnapshotMeta>> {
+        self.repo.index().list(after, limit)
+    }
+
+    fn check_seen(&self, head: &SnapshotView) -> Result<()> {
+        let path = self.home.seen_head_path(&self.name);
+        let text = match std::fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(Error::io(&path, e)),
+        };
+        let bad = || {
+            Error::corrupt(
+                format!("seen-head record {}", path.display()),
+                "malformed or not sealed by this key",
+            )
+        };
+        let mut parts = text.split_whitespace();
+        let (Some("v1"), Some(seq), Some(hash), Some(mac), None) = (
+            parts.next(),
+            parts.next(),
+            parts.next(),
+            parts.next(),
+            parts.next(),
+        ) else {
+            return Err(bad());
+        };
+        let seq: u64 = seq.parse().map_err(|_| bad())?;
+        let hash = crate::hex::decode32(hash).ok_or_else(bad)?;
+        let mac = crate::hex::decode32(mac).ok_or_else(bad)?;
+        if self.repo.keys().seen_head_mac(&seen_record(seq, &hash)) != mac {
+            return Err(bad());
+        }
+        if head.seq() < seq {
+            return Err(Error::Rollback {
+                seen: seq,
+                found: head.seq(),
+            });
+        }
+        if head.seq() == seq && head.hash() != hash {
+            return Err(Error::ChainBroken {
+                seq,
+                detail: "head differs from the one this machine recorded (forked or replaced)"
+                    .into(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Records `head` as seen (atomic, not fsynced: losing it on power
+    /// failure only weakens the rollback check to an older head).
+    pub(crate) fn record_seen(&self, head: &SnapshotView) -> Result<()> {
+        let path = self.home.seen_head_path(&self.name);
+        if let Some(dir) = path.parent() {
+            fsutil::create_private_dir(dir)?;
+        }
+        let mac = self
+            .repo
+            .keys()
+            .seen_head_mac(&seen_record(head.seq(), &head.hash()));
+        let text = format!(
+            "v1 {} {} {}\n",
+            head.seq(),
+            crate::hex::encode(&head.hash()),
+            crate::hex::encode(&mac)
+        );
+        fsutil::write_atomic_nosync(&path, text.as_bytes(), 0o600)
+    }
+}
+
+fn seen_record(seq: u64, hash: &[u8; 32]) -> Vec<u8> {
+    let mut r = b"seen-head\0".to_vec();
+    r.extend_from_slice(&seq.to_be_bytes());
+    r.extend_from_slice(hash);
+    r
+}
+
+fn check_agent_id(
+    index: &Index,
+    keys: &crate::keys::AgentKeys,
+    name: &AgentName,
+    writer: bool,
+) -> Result<()> {
+    match index.agent_id()? {
+        Some(id) if id == keys.agent_id() => Ok(()),
+        Some(_) => Err(Error::Custody(format!(
+            "the master key in use does not match agent {name}'s data (its keyed id differs): wrong master key or a copied data dir"
+        ))),
+        None if writer => index.set_agent_id(&keys.agent_id()),
+        None => Err(Error::NoSuchAgent(name.to_string())),
+    }
+}
+
+fn lock(dir: &Path, name: &AgentName) -> Result<WriteLock> {
+    use nix::fcntl::{Flock, FlockArg};
+    let path = dir.join("lock");
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(&path)
+        .map_err(|e| Error::io(&path, e))?;
+    match Flock::lock(f, FlockArg::LockExclusiveNonblock) {
+        Ok(mut l) => {
+            l.set_len(0).map_err(|e| Error::io(&path, e))?;
+            writeln!(&mut *l, "{}", std::process::id()).map_err(|e| Error::io(&path, e))?;
+            Ok(WriteLock { _lock: l })
+        }
+        Err((_, nix::errno::Errno::EWOULDBLOCK)) => {
+            let pid = std::fs::read_to_string(&path)
+                .ok()
+                .and_then(|s| s.trim().parse().ok())
+                .unwrap_or(0);
+            Err(Error::Locked {
+                agent: name.to_string(),
+                pid,
+                lock: path,
+            })
+        }
+        Err((_, e)) => Err(Error::io(&path, e.into())),
+    }
+}

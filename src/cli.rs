@@ -1,0 +1,309 @@
+//! The `sovseal` command line: parsing and output only; the work is done by
+//! the library.
+
+use crate::agent::Agent;
+use crate::config::{AgentName, Home};
+use crate::engine::Engine;
+use crate::keys::{MasterKey, custody};
+use crate::{Error, Result, exit};
+use clap::{Parser, Subcommand};
+use std::io::Write;
+
+/// sovseal: an encrypted, snapshotting state store for AI agents.
+#[derive(Parser, Debug)]
+#[command(name = "sovseal", version, about, long_about = None)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Create the master key (once; never overwrites) and, with --agent, the agent.
+    ///
+    /// The key goes to the OS keychain, or to $SOVSEAL_HOME/master.key (0600)
+    /// with SOVSEAL_KEY_FALLBACK=file. A lost master key loses every snapshot.
+    Init {
+        /// Also create this agent's data dir and first snapshot.
+        #[arg(long)]
+        agent: Option<String>,
+    },
+    /// List an agent's snapshots, oldest first, a page at a time.
+    Snapshots {
+        /// Agent name.
+        #[arg(long)]
+        agent: String,
+        /// Page size.
+        #[arg(long, default_value_t = 100)]
+        limit: u64,
+        /// Start after this sequence number (the cursor printed by the previous page).
+        #[arg(long, default_value_t = 0)]
+        after: u64,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Verify the whole chain and every object; exit 3 naming the first bad snapshot.
+    Verify {
+        /// Agent name.
+        #[arg(long)]
+        agent: String,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print a file as of a snapshot (default: head).
+    Cat {
+        /// Agent name.
+        #[arg(long)]
+        agent: String,
+        /// Sequence number.
+        #[arg(long)]
+        seq: Option<u64>,
+        /// Path inside the agent's tree.
+        path: String,
+    },
+    /// List a directory as of a snapshot (default: head).
+    Ls {
+        /// Agent name.
+        #[arg(long)]
+        agent: String,
+        /// Sequence number.
+        #[arg(long)]
+        seq: Option<u64>,
+        /// Directory inside the agent's tree.
+        #[arg(default_value = "/")]
+        path: String,
+    },
+}
+
+/// Runs the CLI; returns the process exit code.
+pub fn main() -> i32 {
+    if let Err(e) = crate::sys::harden_process() {
+        eprintln!("sovseal: warning: {e}");
+    }
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() {
+                exit::USAGE
+            } else {
+                exit::OK
+            };
+        }
+    };
+    match run(cli) {
+        Ok(()) => exit::OK,
+        Err(e) => {
+            eprintln!("sovseal: error: {e}");
+            exit::code_for(&e)
+        }
+    }
+}
+
+fn master(home: &Home) -> Result<MasterKey> {
+    custody::load(home, &custody::Custody::from_env()?)
+}
+
+fn open_agent(name: &str) -> Result<(Home, Agent)> {
+    let home = Home::from_env()?;
+    let name = AgentName::new(name)?;
+    let m = master(&home)?;
+    let a = Agent::open_readonly(&home, &name, &m)?;
+    Ok((home, a))
+}
+
+/// Formats ms since the epoch as RFC 3339 UTC.
+pub fn rfc3339_ms(ms: i64) -> String {
+    let secs = ms.div_euclid(1000);
+    let (days, sod) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    // Civil from days (H. Hinnant).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:03}Z",
+        sod / 3600,
+        sod % 3600 / 60,
+        sod % 60,
+        ms.rem_euclid(1000)
+    )
+}
+
+fn run(cli: Cli) -> Result<()> {
+    let mut out = std::io::stdout().lock();
+    let w = |e: std::io::Error| Error::io("stdout", e);
+    match cli.command {
+        Command::Init { agent } => {
+            let home = Home::from_env()?;
+            let c = custody::Custody::from_env()?;
+            let (m, created) = custody::init(&home, &c)?;
+            let place = match c {
+                custody::Custody::Keychain => "the OS keychain".to_string(),
+                custody::Custody::File => home.key_file().display().to_string(),
+            };
+            if created {
+                writeln!(out, "created a new master key in {place}").map_err(w)?;
+                eprintln!(
+                    "WARNING: there is no escrow and no reset. If this master key is lost, every snapshot, local and replicated, is permanently unreadable. Back it up."
+                );
+            } else {
+                writeln!(out, "master key already present in {place}; left unchanged")
+                    .map_err(w)?;
+            }
+            if let Some(a) = agent {
+                let name = AgentName::new(&a)?;
+                let e = Engine::open(&home, &name, &m)?;
+                writeln!(
+                    out,
+                    "agent {name} ready at {} (head {})",
+                    e.agent().data_dir().display(),
+                    e.head().seq()
+                )
+                .map_err(w)?;
+            }
+        }
+        Command::Snapshots {
+            agent,
+            limit,
+            after,
+            json,
+        } => {
+            if limit == 0 {
+                return Err(Error::Invalid("--limit must be at least 1".into()));
+            }
+            let (_, a) = open_agent(&agent)?;
+            let page = a.list(after, limit)?;
+            let next = if page.len() as u64 == limit {
+                page.last().map(|s| s.seq)
+            } else {
+                None
+            };
+            if json {
+                let items: Vec<_> = page
+                    .iter()
+                    .map(|s| {
+                        serde_json::json!({
+                            "seq": s.seq,
+                            "timestamp": rfc3339_ms(s.timestamp_ms),
+                            "timestamp_ms": s.timestamp_ms,
+                            "hash": crate::hex::encode(&s.hash),
+                            "parent": crate::hex::encode(&s.parent),
+                            "byte_size": s.byte_size,
+                            "key_version": s.key_version,
+                        })
+                    })
+                    .collect();
+                let v = serde_json::json!({ "snapshots": items, "next_after": next });
+                writeln!(out, "{v}").map_err(w)?;
+            } else {
+                writeln!(out, "{:>10}  {:<24}  {:>8}  HASH", "SEQ", "TIME", "BYTES").map_err(w)?;
+                for s in &page {
+                    writeln!(
+                        out,
+                        "{:>10}  {:<24}  {:>8}  {}",
+                        s.seq,
+                        rfc3339_ms(s.timestamp_ms),
+                        s.byte_size,
+                        &crate::hex::encode(&s.hash)[..16]
+                    )
+                    .map_err(w)?;
+                }
+                if let Some(n) = next {
+                    writeln!(out, "more: --after {n}").map_err(w)?;
+                }
+            }
+        }
+        Command::Verify { agent, json } => {
+            let (_, a) = open_agent(&agent)?;
+            let tty = std::io::IsTerminal::is_terminal(&std::io::stderr());
+            let report = crate::verify::verify(&a, |seq, head| {
+                if tty && (seq % 100 == 0 || seq == head) {
+                    eprint!("\rverifying snapshot {seq}/{head}");
+                }
+            });
+            if tty {
+                eprintln!();
+            }
+            let report = report?;
+            if json {
+                writeln!(
+                    out,
+                    "{}",
+                    serde_json::to_string(&report).expect("report encodes")
+                )
+                .map_err(w)?;
+            } else {
+                writeln!(
+                    out,
+                    "ok: agent {agent}: snapshots {}..={} ({}), {} objects, {} sealed bytes verified",
+                    report.first_seq, report.head_seq, report.snapshots, report.objects, report.sealed_bytes
+                )
+                .map_err(w)?;
+            }
+        }
+        Command::Cat { agent, seq, path } => {
+            let (_, a) = open_agent(&agent)?;
+            let v = match seq {
+                Some(s) => a.snapshot(s)?,
+                None => a.head()?,
+            };
+            let ino = v.resolve(path.as_bytes())?;
+            let size = v.getattr(ino)?.size;
+            let mut off = 0;
+            while off < size {
+                let buf = v.read(ino, off, 1 << 20)?;
+                out.write_all(&buf).map_err(w)?;
+                off += buf.len() as u64;
+            }
+        }
+        Command::Ls { agent, seq, path } => {
+            let (_, a) = open_agent(&agent)?;
+            let v = match seq {
+                Some(s) => a.snapshot(s)?,
+                None => a.head()?,
+            };
+            let ino = v.resolve(path.as_bytes())?;
+            for (name, e) in v.entries(ino)?.iter() {
+                let i = v.getattr(e.ino)?;
+                let t = match e.file_type {
+                    crate::envelope::tree::FileType::File => '-',
+                    crate::envelope::tree::FileType::Dir => 'd',
+                    crate::envelope::tree::FileType::Symlink => 'l',
+                };
+                writeln!(
+                    out,
+                    "{t}{:04o} {:>12} {}",
+                    i.perm,
+                    i.size,
+                    String::from_utf8_lossy(name)
+                )
+                .map_err(w)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn rfc3339() {
+        assert_eq!(super::rfc3339_ms(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(
+            super::rfc3339_ms(1_700_000_000_123),
+            "2023-11-14T22:13:20.123Z"
+        );
+        assert_eq!(
+            super::rfc3339_ms(951_782_400_000),
+            "2000-02-29T00:00:00.000Z"
+        );
+    }
+}

@@ -1,0 +1,178 @@
+//! Where things live: `SOVSEAL_HOME`, `config.json`, agent names and data dirs.
+//!
+//! `SOVSEAL_HOME` (default `~/.sovseal`, mode 0700) holds `config.json`
+//! (0600, identity and routing only, never key material), the optional
+//! fallback key file, and one data dir per agent under `agents/<name>/`.
+//! Agent names become paths, unit instances and keyed ids, so they are
+//! checked here once: `[A-Za-z0-9][A-Za-z0-9._-]{0,63}`.
+
+use crate::fsutil;
+use crate::{Error, Result};
+use serde_json::{Map, Value};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+/// Longest agent name accepted.
+pub const MAX_AGENT_NAME: usize = 64;
+/// Version of the `config.json` schema written by this build.
+pub const CONFIG_SCHEMA_VERSION: u64 = 1;
+
+/// A validated agent name.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct AgentName(String);
+
+impl AgentName {
+    /// Checks a name: 1..=64 bytes of letters, digits, `.`, `_`, `-`,
+    /// starting with a letter or digit.
+    pub fn new(name: &str) -> Result<Self> {
+        let ok_first = name
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphanumeric());
+        let ok_rest = name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+        if !ok_first || !ok_rest || name.len() > MAX_AGENT_NAME {
+            return Err(Error::Invalid(format!(
+                "agent name {name:?} is not allowed: use 1 to {MAX_AGENT_NAME} letters, digits, '.', '_' or '-', starting with a letter or digit"
+            )));
+        }
+        Ok(AgentName(name.to_owned()))
+    }
+
+    /// The name.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for AgentName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// The sovseal home directory and the paths inside it.
+#[derive(Clone, Debug)]
+pub struct Home {
+    root: PathBuf,
+}
+
+impl Home {
+    /// `$SOVSEAL_HOME`, else `$HOME/.sovseal`.
+    pub fn from_env() -> Result<Self> {
+        if let Some(h) = std::env::var_os("SOVSEAL_HOME").filter(|h| !h.is_empty()) {
+            return Ok(Home { root: h.into() });
+        }
+        let home = std::env::var_os("HOME")
+            .filter(|h| !h.is_empty())
+            .ok_or_else(|| Error::Invalid("neither SOVSEAL_HOME nor HOME is set".into()))?;
+        Ok(Home {
+            root: PathBuf::from(home).join(".sovseal"),
+        })
+    }
+
+    /// A home at an explicit path.
+    pub fn at(root: impl Into<PathBuf>) -> Self {
+        Home { root: root.into() }
+    }
+
+    /// The home directory.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Creates the home (0700) if missing.
+    pub fn ensure(&self) -> Result<()> {
+        fsutil::create_private_dir(&self.root)
+    }
+
+    /// `config.json`.
+    pub fn config_path(&self) -> PathBuf {
+        self.root.join("config.json")
+    }
+
+    /// The fallback key file (`SOVSEAL_KEY_FALLBACK=file`).
+    pub fn key_file(&self) -> PathBuf {
+        self.root.join("master.key")
+    }
+
+    /// The data dir of an agent.
+    pub fn agent_dir(&self, agent: &AgentName) -> PathBuf {
+        self.root.join("agents").join(agent.as_str())
+    }
+
+    /// The seen-head record of an agent, kept outside its data dir so that
+    /// rolling the data dir back is noticed.
+    pub fn seen_head_path(&self, agent: &AgentName) -> PathBuf {
+        self.root.join("seen").join(agent.as_str())
+    }
+
+    /// Reads `config.json` as a JSON object (empty when absent). Refuses a
+    /// file readable by others, since it may hold an API key.
+    pub fn read_config(&self) -> Result<Map<String, Value>> {
+        let path = self.config_path();
+        let bytes = match std::fs::read(&path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Map::new()),
+            Err(e) => return Err(Error::io(&path, e)),
+        };
+        let mode = std::fs::metadata(&path)
+            .map_err(|e| Error::io(&path, e))?
+            .permissions()
+            .mode();
+        if mode & 0o077 != 0 {
+            return Err(Error::Custody(format!(
+                "{} has mode {:o}; it must not be readable by others: chmod 600 {}",
+                path.display(),
+                mode & 0o777,
+                path.display()
+            )));
+        }
+        match serde_json::from_slice::<Value>(&bytes) {
+            Ok(Value::Object(m)) => Ok(m),
+            Ok(_) => Err(Error::Invalid(format!(
+                "{} is not a JSON object",
+                path.display()
+            ))),
+            Err(e) => Err(Error::Invalid(format!("{}: {e}", path.display()))),
+        }
+    }
+
+    /// Writes `config.json` atomically with mode 0600, stamping `schema_version`.
+    pub fn write_config(&self, mut cfg: Map<String, Value>) -> Result<()> {
+        self.ensure()?;
+        cfg.entry("schema_version")
+            .or_insert(Value::from(CONFIG_SCHEMA_VERSION));
+        let mut bytes = serde_json::to_vec_pretty(&Value::Object(cfg)).expect("JSON map encodes");
+        bytes.push(b'\n');
+        fsutil::write_atomic(&self.config_path(), &bytes, 0o600)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn agent_names() {
+        for ok in ["a", "agent-1", "My.Agent_2", &"x".repeat(64)] {
+            AgentName::new(ok).unwrap();
+        }
+        for bad in [
+            "",
+            ".",
+            "..",
+            ".hidden",
+            "-x",
+            "a/b",
+            "a b",
+            "é",
+            &"x".repeat(65),
+            "a\0",
+        ] {
+            let e = AgentName::new(bad).unwrap_err().to_string();
+            assert!(e.contains("not allowed"), "{bad:?}: {e}");
+        }
+    }
+}

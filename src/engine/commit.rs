@@ -1,0 +1,167 @@
+//! Commit: seal the overlay into the next snapshot.
+//!
+//! Write order (the atomicity argument, also in `docs/ARCHITECTURE.md`):
+//! 1. dirty chunks, chunk lists, directory nodes and touched inode pages are
+//!    sealed and appended to the pack (only what changed: cost follows the
+//!    size of the change, not of the tree or the file);
+//! 2. the manifest is sealed into an envelope naming the parent's hash;
+//! 3. the pack is fdatasync'ed, then one SQLite transaction records the new
+//!    objects, the pack lengths and the envelope (synchronous = FULL).
+//!
+//! A crash before step 3's transaction commits leaves the previous head;
+//! bytes appended after the last committed pack length are cut off by the
+//! next writer. On error the overlay is kept, so the commit can be retried.
+
+use super::view::SnapshotView;
+use super::{Engine, Overlay, now_ns};
+use crate::Result;
+use crate::agent::Agent;
+use crate::envelope::tree::{
+    self, CHUNK_SIZE, Chunks, Content, INODES_PER_PAGE, Inode, MAX_INLINE_CHUNKS, Manifest,
+    ObjectKind, ROOT_INO,
+};
+use crate::envelope::{self, GENESIS_PARENT};
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+/// What a commit produced.
+#[derive(Clone, Debug)]
+pub struct CommitInfo {
+    /// The new head's sequence number.
+    pub seq: u64,
+    /// Its envelope hash.
+    pub hash: [u8; 32],
+}
+
+/// Creates snapshot 1: an empty root directory owned by the caller.
+pub(super) fn genesis(agent: &Agent) -> Result<SnapshotView> {
+    let repo = agent.repo();
+    let now = now_ns();
+    let root = Inode {
+        ino: ROOT_INO,
+        perm: 0o755,
+        uid: nix::unistd::geteuid().as_raw(),
+        gid: nix::unistd::getegid().as_raw(),
+        nlink: 2,
+        size: 0,
+        atime: now,
+        mtime: now,
+        ctime: now,
+        parent: ROOT_INO,
+        xattrs: BTreeMap::new(),
+        content: Content::Dir(None),
+    };
+    let page_no = ROOT_INO / u64::from(INODES_PER_PAGE);
+    let page = tree::encode_page(page_no, &BTreeMap::from([(ROOT_INO, root)]));
+    let id = repo.put(ObjectKind::InodePage, &page)?;
+    let m = Manifest {
+        agent_id: repo.keys().agent_id(),
+        seq: 1,
+        parent: GENESIS_PARENT,
+        timestamp_ms: now / 1_000_000,
+        chunk_size: CHUNK_SIZE,
+        inodes_per_page: INODES_PER_PAGE,
+        next_ino: ROOT_INO + 1,
+        pages: BTreeMap::from([(page_no, id)]),
+    };
+    let env = envelope::seal_manifest(repo.keys(), &m);
+    repo.commit(&env)?;
+    Ok(SnapshotView::new(repo.clone(), env.hash(), m))
+}
+
+impl Engine {
+    /// Seals every uncommitted change into the next snapshot. Returns `None`
+    /// when there is nothing to commit. Durable when it returns.
+    pub fn commit(&mut self) -> Result<Option<CommitInfo>> {
+        if !self.ov.changed {
+            return Ok(None);
+        }
+        self.seal_dirty()?;
+        let repo = self.head.repo().clone();
+        let base = self.head.manifest().clone();
+        let ipp = u64::from(base.inodes_per_page);
+
+        // File contents and directory entries of the changed inodes.
+        let mut changed: BTreeMap<u64, Option<Inode>> = self
+            .ov
+            .inodes
+            .iter()
+            .map(|(k, v)| (*k, v.clone()))
+            .collect();
+        for (ino, f) in &self.ov.files {
+            let Some(Some(i)) = changed.get_mut(ino) else {
+                continue;
+            };
+            let mut refs = f.refs.clone();
+            let nchunks = i.size.div_ceil(u64::from(base.chunk_size)) as usize;
+            refs.truncate(nchunks);
+            while refs.last() == Some(&None) {
+                refs.pop();
+            }
+            i.content = Content::File(if refs.len() <= MAX_INLINE_CHUNKS {
+                Chunks::Inline(refs)
+            } else {
+                let count = refs.len() as u64;
+                let id = repo.put(ObjectKind::ChunkList, &tree::encode_chunk_list(&refs))?;
+                Chunks::List { id, count }
+            });
+        }
+        for (ino, entries) in &self.ov.dirs {
+            let Some(Some(i)) = changed.get_mut(ino) else {
+                continue;
+            };
+            i.content = Content::Dir(if entries.is_empty() {
+                None
+            } else {
+                Some(repo.put(ObjectKind::DirNode, &tree::encode_dir(entries))?)
+            });
+        }
+
+        // Only the pages that hold a changed inode are rewritten.
+        let mut pages = base.pages.clone();
+        let touched: BTreeSet<u64> = changed.keys().map(|ino| ino / ipp).collect();
+        for page_no in touched {
+            let mut recs = match self.head.page(page_no)? {
+                Some(p) => (*p).clone(),
+                None => BTreeMap::new(),
+            };
+            for (ino, i) in changed.range(page_no * ipp..(page_no + 1) * ipp) {
+                match i {
+                    Some(i) => recs.insert(*ino, i.clone()),
+                    None => recs.remove(ino),
+                };
+            }
+            if recs.is_empty() {
+                pages.remove(&page_no);
+            } else {
+                let id = repo.put(ObjectKind::InodePage, &tree::encode_page(page_no, &recs))?;
+                pages.insert(page_no, id);
+            }
+        }
+
+        let m = Manifest {
+            agent_id: repo.keys().agent_id(),
+            seq: base.seq + 1,
+            parent: self.head.hash(),
+            timestamp_ms: (now_ns() / 1_000_000).max(base.timestamp_ms),
+            chunk_size: base.chunk_size,
+            inodes_per_page: base.inodes_per_page,
+            next_ino: self.ov.next_ino,
+            pages,
+        };
+        let env = envelope::seal_manifest(repo.keys(), &m);
+        repo.commit(&env)?;
+        let head = SnapshotView::new(repo, env.hash(), m);
+        self.agent.record_seen(&head)?;
+        let info = CommitInfo {
+            seq: head.seq(),
+            hash: head.hash(),
+        };
+        self.ov = Overlay {
+            next_ino: head.manifest().next_ino,
+            ..Overlay::default()
+        };
+        self.head = Arc::new(head);
+        Ok(Some(info))
+    }
+}

@@ -1,0 +1,823 @@
+//! The snapshot engine: a working tree over the head snapshot, and commit.
+//!
+//! [`Engine`] is the single writer of one agent. It shows the head snapshot
+//! plus an in-memory overlay of uncommitted changes (new and changed inodes,
+//! changed directories, dirty file chunks). Operations are addressed by
+//! inode number, as a filesystem adapter needs them, and fail with the errno
+//! Linux programs expect, leaving the overlay unchanged on error.
+//! [`Engine::commit`] seals the overlay into the next snapshot (see
+//! `commit.rs`). Dirty chunk data beyond the dirty budget is sealed early
+//! into content objects: plaintext never spills to disk.
+//!
+//! Architecture Invariant: the engine knows nothing of FUSE; time, uid and
+//! gid come in from the caller or the clock here.
+
+mod commit;
+pub mod view;
+
+use crate::agent::{Agent, WriteLock};
+use crate::config::{AgentName, Home};
+use crate::envelope::tree::{
+    ChunkRef, Chunks, Content, DirEntry, Entries, FileType, INODES_PER_PAGE, Inode, ObjectKind,
+    ROOT_INO,
+};
+use crate::keys::MasterKey;
+use crate::{Error, Result};
+pub use commit::CommitInfo;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use view::SnapshotView;
+
+/// Longest name of a directory entry, in bytes.
+pub const NAME_MAX: usize = 255;
+/// Longest extended attribute name, in bytes.
+pub const XATTR_NAME_MAX: usize = 255;
+/// Largest extended attribute value, in bytes.
+pub const XATTR_SIZE_MAX: usize = 64 * 1024;
+/// Default budget of dirty chunk bytes held in memory before sealing early.
+pub const DEFAULT_DIRTY_BUDGET: usize = 256 << 20;
+
+/// Attributes to change; `None` leaves a field alone.
+#[derive(Clone, Debug, Default)]
+pub struct SetAttr {
+    /// New permission bits (`& 0o7777`).
+    pub perm: Option<u32>,
+    /// New owner.
+    pub uid: Option<u32>,
+    /// New group.
+    pub gid: Option<u32>,
+    /// New size (truncate or extend).
+    pub size: Option<u64>,
+    /// New access time, ns.
+    pub atime: Option<i64>,
+    /// New modification time, ns.
+    pub mtime: Option<i64>,
+}
+
+/// Flags of `rename`.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct RenameFlags {
+    /// Fail with `EEXIST` if the target exists.
+    pub noreplace: bool,
+    /// Atomically swap source and target (both must exist).
+    pub exchange: bool,
+}
+
+/// Flags of `setxattr`.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct XattrFlags {
+    /// Fail with `EEXIST` if the attribute exists.
+    pub create: bool,
+    /// Fail with `ENODATA` if the attribute does not exist.
+    pub replace: bool,
+}
+
+#[derive(Default)]
+struct DirtyFile {
+    refs: Vec<ChunkRef>,
+    dirty: BTreeMap<u64, Vec<u8>>,
+}
+
+#[derive(Default)]
+struct Overlay {
+    inodes: HashMap<u64, Option<Inode>>,
+    dirs: HashMap<u64, Entries>,
+    files: HashMap<u64, DirtyFile>,
+    next_ino: u64,
+    dirty_bytes: usize,
+    changed: bool,
+}
+
+/// Nanoseconds since the epoch, now.
+pub fn now_ns() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as i64)
+        .unwrap_or(0)
+}
+
+fn check_name(name: &[u8], op: &'static str) -> Result<()> {
+    if name.is_empty() {
+        return Err(Error::fs(op, libc::ENOENT));
+    }
+    if name.len() > NAME_MAX {
+        return Err(Error::fs(op, libc::ENAMETOOLONG));
+    }
+    if name.contains(&b'/') || name.contains(&0) {
+        return Err(Error::fs(op, libc::EINVAL));
+    }
+    if name == b"." || name == b".." {
+        return Err(Error::fs(op, libc::EEXIST));
+    }
+    Ok(())
+}
+
+/// The single writer of one agent.
+pub struct Engine {
+    agent: Agent,
+    head: Arc<SnapshotView>,
+    ov: Overlay,
+    dirty_budget: usize,
+    _lock: WriteLock,
+}
+
+impl Engine {
+    /// Opens an agent for writing, creating its data dir and first snapshot
+    /// (an empty root directory) if it has none.
+    pub fn open(home: &Home, name: &AgentName, master: &MasterKey) -> Result<Self> {
+        Self::open_with(home, name, master, true)
+    }
+
+    /// Opens for writing; with `create = false` an unknown agent is an error.
+    pub fn open_with(
+        home: &Home,
+        name: &AgentName,
+        master: &MasterKey,
+        create: bool,
+    ) -> Result<Self> {
+        let (agent, lock) = Agent::open_writer(home, name, master, create)?;
+        let existing = agent.repo().index().head_seq()?;
+        let head = match existing {
+            Some(_) => agent.head()?,
+            None => commit::genesis(&agent)?,
+        };
+        agent.record_seen(&head)?;
+        let next_ino = head.manifest().next_ino;
+        Ok(Engine {
+            agent,
+            head: Arc::new(head),
+            ov: Overlay {
+                next_ino,
+                ..Overlay::default()
+            },
+            dirty_budget: DEFAULT_DIRTY_BUDGET,
+            _lock: lock,
+        })
+    }
+
+    /// Sets the dirty budget (bytes of unsealed chunk data kept in memory).
+    pub fn set_dirty_budget(&mut self, bytes: usize) {
+        self.dirty_budget = bytes;
+    }
+
+    /// The read side of this agent (history, listings, verification).
+    pub fn agent(&self) -> &Agent {
+        &self.agent
+    }
+
+    /// The head snapshot (without uncommitted changes).
+    pub fn head(&self) -> &Arc<SnapshotView> {
+        &self.head
+    }
+
+    /// True if there are uncommitted changes.
+    pub fn is_dirty(&self) -> bool {
+        self.ov.changed
+    }
+
+    /// Bytes of dirty chunk data held in memory now.
+    pub fn dirty_bytes(&self) -> usize {
+        self.ov.dirty_bytes
+    }
+
+    fn chunk_size(&self) -> u64 {
+        u64::from(self.head.manifest().chunk_size)
+    }
+
+    // ----- reads through the overlay -----
+
+    fn inode(&self, ino: u64) -> Result<Option<Inode>> {
+        match self.ov.inodes.get(&ino) {
+            Some(i) => Ok(i.clone()),
+            None => self.head.inode(ino),
+        }
+    }
+
+    /// An inode's current attributes, or `ENOENT`.
+    pub fn getattr(&self, ino: u64) -> Result<Inode> {
+        self.inode(ino)?
+            .ok_or_else(|| Error::fs("getattr", libc::ENOENT))
+    }
+
+    /// Runs `f` on a directory's current entries.
+    pub fn with_entries<R>(&self, ino: u64, f: impl FnOnce(&Entries) -> R) -> Result<R> {
+        if let Some(e) = self.ov.dirs.get(&ino) {
+            return Ok(f(e));
+        }
+        let i = self.getattr(ino)?;
+        Ok(f(&*view::entries_of(self.head.repo(), &i)?))
+    }
+
+    /// A directory's entries, sorted by name.
+    pub fn readdir(&self, ino: u64) -> Result<Vec<(Vec<u8>, DirEntry)>> {
+        self.with_entries(ino, |e| e.iter().map(|(k, v)| (k.clone(), *v)).collect())
+    }
+
+    /// Looks up `name` in `parent`.
+    pub fn lookup(&self, parent: u64, name: &[u8]) -> Result<Option<DirEntry>> {
+        if name.len() > NAME_MAX {
+            return Err(Error::fs("lookup", libc::ENAMETOOLONG));
+        }
+        self.with_entries(parent, |e| e.get(name).copied())
+    }
+
+    /// Resolves a `/`-separated path from the root (no symlinks followed).
+    pub fn resolve(&self, path: &[u8]) -> Result<u64> {
+        view::resolve_with(path, |p, n| self.lookup(p, n))
+    }
+
+    fn refs_of(&self, i: &Inode) -> Result<Arc<Vec<ChunkRef>>> {
+        view::chunk_refs(self.head.repo(), i)
+    }
+
+    /// Reads up to `len` bytes at `off`.
+    pub fn read(&self, ino: u64, off: u64, len: usize) -> Result<Vec<u8>> {
+        let i = self.getattr(ino)?;
+        let repo = self.head.repo();
+        match self.ov.files.get(&ino) {
+            Some(f) => view::read_range(
+                repo,
+                &f.refs,
+                Some(&f.dirty),
+                i.size,
+                self.chunk_size(),
+                off,
+                len,
+            ),
+            None => {
+                let refs = self.refs_of(&i)?;
+                view::read_range(repo, &refs, None, i.size, self.chunk_size(), off, len)
+            }
+        }
+    }
+
+    /// A symlink's target.
+    pub fn readlink(&self, ino: u64) -> Result<Vec<u8>> {
+        match self.getattr(ino)?.content {
+            Content::Symlink(t) => Ok(t),
+            _ => Err(Error::fs("readlink", libc::EINVAL)),
+        }
+    }
+
+    /// One extended attribute (`ENODATA` if absent).
+    pub fn getxattr(&self, ino: u64, name: &[u8]) -> Result<Vec<u8>> {
+        self.getattr(ino)?
+            .xattrs
+            .remove(name)
+            .ok_or_else(|| Error::fs("getxattr", libc::ENODATA))
+    }
+
+    /// Names of all extended attributes.
+    pub fn listxattr(&self, ino: u64) -> Result<Vec<Vec<u8>>> {
+        Ok(self.getattr(ino)?.xattrs.into_keys().collect())
+    }
+
+    // ----- overlay plumbing -----
+
+    fn inode_mut(&mut self, ino: u64) -> Result<&mut Inode> {
+        if !self.ov.inodes.contains_key(&ino) {
+            let i = self.head.inode(ino)?;
+            self.ov.inodes.insert(ino, i);
+        }
+        self.ov
+            .inodes
+            .get_mut(&ino)
+            .and_then(|i| i.as_mut())
+            .ok_or_else(|| Error::fs("inode", libc::ENOENT))
+    }
+
+    fn entries_mut(&mut self, ino: u64) -> Result<&mut Entries> {
+        if !self.ov.dirs.contains_key(&ino) {
+            let i = self.getattr(ino)?;
+            let e = view::entries_of(self.head.repo(), &i)?;
+            self.ov.dirs.insert(ino, (*e).clone());
+        }
+        Ok(self.ov.dirs.get_mut(&ino).expect("just inserted"))
+    }
+
+    fn dir_inode(&self, ino: u64, op: &'static str) -> Result<Inode> {
+        let i = self.getattr(ino)?;
+        if i.file_type() != FileType::Dir {
+            return Err(Error::fs(op, libc::ENOTDIR));
+        }
+        Ok(i)
+    }
+
+    fn touch_dir(&mut self, ino: u64, now: i64, nlink_delta: i32) -> Result<()> {
+        let d = self.inode_mut(ino)?;
+        d.mtime = now;
+        d.ctime = now;
+        d.nlink = d.nlink.saturating_add_signed(nlink_delta);
+        Ok(())
+    }
+
+    fn new_child(
+        &mut self,
+        op: &'static str,
+        parent: u64,
+        name: &[u8],
+        (perm, uid, gid): (u32, u32, u32),
+        content: Content,
+    ) -> Result<Inode> {
+        check_name(name, op)?;
+        self.dir_inode(parent, op)?;
+        if self.lookup(parent, name)?.is_some() {
+            return Err(Error::fs(op, libc::EEXIST));
+        }
+        let now = now_ns();
+        let ino = self.ov.next_ino;
+        let is_dir = matches!(content, Content::Dir(_));
+        let size = match &content {
+            Content::Symlink(t) => t.len() as u64,
+            _ => 0,
+        };
+        let inode = Inode {
+            ino,
+            perm: perm & 0o7777,
+            uid,
+            gid,
+            nlink: if is_dir { 2 } else { 1 },
+            size,
+            atime: now,
+            mtime: now,
+            ctime: now,
+            parent: if is_dir { parent } else { 0 },
+            xattrs: BTreeMap::new(),
+            content,
+        };
+        let file_type = inode.file_type();
+        self.entries_mut(parent)?
+            .insert(name.to_vec(), DirEntry { ino, file_type });
+        self.touch_dir(parent, now, if is_dir { 1 } else { 0 })?;
+        self.ov.inodes.insert(ino, Some(inode.clone()));
+        self.ov.next_ino += 1;
+        self.ov.changed = true;
+        Ok(inode)
+    }
+
+    /// Drops one link to `ino` (already removed from its directory).
+    fn drop_link(&mut self, ino: u64, now: i64) -> Result<()> {
+        let i = self.inode_mut(ino)?;
+        let gone = i.file_type() == FileType::Dir || i.nlink <= 1;
+        if !gone {
+            i.nlink -= 1;
+            i.ctime = now;
+            return Ok(());
+        }
+        self.ov.inodes.insert(ino, None);
+        self.ov.dirs.remove(&ino);
+        if let Some(f) = self.ov.files.remove(&ino) {
+            self.ov.dirty_bytes -= f.dirty.values().map(Vec::len).sum::<usize>();
+        }
+        Ok(())
+    }
+
+    // ----- namespace operations -----
+
+    /// Creates an empty regular file.
+    pub fn create(
+        &mut self,
+        parent: u64,
+        name: &[u8],
+        perm: u32,
+        uid: u32,
+        gid: u32,
+    ) -> Result<Inode> {
+        self.new_child(
+            "create",
+            parent,
+            name,
+            (perm, uid, gid),
+            Content::File(Chunks::Inline(vec![])),
+        )
+    }
+
+    /// Creates a directory.
+    pub fn mkdir(
+        &mut self,
+        parent: u64,
+        name: &[u8],
+        perm: u32,
+        uid: u32,
+        gid: u32,
+    ) -> Result<Inode> {
+        self.new_child("mkdir", parent, name, (perm, uid, gid), Content::Dir(None))
+    }
+
+    /// Creates a symlink.
+    pub fn symlink(
+        &mut self,
+        parent: u64,
+        name: &[u8],
+        target: &[u8],
+        uid: u32,
+        gid: u32,
+    ) -> Result<Inode> {
+        if target.is_empty() {
+            return Err(Error::fs("symlink", libc::ENOENT));
+        }
+        if target.len() > libc::PATH_MAX as usize {
+            return Err(Error::fs("symlink", libc::ENAMETOOLONG));
+        }
+        self.new_child(
+            "symlink",
+            parent,
+            name,
+            (0o777, uid, gid),
+            Content::Symlink(target.to_vec()),
+        )
+    }
+
+    /// Adds a hard link `newparent/newname` to `ino`.
+    pub fn link(&mut self, ino: u64, newparent: u64, newname: &[u8]) -> Result<Inode> {
+        check_name(newname, "link")?;
+        let i = self.getattr(ino)?;
+        if i.file_type() == FileType::Dir {
+            return Err(Error::fs("link", libc::EPERM));
+        }
+        self.dir_inode(newparent, "link")?;
+        if self.lookup(newparent, newname)?.is_some() {
+            return Err(Error::fs("link", libc::EEXIST));
+        }
+        let now = now_ns();
+        self.entries_mut(newparent)?.insert(
+            newname.to_vec(),
+            DirEntry {
+                ino,
+                file_type: i.file_type(),
+            },
+        );
+        self.touch_dir(newparent, now, 0)?;
+        let i = self.inode_mut(ino)?;
+        i.nlink += 1;
+        i.ctime = now;
+        let out = i.clone();
+        self.ov.changed = true;
+        Ok(out)
+    }
+
+    /// Removes a non-directory entry.
+    pub fn unlink(&mut self, parent: u64, name: &[u8]) -> Result<()> {
+        self.dir_inode(parent, "unlink")?;
+        let e = self
+            .lookup(parent, name)?
+            .ok_or_else(|| Error::fs("unlink", libc::ENOENT))?;
+        if e.file_type == FileType::Dir {
+            return Err(Error::fs("unlink", libc::EISDIR));
+        }
+        let now = now_ns();
+        self.entries_mut(parent)?.remove(name);
+        self.touch_dir(parent, now, 0)?;
+        self.drop_link(e.ino, now)?;
+        self.ov.changed = true;
+        Ok(())
+    }
+
+    /// Removes an empty directory.
+    pub fn rmdir(&mut self, parent: u64, name: &[u8]) -> Result<()> {
+        self.dir_inode(parent, "rmdir")?;
+        if name == b"." {
+            return Err(Error::fs("rmdir", libc::EINVAL));
+        }
+        if name == b".." {
+            return Err(Error::fs("rmdir", libc::ENOTEMPTY));
+        }
+        let e = self
+            .lookup(parent, name)?
+            .ok_or_else(|| Error::fs("rmdir", libc::ENOENT))?;
+        if e.file_type != FileType::Dir {
+            return Err(Error::fs("rmdir", libc::ENOTDIR));
+        }
+        if !self.with_entries(e.ino, |c| c.is_empty())? {
+            return Err(Error::fs("rmdir", libc::ENOTEMPTY));
+        }
+        let now = now_ns();
+        self.entries_mut(parent)?.remove(name);
+        self.touch_dir(parent, now, -1)?;
+        self.drop_link(e.ino, now)?;
+        self.ov.changed = true;
+        Ok(())
+    }
+
+    /// True if `dir` is `ancestor` or lies below it.
+    fn is_within(&self, mut dir: u64, ancestor: u64) -> Result<bool> {
+        loop {
+            if dir == ancestor {
+                return Ok(true);
+            }
+            if dir == ROOT_INO {
+                return Ok(false);
+            }
+            dir = self.getattr(dir)?.parent;
+        }
+    }
+
+    /// Renames `parent/name` to `newparent/newname`, atomically replacing
+    /// the target (or swapping with it under `exchange`).
+    pub fn rename(
+        &mut self,
+        parent: u64,
+        name: &[u8],
+        newparent: u64,
+        newname: &[u8],
+        flags: RenameFlags,
+    ) -> Result<()> {
+        const OP: &str = "rename";
+        check_name(newname, OP)?;
+        if name == b"." || name == b".." {
+            return Err(Error::fs(OP, libc::EINVAL));
+        }
+        if flags.noreplace && flags.exchange {
+            return Err(Error::fs(OP, libc::EINVAL));
+        }
+        self.dir_inode(parent, OP)?;
+        self.dir_inode(newparent, OP)?;
+        let src = self
+            .lookup(parent, name)?
+            .ok_or_else(|| Error::fs(OP, libc::ENOENT))?;
+        let dst = self.lookup(newparent, newname)?;
+        let now = now_ns();
+        if flags.exchange {
+            let dst = dst.ok_or_else(|| Error::fs(OP, libc::ENOENT))?;
+            if src.ino == dst.ino {
+                return Ok(());
+            }
+            if src.file_type == FileType::Dir && self.is_within(newparent, src.ino)?
+                || dst.file_type == FileType::Dir && self.is_within(parent, dst.ino)?
+            {
+                return Err(Error::fs(OP, libc::EINVAL));
+            }
+            self.entries_mut(parent)?.insert(name.to_vec(), dst);
+            self.entries_mut(newparent)?.insert(newname.to_vec(), src);
+            for (moved, from, to) in [(src, parent, newparent), (dst, newparent, parent)] {
+                self.moved(moved, from, to, now)?;
+            }
+            self.touch_dir(parent, now, 0)?;
+            self.touch_dir(newparent, now, 0)?;
+            self.ov.changed = true;
+            return Ok(());
+        }
+        if let Some(d) = dst {
+            if flags.noreplace {
+                return Err(Error::fs(OP, libc::EEXIST));
+            }
+            if d.ino == src.ino {
+                return Ok(());
+            }
+            match (src.file_type == FileType::Dir, d.file_type == FileType::Dir) {
+                (true, false) => return Err(Error::fs(OP, libc::ENOTDIR)),
+                (false, true) => return Err(Error::fs(OP, libc::EISDIR)),
+                (true, true) if !self.with_entries(d.ino, |c| c.is_empty())? => {
+                    return Err(Error::fs(OP, libc::ENOTEMPTY));
+                }
+                _ => {}
+            }
+        }
+        if src.file_type == FileType::Dir && self.is_within(newparent, src.ino)? {
+            return Err(Error::fs(OP, libc::EINVAL));
+        }
+        // All checks passed: mutate.
+        if let Some(d) = dst {
+            self.entries_mut(newparent)?.remove(newname);
+            if d.file_type == FileType::Dir {
+                self.touch_dir(newparent, now, -1)?;
+            }
+            self.drop_link(d.ino, now)?;
+        }
+        self.entries_mut(parent)?.remove(name);
+        self.entries_mut(newparent)?.insert(newname.to_vec(), src);
+        self.moved(src, parent, newparent, now)?;
+        self.touch_dir(parent, now, 0)?;
+        self.touch_dir(newparent, now, 0)?;
+        self.ov.changed = true;
+        Ok(())
+    }
+
+    /// Updates an inode that moved from directory `from` to `to`.
+    fn moved(&mut self, e: DirEntry, from: u64, to: u64, now: i64) -> Result<()> {
+        let dir_move = e.file_type == FileType::Dir && from != to;
+        let i = self.inode_mut(e.ino)?;
+        i.ctime = now;
+        if dir_move {
+            i.parent = to;
+            self.touch_dir(from, now, -1)?;
+            self.touch_dir(to, now, 1)?;
+        }
+        Ok(())
+    }
+
+    // ----- attributes -----
+
+    /// Changes attributes; a size change truncates or extends the file.
+    pub fn setattr(&mut self, ino: u64, a: &SetAttr) -> Result<Inode> {
+        let now = now_ns();
+        if let Some(size) = a.size {
+            self.truncate(ino, size, now)?;
+        } else {
+            self.getattr(ino)?;
+        }
+        let i = self.inode_mut(ino)?;
+        if let Some(p) = a.perm {
+            i.perm = p & 0o7777;
+        }
+        if let Some(u) = a.uid {
+            i.uid = u;
+        }
+        if let Some(g) = a.gid {
+            i.gid = g;
+        }
+        if let Some(t) = a.atime {
+            i.atime = t;
+        }
+        if let Some(t) = a.mtime {
+            i.mtime = t;
+        }
+        i.ctime = now;
+        let out = i.clone();
+        self.ov.changed = true;
+        Ok(out)
+    }
+
+    /// Sets an extended attribute.
+    pub fn setxattr(
+        &mut self,
+        ino: u64,
+        name: &[u8],
+        value: &[u8],
+        flags: XattrFlags,
+    ) -> Result<()> {
+        if name.is_empty() || name.len() > XATTR_NAME_MAX {
+            return Err(Error::fs("setxattr", libc::ERANGE));
+        }
+        if value.len() > XATTR_SIZE_MAX {
+            return Err(Error::fs("setxattr", libc::E2BIG));
+        }
+        let exists = self.getattr(ino)?.xattrs.contains_key(name);
+        if flags.create && exists {
+            return Err(Error::fs("setxattr", libc::EEXIST));
+        }
+        if flags.replace && !exists {
+            return Err(Error::fs("setxattr", libc::ENODATA));
+        }
+        let i = self.inode_mut(ino)?;
+        i.xattrs.insert(name.to_vec(), value.to_vec());
+        i.ctime = now_ns();
+        self.ov.changed = true;
+        Ok(())
+    }
+
+    /// Removes an extended attribute.
+    pub fn removexattr(&mut self, ino: u64, name: &[u8]) -> Result<()> {
+        if !self.getattr(ino)?.xattrs.contains_key(name) {
+            return Err(Error::fs("removexattr", libc::ENODATA));
+        }
+        let i = self.inode_mut(ino)?;
+        i.xattrs.remove(name);
+        i.ctime = now_ns();
+        self.ov.changed = true;
+        Ok(())
+    }
+
+    // ----- file content -----
+
+    fn dirty_file(&mut self, ino: u64, op: &'static str) -> Result<&mut DirtyFile> {
+        if !self.ov.files.contains_key(&ino) {
+            let i = self.getattr(ino)?;
+            match i.file_type() {
+                FileType::File => {}
+                FileType::Dir => return Err(Error::fs(op, libc::EISDIR)),
+                FileType::Symlink => return Err(Error::fs(op, libc::EINVAL)),
+            }
+            let refs = (*self.refs_of(&i)?).clone();
+            self.inode_mut(ino)?;
+            self.ov.files.insert(
+                ino,
+                DirtyFile {
+                    refs,
+                    dirty: BTreeMap::new(),
+                },
+            );
+        }
+        Ok(self.ov.files.get_mut(&ino).expect("just inserted"))
+    }
+
+    /// Loads chunk `idx` into the dirty set (empty if `whole`, i.e. about to
+    /// be overwritten entirely) and returns it.
+    fn dirty_chunk(&mut self, ino: u64, idx: u64, whole: bool) -> Result<&mut Vec<u8>> {
+        let repo = self.head.repo().clone();
+        let f = self
+            .ov
+            .files
+            .get_mut(&ino)
+            .expect("dirty_file called first");
+        if !f.dirty.contains_key(&idx) {
+            let base = match (whole, f.refs.get(idx as usize)) {
+                (false, Some(Some(id))) => (*repo.chunk(id)?).clone(),
+                _ => Vec::new(),
+            };
+            self.ov.dirty_bytes += base.len();
+            f.dirty.insert(idx, base);
+        }
+        Ok(f.dirty.get_mut(&idx).expect("just inserted"))
+    }
+
+    /// Writes `data` at `off`; returns the bytes written.
+    pub fn write(&mut self, ino: u64, off: u64, data: &[u8]) -> Result<usize> {
+        let end = off
+            .checked_add(data.len() as u64)
+            .filter(|e| *e <= i64::MAX as u64)
+            .ok_or_else(|| Error::fs("write", libc::EFBIG))?;
+        self.dirty_file(ino, "write")?;
+        let chunk = self.chunk_size();
+        let (mut pos, mut src) = (off, 0usize);
+        while pos < end {
+            let idx = pos / chunk;
+            let within = (pos - idx * chunk) as usize;
+            let n = ((chunk as usize) - within).min((end - pos) as usize);
+            let buf = self.dirty_chunk(ino, idx, within == 0 && n == chunk as usize)?;
+            let before = buf.len();
+            if buf.len() < within + n {
+                buf.resize(within + n, 0);
+            }
+            buf[within..within + n].copy_from_slice(&data[src..src + n]);
+            let grown = buf.len() - before;
+            self.ov.dirty_bytes += grown;
+            pos += n as u64;
+            src += n;
+        }
+        let now = now_ns();
+        let i = self.inode_mut(ino)?;
+        i.size = i.size.max(end);
+        i.mtime = now;
+        i.ctime = now;
+        self.ov.changed = true;
+        if self.ov.dirty_bytes > self.dirty_budget {
+            self.seal_dirty()?;
+        }
+        Ok(data.len())
+    }
+
+    fn truncate(&mut self, ino: u64, size: u64, now: i64) -> Result<()> {
+        if size > i64::MAX as u64 {
+            return Err(Error::fs("truncate", libc::EFBIG));
+        }
+        let old = self.getattr(ino)?.size;
+        self.dirty_file(ino, "truncate")?;
+        if size < old {
+            let chunk = self.chunk_size();
+            let keep_chunks = size.div_ceil(chunk);
+            let tail = (size % chunk) as usize;
+            let f = self.ov.files.get_mut(&ino).expect("dirty file");
+            let dropped: usize = f.dirty.split_off(&keep_chunks).values().map(Vec::len).sum();
+            f.refs.truncate(keep_chunks as usize);
+            self.ov.dirty_bytes -= dropped;
+            if tail != 0 {
+                let buf = self.dirty_chunk(ino, keep_chunks - 1, false)?;
+                let cut = buf.len().saturating_sub(tail);
+                buf.truncate(tail);
+                self.ov.dirty_bytes -= cut;
+            }
+        }
+        let i = self.inode_mut(ino)?;
+        i.size = size;
+        i.mtime = now;
+        i.ctime = now;
+        self.ov.changed = true;
+        Ok(())
+    }
+
+    /// Seals every dirty chunk into a content object now (not yet committed),
+    /// releasing its plaintext from memory.
+    pub fn seal_dirty(&mut self) -> Result<()> {
+        let repo = self.head.repo().clone();
+        for f in self.ov.files.values_mut() {
+            // One chunk at a time, so that an error leaves the overlay whole.
+            while let Some((&idx, data)) = f.dirty.first_key_value() {
+                let r = if data.iter().all(|b| *b == 0) {
+                    None
+                } else {
+                    Some(repo.put(ObjectKind::Chunk, data)?)
+                };
+                let i = idx as usize;
+                if f.refs.len() <= i {
+                    f.refs.resize(i + 1, None);
+                }
+                f.refs[i] = r;
+                let data = f.dirty.remove(&idx).expect("present");
+                self.ov.dirty_bytes -= data.len();
+            }
+        }
+        Ok(())
+    }
+
+    /// Throws away every uncommitted change.
+    pub fn discard(&mut self) {
+        self.ov = Overlay {
+            next_ino: self.head.manifest().next_ino,
+            ..Overlay::default()
+        };
+    }
+}
+
+/// Default inodes per page, re-exported for benches and docs.
+pub const PAGE_INODES: u32 = INODES_PER_PAGE;

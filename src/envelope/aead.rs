@@ -1,0 +1,83 @@
+//! The cipher backend: AES-256-GCM, `IV (12) || ciphertext || tag (16)`.
+//!
+//! This is the one place that names a cipher crate; swapping the backend
+//! (for example to aws-lc-rs) is a change to this file alone. Every seal
+//! draws a fresh 96-bit IV from the OS CSPRNG.
+
+use aes_gcm::aead::{AeadInOut, KeyInit};
+use aes_gcm::{Aes256Gcm, Nonce, Tag};
+
+/// IV length.
+pub const IV_LEN: usize = 12;
+/// Tag length.
+pub const TAG_LEN: usize = 16;
+/// Bytes a seal adds to the plaintext.
+pub const OVERHEAD: usize = IV_LEN + TAG_LEN;
+
+/// Tag verification failed (or the input is too short to hold IV and tag).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OpenError;
+
+/// Seals `plaintext` under `key` and `aad`.
+pub fn seal(key: &[u8; 32], aad: &[u8], plaintext: &[u8]) -> Vec<u8> {
+    let cipher = Aes256Gcm::new(key.into());
+    let mut out = vec![0u8; OVERHEAD + plaintext.len()];
+    getrandom::fill(&mut out[..IV_LEN]).expect("the OS random source failed");
+    let (iv, rest) = out.split_at_mut(IV_LEN);
+    let (body, tag_out) = rest.split_at_mut(plaintext.len());
+    body.copy_from_slice(plaintext);
+    let nonce = Nonce::try_from(&*iv).expect("12-byte IV");
+    let tag = cipher
+        .encrypt_inout_detached(&nonce, aad, body.into())
+        .expect("AES-GCM accepts messages below 64 GiB");
+    tag_out.copy_from_slice(&tag);
+    out
+}
+
+/// Opens sealed bytes; the plaintext is returned only if the tag verifies.
+pub fn open(key: &[u8; 32], aad: &[u8], sealed: &[u8]) -> Result<Vec<u8>, OpenError> {
+    if sealed.len() < OVERHEAD {
+        return Err(OpenError);
+    }
+    let cipher = Aes256Gcm::new(key.into());
+    let (iv, rest) = sealed.split_at(IV_LEN);
+    let (body, tag) = rest.split_at(rest.len() - TAG_LEN);
+    let nonce = Nonce::try_from(iv).map_err(|_| OpenError)?;
+    let tag = Tag::try_from(tag).map_err(|_| OpenError)?;
+    let mut out = body.to_vec();
+    cipher
+        .decrypt_inout_detached(&nonce, aad, out.as_mut_slice().into(), &tag)
+        .map_err(|_| OpenError)?;
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn roundtrip_and_tamper() {
+        let k = [3u8; 32];
+        let s = seal(&k, b"ctx", b"hello world");
+        assert_eq!(s.len(), 11 + OVERHEAD);
+        assert_eq!(open(&k, b"ctx", &s).unwrap(), b"hello world");
+        assert_eq!(open(&k, b"ctx2", &s), Err(OpenError));
+        assert_eq!(open(&[4u8; 32], b"ctx", &s), Err(OpenError));
+        for i in 0..s.len() {
+            let mut t = s.clone();
+            t[i] ^= 1;
+            assert_eq!(open(&k, b"ctx", &t), Err(OpenError), "bit flip at {i}");
+        }
+        assert_eq!(open(&k, b"ctx", &s[..OVERHEAD - 1]), Err(OpenError));
+        assert_eq!(open(&k, b"ctx", &s[..s.len() - 1]), Err(OpenError));
+    }
+
+    #[test]
+    fn fresh_iv_per_seal() {
+        let k = [3u8; 32];
+        let a = seal(&k, b"", b"same");
+        let b = seal(&k, b"", b"same");
+        assert_ne!(a[..IV_LEN], b[..IV_LEN]);
+        assert_ne!(a, b);
+    }
+}

@@ -1,0 +1,32 @@
+//! Stable process exit codes of the `sovseal` and `sovseal-mount` binaries.
+//!
+//! Scripts and units depend on these numbers; never renumber, only add.
+
+use crate::Error;
+
+/// Success.
+pub const OK: i32 = 0;
+/// Any error not listed below.
+pub const FAILURE: i32 = 1;
+/// Bad command line or bad input (clap uses 2 as well).
+pub const USAGE: i32 = 2;
+/// Verification failed: tag, hash, chain, rollback or missing object.
+pub const INTEGRITY: i32 = 3;
+/// Key custody failed: no key, keychain unreachable, unsafe key file.
+pub const KEYS: i32 = 4;
+/// The agent is locked by another process.
+pub const LOCKED: i32 = 5;
+
+/// The exit code for an error.
+pub fn code_for(err: &Error) -> i32 {
+    match err {
+        e if e.is_integrity() => INTEGRITY,
+        Error::KeychainUnavailable { .. }
+        | Error::NoMasterKey { .. }
+        | Error::Custody(_)
+        | Error::UnknownKeyVersion(..) => KEYS,
+        Error::Locked { .. } => LOCKED,
+        Error::Invalid(_) | Error::NoSuchAgent(_) | Error::NoSuchSnapshot(_) => USAGE,
+        _ => FAILURE,
+    }
+}

@@ -1,0 +1,340 @@
+//! The SQLite index: snapshot envelopes, object locations, pack lengths.
+//!
+//! Architecture Invariant: every SQL statement of the crate is in this file,
+//! and the index holds no plaintext: envelopes (sealed), keyed ids, hashes,
+//! sizes, times and locations only.
+//!
+//! WAL journal, `synchronous = FULL` (a returned commit is durable),
+//! `BEGIN IMMEDIATE` for every write. The schema version is SQLite's
+//! `user_version`; migrations are additive and run in one transaction.
+
+use crate::envelope::Envelope;
+use crate::envelope::tree::{ObjectId, ObjectKind};
+use crate::keys::AgentId;
+use crate::store::Location;
+use crate::{Error, Result};
+use rusqlite::{Connection, OptionalExtension, params};
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+/// Schema version written by this build.
+pub const SCHEMA_VERSION: i64 = 1;
+
+const MIGRATIONS: &[(i64, &str)] = &[(
+    1,
+    "CREATE TABLE meta (key TEXT PRIMARY KEY, value BLOB NOT NULL);
+     CREATE TABLE snapshots (
+         seq INTEGER PRIMARY KEY,
+         hash BLOB NOT NULL,
+         parent BLOB NOT NULL,
+         payload_hash BLOB NOT NULL,
+         timestamp_ms INTEGER NOT NULL,
+         format_version INTEGER NOT NULL,
+         key_version INTEGER NOT NULL,
+         byte_size INTEGER NOT NULL,
+         sealed BLOB NOT NULL
+     );
+     CREATE TABLE objects (
+         id BLOB PRIMARY KEY,
+         kind INTEGER NOT NULL,
+         pack INTEGER NOT NULL,
+         offset INTEGER NOT NULL,
+         len INTEGER NOT NULL
+     ) WITHOUT ROWID;
+     CREATE TABLE packs (id INTEGER PRIMARY KEY, committed_len INTEGER NOT NULL);",
+)];
+
+/// Blind metadata of one snapshot, for listings (nothing decrypted).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SnapshotMeta {
+    /// Sequence number.
+    pub seq: u64,
+    /// Envelope hash.
+    pub hash: [u8; 32],
+    /// Parent hash.
+    pub parent: [u8; 32],
+    /// Commit time, ms.
+    pub timestamp_ms: i64,
+    /// Sealed manifest size.
+    pub byte_size: u64,
+    /// Key version.
+    pub key_version: u32,
+}
+
+/// An object newly written by a commit.
+#[derive(Clone, Copy, Debug)]
+pub struct NewObject {
+    /// Id.
+    pub id: ObjectId,
+    /// Kind.
+    pub kind: ObjectKind,
+    /// Where it is.
+    pub loc: Location,
+}
+
+/// One agent's index.
+pub struct Index {
+    conn: Connection,
+}
+
+fn blob32(v: Vec<u8>) -> rusqlite::Result<[u8; 32]> {
+    v.try_into().map_err(|_| {
+        rusqlite::Error::FromSqlConversionFailure(
+            0,
+            rusqlite::types::Type::Blob,
+            "expected 32 bytes".into(),
+        )
+    })
+}
+
+impl Index {
+    /// Opens (creating and migrating when `writer`) the index at `path`.
+    pub fn open(path: &Path, writer: bool) -> Result<Self> {
+        if !writer && !path.exists() {
+            return Err(Error::io(
+                path,
+                std::io::Error::from(std::io::ErrorKind::NotFound),
+            ));
+        }
+        let conn = Connection::open(path)?;
+        conn.busy_timeout(Duration::from_secs(10))?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        let mut idx = Index { conn };
+        let v: i64 = idx
+            .conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))?;
+        if v > SCHEMA_VERSION {
+            return Err(Error::Invalid(format!(
+                "index {} has schema version {v}, newer than this build's {SCHEMA_VERSION}; upgrade sovseal",
+                path.display()
+            )));
+        }
+        if v < SCHEMA_VERSION {
+            if !writer {
+                return Err(Error::Invalid(format!(
+                    "index {} has schema version {v}; open the agent for writing once to migrate it",
+                    path.display()
+                )));
+            }
+            idx.migrate(v)?;
+        }
+        Ok(idx)
+    }
+
+    fn migrate(&mut self, from: i64) -> Result<()> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        for (v, sql) in MIGRATIONS.iter().filter(|(v, _)| *v > from) {
+            tx.execute_batch(sql)?;
+            tx.pragma_update(None, "user_version", v)?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// The agent id this index belongs to, if recorded.
+    pub fn agent_id(&self) -> Result<Option<AgentId>> {
+        let v: Option<Vec<u8>> = self
+            .conn
+            .query_row("SELECT value FROM meta WHERE key = 'agent_id'", [], |r| {
+                r.get(0)
+            })
+            .optional()?;
+        v.map(|v| blob32(v).map(AgentId).map_err(Error::from))
+            .transpose()
+    }
+
+    /// Records the agent id (once, at creation).
+    pub fn set_agent_id(&self, id: &AgentId) -> Result<()> {
+        self.conn.execute(
+            "INSERT INTO meta (key, value) VALUES ('agent_id', ?1)",
+            params![&id.0[..]],
+        )?;
+        Ok(())
+    }
+
+    /// Committed length of every pack.
+    pub fn packs(&self) -> Result<BTreeMap<u32, u64>> {
+        let mut st = self.conn.prepare("SELECT id, committed_len FROM packs")?;
+        let rows = st.query_map([], |r| Ok((r.get::<_, u32>(0)?, r.get::<_, u64>(1)?)))?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// Where an object is, and the kind it was stored as.
+    pub fn object(&self, id: &ObjectId) -> Result<Option<(u8, Location)>> {
+        let mut st = self
+            .conn
+            .prepare_cached("SELECT kind, pack, offset, len FROM objects WHERE id = ?1")?;
+        Ok(st
+            .query_row(params![&id.0[..]], |r| {
+                Ok((
+                    r.get::<_, u8>(0)?,
+                    Location {
+                        pack: r.get(1)?,
+                        offset: r.get(2)?,
+                        len: r.get(3)?,
+                    },
+                ))
+            })
+            .optional()?)
+    }
+
+    /// Every object: id, kind, location (for verification).
+    pub fn all_objects(&self) -> Result<Vec<(ObjectId, u8, Location)>> {
+        let mut st = self
+            .conn
+            .prepare("SELECT id, kind, pack, offset, len FROM objects")?;
+        let rows = st.query_map([], |r| {
+            Ok((
+                ObjectId(blob32(r.get(0)?)?),
+                r.get::<_, u8>(1)?,
+                Location {
+                    pack: r.get(2)?,
+                    offset: r.get(3)?,
+                    len: r.get(4)?,
+                },
+            ))
+        })?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// Commits a snapshot atomically: its new objects, the packs' committed
+    /// lengths, and its envelope, which must extend the current head.
+    pub fn commit(
+        &mut self,
+        objects: &[NewObject],
+        packs: &[(u32, u64)],
+        env: &Envelope,
+    ) -> Result<()> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let head: Option<u64> = tx.query_row("SELECT MAX(seq) FROM snapshots", [], |r| r.get(0))?;
+        if head.map_or(1, |h| h + 1) != env.sequence_number {
+            return Err(Error::ChainBroken {
+                seq: env.sequence_number,
+                detail: format!("commit does not extend head {head:?}"),
+            });
+        }
+        {
+            let mut ins = tx.prepare_cached(
+                "INSERT OR IGNORE INTO objects (id, kind, pack, offset, len) VALUES (?1, ?2, ?3, ?4, ?5)",
+            )?;
+            for o in objects {
+                ins.execute(params![
+                    &o.id.0[..],
+                    o.kind as u8,
+                    o.loc.pack,
+                    o.loc.offset,
+                    o.loc.len
+                ])?;
+            }
+            let mut up = tx.prepare_cached(
+                "INSERT INTO packs (id, committed_len) VALUES (?1, ?2)
+                 ON CONFLICT (id) DO UPDATE SET committed_len = excluded.committed_len",
+            )?;
+            for (p, len) in packs {
+                up.execute(params![p, len])?;
+            }
+        }
+        Self::insert_snapshot(&tx, env)?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn insert_snapshot(tx: &rusqlite::Transaction<'_>, env: &Envelope) -> Result<()> {
+        tx.execute(
+            "INSERT INTO snapshots (seq, hash, parent, payload_hash, timestamp_ms, format_version, key_version, byte_size, sealed)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+            params![
+                env.sequence_number,
+                &env.hash()[..],
+                &env.parent_snapshot[..],
+                &env.client_payload_hash[..],
+                env.timestamp,
+                env.format_version,
+                env.key_version,
+                env.byte_size,
+                &env.sealed
+            ],
+        )?;
+        Ok(())
+    }
+
+    /// The stored hash of a snapshot (as recorded at commit).
+    pub fn stored_hash(&self, seq: u64) -> Result<Option<[u8; 32]>> {
+        let v: Option<Vec<u8>> = self
+            .conn
+            .query_row("SELECT hash FROM snapshots WHERE seq = ?1", [seq], |r| {
+                r.get(0)
+            })
+            .optional()?;
+        Ok(v.map(blob32).transpose()?)
+    }
+
+    /// The full envelope of a snapshot.
+    pub fn envelope(&self, agent: &AgentId, seq: u64) -> Result<Option<Envelope>> {
+        let mut st = self.conn.prepare_cached(
+            "SELECT parent, payload_hash, timestamp_ms, format_version, key_version, byte_size, sealed
+             FROM snapshots WHERE seq = ?1",
+        )?;
+        Ok(st
+            .query_row([seq], |r| {
+                Ok(Envelope {
+                    format_version: r.get(3)?,
+                    key_version: r.get(4)?,
+                    agent_id: *agent,
+                    sequence_number: seq,
+                    parent_snapshot: blob32(r.get(0)?)?,
+                    client_payload_hash: blob32(r.get(1)?)?,
+                    sealed: r.get(6)?,
+                    byte_size: r.get(5)?,
+                    timestamp: r.get(2)?,
+                })
+            })
+            .optional()?)
+    }
+
+    /// Head sequence number.
+    pub fn head_seq(&self) -> Result<Option<u64>> {
+        Ok(self
+            .conn
+            .query_row("SELECT MAX(seq) FROM snapshots", [], |r| r.get(0))?)
+    }
+
+    /// First retained sequence number.
+    pub fn first_seq(&self) -> Result<Option<u64>> {
+        Ok(self
+            .conn
+            .query_row("SELECT MIN(seq) FROM snapshots", [], |r| r.get(0))?)
+    }
+
+    /// Number of retained snapshots.
+    pub fn count(&self) -> Result<u64> {
+        Ok(self
+            .conn
+            .query_row("SELECT COUNT(*) FROM snapshots", [], |r| r.get(0))?)
+    }
+
+    /// Up to `limit` snapshots with `seq > after`, in order (cursor paging).
+    pub fn list(&self, after: u64, limit: u64) -> Result<Vec<SnapshotMeta>> {
+        let mut st = self.conn.prepare_cached(
+            "SELECT seq, hash, parent, timestamp_ms, byte_size, key_version FROM snapshots
+             WHERE seq > ?1 ORDER BY seq LIMIT ?2",
+        )?;
+        let rows = st.query_map(params![after, limit], |r| {
+            Ok(SnapshotMeta {
+                seq: r.get(0)?,
+                hash: blob32(r.get(1)?)?,
+                parent: blob32(r.get(2)?)?,
+                timestamp_ms: r.get(3)?,
+                byte_size: r.get(4)?,
+                key_version: r.get(5)?,
+            })
+        })?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+}

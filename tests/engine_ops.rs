@@ -1,0 +1,377 @@
+//! Every engine operation round-trips through commit and reopen, and fails
+//! with the errno Linux programs expect.
+
+mod common;
+use common::{Env, bytes, path_ino};
+use sovseal::Error;
+use sovseal::engine::{RenameFlags, SetAttr, XattrFlags};
+use sovseal::envelope::tree::{FileType, ROOT_INO};
+
+fn errno<T: std::fmt::Debug>(r: sovseal::Result<T>) -> i32 {
+    match r {
+        Err(Error::Fs { errno, .. }) => errno,
+        other => panic!("expected an errno, got {other:?}"),
+    }
+}
+
+#[test]
+fn first_open_creates_empty_root_at_seq_1() {
+    let env = Env::new();
+    let e = env.open();
+    assert_eq!(e.head().seq(), 1);
+    assert!(e.readdir(ROOT_INO).unwrap().is_empty());
+    let root = e.getattr(ROOT_INO).unwrap();
+    assert_eq!(root.file_type(), FileType::Dir);
+    assert_eq!(root.nlink, 2);
+}
+
+#[test]
+fn every_operation_survives_commit_and_reopen() {
+    let env = Env::new();
+    let mut e = env.open();
+    let d = e.mkdir(ROOT_INO, b"dir", 0o750, 1000, 1000).unwrap();
+    let f = e.create(d.ino, b"file", 0o640, 1000, 1000).unwrap();
+    let data = bytes(1, 3 * 1024 * 1024 + 17);
+    assert_eq!(e.write(f.ino, 0, &data).unwrap(), data.len());
+    let s = e
+        .symlink(ROOT_INO, b"link", b"dir/file", 1000, 1000)
+        .unwrap();
+    e.link(f.ino, ROOT_INO, b"hard").unwrap();
+    e.setxattr(f.ino, b"user.k", b"v1", XattrFlags::default())
+        .unwrap();
+    e.setxattr(f.ino, b"user.gone", b"x", XattrFlags::default())
+        .unwrap();
+    e.removexattr(f.ino, b"user.gone").unwrap();
+    let sparse = e.create(ROOT_INO, b"sparse", 0o600, 0, 0).unwrap();
+    e.write(sparse.ino, 10 * 1024 * 1024, b"tail").unwrap();
+    let t = e.create(ROOT_INO, b"trunc", 0o600, 0, 0).unwrap();
+    e.write(t.ino, 0, &bytes(2, 2_000_000)).unwrap();
+    e.setattr(
+        t.ino,
+        &SetAttr {
+            size: Some(1_500_000),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    e.setattr(
+        t.ino,
+        &SetAttr {
+            size: Some(1_600_000),
+            perm: Some(0o4755),
+            mtime: Some(42),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    e.mkdir(ROOT_INO, b"empty", 0o700, 0, 0).unwrap();
+    e.mkdir(ROOT_INO, b"gone", 0o700, 0, 0).unwrap();
+    e.rmdir(ROOT_INO, b"gone").unwrap();
+    e.create(ROOT_INO, b"tmp", 0o600, 0, 0).unwrap();
+    e.rename(ROOT_INO, b"tmp", d.ino, b"renamed", RenameFlags::default())
+        .unwrap();
+    e.create(ROOT_INO, b"del", 0o600, 0, 0).unwrap();
+    e.unlink(ROOT_INO, b"del").unwrap();
+    let info = e.commit().unwrap().expect("a snapshot");
+    assert_eq!(info.seq, 2);
+    assert!(e.commit().unwrap().is_none(), "nothing left to commit");
+    drop(e);
+
+    let e = env.open();
+    assert_eq!(e.head().seq(), 2);
+    let names: Vec<_> = e
+        .readdir(ROOT_INO)
+        .unwrap()
+        .into_iter()
+        .map(|(n, _)| n)
+        .collect();
+    assert_eq!(
+        names,
+        vec![
+            b"dir".to_vec(),
+            b"empty".to_vec(),
+            b"hard".to_vec(),
+            b"link".to_vec(),
+            b"sparse".to_vec(),
+            b"trunc".to_vec()
+        ]
+    );
+    let fi = path_ino(&e, "dir/file");
+    assert_eq!(fi, f.ino, "inode numbers are stable");
+    assert_eq!(path_ino(&e, "hard"), f.ino);
+    let fa = e.getattr(fi).unwrap();
+    assert_eq!(
+        (fa.nlink, fa.perm, fa.uid, fa.size),
+        (2, 0o640, 1000, data.len() as u64)
+    );
+    assert_eq!(e.read(fi, 0, data.len() + 100).unwrap(), data);
+    assert_eq!(
+        e.read(fi, 1_048_570, 20).unwrap(),
+        data[1_048_570..1_048_590]
+    );
+    assert_eq!(e.getxattr(fi, b"user.k").unwrap(), b"v1");
+    assert_eq!(e.listxattr(fi).unwrap(), vec![b"user.k".to_vec()]);
+    assert_eq!(e.readlink(s.ino).unwrap(), b"dir/file");
+    let sp = e.read(sparse.ino, 0, 11 * 1024 * 1024).unwrap();
+    assert_eq!(sp.len(), 10 * 1024 * 1024 + 4);
+    assert!(sp[..10 * 1024 * 1024].iter().all(|b| *b == 0));
+    assert_eq!(&sp[10 * 1024 * 1024..], b"tail");
+    let ta = e.getattr(t.ino).unwrap();
+    assert_eq!((ta.size, ta.perm, ta.mtime), (1_600_000, 0o4755, 42));
+    let tb = e.read(t.ino, 0, 2_000_000).unwrap();
+    assert_eq!(tb[..1_500_000], bytes(2, 2_000_000)[..1_500_000]);
+    assert!(
+        tb[1_500_000..].iter().all(|b| *b == 0),
+        "bytes cut by truncate read back as zeros"
+    );
+    assert!(e.lookup(d.ino, b"renamed").unwrap().is_some());
+    let root = e.getattr(ROOT_INO).unwrap();
+    assert_eq!(root.nlink, 4, "root has dir and empty as subdirectories");
+    // History is still there.
+    let v1 = e.agent().snapshot(1).unwrap();
+    assert!(v1.entries(ROOT_INO).unwrap().is_empty());
+}
+
+#[test]
+fn errors_have_linux_errnos_and_change_nothing() {
+    let env = Env::new();
+    let mut e = env.open();
+    let d = e.mkdir(ROOT_INO, b"d", 0o755, 0, 0).unwrap();
+    let f = e.create(d.ino, b"f", 0o644, 0, 0).unwrap();
+    e.create(ROOT_INO, b"x", 0o644, 0, 0).unwrap();
+    assert_eq!(errno(e.create(d.ino, b"f", 0o644, 0, 0)), libc::EEXIST);
+    assert_eq!(
+        errno(e.mkdir(ROOT_INO, &[b'a'; 256], 0o755, 0, 0)),
+        libc::ENAMETOOLONG
+    );
+    e.create(ROOT_INO, &[b'a'; 255], 0o644, 0, 0).unwrap();
+    e.create(ROOT_INO, b"\xff\xfe not utf-8", 0o644, 0, 0)
+        .unwrap();
+    assert_eq!(errno(e.create(f.ino, b"z", 0o644, 0, 0)), libc::ENOTDIR);
+    assert_eq!(errno(e.rmdir(ROOT_INO, b"d")), libc::ENOTEMPTY);
+    assert_eq!(errno(e.rmdir(d.ino, b"f")), libc::ENOTDIR);
+    assert_eq!(errno(e.unlink(ROOT_INO, b"d")), libc::EISDIR);
+    assert_eq!(errno(e.unlink(ROOT_INO, b"nope")), libc::ENOENT);
+    assert_eq!(errno(e.link(d.ino, ROOT_INO, b"dl")), libc::EPERM);
+    assert_eq!(
+        errno(e.rename(ROOT_INO, b"d", d.ino, b"inside", RenameFlags::default())),
+        libc::EINVAL
+    );
+    assert_eq!(
+        errno(e.rename(ROOT_INO, b"x", ROOT_INO, b"d", RenameFlags::default())),
+        libc::EISDIR
+    );
+    assert_eq!(
+        errno(e.rename(ROOT_INO, b"d", ROOT_INO, b"x", RenameFlags::default())),
+        libc::ENOTDIR
+    );
+    assert_eq!(
+        errno(e.rename(
+            ROOT_INO,
+            b"x",
+            d.ino,
+            b"f",
+            RenameFlags {
+                noreplace: true,
+                exchange: false
+            }
+        )),
+        libc::EEXIST
+    );
+    assert_eq!(errno(e.write(d.ino, 0, b"x")), libc::EISDIR);
+    assert_eq!(errno(e.read(d.ino, 0, 1)), libc::EISDIR);
+    assert_eq!(errno(e.getxattr(f.ino, b"user.none")), libc::ENODATA);
+    assert_eq!(
+        errno(e.setxattr(
+            f.ino,
+            b"user.none",
+            b"",
+            XattrFlags {
+                create: false,
+                replace: true
+            }
+        )),
+        libc::ENODATA
+    );
+    e.setxattr(f.ino, b"user.a", b"1", XattrFlags::default())
+        .unwrap();
+    assert_eq!(
+        errno(e.setxattr(
+            f.ino,
+            b"user.a",
+            b"2",
+            XattrFlags {
+                create: true,
+                replace: false
+            }
+        )),
+        libc::EEXIST
+    );
+    assert_eq!(errno(e.readlink(f.ino)), libc::EINVAL);
+    assert_eq!(errno(e.getattr(999_999)), libc::ENOENT);
+    // The failed calls left the tree as it was.
+    assert_eq!(e.readdir(d.ino).unwrap().len(), 1);
+    assert_eq!(e.getxattr(f.ino, b"user.a").unwrap(), b"1");
+}
+
+#[test]
+fn rename_replaces_atomically_and_exchanges() {
+    let env = Env::new();
+    let mut e = env.open();
+    let a = e.create(ROOT_INO, b"a", 0o644, 0, 0).unwrap();
+    e.write(a.ino, 0, b"new").unwrap();
+    let b = e.create(ROOT_INO, b"b", 0o644, 0, 0).unwrap();
+    e.write(b.ino, 0, b"old").unwrap();
+    e.commit().unwrap();
+    e.rename(ROOT_INO, b"a", ROOT_INO, b"b", RenameFlags::default())
+        .unwrap();
+    e.commit().unwrap();
+    assert_eq!(path_ino(&e, "b"), a.ino);
+    assert!(e.lookup(ROOT_INO, b"a").unwrap().is_none());
+    assert_eq!(e.read(a.ino, 0, 10).unwrap(), b"new");
+    assert_eq!(
+        errno(e.getattr(b.ino)),
+        libc::ENOENT,
+        "replaced inode is gone"
+    );
+
+    let d1 = e.mkdir(ROOT_INO, b"d1", 0o755, 0, 0).unwrap();
+    let d2 = e.mkdir(ROOT_INO, b"d2", 0o755, 0, 0).unwrap();
+    let sub = e.mkdir(d1.ino, b"sub", 0o755, 0, 0).unwrap();
+    let x = e.create(d2.ino, b"x", 0o644, 0, 0).unwrap();
+    e.rename(
+        d1.ino,
+        b"sub",
+        d2.ino,
+        b"x",
+        RenameFlags {
+            noreplace: false,
+            exchange: true,
+        },
+    )
+    .unwrap();
+    e.commit().unwrap();
+    drop(e);
+    let e = env.open();
+    assert_eq!(path_ino(&e, "d1/sub"), x.ino);
+    assert_eq!(path_ino(&e, "d2/x"), sub.ino);
+    assert_eq!(e.getattr(sub.ino).unwrap().parent, d2.ino);
+    assert_eq!(e.getattr(d1.ino).unwrap().nlink, 2);
+    assert_eq!(e.getattr(d2.ino).unwrap().nlink, 3);
+}
+
+#[test]
+fn large_file_overwrite_reseals_one_chunk() {
+    let env = Env::new();
+    let mut e = env.open();
+    let f = e.create(ROOT_INO, b"big", 0o644, 0, 0).unwrap();
+    let chunk = vec![7u8; 1 << 20];
+    for i in 0..40u64 {
+        e.write(f.ino, i << 20, &chunk).unwrap();
+    }
+    e.commit().unwrap();
+    let packs = env.data_dir().join("packs");
+    let size = |p: &std::path::Path| {
+        common::files_under(p)
+            .iter()
+            .map(|f| f.metadata().unwrap().len())
+            .sum::<u64>()
+    };
+    let before = size(&packs);
+    e.write(f.ino, 20 << 20, b"changed").unwrap();
+    e.commit().unwrap();
+    let grown = size(&packs) - before;
+    assert!(
+        grown < (1 << 20) + 64 * 1024,
+        "a 7-byte overwrite wrote {grown} bytes"
+    );
+    assert_eq!(e.read(f.ino, 20 << 20, 8).unwrap(), b"changed\x07");
+    let all = e.read(f.ino, 0, 40 << 20).unwrap();
+    assert_eq!(all.len(), 40 << 20);
+}
+
+#[test]
+fn unchanged_content_is_shared_between_snapshots() {
+    let env = Env::new();
+    let mut e = env.open();
+    let f = e.create(ROOT_INO, b"f", 0o644, 0, 0).unwrap();
+    e.write(f.ino, 0, &bytes(9, 3 << 20)).unwrap();
+    e.commit().unwrap();
+    let g = e.create(ROOT_INO, b"copy", 0o644, 0, 0).unwrap();
+    let packs = env.data_dir().join("packs");
+    let size = || {
+        common::files_under(&packs)
+            .iter()
+            .map(|f| f.metadata().unwrap().len())
+            .sum::<u64>()
+    };
+    let before = size();
+    e.write(g.ino, 0, &bytes(9, 3 << 20)).unwrap();
+    e.commit().unwrap();
+    assert!(
+        size() - before < 64 * 1024,
+        "identical content was stored again"
+    );
+}
+
+#[test]
+fn dirty_data_beyond_budget_is_sealed_early() {
+    let env = Env::new();
+    let mut e = env.open();
+    e.set_dirty_budget(4 << 20);
+    let f = e.create(ROOT_INO, b"f", 0o644, 0, 0).unwrap();
+    for i in 0..32u64 {
+        e.write(f.ino, i << 20, &bytes(i, 1 << 20)).unwrap();
+        assert!(
+            e.dirty_bytes() <= 5 << 20,
+            "dirty bytes {}",
+            e.dirty_bytes()
+        );
+    }
+    assert_eq!(e.read(f.ino, 5 << 20, 1 << 20).unwrap(), bytes(5, 1 << 20));
+    e.commit().unwrap();
+    drop(e);
+    let e = env.open();
+    for i in 0..32u64 {
+        assert_eq!(e.read(f.ino, i << 20, 1 << 20).unwrap(), bytes(i, 1 << 20));
+    }
+}
+
+#[test]
+fn uncommitted_changes_vanish_on_reopen() {
+    let env = Env::new();
+    let mut e = env.open();
+    e.create(ROOT_INO, b"kept", 0o644, 0, 0).unwrap();
+    e.commit().unwrap();
+    e.create(ROOT_INO, b"lost", 0o644, 0, 0).unwrap();
+    drop(e);
+    let e = env.open();
+    assert!(e.lookup(ROOT_INO, b"kept").unwrap().is_some());
+    assert!(e.lookup(ROOT_INO, b"lost").unwrap().is_none());
+    assert_eq!(e.head().seq(), 2);
+}
+
+#[test]
+fn second_writer_is_refused_with_the_holders_pid() {
+    let env = Env::new();
+    let _e = env.open();
+    let err = sovseal::engine::Engine::open(&env.home, &env.agent, &env.master)
+        .err()
+        .unwrap();
+    let msg = err.to_string();
+    assert!(matches!(err, Error::Locked { .. }), "{msg}");
+    assert!(msg.contains(&std::process::id().to_string()), "{msg}");
+    // A reader is fine.
+    sovseal::agent::Agent::open_readonly(&env.home, &env.agent, &env.master).unwrap();
+}
+
+#[test]
+fn wrong_master_key_is_a_clear_error() {
+    let env = Env::new();
+    drop(env.open());
+    let other = sovseal::keys::MasterKey::from_bytes([1; 32]);
+    let err = sovseal::engine::Engine::open(&env.home, &env.agent, &other)
+        .err()
+        .unwrap();
+    assert!(err.to_string().contains("wrong master key"), "{err}");
+}
