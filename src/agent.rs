@@ -141,6 +141,28 @@ impl Agent {
         Ok(view)
     }
 
+    /// The envelope of snapshot `seq` as stored (not yet verified).
+    pub fn envelope(&self, seq: u64) -> Result<crate::envelope::Envelope> {
+        self.repo
+            .index()
+            .envelope(&self.repo.keys().agent_id(), seq)?
+            .ok_or(Error::NoSuchSnapshot(seq))
+    }
+
+    /// The sealed bytes of an object as stored (ciphertext; not opened).
+    pub fn sealed_object(&self, id: &crate::envelope::tree::ObjectId) -> Result<Vec<u8>> {
+        let (_, loc) = self
+            .repo
+            .index()
+            .object(id)?
+            .ok_or_else(|| Error::MissingObject {
+                id: id.to_hex(),
+                kind: "object",
+                seq: 0,
+            })?;
+        self.repo.store().read(&loc)
+    }
+
     /// Up to `limit` snapshots after `after`, from the index (nothing decrypted).
     pub fn list(&self, after: u64, limit: u64) -> Result<Vec<SnapshotMeta>> {
         self.repo.index().list(after, limit)

@@ -10,6 +10,10 @@ use sovseal::envelope::tree::{FileType, ROOT_INO};
 use std::collections::BTreeMap;
 use std::io::Write;
 
+type Xattrs = BTreeMap<Vec<u8>, Vec<u8>>;
+/// path -> (kind, xattrs, first path of the same inode)
+type Dump = BTreeMap<String, (Kind, Xattrs, String)>;
+
 #[derive(Clone, Debug, PartialEq)]
 enum Kind {
     File(Vec<u8>),
@@ -96,7 +100,7 @@ impl Model {
         }
     }
     /// Canonical dump: path -> (kind, xattrs, first path of the same inode).
-    fn dump(&self) -> BTreeMap<String, (Kind, BTreeMap<Vec<u8>, Vec<u8>>, String)> {
+    fn dump(&self) -> Dump {
         let mut first: BTreeMap<u64, String> = BTreeMap::new();
         for (p, id) in &self.paths {
             first.entry(*id).or_insert_with(|| p.clone());
@@ -114,12 +118,10 @@ impl Model {
     }
 }
 
-type Dump = BTreeMap<String, (Kind, BTreeMap<Vec<u8>, Vec<u8>>, String)>;
-
 /// Dumps a tree through read callbacks (engine head+overlay, or a snapshot view).
 fn dump_tree(
     readdir: &dyn Fn(u64) -> Vec<(Vec<u8>, u64)>,
-    node: &dyn Fn(u64) -> (FileType, u64, BTreeMap<Vec<u8>, Vec<u8>>),
+    node: &dyn Fn(u64) -> (FileType, u64, Xattrs),
     read: &dyn Fn(u64, u64) -> Vec<u8>,
     readlink: &dyn Fn(u64) -> Vec<u8>,
 ) -> Dump {

@@ -4,7 +4,7 @@
 //! the repository, each verified by its tag on first access and cached.
 
 use crate::envelope::tree::{
-    ChunkRef, Chunks, Content, DirEntry, Entries, FileType, Inode, Manifest,
+    ChunkRef, Chunks, Content, DirEntry, Entries, FileType, Inode, Manifest, ObjectId, ObjectKind,
 };
 use crate::repo::Repo;
 use crate::{Error, Result};
@@ -103,6 +103,57 @@ impl SnapshotView {
             Content::Symlink(t) => Ok(t),
             _ => Err(Error::fs("readlink", libc::EINVAL)),
         }
+    }
+
+    /// Visits every object this snapshot references, parents before
+    /// children. Objects for which `skip` is true are not visited, and
+    /// neither is anything below them (a skipped page's chunks, a skipped
+    /// chunk list's chunks): callers skip what they have already handled.
+    pub fn walk_objects(
+        &self,
+        skip: &dyn Fn(&ObjectId) -> bool,
+        visit: &mut dyn FnMut(ObjectKind, &ObjectId) -> Result<()>,
+    ) -> Result<()> {
+        for pid in self.manifest.pages.values() {
+            if skip(pid) {
+                continue;
+            }
+            visit(ObjectKind::InodePage, pid)?;
+            let page = self.repo.page(pid, self.manifest.inodes_per_page)?;
+            for i in page.values() {
+                match &i.content {
+                    Content::File(Chunks::Inline(refs)) => {
+                        for id in refs.iter().flatten().filter(|id| !skip(id)) {
+                            visit(ObjectKind::Chunk, id)?;
+                        }
+                    }
+                    Content::File(Chunks::List { id, .. }) if !skip(id) => {
+                        visit(ObjectKind::ChunkList, id)?;
+                        for c in chunk_refs(&self.repo, i)?
+                            .iter()
+                            .flatten()
+                            .filter(|c| !skip(c))
+                        {
+                            visit(ObjectKind::Chunk, c)?;
+                        }
+                    }
+                    Content::Dir(Some(id)) if !skip(id) => visit(ObjectKind::DirNode, id)?,
+                    _ => {}
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Every inode number in this snapshot.
+    pub fn inode_numbers(&self) -> Result<std::collections::BTreeSet<u64>> {
+        let mut out = std::collections::BTreeSet::new();
+        for no in self.manifest.pages.keys() {
+            if let Some(p) = self.page(*no)? {
+                out.extend(p.keys().copied());
+            }
+        }
+        Ok(out)
     }
 
     /// Resolves a `/`-separated path from the root without following symlinks.

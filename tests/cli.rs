@@ -1,0 +1,235 @@
+//! The `sovseal` CLI end to end, with the file fallback for custody.
+
+mod common;
+use sovseal::config::{AgentName, Home};
+use sovseal::engine::Engine;
+use sovseal::envelope::tree::ROOT_INO;
+use sovseal::keys::custody::{self, Custody};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::Path;
+use std::process::{Command, Output};
+
+const SOVSEAL: &str = env!("CARGO_BIN_EXE_sovseal");
+
+fn run(home: &Path, args: &[&str]) -> Output {
+    Command::new(SOVSEAL)
+        .args(args)
+        .env("SOVSEAL_HOME", home)
+        .env("SOVSEAL_KEY_FALLBACK", "file")
+        .output()
+        .unwrap()
+}
+
+fn ok(o: &Output) -> String {
+    assert!(
+        o.status.success(),
+        "exit {:?}: {}",
+        o.status.code(),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8(o.stdout.clone()).unwrap()
+}
+
+fn fails(o: &Output, code: i32, needle: &str) {
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(code), "{err}");
+    assert!(err.contains(needle), "expected {needle:?} in: {err}");
+}
+
+/// An agent "a1" with snapshots 1..=4: v1, v2, v3 of notes/today.md.
+fn populated() -> (tempfile::TempDir, std::path::PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("home");
+    ok(&run(&home, &["init"]));
+    let h = Home::at(&home);
+    let master = custody::load(&h, &Custody::File).unwrap();
+    let mut e = Engine::open(&h, &AgentName::new("a1").unwrap(), &master).unwrap();
+    let d = e.mkdir(ROOT_INO, b"notes", 0o755, 0, 0).unwrap();
+    let f = e.create(d.ino, b"today.md", 0o644, 0, 0).unwrap();
+    for v in 1..=3 {
+        e.setattr(
+            f.ino,
+            &sovseal::engine::SetAttr {
+                size: Some(0),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        e.write(f.ino, 0, format!("version {v}\n").as_bytes())
+            .unwrap();
+        e.commit().unwrap();
+    }
+    (dir, home)
+}
+
+#[test]
+fn init_is_idempotent_and_private() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("home");
+    let o = run(&home, &["init"]);
+    assert!(ok(&o).contains("created a new master key"));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("no escrow and no reset"));
+    let key = std::fs::read(home.join("master.key")).unwrap();
+    assert_eq!(
+        std::fs::metadata(home.join("master.key")).unwrap().mode() & 0o777,
+        0o600
+    );
+    assert_eq!(std::fs::metadata(&home).unwrap().mode() & 0o777, 0o700);
+    assert!(ok(&run(&home, &["init"])).contains("already present"));
+    assert_eq!(
+        std::fs::read(home.join("master.key")).unwrap(),
+        key,
+        "never overwritten"
+    );
+    std::fs::set_permissions(
+        home.join("master.key"),
+        std::fs::Permissions::from_mode(0o640),
+    )
+    .unwrap();
+    fails(&run(&home, &["init"]), 4, "wider than 0600");
+}
+
+#[test]
+fn snapshots_pages_by_cursor() {
+    let (_d, home) = populated();
+    let all = ok(&run(&home, &["snapshots", "--agent", "a1"]));
+    assert_eq!(all.lines().count(), 1 + 4, "{all}");
+    let p1: serde_json::Value = serde_json::from_str(&ok(&run(
+        &home,
+        &["snapshots", "--agent", "a1", "--limit", "3", "--json"],
+    )))
+    .unwrap();
+    let seqs: Vec<u64> = p1["snapshots"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["seq"].as_u64().unwrap())
+        .collect();
+    assert_eq!(seqs, vec![1, 2, 3]);
+    assert_eq!(p1["next_after"], 3);
+    let p2: serde_json::Value = serde_json::from_str(&ok(&run(
+        &home,
+        &[
+            "snapshots",
+            "--agent",
+            "a1",
+            "--limit",
+            "3",
+            "--after",
+            "3",
+            "--json",
+        ],
+    )))
+    .unwrap();
+    assert_eq!(p2["snapshots"].as_array().unwrap().len(), 1);
+    assert_eq!(p2["snapshots"][0]["seq"], 4);
+    assert_eq!(
+        p2["snapshots"][0]["parent"], p1["snapshots"][2]["hash"],
+        "chained"
+    );
+    assert!(p2["next_after"].is_null());
+}
+
+#[test]
+fn cat_and_ls_read_any_snapshot() {
+    let (_d, home) = populated();
+    assert_eq!(
+        ok(&run(&home, &["cat", "--agent", "a1", "notes/today.md"])),
+        "version 3\n"
+    );
+    assert_eq!(
+        ok(&run(
+            &home,
+            &["cat", "--agent", "a1", "--seq", "2", "notes/today.md"]
+        )),
+        "version 1\n"
+    );
+    let ls = ok(&run(&home, &["ls", "--agent", "a1", "--seq", "4", "notes"]));
+    assert!(ls.contains("today.md") && ls.starts_with('-'), "{ls}");
+    fails(
+        &run(
+            &home,
+            &["cat", "--agent", "a1", "--seq", "1", "notes/today.md"],
+        ),
+        1,
+        "No such file",
+    );
+    fails(
+        &run(&home, &["cat", "--agent", "a1", "--seq", "99", "x"]),
+        2,
+        "no snapshot 99",
+    );
+}
+
+#[test]
+fn verify_passes_then_names_the_damage() {
+    let (_d, home) = populated();
+    assert!(
+        ok(&run(&home, &["verify", "--agent", "a1"])).starts_with("ok: agent a1: snapshots 1..=4")
+    );
+    let j: serde_json::Value =
+        serde_json::from_str(&ok(&run(&home, &["verify", "--agent", "a1", "--json"]))).unwrap();
+    assert_eq!(j["snapshots"], 4);
+    let c = rusqlite::Connection::open(home.join("agents/a1/index.db")).unwrap();
+    let mut s: Vec<u8> = c
+        .query_row("SELECT sealed FROM snapshots WHERE seq = 3", [], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    s[40] ^= 2;
+    c.execute("UPDATE snapshots SET sealed = ?1 WHERE seq = 3", [&s])
+        .unwrap();
+    fails(&run(&home, &["verify", "--agent", "a1"]), 3, "snapshot 3");
+}
+
+#[test]
+fn bad_input_gets_clear_errors() {
+    let (_d, home) = populated();
+    fails(
+        &run(&home, &["verify", "--agent", "../etc"]),
+        2,
+        "not allowed",
+    );
+    fails(
+        &run(&home, &["verify", "--agent", "nobody"]),
+        2,
+        "has no data",
+    );
+    fails(
+        &run(&home, &["snapshots", "--agent", "a1", "--limit", "0"]),
+        2,
+        "--limit",
+    );
+    fails(&run(&home, &["frobnicate"]), 2, "unrecognized subcommand");
+    let empty = tempfile::tempdir().unwrap();
+    fails(
+        &run(empty.path(), &["verify", "--agent", "a1"]),
+        4,
+        "run `sovseal init` first",
+    );
+    let o = Command::new(SOVSEAL)
+        .args(["init"])
+        .env("SOVSEAL_HOME", empty.path())
+        .env("SOVSEAL_KEY_FALLBACK", "yes")
+        .output()
+        .unwrap();
+    fails(&o, 2, "SOVSEAL_KEY_FALLBACK");
+}
+
+#[test]
+fn help_on_every_command() {
+    let dir = tempfile::tempdir().unwrap();
+    for sub in [
+        &[][..],
+        &["init"],
+        &["snapshots"],
+        &["verify"],
+        &["cat"],
+        &["ls"],
+    ] {
+        let mut args: Vec<&str> = sub.to_vec();
+        args.push("--help");
+        let out = ok(&run(dir.path(), &args));
+        assert!(out.contains("Usage:"), "{sub:?}: {out}");
+    }
+}

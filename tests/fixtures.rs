@@ -1,0 +1,327 @@
+//! Golden fixtures of format version 1 (tests/fixtures/v1/): a snapshot
+//! envelope and the sealed objects it references, exactly as written by
+//! this format. They must keep decoding, through the public format API
+//! alone, to the tree below; re-encoding what they decode to must give the
+//! same bytes (the encodings are canonical); and the must-fail fixtures
+//! must keep failing with the right error.
+//!
+//! `SOVSEAL_WRITE_FIXTURES=1 cargo test --test fixtures -- --test-threads=1`
+//! rewrites them
+//! (only when the format version changes: old versions stay as they are).
+
+mod common;
+use sovseal::Error;
+use sovseal::config::{AgentName, Home};
+use sovseal::engine::{Engine, XattrFlags};
+use sovseal::envelope::tree::{
+    self, ChunkRef, Chunks, Content, FileType, ObjectId, ObjectKind, ROOT_INO,
+};
+use sovseal::envelope::{self, Envelope};
+use sovseal::keys::{AgentKeys, MasterKey};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+const MASTER: [u8; 32] = [0x42; 32];
+const AGENT: &str = "fixture";
+
+fn dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/v1")
+}
+
+fn keys() -> AgentKeys {
+    MasterKey::from_bytes(MASTER).agent_keys(AGENT)
+}
+
+fn write_fixtures() {
+    let tmp = tempfile::tempdir().unwrap();
+    let home = Home::at(tmp.path());
+    let mut e = Engine::open(
+        &home,
+        &AgentName::new(AGENT).unwrap(),
+        &MasterKey::from_bytes(MASTER),
+    )
+    .unwrap();
+    let hello = e.create(ROOT_INO, b"hello.txt", 0o644, 1000, 1000).unwrap();
+    e.write(hello.ino, 0, b"hello, sovseal\n").unwrap();
+    e.setxattr(hello.ino, b"user.note", b"golden", XattrFlags::default())
+        .unwrap();
+    let docs = e.mkdir(ROOT_INO, b"docs", 0o750, 1000, 1000).unwrap();
+    e.symlink(docs.ino, b"link", b"../hello.txt", 1000, 1000)
+        .unwrap();
+    e.link(hello.ino, docs.ino, b"hard").unwrap();
+    let sparse = e.create(ROOT_INO, b"sparse", 0o600, 1000, 1000).unwrap();
+    e.write(sparse.ino, 0, b"start").unwrap();
+    e.write(sparse.ino, (9 << 20) + 5, b"end").unwrap();
+    e.create(ROOT_INO, b"empty", 0o600, 1000, 1000).unwrap();
+    let info = e.commit().unwrap().unwrap();
+    let a = e.agent();
+    let d = dir();
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(d.join("objects")).unwrap();
+    std::fs::create_dir_all(d.join("must-fail")).unwrap();
+    let env = a.envelope(info.seq).unwrap();
+    std::fs::write(d.join("envelope.json"), env.to_json()).unwrap();
+    let v = a.snapshot(info.seq).unwrap();
+    v.walk_objects(&|_| false, &mut |kind, id| {
+        std::fs::write(
+            d.join(format!("objects/{}.{}", id.to_hex(), kind as u8)),
+            a.sealed_object(id).unwrap(),
+        )
+        .unwrap();
+        Ok(())
+    })
+    .unwrap();
+    // Must-fail variants of the envelope.
+    let json: serde_json::Value = serde_json::from_slice(&env.to_json()).unwrap();
+    let variant = |name: &str, f: &dyn Fn(&mut serde_json::Value)| {
+        let mut j = json.clone();
+        f(&mut j);
+        std::fs::write(
+            d.join(format!("must-fail/{name}.json")),
+            serde_json::to_vec(&j).unwrap(),
+        )
+        .unwrap();
+    };
+    variant("format-version-2", &|j| j["format_version"] = 2.into());
+    variant("key-version-2", &|j| j["key_version"] = 2.into());
+    variant("payload-hash", &|j| {
+        j["client_payload_hash"] = "00".repeat(32).into()
+    });
+    let mut short = env.sealed.clone();
+    short.truncate(short.len() - 1);
+    use base64::Engine as _;
+    let short = base64::engine::general_purpose::STANDARD.encode(&short);
+    let len = env.sealed.len() - 1;
+    variant("truncated", &|j| {
+        j["ciphertext_b64"] = short.clone().into();
+        j["byte_size"] = len.into();
+    });
+    variant("sequence-moved", &|j| j["sequence_number"] = 7.into());
+    variant("unknown-field", &|j| j["plaintext"] = "x".into());
+    std::fs::write(d.join("must-fail/not-json.json"), b"{\"agent_id\": ").unwrap();
+}
+
+fn object(kind: ObjectKind, id: &ObjectId) -> Vec<u8> {
+    let sealed = std::fs::read(dir().join(format!("objects/{}.{}", id.to_hex(), kind as u8)))
+        .unwrap_or_else(|e| panic!("fixture object {} {}: {e}", kind.name(), id.to_hex()));
+    let plain = envelope::open_object(&keys(), kind, id, &sealed).unwrap();
+    assert_eq!(
+        envelope::object_id(&keys(), kind, &plain),
+        *id,
+        "object ids are stable"
+    );
+    plain
+}
+
+#[derive(Debug, PartialEq)]
+enum Node {
+    File {
+        perm: u32,
+        nlink: u32,
+        data: Vec<u8>,
+        xattrs: BTreeMap<Vec<u8>, Vec<u8>>,
+    },
+    Dir {
+        perm: u32,
+        nlink: u32,
+    },
+    Symlink(Vec<u8>),
+}
+
+fn file_data(refs: &[ChunkRef], size: u64, chunk: u64) -> Vec<u8> {
+    let mut out = vec![0u8; size as usize];
+    for (i, r) in refs.iter().enumerate() {
+        if let Some(id) = r {
+            let c = object(ObjectKind::Chunk, id);
+            let at = i as u64 * chunk;
+            out[at as usize..at as usize + c.len()].copy_from_slice(&c);
+        }
+    }
+    out
+}
+
+#[test]
+fn golden_v1_decodes() {
+    if std::env::var_os("SOVSEAL_WRITE_FIXTURES").is_some() {
+        write_fixtures();
+    }
+    let env = Envelope::from_json(&std::fs::read(dir().join("envelope.json")).unwrap()).unwrap();
+    let m = envelope::open_manifest(&keys(), &env).unwrap();
+    assert_eq!(env.sequence_number, 2);
+    assert_eq!(m.agent_id, keys().agent_id());
+    assert_eq!(
+        Envelope::from_json(&env.to_json()).unwrap(),
+        env,
+        "JSON round-trips"
+    );
+    use sha2::Digest;
+    let again: [u8; 32] = sha2::Sha256::digest(tree::encode_manifest(&m)).into();
+    assert_eq!(
+        again, env.client_payload_hash,
+        "the manifest encoding is canonical and stable"
+    );
+
+    let mut inodes = BTreeMap::new();
+    for (no, id) in &m.pages {
+        let raw = object(ObjectKind::InodePage, id);
+        let (pno, page) = tree::decode_page(&raw, m.inodes_per_page).unwrap();
+        assert_eq!(pno, *no);
+        assert_eq!(
+            tree::encode_page(pno, &page),
+            raw,
+            "page encoding is canonical"
+        );
+        inodes.extend(page);
+    }
+    let mut tree_out: BTreeMap<String, Node> = BTreeMap::new();
+    let mut stack = vec![(String::new(), ROOT_INO)];
+    while let Some((path, ino)) = stack.pop() {
+        let Content::Dir(Some(did)) = &inodes[&ino].content else {
+            continue;
+        };
+        let raw = object(ObjectKind::DirNode, did);
+        let entries = tree::decode_dir(&raw).unwrap();
+        assert_eq!(tree::encode_dir(&entries), raw);
+        for (name, e) in entries {
+            let p = format!("{path}/{}", String::from_utf8(name).unwrap());
+            let i = &inodes[&e.ino];
+            assert_eq!(i.file_type(), e.file_type);
+            let node = match &i.content {
+                Content::Dir(_) => {
+                    stack.push((p.clone(), e.ino));
+                    Node::Dir {
+                        perm: i.perm,
+                        nlink: i.nlink,
+                    }
+                }
+                Content::Symlink(t) => Node::Symlink(t.clone()),
+                Content::File(c) => {
+                    let refs = match c {
+                        Chunks::Inline(r) => r.clone(),
+                        Chunks::List { id, count } => {
+                            let r = tree::decode_chunk_list(&object(ObjectKind::ChunkList, id))
+                                .unwrap();
+                            assert_eq!(r.len() as u64, *count);
+                            r
+                        }
+                    };
+                    Node::File {
+                        perm: i.perm,
+                        nlink: i.nlink,
+                        data: file_data(&refs, i.size, u64::from(m.chunk_size)),
+                        xattrs: i.xattrs.clone(),
+                    }
+                }
+            };
+            tree_out.insert(p, node);
+        }
+    }
+    let hello = || Node::File {
+        perm: 0o644,
+        nlink: 2,
+        data: b"hello, sovseal\n".to_vec(),
+        xattrs: BTreeMap::from([(b"user.note".to_vec(), b"golden".to_vec())]),
+    };
+    let mut sparse = vec![0u8; (9 << 20) + 8];
+    sparse[..5].copy_from_slice(b"start");
+    sparse[(9 << 20) + 5..].copy_from_slice(b"end");
+    let want = BTreeMap::from([
+        (
+            "/docs".to_string(),
+            Node::Dir {
+                perm: 0o750,
+                nlink: 2,
+            },
+        ),
+        ("/docs/hard".to_string(), hello()),
+        (
+            "/docs/link".to_string(),
+            Node::Symlink(b"../hello.txt".to_vec()),
+        ),
+        (
+            "/empty".to_string(),
+            Node::File {
+                perm: 0o600,
+                nlink: 1,
+                data: vec![],
+                xattrs: BTreeMap::new(),
+            },
+        ),
+        ("/hello.txt".to_string(), hello()),
+        (
+            "/sparse".to_string(),
+            Node::File {
+                perm: 0o600,
+                nlink: 1,
+                data: sparse,
+                xattrs: BTreeMap::new(),
+            },
+        ),
+    ]);
+    assert_eq!(tree_out, want);
+    let sparse_inode = inodes.values().find(|i| i.size == (9 << 20) + 8).unwrap();
+    assert!(
+        matches!(sparse_inode.content, Content::File(Chunks::List { .. })),
+        "fixture covers chunk lists"
+    );
+}
+
+fn must_fail(name: &str) -> Error {
+    let raw = std::fs::read(dir().join(format!("must-fail/{name}.json"))).unwrap();
+    match Envelope::from_json(&raw) {
+        Err(e) => e,
+        Ok(env) => envelope::open_manifest(&keys(), &env).unwrap_err(),
+    }
+}
+
+#[test]
+fn must_fail_fixtures_fail_closed() {
+    assert!(matches!(
+        must_fail("format-version-2"),
+        Error::UnknownFormatVersion(2, 1)
+    ));
+    assert!(matches!(
+        must_fail("key-version-2"),
+        Error::UnknownKeyVersion(2, 1)
+    ));
+    assert!(matches!(
+        must_fail("payload-hash"),
+        Error::VsrHashMismatch { seq: 2 }
+    ));
+    assert!(matches!(must_fail("truncated"), Error::Tag { .. }));
+    assert!(matches!(must_fail("sequence-moved"), Error::Tag { .. }));
+    assert!(matches!(must_fail("unknown-field"), Error::Corrupt { .. }));
+    assert!(matches!(must_fail("not-json"), Error::Corrupt { .. }));
+    // The right fixture with the wrong key, or as another agent, does not open.
+    let env = Envelope::from_json(&std::fs::read(dir().join("envelope.json")).unwrap()).unwrap();
+    let wrong = MasterKey::from_bytes([0x43; 32]).agent_keys(AGENT);
+    assert!(
+        envelope::open_manifest(&wrong, &env)
+            .unwrap_err()
+            .is_integrity()
+    );
+    // Garbage and truncated objects.
+    let m = envelope::open_manifest(&keys(), &env).unwrap();
+    let (_, pid) = m.pages.iter().next().unwrap();
+    let good = std::fs::read(dir().join(format!("objects/{}.4", pid.to_hex()))).unwrap();
+    for bad in [
+        common::bytes(5, good.len()),
+        good[..good.len() - 1].to_vec(),
+        good[..10].to_vec(),
+        vec![],
+    ] {
+        let e = envelope::open_object(&keys(), ObjectKind::InodePage, pid, &bad).unwrap_err();
+        assert!(matches!(e, Error::Tag { .. }), "{e}");
+    }
+    assert!(
+        envelope::open_object(&keys(), ObjectKind::DirNode, pid, &good).is_err(),
+        "kind is bound"
+    );
+    // Decoders reject malformed plaintext without panicking.
+    let plain = envelope::open_object(&keys(), ObjectKind::InodePage, pid, &good).unwrap();
+    for cut in 0..plain.len() {
+        assert!(tree::decode_page(&plain[..cut], m.inodes_per_page).is_err());
+    }
+    assert!(tree::decode_page(&[plain.clone(), vec![0]].concat(), m.inodes_per_page).is_err());
+    let _ = FileType::File;
+}

@@ -1,0 +1,321 @@
+//! Tampering with the data dir is detected: verification fails closed,
+//! names the kind of damage and the snapshot, and no read returns bad data.
+
+mod common;
+use common::{Env, bytes};
+use rusqlite::Connection;
+use sovseal::Error;
+use sovseal::agent::Agent;
+use sovseal::envelope::tree::ROOT_INO;
+use std::os::unix::fs::FileExt;
+
+/// Builds an agent with snapshots 1..=5 (four files, one per commit).
+fn build() -> Env {
+    let env = Env::new();
+    let mut e = env.open();
+    for i in 0..4u64 {
+        let f = e
+            .create(ROOT_INO, format!("f{i}").as_bytes(), 0o644, 0, 0)
+            .unwrap();
+        e.write(f.ino, 0, &bytes(i, 100_000)).unwrap();
+        e.commit().unwrap();
+    }
+    assert_eq!(e.head().seq(), 5);
+    env
+}
+
+fn db(env: &Env) -> Connection {
+    Connection::open(env.data_dir().join("index.db")).unwrap()
+}
+
+fn verify(env: &Env) -> sovseal::Result<sovseal::verify::Report> {
+    let a = Agent::open_readonly(&env.home, &env.agent, &env.master)?;
+    sovseal::verify::verify(&a, |_, _| {})
+}
+
+fn read_head(env: &Env, name: &str) -> sovseal::Result<Vec<u8>> {
+    let a = Agent::open_readonly(&env.home, &env.agent, &env.master)?;
+    let v = a.head()?;
+    let ino = v.resolve(name.as_bytes())?;
+    v.read(ino, 0, 1 << 20)
+}
+
+#[test]
+fn untouched_agent_verifies() {
+    let env = build();
+    let r = verify(&env).unwrap();
+    assert_eq!((r.first_seq, r.head_seq, r.snapshots), (1, 5, 5));
+    assert!(r.objects >= 4 + 5);
+}
+
+#[test]
+fn bit_flip_in_sealed_content() {
+    let env = build();
+    let (pack, offset): (u32, u64) = db(&env)
+        .query_row(
+            "SELECT pack, offset FROM objects WHERE kind = 1 LIMIT 1",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    let path = env.data_dir().join(format!("packs/{pack:08}.pack"));
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .unwrap();
+    let mut b = [0u8; 1];
+    f.read_exact_at(&mut b, offset + 100).unwrap();
+    f.write_all_at(&[b[0] ^ 0x10], offset + 100).unwrap();
+    let err = verify(&env).unwrap_err();
+    assert!(matches!(err, Error::Tag { .. }), "{err}");
+    assert!(
+        err.to_string().contains("chunk") && err.to_string().contains("snapshot"),
+        "{err}"
+    );
+    // No read of any file returns the damaged chunk as good data.
+    let mut failures = 0;
+    for i in 0..4 {
+        match read_head(&env, &format!("f{i}")) {
+            Ok(d) => assert_eq!(d, bytes(i, 100_000), "f{i} returned wrong bytes"),
+            Err(e) => {
+                assert!(matches!(e, Error::Tag { .. }), "{e}");
+                failures += 1;
+            }
+        }
+    }
+    assert_eq!(failures, 1);
+}
+
+#[test]
+fn bit_flip_in_an_envelope() {
+    let env = build();
+    // Flip the sealed manifest of snapshot 3 only: the recorded hash no longer matches.
+    let c = db(&env);
+    let mut sealed: Vec<u8> = c
+        .query_row("SELECT sealed FROM snapshots WHERE seq = 3", [], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    sealed[20] ^= 1;
+    c.execute("UPDATE snapshots SET sealed = ?1 WHERE seq = 3", [&sealed])
+        .unwrap();
+    let err = verify(&env).unwrap_err();
+    assert!(matches!(err, Error::ChainBroken { seq: 3, .. }), "{err}");
+
+    // A forger who also rewrites the recorded hash of the head still meets the tag.
+    let env = build();
+    let c = db(&env);
+    let mut sealed: Vec<u8> = c
+        .query_row("SELECT sealed FROM snapshots WHERE seq = 5", [], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    sealed[20] ^= 1;
+    c.execute("UPDATE snapshots SET sealed = ?1 WHERE seq = 5", [&sealed])
+        .unwrap();
+    let a = Agent::open_readonly(&env.home, &env.agent, &env.master);
+    // Either the recorded-hash check or the tag fails; both are integrity errors.
+    let err = a.err().unwrap();
+    assert!(err.is_integrity(), "{err}");
+    rewrite_hash(&env, 5);
+    let err = Agent::open_readonly(&env.home, &env.agent, &env.master)
+        .err()
+        .unwrap();
+    assert!(matches!(err, Error::Tag { .. }), "{err}");
+    assert!(err.to_string().contains("snapshot 5"), "{err}");
+}
+
+/// Recomputes the recorded hash of `seq` from the (tampered) row, as a
+/// forger without the key could.
+fn rewrite_hash(env: &Env, seq: u64) {
+    let c = db(env);
+    let a = sovseal::index::Index::open(&env.data_dir().join("index.db"), false).unwrap();
+    let e = a
+        .envelope(&env.master.agent_id(env.agent.as_str()), seq)
+        .unwrap()
+        .unwrap();
+    c.execute(
+        "UPDATE snapshots SET hash = ?1 WHERE seq = ?2",
+        rusqlite::params![&e.hash()[..], seq],
+    )
+    .unwrap();
+}
+
+#[test]
+fn bit_flip_in_stored_hashes() {
+    let env = build();
+    let c = db(&env);
+    let mut h: Vec<u8> = c
+        .query_row("SELECT hash FROM snapshots WHERE seq = 2", [], |r| r.get(0))
+        .unwrap();
+    h[0] ^= 1;
+    c.execute("UPDATE snapshots SET hash = ?1 WHERE seq = 2", [&h])
+        .unwrap();
+    let err = verify(&env).unwrap_err();
+    assert!(matches!(err, Error::ChainBroken { seq: 2, .. }), "{err}");
+
+    let env = build();
+    let c = db(&env);
+    // On the head, where no child's parent link gives the forgery away first.
+    let mut h: Vec<u8> = c
+        .query_row(
+            "SELECT payload_hash FROM snapshots WHERE seq = 5",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    h[31] ^= 0x80;
+    c.execute("UPDATE snapshots SET payload_hash = ?1 WHERE seq = 5", [&h])
+        .unwrap();
+    rewrite_hash(&env, 5);
+    let err = verify(&env).unwrap_err();
+    assert!(matches!(err, Error::VsrHashMismatch { seq: 5 }), "{err}");
+    assert!(err.to_string().starts_with("vsr_hash_mismatch"), "{err}");
+
+    let env = build();
+    let c = db(&env);
+    let mut p: Vec<u8> = c
+        .query_row("SELECT parent FROM snapshots WHERE seq = 3", [], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    p[5] ^= 4;
+    c.execute("UPDATE snapshots SET parent = ?1 WHERE seq = 3", [&p])
+        .unwrap();
+    rewrite_hash(&env, 3);
+    let err = verify(&env).unwrap_err();
+    assert!(matches!(err, Error::ChainBroken { seq: 3, .. }), "{err}");
+}
+
+#[test]
+fn swapped_envelopes() {
+    let env = build();
+    let c = db(&env);
+    c.execute_batch(
+        "UPDATE snapshots SET seq = -1 WHERE seq = 2;
+         UPDATE snapshots SET seq = 2 WHERE seq = 3;
+         UPDATE snapshots SET seq = 3 WHERE seq = -1;",
+    )
+    .unwrap();
+    let err = verify(&env).unwrap_err();
+    assert!(matches!(err, Error::ChainBroken { seq: 2, .. }), "{err}");
+    // Even with recorded hashes recomputed, the AAD binds each manifest to its sequence.
+    rewrite_hash(&env, 2);
+    rewrite_hash(&env, 3);
+    let err = verify(&env).unwrap_err();
+    assert!(err.is_integrity(), "{err}");
+}
+
+#[test]
+fn deleted_head_is_a_rollback() {
+    let env = build();
+    db(&env)
+        .execute("DELETE FROM snapshots WHERE seq = 5", [])
+        .unwrap();
+    let err = Agent::open_readonly(&env.home, &env.agent, &env.master)
+        .err()
+        .unwrap();
+    assert!(
+        matches!(err, Error::Rollback { seen: 5, found: 4 }),
+        "{err}"
+    );
+    let err = sovseal::engine::Engine::open(&env.home, &env.agent, &env.master)
+        .err()
+        .unwrap();
+    assert!(matches!(err, Error::Rollback { .. }), "{err}");
+}
+
+#[test]
+fn deleted_middle_snapshot_breaks_density() {
+    let env = build();
+    db(&env)
+        .execute("DELETE FROM snapshots WHERE seq = 3", [])
+        .unwrap();
+    let err = verify(&env).unwrap_err();
+    assert!(matches!(err, Error::ChainBroken { seq: 3, .. }), "{err}");
+}
+
+#[test]
+fn missing_object() {
+    let env = build();
+    db(&env)
+        .execute("DELETE FROM objects WHERE kind = 3", [])
+        .unwrap();
+    let err = verify(&env).unwrap_err();
+    assert!(matches!(err, Error::MissingObject { seq: 2, .. }), "{err}");
+}
+
+#[test]
+fn object_replayed_from_another_agent() {
+    let env = build();
+    // Agent "other", same master key, a file with content of the same length.
+    let other = sovseal::config::AgentName::new("other").unwrap();
+    {
+        let mut e = sovseal::engine::Engine::open(&env.home, &other, &env.master).unwrap();
+        let f = e.create(ROOT_INO, b"x", 0o644, 0, 0).unwrap();
+        e.write(f.ino, 0, &bytes(99, 100_000)).unwrap();
+        e.commit().unwrap();
+    }
+    let q = "SELECT pack, offset, len FROM objects WHERE kind = 1 ORDER BY len DESC LIMIT 1";
+    let loc = |dir: &std::path::Path| -> (std::path::PathBuf, u64, usize) {
+        let c = Connection::open(dir.join("index.db")).unwrap();
+        let (p, o, l): (u32, u64, usize) = c
+            .query_row(q, [], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .unwrap();
+        (dir.join(format!("packs/{p:08}.pack")), o, l)
+    };
+    let (opath, ooff, olen) = loc(&env.home.agent_dir(&other));
+    let (apath, aoff, alen) = loc(&env.data_dir());
+    assert_eq!(olen, alen);
+    let mut buf = vec![0u8; olen];
+    std::fs::File::open(opath)
+        .unwrap()
+        .read_exact_at(&mut buf, ooff)
+        .unwrap();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(apath)
+        .unwrap()
+        .write_all_at(&buf, aoff)
+        .unwrap();
+    let err = verify(&env).unwrap_err();
+    assert!(matches!(err, Error::Tag { .. }), "{err}");
+}
+
+#[test]
+fn truncated_pack_refuses_writer() {
+    let env = build();
+    let pack = env.data_dir().join("packs/00000001.pack");
+    let len = std::fs::metadata(&pack).unwrap().len();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&pack)
+        .unwrap()
+        .set_len(len - 10)
+        .unwrap();
+    let err = sovseal::engine::Engine::open(&env.home, &env.agent, &env.master)
+        .err()
+        .unwrap();
+    assert!(matches!(err, Error::Corrupt { .. }), "{err}");
+    assert!(verify(&env).is_err());
+}
+
+#[test]
+fn head_readable_after_tamper_elsewhere_is_still_exact() {
+    // Damage to snapshot 2's envelope does not stop reading the head, and
+    // what the head returns is exact.
+    let env = build();
+    let c = db(&env);
+    let mut sealed: Vec<u8> = c
+        .query_row("SELECT sealed FROM snapshots WHERE seq = 2", [], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    sealed[30] ^= 1;
+    c.execute("UPDATE snapshots SET sealed = ?1 WHERE seq = 2", [&sealed])
+        .unwrap();
+    assert_eq!(read_head(&env, "f3").unwrap(), bytes(3, 100_000));
+    let a = Agent::open_readonly(&env.home, &env.agent, &env.master).unwrap();
+    assert!(a.snapshot(2).err().unwrap().is_integrity());
+}
