@@ -134,7 +134,7 @@ fn commit_vs_file_size(c: &mut Criterion) {
             f.engine.write(file.ino, off, &block).unwrap();
         }
         f.engine.commit().unwrap();
-        let data = vec![0xcdu8; 4096];
+        let mut data = vec![0xcdu8; 4096];
         let mut rng = 0x9E37_79B9_7F4A_7C15u64;
         g.bench_function(
             BenchmarkId::from_parameter(format!("{}MiB", size >> 20)),
@@ -144,6 +144,8 @@ fn commit_vs_file_size(c: &mut Criterion) {
                     rng ^= rng >> 7;
                     rng ^= rng << 17;
                     let off = (rng % (size / 4096)) * 4096;
+                    // Unique bytes every time: no deduplication flatters small files.
+                    data[..8].copy_from_slice(&rng.to_le_bytes());
                     f.engine.write(file.ino, off, &data).unwrap();
                     f.engine.commit().unwrap().unwrap()
                 })

@@ -139,6 +139,13 @@ impl Repo {
         Ok(plain)
     }
 
+    /// Keeps a chunk just sealed as `id` in the read cache (write-through:
+    /// the next read-modify-write of it needs no decryption).
+    pub fn cache_chunk(&self, id: ObjectId, plaintext: Vec<u8>) {
+        let size = plaintext.len() + 64;
+        self.chunks.insert(id, Arc::new(plaintext), size);
+    }
+
     /// A file chunk's plaintext.
     pub fn chunk(&self, id: &ObjectId) -> Result<Arc<Vec<u8>>> {
         if let Some(c) = self.chunks.get(id) {

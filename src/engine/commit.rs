@@ -81,12 +81,13 @@ impl Engine {
         let base = self.head.manifest().clone();
         let ipp = u64::from(base.inodes_per_page);
 
-        // File contents and directory entries of the changed inodes.
+        // File contents and directory entries of the changed inodes. Orphans
+        // (unlinked, still open) are absent from the snapshot.
         let mut changed: BTreeMap<u64, Option<Inode>> = self
             .ov
             .inodes
             .iter()
-            .map(|(k, v)| (*k, v.clone()))
+            .map(|(k, v)| (*k, v.clone().filter(|i| i.nlink > 0)))
             .collect();
         for (ino, f) in &self.ov.files {
             let Some(Some(i)) = changed.get_mut(ino) else {
@@ -157,10 +158,27 @@ impl Engine {
             seq: head.seq(),
             hash: head.hash(),
         };
-        self.ov = Overlay {
+        // Orphans outlive the commit: they stay readable until unpinned.
+        let mut next = Overlay {
             next_ino: head.manifest().next_ino,
             ..Overlay::default()
         };
+        let orphans: Vec<u64> = self
+            .ov
+            .inodes
+            .iter()
+            .filter(|(_, i)| matches!(i, Some(i) if i.nlink == 0))
+            .map(|(k, _)| *k)
+            .collect();
+        for ino in orphans {
+            next.inodes
+                .insert(ino, self.ov.inodes.remove(&ino).flatten());
+            if let Some(f) = self.ov.files.remove(&ino) {
+                next.dirty_bytes += f.dirty.values().map(Vec::len).sum::<usize>();
+                next.files.insert(ino, f);
+            }
+        }
+        self.ov = next;
         self.head = Arc::new(head);
         Ok(Some(info))
     }

@@ -18,8 +18,7 @@ pub mod view;
 use crate::agent::{Agent, WriteLock};
 use crate::config::{AgentName, Home};
 use crate::envelope::tree::{
-    ChunkRef, Chunks, Content, DirEntry, Entries, FileType, INODES_PER_PAGE, Inode, ObjectKind,
-    ROOT_INO,
+    ChunkRef, Chunks, Content, DirEntry, Entries, FileType, Inode, ObjectKind, ROOT_INO,
 };
 use crate::keys::MasterKey;
 use crate::{Error, Result};
@@ -80,6 +79,9 @@ struct DirtyFile {
 
 #[derive(Default)]
 struct Overlay {
+    /// Changed inodes; `None` is a deletion. An inode with `nlink == 0` is an
+    /// orphan: unlinked while pinned (open), readable and writable, never
+    /// written into a snapshot.
     inodes: HashMap<u64, Option<Inode>>,
     dirs: HashMap<u64, Entries>,
     files: HashMap<u64, DirtyFile>,
@@ -114,9 +116,11 @@ fn check_name(name: &[u8], op: &'static str) -> Result<()> {
 
 /// The single writer of one agent.
 pub struct Engine {
-    agent: Agent,
+    agent: Arc<Agent>,
     head: Arc<SnapshotView>,
     ov: Overlay,
+    /// Open counts of inodes held by the caller (open file handles).
+    pins: HashMap<u64, u32>,
     dirty_budget: usize,
     _lock: WriteLock,
 }
@@ -144,12 +148,13 @@ impl Engine {
         agent.record_seen(&head)?;
         let next_ino = head.manifest().next_ino;
         Ok(Engine {
-            agent,
+            agent: Arc::new(agent),
             head: Arc::new(head),
             ov: Overlay {
                 next_ino,
                 ..Overlay::default()
             },
+            pins: HashMap::new(),
             dirty_budget: DEFAULT_DIRTY_BUDGET,
             _lock: lock,
         })
@@ -163,6 +168,11 @@ impl Engine {
     /// The read side of this agent (history, listings, verification).
     pub fn agent(&self) -> &Agent {
         &self.agent
+    }
+
+    /// The read side, shareable with readers of history.
+    pub fn shared_agent(&self) -> Arc<Agent> {
+        self.agent.clone()
     }
 
     /// The head snapshot (without uncommitted changes).
@@ -355,20 +365,51 @@ impl Engine {
         Ok(inode)
     }
 
-    /// Drops one link to `ino` (already removed from its directory).
-    fn drop_link(&mut self, ino: u64, now: i64) -> Result<()> {
-        let i = self.inode_mut(ino)?;
-        let gone = i.file_type() == FileType::Dir || i.nlink <= 1;
-        if !gone {
-            i.nlink -= 1;
-            i.ctime = now;
-            return Ok(());
+    /// Pins an inode while the caller has it open: unlinking its last name
+    /// then keeps it readable and writable (as an orphan) until [`Engine::unpin`].
+    pub fn pin(&mut self, ino: u64) {
+        *self.pins.entry(ino).or_default() += 1;
+    }
+
+    /// Releases one pin; an orphan whose last pin goes away is deleted.
+    pub fn unpin(&mut self, ino: u64) {
+        let Some(n) = self.pins.get_mut(&ino) else {
+            return;
+        };
+        *n -= 1;
+        if *n > 0 {
+            return;
         }
+        self.pins.remove(&ino);
+        let orphan = matches!(self.ov.inodes.get(&ino), Some(Some(i)) if i.nlink == 0);
+        if orphan {
+            self.forget_inode(ino);
+        }
+    }
+
+    fn forget_inode(&mut self, ino: u64) {
         self.ov.inodes.insert(ino, None);
         self.ov.dirs.remove(&ino);
         if let Some(f) = self.ov.files.remove(&ino) {
             self.ov.dirty_bytes -= f.dirty.values().map(Vec::len).sum::<usize>();
         }
+    }
+
+    /// Drops one link to `ino` (already removed from its directory).
+    fn drop_link(&mut self, ino: u64, now: i64) -> Result<()> {
+        let pinned = self.pins.contains_key(&ino);
+        let i = self.inode_mut(ino)?;
+        let is_dir = i.file_type() == FileType::Dir;
+        if !is_dir && (i.nlink > 1 || pinned) {
+            i.nlink -= 1;
+            i.ctime = now;
+            if i.nlink == 0 {
+                // An orphan: its content must stay readable through the open handle.
+                self.dirty_file(ino, "unlink")?;
+            }
+            return Ok(());
+        }
+        self.forget_inode(ino);
         Ok(())
     }
 
@@ -434,6 +475,9 @@ impl Engine {
         let i = self.getattr(ino)?;
         if i.file_type() == FileType::Dir {
             return Err(Error::fs("link", libc::EPERM));
+        }
+        if i.nlink == 0 {
+            return Err(Error::fs("link", libc::ENOENT));
         }
         self.dir_inode(newparent, "link")?;
         if self.lookup(newparent, newname)?.is_some() {
@@ -634,7 +678,7 @@ impl Engine {
         }
         i.ctime = now;
         let out = i.clone();
-        self.ov.changed = true;
+        self.ov.changed |= out.nlink > 0;
         Ok(out)
     }
 
@@ -750,7 +794,7 @@ impl Engine {
         i.size = i.size.max(end);
         i.mtime = now;
         i.ctime = now;
-        self.ov.changed = true;
+        self.ov.changed |= i.nlink > 0;
         if self.ov.dirty_bytes > self.dirty_budget {
             self.seal_dirty()?;
         }
@@ -782,7 +826,7 @@ impl Engine {
         i.size = size;
         i.mtime = now;
         i.ctime = now;
-        self.ov.changed = true;
+        self.ov.changed |= i.nlink > 0;
         Ok(())
     }
 
@@ -793,31 +837,25 @@ impl Engine {
         for f in self.ov.files.values_mut() {
             // One chunk at a time, so that an error leaves the overlay whole.
             while let Some((&idx, data)) = f.dirty.first_key_value() {
+                let len = data.len();
                 let r = if data.iter().all(|b| *b == 0) {
+                    f.dirty.remove(&idx);
                     None
                 } else {
-                    Some(repo.put(ObjectKind::Chunk, data)?)
+                    // Removed only once sealed: an error leaves it dirty.
+                    let id = repo.put(ObjectKind::Chunk, data)?;
+                    let data = f.dirty.remove(&idx).expect("present");
+                    repo.cache_chunk(id, data);
+                    Some(id)
                 };
                 let i = idx as usize;
                 if f.refs.len() <= i {
                     f.refs.resize(i + 1, None);
                 }
                 f.refs[i] = r;
-                let data = f.dirty.remove(&idx).expect("present");
-                self.ov.dirty_bytes -= data.len();
+                self.ov.dirty_bytes -= len;
             }
         }
         Ok(())
     }
-
-    /// Throws away every uncommitted change.
-    pub fn discard(&mut self) {
-        self.ov = Overlay {
-            next_ino: self.head.manifest().next_ino,
-            ..Overlay::default()
-        };
-    }
 }
-
-/// Default inodes per page, re-exported for benches and docs.
-pub const PAGE_INODES: u32 = INODES_PER_PAGE;

@@ -1,0 +1,368 @@
+//! `sovseal-mount`: argument parsing, preflight checks, daemonizing,
+//! signals and a clean unmount. The filesystem itself is `fs` + `fuse`.
+//!
+//! Without `--foreground` the command re-executes itself in the foreground
+//! as a detached child, waits until the child reports that the mount is
+//! ready (or why it is not), and exits with that status. The child's
+//! messages go to `$SOVSEAL_HOME/logs/<agent>.log`.
+
+use crate::config::{AgentName, Home};
+use crate::engine::Engine;
+use crate::fs::{Fs, Options};
+use crate::keys::custody;
+use crate::{Error, Result, exit};
+use clap::Parser;
+use fuser::{MountOption, SessionACL};
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Set in the detached child: report readiness on stdout.
+const READY_ENV: &str = "SOVSEAL_MOUNT_REPORT";
+
+/// Mount an agent's sealed state as a filesystem.
+#[derive(Parser, Debug)]
+#[command(name = "sovseal-mount", version, about, long_about = None)]
+pub struct Args {
+    /// Where to mount (an existing, empty directory).
+    pub mountpoint: PathBuf,
+    /// Agent name; defaults to the mountpoint's last component.
+    #[arg(long)]
+    pub agent: Option<String>,
+    /// Stay attached to the terminal instead of running in the background.
+    #[arg(short, long)]
+    pub foreground: bool,
+    /// Mount options, comma-separated: ro, rw, allow_other, allow_root,
+    /// default_permissions, noatime, nosuid, nodev, noexec, ...
+    #[arg(short = 'o', value_delimiter = ',')]
+    pub options: Vec<String>,
+    /// Quiet period in ms after metadata-only changes before they are committed.
+    #[arg(long, default_value_t = 200)]
+    pub quiet_ms: u64,
+    /// Dirty file data kept in memory before it is sealed early, in MiB.
+    #[arg(long, default_value_t = 256)]
+    pub dirty_budget_mib: usize,
+    /// FUSE worker threads.
+    #[arg(long, default_value_t = 4)]
+    pub threads: usize,
+}
+
+/// Mount options after translation.
+struct Mount {
+    options: Vec<MountOption>,
+    acl: SessionACL,
+    read_only: bool,
+}
+
+fn translate(opts: &[String], agent: &AgentName) -> Result<Mount> {
+    let mut m = Mount {
+        // The kernel checks permissions against the file modes: with
+        // allow_other, other users get exactly what the modes allow.
+        options: vec![MountOption::DefaultPermissions],
+        acl: SessionACL::Owner,
+        read_only: false,
+    };
+    let mut fsname = format!("sovseal:{agent}");
+    for o in opts.iter().map(|o| o.trim()).filter(|o| !o.is_empty()) {
+        let opt = match o {
+            "ro" => {
+                m.read_only = true;
+                MountOption::RO
+            }
+            "rw" => MountOption::RW,
+            "allow_other" => {
+                m.acl = SessionACL::All;
+                continue;
+            }
+            "allow_root" => {
+                m.acl = SessionACL::RootAndOwner;
+                continue;
+            }
+            "default_permissions" => continue,
+            "auto_unmount" => MountOption::AutoUnmount,
+            "noatime" => MountOption::NoAtime,
+            "atime" => MountOption::Atime,
+            "nosuid" => MountOption::NoSuid,
+            "suid" => MountOption::Suid,
+            "nodev" => MountOption::NoDev,
+            "dev" => MountOption::Dev,
+            "noexec" => MountOption::NoExec,
+            "exec" => MountOption::Exec,
+            "sync" => MountOption::Sync,
+            "async" => MountOption::Async,
+            "dirsync" => MountOption::DirSync,
+            o if o.starts_with("fsname=") => {
+                fsname = o["fsname=".len()..].to_owned();
+                continue;
+            }
+            other => {
+                return Err(Error::Invalid(format!(
+                    "unknown mount option {other:?} (known: ro, rw, allow_other, allow_root, default_permissions, auto_unmount, [no]atime, [no]suid, [no]dev, [no]exec, sync, async, dirsync, fsname=)"
+                )));
+            }
+        };
+        m.options.push(opt);
+    }
+    m.options.push(MountOption::FSName(fsname));
+    m.options.push(MountOption::Subtype("sovseal".into()));
+    Ok(m)
+}
+
+/// The mount point field of /proc/self/mountinfo lines, unescaped.
+fn mounted_at(path: &Path) -> Option<String> {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    let want = path.to_str()?;
+    info.lines().find_map(|l| {
+        let f: Vec<&str> = l.split(' ').collect();
+        let mp = f
+            .get(4)?
+            .replace("\\040", " ")
+            .replace("\\011", "\t")
+            .replace("\\134", "\\");
+        let sep = f.iter().position(|x| *x == "-")?;
+        (mp == want).then(|| f.get(sep + 1).unwrap_or(&"?").to_string())
+    })
+}
+
+/// Checks the mountpoint: exists, is a directory, is empty, is not mounted;
+/// cleans a stale mount left by a killed daemon.
+fn preflight(raw: &Path) -> Result<PathBuf> {
+    let abs = if raw.is_absolute() {
+        raw.to_owned()
+    } else {
+        std::env::current_dir()
+            .map_err(|e| Error::io(".", e))?
+            .join(raw)
+    };
+    let path = match std::fs::metadata(&abs).and_then(|_| std::fs::canonicalize(&abs)) {
+        Ok(p) => p,
+        Err(e) if matches!(e.raw_os_error(), Some(libc::ENOTCONN | libc::ECONNABORTED)) => {
+            // A FUSE mount whose daemon died (the kernel says ENOTCONN or,
+            // for an aborted connection, ECONNABORTED): detach it and go on.
+            match nix::mount::umount2(&abs, nix::mount::MntFlags::MNT_DETACH) {
+                Ok(()) => {
+                    eprintln!(
+                        "sovseal-mount: cleaned a stale mount at {} left by a dead daemon",
+                        abs.display()
+                    );
+                    std::fs::canonicalize(&abs).map_err(|e| Error::io(&abs, e))?
+                }
+                Err(err) => {
+                    return Err(Error::Invalid(format!(
+                        "{} is a stale mount of a dead daemon and could not be detached ({err}); run: fusermount3 -u {}",
+                        abs.display(),
+                        abs.display()
+                    )));
+                }
+            }
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(Error::Invalid(format!(
+                "mountpoint {} does not exist; create it first (mkdir -p {})",
+                abs.display(),
+                abs.display()
+            )));
+        }
+        Err(e) => return Err(Error::io(&abs, e)),
+    };
+    if !path.is_dir() {
+        return Err(Error::Invalid(format!(
+            "mountpoint {} is not a directory",
+            path.display()
+        )));
+    }
+    if let Some(fstype) = mounted_at(&path) {
+        return Err(Error::Invalid(format!(
+            "{} is already mounted ({fstype}); unmount it first (fusermount3 -u {})",
+            path.display(),
+            path.display()
+        )));
+    }
+    let mut entries = std::fs::read_dir(&path).map_err(|e| Error::io(&path, e))?;
+    if entries.next().is_some() {
+        return Err(Error::Invalid(format!(
+            "mountpoint {} is not empty; mount on an empty directory",
+            path.display()
+        )));
+    }
+    Ok(path)
+}
+
+/// Runs `sovseal-mount`; returns the exit code.
+pub fn main() -> i32 {
+    if let Err(e) = crate::sys::harden_process() {
+        eprintln!("sovseal-mount: warning: {e}");
+    }
+    let args = match Args::try_parse() {
+        Ok(a) => a,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() {
+                exit::USAGE
+            } else {
+                exit::OK
+            };
+        }
+    };
+    let report = std::env::var_os(READY_ENV).is_some();
+    match run(&args, report) {
+        Ok(()) => exit::OK,
+        Err(e) => {
+            if report {
+                println!("error: {e}");
+            }
+            eprintln!("sovseal-mount: error: {e}");
+            exit::code_for(&e)
+        }
+    }
+}
+
+fn run(args: &Args, report: bool) -> Result<()> {
+    let mountpoint = preflight(&args.mountpoint)?;
+    let agent = match &args.agent {
+        Some(a) => AgentName::new(a)?,
+        None => AgentName::new(
+            &mountpoint
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+        )?,
+    };
+    let mount = translate(&args.options, &agent)?;
+    let home = Home::from_env()?;
+    let master = custody::load(&home, &custody::Custody::from_env()?)?;
+    if !args.foreground {
+        drop(master);
+        return daemonize(&home, &agent);
+    }
+    if report {
+        // Detach from the terminal's session: the shell's signals are not ours.
+        let _ = nix::unistd::setsid();
+    }
+    serve(args, &home, &agent, &master, &mountpoint, mount, report)
+}
+
+fn daemonize(home: &Home, agent: &AgentName) -> Result<()> {
+    let logs = home.root().join("logs");
+    crate::fsutil::create_private_dir(&logs)?;
+    let log_path = logs.join(format!("{agent}.log"));
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode_0600()
+        .open(&log_path)
+        .map_err(|e| Error::io(&log_path, e))?;
+    let exe = std::env::current_exe().map_err(|e| Error::io("current_exe", e))?;
+    let mut child = std::process::Command::new(exe)
+        .args(std::env::args_os().skip(1))
+        .arg("--foreground")
+        .env(READY_ENV, "1")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(log)
+        .spawn()
+        .map_err(|e| Error::io("sovseal-mount", e))?;
+    let out = BufReader::new(child.stdout.take().expect("piped"));
+    for line in out.lines() {
+        let line = line.map_err(|e| Error::io("child", e))?;
+        if line == "ready" {
+            return Ok(());
+        }
+        if let Some(msg) = line.strip_prefix("error: ") {
+            let _ = child.wait();
+            return Err(Error::Invalid(msg.to_owned()));
+        }
+    }
+    let status = child.wait().map_err(|e| Error::io("child", e))?;
+    Err(Error::Invalid(format!(
+        "the mount daemon exited ({status}) before the mount was ready; see {}",
+        log_path.display()
+    )))
+}
+
+trait Mode0600 {
+    fn mode_0600(&mut self) -> &mut Self;
+}
+
+impl Mode0600 for std::fs::OpenOptions {
+    fn mode_0600(&mut self) -> &mut Self {
+        std::os::unix::fs::OpenOptionsExt::mode(self, 0o600)
+    }
+}
+
+fn serve(
+    args: &Args,
+    home: &Home,
+    agent: &AgentName,
+    master: &crate::keys::MasterKey,
+    mountpoint: &Path,
+    mount: Mount,
+    report: bool,
+) -> Result<()> {
+    use nix::sys::signal::{SigSet, Signal};
+    // Block the shutdown signals in every thread; one thread waits for them.
+    let mut sigs = SigSet::empty();
+    for s in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP] {
+        sigs.add(s);
+    }
+    sigs.thread_block()
+        .map_err(|e| Error::io("sigprocmask", e.into()))?;
+
+    let mut engine = Engine::open(home, agent, master)?;
+    engine.set_dirty_budget(args.dirty_budget_mib << 20);
+    let fs = Arc::new(Fs::new(
+        engine,
+        Options {
+            read_only: mount.read_only,
+            quiet: Duration::from_millis(args.quiet_ms),
+            ..Options::default()
+        },
+    ));
+    let mut config = fuser::Config::default();
+    config.mount_options = mount.options;
+    config.acl = mount.acl;
+    config.n_threads = Some(args.threads.max(1));
+    config.clone_fd = true;
+    let session = fuser::spawn_mount(crate::fuse::Adapter::new(fs.clone()), mountpoint, &config)
+        .map_err(|e| Error::io(mountpoint, e))?;
+    eprintln!(
+        "sovseal-mount: agent {agent} mounted at {}",
+        mountpoint.display()
+    );
+    if report {
+        let mut out = std::io::stdout();
+        let _ = writeln!(out, "ready").and_then(|_| out.flush());
+    }
+
+    let (tx, rx) = crossbeam_channel::bounded::<Signal>(1);
+    std::thread::Builder::new()
+        .name("sovseal-signals".into())
+        .spawn(move || {
+            if let Ok(s) = sigs.wait() {
+                let _ = tx.send(s);
+            }
+        })
+        .map_err(|e| Error::io("signal thread", e))?;
+    loop {
+        crossbeam_channel::select! {
+            recv(rx) -> sig => {
+                let sig = sig.map(|s| s.as_str()).unwrap_or("?");
+                eprintln!("sovseal-mount: {sig}: committing and unmounting");
+                let committed = fs.sync();
+                session.umount_and_join().map_err(|e| Error::io(mountpoint, e))?;
+                return committed;
+            }
+            default(Duration::from_millis(200)) => {
+                if session.guard.is_finished() {
+                    eprintln!("sovseal-mount: unmounted externally");
+                    session.join().map_err(|e| Error::io(mountpoint, e))?;
+                    return match fs.last_commit_error() {
+                        Some(e) => Err(Error::Invalid(format!("final commit failed: {e}"))),
+                        None => Ok(()),
+                    };
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,237 @@
+//! A real mount for tests: a private SOVSEAL_HOME (file fallback for the
+//! key), `sovseal-mount` in the background, helpers to run programs in it.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+pub const SOVSEAL: &str = env!("CARGO_BIN_EXE_sovseal");
+pub const MOUNT: &str = env!("CARGO_BIN_EXE_sovseal-mount");
+
+pub struct Mounted {
+    pub dir: tempfile::TempDir,
+    pub home: PathBuf,
+    pub mnt: PathBuf,
+    pub agent: String,
+    pub extra: Vec<String>,
+}
+
+pub fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+impl Mounted {
+    /// Mounts a new agent; extra arguments go to sovseal-mount.
+    pub fn new(agent: &str, extra: &[&str]) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let home = dir.path().join("home");
+        let mnt = dir.path().join(agent);
+        std::fs::create_dir(&mnt).unwrap();
+        let m = Mounted {
+            dir,
+            home,
+            mnt,
+            agent: agent.to_owned(),
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+        };
+        let o = m.sovseal(&["init"]);
+        assert!(o.status.success(), "{}", text(&o.stderr));
+        m.mount();
+        m
+    }
+
+    pub fn cmd(&self, prog: &str) -> Command {
+        let mut c = Command::new(prog);
+        c.env("SOVSEAL_HOME", &self.home)
+            .env("SOVSEAL_KEY_FALLBACK", "file");
+        c
+    }
+
+    pub fn sovseal(&self, args: &[&str]) -> Output {
+        self.cmd(SOVSEAL).args(args).output().unwrap()
+    }
+
+    pub fn try_mount(&self) -> Output {
+        self.cmd(MOUNT)
+            .arg(&self.mnt)
+            .args(&self.extra)
+            .output()
+            .unwrap()
+    }
+
+    /// Mounts and asserts that it worked (the test fails, never skips, if
+    /// /dev/fuse cannot be used).
+    pub fn mount(&self) {
+        let o = self.try_mount();
+        assert!(
+            o.status.success(),
+            "sovseal-mount failed (is /dev/fuse usable?): {}{}",
+            text(&o.stdout),
+            text(&o.stderr)
+        );
+        assert!(
+            self.is_mounted(),
+            "mount reported ready but is not in the mount table"
+        );
+    }
+
+    pub fn is_mounted(&self) -> bool {
+        let want = self.mnt.to_str().unwrap();
+        std::fs::read_to_string("/proc/self/mountinfo")
+            .unwrap()
+            .lines()
+            .any(|l| l.split(' ').nth(4) == Some(want))
+    }
+
+    /// The daemon's pid, from the agent's lock file.
+    pub fn daemon_pid(&self) -> Option<i32> {
+        std::fs::read_to_string(self.home.join("agents").join(&self.agent).join("lock"))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
+    }
+
+    fn wait_gone(pid: i32) {
+        let t0 = Instant::now();
+        while Path::new(&format!("/proc/{pid}")).exists()
+            && !std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .unwrap_or_default()
+                .contains(") Z")
+        {
+            assert!(
+                t0.elapsed() < Duration::from_secs(30),
+                "daemon {pid} did not exit"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// `fusermount3 -u`, then waits for the daemon to exit.
+    pub fn unmount(&self) {
+        let pid = self.daemon_pid();
+        let o = Command::new("fusermount3")
+            .arg("-u")
+            .arg(&self.mnt)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "fusermount3 -u: {}", text(&o.stderr));
+        if let Some(pid) = pid {
+            Self::wait_gone(pid);
+        }
+    }
+
+    /// Sends `sig` to the daemon and waits for it to exit.
+    pub fn signal(&self, sig: nix::sys::signal::Signal) {
+        let pid = self.daemon_pid().expect("daemon pid");
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), sig).unwrap();
+        Self::wait_gone(pid);
+    }
+
+    pub fn remount(&self) {
+        self.unmount();
+        self.mount();
+    }
+
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.mnt.join(rel)
+    }
+
+    /// Runs `sh -c script` inside the mount; asserts success; returns stdout.
+    pub fn sh(&self, script: &str) -> String {
+        let o = self.sh_output(script);
+        assert!(
+            o.status.success(),
+            "script failed: {script}\nstdout: {}\nstderr: {}",
+            text(&o.stdout),
+            text(&o.stderr)
+        );
+        text(&o.stdout)
+    }
+
+    pub fn sh_output(&self, script: &str) -> Output {
+        self.cmd("sh")
+            .arg("-c")
+            .arg(script)
+            .current_dir(&self.mnt)
+            .env("GIT_AUTHOR_NAME", "t")
+            .env("GIT_AUTHOR_EMAIL", "t@example.invalid")
+            .env("GIT_COMMITTER_NAME", "t")
+            .env("GIT_COMMITTER_EMAIL", "t@example.invalid")
+            .env("HOME", self.dir.path())
+            .output()
+            .unwrap()
+    }
+
+    /// Runs a python3 program inside the mount; asserts success; returns stdout.
+    pub fn py(&self, program: &str) -> String {
+        let o = self
+            .cmd("python3")
+            .arg("-c")
+            .arg(program)
+            .current_dir(&self.mnt)
+            .output()
+            .unwrap();
+        assert!(
+            o.status.success(),
+            "python failed:\nstdout: {}\nstderr: {}",
+            text(&o.stdout),
+            text(&o.stderr)
+        );
+        text(&o.stdout)
+    }
+
+    /// Sequence numbers of all snapshots, from the CLI (reads while mounted).
+    pub fn snapshots(&self) -> Vec<u64> {
+        let o = self.sovseal(&[
+            "snapshots",
+            "--agent",
+            &self.agent,
+            "--limit",
+            "1000000",
+            "--json",
+        ]);
+        assert!(o.status.success(), "{}", text(&o.stderr));
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        v["snapshots"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["seq"].as_u64().unwrap())
+            .collect()
+    }
+
+    pub fn head(&self) -> u64 {
+        *self.snapshots().last().unwrap()
+    }
+
+    pub fn verify(&self) {
+        let o = self.sovseal(&["verify", "--agent", &self.agent]);
+        assert!(
+            o.status.success(),
+            "verify: {}{}",
+            text(&o.stdout),
+            text(&o.stderr)
+        );
+    }
+}
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        if self.is_mounted() {
+            let pid = self.daemon_pid();
+            let _ = Command::new("fusermount3")
+                .arg("-u")
+                .arg("-z")
+                .arg(&self.mnt)
+                .output();
+            if let Some(pid) = pid {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::SIGKILL,
+                );
+            }
+        }
+    }
+}
