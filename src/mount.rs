@@ -41,7 +41,7 @@ pub struct Args {
     #[arg(long, default_value_t = 200)]
     pub quiet_ms: u64,
     /// Dirty file data kept in memory before it is sealed early, in MiB.
-    #[arg(long, default_value_t = 256)]
+    #[arg(long, default_value_t = 64)]
     pub dirty_budget_mib: usize,
     /// FUSE worker threads.
     #[arg(long, default_value_t = 4)]

@@ -21,7 +21,11 @@ fn git_init_commit_clone_fsck_checkout() {
          git add .; git commit -qm 'three hundred files'; git fsck --full; git log --oneline | wc -l; cd ..;
          git clone -q {src} clone; cd clone; git fsck --full; git checkout -q other; cat f1 sub/s; git checkout -q main; cat f1"
     ));
-    assert_eq!(out.split_whitespace().collect::<Vec<_>>(), vec!["1", "changed", "s", "1"], "{out}");
+    assert_eq!(
+        out.split_whitespace().collect::<Vec<_>>(),
+        vec!["1", "changed", "s", "1"],
+        "{out}"
+    );
     m.remount();
     let st = m.sh("cd work && git status --porcelain && git fsck --full && git ls-files | wc -l");
     assert_eq!(st.trim(), "300", "{st}");
@@ -33,7 +37,9 @@ fn sqlite_rollback_journal_and_wal() {
     let m = Mounted::new("sqlite", &[]);
     for mode in ["delete", "wal"] {
         let db = format!("{mode}.db");
-        let mut sql = format!("PRAGMA journal_mode={mode};\nCREATE TABLE t(i INTEGER PRIMARY KEY, v TEXT);\n");
+        let mut sql = format!(
+            "PRAGMA journal_mode={mode};\nCREATE TABLE t(i INTEGER PRIMARY KEY, v TEXT);\n"
+        );
         for b in 0..100 {
             sql.push_str("BEGIN;\n");
             for i in 0..100 {
@@ -44,13 +50,25 @@ fn sqlite_rollback_journal_and_wal() {
         std::fs::write(m.dir.path().join("load.sql"), &sql).unwrap();
         let load = m.dir.path().join("load.sql");
         m.sh(&format!("sqlite3 {db} < {}", load.display()));
-        let out = m.sh(&format!("sqlite3 {db} 'PRAGMA integrity_check; SELECT count(*) FROM t;'"));
-        assert_eq!(out.split_whitespace().collect::<Vec<_>>(), vec!["ok", "10000"], "{mode}: {out}");
+        let out = m.sh(&format!(
+            "sqlite3 {db} 'PRAGMA integrity_check; SELECT count(*) FROM t;'"
+        ));
+        assert_eq!(
+            out.split_whitespace().collect::<Vec<_>>(),
+            vec!["ok", "10000"],
+            "{mode}: {out}"
+        );
     }
     m.remount();
     for mode in ["delete", "wal"] {
-        let out = m.sh(&format!("sqlite3 {mode}.db 'PRAGMA integrity_check; SELECT count(*), max(v) FROM t;'"));
-        assert_eq!(out.split_whitespace().collect::<Vec<_>>(), vec!["ok", "10000|row", "99", "99"], "{mode}: {out}");
+        let out = m.sh(&format!(
+            "sqlite3 {mode}.db 'PRAGMA integrity_check; SELECT count(*), max(v) FROM t;'"
+        ));
+        assert_eq!(
+            out.split_whitespace().collect::<Vec<_>>(),
+            vec!["ok", "10000|row", "99", "99"],
+            "{mode}: {out}"
+        );
     }
 }
 
@@ -66,7 +84,11 @@ fn tar_and_rsync_round_trip() {
         s = src.display()
     ));
     let tarball = m.dir.path().join("src.tar");
-    m.sh(&format!("mkdir x && tar -xpf {} -C x && diff -r --no-dereference {} x", tarball.display(), src.display()));
+    m.sh(&format!(
+        "mkdir x && tar -xpf {} -C x && diff -r --no-dereference {} x",
+        tarball.display(),
+        src.display()
+    ));
     let inodes = m.sh("stat -c %i x/a/big x/a/hardlink");
     let v: Vec<&str> = inodes.split_whitespace().collect();
     assert_eq!(v[0], v[1], "hard link kept");
@@ -74,9 +96,19 @@ fn tar_and_rsync_round_trip() {
     assert_eq!(m.sh("stat -c '%a %Y' x/a/b/small").trim(), "600 981158400");
     // rsync in, and back out, compare.
     let out = m.dir.path().join("out");
-    m.sh(&format!("rsync -aH {}/ r/ && rsync -aH r/ {}/ && diff -r --no-dereference {} {}", src.display(), out.display(), src.display(), out.display()));
+    m.sh(&format!(
+        "rsync -aH {}/ r/ && rsync -aH r/ {}/ && diff -r --no-dereference {} {}",
+        src.display(),
+        out.display(),
+        src.display(),
+        out.display()
+    ));
     m.remount();
-    m.sh(&format!("diff -r --no-dereference {} x && diff -r --no-dereference {} r", src.display(), src.display()));
+    m.sh(&format!(
+        "diff -r --no-dereference {} x && diff -r --no-dereference {} r",
+        src.display(),
+        src.display()
+    ));
     m.verify();
 }
 
@@ -96,8 +128,16 @@ for i in range(300):
 print(json.load(open("state.json"))["step"])
 "#);
     assert_eq!(out.trim(), "299");
-    assert!(m.head() - before >= 300, "each fsync is a snapshot: {}", m.head() - before);
+    assert!(
+        m.head() - before >= 300,
+        "each fsync is a snapshot: {}",
+        m.head() - before
+    );
     m.remount();
-    assert_eq!(m.py("import json; print(json.load(open('state.json'))['step'])").trim(), "299");
+    assert_eq!(
+        m.py("import json; print(json.load(open('state.json'))['step'])")
+            .trim(),
+        "299"
+    );
     assert!(!m.path("state.json.tmp").exists());
 }

@@ -19,7 +19,11 @@ fn each_completed_write_is_exactly_one_snapshot_with_its_bytes() {
     let first = m.head();
     m.sh("echo v1 > f");
     settle();
-    assert_eq!(m.head(), first + 1, "`echo x > f` makes exactly one snapshot");
+    assert_eq!(
+        m.head(),
+        first + 1,
+        "`echo x > f` makes exactly one snapshot"
+    );
     m.sh("echo v2 > f");
     settle();
     m.sh("echo v3 >> f");
@@ -32,8 +36,17 @@ fn each_completed_write_is_exactly_one_snapshot_with_its_bytes() {
     assert_eq!(at(first + 2).unwrap(), "v2\n");
     assert_eq!(at(first + 3).unwrap(), "v2\nv3\n");
     assert!(at(first).is_err(), "f did not exist yet at {first}");
-    assert_eq!(std::fs::read_link(m.path(".snapshots/latest")).unwrap().to_str().unwrap(), format!("{head:010}"));
-    assert_eq!(std::fs::read_to_string(m.path(".snapshots/latest/f")).unwrap(), "v2\nv3\n");
+    assert_eq!(
+        std::fs::read_link(m.path(".snapshots/latest"))
+            .unwrap()
+            .to_str()
+            .unwrap(),
+        format!("{head:010}")
+    );
+    assert_eq!(
+        std::fs::read_to_string(m.path(".snapshots/latest/f")).unwrap(),
+        "v2\nv3\n"
+    );
     // Names sort in order; mtime is the snapshot time.
     let mut names: Vec<String> = std::fs::read_dir(m.path(".snapshots"))
         .unwrap()
@@ -51,8 +64,14 @@ fn each_completed_write_is_exactly_one_snapshot_with_its_bytes() {
     let o = m.sovseal(&["snapshots", "--agent", "snaps", "--json"]);
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     let last = &v["snapshots"].as_array().unwrap()[head as usize - 1];
-    let mtime = std::fs::metadata(m.path(&format!(".snapshots/{head:010}"))).unwrap().modified().unwrap();
-    let ms = mtime.duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64;
+    let mtime = std::fs::metadata(m.path(&format!(".snapshots/{head:010}")))
+        .unwrap()
+        .modified()
+        .unwrap();
+    let ms = mtime
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
     assert_eq!(ms, last["timestamp_ms"].as_i64().unwrap());
 }
 
@@ -68,7 +87,10 @@ for i in range(200):
 f.close()\" & done; wait");
     settle();
     let made = m.head() - before;
-    assert!((1..=9).contains(&made), "1600 write() calls made {made} snapshots");
+    assert!(
+        (1..=9).contains(&made),
+        "1600 write() calls made {made} snapshots"
+    );
     // Many metadata changes in a quick burst share one quiet-period commit.
     let before = m.head();
     m.sh("mkdir d && for i in $(seq 1 100); do mkdir d/$i; done");
@@ -144,5 +166,8 @@ fn listing_many_snapshots_pages_through_the_index() {
     assert!(head >= 601, "{head}");
     let n = std::fs::read_dir(m.path(".snapshots")).unwrap().count() as u64;
     assert_eq!(n, head + 1, "one directory per snapshot plus latest");
-    assert_eq!(std::fs::read_to_string(m.path(&format!(".snapshots/{:010}/f", head))).unwrap(), "599");
+    assert_eq!(
+        std::fs::read_to_string(m.path(&format!(".snapshots/{:010}/f", head))).unwrap(),
+        "599"
+    );
 }

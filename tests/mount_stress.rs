@@ -49,18 +49,26 @@ while True:
         // Kill once the loop is well under way, at a different point each round.
         let mut synced = Vec::new();
         while synced.len() < 20 + 37 * round as usize {
-            synced.push(rx.recv_timeout(Duration::from_secs(60)).expect("the fsync loop stalled"));
+            synced.push(
+                rx.recv_timeout(Duration::from_secs(60))
+                    .expect("the fsync loop stalled"),
+            );
         }
         m.signal(Signal::SIGKILL);
         let _ = child.wait();
         reader.join().unwrap();
         synced.extend(rx.try_iter());
-        assert!(synced.len() > 5, "round {round}: the loop synced too little to test: {}", synced.len());
+        assert!(
+            synced.len() > 5,
+            "round {round}: the loop synced too little to test: {}",
+            synced.len()
+        );
         // The next mount cleans the stale mount and shows every fsynced file intact.
         let o = m.try_mount();
         assert!(o.status.success(), "{}", harness::text(&o.stderr));
         for name in &synced {
-            let got = std::fs::read(m.path(name)).unwrap_or_else(|e| panic!("round {round}: {name} lost: {e}"));
+            let got = std::fs::read(m.path(name))
+                .unwrap_or_else(|e| panic!("round {round}: {name} lost: {e}"));
             assert_eq!(got, name.repeat(500).into_bytes(), "round {round}: {name}");
         }
         m.verify();
@@ -117,13 +125,52 @@ print(json.dumps({"p": p, "n": n, "files": mine}))
             .unwrap()
             .map(|e| format!("shared/{}", e.unwrap().file_name().into_string().unwrap()))
             .collect();
-        assert_eq!(names, expected.keys().cloned().collect(), "exactly the files reported, no temp files left");
+        assert_eq!(
+            names,
+            expected.keys().cloned().collect(),
+            "exactly the files reported, no temp files left"
+        );
         let got = m.py("import hashlib, json, os\nprint(json.dumps({'shared/' + n: hashlib.sha256(open('shared/' + n, 'rb').read()).hexdigest() for n in os.listdir('shared')}))");
-        let got: std::collections::BTreeMap<String, String> = serde_json::from_str(got.trim()).unwrap();
-        assert_eq!(got, expected, "every file holds the last version its writer reported");
+        let got: std::collections::BTreeMap<String, String> =
+            serde_json::from_str(got.trim()).unwrap();
+        assert_eq!(
+            got, expected,
+            "every file holds the last version its writer reported"
+        );
     };
     check(&m);
     m.remount();
     check(&m);
     m.verify();
+}
+
+#[test]
+fn memory_stays_bounded_while_writing_a_file_larger_than_the_budget() {
+    let m = Mounted::new("bounded", &["--dirty-budget-mib", "8"]);
+    m.sh("dd if=/dev/urandom of=big bs=1M count=16 status=none && for i in $(seq 1 25); do cat big; done > huge && rm big");
+    let pid = m.daemon_pid().unwrap();
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let hwm_kib: u64 = status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .unwrap()
+        .parse()
+        .unwrap();
+    let size = std::fs::metadata(m.path("huge")).unwrap().len();
+    assert_eq!(size, 400 << 20);
+    // Budget 8 MiB + the bounded caches (64 MiB chunks, 64 MiB metadata) + code.
+    assert!(
+        hwm_kib < 200 * 1024,
+        "peak RSS {hwm_kib} KiB while writing {size} bytes"
+    );
+    m.remount();
+    let out = m.sh("md5sum huge | cut -c1-32; head -c 16777216 huge | md5sum | cut -c1-32");
+    let sums: Vec<&str> = out.split_whitespace().collect();
+    let whole = m.sh("for i in $(seq 1 25); do head -c 16777216 huge; done | md5sum | cut -c1-32");
+    assert_eq!(
+        sums[0],
+        whole.trim(),
+        "the 400 MiB file reads back as 25 copies of its first 16 MiB"
+    );
 }

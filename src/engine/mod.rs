@@ -34,7 +34,7 @@ pub const XATTR_NAME_MAX: usize = 255;
 /// Largest extended attribute value, in bytes.
 pub const XATTR_SIZE_MAX: usize = 64 * 1024;
 /// Default budget of dirty chunk bytes held in memory before sealing early.
-pub const DEFAULT_DIRTY_BUDGET: usize = 256 << 20;
+pub const DEFAULT_DIRTY_BUDGET: usize = 64 << 20;
 
 /// Attributes to change; `None` leaves a field alone.
 #[derive(Clone, Debug, Default)]
