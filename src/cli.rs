@@ -7,6 +7,7 @@ use crate::engine::Engine;
 use crate::keys::{MasterKey, custody};
 use crate::{Error, Result, exit};
 use clap::{Parser, Subcommand};
+
 use std::io::Write;
 
 /// sovseal: an encrypted, snapshotting state store for AI agents.
@@ -79,19 +80,9 @@ enum Command {
 
 /// Runs the CLI; returns the process exit code.
 pub fn main() -> i32 {
-    if let Err(e) = crate::sys::harden_process() {
-        eprintln!("sovseal: warning: {e}");
-    }
-    let cli = match Cli::try_parse() {
+    let cli: Cli = match exit::start("sovseal") {
         Ok(c) => c,
-        Err(e) => {
-            let _ = e.print();
-            return if e.use_stderr() {
-                exit::USAGE
-            } else {
-                exit::OK
-            };
-        }
+        Err(code) => return code,
     };
     match run(cli) {
         Ok(()) => exit::OK,

@@ -17,6 +17,19 @@ pub const KEYS: i32 = 4;
 /// The agent is locked by another process.
 pub const LOCKED: i32 = 5;
 
+/// The start of both binaries: hardens the process (no core dumps), then
+/// parses the command line. `Err` carries the exit code after clap printed
+/// help, the version, or a usage error.
+pub fn start<P: clap::Parser>(prog: &str) -> Result<P, i32> {
+    if let Err(e) = crate::sys::harden_process() {
+        eprintln!("{prog}: warning: {e}");
+    }
+    P::try_parse().map_err(|e| {
+        let _ = e.print();
+        if e.use_stderr() { USAGE } else { OK }
+    })
+}
+
 /// The exit code for an error.
 pub fn code_for(err: &Error) -> i32 {
     match err {

@@ -191,19 +191,9 @@ fn preflight(raw: &Path) -> Result<PathBuf> {
 
 /// Runs `sovseal-mount`; returns the exit code.
 pub fn main() -> i32 {
-    if let Err(e) = crate::sys::harden_process() {
-        eprintln!("sovseal-mount: warning: {e}");
-    }
-    let args = match Args::try_parse() {
+    let args: Args = match exit::start("sovseal-mount") {
         Ok(a) => a,
-        Err(e) => {
-            let _ = e.print();
-            return if e.use_stderr() {
-                exit::USAGE
-            } else {
-                exit::OK
-            };
-        }
+        Err(code) => return code,
     };
     let report = std::env::var_os(READY_ENV).is_some();
     match run(&args, report) {

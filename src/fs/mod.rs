@@ -203,11 +203,11 @@ impl Fs {
 
     // ----- attributes and names -----
 
-    fn snap_root_attr(&self) -> Attr {
-        let head = self.eng().head().clone();
-        let t = head.timestamp_ms() * 1_000_000;
+    /// A read-only directory of the history tree, timed `ms`.
+    fn history_dir(ino: u64, ms: i64, immutable: bool) -> Attr {
+        let t = ms * 1_000_000;
         Attr {
-            ino: snapshots::DIR_INO,
+            ino,
             size: 0,
             kind: FileType::Dir,
             perm: 0o555,
@@ -217,8 +217,13 @@ impl Fs {
             atime: t,
             mtime: t,
             ctime: t,
-            immutable: false,
+            immutable,
         }
+    }
+
+    fn snap_root_attr(&self) -> Attr {
+        let ms = self.eng().head().timestamp_ms();
+        Self::history_dir(snapshots::DIR_INO, ms, false)
     }
 
     fn latest_attr(&self) -> Attr {
@@ -235,20 +240,11 @@ impl Fs {
         let fuse_ino = self.snaps.ino_for(seq, ino);
         if ino == ROOT_INO {
             // From the index alone: listing `.snapshots` with -l decrypts nothing.
-            let t = self.snaps.timestamp_ms(seq)? * 1_000_000;
-            return Ok(Attr {
-                ino: fuse_ino,
-                size: 0,
-                kind: FileType::Dir,
-                perm: 0o555,
-                nlink: 2,
-                uid: 0,
-                gid: 0,
-                atime: t,
-                mtime: t,
-                ctime: t,
-                immutable: true,
-            });
+            return Ok(Self::history_dir(
+                fuse_ino,
+                self.snaps.timestamp_ms(seq)?,
+                true,
+            ));
         }
         let i = self.snaps.view(seq)?.getattr(ino)?;
         Ok(attr_of(&i, fuse_ino, true))
