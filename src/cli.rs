@@ -64,6 +64,30 @@ enum Command {
         /// Path inside the agent's tree.
         path: String,
     },
+    /// Head, replicated and queued snapshots, last error and remote of an agent.
+    Status {
+        /// Agent name.
+        #[arg(long)]
+        agent: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Rebuild an agent from a remote (verifying everything) and write the
+    /// tree of one snapshot (default: the newest) into DEST.
+    Restore {
+        /// Agent name.
+        #[arg(long)]
+        agent: String,
+        /// Remote URL (default: config.json, else $SOVSEAL_HOME/remote).
+        #[arg(long)]
+        remote: Option<String>,
+        /// Sequence number to write out.
+        #[arg(long)]
+        seq: Option<u64>,
+        /// An empty or missing directory to write the files into.
+        dest: std::path::PathBuf,
+    },
     /// List a directory as of a snapshot (default: head).
     Ls {
         /// Agent name.
@@ -254,6 +278,73 @@ fn run(cli: Cli) -> Result<()> {
                 out.write_all(&buf).map_err(w)?;
                 off += buf.len() as u64;
             }
+        }
+        Command::Status { agent, json } => {
+            let (home, a) = open_agent(&agent)?;
+            let head = a.head()?.seq();
+            let replicated = crate::replicator::replicated_seq(&a)?;
+            let fork = crate::replicator::fork_seq(&a)?;
+            let (queued_objects, queued_bytes) = a.repo().index().objects_after(replicated)?;
+            let meta = |k: &str| -> Result<Option<String>> {
+                Ok(a.repo()
+                    .index()
+                    .meta(k)?
+                    .map(|v| String::from_utf8_lossy(&v).into_owned()))
+            };
+            let remote = match meta(crate::replicator::META_REMOTE)? {
+                Some(u) => u,
+                None => home.remote_for(a.name(), None)?,
+            };
+            let error = meta(crate::replicator::META_ERROR)?;
+            let v = serde_json::json!({
+                "agent": agent,
+                "head_seq": head,
+                "replicated_seq": replicated,
+                "queue_snapshots": head.saturating_sub(replicated),
+                "queue_objects": queued_objects,
+                "queue_bytes": queued_bytes,
+                "last_error": error,
+                "fork_at": fork,
+                "remote": remote,
+            });
+            if json {
+                writeln!(out, "{v}").map_err(w)?;
+            } else {
+                writeln!(out, "agent       {agent}").map_err(w)?;
+                writeln!(out, "head        {head}").map_err(w)?;
+                writeln!(out, "replicated  {replicated}").map_err(w)?;
+                writeln!(
+                    out,
+                    "queue       {} snapshots, {queued_objects} objects, {queued_bytes} bytes",
+                    head.saturating_sub(replicated)
+                )
+                .map_err(w)?;
+                writeln!(out, "remote      {remote}").map_err(w)?;
+                if let Some(f) = fork {
+                    writeln!(out, "FORK        {}", Error::Fork { seq: f }).map_err(w)?;
+                }
+                if let Some(e) = error {
+                    writeln!(out, "last error  {e}").map_err(w)?;
+                }
+            }
+        }
+        Command::Restore {
+            agent,
+            remote,
+            seq,
+            dest,
+        } => {
+            let home = Home::from_env()?;
+            let name = AgentName::new(&agent)?;
+            let m = master(&home)?;
+            let url = home.remote_for(&name, remote.as_deref())?;
+            let n = crate::restore::to_directory(&home, &name, &m, &url, seq, &dest)?;
+            writeln!(
+                out,
+                "restored snapshot {n} of agent {agent} into {}",
+                dest.display()
+            )
+            .map_err(w)?;
         }
         Command::Ls { agent, seq, path } => {
             let (_, a) = open_agent(&agent)?;

@@ -108,6 +108,38 @@ impl Home {
         self.root.join("seen").join(agent.as_str())
     }
 
+    /// The remote URL of an agent: `cli` if given, else `agents.<name>.remote`
+    /// in `config.json`, else its top-level `remote`, else a local directory
+    /// under the home (`file://$SOVSEAL_HOME/remote`), so that replication
+    /// runs from the first mount.
+    pub fn remote_for(&self, agent: &AgentName, cli: Option<&str>) -> Result<String> {
+        if let Some(u) = cli {
+            return Ok(u.to_owned());
+        }
+        let cfg = self.read_config()?;
+        let per_agent = cfg
+            .get("agents")
+            .and_then(|a| a.get(agent.as_str()))
+            .and_then(|a| a.get("remote"))
+            .and_then(Value::as_str);
+        if let Some(u) = per_agent.or_else(|| cfg.get("remote").and_then(Value::as_str)) {
+            return Ok(u.to_owned());
+        }
+        let dir = self.root.join("remote");
+        let abs = if dir.is_absolute() {
+            dir
+        } else {
+            std::env::current_dir()
+                .map_err(|e| Error::io(".", e))?
+                .join(dir)
+        };
+        url::Url::from_directory_path(&abs)
+            .map(|u| u.to_string())
+            .map_err(|_| {
+                Error::Invalid(format!("{} is not a usable directory path", abs.display()))
+            })
+    }
+
     /// Reads `config.json` as a JSON object (empty when absent). Refuses a
     /// file readable by others, since it may hold an API key.
     pub fn read_config(&self) -> Result<Map<String, Value>> {

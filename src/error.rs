@@ -121,6 +121,23 @@ pub enum Error {
         /// POSIX errno.
         errno: i32,
     },
+    /// The remote object store failed (network, credentials, server).
+    #[error("remote {op}: {detail}")]
+    Remote {
+        /// What was being done.
+        op: String,
+        /// What the store said.
+        detail: String,
+    },
+    /// The remote already holds a different envelope for this sequence
+    /// number: another writer forked the chain.
+    #[error(
+        "fork detected at snapshot {seq}: the remote already holds a different envelope for it (another machine wrote this agent). Replication is stopped; nothing on the remote was overwritten. Decide which history to keep: restore from the remote on this machine, or move the other writer's agent aside"
+    )]
+    Fork {
+        /// Sequence number at which the histories differ.
+        seq: u64,
+    },
     /// SQLite failed.
     #[error("index: {0}")]
     Sqlite(#[from] rusqlite::Error),

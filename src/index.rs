@@ -19,11 +19,12 @@ use std::path::Path;
 use std::time::Duration;
 
 /// Schema version written by this build.
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 2;
 
-const MIGRATIONS: &[(i64, &str)] = &[(
-    1,
-    "CREATE TABLE meta (key TEXT PRIMARY KEY, value BLOB NOT NULL);
+const MIGRATIONS: &[(i64, &str)] = &[
+    (
+        1,
+        "CREATE TABLE meta (key TEXT PRIMARY KEY, value BLOB NOT NULL);
      CREATE TABLE snapshots (
          seq INTEGER PRIMARY KEY,
          hash BLOB NOT NULL,
@@ -43,7 +44,15 @@ const MIGRATIONS: &[(i64, &str)] = &[(
          len INTEGER NOT NULL
      ) WITHOUT ROWID;
      CREATE TABLE packs (id INTEGER PRIMARY KEY, committed_len INTEGER NOT NULL);",
-)];
+    ),
+    // Replication: each object records the snapshot that first committed it
+    // (the unit uploaded with that snapshot); progress lives in `meta`.
+    (
+        2,
+        "ALTER TABLE objects ADD COLUMN seq INTEGER;
+         CREATE INDEX objects_by_seq ON objects (seq);",
+    ),
+];
 
 /// Blind metadata of one snapshot, for listings (nothing decrypted).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -156,6 +165,64 @@ impl Index {
         Ok(())
     }
 
+    /// A `meta` value.
+    pub fn meta(&self, key: &str) -> Result<Option<Vec<u8>>> {
+        Ok(self
+            .conn
+            .query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
+            .optional()?)
+    }
+
+    /// Sets (or with `None` removes) a `meta` value.
+    pub fn set_meta(&self, key: &str, value: Option<&[u8]>) -> Result<()> {
+        match value {
+            Some(v) => self.conn.execute(
+                "INSERT INTO meta (key, value) VALUES (?1, ?2)
+                 ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                params![key, v],
+            )?,
+            None => self
+                .conn
+                .execute("DELETE FROM meta WHERE key = ?1", [key])?,
+        };
+        Ok(())
+    }
+
+    /// The objects first committed by snapshot `seq`, in pack order.
+    pub fn objects_of(&self, seq: u64) -> Result<Vec<NewObject>> {
+        let mut st = self.conn.prepare_cached(
+            "SELECT id, kind, pack, offset, len FROM objects WHERE seq = ?1 ORDER BY pack, offset",
+        )?;
+        let rows = st.query_map([seq], |r| {
+            let kind: u8 = r.get(1)?;
+            Ok(NewObject {
+                id: ObjectId(blob32(r.get(0)?)?),
+                kind: ObjectKind::from_u8(kind).ok_or_else(|| {
+                    rusqlite::Error::FromSqlConversionFailure(
+                        1,
+                        rusqlite::types::Type::Integer,
+                        "object kind".into(),
+                    )
+                })?,
+                loc: Location {
+                    pack: r.get(2)?,
+                    offset: r.get(3)?,
+                    len: r.get(4)?,
+                },
+            })
+        })?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// Number and sealed bytes of the objects of snapshots after `seq`.
+    pub fn objects_after(&self, seq: u64) -> Result<(u64, u64)> {
+        Ok(self.conn.query_row(
+            "SELECT COUNT(*), COALESCE(SUM(len), 0) FROM objects WHERE seq > ?1",
+            [seq],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )?)
+    }
+
     /// Committed length of every pack.
     pub fn packs(&self) -> Result<BTreeMap<u32, u64>> {
         let mut st = self.conn.prepare("SELECT id, committed_len FROM packs")?;
@@ -221,7 +288,7 @@ impl Index {
         }
         {
             let mut ins = tx.prepare_cached(
-                "INSERT OR IGNORE INTO objects (id, kind, pack, offset, len) VALUES (?1, ?2, ?3, ?4, ?5)",
+                "INSERT OR IGNORE INTO objects (id, kind, pack, offset, len, seq) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
             )?;
             for o in objects {
                 ins.execute(params![
@@ -229,7 +296,8 @@ impl Index {
                     o.kind as u8,
                     o.loc.pack,
                     o.loc.offset,
-                    o.loc.len
+                    o.loc.len,
+                    env.sequence_number
                 ])?;
             }
             let mut up = tx.prepare_cached(

@@ -46,6 +46,14 @@ pub struct Args {
     /// FUSE worker threads.
     #[arg(long, default_value_t = 4)]
     pub threads: usize,
+    /// Where sealed snapshots are replicated (file:///dir, s3://bucket/prefix,
+    /// gs://…, az://…, memory://). Default: config.json, else
+    /// $SOVSEAL_HOME/remote. An agent with no local data is restored from it.
+    #[arg(long)]
+    pub remote: Option<String>,
+    /// fsync and close return only once the snapshot is on the remote.
+    #[arg(long)]
+    pub sync_replication: bool,
 }
 
 /// Mount options after translation.
@@ -281,6 +289,41 @@ impl Mode0600 for std::fs::OpenOptions {
     }
 }
 
+/// A fresh machine: if the remote holds this agent, rebuild it (verified)
+/// before mounting; otherwise the agent starts empty.
+fn restore_if_remote_has(
+    home: &Home,
+    agent: &AgentName,
+    master: &crate::keys::MasterKey,
+    remote: &crate::remote::Remote,
+) -> Result<()> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Error::io("tokio runtime", e))?;
+    let id = master.agent_id(agent.as_str());
+    if rt.block_on(remote.list_envelopes(&id, 0, 1))?.is_empty() {
+        return Ok(());
+    }
+    eprintln!(
+        "sovseal-mount: restoring agent {agent} from {}",
+        remote.url()
+    );
+    let head = rt.block_on(crate::restore::restore(
+        home,
+        agent,
+        master,
+        remote,
+        |seq, head| {
+            if seq % 100 == 0 || seq == head {
+                eprintln!("sovseal-mount: verified snapshot {seq}/{head}");
+            }
+        },
+    ))?;
+    eprintln!("sovseal-mount: restored agent {agent} at snapshot {head}");
+    Ok(())
+}
+
 fn serve(
     args: &Args,
     home: &Home,
@@ -299,15 +342,28 @@ fn serve(
     sigs.thread_block()
         .map_err(|e| Error::io("sigprocmask", e.into()))?;
 
+    let remote = crate::remote::Remote::open(&home.remote_for(agent, args.remote.as_deref())?)?;
+    if !home.agent_dir(agent).join("index.db").exists() {
+        restore_if_remote_has(home, agent, master, &remote)?;
+    }
     let mut engine = Engine::open(home, agent, master)?;
     engine.set_dirty_budget(args.dirty_budget_mib << 20);
+    let replicator = if mount.read_only {
+        None
+    } else {
+        let r = crate::replicator::Replicator::start(engine.shared_agent(), remote)?;
+        r.notify(engine.head().seq());
+        Some(Arc::new(r))
+    };
     let fs = Arc::new(Fs::new(
         engine,
         Options {
             read_only: mount.read_only,
             quiet: Duration::from_millis(args.quiet_ms),
+            sync_replication: args.sync_replication,
             ..Options::default()
         },
+        replicator,
     ));
     let mut config = fuser::Config::default();
     config.mount_options = mount.options;

@@ -23,6 +23,9 @@ struct State {
     stop: bool,
 }
 
+/// Called with the new head after every commit that made a snapshot.
+pub type OnCommit = Arc<dyn Fn(u64) + Send + Sync>;
+
 /// The commit thread and its request state.
 pub struct Committer {
     shared: Arc<(Mutex<State>, Condvar)>,
@@ -33,12 +36,17 @@ pub struct Committer {
 
 impl Committer {
     /// Starts the thread.
-    pub fn start(engine: Arc<RwLock<Engine>>, quiet: Duration, max_delay: Duration) -> Self {
+    pub fn start(
+        engine: Arc<RwLock<Engine>>,
+        quiet: Duration,
+        max_delay: Duration,
+        on_commit: Option<OnCommit>,
+    ) -> Self {
         let shared = Arc::new((Mutex::new(State::default()), Condvar::new()));
         let s = shared.clone();
         let thread = std::thread::Builder::new()
             .name("sovseal-commit".into())
-            .spawn(move || run(&s, &engine))
+            .spawn(move || run(&s, &engine, on_commit.as_ref()))
             .expect("spawn commit thread");
         Committer {
             shared,
@@ -118,7 +126,7 @@ impl Drop for Committer {
     }
 }
 
-fn run(shared: &(Mutex<State>, Condvar), engine: &RwLock<Engine>) {
+fn run(shared: &(Mutex<State>, Condvar), engine: &RwLock<Engine>, on_commit: Option<&OnCommit>) {
     let (m, cv) = shared;
     let mut st = m.lock().expect("committer");
     loop {
@@ -132,6 +140,9 @@ fn run(shared: &(Mutex<State>, Condvar), engine: &RwLock<Engine>) {
             drop(st);
             let res = engine.write().expect("engine lock").commit();
             st = m.lock().expect("committer");
+            if let (Ok(Some(info)), Some(f)) = (&res, on_commit) {
+                f(info.seq);
+            }
             match res {
                 Ok(made) => {
                     st.ok = target;

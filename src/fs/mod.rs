@@ -17,6 +17,7 @@ pub mod snapshots;
 
 use crate::engine::{Engine, RenameFlags, SetAttr, XattrFlags};
 use crate::envelope::tree::{FileType, Inode, ROOT_INO};
+use crate::replicator::Replicator;
 use crate::{Error, Result};
 use committer::Committer;
 use snapshots::Snapshots;
@@ -73,6 +74,8 @@ pub struct Options {
     pub quiet: Duration,
     /// Longest delay of a metadata-only change under continuous activity.
     pub max_delay: Duration,
+    /// `fsync` and close also wait until the snapshot is on the remote.
+    pub sync_replication: bool,
 }
 
 impl Default for Options {
@@ -81,6 +84,7 @@ impl Default for Options {
             read_only: false,
             quiet: Duration::from_millis(200),
             max_delay: Duration::from_secs(2),
+            sync_replication: false,
         }
     }
 }
@@ -131,23 +135,30 @@ pub struct Fs {
     handles: Mutex<HashMap<u64, Handle>>,
     next_fh: AtomicU64,
     committer: Committer,
+    replicator: Option<Arc<Replicator>>,
     opts: Options,
     data_dir: PathBuf,
 }
 
 impl Fs {
-    /// Serves `engine` with `opts`.
-    pub fn new(engine: Engine, opts: Options) -> Self {
+    /// Serves `engine` with `opts`; every new snapshot is handed to the
+    /// replicator, if there is one.
+    pub fn new(engine: Engine, opts: Options, replicator: Option<Arc<Replicator>>) -> Self {
         let agent = engine.shared_agent();
         let data_dir = agent.data_dir();
         let engine = Arc::new(RwLock::new(engine));
-        let committer = Committer::start(engine.clone(), opts.quiet, opts.max_delay);
+        let on_commit = replicator.clone().map(|r| {
+            let f: committer::OnCommit = Arc::new(move |seq| r.notify(seq));
+            f
+        });
+        let committer = Committer::start(engine.clone(), opts.quiet, opts.max_delay, on_commit);
         Fs {
             engine,
             snaps: Snapshots::new(agent),
             handles: Mutex::new(HashMap::new()),
             next_fh: AtomicU64::new(1),
             committer,
+            replicator,
             opts,
             data_dir,
         }
@@ -192,7 +203,11 @@ impl Fs {
     }
 
     fn commit_sync(&self) -> Result<()> {
-        self.committer.commit_sync()
+        self.committer.commit_sync()?;
+        match (&self.replicator, self.opts.sync_replication) {
+            (Some(r), true) => r.wait_for(self.eng().head().seq()),
+            _ => Ok(()),
+        }
     }
 
     fn new_fh(&self, h: Handle) -> u64 {

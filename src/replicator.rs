@@ -1,0 +1,287 @@
+//! The replicator: local snapshots out to the remote, in order, with retries.
+//!
+//! Architecture Invariant: the replicator reads sealed bytes and envelopes
+//! only; it holds no key and decrypts nothing.
+//!
+//! The durable queue is the index itself: every snapshot above
+//! `replicated_seq` (a `meta` row) is pending, and the objects to upload with
+//! snapshot N are those that N first committed (`objects.seq = N`). For each
+//! pending snapshot, in order: its pack parts go up (in parallel, idempotent),
+//! then its envelope with a conditional create, then `replicated_seq = N` is
+//! recorded. After a restart the thread resumes at `replicated_seq + 1`.
+//! Transient failures retry with exponential backoff and jitter; a different
+//! envelope already on the remote is a fork: replication stops for the agent
+//! (recorded in `meta`, shown by `sovseal status`), the mount goes on.
+
+use crate::agent::Agent;
+use crate::remote::{Created, Remote};
+use crate::store::PACK_MAGIC;
+use crate::{Error, Result};
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+/// Largest pack part uploaded in one request.
+pub const PART_BYTES: usize = 32 << 20;
+/// `meta` key: highest replicated sequence number.
+pub const META_REPLICATED: &str = "replicated_seq";
+/// `meta` key: the fork, if one was detected.
+pub const META_FORK: &str = "replication_fork";
+/// `meta` key: the last replication error.
+pub const META_ERROR: &str = "replication_error";
+/// `meta` key: the remote URL in use.
+pub const META_REMOTE: &str = "remote_url";
+
+/// Highest replicated sequence number recorded in the index.
+pub fn replicated_seq(agent: &Agent) -> Result<u64> {
+    Ok(agent
+        .repo()
+        .index()
+        .meta(META_REPLICATED)?
+        .and_then(|v| String::from_utf8(v).ok())
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0))
+}
+
+/// The fork sequence recorded in the index, if any.
+pub fn fork_seq(agent: &Agent) -> Result<Option<u64>> {
+    Ok(agent
+        .repo()
+        .index()
+        .meta(META_FORK)?
+        .and_then(|v| String::from_utf8(v).ok())
+        .and_then(|s| s.parse().ok()))
+}
+
+/// Builds the pack parts of snapshot `seq` from the local store.
+pub fn pack_parts(agent: &Agent, seq: u64) -> Result<Vec<Vec<u8>>> {
+    let objects = agent.repo().index().objects_of(seq)?;
+    let mut parts = vec![PACK_MAGIC.to_vec()];
+    for o in objects {
+        let sealed = agent.repo().store().read(&o.loc)?;
+        if parts.last().expect("one part").len() + sealed.len() > PART_BYTES
+            && parts.last().expect("one").len() > 8
+        {
+            parts.push(PACK_MAGIC.to_vec());
+        }
+        let p = parts.last_mut().expect("one part");
+        p.extend_from_slice(&o.id.0);
+        p.push(o.kind as u8);
+        p.extend_from_slice(&(sealed.len() as u32).to_le_bytes());
+        p.extend_from_slice(&sealed);
+    }
+    Ok(parts)
+}
+
+/// Uploads snapshot `seq`: pack parts, then the envelope (conditional).
+pub async fn upload(agent: &Agent, remote: &Remote, seq: u64) -> Result<()> {
+    let id = agent.repo().keys().agent_id();
+    let env = agent.envelope(seq)?;
+    let hash = env.hash();
+    let parts = pack_parts(agent, seq)?;
+    let puts = parts
+        .into_iter()
+        .enumerate()
+        .map(|(i, p)| remote.put_pack(&id, seq, &hash, i as u32, p));
+    futures::future::try_join_all(puts).await?;
+    match remote.put_envelope(&id, seq, env.to_json()).await? {
+        Created::New | Created::AlreadyThere => Ok(()),
+        Created::Conflict => Err(Error::Fork { seq }),
+    }
+}
+
+#[derive(Default)]
+struct State {
+    replicated: u64,
+    head: u64,
+    error: Option<String>,
+    fork: Option<u64>,
+    stop: bool,
+}
+
+/// Status of a running replicator.
+#[derive(Clone, Debug)]
+pub struct Status {
+    /// Highest replicated sequence number.
+    pub replicated: u64,
+    /// The last error, while it lasts.
+    pub error: Option<String>,
+    /// The fork, if one was found.
+    pub fork: Option<u64>,
+}
+
+/// A running replicator thread (its own tokio runtime).
+pub struct Replicator {
+    shared: Arc<(Mutex<State>, Condvar)>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl Replicator {
+    /// Starts replicating `agent` to `remote`.
+    pub fn start(agent: Arc<Agent>, remote: Remote) -> Result<Self> {
+        let replicated = replicated_seq(&agent)?;
+        let fork = fork_seq(&agent)?;
+        let head = agent.repo().index().head_seq()?.unwrap_or(0);
+        agent
+            .repo()
+            .index()
+            .set_meta(META_REMOTE, Some(remote.url().as_bytes()))?;
+        let shared = Arc::new((
+            Mutex::new(State {
+                replicated,
+                head,
+                fork,
+                ..State::default()
+            }),
+            Condvar::new(),
+        ));
+        let s = shared.clone();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| Error::io("tokio runtime", e))?;
+        let thread = std::thread::Builder::new()
+            .name("sovseal-replicator".into())
+            .spawn(move || runtime.block_on(run(&s, &agent, &remote)))
+            .map_err(|e| Error::io("replicator thread", e))?;
+        Ok(Replicator {
+            shared,
+            thread: Mutex::new(Some(thread)),
+        })
+    }
+
+    /// Tells the replicator that `head` is committed.
+    pub fn notify(&self, head: u64) {
+        let (m, cv) = &*self.shared;
+        let mut st = m.lock().expect("replicator");
+        st.head = st.head.max(head);
+        cv.notify_all();
+    }
+
+    /// Waits until `seq` is on the remote (`--sync-replication`); fails on a
+    /// fork or when stopped.
+    pub fn wait_for(&self, seq: u64) -> Result<()> {
+        let (m, cv) = &*self.shared;
+        let mut st = m.lock().expect("replicator");
+        loop {
+            if st.replicated >= seq {
+                return Ok(());
+            }
+            if let Some(f) = st.fork {
+                return Err(Error::Fork { seq: f });
+            }
+            if st.stop {
+                return Err(Error::Remote {
+                    op: "replicate".into(),
+                    detail: "replicator stopped".into(),
+                });
+            }
+            st = cv.wait(st).expect("replicator");
+        }
+    }
+
+    /// Current status.
+    pub fn status(&self) -> Status {
+        let st = self.shared.0.lock().expect("replicator");
+        Status {
+            replicated: st.replicated,
+            error: st.error.clone(),
+            fork: st.fork,
+        }
+    }
+
+    /// Stops the thread (what is not replicated stays queued in the index).
+    pub fn stop(&self) {
+        {
+            let (m, cv) = &*self.shared;
+            m.lock().expect("replicator").stop = true;
+            cv.notify_all();
+        }
+        if let Some(t) = self.thread.lock().expect("replicator thread").take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Replicator {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn jitter(d: Duration) -> Duration {
+    let mut b = [0u8; 2];
+    let _ = getrandom::fill(&mut b);
+    let f = 0.5 + f64::from(u16::from_le_bytes(b)) / f64::from(u16::MAX);
+    d.mul_f64(f)
+}
+
+async fn run(shared: &(Mutex<State>, Condvar), agent: &Agent, remote: &Remote) {
+    let (m, cv) = shared;
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        let next = {
+            let mut st = m.lock().expect("replicator");
+            loop {
+                if st.stop || st.fork.is_some() {
+                    return;
+                }
+                if st.replicated < st.head {
+                    break st.replicated + 1;
+                }
+                st = cv.wait(st).expect("replicator");
+            }
+        };
+        match upload(agent, remote, next).await {
+            Ok(()) => {
+                backoff = Duration::from_millis(100);
+                // One statement per lock: a guard must not outlive its call.
+                let saved = {
+                    let idx = agent.repo().index();
+                    idx.set_meta(META_REPLICATED, Some(next.to_string().as_bytes()))
+                        .and_then(|_| idx.set_meta(META_ERROR, None))
+                };
+                let mut st = m.lock().expect("replicator");
+                if let Err(e) = saved {
+                    st.error = Some(e.to_string());
+                    continue;
+                }
+                st.replicated = next;
+                st.error = None;
+                cv.notify_all();
+            }
+            Err(Error::Fork { seq }) => {
+                eprintln!("sovseal-mount: {}", Error::Fork { seq });
+                let _ = agent
+                    .repo()
+                    .index()
+                    .set_meta(META_FORK, Some(seq.to_string().as_bytes()));
+                let mut st = m.lock().expect("replicator");
+                st.fork = Some(seq);
+                st.error = Some(Error::Fork { seq }.to_string());
+                cv.notify_all();
+                return;
+            }
+            Err(e) => {
+                let msg = e.to_string();
+                eprintln!(
+                    "sovseal-mount: replication of snapshot {next} failed, retrying in {backoff:?}: {msg}"
+                );
+                let _ = agent
+                    .repo()
+                    .index()
+                    .set_meta(META_ERROR, Some(msg.as_bytes()));
+                m.lock().expect("replicator").error = Some(msg);
+                // Sleep in slices so that a stop is noticed promptly.
+                let until = tokio::time::Instant::now() + jitter(backoff);
+                while tokio::time::Instant::now() < until {
+                    if m.lock().expect("replicator").stop {
+                        return;
+                    }
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(30));
+            }
+        }
+    }
+}

@@ -1,0 +1,534 @@
+//! Replication and restore against real parts: the same driver suite on
+//! memory://, file:// and a real S3 server (moto on loopback); replicate,
+//! wipe, restore and compare every snapshot byte for byte; tampering on the
+//! remote; a second writer (fork); a blind remote; injected faults and an
+//! S3 outage.
+
+mod common;
+#[path = "common/moto.rs"]
+mod moto;
+
+use common::{Env, bytes};
+use sovseal::agent::Agent;
+use sovseal::engine::{Engine, XattrFlags};
+use sovseal::envelope::tree::{FileType, ROOT_INO};
+use sovseal::remote::{Created, Remote};
+use sovseal::replicator::Replicator;
+use sovseal::{Error, restore};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+fn driver_suite(remote: &Remote) {
+    let rt = rt();
+    let a = sovseal::keys::AgentId([1; 32]);
+    let b = sovseal::keys::AgentId([2; 32]);
+    rt.block_on(async {
+        assert!(remote.list_envelopes(&a, 0, 10).await.unwrap().is_empty());
+        assert_eq!(remote.get_envelope(&a, 1).await.unwrap(), None);
+        for seq in [3u64, 1, 2, 10, 4] {
+            assert_eq!(
+                remote
+                    .put_envelope(&a, seq, format!("e{seq}").into_bytes())
+                    .await
+                    .unwrap(),
+                Created::New
+            );
+        }
+        remote
+            .put_envelope(&b, 1, b"other agent".to_vec())
+            .await
+            .unwrap();
+        // Conditional create: same bytes is a retry, other bytes a conflict; nothing is overwritten.
+        assert_eq!(
+            remote.put_envelope(&a, 2, b"e2".to_vec()).await.unwrap(),
+            Created::AlreadyThere
+        );
+        assert_eq!(
+            remote
+                .put_envelope(&a, 2, b"forked".to_vec())
+                .await
+                .unwrap(),
+            Created::Conflict
+        );
+        assert_eq!(remote.get_envelope(&a, 2).await.unwrap().unwrap(), b"e2");
+        // Paginated, ordered listing per agent.
+        assert_eq!(remote.list_envelopes(&a, 0, 2).await.unwrap(), vec![1, 2]);
+        assert_eq!(remote.list_envelopes(&a, 2, 2).await.unwrap(), vec![3, 4]);
+        assert_eq!(remote.list_envelopes(&a, 4, 2).await.unwrap(), vec![10]);
+        assert_eq!(remote.list_envelopes(&b, 0, 10).await.unwrap(), vec![1]);
+        remote.delete_envelope(&a, 10).await.unwrap();
+        remote.delete_envelope(&a, 10).await.unwrap();
+        assert_eq!(
+            remote.list_envelopes(&a, 0, 10).await.unwrap(),
+            vec![1, 2, 3, 4]
+        );
+        let big = bytes(5, 3 << 20);
+        let h = [9u8; 32];
+        remote.put_pack(&a, 1, &h, 0, big.clone()).await.unwrap();
+        remote.put_pack(&a, 1, &h, 0, big.clone()).await.unwrap();
+        remote
+            .put_pack(&a, 1, &[8u8; 32], 0, b"another history".to_vec())
+            .await
+            .unwrap();
+        assert_eq!(remote.get_pack(&a, 1, &h, 0).await.unwrap().unwrap(), big);
+        assert_eq!(remote.get_pack(&a, 1, &h, 1).await.unwrap(), None);
+    });
+}
+
+#[test]
+fn driver_suite_memory_file_and_s3() {
+    driver_suite(&Remote::open("memory://").unwrap());
+    let dir = tempfile::tempdir().unwrap();
+    driver_suite(&Remote::open(&format!("file://{}", dir.path().display())).unwrap());
+    let m = moto::Moto::start();
+    driver_suite(&Remote::open_with(&m.url("suite"), &m.options()).unwrap());
+    let e = Remote::open("ftp://x").unwrap_err().to_string();
+    assert!(e.contains("not supported"), "{e}");
+}
+
+type Tree = BTreeMap<String, (FileType, Vec<u8>)>;
+
+fn dump(a: &Agent, seq: u64) -> Tree {
+    let v = a.snapshot(seq).unwrap();
+    let mut out = Tree::new();
+    let mut stack = vec![(String::new(), ROOT_INO)];
+    while let Some((p, ino)) = stack.pop() {
+        for (n, e) in v.entries(ino).unwrap().iter() {
+            let path = format!("{p}/{}", String::from_utf8_lossy(n));
+            let i = v.getattr(e.ino).unwrap();
+            let data = match e.file_type {
+                FileType::Dir => {
+                    stack.push((path.clone(), e.ino));
+                    Vec::new()
+                }
+                FileType::File => v.read(e.ino, 0, i.size as usize).unwrap(),
+                FileType::Symlink => v.readlink(e.ino).unwrap(),
+            };
+            out.insert(path, (e.file_type, data));
+        }
+    }
+    out
+}
+
+fn dump_all(a: &Agent) -> BTreeMap<u64, Tree> {
+    let head = a.head().unwrap().seq();
+    (1..=head).map(|s| (s, dump(a, s))).collect()
+}
+
+/// Five snapshots of varied content, including a 3 MiB file (several chunks).
+fn workload(e: &mut Engine, marker: &[u8]) {
+    let d = e.mkdir(ROOT_INO, b"docs", 0o755, 0, 0).unwrap();
+    let f = e
+        .create(
+            d.ino,
+            &[b"f-".to_vec(), marker.to_vec()].concat(),
+            0o644,
+            0,
+            0,
+        )
+        .unwrap();
+    e.write(f.ino, 0, &[marker, b" body"].concat()).unwrap();
+    e.commit().unwrap();
+    let big = e.create(ROOT_INO, b"big", 0o600, 0, 0).unwrap();
+    e.write(big.ino, 0, &bytes(7, 3 << 20)).unwrap();
+    e.setxattr(big.ino, b"user.note", marker, XattrFlags::default())
+        .unwrap();
+    e.commit().unwrap();
+    e.symlink(ROOT_INO, b"link", b"docs", 0, 0).unwrap();
+    e.write(big.ino, 1 << 20, marker).unwrap();
+    e.commit().unwrap();
+    e.unlink(d.ino, &[b"f-".to_vec(), marker.to_vec()].concat())
+        .unwrap();
+    e.commit().unwrap();
+}
+
+fn replicate_all(e: &Engine, remote: &Remote) {
+    let r = Replicator::start(e.shared_agent(), remote.clone()).unwrap();
+    r.notify(e.head().seq());
+    r.wait_for(e.head().seq()).unwrap();
+}
+
+fn replicate_wipe_restore(remote: Remote) {
+    let env = Env::new();
+    let mut e = env.open();
+    workload(&mut e, b"MARK");
+    replicate_all(&e, &remote);
+    let before = dump_all(e.agent());
+    drop(e);
+    std::fs::remove_dir_all(env.data_dir()).unwrap();
+    let mut progress = Vec::new();
+    let head = rt()
+        .block_on(restore::restore(
+            &env.home,
+            &env.agent,
+            &env.master,
+            &remote,
+            |s, h| progress.push((s, h)),
+        ))
+        .unwrap();
+    assert_eq!(head, 5);
+    assert_eq!(progress.len(), 5, "progress per snapshot");
+    let e = env.open();
+    assert_eq!(
+        dump_all(e.agent()),
+        before,
+        "every file of every snapshot, byte for byte"
+    );
+    sovseal::verify::verify(e.agent(), |_, _| {}).unwrap();
+    assert_eq!(sovseal::replicator::replicated_seq(e.agent()).unwrap(), 5);
+}
+
+#[test]
+fn replicate_wipe_restore_file_and_s3() {
+    let dir = tempfile::tempdir().unwrap();
+    replicate_wipe_restore(Remote::open(&format!("file://{}", dir.path().display())).unwrap());
+    let m = moto::Moto::start();
+    replicate_wipe_restore(Remote::open_with(&m.url("agents"), &m.options()).unwrap());
+}
+
+/// A replicated agent on a file:// remote, its data dir wiped (key and
+/// rollback record kept): ready for restore.
+fn wiped() -> (Env, tempfile::TempDir, Remote, std::path::PathBuf) {
+    let env = Env::new();
+    let rdir = tempfile::tempdir().unwrap();
+    let remote = Remote::open(&format!("file://{}", rdir.path().display())).unwrap();
+    let mut e = env.open();
+    workload(&mut e, b"MARK");
+    replicate_all(&e, &remote);
+    let agent_dir = rdir
+        .path()
+        .join("sovseal-v1")
+        .join(env.master.agent_id(env.agent.as_str()).to_hex());
+    drop(e);
+    std::fs::remove_dir_all(env.data_dir()).unwrap();
+    (env, rdir, remote, agent_dir)
+}
+
+fn restore_err(env: &Env, remote: &Remote) -> Error {
+    let e = rt()
+        .block_on(restore::restore(
+            &env.home,
+            &env.agent,
+            &env.master,
+            remote,
+            |_, _| {},
+        ))
+        .unwrap_err();
+    assert!(
+        !env.data_dir().join("index.db").exists(),
+        "nothing unverified is kept: {e}"
+    );
+    e
+}
+
+#[test]
+fn tampered_remote_is_refused_naming_the_snapshot() {
+    // A bit flipped in a pack.
+    let (env, _d, remote, dir) = wiped();
+    let pack = std::fs::read_dir(dir.join("packs"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| {
+            p.file_name()
+                .unwrap()
+                .to_str()
+                .unwrap()
+                .starts_with("00000000000000000002-")
+        })
+        .unwrap();
+    let mut b = std::fs::read(&pack).unwrap();
+    let n = b.len();
+    b[n - 100] ^= 1;
+    std::fs::write(&pack, b).unwrap();
+    let e = restore_err(&env, &remote);
+    assert!(
+        matches!(e, Error::Tag { .. }) && e.to_string().contains("snapshot 2"),
+        "{e}"
+    );
+
+    // A bit flipped in an envelope's ciphertext.
+    let (env, _d, remote, dir) = wiped();
+    let p = dir.join("envelopes/00000000000000000003.json");
+    let mut j: serde_json::Value = serde_json::from_slice(&std::fs::read(&p).unwrap()).unwrap();
+    let c = j["ciphertext_b64"].as_str().unwrap().to_owned();
+    let first = if c.as_bytes()[0] == b'A' { "B" } else { "A" };
+    let flipped = format!("{first}{}", &c[1..]);
+    j["ciphertext_b64"] = flipped.into();
+    std::fs::write(&p, serde_json::to_vec(&j).unwrap()).unwrap();
+    let e = restore_err(&env, &remote);
+    assert!(e.is_integrity() && e.to_string().contains('3'), "{e}");
+
+    // Two envelopes swapped.
+    let (env, _d, remote, dir) = wiped();
+    let (p2, p3) = (
+        dir.join("envelopes/00000000000000000002.json"),
+        dir.join("envelopes/00000000000000000003.json"),
+    );
+    let (a, b) = (std::fs::read(&p2).unwrap(), std::fs::read(&p3).unwrap());
+    std::fs::write(&p2, b).unwrap();
+    std::fs::write(&p3, a).unwrap();
+    let e = restore_err(&env, &remote);
+    assert!(matches!(e, Error::ChainBroken { seq: 2, .. }), "{e}");
+
+    // One deleted in the middle.
+    let (env, _d, remote, dir) = wiped();
+    std::fs::remove_file(dir.join("envelopes/00000000000000000003.json")).unwrap();
+    let e = restore_err(&env, &remote);
+    assert!(matches!(e, Error::ChainBroken { seq: 3, .. }), "{e}");
+
+    // The newest deleted: this machine's rollback record catches it.
+    let (env, _d, remote, dir) = wiped();
+    std::fs::remove_file(dir.join("envelopes/00000000000000000005.json")).unwrap();
+    let e = restore_err(&env, &remote);
+    assert!(matches!(e, Error::Rollback { seen: 5, found: 4 }), "{e}");
+
+    // An intact remote restores (the harness itself is sound).
+    let (env, _d, remote, _dir) = wiped();
+    rt().block_on(restore::restore(
+        &env.home,
+        &env.agent,
+        &env.master,
+        &remote,
+        |_, _| {},
+    ))
+    .unwrap();
+}
+
+#[test]
+fn a_second_writer_is_detected_and_nothing_is_overwritten() {
+    let rdir = tempfile::tempdir().unwrap();
+    let remote = Remote::open(&format!("file://{}", rdir.path().display())).unwrap();
+    let first = Env::new();
+    let mut a = first.open();
+    workload(&mut a, b"FIRST");
+    replicate_all(&a, &remote);
+    let env_dir = rdir
+        .path()
+        .join("sovseal-v1")
+        .join(first.master.agent_id(first.agent.as_str()).to_hex());
+    let before: BTreeMap<_, _> = common::files_under(&env_dir)
+        .into_iter()
+        .map(|p| (p.clone(), std::fs::read(p).unwrap()))
+        .collect();
+    // Same key, same agent, another data dir: a forked history.
+    let second = Env::new();
+    let mut b = second.open();
+    workload(&mut b, b"SECOND");
+    let r = Replicator::start(b.shared_agent(), remote.clone()).unwrap();
+    r.notify(b.head().seq());
+    let err = r.wait_for(b.head().seq()).unwrap_err();
+    assert!(matches!(err, Error::Fork { .. }), "{err}");
+    assert!(r.status().fork.is_some());
+    assert!(err.to_string().contains("another machine"), "{err}");
+    // The second machine keeps working locally.
+    let f = b.create(ROOT_INO, b"still-writable", 0o644, 0, 0).unwrap();
+    b.write(f.ino, 0, b"x").unwrap();
+    b.commit().unwrap();
+    // Nothing the first writer put there was changed.
+    for (p, bytes) in &before {
+        assert_eq!(
+            &std::fs::read(p).unwrap(),
+            bytes,
+            "{} was overwritten",
+            p.display()
+        );
+    }
+    assert_eq!(
+        sovseal::replicator::fork_seq(b.agent()).unwrap(),
+        r.status().fork
+    );
+}
+
+#[test]
+fn the_remote_is_blind() {
+    let rdir = tempfile::tempdir().unwrap();
+    let remote = Remote::open(&format!("file://{}", rdir.path().display())).unwrap();
+    let env = Env::new();
+    let mut e = env.open();
+    let marker = format!("RMARK{}", std::process::id()).into_bytes();
+    workload(&mut e, &marker);
+    replicate_all(&e, &remote);
+    let files = common::files_under(rdir.path());
+    assert!(files.len() >= 10);
+    for f in files {
+        let raw = std::fs::read(&f).unwrap();
+        assert!(
+            !raw.windows(marker.len()).any(|w| w == marker.as_slice()),
+            "{} holds plaintext",
+            f.display()
+        );
+        assert!(
+            !raw.windows(7).any(|w| w == b"agent-1"),
+            "{} names the agent",
+            f.display()
+        );
+    }
+}
+
+mod faulty {
+    //! An object store that fails or delays a fraction of requests.
+    use futures::stream::BoxStream;
+    use object_store::path::Path;
+    use object_store::{
+        CopyOptions, GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta, ObjectStore,
+        PutMultipartOptions, PutOptions, PutPayload, PutResult, Result,
+    };
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    #[derive(Debug)]
+    pub struct Faulty {
+        pub inner: Arc<dyn ObjectStore>,
+        pub n: AtomicU64,
+        pub failed: AtomicU64,
+    }
+
+    impl std::fmt::Display for Faulty {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "Faulty")
+        }
+    }
+
+    impl Faulty {
+        async fn maybe_fail(&self) -> Result<()> {
+            let n = self.n.fetch_add(1, Ordering::Relaxed);
+            if n % 10 == 3 {
+                tokio::time::sleep(std::time::Duration::from_millis(30)).await;
+            }
+            if n % 3 == 1 {
+                self.failed.fetch_add(1, Ordering::Relaxed);
+                return Err(object_store::Error::Generic {
+                    store: "faulty",
+                    source: "injected failure".into(),
+                });
+            }
+            Ok(())
+        }
+    }
+
+    #[async_trait::async_trait]
+    impl ObjectStore for Faulty {
+        async fn put_opts(
+            &self,
+            location: &Path,
+            payload: PutPayload,
+            opts: PutOptions,
+        ) -> Result<PutResult> {
+            self.maybe_fail().await?;
+            self.inner.put_opts(location, payload, opts).await
+        }
+        async fn put_multipart_opts(
+            &self,
+            location: &Path,
+            opts: PutMultipartOptions,
+        ) -> Result<Box<dyn MultipartUpload>> {
+            self.inner.put_multipart_opts(location, opts).await
+        }
+        async fn get_opts(&self, location: &Path, options: GetOptions) -> Result<GetResult> {
+            self.maybe_fail().await?;
+            self.inner.get_opts(location, options).await
+        }
+        fn delete_stream(
+            &self,
+            locations: BoxStream<'static, Result<Path>>,
+        ) -> BoxStream<'static, Result<Path>> {
+            self.inner.delete_stream(locations)
+        }
+        fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, Result<ObjectMeta>> {
+            self.inner.list(prefix)
+        }
+        async fn list_with_delimiter(&self, prefix: Option<&Path>) -> Result<ListResult> {
+            self.inner.list_with_delimiter(prefix).await
+        }
+        async fn copy_opts(&self, from: &Path, to: &Path, options: CopyOptions) -> Result<()> {
+            self.inner.copy_opts(from, to, options).await
+        }
+    }
+}
+
+#[test]
+fn injected_failures_and_delays_are_retried_until_all_is_replicated() {
+    let inner: Arc<dyn object_store::ObjectStore> = Arc::new(object_store::memory::InMemory::new());
+    let faulty = Arc::new(faulty::Faulty {
+        inner: inner.clone(),
+        n: Default::default(),
+        failed: Default::default(),
+    });
+    let remote = Remote::with_store(faulty.clone(), Default::default(), "faulty://");
+    let env = Env::new();
+    let mut e = env.open();
+    workload(&mut e, b"MARK");
+    replicate_all(&e, &remote);
+    assert!(
+        faulty.failed.load(std::sync::atomic::Ordering::Relaxed) > 0,
+        "faults were injected"
+    );
+    let before = dump_all(e.agent());
+    drop(e);
+    std::fs::remove_dir_all(env.data_dir()).unwrap();
+    let clean = Remote::with_store(inner, Default::default(), "memory://");
+    rt().block_on(restore::restore(
+        &env.home,
+        &env.agent,
+        &env.master,
+        &clean,
+        |_, _| {},
+    ))
+    .unwrap();
+    assert_eq!(
+        dump_all(env.open().agent()),
+        before,
+        "each object uploaded correctly"
+    );
+}
+
+#[test]
+fn an_s3_outage_during_writes_loses_nothing_and_the_queue_drains() {
+    let m = moto::Moto::start();
+    let remote = Remote::open_with(&m.url("outage"), &m.options()).unwrap();
+    let env = Env::new();
+    let mut e = env.open();
+    let r = Replicator::start(e.shared_agent(), remote.clone()).unwrap();
+    let f = e.create(ROOT_INO, b"log", 0o644, 0, 0).unwrap();
+    for i in 0..30u64 {
+        if i == 10 {
+            m.pause();
+        }
+        if i == 25 {
+            std::thread::sleep(Duration::from_millis(500));
+            assert!(
+                r.status().replicated < e.head().seq(),
+                "the outage held replication back"
+            );
+            m.resume();
+        }
+        e.write(f.ino, i * 10, format!("{i:09}\n").as_bytes())
+            .unwrap();
+        let info = e.commit().unwrap().unwrap();
+        r.notify(info.seq);
+    }
+    m.resume();
+    r.wait_for(e.head().seq()).unwrap();
+    assert_eq!(r.status().error, None);
+    let before = dump_all(e.agent());
+    drop(r);
+    drop(e);
+    std::fs::remove_dir_all(env.data_dir()).unwrap();
+    rt().block_on(restore::restore(
+        &env.home,
+        &env.agent,
+        &env.master,
+        &remote,
+        |_, _| {},
+    ))
+    .unwrap();
+    assert_eq!(dump_all(env.open().agent()), before);
+}
