@@ -64,6 +64,8 @@ impl Moto {
             ("AWS_REGION", "us-east-1".into()),
             ("AWS_ENDPOINT", format!("http://127.0.0.1:{}", self.port)),
             ("AWS_ALLOW_HTTP", "true".into()),
+            // Never look for instance credentials off this machine.
+            ("AWS_METADATA_ENDPOINT", "http://127.0.0.1:9".into()),
         ]
     }
 

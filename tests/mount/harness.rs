@@ -15,6 +15,7 @@ pub struct Mounted {
     pub mnt: PathBuf,
     pub agent: String,
     pub extra: Vec<String>,
+    pub env: Vec<(String, String)>,
 }
 
 pub fn text(b: &[u8]) -> String {
@@ -24,6 +25,11 @@ pub fn text(b: &[u8]) -> String {
 impl Mounted {
     /// Mounts a new agent; extra arguments go to sovseal-mount.
     pub fn new(agent: &str, extra: &[&str]) -> Self {
+        Self::with_env(agent, extra, Vec::new())
+    }
+
+    /// Like `new`, with extra environment for every command (e.g. AWS_*).
+    pub fn with_env(agent: &str, extra: &[&str], env: Vec<(String, String)>) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let home = dir.path().join("home");
         let mnt = dir.path().join(agent);
@@ -34,6 +40,7 @@ impl Mounted {
             mnt,
             agent: agent.to_owned(),
             extra: extra.iter().map(|s| s.to_string()).collect(),
+            env,
         };
         let o = m.sovseal(&["init"]);
         assert!(o.status.success(), "{}", text(&o.stderr));
@@ -45,6 +52,9 @@ impl Mounted {
         let mut c = Command::new(prog);
         c.env("SOVSEAL_HOME", &self.home)
             .env("SOVSEAL_KEY_FALLBACK", "file");
+        for (k, v) in &self.env {
+            c.env(k, v);
+        }
         c
     }
 

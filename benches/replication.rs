@@ -1,0 +1,198 @@
+//! Replication benchmark: throughput to a local S3 server (moto) against raw
+//! object_store puts of the same bytes, PUT requests per small snapshot, and
+//! restore time for 1,000 snapshots. Prints a table for docs/PERFORMANCE.md.
+//!
+//! `cargo bench --bench replication` (needs `moto_server` on PATH or
+//! `SOVSEAL_TEST_MOTO`, as installed by scripts/test).
+
+use object_store::{ObjectStoreExt, PutPayload};
+use sovseal::config::{AgentName, Home};
+use sovseal::engine::Engine;
+use sovseal::envelope::tree::ROOT_INO;
+use sovseal::keys::MasterKey;
+use sovseal::remote::Remote;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn random(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+fn main() {
+    if std::env::args().any(|a| a == "--list" || a == "--test") {
+        return; // `cargo test --benches` and listing: nothing to run quickly.
+    }
+    let bin = std::env::var("SOVSEAL_TEST_MOTO").unwrap_or_else(|_| "moto_server".into());
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut moto = Command::new(&bin)
+        .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("moto_server (scripts/test installs it)");
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        Command::new("curl")
+            .args([
+                "-sf",
+                "-X",
+                "PUT",
+                &format!("http://127.0.0.1:{port}/bench")
+            ])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let opts: Vec<(String, String)> = [
+        ("aws_access_key_id", "test".to_string()),
+        ("aws_secret_access_key", "test".into()),
+        ("aws_region", "us-east-1".into()),
+        ("aws_endpoint", format!("http://127.0.0.1:{port}")),
+        ("aws_allow_http", "true".into()),
+        ("aws_metadata_endpoint", "http://127.0.0.1:9".into()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let dir = tempfile::tempdir_in("/var/tmp").unwrap();
+    let home = Home::at(dir.path().join("home"));
+    let master = MasterKey::from_bytes([4; 32]);
+
+    // 1. Throughput: one 256 MiB snapshot, replicated, against raw puts of the same bytes.
+    let name = AgentName::new("big").unwrap();
+    let mut e = Engine::open(&home, &name, &master).unwrap();
+    let f = e.create(ROOT_INO, b"f", 0o644, 0, 0).unwrap();
+    let size = 256usize << 20;
+    for i in 0..(size >> 20) {
+        e.write(f.ino, (i as u64) << 20, &random(1 << 20, i as u64))
+            .unwrap();
+    }
+    let seq = e.commit().unwrap().unwrap().seq;
+    let agent = e.shared_agent();
+    let remote = Remote::open_with("s3://bench/repl", &opts).unwrap();
+    rt.block_on(sovseal::replicator::upload(&agent, &remote, 1))
+        .unwrap();
+    let parts = sovseal::replicator::pack_parts(&agent, seq).unwrap();
+    let bytes: usize = parts.iter().map(Vec::len).sum();
+    let t = Instant::now();
+    rt.block_on(sovseal::replicator::upload(&agent, &remote, seq))
+        .unwrap();
+    let ours = t.elapsed();
+    let raw = Remote::open_with("s3://bench/raw", &opts).unwrap();
+    let t = Instant::now();
+    rt.block_on(futures::future::try_join_all(
+        parts.into_iter().enumerate().map(|(i, p)| {
+            let s = raw.store().clone();
+            async move {
+                s.put(
+                    &object_store::path::Path::from(format!("raw/{i}")),
+                    PutPayload::from(p),
+                )
+                .await
+            }
+        }),
+    ))
+    .unwrap();
+    let rawt = t.elapsed();
+    drop(e);
+
+    // 2. PUTs per small snapshot: 200 one-file commits to a file:// remote, count its files.
+    let small = AgentName::new("small").unwrap();
+    let rdir = dir.path().join("remote");
+    let fremote = Remote::open(&format!("file://{}", rdir.display())).unwrap();
+    let mut e = Engine::open(&home, &small, &master).unwrap();
+    rt.block_on(sovseal::replicator::upload(&e.shared_agent(), &fremote, 1))
+        .unwrap();
+    let before = count_files(&rdir);
+    for i in 0..200u64 {
+        let f = e
+            .create(ROOT_INO, format!("f{i}").as_bytes(), 0o644, 0, 0)
+            .unwrap();
+        e.write(f.ino, 0, &random(2048, i)).unwrap();
+        let s = e.commit().unwrap().unwrap().seq;
+        rt.block_on(sovseal::replicator::upload(&e.shared_agent(), &fremote, s))
+            .unwrap();
+    }
+    let puts = (count_files(&rdir) - before) as f64 / 200.0;
+
+    // 3. Restore time for 1,000 snapshots from S3.
+    for i in 200..1001u64 {
+        let f = e
+            .create(ROOT_INO, format!("f{i}").as_bytes(), 0o644, 0, 0)
+            .unwrap();
+        e.write(f.ino, 0, &random(2048, i)).unwrap();
+        e.commit().unwrap();
+    }
+    let head = e.head().seq();
+    let s3 = Remote::open_with("s3://bench/restore", &opts).unwrap();
+    for s in 1..=head {
+        rt.block_on(sovseal::replicator::upload(&e.shared_agent(), &s3, s))
+            .unwrap();
+    }
+    drop(e);
+    std::fs::remove_dir_all(home.agent_dir(&small)).unwrap();
+    let t = Instant::now();
+    rt.block_on(sovseal::restore::restore(
+        &home,
+        &small,
+        &master,
+        &s3,
+        |_, _| {},
+    ))
+    .unwrap();
+    let restore_t = t.elapsed();
+
+    println!("| measurement | value |");
+    println!("|---|---|");
+    println!(
+        "| replicate one 256 MiB snapshot to moto | {:.0} MB/s ({:.2} s) |",
+        bytes as f64 / ours.as_secs_f64() / 1e6,
+        ours.as_secs_f64()
+    );
+    println!(
+        "| raw object_store puts of the same bytes | {:.0} MB/s ({:.2} s) |",
+        bytes as f64 / rawt.as_secs_f64() / 1e6,
+        rawt.as_secs_f64()
+    );
+    println!(
+        "| ratio sovseal / raw | {:.2}x |",
+        rawt.as_secs_f64() / ours.as_secs_f64()
+    );
+    println!("| PUT requests per small (one-file) snapshot | {puts:.2} |");
+    println!(
+        "| restore {head} snapshots from moto (verified) | {:.2} s |",
+        restore_t.as_secs_f64()
+    );
+    let _ = moto.kill();
+    let _ = moto.wait();
+}
+
+fn count_files(dir: &std::path::Path) -> usize {
+    let mut n = 0;
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() { stack.push(p) } else { n += 1 }
+        }
+    }
+    n
+}
