@@ -297,10 +297,7 @@ fn restore_if_remote_has(
     master: &crate::keys::MasterKey,
     remote: &crate::remote::Remote,
 ) -> Result<()> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| Error::io("tokio runtime", e))?;
+    let rt = crate::remote::runtime()?;
     let id = master.agent_id(agent.as_str());
     if rt.block_on(remote.list_envelopes(&id, 0, 1))?.is_empty() {
         return Ok(());

@@ -24,6 +24,15 @@ use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
 use std::sync::Arc;
 
+/// The small runtime that drives a remote from synchronous code (the
+/// replicator thread, restore, the CLI): one thread, timers and sockets.
+pub fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Error::io("tokio runtime", e))
+}
+
 /// Outcome of creating an envelope.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Created {

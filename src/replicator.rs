@@ -136,10 +136,7 @@ impl Replicator {
             Condvar::new(),
         ));
         let s = shared.clone();
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(|e| Error::io("tokio runtime", e))?;
+        let runtime = crate::remote::runtime()?;
         let thread = std::thread::Builder::new()
             .name("sovseal-replicator".into())
             .spawn(move || runtime.block_on(run(&s, &agent, &remote)))

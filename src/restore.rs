@@ -185,10 +185,7 @@ pub fn to_directory(
         crate::fsutil::create_private_dir(&tmp.join("seen"))?;
         std::fs::copy(&seen, scratch.seen_head_path(name)).map_err(|e| Error::io(&seen, e))?;
     }
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| Error::io("tokio runtime", e))?;
+    let rt = crate::remote::runtime()?;
     let tty = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let res = rt
         .block_on(restore(&scratch, name, master, &remote, |s, h| {

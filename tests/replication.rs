@@ -212,6 +212,17 @@ fn wiped() -> (Env, tempfile::TempDir, Remote, std::path::PathBuf) {
     (env, rdir, remote, agent_dir)
 }
 
+fn restore_ok(env: &Env, remote: &Remote) {
+    rt().block_on(restore::restore(
+        &env.home,
+        &env.agent,
+        &env.master,
+        remote,
+        |_, _| {},
+    ))
+    .unwrap();
+}
+
 fn restore_err(env: &Env, remote: &Remote) -> Error {
     let e = rt()
         .block_on(restore::restore(
@@ -292,14 +303,7 @@ fn tampered_remote_is_refused_naming_the_snapshot() {
 
     // An intact remote restores (the harness itself is sound).
     let (env, _d, remote, _dir) = wiped();
-    rt().block_on(restore::restore(
-        &env.home,
-        &env.agent,
-        &env.master,
-        &remote,
-        |_, _| {},
-    ))
-    .unwrap();
+    restore_ok(&env, &remote);
 }
 
 #[test]
@@ -475,14 +479,7 @@ fn injected_failures_and_delays_are_retried_until_all_is_replicated() {
     drop(e);
     std::fs::remove_dir_all(env.data_dir()).unwrap();
     let clean = Remote::with_store(inner, Default::default(), "memory://");
-    rt().block_on(restore::restore(
-        &env.home,
-        &env.agent,
-        &env.master,
-        &clean,
-        |_, _| {},
-    ))
-    .unwrap();
+    restore_ok(&env, &clean);
     assert_eq!(
         dump_all(env.open().agent()),
         before,
@@ -522,13 +519,6 @@ fn an_s3_outage_during_writes_loses_nothing_and_the_queue_drains() {
     drop(r);
     drop(e);
     std::fs::remove_dir_all(env.data_dir()).unwrap();
-    rt().block_on(restore::restore(
-        &env.home,
-        &env.agent,
-        &env.master,
-        &remote,
-        |_, _| {},
-    ))
-    .unwrap();
+    restore_ok(&env, &remote);
     assert_eq!(dump_all(env.open().agent()), before);
 }
