@@ -133,6 +133,30 @@ fn mounted_at(path: &Path) -> Option<String> {
     })
 }
 
+/// A FUSE mount whose daemon died: the kernel answers ENOTCONN or, for an
+/// aborted connection, ECONNABORTED.
+fn is_dead_connection(e: &std::io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::ENOTCONN | libc::ECONNABORTED))
+}
+
+/// Detaches the stale mount of a dead daemon at `path`.
+fn detach_stale(path: &Path) -> Result<()> {
+    match nix::mount::umount2(path, nix::mount::MntFlags::MNT_DETACH) {
+        Ok(()) => {
+            eprintln!(
+                "sovseal-mount: cleaned a stale mount at {} left by a dead daemon",
+                path.display()
+            );
+            Ok(())
+        }
+        Err(err) => Err(Error::Invalid(format!(
+            "{} is a stale mount of a dead daemon and could not be detached ({err}); run: fusermount3 -u {}",
+            path.display(),
+            path.display()
+        ))),
+    }
+}
+
 /// Checks the mountpoint: exists, is a directory, is empty, is not mounted;
 /// cleans a stale mount left by a killed daemon.
 fn preflight(raw: &Path) -> Result<PathBuf> {
@@ -145,25 +169,9 @@ fn preflight(raw: &Path) -> Result<PathBuf> {
     };
     let path = match std::fs::metadata(&abs).and_then(|_| std::fs::canonicalize(&abs)) {
         Ok(p) => p,
-        Err(e) if matches!(e.raw_os_error(), Some(libc::ENOTCONN | libc::ECONNABORTED)) => {
-            // A FUSE mount whose daemon died (the kernel says ENOTCONN or,
-            // for an aborted connection, ECONNABORTED): detach it and go on.
-            match nix::mount::umount2(&abs, nix::mount::MntFlags::MNT_DETACH) {
-                Ok(()) => {
-                    eprintln!(
-                        "sovseal-mount: cleaned a stale mount at {} left by a dead daemon",
-                        abs.display()
-                    );
-                    std::fs::canonicalize(&abs).map_err(|e| Error::io(&abs, e))?
-                }
-                Err(err) => {
-                    return Err(Error::Invalid(format!(
-                        "{} is a stale mount of a dead daemon and could not be detached ({err}); run: fusermount3 -u {}",
-                        abs.display(),
-                        abs.display()
-                    )));
-                }
-            }
+        Err(e) if is_dead_connection(&e) => {
+            detach_stale(&abs)?;
+            std::fs::canonicalize(&abs).map_err(|e| Error::io(&abs, e))?
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             return Err(Error::Invalid(format!(
@@ -180,7 +188,18 @@ fn preflight(raw: &Path) -> Result<PathBuf> {
             path.display()
         )));
     }
-    if let Some(fstype) = mounted_at(&path) {
+    let mut detached = 0;
+    while let Some(fstype) = mounted_at(&path) {
+        // A daemon that died a moment ago may still have its root attributes
+        // cached by the kernel: ask for something uncached before deciding.
+        if let Err(e) = std::fs::read_dir(&path)
+            && is_dead_connection(&e)
+            && detached < 8
+        {
+            detach_stale(&path)?;
+            detached += 1;
+            continue;
+        }
         return Err(Error::Invalid(format!(
             "{} is already mounted ({fstype}); unmount it first (fusermount3 -u {})",
             path.display(),

@@ -83,7 +83,8 @@ fn stale_mount_of_a_killed_daemon_is_cleaned() {
     let m = Mounted::new("stale", &[]);
     std::fs::write(m.path("kept"), b"synced").unwrap();
     m.signal(Signal::SIGKILL);
-    let err = std::fs::metadata(&m.mnt).unwrap_err();
+    // readdir is never answered from the kernel's attribute cache.
+    let err = std::fs::read_dir(&m.mnt).unwrap_err();
     assert!(
         matches!(
             err.raw_os_error(),
@@ -167,4 +168,19 @@ fn foreground_mode_stays_attached_and_exits_on_sigterm() {
             .unwrap()
             .contains(mnt.to_str().unwrap())
     );
+}
+
+#[test]
+fn remount_right_after_sigkill_while_the_kernel_still_caches_attributes() {
+    // Regression: stat of a dead daemon's mount is answered from the attribute
+    // cache for up to a second, so preflight took it for a live mount.
+    let m = Mounted::new("quick", &[]);
+    for round in 0..5 {
+        std::fs::write(m.path(&format!("f{round}")), b"x").unwrap();
+        std::fs::metadata(&m.mnt).unwrap();
+        m.signal(Signal::SIGKILL);
+        let o = m.try_mount();
+        assert!(o.status.success(), "round {round}: {}", text(&o.stderr));
+        assert!(m.path(&format!("f{round}")).exists(), "round {round}");
+    }
 }
