@@ -104,6 +104,20 @@ fn entry(reply: ReplyEntry, r: crate::Result<Attr>) {
     }
 }
 
+fn data(reply: ReplyData, r: crate::Result<Vec<u8>>) {
+    match r {
+        Ok(d) => reply.data(&d),
+        Err(e) => reply.error(errno(&e)),
+    }
+}
+
+fn attr(reply: ReplyAttr, r: crate::Result<Attr>) {
+    match r {
+        Ok(a) => reply.attr(&ttl(&a), &file_attr(&a)),
+        Err(e) => reply.error(errno(&e)),
+    }
+}
+
 fn empty(reply: ReplyEmpty, r: crate::Result<()>) {
     match r {
         Ok(()) => reply.ok(),
@@ -134,10 +148,7 @@ impl Filesystem for Adapter {
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
-        match self.fs.getattr(ino.0) {
-            Ok(a) => reply.attr(&ttl(&a), &file_attr(&a)),
-            Err(e) => reply.error(errno(&e)),
-        }
+        attr(reply, self.fs.getattr(ino.0));
     }
 
     fn setattr(
@@ -166,17 +177,11 @@ impl Filesystem for Adapter {
             atime: time_or_now(atime),
             mtime: time_or_now(mtime),
         };
-        match self.fs.setattr(ino.0, &a) {
-            Ok(a) => reply.attr(&ttl(&a), &file_attr(&a)),
-            Err(e) => reply.error(errno(&e)),
-        }
+        attr(reply, self.fs.setattr(ino.0, &a));
     }
 
     fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
-        match self.fs.readlink(ino.0) {
-            Ok(t) => reply.data(&t),
-            Err(e) => reply.error(errno(&e)),
-        }
+        data(reply, self.fs.readlink(ino.0));
     }
 
     fn mknod(
@@ -313,10 +318,7 @@ impl Filesystem for Adapter {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
-        match self.fs.read(fh.0, offset, size as usize) {
-            Ok(d) => reply.data(&d),
-            Err(e) => reply.error(errno(&e)),
-        }
+        data(reply, self.fs.read(fh.0, offset, size as usize));
     }
 
     fn write(

@@ -667,16 +667,12 @@ impl Fs {
 
     // ----- extended attributes (user.* only) -----
 
-    fn xattr_node(&self, ino: u64) -> Result<Node> {
-        self.node(ino)
-    }
-
     /// Sets a `user.*` attribute; other namespaces get `EOPNOTSUPP`.
     pub fn setxattr(&self, ino: u64, name: &[u8], value: &[u8], flags: XattrFlags) -> Result<()> {
         if !name.starts_with(b"user.") {
             return Err(Error::fs("setxattr", libc::EOPNOTSUPP));
         }
-        match self.xattr_node(ino)? {
+        match self.node(ino)? {
             Node::Live(i) if !self.opts.read_only => {
                 self.eng_mut().setxattr(i, name, value, flags)?;
                 self.changed();
@@ -688,7 +684,7 @@ impl Fs {
 
     /// Reads an attribute.
     pub fn getxattr(&self, ino: u64, name: &[u8]) -> Result<Vec<u8>> {
-        match self.xattr_node(ino)? {
+        match self.node(ino)? {
             Node::Live(i) => self.eng().getxattr(i, name),
             Node::Snap { seq, ino } => self
                 .snaps
@@ -703,7 +699,7 @@ impl Fs {
 
     /// Lists attribute names.
     pub fn listxattr(&self, ino: u64) -> Result<Vec<Vec<u8>>> {
-        match self.xattr_node(ino)? {
+        match self.node(ino)? {
             Node::Live(i) => self.eng().listxattr(i),
             Node::Snap { seq, ino } => Ok(self
                 .snaps
@@ -718,7 +714,7 @@ impl Fs {
 
     /// Removes an attribute.
     pub fn removexattr(&self, ino: u64, name: &[u8]) -> Result<()> {
-        match self.xattr_node(ino)? {
+        match self.node(ino)? {
             Node::Live(i) if !self.opts.read_only => {
                 self.eng_mut().removexattr(i, name)?;
                 self.changed();
