@@ -338,6 +338,89 @@ fn dirty_data_beyond_budget_is_sealed_early() {
 }
 
 #[test]
+fn small_writes_hold_only_what_they_wrote_and_merge_over_sealed_chunks() {
+    // Random 4 KiB writes over a sealed 8 MiB file, with a budget smaller
+    // than the file: each write holds 4 KiB (not its whole 1 MiB chunk),
+    // reads merge written bytes over the sealed ones, and the result after
+    // commit and reopen equals a flat model.
+    let env = Env::new();
+    let mut e = env.open();
+    let f = e.create(ROOT_INO, b"f", 0o644, 0, 0).unwrap();
+    let mut model = bytes(7, 8 << 20);
+    e.write(f.ino, 0, &model).unwrap();
+    e.commit().unwrap();
+    e.set_dirty_budget(1 << 20);
+    let mut x = 12345u64;
+    for i in 0..600u64 {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        // Unaligned offsets and lengths, some straddling two chunks.
+        let off = (x % ((8 << 20) - 9000)) as usize;
+        let len = 1 + (x >> 40) as usize % 9000;
+        let data = bytes(100 + i, len);
+        e.write(f.ino, off as u64, &data).unwrap();
+        model[off..off + len].copy_from_slice(&data);
+        if i == 0 {
+            assert_eq!(
+                e.dirty_bytes(),
+                len,
+                "a small write holds its own bytes only"
+            );
+        }
+        assert!(
+            e.dirty_bytes() <= (1 << 20) + 9000,
+            "dirty {}",
+            e.dirty_bytes()
+        );
+        if i % 50 == 0 {
+            let at = (x >> 20) as usize % (8 << 20);
+            let n = (8 << 20) - at;
+            assert_eq!(
+                e.read(f.ino, at as u64, n.min(300_000)).unwrap(),
+                model[at..at + n.min(300_000)]
+            );
+        }
+    }
+    assert_eq!(e.read(f.ino, 0, 8 << 20).unwrap(), model);
+    e.commit().unwrap();
+    assert_eq!(e.dirty_bytes(), 0);
+    drop(e);
+    let e = env.open();
+    assert_eq!(e.read(f.ino, 0, 8 << 20).unwrap(), model);
+}
+
+#[test]
+fn truncate_then_extend_inside_a_dirty_chunk_reads_zeros_not_old_bytes() {
+    let env = Env::new();
+    let mut e = env.open();
+    let f = e.create(ROOT_INO, b"f", 0o644, 0, 0).unwrap();
+    let old = bytes(3, 3 << 20);
+    e.write(f.ino, 0, &old).unwrap();
+    e.commit().unwrap();
+    // Dirty the middle chunk sparsely, cut inside it, then write past the cut.
+    e.write(f.ino, (1 << 20) + 10, b"abc").unwrap();
+    e.setattr(
+        f.ino,
+        &SetAttr {
+            size: Some((1 << 20) + 100),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    e.write(f.ino, (1 << 20) + 5000, b"xyz").unwrap();
+    let mut want = old[..(1 << 20) + 100].to_vec();
+    want[(1 << 20) + 10..(1 << 20) + 13].copy_from_slice(b"abc");
+    want.resize((1 << 20) + 5000, 0);
+    want.extend_from_slice(b"xyz");
+    assert_eq!(e.read(f.ino, 0, 4 << 20).unwrap(), want);
+    e.commit().unwrap();
+    drop(e);
+    let e = env.open();
+    assert_eq!(e.read(f.ino, 0, 4 << 20).unwrap(), want);
+}
+
+#[test]
 fn uncommitted_changes_vanish_on_reopen() {
     let env = Env::new();
     let mut e = env.open();

@@ -174,7 +174,7 @@ impl Engine {
             next.inodes
                 .insert(ino, self.ov.inodes.remove(&ino).flatten());
             if let Some(f) = self.ov.files.remove(&ino) {
-                next.dirty_bytes += f.dirty.values().map(Vec::len).sum::<usize>();
+                next.dirty_bytes += f.held();
                 next.files.insert(ino, f);
             }
         }

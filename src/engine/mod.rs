@@ -13,6 +13,7 @@
 //! gid come in from the caller or the clock here.
 
 mod commit;
+mod dirty;
 pub mod view;
 
 use crate::agent::{Agent, WriteLock};
@@ -23,6 +24,7 @@ use crate::envelope::tree::{
 use crate::keys::MasterKey;
 use crate::{Error, Result};
 pub use commit::CommitInfo;
+use dirty::DirtyChunk;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use view::SnapshotView;
@@ -74,7 +76,13 @@ pub struct XattrFlags {
 #[derive(Default)]
 struct DirtyFile {
     refs: Vec<ChunkRef>,
-    dirty: BTreeMap<u64, Vec<u8>>,
+    dirty: BTreeMap<u64, DirtyChunk>,
+}
+
+impl DirtyFile {
+    fn held(&self) -> usize {
+        self.dirty.values().map(DirtyChunk::held).sum()
+    }
 }
 
 #[derive(Default)]
@@ -391,7 +399,7 @@ impl Engine {
         self.ov.inodes.insert(ino, None);
         self.ov.dirs.remove(&ino);
         if let Some(f) = self.ov.files.remove(&ino) {
-            self.ov.dirty_bytes -= f.dirty.values().map(Vec::len).sum::<usize>();
+            self.ov.dirty_bytes -= f.held();
         }
     }
 
@@ -745,24 +753,29 @@ impl Engine {
         Ok(self.ov.files.get_mut(&ino).expect("just inserted"))
     }
 
-    /// Loads chunk `idx` into the dirty set (empty if `whole`, i.e. about to
-    /// be overwritten entirely) and returns it.
-    fn dirty_chunk(&mut self, ino: u64, idx: u64, whole: bool) -> Result<&mut Vec<u8>> {
-        let repo = self.head.repo().clone();
+    /// The dirty chunk `idx` of a file whose size is `size`, created over
+    /// its sealed chunk if absent (without one if `whole`: about to be
+    /// overwritten entirely).
+    fn dirty_chunk(&mut self, ino: u64, idx: u64, whole: bool, size: u64) -> &mut DirtyChunk {
+        let chunk = self.chunk_size();
         let f = self
             .ov
             .files
             .get_mut(&ino)
             .expect("dirty_file called first");
-        if !f.dirty.contains_key(&idx) {
-            let base = match (whole, f.refs.get(idx as usize)) {
-                (false, Some(Some(id))) => (*repo.chunk(id)?).clone(),
-                _ => Vec::new(),
+        f.dirty.entry(idx).or_insert_with(|| {
+            let base = if whole {
+                None
+            } else {
+                f.refs.get(idx as usize).copied().flatten()
             };
-            self.ov.dirty_bytes += base.len();
-            f.dirty.insert(idx, base);
-        }
-        Ok(f.dirty.get_mut(&idx).expect("just inserted"))
+            let visible = size.saturating_sub(idx * chunk).min(chunk) as usize;
+            DirtyChunk::new(base, if whole { 0 } else { visible })
+        })
+    }
+
+    fn charge(&mut self, delta: isize) {
+        self.ov.dirty_bytes = self.ov.dirty_bytes.wrapping_add_signed(delta);
     }
 
     /// Writes `data` at `off`; returns the bytes written.
@@ -772,20 +785,16 @@ impl Engine {
             .filter(|e| *e <= i64::MAX as u64)
             .ok_or_else(|| Error::fs("write", libc::EFBIG))?;
         self.dirty_file(ino, "write")?;
+        let size = self.getattr(ino)?.size;
         let chunk = self.chunk_size();
         let (mut pos, mut src) = (off, 0usize);
         while pos < end {
             let idx = pos / chunk;
             let within = (pos - idx * chunk) as usize;
             let n = ((chunk as usize) - within).min((end - pos) as usize);
-            let buf = self.dirty_chunk(ino, idx, within == 0 && n == chunk as usize)?;
-            let before = buf.len();
-            if buf.len() < within + n {
-                buf.resize(within + n, 0);
-            }
-            buf[within..within + n].copy_from_slice(&data[src..src + n]);
-            let grown = buf.len() - before;
-            self.ov.dirty_bytes += grown;
+            let c = self.dirty_chunk(ino, idx, within == 0 && n == chunk as usize, size);
+            let delta = c.write(within, &data[src..src + n]);
+            self.charge(delta);
             pos += n as u64;
             src += n;
         }
@@ -812,14 +821,19 @@ impl Engine {
             let keep_chunks = size.div_ceil(chunk);
             let tail = (size % chunk) as usize;
             let f = self.ov.files.get_mut(&ino).expect("dirty file");
-            let dropped: usize = f.dirty.split_off(&keep_chunks).values().map(Vec::len).sum();
+            let dropped: usize = f
+                .dirty
+                .split_off(&keep_chunks)
+                .values()
+                .map(DirtyChunk::held)
+                .sum();
             f.refs.truncate(keep_chunks as usize);
             self.ov.dirty_bytes -= dropped;
             if tail != 0 {
-                let buf = self.dirty_chunk(ino, keep_chunks - 1, false)?;
-                let cut = buf.len().saturating_sub(tail);
-                buf.truncate(tail);
-                self.ov.dirty_bytes -= cut;
+                let delta = self
+                    .dirty_chunk(ino, keep_chunks - 1, false, old)
+                    .truncate(tail);
+                self.charge(delta);
             }
         }
         let i = self.inode_mut(ino)?;
@@ -834,26 +848,32 @@ impl Engine {
     /// releasing its plaintext from memory.
     pub fn seal_dirty(&mut self) -> Result<()> {
         let repo = self.head.repo().clone();
+        let held = &mut self.ov.dirty_bytes;
         for f in self.ov.files.values_mut() {
             // One chunk at a time, so that an error leaves the overlay whole.
-            while let Some((&idx, data)) = f.dirty.first_key_value() {
-                let len = data.len();
+            while let Some(mut entry) = f.dirty.first_entry() {
+                let idx = *entry.key();
+                let before = entry.get().held();
+                let made = entry.get_mut().materialize(&repo);
+                *held = (*held - before) + entry.get().held();
+                made?;
+                let data = entry.get().bytes();
                 let r = if data.iter().all(|b| *b == 0) {
-                    f.dirty.remove(&idx);
                     None
                 } else {
                     // Removed only once sealed: an error leaves it dirty.
-                    let id = repo.put(ObjectKind::Chunk, data)?;
-                    let data = f.dirty.remove(&idx).expect("present");
-                    repo.cache_chunk(id, data);
-                    Some(id)
+                    Some(repo.put(ObjectKind::Chunk, data)?)
                 };
+                let c = entry.remove();
+                *held -= c.held();
+                if let Some(id) = r {
+                    repo.cache_chunk(id, c.into_bytes());
+                }
                 let i = idx as usize;
                 if f.refs.len() <= i {
                     f.refs.resize(i + 1, None);
                 }
                 f.refs[i] = r;
-                self.ov.dirty_bytes -= len;
             }
         }
         Ok(())

@@ -213,7 +213,7 @@ pub(crate) fn chunk_refs(repo: &Repo, i: &Inode) -> Result<Arc<Vec<ChunkRef>>> {
 pub(crate) fn read_range(
     repo: &Repo,
     refs: &[ChunkRef],
-    dirty: Option<&BTreeMap<u64, Vec<u8>>>,
+    dirty: Option<&BTreeMap<u64, super::dirty::DirtyChunk>>,
     size: u64,
     chunk: u64,
     off: u64,
@@ -238,7 +238,7 @@ pub(crate) fn read_range(
             }
         };
         if let Some(d) = dirty.and_then(|d| d.get(&idx)) {
-            copy(d);
+            d.read_into(repo, from, dst)?;
         } else if let Some(Some(id)) = refs.get(idx as usize) {
             copy(&repo.chunk(id)?);
         }
