@@ -148,9 +148,8 @@ impl Index {
     pub fn agent_id(&self) -> Result<Option<AgentId>> {
         let v: Option<Vec<u8>> = self
             .conn
-            .query_row("SELECT value FROM meta WHERE key = 'agent_id'", [], |r| {
-                r.get(0)
-            })
+            .prepare_cached("SELECT value FROM meta WHERE key = 'agent_id'")?
+            .query_row([], |r| r.get(0))
             .optional()?;
         v.map(|v| blob32(v).map(AgentId).map_err(Error::from))
             .transpose()
@@ -169,23 +168,32 @@ impl Index {
     pub fn meta(&self, key: &str) -> Result<Option<Vec<u8>>> {
         Ok(self
             .conn
-            .query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
+            .prepare_cached("SELECT value FROM meta WHERE key = ?1")?
+            .query_row([key], |r| r.get(0))
             .optional()?)
     }
 
     /// Sets (or with `None` removes) a `meta` value.
     pub fn set_meta(&self, key: &str, value: Option<&[u8]>) -> Result<()> {
-        match value {
-            Some(v) => self.conn.execute(
-                "INSERT INTO meta (key, value) VALUES (?1, ?2)
-                 ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-                params![key, v],
-            )?,
-            None => self
-                .conn
-                .execute("DELETE FROM meta WHERE key = ?1", [key])?,
-        };
-        Ok(())
+        put_meta(&self.conn, key, value)
+    }
+
+    /// Sets `meta` rows in one transaction that does not wait for the disk
+    /// (`synchronous = NORMAL` for it alone): for progress markers whose loss
+    /// in a power cut only repeats idempotent work. The rows become durable
+    /// with the next synchronous commit, which syncs the WAL behind them.
+    pub fn set_meta_lazy(&self, rows: &[(&str, Option<&[u8]>)]) -> Result<()> {
+        self.conn.pragma_update(None, "synchronous", "NORMAL")?;
+        let r = (|| {
+            let tx = self.conn.unchecked_transaction()?;
+            for (k, v) in rows {
+                put_meta(&tx, k, *v)?;
+            }
+            tx.commit()?;
+            Ok(())
+        })();
+        self.conn.pragma_update(None, "synchronous", "FULL")?;
+        r
     }
 
     /// The objects first committed by snapshot `seq`, in pack order.
@@ -216,11 +224,10 @@ impl Index {
 
     /// Number and sealed bytes of the objects of snapshots after `seq`.
     pub fn objects_after(&self, seq: u64) -> Result<(u64, u64)> {
-        Ok(self.conn.query_row(
-            "SELECT COUNT(*), COALESCE(SUM(len), 0) FROM objects WHERE seq > ?1",
-            [seq],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )?)
+        Ok(self
+            .conn
+            .prepare_cached("SELECT COUNT(*), COALESCE(SUM(len), 0) FROM objects WHERE seq > ?1")?
+            .query_row([seq], |r| Ok((r.get(0)?, r.get(1)?)))?)
     }
 
     /// Committed length of every pack.
@@ -279,7 +286,9 @@ impl Index {
         let tx = self
             .conn
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        let head: Option<u64> = tx.query_row("SELECT MAX(seq) FROM snapshots", [], |r| r.get(0))?;
+        let head: Option<u64> = tx
+            .prepare_cached("SELECT MAX(seq) FROM snapshots")?
+            .query_row([], |r| r.get(0))?;
         if head.map_or(1, |h| h + 1) != env.sequence_number {
             return Err(Error::ChainBroken {
                 seq: env.sequence_number,
@@ -314,10 +323,11 @@ impl Index {
     }
 
     fn insert_snapshot(tx: &rusqlite::Transaction<'_>, env: &Envelope) -> Result<()> {
-        tx.execute(
+        tx.prepare_cached(
             "INSERT INTO snapshots (seq, hash, parent, payload_hash, timestamp_ms, format_version, key_version, byte_size, sealed)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-            params![
+        )?
+        .execute(params![
                 env.sequence_number,
                 &env.hash()[..],
                 &env.parent_snapshot[..],
@@ -327,8 +337,7 @@ impl Index {
                 env.key_version,
                 env.byte_size,
                 &env.sealed
-            ],
-        )?;
+            ])?;
         Ok(())
     }
 
@@ -336,9 +345,8 @@ impl Index {
     pub fn stored_hash(&self, seq: u64) -> Result<Option<[u8; 32]>> {
         let v: Option<Vec<u8>> = self
             .conn
-            .query_row("SELECT hash FROM snapshots WHERE seq = ?1", [seq], |r| {
-                r.get(0)
-            })
+            .prepare_cached("SELECT hash FROM snapshots WHERE seq = ?1")?
+            .query_row([seq], |r| r.get(0))
             .optional()?;
         Ok(v.map(blob32).transpose()?)
     }
@@ -370,21 +378,24 @@ impl Index {
     pub fn head_seq(&self) -> Result<Option<u64>> {
         Ok(self
             .conn
-            .query_row("SELECT MAX(seq) FROM snapshots", [], |r| r.get(0))?)
+            .prepare_cached("SELECT MAX(seq) FROM snapshots")?
+            .query_row([], |r| r.get(0))?)
     }
 
     /// First retained sequence number.
     pub fn first_seq(&self) -> Result<Option<u64>> {
         Ok(self
             .conn
-            .query_row("SELECT MIN(seq) FROM snapshots", [], |r| r.get(0))?)
+            .prepare_cached("SELECT MIN(seq) FROM snapshots")?
+            .query_row([], |r| r.get(0))?)
     }
 
     /// Number of retained snapshots.
     pub fn count(&self) -> Result<u64> {
         Ok(self
             .conn
-            .query_row("SELECT COUNT(*) FROM snapshots", [], |r| r.get(0))?)
+            .prepare_cached("SELECT COUNT(*) FROM snapshots")?
+            .query_row([], |r| r.get(0))?)
     }
 
     /// Up to `limit` snapshots with `seq > after`, in order (cursor paging).
@@ -405,4 +416,19 @@ impl Index {
         })?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
+}
+
+fn put_meta(conn: &rusqlite::Connection, key: &str, value: Option<&[u8]>) -> Result<()> {
+    match value {
+        Some(v) => conn
+            .prepare_cached(
+                "INSERT INTO meta (key, value) VALUES (?1, ?2)
+                 ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            )?
+            .execute(params![key, v])?,
+        None => conn
+            .prepare_cached("DELETE FROM meta WHERE key = ?1")?
+            .execute([key])?,
+    };
+    Ok(())
 }

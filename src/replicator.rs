@@ -233,11 +233,12 @@ async fn run(shared: &(Mutex<State>, Condvar), agent: &Agent, remote: &Remote) {
             Ok(()) => {
                 backoff = Duration::from_millis(100);
                 // One statement per lock: a guard must not outlive its call.
-                let saved = {
-                    let idx = agent.repo().index();
-                    idx.set_meta(META_REPLICATED, Some(next.to_string().as_bytes()))
-                        .and_then(|_| idx.set_meta(META_ERROR, None))
-                };
+                // Lazy: if a power cut loses it, the snapshot is uploaded
+                // again, which is idempotent (same parts, same envelope).
+                let saved = agent.repo().index().set_meta_lazy(&[
+                    (META_REPLICATED, Some(next.to_string().as_bytes())),
+                    (META_ERROR, None),
+                ]);
                 let mut st = m.lock().expect("replicator");
                 if let Err(e) = saved {
                     st.error = Some(e.to_string());
