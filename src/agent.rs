@@ -26,7 +26,13 @@ pub struct Agent {
     name: AgentName,
     home: Home,
     repo: Arc<Repo>,
+    /// The seen-head record, open once the writer has recorded a head.
+    seen: std::sync::Mutex<Option<File>>,
 }
+
+/// Length of one slot of the seen-head record: `v1 <seq, 20 digits> <hash
+/// hex> <mac hex>\n`.
+const SEEN_SLOT: usize = 3 + 20 + 1 + 64 + 1 + 64 + 1;
 
 /// The exclusive write lock of an agent's data dir, held while alive.
 pub struct WriteLock {
@@ -49,6 +55,7 @@ impl Agent {
             name: name.clone(),
             home: home.clone(),
             repo: Arc::new(Repo::new(keys, store, index)),
+            seen: Default::default(),
         };
         agent.head()?;
         Ok(agent)
@@ -75,6 +82,7 @@ impl Agent {
         let store = Store::open_writer(&dir.join("packs"), &index.packs()?)?;
         Ok((
             Agent {
+                seen: Default::default(),
                 name: name.clone(),
                 home: home.clone(),
                 repo: Arc::new(Repo::new(keys, store, index)),
@@ -175,28 +183,28 @@ impl Agent {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
             Err(e) => return Err(Error::io(&path, e)),
         };
-        let bad = || {
-            Error::corrupt(
-                format!("seen-head record {}", path.display()),
-                "malformed or not sealed by this key",
-            )
+        // Two slots, written in turn; the valid one with the higher sequence
+        // counts. A slot that does not verify is ignored when the other one
+        // does (a torn write loses one slot, never both); a forged slot
+        // cannot raise the sequence without the key.
+        let (best, bad) = text.lines().filter(|l| !l.trim().is_empty()).fold(
+            (None, false),
+            |(best, bad), line| match self.parse_seen(line) {
+                Some(r) if best.is_none_or(|(s, _)| s < r.0) => (Some(r), bad),
+                Some(_) => (best, bad),
+                None => (best, true),
+            },
+        );
+        let (seq, hash) = match (best, bad) {
+            (Some(r), _) => r,
+            (None, false) => return Ok(()),
+            (None, true) => {
+                return Err(Error::corrupt(
+                    format!("seen-head record {}", path.display()),
+                    "malformed or not sealed by this key",
+                ));
+            }
         };
-        let mut parts = text.split_whitespace();
-        let (Some("v1"), Some(seq), Some(hash), Some(mac), None) = (
-            parts.next(),
-            parts.next(),
-            parts.next(),
-            parts.next(),
-            parts.next(),
-        ) else {
-            return Err(bad());
-        };
-        let seq: u64 = seq.parse().map_err(|_| bad())?;
-        let hash = crate::hex::decode32(hash).ok_or_else(bad)?;
-        let mac = crate::hex::decode32(mac).ok_or_else(bad)?;
-        if self.repo.keys().seen_head_mac(&seen_record(seq, &hash)) != mac {
-            return Err(bad());
-        }
         if head.seq() < seq {
             return Err(Error::Rollback {
                 seen: seq,
@@ -213,24 +221,61 @@ impl Agent {
         Ok(())
     }
 
-    /// Records `head` as seen (atomic, not fsynced: losing it on power
-    /// failure only weakens the rollback check to an older head).
+    /// One slot of the seen-head record, if it is well formed and its MAC
+    /// verifies.
+    fn parse_seen(&self, line: &str) -> Option<(u64, [u8; 32])> {
+        let mut parts = line.split_whitespace();
+        let (Some("v1"), Some(seq), Some(hash), Some(mac), None) = (
+            parts.next(),
+            parts.next(),
+            parts.next(),
+            parts.next(),
+            parts.next(),
+        ) else {
+            return None;
+        };
+        let seq: u64 = seq.parse().ok()?;
+        let hash = crate::hex::decode32(hash)?;
+        let mac = crate::hex::decode32(mac)?;
+        (self.repo.keys().seen_head_mac(&seen_record(seq, &hash)) == mac).then_some((seq, hash))
+    }
+
+    /// Records `head` as seen. Not fsynced: losing it on power failure only
+    /// weakens the rollback check to an older head. The first record of a
+    /// process rewrites the file atomically (both slots); later ones
+    /// overwrite the slot of the head's parity in place, one small write
+    /// per commit with no rename.
     pub(crate) fn record_seen(&self, head: &SnapshotView) -> Result<()> {
+        use std::os::unix::fs::FileExt;
         let path = self.home.seen_head_path(&self.name);
-        if let Some(dir) = path.parent() {
-            fsutil::create_private_dir(dir)?;
-        }
         let mac = self
             .repo
             .keys()
             .seen_head_mac(&seen_record(head.seq(), &head.hash()));
-        let text = format!(
-            "v1 {} {} {}\n",
+        let line = format!(
+            "v1 {:020} {} {}\n",
             head.seq(),
             crate::hex::encode(&head.hash()),
             crate::hex::encode(&mac)
         );
-        fsutil::write_atomic_nosync(&path, text.as_bytes(), 0o600)
+        debug_assert_eq!(line.len(), SEEN_SLOT);
+        let mut seen = self.seen.lock().expect("seen-head record");
+        if let Some(f) = seen.as_ref() {
+            let at = (head.seq() % 2) * SEEN_SLOT as u64;
+            return f
+                .write_all_at(line.as_bytes(), at)
+                .map_err(|e| Error::io(&path, e));
+        }
+        if let Some(dir) = path.parent() {
+            fsutil::create_private_dir(dir)?;
+        }
+        fsutil::write_atomic_nosync(&path, line.repeat(2).as_bytes(), 0o600)?;
+        let f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .map_err(|e| Error::io(&path, e))?;
+        *seen = Some(f);
+        Ok(())
     }
 }
 

@@ -227,6 +227,49 @@ fn deleted_head_is_a_rollback() {
 }
 
 #[test]
+fn seen_head_record_survives_one_torn_slot_but_not_two() {
+    let env = build();
+    let path = env.home.seen_head_path(&env.agent);
+    let text = std::fs::read_to_string(&path).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 2, "two slots: {text:?}");
+    assert!(
+        lines.iter().all(|l| l.len() == 153),
+        "fixed width: {text:?}"
+    );
+    let open = || Agent::open_readonly(&env.home, &env.agent, &env.master).map(|_| ());
+    // The slot holding the head is torn: the other, older one still counts,
+    // so deleting the head is still a rollback down to it.
+    let head_slot = lines
+        .iter()
+        .position(|l| l.contains(" 00000000000000000005 "))
+        .unwrap();
+    let mut torn: Vec<String> = lines.iter().map(|l| l.to_string()).collect();
+    torn[head_slot] = "v1 0000000000000".into();
+    std::fs::write(&path, torn.join("\n") + "\n").unwrap();
+    open().unwrap();
+    // Both slots unreadable: refused, not ignored.
+    std::fs::write(&path, "v1 garbage\nv1 more garbage\n").unwrap();
+    let err = open().unwrap_err();
+    assert!(err.is_integrity(), "{err}");
+    // The single-line form of earlier builds still reads, and still guards.
+    std::fs::write(
+        &path,
+        lines[head_slot].replacen(" 00000000000000000005 ", " 5 ", 1) + "\n",
+    )
+    .unwrap();
+    open().unwrap();
+    db(&env)
+        .execute("DELETE FROM snapshots WHERE seq = 5", [])
+        .unwrap();
+    let err = open().unwrap_err();
+    assert!(
+        matches!(err, Error::Rollback { seen: 5, found: 4 }),
+        "{err}"
+    );
+}
+
+#[test]
 fn deleted_middle_snapshot_breaks_density() {
     let env = build();
     db(&env)
