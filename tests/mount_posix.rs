@@ -17,6 +17,16 @@ def err(e, f, *a):
         return
     raise AssertionError(("no error", f, a))
 
+# a name found absent (the kernel may cache that) appears once created,
+# renamed onto, linked or made a directory, and is absent again once removed
+for make, kind in ((lambda n: open(n, "wb").close(), stat.S_ISREG), (os.mkdir, stat.S_ISDIR),
+                   (lambda n: (open("src", "wb").close(), os.rename("src", n)), stat.S_ISREG),
+                   (lambda n: os.symlink("target", n), stat.S_ISLNK)):
+    err(errno.ENOENT, os.lstat, "absent")
+    make("absent")
+    assert kind(os.lstat("absent").st_mode)
+    (os.rmdir if kind is stat.S_ISDIR else os.unlink)("absent")
+    err(errno.ENOENT, os.lstat, "absent")
 # create / write at offsets / read
 with open("f", "wb") as f:
     f.write(b"0123456789")

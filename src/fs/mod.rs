@@ -275,6 +275,14 @@ impl Fs {
         }
     }
 
+    /// Whether the kernel may remember that a name is absent from `parent`
+    /// (a negative entry): true for live directories, whose every change
+    /// goes through this mount, and for history, which never changes; false
+    /// for `.snapshots/` itself, which grows with each commit.
+    pub fn caches_absence(&self, parent: u64) -> bool {
+        matches!(self.node(parent), Ok(Node::Live(_) | Node::Snap { .. }))
+    }
+
     /// Looks up `name` in `parent`.
     pub fn lookup(&self, parent: u64, name: &[u8]) -> Result<Attr> {
         match self.node(parent)? {
