@@ -53,37 +53,99 @@ pub fn fork_seq(agent: &Agent) -> Result<Option<u64>> {
         .and_then(|s| s.parse().ok()))
 }
 
-/// Builds the pack parts of snapshot `seq` from the local store.
-pub fn pack_parts(agent: &Agent, seq: u64) -> Result<Vec<Vec<u8>>> {
-    let objects = agent.repo().index().objects_of(seq)?;
-    let mut parts = vec![PACK_MAGIC.to_vec()];
-    for o in objects {
-        let sealed = agent.repo().store().read(&o.loc)?;
-        if parts.last().expect("one part").len() + sealed.len() > PART_BYTES
-            && parts.last().expect("one").len() > 8
-        {
-            parts.push(PACK_MAGIC.to_vec());
-        }
-        let p = parts.last_mut().expect("one part");
-        p.extend_from_slice(&o.id.0);
-        p.push(o.kind as u8);
-        p.extend_from_slice(&(sealed.len() as u32).to_le_bytes());
-        p.extend_from_slice(&sealed);
-    }
-    Ok(parts)
+/// Pack parts uploaded at once per snapshot: bounds the memory a large
+/// snapshot's upload holds to `PARTS_IN_FLIGHT * PART_BYTES`.
+pub const PARTS_IN_FLIGHT: usize = 4;
+
+/// The pack parts of one snapshot, built from the local store one at a time
+/// (a 4 GiB snapshot never sits in memory whole).
+pub struct Parts<'a> {
+    agent: &'a Agent,
+    objects: std::vec::IntoIter<crate::index::NewObject>,
+    next: Option<(crate::index::NewObject, Vec<u8>)>,
+    started: bool,
 }
 
-/// Uploads snapshot `seq`: pack parts, then the envelope (conditional).
+impl<'a> Parts<'a> {
+    /// The parts of snapshot `seq`: the objects it first committed, in pack
+    /// order.
+    pub fn new(agent: &'a Agent, seq: u64) -> Result<Self> {
+        Ok(Parts {
+            agent,
+            objects: agent.repo().index().objects_of(seq)?.into_iter(),
+            next: None,
+            started: false,
+        })
+    }
+
+    /// The next part; a snapshot that added no object still has one (the
+    /// magic alone). Part boundaries are deterministic, so an upload
+    /// repeated after a crash writes the same parts under the same names.
+    pub fn next_part(&mut self) -> Result<Option<Vec<u8>>> {
+        let mut p = PACK_MAGIC.to_vec();
+        loop {
+            let (o, sealed) = match self.next.take() {
+                Some(x) => x,
+                None => match self.objects.next() {
+                    Some(o) => {
+                        let sealed = self.agent.repo().store().read(&o.loc)?;
+                        (o, sealed)
+                    }
+                    None => break,
+                },
+            };
+            if p.len() + sealed.len() > PART_BYTES && p.len() > PACK_MAGIC.len() {
+                self.next = Some((o, sealed));
+                break;
+            }
+            p.extend_from_slice(&o.id.0);
+            p.push(o.kind as u8);
+            p.extend_from_slice(&(sealed.len() as u32).to_le_bytes());
+            p.extend_from_slice(&sealed);
+        }
+        if p.len() == PACK_MAGIC.len() && self.started {
+            return Ok(None);
+        }
+        self.started = true;
+        Ok(Some(p))
+    }
+}
+
+/// All pack parts of snapshot `seq` at once (benchmarks and tests).
+pub fn pack_parts(agent: &Agent, seq: u64) -> Result<Vec<Vec<u8>>> {
+    let mut parts = Parts::new(agent, seq)?;
+    let mut all = Vec::new();
+    while let Some(p) = parts.next_part()? {
+        all.push(p);
+    }
+    Ok(all)
+}
+
+/// Uploads snapshot `seq`: pack parts (at most [`PARTS_IN_FLIGHT`] at a
+/// time), then the envelope (conditional).
 pub async fn upload(agent: &Agent, remote: &Remote, seq: u64) -> Result<()> {
+    use futures::StreamExt;
     let id = agent.repo().keys().agent_id();
     let env = agent.envelope(seq)?;
     let hash = env.hash();
-    let parts = pack_parts(agent, seq)?;
-    let puts = parts
-        .into_iter()
-        .enumerate()
-        .map(|(i, p)| remote.put_pack(&id, seq, &hash, i as u32, p));
-    futures::future::try_join_all(puts).await?;
+    let mut parts = Parts::new(agent, seq)?;
+    let mut in_flight = futures::stream::FuturesUnordered::new();
+    let (mut index, mut built_all) = (0u32, false);
+    loop {
+        while !built_all && in_flight.len() < PARTS_IN_FLIGHT {
+            match parts.next_part()? {
+                Some(p) => {
+                    in_flight.push(remote.put_pack(&id, seq, &hash, index, p));
+                    index += 1;
+                }
+                None => built_all = true,
+            }
+        }
+        match in_flight.next().await {
+            Some(r) => r?,
+            None => break,
+        }
+    }
     match remote.put_envelope(&id, seq, env.to_json()).await? {
         Created::New | Created::AlreadyThere => Ok(()),
         Created::Conflict => Err(Error::Fork { seq }),

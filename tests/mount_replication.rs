@@ -14,27 +14,6 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-fn status(m: &Mounted) -> serde_json::Value {
-    let o = m.sovseal(&["status", "--agent", &m.agent, "--json"]);
-    assert!(o.status.success(), "{}", text(&o.stderr));
-    serde_json::from_slice(&o.stdout).unwrap()
-}
-
-fn wait_replicated(m: &Mounted) -> u64 {
-    let t0 = Instant::now();
-    loop {
-        let s = status(m);
-        if s["replicated_seq"] == s["head_seq"] && s["queue_snapshots"] == 0 {
-            return s["head_seq"].as_u64().unwrap();
-        }
-        assert!(
-            t0.elapsed() < Duration::from_secs(60),
-            "replication did not drain: {s}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
 /// path -> bytes (or link target, or "<dir>") for every entry under `root`.
 fn tree(root: &Path) -> BTreeMap<String, Vec<u8>> {
     let mut out = BTreeMap::new();
@@ -84,9 +63,9 @@ fn write_replicate_wipe_and_mount_again_from_s3() {
     m.sh("head -c 3000000 /dev/urandom > big && cp big d/copy && echo three >> a");
     m.py("import os\nfd = os.open('big', os.O_WRONLY)\nos.pwrite(fd, b'patched', 1048000)\nos.fsync(fd)\nos.close(fd)");
     std::thread::sleep(Duration::from_millis(500));
-    let head = wait_replicated(&m);
+    let head = m.wait_replicated();
     assert!(head >= 5, "{head}");
-    let s = status(&m);
+    let s = m.status();
     assert_eq!(s["remote"], url.as_str());
     assert!(s["last_error"].is_null(), "{s}");
     let before = all_snapshots(&m);
@@ -108,7 +87,7 @@ fn write_replicate_wipe_and_mount_again_from_s3() {
     // Writing goes on after the restore, and replicates.
     m.sh("echo after > after");
     std::thread::sleep(Duration::from_millis(300));
-    assert_eq!(wait_replicated(&m), head + 1);
+    assert_eq!(m.wait_replicated(), head + 1);
 
     // `sovseal restore` to a plain directory, from the remote alone.
     let dest = m.dir.path().join("restored");
@@ -151,7 +130,7 @@ fn sync_replication_makes_fsync_wait_for_the_remote() {
     for i in 0..5 {
         m.sh(&format!("echo {i} > f{i}"));
         // No waiting: close returned only once the snapshot was on the remote.
-        let s = status(&m);
+        let s = m.status();
         assert_eq!(s["replicated_seq"], s["head_seq"], "after close {i}: {s}");
     }
 }
@@ -161,8 +140,8 @@ fn default_remote_is_a_local_directory_under_the_home() {
     let m = Mounted::new("local-default", &[]);
     m.sh("echo x > f");
     std::thread::sleep(Duration::from_millis(300));
-    wait_replicated(&m);
-    let s = status(&m);
+    m.wait_replicated();
+    let s = m.status();
     let remote = s["remote"].as_str().unwrap();
     assert!(
         remote.starts_with("file://") && remote.contains("/home/remote"),

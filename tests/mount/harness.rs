@@ -62,6 +62,31 @@ impl Mounted {
         self.cmd(SOVSEAL).args(args).output().unwrap()
     }
 
+    /// `sovseal status --json` of this agent.
+    #[allow(dead_code)]
+    pub fn status(&self) -> serde_json::Value {
+        let o = self.sovseal(&["status", "--agent", &self.agent, "--json"]);
+        assert!(o.status.success(), "{}", text(&o.stderr));
+        serde_json::from_slice(&o.stdout).unwrap()
+    }
+
+    /// Waits until every snapshot is replicated; returns the head.
+    #[allow(dead_code)]
+    pub fn wait_replicated(&self) -> u64 {
+        let t0 = Instant::now();
+        loop {
+            let s = self.status();
+            if s["replicated_seq"] == s["head_seq"] && s["queue_snapshots"] == 0 {
+                return s["head_seq"].as_u64().unwrap();
+            }
+            assert!(
+                t0.elapsed() < Duration::from_secs(60),
+                "replication did not drain: {s}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
     pub fn try_mount(&self) -> Output {
         self.cmd(MOUNT)
             .arg(&self.mnt)
