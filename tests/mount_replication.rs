@@ -12,7 +12,7 @@ mod moto;
 use harness::{Mounted, text};
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// path -> bytes (or link target, or "<dir>") for every entry under `root`.
 fn tree(root: &Path) -> BTreeMap<String, Vec<u8>> {
