@@ -85,6 +85,10 @@ pub struct NewObject {
 /// One agent's index.
 pub struct Index {
     conn: Connection,
+    /// Set if `synchronous = FULL` could not be restored after a lazy
+    /// write: the next commit restores it first, and refuses if it cannot,
+    /// rather than commit without syncing.
+    not_durable: std::cell::Cell<bool>,
 }
 
 fn blob32(v: Vec<u8>) -> rusqlite::Result<[u8; 32]> {
@@ -110,7 +114,10 @@ impl Index {
         conn.busy_timeout(Duration::from_secs(10))?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "FULL")?;
-        let mut idx = Index { conn };
+        let mut idx = Index {
+            conn,
+            not_durable: Default::default(),
+        };
         let v: i64 = idx
             .conn
             .pragma_query_value(None, "user_version", |r| r.get(0))?;
@@ -192,7 +199,10 @@ impl Index {
             tx.commit()?;
             Ok(())
         })();
-        self.conn.pragma_update(None, "synchronous", "FULL")?;
+        if let Err(e) = self.conn.pragma_update(None, "synchronous", "FULL") {
+            self.not_durable.set(true);
+            return Err(e.into());
+        }
         r
     }
 
@@ -283,6 +293,10 @@ impl Index {
         packs: &[(u32, u64)],
         env: &Envelope,
     ) -> Result<()> {
+        if self.not_durable.get() {
+            self.conn.pragma_update(None, "synchronous", "FULL")?;
+            self.not_durable.set(false);
+        }
         let tx = self
             .conn
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
