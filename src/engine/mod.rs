@@ -785,7 +785,8 @@ impl Engine {
             .filter(|e| *e <= i64::MAX as u64)
             .ok_or_else(|| Error::fs("write", libc::EFBIG))?;
         self.dirty_file(ino, "write")?;
-        let size = self.getattr(ino)?.size;
+        // In the overlay since `dirty_file`: no clone of the inode per write.
+        let size = self.inode_mut(ino)?.size;
         let chunk = self.chunk_size();
         let (mut pos, mut src) = (off, 0usize);
         while pos < end {
