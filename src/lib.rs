@@ -22,6 +22,7 @@ pub mod hex;
 pub mod index;
 pub mod keys;
 pub mod mount;
+pub mod notify;
 pub mod remote;
 pub mod replicator;
 pub mod repo;

@@ -275,6 +275,9 @@ fn daemonize(home: &Home, agent: &AgentName) -> Result<()> {
         .args(std::env::args_os().skip(1))
         .arg("--foreground")
         .env(READY_ENV, "1")
+        // The parent reports readiness by exiting; a service manager
+        // watching this process must not hear from the child instead.
+        .env_remove(crate::notify::NOTIFY_SOCKET)
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::piped())
         .stderr(log)
@@ -340,6 +343,64 @@ fn restore_if_remote_has(
     Ok(())
 }
 
+/// Unmounts `mountpoint`; when files are still open there (EBUSY), detaches
+/// it instead, so that new lookups fail while open files keep working until
+/// closed (each close still commits). Returns whether it detached. Without
+/// the privilege to unmount (a user mount), asks fusermount3.
+fn unmount(mountpoint: &Path) -> Result<bool> {
+    use nix::mount::{MntFlags, umount2};
+    match umount2(mountpoint, MntFlags::empty()) {
+        Ok(()) => Ok(false),
+        Err(nix::errno::Errno::EBUSY) => umount2(mountpoint, MntFlags::MNT_DETACH)
+            .map(|()| true)
+            .map_err(|e| Error::io(mountpoint, e.into())),
+        Err(nix::errno::Errno::EPERM) => {
+            let run = |lazy: bool| {
+                let mut c = std::process::Command::new("fusermount3");
+                c.arg("-u");
+                if lazy {
+                    c.arg("-z");
+                }
+                c.arg(mountpoint)
+                    .stderr(std::process::Stdio::null())
+                    .status()
+                    .is_ok_and(|s| s.success())
+            };
+            if run(false) {
+                Ok(false)
+            } else if run(true) {
+                Ok(true)
+            } else {
+                Err(Error::Invalid(format!(
+                    "could not unmount {}: fusermount3 -u failed",
+                    mountpoint.display()
+                )))
+            }
+        }
+        Err(e) => Err(Error::io(mountpoint, e.into())),
+    }
+}
+
+/// Waits until the kernel lists a FUSE mount at `mountpoint` and a request
+/// through it is answered: readiness means the mount works, not merely that
+/// the mount call returned.
+fn wait_answering(mountpoint: &Path) -> Result<()> {
+    let t0 = std::time::Instant::now();
+    loop {
+        let listed = mounted_at(mountpoint).is_some_and(|t| t.starts_with("fuse"));
+        if listed && std::fs::read_dir(mountpoint).is_ok() {
+            return Ok(());
+        }
+        if t0.elapsed() > Duration::from_secs(30) {
+            return Err(Error::Invalid(format!(
+                "the mount at {} did not answer within 30 s",
+                mountpoint.display()
+            )));
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
 fn serve(
     args: &Args,
     home: &Home,
@@ -386,8 +447,12 @@ fn serve(
     config.acl = mount.acl;
     config.n_threads = Some(args.threads.max(1));
     config.clone_fd = true;
+    let notifier = crate::notify::Notifier::from_env()
+        .map_err(|e| Error::Invalid(format!("{}: {e}", crate::notify::NOTIFY_SOCKET)))?;
+    let notifier = notifier.as_ref();
     let session = fuser::spawn_mount(crate::fuse::Adapter::new(fs.clone()), mountpoint, &config)
         .map_err(|e| Error::io(mountpoint, e))?;
+    wait_answering(mountpoint)?;
     eprintln!(
         "sovseal-mount: agent {agent} mounted at {}",
         mountpoint.display()
@@ -396,6 +461,14 @@ fn serve(
         let mut out = std::io::stdout();
         let _ = writeln!(out, "ready").and_then(|_| out.flush());
     }
+    crate::notify::notify(
+        notifier,
+        &format!(
+            "READY=1\nMAINPID={}\nSTATUS=agent {agent} mounted at {}",
+            std::process::id(),
+            mountpoint.display()
+        ),
+    );
 
     let (tx, rx) = crossbeam_channel::bounded::<Signal>(1);
     std::thread::Builder::new()
@@ -411,13 +484,28 @@ fn serve(
             recv(rx) -> sig => {
                 let sig = sig.map(|s| s.as_str()).unwrap_or("?");
                 eprintln!("sovseal-mount: {sig}: committing and unmounting");
+                crate::notify::notify(notifier, "STOPPING=1\nSTATUS=committing and unmounting");
                 let committed = fs.sync();
-                session.umount_and_join().map_err(|e| Error::io(mountpoint, e))?;
-                return committed;
+                if unmount(mountpoint)? {
+                    eprintln!(
+                        "sovseal-mount: files are still open under {}: detached it; serving them until they are closed",
+                        mountpoint.display()
+                    );
+                }
+                while !session.guard.is_finished() {
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                session.join().map_err(|e| Error::io(mountpoint, e))?;
+                committed?;
+                return match fs.last_commit_error() {
+                    Some(e) => Err(Error::Invalid(format!("final commit failed: {e}"))),
+                    None => Ok(()),
+                };
             }
             default(Duration::from_millis(200)) => {
                 if session.guard.is_finished() {
                     eprintln!("sovseal-mount: unmounted externally");
+                    crate::notify::notify(notifier, "STOPPING=1\nSTATUS=unmounted; final commit");
                     session.join().map_err(|e| Error::io(mountpoint, e))?;
                     return match fs.last_commit_error() {
                         Some(e) => Err(Error::Invalid(format!("final commit failed: {e}"))),
