@@ -73,20 +73,52 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Rebuild an agent from a remote (verifying everything) and write the
-    /// tree of one snapshot (default: the newest) into DEST.
+    /// Write a snapshot's tree, or one path of it, into a plain directory.
+    ///
+    /// From local data when this machine has the agent (that snapshot's
+    /// objects are verified first); from the remote, rebuilding and verifying
+    /// the whole chain, with --remote or when it has no local data.
     Restore {
         /// Agent name.
         #[arg(long)]
         agent: String,
-        /// Remote URL (default: config.json, else $SOVSEAL_HOME/remote).
+        /// Restore from this remote URL (default for an agent with no local
+        /// data: config.json, else $SOVSEAL_HOME/remote).
         #[arg(long)]
         remote: Option<String>,
-        /// Sequence number to write out.
+        /// Sequence number to write out (default: the newest).
         #[arg(long)]
         seq: Option<u64>,
-        /// An empty or missing directory to write the files into.
-        dest: std::path::PathBuf,
+        /// `[PATH] DEST`: PATH inside the agent's tree (default: `/`); DEST a
+        /// missing or empty directory (for a directory) or a new path (for a
+        /// file or symlink).
+        #[arg(value_name = "PATH|DEST", num_args = 1..=2, required = true)]
+        paths: Vec<std::path::PathBuf>,
+    },
+    /// What changed from snapshot SEQ1 to SEQ2 (default: head): added,
+    /// removed and changed paths with sizes.
+    Diff {
+        /// Agent name.
+        #[arg(long)]
+        agent: String,
+        /// The older snapshot.
+        seq1: u64,
+        /// The newer snapshot (default: head).
+        seq2: Option<u64>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Make a new snapshot whose tree equals snapshot SEQ. History is kept:
+    /// the snapshots after SEQ stay, and rolling back can itself be undone.
+    /// The agent must not be mounted.
+    Rollback {
+        /// Agent name.
+        #[arg(long)]
+        agent: String,
+        /// The snapshot to return to.
+        #[arg(long)]
+        seq: u64,
     },
     /// List a directory as of a snapshot (default: head).
     Ls {
@@ -332,17 +364,89 @@ fn run(cli: Cli) -> Result<()> {
             agent,
             remote,
             seq,
-            dest,
+            paths,
         } => {
+            let (path, dest) = match &paths[..] {
+                [dest] => ("/".to_string(), dest.clone()),
+                [path, dest] => (path.to_string_lossy().into_owned(), dest.clone()),
+                _ => unreachable!("clap takes one or two"),
+            };
             let home = Home::from_env()?;
             let name = AgentName::new(&agent)?;
             let m = master(&home)?;
-            let url = home.remote_for(&name, remote.as_deref())?;
-            let n = crate::restore::to_directory(&home, &name, &m, &url, seq, &dest)?;
+            let local = home.agent_dir(&name).join("index.db").exists();
+            let (n, from) = if remote.is_none() && local {
+                let a = crate::agent::Agent::open_readonly(&home, &name, &m)?;
+                let n = crate::restore::from_local(&a, seq, &path, &dest)?;
+                (n, "local data".to_string())
+            } else {
+                let url = home.remote_for(&name, remote.as_deref())?;
+                let n = crate::restore::to_directory(&home, &name, &m, &url, seq, &path, &dest)?;
+                (n, url)
+            };
             writeln!(
                 out,
-                "restored snapshot {n} of agent {agent} into {}",
+                "restored {path} of snapshot {n} of agent {agent} from {from} into {}",
                 dest.display()
+            )
+            .map_err(w)?;
+        }
+        Command::Diff {
+            agent,
+            seq1,
+            seq2,
+            json,
+        } => {
+            let (_, a) = open_agent(&agent)?;
+            let from = a.snapshot(seq1)?;
+            let to = match seq2 {
+                Some(s) => a.snapshot(s)?,
+                None => a.head()?,
+            };
+            let d = crate::history::diff(&from, &to)?;
+            if json {
+                writeln!(out, "{}", serde_json::to_string(&d).expect("diff encodes")).map_err(w)?;
+            } else {
+                for e in &d.added {
+                    writeln!(out, "+ {:>12}  {}", e.size, e.path).map_err(w)?;
+                }
+                for e in &d.removed {
+                    writeln!(out, "- {:>12}  {}", e.size, e.path).map_err(w)?;
+                }
+                for c in &d.changed {
+                    writeln!(
+                        out,
+                        "M {:>12}  {}  ({}; was {} bytes)",
+                        c.new_size,
+                        c.path,
+                        c.what.join(", "),
+                        c.old_size
+                    )
+                    .map_err(w)?;
+                }
+                writeln!(
+                    out,
+                    "{} -> {}: {} added, {} removed, {} changed",
+                    d.from,
+                    d.to,
+                    d.added.len(),
+                    d.removed.len(),
+                    d.changed.len()
+                )
+                .map_err(w)?;
+            }
+        }
+        Command::Rollback { agent, seq } => {
+            let home = Home::from_env()?;
+            let name = AgentName::new(&agent)?;
+            let m = master(&home)?;
+            let mut e = Engine::open_with(&home, &name, &m, false)?;
+            let before = e.head().seq();
+            let info = e.rollback(seq)?;
+            writeln!(
+                out,
+                "agent {agent}: snapshot {} has the tree of snapshot {seq} (snapshots up to {before} are kept)",
+                info.seq
             )
             .map_err(w)?;
         }

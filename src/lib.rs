@@ -19,6 +19,7 @@ pub mod fs;
 pub mod fsutil;
 pub mod fuse;
 pub mod hex;
+pub mod history;
 pub mod index;
 pub mod keys;
 pub mod mount;

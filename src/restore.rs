@@ -8,16 +8,23 @@
 //! older than the one this machine last saw is a rollback. Anything that does
 //! not verify removes the half-built data dir and names the sequence and the
 //! reason: nothing unverified is ever shown.
+//!
+//! Also here: writing a snapshot's tree, or one path of it, out to a plain
+//! directory, from the remote (`to_directory`) or from local data
+//! (`from_local`, after verifying that snapshot's objects).
 
 use crate::agent::Agent;
 use crate::config::{AgentName, Home};
-use crate::envelope::tree::{ObjectId, ObjectKind};
+use crate::engine::view::SnapshotView;
+use crate::envelope::tree::{FileType, Inode, ObjectId, ObjectKind};
 use crate::envelope::{self, Envelope, GENESIS_PARENT};
 use crate::keys::MasterKey;
 use crate::remote::Remote;
 use crate::replicator::META_REPLICATED;
 use crate::store::{PACK_MAGIC, RECORD_HEADER};
 use crate::{Error, Result};
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
 
 fn records(seq: u64, part: &[u8]) -> Result<Vec<(ObjectId, ObjectKind, &[u8])>> {
     let bad = |d: &str| Error::corrupt(format!("remote pack of snapshot {seq}"), d.to_owned());
@@ -166,15 +173,11 @@ pub fn to_directory(
     master: &MasterKey,
     url: &str,
     seq: Option<u64>,
-    dest: &std::path::Path,
+    path: &str,
+    dest: &Path,
 ) -> Result<u64> {
-    if dest.exists()
-        && std::fs::read_dir(dest)
-            .map_err(|e| Error::io(dest, e))?
-            .next()
-            .is_some()
-    {
-        return Err(Error::Invalid(format!("{} is not empty", dest.display())));
+    if path.trim_matches('/').is_empty() {
+        check_empty_dest(dest)?;
     }
     let remote = Remote::open(url)?;
     home.ensure()?;
@@ -200,8 +203,7 @@ pub fn to_directory(
             let agent = Agent::open_readonly(&scratch, name, master)?;
             let want = seq.unwrap_or(head);
             let view = agent.snapshot(want)?;
-            crate::fsutil::create_private_dir(dest)?;
-            write_tree(&view, dest)?;
+            write_path(&view, path, dest)?;
             Ok(want)
         });
     let _ = std::fs::remove_dir_all(&tmp);
@@ -218,16 +220,95 @@ fn tempfile_dir(home: &Home) -> Result<std::path::PathBuf> {
     Ok(dir)
 }
 
-/// Writes a snapshot's tree into `dest`: directories, files (holes stay
-/// holes), symlinks, hard links, modes and modification times.
-fn write_tree(view: &crate::engine::view::SnapshotView, dest: &std::path::Path) -> Result<()> {
-    use crate::envelope::tree::{FileType, ROOT_INO};
-    use std::collections::HashMap;
-    use std::os::unix::ffi::OsStrExt;
+/// Fails unless `dest` is missing or an empty directory.
+fn check_empty_dest(dest: &Path) -> Result<()> {
+    if dest.exists()
+        && std::fs::read_dir(dest)
+            .map_err(|e| Error::io(dest, e))?
+            .next()
+            .is_some()
+    {
+        return Err(Error::Invalid(format!("{} is not empty", dest.display())));
+    }
+    Ok(())
+}
+
+/// Fails if anything exists at `dest`.
+fn check_absent_dest(dest: &Path) -> Result<()> {
+    if dest.symlink_metadata().is_ok() {
+        return Err(Error::Invalid(format!(
+            "{} already exists; restore a file to a new path",
+            dest.display()
+        )));
+    }
+    Ok(())
+}
+
+/// Writes `path` of snapshot `view` out: a directory's tree into `dest`
+/// (missing or empty), a file or symlink as `dest` (must not exist).
+pub fn write_path(view: &SnapshotView, path: &str, dest: &Path) -> Result<()> {
+    let ino = view.resolve(path.as_bytes())?;
+    let i = view.getattr(ino)?;
+    match i.file_type() {
+        FileType::Dir => {
+            check_empty_dest(dest)?;
+            crate::fsutil::create_private_dir(dest)?;
+            write_tree(view, ino, dest)
+        }
+        FileType::File => {
+            check_absent_dest(dest)?;
+            write_file(view, &i, dest)
+        }
+        FileType::Symlink => {
+            check_absent_dest(dest)?;
+            let t = view.readlink(ino)?;
+            std::os::unix::fs::symlink(std::ffi::OsStr::from_bytes(&t), dest)
+                .map_err(|er| Error::io(dest, er))
+        }
+    }
+}
+
+/// Writes `path` of snapshot `seq` (default: head) of a local agent to
+/// `dest`, after verifying every object of that snapshot. Returns the
+/// sequence written.
+pub fn from_local(agent: &Agent, seq: Option<u64>, path: &str, dest: &Path) -> Result<u64> {
+    let view = match seq {
+        Some(s) => agent.snapshot(s)?,
+        None => agent.head()?,
+    };
+    // Resolve first: a wrong path fails before anything is read or written.
+    view.resolve(path.as_bytes())?;
+    crate::verify::verify_snapshot(agent, &view)?;
+    write_path(&view, path, dest)?;
+    Ok(view.seq())
+}
+
+/// Writes one regular file (holes stay holes) with its mode and mtime.
+fn write_file(view: &SnapshotView, i: &Inode, p: &Path) -> Result<()> {
     use std::os::unix::fs::{FileExt, PermissionsExt};
+    let f = std::fs::File::create(p).map_err(|er| Error::io(p, er))?;
+    let mut off = 0;
+    while off < i.size {
+        let buf = view.read(i.ino, off, 1 << 20)?;
+        if buf.iter().any(|b| *b != 0) {
+            f.write_all_at(&buf, off).map_err(|er| Error::io(p, er))?;
+        }
+        off += buf.len() as u64;
+    }
+    f.set_len(i.size).map_err(|er| Error::io(p, er))?;
+    f.set_permissions(std::fs::Permissions::from_mode(i.perm))
+        .map_err(|er| Error::io(p, er))?;
+    set_mtime(p, i.mtime)
+}
+
+/// Writes the tree below directory `top` into `dest`: directories, files,
+/// symlinks, hard links, modes and modification times.
+fn write_tree(view: &SnapshotView, top: u64, dest: &Path) -> Result<()> {
+    use std::collections::HashMap;
+    use std::os::unix::fs::PermissionsExt;
     let mut linked: HashMap<u64, std::path::PathBuf> = HashMap::new();
     let mut dirs = Vec::new();
-    let mut stack = vec![(ROOT_INO, dest.to_path_buf())];
+    let mut stack = vec![(top, dest.to_path_buf())];
     while let Some((ino, path)) = stack.pop() {
         for (name, e) in view.entries(ino)?.iter() {
             let p = path.join(std::ffi::OsStr::from_bytes(name));
@@ -248,19 +329,7 @@ fn write_tree(view: &crate::engine::view::SnapshotView, dest: &std::path::Path) 
                         std::fs::hard_link(first, &p).map_err(|er| Error::io(&p, er))?;
                         continue;
                     }
-                    let f = std::fs::File::create(&p).map_err(|er| Error::io(&p, er))?;
-                    let mut off = 0;
-                    while off < i.size {
-                        let buf = view.read(e.ino, off, 1 << 20)?;
-                        if buf.iter().any(|b| *b != 0) {
-                            f.write_all_at(&buf, off).map_err(|er| Error::io(&p, er))?;
-                        }
-                        off += buf.len() as u64;
-                    }
-                    f.set_len(i.size).map_err(|er| Error::io(&p, er))?;
-                    f.set_permissions(std::fs::Permissions::from_mode(i.perm))
-                        .map_err(|er| Error::io(&p, er))?;
-                    set_mtime(&p, i.mtime)?;
+                    write_file(view, &i, &p)?;
                     if i.nlink > 1 {
                         linked.insert(e.ino, p);
                     }

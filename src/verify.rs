@@ -66,6 +66,18 @@ fn check_object(agent: &Agent, kind: ObjectKind, id: &ObjectId) -> Result<(Vec<u
     Ok((repo.open_verified(kind, id)?, u64::from(loc.len)))
 }
 
+/// Verifies every object one snapshot references (present, header, tag,
+/// id), each once: what rollback and restore check before they use a tree.
+pub fn verify_snapshot(agent: &Agent, view: &crate::engine::view::SnapshotView) -> Result<()> {
+    let seen: RefCell<HashSet<ObjectId>> = RefCell::new(HashSet::new());
+    view.walk_objects(&|id| seen.borrow().contains(id), &mut |kind, id| {
+        check_object(agent, kind, id)?;
+        seen.borrow_mut().insert(*id);
+        Ok(())
+    })
+    .map_err(|e| at(view.seq(), e))
+}
+
 /// Verifies the whole agent; `progress(seq, head)` is called per snapshot.
 pub fn verify(agent: &Agent, mut progress: impl FnMut(u64, u64)) -> Result<Report> {
     let head_view = agent.head()?;

@@ -112,6 +112,20 @@ fn write_replicate_wipe_and_mount_again_from_s3() {
         dest.to_str().unwrap(),
     ]);
     assert!(!o.status.success() && text(&o.stderr).contains("not empty"));
+    // One file of the newest snapshot, from the remote alone.
+    let one = m.dir.path().join("after.txt");
+    let o = m.sovseal(&[
+        "restore",
+        "--agent",
+        "repl",
+        "--remote",
+        &url,
+        "/after",
+        one.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    assert!(text(&o.stdout).contains(&url), "{}", text(&o.stdout));
+    assert_eq!(std::fs::read(&one).unwrap(), b"after\n");
 }
 
 #[test]

@@ -182,4 +182,53 @@ impl Engine {
         self.head = Arc::new(head);
         Ok(Some(info))
     }
+
+    /// Commits a new snapshot whose tree is exactly snapshot `seq`'s; the
+    /// history in between is kept (the new head's parent is the current
+    /// head). Nothing new is sealed but the manifest: the tree's objects are
+    /// shared. Refuses while there are uncommitted changes or open
+    /// unlinked files, and `seq` outside `1..=head`.
+    pub fn rollback(&mut self, seq: u64) -> Result<CommitInfo> {
+        let head_seq = self.head.seq();
+        if seq == 0 || seq > head_seq {
+            return Err(crate::Error::Invalid(format!(
+                "snapshot {seq} is out of range: this agent has snapshots 1..={head_seq}"
+            )));
+        }
+        if self.ov.changed || !self.ov.inodes.is_empty() {
+            return Err(crate::Error::Invalid(
+                "uncommitted changes: commit them before rolling back".into(),
+            ));
+        }
+        let target = self.agent.snapshot(seq)?;
+        crate::verify::verify_snapshot(&self.agent, &target)?;
+        let base = self.head.manifest();
+        let t = target.manifest();
+        let m = Manifest {
+            agent_id: base.agent_id,
+            seq: head_seq + 1,
+            parent: self.head.hash(),
+            timestamp_ms: (now_ns() / 1_000_000).max(base.timestamp_ms),
+            chunk_size: t.chunk_size,
+            inodes_per_page: t.inodes_per_page,
+            // Inode numbers are never reused, even those born after `seq`.
+            next_ino: base.next_ino.max(t.next_ino),
+            pages: t.pages.clone(),
+        };
+        let repo = self.head.repo().clone();
+        let env = envelope::seal_manifest(repo.keys(), &m);
+        repo.commit(&env)?;
+        let head = SnapshotView::new(repo, env.hash(), m);
+        self.agent.record_seen(&head)?;
+        self.ov = Overlay {
+            next_ino: head.manifest().next_ino,
+            ..Overlay::default()
+        };
+        let info = CommitInfo {
+            seq: head.seq(),
+            hash: head.hash(),
+        };
+        self.head = Arc::new(head);
+        Ok(info)
+    }
 }
