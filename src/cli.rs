@@ -120,6 +120,11 @@ enum Command {
         #[arg(long)]
         seq: u64,
     },
+    /// Back up and restore the master key.
+    Key {
+        #[command(subcommand)]
+        cmd: KeyCommand,
+    },
     /// List a directory as of a snapshot (default: head).
     Ls {
         /// Agent name.
@@ -132,6 +137,76 @@ enum Command {
         #[arg(default_value = "/")]
         path: String,
     },
+}
+
+#[derive(Subcommand, Debug)]
+enum KeyCommand {
+    /// Write the master key, sealed under a passphrase (Argon2id,
+    /// AES-256-GCM), to a new file of mode 0600. Keep it off this machine.
+    Export {
+        /// The file to create (never overwritten).
+        #[arg(long)]
+        out: std::path::PathBuf,
+        /// Read the passphrase from the first line of this file instead of
+        /// asking on the terminal.
+        #[arg(long)]
+        passphrase_file: Option<std::path::PathBuf>,
+    },
+    /// Put the master key from an export file into custody (keychain, or
+    /// the key file with SOVSEAL_KEY_FALLBACK=file). Never replaces a
+    /// different key.
+    Import {
+        /// The export file.
+        file: std::path::PathBuf,
+        /// Read the passphrase from the first line of this file.
+        #[arg(long)]
+        passphrase_file: Option<std::path::PathBuf>,
+    },
+    /// Print the fingerprint of the master key in custody.
+    Fingerprint,
+}
+
+/// The passphrase: the first line of `file`, else asked on the terminal
+/// (twice when `confirm`), never echoed.
+fn passphrase(file: Option<&std::path::Path>, confirm: bool) -> Result<zeroize::Zeroizing<String>> {
+    if let Some(f) = file {
+        let all = zeroize::Zeroizing::new(std::fs::read_to_string(f).map_err(|e| Error::io(f, e))?);
+        let line = all.lines().next().unwrap_or("");
+        return Ok(zeroize::Zeroizing::new(line.to_owned()));
+    }
+    let first = ask("passphrase: ")?;
+    if confirm && *ask("passphrase again: ")? != *first {
+        return Err(Error::Invalid("the passphrases differ".into()));
+    }
+    Ok(first)
+}
+
+/// Reads one line from /dev/tty with echo off.
+fn ask(prompt: &str) -> Result<zeroize::Zeroizing<String>> {
+    use nix::sys::termios::{LocalFlags, SetArg, tcgetattr, tcsetattr};
+    use std::io::BufRead;
+    let no_tty = |e: std::io::Error| {
+        Error::Invalid(format!(
+            "no terminal to ask for the passphrase ({e}); use --passphrase-file"
+        ))
+    };
+    let mut tty = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/tty")
+        .map_err(no_tty)?;
+    let saved = tcgetattr(&tty).map_err(|e| no_tty(e.into()))?;
+    let mut quiet = saved.clone();
+    quiet.local_flags.remove(LocalFlags::ECHO);
+    tcsetattr(&tty, SetArg::TCSANOW, &quiet).map_err(|e| no_tty(e.into()))?;
+    let _ = tty.write_all(prompt.as_bytes());
+    let mut line = zeroize::Zeroizing::new(String::new());
+    let read = std::io::BufReader::new(&tty).read_line(&mut line);
+    let _ = tcsetattr(&tty, SetArg::TCSANOW, &saved);
+    let _ = tty.write_all(b"\n");
+    read.map_err(no_tty)?;
+    let trimmed = zeroize::Zeroizing::new(line.trim_end_matches(['\r', '\n']).to_owned());
+    Ok(trimmed)
 }
 
 /// Runs the CLI; returns the process exit code.
@@ -199,7 +274,7 @@ fn run(cli: Cli) -> Result<()> {
             if created {
                 writeln!(out, "created a new master key in {place}").map_err(w)?;
                 eprintln!(
-                    "WARNING: there is no escrow and no reset. If this master key is lost, every snapshot, local and replicated, is permanently unreadable. Back it up."
+                    "WARNING: there is no escrow and no reset. If this master key is lost, every snapshot, local and replicated, is permanently unreadable. Back it up now: sovseal key export --out FILE"
                 );
             } else {
                 writeln!(out, "master key already present in {place}; left unchanged")
@@ -450,6 +525,73 @@ fn run(cli: Cli) -> Result<()> {
             )
             .map_err(w)?;
         }
+        Command::Key { cmd } => match cmd {
+            KeyCommand::Export {
+                out: file,
+                passphrase_file,
+            } => {
+                let home = Home::from_env()?;
+                let m = master(&home)?;
+                if file.symlink_metadata().is_ok() {
+                    return Err(Error::Invalid(format!(
+                        "{} already exists; export to a new file",
+                        file.display()
+                    )));
+                }
+                let pass = passphrase(passphrase_file.as_deref(), true)?;
+                let e = crate::keys::export::seal(&m, &pass, crate::keys::export::Kdf::new()?)?;
+                let json = serde_json::to_vec_pretty(&e).expect("export encodes");
+                let mut f = std::os::unix::fs::OpenOptionsExt::mode(
+                    std::fs::OpenOptions::new().write(true),
+                    0o600,
+                )
+                .create_new(true)
+                .open(&file)
+                .map_err(|er| Error::io(&file, er))?;
+                f.write_all(&json)
+                    .and_then(|()| f.write_all(b"\n"))
+                    .and_then(|()| f.sync_all())
+                    .map_err(|er| Error::io(&file, er))?;
+                writeln!(
+                    out,
+                    "exported master key {} to {} (mode 0600). Keep it and its passphrase apart, off this machine.",
+                    e.fingerprint,
+                    file.display()
+                )
+                .map_err(w)?;
+            }
+            KeyCommand::Import {
+                file,
+                passphrase_file,
+            } => {
+                let home = Home::from_env()?;
+                let c = custody::Custody::from_env()?;
+                let raw = std::fs::read(&file).map_err(|er| Error::io(&file, er))?;
+                let e: crate::keys::export::Export =
+                    serde_json::from_slice(&raw).map_err(|er| {
+                        Error::Custody(format!(
+                            "{} is not a sovseal key export: {er}",
+                            file.display()
+                        ))
+                    })?;
+                let pass = passphrase(passphrase_file.as_deref(), false)?;
+                let key = crate::keys::export::open(&e, &pass)?;
+                if custody::install(&home, &c, &key)? {
+                    writeln!(out, "imported master key {}", key.fingerprint()).map_err(w)?;
+                } else {
+                    writeln!(
+                        out,
+                        "master key {} is already in custody; nothing changed",
+                        key.fingerprint()
+                    )
+                    .map_err(w)?;
+                }
+            }
+            KeyCommand::Fingerprint => {
+                let home = Home::from_env()?;
+                writeln!(out, "{}", master(&home)?.fingerprint()).map_err(w)?;
+            }
+        },
         Command::Ls { agent, seq, path } => {
             let (_, a) = open_agent(&agent)?;
             let v = match seq {

@@ -92,6 +92,26 @@ pub fn init(home: &Home, custody: &Custody) -> Result<(MasterKey, bool)> {
     Ok((key, true))
 }
 
+/// Puts an imported key into custody. Returns false if that very key is
+/// already there; a different key already in custody is refused, never
+/// overwritten (it may be the only key to some data).
+pub fn install(home: &Home, custody: &Custody, key: &MasterKey) -> Result<bool> {
+    home.ensure()?;
+    migrate_legacy(home, custody)?;
+    match read(home, custody)? {
+        Some(existing) if existing == *key => Ok(false),
+        Some(existing) => Err(Error::Custody(format!(
+            "{} already holds a different master key (fingerprint {}); refusing to overwrite it. Import into another SOVSEAL_HOME, or move the existing key away yourself once nothing depends on it",
+            custody.describe(home),
+            existing.fingerprint()
+        ))),
+        None => {
+            write_new(home, custody, key)?;
+            Ok(true)
+        }
+    }
+}
+
 /// Moves a legacy key out of `config.json`. Returns true if it migrated one.
 fn migrate_legacy(home: &Home, custody: &Custody) -> Result<bool> {
     let mut cfg = home.read_config()?;

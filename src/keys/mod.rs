@@ -23,6 +23,7 @@
 //! bump and a migration, never a refactor.
 
 pub mod custody;
+pub mod export;
 
 use hkdf::Hkdf;
 use hmac::{KeyInit, Mac};
@@ -47,6 +48,8 @@ pub const LABEL_OBJECT_ID: &str = "sovseal/object-id/v1";
 pub const LABEL_OBJECT_KEY: &str = "sovseal/object-key/v1";
 /// HKDF label prefix: the AES key of one snapshot manifest.
 pub const LABEL_MANIFEST_KEY: &str = "sovseal/manifest-key/v1";
+/// HKDF label: the public fingerprint of a master key (8 bytes shown as hex).
+pub const LABEL_FINGERPRINT: &str = "sovseal/key-fingerprint/v1";
 /// HKDF label: the HMAC key of the local seen-head record.
 pub const LABEL_SEEN_HEAD: &str = "sovseal/seen-head/v1";
 
@@ -113,6 +116,13 @@ impl MasterKey {
 
     fn prk(&self) -> Hkdf<Sha256> {
         Hkdf::<Sha256>::new(None, self.0.expose())
+    }
+
+    /// A short public name of this key (16 hex digits), derived one-way: it
+    /// tells keys and exports apart and reveals nothing of the key.
+    pub fn fingerprint(&self) -> String {
+        let k = expand(&self.prk(), &[LABEL_FINGERPRINT.as_bytes()]);
+        crate::hex::encode(&k.expose()[..8])
     }
 
     /// The keyed id of an agent name: HMAC-SHA256 under a key derived for

@@ -1,0 +1,301 @@
+//! Key backup end to end: `sovseal key export` on one machine, `key import`
+//! on a second SOVSEAL_HOME, and the agent restored there from its remote
+//! with nothing but the export; wrong passphrases, damaged files and
+//! existing keys refused.
+
+#[path = "mount/harness.rs"]
+mod harness;
+use harness::{Mounted, SOVSEAL, text};
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn run(home: &Path, args: &[&str]) -> Output {
+    Command::new(SOVSEAL)
+        .args(args)
+        .env("SOVSEAL_HOME", home)
+        .env("SOVSEAL_KEY_FALLBACK", "file")
+        .output()
+        .unwrap()
+}
+
+fn ok(o: &Output) -> String {
+    assert!(
+        o.status.success(),
+        "exit {:?}: {}",
+        o.status.code(),
+        text(&o.stderr)
+    );
+    text(&o.stdout)
+}
+
+fn fails(o: &Output, code: i32, needle: &str) {
+    let err = text(&o.stderr);
+    assert_eq!(o.status.code(), Some(code), "{err}");
+    assert!(err.contains(needle), "expected {needle:?} in: {err}");
+}
+
+fn tree(dir: &Path) -> Vec<(String, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_owned()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let e = e.unwrap();
+            let p = e.path();
+            if e.file_type().unwrap().is_dir() {
+                stack.push(p);
+            } else {
+                let rel = p.strip_prefix(dir).unwrap().display().to_string();
+                out.push((rel, std::fs::read(&p).unwrap()));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn export_import_restores_an_agent_on_a_second_home() {
+    // Machine 1: an agent with some state, replicated to its default remote.
+    let m = Mounted::new("keyed", &[]);
+    m.sh("mkdir -p mem && printf 'remember this' > mem/a.txt && head -c 300000 /dev/urandom > mem/b.bin && sync");
+    m.wait_replicated();
+    m.unmount();
+    let remote = format!("file://{}", m.home.join("remote").display());
+    let fp1 = ok(&run(&m.home, &["key", "fingerprint"])).trim().to_owned();
+    assert_eq!(fp1.len(), 16);
+
+    let dir = m.dir.path();
+    let pass = dir.join("pass");
+    std::fs::write(&pass, "a long enough passphrase\n").unwrap();
+    let export = dir.join("key.export");
+    let o = ok(&run(
+        &m.home,
+        &[
+            "key",
+            "export",
+            "--out",
+            export.to_str().unwrap(),
+            "--passphrase-file",
+            pass.to_str().unwrap(),
+        ],
+    ));
+    assert!(o.contains(&fp1), "{o}");
+    let meta = std::fs::metadata(&export).unwrap();
+    assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+    // The export holds no key material in the clear.
+    let raw_key = std::fs::read(m.home.join("master.key")).unwrap();
+    let exported = std::fs::read(&export).unwrap();
+    let key_text = text(&raw_key).trim().to_owned();
+    assert!(!text(&exported).contains(&key_text), "key in the clear");
+    let v: serde_json::Value = serde_json::from_slice(&exported).unwrap();
+    assert_eq!(v["kdf"]["alg"], "argon2id");
+    assert_eq!(v["fingerprint"], fp1.as_str());
+    // Never overwritten.
+    fails(
+        &run(
+            &m.home,
+            &[
+                "key",
+                "export",
+                "--out",
+                export.to_str().unwrap(),
+                "--passphrase-file",
+                pass.to_str().unwrap(),
+            ],
+        ),
+        2,
+        "already exists",
+    );
+    assert_eq!(std::fs::read(&export).unwrap(), exported);
+
+    // Machine 2: a fresh home. Wrong passphrase and a damaged file: exit 4,
+    // and no key appears.
+    let home2 = dir.join("home2");
+    let wrong = dir.join("wrong");
+    std::fs::write(&wrong, "a long enough passphrasf\n").unwrap();
+    fails(
+        &run(
+            &home2,
+            &[
+                "key",
+                "import",
+                export.to_str().unwrap(),
+                "--passphrase-file",
+                wrong.to_str().unwrap(),
+            ],
+        ),
+        4,
+        "wrong passphrase",
+    );
+    assert!(!home2.join("master.key").exists());
+    let damaged = dir.join("damaged.export");
+    let mut d: serde_json::Value = v.clone();
+    d["kdf"]["t_cost"] = serde_json::json!(4);
+    std::fs::write(&damaged, serde_json::to_vec(&d).unwrap()).unwrap();
+    fails(
+        &run(
+            &home2,
+            &[
+                "key",
+                "import",
+                damaged.to_str().unwrap(),
+                "--passphrase-file",
+                pass.to_str().unwrap(),
+            ],
+        ),
+        4,
+        "damaged",
+    );
+    std::fs::write(&damaged, b"{not json").unwrap();
+    fails(
+        &run(
+            &home2,
+            &[
+                "key",
+                "import",
+                damaged.to_str().unwrap(),
+                "--passphrase-file",
+                pass.to_str().unwrap(),
+            ],
+        ),
+        4,
+        "not a sovseal key export",
+    );
+    assert!(!home2.join("master.key").exists());
+    // Without the key, the remote is unreadable on machine 2.
+    let out = dir.join("restored");
+    assert!(
+        !run(
+            &home2,
+            &[
+                "restore",
+                "--agent",
+                "keyed",
+                "--remote",
+                &remote,
+                out.to_str().unwrap()
+            ]
+        )
+        .status
+        .success()
+    );
+
+    // The right passphrase: imported; again: unchanged.
+    let o = ok(&run(
+        &home2,
+        &[
+            "key",
+            "import",
+            export.to_str().unwrap(),
+            "--passphrase-file",
+            pass.to_str().unwrap(),
+        ],
+    ));
+    assert!(o.contains(&format!("imported master key {fp1}")), "{o}");
+    assert_eq!(
+        std::fs::metadata(home2.join("master.key"))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777,
+        0o600
+    );
+    let o = ok(&run(
+        &home2,
+        &[
+            "key",
+            "import",
+            export.to_str().unwrap(),
+            "--passphrase-file",
+            pass.to_str().unwrap(),
+        ],
+    ));
+    assert!(o.contains("already in custody"), "{o}");
+
+    // The agent comes back on machine 2 from the remote and the export alone.
+    let _ = std::fs::remove_dir_all(&out);
+    ok(&run(
+        &home2,
+        &[
+            "restore",
+            "--agent",
+            "keyed",
+            "--remote",
+            &remote,
+            out.to_str().unwrap(),
+        ],
+    ));
+    let m_tree = {
+        let check = dir.join("check");
+        ok(&run(
+            &m.home,
+            &["restore", "--agent", "keyed", check.to_str().unwrap()],
+        ));
+        tree(&check)
+    };
+    assert_eq!(tree(&out), m_tree);
+    assert!(
+        m_tree
+            .iter()
+            .any(|(p, b)| p == "mem/a.txt" && b == b"remember this")
+    );
+
+    // A home that already holds a different key refuses the import.
+    let home3 = dir.join("home3");
+    ok(&run(&home3, &["init"]));
+    let before = std::fs::read(home3.join("master.key")).unwrap();
+    fails(
+        &run(
+            &home3,
+            &[
+                "key",
+                "import",
+                export.to_str().unwrap(),
+                "--passphrase-file",
+                pass.to_str().unwrap(),
+            ],
+        ),
+        4,
+        "refusing to overwrite",
+    );
+    assert_eq!(std::fs::read(home3.join("master.key")).unwrap(), before);
+}
+
+#[test]
+fn export_refuses_short_passphrases_and_needs_a_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("home");
+    let pass = dir.path().join("pass");
+    std::fs::write(&pass, "short\n").unwrap();
+    let out = dir.path().join("k.export");
+    let args = [
+        "key",
+        "export",
+        "--out",
+        out.to_str().unwrap(),
+        "--passphrase-file",
+        pass.to_str().unwrap(),
+    ];
+    fails(&run(&home, &args), 4, "sovseal init");
+    ok(&run(&home, &["init"]));
+    fails(&run(&home, &args), 2, "too short");
+    assert!(!out.exists());
+    // No terminal and no file: a clear message, not a hang.
+    // (setsid: no controlling terminal, even when the tests run in one)
+    let o = Command::new("setsid")
+        .args([
+            "--wait",
+            SOVSEAL,
+            "key",
+            "export",
+            "--out",
+            out.to_str().unwrap(),
+        ])
+        .env("SOVSEAL_HOME", &home)
+        .env("SOVSEAL_KEY_FALLBACK", "file")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    fails(&o, 2, "--passphrase-file");
+}
