@@ -302,6 +302,28 @@ fn check_agent_id(
     }
 }
 
+/// The pid holding `name`'s writer lock (a mount or another writer), read
+/// from `/proc/locks` without touching the lock: `None` when nobody holds it.
+pub fn writer_pid(home: &Home, name: &AgentName) -> Option<u32> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(home.agent_dir(name).join("lock")).ok()?;
+    let dev = meta.dev();
+    let key = format!(
+        "{:02x}:{:02x}:{}",
+        nix::sys::stat::major(dev),
+        nix::sys::stat::minor(dev),
+        meta.ino()
+    );
+    let locks = std::fs::read_to_string("/proc/locks").ok()?;
+    locks.lines().find_map(|l| {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        // "1: FLOCK  ADVISORY  WRITE 1234 08:01:5678 0 EOF"
+        let i = f.iter().position(|x| *x == "FLOCK")?;
+        (f.get(i + 2) == Some(&"WRITE") && f.get(i + 4) == Some(&key.as_str()))
+            .then(|| f.get(i + 3)?.parse().ok())?
+    })
+}
+
 fn lock(dir: &Path, name: &AgentName) -> Result<WriteLock> {
     use nix::fcntl::{Flock, FlockArg};
     let path = dir.join("lock");

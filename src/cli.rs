@@ -355,6 +355,7 @@ fn run(cli: Cli) -> Result<()> {
                 eprintln!();
             }
             let report = report?;
+            crate::verify::record(&a, &report)?;
             if json {
                 writeln!(
                     out,
@@ -403,10 +404,15 @@ fn run(cli: Cli) -> Result<()> {
                 None => home.remote_for(a.name(), None)?,
             };
             let error = meta(crate::replicator::META_ERROR)?;
+            let verified = crate::verify::last_verified(&a);
+            let daemon = crate::agent::writer_pid(&home, a.name());
             let v = serde_json::json!({
                 "agent": agent,
+                "mounted_by_pid": daemon,
                 "head_seq": head,
                 "replicated_seq": replicated,
+                "verified_seq": verified.map(|v| v.0),
+                "verified_at": verified.map(|v| rfc3339_ms(v.1)),
                 "queue_snapshots": head.saturating_sub(replicated),
                 "queue_objects": queued_objects,
                 "queue_bytes": queued_bytes,
@@ -420,6 +426,16 @@ fn run(cli: Cli) -> Result<()> {
                 writeln!(out, "agent       {agent}").map_err(w)?;
                 writeln!(out, "head        {head}").map_err(w)?;
                 writeln!(out, "replicated  {replicated}").map_err(w)?;
+                match verified {
+                    Some((s, at)) => {
+                        writeln!(out, "verified    {s} (at {})", rfc3339_ms(at)).map_err(w)?
+                    }
+                    None => writeln!(out, "verified    never (run sovseal verify)").map_err(w)?,
+                }
+                match daemon {
+                    Some(pid) => writeln!(out, "mounted     yes (pid {pid})").map_err(w)?,
+                    None => writeln!(out, "mounted     no").map_err(w)?,
+                }
                 writeln!(
                     out,
                     "queue       {} snapshots, {queued_objects} objects, {queued_bytes} bytes",

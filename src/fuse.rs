@@ -40,9 +40,9 @@ impl Adapter {
 
 fn errno(e: &Error) -> Errno {
     if e.is_integrity() {
-        eprintln!("sovseal-mount: refusing unverified data: {e}");
+        tracing::error!("refusing unverified data: {e}");
     } else if !matches!(e, Error::Fs { .. }) {
-        eprintln!("sovseal-mount: {e}");
+        tracing::warn!("{e}");
     }
     Errno::from_i32(e.errno())
 }
@@ -139,7 +139,7 @@ impl Filesystem for Adapter {
 
     fn destroy(&mut self) {
         if let Err(e) = self.fs.shutdown() {
-            eprintln!("sovseal-mount: final commit failed: {e}");
+            tracing::error!("final commit failed: {e}");
         }
     }
 

@@ -22,6 +22,7 @@ pub mod hex;
 pub mod history;
 pub mod index;
 pub mod keys;
+pub mod metrics;
 pub mod mount;
 pub mod notify;
 pub mod remote;

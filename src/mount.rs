@@ -54,6 +54,46 @@ pub struct Args {
     /// fsync and close return only once the snapshot is on the remote.
     #[arg(long)]
     pub sync_replication: bool,
+    /// Write Prometheus text metrics (commits, commit latency, sealed bytes,
+    /// replication lag and errors) to this file every 2 s and at exit,
+    /// replacing it atomically (for node_exporter's textfile collector).
+    #[arg(long)]
+    pub metrics_file: Option<PathBuf>,
+    /// More log detail: -v debug (every commit and upload), -vv trace.
+    /// RUST_LOG (e.g. `debug` or `sovseal=debug`) overrides it.
+    #[arg(short, long, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+}
+
+/// Logs go to stderr as plain lines (the journal under systemd, else
+/// `$SOVSEAL_HOME/logs/<agent>.log` for a background mount). Under journald
+/// (`JOURNAL_STREAM` set) there is no timestamp: the journal adds its own.
+fn init_logging(verbose: u8) {
+    use tracing_subscriber::filter::{LevelFilter, Targets};
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    let level = match verbose {
+        0 => LevelFilter::INFO,
+        1 => LevelFilter::DEBUG,
+        _ => LevelFilter::TRACE,
+    };
+    let filter = match std::env::var("RUST_LOG") {
+        Ok(s) if !s.trim().is_empty() => s.parse::<Targets>().unwrap_or_else(|e| {
+            eprintln!("sovseal-mount: ignoring RUST_LOG={s:?}: {e}");
+            Targets::new().with_default(level)
+        }),
+        _ => Targets::new().with_default(level),
+    };
+    let fmt = tracing_subscriber::fmt::layer()
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .with_target(false);
+    let reg = tracing_subscriber::registry().with(filter);
+    let _ = if std::env::var_os("JOURNAL_STREAM").is_some() {
+        reg.with(fmt.without_time()).try_init()
+    } else {
+        reg.with(fmt).try_init()
+    };
 }
 
 /// Mount options after translation.
@@ -143,8 +183,8 @@ fn is_dead_connection(e: &std::io::Error) -> bool {
 fn detach_stale(path: &Path) -> Result<()> {
     match nix::mount::umount2(path, nix::mount::MntFlags::MNT_DETACH) {
         Ok(()) => {
-            eprintln!(
-                "sovseal-mount: cleaned a stale mount at {} left by a dead daemon",
+            tracing::warn!(
+                "cleaned a stale mount at {} left by a dead daemon",
                 path.display()
             );
             Ok(())
@@ -222,6 +262,7 @@ pub fn main() -> i32 {
         Ok(a) => a,
         Err(code) => return code,
     };
+    init_logging(args.verbose);
     let report = std::env::var_os(READY_ENV).is_some();
     match run(&args, report) {
         Ok(()) => exit::OK,
@@ -324,10 +365,7 @@ fn restore_if_remote_has(
     if rt.block_on(remote.list_envelopes(&id, 0, 1))?.is_empty() {
         return Ok(());
     }
-    eprintln!(
-        "sovseal-mount: restoring agent {agent} from {}",
-        remote.url()
-    );
+    tracing::info!("restoring agent {agent} from {}", remote.url());
     let head = rt.block_on(crate::restore::restore(
         home,
         agent,
@@ -335,11 +373,11 @@ fn restore_if_remote_has(
         remote,
         |seq, head| {
             if seq % 100 == 0 || seq == head {
-                eprintln!("sovseal-mount: verified snapshot {seq}/{head}");
+                tracing::info!("verified snapshot {seq}/{head}");
             }
         },
     ))?;
-    eprintln!("sovseal-mount: restored agent {agent} at snapshot {head}");
+    tracing::info!("restored agent {agent} at snapshot {head}");
     Ok(())
 }
 
@@ -378,6 +416,62 @@ fn unmount(mountpoint: &Path) -> Result<bool> {
             }
         }
         Err(e) => Err(Error::io(mountpoint, e.into())),
+    }
+}
+
+/// Joins the FUSE session after an unmount. The kernel ends a connection
+/// with ENODEV, or ECONNABORTED when the last file of a lazily detached
+/// mount closes: both are a normal end, not an error.
+fn join_session(session: fuser::BackgroundSession, mountpoint: &Path) -> Result<()> {
+    match session.join() {
+        Err(e) if matches!(e.raw_os_error(), Some(libc::ECONNABORTED | libc::ENODEV)) => {
+            tracing::debug!("FUSE session ended: {e}");
+            Ok(())
+        }
+        r => r.map_err(|e| Error::io(mountpoint, e)),
+    }
+}
+
+/// Writes the metrics file every 2 s, and once more when dropped.
+struct MetricsWriter {
+    stop: Option<crossbeam_channel::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl MetricsWriter {
+    fn start(fs: Arc<Fs>, path: PathBuf) -> Self {
+        let (tx, rx) = crossbeam_channel::bounded::<()>(0);
+        let write = move || {
+            if let Err(e) = crate::metrics::write_file(&path, &fs.render_metrics()) {
+                tracing::warn!("metrics file {}: {e}", path.display());
+            }
+        };
+        let thread = std::thread::Builder::new()
+            .name("sovseal-metrics".into())
+            .spawn(move || {
+                loop {
+                    write();
+                    match rx.recv_timeout(Duration::from_secs(2)) {
+                        Err(crossbeam_channel::RecvTimeoutError::Timeout) => {}
+                        _ => break,
+                    }
+                }
+                write();
+            })
+            .ok();
+        MetricsWriter {
+            stop: Some(tx),
+            thread,
+        }
+    }
+}
+
+impl Drop for MetricsWriter {
+    fn drop(&mut self) {
+        drop(self.stop.take());
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
     }
 }
 
@@ -453,10 +547,11 @@ fn serve(
     let session = fuser::spawn_mount(crate::fuse::Adapter::new(fs.clone()), mountpoint, &config)
         .map_err(|e| Error::io(mountpoint, e))?;
     wait_answering(mountpoint)?;
-    eprintln!(
-        "sovseal-mount: agent {agent} mounted at {}",
-        mountpoint.display()
-    );
+    let metrics = args
+        .metrics_file
+        .clone()
+        .map(|p| MetricsWriter::start(fs.clone(), p));
+    tracing::info!("agent {agent} mounted at {}", mountpoint.display());
     if report {
         let mut out = std::io::stdout();
         let _ = writeln!(out, "ready").and_then(|_| out.flush());
@@ -483,20 +578,24 @@ fn serve(
         crossbeam_channel::select! {
             recv(rx) -> sig => {
                 let sig = sig.map(|s| s.as_str()).unwrap_or("?");
-                eprintln!("sovseal-mount: {sig}: committing and unmounting");
+                tracing::info!("{sig}: committing and unmounting");
                 crate::notify::notify(notifier, "STOPPING=1\nSTATUS=committing and unmounting");
                 let committed = fs.sync();
                 if unmount(mountpoint)? {
-                    eprintln!(
-                        "sovseal-mount: files are still open under {}: detached it; serving them until they are closed",
+                    tracing::warn!(
+                        "files are still open under {}: detached it; serving them until they are closed",
                         mountpoint.display()
                     );
                 }
                 while !session.guard.is_finished() {
                     std::thread::sleep(Duration::from_millis(50));
                 }
-                session.join().map_err(|e| Error::io(mountpoint, e))?;
+                join_session(session, mountpoint)?;
+                // DESTROY normally ran the final commit; make sure of it.
+                let last = fs.shutdown();
+                drop(metrics);
                 committed?;
+                last?;
                 return match fs.last_commit_error() {
                     Some(e) => Err(Error::Invalid(format!("final commit failed: {e}"))),
                     None => Ok(()),
@@ -504,9 +603,12 @@ fn serve(
             }
             default(Duration::from_millis(200)) => {
                 if session.guard.is_finished() {
-                    eprintln!("sovseal-mount: unmounted externally");
+                    tracing::info!("unmounted externally");
                     crate::notify::notify(notifier, "STOPPING=1\nSTATUS=unmounted; final commit");
-                    session.join().map_err(|e| Error::io(mountpoint, e))?;
+                    join_session(session, mountpoint)?;
+                    let last = fs.shutdown();
+                    drop(metrics);
+                    last?;
                     return match fs.last_commit_error() {
                         Some(e) => Err(Error::Invalid(format!("final commit failed: {e}"))),
                         None => Ok(()),

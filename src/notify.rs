@@ -64,7 +64,7 @@ pub fn notify(n: Option<&Notifier>, state: &str) {
     if let Some(n) = n
         && let Err(e) = n.send(state)
     {
-        eprintln!("sovseal-mount: warning: sd_notify {state:?}: {e}");
+        tracing::warn!("sd_notify {state:?}: {e}");
     }
 }
 

@@ -158,6 +158,7 @@ struct State {
     head: u64,
     error: Option<String>,
     fork: Option<u64>,
+    errors: u64,
     stop: bool,
 }
 
@@ -170,6 +171,8 @@ pub struct Status {
     pub error: Option<String>,
     /// The fork, if one was found.
     pub fork: Option<u64>,
+    /// Failed replication attempts since start (each is retried).
+    pub errors_total: u64,
 }
 
 /// A running replicator thread (its own tokio runtime).
@@ -246,6 +249,7 @@ impl Replicator {
             replicated: st.replicated,
             error: st.error.clone(),
             fork: st.fork,
+            errors_total: st.errors,
         }
     }
 
@@ -308,10 +312,11 @@ async fn run(shared: &(Mutex<State>, Condvar), agent: &Agent, remote: &Remote) {
                 }
                 st.replicated = next;
                 st.error = None;
+                tracing::debug!(seq = next, "replicated");
                 cv.notify_all();
             }
             Err(Error::Fork { seq }) => {
-                eprintln!("sovseal-mount: {}", Error::Fork { seq });
+                tracing::error!("{}", Error::Fork { seq });
                 let _ = agent
                     .repo()
                     .index()
@@ -324,14 +329,18 @@ async fn run(shared: &(Mutex<State>, Condvar), agent: &Agent, remote: &Remote) {
             }
             Err(e) => {
                 let msg = e.to_string();
-                eprintln!(
-                    "sovseal-mount: replication of snapshot {next} failed, retrying in {backoff:?}: {msg}"
+                tracing::warn!(
+                    "replication of snapshot {next} failed, retrying in {backoff:?}: {msg}"
                 );
                 let _ = agent
                     .repo()
                     .index()
                     .set_meta(META_ERROR, Some(msg.as_bytes()));
-                m.lock().expect("replicator").error = Some(msg);
+                {
+                    let mut st = m.lock().expect("replicator");
+                    st.error = Some(msg);
+                    st.errors += 1;
+                }
                 // Sleep in slices so that a stop is noticed promptly.
                 let until = tokio::time::Instant::now() + jitter(backoff);
                 while tokio::time::Instant::now() < until {

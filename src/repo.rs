@@ -38,6 +38,7 @@ pub struct Repo {
     pending: Mutex<HashMap<ObjectId, NewObject>>,
     meta: Lru<ObjectId, Meta>,
     chunks: Lru<ObjectId, Vec<u8>>,
+    sealed_bytes: std::sync::atomic::AtomicU64,
 }
 
 impl Repo {
@@ -50,6 +51,7 @@ impl Repo {
             pending: Mutex::new(HashMap::new()),
             meta: Lru::new(META_CACHE_BYTES),
             chunks: Lru::new(CHUNK_CACHE_BYTES),
+            sealed_bytes: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
@@ -61,6 +63,16 @@ impl Repo {
     /// The index (locked).
     pub fn index(&self) -> MutexGuard<'_, Index> {
         self.index.lock().expect("index lock")
+    }
+
+    /// Sealed bytes appended to the packs through this handle.
+    pub fn sealed_bytes(&self) -> u64 {
+        self.sealed_bytes.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    fn count_sealed(&self, n: usize) {
+        self.sealed_bytes
+            .fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// The store.
@@ -79,6 +91,7 @@ impl Repo {
         }
         let sealed = envelope::seal_object(&self.keys, kind, &id, plaintext);
         let loc = self.store.append(&id, kind, &sealed)?;
+        self.count_sealed(sealed.len());
         self.pending
             .lock()
             .expect("pending")
@@ -103,6 +116,7 @@ impl Repo {
             return Ok(());
         }
         let loc = self.store.append(id, kind, sealed)?;
+        self.count_sealed(sealed.len());
         self.pending
             .lock()
             .expect("pending")

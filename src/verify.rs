@@ -66,6 +66,25 @@ fn check_object(agent: &Agent, kind: ObjectKind, id: &ObjectId) -> Result<(Vec<u
     Ok((repo.open_verified(kind, id)?, u64::from(loc.len)))
 }
 
+/// The file in the data dir recording the last successful full
+/// verification (`sovseal status` shows it). Informational: nothing trusts it.
+pub const VERIFIED_FILE: &str = "verified.json";
+
+/// Records a successful verification: head sequence and when.
+pub fn record(agent: &Agent, report: &Report) -> Result<()> {
+    let path = agent.data_dir().join(VERIFIED_FILE);
+    let at_ms = crate::engine::now_ns() / 1_000_000;
+    let v = serde_json::json!({ "seq": report.head_seq, "at_ms": at_ms });
+    crate::metrics::write_file(&path, &v.to_string()).map_err(|e| Error::io(&path, e))
+}
+
+/// The last recorded verification: (head sequence, ms since the epoch).
+pub fn last_verified(agent: &Agent) -> Option<(u64, i64)> {
+    let raw = std::fs::read(agent.data_dir().join(VERIFIED_FILE)).ok()?;
+    let v: serde_json::Value = serde_json::from_slice(&raw).ok()?;
+    Some((v["seq"].as_u64()?, v["at_ms"].as_i64()?))
+}
+
 /// Verifies every object one snapshot references (present, header, tag,
 /// id), each once: what rollback and restore check before they use a tree.
 pub fn verify_snapshot(agent: &Agent, view: &crate::engine::view::SnapshotView) -> Result<()> {

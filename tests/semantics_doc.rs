@@ -38,6 +38,7 @@ probes = {
     "mknod-chr": lambda: os.mknod("dev", 0o600 | stat.S_IFCHR, os.makedev(1, 3)),
     "mknod-reg": lambda: os.mknod("reg", 0o600 | stat.S_IFREG),
     "xattr-user": lambda: os.setxattr("f", "user.k2", b"v"),
+    "xattr-state-set": lambda: os.setxattr("f", "user.sovseal.state", b"x"),
     "xattr-trusted": lambda: os.setxattr("f", "trusted.k", b"v"),
     "xattr-security": lambda: os.setxattr("f", "security.k", b"v"),
     "xattr-missing": lambda: os.getxattr("f", "user.none"),

@@ -31,6 +31,9 @@ pub struct CommitInfo {
     pub seq: u64,
     /// Its envelope hash.
     pub hash: [u8; 32],
+    /// The inodes this commit wrote (changed, created or deleted). Empty for
+    /// a rollback, which replaces the whole tree and runs unmounted.
+    pub inodes: Vec<u64>,
 }
 
 /// Creates snapshot 1: an empty root directory owned by the caller.
@@ -157,6 +160,7 @@ impl Engine {
         let info = CommitInfo {
             seq: head.seq(),
             hash: head.hash(),
+            inodes: changed.keys().copied().collect(),
         };
         // Orphans outlive the commit: they stay readable until unpinned.
         let mut next = Overlay {
@@ -227,6 +231,7 @@ impl Engine {
         let info = CommitInfo {
             seq: head.seq(),
             hash: head.hash(),
+            inodes: Vec::new(),
         };
         self.head = Arc::new(head);
         Ok(info)

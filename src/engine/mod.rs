@@ -168,6 +168,13 @@ impl Engine {
         })
     }
 
+    /// Whether inode `ino` has changes not yet committed.
+    pub fn is_dirty_inode(&self, ino: u64) -> bool {
+        self.ov.inodes.contains_key(&ino)
+            || self.ov.files.contains_key(&ino)
+            || self.ov.dirs.contains_key(&ino)
+    }
+
     /// Sets the dirty budget (bytes of unsealed chunk data kept in memory).
     pub fn set_dirty_budget(&mut self, bytes: usize) {
         self.dirty_budget = bytes;

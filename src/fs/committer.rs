@@ -7,6 +7,7 @@
 //! by further changes but never beyond `max_delay` after the first.
 
 use crate::engine::Engine;
+use crate::metrics::Metrics;
 use crate::{Error, Result};
 use std::sync::{Arc, Condvar, Mutex, RwLock};
 use std::thread::JoinHandle;
@@ -23,8 +24,8 @@ struct State {
     stop: bool,
 }
 
-/// Called with the new head after every commit that made a snapshot.
-pub type OnCommit = Arc<dyn Fn(u64) + Send + Sync>;
+/// Called after every commit that made a snapshot.
+pub type OnCommit = Arc<dyn Fn(&crate::engine::CommitInfo) + Send + Sync>;
 
 /// The commit thread and its request state.
 pub struct Committer {
@@ -41,12 +42,13 @@ impl Committer {
         quiet: Duration,
         max_delay: Duration,
         on_commit: Option<OnCommit>,
+        metrics: Arc<Metrics>,
     ) -> Self {
         let shared = Arc::new((Mutex::new(State::default()), Condvar::new()));
         let s = shared.clone();
         let thread = std::thread::Builder::new()
             .name("sovseal-commit".into())
-            .spawn(move || run(&s, &engine, on_commit.as_ref()))
+            .spawn(move || run(&s, &engine, on_commit.as_ref(), &metrics))
             .expect("spawn commit thread");
         Committer {
             shared,
@@ -103,8 +105,12 @@ impl Committer {
         self.shared.0.lock().expect("committer").commits
     }
 
-    /// Commits what is pending and stops the thread.
+    /// Commits what is pending and stops the thread. Once stopped, further
+    /// calls do nothing and succeed (the first call reported the outcome).
     pub fn shutdown(&self) -> Result<()> {
+        if self.shared.0.lock().expect("committer").stop {
+            return Ok(());
+        }
         let r = self.commit_sync();
         {
             let (m, cv) = &*self.shared;
@@ -126,7 +132,12 @@ impl Drop for Committer {
     }
 }
 
-fn run(shared: &(Mutex<State>, Condvar), engine: &RwLock<Engine>, on_commit: Option<&OnCommit>) {
+fn run(
+    shared: &(Mutex<State>, Condvar),
+    engine: &RwLock<Engine>,
+    on_commit: Option<&OnCommit>,
+    metrics: &Metrics,
+) {
     let (m, cv) = shared;
     let mut st = m.lock().expect("committer");
     loop {
@@ -138,10 +149,24 @@ fn run(shared: &(Mutex<State>, Condvar), engine: &RwLock<Engine>, on_commit: Opt
             let target = st.requested;
             st.soon = None;
             drop(st);
+            let t0 = Instant::now();
             let res = engine.write().expect("engine lock").commit();
+            match &res {
+                Ok(Some(info)) => {
+                    metrics.commit(t0.elapsed(), true);
+                    tracing::debug!(
+                        seq = info.seq,
+                        inodes = info.inodes.len(),
+                        micros = t0.elapsed().as_micros() as u64,
+                        "committed"
+                    );
+                }
+                Ok(None) => {}
+                Err(_) => metrics.commit(t0.elapsed(), false),
+            }
             st = m.lock().expect("committer");
             if let (Ok(Some(info)), Some(f)) = (&res, on_commit) {
-                f(info.seq);
+                f(info);
             }
             match res {
                 Ok(made) => {
@@ -150,7 +175,7 @@ fn run(shared: &(Mutex<State>, Condvar), engine: &RwLock<Engine>, on_commit: Opt
                     st.commits += u64::from(made.is_some());
                 }
                 Err(e) => {
-                    eprintln!("sovseal-mount: commit failed: {e}");
+                    tracing::error!("commit failed: {e}");
                     st.last_error = Some(e.to_string());
                 }
             }

@@ -17,6 +17,7 @@ pub mod snapshots;
 
 use crate::engine::{Engine, RenameFlags, SetAttr, XattrFlags};
 use crate::envelope::tree::{FileType, Inode, ROOT_INO};
+use crate::metrics::{Metrics, Sample};
 use crate::replicator::Replicator;
 use crate::{Error, Result};
 use committer::Committer;
@@ -138,7 +139,17 @@ pub struct Fs {
     replicator: Option<Arc<Replicator>>,
     opts: Options,
     data_dir: PathBuf,
+    metrics: Arc<Metrics>,
+    /// Inode -> the snapshot that last wrote it, for inodes written since
+    /// the mount started; older inodes date from `mount_head` or before.
+    committed_at: Arc<Mutex<HashMap<u64, u64>>>,
+    mount_head: u64,
 }
+
+/// The virtual attribute that tells whether a file's latest content is
+/// committed and replicated: `dirty`, `committed:SEQ` or `replicated:SEQ`.
+/// Not listed (copy tools do not carry it along) and not settable.
+pub const STATE_XATTR: &[u8] = b"user.sovseal.state";
 
 impl Fs {
     /// Serves `engine` with `opts`; every new snapshot is handed to the
@@ -147,11 +158,30 @@ impl Fs {
         let agent = engine.shared_agent();
         let data_dir = agent.data_dir();
         let engine = Arc::new(RwLock::new(engine));
-        let on_commit = replicator.clone().map(|r| {
-            let f: committer::OnCommit = Arc::new(move |seq| r.notify(seq));
-            f
-        });
-        let committer = Committer::start(engine.clone(), opts.quiet, opts.max_delay, on_commit);
+        let mount_head = engine.read().expect("engine lock").head().seq();
+        let committed_at: Arc<Mutex<HashMap<u64, u64>>> = Arc::default();
+        let on_commit: committer::OnCommit = {
+            let replicator = replicator.clone();
+            let committed_at = committed_at.clone();
+            Arc::new(move |info| {
+                let mut at = committed_at.lock().expect("committed_at");
+                for ino in &info.inodes {
+                    at.insert(*ino, info.seq);
+                }
+                drop(at);
+                if let Some(r) = &replicator {
+                    r.notify(info.seq);
+                }
+            })
+        };
+        let metrics = Arc::new(Metrics::default());
+        let committer = Committer::start(
+            engine.clone(),
+            opts.quiet,
+            opts.max_delay,
+            Some(on_commit),
+            metrics.clone(),
+        );
         Fs {
             engine,
             snaps: Snapshots::new(agent),
@@ -161,6 +191,9 @@ impl Fs {
             replicator,
             opts,
             data_dir,
+            metrics,
+            committed_at,
+            mount_head,
         }
     }
 
@@ -680,6 +713,9 @@ impl Fs {
         if !name.starts_with(b"user.") {
             return Err(Error::fs("setxattr", libc::EOPNOTSUPP));
         }
+        if name == STATE_XATTR {
+            return Err(Error::fs("setxattr", libc::EPERM));
+        }
         match self.node(ino)? {
             Node::Live(i) if !self.opts.read_only => {
                 self.eng_mut().setxattr(i, name, value, flags)?;
@@ -693,6 +729,7 @@ impl Fs {
     /// Reads an attribute.
     pub fn getxattr(&self, ino: u64, name: &[u8]) -> Result<Vec<u8>> {
         match self.node(ino)? {
+            Node::Live(i) if name == STATE_XATTR => Ok(self.state_of(i).into_bytes()),
             Node::Live(i) => self.eng().getxattr(i, name),
             Node::Snap { seq, ino } => self
                 .snaps
@@ -722,6 +759,9 @@ impl Fs {
 
     /// Removes an attribute.
     pub fn removexattr(&self, ino: u64, name: &[u8]) -> Result<()> {
+        if name == STATE_XATTR {
+            return Err(Error::fs("removexattr", libc::EPERM));
+        }
         match self.node(ino)? {
             Node::Live(i) if !self.opts.read_only => {
                 self.eng_mut().removexattr(i, name)?;
@@ -730,6 +770,46 @@ impl Fs {
             }
             _ => Err(EROFS),
         }
+    }
+
+    /// The value of [`STATE_XATTR`] for live inode `ino`.
+    fn state_of(&self, ino: u64) -> String {
+        if self.eng().is_dirty_inode(ino) {
+            return "dirty".into();
+        }
+        let seq = self
+            .committed_at
+            .lock()
+            .expect("committed_at")
+            .get(&ino)
+            .copied()
+            .unwrap_or(self.mount_head);
+        match &self.replicator {
+            Some(r) if r.status().replicated >= seq => format!("replicated:{seq}"),
+            _ => format!("committed:{seq}"),
+        }
+    }
+
+    /// The Prometheus text exposition of this mount's metrics.
+    pub fn render_metrics(&self) -> String {
+        let (agent, head, sealed, dirty) = {
+            let e = self.eng();
+            (
+                e.agent().name().to_string(),
+                e.head().seq(),
+                e.agent().repo().sealed_bytes(),
+                e.dirty_bytes() as u64,
+            )
+        };
+        let rs = self.replicator.as_ref().map(|r| r.status());
+        self.metrics.render(&Sample {
+            agent,
+            head_seq: head,
+            replicated_seq: rs.as_ref().map(|s| s.replicated),
+            replication_errors: rs.map_or(0, |s| s.errors_total),
+            sealed_bytes: sealed,
+            dirty_bytes: dirty,
+        })
     }
 
     /// Space of the file system holding the data dir.
