@@ -64,17 +64,28 @@ pub struct Parts<'a> {
     objects: std::vec::IntoIter<crate::index::NewObject>,
     next: Option<(crate::index::NewObject, Vec<u8>)>,
     started: bool,
+    /// Bytes of records not yet put into a part.
+    remaining: usize,
 }
+
+/// Record header in a pack: id (32), kind (1), length (4).
+const RECORD_OVERHEAD: usize = 37;
 
 impl<'a> Parts<'a> {
     /// The parts of snapshot `seq`: the objects it first committed, in pack
     /// order.
     pub fn new(agent: &'a Agent, seq: u64) -> Result<Self> {
+        let objects = agent.repo().index().objects_of(seq)?;
+        let remaining = objects
+            .iter()
+            .map(|o| RECORD_OVERHEAD + o.loc.len as usize)
+            .sum();
         Ok(Parts {
             agent,
-            objects: agent.repo().index().objects_of(seq)?.into_iter(),
+            objects: objects.into_iter(),
             next: None,
             started: false,
+            remaining,
         })
     }
 
@@ -82,7 +93,11 @@ impl<'a> Parts<'a> {
     /// magic alone). Part boundaries are deterministic, so an upload
     /// repeated after a crash writes the same parts under the same names.
     pub fn next_part(&mut self) -> Result<Option<Vec<u8>>> {
-        let mut p = PACK_MAGIC.to_vec();
+        // Sized up front: grown by doubling, a 32 MiB part would hold up to
+        // 64 MiB, and PARTS_IN_FLIGHT of them twice the intended bound.
+        let cap = self.remaining.min(PART_BYTES + RECORD_OVERHEAD + (2 << 20));
+        let mut p = Vec::with_capacity(PACK_MAGIC.len() + cap);
+        p.extend_from_slice(&PACK_MAGIC[..]);
         loop {
             let (o, sealed) = match self.next.take() {
                 Some(x) => x,
@@ -102,6 +117,9 @@ impl<'a> Parts<'a> {
             p.push(o.kind as u8);
             p.extend_from_slice(&(sealed.len() as u32).to_le_bytes());
             p.extend_from_slice(&sealed);
+            self.remaining = self
+                .remaining
+                .saturating_sub(RECORD_OVERHEAD + sealed.len());
         }
         if p.len() == PACK_MAGIC.len() && self.started {
             return Ok(None);

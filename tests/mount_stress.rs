@@ -164,6 +164,10 @@ fn memory_stays_bounded_while_writing_a_file_larger_than_the_budget() {
         .unwrap();
     let size = std::fs::metadata(m.path("huge")).unwrap().len();
     assert_eq!(size, 400 << 20);
+    eprintln!(
+        "daemon peak RSS {} MiB writing and replicating 400 MiB",
+        hwm_kib / 1024
+    );
     // Budget 8 MiB + the bounded caches (64 MiB chunks, 64 MiB metadata) +
     // replication's parts in flight (4 x 32 MiB) + code: well under the file.
     assert!(
