@@ -44,14 +44,41 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Verify the whole chain and every object; exit 3 naming the first bad snapshot.
+    /// Verify the whole chain, every object and every signed checkpoint;
+    /// exit 3 naming the first bad snapshot or checkpoint.
     Verify {
         /// Agent name.
         #[arg(long)]
         agent: String,
+        /// Also check the remote against every checkpoint (its own, this
+        /// machine's, --checkpoint files): a remote that dropped or rolled
+        /// back snapshots fails. Without a value: the agent's remote.
+        #[arg(long, num_args = 0..=1, default_missing_value = "")]
+        remote: Option<String>,
+        /// A checkpoint kept elsewhere (e.g. by the checkpoint hook) that the
+        /// chain must reach and agree with. Repeatable.
+        #[arg(long)]
+        checkpoint: Vec<std::path::PathBuf>,
+        /// Fail if the newest checkpoint is older than this (e.g. 1h, 7d):
+        /// checkpoints stopped, or newer ones are being withheld.
+        #[arg(long)]
+        max_age: Option<String>,
         /// Print the report as JSON.
         #[arg(long)]
         json: bool,
+    },
+    /// Sign a checkpoint of the newest replicated snapshot now, store it
+    /// locally and on the remote, and run the hook if one is given.
+    Checkpoint {
+        /// Agent name.
+        #[arg(long)]
+        agent: String,
+        /// Remote URL (default: the agent's remote).
+        #[arg(long)]
+        remote: Option<String>,
+        /// Hook command (default: config.json `checkpoint_hook`).
+        #[arg(long)]
+        hook: Option<String>,
     },
     /// Print a file as of a snapshot (default: head).
     Cat {
@@ -343,8 +370,18 @@ fn run(cli: Cli) -> Result<()> {
                 }
             }
         }
-        Command::Verify { agent, json } => {
-            let (_, a) = open_agent(&agent)?;
+        Command::Verify {
+            agent,
+            remote,
+            checkpoint,
+            max_age,
+            json,
+        } => {
+            let (home, a) = open_agent(&agent)?;
+            let max_age = max_age
+                .as_deref()
+                .map(crate::config::parse_duration)
+                .transpose()?;
             let tty = std::io::IsTerminal::is_terminal(&std::io::stderr());
             let report = crate::verify::verify(&a, |seq, head| {
                 if tty && (seq % 100 == 0 || seq == head) {
@@ -355,14 +392,43 @@ fn run(cli: Cli) -> Result<()> {
                 eprintln!();
             }
             let report = report?;
+            // Checkpoints: this machine's, external ones, then the remote's.
+            let keys = a.repo().keys().clone();
+            let mut cps = crate::checkpoint::list_local(&a)?;
+            for f in &checkpoint {
+                cps.push(crate::checkpoint::read_file(f, &keys)?);
+            }
+            for c in &cps {
+                crate::checkpoint::check_local(&a, c)?;
+            }
+            let mut remote_head = None;
+            if let Some(r) = remote {
+                let url = home.remote_for(
+                    a.name(),
+                    Some(&r).filter(|r| !r.is_empty()).map(|s| s.as_str()),
+                )?;
+                let rem = crate::remote::Remote::open(&url)?;
+                let rt = crate::remote::runtime()?;
+                let theirs = rt.block_on(crate::checkpoint::fetch_remote(&keys, &rem))?;
+                cps.extend(theirs);
+                remote_head =
+                    Some(rt.block_on(crate::checkpoint::check_remote(&keys, &rem, &cps))?);
+            }
+            if let Some(age) = max_age {
+                crate::checkpoint::check_fresh(
+                    &cps,
+                    age.as_millis() as i64,
+                    crate::engine::now_ns() / 1_000_000,
+                )?;
+            }
             crate::verify::record(&a, &report)?;
+            let checkpointed = cps.iter().map(|c| c.seq).max();
             if json {
-                writeln!(
-                    out,
-                    "{}",
-                    serde_json::to_string(&report).expect("report encodes")
-                )
-                .map_err(w)?;
+                let mut v = serde_json::to_value(&report).expect("report encodes");
+                v["checkpoints"] = cps.len().into();
+                v["checkpointed_seq"] = checkpointed.into();
+                v["remote_head_seq"] = remote_head.into();
+                writeln!(out, "{v}").map_err(w)?;
             } else {
                 writeln!(
                     out,
@@ -370,6 +436,50 @@ fn run(cli: Cli) -> Result<()> {
                     report.first_seq, report.head_seq, report.snapshots, report.objects, report.sealed_bytes
                 )
                 .map_err(w)?;
+                match checkpointed {
+                    Some(s) => writeln!(
+                        out,
+                        "ok: {} signed checkpoints verified, newest at snapshot {s}",
+                        cps.len()
+                    )
+                    .map_err(w)?,
+                    None => writeln!(out, "no checkpoints yet").map_err(w)?,
+                }
+                if let Some(h) = remote_head {
+                    writeln!(
+                        out,
+                        "ok: the remote holds snapshots up to {h} and agrees with every checkpoint"
+                    )
+                    .map_err(w)?;
+                }
+            }
+        }
+        Command::Checkpoint {
+            agent,
+            remote,
+            hook,
+        } => {
+            let (home, a) = open_agent(&agent)?;
+            let seq = crate::replicator::replicated_seq(&a)?;
+            if seq == 0 {
+                return Err(Error::Invalid(format!(
+                    "agent {agent} has no replicated snapshot yet: a checkpoint names only snapshots on the remote"
+                )));
+            }
+            let url = home.remote_for(a.name(), remote.as_deref())?;
+            let rem = crate::remote::Remote::open(&url)?;
+            let rt = crate::remote::runtime()?;
+            let c = rt.block_on(crate::checkpoint::create(&a, &rem, seq))?;
+            writeln!(out, "signed checkpoint of snapshot {seq} ({})", c.hash).map_err(w)?;
+            let hook = match hook {
+                Some(h) => Some(h),
+                None => home
+                    .agent_setting(a.name(), "checkpoint_hook")?
+                    .and_then(|v| v.as_str().map(String::from)),
+            };
+            if let Some(h) = hook {
+                crate::checkpoint::run_hook(&h, &c)?;
+                writeln!(out, "hook ran").map_err(w)?;
             }
         }
         Command::Cat { agent, seq, path } => {
@@ -405,6 +515,8 @@ fn run(cli: Cli) -> Result<()> {
             };
             let error = meta(crate::replicator::META_ERROR)?;
             let verified = crate::verify::last_verified(&a);
+            let checkpointed = crate::checkpoint::checkpointed_seq(&a)?;
+            let checkpoint_error = meta(crate::replicator::META_CHECKPOINT_ERROR)?;
             let daemon = crate::agent::writer_pid(&home, a.name());
             let v = serde_json::json!({
                 "agent": agent,
@@ -413,6 +525,8 @@ fn run(cli: Cli) -> Result<()> {
                 "replicated_seq": replicated,
                 "verified_seq": verified.map(|v| v.0),
                 "verified_at": verified.map(|v| rfc3339_ms(v.1)),
+                "checkpointed_seq": checkpointed,
+                "checkpoint_error": checkpoint_error,
                 "queue_snapshots": head.saturating_sub(replicated),
                 "queue_objects": queued_objects,
                 "queue_bytes": queued_bytes,
@@ -431,6 +545,13 @@ fn run(cli: Cli) -> Result<()> {
                         writeln!(out, "verified    {s} (at {})", rfc3339_ms(at)).map_err(w)?
                     }
                     None => writeln!(out, "verified    never (run sovseal verify)").map_err(w)?,
+                }
+                match checkpointed {
+                    Some(s) => writeln!(out, "checkpoint  {s}").map_err(w)?,
+                    None => writeln!(out, "checkpoint  none yet").map_err(w)?,
+                }
+                if let Some(e) = &checkpoint_error {
+                    writeln!(out, "CHECKPOINT ERROR  {e}").map_err(w)?;
                 }
                 match daemon {
                     Some(pid) => writeln!(out, "mounted     yes (pid {pid})").map_err(w)?,

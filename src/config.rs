@@ -17,6 +17,33 @@ pub const MAX_AGENT_NAME: usize = 64;
 /// Version of the `config.json` schema written by this build.
 pub const CONFIG_SCHEMA_VERSION: u64 = 1;
 
+/// Parses a duration: a number with a unit `s`, `m`, `h`, `d` or `w`
+/// (`90s`, `15m`, `36h`, `7d`, `2w`); a bare number is seconds.
+pub fn parse_duration(s: &str) -> Result<std::time::Duration> {
+    let t = s.trim();
+    let (num, unit) = t.split_at(t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len()));
+    let n: u64 = num.parse().map_err(|_| {
+        Error::Invalid(format!(
+            "{s:?} is not a duration (use a number and s, m, h, d or w: 90s, 15m, 36h, 7d)"
+        ))
+    })?;
+    let mult = match unit {
+        "" | "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        "w" => 7 * 86_400,
+        _ => {
+            return Err(Error::Invalid(format!(
+                "{s:?}: unknown duration unit {unit:?} (use s, m, h, d or w)"
+            )));
+        }
+    };
+    n.checked_mul(mult)
+        .map(std::time::Duration::from_secs)
+        .ok_or_else(|| Error::Invalid(format!("{s:?} is too long a duration")))
+}
+
 /// A validated agent name.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct AgentName(String);
@@ -106,6 +133,18 @@ impl Home {
     /// rolling the data dir back is noticed.
     pub fn seen_head_path(&self, agent: &AgentName) -> PathBuf {
         self.root.join("seen").join(agent.as_str())
+    }
+
+    /// A setting of an agent in `config.json`: `agents.<name>.<key>`, else
+    /// the top-level `<key>`.
+    pub fn agent_setting(&self, agent: &AgentName, key: &str) -> Result<Option<Value>> {
+        let cfg = self.read_config()?;
+        let per_agent = cfg
+            .get("agents")
+            .and_then(|a| a.get(agent.as_str()))
+            .and_then(|a| a.get(key))
+            .cloned();
+        Ok(per_agent.or_else(|| cfg.get(key).cloned()))
     }
 
     /// The remote URL of an agent: `cli` if given, else `agents.<name>.remote`

@@ -11,17 +11,22 @@ pub fn encode(bytes: &[u8]) -> String {
     s
 }
 
-/// Decodes exactly 32 bytes of hex; `None` on any other input.
-pub fn decode32(s: &str) -> Option<[u8; 32]> {
+/// Decodes exactly `N` bytes of hex; `None` on any other input.
+pub fn decode_n<const N: usize>(s: &str) -> Option<[u8; N]> {
     let b = s.as_bytes();
-    if b.len() != 64 {
+    if b.len() != 2 * N {
         return None;
     }
-    let mut out = [0u8; 32];
+    let mut out = [0u8; N];
     for (i, pair) in b.chunks(2).enumerate() {
         let hi = (pair[0] as char).to_digit(16)?;
         let lo = (pair[1] as char).to_digit(16)?;
         out[i] = (hi * 16 + lo) as u8;
     }
     Some(out)
+}
+
+/// Decodes exactly 32 bytes of hex; `None` on any other input.
+pub fn decode32(s: &str) -> Option<[u8; 32]> {
+    decode_n(s)
 }

@@ -9,6 +9,7 @@
 
 pub mod agent;
 pub mod cache;
+pub mod checkpoint;
 pub mod cli;
 pub mod config;
 pub mod engine;

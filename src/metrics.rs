@@ -44,6 +44,10 @@ pub struct Sample {
     pub sealed_bytes: u64,
     /// Dirty (not yet sealed) bytes held in memory.
     pub dirty_bytes: u64,
+    /// Newest signed checkpoint's sequence (with a replicator).
+    pub checkpointed_seq: u64,
+    /// Checkpoints or hook runs that failed since the mount started.
+    pub checkpoint_errors: u64,
 }
 
 impl Metrics {
@@ -129,6 +133,18 @@ impl Metrics {
                 "Replication attempts that failed (each is retried).",
                 s.replication_errors.to_string(),
             );
+            metric(
+                "sovseal_checkpointed_seq",
+                "gauge",
+                "Sequence number of the newest signed checkpoint.",
+                s.checkpointed_seq.to_string(),
+            );
+            metric(
+                "sovseal_checkpoint_errors_total",
+                "counter",
+                "Checkpoints or checkpoint hook runs that failed.",
+                s.checkpoint_errors.to_string(),
+            );
         }
         let h = self.commit_latency.lock().expect("metrics");
         let name = "sovseal_commit_duration_seconds";
@@ -171,6 +187,8 @@ mod tests {
             replication_errors: 2,
             sealed_bytes: 4096,
             dirty_bytes: 0,
+            checkpointed_seq: 6,
+            checkpoint_errors: 0,
         });
         assert!(
             t.contains("sovseal_commits_total{agent=\"a_b\"} 2\n"),

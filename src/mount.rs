@@ -54,6 +54,16 @@ pub struct Args {
     /// fsync and close return only once the snapshot is on the remote.
     #[arg(long)]
     pub sync_replication: bool,
+    /// Least seconds between two signed checkpoints (default: config.json
+    /// `checkpoint_interval_secs`, else 60). One is also made at unmount.
+    #[arg(long)]
+    pub checkpoint_interval_secs: Option<u64>,
+    /// Command (`sh -c`) run with each checkpoint for external anchoring:
+    /// the checkpoint JSON on stdin, SOVSEAL_CHECKPOINT_SEQ/_HASH/_AGENT_ID
+    /// in the environment (default: config.json `checkpoint_hook`). Its
+    /// failure is logged and shown by `sovseal status`.
+    #[arg(long)]
+    pub checkpoint_hook: Option<String>,
     /// Write Prometheus text metrics (commits, commit latency, sealed bytes,
     /// replication lag and errors) to this file every 2 s and at exit,
     /// replacing it atomically (for node_exporter's textfile collector).
@@ -419,6 +429,40 @@ fn unmount(mountpoint: &Path) -> Result<bool> {
     }
 }
 
+/// The checkpoint policy: flags, else config.json, else the defaults.
+fn checkpoint_policy(
+    args: &Args,
+    home: &Home,
+    agent: &AgentName,
+) -> Result<crate::replicator::CheckpointPolicy> {
+    let mut p = crate::replicator::CheckpointPolicy::default();
+    let secs = match args.checkpoint_interval_secs {
+        Some(s) => Some(s),
+        None => match home.agent_setting(agent, "checkpoint_interval_secs")? {
+            None => None,
+            Some(v) => Some(v.as_u64().ok_or_else(|| {
+                Error::Invalid("config.json: checkpoint_interval_secs must be a number".into())
+            })?),
+        },
+    };
+    if let Some(s) = secs {
+        p.interval = Duration::from_secs(s);
+    }
+    p.hook = match &args.checkpoint_hook {
+        Some(h) => Some(h.clone()),
+        None => match home.agent_setting(agent, "checkpoint_hook")? {
+            None => None,
+            Some(serde_json::Value::String(h)) => Some(h),
+            Some(_) => {
+                return Err(Error::Invalid(
+                    "config.json: checkpoint_hook must be a string (a shell command)".into(),
+                ));
+            }
+        },
+    };
+    Ok(p)
+}
+
 /// Joins the FUSE session after an unmount. The kernel ends a connection
 /// with ENODEV, or ECONNABORTED when the last file of a lazily detached
 /// mount closes: both are a normal end, not an error.
@@ -522,7 +566,8 @@ fn serve(
     let replicator = if mount.read_only {
         None
     } else {
-        let r = crate::replicator::Replicator::start(engine.shared_agent(), remote)?;
+        let policy = checkpoint_policy(args, home, agent)?;
+        let r = crate::replicator::Replicator::start_with(engine.shared_agent(), remote, policy)?;
         r.notify(engine.head().seq());
         Some(Arc::new(r))
     };

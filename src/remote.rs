@@ -280,6 +280,49 @@ impl Remote {
             .await
     }
 
+    fn checkpoint_path(&self, agent: &AgentId, seq: u64) -> Path {
+        self.agent_dir(agent)
+            .join("checkpoints")
+            .join(format!("{seq:020}.json"))
+    }
+
+    /// Stores a signed checkpoint (idempotent: its content is fixed by the
+    /// snapshot and the signing time; a later one for the same snapshot
+    /// replaces it harmlessly).
+    pub async fn put_checkpoint(&self, agent: &AgentId, seq: u64, json: Vec<u8>) -> Result<()> {
+        self.store
+            .put(&self.checkpoint_path(agent, seq), PutPayload::from(json))
+            .await
+            .map(|_| ())
+            .map_err(|e| remote_err("put checkpoint", e))
+    }
+
+    /// A checkpoint, if present.
+    pub async fn get_checkpoint(&self, agent: &AgentId, seq: u64) -> Result<Option<Vec<u8>>> {
+        self.get("get checkpoint", &self.checkpoint_path(agent, seq))
+            .await
+    }
+
+    /// Sequence numbers of the checkpoints present, ascending.
+    pub async fn list_checkpoints(&self, agent: &AgentId) -> Result<Vec<u64>> {
+        let dir = self.agent_dir(agent).join("checkpoints");
+        let mut seqs = Vec::new();
+        let mut s = self.store.list(Some(&dir));
+        while let Some(m) = s.next().await {
+            let m = m.map_err(|e| remote_err("list checkpoints", e))?;
+            if let Some(seq) = m
+                .location
+                .filename()
+                .and_then(|f| f.strip_suffix(".json"))
+                .and_then(|n| n.parse::<u64>().ok())
+            {
+                seqs.push(seq);
+            }
+        }
+        seqs.sort_unstable();
+        Ok(seqs)
+    }
+
     /// The raw store, for tests and tools that inspect what is stored.
     pub fn store(&self) -> &Arc<dyn ObjectStore> {
         &self.store

@@ -170,6 +170,28 @@ pub async fn upload(agent: &Agent, remote: &Remote, seq: u64) -> Result<()> {
     }
 }
 
+/// Meta row: the last checkpoint error (signing, upload or hook), while it lasts.
+pub const META_CHECKPOINT_ERROR: &str = "checkpoint_error";
+
+/// When the replicator signs checkpoints: once the queue is drained and
+/// `interval` has passed since the last one, and when it stops.
+#[derive(Clone, Debug)]
+pub struct CheckpointPolicy {
+    /// Least time between two checkpoints.
+    pub interval: Duration,
+    /// `sh -c` command run with each checkpoint (external anchoring).
+    pub hook: Option<String>,
+}
+
+impl Default for CheckpointPolicy {
+    fn default() -> Self {
+        CheckpointPolicy {
+            interval: Duration::from_secs(60),
+            hook: None,
+        }
+    }
+}
+
 #[derive(Default)]
 struct State {
     replicated: u64,
@@ -177,6 +199,9 @@ struct State {
     error: Option<String>,
     fork: Option<u64>,
     errors: u64,
+    checkpointed: u64,
+    checkpoint_error: Option<String>,
+    checkpoint_errors: u64,
     stop: bool,
 }
 
@@ -191,6 +216,12 @@ pub struct Status {
     pub fork: Option<u64>,
     /// Failed replication attempts since start (each is retried).
     pub errors_total: u64,
+    /// Newest checkpointed sequence.
+    pub checkpointed: u64,
+    /// The last checkpoint error (signing, upload or hook), while it lasts.
+    pub checkpoint_error: Option<String>,
+    /// Failed checkpoints and hook runs since start.
+    pub checkpoint_errors_total: u64,
 }
 
 /// A running replicator thread (its own tokio runtime).
@@ -200,9 +231,16 @@ pub struct Replicator {
 }
 
 impl Replicator {
-    /// Starts replicating `agent` to `remote`.
+    /// Starts replicating `agent` to `remote`, with the default checkpoint
+    /// policy.
     pub fn start(agent: Arc<Agent>, remote: Remote) -> Result<Self> {
+        Self::start_with(agent, remote, CheckpointPolicy::default())
+    }
+
+    /// Starts replicating `agent` to `remote`, signing checkpoints by `policy`.
+    pub fn start_with(agent: Arc<Agent>, remote: Remote, policy: CheckpointPolicy) -> Result<Self> {
         let replicated = replicated_seq(&agent)?;
+        let checkpointed = crate::checkpoint::checkpointed_seq(&agent)?.unwrap_or(0);
         let fork = fork_seq(&agent)?;
         let head = agent.repo().index().head_seq()?.unwrap_or(0);
         agent
@@ -214,6 +252,7 @@ impl Replicator {
                 replicated,
                 head,
                 fork,
+                checkpointed,
                 ..State::default()
             }),
             Condvar::new(),
@@ -222,7 +261,7 @@ impl Replicator {
         let runtime = crate::remote::runtime()?;
         let thread = std::thread::Builder::new()
             .name("sovseal-replicator".into())
-            .spawn(move || runtime.block_on(run(&s, &agent, &remote)))
+            .spawn(move || runtime.block_on(run(&s, &agent, &remote, &policy)))
             .map_err(|e| Error::io("replicator thread", e))?;
         Ok(Replicator {
             shared,
@@ -268,6 +307,9 @@ impl Replicator {
             error: st.error.clone(),
             fork: st.fork,
             errors_total: st.errors,
+            checkpointed: st.checkpointed,
+            checkpoint_error: st.checkpoint_error.clone(),
+            checkpoint_errors_total: st.checkpoint_errors,
         }
     }
 
@@ -297,21 +339,114 @@ fn jitter(d: Duration) -> Duration {
     d.mul_f64(f)
 }
 
-async fn run(shared: &(Mutex<State>, Condvar), agent: &Agent, remote: &Remote) {
+/// Signs a checkpoint of `seq`, then runs the hook; failures are logged,
+/// kept in the index for `sovseal status` and counted, never swallowed. A
+/// failed hook is run again (with a fresh checkpoint) after the interval.
+async fn checkpoint(
+    shared: &(Mutex<State>, Condvar),
+    agent: &Agent,
+    remote: &Remote,
+    seq: u64,
+    policy: &CheckpointPolicy,
+) {
+    let res = match crate::checkpoint::create(agent, remote, seq).await {
+        Ok(c) => match &policy.hook {
+            Some(h) => crate::checkpoint::run_hook(h, &c),
+            None => Ok(()),
+        },
+        Err(e) => Err(e),
+    };
+    let mut st = shared.0.lock().expect("replicator");
+    match res {
+        Ok(()) => {
+            st.checkpointed = seq;
+            st.checkpoint_error = None;
+            drop(st);
+            let _ = agent.repo().index().set_meta(META_CHECKPOINT_ERROR, None);
+            tracing::debug!(seq, "checkpoint signed");
+        }
+        Err(e) => {
+            let msg = e.to_string();
+            tracing::error!("checkpoint of snapshot {seq}: {msg}");
+            st.checkpoint_errors += 1;
+            st.checkpoint_error = Some(msg.clone());
+            drop(st);
+            let _ = agent
+                .repo()
+                .index()
+                .set_meta(META_CHECKPOINT_ERROR, Some(msg.as_bytes()));
+        }
+    }
+}
+
+/// What the replication loop does next.
+enum Step {
+    Upload(u64),
+    Checkpoint(u64),
+    FinalCheckpoint(u64),
+    Exit,
+}
+
+async fn run(
+    shared: &(Mutex<State>, Condvar),
+    agent: &Agent,
+    remote: &Remote,
+    policy: &CheckpointPolicy,
+) {
     let (m, cv) = shared;
     let mut backoff = Duration::from_millis(100);
+    // Due at once if the last checkpoint is behind what is replicated.
+    let mut last_cp = std::time::Instant::now()
+        .checked_sub(policy.interval)
+        .unwrap_or_else(std::time::Instant::now);
     loop {
-        let next = {
+        let step = {
             let mut st = m.lock().expect("replicator");
             loop {
-                if st.stop || st.fork.is_some() {
-                    return;
+                if st.fork.is_some() {
+                    break Step::Exit;
+                }
+                if st.stop {
+                    // A last checkpoint of what reached the remote.
+                    break match st.replicated > st.checkpointed {
+                        true => Step::FinalCheckpoint(st.replicated),
+                        false => Step::Exit,
+                    };
                 }
                 if st.replicated < st.head {
-                    break st.replicated + 1;
+                    break Step::Upload(st.replicated + 1);
+                }
+                if st.replicated > st.checkpointed {
+                    let due = last_cp + policy.interval;
+                    let now = std::time::Instant::now();
+                    if now >= due {
+                        break Step::Checkpoint(st.replicated);
+                    }
+                    st = cv.wait_timeout(st, due - now).expect("replicator").0;
+                    continue;
                 }
                 st = cv.wait(st).expect("replicator");
             }
+        };
+        let next = match step {
+            Step::Exit => return,
+            Step::FinalCheckpoint(r) => {
+                // Bounded: an unreachable remote must not hold up the unmount.
+                let cp = checkpoint(shared, agent, remote, r, policy);
+                if tokio::time::timeout(Duration::from_secs(10), cp)
+                    .await
+                    .is_err()
+                {
+                    tracing::warn!("final checkpoint of snapshot {r} timed out");
+                }
+                return;
+            }
+            Step::Checkpoint(r) => {
+                checkpoint(shared, agent, remote, r, policy).await;
+                last_cp = std::time::Instant::now();
+                continue;
+            }
+            Step::Upload(next) => next,
         };
         match upload(agent, remote, next).await {
             Ok(()) => {

@@ -105,6 +105,14 @@ async fn restore_into(
             });
         }
     }
+    // Signed checkpoints on the remote: each must verify, and the chain must
+    // reach every one (a remote that dropped newer snapshots but kept their
+    // checkpoints is caught here, before anything is downloaded).
+    let checkpoints = crate::checkpoint::fetch_remote(&keys, remote).await?;
+    // (Only the length here; the hashes are compared once restored.)
+    if let Some(c) = checkpoints.last() {
+        crate::checkpoint::check(c, head, |_| c.hash_bytes().map(Some), "the remote")?;
+    }
     let (agent, _lock) = Agent::open_writer(home, name, master, true)?;
     let mut prev = GENESIS_PARENT;
     for seq in 1..=head {
@@ -154,6 +162,10 @@ async fn restore_into(
     }
     // Every object of every snapshot present and authentic, chain whole.
     crate::verify::verify(&agent, |_, _| {})?;
+    for c in &checkpoints {
+        crate::checkpoint::check_local(&agent, c)?;
+        crate::checkpoint::save_local(&agent, c)?;
+    }
     let head_view = agent.head()?;
     agent.record_seen(&head_view)?;
     agent

@@ -295,9 +295,19 @@ fn tampered_remote_is_refused_naming_the_snapshot() {
     let e = restore_err(&env, &remote);
     assert!(matches!(e, Error::ChainBroken { seq: 3, .. }), "{e}");
 
-    // The newest deleted: this machine's rollback record catches it.
+    // The newest deleted: the remote's own signed checkpoint of snapshot 5
+    // catches it (the replicator signed one when it stopped).
     let (env, _d, remote, dir) = wiped();
     std::fs::remove_file(dir.join("envelopes/00000000000000000005.json")).unwrap();
+    let e = restore_err(&env, &remote);
+    assert!(
+        matches!(e, Error::ChainBroken { seq: 5, .. })
+            && e.to_string().contains("signed checkpoint"),
+        "{e}"
+    );
+    // ...and with the checkpoints deleted too, this machine's rollback
+    // record still does.
+    std::fs::remove_dir_all(dir.join("checkpoints")).unwrap();
     let e = restore_err(&env, &remote);
     assert!(matches!(e, Error::Rollback { seen: 5, found: 4 }), "{e}");
 

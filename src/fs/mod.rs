@@ -806,7 +806,9 @@ impl Fs {
             agent,
             head_seq: head,
             replicated_seq: rs.as_ref().map(|s| s.replicated),
-            replication_errors: rs.map_or(0, |s| s.errors_total),
+            replication_errors: rs.as_ref().map_or(0, |s| s.errors_total),
+            checkpointed_seq: rs.as_ref().map_or(0, |s| s.checkpointed),
+            checkpoint_errors: rs.as_ref().map_or(0, |s| s.checkpoint_errors_total),
             sealed_bytes: sealed,
             dirty_bytes: dirty,
         })

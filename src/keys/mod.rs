@@ -48,6 +48,8 @@ pub const LABEL_OBJECT_ID: &str = "sovseal/object-id/v1";
 pub const LABEL_OBJECT_KEY: &str = "sovseal/object-key/v1";
 /// HKDF label prefix: the AES key of one snapshot manifest.
 pub const LABEL_MANIFEST_KEY: &str = "sovseal/manifest-key/v1";
+/// HKDF label: the seed of the agent's Ed25519 checkpoint signing key.
+pub const LABEL_CHECKPOINT: &str = "sovseal/checkpoint-key/v1";
 /// HKDF label: the public fingerprint of a master key (8 bytes shown as hex).
 pub const LABEL_FINGERPRINT: &str = "sovseal/key-fingerprint/v1";
 /// HKDF label: the HMAC key of the local seen-head record.
@@ -223,6 +225,35 @@ impl AgentKeys {
             &from_prk(&self.sync),
             &[LABEL_MANIFEST_KEY.as_bytes(), &seq.to_be_bytes()],
         )
+    }
+
+    /// Signs `msg` with the agent's Ed25519 checkpoint key (seed
+    /// `Expand(k_sync, "sovseal/checkpoint-key/v1")`): the same key on every
+    /// machine that holds the master key. Returns (public key, signature).
+    pub fn checkpoint_sign(&self, msg: &[u8]) -> ([u8; 32], [u8; 64]) {
+        use ed25519_dalek::ed25519::signature::Signer;
+        let seed = expand(&from_prk(&self.sync), &[LABEL_CHECKPOINT.as_bytes()]);
+        let sk = ed25519_dalek::SigningKey::from_bytes(seed.expose());
+        let sig = sk.sign(msg);
+        (sk.verifying_key().to_bytes(), sig.to_bytes())
+    }
+
+    /// The agent's checkpoint public key.
+    pub fn checkpoint_public_key(&self) -> [u8; 32] {
+        let seed = expand(&from_prk(&self.sync), &[LABEL_CHECKPOINT.as_bytes()]);
+        ed25519_dalek::SigningKey::from_bytes(seed.expose())
+            .verifying_key()
+            .to_bytes()
+    }
+
+    /// Verifies a checkpoint signature against this agent's public key
+    /// (strict verification: no malleable or small-order encodings).
+    pub fn checkpoint_verify(&self, msg: &[u8], sig: &[u8; 64]) -> bool {
+        let Ok(vk) = ed25519_dalek::VerifyingKey::from_bytes(&self.checkpoint_public_key()) else {
+            return false;
+        };
+        vk.verify_strict(msg, &ed25519_dalek::Signature::from_bytes(sig))
+            .is_ok()
     }
 
     /// HMAC-SHA256 of the local seen-head record.

@@ -1,0 +1,344 @@
+//! Signed checkpoints through a real mount and a real remote directory: the
+//! mount signs them and runs the hook; `verify` checks them locally, against
+//! the remote and against an externally kept copy; a remote that drops or
+//! rolls back snapshots is caught on a machine that has never seen the
+//! agent; forged, corrupted and stale checkpoints fail closed.
+
+#[path = "mount/harness.rs"]
+mod harness;
+use harness::{Mounted, SOVSEAL, text};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+fn fails(o: &Output, code: i32, needle: &str) {
+    let err = text(&o.stderr);
+    assert_eq!(o.status.code(), Some(code), "{err}{}", text(&o.stdout));
+    assert!(err.contains(needle), "expected {needle:?} in: {err}");
+}
+
+fn ok(o: &Output) -> String {
+    assert!(
+        o.status.success(),
+        "exit {:?}: {}",
+        o.status.code(),
+        text(&o.stderr)
+    );
+    text(&o.stdout)
+}
+
+/// The agent's directory on the default file:// remote.
+fn remote_agent_dir(m: &Mounted) -> PathBuf {
+    let root = m.home.join("remote/sovseal-v1");
+    let mut dirs: Vec<_> = std::fs::read_dir(&root)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(dirs.len(), 1, "{dirs:?}");
+    dirs.pop().unwrap()
+}
+
+fn wait_checkpointed(m: &Mounted, seq: u64) {
+    let t0 = Instant::now();
+    loop {
+        let s = m.status();
+        if s["checkpointed_seq"].as_u64() >= Some(seq) {
+            return;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(30), "no checkpoint: {s}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// A second machine: a fresh home holding the same master key (as after
+/// `key import`), restoring from machine 1's remote directory.
+fn fresh_restore(m: &Mounted, name: &str) -> Output {
+    let home2 = m.dir.path().join(name);
+    std::fs::create_dir(&home2).unwrap();
+    std::fs::set_permissions(&home2, std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
+    std::fs::copy(m.home.join("master.key"), home2.join("master.key")).unwrap();
+    let remote = format!("file://{}", m.home.join("remote").display());
+    Command::new(SOVSEAL)
+        .args(["restore", "--agent", &m.agent, "--remote", &remote])
+        .arg(m.dir.path().join(format!("{name}-out")))
+        .env("SOVSEAL_HOME", &home2)
+        .env("SOVSEAL_KEY_FALLBACK", "file")
+        .output()
+        .unwrap()
+}
+
+fn envelope(dir: &Path, seq: u64) -> PathBuf {
+    dir.join("envelopes").join(format!("{seq:020}.json"))
+}
+
+#[test]
+fn checkpoints_catch_a_remote_that_drops_snapshots() {
+    let anchors = tempfile::tempdir().unwrap();
+    let hook = format!(
+        "cat > {}/cp-$SOVSEAL_CHECKPOINT_SEQ.json",
+        anchors.path().display()
+    );
+    let m = Mounted::new(
+        "anchored",
+        &[
+            "--checkpoint-interval-secs",
+            "0",
+            "--checkpoint-hook",
+            &hook,
+        ],
+    );
+    m.sh("echo one > a && sync");
+    m.sh("echo two > b && sync");
+    let head = m.wait_replicated();
+    wait_checkpointed(&m, head);
+    // The hook got the checkpoint JSON; it is the one stored locally.
+    let anchor = anchors.path().join(format!("cp-{head}.json"));
+    let hooked: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&anchor).unwrap()).unwrap();
+    assert_eq!(hooked["seq"], head);
+    assert_eq!(hooked["format"], "sovseal-checkpoint");
+    let s = m.status();
+    assert!(s["checkpoint_error"].is_null(), "{s}");
+    m.unmount();
+
+    // verify: local checkpoints, the remote, the external anchor.
+    let v = ok(&m.sovseal(&[
+        "verify",
+        "--agent",
+        "anchored",
+        "--remote",
+        "--checkpoint",
+        anchor.to_str().unwrap(),
+        "--max-age",
+        "1h",
+    ]));
+    assert!(v.contains("signed checkpoints verified"), "{v}");
+    assert!(v.contains(&format!("holds snapshots up to {head}")), "{v}");
+
+    // A fresh machine restores it (and keeps the remote's checkpoints).
+    ok(&fresh_restore(&m, "m2"));
+
+    // The remote drops the newest snapshot but keeps its checkpoint:
+    // machine 1 and a fresh machine both refuse.
+    let rdir = remote_agent_dir(&m);
+    let saved = std::fs::read(envelope(&rdir, head)).unwrap();
+    std::fs::remove_file(envelope(&rdir, head)).unwrap();
+    fails(
+        &m.sovseal(&["verify", "--agent", "anchored", "--remote"]),
+        3,
+        "snapshots were dropped or rolled back",
+    );
+    fails(
+        &fresh_restore(&m, "m3"),
+        3,
+        "snapshots were dropped or rolled back",
+    );
+
+    // It also deletes the checkpoints (a thorough rollback): a fresh machine
+    // can no longer tell from the remote alone, but the anchor kept by the
+    // hook, or this machine's own checkpoints, still catch it.
+    std::fs::remove_dir_all(rdir.join("checkpoints")).unwrap();
+    ok(&fresh_restore(&m, "m4"));
+    fails(
+        &m.sovseal(&["verify", "--agent", "anchored", "--remote"]),
+        3,
+        "dropped or rolled back",
+    );
+    let home5 = m.dir.path().join("m5");
+    std::fs::create_dir(&home5).unwrap();
+    std::fs::set_permissions(&home5, std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
+    std::fs::copy(m.home.join("master.key"), home5.join("master.key")).unwrap();
+    let m5 = |args: &[&str]| {
+        Command::new(SOVSEAL)
+            .args(args)
+            .env("SOVSEAL_HOME", &home5)
+            .env("SOVSEAL_KEY_FALLBACK", "file")
+            .output()
+            .unwrap()
+    };
+    // Machine 5 mounts the agent (restored from the remote on first mount).
+    let remote = format!("file://{}", m.home.join("remote").display());
+    let mnt5 = m.dir.path().join("mnt5");
+    std::fs::create_dir(&mnt5).unwrap();
+    let o = Command::new(harness::MOUNT)
+        .args(["--agent", "anchored", "--remote", &remote])
+        .arg(&mnt5)
+        .env("SOVSEAL_HOME", &home5)
+        .env("SOVSEAL_KEY_FALLBACK", "file")
+        .output()
+        .unwrap();
+    ok(&o);
+    assert_eq!(std::fs::read(mnt5.join("a")).unwrap(), b"one\n");
+    assert!(
+        !mnt5.join("b").exists(),
+        "the rolled-back remote lacks the newest snapshot"
+    );
+    ok(&Command::new("fusermount3")
+        .arg("-u")
+        .arg(&mnt5)
+        .output()
+        .unwrap());
+    let t0 = Instant::now();
+    while !serde_json::from_str::<serde_json::Value>(&ok(&m5(&[
+        "status", "--agent", "anchored", "--json",
+    ])))
+    .unwrap()["mounted_by_pid"]
+        .is_null()
+    {
+        assert!(t0.elapsed() < Duration::from_secs(30));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // On its own, machine 5 cannot tell...
+    ok(&m5(&["verify", "--agent", "anchored", "--remote", &remote]));
+    fails(
+        &m5(&[
+            "verify",
+            "--agent",
+            "anchored",
+            "--checkpoint",
+            anchor.to_str().unwrap(),
+        ]),
+        3,
+        "dropped or rolled back",
+    );
+
+    // Put the snapshot back: everything agrees again.
+    std::fs::write(envelope(&rdir, head), saved).unwrap();
+    ok(&m.sovseal(&["verify", "--agent", "anchored", "--remote"]));
+}
+
+#[test]
+fn forged_corrupted_and_stale_checkpoints_fail_closed() {
+    let m = Mounted::new("strict", &["--checkpoint-interval-secs", "0"]);
+    m.sh("echo x > x && sync");
+    let head = m.wait_replicated();
+    wait_checkpointed(&m, head);
+    m.unmount();
+    let local = m
+        .home
+        .join("agents/strict/checkpoints")
+        .join(format!("{head:020}.json"));
+    let good = std::fs::read(&local).unwrap();
+
+    // Stale: the newest checkpoint is older than --max-age.
+    std::thread::sleep(Duration::from_millis(2100));
+    fails(
+        &m.sovseal(&["verify", "--agent", "strict", "--max-age", "1s"]),
+        3,
+        "the newest checkpoint is",
+    );
+    fails(
+        &m.sovseal(&["verify", "--agent", "strict", "--max-age", "5 parsecs"]),
+        2,
+        "unknown duration unit",
+    );
+    ok(&m.sovseal(&["verify", "--agent", "strict", "--max-age", "1h"]));
+
+    // Corrupted locally (a changed hash): the signature no longer verifies.
+    let mut v: serde_json::Value = serde_json::from_slice(&good).unwrap();
+    v["hash"] = serde_json::json!("00".repeat(32));
+    std::fs::write(&local, serde_json::to_vec(&v).unwrap()).unwrap();
+    fails(
+        &m.sovseal(&["verify", "--agent", "strict"]),
+        3,
+        "signature does not verify",
+    );
+    std::fs::write(&local, &good).unwrap();
+
+    // Forged on the remote: signed by another master key (an attacker's),
+    // claiming a later snapshot. A fresh machine refuses to restore.
+    let rdir = remote_agent_dir(&m);
+    let forged_cp = rdir
+        .join("checkpoints")
+        .join(format!("{:020}.json", head + 5));
+    let mut f: serde_json::Value = serde_json::from_slice(&good).unwrap();
+    f["seq"] = serde_json::json!(head + 5);
+    std::fs::write(&forged_cp, serde_json::to_vec(&f).unwrap()).unwrap();
+    fails(&fresh_restore(&m, "f1"), 3, "signature does not verify");
+    fails(
+        &m.sovseal(&["verify", "--agent", "strict", "--remote"]),
+        3,
+        "signature does not verify",
+    );
+    std::fs::remove_file(&forged_cp).unwrap();
+    ok(&fresh_restore(&m, "f2"));
+
+    // A checkpoint from elsewhere that is not JSON.
+    let junk = m.dir.path().join("junk.json");
+    std::fs::write(&junk, b"nope").unwrap();
+    fails(
+        &m.sovseal(&[
+            "verify",
+            "--agent",
+            "strict",
+            "--checkpoint",
+            junk.to_str().unwrap(),
+        ]),
+        3,
+        "not checkpoint JSON",
+    );
+}
+
+#[test]
+fn a_failing_hook_is_reported_and_nothing_is_lost() {
+    let m = Mounted::new(
+        "hooked",
+        &[
+            "--checkpoint-interval-secs",
+            "0",
+            "--checkpoint-hook",
+            "echo anchoring service unreachable >&2; exit 7",
+        ],
+    );
+    m.sh("echo data > d && sync");
+    let head = m.wait_replicated();
+    let t0 = Instant::now();
+    let s = loop {
+        let s = m.status();
+        if !s["checkpoint_error"].is_null() {
+            break s;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(30), "no hook error: {s}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let e = s["checkpoint_error"].as_str().unwrap();
+    assert!(
+        e.contains("exit status: 7") && e.contains("anchoring service unreachable"),
+        "{e}"
+    );
+    let human = text(&m.sovseal(&["status", "--agent", "hooked"]).stdout);
+    assert!(human.contains("CHECKPOINT ERROR"), "{human}");
+    m.unmount();
+    let log = std::fs::read_to_string(m.home.join("logs/hooked.log")).unwrap();
+    assert!(
+        log.contains("ERROR") && log.contains("checkpoint of snapshot"),
+        "{log}"
+    );
+    // The checkpoint itself was signed and stored; the data is intact.
+    assert_eq!(m.status()["checkpointed_seq"], head);
+    m.verify();
+
+    // The manual command: a checkpoint now, with a hook that works.
+    let out = m.dir.path().join("manual.json");
+    let o = ok(&m.sovseal(&[
+        "checkpoint",
+        "--agent",
+        "hooked",
+        "--hook",
+        &format!("cat > {}", out.display()),
+    ]));
+    assert!(o.contains(&format!("checkpoint of snapshot {head}")), "{o}");
+    let c: serde_json::Value = serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
+    assert_eq!(c["seq"], head);
+    // Its failure is an error, not a warning.
+    fails(
+        &m.sovseal(&["checkpoint", "--agent", "hooked", "--hook", "exit 3"]),
+        2,
+        "exit status: 3",
+    );
+    fails(
+        &m.sovseal(&["checkpoint", "--agent", "nobody"]),
+        2,
+        "nobody",
+    );
+}
