@@ -106,8 +106,18 @@ impl Agent {
     }
 
     /// Opens snapshot `seq`: its envelope from the index, the recorded hash
-    /// against the envelope, then tag and payload hash.
+    /// against the envelope, then tag and payload hash. A forgotten snapshot
+    /// is refused ([`Error::Forgotten`]): its content may be gone.
     pub fn snapshot(&self, seq: u64) -> Result<SnapshotView> {
+        if self.repo.index().is_forgotten(seq)? {
+            return Err(Error::Forgotten(seq));
+        }
+        self.snapshot_unchecked(seq)
+    }
+
+    /// Like [`Agent::snapshot`], forgotten or not (verification and prune
+    /// look at the envelope and what is still referenced).
+    pub fn snapshot_unchecked(&self, seq: u64) -> Result<SnapshotView> {
         let (env, stored) = {
             let idx = self.repo.index();
             let env = idx

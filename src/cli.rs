@@ -147,6 +147,53 @@ enum Command {
         #[arg(long)]
         seq: u64,
     },
+    /// Forget snapshots outside a retention policy. They stop being listed
+    /// and opened; their envelopes stay, so the chain still verifies; their
+    /// content is removed by `prune`. The head is always kept. The agent
+    /// must not be mounted.
+    Forget {
+        /// Agent name.
+        #[arg(long)]
+        agent: String,
+        /// Keep the newest N snapshots.
+        #[arg(long)]
+        keep_last: Option<u64>,
+        /// Keep the newest snapshot of each of the newest N hours.
+        #[arg(long)]
+        keep_hourly: Option<u64>,
+        /// Keep the newest snapshot of each of the newest N days.
+        #[arg(long)]
+        keep_daily: Option<u64>,
+        /// Keep every snapshot newer than this (e.g. 36h, 7d, 2w).
+        #[arg(long)]
+        keep_within: Option<String>,
+        /// Show what would be forgotten; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Prune right after (see `prune`).
+        #[arg(long)]
+        prune: bool,
+        /// Remote to prune (default: the agent's remote).
+        #[arg(long)]
+        remote: Option<String>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove the content no retained snapshot references: rewrite local
+    /// packs, delete the remote pack parts of forgotten snapshots. The agent
+    /// must not be mounted.
+    Prune {
+        /// Agent name.
+        #[arg(long)]
+        agent: String,
+        /// Remote (default: the agent's remote).
+        #[arg(long)]
+        remote: Option<String>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Back up and restore the master key.
     Key {
         #[command(subcommand)]
@@ -234,6 +281,32 @@ fn ask(prompt: &str) -> Result<zeroize::Zeroizing<String>> {
     read.map_err(no_tty)?;
     let trimmed = zeroize::Zeroizing::new(line.trim_end_matches(['\r', '\n']).to_owned());
     Ok(trimmed)
+}
+
+/// Prunes locally, then on the agent's remote.
+fn prune_agent(
+    home: &Home,
+    a: &crate::agent::Agent,
+    remote: Option<&str>,
+) -> Result<crate::retention::PruneReport> {
+    let mut r = crate::retention::prune_local(a)?;
+    let url = home.remote_for(a.name(), remote)?;
+    let rem = crate::remote::Remote::open(&url)?;
+    crate::remote::runtime()?.block_on(crate::retention::prune_remote(a, &rem, &mut r))?;
+    Ok(r)
+}
+
+fn write_prune(out: &mut impl Write, r: &crate::retention::PruneReport) -> std::io::Result<()> {
+    writeln!(
+        out,
+        "pruned {} objects ({} sealed bytes) from {} packs; remote: {} snapshots' parts deleted ({} parts), {} kept (they hold content still in use)",
+        r.objects_removed,
+        r.bytes_removed,
+        r.packs_rewritten,
+        r.remote_snapshots_pruned,
+        r.remote_parts_deleted,
+        r.remote_snapshots_kept
+    )
 }
 
 /// Runs the CLI; returns the process exit code.
@@ -661,6 +734,86 @@ fn run(cli: Cli) -> Result<()> {
                 info.seq
             )
             .map_err(w)?;
+        }
+        Command::Forget {
+            agent,
+            keep_last,
+            keep_hourly,
+            keep_daily,
+            keep_within,
+            dry_run,
+            prune,
+            remote,
+            json,
+        } => {
+            let policy = crate::retention::Policy {
+                keep_last,
+                keep_hourly,
+                keep_daily,
+                keep_within,
+            };
+            policy.validate()?;
+            let home = Home::from_env()?;
+            let name = AgentName::new(&agent)?;
+            let m = master(&home)?;
+            let (a, _lock) = crate::agent::Agent::open_writer(&home, &name, &m, false)?;
+            let retained = a.repo().index().retained()?;
+            let (keep, forget) =
+                crate::retention::plan(&policy, &retained, crate::engine::now_ns() / 1_000_000)?;
+            if !dry_run {
+                crate::retention::forget(&a, &forget)?;
+            }
+            let pruned = if prune && !dry_run {
+                Some(prune_agent(&home, &a, remote.as_deref())?)
+            } else {
+                None
+            };
+            if json {
+                let v = serde_json::json!({
+                    "dry_run": dry_run,
+                    "kept": keep,
+                    "forgotten": forget,
+                    "prune": pruned,
+                });
+                writeln!(out, "{v}").map_err(w)?;
+            } else {
+                let verb = if dry_run { "would forget" } else { "forgot" };
+                writeln!(
+                    out,
+                    "{verb} {} snapshots, keeping {}: {}",
+                    forget.len(),
+                    keep.len(),
+                    keep.iter()
+                        .map(u64::to_string)
+                        .collect::<Vec<_>>()
+                        .join(" ")
+                )
+                .map_err(w)?;
+                if let Some(r) = pruned {
+                    write_prune(&mut out, &r).map_err(w)?;
+                }
+            }
+        }
+        Command::Prune {
+            agent,
+            remote,
+            json,
+        } => {
+            let home = Home::from_env()?;
+            let name = AgentName::new(&agent)?;
+            let m = master(&home)?;
+            let (a, _lock) = crate::agent::Agent::open_writer(&home, &name, &m, false)?;
+            let r = prune_agent(&home, &a, remote.as_deref())?;
+            if json {
+                writeln!(
+                    out,
+                    "{}",
+                    serde_json::to_string(&r).expect("report encodes")
+                )
+                .map_err(w)?;
+            } else {
+                write_prune(&mut out, &r).map_err(w)?;
+            }
         }
         Command::Key { cmd } => match cmd {
             KeyCommand::Export {

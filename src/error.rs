@@ -110,6 +110,9 @@ pub enum Error {
     /// A sequence number that is not retained.
     #[error("no snapshot {0}")]
     NoSuchSnapshot(u64),
+    /// The snapshot was forgotten (retention): listed nowhere, content pruned.
+    #[error("snapshot {0} was forgotten (retention); its content is gone or going")]
+    Forgotten(u64),
     /// Bad user input (agent name, path, option).
     #[error("invalid input: {0}")]
     Invalid(String),
@@ -178,6 +181,7 @@ impl Error {
     pub fn errno(&self) -> i32 {
         match self {
             Error::Fs { errno, .. } => *errno,
+            Error::NoSuchSnapshot(_) | Error::Forgotten(_) => libc::ENOENT,
             Error::Io { source, .. } => source.raw_os_error().unwrap_or(libc::EIO),
             _ => libc::EIO,
         }

@@ -39,7 +39,10 @@ pub fn code_for(err: &Error) -> i32 {
         | Error::Custody(_)
         | Error::UnknownKeyVersion(..) => KEYS,
         Error::Locked { .. } => LOCKED,
-        Error::Invalid(_) | Error::NoSuchAgent(_) | Error::NoSuchSnapshot(_) => USAGE,
+        Error::Invalid(_)
+        | Error::NoSuchAgent(_)
+        | Error::NoSuchSnapshot(_)
+        | Error::Forgotten(_) => USAGE,
         _ => FAILURE,
     }
 }

@@ -19,7 +19,7 @@ use std::path::Path;
 use std::time::Duration;
 
 /// Schema version written by this build.
-pub const SCHEMA_VERSION: i64 = 2;
+pub const SCHEMA_VERSION: i64 = 3;
 
 const MIGRATIONS: &[(i64, &str)] = &[
     (
@@ -51,6 +51,17 @@ const MIGRATIONS: &[(i64, &str)] = &[
         2,
         "ALTER TABLE objects ADD COLUMN seq INTEGER;
          CREATE INDEX objects_by_seq ON objects (seq);",
+    ),
+    // Retention: forgotten snapshots keep their row (the chain still
+    // verifies) and get a signed forget record; their content may be pruned.
+    (
+        3,
+        "CREATE TABLE forgotten (
+             seq INTEGER PRIMARY KEY,
+             at_ms INTEGER NOT NULL,
+             record BLOB NOT NULL,
+             remote_pruned INTEGER NOT NULL DEFAULT 0
+         );",
     ),
 ];
 
@@ -412,11 +423,12 @@ impl Index {
             .query_row([], |r| r.get(0))?)
     }
 
-    /// Up to `limit` snapshots with `seq > after`, in order (cursor paging).
+    /// Up to `limit` retained (not forgotten) snapshots with `seq > after`,
+    /// in order (cursor paging).
     pub fn list(&self, after: u64, limit: u64) -> Result<Vec<SnapshotMeta>> {
         let mut st = self.conn.prepare_cached(
             "SELECT seq, hash, parent, timestamp_ms, byte_size, key_version FROM snapshots
-             WHERE seq > ?1 ORDER BY seq LIMIT ?2",
+             WHERE seq > ?1 AND seq NOT IN (SELECT seq FROM forgotten) ORDER BY seq LIMIT ?2",
         )?;
         let rows = st.query_map(params![after, limit], |r| {
             Ok(SnapshotMeta {
@@ -429,6 +441,113 @@ impl Index {
             })
         })?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+}
+
+impl Index {
+    /// Records forgotten snapshots with their signed forget records.
+    pub fn forget(&self, records: &[(u64, i64, Vec<u8>)]) -> Result<()> {
+        let tx = self.conn.unchecked_transaction()?;
+        {
+            let mut ins = tx.prepare_cached(
+                "INSERT OR IGNORE INTO forgotten (seq, at_ms, record) VALUES (?1, ?2, ?3)",
+            )?;
+            for (seq, at, rec) in records {
+                ins.execute(params![seq, at, rec])?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Forgotten sequence numbers with their records and whether their remote
+    /// content was pruned.
+    pub fn forgotten(&self) -> Result<BTreeMap<u64, (Vec<u8>, bool)>> {
+        let mut st = self
+            .conn
+            .prepare_cached("SELECT seq, record, remote_pruned FROM forgotten")?;
+        let rows = st.query_map([], |r| {
+            Ok((r.get(0)?, (r.get(1)?, r.get::<_, i64>(2)? != 0)))
+        })?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// Whether snapshot `seq` was forgotten.
+    pub fn is_forgotten(&self, seq: u64) -> Result<bool> {
+        Ok(self
+            .conn
+            .prepare_cached("SELECT 1 FROM forgotten WHERE seq = ?1")?
+            .query_row([seq], |_| Ok(()))
+            .optional()?
+            .is_some())
+    }
+
+    /// Marks the remote content of forgotten `seq` as pruned.
+    pub fn set_remote_pruned(&self, seq: u64) -> Result<()> {
+        self.conn
+            .prepare_cached("UPDATE forgotten SET remote_pruned = 1 WHERE seq = ?1")?
+            .execute([seq])?;
+        Ok(())
+    }
+
+    /// Every retained snapshot's (seq, timestamp_ms), ascending.
+    pub fn retained(&self) -> Result<Vec<(u64, i64)>> {
+        let mut st = self.conn.prepare_cached(
+            "SELECT seq, timestamp_ms FROM snapshots
+             WHERE seq NOT IN (SELECT seq FROM forgotten) ORDER BY seq",
+        )?;
+        let rows = st.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// Moves objects after a repack, drops dead ones and the emptied packs,
+    /// and records the new packs' lengths, in one transaction: before it
+    /// commits the old locations stay valid, after it the new ones are.
+    pub fn relocate(
+        &mut self,
+        moved: &[(ObjectId, Location)],
+        dead: &[ObjectId],
+        dropped_packs: &[u32],
+        packs: &[(u32, u64)],
+    ) -> Result<()> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        {
+            let mut mv = tx.prepare_cached(
+                "UPDATE objects SET pack = ?2, offset = ?3, len = ?4 WHERE id = ?1",
+            )?;
+            for (id, loc) in moved {
+                mv.execute(params![&id.0[..], loc.pack, loc.offset, loc.len])?;
+            }
+            let mut del = tx.prepare_cached("DELETE FROM objects WHERE id = ?1")?;
+            for id in dead {
+                del.execute([&id.0[..]])?;
+            }
+            let mut dp = tx.prepare_cached("DELETE FROM packs WHERE id = ?1")?;
+            for p in dropped_packs {
+                dp.execute([p])?;
+            }
+            let mut up = tx.prepare_cached(
+                "INSERT INTO packs (id, committed_len) VALUES (?1, ?2)
+                 ON CONFLICT (id) DO UPDATE SET committed_len = excluded.committed_len",
+            )?;
+            for (p, len) in packs {
+                up.execute(params![p, len])?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Whether any object first committed by `seq` is still present.
+    pub fn has_objects_of(&self, seq: u64) -> Result<bool> {
+        Ok(self
+            .conn
+            .prepare_cached("SELECT 1 FROM objects WHERE seq = ?1 LIMIT 1")?
+            .query_row([seq], |_| Ok(()))
+            .optional()?
+            .is_some())
     }
 }
 

@@ -30,6 +30,7 @@ pub mod remote;
 pub mod replicator;
 pub mod repo;
 pub mod restore;
+pub mod retention;
 pub mod store;
 pub mod sys;
 pub mod verify;

@@ -429,6 +429,44 @@ fn unmount(mountpoint: &Path) -> Result<bool> {
     }
 }
 
+/// Applies the retention policy of config.json (`retention`), if one is
+/// set, before the mount starts: forget, then prune locally and on the
+/// remote. A remote that cannot be reached is logged and left for the next
+/// mount; anything else stops the mount.
+fn apply_retention(
+    home: &Home,
+    agent: &AgentName,
+    master: &crate::keys::MasterKey,
+    remote: &crate::remote::Remote,
+) -> Result<()> {
+    let Some(policy) =
+        crate::retention::Policy::from_config(home.agent_setting(agent, "retention")?)?
+    else {
+        return Ok(());
+    };
+    if !home.agent_dir(agent).join("index.db").exists() {
+        return Ok(());
+    }
+    let (a, _lock) = crate::agent::Agent::open_writer(home, agent, master, false)?;
+    let retained = a.repo().index().retained()?;
+    let (_, forget) =
+        crate::retention::plan(&policy, &retained, crate::engine::now_ns() / 1_000_000)?;
+    crate::retention::forget(&a, &forget)?;
+    let mut r = crate::retention::prune_local(&a)?;
+    let rt = crate::remote::runtime()?;
+    if let Err(e) = rt.block_on(crate::retention::prune_remote(&a, remote, &mut r)) {
+        tracing::warn!("retention: remote prune left for later: {e}");
+    }
+    tracing::info!(
+        "retention: forgot {} snapshots, removed {} objects ({} bytes); remote: {} snapshots pruned",
+        forget.len(),
+        r.objects_removed,
+        r.bytes_removed,
+        r.remote_snapshots_pruned
+    );
+    Ok(())
+}
+
 /// The checkpoint policy: flags, else config.json, else the defaults.
 fn checkpoint_policy(
     args: &Args,
@@ -561,6 +599,7 @@ fn serve(
     if !home.agent_dir(agent).join("index.db").exists() {
         restore_if_remote_has(home, agent, master, &remote)?;
     }
+    apply_retention(home, agent, master, &remote)?;
     let mut engine = Engine::open(home, agent, master)?;
     engine.set_dirty_budget(args.dirty_budget_mib << 20);
     let replicator = if mount.read_only {

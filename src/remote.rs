@@ -323,6 +323,73 @@ impl Remote {
         Ok(seqs)
     }
 
+    fn forgotten_path(&self, agent: &AgentId, seq: u64) -> Path {
+        self.agent_dir(agent)
+            .join("forgotten")
+            .join(format!("{seq:020}.json"))
+    }
+
+    /// Stores the signed forget record of snapshot `seq`.
+    pub async fn put_forgotten(&self, agent: &AgentId, seq: u64, json: Vec<u8>) -> Result<()> {
+        self.store
+            .put(&self.forgotten_path(agent, seq), PutPayload::from(json))
+            .await
+            .map(|_| ())
+            .map_err(|e| remote_err("put forget record", e))
+    }
+
+    /// Every forget record present: (seq, JSON).
+    pub async fn list_forgotten(&self, agent: &AgentId) -> Result<Vec<(u64, Vec<u8>)>> {
+        let dir = self.agent_dir(agent).join("forgotten");
+        let mut seqs = Vec::new();
+        let mut s = self.store.list(Some(&dir));
+        while let Some(m) = s.next().await {
+            let m = m.map_err(|e| remote_err("list forget records", e))?;
+            if let Some(seq) = m
+                .location
+                .filename()
+                .and_then(|f| f.strip_suffix(".json"))
+                .and_then(|n| n.parse::<u64>().ok())
+            {
+                seqs.push(seq);
+            }
+        }
+        seqs.sort_unstable();
+        let mut out = Vec::new();
+        for seq in seqs {
+            if let Some(b) = self
+                .get("get forget record", &self.forgotten_path(agent, seq))
+                .await?
+            {
+                out.push((seq, b));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Deletes every pack part of snapshot `seq`; returns how many there were.
+    pub async fn delete_packs(
+        &self,
+        agent: &AgentId,
+        seq: u64,
+        envelope: &[u8; 32],
+    ) -> Result<u32> {
+        let mut part = 0;
+        loop {
+            let path = self.pack_path(agent, seq, envelope, part);
+            match self.store.head(&path).await {
+                Ok(_) => {}
+                Err(object_store::Error::NotFound { .. }) => return Ok(part),
+                Err(e) => return Err(remote_err("head pack", e)),
+            }
+            match self.store.delete(&path).await {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                Err(e) => return Err(remote_err("delete pack", e)),
+            }
+            part += 1;
+        }
+    }
+
     /// The raw store, for tests and tools that inspect what is stored.
     pub fn store(&self) -> &Arc<dyn ObjectStore> {
         &self.store

@@ -109,6 +109,13 @@ async fn restore_into(
     // reach every one (a remote that dropped newer snapshots but kept their
     // checkpoints is caught here, before anything is downloaded).
     let checkpoints = crate::checkpoint::fetch_remote(&keys, remote).await?;
+    // Forget records: snapshots whose content retention removed. Each must
+    // verify (a remote cannot pass a deletion off as a forget).
+    let mut forgotten = Vec::new();
+    for (seq, raw) in remote.list_forgotten(&id).await? {
+        let r = crate::retention::ForgetRecord::parse(&raw, &keys, seq, None)?;
+        forgotten.push((seq, r.at_ms, raw));
+    }
     // (Only the length here; the hashes are compared once restored.)
     if let Some(c) = checkpoints.last() {
         crate::checkpoint::check(c, head, |_| c.hash_bytes().map(Some), "the remote")?;
@@ -160,6 +167,9 @@ async fn restore_into(
         agent.repo().commit(&env)?;
         prev = hash;
     }
+    // Forget records must name the snapshots restored (checked again, with
+    // the hash, by verify).
+    agent.repo().index().forget(&forgotten)?;
     // Every object of every snapshot present and authentic, chain whole.
     crate::verify::verify(&agent, |_, _| {})?;
     for c in &checkpoints {

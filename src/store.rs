@@ -211,6 +211,35 @@ impl Store {
         })
     }
 
+    /// Closes the pack being appended to and starts a new one, so that every
+    /// existing pack can be rewritten (prune). Returns the new pack number.
+    pub fn roll(&self) -> Result<u32> {
+        let w = self
+            .writer
+            .as_ref()
+            .ok_or_else(|| Error::Invalid("store opened read-only".into()))?;
+        let mut w = w.lock().expect("pack writer");
+        if w.len > PACK_MAGIC.len() as u64 {
+            let (old, len, file) = (w.pack, w.len, w.file.clone());
+            w.unsynced.insert(old, (file, len));
+            w.pack += 1;
+            w.file = self.create_pack(w.pack)?;
+            w.len = PACK_MAGIC.len() as u64;
+        }
+        Ok(w.pack)
+    }
+
+    /// Removes a pack file the index no longer references (after prune).
+    pub fn remove_pack(&self, pack: u32) -> Result<()> {
+        self.readers.write().expect("readers").remove(&pack);
+        let path = pack_path(&self.dir, pack);
+        match std::fs::remove_file(&path) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(Error::io(&path, e)),
+        }
+    }
+
     /// Makes every append since the last [`Store::mark_committed`] durable;
     /// returns each touched pack's length, for the index to record.
     pub fn sync(&self) -> Result<Vec<(u32, u64)>> {

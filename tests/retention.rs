@@ -1,0 +1,275 @@
+//! Retention through the CLI over history made in a real mount: forget by
+//! policy (dry run, JSON), what stops being listed, prune locally and on the
+//! remote, a fresh machine restoring what remains, the chain still
+//! verifying; bad input (no policy, a mounted agent, a forged forget
+//! record); a policy from config.json applied when the mount starts.
+
+#[path = "mount/harness.rs"]
+mod harness;
+use harness::{Mounted, SOVSEAL, text};
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn ok(o: &Output) -> String {
+    assert!(
+        o.status.success(),
+        "exit {:?}: {}{}",
+        o.status.code(),
+        text(&o.stdout),
+        text(&o.stderr)
+    );
+    text(&o.stdout)
+}
+
+fn fails(o: &Output, code: i32, needle: &str) {
+    let err = text(&o.stderr);
+    assert_eq!(o.status.code(), Some(code), "{err}");
+    assert!(err.contains(needle), "expected {needle:?} in: {err}");
+}
+
+fn dir_bytes(d: &Path) -> u64 {
+    let mut n = 0;
+    let mut stack = vec![d.to_owned()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let e = e.unwrap();
+            if e.file_type().unwrap().is_dir() {
+                stack.push(e.path());
+            } else {
+                n += e.metadata().unwrap().len();
+            }
+        }
+    }
+    n
+}
+
+fn files(d: &Path) -> usize {
+    std::fs::read_dir(d).map_or(0, |r| r.count())
+}
+
+/// Eight versions of a 256 KiB file (distinct random bytes each), beside a
+/// file that never changes; every version replicated.
+fn history(name: &str) -> (Mounted, Vec<u64>, Vec<Vec<u8>>) {
+    let m = Mounted::new(name, &[]);
+    m.sh("printf stable > stable.txt && sync");
+    let mut seqs = Vec::new();
+    let mut versions = Vec::new();
+    for _ in 0..8 {
+        m.sh("head -c 262144 /dev/urandom > big.bin && sync");
+        seqs.push(m.head());
+        versions.push(std::fs::read(m.path("big.bin")).unwrap());
+    }
+    m.wait_replicated();
+    m.unmount();
+    (m, seqs, versions)
+}
+
+#[test]
+fn forget_and_prune_keep_the_chain_and_free_the_space() {
+    let (m, seqs, versions) = history("ret");
+    let all_before = m.snapshots();
+    let head = *all_before.last().unwrap();
+    let packs = m.home.join("agents/ret/packs");
+    let rdir = {
+        let root = m.home.join("remote/sovseal-v1");
+        std::fs::read_dir(&root)
+            .unwrap()
+            .next()
+            .unwrap()
+            .unwrap()
+            .path()
+    };
+
+    // No policy: refused; nothing changes.
+    fails(
+        &m.sovseal(&["forget", "--agent", "ret"]),
+        2,
+        "refusing to forget every snapshot",
+    );
+    fails(
+        &m.sovseal(&["forget", "--agent", "ret", "--keep-within", "3 fortnights"]),
+        2,
+        "duration",
+    );
+    // Dry run: the plan, and nothing changes.
+    let v: serde_json::Value = serde_json::from_str(&ok(&m.sovseal(&[
+        "forget",
+        "--agent",
+        "ret",
+        "--keep-last",
+        "3",
+        "--dry-run",
+        "--json",
+    ])))
+    .unwrap();
+    let forgotten: Vec<u64> = v["forgotten"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s.as_u64().unwrap())
+        .collect();
+    assert_eq!(forgotten.len(), all_before.len() - 3);
+    assert_eq!(m.snapshots(), all_before);
+
+    // Forget for real: three listed, the rest refused by name, chain intact.
+    let o = ok(&m.sovseal(&["forget", "--agent", "ret", "--keep-last", "3"]));
+    assert!(
+        o.contains(&format!("forgot {} snapshots", forgotten.len())),
+        "{o}"
+    );
+    assert_eq!(m.snapshots(), all_before[all_before.len() - 3..]);
+    fails(
+        &m.sovseal(&[
+            "cat",
+            "--agent",
+            "ret",
+            "--seq",
+            &seqs[0].to_string(),
+            "/big.bin",
+        ]),
+        2,
+        "was forgotten",
+    );
+    fails(
+        &m.sovseal(&["rollback", "--agent", "ret", "--seq", &seqs[0].to_string()]),
+        2,
+        "was forgotten",
+    );
+    let rep: serde_json::Value =
+        serde_json::from_str(&ok(&m.sovseal(&["verify", "--agent", "ret", "--json"]))).unwrap();
+    assert_eq!(rep["forgotten"], forgotten.len());
+    assert_eq!(rep["snapshots"], all_before.len());
+
+    // Prune: local packs shrink by about the forgotten versions; the remote
+    // loses their parts; what is retained reads back exactly.
+    let local_before = dir_bytes(&packs);
+    let remote_before = files(&rdir.join("packs"));
+    let r: serde_json::Value =
+        serde_json::from_str(&ok(&m.sovseal(&["prune", "--agent", "ret", "--json"]))).unwrap();
+    let freed = local_before - dir_bytes(&packs);
+    assert!(
+        freed >= 5 * 262_144,
+        "freed {freed} bytes of {local_before}: {r}"
+    );
+    assert!(r["objects_removed"].as_u64().unwrap() >= 5, "{r}");
+    assert!(r["remote_snapshots_pruned"].as_u64().unwrap() >= 5, "{r}");
+    assert!(files(&rdir.join("packs")) < remote_before);
+    assert_eq!(files(&rdir.join("forgotten")), forgotten.len());
+    for (i, seq) in seqs.iter().enumerate().skip(5) {
+        let o = m.sovseal(&[
+            "cat",
+            "--agent",
+            "ret",
+            "--seq",
+            &seq.to_string(),
+            "/big.bin",
+        ]);
+        assert_eq!(o.stdout, versions[i], "snapshot {seq}");
+    }
+    let o = m.sovseal(&["cat", "--agent", "ret", "/stable.txt"]);
+    assert_eq!(
+        o.stdout, b"stable",
+        "content first written in a forgotten snapshot"
+    );
+    m.verify();
+    // Pruning again finds nothing.
+    let r: serde_json::Value =
+        serde_json::from_str(&ok(&m.sovseal(&["prune", "--agent", "ret", "--json"]))).unwrap();
+    assert_eq!(r["objects_removed"], 0);
+
+    // The mount lists only what is retained, and goes on writing.
+    m.mount();
+    let mut listed: Vec<String> = std::fs::read_dir(m.path(".snapshots"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n != "latest")
+        .collect();
+    listed.sort();
+    let want: Vec<String> = all_before[all_before.len() - 3..]
+        .iter()
+        .map(|s| format!("{s:010}"))
+        .collect();
+    assert_eq!(listed, want);
+    assert!(!m.path(&format!(".snapshots/{:010}", seqs[0])).exists());
+    // Prune while mounted: refused, nothing changed.
+    fails(
+        &m.sovseal(&["prune", "--agent", "ret"]),
+        5,
+        "already open for writing",
+    );
+    m.sh("echo more > more.txt && sync");
+    m.wait_replicated();
+    m.unmount();
+    assert_eq!(m.head(), head + 1);
+    m.verify();
+
+    // A fresh machine (same master key) restores from the pruned remote.
+    let home2 = m.dir.path().join("home2");
+    std::fs::create_dir(&home2).unwrap();
+    std::fs::set_permissions(&home2, std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
+    std::fs::copy(m.home.join("master.key"), home2.join("master.key")).unwrap();
+    let remote = format!("file://{}", m.home.join("remote").display());
+    let restore = |dest: &str| {
+        Command::new(SOVSEAL)
+            .args(["restore", "--agent", "ret", "--remote", &remote])
+            .arg(m.dir.path().join(dest))
+            .env("SOVSEAL_HOME", &home2)
+            .env("SOVSEAL_KEY_FALLBACK", "file")
+            .output()
+            .unwrap()
+    };
+    ok(&restore("r1"));
+    assert_eq!(
+        std::fs::read(m.dir.path().join("r1/big.bin")).unwrap(),
+        versions[7]
+    );
+    assert_eq!(
+        std::fs::read(m.dir.path().join("r1/more.txt")).unwrap(),
+        b"more\n"
+    );
+
+    // A remote cannot pass a deletion off as a forget: a forged record for a
+    // retained snapshot is refused.
+    let kept = all_before[all_before.len() - 2];
+    let fake = rdir.join("forgotten").join(format!("{kept:020}.json"));
+    let mut rec: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(rdir.join("forgotten").join(format!("{:020}.json", seqs[0]))).unwrap(),
+    )
+    .unwrap();
+    rec["seq"] = kept.into();
+    std::fs::write(&fake, serde_json::to_vec(&rec).unwrap()).unwrap();
+    fails(&restore("r2"), 3, "signature does not verify");
+    std::fs::remove_file(&fake).unwrap();
+}
+
+#[test]
+fn a_policy_in_config_is_applied_when_the_mount_starts() {
+    let (m, _seqs, versions) = history("auto");
+    let before = m.snapshots().len();
+    assert!(before >= 9);
+    let config = |text: &str| {
+        let p = m.home.join("config.json");
+        std::fs::write(&p, text).unwrap();
+        std::fs::set_permissions(&p, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    };
+    config(r#"{"agents": {"auto": {"retention": {"keep_last": 2}}}}"#);
+    m.mount();
+    assert_eq!(m.snapshots().len(), 2);
+    assert_eq!(std::fs::read(m.path("big.bin")).unwrap(), versions[7]);
+    let log = std::fs::read_to_string(m.home.join("logs/auto.log")).unwrap();
+    assert!(
+        log.contains(&format!("retention: forgot {}", before - 2)),
+        "{log}"
+    );
+    m.unmount();
+    m.verify();
+    // A policy that would forget everything is refused, and the mount with it.
+    config(r#"{"retention": {}}"#);
+    let o = m.try_mount();
+    assert!(!o.status.success());
+    assert!(
+        text(&o.stderr).contains("refusing to forget"),
+        "{}",
+        text(&o.stderr)
+    );
+}
