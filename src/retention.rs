@@ -135,7 +135,8 @@ pub struct ForgetRecord {
 }
 
 impl ForgetRecord {
-    fn message(&self) -> Vec<u8> {
+    /// The signed bytes: every field but the signature.
+    pub fn message(&self) -> Vec<u8> {
         format!(
             "{}\n{}\n{}\n{}\n{}\n{}\n",
             self.format, self.version, self.agent_id, self.seq, self.hash, self.at_ms
