@@ -194,6 +194,27 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Erase the content of PATH (a file or directory) from every snapshot,
+    /// locally and on the remote, for data that must not be kept. The chain
+    /// still verifies; the redaction is recorded (signed, with a keyed hash
+    /// of the path). Content other files also use is kept. PATH must no
+    /// longer exist in the head; the agent must not be mounted.
+    Redact {
+        /// Agent name.
+        #[arg(long)]
+        agent: String,
+        /// Show what would be erased; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Remote (default: the agent's remote).
+        #[arg(long)]
+        remote: Option<String>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+        /// The path, from the agent's root.
+        path: String,
+    },
     /// Back up and restore the master key.
     Key {
         #[command(subcommand)]
@@ -813,6 +834,67 @@ fn run(cli: Cli) -> Result<()> {
                 .map_err(w)?;
             } else {
                 write_prune(&mut out, &r).map_err(w)?;
+            }
+        }
+        Command::Redact {
+            agent,
+            dry_run,
+            remote,
+            json,
+            path,
+        } => {
+            let home = Home::from_env()?;
+            let name = AgentName::new(&agent)?;
+            let m = master(&home)?;
+            let (a, _lock) = crate::agent::Agent::open_writer(&home, &name, &m, false)?;
+            let plan = crate::redact::plan(&a, &path)?;
+            if plan.seqs.is_empty() && !dry_run {
+                return Err(Error::Invalid(format!(
+                    "{path} has no content in any snapshot of agent {agent}"
+                )));
+            }
+            let mut parts = 0;
+            if !dry_run {
+                if !plan.erase.is_empty() {
+                    crate::redact::apply_local(&a, &path, &plan)?;
+                }
+                // Every record, not only this one: finishes an earlier run
+                // whose remote part was interrupted.
+                let url = home.remote_for(a.name(), remote.as_deref())?;
+                let rem = crate::remote::Remote::open(&url)?;
+                let rt = crate::remote::runtime()?;
+                for r in crate::redact::records(&a)? {
+                    parts += rt.block_on(crate::redact::apply_remote(&a, &rem, &r)).map_err(|e| {
+                        Error::Invalid(format!(
+                            "erased locally and recorded, but the remote still holds the content ({e}); run the same command again to finish"
+                        ))
+                    })?;
+                }
+            }
+            if json {
+                let mut v = serde_json::to_value(&plan).expect("plan encodes");
+                v["dry_run"] = dry_run.into();
+                v["remote_parts_rewritten"] = parts.into();
+                writeln!(out, "{v}").map_err(w)?;
+            } else {
+                let verb = if dry_run { "would erase" } else { "erased" };
+                writeln!(
+                    out,
+                    "{verb} {} objects of {path} from {} snapshots; {} shared with other files kept; {} remote parts rewritten",
+                    plan.objects,
+                    plan.seqs.len(),
+                    plan.shared_kept,
+                    parts
+                )
+                .map_err(w)?;
+                if plan.symlinks > 0 {
+                    writeln!(
+                        out,
+                        "note: {} symlinks under {path} keep their targets (inode metadata)",
+                        plan.symlinks
+                    )
+                    .map_err(w)?;
+                }
             }
         }
         Command::Key { cmd } => match cmd {

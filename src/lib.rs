@@ -26,6 +26,7 @@ pub mod keys;
 pub mod metrics;
 pub mod mount;
 pub mod notify;
+pub mod redact;
 pub mod remote;
 pub mod replicator;
 pub mod repo;

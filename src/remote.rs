@@ -367,6 +367,39 @@ impl Remote {
         Ok(out)
     }
 
+    /// Stores a signed redaction record under `name`.
+    pub async fn put_redaction(&self, agent: &AgentId, name: &str, json: Vec<u8>) -> Result<()> {
+        self.store
+            .put(
+                &self.agent_dir(agent).join("redactions").join(name),
+                PutPayload::from(json),
+            )
+            .await
+            .map(|_| ())
+            .map_err(|e| remote_err("put redaction record", e))
+    }
+
+    /// Every redaction record present.
+    pub async fn list_redactions(&self, agent: &AgentId) -> Result<Vec<Vec<u8>>> {
+        let dir = self.agent_dir(agent).join("redactions");
+        let mut paths = Vec::new();
+        let mut s = self.store.list(Some(&dir));
+        while let Some(m) = s.next().await {
+            paths.push(
+                m.map_err(|e| remote_err("list redaction records", e))?
+                    .location,
+            );
+        }
+        paths.sort();
+        let mut out = Vec::new();
+        for p in paths {
+            if let Some(b) = self.get("get redaction record", &p).await? {
+                out.push(b);
+            }
+        }
+        Ok(out)
+    }
+
     /// Deletes every pack part of snapshot `seq`; returns how many there were.
     pub async fn delete_packs(
         &self,

@@ -26,7 +26,8 @@ use crate::{Error, Result};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
-fn records(seq: u64, part: &[u8]) -> Result<Vec<(ObjectId, ObjectKind, &[u8])>> {
+/// The records of one remote pack part: (id, kind, sealed bytes).
+pub(crate) fn records(seq: u64, part: &[u8]) -> Result<Vec<(ObjectId, ObjectKind, &[u8])>> {
     let bad = |d: &str| Error::corrupt(format!("remote pack of snapshot {seq}"), d.to_owned());
     let mut rest = part
         .strip_prefix(&PACK_MAGIC[..])
@@ -170,6 +171,8 @@ async fn restore_into(
     // Forget records must name the snapshots restored (checked again, with
     // the hash, by verify).
     agent.repo().index().forget(&forgotten)?;
+    // Redaction records: objects erased on purpose, each record verified.
+    crate::redact::fetch_remote(&agent, remote).await?;
     // Every object of every snapshot present and authentic, chain whole.
     crate::verify::verify(&agent, |_, _| {})?;
     for c in &checkpoints {

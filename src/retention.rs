@@ -20,6 +20,7 @@ use crate::config::parse_duration;
 use crate::envelope::tree::ObjectId;
 use crate::keys::AgentKeys;
 use crate::remote::Remote;
+use crate::store::Location;
 use crate::{Error, Result};
 use serde::{Deserialize, Serialize};
 use std::cell::RefCell;
@@ -262,18 +263,34 @@ fn live_objects(agent: &Agent) -> Result<HashSet<ObjectId>> {
 pub fn prune_local(agent: &Agent) -> Result<PruneReport> {
     let live = live_objects(agent)?;
     let all = agent.repo().index().all_objects()?;
-    let dead: Vec<_> = all.iter().filter(|o| !live.contains(&o.0)).collect();
-    let mut report = PruneReport::default();
+    let dead: Vec<_> = all.into_iter().filter(|o| !live.contains(&o.0)).collect();
+    Ok(PruneReport {
+        packs_rewritten: remove_objects(agent, &dead)?,
+        objects_removed: dead.len() as u64,
+        bytes_removed: dead.iter().map(|o| u64::from(o.2.len)).sum(),
+        ..PruneReport::default()
+    })
+}
+
+/// Removes `dead` objects from the local store: the packs holding them are
+/// rewritten (their other objects copied to a new pack), one index
+/// transaction switches every location, then the old packs are deleted. A
+/// crash before the transaction leaves the old state (the new pack is
+/// unknown to the index and removed on the next open), after it the new.
+/// Returns the number of packs rewritten.
+pub fn remove_objects(agent: &Agent, dead: &[(ObjectId, u8, Location)]) -> Result<u64> {
     if dead.is_empty() {
-        return Ok(report);
+        return Ok(0);
     }
+    let all = agent.repo().index().all_objects()?;
+    let dead_set: HashSet<ObjectId> = dead.iter().map(|o| o.0).collect();
     let store = agent.repo().store();
     let dropped: BTreeSet<u32> = dead.iter().map(|o| o.2.pack).collect();
     store.roll()?;
     let mut moved = Vec::new();
     for (id, kind, loc) in all
         .iter()
-        .filter(|o| live.contains(&o.0) && dropped.contains(&o.2.pack))
+        .filter(|o| !dead_set.contains(&o.0) && dropped.contains(&o.2.pack))
     {
         let sealed = store.read(loc)?;
         let kind = crate::envelope::tree::ObjectKind::from_u8(*kind)
@@ -295,10 +312,7 @@ pub fn prune_local(agent: &Agent) -> Result<PruneReport> {
     for p in &dropped_v {
         store.remove_pack(*p)?;
     }
-    report.objects_removed = dead.len() as u64;
-    report.bytes_removed = dead.iter().map(|o| u64::from(o.2.len)).sum();
-    report.packs_rewritten = dropped.len() as u64;
-    Ok(report)
+    Ok(dropped.len() as u64)
 }
 
 /// On the remote: uploads the forget records, then deletes the pack parts

@@ -28,6 +28,8 @@ pub struct Report {
     pub objects: u64,
     /// Sealed bytes read.
     pub sealed_bytes: u64,
+    /// Objects erased by redaction (allowed missing; each record verified).
+    pub redacted: u64,
     /// Forgotten snapshots among them (envelope and chain checked, content
     /// not: it was pruned by retention; each forget record's signature is).
     pub forgotten: u64,
@@ -92,7 +94,9 @@ pub fn last_verified(agent: &Agent) -> Option<(u64, i64)> {
 /// id), each once: what rollback and restore check before they use a tree.
 pub fn verify_snapshot(agent: &Agent, view: &crate::engine::view::SnapshotView) -> Result<()> {
     let seen: RefCell<HashSet<ObjectId>> = RefCell::new(HashSet::new());
-    view.walk_objects(&|id| seen.borrow().contains(id), &mut |kind, id| {
+    let redacted = crate::redact::redacted(agent)?;
+    let skip = |id: &ObjectId| seen.borrow().contains(id) || redacted.contains(id);
+    view.walk_objects(&skip, &mut |kind, id| {
         check_object(agent, kind, id)?;
         seen.borrow_mut().insert(*id);
         Ok(())
@@ -119,6 +123,8 @@ pub fn verify(agent: &Agent, mut progress: impl FnMut(u64, u64)) -> Result<Repor
         ..Report::default()
     };
     let forgotten = crate::retention::forgotten(agent)?;
+    let redacted = crate::redact::redacted(agent)?;
+    report.redacted = redacted.len() as u64;
     let seen: RefCell<HashSet<ObjectId>> = RefCell::new(HashSet::new());
     let mut prev: Option<[u8; 32]> = (first == 1).then_some(GENESIS_PARENT);
     for seq in first..=head {
@@ -145,7 +151,8 @@ pub fn verify(agent: &Agent, mut progress: impl FnMut(u64, u64)) -> Result<Repor
             continue;
         }
         let mut new_dirs = Vec::new();
-        view.walk_objects(&|id| seen.borrow().contains(id), &mut |kind, id| {
+        let skip = |id: &ObjectId| seen.borrow().contains(id) || redacted.contains(id);
+        view.walk_objects(&skip, &mut |kind, id| {
             let (plain, len) = check_object(agent, kind, id)?;
             if kind == ObjectKind::DirNode {
                 new_dirs.push(tree::decode_dir(&plain)?);

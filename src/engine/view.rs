@@ -145,6 +145,12 @@ impl SnapshotView {
         Ok(())
     }
 
+    /// The chunk references of a file inode (its chunk list read if it has
+    /// one).
+    pub fn chunk_refs_of(&self, i: &Inode) -> Result<Arc<Vec<ChunkRef>>> {
+        chunk_refs(&self.repo, i)
+    }
+
     /// Every inode number in this snapshot.
     pub fn inode_numbers(&self) -> Result<std::collections::BTreeSet<u64>> {
         let mut out = std::collections::BTreeSet::new();

@@ -1,0 +1,210 @@
+//! Redaction over history made in a real mount: a file's content is erased
+//! from every snapshot, locally and on the remote (its object ids appear in
+//! no pack), the chain still verifies, the redaction is recorded, a fresh
+//! machine restores the rest; bad input refused.
+
+#[path = "mount/harness.rs"]
+mod harness;
+use harness::{Mounted, SOVSEAL, text};
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn ok(o: &Output) -> String {
+    assert!(
+        o.status.success(),
+        "exit {:?}: {}{}",
+        o.status.code(),
+        text(&o.stdout),
+        text(&o.stderr)
+    );
+    text(&o.stdout)
+}
+
+fn fails(o: &Output, code: i32, needle: &str) {
+    let err = text(&o.stderr);
+    assert_eq!(o.status.code(), Some(code), "{err}");
+    assert!(err.contains(needle), "expected {needle:?} in: {err}");
+}
+
+/// Every file under `dir` whose bytes contain `needle`.
+fn files_containing(dir: &Path, needle: &[u8]) -> Vec<String> {
+    let mut hits = Vec::new();
+    let mut stack = vec![dir.to_owned()];
+    while let Some(d) = stack.pop() {
+        let Ok(rd) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in rd {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if std::fs::read(&p)
+                .unwrap()
+                .windows(needle.len())
+                .any(|w| w == needle)
+            {
+                hits.push(p.display().to_string());
+            }
+        }
+    }
+    hits
+}
+
+#[test]
+fn redact_erases_a_path_from_all_history_and_the_remote() {
+    let m = Mounted::new("red", &[]);
+    m.sh("printf 'keep me' > other.txt && head -c 150000 /dev/urandom > secret.bin && sync");
+    let v1 = m.head();
+    m.sh("head -c 150000 /dev/urandom > secret.bin && sync");
+    let v2 = m.head();
+    m.wait_replicated();
+    // Still in the head: refused.
+    m.unmount();
+    fails(
+        &m.sovseal(&["redact", "--agent", "red", "/secret.bin"]),
+        2,
+        "still exists in the head",
+    );
+    m.mount();
+    m.sh("rm secret.bin && sync");
+    // While mounted: refused (the writer lock).
+    fails(
+        &m.sovseal(&["redact", "--agent", "red", "/secret.bin"]),
+        5,
+        "already open for writing",
+    );
+    m.wait_replicated();
+    m.unmount();
+
+    // Dry run: the plan, nothing changes.
+    let plan: serde_json::Value = serde_json::from_str(&ok(&m.sovseal(&[
+        "redact",
+        "--agent",
+        "red",
+        "--dry-run",
+        "--json",
+        "/secret.bin",
+    ])))
+    .unwrap();
+    assert_eq!(plan["seqs"], serde_json::json!([v1, v2]), "{plan}");
+    assert!(plan["objects"].as_u64().unwrap() >= 2, "{plan}");
+    assert_eq!(
+        m.sovseal(&[
+            "cat",
+            "--agent",
+            "red",
+            "--seq",
+            &v1.to_string(),
+            "/secret.bin"
+        ])
+        .stdout
+        .len(),
+        150_000
+    );
+
+    // For real.
+    let o = ok(&m.sovseal(&["redact", "--agent", "red", "/secret.bin"]));
+    assert!(o.contains("from 2 snapshots"), "{o}");
+    let rec_dir = m.home.join("agents/red/redactions");
+    let rec_file = std::fs::read_dir(&rec_dir)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let rec: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&rec_file).unwrap()).unwrap();
+    assert!(
+        !text(&std::fs::read(&rec_file).unwrap()).contains("secret"),
+        "the record names the path in the clear"
+    );
+    // No erased object id is left in any local pack or remote pack part.
+    for id in rec["objects"].as_array().unwrap() {
+        let bytes: Vec<u8> = (0..32)
+            .map(|i| u8::from_str_radix(&id.as_str().unwrap()[2 * i..2 * i + 2], 16).unwrap())
+            .collect();
+        assert!(files_containing(&m.home.join("agents/red/packs"), &bytes).is_empty());
+        assert!(files_containing(&m.home.join("remote"), &bytes).is_empty());
+    }
+    // The history reads, except the erased content; the chain verifies.
+    for seq in [v1, v2] {
+        let o = m.sovseal(&[
+            "cat",
+            "--agent",
+            "red",
+            "--seq",
+            &seq.to_string(),
+            "/secret.bin",
+        ]);
+        assert_eq!(o.status.code(), Some(3), "{}", text(&o.stderr));
+        let o = m.sovseal(&[
+            "cat",
+            "--agent",
+            "red",
+            "--seq",
+            &seq.to_string(),
+            "/other.txt",
+        ]);
+        assert_eq!(o.stdout, b"keep me");
+    }
+    let rep: serde_json::Value =
+        serde_json::from_str(&ok(&m.sovseal(&["verify", "--agent", "red", "--json"]))).unwrap();
+    assert_eq!(rep["redacted"], plan["objects"]);
+    // Again: nothing left to erase, no new record.
+    let o = ok(&m.sovseal(&["redact", "--agent", "red", "/secret.bin"]));
+    assert!(o.contains("erased 0 objects"), "{o}");
+    assert_eq!(std::fs::read_dir(&rec_dir).unwrap().count(), 1);
+
+    // A fresh machine restores from the remote and verifies.
+    let home2 = m.dir.path().join("home2");
+    std::fs::create_dir(&home2).unwrap();
+    std::fs::set_permissions(&home2, std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
+    std::fs::copy(m.home.join("master.key"), home2.join("master.key")).unwrap();
+    let remote = format!("file://{}", m.home.join("remote").display());
+    let restore = |dest: &str| {
+        Command::new(SOVSEAL)
+            .args(["restore", "--agent", "red", "--remote", &remote])
+            .arg(m.dir.path().join(dest))
+            .env("SOVSEAL_HOME", &home2)
+            .env("SOVSEAL_KEY_FALLBACK", "file")
+            .output()
+            .unwrap()
+    };
+    ok(&restore("r1"));
+    assert_eq!(
+        std::fs::read(m.dir.path().join("r1/other.txt")).unwrap(),
+        b"keep me"
+    );
+    // A forged record cannot excuse missing content.
+    let rdir = std::fs::read_dir(m.home.join("remote/sovseal-v1"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let mut forged = rec.clone();
+    forged["at_ms"] = serde_json::json!(1);
+    std::fs::write(
+        rdir.join("redactions/00000000000000000001-forged.json"),
+        serde_json::to_vec(&forged).unwrap(),
+    )
+    .unwrap();
+    fails(&restore("r2"), 3, "signature does not verify");
+
+    // Bad input.
+    fails(
+        &m.sovseal(&["redact", "--agent", "red", "/never-was"]),
+        2,
+        "has no content",
+    );
+    fails(
+        &m.sovseal(&["redact", "--agent", "red", "/"]),
+        2,
+        "whole tree",
+    );
+    fails(
+        &m.sovseal(&["redact", "--agent", "nobody", "/x"]),
+        2,
+        "nobody",
+    );
+}
