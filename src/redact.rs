@@ -158,41 +158,43 @@ pub fn plan(agent: &Agent, path: &str) -> Result<Plan> {
     let mut targets: BTreeMap<u64, HashSet<u64>> = BTreeMap::new();
     for seq in 1..=head {
         let view = agent.snapshot_unchecked(seq)?;
-        let top = match view.resolve(rel.as_bytes()) {
-            Ok(ino) => ino,
-            Err(Error::Fs { .. }) => continue,
-            // A forgotten, pruned snapshot: nothing of it is left to erase.
-            Err(Error::MissingObject { .. }) => continue,
-            Err(e) => return Err(e),
-        };
-        let mut inos = HashSet::new();
-        let mut stack = vec![top];
-        let mut found = false;
-        while let Some(ino) = stack.pop() {
-            inos.insert(ino);
-            let i = match view.getattr(ino) {
-                Ok(i) => i,
-                // Pruned with its forgotten snapshot: nothing left to erase.
-                Err(Error::MissingObject { .. }) if forgotten.contains(&seq) => continue,
-                Err(e) => return Err(e),
-            };
-            match i.file_type() {
-                FileType::Dir => {
-                    for (_, e) in view.entries(ino)?.iter() {
-                        stack.push(e.ino);
+        let mut ids = BTreeSet::new();
+        let mut symlinks = 0;
+        let walk =
+            |ids: &mut BTreeSet<ObjectId>, symlinks: &mut usize| -> Result<Option<HashSet<u64>>> {
+                let top = match view.resolve(rel.as_bytes()) {
+                    Ok(ino) => ino,
+                    Err(Error::Fs { .. }) => return Ok(None),
+                    Err(e) => return Err(e),
+                };
+                let mut inos = HashSet::new();
+                let mut stack = vec![top];
+                while let Some(ino) = stack.pop() {
+                    inos.insert(ino);
+                    let i = view.getattr(ino)?;
+                    match i.file_type() {
+                        FileType::Dir => stack.extend(view.entries(ino)?.values().map(|e| e.ino)),
+                        FileType::File => content_ids(&view, &i, &redacted, ids)?,
+                        FileType::Symlink => *symlinks += 1,
                     }
                 }
-                FileType::File => {
-                    content_ids(&view, &i, &redacted, &mut candidates)?;
-                    found = true;
+                Ok(Some(inos))
+            };
+        match walk(&mut ids, &mut symlinks) {
+            Ok(None) => {}
+            Ok(Some(inos)) => {
+                if !ids.is_empty() {
+                    plan.seqs.push(seq);
                 }
-                FileType::Symlink => plan.symlinks += 1,
+                candidates.extend(ids);
+                plan.symlinks += symlinks;
+                targets.insert(seq, inos);
             }
+            // A forgotten snapshot already pruned: nothing of it is left to
+            // erase. Anywhere else a missing object is an error.
+            Err(Error::MissingObject { .. }) if forgotten.contains(&seq) => {}
+            Err(e) => return Err(e),
         }
-        if found {
-            plan.seqs.push(seq);
-        }
-        targets.insert(seq, inos);
     }
     // Anything another file uses, in any retained snapshot, stays.
     let mut kept = BTreeSet::new();
