@@ -138,18 +138,9 @@ pub fn save_local(agent: &Agent, c: &Checkpoint) -> Result<()> {
 
 /// Every local checkpoint, ascending, each verified.
 pub fn list_local(agent: &Agent) -> Result<Vec<Checkpoint>> {
-    let dir = local_dir(agent);
-    let rd = match std::fs::read_dir(&dir) {
-        Ok(rd) => rd,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(Error::io(&dir, e)),
-    };
     let mut out = Vec::new();
-    for e in rd {
-        let p = e.map_err(|er| Error::io(&dir, er))?.path();
-        if p.extension().is_some_and(|x| x == "json") {
-            out.push(read_file(&p, agent.repo().keys())?);
-        }
+    for p in crate::fsutil::json_files(&local_dir(agent))? {
+        out.push(read_file(&p, agent.repo().keys())?);
     }
     out.sort_by_key(|c| c.seq);
     Ok(out)

@@ -70,3 +70,23 @@ fn write_atomic_inner(path: &Path, bytes: &[u8], mode: u32, durable: bool) -> Re
     }
     Ok(())
 }
+
+/// The `*.json` files in `dir`, sorted by name; none if `dir` is missing.
+/// (Other names, such as the `.tmp` left by an interrupted atomic write,
+/// are not listed.)
+pub fn json_files(dir: &Path) -> Result<Vec<std::path::PathBuf>> {
+    let rd = match std::fs::read_dir(dir) {
+        Ok(rd) => rd,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(Error::io(dir, e)),
+    };
+    let mut out = Vec::new();
+    for e in rd {
+        let p = e.map_err(|er| Error::io(dir, er))?.path();
+        if p.extension().is_some_and(|x| x == "json") {
+            out.push(p);
+        }
+    }
+    out.sort();
+    Ok(out)
+}

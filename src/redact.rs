@@ -230,15 +230,8 @@ fn local_dir(agent: &Agent) -> std::path::PathBuf {
 
 /// Every local redaction record, verified.
 pub fn records(agent: &Agent) -> Result<Vec<Record>> {
-    let dir = local_dir(agent);
-    let rd = match std::fs::read_dir(&dir) {
-        Ok(rd) => rd,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(Error::io(&dir, e)),
-    };
     let mut out = Vec::new();
-    for e in rd {
-        let p = e.map_err(|er| Error::io(&dir, er))?.path();
+    for p in crate::fsutil::json_files(&local_dir(agent))? {
         let raw = std::fs::read(&p).map_err(|er| Error::io(&p, er))?;
         out.push(Record::parse(&raw, agent.repo().keys())?);
     }

@@ -209,20 +209,14 @@ impl Remote {
             .await
     }
 
-    /// Sequence numbers of the envelopes present, ascending, `limit` of them
-    /// after `after` (seed 000 `list`, paginated by cursor).
-    pub async fn list_envelopes(
-        &self,
-        agent: &AgentId,
-        after: u64,
-        limit: usize,
-    ) -> Result<Vec<u64>> {
-        let dir = self.agent_dir(agent).join("envelopes");
+    /// Sequence numbers named by the `<seq>.json` files under the agent's
+    /// `sub` directory, ascending (some stores list unsorted: collect, sort).
+    async fn list_seqs(&self, agent: &AgentId, sub: &str, op: &str) -> Result<Vec<u64>> {
+        let dir = self.agent_dir(agent).join(sub);
         let mut seqs = Vec::new();
-        // Some stores list unsorted (LocalFileSystem): collect, then sort.
         let mut s = self.store.list(Some(&dir));
         while let Some(m) = s.next().await {
-            let m = m.map_err(|e| remote_err("list envelopes", e))?;
+            let m = m.map_err(|e| remote_err(op, e))?;
             if let Some(seq) = m
                 .location
                 .filename()
@@ -233,6 +227,18 @@ impl Remote {
             }
         }
         seqs.sort_unstable();
+        Ok(seqs)
+    }
+
+    /// Sequence numbers of the envelopes present, ascending, `limit` of them
+    /// after `after` (seed 000 `list`, paginated by cursor).
+    pub async fn list_envelopes(
+        &self,
+        agent: &AgentId,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<u64>> {
+        let seqs = self.list_seqs(agent, "envelopes", "list envelopes").await?;
         Ok(seqs
             .into_iter()
             .filter(|s| *s > after)
@@ -305,22 +311,8 @@ impl Remote {
 
     /// Sequence numbers of the checkpoints present, ascending.
     pub async fn list_checkpoints(&self, agent: &AgentId) -> Result<Vec<u64>> {
-        let dir = self.agent_dir(agent).join("checkpoints");
-        let mut seqs = Vec::new();
-        let mut s = self.store.list(Some(&dir));
-        while let Some(m) = s.next().await {
-            let m = m.map_err(|e| remote_err("list checkpoints", e))?;
-            if let Some(seq) = m
-                .location
-                .filename()
-                .and_then(|f| f.strip_suffix(".json"))
-                .and_then(|n| n.parse::<u64>().ok())
-            {
-                seqs.push(seq);
-            }
-        }
-        seqs.sort_unstable();
-        Ok(seqs)
+        self.list_seqs(agent, "checkpoints", "list checkpoints")
+            .await
     }
 
     fn forgotten_path(&self, agent: &AgentId, seq: u64) -> Path {
@@ -340,21 +332,9 @@ impl Remote {
 
     /// Every forget record present: (seq, JSON).
     pub async fn list_forgotten(&self, agent: &AgentId) -> Result<Vec<(u64, Vec<u8>)>> {
-        let dir = self.agent_dir(agent).join("forgotten");
-        let mut seqs = Vec::new();
-        let mut s = self.store.list(Some(&dir));
-        while let Some(m) = s.next().await {
-            let m = m.map_err(|e| remote_err("list forget records", e))?;
-            if let Some(seq) = m
-                .location
-                .filename()
-                .and_then(|f| f.strip_suffix(".json"))
-                .and_then(|n| n.parse::<u64>().ok())
-            {
-                seqs.push(seq);
-            }
-        }
-        seqs.sort_unstable();
+        let seqs = self
+            .list_seqs(agent, "forgotten", "list forget records")
+            .await?;
         let mut out = Vec::new();
         for seq in seqs {
             if let Some(b) = self

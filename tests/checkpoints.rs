@@ -6,26 +6,10 @@
 
 #[path = "mount/harness.rs"]
 mod harness;
-use harness::{Mounted, SOVSEAL, text};
+use harness::{Mounted, SOVSEAL, fails, ok, text};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
-
-fn fails(o: &Output, code: i32, needle: &str) {
-    let err = text(&o.stderr);
-    assert_eq!(o.status.code(), Some(code), "{err}{}", text(&o.stdout));
-    assert!(err.contains(needle), "expected {needle:?} in: {err}");
-}
-
-fn ok(o: &Output) -> String {
-    assert!(
-        o.status.success(),
-        "exit {:?}: {}",
-        o.status.code(),
-        text(&o.stderr)
-    );
-    text(&o.stdout)
-}
 
 /// The agent's directory on the default file:// remote.
 fn remote_agent_dir(m: &Mounted) -> PathBuf {

@@ -4,25 +4,7 @@
 
 #[path = "mount/harness.rs"]
 mod harness;
-use harness::{Mounted, text};
-use std::process::Output;
-
-fn ok(o: &Output) -> String {
-    assert!(
-        o.status.success(),
-        "exit {:?}: {}{}",
-        o.status.code(),
-        text(&o.stdout),
-        text(&o.stderr)
-    );
-    text(&o.stdout)
-}
-
-fn fails(o: &Output, code: i32, needle: &str) {
-    let err = text(&o.stderr);
-    assert_eq!(o.status.code(), Some(code), "{err}");
-    assert!(err.contains(needle), "expected {needle:?} in: {err}");
-}
+use harness::{Mounted, fails, ok, text};
 
 /// An agent whose history has three labelled states:
 /// A: notes/a.md "alpha", notes/b.md "beta", link -> notes/a.md

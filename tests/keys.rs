@@ -5,7 +5,7 @@
 
 #[path = "mount/harness.rs"]
 mod harness;
-use harness::{Mounted, SOVSEAL, text};
+use harness::{Mounted, SOVSEAL, fails, ok, text};
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::{Command, Output};
@@ -17,22 +17,6 @@ fn run(home: &Path, args: &[&str]) -> Output {
         .env("SOVSEAL_KEY_FALLBACK", "file")
         .output()
         .unwrap()
-}
-
-fn ok(o: &Output) -> String {
-    assert!(
-        o.status.success(),
-        "exit {:?}: {}",
-        o.status.code(),
-        text(&o.stderr)
-    );
-    text(&o.stdout)
-}
-
-fn fails(o: &Output, code: i32, needle: &str) {
-    let err = text(&o.stderr);
-    assert_eq!(o.status.code(), Some(code), "{err}");
-    assert!(err.contains(needle), "expected {needle:?} in: {err}");
 }
 
 fn tree(dir: &Path) -> Vec<(String, Vec<u8>)> {

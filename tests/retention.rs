@@ -6,26 +6,9 @@
 
 #[path = "mount/harness.rs"]
 mod harness;
-use harness::{Mounted, SOVSEAL, text};
+use harness::{Mounted, SOVSEAL, fails, ok, text};
 use std::path::Path;
-use std::process::{Command, Output};
-
-fn ok(o: &Output) -> String {
-    assert!(
-        o.status.success(),
-        "exit {:?}: {}{}",
-        o.status.code(),
-        text(&o.stdout),
-        text(&o.stderr)
-    );
-    text(&o.stdout)
-}
-
-fn fails(o: &Output, code: i32, needle: &str) {
-    let err = text(&o.stderr);
-    assert_eq!(o.status.code(), Some(code), "{err}");
-    assert!(err.contains(needle), "expected {needle:?} in: {err}");
-}
+use std::process::Command;
 
 fn dir_bytes(d: &Path) -> u64 {
     let mut n = 0;

@@ -22,6 +22,25 @@ pub fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
 
+/// Asserts that a command succeeded; returns its stdout.
+pub fn ok(o: &Output) -> String {
+    assert!(
+        o.status.success(),
+        "exit {:?}: {}{}",
+        o.status.code(),
+        text(&o.stdout),
+        text(&o.stderr)
+    );
+    text(&o.stdout)
+}
+
+/// Asserts that a command failed with exit `code` and `needle` on stderr.
+pub fn fails(o: &Output, code: i32, needle: &str) {
+    let err = text(&o.stderr);
+    assert_eq!(o.status.code(), Some(code), "{err}{}", text(&o.stdout));
+    assert!(err.contains(needle), "expected {needle:?} in: {err}");
+}
+
 impl Mounted {
     /// Mounts a new agent; extra arguments go to sovseal-mount.
     pub fn new(agent: &str, extra: &[&str]) -> Self {
