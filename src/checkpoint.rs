@@ -255,14 +255,13 @@ pub async fn fetch_remote(keys: &AgentKeys, remote: &Remote) -> Result<Vec<Check
 /// remote's newest sequence.
 pub async fn check_remote(keys: &AgentKeys, remote: &Remote, cps: &[Checkpoint]) -> Result<u64> {
     let id = keys.agent_id();
-    let mut head = 0;
-    loop {
-        let page = remote.list_envelopes(&id, head, 1000).await?;
-        match page.last() {
-            Some(l) => head = *l,
-            None => break,
-        }
-    }
+    // One listing (a paged loop would list the whole directory per page).
+    let head = remote
+        .list_envelopes(&id, 0, usize::MAX)
+        .await?
+        .last()
+        .copied()
+        .unwrap_or(0);
     for c in cps {
         let h = if c.seq <= head {
             match remote.get_envelope(&id, c.seq).await? {

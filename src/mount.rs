@@ -399,6 +399,8 @@ fn unmount(mountpoint: &Path) -> Result<bool> {
     use nix::mount::{MntFlags, umount2};
     match umount2(mountpoint, MntFlags::empty()) {
         Ok(()) => Ok(false),
+        // Unmounted by someone else in the meantime: nothing left to do.
+        Err(nix::errno::Errno::EINVAL) if mounted_at(mountpoint).is_none() => Ok(false),
         Err(nix::errno::Errno::EBUSY) => umount2(mountpoint, MntFlags::MNT_DETACH)
             .map(|()| true)
             .map_err(|e| Error::io(mountpoint, e.into())),

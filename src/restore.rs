@@ -82,16 +82,8 @@ async fn restore_into(
 ) -> Result<u64> {
     let keys = master.agent_keys(name.as_str());
     let id = keys.agent_id();
-    let mut seqs = Vec::new();
-    loop {
-        let page = remote
-            .list_envelopes(&id, seqs.last().copied().unwrap_or(0), 1000)
-            .await?;
-        if page.is_empty() {
-            break;
-        }
-        seqs.extend(page);
-    }
+    // One listing: every page of a cursor loop lists the whole directory.
+    let seqs = remote.list_envelopes(&id, 0, usize::MAX).await?;
     let Some(&head) = seqs.last() else {
         return Err(Error::Invalid(format!(
             "the remote {} holds no snapshots of agent {name} (for this master key)",

@@ -1,0 +1,167 @@
+//! Prune killed at random instants (SIGKILL): every time, what is retained
+//! still reads back and the whole chain verifies; the prune that finally
+//! completes frees the space.
+
+mod common;
+use sovseal::config::{AgentName, Home};
+use sovseal::engine::{Engine, SetAttr};
+use sovseal::envelope::tree::ROOT_INO;
+use sovseal::keys::custody::{self, Custody};
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+const SOVSEAL: &str = env!("CARGO_BIN_EXE_sovseal");
+
+fn run(home: &Path, args: &[&str]) -> Output {
+    Command::new(SOVSEAL)
+        .args(args)
+        .env("SOVSEAL_HOME", home)
+        .env("SOVSEAL_KEY_FALLBACK", "file")
+        .output()
+        .unwrap()
+}
+
+fn ok(o: &Output) -> String {
+    assert!(
+        o.status.success(),
+        "exit {:?}: {}",
+        o.status.code(),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn pack_bytes(home: &Path) -> u64 {
+    std::fs::read_dir(home.join("agents/crashy/packs"))
+        .unwrap()
+        .map(|e| e.unwrap().metadata().unwrap().len())
+        .sum()
+}
+
+#[test]
+fn prune_survives_sigkill_at_any_instant() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("home");
+    ok(&run(&home, &["init"]));
+    let h = Home::at(&home);
+    let master = custody::load(&h, &Custody::File).unwrap();
+    // 40 versions of a 1 MiB file (distinct bytes), one snapshot each.
+    let last;
+    {
+        let mut e = Engine::open(&h, &AgentName::new("crashy").unwrap(), &master).unwrap();
+        // A 48 MiB file that stays: prune must copy it out of the pack it
+        // shares with the dead versions, which gives the kills time to land.
+        let big = e.create(ROOT_INO, b"big.bin", 0o644, 0, 0).unwrap();
+        for i in 0..48u64 {
+            e.write(big.ino, i << 20, &common::bytes(1000 + i, 1 << 20))
+                .unwrap();
+        }
+        let f = e.create(ROOT_INO, b"state.bin", 0o644, 0, 0).unwrap();
+        let mut v = Vec::new();
+        for i in 0..40u64 {
+            v = common::bytes(i + 1, 1 << 20);
+            e.setattr(
+                f.ino,
+                &SetAttr {
+                    size: Some(0),
+                    ..Default::default()
+                },
+            )
+            .unwrap();
+            e.write(f.ino, 0, &v).unwrap();
+            e.commit().unwrap();
+        }
+        last = v;
+    }
+    // Prune keeps what has not reached the remote yet: mount once so that
+    // the history replicates (to the default remote under the home).
+    let mnt = dir.path().join("crashy");
+    std::fs::create_dir(&mnt).unwrap();
+    let o = Command::new(env!("CARGO_BIN_EXE_sovseal-mount"))
+        .arg(&mnt)
+        .env("SOVSEAL_HOME", &home)
+        .env("SOVSEAL_KEY_FALLBACK", "file")
+        .output()
+        .unwrap();
+    ok(&o);
+    let t0 = std::time::Instant::now();
+    loop {
+        let s: serde_json::Value =
+            serde_json::from_str(&ok(&run(&home, &["status", "--agent", "crashy", "--json"])))
+                .unwrap();
+        if s["queue_snapshots"] == 0 {
+            break;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(60), "{s}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    ok(&Command::new("fusermount3")
+        .arg("-u")
+        .arg(&mnt)
+        .output()
+        .unwrap());
+    let t0 = std::time::Instant::now();
+    while !serde_json::from_str::<serde_json::Value>(&ok(&run(
+        &home,
+        &["status", "--agent", "crashy", "--json"],
+    )))
+    .unwrap()["mounted_by_pid"]
+        .is_null()
+    {
+        assert!(t0.elapsed() < Duration::from_secs(30));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    ok(&run(
+        &home,
+        &["forget", "--agent", "crashy", "--keep-last", "2"],
+    ));
+    let before = pack_bytes(&home);
+
+    let mut killed = 0;
+    let mut completed = false;
+    for round in 0..40u64 {
+        let mut child = Command::new(SOVSEAL)
+            .args(["prune", "--agent", "crashy"])
+            .env("SOVSEAL_HOME", &home)
+            .env("SOVSEAL_KEY_FALLBACK", "file")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        // Spread the kills over the prune's run (startup to ~200 ms).
+        std::thread::sleep(Duration::from_micros(5_000 + (round * 7919) % 200_000));
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(child.id() as i32),
+            nix::sys::signal::SIGKILL,
+        );
+        let st = child.wait().unwrap();
+        match st.code() {
+            None => killed += 1,
+            Some(0) => completed = true,
+            Some(c) => panic!("round {round}: prune failed with exit {c}"),
+        }
+        let v = ok(&run(&home, &["verify", "--agent", "crashy"]));
+        assert!(v.starts_with("ok:"), "round {round}: {v}");
+        let o = run(&home, &["cat", "--agent", "crashy", "/state.bin"]);
+        assert!(
+            o.stdout == last,
+            "round {round}: the head no longer reads back"
+        );
+    }
+    assert!(
+        killed > 0,
+        "no prune was killed mid-way; the test proved nothing"
+    );
+    ok(&run(&home, &["prune", "--agent", "crashy"]));
+    ok(&run(&home, &["verify", "--agent", "crashy"]));
+    let after = pack_bytes(&home);
+    assert!(
+        after < before - 30 * (1 << 20),
+        "prune freed too little: {before} -> {after}"
+    );
+    let big = run(&home, &["cat", "--agent", "crashy", "/big.bin"]).stdout;
+    assert_eq!(big.len(), 48 << 20);
+    assert_eq!(&big[..1 << 20], &common::bytes(1000, 1 << 20)[..]);
+    eprintln!("{killed} prunes killed before one completed; packs {before} -> {after} bytes");
+}
