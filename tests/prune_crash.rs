@@ -148,10 +148,13 @@ fn prune_survives_sigkill_at_any_instant() {
             o.stdout == last,
             "round {round}: the head no longer reads back"
         );
+        if completed {
+            break;
+        }
     }
     assert!(
         killed > 0,
-        "no prune was killed mid-way; the test proved nothing"
+        "no prune was killed before one completed; the test proved nothing"
     );
     ok(&run(&home, &["prune", "--agent", "crashy"]));
     ok(&run(&home, &["verify", "--agent", "crashy"]));
