@@ -257,8 +257,13 @@ enum KeyCommand {
         #[arg(long)]
         passphrase_file: Option<std::path::PathBuf>,
     },
-    /// Print the fingerprint of the master key in custody.
+    /// Print the fingerprint of every version of the master key in custody.
     Fingerprint,
+    /// Add a new master key version: data sealed from the next mount or
+    /// command on uses it; older snapshots stay readable with the older
+    /// versions. Export again afterwards: older exports cannot open the new
+    /// data.
+    Rotate,
 }
 
 /// The passphrase: the first line of `file`, else asked on the terminal
@@ -530,6 +535,14 @@ fn run(cli: Cli) -> Result<()> {
                     report.first_seq, report.head_seq, report.snapshots, report.objects, report.sealed_bytes
                 )
                 .map_err(w)?;
+                for (v, c) in &report.key_versions {
+                    writeln!(
+                        out,
+                        "key version {v}: {} snapshots, {} objects",
+                        c.snapshots, c.objects
+                    )
+                    .map_err(w)?;
+                }
                 match checkpointed {
                     Some(s) => writeln!(
                         out,
@@ -615,6 +628,7 @@ fn run(cli: Cli) -> Result<()> {
             let v = serde_json::json!({
                 "agent": agent,
                 "mounted_by_pid": daemon,
+                "key_version": a.repo().keys().key_version(),
                 "head_seq": head,
                 "replicated_seq": replicated,
                 "verified_seq": verified.map(|v| v.0),
@@ -961,7 +975,27 @@ fn run(cli: Cli) -> Result<()> {
             }
             KeyCommand::Fingerprint => {
                 let home = Home::from_env()?;
-                writeln!(out, "{}", master(&home)?.fingerprint()).map_err(w)?;
+                let m = master(&home)?;
+                for v in m.versions() {
+                    let fp = m.fingerprint_of(v).expect("listed version");
+                    let cur = if v == m.current_version() {
+                        " (current)"
+                    } else {
+                        ""
+                    };
+                    writeln!(out, "version {v}: {fp}{cur}").map_err(w)?;
+                }
+            }
+            KeyCommand::Rotate => {
+                let home = Home::from_env()?;
+                let c = custody::Custody::from_env()?;
+                let (m, v) = custody::rotate(&home, &c)?;
+                writeln!(
+                    out,
+                    "added master key version {v} ({}); new data is sealed under it from the next mount on. Export the key again: older exports cannot open it.",
+                    m.fingerprint_of(v).expect("new version")
+                )
+                .map_err(w)?;
             }
         },
         Command::Ls { agent, seq, path } => {

@@ -71,7 +71,9 @@ pub enum Error {
     #[error("unknown format version {0} (this build reads version {1}); upgrade sovseal")]
     UnknownFormatVersion(u32, u32),
     /// A key version this build or this keychain does not have.
-    #[error("unknown key version {0}; this build knows key version {1}")]
+    #[error(
+        "key version {0} is not in custody (the newest held is {1}): import the key export made after that rotation"
+    )]
     UnknownKeyVersion(u32, u32),
     /// The OS keychain cannot be used and no fallback was requested.
     #[error(

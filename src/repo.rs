@@ -103,8 +103,8 @@ impl Repo {
     /// that it opens under its id and hashes to it. Nothing unverified is
     /// stored.
     pub fn put_sealed(&self, kind: ObjectKind, id: &ObjectId, sealed: &[u8]) -> Result<()> {
-        let plain = envelope::open_object(&self.keys, kind, id, sealed)?;
-        if envelope::object_id(&self.keys, kind, &plain) != *id {
+        let (plain, v) = envelope::open_object_versioned(&self.keys, kind, id, sealed)?;
+        if envelope::object_id_v(&self.keys, v, kind, &plain) != *id {
             return Err(Error::corrupt(
                 format!("{} {}", kind.name(), id.to_hex()),
                 "content does not hash to its id",
@@ -167,14 +167,25 @@ impl Repo {
 
     /// Like [`Repo::open_raw`], and also re-derives the id from the plaintext.
     pub fn open_verified(&self, kind: ObjectKind, id: &ObjectId) -> Result<Vec<u8>> {
-        let plain = self.open_raw(kind, id)?;
-        if envelope::object_id(&self.keys, kind, &plain) != *id {
+        self.open_verified_versioned(kind, id).map(|(p, _)| p)
+    }
+
+    /// Like [`Repo::open_verified`], and tells the key version that sealed it.
+    pub fn open_verified_versioned(
+        &self,
+        kind: ObjectKind,
+        id: &ObjectId,
+    ) -> Result<(Vec<u8>, u32)> {
+        let loc = self.locate(kind, id)?;
+        let sealed = self.store.read(&loc)?;
+        let (plain, v) = envelope::open_object_versioned(&self.keys, kind, id, &sealed)?;
+        if envelope::object_id_v(&self.keys, v, kind, &plain) != *id {
             return Err(Error::corrupt(
                 format!("{} {}", kind.name(), id.to_hex()),
                 "content does not hash to its id",
             ));
         }
-        Ok(plain)
+        Ok((plain, v))
     }
 
     /// Keeps a chunk just sealed as `id` in the read cache (write-through:

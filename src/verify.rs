@@ -30,9 +30,21 @@ pub struct Report {
     pub sealed_bytes: u64,
     /// Objects erased by redaction (allowed missing; each record verified).
     pub redacted: u64,
+    /// What each key version covers: snapshots (their manifests) and
+    /// objects sealed under it.
+    pub key_versions: std::collections::BTreeMap<u32, KeyCoverage>,
     /// Forgotten snapshots among them (envelope and chain checked, content
     /// not: it was pruned by retention; each forget record's signature is).
     pub forgotten: u64,
+}
+
+/// What one key version seals.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct KeyCoverage {
+    /// Snapshots whose manifest it seals.
+    pub snapshots: u64,
+    /// Objects it seals.
+    pub objects: u64,
 }
 
 /// Adds the sequence number to an error from inside a snapshot.
@@ -51,7 +63,7 @@ fn at(seq: u64, e: Error) -> Error {
 }
 
 /// Verifies one object: index entry, pack record header, tag, id.
-fn check_object(agent: &Agent, kind: ObjectKind, id: &ObjectId) -> Result<(Vec<u8>, u64)> {
+fn check_object(agent: &Agent, kind: ObjectKind, id: &ObjectId) -> Result<(Vec<u8>, u64, u32)> {
     let repo = agent.repo();
     let (stored_kind, loc) = repo
         .index()
@@ -68,7 +80,8 @@ fn check_object(agent: &Agent, kind: ObjectKind, id: &ObjectId) -> Result<(Vec<u
             "pack record header or index entry does not match the reference",
         ));
     }
-    Ok((repo.open_verified(kind, id)?, u64::from(loc.len)))
+    let (plain, v) = repo.open_verified_versioned(kind, id)?;
+    Ok((plain, u64::from(loc.len), v))
 }
 
 /// The file in the data dir recording the last successful full
@@ -144,6 +157,11 @@ pub fn verify(agent: &Agent, mut progress: impl FnMut(u64, u64)) -> Result<Repor
         }
         // Recorded hash, tag, payload hash and manifest/envelope agreement.
         let view = agent.snapshot_unchecked(seq)?;
+        report
+            .key_versions
+            .entry(env.key_version)
+            .or_default()
+            .snapshots += 1;
         if forgotten.contains(&seq) {
             report.forgotten += 1;
             report.snapshots += 1;
@@ -153,7 +171,8 @@ pub fn verify(agent: &Agent, mut progress: impl FnMut(u64, u64)) -> Result<Repor
         let mut new_dirs = Vec::new();
         let skip = |id: &ObjectId| seen.borrow().contains(id) || redacted.contains(id);
         view.walk_objects(&skip, &mut |kind, id| {
-            let (plain, len) = check_object(agent, kind, id)?;
+            let (plain, len, v) = check_object(agent, kind, id)?;
+            report.key_versions.entry(v).or_default().objects += 1;
             if kind == ObjectKind::DirNode {
                 new_dirs.push(tree::decode_dir(&plain)?);
             }

@@ -136,3 +136,23 @@ fn no_keychain_and_no_flag_fails_closed() {
         "no silent downgrade to a file"
     );
 }
+
+#[test]
+fn rotated_versions_live_in_the_secret_service_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path();
+    // One session: init, rotate, then read both entries back.
+    let a = in_session(
+        home,
+        r#""$SOVSEAL" init; "$SOVSEAL" key rotate; "$SOVSEAL" key fingerprint; echo v1=$(secret-tool lookup service sovseal username master | wc -c); echo v2=$(secret-tool lookup service sovseal username master-v2 | wc -c)"#,
+    );
+    let out = text(&a.stdout);
+    assert!(a.status.success(), "{out}{}", text(&a.stderr));
+    assert!(out.contains("added master key version 2"), "{out}");
+    assert!(
+        out.contains("version 2: ") && out.contains("(current)"),
+        "{out}"
+    );
+    assert!(out.contains("v1=44") && out.contains("v2=44"), "{out}");
+    assert!(!home.join("sov/master.v2.key").exists());
+}

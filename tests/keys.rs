@@ -46,8 +46,13 @@ fn export_import_restores_an_agent_on_a_second_home() {
     m.wait_replicated();
     m.unmount();
     let remote = format!("file://{}", m.home.join("remote").display());
-    let fp1 = ok(&run(&m.home, &["key", "fingerprint"])).trim().to_owned();
-    assert_eq!(fp1.len(), 16);
+    let fp = ok(&run(&m.home, &["key", "fingerprint"]));
+    let fp1 = fp
+        .strip_prefix("version 1: ")
+        .and_then(|r| r.split_whitespace().next())
+        .unwrap_or_else(|| panic!("{fp}"))
+        .to_owned();
+    assert_eq!(fp1.len(), 16, "{fp}");
 
     let dir = m.dir.path();
     let pass = dir.join("pass");
@@ -282,4 +287,150 @@ fn export_refuses_short_passphrases_and_needs_a_key() {
         .output()
         .unwrap();
     fails(&o, 2, "--passphrase-file");
+}
+
+#[test]
+fn rotation_seals_new_data_under_a_new_version_and_old_data_stays_readable() {
+    let m = Mounted::new("rot", &[]);
+    m.sh("printf before > a.txt && sync");
+    m.wait_replicated();
+    m.unmount();
+    let before = m.head();
+    let dir = m.dir.path();
+    let pass = dir.join("pass");
+    std::fs::write(&pass, "a long enough passphrase\n").unwrap();
+    let export = |name: &str| {
+        let p = dir.join(name);
+        ok(&run(
+            &m.home,
+            &[
+                "key",
+                "export",
+                "--out",
+                p.to_str().unwrap(),
+                "--passphrase-file",
+                pass.to_str().unwrap(),
+            ],
+        ));
+        p
+    };
+    let old_export = export("old.export");
+
+    let o = ok(&run(&m.home, &["key", "rotate"]));
+    assert!(o.contains("added master key version 2"), "{o}");
+    let v2 = m.home.join("master.v2.key");
+    assert_eq!(
+        std::fs::metadata(&v2).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    let fp = ok(&run(&m.home, &["key", "fingerprint"]));
+    assert!(
+        fp.contains("version 1: ") && fp.contains(" (current)"),
+        "{fp}"
+    );
+    assert_eq!(fp.lines().count(), 2, "{fp}");
+
+    // New data is sealed under version 2; old data still reads.
+    m.mount();
+    m.sh("printf after > b.txt && sync");
+    m.wait_replicated();
+    m.unmount();
+    assert_eq!(m.status()["key_version"], 2);
+    let rep: serde_json::Value =
+        serde_json::from_str(&ok(&run(&m.home, &["verify", "--agent", "rot", "--json"]))).unwrap();
+    let kv = &rep["key_versions"];
+    assert_eq!(kv["1"]["snapshots"], before, "{rep}");
+    assert!(kv["2"]["snapshots"].as_u64().unwrap() >= 1, "{rep}");
+    assert!(kv["2"]["objects"].as_u64().unwrap() >= 1, "{rep}");
+    assert!(kv["1"]["objects"].as_u64().unwrap() >= 1, "{rep}");
+    let cat = |seq: u64, p: &str| {
+        run(
+            &m.home,
+            &["cat", "--agent", "rot", "--seq", &seq.to_string(), p],
+        )
+        .stdout
+    };
+    assert_eq!(cat(before, "/a.txt"), b"before");
+    assert_eq!(cat(m.head(), "/b.txt"), b"after");
+    assert_eq!(cat(m.head(), "/a.txt"), b"before");
+
+    // A new export carries both versions: a second machine restores all.
+    let new_export = export("new.export");
+    let remote = format!("file://{}", m.home.join("remote").display());
+    let home2 = dir.join("home2");
+    ok(&run(
+        &home2,
+        &[
+            "key",
+            "import",
+            new_export.to_str().unwrap(),
+            "--passphrase-file",
+            pass.to_str().unwrap(),
+        ],
+    ));
+    let out = dir.join("restored");
+    ok(&run(
+        &home2,
+        &[
+            "restore",
+            "--agent",
+            "rot",
+            "--remote",
+            &remote,
+            out.to_str().unwrap(),
+        ],
+    ));
+    assert_eq!(std::fs::read(out.join("a.txt")).unwrap(), b"before");
+    assert_eq!(std::fs::read(out.join("b.txt")).unwrap(), b"after");
+
+    // The export from before the rotation cannot open what came after it.
+    let home3 = dir.join("home3");
+    ok(&run(
+        &home3,
+        &[
+            "key",
+            "import",
+            old_export.to_str().unwrap(),
+            "--passphrase-file",
+            pass.to_str().unwrap(),
+        ],
+    ));
+    fails(
+        &run(
+            &home3,
+            &[
+                "restore",
+                "--agent",
+                "rot",
+                "--remote",
+                &remote,
+                dir.join("r3").to_str().unwrap(),
+            ],
+        ),
+        4,
+        "key version 2 is not in custody",
+    );
+    // Importing the new export there adds version 2 next to version 1.
+    let o = ok(&run(
+        &home3,
+        &[
+            "key",
+            "import",
+            new_export.to_str().unwrap(),
+            "--passphrase-file",
+            pass.to_str().unwrap(),
+        ],
+    ));
+    assert!(o.contains("imported"), "{o}");
+    ok(&run(
+        &home3,
+        &[
+            "restore",
+            "--agent",
+            "rot",
+            "--remote",
+            &remote,
+            dir.join("r4").to_str().unwrap(),
+        ],
+    ));
 }

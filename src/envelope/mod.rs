@@ -60,10 +60,33 @@ pub fn open_object(
     id: &ObjectId,
     sealed: &[u8],
 ) -> Result<Vec<u8>> {
-    let key = keys.object_key(&id.0);
-    aead::open(key.expose(), &aad(&keys.agent_id(), kind, &id.0), sealed).map_err(|_| Error::Tag {
+    open_object_versioned(keys, kind, id, sealed).map(|(p, _)| p)
+}
+
+/// Opens a content object and tells which key version sealed it. Objects
+/// do not record their version: each version held is tried, newest first,
+/// and only a verifying tag is accepted (one try while only version 1
+/// exists).
+pub fn open_object_versioned(
+    keys: &AgentKeys,
+    kind: ObjectKind,
+    id: &ObjectId,
+    sealed: &[u8],
+) -> Result<(Vec<u8>, u32)> {
+    let aad = aad(&keys.agent_id(), kind, &id.0);
+    for v in keys.versions_newest_first() {
+        if let Ok(p) = aead::open(keys.object_key_v(v, &id.0).expose(), &aad, sealed) {
+            return Ok((p, v));
+        }
+    }
+    Err(Error::Tag {
         what: format!("{} {}", kind.name(), id.to_hex()),
     })
+}
+
+/// [`object_id`] under key version `v` (to check an opened object's name).
+pub fn object_id_v(keys: &AgentKeys, v: u32, kind: ObjectKind, plaintext: &[u8]) -> ObjectId {
+    ObjectId(keys.object_id_v(v, kind as u8, plaintext))
 }
 
 /// A snapshot envelope: what is stored per snapshot locally and remotely.
@@ -161,7 +184,8 @@ impl Envelope {
         Ok(env)
     }
 
-    /// Refuses format and key versions this build does not know.
+    /// Refuses format versions this build does not know, and key versions
+    /// that cannot exist (the key itself is checked when opening).
     pub fn check_versions(&self) -> Result<()> {
         if self.format_version != FORMAT_VERSION {
             return Err(Error::UnknownFormatVersion(
@@ -169,7 +193,7 @@ impl Envelope {
                 FORMAT_VERSION,
             ));
         }
-        if self.key_version != KEY_VERSION {
+        if self.key_version < KEY_VERSION {
             return Err(Error::UnknownKeyVersion(self.key_version, KEY_VERSION));
         }
         Ok(())
@@ -179,7 +203,7 @@ impl Envelope {
 /// Seals a manifest into an envelope.
 pub fn seal_manifest(keys: &AgentKeys, m: &Manifest) -> Envelope {
     let plain = tree::encode_manifest(m);
-    let key = keys.manifest_key(m.seq);
+    let key = keys.manifest_key_v(keys.key_version(), m.seq);
     let sealed = aead::seal(
         key.expose(),
         &aad(&keys.agent_id(), ObjectKind::Manifest, &m.seq.to_be_bytes()),
@@ -187,7 +211,7 @@ pub fn seal_manifest(keys: &AgentKeys, m: &Manifest) -> Envelope {
     );
     Envelope {
         format_version: FORMAT_VERSION,
-        key_version: KEY_VERSION,
+        key_version: keys.key_version(),
         agent_id: keys.agent_id(),
         sequence_number: m.seq,
         parent_snapshot: m.parent,
@@ -202,6 +226,12 @@ pub fn seal_manifest(keys: &AgentKeys, m: &Manifest) -> Envelope {
 /// and agreement between the manifest and the envelope's blind fields.
 pub fn open_manifest(keys: &AgentKeys, env: &Envelope) -> Result<Manifest> {
     env.check_versions()?;
+    if !keys.has_version(env.key_version) {
+        return Err(Error::UnknownKeyVersion(
+            env.key_version,
+            keys.key_version(),
+        ));
+    }
     let seq = env.sequence_number;
     if env.agent_id != keys.agent_id() {
         return Err(Error::ChainBroken {
@@ -219,7 +249,7 @@ pub fn open_manifest(keys: &AgentKeys, env: &Envelope) -> Result<Manifest> {
             ),
         });
     }
-    let key = keys.manifest_key(seq);
+    let key = keys.manifest_key_v(env.key_version, seq);
     let plain = aead::open(
         key.expose(),
         &aad(&env.agent_id, ObjectKind::Manifest, &seq.to_be_bytes()),

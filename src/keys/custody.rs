@@ -69,10 +69,11 @@ impl Custody {
     }
 }
 
-/// Loads the master key; errors with [`Error::NoMasterKey`] if none exists.
+/// Loads the master key, every version; errors with [`Error::NoMasterKey`]
+/// if none exists.
 pub fn load(home: &Home, custody: &Custody) -> Result<MasterKey> {
     migrate_legacy(home, custody)?;
-    read(home, custody)?.ok_or_else(|| Error::NoMasterKey {
+    read_all(home, custody)?.ok_or_else(|| Error::NoMasterKey {
         custody: custody.describe(home),
     })
 }
@@ -98,18 +99,27 @@ pub fn init(home: &Home, custody: &Custody) -> Result<(MasterKey, bool)> {
 pub fn install(home: &Home, custody: &Custody, key: &MasterKey) -> Result<bool> {
     home.ensure()?;
     migrate_legacy(home, custody)?;
-    match read(home, custody)? {
-        Some(existing) if existing == *key => Ok(false),
-        Some(existing) => Err(Error::Custody(format!(
-            "{} already holds a different master key (fingerprint {}); refusing to overwrite it. Import into another SOVSEAL_HOME, or move the existing key away yourself once nothing depends on it",
-            custody.describe(home),
-            existing.fingerprint()
-        ))),
-        None => {
-            write_new(home, custody, key)?;
-            Ok(true)
+    // Check every version before writing any.
+    let mut missing = Vec::new();
+    for v in key.versions() {
+        let want = key.expose_version(v).expect("listed version");
+        match read_version(home, custody, v)? {
+            Some(existing) if existing.expose() == want => {}
+            Some(existing) => {
+                return Err(Error::Custody(format!(
+                    "{} already holds a different master key version {v} (fingerprint {}); refusing to overwrite it. Import into another SOVSEAL_HOME, or move the existing key away yourself once nothing depends on it",
+                    custody.describe(home),
+                    existing.fingerprint()
+                )));
+            }
+            None => missing.push(v),
         }
     }
+    for v in &missing {
+        let bytes = *key.expose_version(*v).expect("listed version");
+        write_version(home, custody, *v, &MasterKey::from_bytes(bytes))?;
+    }
+    Ok(!missing.is_empty())
 }
 
 /// Moves a legacy key out of `config.json`. Returns true if it migrated one.
@@ -161,28 +171,86 @@ fn decode_key(b64: &str, what: &str) -> Result<MasterKey> {
     Ok(MasterKey::from_bytes(arr))
 }
 
+/// The keychain user of key version `v`.
+fn keychain_user(v: u32) -> String {
+    match v {
+        1 => KEYCHAIN_USER.to_owned(),
+        _ => format!("{KEYCHAIN_USER}-v{v}"),
+    }
+}
+
+/// The key file of key version `v`.
+fn key_file(home: &Home, v: u32) -> std::path::PathBuf {
+    match v {
+        1 => home.key_file(),
+        _ => home.root().join(format!("master.v{v}.key")),
+    }
+}
+
+/// Version 1 of the master key (the other versions: [`load`]).
 fn read(home: &Home, custody: &Custody) -> Result<Option<MasterKey>> {
+    read_version(home, custody, 1)
+}
+
+/// The bytes of key version `v`, wrapped as a one-version key.
+fn read_version(home: &Home, custody: &Custody, v: u32) -> Result<Option<MasterKey>> {
     match custody {
         Custody::Keychain => {
-            let entry = keychain_entry(home)?;
+            let user = keychain_user(v);
+            let entry = keychain_entry(home, &user)?;
             match entry.get_password() {
                 Ok(s) => {
                     let s = Zeroizing::new(s);
-                    Ok(Some(decode_key(&s, "the keychain entry sovseal/master")?))
+                    Ok(Some(decode_key(
+                        &s,
+                        &format!("the keychain entry sovseal/{user}"),
+                    )?))
                 }
                 Err(keyring::Error::NoEntry) => Ok(None),
                 Err(e) => Err(unavailable(home, e)),
             }
         }
-        Custody::File => read_file(home),
+        Custody::File => read_file(home, &key_file(home, v)),
     }
 }
 
+/// Version 1 and every later version in custody.
+fn read_all(home: &Home, custody: &Custody) -> Result<Option<MasterKey>> {
+    let Some(mut ring) = read(home, custody)? else {
+        return Ok(None);
+    };
+    for v in 2.. {
+        match read_version(home, custody, v)? {
+            Some(k) => ring.add_version(v, *k.expose()),
+            None => break,
+        }
+    }
+    Ok(Some(ring))
+}
+
+/// Adds a new key version (the next number), read back before it counts.
+/// Returns the whole key and the new version. Data sealed from then on uses
+/// it; what was sealed before stays readable with the older versions.
+pub fn rotate(home: &Home, custody: &Custody) -> Result<(MasterKey, u32)> {
+    let mut ring = load(home, custody)?;
+    let v = ring.current_version() + 1;
+    let fresh = MasterKey::generate()?;
+    write_version(home, custody, v, &fresh)?;
+    ring.add_version(v, *fresh.expose());
+    Ok((ring, v))
+}
+
 fn write_new(home: &Home, custody: &Custody, key: &MasterKey) -> Result<()> {
+    write_version(home, custody, 1, key)
+}
+
+/// Stores `key`'s version-1 bytes as key version `v` (never over an
+/// existing one), then reads them back.
+fn write_version(home: &Home, custody: &Custody, v: u32, key: &MasterKey) -> Result<()> {
     let text = Zeroizing::new(B64.encode(key.expose()));
     match custody {
         Custody::Keychain => {
-            let entry = keychain_entry(home)?;
+            let entry = keychain_entry(home, &keychain_user(v))?;
             entry
                 .set_password(&text)
                 .map_err(|e| unavailable(home, e))?;
@@ -190,7 +258,7 @@ fn write_new(home: &Home, custody: &Custody, key: &MasterKey) -> Result<()> {
         Custody::File => {
             home.ensure()?;
             check_dir_mode(home)?;
-            let path = home.key_file();
+            let path = key_file(home, v);
             let mut f = std::fs::OpenOptions::new()
                 .write(true)
                 .create_new(true)
@@ -205,8 +273,8 @@ fn write_new(home: &Home, custody: &Custody, key: &MasterKey) -> Result<()> {
         }
     }
     // Read back: a store that accepts and forgets would fail open later.
-    match read(home, custody)? {
-        Some(k) if &k == key => Ok(()),
+    match read_version(home, custody, v)? {
+        Some(k) if k.expose() == key.expose() => Ok(()),
         _ => Err(Error::Custody(format!(
             "{} accepted the master key but did not return it; refusing to use a store that forgets keys",
             custody.describe(home)
@@ -214,8 +282,8 @@ fn write_new(home: &Home, custody: &Custody, key: &MasterKey) -> Result<()> {
     }
 }
 
-fn keychain_entry(home: &Home) -> Result<keyring::Entry> {
-    keyring::Entry::new(KEYCHAIN_SERVICE, KEYCHAIN_USER).map_err(|e| unavailable(home, e))
+fn keychain_entry(home: &Home, user: &str) -> Result<keyring::Entry> {
+    keyring::Entry::new(KEYCHAIN_SERVICE, user).map_err(|e| unavailable(home, e))
 }
 
 fn unavailable(home: &Home, e: keyring::Error) -> Error {
@@ -245,8 +313,8 @@ fn check_dir_mode(home: &Home) -> Result<()> {
     Ok(())
 }
 
-fn read_file(home: &Home) -> Result<Option<MasterKey>> {
-    let path = home.key_file();
+fn read_file(home: &Home, path: &std::path::Path) -> Result<Option<MasterKey>> {
+    let path = path.to_owned();
     let meta = match std::fs::symlink_metadata(&path) {
         Ok(m) => m,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),

@@ -19,8 +19,12 @@ use zeroize::Zeroizing;
 
 /// The `format` field of an export file.
 pub const FORMAT: &str = "sovseal-key-export";
-/// The export format version this build writes and reads.
+/// The export format version this build writes for a key with one version
+/// (the 32 key bytes sealed).
 pub const VERSION: u32 = 1;
+/// The export format version for a rotated key: the sealed plaintext is
+/// `version u32 BE || 32 key bytes` for every key version, ascending.
+pub const VERSION_ROTATED: u32 = 2;
 /// Shortest passphrase accepted for a new export.
 pub const MIN_PASSPHRASE: usize = 12;
 
@@ -123,10 +127,20 @@ pub fn seal(key: &MasterKey, passphrase: &str, kdf: Kdf) -> Result<Export> {
     }
     let k = kdf.derive(passphrase.as_bytes())?;
     let fingerprint = key.fingerprint();
-    let sealed = aead::seal(&k, &aad(FORMAT, VERSION, &kdf, &fingerprint), key.expose());
+    let (version, plain) = if key.versions() == [1] {
+        (VERSION, Zeroizing::new(key.expose().to_vec()))
+    } else {
+        let mut p = Zeroizing::new(Vec::new());
+        for v in key.versions() {
+            p.extend_from_slice(&v.to_be_bytes());
+            p.extend_from_slice(key.expose_version(v).expect("listed version"));
+        }
+        (VERSION_ROTATED, p)
+    };
+    let sealed = aead::seal(&k, &aad(FORMAT, version, &kdf, &fingerprint), &plain);
     Ok(Export {
         format: FORMAT.into(),
-        version: VERSION,
+        version,
         kdf,
         fingerprint,
         sealed: B64.encode(sealed),
@@ -142,9 +156,9 @@ pub fn open(e: &Export, passphrase: &str) -> Result<MasterKey> {
             e.format
         )));
     }
-    if e.version != VERSION {
+    if e.version != VERSION && e.version != VERSION_ROTATED {
         return Err(Error::Custody(format!(
-            "key export version {} is not supported by this build (expected {VERSION})",
+            "key export version {} is not supported by this build (it reads {VERSION} and {VERSION_ROTATED})",
             e.version
         )));
     }
@@ -161,10 +175,30 @@ pub fn open(e: &Export, passphrase: &str) -> Result<MasterKey> {
             },
         )?,
     );
-    let bytes: [u8; KEY_LEN] = plain[..]
-        .try_into()
-        .map_err(|_| Error::Custody("key export file: sealed key has the wrong length".into()))?;
-    let key = MasterKey::from_bytes(bytes);
+    let wrong = || Error::Custody("key export file: sealed key has the wrong length".into());
+    let key = if e.version == VERSION {
+        let bytes: [u8; KEY_LEN] = plain[..].try_into().map_err(|_| wrong())?;
+        MasterKey::from_bytes(bytes)
+    } else {
+        let mut key: Option<MasterKey> = None;
+        if plain.is_empty() || plain.len() % (4 + KEY_LEN) != 0 {
+            return Err(wrong());
+        }
+        for (i, rec) in plain.chunks(4 + KEY_LEN).enumerate() {
+            let v = u32::from_be_bytes(rec[..4].try_into().expect("4 bytes"));
+            let bytes: [u8; KEY_LEN] = rec[4..].try_into().expect("32 bytes");
+            match (&mut key, v) {
+                (None, 1) if i == 0 => key = Some(MasterKey::from_bytes(bytes)),
+                (Some(k), v) if v == k.current_version() + 1 => k.add_version(v, bytes),
+                _ => {
+                    return Err(Error::Custody(
+                        "key export file: key versions are not 1, 2, 3, ...".into(),
+                    ));
+                }
+            }
+        }
+        key.ok_or_else(wrong)?
+    };
     if key.fingerprint() != e.fingerprint {
         return Err(Error::Custody(
             "key export file: the key does not match its fingerprint".into(),
@@ -206,6 +240,18 @@ mod tests {
         raw[20] ^= 1;
         t.sealed = B64.encode(raw);
         assert!(open(&t, "correct horse battery").is_err());
+    }
+
+    #[test]
+    fn a_rotated_key_exports_every_version() {
+        let mut key = MasterKey::from_bytes([7; 32]);
+        key.add_version(2, [8; 32]);
+        key.add_version(3, [9; 32]);
+        let e = seal(&key, "correct horse battery", fast()).unwrap();
+        assert_eq!(e.version, VERSION_ROTATED);
+        let back = open(&e, "correct horse battery").unwrap();
+        assert_eq!(back, key);
+        assert_eq!(back.versions(), [1, 2, 3]);
     }
 
     #[test]

@@ -33,7 +33,9 @@ use zeroize::Zeroizing;
 
 /// Length of every symmetric key.
 pub const KEY_LEN: usize = 32;
-/// The key version written by this build (the derivation tree above).
+/// The first key version (the master key `init` creates). Later versions
+/// come from `sovseal key rotate`; each has the same derivation tree under
+/// its own master key.
 pub const KEY_VERSION: u32 = 1;
 
 /// HKDF label: keyed agent ids.
@@ -96,28 +98,77 @@ impl PartialEq for SecretKey {
     }
 }
 
-/// The 256-bit master key of one installation.
+/// The master key of one installation: version 1, created by `init`, and
+/// the versions `sovseal key rotate` added, each 256 random bits. New data
+/// is sealed under the newest version; every version opens what it sealed.
+/// Agent ids, the seen-head record and signatures stay on version 1 (the
+/// identity).
 #[derive(Clone, Debug, PartialEq)]
-pub struct MasterKey(SecretKey);
+pub struct MasterKey {
+    v1: SecretKey,
+    later: std::collections::BTreeMap<u32, SecretKey>,
+}
 
 impl MasterKey {
-    /// Wraps master key bytes (from custody or a test).
+    /// Wraps version-1 master key bytes (from custody or a test).
     pub fn from_bytes(bytes: [u8; KEY_LEN]) -> Self {
-        MasterKey(SecretKey::from_bytes(bytes))
+        MasterKey {
+            v1: SecretKey::from_bytes(bytes),
+            later: std::collections::BTreeMap::new(),
+        }
     }
 
-    /// A new random master key.
+    /// A new random master key (version 1).
     pub fn generate() -> crate::Result<Self> {
-        Ok(MasterKey(SecretKey::generate()?))
+        Ok(MasterKey {
+            v1: SecretKey::generate()?,
+            later: std::collections::BTreeMap::new(),
+        })
     }
 
-    /// The raw bytes, for custody only.
+    /// Adds version `v` (at least 2).
+    pub fn add_version(&mut self, v: u32, bytes: [u8; KEY_LEN]) {
+        assert!(v >= 2, "version 1 is the base key");
+        self.later.insert(v, SecretKey::from_bytes(bytes));
+    }
+
+    /// The versions held, ascending (always starting at 1).
+    pub fn versions(&self) -> Vec<u32> {
+        std::iter::once(1)
+            .chain(self.later.keys().copied())
+            .collect()
+    }
+
+    /// The newest version: new data is sealed under it.
+    pub fn current_version(&self) -> u32 {
+        self.later.keys().last().copied().unwrap_or(1)
+    }
+
+    /// The raw bytes of version 1, for custody only.
     pub fn expose(&self) -> &[u8; KEY_LEN] {
-        self.0.expose()
+        self.v1.expose()
+    }
+
+    /// The raw bytes of version `v`, for custody only.
+    pub fn expose_version(&self, v: u32) -> Option<&[u8; KEY_LEN]> {
+        match v {
+            1 => Some(self.v1.expose()),
+            _ => self.later.get(&v).map(SecretKey::expose),
+        }
     }
 
     fn prk(&self) -> Hkdf<Sha256> {
-        Hkdf::<Sha256>::new(None, self.0.expose())
+        Hkdf::<Sha256>::new(None, self.v1.expose())
+    }
+
+    /// The fingerprint of version `v`.
+    pub fn fingerprint_of(&self, v: u32) -> Option<String> {
+        let bytes = self.expose_version(v)?;
+        let k = expand(
+            &Hkdf::<Sha256>::new(None, bytes),
+            &[LABEL_FINGERPRINT.as_bytes()],
+        );
+        Some(crate::hex::encode(&k.expose()[..8]))
     }
 
     /// A short public name of this key (16 hex digits), derived one-way: it
@@ -137,18 +188,24 @@ impl MasterKey {
         AgentId(mac.finalize().into_bytes().into())
     }
 
-    /// All working keys of one agent.
+    /// All working keys of one agent, for every version.
     pub fn agent_keys(&self, agent_name: &str) -> AgentKeys {
         let id = self.agent_id(agent_name);
         let prk = self.prk();
-        let sync = expand(&prk, &[LABEL_SYNC.as_bytes(), &[0], &id.0]);
         let rest = expand(&prk, &[LABEL_AT_REST.as_bytes(), &[0], &id.0]);
-        let object_id = expand(&from_prk(&sync), &[LABEL_OBJECT_ID.as_bytes()]);
         let seen_head = expand(&from_prk(&rest), &[LABEL_SEEN_HEAD.as_bytes()]);
+        let mut versions = std::collections::BTreeMap::new();
+        for v in self.versions() {
+            let bytes = self.expose_version(v).expect("listed version");
+            let prk_v = Hkdf::<Sha256>::new(None, bytes);
+            let sync = expand(&prk_v, &[LABEL_SYNC.as_bytes(), &[0], &id.0]);
+            let object_id = expand(&from_prk(&sync), &[LABEL_OBJECT_ID.as_bytes()]);
+            versions.insert(v, VersionKeys { sync, object_id });
+        }
         AgentKeys {
             agent_id: id,
-            sync,
-            object_id,
+            current: self.current_version(),
+            versions,
             seen_head,
         }
     }
@@ -182,12 +239,19 @@ impl fmt::Debug for AgentId {
     }
 }
 
+/// The keys of one key version of one agent.
+#[derive(Clone)]
+struct VersionKeys {
+    sync: SecretKey,
+    object_id: SecretKey,
+}
+
 /// The working keys of one agent. Cloning is cheap enough; all bytes are wiped on drop.
 #[derive(Clone)]
 pub struct AgentKeys {
     agent_id: AgentId,
-    sync: SecretKey,
-    object_id: SecretKey,
+    current: u32,
+    versions: std::collections::BTreeMap<u32, VersionKeys>,
     seen_head: SecretKey,
 }
 
@@ -205,24 +269,65 @@ impl AgentKeys {
         self.agent_id
     }
 
+    /// The key version new data is sealed under.
+    pub fn key_version(&self) -> u32 {
+        self.current
+    }
+
+    /// The versions held, newest first (the order to try when opening).
+    pub fn versions_newest_first(&self) -> Vec<u32> {
+        self.versions.keys().rev().copied().collect()
+    }
+
+    /// Whether version `v` is held.
+    pub fn has_version(&self, v: u32) -> bool {
+        self.versions.contains_key(&v)
+    }
+
+    fn v(&self, v: u32) -> &VersionKeys {
+        self.versions
+            .get(&v)
+            .expect("key version held (checked by the caller)")
+    }
+
     /// The keyed hash that names a content object: BLAKE3 keyed with the
-    /// object-id key, over `kind || plaintext`.
+    /// current version's object-id key, over `kind || plaintext`.
     pub fn object_id(&self, kind: u8, plaintext: &[u8]) -> [u8; 32] {
-        let mut h = blake3::Hasher::new_keyed(self.object_id.expose());
+        self.object_id_v(self.current, kind, plaintext)
+    }
+
+    /// [`AgentKeys::object_id`] under version `v`.
+    pub fn object_id_v(&self, v: u32, kind: u8, plaintext: &[u8]) -> [u8; 32] {
+        let mut h = blake3::Hasher::new_keyed(self.v(v).object_id.expose());
         h.update(&[kind]);
         h.update(plaintext);
         *h.finalize().as_bytes()
     }
 
-    /// The AES-256-GCM key that seals exactly one content object.
+    /// The AES-256-GCM key that seals exactly one content object (current
+    /// version).
     pub fn object_key(&self, id: &[u8; 32]) -> SecretKey {
-        expand(&from_prk(&self.sync), &[LABEL_OBJECT_KEY.as_bytes(), id])
+        self.object_key_v(self.current, id)
     }
 
-    /// The AES-256-GCM key that seals exactly one snapshot manifest.
-    pub fn manifest_key(&self, seq: u64) -> SecretKey {
+    /// [`AgentKeys::object_key`] under version `v`.
+    pub fn object_key_v(&self, v: u32, id: &[u8; 32]) -> SecretKey {
         expand(
-            &from_prk(&self.sync),
+            &from_prk(&self.v(v).sync),
+            &[LABEL_OBJECT_KEY.as_bytes(), id],
+        )
+    }
+
+    /// The AES-256-GCM key that seals exactly one snapshot manifest (current
+    /// version).
+    pub fn manifest_key(&self, seq: u64) -> SecretKey {
+        self.manifest_key_v(self.current, seq)
+    }
+
+    /// [`AgentKeys::manifest_key`] under version `v`.
+    pub fn manifest_key_v(&self, v: u32, seq: u64) -> SecretKey {
+        expand(
+            &from_prk(&self.v(v).sync),
             &[LABEL_MANIFEST_KEY.as_bytes(), &seq.to_be_bytes()],
         )
     }
@@ -232,7 +337,7 @@ impl AgentKeys {
     /// machine that holds the master key. Returns (public key, signature).
     pub fn checkpoint_sign(&self, msg: &[u8]) -> ([u8; 32], [u8; 64]) {
         use ed25519_dalek::ed25519::signature::Signer;
-        let seed = expand(&from_prk(&self.sync), &[LABEL_CHECKPOINT.as_bytes()]);
+        let seed = expand(&from_prk(&self.v(1).sync), &[LABEL_CHECKPOINT.as_bytes()]);
         let sk = ed25519_dalek::SigningKey::from_bytes(seed.expose());
         let sig = sk.sign(msg);
         (sk.verifying_key().to_bytes(), sig.to_bytes())
@@ -240,7 +345,7 @@ impl AgentKeys {
 
     /// The agent's checkpoint public key.
     pub fn checkpoint_public_key(&self) -> [u8; 32] {
-        let seed = expand(&from_prk(&self.sync), &[LABEL_CHECKPOINT.as_bytes()]);
+        let seed = expand(&from_prk(&self.v(1).sync), &[LABEL_CHECKPOINT.as_bytes()]);
         ed25519_dalek::SigningKey::from_bytes(seed.expose())
             .verifying_key()
             .to_bytes()
@@ -287,6 +392,28 @@ mod tests {
             m.agent_keys("alpha").manifest_key(9).expose()
         );
         assert_ne!(a.manifest_key(1).expose(), a.manifest_key(2).expose());
+    }
+
+    #[test]
+    fn key_versions_separate_new_data_and_keep_the_identity() {
+        let mut m = MasterKey::from_bytes([1; 32]);
+        let old = m.agent_keys("x");
+        m.add_version(2, [2; 32]);
+        let new = m.agent_keys("x");
+        assert_eq!(new.key_version(), 2);
+        assert_eq!(new.versions_newest_first(), [2, 1]);
+        assert_eq!(old.agent_id(), new.agent_id());
+        assert_ne!(
+            old.object_key(&[3; 32]).expose(),
+            new.object_key(&[3; 32]).expose()
+        );
+        assert_eq!(
+            old.object_key(&[3; 32]).expose(),
+            new.object_key_v(1, &[3; 32]).expose()
+        );
+        assert_eq!(old.checkpoint_public_key(), new.checkpoint_public_key());
+        assert_ne!(m.fingerprint_of(1), m.fingerprint_of(2));
+        assert_eq!(m.fingerprint_of(1).unwrap(), m.fingerprint());
     }
 
     #[test]
