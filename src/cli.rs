@@ -309,13 +309,49 @@ fn ask(prompt: &str) -> Result<zeroize::Zeroizing<String>> {
     Ok(trimmed)
 }
 
+/// A one-line progress counter on stderr, only when stderr is a terminal
+/// (scripts and logs see nothing); the line is ended when dropped.
+struct Progress {
+    label: &'static str,
+    tty: bool,
+    shown: bool,
+}
+
+impl Progress {
+    fn new(label: &'static str) -> Self {
+        Progress {
+            label,
+            tty: std::io::IsTerminal::is_terminal(&std::io::stderr()),
+            shown: false,
+        }
+    }
+
+    fn tick(&mut self, i: u64, n: u64) {
+        if self.tty && (i.is_multiple_of(100) || i == n) {
+            eprint!("\r{} {i}/{n}", self.label);
+            self.shown = true;
+        }
+    }
+}
+
+impl Drop for Progress {
+    fn drop(&mut self) {
+        if self.shown {
+            eprintln!();
+        }
+    }
+}
+
 /// Prunes locally, then on the agent's remote.
 fn prune_agent(
     home: &Home,
     a: &crate::agent::Agent,
     remote: Option<&str>,
 ) -> Result<crate::retention::PruneReport> {
-    let mut r = crate::retention::prune_local(a)?;
+    let mut r = {
+        let mut p = Progress::new("pruning: checking snapshot");
+        crate::retention::prune_local(a, &mut |s, h| p.tick(s, h))?
+    };
     let url = home.remote_for(a.name(), remote)?;
     let rem = crate::remote::Remote::open(&url)?;
     crate::remote::runtime()?.block_on(crate::retention::prune_remote(a, &rem, &mut r))?;
@@ -481,16 +517,10 @@ fn run(cli: Cli) -> Result<()> {
                 .as_deref()
                 .map(crate::config::parse_duration)
                 .transpose()?;
-            let tty = std::io::IsTerminal::is_terminal(&std::io::stderr());
-            let report = crate::verify::verify(&a, |seq, head| {
-                if tty && (seq % 100 == 0 || seq == head) {
-                    eprint!("\rverifying snapshot {seq}/{head}");
-                }
-            });
-            if tty {
-                eprintln!();
-            }
-            let report = report?;
+            let report = {
+                let mut p = Progress::new("verifying snapshot");
+                crate::verify::verify(&a, |s, h| p.tick(s, h))?
+            };
             // Checkpoints: this machine's, external ones, then the remote's.
             let keys = a.repo().keys().clone();
             let mut cps = crate::checkpoint::list_local(&a)?;
@@ -861,7 +891,10 @@ fn run(cli: Cli) -> Result<()> {
             let name = AgentName::new(&agent)?;
             let m = master(&home)?;
             let (a, _lock) = crate::agent::Agent::open_writer(&home, &name, &m, false)?;
-            let plan = crate::redact::plan(&a, &path)?;
+            let plan = {
+                let mut p = Progress::new("redact: reading snapshot");
+                crate::redact::plan(&a, &path, &mut |s, h| p.tick(s, h))?
+            };
             if plan.seqs.is_empty() && !dry_run {
                 return Err(Error::Invalid(format!(
                     "{path} has no content in any snapshot of agent {agent}"

@@ -454,7 +454,7 @@ fn apply_retention(
     let (_, forget) =
         crate::retention::plan(&policy, &retained, crate::engine::now_ns() / 1_000_000)?;
     crate::retention::forget(&a, &forget)?;
-    let mut r = crate::retention::prune_local(&a)?;
+    let mut r = crate::retention::prune_local(&a, &mut |_, _| {})?;
     let rt = crate::remote::runtime()?;
     if let Err(e) = rt.block_on(crate::retention::prune_remote(&a, remote, &mut r)) {
         tracing::warn!("retention: remote prune left for later: {e}");

@@ -132,8 +132,9 @@ fn content_ids(
 }
 
 /// Plans the redaction of `path` over every snapshot. Refuses a path that
-/// still exists in the head: delete it first.
-pub fn plan(agent: &Agent, path: &str) -> Result<Plan> {
+/// still exists in the head: delete it first. `progress(seq, head)` follows
+/// the two walks over the snapshots.
+pub fn plan(agent: &Agent, path: &str, progress: &mut dyn FnMut(u64, u64)) -> Result<Plan> {
     let head = agent.repo().index().head_seq()?.unwrap_or(0);
     let rel = path.trim_matches('/');
     if rel.is_empty() {
@@ -157,6 +158,7 @@ pub fn plan(agent: &Agent, path: &str) -> Result<Plan> {
     // Per snapshot, the inodes under the path.
     let mut targets: BTreeMap<u64, HashSet<u64>> = BTreeMap::new();
     for seq in 1..=head {
+        progress(seq, 2 * head);
         let view = agent.snapshot_unchecked(seq)?;
         let mut ids = BTreeSet::new();
         let mut symlinks = 0;
@@ -199,6 +201,7 @@ pub fn plan(agent: &Agent, path: &str) -> Result<Plan> {
     // Anything another file uses, in any retained snapshot, stays.
     let mut kept = BTreeSet::new();
     for seq in (1..=head).filter(|s| !forgotten.contains(s)) {
+        progress(head + seq, 2 * head);
         let view = agent.snapshot_unchecked(seq)?;
         let mine = targets.get(&seq);
         for ino in view.inode_numbers()? {

@@ -240,12 +240,13 @@ pub struct PruneReport {
 
 /// Objects referenced by a retained snapshot, or by any snapshot not yet
 /// replicated (its content must reach the remote first).
-fn live_objects(agent: &Agent) -> Result<HashSet<ObjectId>> {
+fn live_objects(agent: &Agent, progress: &mut dyn FnMut(u64, u64)) -> Result<HashSet<ObjectId>> {
     let forgotten = forgotten(agent)?;
     let replicated = crate::replicator::replicated_seq(agent)?;
     let head = agent.repo().index().head_seq()?.unwrap_or(0);
     let live: RefCell<HashSet<ObjectId>> = RefCell::new(HashSet::new());
     for seq in 1..=head {
+        progress(seq, head);
         if forgotten.contains(&seq) && seq <= replicated {
             continue;
         }
@@ -260,8 +261,9 @@ fn live_objects(agent: &Agent) -> Result<HashSet<ObjectId>> {
 
 /// Removes every local object no retained snapshot references, rewriting
 /// the packs that hold them. Needs the writer (no mount running).
-pub fn prune_local(agent: &Agent) -> Result<PruneReport> {
-    let live = live_objects(agent)?;
+/// `progress(seq, head)` follows the walk over the snapshots.
+pub fn prune_local(agent: &Agent, progress: &mut dyn FnMut(u64, u64)) -> Result<PruneReport> {
+    let live = live_objects(agent, progress)?;
     let all = agent.repo().index().all_objects()?;
     let dead: Vec<_> = all.into_iter().filter(|o| !live.contains(&o.0)).collect();
     Ok(PruneReport {

@@ -70,6 +70,28 @@ fn redact_erases_a_path_from_all_history_and_the_remote() {
     ])))
     .unwrap();
     assert_eq!(plan["seqs"], serde_json::json!([v1, v2]), "{plan}");
+    // Long work shows progress on a terminal (here a pty from script(1)),
+    // and nothing when stderr is not one.
+    let o = m
+        .cmd("script")
+        .args([
+            "-qec",
+            &format!("{SOVSEAL} redact --agent red --dry-run /secret.bin"),
+            "/dev/null",
+        ])
+        .output()
+        .unwrap();
+    let tty_out = text(&o.stdout);
+    assert!(
+        tty_out.contains("redact: reading snapshot") && tty_out.contains("would erase"),
+        "{tty_out}"
+    );
+    let o = m.sovseal(&["redact", "--agent", "red", "--dry-run", "/secret.bin"]);
+    assert!(
+        !text(&o.stderr).contains("reading snapshot"),
+        "{}",
+        text(&o.stderr)
+    );
     assert!(plan["objects"].as_u64().unwrap() >= 2, "{plan}");
     assert_eq!(
         m.sovseal(&[
