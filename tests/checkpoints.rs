@@ -37,10 +37,7 @@ fn wait_checkpointed(m: &Mounted, seq: u64) {
 /// A second machine: a fresh home holding the same master key (as after
 /// `key import`), restoring from machine 1's remote directory.
 fn fresh_restore(m: &Mounted, name: &str) -> Output {
-    let home2 = m.dir.path().join(name);
-    std::fs::create_dir(&home2).unwrap();
-    std::fs::set_permissions(&home2, std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
-    std::fs::copy(m.home.join("master.key"), home2.join("master.key")).unwrap();
+    let home2 = m.second_home(name);
     let remote = format!("file://{}", m.home.join("remote").display());
     Command::new(SOVSEAL)
         .args(["restore", "--agent", &m.agent, "--remote", &remote])
@@ -128,10 +125,7 @@ fn checkpoints_catch_a_remote_that_drops_snapshots() {
         3,
         "dropped or rolled back",
     );
-    let home5 = m.dir.path().join("m5");
-    std::fs::create_dir(&home5).unwrap();
-    std::fs::set_permissions(&home5, std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
-    std::fs::copy(m.home.join("master.key"), home5.join("master.key")).unwrap();
+    let home5 = m.second_home("m5");
     let m5 = |args: &[&str]| {
         Command::new(SOVSEAL)
             .args(args)

@@ -19,6 +19,19 @@ fn run(home: &Path, args: &[&str]) -> Output {
         .unwrap()
 }
 
+/// `sovseal key import FILE --passphrase-file PASS` in `home`.
+fn import(home: &Path, file: &str, pass: &str) -> Output {
+    run(home, &["key", "import", file, "--passphrase-file", pass])
+}
+
+/// `sovseal key export --out FILE --passphrase-file PASS` in `home`.
+fn export_key(home: &Path, file: &str, pass: &str) -> Output {
+    run(
+        home,
+        &["key", "export", "--out", file, "--passphrase-file", pass],
+    )
+}
+
 fn tree(dir: &Path) -> Vec<(String, Vec<u8>)> {
     let mut out = Vec::new();
     let mut stack = vec![dir.to_owned()];
@@ -58,16 +71,10 @@ fn export_import_restores_an_agent_on_a_second_home() {
     let pass = dir.join("pass");
     std::fs::write(&pass, "a long enough passphrase\n").unwrap();
     let export = dir.join("key.export");
-    let o = ok(&run(
+    let o = ok(&export_key(
         &m.home,
-        &[
-            "key",
-            "export",
-            "--out",
-            export.to_str().unwrap(),
-            "--passphrase-file",
-            pass.to_str().unwrap(),
-        ],
+        export.to_str().unwrap(),
+        pass.to_str().unwrap(),
     ));
     assert!(o.contains(&fp1), "{o}");
     let meta = std::fs::metadata(&export).unwrap();
@@ -82,17 +89,7 @@ fn export_import_restores_an_agent_on_a_second_home() {
     assert_eq!(v["fingerprint"], fp1.as_str());
     // Never overwritten.
     fails(
-        &run(
-            &m.home,
-            &[
-                "key",
-                "export",
-                "--out",
-                export.to_str().unwrap(),
-                "--passphrase-file",
-                pass.to_str().unwrap(),
-            ],
-        ),
+        &export_key(&m.home, export.to_str().unwrap(), pass.to_str().unwrap()),
         2,
         "already exists",
     );
@@ -104,16 +101,7 @@ fn export_import_restores_an_agent_on_a_second_home() {
     let wrong = dir.join("wrong");
     std::fs::write(&wrong, "a long enough passphrasf\n").unwrap();
     fails(
-        &run(
-            &home2,
-            &[
-                "key",
-                "import",
-                export.to_str().unwrap(),
-                "--passphrase-file",
-                wrong.to_str().unwrap(),
-            ],
-        ),
+        &import(&home2, export.to_str().unwrap(), wrong.to_str().unwrap()),
         4,
         "wrong passphrase",
     );
@@ -123,31 +111,13 @@ fn export_import_restores_an_agent_on_a_second_home() {
     d["kdf"]["t_cost"] = serde_json::json!(4);
     std::fs::write(&damaged, serde_json::to_vec(&d).unwrap()).unwrap();
     fails(
-        &run(
-            &home2,
-            &[
-                "key",
-                "import",
-                damaged.to_str().unwrap(),
-                "--passphrase-file",
-                pass.to_str().unwrap(),
-            ],
-        ),
+        &import(&home2, damaged.to_str().unwrap(), pass.to_str().unwrap()),
         4,
         "damaged",
     );
     std::fs::write(&damaged, b"{not json").unwrap();
     fails(
-        &run(
-            &home2,
-            &[
-                "key",
-                "import",
-                damaged.to_str().unwrap(),
-                "--passphrase-file",
-                pass.to_str().unwrap(),
-            ],
-        ),
+        &import(&home2, damaged.to_str().unwrap(), pass.to_str().unwrap()),
         4,
         "not a sovseal key export",
     );
@@ -171,15 +141,10 @@ fn export_import_restores_an_agent_on_a_second_home() {
     );
 
     // The right passphrase: imported; again: unchanged.
-    let o = ok(&run(
+    let o = ok(&import(
         &home2,
-        &[
-            "key",
-            "import",
-            export.to_str().unwrap(),
-            "--passphrase-file",
-            pass.to_str().unwrap(),
-        ],
+        export.to_str().unwrap(),
+        pass.to_str().unwrap(),
     ));
     assert!(o.contains(&format!("imported master key {fp1}")), "{o}");
     assert_eq!(
@@ -190,15 +155,10 @@ fn export_import_restores_an_agent_on_a_second_home() {
             & 0o777,
         0o600
     );
-    let o = ok(&run(
+    let o = ok(&import(
         &home2,
-        &[
-            "key",
-            "import",
-            export.to_str().unwrap(),
-            "--passphrase-file",
-            pass.to_str().unwrap(),
-        ],
+        export.to_str().unwrap(),
+        pass.to_str().unwrap(),
     ));
     assert!(o.contains("already in custody"), "{o}");
 
@@ -235,16 +195,7 @@ fn export_import_restores_an_agent_on_a_second_home() {
     ok(&run(&home3, &["init"]));
     let before = std::fs::read(home3.join("master.key")).unwrap();
     fails(
-        &run(
-            &home3,
-            &[
-                "key",
-                "import",
-                export.to_str().unwrap(),
-                "--passphrase-file",
-                pass.to_str().unwrap(),
-            ],
-        ),
+        &import(&home3, export.to_str().unwrap(), pass.to_str().unwrap()),
         4,
         "refusing to overwrite",
     );
@@ -301,16 +252,10 @@ fn rotation_seals_new_data_under_a_new_version_and_old_data_stays_readable() {
     std::fs::write(&pass, "a long enough passphrase\n").unwrap();
     let export = |name: &str| {
         let p = dir.join(name);
-        ok(&run(
+        ok(&export_key(
             &m.home,
-            &[
-                "key",
-                "export",
-                "--out",
-                p.to_str().unwrap(),
-                "--passphrase-file",
-                pass.to_str().unwrap(),
-            ],
+            p.to_str().unwrap(),
+            pass.to_str().unwrap(),
         ));
         p
     };
@@ -358,15 +303,10 @@ fn rotation_seals_new_data_under_a_new_version_and_old_data_stays_readable() {
     let new_export = export("new.export");
     let remote = format!("file://{}", m.home.join("remote").display());
     let home2 = dir.join("home2");
-    ok(&run(
+    ok(&import(
         &home2,
-        &[
-            "key",
-            "import",
-            new_export.to_str().unwrap(),
-            "--passphrase-file",
-            pass.to_str().unwrap(),
-        ],
+        new_export.to_str().unwrap(),
+        pass.to_str().unwrap(),
     ));
     let out = dir.join("restored");
     ok(&run(
@@ -385,15 +325,10 @@ fn rotation_seals_new_data_under_a_new_version_and_old_data_stays_readable() {
 
     // The export from before the rotation cannot open what came after it.
     let home3 = dir.join("home3");
-    ok(&run(
+    ok(&import(
         &home3,
-        &[
-            "key",
-            "import",
-            old_export.to_str().unwrap(),
-            "--passphrase-file",
-            pass.to_str().unwrap(),
-        ],
+        old_export.to_str().unwrap(),
+        pass.to_str().unwrap(),
     ));
     fails(
         &run(
@@ -411,15 +346,10 @@ fn rotation_seals_new_data_under_a_new_version_and_old_data_stays_readable() {
         "key version 2 is not in custody",
     );
     // Importing the new export there adds version 2 next to version 1.
-    let o = ok(&run(
+    let o = ok(&import(
         &home3,
-        &[
-            "key",
-            "import",
-            new_export.to_str().unwrap(),
-            "--passphrase-file",
-            pass.to_str().unwrap(),
-        ],
+        new_export.to_str().unwrap(),
+        pass.to_str().unwrap(),
     ));
     assert!(o.contains("imported"), "{o}");
     ok(&run(

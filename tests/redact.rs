@@ -161,10 +161,7 @@ fn redact_erases_a_path_from_all_history_and_the_remote() {
     assert_eq!(std::fs::read_dir(&rec_dir).unwrap().count(), 1);
 
     // A fresh machine restores from the remote and verifies.
-    let home2 = m.dir.path().join("home2");
-    std::fs::create_dir(&home2).unwrap();
-    std::fs::set_permissions(&home2, std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
-    std::fs::copy(m.home.join("master.key"), home2.join("master.key")).unwrap();
+    let home2 = m.second_home("home2");
     let remote = format!("file://{}", m.home.join("remote").display());
     let restore = |dest: &str| {
         Command::new(SOVSEAL)

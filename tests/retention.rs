@@ -187,10 +187,7 @@ fn forget_and_prune_keep_the_chain_and_free_the_space() {
     m.verify();
 
     // A fresh machine (same master key) restores from the pruned remote.
-    let home2 = m.dir.path().join("home2");
-    std::fs::create_dir(&home2).unwrap();
-    std::fs::set_permissions(&home2, std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
-    std::fs::copy(m.home.join("master.key"), home2.join("master.key")).unwrap();
+    let home2 = m.second_home("home2");
     let remote = format!("file://{}", m.home.join("remote").display());
     let restore = |dest: &str| {
         Command::new(SOVSEAL)

@@ -188,6 +188,16 @@ impl Mounted {
         self.mount();
     }
 
+    /// A second machine: a fresh SOVSEAL_HOME (0700) holding this one's
+    /// master key file, as after `sovseal key import`.
+    pub fn second_home(&self, name: &str) -> PathBuf {
+        let h = self.dir.path().join(name);
+        std::fs::create_dir(&h).unwrap();
+        std::fs::set_permissions(&h, std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
+        std::fs::copy(self.home.join("master.key"), h.join("master.key")).unwrap();
+        h
+    }
+
     pub fn path(&self, rel: &str) -> PathBuf {
         self.mnt.join(rel)
     }
