@@ -132,8 +132,7 @@ pub fn save_local(agent: &Agent, c: &Checkpoint) -> Result<()> {
     let dir = local_dir(agent);
     crate::fsutil::create_private_dir(&dir)?;
     let path = dir.join(format!("{:020}.json", c.seq));
-    crate::metrics::write_file(&path, &String::from_utf8_lossy(&c.to_json()))
-        .map_err(|e| Error::io(&path, e))
+    crate::fsutil::write_atomic(&path, &c.to_json(), 0o600)
 }
 
 /// Every local checkpoint, ascending, each verified.

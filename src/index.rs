@@ -540,16 +540,6 @@ impl Index {
         Ok(())
     }
 
-    /// The snapshot that first committed object `id`.
-    pub fn object_seq(&self, id: &ObjectId) -> Result<Option<u64>> {
-        Ok(self
-            .conn
-            .prepare_cached("SELECT seq FROM objects WHERE id = ?1")?
-            .query_row([&id.0[..]], |r| r.get::<_, Option<u64>>(0))
-            .optional()?
-            .flatten())
-    }
-
     /// Whether any object first committed by `seq` is still present.
     pub fn has_objects_of(&self, seq: u64) -> Result<bool> {
         Ok(self

@@ -1,6 +1,6 @@
 //! Counters of a running mount and their Prometheus text exposition
-//! (version 0.0.4), written to a file (`sovseal-mount --metrics-file`) that
-//! node_exporter's textfile collector, or anything else, can read.
+//! (version 0.0.4), which `sovseal-mount --metrics-file` writes atomically
+//! for node_exporter's textfile collector, or anything else, to read.
 //!
 //! Only counts, sizes and sequence numbers: no names, no paths, no keys.
 
@@ -160,14 +160,6 @@ impl Metrics {
         let _ = writeln!(o, "{name}_count{{{l}}} {}", h.count);
         o
     }
-}
-
-/// Writes `text` to `path` atomically (a temporary file, then rename), so a
-/// reader never sees half a file.
-pub fn write_file(path: &std::path::Path, text: &str) -> std::io::Result<()> {
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, text)?;
-    std::fs::rename(&tmp, path)
 }
 
 #[cfg(test)]

@@ -526,7 +526,8 @@ impl MetricsWriter {
     fn start(fs: Arc<Fs>, path: PathBuf) -> Self {
         let (tx, rx) = crossbeam_channel::bounded::<()>(0);
         let write = move || {
-            if let Err(e) = crate::metrics::write_file(&path, &fs.render_metrics()) {
+            let text = fs.render_metrics();
+            if let Err(e) = crate::fsutil::write_atomic_nosync(&path, text.as_bytes(), 0o644) {
                 tracing::warn!("metrics file {}: {e}", path.display());
             }
         };

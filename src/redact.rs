@@ -256,8 +256,8 @@ pub fn save_local(agent: &Agent, r: &Record) -> Result<()> {
     let dir = local_dir(agent);
     crate::fsutil::create_private_dir(&dir)?;
     let p = dir.join(r.file_name());
-    crate::metrics::write_file(&p, &serde_json::to_string(r).expect("record encodes"))
-        .map_err(|e| Error::io(&p, e))
+    // Durable: the record must outlive the erasure that follows it.
+    crate::fsutil::write_atomic(&p, &serde_json::to_vec(r).expect("record encodes"), 0o600)
 }
 
 /// Carries out `plan` for `path` locally: records the redaction, then

@@ -93,7 +93,7 @@ pub fn record(agent: &Agent, report: &Report) -> Result<()> {
     let path = agent.data_dir().join(VERIFIED_FILE);
     let at_ms = crate::engine::now_ns() / 1_000_000;
     let v = serde_json::json!({ "seq": report.head_seq, "at_ms": at_ms });
-    crate::metrics::write_file(&path, &v.to_string()).map_err(|e| Error::io(&path, e))
+    crate::fsutil::write_atomic_nosync(&path, v.to_string().as_bytes(), 0o600)
 }
 
 /// The last recorded verification: (head sequence, ms since the epoch).

@@ -1,40 +1,15 @@
 //! The `sovseal` CLI end to end, with the file fallback for custody.
 
 mod common;
+#[path = "mount/harness.rs"]
+mod harness;
+use harness::{SOVSEAL, fails, ok, sovseal_in as run};
 use sovseal::config::{AgentName, Home};
 use sovseal::engine::Engine;
 use sovseal::envelope::tree::ROOT_INO;
 use sovseal::keys::custody::{self, Custody};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
-use std::path::Path;
-use std::process::{Command, Output};
-
-const SOVSEAL: &str = env!("CARGO_BIN_EXE_sovseal");
-
-fn run(home: &Path, args: &[&str]) -> Output {
-    Command::new(SOVSEAL)
-        .args(args)
-        .env("SOVSEAL_HOME", home)
-        .env("SOVSEAL_KEY_FALLBACK", "file")
-        .output()
-        .unwrap()
-}
-
-fn ok(o: &Output) -> String {
-    assert!(
-        o.status.success(),
-        "exit {:?}: {}",
-        o.status.code(),
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8(o.stdout.clone()).unwrap()
-}
-
-fn fails(o: &Output, code: i32, needle: &str) {
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert_eq!(o.status.code(), Some(code), "{err}");
-    assert!(err.contains(needle), "expected {needle:?} in: {err}");
-}
+use std::process::Command;
 
 /// An agent "a1" with snapshots 1..=4: v1, v2, v3 of notes/today.md.
 fn populated() -> (tempfile::TempDir, std::path::PathBuf) {

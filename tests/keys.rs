@@ -5,19 +5,10 @@
 
 #[path = "mount/harness.rs"]
 mod harness;
-use harness::{Mounted, SOVSEAL, fails, ok, text};
+use harness::{Mounted, SOVSEAL, fails, ok, sovseal_in as run, text};
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::{Command, Output};
-
-fn run(home: &Path, args: &[&str]) -> Output {
-    Command::new(SOVSEAL)
-        .args(args)
-        .env("SOVSEAL_HOME", home)
-        .env("SOVSEAL_KEY_FALLBACK", "file")
-        .output()
-        .unwrap()
-}
 
 /// `sovseal key import FILE --passphrase-file PASS` in `home`.
 fn import(home: &Path, file: &str, pass: &str) -> Output {

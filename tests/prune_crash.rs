@@ -3,34 +3,16 @@
 //! completes frees the space.
 
 mod common;
+#[path = "mount/harness.rs"]
+mod harness;
+use harness::{SOVSEAL, ok, sovseal_in as run};
 use sovseal::config::{AgentName, Home};
 use sovseal::engine::{Engine, SetAttr};
 use sovseal::envelope::tree::ROOT_INO;
 use sovseal::keys::custody::{self, Custody};
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
-
-const SOVSEAL: &str = env!("CARGO_BIN_EXE_sovseal");
-
-fn run(home: &Path, args: &[&str]) -> Output {
-    Command::new(SOVSEAL)
-        .args(args)
-        .env("SOVSEAL_HOME", home)
-        .env("SOVSEAL_KEY_FALLBACK", "file")
-        .output()
-        .unwrap()
-}
-
-fn ok(o: &Output) -> String {
-    assert!(
-        o.status.success(),
-        "exit {:?}: {}",
-        o.status.code(),
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
 
 fn pack_bytes(home: &Path) -> u64 {
     std::fs::read_dir(home.join("agents/crashy/packs"))

@@ -275,8 +275,8 @@ impl AgentKeys {
     }
 
     /// The versions held, newest first (the order to try when opening).
-    pub fn versions_newest_first(&self) -> Vec<u32> {
-        self.versions.keys().rev().copied().collect()
+    pub fn versions_newest_first(&self) -> impl Iterator<Item = u32> + '_ {
+        self.versions.keys().rev().copied()
     }
 
     /// Whether version `v` is held.
@@ -401,7 +401,7 @@ mod tests {
         m.add_version(2, [2; 32]);
         let new = m.agent_keys("x");
         assert_eq!(new.key_version(), 2);
-        assert_eq!(new.versions_newest_first(), [2, 1]);
+        assert_eq!(new.versions_newest_first().collect::<Vec<_>>(), [2, 1]);
         assert_eq!(old.agent_id(), new.agent_id());
         assert_ne!(
             old.object_key(&[3; 32]).expose(),

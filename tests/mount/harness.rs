@@ -22,6 +22,16 @@ pub fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
 
+/// `sovseal ARGS` with SOVSEAL_HOME=`home` and the key file custody.
+pub fn sovseal_in(home: &Path, args: &[&str]) -> Output {
+    Command::new(SOVSEAL)
+        .args(args)
+        .env("SOVSEAL_HOME", home)
+        .env("SOVSEAL_KEY_FALLBACK", "file")
+        .output()
+        .unwrap()
+}
+
 /// Asserts that a command succeeded; returns its stdout.
 pub fn ok(o: &Output) -> String {
     assert!(
