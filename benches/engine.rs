@@ -7,9 +7,9 @@
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use sovseal::config::{AgentName, Home};
 use sovseal::engine::Engine;
-use sovseal::envelope::tree::{ObjectKind, ROOT_INO};
-use sovseal::envelope::{self, aead};
-use sovseal::keys::MasterKey;
+use sovseal::seal::keys::MasterKey;
+use sovseal::seal::tree::{ObjectKind, ROOT_INO};
+use sovseal::seal::{aead, envelope};
 use std::hint::black_box;
 use std::time::Duration;
 

@@ -8,9 +8,9 @@
 use object_store::{ObjectStoreExt, PutPayload};
 use sovseal::config::{AgentName, Home};
 use sovseal::engine::Engine;
-use sovseal::envelope::tree::ROOT_INO;
-use sovseal::keys::MasterKey;
-use sovseal::remote::Remote;
+use sovseal::repo::remote::Remote;
+use sovseal::seal::keys::MasterKey;
+use sovseal::seal::tree::ROOT_INO;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -88,13 +88,15 @@ fn main() {
     let seq = e.commit().unwrap().unwrap().seq;
     let agent = e.shared_agent();
     let remote = Remote::open_with("s3://bench/repl", &opts).unwrap();
-    rt.block_on(sovseal::replicator::upload(&agent, &remote, 1))
+    rt.block_on(sovseal::replication::replicator::upload(&agent, &remote, 1))
         .unwrap();
-    let parts = sovseal::replicator::pack_parts(&agent, seq).unwrap();
+    let parts = sovseal::replication::replicator::pack_parts(&agent, seq).unwrap();
     let bytes: usize = parts.iter().map(Vec::len).sum();
     let t = Instant::now();
-    rt.block_on(sovseal::replicator::upload(&agent, &remote, seq))
-        .unwrap();
+    rt.block_on(sovseal::replication::replicator::upload(
+        &agent, &remote, seq,
+    ))
+    .unwrap();
     let ours = t.elapsed();
     let raw = Remote::open_with("s3://bench/raw", &opts).unwrap();
     let t = Instant::now();
@@ -119,8 +121,12 @@ fn main() {
     let rdir = dir.path().join("remote");
     let fremote = Remote::open(&format!("file://{}", rdir.display())).unwrap();
     let mut e = Engine::open(&home, &small, &master).unwrap();
-    rt.block_on(sovseal::replicator::upload(&e.shared_agent(), &fremote, 1))
-        .unwrap();
+    rt.block_on(sovseal::replication::replicator::upload(
+        &e.shared_agent(),
+        &fremote,
+        1,
+    ))
+    .unwrap();
     let before = count_files(&rdir);
     for i in 0..200u64 {
         let f = e
@@ -128,8 +134,12 @@ fn main() {
             .unwrap();
         e.write(f.ino, 0, &random(2048, i)).unwrap();
         let s = e.commit().unwrap().unwrap().seq;
-        rt.block_on(sovseal::replicator::upload(&e.shared_agent(), &fremote, s))
-            .unwrap();
+        rt.block_on(sovseal::replication::replicator::upload(
+            &e.shared_agent(),
+            &fremote,
+            s,
+        ))
+        .unwrap();
     }
     let puts = (count_files(&rdir) - before) as f64 / 200.0;
 
@@ -144,13 +154,17 @@ fn main() {
     let head = e.head().seq();
     let s3 = Remote::open_with("s3://bench/restore", &opts).unwrap();
     for s in 1..=head {
-        rt.block_on(sovseal::replicator::upload(&e.shared_agent(), &s3, s))
-            .unwrap();
+        rt.block_on(sovseal::replication::replicator::upload(
+            &e.shared_agent(),
+            &s3,
+            s,
+        ))
+        .unwrap();
     }
     drop(e);
     std::fs::remove_dir_all(home.agent_dir(&small)).unwrap();
     let t = Instant::now();
-    rt.block_on(sovseal::restore::restore(
+    rt.block_on(sovseal::history::restore::restore(
         &home,
         &small,
         &master,

@@ -79,6 +79,9 @@ impl std::fmt::Display for AgentName {
     }
 }
 
+/// The file name of an agent's SQLite index inside its data dir.
+pub const INDEX_FILE: &str = "index.db";
+
 /// The sovseal home directory and the paths inside it.
 #[derive(Clone, Debug)]
 pub struct Home {
@@ -127,6 +130,17 @@ impl Home {
     /// The data dir of an agent.
     pub fn agent_dir(&self, agent: &AgentName) -> PathBuf {
         self.root.join("agents").join(agent.as_str())
+    }
+
+    /// The SQLite index of an agent's data dir: its presence is what makes
+    /// a data dir an agent's (see [`Home::has_agent`]).
+    pub fn index_path(&self, agent: &AgentName) -> PathBuf {
+        self.agent_dir(agent).join(INDEX_FILE)
+    }
+
+    /// True when the agent has local data (its index exists).
+    pub fn has_agent(&self, agent: &AgentName) -> bool {
+        self.index_path(agent).exists()
     }
 
     /// The seen-head record of an agent, kept outside its data dir so that

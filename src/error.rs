@@ -118,6 +118,19 @@ pub enum Error {
     /// Bad user input (agent name, path, option).
     #[error("invalid input: {0}")]
     Invalid(String),
+    /// An operation failed for a reason other than bad input: a final
+    /// commit, an unmount, a mount that did not answer.
+    #[error("{0}")]
+    Failed(String),
+    /// The detached mount daemon stopped before the mount was ready; `code`
+    /// is the exit code its error maps to, so the parent exits with it.
+    #[error("{message}")]
+    Daemon {
+        /// The daemon's exit code for its error.
+        code: i32,
+        /// The daemon's message.
+        message: String,
+    },
     /// A filesystem-level error with its POSIX errno (ENOENT, EEXIST...).
     #[error("{op}: {}", std::io::Error::from_raw_os_error(*errno))]
     Fs {

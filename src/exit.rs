@@ -39,6 +39,7 @@ pub fn code_for(err: &Error) -> i32 {
         | Error::Custody(_)
         | Error::UnknownKeyVersion(..) => KEYS,
         Error::Locked { .. } => LOCKED,
+        Error::Daemon { code, .. } => *code,
         Error::Invalid(_)
         | Error::NoSuchAgent(_)
         | Error::NoSuchSnapshot(_)

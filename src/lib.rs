@@ -7,33 +7,24 @@
 //! ciphertext only. See `docs/ARCHITECTURE.md` for the code map and the
 //! invariants, `docs/FORMAT.md` for every byte.
 
-pub mod agent;
-pub mod cache;
-pub mod checkpoint;
+// Layers, each importing only those below it (docs/ARCHITECTURE.md):
 pub mod cli;
-pub mod config;
+pub mod custody;
 pub mod engine;
-pub mod envelope;
+pub mod history;
+pub mod mount;
+pub mod replication;
+pub mod repo;
+pub mod seal;
+
+// Shared by every layer.
+pub mod cache;
+pub mod config;
 mod error;
 pub mod exit;
-pub mod fs;
 pub mod fsutil;
-pub mod fuse;
 pub mod hex;
-pub mod history;
-pub mod index;
-pub mod keys;
-pub mod metrics;
-pub mod mount;
-pub mod notify;
-pub mod redact;
-pub mod remote;
-pub mod replicator;
-pub mod repo;
-pub mod restore;
-pub mod retention;
-pub mod store;
 pub mod sys;
-pub mod verify;
+pub mod time;
 
 pub use error::{Error, Result};

@@ -5,7 +5,7 @@
 mod common;
 use common::Env;
 use sovseal::engine::XattrFlags;
-use sovseal::envelope::tree::ROOT_INO;
+use sovseal::seal::tree::ROOT_INO;
 
 fn markers() -> Vec<Vec<u8>> {
     let tag = std::process::id();

@@ -5,9 +5,9 @@ mod common;
 mod harness;
 use harness::{SOVSEAL, fails, ok, sovseal_in as run};
 use sovseal::config::{AgentName, Home};
+use sovseal::custody::{self, Custody};
 use sovseal::engine::Engine;
-use sovseal::envelope::tree::ROOT_INO;
-use sovseal::keys::custody::{self, Custody};
+use sovseal::seal::tree::ROOT_INO;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::process::Command;
 

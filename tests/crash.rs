@@ -11,8 +11,8 @@ mod common;
 
 use sovseal::config::{AgentName, Home};
 use sovseal::engine::{Engine, SetAttr};
-use sovseal::envelope::tree::ROOT_INO;
-use sovseal::keys::MasterKey;
+use sovseal::seal::keys::MasterKey;
+use sovseal::seal::tree::ROOT_INO;
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -141,7 +141,7 @@ fn main() {
         // After the kill: opens (cleaning up), verifies, holds every acknowledged commit.
         let e = Engine::open(&home, &agent, &master)
             .unwrap_or_else(|err| panic!("round {round}: reopen failed: {err}"));
-        let report = sovseal::verify::verify(e.agent(), |_, _| {})
+        let report = sovseal::history::verify::verify(e.agent(), |_, _| {})
             .unwrap_or_else(|err| panic!("round {round}: verify failed: {err}"));
         if let Some(&(_, seq)) = acked.last() {
             assert!(

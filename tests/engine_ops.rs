@@ -5,7 +5,7 @@ mod common;
 use common::{Env, bytes, path_ino};
 use sovseal::Error;
 use sovseal::engine::{RenameFlags, SetAttr, XattrFlags};
-use sovseal::envelope::tree::{FileType, ROOT_INO};
+use sovseal::seal::tree::{FileType, ROOT_INO};
 
 fn errno<T: std::fmt::Debug>(r: sovseal::Result<T>) -> i32 {
     match r {
@@ -445,14 +445,14 @@ fn second_writer_is_refused_with_the_holders_pid() {
     assert!(matches!(err, Error::Locked { .. }), "{msg}");
     assert!(msg.contains(&std::process::id().to_string()), "{msg}");
     // A reader is fine.
-    sovseal::agent::Agent::open_readonly(&env.home, &env.agent, &env.master).unwrap();
+    sovseal::repo::agent::Agent::open_readonly(&env.home, &env.agent, &env.master).unwrap();
 }
 
 #[test]
 fn wrong_master_key_is_a_clear_error() {
     let env = Env::new();
     drop(env.open());
-    let other = sovseal::keys::MasterKey::from_bytes([1; 32]);
+    let other = sovseal::seal::keys::MasterKey::from_bytes([1; 32]);
     let err = sovseal::engine::Engine::open(&env.home, &env.agent, &other)
         .err()
         .unwrap();
@@ -488,7 +488,7 @@ fn pinned_file_survives_unlink_until_unpinned_and_never_enters_a_snapshot() {
     e.unpin(f.ino);
     assert_eq!(errno(e.getattr(f.ino)), libc::ENOENT);
     assert!(e.commit().unwrap().is_none());
-    sovseal::verify::verify(e.agent(), |_, _| {}).unwrap();
+    sovseal::history::verify::verify(e.agent(), |_, _| {}).unwrap();
 }
 
 #[test]

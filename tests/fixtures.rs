@@ -13,11 +13,11 @@ mod common;
 use sovseal::Error;
 use sovseal::config::{AgentName, Home};
 use sovseal::engine::{Engine, XattrFlags};
-use sovseal::envelope::tree::{
+use sovseal::seal::envelope::{self, Envelope};
+use sovseal::seal::keys::{AgentKeys, MasterKey};
+use sovseal::seal::tree::{
     self, ChunkRef, Chunks, Content, FileType, ObjectId, ObjectKind, ROOT_INO,
 };
-use sovseal::envelope::{self, Envelope};
-use sovseal::keys::{AgentKeys, MasterKey};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 

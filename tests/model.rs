@@ -6,7 +6,7 @@ mod common;
 use common::Env;
 use proptest::prelude::*;
 use sovseal::engine::{Engine, RenameFlags, SetAttr, XattrFlags};
-use sovseal::envelope::tree::{FileType, ROOT_INO};
+use sovseal::seal::tree::{FileType, ROOT_INO};
 use std::collections::BTreeMap;
 use std::io::Write;
 
@@ -176,7 +176,7 @@ fn dump_engine(e: &Engine) -> Dump {
     )
 }
 
-fn dump_view(v: &sovseal::engine::view::SnapshotView) -> Dump {
+fn dump_view(v: &sovseal::repo::view::SnapshotView) -> Dump {
     dump_tree(
         &|ino| {
             v.entries(ino)
@@ -449,7 +449,7 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
         let v = eng.agent().snapshot(*seq).unwrap();
         prop_assert_eq!(dump_view(&v), model.dump(), "snapshot {}", seq);
     }
-    sovseal::verify::verify(eng.agent(), |_, _| {}).unwrap();
+    sovseal::history::verify::verify(eng.agent(), |_, _| {}).unwrap();
     Ok(())
 }
 

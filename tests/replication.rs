@@ -9,12 +9,13 @@ mod common;
 mod moto;
 
 use common::{Env, bytes};
-use sovseal::agent::Agent;
+use sovseal::Error;
 use sovseal::engine::{Engine, XattrFlags};
-use sovseal::envelope::tree::{FileType, ROOT_INO};
-use sovseal::remote::{Created, Remote};
-use sovseal::replicator::Replicator;
-use sovseal::{Error, restore};
+use sovseal::history::restore;
+use sovseal::replication::replicator::Replicator;
+use sovseal::repo::agent::Agent;
+use sovseal::repo::remote::{Created, Remote};
+use sovseal::seal::tree::{FileType, ROOT_INO};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -28,8 +29,8 @@ fn rt() -> tokio::runtime::Runtime {
 
 fn driver_suite(remote: &Remote) {
     let rt = rt();
-    let a = sovseal::keys::AgentId([1; 32]);
-    let b = sovseal::keys::AgentId([2; 32]);
+    let a = sovseal::seal::keys::AgentId([1; 32]);
+    let b = sovseal::seal::keys::AgentId([2; 32]);
     rt.block_on(async {
         assert!(remote.list_envelopes(&a, 0, 10).await.unwrap().is_empty());
         assert_eq!(remote.get_envelope(&a, 1).await.unwrap(), None);
@@ -182,8 +183,11 @@ fn replicate_wipe_restore(remote: Remote) {
         before,
         "every file of every snapshot, byte for byte"
     );
-    sovseal::verify::verify(e.agent(), |_, _| {}).unwrap();
-    assert_eq!(sovseal::replicator::replicated_seq(e.agent()).unwrap(), 5);
+    sovseal::history::verify::verify(e.agent(), |_, _| {}).unwrap();
+    assert_eq!(
+        sovseal::repo::replication_state::replicated_seq(e.agent()).unwrap(),
+        5
+    );
 }
 
 #[test]
@@ -356,7 +360,7 @@ fn a_second_writer_is_detected_and_nothing_is_overwritten() {
         );
     }
     assert_eq!(
-        sovseal::replicator::fork_seq(b.agent()).unwrap(),
+        sovseal::repo::replication_state::fork_seq(b.agent()).unwrap(),
         r.status().fork
     );
 }

@@ -5,8 +5,8 @@ mod common;
 use common::{Env, bytes};
 use rusqlite::Connection;
 use sovseal::Error;
-use sovseal::agent::Agent;
-use sovseal::envelope::tree::ROOT_INO;
+use sovseal::repo::agent::Agent;
+use sovseal::seal::tree::ROOT_INO;
 use std::os::unix::fs::FileExt;
 
 /// Builds an agent with snapshots 1..=5 (four files, one per commit).
@@ -28,9 +28,9 @@ fn db(env: &Env) -> Connection {
     Connection::open(env.data_dir().join("index.db")).unwrap()
 }
 
-fn verify(env: &Env) -> sovseal::Result<sovseal::verify::Report> {
+fn verify(env: &Env) -> sovseal::Result<sovseal::history::verify::Report> {
     let a = Agent::open_readonly(&env.home, &env.agent, &env.master)?;
-    sovseal::verify::verify(&a, |_, _| {})
+    sovseal::history::verify::verify(&a, |_, _| {})
 }
 
 fn read_head(env: &Env, name: &str) -> sovseal::Result<Vec<u8>> {
@@ -130,7 +130,7 @@ fn bit_flip_in_an_envelope() {
 /// forger without the key could.
 fn rewrite_hash(env: &Env, seq: u64) {
     let c = db(env);
-    let a = sovseal::index::Index::open(&env.data_dir().join("index.db"), false).unwrap();
+    let a = sovseal::repo::index::Index::open(&env.data_dir().join("index.db"), false).unwrap();
     let e = a
         .envelope(&env.master.agent_id(env.agent.as_str()), seq)
         .unwrap()

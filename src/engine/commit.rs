@@ -12,15 +12,16 @@
 //! bytes appended after the last committed pack length are cut off by the
 //! next writer. On error the overlay is kept, so the commit can be retried.
 
-use super::view::SnapshotView;
-use super::{Engine, Overlay, now_ns};
+use super::{Engine, Overlay};
 use crate::Result;
-use crate::agent::Agent;
-use crate::envelope::tree::{
+use crate::repo::agent::Agent;
+use crate::repo::view::SnapshotView;
+use crate::seal::envelope::{self, GENESIS_PARENT};
+use crate::seal::tree::{
     self, CHUNK_SIZE, Chunks, Content, INODES_PER_PAGE, Inode, MAX_INLINE_CHUNKS, Manifest,
     ObjectKind, ROOT_INO,
 };
-use crate::envelope::{self, GENESIS_PARENT};
+use crate::time::now_ns;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
@@ -147,7 +148,7 @@ impl Engine {
             agent_id: repo.keys().agent_id(),
             seq: base.seq + 1,
             parent: self.head.hash(),
-            timestamp_ms: (now_ns() / 1_000_000).max(base.timestamp_ms),
+            timestamp_ms: crate::time::now_ms().max(base.timestamp_ms),
             chunk_size: base.chunk_size,
             inodes_per_page: base.inodes_per_page,
             next_ino: self.ov.next_ino,
@@ -187,12 +188,17 @@ impl Engine {
         Ok(Some(info))
     }
 
-    /// Commits a new snapshot whose tree is exactly snapshot `seq`'s; the
+    /// Commits a new snapshot whose tree is exactly `target`'s; the
     /// history in between is kept (the new head's parent is the current
     /// head). Nothing new is sealed but the manifest: the tree's objects are
     /// shared. Refuses while there are uncommitted changes or open
-    /// unlinked files, and `seq` outside `1..=head`.
-    pub fn rollback(&mut self, seq: u64) -> Result<CommitInfo> {
+    /// unlinked files, and a target outside `1..=head`.
+    ///
+    /// `target` must already be verified (every object it references):
+    /// verification lives above the engine, in
+    /// `crate::history::rollback::rollback`, which is what callers use.
+    pub fn rollback_to(&mut self, target: &SnapshotView) -> Result<CommitInfo> {
+        let seq = target.seq();
         let head_seq = self.head.seq();
         if seq == 0 || seq > head_seq {
             return Err(crate::Error::Invalid(format!(
@@ -204,15 +210,13 @@ impl Engine {
                 "uncommitted changes: commit them before rolling back".into(),
             ));
         }
-        let target = self.agent.snapshot(seq)?;
-        crate::verify::verify_snapshot(&self.agent, &target)?;
         let base = self.head.manifest();
         let t = target.manifest();
         let m = Manifest {
             agent_id: base.agent_id,
             seq: head_seq + 1,
             parent: self.head.hash(),
-            timestamp_ms: (now_ns() / 1_000_000).max(base.timestamp_ms),
+            timestamp_ms: crate::time::now_ms().max(base.timestamp_ms),
             chunk_size: t.chunk_size,
             inodes_per_page: t.inodes_per_page,
             // Inode numbers are never reused, even those born after `seq`.

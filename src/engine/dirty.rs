@@ -9,8 +9,9 @@
 //! whole chunk into memory per write.
 
 use crate::Result;
-use crate::envelope::tree::ChunkRef;
 use crate::repo::Repo;
+use crate::repo::view::ChunkOverlay;
+use crate::seal::tree::ChunkRef;
 use std::collections::BTreeMap;
 
 /// Bytes written into one chunk, over the chunk it started from.
@@ -181,6 +182,12 @@ impl DirtyChunk {
     /// Like [`DirtyChunk::bytes`], by value.
     pub(crate) fn into_bytes(mut self) -> Vec<u8> {
         self.extents.remove(&0).unwrap_or_default()
+    }
+}
+
+impl ChunkOverlay for BTreeMap<u64, DirtyChunk> {
+    fn read_chunk(&self, repo: &Repo, idx: u64, from: usize, dst: &mut [u8]) -> Option<Result<()>> {
+        self.get(&idx).map(|d| d.read_into(repo, from, dst))
     }
 }
 

@@ -14,20 +14,20 @@
 
 mod commit;
 mod dirty;
-pub mod view;
 
-use crate::agent::{Agent, WriteLock};
 use crate::config::{AgentName, Home};
-use crate::envelope::tree::{
+use crate::repo::agent::{Agent, WriteLock};
+use crate::repo::view::{self, ChunkOverlay, SnapshotView};
+use crate::seal::keys::MasterKey;
+use crate::seal::tree::{
     ChunkRef, Chunks, Content, DirEntry, Entries, FileType, Inode, ObjectKind, ROOT_INO,
 };
-use crate::keys::MasterKey;
+use crate::time::now_ns;
 use crate::{Error, Result};
 pub use commit::CommitInfo;
 use dirty::DirtyChunk;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
-use view::SnapshotView;
 
 /// Longest name of a directory entry, in bytes.
 pub const NAME_MAX: usize = 255;
@@ -96,14 +96,6 @@ struct Overlay {
     next_ino: u64,
     dirty_bytes: usize,
     changed: bool,
-}
-
-/// Nanoseconds since the epoch, now.
-pub fn now_ns() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos() as i64)
-        .unwrap_or(0)
 }
 
 fn check_name(name: &[u8], op: &'static str) -> Result<()> {
@@ -263,7 +255,7 @@ impl Engine {
             Some(f) => view::read_range(
                 repo,
                 &f.refs,
-                Some(&f.dirty),
+                Some(&f.dirty as &dyn ChunkOverlay),
                 i.size,
                 self.chunk_size(),
                 off,

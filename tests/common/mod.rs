@@ -3,7 +3,7 @@
 
 use sovseal::config::{AgentName, Home};
 use sovseal::engine::Engine;
-use sovseal::keys::MasterKey;
+use sovseal::seal::keys::MasterKey;
 use std::path::{Path, PathBuf};
 
 /// A throwaway SOVSEAL_HOME with a fixed master key.

@@ -1,0 +1,224 @@
+//! `sovseal init`, `snapshots`, `cat`, `ls`, `status`: an agent and its snapshots.
+
+use super::args::*;
+use super::open_agent;
+use crate::config::{AgentName, Home};
+use crate::custody;
+use crate::engine::Engine;
+use crate::time::rfc3339_ms;
+use crate::{Error, Result};
+use std::io::Write;
+
+/// `sovseal init`.
+pub(super) fn init(args: InitArgs, out: &mut dyn Write) -> Result<()> {
+    let InitArgs { agent } = args;
+    let w = |e: std::io::Error| Error::io("stdout", e);
+    let home = Home::from_env()?;
+    let c = custody::Custody::from_env()?;
+    let (m, created) = custody::init(&home, &c)?;
+    let place = match c {
+        custody::Custody::Keychain => "the OS keychain".to_string(),
+        custody::Custody::File => home.key_file().display().to_string(),
+    };
+    if created {
+        writeln!(out, "created a new master key in {place}").map_err(w)?;
+        eprintln!(
+            "WARNING: there is no escrow and no reset. If this master key is lost, every snapshot, local and replicated, is permanently unreadable. Back it up now: sovseal key export --out FILE"
+        );
+    } else {
+        writeln!(out, "master key already present in {place}; left unchanged").map_err(w)?;
+    }
+    if let Some(a) = agent {
+        let name = AgentName::new(&a)?;
+        let e = Engine::open(&home, &name, &m)?;
+        writeln!(
+            out,
+            "agent {name} ready at {} (head {})",
+            e.agent().data_dir().display(),
+            e.head().seq()
+        )
+        .map_err(w)?;
+    }
+    Ok(())
+}
+
+/// `sovseal snapshots`.
+pub(super) fn snapshots(args: SnapshotsArgs, out: &mut dyn Write) -> Result<()> {
+    let SnapshotsArgs {
+        agent,
+        limit,
+        after,
+        json,
+    } = args;
+    let w = |e: std::io::Error| Error::io("stdout", e);
+    if limit == 0 {
+        return Err(Error::Invalid("--limit must be at least 1".into()));
+    }
+    let (_, a) = open_agent(&agent)?;
+    let page = a.list(after, limit)?;
+    let next = if page.len() as u64 == limit {
+        page.last().map(|s| s.seq)
+    } else {
+        None
+    };
+    if json {
+        let items: Vec<_> = page
+            .iter()
+            .map(|s| {
+                serde_json::json!({
+                    "seq": s.seq,
+                    "timestamp": rfc3339_ms(s.timestamp_ms),
+                    "timestamp_ms": s.timestamp_ms,
+                    "hash": crate::hex::encode(&s.hash),
+                    "parent": crate::hex::encode(&s.parent),
+                    "byte_size": s.byte_size,
+                    "key_version": s.key_version,
+                })
+            })
+            .collect();
+        let v = serde_json::json!({ "snapshots": items, "next_after": next });
+        writeln!(out, "{v}").map_err(w)?;
+    } else {
+        writeln!(out, "{:>10}  {:<24}  {:>8}  HASH", "SEQ", "TIME", "BYTES").map_err(w)?;
+        for s in &page {
+            writeln!(
+                out,
+                "{:>10}  {:<24}  {:>8}  {}",
+                s.seq,
+                rfc3339_ms(s.timestamp_ms),
+                s.byte_size,
+                &crate::hex::encode(&s.hash)[..16]
+            )
+            .map_err(w)?;
+        }
+        if let Some(n) = next {
+            writeln!(out, "more: --after {n}").map_err(w)?;
+        }
+    }
+    Ok(())
+}
+
+/// `sovseal cat`.
+pub(super) fn cat(args: CatArgs, out: &mut dyn Write) -> Result<()> {
+    let CatArgs { agent, seq, path } = args;
+    let w = |e: std::io::Error| Error::io("stdout", e);
+    let (_, a) = open_agent(&agent)?;
+    let v = match seq {
+        Some(s) => a.snapshot(s)?,
+        None => a.head()?,
+    };
+    let ino = v.resolve(path.as_bytes())?;
+    let size = v.getattr(ino)?.size;
+    let mut off = 0;
+    while off < size {
+        let buf = v.read(ino, off, 1 << 20)?;
+        out.write_all(&buf).map_err(w)?;
+        off += buf.len() as u64;
+    }
+    Ok(())
+}
+
+/// `sovseal status`.
+pub(super) fn status(args: StatusArgs, out: &mut dyn Write) -> Result<()> {
+    let StatusArgs { agent, json } = args;
+    let w = |e: std::io::Error| Error::io("stdout", e);
+    let (home, a) = open_agent(&agent)?;
+    let head = a.head()?.seq();
+    let crate::repo::replication_state::ReplicationState {
+        replicated,
+        fork,
+        remote,
+        error,
+        checkpoint_error,
+    } = crate::repo::replication_state::ReplicationState::read(&a)?;
+    let (queued_objects, queued_bytes) = a.repo().index().objects_after(replicated)?;
+    let remote = match remote {
+        Some(u) => u,
+        None => home.remote_for(a.name(), None)?,
+    };
+    let verified = crate::history::verify::last_verified(&a);
+    let checkpointed = crate::history::checkpoint::checkpointed_seq(&a)?;
+    let daemon = crate::repo::agent::writer_pid(&home, a.name());
+    let v = serde_json::json!({
+        "agent": agent,
+        "mounted_by_pid": daemon,
+        "key_version": a.repo().keys().key_version(),
+        "head_seq": head,
+        "replicated_seq": replicated,
+        "verified_seq": verified.map(|v| v.0),
+        "verified_at": verified.map(|v| rfc3339_ms(v.1)),
+        "checkpointed_seq": checkpointed,
+        "checkpoint_error": checkpoint_error,
+        "queue_snapshots": head.saturating_sub(replicated),
+        "queue_objects": queued_objects,
+        "queue_bytes": queued_bytes,
+        "last_error": error,
+        "fork_at": fork,
+        "remote": remote,
+    });
+    if json {
+        writeln!(out, "{v}").map_err(w)?;
+    } else {
+        writeln!(out, "agent       {agent}").map_err(w)?;
+        writeln!(out, "head        {head}").map_err(w)?;
+        writeln!(out, "replicated  {replicated}").map_err(w)?;
+        match verified {
+            Some((s, at)) => writeln!(out, "verified    {s} (at {})", rfc3339_ms(at)).map_err(w)?,
+            None => writeln!(out, "verified    never (run sovseal verify)").map_err(w)?,
+        }
+        match checkpointed {
+            Some(s) => writeln!(out, "checkpoint  {s}").map_err(w)?,
+            None => writeln!(out, "checkpoint  none yet").map_err(w)?,
+        }
+        if let Some(e) = &checkpoint_error {
+            writeln!(out, "CHECKPOINT ERROR  {e}").map_err(w)?;
+        }
+        match daemon {
+            Some(pid) => writeln!(out, "mounted     yes (pid {pid})").map_err(w)?,
+            None => writeln!(out, "mounted     no").map_err(w)?,
+        }
+        writeln!(
+            out,
+            "queue       {} snapshots, {queued_objects} objects, {queued_bytes} bytes",
+            head.saturating_sub(replicated)
+        )
+        .map_err(w)?;
+        writeln!(out, "remote      {remote}").map_err(w)?;
+        if let Some(f) = fork {
+            writeln!(out, "FORK        {}", Error::Fork { seq: f }).map_err(w)?;
+        }
+        if let Some(e) = error {
+            writeln!(out, "last error  {e}").map_err(w)?;
+        }
+    }
+    Ok(())
+}
+
+/// `sovseal ls`.
+pub(super) fn ls(args: LsArgs, out: &mut dyn Write) -> Result<()> {
+    let LsArgs { agent, seq, path } = args;
+    let w = |e: std::io::Error| Error::io("stdout", e);
+    let (_, a) = open_agent(&agent)?;
+    let v = match seq {
+        Some(s) => a.snapshot(s)?,
+        None => a.head()?,
+    };
+    let ino = v.resolve(path.as_bytes())?;
+    for (name, e) in v.entries(ino)?.iter() {
+        let i = v.getattr(e.ino)?;
+        let t = match e.file_type {
+            crate::seal::tree::FileType::File => '-',
+            crate::seal::tree::FileType::Dir => 'd',
+            crate::seal::tree::FileType::Symlink => 'l',
+        };
+        writeln!(
+            out,
+            "{t}{:04o} {:>12} {}",
+            i.perm,
+            i.size,
+            String::from_utf8_lossy(name)
+        )
+        .map_err(w)?;
+    }
+    Ok(())
+}

@@ -1,0 +1,296 @@
+//! `sovseal restore`, `diff`, `rollback`, `forget`, `prune`, `redact`:
+//! working with an agent's history.
+
+use super::args::*;
+use super::progress::Progress;
+use super::{master, open_agent};
+use crate::config::{AgentName, Home};
+use crate::engine::Engine;
+use crate::{Error, Result};
+use std::io::Write;
+
+/// `sovseal restore`.
+pub(super) fn restore(args: RestoreArgs, out: &mut dyn Write) -> Result<()> {
+    let RestoreArgs {
+        agent,
+        remote,
+        seq,
+        paths,
+    } = args;
+    let w = |e: std::io::Error| Error::io("stdout", e);
+    let (path, dest) = match &paths[..] {
+        [dest] => ("/".to_string(), dest.clone()),
+        [path, dest] => (path.to_string_lossy().into_owned(), dest.clone()),
+        _ => unreachable!("clap takes one or two"),
+    };
+    let home = Home::from_env()?;
+    let name = AgentName::new(&agent)?;
+    let m = master(&home)?;
+    let local = home.has_agent(&name);
+    let (n, from) = if remote.is_none() && local {
+        let a = crate::repo::agent::Agent::open_readonly(&home, &name, &m)?;
+        let n = crate::history::restore::from_local(&a, seq, &path, &dest)?;
+        (n, "local data".to_string())
+    } else {
+        let url = home.remote_for(&name, remote.as_deref())?;
+        let n = crate::history::restore::to_directory(&home, &name, &m, &url, seq, &path, &dest)?;
+        (n, url)
+    };
+    writeln!(
+        out,
+        "restored {path} of snapshot {n} of agent {agent} from {from} into {}",
+        dest.display()
+    )
+    .map_err(w)?;
+    Ok(())
+}
+
+/// `sovseal diff`.
+pub(super) fn diff(args: DiffArgs, out: &mut dyn Write) -> Result<()> {
+    let DiffArgs {
+        agent,
+        seq1,
+        seq2,
+        json,
+    } = args;
+    let w = |e: std::io::Error| Error::io("stdout", e);
+    let (_, a) = open_agent(&agent)?;
+    let from = a.snapshot(seq1)?;
+    let to = match seq2 {
+        Some(s) => a.snapshot(s)?,
+        None => a.head()?,
+    };
+    let d = crate::history::diff::diff(&from, &to)?;
+    if json {
+        writeln!(out, "{}", serde_json::to_string(&d).expect("diff encodes")).map_err(w)?;
+    } else {
+        for e in &d.added {
+            writeln!(out, "+ {:>12}  {}", e.size, e.path).map_err(w)?;
+        }
+        for e in &d.removed {
+            writeln!(out, "- {:>12}  {}", e.size, e.path).map_err(w)?;
+        }
+        for c in &d.changed {
+            writeln!(
+                out,
+                "M {:>12}  {}  ({}; was {} bytes)",
+                c.new_size,
+                c.path,
+                c.what.join(", "),
+                c.old_size
+            )
+            .map_err(w)?;
+        }
+        writeln!(
+            out,
+            "{} -> {}: {} added, {} removed, {} changed",
+            d.from,
+            d.to,
+            d.added.len(),
+            d.removed.len(),
+            d.changed.len()
+        )
+        .map_err(w)?;
+    }
+    Ok(())
+}
+
+/// `sovseal rollback`.
+pub(super) fn rollback(args: RollbackArgs, out: &mut dyn Write) -> Result<()> {
+    let RollbackArgs { agent, seq } = args;
+    let w = |e: std::io::Error| Error::io("stdout", e);
+    let home = Home::from_env()?;
+    let name = AgentName::new(&agent)?;
+    let m = master(&home)?;
+    let mut e = Engine::open_with(&home, &name, &m, false)?;
+    let before = e.head().seq();
+    let info = crate::history::rollback::rollback(&mut e, seq)?;
+    writeln!(
+        out,
+        "agent {agent}: snapshot {} has the tree of snapshot {seq} (snapshots up to {before} are kept)",
+        info.seq
+    )
+    .map_err(w)?;
+    Ok(())
+}
+
+/// `sovseal forget`.
+pub(super) fn forget(args: ForgetArgs, out: &mut dyn Write) -> Result<()> {
+    let ForgetArgs {
+        agent,
+        keep_last,
+        keep_hourly,
+        keep_daily,
+        keep_within,
+        dry_run,
+        prune,
+        remote,
+        json,
+    } = args;
+    let w = |e: std::io::Error| Error::io("stdout", e);
+    let policy = crate::history::retention::Policy {
+        keep_last,
+        keep_hourly,
+        keep_daily,
+        keep_within,
+    };
+    policy.validate()?;
+    let home = Home::from_env()?;
+    let name = AgentName::new(&agent)?;
+    let m = master(&home)?;
+    let (a, _lock) = crate::repo::agent::Agent::open_writer(&home, &name, &m, false)?;
+    let (keep, forget) = crate::history::retention::apply(&a, &policy, dry_run)?;
+    let pruned = if prune && !dry_run {
+        Some(prune_agent(&home, &a, remote.as_deref())?)
+    } else {
+        None
+    };
+    if json {
+        let v = serde_json::json!({
+            "dry_run": dry_run,
+            "kept": keep,
+            "forgotten": forget,
+            "prune": pruned,
+        });
+        writeln!(out, "{v}").map_err(w)?;
+    } else {
+        let verb = if dry_run { "would forget" } else { "forgot" };
+        writeln!(
+            out,
+            "{verb} {} snapshots, keeping {}: {}",
+            forget.len(),
+            keep.len(),
+            keep.iter()
+                .map(u64::to_string)
+                .collect::<Vec<_>>()
+                .join(" ")
+        )
+        .map_err(w)?;
+        if let Some(r) = pruned {
+            write_prune(out, &r).map_err(w)?;
+        }
+    }
+    Ok(())
+}
+
+/// `sovseal prune`.
+pub(super) fn prune(args: PruneArgs, out: &mut dyn Write) -> Result<()> {
+    let PruneArgs {
+        agent,
+        remote,
+        json,
+    } = args;
+    let w = |e: std::io::Error| Error::io("stdout", e);
+    let home = Home::from_env()?;
+    let name = AgentName::new(&agent)?;
+    let m = master(&home)?;
+    let (a, _lock) = crate::repo::agent::Agent::open_writer(&home, &name, &m, false)?;
+    let r = prune_agent(&home, &a, remote.as_deref())?;
+    if json {
+        writeln!(
+            out,
+            "{}",
+            serde_json::to_string(&r).expect("report encodes")
+        )
+        .map_err(w)?;
+    } else {
+        write_prune(out, &r).map_err(w)?;
+    }
+    Ok(())
+}
+
+/// `sovseal redact`.
+pub(super) fn redact(args: RedactArgs, out: &mut dyn Write) -> Result<()> {
+    let RedactArgs {
+        agent,
+        dry_run,
+        remote,
+        json,
+        path,
+    } = args;
+    let w = |e: std::io::Error| Error::io("stdout", e);
+    let home = Home::from_env()?;
+    let name = AgentName::new(&agent)?;
+    let m = master(&home)?;
+    let (a, _lock) = crate::repo::agent::Agent::open_writer(&home, &name, &m, false)?;
+    let plan = {
+        let mut p = Progress::new("redact: reading snapshot");
+        crate::history::redact::plan(&a, &path, &mut |s, h| p.tick(s, h))?
+    };
+    if plan.seqs.is_empty() && !dry_run {
+        return Err(Error::Invalid(format!(
+            "{path} has no content in any snapshot of agent {agent}"
+        )));
+    }
+    let mut parts = 0;
+    if !dry_run {
+        if !plan.erase.is_empty() {
+            crate::history::redact::apply_local(&a, &path, &plan)?;
+        }
+        // Every record, not only this one: finishes an earlier run
+        // whose remote part was interrupted.
+        let url = home.remote_for(a.name(), remote.as_deref())?;
+        let rem = crate::repo::remote::Remote::open(&url)?;
+        let rt = crate::repo::remote::runtime()?;
+        for r in crate::history::redact::records(&a)? {
+            parts += rt.block_on(crate::history::redact::apply_remote(&a, &rem, &r)).map_err(|e| {
+                Error::Invalid(format!(
+                    "erased locally and recorded, but the remote still holds the content ({e}); run the same command again to finish"
+                ))
+            })?;
+        }
+    }
+    if json {
+        let mut v = serde_json::to_value(&plan).expect("plan encodes");
+        v["dry_run"] = dry_run.into();
+        v["remote_parts_rewritten"] = parts.into();
+        writeln!(out, "{v}").map_err(w)?;
+    } else {
+        let verb = if dry_run { "would erase" } else { "erased" };
+        writeln!(
+            out,
+            "{verb} {} objects of {path} from {} snapshots; {} shared with other files kept; {} remote parts rewritten",
+            plan.objects,
+            plan.seqs.len(),
+            plan.shared_kept,
+            parts
+        )
+        .map_err(w)?;
+        if plan.symlinks > 0 {
+            writeln!(
+                out,
+                "note: {} symlinks under {path} keep their targets (inode metadata)",
+                plan.symlinks
+            )
+            .map_err(w)?;
+        }
+    }
+    Ok(())
+}
+
+/// Prunes locally, then on the agent's remote.
+fn prune_agent(
+    home: &Home,
+    a: &crate::repo::agent::Agent,
+    remote: Option<&str>,
+) -> Result<crate::history::retention::PruneReport> {
+    let rem = crate::repo::remote::Remote::open(&home.remote_for(a.name(), remote)?)?;
+    let mut p = Progress::new("pruning: checking snapshot");
+    crate::history::retention::prune(a, &rem, &mut |s, h| p.tick(s, h))
+}
+
+fn write_prune(
+    out: &mut dyn Write,
+    r: &crate::history::retention::PruneReport,
+) -> std::io::Result<()> {
+    writeln!(
+        out,
+        "pruned {} objects ({} sealed bytes) from {} packs; remote: {} snapshots' parts deleted ({} parts), {} kept (they hold content still in use)",
+        r.objects_removed,
+        r.bytes_removed,
+        r.packs_rewritten,
+        r.remote_snapshots_pruned,
+        r.remote_parts_deleted,
+        r.remote_snapshots_kept
+    )
+}

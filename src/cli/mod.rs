@@ -1,0 +1,69 @@
+//! The `sovseal` command line: parsing and output only; the work is done by
+//! the library.
+//!
+//! - [`args`]: the clap types.
+//! - `agent.rs`, `check.rs`, `history.rs`, `keys.rs`: one function per
+//!   command, each parsing nothing and calling library functions.
+
+mod agent;
+pub mod args;
+mod check;
+mod history;
+mod keys;
+mod progress;
+
+use crate::config::{AgentName, Home};
+use crate::custody;
+use crate::repo::agent::Agent;
+use crate::seal::keys::MasterKey;
+use crate::{Result, exit};
+use args::{Cli, Command};
+use std::io::Write;
+
+/// Runs the CLI; returns the process exit code.
+pub fn main() -> i32 {
+    let cli: Cli = match exit::start("sovseal") {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    match run(cli) {
+        Ok(()) => exit::OK,
+        Err(e) => {
+            eprintln!("sovseal: error: {e}");
+            exit::code_for(&e)
+        }
+    }
+}
+
+pub(crate) fn master(home: &Home) -> Result<MasterKey> {
+    custody::load(home, &custody::Custody::from_env()?)
+}
+
+pub(crate) fn open_agent(name: &str) -> Result<(Home, Agent)> {
+    let home = Home::from_env()?;
+    let name = AgentName::new(name)?;
+    let m = master(&home)?;
+    let a = Agent::open_readonly(&home, &name, &m)?;
+    Ok((home, a))
+}
+
+fn run(cli: Cli) -> Result<()> {
+    let mut out = std::io::stdout().lock();
+    let out: &mut dyn Write = &mut out;
+    match cli.command {
+        Command::Init(a) => agent::init(a, out),
+        Command::Snapshots(a) => agent::snapshots(a, out),
+        Command::Verify(a) => check::verify(a, out),
+        Command::Checkpoint(a) => check::checkpoint(a, out),
+        Command::Cat(a) => agent::cat(a, out),
+        Command::Status(a) => agent::status(a, out),
+        Command::Restore(a) => history::restore(a, out),
+        Command::Diff(a) => history::diff(a, out),
+        Command::Rollback(a) => history::rollback(a, out),
+        Command::Forget(a) => history::forget(a, out),
+        Command::Prune(a) => history::prune(a, out),
+        Command::Redact(a) => history::redact(a, out),
+        Command::Key { cmd } => keys::key(cmd, out),
+        Command::Ls(a) => agent::ls(a, out),
+    }
+}

@@ -1,0 +1,445 @@
+//! Signed checkpoints (seed 002): statements "agent A's snapshot N has hash
+//! H", signed with the agent's Ed25519 key (derived from the master key), so
+//! that any machine holding the master key can check them, including one
+//! that has never seen the agent.
+//!
+//! A checkpoint names only a snapshot that is already on the remote. It is
+//! kept locally (`<data dir>/checkpoints/<seq>.json`), on the remote
+//! (`…/checkpoints/<seq>.json`), and optionally handed to a hook command for
+//! external anchoring. Verification (`check_chain`, `check_remote`) fails
+//! closed when a signature does not verify, or when a chain is shorter than
+//! a checkpoint or disagrees with it: that is a remote (or a disk) that
+//! dropped or rolled back snapshots.
+
+use crate::repo::agent::Agent;
+use crate::repo::remote::Remote;
+use crate::seal::keys::AgentKeys;
+use crate::seal::record::{self, Signed};
+use crate::{Error, Result};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+/// The `format` field.
+pub const FORMAT: &str = "sovseal-checkpoint";
+/// The version this build writes and reads.
+pub const VERSION: u32 = 1;
+
+/// A signed checkpoint, as stored (JSON).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Checkpoint {
+    /// [`FORMAT`].
+    pub format: String,
+    /// [`VERSION`].
+    pub version: u32,
+    /// The agent's keyed id, hex.
+    pub agent_id: String,
+    /// The snapshot's sequence number.
+    pub seq: u64,
+    /// The snapshot's envelope hash, hex.
+    pub hash: String,
+    /// When it was signed, ms since the epoch.
+    pub issued_at_ms: i64,
+    /// The agent's checkpoint public key, hex (for external verifiers; this
+    /// program checks against the key it derives, never this field alone).
+    pub public_key: String,
+    /// Ed25519 signature over [`Checkpoint::message`], hex.
+    pub signature: String,
+}
+
+fn bad(what: &str, detail: impl Into<String>) -> Error {
+    Error::corrupt(format!("checkpoint {what}"), detail.into())
+}
+
+impl Signed for Checkpoint {
+    const FORMAT: &'static str = FORMAT;
+    const VERSION: u32 = VERSION;
+    const KIND: &'static str = "checkpoint";
+
+    fn format(&self) -> &str {
+        &self.format
+    }
+    fn version(&self) -> u32 {
+        self.version
+    }
+    fn agent_id(&self) -> &str {
+        &self.agent_id
+    }
+    fn body(&self) -> String {
+        format!("{}\n{}\n{}\n", self.seq, self.hash, self.issued_at_ms)
+    }
+    fn signature(&self) -> &str {
+        &self.signature
+    }
+    fn set_signature(&mut self, public_key: String, signature: String) {
+        self.public_key = public_key;
+        self.signature = signature;
+    }
+    fn label(&self) -> String {
+        format!(" {}", self.seq)
+    }
+}
+
+impl Checkpoint {
+    /// The signed bytes: every field but the key and the signature.
+    pub fn message(&self) -> Vec<u8> {
+        record::message(self)
+    }
+
+    /// Signs snapshot `seq` with envelope hash `hash`.
+    pub fn sign(keys: &AgentKeys, seq: u64, hash: &[u8; 32], issued_at_ms: i64) -> Self {
+        let mut c = Checkpoint {
+            format: FORMAT.into(),
+            version: VERSION,
+            agent_id: keys.agent_id().to_hex(),
+            seq,
+            hash: crate::hex::encode(hash),
+            issued_at_ms,
+            public_key: String::new(),
+            signature: String::new(),
+        };
+        record::sign(keys, &mut c);
+        c
+    }
+
+    /// Checks format, agent and signature under `keys`.
+    pub fn verify(&self, keys: &AgentKeys) -> Result<()> {
+        record::verify(self, keys)
+    }
+
+    /// The snapshot hash as bytes.
+    pub fn hash_bytes(&self) -> Result<[u8; 32]> {
+        crate::hex::decode32(&self.hash)
+            .ok_or_else(|| bad(&self.seq.to_string(), "hash is not 32 hex bytes"))
+    }
+
+    /// Parses and verifies checkpoint JSON.
+    pub fn parse(raw: &[u8], keys: &AgentKeys) -> Result<Self> {
+        record::parse(raw, keys)
+    }
+
+    /// JSON, one line.
+    pub fn to_json(&self) -> Vec<u8> {
+        serde_json::to_vec(self).expect("checkpoint encodes")
+    }
+}
+
+fn local_dir(agent: &Agent) -> PathBuf {
+    agent.data_dir().join("checkpoints")
+}
+
+/// Stores a checkpoint in the agent's data dir (atomically).
+pub fn save_local(agent: &Agent, c: &Checkpoint) -> Result<()> {
+    let dir = local_dir(agent);
+    crate::fsutil::create_private_dir(&dir)?;
+    let path = dir.join(format!("{:020}.json", c.seq));
+    crate::fsutil::write_atomic(&path, &c.to_json(), 0o600)
+}
+
+/// Every local checkpoint, ascending, each verified.
+pub fn list_local(agent: &Agent) -> Result<Vec<Checkpoint>> {
+    let mut out = Vec::new();
+    for p in crate::fsutil::json_files(&local_dir(agent))? {
+        out.push(read_file(&p, agent.repo().keys())?);
+    }
+    out.sort_by_key(|c| c.seq);
+    Ok(out)
+}
+
+/// Reads and verifies a checkpoint file (local, or kept elsewhere by a hook).
+pub fn read_file(path: &Path, keys: &AgentKeys) -> Result<Checkpoint> {
+    let raw = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    Checkpoint::parse(&raw, keys).map_err(|e| match e {
+        Error::Corrupt { what, detail } => Error::Corrupt {
+            what: format!("{what} ({})", path.display()),
+            detail,
+        },
+        e => e,
+    })
+}
+
+/// The newest local checkpoint's sequence, if any.
+pub fn checkpointed_seq(agent: &Agent) -> Result<Option<u64>> {
+    Ok(list_local(agent)?.last().map(|c| c.seq))
+}
+
+/// Checks `c` against a chain given by its head and a lookup of recorded
+/// hashes: the chain must reach `c.seq` and hold `c.hash` there.
+pub fn check(
+    c: &Checkpoint,
+    head: u64,
+    hash_at: impl Fn(u64) -> Result<Option<[u8; 32]>>,
+    where_: &str,
+) -> Result<()> {
+    if head < c.seq {
+        return Err(Error::ChainBroken {
+            seq: c.seq,
+            detail: format!(
+                "{where_} ends at snapshot {head}, but a signed checkpoint says snapshot {} existed: snapshots were dropped or rolled back",
+                c.seq
+            ),
+        });
+    }
+    match hash_at(c.seq)? {
+        Some(h) if h == c.hash_bytes()? => Ok(()),
+        Some(_) => Err(Error::ChainBroken {
+            seq: c.seq,
+            detail: format!("{where_} holds a different snapshot than the signed checkpoint"),
+        }),
+        None => Err(Error::ChainBroken {
+            seq: c.seq,
+            detail: format!("{where_} lacks the snapshot of a signed checkpoint"),
+        }),
+    }
+}
+
+/// Checks `c` against the local chain of `agent`.
+pub fn check_local(agent: &Agent, c: &Checkpoint) -> Result<()> {
+    c.verify(agent.repo().keys())?;
+    let head = agent.repo().index().head_seq()?.unwrap_or(0);
+    check(
+        c,
+        head,
+        |s| agent.repo().index().stored_hash(s),
+        "the local chain",
+    )
+}
+
+/// Signs snapshot `seq` (already on the remote), stores the checkpoint on
+/// the remote, then locally.
+pub async fn create(agent: &Agent, remote: &Remote, seq: u64) -> Result<Checkpoint> {
+    let hash = agent
+        .repo()
+        .index()
+        .stored_hash(seq)?
+        .ok_or(Error::NoSuchSnapshot(seq))?;
+    let keys = agent.repo().keys();
+    let c = Checkpoint::sign(keys, seq, &hash, crate::time::now_ms());
+    remote
+        .put_checkpoint(&keys.agent_id(), seq, c.to_json())
+        .await?;
+    save_local(agent, &c)?;
+    Ok(c)
+}
+
+/// Every checkpoint on the remote, ascending, each verified: one that does
+/// not verify is an error (a forged or altered checkpoint), never skipped.
+pub async fn fetch_remote(keys: &AgentKeys, remote: &Remote) -> Result<Vec<Checkpoint>> {
+    let id = keys.agent_id();
+    let mut out = Vec::new();
+    for seq in remote.list_checkpoints(&id).await? {
+        let Some(raw) = remote.get_checkpoint(&id, seq).await? else {
+            continue; // deleted between list and get: as if not listed
+        };
+        let c = Checkpoint::parse(&raw, keys).map_err(|e| match e {
+            Error::Corrupt { what, detail } => Error::Corrupt {
+                what: format!("{what} on the remote"),
+                detail,
+            },
+            e => e,
+        })?;
+        if c.seq != seq {
+            return Err(bad(
+                &seq.to_string(),
+                format!("the remote file for {seq} holds a checkpoint of {}", c.seq),
+            ));
+        }
+        out.push(c);
+    }
+    Ok(out)
+}
+
+/// Checks the remote's chain against `cps` (verified checkpoints from the
+/// remote, this machine or an external anchor): the remote must still hold
+/// every checkpointed snapshot, with the checkpointed hash. Returns the
+/// remote's newest sequence.
+pub async fn check_remote(keys: &AgentKeys, remote: &Remote, cps: &[Checkpoint]) -> Result<u64> {
+    let id = keys.agent_id();
+    // One listing (a paged loop would list the whole directory per page).
+    let head = remote
+        .list_envelopes(&id, 0, usize::MAX)
+        .await?
+        .last()
+        .copied()
+        .unwrap_or(0);
+    for c in cps {
+        let h = if c.seq <= head {
+            match remote.get_envelope(&id, c.seq).await? {
+                Some(raw) => Some(crate::seal::envelope::Envelope::from_json(&raw)?.hash()),
+                None => None,
+            }
+        } else {
+            None
+        };
+        check(c, head, |_| Ok(h), "the remote")?;
+    }
+    Ok(head)
+}
+
+/// Fails if the newest of `cps` was issued more than `max_age_ms` ago.
+pub fn check_fresh(cps: &[Checkpoint], max_age_ms: i64, now_ms: i64) -> Result<()> {
+    let Some(newest) = cps.iter().max_by_key(|c| c.issued_at_ms) else {
+        return Err(Error::Invalid(
+            "no checkpoint exists to check the age of".into(),
+        ));
+    };
+    let age = now_ms - newest.issued_at_ms;
+    if age > max_age_ms {
+        return Err(Error::ChainBroken {
+            seq: newest.seq,
+            detail: format!(
+                "the newest checkpoint is {} s old (limit {} s): checkpoints stopped, or newer ones are being withheld",
+                age / 1000,
+                max_age_ms / 1000
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// The hook command's environment and input: the checkpoint JSON on stdin,
+/// `SOVSEAL_CHECKPOINT_SEQ`, `_HASH`, `_AGENT_ID`. Runs `sh -c HOOK`; a
+/// non-zero exit, a signal or a timeout (60 s) is an error naming it.
+pub fn run_hook(hook: &str, c: &Checkpoint) -> Result<()> {
+    use std::io::Write;
+    let mut child = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(hook)
+        .env("SOVSEAL_CHECKPOINT_SEQ", c.seq.to_string())
+        .env("SOVSEAL_CHECKPOINT_HASH", &c.hash)
+        .env("SOVSEAL_CHECKPOINT_AGENT_ID", &c.agent_id)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .map_err(|e| Error::Invalid(format!("checkpoint hook {hook:?} did not start: {e}")))?;
+    if let Some(mut stdin) = child.stdin.take() {
+        let _ = stdin.write_all(&c.to_json());
+    }
+    let t0 = std::time::Instant::now();
+    loop {
+        match child.try_wait() {
+            Ok(Some(st)) if st.success() => return Ok(()),
+            Ok(Some(st)) => {
+                let mut err = String::new();
+                if let Some(mut e) = child.stderr.take() {
+                    let _ = std::io::Read::read_to_string(&mut e, &mut err);
+                }
+                return Err(Error::Invalid(format!(
+                    "checkpoint hook {hook:?} failed ({st}) for snapshot {}: {}",
+                    c.seq,
+                    err.trim()
+                )));
+            }
+            Ok(None) if t0.elapsed() > std::time::Duration::from_secs(60) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(Error::Invalid(format!(
+                    "checkpoint hook {hook:?} timed out after 60 s for snapshot {}",
+                    c.seq
+                )));
+            }
+            Ok(None) => std::thread::sleep(std::time::Duration::from_millis(20)),
+            Err(e) => return Err(Error::io("checkpoint hook", e)),
+        }
+    }
+}
+
+/// What [`check_all`] found.
+#[derive(Debug)]
+pub struct Checked {
+    /// Every checkpoint checked: local, external files, then the remote's.
+    pub checkpoints: Vec<Checkpoint>,
+    /// The remote's head, when a remote was checked.
+    pub remote_head: Option<u64>,
+}
+
+/// Checks the chain against every checkpoint there is: this machine's,
+/// the `external` files (kept elsewhere by a hook), then, with `remote`,
+/// the remote's (and the remote against all of them); with `max_age`, the
+/// newest checkpoint must be younger than that.
+pub fn check_all(
+    agent: &Agent,
+    external: &[PathBuf],
+    remote: Option<&Remote>,
+    max_age: Option<std::time::Duration>,
+) -> Result<Checked> {
+    let keys = agent.repo().keys();
+    let mut cps = list_local(agent)?;
+    for f in external {
+        cps.push(read_file(f, keys)?);
+    }
+    for c in &cps {
+        check_local(agent, c)?;
+    }
+    let mut remote_head = None;
+    if let Some(rem) = remote {
+        let rt = crate::repo::remote::runtime()?;
+        let theirs = rt.block_on(fetch_remote(keys, rem))?;
+        cps.extend(theirs);
+        remote_head = Some(rt.block_on(check_remote(keys, rem, &cps))?);
+    }
+    if let Some(age) = max_age {
+        check_fresh(&cps, age.as_millis() as i64, crate::time::now_ms())?;
+    }
+    Ok(Checked {
+        checkpoints: cps,
+        remote_head,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::seal::keys::MasterKey;
+
+    #[test]
+    fn signs_verifies_and_refuses_changes_and_other_agents() {
+        let m = MasterKey::from_bytes([3; 32]);
+        let k = m.agent_keys("a");
+        let c = Checkpoint::sign(&k, 7, &[9; 32], 1_700_000_000_000);
+        c.verify(&k).unwrap();
+        assert_eq!(Checkpoint::parse(&c.to_json(), &k).unwrap(), c);
+        for f in [
+            |c: &mut Checkpoint| c.seq = 8,
+            |c: &mut Checkpoint| c.hash = "00".repeat(32),
+            |c: &mut Checkpoint| c.issued_at_ms += 1,
+        ] {
+            let mut t = c.clone();
+            f(&mut t);
+            assert!(t.verify(&k).is_err());
+        }
+        // Another agent's key, or another master: refused.
+        assert!(c.verify(&m.agent_keys("b")).is_err());
+        assert!(
+            c.verify(&MasterKey::from_bytes([4; 32]).agent_keys("a"))
+                .is_err()
+        );
+        // Signed by another master but carrying that master's public key:
+        // the embedded key is not trusted.
+        let other = Checkpoint::sign(
+            &MasterKey::from_bytes([4; 32]).agent_keys("a"),
+            7,
+            &[9; 32],
+            0,
+        );
+        let mut forged = other.clone();
+        forged.agent_id = c.agent_id.clone();
+        assert!(forged.verify(&k).is_err());
+    }
+
+    #[test]
+    fn chain_checks_and_freshness() {
+        let k = MasterKey::from_bytes([3; 32]).agent_keys("a");
+        let c = Checkpoint::sign(&k, 5, &[1; 32], 1000);
+        let ok = |s: u64| Ok((s <= 5).then_some([1u8; 32]));
+        check(&c, 5, ok, "x").unwrap();
+        assert!(matches!(
+            check(&c, 4, ok, "x"),
+            Err(Error::ChainBroken { seq: 5, .. })
+        ));
+        assert!(check(&c, 9, |_| Ok(Some([2; 32])), "x").is_err());
+        check_fresh(std::slice::from_ref(&c), 10_000, 5_000).unwrap();
+        assert!(check_fresh(std::slice::from_ref(&c), 1_000, 5_000).is_err());
+        assert!(check_fresh(&[], 1_000, 5_000).is_err());
+    }
+}

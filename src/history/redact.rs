@@ -1,0 +1,360 @@
+//! Redaction: erasing the content of one path from every snapshot, for data
+//! that must not be kept, without breaking the chain.
+//!
+//! Snapshots are hash-chained and never rewritten, so redaction removes the
+//! path's content objects (chunks and chunk lists) instead: from the local
+//! packs (rewritten like a prune) and from the remote pack parts (rewritten
+//! without them). Objects that some other file still uses are kept (the
+//! bytes live on in that file). What remains of the path is sealed
+//! metadata: its name in the directory nodes, its size and times.
+//!
+//! The redaction is recorded: a record signed with the agent's key lists the
+//! erased objects and a keyed hash of the path (never the path itself),
+//! locally and on the remote. Verification and restore accept exactly those
+//! objects missing; reading them fails.
+
+use crate::repo::agent::Agent;
+use crate::repo::pack;
+use crate::repo::remote::Remote;
+use crate::seal::keys::AgentKeys;
+use crate::seal::record::{self, Signed};
+use crate::seal::tree::{Chunks, Content, FileType, ObjectId, ROOT_INO};
+use crate::{Error, Result};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+
+/// The signed record of one redaction.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Record {
+    /// `sovseal-redaction`.
+    pub format: String,
+    /// 1.
+    pub version: u32,
+    /// The agent's keyed id, hex.
+    pub agent_id: String,
+    /// Keyed hash of the path (the object-id key), hex: tells redactions
+    /// apart without revealing the path.
+    pub path_id: String,
+    /// The snapshots in which the path had content.
+    pub seqs: Vec<u64>,
+    /// The erased objects, hex.
+    pub objects: Vec<String>,
+    /// When, ms since the epoch.
+    pub at_ms: i64,
+    /// Ed25519 signature (the agent's checkpoint key) over [`Record::message`].
+    pub signature: String,
+}
+
+/// `format` of redaction records.
+const REDACTION_FORMAT: &str = "sovseal-redaction";
+
+impl Signed for Record {
+    const FORMAT: &'static str = REDACTION_FORMAT;
+    const VERSION: u32 = 1;
+    const KIND: &'static str = "redaction record";
+
+    fn format(&self) -> &str {
+        &self.format
+    }
+    fn version(&self) -> u32 {
+        self.version
+    }
+    fn agent_id(&self) -> &str {
+        &self.agent_id
+    }
+    fn body(&self) -> String {
+        let mut m = format!("{}\n{}\n", self.path_id, self.at_ms);
+        for s in &self.seqs {
+            m.push_str(&format!("s {s}\n"));
+        }
+        for o in &self.objects {
+            m.push_str(&format!("o {o}\n"));
+        }
+        m
+    }
+    fn signature(&self) -> &str {
+        &self.signature
+    }
+    fn set_signature(&mut self, _public_key: String, signature: String) {
+        self.signature = signature;
+    }
+}
+
+impl Record {
+    /// The signed bytes.
+    pub fn message(&self) -> Vec<u8> {
+        record::message(self)
+    }
+
+    /// The file name it is stored under, locally and on the remote.
+    pub fn file_name(&self) -> String {
+        format!("{:020}-{}.json", self.at_ms, &self.path_id[..16])
+    }
+
+    /// Parses and verifies a record.
+    pub fn parse(raw: &[u8], keys: &AgentKeys) -> Result<Self> {
+        let r: Record = record::parse(raw, keys)?;
+        if r.path_id.len() < 16 {
+            return Err(Error::corrupt("redaction record", "path id too short"));
+        }
+        Ok(r)
+    }
+
+    /// The erased object ids.
+    pub fn object_ids(&self) -> Result<Vec<ObjectId>> {
+        self.objects
+            .iter()
+            .map(|h| {
+                crate::hex::decode32(h)
+                    .map(ObjectId)
+                    .ok_or_else(|| Error::corrupt("redaction record", "bad object id"))
+            })
+            .collect()
+    }
+}
+
+/// What a redaction would do.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Plan {
+    /// Snapshots in which the path has content.
+    pub seqs: Vec<u64>,
+    /// Objects to erase.
+    #[serde(skip)]
+    pub erase: BTreeSet<ObjectId>,
+    /// Number of objects to erase.
+    pub objects: usize,
+    /// Objects of the path that other files also use: kept.
+    pub shared_kept: usize,
+    /// Symlinks under the path: their targets are inode metadata and stay.
+    pub symlinks: usize,
+}
+
+/// The content object ids of a file inode: chunk list and chunks (a chunk
+/// list already redacted is not read).
+fn content_ids(
+    view: &crate::repo::view::SnapshotView,
+    i: &crate::seal::tree::Inode,
+    redacted: &HashSet<ObjectId>,
+    out: &mut BTreeSet<ObjectId>,
+) -> Result<()> {
+    match &i.content {
+        Content::File(Chunks::Inline(refs)) => out.extend(refs.iter().flatten()),
+        Content::File(Chunks::List { id, .. }) => {
+            out.insert(*id);
+            if !redacted.contains(id) {
+                out.extend(view.chunk_refs_of(i)?.iter().flatten());
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+/// Plans the redaction of `path` over every snapshot. Refuses a path that
+/// still exists in the head: delete it first. `progress(seq, head)` follows
+/// the two walks over the snapshots.
+pub fn plan(agent: &Agent, path: &str, progress: &mut dyn FnMut(u64, u64)) -> Result<Plan> {
+    let head = agent.repo().index().head_seq()?.unwrap_or(0);
+    let rel = path.trim_matches('/');
+    if rel.is_empty() {
+        return Err(Error::Invalid(
+            "refusing to redact the whole tree; name a file or directory".into(),
+        ));
+    }
+    if agent
+        .snapshot_unchecked(head)?
+        .resolve(rel.as_bytes())
+        .is_ok()
+    {
+        return Err(Error::Invalid(format!(
+            "{path} still exists in the head (snapshot {head}): delete it first, then redact its history"
+        )));
+    }
+    let redacted = redacted(agent)?;
+    let forgotten = crate::history::retention::forgotten(agent)?;
+    let mut plan = Plan::default();
+    let mut candidates = BTreeSet::new();
+    // Per snapshot, the inodes under the path.
+    let mut targets: BTreeMap<u64, HashSet<u64>> = BTreeMap::new();
+    for seq in 1..=head {
+        progress(seq, 2 * head);
+        let view = agent.snapshot_unchecked(seq)?;
+        let mut ids = BTreeSet::new();
+        let mut symlinks = 0;
+        let walk =
+            |ids: &mut BTreeSet<ObjectId>, symlinks: &mut usize| -> Result<Option<HashSet<u64>>> {
+                let top = match view.resolve(rel.as_bytes()) {
+                    Ok(ino) => ino,
+                    Err(Error::Fs { .. }) => return Ok(None),
+                    Err(e) => return Err(e),
+                };
+                let mut inos = HashSet::new();
+                let mut stack = vec![top];
+                while let Some(ino) = stack.pop() {
+                    inos.insert(ino);
+                    let i = view.getattr(ino)?;
+                    match i.file_type() {
+                        FileType::Dir => stack.extend(view.entries(ino)?.values().map(|e| e.ino)),
+                        FileType::File => content_ids(&view, &i, &redacted, ids)?,
+                        FileType::Symlink => *symlinks += 1,
+                    }
+                }
+                Ok(Some(inos))
+            };
+        match walk(&mut ids, &mut symlinks) {
+            Ok(None) => {}
+            Ok(Some(inos)) => {
+                if !ids.is_empty() {
+                    plan.seqs.push(seq);
+                }
+                candidates.extend(ids);
+                plan.symlinks += symlinks;
+                targets.insert(seq, inos);
+            }
+            // A forgotten snapshot already pruned: nothing of it is left to
+            // erase. Anywhere else a missing object is an error.
+            Err(Error::MissingObject { .. }) if forgotten.contains(&seq) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    // Anything another file uses, in any retained snapshot, stays.
+    let mut kept = BTreeSet::new();
+    for seq in (1..=head).filter(|s| !forgotten.contains(s)) {
+        progress(head + seq, 2 * head);
+        let view = agent.snapshot_unchecked(seq)?;
+        let mine = targets.get(&seq);
+        for ino in view.inode_numbers()? {
+            if ino == ROOT_INO || mine.is_some_and(|t| t.contains(&ino)) {
+                continue;
+            }
+            let i = view.getattr(ino)?;
+            if i.file_type() != FileType::File {
+                continue;
+            }
+            let mut ids = BTreeSet::new();
+            content_ids(&view, &i, &redacted, &mut ids)?;
+            kept.extend(ids.intersection(&candidates).copied());
+        }
+    }
+    plan.shared_kept = kept.len();
+    plan.erase = candidates
+        .difference(&kept)
+        .filter(|id| !redacted.contains(id))
+        .copied()
+        .collect();
+    plan.objects = plan.erase.len();
+    Ok(plan)
+}
+
+fn local_dir(agent: &Agent) -> std::path::PathBuf {
+    agent.data_dir().join("redactions")
+}
+
+/// Every local redaction record, verified.
+pub fn records(agent: &Agent) -> Result<Vec<Record>> {
+    let mut out = Vec::new();
+    for p in crate::fsutil::json_files(&local_dir(agent))? {
+        let raw = std::fs::read(&p).map_err(|er| Error::io(&p, er))?;
+        out.push(Record::parse(&raw, agent.repo().keys())?);
+    }
+    out.sort_by_key(|r| r.at_ms);
+    Ok(out)
+}
+
+/// Every object a valid redaction record erased.
+pub fn redacted(agent: &Agent) -> Result<HashSet<ObjectId>> {
+    let mut out = HashSet::new();
+    for r in records(agent)? {
+        out.extend(r.object_ids()?);
+    }
+    Ok(out)
+}
+
+/// Stores a record locally (atomically).
+pub fn save_local(agent: &Agent, r: &Record) -> Result<()> {
+    let dir = local_dir(agent);
+    crate::fsutil::create_private_dir(&dir)?;
+    let p = dir.join(r.file_name());
+    // Durable: the record must outlive the erasure that follows it.
+    crate::fsutil::write_atomic(&p, &serde_json::to_vec(r).expect("record encodes"), 0o600)
+}
+
+/// Carries out `plan` for `path` locally: records the redaction, then
+/// erases the objects from the packs.
+pub fn apply_local(agent: &Agent, path: &str, plan: &Plan) -> Result<Record> {
+    let keys = agent.repo().keys();
+    let mut r = Record {
+        format: REDACTION_FORMAT.into(),
+        version: 1,
+        agent_id: keys.agent_id().to_hex(),
+        path_id: crate::hex::encode(&keys.object_id(0xEE, path.trim_matches('/').as_bytes())),
+        seqs: plan.seqs.clone(),
+        objects: plan.erase.iter().map(|i| i.to_hex()).collect(),
+        at_ms: crate::time::now_ms(),
+        signature: String::new(),
+    };
+    record::sign(keys, &mut r);
+    // The record first: a crash after it leaves objects that are allowed
+    // to be missing but still present, never the reverse.
+    save_local(agent, &r)?;
+    let all = agent.repo().index().all_objects()?;
+    let dead: Vec<_> = all
+        .into_iter()
+        .filter(|o| plan.erase.contains(&o.0))
+        .collect();
+    crate::repo::repack::remove_objects(agent.repo(), &dead)?;
+    Ok(r)
+}
+
+/// On the remote: uploads the record, then rewrites the pack parts of the
+/// replicated snapshots it names so that they lose the erased objects (an
+/// erased object was first committed by one of them: otherwise another file
+/// would have used it, and it would have been kept). Idempotent, so an
+/// interrupted run is finished by running it again. Returns the parts
+/// rewritten.
+pub async fn apply_remote(agent: &Agent, remote: &Remote, r: &Record) -> Result<u64> {
+    let id = agent.repo().keys().agent_id();
+    remote
+        .put_redaction(
+            &id,
+            &r.file_name(),
+            serde_json::to_vec(r).expect("record encodes"),
+        )
+        .await?;
+    let replicated = crate::repo::replication_state::replicated_seq(agent)?;
+    let erase: HashSet<ObjectId> = r.object_ids()?.into_iter().collect();
+    let mut rewritten = 0;
+    for &seq in r.seqs.iter().filter(|s| **s <= replicated) {
+        let hash = agent
+            .repo()
+            .index()
+            .stored_hash(seq)?
+            .ok_or(Error::NoSuchSnapshot(seq))?;
+        let mut part = 0;
+        while let Some(bytes) = remote.get_pack(&id, seq, &hash, part).await? {
+            let recs = pack::decode_part(seq, &bytes)?;
+            if recs.iter().any(|(oid, _, _)| erase.contains(oid)) {
+                let mut p = pack::PACK_MAGIC.to_vec();
+                for (oid, kind, sealed) in recs.iter().filter(|(oid, _, _)| !erase.contains(oid)) {
+                    pack::encode_record(&mut p, oid, *kind, sealed);
+                }
+                remote.put_pack(&id, seq, &hash, part, p).await?;
+                rewritten += 1;
+            }
+            part += 1;
+        }
+    }
+    Ok(rewritten)
+}
+
+/// Fetches the remote's redaction records (each verified) and stores them
+/// locally (restore).
+pub async fn fetch_remote(agent: &Agent, remote: &Remote) -> Result<usize> {
+    let id = agent.repo().keys().agent_id();
+    let all = remote.list_redactions(&id).await?;
+    for raw in &all {
+        let r = Record::parse(raw, agent.repo().keys())?;
+        save_local(agent, &r)?;
+    }
+    Ok(all.len())
+}

@@ -1,0 +1,349 @@
+//! Restore: rebuild an agent's local data from the remote alone.
+//!
+//! Verified recall (seed 004) for a whole chain: list the envelopes, check
+//! that the sequence numbers are dense from 1, download each envelope, check
+//! its parent link, tag and payload hash (`vsr_hash_mismatch`), download its
+//! pack parts and check every object's tag and id before it is stored, commit
+//! it to a fresh local index, and finally run the full verification. A head
+//! older than the one this machine last saw is a rollback. Anything that does
+//! not verify removes the half-built data dir and names the sequence and the
+//! reason: nothing unverified is ever shown.
+//!
+//! Also here: writing a snapshot's tree, or one path of it, out to a plain
+//! directory, from the remote (`to_directory`) or from local data
+//! (`from_local`, after verifying that snapshot's objects).
+
+use crate::config::{AgentName, Home};
+use crate::repo::agent::Agent;
+use crate::repo::pack;
+use crate::repo::remote::Remote;
+use crate::repo::replication_state::META_REPLICATED;
+use crate::repo::view::SnapshotView;
+use crate::seal::envelope::{self, Envelope, GENESIS_PARENT};
+use crate::seal::keys::MasterKey;
+use crate::seal::tree::{FileType, Inode};
+use crate::{Error, Result};
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+
+/// Restores `name` from `remote` into an empty local data dir; returns the
+/// head sequence number. `progress(seq, head)` is called per snapshot.
+pub async fn restore(
+    home: &Home,
+    name: &AgentName,
+    master: &MasterKey,
+    remote: &Remote,
+    mut progress: impl FnMut(u64, u64),
+) -> Result<u64> {
+    let dir = home.agent_dir(name);
+    if home.has_agent(name) {
+        return Err(Error::Invalid(format!(
+            "agent {name} already has local data in {}; restore only into an empty data dir",
+            dir.display()
+        )));
+    }
+    let res = restore_into(home, name, master, remote, &mut progress).await;
+    if res.is_err() {
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    res
+}
+
+async fn restore_into(
+    home: &Home,
+    name: &AgentName,
+    master: &MasterKey,
+    remote: &Remote,
+    progress: &mut dyn FnMut(u64, u64),
+) -> Result<u64> {
+    let keys = master.agent_keys(name.as_str());
+    let id = keys.agent_id();
+    // One listing: every page of a cursor loop lists the whole directory.
+    let seqs = remote.list_envelopes(&id, 0, usize::MAX).await?;
+    let Some(&head) = seqs.last() else {
+        return Err(Error::Invalid(format!(
+            "the remote {} holds no snapshots of agent {name} (for this master key)",
+            remote.url()
+        )));
+    };
+    for (i, s) in seqs.iter().enumerate() {
+        if *s != i as u64 + 1 {
+            return Err(Error::ChainBroken {
+                seq: i as u64 + 1,
+                detail: "snapshot missing on the remote: sequence numbers are not dense".into(),
+            });
+        }
+    }
+    // Signed checkpoints on the remote: each must verify, and the chain must
+    // reach every one (a remote that dropped newer snapshots but kept their
+    // checkpoints is caught here, before anything is downloaded).
+    let checkpoints = crate::history::checkpoint::fetch_remote(&keys, remote).await?;
+    // Forget records: snapshots whose content retention removed. Each must
+    // verify (a remote cannot pass a deletion off as a forget).
+    let mut forgotten = Vec::new();
+    for (seq, raw) in remote.list_forgotten(&id).await? {
+        let r = crate::history::retention::ForgetRecord::parse(&raw, &keys, seq, None)?;
+        forgotten.push((seq, r.at_ms, raw));
+    }
+    // (Only the length here; the hashes are compared once restored.)
+    if let Some(c) = checkpoints.last() {
+        crate::history::checkpoint::check(c, head, |_| c.hash_bytes().map(Some), "the remote")?;
+    }
+    let (agent, _lock) = Agent::open_writer(home, name, master, true)?;
+    let mut prev = GENESIS_PARENT;
+    for seq in 1..=head {
+        progress(seq, head);
+        let raw = remote
+            .get_envelope(&id, seq)
+            .await?
+            .ok_or_else(|| Error::ChainBroken {
+                seq,
+                detail: "envelope vanished from the remote during restore".into(),
+            })?;
+        let env = Envelope::from_json(&raw)?;
+        if env.sequence_number != seq {
+            return Err(Error::ChainBroken {
+                seq,
+                detail: format!(
+                    "the remote file for {seq} holds snapshot {}",
+                    env.sequence_number
+                ),
+            });
+        }
+        if env.parent_snapshot != prev {
+            return Err(Error::ChainBroken {
+                seq,
+                detail: "parent_snapshot does not name the previous snapshot".into(),
+            });
+        }
+        envelope::open_manifest(&keys, &env)?;
+        let hash = env.hash();
+        let mut part = 0;
+        while let Some(bytes) = remote.get_pack(&id, seq, &hash, part).await? {
+            for (oid, kind, sealed) in pack::decode_part(seq, &bytes)? {
+                agent
+                    .repo()
+                    .put_sealed(kind, &oid, sealed)
+                    .map_err(|e| match e {
+                        Error::Tag { what } => Error::Tag {
+                            what: format!("{what} (snapshot {seq}, from the remote)"),
+                        },
+                        e => e,
+                    })?;
+            }
+            part += 1;
+        }
+        agent.repo().commit(&env)?;
+        prev = hash;
+    }
+    // Forget records must name the snapshots restored (checked again, with
+    // the hash, by verify).
+    agent.repo().index().forget(&forgotten)?;
+    // Redaction records: objects erased on purpose, each record verified.
+    crate::history::redact::fetch_remote(&agent, remote).await?;
+    // Every object of every snapshot present and authentic, chain whole.
+    crate::history::verify::verify(&agent, |_, _| {})?;
+    for c in &checkpoints {
+        crate::history::checkpoint::check_local(&agent, c)?;
+        crate::history::checkpoint::save_local(&agent, c)?;
+    }
+    let head_view = agent.head()?;
+    agent.record_seen(&head_view)?;
+    agent
+        .repo()
+        .index()
+        .set_meta(META_REPLICATED, Some(head.to_string().as_bytes()))?;
+    Ok(head)
+}
+
+/// Restores `name` from the remote at `url` into a private temporary data
+/// dir (the rollback record of this machine still applies), then writes the
+/// tree of snapshot `seq` (default: the newest) into `dest`, which must be
+/// missing or empty. Returns the sequence written.
+pub fn to_directory(
+    home: &Home,
+    name: &AgentName,
+    master: &MasterKey,
+    url: &str,
+    seq: Option<u64>,
+    path: &str,
+    dest: &Path,
+) -> Result<u64> {
+    if path.trim_matches('/').is_empty() {
+        check_empty_dest(dest)?;
+    }
+    let remote = Remote::open(url)?;
+    home.ensure()?;
+    let tmp = tempfile_dir(home)?;
+    let scratch = Home::at(&tmp);
+    let seen = home.seen_head_path(name);
+    if seen.exists() {
+        crate::fsutil::create_private_dir(&tmp.join("seen"))?;
+        std::fs::copy(&seen, scratch.seen_head_path(name)).map_err(|e| Error::io(&seen, e))?;
+    }
+    let rt = crate::repo::remote::runtime()?;
+    let tty = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let res = rt
+        .block_on(restore(&scratch, name, master, &remote, |s, h| {
+            if tty {
+                eprint!("\rverifying snapshot {s}/{h}");
+            }
+        }))
+        .and_then(|head| {
+            if tty {
+                eprintln!();
+            }
+            let agent = Agent::open_readonly(&scratch, name, master)?;
+            let want = seq.unwrap_or(head);
+            let view = agent.snapshot(want)?;
+            write_path(&view, path, dest)?;
+            Ok(want)
+        });
+    let _ = std::fs::remove_dir_all(&tmp);
+    res
+}
+
+fn tempfile_dir(home: &Home) -> Result<std::path::PathBuf> {
+    let mut b = [0u8; 8];
+    getrandom::fill(&mut b).map_err(|e| Error::Custody(format!("random: {e}")))?;
+    let dir = home
+        .root()
+        .join(format!("restore-{}", crate::hex::encode(&b)));
+    crate::fsutil::create_private_dir(&dir)?;
+    Ok(dir)
+}
+
+/// Fails unless `dest` is missing or an empty directory.
+fn check_empty_dest(dest: &Path) -> Result<()> {
+    if dest.exists()
+        && std::fs::read_dir(dest)
+            .map_err(|e| Error::io(dest, e))?
+            .next()
+            .is_some()
+    {
+        return Err(Error::Invalid(format!("{} is not empty", dest.display())));
+    }
+    Ok(())
+}
+
+/// Fails if anything exists at `dest`.
+fn check_absent_dest(dest: &Path) -> Result<()> {
+    if dest.symlink_metadata().is_ok() {
+        return Err(Error::Invalid(format!(
+            "{} already exists; restore a file to a new path",
+            dest.display()
+        )));
+    }
+    Ok(())
+}
+
+/// Writes `path` of snapshot `view` out: a directory's tree into `dest`
+/// (missing or empty), a file or symlink as `dest` (must not exist).
+pub fn write_path(view: &SnapshotView, path: &str, dest: &Path) -> Result<()> {
+    let ino = view.resolve(path.as_bytes())?;
+    let i = view.getattr(ino)?;
+    match i.file_type() {
+        FileType::Dir => {
+            check_empty_dest(dest)?;
+            crate::fsutil::create_private_dir(dest)?;
+            write_tree(view, ino, dest)
+        }
+        FileType::File => {
+            check_absent_dest(dest)?;
+            write_file(view, &i, dest)
+        }
+        FileType::Symlink => {
+            check_absent_dest(dest)?;
+            let t = view.readlink(ino)?;
+            std::os::unix::fs::symlink(std::ffi::OsStr::from_bytes(&t), dest)
+                .map_err(|er| Error::io(dest, er))
+        }
+    }
+}
+
+/// Writes `path` of snapshot `seq` (default: head) of a local agent to
+/// `dest`, after verifying every object of that snapshot. Returns the
+/// sequence written.
+pub fn from_local(agent: &Agent, seq: Option<u64>, path: &str, dest: &Path) -> Result<u64> {
+    let view = match seq {
+        Some(s) => agent.snapshot(s)?,
+        None => agent.head()?,
+    };
+    // Resolve first: a wrong path fails before anything is read or written.
+    view.resolve(path.as_bytes())?;
+    crate::history::verify::verify_snapshot(agent, &view)?;
+    write_path(&view, path, dest)?;
+    Ok(view.seq())
+}
+
+/// Writes one regular file (holes stay holes) with its mode and mtime.
+fn write_file(view: &SnapshotView, i: &Inode, p: &Path) -> Result<()> {
+    use std::os::unix::fs::{FileExt, PermissionsExt};
+    let f = std::fs::File::create(p).map_err(|er| Error::io(p, er))?;
+    let mut off = 0;
+    while off < i.size {
+        let buf = view.read(i.ino, off, 1 << 20)?;
+        if buf.iter().any(|b| *b != 0) {
+            f.write_all_at(&buf, off).map_err(|er| Error::io(p, er))?;
+        }
+        off += buf.len() as u64;
+    }
+    f.set_len(i.size).map_err(|er| Error::io(p, er))?;
+    f.set_permissions(std::fs::Permissions::from_mode(i.perm))
+        .map_err(|er| Error::io(p, er))?;
+    set_mtime(p, i.mtime)
+}
+
+/// Writes the tree below directory `top` into `dest`: directories, files,
+/// symlinks, hard links, modes and modification times.
+fn write_tree(view: &SnapshotView, top: u64, dest: &Path) -> Result<()> {
+    use std::collections::HashMap;
+    use std::os::unix::fs::PermissionsExt;
+    let mut linked: HashMap<u64, std::path::PathBuf> = HashMap::new();
+    let mut dirs = Vec::new();
+    let mut stack = vec![(top, dest.to_path_buf())];
+    while let Some((ino, path)) = stack.pop() {
+        for (name, e) in view.entries(ino)?.iter() {
+            let p = path.join(std::ffi::OsStr::from_bytes(name));
+            let i = view.getattr(e.ino)?;
+            match e.file_type {
+                FileType::Dir => {
+                    std::fs::create_dir(&p).map_err(|er| Error::io(&p, er))?;
+                    dirs.push((p.clone(), i.perm, i.mtime));
+                    stack.push((e.ino, p));
+                }
+                FileType::Symlink => {
+                    let t = view.readlink(e.ino)?;
+                    std::os::unix::fs::symlink(std::ffi::OsStr::from_bytes(&t), &p)
+                        .map_err(|er| Error::io(&p, er))?;
+                }
+                FileType::File => {
+                    if let Some(first) = linked.get(&e.ino) {
+                        std::fs::hard_link(first, &p).map_err(|er| Error::io(&p, er))?;
+                        continue;
+                    }
+                    write_file(view, &i, &p)?;
+                    if i.nlink > 1 {
+                        linked.insert(e.ino, p);
+                    }
+                }
+            }
+        }
+    }
+    for (p, perm, mtime) in dirs.into_iter().rev() {
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(perm))
+            .map_err(|er| Error::io(&p, er))?;
+        set_mtime(&p, mtime)?;
+    }
+    Ok(())
+}
+
+fn set_mtime(p: &std::path::Path, ns: i64) -> Result<()> {
+    let t = std::time::UNIX_EPOCH + std::time::Duration::from_nanos(ns.max(0) as u64);
+    let f = std::fs::File::options()
+        .read(true)
+        .open(p)
+        .or_else(|_| std::fs::File::open(p))
+        .map_err(|e| Error::io(p, e))?;
+    f.set_modified(t).map_err(|e| Error::io(p, e))
+}

@@ -1,0 +1,409 @@
+//! Retention: which snapshots to keep (a policy), forgetting the others, and
+//! pruning the content that no retained snapshot references, locally and on
+//! the remote.
+//!
+//! A forgotten snapshot keeps its envelope (sequence, parent, hashes), so
+//! the chain from snapshot 1 still verifies; it gets a forget record signed
+//! with the agent's Ed25519 key (stored in the index and on the remote), so
+//! that verification and restore accept its missing content, and nobody
+//! without the master key can pass a deletion off as a forget. It is no
+//! longer listed (`.snapshots/`, `sovseal snapshots`) nor opened.
+//!
+//! Pruning rewrites the local packs that hold dead objects (live objects
+//! are copied to a new pack; one index transaction switches every location;
+//! then the old packs are deleted) and deletes on the remote the pack parts
+//! of forgotten snapshots that hold no live object. Content of snapshots not
+//! yet replicated is kept until it is.
+
+use crate::config::parse_duration;
+use crate::repo::agent::Agent;
+use crate::repo::remote::Remote;
+use crate::seal::keys::AgentKeys;
+use crate::seal::record::{self, Signed};
+use crate::seal::tree::ObjectId;
+use crate::{Error, Result};
+use serde::{Deserialize, Serialize};
+use std::cell::RefCell;
+use std::collections::{BTreeSet, HashSet};
+use std::time::Duration;
+
+/// Which snapshots to keep. A snapshot is kept if any rule keeps it; the
+/// head is always kept.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Policy {
+    /// The newest N snapshots.
+    pub keep_last: Option<u64>,
+    /// The newest snapshot of each of the newest N hours (UTC) that have one.
+    pub keep_hourly: Option<u64>,
+    /// The newest snapshot of each of the newest N days (UTC) that have one.
+    pub keep_daily: Option<u64>,
+    /// Every snapshot taken within this long before now (`7d`, `36h`).
+    pub keep_within: Option<String>,
+}
+
+impl Policy {
+    /// Whether no rule is given (which would forget everything but the head).
+    pub fn is_empty(&self) -> bool {
+        self.keep_last.is_none()
+            && self.keep_hourly.is_none()
+            && self.keep_daily.is_none()
+            && self.keep_within.is_none()
+    }
+
+    /// Checks the rules: at least one, durations that parse.
+    pub fn validate(&self) -> Result<Option<Duration>> {
+        if self.is_empty() {
+            return Err(Error::Invalid(
+                "refusing to forget every snapshot but the head: give at least one of --keep-last, --keep-hourly, --keep-daily, --keep-within".into(),
+            ));
+        }
+        self.keep_within.as_deref().map(parse_duration).transpose()
+    }
+
+    /// The retention policy of an agent from `config.json` (`retention`,
+    /// per agent or top-level), if one is set.
+    pub fn from_config(v: Option<serde_json::Value>) -> Result<Option<Self>> {
+        let Some(v) = v else { return Ok(None) };
+        let p: Policy = serde_json::from_value(v).map_err(|e| {
+            Error::Invalid(format!(
+                "config.json: retention must look like {{\"keep_last\": 100, \"keep_daily\": 7, \"keep_within\": \"2d\"}}: {e}"
+            ))
+        })?;
+        p.validate()?;
+        Ok(Some(p))
+    }
+}
+
+/// Keeps the newest snapshot of each of the newest `n` buckets.
+fn keep_buckets(snaps: &[(u64, i64)], n: u64, bucket_ms: i64, keep: &mut BTreeSet<u64>) {
+    let mut seen = BTreeSet::new();
+    for (seq, ts) in snaps.iter().rev() {
+        if seen.len() as u64 >= n {
+            break;
+        }
+        if seen.insert(ts.div_euclid(bucket_ms)) {
+            keep.insert(*seq);
+        }
+    }
+}
+
+/// Splits `snaps` (retained, ascending, with timestamps in ms) into the
+/// sequences to keep and to forget under `p`, at time `now_ms`.
+pub fn plan(p: &Policy, snaps: &[(u64, i64)], now_ms: i64) -> Result<(BTreeSet<u64>, Vec<u64>)> {
+    let within = p.validate()?;
+    let mut keep = BTreeSet::new();
+    if let Some(&(head, _)) = snaps.last() {
+        keep.insert(head);
+    }
+    if let Some(n) = p.keep_last {
+        keep.extend(snaps.iter().rev().take(n as usize).map(|s| s.0));
+    }
+    if let Some(n) = p.keep_hourly {
+        keep_buckets(snaps, n, 3_600_000, &mut keep);
+    }
+    if let Some(n) = p.keep_daily {
+        keep_buckets(snaps, n, 86_400_000, &mut keep);
+    }
+    if let Some(d) = within {
+        let since = now_ms - d.as_millis() as i64;
+        keep.extend(snaps.iter().filter(|s| s.1 >= since).map(|s| s.0));
+    }
+    let forget = snaps
+        .iter()
+        .map(|s| s.0)
+        .filter(|s| !keep.contains(s))
+        .collect();
+    Ok((keep, forget))
+}
+
+/// The signed statement that snapshot `seq` (hash `hash`) was forgotten.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ForgetRecord {
+    /// `sovseal-forget`.
+    pub format: String,
+    /// 1.
+    pub version: u32,
+    /// The agent's keyed id, hex.
+    pub agent_id: String,
+    /// The forgotten snapshot.
+    pub seq: u64,
+    /// Its envelope hash, hex.
+    pub hash: String,
+    /// When, ms since the epoch.
+    pub at_ms: i64,
+    /// Ed25519 signature (the checkpoint key) over [`ForgetRecord::message`], hex.
+    pub signature: String,
+}
+
+/// `format` of forget records.
+const FORGET_FORMAT: &str = "sovseal-forget";
+
+impl Signed for ForgetRecord {
+    const FORMAT: &'static str = FORGET_FORMAT;
+    const VERSION: u32 = 1;
+    const KIND: &'static str = "forget record";
+
+    fn format(&self) -> &str {
+        &self.format
+    }
+    fn version(&self) -> u32 {
+        self.version
+    }
+    fn agent_id(&self) -> &str {
+        &self.agent_id
+    }
+    fn body(&self) -> String {
+        format!("{}\n{}\n{}\n", self.seq, self.hash, self.at_ms)
+    }
+    fn signature(&self) -> &str {
+        &self.signature
+    }
+    fn set_signature(&mut self, _public_key: String, signature: String) {
+        self.signature = signature;
+    }
+    fn label(&self) -> String {
+        format!(" of snapshot {}", self.seq)
+    }
+}
+
+impl ForgetRecord {
+    /// The signed bytes: every field but the signature.
+    pub fn message(&self) -> Vec<u8> {
+        record::message(self)
+    }
+
+    /// Signs a forget record.
+    pub fn sign(keys: &AgentKeys, seq: u64, hash: &[u8; 32], at_ms: i64) -> Self {
+        let mut r = ForgetRecord {
+            format: FORGET_FORMAT.into(),
+            version: 1,
+            agent_id: keys.agent_id().to_hex(),
+            seq,
+            hash: crate::hex::encode(hash),
+            at_ms,
+            signature: String::new(),
+        };
+        record::sign(keys, &mut r);
+        r
+    }
+
+    /// Parses and verifies a record for snapshot `seq` with envelope hash
+    /// `hash` (None: not known yet).
+    pub fn parse(raw: &[u8], keys: &AgentKeys, seq: u64, hash: Option<&[u8; 32]>) -> Result<Self> {
+        let r: ForgetRecord = record::parse(raw, keys)?;
+        if r.seq != seq {
+            return Err(Error::corrupt(
+                format!("forget record of snapshot {seq}"),
+                format!("it is signed for snapshot {}", r.seq),
+            ));
+        }
+        if hash.is_some_and(|h| crate::hex::encode(h) != r.hash) {
+            return Err(Error::corrupt(
+                format!("forget record of snapshot {seq}"),
+                "it names another snapshot",
+            ));
+        }
+        Ok(r)
+    }
+}
+
+/// Applies `policy` to the agent's retained snapshots as of now: returns
+/// (kept, to forget), and unless `dry_run` forgets them (signed records).
+/// Pruning is a separate step ([`prune`]). Needs the writer.
+pub fn apply(agent: &Agent, policy: &Policy, dry_run: bool) -> Result<(BTreeSet<u64>, Vec<u64>)> {
+    let retained = agent.repo().index().retained()?;
+    let (keep, forget_seqs) = plan(policy, &retained, crate::time::now_ms())?;
+    if !dry_run {
+        forget(agent, &forget_seqs)?;
+    }
+    Ok((keep, forget_seqs))
+}
+
+/// Prunes locally, then on `remote` (its failure is an error: see
+/// [`prune_remote`] to treat it apart).
+pub fn prune(
+    agent: &Agent,
+    remote: &Remote,
+    progress: &mut dyn FnMut(u64, u64),
+) -> Result<PruneReport> {
+    let mut r = prune_local(agent, progress)?;
+    crate::repo::remote::runtime()?.block_on(prune_remote(agent, remote, &mut r))?;
+    Ok(r)
+}
+
+/// Forgets `seqs` (never the head): signs and records a forget record for
+/// each. Needs the writer (no mount running).
+pub fn forget(agent: &Agent, seqs: &[u64]) -> Result<()> {
+    let head = agent.repo().index().head_seq()?.unwrap_or(0);
+    let keys = agent.repo().keys();
+    let now = crate::time::now_ms();
+    let mut records = Vec::new();
+    for &seq in seqs {
+        if seq == head {
+            return Err(Error::Invalid(format!(
+                "the head (snapshot {seq}) cannot be forgotten"
+            )));
+        }
+        let hash = agent
+            .repo()
+            .index()
+            .stored_hash(seq)?
+            .ok_or(Error::NoSuchSnapshot(seq))?;
+        let r = ForgetRecord::sign(keys, seq, &hash, now);
+        records.push((seq, now, serde_json::to_vec(&r).expect("record encodes")));
+    }
+    agent.repo().index().forget(&records)
+}
+
+/// The forgotten sequences of `agent`, each record verified.
+pub fn forgotten(agent: &Agent) -> Result<BTreeSet<u64>> {
+    let rows = agent.repo().index().forgotten()?;
+    let keys = agent.repo().keys();
+    let mut out = BTreeSet::new();
+    for (seq, (raw, _)) in rows {
+        let hash = agent.repo().index().stored_hash(seq)?;
+        ForgetRecord::parse(&raw, keys, seq, hash.as_ref())?;
+        out.insert(seq);
+    }
+    Ok(out)
+}
+
+/// What a prune did.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct PruneReport {
+    /// Objects removed locally.
+    pub objects_removed: u64,
+    /// Sealed bytes removed locally.
+    pub bytes_removed: u64,
+    /// Local packs rewritten.
+    pub packs_rewritten: u64,
+    /// Forgotten snapshots whose remote pack parts were deleted.
+    pub remote_snapshots_pruned: u64,
+    /// Remote pack parts deleted.
+    pub remote_parts_deleted: u64,
+    /// Forgotten snapshots whose remote parts stay (they hold live objects).
+    pub remote_snapshots_kept: u64,
+}
+
+/// Objects referenced by a retained snapshot, or by any snapshot not yet
+/// replicated (its content must reach the remote first).
+fn live_objects(agent: &Agent, progress: &mut dyn FnMut(u64, u64)) -> Result<HashSet<ObjectId>> {
+    let forgotten = forgotten(agent)?;
+    let replicated = crate::repo::replication_state::replicated_seq(agent)?;
+    let head = agent.repo().index().head_seq()?.unwrap_or(0);
+    let live: RefCell<HashSet<ObjectId>> = RefCell::new(HashSet::new());
+    for seq in 1..=head {
+        progress(seq, head);
+        if forgotten.contains(&seq) && seq <= replicated {
+            continue;
+        }
+        let view = agent.snapshot_unchecked(seq)?;
+        view.walk_objects(&|id| live.borrow().contains(id), &mut |_, id| {
+            live.borrow_mut().insert(*id);
+            Ok(())
+        })?;
+    }
+    Ok(live.into_inner())
+}
+
+/// Removes every local object no retained snapshot references, rewriting
+/// the packs that hold them. Needs the writer (no mount running).
+/// `progress(seq, head)` follows the walk over the snapshots.
+pub fn prune_local(agent: &Agent, progress: &mut dyn FnMut(u64, u64)) -> Result<PruneReport> {
+    let live = live_objects(agent, progress)?;
+    let all = agent.repo().index().all_objects()?;
+    let dead: Vec<_> = all.into_iter().filter(|o| !live.contains(&o.0)).collect();
+    Ok(PruneReport {
+        packs_rewritten: crate::repo::repack::remove_objects(agent.repo(), &dead)?,
+        objects_removed: dead.len() as u64,
+        bytes_removed: dead.iter().map(|o| u64::from(o.2.len)).sum(),
+        ..PruneReport::default()
+    })
+}
+
+/// On the remote: uploads the forget records, then deletes the pack parts
+/// of forgotten, replicated snapshots that no longer hold a live object
+/// (run after [`prune_local`]).
+pub async fn prune_remote(agent: &Agent, remote: &Remote, report: &mut PruneReport) -> Result<()> {
+    let id = agent.repo().keys().agent_id();
+    let replicated = crate::repo::replication_state::replicated_seq(agent)?;
+    let rows = agent.repo().index().forgotten()?;
+    for (seq, (raw, pruned)) in rows {
+        if pruned || seq > replicated {
+            continue;
+        }
+        remote.put_forgotten(&id, seq, raw).await?;
+        if agent.repo().index().has_objects_of(seq)? {
+            report.remote_snapshots_kept += 1;
+            continue;
+        }
+        let hash = agent
+            .repo()
+            .index()
+            .stored_hash(seq)?
+            .ok_or(Error::NoSuchSnapshot(seq))?;
+        report.remote_parts_deleted += u64::from(remote.delete_packs(&id, seq, &hash).await?);
+        agent.repo().index().set_remote_pruned(seq)?;
+        report.remote_snapshots_pruned += 1;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const H: i64 = 3_600_000;
+
+    #[test]
+    fn plans_follow_each_rule_and_always_keep_the_head() {
+        // One snapshot every 30 minutes for two days.
+        let snaps: Vec<(u64, i64)> = (1..=96).map(|s| (s, s as i64 * H / 2)).collect();
+        let now = 96 * H / 2;
+        let p = |f: fn(&mut Policy)| {
+            let mut p = Policy::default();
+            f(&mut p);
+            plan(&p, &snaps, now).unwrap().0
+        };
+        assert_eq!(p(|p| p.keep_last = Some(3)), BTreeSet::from([94, 95, 96]));
+        // Hourly: the newest of each of the newest 3 hours that have one
+        // (snapshot 96 opens hour 48 alone; 95 closes hour 47, 93 hour 46).
+        assert_eq!(p(|p| p.keep_hourly = Some(3)), BTreeSet::from([93, 95, 96]));
+        assert_eq!(p(|p| p.keep_daily = Some(5)).len(), 3); // 3 days have snapshots
+        assert_eq!(
+            p(|p| p.keep_within = Some("90m".into())),
+            BTreeSet::from([93, 94, 95, 96])
+        );
+        // keep_last 0 keeps the head all the same.
+        assert_eq!(p(|p| p.keep_last = Some(0)), BTreeSet::from([96]));
+        // No rule: refused, nothing planned.
+        assert!(plan(&Policy::default(), &snaps, now).is_err());
+        let (keep, forget) = plan(
+            &Policy {
+                keep_last: Some(10),
+                ..Policy::default()
+            },
+            &snaps,
+            now,
+        )
+        .unwrap();
+        assert_eq!(keep.len() + forget.len(), snaps.len());
+    }
+
+    #[test]
+    fn forget_records_are_bound_to_agent_snapshot_and_key() {
+        let m = crate::seal::keys::MasterKey::from_bytes([5; 32]);
+        let k = m.agent_keys("a");
+        let r = ForgetRecord::sign(&k, 4, &[7; 32], 1);
+        let raw = serde_json::to_vec(&r).unwrap();
+        ForgetRecord::parse(&raw, &k, 4, Some(&[7; 32])).unwrap();
+        assert!(ForgetRecord::parse(&raw, &k, 5, None).is_err());
+        assert!(ForgetRecord::parse(&raw, &k, 4, Some(&[8; 32])).is_err());
+        assert!(ForgetRecord::parse(&raw, &m.agent_keys("b"), 4, None).is_err());
+        // A checkpoint signature cannot be replayed as a forget record.
+        let c = crate::history::checkpoint::Checkpoint::sign(&k, 4, &[7; 32], 1);
+        let mut r2 = r.clone();
+        r2.signature = c.signature;
+        assert!(ForgetRecord::parse(&serde_json::to_vec(&r2).unwrap(), &k, 4, None).is_err());
+    }
+}

@@ -1,0 +1,836 @@
+//! The mounted filesystem, not tied to the FUSE library.
+//!
+//! [`Fs`] serves the live tree (the engine's working tree) and the read-only
+//! `.snapshots/` tree, keeps open handles (and pins open files so that an
+//! unlinked file stays usable), and turns operations into commit requests:
+//! `fsync`, `fsyncdir` and the close (`flush`) of a written handle commit
+//! synchronously; metadata-only changes ask for a commit after a quiet
+//! period. Operations return plain [`Attr`]s and [`crate::Error`]s; the FUSE
+//! adapter (`crate::mount::fuse`) only translates.
+//!
+//! Inode numbers: the live tree uses the engine's (stable, never reused;
+//! the root is 1); `.snapshots` and everything under it live above
+//! [`snapshots::DIR_INO`].
+
+pub mod committer;
+pub mod snapshots;
+
+use crate::engine::{Engine, RenameFlags, SetAttr, XattrFlags};
+use crate::mount::metrics::{Metrics, Sample};
+use crate::replication::replicator::Replicator;
+use crate::seal::tree::{FileType, Inode, ROOT_INO};
+use crate::{Error, Result};
+use committer::Committer;
+use snapshots::Snapshots;
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+/// File attributes as the mount shows them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Attr {
+    /// Inode number as the kernel sees it.
+    pub ino: u64,
+    /// Size in bytes.
+    pub size: u64,
+    /// Type.
+    pub kind: FileType,
+    /// Permission bits.
+    pub perm: u16,
+    /// Link count.
+    pub nlink: u32,
+    /// Owner.
+    pub uid: u32,
+    /// Group.
+    pub gid: u32,
+    /// Access time, ns since the epoch.
+    pub atime: i64,
+    /// Modification time, ns.
+    pub mtime: i64,
+    /// Change time, ns.
+    pub ctime: i64,
+    /// True for nodes of `.snapshots` (immutable: cache them long).
+    pub immutable: bool,
+}
+
+/// One entry of a directory listing.
+#[derive(Clone, Debug)]
+pub struct DirItem {
+    /// Name.
+    pub name: Vec<u8>,
+    /// Inode number.
+    pub ino: u64,
+    /// Type.
+    pub kind: FileType,
+}
+
+/// Mount behaviour.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// Refuse every mutation with `EROFS`.
+    pub read_only: bool,
+    /// Quiet period after metadata-only changes before they are committed.
+    pub quiet: Duration,
+    /// Longest delay of a metadata-only change under continuous activity.
+    pub max_delay: Duration,
+    /// `fsync` and close also wait until the snapshot is on the remote.
+    pub sync_replication: bool,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            read_only: false,
+            quiet: Duration::from_millis(200),
+            max_delay: Duration::from_secs(2),
+            sync_replication: false,
+        }
+    }
+}
+
+enum Handle {
+    /// A live file, pinned in the engine while open.
+    File { ino: u64, wrote: bool },
+    /// A file inside a snapshot.
+    SnapFile { seq: u64, ino: u64 },
+    /// A directory listing captured at opendir (stable offsets).
+    Dir { items: Vec<DirItem> },
+    /// `.snapshots`, paged from the index.
+    SnapRoot,
+}
+
+enum Node {
+    Live(u64),
+    SnapRoot,
+    Latest,
+    Snap { seq: u64, ino: u64 },
+}
+
+const EROFS: Error = Error::Fs {
+    op: "history is read-only",
+    errno: libc::EROFS,
+};
+
+fn attr_of(i: &Inode, ino: u64, immutable: bool) -> Attr {
+    Attr {
+        ino,
+        size: i.size,
+        kind: i.file_type(),
+        perm: i.perm as u16,
+        nlink: i.nlink,
+        uid: i.uid,
+        gid: i.gid,
+        atime: i.atime,
+        mtime: i.mtime,
+        ctime: i.ctime,
+        immutable,
+    }
+}
+
+/// The mounted filesystem.
+pub struct Fs {
+    engine: Arc<RwLock<Engine>>,
+    snaps: Snapshots,
+    handles: Mutex<HashMap<u64, Handle>>,
+    next_fh: AtomicU64,
+    committer: Committer,
+    replicator: Option<Arc<Replicator>>,
+    opts: Options,
+    data_dir: PathBuf,
+    metrics: Arc<Metrics>,
+    /// Inode -> the snapshot that last wrote it, for inodes written since
+    /// the mount started; older inodes date from `mount_head` or before.
+    committed_at: Arc<Mutex<HashMap<u64, u64>>>,
+    mount_head: u64,
+}
+
+/// The virtual attribute that tells whether a file's latest content is
+/// committed and replicated: `dirty`, `committed:SEQ` or `replicated:SEQ`.
+/// Not listed (copy tools do not carry it along) and not settable.
+pub const STATE_XATTR: &[u8] = b"user.sovseal.state";
+
+impl Fs {
+    /// Serves `engine` with `opts`; every new snapshot is handed to the
+    /// replicator, if there is one.
+    pub fn new(engine: Engine, opts: Options, replicator: Option<Arc<Replicator>>) -> Self {
+        let agent = engine.shared_agent();
+        let data_dir = agent.data_dir();
+        let engine = Arc::new(RwLock::new(engine));
+        let mount_head = engine.read().expect("engine lock").head().seq();
+        let committed_at: Arc<Mutex<HashMap<u64, u64>>> = Arc::default();
+        let on_commit: committer::OnCommit = {
+            let replicator = replicator.clone();
+            let committed_at = committed_at.clone();
+            Arc::new(move |info| {
+                let mut at = committed_at.lock().expect("committed_at");
+                for ino in &info.inodes {
+                    at.insert(*ino, info.seq);
+                }
+                drop(at);
+                if let Some(r) = &replicator {
+                    r.notify(info.seq);
+                }
+            })
+        };
+        let metrics = Arc::new(Metrics::default());
+        let committer = Committer::start(
+            engine.clone(),
+            opts.quiet,
+            opts.max_delay,
+            Some(on_commit),
+            metrics.clone(),
+        );
+        Fs {
+            engine,
+            snaps: Snapshots::new(agent),
+            handles: Mutex::new(HashMap::new()),
+            next_fh: AtomicU64::new(1),
+            committer,
+            replicator,
+            opts,
+            data_dir,
+            metrics,
+            committed_at,
+            mount_head,
+        }
+    }
+
+    fn eng(&self) -> std::sync::RwLockReadGuard<'_, Engine> {
+        self.engine.read().expect("engine lock")
+    }
+
+    fn eng_mut(&self) -> std::sync::RwLockWriteGuard<'_, Engine> {
+        self.engine.write().expect("engine lock")
+    }
+
+    fn node(&self, ino: u64) -> Result<Node> {
+        if !Snapshots::owns(ino) {
+            return Ok(Node::Live(ino));
+        }
+        match ino {
+            snapshots::DIR_INO => Ok(Node::SnapRoot),
+            snapshots::LATEST_INO => Ok(Node::Latest),
+            _ => match self.snaps.node(ino) {
+                Some((seq, ino)) => Ok(Node::Snap { seq, ino }),
+                None => Err(Error::fs("inode", libc::ENOENT)),
+            },
+        }
+    }
+
+    /// A mutation of the live tree at `parent` is allowed (not history, not
+    /// read-only, not `.snapshots` itself).
+    fn writable(&self, parent: u64, name: Option<&[u8]>) -> Result<()> {
+        if Snapshots::owns(parent) || self.opts.read_only {
+            return Err(EROFS);
+        }
+        if parent == ROOT_INO && name == Some(snapshots::NAME) {
+            return Err(EROFS);
+        }
+        Ok(())
+    }
+
+    fn changed(&self) {
+        self.committer.commit_soon();
+    }
+
+    fn commit_sync(&self) -> Result<()> {
+        self.committer.commit_sync()?;
+        match (&self.replicator, self.opts.sync_replication) {
+            (Some(r), true) => r.wait_for(self.eng().head().seq()),
+            _ => Ok(()),
+        }
+    }
+
+    fn new_fh(&self, h: Handle) -> u64 {
+        let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
+        self.handles.lock().expect("handles").insert(fh, h);
+        fh
+    }
+
+    // ----- attributes and names -----
+
+    /// A read-only directory of the history tree, timed `ms`.
+    fn history_dir(ino: u64, ms: i64, immutable: bool) -> Attr {
+        let t = ms * 1_000_000;
+        Attr {
+            ino,
+            size: 0,
+            kind: FileType::Dir,
+            perm: 0o555,
+            nlink: 2,
+            uid: 0,
+            gid: 0,
+            atime: t,
+            mtime: t,
+            ctime: t,
+            immutable,
+        }
+    }
+
+    fn snap_root_attr(&self) -> Attr {
+        let ms = self.eng().head().timestamp_ms();
+        Self::history_dir(snapshots::DIR_INO, ms, false)
+    }
+
+    fn latest_attr(&self) -> Attr {
+        let mut a = self.snap_root_attr();
+        a.ino = snapshots::LATEST_INO;
+        a.kind = FileType::Symlink;
+        a.perm = 0o777;
+        a.nlink = 1;
+        a.size = 10;
+        a
+    }
+
+    fn snap_attr(&self, seq: u64, ino: u64) -> Result<Attr> {
+        let fuse_ino = self.snaps.ino_for(seq, ino);
+        if ino == ROOT_INO {
+            // From the index alone: listing `.snapshots` with -l decrypts nothing.
+            return Ok(Self::history_dir(
+                fuse_ino,
+                self.snaps.timestamp_ms(seq)?,
+                true,
+            ));
+        }
+        let i = self.snaps.view(seq)?.getattr(ino)?;
+        Ok(attr_of(&i, fuse_ino, true))
+    }
+
+    /// Attributes of an inode.
+    pub fn getattr(&self, ino: u64) -> Result<Attr> {
+        match self.node(ino)? {
+            Node::Live(i) => Ok(attr_of(&self.eng().getattr(i)?, i, false)),
+            Node::SnapRoot => Ok(self.snap_root_attr()),
+            Node::Latest => Ok(self.latest_attr()),
+            Node::Snap { seq, ino } => self.snap_attr(seq, ino),
+        }
+    }
+
+    /// Whether the kernel may remember that a name is absent from `parent`
+    /// (a negative entry): true for live directories, whose every change
+    /// goes through this mount, and for history, which never changes; false
+    /// for `.snapshots/` itself, which grows with each commit.
+    pub fn caches_absence(&self, parent: u64) -> bool {
+        matches!(self.node(parent), Ok(Node::Live(_) | Node::Snap { .. }))
+    }
+
+    /// Looks up `name` in `parent`.
+    pub fn lookup(&self, parent: u64, name: &[u8]) -> Result<Attr> {
+        match self.node(parent)? {
+            Node::Live(p) => {
+                if p == ROOT_INO && name == snapshots::NAME {
+                    return Ok(self.snap_root_attr());
+                }
+                let e = self.eng();
+                let d = e
+                    .lookup(p, name)?
+                    .ok_or_else(|| Error::fs("lookup", libc::ENOENT))?;
+                Ok(attr_of(&e.getattr(d.ino)?, d.ino, false))
+            }
+            Node::SnapRoot => {
+                if name == snapshots::LATEST {
+                    return Ok(self.latest_attr());
+                }
+                let seq =
+                    snapshots::parse_name(name).ok_or_else(|| Error::fs("lookup", libc::ENOENT))?;
+                self.snap_attr(seq, ROOT_INO)
+            }
+            Node::Latest => Err(Error::fs("lookup", libc::ENOTDIR)),
+            Node::Snap { seq, ino } => {
+                let d = self
+                    .snaps
+                    .view(seq)?
+                    .lookup(ino, name)?
+                    .ok_or_else(|| Error::fs("lookup", libc::ENOENT))?;
+                self.snap_attr(seq, d.ino)
+            }
+        }
+    }
+
+    /// A symlink's target.
+    pub fn readlink(&self, ino: u64) -> Result<Vec<u8>> {
+        match self.node(ino)? {
+            Node::Live(i) => self.eng().readlink(i),
+            Node::Latest => Ok(snapshots::dir_name(self.eng().head().seq()).into_bytes()),
+            Node::Snap { seq, ino } => self.snaps.view(seq)?.readlink(ino),
+            Node::SnapRoot => Err(Error::fs("readlink", libc::EINVAL)),
+        }
+    }
+
+    // ----- directories -----
+
+    /// Opens a directory, capturing its listing for stable offsets.
+    pub fn opendir(&self, ino: u64) -> Result<u64> {
+        let h = match self.node(ino)? {
+            Node::SnapRoot => Handle::SnapRoot,
+            Node::Latest => return Err(Error::fs("opendir", libc::ENOTDIR)),
+            Node::Live(i) => {
+                let e = self.eng();
+                let parent = e.getattr(i)?.parent;
+                let mut items = vec![
+                    DirItem {
+                        name: b".".to_vec(),
+                        ino: i,
+                        kind: FileType::Dir,
+                    },
+                    DirItem {
+                        name: b"..".to_vec(),
+                        ino: parent,
+                        kind: FileType::Dir,
+                    },
+                ];
+                if i == ROOT_INO {
+                    items.push(DirItem {
+                        name: snapshots::NAME.to_vec(),
+                        ino: snapshots::DIR_INO,
+                        kind: FileType::Dir,
+                    });
+                }
+                e.with_entries(i, |es| {
+                    items.extend(es.iter().map(|(n, d)| DirItem {
+                        name: n.clone(),
+                        ino: d.ino,
+                        kind: d.file_type,
+                    }))
+                })?;
+                Handle::Dir { items }
+            }
+            Node::Snap { seq, ino: i } => {
+                let v = self.snaps.view(seq)?;
+                let mut items = vec![DirItem {
+                    name: b".".to_vec(),
+                    ino,
+                    kind: FileType::Dir,
+                }];
+                let parent = v.getattr(i)?.parent;
+                let pino = if i == ROOT_INO {
+                    snapshots::DIR_INO
+                } else {
+                    self.snaps.ino_for(seq, parent)
+                };
+                items.push(DirItem {
+                    name: b"..".to_vec(),
+                    ino: pino,
+                    kind: FileType::Dir,
+                });
+                for (n, d) in v.entries(i)?.iter() {
+                    items.push(DirItem {
+                        name: n.clone(),
+                        ino: self.snaps.ino_for(seq, d.ino),
+                        kind: d.file_type,
+                    });
+                }
+                Handle::Dir { items }
+            }
+        };
+        Ok(self.new_fh(h))
+    }
+
+    /// Entries of an open directory from `offset`, each with the offset of
+    /// the entry after it. At most `max` entries.
+    pub fn readdir(&self, fh: u64, offset: u64, max: usize) -> Result<Vec<(u64, DirItem)>> {
+        let hs = self.handles.lock().expect("handles");
+        match hs.get(&fh) {
+            Some(Handle::Dir { items }) => Ok(items
+                .iter()
+                .enumerate()
+                .skip(offset as usize)
+                .take(max)
+                .map(|(i, d)| (i as u64 + 1, d.clone()))
+                .collect()),
+            Some(Handle::SnapRoot) => {
+                drop(hs);
+                // Offsets: 1 ".", 2 "..", 3 "latest", then seq + 3.
+                let mut out = Vec::new();
+                let fixed = [
+                    (b".".to_vec(), snapshots::DIR_INO, FileType::Dir),
+                    (b"..".to_vec(), ROOT_INO, FileType::Dir),
+                    (
+                        snapshots::LATEST.to_vec(),
+                        snapshots::LATEST_INO,
+                        FileType::Symlink,
+                    ),
+                ];
+                for (i, (name, ino, kind)) in fixed.into_iter().enumerate().skip(offset as usize) {
+                    out.push((i as u64 + 1, DirItem { name, ino, kind }));
+                }
+                let after = offset.saturating_sub(3);
+                let want = max.saturating_sub(out.len()) as u64;
+                for m in self.snaps.agent().list(after, want)? {
+                    let ino = self.snaps.ino_for(m.seq, ROOT_INO);
+                    out.push((
+                        m.seq + 3,
+                        DirItem {
+                            name: snapshots::dir_name(m.seq).into_bytes(),
+                            ino,
+                            kind: FileType::Dir,
+                        },
+                    ));
+                }
+                Ok(out)
+            }
+            _ => Err(Error::fs("readdir", libc::EBADF)),
+        }
+    }
+
+    /// Closes a directory handle.
+    pub fn releasedir(&self, fh: u64) {
+        self.handles.lock().expect("handles").remove(&fh);
+    }
+
+    /// `fsyncdir`: commits.
+    pub fn fsyncdir(&self) -> Result<()> {
+        if self.opts.read_only {
+            return Ok(());
+        }
+        self.commit_sync()
+    }
+
+    // ----- files -----
+
+    /// Opens a file; `write` if opened for writing.
+    pub fn open(&self, ino: u64, write: bool) -> Result<u64> {
+        match self.node(ino)? {
+            Node::Live(i) => {
+                if write && self.opts.read_only {
+                    return Err(EROFS);
+                }
+                let mut e = self.eng_mut();
+                if e.getattr(i)?.file_type() == FileType::Dir {
+                    return Err(Error::fs("open", libc::EISDIR));
+                }
+                e.pin(i);
+                drop(e);
+                Ok(self.new_fh(Handle::File {
+                    ino: i,
+                    wrote: false,
+                }))
+            }
+            Node::Snap { seq, ino: i } => {
+                if write {
+                    return Err(EROFS);
+                }
+                self.snaps.view(seq)?.getattr(i)?;
+                Ok(self.new_fh(Handle::SnapFile { seq, ino: i }))
+            }
+            Node::SnapRoot | Node::Latest => Err(Error::fs("open", libc::EISDIR)),
+        }
+    }
+
+    /// Creates and opens a file.
+    pub fn create(
+        &self,
+        parent: u64,
+        name: &[u8],
+        mode: u32,
+        uid: u32,
+        gid: u32,
+    ) -> Result<(Attr, u64)> {
+        if parent == ROOT_INO && name == snapshots::NAME {
+            return Err(Error::fs("create", libc::EEXIST));
+        }
+        self.writable(parent, Some(name))?;
+        let mut e = self.eng_mut();
+        let i = e.create(parent, name, mode, uid, gid)?;
+        e.pin(i.ino);
+        drop(e);
+        self.changed();
+        let fh = self.new_fh(Handle::File {
+            ino: i.ino,
+            wrote: false,
+        });
+        Ok((attr_of(&i, i.ino, false), fh))
+    }
+
+    /// Reads from an open file.
+    pub fn read(&self, fh: u64, off: u64, size: usize) -> Result<Vec<u8>> {
+        let h = {
+            let hs = self.handles.lock().expect("handles");
+            match hs.get(&fh) {
+                Some(Handle::File { ino, .. }) => Node::Live(*ino),
+                Some(Handle::SnapFile { seq, ino }) => Node::Snap {
+                    seq: *seq,
+                    ino: *ino,
+                },
+                _ => return Err(Error::fs("read", libc::EBADF)),
+            }
+        };
+        match h {
+            Node::Live(i) => self.eng().read(i, off, size),
+            Node::Snap { seq, ino } => self.snaps.view(seq)?.read(ino, off, size),
+            _ => unreachable!("only file handles above"),
+        }
+    }
+
+    /// Writes to an open file.
+    pub fn write(&self, fh: u64, off: u64, data: &[u8]) -> Result<usize> {
+        let ino = {
+            let mut hs = self.handles.lock().expect("handles");
+            match hs.get_mut(&fh) {
+                Some(Handle::File { ino, wrote }) => {
+                    *wrote = true;
+                    *ino
+                }
+                Some(Handle::SnapFile { .. }) => return Err(EROFS),
+                _ => return Err(Error::fs("write", libc::EBADF)),
+            }
+        };
+        if self.opts.read_only {
+            return Err(EROFS);
+        }
+        self.eng_mut().write(ino, off, data)
+    }
+
+    /// `close` of a file descriptor: commits if the handle wrote since the
+    /// last flush, and returns when that state is durable.
+    pub fn flush(&self, fh: u64) -> Result<()> {
+        let wrote = match self.handles.lock().expect("handles").get_mut(&fh) {
+            Some(Handle::File { wrote, .. }) => std::mem::take(wrote),
+            _ => false,
+        };
+        if wrote { self.commit_sync() } else { Ok(()) }
+    }
+
+    /// Last close of a handle.
+    pub fn release(&self, fh: u64) -> Result<()> {
+        let h = self.handles.lock().expect("handles").remove(&fh);
+        if let Some(Handle::File { ino, wrote }) = h {
+            self.eng_mut().unpin(ino);
+            if wrote {
+                return self.commit_sync();
+            }
+        }
+        Ok(())
+    }
+
+    /// `fsync` / `fdatasync`: commits everything and waits for it.
+    pub fn fsync(&self) -> Result<()> {
+        if self.opts.read_only {
+            return Ok(());
+        }
+        self.commit_sync()
+    }
+
+    // ----- namespace -----
+
+    /// Changes attributes.
+    pub fn setattr(&self, ino: u64, a: &SetAttr) -> Result<Attr> {
+        match self.node(ino)? {
+            Node::Live(i) => {
+                if self.opts.read_only {
+                    return Err(EROFS);
+                }
+                let r = self.eng_mut().setattr(i, a)?;
+                self.changed();
+                Ok(attr_of(&r, i, false))
+            }
+            _ => Err(EROFS),
+        }
+    }
+
+    /// Creates a directory.
+    pub fn mkdir(&self, parent: u64, name: &[u8], mode: u32, uid: u32, gid: u32) -> Result<Attr> {
+        if parent == ROOT_INO && name == snapshots::NAME {
+            return Err(Error::fs("mkdir", libc::EEXIST));
+        }
+        self.writable(parent, Some(name))?;
+        let i = self.eng_mut().mkdir(parent, name, mode, uid, gid)?;
+        self.changed();
+        Ok(attr_of(&i, i.ino, false))
+    }
+
+    /// Creates a symlink.
+    pub fn symlink(
+        &self,
+        parent: u64,
+        name: &[u8],
+        target: &[u8],
+        uid: u32,
+        gid: u32,
+    ) -> Result<Attr> {
+        if parent == ROOT_INO && name == snapshots::NAME {
+            return Err(Error::fs("symlink", libc::EEXIST));
+        }
+        self.writable(parent, Some(name))?;
+        let i = self.eng_mut().symlink(parent, name, target, uid, gid)?;
+        self.changed();
+        Ok(attr_of(&i, i.ino, false))
+    }
+
+    /// Creates a hard link.
+    pub fn link(&self, ino: u64, newparent: u64, newname: &[u8]) -> Result<Attr> {
+        if newparent == ROOT_INO && newname == snapshots::NAME {
+            return Err(Error::fs("link", libc::EEXIST));
+        }
+        if Snapshots::owns(ino) {
+            return Err(EROFS);
+        }
+        self.writable(newparent, Some(newname))?;
+        let i = self.eng_mut().link(ino, newparent, newname)?;
+        self.changed();
+        Ok(attr_of(&i, i.ino, false))
+    }
+
+    /// Removes a file.
+    pub fn unlink(&self, parent: u64, name: &[u8]) -> Result<()> {
+        self.writable(parent, Some(name))?;
+        self.eng_mut().unlink(parent, name)?;
+        self.changed();
+        Ok(())
+    }
+
+    /// Removes a directory.
+    pub fn rmdir(&self, parent: u64, name: &[u8]) -> Result<()> {
+        self.writable(parent, Some(name))?;
+        self.eng_mut().rmdir(parent, name)?;
+        self.changed();
+        Ok(())
+    }
+
+    /// Renames.
+    pub fn rename(
+        &self,
+        parent: u64,
+        name: &[u8],
+        newparent: u64,
+        newname: &[u8],
+        flags: RenameFlags,
+    ) -> Result<()> {
+        self.writable(parent, Some(name))?;
+        self.writable(newparent, Some(newname))?;
+        self.eng_mut()
+            .rename(parent, name, newparent, newname, flags)?;
+        self.changed();
+        Ok(())
+    }
+
+    // ----- extended attributes (user.* only) -----
+
+    /// Sets a `user.*` attribute; other namespaces get `EOPNOTSUPP`.
+    pub fn setxattr(&self, ino: u64, name: &[u8], value: &[u8], flags: XattrFlags) -> Result<()> {
+        if !name.starts_with(b"user.") {
+            return Err(Error::fs("setxattr", libc::EOPNOTSUPP));
+        }
+        if name == STATE_XATTR {
+            return Err(Error::fs("setxattr", libc::EPERM));
+        }
+        match self.node(ino)? {
+            Node::Live(i) if !self.opts.read_only => {
+                self.eng_mut().setxattr(i, name, value, flags)?;
+                self.changed();
+                Ok(())
+            }
+            _ => Err(EROFS),
+        }
+    }
+
+    /// Reads an attribute.
+    pub fn getxattr(&self, ino: u64, name: &[u8]) -> Result<Vec<u8>> {
+        match self.node(ino)? {
+            Node::Live(i) if name == STATE_XATTR => Ok(self.state_of(i).into_bytes()),
+            Node::Live(i) => self.eng().getxattr(i, name),
+            Node::Snap { seq, ino } => self
+                .snaps
+                .view(seq)?
+                .getattr(ino)?
+                .xattrs
+                .remove(name)
+                .ok_or_else(|| Error::fs("getxattr", libc::ENODATA)),
+            _ => Err(Error::fs("getxattr", libc::ENODATA)),
+        }
+    }
+
+    /// Lists attribute names.
+    pub fn listxattr(&self, ino: u64) -> Result<Vec<Vec<u8>>> {
+        match self.node(ino)? {
+            Node::Live(i) => self.eng().listxattr(i),
+            Node::Snap { seq, ino } => Ok(self
+                .snaps
+                .view(seq)?
+                .getattr(ino)?
+                .xattrs
+                .into_keys()
+                .collect()),
+            _ => Ok(Vec::new()),
+        }
+    }
+
+    /// Removes an attribute.
+    pub fn removexattr(&self, ino: u64, name: &[u8]) -> Result<()> {
+        if name == STATE_XATTR {
+            return Err(Error::fs("removexattr", libc::EPERM));
+        }
+        match self.node(ino)? {
+            Node::Live(i) if !self.opts.read_only => {
+                self.eng_mut().removexattr(i, name)?;
+                self.changed();
+                Ok(())
+            }
+            _ => Err(EROFS),
+        }
+    }
+
+    /// The value of [`STATE_XATTR`] for live inode `ino`.
+    fn state_of(&self, ino: u64) -> String {
+        if self.eng().is_dirty_inode(ino) {
+            return "dirty".into();
+        }
+        let seq = self
+            .committed_at
+            .lock()
+            .expect("committed_at")
+            .get(&ino)
+            .copied()
+            .unwrap_or(self.mount_head);
+        match &self.replicator {
+            Some(r) if r.status().replicated >= seq => format!("replicated:{seq}"),
+            _ => format!("committed:{seq}"),
+        }
+    }
+
+    /// The Prometheus text exposition of this mount's metrics.
+    pub fn render_metrics(&self) -> String {
+        let (agent, head, sealed, dirty) = {
+            let e = self.eng();
+            (
+                e.agent().name().to_string(),
+                e.head().seq(),
+                e.agent().repo().sealed_bytes(),
+                e.dirty_bytes() as u64,
+            )
+        };
+        let rs = self.replicator.as_ref().map(|r| r.status());
+        self.metrics.render(&Sample {
+            agent,
+            head_seq: head,
+            replicated_seq: rs.as_ref().map(|s| s.replicated),
+            replication_errors: rs.as_ref().map_or(0, |s| s.errors_total),
+            checkpointed_seq: rs.as_ref().map_or(0, |s| s.checkpointed),
+            checkpoint_errors: rs.as_ref().map_or(0, |s| s.checkpoint_errors_total),
+            sealed_bytes: sealed,
+            dirty_bytes: dirty,
+        })
+    }
+
+    /// Space of the file system holding the data dir.
+    pub fn statfs(&self) -> Result<nix::sys::statvfs::Statvfs> {
+        nix::sys::statvfs::statvfs(&self.data_dir).map_err(|e| Error::io(&self.data_dir, e.into()))
+    }
+
+    /// Commits pending changes and stops the commit thread (unmount).
+    pub fn shutdown(&self) -> Result<()> {
+        self.committer.shutdown()
+    }
+
+    /// Commits pending changes now.
+    pub fn sync(&self) -> Result<()> {
+        self.commit_sync()
+    }
+
+    /// The last commit error, if the latest commit failed.
+    pub fn last_commit_error(&self) -> Option<String> {
+        self.committer.last_error()
+    }
+}

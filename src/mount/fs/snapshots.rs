@@ -1,0 +1,126 @@
+//! The read-only `.snapshots/` tree: names, inode numbers, cached views.
+//!
+//! `.snapshots/` lists one directory per retained snapshot, named by its
+//! zero-padded sequence number so that `ls` sorts them in order, plus a
+//! `latest` symlink to the head. Listing pages through the index and decrypts
+//! nothing; a snapshot's manifest is opened (and verified) on first access.
+//! Inode numbers of nodes inside snapshots are allocated from a table, keyed
+//! by (sequence, inode), above every live inode number.
+
+use crate::repo::agent::Agent;
+use crate::repo::view::SnapshotView;
+use crate::{Error, Result};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+/// Inode number of `.snapshots` itself.
+pub const DIR_INO: u64 = 0x7fff_ffff_ffff_fff0;
+/// Inode number of `.snapshots/latest`.
+pub const LATEST_INO: u64 = DIR_INO + 1;
+/// First inode number handed to nodes inside snapshots.
+const FIRST_NODE_INO: u64 = 1 << 63;
+/// Snapshot views kept open.
+const VIEW_CACHE: usize = 64;
+
+/// The name of `.snapshots` at the mount root.
+pub const NAME: &[u8] = b".snapshots";
+/// The name of the head link.
+pub const LATEST: &[u8] = b"latest";
+
+/// The directory name of snapshot `seq`.
+pub fn dir_name(seq: u64) -> String {
+    format!("{seq:010}")
+}
+
+/// The sequence number a directory name stands for.
+pub fn parse_name(name: &[u8]) -> Option<u64> {
+    if name.len() != 10 || !name.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    std::str::from_utf8(name).ok()?.parse().ok()
+}
+
+#[derive(Default)]
+struct Table {
+    by_node: HashMap<(u64, u64), u64>,
+    by_ino: HashMap<u64, (u64, u64)>,
+    next: u64,
+}
+
+/// State of the `.snapshots` tree.
+pub struct Snapshots {
+    agent: Arc<Agent>,
+    table: Mutex<Table>,
+    views: Mutex<HashMap<u64, Arc<SnapshotView>>>,
+}
+
+impl Snapshots {
+    /// Over an agent's history.
+    pub fn new(agent: Arc<Agent>) -> Self {
+        Snapshots {
+            agent,
+            table: Mutex::new(Table {
+                next: FIRST_NODE_INO,
+                ..Table::default()
+            }),
+            views: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The agent.
+    pub fn agent(&self) -> &Agent {
+        &self.agent
+    }
+
+    /// The inode number of node `ino` of snapshot `seq`.
+    pub fn ino_for(&self, seq: u64, ino: u64) -> u64 {
+        let mut t = self.table.lock().expect("snapshot inodes");
+        if let Some(i) = t.by_node.get(&(seq, ino)) {
+            return *i;
+        }
+        let i = t.next;
+        t.next += 1;
+        t.by_node.insert((seq, ino), i);
+        t.by_ino.insert(i, (seq, ino));
+        i
+    }
+
+    /// The (sequence, inode) an inode number stands for.
+    pub fn node(&self, fuse_ino: u64) -> Option<(u64, u64)> {
+        self.table
+            .lock()
+            .expect("snapshot inodes")
+            .by_ino
+            .get(&fuse_ino)
+            .copied()
+    }
+
+    /// True for inode numbers of the `.snapshots` tree.
+    pub fn owns(ino: u64) -> bool {
+        ino >= DIR_INO
+    }
+
+    /// The opened, verified view of snapshot `seq`.
+    pub fn view(&self, seq: u64) -> Result<Arc<SnapshotView>> {
+        if let Some(v) = self.views.lock().expect("views").get(&seq) {
+            return Ok(v.clone());
+        }
+        let v = Arc::new(self.agent.snapshot(seq)?);
+        let mut views = self.views.lock().expect("views");
+        if views.len() >= VIEW_CACHE {
+            let victim = *views.keys().next().expect("non-empty");
+            views.remove(&victim);
+        }
+        views.insert(seq, v.clone());
+        Ok(v)
+    }
+
+    /// Commit time of snapshot `seq` (ms), from the index: nothing decrypted.
+    pub fn timestamp_ms(&self, seq: u64) -> Result<i64> {
+        let page = self.agent.list(seq.saturating_sub(1), 1)?;
+        match page.first() {
+            Some(m) if m.seq == seq => Ok(m.timestamp_ms),
+            _ => Err(Error::fs("lookup", libc::ENOENT)),
+        }
+    }
+}

@@ -1,0 +1,636 @@
+//! The FUSE adapter: `impl fuser::Filesystem`, replies and errnos only.
+//!
+//! Architecture Invariant: this is the only module that imports `fuser`.
+//! Every method calls one [`crate::mount::fs::Fs`] operation and turns its result
+//! into a reply; errors become their errno through [`Error::errno`], where
+//! integrity failures are `EIO` (and logged: nothing unverified is served).
+
+use crate::Error;
+use crate::engine::{RenameFlags, SetAttr, XattrFlags};
+use crate::mount::fs::{Attr, Fs};
+use crate::mount::options::{Access, Flag, MountOptions};
+use crate::seal::tree::FileType;
+use fuser::{
+    Errno, FileAttr, FileHandle, Filesystem, FopenFlags, Generation, INodeNo, KernelConfig,
+    LockOwner, MountOption, OpenFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory,
+    ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, SessionACL,
+    TimeOrNow, WriteFlags,
+};
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// Attribute and entry cache lifetime for the live tree (every change goes
+/// through this process, which returns fresh attributes on each change).
+const TTL_LIVE: Duration = Duration::from_secs(1);
+/// Cache lifetime for history, which never changes.
+const TTL_HISTORY: Duration = Duration::from_secs(3600);
+
+/// A running FUSE session (the kernel connection and its worker threads).
+pub struct Session {
+    inner: fuser::BackgroundSession,
+    mountpoint: std::path::PathBuf,
+}
+
+/// Mounts `fs` at `mountpoint` with `opts`, served by `threads` workers.
+pub fn spawn(
+    fs: Arc<Fs>,
+    mountpoint: &Path,
+    opts: &MountOptions,
+    threads: usize,
+) -> crate::Result<Session> {
+    let mut config = fuser::Config::default();
+    // The kernel checks permissions against the file modes.
+    config.mount_options = vec![MountOption::DefaultPermissions];
+    config
+        .mount_options
+        .extend(opts.flags.iter().map(|f| match f {
+            Flag::ReadOnly => MountOption::RO,
+            Flag::ReadWrite => MountOption::RW,
+            Flag::AutoUnmount => MountOption::AutoUnmount,
+            Flag::NoAtime => MountOption::NoAtime,
+            Flag::Atime => MountOption::Atime,
+            Flag::NoSuid => MountOption::NoSuid,
+            Flag::Suid => MountOption::Suid,
+            Flag::NoDev => MountOption::NoDev,
+            Flag::Dev => MountOption::Dev,
+            Flag::NoExec => MountOption::NoExec,
+            Flag::Exec => MountOption::Exec,
+            Flag::Sync => MountOption::Sync,
+            Flag::Async => MountOption::Async,
+            Flag::DirSync => MountOption::DirSync,
+        }));
+    config
+        .mount_options
+        .push(MountOption::FSName(opts.fsname.clone()));
+    config
+        .mount_options
+        .push(MountOption::Subtype("sovseal".into()));
+    config.acl = match opts.access {
+        Access::Owner => SessionACL::Owner,
+        Access::All => SessionACL::All,
+        Access::RootAndOwner => SessionACL::RootAndOwner,
+    };
+    config.n_threads = Some(threads.max(1));
+    config.clone_fd = true;
+    let inner = fuser::spawn_mount(Adapter::new(fs), mountpoint, &config)
+        .map_err(|e| Error::io(mountpoint, e))?;
+    Ok(Session {
+        inner,
+        mountpoint: mountpoint.to_owned(),
+    })
+}
+
+impl Session {
+    /// True once the kernel ended the connection (unmounted).
+    pub fn is_finished(&self) -> bool {
+        self.inner.guard.is_finished()
+    }
+
+    /// Joins the session after an unmount. The kernel ends a connection
+    /// with ENODEV, or ECONNABORTED when the last file of a lazily detached
+    /// mount closes: both are a normal end, not an error.
+    pub fn join(self) -> crate::Result<()> {
+        match self.inner.join() {
+            Err(e) if matches!(e.raw_os_error(), Some(libc::ECONNABORTED | libc::ENODEV)) => {
+                tracing::debug!("FUSE session ended: {e}");
+                Ok(())
+            }
+            r => r.map_err(|e| Error::io(&self.mountpoint, e)),
+        }
+    }
+}
+
+/// The adapter; cheap to clone around the shared [`Fs`].
+pub struct Adapter {
+    fs: Arc<Fs>,
+}
+
+impl Adapter {
+    /// Wraps the filesystem core.
+    pub fn new(fs: Arc<Fs>) -> Self {
+        Adapter { fs }
+    }
+}
+
+fn errno(e: &Error) -> Errno {
+    if e.is_integrity() {
+        tracing::error!("refusing unverified data: {e}");
+    } else if !matches!(e, Error::Fs { .. }) {
+        tracing::warn!("{e}");
+    }
+    Errno::from_i32(e.errno())
+}
+
+fn time(ns: i64) -> SystemTime {
+    if ns >= 0 {
+        UNIX_EPOCH + Duration::from_nanos(ns as u64)
+    } else {
+        UNIX_EPOCH - Duration::from_nanos(ns.unsigned_abs())
+    }
+}
+
+fn file_attr(a: &Attr) -> FileAttr {
+    FileAttr {
+        ino: INodeNo(a.ino),
+        size: a.size,
+        blocks: a.size.div_ceil(512),
+        atime: time(a.atime),
+        mtime: time(a.mtime),
+        ctime: time(a.ctime),
+        crtime: time(a.ctime),
+        kind: kind(a.kind),
+        perm: a.perm,
+        nlink: a.nlink,
+        uid: a.uid,
+        gid: a.gid,
+        rdev: 0,
+        blksize: 4096,
+        flags: 0,
+    }
+}
+
+fn kind(k: FileType) -> fuser::FileType {
+    match k {
+        FileType::File => fuser::FileType::RegularFile,
+        FileType::Dir => fuser::FileType::Directory,
+        FileType::Symlink => fuser::FileType::Symlink,
+    }
+}
+
+fn ttl(a: &Attr) -> Duration {
+    if a.immutable { TTL_HISTORY } else { TTL_LIVE }
+}
+
+fn time_or_now(t: Option<TimeOrNow>) -> Option<i64> {
+    t.map(|t| match t {
+        TimeOrNow::Now => crate::time::now_ns(),
+        TimeOrNow::SpecificTime(st) => match st.duration_since(UNIX_EPOCH) {
+            Ok(d) => d.as_nanos() as i64,
+            Err(e) => -(e.duration().as_nanos() as i64),
+        },
+    })
+}
+
+fn entry(reply: ReplyEntry, r: crate::Result<Attr>) {
+    match r {
+        Ok(a) => reply.entry(&ttl(&a), &file_attr(&a), Generation(0)),
+        Err(e) => reply.error(errno(&e)),
+    }
+}
+
+fn data(reply: ReplyData, r: crate::Result<Vec<u8>>) {
+    match r {
+        Ok(d) => reply.data(&d),
+        Err(e) => reply.error(errno(&e)),
+    }
+}
+
+fn attr(reply: ReplyAttr, r: crate::Result<Attr>) {
+    match r {
+        Ok(a) => reply.attr(&ttl(&a), &file_attr(&a)),
+        Err(e) => reply.error(errno(&e)),
+    }
+}
+
+fn empty(reply: ReplyEmpty, r: crate::Result<()>) {
+    match r {
+        Ok(()) => reply.ok(),
+        Err(e) => reply.error(errno(&e)),
+    }
+}
+
+fn writes(flags: OpenFlags) -> bool {
+    flags.0 & libc::O_ACCMODE != libc::O_RDONLY || flags.0 & libc::O_TRUNC != 0
+}
+
+impl Filesystem for Adapter {
+    fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
+        let _ = config.set_max_write(1 << 20);
+        let _ = config.set_max_readahead(1 << 20);
+        let _ = config.add_capabilities(fuser::InitFlags::FUSE_PARALLEL_DIROPS);
+        Ok(())
+    }
+
+    fn destroy(&mut self) {
+        if let Err(e) = self.fs.shutdown() {
+            tracing::error!("final commit failed: {e}");
+        }
+    }
+
+    fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        match self.fs.lookup(parent.0, name.as_bytes()) {
+            // A negative entry (node id 0): saves the round trip that every
+            // create, and every rename onto a new name, would make first.
+            Err(Error::Fs {
+                errno: libc::ENOENT,
+                ..
+            }) if self.fs.caches_absence(parent.0) => {
+                let a = FileAttr {
+                    ino: INodeNo(0),
+                    size: 0,
+                    blocks: 0,
+                    atime: UNIX_EPOCH,
+                    mtime: UNIX_EPOCH,
+                    ctime: UNIX_EPOCH,
+                    crtime: UNIX_EPOCH,
+                    kind: fuser::FileType::RegularFile,
+                    perm: 0,
+                    nlink: 0,
+                    uid: 0,
+                    gid: 0,
+                    rdev: 0,
+                    blksize: 4096,
+                    flags: 0,
+                };
+                reply.entry(&TTL_LIVE, &a, Generation(0));
+            }
+            r => entry(reply, r),
+        }
+    }
+
+    fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
+        attr(reply, self.fs.getattr(ino.0));
+    }
+
+    fn setattr(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        mode: Option<u32>,
+        uid: Option<u32>,
+        gid: Option<u32>,
+        size: Option<u64>,
+        atime: Option<TimeOrNow>,
+        mtime: Option<TimeOrNow>,
+        _ctime: Option<SystemTime>,
+        _fh: Option<FileHandle>,
+        _crtime: Option<SystemTime>,
+        _chgtime: Option<SystemTime>,
+        _bkuptime: Option<SystemTime>,
+        _flags: Option<fuser::BsdFileFlags>,
+        reply: ReplyAttr,
+    ) {
+        let a = SetAttr {
+            perm: mode.map(|m| m & 0o7777),
+            uid,
+            gid,
+            size,
+            atime: time_or_now(atime),
+            mtime: time_or_now(mtime),
+        };
+        attr(reply, self.fs.setattr(ino.0, &a));
+    }
+
+    fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
+        data(reply, self.fs.readlink(ino.0));
+    }
+
+    fn mknod(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        umask: u32,
+        _rdev: u32,
+        reply: ReplyEntry,
+    ) {
+        if mode & libc::S_IFMT != libc::S_IFREG {
+            // Only regular files are kept (docs/SEMANTICS.md).
+            return reply.error(Errno::EPERM);
+        }
+        let r = self
+            .fs
+            .create(
+                parent.0,
+                name.as_bytes(),
+                mode & !umask,
+                req.uid(),
+                req.gid(),
+            )
+            .and_then(|(a, fh)| self.fs.release(fh).map(|()| a));
+        entry(reply, r);
+    }
+
+    fn mkdir(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        umask: u32,
+        reply: ReplyEntry,
+    ) {
+        entry(
+            reply,
+            self.fs.mkdir(
+                parent.0,
+                name.as_bytes(),
+                mode & !umask,
+                req.uid(),
+                req.gid(),
+            ),
+        );
+    }
+
+    fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        empty(reply, self.fs.unlink(parent.0, name.as_bytes()));
+    }
+
+    fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        empty(reply, self.fs.rmdir(parent.0, name.as_bytes()));
+    }
+
+    fn symlink(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        link_name: &OsStr,
+        target: &Path,
+        reply: ReplyEntry,
+    ) {
+        entry(
+            reply,
+            self.fs.symlink(
+                parent.0,
+                link_name.as_bytes(),
+                target.as_os_str().as_bytes(),
+                req.uid(),
+                req.gid(),
+            ),
+        );
+    }
+
+    fn rename(
+        &self,
+        _req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        newparent: INodeNo,
+        newname: &OsStr,
+        flags: fuser::RenameFlags,
+        reply: ReplyEmpty,
+    ) {
+        if flags.contains(fuser::RenameFlags::RENAME_WHITEOUT) {
+            return reply.error(Errno::EINVAL);
+        }
+        let f = RenameFlags {
+            noreplace: flags.contains(fuser::RenameFlags::RENAME_NOREPLACE),
+            exchange: flags.contains(fuser::RenameFlags::RENAME_EXCHANGE),
+        };
+        empty(
+            reply,
+            self.fs.rename(
+                parent.0,
+                name.as_bytes(),
+                newparent.0,
+                newname.as_bytes(),
+                f,
+            ),
+        );
+    }
+
+    fn link(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        newparent: INodeNo,
+        newname: &OsStr,
+        reply: ReplyEntry,
+    ) {
+        entry(reply, self.fs.link(ino.0, newparent.0, newname.as_bytes()));
+    }
+
+    fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        match self.fs.open(ino.0, writes(flags)) {
+            Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::FOPEN_KEEP_CACHE),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn read(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        size: u32,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyData,
+    ) {
+        data(reply, self.fs.read(fh.0, offset, size as usize));
+    }
+
+    fn write(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        data: &[u8],
+        _write_flags: WriteFlags,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyWrite,
+    ) {
+        match self.fs.write(fh.0, offset, data) {
+            Ok(n) => reply.written(n as u32),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn flush(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _lock_owner: LockOwner,
+        reply: ReplyEmpty,
+    ) {
+        empty(reply, self.fs.flush(fh.0));
+    }
+
+    fn release(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        _flush: bool,
+        reply: ReplyEmpty,
+    ) {
+        empty(reply, self.fs.release(fh.0));
+    }
+
+    fn fsync(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _datasync: bool,
+        reply: ReplyEmpty,
+    ) {
+        empty(reply, self.fs.fsync());
+    }
+
+    fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        match self.fs.opendir(ino.0) {
+            Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn readdir(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectory,
+    ) {
+        let mut offset = offset;
+        loop {
+            let items = match self.fs.readdir(fh.0, offset, 256) {
+                Ok(i) => i,
+                Err(e) => return reply.error(errno(&e)),
+            };
+            if items.is_empty() {
+                break;
+            }
+            for (next, d) in items {
+                if reply.add(
+                    INodeNo(d.ino),
+                    next,
+                    kind(d.kind),
+                    OsStr::from_bytes(&d.name),
+                ) {
+                    return reply.ok();
+                }
+                offset = next;
+            }
+        }
+        reply.ok();
+    }
+
+    fn releasedir(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _flags: OpenFlags,
+        reply: ReplyEmpty,
+    ) {
+        self.fs.releasedir(fh.0);
+        reply.ok();
+    }
+
+    fn fsyncdir(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _datasync: bool,
+        reply: ReplyEmpty,
+    ) {
+        empty(reply, self.fs.fsyncdir());
+    }
+
+    fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
+        match self.fs.statfs() {
+            Ok(s) => reply.statfs(
+                s.blocks(),
+                s.blocks_free(),
+                s.blocks_available(),
+                s.files(),
+                s.files_free(),
+                s.block_size() as u32,
+                crate::engine::NAME_MAX as u32,
+                s.fragment_size() as u32,
+            ),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn setxattr(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        name: &OsStr,
+        value: &[u8],
+        flags: i32,
+        _position: u32,
+        reply: ReplyEmpty,
+    ) {
+        let f = XattrFlags {
+            create: flags & libc::XATTR_CREATE != 0,
+            replace: flags & libc::XATTR_REPLACE != 0,
+        };
+        empty(reply, self.fs.setxattr(ino.0, name.as_bytes(), value, f));
+    }
+
+    fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
+        match self.fs.getxattr(ino.0, name.as_bytes()) {
+            Ok(v) if size == 0 => reply.size(v.len() as u32),
+            Ok(v) if v.len() > size as usize => reply.error(Errno::ERANGE),
+            Ok(v) => reply.data(&v),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
+        match self.fs.listxattr(ino.0) {
+            Ok(names) => {
+                let mut buf = Vec::new();
+                for n in names {
+                    buf.extend_from_slice(&n);
+                    buf.push(0);
+                }
+                if size == 0 {
+                    reply.size(buf.len() as u32)
+                } else if buf.len() > size as usize {
+                    reply.error(Errno::ERANGE)
+                } else {
+                    reply.data(&buf)
+                }
+            }
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn removexattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        empty(reply, self.fs.removexattr(ino.0, name.as_bytes()));
+    }
+
+    fn create(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        umask: u32,
+        _flags: i32,
+        reply: ReplyCreate,
+    ) {
+        match self.fs.create(
+            parent.0,
+            name.as_bytes(),
+            mode & !umask,
+            req.uid(),
+            req.gid(),
+        ) {
+            Ok((a, fh)) => reply.created(
+                &ttl(&a),
+                &file_attr(&a),
+                Generation(0),
+                FileHandle(fh),
+                FopenFlags::FOPEN_KEEP_CACHE,
+            ),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+}

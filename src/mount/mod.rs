@@ -1,0 +1,263 @@
+//! The mount layer: `sovseal-mount` and the filesystem it serves.
+//!
+//! Architecture Invariant: only [`fuse`] imports the FUSE library; [`fs`]
+//! is the filesystem in plain types, driven by the adapter.
+//!
+//! - [`fuse`]: `impl fuser::Filesystem`, replies and errnos, the session.
+//! - [`fs`]: handles, commit triggers (`fs/committer.rs`), `.snapshots/`
+//!   (`fs/snapshots.rs`), the state xattr.
+//! - [`options`]: `-o` options in sovseal's own types.
+//! - [`preflight`]: the mountpoint before (checks, stale mounts), readiness
+//!   after, and the unmount.
+//! - [`daemon`]: the detached child and its readiness report; logging.
+//! - [`startup`]: restore on a fresh machine, retention, checkpoint policy.
+//! - [`notify`], [`metrics`]: systemd readiness; counters and their file.
+//! - this file: the command line, and serving until a signal or unmount.
+
+pub mod daemon;
+pub mod fs;
+pub mod fuse;
+pub mod metrics;
+pub mod notify;
+pub mod options;
+pub mod preflight;
+pub mod startup;
+
+use crate::config::{AgentName, Home};
+use crate::custody;
+use crate::engine::Engine;
+use crate::seal::keys::MasterKey;
+use crate::{Error, Result, exit};
+use clap::Parser;
+use daemon::READY_ENV;
+use fs::{Fs, Options};
+use options::MountOptions;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Mount an agent's sealed state as a filesystem.
+#[derive(Parser, Debug)]
+#[command(name = "sovseal-mount", version, about, long_about = None)]
+pub struct Args {
+    /// Where to mount (an existing, empty directory).
+    pub mountpoint: PathBuf,
+    /// Agent name; defaults to the mountpoint's last component.
+    #[arg(long)]
+    pub agent: Option<String>,
+    /// Stay attached to the terminal instead of running in the background.
+    #[arg(short, long)]
+    pub foreground: bool,
+    /// Mount options, comma-separated: ro, rw, allow_other, allow_root,
+    /// default_permissions, noatime, nosuid, nodev, noexec, ...
+    #[arg(short = 'o', value_delimiter = ',')]
+    pub options: Vec<String>,
+    /// Quiet period in ms after metadata-only changes before they are committed.
+    #[arg(long, default_value_t = 200)]
+    pub quiet_ms: u64,
+    /// Dirty file data kept in memory before it is sealed early, in MiB.
+    #[arg(long, default_value_t = 64)]
+    pub dirty_budget_mib: usize,
+    /// FUSE worker threads.
+    #[arg(long, default_value_t = 4)]
+    pub threads: usize,
+    /// Where sealed snapshots are replicated (file:///dir, s3://bucket/prefix,
+    /// gs://…, az://…, memory://). Default: config.json, else
+    /// $SOVSEAL_HOME/remote. An agent with no local data is restored from it.
+    #[arg(long)]
+    pub remote: Option<String>,
+    /// fsync and close return only once the snapshot is on the remote.
+    #[arg(long)]
+    pub sync_replication: bool,
+    /// Least seconds between two signed checkpoints (default: config.json
+    /// `checkpoint_interval_secs`, else 60). One is also made at unmount.
+    #[arg(long)]
+    pub checkpoint_interval_secs: Option<u64>,
+    /// Command (`sh -c`) run with each checkpoint for external anchoring:
+    /// the checkpoint JSON on stdin, SOVSEAL_CHECKPOINT_SEQ/_HASH/_AGENT_ID
+    /// in the environment (default: config.json `checkpoint_hook`). Its
+    /// failure is logged and shown by `sovseal status`.
+    #[arg(long)]
+    pub checkpoint_hook: Option<String>,
+    /// Write Prometheus text metrics (commits, commit latency, sealed bytes,
+    /// replication lag and errors) to this file every 2 s and at exit,
+    /// replacing it atomically (for node_exporter's textfile collector).
+    #[arg(long)]
+    pub metrics_file: Option<PathBuf>,
+    /// More log detail: -v debug (every commit and upload), -vv trace.
+    /// RUST_LOG (e.g. `debug` or `sovseal=debug`) overrides it.
+    #[arg(short, long, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+}
+
+/// Runs `sovseal-mount`; returns the exit code.
+pub fn main() -> i32 {
+    let args: Args = match exit::start("sovseal-mount") {
+        Ok(a) => a,
+        Err(code) => return code,
+    };
+    daemon::init_logging(args.verbose);
+    let report = std::env::var_os(READY_ENV).is_some();
+    match run(&args, report) {
+        Ok(()) => exit::OK,
+        Err(e) => {
+            let code = exit::code_for(&e);
+            if report {
+                println!("{}", daemon::error_report(code, &e));
+            }
+            eprintln!("sovseal-mount: error: {e}");
+            code
+        }
+    }
+}
+
+fn run(args: &Args, report: bool) -> Result<()> {
+    let mountpoint = preflight::preflight(&args.mountpoint)?;
+    let agent = match &args.agent {
+        Some(a) => AgentName::new(a)?,
+        None => AgentName::new(
+            &mountpoint
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+        )?,
+    };
+    let mount = options::parse(&args.options, &agent)?;
+    let home = Home::from_env()?;
+    let master = custody::load(&home, &custody::Custody::from_env()?)?;
+    if !args.foreground {
+        drop(master);
+        return daemon::daemonize(&home, &agent);
+    }
+    if report {
+        // Detach from the terminal's session: the shell's signals are not ours.
+        let _ = nix::unistd::setsid();
+    }
+    serve(args, &home, &agent, &master, &mountpoint, mount, report)
+}
+
+fn serve(
+    args: &Args,
+    home: &Home,
+    agent: &AgentName,
+    master: &MasterKey,
+    mountpoint: &Path,
+    mount: MountOptions,
+    report: bool,
+) -> Result<()> {
+    use nix::sys::signal::{SigSet, Signal};
+    // Block the shutdown signals in every thread; one thread waits for them.
+    let mut sigs = SigSet::empty();
+    for s in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP] {
+        sigs.add(s);
+    }
+    sigs.thread_block()
+        .map_err(|e| Error::io("sigprocmask", e.into()))?;
+
+    let remote =
+        crate::repo::remote::Remote::open(&home.remote_for(agent, args.remote.as_deref())?)?;
+    if !home.has_agent(agent) {
+        startup::restore_if_remote_has(home, agent, master, &remote)?;
+    }
+    startup::apply_retention(home, agent, master, &remote)?;
+    let mut engine = Engine::open(home, agent, master)?;
+    engine.set_dirty_budget(args.dirty_budget_mib << 20);
+    let replicator = if mount.read_only {
+        None
+    } else {
+        let policy = startup::checkpoint_policy(args, home, agent)?;
+        let r = crate::replication::replicator::Replicator::start_with(
+            engine.shared_agent(),
+            remote,
+            policy,
+        )?;
+        r.notify(engine.head().seq());
+        Some(Arc::new(r))
+    };
+    let fs = Arc::new(Fs::new(
+        engine,
+        Options {
+            read_only: mount.read_only,
+            quiet: Duration::from_millis(args.quiet_ms),
+            sync_replication: args.sync_replication,
+            ..Options::default()
+        },
+        replicator,
+    ));
+    let notifier = notify::Notifier::from_env()
+        .map_err(|e| Error::Invalid(format!("{}: {e}", notify::NOTIFY_SOCKET)))?;
+    let notifier = notifier.as_ref();
+    let session = fuse::spawn(fs.clone(), mountpoint, &mount, args.threads)?;
+    preflight::wait_answering(mountpoint)?;
+    let metrics = args.metrics_file.clone().map(|p| {
+        let fs = fs.clone();
+        metrics::MetricsWriter::start(move || fs.render_metrics(), p)
+    });
+    tracing::info!("agent {agent} mounted at {}", mountpoint.display());
+    if report {
+        let mut out = std::io::stdout();
+        let _ = writeln!(out, "ready").and_then(|_| out.flush());
+    }
+    notify::notify(
+        notifier,
+        &format!(
+            "READY=1\nMAINPID={}\nSTATUS=agent {agent} mounted at {}",
+            std::process::id(),
+            mountpoint.display()
+        ),
+    );
+
+    let (tx, rx) = crossbeam_channel::bounded::<Signal>(1);
+    std::thread::Builder::new()
+        .name("sovseal-signals".into())
+        .spawn(move || {
+            if let Ok(s) = sigs.wait() {
+                let _ = tx.send(s);
+            }
+        })
+        .map_err(|e| Error::io("signal thread", e))?;
+    loop {
+        crossbeam_channel::select! {
+            recv(rx) -> sig => {
+                let sig = sig.map(|s| s.as_str()).unwrap_or("?");
+                tracing::info!("{sig}: committing and unmounting");
+                notify::notify(notifier, "STOPPING=1\nSTATUS=committing and unmounting");
+                let committed = fs.sync();
+                if preflight::unmount(mountpoint)? {
+                    tracing::warn!(
+                        "files are still open under {}: detached it; serving them until they are closed",
+                        mountpoint.display()
+                    );
+                }
+                while !session.is_finished() {
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                session.join()?;
+                // DESTROY normally ran the final commit; make sure of it.
+                let last = fs.shutdown();
+                drop(metrics);
+                committed?;
+                last?;
+                return match fs.last_commit_error() {
+                    Some(e) => Err(Error::Failed(format!("final commit failed: {e}"))),
+                    None => Ok(()),
+                };
+            }
+            default(Duration::from_millis(200)) => {
+                if session.is_finished() {
+                    tracing::info!("unmounted externally");
+                    notify::notify(notifier, "STOPPING=1\nSTATUS=unmounted; final commit");
+                    session.join()?;
+                    let last = fs.shutdown();
+                    drop(metrics);
+                    last?;
+                    return match fs.last_commit_error() {
+                        Some(e) => Err(Error::Failed(format!("final commit failed: {e}"))),
+                        None => Ok(()),
+                    };
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,120 @@
+//! `-o` mount options, as sovseal understands them (mount(8) style), in
+//! types of its own: `fuse.rs` turns them into the FUSE library's.
+
+use crate::config::AgentName;
+use crate::{Error, Result};
+
+/// Who may use the mount besides its owner.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Access {
+    /// The mounting user only (the default).
+    Owner,
+    /// Everyone the file modes allow (`allow_other`).
+    All,
+    /// The owner and root (`allow_root`).
+    RootAndOwner,
+}
+
+/// A kernel mount flag passed through as given.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[allow(missing_docs)]
+pub enum Flag {
+    ReadOnly,
+    ReadWrite,
+    AutoUnmount,
+    NoAtime,
+    Atime,
+    NoSuid,
+    Suid,
+    NoDev,
+    Dev,
+    NoExec,
+    Exec,
+    Sync,
+    Async,
+    DirSync,
+}
+
+/// Mount options after parsing. The kernel always checks permissions
+/// against the file modes (`default_permissions`): with `allow_other`,
+/// other users get exactly what the modes allow.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MountOptions {
+    /// Flags in the order given.
+    pub flags: Vec<Flag>,
+    /// Who may use the mount.
+    pub access: Access,
+    /// `ro`: the mount refuses every mutation.
+    pub read_only: bool,
+    /// The source name shown by mount(8) and /proc/mounts.
+    pub fsname: String,
+}
+
+/// Parses `-o` options (already split at commas) for `agent`.
+pub fn parse(opts: &[String], agent: &AgentName) -> Result<MountOptions> {
+    let mut m = MountOptions {
+        flags: Vec::new(),
+        access: Access::Owner,
+        read_only: false,
+        fsname: format!("sovseal:{agent}"),
+    };
+    for o in opts.iter().map(|o| o.trim()).filter(|o| !o.is_empty()) {
+        let flag = match o {
+            "ro" => {
+                m.read_only = true;
+                Flag::ReadOnly
+            }
+            "rw" => Flag::ReadWrite,
+            "allow_other" => {
+                m.access = Access::All;
+                continue;
+            }
+            "allow_root" => {
+                m.access = Access::RootAndOwner;
+                continue;
+            }
+            "default_permissions" => continue,
+            "auto_unmount" => Flag::AutoUnmount,
+            "noatime" => Flag::NoAtime,
+            "atime" => Flag::Atime,
+            "nosuid" => Flag::NoSuid,
+            "suid" => Flag::Suid,
+            "nodev" => Flag::NoDev,
+            "dev" => Flag::Dev,
+            "noexec" => Flag::NoExec,
+            "exec" => Flag::Exec,
+            "sync" => Flag::Sync,
+            "async" => Flag::Async,
+            "dirsync" => Flag::DirSync,
+            o if o.starts_with("fsname=") => {
+                m.fsname = o["fsname=".len()..].to_owned();
+                continue;
+            }
+            other => {
+                return Err(Error::Invalid(format!(
+                    "unknown mount option {other:?} (known: ro, rw, allow_other, allow_root, default_permissions, auto_unmount, [no]atime, [no]suid, [no]dev, [no]exec, sync, async, dirsync, fsname=)"
+                )));
+            }
+        };
+        m.flags.push(flag);
+    }
+    Ok(m)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_known_and_refuses_unknown() {
+        let a = AgentName::new("a").unwrap();
+        let o = |s: &[&str]| parse(&s.iter().map(|x| x.to_string()).collect::<Vec<_>>(), &a);
+        let m = o(&["ro", "allow_other", "noatime", "fsname=x"]).unwrap();
+        assert!(m.read_only);
+        assert_eq!(m.access, Access::All);
+        assert_eq!(m.flags, vec![Flag::ReadOnly, Flag::NoAtime]);
+        assert_eq!(m.fsname, "x");
+        assert_eq!(o(&[]).unwrap().fsname, "sovseal:a");
+        assert!(matches!(o(&["bogus"]), Err(Error::Invalid(_))));
+    }
+}

@@ -1,0 +1,108 @@
+//! Start-up policy of a mount: what happens before the filesystem serves.
+//! A fresh machine restores from the remote; a retention policy in
+//! config.json is applied; the checkpoint policy is settled.
+
+use super::Args;
+use crate::config::{AgentName, Home};
+use crate::repo::remote::Remote;
+use crate::seal::keys::MasterKey;
+use crate::{Error, Result};
+use std::time::Duration;
+
+/// A fresh machine: if the remote holds this agent, rebuild it (verified)
+/// before mounting; otherwise the agent starts empty.
+pub fn restore_if_remote_has(
+    home: &Home,
+    agent: &AgentName,
+    master: &MasterKey,
+    remote: &Remote,
+) -> Result<()> {
+    let rt = crate::repo::remote::runtime()?;
+    let id = master.agent_id(agent.as_str());
+    if rt.block_on(remote.list_envelopes(&id, 0, 1))?.is_empty() {
+        return Ok(());
+    }
+    tracing::info!("restoring agent {agent} from {}", remote.url());
+    let head = rt.block_on(crate::history::restore::restore(
+        home,
+        agent,
+        master,
+        remote,
+        |seq, head| {
+            if seq % 100 == 0 || seq == head {
+                tracing::info!("verified snapshot {seq}/{head}");
+            }
+        },
+    ))?;
+    tracing::info!("restored agent {agent} at snapshot {head}");
+    Ok(())
+}
+
+/// Applies the retention policy of config.json (`retention`), if one is
+/// set, before the mount starts: forget, then prune locally and on the
+/// remote. A remote that cannot be reached is logged and left for the next
+/// mount; anything else stops the mount.
+pub fn apply_retention(
+    home: &Home,
+    agent: &AgentName,
+    master: &MasterKey,
+    remote: &Remote,
+) -> Result<()> {
+    let Some(policy) =
+        crate::history::retention::Policy::from_config(home.agent_setting(agent, "retention")?)?
+    else {
+        return Ok(());
+    };
+    if !home.has_agent(agent) {
+        return Ok(());
+    }
+    let (a, _lock) = crate::repo::agent::Agent::open_writer(home, agent, master, false)?;
+    let (_, forget) = crate::history::retention::apply(&a, &policy, false)?;
+    let mut r = crate::history::retention::prune_local(&a, &mut |_, _| {})?;
+    let rt = crate::repo::remote::runtime()?;
+    if let Err(e) = rt.block_on(crate::history::retention::prune_remote(&a, remote, &mut r)) {
+        tracing::warn!("retention: remote prune left for later: {e}");
+    }
+    tracing::info!(
+        "retention: forgot {} snapshots, removed {} objects ({} bytes); remote: {} snapshots pruned",
+        forget.len(),
+        r.objects_removed,
+        r.bytes_removed,
+        r.remote_snapshots_pruned
+    );
+    Ok(())
+}
+
+/// The checkpoint policy: flags, else config.json, else the defaults.
+pub fn checkpoint_policy(
+    args: &Args,
+    home: &Home,
+    agent: &AgentName,
+) -> Result<crate::replication::replicator::CheckpointPolicy> {
+    let mut p = crate::replication::replicator::CheckpointPolicy::default();
+    let secs = match args.checkpoint_interval_secs {
+        Some(s) => Some(s),
+        None => match home.agent_setting(agent, "checkpoint_interval_secs")? {
+            None => None,
+            Some(v) => Some(v.as_u64().ok_or_else(|| {
+                Error::Invalid("config.json: checkpoint_interval_secs must be a number".into())
+            })?),
+        },
+    };
+    if let Some(s) = secs {
+        p.interval = Duration::from_secs(s);
+    }
+    p.hook = match &args.checkpoint_hook {
+        Some(h) => Some(h.clone()),
+        None => match home.agent_setting(agent, "checkpoint_hook")? {
+            None => None,
+            Some(serde_json::Value::String(h)) => Some(h),
+            Some(_) => {
+                return Err(Error::Invalid(
+                    "config.json: checkpoint_hook must be a string (a shell command)".into(),
+                ));
+            }
+        },
+    };
+    Ok(p)
+}

@@ -1,0 +1,6 @@
+//! Replication: committed snapshots out to the remote, in order.
+//!
+//! Sits above history (it signs a checkpoint when the queue drains) and is
+//! used by the mount and the CLI.
+
+pub mod replicator;

@@ -1,0 +1,477 @@
+//! The replicator: local snapshots out to the remote, in order, with retries.
+//!
+//! Architecture Invariant: the replicator reads sealed bytes and envelopes
+//! only; it holds no key and decrypts nothing.
+//!
+//! The durable queue is the index itself: every snapshot above
+//! `replicated_seq` (a `meta` row) is pending, and the objects to upload with
+//! snapshot N are those that N first committed (`objects.seq = N`). For each
+//! pending snapshot, in order: its pack parts go up (in parallel, idempotent),
+//! then its envelope with a conditional create, then `replicated_seq = N` is
+//! recorded. After a restart the thread resumes at `replicated_seq + 1`.
+//! Transient failures retry with exponential backoff and jitter; a different
+//! envelope already on the remote is a fork: replication stops for the agent
+//! (recorded in `meta`, shown by `sovseal status`), the mount goes on.
+
+use crate::repo::agent::Agent;
+use crate::repo::pack::{self, PACK_MAGIC, RECORD_HEADER};
+use crate::repo::remote::{Created, Remote};
+use crate::repo::replication_state::{
+    META_CHECKPOINT_ERROR, META_ERROR, META_FORK, META_REMOTE, META_REPLICATED, fork_seq,
+    replicated_seq,
+};
+use crate::{Error, Result};
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+/// Largest pack part uploaded in one request.
+pub const PART_BYTES: usize = 32 << 20;
+/// Pack parts uploaded at once per snapshot: bounds the memory a large
+/// snapshot's upload holds to `PARTS_IN_FLIGHT * PART_BYTES`.
+pub const PARTS_IN_FLIGHT: usize = 4;
+
+/// The pack parts of one snapshot, built from the local store one at a time
+/// (a 4 GiB snapshot never sits in memory whole).
+pub struct Parts<'a> {
+    agent: &'a Agent,
+    objects: std::vec::IntoIter<crate::repo::index::NewObject>,
+    next: Option<(crate::repo::index::NewObject, Vec<u8>)>,
+    started: bool,
+    /// Bytes of records not yet put into a part.
+    remaining: usize,
+}
+
+/// Record header in a pack.
+const RECORD_OVERHEAD: usize = RECORD_HEADER as usize;
+
+impl<'a> Parts<'a> {
+    /// The parts of snapshot `seq`: the objects it first committed, in pack
+    /// order.
+    pub fn new(agent: &'a Agent, seq: u64) -> Result<Self> {
+        let objects = agent.repo().index().objects_of(seq)?;
+        let remaining = objects
+            .iter()
+            .map(|o| RECORD_OVERHEAD + o.loc.len as usize)
+            .sum();
+        Ok(Parts {
+            agent,
+            objects: objects.into_iter(),
+            next: None,
+            started: false,
+            remaining,
+        })
+    }
+
+    /// The next part; a snapshot that added no object still has one (the
+    /// magic alone). Part boundaries are deterministic, so an upload
+    /// repeated after a crash writes the same parts under the same names.
+    pub fn next_part(&mut self) -> Result<Option<Vec<u8>>> {
+        // Sized up front: grown by doubling, a 32 MiB part would hold up to
+        // 64 MiB, and PARTS_IN_FLIGHT of them twice the intended bound.
+        let cap = self.remaining.min(PART_BYTES + RECORD_OVERHEAD + (2 << 20));
+        let mut p = Vec::with_capacity(PACK_MAGIC.len() + cap);
+        p.extend_from_slice(&PACK_MAGIC[..]);
+        loop {
+            let (o, sealed) = match self.next.take() {
+                Some(x) => x,
+                None => match self.objects.next() {
+                    Some(o) => {
+                        let sealed = self.agent.repo().store().read(&o.loc)?;
+                        (o, sealed)
+                    }
+                    None => break,
+                },
+            };
+            if p.len() + sealed.len() > PART_BYTES && p.len() > PACK_MAGIC.len() {
+                self.next = Some((o, sealed));
+                break;
+            }
+            pack::encode_record(&mut p, &o.id, o.kind, &sealed);
+            self.remaining = self
+                .remaining
+                .saturating_sub(RECORD_OVERHEAD + sealed.len());
+        }
+        if p.len() == PACK_MAGIC.len() && self.started {
+            return Ok(None);
+        }
+        self.started = true;
+        Ok(Some(p))
+    }
+}
+
+/// All pack parts of snapshot `seq` at once (benchmarks and tests).
+pub fn pack_parts(agent: &Agent, seq: u64) -> Result<Vec<Vec<u8>>> {
+    let mut parts = Parts::new(agent, seq)?;
+    let mut all = Vec::new();
+    while let Some(p) = parts.next_part()? {
+        all.push(p);
+    }
+    Ok(all)
+}
+
+/// Uploads snapshot `seq`: pack parts (at most [`PARTS_IN_FLIGHT`] at a
+/// time), then the envelope (conditional).
+pub async fn upload(agent: &Agent, remote: &Remote, seq: u64) -> Result<()> {
+    use futures::StreamExt;
+    let id = agent.repo().keys().agent_id();
+    let env = agent.envelope(seq)?;
+    let hash = env.hash();
+    let mut parts = Parts::new(agent, seq)?;
+    let mut in_flight = futures::stream::FuturesUnordered::new();
+    let (mut index, mut built_all) = (0u32, false);
+    loop {
+        while !built_all && in_flight.len() < PARTS_IN_FLIGHT {
+            match parts.next_part()? {
+                Some(p) => {
+                    in_flight.push(remote.put_pack(&id, seq, &hash, index, p));
+                    index += 1;
+                }
+                None => built_all = true,
+            }
+        }
+        match in_flight.next().await {
+            Some(r) => r?,
+            None => break,
+        }
+    }
+    match remote.put_envelope(&id, seq, env.to_json()).await? {
+        Created::New | Created::AlreadyThere => Ok(()),
+        Created::Conflict => Err(Error::Fork { seq }),
+    }
+}
+
+/// When the replicator signs checkpoints: once the queue is drained and
+/// `interval` has passed since the last one, and when it stops.
+#[derive(Clone, Debug)]
+pub struct CheckpointPolicy {
+    /// Least time between two checkpoints.
+    pub interval: Duration,
+    /// `sh -c` command run with each checkpoint (external anchoring).
+    pub hook: Option<String>,
+}
+
+impl Default for CheckpointPolicy {
+    fn default() -> Self {
+        CheckpointPolicy {
+            interval: Duration::from_secs(60),
+            hook: None,
+        }
+    }
+}
+
+#[derive(Default)]
+struct State {
+    replicated: u64,
+    head: u64,
+    error: Option<String>,
+    fork: Option<u64>,
+    errors: u64,
+    checkpointed: u64,
+    checkpoint_error: Option<String>,
+    checkpoint_errors: u64,
+    stop: bool,
+}
+
+/// Status of a running replicator.
+#[derive(Clone, Debug)]
+pub struct Status {
+    /// Highest replicated sequence number.
+    pub replicated: u64,
+    /// The last error, while it lasts.
+    pub error: Option<String>,
+    /// The fork, if one was found.
+    pub fork: Option<u64>,
+    /// Failed replication attempts since start (each is retried).
+    pub errors_total: u64,
+    /// Newest checkpointed sequence.
+    pub checkpointed: u64,
+    /// The last checkpoint error (signing, upload or hook), while it lasts.
+    pub checkpoint_error: Option<String>,
+    /// Failed checkpoints and hook runs since start.
+    pub checkpoint_errors_total: u64,
+}
+
+/// A running replicator thread (its own tokio runtime).
+pub struct Replicator {
+    shared: Arc<(Mutex<State>, Condvar)>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl Replicator {
+    /// Starts replicating `agent` to `remote`, with the default checkpoint
+    /// policy.
+    pub fn start(agent: Arc<Agent>, remote: Remote) -> Result<Self> {
+        Self::start_with(agent, remote, CheckpointPolicy::default())
+    }
+
+    /// Starts replicating `agent` to `remote`, signing checkpoints by `policy`.
+    pub fn start_with(agent: Arc<Agent>, remote: Remote, policy: CheckpointPolicy) -> Result<Self> {
+        let replicated = replicated_seq(&agent)?;
+        let checkpointed = crate::history::checkpoint::checkpointed_seq(&agent)?.unwrap_or(0);
+        let fork = fork_seq(&agent)?;
+        let head = agent.repo().index().head_seq()?.unwrap_or(0);
+        agent
+            .repo()
+            .index()
+            .set_meta(META_REMOTE, Some(remote.url().as_bytes()))?;
+        let shared = Arc::new((
+            Mutex::new(State {
+                replicated,
+                head,
+                fork,
+                checkpointed,
+                ..State::default()
+            }),
+            Condvar::new(),
+        ));
+        let s = shared.clone();
+        let runtime = crate::repo::remote::runtime()?;
+        let thread = std::thread::Builder::new()
+            .name("sovseal-replicator".into())
+            .spawn(move || runtime.block_on(run(&s, &agent, &remote, &policy)))
+            .map_err(|e| Error::io("replicator thread", e))?;
+        Ok(Replicator {
+            shared,
+            thread: Mutex::new(Some(thread)),
+        })
+    }
+
+    /// Tells the replicator that `head` is committed.
+    pub fn notify(&self, head: u64) {
+        let (m, cv) = &*self.shared;
+        let mut st = m.lock().expect("replicator");
+        st.head = st.head.max(head);
+        cv.notify_all();
+    }
+
+    /// Waits until `seq` is on the remote (`--sync-replication`); fails on a
+    /// fork or when stopped.
+    pub fn wait_for(&self, seq: u64) -> Result<()> {
+        let (m, cv) = &*self.shared;
+        let mut st = m.lock().expect("replicator");
+        loop {
+            if st.replicated >= seq {
+                return Ok(());
+            }
+            if let Some(f) = st.fork {
+                return Err(Error::Fork { seq: f });
+            }
+            if st.stop {
+                return Err(Error::Remote {
+                    op: "replicate".into(),
+                    detail: "replicator stopped".into(),
+                });
+            }
+            st = cv.wait(st).expect("replicator");
+        }
+    }
+
+    /// Current status.
+    pub fn status(&self) -> Status {
+        let st = self.shared.0.lock().expect("replicator");
+        Status {
+            replicated: st.replicated,
+            error: st.error.clone(),
+            fork: st.fork,
+            errors_total: st.errors,
+            checkpointed: st.checkpointed,
+            checkpoint_error: st.checkpoint_error.clone(),
+            checkpoint_errors_total: st.checkpoint_errors,
+        }
+    }
+
+    /// Stops the thread (what is not replicated stays queued in the index).
+    pub fn stop(&self) {
+        {
+            let (m, cv) = &*self.shared;
+            m.lock().expect("replicator").stop = true;
+            cv.notify_all();
+        }
+        if let Some(t) = self.thread.lock().expect("replicator thread").take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Replicator {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn jitter(d: Duration) -> Duration {
+    let mut b = [0u8; 2];
+    let _ = getrandom::fill(&mut b);
+    let f = 0.5 + f64::from(u16::from_le_bytes(b)) / f64::from(u16::MAX);
+    d.mul_f64(f)
+}
+
+/// Signs a checkpoint of `seq`, then runs the hook; failures are logged,
+/// kept in the index for `sovseal status` and counted, never swallowed. A
+/// failed hook is run again (with a fresh checkpoint) after the interval.
+async fn checkpoint(
+    shared: &(Mutex<State>, Condvar),
+    agent: &Agent,
+    remote: &Remote,
+    seq: u64,
+    policy: &CheckpointPolicy,
+) {
+    let res = match crate::history::checkpoint::create(agent, remote, seq).await {
+        Ok(c) => match &policy.hook {
+            Some(h) => crate::history::checkpoint::run_hook(h, &c),
+            None => Ok(()),
+        },
+        Err(e) => Err(e),
+    };
+    let mut st = shared.0.lock().expect("replicator");
+    match res {
+        Ok(()) => {
+            st.checkpointed = seq;
+            st.checkpoint_error = None;
+            drop(st);
+            let _ = agent.repo().index().set_meta(META_CHECKPOINT_ERROR, None);
+            tracing::debug!(seq, "checkpoint signed");
+        }
+        Err(e) => {
+            let msg = e.to_string();
+            tracing::error!("checkpoint of snapshot {seq}: {msg}");
+            st.checkpoint_errors += 1;
+            st.checkpoint_error = Some(msg.clone());
+            drop(st);
+            let _ = agent
+                .repo()
+                .index()
+                .set_meta(META_CHECKPOINT_ERROR, Some(msg.as_bytes()));
+        }
+    }
+}
+
+/// What the replication loop does next.
+enum Step {
+    Upload(u64),
+    Checkpoint(u64),
+    FinalCheckpoint(u64),
+    Exit,
+}
+
+async fn run(
+    shared: &(Mutex<State>, Condvar),
+    agent: &Agent,
+    remote: &Remote,
+    policy: &CheckpointPolicy,
+) {
+    let (m, cv) = shared;
+    let mut backoff = Duration::from_millis(100);
+    // Due at once if the last checkpoint is behind what is replicated.
+    let mut last_cp = std::time::Instant::now()
+        .checked_sub(policy.interval)
+        .unwrap_or_else(std::time::Instant::now);
+    loop {
+        let step = {
+            let mut st = m.lock().expect("replicator");
+            loop {
+                if st.fork.is_some() {
+                    break Step::Exit;
+                }
+                if st.stop {
+                    // A last checkpoint of what reached the remote.
+                    break match st.replicated > st.checkpointed {
+                        true => Step::FinalCheckpoint(st.replicated),
+                        false => Step::Exit,
+                    };
+                }
+                if st.replicated < st.head {
+                    break Step::Upload(st.replicated + 1);
+                }
+                if st.replicated > st.checkpointed {
+                    let due = last_cp + policy.interval;
+                    let now = std::time::Instant::now();
+                    if now >= due {
+                        break Step::Checkpoint(st.replicated);
+                    }
+                    st = cv.wait_timeout(st, due - now).expect("replicator").0;
+                    continue;
+                }
+                st = cv.wait(st).expect("replicator");
+            }
+        };
+        let next = match step {
+            Step::Exit => return,
+            Step::FinalCheckpoint(r) => {
+                // Bounded: an unreachable remote must not hold up the unmount.
+                let cp = checkpoint(shared, agent, remote, r, policy);
+                if tokio::time::timeout(Duration::from_secs(10), cp)
+                    .await
+                    .is_err()
+                {
+                    tracing::warn!("final checkpoint of snapshot {r} timed out");
+                }
+                return;
+            }
+            Step::Checkpoint(r) => {
+                checkpoint(shared, agent, remote, r, policy).await;
+                last_cp = std::time::Instant::now();
+                continue;
+            }
+            Step::Upload(next) => next,
+        };
+        match upload(agent, remote, next).await {
+            Ok(()) => {
+                backoff = Duration::from_millis(100);
+                // One statement per lock: a guard must not outlive its call.
+                // Lazy: if a power cut loses it, the snapshot is uploaded
+                // again, which is idempotent (same parts, same envelope).
+                let saved = agent.repo().index().set_meta_lazy(&[
+                    (META_REPLICATED, Some(next.to_string().as_bytes())),
+                    (META_ERROR, None),
+                ]);
+                let mut st = m.lock().expect("replicator");
+                if let Err(e) = saved {
+                    st.error = Some(e.to_string());
+                    continue;
+                }
+                st.replicated = next;
+                st.error = None;
+                tracing::debug!(seq = next, "replicated");
+                cv.notify_all();
+            }
+            Err(Error::Fork { seq }) => {
+                tracing::error!("{}", Error::Fork { seq });
+                let _ = agent
+                    .repo()
+                    .index()
+                    .set_meta(META_FORK, Some(seq.to_string().as_bytes()));
+                let mut st = m.lock().expect("replicator");
+                st.fork = Some(seq);
+                st.error = Some(Error::Fork { seq }.to_string());
+                cv.notify_all();
+                return;
+            }
+            Err(e) => {
+                let msg = e.to_string();
+                tracing::warn!(
+                    "replication of snapshot {next} failed, retrying in {backoff:?}: {msg}"
+                );
+                let _ = agent
+                    .repo()
+                    .index()
+                    .set_meta(META_ERROR, Some(msg.as_bytes()));
+                {
+                    let mut st = m.lock().expect("replicator");
+                    st.error = Some(msg);
+                    st.errors += 1;
+                }
+                // Sleep in slices so that a stop is noticed promptly.
+                let until = tokio::time::Instant::now() + jitter(backoff);
+                while tokio::time::Instant::now() < until {
+                    if m.lock().expect("replicator").stop {
+                        return;
+                    }
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(30));
+            }
+        }
+    }
+}

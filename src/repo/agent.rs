@@ -1,0 +1,367 @@
+//! Opening an agent's data dir: lock, index, head check, rollback check.
+//!
+//! [`Agent`] is the read side shared by the writer ([`crate::engine::Engine`])
+//! and read-only tools (`sovseal verify`, `cat`, `snapshots`), which may run
+//! while a mount holds the write lock. Opening checks the head cheaply
+//! (envelope hash, tag, payload hash, parent link) and refuses a head older
+//! than the last one this machine recorded (`$SOVSEAL_HOME/seen/<agent>`,
+//! an HMAC'd record kept outside the data dir).
+
+use crate::config::{AgentName, Home};
+use crate::repo::Repo;
+use crate::repo::index::{Index, SnapshotMeta};
+use crate::repo::store::Store;
+use crate::repo::view::SnapshotView;
+use crate::seal::envelope;
+use crate::seal::keys::MasterKey;
+use crate::{Error, Result, fsutil};
+use std::fs::File;
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// An opened agent: its repository and identity.
+pub struct Agent {
+    name: AgentName,
+    home: Home,
+    repo: Arc<Repo>,
+    /// The seen-head record, open once the writer has recorded a head.
+    seen: std::sync::Mutex<Option<File>>,
+}
+
+/// Length of one slot of the seen-head record: `v1 <seq, 20 digits> <hash
+/// hex> <mac hex>\n`.
+const SEEN_SLOT: usize = 3 + 20 + 1 + 64 + 1 + 64 + 1;
+
+/// The exclusive write lock of an agent's data dir, held while alive.
+pub struct WriteLock {
+    _lock: nix::fcntl::Flock<File>,
+}
+
+impl Agent {
+    /// Opens an existing agent for reading. Takes no lock.
+    pub fn open_readonly(home: &Home, name: &AgentName, master: &MasterKey) -> Result<Self> {
+        let dir = home.agent_dir(name);
+        let index_path = home.index_path(name);
+        if !home.has_agent(name) {
+            return Err(Error::NoSuchAgent(name.to_string()));
+        }
+        let keys = master.agent_keys(name.as_str());
+        let index = Index::open(&index_path, false)?;
+        check_agent_id(&index, &keys, name, false)?;
+        let store = Store::open_readonly(&dir.join("packs"));
+        let agent = Agent {
+            name: name.clone(),
+            home: home.clone(),
+            repo: Arc::new(Repo::new(keys, store, index)),
+            seen: Default::default(),
+        };
+        agent.head()?;
+        Ok(agent)
+    }
+
+    /// Opens (creating if asked) an agent for writing: the lock, the index,
+    /// the packs (cut back to their committed length).
+    pub(crate) fn open_writer(
+        home: &Home,
+        name: &AgentName,
+        master: &MasterKey,
+        create: bool,
+    ) -> Result<(Self, WriteLock)> {
+        let dir = home.agent_dir(name);
+        if !home.has_agent(name) && !create {
+            return Err(Error::NoSuchAgent(name.to_string()));
+        }
+        home.ensure()?;
+        fsutil::create_private_dir(&dir)?;
+        let lock = lock(&dir, name)?;
+        let keys = master.agent_keys(name.as_str());
+        let index = Index::open(&home.index_path(name), true)?;
+        check_agent_id(&index, &keys, name, true)?;
+        let store = Store::open_writer(&dir.join("packs"), &index.packs()?)?;
+        Ok((
+            Agent {
+                seen: Default::default(),
+                name: name.clone(),
+                home: home.clone(),
+                repo: Arc::new(Repo::new(keys, store, index)),
+            },
+            lock,
+        ))
+    }
+
+    /// The agent's name.
+    pub fn name(&self) -> &AgentName {
+        &self.name
+    }
+
+    /// The data dir.
+    pub fn data_dir(&self) -> PathBuf {
+        self.home.agent_dir(&self.name)
+    }
+
+    pub(crate) fn repo(&self) -> &Arc<Repo> {
+        &self.repo
+    }
+
+    /// Opens snapshot `seq`: its envelope from the index, the recorded hash
+    /// against the envelope, then tag and payload hash. A forgotten snapshot
+    /// is refused ([`Error::Forgotten`]): its content may be gone.
+    pub fn snapshot(&self, seq: u64) -> Result<SnapshotView> {
+        if self.repo.index().is_forgotten(seq)? {
+            return Err(Error::Forgotten(seq));
+        }
+        self.snapshot_unchecked(seq)
+    }
+
+    /// Like [`Agent::snapshot`], forgotten or not (verification and prune
+    /// look at the envelope and what is still referenced).
+    pub fn snapshot_unchecked(&self, seq: u64) -> Result<SnapshotView> {
+        let (env, stored) = {
+            let idx = self.repo.index();
+            let env = idx
+                .envelope(&self.repo.keys().agent_id(), seq)?
+                .ok_or(Error::NoSuchSnapshot(seq))?;
+            (env, idx.stored_hash(seq)?)
+        };
+        let hash = env.hash();
+        if stored != Some(hash) {
+            return Err(Error::ChainBroken {
+                seq,
+                detail: "the index's recorded hash does not match the envelope".into(),
+            });
+        }
+        let m = envelope::open_manifest(self.repo.keys(), &env)?;
+        Ok(SnapshotView::new(self.repo.clone(), hash, m))
+    }
+
+    /// The head, checked cheaply: envelope, parent link, and the rollback record.
+    pub fn head(&self) -> Result<SnapshotView> {
+        let seq = self
+            .repo
+            .index()
+            .head_seq()?
+            .ok_or_else(|| Error::NoSuchAgent(self.name.to_string()))?;
+        let view = self.snapshot(seq)?;
+        let parent = if seq > 1 {
+            self.repo.index().stored_hash(seq - 1)?
+        } else {
+            None
+        };
+        if parent.is_some_and(|h| h != view.manifest().parent) {
+            return Err(Error::ChainBroken {
+                seq,
+                detail: "parent link does not match snapshot before it".into(),
+            });
+        }
+        self.check_seen(&view)?;
+        Ok(view)
+    }
+
+    /// The envelope of snapshot `seq` as stored (not yet verified).
+    pub fn envelope(&self, seq: u64) -> Result<crate::seal::envelope::Envelope> {
+        self.repo
+            .index()
+            .envelope(&self.repo.keys().agent_id(), seq)?
+            .ok_or(Error::NoSuchSnapshot(seq))
+    }
+
+    /// The sealed bytes of an object as stored (ciphertext; not opened).
+    pub fn sealed_object(&self, id: &crate::seal::tree::ObjectId) -> Result<Vec<u8>> {
+        let (_, loc) = self
+            .repo
+            .index()
+            .object(id)?
+            .ok_or_else(|| Error::MissingObject {
+                id: id.to_hex(),
+                kind: "object",
+                seq: 0,
+            })?;
+        self.repo.store().read(&loc)
+    }
+
+    /// Up to `limit` snapshots after `after`, from the index (nothing decrypted).
+    pub fn list(&self, after: u64, limit: u64) -> Result<Vec<SnapshotMeta>> {
+        self.repo.index().list(after, limit)
+    }
+
+    fn check_seen(&self, head: &SnapshotView) -> Result<()> {
+        let path = self.home.seen_head_path(&self.name);
+        let text = match std::fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(Error::io(&path, e)),
+        };
+        // Two slots, written in turn; the valid one with the higher sequence
+        // counts. A slot that does not verify is ignored when the other one
+        // does (a torn write loses one slot, never both); a forged slot
+        // cannot raise the sequence without the key.
+        let (best, bad) = text.lines().filter(|l| !l.trim().is_empty()).fold(
+            (None, false),
+            |(best, bad), line| match self.parse_seen(line) {
+                Some(r) if best.is_none_or(|(s, _)| s < r.0) => (Some(r), bad),
+                Some(_) => (best, bad),
+                None => (best, true),
+            },
+        );
+        let (seq, hash) = match (best, bad) {
+            (Some(r), _) => r,
+            (None, false) => return Ok(()),
+            (None, true) => {
+                return Err(Error::corrupt(
+                    format!("seen-head record {}", path.display()),
+                    "malformed or not sealed by this key",
+                ));
+            }
+        };
+        if head.seq() < seq {
+            return Err(Error::Rollback {
+                seen: seq,
+                found: head.seq(),
+            });
+        }
+        if head.seq() == seq && head.hash() != hash {
+            return Err(Error::ChainBroken {
+                seq,
+                detail: "head differs from the one this machine recorded (forked or replaced)"
+                    .into(),
+            });
+        }
+        Ok(())
+    }
+
+    /// One slot of the seen-head record, if it is well formed and its MAC
+    /// verifies.
+    fn parse_seen(&self, line: &str) -> Option<(u64, [u8; 32])> {
+        let mut parts = line.split_whitespace();
+        let (Some("v1"), Some(seq), Some(hash), Some(mac), None) = (
+            parts.next(),
+            parts.next(),
+            parts.next(),
+            parts.next(),
+            parts.next(),
+        ) else {
+            return None;
+        };
+        let seq: u64 = seq.parse().ok()?;
+        let hash = crate::hex::decode32(hash)?;
+        let mac = crate::hex::decode32(mac)?;
+        (self.repo.keys().seen_head_mac(&seen_record(seq, &hash)) == mac).then_some((seq, hash))
+    }
+
+    /// Records `head` as seen. Not fsynced: losing it on power failure only
+    /// weakens the rollback check to an older head. The first record of a
+    /// process rewrites the file atomically (both slots); later ones
+    /// overwrite the slot of the head's parity in place, one small write
+    /// per commit with no rename.
+    pub(crate) fn record_seen(&self, head: &SnapshotView) -> Result<()> {
+        use std::os::unix::fs::FileExt;
+        let path = self.home.seen_head_path(&self.name);
+        let mac = self
+            .repo
+            .keys()
+            .seen_head_mac(&seen_record(head.seq(), &head.hash()));
+        let line = format!(
+            "v1 {:020} {} {}\n",
+            head.seq(),
+            crate::hex::encode(&head.hash()),
+            crate::hex::encode(&mac)
+        );
+        debug_assert_eq!(line.len(), SEEN_SLOT);
+        let mut seen = self.seen.lock().expect("seen-head record");
+        if let Some(f) = seen.as_ref() {
+            let at = (head.seq() % 2) * SEEN_SLOT as u64;
+            return f
+                .write_all_at(line.as_bytes(), at)
+                .map_err(|e| Error::io(&path, e));
+        }
+        if let Some(dir) = path.parent() {
+            fsutil::create_private_dir(dir)?;
+        }
+        fsutil::write_atomic_nosync(&path, line.repeat(2).as_bytes(), 0o600)?;
+        let f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .map_err(|e| Error::io(&path, e))?;
+        *seen = Some(f);
+        Ok(())
+    }
+}
+
+fn seen_record(seq: u64, hash: &[u8; 32]) -> Vec<u8> {
+    let mut r = b"seen-head\0".to_vec();
+    r.extend_from_slice(&seq.to_be_bytes());
+    r.extend_from_slice(hash);
+    r
+}
+
+fn check_agent_id(
+    index: &Index,
+    keys: &crate::seal::keys::AgentKeys,
+    name: &AgentName,
+    writer: bool,
+) -> Result<()> {
+    match index.agent_id()? {
+        Some(id) if id == keys.agent_id() => Ok(()),
+        Some(_) => Err(Error::Custody(format!(
+            "the master key in use does not match agent {name}'s data (its keyed id differs): wrong master key or a copied data dir"
+        ))),
+        None if writer => index.set_agent_id(&keys.agent_id()),
+        None => Err(Error::NoSuchAgent(name.to_string())),
+    }
+}
+
+/// The pid holding `name`'s writer lock (a mount or another writer), read
+/// from `/proc/locks` without touching the lock: `None` when nobody holds it.
+pub fn writer_pid(home: &Home, name: &AgentName) -> Option<u32> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(home.agent_dir(name).join("lock")).ok()?;
+    let dev = meta.dev();
+    let key = format!(
+        "{:02x}:{:02x}:{}",
+        nix::sys::stat::major(dev),
+        nix::sys::stat::minor(dev),
+        meta.ino()
+    );
+    let locks = std::fs::read_to_string("/proc/locks").ok()?;
+    locks.lines().find_map(|l| {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        // "1: FLOCK  ADVISORY  WRITE 1234 08:01:5678 0 EOF"
+        let i = f.iter().position(|x| *x == "FLOCK")?;
+        (f.get(i + 2) == Some(&"WRITE") && f.get(i + 4) == Some(&key.as_str()))
+            .then(|| f.get(i + 3)?.parse().ok())?
+    })
+}
+
+fn lock(dir: &Path, name: &AgentName) -> Result<WriteLock> {
+    use nix::fcntl::{Flock, FlockArg};
+    let path = dir.join("lock");
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(&path)
+        .map_err(|e| Error::io(&path, e))?;
+    match Flock::lock(f, FlockArg::LockExclusiveNonblock) {
+        Ok(mut l) => {
+            l.set_len(0).map_err(|e| Error::io(&path, e))?;
+            writeln!(&mut *l, "{}", std::process::id()).map_err(|e| Error::io(&path, e))?;
+            Ok(WriteLock { _lock: l })
+        }
+        Err((_, nix::errno::Errno::EWOULDBLOCK)) => {
+            let pid = std::fs::read_to_string(&path)
+                .ok()
+                .and_then(|s| s.trim().parse().ok())
+                .unwrap_or(0);
+            Err(Error::Locked {
+                agent: name.to_string(),
+                pid,
+                lock: path,
+            })
+        }
+        Err((_, e)) => Err(Error::io(&path, e.into())),
+    }
+}

@@ -1,0 +1,567 @@
+//! The SQLite index: snapshot envelopes, object locations, pack lengths.
+//!
+//! Architecture Invariant: every SQL statement of the crate is in this file,
+//! and the index holds no plaintext: envelopes (sealed), keyed ids, hashes,
+//! sizes, times and locations only.
+//!
+//! WAL journal, `synchronous = FULL` (a returned commit is durable),
+//! `BEGIN IMMEDIATE` for every write. The schema version is SQLite's
+//! `user_version`; migrations are additive and run in one transaction.
+
+use crate::repo::store::Location;
+use crate::seal::envelope::Envelope;
+use crate::seal::keys::AgentId;
+use crate::seal::tree::{ObjectId, ObjectKind};
+use crate::{Error, Result};
+use rusqlite::{Connection, OptionalExtension, params};
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+/// Schema version written by this build.
+pub const SCHEMA_VERSION: i64 = 3;
+
+const MIGRATIONS: &[(i64, &str)] = &[
+    (
+        1,
+        "CREATE TABLE meta (key TEXT PRIMARY KEY, value BLOB NOT NULL);
+     CREATE TABLE snapshots (
+         seq INTEGER PRIMARY KEY,
+         hash BLOB NOT NULL,
+         parent BLOB NOT NULL,
+         payload_hash BLOB NOT NULL,
+         timestamp_ms INTEGER NOT NULL,
+         format_version INTEGER NOT NULL,
+         key_version INTEGER NOT NULL,
+         byte_size INTEGER NOT NULL,
+         sealed BLOB NOT NULL
+     );
+     CREATE TABLE objects (
+         id BLOB PRIMARY KEY,
+         kind INTEGER NOT NULL,
+         pack INTEGER NOT NULL,
+         offset INTEGER NOT NULL,
+         len INTEGER NOT NULL
+     ) WITHOUT ROWID;
+     CREATE TABLE packs (id INTEGER PRIMARY KEY, committed_len INTEGER NOT NULL);",
+    ),
+    // Replication: each object records the snapshot that first committed it
+    // (the unit uploaded with that snapshot); progress lives in `meta`.
+    (
+        2,
+        "ALTER TABLE objects ADD COLUMN seq INTEGER;
+         CREATE INDEX objects_by_seq ON objects (seq);",
+    ),
+    // Retention: forgotten snapshots keep their row (the chain still
+    // verifies) and get a signed forget record; their content may be pruned.
+    (
+        3,
+        "CREATE TABLE forgotten (
+             seq INTEGER PRIMARY KEY,
+             at_ms INTEGER NOT NULL,
+             record BLOB NOT NULL,
+             remote_pruned INTEGER NOT NULL DEFAULT 0
+         );",
+    ),
+];
+
+/// Blind metadata of one snapshot, for listings (nothing decrypted).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SnapshotMeta {
+    /// Sequence number.
+    pub seq: u64,
+    /// Envelope hash.
+    pub hash: [u8; 32],
+    /// Parent hash.
+    pub parent: [u8; 32],
+    /// Commit time, ms.
+    pub timestamp_ms: i64,
+    /// Sealed manifest size.
+    pub byte_size: u64,
+    /// Key version.
+    pub key_version: u32,
+}
+
+/// An object newly written by a commit.
+#[derive(Clone, Copy, Debug)]
+pub struct NewObject {
+    /// Id.
+    pub id: ObjectId,
+    /// Kind.
+    pub kind: ObjectKind,
+    /// Where it is.
+    pub loc: Location,
+}
+
+/// One agent's index.
+pub struct Index {
+    conn: Connection,
+    /// Set if `synchronous = FULL` could not be restored after a lazy
+    /// write: the next commit restores it first, and refuses if it cannot,
+    /// rather than commit without syncing.
+    not_durable: std::cell::Cell<bool>,
+}
+
+fn blob32(v: Vec<u8>) -> rusqlite::Result<[u8; 32]> {
+    v.try_into().map_err(|_| {
+        rusqlite::Error::FromSqlConversionFailure(
+            0,
+            rusqlite::types::Type::Blob,
+            "expected 32 bytes".into(),
+        )
+    })
+}
+
+impl Index {
+    /// Opens (creating and migrating when `writer`) the index at `path`.
+    pub fn open(path: &Path, writer: bool) -> Result<Self> {
+        if !writer && !path.exists() {
+            return Err(Error::io(
+                path,
+                std::io::Error::from(std::io::ErrorKind::NotFound),
+            ));
+        }
+        let conn = Connection::open(path)?;
+        conn.busy_timeout(Duration::from_secs(10))?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        let mut idx = Index {
+            conn,
+            not_durable: Default::default(),
+        };
+        let v: i64 = idx
+            .conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))?;
+        if v > SCHEMA_VERSION {
+            return Err(Error::Invalid(format!(
+                "index {} has schema version {v}, newer than this build's {SCHEMA_VERSION}; upgrade sovseal",
+                path.display()
+            )));
+        }
+        if v < SCHEMA_VERSION {
+            if !writer {
+                return Err(Error::Invalid(format!(
+                    "index {} has schema version {v}; open the agent for writing once to migrate it",
+                    path.display()
+                )));
+            }
+            idx.migrate(v)?;
+        }
+        Ok(idx)
+    }
+
+    fn migrate(&mut self, from: i64) -> Result<()> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        for (v, sql) in MIGRATIONS.iter().filter(|(v, _)| *v > from) {
+            tx.execute_batch(sql)?;
+            tx.pragma_update(None, "user_version", v)?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// The agent id this index belongs to, if recorded.
+    pub fn agent_id(&self) -> Result<Option<AgentId>> {
+        let v: Option<Vec<u8>> = self
+            .conn
+            .prepare_cached("SELECT value FROM meta WHERE key = 'agent_id'")?
+            .query_row([], |r| r.get(0))
+            .optional()?;
+        v.map(|v| blob32(v).map(AgentId).map_err(Error::from))
+            .transpose()
+    }
+
+    /// Records the agent id (once, at creation).
+    pub fn set_agent_id(&self, id: &AgentId) -> Result<()> {
+        self.conn.execute(
+            "INSERT INTO meta (key, value) VALUES ('agent_id', ?1)",
+            params![&id.0[..]],
+        )?;
+        Ok(())
+    }
+
+    /// A `meta` value.
+    pub fn meta(&self, key: &str) -> Result<Option<Vec<u8>>> {
+        Ok(self
+            .conn
+            .prepare_cached("SELECT value FROM meta WHERE key = ?1")?
+            .query_row([key], |r| r.get(0))
+            .optional()?)
+    }
+
+    /// Sets (or with `None` removes) a `meta` value.
+    pub fn set_meta(&self, key: &str, value: Option<&[u8]>) -> Result<()> {
+        put_meta(&self.conn, key, value)
+    }
+
+    /// Sets `meta` rows in one transaction that does not wait for the disk
+    /// (`synchronous = NORMAL` for it alone): for progress markers whose loss
+    /// in a power cut only repeats idempotent work. The rows become durable
+    /// with the next synchronous commit, which syncs the WAL behind them.
+    pub fn set_meta_lazy(&self, rows: &[(&str, Option<&[u8]>)]) -> Result<()> {
+        self.conn.pragma_update(None, "synchronous", "NORMAL")?;
+        let r = (|| {
+            let tx = self.conn.unchecked_transaction()?;
+            for (k, v) in rows {
+                put_meta(&tx, k, *v)?;
+            }
+            tx.commit()?;
+            Ok(())
+        })();
+        if let Err(e) = self.conn.pragma_update(None, "synchronous", "FULL") {
+            self.not_durable.set(true);
+            return Err(e.into());
+        }
+        r
+    }
+
+    /// The objects first committed by snapshot `seq`, in pack order.
+    pub fn objects_of(&self, seq: u64) -> Result<Vec<NewObject>> {
+        let mut st = self.conn.prepare_cached(
+            "SELECT id, kind, pack, offset, len FROM objects WHERE seq = ?1 ORDER BY pack, offset",
+        )?;
+        let rows = st.query_map([seq], |r| {
+            let kind: u8 = r.get(1)?;
+            Ok(NewObject {
+                id: ObjectId(blob32(r.get(0)?)?),
+                kind: ObjectKind::from_u8(kind).ok_or_else(|| {
+                    rusqlite::Error::FromSqlConversionFailure(
+                        1,
+                        rusqlite::types::Type::Integer,
+                        "object kind".into(),
+                    )
+                })?,
+                loc: Location {
+                    pack: r.get(2)?,
+                    offset: r.get(3)?,
+                    len: r.get(4)?,
+                },
+            })
+        })?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// Number and sealed bytes of the objects of snapshots after `seq`.
+    pub fn objects_after(&self, seq: u64) -> Result<(u64, u64)> {
+        Ok(self
+            .conn
+            .prepare_cached("SELECT COUNT(*), COALESCE(SUM(len), 0) FROM objects WHERE seq > ?1")?
+            .query_row([seq], |r| Ok((r.get(0)?, r.get(1)?)))?)
+    }
+
+    /// Committed length of every pack.
+    pub fn packs(&self) -> Result<BTreeMap<u32, u64>> {
+        let mut st = self.conn.prepare("SELECT id, committed_len FROM packs")?;
+        let rows = st.query_map([], |r| Ok((r.get::<_, u32>(0)?, r.get::<_, u64>(1)?)))?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// Where an object is, and the kind it was stored as.
+    pub fn object(&self, id: &ObjectId) -> Result<Option<(u8, Location)>> {
+        let mut st = self
+            .conn
+            .prepare_cached("SELECT kind, pack, offset, len FROM objects WHERE id = ?1")?;
+        Ok(st
+            .query_row(params![&id.0[..]], |r| {
+                Ok((
+                    r.get::<_, u8>(0)?,
+                    Location {
+                        pack: r.get(1)?,
+                        offset: r.get(2)?,
+                        len: r.get(3)?,
+                    },
+                ))
+            })
+            .optional()?)
+    }
+
+    /// Every object: id, kind, location (for verification).
+    pub fn all_objects(&self) -> Result<Vec<(ObjectId, u8, Location)>> {
+        let mut st = self
+            .conn
+            .prepare("SELECT id, kind, pack, offset, len FROM objects")?;
+        let rows = st.query_map([], |r| {
+            Ok((
+                ObjectId(blob32(r.get(0)?)?),
+                r.get::<_, u8>(1)?,
+                Location {
+                    pack: r.get(2)?,
+                    offset: r.get(3)?,
+                    len: r.get(4)?,
+                },
+            ))
+        })?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// Commits a snapshot atomically: its new objects, the packs' committed
+    /// lengths, and its envelope, which must extend the current head.
+    pub fn commit(
+        &mut self,
+        objects: &[NewObject],
+        packs: &[(u32, u64)],
+        env: &Envelope,
+    ) -> Result<()> {
+        if self.not_durable.get() {
+            self.conn.pragma_update(None, "synchronous", "FULL")?;
+            self.not_durable.set(false);
+        }
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let head: Option<u64> = tx
+            .prepare_cached("SELECT MAX(seq) FROM snapshots")?
+            .query_row([], |r| r.get(0))?;
+        if head.map_or(1, |h| h + 1) != env.sequence_number {
+            return Err(Error::ChainBroken {
+                seq: env.sequence_number,
+                detail: format!("commit does not extend head {head:?}"),
+            });
+        }
+        {
+            let mut ins = tx.prepare_cached(
+                "INSERT OR IGNORE INTO objects (id, kind, pack, offset, len, seq) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )?;
+            for o in objects {
+                ins.execute(params![
+                    &o.id.0[..],
+                    o.kind as u8,
+                    o.loc.pack,
+                    o.loc.offset,
+                    o.loc.len,
+                    env.sequence_number
+                ])?;
+            }
+            let mut up = tx.prepare_cached(
+                "INSERT INTO packs (id, committed_len) VALUES (?1, ?2)
+                 ON CONFLICT (id) DO UPDATE SET committed_len = excluded.committed_len",
+            )?;
+            for (p, len) in packs {
+                up.execute(params![p, len])?;
+            }
+        }
+        Self::insert_snapshot(&tx, env)?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn insert_snapshot(tx: &rusqlite::Transaction<'_>, env: &Envelope) -> Result<()> {
+        tx.prepare_cached(
+            "INSERT INTO snapshots (seq, hash, parent, payload_hash, timestamp_ms, format_version, key_version, byte_size, sealed)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+        )?
+        .execute(params![
+                env.sequence_number,
+                &env.hash()[..],
+                &env.parent_snapshot[..],
+                &env.client_payload_hash[..],
+                env.timestamp,
+                env.format_version,
+                env.key_version,
+                env.byte_size,
+                &env.sealed
+            ])?;
+        Ok(())
+    }
+
+    /// The stored hash of a snapshot (as recorded at commit).
+    pub fn stored_hash(&self, seq: u64) -> Result<Option<[u8; 32]>> {
+        let v: Option<Vec<u8>> = self
+            .conn
+            .prepare_cached("SELECT hash FROM snapshots WHERE seq = ?1")?
+            .query_row([seq], |r| r.get(0))
+            .optional()?;
+        Ok(v.map(blob32).transpose()?)
+    }
+
+    /// The full envelope of a snapshot.
+    pub fn envelope(&self, agent: &AgentId, seq: u64) -> Result<Option<Envelope>> {
+        let mut st = self.conn.prepare_cached(
+            "SELECT parent, payload_hash, timestamp_ms, format_version, key_version, byte_size, sealed
+             FROM snapshots WHERE seq = ?1",
+        )?;
+        Ok(st
+            .query_row([seq], |r| {
+                Ok(Envelope {
+                    format_version: r.get(3)?,
+                    key_version: r.get(4)?,
+                    agent_id: *agent,
+                    sequence_number: seq,
+                    parent_snapshot: blob32(r.get(0)?)?,
+                    client_payload_hash: blob32(r.get(1)?)?,
+                    sealed: r.get(6)?,
+                    byte_size: r.get(5)?,
+                    timestamp: r.get(2)?,
+                })
+            })
+            .optional()?)
+    }
+
+    /// Head sequence number.
+    pub fn head_seq(&self) -> Result<Option<u64>> {
+        Ok(self
+            .conn
+            .prepare_cached("SELECT MAX(seq) FROM snapshots")?
+            .query_row([], |r| r.get(0))?)
+    }
+
+    /// First retained sequence number.
+    pub fn first_seq(&self) -> Result<Option<u64>> {
+        Ok(self
+            .conn
+            .prepare_cached("SELECT MIN(seq) FROM snapshots")?
+            .query_row([], |r| r.get(0))?)
+    }
+
+    /// Number of retained snapshots.
+    pub fn count(&self) -> Result<u64> {
+        Ok(self
+            .conn
+            .prepare_cached("SELECT COUNT(*) FROM snapshots")?
+            .query_row([], |r| r.get(0))?)
+    }
+
+    /// Up to `limit` retained (not forgotten) snapshots with `seq > after`,
+    /// in order (cursor paging).
+    pub fn list(&self, after: u64, limit: u64) -> Result<Vec<SnapshotMeta>> {
+        let mut st = self.conn.prepare_cached(
+            "SELECT seq, hash, parent, timestamp_ms, byte_size, key_version FROM snapshots
+             WHERE seq > ?1 AND seq NOT IN (SELECT seq FROM forgotten) ORDER BY seq LIMIT ?2",
+        )?;
+        let rows = st.query_map(params![after, limit], |r| {
+            Ok(SnapshotMeta {
+                seq: r.get(0)?,
+                hash: blob32(r.get(1)?)?,
+                parent: blob32(r.get(2)?)?,
+                timestamp_ms: r.get(3)?,
+                byte_size: r.get(4)?,
+                key_version: r.get(5)?,
+            })
+        })?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+}
+
+impl Index {
+    /// Records forgotten snapshots with their signed forget records.
+    pub fn forget(&self, records: &[(u64, i64, Vec<u8>)]) -> Result<()> {
+        let tx = self.conn.unchecked_transaction()?;
+        {
+            let mut ins = tx.prepare_cached(
+                "INSERT OR IGNORE INTO forgotten (seq, at_ms, record) VALUES (?1, ?2, ?3)",
+            )?;
+            for (seq, at, rec) in records {
+                ins.execute(params![seq, at, rec])?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Forgotten sequence numbers with their records and whether their remote
+    /// content was pruned.
+    pub fn forgotten(&self) -> Result<BTreeMap<u64, (Vec<u8>, bool)>> {
+        let mut st = self
+            .conn
+            .prepare_cached("SELECT seq, record, remote_pruned FROM forgotten")?;
+        let rows = st.query_map([], |r| {
+            Ok((r.get(0)?, (r.get(1)?, r.get::<_, i64>(2)? != 0)))
+        })?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// Whether snapshot `seq` was forgotten.
+    pub fn is_forgotten(&self, seq: u64) -> Result<bool> {
+        Ok(self
+            .conn
+            .prepare_cached("SELECT 1 FROM forgotten WHERE seq = ?1")?
+            .query_row([seq], |_| Ok(()))
+            .optional()?
+            .is_some())
+    }
+
+    /// Marks the remote content of forgotten `seq` as pruned.
+    pub fn set_remote_pruned(&self, seq: u64) -> Result<()> {
+        self.conn
+            .prepare_cached("UPDATE forgotten SET remote_pruned = 1 WHERE seq = ?1")?
+            .execute([seq])?;
+        Ok(())
+    }
+
+    /// Every retained snapshot's (seq, timestamp_ms), ascending.
+    pub fn retained(&self) -> Result<Vec<(u64, i64)>> {
+        let mut st = self.conn.prepare_cached(
+            "SELECT seq, timestamp_ms FROM snapshots
+             WHERE seq NOT IN (SELECT seq FROM forgotten) ORDER BY seq",
+        )?;
+        let rows = st.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// Moves objects after a repack, drops dead ones and the emptied packs,
+    /// and records the new packs' lengths, in one transaction: before it
+    /// commits the old locations stay valid, after it the new ones are.
+    pub fn relocate(
+        &mut self,
+        moved: &[(ObjectId, Location)],
+        dead: &[ObjectId],
+        dropped_packs: &[u32],
+        packs: &[(u32, u64)],
+    ) -> Result<()> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        {
+            let mut mv = tx.prepare_cached(
+                "UPDATE objects SET pack = ?2, offset = ?3, len = ?4 WHERE id = ?1",
+            )?;
+            for (id, loc) in moved {
+                mv.execute(params![&id.0[..], loc.pack, loc.offset, loc.len])?;
+            }
+            let mut del = tx.prepare_cached("DELETE FROM objects WHERE id = ?1")?;
+            for id in dead {
+                del.execute([&id.0[..]])?;
+            }
+            let mut dp = tx.prepare_cached("DELETE FROM packs WHERE id = ?1")?;
+            for p in dropped_packs {
+                dp.execute([p])?;
+            }
+            let mut up = tx.prepare_cached(
+                "INSERT INTO packs (id, committed_len) VALUES (?1, ?2)
+                 ON CONFLICT (id) DO UPDATE SET committed_len = excluded.committed_len",
+            )?;
+            for (p, len) in packs {
+                up.execute(params![p, len])?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Whether any object first committed by `seq` is still present.
+    pub fn has_objects_of(&self, seq: u64) -> Result<bool> {
+        Ok(self
+            .conn
+            .prepare_cached("SELECT 1 FROM objects WHERE seq = ?1 LIMIT 1")?
+            .query_row([seq], |_| Ok(()))
+            .optional()?
+            .is_some())
+    }
+}
+
+fn put_meta(conn: &rusqlite::Connection, key: &str, value: Option<&[u8]>) -> Result<()> {
+    match value {
+        Some(v) => conn
+            .prepare_cached(
+                "INSERT INTO meta (key, value) VALUES (?1, ?2)
+                 ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            )?
+            .execute(params![key, v])?,
+        None => conn
+            .prepare_cached("DELETE FROM meta WHERE key = ?1")?
+            .execute([key])?,
+    };
+    Ok(())
+}

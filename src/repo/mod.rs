@@ -1,0 +1,271 @@
+//! The repository layer: one agent's data dir, sealed bytes only below it.
+//!
+//! Architecture Invariant: `repo/` never holds the master key (it is handed
+//! an agent's derived keys) and never imports the engine, history,
+//! replication, the mount or the CLI.
+//!
+//! - [`store`]: append-only pack files, durability of appends.
+//! - [`index`]: SQLite: envelopes, object locations, pack lengths, metadata.
+//! - [`agent`]: opening a data dir: lock, head check, seen-head record,
+//!   replication metadata.
+//! - [`view`]: a read-only, verified view of one snapshot.
+//! - [`pack`]: the pack record format, one encoder and one decoder.
+//! - [`repack`]: packs rewritten without some objects (prune, redaction).
+//! - [`replication_state`]: what the index records about replication.
+//! - [`remote`]: the storage driver seam (seed 000) over `object_store`.
+//! - [`Repo`] (this file): objects named, sealed and deduplicated in,
+//!   verified plaintext out, through bounded caches.
+//!
+//! ## The object repository
+//!
+//! Joins the store (sealed bytes), the index (locations, envelopes) and the
+//! agent's keys. `put` names, seals and appends an object (deduplicated by
+//! id); `get_*` reads, opens and decodes one, through a bounded cache of
+//! verified plaintext. Objects appended but not yet committed are kept in
+//! `pending` so that the writer can read them back before they are indexed.
+
+pub mod agent;
+pub mod index;
+pub mod pack;
+pub mod remote;
+pub mod repack;
+pub mod replication_state;
+pub mod store;
+pub mod view;
+
+use crate::cache::Lru;
+use crate::repo::index::{Index, NewObject};
+use crate::repo::store::{Location, Store};
+use crate::seal::envelope::{self, Envelope};
+use crate::seal::keys::AgentKeys;
+use crate::seal::tree::{self, ChunkRef, Entries, Inode, ObjectId, ObjectKind};
+use crate::{Error, Result};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+/// Byte budget of the metadata cache (pages, directories, chunk lists).
+pub const META_CACHE_BYTES: usize = 64 << 20;
+/// Byte budget of the decrypted chunk cache.
+pub const CHUNK_CACHE_BYTES: usize = 64 << 20;
+
+/// A decoded, verified inode page.
+pub type Page = BTreeMap<u64, Inode>;
+
+enum Meta {
+    Page(Arc<Page>),
+    Dir(Arc<Entries>),
+    List(Arc<Vec<ChunkRef>>),
+}
+
+/// The local repository of one agent.
+pub struct Repo {
+    keys: AgentKeys,
+    store: Store,
+    index: Mutex<Index>,
+    pending: Mutex<HashMap<ObjectId, NewObject>>,
+    meta: Lru<ObjectId, Meta>,
+    chunks: Lru<ObjectId, Vec<u8>>,
+    sealed_bytes: std::sync::atomic::AtomicU64,
+}
+
+impl Repo {
+    /// Joins the parts.
+    pub fn new(keys: AgentKeys, store: Store, index: Index) -> Self {
+        Repo {
+            keys,
+            store,
+            index: Mutex::new(index),
+            pending: Mutex::new(HashMap::new()),
+            meta: Lru::new(META_CACHE_BYTES),
+            chunks: Lru::new(CHUNK_CACHE_BYTES),
+            sealed_bytes: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+
+    /// The agent's keys.
+    pub fn keys(&self) -> &AgentKeys {
+        &self.keys
+    }
+
+    /// The index (locked).
+    pub fn index(&self) -> MutexGuard<'_, Index> {
+        self.index.lock().expect("index lock")
+    }
+
+    /// Sealed bytes appended to the packs through this handle.
+    pub fn sealed_bytes(&self) -> u64 {
+        self.sealed_bytes.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    fn count_sealed(&self, n: usize) {
+        self.sealed_bytes
+            .fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Names, seals and appends an object unless one with the same id exists.
+    pub fn put(&self, kind: ObjectKind, plaintext: &[u8]) -> Result<ObjectId> {
+        let id = envelope::object_id(&self.keys, kind, plaintext);
+        if self.pending.lock().expect("pending").contains_key(&id) {
+            return Ok(id);
+        }
+        if self.index().object(&id)?.is_some() {
+            return Ok(id);
+        }
+        let sealed = envelope::seal_object(&self.keys, kind, &id, plaintext);
+        let loc = self.store.append(&id, kind, &sealed)?;
+        self.count_sealed(sealed.len());
+        self.pending
+            .lock()
+            .expect("pending")
+            .insert(id, NewObject { id, kind, loc });
+        Ok(id)
+    }
+
+    /// Adds an already sealed object (from a remote pack), after checking
+    /// that it opens under its id and hashes to it. Nothing unverified is
+    /// stored.
+    pub fn put_sealed(&self, kind: ObjectKind, id: &ObjectId, sealed: &[u8]) -> Result<()> {
+        let (plain, v) = envelope::open_object_versioned(&self.keys, kind, id, sealed)?;
+        if envelope::object_id_v(&self.keys, v, kind, &plain) != *id {
+            return Err(Error::corrupt(
+                format!("{} {}", kind.name(), id.to_hex()),
+                "content does not hash to its id",
+            ));
+        }
+        if self.pending.lock().expect("pending").contains_key(id)
+            || self.index().object(id)?.is_some()
+        {
+            return Ok(());
+        }
+        let loc = self.store.append(id, kind, sealed)?;
+        self.count_sealed(sealed.len());
+        self.pending
+            .lock()
+            .expect("pending")
+            .insert(*id, NewObject { id: *id, kind, loc });
+        Ok(())
+    }
+
+    /// Makes pending objects durable and commits them with `env` in one
+    /// index transaction.
+    pub fn commit(&self, env: &Envelope) -> Result<()> {
+        let packs = self.store.sync()?;
+        let objects: Vec<NewObject> = self
+            .pending
+            .lock()
+            .expect("pending")
+            .values()
+            .copied()
+            .collect();
+        self.index().commit(&objects, &packs, env)?;
+        self.store.mark_committed(&packs);
+        let mut p = self.pending.lock().expect("pending");
+        for o in &objects {
+            p.remove(&o.id);
+        }
+        Ok(())
+    }
+
+    fn locate(&self, kind: ObjectKind, id: &ObjectId) -> Result<Location> {
+        if let Some(o) = self.pending.lock().expect("pending").get(id) {
+            return Ok(o.loc);
+        }
+        match self.index().object(id)? {
+            Some((_, loc)) => Ok(loc),
+            None => Err(Error::MissingObject {
+                id: id.to_hex(),
+                kind: kind.name(),
+                seq: 0,
+            }),
+        }
+    }
+
+    /// Reads and opens an object (tag verified), bypassing the caches.
+    pub fn open_raw(&self, kind: ObjectKind, id: &ObjectId) -> Result<Vec<u8>> {
+        let loc = self.locate(kind, id)?;
+        let sealed = self.store.read(&loc)?;
+        envelope::open_object(&self.keys, kind, id, &sealed)
+    }
+
+    /// Like [`Repo::open_raw`], and also re-derives the id from the plaintext.
+    pub fn open_verified(&self, kind: ObjectKind, id: &ObjectId) -> Result<Vec<u8>> {
+        self.open_verified_versioned(kind, id).map(|(p, _)| p)
+    }
+
+    /// Like [`Repo::open_verified`], and tells the key version that sealed it.
+    pub fn open_verified_versioned(
+        &self,
+        kind: ObjectKind,
+        id: &ObjectId,
+    ) -> Result<(Vec<u8>, u32)> {
+        let loc = self.locate(kind, id)?;
+        let sealed = self.store.read(&loc)?;
+        let (plain, v) = envelope::open_object_versioned(&self.keys, kind, id, &sealed)?;
+        if envelope::object_id_v(&self.keys, v, kind, &plain) != *id {
+            return Err(Error::corrupt(
+                format!("{} {}", kind.name(), id.to_hex()),
+                "content does not hash to its id",
+            ));
+        }
+        Ok((plain, v))
+    }
+
+    /// Keeps a chunk just sealed as `id` in the read cache (write-through:
+    /// the next read-modify-write of it needs no decryption).
+    pub fn cache_chunk(&self, id: ObjectId, plaintext: Vec<u8>) {
+        let size = plaintext.len() + 64;
+        self.chunks.insert(id, Arc::new(plaintext), size);
+    }
+
+    /// A file chunk's plaintext.
+    pub fn chunk(&self, id: &ObjectId) -> Result<Arc<Vec<u8>>> {
+        if let Some(c) = self.chunks.get(id) {
+            return Ok(c);
+        }
+        let c = Arc::new(self.open_raw(ObjectKind::Chunk, id)?);
+        self.chunks.insert(*id, c.clone(), c.len() + 64);
+        Ok(c)
+    }
+
+    /// A decoded inode page.
+    pub fn page(&self, id: &ObjectId, inodes_per_page: u32) -> Result<Arc<Page>> {
+        if let Some(Meta::Page(p)) = self.meta.get(id).as_deref() {
+            return Ok(p.clone());
+        }
+        let raw = self.open_raw(ObjectKind::InodePage, id)?;
+        let (_, page) = tree::decode_page(&raw, inodes_per_page)?;
+        let p = Arc::new(page);
+        self.meta
+            .insert(*id, Arc::new(Meta::Page(p.clone())), raw.len() * 2 + 256);
+        Ok(p)
+    }
+
+    /// A decoded directory node.
+    pub fn dir(&self, id: &ObjectId) -> Result<Arc<Entries>> {
+        if let Some(Meta::Dir(d)) = self.meta.get(id).as_deref() {
+            return Ok(d.clone());
+        }
+        let raw = self.open_raw(ObjectKind::DirNode, id)?;
+        let d = Arc::new(tree::decode_dir(&raw)?);
+        self.meta
+            .insert(*id, Arc::new(Meta::Dir(d.clone())), raw.len() * 3 + 256);
+        Ok(d)
+    }
+
+    /// A decoded chunk list.
+    pub fn chunk_list(&self, id: &ObjectId) -> Result<Arc<Vec<ChunkRef>>> {
+        if let Some(Meta::List(l)) = self.meta.get(id).as_deref() {
+            return Ok(l.clone());
+        }
+        let raw = self.open_raw(ObjectKind::ChunkList, id)?;
+        let l = Arc::new(tree::decode_chunk_list(&raw)?);
+        self.meta
+            .insert(*id, Arc::new(Meta::List(l.clone())), raw.len() * 2 + 256);
+        Ok(l)
+    }
+}

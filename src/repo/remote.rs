@@ -1,0 +1,410 @@
+//! The storage driver (seed 000), implemented once over `object_store`.
+//!
+//! Architecture Invariant: this module holds no key and decrypts nothing.
+//! It moves envelopes (JSON with ciphertext) and packs (sealed records)
+//! under keyed agent ids; what it stores is blind by construction.
+//!
+//! Remote layout, per agent (`docs/FORMAT.md`):
+//!
+//! ```text
+//! <prefix>/sovseal-v1/<agent id hex>/envelopes/<seq, 20 digits>.json
+//! <prefix>/sovseal-v1/<agent id hex>/packs/<seq, 20 digits>-<envelope hash, 32 hex>-<part, 4 digits>.pack
+//! ```
+//!
+//! A snapshot's pack parts hold the sealed objects first committed in that
+//! snapshot, in the local pack record format, named by the envelope they
+//! belong to: a second writer's parts land beside the first's, never over
+//! them. Envelopes are created with a conditional put (`PutMode::Create`):
+//! a second writer cannot replace one, so the envelope is the one fence.
+
+use crate::seal::keys::AgentId;
+use crate::{Error, Result};
+use futures::StreamExt;
+use object_store::path::Path;
+use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
+use std::sync::Arc;
+
+/// The small runtime that drives a remote from synchronous code (the
+/// replicator thread, restore, the CLI): one thread, timers and sockets.
+pub fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Error::io("tokio runtime", e))
+}
+
+/// Outcome of creating an envelope.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Created {
+    /// Written now.
+    New,
+    /// The same bytes were already there (a retried upload).
+    AlreadyThere,
+    /// Different bytes are there: a fork.
+    Conflict,
+}
+
+/// One remote: an object store and a prefix in it.
+#[derive(Clone)]
+pub struct Remote {
+    store: Arc<dyn ObjectStore>,
+    prefix: Path,
+    url: String,
+}
+
+impl std::fmt::Debug for Remote {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Remote({})", self.url)
+    }
+}
+
+fn remote_err(op: &str, e: impl std::fmt::Display) -> Error {
+    Error::Remote {
+        op: op.to_owned(),
+        detail: e.to_string(),
+    }
+}
+
+impl Remote {
+    /// Opens a remote from a URL: `file:///dir`, `memory://`,
+    /// `s3://bucket/prefix` (credentials, region and endpoint from the
+    /// standard `AWS_*` variables, so R2 and MinIO work through
+    /// `AWS_ENDPOINT`), `gs://bucket/prefix`, `az://container/prefix`.
+    pub fn open(url_text: &str) -> Result<Self> {
+        Self::open_with(url_text, &[])
+    }
+
+    /// Like [`Remote::open`], with store options on top of the environment
+    /// (object_store configuration keys such as `aws_endpoint`,
+    /// `aws_allow_http`, `aws_access_key_id`).
+    pub fn open_with(url_text: &str, options: &[(String, String)]) -> Result<Self> {
+        let url = url::Url::parse(url_text)
+            .map_err(|e| Error::Invalid(format!("remote URL {url_text:?}: {e}")))?;
+        let bad = |e: object_store::Error| Error::Invalid(format!("remote {url_text}: {e}"));
+        let prefix = |p: &str| {
+            Path::parse(p.trim_matches('/'))
+                .map_err(|e| Error::Invalid(format!("remote path: {e}")))
+        };
+        let (store, path): (Arc<dyn ObjectStore>, Path) = match url.scheme() {
+            "file" => {
+                let dir = url
+                    .to_file_path()
+                    .map_err(|_| Error::Invalid(format!("remote {url_text}: not a local path")))?;
+                crate::fsutil::create_private_dir(&dir)?;
+                (
+                    Arc::new(
+                        object_store::local::LocalFileSystem::new_with_prefix(&dir).map_err(bad)?,
+                    ),
+                    Path::default(),
+                )
+            }
+            "memory" => (
+                Arc::new(object_store::memory::InMemory::new()),
+                prefix(url.path())?,
+            ),
+            "s3" | "s3a" => {
+                let mut b = object_store::aws::AmazonS3Builder::from_env().with_url(url_text);
+                for (k, v) in options {
+                    let key = k
+                        .parse()
+                        .map_err(|_| Error::Invalid(format!("unknown S3 option {k:?}")))?;
+                    b = b.with_config(key, v);
+                }
+                (Arc::new(b.build().map_err(bad)?), prefix(url.path())?)
+            }
+            "gs" => (
+                Arc::new(
+                    object_store::gcp::GoogleCloudStorageBuilder::from_env()
+                        .with_url(url_text)
+                        .build()
+                        .map_err(bad)?,
+                ),
+                prefix(url.path())?,
+            ),
+            "az" | "azure" | "abfs" | "abfss" => (
+                Arc::new(
+                    object_store::azure::MicrosoftAzureBuilder::from_env()
+                        .with_url(url_text)
+                        .build()
+                        .map_err(bad)?,
+                ),
+                prefix(url.path())?,
+            ),
+            other => {
+                return Err(Error::Invalid(format!(
+                    "remote scheme {other:?} is not supported (file://, memory://, s3://, gs://, az://)"
+                )));
+            }
+        };
+        Ok(Self::with_store(store, path, url_text))
+    }
+
+    /// A remote over any object store (tests wrap stores to inject faults).
+    pub fn with_store(store: Arc<dyn ObjectStore>, prefix: Path, url: &str) -> Self {
+        Remote {
+            store,
+            prefix,
+            url: url.to_owned(),
+        }
+    }
+
+    /// The URL it was opened with.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    fn agent_dir(&self, agent: &AgentId) -> Path {
+        self.prefix.clone().join("sovseal-v1").join(agent.to_hex())
+    }
+
+    fn envelope_path(&self, agent: &AgentId, seq: u64) -> Path {
+        self.agent_dir(agent)
+            .join("envelopes")
+            .join(format!("{seq:020}.json"))
+    }
+
+    fn pack_path(&self, agent: &AgentId, seq: u64, envelope: &[u8; 32], part: u32) -> Path {
+        let h = crate::hex::encode(&envelope[..16]);
+        self.agent_dir(agent)
+            .join("packs")
+            .join(format!("{seq:020}-{h}-{part:04}.pack"))
+    }
+
+    async fn get(&self, op: &str, path: &Path) -> Result<Option<Vec<u8>>> {
+        match self.store.get(path).await {
+            Ok(r) => Ok(Some(
+                r.bytes().await.map_err(|e| remote_err(op, e))?.to_vec(),
+            )),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(remote_err(op, e)),
+        }
+    }
+
+    /// Creates the envelope of `seq` unless one exists (seed 000 `put`).
+    pub async fn put_envelope(&self, agent: &AgentId, seq: u64, json: Vec<u8>) -> Result<Created> {
+        let path = self.envelope_path(agent, seq);
+        let opts = PutOptions {
+            mode: PutMode::Create,
+            ..PutOptions::default()
+        };
+        match self
+            .store
+            .put_opts(&path, PutPayload::from(json.clone()), opts)
+            .await
+        {
+            Ok(_) => Ok(Created::New),
+            Err(object_store::Error::AlreadyExists { .. }) => {
+                match self.get("get envelope", &path).await? {
+                    Some(there) if there == json => Ok(Created::AlreadyThere),
+                    _ => Ok(Created::Conflict),
+                }
+            }
+            Err(e) => Err(remote_err("put envelope", e)),
+        }
+    }
+
+    /// The envelope of `seq`, if present (seed 000 `get`).
+    pub async fn get_envelope(&self, agent: &AgentId, seq: u64) -> Result<Option<Vec<u8>>> {
+        self.get("get envelope", &self.envelope_path(agent, seq))
+            .await
+    }
+
+    /// Sequence numbers named by the `<seq>.json` files under the agent's
+    /// `sub` directory, ascending (some stores list unsorted: collect, sort).
+    async fn list_seqs(&self, agent: &AgentId, sub: &str, op: &str) -> Result<Vec<u64>> {
+        let dir = self.agent_dir(agent).join(sub);
+        let mut seqs = Vec::new();
+        let mut s = self.store.list(Some(&dir));
+        while let Some(m) = s.next().await {
+            let m = m.map_err(|e| remote_err(op, e))?;
+            if let Some(seq) = m
+                .location
+                .filename()
+                .and_then(|f| f.strip_suffix(".json"))
+                .and_then(|n| n.parse::<u64>().ok())
+            {
+                seqs.push(seq);
+            }
+        }
+        seqs.sort_unstable();
+        Ok(seqs)
+    }
+
+    /// Sequence numbers of the envelopes present, ascending, `limit` of them
+    /// after `after` (seed 000 `list`, paginated by cursor).
+    pub async fn list_envelopes(
+        &self,
+        agent: &AgentId,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<u64>> {
+        let seqs = self.list_seqs(agent, "envelopes", "list envelopes").await?;
+        Ok(seqs
+            .into_iter()
+            .filter(|s| *s > after)
+            .take(limit)
+            .collect())
+    }
+
+    /// Deletes the envelope of `seq` (seed 000 `delete`). Missing is fine.
+    pub async fn delete_envelope(&self, agent: &AgentId, seq: u64) -> Result<()> {
+        match self.store.delete(&self.envelope_path(agent, seq)).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(remote_err("delete envelope", e)),
+        }
+    }
+
+    /// Uploads one part of the pack of the snapshot whose envelope hashes to
+    /// `envelope`. Idempotent: the part's content is fixed by that snapshot.
+    pub async fn put_pack(
+        &self,
+        agent: &AgentId,
+        seq: u64,
+        envelope: &[u8; 32],
+        part: u32,
+        bytes: Vec<u8>,
+    ) -> Result<()> {
+        self.store
+            .put(
+                &self.pack_path(agent, seq, envelope, part),
+                PutPayload::from(bytes),
+            )
+            .await
+            .map(|_| ())
+            .map_err(|e| remote_err("put pack", e))
+    }
+
+    /// One part of the pack of a snapshot, if present.
+    pub async fn get_pack(
+        &self,
+        agent: &AgentId,
+        seq: u64,
+        envelope: &[u8; 32],
+        part: u32,
+    ) -> Result<Option<Vec<u8>>> {
+        self.get("get pack", &self.pack_path(agent, seq, envelope, part))
+            .await
+    }
+
+    fn checkpoint_path(&self, agent: &AgentId, seq: u64) -> Path {
+        self.agent_dir(agent)
+            .join("checkpoints")
+            .join(format!("{seq:020}.json"))
+    }
+
+    /// Stores a signed checkpoint (idempotent: its content is fixed by the
+    /// snapshot and the signing time; a later one for the same snapshot
+    /// replaces it harmlessly).
+    pub async fn put_checkpoint(&self, agent: &AgentId, seq: u64, json: Vec<u8>) -> Result<()> {
+        self.store
+            .put(&self.checkpoint_path(agent, seq), PutPayload::from(json))
+            .await
+            .map(|_| ())
+            .map_err(|e| remote_err("put checkpoint", e))
+    }
+
+    /// A checkpoint, if present.
+    pub async fn get_checkpoint(&self, agent: &AgentId, seq: u64) -> Result<Option<Vec<u8>>> {
+        self.get("get checkpoint", &self.checkpoint_path(agent, seq))
+            .await
+    }
+
+    /// Sequence numbers of the checkpoints present, ascending.
+    pub async fn list_checkpoints(&self, agent: &AgentId) -> Result<Vec<u64>> {
+        self.list_seqs(agent, "checkpoints", "list checkpoints")
+            .await
+    }
+
+    fn forgotten_path(&self, agent: &AgentId, seq: u64) -> Path {
+        self.agent_dir(agent)
+            .join("forgotten")
+            .join(format!("{seq:020}.json"))
+    }
+
+    /// Stores the signed forget record of snapshot `seq`.
+    pub async fn put_forgotten(&self, agent: &AgentId, seq: u64, json: Vec<u8>) -> Result<()> {
+        self.store
+            .put(&self.forgotten_path(agent, seq), PutPayload::from(json))
+            .await
+            .map(|_| ())
+            .map_err(|e| remote_err("put forget record", e))
+    }
+
+    /// Every forget record present: (seq, JSON).
+    pub async fn list_forgotten(&self, agent: &AgentId) -> Result<Vec<(u64, Vec<u8>)>> {
+        let seqs = self
+            .list_seqs(agent, "forgotten", "list forget records")
+            .await?;
+        let mut out = Vec::new();
+        for seq in seqs {
+            if let Some(b) = self
+                .get("get forget record", &self.forgotten_path(agent, seq))
+                .await?
+            {
+                out.push((seq, b));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Stores a signed redaction record under `name`.
+    pub async fn put_redaction(&self, agent: &AgentId, name: &str, json: Vec<u8>) -> Result<()> {
+        self.store
+            .put(
+                &self.agent_dir(agent).join("redactions").join(name),
+                PutPayload::from(json),
+            )
+            .await
+            .map(|_| ())
+            .map_err(|e| remote_err("put redaction record", e))
+    }
+
+    /// Every redaction record present.
+    pub async fn list_redactions(&self, agent: &AgentId) -> Result<Vec<Vec<u8>>> {
+        let dir = self.agent_dir(agent).join("redactions");
+        let mut paths = Vec::new();
+        let mut s = self.store.list(Some(&dir));
+        while let Some(m) = s.next().await {
+            paths.push(
+                m.map_err(|e| remote_err("list redaction records", e))?
+                    .location,
+            );
+        }
+        paths.sort();
+        let mut out = Vec::new();
+        for p in paths {
+            if let Some(b) = self.get("get redaction record", &p).await? {
+                out.push(b);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Deletes every pack part of snapshot `seq`; returns how many there were.
+    pub async fn delete_packs(
+        &self,
+        agent: &AgentId,
+        seq: u64,
+        envelope: &[u8; 32],
+    ) -> Result<u32> {
+        let mut part = 0;
+        loop {
+            let path = self.pack_path(agent, seq, envelope, part);
+            match self.store.head(&path).await {
+                Ok(_) => {}
+                Err(object_store::Error::NotFound { .. }) => return Ok(part),
+                Err(e) => return Err(remote_err("head pack", e)),
+            }
+            match self.store.delete(&path).await {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                Err(e) => return Err(remote_err("delete pack", e)),
+            }
+            part += 1;
+        }
+    }
+
+    /// The raw store, for tests and tools that inspect what is stored.
+    pub fn store(&self) -> &Arc<dyn ObjectStore> {
+        &self.store
+    }
+}

@@ -1,0 +1,50 @@
+//! Rewriting packs without some objects, in one index transaction: the
+//! common step of prune (dead objects of forgotten snapshots) and redaction
+//! (one path's content erased from every snapshot).
+
+use super::Repo;
+use super::store::Location;
+use crate::seal::tree::{ObjectId, ObjectKind};
+use crate::{Error, Result};
+use std::collections::{BTreeSet, HashSet};
+
+/// Removes `dead` objects from the local store: the packs holding them are
+/// rewritten (their other objects copied to a new pack), one index
+/// transaction switches every location, then the old packs are deleted. A
+/// crash before the transaction leaves the old state (the new pack is
+/// unknown to the index and removed on the next open), after it the new.
+/// Returns the number of packs rewritten.
+pub fn remove_objects(repo: &Repo, dead: &[(ObjectId, u8, Location)]) -> Result<u64> {
+    if dead.is_empty() {
+        return Ok(0);
+    }
+    let all = repo.index().all_objects()?;
+    let dead_set: HashSet<ObjectId> = dead.iter().map(|o| o.0).collect();
+    let store = repo.store();
+    let dropped: BTreeSet<u32> = dead.iter().map(|o| o.2.pack).collect();
+    store.roll()?;
+    let mut moved = Vec::new();
+    for (id, kind, loc) in all
+        .iter()
+        .filter(|o| !dead_set.contains(&o.0) && dropped.contains(&o.2.pack))
+    {
+        let sealed = store.read(loc)?;
+        let kind = ObjectKind::from_u8(*kind)
+            .ok_or_else(|| Error::corrupt("index", format!("object kind {kind}")))?;
+        moved.push((*id, store.append(id, kind, &sealed)?));
+    }
+    let lengths: Vec<(u32, u64)> = store
+        .sync()?
+        .into_iter()
+        .filter(|(p, _)| !dropped.contains(p))
+        .collect();
+    let dead_ids: Vec<ObjectId> = dead.iter().map(|o| o.0).collect();
+    let dropped_v: Vec<u32> = dropped.iter().copied().collect();
+    repo.index()
+        .relocate(&moved, &dead_ids, &dropped_v, &lengths)?;
+    store.mark_committed(&lengths);
+    for p in &dropped_v {
+        store.remove_pack(*p)?;
+    }
+    Ok(dropped.len() as u64)
+}

@@ -1,0 +1,301 @@
+//! Sealed content on local disk: append-only pack files.
+//!
+//! Architecture Invariant: the store handles sealed bytes only. It holds no
+//! key, decrypts nothing, and never sees plaintext.
+//!
+//! A pack is `packs/NNNNNNNN.pack`: the 8-byte magic `SOVPACK1`, then records
+//! `object id (32) || kind (1) || length u32 LE || sealed bytes`. A commit
+//! appends its objects and calls [`Store::sync`] (one `fdatasync` per pack
+//! touched) before the index transaction that references them, so sealed
+//! bytes are durable before they are referenced. The index records each
+//! pack's committed length; bytes past it are leftovers of a process that
+//! died before committing and are cut off by the next writer.
+
+use super::pack::{self, PACK_MAGIC, RECORD_HEADER};
+use crate::seal::tree::{ObjectId, ObjectKind};
+use crate::{Error, Result, fsutil};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::fs::{File, OpenOptions};
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock};
+
+/// A pack is closed once it grows past this size.
+pub const PACK_TARGET: u64 = 256 << 20;
+
+/// Where a sealed object lives.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Location {
+    /// Pack number.
+    pub pack: u32,
+    /// Offset of the sealed bytes (after the record header).
+    pub offset: u64,
+    /// Length of the sealed bytes.
+    pub len: u32,
+}
+
+/// The pack files of one agent.
+pub struct Store {
+    dir: PathBuf,
+    readers: RwLock<HashMap<u32, Arc<File>>>,
+    writer: Option<Mutex<Writer>>,
+}
+
+struct Writer {
+    pack: u32,
+    file: Arc<File>,
+    len: u64,
+    unsynced: BTreeMap<u32, (Arc<File>, u64)>,
+}
+
+fn pack_path(dir: &Path, pack: u32) -> PathBuf {
+    dir.join(format!("{pack:08}.pack"))
+}
+
+impl Store {
+    /// Opens the packs for reading only.
+    pub fn open_readonly(dir: &Path) -> Self {
+        Store {
+            dir: dir.to_owned(),
+            readers: RwLock::new(HashMap::new()),
+            writer: None,
+        }
+    }
+
+    /// Opens the packs for appending. `committed` is each pack's committed
+    /// length from the index: longer packs are cut back to it, packs the
+    /// index does not know are removed, shorter packs are an error.
+    pub fn open_writer(dir: &Path, committed: &BTreeMap<u32, u64>) -> Result<Self> {
+        fsutil::create_private_dir(dir)?;
+        let mut present = BTreeSet::new();
+        for ent in std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))? {
+            let ent = ent.map_err(|e| Error::io(dir, e))?;
+            let name = ent.file_name();
+            let Some(n) = name
+                .to_str()
+                .and_then(|n| n.strip_suffix(".pack"))
+                .and_then(|n| n.parse::<u32>().ok())
+            else {
+                continue;
+            };
+            present.insert(n);
+        }
+        for (&pack, &len) in committed {
+            if !present.contains(&pack) {
+                return Err(Error::MissingObject {
+                    id: format!("pack {pack:08}"),
+                    kind: "pack file",
+                    seq: 0,
+                });
+            }
+            let path = pack_path(dir, pack);
+            let f = OpenOptions::new()
+                .write(true)
+                .open(&path)
+                .map_err(|e| Error::io(&path, e))?;
+            let actual = f.metadata().map_err(|e| Error::io(&path, e))?.len();
+            if actual < len {
+                return Err(Error::corrupt(
+                    format!("pack {}", path.display()),
+                    format!("{actual} bytes, but {len} were committed"),
+                ));
+            }
+            if actual > len {
+                f.set_len(len).map_err(|e| Error::io(&path, e))?;
+                f.sync_all().map_err(|e| Error::io(&path, e))?;
+            }
+        }
+        for pack in present.difference(&committed.keys().copied().collect()) {
+            let path = pack_path(dir, *pack);
+            std::fs::remove_file(&path).map_err(|e| Error::io(&path, e))?;
+        }
+        let store = Store {
+            dir: dir.to_owned(),
+            readers: RwLock::new(HashMap::new()),
+            writer: None,
+        };
+        let (pack, len) = match committed.last_key_value() {
+            Some((&p, &l)) if l < PACK_TARGET => (p, l),
+            Some((&p, _)) => (p + 1, 0),
+            None => (1, 0),
+        };
+        let (file, len) = if len == 0 {
+            (store.create_pack(pack)?, PACK_MAGIC.len() as u64)
+        } else {
+            (store.open_for_append(pack)?, len)
+        };
+        Ok(Store {
+            writer: Some(Mutex::new(Writer {
+                pack,
+                file,
+                len,
+                unsynced: BTreeMap::new(),
+            })),
+            ..store
+        })
+    }
+
+    fn open_for_append(&self, pack: u32) -> Result<Arc<File>> {
+        let path = pack_path(&self.dir, pack);
+        let f = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&path)
+            .map_err(|e| Error::io(&path, e))?;
+        let f = Arc::new(f);
+        self.readers
+            .write()
+            .expect("readers")
+            .insert(pack, f.clone());
+        Ok(f)
+    }
+
+    /// Creates a pack durably (file and directory entry) before any commit
+    /// can reference it.
+    fn create_pack(&self, pack: u32) -> Result<Arc<File>> {
+        let path = pack_path(&self.dir, pack);
+        let f = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&path)
+            .map_err(|e| Error::io(&path, e))?;
+        f.write_all_at(PACK_MAGIC, 0)
+            .and_then(|_| f.sync_all())
+            .map_err(|e| Error::io(&path, e))?;
+        fsutil::sync_dir(&self.dir)?;
+        let f = Arc::new(f);
+        self.readers
+            .write()
+            .expect("readers")
+            .insert(pack, f.clone());
+        Ok(f)
+    }
+
+    /// Appends one sealed object (not yet durable: see [`Store::sync`]).
+    pub fn append(&self, id: &ObjectId, kind: ObjectKind, sealed: &[u8]) -> Result<Location> {
+        let w = self
+            .writer
+            .as_ref()
+            .ok_or_else(|| Error::Invalid("store opened read-only".into()))?;
+        let mut w = w.lock().expect("pack writer");
+        let rec = RECORD_HEADER + sealed.len() as u64;
+        if w.len > PACK_MAGIC.len() as u64 && w.len + rec > PACK_TARGET {
+            let (old, len, file) = (w.pack, w.len, w.file.clone());
+            w.unsynced.insert(old, (file, len));
+            w.pack += 1;
+            w.file = self.create_pack(w.pack)?;
+            w.len = PACK_MAGIC.len() as u64;
+        }
+        let mut buf = Vec::with_capacity(rec as usize);
+        pack::encode_record(&mut buf, id, kind, sealed);
+        let at = w.len;
+        w.file
+            .write_all_at(&buf, at)
+            .map_err(|e| Error::io(pack_path(&self.dir, w.pack), e))?;
+        w.len += rec;
+        let (pack, file, len) = (w.pack, w.file.clone(), w.len);
+        w.unsynced.insert(pack, (file, len));
+        Ok(Location {
+            pack,
+            offset: at + RECORD_HEADER,
+            len: sealed.len() as u32,
+        })
+    }
+
+    /// Closes the pack being appended to and starts a new one, so that every
+    /// existing pack can be rewritten (prune). Returns the new pack number.
+    pub fn roll(&self) -> Result<u32> {
+        let w = self
+            .writer
+            .as_ref()
+            .ok_or_else(|| Error::Invalid("store opened read-only".into()))?;
+        let mut w = w.lock().expect("pack writer");
+        if w.len > PACK_MAGIC.len() as u64 {
+            let (old, len, file) = (w.pack, w.len, w.file.clone());
+            w.unsynced.insert(old, (file, len));
+            w.pack += 1;
+            w.file = self.create_pack(w.pack)?;
+            w.len = PACK_MAGIC.len() as u64;
+        }
+        Ok(w.pack)
+    }
+
+    /// Removes a pack file the index no longer references (after prune).
+    pub fn remove_pack(&self, pack: u32) -> Result<()> {
+        self.readers.write().expect("readers").remove(&pack);
+        let path = pack_path(&self.dir, pack);
+        match std::fs::remove_file(&path) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(Error::io(&path, e)),
+        }
+    }
+
+    /// Makes every append since the last [`Store::mark_committed`] durable;
+    /// returns each touched pack's length, for the index to record.
+    pub fn sync(&self) -> Result<Vec<(u32, u64)>> {
+        let Some(w) = self.writer.as_ref() else {
+            return Ok(Vec::new());
+        };
+        let w = w.lock().expect("pack writer");
+        let mut out = Vec::new();
+        for (pack, (file, len)) in &w.unsynced {
+            file.sync_data()
+                .map_err(|e| Error::io(pack_path(&self.dir, *pack), e))?;
+            out.push((*pack, *len));
+        }
+        Ok(out)
+    }
+
+    /// Forgets packs whose synced length the index has now recorded. Until
+    /// then [`Store::sync`] keeps reporting them, so a failed index commit
+    /// cannot lose a pack length.
+    pub fn mark_committed(&self, packs: &[(u32, u64)]) {
+        if let Some(w) = self.writer.as_ref() {
+            let mut w = w.lock().expect("pack writer");
+            for (pack, len) in packs {
+                if w.unsynced.get(pack).is_some_and(|(_, l)| l == len) {
+                    w.unsynced.remove(pack);
+                }
+            }
+        }
+    }
+
+    fn reader(&self, pack: u32) -> Result<Arc<File>> {
+        if let Some(f) = self.readers.read().expect("readers").get(&pack) {
+            return Ok(f.clone());
+        }
+        let path = pack_path(&self.dir, pack);
+        let f = Arc::new(File::open(&path).map_err(|e| Error::io(&path, e))?);
+        self.readers
+            .write()
+            .expect("readers")
+            .insert(pack, f.clone());
+        Ok(f)
+    }
+
+    /// Reads the sealed bytes at `loc`.
+    pub fn read(&self, loc: &Location) -> Result<Vec<u8>> {
+        let f = self.reader(loc.pack)?;
+        let mut buf = vec![0u8; loc.len as usize];
+        f.read_exact_at(&mut buf, loc.offset)
+            .map_err(|e| Error::io(pack_path(&self.dir, loc.pack), e))?;
+        Ok(buf)
+    }
+
+    /// Reads the record header before `loc`: the id and kind it was written with.
+    pub fn read_header(&self, loc: &Location) -> Result<(ObjectId, u8, u32)> {
+        let f = self.reader(loc.pack)?;
+        let mut h = [0u8; RECORD_HEADER as usize];
+        let at = loc
+            .offset
+            .checked_sub(RECORD_HEADER)
+            .ok_or_else(|| Error::corrupt("object location", "offset inside the pack header"))?;
+        f.read_exact_at(&mut h, at)
+            .map_err(|e| Error::io(pack_path(&self.dir, loc.pack), e))?;
+        Ok(pack::decode_header(&h))
+    }
+}

@@ -1,0 +1,261 @@
+//! A read-only view of one committed snapshot.
+//!
+//! Loads inode pages, directory nodes, chunk lists and chunks lazily through
+//! the repository, each verified by its tag on first access and cached.
+
+use crate::repo::Repo;
+use crate::seal::tree::{
+    ChunkRef, Chunks, Content, DirEntry, Entries, FileType, Inode, Manifest, ObjectId, ObjectKind,
+};
+use crate::{Error, Result};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+/// One committed snapshot, readable from many threads.
+pub struct SnapshotView {
+    repo: Arc<Repo>,
+    hash: [u8; 32],
+    manifest: Arc<Manifest>,
+}
+
+impl SnapshotView {
+    /// A view over an opened manifest whose envelope hashes to `hash`.
+    pub fn new(repo: Arc<Repo>, hash: [u8; 32], manifest: Manifest) -> Self {
+        SnapshotView {
+            repo,
+            hash,
+            manifest: Arc::new(manifest),
+        }
+    }
+
+    /// Sequence number.
+    pub fn seq(&self) -> u64 {
+        self.manifest.seq
+    }
+
+    /// Envelope hash.
+    pub fn hash(&self) -> [u8; 32] {
+        self.hash
+    }
+
+    /// Commit time, ms since the epoch.
+    pub fn timestamp_ms(&self) -> i64 {
+        self.manifest.timestamp_ms
+    }
+
+    /// The manifest.
+    pub fn manifest(&self) -> &Manifest {
+        &self.manifest
+    }
+
+    pub(crate) fn repo(&self) -> &Arc<Repo> {
+        &self.repo
+    }
+
+    /// The decoded page holding `page_no`, if the snapshot has one.
+    pub(crate) fn page(&self, page_no: u64) -> Result<Option<Arc<crate::repo::Page>>> {
+        match self.manifest.pages.get(&page_no) {
+            None => Ok(None),
+            Some(id) => Ok(Some(self.repo.page(id, self.manifest.inodes_per_page)?)),
+        }
+    }
+
+    /// An inode, if it exists in this snapshot.
+    pub fn inode(&self, ino: u64) -> Result<Option<Inode>> {
+        let page_no = ino / u64::from(self.manifest.inodes_per_page);
+        Ok(self.page(page_no)?.and_then(|p| p.get(&ino).cloned()))
+    }
+
+    /// An inode, or `ENOENT`.
+    pub fn getattr(&self, ino: u64) -> Result<Inode> {
+        self.inode(ino)?
+            .ok_or_else(|| Error::fs("getattr", libc::ENOENT))
+    }
+
+    /// A directory's entries (`ENOTDIR` for other types).
+    pub fn entries(&self, ino: u64) -> Result<Arc<Entries>> {
+        entries_of(&self.repo, &self.getattr(ino)?)
+    }
+
+    /// Looks up `name` in directory `parent`.
+    pub fn lookup(&self, parent: u64, name: &[u8]) -> Result<Option<DirEntry>> {
+        Ok(self.entries(parent)?.get(name).copied())
+    }
+
+    /// Reads up to `len` bytes at `off`.
+    pub fn read(&self, ino: u64, off: u64, len: usize) -> Result<Vec<u8>> {
+        let i = self.getattr(ino)?;
+        let refs = chunk_refs(&self.repo, &i)?;
+        read_range(
+            &self.repo,
+            &refs,
+            None,
+            i.size,
+            u64::from(self.manifest.chunk_size),
+            off,
+            len,
+        )
+    }
+
+    /// A symlink's target (`EINVAL` for other types).
+    pub fn readlink(&self, ino: u64) -> Result<Vec<u8>> {
+        match self.getattr(ino)?.content {
+            Content::Symlink(t) => Ok(t),
+            _ => Err(Error::fs("readlink", libc::EINVAL)),
+        }
+    }
+
+    /// Visits every object this snapshot references, parents before
+    /// children. Objects for which `skip` is true are not visited, and
+    /// neither is anything below them (a skipped page's chunks, a skipped
+    /// chunk list's chunks): callers skip what they have already handled.
+    pub fn walk_objects(
+        &self,
+        skip: &dyn Fn(&ObjectId) -> bool,
+        visit: &mut dyn FnMut(ObjectKind, &ObjectId) -> Result<()>,
+    ) -> Result<()> {
+        for pid in self.manifest.pages.values() {
+            if skip(pid) {
+                continue;
+            }
+            visit(ObjectKind::InodePage, pid)?;
+            let page = self.repo.page(pid, self.manifest.inodes_per_page)?;
+            for i in page.values() {
+                match &i.content {
+                    Content::File(Chunks::Inline(refs)) => {
+                        for id in refs.iter().flatten().filter(|id| !skip(id)) {
+                            visit(ObjectKind::Chunk, id)?;
+                        }
+                    }
+                    Content::File(Chunks::List { id, .. }) if !skip(id) => {
+                        visit(ObjectKind::ChunkList, id)?;
+                        for c in chunk_refs(&self.repo, i)?
+                            .iter()
+                            .flatten()
+                            .filter(|c| !skip(c))
+                        {
+                            visit(ObjectKind::Chunk, c)?;
+                        }
+                    }
+                    Content::Dir(Some(id)) if !skip(id) => visit(ObjectKind::DirNode, id)?,
+                    _ => {}
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The chunk references of a file inode (its chunk list read if it has
+    /// one).
+    pub fn chunk_refs_of(&self, i: &Inode) -> Result<Arc<Vec<ChunkRef>>> {
+        chunk_refs(&self.repo, i)
+    }
+
+    /// Every inode number in this snapshot.
+    pub fn inode_numbers(&self) -> Result<std::collections::BTreeSet<u64>> {
+        let mut out = std::collections::BTreeSet::new();
+        for no in self.manifest.pages.keys() {
+            if let Some(p) = self.page(*no)? {
+                out.extend(p.keys().copied());
+            }
+        }
+        Ok(out)
+    }
+
+    /// Resolves a `/`-separated path from the root without following symlinks.
+    pub fn resolve(&self, path: &[u8]) -> Result<u64> {
+        resolve_with(path, |parent, name| self.lookup(parent, name))
+    }
+}
+
+/// Walks `path` from the root with `lookup`.
+pub(crate) fn resolve_with(
+    path: &[u8],
+    mut lookup: impl FnMut(u64, &[u8]) -> Result<Option<DirEntry>>,
+) -> Result<u64> {
+    let mut ino = crate::seal::tree::ROOT_INO;
+    for part in path
+        .split(|b| *b == b'/')
+        .filter(|p| !p.is_empty() && *p != b".")
+    {
+        ino = lookup(ino, part)?
+            .ok_or_else(|| Error::fs("lookup", libc::ENOENT))?
+            .ino;
+    }
+    Ok(ino)
+}
+
+/// The entries of a directory inode.
+pub(crate) fn entries_of(repo: &Repo, i: &Inode) -> Result<Arc<Entries>> {
+    match &i.content {
+        Content::Dir(None) => Ok(Arc::new(BTreeMap::new())),
+        Content::Dir(Some(id)) => repo.dir(id),
+        _ => Err(Error::fs("readdir", libc::ENOTDIR)),
+    }
+}
+
+/// The chunk references of a file inode (empty for other types).
+pub(crate) fn chunk_refs(repo: &Repo, i: &Inode) -> Result<Arc<Vec<ChunkRef>>> {
+    match &i.content {
+        Content::File(Chunks::Inline(v)) => Ok(Arc::new(v.clone())),
+        Content::File(Chunks::List { id, count }) => {
+            let l = repo.chunk_list(id)?;
+            if l.len() as u64 != *count {
+                return Err(Error::corrupt(
+                    format!("chunk list {}", id.to_hex()),
+                    "length differs from the inode's count",
+                ));
+            }
+            Ok(l)
+        }
+        _ if i.file_type() == FileType::Dir => Err(Error::fs("read", libc::EISDIR)),
+        _ => Err(Error::fs("read", libc::EINVAL)),
+    }
+}
+
+/// Chunks that take precedence over a file's sealed chunks when reading: the
+/// engine's dirty chunks. Defined here so that the read path lives in one
+/// place while the repository knows nothing of the engine.
+pub(crate) trait ChunkOverlay {
+    /// Fills `dst` from chunk `idx` starting at byte `from` of that chunk,
+    /// or returns `None` when the overlay does not hold chunk `idx`.
+    fn read_chunk(&self, repo: &Repo, idx: u64, from: usize, dst: &mut [u8]) -> Option<Result<()>>;
+}
+
+/// Reads `[off, off+len)` of a file of `size` bytes made of `refs`, with
+/// the `dirty` overlay's chunks taking precedence. Holes and bytes past a
+/// chunk's stored length read as zeros.
+pub(crate) fn read_range(
+    repo: &Repo,
+    refs: &[ChunkRef],
+    dirty: Option<&dyn ChunkOverlay>,
+    size: u64,
+    chunk: u64,
+    off: u64,
+    len: usize,
+) -> Result<Vec<u8>> {
+    if off >= size || len == 0 {
+        return Ok(Vec::new());
+    }
+    let end = size.min(off.saturating_add(len as u64));
+    let mut out = vec![0u8; (end - off) as usize];
+    let mut pos = off;
+    while pos < end {
+        let idx = pos / chunk;
+        let cstart = idx * chunk;
+        let cend = (cstart + chunk).min(end);
+        let (from, to) = ((pos - cstart) as usize, (cend - cstart) as usize);
+        let dst = &mut out[(pos - off) as usize..(cend - off) as usize];
+        if let Some(r) = dirty.and_then(|d| d.read_chunk(repo, idx, from, dst)) {
+            r?;
+        } else if let Some(Some(id)) = refs.get(idx as usize) {
+            let data = repo.chunk(id)?;
+            if from < data.len() {
+                let n = data.len().min(to) - from;
+                dst[..n].copy_from_slice(&data[from..from + n]);
+            }
+        }
+        pos = cend;
+    }
+    Ok(out)
+}

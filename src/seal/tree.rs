@@ -1,0 +1,462 @@
+//! The plaintext structures of a snapshot and their canonical encodings.
+//!
+//! A snapshot is a manifest naming inode pages; pages hold inode records;
+//! a file's record names its chunks (inline, or through a chunk-list
+//! object), a directory's record names its directory-node object. Every
+//! object is named by a keyed hash of its plaintext, so unchanged parts are
+//! shared between snapshots and a commit rewrites only what changed.
+//! `docs/FORMAT.md` describes every byte; encodings are canonical (sorted
+//! maps, fixed widths) so equal trees give equal bytes.
+
+use super::codec::{Reader, Writer};
+use crate::seal::keys::AgentId;
+use crate::{Error, Result};
+use std::collections::BTreeMap;
+use std::fmt;
+
+/// Format version of everything in this module and of the envelope.
+pub const FORMAT_VERSION: u32 = 1;
+/// Bytes per file chunk.
+pub const CHUNK_SIZE: u32 = 1 << 20;
+/// Inode numbers per page.
+pub const INODES_PER_PAGE: u32 = 128;
+/// Chunk lists longer than this live in their own object.
+pub const MAX_INLINE_CHUNKS: usize = 8;
+/// The root directory's inode number.
+pub const ROOT_INO: u64 = 1;
+
+/// A content object id: a keyed BLAKE3 hash of the object's plaintext.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ObjectId(pub [u8; 32]);
+
+impl ObjectId {
+    /// Lower-case hex.
+    pub fn to_hex(&self) -> String {
+        crate::hex::encode(&self.0)
+    }
+}
+
+impl fmt::Debug for ObjectId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", &self.to_hex()[..16])
+    }
+}
+
+/// What a sealed blob is; part of its AAD and of its object id.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum ObjectKind {
+    /// Up to [`CHUNK_SIZE`] bytes of file content.
+    Chunk = 1,
+    /// A long file's list of chunk references.
+    ChunkList = 2,
+    /// A directory's sorted entries.
+    DirNode = 3,
+    /// Up to [`INODES_PER_PAGE`] inode records.
+    InodePage = 4,
+    /// A snapshot manifest (sealed in the envelope, not stored as an object).
+    Manifest = 5,
+}
+
+impl ObjectKind {
+    /// From the stored byte.
+    pub fn from_u8(v: u8) -> Option<Self> {
+        Some(match v {
+            1 => ObjectKind::Chunk,
+            2 => ObjectKind::ChunkList,
+            3 => ObjectKind::DirNode,
+            4 => ObjectKind::InodePage,
+            5 => ObjectKind::Manifest,
+            _ => return None,
+        })
+    }
+    /// A name for messages.
+    pub fn name(self) -> &'static str {
+        match self {
+            ObjectKind::Chunk => "chunk",
+            ObjectKind::ChunkList => "chunk list",
+            ObjectKind::DirNode => "directory node",
+            ObjectKind::InodePage => "inode page",
+            ObjectKind::Manifest => "manifest",
+        }
+    }
+}
+
+/// The type of an inode.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum FileType {
+    /// Regular file.
+    File = 1,
+    /// Directory.
+    Dir = 2,
+    /// Symbolic link.
+    Symlink = 3,
+}
+
+impl FileType {
+    fn from_u8(v: u8) -> Option<Self> {
+        Some(match v {
+            1 => FileType::File,
+            2 => FileType::Dir,
+            3 => FileType::Symlink,
+            _ => return None,
+        })
+    }
+}
+
+/// One chunk slot of a file: sealed content, or a hole that reads as zeros.
+pub type ChunkRef = Option<ObjectId>;
+
+/// Where a file's chunk references are.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Chunks {
+    /// Up to [`MAX_INLINE_CHUNKS`] references in the inode record.
+    Inline(Vec<ChunkRef>),
+    /// A chunk-list object holding `count` references.
+    List {
+        /// The chunk-list object.
+        id: ObjectId,
+        /// Number of references in it.
+        count: u64,
+    },
+}
+
+/// What an inode holds besides its attributes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Content {
+    /// A regular file's chunks.
+    File(Chunks),
+    /// A directory's entries (`None` when empty).
+    Dir(Option<ObjectId>),
+    /// A symlink's target.
+    Symlink(Vec<u8>),
+}
+
+/// One inode record.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Inode {
+    /// Inode number, stable across snapshots.
+    pub ino: u64,
+    /// Permission bits incl. setuid, setgid, sticky (`mode & 0o7777`).
+    pub perm: u32,
+    /// Owner.
+    pub uid: u32,
+    /// Group.
+    pub gid: u32,
+    /// Link count (directories: 2 + subdirectories).
+    pub nlink: u32,
+    /// Size in bytes (symlink: target length; directory: 0).
+    pub size: u64,
+    /// Access time, ns since the epoch.
+    pub atime: i64,
+    /// Modification time, ns.
+    pub mtime: i64,
+    /// Change time, ns.
+    pub ctime: i64,
+    /// Parent directory (directories only; the root is its own parent).
+    pub parent: u64,
+    /// Extended attributes, by full name.
+    pub xattrs: BTreeMap<Vec<u8>, Vec<u8>>,
+    /// Content.
+    pub content: Content,
+}
+
+impl Inode {
+    /// The type.
+    pub fn file_type(&self) -> FileType {
+        match self.content {
+            Content::File(_) => FileType::File,
+            Content::Dir(_) => FileType::Dir,
+            Content::Symlink(_) => FileType::Symlink,
+        }
+    }
+}
+
+/// A directory entry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DirEntry {
+    /// Target inode.
+    pub ino: u64,
+    /// Its type (for readdir without a lookup).
+    pub file_type: FileType,
+}
+
+/// Sorted directory entries.
+pub type Entries = BTreeMap<Vec<u8>, DirEntry>;
+
+/// The plaintext of a snapshot: what the envelope seals.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Manifest {
+    /// Keyed agent id (repeated from the envelope and checked).
+    pub agent_id: AgentId,
+    /// Sequence number.
+    pub seq: u64,
+    /// Hash of the parent snapshot's envelope (zeros for the first).
+    pub parent: [u8; 32],
+    /// Commit time, ms since the epoch.
+    pub timestamp_ms: i64,
+    /// Chunk size used by this snapshot's files.
+    pub chunk_size: u32,
+    /// Inode numbers per page in this snapshot.
+    pub inodes_per_page: u32,
+    /// Next inode number to allocate (numbers are never reused).
+    pub next_ino: u64,
+    /// Non-empty inode pages by page number.
+    pub pages: BTreeMap<u64, ObjectId>,
+}
+
+fn put_ref(w: &mut Writer, r: &ChunkRef) {
+    match r {
+        None => w.u8(0),
+        Some(id) => {
+            w.u8(1);
+            w.id(&id.0);
+        }
+    }
+}
+
+fn get_ref(r: &mut Reader<'_>) -> Result<ChunkRef> {
+    match r.u8()? {
+        0 => Ok(None),
+        1 => Ok(Some(ObjectId(r.id()?))),
+        t => Err(r.err(format!("bad chunk ref tag {t}"))),
+    }
+}
+
+/// Encodes a chunk list object.
+pub fn encode_chunk_list(refs: &[ChunkRef]) -> Vec<u8> {
+    let mut w = Writer::default();
+    w.u32(u32::try_from(refs.len()).expect("chunk count below 2^32"));
+    for r in refs {
+        put_ref(&mut w, r);
+    }
+    w.0
+}
+
+/// Decodes a chunk list object.
+pub fn decode_chunk_list(b: &[u8]) -> Result<Vec<ChunkRef>> {
+    let mut r = Reader::new(b, "chunk list");
+    let n = r.count(1)?;
+    let refs = (0..n).map(|_| get_ref(&mut r)).collect::<Result<_>>()?;
+    r.finish()?;
+    Ok(refs)
+}
+
+/// Encodes a directory node.
+pub fn encode_dir(entries: &Entries) -> Vec<u8> {
+    let mut w = Writer::default();
+    w.u32(u32::try_from(entries.len()).expect("entries below 2^32"));
+    for (name, e) in entries {
+        w.bytes(name);
+        w.u64(e.ino);
+        w.u8(e.file_type as u8);
+    }
+    w.0
+}
+
+/// Decodes a directory node; names must be valid and strictly sorted.
+pub fn decode_dir(b: &[u8]) -> Result<Entries> {
+    let mut r = Reader::new(b, "directory node");
+    let n = r.count(13)?;
+    let mut out = Entries::new();
+    let mut last: Option<&[u8]> = None;
+    for _ in 0..n {
+        let name = r.bytes()?;
+        let ino = r.u64()?;
+        let ft = r.u8()?;
+        let file_type = FileType::from_u8(ft).ok_or_else(|| r.err("bad entry type"))?;
+        if name.is_empty()
+            || name.contains(&b'/')
+            || name.contains(&0)
+            || name == b"."
+            || name == b".."
+        {
+            return Err(r.err("bad entry name"));
+        }
+        if last.is_some_and(|l| l >= name) {
+            return Err(r.err("entries not sorted"));
+        }
+        last = Some(name);
+        out.insert(name.to_vec(), DirEntry { ino, file_type });
+    }
+    r.finish()?;
+    Ok(out)
+}
+
+fn put_inode(w: &mut Writer, i: &Inode) {
+    w.u64(i.ino);
+    w.u8(i.file_type() as u8);
+    w.u32(i.perm);
+    w.u32(i.uid);
+    w.u32(i.gid);
+    w.u32(i.nlink);
+    w.u64(i.size);
+    w.i64(i.atime);
+    w.i64(i.mtime);
+    w.i64(i.ctime);
+    w.u64(i.parent);
+    w.u32(i.xattrs.len() as u32);
+    for (k, v) in &i.xattrs {
+        w.bytes(k);
+        w.bytes(v);
+    }
+    match &i.content {
+        Content::File(Chunks::Inline(refs)) => {
+            w.u8(0);
+            w.u32(refs.len() as u32);
+            for r in refs {
+                put_ref(w, r);
+            }
+        }
+        Content::File(Chunks::List { id, count }) => {
+            w.u8(1);
+            w.id(&id.0);
+            w.u64(*count);
+        }
+        Content::Dir(d) => put_ref(w, d),
+        Content::Symlink(t) => w.bytes(t),
+    }
+}
+
+fn get_inode(r: &mut Reader<'_>) -> Result<Inode> {
+    let ino = r.u64()?;
+    let ft = FileType::from_u8(r.u8()?).ok_or_else(|| r.err("bad inode type"))?;
+    let perm = r.u32()?;
+    if perm & !0o7777 != 0 {
+        return Err(r.err("bad permission bits"));
+    }
+    let (uid, gid, nlink, size) = (r.u32()?, r.u32()?, r.u32()?, r.u64()?);
+    let (atime, mtime, ctime, parent) = (r.i64()?, r.i64()?, r.i64()?, r.u64()?);
+    let nx = r.count(8)?;
+    let mut xattrs = BTreeMap::new();
+    for _ in 0..nx {
+        let k = r.bytes()?.to_vec();
+        let v = r.bytes()?.to_vec();
+        if xattrs.insert(k, v).is_some() {
+            return Err(r.err("duplicate xattr"));
+        }
+    }
+    let content = match ft {
+        FileType::File => match r.u8()? {
+            0 => {
+                let n = r.count(1)?;
+                if n > MAX_INLINE_CHUNKS {
+                    return Err(r.err("too many inline chunks"));
+                }
+                Content::File(Chunks::Inline(
+                    (0..n).map(|_| get_ref(r)).collect::<Result<_>>()?,
+                ))
+            }
+            1 => Content::File(Chunks::List {
+                id: ObjectId(r.id()?),
+                count: r.u64()?,
+            }),
+            t => return Err(r.err(format!("bad chunks tag {t}"))),
+        },
+        FileType::Dir => Content::Dir(get_ref(r)?),
+        FileType::Symlink => Content::Symlink(r.bytes()?.to_vec()),
+    };
+    Ok(Inode {
+        ino,
+        perm,
+        uid,
+        gid,
+        nlink,
+        size,
+        atime,
+        mtime,
+        ctime,
+        parent,
+        xattrs,
+        content,
+    })
+}
+
+/// Encodes an inode page (records sorted by inode number).
+pub fn encode_page(page_no: u64, inodes: &BTreeMap<u64, Inode>) -> Vec<u8> {
+    let mut w = Writer::default();
+    w.u64(page_no);
+    w.u32(inodes.len() as u32);
+    for i in inodes.values() {
+        put_inode(&mut w, i);
+    }
+    w.0
+}
+
+/// Decodes an inode page; every record must belong to `page_no`.
+pub fn decode_page(b: &[u8], inodes_per_page: u32) -> Result<(u64, BTreeMap<u64, Inode>)> {
+    let mut r = Reader::new(b, "inode page");
+    let page_no = r.u64()?;
+    let n = r.count(60)?;
+    let mut out = BTreeMap::new();
+    for _ in 0..n {
+        let i = get_inode(&mut r)?;
+        if i.ino / u64::from(inodes_per_page) != page_no {
+            return Err(r.err("inode outside its page"));
+        }
+        if out.insert(i.ino, i).is_some() {
+            return Err(r.err("duplicate inode"));
+        }
+    }
+    r.finish()?;
+    Ok((page_no, out))
+}
+
+/// Encodes a manifest.
+pub fn encode_manifest(m: &Manifest) -> Vec<u8> {
+    let mut w = Writer::default();
+    w.u32(FORMAT_VERSION);
+    w.id(&m.agent_id.0);
+    w.u64(m.seq);
+    w.id(&m.parent);
+    w.i64(m.timestamp_ms);
+    w.u32(m.chunk_size);
+    w.u32(m.inodes_per_page);
+    w.u64(m.next_ino);
+    w.u32(u32::try_from(m.pages.len()).expect("pages below 2^32"));
+    for (no, id) in &m.pages {
+        w.u64(*no);
+        w.id(&id.0);
+    }
+    w.0
+}
+
+/// Decodes a manifest.
+pub fn decode_manifest(b: &[u8]) -> Result<Manifest> {
+    let mut r = Reader::new(b, "manifest");
+    let v = r.u32()?;
+    if v != FORMAT_VERSION {
+        return Err(Error::UnknownFormatVersion(v, FORMAT_VERSION));
+    }
+    let agent_id = AgentId(r.id()?);
+    let seq = r.u64()?;
+    let parent = r.id()?;
+    let timestamp_ms = r.i64()?;
+    let chunk_size = r.u32()?;
+    let inodes_per_page = r.u32()?;
+    if chunk_size == 0 || inodes_per_page == 0 {
+        return Err(r.err("zero chunk size or page size"));
+    }
+    let next_ino = r.u64()?;
+    let n = r.count(40)?;
+    let mut pages = BTreeMap::new();
+    for _ in 0..n {
+        let no = r.u64()?;
+        let id = ObjectId(r.id()?);
+        if pages.insert(no, id).is_some() {
+            return Err(r.err("duplicate page"));
+        }
+    }
+    r.finish()?;
+    Ok(Manifest {
+        agent_id,
+        seq,
+        parent,
+        timestamp_ms,
+        chunk_size,
+        inodes_per_page,
+        next_ino,
+        pages,
+    })
+}
