@@ -2,10 +2,10 @@
 //! and symlink targets never appear in any byte under SOVSEAL_HOME: not in
 //! packs, not in the SQLite file or its WAL, not in any other file.
 
-mod common;
-use common::Env;
+mod support;
 use sovseal::engine::XattrFlags;
 use sovseal::seal::tree::ROOT_INO;
+use support::home::{Env, files_under};
 
 fn markers() -> Vec<Vec<u8>> {
     let tag = std::process::id();
@@ -23,7 +23,7 @@ fn markers() -> Vec<Vec<u8>> {
 }
 
 fn assert_blind(env: &Env, markers: &[Vec<u8>]) {
-    let files = common::files_under(env.home.root());
+    let files = files_under(env.home.root());
     assert!(files.iter().any(|f| f.ends_with("index.db")));
     for f in &files {
         let raw = std::fs::read(f).unwrap();

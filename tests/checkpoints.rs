@@ -4,12 +4,11 @@
 //! rolls back snapshots is caught on a machine that has never seen the
 //! agent; forged, corrupted and stale checkpoints fail closed.
 
-#[path = "mount/harness.rs"]
-mod harness;
-use harness::{Mounted, SOVSEAL, fails, ok, text};
+mod support;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
+use support::mount::{MOUNT, Mounted, SOVSEAL, fails, ok, text};
 
 /// The agent's directory on the default file:// remote.
 fn remote_agent_dir(m: &Mounted) -> PathBuf {
@@ -52,35 +51,73 @@ fn envelope(dir: &Path, seq: u64) -> PathBuf {
     dir.join("envelopes").join(format!("{seq:020}.json"))
 }
 
+/// Agent "anchored", mounted with a checkpoint after every snapshot and a
+/// hook that keeps each checkpoint in a directory of its own (the external
+/// anchor); two snapshots written, replicated, checkpointed; unmounted.
+struct Anchored {
+    m: Mounted,
+    anchors: tempfile::TempDir,
+    head: u64,
+}
+
+impl Anchored {
+    fn new() -> Self {
+        let anchors = tempfile::tempdir().unwrap();
+        let hook = format!(
+            "cat > {}/cp-$SOVSEAL_CHECKPOINT_SEQ.json",
+            anchors.path().display()
+        );
+        let m = Mounted::new(
+            "anchored",
+            &[
+                "--checkpoint-interval-secs",
+                "0",
+                "--checkpoint-hook",
+                &hook,
+            ],
+        );
+        m.sh("echo one > a && sync");
+        m.sh("echo two > b && sync");
+        let head = m.wait_replicated();
+        wait_checkpointed(&m, head);
+        let s = m.status();
+        assert!(s["checkpoint_error"].is_null(), "{s}");
+        m.unmount();
+        Anchored { m, anchors, head }
+    }
+
+    /// The copy of the head's checkpoint that the hook kept.
+    fn anchor(&self) -> PathBuf {
+        self.anchors.path().join(format!("cp-{}.json", self.head))
+    }
+
+    /// Takes the head's envelope off the remote; returns its bytes.
+    fn drop_head_snapshot(&self) -> Vec<u8> {
+        let path = envelope(&remote_agent_dir(&self.m), self.head);
+        let saved = std::fs::read(&path).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        saved
+    }
+
+    /// Puts the envelope back: everything agrees again.
+    fn restore_head_snapshot(&self, saved: Vec<u8>) {
+        std::fs::write(envelope(&remote_agent_dir(&self.m), self.head), saved).unwrap();
+        ok(&self
+            .m
+            .sovseal(&["verify", "--agent", "anchored", "--remote"]));
+    }
+}
+
 #[test]
-fn checkpoints_catch_a_remote_that_drops_snapshots() {
-    let anchors = tempfile::tempdir().unwrap();
-    let hook = format!(
-        "cat > {}/cp-$SOVSEAL_CHECKPOINT_SEQ.json",
-        anchors.path().display()
-    );
-    let m = Mounted::new(
-        "anchored",
-        &[
-            "--checkpoint-interval-secs",
-            "0",
-            "--checkpoint-hook",
-            &hook,
-        ],
-    );
-    m.sh("echo one > a && sync");
-    m.sh("echo two > b && sync");
-    let head = m.wait_replicated();
-    wait_checkpointed(&m, head);
+fn the_hook_gets_the_checkpoint_and_verify_checks_it_everywhere() {
+    let a = Anchored::new();
+    let (m, head) = (&a.m, a.head);
     // The hook got the checkpoint JSON; it is the one stored locally.
-    let anchor = anchors.path().join(format!("cp-{head}.json"));
+    let anchor = a.anchor();
     let hooked: serde_json::Value =
         serde_json::from_slice(&std::fs::read(&anchor).unwrap()).unwrap();
     assert_eq!(hooked["seq"], head);
     assert_eq!(hooked["format"], "sovseal-checkpoint");
-    let s = m.status();
-    assert!(s["checkpoint_error"].is_null(), "{s}");
-    m.unmount();
 
     // verify: local checkpoints, the remote, the external anchor.
     let v = ok(&m.sovseal(&[
@@ -97,29 +134,41 @@ fn checkpoints_catch_a_remote_that_drops_snapshots() {
     assert!(v.contains(&format!("holds snapshots up to {head}")), "{v}");
 
     // A fresh machine restores it (and keeps the remote's checkpoints).
-    ok(&fresh_restore(&m, "m2"));
+    ok(&fresh_restore(m, "m2"));
+}
 
+#[test]
+fn a_remote_that_drops_a_checkpointed_snapshot_is_refused() {
+    let a = Anchored::new();
+    let m = &a.m;
     // The remote drops the newest snapshot but keeps its checkpoint:
     // machine 1 and a fresh machine both refuse.
-    let rdir = remote_agent_dir(&m);
-    let saved = std::fs::read(envelope(&rdir, head)).unwrap();
-    std::fs::remove_file(envelope(&rdir, head)).unwrap();
+    let saved = a.drop_head_snapshot();
     fails(
         &m.sovseal(&["verify", "--agent", "anchored", "--remote"]),
         3,
         "snapshots were dropped or rolled back",
     );
     fails(
-        &fresh_restore(&m, "m3"),
+        &fresh_restore(m, "m3"),
         3,
         "snapshots were dropped or rolled back",
     );
+    a.restore_head_snapshot(saved);
+}
 
-    // It also deletes the checkpoints (a thorough rollback): a fresh machine
-    // can no longer tell from the remote alone, but the anchor kept by the
-    // hook, or this machine's own checkpoints, still catch it.
-    std::fs::remove_dir_all(rdir.join("checkpoints")).unwrap();
-    ok(&fresh_restore(&m, "m4"));
+#[test]
+fn a_thorough_rollback_is_caught_by_the_anchor_and_local_checkpoints() {
+    let a = Anchored::new();
+    let m = &a.m;
+    let anchor = a.anchor();
+    // The remote drops the newest snapshot and deletes the checkpoints (a
+    // thorough rollback): a fresh machine can no longer tell from the
+    // remote alone, but the anchor kept by the hook, or this machine's own
+    // checkpoints, still catch it.
+    let saved = a.drop_head_snapshot();
+    std::fs::remove_dir_all(remote_agent_dir(m).join("checkpoints")).unwrap();
+    ok(&fresh_restore(m, "m4"));
     fails(
         &m.sovseal(&["verify", "--agent", "anchored", "--remote"]),
         3,
@@ -138,7 +187,7 @@ fn checkpoints_catch_a_remote_that_drops_snapshots() {
     let remote = format!("file://{}", m.home.join("remote").display());
     let mnt5 = m.dir.path().join("mnt5");
     std::fs::create_dir(&mnt5).unwrap();
-    let o = Command::new(harness::MOUNT)
+    let o = Command::new(MOUNT)
         .args(["--agent", "anchored", "--remote", &remote])
         .arg(&mnt5)
         .env("SOVSEAL_HOME", &home5)
@@ -179,10 +228,7 @@ fn checkpoints_catch_a_remote_that_drops_snapshots() {
         3,
         "dropped or rolled back",
     );
-
-    // Put the snapshot back: everything agrees again.
-    std::fs::write(envelope(&rdir, head), saved).unwrap();
-    ok(&m.sovseal(&["verify", "--agent", "anchored", "--remote"]));
+    a.restore_head_snapshot(saved);
 }
 
 #[test]

@@ -1,15 +1,13 @@
 //! The `sovseal` CLI end to end, with the file fallback for custody.
 
-mod common;
-#[path = "mount/harness.rs"]
-mod harness;
-use harness::{SOVSEAL, fails, ok, sovseal_in as run};
+mod support;
 use sovseal::config::{AgentName, Home};
 use sovseal::custody::{self, Custody};
 use sovseal::engine::Engine;
 use sovseal::seal::tree::ROOT_INO;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::process::Command;
+use support::mount::{SOVSEAL, fails, ok, sovseal_in as run};
 
 /// An agent "a1" with snapshots 1..=4: v1, v2, v3 of notes/today.md.
 fn populated() -> (tempfile::TempDir, std::path::PathBuf) {

@@ -6,9 +6,7 @@
 //! This target has no libtest harness: `main` is both the parent (the
 //! test) and, when `SOVSEAL_CRASH_CHILD` is set, the child.
 
-#[path = "common/mod.rs"]
-mod common;
-
+mod support;
 use sovseal::config::{AgentName, Home};
 use sovseal::engine::{Engine, SetAttr};
 use sovseal::seal::keys::MasterKey;
@@ -16,6 +14,7 @@ use sovseal::seal::tree::ROOT_INO;
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
+use support::home::bytes;
 
 const KILLS: usize = 50;
 
@@ -27,7 +26,7 @@ fn content(n: u64) -> Vec<u8> {
         (n * 7919 % 200_000) as usize
     };
     // A random 64 KiB block repeated: cheap to make even in a debug build.
-    let block = common::bytes(n, 64 * 1024);
+    let block = bytes(n, 64 * 1024);
     block.iter().cycle().take(len).copied().collect()
 }
 

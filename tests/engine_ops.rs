@@ -1,11 +1,11 @@
 //! Every engine operation round-trips through commit and reopen, and fails
 //! with the errno Linux programs expect.
 
-mod common;
-use common::{Env, bytes, path_ino};
+mod support;
 use sovseal::Error;
 use sovseal::engine::{RenameFlags, SetAttr, XattrFlags};
 use sovseal::seal::tree::{FileType, ROOT_INO};
+use support::home::{Env, bytes, files_under, path_ino};
 
 fn errno<T: std::fmt::Debug>(r: sovseal::Result<T>) -> i32 {
     match r {
@@ -25,8 +25,20 @@ fn first_open_creates_empty_root_at_seq_1() {
     assert_eq!(root.nlink, 2);
 }
 
-#[test]
-fn every_operation_survives_commit_and_reopen() {
+/// What [`every_operation`] made, for the checks after the reopen.
+struct Made {
+    env: Env,
+    dir: u64,
+    file: u64,
+    link: u64,
+    sparse: u64,
+    trunc: u64,
+    data: Vec<u8>,
+}
+
+/// Every kind of operation in one session on a fresh agent, committed as
+/// snapshot 2 (and nothing left to commit after it).
+fn every_operation() -> Made {
     let env = Env::new();
     let mut e = env.open();
     let d = e.mkdir(ROOT_INO, b"dir", 0o750, 1000, 1000).unwrap();
@@ -76,8 +88,21 @@ fn every_operation_survives_commit_and_reopen() {
     assert_eq!(info.seq, 2);
     assert!(e.commit().unwrap().is_none(), "nothing left to commit");
     drop(e);
+    Made {
+        env,
+        dir: d.ino,
+        file: f.ino,
+        link: s.ino,
+        sparse: sparse.ino,
+        trunc: t.ino,
+        data,
+    }
+}
 
-    let e = env.open();
+#[test]
+fn the_tree_and_its_history_survive_commit_and_reopen() {
+    let made = every_operation();
+    let e = made.env.open();
     assert_eq!(e.head().seq(), 2);
     let names: Vec<_> = e
         .readdir(ROOT_INO)
@@ -96,40 +121,53 @@ fn every_operation_survives_commit_and_reopen() {
             b"trunc".to_vec()
         ]
     );
+    assert!(e.lookup(made.dir, b"renamed").unwrap().is_some());
+    let root = e.getattr(ROOT_INO).unwrap();
+    assert_eq!(root.nlink, 4, "root has dir and empty as subdirectories");
+    // History is still there.
+    let v1 = e.agent().snapshot(1).unwrap();
+    assert!(v1.entries(ROOT_INO).unwrap().is_empty());
+}
+
+#[test]
+fn files_links_and_xattrs_survive_commit_and_reopen() {
+    let made = every_operation();
+    let data = &made.data;
+    let e = made.env.open();
     let fi = path_ino(&e, "dir/file");
-    assert_eq!(fi, f.ino, "inode numbers are stable");
-    assert_eq!(path_ino(&e, "hard"), f.ino);
+    assert_eq!(fi, made.file, "inode numbers are stable");
+    assert_eq!(path_ino(&e, "hard"), made.file);
     let fa = e.getattr(fi).unwrap();
     assert_eq!(
         (fa.nlink, fa.perm, fa.uid, fa.size),
         (2, 0o640, 1000, data.len() as u64)
     );
-    assert_eq!(e.read(fi, 0, data.len() + 100).unwrap(), data);
+    assert_eq!(e.read(fi, 0, data.len() + 100).unwrap(), *data);
     assert_eq!(
         e.read(fi, 1_048_570, 20).unwrap(),
         data[1_048_570..1_048_590]
     );
     assert_eq!(e.getxattr(fi, b"user.k").unwrap(), b"v1");
     assert_eq!(e.listxattr(fi).unwrap(), vec![b"user.k".to_vec()]);
-    assert_eq!(e.readlink(s.ino).unwrap(), b"dir/file");
-    let sp = e.read(sparse.ino, 0, 11 * 1024 * 1024).unwrap();
+    assert_eq!(e.readlink(made.link).unwrap(), b"dir/file");
+}
+
+#[test]
+fn sparse_and_truncated_files_survive_commit_and_reopen() {
+    let made = every_operation();
+    let e = made.env.open();
+    let sp = e.read(made.sparse, 0, 11 * 1024 * 1024).unwrap();
     assert_eq!(sp.len(), 10 * 1024 * 1024 + 4);
     assert!(sp[..10 * 1024 * 1024].iter().all(|b| *b == 0));
     assert_eq!(&sp[10 * 1024 * 1024..], b"tail");
-    let ta = e.getattr(t.ino).unwrap();
+    let ta = e.getattr(made.trunc).unwrap();
     assert_eq!((ta.size, ta.perm, ta.mtime), (1_600_000, 0o4755, 42));
-    let tb = e.read(t.ino, 0, 2_000_000).unwrap();
+    let tb = e.read(made.trunc, 0, 2_000_000).unwrap();
     assert_eq!(tb[..1_500_000], bytes(2, 2_000_000)[..1_500_000]);
     assert!(
         tb[1_500_000..].iter().all(|b| *b == 0),
         "bytes cut by truncate read back as zeros"
     );
-    assert!(e.lookup(d.ino, b"renamed").unwrap().is_some());
-    let root = e.getattr(ROOT_INO).unwrap();
-    assert_eq!(root.nlink, 4, "root has dir and empty as subdirectories");
-    // History is still there.
-    let v1 = e.agent().snapshot(1).unwrap();
-    assert!(v1.entries(ROOT_INO).unwrap().is_empty());
 }
 
 #[test]
@@ -272,7 +310,7 @@ fn large_file_overwrite_reseals_one_chunk() {
     e.commit().unwrap();
     let packs = env.data_dir().join("packs");
     let size = |p: &std::path::Path| {
-        common::files_under(p)
+        files_under(p)
             .iter()
             .map(|f| f.metadata().unwrap().len())
             .sum::<u64>()
@@ -300,7 +338,7 @@ fn unchanged_content_is_shared_between_snapshots() {
     let g = e.create(ROOT_INO, b"copy", 0o644, 0, 0).unwrap();
     let packs = env.data_dir().join("packs");
     let size = || {
-        common::files_under(&packs)
+        files_under(&packs)
             .iter()
             .map(|f| f.metadata().unwrap().len())
             .sum::<u64>()

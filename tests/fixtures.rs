@@ -9,7 +9,7 @@
 //! rewrites them
 //! (only when the format version changes: old versions stay as they are).
 
-mod common;
+mod support;
 use sovseal::Error;
 use sovseal::config::{AgentName, Home};
 use sovseal::engine::{Engine, XattrFlags};
@@ -20,6 +20,7 @@ use sovseal::seal::tree::{
 };
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use support::home::bytes;
 
 const MASTER: [u8; 32] = [0x42; 32];
 const AGENT: &str = "fixture";
@@ -305,7 +306,7 @@ fn must_fail_fixtures_fail_closed() {
     let (_, pid) = m.pages.iter().next().unwrap();
     let good = std::fs::read(dir().join(format!("objects/{}.4", pid.to_hex()))).unwrap();
     for bad in [
-        common::bytes(5, good.len()),
+        bytes(5, good.len()),
         good[..good.len() - 1].to_vec(),
         good[..10].to_vec(),
         vec![],

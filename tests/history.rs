@@ -2,9 +2,8 @@
 //! in a real mount: `diff`, `restore [PATH] DEST` from local data,
 //! `rollback`; and their bad input.
 
-#[path = "mount/harness.rs"]
-mod harness;
-use harness::{Mounted, fails, ok, text};
+mod support;
+use support::mount::{Mounted, fails, ok, text};
 
 /// An agent whose history has three labelled states:
 /// A: notes/a.md "alpha", notes/b.md "beta", link -> notes/a.md
@@ -28,7 +27,7 @@ fn history() -> (Mounted, u64, u64, u64) {
 }
 
 #[test]
-fn diff_restore_and_rollback_over_real_history() {
+fn diff_lists_exactly_what_changed_between_snapshots() {
     let (m, a, b, c) = history();
     let ag = m.agent.clone();
 
@@ -71,6 +70,12 @@ fn diff_restore_and_rollback_over_real_history() {
     // A snapshot against itself: nothing.
     let t = ok(&m.sovseal(&["diff", "--agent", &ag, &a.to_string(), &a.to_string()]));
     assert!(t.contains("0 added, 0 removed, 0 changed"), "{t}");
+}
+
+#[test]
+fn restore_from_local_data_brings_back_a_tree_a_directory_or_a_file() {
+    let (m, a, b, _c) = history();
+    let ag = m.agent.clone();
 
     // restore from local data: the whole tree, a directory, a file.
     let out = m.dir.path().join("out");
@@ -121,6 +126,12 @@ fn diff_restore_and_rollback_over_real_history() {
         ) & 0o777,
         0o600
     );
+}
+
+#[test]
+fn rollback_commits_an_old_tree_as_a_new_snapshot_and_keeps_history() {
+    let (m, a, _b, c) = history();
+    let ag = m.agent.clone();
 
     // rollback to A: a new snapshot equal to A; history kept; verifies.
     let o = ok(&m.sovseal(&["rollback", "--agent", &ag, "--seq", &a.to_string()]));

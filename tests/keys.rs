@@ -3,12 +3,11 @@
 //! with nothing but the export; wrong passphrases, damaged files and
 //! existing keys refused.
 
-#[path = "mount/harness.rs"]
-mod harness;
-use harness::{Mounted, SOVSEAL, fails, ok, sovseal_in as run, text};
+mod support;
 use std::os::unix::fs::PermissionsExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+use support::mount::{Mounted, SOVSEAL, fails, ok, sovseal_in as run, text};
 
 /// `sovseal key import FILE --passphrase-file PASS` in `home`.
 fn import(home: &Path, file: &str, pass: &str) -> Output {
@@ -42,101 +41,139 @@ fn tree(dir: &Path) -> Vec<(String, Vec<u8>)> {
     out
 }
 
-#[test]
-fn export_import_restores_an_agent_on_a_second_home() {
-    // Machine 1: an agent with some state, replicated to its default remote.
-    let m = Mounted::new("keyed", &[]);
-    m.sh("mkdir -p mem && printf 'remember this' > mem/a.txt && head -c 300000 /dev/urandom > mem/b.bin && sync");
-    m.wait_replicated();
-    m.unmount();
-    let remote = format!("file://{}", m.home.join("remote").display());
-    let fp = ok(&run(&m.home, &["key", "fingerprint"]));
-    let fp1 = fp
-        .strip_prefix("version 1: ")
-        .and_then(|r| r.split_whitespace().next())
-        .unwrap_or_else(|| panic!("{fp}"))
-        .to_owned();
-    assert_eq!(fp1.len(), 16, "{fp}");
+/// Machine 1: agent "keyed" with some state, replicated to its default
+/// remote and unmounted; its master key exported under a passphrase.
+struct Exported {
+    m: Mounted,
+    remote: String,
+    fp1: String,
+    pass: PathBuf,
+    export: PathBuf,
+}
 
-    let dir = m.dir.path();
-    let pass = dir.join("pass");
-    std::fs::write(&pass, "a long enough passphrase\n").unwrap();
-    let export = dir.join("key.export");
-    let o = ok(&export_key(
-        &m.home,
-        export.to_str().unwrap(),
-        pass.to_str().unwrap(),
-    ));
-    assert!(o.contains(&fp1), "{o}");
-    let meta = std::fs::metadata(&export).unwrap();
-    assert_eq!(meta.permissions().mode() & 0o777, 0o600);
-    // The export holds no key material in the clear.
-    let raw_key = std::fs::read(m.home.join("master.key")).unwrap();
-    let exported = std::fs::read(&export).unwrap();
-    let key_text = text(&raw_key).trim().to_owned();
-    assert!(!text(&exported).contains(&key_text), "key in the clear");
-    let v: serde_json::Value = serde_json::from_slice(&exported).unwrap();
-    assert_eq!(v["kdf"]["alg"], "argon2id");
-    assert_eq!(v["fingerprint"], fp1.as_str());
-    // Never overwritten.
-    fails(
-        &export_key(&m.home, export.to_str().unwrap(), pass.to_str().unwrap()),
-        2,
-        "already exists",
-    );
-    assert_eq!(std::fs::read(&export).unwrap(), exported);
+impl Exported {
+    fn new() -> Self {
+        let m = Mounted::new("keyed", &[]);
+        m.sh("mkdir -p mem && printf 'remember this' > mem/a.txt && head -c 300000 /dev/urandom > mem/b.bin && sync");
+        m.wait_replicated();
+        m.unmount();
+        let remote = format!("file://{}", m.home.join("remote").display());
+        let fp = ok(&run(&m.home, &["key", "fingerprint"]));
+        let fp1 = fp
+            .strip_prefix("version 1: ")
+            .and_then(|r| r.split_whitespace().next())
+            .unwrap_or_else(|| panic!("{fp}"))
+            .to_owned();
+        assert_eq!(fp1.len(), 16, "{fp}");
 
-    // Machine 2: a fresh home. Wrong passphrase and a damaged file: exit 4,
-    // and no key appears.
-    let home2 = dir.join("home2");
-    let wrong = dir.join("wrong");
-    std::fs::write(&wrong, "a long enough passphrasf\n").unwrap();
-    fails(
-        &import(&home2, export.to_str().unwrap(), wrong.to_str().unwrap()),
-        4,
-        "wrong passphrase",
-    );
-    assert!(!home2.join("master.key").exists());
-    let damaged = dir.join("damaged.export");
-    let mut d: serde_json::Value = v.clone();
-    d["kdf"]["t_cost"] = serde_json::json!(4);
-    std::fs::write(&damaged, serde_json::to_vec(&d).unwrap()).unwrap();
-    fails(
-        &import(&home2, damaged.to_str().unwrap(), pass.to_str().unwrap()),
-        4,
-        "damaged",
-    );
-    std::fs::write(&damaged, b"{not json").unwrap();
-    fails(
-        &import(&home2, damaged.to_str().unwrap(), pass.to_str().unwrap()),
-        4,
-        "not a sovseal key export",
-    );
-    assert!(!home2.join("master.key").exists());
-    // Without the key, the remote is unreadable on machine 2.
-    let out = dir.join("restored");
-    assert!(
-        !run(
-            &home2,
+        let dir = m.dir.path();
+        let pass = dir.join("pass");
+        std::fs::write(&pass, "a long enough passphrase\n").unwrap();
+        let export = dir.join("key.export");
+        let o = ok(&export_key(
+            &m.home,
+            export.to_str().unwrap(),
+            pass.to_str().unwrap(),
+        ));
+        assert!(o.contains(&fp1), "{o}");
+        Exported {
+            m,
+            remote,
+            fp1,
+            pass,
+            export,
+        }
+    }
+
+    /// `key import` of the export into `home` with the passphrase in `pass`.
+    fn import_with(&self, home: &Path, pass: &Path) -> Output {
+        import(home, self.export.to_str().unwrap(), pass.to_str().unwrap())
+    }
+
+    /// `key import` of the export into `home` with the right passphrase.
+    fn import(&self, home: &Path) -> Output {
+        self.import_with(home, &self.pass)
+    }
+
+    /// `restore` of the agent from the remote into `out`, in `home`.
+    fn restore(&self, home: &Path, out: &Path) -> Output {
+        run(
+            home,
             &[
                 "restore",
                 "--agent",
                 "keyed",
                 "--remote",
-                &remote,
-                out.to_str().unwrap()
-            ]
+                &self.remote,
+                out.to_str().unwrap(),
+            ],
         )
-        .status
-        .success()
+    }
+}
+
+#[test]
+fn an_export_is_sealed_under_the_passphrase_and_never_overwritten() {
+    let x = Exported::new();
+    let (m, export) = (&x.m, &x.export);
+    let meta = std::fs::metadata(export).unwrap();
+    assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+    // The export holds no key material in the clear.
+    let raw_key = std::fs::read(m.home.join("master.key")).unwrap();
+    let exported = std::fs::read(export).unwrap();
+    let key_text = text(&raw_key).trim().to_owned();
+    assert!(!text(&exported).contains(&key_text), "key in the clear");
+    let v: serde_json::Value = serde_json::from_slice(&exported).unwrap();
+    assert_eq!(v["kdf"]["alg"], "argon2id");
+    assert_eq!(v["fingerprint"], x.fp1.as_str());
+    // Never overwritten.
+    fails(
+        &export_key(&m.home, export.to_str().unwrap(), x.pass.to_str().unwrap()),
+        2,
+        "already exists",
     );
+    assert_eq!(std::fs::read(export).unwrap(), exported);
+}
+
+/// Machine 2, a fresh home: a wrong passphrase and a damaged file fail
+/// with exit 4 and no key appears; without the key the remote is
+/// unreadable.
+fn bad_imports_are_refused(x: &Exported, home2: &Path) {
+    let dir = x.m.dir.path();
+    let wrong = dir.join("wrong");
+    std::fs::write(&wrong, "a long enough passphrasf\n").unwrap();
+    fails(&x.import_with(home2, &wrong), 4, "wrong passphrase");
+    assert!(!home2.join("master.key").exists());
+    let damaged = dir.join("damaged.export");
+    let mut d: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&x.export).unwrap()).unwrap();
+    d["kdf"]["t_cost"] = serde_json::json!(4);
+    std::fs::write(&damaged, serde_json::to_vec(&d).unwrap()).unwrap();
+    fails(
+        &import(home2, damaged.to_str().unwrap(), x.pass.to_str().unwrap()),
+        4,
+        "damaged",
+    );
+    std::fs::write(&damaged, b"{not json").unwrap();
+    fails(
+        &import(home2, damaged.to_str().unwrap(), x.pass.to_str().unwrap()),
+        4,
+        "not a sovseal key export",
+    );
+    assert!(!home2.join("master.key").exists());
+    // Without the key, the remote is unreadable on machine 2.
+    assert!(!x.restore(home2, &dir.join("restored")).status.success());
+}
+
+#[test]
+fn a_second_home_refuses_bad_imports_then_restores_the_agent_from_the_export() {
+    let x = Exported::new();
+    let (m, fp1) = (&x.m, &x.fp1);
+    let dir = m.dir.path();
+    let home2 = dir.join("home2");
+    bad_imports_are_refused(&x, &home2);
 
     // The right passphrase: imported; again: unchanged.
-    let o = ok(&import(
-        &home2,
-        export.to_str().unwrap(),
-        pass.to_str().unwrap(),
-    ));
+    let o = ok(&x.import(&home2));
     assert!(o.contains(&format!("imported master key {fp1}")), "{o}");
     assert_eq!(
         std::fs::metadata(home2.join("master.key"))
@@ -146,26 +183,13 @@ fn export_import_restores_an_agent_on_a_second_home() {
             & 0o777,
         0o600
     );
-    let o = ok(&import(
-        &home2,
-        export.to_str().unwrap(),
-        pass.to_str().unwrap(),
-    ));
+    let o = ok(&x.import(&home2));
     assert!(o.contains("already in custody"), "{o}");
 
     // The agent comes back on machine 2 from the remote and the export alone.
+    let out = dir.join("restored");
     let _ = std::fs::remove_dir_all(&out);
-    ok(&run(
-        &home2,
-        &[
-            "restore",
-            "--agent",
-            "keyed",
-            "--remote",
-            &remote,
-            out.to_str().unwrap(),
-        ],
-    ));
+    ok(&x.restore(&home2, &out));
     let m_tree = {
         let check = dir.join("check");
         ok(&run(
@@ -180,16 +204,16 @@ fn export_import_restores_an_agent_on_a_second_home() {
             .iter()
             .any(|(p, b)| p == "mem/a.txt" && b == b"remember this")
     );
+}
 
+#[test]
+fn import_refuses_to_overwrite_a_different_key() {
+    let x = Exported::new();
     // A home that already holds a different key refuses the import.
-    let home3 = dir.join("home3");
+    let home3 = x.m.dir.path().join("home3");
     ok(&run(&home3, &["init"]));
     let before = std::fs::read(home3.join("master.key")).unwrap();
-    fails(
-        &import(&home3, export.to_str().unwrap(), pass.to_str().unwrap()),
-        4,
-        "refusing to overwrite",
-    );
+    fails(&x.import(&home3), 4, "refusing to overwrite");
     assert_eq!(std::fs::read(home3.join("master.key")).unwrap(), before);
 }
 
@@ -231,46 +255,90 @@ fn export_refuses_short_passphrases_and_needs_a_key() {
     fails(&o, 2, "--passphrase-file");
 }
 
-#[test]
-fn rotation_seals_new_data_under_a_new_version_and_old_data_stays_readable() {
-    let m = Mounted::new("rot", &[]);
-    m.sh("printf before > a.txt && sync");
-    m.wait_replicated();
-    m.unmount();
-    let before = m.head();
-    let dir = m.dir.path();
-    let pass = dir.join("pass");
-    std::fs::write(&pass, "a long enough passphrase\n").unwrap();
-    let export = |name: &str| {
-        let p = dir.join(name);
+/// Agent "rot": a.txt written under master key version 1 (snapshots up to
+/// `before`) and the key exported ("old.export"); then `key rotate`, and
+/// b.txt written under version 2. Replicated and unmounted.
+struct Rotated {
+    m: Mounted,
+    before: u64,
+    pass: PathBuf,
+    old_export: PathBuf,
+    remote: String,
+}
+
+impl Rotated {
+    fn new() -> Self {
+        let m = Mounted::new("rot", &[]);
+        m.sh("printf before > a.txt && sync");
+        m.wait_replicated();
+        m.unmount();
+        let before = m.head();
+        let pass = m.dir.path().join("pass");
+        std::fs::write(&pass, "a long enough passphrase\n").unwrap();
+        let remote = format!("file://{}", m.home.join("remote").display());
+        let mut r = Rotated {
+            m,
+            before,
+            pass,
+            old_export: PathBuf::new(),
+            remote,
+        };
+        r.old_export = r.export("old.export");
+        let m = &r.m;
+
+        let o = ok(&run(&m.home, &["key", "rotate"]));
+        assert!(o.contains("added master key version 2"), "{o}");
+        let v2 = m.home.join("master.v2.key");
+        assert_eq!(
+            std::fs::metadata(&v2).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        let fp = ok(&run(&m.home, &["key", "fingerprint"]));
+        assert!(
+            fp.contains("version 1: ") && fp.contains(" (current)"),
+            "{fp}"
+        );
+        assert_eq!(fp.lines().count(), 2, "{fp}");
+
+        m.mount();
+        m.sh("printf after > b.txt && sync");
+        m.wait_replicated();
+        m.unmount();
+        r
+    }
+
+    /// `key export` of every version held now, to `name` in the test dir.
+    fn export(&self, name: &str) -> PathBuf {
+        let p = self.m.dir.path().join(name);
         ok(&export_key(
-            &m.home,
+            &self.m.home,
             p.to_str().unwrap(),
-            pass.to_str().unwrap(),
+            self.pass.to_str().unwrap(),
         ));
         p
-    };
-    let old_export = export("old.export");
+    }
 
-    let o = ok(&run(&m.home, &["key", "rotate"]));
-    assert!(o.contains("added master key version 2"), "{o}");
-    let v2 = m.home.join("master.v2.key");
-    assert_eq!(
-        std::fs::metadata(&v2).unwrap().permissions().mode() & 0o777,
-        0o600
-    );
-    let fp = ok(&run(&m.home, &["key", "fingerprint"]));
-    assert!(
-        fp.contains("version 1: ") && fp.contains(" (current)"),
-        "{fp}"
-    );
-    assert_eq!(fp.lines().count(), 2, "{fp}");
+    /// `restore` of the agent from the remote into `dest`, in `home`.
+    fn restore(&self, home: &Path, dest: &Path) -> Output {
+        run(
+            home,
+            &[
+                "restore",
+                "--agent",
+                "rot",
+                "--remote",
+                &self.remote,
+                dest.to_str().unwrap(),
+            ],
+        )
+    }
+}
 
+#[test]
+fn rotation_seals_new_data_under_a_new_version_and_old_data_stays_readable() {
+    let r = Rotated::new();
+    let (m, before) = (&r.m, r.before);
     // New data is sealed under version 2; old data still reads.
-    m.mount();
-    m.sh("printf after > b.txt && sync");
-    m.wait_replicated();
-    m.unmount();
     assert_eq!(m.status()["key_version"], 2);
     let rep: serde_json::Value =
         serde_json::from_str(&ok(&run(&m.home, &["verify", "--agent", "rot", "--json"]))).unwrap();
@@ -289,50 +357,40 @@ fn rotation_seals_new_data_under_a_new_version_and_old_data_stays_readable() {
     assert_eq!(cat(before, "/a.txt"), b"before");
     assert_eq!(cat(m.head(), "/b.txt"), b"after");
     assert_eq!(cat(m.head(), "/a.txt"), b"before");
+}
 
+#[test]
+fn an_export_after_rotation_carries_every_version_to_a_second_home() {
+    let r = Rotated::new();
+    let dir = r.m.dir.path();
     // A new export carries both versions: a second machine restores all.
-    let new_export = export("new.export");
-    let remote = format!("file://{}", m.home.join("remote").display());
+    let new_export = r.export("new.export");
     let home2 = dir.join("home2");
     ok(&import(
         &home2,
         new_export.to_str().unwrap(),
-        pass.to_str().unwrap(),
+        r.pass.to_str().unwrap(),
     ));
     let out = dir.join("restored");
-    ok(&run(
-        &home2,
-        &[
-            "restore",
-            "--agent",
-            "rot",
-            "--remote",
-            &remote,
-            out.to_str().unwrap(),
-        ],
-    ));
+    ok(&r.restore(&home2, &out));
     assert_eq!(std::fs::read(out.join("a.txt")).unwrap(), b"before");
     assert_eq!(std::fs::read(out.join("b.txt")).unwrap(), b"after");
+}
 
+#[test]
+fn an_export_from_before_rotation_opens_newer_data_only_with_the_new_export() {
+    let r = Rotated::new();
+    let dir = r.m.dir.path();
+    let new_export = r.export("new.export");
     // The export from before the rotation cannot open what came after it.
     let home3 = dir.join("home3");
     ok(&import(
         &home3,
-        old_export.to_str().unwrap(),
-        pass.to_str().unwrap(),
+        r.old_export.to_str().unwrap(),
+        r.pass.to_str().unwrap(),
     ));
     fails(
-        &run(
-            &home3,
-            &[
-                "restore",
-                "--agent",
-                "rot",
-                "--remote",
-                &remote,
-                dir.join("r3").to_str().unwrap(),
-            ],
-        ),
+        &r.restore(&home3, &dir.join("r3")),
         4,
         "key version 2 is not in custody",
     );
@@ -340,18 +398,8 @@ fn rotation_seals_new_data_under_a_new_version_and_old_data_stays_readable() {
     let o = ok(&import(
         &home3,
         new_export.to_str().unwrap(),
-        pass.to_str().unwrap(),
+        r.pass.to_str().unwrap(),
     ));
     assert!(o.contains("imported"), "{o}");
-    ok(&run(
-        &home3,
-        &[
-            "restore",
-            "--agent",
-            "rot",
-            "--remote",
-            &remote,
-            dir.join("r4").to_str().unwrap(),
-        ],
-    ));
+    ok(&r.restore(&home3, &dir.join("r4")));
 }

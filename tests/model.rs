@@ -2,13 +2,13 @@
 //! reopens and simulated crashes, applied to the engine and to a plain
 //! in-memory model must give identical trees at every sequence number.
 
-mod common;
-use common::Env;
+mod support;
 use proptest::prelude::*;
 use sovseal::engine::{Engine, RenameFlags, SetAttr, XattrFlags};
 use sovseal::seal::tree::{FileType, ROOT_INO};
 use std::collections::BTreeMap;
 use std::io::Write;
+use support::home::{Env, bytes, files_under};
 
 type Xattrs = BTreeMap<Vec<u8>, Vec<u8>>;
 /// path -> (kind, xattrs, first path of the same inode)
@@ -256,10 +256,10 @@ fn errno<T>(r: sovseal::Result<T>) -> Result<T, i32> {
 
 /// Simulates a crash mid-commit: garbage after the committed end of the pack.
 fn append_garbage(env: &Env) {
-    let packs = common::files_under(&env.data_dir().join("packs"));
+    let packs = files_under(&env.data_dir().join("packs"));
     let last = packs.iter().max().unwrap();
     let mut f = std::fs::OpenOptions::new().append(true).open(last).unwrap();
-    f.write_all(&common::bytes(77, 5000)).unwrap();
+    f.write_all(&bytes(77, 5000)).unwrap();
 }
 
 fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
@@ -302,7 +302,7 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                 if !matches!(m.kind(p), Some(Kind::File(_))) {
                     continue;
                 }
-                let data = common::bytes(u64::from(seed), usize::from(len));
+                let data = bytes(u64::from(seed), usize::from(len));
                 let ino = eng.resolve(p.as_bytes()).unwrap();
                 eng.write(ino, u64::from(off), &data).unwrap();
                 let id = m.paths[p];

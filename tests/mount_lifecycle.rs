@@ -2,11 +2,10 @@
 //! clean unmount (fusermount3 -u, SIGTERM, SIGINT) with pending changes
 //! committed, stale mounts of a killed daemon, read-only mounts.
 
-#[path = "mount/harness.rs"]
-mod harness;
-use harness::{MOUNT, Mounted, text};
+mod support;
 use nix::sys::signal::Signal;
 use std::process::Command;
+use support::mount::{MOUNT, Mounted, SOVSEAL, text};
 
 #[test]
 fn bad_mountpoints_get_clear_messages() {
@@ -134,7 +133,7 @@ fn foreground_mode_stays_attached_and_exits_on_sigterm() {
         c.env("SOVSEAL_HOME", &home)
             .env("SOVSEAL_KEY_FALLBACK", "file");
     };
-    let mut init = Command::new(harness::SOVSEAL);
+    let mut init = Command::new(SOVSEAL);
     env(&mut init);
     assert!(init.arg("init").output().unwrap().status.success());
     let mut c = Command::new(MOUNT);

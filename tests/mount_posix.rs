@@ -2,9 +2,8 @@
 //! (python3), with the errno Linux programs expect; then the same state
 //! checked again after a remount.
 
-#[path = "mount/harness.rs"]
-mod harness;
-use harness::Mounted;
+mod support;
+use support::mount::Mounted;
 
 const OPS: &str = r#"
 import errno, fcntl, mmap, os, ctypes, stat

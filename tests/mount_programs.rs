@@ -2,9 +2,8 @@
 //! atomic-save loop. Each result is checked by the program itself (fsck,
 //! integrity_check) and by comparing with a copy outside the mount.
 
-#[path = "mount/harness.rs"]
-mod harness;
-use harness::Mounted;
+mod support;
+use support::mount::Mounted;
 
 #[test]
 fn git_init_commit_clone_fsck_checkout() {

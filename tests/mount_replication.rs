@@ -4,15 +4,12 @@
 //! snapshot byte for byte; `sovseal restore` to a plain directory;
 //! `--sync-replication`.
 
-#[path = "mount/harness.rs"]
-mod harness;
-#[path = "common/moto.rs"]
-mod moto;
-
-use harness::{Mounted, text};
+mod support;
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
+use support::moto::Moto;
+use support::mount::{Mounted, text};
 
 /// path -> bytes (or link target, or "<dir>") for every entry under `root`.
 fn tree(root: &Path) -> BTreeMap<String, Vec<u8>> {
@@ -51,7 +48,7 @@ fn all_snapshots(m: &Mounted) -> BTreeMap<String, BTreeMap<String, Vec<u8>>> {
 
 #[test]
 fn write_replicate_wipe_and_mount_again_from_s3() {
-    let s3 = moto::Moto::start();
+    let s3 = Moto::start();
     let url = s3.url("prod");
     let env: Vec<(String, String)> = s3
         .vars()
@@ -130,7 +127,7 @@ fn write_replicate_wipe_and_mount_again_from_s3() {
 
 #[test]
 fn sync_replication_makes_fsync_wait_for_the_remote() {
-    let s3 = moto::Moto::start();
+    let s3 = Moto::start();
     let env: Vec<(String, String)> = s3
         .vars()
         .into_iter()

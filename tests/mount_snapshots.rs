@@ -2,10 +2,9 @@
 //! the bytes of every file at every snapshot, read-only history, and the
 //! reserved name.
 
-#[path = "mount/harness.rs"]
-mod harness;
-use harness::Mounted;
+mod support;
 use std::time::Duration;
+use support::mount::Mounted;
 
 fn settle() {
     // Longer than the quiet period (200 ms), so that pending metadata

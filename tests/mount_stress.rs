@@ -2,13 +2,12 @@
 //! during a write/fsync loop loses nothing that was fsynced; 8 processes
 //! writing, renaming and reading at once end with exactly what they report.
 
-#[path = "mount/harness.rs"]
-mod harness;
-use harness::Mounted;
+mod support;
 use nix::sys::signal::Signal;
 use std::io::{BufRead, BufReader};
 use std::process::Stdio;
 use std::time::Duration;
+use support::mount::{Mounted, text};
 
 #[test]
 fn sigkill_during_fsync_loop_loses_nothing_fsynced() {
@@ -65,7 +64,7 @@ while True:
         );
         // The next mount cleans the stale mount and shows every fsynced file intact.
         let o = m.try_mount();
-        assert!(o.status.success(), "{}", harness::text(&o.stderr));
+        assert!(o.status.success(), "{}", text(&o.stderr));
         for name in &synced {
             let got = std::fs::read(m.path(name))
                 .unwrap_or_else(|e| panic!("round {round}: {name} lost: {e}"));

@@ -3,10 +3,9 @@
 //! and the daemon's log levels; with a working remote and with one that is
 //! down.
 
-#[path = "mount/harness.rs"]
-mod harness;
-use harness::{Mounted, text};
+mod support;
 use std::time::{Duration, Instant};
+use support::mount::{Mounted, text};
 
 fn state(m: &Mounted, rel: &str) -> String {
     m.py(&format!(

@@ -2,10 +2,7 @@
 //! still reads back and the whole chain verifies; the prune that finally
 //! completes frees the space.
 
-mod common;
-#[path = "mount/harness.rs"]
-mod harness;
-use harness::{SOVSEAL, ok, sovseal_in as run};
+mod support;
 use sovseal::config::{AgentName, Home};
 use sovseal::custody::{self, Custody};
 use sovseal::engine::{Engine, SetAttr};
@@ -13,6 +10,8 @@ use sovseal::seal::tree::ROOT_INO;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
+use support::home::bytes;
+use support::mount::{MOUNT, SOVSEAL, ok, sovseal_in as run};
 
 fn pack_bytes(home: &Path) -> u64 {
     std::fs::read_dir(home.join("agents/crashy/packs"))
@@ -21,12 +20,18 @@ fn pack_bytes(home: &Path) -> u64 {
         .sum()
 }
 
-#[test]
-fn prune_survives_sigkill_at_any_instant() {
-    let dir = tempfile::tempdir().unwrap();
-    let home = dir.path().join("home");
-    ok(&run(&home, &["init"]));
-    let h = Home::at(&home);
+/// `sovseal status --agent crashy --json` in `home`.
+fn status(home: &Path) -> serde_json::Value {
+    serde_json::from_str(&ok(&run(home, &["status", "--agent", "crashy", "--json"]))).unwrap()
+}
+
+/// Agent "crashy" in `home`: big.bin (48 MiB, retained) and 40 versions of
+/// state.bin (1 MiB of distinct bytes each, one snapshot each), all
+/// replicated, then all but the last two snapshots forgotten. Returns the
+/// last version of state.bin.
+fn forgotten_history(dir: &Path, home: &Path) -> Vec<u8> {
+    ok(&run(home, &["init"]));
+    let h = Home::at(home);
     let master = custody::load(&h, &Custody::File).unwrap();
     // 40 versions of a 1 MiB file (distinct bytes), one snapshot each.
     let last;
@@ -36,13 +41,13 @@ fn prune_survives_sigkill_at_any_instant() {
         // shares with the dead versions, which gives the kills time to land.
         let big = e.create(ROOT_INO, b"big.bin", 0o644, 0, 0).unwrap();
         for i in 0..48u64 {
-            e.write(big.ino, i << 20, &common::bytes(1000 + i, 1 << 20))
+            e.write(big.ino, i << 20, &bytes(1000 + i, 1 << 20))
                 .unwrap();
         }
         let f = e.create(ROOT_INO, b"state.bin", 0o644, 0, 0).unwrap();
         let mut v = Vec::new();
         for i in 0..40u64 {
-            v = common::bytes(i + 1, 1 << 20);
+            v = bytes(i + 1, 1 << 20);
             e.setattr(
                 f.ino,
                 &SetAttr {
@@ -58,20 +63,18 @@ fn prune_survives_sigkill_at_any_instant() {
     }
     // Prune keeps what has not reached the remote yet: mount once so that
     // the history replicates (to the default remote under the home).
-    let mnt = dir.path().join("crashy");
+    let mnt = dir.join("crashy");
     std::fs::create_dir(&mnt).unwrap();
-    let o = Command::new(env!("CARGO_BIN_EXE_sovseal-mount"))
+    let o = Command::new(MOUNT)
         .arg(&mnt)
-        .env("SOVSEAL_HOME", &home)
+        .env("SOVSEAL_HOME", home)
         .env("SOVSEAL_KEY_FALLBACK", "file")
         .output()
         .unwrap();
     ok(&o);
     let t0 = std::time::Instant::now();
     loop {
-        let s: serde_json::Value =
-            serde_json::from_str(&ok(&run(&home, &["status", "--agent", "crashy", "--json"])))
-                .unwrap();
+        let s = status(home);
         if s["queue_snapshots"] == 0 {
             break;
         }
@@ -84,28 +87,27 @@ fn prune_survives_sigkill_at_any_instant() {
         .output()
         .unwrap());
     let t0 = std::time::Instant::now();
-    while !serde_json::from_str::<serde_json::Value>(&ok(&run(
-        &home,
-        &["status", "--agent", "crashy", "--json"],
-    )))
-    .unwrap()["mounted_by_pid"]
-        .is_null()
-    {
+    while !status(home)["mounted_by_pid"].is_null() {
         assert!(t0.elapsed() < Duration::from_secs(30));
         std::thread::sleep(Duration::from_millis(50));
     }
     ok(&run(
-        &home,
+        home,
         &["forget", "--agent", "crashy", "--keep-last", "2"],
     ));
-    let before = pack_bytes(&home);
+    last
+}
 
+/// Starts prunes and SIGKILLs them at instants spread over their run,
+/// until one completes (at most 40 rounds). After every round the chain
+/// verifies and the head (`last`) reads back. Returns how many were killed.
+fn kill_prunes_until_one_completes(home: &Path, last: &[u8]) -> u32 {
     let mut killed = 0;
     let mut completed = false;
     for round in 0..40u64 {
         let mut child = Command::new(SOVSEAL)
             .args(["prune", "--agent", "crashy"])
-            .env("SOVSEAL_HOME", &home)
+            .env("SOVSEAL_HOME", home)
             .env("SOVSEAL_KEY_FALLBACK", "file")
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -123,9 +125,9 @@ fn prune_survives_sigkill_at_any_instant() {
             Some(0) => completed = true,
             Some(c) => panic!("round {round}: prune failed with exit {c}"),
         }
-        let v = ok(&run(&home, &["verify", "--agent", "crashy"]));
+        let v = ok(&run(home, &["verify", "--agent", "crashy"]));
         assert!(v.starts_with("ok:"), "round {round}: {v}");
-        let o = run(&home, &["cat", "--agent", "crashy", "/state.bin"]);
+        let o = run(home, &["cat", "--agent", "crashy", "/state.bin"]);
         assert!(
             o.stdout == last,
             "round {round}: the head no longer reads back"
@@ -134,10 +136,23 @@ fn prune_survives_sigkill_at_any_instant() {
             break;
         }
     }
+    killed
+}
+
+#[test]
+fn prune_survives_sigkill_at_any_instant() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("home");
+    let last = forgotten_history(dir.path(), &home);
+    let before = pack_bytes(&home);
+
+    let killed = kill_prunes_until_one_completes(&home, &last);
     assert!(
         killed > 0,
         "no prune was killed before one completed; the test proved nothing"
     );
+
+    // The prune that finally completes frees the space and keeps big.bin.
     ok(&run(&home, &["prune", "--agent", "crashy"]));
     ok(&run(&home, &["verify", "--agent", "crashy"]));
     let after = pack_bytes(&home);
@@ -147,6 +162,6 @@ fn prune_survives_sigkill_at_any_instant() {
     );
     let big = run(&home, &["cat", "--agent", "crashy", "/big.bin"]).stdout;
     assert_eq!(big.len(), 48 << 20);
-    assert_eq!(&big[..1 << 20], &common::bytes(1000, 1 << 20)[..]);
+    assert_eq!(&big[..1 << 20], &bytes(1000, 1 << 20)[..]);
     eprintln!("{killed} prunes killed before one completed; packs {before} -> {after} bytes");
 }

@@ -3,11 +3,10 @@
 //! no pack), the chain still verifies, the redaction is recorded, a fresh
 //! machine restores the rest; bad input refused.
 
-#[path = "mount/harness.rs"]
-mod harness;
-use harness::{Mounted, SOVSEAL, fails, ok, text};
-use std::path::Path;
+mod support;
+use std::path::{Path, PathBuf};
 use std::process::Command;
+use support::mount::{Mounted, SOVSEAL, fails, ok, text};
 
 /// Every file under `dir` whose bytes contain `needle`.
 fn files_containing(dir: &Path, needle: &[u8]) -> Vec<String> {
@@ -33,8 +32,11 @@ fn files_containing(dir: &Path, needle: &[u8]) -> Vec<String> {
     hits
 }
 
-#[test]
-fn redact_erases_a_path_from_all_history_and_the_remote() {
+/// Agent "red": other.txt "keep me" and secret.bin in two versions
+/// (snapshots v1, v2), then secret.bin deleted; replicated, unmounted.
+/// On the way, redact refuses while the path is still in the head and
+/// while the agent is mounted. Returns the agent and (v1, v2).
+fn deleted_secret() -> (Mounted, u64, u64) {
     let m = Mounted::new("red", &[]);
     m.sh("printf 'keep me' > other.txt && head -c 150000 /dev/urandom > secret.bin && sync");
     let v1 = m.head();
@@ -58,8 +60,11 @@ fn redact_erases_a_path_from_all_history_and_the_remote() {
     );
     m.wait_replicated();
     m.unmount();
+    (m, v1, v2)
+}
 
-    // Dry run: the plan, nothing changes.
+/// The dry run's plan, as JSON: it covers both snapshots.
+fn plan(m: &Mounted, v1: u64, v2: u64) -> serde_json::Value {
     let plan: serde_json::Value = serde_json::from_str(&ok(&m.sovseal(&[
         "redact",
         "--agent",
@@ -70,6 +75,35 @@ fn redact_erases_a_path_from_all_history_and_the_remote() {
     ])))
     .unwrap();
     assert_eq!(plan["seqs"], serde_json::json!([v1, v2]), "{plan}");
+    plan
+}
+
+/// Redacts /secret.bin for real; returns the redaction record's directory
+/// and the record.
+fn redact_secret(m: &Mounted) -> (PathBuf, serde_json::Value) {
+    let o = ok(&m.sovseal(&["redact", "--agent", "red", "/secret.bin"]));
+    assert!(o.contains("from 2 snapshots"), "{o}");
+    let rec_dir = m.home.join("agents/red/redactions");
+    let rec_file = std::fs::read_dir(&rec_dir)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let rec: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&rec_file).unwrap()).unwrap();
+    assert!(
+        !text(&std::fs::read(&rec_file).unwrap()).contains("secret"),
+        "the record names the path in the clear"
+    );
+    (rec_dir, rec)
+}
+
+#[test]
+fn a_dry_run_shows_the_plan_and_erases_nothing() {
+    let (m, v1, v2) = deleted_secret();
+    // Dry run: the plan, nothing changes.
+    let plan = plan(&m, v1, v2);
     // Long work shows progress on a terminal (here a pty from script(1)),
     // and nothing when stderr is not one.
     let o = m
@@ -106,23 +140,13 @@ fn redact_erases_a_path_from_all_history_and_the_remote() {
         .len(),
         150_000
     );
+}
 
-    // For real.
-    let o = ok(&m.sovseal(&["redact", "--agent", "red", "/secret.bin"]));
-    assert!(o.contains("from 2 snapshots"), "{o}");
-    let rec_dir = m.home.join("agents/red/redactions");
-    let rec_file = std::fs::read_dir(&rec_dir)
-        .unwrap()
-        .next()
-        .unwrap()
-        .unwrap()
-        .path();
-    let rec: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(&rec_file).unwrap()).unwrap();
-    assert!(
-        !text(&std::fs::read(&rec_file).unwrap()).contains("secret"),
-        "the record names the path in the clear"
-    );
+#[test]
+fn redact_erases_a_path_from_all_history_and_the_remote() {
+    let (m, v1, v2) = deleted_secret();
+    let plan = plan(&m, v1, v2);
+    let (rec_dir, rec) = redact_secret(&m);
     // No erased object id is left in any local pack or remote pack part.
     for id in rec["objects"].as_array().unwrap() {
         let bytes: Vec<u8> = (0..32)
@@ -159,7 +183,13 @@ fn redact_erases_a_path_from_all_history_and_the_remote() {
     let o = ok(&m.sovseal(&["redact", "--agent", "red", "/secret.bin"]));
     assert!(o.contains("erased 0 objects"), "{o}");
     assert_eq!(std::fs::read_dir(&rec_dir).unwrap().count(), 1);
+}
 
+#[test]
+fn a_fresh_machine_restores_the_rest_and_a_forged_record_excuses_nothing() {
+    let (m, v1, v2) = deleted_secret();
+    plan(&m, v1, v2);
+    let (_, rec) = redact_secret(&m);
     // A fresh machine restores from the remote and verifies.
     let home2 = m.second_home("home2");
     let remote = format!("file://{}", m.home.join("remote").display());
@@ -192,7 +222,13 @@ fn redact_erases_a_path_from_all_history_and_the_remote() {
     )
     .unwrap();
     fails(&restore("r2"), 3, "signature does not verify");
+}
 
+#[test]
+fn redact_refuses_bad_input() {
+    let (m, v1, v2) = deleted_secret();
+    plan(&m, v1, v2);
+    redact_secret(&m);
     // Bad input.
     fails(
         &m.sovseal(&["redact", "--agent", "red", "/never-was"]),

@@ -4,11 +4,7 @@
 //! remote; a second writer (fork); a blind remote; injected faults and an
 //! S3 outage.
 
-mod common;
-#[path = "common/moto.rs"]
-mod moto;
-
-use common::{Env, bytes};
+mod support;
 use sovseal::Error;
 use sovseal::engine::{Engine, XattrFlags};
 use sovseal::history::restore;
@@ -19,6 +15,8 @@ use sovseal::seal::tree::{FileType, ROOT_INO};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
+use support::home::{Env, bytes, files_under};
+use support::moto::Moto;
 
 fn rt() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
@@ -89,7 +87,7 @@ fn driver_suite_memory_file_and_s3() {
     driver_suite(&Remote::open("memory://").unwrap());
     let dir = tempfile::tempdir().unwrap();
     driver_suite(&Remote::open(&format!("file://{}", dir.path().display())).unwrap());
-    let m = moto::Moto::start();
+    let m = Moto::start();
     driver_suite(&Remote::open_with(&m.url("suite"), &m.options()).unwrap());
     let e = Remote::open("ftp://x").unwrap_err().to_string();
     assert!(e.contains("not supported"), "{e}");
@@ -194,7 +192,7 @@ fn replicate_wipe_restore(remote: Remote) {
 fn replicate_wipe_restore_file_and_s3() {
     let dir = tempfile::tempdir().unwrap();
     replicate_wipe_restore(Remote::open(&format!("file://{}", dir.path().display())).unwrap());
-    let m = moto::Moto::start();
+    let m = Moto::start();
     replicate_wipe_restore(Remote::open_with(&m.url("agents"), &m.options()).unwrap());
 }
 
@@ -332,7 +330,7 @@ fn a_second_writer_is_detected_and_nothing_is_overwritten() {
         .path()
         .join("sovseal-v1")
         .join(first.master.agent_id(first.agent.as_str()).to_hex());
-    let before: BTreeMap<_, _> = common::files_under(&env_dir)
+    let before: BTreeMap<_, _> = files_under(&env_dir)
         .into_iter()
         .map(|p| (p.clone(), std::fs::read(p).unwrap()))
         .collect();
@@ -374,7 +372,7 @@ fn the_remote_is_blind() {
     let marker = format!("RMARK{}", std::process::id()).into_bytes();
     workload(&mut e, &marker);
     replicate_all(&e, &remote);
-    let files = common::files_under(rdir.path());
+    let files = files_under(rdir.path());
     assert!(files.len() >= 10);
     for f in files {
         let raw = std::fs::read(&f).unwrap();
@@ -503,7 +501,7 @@ fn injected_failures_and_delays_are_retried_until_all_is_replicated() {
 
 #[test]
 fn an_s3_outage_during_writes_loses_nothing_and_the_queue_drains() {
-    let m = moto::Moto::start();
+    let m = Moto::start();
     let remote = Remote::open_with(&m.url("outage"), &m.options()).unwrap();
     let env = Env::new();
     let mut e = env.open();

@@ -1,10 +1,9 @@
 //! Keeps docs/SEMANTICS.md honest: every row of its checked table is probed
 //! on a real mount, and every probe here has a row there.
 
-#[path = "mount/harness.rs"]
-mod harness;
-use harness::Mounted;
+mod support;
 use std::collections::BTreeMap;
+use support::mount::Mounted;
 
 const PROBES: &str = r#"
 import ctypes, errno, json, os, stat, time

@@ -4,17 +4,14 @@
 //! commit on stop; the mount(8) helper mounts from `mount -t`, from an
 //! fstab line, and `umount` unmounts; bad input fails clearly.
 
-#[path = "mount/harness.rs"]
-mod harness;
-
-use harness::text;
+mod support;
 use std::collections::HashMap;
 use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output};
 use std::time::{Duration, Instant};
+use support::mount::{MOUNT, SOVSEAL, text};
 
-use harness::{MOUNT, SOVSEAL};
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 
 fn bin_dir() -> PathBuf {

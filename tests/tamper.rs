@@ -1,13 +1,13 @@
 //! Tampering with the data dir is detected: verification fails closed,
 //! names the kind of damage and the snapshot, and no read returns bad data.
 
-mod common;
-use common::{Env, bytes};
+mod support;
 use rusqlite::Connection;
 use sovseal::Error;
 use sovseal::repo::agent::Agent;
 use sovseal::seal::tree::ROOT_INO;
 use std::os::unix::fs::FileExt;
+use support::home::{Env, bytes};
 
 /// Builds an agent with snapshots 1..=5 (four files, one per commit).
 fn build() -> Env {

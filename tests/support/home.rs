@@ -1,5 +1,5 @@
-//! Helpers shared by the integration tests.
-#![allow(dead_code)]
+//! In-process homes: a throwaway SOVSEAL_HOME with a fixed master key to
+//! open engines on, and small helpers over files, bytes and paths.
 
 use sovseal::config::{AgentName, Home};
 use sovseal::engine::Engine;

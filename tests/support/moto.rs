@@ -1,7 +1,6 @@
 //! A real S3-compatible server on loopback for the tests: moto, installed
 //! by the test command (`SOVSEAL_TEST_MOTO`), else `moto_server` on PATH.
 //! The test fails, never skips, when neither exists.
-#![allow(dead_code)]
 
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};

@@ -1,6 +1,6 @@
 //! A real mount for tests: a private SOVSEAL_HOME (file fallback for the
-//! key), `sovseal-mount` in the background, helpers to run programs in it.
-#![allow(dead_code)]
+//! key), `sovseal-mount` in the background, helpers to run programs in it
+//! and to run `sovseal` in any home.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -92,7 +92,6 @@ impl Mounted {
     }
 
     /// `sovseal status --json` of this agent.
-    #[allow(dead_code)]
     pub fn status(&self) -> serde_json::Value {
         let o = self.sovseal(&["status", "--agent", &self.agent, "--json"]);
         assert!(o.status.success(), "{}", text(&o.stderr));
@@ -100,7 +99,6 @@ impl Mounted {
     }
 
     /// Waits until every snapshot is replicated; returns the head.
-    #[allow(dead_code)]
     pub fn wait_replicated(&self) -> u64 {
         let t0 = Instant::now();
         loop {
