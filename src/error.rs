@@ -118,6 +118,17 @@ pub enum Error {
     /// Bad user input (agent name, path, option).
     #[error("invalid input: {0}")]
     Invalid(String),
+    /// The index holds no snapshots, but something else says the agent had
+    /// history: starting it over is refused.
+    #[error(
+        "agent {agent} has no snapshots in its index, but it had history ({evidence}); refusing to start it over. To get the history back, restore it from the remote (sovseal-mount restores an agent whose data dir is absent; move the data dir aside first). To start over on purpose: sovseal reset --agent {agent} --discard-local-history"
+    )]
+    HistoryMissing {
+        /// Agent name.
+        agent: String,
+        /// What was found.
+        evidence: String,
+    },
     /// An operation failed for a reason other than bad input: a final
     /// commit, an unmount, a mount that did not answer.
     #[error("{0}")]
@@ -212,6 +223,7 @@ impl Error {
                 | Error::Rollback { .. }
                 | Error::MissingObject { .. }
                 | Error::Corrupt { .. }
+                | Error::HistoryMissing { .. }
         )
     }
 }

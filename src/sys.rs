@@ -1,4 +1,4 @@
-//! Process hardening shared by both binaries.
+//! Process hardening shared by both binaries, and the mount table.
 
 /// Disables core dumps and ptrace-style dumping so that keys and plaintext
 /// in memory never land in a core file. Best effort: failures are returned
@@ -8,4 +8,21 @@ pub fn harden_process() -> Result<(), String> {
     setrlimit(Resource::RLIMIT_CORE, 0, 0).map_err(|e| format!("setrlimit(RLIMIT_CORE): {e}"))?;
     nix::sys::prctl::set_dumpable(false).map_err(|e| format!("prctl(PR_SET_DUMPABLE): {e}"))?;
     Ok(())
+}
+
+/// The filesystem type of the mount at `path`, if `path` is a mount point
+/// (from `/proc/self/mountinfo`, its escapes undone).
+pub fn mounted_at(path: &std::path::Path) -> Option<String> {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    let want = path.to_str()?;
+    info.lines().find_map(|l| {
+        let f: Vec<&str> = l.split(' ').collect();
+        let mp = f
+            .get(4)?
+            .replace("\\040", " ")
+            .replace("\\011", "\t")
+            .replace("\\134", "\\");
+        let sep = f.iter().position(|x| *x == "-")?;
+        (mp == want).then(|| f.get(sep + 1).unwrap_or(&"?").to_string())
+    })
 }

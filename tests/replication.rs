@@ -149,7 +149,10 @@ fn workload(e: &mut Engine, marker: &[u8]) {
     e.commit().unwrap();
 }
 
+/// Replicates everything: made durable first, as the mount's barrier does
+/// (only durable snapshots leave the machine).
 fn replicate_all(e: &Engine, remote: &Remote) {
+    e.sync().unwrap();
     let r = Replicator::start(e.shared_agent(), remote.clone()).unwrap();
     r.notify(e.head().seq());
     r.wait_for(e.head().seq()).unwrap();
@@ -338,6 +341,7 @@ fn a_second_writer_is_detected_and_nothing_is_overwritten() {
     let second = Env::new();
     let mut b = second.open();
     workload(&mut b, b"SECOND");
+    b.sync().unwrap();
     let r = Replicator::start(b.shared_agent(), remote.clone()).unwrap();
     r.notify(b.head().seq());
     let err = r.wait_for(b.head().seq()).unwrap_err();
@@ -522,6 +526,7 @@ fn an_s3_outage_during_writes_loses_nothing_and_the_queue_drains() {
         e.write(f.ino, i * 10, format!("{i:09}\n").as_bytes())
             .unwrap();
         let info = e.commit().unwrap().unwrap();
+        e.sync().unwrap();
         r.notify(info.seq);
     }
     m.resume();

@@ -452,7 +452,7 @@ fn wait_unlocked(home: &Path, agent: &str) {
             .unwrap();
         let lock = std::fs::read_to_string(home.join("agents").join(agent).join("lock"))
             .ok()
-            .and_then(|p| p.trim().parse::<i32>().ok());
+            .and_then(|p| p.split_whitespace().next()?.parse::<i32>().ok());
         let alive = lock.is_some_and(|p| Path::new(&format!("/proc/{p}")).exists());
         if o.status.success() && !alive {
             return;

@@ -21,6 +21,9 @@ fn build() -> Env {
         e.commit().unwrap();
     }
     assert_eq!(e.head().seq(), 5);
+    // Durable, as an unmount leaves it: what follows is tampering, not the
+    // loss of an unsynced tail (tests/powercut.rs).
+    e.sync().unwrap();
     env
 }
 
@@ -344,6 +347,35 @@ fn truncated_pack_refuses_writer() {
     assert!(verify(&env).is_err());
 }
 
+/// Recovery after a power cut cuts back only what was never durable: an
+/// index whose durable point was moved back, with the head's bytes cut
+/// off, is a rollback of durable history and refused.
+#[test]
+fn recovery_never_cuts_below_what_was_durable() {
+    let env = build();
+    db(&env)
+        .execute(
+            "UPDATE meta SET value = CAST('3' AS BLOB) WHERE key = 'durable_seq'",
+            [],
+        )
+        .unwrap();
+    let pack = env.data_dir().join("packs/00000001.pack");
+    let len = std::fs::metadata(&pack).unwrap().len();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&pack)
+        .unwrap()
+        .set_len(len - 10)
+        .unwrap();
+    let err = sovseal::engine::Engine::open(&env.home, &env.agent, &env.master)
+        .err()
+        .unwrap();
+    assert!(
+        matches!(err, Error::Rollback { seen: 5, found: 4 }),
+        "{err}"
+    );
+}
+
 #[test]
 fn head_readable_after_tamper_elsewhere_is_still_exact() {
     // Damage to snapshot 2's envelope does not stop reading the head, and
@@ -361,4 +393,57 @@ fn head_readable_after_tamper_elsewhere_is_still_exact() {
     assert_eq!(read_head(&env, "f3").unwrap(), bytes(3, 100_000));
     let a = Agent::open_readonly(&env.home, &env.agent, &env.master).unwrap();
     assert!(a.snapshot(2).err().unwrap().is_integrity());
+}
+
+/// The operation journal is sealed like everything else: a flipped bit
+/// ends the replay at that record (what came before is applied, nothing
+/// forged or after it is), and a record moved onto another head is
+/// ignored.
+#[test]
+fn a_tampered_journal_applies_nothing_it_did_not_seal() {
+    let env = Env::new();
+    let mut e = env.open();
+    e.create(ROOT_INO, b"base", 0o644, 0, 0).unwrap();
+    e.commit().unwrap();
+    let head = e.head().seq();
+    e.create(ROOT_INO, b"first", 0o644, 0, 0).unwrap();
+    e.mkdir(ROOT_INO, b"second", 0o755, 0, 0).unwrap();
+    e.symlink(ROOT_INO, b"third", b"t", 0, 0).unwrap();
+    drop(e);
+    let path = env.data_dir().join("journal");
+    let clean = std::fs::read(&path).unwrap();
+    // Frames: len u32 || seq u64 || hash (32) || sealed.
+    let frame = |i: usize| {
+        let mut at = 0;
+        for _ in 0..i {
+            at += 44 + u32::from_le_bytes(clean[at..at + 4].try_into().unwrap()) as usize;
+        }
+        at
+    };
+    // A bit flipped in the second record's ciphertext.
+    let mut b = clean.clone();
+    b[frame(1) + 44 + 20] ^= 1;
+    std::fs::write(&path, &b).unwrap();
+    let e = env.open();
+    assert!(e.lookup(ROOT_INO, b"first").unwrap().is_some());
+    assert!(e.lookup(ROOT_INO, b"second").unwrap().is_none());
+    assert!(e.lookup(ROOT_INO, b"third").unwrap().is_none());
+    assert_eq!(e.head().seq(), head + 1);
+    drop(e);
+
+    // The same records claimed for another head: stale, ignored.
+    let env = Env::new();
+    let mut e = env.open();
+    e.create(ROOT_INO, b"base", 0o644, 0, 0).unwrap();
+    e.commit().unwrap();
+    e.create(ROOT_INO, b"first", 0o644, 0, 0).unwrap();
+    let head = e.head().seq();
+    drop(e);
+    let path = env.data_dir().join("journal");
+    let mut b = std::fs::read(&path).unwrap();
+    b[4..12].copy_from_slice(&(head - 1).to_le_bytes());
+    std::fs::write(&path, &b).unwrap();
+    let e = env.open();
+    assert!(e.lookup(ROOT_INO, b"first").unwrap().is_none());
+    assert_eq!(e.head().seq(), head);
 }

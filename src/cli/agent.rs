@@ -139,11 +139,14 @@ pub(super) fn status(args: StatusArgs, out: &mut dyn Write) -> Result<()> {
     let verified = crate::history::verify::last_verified(&a);
     let checkpointed = crate::history::checkpoint::checkpointed_seq(&a)?;
     let daemon = crate::repo::agent::writer_pid(&home, a.name());
+    // Written before durability was recorded: all of it is durable.
+    let durable = a.repo().index().durable_seq()?.unwrap_or(head);
     let v = serde_json::json!({
         "agent": agent,
         "mounted_by_pid": daemon,
         "key_version": a.repo().keys().key_version(),
         "head_seq": head,
+        "durable_seq": durable,
         "replicated_seq": replicated,
         "verified_seq": verified.map(|v| v.0),
         "verified_at": verified.map(|v| rfc3339_ms(v.1)),
@@ -161,6 +164,16 @@ pub(super) fn status(args: StatusArgs, out: &mut dyn Write) -> Result<()> {
     } else {
         writeln!(out, "agent       {agent}").map_err(w)?;
         writeln!(out, "head        {head}").map_err(w)?;
+        if durable < head {
+            writeln!(
+                out,
+                "durable     {durable} ({} sealed, not yet synced)",
+                head - durable
+            )
+            .map_err(w)?;
+        } else {
+            writeln!(out, "durable     {head}").map_err(w)?;
+        }
         writeln!(out, "replicated  {replicated}").map_err(w)?;
         match verified {
             Some((s, at)) => writeln!(out, "verified    {s} (at {})", rfc3339_ms(at)).map_err(w)?,
@@ -220,5 +233,29 @@ pub(super) fn ls(args: LsArgs, out: &mut dyn Write) -> Result<()> {
         )
         .map_err(w)?;
     }
+    Ok(())
+}
+
+/// `sovseal reset`.
+pub(super) fn reset(args: ResetArgs, out: &mut dyn Write) -> Result<()> {
+    let ResetArgs {
+        agent,
+        discard_local_history,
+    } = args;
+    let w = |e: std::io::Error| Error::io("stdout", e);
+    if !discard_local_history {
+        return Err(Error::Invalid(
+            "sovseal reset moves this agent's local history aside; say so with --discard-local-history".into(),
+        ));
+    }
+    let home = Home::from_env()?;
+    let name = AgentName::new(&agent)?;
+    let to = crate::repo::agent::discard_local(&home, &name)?;
+    writeln!(
+        out,
+        "agent {agent}: local data and seen-head record moved to {}; the next mount restores it from its remote if that holds it, else starts it over",
+        to.display()
+    )
+    .map_err(w)?;
     Ok(())
 }

@@ -68,6 +68,10 @@ pub enum Command {
     },
     /// List a directory as of a snapshot (default: head).
     Ls(LsArgs),
+    /// Start an agent over on this machine: its data dir and seen-head
+    /// record are moved aside (to $SOVSEAL_HOME/discarded/), never deleted.
+    /// The remote keeps its copy; a new history would fork from it.
+    Reset(ResetArgs),
 }
 
 // The key commands (no `///`: clap would take it as help text).
@@ -204,6 +208,9 @@ pub struct RestoreArgs {
     /// Sequence number to write out (default: the newest).
     #[arg(long)]
     pub seq: Option<u64>,
+    /// Keep setuid/setgid bits (root only; stripped by default).
+    #[arg(long)]
+    pub preserve_setuid: bool,
     /// `[PATH] DEST`: PATH inside the agent's tree (default: `/`); DEST a
     /// missing or empty directory (for a directory) or a new path (for a
     /// file or symlink).
@@ -314,4 +321,15 @@ pub struct LsArgs {
     /// Directory inside the agent's tree.
     #[arg(default_value = "/")]
     pub path: String,
+}
+
+/// Arguments of `sovseal reset`.
+#[derive(Args, Debug)]
+pub struct ResetArgs {
+    /// Agent name.
+    #[arg(long)]
+    pub agent: String,
+    /// Required: says that the local history is to be set aside.
+    #[arg(long)]
+    pub discard_local_history: bool,
 }

@@ -15,8 +15,10 @@ pub(super) fn restore(args: RestoreArgs, out: &mut dyn Write) -> Result<()> {
         agent,
         remote,
         seq,
+        preserve_setuid,
         paths,
     } = args;
+    let opts = crate::history::restore::WriteOptions { preserve_setuid };
     let w = |e: std::io::Error| Error::io("stdout", e);
     let (path, dest) = match &paths[..] {
         [dest] => ("/".to_string(), dest.clone()),
@@ -29,11 +31,22 @@ pub(super) fn restore(args: RestoreArgs, out: &mut dyn Write) -> Result<()> {
     let local = home.has_agent(&name);
     let (n, from) = if remote.is_none() && local {
         let a = crate::repo::agent::Agent::open_readonly(&home, &name, &m)?;
-        let n = crate::history::restore::from_local(&a, seq, &path, &dest)?;
+        let n = crate::history::restore::from_local(&a, seq, &path, &dest, opts)?;
         (n, "local data".to_string())
     } else {
         let url = home.remote_for(&name, remote.as_deref())?;
-        let n = crate::history::restore::to_directory(&home, &name, &m, &url, seq, &path, &dest)?;
+        let n = crate::history::restore::to_directory(
+            &home,
+            &name,
+            &m,
+            &url,
+            crate::history::restore::Output {
+                seq,
+                path: &path,
+                dest: &dest,
+                options: opts,
+            },
+        )?;
         (n, url)
     };
     writeln!(

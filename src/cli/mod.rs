@@ -65,5 +65,6 @@ fn run(cli: Cli) -> Result<()> {
         Command::Redact(a) => history::redact(a, out),
         Command::Key { cmd } => keys::key(cmd, out),
         Command::Ls(a) => agent::ls(a, out),
+        Command::Reset(a) => agent::reset(a, out),
     }
 }

@@ -5,12 +5,18 @@
 //!    sealed and appended to the pack (only what changed: cost follows the
 //!    size of the change, not of the tree or the file);
 //! 2. the manifest is sealed into an envelope naming the parent's hash;
-//! 3. the pack is fdatasync'ed, then one SQLite transaction records the new
-//!    objects, the pack lengths and the envelope (synchronous = FULL).
+//! 3. one SQLite transaction records the new objects, the pack lengths and
+//!    the envelope (`synchronous = NORMAL`: nothing waits for the disk).
 //!
-//! A crash before step 3's transaction commits leaves the previous head;
-//! bytes appended after the last committed pack length are cut off by the
-//! next writer. On error the overlay is kept, so the commit can be retried.
+//! The snapshot is then sealed and survives a crash of the process (the
+//! page cache holds the packs and the WAL). [`Engine::sync`] is the
+//! power-loss barrier (packs synced, then a synchronous index transaction
+//! records the durable point); after a power cut the next writer keeps the
+//! snapshots after the durable point only if every byte of them is there
+//! (`repo::agent`'s recovery). A crash before step 3 leaves the previous
+//! head; bytes appended after the last committed pack length are cut off
+//! by the next writer. On error the overlay is kept, so the commit can be
+//! retried.
 
 use super::{Engine, Overlay};
 use crate::Result;
@@ -75,7 +81,9 @@ pub(super) fn genesis(agent: &Agent) -> Result<SnapshotView> {
 
 impl Engine {
     /// Seals every uncommitted change into the next snapshot. Returns `None`
-    /// when there is nothing to commit. Durable when it returns.
+    /// when there is nothing to commit. The snapshot survives a crash of
+    /// the process when this returns; [`Engine::sync`] makes it durable
+    /// against a power cut.
     pub fn commit(&mut self) -> Result<Option<CommitInfo>> {
         if !self.ov.changed {
             return Ok(None);
@@ -157,7 +165,6 @@ impl Engine {
         let env = envelope::seal_manifest(repo.keys(), &m);
         repo.commit(&env)?;
         let head = SnapshotView::new(repo, env.hash(), m);
-        self.agent.record_seen(&head)?;
         let info = CommitInfo {
             seq: head.seq(),
             hash: head.hash(),
@@ -185,6 +192,7 @@ impl Engine {
         }
         self.ov = next;
         self.head = Arc::new(head);
+        self.journal_committed()?;
         Ok(Some(info))
     }
 
@@ -227,7 +235,6 @@ impl Engine {
         let env = envelope::seal_manifest(repo.keys(), &m);
         repo.commit(&env)?;
         let head = SnapshotView::new(repo, env.hash(), m);
-        self.agent.record_seen(&head)?;
         self.ov = Overlay {
             next_ino: head.manifest().next_ino,
             ..Overlay::default()

@@ -9,15 +9,23 @@
 //! `commit.rs`). Dirty chunk data beyond the dirty budget is sealed early
 //! into content objects: plaintext never spills to disk.
 //!
+//! Every namespace and attribute operation is sealed into the operation
+//! journal (`journal.rs`, `repo/journal.rs`) before it returns, so that a
+//! crash of the process loses none; the next open applies the journal on
+//! top of head again and commits it.
+//!
 //! Architecture Invariant: the engine knows nothing of FUSE; time, uid and
 //! gid come in from the caller or the clock here.
 
 mod commit;
 mod dirty;
+mod journal;
 
 use crate::config::{AgentName, Home};
 use crate::repo::agent::{Agent, WriteLock};
+use crate::repo::journal::Journal;
 use crate::repo::view::{self, ChunkOverlay, SnapshotView};
+use crate::seal::envelope;
 use crate::seal::keys::MasterKey;
 use crate::seal::tree::{
     ChunkRef, Chunks, Content, DirEntry, Entries, FileType, Inode, ObjectKind, ROOT_INO,
@@ -26,6 +34,7 @@ use crate::time::now_ns;
 use crate::{Error, Result};
 pub use commit::CommitInfo;
 use dirty::DirtyChunk;
+use journal::{Entry, Op};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
@@ -39,7 +48,7 @@ pub const XATTR_SIZE_MAX: usize = 64 * 1024;
 pub const DEFAULT_DIRTY_BUDGET: usize = 64 << 20;
 
 /// Attributes to change; `None` leaves a field alone.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct SetAttr {
     /// New permission bits (`& 0o7777`).
     pub perm: Option<u32>,
@@ -56,7 +65,7 @@ pub struct SetAttr {
 }
 
 /// Flags of `rename`.
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct RenameFlags {
     /// Fail with `EEXIST` if the target exists.
     pub noreplace: bool,
@@ -65,7 +74,7 @@ pub struct RenameFlags {
 }
 
 /// Flags of `setxattr`.
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct XattrFlags {
     /// Fail with `EEXIST` if the attribute exists.
     pub create: bool,
@@ -98,6 +107,14 @@ struct Overlay {
     changed: bool,
 }
 
+/// The inode an operation created (0 for one that creates none).
+fn created_by(op: &Op, made: Option<&Inode>) -> u64 {
+    match (op, made) {
+        (Op::Create { .. } | Op::Mkdir { .. } | Op::Symlink { .. }, Some(i)) => i.ino,
+        _ => 0,
+    }
+}
+
 fn check_name(name: &[u8], op: &'static str) -> Result<()> {
     if name.is_empty() {
         return Err(Error::fs(op, libc::ENOENT));
@@ -122,7 +139,17 @@ pub struct Engine {
     /// Open counts of inodes held by the caller (open file handles).
     pins: HashMap<u64, u32>,
     dirty_budget: usize,
-    _lock: WriteLock,
+    /// The operation journal (None while replaying it).
+    journal: Option<OpJournal>,
+    /// The time of the operation being applied (replay), else the clock.
+    clock: Option<i64>,
+    lock: WriteLock,
+}
+
+/// The journal file and the position of its next record.
+struct OpJournal {
+    file: Journal,
+    next: u64,
 }
 
 impl Engine {
@@ -143,11 +170,14 @@ impl Engine {
         let existing = agent.repo().index().head_seq()?;
         let head = match existing {
             Some(_) => agent.head()?,
-            None => commit::genesis(&agent)?,
+            None => {
+                agent.refuse_start_over()?;
+                commit::genesis(&agent)?
+            }
         };
-        agent.record_seen(&head)?;
+        let (file, records) = Journal::open(&agent.data_dir())?;
         let next_ino = head.manifest().next_ino;
-        Ok(Engine {
+        let mut e = Engine {
             agent: Arc::new(agent),
             head: Arc::new(head),
             ov: Overlay {
@@ -156,8 +186,217 @@ impl Engine {
             },
             pins: HashMap::new(),
             dirty_budget: DEFAULT_DIRTY_BUDGET,
-            _lock: lock,
+            journal: None,
+            clock: None,
+            lock,
+        };
+        e.replay(&records)?;
+        e.journal = Some(OpJournal { file, next: 0 });
+        if let Some(j) = e.journal.as_mut() {
+            j.file.reset()?;
+        }
+        e.agent.make_durable(&e.head)?;
+        Ok(e)
+    }
+
+    /// Applies the journal's operations recorded on top of head, in order
+    /// and at their recorded times, then commits them: what was
+    /// acknowledged before a crash of the process is in the tree again.
+    /// Records on top of another head are stale (already committed, or made
+    /// on a head a power cut took) and skipped. A record that does not
+    /// open ends the replay (a power cut can tear unsynced writes); one
+    /// that opens but does not apply is an error, never skipped.
+    fn replay(&mut self, records: &[crate::repo::journal::Record]) -> Result<()> {
+        let (seq, hash) = (self.head.seq(), self.head.hash());
+        let keys = self.agent.repo().keys().clone();
+        let mut n = 0u64;
+        for r in records.iter().filter(|r| r.seq == seq && r.hash == hash) {
+            let plain = match envelope::open_journal(&keys, seq, &hash, n, &r.sealed) {
+                Ok(p) => p,
+                Err(e) => {
+                    tracing::warn!("journal: replay ends at record {n}: {e}");
+                    break;
+                }
+            };
+            let entry = Entry::decode(&plain)?;
+            self.clock = Some(entry.time_ns);
+            let res = self.apply(&entry.op);
+            self.clock = None;
+            let made = res.map_err(|e| {
+                Error::corrupt(
+                    format!("journal record {n} on snapshot {seq}"),
+                    format!("does not apply to the head it was made on: {e}"),
+                )
+            })?;
+            let got = created_by(&entry.op, made.as_ref());
+            if got != entry.created {
+                return Err(Error::corrupt(
+                    format!("journal record {n} on snapshot {seq}"),
+                    format!("created inode {got} where {} was recorded", entry.created),
+                ));
+            }
+            n += 1;
+        }
+        if n > 0 {
+            let info = self.commit()?;
+            tracing::info!(
+                "journal: {n} operations acknowledged before the last stop are in snapshot {}",
+                info.map_or(seq, |i| i.seq)
+            );
+        }
+        Ok(())
+    }
+
+    /// Tells waiting writers that this one is finishing (its mount is
+    /// gone): a new mount of the agent waits for it instead of refusing.
+    pub fn mark_stopping(&self) {
+        self.lock.mark_stopping();
+    }
+
+    /// Records in the lock that this writer serves `mountpoint`: once that
+    /// is unmounted, a new mount waits for this one's last commit.
+    pub fn mark_serving(&self, mountpoint: &std::path::Path) {
+        self.lock.mark_serving(mountpoint);
+    }
+
+    /// The time of the operation being applied.
+    fn now(&self) -> i64 {
+        self.clock.unwrap_or_else(now_ns)
+    }
+
+    /// Applies one operation; returns the inode it created or changed,
+    /// where the operation has one.
+    fn apply(&mut self, op: &Op) -> Result<Option<Inode>> {
+        Ok(match op {
+            Op::Create {
+                parent,
+                name,
+                perm,
+                uid,
+                gid,
+            } => Some(self.create_op(*parent, name, *perm, *uid, *gid)?),
+            Op::Mkdir {
+                parent,
+                name,
+                perm,
+                uid,
+                gid,
+            } => Some(self.mkdir_op(*parent, name, *perm, *uid, *gid)?),
+            Op::Symlink {
+                parent,
+                name,
+                target,
+                uid,
+                gid,
+            } => Some(self.symlink_op(*parent, name, target, *uid, *gid)?),
+            Op::Link {
+                ino,
+                newparent,
+                newname,
+            } => Some(self.link_op(*ino, *newparent, newname)?),
+            Op::Unlink { parent, name } => {
+                self.unlink_op(*parent, name)?;
+                None
+            }
+            Op::Rmdir { parent, name } => {
+                self.rmdir_op(*parent, name)?;
+                None
+            }
+            Op::Rename {
+                parent,
+                name,
+                newparent,
+                newname,
+                flags,
+            } => {
+                self.rename_op(*parent, name, *newparent, newname, *flags)?;
+                None
+            }
+            Op::Setattr { ino, attrs } => Some(self.setattr_op(*ino, attrs)?),
+            Op::Setxattr {
+                ino,
+                name,
+                value,
+                flags,
+            } => {
+                self.setxattr_op(*ino, name, value, *flags)?;
+                None
+            }
+            Op::Removexattr { ino, name } => {
+                self.removexattr_op(*ino, name)?;
+                None
+            }
         })
+    }
+
+    /// Applies `op` now and seals it into the journal before returning.
+    fn run(&mut self, op: Op) -> Result<Option<Inode>> {
+        let t = now_ns();
+        self.clock = Some(t);
+        let res = self.apply(&op);
+        self.clock = None;
+        let made = res?;
+        // An orphan (unlinked, still open) is in no snapshot: what is done
+        // to it has no lasting effect, and after a restart it is gone.
+        let target = match &op {
+            Op::Setattr { ino, .. } | Op::Setxattr { ino, .. } | Op::Removexattr { ino, .. } => {
+                Some(*ino)
+            }
+            _ => None,
+        };
+        if target
+            .is_some_and(|ino| matches!(self.ov.inodes.get(&ino), Some(Some(i)) if i.nlink == 0))
+        {
+            return Ok(made);
+        }
+        let created = created_by(&op, made.as_ref());
+        self.log(Entry {
+            op,
+            time_ns: t,
+            created,
+        })?;
+        Ok(made)
+    }
+
+    fn log(&mut self, entry: Entry) -> Result<()> {
+        let Some(j) = self.journal.as_mut() else {
+            return Ok(());
+        };
+        let (seq, hash) = (self.head.seq(), self.head.hash());
+        let sealed = envelope::seal_journal(
+            self.agent.repo().keys(),
+            seq,
+            &hash,
+            j.next,
+            &entry.encode(),
+        );
+        j.file.append(seq, &hash, &sealed)?;
+        j.next += 1;
+        Ok(())
+    }
+
+    /// Empties the journal after a commit that holds its operations.
+    fn journal_committed(&mut self) -> Result<()> {
+        if let Some(j) = self.journal.as_mut() {
+            j.file.reset()?;
+            j.next = 0;
+        }
+        Ok(())
+    }
+
+    /// Makes every snapshot committed so far durable against a power cut
+    /// (see [`Agent::make_durable`]); returns the durable head's sequence
+    /// number.
+    pub fn sync(&self) -> Result<u64> {
+        self.agent.make_durable(&self.head)?;
+        Ok(self.head.seq())
+    }
+
+    /// The agent and the head committed so far: what a power-loss barrier
+    /// needs, so that it can run without holding the engine while the disk
+    /// works (`agent.make_durable(&head)`).
+    pub fn durability_point(&self) -> (Arc<Agent>, Arc<SnapshotView>) {
+        (self.agent.clone(), self.head.clone())
     }
 
     /// Whether inode `ino` has changes not yet committed.
@@ -341,7 +580,7 @@ impl Engine {
         if self.lookup(parent, name)?.is_some() {
             return Err(Error::fs(op, libc::EEXIST));
         }
-        let now = now_ns();
+        let now = self.now();
         let ino = self.ov.next_ino;
         let is_dir = matches!(content, Content::Dir(_));
         let size = match &content {
@@ -420,10 +659,151 @@ impl Engine {
         Ok(())
     }
 
-    // ----- namespace operations -----
+    // ----- operations, each journaled before it returns -----
 
     /// Creates an empty regular file.
     pub fn create(
+        &mut self,
+        parent: u64,
+        name: &[u8],
+        perm: u32,
+        uid: u32,
+        gid: u32,
+    ) -> Result<Inode> {
+        let op = Op::Create {
+            parent,
+            name: name.to_vec(),
+            perm,
+            uid,
+            gid,
+        };
+        Ok(self.run(op)?.expect("create makes an inode"))
+    }
+
+    /// Creates a directory.
+    pub fn mkdir(
+        &mut self,
+        parent: u64,
+        name: &[u8],
+        perm: u32,
+        uid: u32,
+        gid: u32,
+    ) -> Result<Inode> {
+        let op = Op::Mkdir {
+            parent,
+            name: name.to_vec(),
+            perm,
+            uid,
+            gid,
+        };
+        Ok(self.run(op)?.expect("mkdir makes an inode"))
+    }
+
+    /// Creates a symlink.
+    pub fn symlink(
+        &mut self,
+        parent: u64,
+        name: &[u8],
+        target: &[u8],
+        uid: u32,
+        gid: u32,
+    ) -> Result<Inode> {
+        let op = Op::Symlink {
+            parent,
+            name: name.to_vec(),
+            target: target.to_vec(),
+            uid,
+            gid,
+        };
+        Ok(self.run(op)?.expect("symlink makes an inode"))
+    }
+
+    /// Adds a hard link `newparent/newname` to `ino`.
+    pub fn link(&mut self, ino: u64, newparent: u64, newname: &[u8]) -> Result<Inode> {
+        let op = Op::Link {
+            ino,
+            newparent,
+            newname: newname.to_vec(),
+        };
+        Ok(self.run(op)?.expect("link returns the inode"))
+    }
+
+    /// Removes a non-directory entry.
+    pub fn unlink(&mut self, parent: u64, name: &[u8]) -> Result<()> {
+        self.run(Op::Unlink {
+            parent,
+            name: name.to_vec(),
+        })
+        .map(drop)
+    }
+
+    /// Removes an empty directory.
+    pub fn rmdir(&mut self, parent: u64, name: &[u8]) -> Result<()> {
+        self.run(Op::Rmdir {
+            parent,
+            name: name.to_vec(),
+        })
+        .map(drop)
+    }
+
+    /// Renames `parent/name` to `newparent/newname` (see [`RenameFlags`]).
+    pub fn rename(
+        &mut self,
+        parent: u64,
+        name: &[u8],
+        newparent: u64,
+        newname: &[u8],
+        flags: RenameFlags,
+    ) -> Result<()> {
+        self.run(Op::Rename {
+            parent,
+            name: name.to_vec(),
+            newparent,
+            newname: newname.to_vec(),
+            flags,
+        })
+        .map(drop)
+    }
+
+    /// Changes attributes; a size change truncates or extends the file.
+    pub fn setattr(&mut self, ino: u64, a: &SetAttr) -> Result<Inode> {
+        let op = Op::Setattr {
+            ino,
+            attrs: a.clone(),
+        };
+        Ok(self.run(op)?.expect("setattr returns the inode"))
+    }
+
+    /// Sets an extended attribute.
+    pub fn setxattr(
+        &mut self,
+        ino: u64,
+        name: &[u8],
+        value: &[u8],
+        flags: XattrFlags,
+    ) -> Result<()> {
+        self.run(Op::Setxattr {
+            ino,
+            name: name.to_vec(),
+            value: value.to_vec(),
+            flags,
+        })
+        .map(drop)
+    }
+
+    /// Removes an extended attribute.
+    pub fn removexattr(&mut self, ino: u64, name: &[u8]) -> Result<()> {
+        self.run(Op::Removexattr {
+            ino,
+            name: name.to_vec(),
+        })
+        .map(drop)
+    }
+
+    // ----- namespace operations -----
+
+    /// Creates an empty regular file.
+    fn create_op(
         &mut self,
         parent: u64,
         name: &[u8],
@@ -441,7 +821,7 @@ impl Engine {
     }
 
     /// Creates a directory.
-    pub fn mkdir(
+    fn mkdir_op(
         &mut self,
         parent: u64,
         name: &[u8],
@@ -453,7 +833,7 @@ impl Engine {
     }
 
     /// Creates a symlink.
-    pub fn symlink(
+    fn symlink_op(
         &mut self,
         parent: u64,
         name: &[u8],
@@ -477,7 +857,7 @@ impl Engine {
     }
 
     /// Adds a hard link `newparent/newname` to `ino`.
-    pub fn link(&mut self, ino: u64, newparent: u64, newname: &[u8]) -> Result<Inode> {
+    fn link_op(&mut self, ino: u64, newparent: u64, newname: &[u8]) -> Result<Inode> {
         check_name(newname, "link")?;
         let i = self.getattr(ino)?;
         if i.file_type() == FileType::Dir {
@@ -490,7 +870,7 @@ impl Engine {
         if self.lookup(newparent, newname)?.is_some() {
             return Err(Error::fs("link", libc::EEXIST));
         }
-        let now = now_ns();
+        let now = self.now();
         self.entries_mut(newparent)?.insert(
             newname.to_vec(),
             DirEntry {
@@ -508,7 +888,7 @@ impl Engine {
     }
 
     /// Removes a non-directory entry.
-    pub fn unlink(&mut self, parent: u64, name: &[u8]) -> Result<()> {
+    fn unlink_op(&mut self, parent: u64, name: &[u8]) -> Result<()> {
         self.dir_inode(parent, "unlink")?;
         let e = self
             .lookup(parent, name)?
@@ -516,7 +896,7 @@ impl Engine {
         if e.file_type == FileType::Dir {
             return Err(Error::fs("unlink", libc::EISDIR));
         }
-        let now = now_ns();
+        let now = self.now();
         self.entries_mut(parent)?.remove(name);
         self.touch_dir(parent, now, 0)?;
         self.drop_link(e.ino, now)?;
@@ -525,7 +905,7 @@ impl Engine {
     }
 
     /// Removes an empty directory.
-    pub fn rmdir(&mut self, parent: u64, name: &[u8]) -> Result<()> {
+    fn rmdir_op(&mut self, parent: u64, name: &[u8]) -> Result<()> {
         self.dir_inode(parent, "rmdir")?;
         if name == b"." {
             return Err(Error::fs("rmdir", libc::EINVAL));
@@ -542,7 +922,7 @@ impl Engine {
         if !self.with_entries(e.ino, |c| c.is_empty())? {
             return Err(Error::fs("rmdir", libc::ENOTEMPTY));
         }
-        let now = now_ns();
+        let now = self.now();
         self.entries_mut(parent)?.remove(name);
         self.touch_dir(parent, now, -1)?;
         self.drop_link(e.ino, now)?;
@@ -565,7 +945,7 @@ impl Engine {
 
     /// Renames `parent/name` to `newparent/newname`, atomically replacing
     /// the target (or swapping with it under `exchange`).
-    pub fn rename(
+    fn rename_op(
         &mut self,
         parent: u64,
         name: &[u8],
@@ -587,7 +967,7 @@ impl Engine {
             .lookup(parent, name)?
             .ok_or_else(|| Error::fs(OP, libc::ENOENT))?;
         let dst = self.lookup(newparent, newname)?;
-        let now = now_ns();
+        let now = self.now();
         if flags.exchange {
             let dst = dst.ok_or_else(|| Error::fs(OP, libc::ENOENT))?;
             if src.ino == dst.ino {
@@ -660,8 +1040,8 @@ impl Engine {
     // ----- attributes -----
 
     /// Changes attributes; a size change truncates or extends the file.
-    pub fn setattr(&mut self, ino: u64, a: &SetAttr) -> Result<Inode> {
-        let now = now_ns();
+    fn setattr_op(&mut self, ino: u64, a: &SetAttr) -> Result<Inode> {
+        let now = self.now();
         if let Some(size) = a.size {
             self.truncate(ino, size, now)?;
         } else {
@@ -690,7 +1070,7 @@ impl Engine {
     }
 
     /// Sets an extended attribute.
-    pub fn setxattr(
+    fn setxattr_op(
         &mut self,
         ino: u64,
         name: &[u8],
@@ -710,21 +1090,23 @@ impl Engine {
         if flags.replace && !exists {
             return Err(Error::fs("setxattr", libc::ENODATA));
         }
+        let now = self.now();
         let i = self.inode_mut(ino)?;
         i.xattrs.insert(name.to_vec(), value.to_vec());
-        i.ctime = now_ns();
+        i.ctime = now;
         self.ov.changed = true;
         Ok(())
     }
 
     /// Removes an extended attribute.
-    pub fn removexattr(&mut self, ino: u64, name: &[u8]) -> Result<()> {
+    fn removexattr_op(&mut self, ino: u64, name: &[u8]) -> Result<()> {
         if !self.getattr(ino)?.xattrs.contains_key(name) {
             return Err(Error::fs("removexattr", libc::ENODATA));
         }
+        let now = self.now();
         let i = self.inode_mut(ino)?;
         i.xattrs.remove(name);
-        i.ctime = now_ns();
+        i.ctime = now;
         self.ov.changed = true;
         Ok(())
     }
@@ -798,7 +1180,7 @@ impl Engine {
             pos += n as u64;
             src += n;
         }
-        let now = now_ns();
+        let now = self.now();
         let i = self.inode_mut(ino)?;
         i.size = i.size.max(end);
         i.mtime = now;

@@ -23,8 +23,15 @@ use crate::seal::envelope::{self, Envelope, GENESIS_PARENT};
 use crate::seal::keys::MasterKey;
 use crate::seal::tree::{FileType, Inode};
 use crate::{Error, Result};
+use nix::fcntl::{AtFlags, OFlag, openat};
+use nix::sys::stat::{Mode, fchmod, mkdirat};
+use nix::unistd::{linkat, symlinkat};
+use std::collections::HashMap;
+use std::ffi::OsStr;
+use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
+use std::sync::Arc;
 
 /// Restores `name` from `remote` into an empty local data dir; returns the
 /// head sequence number. `progress(seq, head)` is called per snapshot.
@@ -148,7 +155,7 @@ async fn restore_into(
         crate::history::checkpoint::save_local(&agent, c)?;
     }
     let head_view = agent.head()?;
-    agent.record_seen(&head_view)?;
+    agent.make_durable(&head_view)?;
     agent
         .repo()
         .index()
@@ -156,19 +163,35 @@ async fn restore_into(
     Ok(head)
 }
 
+/// What to write out of a snapshot, and where.
+#[derive(Clone, Copy, Debug)]
+pub struct Output<'a> {
+    /// The snapshot (default: the newest).
+    pub seq: Option<u64>,
+    /// The path inside it (`/` for the whole tree).
+    pub path: &'a str,
+    /// Where: a missing or empty directory, or a new path for a file.
+    pub dest: &'a Path,
+    /// How.
+    pub options: WriteOptions,
+}
+
 /// Restores `name` from the remote at `url` into a private temporary data
-/// dir (the rollback record of this machine still applies), then writes the
-/// tree of snapshot `seq` (default: the newest) into `dest`, which must be
-/// missing or empty. Returns the sequence written.
+/// dir (the rollback record of this machine still applies), then writes
+/// `out` of that snapshot. Returns the sequence written.
 pub fn to_directory(
     home: &Home,
     name: &AgentName,
     master: &MasterKey,
     url: &str,
-    seq: Option<u64>,
-    path: &str,
-    dest: &Path,
+    out: Output<'_>,
 ) -> Result<u64> {
+    let Output {
+        seq,
+        path,
+        dest,
+        options: o,
+    } = out;
     if path.trim_matches('/').is_empty() {
         check_empty_dest(dest)?;
     }
@@ -196,7 +219,7 @@ pub fn to_directory(
             let agent = Agent::open_readonly(&scratch, name, master)?;
             let want = seq.unwrap_or(head);
             let view = agent.snapshot(want)?;
-            write_path(&view, path, dest)?;
+            write_path(&view, path, dest, o)?;
             Ok(want)
         });
     let _ = std::fs::remove_dir_all(&tmp);
@@ -237,26 +260,86 @@ fn check_absent_dest(dest: &Path) -> Result<()> {
     Ok(())
 }
 
+/// How a tree is written out.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct WriteOptions {
+    /// Keep setuid and setgid bits (root only); by default they are
+    /// stripped, so that a restore never creates a set-id program.
+    pub preserve_setuid: bool,
+}
+
+impl WriteOptions {
+    fn mode(self, perm: u32) -> Mode {
+        let keep = if self.preserve_setuid { 0o7777 } else { 0o1777 };
+        Mode::from_bits_truncate(perm & keep)
+    }
+}
+
+fn nix_io(p: &Path, e: nix::errno::Errno) -> Error {
+    Error::io(p, std::io::Error::from(e))
+}
+
+/// Opens a directory under `dir` without following a symlink.
+fn open_dir_at(dir: &impl AsFd, name: &OsStr, shown: &Path) -> Result<OwnedFd> {
+    openat(
+        dir,
+        name,
+        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| nix_io(shown, e))
+}
+
 /// Writes `path` of snapshot `view` out: a directory's tree into `dest`
 /// (missing or empty), a file or symlink as `dest` (must not exist).
-pub fn write_path(view: &SnapshotView, path: &str, dest: &Path) -> Result<()> {
+/// Everything below `dest` is created through descriptors of the
+/// directories this restore made, with `O_NOFOLLOW` and `O_EXCL`: a symlink
+/// planted in `dest` meanwhile is never followed (as GNU tar extracts).
+pub fn write_path(view: &SnapshotView, path: &str, dest: &Path, o: WriteOptions) -> Result<()> {
+    if o.preserve_setuid && !nix::unistd::geteuid().is_root() {
+        return Err(Error::Invalid(
+            "--preserve-setuid is for root only (set-id bits are stripped otherwise)".into(),
+        ));
+    }
     let ino = view.resolve(path.as_bytes())?;
     let i = view.getattr(ino)?;
+    let parent = match dest.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let name = dest
+        .file_name()
+        .ok_or_else(|| Error::Invalid(format!("{} names no file", dest.display())))?;
+    if i.file_type() == FileType::Dir && !parent.exists() {
+        // The directories leading to DEST are the user's to name: made as
+        // asked. Below DEST, nothing is followed.
+        crate::fsutil::create_private_dir(parent)?;
+    }
+    let pfd = openat(
+        nix::fcntl::AT_FDCWD,
+        parent,
+        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| nix_io(parent, e))?;
     match i.file_type() {
         FileType::Dir => {
             check_empty_dest(dest)?;
-            crate::fsutil::create_private_dir(dest)?;
-            write_tree(view, ino, dest)
+            match mkdirat(&pfd, name, Mode::from_bits_truncate(0o700)) {
+                Ok(()) | Err(nix::errno::Errno::EEXIST) => {}
+                Err(e) => return Err(nix_io(dest, e)),
+            }
+            let dfd = Arc::new(open_dir_at(&pfd, name, dest)?);
+            write_tree(view, ino, &dfd, dest, o, &mut HashMap::new())
         }
         FileType::File => {
             check_absent_dest(dest)?;
-            write_file(view, &i, dest)
+            write_file(view, &i, &pfd, name, dest, o)
         }
         FileType::Symlink => {
             check_absent_dest(dest)?;
             let t = view.readlink(ino)?;
-            std::os::unix::fs::symlink(std::ffi::OsStr::from_bytes(&t), dest)
-                .map_err(|er| Error::io(dest, er))
+            symlinkat(OsStr::from_bytes(&t), &pfd, name).map_err(|e| nix_io(dest, e))
         }
     }
 }
@@ -264,7 +347,13 @@ pub fn write_path(view: &SnapshotView, path: &str, dest: &Path) -> Result<()> {
 /// Writes `path` of snapshot `seq` (default: head) of a local agent to
 /// `dest`, after verifying every object of that snapshot. Returns the
 /// sequence written.
-pub fn from_local(agent: &Agent, seq: Option<u64>, path: &str, dest: &Path) -> Result<u64> {
+pub fn from_local(
+    agent: &Agent,
+    seq: Option<u64>,
+    path: &str,
+    dest: &Path,
+    o: WriteOptions,
+) -> Result<u64> {
     let view = match seq {
         Some(s) => agent.snapshot(s)?,
         None => agent.head()?,
@@ -272,78 +361,90 @@ pub fn from_local(agent: &Agent, seq: Option<u64>, path: &str, dest: &Path) -> R
     // Resolve first: a wrong path fails before anything is read or written.
     view.resolve(path.as_bytes())?;
     crate::history::verify::verify_snapshot(agent, &view)?;
-    write_path(&view, path, dest)?;
+    write_path(&view, path, dest, o)?;
     Ok(view.seq())
 }
 
-/// Writes one regular file (holes stay holes) with its mode and mtime.
-fn write_file(view: &SnapshotView, i: &Inode, p: &Path) -> Result<()> {
-    use std::os::unix::fs::{FileExt, PermissionsExt};
-    let f = std::fs::File::create(p).map_err(|er| Error::io(p, er))?;
+/// Writes one regular file (holes stay holes) with its mode and mtime,
+/// created as `name` under `dir` (never through a symlink, never over an
+/// existing file).
+fn write_file(
+    view: &SnapshotView,
+    i: &Inode,
+    dir: &impl AsFd,
+    name: &OsStr,
+    shown: &Path,
+    o: WriteOptions,
+) -> Result<()> {
+    use std::os::unix::fs::FileExt;
+    let fd = openat(
+        dir,
+        name,
+        OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+        Mode::from_bits_truncate(0o600),
+    )
+    .map_err(|e| nix_io(shown, e))?;
+    let f = std::fs::File::from(fd);
     let mut off = 0;
     while off < i.size {
         let buf = view.read(i.ino, off, 1 << 20)?;
         if buf.iter().any(|b| *b != 0) {
-            f.write_all_at(&buf, off).map_err(|er| Error::io(p, er))?;
+            f.write_all_at(&buf, off)
+                .map_err(|er| Error::io(shown, er))?;
         }
         off += buf.len() as u64;
     }
-    f.set_len(i.size).map_err(|er| Error::io(p, er))?;
-    f.set_permissions(std::fs::Permissions::from_mode(i.perm))
-        .map_err(|er| Error::io(p, er))?;
-    set_mtime(p, i.mtime)
+    f.set_len(i.size).map_err(|er| Error::io(shown, er))?;
+    fchmod(&f, o.mode(i.perm)).map_err(|e| nix_io(shown, e))?;
+    set_mtime(&f, shown, i.mtime)
 }
 
-/// Writes the tree below directory `top` into `dest`: directories, files,
-/// symlinks, hard links, modes and modification times.
-fn write_tree(view: &SnapshotView, top: u64, dest: &Path) -> Result<()> {
-    use std::collections::HashMap;
-    use std::os::unix::fs::PermissionsExt;
-    let mut linked: HashMap<u64, std::path::PathBuf> = HashMap::new();
-    let mut dirs = Vec::new();
-    let mut stack = vec![(top, dest.to_path_buf())];
-    while let Some((ino, path)) = stack.pop() {
-        for (name, e) in view.entries(ino)?.iter() {
-            let p = path.join(std::ffi::OsStr::from_bytes(name));
-            let i = view.getattr(e.ino)?;
-            match e.file_type {
-                FileType::Dir => {
-                    std::fs::create_dir(&p).map_err(|er| Error::io(&p, er))?;
-                    dirs.push((p.clone(), i.perm, i.mtime));
-                    stack.push((e.ino, p));
+/// Writes the tree below directory `top` into the directory `dir` (shown
+/// as `shown`): directories, files, symlinks, hard links, modes and
+/// modification times.
+fn write_tree(
+    view: &SnapshotView,
+    top: u64,
+    dir: &Arc<OwnedFd>,
+    shown: &Path,
+    o: WriteOptions,
+    linked: &mut HashMap<u64, (Arc<OwnedFd>, std::ffi::OsString)>,
+) -> Result<()> {
+    for (name, e) in view.entries(top)?.iter() {
+        let name = OsStr::from_bytes(name);
+        let p = shown.join(name);
+        let i = view.getattr(e.ino)?;
+        match e.file_type {
+            FileType::Dir => {
+                mkdirat(&**dir, name, Mode::from_bits_truncate(0o700))
+                    .map_err(|er| nix_io(&p, er))?;
+                let child = Arc::new(open_dir_at(&**dir, name, &p)?);
+                write_tree(view, e.ino, &child, &p, o, linked)?;
+                fchmod(&*child, o.mode(i.perm)).map_err(|er| nix_io(&p, er))?;
+                let f = std::fs::File::from(child.try_clone().map_err(|er| Error::io(&p, er))?);
+                set_mtime(&f, &p, i.mtime)?;
+            }
+            FileType::Symlink => {
+                let t = view.readlink(e.ino)?;
+                symlinkat(OsStr::from_bytes(&t), &**dir, name).map_err(|er| nix_io(&p, er))?;
+            }
+            FileType::File => {
+                if let Some((fdir, fname)) = linked.get(&e.ino) {
+                    linkat(&**fdir, fname.as_os_str(), &**dir, name, AtFlags::empty())
+                        .map_err(|er| nix_io(&p, er))?;
+                    continue;
                 }
-                FileType::Symlink => {
-                    let t = view.readlink(e.ino)?;
-                    std::os::unix::fs::symlink(std::ffi::OsStr::from_bytes(&t), &p)
-                        .map_err(|er| Error::io(&p, er))?;
-                }
-                FileType::File => {
-                    if let Some(first) = linked.get(&e.ino) {
-                        std::fs::hard_link(first, &p).map_err(|er| Error::io(&p, er))?;
-                        continue;
-                    }
-                    write_file(view, &i, &p)?;
-                    if i.nlink > 1 {
-                        linked.insert(e.ino, p);
-                    }
+                write_file(view, &i, &**dir, name, &p, o)?;
+                if i.nlink > 1 {
+                    linked.insert(e.ino, (dir.clone(), name.to_owned()));
                 }
             }
         }
     }
-    for (p, perm, mtime) in dirs.into_iter().rev() {
-        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(perm))
-            .map_err(|er| Error::io(&p, er))?;
-        set_mtime(&p, mtime)?;
-    }
     Ok(())
 }
 
-fn set_mtime(p: &std::path::Path, ns: i64) -> Result<()> {
+fn set_mtime(f: &std::fs::File, p: &Path, ns: i64) -> Result<()> {
     let t = std::time::UNIX_EPOCH + std::time::Duration::from_nanos(ns.max(0) as u64);
-    let f = std::fs::File::options()
-        .read(true)
-        .open(p)
-        .or_else(|_| std::fs::File::open(p))
-        .map_err(|e| Error::io(p, e))?;
     f.set_modified(t).map_err(|e| Error::io(p, e))
 }

@@ -312,6 +312,14 @@ fn live_objects(agent: &Agent, progress: &mut dyn FnMut(u64, u64)) -> Result<Has
 pub fn prune_local(agent: &Agent, progress: &mut dyn FnMut(u64, u64)) -> Result<PruneReport> {
     let live = live_objects(agent, progress)?;
     let all = agent.repo().index().all_objects()?;
+    if live.is_empty() && !all.is_empty() {
+        // Every agent's head references objects: an empty live set means
+        // the index lost its history, not that everything is garbage.
+        return Err(Error::HistoryMissing {
+            agent: agent.name().to_string(),
+            evidence: format!("{} objects but no snapshot referencing any", all.len()),
+        });
+    }
     let dead: Vec<_> = all.into_iter().filter(|o| !live.contains(&o.0)).collect();
     Ok(PruneReport {
         packs_rewritten: crate::repo::repack::remove_objects(agent.repo(), &dead)?,

@@ -18,5 +18,7 @@ pub fn rollback(e: &mut Engine, seq: u64) -> Result<CommitInfo> {
     }
     let target = e.agent().snapshot(seq)?;
     verify_snapshot(e.agent(), &target)?;
-    e.rollback_to(&target)
+    let info = e.rollback_to(&target)?;
+    e.sync()?;
+    Ok(info)
 }

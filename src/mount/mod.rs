@@ -70,6 +70,17 @@ pub struct Args {
     /// fsync and close return only once the snapshot is on the remote.
     #[arg(long)]
     pub sync_replication: bool,
+    /// The close of a written file returns only once its snapshot is on
+    /// stable storage (one disk sync per close, shared by concurrent
+    /// closes). Without it a close seals the snapshot (it survives a crash
+    /// of the daemon) and the disk sync follows within --sync-interval-ms.
+    /// Also `-o sync_close`.
+    #[arg(long)]
+    pub durable_close: bool,
+    /// Longest time in ms before a sealed snapshot is made durable against
+    /// a power cut without being asked (fsync always syncs at once).
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..=60_000))]
+    pub sync_interval_ms: u64,
     /// Least seconds between two signed checkpoints (default: config.json
     /// `checkpoint_interval_secs`, else 60). One is also made at unmount.
     #[arg(long)]
@@ -159,9 +170,12 @@ fn serve(
         crate::repo::remote::Remote::open(&home.remote_for(agent, args.remote.as_deref())?)?;
     if !home.has_agent(agent) {
         startup::restore_if_remote_has(home, agent, master, &remote)?;
+    } else {
+        startup::refuse_start_over_on_remote(home, agent, master, &remote)?;
     }
     startup::apply_retention(home, agent, master, &remote)?;
     let mut engine = Engine::open(home, agent, master)?;
+    engine.mark_serving(mountpoint);
     engine.set_dirty_budget(args.dirty_budget_mib << 20);
     let replicator = if mount.read_only {
         None
@@ -181,6 +195,8 @@ fn serve(
             read_only: mount.read_only,
             quiet: Duration::from_millis(args.quiet_ms),
             sync_replication: args.sync_replication,
+            durable_close: args.durable_close || mount.sync_close,
+            sync_interval: Duration::from_millis(args.sync_interval_ms),
             ..Options::default()
         },
         replicator,

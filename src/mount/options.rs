@@ -48,6 +48,9 @@ pub struct MountOptions {
     pub read_only: bool,
     /// The source name shown by mount(8) and /proc/mounts.
     pub fsname: String,
+    /// `sync_close`: every close of a written file is durable (sovseal's
+    /// own option, not passed to the kernel).
+    pub sync_close: bool,
 }
 
 /// Parses `-o` options (already split at commas) for `agent`.
@@ -57,6 +60,7 @@ pub fn parse(opts: &[String], agent: &AgentName) -> Result<MountOptions> {
         access: Access::Owner,
         read_only: false,
         fsname: format!("sovseal:{agent}"),
+        sync_close: false,
     };
     for o in opts.iter().map(|o| o.trim()).filter(|o| !o.is_empty()) {
         let flag = match o {
@@ -74,6 +78,10 @@ pub fn parse(opts: &[String], agent: &AgentName) -> Result<MountOptions> {
                 continue;
             }
             "default_permissions" => continue,
+            "sync_close" => {
+                m.sync_close = true;
+                continue;
+            }
             "auto_unmount" => Flag::AutoUnmount,
             "noatime" => Flag::NoAtime,
             "atime" => Flag::Atime,
@@ -92,7 +100,7 @@ pub fn parse(opts: &[String], agent: &AgentName) -> Result<MountOptions> {
             }
             other => {
                 return Err(Error::Invalid(format!(
-                    "unknown mount option {other:?} (known: ro, rw, allow_other, allow_root, default_permissions, auto_unmount, [no]atime, [no]suid, [no]dev, [no]exec, sync, async, dirsync, fsname=)"
+                    "unknown mount option {other:?} (known: ro, rw, allow_other, allow_root, default_permissions, sync_close, auto_unmount, [no]atime, [no]suid, [no]dev, [no]exec, sync, async, dirsync, fsname=)"
                 )));
             }
         };

@@ -6,22 +6,6 @@ use crate::{Error, Result};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-/// The mount point field of /proc/self/mountinfo lines, unescaped.
-pub fn mounted_at(path: &Path) -> Option<String> {
-    let info = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
-    let want = path.to_str()?;
-    info.lines().find_map(|l| {
-        let f: Vec<&str> = l.split(' ').collect();
-        let mp = f
-            .get(4)?
-            .replace("\\040", " ")
-            .replace("\\011", "\t")
-            .replace("\\134", "\\");
-        let sep = f.iter().position(|x| *x == "-")?;
-        (mp == want).then(|| f.get(sep + 1).unwrap_or(&"?").to_string())
-    })
-}
-
 /// A FUSE mount whose daemon died: the kernel answers ENOTCONN or, for an
 /// aborted connection, ECONNABORTED.
 fn is_dead_connection(e: &std::io::Error) -> bool {
@@ -78,7 +62,7 @@ pub fn preflight(raw: &Path) -> Result<PathBuf> {
         )));
     }
     let mut detached = 0;
-    while let Some(fstype) = mounted_at(&path) {
+    while let Some(fstype) = crate::sys::mounted_at(&path) {
         // A daemon that died a moment ago may still have its root attributes
         // cached by the kernel: ask for something uncached before deciding.
         if let Err(e) = std::fs::read_dir(&path)
@@ -111,7 +95,7 @@ pub fn preflight(raw: &Path) -> Result<PathBuf> {
 pub fn wait_answering(mountpoint: &Path) -> Result<()> {
     let t0 = std::time::Instant::now();
     loop {
-        let listed = mounted_at(mountpoint).is_some_and(|t| t.starts_with("fuse"));
+        let listed = crate::sys::mounted_at(mountpoint).is_some_and(|t| t.starts_with("fuse"));
         if listed && std::fs::read_dir(mountpoint).is_ok() {
             return Ok(());
         }
@@ -134,7 +118,7 @@ pub fn unmount(mountpoint: &Path) -> Result<bool> {
     match umount2(mountpoint, MntFlags::empty()) {
         Ok(()) => Ok(false),
         // Unmounted by someone else in the meantime: nothing left to do.
-        Err(nix::errno::Errno::EINVAL) if mounted_at(mountpoint).is_none() => Ok(false),
+        Err(nix::errno::Errno::EINVAL) if crate::sys::mounted_at(mountpoint).is_none() => Ok(false),
         Err(nix::errno::Errno::EBUSY) => umount2(mountpoint, MntFlags::MNT_DETACH)
             .map(|()| true)
             .map_err(|e| Error::io(mountpoint, e.into())),

@@ -22,6 +22,19 @@ pub fn restore_if_remote_has(
     if rt.block_on(remote.list_envelopes(&id, 0, 1))?.is_empty() {
         return Ok(());
     }
+    // Only into a data dir that is truly absent: local data without an
+    // index is not overwritten by a restore.
+    let local = crate::repo::agent::history_evidence(home, agent, None, false)?;
+    if !local.is_empty() {
+        return Err(Error::HistoryMissing {
+            agent: agent.to_string(),
+            evidence: format!(
+                "{} (and snapshots on the remote {})",
+                local.join("; "),
+                remote.url()
+            ),
+        });
+    }
     tracing::info!("restoring agent {agent} from {}", remote.url());
     let head = rt.block_on(crate::history::restore::restore(
         home,
@@ -36,6 +49,37 @@ pub fn restore_if_remote_has(
     ))?;
     tracing::info!("restored agent {agent} at snapshot {head}");
     Ok(())
+}
+
+/// An index without snapshots while the remote holds some: refused (the
+/// mount would start the agent over and fork from its own remote).
+pub fn refuse_start_over_on_remote(
+    home: &Home,
+    agent: &AgentName,
+    master: &MasterKey,
+    remote: &Remote,
+) -> Result<()> {
+    // An index this check cannot read (an older schema, which the writer
+    // migrates) is left to the engine's own checks.
+    let Ok(index) = crate::repo::index::Index::open(&home.index_path(agent), false) else {
+        return Ok(());
+    };
+    if index.head_seq()?.is_some() {
+        return Ok(());
+    }
+    let mut evidence = crate::repo::agent::history_evidence(home, agent, Some(&index), true)?;
+    let rt = crate::repo::remote::runtime()?;
+    let id = master.agent_id(agent.as_str());
+    if !rt.block_on(remote.list_envelopes(&id, 0, 1))?.is_empty() {
+        evidence.push(format!("snapshots on the remote {}", remote.url()));
+    }
+    if evidence.is_empty() {
+        return Ok(());
+    }
+    Err(Error::HistoryMissing {
+        agent: agent.to_string(),
+        evidence: evidence.join("; "),
+    })
 }
 
 /// Applies the retention policy of config.json (`retention`), if one is

@@ -414,7 +414,17 @@ async fn run(
                 last_cp = std::time::Instant::now();
                 continue;
             }
-            Step::Upload(next) => next,
+            Step::Upload(next) => {
+                // Only durable snapshots leave the machine: a power cut must
+                // never leave the remote ahead of the local disk. (The mount
+                // notifies only after its barrier; this holds for any caller.)
+                let durable = agent.repo().index().durable_seq().ok().flatten();
+                if durable.is_some_and(|d| next > d) {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+                next
+            }
         };
         match upload(agent, remote, next).await {
             Ok(()) => {

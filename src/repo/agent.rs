@@ -13,8 +13,9 @@ use crate::repo::index::{Index, SnapshotMeta};
 use crate::repo::store::Store;
 use crate::repo::view::SnapshotView;
 use crate::seal::envelope;
-use crate::seal::keys::MasterKey;
+use crate::seal::keys::{AgentKeys, MasterKey};
 use crate::{Error, Result, fsutil};
+use std::collections::BTreeSet;
 use std::fs::File;
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
@@ -27,7 +28,7 @@ pub struct Agent {
     home: Home,
     repo: Arc<Repo>,
     /// The seen-head record, open once the writer has recorded a head.
-    seen: std::sync::Mutex<Option<File>>,
+    seen: std::sync::Mutex<Option<(File, u64)>>,
 }
 
 /// Length of one slot of the seen-head record: `v1 <seq, 20 digits> <hash
@@ -36,7 +37,59 @@ const SEEN_SLOT: usize = 3 + 20 + 1 + 64 + 1 + 64 + 1;
 
 /// The exclusive write lock of an agent's data dir, held while alive.
 pub struct WriteLock {
-    _lock: nix::fcntl::Flock<File>,
+    lock: nix::fcntl::Flock<File>,
+}
+
+/// The lock file holds the writer's pid, then what it is doing: nothing
+/// more for a command, `mount <mountpoint>` for a mount daemon while it
+/// serves, `stopping` once it has started its last commit. A new writer
+/// refuses at once unless the holder is stopping or serves a mountpoint
+/// that is no longer mounted: then it waits for it, bounded.
+const STOPPING: &str = "stopping";
+/// See [`STOPPING`].
+const SERVING: &str = "mount";
+
+/// Longest wait for a stopping writer to finish its last commit.
+const STOPPING_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+
+impl WriteLock {
+    /// Marks the lock as held by a writer that is finishing: a new writer
+    /// waits for it (bounded) instead of refusing.
+    pub fn mark_stopping(&self) {
+        self.rewrite(STOPPING);
+    }
+
+    /// Marks the lock as held by a mount daemon serving `mountpoint`: once
+    /// that is no longer mounted, a new writer waits for this one.
+    pub fn mark_serving(&self, mountpoint: &Path) {
+        self.rewrite(&format!("{SERVING} {}", mountpoint.display()));
+    }
+
+    fn rewrite(&self, state: &str) {
+        use std::os::unix::fs::FileExt;
+        // The new line first, then the length: a reader sees the old line
+        // or the new one as the first line, never an empty file.
+        let line = format!("{} {state}\n", std::process::id());
+        let r = self
+            .lock
+            .write_all_at(line.as_bytes(), 0)
+            .and_then(|()| self.lock.set_len(line.len() as u64));
+        if let Err(e) = r {
+            tracing::warn!("lock file: could not record {state:?}: {e}");
+        }
+    }
+}
+
+/// Whether the holder described by a lock file's text is on its way out:
+/// stopping, or serving a mountpoint that is no longer mounted.
+fn holder_finishing(text: &str) -> bool {
+    let mut words = text.lines().next().unwrap_or("").splitn(3, ' ');
+    let _pid = words.next();
+    match (words.next(), words.next()) {
+        (Some(STOPPING), None) => true,
+        (Some(SERVING), Some(mnt)) => crate::sys::mounted_at(Path::new(mnt)).is_none(),
+        _ => false,
+    }
 }
 
 impl Agent {
@@ -79,6 +132,7 @@ impl Agent {
         let keys = master.agent_keys(name.as_str());
         let index = Index::open(&home.index_path(name), true)?;
         check_agent_id(&index, &keys, name, true)?;
+        recover_tail(&index, &dir.join("packs"), &keys)?;
         let store = Store::open_writer(&dir.join("packs"), &index.packs()?)?;
         Ok((
             Agent {
@@ -221,11 +275,22 @@ impl Agent {
                 found: head.seq(),
             });
         }
-        if head.seq() == seq && head.hash() != hash {
+        // The record pins (seq, hash): the chain must still hold that very
+        // snapshot, so a longer fork does not replace the history this
+        // machine saw without notice.
+        let found = if head.seq() == seq {
+            Some(head.hash())
+        } else {
+            self.repo.index().stored_hash(seq)?
+        };
+        if found != Some(hash) {
             return Err(Error::ChainBroken {
                 seq,
-                detail: "head differs from the one this machine recorded (forked or replaced)"
-                    .into(),
+                detail: format!(
+                    "this machine recorded snapshot {seq} as {}, but the chain holds {}: forked or replaced",
+                    crate::hex::encode(&hash),
+                    found.map_or("nothing".into(), |h| crate::hex::encode(&h))
+                ),
             });
         }
         Ok(())
@@ -247,7 +312,34 @@ impl Agent {
         let seq: u64 = seq.parse().ok()?;
         let hash = crate::hex::decode32(hash)?;
         let mac = crate::hex::decode32(mac)?;
-        (self.repo.keys().seen_head_mac(&seen_record(seq, &hash)) == mac).then_some((seq, hash))
+        self.repo
+            .keys()
+            .seen_head_verify(&seen_record(seq, &hash), &mac)
+            .then_some((seq, hash))
+    }
+
+    /// Before a first snapshot: an index without snapshots on top of
+    /// evidence of history is refused ([`Error::HistoryMissing`]), since
+    /// starting the agent over would hide (and a later prune destroy) what
+    /// it had.
+    pub fn refuse_start_over(&self) -> Result<()> {
+        let evidence = history_evidence(&self.home, &self.name, Some(&*self.repo.index()), true)?;
+        if evidence.is_empty() {
+            return Ok(());
+        }
+        Err(Error::HistoryMissing {
+            agent: self.name.to_string(),
+            evidence: evidence.join("; "),
+        })
+    }
+
+    /// Makes every snapshot up to `head` (already committed) durable: the
+    /// packs synced, the index's durable point recorded, then `head`
+    /// recorded as seen, so that the seen-head record only ever names a
+    /// durable snapshot.
+    pub fn make_durable(&self, head: &SnapshotView) -> Result<()> {
+        self.repo.sync(head.seq())?;
+        self.record_seen(head)
     }
 
     /// Records `head` as seen. Not fsynced: losing it on power failure only
@@ -255,7 +347,7 @@ impl Agent {
     /// process rewrites the file atomically (both slots); later ones
     /// overwrite the slot of the head's parity in place, one small write
     /// per commit with no rename.
-    pub(crate) fn record_seen(&self, head: &SnapshotView) -> Result<()> {
+    fn record_seen(&self, head: &SnapshotView) -> Result<()> {
         use std::os::unix::fs::FileExt;
         let path = self.home.seen_head_path(&self.name);
         let mac = self
@@ -270,7 +362,11 @@ impl Agent {
         );
         debug_assert_eq!(line.len(), SEEN_SLOT);
         let mut seen = self.seen.lock().expect("seen-head record");
-        if let Some(f) = seen.as_ref() {
+        if let Some((f, last)) = seen.as_mut() {
+            if head.seq() <= *last {
+                return Ok(());
+            }
+            *last = head.seq();
             let at = (head.seq() % 2) * SEEN_SLOT as u64;
             return f
                 .write_all_at(line.as_bytes(), at)
@@ -284,9 +380,134 @@ impl Agent {
             .write(true)
             .open(&path)
             .map_err(|e| Error::io(&path, e))?;
-        *seen = Some(f);
+        *seen = Some((f, head.seq()));
         Ok(())
     }
+}
+
+/// Everything that says `name` had history on this machine, besides the
+/// index's snapshots: the seen-head record (with `seen`), the index's other
+/// rows, pack data, checkpoints, forget and redaction records, a journal.
+pub fn history_evidence(
+    home: &Home,
+    name: &AgentName,
+    index: Option<&Index>,
+    seen: bool,
+) -> Result<Vec<String>> {
+    let mut out = Vec::new();
+    let seen_path = home.seen_head_path(name);
+    if seen && std::fs::metadata(&seen_path).is_ok_and(|m| m.len() > 0) {
+        out.push(format!("the seen-head record {}", seen_path.display()));
+    }
+    if let Some(index) = index {
+        out.extend(index.history_traces()?);
+    }
+    let dir = home.agent_dir(name);
+    let nonempty = |sub: &str| {
+        std::fs::read_dir(dir.join(sub)).map_or(0, |rd| rd.filter_map(|e| e.ok()).count())
+    };
+    let packed: u64 = std::fs::read_dir(dir.join("packs")).map_or(0, |rd| {
+        rd.filter_map(|e| e.ok())
+            .filter_map(|e| e.metadata().ok())
+            .map(|m| {
+                m.len()
+                    .saturating_sub(crate::repo::pack::PACK_MAGIC.len() as u64)
+            })
+            .sum()
+    });
+    if packed > 0 && index.is_none() {
+        out.push(format!(
+            "{packed} bytes of pack data in {}",
+            dir.join("packs").display()
+        ));
+    }
+    for (sub, what) in [
+        ("checkpoints", "checkpoints"),
+        ("redactions", "redaction records"),
+    ] {
+        let n = nonempty(sub);
+        if n > 0 {
+            out.push(format!("{n} {what} in {}", dir.join(sub).display()));
+        }
+    }
+    if std::fs::metadata(dir.join(super::journal::JOURNAL_FILE)).is_ok_and(|m| m.len() > 0) {
+        out.push("an operation journal".into());
+    }
+    Ok(out)
+}
+
+/// Moves `name`'s data dir and seen-head record aside, under
+/// `$SOVSEAL_HOME/discarded/<name>-<ms>/`, taking the writer lock first (a
+/// mounted agent is refused). Nothing is deleted. Returns where they went.
+pub fn discard_local(home: &Home, name: &AgentName) -> Result<PathBuf> {
+    let dir = home.agent_dir(name);
+    let seen = home.seen_head_path(name);
+    if !dir.exists() && !seen.exists() {
+        return Err(Error::NoSuchAgent(name.to_string()));
+    }
+    let _lock = if dir.exists() {
+        Some(lock(&dir, name)?)
+    } else {
+        None
+    };
+    let to = home
+        .root()
+        .join("discarded")
+        .join(format!("{name}-{}", crate::time::now_ms()));
+    fsutil::create_private_dir(&to)?;
+    if dir.exists() {
+        std::fs::rename(&dir, to.join("data")).map_err(|e| Error::io(&dir, e))?;
+    }
+    if seen.exists() {
+        std::fs::rename(&seen, to.join("seen-head")).map_err(|e| Error::io(&seen, e))?;
+    }
+    Ok(to)
+}
+
+/// Recovery after an unclean stop, before the packs are opened for
+/// writing. Snapshots committed after the index's durable point were not
+/// synced: after a crash of the process they are whole (the page cache
+/// kept them), after a power cut any of their bytes may be gone. Each one's
+/// new objects are read and their tags checked, oldest first; the index is
+/// cut back before the first snapshot that is not whole (it was never
+/// acknowledged as durable), the pack lengths are set from what remains,
+/// and the packs are synced so that what remains is durable.
+fn recover_tail(index: &Index, packs_dir: &Path, keys: &AgentKeys) -> Result<()> {
+    let Some(head) = index.head_seq()? else {
+        return Ok(());
+    };
+    let Some(durable) = index.durable_seq()? else {
+        // Written before durability was recorded: every commit then synced.
+        return index.mark_durable(head);
+    };
+    if durable >= head {
+        return Ok(());
+    }
+    let store = Store::open_readonly(packs_dir);
+    let mut touched = BTreeSet::new();
+    let mut whole = durable;
+    for seq in durable + 1..=head {
+        let objects = index.objects_of(seq)?;
+        let ok = objects.iter().all(|o| {
+            store.read(&o.loc).is_ok_and(|sealed| {
+                crate::seal::envelope::open_object(keys, o.kind, &o.id, &sealed).is_ok()
+            })
+        });
+        if !ok {
+            break;
+        }
+        touched.extend(objects.iter().map(|o| o.loc.pack));
+        whole = seq;
+    }
+    if whole < head {
+        tracing::warn!(
+            "snapshots {}..={head} were not on stable storage when this agent last stopped (power cut?) and are incomplete; head is snapshot {whole}, the last durable one is {durable}",
+            whole + 1
+        );
+    }
+    index.truncate_after(whole)?;
+    Store::sync_packs(packs_dir, &touched)?;
+    index.mark_durable(whole)
 }
 
 fn seen_record(seq: u64, hash: &[u8; 32]) -> Vec<u8> {
@@ -345,23 +566,42 @@ fn lock(dir: &Path, name: &AgentName) -> Result<WriteLock> {
         .mode(0o600)
         .open(&path)
         .map_err(|e| Error::io(&path, e))?;
-    match Flock::lock(f, FlockArg::LockExclusiveNonblock) {
-        Ok(mut l) => {
-            l.set_len(0).map_err(|e| Error::io(&path, e))?;
-            writeln!(&mut *l, "{}", std::process::id()).map_err(|e| Error::io(&path, e))?;
-            Ok(WriteLock { _lock: l })
+    let t0 = std::time::Instant::now();
+    let mut f = f;
+    let mut told = false;
+    loop {
+        match Flock::lock(f, FlockArg::LockExclusiveNonblock) {
+            Ok(mut l) => {
+                l.set_len(0).map_err(|e| Error::io(&path, e))?;
+                writeln!(&mut *l, "{}", std::process::id()).map_err(|e| Error::io(&path, e))?;
+                return Ok(WriteLock { lock: l });
+            }
+            Err((back, nix::errno::Errno::EWOULDBLOCK)) => {
+                let text = std::fs::read_to_string(&path).unwrap_or_default();
+                let pid = text
+                    .split_whitespace()
+                    .next()
+                    .and_then(|p| p.parse().ok())
+                    .unwrap_or(0);
+                // A writer whose mount is gone and that is finishing its
+                // last commit: wait for it, bounded; anyone else: refuse.
+                if !holder_finishing(&text) || t0.elapsed() > STOPPING_WAIT {
+                    return Err(Error::Locked {
+                        agent: name.to_string(),
+                        pid,
+                        lock: path,
+                    });
+                }
+                if !told {
+                    eprintln!(
+                        "sovseal: agent {name}: waiting for pid {pid} to finish its last commit"
+                    );
+                    told = true;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(20));
+                f = back;
+            }
+            Err((_, e)) => return Err(Error::io(&path, e.into())),
         }
-        Err((_, nix::errno::Errno::EWOULDBLOCK)) => {
-            let pid = std::fs::read_to_string(&path)
-                .ok()
-                .and_then(|s| s.trim().parse().ok())
-                .unwrap_or(0);
-            Err(Error::Locked {
-                agent: name.to_string(),
-                pid,
-                lock: path,
-            })
-        }
-        Err((_, e)) => Err(Error::io(&path, e.into())),
     }
 }

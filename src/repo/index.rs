@@ -4,8 +4,13 @@
 //! and the index holds no plaintext: envelopes (sealed), keyed ids, hashes,
 //! sizes, times and locations only.
 //!
-//! WAL journal, `synchronous = FULL` (a returned commit is durable),
-//! `BEGIN IMMEDIATE` for every write. The schema version is SQLite's
+//! WAL journal, `BEGIN IMMEDIATE` for every write. A snapshot commit runs
+//! with `synchronous = NORMAL`: it reaches the WAL in the page cache, which
+//! survives a crash of the process but not a power cut; [`Index::mark_durable`]
+//! (after the packs were synced) runs with `synchronous = FULL`, whose WAL
+//! sync makes every earlier commit durable too, and records the durable
+//! sequence number that recovery after a power cut starts from. Every other
+//! write (prune, forget, restore, metadata) is `FULL`. The schema version is SQLite's
 //! `user_version`; migrations are additive and run in one transaction.
 
 use crate::repo::store::Location;
@@ -93,6 +98,9 @@ pub struct NewObject {
     pub loc: Location,
 }
 
+/// `meta` key: the last sequence number known to be on stable storage.
+pub const META_DURABLE: &str = "durable_seq";
+
 /// One agent's index.
 pub struct Index {
     conn: Connection,
@@ -157,6 +165,12 @@ impl Index {
         for (v, sql) in MIGRATIONS.iter().filter(|(v, _)| *v > from) {
             tx.execute_batch(sql)?;
             tx.pragma_update(None, "user_version", v)?;
+        }
+        if from == 0 {
+            // A new index: nothing is durable until the first barrier. (An
+            // index from before durability was recorded has no such row:
+            // every commit then was synchronous.)
+            put_meta(&tx, META_DURABLE, Some(b"0"))?;
         }
         tx.commit()?;
         Ok(())
@@ -304,10 +318,21 @@ impl Index {
         packs: &[(u32, u64)],
         env: &Envelope,
     ) -> Result<()> {
-        if self.not_durable.get() {
-            self.conn.pragma_update(None, "synchronous", "FULL")?;
-            self.not_durable.set(false);
+        self.conn.pragma_update(None, "synchronous", "NORMAL")?;
+        let r = self.commit_tx(objects, packs, env);
+        if let Err(e) = self.conn.pragma_update(None, "synchronous", "FULL") {
+            self.not_durable.set(true);
+            return Err(e.into());
         }
+        r
+    }
+
+    fn commit_tx(
+        &mut self,
+        objects: &[NewObject],
+        packs: &[(u32, u64)],
+        env: &Envelope,
+    ) -> Result<()> {
         let tx = self
             .conn
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
@@ -343,6 +368,82 @@ impl Index {
             }
         }
         Self::insert_snapshot(&tx, env)?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// What this index still says about a history it no longer holds (for an
+    /// index without snapshots): objects, pack data, forget records, a
+    /// replication marker. Empty for a new index.
+    pub fn history_traces(&self) -> Result<Vec<String>> {
+        let mut out = Vec::new();
+        let count = |sql: &str| -> Result<u64> {
+            Ok(self.conn.prepare_cached(sql)?.query_row([], |r| r.get(0))?)
+        };
+        let objects = count("SELECT COUNT(*) FROM objects")?;
+        if objects > 0 {
+            out.push(format!("{objects} sealed objects listed in the index"));
+        }
+        let packed = count(&format!(
+            "SELECT COALESCE(SUM(committed_len - {}), 0) FROM packs WHERE committed_len > {}",
+            crate::repo::pack::PACK_MAGIC.len(),
+            crate::repo::pack::PACK_MAGIC.len()
+        ))?;
+        if packed > 0 {
+            out.push(format!("{packed} bytes of committed pack data"));
+        }
+        let forgotten = count("SELECT COUNT(*) FROM forgotten")?;
+        if forgotten > 0 {
+            out.push(format!("{forgotten} forget records"));
+        }
+        if let Some(r) = self
+            .meta(super::replication_state::META_REPLICATED)?
+            .and_then(|v| String::from_utf8(v).ok())
+            .filter(|v| v != "0")
+        {
+            out.push(format!(
+                "a replication marker (snapshot {r} was replicated)"
+            ));
+        }
+        Ok(out)
+    }
+
+    /// Records that every snapshot up to `seq` is on stable storage (the
+    /// caller synced the packs first), in a synchronous transaction whose
+    /// WAL sync also makes every earlier `NORMAL` commit durable.
+    pub fn mark_durable(&self, seq: u64) -> Result<()> {
+        if self.not_durable.get() {
+            self.conn.pragma_update(None, "synchronous", "FULL")?;
+            self.not_durable.set(false);
+        }
+        put_meta(&self.conn, META_DURABLE, Some(seq.to_string().as_bytes()))
+    }
+
+    /// The last sequence number recorded durable by [`Index::mark_durable`];
+    /// `None` for a data dir written before durability was recorded (every
+    /// commit then was synchronous, so all of it is durable).
+    pub fn durable_seq(&self) -> Result<Option<u64>> {
+        Ok(self
+            .meta(META_DURABLE)?
+            .and_then(|v| String::from_utf8(v).ok())
+            .and_then(|s| s.parse().ok()))
+    }
+
+    /// Removes every snapshot after `seq` with the objects they first
+    /// committed, and sets each pack's committed length to the end of the
+    /// last record it still holds: recovery after a power cut lost those
+    /// snapshots' bytes. Synchronous.
+    pub fn truncate_after(&self, seq: u64) -> Result<()> {
+        let tx = self.conn.unchecked_transaction()?;
+        tx.execute("DELETE FROM snapshots WHERE seq > ?1", [seq])?;
+        tx.execute("DELETE FROM objects WHERE seq > ?1", [seq])?;
+        tx.execute("DELETE FROM forgotten WHERE seq > ?1", [seq])?;
+        tx.execute(
+            "UPDATE packs SET committed_len = MAX(?1, COALESCE(
+                 (SELECT MAX(offset + len) FROM objects WHERE objects.pack = packs.id), 0))",
+            [crate::repo::pack::PACK_MAGIC.len() as u64],
+        )?;
+        put_meta(&tx, META_DURABLE, Some(seq.to_string().as_bytes()))?;
         tx.commit()?;
         Ok(())
     }

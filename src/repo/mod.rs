@@ -5,6 +5,7 @@
 //! replication, the mount or the CLI.
 //!
 //! - [`store`]: append-only pack files, durability of appends.
+//! - [`journal`]: the sealed operation journal file (operations since head).
 //! - [`index`]: SQLite: envelopes, object locations, pack lengths, metadata.
 //! - [`agent`]: opening a data dir: lock, head check, seen-head record,
 //!   replication metadata.
@@ -26,6 +27,7 @@
 
 pub mod agent;
 pub mod index;
+pub mod journal;
 pub mod pack;
 pub mod remote;
 pub mod repack;
@@ -151,10 +153,12 @@ impl Repo {
         Ok(())
     }
 
-    /// Makes pending objects durable and commits them with `env` in one
-    /// index transaction.
+    /// Commits the pending objects with `env` in one index transaction.
+    /// Not synced: the commit survives a crash of this process (the page
+    /// cache keeps the packs and the WAL) and becomes durable against a
+    /// power cut at the next [`Repo::sync`].
     pub fn commit(&self, env: &Envelope) -> Result<()> {
-        let packs = self.store.sync()?;
+        let packs = self.store.lengths();
         let objects: Vec<NewObject> = self
             .pending
             .lock()
@@ -169,6 +173,15 @@ impl Repo {
             p.remove(&o.id);
         }
         Ok(())
+    }
+
+    /// The power-loss barrier: syncs every pack appended to so far, then
+    /// records `seq` (committed before this call) as durable in a
+    /// synchronous index transaction. One data sync of the packs and one of
+    /// the WAL, shared by every commit made since the last barrier.
+    pub fn sync(&self, seq: u64) -> Result<()> {
+        self.store.sync()?;
+        self.index().mark_durable(seq)
     }
 
     fn locate(&self, kind: ObjectKind, id: &ObjectId) -> Result<Location> {

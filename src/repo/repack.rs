@@ -33,8 +33,11 @@ pub fn remove_objects(repo: &Repo, dead: &[(ObjectId, u8, Location)]) -> Result<
             .ok_or_else(|| Error::corrupt("index", format!("object kind {kind}")))?;
         moved.push((*id, store.append(id, kind, &sealed)?));
     }
+    // Durable before the index moves any location to it (the transaction
+    // below is synchronous), then the old packs go.
+    store.sync()?;
     let lengths: Vec<(u32, u64)> = store
-        .sync()?
+        .lengths()
         .into_iter()
         .filter(|(p, _)| !dropped.contains(p))
         .collect();

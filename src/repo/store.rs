@@ -45,7 +45,11 @@ struct Writer {
     pack: u32,
     file: Arc<File>,
     len: u64,
-    unsynced: BTreeMap<u32, (Arc<File>, u64)>,
+    /// Packs appended to since the index last recorded their length:
+    /// (file, length now).
+    unrecorded: BTreeMap<u32, (Arc<File>, u64)>,
+    /// Packs appended to since the last [`Store::sync`].
+    unsynced: BTreeMap<u32, Arc<File>>,
 }
 
 fn pack_path(dir: &Path, pack: u32) -> PathBuf {
@@ -129,6 +133,7 @@ impl Store {
                 pack,
                 file,
                 len,
+                unrecorded: BTreeMap::new(),
                 unsynced: BTreeMap::new(),
             })),
             ..store
@@ -184,7 +189,8 @@ impl Store {
         let rec = RECORD_HEADER + sealed.len() as u64;
         if w.len > PACK_MAGIC.len() as u64 && w.len + rec > PACK_TARGET {
             let (old, len, file) = (w.pack, w.len, w.file.clone());
-            w.unsynced.insert(old, (file, len));
+            w.unrecorded.insert(old, (file.clone(), len));
+            w.unsynced.insert(old, file);
             w.pack += 1;
             w.file = self.create_pack(w.pack)?;
             w.len = PACK_MAGIC.len() as u64;
@@ -197,7 +203,8 @@ impl Store {
             .map_err(|e| Error::io(pack_path(&self.dir, w.pack), e))?;
         w.len += rec;
         let (pack, file, len) = (w.pack, w.file.clone(), w.len);
-        w.unsynced.insert(pack, (file, len));
+        w.unrecorded.insert(pack, (file.clone(), len));
+        w.unsynced.insert(pack, file);
         Ok(Location {
             pack,
             offset: at + RECORD_HEADER,
@@ -215,7 +222,8 @@ impl Store {
         let mut w = w.lock().expect("pack writer");
         if w.len > PACK_MAGIC.len() as u64 {
             let (old, len, file) = (w.pack, w.len, w.file.clone());
-            w.unsynced.insert(old, (file, len));
+            w.unrecorded.insert(old, (file.clone(), len));
+            w.unsynced.insert(old, file);
             w.pack += 1;
             w.file = self.create_pack(w.pack)?;
             w.len = PACK_MAGIC.len() as u64;
@@ -234,34 +242,70 @@ impl Store {
         }
     }
 
-    /// Makes every append since the last [`Store::mark_committed`] durable;
-    /// returns each touched pack's length, for the index to record.
-    pub fn sync(&self) -> Result<Vec<(u32, u64)>> {
+    /// Each pack appended to since the index last recorded its length, with
+    /// its length now: what the next index commit records. Nothing is
+    /// synced here: a commit reaches the page cache, which survives a crash
+    /// of the process; [`Store::sync`] is the power-loss barrier.
+    pub fn lengths(&self) -> Vec<(u32, u64)> {
         let Some(w) = self.writer.as_ref() else {
-            return Ok(Vec::new());
+            return Vec::new();
         };
         let w = w.lock().expect("pack writer");
-        let mut out = Vec::new();
-        for (pack, (file, len)) in &w.unsynced {
-            file.sync_data()
-                .map_err(|e| Error::io(pack_path(&self.dir, *pack), e))?;
-            out.push((*pack, *len));
-        }
-        Ok(out)
+        w.unrecorded.iter().map(|(p, (_, l))| (*p, *l)).collect()
     }
 
-    /// Forgets packs whose synced length the index has now recorded. Until
-    /// then [`Store::sync`] keeps reporting them, so a failed index commit
+    /// Makes every append so far durable (`fdatasync` of each pack appended
+    /// to since the last sync). Appends may go on meanwhile: the pack
+    /// writer's lock is not held while the disk works.
+    pub fn sync(&self) -> Result<()> {
+        let Some(w) = self.writer.as_ref() else {
+            return Ok(());
+        };
+        let files = std::mem::take(&mut w.lock().expect("pack writer").unsynced);
+        for (pack, file) in &files {
+            if let Err(e) = file.sync_data() {
+                // Not synced: keep it for the next attempt.
+                let mut w = w.lock().expect("pack writer");
+                for (p, f) in &files {
+                    w.unsynced.entry(*p).or_insert_with(|| f.clone());
+                }
+                return Err(Error::io(pack_path(&self.dir, *pack), e));
+            }
+        }
+        Ok(())
+    }
+
+    /// Forgets packs whose length the index has now recorded. Until then
+    /// [`Store::lengths`] keeps reporting them, so a failed index commit
     /// cannot lose a pack length.
     pub fn mark_committed(&self, packs: &[(u32, u64)]) {
         if let Some(w) = self.writer.as_ref() {
             let mut w = w.lock().expect("pack writer");
             for (pack, len) in packs {
-                if w.unsynced.get(pack).is_some_and(|(_, l)| l == len) {
-                    w.unsynced.remove(pack);
+                if w.unrecorded.get(pack).is_some_and(|(_, l)| l == len) {
+                    w.unrecorded.remove(pack);
                 }
             }
         }
+    }
+
+    /// The length of a pack file on disk (0 if it is missing).
+    pub fn file_len(&self, pack: u32) -> u64 {
+        std::fs::metadata(pack_path(&self.dir, pack)).map_or(0, |m| m.len())
+    }
+
+    /// Syncs the given packs (recovery after an unclean stop, when the
+    /// writer does not know which packs hold unsynced bytes).
+    pub fn sync_packs(dir: &Path, packs: &BTreeSet<u32>) -> Result<()> {
+        for p in packs {
+            let path = pack_path(dir, *p);
+            match File::open(&path) {
+                Ok(f) => f.sync_data().map_err(|e| Error::io(&path, e))?,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(Error::io(&path, e)),
+            }
+        }
+        Ok(())
     }
 
     fn reader(&self, pack: u32) -> Result<Arc<File>> {

@@ -30,13 +30,61 @@ use sha2::{Digest, Sha256};
 pub const GENESIS_PARENT: [u8; 32] = [0; 32];
 
 fn aad(agent: &AgentId, kind: ObjectKind, context: &[u8]) -> Vec<u8> {
-    let mut a = Vec::with_capacity(8 + 4 + 32 + 1 + 32);
+    aad_raw(agent, kind as u8, context)
+}
+
+fn aad_raw(agent: &AgentId, kind: u8, context: &[u8]) -> Vec<u8> {
+    let mut a = Vec::with_capacity(8 + 4 + 32 + 1 + 48);
     a.extend_from_slice(b"sovseal\0");
     a.extend_from_slice(&FORMAT_VERSION.to_be_bytes());
     a.extend_from_slice(&agent.0);
-    a.push(kind as u8);
+    a.push(kind);
     a.extend_from_slice(context);
     a
+}
+
+/// The AAD kind byte of journal records (not an object kind: journal
+/// records never enter a pack or the remote).
+pub const JOURNAL_KIND: u8 = 0x4a;
+
+fn journal_context(seq: u64, hash: &[u8; 32], n: u64) -> Vec<u8> {
+    let mut c = Vec::with_capacity(48);
+    c.extend_from_slice(&seq.to_be_bytes());
+    c.extend_from_slice(hash);
+    c.extend_from_slice(&n.to_be_bytes());
+    c
+}
+
+/// Seals record `n` of the journal on top of head `(seq, hash)`: the AAD
+/// binds the agent, the head and the position, so a record cannot be
+/// replayed on another head, reordered, or moved between agents.
+pub fn seal_journal(keys: &AgentKeys, seq: u64, hash: &[u8; 32], n: u64, plain: &[u8]) -> Vec<u8> {
+    let key = keys.journal_key(seq, hash);
+    let aad = aad_raw(
+        &keys.agent_id(),
+        JOURNAL_KIND,
+        &journal_context(seq, hash, n),
+    );
+    aead::seal(key.expose(), &aad, plain)
+}
+
+/// Opens record `n` of the journal on top of head `(seq, hash)`.
+pub fn open_journal(
+    keys: &AgentKeys,
+    seq: u64,
+    hash: &[u8; 32],
+    n: u64,
+    sealed: &[u8],
+) -> Result<Vec<u8>> {
+    let key = keys.journal_key(seq, hash);
+    let aad = aad_raw(
+        &keys.agent_id(),
+        JOURNAL_KIND,
+        &journal_context(seq, hash, n),
+    );
+    aead::open(key.expose(), &aad, sealed).map_err(|_| Error::Tag {
+        what: format!("journal record {n} on snapshot {seq}"),
+    })
 }
 
 /// Names a content object: the keyed hash of `kind || plaintext`.

@@ -16,6 +16,9 @@
 //! object key(id)  = Expand(k_sync, "sovseal/object-key/v1"   || id)  (one key per object)
 //! manifest key(n) = Expand(k_sync, "sovseal/manifest-key/v1" || n)   (one key per snapshot)
 //! seen-head key   = Expand(k_rest, "sovseal/seen-head/v1")           (HMAC of the rollback record)
+//! journal root    = Expand(k_rest, "sovseal/journal/v1")
+//! journal key(h)  = Expand(journal root, "sovseal/journal-key/v1" || seq || hash)
+//!                                                                    (one key per head the journal extends)
 //! ```
 //!
 //! Per-object and per-snapshot keys keep every AES-GCM key far below 2^32
@@ -53,6 +56,10 @@ pub const LABEL_CHECKPOINT: &str = "sovseal/checkpoint-key/v1";
 pub const LABEL_FINGERPRINT: &str = "sovseal/key-fingerprint/v1";
 /// HKDF label: the HMAC key of the local seen-head record.
 pub const LABEL_SEEN_HEAD: &str = "sovseal/seen-head/v1";
+/// Label of the root key of the operation journal (at rest, never replicated).
+pub const LABEL_JOURNAL: &str = "sovseal/journal/v1";
+/// Label of the key that seals the journal records made on top of one head.
+pub const LABEL_JOURNAL_KEY: &str = "sovseal/journal-key/v1";
 
 /// A 32-byte secret that is wiped on drop and never printed.
 #[derive(Clone)]
@@ -191,6 +198,7 @@ impl MasterKey {
         let prk = self.prk();
         let rest = expand(&prk, &[LABEL_AT_REST.as_bytes(), &[0], &id.0]);
         let seen_head = expand(&from_prk(&rest), &[LABEL_SEEN_HEAD.as_bytes()]);
+        let journal = expand(&from_prk(&rest), &[LABEL_JOURNAL.as_bytes()]);
         let mut versions = std::collections::BTreeMap::new();
         for v in self.versions() {
             let bytes = self.expose_version(v).expect("listed version");
@@ -204,6 +212,7 @@ impl MasterKey {
             current: self.current_version(),
             versions,
             seen_head,
+            journal,
         }
     }
 }
@@ -250,6 +259,7 @@ pub struct AgentKeys {
     current: u32,
     versions: std::collections::BTreeMap<u32, VersionKeys>,
     seen_head: SecretKey,
+    journal: SecretKey,
 }
 
 impl fmt::Debug for AgentKeys {
@@ -356,6 +366,24 @@ impl AgentKeys {
         };
         vk.verify_strict(msg, &ed25519_dalek::Signature::from_bytes(sig))
             .is_ok()
+    }
+
+    /// The AES-256-GCM key of the journal records made on top of the head
+    /// `(seq, hash)`: one key per head, so no key seals more than the
+    /// operations between two snapshots.
+    pub fn journal_key(&self, seq: u64, hash: &[u8; 32]) -> SecretKey {
+        expand(
+            &from_prk(&self.journal),
+            &[LABEL_JOURNAL_KEY.as_bytes(), &seq.to_be_bytes(), hash],
+        )
+    }
+
+    /// Checks a seen-head record's MAC in constant time.
+    pub fn seen_head_verify(&self, record: &[u8], mac: &[u8; 32]) -> bool {
+        let mut m = <hmac::Hmac<Sha256> as KeyInit>::new_from_slice(self.seen_head.expose())
+            .expect("HMAC accepts any key length");
+        m.update(record);
+        m.verify_slice(mac).is_ok()
     }
 
     /// HMAC-SHA256 of the local seen-head record.

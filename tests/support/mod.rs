@@ -4,11 +4,13 @@
 //!   opened in process, and helpers over files, bytes and paths;
 //! - `mount`: the shipped binaries as processes: a real mount in a private
 //!   home, programs run in it, `sovseal` in any home, exits checked;
-//! - `moto`: a real S3-compatible server (moto) on loopback.
+//! - `moto`: a real S3-compatible server (moto) on loopback;
+//! - `cutfs`: a pass-through FUSE file system that can lose power.
 
 // Each test crate compiles all of this and uses only part of it.
 #![allow(dead_code)]
 
+pub mod cutfs;
 pub mod home;
 pub mod moto;
 pub mod mount;

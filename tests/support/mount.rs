@@ -59,8 +59,21 @@ impl Mounted {
 
     /// Like `new`, with extra environment for every command (e.g. AWS_*).
     pub fn with_env(agent: &str, extra: &[&str], env: Vec<(String, String)>) -> Self {
+        let m = Self::unmounted(agent, extra, env, None);
+        m.mount();
+        m
+    }
+
+    /// `sovseal init` done, not mounted yet; SOVSEAL_HOME is `home` when
+    /// given (it must not exist yet, its parent must), else a new one.
+    pub fn unmounted(
+        agent: &str,
+        extra: &[&str],
+        env: Vec<(String, String)>,
+        home: Option<PathBuf>,
+    ) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let home = dir.path().join("home");
+        let home = home.unwrap_or_else(|| dir.path().join("home"));
         let mnt = dir.path().join(agent);
         std::fs::create_dir(&mnt).unwrap();
         let m = Mounted {
@@ -73,7 +86,6 @@ impl Mounted {
         };
         let o = m.sovseal(&["init"]);
         assert!(o.status.success(), "{}", text(&o.stderr));
-        m.mount();
         m
     }
 
@@ -146,11 +158,12 @@ impl Mounted {
             .any(|l| l.split(' ').nth(4) == Some(want))
     }
 
-    /// The daemon's pid, from the agent's lock file.
+    /// The daemon's pid, from the agent's lock file (its first word).
     pub fn daemon_pid(&self) -> Option<i32> {
         std::fs::read_to_string(self.home.join("agents").join(&self.agent).join("lock"))
             .ok()?
-            .trim()
+            .split_whitespace()
+            .next()?
             .parse()
             .ok()
     }
@@ -173,11 +186,24 @@ impl Mounted {
     /// `fusermount3 -u`, then waits for the daemon to exit.
     pub fn unmount(&self) {
         let pid = self.daemon_pid();
-        let o = Command::new("fusermount3")
-            .arg("-u")
-            .arg(&self.mnt)
-            .output()
-            .unwrap();
+        // A file this test process closed a moment ago can still be held
+        // by a child another test is spawning (between fork and exec):
+        // EBUSY then is the test harness's, not sovseal's; retry briefly.
+        let t0 = Instant::now();
+        let o = loop {
+            let o = Command::new("fusermount3")
+                .arg("-u")
+                .arg(&self.mnt)
+                .output()
+                .unwrap();
+            if o.status.success()
+                || !text(&o.stderr).contains("busy")
+                || t0.elapsed() > Duration::from_secs(5)
+            {
+                break o;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
         assert!(o.status.success(), "fusermount3 -u: {}", text(&o.stderr));
         if let Some(pid) = pid {
             Self::wait_gone(pid);

@@ -1,10 +1,21 @@
-//! Group commit: one thread turns commit requests into snapshots.
+//! Group commit: one thread turns commit requests into snapshots, and
+//! snapshots into durable ones.
 //!
-//! `commit_sync` (fsync, fdatasync, fsyncdir, close of a written file,
-//! unmount) returns once a commit that started after the request is durable;
-//! requests that arrive while a commit runs share the next one. `commit_soon`
-//! (metadata-only changes) asks for a commit after a quiet period, pushed back
-//! by further changes but never beyond `max_delay` after the first.
+//! Two steps, kept apart (DESIGN.md, invariant 3):
+//! - **seal**: the overlay becomes the next snapshot, written to the packs
+//!   and the index in the page cache. It survives a crash of the daemon.
+//!   `commit_sync` (close of a written file) returns once a seal that
+//!   started after the request is done; requests that arrive while a
+//!   commit runs share the next one. `commit_soon` (metadata-only changes)
+//!   asks for a seal after a quiet period, pushed back by further changes
+//!   but never beyond `max_delay` after the first.
+//! - **barrier**: every sealed snapshot made durable against a power cut
+//!   (packs synced, the durable point recorded synchronously).
+//!   `commit_durable` (fsync, fdatasync, fsyncdir, unmount, and close with
+//!   `durable_close`) returns once a seal and then a barrier that started
+//!   after the request are done; every waiter that arrives meanwhile shares
+//!   the next barrier. Without being asked, a barrier runs `interval` after
+//!   the first snapshot that is not durable yet.
 
 use crate::engine::Engine;
 use crate::mount::metrics::Metrics;
@@ -15,17 +26,38 @@ use std::time::{Duration, Instant};
 
 #[derive(Default)]
 struct State {
+    /// Seal requests so far, and the last one served (`ok`: succeeded).
     requested: u64,
     done: u64,
     ok: u64,
+    /// Barrier requests, by the seal request count they cover.
+    durable_requested: u64,
+    durable_done: u64,
+    durable_ok: u64,
+    /// Quiet-period seal: (first request, due).
     soon: Option<(Instant, Instant)>,
+    /// When the oldest snapshot that is not durable yet was sealed.
+    undurable_since: Option<Instant>,
     last_error: Option<String>,
     commits: u64,
+    barriers: u64,
     stop: bool,
 }
 
 /// Called after every commit that made a snapshot.
 pub type OnCommit = Arc<dyn Fn(&crate::engine::CommitInfo) + Send + Sync>;
+/// Called after every barrier with the sequence number now durable.
+pub type OnDurable = Arc<dyn Fn(u64) + Send + Sync>;
+
+/// What the commit thread is told.
+pub struct Config {
+    /// Quiet period after metadata-only changes.
+    pub quiet: Duration,
+    /// Longest delay of a metadata-only change under continuous activity.
+    pub max_delay: Duration,
+    /// Longest time a sealed snapshot waits for a barrier.
+    pub interval: Duration,
+}
 
 /// The commit thread and its request state.
 pub struct Committer {
@@ -39,27 +71,48 @@ impl Committer {
     /// Starts the thread.
     pub fn start(
         engine: Arc<RwLock<Engine>>,
-        quiet: Duration,
-        max_delay: Duration,
+        config: Config,
         on_commit: Option<OnCommit>,
+        on_durable: Option<OnDurable>,
         metrics: Arc<Metrics>,
     ) -> Self {
         let shared = Arc::new((Mutex::new(State::default()), Condvar::new()));
         let s = shared.clone();
+        let interval = config.interval;
         let thread = std::thread::Builder::new()
             .name("sovseal-commit".into())
-            .spawn(move || run(&s, &engine, on_commit.as_ref(), &metrics))
+            .spawn(move || {
+                run(
+                    &s,
+                    &engine,
+                    interval,
+                    on_commit.as_ref(),
+                    on_durable.as_ref(),
+                    &metrics,
+                )
+            })
             .expect("spawn commit thread");
         Committer {
             shared,
             thread: Mutex::new(Some(thread)),
-            quiet,
-            max_delay,
+            quiet: config.quiet,
+            max_delay: config.max_delay,
         }
     }
 
-    /// Commits everything changed so far; returns when it is durable.
+    /// Seals everything changed so far into a snapshot; returns once it
+    /// would survive a crash of the daemon (not yet a power cut).
     pub fn commit_sync(&self) -> Result<()> {
+        self.request(false)
+    }
+
+    /// Seals everything changed so far and makes it durable; returns once
+    /// it is on stable storage.
+    pub fn commit_durable(&self) -> Result<()> {
+        self.request(true)
+    }
+
+    fn request(&self, durable: bool) -> Result<()> {
         let (m, cv) = &*self.shared;
         let mut st = m.lock().expect("committer");
         if st.stop {
@@ -70,11 +123,22 @@ impl Committer {
         }
         st.requested += 1;
         let want = st.requested;
-        cv.notify_all();
-        while st.done < want && !st.stop {
-            st = cv.wait(st).expect("committer");
+        if durable {
+            st.durable_requested = want;
         }
-        if st.ok >= want {
+        cv.notify_all();
+        let (done, ok) = loop {
+            let (done, ok) = if durable {
+                (st.durable_done, st.durable_ok)
+            } else {
+                (st.done, st.ok)
+            };
+            if done >= want || st.stop {
+                break (done, ok);
+            }
+            st = cv.wait(st).expect("committer");
+        };
+        if done >= want && ok >= want {
             Ok(())
         } else {
             Err(Error::Fs {
@@ -95,7 +159,7 @@ impl Committer {
         cv.notify_all();
     }
 
-    /// The last commit error, if the latest commit failed.
+    /// The last commit error, if the latest commit or barrier failed.
     pub fn last_error(&self) -> Option<String> {
         self.shared.0.lock().expect("committer").last_error.clone()
     }
@@ -105,13 +169,19 @@ impl Committer {
         self.shared.0.lock().expect("committer").commits
     }
 
-    /// Commits what is pending and stops the thread. Once stopped, further
-    /// calls do nothing and succeed (the first call reported the outcome).
+    /// Barriers (disk syncs of the packs) run by this committer so far.
+    pub fn barriers(&self) -> u64 {
+        self.shared.0.lock().expect("committer").barriers
+    }
+
+    /// Commits what is pending, makes it durable and stops the thread. Once
+    /// stopped, further calls do nothing and succeed (the first call
+    /// reported the outcome).
     pub fn shutdown(&self) -> Result<()> {
         if self.shared.0.lock().expect("committer").stop {
             return Ok(());
         }
-        let r = self.commit_sync();
+        let r = self.commit_durable();
         {
             let (m, cv) = &*self.shared;
             m.lock().expect("committer").stop = true;
@@ -135,7 +205,9 @@ impl Drop for Committer {
 fn run(
     shared: &(Mutex<State>, Condvar),
     engine: &RwLock<Engine>,
+    interval: Duration,
     on_commit: Option<&OnCommit>,
+    on_durable: Option<&OnDurable>,
     metrics: &Metrics,
 ) {
     let (m, cv) = shared;
@@ -144,9 +216,11 @@ fn run(
         if st.stop {
             return;
         }
-        let due = st.soon.is_some_and(|(_, at)| at <= Instant::now());
+        let now = Instant::now();
+        let due = st.soon.is_some_and(|(_, at)| at <= now);
         if st.requested > st.done || due {
             let target = st.requested;
+            let durable_target = st.durable_requested;
             st.soon = None;
             drop(st);
             let t0 = Instant::now();
@@ -164,15 +238,18 @@ fn run(
                 Ok(None) => {}
                 Err(_) => metrics.commit(t0.elapsed(), false),
             }
-            st = m.lock().expect("committer");
             if let (Ok(Some(info)), Some(f)) = (&res, on_commit) {
                 f(info);
             }
+            st = m.lock().expect("committer");
             match res {
                 Ok(made) => {
                     st.ok = target;
                     st.last_error = None;
                     st.commits += u64::from(made.is_some());
+                    if made.is_some() && st.undurable_since.is_none() {
+                        st.undurable_since = Some(Instant::now());
+                    }
                 }
                 Err(e) => {
                     tracing::error!("commit failed: {e}");
@@ -181,14 +258,77 @@ fn run(
             }
             st.done = target;
             cv.notify_all();
+            if durable_target > st.durable_done {
+                // The waiters succeed when the seal covering them and the
+                // barrier after it both did.
+                let sealed = st.ok >= durable_target;
+                let (g, synced) = barrier(st, m, engine, on_durable);
+                st = g;
+                st.durable_done = durable_target;
+                if sealed && synced {
+                    st.durable_ok = durable_target;
+                }
+                cv.notify_all();
+            }
             continue;
         }
-        st = match st.soon {
-            Some((_, at)) => {
+        let barrier_due = st.undurable_since.map(|t| t + interval);
+        if barrier_due.is_some_and(|t| t <= now) {
+            st = barrier(st, m, engine, on_durable).0;
+            cv.notify_all();
+            continue;
+        }
+        let wake = [st.soon.map(|(_, at)| at), barrier_due]
+            .into_iter()
+            .flatten()
+            .min();
+        st = match wake {
+            Some(at) => {
                 let wait = at.saturating_duration_since(Instant::now());
                 cv.wait_timeout(st, wait).expect("committer").0
             }
             None => cv.wait(st).expect("committer"),
         };
     }
+}
+
+/// Makes every snapshot sealed so far durable, without holding the engine
+/// while the disk works (FUSE requests go on; only this thread seals).
+/// Returns whether it succeeded.
+fn barrier<'a>(
+    mut st: std::sync::MutexGuard<'a, State>,
+    m: &'a Mutex<State>,
+    engine: &RwLock<Engine>,
+    on_durable: Option<&OnDurable>,
+) -> (std::sync::MutexGuard<'a, State>, bool) {
+    st.undurable_since = None;
+    drop(st);
+    let (agent, head) = engine.read().expect("engine lock").durability_point();
+    let res = agent.make_durable(&head);
+    if res.is_ok()
+        && let Some(f) = on_durable
+    {
+        f(head.seq());
+    }
+    let mut st = m.lock().expect("committer");
+    st.barriers += 1;
+    let ok = res.is_ok();
+    match res {
+        Ok(()) => {
+            if st
+                .last_error
+                .as_deref()
+                .is_some_and(|e| e.starts_with("barrier"))
+            {
+                st.last_error = None;
+            }
+        }
+        Err(e) => {
+            tracing::error!("barrier failed: {e}");
+            st.last_error = Some(format!("barrier failed: {e}"));
+            // Try again at the next interval.
+            st.undurable_since = Some(Instant::now());
+        }
+    }
+    (st, ok)
 }

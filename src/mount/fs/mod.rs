@@ -77,6 +77,12 @@ pub struct Options {
     pub max_delay: Duration,
     /// `fsync` and close also wait until the snapshot is on the remote.
     pub sync_replication: bool,
+    /// The close of a written file also waits until its snapshot is on
+    /// stable storage (the behaviour before sealing and syncing were
+    /// separate steps).
+    pub durable_close: bool,
+    /// Longest time a sealed snapshot waits before it is made durable.
+    pub sync_interval: Duration,
 }
 
 impl Default for Options {
@@ -86,6 +92,8 @@ impl Default for Options {
             quiet: Duration::from_millis(200),
             max_delay: Duration::from_secs(2),
             sync_replication: false,
+            durable_close: false,
+            sync_interval: Duration::from_secs(1),
         }
     }
 }
@@ -161,25 +169,29 @@ impl Fs {
         let mount_head = engine.read().expect("engine lock").head().seq();
         let committed_at: Arc<Mutex<HashMap<u64, u64>>> = Arc::default();
         let on_commit: committer::OnCommit = {
-            let replicator = replicator.clone();
             let committed_at = committed_at.clone();
             Arc::new(move |info| {
                 let mut at = committed_at.lock().expect("committed_at");
                 for ino in &info.inodes {
                     at.insert(*ino, info.seq);
                 }
-                drop(at);
-                if let Some(r) = &replicator {
-                    r.notify(info.seq);
-                }
             })
         };
+        // Only durable snapshots are replicated: a power cut can never
+        // leave the remote ahead of the local disk.
+        let on_durable: Option<committer::OnDurable> = replicator
+            .clone()
+            .map(|r| Arc::new(move |seq| r.notify(seq)) as committer::OnDurable);
         let metrics = Arc::new(Metrics::default());
         let committer = Committer::start(
             engine.clone(),
-            opts.quiet,
-            opts.max_delay,
+            committer::Config {
+                quiet: opts.quiet,
+                max_delay: opts.max_delay,
+                interval: opts.sync_interval,
+            },
             Some(on_commit),
+            on_durable,
             metrics.clone(),
         );
         Fs {
@@ -235,8 +247,20 @@ impl Fs {
         self.committer.commit_soon();
     }
 
-    fn commit_sync(&self) -> Result<()> {
-        self.committer.commit_sync()?;
+    /// The commit of a `close`: sealed (survives a daemon crash); durable
+    /// too with `durable_close`, replicated too with `sync_replication`.
+    fn commit_close(&self) -> Result<()> {
+        if self.opts.durable_close || self.opts.sync_replication {
+            self.commit_durable()
+        } else {
+            self.committer.commit_sync()
+        }
+    }
+
+    /// The commit of `fsync` and friends: sealed and on stable storage
+    /// (and on the remote with `sync_replication`).
+    fn commit_durable(&self) -> Result<()> {
+        self.committer.commit_durable()?;
         match (&self.replicator, self.opts.sync_replication) {
             (Some(r), true) => r.wait_for(self.eng().head().seq()),
             _ => Ok(()),
@@ -480,12 +504,12 @@ impl Fs {
         self.handles.lock().expect("handles").remove(&fh);
     }
 
-    /// `fsyncdir`: commits.
+    /// `fsyncdir`: commits, durably.
     pub fn fsyncdir(&self) -> Result<()> {
         if self.opts.read_only {
             return Ok(());
         }
-        self.commit_sync()
+        self.commit_durable()
     }
 
     // ----- files -----
@@ -583,14 +607,15 @@ impl Fs {
         self.eng_mut().write(ino, off, data)
     }
 
-    /// `close` of a file descriptor: commits if the handle wrote since the
-    /// last flush, and returns when that state is durable.
+    /// `close` of a file descriptor: seals a snapshot if the handle wrote
+    /// since the last flush, and returns when it would survive a crash of
+    /// the daemon (on stable storage too with `durable_close`).
     pub fn flush(&self, fh: u64) -> Result<()> {
         let wrote = match self.handles.lock().expect("handles").get_mut(&fh) {
             Some(Handle::File { wrote, .. }) => std::mem::take(wrote),
             _ => false,
         };
-        if wrote { self.commit_sync() } else { Ok(()) }
+        if wrote { self.commit_close() } else { Ok(()) }
     }
 
     /// Last close of a handle.
@@ -599,18 +624,19 @@ impl Fs {
         if let Some(Handle::File { ino, wrote }) = h {
             self.eng_mut().unpin(ino);
             if wrote {
-                return self.commit_sync();
+                return self.commit_close();
             }
         }
         Ok(())
     }
 
-    /// `fsync` / `fdatasync`: commits everything and waits for it.
+    /// `fsync` / `fdatasync`: commits everything and returns once it is on
+    /// stable storage (one barrier shared by every waiter meanwhile).
     pub fn fsync(&self) -> Result<()> {
         if self.opts.read_only {
             return Ok(());
         }
-        self.commit_sync()
+        self.commit_durable()
     }
 
     // ----- namespace -----
@@ -819,14 +845,16 @@ impl Fs {
         nix::sys::statvfs::statvfs(&self.data_dir).map_err(|e| Error::io(&self.data_dir, e.into()))
     }
 
-    /// Commits pending changes and stops the commit thread (unmount).
+    /// Commits pending changes durably and stops the commit thread
+    /// (unmount). A new mount of the agent meanwhile waits for it.
     pub fn shutdown(&self) -> Result<()> {
+        self.eng().mark_stopping();
         self.committer.shutdown()
     }
 
-    /// Commits pending changes now.
+    /// Commits pending changes now, durably.
     pub fn sync(&self) -> Result<()> {
-        self.commit_sync()
+        self.commit_durable()
     }
 
     /// The last commit error, if the latest commit failed.

@@ -1,0 +1,235 @@
+//! Fail closed (issue: an emptied index, a fork, local data without an
+//! index): an agent never starts over on top of evidence that it had
+//! history, and a longer fork never replaces the history this machine saw.
+
+mod support;
+use support::mount::{Mounted, fails, ok, text};
+
+fn sqlite(m: &Mounted, sql: &str) {
+    let db = m.home.join("agents").join(&m.agent).join("index.db");
+    let o = std::process::Command::new("sqlite3")
+        .arg(&db)
+        .arg(sql)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o.stderr));
+}
+
+/// Regression (fails on the main before this change: the mount succeeded
+/// with an empty tree and overwrote the seen-head record with seq 1).
+#[test]
+fn an_emptied_index_is_refused_until_reset() {
+    let m = Mounted::new("emptied", &[]);
+    m.sh("echo one > a && echo two > b");
+    m.unmount();
+    let seen = m.home.join("seen").join(&m.agent);
+    let seen_before = std::fs::read(&seen).unwrap();
+    sqlite(&m, "DELETE FROM snapshots");
+    let o = m.try_mount();
+    assert_eq!(o.status.code(), Some(3), "{}", text(&o.stderr));
+    let err = text(&o.stderr);
+    assert!(
+        err.contains("had history") && err.contains("seen-head record"),
+        "{err}"
+    );
+    assert!(
+        err.contains("sovseal reset"),
+        "says how to start over: {err}"
+    );
+    assert!(!m.is_mounted());
+    assert_eq!(
+        std::fs::read(&seen).unwrap(),
+        seen_before,
+        "the record is untouched"
+    );
+    // Prune refuses too: nothing would be live.
+    fails(
+        &m.sovseal(&["prune", "--agent", &m.agent]),
+        3,
+        "had history",
+    );
+    // Starting over is explicit, and keeps the old data aside.
+    fails(
+        &m.sovseal(&["reset", "--agent", &m.agent]),
+        2,
+        "--discard-local-history",
+    );
+    let out = ok(&m.sovseal(&["reset", "--agent", &m.agent, "--discard-local-history"]));
+    assert!(out.contains("discarded"), "{out}");
+    let kept = std::fs::read_dir(m.home.join("discarded")).unwrap().count();
+    assert_eq!(kept, 1);
+    // With the local data aside, the next mount restores from the remote.
+    m.mount();
+    assert_eq!(std::fs::read_to_string(m.path("a")).unwrap(), "one\n");
+    m.unmount();
+    // With no remote copy either, it starts over.
+    ok(&m.sovseal(&["reset", "--agent", &m.agent, "--discard-local-history"]));
+    let empty = m.dir.path().join("empty-remote");
+    std::fs::create_dir(&empty).unwrap();
+    let o = m
+        .cmd(support::mount::MOUNT)
+        .arg(&m.mnt)
+        .arg("--remote")
+        .arg(format!("file://{}", empty.display()))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    assert!(!m.path("a").exists(), "started over");
+    assert_eq!(m.head(), 1);
+}
+
+/// Regression: objects and replication markers in an index with no
+/// snapshots are evidence too, even without the seen-head record.
+#[test]
+fn index_traces_alone_are_evidence() {
+    let m = Mounted::new("traces", &[]);
+    m.sh("echo one > a");
+    m.unmount();
+    sqlite(&m, "DELETE FROM snapshots");
+    std::fs::remove_file(m.home.join("seen").join(&m.agent)).unwrap();
+    let o = m.try_mount();
+    assert_eq!(o.status.code(), Some(3), "{}", text(&o.stderr));
+    assert!(
+        text(&o.stderr).contains("sealed objects"),
+        "{}",
+        text(&o.stderr)
+    );
+}
+
+/// Regression: a data dir whose index.db is gone, with packs left and the
+/// remote holding the agent, is not restored over; moved aside, it is.
+#[test]
+fn local_data_without_an_index_is_not_restored_over() {
+    let m = Mounted::new("noindex", &[]);
+    m.sh("echo kept > a");
+    m.wait_replicated();
+    m.unmount();
+    let data = m.home.join("agents").join(&m.agent);
+    std::fs::remove_file(data.join("index.db")).unwrap();
+    let _ = std::fs::remove_file(data.join("index.db-wal"));
+    let _ = std::fs::remove_file(data.join("index.db-shm"));
+    let o = m.try_mount();
+    assert_eq!(o.status.code(), Some(3), "{}", text(&o.stderr));
+    let err = text(&o.stderr);
+    assert!(err.contains("pack data") && err.contains("remote"), "{err}");
+    // Moved aside by hand, the agent is restored from the remote.
+    std::fs::rename(&data, m.dir.path().join("aside")).unwrap();
+    m.mount();
+    assert_eq!(std::fs::read_to_string(m.path("a")).unwrap(), "kept\n");
+}
+
+/// Regression (fails on the main before this change: the longer history
+/// was accepted): the seen-head record pins (seq, hash), so a longer fork
+/// put in place of the data dir is refused, naming both hashes.
+#[test]
+fn a_longer_fork_is_refused() {
+    let m = Mounted::new("fork", &[]);
+    m.sh("echo mine > a");
+    m.unmount();
+    let mine = m.head();
+    // Another machine with the same key writes a longer history.
+    let other = m.second_home("other");
+    let mnt2 = m.dir.path().join("fork2");
+    std::fs::create_dir(&mnt2).unwrap();
+    let mount2 = |args: &[&str]| {
+        m.cmd(support::mount::MOUNT)
+            .env("SOVSEAL_HOME", &other)
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let o = mount2(&[mnt2.to_str().unwrap(), "--agent", "fork"]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    for i in 0..4 {
+        std::fs::write(mnt2.join(format!("theirs{i}")), b"x").unwrap();
+    }
+    let o = std::process::Command::new("fusermount3")
+        .arg("-u")
+        .arg(&mnt2)
+        .output()
+        .unwrap();
+    assert!(o.status.success());
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let data = m.home.join("agents").join(&m.agent);
+    std::fs::remove_dir_all(&data).unwrap();
+    let o = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(other.join("agents").join("fork"))
+        .arg(&data)
+        .output()
+        .unwrap();
+    assert!(o.status.success());
+    let o = m.try_mount();
+    assert_eq!(o.status.code(), Some(3), "{}", text(&o.stderr));
+    let err = text(&o.stderr);
+    assert!(
+        err.contains(&format!("recorded snapshot {mine} as")) && err.contains("forked"),
+        "{err}"
+    );
+}
+
+/// Regression (fails on the main before this change: restore recreated
+/// set-id bits): `sovseal restore` strips setuid/setgid unless asked, as
+/// root, with --preserve-setuid.
+#[test]
+fn restore_strips_setuid_unless_asked() {
+    use std::os::unix::fs::PermissionsExt;
+    let m = Mounted::new("suid", &[]);
+    m.sh("echo '#!/bin/sh' > tool && chmod 6755 tool && sync");
+    m.unmount();
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o7777;
+    let plain = m.dir.path().join("plain");
+    ok(&m.sovseal(&[
+        "restore",
+        "--agent",
+        &m.agent,
+        "/tool",
+        plain.to_str().unwrap(),
+    ]));
+    assert_eq!(mode(&plain), 0o755);
+    let kept = m.dir.path().join("kept");
+    ok(&m.sovseal(&[
+        "restore",
+        "--agent",
+        &m.agent,
+        "--preserve-setuid",
+        "/tool",
+        kept.to_str().unwrap(),
+    ]));
+    assert_eq!(mode(&kept), 0o6755);
+}
+
+/// Regression (fails on the main before this change, when the race is won:
+/// restore opened paths with File::create, which follows symlinks): a
+/// symlink planted in DEST while a restore writes there is never followed.
+#[test]
+fn a_symlink_planted_in_dest_during_restore_is_not_followed() {
+    let m = Mounted::new("plant", &[]);
+    m.py("import os\nos.mkdir('t')\nfor i in range(1500):\n    open('t/f%04d' % i, 'w').write('x' * 100)");
+    m.unmount();
+    let victim = m.dir.path().join("victim");
+    std::fs::write(&victim, b"precious").unwrap();
+    let dest = m.dir.path().join("dest");
+    std::fs::create_dir(&dest).unwrap();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let racer = {
+        let (dest, victim, stop) = (dest.clone(), victim.clone(), stop.clone());
+        std::thread::spawn(move || {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                for i in (0..1500).rev().step_by(7) {
+                    let _ = std::os::unix::fs::symlink(&victim, dest.join(format!("t/f{i:04}")));
+                }
+            }
+        })
+    };
+    let o = m.sovseal(&["restore", "--agent", &m.agent, "/", dest.to_str().unwrap()]);
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    racer.join().unwrap();
+    assert_eq!(
+        std::fs::read(&victim).unwrap(),
+        b"precious",
+        "restore wrote through a planted symlink (exit {:?}: {})",
+        o.status.code(),
+        text(&o.stderr)
+    );
+}
