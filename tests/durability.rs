@@ -14,7 +14,7 @@ use nix::sys::signal::Signal;
 use std::io::{BufRead, BufReader};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
-use support::mount::{MOUNT, Mounted, text};
+use support::mount::{MOUNT, Mounted, Rng, text};
 
 /// Helpers every program below starts with.
 const PRELUDE: &str = r#"
@@ -233,47 +233,6 @@ fn take(rx: &crossbeam_channel::Receiver<String>, n: usize, acked: &mut Vec<Stri
     }
 }
 
-/// Starts `program` (which prints one line per acknowledged step) and a
-/// thread that forwards its lines.
-fn looping(
-    m: &Mounted,
-    prog: &str,
-    args: &[&str],
-) -> (std::process::Child, crossbeam_channel::Receiver<String>) {
-    let mut child = m
-        .cmd(prog)
-        .args(args)
-        .current_dir(&m.mnt)
-        .env("GIT_AUTHOR_NAME", "t")
-        .env("GIT_AUTHOR_EMAIL", "t@example.invalid")
-        .env("GIT_COMMITTER_NAME", "t")
-        .env("GIT_COMMITTER_EMAIL", "t@example.invalid")
-        .env("HOME", m.dir.path())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let out = child.stdout.take().unwrap();
-    let (tx, rx) = crossbeam_channel::unbounded();
-    std::thread::spawn(move || {
-        for l in BufReader::new(out).lines().map_while(Result::ok) {
-            let _ = tx.send(l);
-        }
-    });
-    (child, rx)
-}
-
-/// A small deterministic generator for kill instants (no dependency).
-struct Rng(u64);
-impl Rng {
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0 % n
-    }
-}
-
 #[test]
 fn atomic_saves_killed_at_random_instants_lose_nothing_acknowledged() {
     let m = Mounted::new("saves", &[]);
@@ -294,7 +253,7 @@ while True:
 "#,
             start = last + 1
         );
-        let (mut child, rx) = looping(&m, "python3", &["-c", &program]);
+        let (mut child, rx) = m.spawn_lines(&["python3", "-c", &program]);
         let mut acked = Vec::new();
         take(&rx, 1 + rng.below(8) as usize, &mut acked);
         std::thread::sleep(Duration::from_micros(rng.below(30_000)));
@@ -330,7 +289,7 @@ fn git_commits_killed_at_random_instants_lose_nothing_acknowledged() {
             "cd repo && i={start}; while true; do {{ echo $i > f && git add f && git commit -q -m c$i; }} || {{ echo failed >&2; exit 1; }}; echo $i; i=$((i+1)); done",
             start = last + 1
         );
-        let (mut child, rx) = looping(&m, "sh", &["-c", &script]);
+        let (mut child, rx) = m.spawn_lines(&["sh", "-c", &script]);
         let mut acked = Vec::new();
         take(&rx, 1 + rng.below(3) as usize, &mut acked);
         std::thread::sleep(Duration::from_micros(rng.below(50_000)));

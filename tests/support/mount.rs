@@ -315,6 +315,53 @@ impl Mounted {
     }
 }
 
+impl Mounted {
+    /// Starts `args` in the mount (git identity and HOME set), its stderr
+    /// passed through; returns the process and its stdout lines as they
+    /// come (a program that prints one line per acknowledged step).
+    pub fn spawn_lines(
+        &self,
+        args: &[&str],
+    ) -> (std::process::Child, crossbeam_channel::Receiver<String>) {
+        use std::io::BufRead;
+        let mut child = self
+            .cmd(args[0])
+            .args(&args[1..])
+            .current_dir(&self.mnt)
+            .env("GIT_AUTHOR_NAME", "t")
+            .env("GIT_AUTHOR_EMAIL", "t@example.invalid")
+            .env("GIT_COMMITTER_NAME", "t")
+            .env("GIT_COMMITTER_EMAIL", "t@example.invalid")
+            .env("HOME", self.dir.path())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let out = child.stdout.take().unwrap();
+        let (tx, rx) = crossbeam_channel::unbounded();
+        std::thread::spawn(move || {
+            for l in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+                let _ = tx.send(l);
+            }
+        });
+        (child, rx)
+    }
+}
+
+/// A small deterministic generator (kill instants, cut points): no
+/// dependency, the same sequence every run.
+pub struct Rng(pub u64);
+
+impl Rng {
+    /// A number in `0..n` (0 when `n` is 0).
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % n.max(1)
+    }
+}
+
 impl Drop for Mounted {
     fn drop(&mut self) {
         if self.is_mounted() {
