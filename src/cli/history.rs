@@ -3,7 +3,7 @@
 
 use super::args::*;
 use super::progress::Progress;
-use super::{master, open_agent};
+use super::{master, open_agent, open_writer};
 use crate::config::{AgentName, Home};
 use crate::engine::Engine;
 use crate::{Error, Result};
@@ -148,10 +148,7 @@ pub(super) fn forget(args: ForgetArgs, out: &mut dyn Write) -> Result<()> {
         keep_within,
     };
     policy.validate()?;
-    let home = Home::from_env()?;
-    let name = AgentName::new(&agent)?;
-    let m = master(&home)?;
-    let (a, _lock) = crate::repo::agent::Agent::open_writer(&home, &name, &m, false)?;
+    let (home, a, _lock) = open_writer(&agent)?;
     let (keep, forget) = crate::history::retention::apply(&a, &policy, dry_run)?;
     let pruned = if prune && !dry_run {
         Some(prune_agent(&home, &a, remote.as_deref())?)
@@ -194,10 +191,7 @@ pub(super) fn prune(args: PruneArgs, out: &mut dyn Write) -> Result<()> {
         json,
     } = args;
     let w = |e: std::io::Error| Error::io("stdout", e);
-    let home = Home::from_env()?;
-    let name = AgentName::new(&agent)?;
-    let m = master(&home)?;
-    let (a, _lock) = crate::repo::agent::Agent::open_writer(&home, &name, &m, false)?;
+    let (home, a, _lock) = open_writer(&agent)?;
     let r = prune_agent(&home, &a, remote.as_deref())?;
     if json {
         writeln!(
@@ -222,10 +216,7 @@ pub(super) fn redact(args: RedactArgs, out: &mut dyn Write) -> Result<()> {
         path,
     } = args;
     let w = |e: std::io::Error| Error::io("stdout", e);
-    let home = Home::from_env()?;
-    let name = AgentName::new(&agent)?;
-    let m = master(&home)?;
-    let (a, _lock) = crate::repo::agent::Agent::open_writer(&home, &name, &m, false)?;
+    let (home, a, _lock) = open_writer(&agent)?;
     let plan = {
         let mut p = Progress::new("redact: reading snapshot");
         crate::history::redact::plan(&a, &path, &mut |s, h| p.tick(s, h))?

@@ -39,6 +39,15 @@ pub(crate) fn master(home: &Home) -> Result<MasterKey> {
     custody::load(home, &custody::Custody::from_env()?)
 }
 
+/// Opens an agent for writing (no mount may hold it): home, agent, lock.
+pub(crate) fn open_writer(name: &str) -> Result<(Home, Agent, crate::repo::agent::WriteLock)> {
+    let home = Home::from_env()?;
+    let name = AgentName::new(name)?;
+    let m = master(&home)?;
+    let (a, lock) = Agent::open_writer(&home, &name, &m, false)?;
+    Ok((home, a, lock))
+}
+
 pub(crate) fn open_agent(name: &str) -> Result<(Home, Agent)> {
     let home = Home::from_env()?;
     let name = AgentName::new(name)?;
