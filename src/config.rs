@@ -6,7 +6,7 @@
 //! Agent names become paths, unit instances and keyed ids, so they are
 //! checked here once: `[A-Za-z0-9][A-Za-z0-9._-]{0,63}`.
 
-use crate::fsutil;
+use crate::fsutil::Dir;
 use crate::{Error, Result};
 use serde_json::{Map, Value};
 use std::os::unix::fs::PermissionsExt;
@@ -112,9 +112,29 @@ impl Home {
         &self.root
     }
 
-    /// Creates the home (0700) if missing.
-    pub fn ensure(&self) -> Result<()> {
-        fsutil::create_private_dir(&self.root)
+    /// Creates the home (0700) if missing, then opens and checks it: owned
+    /// by the running user, not writable by group or others.
+    pub fn ensure(&self) -> Result<Dir> {
+        Dir::create_root(&self.root)
+    }
+
+    /// Opens and checks the existing home (see [`Home::ensure`]).
+    pub fn dir(&self) -> Result<Dir> {
+        Dir::open_root(&self.root)
+    }
+
+    /// Opens and checks an agent's existing data dir: `agents` and the
+    /// agent's directory must be real directories (not symlinks) that the
+    /// running user owns and nobody else may write in.
+    pub fn agent_data(&self, agent: &AgentName) -> Result<Dir> {
+        self.dir()?.sub("agents")?.sub(agent.as_str())
+    }
+
+    /// Like [`Home::agent_data`], creating what is missing (mode 0700).
+    pub fn ensure_agent_data(&self, agent: &AgentName) -> Result<Dir> {
+        self.ensure()?
+            .ensure_sub("agents")?
+            .ensure_sub(agent.as_str())
     }
 
     /// `config.json`.
@@ -197,12 +217,21 @@ impl Home {
     /// file readable by others, since it may hold an API key.
     pub fn read_config(&self) -> Result<Map<String, Value>> {
         let path = self.config_path();
-        let bytes = match std::fs::read(&path) {
-            Ok(b) => b,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Map::new()),
-            Err(e) => return Err(Error::io(&path, e)),
+        if !path.exists() {
+            return Ok(Map::new());
+        }
+        let dir = self.dir()?;
+        let mut f = match dir.open_read("config.json") {
+            Ok(f) => f,
+            Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+                return Ok(Map::new());
+            }
+            Err(e) => return Err(e),
         };
-        let mode = std::fs::metadata(&path)
+        let mut bytes = Vec::new();
+        std::io::Read::read_to_end(&mut f, &mut bytes).map_err(|e| Error::io(&path, e))?;
+        let mode = f
+            .metadata()
             .map_err(|e| Error::io(&path, e))?
             .permissions()
             .mode();
@@ -226,12 +255,12 @@ impl Home {
 
     /// Writes `config.json` atomically with mode 0600, stamping `schema_version`.
     pub fn write_config(&self, mut cfg: Map<String, Value>) -> Result<()> {
-        self.ensure()?;
+        let dir = self.ensure()?;
         cfg.entry("schema_version")
             .or_insert(Value::from(CONFIG_SCHEMA_VERSION));
         let mut bytes = serde_json::to_vec_pretty(&Value::Object(cfg)).expect("JSON map encodes");
         bytes.push(b'\n');
-        fsutil::write_atomic(&self.config_path(), &bytes, 0o600)
+        dir.write_atomic("config.json", &bytes, 0o600, true)
     }
 }
 

@@ -72,7 +72,7 @@ pub enum Error {
     UnknownFormatVersion(u32, u32),
     /// A key version this build or this keychain does not have.
     #[error(
-        "key version {0} is not in custody (the newest held is {1}): import the key export made after that rotation"
+        "key version {0} is not in custody (the newest held is {1}); nothing is sealed under an older version: import the key export made after that rotation"
     )]
     UnknownKeyVersion(u32, u32),
     /// The OS keychain cannot be used and no fallback was requested.
@@ -128,6 +128,16 @@ pub enum Error {
         agent: String,
         /// What was found.
         evidence: String,
+    },
+    /// A path where sovseal would write is a symlink, not a directory, or
+    /// a directory another user owns or may write in: refused, never
+    /// followed.
+    #[error("refusing to use {path}: it {detail}")]
+    UnsafePath {
+        /// The path refused.
+        path: PathBuf,
+        /// Why.
+        detail: String,
     },
     /// An operation failed for a reason other than bad input: a final
     /// commit, an unmount, a mount that did not answer.

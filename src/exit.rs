@@ -10,7 +10,8 @@ pub const OK: i32 = 0;
 pub const FAILURE: i32 = 1;
 /// Bad command line or bad input (clap uses 2 as well).
 pub const USAGE: i32 = 2;
-/// Verification failed: tag, hash, chain, rollback or missing object.
+/// Verification failed: tag, hash, chain, rollback or missing object; or a
+/// refusal to write through a symlink or into a directory others control.
 pub const INTEGRITY: i32 = 3;
 /// Key custody failed: no key, keychain unreachable, unsafe key file.
 pub const KEYS: i32 = 4;
@@ -34,6 +35,7 @@ pub fn start<P: clap::Parser>(prog: &str) -> Result<P, i32> {
 pub fn code_for(err: &Error) -> i32 {
     match err {
         e if e.is_integrity() => INTEGRITY,
+        Error::UnsafePath { .. } => INTEGRITY,
         Error::KeychainUnavailable { .. }
         | Error::NoMasterKey { .. }
         | Error::Custody(_)

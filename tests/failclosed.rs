@@ -233,3 +233,240 @@ fn a_symlink_planted_in_dest_during_restore_is_not_followed() {
         text(&o.stderr)
     );
 }
+
+/// A symlink planted at `path` pointing at a victim file outside the home;
+/// returns the victim and its bytes.
+fn plant_symlink(
+    m: &Mounted,
+    path: &std::path::Path,
+    bytes: &[u8],
+) -> (std::path::PathBuf, Vec<u8>) {
+    let victim = m.dir.path().join("victim");
+    std::fs::write(&victim, bytes).unwrap();
+    let _ = std::fs::remove_file(path);
+    std::os::unix::fs::symlink(&victim, path).unwrap();
+    (victim, bytes.to_vec())
+}
+
+/// Regression (fails on the main before this change: the mount truncated
+/// the lock's target and wrote its pid there): a symlinked lock file is a
+/// refusal and its target is untouched.
+#[test]
+fn a_symlinked_lock_is_refused() {
+    let m = Mounted::new("lock", &[]);
+    m.sh("echo one > a");
+    m.unmount();
+    let data = m.home.join("agents").join(&m.agent);
+    let (victim, before) = plant_symlink(&m, &data.join("lock"), b"precious bytes\n");
+    let o = m.try_mount();
+    fails(&o, 3, "symlink");
+    assert!(!m.is_mounted());
+    assert_eq!(std::fs::read(&victim).unwrap(), before);
+    // Offline writers take the same lock.
+    fails(&m.sovseal(&["prune", "--agent", &m.agent]), 3, "symlink");
+    assert_eq!(std::fs::read(&victim).unwrap(), before);
+}
+
+/// Regression (fails on the main before this change: the writer opened the
+/// pack through the link and cut the target back to the committed length):
+/// a symlinked pack is a refusal.
+#[test]
+fn a_symlinked_pack_is_refused() {
+    let m = Mounted::new("pack", &[]);
+    m.sh("echo one > a");
+    m.unmount();
+    let pack = m
+        .home
+        .join("agents")
+        .join(&m.agent)
+        .join("packs/00000001.pack");
+    let mut bytes = std::fs::read(&pack).unwrap();
+    bytes.extend_from_slice(b"-- the victim's own tail, longer than the committed pack --");
+    let (victim, before) = plant_symlink(&m, &pack, &bytes);
+    fails(&m.try_mount(), 3, "symlink");
+    assert!(!m.is_mounted());
+    assert_eq!(
+        std::fs::read(&victim).unwrap(),
+        before,
+        "the target was cut"
+    );
+}
+
+/// Regression (fails on the main before this change: records were written
+/// through the symlinked directory, outside the home): a symlinked records
+/// directory, agent directory or index is a refusal.
+#[test]
+fn symlinked_directories_and_index_are_refused() {
+    let m = Mounted::new("dirs", &[]);
+    m.sh("echo one > a");
+    m.unmount();
+    let data = m.home.join("agents").join(&m.agent);
+    let elsewhere = m.dir.path().join("elsewhere");
+    std::fs::create_dir(&elsewhere).unwrap();
+    let _ = std::fs::remove_dir_all(data.join("checkpoints"));
+    std::os::unix::fs::symlink(&elsewhere, data.join("checkpoints")).unwrap();
+    fails(
+        &m.sovseal(&["checkpoint", "--agent", &m.agent]),
+        3,
+        "symlink",
+    );
+    assert_eq!(std::fs::read_dir(&elsewhere).unwrap().count(), 0);
+    std::fs::remove_file(data.join("checkpoints")).unwrap();
+
+    // The whole data dir moved out and linked back.
+    let moved = m.dir.path().join("moved");
+    std::fs::rename(&data, &moved).unwrap();
+    std::os::unix::fs::symlink(&moved, &data).unwrap();
+    fails(&m.try_mount(), 3, "symlink");
+    fails(&m.sovseal(&["verify", "--agent", &m.agent]), 3, "symlink");
+    std::fs::remove_file(&data).unwrap();
+    std::fs::rename(&moved, &data).unwrap();
+
+    // The index.
+    let idx = data.join("index.db");
+    let kept = m.dir.path().join("index.db");
+    std::fs::rename(&idx, &kept).unwrap();
+    std::os::unix::fs::symlink(&kept, &idx).unwrap();
+    fails(&m.try_mount(), 3, "symlink");
+    std::fs::remove_file(&idx).unwrap();
+    std::fs::rename(&kept, &idx).unwrap();
+    m.mount();
+    assert_eq!(m.sh("cat a"), "one\n");
+}
+
+/// Regression (fails on the main before this change: any owner and mode
+/// were accepted): a home another user owns, or a data dir others may
+/// write in, is refused: whoever could write there could plant symlinks.
+#[test]
+fn a_home_or_data_dir_others_control_is_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let m = Mounted::new("owner", &[]);
+    m.sh("echo one > a");
+    m.unmount();
+    let agents = m.home.join("agents");
+    std::fs::set_permissions(&agents, std::fs::Permissions::from_mode(0o777)).unwrap();
+    fails(&m.try_mount(), 3, "group or others may write");
+    std::fs::set_permissions(&agents, std::fs::Permissions::from_mode(0o700)).unwrap();
+    // Another owner (as root the test can chown; as a user it cannot).
+    if nix::unistd::geteuid().is_root() {
+        nix::unistd::chown(&m.home, Some(nix::unistd::Uid::from_raw(65534)), None).unwrap();
+        let o = m.try_mount();
+        nix::unistd::chown(&m.home, Some(nix::unistd::Uid::from_raw(0)), None).unwrap();
+        fails(&o, 3, "owned by uid 65534");
+    }
+    m.mount();
+    assert_eq!(m.sh("cat a"), "one\n");
+}
+
+/// Regression (fails on the main before this change: a forget row hid a
+/// snapshot whatever its record said): a forged "forgotten" row hides
+/// nothing; reading the snapshot is an integrity error naming the record.
+#[test]
+fn a_forged_forget_row_hides_nothing() {
+    let m = Mounted::new("forgetrow", &[]);
+    m.sh("echo one > a");
+    m.unmount();
+    m.mount();
+    m.sh("echo two > a");
+    m.unmount();
+    let listed = ok(&m.sovseal(&["snapshots", "--agent", &m.agent, "--json"]));
+    assert!(
+        listed.contains("\"seq\":1") || listed.contains("\"seq\": 1"),
+        "{listed}"
+    );
+    sqlite(
+        &m,
+        "INSERT INTO forgotten (seq, at_ms, record) VALUES (1, 0, CAST('{\"format\":\"sovseal-forget\"}' AS BLOB))",
+    );
+    fails(
+        &m.sovseal(&["snapshots", "--agent", &m.agent]),
+        3,
+        "forget record",
+    );
+    fails(
+        &m.sovseal(&["cat", "--agent", &m.agent, "--seq", "1", "a"]),
+        3,
+        "forget record",
+    );
+}
+
+/// Regression (fails on the main before this change: the checkpoint signed
+/// whatever hash the index recorded): a checkpoint is made only over an
+/// envelope that verifies. (The head is checked on every open; the hole was
+/// a replicated snapshot below it, the usual case while replication lags.)
+#[test]
+fn a_checkpoint_is_made_only_over_a_verified_envelope() {
+    let m = Mounted::new("cpverify", &[]);
+    m.sh("echo one > a");
+    m.unmount();
+    m.mount();
+    m.sh("echo two > a");
+    m.unmount();
+    m.mount();
+    m.sh("echo three > a");
+    m.wait_replicated();
+    m.unmount();
+    // Two below the head: opening checks only the head and its parent link.
+    let below = m.head() - 2;
+    let cps = m.home.join("agents").join(&m.agent).join("checkpoints");
+    let count = || std::fs::read_dir(&cps).map_or(0, |d| d.count());
+    let before = count();
+    // The replication marker says only `below` reached the remote, and the
+    // disk altered its recorded hash.
+    sqlite(
+        &m,
+        &format!(
+            "UPDATE meta SET value = CAST('{below}' AS BLOB) WHERE key = 'replicated_seq';
+             UPDATE snapshots SET hash = randomblob(32) WHERE seq = {below}"
+        ),
+    );
+    fails(
+        &m.sovseal(&["checkpoint", "--agent", &m.agent]),
+        3,
+        &format!("snapshot {below}"),
+    );
+    assert_eq!(count(), before, "no checkpoint was stored");
+}
+
+/// Regression (fails on the main before this change: a redaction record
+/// allowed its objects to be missing from every snapshot): content equal to
+/// redacted content, written again later, is checked like any other.
+#[test]
+fn redaction_allowances_cover_only_the_listed_snapshots() {
+    let m = Mounted::new("redscope", &[]);
+    let write = |name: &str| {
+        m.py(&format!(
+            "open('{name}', 'wb').write(bytes(range(256)) * 40)"
+        ));
+    };
+    write("s");
+    m.sh("echo keep > k");
+    m.unmount();
+    m.mount();
+    m.sh("rm s");
+    m.wait_replicated();
+    m.unmount();
+    ok(&m.sovseal(&["redact", "--agent", &m.agent, "/s"]));
+    let recs = m.home.join("agents").join(&m.agent).join("redactions");
+    let rec = std::fs::read_dir(&recs)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let rec: serde_json::Value = serde_json::from_slice(&std::fs::read(rec).unwrap()).unwrap();
+    let erased = rec["objects"][0].as_str().unwrap().to_owned();
+    // The same content again, in a new snapshot.
+    m.mount();
+    write("again");
+    m.unmount();
+    let later = m.head();
+    m.verify();
+    // The disk loses it: the later snapshot must not verify.
+    sqlite(&m, &format!("DELETE FROM objects WHERE id = x'{erased}'"));
+    fails(
+        &m.sovseal(&["verify", "--agent", &m.agent]),
+        3,
+        &format!("snapshot {later}"),
+    );
+}

@@ -1,13 +1,13 @@
-//! Golden fixtures of format version 1 (tests/fixtures/v1/): a snapshot
-//! envelope and the sealed objects it references, exactly as written by
-//! this format. They must keep decoding, through the public format API
-//! alone, to the tree below; re-encoding what they decode to must give the
-//! same bytes (the encodings are canonical); and the must-fail fixtures
-//! must keep failing with the right error.
+//! Golden fixtures of every envelope format (tests/fixtures/v1/, v2/): a
+//! snapshot envelope and the sealed objects it references, exactly as
+//! written by that format. They must keep decoding, through the public
+//! format API alone, to the tree below; re-encoding what they decode to
+//! must give the same bytes (the encodings are canonical); and the
+//! must-fail fixtures must keep failing with the right error.
 //!
 //! `SOVSEAL_WRITE_FIXTURES=1 cargo test --test fixtures -- --test-threads=1`
-//! rewrites them
-//! (only when the format version changes: old versions stay as they are).
+//! writes the fixtures of the current format (`envelope::FORMAT`) only:
+//! older versions stay exactly as they were written.
 
 mod support;
 use sovseal::Error;
@@ -25,15 +25,15 @@ use support::home::bytes;
 const MASTER: [u8; 32] = [0x42; 32];
 const AGENT: &str = "fixture";
 
-fn dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/v1")
+fn dir(v: u32) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("tests/fixtures/v{v}"))
 }
 
 fn keys() -> AgentKeys {
     MasterKey::from_bytes(MASTER).agent_keys(AGENT)
 }
 
-fn write_fixtures() {
+fn write_fixtures(v: u32) {
     let tmp = tempfile::tempdir().unwrap();
     let home = Home::at(tmp.path());
     let mut e = Engine::open(
@@ -56,14 +56,14 @@ fn write_fixtures() {
     e.create(ROOT_INO, b"empty", 0o600, 1000, 1000).unwrap();
     let info = e.commit().unwrap().unwrap();
     let a = e.agent();
-    let d = dir();
+    let d = dir(v);
     let _ = std::fs::remove_dir_all(&d);
     std::fs::create_dir_all(d.join("objects")).unwrap();
     std::fs::create_dir_all(d.join("must-fail")).unwrap();
     let env = a.envelope(info.seq).unwrap();
     std::fs::write(d.join("envelope.json"), env.to_json()).unwrap();
-    let v = a.snapshot(info.seq).unwrap();
-    v.walk_objects(&|_| false, &mut |kind, id| {
+    let view = a.snapshot(info.seq).unwrap();
+    view.walk_objects(&|_| false, &mut |kind, id| {
         std::fs::write(
             d.join(format!("objects/{}.{}", id.to_hex(), kind as u8)),
             a.sealed_object(id).unwrap(),
@@ -83,7 +83,12 @@ fn write_fixtures() {
         )
         .unwrap();
     };
-    variant("format-version-2", &|j| j["format_version"] = 2.into());
+    variant("format-version-next", &|j| {
+        j["format_version"] = (v + 1).into()
+    });
+    variant("format-version-previous", &|j| {
+        j["format_version"] = (v - 1).into()
+    });
     variant("key-version-2", &|j| j["key_version"] = 2.into());
     variant("payload-hash", &|j| {
         j["client_payload_hash"] = "00".repeat(32).into()
@@ -102,8 +107,8 @@ fn write_fixtures() {
     std::fs::write(d.join("must-fail/not-json.json"), b"{\"agent_id\": ").unwrap();
 }
 
-fn object(kind: ObjectKind, id: &ObjectId) -> Vec<u8> {
-    let sealed = std::fs::read(dir().join(format!("objects/{}.{}", id.to_hex(), kind as u8)))
+fn object(v: u32, kind: ObjectKind, id: &ObjectId) -> Vec<u8> {
+    let sealed = std::fs::read(dir(v).join(format!("objects/{}.{}", id.to_hex(), kind as u8)))
         .unwrap_or_else(|e| panic!("fixture object {} {}: {e}", kind.name(), id.to_hex()));
     let plain = envelope::open_object(&keys(), kind, id, &sealed).unwrap();
     assert_eq!(
@@ -129,11 +134,11 @@ enum Node {
     Symlink(Vec<u8>),
 }
 
-fn file_data(refs: &[ChunkRef], size: u64, chunk: u64) -> Vec<u8> {
+fn file_data(v: u32, refs: &[ChunkRef], size: u64, chunk: u64) -> Vec<u8> {
     let mut out = vec![0u8; size as usize];
     for (i, r) in refs.iter().enumerate() {
         if let Some(id) = r {
-            let c = object(ObjectKind::Chunk, id);
+            let c = object(v, ObjectKind::Chunk, id);
             let at = i as u64 * chunk;
             out[at as usize..at as usize + c.len()].copy_from_slice(&c);
         }
@@ -143,10 +148,21 @@ fn file_data(refs: &[ChunkRef], size: u64, chunk: u64) -> Vec<u8> {
 
 #[test]
 fn golden_v1_decodes() {
+    decodes(1);
+}
+
+#[test]
+fn golden_v2_decodes() {
     if std::env::var_os("SOVSEAL_WRITE_FIXTURES").is_some() {
-        write_fixtures();
+        assert_eq!(envelope::FORMAT, 2, "write the new format's own fixtures");
+        write_fixtures(envelope::FORMAT);
     }
-    let env = Envelope::from_json(&std::fs::read(dir().join("envelope.json")).unwrap()).unwrap();
+    decodes(2);
+}
+
+fn decodes(v: u32) {
+    let env = Envelope::from_json(&std::fs::read(dir(v).join("envelope.json")).unwrap()).unwrap();
+    assert_eq!(env.format_version, v);
     let m = envelope::open_manifest(&keys(), &env).unwrap();
     assert_eq!(env.sequence_number, 2);
     assert_eq!(m.agent_id, keys().agent_id());
@@ -164,7 +180,7 @@ fn golden_v1_decodes() {
 
     let mut inodes = BTreeMap::new();
     for (no, id) in &m.pages {
-        let raw = object(ObjectKind::InodePage, id);
+        let raw = object(v, ObjectKind::InodePage, id);
         let (pno, page) = tree::decode_page(&raw, m.inodes_per_page).unwrap();
         assert_eq!(pno, *no);
         assert_eq!(
@@ -180,7 +196,7 @@ fn golden_v1_decodes() {
         let Content::Dir(Some(did)) = &inodes[&ino].content else {
             continue;
         };
-        let raw = object(ObjectKind::DirNode, did);
+        let raw = object(v, ObjectKind::DirNode, did);
         let entries = tree::decode_dir(&raw).unwrap();
         assert_eq!(tree::encode_dir(&entries), raw);
         for (name, e) in entries {
@@ -200,7 +216,7 @@ fn golden_v1_decodes() {
                     let refs = match c {
                         Chunks::Inline(r) => r.clone(),
                         Chunks::List { id, count } => {
-                            let r = tree::decode_chunk_list(&object(ObjectKind::ChunkList, id))
+                            let r = tree::decode_chunk_list(&object(v, ObjectKind::ChunkList, id))
                                 .unwrap();
                             assert_eq!(r.len() as u64, *count);
                             r
@@ -209,7 +225,7 @@ fn golden_v1_decodes() {
                     Node::File {
                         perm: i.perm,
                         nlink: i.nlink,
-                        data: file_data(&refs, i.size, u64::from(m.chunk_size)),
+                        data: file_data(v, &refs, i.size, u64::from(m.chunk_size)),
                         xattrs: i.xattrs.clone(),
                     }
                 }
@@ -267,8 +283,8 @@ fn golden_v1_decodes() {
     );
 }
 
-fn must_fail(name: &str) -> Error {
-    let raw = std::fs::read(dir().join(format!("must-fail/{name}.json"))).unwrap();
+fn must_fail(v: u32, name: &str) -> Error {
+    let raw = std::fs::read(dir(v).join(format!("must-fail/{name}.json"))).unwrap();
     match Envelope::from_json(&raw) {
         Err(e) => e,
         Ok(env) => envelope::open_manifest(&keys(), &env).unwrap_err(),
@@ -277,24 +293,44 @@ fn must_fail(name: &str) -> Error {
 
 #[test]
 fn must_fail_fixtures_fail_closed() {
+    // Format 1's fixture relabelled as format 2 (written when 2 did not
+    // exist yet): now that 2 exists, the format in the AAD refuses it.
     assert!(matches!(
-        must_fail("format-version-2"),
-        Error::UnknownFormatVersion(2, 1)
+        must_fail(1, "format-version-2"),
+        Error::Tag { .. }
+    ));
+    // Format 2's relabelled as 3 (unknown) or as 1 (AAD mismatch).
+    assert!(matches!(
+        must_fail(2, "format-version-next"),
+        Error::UnknownFormatVersion(3, 2)
     ));
     assert!(matches!(
-        must_fail("key-version-2"),
+        must_fail(2, "format-version-previous"),
+        Error::Tag { .. }
+    ));
+    for v in [1, 2] {
+        must_fail_closed(v);
+    }
+}
+
+fn must_fail_closed(v: u32) {
+    assert!(matches!(
+        must_fail(v, "key-version-2"),
         Error::UnknownKeyVersion(2, 1)
     ));
     assert!(matches!(
-        must_fail("payload-hash"),
+        must_fail(v, "payload-hash"),
         Error::VsrHashMismatch { seq: 2 }
     ));
-    assert!(matches!(must_fail("truncated"), Error::Tag { .. }));
-    assert!(matches!(must_fail("sequence-moved"), Error::Tag { .. }));
-    assert!(matches!(must_fail("unknown-field"), Error::Corrupt { .. }));
-    assert!(matches!(must_fail("not-json"), Error::Corrupt { .. }));
+    assert!(matches!(must_fail(v, "truncated"), Error::Tag { .. }));
+    assert!(matches!(must_fail(v, "sequence-moved"), Error::Tag { .. }));
+    assert!(matches!(
+        must_fail(v, "unknown-field"),
+        Error::Corrupt { .. }
+    ));
+    assert!(matches!(must_fail(v, "not-json"), Error::Corrupt { .. }));
     // The right fixture with the wrong key, or as another agent, does not open.
-    let env = Envelope::from_json(&std::fs::read(dir().join("envelope.json")).unwrap()).unwrap();
+    let env = Envelope::from_json(&std::fs::read(dir(v).join("envelope.json")).unwrap()).unwrap();
     let wrong = MasterKey::from_bytes([0x43; 32]).agent_keys(AGENT);
     assert!(
         envelope::open_manifest(&wrong, &env)
@@ -304,7 +340,7 @@ fn must_fail_fixtures_fail_closed() {
     // Garbage and truncated objects.
     let m = envelope::open_manifest(&keys(), &env).unwrap();
     let (_, pid) = m.pages.iter().next().unwrap();
-    let good = std::fs::read(dir().join(format!("objects/{}.4", pid.to_hex()))).unwrap();
+    let good = std::fs::read(dir(v).join(format!("objects/{}.4", pid.to_hex()))).unwrap();
     for bad in [
         bytes(5, good.len()),
         good[..good.len() - 1].to_vec(),

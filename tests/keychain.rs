@@ -156,3 +156,22 @@ fn rotated_versions_live_in_the_secret_service_too() {
     assert!(out.contains("v1=44") && out.contains("v2=44"), "{out}");
     assert!(!home.join("sov/master.v2.key").exists());
 }
+
+/// Regression (fails on the main before this change: with the `master-v2`
+/// entry deleted, new data went back to version 1 without a word): a home
+/// that has held key version 2 refuses to seal under version 1 alone, with
+/// the keychain as custody too.
+#[test]
+fn a_deleted_newest_keychain_entry_is_refused_not_downgraded() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path();
+    let a = in_session(
+        home,
+        r#""$SOVSEAL" init; "$SOVSEAL" key rotate; secret-tool clear service sovseal username master-v2; set +e; "$SOVSEAL" init --agent after; echo "exit=$?""#,
+    );
+    let (out, err) = (text(&a.stdout), text(&a.stderr));
+    assert!(a.status.success(), "{out}{err}");
+    assert!(out.contains("exit=4"), "{out}{err}");
+    assert!(err.contains("key version 2 is not in custody"), "{err}");
+    assert!(!home.join("sov/agents/after").exists());
+}

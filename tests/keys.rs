@@ -403,3 +403,156 @@ fn an_export_from_before_rotation_opens_newer_data_only_with_the_new_export() {
     assert!(o.contains("imported"), "{o}");
     ok(&r.restore(&home3, &dir.join("r4")));
 }
+
+/// What a holder of a leaked key version 1 has: the version-1 master key
+/// bytes (from `master.key`), and so the agent's version-1 working keys.
+fn leaked_v1(home: &Path, agent: &str) -> sovseal::seal::keys::AgentKeys {
+    use base64::Engine as _;
+    let b64 = std::fs::read_to_string(home.join("master.key")).unwrap();
+    let raw = base64::engine::general_purpose::STANDARD
+        .decode(b64.trim())
+        .unwrap();
+    sovseal::seal::keys::MasterKey::from_bytes(raw.try_into().unwrap()).agent_keys(agent)
+}
+
+/// The stored envelope of snapshot `seq` of agent `agent`.
+fn stored_envelope(
+    home: &Path,
+    agent: &str,
+    keys: &sovseal::seal::keys::AgentKeys,
+    seq: u64,
+) -> sovseal::seal::envelope::Envelope {
+    let idx =
+        sovseal::repo::index::Index::open(&home.join("agents").join(agent).join("index.db"), false)
+            .unwrap();
+    idx.envelope(&keys.agent_id(), seq).unwrap().unwrap()
+}
+
+/// Regression (fails on the main before this change: the snapshot opened
+/// and verified, and the mount served the forged tree): after a rotation, a
+/// holder of the old key version appends a snapshot sealed under it, made
+/// of the pre-rotation tree (whose pages it can read). The chain refuses
+/// it: key versions never decrease.
+#[test]
+fn a_snapshot_forged_with_the_retired_key_is_refused() {
+    use sovseal::seal::envelope;
+    let r = Rotated::new();
+    let m = &r.m;
+    let head = m.head();
+    let v1 = leaked_v1(&m.home, "rot");
+    let old = stored_envelope(&m.home, "rot", &v1, r.before);
+    let head_env = {
+        let idx =
+            sovseal::repo::index::Index::open(&m.home.join("agents/rot/index.db"), false).unwrap();
+        idx.envelope(&v1.agent_id(), head).unwrap().unwrap()
+    };
+    assert_eq!(head_env.key_version, 2);
+    let mut forged = envelope::open_manifest(&v1, &old).unwrap();
+    forged.seq = head + 1;
+    forged.parent = head_env.hash();
+    forged.timestamp_ms = head_env.timestamp + 1;
+    let env = envelope::seal_manifest(&v1, &forged);
+    assert_eq!(env.key_version, 1);
+    let db = rusqlite::Connection::open(m.home.join("agents/rot/index.db")).unwrap();
+    db.execute(
+        "INSERT INTO snapshots (seq, hash, parent, payload_hash, timestamp_ms, format_version, key_version, byte_size, sealed)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+        rusqlite::params![
+            env.sequence_number,
+            &env.hash()[..],
+            &env.parent_snapshot[..],
+            &env.client_payload_hash[..],
+            env.timestamp,
+            env.format_version,
+            env.key_version,
+            env.byte_size,
+            &env.sealed
+        ],
+    )
+    .unwrap();
+    drop(db);
+    let needle = "retired";
+    fails(&run(&m.home, &["verify", "--agent", "rot"]), 3, needle);
+    fails(&m.try_mount(), 3, needle);
+    assert!(!m.is_mounted());
+}
+
+/// Regression (fails on the main before this change: records were signed
+/// and checked with version 1's key whatever the rotation): records made
+/// after a rotation are signed under the new version, and a record signed
+/// with the retired key cannot vouch for a snapshot sealed under the new
+/// one (checkpoint or forget record).
+#[test]
+fn records_signed_with_the_retired_key_vouch_for_nothing_newer() {
+    use sovseal::history::checkpoint::Checkpoint;
+    use sovseal::seal::forget::ForgetRecord;
+    let r = Rotated::new();
+    let m = &r.m;
+    // A second snapshot under version 2.
+    m.mount();
+    m.sh("printf more > c.txt");
+    m.wait_replicated();
+    m.unmount();
+    let head = m.head();
+    // A checkpoint made now is signed under version 2 and verifies.
+    ok(&run(&m.home, &["checkpoint", "--agent", "rot"]));
+    let cps = m.home.join("agents/rot/checkpoints");
+    let name = format!("{head:020}.json");
+    let mine: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(cps.join(&name)).unwrap()).unwrap();
+    assert_eq!(mine["key_version"], 2, "{mine}");
+    assert_eq!(mine["version"], 2, "{mine}");
+    m.verify();
+
+    // The holder of version 1 signs the same statement: refused.
+    let v1 = leaked_v1(&m.home, "rot");
+    let head_env = stored_envelope(&m.home, "rot", &v1, head);
+    let forged = Checkpoint::sign(&v1, head, &head_env.hash(), 1_800_000_000_000);
+    assert_eq!(forged.key_version, 1);
+    std::fs::write(cps.join(&name), forged.to_json()).unwrap();
+    fails(
+        &run(&m.home, &["verify", "--agent", "rot"]),
+        3,
+        "retired key",
+    );
+    std::fs::remove_file(cps.join(&name)).unwrap();
+    m.verify();
+
+    // A forget record of the post-rotation snapshot below the head.
+    let below = head - 1;
+    let env = stored_envelope(&m.home, "rot", &v1, below);
+    assert_eq!(env.key_version, 2, "snapshot {below} is after the rotation");
+    let rec = ForgetRecord::sign(&v1, below, &env.hash(), 1_800_000_000_000);
+    let db = rusqlite::Connection::open(m.home.join("agents/rot/index.db")).unwrap();
+    db.execute(
+        "INSERT INTO forgotten (seq, at_ms, record) VALUES (?1, ?2, ?3)",
+        rusqlite::params![below, 0, serde_json::to_vec(&rec).unwrap()],
+    )
+    .unwrap();
+    drop(db);
+    fails(
+        &run(&m.home, &["snapshots", "--agent", "rot"]),
+        3,
+        "retired key",
+    );
+}
+
+/// Regression (fails on the main before this change: with the newest
+/// key file gone, new data went back to version 1 without a word): a home
+/// that has held key version 2 refuses to run on version 1 alone.
+#[test]
+fn a_deleted_newest_key_version_is_refused_not_downgraded() {
+    let m = Mounted::new("down", &[]);
+    m.sh("echo one > a");
+    m.unmount();
+    ok(&run(&m.home, &["key", "rotate"]));
+    std::fs::remove_file(m.home.join("master.v2.key")).unwrap();
+    fails(&m.try_mount(), 4, "key version 2 is not in custody");
+    assert!(!m.is_mounted());
+    fails(
+        &run(&m.home, &["init", "--agent", "another"]),
+        4,
+        "key version 2 is not in custody",
+    );
+    assert!(!m.home.join("agents/another").exists());
+}

@@ -14,13 +14,14 @@
 use crate::config::Home;
 pub mod export;
 
+use crate::fsutil::Dir;
 use crate::seal::keys::{KEY_LEN, MasterKey};
-use crate::{Error, Result, fsutil};
+use crate::{Error, Result};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use serde_json::Value;
 use std::io::Write;
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::MetadataExt;
 use zeroize::Zeroizing;
 
 /// Keychain service name.
@@ -73,11 +74,42 @@ impl Custody {
 
 /// Loads the master key, every version; errors with [`Error::NoMasterKey`]
 /// if none exists.
+///
+/// No downgrade: `config.json` records the newest key version this home
+/// has held ([`NEWEST_FIELD`]); if custody now returns an older newest
+/// version (a keychain entry or key file was deleted), loading fails
+/// instead of sealing new data under the older version.
 pub fn load(home: &Home, custody: &Custody) -> Result<MasterKey> {
     migrate_legacy(home, custody)?;
-    read_all(home, custody)?.ok_or_else(|| Error::NoMasterKey {
+    let key = read_all(home, custody)?.ok_or_else(|| Error::NoMasterKey {
         custody: custody.describe(home),
-    })
+    })?;
+    let newest = recorded_newest(home)?;
+    if newest > key.current_version() {
+        return Err(Error::UnknownKeyVersion(newest, key.current_version()));
+    }
+    Ok(key)
+}
+
+/// The `config.json` field that records the newest key version held.
+pub const NEWEST_FIELD: &str = "key_version_newest";
+
+fn recorded_newest(home: &Home) -> Result<u32> {
+    Ok(home
+        .read_config()?
+        .get(NEWEST_FIELD)
+        .and_then(Value::as_u64)
+        .map_or(1, |v| u32::try_from(v).unwrap_or(u32::MAX)))
+}
+
+/// Records `v` as the newest key version held, if it is newer.
+fn record_newest(home: &Home, v: u32) -> Result<()> {
+    if v <= recorded_newest(home)? {
+        return Ok(());
+    }
+    let mut cfg = home.read_config()?;
+    cfg.insert(NEWEST_FIELD.into(), Value::from(v));
+    home.write_config(cfg)
 }
 
 /// Loads the master key, creating it if there is none. Never overwrites an
@@ -87,8 +119,10 @@ pub fn init(home: &Home, custody: &Custody) -> Result<(MasterKey, bool)> {
     if migrate_legacy(home, custody)? {
         return Ok((load(home, custody)?, false));
     }
-    if let Some(k) = read(home, custody)? {
-        return Ok((k, false));
+    if read(home, custody)?.is_some() {
+        // Every version, and the no-downgrade check: what `init` hands on
+        // seals under the newest version, like every other command.
+        return Ok((load(home, custody)?, false));
     }
     let key = MasterKey::generate()?;
     write_new(home, custody, &key)?;
@@ -121,6 +155,7 @@ pub fn install(home: &Home, custody: &Custody, key: &MasterKey) -> Result<bool> 
         let bytes = *key.expose_version(*v).expect("listed version");
         write_version(home, custody, *v, &MasterKey::from_bytes(bytes))?;
     }
+    record_newest(home, key.current_version())?;
     Ok(!missing.is_empty())
 }
 
@@ -238,6 +273,7 @@ pub fn rotate(home: &Home, custody: &Custody) -> Result<(MasterKey, u32)> {
     let v = ring.current_version() + 1;
     let fresh = MasterKey::generate()?;
     write_version(home, custody, v, &fresh)?;
+    record_newest(home, v)?;
     ring.add_version(v, *fresh.expose());
     Ok((ring, v))
 }
@@ -259,19 +295,14 @@ fn write_version(home: &Home, custody: &Custody, v: u32, key: &MasterKey) -> Res
         }
         Custody::File => {
             home.ensure()?;
-            check_dir_mode(home)?;
+            let dir = key_dir(home)?;
             let path = key_file(home, v);
-            let mut f = std::fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .open(&path)
-                .map_err(|e| Error::io(&path, e))?;
+            let mut f = dir.create_new(path.file_name().expect("key files have a name"), 0o600)?;
             f.write_all(text.as_bytes())
                 .and_then(|_| f.write_all(b"\n"))
                 .and_then(|_| f.sync_all())
                 .map_err(|e| Error::io(&path, e))?;
-            fsutil::sync_dir(home.root())?;
+            dir.sync()?;
         }
     }
     // Read back: a store that accepts and forgets would fail open later.
@@ -302,33 +333,44 @@ fn unavailable(home: &Home, e: keyring::Error) -> Error {
     }
 }
 
-fn check_dir_mode(home: &Home) -> Result<()> {
-    let meta = std::fs::metadata(home.root()).map_err(|e| Error::io(home.root(), e))?;
-    if meta.mode() & 0o077 != 0 {
+/// The home, opened and checked for holding a key file: owned by the
+/// running user and mode 0700 (stricter than the data's 0755 allowance).
+fn key_dir(home: &Home) -> Result<Dir> {
+    let dir = home.dir()?;
+    let meta = nix::sys::stat::fstat(dir.fd()).map_err(|e| Error::io(home.root(), e.into()))?;
+    if meta.st_mode & 0o077 != 0 {
         return Err(Error::Custody(format!(
             "{} has mode {:o}; the key file's directory must be 0700: chmod 700 {}",
             home.root().display(),
-            meta.mode() & 0o777,
+            meta.st_mode & 0o777,
             home.root().display()
         )));
     }
-    Ok(())
+    Ok(dir)
 }
 
+/// Reads a key file through the descriptor whose type, mode and owner were
+/// checked (never through a symlink).
 fn read_file(home: &Home, path: &std::path::Path) -> Result<Option<MasterKey>> {
-    let path = path.to_owned();
-    let meta = match std::fs::symlink_metadata(&path) {
-        Ok(m) => m,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(Error::io(&path, e)),
-    };
-    check_dir_mode(home)?;
-    if !meta.file_type().is_file() {
-        return Err(Error::Custody(format!(
-            "{} is not a regular file",
-            path.display()
-        )));
+    if std::fs::symlink_metadata(path).is_err_and(|e| e.kind() == std::io::ErrorKind::NotFound) {
+        return Ok(None);
     }
+    let dir = key_dir(home)?;
+    let name = path.file_name().expect("key files have a name");
+    let f = match dir.open_read(name) {
+        Ok(f) => f,
+        Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+            return Ok(None);
+        }
+        Err(Error::UnsafePath { detail, .. }) => {
+            return Err(Error::Custody(format!(
+                "{} {detail}; refusing to use it",
+                path.display()
+            )));
+        }
+        Err(e) => return Err(e),
+    };
+    let meta = f.metadata().map_err(|e| Error::io(path, e))?;
     if meta.mode() & 0o077 != 0 {
         return Err(Error::Custody(format!(
             "{} has mode {:o}, wider than 0600; refusing to use it. If nobody else could have read it: chmod 600 {}",
@@ -345,7 +387,8 @@ fn read_file(home: &Home, path: &std::path::Path) -> Result<Option<MasterKey>> {
             meta.uid()
         )));
     }
-    let text = Zeroizing::new(std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?);
+    let mut text = Zeroizing::new(String::new());
+    std::io::Read::read_to_string(&mut &f, &mut text).map_err(|e| Error::io(path, e))?;
     Ok(Some(decode_key(&text, &path.display().to_string())?))
 }
 

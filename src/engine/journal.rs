@@ -98,18 +98,27 @@ fn read_flag(r: &mut Reader<'_>) -> Result<bool> {
 fn read_opt_u32(r: &mut Reader<'_>) -> Result<Option<u32>> {
     let some = read_flag(r)?;
     let v = r.u32()?;
+    if !some && v != 0 {
+        return Err(r.err("absent field with a value"));
+    }
     Ok(some.then_some(v))
 }
 
 fn read_opt_u64(r: &mut Reader<'_>) -> Result<Option<u64>> {
     let some = read_flag(r)?;
     let v = r.u64()?;
+    if !some && v != 0 {
+        return Err(r.err("absent field with a value"));
+    }
     Ok(some.then_some(v))
 }
 
 fn read_opt_i64(r: &mut Reader<'_>) -> Result<Option<i64>> {
     let some = read_flag(r)?;
     let v = r.i64()?;
+    if !some && v != 0 {
+        return Err(r.err("absent field with a value"));
+    }
     Ok(some.then_some(v))
 }
 
@@ -335,84 +344,86 @@ impl Entry {
     }
 }
 
+/// One of every operation (tests and the fuzz targets start from these).
+#[doc(hidden)]
+pub fn examples() -> Vec<Op> {
+    vec![
+        Op::Create {
+            parent: 1,
+            name: b"a".to_vec(),
+            perm: 0o644,
+            uid: 5,
+            gid: 6,
+        },
+        Op::Mkdir {
+            parent: 1,
+            name: b"d".to_vec(),
+            perm: 0o755,
+            uid: 0,
+            gid: 0,
+        },
+        Op::Symlink {
+            parent: 2,
+            name: b"l".to_vec(),
+            target: b"../t".to_vec(),
+            uid: 1,
+            gid: 1,
+        },
+        Op::Link {
+            ino: 3,
+            newparent: 1,
+            newname: b"h".to_vec(),
+        },
+        Op::Unlink {
+            parent: 1,
+            name: b"h".to_vec(),
+        },
+        Op::Rmdir {
+            parent: 1,
+            name: b"d".to_vec(),
+        },
+        Op::Rename {
+            parent: 1,
+            name: b"a".to_vec(),
+            newparent: 2,
+            newname: b"b".to_vec(),
+            flags: RenameFlags {
+                noreplace: false,
+                exchange: true,
+            },
+        },
+        Op::Setattr {
+            ino: 3,
+            attrs: SetAttr {
+                perm: Some(0o600),
+                size: Some(0),
+                mtime: Some(-5),
+                ..SetAttr::default()
+            },
+        },
+        Op::Setxattr {
+            ino: 3,
+            name: b"user.x".to_vec(),
+            value: vec![0, 1, 2],
+            flags: XattrFlags {
+                create: true,
+                replace: false,
+            },
+        },
+        Op::Removexattr {
+            ino: 3,
+            name: b"user.x".to_vec(),
+        },
+    ]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn all() -> Vec<Op> {
-        vec![
-            Op::Create {
-                parent: 1,
-                name: b"a".to_vec(),
-                perm: 0o644,
-                uid: 5,
-                gid: 6,
-            },
-            Op::Mkdir {
-                parent: 1,
-                name: b"d".to_vec(),
-                perm: 0o755,
-                uid: 0,
-                gid: 0,
-            },
-            Op::Symlink {
-                parent: 2,
-                name: b"l".to_vec(),
-                target: b"../t".to_vec(),
-                uid: 1,
-                gid: 1,
-            },
-            Op::Link {
-                ino: 3,
-                newparent: 1,
-                newname: b"h".to_vec(),
-            },
-            Op::Unlink {
-                parent: 1,
-                name: b"h".to_vec(),
-            },
-            Op::Rmdir {
-                parent: 1,
-                name: b"d".to_vec(),
-            },
-            Op::Rename {
-                parent: 1,
-                name: b"a".to_vec(),
-                newparent: 2,
-                newname: b"b".to_vec(),
-                flags: RenameFlags {
-                    noreplace: false,
-                    exchange: true,
-                },
-            },
-            Op::Setattr {
-                ino: 3,
-                attrs: SetAttr {
-                    perm: Some(0o600),
-                    size: Some(0),
-                    mtime: Some(-5),
-                    ..SetAttr::default()
-                },
-            },
-            Op::Setxattr {
-                ino: 3,
-                name: b"user.x".to_vec(),
-                value: vec![0, 1, 2],
-                flags: XattrFlags {
-                    create: true,
-                    replace: false,
-                },
-            },
-            Op::Removexattr {
-                ino: 3,
-                name: b"user.x".to_vec(),
-            },
-        ]
-    }
-
     #[test]
     fn every_operation_round_trips_and_damage_is_an_error() {
-        for (i, op) in all().into_iter().enumerate() {
+        for (i, op) in examples().into_iter().enumerate() {
             let e = Entry {
                 op,
                 time_ns: 1_700_000_000_000_000_000 + i as i64,

@@ -19,7 +19,9 @@
 
 mod commit;
 mod dirty;
-mod journal;
+// Public (hidden from the docs) only so that tests/fuzz.rs reaches `Entry::decode`.
+#[doc(hidden)]
+pub mod journal;
 
 use crate::config::{AgentName, Home};
 use crate::repo::agent::{Agent, WriteLock};

@@ -22,7 +22,7 @@ use std::path::{Path, PathBuf};
 /// The `format` field.
 pub const FORMAT: &str = "sovseal-checkpoint";
 /// The version this build writes and reads.
-pub const VERSION: u32 = 1;
+pub const VERSION: u32 = 2;
 
 /// A signed checkpoint, as stored (JSON).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -33,6 +33,13 @@ pub struct Checkpoint {
     pub version: u32,
     /// The agent's keyed id, hex.
     pub agent_id: String,
+    /// The key version whose signing key signed it (left out, meaning 1,
+    /// in version-1 records).
+    #[serde(
+        default = "record::key_version_1",
+        skip_serializing_if = "record::is_key_version_1"
+    )]
+    pub key_version: u32,
     /// The snapshot's sequence number.
     pub seq: u64,
     /// The snapshot's envelope hash, hex.
@@ -60,6 +67,13 @@ impl Signed for Checkpoint {
     }
     fn version(&self) -> u32 {
         self.version
+    }
+    fn key_version(&self) -> u32 {
+        self.key_version
+    }
+    fn set_versions(&mut self, version: u32, key_version: u32) {
+        self.version = version;
+        self.key_version = key_version;
     }
     fn agent_id(&self) -> &str {
         &self.agent_id
@@ -89,8 +103,9 @@ impl Checkpoint {
     pub fn sign(keys: &AgentKeys, seq: u64, hash: &[u8; 32], issued_at_ms: i64) -> Self {
         let mut c = Checkpoint {
             format: FORMAT.into(),
-            version: VERSION,
+            version: 1,
             agent_id: keys.agent_id().to_hex(),
+            key_version: 1,
             seq,
             hash: crate::hex::encode(hash),
             issued_at_ms,
@@ -123,23 +138,23 @@ impl Checkpoint {
     }
 }
 
-fn local_dir(agent: &Agent) -> PathBuf {
-    agent.data_dir().join("checkpoints")
-}
+const LOCAL_DIR: &str = "checkpoints";
 
-/// Stores a checkpoint in the agent's data dir (atomically).
+/// Stores a checkpoint in the agent's data dir (atomically, durably).
 pub fn save_local(agent: &Agent, c: &Checkpoint) -> Result<()> {
-    let dir = local_dir(agent);
-    crate::fsutil::create_private_dir(&dir)?;
-    let path = dir.join(format!("{:020}.json", c.seq));
-    crate::fsutil::write_atomic(&path, &c.to_json(), 0o600)
+    let dir = agent.data()?.ensure_sub(LOCAL_DIR)?;
+    dir.write_atomic(format!("{:020}.json", c.seq), &c.to_json(), 0o600, true)
 }
 
 /// Every local checkpoint, ascending, each verified.
 pub fn list_local(agent: &Agent) -> Result<Vec<Checkpoint>> {
     let mut out = Vec::new();
-    for p in crate::fsutil::json_files(&local_dir(agent))? {
-        out.push(read_file(&p, agent.repo().keys())?);
+    let Some(dir) = agent.data()?.sub_if_exists(LOCAL_DIR)? else {
+        return Ok(out);
+    };
+    for name in dir.json_names()? {
+        let raw = dir.read(&name)?.unwrap_or_default();
+        out.push(parse_at(&raw, &dir.join(&name), agent.repo().keys())?);
     }
     out.sort_by_key(|c| c.seq);
     Ok(out)
@@ -148,7 +163,12 @@ pub fn list_local(agent: &Agent) -> Result<Vec<Checkpoint>> {
 /// Reads and verifies a checkpoint file (local, or kept elsewhere by a hook).
 pub fn read_file(path: &Path, keys: &AgentKeys) -> Result<Checkpoint> {
     let raw = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-    Checkpoint::parse(&raw, keys).map_err(|e| match e {
+    parse_at(&raw, path, keys)
+}
+
+/// Parses and verifies checkpoint bytes read from `path` (named in errors).
+fn parse_at(raw: &[u8], path: &Path, keys: &AgentKeys) -> Result<Checkpoint> {
+    Checkpoint::parse(raw, keys).map_err(|e| match e {
         Error::Corrupt { what, detail } => Error::Corrupt {
             what: format!("{what} ({})", path.display()),
             detail,
@@ -201,17 +221,16 @@ pub fn check_local(agent: &Agent, c: &Checkpoint) -> Result<()> {
         head,
         |s| agent.repo().index().stored_hash(s),
         "the local chain",
-    )
+    )?;
+    record::check_in_force(c, c.seq, agent.envelope(c.seq)?.key_version)
 }
 
 /// Signs snapshot `seq` (already on the remote), stores the checkpoint on
-/// the remote, then locally.
+/// the remote, then locally. What is signed is the hash of the envelope
+/// after it verified (recorded hash, tag, payload hash), never the index's
+/// recorded hash alone.
 pub async fn create(agent: &Agent, remote: &Remote, seq: u64) -> Result<Checkpoint> {
-    let hash = agent
-        .repo()
-        .index()
-        .stored_hash(seq)?
-        .ok_or(Error::NoSuchSnapshot(seq))?;
+    let hash = agent.snapshot_unchecked(seq)?.hash();
     let keys = agent.repo().keys();
     let c = Checkpoint::sign(keys, seq, &hash, crate::time::now_ms());
     remote
@@ -231,9 +250,13 @@ pub async fn fetch_remote(keys: &AgentKeys, remote: &Remote) -> Result<Vec<Check
             continue; // deleted between list and get: as if not listed
         };
         let c = Checkpoint::parse(&raw, keys).map_err(|e| match e {
-            Error::Corrupt { what, detail } => Error::Corrupt {
-                what: format!("{what} on the remote"),
+            Error::Corrupt { detail, .. } => Error::Corrupt {
+                what: format!("checkpoint {seq} on the remote"),
                 detail,
+            },
+            Error::UnknownFormatVersion(found, known) => Error::Corrupt {
+                what: format!("checkpoint {seq} on the remote"),
+                detail: format!("format version {found} (this build reads up to {known})"),
             },
             e => e,
         })?;
@@ -262,15 +285,23 @@ pub async fn check_remote(keys: &AgentKeys, remote: &Remote, cps: &[Checkpoint])
         .copied()
         .unwrap_or(0);
     for c in cps {
-        let h = if c.seq <= head {
+        let env = if c.seq <= head {
             match remote.get_envelope(&id, c.seq).await? {
-                Some(raw) => Some(crate::seal::envelope::Envelope::from_json(&raw)?.hash()),
+                Some(raw) => Some(crate::seal::envelope::Envelope::from_json(&raw)?),
                 None => None,
             }
         } else {
             None
         };
-        check(c, head, |_| Ok(h), "the remote")?;
+        check(
+            c,
+            head,
+            |_| Ok(env.as_ref().map(|e| e.hash())),
+            "the remote",
+        )?;
+        if let Some(env) = &env {
+            record::check_in_force(c, c.seq, env.key_version)?;
+        }
     }
     Ok(head)
 }

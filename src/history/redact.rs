@@ -21,7 +21,7 @@ use crate::seal::record::{self, Signed};
 use crate::seal::tree::{Chunks, Content, FileType, ObjectId, ROOT_INO};
 use crate::{Error, Result};
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 /// The signed record of one redaction.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -32,6 +32,13 @@ pub struct Record {
     pub version: u32,
     /// The agent's keyed id, hex.
     pub agent_id: String,
+    /// The key version whose signing key signed it (left out, meaning 1,
+    /// in version-1 records).
+    #[serde(
+        default = "record::key_version_1",
+        skip_serializing_if = "record::is_key_version_1"
+    )]
+    pub key_version: u32,
     /// Keyed hash of the path (the object-id key), hex: tells redactions
     /// apart without revealing the path.
     pub path_id: String,
@@ -50,7 +57,7 @@ const REDACTION_FORMAT: &str = "sovseal-redaction";
 
 impl Signed for Record {
     const FORMAT: &'static str = REDACTION_FORMAT;
-    const VERSION: u32 = 1;
+    const VERSION: u32 = 2;
     const KIND: &'static str = "redaction record";
 
     fn format(&self) -> &str {
@@ -58,6 +65,13 @@ impl Signed for Record {
     }
     fn version(&self) -> u32 {
         self.version
+    }
+    fn key_version(&self) -> u32 {
+        self.key_version
+    }
+    fn set_versions(&mut self, version: u32, key_version: u32) {
+        self.version = version;
+        self.key_version = key_version;
     }
     fn agent_id(&self) -> &str {
         &self.agent_id
@@ -246,19 +260,57 @@ pub fn plan(agent: &Agent, path: &str, progress: &mut dyn FnMut(u64, u64)) -> Re
     Ok(plan)
 }
 
-fn local_dir(agent: &Agent) -> std::path::PathBuf {
-    agent.data_dir().join("redactions")
-}
+const LOCAL_DIR: &str = "redactions";
 
 /// Every local redaction record, verified.
 pub fn records(agent: &Agent) -> Result<Vec<Record>> {
     let mut out = Vec::new();
-    for p in crate::fsutil::json_files(&local_dir(agent))? {
-        let raw = std::fs::read(&p).map_err(|er| Error::io(&p, er))?;
+    let Some(dir) = agent.data()?.sub_if_exists(LOCAL_DIR)? else {
+        return Ok(out);
+    };
+    for name in dir.json_names()? {
+        let raw = dir.read(&name)?.unwrap_or_default();
         out.push(Record::parse(&raw, agent.repo().keys())?);
     }
     out.sort_by_key(|r| r.at_ms);
     Ok(out)
+}
+
+/// What the valid redaction records allow to be missing: each erased
+/// object, in the snapshots its signed record lists, and nowhere else.
+#[derive(Debug, Default)]
+pub struct Allowances(HashMap<ObjectId, BTreeSet<u64>>);
+
+impl Allowances {
+    /// Whether object `id` may be missing from snapshot `seq`.
+    pub fn allows(&self, id: &ObjectId, seq: u64) -> bool {
+        self.0.get(id).is_some_and(|s| s.contains(&seq))
+    }
+
+    /// The number of erased objects.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Whether no object was erased.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+/// The allowances of every valid redaction record.
+pub fn allowances(agent: &Agent) -> Result<Allowances> {
+    let mut out: HashMap<ObjectId, BTreeSet<u64>> = HashMap::new();
+    for r in records(agent)? {
+        for &seq in &r.seqs {
+            let kv = agent.envelope(seq)?.key_version;
+            record::check_in_force(&r, seq, kv)?;
+        }
+        for id in r.object_ids()? {
+            out.entry(id).or_default().extend(r.seqs.iter().copied());
+        }
+    }
+    Ok(Allowances(out))
 }
 
 /// Every object a valid redaction record erased.
@@ -272,11 +324,10 @@ pub fn redacted(agent: &Agent) -> Result<HashSet<ObjectId>> {
 
 /// Stores a record locally (atomically).
 pub fn save_local(agent: &Agent, r: &Record) -> Result<()> {
-    let dir = local_dir(agent);
-    crate::fsutil::create_private_dir(&dir)?;
-    let p = dir.join(r.file_name());
+    let dir = agent.data()?.ensure_sub(LOCAL_DIR)?;
     // Durable: the record must outlive the erasure that follows it.
-    crate::fsutil::write_atomic(&p, &serde_json::to_vec(r).expect("record encodes"), 0o600)
+    let bytes = serde_json::to_vec(r).expect("record encodes");
+    dir.write_atomic(r.file_name(), &bytes, 0o600, true)
 }
 
 /// Carries out `plan` for `path` locally: records the redaction, then
@@ -287,6 +338,7 @@ pub fn apply_local(agent: &Agent, path: &str, plan: &Plan) -> Result<Record> {
         format: REDACTION_FORMAT.into(),
         version: 1,
         agent_id: keys.agent_id().to_hex(),
+        key_version: 1,
         path_id: crate::hex::encode(&keys.object_id(0xEE, path.trim_matches('/').as_bytes())),
         seqs: plan.seqs.clone(),
         objects: plan.erase.iter().map(|i| i.to_hex()).collect(),
@@ -352,8 +404,17 @@ pub async fn apply_remote(agent: &Agent, remote: &Remote, r: &Record) -> Result<
 pub async fn fetch_remote(agent: &Agent, remote: &Remote) -> Result<usize> {
     let id = agent.repo().keys().agent_id();
     let all = remote.list_redactions(&id).await?;
-    for raw in &all {
-        let r = Record::parse(raw, agent.repo().keys())?;
+    for (name, raw) in &all {
+        let r = Record::parse(raw, agent.repo().keys()).map_err(|e| match e {
+            Error::Corrupt { detail, .. } => {
+                Error::corrupt(format!("redaction record {name} on the remote"), detail)
+            }
+            Error::UnknownFormatVersion(found, known) => Error::corrupt(
+                format!("redaction record {name} on the remote"),
+                format!("format version {found} (this build reads up to {known})"),
+            ),
+            e => e,
+        })?;
         save_local(agent, &r)?;
     }
     Ok(all.len())

@@ -89,7 +89,8 @@ async fn restore_into(
     // verify (a remote cannot pass a deletion off as a forget).
     let mut forgotten = Vec::new();
     for (seq, raw) in remote.list_forgotten(&id).await? {
-        let r = crate::history::retention::ForgetRecord::parse(&raw, &keys, seq, None)?;
+        let r = crate::history::retention::ForgetRecord::parse(&raw, &keys, seq, None)
+            .map_err(|e| of_remote_snapshot(seq, e))?;
         forgotten.push((seq, r.at_ms, raw));
     }
     // (Only the length here; the hashes are compared once restored.)
@@ -98,6 +99,7 @@ async fn restore_into(
     }
     let (agent, _lock) = Agent::open_writer(home, name, master, true)?;
     let mut prev = GENESIS_PARENT;
+    let mut prev_versions = (0, 0);
     for seq in 1..=head {
         progress(seq, head);
         let raw = remote
@@ -107,7 +109,7 @@ async fn restore_into(
                 seq,
                 detail: "envelope vanished from the remote during restore".into(),
             })?;
-        let env = Envelope::from_json(&raw)?;
+        let env = Envelope::from_json(&raw).map_err(|e| of_remote_snapshot(seq, e))?;
         if env.sequence_number != seq {
             return Err(Error::ChainBroken {
                 seq,
@@ -123,24 +125,26 @@ async fn restore_into(
                 detail: "parent_snapshot does not name the previous snapshot".into(),
             });
         }
-        envelope::open_manifest(&keys, &env)?;
+        envelope::check_succession(prev_versions.0, prev_versions.1, &env)?;
+        prev_versions = (env.key_version, env.format_version);
+        envelope::open_manifest(&keys, &env).map_err(|e| of_remote_snapshot(seq, e))?;
         let hash = env.hash();
         let mut part = 0;
         while let Some(bytes) = remote.get_pack(&id, seq, &hash, part).await? {
-            for (oid, kind, sealed) in pack::decode_part(seq, &bytes)? {
+            for (oid, kind, sealed) in
+                pack::decode_part(seq, &bytes).map_err(|e| of_remote_snapshot(seq, e))?
+            {
                 agent
                     .repo()
                     .put_sealed(kind, &oid, sealed)
-                    .map_err(|e| match e {
-                        Error::Tag { what } => Error::Tag {
-                            what: format!("{what} (snapshot {seq}, from the remote)"),
-                        },
-                        e => e,
-                    })?;
+                    .map_err(|e| of_remote_snapshot(seq, e))?;
             }
             part += 1;
         }
-        agent.repo().commit(&env)?;
+        agent
+            .repo()
+            .commit(&env)
+            .map_err(|e| of_remote_snapshot(seq, e))?;
         prev = hash;
     }
     // Forget records must name the snapshots restored (checked again, with
@@ -161,6 +165,30 @@ async fn restore_into(
         .index()
         .set_meta(META_REPLICATED, Some(head.to_string().as_bytes()))?;
     Ok(head)
+}
+
+/// Names snapshot `seq` (as read from the remote) in an error about its
+/// bytes, so that every refusal says which snapshot failed. A format
+/// version this build does not know is a refusal of that snapshot too
+/// (exit 3): written by a newer sovseal, or altered.
+fn of_remote_snapshot(seq: u64, e: Error) -> Error {
+    let at = format!(" (snapshot {seq}, from the remote)");
+    match e {
+        Error::Tag { what } => Error::Tag {
+            what: format!("{what}{at}"),
+        },
+        Error::Corrupt { what, detail } => Error::Corrupt {
+            what: format!("{what}{at}"),
+            detail,
+        },
+        Error::UnknownFormatVersion(found, known) => Error::ChainBroken {
+            seq,
+            detail: format!(
+                "format version {found} on the remote (this build reads up to {known}): written by a newer sovseal (upgrade), or altered"
+            ),
+        },
+        e => e,
+    }
 }
 
 /// What to write out of a snapshot, and where.

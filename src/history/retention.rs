@@ -18,8 +18,6 @@
 use crate::config::parse_duration;
 use crate::repo::agent::Agent;
 use crate::repo::remote::Remote;
-use crate::seal::keys::AgentKeys;
-use crate::seal::record::{self, Signed};
 use crate::seal::tree::ObjectId;
 use crate::{Error, Result};
 use serde::{Deserialize, Serialize};
@@ -105,7 +103,7 @@ pub fn plan(p: &Policy, snaps: &[(u64, i64)], now_ms: i64) -> Result<(BTreeSet<u
         keep_buckets(snaps, n, 86_400_000, &mut keep);
     }
     if let Some(d) = within {
-        let since = now_ms - d.as_millis() as i64;
+        let since = now_ms.saturating_sub(i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
         keep.extend(snaps.iter().filter(|s| s.1 >= since).map(|s| s.0));
     }
     let forget = snaps
@@ -116,96 +114,7 @@ pub fn plan(p: &Policy, snaps: &[(u64, i64)], now_ms: i64) -> Result<(BTreeSet<u
     Ok((keep, forget))
 }
 
-/// The signed statement that snapshot `seq` (hash `hash`) was forgotten.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ForgetRecord {
-    /// `sovseal-forget`.
-    pub format: String,
-    /// 1.
-    pub version: u32,
-    /// The agent's keyed id, hex.
-    pub agent_id: String,
-    /// The forgotten snapshot.
-    pub seq: u64,
-    /// Its envelope hash, hex.
-    pub hash: String,
-    /// When, ms since the epoch.
-    pub at_ms: i64,
-    /// Ed25519 signature (the checkpoint key) over [`ForgetRecord::message`], hex.
-    pub signature: String,
-}
-
-/// `format` of forget records.
-const FORGET_FORMAT: &str = "sovseal-forget";
-
-impl Signed for ForgetRecord {
-    const FORMAT: &'static str = FORGET_FORMAT;
-    const VERSION: u32 = 1;
-    const KIND: &'static str = "forget record";
-
-    fn format(&self) -> &str {
-        &self.format
-    }
-    fn version(&self) -> u32 {
-        self.version
-    }
-    fn agent_id(&self) -> &str {
-        &self.agent_id
-    }
-    fn body(&self) -> String {
-        format!("{}\n{}\n{}\n", self.seq, self.hash, self.at_ms)
-    }
-    fn signature(&self) -> &str {
-        &self.signature
-    }
-    fn set_signature(&mut self, _public_key: String, signature: String) {
-        self.signature = signature;
-    }
-    fn label(&self) -> String {
-        format!(" of snapshot {}", self.seq)
-    }
-}
-
-impl ForgetRecord {
-    /// The signed bytes: every field but the signature.
-    pub fn message(&self) -> Vec<u8> {
-        record::message(self)
-    }
-
-    /// Signs a forget record.
-    pub fn sign(keys: &AgentKeys, seq: u64, hash: &[u8; 32], at_ms: i64) -> Self {
-        let mut r = ForgetRecord {
-            format: FORGET_FORMAT.into(),
-            version: 1,
-            agent_id: keys.agent_id().to_hex(),
-            seq,
-            hash: crate::hex::encode(hash),
-            at_ms,
-            signature: String::new(),
-        };
-        record::sign(keys, &mut r);
-        r
-    }
-
-    /// Parses and verifies a record for snapshot `seq` with envelope hash
-    /// `hash` (None: not known yet).
-    pub fn parse(raw: &[u8], keys: &AgentKeys, seq: u64, hash: Option<&[u8; 32]>) -> Result<Self> {
-        let r: ForgetRecord = record::parse(raw, keys)?;
-        if r.seq != seq {
-            return Err(Error::corrupt(
-                format!("forget record of snapshot {seq}"),
-                format!("it is signed for snapshot {}", r.seq),
-            ));
-        }
-        if hash.is_some_and(|h| crate::hex::encode(h) != r.hash) {
-            return Err(Error::corrupt(
-                format!("forget record of snapshot {seq}"),
-                "it names another snapshot",
-            ));
-        }
-        Ok(r)
-    }
-}
+pub use crate::seal::forget::ForgetRecord;
 
 /// Applies `policy` to the agent's retained snapshots as of now: returns
 /// (kept, to forget), and unless `dry_run` forgets them (signed records).

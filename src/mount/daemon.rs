@@ -29,15 +29,13 @@ fn parse_error_report(line: &str) -> Option<(i32, String)> {
 /// waits for its report: `ready`, or its error with the exit code that
 /// error maps to (so the parent exits as the daemon would have).
 pub fn daemonize(home: &Home, agent: &AgentName) -> Result<()> {
-    let logs = home.root().join("logs");
-    crate::fsutil::create_private_dir(&logs)?;
+    let logs = home.ensure()?.ensure_sub("logs")?;
     let log_path = logs.join(format!("{agent}.log"));
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .mode_0600()
-        .open(&log_path)
-        .map_err(|e| Error::io(&log_path, e))?;
+    let log = logs.open_file(
+        format!("{agent}.log"),
+        nix::fcntl::OFlag::O_WRONLY | nix::fcntl::OFlag::O_CREAT | nix::fcntl::OFlag::O_APPEND,
+        0o600,
+    )?;
     let exe = std::env::current_exe().map_err(|e| Error::io("current_exe", e))?;
     let mut child = std::process::Command::new(exe)
         .args(std::env::args_os().skip(1))
@@ -67,16 +65,6 @@ pub fn daemonize(home: &Home, agent: &AgentName) -> Result<()> {
         "the mount daemon exited ({status}) before the mount was ready; see {}",
         log_path.display()
     )))
-}
-
-trait Mode0600 {
-    fn mode_0600(&mut self) -> &mut Self;
-}
-
-impl Mode0600 for std::fs::OpenOptions {
-    fn mode_0600(&mut self) -> &mut Self {
-        std::os::unix::fs::OpenOptionsExt::mode(self, 0o600)
-    }
 }
 
 /// Logs go to stderr as plain lines (the journal under systemd, else

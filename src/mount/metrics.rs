@@ -175,7 +175,7 @@ impl MetricsWriter {
         let (tx, rx) = crossbeam_channel::bounded::<()>(0);
         let write = move || {
             let text = render();
-            if let Err(e) = crate::fsutil::write_atomic_nosync(&path, text.as_bytes(), 0o644) {
+            if let Err(e) = crate::fsutil::write_atomic_anywhere(&path, text.as_bytes(), 0o644) {
                 tracing::warn!("metrics file {}: {e}", path.display());
             }
         };

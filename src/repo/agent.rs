@@ -8,17 +8,17 @@
 //! an HMAC'd record kept outside the data dir).
 
 use crate::config::{AgentName, Home};
+use crate::fsutil::Dir;
 use crate::repo::Repo;
 use crate::repo::index::{Index, SnapshotMeta};
 use crate::repo::store::Store;
 use crate::repo::view::SnapshotView;
 use crate::seal::envelope;
 use crate::seal::keys::{AgentKeys, MasterKey};
-use crate::{Error, Result, fsutil};
+use crate::{Error, Result};
 use std::collections::BTreeSet;
 use std::fs::File;
 use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -29,6 +29,9 @@ pub struct Agent {
     repo: Arc<Repo>,
     /// The seen-head record, open once the writer has recorded a head.
     seen: std::sync::Mutex<Option<(File, u64)>>,
+    /// Snapshots whose forget record verified (records are only ever
+    /// added, and a valid one cannot be forged, so the answer holds).
+    forgotten: std::sync::Mutex<BTreeSet<u64>>,
 }
 
 /// Length of one slot of the seen-head record: `v1 <seq, 20 digits> <hash
@@ -95,11 +98,13 @@ fn holder_finishing(text: &str) -> bool {
 impl Agent {
     /// Opens an existing agent for reading. Takes no lock.
     pub fn open_readonly(home: &Home, name: &AgentName, master: &MasterKey) -> Result<Self> {
-        let dir = home.agent_dir(name);
         let index_path = home.index_path(name);
         if !home.has_agent(name) {
             return Err(Error::NoSuchAgent(name.to_string()));
         }
+        // The same checks as a writer's, so a reader never follows a
+        // symlink planted for the agent's data dir either.
+        let dir = home.agent_data(name)?.path().to_owned();
         let keys = master.agent_keys(name.as_str());
         let index = Index::open(&index_path, false)?;
         check_agent_id(&index, &keys, name, false)?;
@@ -109,6 +114,7 @@ impl Agent {
             home: home.clone(),
             repo: Arc::new(Repo::new(keys, store, index)),
             seen: Default::default(),
+            forgotten: Default::default(),
         };
         agent.head()?;
         Ok(agent)
@@ -122,21 +128,21 @@ impl Agent {
         master: &MasterKey,
         create: bool,
     ) -> Result<(Self, WriteLock)> {
-        let dir = home.agent_dir(name);
         if !home.has_agent(name) && !create {
             return Err(Error::NoSuchAgent(name.to_string()));
         }
-        home.ensure()?;
-        fsutil::create_private_dir(&dir)?;
+        let dir = home.ensure_agent_data(name)?;
         let lock = lock(&dir, name)?;
         let keys = master.agent_keys(name.as_str());
-        let index = Index::open(&home.index_path(name), true)?;
+        let index = Index::open(&dir.join(crate::config::INDEX_FILE), true)?;
         check_agent_id(&index, &keys, name, true)?;
-        recover_tail(&index, &dir.join("packs"), &keys)?;
-        let store = Store::open_writer(&dir.join("packs"), &index.packs()?)?;
+        let packs = dir.ensure_sub("packs")?;
+        recover_tail(&index, packs.path(), &keys)?;
+        let store = Store::open_writer(packs, &index.packs()?)?;
         Ok((
             Agent {
                 seen: Default::default(),
+                forgotten: Default::default(),
                 name: name.clone(),
                 home: home.clone(),
                 repo: Arc::new(Repo::new(keys, store, index)),
@@ -155,6 +161,12 @@ impl Agent {
         self.home.agent_dir(&self.name)
     }
 
+    /// The data dir, opened and checked (see [`crate::fsutil::Dir`]): what
+    /// every record written into it goes through.
+    pub fn data(&self) -> Result<Dir> {
+        self.home.agent_data(&self.name)
+    }
+
     pub(crate) fn repo(&self) -> &Arc<Repo> {
         &self.repo
     }
@@ -163,10 +175,36 @@ impl Agent {
     /// against the envelope, then tag and payload hash. A forgotten snapshot
     /// is refused ([`Error::Forgotten`]): its content may be gone.
     pub fn snapshot(&self, seq: u64) -> Result<SnapshotView> {
-        if self.repo.index().is_forgotten(seq)? {
+        if self.is_forgotten(seq)? {
             return Err(Error::Forgotten(seq));
         }
         self.snapshot_unchecked(seq)
+    }
+
+    /// Whether snapshot `seq` was forgotten: a forget row whose signed
+    /// record names this snapshot (sequence and envelope hash). A row whose
+    /// record does not verify hides nothing: it is an integrity error.
+    pub fn is_forgotten(&self, seq: u64) -> Result<bool> {
+        if self.forgotten.lock().expect("forgotten").contains(&seq) {
+            return Ok(true);
+        }
+        let Some(raw) = self.repo.index().forget_record(seq)? else {
+            return Ok(false);
+        };
+        // The snapshot's envelope, checked against its recorded hash, says
+        // which key version the record must at least be signed under.
+        let env = self.envelope(seq)?;
+        let hash = env.hash();
+        if self.repo.index().stored_hash(seq)? != Some(hash) {
+            return Err(Error::ChainBroken {
+                seq,
+                detail: "the index's recorded hash does not match the envelope".into(),
+            });
+        }
+        let r = crate::seal::forget::ForgetRecord::parse(&raw, self.repo.keys(), seq, Some(&hash))?;
+        crate::seal::record::check_in_force(&r, seq, env.key_version)?;
+        self.forgotten.lock().expect("forgotten").insert(seq);
+        Ok(true)
     }
 
     /// Like [`Agent::snapshot`], forgotten or not (verification and prune
@@ -198,16 +236,26 @@ impl Agent {
             .head_seq()?
             .ok_or_else(|| Error::NoSuchAgent(self.name.to_string()))?;
         let view = self.snapshot(seq)?;
-        let parent = if seq > 1 {
-            self.repo.index().stored_hash(seq - 1)?
-        } else {
-            None
-        };
-        if parent.is_some_and(|h| h != view.manifest().parent) {
-            return Err(Error::ChainBroken {
-                seq,
-                detail: "parent link does not match snapshot before it".into(),
-            });
+        if seq > 1 {
+            // The parent's envelope, checked against the head's link, so
+            // that its key version is authentic: the head may not be
+            // sealed under an older one (a retired key).
+            let parent = self.envelope(seq - 1)?;
+            let recorded = self.repo.index().stored_hash(seq - 1)?;
+            if recorded != Some(view.manifest().parent) {
+                return Err(Error::ChainBroken {
+                    seq,
+                    detail: "parent link does not match snapshot before it".into(),
+                });
+            }
+            if recorded != Some(parent.hash()) {
+                return Err(Error::ChainBroken {
+                    seq: seq - 1,
+                    detail: "the index's recorded hash does not match the envelope".into(),
+                });
+            }
+            let head_env = self.envelope(seq)?;
+            envelope::check_succession(parent.key_version, parent.format_version, &head_env)?;
         }
         self.check_seen(&view)?;
         Ok(view)
@@ -236,8 +284,21 @@ impl Agent {
     }
 
     /// Up to `limit` snapshots after `after`, from the index (nothing decrypted).
+    /// Forgotten snapshots are left out once their forget record verifies.
     pub fn list(&self, after: u64, limit: u64) -> Result<Vec<SnapshotMeta>> {
-        self.repo.index().list(after, limit)
+        let mut out = Vec::new();
+        let mut cursor = after;
+        while (out.len() as u64) < limit {
+            let page = self.repo.index().list(cursor, limit)?;
+            let Some((last, _)) = page.last() else { break };
+            cursor = last.seq;
+            for (meta, forget_row) in page {
+                if !(forget_row && self.is_forgotten(meta.seq)?) && (out.len() as u64) < limit {
+                    out.push(meta);
+                }
+            }
+        }
+        Ok(out)
     }
 
     fn check_seen(&self, head: &SnapshotView) -> Result<()> {
@@ -372,14 +433,10 @@ impl Agent {
                 .write_all_at(line.as_bytes(), at)
                 .map_err(|e| Error::io(&path, e));
         }
-        if let Some(dir) = path.parent() {
-            fsutil::create_private_dir(dir)?;
-        }
-        fsutil::write_atomic_nosync(&path, line.repeat(2).as_bytes(), 0o600)?;
-        let f = std::fs::OpenOptions::new()
-            .write(true)
-            .open(&path)
-            .map_err(|e| Error::io(&path, e))?;
+        let dir = self.home.ensure()?.ensure_sub("seen")?;
+        let name = self.name.as_str();
+        dir.write_atomic(name, line.repeat(2).as_bytes(), 0o600, false)?;
+        let f = dir.open_file(name, nix::fcntl::OFlag::O_WRONLY, 0)?;
         *seen = Some((f, head.seq()));
         Ok(())
     }
@@ -446,22 +503,22 @@ pub fn discard_local(home: &Home, name: &AgentName) -> Result<PathBuf> {
         return Err(Error::NoSuchAgent(name.to_string()));
     }
     let _lock = if dir.exists() {
-        Some(lock(&dir, name)?)
+        Some(lock(&home.agent_data(name)?, name)?)
     } else {
         None
     };
-    let to = home
-        .root()
-        .join("discarded")
-        .join(format!("{name}-{}", crate::time::now_ms()));
-    fsutil::create_private_dir(&to)?;
+    let root = home.dir()?;
+    let to = root
+        .ensure_sub("discarded")?
+        .ensure_sub(format!("{name}-{}", crate::time::now_ms()))?;
     if dir.exists() {
-        std::fs::rename(&dir, to.join("data")).map_err(|e| Error::io(&dir, e))?;
+        root.sub("agents")?.rename_to(name.as_str(), &to, "data")?;
     }
     if seen.exists() {
-        std::fs::rename(&seen, to.join("seen-head")).map_err(|e| Error::io(&seen, e))?;
+        root.sub("seen")?
+            .rename_to(name.as_str(), &to, "seen-head")?;
     }
-    Ok(to)
+    Ok(to.path().to_owned())
 }
 
 /// Recovery after an unclean stop, before the packs are opened for
@@ -555,17 +612,10 @@ pub fn writer_pid(home: &Home, name: &AgentName) -> Option<u32> {
     })
 }
 
-fn lock(dir: &Path, name: &AgentName) -> Result<WriteLock> {
-    use nix::fcntl::{Flock, FlockArg};
+fn lock(dir: &Dir, name: &AgentName) -> Result<WriteLock> {
+    use nix::fcntl::{Flock, FlockArg, OFlag};
     let path = dir.join("lock");
-    let f = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .mode(0o600)
-        .open(&path)
-        .map_err(|e| Error::io(&path, e))?;
+    let f = dir.open_file("lock", OFlag::O_RDWR | OFlag::O_CREAT, 0o600)?;
     let t0 = std::time::Instant::now();
     let mut f = f;
     let mut told = false;
@@ -577,7 +627,12 @@ fn lock(dir: &Path, name: &AgentName) -> Result<WriteLock> {
                 return Ok(WriteLock { lock: l });
             }
             Err((back, nix::errno::Errno::EWOULDBLOCK)) => {
-                let text = std::fs::read_to_string(&path).unwrap_or_default();
+                let text = dir
+                    .read("lock")
+                    .ok()
+                    .flatten()
+                    .map(|b| String::from_utf8_lossy(&b).into_owned())
+                    .unwrap_or_default();
                 let pid = text
                     .split_whitespace()
                     .next()

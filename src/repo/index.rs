@@ -129,7 +129,22 @@ impl Index {
                 std::io::Error::from(std::io::ErrorKind::NotFound),
             ));
         }
-        let conn = Connection::open(path)?;
+        // SQLite opens by name: never through a symlink at the last
+        // component (the directory above was checked by the caller).
+        if std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink()) {
+            return Err(Error::UnsafePath {
+                path: path.to_owned(),
+                detail: "is a symlink; sovseal never follows one where it writes".into(),
+            });
+        }
+        let conn = Connection::open_with_flags(
+            path,
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE
+                | rusqlite::OpenFlags::SQLITE_OPEN_CREATE
+                | rusqlite::OpenFlags::SQLITE_OPEN_URI
+                | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX
+                | rusqlite::OpenFlags::SQLITE_OPEN_NOFOLLOW,
+        )?;
         conn.busy_timeout(Duration::from_secs(10))?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "FULL")?;
@@ -524,22 +539,27 @@ impl Index {
             .query_row([], |r| r.get(0))?)
     }
 
-    /// Up to `limit` retained (not forgotten) snapshots with `seq > after`,
-    /// in order (cursor paging).
-    pub fn list(&self, after: u64, limit: u64) -> Result<Vec<SnapshotMeta>> {
+    /// Up to `limit` snapshots with `seq > after`, in order (cursor
+    /// paging), each with whether a forget row names it (not verified: see
+    /// `Agent::list`).
+    pub fn list(&self, after: u64, limit: u64) -> Result<Vec<(SnapshotMeta, bool)>> {
         let mut st = self.conn.prepare_cached(
-            "SELECT seq, hash, parent, timestamp_ms, byte_size, key_version FROM snapshots
-             WHERE seq > ?1 AND seq NOT IN (SELECT seq FROM forgotten) ORDER BY seq LIMIT ?2",
+            "SELECT seq, hash, parent, timestamp_ms, byte_size, key_version,
+                    seq IN (SELECT seq FROM forgotten) FROM snapshots
+             WHERE seq > ?1 ORDER BY seq LIMIT ?2",
         )?;
         let rows = st.query_map(params![after, limit], |r| {
-            Ok(SnapshotMeta {
-                seq: r.get(0)?,
-                hash: blob32(r.get(1)?)?,
-                parent: blob32(r.get(2)?)?,
-                timestamp_ms: r.get(3)?,
-                byte_size: r.get(4)?,
-                key_version: r.get(5)?,
-            })
+            Ok((
+                SnapshotMeta {
+                    seq: r.get(0)?,
+                    hash: blob32(r.get(1)?)?,
+                    parent: blob32(r.get(2)?)?,
+                    timestamp_ms: r.get(3)?,
+                    byte_size: r.get(4)?,
+                    key_version: r.get(5)?,
+                },
+                r.get::<_, bool>(6)?,
+            ))
         })?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
@@ -573,14 +593,14 @@ impl Index {
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
-    /// Whether snapshot `seq` was forgotten.
-    pub fn is_forgotten(&self, seq: u64) -> Result<bool> {
+    /// The forget record stored for snapshot `seq`, if any (not verified:
+    /// see `Agent::is_forgotten`).
+    pub fn forget_record(&self, seq: u64) -> Result<Option<Vec<u8>>> {
         Ok(self
             .conn
-            .prepare_cached("SELECT 1 FROM forgotten WHERE seq = ?1")?
-            .query_row([seq], |_| Ok(()))
-            .optional()?
-            .is_some())
+            .prepare_cached("SELECT record FROM forgotten WHERE seq = ?1")?
+            .query_row([seq], |r| r.get(0))
+            .optional()?)
     }
 
     /// Marks the remote content of forgotten `seq` as pruned.

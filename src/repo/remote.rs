@@ -65,6 +65,22 @@ fn remote_err(op: &str, e: impl std::fmt::Display) -> Error {
     }
 }
 
+/// A listing error: a name the store itself cannot express (not UTF-8, a
+/// control character) is something written there to break us, an
+/// integrity error (exit 3) naming the listing; anything else is the
+/// store failing (exit 1).
+fn list_err(op: &str, dir: &Path, e: object_store::Error) -> Error {
+    match e {
+        object_store::Error::InvalidPath { source } => Error::corrupt(
+            format!("remote listing of {dir}"),
+            format!(
+                "it holds a name no sovseal writer makes ({source}); refusing the whole listing"
+            ),
+        ),
+        e => remote_err(op, e),
+    }
+}
+
 impl Remote {
     /// Opens a remote from a URL: `file:///dir`, `memory://`,
     /// `s3://bucket/prefix` (credentials, region and endpoint from the
@@ -215,18 +231,24 @@ impl Remote {
         let dir = self.agent_dir(agent).join(sub);
         let mut seqs = Vec::new();
         let mut s = self.store.list(Some(&dir));
+        let depth = dir.parts().count() + 1;
         while let Some(m) = s.next().await {
-            let m = m.map_err(|e| remote_err(op, e))?;
+            let m = m.map_err(|e| list_err(op, &dir, e))?;
+            // Only the names this module writes (`<seq, 20 digits>.json`
+            // directly in `dir`): the names `get_*` then read back.
             if let Some(seq) = m
                 .location
                 .filename()
+                .filter(|_| m.location.parts().count() == depth)
                 .and_then(|f| f.strip_suffix(".json"))
+                .filter(|n| n.len() == 20 && n.bytes().all(|b| b.is_ascii_digit()))
                 .and_then(|n| n.parse::<u64>().ok())
             {
                 seqs.push(seq);
             }
         }
         seqs.sort_unstable();
+        seqs.dedup();
         Ok(seqs)
     }
 
@@ -359,14 +381,14 @@ impl Remote {
             .map_err(|e| remote_err("put redaction record", e))
     }
 
-    /// Every redaction record present.
-    pub async fn list_redactions(&self, agent: &AgentId) -> Result<Vec<Vec<u8>>> {
+    /// Every redaction record present, with its name, in name order.
+    pub async fn list_redactions(&self, agent: &AgentId) -> Result<Vec<(String, Vec<u8>)>> {
         let dir = self.agent_dir(agent).join("redactions");
         let mut paths = Vec::new();
         let mut s = self.store.list(Some(&dir));
         while let Some(m) = s.next().await {
             paths.push(
-                m.map_err(|e| remote_err("list redaction records", e))?
+                m.map_err(|e| list_err("list redaction records", &dir, e))?
                     .location,
             );
         }
@@ -374,7 +396,7 @@ impl Remote {
         let mut out = Vec::new();
         for p in paths {
             if let Some(b) = self.get("get redaction record", &p).await? {
-                out.push(b);
+                out.push((p.filename().unwrap_or_default().to_owned(), b));
             }
         }
         Ok(out)

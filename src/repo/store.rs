@@ -12,8 +12,10 @@
 //! died before committing and are cut off by the next writer.
 
 use super::pack::{self, PACK_MAGIC, RECORD_HEADER};
+use crate::fsutil::Dir;
 use crate::seal::tree::{ObjectId, ObjectKind};
-use crate::{Error, Result, fsutil};
+use crate::{Error, Result};
+use nix::fcntl::OFlag;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
@@ -37,6 +39,9 @@ pub struct Location {
 /// The pack files of one agent.
 pub struct Store {
     dir: PathBuf,
+    /// The checked packs directory of a writer: every pack it creates,
+    /// opens or removes goes through this descriptor (see [`Dir`]).
+    wdir: Option<Dir>,
     readers: RwLock<HashMap<u32, Arc<File>>>,
     writer: Option<Mutex<Writer>>,
 }
@@ -52,8 +57,20 @@ struct Writer {
     unsynced: BTreeMap<u32, Arc<File>>,
 }
 
+fn pack_name(pack: u32) -> String {
+    format!("{pack:08}.pack")
+}
+
 fn pack_path(dir: &Path, pack: u32) -> PathBuf {
-    dir.join(format!("{pack:08}.pack"))
+    dir.join(pack_name(pack))
+}
+
+/// Opens a pack by path for reading, never through a symlink.
+fn open_pack_readonly(path: &Path) -> std::io::Result<File> {
+    OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(path)
 }
 
 impl Store {
@@ -61,6 +78,7 @@ impl Store {
     pub fn open_readonly(dir: &Path) -> Self {
         Store {
             dir: dir.to_owned(),
+            wdir: None,
             readers: RwLock::new(HashMap::new()),
             writer: None,
         }
@@ -69,12 +87,9 @@ impl Store {
     /// Opens the packs for appending. `committed` is each pack's committed
     /// length from the index: longer packs are cut back to it, packs the
     /// index does not know are removed, shorter packs are an error.
-    pub fn open_writer(dir: &Path, committed: &BTreeMap<u32, u64>) -> Result<Self> {
-        fsutil::create_private_dir(dir)?;
+    pub fn open_writer(dir: Dir, committed: &BTreeMap<u32, u64>) -> Result<Self> {
         let mut present = BTreeSet::new();
-        for ent in std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))? {
-            let ent = ent.map_err(|e| Error::io(dir, e))?;
-            let name = ent.file_name();
+        for name in dir.names()? {
             let Some(n) = name
                 .to_str()
                 .and_then(|n| n.strip_suffix(".pack"))
@@ -92,11 +107,8 @@ impl Store {
                     seq: 0,
                 });
             }
-            let path = pack_path(dir, pack);
-            let f = OpenOptions::new()
-                .write(true)
-                .open(&path)
-                .map_err(|e| Error::io(&path, e))?;
+            let path = dir.join(pack_name(pack));
+            let f = dir.open_file(pack_name(pack), OFlag::O_WRONLY, 0)?;
             let actual = f.metadata().map_err(|e| Error::io(&path, e))?.len();
             if actual < len {
                 return Err(Error::corrupt(
@@ -110,11 +122,11 @@ impl Store {
             }
         }
         for pack in present.difference(&committed.keys().copied().collect()) {
-            let path = pack_path(dir, *pack);
-            std::fs::remove_file(&path).map_err(|e| Error::io(&path, e))?;
+            dir.remove_file(pack_name(*pack))?;
         }
         let store = Store {
-            dir: dir.to_owned(),
+            dir: dir.path().to_owned(),
+            wdir: Some(dir),
             readers: RwLock::new(HashMap::new()),
             writer: None,
         };
@@ -140,13 +152,14 @@ impl Store {
         })
     }
 
+    fn wdir(&self) -> &Dir {
+        self.wdir
+            .as_ref()
+            .expect("a writer's store has its checked dir")
+    }
+
     fn open_for_append(&self, pack: u32) -> Result<Arc<File>> {
-        let path = pack_path(&self.dir, pack);
-        let f = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(&path)
-            .map_err(|e| Error::io(&path, e))?;
+        let f = self.wdir().open_file(pack_name(pack), OFlag::O_RDWR, 0)?;
         let f = Arc::new(f);
         self.readers
             .write()
@@ -159,18 +172,11 @@ impl Store {
     /// can reference it.
     fn create_pack(&self, pack: u32) -> Result<Arc<File>> {
         let path = pack_path(&self.dir, pack);
-        let f = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&path)
-            .map_err(|e| Error::io(&path, e))?;
+        let f = self.wdir().create_new(pack_name(pack), 0o600)?;
         f.write_all_at(PACK_MAGIC, 0)
             .and_then(|_| f.sync_all())
             .map_err(|e| Error::io(&path, e))?;
-        fsutil::sync_dir(&self.dir)?;
+        self.wdir().sync()?;
         let f = Arc::new(f);
         self.readers
             .write()
@@ -234,12 +240,7 @@ impl Store {
     /// Removes a pack file the index no longer references (after prune).
     pub fn remove_pack(&self, pack: u32) -> Result<()> {
         self.readers.write().expect("readers").remove(&pack);
-        let path = pack_path(&self.dir, pack);
-        match std::fs::remove_file(&path) {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(Error::io(&path, e)),
-        }
+        self.wdir().remove_file(pack_name(pack))
     }
 
     /// Each pack appended to since the index last recorded its length, with
@@ -299,7 +300,7 @@ impl Store {
     pub fn sync_packs(dir: &Path, packs: &BTreeSet<u32>) -> Result<()> {
         for p in packs {
             let path = pack_path(dir, *p);
-            match File::open(&path) {
+            match open_pack_readonly(&path) {
                 Ok(f) => f.sync_data().map_err(|e| Error::io(&path, e))?,
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
                 Err(e) => return Err(Error::io(&path, e)),
@@ -313,7 +314,11 @@ impl Store {
             return Ok(f.clone());
         }
         let path = pack_path(&self.dir, pack);
-        let f = Arc::new(File::open(&path).map_err(|e| Error::io(&path, e))?);
+        let f = match &self.wdir {
+            Some(d) => d.open_read(pack_name(pack))?,
+            None => open_pack_readonly(&path).map_err(|e| Error::io(&path, e))?,
+        };
+        let f = Arc::new(f);
         self.readers
             .write()
             .expect("readers")

@@ -7,19 +7,29 @@
 //! binds it to its context:
 //!
 //! ```text
-//! AAD = "sovseal\0" || format_version u32 BE || agent_id (32) || kind u8 || context
+//! AAD (format 2) = "sovseal\0" || 2 u32 BE || agent_id (32) || kind u8
+//!                  || key_version u32 BE || context
+//! AAD (format 1) = "sovseal\0" || 1 u32 BE || agent_id (32) || kind u8 || context
 //! context = object id (32)            for content objects
 //!         = sequence number u64 BE    for manifests
 //! ```
 //!
 //! so the server (or the disk) cannot swap, replay or move a blob between
-//! agents, kinds, ids or positions. A snapshot envelope carries the sealed
+//! agents, kinds, ids, positions or key versions. Format 2 (this build
+//! writes it) binds the key version; format 1 data still opens: a format-1
+//! envelope under the format-1 AAD, a content object under either (objects
+//! carry no format mark; whichever verifies is checked by re-deriving the
+//! object id under the version that opened it). Along a chain the key
+//! version never decreases: the first envelope under a new version is the
+//! rotation point, after which the old version is refused.
+//!
+//! A snapshot envelope carries the sealed
 //! manifest plus blind metadata (seed 004's fields, format and key version,
 //! timestamp); its hash chains it to its parent.
 
 use crate::seal::aead;
 use crate::seal::keys::{AgentId, AgentKeys, KEY_VERSION};
-use crate::seal::tree::{self, FORMAT_VERSION, Manifest, ObjectId, ObjectKind};
+use crate::seal::tree::{self, Manifest, ObjectId, ObjectKind};
 use crate::{Error, Result};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
@@ -29,18 +39,29 @@ use sha2::{Digest, Sha256};
 /// The all-zero parent hash of the first snapshot.
 pub const GENESIS_PARENT: [u8; 32] = [0; 32];
 
-fn aad(agent: &AgentId, kind: ObjectKind, context: &[u8]) -> Vec<u8> {
-    aad_raw(agent, kind as u8, context)
-}
+/// The envelope and AAD format this build writes.
+pub const FORMAT: u32 = 2;
+/// The first format: no key version in the AAD. Still read.
+pub const FORMAT_V1: u32 = 1;
 
-fn aad_raw(agent: &AgentId, kind: u8, context: &[u8]) -> Vec<u8> {
-    let mut a = Vec::with_capacity(8 + 4 + 32 + 1 + 48);
+/// The AAD of format `format`; `key_version` is bound from format 2 on.
+fn aad(format: u32, agent: &AgentId, kind: u8, key_version: u32, context: &[u8]) -> Vec<u8> {
+    let mut a = Vec::with_capacity(8 + 4 + 32 + 1 + 4 + 48);
     a.extend_from_slice(b"sovseal\0");
-    a.extend_from_slice(&FORMAT_VERSION.to_be_bytes());
+    a.extend_from_slice(&format.to_be_bytes());
     a.extend_from_slice(&agent.0);
     a.push(kind);
+    if format >= 2 {
+        a.extend_from_slice(&key_version.to_be_bytes());
+    }
     a.extend_from_slice(context);
     a
+}
+
+/// The format-1 AAD (journal records, which are local and keyed by key
+/// version 1's at-rest key, keep it).
+fn aad_raw(agent: &AgentId, kind: u8, context: &[u8]) -> Vec<u8> {
+    aad(FORMAT_V1, agent, kind, 1, context)
 }
 
 /// The AAD kind byte of journal records (not an object kind: journal
@@ -92,10 +113,13 @@ pub fn object_id(keys: &AgentKeys, kind: ObjectKind, plaintext: &[u8]) -> Object
     ObjectId(keys.object_id(kind as u8, plaintext))
 }
 
-/// Seals a content object whose id was computed by [`object_id`].
+/// Seals a content object whose id was computed by [`object_id`], under
+/// the newest key version, with the format-2 AAD.
 pub fn seal_object(keys: &AgentKeys, kind: ObjectKind, id: &ObjectId, plaintext: &[u8]) -> Vec<u8> {
-    let key = keys.object_key(&id.0);
-    aead::seal(key.expose(), &aad(&keys.agent_id(), kind, &id.0), plaintext)
+    let v = keys.key_version();
+    let key = keys.object_key_v(v, &id.0);
+    let aad = aad(FORMAT, &keys.agent_id(), kind as u8, v, &id.0);
+    aead::seal(key.expose(), &aad, plaintext)
 }
 
 /// Opens a content object; fails closed on any tag mismatch.
@@ -109,19 +133,25 @@ pub fn open_object(
 }
 
 /// Opens a content object and tells which key version sealed it. Objects
-/// do not record their version: each version held is tried, newest first,
-/// and only a verifying tag is accepted (one try while only version 1
-/// exists).
+/// do not record their version or format: each version held is tried,
+/// newest first, under the format-2 AAD (which binds that version) and then
+/// the format-1 AAD, and only a verifying tag is accepted. The caller must
+/// re-derive the id under the returned version ([`object_id_v`]): that is
+/// what ties the plaintext to the name a manifest references.
 pub fn open_object_versioned(
     keys: &AgentKeys,
     kind: ObjectKind,
     id: &ObjectId,
     sealed: &[u8],
 ) -> Result<(Vec<u8>, u32)> {
-    let aad = aad(&keys.agent_id(), kind, &id.0);
+    let agent = keys.agent_id();
     for v in keys.versions_newest_first() {
-        if let Ok(p) = aead::open(keys.object_key_v(v, &id.0).expose(), &aad, sealed) {
-            return Ok((p, v));
+        let key = keys.object_key_v(v, &id.0);
+        for format in [FORMAT, FORMAT_V1] {
+            let aad = aad(format, &agent, kind as u8, v, &id.0);
+            if let Ok(p) = aead::open(key.expose(), &aad, sealed) {
+                return Ok((p, v));
+            }
         }
     }
     Err(Error::Tag {
@@ -137,7 +167,8 @@ pub fn object_id_v(keys: &AgentKeys, v: u32, kind: ObjectKind, plaintext: &[u8])
 /// A snapshot envelope: what is stored per snapshot locally and remotely.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Envelope {
-    /// Format version of the envelope and everything it references.
+    /// Format version of the envelope and its AAD ([`FORMAT`]; format 1
+    /// is still read).
     pub format_version: u32,
     /// Master key version the snapshot was sealed under.
     pub key_version: u32,
@@ -232,11 +263,8 @@ impl Envelope {
     /// Refuses format versions this build does not know, and key versions
     /// that cannot exist (the key itself is checked when opening).
     pub fn check_versions(&self) -> Result<()> {
-        if self.format_version != FORMAT_VERSION {
-            return Err(Error::UnknownFormatVersion(
-                self.format_version,
-                FORMAT_VERSION,
-            ));
+        if !(FORMAT_V1..=FORMAT).contains(&self.format_version) {
+            return Err(Error::UnknownFormatVersion(self.format_version, FORMAT));
         }
         if self.key_version < KEY_VERSION {
             return Err(Error::UnknownKeyVersion(self.key_version, KEY_VERSION));
@@ -245,18 +273,50 @@ impl Envelope {
     }
 }
 
+/// Checks that `env` may follow a snapshot sealed under `prev_key_version`
+/// in format `prev_format`: neither may decrease along a chain. The first
+/// envelope under a newer key version is the rotation point; from there on
+/// an envelope under an older version (what a holder of a leaked old key
+/// could still seal) is refused.
+pub fn check_succession(prev_key_version: u32, prev_format: u32, env: &Envelope) -> Result<()> {
+    if env.key_version < prev_key_version {
+        return Err(Error::ChainBroken {
+            seq: env.sequence_number,
+            detail: format!(
+                "sealed under key version {} after snapshot {} was sealed under version {prev_key_version}: the old key version was retired by the rotation and is refused for new snapshots",
+                env.key_version,
+                env.sequence_number.saturating_sub(1)
+            ),
+        });
+    }
+    if env.format_version < prev_format {
+        return Err(Error::ChainBroken {
+            seq: env.sequence_number,
+            detail: format!(
+                "format {} after format {prev_format}: formats never go back",
+                env.format_version
+            ),
+        });
+    }
+    Ok(())
+}
+
 /// Seals a manifest into an envelope.
 pub fn seal_manifest(keys: &AgentKeys, m: &Manifest) -> Envelope {
     let plain = tree::encode_manifest(m);
-    let key = keys.manifest_key_v(keys.key_version(), m.seq);
-    let sealed = aead::seal(
-        key.expose(),
-        &aad(&keys.agent_id(), ObjectKind::Manifest, &m.seq.to_be_bytes()),
-        &plain,
+    let v = keys.key_version();
+    let key = keys.manifest_key_v(v, m.seq);
+    let aad = aad(
+        FORMAT,
+        &keys.agent_id(),
+        ObjectKind::Manifest as u8,
+        v,
+        &m.seq.to_be_bytes(),
     );
+    let sealed = aead::seal(key.expose(), &aad, &plain);
     Envelope {
-        format_version: FORMAT_VERSION,
-        key_version: keys.key_version(),
+        format_version: FORMAT,
+        key_version: v,
         agent_id: keys.agent_id(),
         sequence_number: m.seq,
         parent_snapshot: m.parent,
@@ -295,12 +355,14 @@ pub fn open_manifest(keys: &AgentKeys, env: &Envelope) -> Result<Manifest> {
         });
     }
     let key = keys.manifest_key_v(env.key_version, seq);
-    let plain = aead::open(
-        key.expose(),
-        &aad(&env.agent_id, ObjectKind::Manifest, &seq.to_be_bytes()),
-        &env.sealed,
-    )
-    .map_err(|_| Error::Tag {
+    let aad = aad(
+        env.format_version,
+        &env.agent_id,
+        ObjectKind::Manifest as u8,
+        env.key_version,
+        &seq.to_be_bytes(),
+    );
+    let plain = aead::open(key.expose(), &aad, &env.sealed).map_err(|_| Error::Tag {
         what: format!("manifest of snapshot {seq}"),
     })?;
     let hash: [u8; 32] = Sha256::digest(&plain).into();
@@ -382,16 +444,93 @@ mod tests {
             Err(Error::VsrHashMismatch { seq: 1 })
         ));
         let mut v = e1.clone();
-        v.format_version = 2;
+        v.format_version = 3;
         assert!(matches!(
             open_manifest(&keys, &v),
-            Err(Error::UnknownFormatVersion(2, 1))
+            Err(Error::UnknownFormatVersion(3, 2))
         ));
+        // Format 2 binds the format: relabelled as format 1 it fails.
+        let mut f = e1.clone();
+        f.format_version = 1;
+        assert!(matches!(open_manifest(&keys, &f), Err(Error::Tag { .. })));
         let mut k = e1;
         k.key_version = 7;
         assert!(matches!(
             open_manifest(&keys, &k),
             Err(Error::UnknownKeyVersion(7, 1))
         ));
+    }
+
+    #[test]
+    fn the_key_version_is_bound_into_the_aad() {
+        let mut master = MasterKey::from_bytes([1; 32]);
+        master.add_version(2, [2; 32]);
+        let keys = master.agent_keys("a");
+        // A manifest sealed under version 2 and relabelled as version 1
+        // fails, and one sealed under version 1 cannot pass as version 2.
+        let e = seal_manifest(&keys, &manifest(&keys, 4));
+        assert_eq!(e.key_version, 2);
+        let mut down = e.clone();
+        down.key_version = 1;
+        assert!(matches!(
+            open_manifest(&keys, &down),
+            Err(Error::Tag { .. })
+        ));
+        // An object sealed under version 1 with the version-2 AAD (what a
+        // holder of version 1 could try) does not open as version 2.
+        let id = object_id(&keys, ObjectKind::Chunk, b"data");
+        let key1 = keys.object_key_v(1, &id.0);
+        let forged = aead::seal(
+            key1.expose(),
+            &aad(FORMAT, &keys.agent_id(), ObjectKind::Chunk as u8, 2, &id.0),
+            b"data",
+        );
+        assert!(open_object(&keys, ObjectKind::Chunk, &id, &forged).is_err());
+        // Each version's own seal opens, and says which version it was.
+        let sealed = seal_object(&keys, ObjectKind::Chunk, &id, b"data");
+        assert_eq!(
+            open_object_versioned(&keys, ObjectKind::Chunk, &id, &sealed).unwrap(),
+            (b"data".to_vec(), 2)
+        );
+    }
+
+    #[test]
+    fn format_1_envelopes_and_objects_still_open() {
+        let keys = MasterKey::from_bytes([1; 32]).agent_keys("a");
+        let m = manifest(&keys, 2);
+        let plain = tree::encode_manifest(&m);
+        let key = keys.manifest_key_v(1, 2);
+        let sealed = aead::seal(
+            key.expose(),
+            &aad(
+                FORMAT_V1,
+                &keys.agent_id(),
+                ObjectKind::Manifest as u8,
+                1,
+                &2u64.to_be_bytes(),
+            ),
+            &plain,
+        );
+        let mut env = seal_manifest(&keys, &m);
+        env.format_version = FORMAT_V1;
+        env.byte_size = sealed.len() as u64;
+        env.sealed = sealed;
+        assert_eq!(open_manifest(&keys, &env).unwrap(), m);
+        let id = object_id(&keys, ObjectKind::Chunk, b"old");
+        let old = aead::seal(
+            keys.object_key_v(1, &id.0).expose(),
+            &aad(
+                FORMAT_V1,
+                &keys.agent_id(),
+                ObjectKind::Chunk as u8,
+                1,
+                &id.0,
+            ),
+            b"old",
+        );
+        assert_eq!(
+            open_object(&keys, ObjectKind::Chunk, &id, &old).unwrap(),
+            b"old"
+        );
     }
 }

@@ -104,9 +104,9 @@ impl PartialEq for SecretKey {
 
 /// The master key of one installation: version 1, created by `init`, and
 /// the versions `sovseal key rotate` added, each 256 random bits. New data
-/// is sealed under the newest version; every version opens what it sealed.
-/// Agent ids, the seen-head record and signatures stay on version 1 (the
-/// identity).
+/// is sealed and signed under the newest version; every version opens what
+/// it sealed. Agent ids, the seen-head record and the journal stay on
+/// version 1 (the identity, and local at-rest keys).
 #[derive(Clone, Debug, PartialEq)]
 pub struct MasterKey {
     v1: SecretKey,
@@ -339,29 +339,41 @@ impl AgentKeys {
         )
     }
 
-    /// Signs `msg` with the agent's Ed25519 checkpoint key (seed
-    /// `Expand(k_sync, "sovseal/checkpoint-key/v1")`): the same key on every
-    /// machine that holds the master key. Returns (public key, signature).
-    pub fn checkpoint_sign(&self, msg: &[u8]) -> ([u8; 32], [u8; 64]) {
-        use ed25519_dalek::ed25519::signature::Signer;
-        let seed = expand(&from_prk(&self.v(1).sync), &[LABEL_CHECKPOINT.as_bytes()]);
-        let sk = ed25519_dalek::SigningKey::from_bytes(seed.expose());
-        let sig = sk.sign(msg);
-        (sk.verifying_key().to_bytes(), sig.to_bytes())
-    }
-
-    /// The agent's checkpoint public key.
-    pub fn checkpoint_public_key(&self) -> [u8; 32] {
-        let seed = expand(&from_prk(&self.v(1).sync), &[LABEL_CHECKPOINT.as_bytes()]);
+    fn signing_key(&self, v: u32) -> ed25519_dalek::SigningKey {
+        let seed = expand(&from_prk(&self.v(v).sync), &[LABEL_CHECKPOINT.as_bytes()]);
         ed25519_dalek::SigningKey::from_bytes(seed.expose())
-            .verifying_key()
-            .to_bytes()
     }
 
-    /// Verifies a checkpoint signature against this agent's public key
-    /// (strict verification: no malleable or small-order encodings).
-    pub fn checkpoint_verify(&self, msg: &[u8], sig: &[u8; 64]) -> bool {
-        let Ok(vk) = ed25519_dalek::VerifyingKey::from_bytes(&self.checkpoint_public_key()) else {
+    /// Signs `msg` with the agent's Ed25519 signing key of the key version
+    /// in force (the newest; seed `Expand(k_sync[v],
+    /// "sovseal/checkpoint-key/v1")`): the same key on every machine that
+    /// holds that version. Returns (version, public key, signature).
+    pub fn checkpoint_sign(&self, msg: &[u8]) -> (u32, [u8; 32], [u8; 64]) {
+        use ed25519_dalek::ed25519::signature::Signer;
+        let sk = self.signing_key(self.current);
+        let sig = sk.sign(msg);
+        (self.current, sk.verifying_key().to_bytes(), sig.to_bytes())
+    }
+
+    /// The agent's signing public key of key version `v` (held).
+    pub fn checkpoint_public_key_v(&self, v: u32) -> [u8; 32] {
+        self.signing_key(v).verifying_key().to_bytes()
+    }
+
+    /// The agent's signing public key of the key version in force.
+    pub fn checkpoint_public_key(&self) -> [u8; 32] {
+        self.checkpoint_public_key_v(self.current)
+    }
+
+    /// Verifies a signature made with key version `v`'s signing key (strict
+    /// verification: no malleable or small-order encodings). False when
+    /// `v` is not held.
+    pub fn checkpoint_verify(&self, v: u32, msg: &[u8], sig: &[u8; 64]) -> bool {
+        if !self.has_version(v) {
+            return false;
+        }
+        let Ok(vk) = ed25519_dalek::VerifyingKey::from_bytes(&self.checkpoint_public_key_v(v))
+        else {
             return false;
         };
         vk.verify_strict(msg, &ed25519_dalek::Signature::from_bytes(sig))
@@ -436,7 +448,10 @@ mod tests {
             old.object_key(&[3; 32]).expose(),
             new.object_key_v(1, &[3; 32]).expose()
         );
-        assert_eq!(old.checkpoint_public_key(), new.checkpoint_public_key());
+        // Signatures follow the version in force; version 1's key stays
+        // what it was.
+        assert_ne!(old.checkpoint_public_key(), new.checkpoint_public_key());
+        assert_eq!(old.checkpoint_public_key(), new.checkpoint_public_key_v(1));
         assert_ne!(m.fingerprint_of(1), m.fingerprint_of(2));
         assert_eq!(m.fingerprint_of(1).unwrap(), m.fingerprint());
     }
@@ -446,6 +461,15 @@ mod tests {
         let a = MasterKey::from_bytes([1; 32]).agent_keys("x");
         let b = MasterKey::from_bytes([2; 32]).agent_keys("x");
         assert_ne!(a.agent_id(), b.agent_id());
+    }
+
+    #[test]
+    fn secret_keyed_hash_states_wipe_themselves() {
+        // HMAC-SHA256 and HKDF-SHA256 hold their keyed state in SHA-256
+        // cores and block buffers; with the `zeroize` features of sha2 and
+        // hmac (Cargo.toml) those wipe themselves on drop.
+        fn wipes_on_drop<T: zeroize::ZeroizeOnDrop>() {}
+        wipes_on_drop::<Sha256>();
     }
 
     #[test]

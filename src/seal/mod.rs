@@ -12,10 +12,13 @@
 //!   the snapshot envelope JSON and its hash.
 //! - [`record`]: the signed-record core shared by checkpoints, forget
 //!   records and redaction records.
+//! - [`forget`]: forget records (retention), checked by every reader that
+//!   hides a snapshot.
 
 pub mod aead;
 pub mod codec;
 pub mod envelope;
+pub mod forget;
 pub mod keys;
 pub mod record;
 pub mod tree;

@@ -14,7 +14,9 @@ use crate::{Error, Result};
 use std::collections::BTreeMap;
 use std::fmt;
 
-/// Format version of everything in this module and of the envelope.
+/// Format version of the encodings in this module (manifests, inode
+/// pages, directory nodes, chunk lists). The envelope and AAD format is
+/// `crate::seal::envelope::FORMAT`, versioned on its own.
 pub const FORMAT_VERSION: u32 = 1;
 /// Bytes per file chunk.
 pub const CHUNK_SIZE: u32 = 1 << 20;
@@ -333,9 +335,10 @@ fn get_inode(r: &mut Reader<'_>) -> Result<Inode> {
     for _ in 0..nx {
         let k = r.bytes()?.to_vec();
         let v = r.bytes()?.to_vec();
-        if xattrs.insert(k, v).is_some() {
-            return Err(r.err("duplicate xattr"));
+        if xattrs.last_key_value().is_some_and(|(last, _)| *last >= k) {
+            return Err(r.err("xattrs not sorted"));
         }
+        xattrs.insert(k, v);
     }
     let content = match ft {
         FileType::File => match r.u8()? {
@@ -392,12 +395,13 @@ pub fn decode_page(b: &[u8], inodes_per_page: u32) -> Result<(u64, BTreeMap<u64,
     let mut out = BTreeMap::new();
     for _ in 0..n {
         let i = get_inode(&mut r)?;
-        if i.ino / u64::from(inodes_per_page) != page_no {
+        if i.ino.checked_div(u64::from(inodes_per_page)) != Some(page_no) {
             return Err(r.err("inode outside its page"));
         }
-        if out.insert(i.ino, i).is_some() {
-            return Err(r.err("duplicate inode"));
+        if out.last_key_value().is_some_and(|(last, _)| *last >= i.ino) {
+            return Err(r.err("inodes not sorted"));
         }
+        out.insert(i.ino, i);
     }
     r.finish()?;
     Ok((page_no, out))
@@ -444,9 +448,10 @@ pub fn decode_manifest(b: &[u8]) -> Result<Manifest> {
     for _ in 0..n {
         let no = r.u64()?;
         let id = ObjectId(r.id()?);
-        if pages.insert(no, id).is_some() {
-            return Err(r.err("duplicate page"));
+        if pages.last_key_value().is_some_and(|(last, _)| *last >= no) {
+            return Err(r.err("pages not sorted"));
         }
+        pages.insert(no, id);
     }
     r.finish()?;
     Ok(Manifest {
