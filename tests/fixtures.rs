@@ -54,6 +54,13 @@ fn write_fixtures(v: u32) {
     e.write(sparse.ino, 0, b"start").unwrap();
     e.write(sparse.ino, (9 << 20) + 5, b"end").unwrap();
     e.create(ROOT_INO, b"empty", 0o600, 1000, 1000).unwrap();
+    // Special files (inode types 4-7) exist from format 2 on.
+    if v >= 2 {
+        e.mknod(docs.ino, b"fifo", FileType::Fifo, 0o640, 0, 1000, 1000)
+            .unwrap();
+        e.mknod(docs.ino, b"null", FileType::CharDev, 0o666, 0x0103, 0, 0)
+            .unwrap();
+    }
     let info = e.commit().unwrap().unwrap();
     let a = e.agent();
     let d = dir(v);
@@ -132,6 +139,7 @@ enum Node {
         nlink: u32,
     },
     Symlink(Vec<u8>),
+    Special(FileType, u32, u64),
 }
 
 fn file_data(v: u32, refs: &[ChunkRef], size: u64, chunk: u64) -> Vec<u8> {
@@ -212,6 +220,7 @@ fn decodes(v: u32) {
                     }
                 }
                 Content::Symlink(t) => Node::Symlink(t.clone()),
+                Content::Special(t, rdev) => Node::Special(*t, i.perm, *rdev),
                 Content::File(c) => {
                     let refs = match c {
                         Chunks::Inline(r) => r.clone(),
@@ -242,7 +251,7 @@ fn decodes(v: u32) {
     let mut sparse = vec![0u8; (9 << 20) + 8];
     sparse[..5].copy_from_slice(b"start");
     sparse[(9 << 20) + 5..].copy_from_slice(b"end");
-    let want = BTreeMap::from([
+    let mut want = BTreeMap::from([
         (
             "/docs".to_string(),
             Node::Dir {
@@ -275,6 +284,13 @@ fn decodes(v: u32) {
             },
         ),
     ]);
+    if v >= 2 {
+        want.insert("/docs/fifo".into(), Node::Special(FileType::Fifo, 0o640, 0));
+        want.insert(
+            "/docs/null".into(),
+            Node::Special(FileType::CharDev, 0o666, 0x0103),
+        );
+    }
     assert_eq!(tree_out, want);
     let sparse_inode = inodes.values().find(|i| i.size == (9 << 20) + 8).unwrap();
     assert!(

@@ -23,8 +23,8 @@
 use sovseal::Error;
 use sovseal::config::{AgentName, Home};
 use sovseal::custody::export;
-use sovseal::engine::journal::{Entry, Op};
 use sovseal::engine::SetAttr;
+use sovseal::engine::journal::{Entry, Op};
 use sovseal::history::checkpoint::Checkpoint;
 use sovseal::history::redact;
 use sovseal::history::retention::{self, ForgetRecord};

@@ -80,6 +80,7 @@ fn expected_tree(v: &SnapshotView) -> Tree {
                     Node::File(i.perm & 0o1777, v.read(e.ino, 0, i.size as usize).unwrap())
                 }
                 FileType::Symlink => Node::Link(v.readlink(e.ino).unwrap()),
+                t => panic!("the source agent makes no {t:?}"),
             };
             out.insert(path, node);
         }

@@ -144,6 +144,7 @@ fn dump_tree(
                 }
                 FileType::File => Kind::File(read(child, size)),
                 FileType::Symlink => Kind::Symlink(readlink(child)),
+                t => panic!("the model makes no {t:?}"),
             };
             rows.push((p, child, kind, x));
         }

@@ -110,6 +110,7 @@ fn dump(a: &Agent, seq: u64) -> Tree {
                 }
                 FileType::File => v.read(e.ino, 0, i.size as usize).unwrap(),
                 FileType::Symlink => v.readlink(e.ino).unwrap(),
+                _ => i.rdev().to_le_bytes().to_vec(),
             };
             out.insert(path, (e.file_type, data));
         }

@@ -18,12 +18,24 @@ def c_call(rc):
     if rc == -1:
         raise OSError(ctypes.get_errno(), os.strerror(ctypes.get_errno()))
 
-def fallocate():
-    fd = os.open("f", os.O_RDWR)
-    try:
-        c_call(libc.fallocate(fd, 0, ctypes.c_long(0), ctypes.c_long(4096)))
-    finally:
-        os.close(fd)
+def fallocate(mode):
+    def call():
+        fd = os.open("f", os.O_RDWR)
+        try:
+            c_call(libc.fallocate(fd, mode, ctypes.c_long(0), ctypes.c_long(4096)))
+        finally:
+            os.close(fd)
+    return call
+
+def seek(whence):
+    def call():
+        open("sk", "w").write("data")
+        fd = os.open("sk", os.O_RDONLY)
+        try:
+            os.lseek(fd, 0, whence)
+        finally:
+            os.close(fd)
+    return call
 
 def unlink_open():
     fd = os.open("u", os.O_CREAT | os.O_RDWR)
@@ -36,10 +48,12 @@ probes = {
     "mkfifo": lambda: os.mkfifo("fifo"),
     "mknod-chr": lambda: os.mknod("dev", 0o600 | stat.S_IFCHR, os.makedev(1, 3)),
     "mknod-reg": lambda: os.mknod("reg", 0o600 | stat.S_IFREG),
+    "mknod-sock": lambda: os.mknod("s", 0o600 | stat.S_IFSOCK),
     "xattr-user": lambda: os.setxattr("f", "user.k2", b"v"),
     "xattr-state-set": lambda: os.setxattr("f", "user.sovseal.state", b"x"),
     "xattr-trusted": lambda: os.setxattr("f", "trusted.k", b"v"),
     "xattr-security": lambda: os.setxattr("f", "security.k", b"v"),
+    "xattr-system": lambda: os.setxattr("f", "system.k", b"v"),
     "xattr-missing": lambda: os.getxattr("f", "user.none"),
     "xattr-create-existing": lambda: os.setxattr("f", "user.k", b"w", os.XATTR_CREATE),
     "link-dir": lambda: os.link("d", "dl"),
@@ -52,7 +66,11 @@ probes = {
     "rename-noreplace": lambda: c_call(libc.renameat2(-100, b"a", -100, b"b", 1)),
     "rename-exchange": lambda: c_call(libc.renameat2(-100, b"a", -100, b"b", 2)),
     "open-excl": lambda: os.open("f", os.O_CREAT | os.O_EXCL | os.O_WRONLY),
-    "fallocate": fallocate,
+    "fallocate": fallocate(0),
+    "fallocate-punch": fallocate(3),
+    "fallocate-collapse": fallocate(8),
+    "seek-data": seek(os.SEEK_DATA),
+    "seek-hole": seek(os.SEEK_HOLE),
     "write-history": lambda: os.open(".snapshots/latest/f", os.O_WRONLY),
     "mkdir-snapshots": lambda: os.mkdir(".snapshots"),
     "rmdir-snapshots": lambda: os.rmdir(".snapshots"),

@@ -223,6 +223,10 @@ pub(super) fn ls(args: LsArgs, out: &mut dyn Write) -> Result<()> {
             crate::seal::tree::FileType::File => '-',
             crate::seal::tree::FileType::Dir => 'd',
             crate::seal::tree::FileType::Symlink => 'l',
+            crate::seal::tree::FileType::Fifo => 'p',
+            crate::seal::tree::FileType::Socket => 's',
+            crate::seal::tree::FileType::CharDev => 'c',
+            crate::seal::tree::FileType::BlockDev => 'b',
         };
         writeln!(
             out,

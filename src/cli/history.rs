@@ -29,7 +29,7 @@ pub(super) fn restore(args: RestoreArgs, out: &mut dyn Write) -> Result<()> {
     let name = AgentName::new(&agent)?;
     let m = master(&home)?;
     let local = home.has_agent(&name);
-    let (n, from) = if remote.is_none() && local {
+    let ((n, skipped), from) = if remote.is_none() && local {
         let a = crate::repo::agent::Agent::open_readonly(&home, &name, &m)?;
         let n = crate::history::restore::from_local(&a, seq, &path, &dest, opts)?;
         (n, "local data".to_string())
@@ -55,6 +55,11 @@ pub(super) fn restore(args: RestoreArgs, out: &mut dyn Write) -> Result<()> {
         dest.display()
     )
     .map_err(w)?;
+    // Reported, not failed (as tar and restic do): sockets, and device
+    // nodes without the right to create them.
+    for s in &skipped {
+        eprintln!("sovseal: restore: skipped {s}");
+    }
     Ok(())
 }
 

@@ -10,6 +10,7 @@
 use super::{RenameFlags, SetAttr, XattrFlags};
 use crate::Result;
 use crate::seal::codec::{Reader, Writer};
+use crate::seal::tree::FileType;
 
 /// Version byte of an encoded operation.
 const OP_VERSION: u8 = 1;
@@ -70,6 +71,17 @@ pub enum Op {
     },
     /// `removexattr(ino, name)`.
     Removexattr { ino: u64, name: Vec<u8> },
+    /// `mknod(parent, name, kind, perm, rdev, uid, gid)` of a FIFO, socket
+    /// or device node (`kind` is a `FileType` value).
+    Mknod {
+        parent: u64,
+        name: Vec<u8>,
+        kind: FileType,
+        perm: u32,
+        rdev: u64,
+        uid: u32,
+        gid: u32,
+    },
 }
 
 fn opt_u32(w: &mut Writer, v: Option<u32>) {
@@ -243,6 +255,24 @@ impl Entry {
                 w.u64(*ino);
                 w.bytes(name);
             }
+            Op::Mknod {
+                parent,
+                name,
+                kind,
+                perm,
+                rdev,
+                uid,
+                gid,
+            } => {
+                w.u8(11);
+                w.u64(*parent);
+                w.bytes(name);
+                w.u8(*kind as u8);
+                w.u32(*perm);
+                w.u64(*rdev);
+                w.u32(*uid);
+                w.u32(*gid);
+            }
         }
         w.0
     }
@@ -333,6 +363,30 @@ impl Entry {
                 ino: r.u64()?,
                 name: r.bytes()?.to_vec(),
             },
+            11 => {
+                let parent = r.u64()?;
+                let name = r.bytes()?.to_vec();
+                let kind = match r.u8()? {
+                    4 => FileType::Fifo,
+                    5 => FileType::Socket,
+                    6 => FileType::CharDev,
+                    7 => FileType::BlockDev,
+                    _ => return Err(r.err("mknod of a type that is not special")),
+                };
+                let (perm, rdev, uid, gid) = (r.u32()?, r.u64()?, r.u32()?, r.u32()?);
+                if !matches!(kind, FileType::CharDev | FileType::BlockDev) && rdev != 0 {
+                    return Err(r.err("a device number on a FIFO or socket"));
+                }
+                Op::Mknod {
+                    parent,
+                    name,
+                    kind,
+                    perm,
+                    rdev,
+                    uid,
+                    gid,
+                }
+            }
             _ => return Err(r.err("unknown operation")),
         };
         r.finish()?;
@@ -413,6 +467,24 @@ pub fn examples() -> Vec<Op> {
         Op::Removexattr {
             ino: 3,
             name: b"user.x".to_vec(),
+        },
+        Op::Mknod {
+            parent: 1,
+            name: b"fifo".to_vec(),
+            kind: FileType::Fifo,
+            perm: 0o600,
+            rdev: 0,
+            uid: 1,
+            gid: 2,
+        },
+        Op::Mknod {
+            parent: 1,
+            name: b"null".to_vec(),
+            kind: FileType::CharDev,
+            perm: 0o666,
+            rdev: 0x0103,
+            uid: 0,
+            gid: 0,
         },
     ]
 }

@@ -112,7 +112,9 @@ struct Overlay {
 /// The inode an operation created (0 for one that creates none).
 fn created_by(op: &Op, made: Option<&Inode>) -> u64 {
     match (op, made) {
-        (Op::Create { .. } | Op::Mkdir { .. } | Op::Symlink { .. }, Some(i)) => i.ino,
+        (Op::Create { .. } | Op::Mkdir { .. } | Op::Symlink { .. } | Op::Mknod { .. }, Some(i)) => {
+            i.ino
+        }
         _ => 0,
     }
 }
@@ -291,6 +293,15 @@ impl Engine {
                 uid,
                 gid,
             } => Some(self.symlink_op(*parent, name, target, *uid, *gid)?),
+            Op::Mknod {
+                parent,
+                name,
+                kind,
+                perm,
+                rdev,
+                uid,
+                gid,
+            } => Some(self.mknod_op(*parent, name, *kind, *rdev, (*perm, *uid, *gid))?),
             Op::Link {
                 ino,
                 newparent,
@@ -509,6 +520,57 @@ impl Engine {
         }
     }
 
+    /// Where file `ino` (inode `i`) holds data, through the overlay.
+    fn data_map<'a>(
+        &'a self,
+        ino: u64,
+        i: &Inode,
+        base: &'a Option<Arc<Vec<ChunkRef>>>,
+    ) -> view::DataMap<impl Fn(u64) -> bool + 'a> {
+        let f = self.ov.files.get(&ino);
+        view::DataMap {
+            stored: move |idx: u64| match f {
+                Some(f) => {
+                    f.dirty.contains_key(&idx) || matches!(f.refs.get(idx as usize), Some(Some(_)))
+                }
+                None => base
+                    .as_ref()
+                    .is_some_and(|r| matches!(r.get(idx as usize), Some(Some(_)))),
+            },
+            size: i.size,
+            chunk: self.chunk_size(),
+        }
+    }
+
+    /// Bytes of `ino` that lie in stored chunks, holes excluded (what
+    /// `st_blocks` counts); the size for anything but a regular file.
+    pub fn stored_bytes(&self, ino: u64, i: &Inode) -> Result<u64> {
+        if i.file_type() != FileType::File {
+            return Ok(i.size);
+        }
+        let base = match self.ov.files.contains_key(&ino) {
+            true => None,
+            false => Some(self.refs_of(i)?),
+        };
+        Ok(self.data_map(ino, i, &base).stored_bytes())
+    }
+
+    /// `lseek(SEEK_DATA)` (`data`) or `lseek(SEEK_HOLE)` at chunk
+    /// granularity; `ENXIO` at or past the end, or with no data after `off`.
+    pub fn seek(&self, ino: u64, off: u64, data: bool) -> Result<u64> {
+        let i = self.getattr(ino)?;
+        if i.file_type() != FileType::File {
+            return Err(Error::fs("lseek", libc::EINVAL));
+        }
+        let base = match self.ov.files.contains_key(&ino) {
+            true => None,
+            false => Some(self.refs_of(&i)?),
+        };
+        self.data_map(ino, &i, &base)
+            .seek(off, data)
+            .ok_or_else(|| Error::fs("lseek", libc::ENXIO))
+    }
+
     /// A symlink's target.
     pub fn readlink(&self, ino: u64) -> Result<Vec<u8>> {
         match self.getattr(ino)?.content {
@@ -578,13 +640,21 @@ impl Engine {
         content: Content,
     ) -> Result<Inode> {
         check_name(name, op)?;
-        self.dir_inode(parent, op)?;
+        let dir = self.dir_inode(parent, op)?;
         if self.lookup(parent, name)?.is_some() {
             return Err(Error::fs(op, libc::EEXIST));
         }
         let now = self.now();
         let ino = self.ov.next_ino;
         let is_dir = matches!(content, Content::Dir(_));
+        // A set-group-ID directory hands its group to what is made in it,
+        // and its set-group-ID bit to subdirectories (as ext4 does; FUSE
+        // leaves this to the file system).
+        let (perm, gid) = if dir.perm & 0o2000 != 0 {
+            (if is_dir { perm | 0o2000 } else { perm }, dir.gid)
+        } else {
+            (perm, gid)
+        };
         let size = match &content {
             Content::Symlink(t) => t.len() as u64,
             _ => 0,
@@ -613,8 +683,9 @@ impl Engine {
         Ok(inode)
     }
 
-    /// Pins an inode while the caller has it open: unlinking its last name
-    /// then keeps it readable and writable (as an orphan) until [`Engine::unpin`].
+    /// Pins an inode while the caller has it open or the kernel references
+    /// it: unlinking its last name then keeps it readable and writable (as
+    /// an orphan) until [`Engine::unpin`].
     pub fn pin(&mut self, ino: u64) {
         *self.pins.entry(ino).or_default() += 1;
     }
@@ -651,8 +722,9 @@ impl Engine {
         if !is_dir && (i.nlink > 1 || pinned) {
             i.nlink -= 1;
             i.ctime = now;
-            if i.nlink == 0 {
-                // An orphan: its content must stay readable through the open handle.
+            if i.nlink == 0 && i.file_type() == FileType::File {
+                // An orphan: its content must stay readable through the
+                // open handle or the kernel's reference.
                 self.dirty_file(ino, "unlink")?;
             }
             return Ok(());
@@ -699,6 +771,31 @@ impl Engine {
             gid,
         };
         Ok(self.run(op)?.expect("mkdir makes an inode"))
+    }
+
+    /// Creates a FIFO, socket or device node (`kind`; `rdev` for devices;
+    /// the kernel checked who may create a device).
+    #[allow(clippy::too_many_arguments)]
+    pub fn mknod(
+        &mut self,
+        parent: u64,
+        name: &[u8],
+        kind: FileType,
+        perm: u32,
+        rdev: u64,
+        uid: u32,
+        gid: u32,
+    ) -> Result<Inode> {
+        let op = Op::Mknod {
+            parent,
+            name: name.to_vec(),
+            kind,
+            perm,
+            rdev,
+            uid,
+            gid,
+        };
+        Ok(self.run(op)?.expect("mknod makes an inode"))
     }
 
     /// Creates a symlink.
@@ -856,6 +953,25 @@ impl Engine {
             (0o777, uid, gid),
             Content::Symlink(target.to_vec()),
         )
+    }
+
+    /// Creates a FIFO, socket or device node.
+    fn mknod_op(
+        &mut self,
+        parent: u64,
+        name: &[u8],
+        kind: FileType,
+        rdev: u64,
+        owner: (u32, u32, u32),
+    ) -> Result<Inode> {
+        if !kind.is_special() {
+            return Err(Error::fs("mknod", libc::EINVAL));
+        }
+        let rdev = match kind {
+            FileType::CharDev | FileType::BlockDev => rdev,
+            _ => 0,
+        };
+        self.new_child("mknod", parent, name, owner, Content::Special(kind, rdev))
     }
 
     /// Adds a hard link `newparent/newname` to `ino`.
@@ -1121,7 +1237,7 @@ impl Engine {
             match i.file_type() {
                 FileType::File => {}
                 FileType::Dir => return Err(Error::fs(op, libc::EISDIR)),
-                FileType::Symlink => return Err(Error::fs(op, libc::EINVAL)),
+                _ => return Err(Error::fs(op, libc::EINVAL)),
             }
             let refs = (*self.refs_of(&i)?).clone();
             self.inode_mut(ino)?;
@@ -1192,6 +1308,87 @@ impl Engine {
             self.seal_dirty()?;
         }
         Ok(data.len())
+    }
+
+    /// `fallocate(2)`. Allocation is logical (nothing is reserved on disk):
+    /// mode 0 extends the size (zeros read back), `KEEP_SIZE` changes
+    /// nothing, `PUNCH_HOLE | KEEP_SIZE` and `ZERO_RANGE` (with or without
+    /// `KEEP_SIZE`) make the range read as zeros, whole chunks becoming
+    /// holes that are not stored. Other modes are `EOPNOTSUPP`, as ext4
+    /// answers for the ones it lacks; `PUNCH_HOLE` without `KEEP_SIZE` is
+    /// `EOPNOTSUPP` as the kernel requires.
+    pub fn fallocate(&mut self, ino: u64, off: u64, len: u64, mode: i32) -> Result<()> {
+        const KEEP: i32 = libc::FALLOC_FL_KEEP_SIZE;
+        const PUNCH: i32 = libc::FALLOC_FL_PUNCH_HOLE;
+        const ZERO: i32 = libc::FALLOC_FL_ZERO_RANGE;
+        if len == 0 {
+            return Err(Error::fs("fallocate", libc::EINVAL));
+        }
+        let end = off
+            .checked_add(len)
+            .filter(|e| *e <= i64::MAX as u64)
+            .ok_or_else(|| Error::fs("fallocate", libc::EFBIG))?;
+        let i = self.getattr(ino)?;
+        match i.file_type() {
+            FileType::File => {}
+            FileType::Dir => return Err(Error::fs("fallocate", libc::EISDIR)),
+            _ => return Err(Error::fs("fallocate", libc::ENODEV)),
+        }
+        let (zero, keep) = match mode {
+            0 => (false, false),
+            KEEP => (false, true),
+            m if m == PUNCH | KEEP => (true, true),
+            ZERO => (true, false),
+            m if m == ZERO | KEEP => (true, true),
+            _ => return Err(Error::fs("fallocate", libc::EOPNOTSUPP)),
+        };
+        let now = self.now();
+        if zero {
+            self.zero_range(ino, off, end.min(i.size))?;
+        }
+        if !keep && end > i.size {
+            self.truncate(ino, end, now)?;
+        } else if zero {
+            let i = self.inode_mut(ino)?;
+            i.mtime = now;
+            i.ctime = now;
+            self.ov.changed |= i.nlink > 0;
+        }
+        Ok(())
+    }
+
+    /// Makes `[start, end)` read as zeros: whole chunks become holes (their
+    /// reference and dirty data dropped), partial ones get zeros written.
+    fn zero_range(&mut self, ino: u64, start: u64, end: u64) -> Result<()> {
+        if start >= end {
+            return Ok(());
+        }
+        self.dirty_file(ino, "fallocate")?;
+        let size = self.inode_mut(ino)?.size;
+        let chunk = self.chunk_size();
+        let mut pos = start;
+        while pos < end {
+            let idx = pos / chunk;
+            let cstart = idx * chunk;
+            let cend = (cstart + chunk).min(end);
+            // A whole chunk, or the whole stored tail of the last one.
+            let whole = pos == cstart && (cend == cstart + chunk || cend == size);
+            if whole {
+                let f = self.ov.files.get_mut(&ino).expect("dirty file");
+                if let Some(r) = f.refs.get_mut(idx as usize) {
+                    *r = None;
+                }
+                let freed = f.dirty.remove(&idx).map_or(0, |c| c.held());
+                self.ov.dirty_bytes -= freed;
+            } else {
+                let zeros = vec![0u8; (cend - pos) as usize];
+                let c = self.dirty_chunk(ino, idx, false, size);
+                let delta = c.write((pos - cstart) as usize, &zeros);
+                self.charge(delta);
+            }
+            pos = cend;
+        }
+        Ok(())
     }
 
     fn truncate(&mut self, ino: u64, size: u64, now: i64) -> Result<()> {

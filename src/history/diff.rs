@@ -55,6 +55,10 @@ fn kind(t: FileType) -> &'static str {
         FileType::File => "file",
         FileType::Dir => "dir",
         FileType::Symlink => "symlink",
+        FileType::Fifo => "fifo",
+        FileType::Socket => "socket",
+        FileType::CharDev => "character device",
+        FileType::BlockDev => "block device",
     }
 }
 

@@ -211,6 +211,7 @@ pub fn plan(agent: &Agent, path: &str, progress: &mut dyn FnMut(u64, u64)) -> Re
                         FileType::Dir => stack.extend(view.entries(ino)?.values().map(|e| e.ino)),
                         FileType::File => content_ids(&view, &i, &redacted, ids)?,
                         FileType::Symlink => *symlinks += 1,
+                        _ => {}
                     }
                 }
                 Ok(Some(inos))

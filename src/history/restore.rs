@@ -24,7 +24,7 @@ use crate::seal::keys::MasterKey;
 use crate::seal::tree::{FileType, Inode};
 use crate::{Error, Result};
 use nix::fcntl::{AtFlags, OFlag, openat};
-use nix::sys::stat::{Mode, fchmod, mkdirat};
+use nix::sys::stat::{Mode, SFlag, fchmod, mkdirat, mknodat};
 use nix::unistd::{linkat, symlinkat};
 use std::collections::HashMap;
 use std::ffi::OsStr;
@@ -206,14 +206,15 @@ pub struct Output<'a> {
 
 /// Restores `name` from the remote at `url` into a private temporary data
 /// dir (the rollback record of this machine still applies), then writes
-/// `out` of that snapshot. Returns the sequence written.
+/// `out` of that snapshot. Returns the sequence written and what was
+/// skipped ([`write_path`]).
 pub fn to_directory(
     home: &Home,
     name: &AgentName,
     master: &MasterKey,
     url: &str,
     out: Output<'_>,
-) -> Result<u64> {
+) -> Result<(u64, Vec<String>)> {
     let Output {
         seq,
         path,
@@ -247,8 +248,8 @@ pub fn to_directory(
             let agent = Agent::open_readonly(&scratch, name, master)?;
             let want = seq.unwrap_or(head);
             let view = agent.snapshot(want)?;
-            write_path(&view, path, dest, o)?;
-            Ok(want)
+            let skipped = write_path(&view, path, dest, o)?;
+            Ok((want, skipped))
         });
     let _ = std::fs::remove_dir_all(&tmp);
     res
@@ -323,7 +324,12 @@ fn open_dir_at(dir: &impl AsFd, name: &OsStr, shown: &Path) -> Result<OwnedFd> {
 /// Everything below `dest` is created through descriptors of the
 /// directories this restore made, with `O_NOFOLLOW` and `O_EXCL`: a symlink
 /// planted in `dest` meanwhile is never followed (as GNU tar extracts).
-pub fn write_path(view: &SnapshotView, path: &str, dest: &Path, o: WriteOptions) -> Result<()> {
+pub fn write_path(
+    view: &SnapshotView,
+    path: &str,
+    dest: &Path,
+    o: WriteOptions,
+) -> Result<Vec<String>> {
     if o.preserve_setuid && !nix::unistd::geteuid().is_root() {
         return Err(Error::Invalid(
             "--preserve-setuid is for root only (set-id bits are stripped otherwise)".into(),
@@ -358,18 +364,86 @@ pub fn write_path(view: &SnapshotView, path: &str, dest: &Path, o: WriteOptions)
                 Err(e) => return Err(nix_io(dest, e)),
             }
             let dfd = Arc::new(open_dir_at(&pfd, name, dest)?);
-            write_tree(view, ino, &dfd, dest, o, &mut HashMap::new())
+            let mut skipped = Vec::new();
+            write_tree(view, ino, &dfd, dest, o, &mut HashMap::new(), &mut skipped)?;
+            Ok(skipped)
         }
         FileType::File => {
             check_absent_dest(dest)?;
-            write_file(view, &i, &pfd, name, dest, o)
+            write_file(view, &i, &pfd, name, dest, o)?;
+            Ok(Vec::new())
         }
         FileType::Symlink => {
             check_absent_dest(dest)?;
             let t = view.readlink(ino)?;
-            symlinkat(OsStr::from_bytes(&t), &pfd, name).map_err(|e| nix_io(dest, e))
+            symlinkat(OsStr::from_bytes(&t), &pfd, name).map_err(|e| nix_io(dest, e))?;
+            Ok(Vec::new())
+        }
+        _ => {
+            check_absent_dest(dest)?;
+            Ok(write_special(&i, &pfd, name, dest, o)?
+                .into_iter()
+                .collect())
         }
     }
+}
+
+/// Recreates a FIFO, or a device node when running as root, in `dir`; a
+/// socket (a live endpoint cannot be restored), or a device node this user
+/// may not create, is skipped and returned as a line for the report, as
+/// tar and restic do. The mode is set through an `O_PATH | O_NOFOLLOW`
+/// descriptor of what was just made, never through a path that could have
+/// been replaced.
+fn write_special(
+    i: &Inode,
+    dir: &impl AsFd,
+    name: &OsStr,
+    shown: &Path,
+    o: WriteOptions,
+) -> Result<Option<String>> {
+    let kind = match i.file_type() {
+        FileType::Fifo => SFlag::S_IFIFO,
+        FileType::CharDev => SFlag::S_IFCHR,
+        FileType::BlockDev => SFlag::S_IFBLK,
+        FileType::Socket => {
+            return Ok(Some(format!(
+                "{}: a socket is not restored",
+                shown.display()
+            )));
+        }
+        _ => {
+            return Err(Error::Invalid(format!(
+                "{} is not special",
+                shown.display()
+            )));
+        }
+    };
+    match mknodat(dir, name, kind, Mode::from_bits_truncate(0o600), i.rdev()) {
+        Ok(()) => {}
+        Err(nix::errno::Errno::EPERM) if kind != SFlag::S_IFIFO => {
+            return Ok(Some(format!(
+                "{}: creating a device node needs root",
+                shown.display()
+            )));
+        }
+        Err(e) => return Err(nix_io(shown, e)),
+    }
+    let fd = openat(
+        dir,
+        name,
+        OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| nix_io(shown, e))?;
+    let via = format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&fd));
+    nix::sys::stat::fchmodat(
+        nix::fcntl::AT_FDCWD,
+        via.as_str(),
+        o.mode(i.perm),
+        nix::sys::stat::FchmodatFlags::FollowSymlink,
+    )
+    .map_err(|e| nix_io(shown, e))?;
+    Ok(None)
 }
 
 /// Writes `path` of snapshot `seq` (default: head) of a local agent to
@@ -381,7 +455,7 @@ pub fn from_local(
     path: &str,
     dest: &Path,
     o: WriteOptions,
-) -> Result<u64> {
+) -> Result<(u64, Vec<String>)> {
     let view = match seq {
         Some(s) => agent.snapshot(s)?,
         None => agent.head()?,
@@ -389,8 +463,8 @@ pub fn from_local(
     // Resolve first: a wrong path fails before anything is read or written.
     view.resolve(path.as_bytes())?;
     crate::history::verify::verify_snapshot(agent, &view)?;
-    write_path(&view, path, dest, o)?;
-    Ok(view.seq())
+    let skipped = write_path(&view, path, dest, o)?;
+    Ok((view.seq(), skipped))
 }
 
 /// Writes one regular file (holes stay holes) with its mode and mtime,
@@ -437,6 +511,7 @@ fn write_tree(
     shown: &Path,
     o: WriteOptions,
     linked: &mut HashMap<u64, (Arc<OwnedFd>, std::ffi::OsString)>,
+    skipped: &mut Vec<String>,
 ) -> Result<()> {
     for (name, e) in view.entries(top)?.iter() {
         let name = OsStr::from_bytes(name);
@@ -447,7 +522,7 @@ fn write_tree(
                 mkdirat(&**dir, name, Mode::from_bits_truncate(0o700))
                     .map_err(|er| nix_io(&p, er))?;
                 let child = Arc::new(open_dir_at(&**dir, name, &p)?);
-                write_tree(view, e.ino, &child, &p, o, linked)?;
+                write_tree(view, e.ino, &child, &p, o, linked, skipped)?;
                 fchmod(&*child, o.mode(i.perm)).map_err(|er| nix_io(&p, er))?;
                 let f = std::fs::File::from(child.try_clone().map_err(|er| Error::io(&p, er))?);
                 set_mtime(&f, &p, i.mtime)?;
@@ -455,6 +530,9 @@ fn write_tree(
             FileType::Symlink => {
                 let t = view.readlink(e.ino)?;
                 symlinkat(OsStr::from_bytes(&t), &**dir, name).map_err(|er| nix_io(&p, er))?;
+            }
+            FileType::Fifo | FileType::Socket | FileType::CharDev | FileType::BlockDev => {
+                skipped.extend(write_special(&i, &**dir, name, &p, o)?);
             }
             FileType::File => {
                 if let Some((fdir, fname)) = linked.get(&e.ino) {

@@ -13,8 +13,8 @@ use crate::seal::tree::FileType;
 use fuser::{
     Errno, FileAttr, FileHandle, Filesystem, FopenFlags, Generation, INodeNo, KernelConfig,
     LockOwner, MountOption, OpenFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory,
-    ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, SessionACL,
-    TimeOrNow, WriteFlags,
+    ReplyEmpty, ReplyEntry, ReplyLseek, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request,
+    SessionACL, TimeOrNow, WriteFlags,
 };
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
@@ -136,7 +136,7 @@ fn file_attr(a: &Attr) -> FileAttr {
     FileAttr {
         ino: INodeNo(a.ino),
         size: a.size,
-        blocks: a.size.div_ceil(512),
+        blocks: a.stored.div_ceil(512),
         atime: time(a.atime),
         mtime: time(a.mtime),
         ctime: time(a.ctime),
@@ -146,7 +146,8 @@ fn file_attr(a: &Attr) -> FileAttr {
         nlink: a.nlink,
         uid: a.uid,
         gid: a.gid,
-        rdev: 0,
+        // The kernel's device-number encoding fits 32 bits (12 major, 20 minor).
+        rdev: a.rdev as u32,
         blksize: 4096,
         flags: 0,
     }
@@ -157,6 +158,10 @@ fn kind(k: FileType) -> fuser::FileType {
         FileType::File => fuser::FileType::RegularFile,
         FileType::Dir => fuser::FileType::Directory,
         FileType::Symlink => fuser::FileType::Symlink,
+        FileType::Fifo => fuser::FileType::NamedPipe,
+        FileType::Socket => fuser::FileType::Socket,
+        FileType::CharDev => fuser::FileType::CharDevice,
+        FileType::BlockDev => fuser::FileType::BlockDevice,
     }
 }
 
@@ -251,6 +256,11 @@ impl Filesystem for Adapter {
         }
     }
 
+    // BATCH_FORGET: fuser's default calls this once per node.
+    fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
+        self.fs.forget(ino.0, nlookup);
+    }
+
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
         attr(reply, self.fs.getattr(ino.0));
     }
@@ -295,12 +305,28 @@ impl Filesystem for Adapter {
         name: &OsStr,
         mode: u32,
         umask: u32,
-        _rdev: u32,
+        rdev: u32,
         reply: ReplyEntry,
     ) {
-        if mode & libc::S_IFMT != libc::S_IFREG {
-            // Only regular files are kept (docs/SEMANTICS.md).
-            return reply.error(Errno::EPERM);
+        let special = match mode & libc::S_IFMT {
+            libc::S_IFREG => None,
+            libc::S_IFIFO => Some(FileType::Fifo),
+            libc::S_IFSOCK => Some(FileType::Socket),
+            libc::S_IFCHR => Some(FileType::CharDev),
+            libc::S_IFBLK => Some(FileType::BlockDev),
+            _ => return reply.error(Errno::EINVAL),
+        };
+        if let Some(k) = special {
+            let r = self.fs.mknod(
+                parent.0,
+                name.as_bytes(),
+                k,
+                mode & !umask & 0o7777,
+                u64::from(rdev),
+                req.uid(),
+                req.gid(),
+            );
+            return entry(reply, r);
         }
         let r = self
             .fs
@@ -439,6 +465,43 @@ impl Filesystem for Adapter {
     ) {
         match self.fs.write(fh.0, offset, data) {
             Ok(n) => reply.written(n as u32),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn fallocate(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        length: u64,
+        mode: i32,
+        reply: ReplyEmpty,
+    ) {
+        empty(reply, self.fs.fallocate(fh.0, offset, length, mode));
+    }
+
+    fn lseek(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        offset: i64,
+        whence: i32,
+        reply: ReplyLseek,
+    ) {
+        // SEEK_SET/CUR/END never reach the daemon; only DATA and HOLE do.
+        let data = match whence {
+            libc::SEEK_DATA => true,
+            libc::SEEK_HOLE => false,
+            _ => return reply.error(Errno::EINVAL),
+        };
+        let Ok(off) = u64::try_from(offset) else {
+            return reply.error(Errno::ENXIO);
+        };
+        match self.fs.seek(ino.0, off, data) {
+            Ok(at) => reply.offset(at as i64),
             Err(e) => reply.error(errno(&e)),
         }
     }

@@ -49,6 +49,10 @@ pub struct Sample {
     pub checkpointed_seq: u64,
     /// Checkpoints or hook runs that failed since the mount started.
     pub checkpoint_errors: u64,
+    /// Inodes the kernel holds lookup references to.
+    pub kernel_inodes: u64,
+    /// Inode numbers the `.snapshots` table holds.
+    pub history_inodes: u64,
 }
 
 impl Metrics {
@@ -114,6 +118,18 @@ impl Metrics {
             "gauge",
             "Sequence number of the newest snapshot.",
             s.head_seq.to_string(),
+        );
+        metric(
+            "sovseal_kernel_inodes",
+            "gauge",
+            "Inodes the kernel holds lookup references to (FORGET releases them).",
+            s.kernel_inodes.to_string(),
+        );
+        metric(
+            "sovseal_history_inodes",
+            "gauge",
+            "Inode numbers of the .snapshots tree held in memory.",
+            s.history_inodes.to_string(),
         );
         if let Some(r) = s.replicated_seq {
             metric(
@@ -227,11 +243,15 @@ mod tests {
             dirty_bytes: 0,
             checkpointed_seq: 6,
             checkpoint_errors: 0,
+            kernel_inodes: 12,
+            history_inodes: 3,
         });
         assert!(
             t.contains("sovseal_commits_total{agent=\"a_b\"} 2\n"),
             "{t}"
         );
+        assert!(t.contains("sovseal_kernel_inodes{agent=\"a_b\"} 12\n"));
+        assert!(t.contains("sovseal_history_inodes{agent=\"a_b\"} 3\n"));
         assert!(t.contains("sovseal_commit_errors_total{agent=\"a_b\"} 1\n"));
         assert!(t.contains("sovseal_replication_lag_snapshots{agent=\"a_b\"} 3\n"));
         assert!(

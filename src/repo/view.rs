@@ -151,6 +151,30 @@ impl SnapshotView {
         chunk_refs(&self.repo, i)
     }
 
+    /// Bytes of a file inode that lie in stored chunks (for `st_blocks`);
+    /// the size for anything else.
+    pub fn stored_bytes(&self, i: &Inode) -> Result<u64> {
+        if i.file_type() != FileType::File {
+            return Ok(i.size);
+        }
+        let refs = self.chunk_refs_of(i)?;
+        Ok(self.data_map(&refs, i.size).stored_bytes())
+    }
+
+    /// `lseek(SEEK_DATA/SEEK_HOLE)` in a file inode ([`DataMap::seek`]).
+    pub fn seek(&self, i: &Inode, off: u64, data: bool) -> Result<Option<u64>> {
+        let refs = self.chunk_refs_of(i)?;
+        Ok(self.data_map(&refs, i.size).seek(off, data))
+    }
+
+    fn data_map<'a>(&self, refs: &'a [ChunkRef], size: u64) -> DataMap<impl Fn(u64) -> bool + 'a> {
+        DataMap {
+            stored: move |idx| matches!(refs.get(idx as usize), Some(Some(_))),
+            size,
+            chunk: u64::from(self.manifest.chunk_size),
+        }
+    }
+
     /// Every inode number in this snapshot.
     pub fn inode_numbers(&self) -> Result<std::collections::BTreeSet<u64>> {
         let mut out = std::collections::BTreeSet::new();
@@ -258,4 +282,47 @@ pub(crate) fn read_range(
         pos = cend;
     }
     Ok(out)
+}
+
+/// Where a file holds stored data, at chunk granularity: chunk `idx` is
+/// data when `stored(idx)` (a sealed chunk, or one the overlay holds), a
+/// hole otherwise. What `st_blocks` and `lseek(SEEK_DATA/SEEK_HOLE)`
+/// report.
+pub struct DataMap<F: Fn(u64) -> bool> {
+    /// Whether chunk `idx` holds data.
+    pub stored: F,
+    /// File size.
+    pub size: u64,
+    /// Chunk size.
+    pub chunk: u64,
+}
+
+impl<F: Fn(u64) -> bool> DataMap<F> {
+    fn chunks(&self) -> u64 {
+        self.size.div_ceil(self.chunk)
+    }
+
+    /// Bytes of the file that lie in stored chunks (holes count nothing).
+    pub fn stored_bytes(&self) -> u64 {
+        (0..self.chunks())
+            .filter(|i| (self.stored)(*i))
+            .map(|i| (self.size - i * self.chunk).min(self.chunk))
+            .sum()
+    }
+
+    /// `lseek(SEEK_DATA)` (`data`) or `lseek(SEEK_HOLE)` from `off`: the
+    /// first offset at or after `off` in data (or in a hole; the end of
+    /// the file counts as a hole). `None` (ENXIO) at or past the end, or
+    /// when no data follows.
+    pub fn seek(&self, off: u64, data: bool) -> Option<u64> {
+        if off >= self.size {
+            return None;
+        }
+        let first = off / self.chunk;
+        match (first..self.chunks()).find(|i| (self.stored)(*i) == data) {
+            Some(i) => Some(off.max(i * self.chunk)),
+            None if data => None,
+            None => Some(self.size),
+        }
+    }
 }

@@ -94,6 +94,14 @@ pub enum FileType {
     Dir = 2,
     /// Symbolic link.
     Symlink = 3,
+    /// Named pipe (FIFO).
+    Fifo = 4,
+    /// Unix domain socket.
+    Socket = 5,
+    /// Character device.
+    CharDev = 6,
+    /// Block device.
+    BlockDev = 7,
 }
 
 impl FileType {
@@ -102,8 +110,21 @@ impl FileType {
             1 => FileType::File,
             2 => FileType::Dir,
             3 => FileType::Symlink,
+            4 => FileType::Fifo,
+            5 => FileType::Socket,
+            6 => FileType::CharDev,
+            7 => FileType::BlockDev,
             _ => return None,
         })
+    }
+
+    /// A FIFO, socket or device node: no content, only (for devices) a
+    /// device number.
+    pub fn is_special(self) -> bool {
+        matches!(
+            self,
+            FileType::Fifo | FileType::Socket | FileType::CharDev | FileType::BlockDev
+        )
     }
 }
 
@@ -133,6 +154,9 @@ pub enum Content {
     Dir(Option<ObjectId>),
     /// A symlink's target.
     Symlink(Vec<u8>),
+    /// A FIFO, socket or device node (`FileType::is_special`) and its
+    /// device number (0 for FIFOs and sockets).
+    Special(FileType, u64),
 }
 
 /// One inode record.
@@ -171,6 +195,15 @@ impl Inode {
             Content::File(_) => FileType::File,
             Content::Dir(_) => FileType::Dir,
             Content::Symlink(_) => FileType::Symlink,
+            Content::Special(t, _) => t,
+        }
+    }
+
+    /// The device number of a device node (0 for anything else).
+    pub fn rdev(&self) -> u64 {
+        match self.content {
+            Content::Special(FileType::CharDev | FileType::BlockDev, rdev) => rdev,
+            _ => 0,
         }
     }
 }
@@ -318,6 +351,8 @@ fn put_inode(w: &mut Writer, i: &Inode) {
         }
         Content::Dir(d) => put_ref(w, d),
         Content::Symlink(t) => w.bytes(t),
+        Content::Special(FileType::CharDev | FileType::BlockDev, rdev) => w.u64(*rdev),
+        Content::Special(..) => {}
     }
 }
 
@@ -359,6 +394,8 @@ fn get_inode(r: &mut Reader<'_>) -> Result<Inode> {
         },
         FileType::Dir => Content::Dir(get_ref(r)?),
         FileType::Symlink => Content::Symlink(r.bytes()?.to_vec()),
+        FileType::CharDev | FileType::BlockDev => Content::Special(ft, r.u64()?),
+        FileType::Fifo | FileType::Socket => Content::Special(ft, 0),
     };
     Ok(Inode {
         ino,

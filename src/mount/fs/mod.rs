@@ -53,6 +53,11 @@ pub struct Attr {
     pub ctime: i64,
     /// True for nodes of `.snapshots` (immutable: cache them long).
     pub immutable: bool,
+    /// Bytes in stored chunks (`st_blocks` is this in 512-byte units):
+    /// holes of sparse files count nothing.
+    pub stored: u64,
+    /// Device number of a device node (0 otherwise).
+    pub rdev: u64,
 }
 
 /// One entry of a directory listing.
@@ -134,7 +139,17 @@ fn attr_of(i: &Inode, ino: u64, immutable: bool) -> Attr {
         mtime: i.mtime,
         ctime: i.ctime,
         immutable,
+        stored: i.size,
+        rdev: i.rdev(),
     }
+}
+
+/// [`attr_of`] for a live inode, with its stored bytes from the engine.
+fn live_attr(e: &Engine, i: &Inode, ino: u64) -> Result<Attr> {
+    Ok(Attr {
+        stored: e.stored_bytes(ino, i)?,
+        ..attr_of(i, ino, false)
+    })
 }
 
 /// The mounted filesystem.
@@ -152,12 +167,27 @@ pub struct Fs {
     /// the mount started; older inodes date from `mount_head` or before.
     committed_at: Arc<Mutex<HashMap<u64, u64>>>,
     mount_head: u64,
+    /// The kernel's lookup count per inode number (FUSE's `nlookup`): each
+    /// entry reply adds one, FORGET takes them back. A live inode the
+    /// kernel still references is pinned in the engine, so that losing its
+    /// last name (unlink, a rename over it) keeps it readable and
+    /// stat-able until the kernel forgets it, as on a local file system; a
+    /// history inode leaves the `.snapshots` table when forgotten.
+    kernel_refs: Mutex<HashMap<u64, u64>>,
 }
+
+/// The `.snapshots` inode table is swept of inodes the kernel does not
+/// reference (numbers handed out by `readdir` alone) above this size.
+const HISTORY_TABLE_SWEEP: usize = 1 << 16;
 
 /// The virtual attribute that tells whether a file's latest content is
 /// committed and replicated: `dirty`, `committed:SEQ` or `replicated:SEQ`.
 /// Not listed (copy tools do not carry it along) and not settable.
 pub const STATE_XATTR: &[u8] = b"user.sovseal.state";
+
+/// The extended attribute namespaces that are stored (sealed like
+/// everything else).
+const XATTR_NAMESPACES: [&[u8]; 3] = [b"user.", b"trusted.", b"security."];
 
 impl Fs {
     /// Serves `engine` with `opts`; every new snapshot is handed to the
@@ -206,6 +236,88 @@ impl Fs {
             metrics,
             committed_at,
             mount_head,
+            kernel_refs: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// One more kernel reference to live inode `ino`; the first pins it.
+    /// Called under the engine's write lock `e` (lock order: engine, then
+    /// the reference table).
+    fn hold_live(&self, e: &mut Engine, ino: u64) {
+        let mut refs = self.kernel_refs.lock().expect("kernel refs");
+        let n = refs.entry(ino).or_insert(0);
+        if *n == 0 {
+            e.pin(ino);
+        }
+        *n += 1;
+    }
+
+    /// One more kernel reference to an inode the engine does not own
+    /// (history, `.snapshots`).
+    fn hold_history(&self, ino: u64) {
+        *self
+            .kernel_refs
+            .lock()
+            .expect("kernel refs")
+            .entry(ino)
+            .or_insert(0) += 1;
+    }
+
+    /// One more kernel reference to `ino` if it already has one (no pin
+    /// needed); false when this would be the first.
+    fn hold_again(&self, ino: u64) -> bool {
+        match self.kernel_refs.lock().expect("kernel refs").get_mut(&ino) {
+            Some(n) if *n > 0 => {
+                *n += 1;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// FORGET: the kernel drops `n` references to `ino`. At zero a live
+    /// inode is unpinned (an orphan is then deleted) and a history inode
+    /// leaves the `.snapshots` table.
+    pub fn forget(&self, ino: u64, n: u64) {
+        if Snapshots::owns(ino) {
+            let mut refs = self.kernel_refs.lock().expect("kernel refs");
+            if let Some(c) = refs.get_mut(&ino) {
+                *c = c.saturating_sub(n);
+                if *c == 0 {
+                    refs.remove(&ino);
+                    drop(refs);
+                    self.snaps.release(ino);
+                }
+            }
+            return;
+        }
+        let mut e = self.eng_mut();
+        let mut refs = self.kernel_refs.lock().expect("kernel refs");
+        if let Some(c) = refs.get_mut(&ino) {
+            *c = c.saturating_sub(n);
+            if *c == 0 {
+                refs.remove(&ino);
+                drop(refs);
+                e.unpin(ino);
+            }
+        }
+    }
+
+    /// The number of inodes the kernel references, and the size of the
+    /// `.snapshots` inode table (for the metrics).
+    pub fn inode_counts(&self) -> (usize, usize) {
+        (
+            self.kernel_refs.lock().expect("kernel refs").len(),
+            self.snaps.table_len(),
+        )
+    }
+
+    /// Sweeps the `.snapshots` table of inodes the kernel does not
+    /// reference once it is large (numbers `readdir` handed out).
+    fn sweep_history(&self) {
+        if self.snaps.table_len() > HISTORY_TABLE_SWEEP {
+            let refs = self.kernel_refs.lock().expect("kernel refs");
+            self.snaps.retain(|ino| refs.contains_key(&ino));
         }
     }
 
@@ -290,6 +402,8 @@ impl Fs {
             mtime: t,
             ctime: t,
             immutable,
+            stored: 0,
+            rdev: 0,
         }
     }
 
@@ -318,14 +432,21 @@ impl Fs {
                 true,
             ));
         }
-        let i = self.snaps.view(seq)?.getattr(ino)?;
-        Ok(attr_of(&i, fuse_ino, true))
+        let v = self.snaps.view(seq)?;
+        let i = v.getattr(ino)?;
+        Ok(Attr {
+            stored: v.stored_bytes(&i)?,
+            ..attr_of(&i, fuse_ino, true)
+        })
     }
 
     /// Attributes of an inode.
     pub fn getattr(&self, ino: u64) -> Result<Attr> {
         match self.node(ino)? {
-            Node::Live(i) => Ok(attr_of(&self.eng().getattr(i)?, i, false)),
+            Node::Live(i) => {
+                let e = self.eng();
+                live_attr(&e, &e.getattr(i)?, i)
+            }
             Node::SnapRoot => Ok(self.snap_root_attr()),
             Node::Latest => Ok(self.latest_attr()),
             Node::Snap { seq, ino } => self.snap_attr(seq, ino),
@@ -340,26 +461,47 @@ impl Fs {
         matches!(self.node(parent), Ok(Node::Live(_) | Node::Snap { .. }))
     }
 
-    /// Looks up `name` in `parent`.
+    /// Looks up `name` in `parent`; the kernel now holds one more
+    /// reference to the inode (see [`Fs::forget`]).
     pub fn lookup(&self, parent: u64, name: &[u8]) -> Result<Attr> {
         match self.node(parent)? {
             Node::Live(p) => {
                 if p == ROOT_INO && name == snapshots::NAME {
-                    return Ok(self.snap_root_attr());
+                    let a = self.snap_root_attr();
+                    self.hold_history(a.ino);
+                    return Ok(a);
                 }
-                let e = self.eng();
+                let a = {
+                    let e = self.eng();
+                    let d = e
+                        .lookup(p, name)?
+                        .ok_or_else(|| Error::fs("lookup", libc::ENOENT))?;
+                    live_attr(&e, &e.getattr(d.ino)?, d.ino)?
+                };
+                if self.hold_again(a.ino) {
+                    return Ok(a);
+                }
+                // The first reference pins the inode: resolve the name
+                // again under the write lock, so that nothing unlinks it
+                // between the answer and the pin.
+                let mut e = self.eng_mut();
                 let d = e
                     .lookup(p, name)?
                     .ok_or_else(|| Error::fs("lookup", libc::ENOENT))?;
-                Ok(attr_of(&e.getattr(d.ino)?, d.ino, false))
+                let a = live_attr(&e, &e.getattr(d.ino)?, d.ino)?;
+                self.hold_live(&mut e, d.ino);
+                Ok(a)
             }
             Node::SnapRoot => {
-                if name == snapshots::LATEST {
-                    return Ok(self.latest_attr());
-                }
-                let seq =
-                    snapshots::parse_name(name).ok_or_else(|| Error::fs("lookup", libc::ENOENT))?;
-                self.snap_attr(seq, ROOT_INO)
+                let a = if name == snapshots::LATEST {
+                    self.latest_attr()
+                } else {
+                    let seq = snapshots::parse_name(name)
+                        .ok_or_else(|| Error::fs("lookup", libc::ENOENT))?;
+                    self.snap_attr(seq, ROOT_INO)?
+                };
+                self.hold_history(a.ino);
+                Ok(a)
             }
             Node::Latest => Err(Error::fs("lookup", libc::ENOTDIR)),
             Node::Snap { seq, ino } => {
@@ -368,7 +510,9 @@ impl Fs {
                     .view(seq)?
                     .lookup(ino, name)?
                     .ok_or_else(|| Error::fs("lookup", libc::ENOENT))?;
-                self.snap_attr(seq, d.ino)
+                let a = self.snap_attr(seq, d.ino)?;
+                self.hold_history(a.ino);
+                Ok(a)
             }
         }
     }
@@ -439,6 +583,7 @@ impl Fs {
                     ino: pino,
                     kind: FileType::Dir,
                 });
+                self.sweep_history();
                 for (n, d) in v.entries(i)?.iter() {
                     items.push(DirItem {
                         name: n.clone(),
@@ -559,6 +704,7 @@ impl Fs {
         let mut e = self.eng_mut();
         let i = e.create(parent, name, mode, uid, gid)?;
         e.pin(i.ino);
+        self.hold_live(&mut e, i.ino);
         drop(e);
         self.changed();
         let fh = self.new_fh(Handle::File {
@@ -607,6 +753,48 @@ impl Fs {
         self.eng_mut().write(ino, off, data)
     }
 
+    /// The live file an open handle writes, marking it written (its close
+    /// seals a snapshot).
+    fn written_file(&self, fh: u64, op: &'static str) -> Result<u64> {
+        let mut hs = self.handles.lock().expect("handles");
+        let ino = match hs.get_mut(&fh) {
+            Some(Handle::File { ino, wrote }) => {
+                *wrote = true;
+                *ino
+            }
+            Some(Handle::SnapFile { .. }) => return Err(EROFS),
+            _ => return Err(Error::fs(op, libc::EBADF)),
+        };
+        if self.opts.read_only {
+            return Err(EROFS);
+        }
+        Ok(ino)
+    }
+
+    /// `fallocate` through an open handle (see `Engine::fallocate`).
+    pub fn fallocate(&self, fh: u64, off: u64, len: u64, mode: i32) -> Result<()> {
+        let ino = self.written_file(fh, "fallocate")?;
+        self.eng_mut().fallocate(ino, off, len, mode)
+    }
+
+    /// `lseek` with `SEEK_DATA` (`data`) or `SEEK_HOLE`, at chunk
+    /// granularity, live or in history.
+    pub fn seek(&self, ino: u64, off: u64, data: bool) -> Result<u64> {
+        match self.node(ino)? {
+            Node::Live(i) => self.eng().seek(i, off, data),
+            Node::Snap { seq, ino } => {
+                let v = self.snaps.view(seq)?;
+                let i = v.getattr(ino)?;
+                if i.file_type() != FileType::File {
+                    return Err(Error::fs("lseek", libc::EINVAL));
+                }
+                v.seek(&i, off, data)?
+                    .ok_or_else(|| Error::fs("lseek", libc::ENXIO))
+            }
+            Node::SnapRoot | Node::Latest => Err(Error::fs("lseek", libc::EINVAL)),
+        }
+    }
+
     /// `close` of a file descriptor: seals a snapshot if the handle wrote
     /// since the last flush, and returns when it would survive a crash of
     /// the daemon (on stable storage too with `durable_close`).
@@ -648,9 +836,13 @@ impl Fs {
                 if self.opts.read_only {
                     return Err(EROFS);
                 }
-                let r = self.eng_mut().setattr(i, a)?;
+                let attr = {
+                    let mut e = self.eng_mut();
+                    let r = e.setattr(i, a)?;
+                    live_attr(&e, &r, i)?
+                };
                 self.changed();
-                Ok(attr_of(&r, i, false))
+                Ok(attr)
             }
             _ => Err(EROFS),
         }
@@ -662,9 +854,41 @@ impl Fs {
             return Err(Error::fs("mkdir", libc::EEXIST));
         }
         self.writable(parent, Some(name))?;
-        let i = self.eng_mut().mkdir(parent, name, mode, uid, gid)?;
+        let i = {
+            let mut e = self.eng_mut();
+            let i = e.mkdir(parent, name, mode, uid, gid)?;
+            self.hold_live(&mut e, i.ino);
+            i
+        };
         self.changed();
         Ok(attr_of(&i, i.ino, false))
+    }
+
+    /// Creates a FIFO, socket or device node (the kernel checked that the
+    /// caller may: `CAP_MKNOD` for devices).
+    #[allow(clippy::too_many_arguments)]
+    pub fn mknod(
+        &self,
+        parent: u64,
+        name: &[u8],
+        kind: FileType,
+        perm: u32,
+        rdev: u64,
+        uid: u32,
+        gid: u32,
+    ) -> Result<Attr> {
+        if parent == ROOT_INO && name == snapshots::NAME {
+            return Err(Error::fs("mknod", libc::EEXIST));
+        }
+        self.writable(parent, Some(name))?;
+        let a = {
+            let mut e = self.eng_mut();
+            let i = e.mknod(parent, name, kind, perm, rdev, uid, gid)?;
+            self.hold_live(&mut e, i.ino);
+            attr_of(&i, i.ino, false)
+        };
+        self.changed();
+        Ok(a)
     }
 
     /// Creates a symlink.
@@ -680,7 +904,12 @@ impl Fs {
             return Err(Error::fs("symlink", libc::EEXIST));
         }
         self.writable(parent, Some(name))?;
-        let i = self.eng_mut().symlink(parent, name, target, uid, gid)?;
+        let i = {
+            let mut e = self.eng_mut();
+            let i = e.symlink(parent, name, target, uid, gid)?;
+            self.hold_live(&mut e, i.ino);
+            i
+        };
         self.changed();
         Ok(attr_of(&i, i.ino, false))
     }
@@ -694,9 +923,14 @@ impl Fs {
             return Err(EROFS);
         }
         self.writable(newparent, Some(newname))?;
-        let i = self.eng_mut().link(ino, newparent, newname)?;
+        let a = {
+            let mut e = self.eng_mut();
+            let i = e.link(ino, newparent, newname)?;
+            self.hold_live(&mut e, i.ino);
+            live_attr(&e, &i, i.ino)?
+        };
         self.changed();
-        Ok(attr_of(&i, i.ino, false))
+        Ok(a)
     }
 
     /// Removes a file.
@@ -732,11 +966,17 @@ impl Fs {
         Ok(())
     }
 
-    // ----- extended attributes (user.* only) -----
+    // ----- extended attributes -----
 
-    /// Sets a `user.*` attribute; other namespaces get `EOPNOTSUPP`.
+    /// Sets an attribute in the namespaces Linux local file systems store:
+    /// `user.*`, `trusted.*` and `security.*` (the kernel checks who may:
+    /// `CAP_SYS_ADMIN` for `trusted.*`, the security modules for
+    /// `security.*`, e.g. `CAP_SETFCAP` for `security.capability`, and it
+    /// removes `security.capability` itself on a write or chown, through
+    /// `removexattr`). `system.*` (POSIX ACLs) and names without a
+    /// namespace get `EOPNOTSUPP`.
     pub fn setxattr(&self, ino: u64, name: &[u8], value: &[u8], flags: XattrFlags) -> Result<()> {
-        if !name.starts_with(b"user.") {
+        if !XATTR_NAMESPACES.iter().any(|p| name.starts_with(p)) {
             return Err(Error::fs("setxattr", libc::EOPNOTSUPP));
         }
         if name == STATE_XATTR {
@@ -828,7 +1068,10 @@ impl Fs {
             )
         };
         let rs = self.replicator.as_ref().map(|r| r.status());
+        let (kernel_inodes, history_inodes) = self.inode_counts();
         self.metrics.render(&Sample {
+            kernel_inodes: kernel_inodes as u64,
+            history_inodes: history_inodes as u64,
             agent,
             head_seq: head,
             replicated_seq: rs.as_ref().map(|s| s.replicated),

@@ -85,6 +85,29 @@ impl Snapshots {
         i
     }
 
+    /// Drops inode number `fuse_ino` from the table (the kernel forgot it).
+    pub fn release(&self, fuse_ino: u64) {
+        let mut t = self.table.lock().expect("snapshot inodes");
+        if let Some(node) = t.by_ino.remove(&fuse_ino) {
+            t.by_node.remove(&node);
+        }
+    }
+
+    /// Keeps only the inode numbers `keep` says to keep.
+    pub fn retain(&self, keep: impl Fn(u64) -> bool) {
+        let mut t = self.table.lock().expect("snapshot inodes");
+        t.by_ino.retain(|ino, _| keep(*ino));
+        let Table {
+            by_ino, by_node, ..
+        } = &mut *t;
+        by_node.retain(|_, ino| by_ino.contains_key(ino));
+    }
+
+    /// How many inode numbers the table holds.
+    pub fn table_len(&self) -> usize {
+        self.table.lock().expect("snapshot inodes").by_ino.len()
+    }
+
     /// The (sequence, inode) an inode number stands for.
     pub fn node(&self, fuse_ino: u64) -> Option<(u64, u64)> {
         self.table
