@@ -153,6 +153,20 @@ const CASES: &[Case] = &[
         op: r#"os.removexattr("xr", "user.k")"#,
         check: r#"need("user.k" not in os.listxattr("xr"), os.listxattr("xr"))"#,
     },
+    Case {
+        // A stray device number on a FIFO (mknod(2) ignores it) must not
+        // make the journal record unreadable.
+        name: "mkfifo",
+        setup: "",
+        op: r#"os.mknod("fifo", 0o640 | 0o010000, os.makedev(5, 5))"#,
+        check: r#"st = os.lstat("fifo"); need(st.st_mode == 0o010640 and st.st_rdev == 0, (oct(st.st_mode), st.st_rdev))"#,
+    },
+    Case {
+        name: "mknod (character device)",
+        setup: "",
+        op: r#"os.mknod("null", 0o666 | 0o020000, os.makedev(1, 3))"#,
+        check: r#"st = os.lstat("null"); need(st.st_mode & 0o170000 == 0o020000 and st.st_rdev == os.makedev(1, 3), (oct(st.st_mode), st.st_rdev))"#,
+    },
 ];
 
 /// Runs `program` (after the prelude) in `dir` and asserts it succeeded.

@@ -786,6 +786,12 @@ impl Engine {
         uid: u32,
         gid: u32,
     ) -> Result<Inode> {
+        // Only devices have a number (mknod(2) ignores it for the others);
+        // the journal's encoding is canonical on that.
+        let rdev = match kind {
+            FileType::CharDev | FileType::BlockDev => rdev,
+            _ => 0,
+        };
         let op = Op::Mknod {
             parent,
             name: name.to_vec(),

@@ -95,6 +95,7 @@ fn differences(a: &Inode, b: &Inode) -> Vec<&'static str> {
     match (&a.content, &b.content) {
         (Content::File(x), Content::File(y)) if x != y || a.size != b.size => what.push("content"),
         (Content::Symlink(x), Content::Symlink(y)) if x != y => what.push("target"),
+        (Content::Special(_, x), Content::Special(_, y)) if x != y => what.push("device"),
         _ => {}
     }
     if a.perm != b.perm {
