@@ -1,4 +1,5 @@
-//! Process hardening shared by both binaries, and the mount table.
+//! Process hardening shared by both binaries, the mount table, and the
+//! groups of a calling process.
 
 /// Disables core dumps and ptrace-style dumping so that keys and plaintext
 /// in memory never land in a core file. Best effort: failures are returned
@@ -25,4 +26,20 @@ pub fn mounted_at(path: &std::path::Path) -> Option<String> {
         let sep = f.iter().position(|x| *x == "-")?;
         (mp == want).then(|| f.get(sep + 1).unwrap_or(&"?").to_string())
     })
+}
+
+/// True if process `pid` has `gid` among its supplementary groups (from
+/// `/proc/PID/status`). False when that cannot be read: callers use it to
+/// decide whether to keep a privilege, so unknown means no.
+pub fn in_group(pid: u32, gid: u32) -> bool {
+    if pid == 0 {
+        return false;
+    }
+    let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
+        return false;
+    };
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Groups:"))
+        .is_some_and(|g| g.split_whitespace().any(|x| x.parse() == Ok(gid)))
 }

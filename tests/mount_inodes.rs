@@ -118,3 +118,57 @@ fn the_history_inode_table_is_bounded_by_what_the_kernel_holds() {
     assert_eq!(m.sh("cat .snapshots/latest/d/f09999"), "x");
     assert_eq!(m.sh("cat d/f00000"), "x");
 }
+
+/// A process whose working directory is removed by another keeps a
+/// directory that stats (no links), lists empty and takes no new entries,
+/// as on a local file system (the same program runs on both).
+///
+/// Regression (fails on the main before this change: the removed
+/// directory was dropped at once and `stat(".")` got ENOENT).
+#[test]
+fn a_removed_working_directory_behaves_as_on_a_local_file_system() {
+    const PROGRAM: &str = r#"
+import errno, os, subprocess
+def t(f):
+    try:
+        r = f()
+        return 'ok' if r is None else str(r)
+    except OSError as e:
+        return errno.errorcode[e.errno]
+os.mkdir('gone')
+os.mkdir('gone/inner')
+os.chdir('gone/inner')
+subprocess.check_call(['rmdir', '../inner'])
+s = os.stat('.')
+print('stat', s.st_nlink, oct(s.st_mode))
+print('list', t(lambda: os.listdir('.')))
+print('create', t(lambda: open('x', 'w').close()))
+print('mkdir', t(lambda: os.mkdir('y')))
+print('symlink', t(lambda: os.symlink('t', 'z')))
+print('parent', t(lambda: sorted(os.listdir('..'))))
+os.chdir('../..')
+print('after', t(lambda: os.listdir('gone')))
+"#;
+    let run = |dir: &std::path::Path| {
+        let o = std::process::Command::new("python3")
+            .arg("-c")
+            .arg(PROGRAM)
+            .current_dir(dir)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    let local = tempfile::tempdir().unwrap();
+    let want = run(local.path());
+    assert!(
+        want.starts_with("stat 0 0o40755\nlist []\ncreate ENOENT\n"),
+        "{want}"
+    );
+    let m = Mounted::new("rmcwd", &[]);
+    assert_eq!(run(&m.mnt), want);
+    // Nothing of it reaches a snapshot.
+    m.unmount();
+    m.mount();
+    assert_eq!(m.sh("ls -A gone"), "");
+}

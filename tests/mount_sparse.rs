@@ -60,6 +60,21 @@ os.close(fd)
         "same\n",
         "the copy reads back equal"
     );
+    // rsync -S reads the zeros and writes holes (a smaller file: it reads
+    // every byte), into the mount and out of it.
+    m.py("with open('mid', 'wb') as f:\n    f.truncate(64 << 20)\n    f.seek(32 << 20); f.write(b'y' * 4096)");
+    let out = tempfile::tempdir().unwrap();
+    m.sh(&format!(
+        "rsync -S mid rsynced && rsync -S mid {0}/mid && cmp mid rsynced && cmp mid {0}/mid",
+        out.path().display()
+    ));
+    let du = m.sh(&format!(
+        "du -k rsynced {}/mid | cut -f1",
+        out.path().display()
+    ));
+    for kib in du.split_whitespace() {
+        assert!(kib.parse::<u64>().unwrap() <= 1024, "rsync -S: {du}");
+    }
     // The same in history, after a remount.
     m.unmount();
     m.mount();

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use support::mount::Mounted;
 
 const PROBES: &str = r#"
-import ctypes, errno, json, os, stat, time
+import ctypes, errno, json, os, stat, struct, time
 libc = ctypes.CDLL(None, use_errno=True)
 open("f", "w").write("x")
 os.mkdir("d"); open("d/x", "w").close()
@@ -37,6 +37,21 @@ def seek(whence):
             os.close(fd)
     return call
 
+def acl(*entries):
+    # The kernel's xattr encoding: version 2, then (tag, perm, id) entries.
+    return struct.pack("<I", 2) + b"".join(struct.pack("<HHI", *e) for e in entries)
+
+FULL_ACL = acl((1, 6, 0), (2, 6, 1000), (4, 4, 0), (16, 6, 0), (32, 4, 0))
+
+def create_in_removed_cwd():
+    os.mkdir("rm-cwd")
+    os.chdir("rm-cwd")
+    try:
+        os.rmdir("../rm-cwd")
+        open("x", "w").close()
+    finally:
+        os.chdir("..")
+
 def unlink_open():
     fd = os.open("u", os.O_CREAT | os.O_RDWR)
     os.unlink("u")
@@ -54,6 +69,10 @@ probes = {
     "xattr-trusted": lambda: os.setxattr("f", "trusted.k", b"v"),
     "xattr-security": lambda: os.setxattr("f", "security.k", b"v"),
     "xattr-system": lambda: os.setxattr("f", "system.k", b"v"),
+    "acl-access": lambda: os.setxattr("f", "system.posix_acl_access", FULL_ACL),
+    "acl-invalid": lambda: os.setxattr("f", "system.posix_acl_access", acl((4, 4, 0), (32, 4, 0))),
+    "acl-default-file": lambda: os.setxattr("f", "system.posix_acl_default", FULL_ACL),
+    "create-in-removed-cwd": create_in_removed_cwd,
     "xattr-missing": lambda: os.getxattr("f", "user.none"),
     "xattr-create-existing": lambda: os.setxattr("f", "user.k", b"w", os.XATTR_CREATE),
     "link-dir": lambda: os.link("d", "dl"),

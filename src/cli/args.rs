@@ -208,7 +208,8 @@ pub struct RestoreArgs {
     /// Sequence number to write out (default: the newest).
     #[arg(long)]
     pub seq: Option<u64>,
-    /// Keep setuid/setgid bits (root only; stripped by default).
+    /// Keep setuid/setgid bits and file capabilities (`security.capability`)
+    /// (root only; stripped by default).
     #[arg(long)]
     pub preserve_setuid: bool,
     /// `[PATH] DEST`: PATH inside the agent's tree (default: `/`); DEST a

@@ -17,6 +17,7 @@
 //! Architecture Invariant: the engine knows nothing of FUSE; time, uid and
 //! gid come in from the caller or the clock here.
 
+pub mod acl;
 mod commit;
 mod dirty;
 // Public (hidden from the docs) only so that tests/fuzz.rs reaches `Entry::decode`.
@@ -623,6 +624,16 @@ impl Engine {
         Ok(i)
     }
 
+    /// [`Self::dir_inode`] for a directory that gains an entry: a removed
+    /// one (still referenced, [`Self::drop_link`]) takes none.
+    fn linkable_dir(&self, ino: u64, op: &'static str) -> Result<Inode> {
+        let i = self.dir_inode(ino, op)?;
+        if i.nlink == 0 {
+            return Err(Error::fs(op, libc::ENOENT));
+        }
+        Ok(i)
+    }
+
     fn touch_dir(&mut self, ino: u64, now: i64, nlink_delta: i32) -> Result<()> {
         let d = self.inode_mut(ino)?;
         d.mtime = now;
@@ -640,7 +651,7 @@ impl Engine {
         content: Content,
     ) -> Result<Inode> {
         check_name(name, op)?;
-        let dir = self.dir_inode(parent, op)?;
+        let dir = self.linkable_dir(parent, op)?;
         if self.lookup(parent, name)?.is_some() {
             return Err(Error::fs(op, libc::EEXIST));
         }
@@ -659,6 +670,22 @@ impl Engine {
             Content::Symlink(t) => t.len() as u64,
             _ => 0,
         };
+        // A directory's default ACL is inherited (symlinks take none).
+        let mut xattrs = BTreeMap::new();
+        let mut perm = perm;
+        if let Some(default) = dir.xattrs.get(acl::DEFAULT)
+            && !matches!(content, Content::Symlink(_))
+        {
+            let mut access = acl::Acl::decode(default)?;
+            let (masked, store) = access.create_masq(perm);
+            perm = masked;
+            if store {
+                xattrs.insert(acl::ACCESS.to_vec(), access.encode());
+            }
+            if is_dir {
+                xattrs.insert(acl::DEFAULT.to_vec(), default.clone());
+            }
+        }
         let inode = Inode {
             ino,
             perm: perm & 0o7777,
@@ -670,7 +697,7 @@ impl Engine {
             mtime: now,
             ctime: now,
             parent: if is_dir { parent } else { 0 },
-            xattrs: BTreeMap::new(),
+            xattrs,
             content,
         };
         let file_type = inode.file_type();
@@ -729,8 +756,30 @@ impl Engine {
             }
             return Ok(());
         }
+        if is_dir && pinned {
+            // A removed directory the kernel still references (a process's
+            // working directory): stat-able, empty, nothing can be made in
+            // it (ENOENT), until the kernel forgets it.
+            i.nlink = 0;
+            i.ctime = now;
+            i.content = Content::Dir(None);
+            self.ov.dirs.remove(&ino);
+            return Ok(());
+        }
         self.forget_inode(ino);
         Ok(())
+    }
+
+    /// The permission bits a node made in `parent` asks for: `perm` with
+    /// `umask` applied, unless `parent` has a default ACL, which then
+    /// masks `perm` instead (at creation, [`acl`]).
+    pub fn creation_perm(&self, parent: u64, perm: u32, umask: u32) -> Result<u32> {
+        let dir = self.getattr(parent)?;
+        Ok(if dir.xattrs.contains_key(acl::DEFAULT) {
+            perm
+        } else {
+            perm & !umask
+        })
     }
 
     // ----- operations, each journaled before it returns -----
@@ -990,7 +1039,7 @@ impl Engine {
         if i.nlink == 0 {
             return Err(Error::fs("link", libc::ENOENT));
         }
-        self.dir_inode(newparent, "link")?;
+        self.linkable_dir(newparent, "link")?;
         if self.lookup(newparent, newname)?.is_some() {
             return Err(Error::fs("link", libc::EEXIST));
         }
@@ -1086,7 +1135,7 @@ impl Engine {
             return Err(Error::fs(OP, libc::EINVAL));
         }
         self.dir_inode(parent, OP)?;
-        self.dir_inode(newparent, OP)?;
+        self.linkable_dir(newparent, OP)?;
         let src = self
             .lookup(parent, name)?
             .ok_or_else(|| Error::fs(OP, libc::ENOENT))?;
@@ -1174,6 +1223,11 @@ impl Engine {
         let i = self.inode_mut(ino)?;
         if let Some(p) = a.perm {
             i.perm = p & 0o7777;
+            if let Some(bytes) = i.xattrs.get_mut(acl::ACCESS) {
+                let mut access = acl::Acl::decode(bytes)?;
+                access.chmod(i.perm);
+                *bytes = access.encode();
+            }
         }
         if let Some(u) = a.uid {
             i.uid = u;
@@ -1214,8 +1268,28 @@ impl Engine {
         if flags.replace && !exists {
             return Err(Error::fs("setxattr", libc::ENODATA));
         }
+        let parsed = if acl::is_acl(name) {
+            if name == acl::DEFAULT && self.getattr(ino)?.file_type() != FileType::Dir {
+                return Err(Error::fs("setxattr", libc::EACCES));
+            }
+            Some(acl::Acl::decode(value)?)
+        } else {
+            None
+        };
         let now = self.now();
         let i = self.inode_mut(ino)?;
+        if let (Some(access), true) = (&parsed, name == acl::ACCESS) {
+            // The mode follows the ACL; one that says no more than the
+            // mode is not kept (as ext4 does).
+            let (perm, extended) = access.equiv_mode(i.perm);
+            i.perm = perm;
+            if !extended {
+                i.xattrs.remove(name);
+                i.ctime = now;
+                self.ov.changed = true;
+                return Ok(());
+            }
+        }
         i.xattrs.insert(name.to_vec(), value.to_vec());
         i.ctime = now;
         self.ov.changed = true;
@@ -1225,6 +1299,10 @@ impl Engine {
     /// Removes an extended attribute.
     fn removexattr_op(&mut self, ino: u64, name: &[u8]) -> Result<()> {
         if !self.getattr(ino)?.xattrs.contains_key(name) {
+            // Removing an ACL that is not there succeeds, as on ext4.
+            if acl::is_acl(name) {
+                return Ok(());
+            }
             return Err(Error::fs("removexattr", libc::ENODATA));
         }
         let now = self.now();

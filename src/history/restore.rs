@@ -370,8 +370,7 @@ pub fn write_path(
         }
         FileType::File => {
             check_absent_dest(dest)?;
-            write_file(view, &i, &pfd, name, dest, o)?;
-            Ok(Vec::new())
+            write_file(view, &i, &pfd, name, dest, o)
         }
         FileType::Symlink => {
             check_absent_dest(dest)?;
@@ -467,9 +466,10 @@ pub fn from_local(
     Ok((view.seq(), skipped))
 }
 
-/// Writes one regular file (holes stay holes) with its mode and mtime,
-/// created as `name` under `dir` (never through a symlink, never over an
-/// existing file).
+/// Writes one regular file (holes stay holes) with its extended
+/// attributes, mode and mtime, created as `name` under `dir` (never
+/// through a symlink, never over an existing file). Returns the
+/// attributes it could not set, for the report.
 fn write_file(
     view: &SnapshotView,
     i: &Inode,
@@ -477,7 +477,7 @@ fn write_file(
     name: &OsStr,
     shown: &Path,
     o: WriteOptions,
-) -> Result<()> {
+) -> Result<Vec<String>> {
     use std::os::unix::fs::FileExt;
     let fd = openat(
         dir,
@@ -497,13 +497,48 @@ fn write_file(
         off += buf.len() as u64;
     }
     f.set_len(i.size).map_err(|er| Error::io(shown, er))?;
+    let skipped = write_xattrs(&f, i, shown, o);
     fchmod(&f, o.mode(i.perm)).map_err(|e| nix_io(shown, e))?;
-    set_mtime(&f, shown, i.mtime)
+    set_mtime(&f, shown, i.mtime)?;
+    Ok(skipped)
+}
+
+/// Sets the extended attributes of `i` (POSIX ACLs included) on `fd`,
+/// before its mode (an access ACL sets the mode; `chmod` after it then
+/// keeps both in step). `security.capability` is a privilege like a
+/// set-id bit: kept only with `--preserve-setuid`. What the destination
+/// refuses (`trusted.*` without root, a file system without xattrs) is
+/// returned for the report, as tar and restic report it, not fatal.
+fn write_xattrs(fd: &impl AsFd, i: &Inode, shown: &Path, o: WriteOptions) -> Vec<String> {
+    let mut skipped = Vec::new();
+    for (name, value) in &i.xattrs {
+        if name.as_slice() == b"security.capability" && !o.preserve_setuid {
+            skipped.push(format!(
+                "{}: security.capability not restored (a privilege, as set-id bits: --preserve-setuid)",
+                shown.display()
+            ));
+            continue;
+        }
+        let Ok(cname) = std::ffi::CString::new(name.clone()) else {
+            continue;
+        };
+        let rc =
+            rustix::fs::fsetxattr(fd, cname.as_c_str(), value, rustix::fs::XattrFlags::empty());
+        if let Err(e) = rc {
+            let e = std::io::Error::from(e);
+            skipped.push(format!(
+                "{}: attribute {} not restored: {e}",
+                shown.display(),
+                String::from_utf8_lossy(name)
+            ));
+        }
+    }
+    skipped
 }
 
 /// Writes the tree below directory `top` into the directory `dir` (shown
 /// as `shown`): directories, files, symlinks, hard links, modes and
-/// modification times.
+/// modification times, extended attributes.
 fn write_tree(
     view: &SnapshotView,
     top: u64,
@@ -523,6 +558,9 @@ fn write_tree(
                     .map_err(|er| nix_io(&p, er))?;
                 let child = Arc::new(open_dir_at(&**dir, name, &p)?);
                 write_tree(view, e.ino, &child, &p, o, linked, skipped)?;
+                // After the entries: a default ACL set first would be
+                // inherited by them, which the snapshot may not show.
+                skipped.extend(write_xattrs(&*child, &i, &p, o));
                 fchmod(&*child, o.mode(i.perm)).map_err(|er| nix_io(&p, er))?;
                 let f = std::fs::File::from(child.try_clone().map_err(|er| Error::io(&p, er))?);
                 set_mtime(&f, &p, i.mtime)?;
@@ -540,7 +578,7 @@ fn write_tree(
                         .map_err(|er| nix_io(&p, er))?;
                     continue;
                 }
-                write_file(view, &i, &**dir, name, &p, o)?;
+                skipped.extend(write_file(view, &i, &**dir, name, &p, o)?);
                 if i.nlink > 1 {
                     linked.insert(e.ino, (dir.clone(), name.to_owned()));
                 }

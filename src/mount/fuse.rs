@@ -7,7 +7,7 @@
 
 use crate::Error;
 use crate::engine::{RenameFlags, SetAttr, XattrFlags};
-use crate::mount::fs::{Attr, Fs};
+use crate::mount::fs::{Attr, Caller, Fs};
 use crate::mount::options::{Access, Flag, MountOptions};
 use crate::seal::tree::FileType;
 use fuser::{
@@ -207,6 +207,16 @@ fn empty(reply: ReplyEmpty, r: crate::Result<()>) {
     }
 }
 
+/// The caller of `req`, with the umask the kernel left to us.
+fn caller(req: &Request, umask: u32) -> Caller {
+    Caller {
+        uid: req.uid(),
+        gid: req.gid(),
+        pid: req.pid(),
+        umask,
+    }
+}
+
 fn writes(flags: OpenFlags) -> bool {
     flags.0 & libc::O_ACCMODE != libc::O_RDONLY || flags.0 & libc::O_TRUNC != 0
 }
@@ -216,6 +226,13 @@ impl Filesystem for Adapter {
         let _ = config.set_max_write(1 << 20);
         let _ = config.set_max_readahead(1 << 20);
         let _ = config.add_capabilities(fuser::InitFlags::FUSE_PARALLEL_DIROPS);
+        // POSIX ACLs, enforced by the kernel and kept by the file system,
+        // which then also applies the umask (a default ACL replaces it).
+        let acls = fuser::InitFlags::FUSE_POSIX_ACL | fuser::InitFlags::FUSE_DONT_MASK;
+        match config.add_capabilities(acls) {
+            Ok(()) => self.fs.enable_acls(),
+            Err(_) => tracing::warn!("the kernel offers no POSIX ACL support: ACLs are refused"),
+        }
         Ok(())
     }
 
@@ -320,23 +337,14 @@ impl Filesystem for Adapter {
             let r = self.fs.mknod(
                 parent.0,
                 name.as_bytes(),
-                k,
-                mode & !umask & 0o7777,
-                u64::from(rdev),
-                req.uid(),
-                req.gid(),
+                (k, mode & 0o7777, u64::from(rdev)),
+                caller(req, umask),
             );
             return entry(reply, r);
         }
         let r = self
             .fs
-            .create(
-                parent.0,
-                name.as_bytes(),
-                mode & !umask,
-                req.uid(),
-                req.gid(),
-            )
+            .create(parent.0, name.as_bytes(), mode, caller(req, umask))
             .and_then(|(a, fh)| self.fs.release(fh).map(|()| a));
         entry(reply, r);
     }
@@ -352,13 +360,8 @@ impl Filesystem for Adapter {
     ) {
         entry(
             reply,
-            self.fs.mkdir(
-                parent.0,
-                name.as_bytes(),
-                mode & !umask,
-                req.uid(),
-                req.gid(),
-            ),
+            self.fs
+                .mkdir(parent.0, name.as_bytes(), mode, caller(req, umask)),
         );
     }
 
@@ -621,7 +624,7 @@ impl Filesystem for Adapter {
 
     fn setxattr(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         name: &OsStr,
         value: &[u8],
@@ -633,7 +636,11 @@ impl Filesystem for Adapter {
             create: flags & libc::XATTR_CREATE != 0,
             replace: flags & libc::XATTR_REPLACE != 0,
         };
-        empty(reply, self.fs.setxattr(ino.0, name.as_bytes(), value, f));
+        let who = caller(req, 0);
+        empty(
+            reply,
+            self.fs.setxattr(ino.0, name.as_bytes(), value, f, who),
+        );
     }
 
     fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
@@ -679,13 +686,10 @@ impl Filesystem for Adapter {
         _flags: i32,
         reply: ReplyCreate,
     ) {
-        match self.fs.create(
-            parent.0,
-            name.as_bytes(),
-            mode & !umask,
-            req.uid(),
-            req.gid(),
-        ) {
+        match self
+            .fs
+            .create(parent.0, name.as_bytes(), mode, caller(req, umask))
+        {
             Ok((a, fh)) => reply.created(
                 &ttl(&a),
                 &file_attr(&a),

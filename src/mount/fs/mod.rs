@@ -15,7 +15,7 @@
 pub mod committer;
 pub mod snapshots;
 
-use crate::engine::{Engine, RenameFlags, SetAttr, XattrFlags};
+use crate::engine::{Engine, RenameFlags, SetAttr, XattrFlags, acl};
 use crate::mount::metrics::{Metrics, Sample};
 use crate::replication::replicator::Replicator;
 use crate::seal::tree::{FileType, Inode, ROOT_INO};
@@ -24,7 +24,7 @@ use committer::Committer;
 use snapshots::Snapshots;
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
@@ -174,6 +174,9 @@ pub struct Fs {
     /// stat-able until the kernel forgets it, as on a local file system; a
     /// history inode leaves the `.snapshots` table when forgotten.
     kernel_refs: Mutex<HashMap<u64, u64>>,
+    /// Whether the kernel enforces POSIX ACLs on this mount (negotiated at
+    /// FUSE init); without it ACLs are refused rather than kept unenforced.
+    acls: AtomicBool,
 }
 
 /// The `.snapshots` inode table is swept of inodes the kernel does not
@@ -186,8 +189,30 @@ const HISTORY_TABLE_SWEEP: usize = 1 << 16;
 pub const STATE_XATTR: &[u8] = b"user.sovseal.state";
 
 /// The extended attribute namespaces that are stored (sealed like
-/// everything else).
+/// everything else), besides the two POSIX ACL names.
 const XATTR_NAMESPACES: [&[u8]; 3] = [b"user.", b"trusted.", b"security."];
+
+/// The caller of a request, as the kernel reports it.
+#[derive(Clone, Copy, Debug)]
+pub struct Caller {
+    /// Effective user id.
+    pub uid: u32,
+    /// Effective group id.
+    pub gid: u32,
+    /// Process id (0 when the kernel itself asks).
+    pub pid: u32,
+    /// The caller's umask, which the kernel leaves to the file system
+    /// (`FUSE_DONT_MASK`): a directory's default ACL replaces it.
+    pub umask: u32,
+}
+
+impl Caller {
+    /// True if the caller may keep a set-group-ID bit for group `gid`:
+    /// root, or a member of `gid` (primary or supplementary group).
+    fn in_group_or_root(&self, gid: u32) -> bool {
+        self.uid == 0 || self.gid == gid || crate::sys::in_group(self.pid, gid)
+    }
+}
 
 impl Fs {
     /// Serves `engine` with `opts`; every new snapshot is handed to the
@@ -237,7 +262,13 @@ impl Fs {
             committed_at,
             mount_head,
             kernel_refs: Mutex::new(HashMap::new()),
+            acls: AtomicBool::new(false),
         }
+    }
+
+    /// The kernel enforces POSIX ACLs: accept them.
+    pub fn enable_acls(&self) {
+        self.acls.store(true, Ordering::Relaxed);
     }
 
     /// One more kernel reference to live inode `ino`; the first pins it.
@@ -689,20 +720,14 @@ impl Fs {
     }
 
     /// Creates and opens a file.
-    pub fn create(
-        &self,
-        parent: u64,
-        name: &[u8],
-        mode: u32,
-        uid: u32,
-        gid: u32,
-    ) -> Result<(Attr, u64)> {
+    pub fn create(&self, parent: u64, name: &[u8], mode: u32, who: Caller) -> Result<(Attr, u64)> {
         if parent == ROOT_INO && name == snapshots::NAME {
             return Err(Error::fs("create", libc::EEXIST));
         }
         self.writable(parent, Some(name))?;
         let mut e = self.eng_mut();
-        let i = e.create(parent, name, mode, uid, gid)?;
+        let perm = e.creation_perm(parent, mode, who.umask)?;
+        let i = e.create(parent, name, perm, who.uid, who.gid)?;
         e.pin(i.ino);
         self.hold_live(&mut e, i.ino);
         drop(e);
@@ -849,14 +874,15 @@ impl Fs {
     }
 
     /// Creates a directory.
-    pub fn mkdir(&self, parent: u64, name: &[u8], mode: u32, uid: u32, gid: u32) -> Result<Attr> {
+    pub fn mkdir(&self, parent: u64, name: &[u8], mode: u32, who: Caller) -> Result<Attr> {
         if parent == ROOT_INO && name == snapshots::NAME {
             return Err(Error::fs("mkdir", libc::EEXIST));
         }
         self.writable(parent, Some(name))?;
         let i = {
             let mut e = self.eng_mut();
-            let i = e.mkdir(parent, name, mode, uid, gid)?;
+            let perm = e.creation_perm(parent, mode, who.umask)?;
+            let i = e.mkdir(parent, name, perm, who.uid, who.gid)?;
             self.hold_live(&mut e, i.ino);
             i
         };
@@ -866,16 +892,12 @@ impl Fs {
 
     /// Creates a FIFO, socket or device node (the kernel checked that the
     /// caller may: `CAP_MKNOD` for devices).
-    #[allow(clippy::too_many_arguments)]
     pub fn mknod(
         &self,
         parent: u64,
         name: &[u8],
-        kind: FileType,
-        perm: u32,
-        rdev: u64,
-        uid: u32,
-        gid: u32,
+        (kind, mode, rdev): (FileType, u32, u64),
+        who: Caller,
     ) -> Result<Attr> {
         if parent == ROOT_INO && name == snapshots::NAME {
             return Err(Error::fs("mknod", libc::EEXIST));
@@ -883,7 +905,8 @@ impl Fs {
         self.writable(parent, Some(name))?;
         let a = {
             let mut e = self.eng_mut();
-            let i = e.mknod(parent, name, kind, perm, rdev, uid, gid)?;
+            let perm = e.creation_perm(parent, mode, who.umask)?;
+            let i = e.mknod(parent, name, kind, perm, rdev, who.uid, who.gid)?;
             self.hold_live(&mut e, i.ino);
             attr_of(&i, i.ino, false)
         };
@@ -973,10 +996,20 @@ impl Fs {
     /// `CAP_SYS_ADMIN` for `trusted.*`, the security modules for
     /// `security.*`, e.g. `CAP_SETFCAP` for `security.capability`, and it
     /// removes `security.capability` itself on a write or chown, through
-    /// `removexattr`). `system.*` (POSIX ACLs) and names without a
-    /// namespace get `EOPNOTSUPP`.
-    pub fn setxattr(&self, ino: u64, name: &[u8], value: &[u8], flags: XattrFlags) -> Result<()> {
-        if !XATTR_NAMESPACES.iter().any(|p| name.starts_with(p)) {
+    /// `removexattr`), and the POSIX ACLs (`system.posix_acl_access`,
+    /// `system.posix_acl_default`; the kernel enforces them, the engine
+    /// keeps the mode in step). Other `system.*` names and names without
+    /// a namespace get `EOPNOTSUPP`.
+    pub fn setxattr(
+        &self,
+        ino: u64,
+        name: &[u8],
+        value: &[u8],
+        flags: XattrFlags,
+        who: Caller,
+    ) -> Result<()> {
+        let acl_ok = acl::is_acl(name) && self.acls.load(Ordering::Relaxed);
+        if !XATTR_NAMESPACES.iter().any(|p| name.starts_with(p)) && !acl_ok {
             return Err(Error::fs("setxattr", libc::EOPNOTSUPP));
         }
         if name == STATE_XATTR {
@@ -984,7 +1017,21 @@ impl Fs {
         }
         match self.node(ino)? {
             Node::Live(i) if !self.opts.read_only => {
-                self.eng_mut().setxattr(i, name, value, flags)?;
+                let mut e = self.eng_mut();
+                let cur = e.getattr(i)?;
+                if name == acl::ACCESS && cur.perm & 0o2000 != 0 && !who.in_group_or_root(cur.gid) {
+                    // Setting an access ACL drops the set-group-ID bit of
+                    // a caller outside the file's group, as chmod does
+                    // (the kernel asks for this only through
+                    // FUSE_SETXATTR_EXT, which fuser does not parse).
+                    let a = SetAttr {
+                        perm: Some(cur.perm & !0o2000),
+                        ..SetAttr::default()
+                    };
+                    e.setattr(i, &a)?;
+                }
+                e.setxattr(i, name, value, flags)?;
+                drop(e);
                 self.changed();
                 Ok(())
             }
