@@ -29,6 +29,14 @@ def put(name, data):
 def get(name):
     with open(name, "rb") as f:
         return f.read()
+def acl(*entries):
+    # POSIX ACL xattr encoding: version 2, then (tag, perm, id) entries.
+    import struct
+    return struct.pack("<I", 2) + b"".join(struct.pack("<HHI", *e) for e in entries)
+# user::rw-, user:1000:rw-, group::r--, mask::rw-, other::--- (unnamed
+# entries carry the id the kernel writes back: ACL_UNDEFINED_ID)
+U = 0xFFFFFFFF
+ACL = acl((1, 6, U), (2, 6, 1000), (4, 4, U), (16, 6, U), (32, 0, U))
 def need(cond, what):
     if not cond:
         print("FAIL:", what, file=sys.stderr); sys.exit(1)
@@ -152,6 +160,20 @@ const CASES: &[Case] = &[
         setup: r#"put("xr", b"X"); os.setxattr("xr", "user.k", b"v1")"#,
         op: r#"os.removexattr("xr", "user.k")"#,
         check: r#"need("user.k" not in os.listxattr("xr"), os.listxattr("xr"))"#,
+    },
+    Case {
+        // The mode follows the ACL (its mask): both must survive replay.
+        name: "setfacl",
+        setup: r#"put("fa", b"A")"#,
+        op: r#"os.setxattr("fa", "system.posix_acl_access", ACL)"#,
+        check: r#"need(os.getxattr("fa", "system.posix_acl_access") == ACL and os.stat("fa").st_mode & 0o777 == 0o660, oct(os.stat("fa").st_mode))"#,
+    },
+    Case {
+        // Inheritance from a default ACL, in place of the umask.
+        name: "create under a default ACL",
+        setup: r#"os.mkdir("da", 0o755); os.setxattr("da", "system.posix_acl_default", ACL)"#,
+        op: r#"os.umask(0o077); put("da/f", b"F")"#,
+        check: r#"need(os.getxattr("da/f", "system.posix_acl_access") == ACL and os.stat("da/f").st_mode & 0o777 == 0o660, oct(os.stat("da/f").st_mode))"#,
     },
     Case {
         // A stray device number on a FIFO (mknod(2) ignores it) must not
