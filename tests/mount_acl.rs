@@ -99,6 +99,24 @@ fn acls_behave_as_on_a_local_file_system() {
     assert_eq!(m.sh(acls), before);
     let hist = m.sh("cd .snapshots/latest && getfacl -cpn d/f d/new d/sub; getfacl -cpnd d/sub");
     assert_eq!(hist, before);
+    // The kernel enforces them in history too: d/new (mode 0660, root's)
+    // is readable by uid 1000 through its ACL entry, not by uid 1001.
+    let read_as = |uid: u32| {
+        m.cmd("setpriv")
+            .args([
+                &format!("--reuid={uid}"),
+                &format!("--regid={uid}"),
+                "--clear-groups",
+                "cat",
+                ".snapshots/latest/d/new",
+            ])
+            .current_dir(&m.mnt)
+            .output()
+            .unwrap()
+            .status
+            .success()
+    };
+    assert_eq!((read_as(1000), read_as(1001)), (true, false));
 
     // `sovseal restore` writes the ACLs and other attributes back.
     m.py("import os\nos.setxattr('d/f', 'user.note', b'kept')\nos.setxattr('d/new', 'security.capability', bytes.fromhex('0100000200040000000000000000000000000000'))");
