@@ -101,18 +101,8 @@ fn acls_behave_as_on_a_local_file_system() {
     assert_eq!(hist, before);
     // The kernel enforces them in history too: d/new (mode 0660, root's)
     // is readable by uid 1000 through its ACL entry, not by uid 1001.
-    let read_as = |uid: u32| {
-        m.cmd("setpriv")
-            .args([
-                &format!("--reuid={uid}"),
-                &format!("--regid={uid}"),
-                "--clear-groups",
-                "cat",
-                ".snapshots/latest/d/new",
-            ])
-            .current_dir(&m.mnt)
-            .output()
-            .unwrap()
+    let read_as = |uid| {
+        m.as_user(uid, "cat", &[".snapshots/latest/d/new"])
             .status
             .success()
     };

@@ -7,27 +7,7 @@
 //! change: new files took the creator's group).
 
 mod support;
-use support::mount::{Mounted, text};
-
-/// Runs a small Python program in the mount as `uid` (its own group) and
-/// returns what it printed.
-fn py_as(m: &Mounted, uid: u32, program: &str) -> String {
-    let o = m
-        .cmd("setpriv")
-        .args([
-            &format!("--reuid={uid}"),
-            &format!("--regid={uid}"),
-            "--clear-groups",
-            "/usr/bin/python3",
-            "-c",
-            program,
-        ])
-        .current_dir(&m.mnt)
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}{}", text(&o.stdout), text(&o.stderr));
-    text(&o.stdout)
-}
+use support::mount::Mounted;
 
 const TRY: &str = "import errno, os\ndef t(f):\n    try:\n        f()\n        return 'ok'\n    except OSError as e:\n        return errno.errorcode[e.errno]\n";
 
@@ -36,8 +16,7 @@ fn setgid_and_sticky_directories_behave_as_on_ext4() {
     let m = Mounted::new("perms", &["-o", "allow_other"]);
     m.sh("mkdir shared tmp other && chgrp 1234 shared && chmod 2777 shared && chmod 1777 tmp && chmod 0777 other");
     // uid 1000 makes things in each.
-    let a = py_as(
-        &m,
+    let a = m.py_as(
         1000,
         &format!(
             "{TRY}open('shared/f', 'w').close()\nos.mkdir('shared/sub')\nopen('tmp/mine', 'w').close()\nopen('tmp/stay', 'w').close()\nprint(t(lambda: os.rename('tmp/mine', 'other/mine')), t(lambda: os.rename('other/mine', 'tmp/back')))"
@@ -57,8 +36,7 @@ fn setgid_and_sticky_directories_behave_as_on_ext4() {
     );
     // uid 1001 may not rename, remove or take over uid 1000's names in the
     // sticky directory, nor give its own file away.
-    let b = py_as(
-        &m,
+    let b = m.py_as(
         1001,
         &format!(
             "{TRY}open('tmp/theirs', 'w').close()\nprint(t(lambda: os.rename('tmp/stay', 'tmp/gone')), t(lambda: os.unlink('tmp/stay')), t(lambda: os.chown('tmp/stay', 1001, 1001)), t(lambda: os.chown('tmp/theirs', 1000, -1)), t(lambda: os.rename('tmp/theirs', 'other/theirs')))"

@@ -11,31 +11,6 @@
 mod support;
 use support::mount::Mounted;
 
-/// Runs `python3 -c program` in the mount as `uid:gid` (setpriv).
-fn py_as(m: &Mounted, uid: u32, program: &str) -> String {
-    let o = m
-        .cmd("setpriv")
-        .args([
-            &format!("--reuid={uid}"),
-            &format!("--regid={uid}"),
-            "--clear-groups",
-            // The system interpreter: a user's shims are not readable by others.
-            "/usr/bin/python3",
-            "-c",
-            program,
-        ])
-        .current_dir(&m.mnt)
-        .output()
-        .unwrap();
-    assert!(
-        o.status.success(),
-        "python as {uid}: {}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
 const TRY: &str = r#"
 import errno, os
 def t(f):
@@ -64,8 +39,7 @@ print(t(lambda: os.setxattr('f', 'trusted.t', b'1')),
     );
     // Another user: trusted.* is hidden and refused, security.* refused
     // (no capability), user.* allowed on a file it may write.
-    let user = py_as(
-        &m,
+    let user = m.py_as(
         1000,
         &format!(
             "{TRY}
@@ -101,7 +75,7 @@ fn a_write_or_chown_clears_setid_bits_and_file_capabilities() {
     let state = "import errno, os\ntry:\n    c = len(os.getxattr('prog', 'security.capability'))\nexcept OSError as e:\n    c = errno.errorcode[e.errno]\nprint(oct(os.stat('prog').st_mode & 0o7777), c)";
     assert_eq!(m.py(state).trim(), "0o6777 20");
     // A write by another user (not the owner).
-    py_as(&m, 2000, "open('prog', 'a').write('y')");
+    m.py_as(2000, "open('prog', 'a').write('y')");
     assert_eq!(m.py(state).trim(), "0o777 ENODATA");
     // A chown (even by root) clears them too.
     m.sh("chmod 06755 prog");

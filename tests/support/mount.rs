@@ -262,6 +262,37 @@ impl Mounted {
             .unwrap()
     }
 
+    /// `prog ARGS` run in the mount as `uid` with group `uid` and no
+    /// supplementary groups (setpriv), for tests of what other users may
+    /// do through `-o allow_other`.
+    pub fn as_user(&self, uid: u32, prog: &str, args: &[&str]) -> Output {
+        self.cmd("setpriv")
+            .args([
+                &format!("--reuid={uid}"),
+                &format!("--regid={uid}"),
+                "--clear-groups",
+                prog,
+            ])
+            .args(args)
+            .current_dir(&self.mnt)
+            .output()
+            .unwrap()
+    }
+
+    /// Runs a python3 program in the mount as `uid` (see [`Self::as_user`];
+    /// the system interpreter: a user's shims are not readable by others);
+    /// asserts success; returns stdout.
+    pub fn py_as(&self, uid: u32, program: &str) -> String {
+        let o = self.as_user(uid, "/usr/bin/python3", &["-c", program]);
+        assert!(
+            o.status.success(),
+            "python as {uid}: {}{}",
+            text(&o.stdout),
+            text(&o.stderr)
+        );
+        text(&o.stdout)
+    }
+
     /// Runs a python3 program inside the mount; asserts success; returns stdout.
     pub fn py(&self, program: &str) -> String {
         let o = self
