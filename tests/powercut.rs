@@ -288,3 +288,22 @@ fn the_harness_loses_what_no_sync_covered() {
     );
     rig.m.verify();
 }
+
+/// One disk sync per durable commit (the packs are the commit record; the
+/// index does not sync): 40 files each written, fsynced and closed in turn
+/// cost 40 syncs of the data dir's files, not 80 (packs, then the index's
+/// WAL), with a small allowance for SQLite's own checkpoints.
+#[test]
+fn each_fsync_costs_one_disk_sync() {
+    let rig = Rig::new("onesync", &["--sync-interval-ms", "60000"]);
+    let before = rig.fs.syncs();
+    rig.m.py(
+        "import os\nos.makedirs('s')\nfor i in range(40):\n    fd = os.open('s/%d' % i, os.O_CREAT | os.O_WRONLY, 0o644)\n    os.write(fd, b'x' * 1000)\n    os.fsync(fd)\n    os.close(fd)\n",
+    );
+    let syncs = rig.fs.syncs() - before;
+    eprintln!("40 fsyncs cost {syncs} disk syncs");
+    assert!(
+        (40..=46).contains(&syncs),
+        "40 fsyncs cost {syncs} disk syncs"
+    );
+}

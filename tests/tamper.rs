@@ -332,13 +332,20 @@ fn object_replayed_from_another_agent() {
 #[test]
 fn truncated_pack_refuses_writer() {
     let env = build();
+    // Snapshot 5's last object torn (its commit record after it too).
+    let (last, len): (u64, u64) = db(&env)
+        .query_row(
+            "SELECT offset, len FROM objects WHERE seq = 5 ORDER BY offset DESC LIMIT 1",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
     let pack = env.data_dir().join("packs/00000001.pack");
-    let len = std::fs::metadata(&pack).unwrap().len();
     std::fs::OpenOptions::new()
         .write(true)
         .open(&pack)
         .unwrap()
-        .set_len(len - 10)
+        .set_len(last + len - 10)
         .unwrap();
     let err = sovseal::engine::Engine::open(&env.home, &env.agent, &env.master)
         .err()
@@ -359,13 +366,20 @@ fn recovery_never_cuts_below_what_was_durable() {
             [],
         )
         .unwrap();
+    // Snapshot 5's last object torn (its commit record after it too).
+    let (last, len): (u64, u64) = db(&env)
+        .query_row(
+            "SELECT offset, len FROM objects WHERE seq = 5 ORDER BY offset DESC LIMIT 1",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
     let pack = env.data_dir().join("packs/00000001.pack");
-    let len = std::fs::metadata(&pack).unwrap().len();
     std::fs::OpenOptions::new()
         .write(true)
         .open(&pack)
         .unwrap()
-        .set_len(len - 10)
+        .set_len(last + len - 10)
         .unwrap();
     let err = sovseal::engine::Engine::open(&env.home, &env.agent, &env.master)
         .err()

@@ -4,19 +4,20 @@
 //! 1. dirty chunks, chunk lists, directory nodes and touched inode pages are
 //!    sealed and appended to the pack (only what changed: cost follows the
 //!    size of the change, not of the tree or the file);
-//! 2. the manifest is sealed into an envelope naming the parent's hash;
+//! 2. the manifest is sealed into an envelope naming the parent's hash, and
+//!    the envelope is appended after the objects as the commit record;
 //! 3. one SQLite transaction records the new objects, the pack lengths and
 //!    the envelope (`synchronous = NORMAL`: nothing waits for the disk).
 //!
 //! The snapshot is then sealed and survives a crash of the process (the
 //! page cache holds the packs and the WAL). [`Engine::sync`] is the
-//! power-loss barrier (packs synced, then a synchronous index transaction
-//! records the durable point); after a power cut the next writer keeps the
-//! snapshots after the durable point only if every byte of them is there
-//! (`repo::agent`'s recovery). A crash before step 3 leaves the previous
-//! head; bytes appended after the last committed pack length are cut off
-//! by the next writer. On error the overlay is kept, so the commit can be
-//! retried.
+//! power-loss barrier (the packs synced: one disk sync, since they hold the
+//! commit records); after a power cut the next writer rebuilds from the
+//! packs the snapshots whose every byte is there and the index lost, and
+//! drops those that are incomplete (`repo::agent`'s recovery). A crash
+//! before step 3 leaves the previous head; bytes appended after the last
+//! committed pack length are cut off by the next writer. On error the
+//! overlay is kept, so the commit can be retried.
 
 use super::{Engine, Overlay};
 use crate::Result;

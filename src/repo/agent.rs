@@ -10,7 +10,7 @@
 use crate::config::{AgentName, Home};
 use crate::fsutil::Dir;
 use crate::repo::Repo;
-use crate::repo::index::{Index, SnapshotMeta};
+use crate::repo::index::{Index, NewObject, SnapshotMeta};
 use crate::repo::store::Store;
 use crate::repo::view::SnapshotView;
 use crate::seal::envelope;
@@ -134,10 +134,15 @@ impl Agent {
         let dir = home.ensure_agent_data(name)?;
         let lock = lock(&dir, name)?;
         let keys = master.agent_keys(name.as_str());
-        let index = Index::open(&dir.join(crate::config::INDEX_FILE), true)?;
+        let mut index = Index::open(&dir.join(crate::config::INDEX_FILE), true)?;
         check_agent_id(&index, &keys, name, true)?;
         let packs = dir.ensure_sub("packs")?;
-        recover_tail(&index, packs.path(), &keys)?;
+        // Read through their own checked descriptor before the writer
+        // opens (and may cut or remove) any pack.
+        let reader = Store::open_checked_readonly(dir.sub("packs")?);
+        recover_tail(&mut index, &packs, &reader, &keys)?;
+        refuse_unindexed_packs(home, &index, &packs, &reader, name)?;
+        drop(reader);
         let store = Store::open_writer(packs, &index.packs()?)?;
         Ok((
             Agent {
@@ -522,26 +527,58 @@ pub fn discard_local(home: &Home, name: &AgentName) -> Result<PathBuf> {
 }
 
 /// Recovery after an unclean stop, before the packs are opened for
-/// writing. Snapshots committed after the index's durable point were not
-/// synced: after a crash of the process they are whole (the page cache
-/// kept them), after a power cut any of their bytes may be gone. Each one's
-/// new objects are read and their tags checked, oldest first; the index is
-/// cut back before the first snapshot that is not whole (it was never
-/// acknowledged as durable), the pack lengths are set from what remains,
-/// and the packs are synced so that what remains is durable.
-fn recover_tail(index: &Index, packs_dir: &Path, keys: &AgentKeys) -> Result<()> {
-    let Some(head) = index.head_seq()? else {
-        return Ok(());
-    };
-    let Some(durable) = index.durable_seq()? else {
-        // Written before durability was recorded: every commit then synced.
-        return index.mark_durable(head);
-    };
-    if durable >= head {
-        return Ok(());
-    }
-    let store = Store::open_readonly(packs_dir);
+/// writing. The index commits without a sync and the packs are the commit
+/// record, so after a power cut the two may disagree both ways:
+///
+/// 1. Cut back: index rows after the durable point whose objects did not
+///    all reach the disk (tags checked, oldest first) are removed from the
+///    first incomplete snapshot on; such a snapshot was never acknowledged
+///    as durable.
+/// 2. Catch up: snapshots whose objects and commit record reached the
+///    packs but whose index rows were lost are committed again from the
+///    packs ([`catch_up`]).
+///
+/// Then the packs read are synced and the head recorded durable, in a
+/// synchronous transaction.
+fn recover_tail(index: &mut Index, packs: &Dir, store: &Store, keys: &AgentKeys) -> Result<()> {
     let mut touched = BTreeSet::new();
+    let mut changed = false;
+    if let Some(head) = index.head_seq()? {
+        match index.durable_seq()? {
+            // Written before durability was recorded: every commit then synced.
+            None => index.mark_durable(head)?,
+            Some(durable) if durable < head => {
+                cut_back(index, store, keys, durable, head, &mut touched)?;
+                changed = true;
+            }
+            Some(_) => {}
+        }
+    }
+    let caught = catch_up(index, packs, store, keys, &mut touched)?;
+    if caught > 0 {
+        tracing::warn!(
+            "recovered {caught} snapshot(s) from the commit records in the packs that the index had not yet recorded (power cut?)"
+        );
+    }
+    if changed || caught > 0 {
+        Store::sync_packs(packs.path(), &touched)?;
+        if let Some(head) = index.head_seq()? {
+            index.mark_durable(head)?;
+        }
+    }
+    Ok(())
+}
+
+/// Step 1 of [`recover_tail`]: keeps the snapshots after `durable` whose
+/// new objects are all whole, up to the first one that is not.
+fn cut_back(
+    index: &Index,
+    store: &Store,
+    keys: &AgentKeys,
+    durable: u64,
+    head: u64,
+    touched: &mut BTreeSet<u32>,
+) -> Result<()> {
     let mut whole = durable;
     for seq in durable + 1..=head {
         let objects = index.objects_of(seq)?;
@@ -561,10 +598,246 @@ fn recover_tail(index: &Index, packs_dir: &Path, keys: &AgentKeys) -> Result<()>
             "snapshots {}..={head} were not on stable storage when this agent last stopped (power cut?) and are incomplete; head is snapshot {whole}, the last durable one is {durable}",
             whole + 1
         );
+        index.truncate_after(whole)?;
     }
-    index.truncate_after(whole)?;
-    Store::sync_packs(packs_dir, &touched)?;
-    index.mark_durable(whole)
+    Ok(())
+}
+
+/// Step 2 of [`recover_tail`]: reads every pack past its committed length
+/// (packs the index does not know from their start), in append order, and
+/// commits each snapshot whose objects and commit record are all there and
+/// verify: every object's tag, and the envelope hashing to its record,
+/// extending the head (sequence, parent hash, key and format versions) and
+/// opening. When an index commit failed and was retried, the pack holds a
+/// commit record per attempt: the last one of a sequence number is the one
+/// the index committed, so a snapshot is committed here only once the next
+/// record shows no retry follows. Commit records of snapshots the index
+/// already holds are passed over. The first record that is torn, unknown
+/// or does not verify ends the scan: what follows was never synced, and the
+/// writer cuts it off. Returns the number of snapshots committed.
+fn catch_up(
+    index: &mut Index,
+    packs: &Dir,
+    store: &Store,
+    keys: &AgentKeys,
+    touched: &mut BTreeSet<u32>,
+) -> Result<u64> {
+    use crate::repo::pack::{self, PACK_MAGIC, RECORD_HEADER, Record};
+    use crate::repo::store::Location;
+    let committed = index.packs()?;
+    let on_disk = crate::repo::store::pack_numbers(packs)?;
+    // From the first pack with bytes past its committed length on: appends
+    // run through the packs in order.
+    let magic = PACK_MAGIC.len() as u64;
+    let start_of = |p: u32| committed.get(&p).copied().unwrap_or(magic);
+    let mut first = None;
+    for &p in &on_disk {
+        if store.file_len(p)? > start_of(p) {
+            first = Some(p);
+            break;
+        }
+    }
+    let Some(first) = first else {
+        return Ok(0);
+    };
+    let mut scan = Scan {
+        index,
+        store,
+        on_disk: &on_disk,
+        first,
+        touched,
+        head: None,
+        caught: 0,
+    };
+    if let Some(seq) = scan.index.head_seq()? {
+        let env = scan
+            .index
+            .envelope(&keys.agent_id(), seq)?
+            .ok_or(Error::NoSuchSnapshot(seq))?;
+        scan.head = Some(env);
+    }
+    let mut objects: Vec<NewObject> = Vec::new();
+    let mut candidate: Option<Candidate> = None;
+    // The end of the last commit record passed over (already indexed), if
+    // no snapshot was committed after it.
+    let mut passed = None;
+    'packs: for p in on_disk.range(first..).copied() {
+        if !committed.contains_key(&p) && !store.has_magic(p)? {
+            break;
+        }
+        let mut at = start_of(p);
+        while let Some((id, kind, body)) = store.read_record(p, at)? {
+            let loc = Location {
+                pack: p,
+                offset: at + RECORD_HEADER,
+                len: body.len() as u32,
+            };
+            at += RECORD_HEADER + body.len() as u64;
+            match pack::decode_record(id, kind, &body) {
+                Ok(Record::Object(id, kind, sealed)) => {
+                    if envelope::open_object(keys, kind, &id, sealed).is_err() {
+                        break 'packs;
+                    }
+                    objects.push(NewObject { id, kind, loc });
+                }
+                Ok(Record::Commit(env)) => {
+                    let seq = env.sequence_number;
+                    if candidate
+                        .as_ref()
+                        .is_some_and(|c| c.env.sequence_number != seq)
+                    {
+                        let c = candidate.take().expect("checked");
+                        scan.commit(c)?;
+                        passed = None;
+                    }
+                    if seq < scan.next() {
+                        if candidate.is_some() {
+                            break 'packs;
+                        }
+                        // Already indexed (or a superseded attempt at it).
+                        if scan.index.stored_hash(seq)? == Some(env.hash()) {
+                            passed = Some((p, at));
+                        }
+                        objects.clear();
+                        continue;
+                    }
+                    if !scan.extends(keys, &env) {
+                        break 'packs;
+                    }
+                    // A retry after a failed index commit replaces the
+                    // attempt before it, and holds its objects too.
+                    let mut all = candidate.take().map_or_else(Vec::new, |c| c.objects);
+                    all.append(&mut objects);
+                    candidate = Some(Candidate {
+                        env,
+                        objects: all,
+                        pack: p,
+                        end: at,
+                    });
+                }
+                Err(_) => break 'packs,
+            }
+        }
+        if at != store.file_len(p)? {
+            break; // a torn record
+        }
+    }
+    if let Some(c) = candidate {
+        scan.commit(c)?;
+        passed = None;
+    }
+    // Commit records of indexed snapshots stay in the committed part of the
+    // packs (the writer cuts off what is past it), so that the packs can
+    // rebuild every indexed snapshot.
+    if let Some((p, at)) = passed {
+        let lengths: Vec<(u32, u64)> = lengths_up_to(store, &on_disk, first, p, at)?
+            .into_iter()
+            .filter(|(q, len)| committed.get(q).is_some_and(|c| len > c))
+            .collect();
+        scan.index.set_pack_lengths(&lengths)?;
+        scan.touched.extend(lengths.iter().map(|(q, _)| *q));
+    }
+    Ok(scan.caught)
+}
+
+/// A snapshot read back from the packs and verified, not yet committed.
+struct Candidate {
+    env: crate::seal::envelope::Envelope,
+    objects: Vec<NewObject>,
+    /// Where its commit record ends.
+    pack: u32,
+    end: u64,
+}
+
+/// The state of [`catch_up`]'s scan.
+struct Scan<'a> {
+    index: &'a mut Index,
+    store: &'a Store,
+    on_disk: &'a BTreeSet<u32>,
+    first: u32,
+    touched: &'a mut BTreeSet<u32>,
+    /// The head committed so far.
+    head: Option<crate::seal::envelope::Envelope>,
+    caught: u64,
+}
+
+impl Scan<'_> {
+    fn next(&self) -> u64 {
+        self.head.as_ref().map_or(1, |h| h.sequence_number + 1)
+    }
+
+    /// Whether `env` is the next snapshot after head: sequence, parent hash,
+    /// key and format versions, and its manifest opens under the key.
+    fn extends(&self, keys: &AgentKeys, env: &crate::seal::envelope::Envelope) -> bool {
+        let parent = self
+            .head
+            .as_ref()
+            .map_or(envelope::GENESIS_PARENT, |h| h.hash());
+        env.sequence_number == self.next()
+            && env.parent_snapshot == parent
+            && self.head.as_ref().is_none_or(|h| {
+                envelope::check_succession(h.key_version, h.format_version, env).is_ok()
+            })
+            && envelope::open_manifest(keys, env).is_ok()
+    }
+
+    fn commit(&mut self, c: Candidate) -> Result<()> {
+        let lengths = lengths_up_to(self.store, self.on_disk, self.first, c.pack, c.end)?;
+        self.index.commit(&c.objects, &lengths, &c.env)?;
+        self.touched.extend(lengths.iter().map(|(q, _)| *q));
+        self.head = Some(c.env);
+        self.caught += 1;
+        Ok(())
+    }
+}
+
+/// The length of every pack from `first` to `last` once read up to `at` in
+/// `last`: the earlier ones were read whole.
+fn lengths_up_to(
+    store: &Store,
+    on_disk: &BTreeSet<u32>,
+    first: u32,
+    last: u32,
+    at: u64,
+) -> Result<Vec<(u32, u64)>> {
+    on_disk
+        .range(first..=last)
+        .map(|&q| Ok((q, if q == last { at } else { store.file_len(q)? })))
+        .collect()
+}
+
+/// An index without snapshots beside pack data that recovery could not
+/// rebuild it from (packs from before commit records, or whose first
+/// records are damaged): refused before the writer would remove the packs
+/// the index does not know. The data is history this index lost, not
+/// leftovers; `sovseal reset --discard-local-history` moves it aside.
+fn refuse_unindexed_packs(
+    home: &Home,
+    index: &Index,
+    packs: &Dir,
+    store: &Store,
+    name: &AgentName,
+) -> Result<()> {
+    if index.head_seq()?.is_some() {
+        return Ok(());
+    }
+    let magic = crate::repo::pack::PACK_MAGIC.len() as u64;
+    let mut data = 0;
+    for p in crate::repo::store::pack_numbers(packs)? {
+        data += store.file_len(p)?.saturating_sub(magic);
+    }
+    if data == 0 {
+        return Ok(());
+    }
+    let mut evidence = history_evidence(home, name, Some(index), true)?;
+    evidence.push(format!(
+        "{data} bytes of pack data in {} that could not be rebuilt into snapshots",
+        packs.path().display()
+    ));
+    Err(Error::HistoryMissing {
+        agent: name.to_string(),
+        evidence: evidence.join("; "),
+    })
 }
 
 fn seen_record(seq: u64, hash: &[u8; 32]) -> Vec<u8> {

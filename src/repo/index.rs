@@ -6,12 +6,14 @@
 //!
 //! WAL journal, `BEGIN IMMEDIATE` for every write. A snapshot commit runs
 //! with `synchronous = NORMAL`: it reaches the WAL in the page cache, which
-//! survives a crash of the process but not a power cut; [`Index::mark_durable`]
-//! (after the packs were synced) runs with `synchronous = FULL`, whose WAL
-//! sync makes every earlier commit durable too, and records the durable
-//! sequence number that recovery after a power cut starts from. Every other
-//! write (prune, forget, restore, metadata) is `FULL`. The schema version is SQLite's
-//! `user_version`; migrations are additive and run in one transaction.
+//! survives a crash of the process but not a power cut. The index never
+//! waits for the disk on the commit path: the packs are the commit record
+//! (each snapshot's envelope follows its objects there), the barrier syncs
+//! them alone and records `durable_seq` lazily ([`Index::mark_durable_lazy`]),
+//! and after a power cut `repo::agent` rebuilds from the packs the rows the
+//! WAL lost. Every other write (prune, forget, restore, recovery, metadata)
+//! is `FULL`. The schema version is SQLite's `user_version`; migrations are
+//! additive and run in one transaction.
 
 use crate::repo::store::Location;
 use crate::seal::envelope::Envelope;
@@ -336,8 +338,12 @@ impl Index {
         self.conn.pragma_update(None, "synchronous", "NORMAL")?;
         let r = self.commit_tx(objects, packs, env);
         if let Err(e) = self.conn.pragma_update(None, "synchronous", "FULL") {
+            // The transaction's outcome stands (a snapshot that was
+            // committed is reported committed: a retry would seal a second
+            // envelope for its sequence number); the next durable write
+            // restores `FULL` first.
+            tracing::warn!("index: could not restore synchronous = FULL: {e}");
             self.not_durable.set(true);
-            return Err(e.into());
         }
         r
     }
@@ -425,13 +431,22 @@ impl Index {
 
     /// Records that every snapshot up to `seq` is on stable storage (the
     /// caller synced the packs first), in a synchronous transaction whose
-    /// WAL sync also makes every earlier `NORMAL` commit durable.
+    /// WAL sync also makes every earlier `NORMAL` commit durable (recovery
+    /// and restore).
     pub fn mark_durable(&self, seq: u64) -> Result<()> {
         if self.not_durable.get() {
             self.conn.pragma_update(None, "synchronous", "FULL")?;
             self.not_durable.set(false);
         }
         put_meta(&self.conn, META_DURABLE, Some(seq.to_string().as_bytes()))
+    }
+
+    /// Records that every snapshot up to `seq` is on stable storage (the
+    /// caller synced the packs, which hold the commit records) without
+    /// waiting for the disk: a power cut may lose this row, never make it
+    /// name more than what was synced (the WAL keeps commits in order).
+    pub fn mark_durable_lazy(&self, seq: u64) -> Result<()> {
+        self.set_meta_lazy(&[(META_DURABLE, Some(seq.to_string().as_bytes()))])
     }
 
     /// The last sequence number recorded durable by [`Index::mark_durable`];
@@ -459,6 +474,20 @@ impl Index {
             [crate::repo::pack::PACK_MAGIC.len() as u64],
         )?;
         put_meta(&tx, META_DURABLE, Some(seq.to_string().as_bytes()))?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Raises the committed length of packs (recovery found whole records
+    /// of indexed snapshots past it). Synchronous.
+    pub fn set_pack_lengths(&self, packs: &[(u32, u64)]) -> Result<()> {
+        let tx = self.conn.unchecked_transaction()?;
+        for (p, len) in packs {
+            tx.execute(
+                "UPDATE packs SET committed_len = MAX(committed_len, ?2) WHERE id = ?1",
+                params![p, len],
+            )?;
+        }
         tx.commit()?;
         Ok(())
     }

@@ -5,7 +5,15 @@
 //! sealed bytes (len)`. The local store appends records to pack files; the
 //! replicator and redaction build remote parts; restore and redaction
 //! decode them. Sealed bytes only: nothing here holds a key.
+//!
+//! Local packs also hold commit records (kind [`COMMIT_KIND`]): after a
+//! snapshot's objects, its envelope (`id` = the envelope hash, body = the
+//! envelope's JSON wire form, itself sealed). They make a pack the commit
+//! record of the snapshots it holds: a pack synced up to a commit record
+//! lets recovery rebuild what the index had not yet synced. Remote parts
+//! never hold one (the envelope travels beside them).
 
+use crate::seal::envelope::Envelope;
 use crate::seal::tree::{ObjectId, ObjectKind};
 use crate::{Error, Result};
 
@@ -22,6 +30,87 @@ pub fn encode_record(buf: &mut Vec<u8>, id: &ObjectId, kind: ObjectKind, sealed:
     buf.extend_from_slice(sealed);
 }
 
+/// Record kind of a commit record (local packs only): `'C'`, outside the
+/// object kinds.
+pub const COMMIT_KIND: u8 = 0x43;
+
+/// Appends the commit record of the snapshot `env` seals to `buf`.
+pub fn encode_commit(buf: &mut Vec<u8>, env: &Envelope) {
+    let body = env.to_json();
+    buf.extend_from_slice(&env.hash());
+    buf.push(COMMIT_KIND);
+    buf.extend_from_slice(&(body.len() as u32).to_le_bytes());
+    buf.extend_from_slice(&body);
+}
+
+/// Decodes the body of a commit record whose header named `id`: the
+/// envelope, which must parse and hash to `id`. Nothing is opened here: the
+/// caller checks it extends the chain and that its manifest opens.
+pub fn decode_commit(id: &ObjectId, body: &[u8]) -> Result<Envelope> {
+    let env = Envelope::from_json(body)?;
+    if env.hash() != id.0 {
+        return Err(Error::corrupt(
+            format!("commit record of snapshot {}", env.sequence_number),
+            "the envelope does not hash to the record's id",
+        ));
+    }
+    Ok(env)
+}
+
+/// One record of a local pack, decoded.
+#[derive(Debug)]
+pub enum Record<'a> {
+    /// A sealed object.
+    Object(ObjectId, ObjectKind, &'a [u8]),
+    /// A commit record: the envelope of the snapshot whose objects precede it.
+    Commit(Envelope),
+}
+
+/// Decodes one local record from its header fields and body.
+pub fn decode_record<'a>(id: ObjectId, kind: u8, body: &'a [u8]) -> Result<Record<'a>> {
+    if kind == COMMIT_KIND {
+        return decode_commit(&id, body).map(Record::Commit);
+    }
+    let kind = ObjectKind::from_u8(kind)
+        .ok_or_else(|| Error::corrupt("pack record", format!("unknown kind {kind}")))?;
+    Ok(Record::Object(id, kind, body))
+}
+
+/// The records of a whole local pack file's bytes. A bad magic, an unknown
+/// kind, a commit record that does not decode or a truncated record is an
+/// error.
+pub fn decode_local(pack: &[u8]) -> Result<Vec<Record<'_>>> {
+    split(pack)
+        .map_err(|d| Error::corrupt("local pack", d))?
+        .into_iter()
+        .map(|(id, kind, body)| decode_record(id, kind, body))
+        .collect()
+}
+
+/// One raw record: id, kind byte, body.
+type RawRecord<'a> = (ObjectId, u8, &'a [u8]);
+
+/// Splits a pack's bytes into raw records, or says what is wrong with them
+/// (bad magic, a truncated header or record).
+fn split(pack: &[u8]) -> std::result::Result<Vec<RawRecord<'_>>, &'static str> {
+    let mut rest = pack.strip_prefix(&PACK_MAGIC[..]).ok_or("bad magic")?;
+    let mut out = Vec::new();
+    while !rest.is_empty() {
+        let h = rest
+            .first_chunk::<{ RECORD_HEADER as usize }>()
+            .ok_or("truncated record header")?;
+        let (id, kind, len) = decode_header(h);
+        rest = &rest[RECORD_HEADER as usize..];
+        let len = len as usize;
+        if rest.len() < len {
+            return Err("truncated record");
+        }
+        out.push((id, kind, &rest[..len]));
+        rest = &rest[len..];
+    }
+    Ok(out)
+}
+
 /// Decodes a record header: (id, raw kind byte, sealed length).
 pub fn decode_header(h: &[u8; RECORD_HEADER as usize]) -> (ObjectId, u8, u32) {
     let id = ObjectId(h[..32].try_into().expect("32"));
@@ -30,29 +119,19 @@ pub fn decode_header(h: &[u8; RECORD_HEADER as usize]) -> (ObjectId, u8, u32) {
 }
 
 /// The records of one remote pack part of snapshot `seq`: (id, kind,
-/// sealed bytes). A bad magic, an unknown kind or a truncated record is a
-/// corruption error naming the snapshot.
+/// sealed bytes). A bad magic, an unknown kind (a commit record included:
+/// remote parts never carry one) or a truncated record is a corruption
+/// error naming the snapshot.
 pub fn decode_part(seq: u64, part: &[u8]) -> Result<Vec<(ObjectId, ObjectKind, &[u8])>> {
     let bad = |d: &str| Error::corrupt(format!("remote pack of snapshot {seq}"), d.to_owned());
-    let mut rest = part
-        .strip_prefix(&PACK_MAGIC[..])
-        .ok_or_else(|| bad("bad magic"))?;
-    let mut out = Vec::new();
-    while !rest.is_empty() {
-        let Some(h) = rest.first_chunk::<{ RECORD_HEADER as usize }>() else {
-            return Err(bad("truncated record header"));
-        };
-        let (id, kind, len) = decode_header(h);
-        let kind = ObjectKind::from_u8(kind).ok_or_else(|| bad("unknown object kind"))?;
-        rest = &rest[RECORD_HEADER as usize..];
-        let len = len as usize;
-        if rest.len() < len {
-            return Err(bad("truncated record"));
-        }
-        out.push((id, kind, &rest[..len]));
-        rest = &rest[len..];
-    }
-    Ok(out)
+    split(part)
+        .map_err(bad)?
+        .into_iter()
+        .map(|(id, kind, body)| {
+            let kind = ObjectKind::from_u8(kind).ok_or_else(|| bad("unknown object kind"))?;
+            Ok((id, kind, body))
+        })
+        .collect()
 }
 
 #[cfg(test)]

@@ -4,15 +4,19 @@
 //! key, decrypts nothing, and never sees plaintext.
 //!
 //! A pack is `packs/NNNNNNNN.pack`: the 8-byte magic `SOVPACK1`, then records
-//! `object id (32) || kind (1) || length u32 LE || sealed bytes`. A commit
-//! appends its objects and calls [`Store::sync`] (one `fdatasync` per pack
-//! touched) before the index transaction that references them, so sealed
-//! bytes are durable before they are referenced. The index records each
-//! pack's committed length; bytes past it are leftovers of a process that
-//! died before committing and are cut off by the next writer.
+//! (see [`super::pack`]): each snapshot's new objects, then its commit
+//! record (the envelope). Appends go through the page cache and are not
+//! synced one by one: [`Store::sync`] (one `fdatasync` per pack appended to)
+//! is the power-loss barrier, and a pack synced up to a commit record holds
+//! everything needed to rebuild that snapshot's index rows. The index
+//! records each pack's committed length; bytes past it are either commit
+//! records the index has not yet synced (recovery reads them back, see
+//! `repo::agent`) or leftovers of a process that died before committing,
+//! which the next writer cuts off.
 
 use super::pack::{self, PACK_MAGIC, RECORD_HEADER};
 use crate::fsutil::Dir;
+use crate::seal::envelope::Envelope;
 use crate::seal::tree::{ObjectId, ObjectKind};
 use crate::{Error, Result};
 use nix::fcntl::OFlag;
@@ -65,6 +69,19 @@ fn pack_path(dir: &Path, pack: u32) -> PathBuf {
     dir.join(pack_name(pack))
 }
 
+/// The numbers of the pack files in `dir`.
+pub fn pack_numbers(dir: &Dir) -> Result<BTreeSet<u32>> {
+    Ok(dir
+        .names()?
+        .iter()
+        .filter_map(|name| {
+            name.to_str()
+                .and_then(|n| n.strip_suffix(".pack"))
+                .and_then(|n| n.parse::<u32>().ok())
+        })
+        .collect())
+}
+
 /// Opens a pack by path for reading, never through a symlink.
 fn open_pack_readonly(path: &Path) -> std::io::Result<File> {
     OpenOptions::new()
@@ -84,21 +101,23 @@ impl Store {
         }
     }
 
+    /// Opens the packs for reading only, through a checked directory (every
+    /// pack opened through it, never through a symlink): recovery, before
+    /// the writer opens them.
+    pub fn open_checked_readonly(dir: Dir) -> Self {
+        Store {
+            dir: dir.path().to_owned(),
+            wdir: Some(dir),
+            readers: RwLock::new(HashMap::new()),
+            writer: None,
+        }
+    }
+
     /// Opens the packs for appending. `committed` is each pack's committed
     /// length from the index: longer packs are cut back to it, packs the
     /// index does not know are removed, shorter packs are an error.
     pub fn open_writer(dir: Dir, committed: &BTreeMap<u32, u64>) -> Result<Self> {
-        let mut present = BTreeSet::new();
-        for name in dir.names()? {
-            let Some(n) = name
-                .to_str()
-                .and_then(|n| n.strip_suffix(".pack"))
-                .and_then(|n| n.parse::<u32>().ok())
-            else {
-                continue;
-            };
-            present.insert(n);
-        }
+        let present = pack_numbers(&dir)?;
         for (&pack, &len) in committed {
             if !present.contains(&pack) {
                 return Err(Error::MissingObject {
@@ -187,12 +206,27 @@ impl Store {
 
     /// Appends one sealed object (not yet durable: see [`Store::sync`]).
     pub fn append(&self, id: &ObjectId, kind: ObjectKind, sealed: &[u8]) -> Result<Location> {
+        self.append_with(|buf| pack::encode_record(buf, id, kind, sealed))
+    }
+
+    /// Appends the commit record of `env`, after the objects of its
+    /// snapshot (not yet durable: see [`Store::sync`]).
+    pub fn append_commit(&self, env: &Envelope) -> Result<()> {
+        self.append_with(|buf| pack::encode_commit(buf, env))
+            .map(|_| ())
+    }
+
+    /// Appends the record `encode` writes, starting a new pack first when
+    /// this one would grow past [`PACK_TARGET`]. Returns where its body is.
+    fn append_with(&self, encode: impl FnOnce(&mut Vec<u8>)) -> Result<Location> {
+        let mut buf = Vec::new();
+        encode(&mut buf);
         let w = self
             .writer
             .as_ref()
             .ok_or_else(|| Error::Invalid("store opened read-only".into()))?;
         let mut w = w.lock().expect("pack writer");
-        let rec = RECORD_HEADER + sealed.len() as u64;
+        let rec = buf.len() as u64;
         if w.len > PACK_MAGIC.len() as u64 && w.len + rec > PACK_TARGET {
             let (old, len, file) = (w.pack, w.len, w.file.clone());
             w.unrecorded.insert(old, (file.clone(), len));
@@ -201,8 +235,6 @@ impl Store {
             w.file = self.create_pack(w.pack)?;
             w.len = PACK_MAGIC.len() as u64;
         }
-        let mut buf = Vec::with_capacity(rec as usize);
-        pack::encode_record(&mut buf, id, kind, sealed);
         let at = w.len;
         w.file
             .write_all_at(&buf, at)
@@ -214,7 +246,7 @@ impl Store {
         Ok(Location {
             pack,
             offset: at + RECORD_HEADER,
-            len: sealed.len() as u32,
+            len: (rec - RECORD_HEADER) as u32,
         })
     }
 
@@ -290,9 +322,13 @@ impl Store {
         }
     }
 
-    /// The length of a pack file on disk (0 if it is missing).
-    pub fn file_len(&self, pack: u32) -> u64 {
-        std::fs::metadata(pack_path(&self.dir, pack)).map_or(0, |m| m.len())
+    /// The length of a pack file on disk, read through the store's own
+    /// descriptor (so never through a symlink).
+    pub fn file_len(&self, pack: u32) -> Result<u64> {
+        let f = self.reader(pack)?;
+        Ok(f.metadata()
+            .map_err(|e| Error::io(pack_path(&self.dir, pack), e))?
+            .len())
     }
 
     /// Syncs the given packs (recovery after an unclean stop, when the
@@ -333,6 +369,36 @@ impl Store {
         f.read_exact_at(&mut buf, loc.offset)
             .map_err(|e| Error::io(pack_path(&self.dir, loc.pack), e))?;
         Ok(buf)
+    }
+
+    /// Reads the whole record that starts at `at` in `pack`: header fields
+    /// and body. `None` when the file ends before the record does (a torn
+    /// tail, or the end of the pack).
+    pub fn read_record(&self, pack: u32, at: u64) -> Result<Option<(ObjectId, u8, Vec<u8>)>> {
+        let f = self.reader(pack)?;
+        let path = || pack_path(&self.dir, pack);
+        let size = f.metadata().map_err(|e| Error::io(path(), e))?.len();
+        if at + RECORD_HEADER > size {
+            return Ok(None);
+        }
+        let mut h = [0u8; RECORD_HEADER as usize];
+        f.read_exact_at(&mut h, at)
+            .map_err(|e| Error::io(path(), e))?;
+        let (id, kind, len) = pack::decode_header(&h);
+        if at + RECORD_HEADER + u64::from(len) > size {
+            return Ok(None);
+        }
+        let mut body = vec![0u8; len as usize];
+        f.read_exact_at(&mut body, at + RECORD_HEADER)
+            .map_err(|e| Error::io(path(), e))?;
+        Ok(Some((id, kind, body)))
+    }
+
+    /// Whether pack `pack` starts with the pack magic.
+    pub fn has_magic(&self, pack: u32) -> Result<bool> {
+        let f = self.reader(pack)?;
+        let mut m = [0u8; PACK_MAGIC.len()];
+        Ok(f.read_exact_at(&mut m, 0).is_ok() && &m == PACK_MAGIC)
     }
 
     /// Reads the record header before `loc`: the id and kind it was written with.
