@@ -10,7 +10,8 @@
 //!   asks for a seal after a quiet period, pushed back by further changes
 //!   but never beyond `max_delay` after the first.
 //! - **barrier**: every sealed snapshot made durable against a power cut
-//!   (packs synced, the durable point recorded synchronously).
+//!   (the packs synced: one disk sync, since they hold each snapshot's
+//!   commit record; the durable point recorded after, without a sync).
 //!   `commit_durable` (fsync, fdatasync, fsyncdir, unmount, and close with
 //!   `durable_close`) returns once a seal and then a barrier that started
 //!   after the request are done; every waiter that arrives meanwhile shares
