@@ -116,10 +116,17 @@ impl Engine {
                 Chunks::Inline(refs)
             } else {
                 let count = refs.len() as u64;
-                let id = repo.put(ObjectKind::ChunkList, &tree::encode_chunk_list(&refs))?;
+                let encoded = tree::encode_chunk_list(&refs);
+                let id = repo.put(ObjectKind::ChunkList, &encoded)?;
+                // What the cache holds is what a decode would give.
+                debug_assert_eq!(tree::decode_chunk_list(&encoded).ok(), Some(refs.clone()));
+                repo.cache_chunk_list(id, refs, encoded.len());
                 Chunks::List { id, count }
             });
         }
+        // Directory nodes sealed: (inode, id, encoded length), cached once
+        // the commit is done and the overlay gives its entries up.
+        let mut sealed_dirs = Vec::new();
         for (ino, entries) in &self.ov.dirs {
             let Some(Some(i)) = changed.get_mut(ino) else {
                 continue;
@@ -127,7 +134,11 @@ impl Engine {
             i.content = Content::Dir(if entries.is_empty() {
                 None
             } else {
-                Some(repo.put(ObjectKind::DirNode, &tree::encode_dir(entries))?)
+                let encoded = tree::encode_dir(entries);
+                debug_assert_eq!(tree::decode_dir(&encoded).ok().as_ref(), Some(entries));
+                let id = repo.put(ObjectKind::DirNode, &encoded)?;
+                sealed_dirs.push((*ino, id, encoded.len()));
+                Some(id)
             });
         }
 
@@ -148,7 +159,13 @@ impl Engine {
             if recs.is_empty() {
                 pages.remove(&page_no);
             } else {
-                let id = repo.put(ObjectKind::InodePage, &tree::encode_page(page_no, &recs))?;
+                let encoded = tree::encode_page(page_no, &recs);
+                let id = repo.put(ObjectKind::InodePage, &encoded)?;
+                debug_assert_eq!(
+                    tree::decode_page(&encoded, base.inodes_per_page).ok(),
+                    Some((page_no, recs.clone()))
+                );
+                repo.cache_page(id, recs, encoded.len());
                 pages.insert(page_no, id);
             }
         }
@@ -165,7 +182,7 @@ impl Engine {
         };
         let env = envelope::seal_manifest(repo.keys(), &m);
         repo.commit(&env)?;
-        let head = SnapshotView::new(repo, env.hash(), m);
+        let head = SnapshotView::new(repo.clone(), env.hash(), m);
         let info = CommitInfo {
             seq: head.seq(),
             hash: head.hash(),
@@ -189,6 +206,13 @@ impl Engine {
             if let Some(f) = self.ov.files.remove(&ino) {
                 next.dirty_bytes += f.held();
                 next.files.insert(ino, f);
+            }
+        }
+        // Write-through: the new head's directories are read next (a
+        // lookup after the commit) and need no decryption.
+        for (ino, id, len) in sealed_dirs {
+            if let Some(entries) = self.ov.dirs.remove(&ino) {
+                repo.cache_dir(id, entries, len);
             }
         }
         self.ov = next;
@@ -235,7 +259,7 @@ impl Engine {
         let repo = self.head.repo().clone();
         let env = envelope::seal_manifest(repo.keys(), &m);
         repo.commit(&env)?;
-        let head = SnapshotView::new(repo, env.hash(), m);
+        let head = SnapshotView::new(repo.clone(), env.hash(), m);
         self.ov = Overlay {
             next_ino: head.manifest().next_ino,
             ..Overlay::default()

@@ -240,6 +240,29 @@ impl Repo {
         self.chunks.insert(id, Arc::new(plaintext), size);
     }
 
+    /// Keeps an inode page just sealed as `id` in the metadata cache
+    /// (write-through, as [`Repo::cache_chunk`]: the first lookup after a
+    /// commit needs no decryption). `encoded` is its plaintext length.
+    pub fn cache_page(&self, id: ObjectId, page: Page, encoded: usize) {
+        self.meta
+            .insert(id, Arc::new(Meta::Page(Arc::new(page))), encoded * 2 + 256);
+    }
+
+    /// Keeps a directory node just sealed as `id` in the metadata cache.
+    pub fn cache_dir(&self, id: ObjectId, entries: Entries, encoded: usize) {
+        self.meta.insert(
+            id,
+            Arc::new(Meta::Dir(Arc::new(entries))),
+            encoded * 3 + 256,
+        );
+    }
+
+    /// Keeps a chunk list just sealed as `id` in the metadata cache.
+    pub fn cache_chunk_list(&self, id: ObjectId, list: Vec<ChunkRef>, encoded: usize) {
+        self.meta
+            .insert(id, Arc::new(Meta::List(Arc::new(list))), encoded * 2 + 256);
+    }
+
     /// A file chunk's plaintext.
     pub fn chunk(&self, id: &ObjectId) -> Result<Arc<Vec<u8>>> {
         if let Some(c) = self.chunks.get(id) {
