@@ -8,9 +8,12 @@
 //! `pwrite` before the operation is acknowledged: it is then in the page
 //! cache, which outlives the process. It is never synced: a power cut may
 //! lose it, as it may lose any write no fsync covered (an fsync commits a
-//! snapshot, which holds the operations). After each commit the file is
-//! emptied; records whose head is not the current head are stale and
-//! ignored. Nothing here holds a key or sees plaintext.
+//! snapshot, which holds the operations). Each append also writes a zero
+//! length after its record, so the records end there; after each commit
+//! the journal is emptied by a zero length at its start (one small write,
+//! not a truncate: no metadata change on the commit path), and the next
+//! record overwrites it. Records whose head is not the current head are
+//! stale and ignored. Nothing here holds a key or sees plaintext.
 
 use crate::{Error, Result};
 use std::fs::{File, OpenOptions};
@@ -21,6 +24,8 @@ use std::path::{Path, PathBuf};
 pub const JOURNAL_FILE: &str = "journal";
 /// Bytes before each record's sealed bytes.
 const FRAME: usize = 4 + 8 + 32;
+/// The end of the records: a zero length.
+const END: [u8; 4] = [0; 4];
 /// Largest record accepted when reading (an operation is far smaller).
 const MAX_RECORD: usize = 1 << 20;
 
@@ -78,24 +83,30 @@ impl Journal {
     /// Appends one record with a single write: once this returns, the
     /// record outlives a crash of the process.
     pub fn append(&mut self, seq: u64, hash: &[u8; 32], sealed: &[u8]) -> Result<()> {
-        let mut buf = Vec::with_capacity(FRAME + sealed.len());
+        let mut buf = Vec::with_capacity(FRAME + sealed.len() + END.len());
         buf.extend_from_slice(&(sealed.len() as u32).to_le_bytes());
         buf.extend_from_slice(&seq.to_le_bytes());
         buf.extend_from_slice(hash);
         buf.extend_from_slice(sealed);
+        // The end marker, in the same write: what an earlier, longer run of
+        // records left after this one is never read as part of it.
+        buf.extend_from_slice(&END);
         self.file
             .write_all_at(&buf, self.len)
             .map_err(|e| Error::io(&self.path, e))?;
-        self.len += buf.len() as u64;
+        self.len += (buf.len() - END.len()) as u64;
         Ok(())
     }
 
-    /// Empties the journal (its operations are in a snapshot now).
+    /// Empties the journal (its operations are in a snapshot now): an end
+    /// marker at its start, one small write.
     pub fn reset(&mut self) -> Result<()> {
         if self.len == 0 {
             return Ok(());
         }
-        self.file.set_len(0).map_err(|e| Error::io(&self.path, e))?;
+        self.file
+            .write_all_at(&END, 0)
+            .map_err(|e| Error::io(&self.path, e))?;
         self.len = 0;
         Ok(())
     }
@@ -148,8 +159,10 @@ mod tests {
             (recs[1].seq, recs[1].hash, &recs[1].sealed[..]),
             (3, [7; 32], &b"two!"[..])
         );
-        // Every cut inside the second record keeps only the first.
-        for cut in FRAME + 3 + 1..full.len() {
+        // Every cut inside the second record keeps only the first (the
+        // file ends with the end marker after it).
+        assert_eq!(full[full.len() - END.len()..], END);
+        for cut in FRAME + 3 + 1..full.len() - END.len() {
             std::fs::write(&path, &full[..cut]).unwrap();
             let (mut j, recs) = Journal::open(dir.path()).unwrap();
             assert_eq!(recs.len(), 1, "cut at {cut}");
@@ -161,6 +174,34 @@ mod tests {
         }
         let (mut j, _) = Journal::open(dir.path()).unwrap();
         j.reset().unwrap();
+        assert!(Journal::open(dir.path()).unwrap().1.is_empty());
+    }
+
+    /// A reset empties the journal with one write at its start (the file
+    /// is not truncated); records appended after it read back alone, never
+    /// followed by what the longer run before the reset left behind.
+    #[test]
+    fn a_reset_empties_without_a_truncate_and_later_records_stand_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(JOURNAL_FILE);
+        let (mut j, _) = Journal::open(dir.path()).unwrap();
+        for n in 0..5u8 {
+            j.append(3, &[7; 32], &[n; 40]).unwrap();
+        }
+        let size = std::fs::metadata(&path).unwrap().len();
+        j.reset().unwrap();
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), size, "no truncate");
+        // As long as the old ones, so that an old record starts right
+        // where it ends.
+        j.append(4, &[8; 32], &[9; 40]).unwrap();
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), size);
+        drop(j);
+        let (_, recs) = Journal::open(dir.path()).unwrap();
+        assert_eq!(recs.len(), 1, "the old records after it are not read");
+        assert_eq!((recs[0].seq, &recs[0].sealed[..]), (4, &[9; 40][..]));
+        let (mut j, _) = Journal::open(dir.path()).unwrap();
+        j.reset().unwrap();
+        drop(j);
         assert!(Journal::open(dir.path()).unwrap().1.is_empty());
     }
 
