@@ -325,7 +325,12 @@ impl Store {
     /// The length of a pack file on disk, read through the store's own
     /// descriptor (so never through a symlink).
     pub fn file_len(&self, pack: u32) -> Result<u64> {
-        let f = self.reader(pack)?;
+        let cached = self.readers.read().expect("readers").get(&pack).cloned();
+        // Not kept open: recovery asks this of every pack, however many.
+        let f = match cached {
+            Some(f) => f,
+            None => Arc::new(self.open_reader(pack)?),
+        };
         Ok(f.metadata()
             .map_err(|e| Error::io(pack_path(&self.dir, pack), e))?
             .len())
@@ -345,16 +350,21 @@ impl Store {
         Ok(())
     }
 
+    /// Opens a pack for reading: through the checked directory when there
+    /// is one, never through a symlink.
+    fn open_reader(&self, pack: u32) -> Result<File> {
+        let path = pack_path(&self.dir, pack);
+        match &self.wdir {
+            Some(d) => d.open_read(pack_name(pack)),
+            None => open_pack_readonly(&path).map_err(|e| Error::io(&path, e)),
+        }
+    }
+
     fn reader(&self, pack: u32) -> Result<Arc<File>> {
         if let Some(f) = self.readers.read().expect("readers").get(&pack) {
             return Ok(f.clone());
         }
-        let path = pack_path(&self.dir, pack);
-        let f = match &self.wdir {
-            Some(d) => d.open_read(pack_name(pack))?,
-            None => open_pack_readonly(&path).map_err(|e| Error::io(&path, e))?,
-        };
-        let f = Arc::new(f);
+        let f = Arc::new(self.open_reader(pack)?);
         self.readers
             .write()
             .expect("readers")
