@@ -274,3 +274,18 @@ fn a_retried_commit_is_recovered_as_its_last_attempt() {
     let a = e.agent();
     assert_eq!(a.envelope(6).unwrap(), real);
 }
+
+/// Regression: a read-only command (verify, cat, snapshots) run after a
+/// power cut and before any mount saw the index's lost tail as a rollback
+/// (the seen-head record names snapshot 8). A reader that finds no writer
+/// recovers the agent first, under the writer lock.
+#[test]
+fn a_reader_recovers_an_unheld_agent_before_it_reads() {
+    let env = Env::new();
+    let saved = build(&env);
+    put_back_index(&env, &saved);
+    let a = Agent::open_readonly(&env.home, &env.agent, &env.master).unwrap();
+    assert_eq!(a.head().unwrap().seq(), 8);
+    let r = sovseal::history::verify::verify(&a, |_, _| {}).unwrap();
+    assert_eq!((r.first_seq, r.head_seq), (1, 8));
+}

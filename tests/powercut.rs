@@ -3,8 +3,9 @@
 //! (`support::cutfs`). Each round runs a workload in the mount, kills the
 //! daemon at a random instant, then cuts the power: of every file's
 //! unsynced writes a random prefix reaches the disk, the rest is lost.
-//! After each cut the agent must mount without error (no false rollback),
-//! `sovseal verify` must pass, everything an fsync acknowledged must be
+//! After each cut `sovseal verify` must pass before any mount (a reader
+//! recovers an agent no writer holds), the agent must mount without error
+//! (no false rollback), `sovseal verify` must pass again, everything an fsync acknowledged must be
 //! there byte for byte, and the remote (outside the cut file system) must
 //! never be ahead of the local chain.
 
@@ -80,6 +81,15 @@ impl Rig {
         eprintln!(
             "round {round}: cut after {} acks; {kept} writes kept, {lost} lost",
             acked.len()
+        );
+        // Read-only first, before any mount recovered the agent: no false
+        // rollback, nothing torn.
+        let o = self.m.sovseal(&["verify", "--agent", &self.m.agent]);
+        assert!(
+            o.status.success(),
+            "round {round}: verify before the remount: {}{}",
+            text(&o.stdout),
+            text(&o.stderr)
         );
         let o = self.m.try_mount();
         assert!(

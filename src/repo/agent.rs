@@ -104,8 +104,10 @@ impl Agent {
         }
         // The same checks as a writer's, so a reader never follows a
         // symlink planted for the agent's data dir either.
-        let dir = home.agent_data(name)?.path().to_owned();
+        let data = home.agent_data(name)?;
+        let dir = data.path().to_owned();
         let keys = master.agent_keys(name.as_str());
+        recover_unheld(home, &data, name, &keys)?;
         let index = Index::open(&index_path, false)?;
         check_agent_id(&index, &keys, name, false)?;
         let store = Store::open_readonly(&dir.join("packs"));
@@ -567,6 +569,30 @@ fn recover_tail(index: &mut Index, packs: &Dir, store: &Store, keys: &AgentKeys)
         }
     }
     Ok(())
+}
+
+/// A reader that finds no writer holding the agent recovers it first, as
+/// the next writer would (under the writer lock, which it then releases):
+/// after a power cut the index may be behind the packs (its last rows
+/// lost) or past them (rows whose objects were lost), and a reader must see
+/// neither a false rollback nor a torn snapshot. A held agent was recovered
+/// by its holder; one that becomes held meanwhile is left to it.
+fn recover_unheld(home: &Home, data: &Dir, name: &AgentName, keys: &AgentKeys) -> Result<()> {
+    if writer_pid(home, name).is_some() {
+        return Ok(());
+    }
+    let _lock = match lock(data, name) {
+        Ok(l) => l,
+        Err(Error::Locked { .. }) => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    let mut index = Index::open(&data.join(crate::config::INDEX_FILE), true)?;
+    check_agent_id(&index, keys, name, false)?;
+    let Some(packs) = data.sub_if_exists("packs")? else {
+        return Ok(());
+    };
+    let reader = Store::open_checked_readonly(data.sub("packs")?);
+    recover_tail(&mut index, &packs, &reader, keys)
 }
 
 /// Step 1 of [`recover_tail`]: keeps the snapshots after `durable` whose
