@@ -289,3 +289,29 @@ fn a_reader_recovers_an_unheld_agent_before_it_reads() {
     let r = sovseal::history::verify::verify(&a, |_, _| {}).unwrap();
     assert_eq!((r.first_seq, r.head_seq), (1, 8));
 }
+
+/// Regression: a power cut that lost the index's whole WAL (a young agent,
+/// no checkpoint yet) leaves an index with its schema and no rows. The
+/// mount checks for an index that lost its history before it opens the
+/// agent, and refused this one (exit 3, "had history"); it is now rebuilt
+/// from the packs first.
+#[test]
+fn a_mount_over_an_index_that_lost_every_row_rebuilds_it() {
+    let m = support::mount::Mounted::new("lostwal", &[]);
+    m.sh("echo one > a && mkdir d && echo two > d/b");
+    m.unmount();
+    let head = m.head();
+    let db = m.home.join("agents").join(&m.agent).join("index.db");
+    let o = std::process::Command::new("sqlite3")
+        .arg(&db)
+        .arg("DELETE FROM snapshots; DELETE FROM objects; DELETE FROM packs; UPDATE meta SET value = CAST('0' AS BLOB) WHERE key = 'durable_seq';")
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", support::mount::text(&o.stderr));
+    m.mount();
+    assert_eq!(std::fs::read_to_string(m.path("a")).unwrap(), "one\n");
+    assert_eq!(std::fs::read_to_string(m.path("d/b")).unwrap(), "two\n");
+    m.unmount();
+    assert_eq!(m.head(), head);
+    m.verify();
+}

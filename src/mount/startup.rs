@@ -59,6 +59,9 @@ pub fn refuse_start_over_on_remote(
     master: &MasterKey,
     remote: &Remote,
 ) -> Result<()> {
+    // An index whose rows a power cut lost is rebuilt from the packs first:
+    // it is not an index that lost its history.
+    crate::repo::agent::Agent::recover_if_unheld(home, agent, master)?;
     // An index this check cannot read (an older schema, which the writer
     // migrates) is left to the engine's own checks.
     let Ok(index) = crate::repo::index::Index::open(&home.index_path(agent), false) else {

@@ -122,6 +122,18 @@ impl Agent {
         Ok(agent)
     }
 
+    /// Recovers `name` after an unclean stop (see [`recover_tail`]) unless a
+    /// writer holds it: what a check that reads the index before the
+    /// writer opens it runs first, so that an index whose rows a power cut
+    /// lost is rebuilt from the packs before it is judged.
+    pub fn recover_if_unheld(home: &Home, name: &AgentName, master: &MasterKey) -> Result<()> {
+        if !home.has_agent(name) {
+            return Ok(());
+        }
+        let data = home.agent_data(name)?;
+        recover_unheld(home, &data, name, &master.agent_keys(name.as_str()))
+    }
+
     /// Opens (creating if asked) an agent for writing: the lock, the index,
     /// the packs (cut back to their committed length).
     pub(crate) fn open_writer(
