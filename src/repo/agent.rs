@@ -122,7 +122,7 @@ impl Agent {
         Ok(agent)
     }
 
-    /// Recovers `name` after an unclean stop (see [`recover_tail`]) unless a
+    /// Recovers `name` after an unclean stop (`recover_tail`) unless a
     /// writer holds it: what a check that reads the index before the
     /// writer opens it runs first, so that an index whose rows a power cut
     /// lost is rebuilt from the packs before it is judged.
