@@ -366,14 +366,9 @@ fn git_commits_killed_at_random_instants_lose_nothing_acknowledged() {
 /// `durable_seq` as the index records it, and head (read with sqlite3,
 /// which reads the WAL as the daemon left it).
 fn durable_and_head(m: &Mounted) -> (u64, u64) {
-    let db = m.home.join("agents").join(&m.agent).join("index.db");
-    let o = std::process::Command::new("sqlite3")
-        .arg(&db)
-        .arg("SELECT (SELECT value FROM meta WHERE key = 'durable_seq'), (SELECT MAX(seq) FROM snapshots);")
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", text(&o.stderr));
-    let out = text(&o.stdout);
+    let out = m.index_sql(
+        "SELECT (SELECT value FROM meta WHERE key = 'durable_seq'), (SELECT MAX(seq) FROM snapshots);",
+    );
     let (d, h) = out.trim().split_once('|').unwrap();
     (d.parse().unwrap(), h.parse().unwrap())
 }

@@ -5,16 +5,6 @@
 mod support;
 use support::mount::{Mounted, fails, ok, text};
 
-fn sqlite(m: &Mounted, sql: &str) {
-    let db = m.home.join("agents").join(&m.agent).join("index.db");
-    let o = std::process::Command::new("sqlite3")
-        .arg(&db)
-        .arg(sql)
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", text(&o.stderr));
-}
-
 /// Regression (fails on the main before this change: the mount succeeded
 /// with an empty tree and overwrote the seen-head record with seq 1).
 #[test]
@@ -24,7 +14,7 @@ fn an_emptied_index_is_refused_until_reset() {
     m.unmount();
     let seen = m.home.join("seen").join(&m.agent);
     let seen_before = std::fs::read(&seen).unwrap();
-    sqlite(&m, "DELETE FROM snapshots");
+    m.index_sql("DELETE FROM snapshots");
     let o = m.try_mount();
     assert_eq!(o.status.code(), Some(3), "{}", text(&o.stderr));
     let err = text(&o.stderr);
@@ -85,7 +75,7 @@ fn index_traces_alone_are_evidence() {
     let m = Mounted::new("traces", &[]);
     m.sh("echo one > a");
     m.unmount();
-    sqlite(&m, "DELETE FROM snapshots");
+    m.index_sql("DELETE FROM snapshots");
     std::fs::remove_file(m.home.join("seen").join(&m.agent)).unwrap();
     let o = m.try_mount();
     assert_eq!(o.status.code(), Some(3), "{}", text(&o.stderr));
@@ -374,9 +364,7 @@ fn a_forged_forget_row_hides_nothing() {
         listed.contains("\"seq\":1") || listed.contains("\"seq\": 1"),
         "{listed}"
     );
-    sqlite(
-        &m,
-        "INSERT INTO forgotten (seq, at_ms, record) VALUES (1, 0, CAST('{\"format\":\"sovseal-forget\"}' AS BLOB))",
+    m.index_sql("INSERT INTO forgotten (seq, at_ms, record) VALUES (1, 0, CAST('{\"format\":\"sovseal-forget\"}' AS BLOB))",
     );
     fails(
         &m.sovseal(&["snapshots", "--agent", &m.agent]),
@@ -413,13 +401,10 @@ fn a_checkpoint_is_made_only_over_a_verified_envelope() {
     let before = count();
     // The replication marker says only `below` reached the remote, and the
     // disk altered its recorded hash.
-    sqlite(
-        &m,
-        &format!(
-            "UPDATE meta SET value = CAST('{below}' AS BLOB) WHERE key = 'replicated_seq';
+    m.index_sql(&format!(
+        "UPDATE meta SET value = CAST('{below}' AS BLOB) WHERE key = 'replicated_seq';
              UPDATE snapshots SET hash = randomblob(32) WHERE seq = {below}"
-        ),
-    );
+    ));
     fails(
         &m.sovseal(&["checkpoint", "--agent", &m.agent]),
         3,
@@ -463,7 +448,7 @@ fn redaction_allowances_cover_only_the_listed_snapshots() {
     let later = m.head();
     m.verify();
     // The disk loses it: the later snapshot must not verify.
-    sqlite(&m, &format!("DELETE FROM objects WHERE id = x'{erased}'"));
+    m.index_sql(&format!("DELETE FROM objects WHERE id = x'{erased}'"));
     fails(
         &m.sovseal(&["verify", "--agent", &m.agent]),
         3,

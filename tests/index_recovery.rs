@@ -234,9 +234,9 @@ fn each_snapshot_ends_with_its_commit_record() {
         COMMIT_KIND,
         "the pack ends with one"
     );
+    let a = Agent::open_readonly(&env.home, &env.agent, &env.master).unwrap();
     for seq in 1..=8 {
         let (_, _, body) = commit_record(&env, seq);
-        let a = Agent::open_readonly(&env.home, &env.agent, &env.master).unwrap();
         assert_eq!(
             Envelope::from_json(&body).unwrap(),
             a.envelope(seq).unwrap(),
@@ -301,13 +301,7 @@ fn a_mount_over_an_index_that_lost_every_row_rebuilds_it() {
     m.sh("echo one > a && mkdir d && echo two > d/b");
     m.unmount();
     let head = m.head();
-    let db = m.home.join("agents").join(&m.agent).join("index.db");
-    let o = std::process::Command::new("sqlite3")
-        .arg(&db)
-        .arg("DELETE FROM snapshots; DELETE FROM objects; DELETE FROM packs; UPDATE meta SET value = CAST('0' AS BLOB) WHERE key = 'durable_seq';")
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", support::mount::text(&o.stderr));
+    m.index_sql("DELETE FROM snapshots; DELETE FROM objects; DELETE FROM packs; UPDATE meta SET value = CAST('0' AS BLOB) WHERE key = 'durable_seq';");
     m.mount();
     assert_eq!(std::fs::read_to_string(m.path("a")).unwrap(), "one\n");
     assert_eq!(std::fs::read_to_string(m.path("d/b")).unwrap(), "two\n");

@@ -84,13 +84,7 @@ impl Rig {
         );
         // Read-only first, before any mount recovered the agent: no false
         // rollback, nothing torn.
-        let o = self.m.sovseal(&["verify", "--agent", &self.m.agent]);
-        assert!(
-            o.status.success(),
-            "round {round}: verify before the remount: {}{}",
-            text(&o.stdout),
-            text(&o.stderr)
-        );
+        self.m.verify();
         let o = self.m.try_mount();
         assert!(
             o.status.success(),

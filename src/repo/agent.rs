@@ -704,7 +704,8 @@ fn catch_up(
             break;
         }
         let mut at = start_of(p);
-        while let Some((id, kind, body)) = store.read_record(p, at)? {
+        let size = store.file_len(p)?;
+        while let Some((id, kind, body)) = store.read_record(p, at, size)? {
             let loc = Location {
                 pack: p,
                 offset: at + RECORD_HEADER,
@@ -756,7 +757,7 @@ fn catch_up(
                 Err(_) => break 'packs,
             }
         }
-        if at != store.file_len(p)? {
+        if at != size {
             break; // a torn record
         }
     }

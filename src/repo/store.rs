@@ -206,20 +206,22 @@ impl Store {
 
     /// Appends one sealed object (not yet durable: see [`Store::sync`]).
     pub fn append(&self, id: &ObjectId, kind: ObjectKind, sealed: &[u8]) -> Result<Location> {
-        self.append_with(|buf| pack::encode_record(buf, id, kind, sealed))
+        let len = RECORD_HEADER as usize + sealed.len();
+        self.append_with(len, |buf| pack::encode_record(buf, id, kind, sealed))
     }
 
     /// Appends the commit record of `env`, after the objects of its
     /// snapshot (not yet durable: see [`Store::sync`]).
     pub fn append_commit(&self, env: &Envelope) -> Result<()> {
-        self.append_with(|buf| pack::encode_commit(buf, env))
+        self.append_with(0, |buf| pack::encode_commit(buf, env))
             .map(|_| ())
     }
 
-    /// Appends the record `encode` writes, starting a new pack first when
-    /// this one would grow past [`PACK_TARGET`]. Returns where its body is.
-    fn append_with(&self, encode: impl FnOnce(&mut Vec<u8>)) -> Result<Location> {
-        let mut buf = Vec::new();
+    /// Appends the record `encode` writes (about `len` bytes), starting a
+    /// new pack first when this one would grow past [`PACK_TARGET`].
+    /// Returns where its body is.
+    fn append_with(&self, len: usize, encode: impl FnOnce(&mut Vec<u8>)) -> Result<Location> {
+        let mut buf = Vec::with_capacity(len);
         encode(&mut buf);
         let w = self
             .writer
@@ -381,16 +383,20 @@ impl Store {
         Ok(buf)
     }
 
-    /// Reads the whole record that starts at `at` in `pack`: header fields
-    /// and body. `None` when the file ends before the record does (a torn
-    /// tail, or the end of the pack).
-    pub fn read_record(&self, pack: u32, at: u64) -> Result<Option<(ObjectId, u8, Vec<u8>)>> {
-        let f = self.reader(pack)?;
-        let path = || pack_path(&self.dir, pack);
-        let size = f.metadata().map_err(|e| Error::io(path(), e))?.len();
+    /// Reads the whole record that starts at `at` in `pack`, whose file is
+    /// `size` bytes long: header fields and body. `None` when the file ends
+    /// before the record does (a torn tail, or the end of the pack).
+    pub fn read_record(
+        &self,
+        pack: u32,
+        at: u64,
+        size: u64,
+    ) -> Result<Option<(ObjectId, u8, Vec<u8>)>> {
         if at + RECORD_HEADER > size {
             return Ok(None);
         }
+        let f = self.reader(pack)?;
+        let path = || pack_path(&self.dir, pack);
         let mut h = [0u8; RECORD_HEADER as usize];
         f.read_exact_at(&mut h, at)
             .map_err(|e| Error::io(path(), e))?;

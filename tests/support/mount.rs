@@ -262,6 +262,15 @@ impl Mounted {
             .unwrap()
     }
 
+    /// Runs `sql` with the sqlite3 CLI on the agent's index (as the daemon
+    /// left it, WAL included); asserts success; returns stdout.
+    pub fn index_sql(&self, sql: &str) -> String {
+        let db = self.home.join("agents").join(&self.agent).join("index.db");
+        let o = Command::new("sqlite3").arg(&db).arg(sql).output().unwrap();
+        assert!(o.status.success(), "sqlite3: {}", text(&o.stderr));
+        text(&o.stdout)
+    }
+
     /// `prog ARGS` run in the mount as `uid` with group `uid` and no
     /// supplementary groups (setpriv), for tests of what other users may
     /// do through `-o allow_other`.
