@@ -1,5 +1,6 @@
 //! Engine benchmarks: seal throughput beside raw AES-256-GCM, and commit
-//! latency of a one-file change against tree size and file size.
+//! latency of a one-file change against tree size, file size and the size
+//! of one directory (with the bytes each commit appends).
 //!
 //! `cargo bench --bench engine`; figures go to docs/PERFORMANCE.md.
 //! `SOVSEAL_BENCH_QUICK=1` skips the largest cases.
@@ -105,15 +106,22 @@ fn commit_vs_tree_size(c: &mut Criterion) {
         let (mut f, ino) = tree(n);
         let data = vec![0xabu8; 4096];
         let mut k = 0u64;
-        g.bench_function(BenchmarkId::from_parameter(n), |b| {
-            b.iter(|| {
-                k += 1;
-                f.engine
-                    .write(ino, 0, &data[..(k % 4000 + 1) as usize])
-                    .unwrap();
-                f.engine.commit().unwrap().unwrap()
-            })
-        });
+        let mut one = |f: &mut Fixture| {
+            k += 1;
+            f.engine
+                .write(ino, 0, &data[..(k % 4000 + 1) as usize])
+                .unwrap();
+            f.engine.commit().unwrap().unwrap()
+        };
+        let before = pack_bytes(&f);
+        for _ in 0..100 {
+            one(&mut f);
+        }
+        eprintln!(
+            "commit-one-file-vs-tree-size/{n}: {} bytes appended per commit",
+            (pack_bytes(&f) - before) / 100
+        );
+        g.bench_function(BenchmarkId::from_parameter(n), |b| b.iter(|| one(&mut f)));
     }
     g.finish();
 }
@@ -155,5 +163,68 @@ fn commit_vs_file_size(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, seal, commit_vs_tree_size, commit_vs_file_size);
+/// Bytes the agent's packs hold.
+fn pack_bytes(f: &Fixture) -> u64 {
+    let dir = f._dir.path().join("agents/bench/packs");
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().metadata().unwrap().len())
+        .sum()
+}
+
+/// One create (a one-byte file) and its commit in ONE directory of `n`
+/// entries: the curve tree format 2 keeps flat (format 1 re-sealed the
+/// whole directory). Also prints the bytes each such commit appends.
+fn commit_vs_dir_size(c: &mut Criterion) {
+    let mut g = c.benchmark_group("commit-one-create-vs-dir-size");
+    g.sample_size(30).measurement_time(Duration::from_secs(5));
+    let sizes: &[u64] = if quick() {
+        &[1_000, 10_000]
+    } else {
+        &[1_000, 10_000, 100_000, 1_000_000]
+    };
+    for &n in sizes {
+        let mut f = engine();
+        let dir = f.engine.mkdir(ROOT_INO, b"big", 0o755, 0, 0).unwrap().ino;
+        for i in 0..n {
+            let file = f
+                .engine
+                .create(dir, format!("note-{i:07}.md").as_bytes(), 0o644, 0, 0)
+                .unwrap();
+            f.engine.write(file.ino, 0, b"x").unwrap();
+            if i % 50_000 == 49_999 {
+                f.engine.commit().unwrap();
+            }
+        }
+        f.engine.commit().unwrap();
+        let mut k = 0u64;
+        let mut one = |f: &mut Fixture| {
+            k += 1;
+            let file = f
+                .engine
+                .create(dir, format!("new-{k:09}").as_bytes(), 0o644, 0, 0)
+                .unwrap();
+            f.engine.write(file.ino, 0, b"x").unwrap();
+            f.engine.commit().unwrap().unwrap()
+        };
+        let before = pack_bytes(&f);
+        for _ in 0..100 {
+            one(&mut f);
+        }
+        eprintln!(
+            "commit-one-create-vs-dir-size/{n}: {} bytes appended per commit",
+            (pack_bytes(&f) - before) / 100
+        );
+        g.bench_function(BenchmarkId::from_parameter(n), |b| b.iter(|| one(&mut f)));
+    }
+    g.finish();
+}
+
+criterion_group!(
+    benches,
+    seal,
+    commit_vs_tree_size,
+    commit_vs_file_size,
+    commit_vs_dir_size
+);
 criterion_main!(benches);

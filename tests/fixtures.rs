@@ -16,7 +16,7 @@ use sovseal::engine::{Engine, XattrFlags};
 use sovseal::seal::envelope::{self, Envelope};
 use sovseal::seal::keys::{AgentKeys, MasterKey};
 use sovseal::seal::tree::{
-    self, ChunkRef, Chunks, Content, FileType, ObjectId, ObjectKind, ROOT_INO,
+    self, ChunkRef, Chunks, Content, DirRef, FileType, ObjectId, ObjectKind, Pages, ROOT_INO,
 };
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -115,7 +115,11 @@ fn write_fixtures(v: u32) {
 }
 
 fn object(v: u32, kind: ObjectKind, id: &ObjectId) -> Vec<u8> {
-    let sealed = std::fs::read(dir(v).join(format!("objects/{}.{}", id.to_hex(), kind as u8)))
+    object_in(&dir(v), kind, id)
+}
+
+fn object_in(d: &Path, kind: ObjectKind, id: &ObjectId) -> Vec<u8> {
+    let sealed = std::fs::read(d.join(format!("objects/{}.{}", id.to_hex(), kind as u8)))
         .unwrap_or_else(|e| panic!("fixture object {} {}: {e}", kind.name(), id.to_hex()));
     let plain = envelope::open_object(&keys(), kind, id, &sealed).unwrap();
     assert_eq!(
@@ -166,6 +170,154 @@ fn golden_v2_decodes() {
         write_fixtures(envelope::FORMAT);
     }
     decodes(2);
+}
+
+/// Tree format 2 (tests/fixtures/v2/tree2/): the manifest names a page
+/// map instead of listing its pages, pages hold 32 inodes, and a directory
+/// of 100 entries, more than one directory node holds, is a directory
+/// index node over leaves split by a keyed hash of the names. Decoded with the format API alone; the
+/// writer only ever adds it (it never rewrites the format-1 fixtures).
+#[test]
+fn golden_tree2_decodes() {
+    let d = dir(2).join("tree2");
+    if std::env::var_os("SOVSEAL_WRITE_FIXTURES").is_some() && !d.exists() {
+        write_tree2(&d);
+    }
+    let env = Envelope::from_json(&std::fs::read(d.join("envelope.json")).unwrap()).unwrap();
+    let m = envelope::open_manifest(&keys(), &env).unwrap();
+    assert_eq!(m.format, 2);
+    use sha2::Digest;
+    let again: [u8; 32] = sha2::Sha256::digest(tree::encode_manifest(&m)).into();
+    assert_eq!(again, env.client_payload_hash, "canonical manifest");
+    assert_eq!(m.inodes_per_page, 32);
+    // The page map: a radix tree over the page numbers' hex digits.
+    let Pages::Map(Some(root)) = &m.pages else {
+        panic!("tree format 2 names a page map");
+    };
+    let mut inodes = BTreeMap::new();
+    let mut map_nodes = 0;
+    let mut stack = vec![(*root, None::<u8>, 0u64)];
+    while let Some((id, parent_level, prefix)) = stack.pop() {
+        let raw = object_in(&d, ObjectKind::PageMap, &id);
+        let n = tree::decode_page_map(&raw).unwrap();
+        assert_eq!(tree::encode_page_map(&n), raw, "canonical page-map node");
+        if let Some(p) = parent_level {
+            assert_eq!(n.level + 1, p);
+        }
+        map_nodes += 1;
+        for (digit, c) in n.children.iter().enumerate() {
+            let Some(c) = c else { continue };
+            let no = (prefix << 4) | digit as u64;
+            if n.level > 0 {
+                stack.push((*c, Some(n.level), no));
+                continue;
+            }
+            let (pno, page) =
+                tree::decode_page(&object_in(&d, ObjectKind::InodePage, c), m.inodes_per_page)
+                    .unwrap();
+            assert_eq!(pno, no);
+            inodes.extend(page);
+        }
+    }
+    // 102 inodes in pages of 32: pages 0-3 under one level-0 node.
+    assert_eq!(map_nodes, 1);
+    assert_eq!(inodes.len(), 102);
+    let Content::Dir(Some(DirRef::Leaf(root))) = &inodes[&ROOT_INO].content else {
+        panic!("the root is one directory node");
+    };
+    let root = tree::decode_dir(&object_in(&d, ObjectKind::DirNode, root)).unwrap();
+    let big = root[&b"big"[..]].ino;
+    let Content::Dir(Some(DirRef::Index(idx))) = &inodes[&big].content else {
+        panic!("a directory of 100 entries is an index node");
+    };
+    // (node, digits of its path) — every entry must sit where its hash
+    // places it, and every count must add up.
+    let mut names = BTreeMap::new();
+    let mut stack = vec![(DirRef::Index(*idx), Vec::<usize>::new(), None::<u64>)];
+    let mut index_nodes = 0;
+    while let Some((node, path, want)) = stack.pop() {
+        match node {
+            DirRef::Index(id) => {
+                let raw = object_in(&d, ObjectKind::DirIndex, &id);
+                let n = tree::decode_dir_index(&raw).unwrap();
+                assert_eq!(tree::encode_dir_index(&n), raw, "canonical index node");
+                assert_eq!(usize::from(n.depth), path.len());
+                if let Some(w) = want {
+                    assert_eq!(n.count(), w);
+                }
+                index_nodes += 1;
+                for (digit, c) in n.children.iter().enumerate() {
+                    if let Some(c) = c {
+                        let mut p = path.clone();
+                        p.push(digit);
+                        stack.push((c.node, p, Some(c.count)));
+                    }
+                }
+            }
+            DirRef::Leaf(id) => {
+                let raw = object_in(&d, ObjectKind::DirNode, &id);
+                let e = tree::decode_dir(&raw).unwrap();
+                assert_eq!(tree::encode_dir(&e), raw);
+                assert_eq!(Some(e.len() as u64), want);
+                assert!(e.len() as u64 <= tree::DIR_LEAF_MAX);
+                for (name, entry) in e {
+                    let h = keys().dir_name_hash(&name);
+                    for (depth, digit) in path.iter().enumerate() {
+                        assert_eq!(tree::dir_digit(&h, depth as u8), *digit);
+                    }
+                    assert_eq!(inodes[&entry.ino].file_type(), entry.file_type);
+                    names.insert(String::from_utf8(name).unwrap(), entry.ino);
+                }
+            }
+        }
+    }
+    assert_eq!(index_nodes, 1);
+    let want: Vec<String> = (0..100).map(|k| format!("f{k:03}")).collect();
+    assert_eq!(names.keys().cloned().collect::<Vec<_>>(), want);
+    // Placement pinned: the keyed name hash and its digits are the format.
+    assert_eq!(
+        sovseal::hex::encode(&keys().dir_name_hash(b"f000")[..8]),
+        std::fs::read_to_string(d.join("hash-f000.txt"))
+            .unwrap()
+            .trim()
+    );
+}
+
+fn write_tree2(d: &Path) {
+    let tmp = tempfile::tempdir().unwrap();
+    let home = Home::at(tmp.path());
+    let mut e = Engine::open(
+        &home,
+        &AgentName::new(AGENT).unwrap(),
+        &MasterKey::from_bytes(MASTER),
+    )
+    .unwrap();
+    let big = e.mkdir(ROOT_INO, b"big", 0o755, 1000, 1000).unwrap();
+    for k in 0..100 {
+        e.create(big.ino, format!("f{k:03}").as_bytes(), 0o644, 1000, 1000)
+            .unwrap();
+    }
+    let info = e.commit().unwrap().unwrap();
+    let a = e.agent();
+    std::fs::create_dir_all(d.join("objects")).unwrap();
+    let env = a.envelope(info.seq).unwrap();
+    std::fs::write(d.join("envelope.json"), env.to_json()).unwrap();
+    a.snapshot(info.seq)
+        .unwrap()
+        .walk_objects(&|_| false, &mut |kind, id| {
+            std::fs::write(
+                d.join(format!("objects/{}.{}", id.to_hex(), kind as u8)),
+                a.sealed_object(id).unwrap(),
+            )
+            .unwrap();
+            Ok(())
+        })
+        .unwrap();
+    std::fs::write(
+        d.join("hash-f000.txt"),
+        sovseal::hex::encode(&keys().dir_name_hash(b"f000")[..8]),
+    )
+    .unwrap();
 }
 
 /// The local pack layout with a commit record (tests/fixtures/v2/
@@ -239,8 +391,11 @@ fn decodes(v: u32) {
         "the manifest encoding is canonical and stable"
     );
 
+    let Pages::List(pages) = &m.pages else {
+        panic!("tree format 1 lists its pages");
+    };
     let mut inodes = BTreeMap::new();
-    for (no, id) in &m.pages {
+    for (no, id) in pages {
         let raw = object(v, ObjectKind::InodePage, id);
         let (pno, page) = tree::decode_page(&raw, m.inodes_per_page).unwrap();
         assert_eq!(pno, *no);
@@ -254,7 +409,7 @@ fn decodes(v: u32) {
     let mut tree_out: BTreeMap<String, Node> = BTreeMap::new();
     let mut stack = vec![(String::new(), ROOT_INO)];
     while let Some((path, ino)) = stack.pop() {
-        let Content::Dir(Some(did)) = &inodes[&ino].content else {
+        let Content::Dir(Some(DirRef::Leaf(did))) = &inodes[&ino].content else {
             continue;
         };
         let raw = object(v, ObjectKind::DirNode, did);
@@ -408,7 +563,10 @@ fn must_fail_closed(v: u32) {
     );
     // Garbage and truncated objects.
     let m = envelope::open_manifest(&keys(), &env).unwrap();
-    let (_, pid) = m.pages.iter().next().unwrap();
+    let Pages::List(pages) = &m.pages else {
+        panic!("tree format 1 lists its pages");
+    };
+    let (_, pid) = pages.iter().next().unwrap();
     let good = std::fs::read(dir(v).join(format!("objects/{}.4", pid.to_hex()))).unwrap();
     for bad in [
         bytes(5, good.len()),

@@ -35,8 +35,8 @@ use sovseal::seal::envelope::{self, Envelope};
 use sovseal::seal::keys::{AgentKeys, MasterKey};
 use sovseal::seal::record;
 use sovseal::seal::tree::{
-    self, ChunkRef, Chunks, Content, DirEntry, Entries, FileType, Inode, Manifest, ObjectId,
-    ObjectKind,
+    self, ChunkRef, Chunks, Content, DirChild, DirEntry, DirIndex, DirRef, Entries, FileType,
+    Inode, Manifest, ObjectId, ObjectKind, PageMapNode, Pages,
 };
 use std::collections::BTreeMap;
 use std::sync::{Arc, OnceLock};
@@ -62,13 +62,19 @@ pub struct Seeds {
     pub manifest: Manifest,
     /// `envelope.to_json()`.
     pub envelope_json: Vec<u8>,
-    /// `encode_manifest(manifest)`.
+    /// `encode_manifest(manifest)` (tree format 1: a page list).
     pub manifest_bin: Vec<u8>,
+    /// A tree-format-2 manifest (a page map root).
+    pub manifest2_bin: Vec<u8>,
+    /// Page-map nodes (tree format 2).
+    pub page_maps: Vec<Vec<u8>>,
     /// Inode pages (the first byte of each selects `inodes_per_page`, see
     /// [`target_page`]).
     pub pages: Vec<Vec<u8>>,
     /// Directory nodes.
     pub dirs: Vec<Vec<u8>>,
+    /// Directory index nodes (tree format 2).
+    pub dir_indexes: Vec<Vec<u8>>,
     /// Chunk lists.
     pub chunk_lists: Vec<Vec<u8>>,
     /// A remote pack part with one record of each content kind.
@@ -150,6 +156,7 @@ fn build_seeds() -> Seeds {
     let m = master();
     let env_keys = m.agent_keys("fuzz-envelope");
     let manifest = Manifest {
+        format: 1,
         agent_id: env_keys.agent_id(),
         seq: 3,
         parent: [0xab; 32],
@@ -157,15 +164,35 @@ fn build_seeds() -> Seeds {
         chunk_size: tree::CHUNK_SIZE,
         inodes_per_page: tree::INODES_PER_PAGE,
         next_ino: 300,
-        pages: BTreeMap::from([(0, id(1)), (1, id(2)), (2, id(3))]),
+        pages: Pages::List(BTreeMap::from([(0, id(1)), (1, id(2)), (2, id(3))])),
     };
     let envelope = envelope::seal_manifest(&env_keys, &manifest);
     let envelope_json = envelope.to_json();
     let manifest_bin = tree::encode_manifest(&manifest);
+    let manifest2_bin = tree::encode_manifest(&Manifest {
+        format: 2,
+        pages: Pages::Map(Some(id(8))),
+        ..manifest.clone()
+    });
+    let mut low = [None; tree::PAGE_MAP_FANOUT];
+    low[0] = Some(id(1));
+    low[5] = Some(id(2));
+    let mut high = [None; tree::PAGE_MAP_FANOUT];
+    high[1] = Some(id(3));
+    let page_maps = vec![
+        tree::encode_page_map(&PageMapNode {
+            level: 0,
+            children: low,
+        }),
+        tree::encode_page_map(&PageMapNode {
+            level: tree::PAGE_MAP_MAX_LEVEL,
+            children: high,
+        }),
+    ];
 
     let mut page0 = BTreeMap::new();
     for i in [
-        inode(1, Content::Dir(Some(id(9)))),
+        inode(1, Content::Dir(Some(DirRef::Leaf(id(9))))),
         inode(
             2,
             Content::File(Chunks::Inline(vec![Some(id(4)), None, Some(id(5))])),
@@ -179,6 +206,7 @@ fn build_seeds() -> Seeds {
         ),
         inode(4, Content::Symlink(b"../target".to_vec())),
         inode(5, Content::Dir(None)),
+        inode(7, Content::Dir(Some(DirRef::Index(id(10))))),
         inode(6, Content::File(Chunks::Inline(Vec::new()))),
     ] {
         page0.insert(i.ino, i);
@@ -204,6 +232,24 @@ fn build_seeds() -> Seeds {
             vec![b'x'; 255],
             entry(9, FileType::File),
         )])),
+    ];
+
+    let child = |node, count| Some(DirChild { node, count });
+    let mut top = [None; tree::DIR_FANOUT];
+    top[0] = child(DirRef::Leaf(id(11)), 40);
+    top[7] = child(DirRef::Index(id(12)), 65);
+    top[15] = child(DirRef::Leaf(id(13)), 1);
+    let mut deepest = [None; tree::DIR_FANOUT];
+    deepest[3] = child(DirRef::Leaf(id(14)), 1000);
+    let dir_indexes = vec![
+        tree::encode_dir_index(&DirIndex {
+            depth: 0,
+            children: top,
+        }),
+        tree::encode_dir_index(&DirIndex {
+            depth: tree::DIR_MAX_DEPTH - 1,
+            children: deepest,
+        }),
     ];
 
     let refs: Vec<ChunkRef> = (0..12u8).map(|i| (i % 3 != 1).then(|| id(i))).collect();
@@ -304,8 +350,11 @@ fn build_seeds() -> Seeds {
         manifest,
         envelope_json,
         manifest_bin,
+        manifest2_bin,
+        page_maps,
         pages,
         dirs,
+        dir_indexes,
         chunk_lists,
         pack: pack_bytes,
         entries,
@@ -395,6 +444,24 @@ pub fn target_manifest(data: &[u8]) {
     }
 }
 
+/// Parser: `tree::decode_page_map` (page-map nodes, kind 7): canonical, a
+/// level within the page numbers' 16 digits, at least one child.
+/// Attacker: as for manifests.
+pub fn target_page_map(data: &[u8]) {
+    match tree::decode_page_map(data) {
+        Ok(n) => {
+            assert_eq!(
+                tree::encode_page_map(&n),
+                data,
+                "decode_page_map accepted a non-canonical encoding"
+            );
+            assert!(n.level <= tree::PAGE_MAP_MAX_LEVEL);
+            assert!(n.children.iter().any(Option::is_some));
+        }
+        Err(e) => assert!(typed_parse_error(&e), "{e:?}"),
+    }
+}
+
 /// Parser: `tree::decode_page` (inode pages, kind 4), with the page size
 /// chosen by the first byte (0: the real 128; 1: 1; 2: 0, which no manifest
 /// allows; 3: `u32::MAX`). Attacker: as for manifests (authenticated
@@ -442,6 +509,30 @@ pub fn target_dir(data: &[u8]) {
             for name in entries.keys() {
                 assert!(!name.is_empty() && !name.contains(&b'/') && !name.contains(&0));
                 assert!(name != b"." && name != b"..");
+            }
+        }
+        Err(e) => assert!(typed_parse_error(&e), "{e:?}"),
+    }
+}
+
+/// Parser: `tree::decode_dir_index` (directory index nodes, kind 6):
+/// canonical, and the shape rules hold for what it accepts (children
+/// non-empty, a child is a leaf exactly when its count says so, the node
+/// too large to be a leaf). Attacker: as for manifests.
+pub fn target_dir_index(data: &[u8]) {
+    match tree::decode_dir_index(data) {
+        Ok(n) => {
+            assert_eq!(
+                tree::encode_dir_index(&n),
+                data,
+                "decode_dir_index accepted a non-canonical encoding"
+            );
+            assert!(n.depth < tree::DIR_MAX_DEPTH);
+            assert!(!tree::dir_is_leaf(n.count(), n.depth));
+            for c in n.children.iter().flatten() {
+                assert!(c.count > 0);
+                let leaf = tree::dir_is_leaf(c.count, n.depth + 1);
+                assert_eq!(leaf, matches!(c.node, DirRef::Leaf(_)));
             }
         }
         Err(e) => assert!(typed_parse_error(&e), "{e:?}"),
@@ -1072,9 +1163,11 @@ pub fn target_by_name(name: &str) -> (Target, Vec<&'static [u8]>) {
     let all = |v: &'static Vec<Vec<u8>>| v.iter().map(Vec::as_slice).collect::<Vec<_>>();
     match name {
         "envelope" => (target_envelope, vec![&s.envelope_json]),
-        "manifest" => (target_manifest, vec![&s.manifest_bin]),
+        "manifest" => (target_manifest, vec![&s.manifest_bin, &s.manifest2_bin]),
+        "page_map" => (target_page_map, all(&s.page_maps)),
         "page" => (target_page, all(&s.pages)),
         "dir" => (target_dir, all(&s.dirs)),
+        "dir_index" => (target_dir_index, all(&s.dir_indexes)),
         "chunk_list" => (target_chunk_list, all(&s.chunk_lists)),
         "pack" => (target_pack, vec![&s.pack]),
         "journal_entry" => (target_journal_entry, all(&s.entries)),
@@ -1243,6 +1336,12 @@ mod props {
     fn dir_seeds() -> Vec<&'static [u8]> {
         s().dirs.iter().map(Vec::as_slice).collect()
     }
+    fn page_map_seeds() -> Vec<&'static [u8]> {
+        s().page_maps.iter().map(Vec::as_slice).collect()
+    }
+    fn dir_index_seeds() -> Vec<&'static [u8]> {
+        s().dir_indexes.iter().map(Vec::as_slice).collect()
+    }
     fn chunk_list_seeds() -> Vec<&'static [u8]> {
         s().chunk_lists.iter().map(Vec::as_slice).collect()
     }
@@ -1253,9 +1352,16 @@ mod props {
     #[test]
     fn seeds_pass_and_forged_lengths_allocate_nothing() {
         let s = s();
-        seeds_and_huge_lengths(target_manifest, &[&s.manifest_bin], PURE.0, PURE.1);
+        seeds_and_huge_lengths(
+            target_manifest,
+            &[&s.manifest_bin, &s.manifest2_bin],
+            PURE.0,
+            PURE.1,
+        );
+        seeds_and_huge_lengths(target_page_map, &page_map_seeds(), PURE.0, PURE.1);
         seeds_and_huge_lengths(target_page, &page_seeds(), PURE.0, PURE.1);
         seeds_and_huge_lengths(target_dir, &dir_seeds(), PURE.0, PURE.1);
+        seeds_and_huge_lengths(target_dir_index, &dir_index_seeds(), PURE.0, PURE.1);
         seeds_and_huge_lengths(target_chunk_list, &chunk_list_seeds(), PURE.0, PURE.1);
         seeds_and_huge_lengths(target_pack, &[&s.pack], PURE.0, PURE.1);
         seeds_and_huge_lengths(target_journal_entry, &entry_seeds(), PURE.0, PURE.1);
@@ -1460,9 +1566,13 @@ mod props {
         #[test]
         fn manifest_random(d in random_bytes()) { bounded(target_manifest, &d, PURE.0, PURE.1) }
         #[test]
+        fn page_map_random(d in random_bytes()) { bounded(target_page_map, &d, PURE.0, PURE.1) }
+        #[test]
         fn page_random(d in random_bytes()) { bounded(target_page, &d, PURE.0, PURE.1) }
         #[test]
         fn dir_random(d in random_bytes()) { bounded(target_dir, &d, PURE.0, PURE.1) }
+        #[test]
+        fn dir_index_random(d in random_bytes()) { bounded(target_dir_index, &d, PURE.0, PURE.1) }
         #[test]
         fn chunk_list_random(d in random_bytes()) { bounded(target_chunk_list, &d, PURE.0, PURE.1) }
         #[test]
@@ -1525,11 +1635,15 @@ mod props {
         #[test]
         fn envelope_mutated(m in mutations()) { bounded(target_envelope, &apply(&envelope_seeds(), &m), JSON.0, JSON.1) }
         #[test]
-        fn manifest_mutated(m in mutations()) { bounded(target_manifest, &apply(&[&s().manifest_bin], &m), PURE.0, PURE.1) }
+        fn manifest_mutated(m in mutations()) { bounded(target_manifest, &apply(&[&s().manifest_bin, &s().manifest2_bin], &m), PURE.0, PURE.1) }
+        #[test]
+        fn page_map_mutated(m in mutations()) { bounded(target_page_map, &apply(&page_map_seeds(), &m), PURE.0, PURE.1) }
         #[test]
         fn page_mutated(m in mutations()) { bounded(target_page, &apply(&page_seeds(), &m), PURE.0, PURE.1) }
         #[test]
         fn dir_mutated(m in mutations()) { bounded(target_dir, &apply(&dir_seeds(), &m), PURE.0, PURE.1) }
+        #[test]
+        fn dir_index_mutated(m in mutations()) { bounded(target_dir_index, &apply(&dir_index_seeds(), &m), PURE.0, PURE.1) }
         #[test]
         fn chunk_list_mutated(m in mutations()) { bounded(target_chunk_list, &apply(&chunk_list_seeds(), &m), PURE.0, PURE.1) }
         #[test]

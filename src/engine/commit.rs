@@ -1,7 +1,8 @@
 //! Commit: seal the overlay into the next snapshot.
 //!
 //! Write order (the atomicity argument, also in `docs/ARCHITECTURE.md`):
-//! 1. dirty chunks, chunk lists, directory nodes and touched inode pages are
+//! 1. dirty chunks, chunk lists, the directory nodes holding a changed name
+//!    (and the index nodes above them) and touched inode pages are
 //!    sealed and appended to the pack (only what changed: cost follows the
 //!    size of the change, not of the tree or the file);
 //! 2. the manifest is sealed into an envelope naming the parent's hash, and
@@ -23,10 +24,11 @@ use super::{Engine, Overlay};
 use crate::Result;
 use crate::repo::agent::Agent;
 use crate::repo::view::SnapshotView;
+use crate::repo::{dirtree, pagemap};
 use crate::seal::envelope::{self, GENESIS_PARENT};
 use crate::seal::tree::{
     self, CHUNK_SIZE, Chunks, Content, INODES_PER_PAGE, Inode, MAX_INLINE_CHUNKS, Manifest,
-    ObjectKind, ROOT_INO,
+    ObjectKind, Pages, ROOT_INO,
 };
 use crate::time::now_ns;
 use std::collections::{BTreeMap, BTreeSet};
@@ -65,7 +67,13 @@ pub(super) fn genesis(agent: &Agent) -> Result<SnapshotView> {
     let page_no = ROOT_INO / u64::from(INODES_PER_PAGE);
     let page = tree::encode_page(page_no, &BTreeMap::from([(ROOT_INO, root)]));
     let id = repo.put(ObjectKind::InodePage, &page)?;
+    let pages = pagemap::update(
+        repo,
+        &Pages::Map(None),
+        &BTreeMap::from([(page_no, Some(id))]),
+    )?;
     let m = Manifest {
+        format: tree::FORMAT_VERSION,
         agent_id: repo.keys().agent_id(),
         seq: 1,
         parent: GENESIS_PARENT,
@@ -73,7 +81,7 @@ pub(super) fn genesis(agent: &Agent) -> Result<SnapshotView> {
         chunk_size: CHUNK_SIZE,
         inodes_per_page: INODES_PER_PAGE,
         next_ino: ROOT_INO + 1,
-        pages: BTreeMap::from([(page_no, id)]),
+        pages,
     };
     let env = envelope::seal_manifest(repo.keys(), &m);
     repo.commit(&env)?;
@@ -124,26 +132,19 @@ impl Engine {
                 Chunks::List { id, count }
             });
         }
-        // Directory nodes sealed: (inode, id, encoded length), cached once
-        // the commit is done and the overlay gives its entries up.
-        let mut sealed_dirs = Vec::new();
-        for (ino, entries) in &self.ov.dirs {
+        // Directories: only the nodes holding a changed name are sealed
+        // (and cached: the next lookup needs no decryption).
+        for (ino, d) in &self.ov.dirs {
             let Some(Some(i)) = changed.get_mut(ino) else {
                 continue;
             };
-            i.content = Content::Dir(if entries.is_empty() {
-                None
-            } else {
-                let encoded = tree::encode_dir(entries);
-                debug_assert_eq!(tree::decode_dir(&encoded).ok().as_ref(), Some(entries));
-                let id = repo.put(ObjectKind::DirNode, &encoded)?;
-                sealed_dirs.push((*ino, id, encoded.len()));
-                Some(id)
-            });
+            let root = dirtree::update(&repo, d.base.as_ref(), &d.changes)?;
+            debug_assert_eq!(dirtree::count(&repo, root.as_ref()).ok(), Some(d.count));
+            i.content = Content::Dir(root);
         }
 
         // Only the pages that hold a changed inode are rewritten.
-        let mut pages = base.pages.clone();
+        let mut page_changes = BTreeMap::new();
         let touched: BTreeSet<u64> = changed.keys().map(|ino| ino / ipp).collect();
         for page_no in touched {
             let mut recs = match self.head.page(page_no)? {
@@ -157,7 +158,7 @@ impl Engine {
                 };
             }
             if recs.is_empty() {
-                pages.remove(&page_no);
+                page_changes.insert(page_no, None);
             } else {
                 let encoded = tree::encode_page(page_no, &recs);
                 let id = repo.put(ObjectKind::InodePage, &encoded)?;
@@ -166,11 +167,13 @@ impl Engine {
                     Some((page_no, recs.clone()))
                 );
                 repo.cache_page(id, recs, encoded.len());
-                pages.insert(page_no, id);
+                page_changes.insert(page_no, Some(id));
             }
         }
+        let pages = pagemap::update(&repo, &base.pages, &page_changes)?;
 
         let m = Manifest {
+            format: tree::FORMAT_VERSION,
             agent_id: repo.keys().agent_id(),
             seq: base.seq + 1,
             parent: self.head.hash(),
@@ -208,13 +211,6 @@ impl Engine {
                 next.files.insert(ino, f);
             }
         }
-        // Write-through: the new head's directories are read next (a
-        // lookup after the commit) and need no decryption.
-        for (ino, id, len) in sealed_dirs {
-            if let Some(entries) = self.ov.dirs.remove(&ino) {
-                repo.cache_dir(id, entries, len);
-            }
-        }
         self.ov = next;
         self.head = Arc::new(head);
         self.journal_committed()?;
@@ -246,6 +242,7 @@ impl Engine {
         let base = self.head.manifest();
         let t = target.manifest();
         let m = Manifest {
+            format: tree::FORMAT_VERSION,
             agent_id: base.agent_id,
             seq: head_seq + 1,
             parent: self.head.hash(),
@@ -254,7 +251,8 @@ impl Engine {
             inodes_per_page: t.inodes_per_page,
             // Inode numbers are never reused, even those born after `seq`.
             next_ino: base.next_ino.max(t.next_ino),
-            pages: t.pages.clone(),
+            // A format-1 target's page list becomes a page map.
+            pages: pagemap::update(self.head.repo(), &t.pages, &BTreeMap::new())?,
         };
         let repo = self.head.repo().clone();
         let env = envelope::seal_manifest(repo.keys(), &m);

@@ -26,12 +26,13 @@ pub mod journal;
 
 use crate::config::{AgentName, Home};
 use crate::repo::agent::{Agent, WriteLock};
+use crate::repo::dirtree;
 use crate::repo::journal::Journal;
 use crate::repo::view::{self, ChunkOverlay, SnapshotView};
 use crate::seal::envelope;
 use crate::seal::keys::MasterKey;
 use crate::seal::tree::{
-    ChunkRef, Chunks, Content, DirEntry, Entries, FileType, Inode, ObjectKind, ROOT_INO,
+    ChunkRef, Chunks, Content, DirEntry, DirRef, FileType, Inode, ObjectKind, ROOT_INO,
 };
 use crate::time::now_ns;
 use crate::{Error, Result};
@@ -103,11 +104,22 @@ struct Overlay {
     /// orphan: unlinked while pinned (open), readable and writable, never
     /// written into a snapshot.
     inodes: HashMap<u64, Option<Inode>>,
-    dirs: HashMap<u64, Entries>,
+    dirs: HashMap<u64, DirDelta>,
     files: HashMap<u64, DirtyFile>,
     next_ino: u64,
     dirty_bytes: usize,
     changed: bool,
+}
+
+/// A changed directory: where its entries are at head, and the names this
+/// overlay changed. A commit re-seals only the parts of a large directory
+/// that hold a changed name (`repo::dirtree`).
+struct DirDelta {
+    base: Option<DirRef>,
+    /// A name's new entry; `None`: removed.
+    changes: BTreeMap<Vec<u8>, Option<DirEntry>>,
+    /// Entries now.
+    count: u64,
 }
 
 /// The inode an operation created (0 for one that creates none).
@@ -469,18 +481,21 @@ impl Engine {
             .ok_or_else(|| Error::fs("getattr", libc::ENOENT))
     }
 
-    /// Runs `f` on a directory's current entries.
-    pub fn with_entries<R>(&self, ino: u64, f: impl FnOnce(&Entries) -> R) -> Result<R> {
-        if let Some(e) = self.ov.dirs.get(&ino) {
-            return Ok(f(e));
-        }
-        let i = self.getattr(ino)?;
-        Ok(f(&*view::entries_of(self.head.repo(), &i)?))
-    }
-
     /// A directory's entries, sorted by name.
     pub fn readdir(&self, ino: u64) -> Result<Vec<(Vec<u8>, DirEntry)>> {
-        self.with_entries(ino, |e| e.iter().map(|(k, v)| (k.clone(), *v)).collect())
+        let repo = self.head.repo();
+        let Some(d) = self.ov.dirs.get(&ino) else {
+            let e = view::entries_of(repo, &self.getattr(ino)?)?;
+            return Ok(e.iter().map(|(k, v)| (k.clone(), *v)).collect());
+        };
+        let mut e = (*dirtree::entries(repo, d.base.as_ref())?).clone();
+        for (name, c) in &d.changes {
+            match c {
+                Some(c) => e.insert(name.clone(), *c),
+                None => e.remove(name),
+            };
+        }
+        Ok(e.into_iter().collect())
     }
 
     /// Looks up `name` in `parent`.
@@ -488,7 +503,22 @@ impl Engine {
         if name.len() > NAME_MAX {
             return Err(Error::fs("lookup", libc::ENAMETOOLONG));
         }
-        self.with_entries(parent, |e| e.get(name).copied())
+        let repo = self.head.repo();
+        match self.ov.dirs.get(&parent) {
+            Some(d) => match d.changes.get(name) {
+                Some(c) => Ok(*c),
+                None => dirtree::lookup(repo, d.base.as_ref(), name),
+            },
+            None => dirtree::lookup(repo, view::dir_root(&self.getattr(parent)?)?, name),
+        }
+    }
+
+    /// Whether a directory has no entries.
+    fn dir_is_empty(&self, ino: u64) -> Result<bool> {
+        match self.ov.dirs.get(&ino) {
+            Some(d) => Ok(d.count == 0),
+            None => Ok(view::dir_root(&self.getattr(ino)?)?.is_none()),
+        }
     }
 
     /// Resolves a `/`-separated path from the root (no symlinks followed).
@@ -607,13 +637,26 @@ impl Engine {
             .ok_or_else(|| Error::fs("inode", libc::ENOENT))
     }
 
-    fn entries_mut(&mut self, ino: u64) -> Result<&mut Entries> {
-        if !self.ov.dirs.contains_key(&ino) {
-            let i = self.getattr(ino)?;
-            let e = view::entries_of(self.head.repo(), &i)?;
-            self.ov.dirs.insert(ino, (*e).clone());
+    /// Sets (`Some`) or removes (`None`) the entry `name` of directory
+    /// `dir`.
+    fn set_entry(&mut self, dir: u64, name: &[u8], entry: Option<DirEntry>) -> Result<()> {
+        let old = self.lookup(dir, name)?;
+        if !self.ov.dirs.contains_key(&dir) {
+            let base = view::dir_root(&self.getattr(dir)?)?.copied();
+            let count = dirtree::count(self.head.repo(), base.as_ref())?;
+            self.ov.dirs.insert(
+                dir,
+                DirDelta {
+                    base,
+                    changes: BTreeMap::new(),
+                    count,
+                },
+            );
         }
-        Ok(self.ov.dirs.get_mut(&ino).expect("just inserted"))
+        let d = self.ov.dirs.get_mut(&dir).expect("just inserted");
+        d.count = d.count + u64::from(entry.is_some()) - u64::from(old.is_some());
+        d.changes.insert(name.to_vec(), entry);
+        Ok(())
     }
 
     fn dir_inode(&self, ino: u64, op: &'static str) -> Result<Inode> {
@@ -701,8 +744,7 @@ impl Engine {
             content,
         };
         let file_type = inode.file_type();
-        self.entries_mut(parent)?
-            .insert(name.to_vec(), DirEntry { ino, file_type });
+        self.set_entry(parent, name, Some(DirEntry { ino, file_type }))?;
         self.touch_dir(parent, now, if is_dir { 1 } else { 0 })?;
         self.ov.inodes.insert(ino, Some(inode.clone()));
         self.ov.next_ino += 1;
@@ -1044,13 +1086,14 @@ impl Engine {
             return Err(Error::fs("link", libc::EEXIST));
         }
         let now = self.now();
-        self.entries_mut(newparent)?.insert(
-            newname.to_vec(),
-            DirEntry {
+        self.set_entry(
+            newparent,
+            newname,
+            Some(DirEntry {
                 ino,
                 file_type: i.file_type(),
-            },
-        );
+            }),
+        )?;
         self.touch_dir(newparent, now, 0)?;
         let i = self.inode_mut(ino)?;
         i.nlink += 1;
@@ -1070,7 +1113,7 @@ impl Engine {
             return Err(Error::fs("unlink", libc::EISDIR));
         }
         let now = self.now();
-        self.entries_mut(parent)?.remove(name);
+        self.set_entry(parent, name, None)?;
         self.touch_dir(parent, now, 0)?;
         self.drop_link(e.ino, now)?;
         self.ov.changed = true;
@@ -1092,11 +1135,11 @@ impl Engine {
         if e.file_type != FileType::Dir {
             return Err(Error::fs("rmdir", libc::ENOTDIR));
         }
-        if !self.with_entries(e.ino, |c| c.is_empty())? {
+        if !self.dir_is_empty(e.ino)? {
             return Err(Error::fs("rmdir", libc::ENOTEMPTY));
         }
         let now = self.now();
-        self.entries_mut(parent)?.remove(name);
+        self.set_entry(parent, name, None)?;
         self.touch_dir(parent, now, -1)?;
         self.drop_link(e.ino, now)?;
         self.ov.changed = true;
@@ -1151,8 +1194,8 @@ impl Engine {
             {
                 return Err(Error::fs(OP, libc::EINVAL));
             }
-            self.entries_mut(parent)?.insert(name.to_vec(), dst);
-            self.entries_mut(newparent)?.insert(newname.to_vec(), src);
+            self.set_entry(parent, name, Some(dst))?;
+            self.set_entry(newparent, newname, Some(src))?;
             for (moved, from, to) in [(src, parent, newparent), (dst, newparent, parent)] {
                 self.moved(moved, from, to, now)?;
             }
@@ -1171,7 +1214,7 @@ impl Engine {
             match (src.file_type == FileType::Dir, d.file_type == FileType::Dir) {
                 (true, false) => return Err(Error::fs(OP, libc::ENOTDIR)),
                 (false, true) => return Err(Error::fs(OP, libc::EISDIR)),
-                (true, true) if !self.with_entries(d.ino, |c| c.is_empty())? => {
+                (true, true) if !self.dir_is_empty(d.ino)? => {
                     return Err(Error::fs(OP, libc::ENOTEMPTY));
                 }
                 _ => {}
@@ -1182,14 +1225,14 @@ impl Engine {
         }
         // All checks passed: mutate.
         if let Some(d) = dst {
-            self.entries_mut(newparent)?.remove(newname);
+            self.set_entry(newparent, newname, None)?;
             if d.file_type == FileType::Dir {
                 self.touch_dir(newparent, now, -1)?;
             }
             self.drop_link(d.ino, now)?;
         }
-        self.entries_mut(parent)?.remove(name);
-        self.entries_mut(newparent)?.insert(newname.to_vec(), src);
+        self.set_entry(parent, name, None)?;
+        self.set_entry(newparent, newname, Some(src))?;
         self.moved(src, parent, newparent, now)?;
         self.touch_dir(parent, now, 0)?;
         self.touch_dir(newparent, now, 0)?;

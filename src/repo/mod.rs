@@ -10,6 +10,9 @@
 //! - [`agent`]: opening a data dir: lock, head check, seen-head record,
 //!   replication metadata.
 //! - [`view`]: a read-only, verified view of one snapshot.
+//! - [`dirtree`]: directories of any size, split by name hash into
+//!   bounded nodes (lookups, listings, incremental commits).
+//! - [`pagemap`]: where a snapshot's inode pages are, as a radix tree.
 //! - [`pack`]: the pack record format, one encoder and one decoder.
 //! - [`repack`]: packs rewritten without some objects (prune, redaction).
 //! - [`replication_state`]: what the index records about replication.
@@ -26,9 +29,11 @@
 //! `pending` so that the writer can read them back before they are indexed.
 
 pub mod agent;
+pub mod dirtree;
 pub mod index;
 pub mod journal;
 pub mod pack;
+pub mod pagemap;
 pub mod remote;
 pub mod repack;
 pub mod replication_state;
@@ -40,7 +45,9 @@ use crate::repo::index::{Index, NewObject};
 use crate::repo::store::{Location, Store};
 use crate::seal::envelope::{self, Envelope};
 use crate::seal::keys::AgentKeys;
-use crate::seal::tree::{self, ChunkRef, Entries, Inode, ObjectId, ObjectKind};
+use crate::seal::tree::{
+    self, ChunkRef, DirIndex, Entries, Inode, ObjectId, ObjectKind, PageMapNode,
+};
 use crate::{Error, Result};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -56,6 +63,8 @@ pub type Page = BTreeMap<u64, Inode>;
 enum Meta {
     Page(Arc<Page>),
     Dir(Arc<Entries>),
+    DirIndex(Arc<DirIndex>),
+    PageMap(Arc<PageMapNode>),
     List(Arc<Vec<ChunkRef>>),
 }
 
@@ -257,6 +266,25 @@ impl Repo {
         );
     }
 
+    /// Keeps a directory index node just sealed as `id` in the metadata
+    /// cache.
+    pub fn cache_dir_index(&self, id: ObjectId, node: DirIndex, encoded: usize) {
+        self.meta.insert(
+            id,
+            Arc::new(Meta::DirIndex(Arc::new(node))),
+            encoded * 2 + 256,
+        );
+    }
+
+    /// Keeps a page-map node just sealed as `id` in the metadata cache.
+    pub fn cache_page_map(&self, id: ObjectId, node: PageMapNode, encoded: usize) {
+        self.meta.insert(
+            id,
+            Arc::new(Meta::PageMap(Arc::new(node))),
+            encoded * 2 + 256,
+        );
+    }
+
     /// Keeps a chunk list just sealed as `id` in the metadata cache.
     pub fn cache_chunk_list(&self, id: ObjectId, list: Vec<ChunkRef>, encoded: usize) {
         self.meta
@@ -296,6 +324,33 @@ impl Repo {
         self.meta
             .insert(*id, Arc::new(Meta::Dir(d.clone())), raw.len() * 3 + 256);
         Ok(d)
+    }
+
+    /// A decoded directory index node.
+    pub fn dir_index(&self, id: &ObjectId) -> Result<Arc<DirIndex>> {
+        if let Some(Meta::DirIndex(d)) = self.meta.get(id).as_deref() {
+            return Ok(d.clone());
+        }
+        let raw = self.open_raw(ObjectKind::DirIndex, id)?;
+        let d = Arc::new(tree::decode_dir_index(&raw)?);
+        self.meta.insert(
+            *id,
+            Arc::new(Meta::DirIndex(d.clone())),
+            raw.len() * 2 + 256,
+        );
+        Ok(d)
+    }
+
+    /// A decoded page-map node.
+    pub fn page_map(&self, id: &ObjectId) -> Result<Arc<PageMapNode>> {
+        if let Some(Meta::PageMap(n)) = self.meta.get(id).as_deref() {
+            return Ok(n.clone());
+        }
+        let raw = self.open_raw(ObjectKind::PageMap, id)?;
+        let n = Arc::new(tree::decode_page_map(&raw)?);
+        self.meta
+            .insert(*id, Arc::new(Meta::PageMap(n.clone())), raw.len() * 2 + 256);
+        Ok(n)
     }
 
     /// A decoded chunk list.

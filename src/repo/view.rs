@@ -3,12 +3,12 @@
 //! Loads inode pages, directory nodes, chunk lists and chunks lazily through
 //! the repository, each verified by its tag on first access and cached.
 
-use crate::repo::Repo;
+use crate::repo::{Repo, dirtree, pagemap};
 use crate::seal::tree::{
-    ChunkRef, Chunks, Content, DirEntry, Entries, FileType, Inode, Manifest, ObjectId, ObjectKind,
+    ChunkRef, Chunks, Content, DirEntry, DirRef, Entries, FileType, Inode, Manifest, ObjectId,
+    ObjectKind,
 };
 use crate::{Error, Result};
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 /// One committed snapshot, readable from many threads.
@@ -54,9 +54,9 @@ impl SnapshotView {
 
     /// The decoded page holding `page_no`, if the snapshot has one.
     pub(crate) fn page(&self, page_no: u64) -> Result<Option<Arc<crate::repo::Page>>> {
-        match self.manifest.pages.get(&page_no) {
+        match pagemap::get(&self.repo, &self.manifest.pages, page_no)? {
             None => Ok(None),
-            Some(id) => Ok(Some(self.repo.page(id, self.manifest.inodes_per_page)?)),
+            Some(id) => Ok(Some(self.repo.page(&id, self.manifest.inodes_per_page)?)),
         }
     }
 
@@ -77,9 +77,10 @@ impl SnapshotView {
         entries_of(&self.repo, &self.getattr(ino)?)
     }
 
-    /// Looks up `name` in directory `parent`.
+    /// Looks up `name` in directory `parent` (reads one path of a large
+    /// directory, not all of it).
     pub fn lookup(&self, parent: u64, name: &[u8]) -> Result<Option<DirEntry>> {
-        Ok(self.entries(parent)?.get(name).copied())
+        dirtree::lookup(&self.repo, dir_root(&self.getattr(parent)?)?, name)
     }
 
     /// Reads up to `len` bytes at `off`.
@@ -114,10 +115,12 @@ impl SnapshotView {
         skip: &dyn Fn(&ObjectId) -> bool,
         visit: &mut dyn FnMut(ObjectKind, &ObjectId) -> Result<()>,
     ) -> Result<()> {
-        for pid in self.manifest.pages.values() {
-            if skip(pid) {
-                continue;
-            }
+        pagemap::walk(&self.repo, &self.manifest.pages, skip, &mut |item| {
+            let pid = match item {
+                pagemap::Item::Node(id) => return visit(ObjectKind::PageMap, id),
+                pagemap::Item::Page(_, pid) if skip(pid) => return Ok(()),
+                pagemap::Item::Page(_, pid) => pid,
+            };
             visit(ObjectKind::InodePage, pid)?;
             let page = self.repo.page(pid, self.manifest.inodes_per_page)?;
             for i in page.values() {
@@ -137,12 +140,12 @@ impl SnapshotView {
                             visit(ObjectKind::Chunk, c)?;
                         }
                     }
-                    Content::Dir(Some(id)) if !skip(id) => visit(ObjectKind::DirNode, id)?,
+                    Content::Dir(Some(root)) => dirtree::walk(&self.repo, root, skip, visit)?,
                     _ => {}
                 }
             }
-        }
-        Ok(())
+            Ok(())
+        })
     }
 
     /// The chunk references of a file inode (its chunk list read if it has
@@ -178,11 +181,12 @@ impl SnapshotView {
     /// Every inode number in this snapshot.
     pub fn inode_numbers(&self) -> Result<std::collections::BTreeSet<u64>> {
         let mut out = std::collections::BTreeSet::new();
-        for no in self.manifest.pages.keys() {
-            if let Some(p) = self.page(*no)? {
-                out.extend(p.keys().copied());
+        pagemap::walk(&self.repo, &self.manifest.pages, &|_| false, &mut |item| {
+            if let pagemap::Item::Page(_, id) = item {
+                out.extend(self.repo.page(id, self.manifest.inodes_per_page)?.keys());
             }
-        }
+            Ok(())
+        })?;
         Ok(out)
     }
 
@@ -211,9 +215,13 @@ pub(crate) fn resolve_with(
 
 /// The entries of a directory inode.
 pub(crate) fn entries_of(repo: &Repo, i: &Inode) -> Result<Arc<Entries>> {
+    dirtree::entries(repo, dir_root(i)?)
+}
+
+/// Where a directory inode's entries are (`ENOTDIR` for other types).
+pub(crate) fn dir_root(i: &Inode) -> Result<Option<&DirRef>> {
     match &i.content {
-        Content::Dir(None) => Ok(Arc::new(BTreeMap::new())),
-        Content::Dir(Some(id)) => repo.dir(id),
+        Content::Dir(r) => Ok(r.as_ref()),
         _ => Err(Error::fs("readdir", libc::ENOTDIR)),
     }
 }

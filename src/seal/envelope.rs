@@ -387,10 +387,10 @@ pub fn open_manifest(keys: &AgentKeys, env: &Envelope) -> Result<Manifest> {
 mod tests {
     use super::*;
     use crate::seal::keys::MasterKey;
-    use std::collections::BTreeMap;
 
     fn manifest(keys: &AgentKeys, seq: u64) -> Manifest {
         Manifest {
+            format: tree::FORMAT_VERSION,
             agent_id: keys.agent_id(),
             seq,
             parent: [seq as u8; 32],
@@ -398,7 +398,7 @@ mod tests {
             chunk_size: tree::CHUNK_SIZE,
             inodes_per_page: tree::INODES_PER_PAGE,
             next_ino: 2,
-            pages: BTreeMap::from([(0, ObjectId([5; 32]))]),
+            pages: tree::Pages::Map(Some(ObjectId([5; 32]))),
         }
     }
 

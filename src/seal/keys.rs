@@ -60,6 +60,9 @@ pub const LABEL_SEEN_HEAD: &str = "sovseal/seen-head/v1";
 pub const LABEL_JOURNAL: &str = "sovseal/journal/v1";
 /// Label of the key that seals the journal records made on top of one head.
 pub const LABEL_JOURNAL_KEY: &str = "sovseal/journal-key/v1";
+/// HKDF label: the key of the hash that places names in large directories
+/// (from key version 1's sync key, whatever the current version).
+pub const LABEL_DIR_HASH: &str = "sovseal/dir-hash/v1";
 
 /// A 32-byte secret that is wiped on drop and never printed.
 #[derive(Clone)]
@@ -199,6 +202,9 @@ impl MasterKey {
         let rest = expand(&prk, &[LABEL_AT_REST.as_bytes(), &[0], &id.0]);
         let seen_head = expand(&from_prk(&rest), &[LABEL_SEEN_HEAD.as_bytes()]);
         let journal = expand(&from_prk(&rest), &[LABEL_JOURNAL.as_bytes()]);
+        // Directory shapes must not change with a rotation: version 1.
+        let sync1 = expand(&prk, &[LABEL_SYNC.as_bytes(), &[0], &id.0]);
+        let dir_hash = expand(&from_prk(&sync1), &[LABEL_DIR_HASH.as_bytes()]);
         let mut versions = std::collections::BTreeMap::new();
         for v in self.versions() {
             let bytes = self.expose_version(v).expect("listed version");
@@ -213,6 +219,7 @@ impl MasterKey {
             versions,
             seen_head,
             journal,
+            dir_hash,
         }
     }
 }
@@ -260,6 +267,7 @@ pub struct AgentKeys {
     versions: std::collections::BTreeMap<u32, VersionKeys>,
     seen_head: SecretKey,
     journal: SecretKey,
+    dir_hash: SecretKey,
 }
 
 impl fmt::Debug for AgentKeys {
@@ -295,6 +303,15 @@ impl AgentKeys {
         self.versions
             .get(&v)
             .expect("key version held (checked by the caller)")
+    }
+
+    /// The hash that places a name in a large directory
+    /// (`crate::seal::tree::DirIndex`): BLAKE3 keyed with the dir-hash key
+    /// (key version 1, so that shapes survive a rotation). Keyed, so that
+    /// names cannot be chosen to pile up on one path, and a directory's
+    /// shape cannot be predicted from guessed names.
+    pub fn dir_name_hash(&self, name: &[u8]) -> [u8; 32] {
+        *blake3::keyed_hash(self.dir_hash.expose(), name).as_bytes()
     }
 
     /// The keyed hash that names a content object: BLAKE3 keyed with the
@@ -429,6 +446,13 @@ mod tests {
             m.agent_keys("alpha").manifest_key(9).expose()
         );
         assert_ne!(a.manifest_key(1).expose(), a.manifest_key(2).expose());
+        assert_ne!(a.dir_name_hash(b"n"), b.dir_name_hash(b"n"));
+        assert_ne!(
+            a.dir_name_hash(b"n"),
+            MasterKey::from_bytes([8; 32])
+                .agent_keys("alpha")
+                .dir_name_hash(b"n")
+        );
     }
 
     #[test]
@@ -440,6 +464,8 @@ mod tests {
         assert_eq!(new.key_version(), 2);
         assert_eq!(new.versions_newest_first().collect::<Vec<_>>(), [2, 1]);
         assert_eq!(old.agent_id(), new.agent_id());
+        // Directory shapes do not change with a rotation.
+        assert_eq!(old.dir_name_hash(b"n"), new.dir_name_hash(b"n"));
         assert_ne!(
             old.object_key(&[3; 32]).expose(),
             new.object_key(&[3; 32]).expose()

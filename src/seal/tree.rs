@@ -15,17 +15,38 @@ use std::collections::BTreeMap;
 use std::fmt;
 
 /// Format version of the encodings in this module (manifests, inode
-/// pages, directory nodes, chunk lists). The envelope and AAD format is
+/// pages, directory nodes, chunk lists) that this build writes. Version 2
+/// added directory index nodes (large directories split into pages);
+/// version 1 manifests still decode. The envelope and AAD format is
 /// `crate::seal::envelope::FORMAT`, versioned on its own.
-pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_VERSION: u32 = 2;
+/// Oldest tree format this build reads.
+pub const FORMAT_VERSION_MIN: u32 = 1;
 /// Bytes per file chunk.
 pub const CHUNK_SIZE: u32 = 1 << 20;
-/// Inode numbers per page.
-pub const INODES_PER_PAGE: u32 = 128;
+/// Inode numbers per page of a new agent (tree format 2; each snapshot
+/// records its own, and an agent keeps the one it was created with).
+pub const INODES_PER_PAGE: u32 = 32;
+/// Inode numbers per page of agents created before tree format 2.
+pub const INODES_PER_PAGE_V1: u32 = 128;
+/// Children per page-map node: one per hexadecimal digit of a page number.
+pub const PAGE_MAP_FANOUT: usize = 16;
+/// Highest page-map level: page numbers are `u64`, 16 hex digits.
+pub const PAGE_MAP_MAX_LEVEL: u8 = 15;
 /// Chunk lists longer than this live in their own object.
 pub const MAX_INLINE_CHUNKS: usize = 8;
 /// The root directory's inode number.
 pub const ROOT_INO: u64 = 1;
+/// A directory (or part of one, below an index node) with at most this
+/// many entries is one directory node; a larger one is split by name hash
+/// under a directory index node.
+pub const DIR_LEAF_MAX: u64 = 64;
+/// Children per directory index node: one per value of a 4-bit digit of
+/// the name hash.
+pub const DIR_FANOUT: usize = 16;
+/// Depth at which directory index nodes stop splitting (every digit of the
+/// 256-bit name hash used): a node there is a leaf whatever its size.
+pub const DIR_MAX_DEPTH: u8 = 64;
 
 /// A content object id: a keyed BLAKE3 hash of the object's plaintext.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -58,6 +79,10 @@ pub enum ObjectKind {
     InodePage = 4,
     /// A snapshot manifest (sealed in the envelope, not stored as an object).
     Manifest = 5,
+    /// An interior node of a large directory (tree format 2).
+    DirIndex = 6,
+    /// A node of a snapshot's page map (tree format 2).
+    PageMap = 7,
 }
 
 impl ObjectKind {
@@ -69,6 +94,8 @@ impl ObjectKind {
             3 => ObjectKind::DirNode,
             4 => ObjectKind::InodePage,
             5 => ObjectKind::Manifest,
+            6 => ObjectKind::DirIndex,
+            7 => ObjectKind::PageMap,
             _ => return None,
         })
     }
@@ -80,6 +107,8 @@ impl ObjectKind {
             ObjectKind::DirNode => "directory node",
             ObjectKind::InodePage => "inode page",
             ObjectKind::Manifest => "manifest",
+            ObjectKind::DirIndex => "directory index",
+            ObjectKind::PageMap => "page map",
         }
     }
 }
@@ -151,7 +180,7 @@ pub enum Content {
     /// A regular file's chunks.
     File(Chunks),
     /// A directory's entries (`None` when empty).
-    Dir(Option<ObjectId>),
+    Dir(Option<DirRef>),
     /// A symlink's target.
     Symlink(Vec<u8>),
     /// A FIFO, socket or device node (`FileType::is_special`) and its
@@ -220,9 +249,151 @@ pub struct DirEntry {
 /// Sorted directory entries.
 pub type Entries = BTreeMap<Vec<u8>, DirEntry>;
 
+/// Where a directory's entries are (or those of one part of it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum DirRef {
+    /// One directory node holding all of them.
+    Leaf(ObjectId),
+    /// A directory index node splitting them by name hash.
+    Index(ObjectId),
+}
+
+impl DirRef {
+    /// The object.
+    pub fn id(&self) -> &ObjectId {
+        match self {
+            DirRef::Leaf(id) | DirRef::Index(id) => id,
+        }
+    }
+    /// The object's kind.
+    pub fn kind(&self) -> ObjectKind {
+        match self {
+            DirRef::Leaf(_) => ObjectKind::DirNode,
+            DirRef::Index(_) => ObjectKind::DirIndex,
+        }
+    }
+}
+
+/// One child of a directory index node.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DirChild {
+    /// The node holding the entries whose name hash continues with this
+    /// child's digit.
+    pub node: DirRef,
+    /// How many entries are below it (at least 1).
+    pub count: u64,
+}
+
+/// An interior node of a large directory: its entries split by the digit
+/// at `depth` of their name hash
+/// ([`AgentKeys::dir_name_hash`](crate::seal::keys::AgentKeys::dir_name_hash)).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DirIndex {
+    /// Which 4-bit digit of the name hash this node branches on (the
+    /// directory's own index node is depth 0).
+    pub depth: u8,
+    /// Children by digit; absent digits have no entries.
+    pub children: [Option<DirChild>; DIR_FANOUT],
+}
+
+impl DirIndex {
+    /// Entries below this node.
+    pub fn count(&self) -> u64 {
+        self.children
+            .iter()
+            .flatten()
+            .fold(0u64, |a, c| a.saturating_add(c.count))
+    }
+}
+
+/// Digit `depth` (0..64) of a name hash: high nibble first.
+pub fn dir_digit(hash: &[u8; 32], depth: u8) -> usize {
+    let b = hash[usize::from(depth / 2)];
+    usize::from(if depth.is_multiple_of(2) {
+        b >> 4
+    } else {
+        b & 0x0f
+    })
+}
+
+/// Whether `count` entries at `depth` form a leaf (a directory node) rather
+/// than an index node: the one rule that makes a directory's shape a
+/// function of its entries alone.
+pub fn dir_is_leaf(count: u64, depth: u8) -> bool {
+    count <= DIR_LEAF_MAX || depth >= DIR_MAX_DEPTH
+}
+/// Where a snapshot's inode pages are.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Pages {
+    /// Tree format 1: every page, by page number, in the manifest.
+    List(BTreeMap<u64, ObjectId>),
+    /// Tree format 2: the root of a page map (`None`: no pages), a radix
+    /// tree of [`PageMapNode`]s over the page numbers' hex digits.
+    Map(Option<ObjectId>),
+}
+
+/// A node of a page map: its children by one hex digit of the page number.
+/// At level 0 the children are inode pages (the lowest digit); at level
+/// `l > 0`, page-map nodes of level `l - 1` (digit `l`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PageMapNode {
+    /// Which digit this node branches on (0: the lowest).
+    pub level: u8,
+    /// Children by digit; at least one is present.
+    pub children: [Option<ObjectId>; PAGE_MAP_FANOUT],
+}
+
+/// Digit `level` of a page number.
+pub fn page_digit(page_no: u64, level: u8) -> usize {
+    ((page_no >> (4 * u32::from(level))) & 0xf) as usize
+}
+
+/// Encodes a page-map node.
+pub fn encode_page_map(n: &PageMapNode) -> Vec<u8> {
+    let mut w = Writer::default();
+    w.u8(n.level);
+    let mut bitmap = 0u16;
+    for (d, c) in n.children.iter().enumerate() {
+        if c.is_some() {
+            bitmap |= 1 << d;
+        }
+    }
+    w.0.extend_from_slice(&bitmap.to_le_bytes());
+    for c in n.children.iter().flatten() {
+        w.id(&c.0);
+    }
+    w.0
+}
+
+/// Decodes a page-map node: a known level and at least one child.
+pub fn decode_page_map(b: &[u8]) -> Result<PageMapNode> {
+    let mut r = Reader::new(b, "page map");
+    let level = r.u8()?;
+    if level > PAGE_MAP_MAX_LEVEL {
+        return Err(r.err("level beyond the page numbers' digits"));
+    }
+    let lo = r.u8()?;
+    let hi = r.u8()?;
+    let bitmap = u16::from_le_bytes([lo, hi]);
+    if bitmap == 0 {
+        return Err(r.err("a node without children"));
+    }
+    let mut children = [None; PAGE_MAP_FANOUT];
+    for (d, slot) in children.iter_mut().enumerate() {
+        if bitmap & (1 << d) != 0 {
+            *slot = Some(ObjectId(r.id()?));
+        }
+    }
+    r.finish()?;
+    Ok(PageMapNode { level, children })
+}
+
 /// The plaintext of a snapshot: what the envelope seals.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Manifest {
+    /// Tree format version ([`FORMAT_VERSION`] for new snapshots; an older
+    /// one for snapshots written by older builds).
+    pub format: u32,
     /// Keyed agent id (repeated from the envelope and checked).
     pub agent_id: AgentId,
     /// Sequence number.
@@ -237,8 +408,8 @@ pub struct Manifest {
     pub inodes_per_page: u32,
     /// Next inode number to allocate (numbers are never reused).
     pub next_ino: u64,
-    /// Non-empty inode pages by page number.
-    pub pages: BTreeMap<u64, ObjectId>,
+    /// Where the non-empty inode pages are.
+    pub pages: Pages,
 }
 
 fn put_ref(w: &mut Writer, r: &ChunkRef) {
@@ -319,6 +490,67 @@ pub fn decode_dir(b: &[u8]) -> Result<Entries> {
     Ok(out)
 }
 
+/// Encodes a directory index node.
+pub fn encode_dir_index(n: &DirIndex) -> Vec<u8> {
+    let mut w = Writer::default();
+    w.u8(n.depth);
+    let mut bitmap = 0u16;
+    for (d, c) in n.children.iter().enumerate() {
+        if c.is_some() {
+            bitmap |= 1 << d;
+        }
+    }
+    w.0.extend_from_slice(&bitmap.to_le_bytes());
+    for c in n.children.iter().flatten() {
+        w.u8(c.node.kind() as u8);
+        w.u64(c.count);
+        w.id(&c.node.id().0);
+    }
+    w.0
+}
+
+/// Decodes a directory index node. Beyond the encoding, the shape rules
+/// are checked: every child holds entries, a child is a leaf exactly when
+/// [`dir_is_leaf`] says so, and the node itself is too large to be one.
+pub fn decode_dir_index(b: &[u8]) -> Result<DirIndex> {
+    let mut r = Reader::new(b, "directory index");
+    let depth = r.u8()?;
+    if depth >= DIR_MAX_DEPTH {
+        return Err(r.err("index node below the deepest level"));
+    }
+    let lo = r.u8()?;
+    let hi = r.u8()?;
+    let bitmap = u16::from_le_bytes([lo, hi]);
+    let mut children = [None; DIR_FANOUT];
+    for (d, slot) in children.iter_mut().enumerate() {
+        if bitmap & (1 << d) == 0 {
+            continue;
+        }
+        let kind = r.u8()?;
+        let count = r.u64()?;
+        let id = ObjectId(r.id()?);
+        let leaf = dir_is_leaf(count, depth + 1);
+        let node = match kind {
+            3 if leaf => DirRef::Leaf(id),
+            6 if !leaf => DirRef::Index(id),
+            _ => return Err(r.err("child kind does not match its size")),
+        };
+        if count == 0 {
+            return Err(r.err("empty child"));
+        }
+        *slot = Some(DirChild { node, count });
+    }
+    r.finish()?;
+    let n = DirIndex { depth, children };
+    if dir_is_leaf(n.count(), depth) {
+        return Err(Error::corrupt(
+            "directory index",
+            "small enough to be one directory node",
+        ));
+    }
+    Ok(n)
+}
+
 fn put_inode(w: &mut Writer, i: &Inode) {
     w.u64(i.ino);
     w.u8(i.file_type() as u8);
@@ -349,7 +581,15 @@ fn put_inode(w: &mut Writer, i: &Inode) {
             w.id(&id.0);
             w.u64(*count);
         }
-        Content::Dir(d) => put_ref(w, d),
+        Content::Dir(None) => w.u8(0),
+        Content::Dir(Some(DirRef::Leaf(id))) => {
+            w.u8(1);
+            w.id(&id.0);
+        }
+        Content::Dir(Some(DirRef::Index(id))) => {
+            w.u8(2);
+            w.id(&id.0);
+        }
         Content::Symlink(t) => w.bytes(t),
         Content::Special(FileType::CharDev | FileType::BlockDev, rdev) => w.u64(*rdev),
         Content::Special(..) => {}
@@ -392,7 +632,12 @@ fn get_inode(r: &mut Reader<'_>) -> Result<Inode> {
             }),
             t => return Err(r.err(format!("bad chunks tag {t}"))),
         },
-        FileType::Dir => Content::Dir(get_ref(r)?),
+        FileType::Dir => Content::Dir(match r.u8()? {
+            0 => None,
+            1 => Some(DirRef::Leaf(ObjectId(r.id()?))),
+            2 => Some(DirRef::Index(ObjectId(r.id()?))),
+            t => return Err(r.err(format!("bad directory ref tag {t}"))),
+        }),
         FileType::Symlink => Content::Symlink(r.bytes()?.to_vec()),
         FileType::CharDev | FileType::BlockDev => Content::Special(ft, r.u64()?),
         FileType::Fifo | FileType::Socket => Content::Special(ft, 0),
@@ -447,7 +692,7 @@ pub fn decode_page(b: &[u8], inodes_per_page: u32) -> Result<(u64, BTreeMap<u64,
 /// Encodes a manifest.
 pub fn encode_manifest(m: &Manifest) -> Vec<u8> {
     let mut w = Writer::default();
-    w.u32(FORMAT_VERSION);
+    w.u32(m.format);
     w.id(&m.agent_id.0);
     w.u64(m.seq);
     w.id(&m.parent);
@@ -455,10 +700,22 @@ pub fn encode_manifest(m: &Manifest) -> Vec<u8> {
     w.u32(m.chunk_size);
     w.u32(m.inodes_per_page);
     w.u64(m.next_ino);
-    w.u32(u32::try_from(m.pages.len()).expect("pages below 2^32"));
-    for (no, id) in &m.pages {
-        w.u64(*no);
-        w.id(&id.0);
+    match (&m.pages, m.format) {
+        (Pages::List(pages), 1) => {
+            w.u32(u32::try_from(pages.len()).expect("pages below 2^32"));
+            for (no, id) in pages {
+                w.u64(*no);
+                w.id(&id.0);
+            }
+        }
+        (Pages::Map(root), 2) => match root {
+            None => w.u8(0),
+            Some(id) => {
+                w.u8(1);
+                w.id(&id.0);
+            }
+        },
+        (_, f) => panic!("tree format {f} with the other format's page layout"),
     }
     w.0
 }
@@ -466,9 +723,9 @@ pub fn encode_manifest(m: &Manifest) -> Vec<u8> {
 /// Decodes a manifest.
 pub fn decode_manifest(b: &[u8]) -> Result<Manifest> {
     let mut r = Reader::new(b, "manifest");
-    let v = r.u32()?;
-    if v != FORMAT_VERSION {
-        return Err(Error::UnknownFormatVersion(v, FORMAT_VERSION));
+    let format = r.u32()?;
+    if !(FORMAT_VERSION_MIN..=FORMAT_VERSION).contains(&format) {
+        return Err(Error::UnknownFormatVersion(format, FORMAT_VERSION));
     }
     let agent_id = AgentId(r.id()?);
     let seq = r.u64()?;
@@ -480,18 +737,28 @@ pub fn decode_manifest(b: &[u8]) -> Result<Manifest> {
         return Err(r.err("zero chunk size or page size"));
     }
     let next_ino = r.u64()?;
-    let n = r.count(40)?;
-    let mut pages = BTreeMap::new();
-    for _ in 0..n {
-        let no = r.u64()?;
-        let id = ObjectId(r.id()?);
-        if pages.last_key_value().is_some_and(|(last, _)| *last >= no) {
-            return Err(r.err("pages not sorted"));
+    let pages = if format == 1 {
+        let n = r.count(40)?;
+        let mut pages = BTreeMap::new();
+        for _ in 0..n {
+            let no = r.u64()?;
+            let id = ObjectId(r.id()?);
+            if pages.last_key_value().is_some_and(|(last, _)| *last >= no) {
+                return Err(r.err("pages not sorted"));
+            }
+            pages.insert(no, id);
         }
-        pages.insert(no, id);
-    }
+        Pages::List(pages)
+    } else {
+        Pages::Map(match r.u8()? {
+            0 => None,
+            1 => Some(ObjectId(r.id()?)),
+            t => return Err(r.err(format!("bad page map tag {t}"))),
+        })
+    };
     r.finish()?;
     Ok(Manifest {
+        format,
         agent_id,
         seq,
         parent,

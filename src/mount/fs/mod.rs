@@ -587,13 +587,11 @@ impl Fs {
                         kind: FileType::Dir,
                     });
                 }
-                e.with_entries(i, |es| {
-                    items.extend(es.iter().map(|(n, d)| DirItem {
-                        name: n.clone(),
-                        ino: d.ino,
-                        kind: d.file_type,
-                    }))
-                })?;
+                items.extend(e.readdir(i)?.into_iter().map(|(name, d)| DirItem {
+                    name,
+                    ino: d.ino,
+                    kind: d.file_type,
+                }));
                 Handle::Dir { items }
             }
             Node::Snap { seq, ino: i } => {
