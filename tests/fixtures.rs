@@ -33,15 +33,19 @@ fn keys() -> AgentKeys {
     MasterKey::from_bytes(MASTER).agent_keys(AGENT)
 }
 
-fn write_fixtures(v: u32) {
-    let tmp = tempfile::tempdir().unwrap();
-    let home = Home::at(tmp.path());
-    let mut e = Engine::open(
-        &home,
+/// The fixture agent, fresh, in a home at `dir`.
+fn fixture_engine(dir: &Path) -> Engine {
+    Engine::open(
+        &Home::at(dir),
         &AgentName::new(AGENT).unwrap(),
         &MasterKey::from_bytes(MASTER),
     )
-    .unwrap();
+    .unwrap()
+}
+
+fn write_fixtures(v: u32) {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut e = fixture_engine(tmp.path());
     let hello = e.create(ROOT_INO, b"hello.txt", 0o644, 1000, 1000).unwrap();
     e.write(hello.ino, 0, b"hello, sovseal\n").unwrap();
     e.setxattr(hello.ino, b"user.note", b"golden", XattrFlags::default())
@@ -285,13 +289,7 @@ fn golden_tree2_decodes() {
 
 fn write_tree2(d: &Path) {
     let tmp = tempfile::tempdir().unwrap();
-    let home = Home::at(tmp.path());
-    let mut e = Engine::open(
-        &home,
-        &AgentName::new(AGENT).unwrap(),
-        &MasterKey::from_bytes(MASTER),
-    )
-    .unwrap();
+    let mut e = fixture_engine(tmp.path());
     let big = e.mkdir(ROOT_INO, b"big", 0o755, 1000, 1000).unwrap();
     for k in 0..100 {
         e.create(big.ino, format!("f{k:03}").as_bytes(), 0o644, 1000, 1000)

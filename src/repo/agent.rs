@@ -972,3 +972,12 @@ fn lock(dir: &Dir, name: &AgentName) -> Result<WriteLock> {
         }
     }
 }
+
+/// A fresh writer on a throwaway agent under `dir`, for unit tests of the
+/// repository layer.
+#[cfg(test)]
+pub(crate) fn scratch(dir: &std::path::Path) -> (Agent, WriteLock) {
+    let home = Home::at(dir.join("home"));
+    let name = AgentName::new("scratch").expect("valid name");
+    Agent::open_writer(&home, &name, &MasterKey::from_bytes([4; 32]), true).expect("scratch agent")
+}

@@ -328,9 +328,6 @@ fn split(repo: &Repo, base: Base, depth: u8) -> Result<([Base; DIR_FANOUT], [u64
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{AgentName, Home};
-    use crate::repo::agent::Agent;
-    use crate::seal::keys::MasterKey;
     use crate::seal::tree::FileType;
 
     fn entry(ino: u64) -> Option<DirEntry> {
@@ -346,10 +343,7 @@ mod tests {
     #[test]
     fn malformed_shapes_are_refused() {
         let tmp = tempfile::tempdir().unwrap();
-        let home = Home::at(tmp.path().join("home"));
-        let name = AgentName::new("a").unwrap();
-        let (agent, _lock) =
-            Agent::open_writer(&home, &name, &MasterKey::from_bytes([3; 32]), true).unwrap();
+        let (agent, _lock) = crate::repo::agent::scratch(tmp.path());
         let repo = agent.repo();
         let changes: BTreeMap<Vec<u8>, Option<DirEntry>> = (0..200u64)
             .map(|k| (format!("n{k}").into_bytes(), entry(k + 10)))

@@ -240,9 +240,6 @@ fn seal(repo: &Repo, n: PageMapNode) -> Result<ObjectId> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{AgentName, Home};
-    use crate::repo::agent::Agent;
-    use crate::seal::keys::MasterKey;
     use proptest::prelude::*;
 
     fn id(n: u64) -> ObjectId {
@@ -283,10 +280,7 @@ mod tests {
             )
         ) {
             let tmp = tempfile::tempdir().unwrap();
-            let home = Home::at(tmp.path().join("home"));
-            let name = AgentName::new("p").unwrap();
-            let (agent, _lock) =
-                Agent::open_writer(&home, &name, &MasterKey::from_bytes([4; 32]), true).unwrap();
+            let (agent, _lock) = crate::repo::agent::scratch(tmp.path());
             let repo = agent.repo();
             let mut model = BTreeMap::new();
             let mut pages = Pages::Map(None);
@@ -322,10 +316,7 @@ mod tests {
     #[test]
     fn malformed_shapes_are_refused() {
         let tmp = tempfile::tempdir().unwrap();
-        let home = Home::at(tmp.path().join("home"));
-        let name = AgentName::new("p").unwrap();
-        let (agent, _lock) =
-            Agent::open_writer(&home, &name, &MasterKey::from_bytes([4; 32]), true).unwrap();
+        let (agent, _lock) = crate::repo::agent::scratch(tmp.path());
         let repo = agent.repo();
         let leaf = seal(
             repo,

@@ -352,13 +352,7 @@ pub fn page_digit(page_no: u64, level: u8) -> usize {
 pub fn encode_page_map(n: &PageMapNode) -> Vec<u8> {
     let mut w = Writer::default();
     w.u8(n.level);
-    let mut bitmap = 0u16;
-    for (d, c) in n.children.iter().enumerate() {
-        if c.is_some() {
-            bitmap |= 1 << d;
-        }
-    }
-    w.0.extend_from_slice(&bitmap.to_le_bytes());
+    put_bitmap(&mut w, &n.children);
     for c in n.children.iter().flatten() {
         w.id(&c.0);
     }
@@ -372,9 +366,7 @@ pub fn decode_page_map(b: &[u8]) -> Result<PageMapNode> {
     if level > PAGE_MAP_MAX_LEVEL {
         return Err(r.err("level beyond the page numbers' digits"));
     }
-    let lo = r.u8()?;
-    let hi = r.u8()?;
-    let bitmap = u16::from_le_bytes([lo, hi]);
+    let bitmap = get_bitmap(&mut r)?;
     if bitmap == 0 {
         return Err(r.err("a node without children"));
     }
@@ -490,17 +482,21 @@ pub fn decode_dir(b: &[u8]) -> Result<Entries> {
     Ok(out)
 }
 
+/// The `u16` bitmap of a 16-way node: bit `d` set when child `d` exists.
+fn put_bitmap<T>(w: &mut Writer, children: &[Option<T>; 16]) {
+    let bitmap = (0..16).fold(0u16, |b, d| b | (u16::from(children[d].is_some()) << d));
+    w.0.extend_from_slice(&bitmap.to_le_bytes());
+}
+
+fn get_bitmap(r: &mut Reader<'_>) -> Result<u16> {
+    Ok(u16::from_le_bytes([r.u8()?, r.u8()?]))
+}
+
 /// Encodes a directory index node.
 pub fn encode_dir_index(n: &DirIndex) -> Vec<u8> {
     let mut w = Writer::default();
     w.u8(n.depth);
-    let mut bitmap = 0u16;
-    for (d, c) in n.children.iter().enumerate() {
-        if c.is_some() {
-            bitmap |= 1 << d;
-        }
-    }
-    w.0.extend_from_slice(&bitmap.to_le_bytes());
+    put_bitmap(&mut w, &n.children);
     for c in n.children.iter().flatten() {
         w.u8(c.node.kind() as u8);
         w.u64(c.count);
@@ -518,9 +514,7 @@ pub fn decode_dir_index(b: &[u8]) -> Result<DirIndex> {
     if depth >= DIR_MAX_DEPTH {
         return Err(r.err("index node below the deepest level"));
     }
-    let lo = r.u8()?;
-    let hi = r.u8()?;
-    let bitmap = u16::from_le_bytes([lo, hi]);
+    let bitmap = get_bitmap(&mut r)?;
     let mut children = [None; DIR_FANOUT];
     for (d, slot) in children.iter_mut().enumerate() {
         if bitmap & (1 << d) == 0 {
