@@ -43,6 +43,25 @@ fn fixture_engine(dir: &Path) -> Engine {
     .unwrap()
 }
 
+/// Writes snapshot `seq`'s envelope and every object it references into
+/// `d` (`envelope.json`, `objects/<id>.<kind>`).
+fn write_snapshot(a: &sovseal::repo::agent::Agent, seq: u64, d: &Path) -> Envelope {
+    let env = a.envelope(seq).unwrap();
+    std::fs::write(d.join("envelope.json"), env.to_json()).unwrap();
+    a.snapshot(seq)
+        .unwrap()
+        .walk_objects(&|_| false, &mut |kind, id| {
+            std::fs::write(
+                d.join(format!("objects/{}.{}", id.to_hex(), kind as u8)),
+                a.sealed_object(id).unwrap(),
+            )
+            .unwrap();
+            Ok(())
+        })
+        .unwrap();
+    env
+}
+
 fn write_fixtures(v: u32) {
     let tmp = tempfile::tempdir().unwrap();
     let mut e = fixture_engine(tmp.path());
@@ -71,18 +90,7 @@ fn write_fixtures(v: u32) {
     let _ = std::fs::remove_dir_all(&d);
     std::fs::create_dir_all(d.join("objects")).unwrap();
     std::fs::create_dir_all(d.join("must-fail")).unwrap();
-    let env = a.envelope(info.seq).unwrap();
-    std::fs::write(d.join("envelope.json"), env.to_json()).unwrap();
-    let view = a.snapshot(info.seq).unwrap();
-    view.walk_objects(&|_| false, &mut |kind, id| {
-        std::fs::write(
-            d.join(format!("objects/{}.{}", id.to_hex(), kind as u8)),
-            a.sealed_object(id).unwrap(),
-        )
-        .unwrap();
-        Ok(())
-    })
-    .unwrap();
+    let env = write_snapshot(a, info.seq, &d);
     // Must-fail variants of the envelope.
     let json: serde_json::Value = serde_json::from_slice(&env.to_json()).unwrap();
     let variant = |name: &str, f: &dyn Fn(&mut serde_json::Value)| {
@@ -298,19 +306,7 @@ fn write_tree2(d: &Path) {
     let info = e.commit().unwrap().unwrap();
     let a = e.agent();
     std::fs::create_dir_all(d.join("objects")).unwrap();
-    let env = a.envelope(info.seq).unwrap();
-    std::fs::write(d.join("envelope.json"), env.to_json()).unwrap();
-    a.snapshot(info.seq)
-        .unwrap()
-        .walk_objects(&|_| false, &mut |kind, id| {
-            std::fs::write(
-                d.join(format!("objects/{}.{}", id.to_hex(), kind as u8)),
-                a.sealed_object(id).unwrap(),
-            )
-            .unwrap();
-            Ok(())
-        })
-        .unwrap();
+    write_snapshot(a, info.seq, d);
     std::fs::write(
         d.join("hash-f000.txt"),
         sovseal::hex::encode(&keys().dir_name_hash(b"f000")[..8]),
