@@ -219,8 +219,9 @@ impl Engine {
 
     /// Commits a new snapshot whose tree is exactly `target`'s; the
     /// history in between is kept (the new head's parent is the current
-    /// head). Nothing new is sealed but the manifest: the tree's objects are
-    /// shared. Refuses while there are uncommitted changes or open
+    /// head). Nothing new is sealed but the manifest (and, for a target of
+    /// tree format 1, the page map its page list becomes): the tree's
+    /// objects are shared. Refuses while there are uncommitted changes or open
     /// unlinked files, and a target outside `1..=head`.
     ///
     /// `target` must already be verified (every object it references):

@@ -654,7 +654,9 @@ impl Engine {
             );
         }
         let d = self.ov.dirs.get_mut(&dir).expect("just inserted");
-        d.count = d.count + u64::from(entry.is_some()) - u64::from(old.is_some());
+        d.count = (d.count + u64::from(entry.is_some()))
+            .checked_sub(u64::from(old.is_some()))
+            .ok_or_else(|| Error::corrupt("directory", "entry count below zero"))?;
         d.changes.insert(name.to_vec(), entry);
         Ok(())
     }

@@ -42,17 +42,28 @@ pub fn lookup(repo: &Repo, root: Option<&DirRef>, name: &[u8]) -> Result<Option<
     };
     let hash = repo.keys().dir_name_hash(name);
     let mut depth = 0u8;
+    // The count the parent gave the node (none for the directory's own).
+    let mut want = None;
     loop {
         match node {
-            DirRef::Leaf(id) => return Ok(repo.dir(&id)?.get(name).copied()),
+            DirRef::Leaf(id) => {
+                let e = repo.dir(&id)?;
+                if want.is_some_and(|w| w != e.len() as u64) {
+                    return Err(corrupt(&id, "leaf count differs from its parent's"));
+                }
+                return Ok(e.get(name).copied());
+            }
             DirRef::Index(id) => {
                 let n = repo.dir_index(&id)?;
-                if n.depth != depth {
-                    return Err(corrupt(&id, "at the wrong depth"));
+                if n.depth != depth || want.is_some_and(|w| w != n.count()) {
+                    return Err(corrupt(&id, "at the wrong depth, or miscounted"));
                 }
                 match n.children[tree::dir_digit(&hash, depth)] {
                     None => return Ok(None),
-                    Some(c) => node = c.node,
+                    Some(c) => {
+                        node = c.node;
+                        want = Some(c.count);
+                    }
                 }
                 depth += 1;
             }
@@ -168,6 +179,16 @@ fn walk_nodes(
     }
 }
 
+/// Counts come from sealed nodes: one that no directory can have is an
+/// integrity error, never an overflow.
+fn signed(n: u64) -> Result<i64> {
+    i64::try_from(n).map_err(|_| Error::corrupt("directory", "entry count out of range"))
+}
+
+fn unsigned(n: i64) -> Result<u64> {
+    u64::try_from(n).map_err(|_| Error::corrupt("directory", "entry count below zero"))
+}
+
 /// One changed name, with its hash and what it does to the count.
 struct Change<'a> {
     hash: [u8; 32],
@@ -192,7 +213,7 @@ pub fn update(
     base: Option<&DirRef>,
     changes: &BTreeMap<Vec<u8>, Option<DirEntry>>,
 ) -> Result<Option<DirRef>> {
-    let mut total = i64::try_from(count(repo, base)?).expect("entries below 2^63");
+    let mut total = signed(count(repo, base)?)?;
     let mut cs = Vec::new();
     for (name, new) in changes {
         let old = lookup(repo, base, name)?;
@@ -216,13 +237,7 @@ pub fn update(
         None => Base::Entries(Entries::new()),
         Some(r) => Base::Node(*r),
     };
-    build(
-        repo,
-        0,
-        b,
-        &cs,
-        u64::try_from(total).expect("counts stay positive"),
-    )
+    build(repo, 0, b, &cs, unsigned(total)?)
 }
 
 fn build(
@@ -280,8 +295,7 @@ fn build(
             .count();
         let (mine, more) = rest.split_at(k);
         rest = more;
-        let n = mine.iter().fold(n as i64, |a, c| a + c.delta);
-        let n = u64::try_from(n).map_err(|_| Error::corrupt("directory", "negative count"))?;
+        let n = unsigned(mine.iter().fold(signed(n)?, |a, c| a + c.delta))?;
         children[digit] =
             build(repo, depth + 1, b, mine, n)?.map(|node| DirChild { node, count: n });
     }
@@ -382,10 +396,27 @@ mod tests {
         );
         swapped.children.swap(a, b);
         refused(seal(&swapped));
-        // A count that does not match its child.
+        // A count that does not match its child: listings, walks and the
+        // lookups that pass through it refuse it.
         let mut miscounted = (*good).clone();
         let c = miscounted.children[a].as_mut().unwrap();
         c.count += 1;
-        refused(seal(&miscounted));
+        let bad = seal(&miscounted);
+        refused(bad);
+        let through = changes
+            .keys()
+            .find(|n| tree::dir_digit(&repo.keys().dir_name_hash(n), 0) == a)
+            .unwrap();
+        assert!(
+            lookup(repo, Some(&bad), through)
+                .unwrap_err()
+                .is_integrity()
+        );
+        // Counts no directory can have: an error, not an overflow.
+        let mut huge = (*good).clone();
+        huge.children[a].as_mut().unwrap().count = u64::MAX / 2 + 7;
+        let huge = seal(&huge);
+        let one = BTreeMap::from([(b"x".to_vec(), entry(1))]);
+        assert!(update(repo, Some(&huge), &one).unwrap_err().is_integrity());
     }
 }

@@ -301,17 +301,28 @@ impl Repo {
         Ok(c)
     }
 
-    /// A decoded inode page.
-    pub fn page(&self, id: &ObjectId, inodes_per_page: u32) -> Result<Arc<Page>> {
-        if let Some(Meta::Page(p)) = self.meta.get(id).as_deref() {
-            return Ok(p.clone());
+    /// A decoded inode page, which must be page `page_no` (a page reached
+    /// at another number is an integrity error, not a misread).
+    pub fn page(&self, id: &ObjectId, inodes_per_page: u32, page_no: u64) -> Result<Arc<Page>> {
+        let p = match self.meta.get(id).as_deref() {
+            Some(Meta::Page(p)) => p.clone(),
+            _ => {
+                let raw = self.open_raw(ObjectKind::InodePage, id)?;
+                let (_, page) = tree::decode_page(&raw, inodes_per_page)?;
+                let p = Arc::new(page);
+                self.meta
+                    .insert(*id, Arc::new(Meta::Page(p.clone())), raw.len() * 2 + 256);
+                p
+            }
+        };
+        // A stored page is never empty, and its records all belong to it.
+        match p.keys().next() {
+            Some(ino) if ino / u64::from(inodes_per_page) == page_no => Ok(p),
+            _ => Err(Error::corrupt(
+                format!("inode page {}", id.to_hex()),
+                format!("not page {page_no}"),
+            )),
         }
-        let raw = self.open_raw(ObjectKind::InodePage, id)?;
-        let (_, page) = tree::decode_page(&raw, inodes_per_page)?;
-        let p = Arc::new(page);
-        self.meta
-            .insert(*id, Arc::new(Meta::Page(p.clone())), raw.len() * 2 + 256);
-        Ok(p)
     }
 
     /// A decoded directory node.

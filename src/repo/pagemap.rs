@@ -310,6 +310,41 @@ mod tests {
         }
     }
 
+    /// An inode page reached at a number other than its own is refused.
+    #[test]
+    fn a_page_at_another_number_is_refused() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (agent, _lock) = crate::repo::agent::scratch(tmp.path());
+        let repo = agent.repo();
+        let inode = tree::Inode {
+            ino: 5,
+            perm: 0o644,
+            uid: 0,
+            gid: 0,
+            nlink: 1,
+            size: 0,
+            atime: 0,
+            mtime: 0,
+            ctime: 0,
+            parent: 0,
+            xattrs: BTreeMap::new(),
+            content: tree::Content::Symlink(b"t".to_vec()),
+        };
+        let page = tree::encode_page(0, &BTreeMap::from([(5, inode)]));
+        let pid = repo.put(ObjectKind::InodePage, &page).unwrap();
+        assert!(repo.page(&pid, 32, 0).is_ok());
+        assert!(repo.page(&pid, 32, 1).unwrap_err().is_integrity());
+        // Filed under digit 1 of a page map: reading inode 37 (page 1)
+        // finds page 0's records, and refuses them.
+        let mut children = [None; PAGE_MAP_FANOUT];
+        children[1] = Some(pid);
+        let pages = Pages::Map(Some(
+            seal(repo, PageMapNode { level: 0, children }).unwrap(),
+        ));
+        let id = get(repo, &pages, 1).unwrap().unwrap();
+        assert!(repo.page(&id, 32, 1).unwrap_err().is_integrity());
+    }
+
     /// A node at the wrong level, or a root above its highest page, is an
     /// integrity error for readers (sealed under the agent's key, as a bug
     /// would write it).

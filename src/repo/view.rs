@@ -56,7 +56,11 @@ impl SnapshotView {
     pub(crate) fn page(&self, page_no: u64) -> Result<Option<Arc<crate::repo::Page>>> {
         match pagemap::get(&self.repo, &self.manifest.pages, page_no)? {
             None => Ok(None),
-            Some(id) => Ok(Some(self.repo.page(&id, self.manifest.inodes_per_page)?)),
+            Some(id) => Ok(Some(self.repo.page(
+                &id,
+                self.manifest.inodes_per_page,
+                page_no,
+            )?)),
         }
     }
 
@@ -116,13 +120,13 @@ impl SnapshotView {
         visit: &mut dyn FnMut(ObjectKind, &ObjectId) -> Result<()>,
     ) -> Result<()> {
         pagemap::walk(&self.repo, &self.manifest.pages, skip, &mut |item| {
-            let pid = match item {
+            let (no, pid) = match item {
                 pagemap::Item::Node(id) => return visit(ObjectKind::PageMap, id),
                 pagemap::Item::Page(_, pid) if skip(pid) => return Ok(()),
-                pagemap::Item::Page(_, pid) => pid,
+                pagemap::Item::Page(no, pid) => (no, pid),
             };
             visit(ObjectKind::InodePage, pid)?;
-            let page = self.repo.page(pid, self.manifest.inodes_per_page)?;
+            let page = self.repo.page(pid, self.manifest.inodes_per_page, no)?;
             for i in page.values() {
                 match &i.content {
                     Content::File(Chunks::Inline(refs)) => {
@@ -182,8 +186,12 @@ impl SnapshotView {
     pub fn inode_numbers(&self) -> Result<std::collections::BTreeSet<u64>> {
         let mut out = std::collections::BTreeSet::new();
         pagemap::walk(&self.repo, &self.manifest.pages, &|_| false, &mut |item| {
-            if let pagemap::Item::Page(_, id) = item {
-                out.extend(self.repo.page(id, self.manifest.inodes_per_page)?.keys());
+            if let pagemap::Item::Page(no, id) = item {
+                out.extend(
+                    self.repo
+                        .page(id, self.manifest.inodes_per_page, no)?
+                        .keys(),
+                );
             }
             Ok(())
         })?;

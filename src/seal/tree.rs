@@ -16,7 +16,8 @@ use std::fmt;
 
 /// Format version of the encodings in this module (manifests, inode
 /// pages, directory nodes, chunk lists) that this build writes. Version 2
-/// added directory index nodes (large directories split into pages);
+/// added directory index nodes (large directories split into bounded
+/// nodes) and the page map (in place of the manifest's page list);
 /// version 1 manifests still decode. The envelope and AAD format is
 /// `crate::seal::envelope::FORMAT`, versioned on its own.
 pub const FORMAT_VERSION: u32 = 2;
