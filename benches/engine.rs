@@ -7,7 +7,7 @@
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use sovseal::config::{AgentName, Home};
-use sovseal::engine::Engine;
+use sovseal::engine::{CommitInfo, Engine};
 use sovseal::seal::keys::MasterKey;
 use sovseal::seal::tree::{ObjectKind, ROOT_INO};
 use sovseal::seal::{aead, envelope};
@@ -95,7 +95,8 @@ fn tree(n: u64) -> (Fixture, u64) {
 }
 
 fn commit_vs_tree_size(c: &mut Criterion) {
-    let mut g = c.benchmark_group("commit-one-file-vs-tree-size");
+    const GROUP: &str = "commit-one-file-vs-tree-size";
+    let mut g = c.benchmark_group(GROUP);
     g.sample_size(30).measurement_time(Duration::from_secs(5));
     let sizes: &[u64] = if quick() {
         &[1_000, 10_000]
@@ -106,22 +107,14 @@ fn commit_vs_tree_size(c: &mut Criterion) {
         let (mut f, ino) = tree(n);
         let data = vec![0xabu8; 4096];
         let mut k = 0u64;
-        let mut one = |f: &mut Fixture| {
+        let one = |f: &mut Fixture| {
             k += 1;
             f.engine
                 .write(ino, 0, &data[..(k % 4000 + 1) as usize])
                 .unwrap();
             f.engine.commit().unwrap().unwrap()
         };
-        let before = pack_bytes(&f);
-        for _ in 0..100 {
-            one(&mut f);
-        }
-        eprintln!(
-            "commit-one-file-vs-tree-size/{n}: {} bytes appended per commit",
-            (pack_bytes(&f) - before) / 100
-        );
-        g.bench_function(BenchmarkId::from_parameter(n), |b| b.iter(|| one(&mut f)));
+        bytes_then_time(&mut g, GROUP, n, &mut f, one);
     }
     g.finish();
 }
@@ -172,11 +165,32 @@ fn pack_bytes(f: &Fixture) -> u64 {
         .sum()
 }
 
+/// Prints the bytes one commit made by `one` appends (over 100), then
+/// times it as case `n` of group `g` (named `group`).
+fn bytes_then_time(
+    g: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
+    group: &str,
+    n: u64,
+    f: &mut Fixture,
+    mut one: impl FnMut(&mut Fixture) -> CommitInfo,
+) {
+    let before = pack_bytes(f);
+    for _ in 0..100 {
+        one(f);
+    }
+    eprintln!(
+        "{group}/{n}: {} bytes appended per commit",
+        (pack_bytes(f) - before) / 100
+    );
+    g.bench_function(BenchmarkId::from_parameter(n), |b| b.iter(|| one(f)));
+}
+
 /// One create (a one-byte file) and its commit in ONE directory of `n`
 /// entries: the curve tree format 2 keeps flat (format 1 re-sealed the
 /// whole directory). Also prints the bytes each such commit appends.
 fn commit_vs_dir_size(c: &mut Criterion) {
-    let mut g = c.benchmark_group("commit-one-create-vs-dir-size");
+    const GROUP: &str = "commit-one-create-vs-dir-size";
+    let mut g = c.benchmark_group(GROUP);
     g.sample_size(30).measurement_time(Duration::from_secs(5));
     let sizes: &[u64] = if quick() {
         &[1_000, 10_000]
@@ -198,7 +212,7 @@ fn commit_vs_dir_size(c: &mut Criterion) {
         }
         f.engine.commit().unwrap();
         let mut k = 0u64;
-        let mut one = |f: &mut Fixture| {
+        let one = |f: &mut Fixture| {
             k += 1;
             let file = f
                 .engine
@@ -207,15 +221,7 @@ fn commit_vs_dir_size(c: &mut Criterion) {
             f.engine.write(file.ino, 0, b"x").unwrap();
             f.engine.commit().unwrap().unwrap()
         };
-        let before = pack_bytes(&f);
-        for _ in 0..100 {
-            one(&mut f);
-        }
-        eprintln!(
-            "commit-one-create-vs-dir-size/{n}: {} bytes appended per commit",
-            (pack_bytes(&f) - before) / 100
-        );
-        g.bench_function(BenchmarkId::from_parameter(n), |b| b.iter(|| one(&mut f)));
+        bytes_then_time(&mut g, GROUP, n, &mut f, one);
     }
     g.finish();
 }

@@ -253,42 +253,33 @@ impl Repo {
     /// (write-through, as [`Repo::cache_chunk`]: the first lookup after a
     /// commit needs no decryption). `encoded` is its plaintext length.
     pub fn cache_page(&self, id: ObjectId, page: Page, encoded: usize) {
-        self.meta
-            .insert(id, Arc::new(Meta::Page(Arc::new(page))), encoded * 2 + 256);
+        self.keep(id, Meta::Page(Arc::new(page)), encoded * 2);
     }
 
     /// Keeps a directory node just sealed as `id` in the metadata cache.
     pub fn cache_dir(&self, id: ObjectId, entries: Entries, encoded: usize) {
-        self.meta.insert(
-            id,
-            Arc::new(Meta::Dir(Arc::new(entries))),
-            encoded * 3 + 256,
-        );
+        self.keep(id, Meta::Dir(Arc::new(entries)), encoded * 3);
     }
 
     /// Keeps a directory index node just sealed as `id` in the metadata
     /// cache.
     pub fn cache_dir_index(&self, id: ObjectId, node: DirIndex, encoded: usize) {
-        self.meta.insert(
-            id,
-            Arc::new(Meta::DirIndex(Arc::new(node))),
-            encoded * 2 + 256,
-        );
+        self.keep(id, Meta::DirIndex(Arc::new(node)), encoded * 2);
     }
 
     /// Keeps a page-map node just sealed as `id` in the metadata cache.
     pub fn cache_page_map(&self, id: ObjectId, node: PageMapNode, encoded: usize) {
-        self.meta.insert(
-            id,
-            Arc::new(Meta::PageMap(Arc::new(node))),
-            encoded * 2 + 256,
-        );
+        self.keep(id, Meta::PageMap(Arc::new(node)), encoded * 2);
     }
 
     /// Keeps a chunk list just sealed as `id` in the metadata cache.
     pub fn cache_chunk_list(&self, id: ObjectId, list: Vec<ChunkRef>, encoded: usize) {
-        self.meta
-            .insert(id, Arc::new(Meta::List(Arc::new(list))), encoded * 2 + 256);
+        self.keep(id, Meta::List(Arc::new(list)), encoded * 2);
+    }
+
+    /// One metadata cache entry, weighed at `bytes` plus a fixed overhead.
+    fn keep(&self, id: ObjectId, meta: Meta, bytes: usize) {
+        self.meta.insert(id, Arc::new(meta), bytes + 256);
     }
 
     /// A file chunk's plaintext.
@@ -308,10 +299,8 @@ impl Repo {
             Some(Meta::Page(p)) => p.clone(),
             _ => {
                 let raw = self.open_raw(ObjectKind::InodePage, id)?;
-                let (_, page) = tree::decode_page(&raw, inodes_per_page)?;
-                let p = Arc::new(page);
-                self.meta
-                    .insert(*id, Arc::new(Meta::Page(p.clone())), raw.len() * 2 + 256);
+                let p = Arc::new(tree::decode_page(&raw, inodes_per_page)?.1);
+                self.keep(*id, Meta::Page(p.clone()), raw.len() * 2);
                 p
             }
         };
@@ -327,52 +316,45 @@ impl Repo {
 
     /// A decoded directory node.
     pub fn dir(&self, id: &ObjectId) -> Result<Arc<Entries>> {
-        if let Some(Meta::Dir(d)) = self.meta.get(id).as_deref() {
-            return Ok(d.clone());
+        if let Some(Meta::Dir(v)) = self.meta.get(id).as_deref() {
+            return Ok(v.clone());
         }
         let raw = self.open_raw(ObjectKind::DirNode, id)?;
-        let d = Arc::new(tree::decode_dir(&raw)?);
-        self.meta
-            .insert(*id, Arc::new(Meta::Dir(d.clone())), raw.len() * 3 + 256);
-        Ok(d)
+        let v = Arc::new(tree::decode_dir(&raw)?);
+        self.keep(*id, Meta::Dir(v.clone()), raw.len() * 3);
+        Ok(v)
     }
 
     /// A decoded directory index node.
     pub fn dir_index(&self, id: &ObjectId) -> Result<Arc<DirIndex>> {
-        if let Some(Meta::DirIndex(d)) = self.meta.get(id).as_deref() {
-            return Ok(d.clone());
+        if let Some(Meta::DirIndex(v)) = self.meta.get(id).as_deref() {
+            return Ok(v.clone());
         }
         let raw = self.open_raw(ObjectKind::DirIndex, id)?;
-        let d = Arc::new(tree::decode_dir_index(&raw)?);
-        self.meta.insert(
-            *id,
-            Arc::new(Meta::DirIndex(d.clone())),
-            raw.len() * 2 + 256,
-        );
-        Ok(d)
+        let v = Arc::new(tree::decode_dir_index(&raw)?);
+        self.keep(*id, Meta::DirIndex(v.clone()), raw.len() * 2);
+        Ok(v)
     }
 
     /// A decoded page-map node.
     pub fn page_map(&self, id: &ObjectId) -> Result<Arc<PageMapNode>> {
-        if let Some(Meta::PageMap(n)) = self.meta.get(id).as_deref() {
-            return Ok(n.clone());
+        if let Some(Meta::PageMap(v)) = self.meta.get(id).as_deref() {
+            return Ok(v.clone());
         }
         let raw = self.open_raw(ObjectKind::PageMap, id)?;
-        let n = Arc::new(tree::decode_page_map(&raw)?);
-        self.meta
-            .insert(*id, Arc::new(Meta::PageMap(n.clone())), raw.len() * 2 + 256);
-        Ok(n)
+        let v = Arc::new(tree::decode_page_map(&raw)?);
+        self.keep(*id, Meta::PageMap(v.clone()), raw.len() * 2);
+        Ok(v)
     }
 
     /// A decoded chunk list.
     pub fn chunk_list(&self, id: &ObjectId) -> Result<Arc<Vec<ChunkRef>>> {
-        if let Some(Meta::List(l)) = self.meta.get(id).as_deref() {
-            return Ok(l.clone());
+        if let Some(Meta::List(v)) = self.meta.get(id).as_deref() {
+            return Ok(v.clone());
         }
         let raw = self.open_raw(ObjectKind::ChunkList, id)?;
-        let l = Arc::new(tree::decode_chunk_list(&raw)?);
-        self.meta
-            .insert(*id, Arc::new(Meta::List(l.clone())), raw.len() * 2 + 256);
-        Ok(l)
+        let v = Arc::new(tree::decode_chunk_list(&raw)?);
+        self.keep(*id, Meta::List(v.clone()), raw.len() * 2);
+        Ok(v)
     }
 }

@@ -99,20 +99,18 @@ pub fn walk(
             return Err(corrupt(&id, "at the wrong level"));
         }
         f(Item::Node(&id))?;
-        for (digit, c) in n.children.iter().enumerate().rev() {
-            let Some(c) = c else { continue };
-            let no = (prefix << 4) | digit as u64;
-            if level == 0 {
-                continue;
-            }
-            if !skip(c) {
-                stack.push((*c, level - 1, no));
-            }
-        }
+        let no = |digit: usize| (prefix << 4) | digit as u64;
         if level == 0 {
             for (digit, c) in n.children.iter().enumerate() {
                 if let Some(c) = c {
-                    f(Item::Page((prefix << 4) | digit as u64, c))?;
+                    f(Item::Page(no(digit), c))?;
+                }
+            }
+        } else {
+            // Pushed high digits first: popped in page order.
+            for (digit, c) in n.children.iter().enumerate().rev() {
+                if let Some(c) = c.filter(|c| !skip(c)) {
+                    stack.push((c, level - 1, no(digit)));
                 }
             }
         }
