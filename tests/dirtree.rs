@@ -293,39 +293,15 @@ proptest! {
 /// (tests/fixtures/v2/datadir-tree1/: tree format 1, pages of 128 listed
 /// in the manifest, a 101-entry directory as one node, a journal with
 /// stale records) opens and reads; its first commit splits the directory
-/// and turns the page list into a page map (keeping 128 inodes per page);
+/// and turns the page list into a counted page map (tree format 3,
+/// keeping 128 inodes per page);
 /// the old snapshots still read, and the whole chain verifies.
 #[test]
 fn a_tree_format_1_data_dir_opens_and_converts() {
-    use sovseal::config::{AgentName, Home};
-    use sovseal::custody::{self, Custody};
     use sovseal::seal::tree::Pages;
-    use std::os::unix::fs::PermissionsExt;
-    let fixture =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/v2/datadir-tree1");
-    let tmp = tempfile::tempdir().unwrap();
-    let home_dir = tmp.path().join("home");
-    for f in files_under(&fixture) {
-        let to = home_dir.join(f.strip_prefix(&fixture).unwrap());
-        std::fs::create_dir_all(to.parent().unwrap()).unwrap();
-        std::fs::copy(&f, &to).unwrap();
-        std::fs::set_permissions(&to, std::fs::Permissions::from_mode(0o600)).unwrap();
-    }
-    std::fs::create_dir_all(home_dir.join("agents/old/checkpoints")).unwrap();
-    for d in [
-        "",
-        "agents",
-        "agents/old",
-        "agents/old/packs",
-        "agents/old/checkpoints",
-        "seen",
-    ] {
-        std::fs::set_permissions(home_dir.join(d), std::fs::Permissions::from_mode(0o700)).unwrap();
-    }
-    let home = Home::at(&home_dir);
-    let master = custody::load(&home, &Custody::File).unwrap();
-    let name = AgentName::new("old").unwrap();
-    let mut e = Engine::open(&home, &name, &master).unwrap();
+    let env = Env::golden("datadir-tree1");
+    let (home, name, master) = (&env.home, &env.agent, &env.master);
+    let mut e = Engine::open(home, name, master).unwrap();
     let m = e.head().manifest().clone();
     assert_eq!((m.seq, m.format, m.inodes_per_page), (4, 1, 128));
     assert!(matches!(m.pages, Pages::List(_)));
@@ -343,12 +319,12 @@ fn a_tree_format_1_data_dir_opens_and_converts() {
     e.create(big, b"new", 0o644, 0, 0).unwrap();
     e.commit().unwrap();
     let m = e.head().manifest().clone();
-    assert_eq!((m.seq, m.format, m.inodes_per_page), (5, 2, 128));
-    assert!(matches!(m.pages, Pages::Map(Some(_))));
+    assert_eq!((m.seq, m.format, m.inodes_per_page), (5, 3, 128));
+    assert!(matches!(m.pages, Pages::Counted(Some(_))));
     assert!(matches!(dir_root(&e, big), Some(DirRef::Index(_))));
     assert_eq!(e.readdir(big).unwrap().len(), 102);
     drop(e);
-    let e = Engine::open(&home, &name, &master).unwrap();
+    let e = Engine::open(home, name, master).unwrap();
     assert_eq!(e.readdir(big).unwrap().len(), 102);
     assert_eq!(
         e.read(hello, 0, 100).unwrap(),

@@ -314,6 +314,75 @@ fn write_tree2(d: &Path) {
     .unwrap();
 }
 
+/// Tree format 3 (tests/fixtures/v2/tree3/): page-map nodes count the
+/// inodes below each child, and inode numbers are reused. Written as 40
+/// files (inodes 2-41) in pages of 32, ten deleted (5-14) and five created
+/// after them, which took the lowest free numbers (5-9). Decoded with the
+/// format API alone: the counts are exactly the pages' sizes.
+#[test]
+fn golden_tree3_decodes() {
+    let d = dir(2).join("tree3");
+    if std::env::var_os("SOVSEAL_WRITE_FIXTURES").is_some() && !d.exists() {
+        write_tree3(&d);
+    }
+    let env = Envelope::from_json(&std::fs::read(d.join("envelope.json")).unwrap()).unwrap();
+    let m = envelope::open_manifest(&keys(), &env).unwrap();
+    assert_eq!((m.format, m.inodes_per_page, m.next_ino), (3, 32, 42));
+    use sha2::Digest;
+    let again: [u8; 32] = sha2::Sha256::digest(tree::encode_manifest(&m)).into();
+    assert_eq!(again, env.client_payload_hash, "canonical manifest");
+    let Pages::Counted(Some(root)) = &m.pages else {
+        panic!("tree format 3 names a counted page map");
+    };
+    let raw = object_in(&d, ObjectKind::PageMap, root);
+    let n = tree::decode_page_map(&raw).unwrap();
+    assert_eq!(tree::encode_page_map(&n), raw, "canonical page-map node");
+    assert_eq!(n.level, 0);
+    let counts = n.counts.expect("format 3 counts");
+    let mut inodes = BTreeMap::new();
+    for (no, c) in n.children.iter().enumerate() {
+        let Some(c) = c else {
+            assert_eq!(counts[no], 0);
+            continue;
+        };
+        let (pno, page) = tree::decode_page(&object_in(&d, ObjectKind::InodePage, c), 32).unwrap();
+        assert_eq!(pno, no as u64);
+        assert_eq!(counts[no], page.len() as u64, "page {no}'s count");
+        inodes.extend(page);
+    }
+    let want: Vec<u64> = (1..=4).chain(5..=9).chain(15..=41).collect();
+    assert_eq!(inodes.keys().copied().collect::<Vec<_>>(), want);
+    assert_eq!(counts[..2], [31 - 5, 10]);
+    let Content::Dir(Some(DirRef::Leaf(dir))) = &inodes[&ROOT_INO].content else {
+        panic!("the root is one directory node");
+    };
+    let names = tree::decode_dir(&object_in(&d, ObjectKind::DirNode, dir)).unwrap();
+    assert_eq!(names[&b"new0"[..]].ino, 5);
+    assert_eq!(names[&b"new4"[..]].ino, 9);
+    assert_eq!(names[&b"f13"[..]].ino, 15);
+    assert!(!names.contains_key(&b"f03"[..]));
+}
+
+fn write_tree3(d: &Path) {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut e = fixture_engine(tmp.path());
+    for k in 0..40 {
+        e.create(ROOT_INO, format!("f{k:02}").as_bytes(), 0o644, 1000, 1000)
+            .unwrap();
+    }
+    e.commit().unwrap();
+    for k in 3..13 {
+        e.unlink(ROOT_INO, format!("f{k:02}").as_bytes()).unwrap();
+    }
+    for k in 0..5 {
+        e.create(ROOT_INO, format!("new{k}").as_bytes(), 0o644, 1000, 1000)
+            .unwrap();
+    }
+    let info = e.commit().unwrap().unwrap();
+    std::fs::create_dir_all(d.join("objects")).unwrap();
+    write_snapshot(e.agent(), info.seq, d);
+}
+
 /// The local pack layout with a commit record (tests/fixtures/v2/
 /// commit.pack): the v2 fixture's objects in id order, then the commit
 /// record of its envelope. It must decode to exactly those objects and that

@@ -66,7 +66,9 @@ pub struct Seeds {
     pub manifest_bin: Vec<u8>,
     /// A tree-format-2 manifest (a page map root).
     pub manifest2_bin: Vec<u8>,
-    /// Page-map nodes (tree format 2).
+    /// The same in tree format 3 (a counted page map).
+    pub manifest3_bin: Vec<u8>,
+    /// Page-map nodes (tree formats 2 and 3).
     pub page_maps: Vec<Vec<u8>>,
     /// Inode pages (the first byte of each selects `inodes_per_page`, see
     /// [`target_page`]).
@@ -174,6 +176,11 @@ fn build_seeds() -> Seeds {
         pages: Pages::Map(Some(id(8))),
         ..manifest.clone()
     });
+    let manifest3_bin = tree::encode_manifest(&Manifest {
+        format: 3,
+        pages: Pages::Counted(Some(id(8))),
+        ..manifest.clone()
+    });
     let mut low = [None; tree::PAGE_MAP_FANOUT];
     low[0] = Some(id(1));
     low[5] = Some(id(2));
@@ -183,10 +190,25 @@ fn build_seeds() -> Seeds {
         tree::encode_page_map(&PageMapNode {
             level: 0,
             children: low,
+            counts: None,
         }),
         tree::encode_page_map(&PageMapNode {
             level: tree::PAGE_MAP_MAX_LEVEL,
             children: high,
+            counts: None,
+        }),
+        // Tree format 3: counts per child.
+        tree::encode_page_map(&PageMapNode {
+            level: 0,
+            children: low,
+            counts: Some(std::array::from_fn(|d| {
+                [7, 0, 0, 0, 0, 32][..].get(d).copied().unwrap_or(0)
+            })),
+        }),
+        tree::encode_page_map(&PageMapNode {
+            level: tree::PAGE_MAP_MAX_LEVEL,
+            children: high,
+            counts: Some(std::array::from_fn(|d| u64::from(d == 1) * 1_000_000)),
         }),
     ];
 
@@ -351,6 +373,7 @@ fn build_seeds() -> Seeds {
         envelope_json,
         manifest_bin,
         manifest2_bin,
+        manifest3_bin,
         page_maps,
         pages,
         dirs,
@@ -1163,7 +1186,10 @@ pub fn target_by_name(name: &str) -> (Target, Vec<&'static [u8]>) {
     let all = |v: &'static Vec<Vec<u8>>| v.iter().map(Vec::as_slice).collect::<Vec<_>>();
     match name {
         "envelope" => (target_envelope, vec![&s.envelope_json]),
-        "manifest" => (target_manifest, vec![&s.manifest_bin, &s.manifest2_bin]),
+        "manifest" => (
+            target_manifest,
+            vec![&s.manifest_bin, &s.manifest2_bin, &s.manifest3_bin],
+        ),
         "page_map" => (target_page_map, all(&s.page_maps)),
         "page" => (target_page, all(&s.pages)),
         "dir" => (target_dir, all(&s.dirs)),
@@ -1354,7 +1380,7 @@ mod props {
         let s = s();
         seeds_and_huge_lengths(
             target_manifest,
-            &[&s.manifest_bin, &s.manifest2_bin],
+            &[&s.manifest_bin, &s.manifest2_bin, &s.manifest3_bin],
             PURE.0,
             PURE.1,
         );

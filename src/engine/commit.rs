@@ -69,8 +69,9 @@ pub(super) fn genesis(agent: &Agent) -> Result<SnapshotView> {
     let id = repo.put(ObjectKind::InodePage, &page)?;
     let pages = pagemap::update(
         repo,
-        &Pages::Map(None),
-        &BTreeMap::from([(page_no, Some(id))]),
+        &Pages::Counted(None),
+        INODES_PER_PAGE,
+        &BTreeMap::from([(page_no, Some((id, 1)))]),
     )?;
     let m = Manifest {
         format: tree::FORMAT_VERSION,
@@ -166,11 +167,12 @@ impl Engine {
                     tree::decode_page(&encoded, base.inodes_per_page).ok(),
                     Some((page_no, recs.clone()))
                 );
+                let count = recs.len() as u64;
                 repo.cache_page(id, recs, encoded.len());
-                page_changes.insert(page_no, Some(id));
+                page_changes.insert(page_no, Some((id, count)));
             }
         }
-        let pages = pagemap::update(&repo, &base.pages, &page_changes)?;
+        let pages = pagemap::update(&repo, &base.pages, base.inodes_per_page, &page_changes)?;
 
         let m = Manifest {
             format: tree::FORMAT_VERSION,
@@ -220,8 +222,8 @@ impl Engine {
     /// Commits a new snapshot whose tree is exactly `target`'s; the
     /// history in between is kept (the new head's parent is the current
     /// head). Nothing new is sealed but the manifest (and, for a target of
-    /// tree format 1, the page map its page list becomes): the tree's
-    /// objects are shared. Refuses while there are uncommitted changes or open
+    /// tree format 1 or 2, the counted page map its pages become): the
+    /// tree's objects are shared. Refuses while there are uncommitted changes or open
     /// unlinked files, and a target outside `1..=head`.
     ///
     /// `target` must already be verified (every object it references):
@@ -250,10 +252,15 @@ impl Engine {
             timestamp_ms: crate::time::now_ms().max(base.timestamp_ms),
             chunk_size: t.chunk_size,
             inodes_per_page: t.inodes_per_page,
-            // Inode numbers are never reused, even those born after `seq`.
+            // Numbers born after `seq` are free again, below `next_ino`.
             next_ino: base.next_ino.max(t.next_ino),
-            // A format-1 target's page list becomes a page map.
-            pages: pagemap::update(self.head.repo(), &t.pages, &BTreeMap::new())?,
+            // A format-1 or -2 target's pages become a counted page map.
+            pages: pagemap::update(
+                self.head.repo(),
+                &t.pages,
+                t.inodes_per_page,
+                &BTreeMap::new(),
+            )?,
         };
         let repo = self.head.repo().clone();
         let env = envelope::seal_manifest(repo.keys(), &m);
@@ -263,6 +270,7 @@ impl Engine {
             next_ino: head.manifest().next_ino,
             ..Overlay::default()
         };
+        self.reset_inos();
         let info = CommitInfo {
             seq: head.seq(),
             hash: head.hash(),

@@ -20,6 +20,7 @@
 pub mod acl;
 mod commit;
 mod dirty;
+mod inodes;
 // Public (hidden from the docs) only so that tests/fuzz.rs reaches `Entry::decode`.
 #[doc(hidden)]
 pub mod journal;
@@ -160,6 +161,8 @@ pub struct Engine {
     journal: Option<OpJournal>,
     /// The time of the operation being applied (replay), else the clock.
     clock: Option<i64>,
+    /// Free inode numbers.
+    ialloc: inodes::Allocator,
     lock: WriteLock,
 }
 
@@ -205,6 +208,7 @@ impl Engine {
             dirty_budget: DEFAULT_DIRTY_BUDGET,
             journal: None,
             clock: None,
+            ialloc: inodes::Allocator::default(),
             lock,
         };
         e.replay(&records)?;
@@ -237,7 +241,11 @@ impl Engine {
             };
             let entry = Entry::decode(&plain)?;
             self.clock = Some(entry.time_ns);
+            // A created inode gets the number it was given then (which
+            // depended on what was free in memory, orphans included).
+            self.replay_ino((entry.created != 0).then_some(entry.created));
             let res = self.apply(&entry.op);
+            self.replay_ino(None);
             self.clock = None;
             let made = res.map_err(|e| {
                 Error::corrupt(
@@ -701,7 +709,6 @@ impl Engine {
             return Err(Error::fs(op, libc::EEXIST));
         }
         let now = self.now();
-        let ino = self.ov.next_ino;
         let is_dir = matches!(content, Content::Dir(_));
         // A set-group-ID directory hands its group to what is made in it,
         // and its set-group-ID bit to subdirectories (as ext4 does; FUSE
@@ -731,6 +738,7 @@ impl Engine {
                 xattrs.insert(acl::DEFAULT.to_vec(), default.clone());
             }
         }
+        let ino = self.allocate_ino()?;
         let inode = Inode {
             ino,
             perm: perm & 0o7777,
@@ -749,7 +757,6 @@ impl Engine {
         self.set_entry(parent, name, Some(DirEntry { ino, file_type }))?;
         self.touch_dir(parent, now, if is_dir { 1 } else { 0 })?;
         self.ov.inodes.insert(ino, Some(inode.clone()));
-        self.ov.next_ino += 1;
         self.ov.changed = true;
         Ok(inode)
     }
@@ -777,12 +784,14 @@ impl Engine {
         }
     }
 
+    /// Deletes `ino` for good (no pin holds it); its number is free.
     fn forget_inode(&mut self, ino: u64) {
         self.ov.inodes.insert(ino, None);
         self.ov.dirs.remove(&ino);
         if let Some(f) = self.ov.files.remove(&ino) {
             self.ov.dirty_bytes -= f.held();
         }
+        self.free_ino(ino);
     }
 
     /// Drops one link to `ino` (already removed from its directory).

@@ -64,6 +64,24 @@ impl SnapshotView {
         }
     }
 
+    /// Page `page_no`, sealed as `id`, which must hold `count` inodes when
+    /// its page map counts them (tree format 3).
+    fn counted_page(
+        &self,
+        id: &ObjectId,
+        page_no: u64,
+        count: Option<u64>,
+    ) -> Result<Arc<crate::repo::Page>> {
+        let page = self.repo.page(id, self.manifest.inodes_per_page, page_no)?;
+        if count.is_some_and(|n| n != page.len() as u64) {
+            return Err(Error::corrupt(
+                format!("inode page {}", id.to_hex()),
+                "holds another number of inodes than its page map counts",
+            ));
+        }
+        Ok(page)
+    }
+
     /// An inode, if it exists in this snapshot.
     pub fn inode(&self, ino: u64) -> Result<Option<Inode>> {
         let page_no = ino / u64::from(self.manifest.inodes_per_page);
@@ -120,13 +138,13 @@ impl SnapshotView {
         visit: &mut dyn FnMut(ObjectKind, &ObjectId) -> Result<()>,
     ) -> Result<()> {
         pagemap::walk(&self.repo, &self.manifest.pages, skip, &mut |item| {
-            let (no, pid) = match item {
+            let (no, pid, count) = match item {
                 pagemap::Item::Node(id) => return visit(ObjectKind::PageMap, id),
-                pagemap::Item::Page(_, pid) if skip(pid) => return Ok(()),
-                pagemap::Item::Page(no, pid) => (no, pid),
+                pagemap::Item::Page(_, pid, _) if skip(pid) => return Ok(()),
+                pagemap::Item::Page(no, pid, count) => (no, pid, count),
             };
             visit(ObjectKind::InodePage, pid)?;
-            let page = self.repo.page(pid, self.manifest.inodes_per_page, no)?;
+            let page = self.counted_page(pid, no, count)?;
             for i in page.values() {
                 match &i.content {
                     Content::File(Chunks::Inline(refs)) => {
@@ -186,12 +204,8 @@ impl SnapshotView {
     pub fn inode_numbers(&self) -> Result<std::collections::BTreeSet<u64>> {
         let mut out = std::collections::BTreeSet::new();
         pagemap::walk(&self.repo, &self.manifest.pages, &|_| false, &mut |item| {
-            if let pagemap::Item::Page(no, id) = item {
-                out.extend(
-                    self.repo
-                        .page(id, self.manifest.inodes_per_page, no)?
-                        .keys(),
-                );
+            if let pagemap::Item::Page(no, id, count) = item {
+                out.extend(self.counted_page(id, no, count)?.keys());
             }
             Ok(())
         })?;

@@ -18,22 +18,30 @@ use std::fmt;
 /// pages, directory nodes, chunk lists) that this build writes. Version 2
 /// added directory index nodes (large directories split into bounded
 /// nodes) and the page map (in place of the manifest's page list);
-/// version 1 manifests still decode. The envelope and AAD format is
-/// `crate::seal::envelope::FORMAT`, versioned on its own.
-pub const FORMAT_VERSION: u32 = 2;
+/// version 3 counts the inodes under each page-map child, so a writer
+/// finds free inode numbers without reading pages. Versions 1 and 2 still
+/// decode. The envelope and AAD format is `crate::seal::envelope::FORMAT`,
+/// versioned on its own.
+pub const FORMAT_VERSION: u32 = 3;
 /// Oldest tree format this build reads.
 pub const FORMAT_VERSION_MIN: u32 = 1;
 /// Bytes per file chunk.
 pub const CHUNK_SIZE: u32 = 1 << 20;
-/// Inode numbers per page of a new agent (tree format 2; each snapshot
-/// records its own, and an agent keeps the one it was created with).
-pub const INODES_PER_PAGE: u32 = 32;
+/// Inode numbers per page of a new agent (tree format 3; each snapshot
+/// records its own, and an agent keeps the one it was created with). With
+/// numbers reused, pages stay full, and a commit re-seals whole pages:
+/// smaller pages cost less per change. (Agents created by tree-format-2
+/// builds keep 32, older ones [`INODES_PER_PAGE_V1`].)
+pub const INODES_PER_PAGE: u32 = 16;
 /// Inode numbers per page of agents created before tree format 2.
 pub const INODES_PER_PAGE_V1: u32 = 128;
 /// Children per page-map node: one per hexadecimal digit of a page number.
 pub const PAGE_MAP_FANOUT: usize = 16;
 /// Highest page-map level: page numbers are `u64`, 16 hex digits.
 pub const PAGE_MAP_MAX_LEVEL: u8 = 15;
+/// The flag in a page-map node's level byte that says it counts inodes
+/// (tree format 3).
+const PAGE_MAP_COUNTED: u8 = 0x80;
 /// Chunk lists longer than this live in their own object.
 pub const MAX_INLINE_CHUNKS: usize = 8;
 /// The root directory's inode number.
@@ -331,6 +339,21 @@ pub enum Pages {
     /// Tree format 2: the root of a page map (`None`: no pages), a radix
     /// tree of [`PageMapNode`]s over the page numbers' hex digits.
     Map(Option<ObjectId>),
+    /// Tree format 3: the root of a page map whose nodes also count the
+    /// inodes below each child.
+    Counted(Option<ObjectId>),
+}
+
+impl Pages {
+    /// The page map's root and whether its nodes count inodes; `None` for
+    /// a format-1 list.
+    pub fn map_root(&self) -> Option<(Option<ObjectId>, bool)> {
+        match self {
+            Pages::List(_) => None,
+            Pages::Map(r) => Some((*r, false)),
+            Pages::Counted(r) => Some((*r, true)),
+        }
+    }
 }
 
 /// A node of a page map: its children by one hex digit of the page number.
@@ -342,6 +365,17 @@ pub struct PageMapNode {
     pub level: u8,
     /// Children by digit; at least one is present.
     pub children: [Option<ObjectId>; PAGE_MAP_FANOUT],
+    /// Tree format 3: the inodes below each child (at least 1 for a
+    /// present child, 0 for an absent one). `None` in format 2.
+    pub counts: Option<[u64; PAGE_MAP_FANOUT]>,
+}
+
+impl PageMapNode {
+    /// The inodes below this node (format 3), saturating.
+    pub fn total(&self) -> Option<u64> {
+        self.counts
+            .map(|c| c.iter().fold(0u64, |a, n| a.saturating_add(*n)))
+    }
 }
 
 /// Digit `level` of a page number.
@@ -352,18 +386,30 @@ pub fn page_digit(page_no: u64, level: u8) -> usize {
 /// Encodes a page-map node.
 pub fn encode_page_map(n: &PageMapNode) -> Vec<u8> {
     let mut w = Writer::default();
-    w.u8(n.level);
+    w.u8(n.level
+        | if n.counts.is_some() {
+            PAGE_MAP_COUNTED
+        } else {
+            0
+        });
     put_bitmap(&mut w, &n.children);
-    for c in n.children.iter().flatten() {
+    for (d, c) in n.children.iter().enumerate() {
+        let Some(c) = c else { continue };
+        if let Some(counts) = &n.counts {
+            w.u64(counts[d]);
+        }
         w.id(&c.0);
     }
     w.0
 }
 
-/// Decodes a page-map node: a known level and at least one child.
+/// Decodes a page-map node: a known level, at least one child, and (when
+/// it counts) at least one inode below each child.
 pub fn decode_page_map(b: &[u8]) -> Result<PageMapNode> {
     let mut r = Reader::new(b, "page map");
-    let level = r.u8()?;
+    let byte = r.u8()?;
+    let counted = byte & PAGE_MAP_COUNTED != 0;
+    let level = byte & !PAGE_MAP_COUNTED;
     if level > PAGE_MAP_MAX_LEVEL {
         return Err(r.err("level beyond the page numbers' digits"));
     }
@@ -372,13 +418,24 @@ pub fn decode_page_map(b: &[u8]) -> Result<PageMapNode> {
         return Err(r.err("a node without children"));
     }
     let mut children = [None; PAGE_MAP_FANOUT];
+    let mut counts = [0u64; PAGE_MAP_FANOUT];
     for (d, slot) in children.iter_mut().enumerate() {
         if bitmap & (1 << d) != 0 {
+            if counted {
+                counts[d] = r.u64()?;
+                if counts[d] == 0 {
+                    return Err(r.err("a child without inodes"));
+                }
+            }
             *slot = Some(ObjectId(r.id()?));
         }
     }
     r.finish()?;
-    Ok(PageMapNode { level, children })
+    Ok(PageMapNode {
+        level,
+        children,
+        counts: counted.then_some(counts),
+    })
 }
 
 /// The plaintext of a snapshot: what the envelope seals.
@@ -399,7 +456,9 @@ pub struct Manifest {
     pub chunk_size: u32,
     /// Inode numbers per page in this snapshot.
     pub inodes_per_page: u32,
-    /// Next inode number to allocate (numbers are never reused).
+    /// One above the highest inode number ever allocated; a writer
+    /// allocates the lowest number free below it first (tree format 3
+    /// reuses the numbers of deleted inodes), and this one after.
     pub next_ino: u64,
     /// Where the non-empty inode pages are.
     pub pages: Pages,
@@ -703,7 +762,7 @@ pub fn encode_manifest(m: &Manifest) -> Vec<u8> {
                 w.id(&id.0);
             }
         }
-        (Pages::Map(root), 2) => match root {
+        (Pages::Map(root), 2) | (Pages::Counted(root), 3) => match root {
             None => w.u8(0),
             Some(id) => {
                 w.u8(1);
@@ -745,11 +804,16 @@ pub fn decode_manifest(b: &[u8]) -> Result<Manifest> {
         }
         Pages::List(pages)
     } else {
-        Pages::Map(match r.u8()? {
+        let root = match r.u8()? {
             0 => None,
             1 => Some(ObjectId(r.id()?)),
             t => return Err(r.err(format!("bad page map tag {t}"))),
-        })
+        };
+        if format == 2 {
+            Pages::Map(root)
+        } else {
+            Pages::Counted(root)
+        }
     };
     r.finish()?;
     Ok(Manifest {

@@ -33,6 +33,45 @@ impl Env {
     pub fn data_dir(&self) -> PathBuf {
         self.home.agent_dir(&self.agent)
     }
+
+    /// A copy of a golden home written by an older build
+    /// (`tests/fixtures/v2/<name>/`: a file-custody master key and the agent
+    /// `old`), with the modes a home has.
+    pub fn golden(name: &str) -> Self {
+        use sovseal::custody::{self, Custody};
+        use std::os::unix::fs::PermissionsExt;
+        let fixture = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/v2")
+            .join(name);
+        let dir = tempfile::tempdir().unwrap();
+        let home_dir = dir.path().join("home");
+        for f in files_under(&fixture) {
+            let to = home_dir.join(f.strip_prefix(&fixture).unwrap());
+            std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+            std::fs::copy(&f, &to).unwrap();
+            std::fs::set_permissions(&to, std::fs::Permissions::from_mode(0o600)).unwrap();
+        }
+        std::fs::create_dir_all(home_dir.join("agents/old/checkpoints")).unwrap();
+        for d in [
+            "",
+            "agents",
+            "agents/old",
+            "agents/old/packs",
+            "agents/old/checkpoints",
+            "seen",
+        ] {
+            std::fs::set_permissions(home_dir.join(d), std::fs::Permissions::from_mode(0o700))
+                .unwrap();
+        }
+        let home = Home::at(&home_dir);
+        let master = custody::load(&home, &Custody::File).unwrap();
+        Env {
+            dir,
+            home,
+            master,
+            agent: AgentName::new("old").unwrap(),
+        }
+    }
 }
 
 /// Every file under `dir`, recursively.

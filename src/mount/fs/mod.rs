@@ -8,8 +8,9 @@
 //! period. Operations return plain [`Attr`]s and [`crate::Error`]s; the FUSE
 //! adapter (`crate::mount::fuse`) only translates.
 //!
-//! Inode numbers: the live tree uses the engine's (stable, never reused;
-//! the root is 1); `.snapshots` and everything under it live above
+//! Inode numbers: the live tree uses the engine's (stable for an inode's
+//! life, reused only after the kernel has forgotten the inode: see
+//! `crate::engine`'s pins; the root is 1); `.snapshots` and everything under it live above
 //! [`snapshots::DIR_INO`].
 
 pub mod committer;
