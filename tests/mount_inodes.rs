@@ -172,3 +172,38 @@ print('after', t(lambda: os.listdir('gone')))
     m.mount();
     assert_eq!(m.sh("ls -A gone"), "");
 }
+
+/// Listing `.snapshots/` (3,000 snapshots, `ls` and `ls -l`) adds nothing
+/// to the `.snapshots` inode table: a snapshot's root directory has a
+/// number computed from its sequence, so the daemon's memory does not
+/// grow with the history a listing walks through (it would hold one entry
+/// per snapshot listed, until a sweep). Its files still get table entries,
+/// dropped when the kernel forgets them.
+#[test]
+fn listing_snapshots_allocates_no_inode_numbers() {
+    let dir = tempfile::tempdir().unwrap();
+    let metrics = dir.path().join("m.prom");
+    let m = Mounted::new("hist-ls", &["--metrics-file", metrics.to_str().unwrap()]);
+    m.py("for i in range(3000):\n    open('f', 'w').write(str(i))");
+    let n = m.sh("ls .snapshots | wc -l; ls -l .snapshots > /dev/null");
+    assert!(n.trim().parse::<u64>().unwrap() >= 3001, "{n}");
+    // The metrics file is rewritten periodically: wait for a rewrite that
+    // happened after the listing.
+    let stamp = |p: &std::path::Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+    let listed = std::time::SystemTime::now();
+    let t0 = Instant::now();
+    while stamp(&metrics).is_none_or(|t| t <= listed) {
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "no metrics after the listing"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let table = gauge(&metrics, "sovseal_history_inodes").unwrap();
+    assert!(
+        table < 10,
+        "{table} history inodes after listing 3,000 snapshots"
+    );
+    assert_eq!(m.sh("cat .snapshots/0000000100/f"), "98");
+    assert_eq!(m.sh("cat .snapshots/latest/f"), "2999");
+}

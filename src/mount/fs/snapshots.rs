@@ -4,11 +4,15 @@
 //! zero-padded sequence number so that `ls` sorts them in order, plus a
 //! `latest` symlink to the head. Listing pages through the index and decrypts
 //! nothing; a snapshot's manifest is opened (and verified) on first access.
-//! Inode numbers of nodes inside snapshots are allocated from a table, keyed
-//! by (sequence, inode), above every live inode number.
+//! Inode numbers above every live one: a snapshot's root directory has
+//! one computed from its sequence number (listing `.snapshots/` allocates
+//! nothing, however many snapshots there are); nodes inside snapshots get
+//! theirs from a table, keyed by (sequence, inode), that holds only what
+//! the kernel references (`Fs::forget`, and a sweep).
 
 use crate::repo::agent::Agent;
 use crate::repo::view::SnapshotView;
+use crate::seal::tree::ROOT_INO;
 use crate::{Error, Result};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -17,8 +21,11 @@ use std::sync::{Arc, Mutex};
 pub const DIR_INO: u64 = 0x7fff_ffff_ffff_fff0;
 /// Inode number of `.snapshots/latest`.
 pub const LATEST_INO: u64 = DIR_INO + 1;
-/// First inode number handed to nodes inside snapshots.
-const FIRST_NODE_INO: u64 = 1 << 63;
+/// Inode number of snapshot 0's root directory (no such snapshot: seq `s`
+/// has `FIRST_ROOT_INO + s`).
+const FIRST_ROOT_INO: u64 = 1 << 63;
+/// First inode number handed to other nodes inside snapshots.
+const FIRST_NODE_INO: u64 = FIRST_ROOT_INO + (1 << 62);
 /// Snapshot views kept open.
 const VIEW_CACHE: usize = 64;
 
@@ -74,6 +81,9 @@ impl Snapshots {
 
     /// The inode number of node `ino` of snapshot `seq`.
     pub fn ino_for(&self, seq: u64, ino: u64) -> u64 {
+        if ino == ROOT_INO && seq < FIRST_NODE_INO - FIRST_ROOT_INO {
+            return FIRST_ROOT_INO + seq;
+        }
         let mut t = self.table.lock().expect("snapshot inodes");
         if let Some(i) = t.by_node.get(&(seq, ino)) {
             return *i;
@@ -110,6 +120,9 @@ impl Snapshots {
 
     /// The (sequence, inode) an inode number stands for.
     pub fn node(&self, fuse_ino: u64) -> Option<(u64, u64)> {
+        if (FIRST_ROOT_INO..FIRST_NODE_INO).contains(&fuse_ino) {
+            return Some((fuse_ino - FIRST_ROOT_INO, ROOT_INO));
+        }
         self.table
             .lock()
             .expect("snapshot inodes")
