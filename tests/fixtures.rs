@@ -315,10 +315,11 @@ fn write_tree2(d: &Path) {
 }
 
 /// Tree format 3 (tests/fixtures/v2/tree3/): page-map nodes count the
-/// inodes below each child, and inode numbers are reused. Written as 40
-/// files (inodes 2-41) in pages of 32, ten deleted (5-14) and five created
-/// after them, which took the lowest free numbers (5-9). Decoded with the
-/// format API alone: the counts are exactly the pages' sizes.
+/// inodes below each child, inode numbers are reused, and a new agent's
+/// pages hold 16 inodes. Written as 40 files (inodes 2-41), ten deleted
+/// (5-14) and five created after them, which took the lowest free numbers
+/// (5-9). Decoded with the format API alone: the counts are exactly the
+/// pages' sizes.
 #[test]
 fn golden_tree3_decodes() {
     let d = dir(2).join("tree3");
@@ -327,7 +328,7 @@ fn golden_tree3_decodes() {
     }
     let env = Envelope::from_json(&std::fs::read(d.join("envelope.json")).unwrap()).unwrap();
     let m = envelope::open_manifest(&keys(), &env).unwrap();
-    assert_eq!((m.format, m.inodes_per_page, m.next_ino), (3, 32, 42));
+    assert_eq!((m.format, m.inodes_per_page, m.next_ino), (3, 16, 42));
     use sha2::Digest;
     let again: [u8; 32] = sha2::Sha256::digest(tree::encode_manifest(&m)).into();
     assert_eq!(again, env.client_payload_hash, "canonical manifest");
@@ -345,14 +346,15 @@ fn golden_tree3_decodes() {
             assert_eq!(counts[no], 0);
             continue;
         };
-        let (pno, page) = tree::decode_page(&object_in(&d, ObjectKind::InodePage, c), 32).unwrap();
+        let (pno, page) = tree::decode_page(&object_in(&d, ObjectKind::InodePage, c), 16).unwrap();
         assert_eq!(pno, no as u64);
         assert_eq!(counts[no], page.len() as u64, "page {no}'s count");
         inodes.extend(page);
     }
     let want: Vec<u64> = (1..=4).chain(5..=9).chain(15..=41).collect();
     assert_eq!(inodes.keys().copied().collect::<Vec<_>>(), want);
-    assert_eq!(counts[..2], [31 - 5, 10]);
+    // Page 0 (inodes 1-15): 1-9 and 15; page 1: 16-31; page 2: 32-41.
+    assert_eq!(counts[..4], [10, 16, 10, 0]);
     let Content::Dir(Some(DirRef::Leaf(dir))) = &inodes[&ROOT_INO].content else {
         panic!("the root is one directory node");
     };

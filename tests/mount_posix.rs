@@ -251,8 +251,9 @@ print("ok")
 
 /// Inode numbers through the kernel (tree format 3 reuses them): a file
 /// unlinked while open keeps its number and content while the descriptor
-/// is open, whatever is created meanwhile; live files never share a
-/// number; and once the kernel has let go of a deleted file (FORGET) its
+/// is open, and a directory removed while it is a working directory (held
+/// by a kernel reference only) keeps its number, whatever is created
+/// meanwhile; live files never share a number; and once the kernel has let go of a deleted file (FORGET) its
 /// number comes back, so a create/unlink loop of 300 files uses far fewer
 /// than 300 numbers. After a remount the files read back under their
 /// names and the history verifies.
@@ -275,6 +276,21 @@ assert len(set(made.values())) == 200, "two live files share a number"
 assert os.pread(fd, 100, 0) == b"held content"
 assert os.fstat(fd).st_ino == held
 os.close(fd)
+# A directory removed while it is this process's working directory is
+# held by a kernel reference alone (no open handle): its number stays its.
+os.mkdir("cwd")
+cwd = os.stat("cwd").st_ino
+os.chdir("cwd")
+os.rmdir("../cwd")
+made_in_between = set()
+for i in range(50):
+    os.mkdir(f"../d{i}")
+    made_in_between.add(os.stat(f"../d{i}").st_ino)
+assert cwd not in made_in_between, "the number of a working directory was reused"
+assert os.stat(".").st_ino == cwd and os.stat(".").st_nlink == 0
+os.chdir("..")
+for i in range(50):
+    os.rmdir(f"d{i}")
 for i in range(100, 200):
     os.unlink(f"n{i}")
 seen = set()

@@ -215,6 +215,7 @@ impl Engine {
         }
         self.ov = next;
         self.head = Arc::new(head);
+        self.committed_inos();
         self.journal_committed()?;
         Ok(Some(info))
     }

@@ -12,7 +12,11 @@
 //! 3, [`pagemap::first_open_page`]), scanned page by page from the lowest
 //! up as allocation reaches them. The set of known free numbers is bounded
 //! ([`FREE_MAX`]): past it the highest are dropped and the scan cursor is
-//! moved back, so they are found again. None of this is persisted: the
+//! moved back to their page, and moved back again after the next commit
+//! (a page whose numbers were freed since head still looks full in head's
+//! counts until then), so they are found again. Within one commit window
+//! an allocation can therefore miss a dropped number and take a higher
+//! one; it never takes a number in use. None of this is persisted: the
 //! journal records each created inode's number, and a replay creates the
 //! inode under that number (which must be free), so what was acknowledged
 //! keeps its number whatever this state was when it ran.
@@ -27,15 +31,31 @@ use std::collections::BTreeSet;
 const FREE_MAX: usize = 1 << 16;
 
 /// Where the engine looks for free inode numbers.
-#[derive(Default)]
 pub(super) struct Allocator {
     /// Known free numbers below `next_ino`: every free number of the pages
     /// below `cursor`, and numbers freed since (anywhere).
     free: BTreeSet<u64>,
     /// The first page of head not yet scanned.
     cursor: u64,
+    /// The lowest page of a number dropped from `free`: scanned again once
+    /// a commit has made head's counts show it.
+    dropped: Option<u64>,
     /// During a journal replay: the number the next created inode had.
     replayed: Option<u64>,
+    /// At most this many numbers in `free`.
+    max: usize,
+}
+
+impl Default for Allocator {
+    fn default() -> Self {
+        Allocator {
+            free: BTreeSet::new(),
+            cursor: 0,
+            dropped: None,
+            replayed: None,
+            max: FREE_MAX,
+        }
+    }
 }
 
 impl Engine {
@@ -81,7 +101,26 @@ impl Engine {
 
     /// Forgets what is known about free numbers (head was replaced).
     pub(super) fn reset_inos(&mut self) {
-        self.ialloc = Allocator::default();
+        let max = self.ialloc.max;
+        self.ialloc = Allocator {
+            max,
+            ..Allocator::default()
+        };
+    }
+
+    /// This engine committed its overlay: head's counts now show every
+    /// number freed before, including those dropped from the set.
+    pub(super) fn committed_inos(&mut self) {
+        if let Some(page) = self.ialloc.dropped.take() {
+            self.ialloc.cursor = self.ialloc.cursor.min(page);
+        }
+    }
+
+    /// Sets how many free numbers are held in memory at most (tests and
+    /// benchmarks; [`FREE_MAX`] by default).
+    #[doc(hidden)]
+    pub fn set_free_inode_budget(&mut self, n: usize) {
+        self.ialloc.max = n.max(1);
     }
 
     /// Scans head's pages with room, lowest first, while one of them starts
@@ -119,17 +158,24 @@ impl Engine {
                     self.remember_free(ino);
                 }
             }
+            if self.ialloc.cursor <= page {
+                // The set filled up with this page's numbers and dropped
+                // its highest: what it holds is lower than anything not
+                // scanned, so its first entry is the lowest free number.
+                return Ok(());
+            }
         }
     }
 
     fn remember_free(&mut self, ino: u64) {
         let a = &mut self.ialloc;
         a.free.insert(ino);
-        if a.free.len() > FREE_MAX
+        if a.free.len() > a.max
             && let Some(high) = a.free.pop_last()
         {
-            let ipp = u64::from(self.head.manifest().inodes_per_page);
-            a.cursor = a.cursor.min(high / ipp);
+            let page = high / u64::from(self.head.manifest().inodes_per_page);
+            a.cursor = a.cursor.min(page);
+            a.dropped = Some(a.dropped.map_or(page, |d| d.min(page)));
         }
     }
 }

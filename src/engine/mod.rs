@@ -754,7 +754,11 @@ impl Engine {
             content,
         };
         let file_type = inode.file_type();
-        self.set_entry(parent, name, Some(DirEntry { ino, file_type }))?;
+        if let Err(e) = self.set_entry(parent, name, Some(DirEntry { ino, file_type })) {
+            // Nothing holds the number: it stays free.
+            self.free_ino(ino);
+            return Err(e);
+        }
         self.touch_dir(parent, now, if is_dir { 1 } else { 0 })?;
         self.ov.inodes.insert(ino, Some(inode.clone()));
         self.ov.changed = true;

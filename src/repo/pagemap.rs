@@ -14,9 +14,12 @@
 //! The shape is a function of the set of pages: the root's level is the
 //! lowest that holds the highest page number, empty subtrees are absent,
 //! and a root whose only child is digit 0 is replaced by that child.
-//! Readers check levels, the root's shape, and (format 3) that each count
-//! is the sum of the counts below it; a page's own count is checked by
-//! whoever reads the page ([`Item::Page`]).
+//! Readers check levels, the root's shape, and (format 3) each count
+//! against the node below it on every path they read (a walk does not
+//! read the children it is told to skip); a page's count is checked by
+//! whoever reads the page ([`get`], [`Item::Page`]). Counts only guide a
+//! writer to pages with room: it reads the page before it hands out a
+//! number, so a wrong count can cost a free number, never reuse a live one.
 
 use crate::repo::Repo;
 use crate::seal::tree::{
@@ -85,14 +88,16 @@ fn check_count(parent: &PageMapNode, d: usize, c: &ObjectId, child: &PageMapNode
     }
 }
 
-/// The page holding `page_no`, if the snapshot has one.
-pub fn get(repo: &Repo, pages: &Pages, page_no: u64) -> Result<Option<ObjectId>> {
+/// The page holding `page_no`, if the snapshot has one, and (tree format
+/// 3) the inodes its page-map node counts in it: a reader of the page must
+/// check that count.
+pub fn get(repo: &Repo, pages: &Pages, page_no: u64) -> Result<Option<(ObjectId, Option<u64>)>> {
     let (root, counted) = match pages.map_root() {
         None => {
             let Pages::List(l) = pages else {
                 unreachable!("only a list has no map root")
             };
-            return Ok(l.get(&page_no).copied());
+            return Ok(l.get(&page_no).map(|id| (*id, None)));
         }
         Some((None, _)) => return Ok(None),
         Some((Some(root), counted)) => (root, counted),
@@ -107,7 +112,7 @@ pub fn get(repo: &Repo, pages: &Pages, page_no: u64) -> Result<Option<ObjectId>>
             return Ok(None);
         };
         if n.level == 0 {
-            return Ok(Some(child));
+            return Ok(Some((child, n.counts.map(|c| c[d]))));
         }
         let next = node(repo, &child, n.level - 1, counted)?;
         check_count(&n, d, &child, &next)?;
@@ -470,9 +475,9 @@ mod tests {
                 let want: BTreeMap<_, _> = model.iter().map(|(no, (i, n))| (*no, (*i, Some(*n)))).collect();
                 prop_assert_eq!(&listed(repo, &pages), &want);
                 for no in step.keys().take(50).chain(model.keys().take(5)) {
-                    prop_assert_eq!(get(repo, &pages, *no).unwrap(), model.get(no).map(|c| c.0));
+                    prop_assert_eq!(get(repo, &pages, *no).unwrap(), model.get(no).map(|c| (c.0, Some(c.1))));
                 }
-                prop_assert_eq!(get(repo, &pages, 12_345_678).unwrap(), model.get(&12_345_678).map(|c| c.0));
+                prop_assert_eq!(get(repo, &pages, 12_345_678).unwrap(), model.get(&12_345_678).map(|c| (c.0, Some(c.1))));
                 let all = model.iter().map(|(no, c)| (*no, Some(*c))).collect();
                 prop_assert_eq!(&update(repo, &Pages::Counted(None), 32, &all).unwrap(), &pages);
                 for (from, len) in &searches {
@@ -583,8 +588,52 @@ mod tests {
             &BTreeMap::from([(1, Some((pid, 1)))]),
         )
         .unwrap();
-        let id = get(repo, &pages, 1).unwrap().unwrap();
+        let (id, _) = get(repo, &pages, 1).unwrap().unwrap();
         assert!(repo.page(&id, 32, 1).unwrap_err().is_integrity());
+    }
+
+    /// A page holding another number of inodes than its page-map node
+    /// counts in it is refused by whoever reads it: a lookup of an inode
+    /// and a walk over the snapshot's objects.
+    #[test]
+    fn a_page_that_is_not_its_count_is_refused() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (agent, _lock) = crate::repo::agent::scratch(tmp.path());
+        let repo = agent.repo();
+        let pid = real_page(repo, 0, &[1, 2]);
+        let view = |count: u64| {
+            let pages = update(
+                repo,
+                &Pages::Counted(None),
+                32,
+                &BTreeMap::from([(0, Some((pid, count)))]),
+            )
+            .unwrap();
+            crate::repo::view::SnapshotView::new(
+                repo.clone(),
+                [0; 32],
+                tree::Manifest {
+                    format: tree::FORMAT_VERSION,
+                    agent_id: repo.keys().agent_id(),
+                    seq: 1,
+                    parent: [0; 32],
+                    timestamp_ms: 0,
+                    chunk_size: tree::CHUNK_SIZE,
+                    inodes_per_page: 32,
+                    next_ino: 3,
+                    pages,
+                },
+            )
+        };
+        assert_eq!(view(2).inode(2).unwrap().unwrap().ino, 2);
+        assert_eq!(view(2).inode_numbers().unwrap().len(), 2);
+        let lying = view(3);
+        assert!(lying.inode(2).unwrap_err().is_integrity());
+        assert!(lying.inode_numbers().unwrap_err().is_integrity());
+        let e = lying
+            .walk_objects(&|_| false, &mut |_, _| Ok(()))
+            .unwrap_err();
+        assert!(e.is_integrity(), "{e}");
     }
 
     /// A node at the wrong level, a root above its highest page, a count

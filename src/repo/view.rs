@@ -56,11 +56,7 @@ impl SnapshotView {
     pub(crate) fn page(&self, page_no: u64) -> Result<Option<Arc<crate::repo::Page>>> {
         match pagemap::get(&self.repo, &self.manifest.pages, page_no)? {
             None => Ok(None),
-            Some(id) => Ok(Some(self.repo.page(
-                &id,
-                self.manifest.inodes_per_page,
-                page_no,
-            )?)),
+            Some((id, count)) => Ok(Some(self.counted_page(&id, page_no, count)?)),
         }
     }
 

@@ -503,15 +503,18 @@ impl Fs {
                     self.hold_history(a.ino);
                     return Ok(a);
                 }
-                let a = {
+                {
+                    // The reference is taken while the read lock still
+                    // holds the answer: a number is freed (and may be
+                    // reused) only under the write lock.
                     let e = self.eng();
                     let d = e
                         .lookup(p, name)?
                         .ok_or_else(|| Error::fs("lookup", libc::ENOENT))?;
-                    live_attr(&e, &e.getattr(d.ino)?, d.ino)?
-                };
-                if self.hold_again(a.ino) {
-                    return Ok(a);
+                    let a = live_attr(&e, &e.getattr(d.ino)?, d.ino)?;
+                    if self.hold_again(a.ino) {
+                        return Ok(a);
+                    }
                 }
                 // The first reference pins the inode: resolve the name
                 // again under the write lock, so that nothing unlinks it
