@@ -184,6 +184,21 @@ fn golden_v2_decodes() {
     decodes(2);
 }
 
+/// The manifest of the golden snapshot in `d` (written by `write` first
+/// when asked to and absent), whose encoding must be canonical: it hashes
+/// to what its envelope names.
+fn golden_tree_manifest(d: &Path, write: fn(&Path)) -> tree::Manifest {
+    if std::env::var_os("SOVSEAL_WRITE_FIXTURES").is_some() && !d.exists() {
+        write(d);
+    }
+    let env = Envelope::from_json(&std::fs::read(d.join("envelope.json")).unwrap()).unwrap();
+    let m = envelope::open_manifest(&keys(), &env).unwrap();
+    use sha2::Digest;
+    let again: [u8; 32] = sha2::Sha256::digest(tree::encode_manifest(&m)).into();
+    assert_eq!(again, env.client_payload_hash, "canonical manifest");
+    m
+}
+
 /// Tree format 2 (tests/fixtures/v2/tree2/): the manifest names a page
 /// map instead of listing its pages, pages hold 32 inodes, and a directory
 /// of 100 entries, more than one directory node holds, is a directory
@@ -192,15 +207,8 @@ fn golden_v2_decodes() {
 #[test]
 fn golden_tree2_decodes() {
     let d = dir(2).join("tree2");
-    if std::env::var_os("SOVSEAL_WRITE_FIXTURES").is_some() && !d.exists() {
-        write_tree2(&d);
-    }
-    let env = Envelope::from_json(&std::fs::read(d.join("envelope.json")).unwrap()).unwrap();
-    let m = envelope::open_manifest(&keys(), &env).unwrap();
+    let m = golden_tree_manifest(&d, write_tree2);
     assert_eq!(m.format, 2);
-    use sha2::Digest;
-    let again: [u8; 32] = sha2::Sha256::digest(tree::encode_manifest(&m)).into();
-    assert_eq!(again, env.client_payload_hash, "canonical manifest");
     assert_eq!(m.inodes_per_page, 32);
     // The page map: a radix tree over the page numbers' hex digits.
     let Pages::Map(Some(root)) = &m.pages else {
@@ -323,15 +331,8 @@ fn write_tree2(d: &Path) {
 #[test]
 fn golden_tree3_decodes() {
     let d = dir(2).join("tree3");
-    if std::env::var_os("SOVSEAL_WRITE_FIXTURES").is_some() && !d.exists() {
-        write_tree3(&d);
-    }
-    let env = Envelope::from_json(&std::fs::read(d.join("envelope.json")).unwrap()).unwrap();
-    let m = envelope::open_manifest(&keys(), &env).unwrap();
+    let m = golden_tree_manifest(&d, write_tree3);
     assert_eq!((m.format, m.inodes_per_page, m.next_ino), (3, 16, 42));
-    use sha2::Digest;
-    let again: [u8; 32] = sha2::Sha256::digest(tree::encode_manifest(&m)).into();
-    assert_eq!(again, env.client_payload_hash, "canonical manifest");
     let Pages::Counted(Some(root)) = &m.pages else {
         panic!("tree format 3 names a counted page map");
     };

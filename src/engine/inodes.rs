@@ -132,6 +132,10 @@ impl Engine {
         let last = next.saturating_sub(1) / ipp;
         loop {
             let lowest = self.ialloc.free.first().copied();
+            if lowest.is_some_and(|lo| lo < self.ialloc.cursor.saturating_mul(ipp)) {
+                // No unscanned page starts below it: no page-map descent.
+                return Ok(());
+            }
             let Some(page) = pagemap::first_open_page(
                 self.head.repo(),
                 &self.head.manifest().pages,

@@ -92,15 +92,11 @@ fn check_count(parent: &PageMapNode, d: usize, c: &ObjectId, child: &PageMapNode
 /// 3) the inodes its page-map node counts in it: a reader of the page must
 /// check that count.
 pub fn get(repo: &Repo, pages: &Pages, page_no: u64) -> Result<Option<(ObjectId, Option<u64>)>> {
-    let (root, counted) = match pages.map_root() {
-        None => {
-            let Pages::List(l) = pages else {
-                unreachable!("only a list has no map root")
-            };
-            return Ok(l.get(&page_no).map(|id| (*id, None)));
-        }
-        Some((None, _)) => return Ok(None),
-        Some((Some(root), counted)) => (root, counted),
+    let (root, counted) = match pages {
+        Pages::List(l) => return Ok(l.get(&page_no).map(|id| (*id, None))),
+        Pages::Map(None) | Pages::Counted(None) => return Ok(None),
+        Pages::Map(Some(root)) => (*root, false),
+        Pages::Counted(Some(root)) => (*root, true),
     };
     let mut n = root_node(repo, &root, counted)?;
     if level_for(page_no) > n.level {
@@ -140,17 +136,16 @@ pub fn walk(
     skip: &dyn Fn(&ObjectId) -> bool,
     f: &mut dyn FnMut(Item<'_>) -> Result<()>,
 ) -> Result<()> {
-    let (root, counted) = match pages.map_root() {
-        None => {
-            if let Pages::List(l) = pages {
-                for (no, id) in l {
-                    f(Item::Page(*no, id, None))?;
-                }
+    let (root, counted) = match pages {
+        Pages::List(l) => {
+            for (no, id) in l {
+                f(Item::Page(*no, id, None))?;
             }
             return Ok(());
         }
-        Some((None, _)) => return Ok(()),
-        Some((Some(root), counted)) => (root, counted),
+        Pages::Map(None) | Pages::Counted(None) => return Ok(()),
+        Pages::Map(Some(root)) => (*root, false),
+        Pages::Counted(Some(root)) => (*root, true),
     };
     if skip(&root) {
         return Ok(());

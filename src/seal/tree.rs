@@ -344,18 +344,6 @@ pub enum Pages {
     Counted(Option<ObjectId>),
 }
 
-impl Pages {
-    /// The page map's root and whether its nodes count inodes; `None` for
-    /// a format-1 list.
-    pub fn map_root(&self) -> Option<(Option<ObjectId>, bool)> {
-        match self {
-            Pages::List(_) => None,
-            Pages::Map(r) => Some((*r, false)),
-            Pages::Counted(r) => Some((*r, true)),
-        }
-    }
-}
-
 /// A node of a page map: its children by one hex digit of the page number.
 /// At level 0 the children are inode pages (the lowest digit); at level
 /// `l > 0`, page-map nodes of level `l - 1` (digit `l`).
