@@ -309,3 +309,92 @@ fn a_mount_over_an_index_that_lost_every_row_rebuilds_it() {
     assert_eq!(m.head(), head);
     m.verify();
 }
+
+/// Snapshots 9 and 10 (files f8, f9) committed after the durable point
+/// (the barrier never ran for them), then a power cut that kept the index
+/// rows of both (a WAL sync made for another transaction carries them) but
+/// tore the pack inside snapshot 10's commit record: every object of both
+/// is whole. Returns the pack's path and the number of bytes cut.
+fn cut_inside_the_last_commit_record(env: &Env) -> (PathBuf, u64) {
+    build(env);
+    let mut e = env.open();
+    for k in 8..=9 {
+        add_file(&mut e, k);
+    }
+    drop(e);
+    let c = rusqlite::Connection::open(env.data_dir().join("index.db")).unwrap();
+    c.execute(
+        "UPDATE meta SET value = CAST('8' AS BLOB) WHERE key = 'durable_seq'",
+        [],
+    )
+    .unwrap();
+    drop(c);
+    let (path, at, body) = commit_record(env, 10);
+    let f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+    let end = f.metadata().unwrap().len();
+    assert_eq!(
+        end,
+        at + RECORD_HEADER + body.len() as u64,
+        "10's record ends the pack"
+    );
+    let cut_to = at + RECORD_HEADER + body.len() as u64 / 3;
+    f.set_len(cut_to).unwrap();
+    (path, end - cut_to)
+}
+
+/// Regression (tests/powercut.rs saw it once): a pack that ends inside the
+/// commit record of a snapshot the index kept made the writer refuse the
+/// agent ("corrupt pack: N bytes, but M were committed"). The snapshot is
+/// kept, the torn record cut off, and the next commit follows on.
+#[test]
+fn a_pack_torn_inside_an_indexed_commit_record_keeps_the_snapshot() {
+    let env = Env::new();
+    let (path, _) = cut_inside_the_last_commit_record(&env);
+    let mut e = check(&env, 10);
+    let (_, recs) = records(&env);
+    let (last_at, _, last_len) = *recs.last().unwrap();
+    assert_eq!(
+        std::fs::metadata(&path).unwrap().len(),
+        last_at + RECORD_HEADER + last_len,
+        "the torn record is cut off"
+    );
+    add_file(&mut e, 10);
+    e.sync().unwrap();
+    drop(e);
+    check(&env, 11);
+}
+
+/// The same cut met first by a reader (verify after a power cut, before
+/// any mount): it recovers the agent as the writer would, and the writer
+/// then opens it.
+#[test]
+fn a_reader_first_fits_a_pack_torn_inside_an_indexed_commit_record() {
+    let env = Env::new();
+    cut_inside_the_last_commit_record(&env);
+    let a = Agent::open_readonly(&env.home, &env.agent, &env.master).unwrap();
+    let r = sovseal::history::verify::verify(&a, |_, _| {}).unwrap();
+    assert_eq!((r.first_seq, r.head_seq), (1, 10));
+    drop(a);
+    check(&env, 10);
+}
+
+/// A pack cut short before an object the index holds lost synced data:
+/// refused, naming the pack, and nothing is cut or deleted.
+#[test]
+fn a_pack_cut_before_an_indexed_object_is_refused() {
+    let env = Env::new();
+    build(&env);
+    let (path, recs) = records(&env);
+    let (at, kind, len) = recs[recs.len() - 2];
+    assert_ne!(kind, COMMIT_KIND, "snapshot 8's last object");
+    let f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+    f.set_len(at + RECORD_HEADER + len - 1).unwrap();
+    drop(f);
+    let before = std::fs::read(&path).unwrap();
+    let err = Engine::open(&env.home, &env.agent, &env.master)
+        .err()
+        .unwrap();
+    assert!(matches!(err, Error::Corrupt { .. }), "{err}");
+    assert!(err.to_string().contains("00000001.pack"), "{err}");
+    assert_eq!(std::fs::read(&path).unwrap(), before, "the pack is kept");
+}

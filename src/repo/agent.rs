@@ -552,8 +552,9 @@ pub fn discard_local(home: &Home, name: &AgentName) -> Result<PathBuf> {
 ///    packs but whose index rows were lost are committed again from the
 ///    packs ([`catch_up`]).
 ///
-/// Then the packs read are synced and the head recorded durable, in a
-/// synchronous transaction.
+/// Between the two, packs shorter than the index says are fitted
+/// ([`fit_short_packs`]). Then the packs read are synced and the head
+/// recorded durable, in a synchronous transaction.
 fn recover_tail(index: &mut Index, packs: &Dir, store: &Store, keys: &AgentKeys) -> Result<()> {
     let mut touched = BTreeSet::new();
     let mut changed = false;
@@ -568,6 +569,7 @@ fn recover_tail(index: &mut Index, packs: &Dir, store: &Store, keys: &AgentKeys)
             Some(_) => {}
         }
     }
+    changed |= fit_short_packs(index, packs, store, &mut touched)?;
     let caught = catch_up(index, packs, store, keys, &mut touched)?;
     if caught > 0 {
         tracing::warn!(
@@ -639,6 +641,61 @@ fn cut_back(
         index.truncate_after(whole)?;
     }
     Ok(())
+}
+
+/// Between the steps of [`recover_tail`]: a pack shorter than its committed
+/// length, whose every indexed object is still whole (step 1 cut back the
+/// snapshots that lost one), lost only commit records past its last
+/// object. The index commits without a sync, so a WAL sync made for
+/// another transaction can carry a snapshot's rows to the disk before the
+/// pack bytes of its commit record: after a power cut the pack ends inside
+/// that record. The snapshot is kept (its envelope is in the index and
+/// chains, its objects verify); its pack's committed length is lowered to
+/// the end of its last object, a record boundary, from which step 2 reads
+/// on and the writer cuts off the torn rest. The lost record only served to
+/// rebuild an index that loses its rows again: the head is recorded
+/// durable in a synchronous transaction before the agent opens. A pack cut
+/// short before an indexed object lost synced data and is refused, as is a
+/// pack the index lists that is gone. Returns whether a length changed.
+fn fit_short_packs(
+    index: &Index,
+    packs: &Dir,
+    store: &Store,
+    touched: &mut BTreeSet<u32>,
+) -> Result<bool> {
+    let on_disk = crate::repo::store::pack_numbers(packs)?;
+    let mut changed = false;
+    for (pack, committed) in index.packs()? {
+        if !on_disk.contains(&pack) {
+            continue; // refused by the writer, naming it
+        }
+        let actual = store.file_len(pack)?;
+        if actual >= committed {
+            continue;
+        }
+        let objects_end = index
+            .objects_end(pack)?
+            .max(crate::repo::pack::PACK_MAGIC.len() as u64);
+        if objects_end > actual {
+            return Err(Error::corrupt(
+                format!(
+                    "pack {}",
+                    packs.path().join(format!("{pack:08}.pack")).display()
+                ),
+                format!(
+                    "{actual} bytes, but its indexed objects end at {objects_end} ({committed} were committed)"
+                ),
+            ));
+        }
+        tracing::warn!(
+            "pack {pack:08} ends {} bytes short of its committed length, inside a commit record whose snapshot the index holds (power cut?); its objects are whole, the torn record is cut off",
+            committed - actual
+        );
+        index.set_pack_length(pack, objects_end)?;
+        touched.insert(pack);
+        changed = true;
+    }
+    Ok(changed)
 }
 
 /// Step 2 of [`recover_tail`]: reads every pack past its committed length

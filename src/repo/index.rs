@@ -478,6 +478,24 @@ impl Index {
         Ok(())
     }
 
+    /// Where the last indexed object of `pack` ends (0 for none).
+    pub fn objects_end(&self, pack: u32) -> Result<u64> {
+        Ok(self
+            .conn
+            .prepare_cached("SELECT COALESCE(MAX(offset + len), 0) FROM objects WHERE pack = ?1")?
+            .query_row([pack], |r| r.get(0))?)
+    }
+
+    /// Sets the committed length of a pack (recovery fitted a pack that
+    /// lost its tail). Synchronous.
+    pub fn set_pack_length(&self, pack: u32, len: u64) -> Result<()> {
+        self.conn.execute(
+            "UPDATE packs SET committed_len = ?2 WHERE id = ?1",
+            params![pack, len],
+        )?;
+        Ok(())
+    }
+
     /// Raises the committed length of packs (recovery found whole records
     /// of indexed snapshots past it). Synchronous.
     pub fn set_pack_lengths(&self, packs: &[(u32, u64)]) -> Result<()> {
