@@ -317,15 +317,29 @@ fn a_tree_format_1_data_dir_opens_and_converts() {
     );
 
     e.create(big, b"new", 0o644, 0, 0).unwrap();
+    // A file written now keeps the agent's chunk size (1 MiB, from before
+    // new agents got 64 KiB chunks): 3.5 MiB is four chunks.
+    let wide = e.create(ROOT_INO, b"wide", 0o644, 0, 0).unwrap().ino;
+    let body: Vec<u8> = (0..(7u32 << 19)).map(|i| (i % 251) as u8).collect();
+    e.write(wide, 0, &body).unwrap();
     e.commit().unwrap();
     let m = e.head().manifest().clone();
     assert_eq!((m.seq, m.format, m.inodes_per_page), (5, 3, 128));
+    assert_eq!(m.chunk_size, tree::CHUNK_SIZE_V1);
+    assert_ne!(m.chunk_size, tree::CHUNK_SIZE);
+    match e.getattr(wide).unwrap().content {
+        Content::File(tree::Chunks::Inline(refs)) => {
+            assert_eq!(refs.len(), 4)
+        }
+        c => panic!("{c:?}"),
+    }
     assert!(matches!(m.pages, Pages::Counted(Some(_))));
     assert!(matches!(dir_root(&e, big), Some(DirRef::Index(_))));
     assert_eq!(e.readdir(big).unwrap().len(), 102);
     drop(e);
     let e = Engine::open(home, name, master).unwrap();
     assert_eq!(e.readdir(big).unwrap().len(), 102);
+    assert_eq!(e.read(wide, 0, 4 << 20).unwrap(), body);
     assert_eq!(
         e.read(hello, 0, 100).unwrap(),
         b"hello from tree format 1\n"

@@ -166,6 +166,9 @@ struct Source {
 ///
 /// then secret.txt is redacted (its chunk erased from snapshot 2's remote
 /// part, a signed record uploaded) and the head is checkpointed.
+/// Bytes per chunk of a new agent.
+const CHUNK: usize = sovseal::seal::tree::CHUNK_SIZE as usize;
+
 fn source() -> Source {
     let dir = tempfile::tempdir().unwrap();
     let home = Home::at(dir.path().join("home"));
@@ -185,12 +188,13 @@ fn source() -> Source {
     e.commit().unwrap();
     let tmp_seq = e.head().seq();
     let big = e.create(ROOT_INO, b"big", 0o640, 0, 0).unwrap().ino;
-    e.write(big, 0, &bytes(3, (1 << 20) + 1000)).unwrap();
+    e.write(big, 0, &bytes(3, CHUNK + 1000)).unwrap();
     e.setxattr(big, b"user.note", b"two chunks", XattrFlags::default())
         .unwrap();
     let sp = e.create(ROOT_INO, b"sparse", 0o644, 0, 0).unwrap().ino;
     e.write(sp, 0, b"head").unwrap();
-    e.write(sp, 8 << 20, b"tail of a sparse file").unwrap();
+    e.write(sp, 8 * CHUNK as u64, b"tail of a sparse file")
+        .unwrap();
     e.symlink(ROOT_INO, b"link", b"docs/a.txt", 0, 0).unwrap();
     e.unlink(ROOT_INO, b"tmp.bin").unwrap();
     e.unlink(ROOT_INO, b"secret.txt").unwrap();

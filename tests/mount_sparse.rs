@@ -11,6 +11,8 @@ mod support;
 use support::mount::Mounted;
 
 const MIB: u64 = 1 << 20;
+/// Bytes per chunk of a new agent: what a stored chunk counts in st_blocks.
+const CHUNK: u64 = sovseal::seal::tree::CHUNK_SIZE as u64;
 
 #[test]
 fn a_sparse_file_reports_only_its_data() {
@@ -36,17 +38,24 @@ os.close(fd)
 "#);
     let v: Vec<u64> = out.split_whitespace().map(|w| w.parse().unwrap()).collect();
     assert_eq!(v[0], 5 << 30);
-    // Two stored chunks (the one at 3 GiB, the last one): 2 MiB, not 5 GiB.
-    assert_eq!(v[1], 2 * MIB, "st_blocks counts the stored chunks: {out}");
+    // Two stored chunks (the one at 3 GiB, the last one), not 5 GiB.
+    assert_eq!(v[1], 2 * CHUNK, "st_blocks counts the stored chunks: {out}");
     assert_eq!(v[2], 3 << 30, "SEEK_DATA from 0: {out}");
     assert_eq!(v[3], 0, "SEEK_HOLE from 0 (a hole there): {out}");
-    assert_eq!(v[4], (3 << 30) + MIB, "SEEK_HOLE inside data: {out}");
-    assert_eq!(v[5], (5 << 30) - MIB, "SEEK_DATA to the last chunk: {out}");
+    assert_eq!(v[4], (3 << 30) + CHUNK, "SEEK_HOLE inside data: {out}");
+    assert_eq!(
+        v[5],
+        (5 << 30) - CHUNK,
+        "SEEK_DATA to the last chunk: {out}"
+    );
     assert_eq!(v[6], libc::ENXIO as u64, "SEEK_DATA at the end: {out}");
 
     // The tools that look at st_blocks and SEEK_DATA keep it sparse.
     let du = m.sh("du -k big | cut -f1");
-    assert!(du.trim().parse::<u64>().unwrap() <= 2 * 1024, "du: {du}");
+    assert!(
+        du.trim().parse::<u64>().unwrap() <= 2 * CHUNK / 1024,
+        "du: {du}"
+    );
     m.sh("cp --sparse=always big copy && tar -S -cf big.tar big");
     let du = m.sh("du -k copy | cut -f1");
     assert!(
@@ -81,7 +90,7 @@ os.close(fd)
     let hist = m.py(
         "import os\nst = os.stat('.snapshots/latest/big')\nfd = os.open('.snapshots/latest/big', os.O_RDONLY)\nprint(st.st_blocks * 512, os.lseek(fd, 0, os.SEEK_DATA))",
     );
-    assert_eq!(hist.trim(), format!("{} {}", 2 * MIB, 3u64 << 30));
+    assert_eq!(hist.trim(), format!("{} {}", 2 * CHUNK, 3u64 << 30));
 }
 
 #[test]
@@ -139,5 +148,5 @@ print(json.dumps(res))
     let back = m.py(
         "import os\nd = open('f', 'rb').read()\nprint(len(d), d[:(6 << 20) - 4] == bytes((6 << 20) - 4), d[-4:], os.stat('f').st_blocks * 512)",
     );
-    assert_eq!(back.trim(), format!("{} True b'tail' {}", 6 * MIB, MIB));
+    assert_eq!(back.trim(), format!("{} True b'tail' {}", 6 * MIB, CHUNK));
 }
