@@ -206,3 +206,80 @@ fn help_on_every_command() {
         assert!(out.contains("Usage:"), "{sub:?}: {out}");
     }
 }
+
+/// Completion scripts for bash, zsh and fish, for both binaries, come from
+/// the clap definitions: they name every subcommand, and the bash one,
+/// sourced into a real bash, completes `sovseal lo` to `log`.
+#[test]
+fn completions_for_three_shells_cover_every_subcommand() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("h");
+    for (shell, head) in [
+        ("bash", "_sovseal()"),
+        ("zsh", "#compdef sovseal"),
+        ("fish", "complete -c sovseal"),
+    ] {
+        let s = ok(&run(&home, &["completions", shell]));
+        assert!(s.contains(head), "{shell}: {s}");
+        for sub in ["log", "exec", "verify", "restore", "completions", "man"] {
+            assert!(s.contains(sub), "{shell} completes {sub}");
+        }
+        let m = ok(&run(&home, &["completions", shell, "--mount"]));
+        assert!(
+            m.contains("sovseal-mount") && m.contains("durable-close"),
+            "{shell}: {m}"
+        );
+    }
+    let script = dir.path().join("sovseal.bash");
+    std::fs::write(&script, ok(&run(&home, &["completions", "bash"]))).unwrap();
+    let out = Command::new("bash")
+        .arg("-c")
+        .arg(format!(
+            ". {}; COMP_WORDS=(sovseal lo); COMP_CWORD=1; _sovseal sovseal lo sovseal; echo \"${{COMPREPLY[@]}}\"",
+            script.display()
+        ))
+        .output()
+        .unwrap();
+    assert_eq!(
+        ok(&out).trim(),
+        "log",
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// `sovseal man --out DIR` writes a page per binary and per subcommand,
+/// each a roff man page naming itself and its options.
+#[test]
+fn man_pages_for_both_binaries_and_every_subcommand() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("man1");
+    let listed = ok(&run(
+        &dir.path().join("h"),
+        &["man", "--out", out.to_str().unwrap()],
+    ));
+    for (page, option) in [
+        ("sovseal", "log"),
+        ("sovseal-log", "--limit"),
+        ("sovseal-exec", "--agent"),
+        ("sovseal-verify", "--checkpoint"),
+        ("sovseal-mount", "--durable-close"),
+    ] {
+        let path = out.join(format!("{page}.1"));
+        assert!(listed.contains(path.to_str().unwrap()), "{listed}");
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(
+            text.starts_with(&format!(
+                ".ie \\n(.g .ds Aq \\(aq\n.el .ds Aq '\n.TH {page} 1"
+            )),
+            "{page}: {}",
+            &text[..80.min(text.len())]
+        );
+        assert!(text.contains(".SH SYNOPSIS"), "{page}");
+        // roff escapes each dash of an option: `\-\-limit`.
+        let roff = option.replace('-', "\\-");
+        assert!(text.contains(&roff), "{page} names {option}");
+    }
+    let n = std::fs::read_dir(&out).unwrap().count();
+    assert!(n >= 20, "{n} pages");
+}

@@ -293,7 +293,8 @@ proptest! {
 /// (tests/fixtures/v2/datadir-tree1/: tree format 1, pages of 128 listed
 /// in the manifest, a 101-entry directory as one node, a journal with
 /// stale records) opens and reads; its first commit splits the directory
-/// and turns the page list into a counted page map (tree format 3,
+/// and turns the page list into a counted page map (tree format 3 and
+/// on,
 /// keeping 128 inodes per page);
 /// the old snapshots still read, and the whole chain verifies.
 #[test]
@@ -324,7 +325,10 @@ fn a_tree_format_1_data_dir_opens_and_converts() {
     e.write(wide, 0, &body).unwrap();
     e.commit().unwrap();
     let m = e.head().manifest().clone();
-    assert_eq!((m.seq, m.format, m.inodes_per_page), (5, 3, 128));
+    assert_eq!(
+        (m.seq, m.format, m.inodes_per_page),
+        (5, tree::FORMAT_VERSION, 128)
+    );
     assert_eq!(m.chunk_size, tree::CHUNK_SIZE_V1);
     assert_ne!(m.chunk_size, tree::CHUNK_SIZE);
     match e.getattr(wide).unwrap().content {

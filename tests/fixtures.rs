@@ -386,6 +386,49 @@ fn write_tree3(d: &Path) {
     write_snapshot(e.agent(), info.seq, d);
 }
 
+/// Tree format 4 (tests/fixtures/v2/tree4/): the manifest carries the
+/// snapshot's provenance: the agent's note, the processes that wrote, and
+/// which inode each created, changed or removed a name of. Written
+/// through the engine API as a mount would: two writers, a removal.
+#[test]
+fn golden_tree4_decodes() {
+    let d = dir(2).join("tree4");
+    let m = golden_tree_manifest(&d, write_tree4);
+    assert_eq!((m.format, m.seq), (4, 3));
+    let p = m.provenance.expect("format 4 carries provenance");
+    assert_eq!(p.note.as_deref(), Some(&b"tool call 7: tidy the notes"[..]));
+    assert_eq!(p.writers, [writer(4242, "python3"), writer(4250, "rm")]);
+    assert_eq!(p.changes.iter().copied().collect::<Vec<_>>(), [(3, 0)]);
+    assert_eq!(p.removed.iter().copied().collect::<Vec<_>>(), [(2, 1)]);
+}
+
+fn writer(pid: u32, comm: &str) -> tree::Writer {
+    tree::Writer {
+        pid,
+        uid: 1000,
+        gid: 1000,
+        comm: comm.as_bytes().to_vec(),
+        exe: format!("/usr/bin/{comm}").into_bytes(),
+    }
+}
+
+fn write_tree4(d: &Path) {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut e = fixture_engine(tmp.path());
+    let gone = e.create(ROOT_INO, b"old.md", 0o644, 1000, 1000).unwrap();
+    e.commit().unwrap();
+    e.set_note(Some(b"tool call 7: tidy the notes".to_vec()))
+        .unwrap();
+    let f = e.create(ROOT_INO, b"notes.md", 0o644, 1000, 1000).unwrap();
+    e.write(f.ino, 0, b"tidy\n").unwrap();
+    e.attribute(f.ino, &writer(4242, "python3"));
+    e.unlink(ROOT_INO, b"old.md").unwrap();
+    e.attribute_removal(gone.ino, &writer(4250, "rm"));
+    let info = e.commit().unwrap().unwrap();
+    std::fs::create_dir_all(d.join("objects")).unwrap();
+    write_snapshot(e.agent(), info.seq, d);
+}
+
 /// The local pack layout with a commit record (tests/fixtures/v2/
 /// commit.pack): the v2 fixture's objects in id order, then the commit
 /// record of its envelope. It must decode to exactly those objects and that

@@ -68,6 +68,8 @@ pub struct Seeds {
     pub manifest2_bin: Vec<u8>,
     /// The same in tree format 3 (a counted page map).
     pub manifest3_bin: Vec<u8>,
+    /// Tree format 4, with provenance.
+    pub manifest4_bin: Vec<u8>,
     /// Page-map nodes (tree formats 2 and 3).
     pub page_maps: Vec<Vec<u8>>,
     /// Inode pages (the first byte of each selects `inodes_per_page`, see
@@ -167,6 +169,7 @@ fn build_seeds() -> Seeds {
         inodes_per_page: tree::INODES_PER_PAGE,
         next_ino: 300,
         pages: Pages::List(BTreeMap::from([(0, id(1)), (1, id(2)), (2, id(3))])),
+        provenance: None,
     };
     let envelope = envelope::seal_manifest(&env_keys, &manifest);
     let envelope_json = envelope.to_json();
@@ -179,6 +182,32 @@ fn build_seeds() -> Seeds {
     let manifest3_bin = tree::encode_manifest(&Manifest {
         format: 3,
         pages: Pages::Counted(Some(id(8))),
+        ..manifest.clone()
+    });
+    let manifest4_bin = tree::encode_manifest(&Manifest {
+        format: 4,
+        pages: Pages::Counted(Some(id(8))),
+        provenance: Some(tree::Provenance {
+            note: Some(b"tool call 42: write_file report.md".to_vec()),
+            writers: vec![
+                tree::Writer {
+                    pid: 4242,
+                    uid: 1000,
+                    gid: 1000,
+                    comm: b"python3".to_vec(),
+                    exe: b"/usr/bin/python3.11".to_vec(),
+                },
+                tree::Writer {
+                    pid: 0,
+                    uid: 0,
+                    gid: 0,
+                    comm: Vec::new(),
+                    exe: Vec::new(),
+                },
+            ],
+            changes: [(2, 0), (9, 0), (9, 1)].into(),
+            removed: [(9, 1)].into(),
+        }),
         ..manifest.clone()
     });
     let mut low = [None; tree::PAGE_MAP_FANOUT];
@@ -374,6 +403,7 @@ fn build_seeds() -> Seeds {
         manifest_bin,
         manifest2_bin,
         manifest3_bin,
+        manifest4_bin,
         page_maps,
         pages,
         dirs,
@@ -1188,7 +1218,12 @@ pub fn target_by_name(name: &str) -> (Target, Vec<&'static [u8]>) {
         "envelope" => (target_envelope, vec![&s.envelope_json]),
         "manifest" => (
             target_manifest,
-            vec![&s.manifest_bin, &s.manifest2_bin, &s.manifest3_bin],
+            vec![
+                &s.manifest_bin,
+                &s.manifest2_bin,
+                &s.manifest3_bin,
+                &s.manifest4_bin,
+            ],
         ),
         "page_map" => (target_page_map, all(&s.page_maps)),
         "page" => (target_page, all(&s.pages)),
@@ -1380,7 +1415,12 @@ mod props {
         let s = s();
         seeds_and_huge_lengths(
             target_manifest,
-            &[&s.manifest_bin, &s.manifest2_bin, &s.manifest3_bin],
+            &[
+                &s.manifest_bin,
+                &s.manifest2_bin,
+                &s.manifest3_bin,
+                &s.manifest4_bin,
+            ],
             PURE.0,
             PURE.1,
         );

@@ -8,7 +8,7 @@
 mod support;
 use proptest::prelude::*;
 use sovseal::engine::Engine;
-use sovseal::seal::tree::{FileType, Pages, ROOT_INO};
+use sovseal::seal::tree::{self, FileType, Pages, ROOT_INO};
 use std::collections::{BTreeMap, BTreeSet};
 use support::home::Env;
 
@@ -161,7 +161,7 @@ fn a_tree_format_2_data_dir_opens_replays_and_reuses_numbers() {
     let env = Env::golden("datadir-tree2");
     let mut e = env.open();
     let m = e.head().manifest().clone();
-    assert_eq!((m.format, m.inodes_per_page), (3, 32));
+    assert_eq!((m.format, m.inodes_per_page), (tree::FORMAT_VERSION, 32));
     assert!(matches!(m.pages, Pages::Counted(Some(_))));
     assert_eq!(e.resolve(b"newdir").unwrap(), 144);
     assert_eq!(e.resolve(b"sym").unwrap(), 145);

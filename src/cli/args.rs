@@ -41,6 +41,22 @@ pub enum Command {
     /// What changed from snapshot SEQ1 to SEQ2 (default: head): added,
     /// removed and changed paths with sizes.
     Diff(DiffArgs),
+    /// Who changed what, newest snapshot first: time, the agent's note, the
+    /// processes that wrote, and each changed path (added, removed, what
+    /// changed), like `git log --stat`. With PATH, only the snapshots that
+    /// changed PATH or something below it. No file content is decrypted.
+    Log(LogArgs),
+    /// Mount the agent on a private temporary mountpoint, run COMMAND there
+    /// (working directory the mount, SOVSEAL_MOUNT set to it), unmount (the
+    /// last changes sealed), and exit with COMMAND's status (128 + signal if
+    /// a signal ended it). Ctrl-C goes to COMMAND; the unmount follows.
+    Exec(ExecArgs),
+    /// Print a shell completion script for `sovseal` or `sovseal-mount`
+    /// (bash, zsh or fish) to stdout, from the command-line definitions.
+    Completions(CompletionsArgs),
+    /// Write man pages for both binaries and every `sovseal` subcommand
+    /// (sovseal.1, sovseal-log.1, …, sovseal-mount.1) into a directory.
+    Man(ManArgs),
     /// Make a new snapshot whose tree equals snapshot SEQ. History is kept:
     /// the snapshots after SEQ stay, and rolling back can itself be undone.
     /// The agent must not be mounted.
@@ -217,6 +233,63 @@ pub struct RestoreArgs {
     /// file or symlink).
     #[arg(value_name = "PATH|DEST", num_args = 1..=2, required = true)]
     pub paths: Vec<std::path::PathBuf>,
+}
+
+/// Arguments of `sovseal completions`.
+#[derive(Args, Debug)]
+pub struct CompletionsArgs {
+    /// The shell.
+    #[arg(value_enum)]
+    pub shell: Shell,
+    /// Complete `sovseal-mount` instead of `sovseal`.
+    #[arg(long)]
+    pub mount: bool,
+}
+
+/// A shell `sovseal completions` writes for.
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+pub enum Shell {
+    /// bash (install into /usr/share/bash-completion/completions/).
+    Bash,
+    /// zsh (install as `_sovseal` into a directory on $fpath).
+    Zsh,
+    /// fish (install into ~/.config/fish/completions/).
+    Fish,
+}
+
+/// Arguments of `sovseal man`.
+#[derive(Args, Debug)]
+pub struct ManArgs {
+    /// The directory to write the pages into (created if missing).
+    #[arg(long)]
+    pub out: std::path::PathBuf,
+}
+
+/// Arguments of `sovseal exec`.
+#[derive(Args, Debug)]
+pub struct ExecArgs {
+    /// Agent name.
+    #[arg(long)]
+    pub agent: String,
+    /// The command and its arguments (after `--`).
+    #[arg(last = true, required = true)]
+    pub command: Vec<String>,
+}
+
+/// Arguments of `sovseal log`.
+#[derive(Args, Debug)]
+pub struct LogArgs {
+    /// Agent name.
+    #[arg(long)]
+    pub agent: String,
+    /// Only the snapshots that changed this path (from the mount root).
+    pub path: Option<String>,
+    /// At most this many snapshots.
+    #[arg(long, default_value_t = 20)]
+    pub limit: usize,
+    /// Print JSON (one array).
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Arguments of `sovseal diff`.

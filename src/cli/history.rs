@@ -63,6 +63,65 @@ pub(super) fn restore(args: RestoreArgs, out: &mut dyn Write) -> Result<()> {
     Ok(())
 }
 
+/// `sovseal log`.
+pub(super) fn log(args: LogArgs, out: &mut dyn Write) -> Result<()> {
+    let w = |e: std::io::Error| Error::io("stdout", e);
+    let (_, a) = open_agent(&args.agent)?;
+    let entries = crate::history::log::log(&a, args.path.as_deref(), args.limit)?;
+    if args.json {
+        let text = serde_json::to_string(&entries).expect("log encodes");
+        return writeln!(out, "{text}").map_err(w);
+    }
+    for e in &entries {
+        let when = crate::time::rfc3339_ms(e.timestamp_ms);
+        writeln!(out, "snapshot {}  {when}", e.seq).map_err(w)?;
+        if let Some(n) = &e.note {
+            writeln!(out, "    note: {n}").map_err(w)?;
+        }
+        let name = |i: usize| {
+            e.writers.get(i).map_or_else(String::new, |p| {
+                if p.pid == 0 {
+                    "kernel".to_string()
+                } else {
+                    format!("{}[{}]", p.comm, p.pid)
+                }
+            })
+        };
+        for (i, p) in e.writers.iter().enumerate() {
+            writeln!(
+                out,
+                "    by {} ({}, uid {}, gid {})",
+                name(i),
+                p.exe,
+                p.uid,
+                p.gid
+            )
+            .map_err(w)?;
+        }
+        for c in &e.changes {
+            let mark = match c.change {
+                "added" => "A",
+                "removed" => "D",
+                _ => "M",
+            };
+            let what = if c.what.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", c.what.join(", "))
+            };
+            let by: Vec<String> = c.writers.iter().map(|i| name(*i)).collect();
+            let by = if by.is_empty() {
+                String::new()
+            } else {
+                format!("  by {}", by.join(", "))
+            };
+            writeln!(out, "  {mark} {}{what}{by}", c.path).map_err(w)?;
+        }
+        writeln!(out).map_err(w)?;
+    }
+    Ok(())
+}
+
 /// `sovseal diff`.
 pub(super) fn diff(args: DiffArgs, out: &mut dyn Write) -> Result<()> {
     let DiffArgs {

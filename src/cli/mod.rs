@@ -4,10 +4,15 @@
 //! - [`args`]: the clap types.
 //! - `agent.rs`, `check.rs`, `history.rs`, `keys.rs`: one function per
 //!   command, each parsing nothing and calling library functions.
+//! - `docs.rs`: shell completions and man pages from the clap types.
+//! - `exec.rs`: `sovseal exec`, which runs the two binaries and a command
+//!   in turn and returns the command's status.
 
 mod agent;
 pub mod args;
 mod check;
+mod docs;
+mod exec;
 mod history;
 mod keys;
 mod progress;
@@ -26,6 +31,15 @@ pub fn main() -> i32 {
         Ok(c) => c,
         Err(code) => return code,
     };
+    if let args::Command::Exec(a) = cli.command {
+        return match exec::exec(a) {
+            Ok(code) => code,
+            Err(e) => {
+                eprintln!("sovseal: exec: error: {e}");
+                exit::code_for(&e)
+            }
+        };
+    }
     match run(cli) {
         Ok(()) => exit::OK,
         Err(e) => {
@@ -68,6 +82,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Status(a) => agent::status(a, out),
         Command::Restore(a) => history::restore(a, out),
         Command::Diff(a) => history::diff(a, out),
+        Command::Log(a) => history::log(a, out),
         Command::Rollback(a) => history::rollback(a, out),
         Command::Forget(a) => history::forget(a, out),
         Command::Prune(a) => history::prune(a, out),
@@ -75,5 +90,8 @@ fn run(cli: Cli) -> Result<()> {
         Command::Key { cmd } => keys::key(cmd, out),
         Command::Ls(a) => agent::ls(a, out),
         Command::Reset(a) => agent::reset(a, out),
+        Command::Exec(_) => unreachable!("run by main"),
+        Command::Completions(a) => docs::completions(a, out),
+        Command::Man(a) => docs::man(a, out),
     }
 }

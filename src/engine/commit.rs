@@ -83,6 +83,7 @@ pub(super) fn genesis(agent: &Agent) -> Result<SnapshotView> {
         inodes_per_page: INODES_PER_PAGE,
         next_ino: ROOT_INO + 1,
         pages,
+        provenance: None,
     };
     let env = envelope::seal_manifest(repo.keys(), &m);
     repo.commit(&env)?;
@@ -184,9 +185,11 @@ impl Engine {
             inodes_per_page: base.inodes_per_page,
             next_ino: self.ov.next_ino,
             pages,
+            provenance: self.provenance.record(),
         };
         let env = envelope::seal_manifest(repo.keys(), &m);
         repo.commit(&env)?;
+        self.provenance.clear();
         let head = SnapshotView::new(repo.clone(), env.hash(), m);
         let info = CommitInfo {
             seq: head.seq(),
@@ -262,6 +265,7 @@ impl Engine {
                 t.inodes_per_page,
                 &BTreeMap::new(),
             )?,
+            provenance: None,
         };
         let repo = self.head.repo().clone();
         let env = envelope::seal_manifest(repo.keys(), &m);

@@ -21,6 +21,7 @@ pub mod acl;
 mod commit;
 mod dirty;
 mod inodes;
+mod provenance;
 // Public (hidden from the docs) only so that tests/fuzz.rs reaches `Entry::decode`.
 #[doc(hidden)]
 pub mod journal;
@@ -163,6 +164,8 @@ pub struct Engine {
     clock: Option<i64>,
     /// Free inode numbers.
     ialloc: inodes::Allocator,
+    /// Writers and note for the next snapshot.
+    provenance: provenance::Pending,
     lock: WriteLock,
 }
 
@@ -209,6 +212,7 @@ impl Engine {
             journal: None,
             clock: None,
             ialloc: inodes::Allocator::default(),
+            provenance: provenance::Pending::default(),
             lock,
         };
         e.replay(&records)?;
@@ -468,6 +472,30 @@ impl Engine {
     /// Bytes of dirty chunk data held in memory now.
     pub fn dirty_bytes(&self) -> usize {
         self.ov.dirty_bytes
+    }
+
+    /// Records that `writer` created or changed inode `ino`, for the next
+    /// snapshot's provenance (`seal::tree::Provenance`).
+    pub fn attribute(&mut self, ino: u64, writer: &crate::seal::tree::Writer) {
+        self.provenance.attribute(ino, writer, false);
+    }
+
+    /// Records that `writer` removed a name of inode `ino` (unlink, rmdir,
+    /// a rename over it).
+    pub fn attribute_removal(&mut self, ino: u64, writer: &crate::seal::tree::Writer) {
+        self.provenance.attribute(ino, writer, true);
+    }
+
+    /// Sets (or with `None` clears) the note sealed with the next snapshot.
+    /// Not a change: it waits for the next snapshot that holds one. At
+    /// most [`crate::seal::tree::NOTE_MAX`] bytes (else `E2BIG`).
+    pub fn set_note(&mut self, note: Option<Vec<u8>>) -> Result<()> {
+        self.provenance.set_note(note)
+    }
+
+    /// The note waiting for the next snapshot.
+    pub fn note(&self) -> Option<&[u8]> {
+        self.provenance.note()
     }
 
     fn chunk_size(&self) -> u64 {

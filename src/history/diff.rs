@@ -17,6 +17,8 @@ pub struct Entry {
     pub kind: &'static str,
     /// Size in bytes (a directory: 0).
     pub size: u64,
+    /// Inode number in the snapshot that has the path.
+    pub ino: u64,
 }
 
 /// One path present in both snapshots whose inode differs.
@@ -32,6 +34,8 @@ pub struct Change {
     pub new_size: u64,
     /// What differs: `type`, `content`, `target`, `mode`, `owner`, `xattrs`.
     pub what: Vec<&'static str>,
+    /// Inode number in the newer snapshot.
+    pub ino: u64,
 }
 
 /// The difference from snapshot `from` to snapshot `to`.
@@ -114,12 +118,30 @@ fn differences(a: &Inode, b: &Inode) -> Vec<&'static str> {
 /// references (keyed hashes of the plaintext), so nothing is decrypted but
 /// inode pages and directory nodes.
 pub fn diff(from: &SnapshotView, to: &SnapshotView) -> Result<Diff> {
-    let mut a = Vec::new();
-    walk(from, ROOT_INO, "/", &mut a)?;
-    let mut b = Vec::new();
-    walk(to, ROOT_INO, "/", &mut b)?;
-    let a: BTreeMap<String, Inode> = a.into_iter().collect();
-    let b: BTreeMap<String, Inode> = b.into_iter().collect();
+    Ok(compare(
+        from.seq(),
+        to.seq(),
+        &listing(from)?,
+        &listing(to)?,
+    ))
+}
+
+/// Every path of a snapshot with its inode (directory nodes and inode
+/// pages read, no file content).
+pub fn listing(view: &SnapshotView) -> Result<BTreeMap<String, Inode>> {
+    let mut out = Vec::new();
+    walk(view, ROOT_INO, "/", &mut out)?;
+    Ok(out.into_iter().collect())
+}
+
+/// The difference between two listings ([`listing`]) of snapshots `from`
+/// and `to`.
+pub fn compare(
+    from: u64,
+    to: u64,
+    a: &BTreeMap<String, Inode>,
+    b: &BTreeMap<String, Inode>,
+) -> Diff {
     let entry = |p: &String, i: &Inode| Entry {
         path: p.clone(),
         kind: kind(i.file_type()),
@@ -128,13 +150,14 @@ pub fn diff(from: &SnapshotView, to: &SnapshotView) -> Result<Diff> {
         } else {
             i.size
         },
+        ino: i.ino,
     };
     let mut d = Diff {
-        from: from.seq(),
-        to: to.seq(),
+        from,
+        to,
         ..Diff::default()
     };
-    for (p, i) in &a {
+    for (p, i) in a {
         match b.get(p) {
             None => d.removed.push(entry(p, i)),
             Some(j) => {
@@ -146,15 +169,16 @@ pub fn diff(from: &SnapshotView, to: &SnapshotView) -> Result<Diff> {
                         old_size: i.size,
                         new_size: j.size,
                         what,
+                        ino: j.ino,
                     });
                 }
             }
         }
     }
-    for (p, j) in &b {
+    for (p, j) in b {
         if !a.contains_key(p) {
             d.added.push(entry(p, j));
         }
     }
-    Ok(d)
+    d
 }

@@ -12,6 +12,7 @@
 
 pub mod checkpoint;
 pub mod diff;
+pub mod log;
 pub mod redact;
 pub mod restore;
 pub mod retention;

@@ -284,7 +284,7 @@ impl Filesystem for Adapter {
 
     fn setattr(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         mode: Option<u32>,
         uid: Option<u32>,
@@ -308,7 +308,7 @@ impl Filesystem for Adapter {
             atime: time_or_now(atime),
             mtime: time_or_now(mtime),
         };
-        attr(reply, self.fs.setattr(ino.0, &a));
+        attr(reply, self.fs.setattr(ino.0, &a, caller(req, 0)));
     }
 
     fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
@@ -365,12 +365,18 @@ impl Filesystem for Adapter {
         );
     }
 
-    fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        empty(reply, self.fs.unlink(parent.0, name.as_bytes()));
+    fn unlink(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        empty(
+            reply,
+            self.fs.unlink(parent.0, name.as_bytes(), caller(req, 0)),
+        );
     }
 
-    fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        empty(reply, self.fs.rmdir(parent.0, name.as_bytes()));
+    fn rmdir(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        empty(
+            reply,
+            self.fs.rmdir(parent.0, name.as_bytes(), caller(req, 0)),
+        );
     }
 
     fn symlink(
@@ -387,15 +393,14 @@ impl Filesystem for Adapter {
                 parent.0,
                 link_name.as_bytes(),
                 target.as_os_str().as_bytes(),
-                req.uid(),
-                req.gid(),
+                caller(req, 0),
             ),
         );
     }
 
     fn rename(
         &self,
-        _req: &Request,
+        req: &Request,
         parent: INodeNo,
         name: &OsStr,
         newparent: INodeNo,
@@ -418,23 +423,28 @@ impl Filesystem for Adapter {
                 newparent.0,
                 newname.as_bytes(),
                 f,
+                caller(req, 0),
             ),
         );
     }
 
     fn link(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         newparent: INodeNo,
         newname: &OsStr,
         reply: ReplyEntry,
     ) {
-        entry(reply, self.fs.link(ino.0, newparent.0, newname.as_bytes()));
+        entry(
+            reply,
+            self.fs
+                .link(ino.0, newparent.0, newname.as_bytes(), caller(req, 0)),
+        );
     }
 
-    fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
-        match self.fs.open(ino.0, writes(flags)) {
+    fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        match self.fs.open(ino.0, writes(flags), caller(req, 0)) {
             Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::FOPEN_KEEP_CACHE),
             Err(e) => reply.error(errno(&e)),
         }
@@ -456,7 +466,7 @@ impl Filesystem for Adapter {
 
     fn write(
         &self,
-        _req: &Request,
+        req: &Request,
         _ino: INodeNo,
         fh: FileHandle,
         offset: u64,
@@ -466,7 +476,7 @@ impl Filesystem for Adapter {
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
-        match self.fs.write(fh.0, offset, data) {
+        match self.fs.write(fh.0, offset, data, caller(req, 0)) {
             Ok(n) => reply.written(n as u32),
             Err(e) => reply.error(errno(&e)),
         }
@@ -474,7 +484,7 @@ impl Filesystem for Adapter {
 
     fn fallocate(
         &self,
-        _req: &Request,
+        req: &Request,
         _ino: INodeNo,
         fh: FileHandle,
         offset: u64,
@@ -482,7 +492,11 @@ impl Filesystem for Adapter {
         mode: i32,
         reply: ReplyEmpty,
     ) {
-        empty(reply, self.fs.fallocate(fh.0, offset, length, mode));
+        empty(
+            reply,
+            self.fs
+                .fallocate(fh.0, offset, length, mode, caller(req, 0)),
+        );
     }
 
     fn lseek(
@@ -672,8 +686,11 @@ impl Filesystem for Adapter {
         }
     }
 
-    fn removexattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        empty(reply, self.fs.removexattr(ino.0, name.as_bytes()));
+    fn removexattr(&self, req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        empty(
+            reply,
+            self.fs.removexattr(ino.0, name.as_bytes(), caller(req, 0)),
+        );
     }
 
     fn create(

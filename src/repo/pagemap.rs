@@ -617,6 +617,7 @@ mod tests {
                     inodes_per_page: 32,
                     next_ino: 3,
                     pages,
+                    provenance: None,
                 },
             )
         };

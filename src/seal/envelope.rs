@@ -399,6 +399,18 @@ mod tests {
             inodes_per_page: tree::INODES_PER_PAGE,
             next_ino: 2,
             pages: tree::Pages::Counted(Some(ObjectId([5; 32]))),
+            provenance: Some(tree::Provenance {
+                note: Some(b"tool call 42".to_vec()),
+                writers: vec![tree::Writer {
+                    pid: 4242,
+                    uid: 1000,
+                    gid: 1000,
+                    comm: b"python3".to_vec(),
+                    exe: b"/usr/bin/python3.11".to_vec(),
+                }],
+                changes: [(7, 0), (9, 0)].into(),
+                removed: [(3, 0)].into(),
+            }),
         }
     }
 

@@ -8,7 +8,7 @@
 //! `docs/FORMAT.md` describes every byte; encodings are canonical (sorted
 //! maps, fixed widths) so equal trees give equal bytes.
 
-use super::codec::{Reader, Writer};
+use super::codec::{Reader, Writer as Writer_};
 use crate::seal::keys::AgentId;
 use crate::{Error, Result};
 use std::collections::BTreeMap;
@@ -20,9 +20,11 @@ use std::fmt;
 /// nodes) and the page map (in place of the manifest's page list);
 /// version 3 counts the inodes under each page-map child, so a writer
 /// finds free inode numbers without reading pages. Versions 1 and 2 still
-/// decode. The envelope and AAD format is `crate::seal::envelope::FORMAT`,
+/// decode. Version 4 adds provenance to the manifest: who changed which
+/// inode, and the agent's note ([`Provenance`]). The envelope and AAD
+/// format is `crate::seal::envelope::FORMAT`,
 /// versioned on its own.
-pub const FORMAT_VERSION: u32 = 3;
+pub const FORMAT_VERSION: u32 = 4;
 /// Oldest tree format this build reads.
 pub const FORMAT_VERSION_MIN: u32 = 1;
 /// Bytes per file chunk of a new agent. Each manifest records its agent's
@@ -381,7 +383,7 @@ pub fn page_digit(page_no: u64, level: u8) -> usize {
 
 /// Encodes a page-map node.
 pub fn encode_page_map(n: &PageMapNode) -> Vec<u8> {
-    let mut w = Writer::default();
+    let mut w = Writer_::default();
     w.u8(n.level
         | if n.counts.is_some() {
             PAGE_MAP_COUNTED
@@ -458,9 +460,141 @@ pub struct Manifest {
     pub next_ino: u64,
     /// Where the non-empty inode pages are.
     pub pages: Pages,
+    /// Who made this snapshot's changes, and the agent's note for it (tree
+    /// format 4; `None` before, and for snapshots no process made: the
+    /// first one, rollbacks, restores).
+    pub provenance: Option<Provenance>,
 }
 
-fn put_ref(w: &mut Writer, r: &ChunkRef) {
+/// Longest note an agent can set for a snapshot, in bytes.
+pub const NOTE_MAX: usize = 4096;
+
+/// A process that changed the tree, as the kernel named it to the mount.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Writer {
+    /// Process id (0: the kernel, with no process to attribute to).
+    pub pid: u32,
+    /// Effective user and group id of the request.
+    pub uid: u32,
+    /// Effective group id.
+    pub gid: u32,
+    /// Process name (`/proc/PID/comm`, at most 16 bytes; empty if unknown).
+    pub comm: Vec<u8>,
+    /// Executable path (`/proc/PID/exe`; empty if unknown).
+    pub exe: Vec<u8>,
+}
+
+/// What a snapshot says about its own making (tree format 4): the
+/// agent's note, the processes that made its changes, and which inode
+/// each changed. Inode numbers, not paths: a reader joins them with the
+/// paths a comparison with the parent snapshot finds (`history::log`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Provenance {
+    /// The note set through the mount for this snapshot.
+    pub note: Option<Vec<u8>>,
+    /// Every process that changed something, in order of first change.
+    pub writers: Vec<Writer>,
+    /// (inode, index into `writers`): inodes created or changed.
+    pub changes: std::collections::BTreeSet<(u64, u32)>,
+    /// (inode, index into `writers`): names removed from inodes (unlink,
+    /// rmdir, a rename over a name). Apart from `changes`, since a number
+    /// freed by a removal can be given to a new inode before the commit.
+    pub removed: std::collections::BTreeSet<(u64, u32)>,
+}
+
+impl Provenance {
+    /// Whether there is nothing to record.
+    pub fn is_empty(&self) -> bool {
+        self.note.is_none() && self.writers.is_empty()
+    }
+
+    /// Indices of the writers that created or changed `ino` (`removed`:
+    /// that removed a name of it).
+    pub fn writers_of(&self, ino: u64, removed: bool) -> impl Iterator<Item = u32> + '_ {
+        let set = if removed {
+            &self.removed
+        } else {
+            &self.changes
+        };
+        set.range((ino, 0)..=(ino, u32::MAX)).map(|(_, w)| *w)
+    }
+}
+
+fn put_provenance(w: &mut Writer_, p: &Provenance) {
+    match &p.note {
+        None => w.u8(0),
+        Some(n) => {
+            w.u8(1);
+            w.bytes(n);
+        }
+    }
+    w.u32(u32::try_from(p.writers.len()).expect("writers below 2^32"));
+    for x in &p.writers {
+        w.u32(x.pid);
+        w.u32(x.uid);
+        w.u32(x.gid);
+        w.bytes(&x.comm);
+        w.bytes(&x.exe);
+    }
+    for set in [&p.changes, &p.removed] {
+        w.u32(u32::try_from(set.len()).expect("changes below 2^32"));
+        for (ino, x) in set {
+            w.u64(*ino);
+            w.u32(*x);
+        }
+    }
+}
+
+fn get_provenance(r: &mut Reader) -> Result<Provenance> {
+    let note = match r.u8()? {
+        0 => None,
+        1 => {
+            let n = r.bytes()?;
+            if n.len() > NOTE_MAX {
+                return Err(r.err("note too long"));
+            }
+            Some(n.to_vec())
+        }
+        t => return Err(r.err(format!("bad note tag {t}"))),
+    };
+    let n = r.count(20)?;
+    let mut writers = Vec::with_capacity(n);
+    for _ in 0..n {
+        writers.push(Writer {
+            pid: r.u32()?,
+            uid: r.u32()?,
+            gid: r.u32()?,
+            comm: r.bytes()?.to_vec(),
+            exe: r.bytes()?.to_vec(),
+        });
+    }
+    let mut sets = [
+        std::collections::BTreeSet::new(),
+        std::collections::BTreeSet::new(),
+    ];
+    for set in &mut sets {
+        let n = r.count(12)?;
+        for _ in 0..n {
+            let c = (r.u64()?, r.u32()?);
+            if c.1 as usize >= writers.len() {
+                return Err(r.err("change names no writer"));
+            }
+            if set.last().is_some_and(|l| *l >= c) {
+                return Err(r.err("changes not sorted"));
+            }
+            set.insert(c);
+        }
+    }
+    let [changes, removed] = sets;
+    Ok(Provenance {
+        note,
+        writers,
+        changes,
+        removed,
+    })
+}
+
+fn put_ref(w: &mut Writer_, r: &ChunkRef) {
     match r {
         None => w.u8(0),
         Some(id) => {
@@ -480,7 +614,7 @@ fn get_ref(r: &mut Reader<'_>) -> Result<ChunkRef> {
 
 /// Encodes a chunk list object.
 pub fn encode_chunk_list(refs: &[ChunkRef]) -> Vec<u8> {
-    let mut w = Writer::default();
+    let mut w = Writer_::default();
     w.u32(u32::try_from(refs.len()).expect("chunk count below 2^32"));
     for r in refs {
         put_ref(&mut w, r);
@@ -499,7 +633,7 @@ pub fn decode_chunk_list(b: &[u8]) -> Result<Vec<ChunkRef>> {
 
 /// Encodes a directory node.
 pub fn encode_dir(entries: &Entries) -> Vec<u8> {
-    let mut w = Writer::default();
+    let mut w = Writer_::default();
     w.u32(u32::try_from(entries.len()).expect("entries below 2^32"));
     for (name, e) in entries {
         w.bytes(name);
@@ -539,7 +673,7 @@ pub fn decode_dir(b: &[u8]) -> Result<Entries> {
 }
 
 /// The `u16` bitmap of a 16-way node: bit `d` set when child `d` exists.
-fn put_bitmap<T>(w: &mut Writer, children: &[Option<T>; 16]) {
+fn put_bitmap<T>(w: &mut Writer_, children: &[Option<T>; 16]) {
     let bitmap = (0..16).fold(0u16, |b, d| b | (u16::from(children[d].is_some()) << d));
     w.0.extend_from_slice(&bitmap.to_le_bytes());
 }
@@ -550,7 +684,7 @@ fn get_bitmap(r: &mut Reader<'_>) -> Result<u16> {
 
 /// Encodes a directory index node.
 pub fn encode_dir_index(n: &DirIndex) -> Vec<u8> {
-    let mut w = Writer::default();
+    let mut w = Writer_::default();
     w.u8(n.depth);
     put_bitmap(&mut w, &n.children);
     for c in n.children.iter().flatten() {
@@ -601,7 +735,7 @@ pub fn decode_dir_index(b: &[u8]) -> Result<DirIndex> {
     Ok(n)
 }
 
-fn put_inode(w: &mut Writer, i: &Inode) {
+fn put_inode(w: &mut Writer_, i: &Inode) {
     w.u64(i.ino);
     w.u8(i.file_type() as u8);
     w.u32(i.perm);
@@ -710,7 +844,7 @@ fn get_inode(r: &mut Reader<'_>) -> Result<Inode> {
 
 /// Encodes an inode page (records sorted by inode number).
 pub fn encode_page(page_no: u64, inodes: &BTreeMap<u64, Inode>) -> Vec<u8> {
-    let mut w = Writer::default();
+    let mut w = Writer_::default();
     w.u64(page_no);
     w.u32(inodes.len() as u32);
     for i in inodes.values() {
@@ -741,7 +875,7 @@ pub fn decode_page(b: &[u8], inodes_per_page: u32) -> Result<(u64, BTreeMap<u64,
 
 /// Encodes a manifest.
 pub fn encode_manifest(m: &Manifest) -> Vec<u8> {
-    let mut w = Writer::default();
+    let mut w = Writer_::default();
     w.u32(m.format);
     w.id(&m.agent_id.0);
     w.u64(m.seq);
@@ -758,7 +892,7 @@ pub fn encode_manifest(m: &Manifest) -> Vec<u8> {
                 w.id(&id.0);
             }
         }
-        (Pages::Map(root), 2) | (Pages::Counted(root), 3) => match root {
+        (Pages::Map(root), 2) | (Pages::Counted(root), 3 | 4) => match root {
             None => w.u8(0),
             Some(id) => {
                 w.u8(1);
@@ -766,6 +900,17 @@ pub fn encode_manifest(m: &Manifest) -> Vec<u8> {
             }
         },
         (_, f) => panic!("tree format {f} with the other format's page layout"),
+    }
+    if m.format >= 4 {
+        match &m.provenance {
+            None => w.u8(0),
+            Some(p) => {
+                w.u8(1);
+                put_provenance(&mut w, p);
+            }
+        }
+    } else {
+        assert!(m.provenance.is_none(), "provenance needs tree format 4");
     }
     w.0
 }
@@ -811,6 +956,15 @@ pub fn decode_manifest(b: &[u8]) -> Result<Manifest> {
             Pages::Counted(root)
         }
     };
+    let provenance = if format >= 4 {
+        match r.u8()? {
+            0 => None,
+            1 => Some(get_provenance(&mut r)?),
+            t => return Err(r.err(format!("bad provenance tag {t}"))),
+        }
+    } else {
+        None
+    };
     r.finish()?;
     Ok(Manifest {
         format,
@@ -822,5 +976,6 @@ pub fn decode_manifest(b: &[u8]) -> Result<Manifest> {
         inodes_per_page,
         next_ino,
         pages,
+        provenance,
     })
 }

@@ -15,6 +15,7 @@
 
 pub mod committer;
 pub mod snapshots;
+mod writers;
 
 use crate::engine::{Engine, RenameFlags, SetAttr, XattrFlags, acl};
 use crate::mount::metrics::{Metrics, Sample};
@@ -106,7 +107,13 @@ impl Default for Options {
 
 enum Handle {
     /// A live file, pinned in the engine while open.
-    File { ino: u64, wrote: bool },
+    File {
+        ino: u64,
+        wrote: bool,
+        /// Who opened it: writes the kernel sends on its own behalf (pid
+        /// 0) are attributed to this process.
+        by: Caller,
+    },
     /// A file inside a snapshot.
     SnapFile { seq: u64, ino: u64 },
     /// A directory listing captured at opendir (stable offsets).
@@ -178,6 +185,8 @@ pub struct Fs {
     /// Whether the kernel enforces POSIX ACLs on this mount (negotiated at
     /// FUSE init); without it ACLs are refused rather than kept unenforced.
     acls: AtomicBool,
+    /// Names of the processes that change the tree (provenance).
+    writers: writers::Writers,
 }
 
 /// The `.snapshots` inode table is swept of inodes the kernel does not
@@ -188,6 +197,14 @@ const HISTORY_TABLE_SWEEP: usize = 1 << 16;
 /// committed and replicated: `dirty`, `committed:SEQ` or `replicated:SEQ`.
 /// Not listed (copy tools do not carry it along) and not settable.
 pub const STATE_XATTR: &[u8] = b"user.sovseal.state";
+
+/// The attribute of the mount root that sets the note sealed with the next
+/// snapshot (`setfattr -n user.sovseal.note -v TEXT MOUNT`): not stored on
+/// the root, readable until that snapshot is sealed, removable to drop it.
+pub const NOTE_XATTR: &[u8] = b"user.sovseal.note";
+
+/// Attribute names reserved on the mount root for the mount's own use.
+const CONTROL_PREFIX: &[u8] = b"user.sovseal.";
 
 /// The extended attribute namespaces that are stored (sealed like
 /// everything else), besides the two POSIX ACL names.
@@ -264,6 +281,7 @@ impl Fs {
             mount_head,
             kernel_refs: Mutex::new(HashMap::new()),
             acls: AtomicBool::new(false),
+            writers: writers::Writers::default(),
         }
     }
 
@@ -693,7 +711,7 @@ impl Fs {
     // ----- files -----
 
     /// Opens a file; `write` if opened for writing.
-    pub fn open(&self, ino: u64, write: bool) -> Result<u64> {
+    pub fn open(&self, ino: u64, write: bool, who: Caller) -> Result<u64> {
         match self.node(ino)? {
             Node::Live(i) => {
                 if write && self.opts.read_only {
@@ -708,6 +726,7 @@ impl Fs {
                 Ok(self.new_fh(Handle::File {
                     ino: i,
                     wrote: false,
+                    by: who,
                 }))
             }
             Node::Snap { seq, ino: i } => {
@@ -727,16 +746,19 @@ impl Fs {
             return Err(Error::fs("create", libc::EEXIST));
         }
         self.writable(parent, Some(name))?;
+        let w = self.writer(&who);
         let mut e = self.eng_mut();
         let perm = e.creation_perm(parent, mode, who.umask)?;
         let i = e.create(parent, name, perm, who.uid, who.gid)?;
         e.pin(i.ino);
         self.hold_live(&mut e, i.ino);
+        e.attribute(i.ino, &w);
         drop(e);
         self.changed();
         let fh = self.new_fh(Handle::File {
             ino: i.ino,
             wrote: false,
+            by: who,
         });
         Ok((attr_of(&i, i.ino, false), fh))
     }
@@ -762,46 +784,52 @@ impl Fs {
     }
 
     /// Writes to an open file.
-    pub fn write(&self, fh: u64, off: u64, data: &[u8]) -> Result<usize> {
-        let ino = {
-            let mut hs = self.handles.lock().expect("handles");
-            match hs.get_mut(&fh) {
-                Some(Handle::File { ino, wrote }) => {
-                    *wrote = true;
-                    *ino
-                }
-                Some(Handle::SnapFile { .. }) => return Err(EROFS),
-                _ => return Err(Error::fs("write", libc::EBADF)),
-            }
-        };
-        if self.opts.read_only {
-            return Err(EROFS);
-        }
-        self.eng_mut().write(ino, off, data)
+    pub fn write(&self, fh: u64, off: u64, data: &[u8], who: Caller) -> Result<usize> {
+        let (ino, w) = self.written_file(fh, "write", who)?;
+        let mut e = self.eng_mut();
+        let n = e.write(ino, off, data)?;
+        e.attribute(ino, &w);
+        Ok(n)
     }
 
     /// The live file an open handle writes, marking it written (its close
-    /// seals a snapshot).
-    fn written_file(&self, fh: u64, op: &'static str) -> Result<u64> {
-        let mut hs = self.handles.lock().expect("handles");
-        let ino = match hs.get_mut(&fh) {
-            Some(Handle::File { ino, wrote }) => {
-                *wrote = true;
-                *ino
+    /// seals a snapshot), and who writes it: the caller, or the process
+    /// that opened the handle when the kernel writes on its own (pid 0).
+    fn written_file(
+        &self,
+        fh: u64,
+        op: &'static str,
+        who: Caller,
+    ) -> Result<(u64, crate::seal::tree::Writer)> {
+        let (ino, who) = {
+            let mut hs = self.handles.lock().expect("handles");
+            match hs.get_mut(&fh) {
+                Some(Handle::File { ino, wrote, by }) => {
+                    *wrote = true;
+                    (*ino, if who.pid == 0 { *by } else { who })
+                }
+                Some(Handle::SnapFile { .. }) => return Err(EROFS),
+                _ => return Err(Error::fs(op, libc::EBADF)),
             }
-            Some(Handle::SnapFile { .. }) => return Err(EROFS),
-            _ => return Err(Error::fs(op, libc::EBADF)),
         };
         if self.opts.read_only {
             return Err(EROFS);
         }
-        Ok(ino)
+        Ok((ino, self.writer(&who)))
+    }
+
+    /// The provenance writer a caller is.
+    fn writer(&self, who: &Caller) -> crate::seal::tree::Writer {
+        self.writers.writer(who.pid, who.uid, who.gid)
     }
 
     /// `fallocate` through an open handle (see `Engine::fallocate`).
-    pub fn fallocate(&self, fh: u64, off: u64, len: u64, mode: i32) -> Result<()> {
-        let ino = self.written_file(fh, "fallocate")?;
-        self.eng_mut().fallocate(ino, off, len, mode)
+    pub fn fallocate(&self, fh: u64, off: u64, len: u64, mode: i32, who: Caller) -> Result<()> {
+        let (ino, w) = self.written_file(fh, "fallocate", who)?;
+        let mut e = self.eng_mut();
+        e.fallocate(ino, off, len, mode)?;
+        e.attribute(ino, &w);
+        Ok(())
     }
 
     /// `lseek` with `SEEK_DATA` (`data`) or `SEEK_HOLE`, at chunk
@@ -836,7 +864,7 @@ impl Fs {
     /// Last close of a handle.
     pub fn release(&self, fh: u64) -> Result<()> {
         let h = self.handles.lock().expect("handles").remove(&fh);
-        if let Some(Handle::File { ino, wrote }) = h {
+        if let Some(Handle::File { ino, wrote, .. }) = h {
             self.eng_mut().unpin(ino);
             if wrote {
                 return self.commit_close();
@@ -857,15 +885,17 @@ impl Fs {
     // ----- namespace -----
 
     /// Changes attributes.
-    pub fn setattr(&self, ino: u64, a: &SetAttr) -> Result<Attr> {
+    pub fn setattr(&self, ino: u64, a: &SetAttr, who: Caller) -> Result<Attr> {
         match self.node(ino)? {
             Node::Live(i) => {
                 if self.opts.read_only {
                     return Err(EROFS);
                 }
+                let w = self.writer(&who);
                 let attr = {
                     let mut e = self.eng_mut();
                     let r = e.setattr(i, a)?;
+                    e.attribute(i, &w);
                     live_attr(&e, &r, i)?
                 };
                 self.changed();
@@ -881,11 +911,13 @@ impl Fs {
             return Err(Error::fs("mkdir", libc::EEXIST));
         }
         self.writable(parent, Some(name))?;
+        let w = self.writer(&who);
         let i = {
             let mut e = self.eng_mut();
             let perm = e.creation_perm(parent, mode, who.umask)?;
             let i = e.mkdir(parent, name, perm, who.uid, who.gid)?;
             self.hold_live(&mut e, i.ino);
+            e.attribute(i.ino, &w);
             i
         };
         self.changed();
@@ -905,11 +937,13 @@ impl Fs {
             return Err(Error::fs("mknod", libc::EEXIST));
         }
         self.writable(parent, Some(name))?;
+        let w = self.writer(&who);
         let a = {
             let mut e = self.eng_mut();
             let perm = e.creation_perm(parent, mode, who.umask)?;
             let i = e.mknod(parent, name, kind, perm, rdev, who.uid, who.gid)?;
             self.hold_live(&mut e, i.ino);
+            e.attribute(i.ino, &w);
             attr_of(&i, i.ino, false)
         };
         self.changed();
@@ -917,22 +951,17 @@ impl Fs {
     }
 
     /// Creates a symlink.
-    pub fn symlink(
-        &self,
-        parent: u64,
-        name: &[u8],
-        target: &[u8],
-        uid: u32,
-        gid: u32,
-    ) -> Result<Attr> {
+    pub fn symlink(&self, parent: u64, name: &[u8], target: &[u8], who: Caller) -> Result<Attr> {
         if parent == ROOT_INO && name == snapshots::NAME {
             return Err(Error::fs("symlink", libc::EEXIST));
         }
         self.writable(parent, Some(name))?;
+        let w = self.writer(&who);
         let i = {
             let mut e = self.eng_mut();
-            let i = e.symlink(parent, name, target, uid, gid)?;
+            let i = e.symlink(parent, name, target, who.uid, who.gid)?;
             self.hold_live(&mut e, i.ino);
+            e.attribute(i.ino, &w);
             i
         };
         self.changed();
@@ -940,7 +969,7 @@ impl Fs {
     }
 
     /// Creates a hard link.
-    pub fn link(&self, ino: u64, newparent: u64, newname: &[u8]) -> Result<Attr> {
+    pub fn link(&self, ino: u64, newparent: u64, newname: &[u8], who: Caller) -> Result<Attr> {
         if newparent == ROOT_INO && newname == snapshots::NAME {
             return Err(Error::fs("link", libc::EEXIST));
         }
@@ -948,10 +977,12 @@ impl Fs {
             return Err(EROFS);
         }
         self.writable(newparent, Some(newname))?;
+        let w = self.writer(&who);
         let a = {
             let mut e = self.eng_mut();
             let i = e.link(ino, newparent, newname)?;
             self.hold_live(&mut e, i.ino);
+            e.attribute(i.ino, &w);
             live_attr(&e, &i, i.ino)?
         };
         self.changed();
@@ -959,17 +990,30 @@ impl Fs {
     }
 
     /// Removes a file.
-    pub fn unlink(&self, parent: u64, name: &[u8]) -> Result<()> {
-        self.writable(parent, Some(name))?;
-        self.eng_mut().unlink(parent, name)?;
-        self.changed();
-        Ok(())
+    pub fn unlink(&self, parent: u64, name: &[u8], who: Caller) -> Result<()> {
+        self.remove(parent, name, who, false)
     }
 
     /// Removes a directory.
-    pub fn rmdir(&self, parent: u64, name: &[u8]) -> Result<()> {
+    pub fn rmdir(&self, parent: u64, name: &[u8], who: Caller) -> Result<()> {
+        self.remove(parent, name, who, true)
+    }
+
+    fn remove(&self, parent: u64, name: &[u8], who: Caller, dir: bool) -> Result<()> {
         self.writable(parent, Some(name))?;
-        self.eng_mut().rmdir(parent, name)?;
+        let w = self.writer(&who);
+        {
+            let mut e = self.eng_mut();
+            let gone = e.lookup(parent, name)?.map(|d| d.ino);
+            if dir {
+                e.rmdir(parent, name)?;
+            } else {
+                e.unlink(parent, name)?;
+            }
+            if let Some(ino) = gone {
+                e.attribute_removal(ino, &w);
+            }
+        }
         self.changed();
         Ok(())
     }
@@ -982,11 +1026,23 @@ impl Fs {
         newparent: u64,
         newname: &[u8],
         flags: RenameFlags,
+        who: Caller,
     ) -> Result<()> {
         self.writable(parent, Some(name))?;
         self.writable(newparent, Some(newname))?;
-        self.eng_mut()
-            .rename(parent, name, newparent, newname, flags)?;
+        let w = self.writer(&who);
+        {
+            let mut e = self.eng_mut();
+            let moved = e.lookup(parent, name)?.map(|d| d.ino);
+            let over = e.lookup(newparent, newname)?.map(|d| d.ino);
+            e.rename(parent, name, newparent, newname, flags)?;
+            // The moved inode lost its old name and has a new one; what it
+            // replaced lost its name (with an exchange, it moved too).
+            for ino in moved.into_iter().chain(over) {
+                e.attribute(ino, &w);
+                e.attribute_removal(ino, &w);
+            }
+        }
         self.changed();
         Ok(())
     }
@@ -1017,6 +1073,10 @@ impl Fs {
         if name == STATE_XATTR {
             return Err(Error::fs("setxattr", libc::EPERM));
         }
+        if ino == ROOT_INO && name.starts_with(CONTROL_PREFIX) {
+            return self.set_note(name, Some(value));
+        }
+        let w = self.writer(&who);
         match self.node(ino)? {
             Node::Live(i) if !self.opts.read_only => {
                 let mut e = self.eng_mut();
@@ -1033,6 +1093,7 @@ impl Fs {
                     e.setattr(i, &a)?;
                 }
                 e.setxattr(i, name, value, flags)?;
+                e.attribute(i, &w);
                 drop(e);
                 self.changed();
                 Ok(())
@@ -1043,6 +1104,13 @@ impl Fs {
 
     /// Reads an attribute.
     pub fn getxattr(&self, ino: u64, name: &[u8]) -> Result<Vec<u8>> {
+        if ino == ROOT_INO && name == NOTE_XATTR {
+            return self
+                .eng()
+                .note()
+                .map(<[u8]>::to_vec)
+                .ok_or_else(|| Error::fs("getxattr", libc::ENODATA));
+        }
         match self.node(ino)? {
             Node::Live(i) if name == STATE_XATTR => Ok(self.state_of(i).into_bytes()),
             Node::Live(i) => self.eng().getxattr(i, name),
@@ -1073,18 +1141,42 @@ impl Fs {
     }
 
     /// Removes an attribute.
-    pub fn removexattr(&self, ino: u64, name: &[u8]) -> Result<()> {
+    pub fn removexattr(&self, ino: u64, name: &[u8], who: Caller) -> Result<()> {
         if name == STATE_XATTR {
             return Err(Error::fs("removexattr", libc::EPERM));
         }
+        if ino == ROOT_INO && name.starts_with(CONTROL_PREFIX) {
+            return self.set_note(name, None);
+        }
+        let w = self.writer(&who);
         match self.node(ino)? {
             Node::Live(i) if !self.opts.read_only => {
-                self.eng_mut().removexattr(i, name)?;
+                let mut e = self.eng_mut();
+                e.removexattr(i, name)?;
+                e.attribute(i, &w);
+                drop(e);
                 self.changed();
                 Ok(())
             }
             _ => Err(EROFS),
         }
+    }
+
+    /// Sets (`Some`) or drops the note for the next snapshot through
+    /// [`NOTE_XATTR`] on the root; other names under [`CONTROL_PREFIX`] there
+    /// are reserved.
+    fn set_note(&self, name: &[u8], value: Option<&[u8]>) -> Result<()> {
+        if name != NOTE_XATTR {
+            return Err(Error::fs("setxattr", libc::EOPNOTSUPP));
+        }
+        if self.opts.read_only {
+            return Err(EROFS);
+        }
+        let mut e = self.eng_mut();
+        if value.is_none() && e.note().is_none() {
+            return Err(Error::fs("removexattr", libc::ENODATA));
+        }
+        e.set_note(value.map(<[u8]>::to_vec))
     }
 
     /// The value of [`STATE_XATTR`] for live inode `ino`.

@@ -1,0 +1,64 @@
+//! Who changed what since the last snapshot, and the agent's note for the
+//! next one: gathered as operations are applied, sealed into the next
+//! snapshot's manifest (tree format 4, `seal::tree::Provenance`), and
+//! cleared when that snapshot is committed.
+//!
+//! In memory only: operations replayed from the journal after a crash
+//! carry no writer, and a note set before a crash is lost with it.
+
+use crate::seal::tree::{NOTE_MAX, Provenance, Writer};
+use crate::{Error, Result};
+use std::collections::HashMap;
+
+/// The provenance of the changes not yet committed.
+#[derive(Default)]
+pub(crate) struct Pending {
+    record: Provenance,
+    /// Index of each writer in `record.writers`.
+    index: HashMap<Writer, u32>,
+}
+
+impl Pending {
+    /// Records that `writer` created or changed inode `ino` (`removed`:
+    /// removed a name of it).
+    pub(crate) fn attribute(&mut self, ino: u64, writer: &Writer, removed: bool) {
+        let n = match self.index.get(writer) {
+            Some(n) => *n,
+            None => {
+                let n = u32::try_from(self.record.writers.len()).unwrap_or(u32::MAX);
+                self.record.writers.push(writer.clone());
+                self.index.insert(writer.clone(), n);
+                n
+            }
+        };
+        if removed {
+            self.record.removed.insert((ino, n));
+        } else {
+            self.record.changes.insert((ino, n));
+        }
+    }
+
+    /// Sets (or with `None` clears) the note for the next snapshot.
+    pub(crate) fn set_note(&mut self, note: Option<Vec<u8>>) -> Result<()> {
+        if note.as_ref().is_some_and(|n| n.len() > NOTE_MAX) {
+            return Err(Error::fs("note", libc::E2BIG));
+        }
+        self.record.note = note;
+        Ok(())
+    }
+
+    /// The note set for the next snapshot.
+    pub(crate) fn note(&self) -> Option<&[u8]> {
+        self.record.note.as_deref()
+    }
+
+    /// What the next snapshot records (`None`: nothing).
+    pub(crate) fn record(&self) -> Option<Provenance> {
+        (!self.record.is_empty()).then(|| self.record.clone())
+    }
+
+    /// Forgets everything: the snapshot that holds it is committed.
+    pub(crate) fn clear(&mut self) {
+        *self = Pending::default();
+    }
+}

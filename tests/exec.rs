@@ -1,0 +1,110 @@
+//! `sovseal exec` (issue 17): an agent mounted on a private temporary
+//! mountpoint for one command, then unmounted with the command's changes
+//! sealed; the command's exit status is the exit status; Ctrl-C goes to the
+//! command and the unmount still happens.
+
+mod support;
+use std::os::unix::process::CommandExt;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+use support::mount::{Mounted, SOVSEAL, ok, text};
+
+/// The sovseal FUSE mounts of this machine whose mountpoint contains
+/// `needle`.
+fn mounts_with(needle: &str) -> Vec<String> {
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .filter(|l| l.contains("sovseal-exec-") && l.contains(needle))
+        .map(str::to_owned)
+        .collect()
+}
+
+fn exec(m: &Mounted, cmd: &[&str]) -> std::process::Output {
+    let mut args = vec!["exec", "--agent", &m.agent, "--"];
+    args.extend_from_slice(cmd);
+    m.sovseal(&args)
+}
+
+/// The command runs in the mount (its working directory, and
+/// SOVSEAL_MOUNT), its changes are sealed and readable once `exec`
+/// returns, its exit status is `exec`'s, and nothing stays mounted, also
+/// when it fails.
+#[test]
+fn exec_runs_a_command_in_the_mount_and_returns_its_status() {
+    let m = Mounted::unmounted("execa", &[], Vec::new(), None);
+    let o = exec(
+        &m,
+        &[
+            "sh",
+            "-c",
+            r#"test "$PWD" = "$SOVSEAL_MOUNT" && test -d .snapshots && echo kept > f && echo "in $SOVSEAL_MOUNT""#,
+        ],
+    );
+    let out = ok(&o);
+    assert!(out.starts_with("in /"), "{out}");
+    let mnt = out.trim().trim_start_matches("in ").to_string();
+    assert!(mnt.contains("sovseal-exec-"), "{mnt}");
+    assert!(
+        !std::path::Path::new(&mnt).exists(),
+        "the mountpoint is removed"
+    );
+    assert!(mounts_with("execa").is_empty());
+    // Sealed: readable with the agent unmounted.
+    assert_eq!(ok(&m.sovseal(&["cat", "--agent", "execa", "f"])), "kept\n");
+    let o = exec(&m, &["sh", "-c", "echo more >> f; exit 7"]);
+    assert_eq!(o.status.code(), Some(7), "{}", text(&o.stderr));
+    assert!(mounts_with("execa").is_empty(), "unmounted after a failure");
+    assert_eq!(
+        ok(&m.sovseal(&["cat", "--agent", "execa", "f"])),
+        "kept\nmore\n",
+        "what a failing command wrote is kept too"
+    );
+    // A command that does not exist: an error, and no mount left.
+    let o = exec(&m, &["/nonexistent/program"]);
+    assert!(!o.status.success());
+    assert!(mounts_with("execa").is_empty());
+    // While the agent is mounted elsewhere, exec is refused (locked).
+    m.mount();
+    let o = exec(&m, &["true"]);
+    assert_eq!(o.status.code(), Some(5), "{}", text(&o.stderr));
+    assert!(
+        text(&o.stderr).contains("already open for writing"),
+        "{}",
+        text(&o.stderr)
+    );
+}
+
+/// Ctrl-C (SIGINT to the foreground process group) ends the command;
+/// `exec` unmounts, then exits with 128 + SIGINT.
+#[test]
+fn exec_unmounts_after_sigint() {
+    let m = Mounted::unmounted("execi", &[], Vec::new(), None);
+    let mut child = m
+        .cmd(SOVSEAL)
+        .args([
+            "exec",
+            "--agent",
+            "execi",
+            "--",
+            "sh",
+            "-c",
+            "echo x > f; exec sleep 60",
+        ])
+        .process_group(0)
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let t0 = Instant::now();
+    while mounts_with("execi").is_empty() {
+        assert!(t0.elapsed() < Duration::from_secs(30), "never mounted");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let pgid = nix::unistd::Pid::from_raw(-(child.id() as i32));
+    nix::sys::signal::kill(pgid, nix::sys::signal::Signal::SIGINT).unwrap();
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(128 + libc::SIGINT));
+    assert!(mounts_with("execi").is_empty(), "unmounted");
+    assert_eq!(ok(&m.sovseal(&["cat", "--agent", "execi", "f"])), "x\n");
+}
