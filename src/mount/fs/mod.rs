@@ -1037,9 +1037,12 @@ impl Fs {
             let over = e.lookup(newparent, newname)?.map(|d| d.ino);
             e.rename(parent, name, newparent, newname, flags)?;
             // The moved inode lost its old name and has a new one; what it
-            // replaced lost its name (with an exchange, it moved too).
-            for ino in moved.into_iter().chain(over) {
+            // replaced lost its name, or with an exchange moved too.
+            for ino in moved.into_iter().chain(over.filter(|_| flags.exchange)) {
                 e.attribute(ino, &w);
+                e.attribute_removal(ino, &w);
+            }
+            if let Some(ino) = over.filter(|_| !flags.exchange) {
                 e.attribute_removal(ino, &w);
             }
         }
