@@ -62,7 +62,7 @@ fn exec_runs_a_command_in_the_mount_and_returns_its_status() {
     );
     // A command that does not exist: an error, and no mount left.
     let o = exec(&m, &["/nonexistent/program"]);
-    assert!(!o.status.success());
+    assert_eq!(o.status.code(), Some(127), "{}", text(&o.stderr));
     assert!(mounts_with("execa").is_empty());
     // While the agent is mounted elsewhere, exec is refused (locked).
     m.mount();
@@ -107,4 +107,41 @@ fn exec_unmounts_after_sigint() {
     assert_eq!(status.code(), Some(128 + libc::SIGINT));
     assert!(mounts_with("execi").is_empty(), "unmounted");
     assert_eq!(ok(&m.sovseal(&["cat", "--agent", "execi", "f"])), "x\n");
+}
+
+/// SIGTERM sent to `exec` alone (a service manager, `timeout`) is passed
+/// on to the command; `exec` unmounts, then exits with 128 + SIGTERM.
+#[test]
+fn exec_passes_sigterm_on_and_unmounts() {
+    let m = Mounted::unmounted("exect", &[], Vec::new(), None);
+    let mut child = m
+        .cmd(SOVSEAL)
+        .args([
+            "exec",
+            "--agent",
+            "exect",
+            "--",
+            "sh",
+            "-c",
+            "echo t > f; exec sleep 60",
+        ])
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let t0 = Instant::now();
+    while mounts_with("exect").is_empty() {
+        assert!(t0.elapsed() < Duration::from_secs(30), "never mounted");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+    let status = child.wait().unwrap();
+    assert!(
+        t0.elapsed() < Duration::from_secs(30),
+        "the command was not stopped"
+    );
+    assert_eq!(status.code(), Some(128 + libc::SIGTERM));
+    assert!(mounts_with("exect").is_empty(), "unmounted");
+    assert_eq!(ok(&m.sovseal(&["cat", "--agent", "exect", "f"])), "t\n");
 }

@@ -199,6 +199,8 @@ fn log_of_a_path_lists_exactly_the_snapshots_that_changed_it() {
     }
     let limited = log(&m, &["p", "--limit", "2"]);
     assert_eq!(limited.len(), 2);
+    // The root is the whole tree: the same as no path.
+    assert_eq!(log(&m, &["/"]), log(&m, &[]));
 }
 
 /// Notes and the names of the writing programs are sealed: neither is

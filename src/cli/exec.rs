@@ -21,6 +21,9 @@ pub(super) fn exec(args: ExecArgs) -> Result<i32> {
     let Some((prog, rest)) = args.command.split_first() else {
         return Err(Error::Invalid("no command to run".into()));
     };
+    // Held from before the mount: a signal that would end this process
+    // must not leave the agent mounted.
+    let mut held = Held::new()?;
     let dir = private_dir()?;
     let mnt = dir.0.join(name.as_str());
     std::fs::create_dir(&mnt).map_err(|e| Error::io(&mnt, e))?;
@@ -40,22 +43,49 @@ pub(super) fn exec(args: ExecArgs) -> Result<i32> {
         eprint!("{}", String::from_utf8_lossy(&out.stderr));
         return Ok(out.status.code().unwrap_or(1));
     }
-    let daemon = crate::repo::agent::writer_pid(&home, &name);
-    // The terminal's Ctrl-C reaches the command (the same process group);
-    // this process waits for it to end, then unmounts.
-    let _held = hold_interrupts();
-    let status = Command::new(prog)
-        .args(rest)
-        .current_dir(&mnt)
-        .env("SOVSEAL_MOUNT", &mnt)
-        .status();
-    let unmounted = unmount(&mnt, daemon);
-    let status = status.map_err(|e| Error::io(prog, e))?;
+    let status = match held.signalled() {
+        // Asked to stop while mounting: unmount without running anything.
+        Some(sig) => Ok(128 + sig),
+        None => run(&mut held, prog, rest, &mnt),
+    };
+    let unmounted = unmount(&home, &name, &mnt);
+    let status = status?;
     unmounted?;
-    Ok(status
-        .code()
-        .or_else(|| status.signal().map(|s| 128 + s))
-        .unwrap_or(1))
+    Ok(status)
+}
+
+/// Runs the command in the mount; returns its exit code (127 when it is
+/// not found, 128 + the signal that ended it). SIGTERM and SIGHUP sent to
+/// this process are passed on to it; SIGINT and SIGQUIT reach it from the
+/// terminal (the same process group).
+fn run(held: &mut Held, prog: &str, rest: &[String], mnt: &Path) -> Result<i32> {
+    let mut child = match Command::new(prog)
+        .args(rest)
+        .current_dir(mnt)
+        .env("SOVSEAL_MOUNT", mnt)
+        .spawn()
+    {
+        Ok(c) => c,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            eprintln!("sovseal: exec: {prog}: command not found");
+            return Ok(127);
+        }
+        Err(e) => return Err(Error::io(prog, e)),
+    };
+    loop {
+        if let Some(status) = child.try_wait().map_err(|e| Error::io(prog, e))? {
+            return Ok(status
+                .code()
+                .or_else(|| status.signal().map(|s| 128 + s))
+                .unwrap_or(1));
+        }
+        if let Some(sig) = held.wait(Duration::from_millis(50))
+            && (sig == libc::SIGTERM || sig == libc::SIGHUP)
+            && let Ok(sig) = nix::sys::signal::Signal::try_from(sig)
+        {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), sig);
+        }
+    }
 }
 
 /// A new directory of mode 0700 in the temporary directory, removed (when
@@ -104,9 +134,10 @@ fn mount_binary() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("sovseal-mount"))
 }
 
-/// Unmounts `mnt` and waits until the daemon `pid` (the agent's writer)
-/// has exited, its last commit done.
-fn unmount(mnt: &Path, pid: Option<u32>) -> Result<()> {
+/// Unmounts `mnt` and waits until the agent's writer lock is free: the
+/// daemon has exited, its last commit done (a lock, unlike a pid, is
+/// released by an exited process that nobody reaped).
+fn unmount(home: &Home, name: &AgentName, mnt: &Path) -> Result<()> {
     let out = Command::new("fusermount3")
         .arg("-u")
         .arg(mnt)
@@ -119,10 +150,8 @@ fn unmount(mnt: &Path, pid: Option<u32>) -> Result<()> {
             String::from_utf8_lossy(&out.stderr).trim()
         )));
     }
-    let Some(pid) = pid else { return Ok(()) };
     let t0 = Instant::now();
-    let pid = nix::unistd::Pid::from_raw(pid as i32);
-    while nix::sys::signal::kill(pid, None).is_ok() {
+    while let Some(pid) = crate::repo::agent::writer_pid(home, name) {
         if t0.elapsed() > DAEMON_EXIT {
             return Err(Error::Invalid(format!(
                 "the mount daemon (pid {pid}) did not exit after the unmount"
@@ -133,18 +162,58 @@ fn unmount(mnt: &Path, pid: Option<u32>) -> Result<()> {
     Ok(())
 }
 
-/// Catches SIGINT and SIGQUIT in this process for as long as the returned
-/// runtime lives, so that Ctrl-C does not end it before the unmount. A
-/// caught signal (unlike an ignored or blocked one) is back to its default
-/// in a program this process starts: Ctrl-C still ends the command.
-fn hold_interrupts() -> Option<(tokio::runtime::Runtime, Vec<tokio::signal::unix::Signal>)> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let rt = crate::repo::remote::runtime().ok()?;
-    let held = rt.block_on(async {
-        [SignalKind::interrupt(), SignalKind::quit()]
-            .into_iter()
-            .filter_map(|k| signal(k).ok())
-            .collect::<Vec<_>>()
-    });
-    Some((rt, held))
+/// SIGINT, SIGQUIT, SIGTERM and SIGHUP caught (not ignored or blocked: a
+/// caught signal is back to its default in a program this process starts,
+/// so Ctrl-C still ends the command) for as long as this lives.
+struct Held {
+    rt: tokio::runtime::Runtime,
+    signals: Vec<(i32, tokio::signal::unix::Signal)>,
+    first: Option<i32>,
+}
+
+impl Held {
+    fn new() -> Result<Self> {
+        use tokio::signal::unix::{SignalKind, signal};
+        let rt = crate::repo::remote::runtime()?;
+        let signals = rt.block_on(async {
+            [libc::SIGINT, libc::SIGQUIT, libc::SIGTERM, libc::SIGHUP]
+                .into_iter()
+                .map(|s| signal(SignalKind::from_raw(s)).map(|h| (s, h)))
+                .collect::<std::io::Result<Vec<_>>>()
+        });
+        let signals = signals.map_err(|e| Error::io("signal handlers", e))?;
+        Ok(Held {
+            rt,
+            signals,
+            first: None,
+        })
+    }
+
+    /// The first signal received so far, if any (without waiting).
+    fn signalled(&mut self) -> Option<i32> {
+        if self.first.is_none() {
+            self.first = self.wait(Duration::ZERO);
+        }
+        self.first
+    }
+
+    /// A signal received within `d`, if any.
+    fn wait(&mut self, d: Duration) -> Option<i32> {
+        let Held { rt, signals, first } = self;
+        let got = rt.block_on(async {
+            let any = futures::future::select_all(
+                signals
+                    .iter_mut()
+                    .map(|(n, s)| Box::pin(async move { s.recv().await.map(|_| *n) })),
+            );
+            tokio::time::timeout(d.max(Duration::from_millis(1)), any)
+                .await
+                .ok()
+                .and_then(|(n, _, _)| n)
+        });
+        if first.is_none() {
+            *first = got;
+        }
+        got
+    }
 }

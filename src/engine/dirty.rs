@@ -1,7 +1,7 @@
 //! A dirty chunk: the bytes written into one chunk since the last seal, kept
 //! as sparse extents over the chunk it started from.
 //!
-//! A 4 KiB write into a 1 MiB chunk holds 4 KiB of memory, not the whole
+//! A 4 KiB write into a 64 KiB (or 1 MiB) chunk holds 4 KiB of memory, not the whole
 //! chunk: the base chunk is only opened when the dirty chunk is read where
 //! nothing was written, or sealed with holes left to fill. Memory charged to
 //! the dirty budget is the sum of the extents' lengths, so random small

@@ -480,6 +480,12 @@ impl Engine {
         self.provenance.attribute(ino, writer, false);
     }
 
+    /// Records that `writer` created inode `ino` (a number reused within
+    /// the commit starts a new history).
+    pub fn attribute_new(&mut self, ino: u64, writer: &crate::seal::tree::Writer) {
+        self.provenance.attribute_new(ino, writer);
+    }
+
     /// Records that `writer` removed a name of inode `ino` (unlink, rmdir,
     /// a rename over it).
     pub fn attribute_removal(&mut self, ino: u64, writer: &crate::seal::tree::Writer) {

@@ -83,7 +83,8 @@ type Side = (u64, BTreeMap<String, Inode>, Option<Provenance>, i64);
 /// `path` only those that changed it or something below it.
 pub fn log(agent: &Agent, path: Option<&str>, limit: usize) -> Result<Vec<LogEntry>> {
     let head = agent.head()?.seq();
-    let want = path.map(normalize);
+    // `/` (or nothing) is the whole tree: no filter.
+    let want = path.map(normalize).filter(|p| !p.is_empty());
     let mut out = Vec::new();
     // Each snapshot is listed once: as the newer side, then the older.
     let mut newer: Option<Side> = None;
@@ -117,10 +118,11 @@ pub fn log(agent: &Agent, path: Option<&str>, limit: usize) -> Result<Vec<LogEnt
 }
 
 /// `path` as the log compares it: from the root, no trailing slash.
+/// (`/` and the empty path are the root: an empty string.)
 fn normalize(path: &str) -> String {
-    let p = path.trim_end_matches('/');
-    if p.starts_with('/') {
-        p.to_string()
+    let p = path.trim_matches('/');
+    if p.is_empty() {
+        String::new()
     } else {
         format!("/{p}")
     }

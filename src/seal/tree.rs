@@ -88,7 +88,7 @@ impl fmt::Debug for ObjectId {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[repr(u8)]
 pub enum ObjectKind {
-    /// Up to [`CHUNK_SIZE`] bytes of file content.
+    /// Up to the manifest's `chunk_size` bytes of file content.
     Chunk = 1,
     /// A long file's list of chunk references.
     ChunkList = 2,

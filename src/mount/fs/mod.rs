@@ -752,7 +752,7 @@ impl Fs {
         let i = e.create(parent, name, perm, who.uid, who.gid)?;
         e.pin(i.ino);
         self.hold_live(&mut e, i.ino);
-        e.attribute(i.ino, &w);
+        e.attribute_new(i.ino, &w);
         drop(e);
         self.changed();
         let fh = self.new_fh(Handle::File {
@@ -917,7 +917,7 @@ impl Fs {
             let perm = e.creation_perm(parent, mode, who.umask)?;
             let i = e.mkdir(parent, name, perm, who.uid, who.gid)?;
             self.hold_live(&mut e, i.ino);
-            e.attribute(i.ino, &w);
+            e.attribute_new(i.ino, &w);
             i
         };
         self.changed();
@@ -943,7 +943,7 @@ impl Fs {
             let perm = e.creation_perm(parent, mode, who.umask)?;
             let i = e.mknod(parent, name, kind, perm, rdev, who.uid, who.gid)?;
             self.hold_live(&mut e, i.ino);
-            e.attribute(i.ino, &w);
+            e.attribute_new(i.ino, &w);
             attr_of(&i, i.ino, false)
         };
         self.changed();
@@ -961,7 +961,7 @@ impl Fs {
             let mut e = self.eng_mut();
             let i = e.symlink(parent, name, target, who.uid, who.gid)?;
             self.hold_live(&mut e, i.ino);
-            e.attribute(i.ino, &w);
+            e.attribute_new(i.ino, &w);
             i
         };
         self.changed();
