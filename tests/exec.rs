@@ -75,17 +75,20 @@ fn exec_runs_a_command_in_the_mount_and_returns_its_status() {
     );
 }
 
-/// Ctrl-C (SIGINT to the foreground process group) ends the command;
-/// `exec` unmounts, then exits with 128 + SIGINT.
-#[test]
-fn exec_unmounts_after_sigint() {
-    let m = Mounted::unmounted("execi", &[], Vec::new(), None);
+/// Starts `sovseal exec` on a new agent with a command that writes `f`
+/// and then sleeps for a minute (in a process group of its own, led by
+/// `exec`), waits until it is mounted, sends `sig` to the group
+/// (`group`, as a terminal's Ctrl-C does) or to `exec` alone, and checks
+/// that the command was stopped, `exec` exited with 128 + `sig`, nothing
+/// stays mounted, and `f` was sealed.
+fn signal_exec(agent: &str, sig: nix::sys::signal::Signal, group: bool) {
+    let m = Mounted::unmounted(agent, &[], Vec::new(), None);
     let mut child = m
         .cmd(SOVSEAL)
         .args([
             "exec",
             "--agent",
-            "execi",
+            agent,
             "--",
             "sh",
             "-c",
@@ -96,52 +99,34 @@ fn exec_unmounts_after_sigint() {
         .spawn()
         .unwrap();
     let t0 = Instant::now();
-    while mounts_with("execi").is_empty() {
+    while mounts_with(agent).is_empty() {
         assert!(t0.elapsed() < Duration::from_secs(30), "never mounted");
         std::thread::sleep(Duration::from_millis(50));
     }
     std::thread::sleep(Duration::from_millis(300));
-    let pgid = nix::unistd::Pid::from_raw(-(child.id() as i32));
-    nix::sys::signal::kill(pgid, nix::sys::signal::Signal::SIGINT).unwrap();
+    let id = child.id() as i32;
+    let target = nix::unistd::Pid::from_raw(if group { -id } else { id });
+    nix::sys::signal::kill(target, sig).unwrap();
     let status = child.wait().unwrap();
-    assert_eq!(status.code(), Some(128 + libc::SIGINT));
-    assert!(mounts_with("execi").is_empty(), "unmounted");
-    assert_eq!(ok(&m.sovseal(&["cat", "--agent", "execi", "f"])), "x\n");
+    assert!(
+        t0.elapsed() < Duration::from_secs(30),
+        "the command was not stopped"
+    );
+    assert_eq!(status.code(), Some(128 + sig as i32));
+    assert!(mounts_with(agent).is_empty(), "unmounted");
+    assert_eq!(ok(&m.sovseal(&["cat", "--agent", agent, "f"])), "x\n");
+}
+
+/// Ctrl-C (SIGINT to the foreground process group) ends the command;
+/// `exec` unmounts, then exits with 128 + SIGINT.
+#[test]
+fn exec_unmounts_after_sigint() {
+    signal_exec("execi", nix::sys::signal::Signal::SIGINT, true);
 }
 
 /// SIGTERM sent to `exec` alone (a service manager, `timeout`) is passed
 /// on to the command; `exec` unmounts, then exits with 128 + SIGTERM.
 #[test]
 fn exec_passes_sigterm_on_and_unmounts() {
-    let m = Mounted::unmounted("exect", &[], Vec::new(), None);
-    let mut child = m
-        .cmd(SOVSEAL)
-        .args([
-            "exec",
-            "--agent",
-            "exect",
-            "--",
-            "sh",
-            "-c",
-            "echo t > f; exec sleep 60",
-        ])
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    let t0 = Instant::now();
-    while mounts_with("exect").is_empty() {
-        assert!(t0.elapsed() < Duration::from_secs(30), "never mounted");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    std::thread::sleep(Duration::from_millis(300));
-    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
-    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
-    let status = child.wait().unwrap();
-    assert!(
-        t0.elapsed() < Duration::from_secs(30),
-        "the command was not stopped"
-    );
-    assert_eq!(status.code(), Some(128 + libc::SIGTERM));
-    assert!(mounts_with("exect").is_empty(), "unmounted");
-    assert_eq!(ok(&m.sovseal(&["cat", "--agent", "exect", "f"])), "t\n");
+    signal_exec("exect", nix::sys::signal::Signal::SIGTERM, false);
 }
