@@ -652,11 +652,13 @@ fn cut_back(
 /// that record. The snapshot is kept (its envelope is in the index and
 /// chains, its objects verify); its pack's committed length is lowered to
 /// the end of its last object, a record boundary, from which step 2 reads
-/// on and the writer cuts off the torn rest. The lost record only served to
-/// rebuild an index that loses its rows again: the head is recorded
-/// durable in a synchronous transaction before the agent opens. A pack cut
-/// short before an indexed object lost synced data and is refused, as is a
-/// pack the index lists that is gone. Returns whether a length changed.
+/// on. The lost records are written again there from the envelopes the
+/// index holds ([`lost_records`]), so that an index lost later can still be
+/// rebuilt from the packs past this snapshot, and the pack's committed
+/// length is set to their end; the head is recorded durable in a
+/// synchronous transaction before the agent opens. A pack cut short before
+/// an indexed object lost synced data and is refused, as is a pack the
+/// index lists that is gone. Returns whether a length changed.
 fn fit_short_packs(
     index: &Index,
     packs: &Dir,
@@ -687,15 +689,48 @@ fn fit_short_packs(
                 ),
             ));
         }
+        let records = lost_records(index, pack)?;
+        let end = crate::repo::store::Store::rewrite_tail(packs, pack, objects_end, &records)?;
         tracing::warn!(
-            "pack {pack:08} ends {} bytes short of its committed length, inside a commit record whose snapshot the index holds (power cut?); its objects are whole, the torn record is cut off",
+            "pack {pack:08} ends {} bytes short of its committed length, inside a commit record whose snapshot the index holds (power cut?); its objects are whole, the commit records after them were written again from the index",
             committed - actual
         );
-        index.set_pack_length(pack, objects_end)?;
+        index.set_pack_length(pack, end)?;
         touched.insert(pack);
         changed = true;
     }
     Ok(changed)
+}
+
+/// The commit records that followed the last object of `pack`, encoded
+/// again from the envelopes the index holds: the snapshot that object
+/// belongs to, then each later one up to (not including) the first whose
+/// objects went to a later pack, whose record therefore went there too.
+/// A snapshot without new objects may have had its record rolled into the
+/// next pack; a second copy of an identical record is passed over by the
+/// rebuild.
+fn lost_records(index: &Index, pack: u32) -> Result<Vec<u8>> {
+    let mut buf = Vec::new();
+    let (Some(first), Some(head), Some(agent)) = (
+        index.last_object_seq(pack)?,
+        index.head_seq()?,
+        index.agent_id()?,
+    ) else {
+        return Ok(buf);
+    };
+    for seq in first..=head {
+        if index.objects_of(seq)?.iter().any(|o| o.loc.pack > pack) {
+            break;
+        }
+        let env = index.envelope(&agent, seq)?.ok_or_else(|| {
+            Error::corrupt(
+                format!("snapshot {seq}"),
+                "the index holds no envelope for it",
+            )
+        })?;
+        crate::repo::pack::encode_commit(&mut buf, &env);
+    }
+    Ok(buf)
 }
 
 /// Step 2 of [`recover_tail`]: reads every pack past its committed length

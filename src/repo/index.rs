@@ -486,6 +486,17 @@ impl Index {
             .query_row([pack], |r| r.get(0))?)
     }
 
+    /// The snapshot that first committed the object ending last in `pack`.
+    pub fn last_object_seq(&self, pack: u32) -> Result<Option<u64>> {
+        Ok(self
+            .conn
+            .prepare_cached(
+                "SELECT seq FROM objects WHERE pack = ?1 ORDER BY offset + len DESC LIMIT 1",
+            )?
+            .query_row([pack], |r| r.get(0))
+            .optional()?)
+    }
+
     /// Sets the committed length of a pack (recovery fitted a pack that
     /// lost its tail). Synchronous.
     pub fn set_pack_length(&self, pack: u32, len: u64) -> Result<()> {

@@ -338,6 +338,20 @@ impl Store {
             .len())
     }
 
+    /// Writes `records` into `pack` at `at` and cuts the pack after them
+    /// (recovery, under the write lock, before any store is opened for
+    /// writing: see `fit_short_packs`). Not synced: the caller syncs the
+    /// packs it touched. Returns the new length.
+    pub fn rewrite_tail(dir: &Dir, pack: u32, at: u64, records: &[u8]) -> Result<u64> {
+        let path = pack_path(dir.path(), pack);
+        let f = dir.open_file(pack_name(pack), OFlag::O_WRONLY, 0)?;
+        let end = at + records.len() as u64;
+        f.write_all_at(records, at)
+            .and_then(|_| f.set_len(end))
+            .map_err(|e| Error::io(&path, e))?;
+        Ok(end)
+    }
+
     /// Syncs the given packs (recovery after an unclean stop, when the
     /// writer does not know which packs hold unsynced bytes).
     pub fn sync_packs(dir: &Path, packs: &BTreeSet<u32>) -> Result<()> {
