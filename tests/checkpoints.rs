@@ -354,6 +354,23 @@ fn a_failing_hook_is_reported_and_nothing_is_lost() {
     assert!(o.contains(&format!("checkpoint of snapshot {head}")), "{o}");
     let c: serde_json::Value = serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
     assert_eq!(c["seq"], head);
+    let j: serde_json::Value = serde_json::from_str(
+        ok(&m.sovseal(&[
+            "checkpoint",
+            "--agent",
+            "hooked",
+            "--hook",
+            "true",
+            "--json",
+        ]))
+        .trim(),
+    )
+    .unwrap();
+    assert_eq!(
+        (j["seq"].as_u64(), j["hook_ran"].as_bool()),
+        (Some(head), Some(true))
+    );
+    assert_eq!(j["hash"].as_str().map(str::len), Some(64), "{j}");
     // Its failure is an error, not a warning.
     fails(
         &m.sovseal(&["checkpoint", "--agent", "hooked", "--hook", "exit 3"]),

@@ -283,3 +283,141 @@ fn man_pages_for_both_binaries_and_every_subcommand() {
     let n = std::fs::read_dir(&out).unwrap().count();
     assert!(n >= 20, "{n} pages");
 }
+
+/// Every command that prints data prints one JSON value with `--json`
+/// and nothing else on stdout (#17); the text forms are checked by the
+/// other tests. `checkpoint --json` needs a replicated snapshot and is
+/// checked in tests/checkpoints.rs.
+#[test]
+fn every_data_command_prints_json() {
+    let (d, home) = populated();
+    let json = |home: &std::path::Path, args: &[&str]| -> serde_json::Value {
+        let out = ok(&run(home, args));
+        serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("{args:?}: {e}: {out}"))
+    };
+    let j = |args: &[&str]| json(&home, args);
+    let init = j(&["init", "--json"]);
+    assert_eq!(init["master_key"], "present");
+    let fp = init["fingerprint"].as_str().unwrap().to_string();
+    assert_eq!(j(&["init", "--agent", "a2", "--json"])["agent"], "a2");
+    let snaps = j(&["snapshots", "--agent", "a1", "--json"]);
+    assert_eq!(snaps["snapshots"].as_array().unwrap().len(), 4);
+    assert_eq!(j(&["status", "--agent", "a1", "--json"])["head_seq"], 4);
+    let ls = j(&["ls", "--agent", "a1", "--seq", "3", "--json", "notes"]);
+    assert_eq!(ls["seq"], 3);
+    assert_eq!(ls["entries"][0]["name"], "today.md");
+    assert_eq!(ls["entries"][0]["type"], "file");
+    assert_eq!(ls["entries"][0]["mode"], "0644");
+    assert_eq!(ls["entries"][0]["size"], "version 2\n".len());
+    let diff = j(&["diff", "--agent", "a1", "2", "4", "--json"]);
+    let changed = diff["changed"][0]["path"].as_str().unwrap();
+    assert!(changed.ends_with("notes/today.md"), "{diff}");
+    let log = j(&["log", "--agent", "a1", "--json", "notes/today.md"]);
+    assert_eq!(log[0]["seq"], 4, "{log}");
+    assert_eq!(j(&["verify", "--agent", "a1", "--json"])["head_seq"], 4);
+    let dest = d.path().join("restored");
+    let r = j(&[
+        "restore",
+        "--agent",
+        "a1",
+        "--json",
+        "--seq",
+        "3",
+        dest.to_str().unwrap(),
+    ]);
+    assert_eq!(
+        (r["seq"].as_u64(), r["from"].as_str()),
+        (Some(3), Some("local data"))
+    );
+    assert_eq!(
+        std::fs::read_to_string(dest.join("notes/today.md")).unwrap(),
+        "version 2\n"
+    );
+    let forget = j(&[
+        "forget",
+        "--agent",
+        "a1",
+        "--keep-last",
+        "2",
+        "--dry-run",
+        "--json",
+    ]);
+    assert_eq!(forget["forgotten"], serde_json::json!([1, 2]), "{forget}");
+    let rb = j(&["rollback", "--agent", "a1", "--seq", "3", "--json"]);
+    assert_eq!(
+        (rb["seq"].as_u64(), rb["tree_of"].as_u64()),
+        (Some(5), Some(3))
+    );
+    assert!(j(&["prune", "--agent", "a1", "--json"]).is_object());
+    let keys = j(&["key", "fingerprint", "--json"]);
+    assert_eq!(keys["versions"][0]["fingerprint"], fp.as_str());
+    assert_eq!(keys["versions"][0]["current"], true);
+    let (file, pass) = (d.path().join("key.export"), d.path().join("pass"));
+    std::fs::write(&pass, "correct horse battery\n").unwrap();
+    let ex = j(&[
+        "key",
+        "export",
+        "--out",
+        file.to_str().unwrap(),
+        "--passphrase-file",
+        pass.to_str().unwrap(),
+        "--json",
+    ]);
+    assert_eq!(ex["fingerprint"], fp.as_str());
+    let other = d.path().join("other");
+    let im = json(
+        &other,
+        &[
+            "key",
+            "import",
+            file.to_str().unwrap(),
+            "--passphrase-file",
+            pass.to_str().unwrap(),
+            "--json",
+        ],
+    );
+    assert_eq!(
+        (im["fingerprint"].as_str(), im["imported"].as_bool()),
+        (Some(fp.as_str()), Some(true))
+    );
+    let rot = j(&["key", "rotate", "--json"]);
+    assert_eq!(rot["version"], 2);
+    let reset = j(&[
+        "reset",
+        "--agent",
+        "a2",
+        "--discard-local-history",
+        "--json",
+    ]);
+    assert!(std::path::Path::new(reset["moved_to"].as_str().unwrap()).is_dir());
+}
+
+/// Progress bars (indicatif) are drawn on a terminal only, and never with
+/// `--json`: `verify` run under a pseudo-terminal (script(1)) draws its
+/// bar; the same with `--json`, or with stderr a pipe, draws nothing.
+#[test]
+fn progress_bars_only_on_a_terminal_and_never_with_json() {
+    let (_d, home) = populated();
+    let on_tty = |cmd: &str| -> String {
+        let o = Command::new("script")
+            .args(["-qec", cmd, "/dev/null"])
+            .env("SOVSEAL_HOME", &home)
+            .env("SOVSEAL_KEY_FALLBACK", "file")
+            .output()
+            .unwrap();
+        ok(&o)
+    };
+    let shown = on_tty(&format!("{SOVSEAL} verify --agent a1"));
+    assert!(shown.contains("verify: checking snapshots"), "{shown:?}");
+    assert!(shown.contains("ok: agent a1"), "{shown:?}");
+    let quiet = on_tty(&format!("{SOVSEAL} verify --agent a1 --json"));
+    assert!(!quiet.contains("checking snapshots"), "{quiet:?}");
+    let v: serde_json::Value = serde_json::from_str(quiet.trim()).unwrap();
+    assert_eq!(v["head_seq"], 4);
+    let piped = run(&home, &["verify", "--agent", "a1"]);
+    ok(&piped);
+    assert!(
+        !String::from_utf8_lossy(&piped.stderr).contains("checking snapshots"),
+        "no bar into a pipe"
+    );
+}

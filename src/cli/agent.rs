@@ -11,7 +11,7 @@ use std::io::Write;
 
 /// `sovseal init`.
 pub(super) fn init(args: InitArgs, out: &mut dyn Write) -> Result<()> {
-    let InitArgs { agent } = args;
+    let InitArgs { agent, json } = args;
     let w = |e: std::io::Error| Error::io("stdout", e);
     let home = Home::from_env()?;
     let c = custody::Custody::from_env()?;
@@ -21,16 +21,29 @@ pub(super) fn init(args: InitArgs, out: &mut dyn Write) -> Result<()> {
         custody::Custody::File => home.key_file().display().to_string(),
     };
     if created {
-        writeln!(out, "created a new master key in {place}").map_err(w)?;
+        if !json {
+            writeln!(out, "created a new master key in {place}").map_err(w)?;
+        }
         eprintln!(
             "WARNING: there is no escrow and no reset. If this master key is lost, every snapshot, local and replicated, is permanently unreadable. Back it up now: sovseal key export --out FILE"
         );
-    } else {
+    } else if !json {
         writeln!(out, "master key already present in {place}; left unchanged").map_err(w)?;
     }
+    let mut v = serde_json::json!({
+        "master_key": if created { "created" } else { "present" },
+        "custody": place,
+        "fingerprint": m.fingerprint(),
+    });
     if let Some(a) = agent {
         let name = AgentName::new(&a)?;
         let e = Engine::open(&home, &name, &m)?;
+        if json {
+            v["agent"] = name.to_string().into();
+            v["data_dir"] = e.agent().data_dir().display().to_string().into();
+            v["head_seq"] = e.head().seq().into();
+            return writeln!(out, "{v}").map_err(w);
+        }
         writeln!(
             out,
             "agent {name} ready at {} (head {})",
@@ -38,6 +51,9 @@ pub(super) fn init(args: InitArgs, out: &mut dyn Write) -> Result<()> {
             e.head().seq()
         )
         .map_err(w)?;
+    }
+    if json {
+        writeln!(out, "{v}").map_err(w)?;
     }
     Ok(())
 }
@@ -209,7 +225,12 @@ pub(super) fn status(args: StatusArgs, out: &mut dyn Write) -> Result<()> {
 
 /// `sovseal ls`.
 pub(super) fn ls(args: LsArgs, out: &mut dyn Write) -> Result<()> {
-    let LsArgs { agent, seq, path } = args;
+    let LsArgs {
+        agent,
+        seq,
+        path,
+        json,
+    } = args;
     let w = |e: std::io::Error| Error::io("stdout", e);
     let (_, a) = open_agent(&agent)?;
     let v = match seq {
@@ -217,17 +238,31 @@ pub(super) fn ls(args: LsArgs, out: &mut dyn Write) -> Result<()> {
         None => a.head()?,
     };
     let ino = v.resolve(path.as_bytes())?;
+    let mut items = Vec::new();
     for (name, e) in v.entries(ino)?.iter() {
         let i = v.getattr(e.ino)?;
-        let t = match e.file_type {
-            crate::seal::tree::FileType::File => '-',
-            crate::seal::tree::FileType::Dir => 'd',
-            crate::seal::tree::FileType::Symlink => 'l',
-            crate::seal::tree::FileType::Fifo => 'p',
-            crate::seal::tree::FileType::Socket => 's',
-            crate::seal::tree::FileType::CharDev => 'c',
-            crate::seal::tree::FileType::BlockDev => 'b',
+        use crate::seal::tree::FileType as T;
+        let (t, kind) = match e.file_type {
+            T::File => ('-', "file"),
+            T::Dir => ('d', "dir"),
+            T::Symlink => ('l', "symlink"),
+            T::Fifo => ('p', "fifo"),
+            T::Socket => ('s', "socket"),
+            T::CharDev => ('c', "char"),
+            T::BlockDev => ('b', "block"),
         };
+        if json {
+            items.push(serde_json::json!({
+                "name": String::from_utf8_lossy(name),
+                "type": kind,
+                "mode": format!("{:04o}", i.perm),
+                "size": i.size,
+                "mtime_ns": i.mtime,
+                "uid": i.uid,
+                "gid": i.gid,
+            }));
+            continue;
+        }
         writeln!(
             out,
             "{t}{:04o} {:>12} {}",
@@ -237,6 +272,10 @@ pub(super) fn ls(args: LsArgs, out: &mut dyn Write) -> Result<()> {
         )
         .map_err(w)?;
     }
+    if json {
+        let j = serde_json::json!({ "seq": v.seq(), "path": path, "entries": items });
+        writeln!(out, "{j}").map_err(w)?;
+    }
     Ok(())
 }
 
@@ -245,6 +284,7 @@ pub(super) fn reset(args: ResetArgs, out: &mut dyn Write) -> Result<()> {
     let ResetArgs {
         agent,
         discard_local_history,
+        json,
     } = args;
     let w = |e: std::io::Error| Error::io("stdout", e);
     if !discard_local_history {
@@ -255,6 +295,10 @@ pub(super) fn reset(args: ResetArgs, out: &mut dyn Write) -> Result<()> {
     let home = Home::from_env()?;
     let name = AgentName::new(&agent)?;
     let to = crate::repo::agent::discard_local(&home, &name)?;
+    if json {
+        let v = serde_json::json!({ "agent": agent, "moved_to": to });
+        return writeln!(out, "{v}").map_err(w);
+    }
     writeln!(
         out,
         "agent {agent}: local data and seen-head record moved to {}; the next mount restores it from its remote if that holds it, else starts it over",

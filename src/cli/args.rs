@@ -104,6 +104,9 @@ pub enum KeyCommand {
         /// asking on the terminal.
         #[arg(long)]
         passphrase_file: Option<std::path::PathBuf>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
     },
     /// Put the master key from an export file into custody (keychain, or
     /// the key file with SOVSEAL_KEY_FALLBACK=file). Never replaces a
@@ -114,14 +117,25 @@ pub enum KeyCommand {
         /// Read the passphrase from the first line of this file.
         #[arg(long)]
         passphrase_file: Option<std::path::PathBuf>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
     },
     /// Print the fingerprint of every version of the master key in custody.
-    Fingerprint,
+    Fingerprint {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Add a new master key version: data sealed from the next mount or
     /// command on uses it; older snapshots stay readable with the older
     /// versions. Export again afterwards: older exports cannot open the new
     /// data.
-    Rotate,
+    Rotate {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// Arguments of `sovseal init`.
@@ -130,6 +144,9 @@ pub struct InitArgs {
     /// Also create this agent's data dir and first snapshot.
     #[arg(long)]
     pub agent: Option<String>,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Arguments of `sovseal snapshots`.
@@ -185,6 +202,9 @@ pub struct CheckpointArgs {
     /// Hook command (default: config.json `checkpoint_hook`).
     #[arg(long)]
     pub hook: Option<String>,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Arguments of `sovseal cat`.
@@ -228,6 +248,9 @@ pub struct RestoreArgs {
     /// (root only; stripped by default).
     #[arg(long)]
     pub preserve_setuid: bool,
+    /// Print JSON (no progress bar; skipped entries listed in it).
+    #[arg(long)]
+    pub json: bool,
     /// `[PATH] DEST`: PATH inside the agent's tree (default: `/`); DEST a
     /// missing or empty directory (for a directory) or a new path (for a
     /// file or symlink).
@@ -316,6 +339,9 @@ pub struct RollbackArgs {
     /// The snapshot to return to.
     #[arg(long)]
     pub seq: u64,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Arguments of `sovseal forget`.
@@ -395,6 +421,9 @@ pub struct LsArgs {
     /// Directory inside the agent's tree.
     #[arg(default_value = "/")]
     pub path: String,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Arguments of `sovseal reset`.
@@ -406,4 +435,7 @@ pub struct ResetArgs {
     /// Required: says that the local history is to be set aside.
     #[arg(long)]
     pub discard_local_history: bool,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
 }

@@ -22,7 +22,7 @@ pub(super) fn verify(args: VerifyArgs, out: &mut dyn Write) -> Result<()> {
         .map(crate::config::parse_duration)
         .transpose()?;
     let report = {
-        let mut p = Progress::new("verifying snapshot");
+        let p = Progress::new("verify: checking snapshots", json);
         crate::history::verify::verify(&a, |s, h| p.tick(s, h))?
     };
     let rem = match remote {
@@ -89,6 +89,7 @@ pub(super) fn checkpoint(args: CheckpointArgs, out: &mut dyn Write) -> Result<()
         agent,
         remote,
         hook,
+        json,
     } = args;
     let w = |e: std::io::Error| Error::io("stdout", e);
     let (home, a) = open_agent(&agent)?;
@@ -102,16 +103,24 @@ pub(super) fn checkpoint(args: CheckpointArgs, out: &mut dyn Write) -> Result<()
     let rem = crate::repo::remote::Remote::open(&url)?;
     let rt = crate::repo::remote::runtime()?;
     let c = rt.block_on(crate::history::checkpoint::create(&a, &rem, seq))?;
-    writeln!(out, "signed checkpoint of snapshot {seq} ({})", c.hash).map_err(w)?;
+    if !json {
+        writeln!(out, "signed checkpoint of snapshot {seq} ({})", c.hash).map_err(w)?;
+    }
     let hook = match hook {
         Some(h) => Some(h),
         None => home
             .agent_setting(a.name(), "checkpoint_hook")?
             .and_then(|v| v.as_str().map(String::from)),
     };
-    if let Some(h) = hook {
-        crate::history::checkpoint::run_hook(&h, &c)?;
-        writeln!(out, "hook ran").map_err(w)?;
+    if let Some(h) = &hook {
+        crate::history::checkpoint::run_hook(h, &c)?;
+        if !json {
+            writeln!(out, "hook ran").map_err(w)?;
+        }
+    }
+    if json {
+        let v = serde_json::json!({ "seq": seq, "hash": c.hash, "hook_ran": hook.is_some() });
+        writeln!(out, "{v}").map_err(w)?;
     }
     Ok(())
 }

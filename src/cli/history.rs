@@ -16,6 +16,7 @@ pub(super) fn restore(args: RestoreArgs, out: &mut dyn Write) -> Result<()> {
         remote,
         seq,
         preserve_setuid,
+        json,
         paths,
     } = args;
     let opts = crate::history::restore::WriteOptions { preserve_setuid };
@@ -31,10 +32,12 @@ pub(super) fn restore(args: RestoreArgs, out: &mut dyn Write) -> Result<()> {
     let local = home.has_agent(&name);
     let ((n, skipped), from) = if remote.is_none() && local {
         let a = crate::repo::agent::Agent::open_readonly(&home, &name, &m)?;
+        let _p = Progress::spinner("restore: verifying and writing", json);
         let n = crate::history::restore::from_local(&a, seq, &path, &dest, opts)?;
         (n, "local data".to_string())
     } else {
         let url = home.remote_for(&name, remote.as_deref())?;
+        let p = Progress::new("restore: fetching and verifying snapshots", json);
         let n = crate::history::restore::to_directory(
             &home,
             &name,
@@ -46,9 +49,21 @@ pub(super) fn restore(args: RestoreArgs, out: &mut dyn Write) -> Result<()> {
                 dest: &dest,
                 options: opts,
             },
+            &mut |s, h| p.tick(s, h),
         )?;
         (n, url)
     };
+    if json {
+        let v = serde_json::json!({
+            "agent": agent,
+            "path": path,
+            "seq": n,
+            "from": from,
+            "dest": dest,
+            "skipped": skipped,
+        });
+        return writeln!(out, "{v}").map_err(w);
+    }
     writeln!(
         out,
         "restored {path} of snapshot {n} of agent {agent} from {from} into {}",
@@ -174,7 +189,7 @@ pub(super) fn diff(args: DiffArgs, out: &mut dyn Write) -> Result<()> {
 
 /// `sovseal rollback`.
 pub(super) fn rollback(args: RollbackArgs, out: &mut dyn Write) -> Result<()> {
-    let RollbackArgs { agent, seq } = args;
+    let RollbackArgs { agent, seq, json } = args;
     let w = |e: std::io::Error| Error::io("stdout", e);
     let home = Home::from_env()?;
     let name = AgentName::new(&agent)?;
@@ -182,6 +197,10 @@ pub(super) fn rollback(args: RollbackArgs, out: &mut dyn Write) -> Result<()> {
     let mut e = Engine::open_with(&home, &name, &m, false)?;
     let before = e.head().seq();
     let info = crate::history::rollback::rollback(&mut e, seq)?;
+    if json {
+        let v = serde_json::json!({ "agent": agent, "seq": info.seq, "tree_of": seq, "kept_up_to": before });
+        return writeln!(out, "{v}").map_err(w);
+    }
     writeln!(
         out,
         "agent {agent}: snapshot {} has the tree of snapshot {seq} (snapshots up to {before} are kept)",
@@ -215,7 +234,7 @@ pub(super) fn forget(args: ForgetArgs, out: &mut dyn Write) -> Result<()> {
     let (home, a, _lock) = open_writer(&agent)?;
     let (keep, forget) = crate::history::retention::apply(&a, &policy, dry_run)?;
     let pruned = if prune && !dry_run {
-        Some(prune_agent(&home, &a, remote.as_deref())?)
+        Some(prune_agent(&home, &a, remote.as_deref(), json)?)
     } else {
         None
     };
@@ -256,7 +275,7 @@ pub(super) fn prune(args: PruneArgs, out: &mut dyn Write) -> Result<()> {
     } = args;
     let w = |e: std::io::Error| Error::io("stdout", e);
     let (home, a, _lock) = open_writer(&agent)?;
-    let r = prune_agent(&home, &a, remote.as_deref())?;
+    let r = prune_agent(&home, &a, remote.as_deref(), json)?;
     if json {
         writeln!(
             out,
@@ -282,7 +301,7 @@ pub(super) fn redact(args: RedactArgs, out: &mut dyn Write) -> Result<()> {
     let w = |e: std::io::Error| Error::io("stdout", e);
     let (home, a, _lock) = open_writer(&agent)?;
     let plan = {
-        let mut p = Progress::new("redact: reading snapshot");
+        let p = Progress::new("redact: reading snapshots", json);
         crate::history::redact::plan(&a, &path, &mut |s, h| p.tick(s, h))?
     };
     if plan.seqs.is_empty() && !dry_run {
@@ -336,14 +355,16 @@ pub(super) fn redact(args: RedactArgs, out: &mut dyn Write) -> Result<()> {
     Ok(())
 }
 
-/// Prunes locally, then on the agent's remote.
+/// Prunes locally, then on the agent's remote (a progress bar unless
+/// `json`).
 fn prune_agent(
     home: &Home,
     a: &crate::repo::agent::Agent,
     remote: Option<&str>,
+    json: bool,
 ) -> Result<crate::history::retention::PruneReport> {
     let rem = crate::repo::remote::Remote::open(&home.remote_for(a.name(), remote)?)?;
-    let mut p = Progress::new("pruning: checking snapshot");
+    let p = Progress::new("prune: checking snapshots", json);
     crate::history::retention::prune(a, &rem, &mut |s, h| p.tick(s, h))
 }
 

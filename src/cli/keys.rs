@@ -57,6 +57,7 @@ pub(super) fn key(cmd: KeyCommand, out: &mut dyn Write) -> Result<()> {
         KeyCommand::Export {
             out: file,
             passphrase_file,
+            json,
         } => {
             let home = Home::from_env()?;
             let m = master(&home)?;
@@ -68,6 +69,13 @@ pub(super) fn key(cmd: KeyCommand, out: &mut dyn Write) -> Result<()> {
             }
             let pass = passphrase(passphrase_file.as_deref(), true)?;
             let e = crate::custody::export::write_new(&file, &m, &pass)?;
+            if json {
+                let v = serde_json::json!({
+                    "fingerprint": e.fingerprint,
+                    "file": file,
+                });
+                return writeln!(out, "{v}").map_err(w);
+            }
             writeln!(
                 out,
                 "exported master key {} to {} (mode 0600). Keep it and its passphrase apart, off this machine.",
@@ -79,13 +87,21 @@ pub(super) fn key(cmd: KeyCommand, out: &mut dyn Write) -> Result<()> {
         KeyCommand::Import {
             file,
             passphrase_file,
+            json,
         } => {
             let home = Home::from_env()?;
             let c = custody::Custody::from_env()?;
             let e = crate::custody::export::read(&file)?;
             let pass = passphrase(passphrase_file.as_deref(), false)?;
             let key = crate::custody::export::open(&e, &pass)?;
-            if custody::install(&home, &c, &key)? {
+            let imported = custody::install(&home, &c, &key)?;
+            if json {
+                let v = serde_json::json!({
+                    "fingerprint": key.fingerprint(),
+                    "imported": imported,
+                });
+                writeln!(out, "{v}").map_err(w)?;
+            } else if imported {
                 writeln!(out, "imported master key {}", key.fingerprint()).map_err(w)?;
             } else {
                 writeln!(
@@ -96,9 +112,24 @@ pub(super) fn key(cmd: KeyCommand, out: &mut dyn Write) -> Result<()> {
                 .map_err(w)?;
             }
         }
-        KeyCommand::Fingerprint => {
+        KeyCommand::Fingerprint { json } => {
             let home = Home::from_env()?;
             let m = master(&home)?;
+            if json {
+                let versions: Vec<_> = m
+                    .versions()
+                    .into_iter()
+                    .map(|v| {
+                        serde_json::json!({
+                            "version": v,
+                            "fingerprint": m.fingerprint_of(v).expect("listed version"),
+                            "current": v == m.current_version(),
+                        })
+                    })
+                    .collect();
+                let v = serde_json::json!({ "versions": versions });
+                return writeln!(out, "{v}").map_err(w);
+            }
             for v in m.versions() {
                 let fp = m.fingerprint_of(v).expect("listed version");
                 let cur = if v == m.current_version() {
@@ -109,10 +140,17 @@ pub(super) fn key(cmd: KeyCommand, out: &mut dyn Write) -> Result<()> {
                 writeln!(out, "version {v}: {fp}{cur}").map_err(w)?;
             }
         }
-        KeyCommand::Rotate => {
+        KeyCommand::Rotate { json } => {
             let home = Home::from_env()?;
             let c = custody::Custody::from_env()?;
             let (m, v) = custody::rotate(&home, &c)?;
+            if json {
+                let j = serde_json::json!({
+                    "version": v,
+                    "fingerprint": m.fingerprint_of(v).expect("new version"),
+                });
+                return writeln!(out, "{j}").map_err(w);
+            }
             writeln!(
                 out,
                 "added master key version {v} ({}); new data is sealed under it from the next mount on. Export the key again: older exports cannot open it.",

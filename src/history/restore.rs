@@ -206,7 +206,8 @@ pub struct Output<'a> {
 
 /// Restores `name` from the remote at `url` into a private temporary data
 /// dir (the rollback record of this machine still applies), then writes
-/// `out` of that snapshot. Returns the sequence written and what was
+/// `out` of that snapshot. `progress(seq, head)` follows the fetch and
+/// verification of the chain. Returns the sequence written and what was
 /// skipped ([`write_path`]).
 pub fn to_directory(
     home: &Home,
@@ -214,6 +215,7 @@ pub fn to_directory(
     master: &MasterKey,
     url: &str,
     out: Output<'_>,
+    progress: &mut dyn FnMut(u64, u64),
 ) -> Result<(u64, Vec<String>)> {
     let Output {
         seq,
@@ -234,17 +236,9 @@ pub fn to_directory(
         std::fs::copy(&seen, scratch.seen_head_path(name)).map_err(|e| Error::io(&seen, e))?;
     }
     let rt = crate::repo::remote::runtime()?;
-    let tty = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let res = rt
-        .block_on(restore(&scratch, name, master, &remote, |s, h| {
-            if tty {
-                eprint!("\rverifying snapshot {s}/{h}");
-            }
-        }))
+        .block_on(restore(&scratch, name, master, &remote, progress))
         .and_then(|head| {
-            if tty {
-                eprintln!();
-            }
             let agent = Agent::open_readonly(&scratch, name, master)?;
             let want = seq.unwrap_or(head);
             let view = agent.snapshot(want)?;
