@@ -88,6 +88,28 @@ fn each_path_names_the_program_that_changed_it() {
     assert!(t.contains("  A /a  by dd["), "{t}");
 }
 
+/// Paths below a renamed directory name the program that renamed it (on
+/// their old paths, removed, and their new ones, added): nothing touched
+/// their own inodes.
+#[test]
+fn paths_below_a_renamed_directory_name_the_renaming_program() {
+    let m = Mounted::new("pmv", &[]);
+    m.sh("mkdir -p d/e && echo one > d/e/f && echo two > d/g");
+    m.py("import os, time\nos.fsync(os.open('.', os.O_RDONLY))\nos.rename('d', 'moved')");
+    let log = log(&m, &[]);
+    for path in ["/moved", "/moved/e", "/moved/e/f", "/moved/g"] {
+        let c = changes_of(&log, path);
+        assert_eq!(c.len(), 1, "{path}: {log:#?}");
+        assert_eq!(c[0].1["change"], "added", "{path}");
+        assert_eq!(names(c[0].0, c[0].1), ["python3"], "{path}");
+    }
+    for path in ["/d", "/d/e/f"] {
+        let c = changes_of(&log, path);
+        let gone = c.iter().find(|(_, c)| c["change"] == "removed").unwrap();
+        assert_eq!(names(gone.0, gone.1), ["python3"], "{path}");
+    }
+}
+
 /// A note set on the mount root waits for the next snapshot that holds a
 /// change, and is on exactly that one; it is readable until then, not an
 /// attribute of the root, and other `user.sovseal.*` names are reserved.

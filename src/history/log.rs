@@ -135,6 +135,28 @@ fn keeps(e: &LogEntry, path: Option<&str>) -> bool {
     })
 }
 
+/// A path no program touched itself changed because a directory above it
+/// was renamed or removed (its own inode is unchanged): it is shown with
+/// the writers of the nearest such directory, for the same kind of
+/// change.
+fn inherit_writers(changes: &mut [PathChange]) {
+    let known: std::collections::HashMap<(String, &'static str), Vec<usize>> = changes
+        .iter()
+        .filter(|c| !c.writers.is_empty())
+        .map(|c| ((c.path.clone(), c.change), c.writers.clone()))
+        .collect();
+    for c in changes.iter_mut().filter(|c| c.writers.is_empty()) {
+        let mut p = c.path.as_str();
+        while let Some(i) = p.rfind('/') {
+            p = &p[..i];
+            if let Some(w) = known.get(&(p.to_string(), c.change)) {
+                c.writers = w.clone();
+                break;
+            }
+        }
+    }
+}
+
 fn entry(
     seq: u64,
     parent: u64,
@@ -174,6 +196,7 @@ fn entry(
         .chain(d.changed.iter().map(changed))
         .collect();
     changes.sort_by(|a, b| a.path.cmp(&b.path));
+    inherit_writers(&mut changes);
     LogEntry {
         seq,
         timestamp_ms,
