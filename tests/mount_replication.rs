@@ -1,5 +1,5 @@
 //! Replication through a real mount and a real S3 server (moto on
-//! loopback): write, wait for replication, wipe the data dir (keeping the
+//! loopback) or a real PostgreSQL server (Unix socket): write, wait for replication, wipe the data dir (keeping the
 //! key), mount again from the remote alone, and compare every file of every
 //! snapshot byte for byte; `sovseal restore` to a plain directory;
 //! `--sync-replication`.
@@ -10,6 +10,7 @@ use std::path::Path;
 use std::time::Duration;
 use support::moto::Moto;
 use support::mount::{Mounted, text};
+use support::postgres::Postgres;
 
 /// path -> bytes (or link target, or "<dir>") for every entry under `root`.
 fn tree(root: &Path) -> BTreeMap<String, Vec<u8>> {
@@ -49,12 +50,29 @@ fn all_snapshots(m: &Mounted) -> BTreeMap<String, BTreeMap<String, Vec<u8>>> {
 #[test]
 fn write_replicate_wipe_and_mount_again_from_s3() {
     let s3 = Moto::start();
-    let url = s3.url("prod");
     let env: Vec<(String, String)> = s3
         .vars()
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v))
         .collect();
+    write_replicate_wipe_and_mount_again(&s3.url("prod"), env);
+}
+
+/// The same through a real PostgreSQL server (#16's driver).
+#[test]
+fn write_replicate_wipe_and_mount_again_from_postgres() {
+    let pg = Postgres::start();
+    write_replicate_wipe_and_mount_again(&pg.url(), Vec::new());
+    let rows: u64 = pg
+        .psql("SELECT count(*) FROM sovseal_objects")
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(rows >= 12, "{rows} rows");
+}
+
+fn write_replicate_wipe_and_mount_again(url: &str, env: Vec<(String, String)>) {
+    let url = url.to_string();
     let m = Mounted::with_env("repl", &["--remote", &url], env);
     m.sh("echo one > a && mkdir -p d/e && echo two > d/e/b && ln -s d/e/b link");
     m.sh("head -c 3000000 /dev/urandom > big && cp big d/copy && echo three >> a");

@@ -148,10 +148,10 @@ pub(super) fn status(args: StatusArgs, out: &mut dyn Write) -> Result<()> {
         checkpoint_error,
     } = crate::repo::replication_state::ReplicationState::read(&a)?;
     let (queued_objects, queued_bytes) = a.repo().index().objects_after(replicated)?;
-    let remote = match remote {
+    let remote = crate::repo::remote::shown(&match remote {
         Some(u) => u,
         None => home.remote_for(a.name(), None)?,
-    };
+    });
     let verified = crate::history::verify::last_verified(&a);
     let checkpointed = crate::history::checkpoint::checkpointed_seq(&a)?;
     let daemon = crate::repo::agent::writer_pid(&home, a.name());

@@ -63,7 +63,7 @@ pub struct Args {
     #[arg(long, default_value_t = 4)]
     pub threads: usize,
     /// Where sealed snapshots are replicated (file:///dir, s3://bucket/prefix,
-    /// gs://…, az://…, memory://). Default: config.json, else
+    /// gs://…, az://…, postgres://…, memory://). Default: config.json, else
     /// $SOVSEAL_HOME/remote. An agent with no local data is restored from it.
     #[arg(long)]
     pub remote: Option<String>,

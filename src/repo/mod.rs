@@ -34,6 +34,7 @@ pub mod index;
 pub mod journal;
 pub mod pack;
 pub mod pagemap;
+pub mod postgres;
 pub mod remote;
 pub mod repack;
 pub mod replication_state;

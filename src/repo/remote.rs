@@ -58,6 +58,17 @@ impl std::fmt::Debug for Remote {
     }
 }
 
+/// `url` without its password, for messages.
+pub fn shown(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut u) if u.password().is_some() => {
+            let _ = u.set_password(Some("***"));
+            u.to_string()
+        }
+        _ => url.to_string(),
+    }
+}
+
 fn remote_err(op: &str, e: impl std::fmt::Display) -> Error {
     Error::Remote {
         op: op.to_owned(),
@@ -146,9 +157,16 @@ impl Remote {
                 ),
                 prefix(url.path())?,
             ),
+            "postgres" | "postgresql" => (
+                Arc::new(
+                    crate::repo::postgres::PgStore::connect(url_text)
+                        .map_err(|e| Error::Invalid(format!("remote {}: {e}", shown(url_text))))?,
+                ),
+                Path::default(),
+            ),
             other => {
                 return Err(Error::Invalid(format!(
-                    "remote scheme {other:?} is not supported (file://, memory://, s3://, gs://, az://)"
+                    "remote scheme {other:?} is not supported (file://, memory://, s3://, gs://, az://, postgres://)"
                 )));
             }
         };

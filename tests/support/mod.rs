@@ -5,6 +5,7 @@
 //! - `mount`: the shipped binaries as processes: a real mount in a private
 //!   home, programs run in it, `sovseal` in any home, exits checked;
 //! - `moto`: a real S3-compatible server (moto) on loopback;
+//! - `postgres`: a real PostgreSQL server on a Unix socket;
 //! - `cutfs`: a pass-through FUSE file system that can lose power.
 
 // Each test crate compiles all of this and uses only part of it.
@@ -14,3 +15,4 @@ pub mod cutfs;
 pub mod home;
 pub mod moto;
 pub mod mount;
+pub mod postgres;
