@@ -3,7 +3,9 @@
 //! restore time for 1,000 snapshots. Prints a table for docs/PERFORMANCE.md.
 //!
 //! `cargo bench --bench replication` (needs `moto_server` on PATH or
-//! `SOVSEAL_TEST_MOTO`, as installed by scripts/test).
+//! `SOVSEAL_TEST_MOTO`, as installed by scripts/test). With
+//! `SOVSEAL_BENCH_PG_URL=postgres://…` the throughput and restore rows are
+//! measured against that PostgreSQL database too.
 
 use object_store::{ObjectStoreExt, PutPayload};
 use sovseal::config::{AgentName, Home};
@@ -126,6 +128,42 @@ fn main() {
     ours.sort();
     rawt.sort();
     let (ours, rawt) = (ours[ROUNDS / 2], rawt[ROUNDS / 2]);
+    // 1b. The same against PostgreSQL, when SOVSEAL_BENCH_PG_URL names a
+    // database (rounds after the first overwrite the same rows, on both
+    // sides alike).
+    let pg = std::env::var("SOVSEAL_BENCH_PG_URL").ok().map(|url| {
+        let remote = Remote::open(&url).unwrap();
+        let (mut ours, mut rawt) = (Vec::new(), Vec::new());
+        for round in 0..ROUNDS {
+            rt.block_on(sovseal::replication::replicator::upload(&agent, &remote, 1))
+                .unwrap();
+            let t = Instant::now();
+            rt.block_on(sovseal::replication::replicator::upload(
+                &agent, &remote, seq,
+            ))
+            .unwrap();
+            ours.push(t.elapsed());
+            let t = Instant::now();
+            rt.block_on(futures::future::try_join_all(parts.iter().enumerate().map(
+                |(i, p)| {
+                    let s = remote.store().clone();
+                    let p = p.clone();
+                    async move {
+                        s.put(
+                            &object_store::path::Path::from(format!("raw/{round}/{i}")),
+                            PutPayload::from(p),
+                        )
+                        .await
+                    }
+                },
+            )))
+            .unwrap();
+            rawt.push(t.elapsed());
+        }
+        ours.sort();
+        rawt.sort();
+        (remote, ours[ROUNDS / 2], rawt[ROUNDS / 2])
+    });
     drop(e);
 
     // 2. PUTs per small snapshot: 200 one-file commits to a file:// remote, count its files.
@@ -185,6 +223,29 @@ fn main() {
     ))
     .unwrap();
     let restore_t = t.elapsed();
+    let pg_restore = pg.as_ref().map(|(remote, _, _)| {
+        let e = Engine::open(&home, &small, &master).unwrap();
+        for s in 1..=head {
+            rt.block_on(sovseal::replication::replicator::upload(
+                &e.shared_agent(),
+                remote,
+                s,
+            ))
+            .unwrap();
+        }
+        drop(e);
+        std::fs::remove_dir_all(home.agent_dir(&small)).unwrap();
+        let t = Instant::now();
+        rt.block_on(sovseal::history::restore::restore(
+            &home,
+            &small,
+            &master,
+            remote,
+            |_, _| {},
+        ))
+        .unwrap();
+        t.elapsed()
+    });
 
     println!("| measurement | value |");
     println!("|---|---|");
@@ -207,6 +268,26 @@ fn main() {
         "| restore {head} snapshots from moto (verified) | {:.2} s |",
         restore_t.as_secs_f64()
     );
+    if let (Some((_, ours, rawt)), Some(restore_t)) = (pg, pg_restore) {
+        println!(
+            "| replicate one 256 MiB snapshot to PostgreSQL (median of {ROUNDS}) | {:.0} MB/s ({:.2} s) |",
+            bytes as f64 / ours.as_secs_f64() / 1e6,
+            ours.as_secs_f64()
+        );
+        println!(
+            "| raw puts of the same bytes through the PostgreSQL store (median of {ROUNDS}) | {:.0} MB/s ({:.2} s) |",
+            bytes as f64 / rawt.as_secs_f64() / 1e6,
+            rawt.as_secs_f64()
+        );
+        println!(
+            "| ratio sovseal / raw (PostgreSQL) | {:.2}x |",
+            rawt.as_secs_f64() / ours.as_secs_f64()
+        );
+        println!(
+            "| restore {head} snapshots from PostgreSQL (verified) | {:.2} s |",
+            restore_t.as_secs_f64()
+        );
+    }
     let _ = moto.kill();
     let _ = moto.wait();
 }

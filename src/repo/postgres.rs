@@ -98,13 +98,14 @@ fn not_found(path: &Path) -> object_store::Error {
     }
 }
 
-/// The key range `[from, to)` holding every object under `prefix`.
-fn range_of(prefix: Option<&Path>) -> (String, String) {
-    match prefix.map(|p| p.as_ref()).filter(|p| !p.is_empty()) {
-        None => (String::new(), "\u{10FFFF}".to_string()),
+/// The key range `[from, to)` holding every object under `prefix`; none
+/// for the whole table.
+fn range_of(prefix: Option<&Path>) -> Option<(String, String)> {
+    prefix
+        .map(|p| p.as_ref())
+        .filter(|p| !p.is_empty())
         // '0' is the byte after '/'.
-        Some(p) => (format!("{p}/"), format!("{p}0")),
-    }
+        .map(|p| (format!("{p}/"), format!("{p}0")))
 }
 
 impl PgStore {
@@ -205,16 +206,27 @@ impl Inner {
     }
 
     async fn list_all(&self, prefix: Option<&Path>) -> object_store::Result<Vec<ObjectMeta>> {
-        let (from, to) = range_of(prefix);
+        let range = range_of(prefix);
         self.with_client(move |c| async move {
-            let rows = c
-                .query(
-                    "SELECT path, length(data)::BIGINT, modified_ms FROM sovseal_objects
-                     WHERE path >= $1 AND path < $2 ORDER BY path",
-                    &[&from, &to],
-                )
-                .await
-                .map_err(generic)?;
+            let rows = match &range {
+                Some((from, to)) => {
+                    c.query(
+                        "SELECT path, length(data)::BIGINT, modified_ms FROM sovseal_objects
+                         WHERE path >= $1 AND path < $2 ORDER BY path",
+                        &[from, to],
+                    )
+                    .await
+                }
+                None => {
+                    c.query(
+                        "SELECT path, length(data)::BIGINT, modified_ms FROM sovseal_objects
+                         ORDER BY path",
+                        &[],
+                    )
+                    .await
+                }
+            }
+            .map_err(generic)?;
             rows.iter()
                 .map(|r| {
                     let p: String = r.get(0);
