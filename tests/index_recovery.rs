@@ -399,6 +399,44 @@ fn a_fitted_pack_still_rebuilds_an_index_lost_later() {
     }
 }
 
+/// The cut also took the next snapshot's objects: step 1 cuts snapshot
+/// 11 back (the index held it, its objects are gone) and keeps 10, whose
+/// commit record was torn. That record is written again too, so an index
+/// lost later still rebuilds up to 10 (before, the cut-back left every
+/// committed length at the pack's last object and the writer cut the torn
+/// record off: the rebuild stopped at 9 and reported a rollback).
+#[test]
+fn a_cut_back_keeps_the_records_of_the_snapshots_it_keeps() {
+    let env = Env::new();
+    build(&env);
+    let mut e = env.open();
+    for k in 8..=10 {
+        add_file(&mut e, k);
+    }
+    drop(e);
+    let c = rusqlite::Connection::open(env.data_dir().join("index.db")).unwrap();
+    c.execute(
+        "UPDATE meta SET value = CAST('8' AS BLOB) WHERE key = 'durable_seq'",
+        [],
+    )
+    .unwrap();
+    drop(c);
+    let (path, at, body) = commit_record(&env, 10);
+    let record_end = (at + RECORD_HEADER + body.len() as u64) as usize;
+    let kept = std::fs::read(&path).unwrap()[..record_end].to_vec();
+    let f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+    f.set_len(at + RECORD_HEADER + body.len() as u64 / 3)
+        .unwrap();
+    drop(f);
+    drop(check(&env, 10));
+    assert!(
+        std::fs::read(&path).unwrap() == kept,
+        "snapshot 10's record is whole again, and nothing of 11 is left"
+    );
+    remove_index(&env);
+    drop(check(&env, 10));
+}
+
 /// A pack cut short before an object the index holds lost synced data:
 /// refused, naming the pack, and nothing is cut or deleted.
 #[test]

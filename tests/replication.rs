@@ -152,6 +152,14 @@ fn the_postgres_driver_passes_the_suite_and_restores() {
         .unwrap_err()
         .to_string();
     assert!(e.contains("remote postgres://"), "{e}");
+    // A password in the URL never reaches a message.
+    for url in [
+        "postgres://agent:s3cr3t@/nosuchdb?host=/nonexistent",
+        "postgres:///nosuchdb?host=/nonexistent&user=agent&password=s3cr3t",
+    ] {
+        let e = Remote::open(url).unwrap_err().to_string();
+        assert!(!e.contains("s3cr3t") && e.contains("***"), "{e}");
+    }
 }
 
 /// The PostgreSQL store against object_store's own reusable suite for

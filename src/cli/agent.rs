@@ -296,7 +296,7 @@ pub(super) fn reset(args: ResetArgs, out: &mut dyn Write) -> Result<()> {
     let name = AgentName::new(&agent)?;
     let to = crate::repo::agent::discard_local(&home, &name)?;
     if json {
-        let v = serde_json::json!({ "agent": agent, "moved_to": to });
+        let v = serde_json::json!({ "agent": agent, "moved_to": to.to_string_lossy() });
         return writeln!(out, "{v}").map_err(w);
     }
     writeln!(

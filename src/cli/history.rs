@@ -51,7 +51,7 @@ pub(super) fn restore(args: RestoreArgs, out: &mut dyn Write) -> Result<()> {
             },
             &mut |s, h| p.tick(s, h),
         )?;
-        (n, url)
+        (n, crate::repo::remote::shown(&url))
     };
     if json {
         let v = serde_json::json!({
@@ -59,7 +59,7 @@ pub(super) fn restore(args: RestoreArgs, out: &mut dyn Write) -> Result<()> {
             "path": path,
             "seq": n,
             "from": from,
-            "dest": dest,
+            "dest": dest.to_string_lossy(),
             "skipped": skipped,
         });
         return writeln!(out, "{v}").map_err(w);

@@ -72,7 +72,7 @@ pub(super) fn key(cmd: KeyCommand, out: &mut dyn Write) -> Result<()> {
             if json {
                 let v = serde_json::json!({
                     "fingerprint": e.fingerprint,
-                    "file": file,
+                    "file": file.to_string_lossy(),
                 });
                 return writeln!(out, "{v}").map_err(w);
             }

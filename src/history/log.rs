@@ -9,7 +9,7 @@ use crate::history::diff::{self, Change, Entry};
 use crate::repo::agent::Agent;
 use crate::seal::tree::{Inode, Provenance, Writer};
 use serde::Serialize;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// A process, as a snapshot's provenance names it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -135,23 +135,37 @@ fn keeps(e: &LogEntry, path: Option<&str>) -> bool {
     })
 }
 
-/// A path no program touched itself changed because a directory above it
-/// was renamed or removed (its own inode is unchanged): it is shown with
-/// the writers of the nearest such directory, for the same kind of
-/// change.
-fn inherit_writers(changes: &mut [PathChange]) {
-    let known: std::collections::HashMap<(String, &'static str), Vec<usize>> = changes
-        .iter()
-        .filter(|c| !c.writers.is_empty())
-        .map(|c| ((c.path.clone(), c.change), c.writers.clone()))
-        .collect();
-    for c in changes.iter_mut().filter(|c| c.writers.is_empty()) {
+/// A path added or removed although no program touched its own inode was
+/// moved by the rename of a directory above it: its inode is in both
+/// snapshots. It is shown with the programs that renamed (took the old
+/// name of) the nearest such directory among the changes of the same kind.
+/// Nothing else is inherited: a path created under a new directory, or
+/// changed in place, keeps its own writers, even none.
+fn inherit_writers(
+    changes: &mut [PathChange],
+    inos: &std::collections::HashMap<(String, &'static str), u64>,
+    moved: impl Fn(u64) -> bool,
+    renamers: impl Fn(u64) -> Vec<usize>,
+) {
+    for c in changes.iter_mut() {
+        if !c.writers.is_empty() || c.change == "changed" {
+            continue;
+        }
+        if !inos
+            .get(&(c.path.clone(), c.change))
+            .is_some_and(|i| moved(*i))
+        {
+            continue;
+        }
         let mut p = c.path.as_str();
         while let Some(i) = p.rfind('/') {
             p = &p[..i];
-            if let Some(w) = known.get(&(p.to_string(), c.change)) {
-                c.writers = w.clone();
-                break;
+            if let Some(dir) = inos.get(&(p.to_string(), c.change)) {
+                let w = renamers(*dir);
+                if !w.is_empty() {
+                    c.writers = w;
+                    break;
+                }
             }
         }
     }
@@ -196,7 +210,26 @@ fn entry(
         .chain(d.changed.iter().map(changed))
         .collect();
     changes.sort_by(|a, b| a.path.cmp(&b.path));
-    inherit_writers(&mut changes);
+    let inos: std::collections::HashMap<(String, &'static str), u64> = d
+        .added
+        .iter()
+        .map(|e| ((e.path.clone(), "added"), e.ino))
+        .chain(
+            d.removed
+                .iter()
+                .map(|e| ((e.path.clone(), "removed"), e.ino)),
+        )
+        .collect();
+    let (old_inos, new_inos): (BTreeSet<u64>, BTreeSet<u64>) = (
+        older.values().map(|i| i.ino).collect(),
+        newer.values().map(|i| i.ino).collect(),
+    );
+    inherit_writers(
+        &mut changes,
+        &inos,
+        |ino| old_inos.contains(&ino) && new_inos.contains(&ino),
+        |ino| who(ino, true),
+    );
     LogEntry {
         seq,
         timestamp_ms,

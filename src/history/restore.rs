@@ -70,7 +70,7 @@ async fn restore_into(
     let Some(&head) = seqs.last() else {
         return Err(Error::Invalid(format!(
             "the remote {} holds no snapshots of agent {name} (for this master key)",
-            remote.url()
+            remote.shown_url()
         )));
     };
     for (i, s) in seqs.iter().enumerate() {

@@ -31,11 +31,11 @@ pub fn restore_if_remote_has(
             evidence: format!(
                 "{} (and snapshots on the remote {})",
                 local.join("; "),
-                remote.url()
+                remote.shown_url()
             ),
         });
     }
-    tracing::info!("restoring agent {agent} from {}", remote.url());
+    tracing::info!("restoring agent {agent} from {}", remote.shown_url());
     let head = rt.block_on(crate::history::restore::restore(
         home,
         agent,
@@ -74,7 +74,7 @@ pub fn refuse_start_over_on_remote(
     let rt = crate::repo::remote::runtime()?;
     let id = master.agent_id(agent.as_str());
     if !rt.block_on(remote.list_envelopes(&id, 0, 1))?.is_empty() {
-        evidence.push(format!("snapshots on the remote {}", remote.url()));
+        evidence.push(format!("snapshots on the remote {}", remote.shown_url()));
     }
     if evidence.is_empty() {
         return Ok(());

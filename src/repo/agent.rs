@@ -569,7 +569,7 @@ fn recover_tail(index: &mut Index, packs: &Dir, store: &Store, keys: &AgentKeys)
             Some(_) => {}
         }
     }
-    changed |= fit_short_packs(index, packs, store, &mut touched)?;
+    changed |= fit_short_packs(index, packs, store, &mut touched, changed)?;
     let caught = catch_up(index, packs, store, keys, &mut touched)?;
     if caught > 0 {
         tracing::warn!(
@@ -659,11 +659,19 @@ fn cut_back(
 /// synchronous transaction before the agent opens. A pack cut short before
 /// an indexed object lost synced data and is refused, as is a pack the
 /// index lists that is gone. Returns whether a length changed.
+///
+/// After step 1 cut snapshots back (`after_cut`), every committed length
+/// ends at its pack's last object, and the commit records that followed
+/// it, whole or torn, lie past it, where the writer cuts them off. So a
+/// pack holding bytes past its last object gets the same treatment: the
+/// records of the snapshots kept are checked there and written again if
+/// they are not whole.
 fn fit_short_packs(
     index: &Index,
     packs: &Dir,
     store: &Store,
     touched: &mut BTreeSet<u32>,
+    after_cut: bool,
 ) -> Result<bool> {
     let on_disk = crate::repo::store::pack_numbers(packs)?;
     let mut changed = false;
@@ -672,12 +680,29 @@ fn fit_short_packs(
             continue; // refused by the writer, naming it
         }
         let actual = store.file_len(pack)?;
-        if actual >= committed {
-            continue;
-        }
         let objects_end = index
             .objects_end(pack)?
             .max(crate::repo::pack::PACK_MAGIC.len() as u64);
+        if after_cut && actual >= committed && committed <= objects_end && actual > objects_end {
+            let records = lost_records(index, pack)?;
+            if records.is_empty() {
+                continue;
+            }
+            let (end, wrote) =
+                crate::repo::store::Store::rewrite_tail(packs, pack, objects_end, &records)?;
+            if wrote {
+                tracing::warn!(
+                    "pack {pack:08}: the commit records after its last kept object were torn (power cut?) and were written again from the index"
+                );
+                touched.insert(pack);
+            }
+            index.set_pack_length(pack, end)?;
+            changed = true;
+            continue;
+        }
+        if actual >= committed {
+            continue;
+        }
         if objects_end > actual {
             return Err(Error::corrupt(
                 format!(
@@ -690,7 +715,7 @@ fn fit_short_packs(
             ));
         }
         let records = lost_records(index, pack)?;
-        let end = crate::repo::store::Store::rewrite_tail(packs, pack, objects_end, &records)?;
+        let (end, _) = crate::repo::store::Store::rewrite_tail(packs, pack, objects_end, &records)?;
         tracing::warn!(
             "pack {pack:08} ends {} bytes short of its committed length, inside a commit record whose snapshot the index holds (power cut?); its objects are whole, the commit records after them were written again from the index",
             committed - actual

@@ -45,7 +45,18 @@ const STORE: &str = "postgres";
 
 type Param = dyn tokio_postgres::types::ToSql + Sync;
 
-/// The one table, created at the first connection if missing.
+/// How long a connection may take to open, unless the URL says
+/// (`connect_timeout=`).
+const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// How long one call may take (a 32 MiB pack part included) before it
+/// fails, its connection is dropped and the next call connects again: a
+/// server that stops answering must not hang replication or a
+/// `--sync-replication` fsync forever.
+const CALL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(300);
+
+/// The one table, created at the first connection if missing (a role
+/// without CREATE on the schema can use a table an administrator made).
 const SCHEMA: &str = "CREATE TABLE IF NOT EXISTS sovseal_objects (
     path TEXT COLLATE \"C\" PRIMARY KEY,
     data BYTEA NOT NULL,
@@ -113,7 +124,11 @@ impl PgStore {
     /// or `postgres:///db?host=/run/postgresql` for a Unix socket) and
     /// creates the table if it is missing.
     pub fn connect(url: &str) -> Result<Self, String> {
-        let config: tokio_postgres::Config = url.parse().map_err(|e| format!("{e}"))?;
+        let mut config: tokio_postgres::Config = url.parse().map_err(|e| format!("{e}"))?;
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(CONNECT_TIMEOUT);
+        }
+        config.keepalives(true);
         let shown = super::remote::shown(url);
         let (stop, stopped) = futures::channel::oneshot::channel::<()>();
         let (tx, rx) = std::sync::mpsc::channel();
@@ -176,7 +191,21 @@ impl Inner {
                         tracing::warn!("postgres remote: connection ended: {e}");
                     }
                 });
-                client.batch_execute(SCHEMA).await.map_err(generic)?;
+                let exists = client
+                    .query_one("SELECT to_regclass('sovseal_objects') IS NOT NULL", &[])
+                    .await
+                    .map_err(generic)?
+                    .get::<_, bool>(0);
+                if !exists && let Err(e) = client.batch_execute(SCHEMA).await {
+                    // Another client created it at the same moment.
+                    use tokio_postgres::error::SqlState;
+                    let raced = e.code().is_some_and(|c| {
+                        *c == SqlState::DUPLICATE_TABLE || *c == SqlState::UNIQUE_VIOLATION
+                    });
+                    if !raced {
+                        return Err(generic(e));
+                    }
+                }
                 Ok(Arc::new(client))
             })
             .await?;
@@ -190,7 +219,15 @@ impl Inner {
         &self,
         f: impl Future<Output = object_store::Result<T>> + Send + 'static,
     ) -> object_store::Result<T> {
-        self.handle.spawn(f).await.map_err(generic)?
+        let timed = async move { tokio::time::timeout(CALL_TIMEOUT, f).await };
+        match self.handle.spawn(timed).await.map_err(generic)? {
+            Ok(r) => r,
+            Err(elapsed) => {
+                // The connection may hang on: the next call makes a new one.
+                *self.client.lock().expect("client") = None;
+                Err(generic(elapsed))
+            }
+        }
     }
 
     /// Runs `f` with the connection on the driver's runtime.
@@ -230,10 +267,10 @@ impl Inner {
             rows.iter()
                 .map(|r| {
                     let p: String = r.get(0);
-                    let location = Path::parse(&p).map_err(|e| object_store::Error::Generic {
-                        store: STORE,
-                        source: Box::new(e),
-                    })?;
+                    // A name no store could write: as the other stores
+                    // report it.
+                    let location = Path::parse(&p)
+                        .map_err(|source| object_store::Error::InvalidPath { source })?;
                     Ok(meta(location, r.get(1), r.get(2)))
                 })
                 .collect()
@@ -278,7 +315,10 @@ impl ObjectStore for PgStore {
                 });
             }
         };
-        let data: Vec<u8> = payload.into_iter().flat_map(|b| b.to_vec()).collect();
+        let mut data = Vec::with_capacity(payload.content_length());
+        for b in payload.iter() {
+            data.extend_from_slice(b);
+        }
         let path = location.to_string();
         let n = self
             .inner

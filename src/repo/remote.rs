@@ -54,19 +54,37 @@ pub struct Remote {
 
 impl std::fmt::Debug for Remote {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Remote({})", self.url)
+        write!(f, "Remote({})", shown(&self.url))
     }
 }
 
-/// `url` without its password, for messages.
+/// `url` with its password masked (`user:***@`, `password=***`), for
+/// messages, logs and `sovseal status`. Textual, so that a URL the `url`
+/// crate does not parse (`postgres://user:pw@/db?host=/socket`) is masked
+/// too.
 pub fn shown(url: &str) -> String {
-    match url::Url::parse(url) {
-        Ok(mut u) if u.password().is_some() => {
-            let _ = u.set_password(Some("***"));
-            u.to_string()
+    let mut out = url.to_string();
+    if let Some(start) = out.find("://").map(|i| i + 3) {
+        let auth_end = out[start..]
+            .find(['/', '?', '#'])
+            .map_or(out.len(), |i| start + i);
+        if let Some(at) = out[start..auth_end].rfind('@').map(|i| start + i)
+            && let Some(colon) = out[start..at].find(':').map(|i| start + i)
+        {
+            out.replace_range(colon + 1..at, "***");
         }
-        _ => url.to_string(),
     }
+    if let Some((head, query)) = out.split_once('?') {
+        let query: Vec<String> = query
+            .split('&')
+            .map(|kv| match kv.split_once('=') {
+                Some((k, _)) if k.eq_ignore_ascii_case("password") => format!("{k}=***"),
+                _ => kv.to_string(),
+            })
+            .collect();
+        out = format!("{head}?{}", query.join("&"));
+    }
+    out
 }
 
 fn remote_err(op: &str, e: impl std::fmt::Display) -> Error {
@@ -106,8 +124,9 @@ impl Remote {
     /// `aws_allow_http`, `aws_access_key_id`).
     pub fn open_with(url_text: &str, options: &[(String, String)]) -> Result<Self> {
         let url = url::Url::parse(url_text)
-            .map_err(|e| Error::Invalid(format!("remote URL {url_text:?}: {e}")))?;
-        let bad = |e: object_store::Error| Error::Invalid(format!("remote {url_text}: {e}"));
+            .map_err(|e| Error::Invalid(format!("remote URL {:?}: {e}", shown(url_text))))?;
+        let bad =
+            |e: object_store::Error| Error::Invalid(format!("remote {}: {e}", shown(url_text)));
         let prefix = |p: &str| {
             Path::parse(p.trim_matches('/'))
                 .map_err(|e| Error::Invalid(format!("remote path: {e}")))
@@ -185,6 +204,11 @@ impl Remote {
     /// The URL it was opened with.
     pub fn url(&self) -> &str {
         &self.url
+    }
+
+    /// The URL with its password masked ([`shown`]), for messages.
+    pub fn shown_url(&self) -> String {
+        shown(&self.url)
     }
 
     fn agent_dir(&self, agent: &AgentId) -> Path {

@@ -338,18 +338,25 @@ impl Store {
             .len())
     }
 
-    /// Writes `records` into `pack` at `at` and cuts the pack after them
-    /// (recovery, under the write lock, before any store is opened for
-    /// writing: see `fit_short_packs`). Not synced: the caller syncs the
-    /// packs it touched. Returns the new length.
-    pub fn rewrite_tail(dir: &Dir, pack: u32, at: u64, records: &[u8]) -> Result<u64> {
+    /// Makes `pack` hold `records` at `at` (recovery, under the write
+    /// lock, before any store is opened for writing: see
+    /// `fit_short_packs`): when the bytes there differ, writes them, cuts
+    /// the pack after them and syncs it before returning (the index then
+    /// records the new length synchronously). Returns the end of the
+    /// records and whether anything was written.
+    pub fn rewrite_tail(dir: &Dir, pack: u32, at: u64, records: &[u8]) -> Result<(u64, bool)> {
         let path = pack_path(dir.path(), pack);
-        let f = dir.open_file(pack_name(pack), OFlag::O_WRONLY, 0)?;
+        let f = dir.open_file(pack_name(pack), OFlag::O_RDWR, 0)?;
         let end = at + records.len() as u64;
+        let mut there = vec![0; records.len()];
+        if f.read_exact_at(&mut there, at).is_ok() && there == records {
+            return Ok((end, false));
+        }
         f.write_all_at(records, at)
             .and_then(|_| f.set_len(end))
+            .and_then(|_| f.sync_data())
             .map_err(|e| Error::io(&path, e))?;
-        Ok(end)
+        Ok((end, true))
     }
 
     /// Syncs the given packs (recovery after an unclean stop, when the
