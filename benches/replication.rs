@@ -96,73 +96,28 @@ fn main() {
     let bytes: usize = parts.iter().map(Vec::len).sum();
     // Alternating rounds, each to fresh keys (the S3 server's state grows
     // with every round: neither side gets only the early ones); medians.
-    let (mut ours, mut rawt) = (Vec::new(), Vec::new());
-    for round in 0..ROUNDS {
-        let remote = Remote::open_with(&format!("s3://bench/repl{round}"), &opts).unwrap();
-        rt.block_on(sovseal::replication::replicator::upload(&agent, &remote, 1))
-            .unwrap();
-        let t = Instant::now();
-        rt.block_on(sovseal::replication::replicator::upload(
-            &agent, &remote, seq,
-        ))
-        .unwrap();
-        ours.push(t.elapsed());
-        let raw = Remote::open_with(&format!("s3://bench/raw{round}"), &opts).unwrap();
-        let t = Instant::now();
-        rt.block_on(futures::future::try_join_all(parts.iter().enumerate().map(
-            |(i, p)| {
-                let s = raw.store().clone();
-                let p = p.clone();
-                async move {
-                    s.put(
-                        &object_store::path::Path::from(format!("raw/{i}")),
-                        PutPayload::from(p),
-                    )
-                    .await
-                }
-            },
-        )))
-        .unwrap();
-        rawt.push(t.elapsed());
-    }
-    ours.sort();
-    rawt.sort();
-    let (ours, rawt) = (ours[ROUNDS / 2], rawt[ROUNDS / 2]);
+    let (ours, rawt) = throughput(
+        &rt,
+        &agent,
+        seq,
+        &parts,
+        |round| Remote::open_with(&format!("s3://bench/repl{round}"), &opts).unwrap(),
+        |round| Remote::open_with(&format!("s3://bench/raw{round}"), &opts).unwrap(),
+    );
     // 1b. The same against PostgreSQL, when SOVSEAL_BENCH_PG_URL names a
     // database (rounds after the first overwrite the same rows, on both
     // sides alike).
     let pg = std::env::var("SOVSEAL_BENCH_PG_URL").ok().map(|url| {
         let remote = Remote::open(&url).unwrap();
-        let (mut ours, mut rawt) = (Vec::new(), Vec::new());
-        for round in 0..ROUNDS {
-            rt.block_on(sovseal::replication::replicator::upload(&agent, &remote, 1))
-                .unwrap();
-            let t = Instant::now();
-            rt.block_on(sovseal::replication::replicator::upload(
-                &agent, &remote, seq,
-            ))
-            .unwrap();
-            ours.push(t.elapsed());
-            let t = Instant::now();
-            rt.block_on(futures::future::try_join_all(parts.iter().enumerate().map(
-                |(i, p)| {
-                    let s = remote.store().clone();
-                    let p = p.clone();
-                    async move {
-                        s.put(
-                            &object_store::path::Path::from(format!("raw/{round}/{i}")),
-                            PutPayload::from(p),
-                        )
-                        .await
-                    }
-                },
-            )))
-            .unwrap();
-            rawt.push(t.elapsed());
-        }
-        ours.sort();
-        rawt.sort();
-        (remote, ours[ROUNDS / 2], rawt[ROUNDS / 2])
+        let (ours, rawt) = throughput(
+            &rt,
+            &agent,
+            seq,
+            &parts,
+            |_| remote.clone(),
+            |_| remote.clone(),
+        );
+        (remote, ours, rawt)
     });
     drop(e);
 
@@ -290,6 +245,51 @@ fn main() {
     }
     let _ = moto.kill();
     let _ = moto.wait();
+}
+
+/// Median times of `ROUNDS` alternating rounds: sovseal's upload of
+/// snapshot `seq` to `ours(round)`, then raw puts of the same `parts` to
+/// `raw(round)` (under `raw/<round>/`).
+fn throughput(
+    rt: &tokio::runtime::Runtime,
+    agent: &std::sync::Arc<sovseal::repo::agent::Agent>,
+    seq: u64,
+    parts: &[Vec<u8>],
+    ours: impl Fn(usize) -> Remote,
+    raw: impl Fn(usize) -> Remote,
+) -> (Duration, Duration) {
+    let (mut ourt, mut rawt) = (Vec::new(), Vec::new());
+    for round in 0..ROUNDS {
+        let remote = ours(round);
+        rt.block_on(sovseal::replication::replicator::upload(agent, &remote, 1))
+            .unwrap();
+        let t = Instant::now();
+        rt.block_on(sovseal::replication::replicator::upload(
+            agent, &remote, seq,
+        ))
+        .unwrap();
+        ourt.push(t.elapsed());
+        let raw = raw(round);
+        let t = Instant::now();
+        rt.block_on(futures::future::try_join_all(parts.iter().enumerate().map(
+            |(i, p)| {
+                let s = raw.store().clone();
+                let p = p.clone();
+                async move {
+                    s.put(
+                        &object_store::path::Path::from(format!("raw/{round}/{i}")),
+                        PutPayload::from(p),
+                    )
+                    .await
+                }
+            },
+        )))
+        .unwrap();
+        rawt.push(t.elapsed());
+    }
+    ourt.sort();
+    rawt.sort();
+    (ourt[ROUNDS / 2], rawt[ROUNDS / 2])
 }
 
 fn count_files(dir: &std::path::Path) -> usize {

@@ -316,9 +316,18 @@ fn a_mount_over_an_index_that_lost_every_row_rebuilds_it() {
 /// tore the pack inside snapshot 10's commit record: every object of both
 /// is whole. Returns the pack's path and its bytes before the cut.
 fn cut_inside_the_last_commit_record(env: &Env) -> (PathBuf, Vec<u8>) {
+    let (path, whole, record_end) = cut_inside_snapshot_10s_record(env, 9);
+    assert_eq!(whole.len() as u64, record_end, "10's record ends the pack");
+    (path, whole)
+}
+
+/// Snapshots 1..=8 durable, then 9..=`last_file + 1` committed after the durable
+/// point, then the pack cut inside snapshot 10's commit record. Returns
+/// the pack's path, its bytes before the cut and where 10's record ended.
+fn cut_inside_snapshot_10s_record(env: &Env, last_file: u64) -> (PathBuf, Vec<u8>, u64) {
     build(env);
     let mut e = env.open();
-    for k in 8..=9 {
+    for k in 8..=last_file {
         add_file(&mut e, k);
     }
     drop(e);
@@ -330,17 +339,11 @@ fn cut_inside_the_last_commit_record(env: &Env) -> (PathBuf, Vec<u8>) {
     .unwrap();
     drop(c);
     let (path, at, body) = commit_record(env, 10);
-    let f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
-    let end = f.metadata().unwrap().len();
-    assert_eq!(
-        end,
-        at + RECORD_HEADER + body.len() as u64,
-        "10's record ends the pack"
-    );
     let whole = std::fs::read(&path).unwrap();
-    let cut_to = at + RECORD_HEADER + body.len() as u64 / 3;
-    f.set_len(cut_to).unwrap();
-    (path, whole)
+    let f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+    f.set_len(at + RECORD_HEADER + body.len() as u64 / 3)
+        .unwrap();
+    (path, whole, at + RECORD_HEADER + body.len() as u64)
 }
 
 /// Regression (tests/powercut.rs saw it once): a pack that ends inside the
@@ -408,26 +411,8 @@ fn a_fitted_pack_still_rebuilds_an_index_lost_later() {
 #[test]
 fn a_cut_back_keeps_the_records_of_the_snapshots_it_keeps() {
     let env = Env::new();
-    build(&env);
-    let mut e = env.open();
-    for k in 8..=10 {
-        add_file(&mut e, k);
-    }
-    drop(e);
-    let c = rusqlite::Connection::open(env.data_dir().join("index.db")).unwrap();
-    c.execute(
-        "UPDATE meta SET value = CAST('8' AS BLOB) WHERE key = 'durable_seq'",
-        [],
-    )
-    .unwrap();
-    drop(c);
-    let (path, at, body) = commit_record(&env, 10);
-    let record_end = (at + RECORD_HEADER + body.len() as u64) as usize;
-    let kept = std::fs::read(&path).unwrap()[..record_end].to_vec();
-    let f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
-    f.set_len(at + RECORD_HEADER + body.len() as u64 / 3)
-        .unwrap();
-    drop(f);
+    let (path, whole, record_end) = cut_inside_snapshot_10s_record(&env, 10);
+    let kept = whole[..record_end as usize].to_vec();
     drop(check(&env, 10));
     assert!(
         std::fs::read(&path).unwrap() == kept,
