@@ -70,6 +70,8 @@ pub struct Seeds {
     pub manifest3_bin: Vec<u8>,
     /// Tree format 4, with provenance.
     pub manifest4_bin: Vec<u8>,
+    /// Tree format 5, with a provenance marked incomplete.
+    pub manifest5_bin: Vec<u8>,
     /// Page-map nodes (tree formats 2 and 3).
     pub page_maps: Vec<Vec<u8>>,
     /// Inode pages (the first byte of each selects `inodes_per_page`, see
@@ -207,6 +209,25 @@ fn build_seeds() -> Seeds {
             ],
             changes: [(2, 0), (9, 0), (9, 1)].into(),
             removed: [(9, 1)].into(),
+            incomplete: false,
+        }),
+        ..manifest.clone()
+    });
+    let manifest5_bin = tree::encode_manifest(&Manifest {
+        format: 5,
+        pages: Pages::Counted(Some(id(8))),
+        provenance: Some(tree::Provenance {
+            note: None,
+            writers: vec![tree::Writer {
+                pid: 77,
+                uid: 1000,
+                gid: 1000,
+                comm: b"rm".to_vec(),
+                exe: b"/usr/bin/rm".to_vec(),
+            }],
+            changes: [(1, 0)].into(),
+            removed: [(4, 0), (5, 0)].into(),
+            incomplete: true,
         }),
         ..manifest.clone()
     });
@@ -404,6 +425,7 @@ fn build_seeds() -> Seeds {
         manifest2_bin,
         manifest3_bin,
         manifest4_bin,
+        manifest5_bin,
         page_maps,
         pages,
         dirs,
@@ -1223,6 +1245,7 @@ pub fn target_by_name(name: &str) -> (Target, Vec<&'static [u8]>) {
                 &s.manifest2_bin,
                 &s.manifest3_bin,
                 &s.manifest4_bin,
+                &s.manifest5_bin,
             ],
         ),
         "page_map" => (target_page_map, all(&s.page_maps)),
@@ -1420,6 +1443,7 @@ mod props {
                 &s.manifest2_bin,
                 &s.manifest3_bin,
                 &s.manifest4_bin,
+                &s.manifest5_bin,
             ],
             PURE.0,
             PURE.1,

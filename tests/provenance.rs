@@ -259,3 +259,81 @@ fn provenance_and_notes_are_never_in_clear() {
     }
     assert!(files > 3, "scanned {files} files");
 }
+
+/// One snapshot names at most `WRITERS_MAX` processes and `CHANGES_MAX`
+/// (inode, writer) pairs per list: a burst beyond that (hundreds of
+/// programs, an `rm` of a large tree in one quiet period) keeps what fits,
+/// attributed exactly, and the snapshot says its record is incomplete,
+/// so the manifest and the mount's memory stay bounded. Driven through the
+/// engine: a mount cannot place tens of thousands of changes in one quiet
+/// period reliably.
+#[test]
+fn a_burst_beyond_one_record_keeps_what_fits_and_says_so() {
+    use sovseal::engine::SetAttr;
+    use sovseal::repo::agent::Agent;
+    use sovseal::seal::tree::{CHANGES_MAX, ROOT_INO, WRITERS_MAX, Writer};
+    let env = support::home::Env::new();
+    let mut e = env.open();
+    let writer = |k: usize| Writer {
+        pid: 1000 + k as u32,
+        uid: 1000,
+        gid: 1000,
+        comm: format!("tool{k}").into_bytes(),
+        exe: b"/usr/bin/tool".to_vec(),
+    };
+    let many = CHANGES_MAX + 50;
+    let inos: Vec<u64> = (0..many)
+        .map(|k| {
+            e.create(ROOT_INO, format!("f{k:05}").as_bytes(), 0o644, 0, 0)
+                .unwrap()
+                .ino
+        })
+        .collect();
+    e.commit().unwrap();
+    // Snapshot 3: each of WRITERS_MAX + 20 programs changes one file.
+    for (k, ino) in inos.iter().enumerate().take(WRITERS_MAX + 20) {
+        let perm = SetAttr {
+            perm: Some(0o600),
+            ..Default::default()
+        };
+        e.setattr(*ino, &perm).unwrap();
+        e.attribute(*ino, &writer(k));
+    }
+    e.commit().unwrap();
+    // Snapshot 4: one program removes every file.
+    for (k, ino) in inos.iter().enumerate() {
+        e.unlink(ROOT_INO, format!("f{k:05}").as_bytes()).unwrap();
+        e.attribute_removal(*ino, &writer(0));
+    }
+    e.commit().unwrap();
+    drop(e);
+    let a = Agent::open_readonly(&env.home, &env.agent, &env.master).unwrap();
+    let log = sovseal::history::log::log(&a, None, 3).unwrap();
+    let [removal, chmods, creates] = &log[..] else {
+        panic!("{} entries", log.len())
+    };
+    assert_eq!((removal.seq, chmods.seq, creates.seq), (4, 3, 2));
+    assert!(!creates.writers_incomplete && creates.writers.is_empty());
+
+    assert!(chmods.writers_incomplete);
+    assert_eq!(chmods.writers.len(), WRITERS_MAX);
+    assert_eq!(chmods.changes.len(), WRITERS_MAX + 20);
+    for c in &chmods.changes {
+        let k: usize = c.path.trim_start_matches("/f").parse().unwrap();
+        let names: Vec<&str> = c
+            .writers
+            .iter()
+            .map(|i| chmods.writers[*i].comm.as_str())
+            .collect();
+        if k < WRITERS_MAX {
+            assert_eq!(names, [format!("tool{k}")], "{}", c.path);
+        } else {
+            assert!(names.is_empty(), "{} names {names:?}", c.path);
+        }
+    }
+
+    assert!(removal.writers_incomplete);
+    assert_eq!(removal.changes.len(), many);
+    let named = removal.changes.iter().filter(|c| !c.writers.is_empty());
+    assert_eq!(named.count(), CHANGES_MAX);
+}

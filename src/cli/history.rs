@@ -113,6 +113,13 @@ pub(super) fn log(args: LogArgs, out: &mut dyn Write) -> Result<()> {
             )
             .map_err(w)?;
         }
+        if e.writers_incomplete {
+            writeln!(
+                out,
+                "    (more writers or changes than a snapshot records: some paths name none)"
+            )
+            .map_err(w)?;
+        }
         for c in &e.changes {
             let mark = match c.change {
                 "added" => "A",

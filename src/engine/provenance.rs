@@ -1,12 +1,16 @@
 //! Who changed what since the last snapshot, and the agent's note for the
 //! next one: gathered as operations are applied, sealed into the next
 //! snapshot's manifest (tree format 4, `seal::tree::Provenance`), and
-//! cleared when that snapshot is committed.
+//! cleared when that snapshot is committed. Bounded: at most
+//! [`WRITERS_MAX`] writers and [`CHANGES_MAX`] pairs per list; what does
+//! not fit is left out and the record marked incomplete
+//! (`Provenance::incomplete`), so a burst of a million
+//! metadata changes costs neither memory nor manifest bytes in proportion.
 //!
 //! In memory only: operations replayed from the journal after a crash
 //! carry no writer, and a note set before a crash is lost with it.
 
-use crate::seal::tree::{NOTE_MAX, Provenance, Writer};
+use crate::seal::tree::{CHANGES_MAX, NOTE_MAX, Provenance, WRITERS_MAX, Writer};
 use crate::{Error, Result};
 use std::collections::HashMap;
 
@@ -21,20 +25,30 @@ pub(crate) struct Pending {
 impl Pending {
     /// Records that `writer` created or changed inode `ino` (`removed`:
     /// removed a name of it).
+    /// Left out, and the record marked incomplete, when it is full.
     pub(crate) fn attribute(&mut self, ino: u64, writer: &Writer, removed: bool) {
         let n = match self.index.get(writer) {
             Some(n) => *n,
+            None if self.record.writers.len() >= WRITERS_MAX => {
+                self.record.incomplete = true;
+                return;
+            }
             None => {
-                let n = u32::try_from(self.record.writers.len()).unwrap_or(u32::MAX);
+                let n = u32::try_from(self.record.writers.len()).expect("below WRITERS_MAX");
                 self.record.writers.push(writer.clone());
                 self.index.insert(writer.clone(), n);
                 n
             }
         };
-        if removed {
-            self.record.removed.insert((ino, n));
+        let set = if removed {
+            &mut self.record.removed
         } else {
-            self.record.changes.insert((ino, n));
+            &mut self.record.changes
+        };
+        if set.len() < CHANGES_MAX {
+            set.insert((ino, n));
+        } else if !set.contains(&(ino, n)) {
+            self.record.incomplete = true;
         }
     }
 
@@ -114,5 +128,35 @@ mod tests {
         assert_eq!(r.writers_of(8, false).count(), 1);
         p.clear();
         assert!(p.record().is_none());
+    }
+
+    /// Writers past the first WRITERS_MAX, and pairs past CHANGES_MAX in
+    /// a list, are left out and make the record incomplete; a pair
+    /// already kept does not.
+    #[test]
+    fn a_full_record_counts_what_it_leaves_out() {
+        let mut p = Pending::default();
+        for pid in 1..=WRITERS_MAX as u32 + 10 {
+            p.attribute(u64::from(pid), &w(pid), false);
+        }
+        let r = p.record().unwrap();
+        assert_eq!(r.writers.len(), WRITERS_MAX);
+        assert_eq!(r.changes.len(), WRITERS_MAX);
+        assert!(r.incomplete);
+        p.clear();
+        for ino in 0..CHANGES_MAX as u64 {
+            p.attribute(ino, &w(1), true);
+        }
+        p.attribute(3, &w(1), true);
+        p.attribute(CHANGES_MAX as u64 + 1, &w(1), false);
+        assert!(
+            !p.record().unwrap().incomplete,
+            "a full list, nothing left out"
+        );
+        p.attribute(CHANGES_MAX as u64, &w(1), true);
+        let r = p.record().unwrap();
+        assert_eq!(r.removed.len(), CHANGES_MAX);
+        assert_eq!(r.changes.len(), 1);
+        assert!(r.incomplete);
     }
 }

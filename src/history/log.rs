@@ -72,6 +72,11 @@ pub struct LogEntry {
     pub note: Option<String>,
     /// The processes that made its changes.
     pub writers: Vec<Process>,
+    /// Whether the snapshot's record of writers is incomplete: more
+    /// processes or changes than one record holds
+    /// (`seal::tree::WRITERS_MAX`, `CHANGES_MAX`), so some paths name no
+    /// writer or not all of theirs.
+    pub writers_incomplete: bool,
     /// Its changed paths, sorted by path.
     pub changes: Vec<PathChange>,
 }
@@ -239,6 +244,7 @@ fn entry(
             .as_ref()
             .map(|n| String::from_utf8_lossy(n).into_owned()),
         writers: prov.writers.iter().map(Process::from).collect(),
+        writers_incomplete: prov.incomplete,
         changes,
     }
 }

@@ -410,6 +410,7 @@ mod tests {
                 }],
                 changes: [(7, 0), (9, 0)].into(),
                 removed: [(3, 0)].into(),
+                incomplete: false,
             }),
         }
     }

@@ -21,10 +21,11 @@ use std::fmt;
 /// version 3 counts the inodes under each page-map child, so a writer
 /// finds free inode numbers without reading pages. Versions 1 and 2 still
 /// decode. Version 4 adds provenance to the manifest: who changed which
-/// inode, and the agent's note ([`Provenance`]). The envelope and AAD
-/// format is `crate::seal::envelope::FORMAT`,
+/// inode, and the agent's note ([`Provenance`]). Version 5 bounds the
+/// provenance ([`WRITERS_MAX`], [`CHANGES_MAX`]) and says when it is
+/// incomplete. The envelope and AAD format is `crate::seal::envelope::FORMAT`,
 /// versioned on its own.
-pub const FORMAT_VERSION: u32 = 4;
+pub const FORMAT_VERSION: u32 = 5;
 /// Oldest tree format this build reads.
 pub const FORMAT_VERSION_MIN: u32 = 1;
 /// Bytes per file chunk of a new agent. Each manifest records its agent's
@@ -461,13 +462,22 @@ pub struct Manifest {
     /// Where the non-empty inode pages are.
     pub pages: Pages,
     /// Who made this snapshot's changes, and the agent's note for it (tree
-    /// format 4; `None` before, and for snapshots no process made: the
+    /// format 4, bounded from format 5; `None` before, and for snapshots no process made: the
     /// first one, rollbacks, restores).
     pub provenance: Option<Provenance>,
 }
 
 /// Longest note an agent can set for a snapshot, in bytes.
 pub const NOTE_MAX: usize = 4096;
+/// Most processes one snapshot's provenance names (tree format 5): a
+/// change by a process beyond these is counted, not attributed.
+pub const WRITERS_MAX: usize = 256;
+/// Most (inode, writer) pairs in each of a provenance's two lists (tree
+/// format 5): about 200 KB each. What a burst of metadata changes (an
+/// `rm -rf` of a large tree within one quiet period) attributes beyond
+/// this is left out (the record says it is incomplete), so neither the manifest nor the
+/// mount's memory grows with the size of a burst.
+pub const CHANGES_MAX: usize = 16_384;
 
 /// A process that changed the tree, as the kernel named it to the mount.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -484,7 +494,8 @@ pub struct Writer {
     pub exe: Vec<u8>,
 }
 
-/// What a snapshot says about its own making (tree format 4): the
+/// What a snapshot says about its own making (tree format 4; bounded in
+/// format 5): the
 /// agent's note, the processes that made its changes, and which inode
 /// each changed. Inode numbers, not paths: a reader joins them with the
 /// paths a comparison with the parent snapshot finds (`history::log`).
@@ -500,12 +511,17 @@ pub struct Provenance {
     /// rmdir, a rename over a name). Apart from `changes`, since a number
     /// freed by a removal can be given to a new inode before the commit.
     pub removed: std::collections::BTreeSet<(u64, u32)>,
+    /// Whether attributions were left out because the record was full
+    /// (tree format 5): a change by a writer beyond [`WRITERS_MAX`], or
+    /// beyond [`CHANGES_MAX`] in its list. Paths they changed may show no
+    /// writer, or not all of theirs.
+    pub incomplete: bool,
 }
 
 impl Provenance {
     /// Whether there is nothing to record.
     pub fn is_empty(&self) -> bool {
-        self.note.is_none() && self.writers.is_empty()
+        self.note.is_none() && self.writers.is_empty() && !self.incomplete
     }
 
     /// Indices of the writers that created or changed `ino` (`removed`:
@@ -520,7 +536,7 @@ impl Provenance {
     }
 }
 
-fn put_provenance(w: &mut Writer_, p: &Provenance) {
+fn put_provenance(w: &mut Writer_, p: &Provenance, format: u32) {
     match &p.note {
         None => w.u8(0),
         Some(n) => {
@@ -543,9 +559,14 @@ fn put_provenance(w: &mut Writer_, p: &Provenance) {
             w.u32(*x);
         }
     }
+    if format >= 5 {
+        w.u8(u8::from(p.incomplete));
+    } else {
+        assert!(!p.incomplete, "an incomplete record needs tree format 5");
+    }
 }
 
-fn get_provenance(r: &mut Reader) -> Result<Provenance> {
+fn get_provenance(r: &mut Reader, format: u32) -> Result<Provenance> {
     let note = match r.u8()? {
         0 => None,
         1 => {
@@ -558,6 +579,9 @@ fn get_provenance(r: &mut Reader) -> Result<Provenance> {
         t => return Err(r.err(format!("bad note tag {t}"))),
     };
     let n = r.count(20)?;
+    if format >= 5 && n > WRITERS_MAX {
+        return Err(r.err("too many writers"));
+    }
     let mut writers = Vec::with_capacity(n);
     for _ in 0..n {
         writers.push(Writer {
@@ -574,6 +598,9 @@ fn get_provenance(r: &mut Reader) -> Result<Provenance> {
     ];
     for set in &mut sets {
         let n = r.count(12)?;
+        if format >= 5 && n > CHANGES_MAX {
+            return Err(r.err("too many changes"));
+        }
         for _ in 0..n {
             let c = (r.u64()?, r.u32()?);
             if c.1 as usize >= writers.len() {
@@ -586,11 +613,17 @@ fn get_provenance(r: &mut Reader) -> Result<Provenance> {
         }
     }
     let [changes, removed] = sets;
+    let incomplete = match (format, if format >= 5 { r.u8()? } else { 0 }) {
+        (_, 0) => false,
+        (5.., 1) => true,
+        (_, t) => return Err(r.err(format!("bad completeness flag {t}"))),
+    };
     Ok(Provenance {
         note,
         writers,
         changes,
         removed,
+        incomplete,
     })
 }
 
@@ -892,7 +925,7 @@ pub fn encode_manifest(m: &Manifest) -> Vec<u8> {
                 w.id(&id.0);
             }
         }
-        (Pages::Map(root), 2) | (Pages::Counted(root), 3 | 4) => match root {
+        (Pages::Map(root), 2) | (Pages::Counted(root), 3..=5) => match root {
             None => w.u8(0),
             Some(id) => {
                 w.u8(1);
@@ -906,7 +939,7 @@ pub fn encode_manifest(m: &Manifest) -> Vec<u8> {
             None => w.u8(0),
             Some(p) => {
                 w.u8(1);
-                put_provenance(&mut w, p);
+                put_provenance(&mut w, p, m.format);
             }
         }
     } else {
@@ -959,7 +992,7 @@ pub fn decode_manifest(b: &[u8]) -> Result<Manifest> {
     let provenance = if format >= 4 {
         match r.u8()? {
             0 => None,
-            1 => Some(get_provenance(&mut r)?),
+            1 => Some(get_provenance(&mut r, format)?),
             t => return Err(r.err(format!("bad provenance tag {t}"))),
         }
     } else {
