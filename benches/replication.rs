@@ -157,86 +157,28 @@ fn main() {
         e.commit().unwrap();
     }
     let head = e.head().seq();
-    let s3 = Remote::open_with("s3://bench/restore", &opts).unwrap();
-    for s in 1..=head {
-        rt.block_on(sovseal::replication::replicator::upload(
-            &e.shared_agent(),
-            &s3,
-            s,
-        ))
-        .unwrap();
-    }
     drop(e);
-    std::fs::remove_dir_all(home.agent_dir(&small)).unwrap();
-    let t = Instant::now();
-    rt.block_on(sovseal::history::restore::restore(
-        &home,
-        &small,
-        &master,
-        &s3,
-        |_, _| {},
-    ))
-    .unwrap();
-    let restore_t = t.elapsed();
-    let pg_restore = pg.as_ref().map(|(remote, _, _)| {
-        let e = Engine::open(&home, &small, &master).unwrap();
-        for s in 1..=head {
-            rt.block_on(sovseal::replication::replicator::upload(
-                &e.shared_agent(),
-                remote,
-                s,
-            ))
-            .unwrap();
-        }
-        drop(e);
-        std::fs::remove_dir_all(home.agent_dir(&small)).unwrap();
-        let t = Instant::now();
-        rt.block_on(sovseal::history::restore::restore(
-            &home,
-            &small,
-            &master,
-            remote,
-            |_, _| {},
-        ))
-        .unwrap();
-        t.elapsed()
-    });
+    let s3 = Remote::open_with("s3://bench/restore", &opts).unwrap();
+    let restore_t = restore_time(&rt, &home, &small, &master, &s3);
+    let pg_restore = pg
+        .as_ref()
+        .map(|(remote, _, _)| restore_time(&rt, &home, &small, &master, remote));
 
     println!("| measurement | value |");
     println!("|---|---|");
-    println!(
-        "| replicate one 256 MiB snapshot to moto (median of {ROUNDS}) | {:.0} MB/s ({:.2} s) |",
-        bytes as f64 / ours.as_secs_f64() / 1e6,
-        ours.as_secs_f64()
-    );
-    println!(
-        "| raw object_store puts of the same bytes (median of {ROUNDS}) | {:.0} MB/s ({:.2} s) |",
-        bytes as f64 / rawt.as_secs_f64() / 1e6,
-        rawt.as_secs_f64()
-    );
-    println!(
-        "| ratio sovseal / raw | {:.2}x |",
-        rawt.as_secs_f64() / ours.as_secs_f64()
-    );
+    rows("moto", "raw object_store puts", bytes, ours, rawt);
     println!("| PUT requests per small (one-file) snapshot | {puts:.2} |");
     println!(
         "| restore {head} snapshots from moto (verified) | {:.2} s |",
         restore_t.as_secs_f64()
     );
     if let (Some((_, ours, rawt)), Some(restore_t)) = (pg, pg_restore) {
-        println!(
-            "| replicate one 256 MiB snapshot to PostgreSQL (median of {ROUNDS}) | {:.0} MB/s ({:.2} s) |",
-            bytes as f64 / ours.as_secs_f64() / 1e6,
-            ours.as_secs_f64()
-        );
-        println!(
-            "| raw puts of the same bytes through the PostgreSQL store (median of {ROUNDS}) | {:.0} MB/s ({:.2} s) |",
-            bytes as f64 / rawt.as_secs_f64() / 1e6,
-            rawt.as_secs_f64()
-        );
-        println!(
-            "| ratio sovseal / raw (PostgreSQL) | {:.2}x |",
-            rawt.as_secs_f64() / ours.as_secs_f64()
+        rows(
+            "PostgreSQL",
+            "raw puts through the PostgreSQL store",
+            bytes,
+            ours,
+            rawt,
         );
         println!(
             "| restore {head} snapshots from PostgreSQL (verified) | {:.2} s |",
@@ -245,6 +187,58 @@ fn main() {
     }
     let _ = moto.kill();
     let _ = moto.wait();
+}
+
+/// Uploads every snapshot of agent `name` (the engine closed) to `remote`,
+/// deletes the local agent and times its verified restore from there.
+fn restore_time(
+    rt: &tokio::runtime::Runtime,
+    home: &Home,
+    name: &AgentName,
+    master: &MasterKey,
+    remote: &Remote,
+) -> Duration {
+    let e = Engine::open(home, name, master).unwrap();
+    for s in 1..=e.head().seq() {
+        rt.block_on(sovseal::replication::replicator::upload(
+            &e.shared_agent(),
+            remote,
+            s,
+        ))
+        .unwrap();
+    }
+    drop(e);
+    std::fs::remove_dir_all(home.agent_dir(name)).unwrap();
+    let t = Instant::now();
+    rt.block_on(sovseal::history::restore::restore(
+        home,
+        name,
+        master,
+        remote,
+        |_, _| {},
+    ))
+    .unwrap();
+    t.elapsed()
+}
+
+/// The three throughput rows of one remote: sovseal's median, the raw
+/// puts' median, and their ratio.
+fn rows(remote: &str, raw_label: &str, bytes: usize, ours: Duration, rawt: Duration) {
+    let rate = |t: Duration| bytes as f64 / t.as_secs_f64() / 1e6;
+    println!(
+        "| replicate one 256 MiB snapshot to {remote} (median of {ROUNDS}) | {:.0} MB/s ({:.2} s) |",
+        rate(ours),
+        ours.as_secs_f64()
+    );
+    println!(
+        "| {raw_label} of the same bytes (median of {ROUNDS}) | {:.0} MB/s ({:.2} s) |",
+        rate(rawt),
+        rawt.as_secs_f64()
+    );
+    println!(
+        "| ratio sovseal / raw ({remote}) | {:.2}x |",
+        rawt.as_secs_f64() / ours.as_secs_f64()
+    );
 }
 
 /// Median times of `ROUNDS` alternating rounds: sovseal's upload of
