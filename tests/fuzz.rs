@@ -1048,6 +1048,7 @@ pub fn target_remote_listing(data: &[u8]) {
             stored.get(&p).cloned()
         };
         let env = remote.list_envelopes(&agent, 0, usize::MAX).await.unwrap();
+        assert_eq!(remote.has_envelopes(&agent).await.unwrap(), !env.is_empty());
         assert!(
             env.windows(2).all(|w| w[0] < w[1]),
             "listing not ascending and unique: {env:?} from {names:?}"

@@ -32,6 +32,7 @@ fn driver_suite(remote: &Remote) {
     let b = sovseal::seal::keys::AgentId([2; 32]);
     rt.block_on(async {
         assert!(remote.list_envelopes(&a, 0, 10).await.unwrap().is_empty());
+        assert!(!remote.has_envelopes(&a).await.unwrap());
         assert_eq!(remote.get_envelope(&a, 1).await.unwrap(), None);
         for seq in [3u64, 1, 2, 10, 4] {
             assert_eq!(
@@ -64,6 +65,7 @@ fn driver_suite(remote: &Remote) {
         assert_eq!(remote.list_envelopes(&a, 2, 2).await.unwrap(), vec![3, 4]);
         assert_eq!(remote.list_envelopes(&a, 4, 2).await.unwrap(), vec![10]);
         assert_eq!(remote.list_envelopes(&b, 0, 10).await.unwrap(), vec![1]);
+        assert!(remote.has_envelopes(&a).await.unwrap());
         remote.delete_envelope(&a, 10).await.unwrap();
         remote.delete_envelope(&a, 10).await.unwrap();
         assert_eq!(
@@ -129,6 +131,43 @@ fn the_postgres_driver_passes_the_suite_and_restores() {
         20,
         "after a server restart"
     );
+
+    // Listings stream page by page (1,000 rows per query): 2,500 envelopes
+    // list whole and in order, from the start and from an offset.
+    let many = sovseal::seal::keys::AgentId([4; 32]);
+    rt().block_on(async {
+        use futures::TryStreamExt;
+        for seq in 1..=2_500u64 {
+            remote.put_envelope(&many, seq, vec![1]).await.unwrap();
+        }
+        let all = remote.list_envelopes(&many, 0, usize::MAX).await.unwrap();
+        assert!(
+            all == (1..=2_500).collect::<Vec<u64>>(),
+            "{} listed, up to {:?}",
+            all.len(),
+            all.last()
+        );
+        let names: Vec<String> = remote
+            .store()
+            .list(None)
+            .map_ok(|m| m.location.to_string())
+            .try_collect()
+            .await
+            .unwrap();
+        assert!(
+            names.windows(2).all(|w| w[0] < w[1]),
+            "ascending, once each"
+        );
+        let from = object_store::path::Path::from(names[1_234].as_str());
+        let after: Vec<String> = remote
+            .store()
+            .list_with_offset(None, &from)
+            .map_ok(|m| m.location.to_string())
+            .try_collect()
+            .await
+            .unwrap();
+        assert!(after == names[1_235..], "{} after the offset", after.len());
+    });
 
     let env = Env::new();
     let mut e = env.open();

@@ -19,7 +19,7 @@ pub fn restore_if_remote_has(
 ) -> Result<()> {
     let rt = crate::repo::remote::runtime()?;
     let id = master.agent_id(agent.as_str());
-    if rt.block_on(remote.list_envelopes(&id, 0, 1))?.is_empty() {
+    if !rt.block_on(remote.has_envelopes(&id))? {
         return Ok(());
     }
     // Only into a data dir that is truly absent: local data without an
@@ -73,7 +73,7 @@ pub fn refuse_start_over_on_remote(
     let mut evidence = crate::repo::agent::history_evidence(home, agent, Some(&index), true)?;
     let rt = crate::repo::remote::runtime()?;
     let id = master.agent_id(agent.as_str());
-    if !rt.block_on(remote.list_envelopes(&id, 0, 1))?.is_empty() {
+    if rt.block_on(remote.has_envelopes(&id))? {
         evidence.push(format!("snapshots on the remote {}", remote.shown_url()));
     }
     if evidence.is_empty() {

@@ -30,8 +30,8 @@
 //! again at the next call.
 
 use bytes::Bytes;
-use futures::StreamExt;
 use futures::stream::BoxStream;
+use futures::{StreamExt, TryStreamExt};
 use object_store::path::Path;
 use object_store::{
     CopyMode, CopyOptions, GetOptions, GetResult, GetResultPayload, ListResult, MultipartUpload,
@@ -242,29 +242,39 @@ impl Inner {
         self.on_driver(f(c)).await
     }
 
-    async fn list_all(&self, prefix: Option<&Path>) -> object_store::Result<Vec<ObjectMeta>> {
-        let range = range_of(prefix);
+    /// Up to [`LIST_PAGE`] rows in `range` (all rows: `None`) after the
+    /// path `after`, in path order, and the last path read (`None`: the
+    /// page was the last one).
+    async fn list_page(
+        &self,
+        range: Option<(String, String)>,
+        after: String,
+    ) -> object_store::Result<ListPage> {
         self.with_client(move |c| async move {
             let rows = match &range {
                 Some((from, to)) => {
                     c.query(
                         "SELECT path, length(data)::BIGINT, modified_ms FROM sovseal_objects
-                         WHERE path >= $1 AND path < $2 ORDER BY path",
-                        &[from, to],
+                         WHERE path >= $1 AND path < $2 AND path > $3 ORDER BY path LIMIT $4",
+                        &[from, to, &after, &LIST_PAGE],
                     )
                     .await
                 }
                 None => {
                     c.query(
                         "SELECT path, length(data)::BIGINT, modified_ms FROM sovseal_objects
-                         ORDER BY path",
-                        &[],
+                         WHERE path > $1 ORDER BY path LIMIT $2",
+                        &[&after, &LIST_PAGE],
                     )
                     .await
                 }
             }
             .map_err(generic)?;
-            rows.iter()
+            let last = (rows.len() as i64 == LIST_PAGE)
+                .then(|| rows.last().map(|r| r.get::<_, String>(0)))
+                .flatten();
+            let metas = rows
+                .iter()
                 .map(|r| {
                     let p: String = r.get(0);
                     // A name no store could write: as the other stores
@@ -273,10 +283,42 @@ impl Inner {
                         .map_err(|source| object_store::Error::InvalidPath { source })?;
                     Ok(meta(location, r.get(1), r.get(2)))
                 })
-                .collect()
+                .collect();
+            Ok((metas, last))
         })
         .await
     }
+}
+
+/// One page of a listing: its entries, and where the next page starts.
+type ListPage = (Vec<object_store::Result<ObjectMeta>>, Option<String>);
+
+/// Rows one listing query reads: a listing streams page by page (keyset
+/// pagination on the primary key), so neither the server nor this process
+/// holds a whole table's listing, and a caller that stops early (is there
+/// any envelope?) reads one page.
+const LIST_PAGE: i64 = 1000;
+
+/// The entries under `prefix` after the path `after` ("": from the
+/// first), in path order, one query per [`LIST_PAGE`] when polled.
+fn listing(
+    inner: Arc<Inner>,
+    prefix: Option<Path>,
+    after: String,
+) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
+    let range = range_of(prefix.as_ref());
+    futures::stream::try_unfold(Some(after), move |after| {
+        let (inner, range) = (inner.clone(), range.clone());
+        async move {
+            let Some(after) = after else {
+                return Ok::<_, object_store::Error>(None);
+            };
+            let (metas, next) = inner.list_page(range, after).await?;
+            Ok(Some((futures::stream::iter(metas), next)))
+        }
+    })
+    .try_flatten()
+    .boxed()
 }
 
 impl std::fmt::Display for PgStore {
@@ -431,22 +473,24 @@ impl ObjectStore for PgStore {
     }
 
     fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
-        // One range scan when first polled, then its rows.
-        let inner = self.inner.clone();
-        let prefix = prefix.cloned();
-        futures::stream::once(async move { inner.list_all(prefix.as_ref()).await })
-            .flat_map(|r| match r {
-                Ok(v) => futures::stream::iter(v.into_iter().map(Ok)).boxed(),
-                Err(e) => futures::stream::once(async move { Err(e) }).boxed(),
-            })
-            .boxed()
+        listing(self.inner.clone(), prefix.cloned(), String::new())
+    }
+
+    fn list_with_offset(
+        &self,
+        prefix: Option<&Path>,
+        offset: &Path,
+    ) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
+        listing(self.inner.clone(), prefix.cloned(), offset.to_string())
     }
 
     async fn list_with_delimiter(&self, prefix: Option<&Path>) -> object_store::Result<ListResult> {
         let depth = prefix.map_or(0, |p| p.parts().count());
         let mut objects = Vec::new();
         let mut common = std::collections::BTreeSet::new();
-        for m in self.inner.list_all(prefix).await? {
+        let mut all = listing(self.inner.clone(), prefix.cloned(), String::new());
+        while let Some(m) = all.next().await {
+            let m = m?;
             let parts: Vec<_> = m.location.parts().collect();
             if parts.len() == depth + 1 {
                 objects.push(m);

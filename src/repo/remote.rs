@@ -94,6 +94,17 @@ fn remote_err(op: &str, e: impl std::fmt::Display) -> Error {
     }
 }
 
+/// The sequence number of a `<seq, 20 digits>.json` file directly in
+/// `dir`: only the names this module writes, the names `get_*` read back.
+fn seq_named(dir: &Path, location: &Path) -> Option<u64> {
+    location
+        .filename()
+        .filter(|_| location.parts().count() == dir.parts().count() + 1)
+        .and_then(|f| f.strip_suffix(".json"))
+        .filter(|n| n.len() == 20 && n.bytes().all(|b| b.is_ascii_digit()))
+        .and_then(|n| n.parse::<u64>().ok())
+}
+
 /// A listing error: a name the store itself cannot express (not UTF-8, a
 /// control character) is something written there to break us, an
 /// integrity error (exit 3) naming the listing; anything else is the
@@ -273,25 +284,28 @@ impl Remote {
         let dir = self.agent_dir(agent).join(sub);
         let mut seqs = Vec::new();
         let mut s = self.store.list(Some(&dir));
-        let depth = dir.parts().count() + 1;
         while let Some(m) = s.next().await {
             let m = m.map_err(|e| list_err(op, &dir, e))?;
-            // Only the names this module writes (`<seq, 20 digits>.json`
-            // directly in `dir`): the names `get_*` then read back.
-            if let Some(seq) = m
-                .location
-                .filename()
-                .filter(|_| m.location.parts().count() == depth)
-                .and_then(|f| f.strip_suffix(".json"))
-                .filter(|n| n.len() == 20 && n.bytes().all(|b| b.is_ascii_digit()))
-                .and_then(|n| n.parse::<u64>().ok())
-            {
-                seqs.push(seq);
-            }
+            seqs.extend(seq_named(&dir, &m.location));
         }
         seqs.sort_unstable();
         seqs.dedup();
         Ok(seqs)
+    }
+
+    /// Whether the remote holds any envelope of `agent`: stops at the
+    /// first one listed, so it costs one listing page however long the
+    /// history is (the check a mount makes before restoring).
+    pub async fn has_envelopes(&self, agent: &AgentId) -> Result<bool> {
+        let dir = self.agent_dir(agent).join("envelopes");
+        let mut s = self.store.list(Some(&dir));
+        while let Some(m) = s.next().await {
+            let m = m.map_err(|e| list_err("list envelopes", &dir, e))?;
+            if seq_named(&dir, &m.location).is_some() {
+                return Ok(true);
+            }
+        }
+        Ok(false)
     }
 
     /// Sequence numbers of the envelopes present, ascending, `limit` of them
