@@ -134,7 +134,7 @@ mod tests {
     /// a list, are left out and make the record incomplete; a pair
     /// already kept does not.
     #[test]
-    fn a_full_record_counts_what_it_leaves_out() {
+    fn a_full_record_leaves_the_rest_out_and_says_so() {
         let mut p = Pending::default();
         for pid in 1..=WRITERS_MAX as u32 + 10 {
             p.attribute(u64::from(pid), &w(pid), false);
