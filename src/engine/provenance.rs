@@ -3,9 +3,9 @@
 //! snapshot's manifest (tree format 4, `seal::tree::Provenance`), and
 //! cleared when that snapshot is committed. Bounded: at most
 //! [`WRITERS_MAX`] writers and [`CHANGES_MAX`] pairs per list; what does
-//! not fit is left out and the record marked incomplete
-//! (`Provenance::incomplete`), so a burst of a million
-//! metadata changes costs neither memory nor manifest bytes in proportion.
+//! not fit is left out and the record marked incomplete (tree format 5,
+//! `Provenance::incomplete`), so a burst of a million metadata changes
+//! costs neither memory nor manifest bytes in proportion.
 //!
 //! In memory only: operations replayed from the journal after a crash
 //! carry no writer, and a note set before a crash is lost with it.
@@ -24,8 +24,8 @@ pub(crate) struct Pending {
 
 impl Pending {
     /// Records that `writer` created or changed inode `ino` (`removed`:
-    /// removed a name of it).
-    /// Left out, and the record marked incomplete, when it is full.
+    /// removed a name of it). Left out, and the record marked incomplete,
+    /// when the record is full.
     pub(crate) fn attribute(&mut self, ino: u64, writer: &Writer, removed: bool) {
         let n = match self.index.get(writer) {
             Some(n) => *n,

@@ -462,21 +462,22 @@ pub struct Manifest {
     /// Where the non-empty inode pages are.
     pub pages: Pages,
     /// Who made this snapshot's changes, and the agent's note for it (tree
-    /// format 4, bounded from format 5; `None` before, and for snapshots no process made: the
-    /// first one, rollbacks, restores).
+    /// format 4, bounded from format 5; `None` before, and for snapshots
+    /// no process made: the first one, rollbacks, restores).
     pub provenance: Option<Provenance>,
 }
 
 /// Longest note an agent can set for a snapshot, in bytes.
 pub const NOTE_MAX: usize = 4096;
 /// Most processes one snapshot's provenance names (tree format 5): a
-/// change by a process beyond these is counted, not attributed.
+/// change by a process beyond these is not attributed, and the record
+/// says it is incomplete.
 pub const WRITERS_MAX: usize = 256;
 /// Most (inode, writer) pairs in each of a provenance's two lists (tree
 /// format 5): about 200 KB each. What a burst of metadata changes (an
 /// `rm -rf` of a large tree within one quiet period) attributes beyond
-/// this is left out (the record says it is incomplete), so neither the manifest nor the
-/// mount's memory grows with the size of a burst.
+/// this is left out (the record says it is incomplete), so neither the
+/// manifest nor the mount's memory grows with the size of a burst.
 pub const CHANGES_MAX: usize = 16_384;
 
 /// A process that changed the tree, as the kernel named it to the mount.
@@ -495,9 +496,8 @@ pub struct Writer {
 }
 
 /// What a snapshot says about its own making (tree format 4; bounded in
-/// format 5): the
-/// agent's note, the processes that made its changes, and which inode
-/// each changed. Inode numbers, not paths: a reader joins them with the
+/// format 5): the agent's note, the processes that made its changes, and
+/// which inode each changed. Inode numbers, not paths: a reader joins them with the
 /// paths a comparison with the parent snapshot finds (`history::log`).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Provenance {
@@ -613,11 +613,12 @@ fn get_provenance(r: &mut Reader, format: u32) -> Result<Provenance> {
         }
     }
     let [changes, removed] = sets;
-    let incomplete = match (format, if format >= 5 { r.u8()? } else { 0 }) {
-        (_, 0) => false,
-        (5.., 1) => true,
-        (_, t) => return Err(r.err(format!("bad completeness flag {t}"))),
-    };
+    let incomplete = format >= 5
+        && match r.u8()? {
+            0 => false,
+            1 => true,
+            t => return Err(r.err(format!("bad completeness flag {t}"))),
+        };
     Ok(Provenance {
         note,
         writers,
