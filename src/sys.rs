@@ -1,5 +1,5 @@
-//! Process hardening shared by both binaries, the mount table, and the
-//! groups of a calling process.
+//! Process hardening shared by both binaries, the mount table, the groups
+//! of a calling process, and shrinking emptied tables.
 
 /// Disables core dumps and ptrace-style dumping so that keys and plaintext
 /// in memory never land in a core file. Best effort: failures are returned
@@ -42,4 +42,40 @@ pub fn in_group(pid: u32, gid: u32) -> bool {
         .lines()
         .find_map(|l| l.strip_prefix("Groups:"))
         .is_some_and(|g| g.split_whitespace().any(|x| x.parse() == Ok(gid)))
+}
+
+/// Shrinks a hash map that has lost most of its entries, so that a table
+/// once filled (the kernel's references to a million inodes) does not keep
+/// its peak capacity. Amortized: a map shrinks only when three quarters of
+/// its capacity are empty. True when it shrank.
+pub fn shrink_sparse<K: Eq + std::hash::Hash, V>(
+    map: &mut std::collections::HashMap<K, V>,
+) -> bool {
+    const KEEP: usize = 1024;
+    let cap = map.capacity();
+    if cap > KEEP && map.len() < cap / 4 {
+        map.shrink_to((map.len() * 2).max(KEEP));
+        return map.capacity() < cap;
+    }
+    false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    #[test]
+    fn a_map_that_lost_most_entries_shrinks_and_a_full_one_does_not() {
+        let mut m: HashMap<u64, u64> = (0..100_000).map(|k| (k, k)).collect();
+        let full = m.capacity();
+        assert!(!shrink_sparse(&mut m), "a full map keeps its capacity");
+        m.retain(|k, _| *k < 30_000);
+        assert!(!shrink_sparse(&mut m), "30% used is not sparse");
+        m.retain(|k, _| *k < 100);
+        assert!(shrink_sparse(&mut m));
+        assert!(m.capacity() < full / 50, "{} of {full}", m.capacity());
+        assert_eq!(m.len(), 100);
+        assert!((0..100).all(|k| m[&k] == k));
+    }
 }

@@ -130,7 +130,7 @@ impl Engine {
                 let id = repo.put(ObjectKind::ChunkList, &encoded)?;
                 // What the cache holds is what a decode would give.
                 debug_assert_eq!(tree::decode_chunk_list(&encoded).ok(), Some(refs.clone()));
-                repo.cache_chunk_list(id, refs, encoded.len());
+                repo.cache_chunk_list(id, refs);
                 Chunks::List { id, count }
             });
         }
@@ -150,7 +150,7 @@ impl Engine {
         let touched: BTreeSet<u64> = changed.keys().map(|ino| ino / ipp).collect();
         for page_no in touched {
             let mut recs = match self.head.page(page_no)? {
-                Some(p) => (*p).clone(),
+                Some(p) => p.to_map(),
                 None => BTreeMap::new(),
             };
             for (ino, i) in changed.range(page_no * ipp..(page_no + 1) * ipp) {
@@ -169,7 +169,7 @@ impl Engine {
                     Some((page_no, recs.clone()))
                 );
                 let count = recs.len() as u64;
-                repo.cache_page(id, recs, encoded.len());
+                repo.cache_page(id, recs);
                 page_changes.insert(page_no, Some((id, count)));
             }
         }

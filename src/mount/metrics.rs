@@ -53,6 +53,9 @@ pub struct Sample {
     pub kernel_inodes: u64,
     /// Inode numbers the `.snapshots` table holds.
     pub history_inodes: u64,
+    /// Bytes the metadata cache and the chunk cache hold (each within its
+    /// budget).
+    pub cache_bytes: (u64, u64),
 }
 
 impl Metrics {
@@ -163,6 +166,24 @@ impl Metrics {
                 s.checkpoint_errors.to_string(),
             );
         }
+        let caches = [
+            ("metadata", s.cache_bytes.0, crate::repo::META_CACHE_BYTES),
+            ("chunks", s.cache_bytes.1, crate::repo::CHUNK_CACHE_BYTES),
+        ];
+        for (name, help, value) in [
+            (
+                "sovseal_cache_bytes",
+                "Decrypted, verified objects held in memory, in real bytes (metadata: pages, directories, chunk lists; chunks: file data).",
+                0,
+            ),
+            ("sovseal_cache_budget_bytes", "The budget of each cache.", 1),
+        ] {
+            let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} gauge");
+            for (cache, bytes, budget) in caches {
+                let v = if value == 0 { bytes } else { budget as u64 };
+                let _ = writeln!(o, "{name}{{{l},cache=\"{cache}\"}} {v}");
+            }
+        }
         let h = self.commit_latency.lock().expect("metrics");
         let name = "sovseal_commit_duration_seconds";
         let _ = writeln!(
@@ -245,6 +266,7 @@ mod tests {
             checkpoint_errors: 0,
             kernel_inodes: 12,
             history_inodes: 3,
+            cache_bytes: (5000, 7000),
         });
         assert!(
             t.contains("sovseal_commits_total{agent=\"a_b\"} 2\n"),
@@ -252,6 +274,8 @@ mod tests {
         );
         assert!(t.contains("sovseal_kernel_inodes{agent=\"a_b\"} 12\n"));
         assert!(t.contains("sovseal_history_inodes{agent=\"a_b\"} 3\n"));
+        assert!(t.contains("sovseal_cache_bytes{agent=\"a_b\",cache=\"metadata\"} 5000\n"));
+        assert!(t.contains("sovseal_cache_bytes{agent=\"a_b\",cache=\"chunks\"} 7000\n"));
         assert!(t.contains("sovseal_commit_errors_total{agent=\"a_b\"} 1\n"));
         assert!(t.contains("sovseal_replication_lag_snapshots{agent=\"a_b\"} 3\n"));
         assert!(

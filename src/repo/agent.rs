@@ -247,6 +247,12 @@ impl Agent {
         Ok(SnapshotView::new(self.repo.clone(), hash, m))
     }
 
+    /// The bytes the metadata cache and the chunk cache hold (see
+    /// [`Repo::cache_bytes`]).
+    pub fn cache_bytes(&self) -> (usize, usize) {
+        self.repo.cache_bytes()
+    }
+
     /// The head, checked cheaply: envelope, parent link, and the rollback record.
     pub fn head(&self) -> Result<SnapshotView> {
         let seq = self

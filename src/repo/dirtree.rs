@@ -282,7 +282,7 @@ fn build(
         let encoded = tree::encode_dir(&e);
         debug_assert_eq!(tree::decode_dir(&encoded).ok().as_ref(), Some(&e));
         let id = repo.put(ObjectKind::DirNode, &encoded)?;
-        repo.cache_dir(id, e, encoded.len());
+        repo.cache_dir(id, e);
         return Ok(Some(DirRef::Leaf(id)));
     }
     let (bases, counts) = split(repo, base, depth)?;
@@ -303,7 +303,7 @@ fn build(
     let encoded = tree::encode_dir_index(&node);
     debug_assert_eq!(tree::decode_dir_index(&encoded).ok().as_ref(), Some(&node));
     let id = repo.put(ObjectKind::DirIndex, &encoded)?;
-    repo.cache_dir_index(id, node, encoded.len());
+    repo.cache_dir_index(id, node);
     Ok(Some(DirRef::Index(id)))
 }
 

@@ -40,6 +40,7 @@ pub mod repack;
 pub mod replication_state;
 pub mod store;
 pub mod view;
+pub mod weight;
 
 use crate::cache::Lru;
 use crate::repo::index::{Index, NewObject};
@@ -58,8 +59,55 @@ pub const META_CACHE_BYTES: usize = 64 << 20;
 /// Byte budget of the decrypted chunk cache.
 pub const CHUNK_CACHE_BYTES: usize = 64 << 20;
 
-/// A decoded, verified inode page.
-pub type Page = BTreeMap<u64, Inode>;
+/// A decoded, verified inode page: its records sorted by inode number in
+/// one slice (a page is read far more often than it is built, and a slice
+/// holds a record in half the memory of a map's nodes).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Page(Box<[Inode]>);
+
+impl Page {
+    /// The record of inode `ino`.
+    pub fn get(&self, ino: &u64) -> Option<&Inode> {
+        let k = self.0.binary_search_by_key(ino, |i| i.ino).ok()?;
+        Some(&self.0[k])
+    }
+
+    /// Whether the page holds inode `ino`.
+    pub fn contains_key(&self, ino: &u64) -> bool {
+        self.get(ino).is_some()
+    }
+
+    /// Number of records.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Whether the page holds no record.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The inode numbers, ascending.
+    pub fn keys(&self) -> impl Iterator<Item = u64> + '_ {
+        self.0.iter().map(|i| i.ino)
+    }
+
+    /// The records, ascending.
+    pub fn values(&self) -> std::slice::Iter<'_, Inode> {
+        self.0.iter()
+    }
+
+    /// The records as a map, to change and seal again.
+    pub fn to_map(&self) -> BTreeMap<u64, Inode> {
+        self.0.iter().map(|i| (i.ino, i.clone())).collect()
+    }
+}
+
+impl From<BTreeMap<u64, Inode>> for Page {
+    fn from(records: BTreeMap<u64, Inode>) -> Self {
+        Page(records.into_values().collect())
+    }
+}
 
 enum Meta {
     Page(Arc<Page>),
@@ -243,44 +291,68 @@ impl Repo {
         Ok((plain, v))
     }
 
-    /// Keeps a chunk just sealed as `id` in the read cache (write-through:
-    /// the next read-modify-write of it needs no decryption).
-    pub fn cache_chunk(&self, id: ObjectId, plaintext: Vec<u8>) {
-        let size = plaintext.len() + 64;
-        self.chunks.insert(id, Arc::new(plaintext), size);
+    // The caches. Every object read is kept after it is verified and
+    // decoded; the writer keeps what it just sealed too (write-through: the
+    // first read after a commit needs no decryption). Each entry is charged
+    // what its value holds in memory (`weight`) plus the cache's own cost
+    // per entry, so the budgets hold in real bytes.
+
+    /// Keeps a chunk's plaintext, sealed as `id`, in the chunk cache.
+    pub fn cache_chunk(&self, id: ObjectId, plaintext: Vec<u8>) -> Arc<Vec<u8>> {
+        let c = Arc::new(plaintext);
+        let size = weight::chunk(&c) + weight::CACHE_ENTRY;
+        self.chunks.insert(id, c.clone(), size);
+        c
     }
 
-    /// Keeps an inode page just sealed as `id` in the metadata cache
-    /// (write-through, as [`Repo::cache_chunk`]: the first lookup after a
-    /// commit needs no decryption). `encoded` is its plaintext length.
-    pub fn cache_page(&self, id: ObjectId, page: Page, encoded: usize) {
-        self.keep(id, Meta::Page(Arc::new(page)), encoded * 2);
+    /// Keeps inode page `id` in the metadata cache, as one sorted slice.
+    pub fn cache_page(&self, id: ObjectId, records: BTreeMap<u64, Inode>) -> Arc<Page> {
+        let p = Arc::new(Page::from(records));
+        let size = weight::page(&p.0);
+        self.keep(id, Meta::Page(p.clone()), size);
+        p
     }
 
-    /// Keeps a directory node just sealed as `id` in the metadata cache.
-    pub fn cache_dir(&self, id: ObjectId, entries: Entries, encoded: usize) {
-        self.keep(id, Meta::Dir(Arc::new(entries)), encoded * 3);
+    /// Keeps directory node `id` in the metadata cache, its map rebuilt
+    /// from the sorted entries (full nodes: the shape [`weight::entries`]
+    /// bounds).
+    pub fn cache_dir(&self, id: ObjectId, entries: Entries) -> Arc<Entries> {
+        let e: Arc<Entries> = Arc::new(entries.into_iter().collect());
+        let size = weight::entries(&e);
+        self.keep(id, Meta::Dir(e.clone()), size);
+        e
     }
 
-    /// Keeps a directory index node just sealed as `id` in the metadata
-    /// cache.
-    pub fn cache_dir_index(&self, id: ObjectId, node: DirIndex, encoded: usize) {
-        self.keep(id, Meta::DirIndex(Arc::new(node)), encoded * 2);
+    /// Keeps directory index node `id` in the metadata cache.
+    pub fn cache_dir_index(&self, id: ObjectId, node: DirIndex) -> Arc<DirIndex> {
+        let n = Arc::new(node);
+        self.keep(id, Meta::DirIndex(n.clone()), weight::dir_index(&n));
+        n
     }
 
-    /// Keeps a page-map node just sealed as `id` in the metadata cache.
-    pub fn cache_page_map(&self, id: ObjectId, node: PageMapNode, encoded: usize) {
-        self.keep(id, Meta::PageMap(Arc::new(node)), encoded * 2);
+    /// Keeps page-map node `id` in the metadata cache.
+    pub fn cache_page_map(&self, id: ObjectId, node: PageMapNode) -> Arc<PageMapNode> {
+        let n = Arc::new(node);
+        self.keep(id, Meta::PageMap(n.clone()), weight::page_map(&n));
+        n
     }
 
-    /// Keeps a chunk list just sealed as `id` in the metadata cache.
-    pub fn cache_chunk_list(&self, id: ObjectId, list: Vec<ChunkRef>, encoded: usize) {
-        self.keep(id, Meta::List(Arc::new(list)), encoded * 2);
+    /// Keeps chunk list `id` in the metadata cache.
+    pub fn cache_chunk_list(&self, id: ObjectId, list: Vec<ChunkRef>) -> Arc<Vec<ChunkRef>> {
+        let l = Arc::new(list);
+        self.keep(id, Meta::List(l.clone()), weight::chunk_list(&l));
+        l
     }
 
-    /// One metadata cache entry, weighed at `bytes` plus a fixed overhead.
-    fn keep(&self, id: ObjectId, meta: Meta, bytes: usize) {
-        self.meta.insert(id, Arc::new(meta), bytes + 256);
+    fn keep(&self, id: ObjectId, meta: Meta, size: usize) {
+        self.meta
+            .insert(id, Arc::new(meta), size + weight::CACHE_ENTRY);
+    }
+
+    /// The bytes the metadata cache and the chunk cache charge now, each
+    /// within its budget ([`META_CACHE_BYTES`], [`CHUNK_CACHE_BYTES`]).
+    pub fn cache_bytes(&self) -> (usize, usize) {
+        (self.meta.used(), self.chunks.used())
     }
 
     /// A file chunk's plaintext.
@@ -288,9 +360,7 @@ impl Repo {
         if let Some(c) = self.chunks.get(id) {
             return Ok(c);
         }
-        let c = Arc::new(self.open_raw(ObjectKind::Chunk, id)?);
-        self.chunks.insert(*id, c.clone(), c.len() + 64);
-        Ok(c)
+        Ok(self.cache_chunk(*id, self.open_raw(ObjectKind::Chunk, id)?))
     }
 
     /// A decoded inode page, which must be page `page_no` (a page reached
@@ -300,13 +370,12 @@ impl Repo {
             Some(Meta::Page(p)) => p.clone(),
             _ => {
                 let raw = self.open_raw(ObjectKind::InodePage, id)?;
-                let p = Arc::new(tree::decode_page(&raw, inodes_per_page)?.1);
-                self.keep(*id, Meta::Page(p.clone()), raw.len() * 2);
-                p
+                self.cache_page(*id, tree::decode_page(&raw, inodes_per_page)?.1)
             }
         };
         // A stored page is never empty, and its records all belong to it.
-        match p.keys().next() {
+        let first = p.keys().next();
+        match first {
             Some(ino) if ino / u64::from(inodes_per_page) == page_no => Ok(p),
             _ => Err(Error::corrupt(
                 format!("inode page {}", id.to_hex()),
@@ -321,9 +390,7 @@ impl Repo {
             return Ok(v.clone());
         }
         let raw = self.open_raw(ObjectKind::DirNode, id)?;
-        let v = Arc::new(tree::decode_dir(&raw)?);
-        self.keep(*id, Meta::Dir(v.clone()), raw.len() * 3);
-        Ok(v)
+        Ok(self.cache_dir(*id, tree::decode_dir(&raw)?))
     }
 
     /// A decoded directory index node.
@@ -332,9 +399,7 @@ impl Repo {
             return Ok(v.clone());
         }
         let raw = self.open_raw(ObjectKind::DirIndex, id)?;
-        let v = Arc::new(tree::decode_dir_index(&raw)?);
-        self.keep(*id, Meta::DirIndex(v.clone()), raw.len() * 2);
-        Ok(v)
+        Ok(self.cache_dir_index(*id, tree::decode_dir_index(&raw)?))
     }
 
     /// A decoded page-map node.
@@ -343,9 +408,7 @@ impl Repo {
             return Ok(v.clone());
         }
         let raw = self.open_raw(ObjectKind::PageMap, id)?;
-        let v = Arc::new(tree::decode_page_map(&raw)?);
-        self.keep(*id, Meta::PageMap(v.clone()), raw.len() * 2);
-        Ok(v)
+        Ok(self.cache_page_map(*id, tree::decode_page_map(&raw)?))
     }
 
     /// A decoded chunk list.
@@ -354,8 +417,6 @@ impl Repo {
             return Ok(v.clone());
         }
         let raw = self.open_raw(ObjectKind::ChunkList, id)?;
-        let v = Arc::new(tree::decode_chunk_list(&raw)?);
-        self.keep(*id, Meta::List(v.clone()), raw.len() * 2);
-        Ok(v)
+        Ok(self.cache_chunk_list(*id, tree::decode_chunk_list(&raw)?))
     }
 }

@@ -318,7 +318,7 @@ fn seal(repo: &Repo, n: PageMapNode) -> Result<ObjectId> {
     let encoded = tree::encode_page_map(&n);
     debug_assert_eq!(tree::decode_page_map(&encoded).ok().as_ref(), Some(&n));
     let id = repo.put(ObjectKind::PageMap, &encoded)?;
-    repo.cache_page_map(id, n, encoded.len());
+    repo.cache_page_map(id, n);
     Ok(id)
 }
 

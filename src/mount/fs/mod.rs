@@ -328,6 +328,9 @@ impl Fs {
     /// FORGET: the kernel drops `n` references to `ino`. At zero a live
     /// inode is unpinned (an orphan is then deleted) and a history inode
     /// leaves the `.snapshots` table.
+    ///
+    /// Tables emptied by a wave of FORGETs (the kernel dropping its caches)
+    /// shrink.
     pub fn forget(&self, ino: u64, n: u64) {
         if Snapshots::owns(ino) {
             let mut refs = self.kernel_refs.lock().expect("kernel refs");
@@ -335,6 +338,7 @@ impl Fs {
                 *c = c.saturating_sub(n);
                 if *c == 0 {
                     refs.remove(&ino);
+                    crate::sys::shrink_sparse(&mut refs);
                     drop(refs);
                     self.snaps.release(ino);
                 }
@@ -347,6 +351,7 @@ impl Fs {
             *c = c.saturating_sub(n);
             if *c == 0 {
                 refs.remove(&ino);
+                crate::sys::shrink_sparse(&mut refs);
                 drop(refs);
                 e.unpin(ino);
             }
@@ -1202,13 +1207,14 @@ impl Fs {
 
     /// The Prometheus text exposition of this mount's metrics.
     pub fn render_metrics(&self) -> String {
-        let (agent, head, sealed, dirty) = {
+        let (agent, head, sealed, dirty, caches) = {
             let e = self.eng();
             (
                 e.agent().name().to_string(),
                 e.head().seq(),
                 e.agent().repo().sealed_bytes(),
                 e.dirty_bytes() as u64,
+                e.agent().repo().cache_bytes(),
             )
         };
         let rs = self.replicator.as_ref().map(|r| r.status());
@@ -1216,6 +1222,7 @@ impl Fs {
         self.metrics.render(&Sample {
             kernel_inodes: kernel_inodes as u64,
             history_inodes: history_inodes as u64,
+            cache_bytes: (caches.0 as u64, caches.1 as u64),
             agent,
             head_seq: head,
             replicated_seq: rs.as_ref().map(|s| s.replicated),

@@ -54,6 +54,14 @@ struct Table {
     next: u64,
 }
 
+impl Table {
+    /// Shrinks both maps once mostly empty.
+    fn shrink(&mut self) {
+        crate::sys::shrink_sparse(&mut self.by_node);
+        crate::sys::shrink_sparse(&mut self.by_ino);
+    }
+}
+
 /// State of the `.snapshots` tree.
 pub struct Snapshots {
     agent: Arc<Agent>,
@@ -101,6 +109,7 @@ impl Snapshots {
         if let Some(node) = t.by_ino.remove(&fuse_ino) {
             t.by_node.remove(&node);
         }
+        t.shrink();
     }
 
     /// Keeps only the inode numbers `keep` says to keep.
@@ -111,6 +120,7 @@ impl Snapshots {
             by_ino, by_node, ..
         } = &mut *t;
         by_node.retain(|_, ino| by_ino.contains_key(ino));
+        t.shrink();
     }
 
     /// How many inode numbers the table holds.
