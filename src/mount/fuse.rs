@@ -233,6 +233,15 @@ impl Filesystem for Adapter {
             Ok(()) => self.fs.enable_acls(),
             Err(_) => tracing::warn!("the kernel offers no POSIX ACL support: ACLs are refused"),
         }
+        if self.fs.wants_writeback() {
+            match config.add_capabilities(fuser::InitFlags::FUSE_WRITEBACK_CACHE) {
+                Ok(()) => {
+                    self.fs.enable_writeback();
+                    tracing::info!("writeback cache on: the kernel caches writes");
+                }
+                Err(_) => tracing::warn!("the kernel offers no writeback cache: writes go through"),
+            }
+        }
         Ok(())
     }
 

@@ -77,6 +77,14 @@ pub struct Args {
     /// Also `-o sync_close`.
     #[arg(long)]
     pub durable_close: bool,
+    /// Let the kernel cache writes in its page cache and send them in
+    /// larger pieces (FUSE writeback cache): small writes return without a
+    /// round trip to the daemon. A close or an fsync still commits exactly
+    /// what was written before it. Written data not yet closed or fsynced
+    /// is then held by the kernel instead of the daemon (a crash of the
+    /// daemon loses it either way). Also `-o writeback_cache`.
+    #[arg(long)]
+    pub writeback_cache: bool,
     /// Longest time in ms before a sealed snapshot is made durable against
     /// a power cut without being asked (fsync always syncs at once).
     #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..=60_000))]
@@ -196,6 +204,7 @@ fn serve(
             quiet: Duration::from_millis(args.quiet_ms),
             sync_replication: args.sync_replication,
             durable_close: args.durable_close || mount.sync_close,
+            writeback_cache: args.writeback_cache || mount.writeback_cache,
             sync_interval: Duration::from_millis(args.sync_interval_ms),
             ..Options::default()
         },

@@ -51,6 +51,9 @@ pub struct MountOptions {
     /// `sync_close`: every close of a written file is durable (sovseal's
     /// own option, not passed to the kernel).
     pub sync_close: bool,
+    /// `writeback_cache`: the kernel caches writes and sends them in larger
+    /// pieces (sovseal's own option, asked of the kernel at FUSE init).
+    pub writeback_cache: bool,
 }
 
 /// Parses `-o` options (already split at commas) for `agent`.
@@ -61,6 +64,7 @@ pub fn parse(opts: &[String], agent: &AgentName) -> Result<MountOptions> {
         read_only: false,
         fsname: format!("sovseal:{agent}"),
         sync_close: false,
+        writeback_cache: false,
     };
     for o in opts.iter().map(|o| o.trim()).filter(|o| !o.is_empty()) {
         let flag = match o {
@@ -82,6 +86,10 @@ pub fn parse(opts: &[String], agent: &AgentName) -> Result<MountOptions> {
                 m.sync_close = true;
                 continue;
             }
+            "writeback_cache" => {
+                m.writeback_cache = true;
+                continue;
+            }
             "auto_unmount" => Flag::AutoUnmount,
             "noatime" => Flag::NoAtime,
             "atime" => Flag::Atime,
@@ -100,7 +108,7 @@ pub fn parse(opts: &[String], agent: &AgentName) -> Result<MountOptions> {
             }
             other => {
                 return Err(Error::Invalid(format!(
-                    "unknown mount option {other:?} (known: ro, rw, allow_other, allow_root, default_permissions, sync_close, auto_unmount, [no]atime, [no]suid, [no]dev, [no]exec, sync, async, dirsync, fsname=)"
+                    "unknown mount option {other:?} (known: ro, rw, allow_other, allow_root, default_permissions, sync_close, writeback_cache, auto_unmount, [no]atime, [no]suid, [no]dev, [no]exec, sync, async, dirsync, fsname=)"
                 )));
             }
         };
@@ -124,5 +132,8 @@ mod tests {
         assert_eq!(m.fsname, "x");
         assert_eq!(o(&[]).unwrap().fsname, "sovseal:a");
         assert!(matches!(o(&["bogus"]), Err(Error::Invalid(_))));
+        let m = o(&["writeback_cache", "sync_close"]).unwrap();
+        assert!(m.writeback_cache && m.sync_close && m.flags.is_empty());
+        assert!(!o(&[]).unwrap().writeback_cache);
     }
 }

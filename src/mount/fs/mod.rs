@@ -24,7 +24,7 @@ use crate::seal::tree::{FileType, Inode, ROOT_INO};
 use crate::{Error, Result};
 use committer::Committer;
 use snapshots::Snapshots;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -90,6 +90,8 @@ pub struct Options {
     pub durable_close: bool,
     /// Longest time a sealed snapshot waits before it is made durable.
     pub sync_interval: Duration,
+    /// Ask the kernel for its writeback cache (see [`Fs::enable_writeback`]).
+    pub writeback_cache: bool,
 }
 
 impl Default for Options {
@@ -101,6 +103,7 @@ impl Default for Options {
             sync_replication: false,
             durable_close: false,
             sync_interval: Duration::from_secs(1),
+            writeback_cache: false,
         }
     }
 }
@@ -185,6 +188,13 @@ pub struct Fs {
     /// Whether the kernel enforces POSIX ACLs on this mount (negotiated at
     /// FUSE init); without it ACLs are refused rather than kept unenforced.
     acls: AtomicBool,
+    /// Whether the kernel caches writes (FUSE writeback cache, negotiated
+    /// at init). It then sends a file's cached writes through any handle
+    /// open for writing on it, not necessarily the one they were written
+    /// through, so a close commits when its file was written through any
+    /// handle since: `written` holds those files.
+    writeback: AtomicBool,
+    written: Mutex<HashSet<u64>>,
     /// Names of the processes that change the tree (provenance).
     writers: writers::Writers,
 }
@@ -281,6 +291,8 @@ impl Fs {
             mount_head,
             kernel_refs: Mutex::new(HashMap::new()),
             acls: AtomicBool::new(false),
+            writeback: AtomicBool::new(false),
+            written: Mutex::new(HashSet::new()),
             writers: writers::Writers::default(),
         }
     }
@@ -288,6 +300,18 @@ impl Fs {
     /// The kernel enforces POSIX ACLs: accept them.
     pub fn enable_acls(&self) {
         self.acls.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether the mount asks the kernel for its writeback cache.
+    pub fn wants_writeback(&self) -> bool {
+        self.opts.writeback_cache && !self.opts.read_only
+    }
+
+    /// The kernel caches writes (FUSE writeback cache): it flushes a file's
+    /// cached writes before it sends the close (FLUSH) or the fsync, so
+    /// those still commit exactly what was written before them.
+    pub fn enable_writeback(&self) {
+        self.writeback.store(true, Ordering::Relaxed);
     }
 
     /// One more kernel reference to live inode `ino`; the first pins it.
@@ -811,6 +835,9 @@ impl Fs {
             match hs.get_mut(&fh) {
                 Some(Handle::File { ino, wrote, by }) => {
                     *wrote = true;
+                    if self.writeback.load(Ordering::Relaxed) {
+                        self.written.lock().expect("written").insert(*ino);
+                    }
                     (*ino, if who.pid == 0 { *by } else { who })
                 }
                 Some(Handle::SnapFile { .. }) => return Err(EROFS),
@@ -860,7 +887,7 @@ impl Fs {
     /// the daemon (on stable storage too with `durable_close`).
     pub fn flush(&self, fh: u64) -> Result<()> {
         let wrote = match self.handles.lock().expect("handles").get_mut(&fh) {
-            Some(Handle::File { wrote, .. }) => std::mem::take(wrote),
+            Some(Handle::File { ino, wrote, .. }) => self.was_written(*ino, std::mem::take(wrote)),
             _ => false,
         };
         if wrote { self.commit_close() } else { Ok(()) }
@@ -871,11 +898,20 @@ impl Fs {
         let h = self.handles.lock().expect("handles").remove(&fh);
         if let Some(Handle::File { ino, wrote, .. }) = h {
             self.eng_mut().unpin(ino);
-            if wrote {
+            if self.was_written(ino, wrote) {
                 return self.commit_close();
             }
         }
         Ok(())
+    }
+
+    /// Whether a close of a handle on `ino` seals a snapshot: the handle
+    /// wrote (`wrote`), or, under the writeback cache, the kernel sent the
+    /// file's writes through another handle since the file's last close.
+    fn was_written(&self, ino: u64, wrote: bool) -> bool {
+        let elsewhere = self.writeback.load(Ordering::Relaxed)
+            && self.written.lock().expect("written").remove(&ino);
+        wrote || elsewhere
     }
 
     /// `fsync` / `fdatasync`: commits everything and returns once it is on
