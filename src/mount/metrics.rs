@@ -166,22 +166,28 @@ impl Metrics {
                 s.checkpoint_errors.to_string(),
             );
         }
+        // Each cache's bytes held, then each one's budget.
         let caches = [
-            ("metadata", s.cache_bytes.0, crate::repo::META_CACHE_BYTES),
-            ("chunks", s.cache_bytes.1, crate::repo::CHUNK_CACHE_BYTES),
+            (
+                "metadata",
+                [s.cache_bytes.0, crate::repo::META_CACHE_BYTES as u64],
+            ),
+            (
+                "chunks",
+                [s.cache_bytes.1, crate::repo::CHUNK_CACHE_BYTES as u64],
+            ),
         ];
-        for (name, help, value) in [
+        let families = [
             (
                 "sovseal_cache_bytes",
                 "Decrypted, verified objects held in memory, in real bytes (metadata: pages, directories, chunk lists; chunks: file data).",
-                0,
             ),
-            ("sovseal_cache_budget_bytes", "The budget of each cache.", 1),
-        ] {
+            ("sovseal_cache_budget_bytes", "The budget of each cache."),
+        ];
+        for (k, (name, help)) in families.into_iter().enumerate() {
             let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} gauge");
-            for (cache, bytes, budget) in caches {
-                let v = if value == 0 { bytes } else { budget as u64 };
-                let _ = writeln!(o, "{name}{{{l},cache=\"{cache}\"}} {v}");
+            for (cache, values) in caches {
+                let _ = writeln!(o, "{name}{{{l},cache=\"{cache}\"}} {}", values[k]);
             }
         }
         let h = self.commit_latency.lock().expect("metrics");
@@ -276,6 +282,11 @@ mod tests {
         assert!(t.contains("sovseal_history_inodes{agent=\"a_b\"} 3\n"));
         assert!(t.contains("sovseal_cache_bytes{agent=\"a_b\",cache=\"metadata\"} 5000\n"));
         assert!(t.contains("sovseal_cache_bytes{agent=\"a_b\",cache=\"chunks\"} 7000\n"));
+        assert!(t.contains(&format!(
+            "sovseal_cache_budget_bytes{{agent=\"a_b\",cache=\"chunks\"}} {}\n",
+            crate::repo::CHUNK_CACHE_BYTES
+        )));
+        assert_eq!(t.matches("# TYPE sovseal_cache_bytes gauge").count(), 1);
         assert!(t.contains("sovseal_commit_errors_total{agent=\"a_b\"} 1\n"));
         assert!(t.contains("sovseal_replication_lag_snapshots{agent=\"a_b\"} 3\n"));
         assert!(
