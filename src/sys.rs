@@ -11,12 +11,28 @@ pub fn harden_process() -> Result<(), String> {
     Ok(())
 }
 
-/// The filesystem type of the mount at `path`, if `path` is a mount point
-/// (from `/proc/self/mountinfo`, its escapes undone).
+/// The filesystem type of the mount at `path`, if `path` is a mount point.
 pub fn mounted_at(path: &std::path::Path) -> Option<String> {
+    mount_at(path).map(|m| m.fstype)
+}
+
+/// One line of the mount table.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Mount {
+    /// The device, `major:minor` (for FUSE, the connection's anonymous
+    /// device, which also names its entry under `/sys/class/bdi/`).
+    pub dev: String,
+    /// The filesystem type (`fuse.sovseal`, `ext4`, ...).
+    pub fstype: String,
+}
+
+/// The mount at `path`, if `path` is a mount point (from
+/// `/proc/self/mountinfo`, its escapes undone; the last one listed when
+/// several are stacked there, which is the one a lookup reaches).
+pub fn mount_at(path: &std::path::Path) -> Option<Mount> {
     let info = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
     let want = path.to_str()?;
-    info.lines().find_map(|l| {
+    info.lines().rev().find_map(|l| {
         let f: Vec<&str> = l.split(' ').collect();
         let mp = f
             .get(4)?
@@ -24,7 +40,10 @@ pub fn mounted_at(path: &std::path::Path) -> Option<String> {
             .replace("\\011", "\t")
             .replace("\\134", "\\");
         let sep = f.iter().position(|x| *x == "-")?;
-        (mp == want).then(|| f.get(sep + 1).unwrap_or(&"?").to_string())
+        (mp == want).then(|| Mount {
+            dev: f.get(2).unwrap_or(&"?").to_string(),
+            fstype: f.get(sep + 1).unwrap_or(&"?").to_string(),
+        })
     })
 }
 

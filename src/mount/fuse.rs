@@ -224,6 +224,8 @@ fn writes(flags: OpenFlags) -> bool {
 impl Filesystem for Adapter {
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
         let _ = config.set_max_write(1 << 20);
+        // The kernel offers its current read-ahead window (128 KiB) as the
+        // most, so this cannot raise it: `readahead.rs` does, once mounted.
         let _ = config.set_max_readahead(1 << 20);
         let _ = config.add_capabilities(fuser::InitFlags::FUSE_PARALLEL_DIROPS);
         // POSIX ACLs, enforced by the kernel and kept by the file system,

@@ -21,6 +21,7 @@ pub mod metrics;
 pub mod notify;
 pub mod options;
 pub mod preflight;
+pub mod readahead;
 pub mod startup;
 
 use crate::config::{AgentName, Home};
@@ -85,6 +86,12 @@ pub struct Args {
     /// daemon loses it either way). Also `-o writeback_cache`.
     #[arg(long)]
     pub writeback_cache: bool,
+    /// The kernel's read-ahead window for this mount, in KiB: how far ahead
+    /// of a sequential reader it asks for data, in requests of up to 1 MiB
+    /// answered in parallel. Setting it needs root; 0 keeps the kernel's
+    /// default (128 KiB). Default 4096; also `-o readahead_kib=N`.
+    #[arg(long)]
+    pub readahead_kib: Option<u32>,
     /// Longest time in ms before a sealed snapshot is made durable against
     /// a power cut without being asked (fsync always syncs at once).
     #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..=60_000))]
@@ -215,6 +222,12 @@ fn serve(
     let notifier = notifier.as_ref();
     let session = fuse::spawn(fs.clone(), mountpoint, &mount, args.threads)?;
     preflight::wait_answering(mountpoint)?;
+    readahead::set(
+        mountpoint,
+        args.readahead_kib
+            .or(mount.readahead_kib)
+            .unwrap_or(readahead::DEFAULT_KIB),
+    );
     let metrics = args.metrics_file.clone().map(|p| {
         let fs = fs.clone();
         metrics::MetricsWriter::start(move || fs.render_metrics(), p)

@@ -54,6 +54,9 @@ pub struct MountOptions {
     /// `writeback_cache`: the kernel caches writes and sends them in larger
     /// pieces (sovseal's own option, asked of the kernel at FUSE init).
     pub writeback_cache: bool,
+    /// `readahead_kib=N`: the kernel's read-ahead window for the mount
+    /// (sovseal's own option, set through sysfs once mounted).
+    pub readahead_kib: Option<u32>,
 }
 
 /// Parses `-o` options (already split at commas) for `agent`.
@@ -65,6 +68,7 @@ pub fn parse(opts: &[String], agent: &AgentName) -> Result<MountOptions> {
         fsname: format!("sovseal:{agent}"),
         sync_close: false,
         writeback_cache: false,
+        readahead_kib: None,
     };
     for o in opts.iter().map(|o| o.trim()).filter(|o| !o.is_empty()) {
         let flag = match o {
@@ -102,13 +106,20 @@ pub fn parse(opts: &[String], agent: &AgentName) -> Result<MountOptions> {
             "sync" => Flag::Sync,
             "async" => Flag::Async,
             "dirsync" => Flag::DirSync,
+            o if o.starts_with("readahead_kib=") => {
+                let v = &o["readahead_kib=".len()..];
+                m.readahead_kib = Some(v.parse().map_err(|_| {
+                    Error::Invalid(format!("readahead_kib={v}: not a number of KiB"))
+                })?);
+                continue;
+            }
             o if o.starts_with("fsname=") => {
                 m.fsname = o["fsname=".len()..].to_owned();
                 continue;
             }
             other => {
                 return Err(Error::Invalid(format!(
-                    "unknown mount option {other:?} (known: ro, rw, allow_other, allow_root, default_permissions, sync_close, writeback_cache, auto_unmount, [no]atime, [no]suid, [no]dev, [no]exec, sync, async, dirsync, fsname=)"
+                    "unknown mount option {other:?} (known: ro, rw, allow_other, allow_root, default_permissions, sync_close, writeback_cache, readahead_kib=N, auto_unmount, [no]atime, [no]suid, [no]dev, [no]exec, sync, async, dirsync, fsname=)"
                 )));
             }
         };
@@ -135,5 +146,9 @@ mod tests {
         let m = o(&["writeback_cache", "sync_close"]).unwrap();
         assert!(m.writeback_cache && m.sync_close && m.flags.is_empty());
         assert!(!o(&[]).unwrap().writeback_cache);
+        let m = o(&["readahead_kib=1024"]).unwrap();
+        assert_eq!((m.readahead_kib, m.flags.len()), (Some(1024), 0));
+        assert_eq!(o(&[]).unwrap().readahead_kib, None);
+        assert!(matches!(o(&["readahead_kib=lots"]), Err(Error::Invalid(_))));
     }
 }
