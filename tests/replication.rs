@@ -542,6 +542,8 @@ mod faulty {
         pub inner: Arc<dyn ObjectStore>,
         pub n: AtomicU64,
         pub failed: AtomicU64,
+        /// Whether request `n` (counted from 0) fails.
+        pub fails: fn(u64) -> bool,
     }
 
     impl std::fmt::Display for Faulty {
@@ -556,7 +558,7 @@ mod faulty {
             if n % 10 == 3 {
                 tokio::time::sleep(std::time::Duration::from_millis(30)).await;
             }
-            if n % 3 == 1 {
+            if (self.fails)(n) {
                 self.failed.fetch_add(1, Ordering::Relaxed);
                 return Err(object_store::Error::Generic {
                     store: "faulty",
@@ -614,6 +616,7 @@ fn injected_failures_and_delays_are_retried_until_all_is_replicated() {
         inner: inner.clone(),
         n: Default::default(),
         failed: Default::default(),
+        fails: |n| n % 3 == 1,
     });
     let remote = Remote::with_store(faulty.clone(), Default::default(), "faulty://");
     let env = Env::new();
@@ -671,4 +674,76 @@ fn an_s3_outage_during_writes_loses_nothing_and_the_queue_drains() {
     std::fs::remove_dir_all(env.data_dir()).unwrap();
     restore_ok(&env, &remote);
     assert_eq!(dump_all(env.open().agent()), before);
+}
+
+/// A snapshot larger than three pack parts goes up whole through a failing
+/// remote, each part's put tried again on its own. Two remotes: one that
+/// fails the first four requests of the big snapshot (the first try of each
+/// part in flight), which must cost no failed attempt of the whole
+/// snapshot; one that fails one request in three at random, where uploads
+/// also fail whole (the envelope, a part failing thrice) and are retried
+/// until it is all there.
+#[test]
+fn a_snapshot_of_many_parts_goes_up_whole_through_failures_and_delays() {
+    // Requests 0 and 1 put the first snapshot (a part, the envelope).
+    let first_four: fn(u64) -> bool = |n| (2..6).contains(&n);
+    let one_in_three: fn(u64) -> bool =
+        |n| n.wrapping_mul(0x9E37_79B9_7F4A_7C15).rotate_left(29) % 3 == 0;
+    let (errors, failed) = many_parts_through(first_four);
+    assert_eq!(errors, 0, "a part's failed put is tried again on its own");
+    assert_eq!(failed, 4);
+    let (_, failed) = many_parts_through(one_in_three);
+    assert!(failed > 0, "faults were injected");
+}
+
+/// Replicates a snapshot of several parts through a remote failing the
+/// requests `fails` picks, restores it from a clean copy and compares;
+/// returns the failed attempts of the whole and the failed requests.
+fn many_parts_through(fails: fn(u64) -> bool) -> (u64, u64) {
+    use sovseal::replication::replicator::{PART_BYTES, pack_parts};
+    let inner: Arc<dyn object_store::ObjectStore> = Arc::new(object_store::memory::InMemory::new());
+    let faulty = Arc::new(faulty::Faulty {
+        inner: inner.clone(),
+        n: Default::default(),
+        failed: Default::default(),
+        fails,
+    });
+    let remote = Remote::with_store(faulty.clone(), Default::default(), "faulty://");
+    let env = Env::new();
+    let mut e = env.open();
+    let f = e.create(ROOT_INO, b"big", 0o644, 0, 0).unwrap();
+    let size = 3 * PART_BYTES + (5 << 20);
+    for (i, at) in (0..size).step_by(1 << 20).enumerate() {
+        e.write(f.ino, at as u64, &bytes(i as u64, 1 << 20))
+            .unwrap();
+    }
+    let seq = e.commit().unwrap().unwrap().seq;
+    assert!(
+        pack_parts(e.agent(), seq).unwrap().len() >= 4,
+        "the snapshot spans several parts"
+    );
+    e.sync().unwrap();
+    let r = Replicator::start(e.shared_agent(), remote.clone()).unwrap();
+    r.notify(seq);
+    let t0 = std::time::Instant::now();
+    while r.status().replicated < seq {
+        assert!(
+            t0.elapsed() < Duration::from_secs(120),
+            "not replicated within 2 minutes: {:?}",
+            r.status()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let errors = r.status().errors_total;
+    drop(r);
+    let before = dump_all(e.agent());
+    drop(e);
+    std::fs::remove_dir_all(env.data_dir()).unwrap();
+    let clean = Remote::with_store(inner, Default::default(), "memory://");
+    restore_ok(&env, &clean);
+    assert_eq!(dump_all(env.open().agent()), before, "every part arrived");
+    (
+        errors,
+        faulty.failed.load(std::sync::atomic::Ordering::Relaxed),
+    )
 }

@@ -6,8 +6,8 @@
 //! The durable queue is the index itself: every snapshot above
 //! `replicated_seq` (a `meta` row) is pending, and the objects to upload with
 //! snapshot N are those that N first committed (`objects.seq = N`). For each
-//! pending snapshot, in order: its pack parts go up (in parallel, idempotent),
-//! then its envelope with a conditional create, then `replicated_seq = N` is
+//! pending snapshot, in order: its pack parts go up (in parallel, each put
+//! tried a few times: parts are idempotent), then its envelope with a conditional create, then `replicated_seq = N` is
 //! recorded. After a restart the thread resumes at `replicated_seq + 1`.
 //! Transient failures retry with exponential backoff and jitter; a different
 //! envelope already on the remote is a fork: replication stops for the agent
@@ -30,6 +30,10 @@ pub const PART_BYTES: usize = 32 << 20;
 /// Pack parts uploaded at once per snapshot: bounds the memory a large
 /// snapshot's upload holds to `PARTS_IN_FLIGHT * PART_BYTES`.
 pub const PARTS_IN_FLIGHT: usize = 4;
+
+/// Tries of one part's put before the snapshot's upload fails (and is
+/// retried whole, with backoff, by the replicator).
+pub const PART_TRIES: u32 = 3;
 
 /// The pack parts of one snapshot, built from the local store one at a time
 /// (a 4 GiB snapshot never sits in memory whole).
@@ -124,7 +128,7 @@ pub async fn upload(agent: &Agent, remote: &Remote, seq: u64) -> Result<()> {
         while !built_all && in_flight.len() < PARTS_IN_FLIGHT {
             match parts.next_part()? {
                 Some(p) => {
-                    in_flight.push(remote.put_pack(&id, seq, &hash, index, p));
+                    in_flight.push(put_part(remote, &id, seq, &hash, index, p.into()));
                     index += 1;
                 }
                 None => built_all = true,
@@ -139,6 +143,33 @@ pub async fn upload(agent: &Agent, remote: &Remote, seq: u64) -> Result<()> {
         Created::New | Created::AlreadyThere => Ok(()),
         Created::Conflict => Err(Error::Fork { seq }),
     }
+}
+
+/// Puts one pack part, trying up to [`PART_TRIES`] times. A part is
+/// idempotent (same name, same bytes), so a transient failure of one
+/// request costs that request, not the snapshot's other parts: without it
+/// a snapshot of many parts on a flaky link might never go up whole.
+async fn put_part(
+    remote: &Remote,
+    id: &crate::seal::keys::AgentId,
+    seq: u64,
+    hash: &[u8; 32],
+    index: u32,
+    part: object_store::PutPayload,
+) -> Result<()> {
+    let mut wait = Duration::from_millis(50);
+    for attempt in 1.. {
+        match remote.put_pack(id, seq, hash, index, part.clone()).await {
+            Ok(()) => return Ok(()),
+            Err(e) if attempt < PART_TRIES => {
+                tracing::debug!("part {index} of snapshot {seq}, try {attempt}: {e}");
+                tokio::time::sleep(jitter(wait)).await;
+                wait *= 2;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    unreachable!("the last try returns")
 }
 
 /// When the replicator signs checkpoints: once the queue is drained and

@@ -340,13 +340,10 @@ impl Remote {
         seq: u64,
         envelope: &[u8; 32],
         part: u32,
-        bytes: Vec<u8>,
+        bytes: impl Into<PutPayload>,
     ) -> Result<()> {
         self.store
-            .put(
-                &self.pack_path(agent, seq, envelope, part),
-                PutPayload::from(bytes),
-            )
+            .put(&self.pack_path(agent, seq, envelope, part), bytes.into())
             .await
             .map(|_| ())
             .map_err(|e| remote_err("put pack", e))
