@@ -7,8 +7,9 @@
 //! `replicated_seq` (a `meta` row) is pending, and the objects to upload with
 //! snapshot N are those that N first committed (`objects.seq = N`). For each
 //! pending snapshot, in order: its pack parts go up (in parallel, each put
-//! tried a few times: parts are idempotent), then its envelope with a conditional create, then `replicated_seq = N` is
-//! recorded. After a restart the thread resumes at `replicated_seq + 1`.
+//! tried a few times: parts are idempotent), then its envelope with a
+//! conditional create, then `replicated_seq = N` is recorded. After a
+//! restart the thread resumes at `replicated_seq + 1`.
 //! Transient failures retry with exponential backoff and jitter; a different
 //! envelope already on the remote is a fork: replication stops for the agent
 //! (recorded in `meta`, shown by `sovseal status`), the mount goes on.
