@@ -17,6 +17,11 @@
 //!   after the request are done; every waiter that arrives meanwhile shares
 //!   the next barrier. Without being asked, a barrier runs `interval` after
 //!   the first snapshot that is not durable yet.
+//!
+//! A second thread checkpoints the index's WAL into its database a moment
+//! after commits, on a connection of its own, so that SQLite's checkpoint
+//! (a copy and two disk syncs) does not land inside one commit in a few
+//! hundred and hold up the close or fsync waiting for it.
 
 use crate::engine::Engine;
 use crate::mount::metrics::Metrics;
@@ -60,10 +65,16 @@ pub struct Config {
     pub interval: Duration,
 }
 
+/// How long the checkpoint thread lets commits gather before it
+/// checkpoints what they wrote.
+const CHECKPOINT_AFTER: Duration = Duration::from_millis(100);
+
 /// The commit thread and its request state.
 pub struct Committer {
     shared: Arc<(Mutex<State>, Condvar)>,
     thread: Mutex<Option<JoinHandle<()>>>,
+    /// The WAL checkpoint thread; it ends after the commit thread.
+    checkpoints: Mutex<Option<JoinHandle<()>>>,
     quiet: Duration,
     max_delay: Duration,
 }
@@ -80,6 +91,18 @@ impl Committer {
         let shared = Arc::new((Mutex::new(State::default()), Condvar::new()));
         let s = shared.clone();
         let interval = config.interval;
+        // Without a checkpointer the index checkpoints inline, as before.
+        let (nudge, checkpoints) = match checkpointer(&engine) {
+            Some(c) => {
+                let (tx, rx) = crossbeam_channel::bounded(1);
+                let t = std::thread::Builder::new()
+                    .name("sovseal-wal".into())
+                    .spawn(move || checkpoint_loop(&c, &rx))
+                    .expect("spawn checkpoint thread");
+                (Some(tx), Some(t))
+            }
+            None => (None, None),
+        };
         let thread = std::thread::Builder::new()
             .name("sovseal-commit".into())
             .spawn(move || {
@@ -90,12 +113,14 @@ impl Committer {
                     on_commit.as_ref(),
                     on_durable.as_ref(),
                     &metrics,
+                    nudge.as_ref(),
                 )
             })
             .expect("spawn commit thread");
         Committer {
             shared,
             thread: Mutex::new(Some(thread)),
+            checkpoints: Mutex::new(checkpoints),
             quiet: config.quiet,
             max_delay: config.max_delay,
         }
@@ -191,8 +216,41 @@ impl Committer {
         if let Some(t) = self.thread.lock().expect("committer thread").take() {
             let _ = t.join();
         }
+        // The commit thread dropped its end of the nudges: this one makes a
+        // last checkpoint and ends.
+        if let Some(t) = self.checkpoints.lock().expect("checkpoint thread").take() {
+            let _ = t.join();
+        }
         r
     }
+}
+
+/// The index's checkpointer, if one can be opened (else SQLite goes on
+/// checkpointing inside commits, and the mount says so).
+fn checkpointer(engine: &RwLock<Engine>) -> Option<crate::repo::index::Checkpointer> {
+    let agent = engine.read().expect("engine lock").shared_agent();
+    match agent.repo().index().checkpointer() {
+        Ok(c) => Some(c),
+        Err(e) => {
+            tracing::warn!("WAL checkpoints stay inside commits: {e}");
+            None
+        }
+    }
+}
+
+/// Checkpoints the WAL [`CHECKPOINT_AFTER`] a commit, once for all the
+/// commits made meanwhile, until the commit thread ends; then once more.
+fn checkpoint_loop(c: &crate::repo::index::Checkpointer, nudges: &crossbeam_channel::Receiver<()>) {
+    let run = || match c.run() {
+        Ok((frames, copied)) => tracing::trace!(frames, copied, "WAL checkpoint"),
+        Err(e) => tracing::warn!("WAL checkpoint failed (retried after the next commit): {e}"),
+    };
+    while nudges.recv().is_ok() {
+        std::thread::sleep(CHECKPOINT_AFTER);
+        while nudges.try_recv().is_ok() {}
+        run();
+    }
+    run();
 }
 
 impl Drop for Committer {
@@ -210,6 +268,7 @@ fn run(
     on_commit: Option<&OnCommit>,
     on_durable: Option<&OnDurable>,
     metrics: &Metrics,
+    nudge: Option<&crossbeam_channel::Sender<()>>,
 ) {
     let (m, cv) = shared;
     let mut st = m.lock().expect("committer");
@@ -241,6 +300,9 @@ fn run(
             }
             if let (Ok(Some(info)), Some(f)) = (&res, on_commit) {
                 f(info);
+            }
+            if let (Ok(Some(_)), Some(n)) = (&res, nudge) {
+                let _ = n.try_send(());
             }
             st = m.lock().expect("committer");
             match res {
