@@ -18,7 +18,7 @@ impl Moto {
             let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
             l.local_addr().unwrap().port()
         };
-        let child = Command::new(&bin)
+        let mut child = Command::new(&bin)
             .args(["-H", "127.0.0.1", "-p", &port.to_string()])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -26,22 +26,35 @@ impl Moto {
             .unwrap_or_else(|e| {
                 panic!("cannot start the S3 test server {bin:?} ({e}); scripts/test installs it")
             });
-        let t0 = Instant::now();
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(t0.elapsed() < Duration::from_secs(30), "moto did not start");
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        // Ready when it answers an S3 request, not when it accepts a
+        // connection: on a loaded machine the first requests to a server
+        // that is still starting can fail (CI once saw the bucket creation
+        // fail right after the port opened).
         let bucket = format!("b{}", port);
-        let ok = Command::new("curl")
-            .args([
-                "-sf",
-                "-X",
-                "PUT",
-                &format!("http://127.0.0.1:{port}/{bucket}"),
-            ])
-            .status()
-            .unwrap();
-        assert!(ok.success(), "could not create the test bucket");
+        let t0 = Instant::now();
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                panic!("the S3 test server exited at start ({status})");
+            }
+            // Created, or created by an earlier try whose answer was lost.
+            let curl = |args: &[&str]| {
+                Command::new("curl")
+                    .args(["-sf", "-o", "/dev/null"])
+                    .args(args)
+                    .arg(format!("http://127.0.0.1:{port}/{bucket}"))
+                    .status()
+                    .unwrap()
+                    .success()
+            };
+            if curl(&["-X", "PUT"]) || curl(&["-I"]) {
+                break;
+            }
+            assert!(
+                t0.elapsed() < Duration::from_secs(30),
+                "could not create the test bucket within 30 s"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
         Moto {
             child,
             port,
