@@ -20,7 +20,7 @@
 //!
 //! A second thread checkpoints the index's WAL into its database a moment
 //! after commits, on a connection of its own, so that SQLite's checkpoint
-//! (a copy and two disk syncs) does not land inside one commit in a few
+//! (a copy and two disk syncs) does not land inside about one commit in a
 //! hundred and hold up the close or fsync waiting for it.
 
 use crate::engine::Engine;
