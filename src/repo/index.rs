@@ -109,6 +109,9 @@ pub const META_DURABLE: &str = "durable_seq";
 /// cannot keep up (SQLite's own default, used without one, is 1,000).
 pub const WAL_BACKSTOP_PAGES: u32 = 16_384;
 
+/// WAL frames past which the checkpointer also restarts the WAL.
+pub const WAL_RESTART_FRAMES: i64 = 2_000;
+
 /// Checkpoints an index's WAL into its database from a connection of its
 /// own, so that the copy and its two disk syncs run beside the commits
 /// instead of inside whichever commit crossed SQLite's threshold (a commit
@@ -119,9 +122,6 @@ pub struct Checkpointer {
     conn: Connection,
 }
 
-/// WAL frames past which the checkpointer also restarts the WAL.
-pub const WAL_RESTART_FRAMES: i64 = 2_000;
-
 impl Checkpointer {
     /// Checkpoints the WAL: first passively (the frames no reader still
     /// needs are copied into the database and both files synced, beside the
@@ -130,29 +130,30 @@ impl Checkpointer {
     /// meanwhile and lets the next commit write the WAL from its start. A
     /// passive checkpoint alone never catches up with a steady writer, and
     /// the WAL would grow until the writer paused. The restart is skipped
-    /// (tried again next time) when a commit is running. Returns the frames
-    /// in the WAL and how many of them are in the database.
-    pub fn run(&self) -> Result<(i64, i64)> {
-        let pragma = |mode: &str| -> rusqlite::Result<(i64, i64, i64)> {
-            self.conn
+    /// (tried again next time) when a commit is running: the connection
+    /// never waits for a lock, and a checkpoint that meets one is skipped.
+    /// Returns the frames in the WAL and how many of them are in the
+    /// database (`None` if skipped).
+    pub fn run(&self) -> Result<Option<(i64, i64)>> {
+        let pragma = |mode: &str| -> Result<Option<(i64, i64)>> {
+            match self
+                .conn
                 .query_row(&format!("PRAGMA wal_checkpoint({mode})"), [], |r| {
-                    Ok((r.get(0)?, r.get(1)?, r.get(2)?))
-                })
-        };
-        let (_, frames, copied) = pragma("PASSIVE")?;
-        if frames < WAL_RESTART_FRAMES {
-            return Ok((frames, copied));
-        }
-        self.conn.busy_timeout(Duration::ZERO)?;
-        let restarted = pragma("RESTART");
-        self.conn.busy_timeout(Duration::from_secs(10))?;
-        match restarted {
-            Ok((_, frames, copied)) => Ok((frames, copied)),
-            // A commit or a reader was in the way.
-            Err(e) if e.sqlite_error_code() == Some(rusqlite::ErrorCode::DatabaseBusy) => {
-                Ok((frames, copied))
+                    Ok((r.get(1)?, r.get(2)?))
+                }) {
+                Ok(counts) => Ok(Some(counts)),
+                // A commit or a reader was in the way.
+                Err(e) if e.sqlite_error_code() == Some(rusqlite::ErrorCode::DatabaseBusy) => {
+                    Ok(None)
+                }
+                Err(e) => Err(e.into()),
             }
-            Err(e) => Err(e.into()),
+        };
+        match pragma("PASSIVE")? {
+            Some((frames, copied)) if frames >= WAL_RESTART_FRAMES => {
+                Ok(pragma("RESTART")?.or(Some((frames, copied))))
+            }
+            passive => Ok(passive),
         }
     }
 }
@@ -397,7 +398,9 @@ impl Index {
                 | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX
                 | rusqlite::OpenFlags::SQLITE_OPEN_NOFOLLOW,
         )?;
-        conn.busy_timeout(Duration::from_secs(10))?;
+        // Never wait: a passive checkpoint takes no lock a commit holds,
+        // and a restart that would wait is tried again next time.
+        conn.busy_timeout(Duration::ZERO)?;
         conn.pragma_update(None, "synchronous", "FULL")?;
         self.conn
             .pragma_update(None, "wal_autocheckpoint", WAL_BACKSTOP_PAGES)?;
@@ -851,14 +854,14 @@ mod tests {
             }
         };
         write(1_000);
-        let (frames, copied) = c.run().unwrap();
+        let (frames, copied) = c.run().unwrap().expect("nothing in the way");
         assert!(
             frames > 1_000,
             "the writer checkpointed itself: {frames} frames"
         );
         assert_eq!(copied, frames, "every frame is in the database");
         write(1);
-        let (frames, _) = c.run().unwrap();
+        let (frames, _) = c.run().unwrap().expect("nothing in the way");
         assert!(frames < 10, "the WAL started over: {frames} frames");
     }
 
@@ -877,7 +880,9 @@ mod tests {
                 let mut most = 0;
                 while !done.load(std::sync::atomic::Ordering::Relaxed) {
                     std::thread::sleep(Duration::from_millis(10));
-                    most = most.max(c.run().unwrap().0);
+                    if let Some((frames, _)) = c.run().unwrap() {
+                        most = most.max(frames);
+                    }
                 }
                 most
             });

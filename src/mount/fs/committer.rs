@@ -242,7 +242,8 @@ fn checkpointer(engine: &RwLock<Engine>) -> Option<crate::repo::index::Checkpoin
 /// commits made meanwhile, until the commit thread ends; then once more.
 fn checkpoint_loop(c: &crate::repo::index::Checkpointer, nudges: &crossbeam_channel::Receiver<()>) {
     let run = || match c.run() {
-        Ok((frames, copied)) => tracing::trace!(frames, copied, "WAL checkpoint"),
+        Ok(Some((frames, copied))) => tracing::trace!(frames, copied, "WAL checkpoint"),
+        Ok(None) => tracing::trace!("WAL checkpoint skipped: a commit was in the way"),
         Err(e) => tracing::warn!("WAL checkpoint failed (retried after the next commit): {e}"),
     };
     while nudges.recv().is_ok() {
