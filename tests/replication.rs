@@ -97,16 +97,25 @@ fn driver_suite_memory_file_and_s3() {
 }
 
 /// The Postgres driver (#16): the same suite against a real PostgreSQL
-/// server; two connections racing to create one envelope (the fence two
-/// writers meet at) see exactly one win; a server restart in the middle is
-/// survived (the connection is made again); a replicated agent wiped and
-/// restored from it is byte for byte the same; and its rows hold no
-/// plaintext and no agent name.
+/// server, over the store's connections in turn; two connections racing to
+/// create one envelope (the fence two writers meet at) see exactly one win;
+/// a server restart in the middle is survived (the connections are made
+/// again); a replicated agent wiped and restored from it is byte for byte
+/// the same; and its rows hold no plaintext and no agent name.
 #[test]
 fn the_postgres_driver_passes_the_suite_and_restores() {
     let mut pg = Postgres::start();
     let remote = Remote::open(&pg.url()).unwrap();
     driver_suite(&remote);
+    // The suite's calls took the store's connections in turn: as many
+    // server sessions, named, so that pack parts go up side by side.
+    let sessions =
+        pg.psql("SELECT count(*) FROM pg_stat_activity WHERE application_name = 'sovseal'");
+    assert_eq!(
+        sessions.trim(),
+        sovseal::repo::postgres::CONNECTIONS.to_string(),
+        "server sessions of one store"
+    );
     let a = sovseal::seal::keys::AgentId([3; 32]);
     let (one, two) = (
         Remote::open(&pg.url()).unwrap(),

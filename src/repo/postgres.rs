@@ -26,8 +26,10 @@
 //! task runs on a runtime this driver owns (one thread), because a remote
 //! is used from the short-lived runtimes of commands, tests and the
 //! replicator alike; each call is spawned there and awaited from the
-//! caller's runtime. A connection that closed (server restart) is made
-//! again at the next call.
+//! caller's runtime. Calls take the store's [`CONNECTIONS`] connections in
+//! turn, so that the pack parts of a snapshot, uploaded several at once, are
+//! written by as many server processes instead of queueing on one. A
+//! connection that closed (server restart) is made again at its next call.
 
 use bytes::Bytes;
 use futures::stream::BoxStream;
@@ -38,6 +40,7 @@ use object_store::{
     ObjectMeta, ObjectStore, PutMode, PutMultipartOptions, PutOptions, PutPayload, PutResult,
 };
 use std::future::Future;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio_postgres::Client;
 
@@ -48,6 +51,11 @@ type Param = dyn tokio_postgres::types::ToSql + Sync;
 /// How long a connection may take to open, unless the URL says
 /// (`connect_timeout=`).
 const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Connections per store, taken by calls in turn (each made at its first
+/// call). Every call is one statement in autocommit and is awaited before
+/// anything that depends on it is sent, so no order is lost across them.
+pub const CONNECTIONS: usize = 2;
 
 /// How long one call may take (a 32 MiB pack part included) before it
 /// fails, its connection is dropped and the next call connects again: a
@@ -73,7 +81,9 @@ struct Inner {
     /// The URL without its password, for messages.
     shown: String,
     handle: tokio::runtime::Handle,
-    client: Mutex<Option<Arc<Client>>>,
+    clients: Mutex<[Option<Arc<Client>>; CONNECTIONS]>,
+    /// The connection the next call takes.
+    next: AtomicUsize,
     /// Ends the driver's runtime thread when the store is dropped.
     _stop: futures::channel::oneshot::Sender<()>,
 }
@@ -129,6 +139,10 @@ impl PgStore {
             config.connect_timeout(CONNECT_TIMEOUT);
         }
         config.keepalives(true);
+        // So that an administrator sees who holds the sessions.
+        if config.get_application_name().is_none() {
+            config.application_name("sovseal");
+        }
         let shown = super::remote::shown(url);
         let (stop, stopped) = futures::channel::oneshot::channel::<()>();
         let (tx, rx) = std::sync::mpsc::channel();
@@ -156,13 +170,14 @@ impl PgStore {
             config,
             shown,
             handle,
-            client: Mutex::new(None),
+            clients: Mutex::new(Default::default()),
+            next: AtomicUsize::new(0),
             _stop: stop,
         });
         let (tx, rx) = std::sync::mpsc::channel();
         let first = inner.clone();
         inner.handle.spawn(async move {
-            let _ = tx.send(first.client().await.map(|_| ()));
+            let _ = tx.send(first.client(0).await.map(|_| ()));
         });
         rx.recv()
             .map_err(|_| "driver thread ended".to_string())?
@@ -172,16 +187,16 @@ impl PgStore {
 }
 
 impl Inner {
-    /// The connection, made (again) if there is none or it closed.
-    async fn client(&self) -> object_store::Result<Arc<Client>> {
-        if let Some(c) = self.client.lock().expect("client").as_ref()
+    /// Connection `slot`, made (again) if there is none or it closed.
+    async fn client(&self, slot: usize) -> object_store::Result<Arc<Client>> {
+        if let Some(c) = self.clients.lock().expect("clients")[slot].as_ref()
             && !c.is_closed()
         {
             return Ok(c.clone());
         }
         let config = self.config.clone();
         let c = self
-            .on_driver(async move {
+            .on_driver(slot, async move {
                 let (client, conn) = config
                     .connect(tokio_postgres::NoTls)
                     .await
@@ -209,14 +224,15 @@ impl Inner {
                 Ok(Arc::new(client))
             })
             .await?;
-        *self.client.lock().expect("client") = Some(c.clone());
+        self.clients.lock().expect("clients")[slot] = Some(c.clone());
         Ok(c)
     }
 
-    /// Runs `f` on the driver's runtime (where the connection lives) and
-    /// waits for it from any runtime.
+    /// Runs `f`, a call on connection `slot`, on the driver's runtime (where
+    /// the connections live) and waits for it from any runtime.
     async fn on_driver<T: Send + 'static>(
         &self,
+        slot: usize,
         f: impl Future<Output = object_store::Result<T>> + Send + 'static,
     ) -> object_store::Result<T> {
         let timed = async move { tokio::time::timeout(CALL_TIMEOUT, f).await };
@@ -224,13 +240,13 @@ impl Inner {
             Ok(r) => r,
             Err(elapsed) => {
                 // The connection may hang on: the next call makes a new one.
-                *self.client.lock().expect("client") = None;
+                self.clients.lock().expect("clients")[slot] = None;
                 Err(generic(elapsed))
             }
         }
     }
 
-    /// Runs `f` with the connection on the driver's runtime.
+    /// Runs `f` with the next connection in turn on the driver's runtime.
     async fn with_client<T: Send + 'static, F>(
         &self,
         f: impl FnOnce(Arc<Client>) -> F,
@@ -238,8 +254,9 @@ impl Inner {
     where
         F: Future<Output = object_store::Result<T>> + Send + 'static,
     {
-        let c = self.client().await?;
-        self.on_driver(f(c)).await
+        let slot = self.next.fetch_add(1, Ordering::Relaxed) % CONNECTIONS;
+        let c = self.client(slot).await?;
+        self.on_driver(slot, f(c)).await
     }
 
     /// Up to [`LIST_PAGE`] rows in `range` (all rows: `None`) after the
