@@ -168,9 +168,10 @@ fn memory_stays_bounded_while_writing_a_file_larger_than_the_budget() {
         hwm_kib / 1024
     );
     // Budget 8 MiB + the bounded caches (64 MiB chunks, 64 MiB metadata) +
-    // replication's parts in flight (4 x 32 MiB) + code: well under the file.
+    // replication's parts in flight (4 x 8 MiB) + code: well under the file
+    // (measured ~147 MiB; with parts of 32 MiB, planted, ~240).
     assert!(
-        hwm_kib < 320 * 1024,
+        hwm_kib < 200 * 1024,
         "peak RSS {hwm_kib} KiB while writing {size} bytes"
     );
     m.remount();

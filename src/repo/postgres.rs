@@ -57,7 +57,7 @@ const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 /// anything that depends on it is sent, so no order is lost across them.
 pub const CONNECTIONS: usize = 2;
 
-/// How long one call may take (a 32 MiB pack part included) before it
+/// How long one call may take (an 8 MiB pack part included) before it
 /// fails, its connection is dropped and the next call connects again: a
 /// server that stops answering must not hang replication or a
 /// `--sync-replication` fsync forever.
