@@ -5,7 +5,8 @@
 //! `cargo bench --bench replication` (needs `moto_server` on PATH or
 //! `SOVSEAL_TEST_MOTO`, as installed by scripts/test). With
 //! `SOVSEAL_BENCH_PG_URL=postgres://…` the throughput and restore rows are
-//! measured against that PostgreSQL database too.
+//! measured against that PostgreSQL database too. The snapshot is 256 MiB,
+//! or `SOVSEAL_BENCH_REPL_MIB` MiB (1024 for the 1 GiB row).
 
 use object_store::{ObjectStoreExt, PutPayload};
 use sovseal::config::{AgentName, Home};
@@ -81,11 +82,19 @@ fn main() {
     let home = Home::at(dir.path().join("home"));
     let master = MasterKey::from_bytes([4; 32]);
 
-    // 1. Throughput: one 256 MiB snapshot, replicated, against raw puts of the same bytes.
+    // 1. Throughput: one snapshot of 256 MiB (or as asked), replicated,
+    // against raw puts of the same bytes.
     let name = AgentName::new("big").unwrap();
     let mut e = Engine::open(&home, &name, &master).unwrap();
     let f = e.create(ROOT_INO, b"f", 0o644, 0, 0).unwrap();
-    let size = 256usize << 20;
+    let size = std::env::var("SOVSEAL_BENCH_REPL_MIB")
+        .ok()
+        .map(|v| {
+            v.parse::<usize>()
+                .expect("SOVSEAL_BENCH_REPL_MIB: a number of MiB")
+        })
+        .unwrap_or(256)
+        << 20;
     for i in 0..(size >> 20) {
         e.write(f.ino, (i as u64) << 20, &random(1 << 20, i as u64))
             .unwrap();
@@ -166,7 +175,7 @@ fn main() {
 
     println!("| measurement | value |");
     println!("|---|---|");
-    rows("moto", "raw object_store puts", bytes, ours, rawt);
+    rows("moto", "raw object_store puts", size, bytes, ours, rawt);
     println!("| PUT requests per small (one-file) snapshot | {puts:.2} |");
     println!(
         "| restore {head} snapshots from moto (verified) | {:.2} s |",
@@ -176,6 +185,7 @@ fn main() {
         rows(
             "PostgreSQL",
             "raw puts through the PostgreSQL store",
+            size,
             bytes,
             ours,
             rawt,
@@ -223,10 +233,11 @@ fn restore_time(
 
 /// The three throughput rows of one remote: sovseal's median, the raw
 /// puts' median, and their ratio.
-fn rows(remote: &str, raw_label: &str, bytes: usize, ours: Duration, rawt: Duration) {
+fn rows(remote: &str, raw_label: &str, size: usize, bytes: usize, ours: Duration, rawt: Duration) {
     let rate = |t: Duration| bytes as f64 / t.as_secs_f64() / 1e6;
     println!(
-        "| replicate one 256 MiB snapshot to {remote} (median of {ROUNDS}) | {:.0} MB/s ({:.2} s) |",
+        "| replicate one {} MiB snapshot to {remote} (median of {ROUNDS}) | {:.0} MB/s ({:.2} s) |",
+        size >> 20,
         rate(ours),
         ours.as_secs_f64()
     );
