@@ -119,11 +119,16 @@ pub struct Args {
 
 /// Runs `sovseal-mount`; returns the exit code.
 pub fn main() -> i32 {
+    // Before any thread (glibc fixes the arena limit at its second arena).
+    let arenas_capped = crate::sys::limit_malloc_arenas();
     let args: Args = match exit::start("sovseal-mount") {
         Ok(a) => a,
         Err(code) => return code,
     };
     daemon::init_logging(args.verbose);
+    if arenas_capped {
+        tracing::debug!(arenas = crate::sys::MALLOC_ARENAS, "malloc arenas capped");
+    }
     let report = std::env::var_os(READY_ENV).is_some();
     match run(&args, report) {
         Ok(()) => exit::OK,
