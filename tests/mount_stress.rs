@@ -162,16 +162,7 @@ fn peak_memory_stays_within_the_budgets_through_random_overwrites() {
           for _ in range(20000): os.pwrite(fd, page, r.randrange(0, 1 << 16) << 12)\n\
           os.fsync(fd); os.close(fd)");
     m.wait_replicated();
-    let pid = m.daemon_pid().unwrap();
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let hwm: usize = status
-        .lines()
-        .find(|l| l.starts_with("VmHWM:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .unwrap()
-        .parse::<usize>()
-        .unwrap()
-        << 10;
+    let hwm = m.daemon_peak_rss();
     let budgets = sovseal::engine::DEFAULT_DIRTY_BUDGET
         + sovseal::repo::META_CACHE_BYTES
         + sovseal::repo::CHUNK_CACHE_BYTES
@@ -200,15 +191,7 @@ fn memory_stays_bounded_while_writing_a_file_larger_than_the_budget() {
     // The snapshot holding the 400 MiB file is uploaded too (default file://
     // remote): its upload must stream, not hold the snapshot in memory.
     m.wait_replicated();
-    let pid = m.daemon_pid().unwrap();
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let hwm_kib: u64 = status
-        .lines()
-        .find(|l| l.starts_with("VmHWM:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .unwrap()
-        .parse()
-        .unwrap();
+    let hwm_kib = m.daemon_peak_rss() >> 10;
     let size = std::fs::metadata(m.path("huge")).unwrap().len();
     assert_eq!(size, 400 << 20);
     eprintln!(

@@ -168,6 +168,20 @@ impl Mounted {
             .ok()
     }
 
+    /// The daemon's peak resident memory so far, in bytes (`VmHWM`).
+    pub fn daemon_peak_rss(&self) -> usize {
+        let pid = self.daemon_pid().expect("a daemon");
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+        let kib: usize = status
+            .lines()
+            .find(|l| l.starts_with("VmHWM:"))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .expect("VmHWM in /proc/PID/status")
+            .parse()
+            .unwrap();
+        kib << 10
+    }
+
     fn wait_gone(pid: i32) {
         let t0 = Instant::now();
         while Path::new(&format!("/proc/{pid}")).exists()
