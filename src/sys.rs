@@ -15,8 +15,8 @@ pub fn harden_process() -> Result<(), String> {
 /// malloc arenas the mount daemon allows (glibc's default is eight per
 /// core). Each thread that meets a busy arena gets one of its own, and
 /// memory freed into an arena stays with it: with the default, 20,000
-/// random 4 KiB overwrites after a 1 GiB write peaked at 320-377 MiB of
-/// RSS, with two at 211-224 MiB, inside the configured budgets
+/// random 4 KiB overwrites after a 1 GiB write peaked at 316-377 MiB of
+/// RSS, with two at 222-257 MiB, near the configured budgets' 224 MiB
 /// (docs/PERFORMANCE.md, session 15).
 pub const MALLOC_ARENAS: i32 = 2;
 

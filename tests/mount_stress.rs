@@ -150,7 +150,7 @@ print(json.dumps({"p": p, "n": n, "files": mine}))
 /// that once pushed it past them: a 256 MiB write, then 20,000 random
 /// 4 KiB overwrites on four FUSE threads and an fsync. What went past was
 /// glibc's malloc keeping freed memory in one arena per busy thread: here
-/// 215-219 MiB with the arenas capped (`sys::limit_malloc_arenas`), 270-302
+/// 196-209 MiB with the arenas capped (`sys::limit_malloc_arenas`), 265-311
 /// MiB without (planted: the cap removed, it fails).
 #[test]
 fn peak_memory_stays_within_the_budgets_through_random_overwrites() {
