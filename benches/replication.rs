@@ -14,8 +14,11 @@ use sovseal::engine::Engine;
 use sovseal::repo::remote::Remote;
 use sovseal::seal::keys::MasterKey;
 use sovseal::seal::tree::ROOT_INO;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
+
+#[allow(dead_code)]
+#[path = "../tests/support/moto.rs"]
+mod moto;
 
 fn random(len: usize, seed: u64) -> Vec<u8> {
     let mut x = seed | 1;
@@ -36,44 +39,10 @@ fn main() {
     if std::env::args().any(|a| a == "--list" || a == "--test") {
         return; // `cargo test --benches` and listing: nothing to run quickly.
     }
-    let bin = std::env::var("SOVSEAL_TEST_MOTO").unwrap_or_else(|_| "moto_server".into());
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let mut moto = Command::new(&bin)
-        .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("moto_server (scripts/test installs it)");
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    assert!(
-        Command::new("curl")
-            .args([
-                "-sf",
-                "-X",
-                "PUT",
-                &format!("http://127.0.0.1:{port}/bench")
-            ])
-            .status()
-            .unwrap()
-            .success()
-    );
-    let opts: Vec<(String, String)> = [
-        ("aws_access_key_id", "test".to_string()),
-        ("aws_secret_access_key", "test".into()),
-        ("aws_region", "us-east-1".into()),
-        ("aws_endpoint", format!("http://127.0.0.1:{port}")),
-        ("aws_allow_http", "true".into()),
-        ("aws_metadata_endpoint", "http://127.0.0.1:9".into()),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_string(), v))
-    .collect();
+    // The tests' harness: ready once it answers an S3 request (a port that
+    // accepts connections is not yet a server that creates buckets).
+    let moto = moto::Moto::start();
+    let opts = moto.options();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -110,8 +79,8 @@ fn main() {
         &agent,
         seq,
         &parts,
-        |round| Remote::open_with(&format!("s3://bench/repl{round}"), &opts).unwrap(),
-        |round| Remote::open_with(&format!("s3://bench/raw{round}"), &opts).unwrap(),
+        |round| Remote::open_with(&moto.url(&format!("repl{round}")), &opts).unwrap(),
+        |round| Remote::open_with(&moto.url(&format!("raw{round}")), &opts).unwrap(),
     );
     // 1b. The same against PostgreSQL, when SOVSEAL_BENCH_PG_URL names a
     // database (rounds after the first overwrite the same rows, on both
@@ -167,7 +136,7 @@ fn main() {
     }
     let head = e.head().seq();
     drop(e);
-    let s3 = Remote::open_with("s3://bench/restore", &opts).unwrap();
+    let s3 = Remote::open_with(&moto.url("restore"), &opts).unwrap();
     let restore_t = restore_time(&rt, &home, &small, &master, &s3);
     let pg_restore = pg
         .as_ref()
@@ -195,8 +164,7 @@ fn main() {
             restore_t.as_secs_f64()
         );
     }
-    let _ = moto.kill();
-    let _ = moto.wait();
+    drop(moto);
 }
 
 /// Uploads every snapshot of agent `name` (the engine closed) to `remote`,
