@@ -420,12 +420,18 @@ fn the_interval_makes_sealed_snapshots_durable_without_being_asked() {
     // whichever thread sealed it (a commit thread asleep with nothing due
     // must be told; session 16's leader-led rounds once forgot to).
     std::thread::sleep(Duration::from_millis(500));
+    let (_, before) = durable_and_head(&m);
     let mut f = std::fs::OpenOptions::new()
         .write(true)
         .open(m.path("a"))
         .unwrap();
     std::io::Write::write_all(&mut f, b"two").unwrap();
     drop(f);
+    assert_eq!(
+        durable_and_head(&m).1,
+        before + 1,
+        "the close sealed one snapshot"
+    );
     made_durable("a data-only close");
 }
 
