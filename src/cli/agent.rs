@@ -157,6 +157,16 @@ pub(super) fn status(args: StatusArgs, out: &mut dyn Write) -> Result<()> {
     let daemon = crate::repo::agent::writer_pid(&home, a.name());
     // Written before durability was recorded: all of it is durable.
     let durable = a.repo().index().durable_seq()?.unwrap_or(head);
+    let follow = crate::repo::replication_state::FollowState::read(&a)?;
+    let following = follow.as_ref().map(|f| {
+        serde_json::json!({
+            "remote_head": f.remote_head,
+            "behind": f.remote_head.saturating_sub(head),
+            "polled_at": rfc3339_ms(f.polled_at_ms),
+            "error": f.error,
+            "stalled": f.stalled,
+        })
+    });
     let v = serde_json::json!({
         "agent": agent,
         "mounted_by_pid": daemon,
@@ -174,6 +184,7 @@ pub(super) fn status(args: StatusArgs, out: &mut dyn Write) -> Result<()> {
         "last_error": error,
         "fork_at": fork,
         "remote": remote,
+        "following": following,
     });
     if json {
         writeln!(out, "{v}").map_err(w)?;
@@ -218,6 +229,21 @@ pub(super) fn status(args: StatusArgs, out: &mut dyn Write) -> Result<()> {
         }
         if let Some(e) = error {
             writeln!(out, "last error  {e}").map_err(w)?;
+        }
+        if let Some(f) = follow {
+            writeln!(
+                out,
+                "following   remote head {}, {} behind (polled at {})",
+                f.remote_head,
+                f.remote_head.saturating_sub(head),
+                rfc3339_ms(f.polled_at_ms)
+            )
+            .map_err(w)?;
+            match (&f.error, f.stalled) {
+                (Some(e), true) => writeln!(out, "FOLLOW STALLED  {e}").map_err(w)?,
+                (Some(e), false) => writeln!(out, "follow error  {e}").map_err(w)?,
+                _ => {}
+            }
         }
     }
     Ok(())

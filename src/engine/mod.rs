@@ -276,6 +276,21 @@ impl Engine {
         Ok(())
     }
 
+    /// A follower's step: shows the agent's head as the index has it now
+    /// (snapshots fetched from the writer's remote) instead of the one
+    /// shown so far, which is returned. Refused while this engine holds
+    /// changes of its own: a follower makes none.
+    pub fn advance_to_stored_head(&mut self) -> Result<Arc<SnapshotView>> {
+        if self.is_dirty() || !self.ov.inodes.is_empty() || !self.ov.dirs.is_empty() {
+            return Err(Error::Invalid(
+                "the working tree holds changes: only a follower's unchanged tree advances".into(),
+            ));
+        }
+        let new = Arc::new(self.agent.head()?);
+        self.ov.next_ino = new.manifest().next_ino;
+        Ok(std::mem::replace(&mut self.head, new))
+    }
+
     /// Tells waiting writers that this one is finishing (its mount is
     /// gone): a new mount of the agent waits for it instead of refusing.
     pub fn mark_stopping(&self) {

@@ -21,12 +21,13 @@ use crate::repo::replication_state::META_REPLICATED;
 use crate::repo::view::SnapshotView;
 use crate::seal::envelope::{self, Envelope, GENESIS_PARENT};
 use crate::seal::keys::MasterKey;
+use crate::seal::tree::ObjectId;
 use crate::seal::tree::{FileType, Inode};
 use crate::{Error, Result};
 use nix::fcntl::{AtFlags, OFlag, openat};
 use nix::sys::stat::{Mode, SFlag, fchmod, mkdirat, mknodat};
 use nix::unistd::{linkat, symlinkat};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::ffi::OsStr;
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
@@ -98,16 +99,66 @@ async fn restore_into(
         crate::history::checkpoint::check(c, head, |_| c.hash_bytes().map(Some), "the remote")?;
     }
     let (agent, _lock) = Agent::open_writer(home, name, master, true)?;
-    let mut prev = GENESIS_PARENT;
-    let mut prev_versions = (0, 0);
-    for seq in 1..=head {
+    fetch_chain(&agent, remote, &seqs, &mut HashSet::new(), progress).await?;
+    // Forget records must name the snapshots restored (checked again, with
+    // the hash, by verify).
+    agent.repo().index().forget(&forgotten)?;
+    // Redaction records: objects erased on purpose, each record verified.
+    crate::history::redact::fetch_remote(&agent, remote).await?;
+    // Every object of every snapshot present and authentic, chain whole.
+    crate::history::verify::verify(&agent, |_, _| {})?;
+    for c in &checkpoints {
+        crate::history::checkpoint::check_local(&agent, c)?;
+        crate::history::checkpoint::save_local(&agent, c)?;
+    }
+    let head_view = agent.head()?;
+    agent.make_durable(&head_view)?;
+    agent
+        .repo()
+        .index()
+        .set_meta(META_REPLICATED, Some(head.to_string().as_bytes()))?;
+    Ok(head)
+}
+
+/// Fetches snapshots `seqs` (dense, each the next after the local head)
+/// from `remote` into `agent`: each envelope's sequence, parent link, key
+/// and format succession and manifest are checked, and every object of its
+/// pack parts is checked (tag and id) before it is stored; then the
+/// snapshot is committed to the local index. Returns the ids of the objects
+/// fetched. Stops at the first snapshot that does not verify, naming it;
+/// the snapshots before it stay committed (each is whole).
+async fn fetch_chain(
+    agent: &Agent,
+    remote: &Remote,
+    seqs: &[u64],
+    fetched: &mut HashSet<ObjectId>,
+    progress: &mut dyn FnMut(u64, u64),
+) -> Result<()> {
+    let keys = agent.repo().keys().clone();
+    let id = keys.agent_id();
+    let local_head = agent.repo().index().head_seq()?;
+    let (mut prev, mut prev_versions, local) = match local_head {
+        None => (GENESIS_PARENT, (0, 0), 0),
+        Some(s) => {
+            let env = agent.envelope(s)?;
+            (env.hash(), (env.key_version, env.format_version), s)
+        }
+    };
+    let head = seqs.last().copied().unwrap_or(local);
+    for (i, &seq) in seqs.iter().enumerate() {
+        if seq != local + i as u64 + 1 {
+            return Err(Error::ChainBroken {
+                seq: local + i as u64 + 1,
+                detail: "snapshot missing on the remote: sequence numbers are not dense".into(),
+            });
+        }
         progress(seq, head);
         let raw = remote
             .get_envelope(&id, seq)
             .await?
             .ok_or_else(|| Error::ChainBroken {
                 seq,
-                detail: "envelope vanished from the remote during restore".into(),
+                detail: "envelope vanished from the remote while it was fetched".into(),
             })?;
         let env = Envelope::from_json(&raw).map_err(|e| of_remote_snapshot(seq, e))?;
         if env.sequence_number != seq {
@@ -138,6 +189,7 @@ async fn restore_into(
                     .repo()
                     .put_sealed(kind, &oid, sealed)
                     .map_err(|e| of_remote_snapshot(seq, e))?;
+                fetched.insert(oid);
             }
             part += 1;
         }
@@ -147,24 +199,116 @@ async fn restore_into(
             .map_err(|e| of_remote_snapshot(seq, e))?;
         prev = hash;
     }
-    // Forget records must name the snapshots restored (checked again, with
-    // the hash, by verify).
-    agent.repo().index().forget(&forgotten)?;
-    // Redaction records: objects erased on purpose, each record verified.
-    crate::history::redact::fetch_remote(&agent, remote).await?;
-    // Every object of every snapshot present and authentic, chain whole.
-    crate::history::verify::verify(&agent, |_, _| {})?;
-    for c in &checkpoints {
-        crate::history::checkpoint::check_local(&agent, c)?;
-        crate::history::checkpoint::save_local(&agent, c)?;
+    Ok(())
+}
+
+/// Checks that every object snapshots `seqs` reference is stored: walks
+/// into the objects `fetched` now (each was checked when it was stored),
+/// each once, and stops at those stored before (checked then). Anything
+/// else is missing.
+fn check_complete(
+    agent: &Agent,
+    seqs: std::ops::RangeInclusive<u64>,
+    fetched: &HashSet<ObjectId>,
+) -> Result<()> {
+    let allowed = crate::history::redact::allowances(agent)?;
+    let repo = agent.repo();
+    let walked = std::cell::RefCell::new(HashSet::new());
+    for seq in seqs {
+        let view = agent.snapshot(seq)?;
+        let skip = |oid: &ObjectId| {
+            allowed.allows(oid, seq)
+                || walked.borrow().contains(oid)
+                || (!fetched.contains(oid) && repo.index().object(oid).ok().flatten().is_some())
+        };
+        view.walk_objects(&skip, &mut |kind, oid| {
+            if !fetched.contains(oid) {
+                return Err(Error::corrupt(
+                    format!("{} {}", kind.name(), oid.to_hex()),
+                    "referenced by the snapshot but neither stored here nor on the remote",
+                ));
+            }
+            walked.borrow_mut().insert(*oid);
+            Ok(())
+        })
+        .map_err(|e| of_remote_snapshot(seq, e))?;
     }
-    let head_view = agent.head()?;
-    agent.make_durable(&head_view)?;
-    agent
-        .repo()
-        .index()
-        .set_meta(META_REPLICATED, Some(head.to_string().as_bytes()))?;
-    Ok(head)
+    Ok(())
+}
+
+/// What one [`pull`] did.
+#[derive(Debug)]
+pub struct Pulled {
+    /// The local head before.
+    pub from: u64,
+    /// The local head now (the remote's head when nothing failed).
+    pub head: u64,
+    /// The newest snapshot the remote listed.
+    pub remote_head: u64,
+    /// Why the pull stopped before the remote's head: the first snapshot
+    /// that did not verify (those before it are whole and kept).
+    pub stopped: Option<Error>,
+}
+
+/// Brings an agent that follows a writer up to the remote's head: the
+/// snapshots after the local head are fetched and checked one by one as a
+/// restore checks them (sequence, parent link, key and format succession,
+/// tag and payload hash, each object's tag and id before it is stored),
+/// then every object they reference must be stored (fetched now, or
+/// before), and the remote's new forget and redaction records are verified
+/// and stored. The new head is made durable and recorded as seen. A
+/// snapshot that does not verify, or whose parent is not the local head (a
+/// fork, or a rewritten history), ends the pull there ([`Pulled::stopped`],
+/// naming it): nothing from it on is taken, what came before is kept. An
+/// error is returned when the remote cannot be read, or when the snapshots
+/// taken reference an object neither stored nor fetched.
+pub async fn pull(agent: &Agent, remote: &Remote) -> Result<Pulled> {
+    let keys = agent.repo().keys().clone();
+    let id = keys.agent_id();
+    let from = agent.repo().index().head_seq()?.unwrap_or(0);
+    let seqs = remote.list_envelopes(&id, from, usize::MAX).await?;
+    let remote_head = seqs.last().copied().unwrap_or(from);
+    let mut fetched = HashSet::new();
+    let stopped = fetch_chain(agent, remote, &seqs, &mut fetched, &mut |_, _| {})
+        .await
+        .err();
+    // What arrived before a failure is whole: check and keep it.
+    let head = agent.repo().index().head_seq()?.unwrap_or(0);
+    if head > from {
+        check_complete(agent, from + 1..=head, &fetched)?;
+        agent.make_durable(&agent.head()?)?;
+        agent
+            .repo()
+            .index()
+            .set_meta(META_REPLICATED, Some(head.to_string().as_bytes()))?;
+    }
+    if stopped.is_some() {
+        return Ok(Pulled {
+            from,
+            head,
+            remote_head,
+            stopped,
+        });
+    }
+    // Forget records: each verified and naming a snapshot held here.
+    let known = agent.repo().index().forgotten()?;
+    let mut forgotten = Vec::new();
+    for (seq, raw) in remote.list_forgotten(&id).await? {
+        if known.contains_key(&seq) || seq > head {
+            continue;
+        }
+        let r = crate::history::retention::ForgetRecord::parse(&raw, &keys, seq, None)
+            .map_err(|e| of_remote_snapshot(seq, e))?;
+        forgotten.push((seq, r.at_ms, raw));
+    }
+    agent.repo().index().forget(&forgotten)?;
+    crate::history::redact::fetch_remote(agent, remote).await?;
+    Ok(Pulled {
+        from,
+        head,
+        remote_head,
+        stopped: None,
+    })
 }
 
 /// Names snapshot `seq` (as read from the remote) in an error about its

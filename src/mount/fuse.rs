@@ -7,7 +7,7 @@
 
 use crate::Error;
 use crate::engine::{RenameFlags, SetAttr, XattrFlags};
-use crate::mount::fs::{Attr, Caller, Fs};
+use crate::mount::fs::{Attr, Caller, Fs, Invalidation};
 use crate::mount::options::{Access, Flag, MountOptions};
 use crate::seal::tree::FileType;
 use fuser::{
@@ -84,6 +84,11 @@ pub fn spawn(
 }
 
 impl Session {
+    /// What tells the kernel to drop cached entries of this mount.
+    pub fn invalidator(&self) -> Invalidator {
+        Invalidator(self.inner.notifier())
+    }
+
     /// True once the kernel ended the connection (unmounted).
     pub fn is_finished(&self) -> bool {
         self.inner.guard.is_finished()
@@ -99,6 +104,30 @@ impl Session {
                 Ok(())
             }
             r => r.map_err(|e| Error::io(&self.mountpoint, e)),
+        }
+    }
+}
+
+/// Sends cache invalidations to the kernel for one mount.
+pub struct Invalidator(fuser::Notifier);
+
+impl Invalidator {
+    /// Tells the kernel to drop what it cached and no longer holds (a
+    /// follower advanced). An inode or name the kernel no longer caches is
+    /// not an error.
+    pub fn invalidate(&self, what: &[Invalidation]) {
+        for w in what {
+            let r = match w {
+                Invalidation::Inode(ino) => self.0.inval_inode(INodeNo(*ino), 0, 0),
+                Invalidation::Entry(parent, name) => self
+                    .0
+                    .inval_entry(INodeNo(*parent), OsStr::from_bytes(name)),
+            };
+            if let Err(e) = r
+                && e.raw_os_error() != Some(libc::ENOENT)
+            {
+                tracing::debug!("invalidating {w:?}: {e}");
+            }
         }
     }
 }
@@ -456,6 +485,12 @@ impl Filesystem for Adapter {
 
     fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         match self.fs.open(ino.0, writes(flags), caller(req, 0)) {
+            // A follower's live file bypasses the page cache: the cache
+            // is per inode, and a file open across an advance reads the
+            // snapshot it was opened in, not the one a new open sees.
+            Ok(fh) if self.fs.bypasses_page_cache(ino.0) => {
+                reply.opened(FileHandle(fh), FopenFlags::FOPEN_DIRECT_IO)
+            }
             Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::FOPEN_KEEP_CACHE),
             Err(e) => reply.error(errno(&e)),
         }

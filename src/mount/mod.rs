@@ -11,10 +11,12 @@
 //!   after, and the unmount.
 //! - [`daemon`]: the detached child and its readiness report; logging.
 //! - [`startup`]: restore on a fresh machine, retention, checkpoint policy.
+//! - [`follow`]: a follower mount's polling thread (`--follow`).
 //! - [`notify`], [`metrics`]: systemd readiness; counters and their file.
 //! - this file: the command line, and serving until a signal or unmount.
 
 pub mod daemon;
+pub mod follow;
 pub mod fs;
 pub mod fuse;
 pub mod metrics;
@@ -71,6 +73,15 @@ pub struct Args {
     /// fsync and close return only once the snapshot is on the remote.
     #[arg(long)]
     pub sync_replication: bool,
+    /// Follow an agent written elsewhere: a read-only view of the snapshots
+    /// on the remote (which needs the writer's master key), advancing to
+    /// each new one as it is replicated. Restores first on a machine
+    /// without local data; never writes to the remote.
+    #[arg(long)]
+    pub follow: bool,
+    /// How often a follower asks the remote for new snapshots, in ms.
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(10..=3_600_000))]
+    pub poll_ms: u64,
     /// The close of a written file returns only once its snapshot is on
     /// stable storage (one disk sync per close, shared by concurrent
     /// closes). Without it a close seals the snapshot (it survives a crash
@@ -174,10 +185,15 @@ fn serve(
     agent: &AgentName,
     master: &MasterKey,
     mountpoint: &Path,
-    mount: MountOptions,
+    mut mount: MountOptions,
     report: bool,
 ) -> Result<()> {
     use nix::sys::signal::{SigSet, Signal};
+    if args.follow && !mount.read_only {
+        mount.flags.retain(|f| *f != options::Flag::ReadWrite);
+        mount.flags.push(options::Flag::ReadOnly);
+        mount.read_only = true;
+    }
     // Block the shutdown signals in every thread; one thread waits for them.
     let mut sigs = SigSet::empty();
     for s in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP] {
@@ -193,11 +209,26 @@ fn serve(
     } else {
         startup::refuse_start_over_on_remote(home, agent, master, &remote)?;
     }
-    startup::apply_retention(home, agent, master, &remote)?;
-    let mut engine = Engine::open(home, agent, master)?;
+    if args.follow && !home.has_agent(agent) {
+        return Err(Error::Invalid(format!(
+            "nothing to follow: the remote {} holds no snapshots of agent {agent} (for this master key)",
+            remote.shown_url()
+        )));
+    }
+    if args.follow {
+        startup::catch_up_follower(home, agent, master, &remote)?;
+    } else {
+        startup::apply_retention(home, agent, master, &remote)?;
+    }
+    let mut engine = Engine::open_with(home, agent, master, !args.follow)?;
     engine.mark_serving(mountpoint);
     engine.set_dirty_budget(args.dirty_budget_mib << 20);
-    let replicator = if mount.read_only {
+    let shared_agent = engine.shared_agent();
+    let mut follow_remote = None;
+    let replicator = if args.follow {
+        follow_remote = Some(remote);
+        None
+    } else if mount.read_only {
         None
     } else {
         let policy = startup::checkpoint_policy(args, home, agent)?;
@@ -218,6 +249,7 @@ fn serve(
             durable_close: args.durable_close || mount.sync_close,
             writeback_cache: args.writeback_cache || mount.writeback_cache,
             sync_interval: Duration::from_millis(args.sync_interval_ms),
+            follow: args.follow,
             ..Options::default()
         },
         replicator,
@@ -227,6 +259,16 @@ fn serve(
     let notifier = notifier.as_ref();
     let session = fuse::spawn(fs.clone(), mountpoint, &mount, args.threads)?;
     preflight::wait_answering(mountpoint)?;
+    let follower = match follow_remote {
+        Some(remote) => Some(follow::Follower::start(
+            fs.clone(),
+            session.invalidator(),
+            shared_agent,
+            remote,
+            Duration::from_millis(args.poll_ms),
+        )?),
+        None => None,
+    };
     readahead::set(
         mountpoint,
         args.readahead_kib
@@ -266,6 +308,7 @@ fn serve(
                 let sig = sig.map(|s| s.as_str()).unwrap_or("?");
                 tracing::info!("{sig}: committing and unmounting");
                 notify::notify(notifier, "STOPPING=1\nSTATUS=committing and unmounting");
+                drop(follower);
                 let committed = fs.sync();
                 if preflight::unmount(mountpoint)? {
                     tracing::warn!(
@@ -291,6 +334,7 @@ fn serve(
                 if session.is_finished() {
                     tracing::info!("unmounted externally");
                     notify::notify(notifier, "STOPPING=1\nSTATUS=unmounted; final commit");
+                    drop(follower);
                     session.join()?;
                     let last = fs.shutdown();
                     drop(metrics);

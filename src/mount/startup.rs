@@ -1,6 +1,7 @@
 //! Start-up policy of a mount: what happens before the filesystem serves.
 //! A fresh machine restores from the remote; a retention policy in
-//! config.json is applied; the checkpoint policy is settled.
+//! config.json is applied; the checkpoint policy is settled; a follower
+//! catches up and applies the writer's redactions and retention.
 
 use super::Args;
 use crate::config::{AgentName, Home};
@@ -48,6 +49,60 @@ pub fn restore_if_remote_has(
         },
     ))?;
     tracing::info!("restored agent {agent} at snapshot {head}");
+    Ok(())
+}
+
+/// A follower before it serves: fetches what the writer replicated since
+/// the last run (verified, as the follower thread does), then carries out
+/// here what the writer's records say: objects a redaction record erased
+/// are removed from the local packs, and content only newly forgotten
+/// snapshots held is pruned. A remote that stops verifying is left to the
+/// follower thread, which reports it and keeps serving what verified.
+pub fn catch_up_follower(
+    home: &Home,
+    agent: &AgentName,
+    master: &MasterKey,
+    remote: &Remote,
+) -> Result<()> {
+    let (a, _lock) = crate::repo::agent::Agent::open_writer(home, agent, master, false)?;
+    let forgotten_before = a.repo().index().forgotten()?.len();
+    let rt = crate::repo::remote::runtime()?;
+    match rt.block_on(crate::history::restore::pull(&a, remote)) {
+        Ok(p) if p.head > p.from => {
+            tracing::info!("following: fetched snapshots {}..={}", p.from + 1, p.head)
+        }
+        Ok(_) => {}
+        // The follower thread meets it again, reports it, and stops there.
+        Err(e) => tracing::warn!(
+            "following {}: {e}; serving what is here",
+            remote.shown_url()
+        ),
+    }
+    let erased = crate::history::redact::redacted(&a)?;
+    if !erased.is_empty() {
+        let dead: Vec<_> = a
+            .repo()
+            .index()
+            .all_objects()?
+            .into_iter()
+            .filter(|o| erased.contains(&o.0))
+            .collect();
+        if !dead.is_empty() {
+            crate::repo::repack::remove_objects(a.repo(), &dead)?;
+            tracing::info!(
+                "redaction: erased {} objects here, as the writer did",
+                dead.len()
+            );
+        }
+    }
+    if a.repo().index().forgotten()?.len() > forgotten_before {
+        let r = crate::history::retention::prune_local(&a, &mut |_, _| {})?;
+        tracing::info!(
+            "retention: removed {} objects ({} bytes) of snapshots the writer forgot",
+            r.objects_removed,
+            r.bytes_removed
+        );
+    }
     Ok(())
 }
 

@@ -67,3 +67,36 @@ impl ReplicationState {
         })
     }
 }
+
+/// `meta` key: a follower's view of the writer's remote ([`FollowState`]).
+pub const META_FOLLOW: &str = "follow_state";
+
+/// What a follower last saw of the remote it follows.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct FollowState {
+    /// The newest snapshot the remote listed at the last poll.
+    pub remote_head: u64,
+    /// When the last poll answered (ms since the epoch).
+    pub polled_at_ms: i64,
+    /// The last error, cleared by the next good poll.
+    pub error: Option<String>,
+    /// The remote failed verification: the follower no longer advances.
+    pub stalled: bool,
+}
+
+impl FollowState {
+    /// The state recorded by a follower of `agent`, if it ever followed.
+    pub fn read(agent: &Agent) -> Result<Option<Self>> {
+        Ok(agent
+            .repo()
+            .index()
+            .meta(META_FOLLOW)?
+            .and_then(|v| serde_json::from_slice(&v).ok()))
+    }
+
+    /// Records this state for `agent`.
+    pub fn write(&self, agent: &Agent) -> Result<()> {
+        let v = serde_json::to_vec(self).expect("plain struct serializes");
+        agent.repo().index().set_meta(META_FOLLOW, Some(&v))
+    }
+}

@@ -92,6 +92,10 @@ pub struct Options {
     pub sync_interval: Duration,
     /// Ask the kernel for its writeback cache (see [`Fs::enable_writeback`]).
     pub writeback_cache: bool,
+    /// A follower's view (read-only): the tree advances to each snapshot
+    /// fetched from the writer ([`Fs::advance`]); a file opened reads the
+    /// snapshot it was opened in until it is closed.
+    pub follow: bool,
 }
 
 impl Default for Options {
@@ -104,8 +108,29 @@ impl Default for Options {
             durable_close: false,
             sync_interval: Duration::from_secs(1),
             writeback_cache: false,
+            follow: false,
         }
     }
+}
+
+/// A kernel cache entry that no longer holds after a follower advanced.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Invalidation {
+    /// An inode's attributes and cached data.
+    Inode(u64),
+    /// A name in a directory (parent inode, name).
+    Entry(u64, Vec<u8>),
+}
+
+/// What a follower's advance changed.
+#[derive(Clone, Debug)]
+pub struct Advance {
+    /// The snapshot shown before.
+    pub from: u64,
+    /// The snapshot shown now.
+    pub to: u64,
+    /// What the kernel must forget of what it cached.
+    pub invalidate: Vec<Invalidation>,
 }
 
 enum Handle {
@@ -197,6 +222,9 @@ pub struct Fs {
     written: Mutex<HashSet<u64>>,
     /// Names of the processes that change the tree (provenance).
     writers: writers::Writers,
+    /// A follower's snapshot as `latest` names it: set once the kernel has
+    /// dropped what it cached of the one before (0: not a follower).
+    published: AtomicU64,
 }
 
 /// The `.snapshots` inode table is swept of inodes the kernel does not
@@ -266,6 +294,7 @@ impl Fs {
             .clone()
             .map(|r| Arc::new(move |seq| r.notify(seq)) as committer::OnDurable);
         let metrics = Arc::new(Metrics::default());
+        let opts_follow = opts.follow;
         let committer = Committer::start(
             engine.clone(),
             committer::Config {
@@ -294,12 +323,19 @@ impl Fs {
             writeback: AtomicBool::new(false),
             written: Mutex::new(HashSet::new()),
             writers: writers::Writers::default(),
+            published: AtomicU64::new(if opts_follow { mount_head } else { 0 }),
         }
     }
 
     /// The kernel enforces POSIX ACLs: accept them.
     pub fn enable_acls(&self) {
         self.acls.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether opens of `ino` should bypass the kernel's page cache: a
+    /// follower's live files (see [`Options::follow`]).
+    pub fn bypasses_page_cache(&self, ino: u64) -> bool {
+        self.opts.follow && !Snapshots::owns(ino)
     }
 
     /// Whether the mount asks the kernel for its writeback cache.
@@ -491,6 +527,15 @@ impl Fs {
         Self::history_dir(snapshots::DIR_INO, ms, false)
     }
 
+    /// The snapshot `.snapshots/latest` names: the head, or a follower's
+    /// last published one ([`Fs::publish`]).
+    fn latest_seq(&self) -> u64 {
+        match self.published.load(Ordering::Acquire) {
+            0 => self.eng().head().seq(),
+            seq => seq,
+        }
+    }
+
     fn latest_attr(&self) -> Attr {
         let mut a = self.snap_root_attr();
         a.ino = snapshots::LATEST_INO;
@@ -603,7 +648,7 @@ impl Fs {
     pub fn readlink(&self, ino: u64) -> Result<Vec<u8>> {
         match self.node(ino)? {
             Node::Live(i) => self.eng().readlink(i),
-            Node::Latest => Ok(snapshots::dir_name(self.eng().head().seq()).into_bytes()),
+            Node::Latest => Ok(snapshots::dir_name(self.latest_seq()).into_bytes()),
             Node::Snap { seq, ino } => self.snaps.view(seq)?.readlink(ino),
             Node::SnapRoot => Err(Error::fs("readlink", libc::EINVAL)),
         }
@@ -745,6 +790,17 @@ impl Fs {
             Node::Live(i) => {
                 if write && self.opts.read_only {
                     return Err(EROFS);
+                }
+                if self.opts.follow {
+                    // The snapshot shown now, until the close: a reader
+                    // never sees half of one as the follower advances.
+                    let e = self.eng();
+                    if e.getattr(i)?.file_type() == FileType::Dir {
+                        return Err(Error::fs("open", libc::EISDIR));
+                    }
+                    let seq = e.head().seq();
+                    drop(e);
+                    return Ok(self.new_fh(Handle::SnapFile { seq, ino: i }));
                 }
                 let mut e = self.eng_mut();
                 if e.getattr(i)?.file_type() == FileType::Dir {
@@ -1268,6 +1324,72 @@ impl Fs {
             sealed_bytes: sealed,
             dirty_bytes: dirty,
         })
+    }
+
+    /// A follower's step: shows the head the agent's index holds now (the
+    /// snapshots fetched since the last step) and says what the kernel must
+    /// drop of what it cached: every inode it references whose record
+    /// changed, and every changed name in such a directory. `None` if the
+    /// head did not move. Files open keep reading the snapshot they were
+    /// opened in. `latest` moves once the caller has told the kernel
+    /// ([`Fs::publish`]).
+    pub fn advance(&self) -> Result<Option<Advance>> {
+        let (old, new) = {
+            let mut e = self.eng_mut();
+            let old = e.advance_to_stored_head()?;
+            (old, e.head().clone())
+        };
+        if old.seq() == new.seq() {
+            return Ok(None);
+        }
+        let referenced: Vec<u64> = self
+            .kernel_refs
+            .lock()
+            .expect("kernel refs")
+            .keys()
+            .copied()
+            .filter(|i| !Snapshots::owns(*i))
+            .collect();
+        let mut invalidate = Vec::new();
+        for ino in referenced {
+            let (a, b) = (old.inode(ino)?, new.inode(ino)?);
+            if a == b {
+                continue;
+            }
+            invalidate.push(Invalidation::Inode(ino));
+            let entries = |v: &crate::repo::view::SnapshotView, i: &Option<Inode>| match i {
+                Some(i) if i.file_type() == FileType::Dir => v.entries(i.ino).map(Some),
+                _ => Ok(None),
+            };
+            let (ea, eb) = (entries(&old, &a)?, entries(&new, &b)?);
+            let empty = Default::default();
+            let (ea, eb) = (
+                ea.as_deref().unwrap_or(&empty),
+                eb.as_deref().unwrap_or(&empty),
+            );
+            for (name, e) in ea {
+                if eb.get(name) != Some(e) {
+                    invalidate.push(Invalidation::Entry(ino, name.clone()));
+                }
+            }
+            for name in eb.keys().filter(|n| !ea.contains_key(*n)) {
+                invalidate.push(Invalidation::Entry(ino, name.clone()));
+            }
+        }
+        // `.snapshots` grew and `latest` points elsewhere.
+        invalidate.push(Invalidation::Inode(snapshots::DIR_INO));
+        invalidate.push(Invalidation::Inode(snapshots::LATEST_INO));
+        Ok(Some(Advance {
+            from: old.seq(),
+            to: new.seq(),
+            invalidate,
+        }))
+    }
+
+    /// A follower's step is complete (the kernel dropped what it cached of
+    /// the snapshot before): `.snapshots/latest` names `seq`.
+    pub fn publish(&self, seq: u64) {
+        self.published.store(seq, Ordering::Release);
     }
 
     /// Space of the file system holding the data dir.

@@ -1,0 +1,460 @@
+//! Follower mounts (#16): a second home holding the writer's master key
+//! mounts the agent with `--follow` from the writer's remote (a real S3
+//! server, a real PostgreSQL server, a directory) and sees each snapshot
+//! the writer replicates, in order and never torn; a remote that stops
+//! verifying stops the follower, which keeps serving what it verified.
+
+mod support;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+use support::moto::Moto;
+use support::mount::{Mounted, text};
+use support::postgres::Postgres;
+
+/// A follower of `w`'s agent from `url`: a second home with the same key.
+fn follower(w: &Mounted, url: &str, name: &str) -> Mounted {
+    let dir = tempfile::tempdir().unwrap();
+    let mnt = dir.path().join("view");
+    std::fs::create_dir(&mnt).unwrap();
+    let home = w.second_home(name);
+    let extra = [
+        "--agent",
+        &w.agent,
+        "--remote",
+        url,
+        "--follow",
+        "--poll-ms",
+        "100",
+    ];
+    Mounted {
+        dir,
+        home,
+        mnt,
+        agent: w.agent.clone(),
+        extra: extra.iter().map(|s| s.to_string()).collect(),
+        env: w.env.clone(),
+    }
+}
+
+/// The content of `state` in snapshot `i`: the number repeated, at a size
+/// that changes with `i`, so that a mix of two snapshots shows.
+fn state(i: u64) -> Vec<u8> {
+    let token = format!("{i:05};");
+    token.repeat(2000 + (i as usize % 7) * 3000).into_bytes()
+}
+
+/// The snapshot number a `state` file holds; panics if it is torn.
+fn state_seq(b: &[u8]) -> u64 {
+    let s = std::str::from_utf8(b).expect("utf-8");
+    let first = &s[..6];
+    let i: u64 = first[..5].parse().unwrap_or_else(|_| panic!("{first:?}"));
+    assert!(
+        b == state(i).as_slice(),
+        "torn read: starts as snapshot {i}, {} bytes",
+        b.len()
+    );
+    i
+}
+
+/// A whole file, at once or (`slow`) 8 KiB at a time with pauses, so that
+/// the read spans the follower's advances.
+fn read_file(path: &Path, slow: bool) -> Vec<u8> {
+    use std::io::Read;
+    if !slow {
+        return std::fs::read(path).unwrap();
+    }
+    let mut f = std::fs::File::open(path).unwrap();
+    let mut out = Vec::new();
+    let mut buf = [0u8; 8192];
+    loop {
+        let n = f.read(&mut buf).unwrap();
+        if n == 0 {
+            return out;
+        }
+        out.extend_from_slice(&buf[..n]);
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+/// path -> bytes (or link target, or "<dir>") for every entry under `root`.
+fn tree(root: &Path) -> BTreeMap<String, Vec<u8>> {
+    let mut out = BTreeMap::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            let rel = p.strip_prefix(root).unwrap().to_string_lossy().into_owned();
+            if rel == ".snapshots" {
+                continue;
+            }
+            let meta = std::fs::symlink_metadata(&p).unwrap();
+            let v = if meta.file_type().is_symlink() {
+                std::fs::read_link(&p)
+                    .unwrap()
+                    .into_os_string()
+                    .into_encoded_bytes()
+            } else if meta.is_dir() {
+                stack.push(p);
+                b"<dir>".to_vec()
+            } else {
+                std::fs::read(&p).unwrap()
+            };
+            out.insert(rel, v);
+        }
+    }
+    out
+}
+
+fn history(m: &Mounted) -> BTreeMap<String, BTreeMap<String, Vec<u8>>> {
+    std::fs::read_dir(m.path(".snapshots"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n != "latest")
+        .map(|n| (n.clone(), tree(&m.path(&format!(".snapshots/{n}")))))
+        .collect()
+}
+
+/// Waits until the follower's mount shows snapshot `seq` as `latest`.
+fn wait_latest(f: &Mounted, seq: u64) {
+    let want = PathBuf::from(format!("{seq:010}"));
+    let t0 = Instant::now();
+    loop {
+        if std::fs::read_link(f.path(".snapshots/latest"))
+            .ok()
+            .as_ref()
+            == Some(&want)
+        {
+            return;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(60),
+            "the follower did not reach snapshot {seq}: {}",
+            f.status()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn a_follower_sees_each_snapshot_of_the_writer_in_order_through_s3() {
+    let s3 = Moto::start();
+    let env: Vec<(String, String)> = s3
+        .vars()
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect();
+    follows_in_order(&s3.url("follow"), env);
+}
+
+#[test]
+fn a_follower_sees_each_snapshot_of_the_writer_in_order_through_postgres() {
+    let pg = Postgres::start();
+    follows_in_order(&pg.url(), Vec::new());
+}
+
+fn follows_in_order(url: &str, env: Vec<(String, String)>) {
+    // Only durable snapshots replicate: a short interval lets them out one
+    // by one rather than a second's worth at a time.
+    let w = Mounted::with_env("fol", &["--remote", url, "--sync-interval-ms", "100"], env);
+    w.sh("mkdir -p notes && echo hello > notes/a");
+    std::fs::write(w.path("state"), state(0)).unwrap();
+    let base = w.wait_replicated();
+
+    let f = follower(&w, url, "machine-b");
+    f.mount();
+    wait_latest(&f, base);
+    assert_eq!(text(&std::fs::read(f.path("notes/a")).unwrap()), "hello\n");
+    // Read-only, to every program.
+    let o = f.sh_output("echo x > new");
+    assert!(!o.status.success());
+    assert!(text(&o.stderr).contains("Read-only"), "{}", text(&o.stderr));
+
+    // Readers on the follower the whole time, one fast and one slow (a
+    // read that spans advances): each read is one snapshot (never half of
+    // two), and the snapshots only move forward.
+    let stop = Arc::new(AtomicBool::new(false));
+    let readers: Vec<_> = [false, true]
+        .into_iter()
+        .map(|slow| {
+            let (stop, path) = (stop.clone(), f.path("state"));
+            std::thread::spawn(move || {
+                let mut seen = Vec::new();
+                while !stop.load(Ordering::Relaxed) {
+                    let i = state_seq(&read_file(&path, slow));
+                    if seen.last() != Some(&i) {
+                        assert!(
+                            seen.last().is_none_or(|l| *l < i),
+                            "went back: {seen:?} then {i}"
+                        );
+                        seen.push(i);
+                    }
+                }
+                seen
+            })
+        })
+        .collect();
+    // 200 snapshots, about 20 a second.
+    for i in 1..=200u64 {
+        std::fs::write(w.path("state"), state(i)).unwrap();
+        if i % 50 == 0 {
+            w.sh(&format!(
+                "echo {i} > notes/n{i} && mv notes/a notes/b{i} && echo {i} > notes/a"
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(400));
+    let head = w.wait_replicated();
+    assert!(head >= base + 200, "{head}");
+    wait_latest(&f, head);
+    stop.store(true, Ordering::Relaxed);
+    for r in readers {
+        let seen = r.join().unwrap();
+        assert_eq!(seen.last(), Some(&200), "{seen:?}");
+        // It followed along, not once at the end.
+        assert!(
+            seen.len() >= 5,
+            "the follower advanced only {} times",
+            seen.len()
+        );
+    }
+
+    // The same files, and every snapshot byte for byte.
+    assert_eq!(tree(&f.mnt), tree(&w.mnt));
+    assert_eq!(history(&f), history(&w));
+    let s = f.status();
+    assert_eq!(s["head_seq"], head, "{s}");
+    assert_eq!(s["following"]["remote_head"], head, "{s}");
+    assert_eq!(s["following"]["behind"], 0, "{s}");
+    assert!(s["following"]["error"].is_null(), "{s}");
+    f.verify();
+
+    // A restart of the follower starts where it was and keeps following.
+    f.remount();
+    std::fs::write(w.path("state"), state(201)).unwrap();
+    let head = w.wait_replicated();
+    wait_latest(&f, head);
+    assert_eq!(state_seq(&std::fs::read(f.path("state")).unwrap()), 201);
+}
+
+/// Changes one hex digit of an envelope file's payload hash.
+fn tamper_envelope(path: &Path) {
+    let mut v: serde_json::Value = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
+    let h = v["client_payload_hash"].as_str().unwrap().to_owned();
+    let first = if h.starts_with('0') { "1" } else { "0" };
+    v["client_payload_hash"] = format!("{first}{}", &h[1..]).into();
+    std::fs::write(path, serde_json::to_vec(&v).unwrap()).unwrap();
+}
+
+#[test]
+fn a_tampered_remote_stops_the_follower_which_keeps_serving() {
+    let remote = tempfile::tempdir().unwrap();
+    let url = format!("file://{}", remote.path().display());
+    let w = Mounted::new("tam", &["--remote", &url]);
+    std::fs::write(w.path("state"), state(1)).unwrap();
+    let head = w.wait_replicated();
+    w.unmount();
+
+    let f = follower(&w, &url, "machine-b");
+    f.mount();
+    wait_latest(&f, head);
+    let before = tree(remote.path());
+
+    // The writer goes on against a copy of the remote; two snapshots, the
+    // second tampered on its way to the remote the follower reads.
+    let staging = tempfile::tempdir().unwrap();
+    let o = std::process::Command::new("cp")
+        .args(["-a", &format!("{}/.", remote.path().display())])
+        .arg(staging.path())
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let mut w = w;
+    w.extra = vec![
+        "--remote".into(),
+        format!("file://{}", staging.path().display()),
+    ];
+    w.mount();
+    std::fs::write(w.path("state"), state(2)).unwrap();
+    std::fs::write(w.path("state"), state(3)).unwrap();
+    assert_eq!(w.wait_replicated(), head + 2);
+    w.unmount();
+    let env = |seq: u64| {
+        let found: Vec<PathBuf> = walk(staging.path())
+            .into_iter()
+            .filter(|p| p.ends_with(format!("envelopes/{seq:020}.json")))
+            .collect();
+        assert_eq!(found.len(), 1, "{found:?}");
+        found[0].clone()
+    };
+    tamper_envelope(&env(head + 2));
+    let o = std::process::Command::new("cp")
+        .args(["-a", "-n", &format!("{}/.", staging.path().display())])
+        .arg(remote.path())
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o.stderr));
+
+    // The follower takes the good snapshot, stops at the tampered one,
+    // reports it, and keeps serving.
+    wait_latest(&f, head + 1);
+    let t0 = Instant::now();
+    let s = loop {
+        let s = f.status();
+        if s["following"]["stalled"] == true {
+            break s;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(30), "not stalled: {s}");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let err = s["following"]["error"].as_str().unwrap();
+    assert!(err.contains(&format!("snapshot {}", head + 2)), "{err}");
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(state_seq(&std::fs::read(f.path("state")).unwrap()), 2);
+    assert_eq!(
+        std::fs::read_link(f.path(".snapshots/latest")).unwrap(),
+        PathBuf::from(format!("{:010}", head + 1))
+    );
+    assert!(f.path(&format!(".snapshots/{:010}", head + 1)).exists());
+    assert!(!f.path(&format!(".snapshots/{:010}", head + 2)).exists());
+    let log = std::fs::read_to_string(f.home.join("logs/tam.log")).unwrap();
+    assert!(log.contains("does not verify"), "{log}");
+    let o = f.sovseal(&["status", "--agent", "tam"]);
+    assert!(
+        text(&o.stdout).contains("FOLLOW STALLED"),
+        "{}",
+        text(&o.stdout)
+    );
+
+    // The follower wrote nothing to the remote: only the writer's files
+    // arrived since it started.
+    let after = tree(remote.path());
+    for (k, v) in &before {
+        assert_eq!(after.get(k), Some(v), "{k} changed");
+    }
+    assert_eq!(after.len(), tree(staging.path()).len());
+}
+
+fn walk(root: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn following_an_agent_the_remote_does_not_hold_is_refused() {
+    let remote = tempfile::tempdir().unwrap();
+    let url = format!("file://{}", remote.path().display());
+    let w = Mounted::unmounted("none", &[], Vec::new(), None);
+    let f = follower(&w, &url, "machine-b");
+    let o = f.try_mount();
+    assert!(!o.status.success());
+    assert!(
+        text(&o.stderr).contains("nothing to follow"),
+        "{}",
+        text(&o.stderr)
+    );
+    assert!(!f.home.join("agents/none").exists());
+}
+
+/// What the kernel cached of the old snapshot (names, sizes) is dropped as
+/// the follower advances, not a second later when its cache times out.
+#[test]
+fn the_kernel_sees_the_new_snapshot_as_soon_as_the_follower_shows_it() {
+    let remote = tempfile::tempdir().unwrap();
+    let url = format!("file://{}", remote.path().display());
+    let w = Mounted::new("inv", &["--remote", &url, "--sync-interval-ms", "50"]);
+    w.sh("mkdir notes && echo hello > notes/a");
+    std::fs::write(w.path("state"), state(1)).unwrap();
+    let head = w.wait_replicated();
+    let f = follower(&w, &url, "machine-b");
+    f.mount();
+    wait_latest(&f, head);
+    for round in 0..5u64 {
+        let new = format!("round {round}: a longer second content\n").repeat(round as usize + 2);
+        w.sh(&format!(
+            "mv notes/a notes/old{round} && printf '{}' > notes/a",
+            new.replace('\n', "\\n")
+        ));
+        std::fs::write(w.path("state"), state(10 + round)).unwrap();
+        let head = w.wait_replicated();
+        // Keep the kernel's entries and attributes fresh while waiting, so
+        // that only an invalidation can drop them in time.
+        let want = PathBuf::from(format!("{head:010}"));
+        let t0 = Instant::now();
+        while std::fs::read_link(f.path(".snapshots/latest")).unwrap() != want {
+            let _ = std::fs::metadata(f.path("notes/a")).unwrap();
+            let _ = std::fs::metadata(f.path("state")).unwrap();
+            assert!(t0.elapsed() < Duration::from_secs(30), "not followed");
+        }
+        assert_eq!(
+            std::fs::metadata(f.path("notes/a")).unwrap().len(),
+            new.len() as u64,
+            "round {round}: the old name's size"
+        );
+        assert_eq!(text(&std::fs::read(f.path("notes/a")).unwrap()), new);
+        assert_eq!(
+            std::fs::metadata(f.path("state")).unwrap().len(),
+            state(10 + round).len() as u64
+        );
+        assert!(f.path(&format!("notes/old{round}")).exists());
+    }
+}
+
+/// The writer's redaction reaches the follower: at its next start the
+/// erased objects leave its packs too, and what remains still verifies.
+#[test]
+fn a_redaction_by_the_writer_is_carried_out_on_the_follower() {
+    let remote = tempfile::tempdir().unwrap();
+    let url = format!("file://{}", remote.path().display());
+    let w = Mounted::new("red", &["--remote", &url]);
+    w.sh("head -c 300000 /dev/urandom > secret.bin && echo keep > keep.txt");
+    let with_secret = w.wait_replicated();
+    w.sh("rm secret.bin && echo more >> keep.txt");
+    std::thread::sleep(Duration::from_millis(400));
+    let head = w.wait_replicated();
+    w.unmount();
+
+    let f = follower(&w, &url, "machine-b");
+    f.mount();
+    wait_latest(&f, head);
+    let old = format!(".snapshots/{with_secret:010}/secret.bin");
+    assert_eq!(std::fs::read(f.path(&old)).unwrap().len(), 300000);
+    let objects = |m: &Mounted| -> u64 {
+        m.index_sql("SELECT count(*) FROM objects")
+            .trim()
+            .parse()
+            .unwrap()
+    };
+    f.unmount();
+    let before = objects(&f);
+
+    let o = w.sovseal(&["redact", "--agent", "red", "--remote", &url, "/secret.bin"]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    f.mount();
+    wait_latest(&f, head);
+    let e = std::fs::read(f.path(&old)).unwrap_err();
+    assert_eq!(e.raw_os_error(), Some(libc::EIO), "{e}");
+    assert_eq!(
+        text(&std::fs::read(f.path("keep.txt")).unwrap()),
+        "keep\nmore\n"
+    );
+    f.unmount();
+    assert!(objects(&f) < before, "nothing erased on the follower");
+    f.verify();
+    let log = std::fs::read_to_string(f.home.join("logs/red.log")).unwrap();
+    assert!(log.contains("redaction: erased"), "{log}");
+}
