@@ -5,13 +5,13 @@
 //! verifying stops the follower, which keeps serving what it verified.
 
 mod support;
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
+use support::home::files_under;
 use support::moto::Moto;
-use support::mount::{Mounted, text};
+use support::mount::{Mounted, fails, text, tree};
 use support::postgres::Postgres;
 
 /// A follower of `w`'s agent from `url`: a second home with the same key.
@@ -77,44 +77,6 @@ fn read_file(path: &Path, slow: bool) -> Vec<u8> {
         out.extend_from_slice(&buf[..n]);
         std::thread::sleep(Duration::from_millis(2));
     }
-}
-
-/// path -> bytes (or link target, or "<dir>") for every entry under `root`.
-fn tree(root: &Path) -> BTreeMap<String, Vec<u8>> {
-    let mut out = BTreeMap::new();
-    let mut stack = vec![root.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).unwrap() {
-            let p = e.unwrap().path();
-            let rel = p.strip_prefix(root).unwrap().to_string_lossy().into_owned();
-            if rel == ".snapshots" {
-                continue;
-            }
-            let meta = std::fs::symlink_metadata(&p).unwrap();
-            let v = if meta.file_type().is_symlink() {
-                std::fs::read_link(&p)
-                    .unwrap()
-                    .into_os_string()
-                    .into_encoded_bytes()
-            } else if meta.is_dir() {
-                stack.push(p);
-                b"<dir>".to_vec()
-            } else {
-                std::fs::read(&p).unwrap()
-            };
-            out.insert(rel, v);
-        }
-    }
-    out
-}
-
-fn history(m: &Mounted) -> BTreeMap<String, BTreeMap<String, Vec<u8>>> {
-    std::fs::read_dir(m.path(".snapshots"))
-        .unwrap()
-        .map(|e| e.unwrap().file_name().into_string().unwrap())
-        .filter(|n| n != "latest")
-        .map(|n| (n.clone(), tree(&m.path(&format!(".snapshots/{n}")))))
-        .collect()
 }
 
 /// Waits until the follower's mount shows snapshot `seq` as `latest`.
@@ -224,7 +186,7 @@ fn follows_in_order(url: &str, env: Vec<(String, String)>) {
 
     // The same files, and every snapshot byte for byte.
     assert_eq!(tree(&f.mnt), tree(&w.mnt));
-    assert_eq!(history(&f), history(&w));
+    assert_eq!(f.history(), w.history());
     let s = f.status();
     assert_eq!(s["head_seq"], head, "{s}");
     assert_eq!(s["following"]["remote_head"], head, "{s}");
@@ -283,7 +245,7 @@ fn a_tampered_remote_stops_the_follower_which_keeps_serving() {
     assert_eq!(w.wait_replicated(), head + 2);
     w.unmount();
     let env = |seq: u64| {
-        let found: Vec<PathBuf> = walk(staging.path())
+        let found: Vec<PathBuf> = files_under(staging.path())
             .into_iter()
             .filter(|p| p.ends_with(format!("envelopes/{seq:020}.json")))
             .collect();
@@ -338,35 +300,13 @@ fn a_tampered_remote_stops_the_follower_which_keeps_serving() {
     assert_eq!(after.len(), tree(staging.path()).len());
 }
 
-fn walk(root: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    let mut stack = vec![root.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).unwrap() {
-            let p = e.unwrap().path();
-            if p.is_dir() {
-                stack.push(p);
-            } else {
-                out.push(p);
-            }
-        }
-    }
-    out
-}
-
 #[test]
 fn following_an_agent_the_remote_does_not_hold_is_refused() {
     let remote = tempfile::tempdir().unwrap();
     let url = format!("file://{}", remote.path().display());
     let w = Mounted::unmounted("none", &[], Vec::new(), None);
     let f = follower(&w, &url, "machine-b");
-    let o = f.try_mount();
-    assert!(!o.status.success());
-    assert!(
-        text(&o.stderr).contains("nothing to follow"),
-        "{}",
-        text(&o.stderr)
-    );
+    fails(&f.try_mount(), 2, "nothing to follow");
     assert!(!f.home.join("agents/none").exists());
 }
 

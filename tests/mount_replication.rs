@@ -5,47 +5,10 @@
 //! `--sync-replication`.
 
 mod support;
-use std::collections::BTreeMap;
-use std::path::Path;
 use std::time::Duration;
 use support::moto::Moto;
-use support::mount::{Mounted, text};
+use support::mount::{Mounted, text, tree};
 use support::postgres::Postgres;
-
-/// path -> bytes (or link target, or "<dir>") for every entry under `root`.
-fn tree(root: &Path) -> BTreeMap<String, Vec<u8>> {
-    let mut out = BTreeMap::new();
-    let mut stack = vec![root.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).unwrap() {
-            let p = e.unwrap().path();
-            let rel = p.strip_prefix(root).unwrap().to_string_lossy().into_owned();
-            let meta = std::fs::symlink_metadata(&p).unwrap();
-            let v = if meta.file_type().is_symlink() {
-                std::fs::read_link(&p)
-                    .unwrap()
-                    .into_os_string()
-                    .into_encoded_bytes()
-            } else if meta.is_dir() {
-                stack.push(p);
-                b"<dir>".to_vec()
-            } else {
-                std::fs::read(&p).unwrap()
-            };
-            out.insert(rel, v);
-        }
-    }
-    out
-}
-
-fn all_snapshots(m: &Mounted) -> BTreeMap<String, BTreeMap<String, Vec<u8>>> {
-    std::fs::read_dir(m.path(".snapshots"))
-        .unwrap()
-        .map(|e| e.unwrap().file_name().into_string().unwrap())
-        .filter(|n| n != "latest")
-        .map(|n| (n.clone(), tree(&m.path(&format!(".snapshots/{n}")))))
-        .collect()
-}
 
 #[test]
 fn write_replicate_wipe_and_mount_again_from_s3() {
@@ -83,7 +46,7 @@ fn write_replicate_wipe_and_mount_again(url: &str, env: Vec<(String, String)>) {
     let s = m.status();
     assert_eq!(s["remote"], url.as_str());
     assert!(s["last_error"].is_null(), "{s}");
-    let before = all_snapshots(&m);
+    let before = m.history();
     assert_eq!(before.len() as u64, head);
     m.unmount();
 
@@ -91,7 +54,7 @@ fn write_replicate_wipe_and_mount_again(url: &str, env: Vec<(String, String)>) {
     std::fs::remove_dir_all(m.home.join("agents/repl")).unwrap();
     m.mount();
     assert_eq!(
-        all_snapshots(&m),
+        m.history(),
         before,
         "every file of every snapshot, byte for byte"
     );

@@ -2,6 +2,7 @@
 //! key), `sovseal-mount` in the background, helpers to run programs in it
 //! and to run `sovseal` in any home.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
@@ -30,6 +31,36 @@ pub fn sovseal_in(home: &Path, args: &[&str]) -> Output {
         .env("SOVSEAL_KEY_FALLBACK", "file")
         .output()
         .unwrap()
+}
+
+/// path -> bytes (or link target, or "<dir>") for every entry under `root`
+/// (a mount's `.snapshots` left out).
+pub fn tree(root: &Path) -> BTreeMap<String, Vec<u8>> {
+    let mut out = BTreeMap::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            let rel = p.strip_prefix(root).unwrap().to_string_lossy().into_owned();
+            if rel == ".snapshots" {
+                continue;
+            }
+            let meta = std::fs::symlink_metadata(&p).unwrap();
+            let v = if meta.file_type().is_symlink() {
+                std::fs::read_link(&p)
+                    .unwrap()
+                    .into_os_string()
+                    .into_encoded_bytes()
+            } else if meta.is_dir() {
+                stack.push(p);
+                b"<dir>".to_vec()
+            } else {
+                std::fs::read(&p).unwrap()
+            };
+            out.insert(rel, v);
+        }
+    }
+    out
 }
 
 /// Asserts that a command succeeded; returns its stdout.
@@ -244,6 +275,16 @@ impl Mounted {
         std::fs::set_permissions(&h, std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
         std::fs::copy(self.home.join("master.key"), h.join("master.key")).unwrap();
         h
+    }
+
+    /// Every file of every snapshot under `.snapshots/`, by snapshot name.
+    pub fn history(&self) -> BTreeMap<String, BTreeMap<String, Vec<u8>>> {
+        std::fs::read_dir(self.path(".snapshots"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .filter(|n| n != "latest")
+            .map(|n| (n.clone(), tree(&self.path(&format!(".snapshots/{n}")))))
+            .collect()
     }
 
     pub fn path(&self, rel: &str) -> PathBuf {
