@@ -103,11 +103,7 @@ fn wait_latest(f: &Mounted, seq: u64) {
 #[test]
 fn a_follower_sees_each_snapshot_of_the_writer_in_order_through_s3() {
     let s3 = Moto::start();
-    let env: Vec<(String, String)> = s3
-        .vars()
-        .into_iter()
-        .map(|(k, v)| (k.to_owned(), v))
-        .collect();
+    let env = s3.owned_vars();
     follows_in_order(&s3.url("follow"), env);
 }
 

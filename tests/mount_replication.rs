@@ -13,11 +13,7 @@ use support::postgres::Postgres;
 #[test]
 fn write_replicate_wipe_and_mount_again_from_s3() {
     let s3 = Moto::start();
-    let env: Vec<(String, String)> = s3
-        .vars()
-        .into_iter()
-        .map(|(k, v)| (k.to_owned(), v))
-        .collect();
+    let env = s3.owned_vars();
     write_replicate_wipe_and_mount_again(&s3.url("prod"), env);
 }
 
@@ -109,11 +105,7 @@ fn write_replicate_wipe_and_mount_again(url: &str, env: Vec<(String, String)>) {
 #[test]
 fn sync_replication_makes_fsync_wait_for_the_remote() {
     let s3 = Moto::start();
-    let env: Vec<(String, String)> = s3
-        .vars()
-        .into_iter()
-        .map(|(k, v)| (k.to_owned(), v))
-        .collect();
+    let env = s3.owned_vars();
     let m = Mounted::with_env(
         "syncrep",
         &["--remote", &s3.url("sync"), "--sync-replication"],

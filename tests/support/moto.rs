@@ -89,6 +89,14 @@ impl Moto {
             .collect()
     }
 
+    /// [`Moto::vars`] as owned pairs, as `Mounted::with_env` takes them.
+    pub fn owned_vars(&self) -> Vec<(String, String)> {
+        self.vars()
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v))
+            .collect()
+    }
+
     pub fn url(&self, prefix: &str) -> String {
         format!("s3://{}/{prefix}", self.bucket)
     }
