@@ -216,7 +216,10 @@ fn a_tampered_remote_stops_the_follower_which_keeps_serving() {
     let head = w.wait_replicated();
     w.unmount();
 
-    let f = follower(&w, &url, "machine-b");
+    let mut f = follower(&w, &url, "machine-b");
+    let metrics = f.dir.path().join("metrics.prom");
+    f.extra
+        .extend(["--metrics-file".into(), metrics.display().to_string()]);
     f.mount();
     wait_latest(&f, head);
     let before = tree(remote.path());
@@ -286,6 +289,20 @@ fn a_tampered_remote_stops_the_follower_which_keeps_serving() {
         "{}",
         text(&o.stdout)
     );
+    // And in the metrics file, every 2 s.
+    let t0 = Instant::now();
+    loop {
+        let m = std::fs::read_to_string(&metrics).unwrap_or_default();
+        if m.contains("sovseal_follow_stalled{agent=\"tam\"} 1\n") {
+            assert!(
+                m.contains("sovseal_follow_lag_snapshots{agent=\"tam\"} 1\n"),
+                "{m}"
+            );
+            break;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(10), "{m}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
 
     // The follower wrote nothing to the remote: only the writer's files
     // arrived since it started.

@@ -56,6 +56,9 @@ pub struct Sample {
     /// Bytes the metadata cache and the chunk cache hold (each within its
     /// budget).
     pub cache_bytes: (u64, u64),
+    /// A follower's view of the remote: its newest snapshot, and whether
+    /// the follower stalled on one that does not verify.
+    pub follow: Option<(u64, bool)>,
 }
 
 impl Metrics {
@@ -134,6 +137,26 @@ impl Metrics {
             "Inode numbers of the .snapshots tree held in memory.",
             s.history_inodes.to_string(),
         );
+        if let Some((remote_head, stalled)) = s.follow {
+            metric(
+                "sovseal_follow_remote_head_seq",
+                "gauge",
+                "Newest snapshot the followed remote listed at the last poll.",
+                remote_head.to_string(),
+            );
+            metric(
+                "sovseal_follow_lag_snapshots",
+                "gauge",
+                "Snapshots on the followed remote not yet shown by this follower.",
+                remote_head.saturating_sub(s.head_seq).to_string(),
+            );
+            metric(
+                "sovseal_follow_stalled",
+                "gauge",
+                "1 once the followed remote failed verification (the follower stays where it is).",
+                u8::from(stalled).to_string(),
+            );
+        }
         if let Some(r) = s.replicated_seq {
             metric(
                 "sovseal_replicated_seq",
@@ -273,6 +296,7 @@ mod tests {
             kernel_inodes: 12,
             history_inodes: 3,
             cache_bytes: (5000, 7000),
+            follow: Some((14, false)),
         });
         assert!(
             t.contains("sovseal_commits_total{agent=\"a_b\"} 2\n"),
@@ -289,6 +313,8 @@ mod tests {
         assert_eq!(t.matches("# TYPE sovseal_cache_bytes gauge").count(), 1);
         assert!(t.contains("sovseal_commit_errors_total{agent=\"a_b\"} 1\n"));
         assert!(t.contains("sovseal_replication_lag_snapshots{agent=\"a_b\"} 3\n"));
+        assert!(t.contains("sovseal_follow_lag_snapshots{agent=\"a_b\"} 4\n"));
+        assert!(t.contains("sovseal_follow_stalled{agent=\"a_b\"} 0\n"));
         assert!(
             t.contains("sovseal_commit_duration_seconds_bucket{agent=\"a_b\",le=\"0.0005\"} 0\n")
         );
@@ -304,5 +330,6 @@ mod tests {
         assert!(t.contains("sovseal_commit_duration_seconds_count{agent=\"a_b\"} 2\n"));
         let no_remote = m.render(&Sample::default());
         assert!(!no_remote.contains("replicated_seq"));
+        assert!(!no_remote.contains("follow"));
     }
 }

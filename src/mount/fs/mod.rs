@@ -1299,14 +1299,22 @@ impl Fs {
 
     /// The Prometheus text exposition of this mount's metrics.
     pub fn render_metrics(&self) -> String {
-        let (agent, head, sealed, dirty, caches) = {
+        let (agent, head, sealed, dirty, caches, follow) = {
             let e = self.eng();
+            let follow = match self.opts.follow {
+                true => crate::repo::replication_state::FollowState::read(e.agent())
+                    .ok()
+                    .flatten()
+                    .map(|f| (f.remote_head, f.stalled)),
+                false => None,
+            };
             (
                 e.agent().name().to_string(),
                 e.head().seq(),
                 e.agent().repo().sealed_bytes(),
                 e.dirty_bytes() as u64,
                 e.agent().repo().cache_bytes(),
+                follow,
             )
         };
         let rs = self.replicator.as_ref().map(|r| r.status());
@@ -1323,6 +1331,7 @@ impl Fs {
             checkpoint_errors: rs.as_ref().map_or(0, |s| s.checkpoint_errors_total),
             sealed_bytes: sealed,
             dirty_bytes: dirty,
+            follow,
         })
     }
 
