@@ -149,6 +149,9 @@ fn follows_in_order(url: &str, env: Vec<(String, String)>) {
                         );
                         seen.push(i);
                     }
+                    if i == 200 {
+                        break;
+                    }
                 }
                 seen
             })
@@ -168,6 +171,11 @@ fn follows_in_order(url: &str, env: Vec<(String, String)>) {
     let head = w.wait_replicated();
     assert!(head >= base + 200, "{head}");
     wait_latest(&f, head);
+    // Each reader stops once it has read the last snapshot.
+    let t0 = Instant::now();
+    while readers.iter().any(|r| !r.is_finished()) && t0.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
     stop.store(true, Ordering::Relaxed);
     for r in readers {
         let seen = r.join().unwrap();

@@ -7,7 +7,7 @@
 
 use crate::Error;
 use crate::engine::{RenameFlags, SetAttr, XattrFlags};
-use crate::mount::fs::{Attr, Caller, Fs, Invalidation};
+use crate::mount::fs::{Attr, Caller, Fs, Invalidation, PageCache};
 use crate::mount::options::{Access, Flag, MountOptions};
 use crate::seal::tree::FileType;
 use fuser::{
@@ -485,13 +485,13 @@ impl Filesystem for Adapter {
 
     fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         match self.fs.open(ino.0, writes(flags), caller(req, 0)) {
-            // A follower's live file bypasses the page cache: the cache
-            // is per inode, and a file open across an advance reads the
-            // snapshot it was opened in, not the one a new open sees.
-            Ok(fh) if self.fs.bypasses_page_cache(ino.0) => {
-                reply.opened(FileHandle(fh), FopenFlags::FOPEN_DIRECT_IO)
+            Ok(o) => {
+                let flags = match o.cache {
+                    PageCache::Keep => FopenFlags::FOPEN_KEEP_CACHE,
+                    PageCache::Bypass => FopenFlags::FOPEN_DIRECT_IO,
+                };
+                reply.opened(FileHandle(o.fh), flags)
             }
-            Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::FOPEN_KEEP_CACHE),
             Err(e) => reply.error(errno(&e)),
         }
     }

@@ -113,6 +113,26 @@ impl Default for Options {
     }
 }
 
+/// How the kernel may cache an opened file's pages.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PageCache {
+    /// Keep what it cached before (`FOPEN_KEEP_CACHE`): every change goes
+    /// through this mount, which tells the kernel.
+    Keep,
+    /// Bypass it (`FOPEN_DIRECT_IO`): a follower's live file, read at the
+    /// snapshot it was opened in while the tree moves on.
+    Bypass,
+}
+
+/// An open file handle and how the kernel may cache its pages.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Opened {
+    /// The handle.
+    pub fh: u64,
+    /// The page cache mode.
+    pub cache: PageCache,
+}
+
 /// A kernel cache entry that no longer holds after a follower advanced.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Invalidation {
@@ -142,7 +162,8 @@ enum Handle {
         /// 0) are attributed to this process.
         by: Caller,
     },
-    /// A file inside a snapshot.
+    /// A file inside a snapshot (for a follower's live file, the snapshot
+    /// shown when it was opened).
     SnapFile { seq: u64, ino: u64 },
     /// A directory listing captured at opendir (stable offsets).
     Dir { items: Vec<DirItem> },
@@ -330,12 +351,6 @@ impl Fs {
     /// The kernel enforces POSIX ACLs: accept them.
     pub fn enable_acls(&self) {
         self.acls.store(true, Ordering::Relaxed);
-    }
-
-    /// Whether opens of `ino` should bypass the kernel's page cache: a
-    /// follower's live files (see [`Options::follow`]).
-    pub fn bypasses_page_cache(&self, ino: u64) -> bool {
-        self.opts.follow && !Snapshots::owns(ino)
     }
 
     /// Whether the mount asks the kernel for its writeback cache.
@@ -785,7 +800,11 @@ impl Fs {
     // ----- files -----
 
     /// Opens a file; `write` if opened for writing.
-    pub fn open(&self, ino: u64, write: bool, who: Caller) -> Result<u64> {
+    pub fn open(&self, ino: u64, write: bool, who: Caller) -> Result<Opened> {
+        let keep = |fh| Opened {
+            fh,
+            cache: PageCache::Keep,
+        };
         match self.node(ino)? {
             Node::Live(i) => {
                 if write && self.opts.read_only {
@@ -800,7 +819,13 @@ impl Fs {
                     }
                     let seq = e.head().seq();
                     drop(e);
-                    return Ok(self.new_fh(Handle::SnapFile { seq, ino: i }));
+                    // Past the kernel's page cache: it is one per inode,
+                    // shared by opens of different snapshots, and a read
+                    // that ends early (an older, shorter snapshot) shrinks
+                    // the inode's size, which would cut cached reads short.
+                    let cache = PageCache::Bypass;
+                    let fh = self.new_fh(Handle::SnapFile { seq, ino: i });
+                    return Ok(Opened { fh, cache });
                 }
                 let mut e = self.eng_mut();
                 if e.getattr(i)?.file_type() == FileType::Dir {
@@ -808,18 +833,18 @@ impl Fs {
                 }
                 e.pin(i);
                 drop(e);
-                Ok(self.new_fh(Handle::File {
+                Ok(keep(self.new_fh(Handle::File {
                     ino: i,
                     wrote: false,
                     by: who,
-                }))
+                })))
             }
             Node::Snap { seq, ino: i } => {
                 if write {
                     return Err(EROFS);
                 }
                 self.snaps.view(seq)?.getattr(i)?;
-                Ok(self.new_fh(Handle::SnapFile { seq, ino: i }))
+                Ok(keep(self.new_fh(Handle::SnapFile { seq, ino: i })))
             }
             Node::SnapRoot | Node::Latest => Err(Error::fs("open", libc::EISDIR)),
         }
