@@ -419,3 +419,81 @@ fn a_redaction_by_the_writer_is_carried_out_on_the_follower() {
     let log = std::fs::read_to_string(f.home.join("logs/red.log")).unwrap();
     assert!(log.contains("redaction: erased"), "{log}");
 }
+
+/// Promotion: a follower that caught up becomes the writer by mounting
+/// without `--follow`; the remote's conditional create fences two writers,
+/// so the one that did not win its first snapshot stops replicating
+/// (a fork), and the winner's history stays whole.
+#[test]
+fn a_promoted_follower_and_the_old_writer_never_both_win() {
+    let remote = tempfile::tempdir().unwrap();
+    let url = format!("file://{}", remote.path().display());
+    let w = Mounted::new("pro", &["--remote", &url]);
+    w.sh("echo one > a");
+    let head = w.wait_replicated();
+
+    // The old writer still alive and writing: the promoted follower's
+    // first snapshot loses the race for its number, and it says so.
+    let mut f = follower(&w, &url, "machine-b");
+    f.mount();
+    wait_latest(&f, head);
+    f.unmount();
+    w.sh("echo two > a");
+    let w_head = w.wait_replicated();
+    assert_eq!(w_head, head + 1);
+    f.extra = vec![
+        "--agent".into(),
+        "pro".into(),
+        "--remote".into(),
+        url.clone(),
+    ];
+    f.mount();
+    f.sh("echo mine > a");
+    let t0 = Instant::now();
+    let s = loop {
+        let s = f.status();
+        if !s["fork_at"].is_null() {
+            break s;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(30), "no fork seen: {s}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(s["fork_at"], head + 1, "{s}");
+    f.unmount();
+    // The old writer's history on the remote is untouched and goes on.
+    w.sh("echo three > a");
+    assert_eq!(w.wait_replicated(), w_head + 1);
+    assert!(w.status()["fork_at"].is_null());
+    w.unmount();
+
+    // The old writer gone: a follower that caught up takes over.
+    let g = follower(&w, &url, "machine-c");
+    g.mount();
+    wait_latest(&g, w_head + 1);
+    g.unmount();
+    let mut g = g;
+    g.extra = vec![
+        "--agent".into(),
+        "pro".into(),
+        "--remote".into(),
+        url.clone(),
+    ];
+    g.mount();
+    g.sh("echo four > a");
+    assert_eq!(g.wait_replicated(), w_head + 2);
+    assert!(g.status()["fork_at"].is_null());
+    // The old writer coming back cannot write over it.
+    w.mount();
+    assert_eq!(text(&std::fs::read(w.path("a")).unwrap()), "three\n");
+    w.sh("echo stale > a");
+    let t0 = Instant::now();
+    while w.status()["fork_at"].is_null() {
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "the old writer was not fenced"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    g.unmount();
+    g.verify();
+}
