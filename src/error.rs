@@ -168,6 +168,17 @@ pub enum Error {
         /// What the store said.
         detail: String,
     },
+    /// Another machine is still writing this agent to the remote (its
+    /// heartbeat or new snapshots appeared while a takeover watched).
+    #[error(
+        "agent {agent} is still being written to the remote ({evidence}): takeover refused. Stop the writer, or wait until it has been gone longer than its heartbeat interval, then try again"
+    )]
+    WriterAlive {
+        /// Agent name.
+        agent: String,
+        /// What showed the writer alive.
+        evidence: String,
+    },
     /// The remote already holds a different envelope for this sequence
     /// number: another writer forked the chain.
     #[error(

@@ -40,7 +40,7 @@ pub fn code_for(err: &Error) -> i32 {
         | Error::NoMasterKey { .. }
         | Error::Custody(_)
         | Error::UnknownKeyVersion(..) => KEYS,
-        Error::Locked { .. } => LOCKED,
+        Error::Locked { .. } | Error::WriterAlive { .. } => LOCKED,
         Error::Daemon { code, .. } => *code,
         Error::Invalid(_)
         | Error::NoSuchAgent(_)

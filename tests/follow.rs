@@ -497,3 +497,88 @@ fn a_promoted_follower_and_the_old_writer_never_both_win() {
     g.unmount();
     g.verify();
 }
+
+/// `sovseal takeover`: refused while the writer's heartbeat is renewed;
+/// once it stopped (cleanly, or killed and silent for three of its
+/// intervals) the new machine takes over and writes on from its head.
+#[test]
+fn takeover_is_refused_while_the_writer_lives_and_works_once_it_is_gone() {
+    let remote = tempfile::tempdir().unwrap();
+    let url = format!("file://{}", remote.path().display());
+    let w = Mounted::new("tak", &["--remote", &url, "--heartbeat-secs", "1"]);
+    w.sh("echo one > a");
+    let head = w.wait_replicated();
+    let b = w.second_home("machine-b");
+    let takeover = |home: &Path| {
+        support::mount::sovseal_in(
+            home,
+            &[
+                "takeover",
+                "--agent",
+                "tak",
+                "--remote",
+                &url,
+                "--quiet-secs",
+                "1",
+            ],
+        )
+    };
+    // Alive (idle, but beating): refused, after restoring a verified copy.
+    let t0 = Instant::now();
+    fails(&takeover(&b), 5, "still being written");
+    assert!(
+        t0.elapsed() >= Duration::from_secs(3),
+        "watched only {:?}",
+        t0.elapsed()
+    );
+    assert!(b.join("agents/tak").exists());
+
+    // Killed: silent for three of its intervals, then taken over.
+    w.signal(nix::sys::signal::Signal::SIGKILL);
+    let o = takeover(&b);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    assert!(
+        text(&o.stdout).contains(&format!("from snapshot {head}")),
+        "{}",
+        text(&o.stdout)
+    );
+
+    // Stopped cleanly: no wait beyond --quiet-secs.
+    let _ = std::process::Command::new("fusermount3")
+        .arg("-uz")
+        .arg(&w.mnt)
+        .output();
+    w.mount();
+    w.sh("echo two > a");
+    let head = w.wait_replicated();
+    w.unmount();
+    let t0 = Instant::now();
+    let o = takeover(&b);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    assert!(t0.elapsed() < Duration::from_secs(3), "{:?}", t0.elapsed());
+    assert!(
+        text(&o.stdout).contains(&format!("from snapshot {head}")),
+        "{}",
+        text(&o.stdout)
+    );
+
+    // The new writer writes on, and replicates without a fork.
+    let dir = tempfile::tempdir().unwrap();
+    let mnt = dir.path().join("tak");
+    std::fs::create_dir(&mnt).unwrap();
+    let n = Mounted {
+        dir,
+        home: b,
+        mnt,
+        agent: "tak".into(),
+        extra: vec!["--remote".into(), url.clone()],
+        env: Vec::new(),
+    };
+    n.mount();
+    assert_eq!(text(&std::fs::read(n.path("a")).unwrap()), "two\n");
+    n.sh("echo three > a");
+    assert_eq!(n.wait_replicated(), head + 1);
+    assert!(n.status()["fork_at"].is_null());
+    // A mount holds it now: a takeover here is refused at once.
+    fails(&takeover(&n.home), 5, "already open for writing");
+}

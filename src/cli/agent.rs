@@ -249,6 +249,46 @@ pub(super) fn status(args: StatusArgs, out: &mut dyn Write) -> Result<()> {
     Ok(())
 }
 
+/// `sovseal takeover`.
+pub(super) fn takeover(args: TakeoverArgs, out: &mut dyn Write) -> Result<()> {
+    let TakeoverArgs {
+        agent,
+        remote,
+        quiet_secs,
+        json,
+    } = args;
+    let w = |e: std::io::Error| Error::io("stdout", e);
+    let home = Home::from_env()?;
+    let name = AgentName::new(&agent)?;
+    let m = super::master(&home)?;
+    let url = home.remote_for(&name, remote.as_deref())?;
+    let rem = crate::repo::remote::Remote::open(&url)?;
+    let head = crate::replication::takeover::takeover(
+        &home,
+        &name,
+        &m,
+        &rem,
+        std::time::Duration::from_secs(quiet_secs),
+        &mut |msg| {
+            if !json {
+                eprintln!("takeover: {msg}");
+            }
+        },
+    )?;
+    if json {
+        let v = serde_json::json!({ "agent": agent, "head_seq": head, "remote": rem.shown_url() });
+        writeln!(out, "{v}").map_err(w)?;
+    } else {
+        writeln!(
+            out,
+            "no writer seen on {}: this machine can write agent {agent} from snapshot {head}; mount it without --follow",
+            rem.shown_url()
+        )
+        .map_err(w)?;
+    }
+    Ok(())
+}
+
 /// `sovseal ls`.
 pub(super) fn ls(args: LsArgs, out: &mut dyn Write) -> Result<()> {
     let LsArgs {

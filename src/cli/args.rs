@@ -88,6 +88,12 @@ pub enum Command {
     /// record are moved aside (to $SOVSEAL_HOME/discarded/), never deleted.
     /// The remote keeps its copy; a new history would fork from it.
     Reset(ResetArgs),
+    /// Make this machine the agent's writer once the old writer is gone:
+    /// restores or catches up its copy from the remote (verified), then
+    /// watches the remote for three of the old writer's heartbeat intervals
+    /// (at least --quiet-secs) and refuses (exit 5) if the writer is still
+    /// alive. Then mount the agent without --follow.
+    Takeover(TakeoverArgs),
 }
 
 // The key commands (no `///`: clap would take it as help text).
@@ -421,6 +427,25 @@ pub struct LsArgs {
     /// Directory inside the agent's tree.
     #[arg(default_value = "/")]
     pub path: String,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Arguments of `sovseal takeover`.
+#[derive(Args, Debug)]
+pub struct TakeoverArgs {
+    /// Agent name.
+    #[arg(long)]
+    pub agent: String,
+    /// The remote the agent is written to (default: config.json, else
+    /// $SOVSEAL_HOME/remote).
+    #[arg(long)]
+    pub remote: Option<String>,
+    /// Least seconds to watch the remote for a live writer (default 30
+    /// when the writer left no heartbeat, else 3 of its intervals).
+    #[arg(long, default_value_t = 0)]
+    pub quiet_secs: u64,
     /// Print JSON.
     #[arg(long)]
     pub json: bool,

@@ -90,6 +90,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Key { cmd } => keys::key(cmd, out),
         Command::Ls(a) => agent::ls(a, out),
         Command::Reset(a) => agent::reset(a, out),
+        Command::Takeover(a) => agent::takeover(a, out),
         Command::Exec(_) => unreachable!("run by main"),
         Command::Completions(a) => docs::completions(a, out),
         Command::Man(a) => docs::man(a, out),

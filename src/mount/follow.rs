@@ -64,7 +64,8 @@ impl Follower {
                         let _ = stopped.recv();
                         return;
                     }
-                    if stopped.recv_timeout(poll).is_ok() {
+                    // A message or a dropped sender: stop.
+                    if !matches!(stopped.recv_timeout(poll), Err(RecvTimeoutError::Timeout)) {
                         return;
                     }
                 }

@@ -79,6 +79,10 @@ pub struct Args {
     /// without local data; never writes to the remote.
     #[arg(long)]
     pub follow: bool,
+    /// How often a writer mount renews its heartbeat on the remote, in
+    /// seconds (`sovseal takeover` on another machine watches it).
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub heartbeat_secs: u64,
     /// How often a follower asks the remote for new snapshots, in ms.
     #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(10..=3_600_000))]
     pub poll_ms: u64,
@@ -225,6 +229,7 @@ fn serve(
     engine.set_dirty_budget(args.dirty_budget_mib << 20);
     let shared_agent = engine.shared_agent();
     let mut follow_remote = None;
+    let mut heartbeats = None;
     let replicator = if args.follow {
         follow_remote = Some(remote);
         None
@@ -232,6 +237,11 @@ fn serve(
         None
     } else {
         let policy = startup::checkpoint_policy(args, home, agent)?;
+        heartbeats = Some(crate::replication::takeover::Heartbeats::start(
+            remote.clone(),
+            master.agent_id(agent.as_str()),
+            Duration::from_secs(args.heartbeat_secs),
+        )?);
         let r = crate::replication::replicator::Replicator::start_with(
             engine.shared_agent(),
             remote,
@@ -322,6 +332,11 @@ fn serve(
                 session.join()?;
                 // DESTROY normally ran the final commit; make sure of it.
                 let last = fs.shutdown();
+                // A last beat says "stopped" only if nothing is left to
+                // replicate: a takeover then waits for nothing else.
+                if let Some(h) = heartbeats {
+                    h.finish(fs.all_replicated());
+                }
                 drop(metrics);
                 committed?;
                 last?;
@@ -337,6 +352,11 @@ fn serve(
                     drop(follower);
                     session.join()?;
                     let last = fs.shutdown();
+                // A last beat says "stopped" only if nothing is left to
+                // replicate: a takeover then waits for nothing else.
+                if let Some(h) = heartbeats {
+                    h.finish(fs.all_replicated());
+                }
                     drop(metrics);
                     last?;
                     return match fs.last_commit_error() {

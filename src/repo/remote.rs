@@ -390,6 +390,25 @@ impl Remote {
             .await
     }
 
+    fn heartbeat_path(&self, agent: &AgentId) -> Path {
+        self.agent_dir(agent).join("writer.json")
+    }
+
+    /// Replaces the writer's heartbeat (one small object per agent, which
+    /// a takeover watches).
+    pub async fn put_heartbeat(&self, agent: &AgentId, json: Vec<u8>) -> Result<()> {
+        self.store
+            .put(&self.heartbeat_path(agent), PutPayload::from(json))
+            .await
+            .map(|_| ())
+            .map_err(|e| remote_err("put heartbeat", e))
+    }
+
+    /// The writer's heartbeat, if one was ever written.
+    pub async fn get_heartbeat(&self, agent: &AgentId) -> Result<Option<Vec<u8>>> {
+        self.get("get heartbeat", &self.heartbeat_path(agent)).await
+    }
+
     fn forgotten_path(&self, agent: &AgentId, seq: u64) -> Path {
         self.agent_dir(agent)
             .join("forgotten")

@@ -1438,6 +1438,27 @@ impl Fs {
         self.committer.shutdown()
     }
 
+    /// Whether every snapshot is on the remote (waits up to 2 s for the
+    /// last ones to get there); false without a replicator.
+    pub fn all_replicated(&self) -> bool {
+        let Some(r) = &self.replicator else {
+            return false;
+        };
+        let head = self.eng().head().seq();
+        let t0 = std::time::Instant::now();
+        while t0.elapsed() < Duration::from_secs(2) {
+            let s = r.status();
+            if s.replicated >= head {
+                return true;
+            }
+            if s.fork.is_some() {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        false
+    }
+
     /// Commits pending changes now, durably.
     pub fn sync(&self) -> Result<()> {
         self.commit_durable()
