@@ -375,14 +375,25 @@ fn the_kernel_sees_the_new_snapshot_as_soon_as_the_follower_shows_it() {
     }
 }
 
-/// The writer's redaction reaches the follower: at its next start the
-/// erased objects leave its packs too, and what remains still verifies.
+/// The writer's redaction reaches the followers: at its next start a
+/// follower that had the erased content drops it from its packs too, and
+/// one that was behind takes the snapshots whose objects the redaction
+/// removed from the remote (the record says they are gone, so that is not
+/// a gap). What remains verifies on both.
 #[test]
-fn a_redaction_by_the_writer_is_carried_out_on_the_follower() {
+fn a_redaction_by_the_writer_is_carried_out_on_the_followers() {
     let remote = tempfile::tempdir().unwrap();
     let url = format!("file://{}", remote.path().display());
     let w = Mounted::new("red", &["--remote", &url]);
-    w.sh("head -c 300000 /dev/urandom > secret.bin && echo keep > keep.txt");
+    w.sh("echo keep > keep.txt");
+    let base = w.wait_replicated();
+    // Behind: it last saw the head before the secret.
+    let g = follower(&w, &url, "machine-c");
+    g.mount();
+    wait_latest(&g, base);
+    g.unmount();
+
+    w.sh("head -c 300000 /dev/urandom > secret.bin");
     let with_secret = w.wait_replicated();
     w.sh("rm secret.bin && echo more >> keep.txt");
     std::thread::sleep(Duration::from_millis(400));
@@ -405,19 +416,72 @@ fn a_redaction_by_the_writer_is_carried_out_on_the_follower() {
 
     let o = w.sovseal(&["redact", "--agent", "red", "--remote", &url, "/secret.bin"]);
     assert!(o.status.success(), "{}", text(&o.stderr));
-    f.mount();
-    wait_latest(&f, head);
-    let e = std::fs::read(f.path(&old)).unwrap_err();
-    assert_eq!(e.raw_os_error(), Some(libc::EIO), "{e}");
-    assert_eq!(
-        text(&std::fs::read(f.path("keep.txt")).unwrap()),
-        "keep\nmore\n"
-    );
-    f.unmount();
+    for m in [&f, &g] {
+        m.mount();
+        wait_latest(m, head);
+        assert!(m.status()["following"]["error"].is_null(), "{}", m.status());
+        let e = std::fs::read(m.path(&old)).unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(libc::EIO), "{e}");
+        assert_eq!(
+            text(&std::fs::read(m.path("keep.txt")).unwrap()),
+            "keep\nmore\n"
+        );
+        m.unmount();
+        m.verify();
+    }
     assert!(objects(&f) < before, "nothing erased on the follower");
-    f.verify();
     let log = std::fs::read_to_string(f.home.join("logs/red.log")).unwrap();
     assert!(log.contains("redaction: erased"), "{log}");
+}
+
+/// A remote that lacks a snapshot's objects (a pack part deleted) never
+/// gets that snapshot shown, not even after the follower restarts: it is
+/// not committed until every object it references is here.
+#[test]
+fn a_snapshot_missing_objects_on_the_remote_is_never_shown() {
+    let remote = tempfile::tempdir().unwrap();
+    let url = format!("file://{}", remote.path().display());
+    let w = Mounted::new("gap", &["--remote", &url]);
+    std::fs::write(w.path("state"), state(1)).unwrap();
+    let head = w.wait_replicated();
+    let f = follower(&w, &url, "machine-b");
+    f.mount();
+    wait_latest(&f, head);
+    f.unmount();
+    std::fs::write(w.path("state"), state(2)).unwrap();
+    std::fs::write(w.path("state"), state(3)).unwrap();
+    assert_eq!(w.wait_replicated(), head + 2);
+    w.unmount();
+    let parts: Vec<PathBuf> = files_under(remote.path())
+        .into_iter()
+        .filter(|p| {
+            let n = p.file_name().unwrap().to_string_lossy().into_owned();
+            n.starts_with(&format!("{:020}-", head + 2)) && n.ends_with(".pack")
+        })
+        .collect();
+    assert!(!parts.is_empty());
+    for p in &parts {
+        std::fs::remove_file(p).unwrap();
+    }
+    for _ in 0..2 {
+        f.mount();
+        wait_latest(&f, head + 1);
+        let t0 = Instant::now();
+        let s = loop {
+            let s = f.status();
+            if s["following"]["stalled"] == true {
+                break s;
+            }
+            assert!(t0.elapsed() < Duration::from_secs(30), "not stalled: {s}");
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        assert_eq!(s["head_seq"], head + 1, "{s}");
+        let err = s["following"]["error"].as_str().unwrap();
+        assert!(err.contains(&format!("snapshot {}", head + 2)), "{err}");
+        assert_eq!(state_seq(&std::fs::read(f.path("state")).unwrap()), 2);
+        f.unmount();
+    }
+    f.verify();
 }
 
 /// Promotion: a follower that caught up becomes the writer by mounting
@@ -581,4 +645,27 @@ fn takeover_is_refused_while_the_writer_lives_and_works_once_it_is_gone() {
     assert!(n.status()["fork_at"].is_null());
     // A mount holds it now: a takeover here is refused at once.
     fails(&takeover(&n.home), 5, "already open for writing");
+}
+
+/// A data dir whose journal holds a writer's acknowledged operations (a
+/// writer killed within its quiet period) is not followed: committing them
+/// here would fork from the remote. Mounted as the writer, they are kept.
+#[test]
+fn a_writers_uncommitted_operations_are_not_followed_over() {
+    let remote = tempfile::tempdir().unwrap();
+    let url = format!("file://{}", remote.path().display());
+    let mut w = Mounted::new("jr", &["--remote", &url, "--quiet-ms", "60000"]);
+    w.sh("echo a > a");
+    w.wait_replicated();
+    w.sh("mkdir d");
+    w.signal(nix::sys::signal::Signal::SIGKILL);
+    let _ = std::process::Command::new("fusermount3")
+        .arg("-uz")
+        .arg(&w.mnt)
+        .output();
+    w.extra = vec!["--remote".into(), url.clone(), "--follow".into()];
+    fails(&w.try_mount(), 2, "not yet in a snapshot");
+    w.extra = vec!["--remote".into(), url];
+    w.mount();
+    assert!(w.path("d").is_dir());
 }

@@ -99,7 +99,7 @@ async fn restore_into(
         crate::history::checkpoint::check(c, head, |_| c.hash_bytes().map(Some), "the remote")?;
     }
     let (agent, _lock) = Agent::open_writer(home, name, master, true)?;
-    fetch_chain(&agent, remote, &seqs, &mut HashSet::new(), progress).await?;
+    fetch_chain(&agent, remote, &seqs, None, progress).await?;
     // Forget records must name the snapshots restored (checked again, with
     // the hash, by verify).
     agent.repo().index().forget(&forgotten)?;
@@ -120,18 +120,22 @@ async fn restore_into(
     Ok(head)
 }
 
+/// A check of one fetched snapshot before it is committed: its view (its
+/// objects readable, committed or pending) and the objects fetched for it.
+type PreCommit<'a> = &'a dyn Fn(&SnapshotView, &HashSet<ObjectId>) -> Result<()>;
+
 /// Fetches snapshots `seqs` (dense, each the next after the local head)
 /// from `remote` into `agent`: each envelope's sequence, parent link, key
 /// and format succession and manifest are checked, and every object of its
-/// pack parts is checked (tag and id) before it is stored; then the
-/// snapshot is committed to the local index. Returns the ids of the objects
-/// fetched. Stops at the first snapshot that does not verify, naming it;
-/// the snapshots before it stay committed (each is whole).
+/// pack parts is checked (tag and id) before it is stored; then `check`, if
+/// given, sees the snapshot, and only then is it committed to the local
+/// index. Stops at the first snapshot that fails, naming it; the snapshots
+/// before it stay committed, each whole.
 async fn fetch_chain(
     agent: &Agent,
     remote: &Remote,
     seqs: &[u64],
-    fetched: &mut HashSet<ObjectId>,
+    check: Option<PreCommit<'_>>,
     progress: &mut dyn FnMut(u64, u64),
 ) -> Result<()> {
     let keys = agent.repo().keys().clone();
@@ -178,8 +182,10 @@ async fn fetch_chain(
         }
         envelope::check_succession(prev_versions.0, prev_versions.1, &env)?;
         prev_versions = (env.key_version, env.format_version);
-        envelope::open_manifest(&keys, &env).map_err(|e| of_remote_snapshot(seq, e))?;
+        let manifest =
+            envelope::open_manifest(&keys, &env).map_err(|e| of_remote_snapshot(seq, e))?;
         let hash = env.hash();
+        let mut fetched = HashSet::new();
         let mut part = 0;
         while let Some(bytes) = remote.get_pack(&id, seq, &hash, part).await? {
             for (oid, kind, sealed) in
@@ -193,6 +199,13 @@ async fn fetch_chain(
             }
             part += 1;
         }
+        if let Some(check) = check {
+            check(
+                &SnapshotView::new(agent.repo().clone(), hash, manifest),
+                &fetched,
+            )
+            .map_err(|e| of_remote_snapshot(seq, e))?;
+        }
         agent
             .repo()
             .commit(&env)
@@ -202,38 +215,30 @@ async fn fetch_chain(
     Ok(())
 }
 
-/// Checks that every object snapshots `seqs` reference is stored: walks
-/// into the objects `fetched` now (each was checked when it was stored),
-/// each once, and stops at those stored before (checked then). Anything
-/// else is missing.
+/// Checks that every object `view` references is stored: walks into the
+/// objects `fetched` for it (each was checked when it was stored) and stops
+/// at those stored before (checked then, their subtrees complete). Objects
+/// a verified redaction record erased may be missing. Anything else is.
 fn check_complete(
     agent: &Agent,
-    seqs: std::ops::RangeInclusive<u64>,
+    view: &SnapshotView,
     fetched: &HashSet<ObjectId>,
+    redacted: &HashSet<ObjectId>,
 ) -> Result<()> {
-    let allowed = crate::history::redact::allowances(agent)?;
     let repo = agent.repo();
-    let walked = std::cell::RefCell::new(HashSet::new());
-    for seq in seqs {
-        let view = agent.snapshot(seq)?;
-        let skip = |oid: &ObjectId| {
-            allowed.allows(oid, seq)
-                || walked.borrow().contains(oid)
-                || (!fetched.contains(oid) && repo.index().object(oid).ok().flatten().is_some())
-        };
-        view.walk_objects(&skip, &mut |kind, oid| {
-            if !fetched.contains(oid) {
-                return Err(Error::corrupt(
-                    format!("{} {}", kind.name(), oid.to_hex()),
-                    "referenced by the snapshot but neither stored here nor on the remote",
-                ));
-            }
-            walked.borrow_mut().insert(*oid);
-            Ok(())
-        })
-        .map_err(|e| of_remote_snapshot(seq, e))?;
-    }
-    Ok(())
+    let skip = |oid: &ObjectId| {
+        redacted.contains(oid)
+            || (!fetched.contains(oid) && repo.index().object(oid).ok().flatten().is_some())
+    };
+    view.walk_objects(&skip, &mut |kind, oid| {
+        if fetched.contains(oid) {
+            return Ok(());
+        }
+        Err(Error::corrupt(
+            format!("{} {}", kind.name(), oid.to_hex()),
+            "referenced by the snapshot but neither stored here nor on the remote",
+        ))
+    })
 }
 
 /// What one [`pull`] did.
@@ -250,65 +255,114 @@ pub struct Pulled {
     pub stopped: Option<Error>,
 }
 
-/// Brings an agent that follows a writer up to the remote's head: the
-/// snapshots after the local head are fetched and checked one by one as a
-/// restore checks them (sequence, parent link, key and format succession,
-/// tag and payload hash, each object's tag and id before it is stored),
-/// then every object they reference must be stored (fetched now, or
-/// before), and the remote's new forget and redaction records are verified
-/// and stored. The new head is made durable and recorded as seen. A
-/// snapshot that does not verify, or whose parent is not the local head (a
-/// fork, or a rewritten history), ends the pull there ([`Pulled::stopped`],
-/// naming it): nothing from it on is taken, what came before is kept. An
-/// error is returned when the remote cannot be read, or when the snapshots
-/// taken reference an object neither stored nor fetched.
+/// Brings an agent that follows a writer up to the remote's head. First
+/// the remote must still list the local head (else it was rolled back, or
+/// this data dir holds snapshots never replicated: refused, naming it).
+/// The remote's forget and redaction records are verified and stored
+/// first, since they allow content to be missing. Then the snapshots after
+/// the local head are fetched one by one as a restore checks them
+/// (sequence, parent link, key and format succession, tag and payload hash,
+/// each object's tag and id before it is stored), and each is committed
+/// only once every object it references is stored (fetched now, or
+/// before), unless a verified forget record says its content is gone. The
+/// new head is made durable and recorded as seen. A snapshot that fails,
+/// or whose parent is not the local head (a fork, or a rewritten history),
+/// ends the pull there ([`Pulled::stopped`], naming it); what came before
+/// it is kept. An error is returned when the remote cannot be read or its
+/// records do not verify; snapshots committed before it are whole.
 pub async fn pull(agent: &Agent, remote: &Remote) -> Result<Pulled> {
     let keys = agent.repo().keys().clone();
     let id = keys.agent_id();
     let from = agent.repo().index().head_seq()?.unwrap_or(0);
-    let seqs = remote.list_envelopes(&id, from, usize::MAX).await?;
+    let mut seqs = remote
+        .list_envelopes(&id, from.saturating_sub(1), usize::MAX)
+        .await?;
+    if from > 0 {
+        if seqs.first() != Some(&from) {
+            return Err(Error::ChainBroken {
+                seq: from,
+                detail: format!(
+                    "the remote {} no longer lists snapshot {from}, which this machine holds verified: it was rolled back, or this data dir holds snapshots that were never replicated",
+                    remote.shown_url()
+                ),
+            });
+        }
+        seqs.remove(0);
+    }
     let remote_head = seqs.last().copied().unwrap_or(from);
-    let mut fetched = HashSet::new();
-    let stopped = fetch_chain(agent, remote, &seqs, &mut fetched, &mut |_, _| {})
+    // Records first: what they say is gone is not a gap.
+    let known = agent.repo().index().forgotten()?;
+    let mut forget = Vec::new();
+    for (seq, raw) in remote.list_forgotten(&id).await? {
+        if known.contains_key(&seq) {
+            continue;
+        }
+        let r = crate::history::retention::ForgetRecord::parse(&raw, &keys, seq, None)
+            .map_err(|e| of_remote_snapshot(seq, e))?;
+        forget.push((seq, r.at_ms, raw));
+    }
+    crate::history::redact::fetch_remote(agent, remote).await?;
+    let redacted = crate::history::redact::redacted(agent)?;
+    let content_gone: HashSet<u64> = known
+        .keys()
+        .copied()
+        .chain(forget.iter().map(|f| f.0))
+        .collect();
+    let check = |view: &SnapshotView, fetched: &HashSet<ObjectId>| {
+        if content_gone.contains(&view.seq()) {
+            return Ok(());
+        }
+        check_complete(agent, view, fetched, &redacted)
+    };
+    let stopped = fetch_chain(agent, remote, &seqs, Some(&check), &mut |_, _| {})
         .await
         .err();
-    // What arrived before a failure is whole: check and keep it.
     let head = agent.repo().index().head_seq()?.unwrap_or(0);
+    // Forget rows only for snapshots held here (the rest come next time).
+    forget.retain(|f| f.0 <= head);
+    agent.repo().index().forget(&forget)?;
     if head > from {
-        check_complete(agent, from + 1..=head, &fetched)?;
         agent.make_durable(&agent.head()?)?;
         agent
             .repo()
             .index()
             .set_meta(META_REPLICATED, Some(head.to_string().as_bytes()))?;
     }
-    if stopped.is_some() {
-        return Ok(Pulled {
-            from,
-            head,
-            remote_head,
-            stopped,
-        });
-    }
-    // Forget records: each verified and naming a snapshot held here.
-    let known = agent.repo().index().forgotten()?;
-    let mut forgotten = Vec::new();
-    for (seq, raw) in remote.list_forgotten(&id).await? {
-        if known.contains_key(&seq) || seq > head {
-            continue;
-        }
-        let r = crate::history::retention::ForgetRecord::parse(&raw, &keys, seq, None)
-            .map_err(|e| of_remote_snapshot(seq, e))?;
-        forgotten.push((seq, r.at_ms, raw));
-    }
-    agent.repo().index().forget(&forgotten)?;
-    crate::history::redact::fetch_remote(agent, remote).await?;
     Ok(Pulled {
         from,
         head,
         remote_head,
-        stopped: None,
+        stopped,
     })
+}
+
+/// Carries out here what the writer's records say, after a [`pull`]:
+/// objects a verified redaction record erased leave the local packs, and
+/// if snapshots were forgotten since `forgotten_before` (a count of forget
+/// rows), content no retained snapshot references is pruned. Needs the
+/// writer lock (no mount serving the data dir). Returns the objects erased
+/// and pruned.
+pub fn carry_out_records(agent: &Agent, forgotten_before: usize) -> Result<(usize, u64)> {
+    let erased = crate::history::redact::redacted(agent)?;
+    let mut n = 0;
+    if !erased.is_empty() {
+        let dead: Vec<_> = agent
+            .repo()
+            .index()
+            .all_objects()?
+            .into_iter()
+            .filter(|o| erased.contains(&o.0))
+            .collect();
+        if !dead.is_empty() {
+            crate::repo::repack::remove_objects(agent.repo(), &dead)?;
+            n = dead.len();
+        }
+    }
+    let mut pruned = 0;
+    if agent.repo().index().forgotten()?.len() > forgotten_before {
+        pruned = crate::history::retention::prune_local(agent, &mut |_, _| {})?.objects_removed;
+    }
+    Ok((n, pruned))
 }
 
 /// Names snapshot `seq` (as read from the remote) in an error about its
@@ -325,6 +379,7 @@ fn of_remote_snapshot(seq: u64, e: Error) -> Error {
             what: format!("{what}{at}"),
             detail,
         },
+        Error::MissingObject { id, kind, .. } => Error::MissingObject { id, kind, seq },
         Error::UnknownFormatVersion(found, known) => Error::ChainBroken {
             seq,
             detail: format!(

@@ -52,12 +52,15 @@ pub fn restore_if_remote_has(
     Ok(())
 }
 
-/// A follower before it serves: fetches what the writer replicated since
-/// the last run (verified, as the follower thread does), then carries out
-/// here what the writer's records say: objects a redaction record erased
-/// are removed from the local packs, and content only newly forgotten
-/// snapshots held is pruned. A remote that stops verifying is left to the
-/// follower thread, which reports it and keeps serving what verified.
+/// A follower before it serves: refuses a data dir whose journal holds
+/// operations on its head (a writer's, not yet committed: committing them
+/// here would fork from the remote), fetches what the writer replicated
+/// since the last run (verified, as the follower thread does), then carries
+/// out here what the writer's records say ([`restore::carry_out_records`]).
+/// A remote that cannot be read or does not verify is left to the follower
+/// thread, which polls it again, reports it, and stops there.
+///
+/// [`restore::carry_out_records`]: crate::history::restore::carry_out_records
 pub fn catch_up_follower(
     home: &Home,
     agent: &AgentName,
@@ -65,6 +68,16 @@ pub fn catch_up_follower(
     remote: &Remote,
 ) -> Result<()> {
     let (a, _lock) = crate::repo::agent::Agent::open_writer(home, agent, master, false)?;
+    let head = a.head()?;
+    let (_, records) = crate::repo::journal::Journal::open(&a.data_dir())?;
+    if records
+        .iter()
+        .any(|r| r.seq == head.seq() && r.hash == head.hash())
+    {
+        return Err(Error::Invalid(format!(
+            "agent {agent} has operations a writer made here that are not yet in a snapshot: mount it once without --follow (as the writer) before following"
+        )));
+    }
     let forgotten_before = a.repo().index().forgotten()?.len();
     let rt = crate::repo::remote::runtime()?;
     match rt.block_on(crate::history::restore::pull(&a, remote)) {
@@ -72,36 +85,17 @@ pub fn catch_up_follower(
             tracing::info!("following: fetched snapshots {}..={}", p.from + 1, p.head)
         }
         Ok(_) => {}
-        // The follower thread meets it again, reports it, and stops there.
         Err(e) => tracing::warn!(
             "following {}: {e}; serving what is here",
             remote.shown_url()
         ),
     }
-    let erased = crate::history::redact::redacted(&a)?;
-    if !erased.is_empty() {
-        let dead: Vec<_> = a
-            .repo()
-            .index()
-            .all_objects()?
-            .into_iter()
-            .filter(|o| erased.contains(&o.0))
-            .collect();
-        if !dead.is_empty() {
-            crate::repo::repack::remove_objects(a.repo(), &dead)?;
-            tracing::info!(
-                "redaction: erased {} objects here, as the writer did",
-                dead.len()
-            );
-        }
+    let (erased, pruned) = crate::history::restore::carry_out_records(&a, forgotten_before)?;
+    if erased > 0 {
+        tracing::info!("redaction: erased {erased} objects here, as the writer did");
     }
-    if a.repo().index().forgotten()?.len() > forgotten_before {
-        let r = crate::history::retention::prune_local(&a, &mut |_, _| {})?;
-        tracing::info!(
-            "retention: removed {} objects ({} bytes) of snapshots the writer forgot",
-            r.objects_removed,
-            r.bytes_removed
-        );
+    if pruned > 0 {
+        tracing::info!("retention: removed {pruned} objects of snapshots the writer forgot");
     }
     Ok(())
 }

@@ -209,6 +209,43 @@ fn live_attr(e: &Engine, i: &Inode, ino: u64) -> Result<Attr> {
     })
 }
 
+/// What the kernel must drop of what it caches of `referenced` (live
+/// inode numbers) when the tree moves from `old` to `new`: each inode whose
+/// record changed, and each changed name in such a directory.
+fn changes(
+    old: &crate::repo::view::SnapshotView,
+    new: &crate::repo::view::SnapshotView,
+    referenced: &[u64],
+) -> Result<Vec<Invalidation>> {
+    let mut out = Vec::new();
+    for &ino in referenced {
+        let (a, b) = (old.inode(ino)?, new.inode(ino)?);
+        if a == b {
+            continue;
+        }
+        out.push(Invalidation::Inode(ino));
+        let entries = |v: &crate::repo::view::SnapshotView, i: &Option<Inode>| match i {
+            Some(i) if i.file_type() == FileType::Dir => v.entries(i.ino).map(Some),
+            _ => Ok(None),
+        };
+        let (ea, eb) = (entries(old, &a)?, entries(new, &b)?);
+        let empty = Default::default();
+        let (ea, eb) = (
+            ea.as_deref().unwrap_or(&empty),
+            eb.as_deref().unwrap_or(&empty),
+        );
+        for (name, e) in ea {
+            if eb.get(name) != Some(e) {
+                out.push(Invalidation::Entry(ino, name.clone()));
+            }
+        }
+        for name in eb.keys().filter(|n| !ea.contains_key(*n)) {
+            out.push(Invalidation::Entry(ino, name.clone()));
+        }
+    }
+    Ok(out)
+}
+
 /// The mounted filesystem.
 pub struct Fs {
     engine: Arc<RwLock<Engine>>,
@@ -1384,32 +1421,16 @@ impl Fs {
             .copied()
             .filter(|i| !Snapshots::owns(*i))
             .collect();
-        let mut invalidate = Vec::new();
-        for ino in referenced {
-            let (a, b) = (old.inode(ino)?, new.inode(ino)?);
-            if a == b {
-                continue;
+        let mut invalidate = match changes(&old, &new, &referenced) {
+            Ok(v) => v,
+            Err(e) => {
+                // The new head is shown already: tell the kernel to drop
+                // everything it holds rather than nothing (names then
+                // expire with their entry lifetime).
+                tracing::warn!("following: what changed in snapshot {}: {e}", new.seq());
+                referenced.into_iter().map(Invalidation::Inode).collect()
             }
-            invalidate.push(Invalidation::Inode(ino));
-            let entries = |v: &crate::repo::view::SnapshotView, i: &Option<Inode>| match i {
-                Some(i) if i.file_type() == FileType::Dir => v.entries(i.ino).map(Some),
-                _ => Ok(None),
-            };
-            let (ea, eb) = (entries(&old, &a)?, entries(&new, &b)?);
-            let empty = Default::default();
-            let (ea, eb) = (
-                ea.as_deref().unwrap_or(&empty),
-                eb.as_deref().unwrap_or(&empty),
-            );
-            for (name, e) in ea {
-                if eb.get(name) != Some(e) {
-                    invalidate.push(Invalidation::Entry(ino, name.clone()));
-                }
-            }
-            for name in eb.keys().filter(|n| !ea.contains_key(*n)) {
-                invalidate.push(Invalidation::Entry(ino, name.clone()));
-            }
-        }
+        };
         // `.snapshots` grew and `latest` points elsewhere.
         invalidate.push(Invalidation::Inode(snapshots::DIR_INO));
         invalidate.push(Invalidation::Inode(snapshots::LATEST_INO));
