@@ -121,6 +121,9 @@ impl Drop for Heartbeats {
     }
 }
 
+/// The longest heartbeat interval a writer mount takes (`--heartbeat-secs`).
+pub const MAX_INTERVAL_MS: u64 = 3_600_000;
+
 /// The least time a takeover watches the remote when the writer left no
 /// heartbeat to say how often it beats.
 pub const DEFAULT_QUIET: Duration = Duration::from_secs(30);
@@ -167,7 +170,11 @@ pub fn takeover(
         None => quiet.max(DEFAULT_QUIET),
         // Its mount stopped cleanly: only a restart would show now.
         Some(b) if b.stopped => quiet,
-        Some(b) => quiet.max(Duration::from_millis(b.interval_ms.saturating_mul(3))),
+        // Capped at the longest interval a mount accepts: the file is not
+        // signed, and a forged one must not hold a takeover for ever.
+        Some(b) => quiet.max(Duration::from_millis(
+            b.interval_ms.min(MAX_INTERVAL_MS).saturating_mul(3),
+        )),
     };
     progress(&format!(
         "at snapshot {head}; watching the remote {} for {} s for a live writer",
