@@ -73,6 +73,16 @@ impl<K: Eq + Hash + Clone, V> Lru<K, V> {
         }
     }
 
+    /// Drops the value of `k`, if cached.
+    pub fn remove(&self, k: &K) {
+        let mut g = self.inner.lock().expect("cache lock");
+        let inner = &mut *g;
+        if let Some((_, s, t)) = inner.map.remove(k) {
+            inner.used -= s;
+            inner.order.remove(&t);
+        }
+    }
+
     /// Bytes currently charged.
     pub fn used(&self) -> usize {
         self.inner.lock().expect("cache lock").used
@@ -95,5 +105,10 @@ mod tests {
         assert_eq!(c.used(), 8);
         c.insert(4, Arc::new("too big"), 11);
         assert!(c.get(&4).is_none());
+        c.remove(&1);
+        assert!(c.get(&1).is_none());
+        assert_eq!(c.used(), 4, "its charge is returned");
+        c.remove(&1);
+        assert_eq!(c.used(), 4);
     }
 }

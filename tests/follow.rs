@@ -380,6 +380,27 @@ fn the_kernel_sees_the_new_snapshot_as_soon_as_the_follower_shows_it() {
 /// one that was behind takes the snapshots whose objects the redaction
 /// removed from the remote (the record says they are gone, so that is not
 /// a gap). What remains verifies on both.
+/// The writer `w` writes `secret.bin` (300,000 bytes), then removes it;
+/// each replicated, then `w` unmounts. Returns the snapshot that held it
+/// and the head.
+fn secret_then_removed(w: &Mounted) -> (u64, u64) {
+    w.sh("head -c 300000 /dev/urandom > secret.bin");
+    let with_secret = w.wait_replicated();
+    w.sh("rm secret.bin && echo more >> keep.txt");
+    std::thread::sleep(Duration::from_millis(400));
+    let head = w.wait_replicated();
+    w.unmount();
+    (with_secret, head)
+}
+
+/// The objects in `m`'s local index.
+fn objects(m: &Mounted) -> u64 {
+    m.index_sql("SELECT count(*) FROM objects")
+        .trim()
+        .parse()
+        .unwrap()
+}
+
 #[test]
 fn a_redaction_by_the_writer_is_carried_out_on_the_followers() {
     let remote = tempfile::tempdir().unwrap();
@@ -393,24 +414,13 @@ fn a_redaction_by_the_writer_is_carried_out_on_the_followers() {
     wait_latest(&g, base);
     g.unmount();
 
-    w.sh("head -c 300000 /dev/urandom > secret.bin");
-    let with_secret = w.wait_replicated();
-    w.sh("rm secret.bin && echo more >> keep.txt");
-    std::thread::sleep(Duration::from_millis(400));
-    let head = w.wait_replicated();
-    w.unmount();
+    let (with_secret, head) = secret_then_removed(&w);
 
     let f = follower(&w, &url, "machine-b");
     f.mount();
     wait_latest(&f, head);
     let old = format!(".snapshots/{with_secret:010}/secret.bin");
     assert_eq!(std::fs::read(f.path(&old)).unwrap().len(), 300000);
-    let objects = |m: &Mounted| -> u64 {
-        m.index_sql("SELECT count(*) FROM objects")
-            .trim()
-            .parse()
-            .unwrap()
-    };
     f.unmount();
     let before = objects(&f);
 
@@ -431,6 +441,78 @@ fn a_redaction_by_the_writer_is_carried_out_on_the_followers() {
     }
     assert!(objects(&f) < before, "nothing erased on the follower");
     let log = std::fs::read_to_string(f.home.join("logs/red.log")).unwrap();
+    assert!(log.contains("redaction: erased"), "{log}");
+}
+
+/// A redaction the writer makes while a follower serves is carried out
+/// there at the next poll, without a restart: the erased content is
+/// refused (EIO) in history, also through a handle opened before and a
+/// read the kernel and the follower had cached; it leaves the follower's
+/// packs; everything else reads on.
+#[test]
+fn a_redaction_reaches_a_follower_while_it_serves() {
+    use std::os::unix::fs::FileExt;
+    let remote = tempfile::tempdir().unwrap();
+    let url = format!("file://{}", remote.path().display());
+    let w = Mounted::new("live", &["--remote", &url]);
+    w.sh("echo keep > keep.txt");
+    let (with_secret, head) = secret_then_removed(&w);
+
+    let f = follower(&w, &url, "machine-b");
+    f.mount();
+    wait_latest(&f, head);
+    let old = f.path(&format!(".snapshots/{with_secret:010}/secret.bin"));
+    // In the kernel's page cache and the follower's chunk cache, and a
+    // handle held open across the redaction.
+    let secret = std::fs::read(&old).unwrap();
+    assert_eq!(secret.len(), 300000);
+    let held = std::fs::File::open(&old).unwrap();
+    let mut buf = vec![0u8; 4096];
+    held.read_exact_at(&mut buf, 0).unwrap();
+    assert_eq!(buf, secret[..4096]);
+    let before = objects(&f);
+
+    let o = w.sovseal(&["redact", "--agent", "live", "--remote", &url, "/secret.bin"]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let t0 = Instant::now();
+    while std::fs::read(&old).is_ok() {
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "the follower still serves the redacted file: {}",
+            f.status()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let e = std::fs::read(&old).unwrap_err();
+    assert_eq!(e.raw_os_error(), Some(libc::EIO), "{e}");
+    let e = held.read_exact_at(&mut buf, 0).unwrap_err();
+    assert_eq!(
+        e.raw_os_error(),
+        Some(libc::EIO),
+        "through the held handle: {e}"
+    );
+    assert_eq!(
+        text(&std::fs::read(f.path("keep.txt")).unwrap()),
+        "keep\nmore\n"
+    );
+    assert_eq!(
+        std::fs::read_link(f.path(".snapshots/latest")).unwrap(),
+        PathBuf::from(format!("{head:010}"))
+    );
+    let st = f.status();
+    assert!(st["following"]["error"].is_null(), "{st}");
+    // The remote it follows, not its home's default remote.
+    let shown = st["following"]["remote"].as_str().unwrap_or_default();
+    assert!(shown.contains(&*remote.path().to_string_lossy()), "{st}");
+    assert_eq!(st["remote"], st["following"]["remote"], "{st}");
+    assert!(
+        objects(&f) < before,
+        "nothing erased from the follower's packs"
+    );
+    drop(held);
+    f.unmount();
+    f.verify();
+    let log = std::fs::read_to_string(f.home.join("logs/live.log")).unwrap();
     assert!(log.contains("redaction: erased"), "{log}");
 }
 

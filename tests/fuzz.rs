@@ -1085,7 +1085,7 @@ pub fn target_remote_listing(data: &[u8]) {
                 "checkpoint {s}: {names:?}"
             );
         }
-        let fg = remote.list_forgotten(&agent).await.unwrap();
+        let fg = remote.list_forgotten(&agent, &|_| false).await.unwrap();
         assert!(fg.windows(2).all(|w| w[0].0 < w[1].0), "{fg:?}");
         for (s, body) in &fg {
             assert_eq!(
@@ -1097,7 +1097,7 @@ pub fn target_remote_listing(data: &[u8]) {
         // Redaction records: every object below `redactions/`, in name
         // order (each is then parsed and verified by the caller).
         let red: Vec<Vec<u8>> = remote
-            .list_redactions(&agent)
+            .list_redactions(&agent, &|_| false)
             .await
             .unwrap()
             .into_iter()

@@ -148,18 +148,21 @@ pub(super) fn status(args: StatusArgs, out: &mut dyn Write) -> Result<()> {
         checkpoint_error,
     } = crate::repo::replication_state::ReplicationState::read(&a)?;
     let (queued_objects, queued_bytes) = a.repo().index().objects_after(replicated)?;
-    let remote = crate::repo::remote::shown(&match remote {
-        Some(u) => u,
-        None => home.remote_for(a.name(), None)?,
-    });
+    let follow = crate::repo::replication_state::FollowState::read(&a)?;
+    // The remote this data dir replicates to, else the one it follows.
+    let remote = match (remote, follow.as_ref().and_then(|f| f.remote.clone())) {
+        (Some(u), _) => crate::repo::remote::shown(&u),
+        (None, Some(followed)) => followed,
+        (None, None) => crate::repo::remote::shown(&home.remote_for(a.name(), None)?),
+    };
     let verified = crate::history::verify::last_verified(&a);
     let checkpointed = crate::history::checkpoint::checkpointed_seq(&a)?;
     let daemon = crate::repo::agent::writer_pid(&home, a.name());
     // Written before durability was recorded: all of it is durable.
     let durable = a.repo().index().durable_seq()?.unwrap_or(head);
-    let follow = crate::repo::replication_state::FollowState::read(&a)?;
     let following = follow.as_ref().map(|f| {
         serde_json::json!({
+            "remote": f.remote,
             "remote_head": f.remote_head,
             "behind": f.remote_head.saturating_sub(head),
             "polled_at": rfc3339_ms(f.polled_at_ms),

@@ -400,11 +400,22 @@ pub async fn apply_remote(agent: &Agent, remote: &Remote, r: &Record) -> Result<
     Ok(rewritten)
 }
 
-/// Fetches the remote's redaction records (each verified) and stores them
-/// locally (restore).
+/// Fetches the remote's redaction records not held here yet (each
+/// verified) and stores them locally (restore, followers); returns how many
+/// were new.
 pub async fn fetch_remote(agent: &Agent, remote: &Remote) -> Result<usize> {
     let id = agent.repo().keys().agent_id();
-    let all = remote.list_redactions(&id).await?;
+    let here: HashSet<String> = match agent.data()?.sub_if_exists(LOCAL_DIR)? {
+        Some(dir) => dir
+            .json_names()?
+            .into_iter()
+            .filter_map(|n| n.into_string().ok())
+            .collect(),
+        None => HashSet::new(),
+    };
+    let all = remote
+        .list_redactions(&id, &|name| here.contains(name))
+        .await?;
     for (name, raw) in &all {
         let r = Record::parse(raw, agent.repo().keys()).map_err(|e| match e {
             Error::Corrupt { detail, .. } => {

@@ -89,7 +89,7 @@ async fn restore_into(
     // Forget records: snapshots whose content retention removed. Each must
     // verify (a remote cannot pass a deletion off as a forget).
     let mut forgotten = Vec::new();
-    for (seq, raw) in remote.list_forgotten(&id).await? {
+    for (seq, raw) in remote.list_forgotten(&id, &|_| false).await? {
         let r = crate::history::retention::ForgetRecord::parse(&raw, &keys, seq, None)
             .map_err(|e| of_remote_snapshot(seq, e))?;
         forgotten.push((seq, r.at_ms, raw));
@@ -253,6 +253,10 @@ pub struct Pulled {
     /// Why the pull stopped before the remote's head: the first snapshot
     /// that did not verify (those before it are whole and kept).
     pub stopped: Option<Error>,
+    /// Forget records taken in (of snapshots held here).
+    pub forgotten: usize,
+    /// Redaction records taken in.
+    pub redactions: usize,
 }
 
 /// Brings an agent that follows a writer up to the remote's head. First
@@ -291,20 +295,17 @@ pub async fn pull(agent: &Agent, remote: &Remote) -> Result<Pulled> {
     }
     let remote_head = seqs.last().copied().unwrap_or(from);
     // Records first: what they say is gone is not a gap.
-    let known = agent.repo().index().forgotten()?;
+    let known = agent.repo().index().forgotten_seqs()?;
     let mut forget = Vec::new();
-    for (seq, raw) in remote.list_forgotten(&id).await? {
-        if known.contains_key(&seq) {
-            continue;
-        }
+    for (seq, raw) in remote.list_forgotten(&id, &|s| known.contains(&s)).await? {
         let r = crate::history::retention::ForgetRecord::parse(&raw, &keys, seq, None)
             .map_err(|e| of_remote_snapshot(seq, e))?;
         forget.push((seq, r.at_ms, raw));
     }
-    crate::history::redact::fetch_remote(agent, remote).await?;
+    let redactions = crate::history::redact::fetch_remote(agent, remote).await?;
     let redacted = crate::history::redact::redacted(agent)?;
     let content_gone: HashSet<u64> = known
-        .keys()
+        .iter()
         .copied()
         .chain(forget.iter().map(|f| f.0))
         .collect();
@@ -333,19 +334,23 @@ pub async fn pull(agent: &Agent, remote: &Remote) -> Result<Pulled> {
         head,
         remote_head,
         stopped,
+        forgotten: forget.len(),
+        redactions,
     })
 }
 
 /// Carries out here what the writer's records say, after a [`pull`]:
-/// objects a verified redaction record erased leave the local packs, and
-/// if snapshots were forgotten since `forgotten_before` (a count of forget
-/// rows), content no retained snapshot references is pruned. Needs the
-/// writer lock (no mount serving the data dir). Returns the objects erased
-/// and pruned.
-pub fn carry_out_records(agent: &Agent, forgotten_before: usize) -> Result<(usize, u64)> {
+/// objects a verified redaction record erased are no longer served
+/// ([`crate::repo::Repo::erase`]) and leave the local packs, and if `prune`
+/// (snapshots were forgotten since the last time), content no retained
+/// snapshot references is pruned. Needs the writer lock; a mount serving
+/// the data dir may go on reading meanwhile (reads of moved objects are
+/// retried at their new place). Returns the objects erased and pruned.
+pub fn carry_out_records(agent: &Agent, prune: bool) -> Result<(usize, u64)> {
     let erased = crate::history::redact::redacted(agent)?;
     let mut n = 0;
     if !erased.is_empty() {
+        agent.repo().erase(&erased);
         let dead: Vec<_> = agent
             .repo()
             .index()
@@ -359,7 +364,7 @@ pub fn carry_out_records(agent: &Agent, forgotten_before: usize) -> Result<(usiz
         }
     }
     let mut pruned = 0;
-    if agent.repo().index().forgotten()?.len() > forgotten_before {
+    if prune {
         pruned = crate::history::retention::prune_local(agent, &mut |_, _| {})?.objects_removed;
     }
     Ok((n, pruned))

@@ -10,7 +10,9 @@
 //! stops the follower from advancing for good: the last verified snapshot
 //! stays served, and the error is logged and recorded for `sovseal status`.
 //! A remote that cannot be reached is retried at the next poll. The
-//! follower never writes to the remote.
+//! writer's new forget and redaction records are carried out while the
+//! mount serves: erased content is refused at once and the kernel drops
+//! what it cached. The follower never writes to the remote.
 
 use crate::history::restore;
 use crate::mount::fs::Fs;
@@ -116,13 +118,14 @@ fn step(
                 )))
             })
     });
-    let (moved, err) = match pulled {
+    let (moved, records, err) = match pulled {
         Ok(p) => {
             state.remote_head = p.remote_head;
             state.polled_at_ms = now_ms();
-            (p.head > p.from, p.stopped)
+            state.remote = Some(remote.shown_url());
+            (p.head > p.from, (p.forgotten, p.redactions), p.stopped)
         }
-        Err(e) => (false, Some(e)),
+        Err(e) => (false, (0, 0), Some(e)),
     };
     // What was pulled is whole and verified, even if the pull then
     // stopped: show it.
@@ -140,6 +143,9 @@ fn step(
                 state.stalled = true;
             }
         }
+    }
+    if records != (0, 0) {
+        carry_out(fs, kernel, agent, records.0 > 0);
     }
     match err {
         None if !state.stalled => state.error = None,
@@ -159,5 +165,29 @@ fn step(
     }
     if let Err(e) = state.write(agent) {
         tracing::warn!("following: cannot record the follower's state: {e}");
+    }
+}
+
+/// Carries out new forget and redaction records of the writer while the
+/// mount serves: what a redaction erased is refused at once (and leaves the
+/// local packs), forgotten content is pruned (`prune`), then the kernel
+/// drops every page and attribute it cached, history included, so that no
+/// erased byte is served from its cache either.
+fn carry_out(fs: &Fs, kernel: &Invalidator, agent: &Agent, prune: bool) {
+    match restore::carry_out_records(agent, prune) {
+        Ok((erased, pruned)) => {
+            kernel.invalidate(&fs.everything_cached());
+            if erased > 0 {
+                tracing::info!("redaction: erased {erased} objects here, as the writer did");
+            }
+            if pruned > 0 {
+                tracing::info!(
+                    "retention: removed {pruned} objects of snapshots the writer forgot"
+                );
+            }
+        }
+        // Reads of erased objects are refused already (the erasure comes
+        // first); the packs are rewritten at the next start.
+        Err(e) => tracing::warn!("following: carrying out the writer's records: {e}"),
     }
 }

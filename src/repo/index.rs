@@ -738,6 +738,13 @@ impl Index {
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
+    /// The sequence numbers of the forget records stored (not verified).
+    pub fn forgotten_seqs(&self) -> Result<std::collections::BTreeSet<u64>> {
+        let mut st = self.conn.prepare_cached("SELECT seq FROM forgotten")?;
+        let rows = st.query_map([], |r| r.get(0))?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
     /// The forget record stored for snapshot `seq`, if any (not verified:
     /// see `Agent::is_forgotten`).
     pub fn forget_record(&self, seq: u64) -> Result<Option<Vec<u8>>> {

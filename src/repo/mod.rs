@@ -51,8 +51,8 @@ use crate::seal::tree::{
     self, ChunkRef, DirIndex, Entries, Inode, ObjectId, ObjectKind, PageMapNode,
 };
 use crate::{Error, Result};
-use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
 /// Byte budget of the metadata cache (pages, directories, chunk lists).
 pub const META_CACHE_BYTES: usize = 64 << 20;
@@ -125,6 +125,12 @@ pub struct Repo {
     pending: Mutex<HashMap<ObjectId, NewObject>>,
     meta: Lru<ObjectId, Meta>,
     chunks: Lru<ObjectId, Vec<u8>>,
+    /// Objects erased while this handle serves (a follower carrying out a
+    /// redaction): never read or cached again, whatever the packs still
+    /// hold. Held for reading across a cache insert, so that an erasure
+    /// (which takes it for writing, then empties the caches of those
+    /// objects) never races a reader putting one back.
+    erased: RwLock<HashSet<ObjectId>>,
     sealed_bytes: std::sync::atomic::AtomicU64,
 }
 
@@ -138,6 +144,7 @@ impl Repo {
             pending: Mutex::new(HashMap::new()),
             meta: Lru::new(META_CACHE_BYTES),
             chunks: Lru::new(CHUNK_CACHE_BYTES),
+            erased: RwLock::new(HashSet::new()),
             sealed_bytes: std::sync::atomic::AtomicU64::new(0),
         }
     }
@@ -248,24 +255,53 @@ impl Repo {
     }
 
     fn locate(&self, kind: ObjectKind, id: &ObjectId) -> Result<Location> {
+        let missing = || Error::MissingObject {
+            id: id.to_hex(),
+            kind: kind.name(),
+            seq: 0,
+        };
+        if self.erased.read().expect("erased").contains(id) {
+            return Err(missing());
+        }
         if let Some(o) = self.pending.lock().expect("pending").get(id) {
             return Ok(o.loc);
         }
         match self.index().object(id)? {
             Some((_, loc)) => Ok(loc),
-            None => Err(Error::MissingObject {
-                id: id.to_hex(),
-                kind: kind.name(),
-                seq: 0,
-            }),
+            None => Err(missing()),
+        }
+    }
+
+    /// The sealed bytes of an object. A pack rewritten meanwhile (a prune
+    /// or an erasure while this handle serves) moves the object or removes
+    /// it: a read that fails is retried once at its new location.
+    fn read_sealed(&self, kind: ObjectKind, id: &ObjectId) -> Result<Vec<u8>> {
+        let loc = self.locate(kind, id)?;
+        match self.store.read(&loc) {
+            Ok(b) => Ok(b),
+            Err(e) => match self.locate(kind, id)? {
+                moved if moved != loc => self.store.read(&moved),
+                _ => Err(e),
+            },
         }
     }
 
     /// Reads and opens an object (tag verified), bypassing the caches.
     pub fn open_raw(&self, kind: ObjectKind, id: &ObjectId) -> Result<Vec<u8>> {
-        let loc = self.locate(kind, id)?;
-        let sealed = self.store.read(&loc)?;
+        let sealed = self.read_sealed(kind, id)?;
         envelope::open_object(&self.keys, kind, id, &sealed)
+    }
+
+    /// Erases `ids` from what this handle serves, at once: they are never
+    /// read again (a missing object) and leave the caches. The packs are
+    /// rewritten apart ([`repack::remove_objects`]).
+    pub fn erase(&self, ids: &HashSet<ObjectId>) {
+        let mut erased = self.erased.write().expect("erased");
+        for id in ids {
+            self.chunks.remove(id);
+            self.meta.remove(id);
+        }
+        erased.extend(ids.iter().copied());
     }
 
     /// Like [`Repo::open_raw`], and also re-derives the id from the plaintext.
@@ -279,8 +315,7 @@ impl Repo {
         kind: ObjectKind,
         id: &ObjectId,
     ) -> Result<(Vec<u8>, u32)> {
-        let loc = self.locate(kind, id)?;
-        let sealed = self.store.read(&loc)?;
+        let sealed = self.read_sealed(kind, id)?;
         let (plain, v) = envelope::open_object_versioned(&self.keys, kind, id, &sealed)?;
         if envelope::object_id_v(&self.keys, v, kind, &plain) != *id {
             return Err(Error::corrupt(
@@ -301,7 +336,10 @@ impl Repo {
     pub fn cache_chunk(&self, id: ObjectId, plaintext: Vec<u8>) -> Arc<Vec<u8>> {
         let c = Arc::new(plaintext);
         let size = weight::chunk(&c) + weight::CACHE_ENTRY;
-        self.chunks.insert(id, c.clone(), size);
+        let erased = self.erased.read().expect("erased");
+        if !erased.contains(&id) {
+            self.chunks.insert(id, c.clone(), size);
+        }
         c
     }
 
@@ -345,8 +383,11 @@ impl Repo {
     }
 
     fn keep(&self, id: ObjectId, meta: Meta, size: usize) {
-        self.meta
-            .insert(id, Arc::new(meta), size + weight::CACHE_ENTRY);
+        let erased = self.erased.read().expect("erased");
+        if !erased.contains(&id) {
+            self.meta
+                .insert(id, Arc::new(meta), size + weight::CACHE_ENTRY);
+        }
     }
 
     /// The bytes the metadata cache and the chunk cache charge now, each

@@ -280,13 +280,28 @@ impl Remote {
 
     /// Sequence numbers named by the `<seq>.json` files under the agent's
     /// `sub` directory, ascending (some stores list unsorted: collect, sort).
-    async fn list_seqs(&self, agent: &AgentId, sub: &str, op: &str) -> Result<Vec<u64>> {
+    /// The sequence numbers named in `sub`, ascending, those after `after`
+    /// only. The listing starts after `after`'s name (S3's `start-after`, a
+    /// key range on PostgreSQL): it costs what is listed, not the whole
+    /// history, on stores that can start there.
+    async fn list_seqs(
+        &self,
+        agent: &AgentId,
+        sub: &str,
+        op: &str,
+        after: u64,
+    ) -> Result<Vec<u64>> {
         let dir = self.agent_dir(agent).join(sub);
         let mut seqs = Vec::new();
-        let mut s = self.store.list(Some(&dir));
+        let mut s = if after == 0 {
+            self.store.list(Some(&dir))
+        } else {
+            self.store
+                .list_with_offset(Some(&dir), &dir.clone().join(format!("{after:020}.json")))
+        };
         while let Some(m) = s.next().await {
             let m = m.map_err(|e| list_err(op, &dir, e))?;
-            seqs.extend(seq_named(&dir, &m.location));
+            seqs.extend(seq_named(&dir, &m.location).filter(|s| *s > after));
         }
         seqs.sort_unstable();
         seqs.dedup();
@@ -316,12 +331,11 @@ impl Remote {
         after: u64,
         limit: usize,
     ) -> Result<Vec<u64>> {
-        let seqs = self.list_seqs(agent, "envelopes", "list envelopes").await?;
-        Ok(seqs
-            .into_iter()
-            .filter(|s| *s > after)
-            .take(limit)
-            .collect())
+        let mut seqs = self
+            .list_seqs(agent, "envelopes", "list envelopes", after)
+            .await?;
+        seqs.truncate(limit);
+        Ok(seqs)
     }
 
     /// Deletes the envelope of `seq` (seed 000 `delete`). Missing is fine.
@@ -386,7 +400,7 @@ impl Remote {
 
     /// Sequence numbers of the checkpoints present, ascending.
     pub async fn list_checkpoints(&self, agent: &AgentId) -> Result<Vec<u64>> {
-        self.list_seqs(agent, "checkpoints", "list checkpoints")
+        self.list_seqs(agent, "checkpoints", "list checkpoints", 0)
             .await
     }
 
@@ -424,13 +438,18 @@ impl Remote {
             .map_err(|e| remote_err("put forget record", e))
     }
 
-    /// Every forget record present: (seq, JSON).
-    pub async fn list_forgotten(&self, agent: &AgentId) -> Result<Vec<(u64, Vec<u8>)>> {
+    /// Every forget record present but those `known` (listed, not
+    /// fetched): (seq, JSON).
+    pub async fn list_forgotten(
+        &self,
+        agent: &AgentId,
+        known: &dyn Fn(u64) -> bool,
+    ) -> Result<Vec<(u64, Vec<u8>)>> {
         let seqs = self
-            .list_seqs(agent, "forgotten", "list forget records")
+            .list_seqs(agent, "forgotten", "list forget records", 0)
             .await?;
         let mut out = Vec::new();
-        for seq in seqs {
+        for seq in seqs.into_iter().filter(|s| !known(*s)) {
             if let Some(b) = self
                 .get("get forget record", &self.forgotten_path(agent, seq))
                 .await?
@@ -453,8 +472,13 @@ impl Remote {
             .map_err(|e| remote_err("put redaction record", e))
     }
 
-    /// Every redaction record present, with its name, in name order.
-    pub async fn list_redactions(&self, agent: &AgentId) -> Result<Vec<(String, Vec<u8>)>> {
+    /// Every redaction record present but those whose name is `known`
+    /// (listed, not fetched), with its name, in name order.
+    pub async fn list_redactions(
+        &self,
+        agent: &AgentId,
+        known: &dyn Fn(&str) -> bool,
+    ) -> Result<Vec<(String, Vec<u8>)>> {
         let dir = self.agent_dir(agent).join("redactions");
         let mut paths = Vec::new();
         let mut s = self.store.list(Some(&dir));
@@ -467,8 +491,12 @@ impl Remote {
         paths.sort();
         let mut out = Vec::new();
         for p in paths {
+            let name = p.filename().unwrap_or_default().to_owned();
+            if known(&name) {
+                continue;
+            }
             if let Some(b) = self.get("get redaction record", &p).await? {
-                out.push((p.filename().unwrap_or_default().to_owned(), b));
+                out.push((name, b));
             }
         }
         Ok(out)

@@ -82,6 +82,9 @@ pub struct FollowState {
     pub error: Option<String>,
     /// The remote failed verification: the follower no longer advances.
     pub stalled: bool,
+    /// The remote followed, as shown (credentials left out).
+    #[serde(default)]
+    pub remote: Option<String>,
 }
 
 impl FollowState {

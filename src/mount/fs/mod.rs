@@ -1441,6 +1441,17 @@ impl Fs {
         }))
     }
 
+    /// Every inode the kernel may hold cached pages or attributes of, live
+    /// and history: what it must drop when content is erased under it.
+    pub fn everything_cached(&self) -> Vec<Invalidation> {
+        self.kernel_refs
+            .lock()
+            .expect("kernel refs")
+            .keys()
+            .map(|i| Invalidation::Inode(*i))
+            .collect()
+    }
+
     /// A follower's step is complete (the kernel dropped what it cached of
     /// the snapshot before): `.snapshots/latest` names `seq`.
     pub fn publish(&self, seq: u64) {
