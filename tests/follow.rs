@@ -516,6 +516,67 @@ fn a_redaction_reaches_a_follower_while_it_serves() {
     assert!(log.contains("redaction: erased"), "{log}");
 }
 
+/// The writer's forgets reach a follower while it serves: at the next poll
+/// the forgotten snapshots leave its `.snapshots/` and their content its
+/// packs; the snapshots kept read on, byte for byte.
+#[test]
+fn a_forget_reaches_a_follower_while_it_serves() {
+    let remote = tempfile::tempdir().unwrap();
+    let url = format!("file://{}", remote.path().display());
+    let w = Mounted::new("fgt", &["--remote", &url]);
+    let mut versions = Vec::new();
+    for _ in 0..5 {
+        w.sh("head -c 200000 /dev/urandom > big.bin");
+        versions.push((
+            w.wait_replicated(),
+            std::fs::read(w.path("big.bin")).unwrap(),
+        ));
+    }
+    w.unmount();
+    let head = versions.last().unwrap().0;
+    let f = follower(&w, &url, "machine-b");
+    f.mount();
+    wait_latest(&f, head);
+    let at = |seq: u64| f.path(&format!(".snapshots/{seq:010}/big.bin"));
+    for (seq, bytes) in &versions {
+        assert!(std::fs::read(at(*seq)).unwrap() == *bytes, "snapshot {seq}");
+    }
+    let before = objects(&f);
+
+    let o = w.sovseal(&["forget", "--agent", "fgt", "--keep-last", "2"]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let o = w.sovseal(&["prune", "--agent", "fgt", "--remote", &url]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let gone = versions[0].0;
+    let t0 = Instant::now();
+    while at(gone).exists() {
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "the follower still shows forgotten snapshot {gone}: {}",
+            f.status()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let listed: Vec<u64> = std::fs::read_dir(f.path(".snapshots"))
+        .unwrap()
+        .filter_map(|e| e.unwrap().file_name().to_str()?.parse().ok())
+        .collect();
+    for (seq, bytes) in &versions {
+        if versions[3..].iter().any(|v| v.0 == *seq) {
+            assert!(std::fs::read(at(*seq)).unwrap() == *bytes, "kept {seq}");
+        } else {
+            assert!(!listed.contains(seq), "forgotten {seq} listed: {listed:?}");
+        }
+    }
+    assert!(
+        objects(&f) < before,
+        "nothing pruned from the follower's packs"
+    );
+    assert!(f.status()["following"]["error"].is_null(), "{}", f.status());
+    f.unmount();
+    f.verify();
+}
+
 /// A remote that lacks a snapshot's objects (a pack part deleted) never
 /// gets that snapshot shown, not even after the follower restarts: it is
 /// not committed until every object it references is here.
