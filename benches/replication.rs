@@ -141,6 +141,17 @@ fn main() {
     let pg_restore = pg
         .as_ref()
         .map(|(remote, _, _)| restore_time(&rt, &home, &small, &master, remote));
+    // A store that answers every request after 10 ms (a far S3 region),
+    // with the server's own work taken out: what a restore's round trips
+    // cost, apart from moto's CPU.
+    let far = Remote::with_store(
+        std::sync::Arc::new(far::Far(std::sync::Arc::new(
+            object_store::memory::InMemory::new(),
+        ))),
+        Default::default(),
+        "far://",
+    );
+    let far_restore = restore_time(&rt, &home, &small, &master, &far);
 
     println!("| measurement | value |");
     println!("|---|---|");
@@ -149,6 +160,11 @@ fn main() {
     println!(
         "| restore {head} snapshots from moto (verified) | {:.2} s |",
         restore_t.as_secs_f64()
+    );
+    println!(
+        "| restore {head} snapshots from a store answering in {} ms (verified) | {:.2} s |",
+        far::DELAY.as_millis(),
+        far_restore.as_secs_f64()
     );
     if let (Some((_, ours, rawt)), Some(restore_t)) = (pg, pg_restore) {
         rows(
@@ -275,4 +291,67 @@ fn count_files(dir: &std::path::Path) -> usize {
         }
     }
     n
+}
+
+/// An object store whose every request takes [`DELAY`] longer.
+mod far {
+    use futures::stream::{BoxStream, StreamExt};
+    use object_store::path::Path;
+    use object_store::{
+        CopyOptions, GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta, ObjectStore,
+        PutMultipartOptions, PutOptions, PutPayload, PutResult, Result,
+    };
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    /// The added latency per request.
+    pub const DELAY: Duration = Duration::from_millis(10);
+
+    #[derive(Debug)]
+    pub struct Far(pub Arc<dyn ObjectStore>);
+
+    impl std::fmt::Display for Far {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "Far")
+        }
+    }
+
+    #[async_trait::async_trait]
+    impl ObjectStore for Far {
+        async fn put_opts(&self, l: &Path, p: PutPayload, o: PutOptions) -> Result<PutResult> {
+            tokio::time::sleep(DELAY).await;
+            self.0.put_opts(l, p, o).await
+        }
+        async fn put_multipart_opts(
+            &self,
+            l: &Path,
+            o: PutMultipartOptions,
+        ) -> Result<Box<dyn MultipartUpload>> {
+            self.0.put_multipart_opts(l, o).await
+        }
+        async fn get_opts(&self, l: &Path, o: GetOptions) -> Result<GetResult> {
+            tokio::time::sleep(DELAY).await;
+            self.0.get_opts(l, o).await
+        }
+        fn delete_stream(
+            &self,
+            l: BoxStream<'static, Result<Path>>,
+        ) -> BoxStream<'static, Result<Path>> {
+            self.0.delete_stream(l)
+        }
+        fn list(&self, p: Option<&Path>) -> BoxStream<'static, Result<ObjectMeta>> {
+            let inner = self.0.list(p);
+            futures::stream::once(tokio::time::sleep(DELAY))
+                .flat_map(|_| futures::stream::empty::<Result<ObjectMeta>>())
+                .chain(inner)
+                .boxed()
+        }
+        async fn list_with_delimiter(&self, p: Option<&Path>) -> Result<ListResult> {
+            tokio::time::sleep(DELAY).await;
+            self.0.list_with_delimiter(p).await
+        }
+        async fn copy_opts(&self, f: &Path, t: &Path, o: CopyOptions) -> Result<()> {
+            self.0.copy_opts(f, t, o).await
+        }
+    }
 }

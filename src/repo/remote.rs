@@ -375,6 +375,25 @@ impl Remote {
             .await
     }
 
+    /// Whether part `part` of that pack exists (a `HEAD`: nothing read).
+    pub async fn has_pack(
+        &self,
+        agent: &AgentId,
+        seq: u64,
+        envelope: &[u8; 32],
+        part: u32,
+    ) -> Result<bool> {
+        match self
+            .store
+            .head(&self.pack_path(agent, seq, envelope, part))
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(object_store::Error::NotFound { .. }) => Ok(false),
+            Err(e) => Err(remote_err("look for pack", e)),
+        }
+    }
+
     fn checkpoint_path(&self, agent: &AgentId, seq: u64) -> Path {
         self.agent_dir(agent)
             .join("checkpoints")
