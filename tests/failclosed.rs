@@ -455,3 +455,25 @@ fn redaction_allowances_cover_only_the_listed_snapshots() {
         &format!("snapshot {later}"),
     );
 }
+
+/// A data dir whose head lost an object the mount needs first (the root's
+/// inode page) is refused at once, exit 3, naming the object and the head
+/// snapshot, instead of being mounted as a tree nothing can list (it used
+/// to wait 30 s and fail with "did not answer", exit 1).
+#[test]
+fn a_head_that_lost_its_root_is_refused_at_mount_naming_it() {
+    let m = Mounted::new("lost-root", &[]);
+    m.sh("echo hello > f && mkdir d");
+    m.unmount();
+    let head = m.head();
+    m.index_sql(
+        "DELETE FROM objects WHERE kind = 4 AND seq = (SELECT max(seq) FROM objects WHERE kind = 4)",
+    );
+    let o = m.try_mount();
+    fails(
+        &o,
+        3,
+        &format!("(inode page) referenced by snapshot {head}"),
+    );
+    assert!(!m.is_mounted());
+}

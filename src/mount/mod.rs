@@ -225,6 +225,7 @@ fn serve(
         startup::apply_retention(home, agent, master, &remote)?;
     }
     let mut engine = Engine::open_with(home, agent, master, !args.follow)?;
+    startup::check_head_readable(&engine)?;
     engine.mark_serving(mountpoint);
     engine.set_dirty_budget(args.dirty_budget_mib << 20);
     let shared_agent = engine.shared_agent();

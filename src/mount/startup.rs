@@ -5,8 +5,10 @@
 
 use super::Args;
 use crate::config::{AgentName, Home};
+use crate::engine::Engine;
 use crate::repo::remote::Remote;
 use crate::seal::keys::MasterKey;
+use crate::seal::tree::ROOT_INO;
 use crate::{Error, Result};
 use std::time::Duration;
 
@@ -202,4 +204,23 @@ pub fn checkpoint_policy(
         },
     };
     Ok(p)
+}
+
+/// The head must be readable before the mount serves it: the root's record
+/// and the root directory's top node. A data dir whose head lost one of
+/// them (a deleted pack, a damaged index) is refused here, naming the
+/// object and the snapshot, instead of being mounted as a tree the kernel
+/// cannot even list.
+pub fn check_head_readable(engine: &Engine) -> Result<()> {
+    let seq = engine.head().seq();
+    let at_head = |e: Error| match e {
+        Error::MissingObject { id, kind, seq: 0 } => Error::MissingObject { id, kind, seq },
+        e => e,
+    };
+    engine.getattr(ROOT_INO).map_err(at_head)?;
+    // A name no directory holds: one path from the root node to a leaf.
+    engine
+        .lookup(ROOT_INO, b".sovseal-mount-check")
+        .map_err(at_head)?;
+    Ok(())
 }
