@@ -347,6 +347,11 @@ pub async fn pull(agent: &Agent, remote: &Remote) -> Result<Pulled> {
     }
     let redactions = crate::history::redact::fetch_remote(agent, remote).await?;
     let redacted = crate::history::redact::redacted(agent)?;
+    if redactions > 0 {
+        // Refused from now on, before the snapshots are fetched (a mount
+        // serving this agent rewrites the packs once the pull is done).
+        agent.repo().erase(&redacted);
+    }
     let content_gone: HashSet<u64> = known
         .iter()
         .copied()
