@@ -846,9 +846,9 @@ fn a_poll_costs_what_is_new_not_the_history() {
 /// A follower carries out the writer's forgets while it serves: packs are
 /// rewritten under eight readers of the head, and nothing a retained
 /// snapshot holds ever fails to read. (Planted: the old pack removed
-/// before the index moves its objects fails at once. A read that located
-/// an object just before the move is retried at its new place, a window
-/// this test seldom hits.)
+/// before the index moves its objects fails at once; without the retry
+/// at an object's new place (`Repo::read_sealed`, `Repo::stored_header`),
+/// about one debug run in three fails: CI's first run of this test did.)
 #[test]
 fn reads_go_on_while_a_prune_rewrites_the_packs_under_them() {
     use std::sync::atomic::{AtomicBool, Ordering::Relaxed};

@@ -65,15 +65,14 @@ fn at(seq: u64, e: Error) -> Error {
 /// Verifies one object: index entry, pack record header, tag, id.
 fn check_object(agent: &Agent, kind: ObjectKind, id: &ObjectId) -> Result<(Vec<u8>, u64, u32)> {
     let repo = agent.repo();
-    let (stored_kind, loc) = repo
-        .index()
-        .object(id)?
-        .ok_or_else(|| Error::MissingObject {
-            id: id.to_hex(),
+    let (stored_kind, loc, (hid, hkind, hlen)) = repo.stored_header(id).map_err(|e| match e {
+        Error::MissingObject { id, seq, .. } => Error::MissingObject {
+            id,
             kind: kind.name(),
-            seq: 0,
-        })?;
-    let (hid, hkind, hlen) = repo.store().read_header(&loc)?;
+            seq,
+        },
+        e => e,
+    })?;
     if hid != *id || hkind != kind as u8 || stored_kind != kind as u8 || hlen != loc.len {
         return Err(Error::corrupt(
             format!("{} {}", kind.name(), id.to_hex()),

@@ -274,15 +274,46 @@ impl Repo {
 
     /// The sealed bytes of an object. A pack rewritten meanwhile (a prune
     /// or an erasure while this handle serves) moves the object or removes
-    /// it: a read that fails is retried once at its new location.
+    /// it: a read that fails is retried at its new location, as long as it
+    /// keeps moving (a few times: each move is a whole pack rewrite).
     fn read_sealed(&self, kind: ObjectKind, id: &ObjectId) -> Result<Vec<u8>> {
-        let loc = self.locate(kind, id)?;
-        match self.store.read(&loc) {
-            Ok(b) => Ok(b),
-            Err(e) => match self.locate(kind, id)? {
-                moved if moved != loc => self.store.read(&moved),
-                _ => Err(e),
-            },
+        let mut loc = self.locate(kind, id)?;
+        let mut moves = 0;
+        loop {
+            match self.store.read(&loc) {
+                Ok(b) => return Ok(b),
+                Err(e) => match self.locate(kind, id)? {
+                    moved if moved != loc && moves < 8 => {
+                        loc = moved;
+                        moves += 1;
+                    }
+                    _ => return Err(e),
+                },
+            }
+        }
+    }
+
+    /// The index entry of `id` (kind, location) and the pack record header
+    /// stored there, followed to its new place if a pack rewrite moves it
+    /// meanwhile (as [`Repo::read_sealed`] does).
+    pub fn stored_header(&self, id: &ObjectId) -> Result<(u8, Location, (ObjectId, u8, u32))> {
+        let mut moves = 0;
+        loop {
+            let (kind, loc) = self
+                .index()
+                .object(id)?
+                .ok_or_else(|| Error::MissingObject {
+                    id: id.to_hex(),
+                    kind: "object",
+                    seq: 0,
+                })?;
+            match self.store.read_header(&loc) {
+                Ok(h) => return Ok((kind, loc, h)),
+                Err(e) => match self.index().object(id)? {
+                    Some((_, moved)) if moved != loc && moves < 8 => moves += 1,
+                    _ => return Err(e),
+                },
+            }
         }
     }
 
