@@ -295,7 +295,7 @@ impl Repo {
 
     /// The index entry of `id` (kind, location) and the pack record header
     /// stored there, followed to its new place if a pack rewrite moves it
-    /// meanwhile (as [`Repo::read_sealed`] does).
+    /// meanwhile (as the object reads do).
     pub fn stored_header(&self, id: &ObjectId) -> Result<(u8, Location, (ObjectId, u8, u32))> {
         let mut moves = 0;
         loop {
