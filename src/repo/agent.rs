@@ -296,16 +296,7 @@ impl Agent {
 
     /// The sealed bytes of an object as stored (ciphertext; not opened).
     pub fn sealed_object(&self, id: &crate::seal::tree::ObjectId) -> Result<Vec<u8>> {
-        let (_, loc) = self
-            .repo
-            .index()
-            .object(id)?
-            .ok_or_else(|| Error::MissingObject {
-                id: id.to_hex(),
-                kind: "object",
-                seq: 0,
-            })?;
-        self.repo.store().read(&loc)
+        self.repo.stored_object(id)
     }
 
     /// Up to `limit` snapshots after `after`, from the index (nothing decrypted).

@@ -272,49 +272,34 @@ impl Repo {
         }
     }
 
-    /// The sealed bytes of an object. A pack rewritten meanwhile (a prune
-    /// or an erasure while this handle serves) moves the object or removes
-    /// it: a read that fails is retried at its new location, as long as it
-    /// keeps moving (a few times: each move is a whole pack rewrite).
+    /// The sealed bytes of an object, followed through pack rewrites
+    /// ([`follow_moves`]).
     fn read_sealed(&self, kind: ObjectKind, id: &ObjectId) -> Result<Vec<u8>> {
-        let mut loc = self.locate(kind, id)?;
-        let mut moves = 0;
-        loop {
-            match self.store.read(&loc) {
-                Ok(b) => return Ok(b),
-                Err(e) => match self.locate(kind, id)? {
-                    moved if moved != loc && moves < 8 => {
-                        loc = moved;
-                        moves += 1;
-                    }
-                    _ => return Err(e),
-                },
-            }
-        }
+        follow_moves(|| self.locate(kind, id), |loc| self.store.read(loc)).map(|(_, b)| b)
+    }
+
+    /// The index entry of `id` and where it is stored, or a missing object.
+    fn indexed(&self, id: &ObjectId) -> Result<(u8, Location)> {
+        self.index()
+            .object(id)?
+            .ok_or_else(|| Error::MissingObject {
+                id: id.to_hex(),
+                kind: "object",
+                seq: 0,
+            })
     }
 
     /// The index entry of `id` (kind, location) and the pack record header
-    /// stored there, followed to its new place if a pack rewrite moves it
-    /// meanwhile (as the object reads do).
+    /// stored there, followed through pack rewrites as the object reads are.
     pub fn stored_header(&self, id: &ObjectId) -> Result<(u8, Location, (ObjectId, u8, u32))> {
-        let mut moves = 0;
-        loop {
-            let (kind, loc) = self
-                .index()
-                .object(id)?
-                .ok_or_else(|| Error::MissingObject {
-                    id: id.to_hex(),
-                    kind: "object",
-                    seq: 0,
-                })?;
-            match self.store.read_header(&loc) {
-                Ok(h) => return Ok((kind, loc, h)),
-                Err(e) => match self.index().object(id)? {
-                    Some((_, moved)) if moved != loc && moves < 8 => moves += 1,
-                    _ => return Err(e),
-                },
-            }
-        }
+        follow_moves(|| self.indexed(id), |(_, loc)| self.store.read_header(loc))
+            .map(|((kind, loc), h)| (kind, loc, h))
+    }
+
+    /// The sealed bytes stored for `id` as they are in the packs (not
+    /// opened, whatever its kind), followed through pack rewrites.
+    pub fn stored_object(&self, id: &ObjectId) -> Result<Vec<u8>> {
+        follow_moves(|| self.indexed(id), |(_, loc)| self.store.read(loc)).map(|(_, b)| b)
     }
 
     /// Reads and opens an object (tag verified), bypassing the caches.
@@ -490,5 +475,81 @@ impl Repo {
         }
         let raw = self.open_raw(ObjectKind::ChunkList, id)?;
         Ok(self.cache_chunk_list(*id, tree::decode_chunk_list(&raw)?))
+    }
+}
+
+/// How many pack rewrites a read follows an object through before it gives
+/// up (each move is a whole pack rewrite, so more means a store rewritten
+/// in a loop).
+const MAX_MOVES: usize = 8;
+
+/// Reads with `read` at the place `locate` gives. A pack rewritten
+/// meanwhile (a prune, or an erasure while this handle serves) moves the
+/// object or removes it, so a read that fails is retried at the new place,
+/// as long as it keeps moving; one that fails where the object still is
+/// fails. Gives the place read and what was read there.
+fn follow_moves<L: PartialEq, T>(
+    locate: impl Fn() -> Result<L>,
+    read: impl Fn(&L) -> Result<T>,
+) -> Result<(L, T)> {
+    let mut at = locate()?;
+    let mut moves = 0;
+    loop {
+        match read(&at) {
+            Ok(v) => return Ok((at, v)),
+            Err(e) => match locate()? {
+                moved if moved != at && moves < MAX_MOVES => {
+                    at = moved;
+                    moves += 1;
+                }
+                _ => return Err(e),
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::cell::Cell;
+
+    #[test]
+    fn a_read_follows_an_object_that_moves_and_fails_where_it_stays() {
+        // Moved once: the read at the old place fails, the new one serves.
+        let place = Cell::new(0u32);
+        let got = follow_moves(
+            || Ok(place.get()),
+            |&at| {
+                if at == 0 {
+                    place.set(1);
+                    Err(Error::NoSuchSnapshot(0))
+                } else {
+                    Ok(at * 10)
+                }
+            },
+        );
+        assert_eq!(got.unwrap(), (1, 10));
+        // Still where it was: the read's own error, no retry.
+        let tries = Cell::new(0);
+        let got = follow_moves(
+            || Ok(7u32),
+            |_| -> Result<()> {
+                tries.set(tries.get() + 1);
+                Err(Error::NoSuchSnapshot(7))
+            },
+        );
+        assert!(matches!(got, Err(Error::NoSuchSnapshot(7))));
+        assert_eq!(tries.get(), 1);
+        // Moving every time: gives up after MAX_MOVES moves.
+        let place = Cell::new(0u32);
+        let got = follow_moves(
+            || {
+                place.set(place.get() + 1);
+                Ok(place.get())
+            },
+            |&at| -> Result<()> { Err(Error::NoSuchSnapshot(at as u64)) },
+        );
+        assert!(got.is_err());
+        assert_eq!(place.get() as usize, MAX_MOVES + 2);
     }
 }
