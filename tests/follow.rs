@@ -207,6 +207,29 @@ fn follows_in_order(url: &str, env: Vec<(String, String)>) {
 }
 
 /// Changes one hex digit of an envelope file's payload hash.
+/// Copies what `from` holds into `to`, keeping what `to` holds already.
+fn copy_tree(from: &Path, to: &Path) {
+    let o = std::process::Command::new("cp")
+        .args(["-a", "-n", &format!("{}/.", from.display())])
+        .arg(to)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o.stderr));
+}
+
+/// Waits until the follower reports itself stalled; its status then.
+fn wait_stalled(f: &Mounted) -> serde_json::Value {
+    let t0 = Instant::now();
+    loop {
+        let s = f.status();
+        if s["following"]["stalled"] == true {
+            return s;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(30), "not stalled: {s}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 fn tamper_envelope(path: &Path) {
     let mut v: serde_json::Value = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
     let h = v["client_payload_hash"].as_str().unwrap().to_owned();
@@ -235,12 +258,7 @@ fn a_tampered_remote_stops_the_follower_which_keeps_serving() {
     // The writer goes on against a copy of the remote; two snapshots, the
     // second tampered on its way to the remote the follower reads.
     let staging = tempfile::tempdir().unwrap();
-    let o = std::process::Command::new("cp")
-        .args(["-a", &format!("{}/.", remote.path().display())])
-        .arg(staging.path())
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", text(&o.stderr));
+    copy_tree(remote.path(), staging.path());
     let mut w = w;
     w.extra = vec![
         "--remote".into(),
@@ -260,25 +278,12 @@ fn a_tampered_remote_stops_the_follower_which_keeps_serving() {
         found[0].clone()
     };
     tamper_envelope(&env(head + 2));
-    let o = std::process::Command::new("cp")
-        .args(["-a", "-n", &format!("{}/.", staging.path().display())])
-        .arg(remote.path())
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", text(&o.stderr));
+    copy_tree(staging.path(), remote.path());
 
     // The follower takes the good snapshot, stops at the tampered one,
     // reports it, and keeps serving.
     wait_latest(&f, head + 1);
-    let t0 = Instant::now();
-    let s = loop {
-        let s = f.status();
-        if s["following"]["stalled"] == true {
-            break s;
-        }
-        assert!(t0.elapsed() < Duration::from_secs(30), "not stalled: {s}");
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let s = wait_stalled(&f);
     let err = s["following"]["error"].as_str().unwrap();
     assert!(err.contains(&format!("snapshot {}", head + 2)), "{err}");
     std::thread::sleep(Duration::from_millis(500));
@@ -319,6 +324,95 @@ fn a_tampered_remote_stops_the_follower_which_keeps_serving() {
         assert_eq!(after.get(k), Some(v), "{k} changed");
     }
     assert_eq!(after.len(), tree(staging.path()).len());
+}
+
+/// The writer's signed checkpoints are checked while the follower runs:
+/// a remote that withholds snapshots a checkpoint vouches for (or rolled
+/// them back and kept the checkpoint), or that holds a forged checkpoint,
+/// stops the follower, which keeps serving what it verified.
+#[test]
+fn a_remote_withholding_checkpointed_snapshots_stops_the_follower() {
+    let remote = tempfile::tempdir().unwrap();
+    let url = format!("file://{}", remote.path().display());
+    let mut w = Mounted::new("held", &["--remote", &url]);
+    std::fs::write(w.path("state"), state(1)).unwrap();
+    let head = w.wait_replicated();
+    w.unmount();
+    let f = follower(&w, &url, "machine-b");
+    f.mount();
+    wait_latest(&f, head);
+
+    // The writer goes on against a copy of the remote, and signs a
+    // checkpoint of its new head as it stops.
+    let staging = tempfile::tempdir().unwrap();
+    copy_tree(remote.path(), staging.path());
+    w.extra = vec![
+        "--remote".into(),
+        format!("file://{}", staging.path().display()),
+    ];
+    w.mount();
+    std::fs::write(w.path("state"), state(2)).unwrap();
+    std::fs::write(w.path("state"), state(3)).unwrap();
+    assert_eq!(w.wait_replicated(), head + 2);
+    w.unmount();
+    let checkpoint = |seq: u64| {
+        let found: Vec<PathBuf> = files_under(staging.path())
+            .into_iter()
+            .filter(|p| p.ends_with(format!("checkpoints/{seq:020}.json")))
+            .collect();
+        assert_eq!(found.len(), 1, "{found:?}");
+        found[0].clone()
+    };
+    let signed = checkpoint(head + 2);
+    let place = remote
+        .path()
+        .join(signed.strip_prefix(staging.path()).unwrap());
+
+    // The follower's remote receives the checkpoint, not the snapshots.
+    std::fs::copy(&signed, &place).unwrap();
+    let s = wait_stalled(&f);
+    let err = s["following"]["error"].as_str().unwrap();
+    assert!(
+        err.contains(&format!(
+            "signed checkpoint says snapshot {} existed",
+            head + 2
+        )),
+        "{err}"
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(state_seq(&std::fs::read(f.path("state")).unwrap()), 1);
+    assert_eq!(
+        std::fs::read_link(f.path(".snapshots/latest")).unwrap(),
+        PathBuf::from(format!("{head:010}"))
+    );
+
+    // A forged checkpoint (snapshot 2's signature over snapshot 1's
+    // number, which the remote does list): also a stop, judged again at
+    // the next start.
+    f.unmount();
+    std::fs::remove_file(&place).unwrap();
+    let forged = std::fs::read_to_string(&signed).unwrap().replace(
+        &format!("\"seq\":{}", head + 2),
+        &format!("\"seq\":{}", head + 1),
+    );
+    assert!(
+        forged.contains(&format!("\"seq\":{}", head + 1)),
+        "{forged}"
+    );
+    std::fs::write(
+        place.with_file_name(format!("{:020}.json", head + 1)),
+        forged,
+    )
+    .unwrap();
+    f.mount();
+    let s = wait_stalled(&f);
+    let err = s["following"]["error"].as_str().unwrap();
+    assert!(
+        err.contains(&format!("checkpoint {} on the remote", head + 1))
+            && err.contains("forged or altered"),
+        "{err}"
+    );
+    assert_eq!(state_seq(&std::fs::read(f.path("state")).unwrap()), 1);
 }
 
 #[test]

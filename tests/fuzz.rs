@@ -1077,7 +1077,7 @@ pub fn target_remote_listing(data: &[u8]) {
             paged,
             env.iter().copied().filter(|s| *s > 0).collect::<Vec<_>>()
         );
-        let cps = remote.list_checkpoints(&agent).await.unwrap();
+        let cps = remote.list_checkpoints(&agent, 0).await.unwrap();
         assert!(cps.windows(2).all(|w| w[0] < w[1]), "{cps:?}");
         for s in &cps {
             assert!(

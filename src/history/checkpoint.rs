@@ -243,9 +243,18 @@ pub async fn create(agent: &Agent, remote: &Remote, seq: u64) -> Result<Checkpoi
 /// Every checkpoint on the remote, ascending, each verified: one that does
 /// not verify is an error (a forged or altered checkpoint), never skipped.
 pub async fn fetch_remote(keys: &AgentKeys, remote: &Remote) -> Result<Vec<Checkpoint>> {
+    fetch_remote_after(keys, remote, 0).await
+}
+
+/// Like [`fetch_remote`], the checkpoints of snapshots after `after` only.
+pub async fn fetch_remote_after(
+    keys: &AgentKeys,
+    remote: &Remote,
+    after: u64,
+) -> Result<Vec<Checkpoint>> {
     let id = keys.agent_id();
     let mut out = Vec::new();
-    for seq in remote.list_checkpoints(&id).await? {
+    for seq in remote.list_checkpoints(&id, after).await? {
         let Some(raw) = remote.get_checkpoint(&id, seq).await? else {
             continue; // deleted between list and get: as if not listed
         };

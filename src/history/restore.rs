@@ -315,12 +315,21 @@ pub struct Pulled {
 /// new head is made durable and recorded as seen. A snapshot that fails,
 /// or whose parent is not the local head (a fork, or a rewritten history),
 /// ends the pull there ([`Pulled::stopped`], naming it); what came before
-/// it is kept. An error is returned when the remote cannot be read or its
-/// records do not verify; snapshots committed before it are whole.
+/// it is kept. The writer's new signed checkpoints are checked too: one
+/// that names a snapshot the remote does not list, or another snapshot than
+/// the one held here, ends the pull the same way. An error is returned when
+/// the remote cannot be read or its records do not verify; snapshots
+/// committed before it are whole.
 pub async fn pull(agent: &Agent, remote: &Remote) -> Result<Pulled> {
     let keys = agent.repo().keys().clone();
     let id = keys.agent_id();
     let from = agent.repo().index().head_seq()?.unwrap_or(0);
+    // The writer's new checkpoints, listed before the envelopes: a
+    // checkpoint is stored only after its snapshot's envelope, so each one
+    // listed here names an envelope the listing below must show.
+    let checked = crate::history::checkpoint::checkpointed_seq(agent)?.unwrap_or(0);
+    let checkpoints =
+        crate::history::checkpoint::fetch_remote_after(&keys, remote, checked).await?;
     let mut seqs = remote
         .list_envelopes(&id, from.saturating_sub(1), usize::MAX)
         .await?;
@@ -363,10 +372,13 @@ pub async fn pull(agent: &Agent, remote: &Remote) -> Result<Pulled> {
         }
         check_complete(agent, view, fetched, &redacted)
     };
-    let stopped = fetch_chain(agent, remote, &seqs, Some(&check), &mut |_, _| {})
+    let mut stopped = fetch_chain(agent, remote, &seqs, Some(&check), &mut |_, _| {})
         .await
         .err();
     let head = agent.repo().index().head_seq()?.unwrap_or(0);
+    if let Err(e) = take_checkpoints(agent, &checkpoints, head, remote_head) {
+        stopped.get_or_insert(e);
+    }
     // Forget rows only for snapshots held here (the rest come next time).
     forget.retain(|f| f.0 <= head);
     agent.repo().index().forget(&forget)?;
@@ -387,6 +399,30 @@ pub async fn pull(agent: &Agent, remote: &Remote) -> Result<Pulled> {
     })
 }
 
+/// Checks the writer's new checkpoints (`cps`, verified) after a [`pull`]
+/// reached `head` of the `remote_head` listed. One of a snapshot the remote
+/// did not list means the remote withholds or rolled back what the writer
+/// vouched for; one of a snapshot held here must name the local chain's,
+/// and is then kept here (the next pull lists those after it). One of a
+/// snapshot listed but not fetched yet is checked by a later pull.
+fn take_checkpoints(
+    agent: &Agent,
+    cps: &[crate::history::checkpoint::Checkpoint],
+    head: u64,
+    remote_head: u64,
+) -> Result<()> {
+    use crate::history::checkpoint;
+    for c in cps {
+        if c.seq > remote_head {
+            checkpoint::check(c, remote_head, |_| Ok(None), "the remote's listing")?;
+        } else if c.seq <= head {
+            checkpoint::check_local(agent, c)?;
+            checkpoint::save_local(agent, c)?;
+        }
+    }
+    Ok(())
+}
+
 /// Carries out here what the writer's records say, after a [`pull`]:
 /// objects a verified redaction record erased are no longer served
 /// ([`crate::repo::Repo::erase`]) and leave the local packs, and if `prune`
@@ -399,13 +435,13 @@ pub fn carry_out_records(agent: &Agent, prune: bool) -> Result<(usize, u64)> {
     let mut n = 0;
     if !erased.is_empty() {
         agent.repo().erase(&erased);
-        let dead: Vec<_> = agent
-            .repo()
-            .index()
-            .all_objects()?
-            .into_iter()
-            .filter(|o| erased.contains(&o.0))
-            .collect();
+        // Looked up one by one: what the records name, not the whole store.
+        let mut dead = Vec::new();
+        for id in &erased {
+            if let Some((kind, loc)) = agent.repo().index().object(id)? {
+                dead.push((*id, kind, loc));
+            }
+        }
         if !dead.is_empty() {
             crate::repo::repack::remove_objects(agent.repo(), &dead)?;
             n = dead.len();

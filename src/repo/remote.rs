@@ -417,9 +417,10 @@ impl Remote {
             .await
     }
 
-    /// Sequence numbers of the checkpoints present, ascending.
-    pub async fn list_checkpoints(&self, agent: &AgentId) -> Result<Vec<u64>> {
-        self.list_seqs(agent, "checkpoints", "list checkpoints", 0)
+    /// Sequence numbers of the checkpoints present after `after`
+    /// (0: all), ascending.
+    pub async fn list_checkpoints(&self, agent: &AgentId, after: u64) -> Result<Vec<u64>> {
+        self.list_seqs(agent, "checkpoints", "list checkpoints", after)
             .await
     }
 
