@@ -4,6 +4,9 @@
 //!
 //! `cargo bench --bench engine`; figures go to docs/PERFORMANCE.md.
 //! `SOVSEAL_BENCH_QUICK=1` skips the largest cases.
+//! `SOVSEAL_BENCH_TREE_SIZES` and `SOVSEAL_BENCH_DIR_SIZES` (comma lists,
+//! e.g. `10000000`) replace the sizes of the tree and directory curves;
+//! setting either runs only the curves named.
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use sovseal::config::{AgentName, Home};
@@ -18,7 +21,31 @@ fn quick() -> bool {
     std::env::var_os("SOVSEAL_BENCH_QUICK").is_some()
 }
 
+/// Whether only the curves named by a sizes variable run.
+fn curves_named() -> bool {
+    ["SOVSEAL_BENCH_TREE_SIZES", "SOVSEAL_BENCH_DIR_SIZES"]
+        .iter()
+        .any(|v| std::env::var_os(v).is_some())
+}
+
+/// The sizes of a curve: those `var` lists, none when only other curves
+/// were asked for, else `quick` or `full`.
+fn sizes(var: &str, quick_sizes: &[u64], full: &[u64]) -> Vec<u64> {
+    match std::env::var(var) {
+        Ok(list) => list
+            .split(',')
+            .map(|n| n.trim().parse().expect("a size"))
+            .collect(),
+        Err(_) if curves_named() => Vec::new(),
+        Err(_) if quick() => quick_sizes.to_vec(),
+        Err(_) => full.to_vec(),
+    }
+}
+
 fn seal(c: &mut Criterion) {
+    if curves_named() {
+        return;
+    }
     let keys = MasterKey::from_bytes([1; 32]).agent_keys("bench");
     let mut g = c.benchmark_group("seal");
     for size in [64 * 1024, 1 << 20] {
@@ -89,6 +116,9 @@ fn tree(n: u64) -> (Fixture, u64) {
                 .unwrap();
             target = file.ino;
         }
+        if d % 500 == 499 {
+            e.commit().unwrap();
+        }
     }
     e.commit().unwrap();
     (f, target)
@@ -98,12 +128,11 @@ fn commit_vs_tree_size(c: &mut Criterion) {
     const GROUP: &str = "commit-one-file-vs-tree-size";
     let mut g = c.benchmark_group(GROUP);
     g.sample_size(30).measurement_time(Duration::from_secs(5));
-    let sizes: &[u64] = if quick() {
-        &[1_000, 10_000]
-    } else {
-        &[1_000, 10_000, 100_000]
-    };
-    for &n in sizes {
+    for n in sizes(
+        "SOVSEAL_BENCH_TREE_SIZES",
+        &[1_000, 10_000],
+        &[1_000, 10_000, 100_000],
+    ) {
         let (mut f, ino) = tree(n);
         let data = vec![0xabu8; 4096];
         let mut k = 0u64;
@@ -120,6 +149,9 @@ fn commit_vs_tree_size(c: &mut Criterion) {
 }
 
 fn commit_vs_file_size(c: &mut Criterion) {
+    if curves_named() {
+        return;
+    }
     let mut g = c.benchmark_group("commit-4k-overwrite-vs-file-size");
     g.sample_size(30).measurement_time(Duration::from_secs(5));
     let sizes: &[u64] = if quick() {
@@ -192,12 +224,11 @@ fn commit_vs_dir_size(c: &mut Criterion) {
     const GROUP: &str = "commit-one-create-vs-dir-size";
     let mut g = c.benchmark_group(GROUP);
     g.sample_size(30).measurement_time(Duration::from_secs(5));
-    let sizes: &[u64] = if quick() {
-        &[1_000, 10_000]
-    } else {
-        &[1_000, 10_000, 100_000, 1_000_000]
-    };
-    for &n in sizes {
+    for n in sizes(
+        "SOVSEAL_BENCH_DIR_SIZES",
+        &[1_000, 10_000],
+        &[1_000, 10_000, 100_000, 1_000_000],
+    ) {
         let mut f = engine();
         let dir = f.engine.mkdir(ROOT_INO, b"big", 0o755, 0, 0).unwrap().ino;
         for i in 0..n {
