@@ -204,9 +204,18 @@ fn follows_in_order(url: &str, env: Vec<(String, String)>) {
     let head = w.wait_replicated();
     wait_latest(&f, head);
     assert_eq!(state_seq(&std::fs::read(f.path("state")).unwrap()), 201);
+
+    // The writer's checkpoints are checked as they come and kept here.
+    let o = w.sovseal(&["checkpoint", "--agent", "fol", "--remote", url]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let t0 = Instant::now();
+    while f.status()["checkpointed_seq"] != head {
+        assert!(t0.elapsed() < Duration::from_secs(30), "{}", f.status());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(f.status()["following"]["error"].is_null());
 }
 
-/// Changes one hex digit of an envelope file's payload hash.
 /// Copies what `from` holds into `to`, keeping what `to` holds already.
 fn copy_tree(from: &Path, to: &Path) {
     let o = std::process::Command::new("cp")
@@ -217,12 +226,15 @@ fn copy_tree(from: &Path, to: &Path) {
     assert!(o.status.success(), "{}", text(&o.stderr));
 }
 
-/// Waits until the follower reports itself stalled; its status then.
-fn wait_stalled(f: &Mounted) -> serde_json::Value {
+/// Waits until the follower reports itself stalled with an error that
+/// says `why` (a stall an earlier run recorded shows until the first poll
+/// judges it again); its status then.
+fn wait_stalled(f: &Mounted, why: &str) -> serde_json::Value {
     let t0 = Instant::now();
     loop {
         let s = f.status();
-        if s["following"]["stalled"] == true {
+        let err = s["following"]["error"].as_str().unwrap_or_default();
+        if s["following"]["stalled"] == true && err.contains(why) {
             return s;
         }
         assert!(t0.elapsed() < Duration::from_secs(30), "not stalled: {s}");
@@ -230,6 +242,7 @@ fn wait_stalled(f: &Mounted) -> serde_json::Value {
     }
 }
 
+/// Changes one hex digit of an envelope file's payload hash.
 fn tamper_envelope(path: &Path) {
     let mut v: serde_json::Value = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
     let h = v["client_payload_hash"].as_str().unwrap().to_owned();
@@ -283,9 +296,7 @@ fn a_tampered_remote_stops_the_follower_which_keeps_serving() {
     // The follower takes the good snapshot, stops at the tampered one,
     // reports it, and keeps serving.
     wait_latest(&f, head + 1);
-    let s = wait_stalled(&f);
-    let err = s["following"]["error"].as_str().unwrap();
-    assert!(err.contains(&format!("snapshot {}", head + 2)), "{err}");
+    wait_stalled(&f, &format!("snapshot {}", head + 2));
     std::thread::sleep(Duration::from_millis(500));
     assert_eq!(state_seq(&std::fs::read(f.path("state")).unwrap()), 2);
     assert_eq!(
@@ -370,14 +381,9 @@ fn a_remote_withholding_checkpointed_snapshots_stops_the_follower() {
 
     // The follower's remote receives the checkpoint, not the snapshots.
     std::fs::copy(&signed, &place).unwrap();
-    let s = wait_stalled(&f);
-    let err = s["following"]["error"].as_str().unwrap();
-    assert!(
-        err.contains(&format!(
-            "signed checkpoint says snapshot {} existed",
-            head + 2
-        )),
-        "{err}"
+    wait_stalled(
+        &f,
+        &format!("signed checkpoint says snapshot {} existed", head + 2),
     );
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(state_seq(&std::fs::read(f.path("state")).unwrap()), 1);
@@ -386,9 +392,9 @@ fn a_remote_withholding_checkpointed_snapshots_stops_the_follower() {
         PathBuf::from(format!("{head:010}"))
     );
 
-    // A forged checkpoint (snapshot 2's signature over snapshot 1's
-    // number, which the remote does list): also a stop, judged again at
-    // the next start.
+    // A forged checkpoint (the signature of the writer's newest snapshot
+    // over the number of the one before): also a stop, judged again at the
+    // next start.
     f.unmount();
     std::fs::remove_file(&place).unwrap();
     let forged = std::fs::read_to_string(&signed).unwrap().replace(
@@ -405,14 +411,77 @@ fn a_remote_withholding_checkpointed_snapshots_stops_the_follower() {
     )
     .unwrap();
     f.mount();
-    let s = wait_stalled(&f);
+    let s = wait_stalled(&f, "forged or altered");
     let err = s["following"]["error"].as_str().unwrap();
     assert!(
-        err.contains(&format!("checkpoint {} on the remote", head + 1))
-            && err.contains("forged or altered"),
+        err.contains(&format!("checkpoint {} on the remote", head + 1)),
         "{err}"
     );
     assert_eq!(state_seq(&std::fs::read(f.path("state")).unwrap()), 1);
+}
+
+/// Two writers forked at snapshot `head + 1` (one on each copy of the
+/// remote); the follower's remote holds the second one's snapshot and the
+/// first one's checkpoint of that number: the follower never shows it.
+#[test]
+fn a_checkpoint_naming_another_snapshot_stops_the_follower_before_it_shows_it() {
+    let remote = tempfile::tempdir().unwrap();
+    let url = format!("file://{}", remote.path().display());
+    let mut w = Mounted::new("fork", &["--remote", &url]);
+    std::fs::write(w.path("state"), state(1)).unwrap();
+    let head = w.wait_replicated();
+    w.unmount();
+    let f = follower(&w, &url, "machine-b");
+    f.mount();
+    wait_latest(&f, head);
+
+    // The first writer, on one copy: snapshot head + 1, checkpointed as it
+    // stops.
+    let (one, two) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    copy_tree(remote.path(), one.path());
+    copy_tree(remote.path(), two.path());
+    w.extra = vec![
+        "--remote".into(),
+        format!("file://{}", one.path().display()),
+    ];
+    w.mount();
+    std::fs::write(w.path("state"), state(2)).unwrap();
+    assert_eq!(w.wait_replicated(), head + 1);
+    w.unmount();
+    // The second, another machine with the key, on the other copy.
+    let mut other = follower(&w, &url, "machine-c");
+    other.extra = vec![
+        "--agent".into(),
+        w.agent.clone(),
+        "--remote".into(),
+        format!("file://{}", two.path().display()),
+    ];
+    other.mount();
+    std::fs::write(other.path("state"), state(3)).unwrap();
+    assert_eq!(other.wait_replicated(), head + 1);
+    other.unmount();
+
+    // The second's snapshot arrives with the first's checkpoint of it.
+    let cp = |root: &Path| -> PathBuf {
+        files_under(root)
+            .into_iter()
+            .find(|p| p.ends_with(format!("checkpoints/{:020}.json", head + 1)))
+            .unwrap()
+    };
+    let first_cp = cp(one.path());
+    std::fs::copy(&first_cp, cp(two.path())).unwrap();
+    copy_tree(two.path(), remote.path());
+    wait_stalled(
+        &f,
+        "the remote holds a different snapshot than the writer's signed checkpoint",
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        std::fs::read_link(f.path(".snapshots/latest")).unwrap(),
+        PathBuf::from(format!("{head:010}"))
+    );
+    assert_eq!(state_seq(&std::fs::read(f.path("state")).unwrap()), 1);
+    assert_eq!(f.status()["head_seq"], head);
 }
 
 #[test]

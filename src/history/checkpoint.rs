@@ -182,6 +182,35 @@ pub fn checkpointed_seq(agent: &Agent) -> Result<Option<u64>> {
     Ok(list_local(agent)?.last().map(|c| c.seq))
 }
 
+/// Like [`checkpointed_seq`], reading and verifying only the newest local
+/// checkpoint (the one its file name says is newest), not all of them: what
+/// a follower's every poll asks.
+pub fn newest_local_seq(agent: &Agent) -> Result<Option<u64>> {
+    let Some(dir) = agent.data()?.sub_if_exists(LOCAL_DIR)? else {
+        return Ok(None);
+    };
+    let newest = dir
+        .json_names()?
+        .into_iter()
+        .filter_map(|n| {
+            let seq = n.to_str()?.strip_suffix(".json")?.parse::<u64>().ok()?;
+            Some((seq, n))
+        })
+        .max();
+    let Some((seq, name)) = newest else {
+        return Ok(None);
+    };
+    let raw = dir.read(&name)?.unwrap_or_default();
+    let c = parse_at(&raw, &dir.join(&name), agent.repo().keys())?;
+    if c.seq != seq {
+        return Err(bad(
+            &seq.to_string(),
+            format!("the local file for {seq} holds a checkpoint of {}", c.seq),
+        ));
+    }
+    Ok(Some(seq))
+}
+
 /// Checks `c` against a chain given by its head and a lookup of recorded
 /// hashes: the chain must reach `c.seq` and hold `c.hash` there.
 pub fn check(
@@ -232,6 +261,18 @@ pub fn check_local(agent: &Agent, c: &Checkpoint) -> Result<()> {
 pub async fn create(agent: &Agent, remote: &Remote, seq: u64) -> Result<Checkpoint> {
     let hash = agent.snapshot_unchecked(seq)?.hash();
     let keys = agent.repo().keys();
+    // Only of a snapshot this remote holds: followers of it take a
+    // checkpoint of a snapshot it does not list for one it withholds.
+    let held = match remote.get_envelope(&keys.agent_id(), seq).await? {
+        Some(raw) => crate::seal::envelope::Envelope::from_json(&raw)?.hash() == hash,
+        None => false,
+    };
+    if !held {
+        return Err(Error::Invalid(format!(
+            "the remote {} does not hold snapshot {seq} as this machine does: a checkpoint names only snapshots on its remote (replicate there first)",
+            remote.shown_url()
+        )));
+    }
     let c = Checkpoint::sign(keys, seq, &hash, crate::time::now_ms());
     remote
         .put_checkpoint(&keys.agent_id(), seq, c.to_json())
@@ -243,14 +284,19 @@ pub async fn create(agent: &Agent, remote: &Remote, seq: u64) -> Result<Checkpoi
 /// Every checkpoint on the remote, ascending, each verified: one that does
 /// not verify is an error (a forged or altered checkpoint), never skipped.
 pub async fn fetch_remote(keys: &AgentKeys, remote: &Remote) -> Result<Vec<Checkpoint>> {
-    fetch_remote_after(keys, remote, 0).await
+    fetch_remote_after(keys, remote, 0, false).await
 }
 
 /// Like [`fetch_remote`], the checkpoints of snapshots after `after` only.
+/// With `up_to_known_key`, the list ends at the first one signed under a
+/// key version this machine does not hold (a follower that has not been
+/// given the writer's rotated key yet: the later ones are too), instead
+/// of failing.
 pub async fn fetch_remote_after(
     keys: &AgentKeys,
     remote: &Remote,
     after: u64,
+    up_to_known_key: bool,
 ) -> Result<Vec<Checkpoint>> {
     let id = keys.agent_id();
     let mut out = Vec::new();
@@ -258,7 +304,11 @@ pub async fn fetch_remote_after(
         let Some(raw) = remote.get_checkpoint(&id, seq).await? else {
             continue; // deleted between list and get: as if not listed
         };
-        let c = Checkpoint::parse(&raw, keys).map_err(|e| match e {
+        let parsed = Checkpoint::parse(&raw, keys);
+        if up_to_known_key && matches!(parsed, Err(Error::UnknownKeyVersion(..))) {
+            break;
+        }
+        let c = parsed.map_err(|e| match e {
             Error::Corrupt { detail, .. } => Error::Corrupt {
                 what: format!("checkpoint {seq} on the remote"),
                 detail,

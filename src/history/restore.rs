@@ -327,9 +327,13 @@ pub async fn pull(agent: &Agent, remote: &Remote) -> Result<Pulled> {
     // The writer's new checkpoints, listed before the envelopes: a
     // checkpoint is stored only after its snapshot's envelope, so each one
     // listed here names an envelope the listing below must show.
-    let checked = crate::history::checkpoint::checkpointed_seq(agent)?.unwrap_or(0);
+    let checked = crate::history::checkpoint::newest_local_seq(agent)?.unwrap_or(0);
     let checkpoints =
-        crate::history::checkpoint::fetch_remote_after(&keys, remote, checked).await?;
+        crate::history::checkpoint::fetch_remote_after(&keys, remote, checked, true).await?;
+    let vouched: HashMap<u64, [u8; 32]> = checkpoints
+        .iter()
+        .map(|c| Ok((c.seq, c.hash_bytes()?)))
+        .collect::<Result<_>>()?;
     let mut seqs = remote
         .list_envelopes(&id, from.saturating_sub(1), usize::MAX)
         .await?;
@@ -367,6 +371,15 @@ pub async fn pull(agent: &Agent, remote: &Remote) -> Result<Pulled> {
         .chain(forget.iter().map(|f| f.0))
         .collect();
     let check = |view: &SnapshotView, fetched: &HashSet<ObjectId>| {
+        // Before it is committed: a snapshot the writer's checkpoint names
+        // must be the one it signed.
+        if vouched.get(&view.seq()).is_some_and(|h| *h != view.hash()) {
+            return Err(Error::ChainBroken {
+                seq: view.seq(),
+                detail: "the remote holds a different snapshot than the writer's signed checkpoint"
+                    .into(),
+            });
+        }
         if content_gone.contains(&view.seq()) {
             return Ok(());
         }
@@ -376,9 +389,6 @@ pub async fn pull(agent: &Agent, remote: &Remote) -> Result<Pulled> {
         .await
         .err();
     let head = agent.repo().index().head_seq()?.unwrap_or(0);
-    if let Err(e) = take_checkpoints(agent, &checkpoints, head, remote_head) {
-        stopped.get_or_insert(e);
-    }
     // Forget rows only for snapshots held here (the rest come next time).
     forget.retain(|f| f.0 <= head);
     agent.repo().index().forget(&forget)?;
@@ -388,6 +398,10 @@ pub async fn pull(agent: &Agent, remote: &Remote) -> Result<Pulled> {
             .repo()
             .index()
             .set_meta(META_REPLICATED, Some(head.to_string().as_bytes()))?;
+    }
+    // Kept only once what they name is durable here.
+    if let Err(e) = take_checkpoints(agent, remote, &checkpoints, head, remote_head).await {
+        stopped.get_or_insert(e);
     }
     Ok(Pulled {
         from,
@@ -400,20 +414,24 @@ pub async fn pull(agent: &Agent, remote: &Remote) -> Result<Pulled> {
 }
 
 /// Checks the writer's new checkpoints (`cps`, verified) after a [`pull`]
-/// reached `head` of the `remote_head` listed. One of a snapshot the remote
-/// did not list means the remote withholds or rolled back what the writer
-/// vouched for; one of a snapshot held here must name the local chain's,
-/// and is then kept here (the next pull lists those after it). One of a
-/// snapshot listed but not fetched yet is checked by a later pull.
-fn take_checkpoints(
+/// reached `head` (durable) of the `remote_head` listed. One of a snapshot
+/// the remote did not list, and does not hold when asked, means the remote
+/// withholds or rolled back what the writer vouched for; one of a snapshot
+/// held here must name the local chain's, and is then kept here (the next
+/// pull lists those after it). One of a snapshot not fetched yet is
+/// checked by a later pull.
+async fn take_checkpoints(
     agent: &Agent,
+    remote: &Remote,
     cps: &[crate::history::checkpoint::Checkpoint],
     head: u64,
     remote_head: u64,
 ) -> Result<()> {
     use crate::history::checkpoint;
+    let id = agent.repo().keys().agent_id();
     for c in cps {
-        if c.seq > remote_head {
+        // (A listing that lags behind the store's writes is asked again.)
+        if c.seq > remote_head && remote.get_envelope(&id, c.seq).await?.is_none() {
             checkpoint::check(c, remote_head, |_| Ok(None), "the remote's listing")?;
         } else if c.seq <= head {
             checkpoint::check_local(agent, c)?;
@@ -435,7 +453,8 @@ pub fn carry_out_records(agent: &Agent, prune: bool) -> Result<(usize, u64)> {
     let mut n = 0;
     if !erased.is_empty() {
         agent.repo().erase(&erased);
-        // Looked up one by one: what the records name, not the whole store.
+        // Looked up one by one, what the records name (the rewrite of the
+        // packs that hold any reads their other objects).
         let mut dead = Vec::new();
         for id in &erased {
             if let Some((kind, loc)) = agent.repo().index().object(id)? {
