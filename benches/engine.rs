@@ -34,6 +34,7 @@ fn sizes(var: &str, quick_sizes: &[u64], full: &[u64]) -> Vec<u64> {
     match std::env::var(var) {
         Ok(list) => list
             .split(',')
+            .filter(|n| !n.trim().is_empty())
             .map(|n| n.trim().parse().expect("a size"))
             .collect(),
         Err(_) if curves_named() => Vec::new(),

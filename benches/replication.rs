@@ -7,6 +7,11 @@
 //! `SOVSEAL_BENCH_PG_URL=postgres://…` the throughput and restore rows are
 //! measured against that PostgreSQL database too. The snapshot is 256 MiB,
 //! or `SOVSEAL_BENCH_REPL_MIB` MiB (1024 for the 1 GiB row).
+//!
+//! `SOVSEAL_BENCH_RESTORE_SCALING=1` runs only the restore-scaling table
+//! instead: the time of a verified restore (what a fresh machine waits for
+//! before its mount serves) against the number of snapshots and the bytes
+//! of history, from moto and from a store answering in 10 ms.
 
 use object_store::{ObjectStoreExt, PutPayload};
 use sovseal::config::{AgentName, Home};
@@ -50,6 +55,10 @@ fn main() {
     let dir = tempfile::tempdir_in("/var/tmp").unwrap();
     let home = Home::at(dir.path().join("home"));
     let master = MasterKey::from_bytes([4; 32]);
+    if std::env::var_os("SOVSEAL_BENCH_RESTORE_SCALING").is_some() {
+        restore_scaling(&rt, &home, &master, &moto);
+        return;
+    }
 
     // 1. Throughput: one snapshot of 256 MiB (or as asked), replicated,
     // against raw puts of the same bytes.
@@ -137,21 +146,15 @@ fn main() {
     let head = e.head().seq();
     drop(e);
     let s3 = Remote::open_with(&moto.url("restore"), &opts).unwrap();
-    let restore_t = restore_time(&rt, &home, &small, &master, &s3);
+    let restore_t = restore_time(&rt, &home, &small, &master, &s3, &s3);
     let pg_restore = pg
         .as_ref()
-        .map(|(remote, _, _)| restore_time(&rt, &home, &small, &master, remote));
+        .map(|(remote, _, _)| restore_time(&rt, &home, &small, &master, remote, remote));
     // A store that answers every request after 10 ms (a far S3 region),
     // with the server's own work taken out: what a restore's round trips
     // cost, apart from moto's CPU.
-    let far = Remote::with_store(
-        std::sync::Arc::new(far::Far(std::sync::Arc::new(
-            object_store::memory::InMemory::new(),
-        ))),
-        Default::default(),
-        "far://",
-    );
-    let far_restore = restore_time(&rt, &home, &small, &master, &far);
+    let (near, far) = far::pair();
+    let far_restore = restore_time(&rt, &home, &small, &master, &near, &far);
 
     println!("| measurement | value |");
     println!("|---|---|");
@@ -183,20 +186,22 @@ fn main() {
     drop(moto);
 }
 
-/// Uploads every snapshot of agent `name` (the engine closed) to `remote`,
-/// deletes the local agent and times its verified restore from there.
+/// Uploads every snapshot of agent `name` (the engine closed) through
+/// `up`, deletes the local agent and times its verified restore through
+/// `down` (the same store, or the same bytes behind a slower path).
 fn restore_time(
     rt: &tokio::runtime::Runtime,
     home: &Home,
     name: &AgentName,
     master: &MasterKey,
-    remote: &Remote,
+    up: &Remote,
+    down: &Remote,
 ) -> Duration {
     let e = Engine::open(home, name, master).unwrap();
     for s in 1..=e.head().seq() {
         rt.block_on(sovseal::replication::replicator::upload(
             &e.shared_agent(),
-            remote,
+            up,
             s,
         ))
         .unwrap();
@@ -208,7 +213,7 @@ fn restore_time(
         home,
         name,
         master,
-        remote,
+        down,
         |_, _| {},
     ))
     .unwrap();
@@ -281,6 +286,58 @@ fn throughput(
     (ourt[ROUNDS / 2], rawt[ROUNDS / 2])
 }
 
+/// The restore-scaling table: histories of `snapshots` snapshots, each
+/// rewriting one of ten files with `size` fresh bytes (so head holds ten
+/// files while the history holds them all), restored (verified) from moto
+/// and from a store answering in 10 ms. A restore is what a machine
+/// without the agent waits for before `sovseal-mount --remote` serves.
+fn restore_scaling(
+    rt: &tokio::runtime::Runtime,
+    home: &Home,
+    master: &MasterKey,
+    moto: &moto::Moto,
+) {
+    let cases: [(u64, usize); 4] = [
+        (1_000, 2 << 10),
+        (10_000, 2 << 10),
+        (1_000, 100 << 10),
+        (1_000, 1 << 20),
+    ];
+    println!(
+        "| snapshots | history | head | restore from moto | from a store answering in 10 ms |"
+    );
+    println!("|---|---|---|---|---|");
+    for (i, &(snapshots, size)) in cases.iter().enumerate() {
+        let name = AgentName::new(&format!("scale{i}")).unwrap();
+        let mut e = Engine::open(home, &name, master).unwrap();
+        let files: Vec<u64> = (0..10)
+            .map(|f| {
+                e.create(ROOT_INO, format!("f{f}").as_bytes(), 0o644, 0, 0)
+                    .unwrap()
+                    .ino
+            })
+            .collect();
+        for s in 0..snapshots {
+            let ino = files[(s % 10) as usize];
+            e.write(ino, 0, &random(size, s + 1)).unwrap();
+            e.commit().unwrap();
+        }
+        drop(e);
+        let s3 = Remote::open_with(&moto.url(&format!("scale{i}")), &moto.options()).unwrap();
+        let from_moto = restore_time(rt, home, &name, master, &s3, &s3);
+        let (near, far) = far::pair();
+        let from_far = restore_time(rt, home, &name, master, &near, &far);
+        println!(
+            "| {snapshots} | {:.0} MiB | {} KiB | {:.2} s | {:.2} s |",
+            (snapshots as usize * size) as f64 / (1 << 20) as f64,
+            10 * size / 1024,
+            from_moto.as_secs_f64(),
+            from_far.as_secs_f64()
+        );
+        std::fs::remove_dir_all(home.agent_dir(&name)).unwrap();
+    }
+}
+
 fn count_files(dir: &std::path::Path) -> usize {
     let mut n = 0;
     let mut stack = vec![dir.to_path_buf()];
@@ -306,6 +363,20 @@ mod far {
 
     /// The added latency per request.
     pub const DELAY: Duration = Duration::from_millis(10);
+
+    /// Two remotes over one in-memory store: the first answers at once
+    /// (to fill it), the second after [`DELAY`] per request.
+    pub fn pair() -> (sovseal::repo::remote::Remote, sovseal::repo::remote::Remote) {
+        let store: Arc<dyn ObjectStore> = Arc::new(object_store::memory::InMemory::new());
+        let near =
+            sovseal::repo::remote::Remote::with_store(store.clone(), Default::default(), "near://");
+        let far = sovseal::repo::remote::Remote::with_store(
+            Arc::new(Far(store)),
+            Default::default(),
+            "far://",
+        );
+        (near, far)
+    }
 
     #[derive(Debug)]
     pub struct Far(pub Arc<dyn ObjectStore>);
