@@ -226,6 +226,36 @@ fn copy_tree(from: &Path, to: &Path) {
     assert!(o.status.success(), "{}", text(&o.stderr));
 }
 
+/// The writer `w` goes on against a copy of `remote` (which stays as it
+/// was): writes `states` to `state`, each its own snapshot, and stops
+/// (signing a checkpoint of its head there). Returns the copy.
+fn goes_on_elsewhere(w: &mut Mounted, remote: &Path, states: &[u64]) -> tempfile::TempDir {
+    let staging = tempfile::tempdir().unwrap();
+    copy_tree(remote, staging.path());
+    w.extra = vec![
+        "--remote".into(),
+        format!("file://{}", staging.path().display()),
+    ];
+    w.mount();
+    let before = w.status()["head_seq"].as_u64().unwrap();
+    for &i in states {
+        std::fs::write(w.path("state"), state(i)).unwrap();
+    }
+    assert_eq!(w.wait_replicated(), before + states.len() as u64);
+    w.unmount();
+    staging
+}
+
+/// The one file `<sub>/<seq, 20 digits>.json` under the remote `root`.
+fn remote_file(root: &Path, sub: &str, seq: u64) -> PathBuf {
+    let found: Vec<PathBuf> = files_under(root)
+        .into_iter()
+        .filter(|p| p.ends_with(format!("{sub}/{seq:020}.json")))
+        .collect();
+    assert_eq!(found.len(), 1, "{found:?}");
+    found[0].clone()
+}
+
 /// Waits until the follower reports itself stalled with an error that
 /// says `why` (a stall an earlier run recorded shows until the first poll
 /// judges it again); its status then.
@@ -270,27 +300,9 @@ fn a_tampered_remote_stops_the_follower_which_keeps_serving() {
 
     // The writer goes on against a copy of the remote; two snapshots, the
     // second tampered on its way to the remote the follower reads.
-    let staging = tempfile::tempdir().unwrap();
-    copy_tree(remote.path(), staging.path());
     let mut w = w;
-    w.extra = vec![
-        "--remote".into(),
-        format!("file://{}", staging.path().display()),
-    ];
-    w.mount();
-    std::fs::write(w.path("state"), state(2)).unwrap();
-    std::fs::write(w.path("state"), state(3)).unwrap();
-    assert_eq!(w.wait_replicated(), head + 2);
-    w.unmount();
-    let env = |seq: u64| {
-        let found: Vec<PathBuf> = files_under(staging.path())
-            .into_iter()
-            .filter(|p| p.ends_with(format!("envelopes/{seq:020}.json")))
-            .collect();
-        assert_eq!(found.len(), 1, "{found:?}");
-        found[0].clone()
-    };
-    tamper_envelope(&env(head + 2));
+    let staging = goes_on_elsewhere(&mut w, remote.path(), &[2, 3]);
+    tamper_envelope(&remote_file(staging.path(), "envelopes", head + 2));
     copy_tree(staging.path(), remote.path());
 
     // The follower takes the good snapshot, stops at the tampered one,
@@ -355,26 +367,8 @@ fn a_remote_withholding_checkpointed_snapshots_stops_the_follower() {
 
     // The writer goes on against a copy of the remote, and signs a
     // checkpoint of its new head as it stops.
-    let staging = tempfile::tempdir().unwrap();
-    copy_tree(remote.path(), staging.path());
-    w.extra = vec![
-        "--remote".into(),
-        format!("file://{}", staging.path().display()),
-    ];
-    w.mount();
-    std::fs::write(w.path("state"), state(2)).unwrap();
-    std::fs::write(w.path("state"), state(3)).unwrap();
-    assert_eq!(w.wait_replicated(), head + 2);
-    w.unmount();
-    let checkpoint = |seq: u64| {
-        let found: Vec<PathBuf> = files_under(staging.path())
-            .into_iter()
-            .filter(|p| p.ends_with(format!("checkpoints/{seq:020}.json")))
-            .collect();
-        assert_eq!(found.len(), 1, "{found:?}");
-        found[0].clone()
-    };
-    let signed = checkpoint(head + 2);
+    let staging = goes_on_elsewhere(&mut w, remote.path(), &[2, 3]);
+    let signed = remote_file(staging.path(), "checkpoints", head + 2);
     let place = remote
         .path()
         .join(signed.strip_prefix(staging.path()).unwrap());
@@ -437,17 +431,9 @@ fn a_checkpoint_naming_another_snapshot_stops_the_follower_before_it_shows_it() 
 
     // The first writer, on one copy: snapshot head + 1, checkpointed as it
     // stops.
-    let (one, two) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    copy_tree(remote.path(), one.path());
+    let two = tempfile::tempdir().unwrap();
     copy_tree(remote.path(), two.path());
-    w.extra = vec![
-        "--remote".into(),
-        format!("file://{}", one.path().display()),
-    ];
-    w.mount();
-    std::fs::write(w.path("state"), state(2)).unwrap();
-    assert_eq!(w.wait_replicated(), head + 1);
-    w.unmount();
+    let one = goes_on_elsewhere(&mut w, remote.path(), &[2]);
     // The second, another machine with the key, on the other copy.
     let mut other = follower(&w, &url, "machine-c");
     other.extra = vec![
@@ -462,14 +448,11 @@ fn a_checkpoint_naming_another_snapshot_stops_the_follower_before_it_shows_it() 
     other.unmount();
 
     // The second's snapshot arrives with the first's checkpoint of it.
-    let cp = |root: &Path| -> PathBuf {
-        files_under(root)
-            .into_iter()
-            .find(|p| p.ends_with(format!("checkpoints/{:020}.json", head + 1)))
-            .unwrap()
-    };
-    let first_cp = cp(one.path());
-    std::fs::copy(&first_cp, cp(two.path())).unwrap();
+    std::fs::copy(
+        remote_file(one.path(), "checkpoints", head + 1),
+        remote_file(two.path(), "checkpoints", head + 1),
+    )
+    .unwrap();
     copy_tree(two.path(), remote.path());
     wait_stalled(
         &f,
