@@ -349,21 +349,29 @@ fn a_tampered_remote_stops_the_follower_which_keeps_serving() {
     assert_eq!(after.len(), tree(staging.path()).len());
 }
 
-/// The writer's signed checkpoints are checked while the follower runs:
-/// a remote that withholds snapshots a checkpoint vouches for (or rolled
-/// them back and kept the checkpoint), or that holds a forged checkpoint,
-/// stops the follower, which keeps serving what it verified.
-#[test]
-fn a_remote_withholding_checkpointed_snapshots_stops_the_follower() {
+/// A writer of `agent` with one snapshot (state 1) on a directory remote,
+/// stopped, and a follower mounted that shows it: the remote, the writer,
+/// the head, the follower.
+fn followed_from_a_directory(agent: &str) -> (tempfile::TempDir, Mounted, u64, Mounted) {
     let remote = tempfile::tempdir().unwrap();
     let url = format!("file://{}", remote.path().display());
-    let mut w = Mounted::new("held", &["--remote", &url]);
+    let w = Mounted::new(agent, &["--remote", &url]);
     std::fs::write(w.path("state"), state(1)).unwrap();
     let head = w.wait_replicated();
     w.unmount();
     let f = follower(&w, &url, "machine-b");
     f.mount();
     wait_latest(&f, head);
+    (remote, w, head, f)
+}
+
+/// The writer's signed checkpoints are checked while the follower runs:
+/// a remote that withholds snapshots a checkpoint vouches for (or rolled
+/// them back and kept the checkpoint), or that holds a forged checkpoint,
+/// stops the follower, which keeps serving what it verified.
+#[test]
+fn a_remote_withholding_checkpointed_snapshots_stops_the_follower() {
+    let (remote, mut w, head, f) = followed_from_a_directory("held");
 
     // The writer goes on against a copy of the remote, and signs a
     // checkpoint of its new head as it stops.
@@ -419,15 +427,7 @@ fn a_remote_withholding_checkpointed_snapshots_stops_the_follower() {
 /// first one's checkpoint of that number: the follower never shows it.
 #[test]
 fn a_checkpoint_naming_another_snapshot_stops_the_follower_before_it_shows_it() {
-    let remote = tempfile::tempdir().unwrap();
-    let url = format!("file://{}", remote.path().display());
-    let mut w = Mounted::new("fork", &["--remote", &url]);
-    std::fs::write(w.path("state"), state(1)).unwrap();
-    let head = w.wait_replicated();
-    w.unmount();
-    let f = follower(&w, &url, "machine-b");
-    f.mount();
-    wait_latest(&f, head);
+    let (remote, mut w, head, f) = followed_from_a_directory("fork");
 
     // The first writer, on one copy: snapshot head + 1, checkpointed as it
     // stops.
@@ -435,13 +435,8 @@ fn a_checkpoint_naming_another_snapshot_stops_the_follower_before_it_shows_it() 
     copy_tree(remote.path(), two.path());
     let one = goes_on_elsewhere(&mut w, remote.path(), &[2]);
     // The second, another machine with the key, on the other copy.
-    let mut other = follower(&w, &url, "machine-c");
-    other.extra = vec![
-        "--agent".into(),
-        w.agent.clone(),
-        "--remote".into(),
-        format!("file://{}", two.path().display()),
-    ];
+    let mut other = follower(&w, &format!("file://{}", two.path().display()), "machine-c");
+    other.extra.truncate(4); // `--agent A --remote URL`, not following: a writer
     other.mount();
     std::fs::write(other.path("state"), state(3)).unwrap();
     assert_eq!(other.wait_replicated(), head + 1);
