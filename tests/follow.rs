@@ -462,6 +462,42 @@ fn a_checkpoint_naming_another_snapshot_stops_the_follower_before_it_shows_it() 
     assert_eq!(f.status()["head_seq"], head);
 }
 
+/// A writer that rotated its key, followed by a machine that was not
+/// given the new version: the follower takes every snapshot sealed under
+/// the key it holds (the writer's checkpoints signed under the new one
+/// are left for later, not a reason to take nothing), then reports the
+/// missing version and keeps serving.
+#[test]
+fn a_follower_without_the_rotated_key_follows_up_to_the_rotation() {
+    let (_remote, w, head, f) = followed_from_a_directory("rot");
+    f.unmount();
+    w.mount();
+    std::fs::write(w.path("state"), state(2)).unwrap();
+    assert_eq!(w.wait_replicated(), head + 1);
+    w.unmount();
+    let o = w.sovseal(&["key", "rotate"]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    w.mount();
+    std::fs::write(w.path("state"), state(3)).unwrap();
+    assert_eq!(w.wait_replicated(), head + 2);
+    w.unmount(); // signs a checkpoint of head + 2 under version 2
+
+    f.mount();
+    wait_latest(&f, head + 1);
+    assert_eq!(state_seq(&std::fs::read(f.path("state")).unwrap()), 2);
+    let t0 = Instant::now();
+    loop {
+        let s = f.status();
+        let err = s["following"]["error"].as_str().unwrap_or_default();
+        if err.contains("key version 2 is not in custody") {
+            break;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(30), "{s}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(state_seq(&std::fs::read(f.path("state")).unwrap()), 2);
+}
+
 #[test]
 fn following_an_agent_the_remote_does_not_hold_is_refused() {
     let remote = tempfile::tempdir().unwrap();
