@@ -374,6 +374,30 @@ pub fn create_private_dir(dir: &Path) -> Result<()> {
     Dir::create_root(dir).map(drop)
 }
 
+/// Refuses a tree under `root` that holds a symlink anywhere (looked at,
+/// never followed): for directories written by code that follows them,
+/// such as `object_store`'s local backend (a file remote). A symlink
+/// planted later, while in use, is not caught here.
+pub fn refuse_symlinks_below(root: &Path) -> Result<()> {
+    let mut dirs = vec![root.to_path_buf()];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(&dir).map_err(|e| Error::io(&dir, e))? {
+            let entry = entry.map_err(|e| Error::io(&dir, e))?;
+            let kind = entry.file_type().map_err(|e| Error::io(entry.path(), e))?;
+            if kind.is_symlink() {
+                return Err(unsafe_path(
+                    &entry.path(),
+                    "is a symlink inside a file remote; sovseal never writes through one",
+                ));
+            }
+            if kind.is_dir() {
+                dirs.push(entry.path());
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Writes `bytes` to `path` atomically and durably with `mode`:
 /// a temp file in the same dir, fsync, rename over `path`, fsync the dir.
 /// The parent must be a private directory ([`Dir`]).
@@ -400,6 +424,25 @@ pub fn write_atomic_anywhere(path: &Path, bytes: &[u8], mode: u32) -> Result<()>
 mod tests {
     use super::*;
     use std::os::unix::fs::{PermissionsExt, symlink};
+
+    #[test]
+    fn a_symlink_anywhere_below_is_found() {
+        let t = tempfile::tempdir().unwrap();
+        let deep = t.path().join("a/b/c");
+        std::fs::create_dir_all(&deep).unwrap();
+        std::fs::write(deep.join("f"), b"x").unwrap();
+        refuse_symlinks_below(t.path()).unwrap();
+        let other = tempfile::tempdir().unwrap();
+        symlink(other.path(), t.path().join("a/b/link")).unwrap();
+        let e = refuse_symlinks_below(t.path()).unwrap_err();
+        assert!(
+            matches!(e, Error::UnsafePath { ref path, .. } if path.ends_with("a/b/link")),
+            "{e}"
+        );
+        std::fs::remove_file(t.path().join("a/b/link")).unwrap();
+        symlink(deep.join("f"), deep.join("g")).unwrap();
+        assert!(refuse_symlinks_below(t.path()).is_err());
+    }
 
     #[test]
     fn writes_never_follow_symlinks() {

@@ -282,6 +282,36 @@ fn a_symlinked_pack_is_refused() {
     );
 }
 
+/// A directory of the (default, file) remote replaced by a symlink: the
+/// remote is written by `object_store`'s local backend, which would follow
+/// it; the mount and every command that opens the remote refuse it.
+#[test]
+fn a_symlink_inside_a_file_remote_is_refused() {
+    let m = Mounted::new("remote-link", &[]);
+    m.sh("echo one > a");
+    m.wait_replicated();
+    m.unmount();
+    let packs = support::home::files_under(&m.home.join("remote"))
+        .into_iter()
+        .find(|p| p.parent().is_some_and(|d| d.ends_with("packs")))
+        .unwrap()
+        .parent()
+        .unwrap()
+        .to_path_buf();
+    let victim = m.dir.path().join("victim");
+    std::fs::create_dir(&victim).unwrap();
+    std::fs::rename(&packs, packs.with_file_name("packs.real")).unwrap();
+    std::os::unix::fs::symlink(&victim, &packs).unwrap();
+    fails(&m.try_mount(), 3, "symlink inside a file remote");
+    assert!(!m.is_mounted());
+    fails(
+        &m.sovseal(&["verify", "--agent", &m.agent, "--remote"]),
+        3,
+        "symlink inside a file remote",
+    );
+    assert_eq!(std::fs::read_dir(&victim).unwrap().count(), 0);
+}
+
 /// Regression (fails on the main before this change: records were written
 /// through the symlinked directory, outside the home): a symlinked records
 /// directory, agent directory or index is a refusal.
