@@ -374,13 +374,15 @@ pub fn create_private_dir(dir: &Path) -> Result<()> {
     Dir::create_root(dir).map(drop)
 }
 
-/// Refuses a tree under `root` that holds a symlink anywhere (looked at,
-/// never followed): for directories written by code that follows them,
-/// such as `object_store`'s local backend (a file remote). A symlink
-/// planted later, while in use, is not caught here.
-pub fn refuse_symlinks_below(root: &Path) -> Result<()> {
-    let mut dirs = vec![root.to_path_buf()];
-    while let Some(dir) = dirs.pop() {
+/// Refuses a tree under `root` that holds a symlink in its first `levels`
+/// levels (looked at, never followed; the directories of the last level
+/// are not read): for directories written by code that follows them, such
+/// as `object_store`'s local backend (a file remote, whose files all sit
+/// three levels down). A symlink planted later, while in use, is not
+/// caught here.
+pub fn refuse_symlinks_below(root: &Path, levels: usize) -> Result<()> {
+    let mut dirs = vec![(root.to_path_buf(), 1)];
+    while let Some((dir, level)) = dirs.pop() {
         for entry in std::fs::read_dir(&dir).map_err(|e| Error::io(&dir, e))? {
             let entry = entry.map_err(|e| Error::io(&dir, e))?;
             let kind = entry.file_type().map_err(|e| Error::io(entry.path(), e))?;
@@ -390,8 +392,8 @@ pub fn refuse_symlinks_below(root: &Path) -> Result<()> {
                     "is a symlink inside a file remote; sovseal never writes through one",
                 ));
             }
-            if kind.is_dir() {
-                dirs.push(entry.path());
+            if kind.is_dir() && level < levels {
+                dirs.push((entry.path(), level + 1));
             }
         }
     }
@@ -426,22 +428,24 @@ mod tests {
     use std::os::unix::fs::{PermissionsExt, symlink};
 
     #[test]
-    fn a_symlink_anywhere_below_is_found() {
+    fn a_symlink_in_the_levels_read_is_found() {
         let t = tempfile::tempdir().unwrap();
         let deep = t.path().join("a/b/c");
         std::fs::create_dir_all(&deep).unwrap();
         std::fs::write(deep.join("f"), b"x").unwrap();
-        refuse_symlinks_below(t.path()).unwrap();
+        refuse_symlinks_below(t.path(), 4).unwrap();
         let other = tempfile::tempdir().unwrap();
         symlink(other.path(), t.path().join("a/b/link")).unwrap();
-        let e = refuse_symlinks_below(t.path()).unwrap_err();
+        let e = refuse_symlinks_below(t.path(), 3).unwrap_err();
         assert!(
             matches!(e, Error::UnsafePath { ref path, .. } if path.ends_with("a/b/link")),
             "{e}"
         );
         std::fs::remove_file(t.path().join("a/b/link")).unwrap();
+        // A file link four levels down: found when four are read, not three.
         symlink(deep.join("f"), deep.join("g")).unwrap();
-        assert!(refuse_symlinks_below(t.path()).is_err());
+        assert!(refuse_symlinks_below(t.path(), 4).is_err());
+        refuse_symlinks_below(t.path(), 3).unwrap();
     }
 
     #[test]

@@ -148,8 +148,10 @@ impl Remote {
                     .to_file_path()
                     .map_err(|_| Error::Invalid(format!("remote {url_text}: not a local path")))?;
                 crate::fsutil::create_private_dir(&dir)?;
-                // object_store's local backend follows symlinks.
-                crate::fsutil::refuse_symlinks_below(&dir)?;
+                // object_store's local backend follows symlinks. Its files
+                // sit in `sovseal-v1/<agent>/<kind>/`: those directories are
+                // checked, not the (many) files in them.
+                crate::fsutil::refuse_symlinks_below(&dir, 3)?;
                 (
                     Arc::new(
                         object_store::local::LocalFileSystem::new_with_prefix(&dir).map_err(bad)?,
