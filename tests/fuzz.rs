@@ -1574,6 +1574,15 @@ mod props {
         }
     }
 
+    /// Found by `remote_listing_mutated` in CI: a listing of sequence 0
+    /// alone (which no writer makes) made `has_envelopes` say yes while
+    /// `list_envelopes` listed nothing.
+    #[test]
+    fn a_listing_of_sequence_zero_holds_no_envelope() {
+        target_remote_listing(b"00000000000000000000.json");
+        target_remote_listing(b"00000000000000000000.json\n00000000000000000001.json");
+    }
+
     /// Counts and lengths that claim more than the input holds are refused
     /// before anything is reserved for them.
     #[test]

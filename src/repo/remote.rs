@@ -103,6 +103,8 @@ fn seq_named(dir: &Path, location: &Path) -> Option<u64> {
         .and_then(|f| f.strip_suffix(".json"))
         .filter(|n| n.len() == 20 && n.bytes().all(|b| b.is_ascii_digit()))
         .and_then(|n| n.parse::<u64>().ok())
+        // Sequence numbers start at 1: a name of 0 is none a writer makes.
+        .filter(|s| *s > 0)
 }
 
 /// A listing error: a name the store itself cannot express (not UTF-8, a
