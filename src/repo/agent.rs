@@ -190,6 +190,12 @@ impl Agent {
         &self.repo
     }
 
+    /// A WAL checkpointer for this agent's index, on a connection of its
+    /// own, for a thread beside the writer ([`Index::checkpointer`]).
+    pub fn wal_checkpointer(&self) -> Result<crate::repo::index::Checkpointer> {
+        self.repo.index().checkpointer()
+    }
+
     /// Opens snapshot `seq`: its envelope from the index, the recorded hash
     /// against the envelope, then tag and payload hash. A forgotten snapshot
     /// is refused ([`Error::Forgotten`]): its content may be gone.

@@ -229,7 +229,7 @@ impl Committer {
 /// checkpointing inside commits, and the mount says so).
 fn checkpointer(engine: &RwLock<Engine>) -> Option<crate::repo::index::Checkpointer> {
     let agent = engine.read().expect("engine lock").shared_agent();
-    match agent.repo().index().checkpointer() {
+    match agent.wal_checkpointer() {
         Ok(c) => Some(c),
         Err(e) => {
             tracing::warn!("WAL checkpoints stay inside commits: {e}");
