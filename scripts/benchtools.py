@@ -1,5 +1,6 @@
 """What the mount benchmark scripts share (imported by scripts/ab-mount,
-scripts/bench-bigdir and scripts/bench-churn; not a script itself).
+scripts/bench-bigdir, scripts/bench-churn and scripts/bench-mount, which
+scripts/bench-scaling loads; not a script itself).
 
 - `ensure(*pairs)`: installs the Debian packages whose program is missing,
   so a fresh machine runs a benchmark without steps done by hand.
