@@ -968,3 +968,40 @@ fn restore_on_mount_fails_closed_too() {
         }
     }
 }
+
+/// An envelope altered to name a key version this machine does not hold
+/// looks like a rotation whose key was never imported here (exit 4),
+/// unless something vouches for the envelope's hash: the next snapshot's
+/// parent link (a middle snapshot) or the signed checkpoint (the head).
+/// Then it is refused as altered, exit 3, naming the snapshot. (The
+/// randomized test above met this case: a bit flip turning key version 1
+/// into 9.)
+#[test]
+fn an_envelope_altered_to_an_unknown_key_version_is_refused_as_altered() {
+    let src = source();
+    for seq in [4, src.head] {
+        let arena = tempfile::tempdir().unwrap();
+        let bucket = arena.path().join("bucket");
+        clone_tree(&src.bucket, &bucket);
+        let file = bucket.join(format!(
+            "sovseal-v1/{}/envelopes/{seq:020}.json",
+            src.agent_hex
+        ));
+        let mut j: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
+        j["key_version"] = 9.into();
+        replace_file(&file, &serde_json::to_vec(&j).unwrap());
+        let home = restoring_home(&arena.path().join("home"), &src.master);
+        let (code, stderr) = run_restore(
+            &home,
+            arena.path(),
+            &format!("file://{}", bucket.display()),
+            &arena.path().join("dest"),
+        );
+        assert_eq!(code, Some(3), "snapshot {seq}: {stderr}");
+        assert!(
+            stderr.contains(&format!("snapshot {seq}")) && stderr.contains("altered"),
+            "{stderr}"
+        );
+    }
+}

@@ -184,9 +184,14 @@ async fn fetch_chain(
         }
         envelope::check_succession(prev_versions.0, prev_versions.1, &env)?;
         prev_versions = (env.key_version, env.format_version);
-        let manifest =
-            envelope::open_manifest(&keys, &env).map_err(|e| of_remote_snapshot(seq, e))?;
         let hash = env.hash();
+        let manifest = match envelope::open_manifest(&keys, &env) {
+            Ok(m) => m,
+            Err(Error::UnknownKeyVersion(v, held)) => {
+                return Err(unknown_key_version(&keys, remote, seq, hash, v, held).await);
+            }
+            Err(e) => return Err(of_remote_snapshot(seq, e)),
+        };
         let mut fetched = HashSet::new();
         let mut store = |bytes: &[u8]| -> Result<()> {
             for (oid, kind, sealed) in
@@ -471,6 +476,46 @@ pub fn carry_out_records(agent: &Agent, prune: bool) -> Result<(usize, u64)> {
         pruned = crate::history::retention::prune_local(agent, &mut |_, _| {})?.objects_removed;
     }
     Ok((n, pruned))
+}
+
+/// The error for remote snapshot `seq` (envelope hash `hash`), sealed
+/// under key version `v`, which this machine does not hold: a rotation
+/// whose key was not imported here (a custody error), unless the next
+/// snapshot's parent link or a signed checkpoint of `seq` names another
+/// hash for it, which shows that the envelope was altered on the remote
+/// (an integrity error: the version is part of the hashed envelope).
+async fn unknown_key_version(
+    keys: &crate::seal::keys::AgentKeys,
+    remote: &Remote,
+    seq: u64,
+    hash: [u8; 32],
+    v: u32,
+    held: u32,
+) -> Error {
+    let altered = |by: String| Error::ChainBroken {
+        seq,
+        detail: format!(
+            "its envelope names key version {v}, which this machine does not hold, and {by} names another hash for it: altered on the remote"
+        ),
+    };
+    let next = match remote.get_envelope(&keys.agent_id(), seq + 1).await {
+        Ok(Some(raw)) => Envelope::from_json(&raw).ok(),
+        _ => None,
+    };
+    if let Some(n) = next
+        && n.sequence_number == seq + 1
+        && n.parent_snapshot != hash
+    {
+        return altered(format!("snapshot {}", seq + 1));
+    }
+    if let Ok(checkpoints) = crate::history::checkpoint::fetch_remote(keys, remote).await
+        && checkpoints
+            .iter()
+            .any(|c| c.seq == seq && c.hash_bytes().is_ok_and(|h| h != hash))
+    {
+        return altered(format!("the signed checkpoint of snapshot {seq}"));
+    }
+    Error::UnknownKeyVersion(v, held)
 }
 
 /// Names snapshot `seq` (as read from the remote) in an error about its
