@@ -50,10 +50,10 @@ fn write_snapshot(a: &sovseal::repo::agent::Agent, seq: u64, d: &Path) -> Envelo
     std::fs::write(d.join("envelope.json"), env.to_json()).unwrap();
     a.snapshot(seq)
         .unwrap()
-        .walk_objects(&|_| false, &mut |kind, id| {
+        .walk_objects(&|_| false, &mut |kind, r| {
             std::fs::write(
-                d.join(format!("objects/{}.{}", id.to_hex(), kind as u8)),
-                a.sealed_object(id).unwrap(),
+                d.join(format!("objects/{}.{}", r.id.to_hex(), kind as u8)),
+                a.sealed_object(r).unwrap(),
             )
             .unwrap();
             Ok(())
@@ -159,10 +159,14 @@ enum Node {
 }
 
 fn file_data(v: u32, refs: &[ChunkRef], size: u64, chunk: u64) -> Vec<u8> {
+    file_data_in(&dir(v), refs, size, chunk)
+}
+
+fn file_data_in(d: &Path, refs: &[ChunkRef], size: u64, chunk: u64) -> Vec<u8> {
     let mut out = vec![0u8; size as usize];
     for (i, r) in refs.iter().enumerate() {
         if let Some(id) = r {
-            let c = object(v, ObjectKind::Chunk, id);
+            let c = object_in(d, ObjectKind::Chunk, id);
             let at = i as u64 * chunk;
             out[at as usize..at as usize + c.len()].copy_from_slice(&c);
         }
@@ -218,7 +222,7 @@ fn golden_tree2_decodes() {
     let mut map_nodes = 0;
     let mut stack = vec![(*root, None::<u8>, 0u64)];
     while let Some((id, parent_level, prefix)) = stack.pop() {
-        let raw = object_in(&d, ObjectKind::PageMap, &id);
+        let raw = object_in(&d, ObjectKind::PageMap, &id.id);
         let n = tree::decode_page_map(&raw).unwrap();
         assert_eq!(tree::encode_page_map(&n), raw, "canonical page-map node");
         if let Some(p) = parent_level {
@@ -232,9 +236,11 @@ fn golden_tree2_decodes() {
                 stack.push((*c, Some(n.level), no));
                 continue;
             }
-            let (pno, page) =
-                tree::decode_page(&object_in(&d, ObjectKind::InodePage, c), m.inodes_per_page)
-                    .unwrap();
+            let (pno, page) = tree::decode_page(
+                &object_in(&d, ObjectKind::InodePage, &c.id),
+                m.inodes_per_page,
+            )
+            .unwrap();
             assert_eq!(pno, no);
             inodes.extend(page);
         }
@@ -245,7 +251,7 @@ fn golden_tree2_decodes() {
     let Content::Dir(Some(DirRef::Leaf(root))) = &inodes[&ROOT_INO].content else {
         panic!("the root is one directory node");
     };
-    let root = tree::decode_dir(&object_in(&d, ObjectKind::DirNode, root)).unwrap();
+    let root = tree::decode_dir(&object_in(&d, ObjectKind::DirNode, &root.id)).unwrap();
     let big = root[&b"big"[..]].ino;
     let Content::Dir(Some(DirRef::Index(idx))) = &inodes[&big].content else {
         panic!("a directory of 100 entries is an index node");
@@ -258,7 +264,7 @@ fn golden_tree2_decodes() {
     while let Some((node, path, want)) = stack.pop() {
         match node {
             DirRef::Index(id) => {
-                let raw = object_in(&d, ObjectKind::DirIndex, &id);
+                let raw = object_in(&d, ObjectKind::DirIndex, &id.id);
                 let n = tree::decode_dir_index(&raw).unwrap();
                 assert_eq!(tree::encode_dir_index(&n), raw, "canonical index node");
                 assert_eq!(usize::from(n.depth), path.len());
@@ -275,7 +281,7 @@ fn golden_tree2_decodes() {
                 }
             }
             DirRef::Leaf(id) => {
-                let raw = object_in(&d, ObjectKind::DirNode, &id);
+                let raw = object_in(&d, ObjectKind::DirNode, &id.id);
                 let e = tree::decode_dir(&raw).unwrap();
                 assert_eq!(tree::encode_dir(&e), raw);
                 assert_eq!(Some(e.len() as u64), want);
@@ -303,14 +309,20 @@ fn golden_tree2_decodes() {
     );
 }
 
-fn write_tree2(d: &Path) {
-    let tmp = tempfile::tempdir().unwrap();
-    let mut e = fixture_engine(tmp.path());
+/// `big/` with entries f000..f099: a directory index node over leaves.
+fn big_dir(e: &mut Engine) -> u64 {
     let big = e.mkdir(ROOT_INO, b"big", 0o755, 1000, 1000).unwrap();
     for k in 0..100 {
         e.create(big.ino, format!("f{k:03}").as_bytes(), 0o644, 1000, 1000)
             .unwrap();
     }
+    big.ino
+}
+
+fn write_tree2(d: &Path) {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut e = fixture_engine(tmp.path());
+    big_dir(&mut e);
     let info = e.commit().unwrap().unwrap();
     let a = e.agent();
     std::fs::create_dir_all(d.join("objects")).unwrap();
@@ -336,7 +348,7 @@ fn golden_tree3_decodes() {
     let Pages::Counted(Some(root)) = &m.pages else {
         panic!("tree format 3 names a counted page map");
     };
-    let raw = object_in(&d, ObjectKind::PageMap, root);
+    let raw = object_in(&d, ObjectKind::PageMap, &root.id);
     let n = tree::decode_page_map(&raw).unwrap();
     assert_eq!(tree::encode_page_map(&n), raw, "canonical page-map node");
     assert_eq!(n.level, 0);
@@ -347,7 +359,8 @@ fn golden_tree3_decodes() {
             assert_eq!(counts[no], 0);
             continue;
         };
-        let (pno, page) = tree::decode_page(&object_in(&d, ObjectKind::InodePage, c), 16).unwrap();
+        let (pno, page) =
+            tree::decode_page(&object_in(&d, ObjectKind::InodePage, &c.id), 16).unwrap();
         assert_eq!(pno, no as u64);
         assert_eq!(counts[no], page.len() as u64, "page {no}'s count");
         inodes.extend(page);
@@ -359,7 +372,7 @@ fn golden_tree3_decodes() {
     let Content::Dir(Some(DirRef::Leaf(dir))) = &inodes[&ROOT_INO].content else {
         panic!("the root is one directory node");
     };
-    let names = tree::decode_dir(&object_in(&d, ObjectKind::DirNode, dir)).unwrap();
+    let names = tree::decode_dir(&object_in(&d, ObjectKind::DirNode, &dir.id)).unwrap();
     assert_eq!(names[&b"new0"[..]].ino, 5);
     assert_eq!(names[&b"new4"[..]].ino, 9);
     assert_eq!(names[&b"f13"[..]].ino, 15);
@@ -424,6 +437,93 @@ fn write_tree4(d: &Path) {
     e.attribute(f.ino, &writer(4242, "python3"));
     e.unlink(ROOT_INO, b"old.md").unwrap();
     e.attribute_removal(gone.ino, &writer(4250, "rm"));
+    let info = e.commit().unwrap().unwrap();
+    std::fs::create_dir_all(d.join("objects")).unwrap();
+    write_snapshot(e.agent(), info.seq, d);
+}
+
+/// Tree format 6 (tests/fixtures/v2/tree6/): references to metadata
+/// objects carry their home, the snapshot whose commit stored them. Written
+/// as two commits: a directory of 100 entries (an index node) and a file,
+/// then a change to the file and one more name in the directory. The
+/// second snapshot (3) stores what it changed at home 3 and keeps
+/// references to what it did not change at home 2. Decoded with the
+/// format API alone; every node re-encodes to its bytes.
+#[test]
+fn golden_tree6_decodes() {
+    let d = dir(2).join("tree6");
+    let m = golden_tree_manifest(&d, write_tree6);
+    assert_eq!((m.format, m.seq), (6, 3));
+    let Pages::Counted(Some(root)) = &m.pages else {
+        panic!("tree format 6 names a counted page map");
+    };
+    assert_eq!(root.home, 3, "the page map changed in snapshot 3");
+    let raw = object_in(&d, ObjectKind::PageMap, &root.id);
+    let n = tree::decode_page_map(&raw).unwrap();
+    assert_eq!(tree::encode_page_map(&n), raw, "canonical page-map node");
+    let mut inodes = BTreeMap::new();
+    let mut page_homes = Vec::new();
+    for (no, c) in n.children.iter().enumerate() {
+        let Some(c) = c else { continue };
+        let raw = object_in(&d, ObjectKind::InodePage, &c.id);
+        let (pno, page) = tree::decode_page(&raw, m.inodes_per_page).unwrap();
+        assert_eq!(tree::encode_page(pno, &page), raw, "canonical page");
+        assert_eq!(pno, no as u64);
+        page_homes.push(c.home);
+        inodes.extend(page);
+    }
+    // 104 inodes in pages of 16; the pages with a change are at home 3,
+    // the others still at home 2.
+    assert_eq!(inodes.len(), 104);
+    assert!(
+        page_homes.contains(&2) && page_homes.contains(&3),
+        "{page_homes:?}"
+    );
+    let Content::Dir(Some(DirRef::Leaf(root_dir))) = &inodes[&ROOT_INO].content else {
+        panic!("the root is one directory node");
+    };
+    let names = tree::decode_dir(&object_in(&d, ObjectKind::DirNode, &root_dir.id)).unwrap();
+    let notes = &inodes[&names[&b"notes.md"[..]].ino];
+    let Content::File(Chunks::Inline(refs)) = &notes.content else {
+        panic!("a small file's chunks are inline");
+    };
+    assert_eq!(
+        file_data_in(&d, refs, notes.size, u64::from(m.chunk_size)),
+        b"second\n"
+    );
+    let Content::Dir(Some(DirRef::Index(idx))) = &inodes[&names[&b"big"[..]].ino].content else {
+        panic!("a directory of 101 entries is an index node");
+    };
+    assert_eq!(idx.home, 3);
+    let raw = object_in(&d, ObjectKind::DirIndex, &idx.id);
+    let n = tree::decode_dir_index(&raw).unwrap();
+    assert_eq!(tree::encode_dir_index(&n), raw, "canonical index node");
+    let mut leaf_homes = BTreeMap::new();
+    let mut entries = 0;
+    for c in n.children.iter().flatten() {
+        let DirRef::Leaf(leaf) = c.node else {
+            panic!("101 entries split once");
+        };
+        *leaf_homes.entry(leaf.home).or_insert(0) += 1;
+        let e = tree::decode_dir(&object_in(&d, ObjectKind::DirNode, &leaf.id)).unwrap();
+        assert_eq!(e.len() as u64, c.count);
+        entries += e.len();
+    }
+    assert_eq!(entries, 101);
+    // One leaf took `g000` (home 3); the others are those of snapshot 2.
+    assert_eq!(leaf_homes.get(&3), Some(&1), "{leaf_homes:?}");
+    assert!(leaf_homes.get(&2).is_some_and(|n| *n > 1), "{leaf_homes:?}");
+}
+
+fn write_tree6(d: &Path) {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut e = fixture_engine(tmp.path());
+    let big = big_dir(&mut e);
+    let notes = e.create(ROOT_INO, b"notes.md", 0o644, 1000, 1000).unwrap();
+    e.write(notes.ino, 0, b"first\n").unwrap();
+    e.commit().unwrap();
+    e.write(notes.ino, 0, b"second\n").unwrap();
+    e.create(big, b"g000", 0o644, 1000, 1000).unwrap();
     let info = e.commit().unwrap().unwrap();
     std::fs::create_dir_all(d.join("objects")).unwrap();
     write_snapshot(e.agent(), info.seq, d);
@@ -521,7 +621,7 @@ fn decodes(v: u32) {
         let Content::Dir(Some(DirRef::Leaf(did))) = &inodes[&ino].content else {
             continue;
         };
-        let raw = object(v, ObjectKind::DirNode, did);
+        let raw = object(v, ObjectKind::DirNode, &did.id);
         let entries = tree::decode_dir(&raw).unwrap();
         assert_eq!(tree::encode_dir(&entries), raw);
         for (name, e) in entries {

@@ -36,7 +36,7 @@ use sovseal::seal::keys::{AgentKeys, MasterKey};
 use sovseal::seal::record;
 use sovseal::seal::tree::{
     self, ChunkRef, Chunks, Content, DirChild, DirEntry, DirIndex, DirRef, Entries, FileType,
-    Inode, Manifest, ObjectId, ObjectKind, PageMapNode, Pages,
+    Inode, Manifest, ObjRef, ObjectId, ObjectKind, PageMapNode, Pages,
 };
 use std::collections::BTreeMap;
 use std::sync::{Arc, OnceLock};
@@ -72,6 +72,8 @@ pub struct Seeds {
     pub manifest4_bin: Vec<u8>,
     /// Tree format 5, with a provenance marked incomplete.
     pub manifest5_bin: Vec<u8>,
+    /// Tree format 6: the page map's root with its home.
+    pub manifest6_bin: Vec<u8>,
     /// Page-map nodes (tree formats 2 and 3).
     pub page_maps: Vec<Vec<u8>>,
     /// Inode pages (the first byte of each selects `inodes_per_page`, see
@@ -126,6 +128,14 @@ fn id(n: u8) -> ObjectId {
     ObjectId([n; 32])
 }
 
+/// A metadata reference with a home (tree format 6).
+fn oref(n: u8) -> ObjRef {
+    ObjRef {
+        id: id(n),
+        home: u64::from(n) * 1000 + 7,
+    }
+}
+
 fn inode(ino: u64, content: Content) -> Inode {
     let mut xattrs = BTreeMap::new();
     if ino.is_multiple_of(2) {
@@ -178,17 +188,17 @@ fn build_seeds() -> Seeds {
     let manifest_bin = tree::encode_manifest(&manifest);
     let manifest2_bin = tree::encode_manifest(&Manifest {
         format: 2,
-        pages: Pages::Map(Some(id(8))),
+        pages: Pages::Map(Some(ObjRef::by_id(id(8)))),
         ..manifest.clone()
     });
     let manifest3_bin = tree::encode_manifest(&Manifest {
         format: 3,
-        pages: Pages::Counted(Some(id(8))),
+        pages: Pages::Counted(Some(ObjRef::by_id(id(8)))),
         ..manifest.clone()
     });
     let manifest4_bin = tree::encode_manifest(&Manifest {
         format: 4,
-        pages: Pages::Counted(Some(id(8))),
+        pages: Pages::Counted(Some(ObjRef::by_id(id(8)))),
         provenance: Some(tree::Provenance {
             note: Some(b"tool call 42: write_file report.md".to_vec()),
             writers: vec![
@@ -215,7 +225,7 @@ fn build_seeds() -> Seeds {
     });
     let manifest5_bin = tree::encode_manifest(&Manifest {
         format: 5,
-        pages: Pages::Counted(Some(id(8))),
+        pages: Pages::Counted(Some(ObjRef::by_id(id(8)))),
         provenance: Some(tree::Provenance {
             note: None,
             writers: vec![tree::Writer {
@@ -231,11 +241,16 @@ fn build_seeds() -> Seeds {
         }),
         ..manifest.clone()
     });
+    let manifest6_bin = tree::encode_manifest(&Manifest {
+        format: 6,
+        pages: Pages::Counted(Some(oref(8))),
+        ..manifest.clone()
+    });
     let mut low = [None; tree::PAGE_MAP_FANOUT];
-    low[0] = Some(id(1));
-    low[5] = Some(id(2));
+    low[0] = Some(oref(1));
+    low[5] = Some(ObjRef::by_id(id(2)));
     let mut high = [None; tree::PAGE_MAP_FANOUT];
-    high[1] = Some(id(3));
+    high[1] = Some(oref(3));
     let page_maps = vec![
         tree::encode_page_map(&PageMapNode {
             level: 0,
@@ -264,7 +279,7 @@ fn build_seeds() -> Seeds {
 
     let mut page0 = BTreeMap::new();
     for i in [
-        inode(1, Content::Dir(Some(DirRef::Leaf(id(9))))),
+        inode(1, Content::Dir(Some(DirRef::Leaf(oref(9))))),
         inode(
             2,
             Content::File(Chunks::Inline(vec![Some(id(4)), None, Some(id(5))])),
@@ -278,7 +293,7 @@ fn build_seeds() -> Seeds {
         ),
         inode(4, Content::Symlink(b"../target".to_vec())),
         inode(5, Content::Dir(None)),
-        inode(7, Content::Dir(Some(DirRef::Index(id(10))))),
+        inode(7, Content::Dir(Some(DirRef::Index(ObjRef::by_id(id(10)))))),
         inode(6, Content::File(Chunks::Inline(Vec::new()))),
     ] {
         page0.insert(i.ino, i);
@@ -308,11 +323,11 @@ fn build_seeds() -> Seeds {
 
     let child = |node, count| Some(DirChild { node, count });
     let mut top = [None; tree::DIR_FANOUT];
-    top[0] = child(DirRef::Leaf(id(11)), 40);
-    top[7] = child(DirRef::Index(id(12)), 65);
-    top[15] = child(DirRef::Leaf(id(13)), 1);
+    top[0] = child(DirRef::Leaf(oref(11)), 40);
+    top[7] = child(DirRef::Index(oref(12)), 65);
+    top[15] = child(DirRef::Leaf(ObjRef::by_id(id(13))), 1);
     let mut deepest = [None; tree::DIR_FANOUT];
-    deepest[3] = child(DirRef::Leaf(id(14)), 1000);
+    deepest[3] = child(DirRef::Leaf(oref(14)), 1000);
     let dir_indexes = vec![
         tree::encode_dir_index(&DirIndex {
             depth: 0,
@@ -426,6 +441,7 @@ fn build_seeds() -> Seeds {
         manifest3_bin,
         manifest4_bin,
         manifest5_bin,
+        manifest6_bin,
         page_maps,
         pages,
         dirs,
@@ -1247,6 +1263,7 @@ pub fn target_by_name(name: &str) -> (Target, Vec<&'static [u8]>) {
                 &s.manifest3_bin,
                 &s.manifest4_bin,
                 &s.manifest5_bin,
+                &s.manifest6_bin,
             ],
         ),
         "page_map" => (target_page_map, all(&s.page_maps)),
@@ -1445,6 +1462,7 @@ mod props {
                 &s.manifest3_bin,
                 &s.manifest4_bin,
                 &s.manifest5_bin,
+                &s.manifest6_bin,
             ],
             PURE.0,
             PURE.1,

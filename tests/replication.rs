@@ -300,6 +300,111 @@ fn replicate_all(e: &Engine, remote: &Remote) {
     r.wait_for(e.head().seq()).unwrap();
 }
 
+/// A data dir of tree format 5 and index schema 3, written by the last
+/// build before homes (tests/fixtures/v2/datadir-tree5/, made by
+/// `sovseal-mount` of 4b27b6a with its default file remote, which it
+/// replicated to: `big/` of 100 files with 10 then deleted, `hello.txt`
+/// appended to, a sparse `docs/blob.bin` with a chunk list), opens and
+/// migrates its index; its next snapshots (tree format 6) keep references
+/// to its objects by id beside their own objects at home. That mixed
+/// history replicates on to the old build's remote, loses all but its
+/// newest snapshots to a forget and a prune, and restores into an empty
+/// data dir: every kept snapshot reads the same before and after, and
+/// verifies.
+#[test]
+fn an_older_data_dir_migrates_and_its_mixed_history_replicates_prunes_and_restores() {
+    use sovseal::seal::tree::{ObjectKind, Pages};
+    let env = Env::golden("datadir-tree5");
+    let mut e = env.open();
+    assert_eq!(e.head().manifest().format, 5, "written by tree format 5");
+    let schema: i64 = rusqlite::Connection::open(env.data_dir().join("index.db"))
+        .unwrap()
+        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .unwrap();
+    assert_eq!(schema, 4, "migrated on open");
+    let big = e.resolve(b"big").unwrap();
+    assert_eq!(e.readdir(big).unwrap().len(), 90);
+    let hello = e.resolve(b"hello.txt").unwrap();
+    assert_eq!(
+        e.read(hello, 0, 99).unwrap(),
+        b"hello from tree format 5\nagain\n"
+    );
+    let mut blob = vec![0u8; (600 << 10) + 3];
+    blob[..5].copy_from_slice(b"start");
+    blob[600 << 10..].copy_from_slice(b"end");
+    let blob_ino = e.resolve(b"docs/blob.bin").unwrap();
+    assert!(matches!(
+        e.getattr(blob_ino).unwrap().content,
+        sovseal::seal::tree::Content::File(sovseal::seal::tree::Chunks::List { .. })
+    ));
+    assert_eq!(e.read(blob_ino, 0, 1 << 20).unwrap(), blob);
+
+    e.create(big, b"g000", 0o644, 0, 0).unwrap();
+    e.write(hello, 31, b"third\n").unwrap();
+    e.commit().unwrap();
+    let head = e.head();
+    let m = head.manifest().clone();
+    assert_eq!(m.format, sovseal::seal::tree::FORMAT_VERSION);
+    let Pages::Counted(Some(root)) = m.pages else {
+        panic!("a counted page map");
+    };
+    assert_eq!(root.home, m.seq, "the changed page map is stored at home");
+    let (mut by_id, mut at_home) = (0, 0);
+    head.walk_objects(&|_| false, &mut |kind, r| {
+        if kind.homed() {
+            match r.home {
+                0 => by_id += 1,
+                h => {
+                    assert_eq!(h, m.seq);
+                    at_home += 1;
+                }
+            }
+        } else {
+            assert_eq!(r.home, 0, "{} found by id", kind.name());
+        }
+        Ok(())
+    })
+    .unwrap();
+    assert!(by_id > 0 && at_home > 0, "{by_id} by id, {at_home} at home");
+    assert!(matches!(
+        e.getattr(big).unwrap().content,
+        sovseal::seal::tree::Content::Dir(Some(d)) if d.obj().home == m.seq && d.kind() == ObjectKind::DirIndex
+    ));
+    drop(e);
+    let e = env.open();
+    assert_eq!(
+        e.read(hello, 0, 99).unwrap(),
+        b"hello from tree format 5\nagain\nthird\n"
+    );
+    sovseal::history::verify::verify(e.agent(), |_, _| {}).unwrap();
+
+    let remote = Remote::open(&format!(
+        "file://{}",
+        env.home.root().join("remote").display()
+    ))
+    .unwrap();
+    replicate_all(&e, &remote);
+    let last = e.head().seq();
+    let agent = e.agent();
+    let forget: Vec<u64> = (1..last - 2).collect();
+    sovseal::history::retention::forget(agent, &forget).unwrap();
+    let report = sovseal::history::retention::prune(agent, &remote, &mut |_, _| {}).unwrap();
+    assert!(report.objects_removed > 0, "{report:?}");
+    sovseal::history::verify::verify(agent, |_, _| {}).unwrap();
+    let kept: BTreeMap<u64, Tree> = (last - 2..=last).map(|s| (s, dump(agent, s))).collect();
+    drop(e);
+    std::fs::remove_dir_all(env.data_dir()).unwrap();
+    restore_ok(&env, &remote);
+    let e = env.open();
+    sovseal::history::verify::verify(e.agent(), |_, _| {}).unwrap();
+    let again: BTreeMap<u64, Tree> = (last - 2..=last).map(|s| (s, dump(e.agent(), s))).collect();
+    assert_eq!(again, kept);
+    assert_eq!(
+        e.read(hello, 0, 99).unwrap(),
+        b"hello from tree format 5\nagain\nthird\n"
+    );
+}
+
 fn replicate_wipe_restore(remote: Remote) {
     let env = Env::new();
     let mut e = env.open();

@@ -285,11 +285,37 @@ fn deleted_middle_snapshot_breaks_density() {
 #[test]
 fn missing_object() {
     let env = build();
+    // The metadata objects snapshot 2 stored (its root directory node, the
+    // first one, among them).
     db(&env)
-        .execute("DELETE FROM objects WHERE kind = 3", [])
+        .execute("DELETE FROM homes WHERE seq = 2", [])
         .unwrap();
     let err = verify(&env).unwrap_err();
     assert!(matches!(err, Error::MissingObject { seq: 2, .. }), "{err}");
+}
+
+/// The index says where objects are, never what they are: entries of a
+/// commit's `homes` row pointed at each other's bytes are read, and
+/// refused by the pack record header or the tag (kind and id are in the
+/// AAD), never served.
+#[test]
+fn swapped_homes_entries() {
+    let env = build();
+    let c = db(&env);
+    let objects: Vec<u8> = c
+        .query_row("SELECT objects FROM homes WHERE seq = 4", [], |r| r.get(0))
+        .unwrap();
+    let mut e: Vec<Vec<u8>> = objects.chunks(49).map(<[u8]>::to_vec).collect();
+    assert!(e.len() >= 2, "snapshot 4 stored pages and page-map nodes");
+    // Swap the locations (pack, offset, length) of the first two entries.
+    let (a, b) = (e[0][33..].to_vec(), e[1][33..].to_vec());
+    e[0][33..].copy_from_slice(&b);
+    e[1][33..].copy_from_slice(&a);
+    c.execute("UPDATE homes SET objects = ?1 WHERE seq = 4", [e.concat()])
+        .unwrap();
+    let err = verify(&env).unwrap_err();
+    assert!(err.is_integrity(), "{err}");
+    assert!(err.to_string().contains("snapshot 4"), "{err}");
 }
 
 #[test]

@@ -66,12 +66,13 @@ pub(super) fn genesis(agent: &Agent) -> Result<SnapshotView> {
     };
     let page_no = ROOT_INO / u64::from(INODES_PER_PAGE);
     let page = tree::encode_page(page_no, &BTreeMap::from([(ROOT_INO, root)]));
-    let id = repo.put(ObjectKind::InodePage, &page)?;
+    let r = repo.put_meta(ObjectKind::InodePage, &page, 1)?;
     let pages = pagemap::update(
         repo,
         &Pages::Counted(None),
         INODES_PER_PAGE,
-        &BTreeMap::from([(page_no, Some((id, 1)))]),
+        &BTreeMap::from([(page_no, Some((r, 1)))]),
+        1,
     )?;
     let m = Manifest {
         format: tree::FORMAT_VERSION,
@@ -103,6 +104,8 @@ impl Engine {
         let repo = self.head.repo().clone();
         let base = self.head.manifest().clone();
         let ipp = u64::from(base.inodes_per_page);
+        // The objects sealed below are stored at home in this snapshot.
+        let home = base.seq + 1;
 
         // File contents and directory entries of the changed inodes. Orphans
         // (unlinked, still open) are absent from the snapshot.
@@ -140,7 +143,7 @@ impl Engine {
             let Some(Some(i)) = changed.get_mut(ino) else {
                 continue;
             };
-            let root = dirtree::update(&repo, d.base.as_ref(), &d.changes)?;
+            let root = dirtree::update(&repo, d.base.as_ref(), &d.changes, home)?;
             debug_assert_eq!(dirtree::count(&repo, root.as_ref()).ok(), Some(d.count));
             i.content = Content::Dir(root);
         }
@@ -163,22 +166,28 @@ impl Engine {
                 page_changes.insert(page_no, None);
             } else {
                 let encoded = tree::encode_page(page_no, &recs);
-                let id = repo.put(ObjectKind::InodePage, &encoded)?;
+                let r = repo.put_meta(ObjectKind::InodePage, &encoded, home)?;
                 debug_assert_eq!(
                     tree::decode_page(&encoded, base.inodes_per_page).ok(),
                     Some((page_no, recs.clone()))
                 );
                 let count = recs.len() as u64;
-                repo.cache_page(id, recs);
-                page_changes.insert(page_no, Some((id, count)));
+                repo.cache_page(r.id, recs);
+                page_changes.insert(page_no, Some((r, count)));
             }
         }
-        let pages = pagemap::update(&repo, &base.pages, base.inodes_per_page, &page_changes)?;
+        let pages = pagemap::update(
+            &repo,
+            &base.pages,
+            base.inodes_per_page,
+            &page_changes,
+            home,
+        )?;
 
         let m = Manifest {
             format: tree::FORMAT_VERSION,
             agent_id: repo.keys().agent_id(),
-            seq: base.seq + 1,
+            seq: home,
             parent: self.head.hash(),
             timestamp_ms: crate::time::now_ms().max(base.timestamp_ms),
             chunk_size: base.chunk_size,
@@ -264,6 +273,7 @@ impl Engine {
                 &t.pages,
                 t.inodes_per_page,
                 &BTreeMap::new(),
+                head_seq + 1,
             )?,
             provenance: None,
         };

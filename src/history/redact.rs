@@ -353,7 +353,7 @@ pub fn apply_local(agent: &Agent, path: &str, plan: &Plan) -> Result<Record> {
     let all = agent.repo().index().all_objects()?;
     let dead: Vec<_> = all
         .into_iter()
-        .filter(|o| plan.erase.contains(&o.0))
+        .filter(|o| plan.erase.contains(&o.id))
         .collect();
     crate::repo::repack::remove_objects(agent.repo(), &dead)?;
     Ok(r)

@@ -21,8 +21,7 @@ use crate::repo::replication_state::META_REPLICATED;
 use crate::repo::view::SnapshotView;
 use crate::seal::envelope::{self, Envelope, GENESIS_PARENT};
 use crate::seal::keys::{AgentId, MasterKey};
-use crate::seal::tree::ObjectId;
-use crate::seal::tree::{FileType, Inode};
+use crate::seal::tree::{self, FileType, Inode, ObjRef, ObjectId};
 use crate::{Error, Result};
 use futures::StreamExt;
 use nix::fcntl::{AtFlags, OFlag, openat};
@@ -123,7 +122,7 @@ async fn restore_into(
 
 /// A check of one fetched snapshot before it is committed: its view (its
 /// objects readable, committed or pending) and the objects fetched for it.
-type PreCommit<'a> = &'a dyn Fn(&SnapshotView, &HashSet<ObjectId>) -> Result<()>;
+type PreCommit<'a> = &'a dyn Fn(&SnapshotView, &HashSet<ObjRef>) -> Result<()>;
 
 /// Fetches snapshots `seqs` (dense, each the next after the local head)
 /// from `remote` into `agent`: each envelope's sequence, parent link, key
@@ -192,16 +191,23 @@ async fn fetch_chain(
             }
             Err(e) => return Err(of_remote_snapshot(seq, e)),
         };
+        // A snapshot of tree format 6 or later stores its metadata at home.
+        let home = if manifest.format >= tree::HOMED_FORMAT {
+            seq
+        } else {
+            0
+        };
         let mut fetched = HashSet::new();
         let mut store = |bytes: &[u8]| -> Result<()> {
             for (oid, kind, sealed) in
                 pack::decode_part(seq, bytes).map_err(|e| of_remote_snapshot(seq, e))?
             {
+                let home = if kind.homed() { home } else { 0 };
                 agent
                     .repo()
-                    .put_sealed(kind, &oid, sealed)
+                    .put_sealed(kind, &oid, sealed, home)
                     .map_err(|e| of_remote_snapshot(seq, e))?;
-                fetched.insert(oid);
+                fetched.insert(ObjRef { id: oid, home });
             }
             Ok(())
         };
@@ -270,20 +276,19 @@ async fn prefetch(remote: &Remote, id: &AgentId, seq: u64) -> Result<Ahead> {
 fn check_complete(
     agent: &Agent,
     view: &SnapshotView,
-    fetched: &HashSet<ObjectId>,
+    fetched: &HashSet<ObjRef>,
     redacted: &HashSet<ObjectId>,
 ) -> Result<()> {
     let repo = agent.repo();
-    let skip = |oid: &ObjectId| {
-        redacted.contains(oid)
-            || (!fetched.contains(oid) && repo.index().object(oid).ok().flatten().is_some())
+    let skip = |r: &ObjRef| {
+        redacted.contains(&r.id) || (!fetched.contains(r) && repo.has(r).unwrap_or(false))
     };
-    view.walk_objects(&skip, &mut |kind, oid| {
-        if fetched.contains(oid) {
+    view.walk_objects(&skip, &mut |kind, r| {
+        if fetched.contains(r) {
             return Ok(());
         }
         Err(Error::corrupt(
-            format!("{} {}", kind.name(), oid.to_hex()),
+            format!("{} {}", kind.name(), r.id.to_hex()),
             "referenced by the snapshot but neither stored here nor on the remote",
         ))
     })
@@ -375,7 +380,7 @@ pub async fn pull(agent: &Agent, remote: &Remote) -> Result<Pulled> {
         .copied()
         .chain(forget.iter().map(|f| f.0))
         .collect();
-    let check = |view: &SnapshotView, fetched: &HashSet<ObjectId>| {
+    let check = |view: &SnapshotView, fetched: &HashSet<ObjRef>| {
         // Before it is committed: a snapshot the writer's checkpoint names
         // must be the one it signed.
         if vouched.get(&view.seq()).is_some_and(|h| *h != view.hash()) {
@@ -459,11 +464,19 @@ pub fn carry_out_records(agent: &Agent, prune: bool) -> Result<(usize, u64)> {
     if !erased.is_empty() {
         agent.repo().erase(&erased);
         // Looked up one by one, what the records name (the rewrite of the
-        // packs that hold any reads their other objects).
+        // packs that hold any reads their other objects): chunks and chunk
+        // lists, found by id.
         let mut dead = Vec::new();
         for id in &erased {
             if let Some((kind, loc)) = agent.repo().index().object(id)? {
-                dead.push((*id, kind, loc));
+                let kind = tree::ObjectKind::from_u8(kind)
+                    .ok_or_else(|| Error::corrupt("index", format!("object kind {kind}")))?;
+                dead.push(crate::repo::index::NewObject {
+                    id: *id,
+                    kind,
+                    loc,
+                    home: 0,
+                });
             }
         }
         if !dead.is_empty() {

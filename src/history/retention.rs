@@ -207,8 +207,10 @@ fn live_objects(agent: &Agent, progress: &mut dyn FnMut(u64, u64)) -> Result<Has
             continue;
         }
         let view = agent.snapshot_unchecked(seq)?;
-        view.walk_objects(&|id| live.borrow().contains(id), &mut |_, id| {
-            live.borrow_mut().insert(*id);
+        // By id: copies of one object at several homes are the same bytes,
+        // and all are kept while one is live.
+        view.walk_objects(&|r| live.borrow().contains(&r.id), &mut |_, r| {
+            live.borrow_mut().insert(r.id);
             Ok(())
         })?;
     }
@@ -229,11 +231,11 @@ pub fn prune_local(agent: &Agent, progress: &mut dyn FnMut(u64, u64)) -> Result<
             evidence: format!("{} objects but no snapshot referencing any", all.len()),
         });
     }
-    let dead: Vec<_> = all.into_iter().filter(|o| !live.contains(&o.0)).collect();
+    let dead: Vec<_> = all.into_iter().filter(|o| !live.contains(&o.id)).collect();
     Ok(PruneReport {
         packs_rewritten: crate::repo::repack::remove_objects(agent.repo(), &dead)?,
         objects_removed: dead.len() as u64,
-        bytes_removed: dead.iter().map(|o| u64::from(o.2.len)).sum(),
+        bytes_removed: dead.iter().map(|o| u64::from(o.loc.len)).sum(),
         ..PruneReport::default()
     })
 }

@@ -10,7 +10,7 @@
 
 use crate::repo::agent::Agent;
 use crate::seal::envelope::{self, GENESIS_PARENT};
-use crate::seal::tree::{self, ObjectId, ObjectKind};
+use crate::seal::tree::{self, ObjRef, ObjectKind};
 use crate::{Error, Result};
 use std::cell::RefCell;
 use std::collections::HashSet;
@@ -63,9 +63,10 @@ fn at(seq: u64, e: Error) -> Error {
 }
 
 /// Verifies one object: index entry, pack record header, tag, id.
-fn check_object(agent: &Agent, kind: ObjectKind, id: &ObjectId) -> Result<(Vec<u8>, u64, u32)> {
+fn check_object(agent: &Agent, kind: ObjectKind, r: &ObjRef) -> Result<(Vec<u8>, u64, u32)> {
     let repo = agent.repo();
-    let (stored_kind, loc, (hid, hkind, hlen)) = repo.stored_header(id).map_err(|e| match e {
+    let id = &r.id;
+    let (stored_kind, loc, (hid, hkind, hlen)) = repo.stored_header(r).map_err(|e| match e {
         Error::MissingObject { id, seq, .. } => Error::MissingObject {
             id,
             kind: kind.name(),
@@ -79,7 +80,7 @@ fn check_object(agent: &Agent, kind: ObjectKind, id: &ObjectId) -> Result<(Vec<u
             "pack record header or index entry does not match the reference",
         ));
     }
-    let (plain, v) = repo.open_verified_versioned(kind, id)?;
+    let (plain, v) = repo.open_verified_versioned(kind, r)?;
     Ok((plain, u64::from(loc.len), v))
 }
 
@@ -105,10 +106,10 @@ pub fn last_verified(agent: &Agent) -> Option<(u64, i64)> {
 /// Verifies every object one snapshot references (present, header, tag,
 /// id), each once: what rollback and restore check before they use a tree.
 pub fn verify_snapshot(agent: &Agent, view: &crate::repo::view::SnapshotView) -> Result<()> {
-    let seen: RefCell<HashSet<ObjectId>> = RefCell::new(HashSet::new());
+    let seen: RefCell<HashSet<ObjRef>> = RefCell::new(HashSet::new());
     let allowed = crate::history::redact::allowances(agent)?;
     let seq = view.seq();
-    let skip = |id: &ObjectId| seen.borrow().contains(id) || allowed.allows(id, seq);
+    let skip = |r: &ObjRef| seen.borrow().contains(r) || allowed.allows(&r.id, seq);
     view.walk_objects(&skip, &mut |kind, id| {
         check_object(agent, kind, id)?;
         seen.borrow_mut().insert(*id);
@@ -140,7 +141,7 @@ pub fn verify(agent: &Agent, mut progress: impl FnMut(u64, u64)) -> Result<Repor
     // record lists.
     let allowed = crate::history::redact::allowances(agent)?;
     report.redacted = allowed.len() as u64;
-    let seen: RefCell<HashSet<ObjectId>> = RefCell::new(HashSet::new());
+    let seen: RefCell<HashSet<ObjRef>> = RefCell::new(HashSet::new());
     let mut prev: Option<[u8; 32]> = (first == 1).then_some(GENESIS_PARENT);
     let mut prev_versions: Option<(u32, u32)> = None;
     for seq in first..=head {
@@ -176,7 +177,7 @@ pub fn verify(agent: &Agent, mut progress: impl FnMut(u64, u64)) -> Result<Repor
             continue;
         }
         let mut new_dirs = Vec::new();
-        let skip = |id: &ObjectId| seen.borrow().contains(id) || allowed.allows(id, seq);
+        let skip = |r: &ObjRef| seen.borrow().contains(r) || allowed.allows(&r.id, seq);
         view.walk_objects(&skip, &mut |kind, id| {
             let (plain, len, v) = check_object(agent, kind, id)?;
             report.key_versions.entry(v).or_default().objects += 1;

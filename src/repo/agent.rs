@@ -301,8 +301,8 @@ impl Agent {
     }
 
     /// The sealed bytes of an object as stored (ciphertext; not opened).
-    pub fn sealed_object(&self, id: &crate::seal::tree::ObjectId) -> Result<Vec<u8>> {
-        self.repo.stored_object(id)
+    pub fn sealed_object(&self, r: &crate::seal::tree::ObjRef) -> Result<Vec<u8>> {
+        self.repo.stored_object(r)
     }
 
     /// Up to `limit` snapshots after `after`, from the index (nothing decrypted).
@@ -837,7 +837,14 @@ fn catch_up(
                     if envelope::open_object(keys, kind, &id, sealed).is_err() {
                         break 'packs;
                     }
-                    objects.push(NewObject { id, kind, loc });
+                    // Its home is set once the commit record says whose
+                    // object it is.
+                    objects.push(NewObject {
+                        id,
+                        kind,
+                        loc,
+                        home: 0,
+                    });
                 }
                 Ok(Record::Commit(env)) => {
                     let seq = env.sequence_number;
@@ -862,6 +869,13 @@ fn catch_up(
                     }
                     if !scan.extends(keys, &env) {
                         break 'packs;
+                    }
+                    // A snapshot of tree format 6 or later stores its
+                    // metadata objects at home.
+                    if scan.homed(keys, &env) {
+                        for o in objects.iter_mut().filter(|o| o.kind.homed()) {
+                            o.home = seq;
+                        }
                     }
                     // A retry after a failed index commit replaces the
                     // attempt before it, and holds its objects too.
@@ -938,6 +952,13 @@ impl Scan<'_> {
                 envelope::check_succession(h.key_version, h.format_version, env).is_ok()
             })
             && envelope::open_manifest(keys, env).is_ok()
+    }
+
+    /// Whether snapshot `env` (which [`Scan::extends`] opened) stores its
+    /// metadata objects at home (tree format 6 or later).
+    fn homed(&self, keys: &AgentKeys, env: &crate::seal::envelope::Envelope) -> bool {
+        envelope::open_manifest(keys, env)
+            .is_ok_and(|m| m.format >= crate::seal::tree::HOMED_FORMAT)
     }
 
     fn commit(&mut self, c: Candidate) -> Result<()> {

@@ -16,14 +16,14 @@
 
 use crate::repo::Repo;
 use crate::seal::tree::{
-    self, DIR_FANOUT, DirChild, DirEntry, DirIndex, DirRef, Entries, ObjectId, ObjectKind,
+    self, DIR_FANOUT, DirChild, DirEntry, DirIndex, DirRef, Entries, ObjRef, ObjectKind,
 };
 use crate::{Error, Result};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-fn corrupt(id: &ObjectId, detail: impl Into<String>) -> Error {
-    Error::corrupt(format!("directory index {}", id.to_hex()), detail)
+fn corrupt(r: &ObjRef, detail: impl Into<String>) -> Error {
+    Error::corrupt(format!("directory index {}", r.id.to_hex()), detail)
 }
 
 /// Number of entries in a directory.
@@ -107,11 +107,11 @@ fn collect(
 pub fn walk(
     repo: &Repo,
     root: &DirRef,
-    skip: &dyn Fn(&ObjectId) -> bool,
-    visit: &mut dyn FnMut(ObjectKind, &ObjectId) -> Result<()>,
+    skip: &dyn Fn(&ObjRef) -> bool,
+    visit: &mut dyn FnMut(ObjectKind, &ObjRef) -> Result<()>,
 ) -> Result<()> {
     walk_nodes(repo, root, 0, Vec::new(), skip, &mut |r, _| {
-        visit(r.kind(), r.id())
+        visit(r.kind(), r.obj())
     })
 }
 
@@ -122,10 +122,10 @@ fn walk_nodes(
     root: &DirRef,
     depth: u8,
     path: Vec<usize>,
-    skip: &dyn Fn(&ObjectId) -> bool,
+    skip: &dyn Fn(&ObjRef) -> bool,
     f: &mut dyn FnMut(&DirRef, Option<&Entries>) -> Result<()>,
 ) -> Result<()> {
-    if skip(root.id()) {
+    if skip(root.obj()) {
         return Ok(());
     }
     match root {
@@ -164,7 +164,7 @@ fn walk_nodes(
                         f(&node, None)?;
                         for (digit, c) in n.children.iter().enumerate().rev() {
                             let Some(c) = c else { continue };
-                            if skip(c.node.id()) {
+                            if skip(c.node.obj()) {
                                 continue;
                             }
                             let mut p = path.clone();
@@ -206,12 +206,14 @@ enum Base {
 
 /// Applies `changes` (a name to its new entry, `None` to remove it) to
 /// the directory `base` and seals the result: only the leaves holding a
-/// changed name and the index nodes above them are written. Returns the
-/// new root (`None` when the directory is empty).
+/// changed name and the index nodes above them are written, at home
+/// `home` (the snapshot being built). Returns the new root (`None` when
+/// the directory is empty).
 pub fn update(
     repo: &Repo,
     base: Option<&DirRef>,
     changes: &BTreeMap<Vec<u8>, Option<DirEntry>>,
+    home: u64,
 ) -> Result<Option<DirRef>> {
     let mut total = signed(count(repo, base)?)?;
     let mut cs = Vec::new();
@@ -237,7 +239,7 @@ pub fn update(
         None => Base::Entries(Entries::new()),
         Some(r) => Base::Node(*r),
     };
-    build(repo, 0, b, &cs, unsigned(total)?)
+    build(repo, 0, b, &cs, unsigned(total)?, home)
 }
 
 fn build(
@@ -246,6 +248,7 @@ fn build(
     base: Base,
     cs: &[Change<'_>],
     count: u64,
+    home: u64,
 ) -> Result<Option<DirRef>> {
     if count == 0 {
         return Ok(None);
@@ -281,9 +284,9 @@ fn build(
         }
         let encoded = tree::encode_dir(&e);
         debug_assert_eq!(tree::decode_dir(&encoded).ok().as_ref(), Some(&e));
-        let id = repo.put(ObjectKind::DirNode, &encoded)?;
-        repo.cache_dir(id, e);
-        return Ok(Some(DirRef::Leaf(id)));
+        let r = repo.put_meta(ObjectKind::DirNode, &encoded, home)?;
+        repo.cache_dir(r.id, e);
+        return Ok(Some(DirRef::Leaf(r)));
     }
     let (bases, counts) = split(repo, base, depth)?;
     let mut children = [None; DIR_FANOUT];
@@ -297,14 +300,14 @@ fn build(
         rest = more;
         let n = unsigned(mine.iter().fold(signed(n)?, |a, c| a + c.delta))?;
         children[digit] =
-            build(repo, depth + 1, b, mine, n)?.map(|node| DirChild { node, count: n });
+            build(repo, depth + 1, b, mine, n, home)?.map(|node| DirChild { node, count: n });
     }
     let node = DirIndex { depth, children };
     let encoded = tree::encode_dir_index(&node);
     debug_assert_eq!(tree::decode_dir_index(&encoded).ok().as_ref(), Some(&node));
-    let id = repo.put(ObjectKind::DirIndex, &encoded)?;
-    repo.cache_dir_index(id, node);
-    Ok(Some(DirRef::Index(id)))
+    let r = repo.put_meta(ObjectKind::DirIndex, &encoded, home)?;
+    repo.cache_dir_index(r.id, node);
+    Ok(Some(DirRef::Index(r)))
 }
 
 /// The base of each child of a node at `depth`, and its entry count.
@@ -362,17 +365,17 @@ mod tests {
         let changes: BTreeMap<Vec<u8>, Option<DirEntry>> = (0..200u64)
             .map(|k| (format!("n{k}").into_bytes(), entry(k + 10)))
             .collect();
-        let root = update(repo, None, &changes).unwrap().unwrap();
+        let root = update(repo, None, &changes, 1).unwrap().unwrap();
         let DirRef::Index(rid) = root else {
             panic!("200 entries make an index node")
         };
         assert_eq!(entries(repo, Some(&root)).unwrap().len(), 200);
         let good = repo.dir_index(&rid).unwrap();
         let seal = |n: &DirIndex| {
-            let id = repo
-                .put(ObjectKind::DirIndex, &tree::encode_dir_index(n))
+            let r = repo
+                .put_meta(ObjectKind::DirIndex, &tree::encode_dir_index(n), 1)
                 .unwrap();
-            DirRef::Index(id)
+            DirRef::Index(r)
         };
         let refused = |r: DirRef| {
             let e = entries(repo, Some(&r)).unwrap_err();
@@ -417,6 +420,10 @@ mod tests {
         huge.children[a].as_mut().unwrap().count = u64::MAX / 2 + 7;
         let huge = seal(&huge);
         let one = BTreeMap::from([(b"x".to_vec(), entry(1))]);
-        assert!(update(repo, Some(&huge), &one).unwrap_err().is_integrity());
+        assert!(
+            update(repo, Some(&huge), &one, 1)
+                .unwrap_err()
+                .is_integrity()
+        );
     }
 }

@@ -22,12 +22,12 @@ use crate::seal::keys::AgentId;
 use crate::seal::tree::{ObjectId, ObjectKind};
 use crate::{Error, Result};
 use rusqlite::{Connection, OptionalExtension, params};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::time::Duration;
 
 /// Schema version written by this build.
-pub const SCHEMA_VERSION: i64 = 3;
+pub const SCHEMA_VERSION: i64 = 4;
 
 const MIGRATIONS: &[(i64, &str)] = &[
     (
@@ -71,7 +71,99 @@ const MIGRATIONS: &[(i64, &str)] = &[
              remote_pruned INTEGER NOT NULL DEFAULT 0
          );",
     ),
+    // Tree format 6: a commit's metadata objects are listed in one row,
+    // found through their home (`tree::ObjRef`) instead of one row each;
+    // each pack records where its last object ends and which snapshot
+    // committed it, kept as commits append (recovery reads them).
+    (
+        4,
+        "CREATE TABLE homes (
+             seq INTEGER PRIMARY KEY,
+             count INTEGER NOT NULL,
+             bytes INTEGER NOT NULL,
+             objects BLOB NOT NULL
+         );
+         ALTER TABLE packs ADD COLUMN objects_end INTEGER NOT NULL DEFAULT 0;
+         ALTER TABLE packs ADD COLUMN last_seq INTEGER;
+         CREATE TEMP TABLE pack_ends AS
+             SELECT pack, MAX(offset + len) AS objects_end, seq FROM objects GROUP BY pack;
+         UPDATE packs SET
+             objects_end = COALESCE((SELECT objects_end FROM pack_ends WHERE pack_ends.pack = packs.id), 0),
+             last_seq = (SELECT seq FROM pack_ends WHERE pack_ends.pack = packs.id);
+         DROP TABLE pack_ends;",
+    ),
 ];
+
+/// Bytes of one object in a `homes` row: id, kind, pack, offset, length.
+const HOME_ENTRY: usize = 32 + 1 + 4 + 8 + 4;
+
+/// Byte budget of the decoded `homes` rows an index keeps (a snapshot's
+/// pages are read one after another, mostly from a few homes).
+const HOMES_CACHE_BYTES: usize = 4 << 20;
+
+/// A `homes` row's objects, sorted by id (looked up by binary search).
+fn encode_homes(objects: &[&NewObject]) -> Vec<u8> {
+    let mut b = Vec::with_capacity(objects.len() * HOME_ENTRY);
+    for o in objects {
+        b.extend_from_slice(&o.id.0);
+        b.push(o.kind as u8);
+        b.extend_from_slice(&o.loc.pack.to_le_bytes());
+        b.extend_from_slice(&o.loc.offset.to_le_bytes());
+        b.extend_from_slice(&o.loc.len.to_le_bytes());
+    }
+    b
+}
+
+/// One object of a `homes` row.
+fn home_entry(e: &[u8], seq: u64) -> Result<NewObject> {
+    let kind = ObjectKind::from_u8(e[32])
+        .filter(|k| k.homed())
+        .ok_or_else(|| Error::corrupt(format!("index row of snapshot {seq}"), "object kind"))?;
+    Ok(NewObject {
+        id: ObjectId(e[..32].try_into().expect("32")),
+        kind,
+        loc: Location {
+            pack: u32::from_le_bytes(e[33..37].try_into().expect("4")),
+            offset: u64::from_le_bytes(e[37..45].try_into().expect("8")),
+            len: u32::from_le_bytes(e[45..49].try_into().expect("4")),
+        },
+        home: seq,
+    })
+}
+
+/// Every object of a `homes` row.
+fn home_entries(b: &[u8], seq: u64) -> Result<Vec<NewObject>> {
+    if !b.len().is_multiple_of(HOME_ENTRY) {
+        return Err(Error::corrupt(
+            format!("index row of snapshot {seq}"),
+            "not a whole number of objects",
+        ));
+    }
+    b.chunks_exact(HOME_ENTRY)
+        .map(|e| home_entry(e, seq))
+        .collect()
+}
+
+/// An object with a row of its own, from `SELECT id, kind, pack, offset, len`.
+fn own_object(r: &rusqlite::Row<'_>) -> rusqlite::Result<NewObject> {
+    let kind: u8 = r.get(1)?;
+    Ok(NewObject {
+        id: ObjectId(blob32(r.get(0)?)?),
+        kind: ObjectKind::from_u8(kind).ok_or_else(|| {
+            rusqlite::Error::FromSqlConversionFailure(
+                1,
+                rusqlite::types::Type::Integer,
+                "object kind".into(),
+            )
+        })?,
+        loc: Location {
+            pack: r.get(2)?,
+            offset: r.get(3)?,
+            len: r.get(4)?,
+        },
+        home: 0,
+    })
+}
 
 /// Blind metadata of one snapshot, for listings (nothing decrypted).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -90,7 +182,7 @@ pub struct SnapshotMeta {
     pub key_version: u32,
 }
 
-/// An object newly written by a commit.
+/// An object in the packs: written by a commit, or listed by the index.
 #[derive(Clone, Copy, Debug)]
 pub struct NewObject {
     /// Id.
@@ -99,6 +191,9 @@ pub struct NewObject {
     pub kind: ObjectKind,
     /// Where it is.
     pub loc: Location,
+    /// The snapshot whose `homes` row lists it (a metadata object of tree
+    /// format 6, `tree::ObjRef`); 0: it has a row of its own, found by id.
+    pub home: u64,
 }
 
 /// `meta` key: the last sequence number known to be on stable storage.
@@ -161,6 +256,8 @@ impl Checkpointer {
 /// One agent's index.
 pub struct Index {
     conn: Connection,
+    /// `homes` rows read, by sequence number.
+    homes: crate::cache::Lru<u64, Vec<u8>>,
     /// Set if `synchronous = FULL` could not be restored after a lazy
     /// write: the next commit restores it first, and refuses if it cannot,
     /// rather than commit without syncing.
@@ -207,6 +304,7 @@ impl Index {
         conn.pragma_update(None, "synchronous", "FULL")?;
         let mut idx = Index {
             conn,
+            homes: crate::cache::Lru::new(HOMES_CACHE_BYTES),
             not_durable: Default::default(),
         };
         let v: i64 = idx
@@ -303,38 +401,78 @@ impl Index {
         r
     }
 
-    /// The objects first committed by snapshot `seq`, in pack order.
+    /// The objects first committed by snapshot `seq`, in pack order: those
+    /// with rows of their own and those its `homes` row lists.
     pub fn objects_of(&self, seq: u64) -> Result<Vec<NewObject>> {
+        let mut out = self.own_objects_of(seq)?;
+        if let Some(b) = self.homes_of(seq)? {
+            out.extend(home_entries(&b, seq)?);
+            out.sort_by_key(|o| (o.loc.pack, o.loc.offset));
+        }
+        Ok(out)
+    }
+
+    /// The `homes` row of snapshot `seq` (cached).
+    fn homes_of(&self, seq: u64) -> Result<Option<std::sync::Arc<Vec<u8>>>> {
+        if let Some(b) = self.homes.get(&seq) {
+            return Ok(Some(b));
+        }
+        let b: Option<Vec<u8>> = self
+            .conn
+            .prepare_cached("SELECT objects FROM homes WHERE seq = ?1")?
+            .query_row([seq], |r| r.get(0))
+            .optional()?;
+        Ok(b.map(|b| {
+            let b = std::sync::Arc::new(b);
+            self.homes.insert(seq, b.clone(), b.len() + 64);
+            b
+        }))
+    }
+
+    /// Where metadata object `id` stored at home `seq` is, and its kind.
+    pub fn homed_object(&self, seq: u64, id: &ObjectId) -> Result<Option<(u8, Location)>> {
+        let Some(b) = self.homes_of(seq)? else {
+            return Ok(None);
+        };
+        let n = b.len() / HOME_ENTRY;
+        let (mut lo, mut hi) = (0, n);
+        while lo < hi {
+            let mid = (lo + hi) / 2;
+            let e = &b[mid * HOME_ENTRY..(mid + 1) * HOME_ENTRY];
+            match e[..32].cmp(&id.0[..]) {
+                std::cmp::Ordering::Less => lo = mid + 1,
+                std::cmp::Ordering::Greater => hi = mid,
+                std::cmp::Ordering::Equal => {
+                    let o = home_entry(e, seq)?;
+                    return Ok(Some((o.kind as u8, o.loc)));
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    /// The objects with rows of their own first committed by `seq`.
+    fn own_objects_of(&self, seq: u64) -> Result<Vec<NewObject>> {
         let mut st = self.conn.prepare_cached(
             "SELECT id, kind, pack, offset, len FROM objects WHERE seq = ?1 ORDER BY pack, offset",
         )?;
-        let rows = st.query_map([seq], |r| {
-            let kind: u8 = r.get(1)?;
-            Ok(NewObject {
-                id: ObjectId(blob32(r.get(0)?)?),
-                kind: ObjectKind::from_u8(kind).ok_or_else(|| {
-                    rusqlite::Error::FromSqlConversionFailure(
-                        1,
-                        rusqlite::types::Type::Integer,
-                        "object kind".into(),
-                    )
-                })?,
-                loc: Location {
-                    pack: r.get(2)?,
-                    offset: r.get(3)?,
-                    len: r.get(4)?,
-                },
-            })
-        })?;
+        let rows = st.query_map([seq], own_object)?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
     /// Number and sealed bytes of the objects of snapshots after `seq`.
     pub fn objects_after(&self, seq: u64) -> Result<(u64, u64)> {
-        Ok(self
+        let (n, b): (u64, u64) = self
             .conn
             .prepare_cached("SELECT COUNT(*), COALESCE(SUM(len), 0) FROM objects WHERE seq > ?1")?
-            .query_row([seq], |r| Ok((r.get(0)?, r.get(1)?)))?)
+            .query_row([seq], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        let (hn, hb): (u64, u64) = self
+            .conn
+            .prepare_cached(
+                "SELECT COALESCE(SUM(count), 0), COALESCE(SUM(bytes), 0) FROM homes WHERE seq > ?1",
+            )?
+            .query_row([seq], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        Ok((n + hn, b + hb))
     }
 
     /// Committed length of every pack.
@@ -363,22 +501,24 @@ impl Index {
             .optional()?)
     }
 
-    /// Every object: id, kind, location (for verification).
-    pub fn all_objects(&self) -> Result<Vec<(ObjectId, u8, Location)>> {
+    /// Every object the index lists (an object stored at several homes
+    /// once for each).
+    pub fn all_objects(&self) -> Result<Vec<NewObject>> {
         let mut st = self
             .conn
             .prepare("SELECT id, kind, pack, offset, len FROM objects")?;
-        let rows = st.query_map([], |r| {
-            Ok((
-                ObjectId(blob32(r.get(0)?)?),
-                r.get::<_, u8>(1)?,
-                Location {
-                    pack: r.get(2)?,
-                    offset: r.get(3)?,
-                    len: r.get(4)?,
-                },
-            ))
-        })?;
+        let rows = st.query_map([], own_object)?;
+        let mut out: Vec<NewObject> = rows.collect::<rusqlite::Result<_>>()?;
+        for (seq, b) in self.all_homes()? {
+            out.extend(home_entries(&b, seq)?);
+        }
+        Ok(out)
+    }
+
+    /// Every `homes` row.
+    fn all_homes(&self) -> Result<Vec<(u64, Vec<u8>)>> {
+        let mut st = self.conn.prepare("SELECT seq, objects FROM homes")?;
+        let rows = st.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
@@ -444,28 +584,57 @@ impl Index {
         let tx = self
             .conn
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let seq = env.sequence_number;
         let head: Option<u64> = tx
             .prepare_cached("SELECT MAX(seq) FROM snapshots")?
             .query_row([], |r| r.get(0))?;
-        if head.map_or(1, |h| h + 1) != env.sequence_number {
+        if head.map_or(1, |h| h + 1) != seq {
             return Err(Error::ChainBroken {
-                seq: env.sequence_number,
+                seq,
                 detail: format!("commit does not extend head {head:?}"),
             });
         }
+        let mut homed = Vec::new();
+        let mut ends: BTreeMap<u32, u64> = BTreeMap::new();
         {
             let mut ins = tx.prepare_cached(
                 "INSERT OR IGNORE INTO objects (id, kind, pack, offset, len, seq) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
             )?;
             for o in objects {
+                let end = ends.entry(o.loc.pack).or_default();
+                *end = (*end).max(o.loc.offset + u64::from(o.loc.len));
+                if o.home == seq && o.kind.homed() {
+                    homed.push(o);
+                    continue;
+                }
+                if o.home != 0 {
+                    return Err(Error::Invalid(format!(
+                        "{} {} was stored for snapshot {} but is committed by snapshot {seq}",
+                        o.kind.name(),
+                        o.id.to_hex(),
+                        o.home
+                    )));
+                }
                 ins.execute(params![
                     &o.id.0[..],
                     o.kind as u8,
                     o.loc.pack,
                     o.loc.offset,
                     o.loc.len,
-                    env.sequence_number
+                    seq
                 ])?;
+            }
+            if !homed.is_empty() {
+                homed.sort_by_key(|o| o.id);
+                homed.dedup_by_key(|o| o.id);
+                let bytes: u64 = homed.iter().map(|o| u64::from(o.loc.len)).sum();
+                // A row left from a lost snapshot of this number (an index
+                // that lost its snapshot rows but not these) is replaced.
+                tx.prepare_cached(
+                    "INSERT OR REPLACE INTO homes (seq, count, bytes, objects) VALUES (?1, ?2, ?3, ?4)",
+                )?
+                .execute(params![seq, homed.len() as u64, bytes, encode_homes(&homed)])?;
+                self.homes.remove(&seq);
             }
             let mut up = tx.prepare_cached(
                 "INSERT INTO packs (id, committed_len) VALUES (?1, ?2)
@@ -473,6 +642,14 @@ impl Index {
             )?;
             for (p, len) in packs {
                 up.execute(params![p, len])?;
+            }
+            let mut end = tx.prepare_cached(
+                "INSERT INTO packs (id, committed_len, objects_end, last_seq) VALUES (?1, ?2, ?2, ?3)
+                 ON CONFLICT (id) DO UPDATE SET objects_end = excluded.objects_end, last_seq = excluded.last_seq
+                 WHERE excluded.objects_end > packs.objects_end",
+            )?;
+            for (p, e) in &ends {
+                end.execute(params![p, e, seq])?;
             }
         }
         Self::insert_snapshot(&tx, env)?;
@@ -488,7 +665,9 @@ impl Index {
         let count = |sql: &str| -> Result<u64> {
             Ok(self.conn.prepare_cached(sql)?.query_row([], |r| r.get(0))?)
         };
-        let objects = count("SELECT COUNT(*) FROM objects")?;
+        let objects = count(
+            "SELECT (SELECT COUNT(*) FROM objects) + (SELECT COALESCE(SUM(count), 0) FROM homes)",
+        )?;
         if objects > 0 {
             out.push(format!("{objects} sealed objects listed in the index"));
         }
@@ -554,10 +733,12 @@ impl Index {
         let tx = self.conn.unchecked_transaction()?;
         tx.execute("DELETE FROM snapshots WHERE seq > ?1", [seq])?;
         tx.execute("DELETE FROM objects WHERE seq > ?1", [seq])?;
+        tx.execute("DELETE FROM homes WHERE seq > ?1", [seq])?;
         tx.execute("DELETE FROM forgotten WHERE seq > ?1", [seq])?;
+        self.homes.clear();
+        Self::recompute_pack_ends(&tx)?;
         tx.execute(
-            "UPDATE packs SET committed_len = MAX(?1, COALESCE(
-                 (SELECT MAX(offset + len) FROM objects WHERE objects.pack = packs.id), 0))",
+            "UPDATE packs SET committed_len = MAX(?1, objects_end)",
             [crate::repo::pack::PACK_MAGIC.len() as u64],
         )?;
         put_meta(&tx, META_DURABLE, Some(seq.to_string().as_bytes()))?;
@@ -565,23 +746,59 @@ impl Index {
         Ok(())
     }
 
+    /// Sets every pack's `objects_end` and `last_seq` from the objects the
+    /// index lists, after rows were removed or moved (a cut back, a
+    /// repack): reads every row, as those rare steps already do.
+    fn recompute_pack_ends(tx: &rusqlite::Transaction<'_>) -> Result<()> {
+        let mut ends: BTreeMap<u32, (u64, Option<u64>)> = BTreeMap::new();
+        {
+            let mut st =
+                tx.prepare("SELECT pack, MAX(offset + len), seq FROM objects GROUP BY pack")?;
+            let rows = st.query_map([], |r| Ok((r.get(0)?, (r.get(1)?, r.get(2)?))))?;
+            for row in rows {
+                let (p, v) = row?;
+                ends.insert(p, v);
+            }
+            let mut st = tx.prepare("SELECT seq, objects FROM homes")?;
+            let rows = st.query_map([], |r| Ok((r.get::<_, u64>(0)?, r.get::<_, Vec<u8>>(1)?)))?;
+            for row in rows {
+                let (seq, b) = row?;
+                for o in home_entries(&b, seq)? {
+                    let end = o.loc.offset + u64::from(o.loc.len);
+                    let e = ends.entry(o.loc.pack).or_insert((0, None));
+                    if end > e.0 {
+                        *e = (end, Some(seq));
+                    }
+                }
+            }
+        }
+        tx.execute("UPDATE packs SET objects_end = 0, last_seq = NULL", [])?;
+        let mut up =
+            tx.prepare("UPDATE packs SET objects_end = ?2, last_seq = ?3 WHERE id = ?1")?;
+        for (p, (end, seq)) in ends {
+            up.execute(params![p, end, seq])?;
+        }
+        Ok(())
+    }
+
     /// Where the last indexed object of `pack` ends (0 for none).
     pub fn objects_end(&self, pack: u32) -> Result<u64> {
         Ok(self
             .conn
-            .prepare_cached("SELECT COALESCE(MAX(offset + len), 0) FROM objects WHERE pack = ?1")?
-            .query_row([pack], |r| r.get(0))?)
+            .prepare_cached("SELECT objects_end FROM packs WHERE id = ?1")?
+            .query_row([pack], |r| r.get(0))
+            .optional()?
+            .unwrap_or(0))
     }
 
     /// The snapshot that first committed the object ending last in `pack`.
     pub fn last_object_seq(&self, pack: u32) -> Result<Option<u64>> {
         Ok(self
             .conn
-            .prepare_cached(
-                "SELECT seq FROM objects WHERE pack = ?1 ORDER BY offset + len DESC LIMIT 1",
-            )?
+            .prepare_cached("SELECT last_seq FROM packs WHERE id = ?1")?
             .query_row([pack], |r| r.get(0))
-            .optional()?)
+            .optional()?
+            .flatten())
     }
 
     /// Sets the committed length of a pack (recovery fitted a pack that
@@ -778,8 +995,8 @@ impl Index {
     /// commits the old locations stay valid, after it the new ones are.
     pub fn relocate(
         &mut self,
-        moved: &[(ObjectId, Location)],
-        dead: &[ObjectId],
+        moved: &[NewObject],
+        dead: &[NewObject],
         dropped_packs: &[u32],
         packs: &[(u32, u64)],
     ) -> Result<()> {
@@ -790,13 +1007,48 @@ impl Index {
             let mut mv = tx.prepare_cached(
                 "UPDATE objects SET pack = ?2, offset = ?3, len = ?4 WHERE id = ?1",
             )?;
-            for (id, loc) in moved {
-                mv.execute(params![&id.0[..], loc.pack, loc.offset, loc.len])?;
+            // The `homes` rows touched: each object moved or removed by id.
+            let mut homes: BTreeMap<u64, HashMap<ObjectId, Option<Location>>> = BTreeMap::new();
+            for o in moved {
+                if o.home == 0 {
+                    mv.execute(params![&o.id.0[..], o.loc.pack, o.loc.offset, o.loc.len])?;
+                } else {
+                    homes.entry(o.home).or_default().insert(o.id, Some(o.loc));
+                }
             }
             let mut del = tx.prepare_cached("DELETE FROM objects WHERE id = ?1")?;
-            for id in dead {
-                del.execute([&id.0[..]])?;
+            for o in dead {
+                if o.home == 0 {
+                    del.execute([&o.id.0[..]])?;
+                } else {
+                    homes.entry(o.home).or_default().insert(o.id, None);
+                }
             }
+            for (seq, changes) in homes {
+                let b: Vec<u8> = tx
+                    .prepare_cached("SELECT objects FROM homes WHERE seq = ?1")?
+                    .query_row([seq], |r| r.get(0))?;
+                let mut kept = Vec::new();
+                for mut o in home_entries(&b, seq)? {
+                    match changes.get(&o.id) {
+                        Some(None) => continue,
+                        Some(Some(loc)) => o.loc = *loc,
+                        None => {}
+                    }
+                    kept.push(o);
+                }
+                if kept.is_empty() {
+                    tx.execute("DELETE FROM homes WHERE seq = ?1", [seq])?;
+                } else {
+                    let refs: Vec<&NewObject> = kept.iter().collect();
+                    let bytes: u64 = kept.iter().map(|o| u64::from(o.loc.len)).sum();
+                    tx.execute(
+                        "UPDATE homes SET count = ?2, bytes = ?3, objects = ?4 WHERE seq = ?1",
+                        params![seq, kept.len() as u64, bytes, encode_homes(&refs)],
+                    )?;
+                }
+            }
+            self.homes.clear();
             let mut dp = tx.prepare_cached("DELETE FROM packs WHERE id = ?1")?;
             for p in dropped_packs {
                 dp.execute([p])?;
@@ -809,6 +1061,7 @@ impl Index {
                 up.execute(params![p, len])?;
             }
         }
+        Self::recompute_pack_ends(&tx)?;
         tx.commit()?;
         Ok(())
     }
@@ -817,7 +1070,10 @@ impl Index {
     pub fn has_objects_of(&self, seq: u64) -> Result<bool> {
         Ok(self
             .conn
-            .prepare_cached("SELECT 1 FROM objects WHERE seq = ?1 LIMIT 1")?
+            .prepare_cached(
+                "SELECT 1 WHERE EXISTS (SELECT 1 FROM objects WHERE seq = ?1)
+                 OR EXISTS (SELECT 1 FROM homes WHERE seq = ?1)",
+            )?
             .query_row([seq], |_| Ok(()))
             .optional()?
             .is_some())

@@ -48,7 +48,7 @@ use crate::repo::store::{Location, Store};
 use crate::seal::envelope::{self, Envelope};
 use crate::seal::keys::AgentKeys;
 use crate::seal::tree::{
-    self, ChunkRef, DirIndex, Entries, Inode, ObjectId, ObjectKind, PageMapNode,
+    self, ChunkRef, DirIndex, Entries, Inode, ObjRef, ObjectId, ObjectKind, PageMapNode,
 };
 use crate::{Error, Result};
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -174,8 +174,10 @@ impl Repo {
         &self.store
     }
 
-    /// Names, seals and appends an object unless one with the same id exists.
+    /// Names, seals and appends an object unless one with the same id exists
+    /// (chunks and chunk lists: found by id, deduplicated by content).
     pub fn put(&self, kind: ObjectKind, plaintext: &[u8]) -> Result<ObjectId> {
+        debug_assert!(!kind.homed(), "{} is stored at home", kind.name());
         let id = envelope::object_id(&self.keys, kind, plaintext);
         if self.pending.lock().expect("pending").contains_key(&id) {
             return Ok(id);
@@ -183,20 +185,59 @@ impl Repo {
         if self.index().object(&id)?.is_some() {
             return Ok(id);
         }
+        self.append(kind, id, plaintext, 0)?;
+        Ok(id)
+    }
+
+    /// Names, seals and appends a metadata object at home `home`: the
+    /// snapshot being built, whose commit will list it
+    /// ([`ObjRef`]). Deduplicated within that commit only: an object equal
+    /// to one an earlier snapshot stored is stored again, which spares the
+    /// commit a lookup and a row per object (a changed page or node rarely
+    /// equals an old one).
+    pub fn put_meta(&self, kind: ObjectKind, plaintext: &[u8], home: u64) -> Result<ObjRef> {
+        debug_assert!(kind.homed(), "{} is found by id", kind.name());
+        let id = envelope::object_id(&self.keys, kind, plaintext);
+        if self
+            .pending
+            .lock()
+            .expect("pending")
+            .get(&id)
+            .is_some_and(|o| o.home == home)
+        {
+            return Ok(ObjRef { id, home });
+        }
+        self.append(kind, id, plaintext, home)?;
+        Ok(ObjRef { id, home })
+    }
+
+    fn append(&self, kind: ObjectKind, id: ObjectId, plaintext: &[u8], home: u64) -> Result<()> {
         let sealed = envelope::seal_object(&self.keys, kind, &id, plaintext);
         let loc = self.store.append(&id, kind, &sealed)?;
         self.count_sealed(sealed.len());
-        self.pending
-            .lock()
-            .expect("pending")
-            .insert(id, NewObject { id, kind, loc });
-        Ok(id)
+        self.pending.lock().expect("pending").insert(
+            id,
+            NewObject {
+                id,
+                kind,
+                loc,
+                home,
+            },
+        );
+        Ok(())
     }
 
     /// Adds an already sealed object (from a remote pack), after checking
     /// that it opens under its id and hashes to it. Nothing unverified is
-    /// stored.
-    pub fn put_sealed(&self, kind: ObjectKind, id: &ObjectId, sealed: &[u8]) -> Result<()> {
+    /// stored. `home`: the snapshot the object arrived with when that
+    /// snapshot stores its metadata at home (tree format 6), else 0.
+    pub fn put_sealed(
+        &self,
+        kind: ObjectKind,
+        id: &ObjectId,
+        sealed: &[u8],
+        home: u64,
+    ) -> Result<()> {
         let (plain, v) = envelope::open_object_versioned(&self.keys, kind, id, sealed)?;
         if envelope::object_id_v(&self.keys, v, kind, &plain) != *id {
             return Err(Error::corrupt(
@@ -204,17 +245,28 @@ impl Repo {
                 "content does not hash to its id",
             ));
         }
-        if self.pending.lock().expect("pending").contains_key(id)
-            || self.index().object(id)?.is_some()
+        let home = if kind.homed() { home } else { 0 };
+        if self
+            .pending
+            .lock()
+            .expect("pending")
+            .get(id)
+            .is_some_and(|o| o.home == home)
+            || (home == 0 && self.index().object(id)?.is_some())
         {
             return Ok(());
         }
         let loc = self.store.append(id, kind, sealed)?;
         self.count_sealed(sealed.len());
-        self.pending
-            .lock()
-            .expect("pending")
-            .insert(*id, NewObject { id: *id, kind, loc });
+        self.pending.lock().expect("pending").insert(
+            *id,
+            NewObject {
+                id: *id,
+                kind,
+                loc,
+                home,
+            },
+        );
         Ok(())
     }
 
@@ -254,58 +306,72 @@ impl Repo {
         self.index().mark_durable_lazy(seq)
     }
 
-    fn locate(&self, kind: ObjectKind, id: &ObjectId) -> Result<Location> {
+    fn locate(&self, kind: ObjectKind, r: &ObjRef) -> Result<Location> {
         let missing = || Error::MissingObject {
-            id: id.to_hex(),
+            id: r.id.to_hex(),
             kind: kind.name(),
             seq: 0,
         };
-        if self.erased.read().expect("erased").contains(id) {
+        if self.erased.read().expect("erased").contains(&r.id) {
             return Err(missing());
         }
-        if let Some(o) = self.pending.lock().expect("pending").get(id) {
+        if let Some(o) = self.pending.lock().expect("pending").get(&r.id) {
             return Ok(o.loc);
         }
-        match self.index().object(id)? {
+        match self.lookup(r)? {
             Some((_, loc)) => Ok(loc),
             None => Err(missing()),
         }
     }
 
+    /// The index entry of `r`: through its home's row, or by id.
+    fn lookup(&self, r: &ObjRef) -> Result<Option<(u8, Location)>> {
+        let index = self.index();
+        if r.home == 0 {
+            index.object(&r.id)
+        } else {
+            index.homed_object(r.home, &r.id)
+        }
+    }
+
+    /// Whether the index lists the object `r` names (committed objects
+    /// only).
+    pub fn has(&self, r: &ObjRef) -> Result<bool> {
+        Ok(self.lookup(r)?.is_some())
+    }
+
     /// The sealed bytes of an object, followed through pack rewrites
     /// ([`follow_moves`]).
-    fn read_sealed(&self, kind: ObjectKind, id: &ObjectId) -> Result<Vec<u8>> {
-        follow_moves(|| self.locate(kind, id), |loc| self.store.read(loc)).map(|(_, b)| b)
+    fn read_sealed(&self, kind: ObjectKind, r: &ObjRef) -> Result<Vec<u8>> {
+        follow_moves(|| self.locate(kind, r), |loc| self.store.read(loc)).map(|(_, b)| b)
     }
 
-    /// The index entry of `id` and where it is stored, or a missing object.
-    fn indexed(&self, id: &ObjectId) -> Result<(u8, Location)> {
-        self.index()
-            .object(id)?
-            .ok_or_else(|| Error::MissingObject {
-                id: id.to_hex(),
-                kind: "object",
-                seq: 0,
-            })
+    /// The index entry of `r` and where it is stored, or a missing object.
+    fn indexed(&self, r: &ObjRef) -> Result<(u8, Location)> {
+        self.lookup(r)?.ok_or_else(|| Error::MissingObject {
+            id: r.id.to_hex(),
+            kind: "object",
+            seq: 0,
+        })
     }
 
-    /// The index entry of `id` (kind, location) and the pack record header
+    /// The index entry of `r` (kind, location) and the pack record header
     /// stored there, followed through pack rewrites as the object reads are.
-    pub fn stored_header(&self, id: &ObjectId) -> Result<(u8, Location, (ObjectId, u8, u32))> {
-        follow_moves(|| self.indexed(id), |(_, loc)| self.store.read_header(loc))
+    pub fn stored_header(&self, r: &ObjRef) -> Result<(u8, Location, (ObjectId, u8, u32))> {
+        follow_moves(|| self.indexed(r), |(_, loc)| self.store.read_header(loc))
             .map(|((kind, loc), h)| (kind, loc, h))
     }
 
-    /// The sealed bytes stored for `id` as they are in the packs (not
+    /// The sealed bytes stored for `r` as they are in the packs (not
     /// opened, whatever its kind), followed through pack rewrites.
-    pub fn stored_object(&self, id: &ObjectId) -> Result<Vec<u8>> {
-        follow_moves(|| self.indexed(id), |(_, loc)| self.store.read(loc)).map(|(_, b)| b)
+    pub fn stored_object(&self, r: &ObjRef) -> Result<Vec<u8>> {
+        follow_moves(|| self.indexed(r), |(_, loc)| self.store.read(loc)).map(|(_, b)| b)
     }
 
     /// Reads and opens an object (tag verified), bypassing the caches.
-    pub fn open_raw(&self, kind: ObjectKind, id: &ObjectId) -> Result<Vec<u8>> {
-        let sealed = self.read_sealed(kind, id)?;
-        envelope::open_object(&self.keys, kind, id, &sealed)
+    pub fn open_raw(&self, kind: ObjectKind, r: &ObjRef) -> Result<Vec<u8>> {
+        let sealed = self.read_sealed(kind, r)?;
+        envelope::open_object(&self.keys, kind, &r.id, &sealed)
     }
 
     /// Erases `ids` from what this handle serves, at once: they are never
@@ -321,17 +387,14 @@ impl Repo {
     }
 
     /// Like [`Repo::open_raw`], and also re-derives the id from the plaintext.
-    pub fn open_verified(&self, kind: ObjectKind, id: &ObjectId) -> Result<Vec<u8>> {
-        self.open_verified_versioned(kind, id).map(|(p, _)| p)
+    pub fn open_verified(&self, kind: ObjectKind, r: &ObjRef) -> Result<Vec<u8>> {
+        self.open_verified_versioned(kind, r).map(|(p, _)| p)
     }
 
     /// Like [`Repo::open_verified`], and tells the key version that sealed it.
-    pub fn open_verified_versioned(
-        &self,
-        kind: ObjectKind,
-        id: &ObjectId,
-    ) -> Result<(Vec<u8>, u32)> {
-        let sealed = self.read_sealed(kind, id)?;
+    pub fn open_verified_versioned(&self, kind: ObjectKind, r: &ObjRef) -> Result<(Vec<u8>, u32)> {
+        let id = &r.id;
+        let sealed = self.read_sealed(kind, r)?;
         let (plain, v) = envelope::open_object_versioned(&self.keys, kind, id, &sealed)?;
         if envelope::object_id_v(&self.keys, v, kind, &plain) != *id {
             return Err(Error::corrupt(
@@ -417,16 +480,17 @@ impl Repo {
         if let Some(c) = self.chunks.get(id) {
             return Ok(c);
         }
-        Ok(self.cache_chunk(*id, self.open_raw(ObjectKind::Chunk, id)?))
+        Ok(self.cache_chunk(*id, self.open_raw(ObjectKind::Chunk, &ObjRef::by_id(*id))?))
     }
 
     /// A decoded inode page, which must be page `page_no` (a page reached
     /// at another number is an integrity error, not a misread).
-    pub fn page(&self, id: &ObjectId, inodes_per_page: u32, page_no: u64) -> Result<Arc<Page>> {
+    pub fn page(&self, r: &ObjRef, inodes_per_page: u32, page_no: u64) -> Result<Arc<Page>> {
+        let id = &r.id;
         let p = match self.meta.get(id).as_deref() {
             Some(Meta::Page(p)) => p.clone(),
             _ => {
-                let raw = self.open_raw(ObjectKind::InodePage, id)?;
+                let raw = self.open_raw(ObjectKind::InodePage, r)?;
                 self.cache_page(*id, tree::decode_page(&raw, inodes_per_page)?.1)
             }
         };
@@ -442,30 +506,30 @@ impl Repo {
     }
 
     /// A decoded directory node.
-    pub fn dir(&self, id: &ObjectId) -> Result<Arc<Entries>> {
-        if let Some(Meta::Dir(v)) = self.meta.get(id).as_deref() {
+    pub fn dir(&self, r: &ObjRef) -> Result<Arc<Entries>> {
+        if let Some(Meta::Dir(v)) = self.meta.get(&r.id).as_deref() {
             return Ok(v.clone());
         }
-        let raw = self.open_raw(ObjectKind::DirNode, id)?;
-        Ok(self.cache_dir(*id, tree::decode_dir(&raw)?))
+        let raw = self.open_raw(ObjectKind::DirNode, r)?;
+        Ok(self.cache_dir(r.id, tree::decode_dir(&raw)?))
     }
 
     /// A decoded directory index node.
-    pub fn dir_index(&self, id: &ObjectId) -> Result<Arc<DirIndex>> {
-        if let Some(Meta::DirIndex(v)) = self.meta.get(id).as_deref() {
+    pub fn dir_index(&self, r: &ObjRef) -> Result<Arc<DirIndex>> {
+        if let Some(Meta::DirIndex(v)) = self.meta.get(&r.id).as_deref() {
             return Ok(v.clone());
         }
-        let raw = self.open_raw(ObjectKind::DirIndex, id)?;
-        Ok(self.cache_dir_index(*id, tree::decode_dir_index(&raw)?))
+        let raw = self.open_raw(ObjectKind::DirIndex, r)?;
+        Ok(self.cache_dir_index(r.id, tree::decode_dir_index(&raw)?))
     }
 
     /// A decoded page-map node.
-    pub fn page_map(&self, id: &ObjectId) -> Result<Arc<PageMapNode>> {
-        if let Some(Meta::PageMap(v)) = self.meta.get(id).as_deref() {
+    pub fn page_map(&self, r: &ObjRef) -> Result<Arc<PageMapNode>> {
+        if let Some(Meta::PageMap(v)) = self.meta.get(&r.id).as_deref() {
             return Ok(v.clone());
         }
-        let raw = self.open_raw(ObjectKind::PageMap, id)?;
-        Ok(self.cache_page_map(*id, tree::decode_page_map(&raw)?))
+        let raw = self.open_raw(ObjectKind::PageMap, r)?;
+        Ok(self.cache_page_map(r.id, tree::decode_page_map(&raw)?))
     }
 
     /// A decoded chunk list.
@@ -473,7 +537,7 @@ impl Repo {
         if let Some(Meta::List(v)) = self.meta.get(id).as_deref() {
             return Ok(v.clone());
         }
-        let raw = self.open_raw(ObjectKind::ChunkList, id)?;
+        let raw = self.open_raw(ObjectKind::ChunkList, &ObjRef::by_id(*id))?;
         Ok(self.cache_chunk_list(*id, tree::decode_chunk_list(&raw)?))
     }
 }

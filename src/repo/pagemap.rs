@@ -23,7 +23,7 @@
 
 use crate::repo::Repo;
 use crate::seal::tree::{
-    self, ObjectId, ObjectKind, PAGE_MAP_FANOUT, PAGE_MAP_MAX_LEVEL, PageMapNode, Pages,
+    self, ObjRef, ObjectKind, PAGE_MAP_FANOUT, PAGE_MAP_MAX_LEVEL, PageMapNode, Pages,
 };
 use crate::{Error, Result};
 use std::collections::BTreeMap;
@@ -31,10 +31,10 @@ use std::sync::Arc;
 
 /// A page's new state in [`update`]: its object and the inodes it holds
 /// (at least 1), or `None` to drop it.
-pub type PageChange = Option<(ObjectId, u64)>;
+pub type PageChange = Option<(ObjRef, u64)>;
 
-fn corrupt(id: &ObjectId, detail: &str) -> Error {
-    Error::corrupt(format!("page map {}", id.to_hex()), detail)
+fn corrupt(r: &ObjRef, detail: &str) -> Error {
+    Error::corrupt(format!("page map {}", r.id.to_hex()), detail)
 }
 
 /// The lowest root level whose nodes reach `page_no`.
@@ -44,16 +44,11 @@ fn level_for(page_no: u64) -> u8 {
 }
 
 /// Node `id`, which must be at `level` and count inodes iff `counted`.
-fn node(repo: &Repo, id: &ObjectId, level: u8, counted: bool) -> Result<Arc<PageMapNode>> {
+fn node(repo: &Repo, id: &ObjRef, level: u8, counted: bool) -> Result<Arc<PageMapNode>> {
     checked(id, repo.page_map(id)?, level, counted)
 }
 
-fn checked(
-    id: &ObjectId,
-    n: Arc<PageMapNode>,
-    level: u8,
-    counted: bool,
-) -> Result<Arc<PageMapNode>> {
+fn checked(id: &ObjRef, n: Arc<PageMapNode>, level: u8, counted: bool) -> Result<Arc<PageMapNode>> {
     if n.level != level {
         return Err(corrupt(id, "at the wrong level"));
     }
@@ -67,7 +62,7 @@ fn checked(
 }
 
 /// The root node of a page map, checked for its shape.
-fn root_node(repo: &Repo, id: &ObjectId, counted: bool) -> Result<Arc<PageMapNode>> {
+fn root_node(repo: &Repo, id: &ObjRef, counted: bool) -> Result<Arc<PageMapNode>> {
     let n = repo.page_map(id)?;
     let n = checked(id, n.clone(), n.level, counted)?;
     if n.level > 0 && n.children[1..].iter().all(Option::is_none) {
@@ -78,7 +73,7 @@ fn root_node(repo: &Repo, id: &ObjectId, counted: bool) -> Result<Arc<PageMapNod
 
 /// Checks that child `c` of `parent` (digit `d`) holds the inodes its
 /// parent counts for it.
-fn check_count(parent: &PageMapNode, d: usize, c: &ObjectId, child: &PageMapNode) -> Result<()> {
+fn check_count(parent: &PageMapNode, d: usize, c: &ObjRef, child: &PageMapNode) -> Result<()> {
     match (parent.counts, child.total()) {
         (Some(counts), Some(total)) if counts[d] != total => Err(corrupt(
             c,
@@ -91,9 +86,9 @@ fn check_count(parent: &PageMapNode, d: usize, c: &ObjectId, child: &PageMapNode
 /// The page holding `page_no`, if the snapshot has one, and (tree format
 /// 3) the inodes its page-map node counts in it: a reader of the page must
 /// check that count.
-pub fn get(repo: &Repo, pages: &Pages, page_no: u64) -> Result<Option<(ObjectId, Option<u64>)>> {
+pub fn get(repo: &Repo, pages: &Pages, page_no: u64) -> Result<Option<(ObjRef, Option<u64>)>> {
     let (root, counted) = match pages {
-        Pages::List(l) => return Ok(l.get(&page_no).map(|id| (*id, None))),
+        Pages::List(l) => return Ok(l.get(&page_no).map(|id| (ObjRef::by_id(*id), None))),
         Pages::Map(None) | Pages::Counted(None) => return Ok(None),
         Pages::Map(Some(root)) => (*root, false),
         Pages::Counted(Some(root)) => (*root, true),
@@ -117,12 +112,12 @@ pub fn get(repo: &Repo, pages: &Pages, page_no: u64) -> Result<Option<(ObjectId,
 }
 
 /// What [`walk`] reports.
-pub enum Item<'a> {
+pub enum Item {
     /// A page-map node.
-    Node(&'a ObjectId),
+    Node(ObjRef),
     /// An inode page, its number, and (tree format 3) the inodes its
     /// parent counts in it: a reader of the page must check that count.
-    Page(u64, &'a ObjectId, Option<u64>),
+    Page(u64, ObjRef, Option<u64>),
 }
 
 /// Visits the page map's nodes (parents first) and every page, in page
@@ -133,13 +128,13 @@ pub enum Item<'a> {
 pub fn walk(
     repo: &Repo,
     pages: &Pages,
-    skip: &dyn Fn(&ObjectId) -> bool,
-    f: &mut dyn FnMut(Item<'_>) -> Result<()>,
+    skip: &dyn Fn(&ObjRef) -> bool,
+    f: &mut dyn FnMut(Item) -> Result<()>,
 ) -> Result<()> {
     let (root, counted) = match pages {
         Pages::List(l) => {
             for (no, id) in l {
-                f(Item::Page(*no, id, None))?;
+                f(Item::Page(*no, ObjRef::by_id(*id), None))?;
             }
             return Ok(());
         }
@@ -161,13 +156,13 @@ pub fn walk(
                 "holds another number of inodes than its parent counts",
             ));
         }
-        f(Item::Node(&id))?;
+        f(Item::Node(id))?;
         let no = |digit: usize| (prefix << 4) | digit as u64;
         let count = |digit: usize| n.counts.map(|c| c[digit]);
         if level == 0 {
             for (digit, c) in n.children.iter().enumerate() {
                 if let Some(c) = c {
-                    f(Item::Page(no(digit), c, count(digit)))?;
+                    f(Item::Page(no(digit), *c, count(digit)))?;
                 }
             }
         } else {
@@ -184,14 +179,16 @@ pub fn walk(
 
 /// The snapshot's pages after `changes` (a page number to its new page
 /// and count, `None` to drop it), sealing the page-map nodes on the
-/// changed paths. The result always counts inodes (tree format 3): a
-/// format-1 list or a format-2 map is rebuilt in full once, reading each
-/// page (`inodes_per_page` of the snapshot) to count its inodes.
+/// changed paths at home `home` (the snapshot being built). The result
+/// always counts inodes (tree format 3): a format-1 list or a format-2 map
+/// is rebuilt in full once, reading each page (`inodes_per_page` of the
+/// snapshot) to count its inodes.
 pub fn update(
     repo: &Repo,
     base: &Pages,
     inodes_per_page: u32,
     changes: &BTreeMap<u64, PageChange>,
+    home: u64,
 ) -> Result<Pages> {
     let root = match base {
         Pages::Counted(root) => *root,
@@ -201,8 +198,8 @@ pub fn update(
                 if let Item::Page(no, id, _) = item
                     && !changes.contains_key(&no)
                 {
-                    let n = repo.page(id, inodes_per_page, no)?.len() as u64;
-                    all.insert(no, Some((*id, n)));
+                    let n = repo.page(&id, inodes_per_page, no)?.len() as u64;
+                    all.insert(no, Some((id, n)));
                 }
                 Ok(())
             })?;
@@ -212,7 +209,7 @@ pub fn update(
                     .filter(|(_, c)| c.is_some())
                     .map(|(k, v)| (*k, *v)),
             );
-            return update(repo, &Pages::Counted(None), inodes_per_page, &all);
+            return update(repo, &Pages::Counted(None), inodes_per_page, &all, home);
         }
     };
     if changes.is_empty() {
@@ -242,6 +239,7 @@ pub fn update(
                     children,
                     counts: Some(counts),
                 },
+                home,
             )?);
         }
         level += 1;
@@ -253,7 +251,7 @@ pub fn update(
         .filter(|(no, _)| reach(**no))
         .map(|(no, c)| (*no, *c))
         .collect();
-    let mut root = update_node(repo, root, level, &cs)?.map(|(id, _)| id);
+    let mut root = update_node(repo, root, level, &cs, home)?.map(|(id, _)| id);
     while let Some(r) = root {
         let n = repo.page_map(&r)?;
         if n.level == 0 || n.children[1..].iter().any(Option::is_some) {
@@ -268,10 +266,11 @@ pub fn update(
 /// new node and the inodes below it.
 fn update_node(
     repo: &Repo,
-    node_id: Option<ObjectId>,
+    node_id: Option<ObjRef>,
     level: u8,
     changes: &[(u64, PageChange)],
-) -> Result<Option<(ObjectId, u64)>> {
+    home: u64,
+) -> Result<Option<(ObjRef, u64)>> {
     debug_assert!(level <= PAGE_MAP_MAX_LEVEL);
     let (mut children, mut counts) = match node_id {
         Some(id) => {
@@ -296,7 +295,7 @@ fn update_node(
         let new = if level == 0 {
             mine.last().expect("one change at least").1
         } else {
-            update_node(repo, children[d], level - 1, mine)?
+            update_node(repo, children[d], level - 1, mine, home)?
         };
         debug_assert!(new.is_none_or(|(_, n)| n > 0), "a page without inodes");
         children[d] = new.map(|(id, _)| id);
@@ -311,15 +310,15 @@ fn update_node(
         counts: Some(counts),
     };
     let total = n.total().unwrap_or(0);
-    Ok(Some((seal(repo, n)?, total)))
+    Ok(Some((seal(repo, n, home)?, total)))
 }
 
-fn seal(repo: &Repo, n: PageMapNode) -> Result<ObjectId> {
+fn seal(repo: &Repo, n: PageMapNode, home: u64) -> Result<ObjRef> {
     let encoded = tree::encode_page_map(&n);
     debug_assert_eq!(tree::decode_page_map(&encoded).ok().as_ref(), Some(&n));
-    let id = repo.put(ObjectKind::PageMap, &encoded)?;
-    repo.cache_page_map(id, n);
-    Ok(id)
+    let r = repo.put_meta(ObjectKind::PageMap, &encoded, home)?;
+    repo.cache_page_map(r.id, n);
+    Ok(r)
 }
 
 /// The lowest page number in `from..=limit` holding fewer inodes than it
@@ -398,17 +397,22 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    fn id(n: u64) -> ObjectId {
+    use crate::seal::tree::ObjectId;
+
+    /// The home of every object these tests seal.
+    const HOME: u64 = 1;
+
+    fn id(n: u64) -> ObjRef {
         let mut b = [0u8; 32];
         b[..8].copy_from_slice(&n.to_le_bytes());
-        ObjectId(b)
+        ObjRef::by_id(ObjectId(b))
     }
 
-    fn listed(repo: &Repo, pages: &Pages) -> BTreeMap<u64, (ObjectId, Option<u64>)> {
+    fn listed(repo: &Repo, pages: &Pages) -> BTreeMap<u64, (ObjRef, Option<u64>)> {
         let mut out = BTreeMap::new();
         walk(repo, pages, &|_| false, &mut |item| {
             if let Item::Page(no, id, n) = item {
-                assert!(out.insert(no, (*id, n)).is_none(), "page {no} twice");
+                assert!(out.insert(no, (id, n)).is_none(), "page {no} twice");
             }
             Ok(())
         })
@@ -424,7 +428,7 @@ mod tests {
 
     /// The first page in `from..=limit` with a free number, by brute force
     /// over the model (pages of 32).
-    fn open_in_model(model: &BTreeMap<u64, (ObjectId, u64)>, from: u64, limit: u64) -> Option<u64> {
+    fn open_in_model(model: &BTreeMap<u64, (ObjRef, u64)>, from: u64, limit: u64) -> Option<u64> {
         (from..=limit).find(|p| {
             model
                 .get(p)
@@ -466,7 +470,7 @@ mod tests {
                         None => model.remove(no),
                     };
                 }
-                pages = update(repo, &pages, 32, &changes).unwrap();
+                pages = update(repo, &pages, 32, &changes, HOME).unwrap();
                 let want: BTreeMap<_, _> = model.iter().map(|(no, (i, n))| (*no, (*i, Some(*n)))).collect();
                 prop_assert_eq!(&listed(repo, &pages), &want);
                 for no in step.keys().take(50).chain(model.keys().take(5)) {
@@ -474,7 +478,7 @@ mod tests {
                 }
                 prop_assert_eq!(get(repo, &pages, 12_345_678).unwrap(), model.get(&12_345_678).map(|c| (c.0, Some(c.1))));
                 let all = model.iter().map(|(no, c)| (*no, Some(*c))).collect();
-                prop_assert_eq!(&update(repo, &Pages::Counted(None), 32, &all).unwrap(), &pages);
+                prop_assert_eq!(&update(repo, &Pages::Counted(None), 32, &all, HOME).unwrap(), &pages);
                 for (from, len) in &searches {
                     let limit = from + len;
                     prop_assert_eq!(
@@ -504,10 +508,14 @@ mod tests {
         }
     }
 
-    fn real_page(repo: &Repo, page_no: u64, inos: &[u64]) -> ObjectId {
+    fn real_page(repo: &Repo, page_no: u64, inos: &[u64]) -> ObjRef {
         let recs = inos.iter().map(|i| (*i, symlink(*i))).collect();
-        repo.put(ObjectKind::InodePage, &tree::encode_page(page_no, &recs))
-            .unwrap()
+        repo.put_meta(
+            ObjectKind::InodePage,
+            &tree::encode_page(page_no, &recs),
+            HOME,
+        )
+        .unwrap()
     }
 
     /// A format-1 list and a format-2 map become the counted map their
@@ -517,18 +525,24 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let (agent, _lock) = crate::repo::agent::scratch(tmp.path());
         let repo = agent.repo();
-        let p0 = real_page(repo, 0, &[1, 2, 3]);
-        let p1 = real_page(repo, 1, &[40]);
-        let p2 = real_page(repo, 2, &[64, 65]);
+        // Formats 1 and 2 find their pages by id.
+        let by_id = |r: ObjRef| ObjRef::by_id(r.id);
+        let p0 = by_id(real_page(repo, 0, &[1, 2, 3]));
+        let p1 = by_id(real_page(repo, 1, &[40]));
+        let p2 = by_id(real_page(repo, 2, &[64, 65]));
         let want = update(
             repo,
             &Pages::Counted(None),
             32,
             &BTreeMap::from([(0, Some((p0, 3))), (1, Some((p1, 1))), (2, Some((p2, 2)))]),
+            HOME,
         )
         .unwrap();
-        let list = Pages::List(BTreeMap::from([(0, p0), (1, p1), (2, p2)]));
-        assert_eq!(update(repo, &list, 32, &BTreeMap::new()).unwrap(), want);
+        let list = Pages::List(BTreeMap::from([(0, p0.id), (1, p1.id), (2, p2.id)]));
+        assert_eq!(
+            update(repo, &list, 32, &BTreeMap::new(), HOME).unwrap(),
+            want
+        );
         let mut children = [None; PAGE_MAP_FANOUT];
         children[..3].copy_from_slice(&[Some(p0), Some(p1), Some(p2)]);
         let map = Pages::Map(Some(
@@ -539,10 +553,14 @@ mod tests {
                     children,
                     counts: None,
                 },
+                HOME,
             )
             .unwrap(),
         ));
-        assert_eq!(update(repo, &map, 32, &BTreeMap::new()).unwrap(), want);
+        assert_eq!(
+            update(repo, &map, 32, &BTreeMap::new(), HOME).unwrap(),
+            want
+        );
         // A change rides along with the conversion.
         let p3 = real_page(repo, 3, &[100]);
         let got = update(
@@ -550,6 +568,7 @@ mod tests {
             &map,
             32,
             &BTreeMap::from([(1, None), (3, Some((p3, 1)))]),
+            HOME,
         )
         .unwrap();
         let mut m = listed(repo, &got);
@@ -581,6 +600,7 @@ mod tests {
             &Pages::Counted(None),
             32,
             &BTreeMap::from([(1, Some((pid, 1)))]),
+            HOME,
         )
         .unwrap();
         let (id, _) = get(repo, &pages, 1).unwrap().unwrap();
@@ -602,6 +622,7 @@ mod tests {
                 &Pages::Counted(None),
                 32,
                 &BTreeMap::from([(0, Some((pid, count)))]),
+                HOME,
             )
             .unwrap();
             crate::repo::view::SnapshotView::new(
@@ -649,6 +670,7 @@ mod tests {
                     children: std::array::from_fn(|d| (d < 3).then(|| id(d as u64))),
                     counts,
                 },
+                HOME,
             )
             .unwrap()
         };
@@ -663,6 +685,7 @@ mod tests {
                     children,
                     counts: None,
                 },
+                HOME,
             )
             .unwrap(),
         ));
@@ -677,6 +700,7 @@ mod tests {
                     children,
                     counts: None,
                 },
+                HOME,
             )
             .unwrap(),
         ));
@@ -686,7 +710,7 @@ mod tests {
 
         // Counts: each leaf holds 3 + 3 + 3 = 9 inodes.
         let counted = leaf(Some(std::array::from_fn(|d| if d < 3 { 3 } else { 0 })));
-        let two = |c0: u64, child: ObjectId, counts: bool| {
+        let two = |c0: u64, child: ObjRef, counts: bool| {
             let mut children = [None; PAGE_MAP_FANOUT];
             children[0] = Some(child);
             children[1] = Some(child);
@@ -700,6 +724,7 @@ mod tests {
                     children,
                     counts: counts.then_some(n),
                 },
+                HOME,
             )
             .unwrap()
         };

@@ -3,9 +3,9 @@
 //! (one path's content erased from every snapshot).
 
 use super::Repo;
-use super::store::Location;
-use crate::seal::tree::{ObjectId, ObjectKind};
-use crate::{Error, Result};
+use super::index::NewObject;
+use crate::Result;
+use crate::seal::tree::ObjectId;
 use std::collections::{BTreeSet, HashSet};
 
 /// Removes `dead` objects from the local store: the packs holding them are
@@ -14,24 +14,25 @@ use std::collections::{BTreeSet, HashSet};
 /// crash before the transaction leaves the old state (the new pack is
 /// unknown to the index and removed on the next open), after it the new.
 /// Returns the number of packs rewritten.
-pub fn remove_objects(repo: &Repo, dead: &[(ObjectId, u8, Location)]) -> Result<u64> {
+pub fn remove_objects(repo: &Repo, dead: &[NewObject]) -> Result<u64> {
     if dead.is_empty() {
         return Ok(0);
     }
     let all = repo.index().all_objects()?;
-    let dead_set: HashSet<ObjectId> = dead.iter().map(|o| o.0).collect();
+    let dead_set: HashSet<(u64, ObjectId)> = dead.iter().map(|o| (o.home, o.id)).collect();
     let store = repo.store();
-    let dropped: BTreeSet<u32> = dead.iter().map(|o| o.2.pack).collect();
+    let dropped: BTreeSet<u32> = dead.iter().map(|o| o.loc.pack).collect();
     store.roll()?;
     let mut moved = Vec::new();
-    for (id, kind, loc) in all
+    for o in all
         .iter()
-        .filter(|o| !dead_set.contains(&o.0) && dropped.contains(&o.2.pack))
+        .filter(|o| !dead_set.contains(&(o.home, o.id)) && dropped.contains(&o.loc.pack))
     {
-        let sealed = store.read(loc)?;
-        let kind = ObjectKind::from_u8(*kind)
-            .ok_or_else(|| Error::corrupt("index", format!("object kind {kind}")))?;
-        moved.push((*id, store.append(id, kind, &sealed)?));
+        let sealed = store.read(&o.loc)?;
+        moved.push(NewObject {
+            loc: store.append(&o.id, o.kind, &sealed)?,
+            ..*o
+        });
     }
     // Durable before the index moves any location to it (the transaction
     // below is synchronous), then the old packs go.
@@ -41,10 +42,8 @@ pub fn remove_objects(repo: &Repo, dead: &[(ObjectId, u8, Location)]) -> Result<
         .into_iter()
         .filter(|(p, _)| !dropped.contains(p))
         .collect();
-    let dead_ids: Vec<ObjectId> = dead.iter().map(|o| o.0).collect();
     let dropped_v: Vec<u32> = dropped.iter().copied().collect();
-    repo.index()
-        .relocate(&moved, &dead_ids, &dropped_v, &lengths)?;
+    repo.index().relocate(&moved, dead, &dropped_v, &lengths)?;
     store.mark_committed(&lengths);
     for p in &dropped_v {
         store.remove_pack(*p)?;

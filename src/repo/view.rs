@@ -5,7 +5,7 @@
 
 use crate::repo::{Repo, dirtree, pagemap};
 use crate::seal::tree::{
-    ChunkRef, Chunks, Content, DirEntry, DirRef, Entries, FileType, Inode, Manifest, ObjectId,
+    ChunkRef, Chunks, Content, DirEntry, DirRef, Entries, FileType, Inode, Manifest, ObjRef,
     ObjectKind,
 };
 use crate::{Error, Result};
@@ -64,14 +64,14 @@ impl SnapshotView {
     /// its page map counts them (tree format 3).
     fn counted_page(
         &self,
-        id: &ObjectId,
+        r: &ObjRef,
         page_no: u64,
         count: Option<u64>,
     ) -> Result<Arc<crate::repo::Page>> {
-        let page = self.repo.page(id, self.manifest.inodes_per_page, page_no)?;
+        let page = self.repo.page(r, self.manifest.inodes_per_page, page_no)?;
         if count.is_some_and(|n| n != page.len() as u64) {
             return Err(Error::corrupt(
-                format!("inode page {}", id.to_hex()),
+                format!("inode page {}", r.id.to_hex()),
                 "holds another number of inodes than its page map counts",
             ));
         }
@@ -130,32 +130,36 @@ impl SnapshotView {
     /// chunk list's chunks): callers skip what they have already handled.
     pub fn walk_objects(
         &self,
-        skip: &dyn Fn(&ObjectId) -> bool,
-        visit: &mut dyn FnMut(ObjectKind, &ObjectId) -> Result<()>,
+        skip: &dyn Fn(&ObjRef) -> bool,
+        visit: &mut dyn FnMut(ObjectKind, &ObjRef) -> Result<()>,
     ) -> Result<()> {
         pagemap::walk(&self.repo, &self.manifest.pages, skip, &mut |item| {
             let (no, pid, count) = match item {
-                pagemap::Item::Node(id) => return visit(ObjectKind::PageMap, id),
-                pagemap::Item::Page(_, pid, _) if skip(pid) => return Ok(()),
+                pagemap::Item::Node(r) => return visit(ObjectKind::PageMap, &r),
+                pagemap::Item::Page(_, pid, _) if skip(&pid) => return Ok(()),
                 pagemap::Item::Page(no, pid, count) => (no, pid, count),
             };
-            visit(ObjectKind::InodePage, pid)?;
-            let page = self.counted_page(pid, no, count)?;
+            visit(ObjectKind::InodePage, &pid)?;
+            let page = self.counted_page(&pid, no, count)?;
             for i in page.values() {
                 match &i.content {
                     Content::File(Chunks::Inline(refs)) => {
-                        for id in refs.iter().flatten().filter(|id| !skip(id)) {
-                            visit(ObjectKind::Chunk, id)?;
+                        for r in refs.iter().flatten().map(|id| ObjRef::by_id(*id)) {
+                            if !skip(&r) {
+                                visit(ObjectKind::Chunk, &r)?;
+                            }
                         }
                     }
-                    Content::File(Chunks::List { id, .. }) if !skip(id) => {
-                        visit(ObjectKind::ChunkList, id)?;
-                        for c in chunk_refs(&self.repo, i)?
+                    Content::File(Chunks::List { id, .. }) if !skip(&ObjRef::by_id(*id)) => {
+                        visit(ObjectKind::ChunkList, &ObjRef::by_id(*id))?;
+                        for r in chunk_refs(&self.repo, i)?
                             .iter()
                             .flatten()
-                            .filter(|c| !skip(c))
+                            .map(|c| ObjRef::by_id(*c))
                         {
-                            visit(ObjectKind::Chunk, c)?;
+                            if !skip(&r) {
+                                visit(ObjectKind::Chunk, &r)?;
+                            }
                         }
                     }
                     Content::Dir(Some(root)) => dirtree::walk(&self.repo, root, skip, visit)?,
@@ -164,6 +168,16 @@ impl SnapshotView {
             }
             Ok(())
         })
+    }
+
+    /// Visits the objects of one directory of this snapshot (its root
+    /// `root`), parents before children, with the checks of a listing.
+    pub fn walk_dir(
+        &self,
+        root: &DirRef,
+        visit: &mut dyn FnMut(ObjectKind, &ObjRef) -> Result<()>,
+    ) -> Result<()> {
+        dirtree::walk(&self.repo, root, &|_| false, visit)
     }
 
     /// The chunk references of a file inode (its chunk list read if it has
@@ -200,8 +214,8 @@ impl SnapshotView {
     pub fn inode_numbers(&self) -> Result<std::collections::BTreeSet<u64>> {
         let mut out = std::collections::BTreeSet::new();
         pagemap::walk(&self.repo, &self.manifest.pages, &|_| false, &mut |item| {
-            if let pagemap::Item::Page(no, id, count) = item {
-                out.extend(self.counted_page(id, no, count)?.keys());
+            if let pagemap::Item::Page(no, r, count) = item {
+                out.extend(self.counted_page(&r, no, count)?.keys());
             }
             Ok(())
         })?;

@@ -398,7 +398,7 @@ mod tests {
             chunk_size: tree::CHUNK_SIZE,
             inodes_per_page: tree::INODES_PER_PAGE,
             next_ino: 2,
-            pages: tree::Pages::Counted(Some(ObjectId([5; 32]))),
+            pages: tree::Pages::Counted(Some(tree::ObjRef::by_id(ObjectId([5; 32])))),
             provenance: Some(tree::Provenance {
                 note: Some(b"tool call 42".to_vec()),
                 writers: vec![tree::Writer {

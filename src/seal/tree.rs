@@ -23,9 +23,15 @@ use std::fmt;
 /// decode. Version 4 adds provenance to the manifest: who changed which
 /// inode, and the agent's note ([`Provenance`]). Version 5 bounds the
 /// provenance ([`WRITERS_MAX`], [`CHANGES_MAX`]) and says when it is
-/// incomplete. The envelope and AAD format is `crate::seal::envelope::FORMAT`,
-/// versioned on its own.
-pub const FORMAT_VERSION: u32 = 5;
+/// incomplete. Version 6 gives every reference to a metadata object its
+/// home ([`ObjRef`]): the snapshot whose commit stored it, through which
+/// it is found. The envelope and AAD format is
+/// `crate::seal::envelope::FORMAT`, versioned on its own.
+pub const FORMAT_VERSION: u32 = 6;
+/// First tree format whose metadata references carry their home
+/// ([`ObjRef`]); a snapshot of this format or later stores its metadata
+/// objects at home (found through its commit, not by id).
+pub const HOMED_FORMAT: u32 = 6;
 /// Oldest tree format this build reads.
 pub const FORMAT_VERSION_MIN: u32 = 1;
 /// Bytes per file chunk of a new agent. Each manifest records its agent's
@@ -53,6 +59,11 @@ pub const PAGE_MAP_MAX_LEVEL: u8 = 15;
 /// The flag in a page-map node's level byte that says it counts inodes
 /// (tree format 3).
 const PAGE_MAP_COUNTED: u8 = 0x80;
+/// The flag in a page-map node's level byte, and in a directory index
+/// node's depth byte, that says its references carry homes (tree format
+/// 6): set exactly when one of them has a home, so that equal nodes encode
+/// to equal bytes.
+const HOMED: u8 = 0x40;
 /// Chunk lists longer than this live in their own object.
 pub const MAX_INLINE_CHUNKS: usize = 8;
 /// The root directory's inode number.
@@ -82,6 +93,37 @@ impl ObjectId {
 impl fmt::Debug for ObjectId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}", &self.to_hex()[..16])
+    }
+}
+
+/// A reference to a metadata object (inode page, directory node or index,
+/// page-map node): its id and its home, the sequence number of the
+/// snapshot whose commit stored it (tree format 6). The home says where
+/// the object is: the index lists each commit's metadata objects in one
+/// row, so a reference is resolved through its home's row and a commit
+/// writes one row instead of one per object. Home 0: the object is found
+/// by its id alone (formats 1-5, whose objects each have an index row).
+/// Chunks and chunk lists are always found by id (content deduplication
+/// and redaction need the lookup by id).
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ObjRef {
+    /// The object's id.
+    pub id: ObjectId,
+    /// The snapshot whose commit stored it; 0: found by id.
+    pub home: u64,
+}
+
+impl ObjRef {
+    /// A reference found by id alone (tree formats 1-5, chunks, chunk
+    /// lists).
+    pub fn by_id(id: ObjectId) -> Self {
+        ObjRef { id, home: 0 }
+    }
+}
+
+impl fmt::Debug for ObjRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?}@{}", self.id, self.home)
     }
 }
 
@@ -119,6 +161,18 @@ impl ObjectKind {
             _ => return None,
         })
     }
+    /// Whether objects of this kind are metadata stored at home when a
+    /// snapshot of [`HOMED_FORMAT`] or later commits them ([`ObjRef`]).
+    pub fn homed(self) -> bool {
+        matches!(
+            self,
+            ObjectKind::DirNode
+                | ObjectKind::InodePage
+                | ObjectKind::DirIndex
+                | ObjectKind::PageMap
+        )
+    }
+
     /// A name for messages.
     pub fn name(self) -> &'static str {
         match self {
@@ -273,16 +327,20 @@ pub type Entries = BTreeMap<Vec<u8>, DirEntry>;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum DirRef {
     /// One directory node holding all of them.
-    Leaf(ObjectId),
+    Leaf(ObjRef),
     /// A directory index node splitting them by name hash.
-    Index(ObjectId),
+    Index(ObjRef),
 }
 
 impl DirRef {
-    /// The object.
+    /// The object's id.
     pub fn id(&self) -> &ObjectId {
+        &self.obj().id
+    }
+    /// The reference to the object.
+    pub fn obj(&self) -> &ObjRef {
         match self {
-            DirRef::Leaf(id) | DirRef::Index(id) => id,
+            DirRef::Leaf(r) | DirRef::Index(r) => r,
         }
     }
     /// The object's kind.
@@ -349,10 +407,10 @@ pub enum Pages {
     List(BTreeMap<u64, ObjectId>),
     /// Tree format 2: the root of a page map (`None`: no pages), a radix
     /// tree of [`PageMapNode`]s over the page numbers' hex digits.
-    Map(Option<ObjectId>),
+    Map(Option<ObjRef>),
     /// Tree format 3: the root of a page map whose nodes also count the
-    /// inodes below each child.
-    Counted(Option<ObjectId>),
+    /// inodes below each child (from format 6 its references carry homes).
+    Counted(Option<ObjRef>),
 }
 
 /// A node of a page map: its children by one hex digit of the page number.
@@ -363,7 +421,7 @@ pub struct PageMapNode {
     /// Which digit this node branches on (0: the lowest).
     pub level: u8,
     /// Children by digit; at least one is present.
-    pub children: [Option<ObjectId>; PAGE_MAP_FANOUT],
+    pub children: [Option<ObjRef>; PAGE_MAP_FANOUT],
     /// Tree format 3: the inodes below each child (at least 1 for a
     /// present child, 0 for an absent one). `None` in format 2.
     pub counts: Option<[u64; PAGE_MAP_FANOUT]>,
@@ -385,7 +443,9 @@ pub fn page_digit(page_no: u64, level: u8) -> usize {
 /// Encodes a page-map node.
 pub fn encode_page_map(n: &PageMapNode) -> Vec<u8> {
     let mut w = Writer_::default();
+    let homed = n.children.iter().flatten().any(|c| c.home != 0);
     w.u8(n.level
+        | if homed { HOMED } else { 0 }
         | if n.counts.is_some() {
             PAGE_MAP_COUNTED
         } else {
@@ -397,7 +457,7 @@ pub fn encode_page_map(n: &PageMapNode) -> Vec<u8> {
         if let Some(counts) = &n.counts {
             w.u64(counts[d]);
         }
-        w.id(&c.0);
+        put_obj(&mut w, c, homed);
     }
     w.0
 }
@@ -408,7 +468,8 @@ pub fn decode_page_map(b: &[u8]) -> Result<PageMapNode> {
     let mut r = Reader::new(b, "page map");
     let byte = r.u8()?;
     let counted = byte & PAGE_MAP_COUNTED != 0;
-    let level = byte & !PAGE_MAP_COUNTED;
+    let homed = byte & HOMED != 0;
+    let level = byte & !(PAGE_MAP_COUNTED | HOMED);
     if level > PAGE_MAP_MAX_LEVEL {
         return Err(r.err("level beyond the page numbers' digits"));
     }
@@ -426,8 +487,11 @@ pub fn decode_page_map(b: &[u8]) -> Result<PageMapNode> {
                     return Err(r.err("a child without inodes"));
                 }
             }
-            *slot = Some(ObjectId(r.id()?));
+            *slot = Some(get_obj(&mut r, homed)?);
         }
+    }
+    if homed && children.iter().flatten().all(|c| c.home == 0) {
+        return Err(r.err("homes flagged, none given"));
     }
     r.finish()?;
     Ok(PageMapNode {
@@ -646,6 +710,35 @@ fn get_ref(r: &mut Reader<'_>) -> Result<ChunkRef> {
     }
 }
 
+/// A metadata reference, with its home when its node carries homes.
+fn put_obj(w: &mut Writer_, o: &ObjRef, homed: bool) {
+    w.id(&o.id.0);
+    if homed {
+        w.u64(o.home);
+    } else {
+        debug_assert_eq!(o.home, 0, "a home in a node without homes");
+    }
+}
+
+/// A metadata reference: with its home when the node says `homed`, else
+/// found by id.
+fn get_obj(r: &mut Reader<'_>, homed: bool) -> Result<ObjRef> {
+    let id = ObjectId(r.id()?);
+    Ok(ObjRef {
+        id,
+        home: if homed { r.u64()? } else { 0 },
+    })
+}
+
+/// A metadata reference that must have a home (0 is written without one).
+fn get_homed(r: &mut Reader<'_>) -> Result<ObjRef> {
+    let o = get_obj(r, true)?;
+    if o.home == 0 {
+        return Err(r.err("a home of 0"));
+    }
+    Ok(o)
+}
+
 /// Encodes a chunk list object.
 pub fn encode_chunk_list(refs: &[ChunkRef]) -> Vec<u8> {
     let mut w = Writer_::default();
@@ -719,12 +812,13 @@ fn get_bitmap(r: &mut Reader<'_>) -> Result<u16> {
 /// Encodes a directory index node.
 pub fn encode_dir_index(n: &DirIndex) -> Vec<u8> {
     let mut w = Writer_::default();
-    w.u8(n.depth);
+    let homed = n.children.iter().flatten().any(|c| c.node.obj().home != 0);
+    w.u8(n.depth | if homed { HOMED } else { 0 });
     put_bitmap(&mut w, &n.children);
     for c in n.children.iter().flatten() {
         w.u8(c.node.kind() as u8);
         w.u64(c.count);
-        w.id(&c.node.id().0);
+        put_obj(&mut w, c.node.obj(), homed);
     }
     w.0
 }
@@ -734,7 +828,9 @@ pub fn encode_dir_index(n: &DirIndex) -> Vec<u8> {
 /// [`dir_is_leaf`] says so, and the node itself is too large to be one.
 pub fn decode_dir_index(b: &[u8]) -> Result<DirIndex> {
     let mut r = Reader::new(b, "directory index");
-    let depth = r.u8()?;
+    let byte = r.u8()?;
+    let homed = byte & HOMED != 0;
+    let depth = byte & !HOMED;
     if depth >= DIR_MAX_DEPTH {
         return Err(r.err("index node below the deepest level"));
     }
@@ -746,7 +842,7 @@ pub fn decode_dir_index(b: &[u8]) -> Result<DirIndex> {
         }
         let kind = r.u8()?;
         let count = r.u64()?;
-        let id = ObjectId(r.id()?);
+        let id = get_obj(&mut r, homed)?;
         let leaf = dir_is_leaf(count, depth + 1);
         let node = match kind {
             3 if leaf => DirRef::Leaf(id),
@@ -757,6 +853,9 @@ pub fn decode_dir_index(b: &[u8]) -> Result<DirIndex> {
             return Err(r.err("empty child"));
         }
         *slot = Some(DirChild { node, count });
+    }
+    if homed && children.iter().flatten().all(|c| c.node.obj().home == 0) {
+        return Err(r.err("homes flagged, none given"));
     }
     r.finish()?;
     let n = DirIndex { depth, children };
@@ -800,13 +899,15 @@ fn put_inode(w: &mut Writer_, i: &Inode) {
             w.u64(*count);
         }
         Content::Dir(None) => w.u8(0),
-        Content::Dir(Some(DirRef::Leaf(id))) => {
-            w.u8(1);
-            w.id(&id.0);
-        }
-        Content::Dir(Some(DirRef::Index(id))) => {
-            w.u8(2);
-            w.id(&id.0);
+        // Tags 3 and 4 (tree format 6): the reference has a home.
+        Content::Dir(Some(r)) => {
+            let homed = r.obj().home != 0;
+            let tag = match r {
+                DirRef::Leaf(_) => 1,
+                DirRef::Index(_) => 2,
+            };
+            w.u8(if homed { tag + 2 } else { tag });
+            put_obj(w, r.obj(), homed);
         }
         Content::Symlink(t) => w.bytes(t),
         Content::Special(FileType::CharDev | FileType::BlockDev, rdev) => w.u64(*rdev),
@@ -852,8 +953,10 @@ fn get_inode(r: &mut Reader<'_>) -> Result<Inode> {
         },
         FileType::Dir => Content::Dir(match r.u8()? {
             0 => None,
-            1 => Some(DirRef::Leaf(ObjectId(r.id()?))),
-            2 => Some(DirRef::Index(ObjectId(r.id()?))),
+            1 => Some(DirRef::Leaf(get_obj(r, false)?)),
+            2 => Some(DirRef::Index(get_obj(r, false)?)),
+            3 => Some(DirRef::Leaf(get_homed(r)?)),
+            4 => Some(DirRef::Index(get_homed(r)?)),
             t => return Err(r.err(format!("bad directory ref tag {t}"))),
         }),
         FileType::Symlink => Content::Symlink(r.bytes()?.to_vec()),
@@ -928,9 +1031,17 @@ pub fn encode_manifest(m: &Manifest) -> Vec<u8> {
         }
         (Pages::Map(root), 2) | (Pages::Counted(root), 3..=5) => match root {
             None => w.u8(0),
-            Some(id) => {
+            Some(o) => {
+                assert_eq!(o.home, 0, "a home needs tree format {HOMED_FORMAT}");
                 w.u8(1);
-                w.id(&id.0);
+                w.id(&o.id.0);
+            }
+        },
+        (Pages::Counted(root), HOMED_FORMAT..) => match root {
+            None => w.u8(0),
+            Some(o) => {
+                w.u8(1);
+                put_obj(&mut w, o, true);
             }
         },
         (_, f) => panic!("tree format {f} with the other format's page layout"),
@@ -981,7 +1092,7 @@ pub fn decode_manifest(b: &[u8]) -> Result<Manifest> {
     } else {
         let root = match r.u8()? {
             0 => None,
-            1 => Some(ObjectId(r.id()?)),
+            1 => Some(get_obj(&mut r, format >= HOMED_FORMAT)?),
             t => return Err(r.err(format!("bad page map tag {t}"))),
         };
         if format == 2 {
