@@ -83,14 +83,6 @@ impl<K: Eq + Hash + Clone, V> Lru<K, V> {
         }
     }
 
-    /// Drops every value.
-    pub fn clear(&self) {
-        let mut g = self.inner.lock().expect("cache lock");
-        g.map.clear();
-        g.order.clear();
-        g.used = 0;
-    }
-
     /// Bytes currently charged.
     pub fn used(&self) -> usize {
         self.inner.lock().expect("cache lock").used

@@ -71,18 +71,21 @@ const MIGRATIONS: &[(i64, &str)] = &[
              remote_pruned INTEGER NOT NULL DEFAULT 0
          );",
     ),
-    // Tree format 6: a commit's metadata objects are listed in one row,
-    // found through their home (`tree::ObjRef`) instead of one row each;
-    // each pack records where its last object ends and which snapshot
-    // committed it, kept as commits append (recovery reads them).
+    // Tree format 6: a commit's metadata objects are listed in a few rows
+    // of up to `HOME_PART` objects, keyed by the commit and the first id
+    // they hold, found through their home (`tree::ObjRef`) instead of one
+    // row each; each pack records where its last object ends and which
+    // snapshot committed it, kept as commits append (recovery reads them).
     (
         4,
         "CREATE TABLE homes (
-             seq INTEGER PRIMARY KEY,
+             seq INTEGER NOT NULL,
+             first BLOB NOT NULL,
              count INTEGER NOT NULL,
              bytes INTEGER NOT NULL,
-             objects BLOB NOT NULL
-         );
+             objects BLOB NOT NULL,
+             PRIMARY KEY (seq, first)
+         ) WITHOUT ROWID;
          ALTER TABLE packs ADD COLUMN objects_end INTEGER NOT NULL DEFAULT 0;
          ALTER TABLE packs ADD COLUMN last_seq INTEGER;
          CREATE TEMP TABLE pack_ends AS
@@ -97,9 +100,11 @@ const MIGRATIONS: &[(i64, &str)] = &[
 /// Bytes of one object in a `homes` row: id, kind, pack, offset, length.
 const HOME_ENTRY: usize = 32 + 1 + 4 + 8 + 4;
 
-/// Byte budget of the decoded `homes` rows an index keeps (a snapshot's
-/// pages are read one after another, mostly from a few homes).
-const HOMES_CACHE_BYTES: usize = 4 << 20;
+/// Most objects in one `homes` row: a row of 16 (784 bytes) stays inside
+/// its B-tree page (SQLite spills a row of a `WITHOUT ROWID` table past
+/// about 1,000 bytes to overflow pages, which a lookup would read in turn),
+/// so a lookup reads one leaf whatever the size of the commit.
+const HOME_PART: usize = 16;
 
 /// A `homes` row's objects, sorted by id (looked up by binary search).
 fn encode_homes(objects: &[&NewObject]) -> Vec<u8> {
@@ -191,7 +196,7 @@ pub struct NewObject {
     pub kind: ObjectKind,
     /// Where it is.
     pub loc: Location,
-    /// The snapshot whose `homes` row lists it (a metadata object of tree
+    /// The snapshot whose `homes` rows list it (a metadata object of tree
     /// format 6, `tree::ObjRef`); 0: it has a row of its own, found by id.
     pub home: u64,
 }
@@ -256,8 +261,6 @@ impl Checkpointer {
 /// One agent's index.
 pub struct Index {
     conn: Connection,
-    /// `homes` rows read, by sequence number.
-    homes: crate::cache::Lru<u64, Vec<u8>>,
     /// Set if `synchronous = FULL` could not be restored after a lazy
     /// write: the next commit restores it first, and refuses if it cannot,
     /// rather than commit without syncing.
@@ -304,7 +307,6 @@ impl Index {
         conn.pragma_update(None, "synchronous", "FULL")?;
         let mut idx = Index {
             conn,
-            homes: crate::cache::Lru::new(HOMES_CACHE_BYTES),
             not_durable: Default::default(),
         };
         let v: i64 = idx
@@ -402,38 +404,37 @@ impl Index {
     }
 
     /// The objects first committed by snapshot `seq`, in pack order: those
-    /// with rows of their own and those its `homes` row lists.
+    /// with rows of their own and those its `homes` rows list.
     pub fn objects_of(&self, seq: u64) -> Result<Vec<NewObject>> {
         let mut out = self.own_objects_of(seq)?;
-        if let Some(b) = self.homes_of(seq)? {
-            out.extend(home_entries(&b, seq)?);
+        let homed = home_entries_of(&self.conn, seq)?;
+        if !homed.is_empty() {
+            out.extend(homed);
             out.sort_by_key(|o| (o.loc.pack, o.loc.offset));
         }
         Ok(out)
     }
 
-    /// The `homes` row of snapshot `seq` (cached).
-    fn homes_of(&self, seq: u64) -> Result<Option<std::sync::Arc<Vec<u8>>>> {
-        if let Some(b) = self.homes.get(&seq) {
-            return Ok(Some(b));
-        }
+    /// Where metadata object `id` stored at home `seq` is, and its kind:
+    /// one B-tree lookup of the row that would hold it, then a binary
+    /// search in that row.
+    pub fn homed_object(&self, seq: u64, id: &ObjectId) -> Result<Option<(u8, Location)>> {
         let b: Option<Vec<u8>> = self
             .conn
-            .prepare_cached("SELECT objects FROM homes WHERE seq = ?1")?
-            .query_row([seq], |r| r.get(0))
+            .prepare_cached(
+                "SELECT objects FROM homes WHERE seq = ?1 AND first <= ?2 ORDER BY first DESC LIMIT 1",
+            )?
+            .query_row(params![seq, &id.0[..]], |r| r.get(0))
             .optional()?;
-        Ok(b.map(|b| {
-            let b = std::sync::Arc::new(b);
-            self.homes.insert(seq, b.clone(), b.len() + 64);
-            b
-        }))
-    }
-
-    /// Where metadata object `id` stored at home `seq` is, and its kind.
-    pub fn homed_object(&self, seq: u64, id: &ObjectId) -> Result<Option<(u8, Location)>> {
-        let Some(b) = self.homes_of(seq)? else {
+        let Some(b) = b else {
             return Ok(None);
         };
+        if !b.len().is_multiple_of(HOME_ENTRY) {
+            return Err(Error::corrupt(
+                format!("index row of snapshot {seq}"),
+                "not a whole number of objects",
+            ));
+        }
         let n = b.len() / HOME_ENTRY;
         let (mut lo, mut hi) = (0, n);
         while lo < hi {
@@ -515,7 +516,7 @@ impl Index {
         Ok(out)
     }
 
-    /// Every `homes` row.
+    /// Every `homes` row: (seq, objects).
     fn all_homes(&self) -> Result<Vec<(u64, Vec<u8>)>> {
         let mut st = self.conn.prepare("SELECT seq, objects FROM homes")?;
         let rows = st.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
@@ -624,18 +625,13 @@ impl Index {
                     seq
                 ])?;
             }
-            if !homed.is_empty() {
-                homed.sort_by_key(|o| o.id);
-                homed.dedup_by_key(|o| o.id);
-                let bytes: u64 = homed.iter().map(|o| u64::from(o.loc.len)).sum();
-                // A row left from a lost snapshot of this number (an index
-                // that lost its snapshot rows but not these) is replaced.
-                tx.prepare_cached(
-                    "INSERT OR REPLACE INTO homes (seq, count, bytes, objects) VALUES (?1, ?2, ?3, ?4)",
-                )?
-                .execute(params![seq, homed.len() as u64, bytes, encode_homes(&homed)])?;
-                self.homes.remove(&seq);
-            }
+            // Rows left from a lost snapshot of this number (an index that
+            // lost its snapshot rows but not these) are replaced.
+            tx.prepare_cached("DELETE FROM homes WHERE seq = ?1")?
+                .execute([seq])?;
+            homed.sort_by_key(|o| o.id);
+            homed.dedup_by_key(|o| o.id);
+            insert_homes(&tx, seq, &homed)?;
             let mut up = tx.prepare_cached(
                 "INSERT INTO packs (id, committed_len) VALUES (?1, ?2)
                  ON CONFLICT (id) DO UPDATE SET committed_len = excluded.committed_len",
@@ -735,7 +731,6 @@ impl Index {
         tx.execute("DELETE FROM objects WHERE seq > ?1", [seq])?;
         tx.execute("DELETE FROM homes WHERE seq > ?1", [seq])?;
         tx.execute("DELETE FROM forgotten WHERE seq > ?1", [seq])?;
-        self.homes.clear();
         Self::recompute_pack_ends(&tx)?;
         tx.execute(
             "UPDATE packs SET committed_len = MAX(?1, objects_end)",
@@ -1025,11 +1020,8 @@ impl Index {
                 }
             }
             for (seq, changes) in homes {
-                let b: Vec<u8> = tx
-                    .prepare_cached("SELECT objects FROM homes WHERE seq = ?1")?
-                    .query_row([seq], |r| r.get(0))?;
                 let mut kept = Vec::new();
-                for mut o in home_entries(&b, seq)? {
+                for mut o in home_entries_of(&tx, seq)? {
                     match changes.get(&o.id) {
                         Some(None) => continue,
                         Some(Some(loc)) => o.loc = *loc,
@@ -1037,18 +1029,10 @@ impl Index {
                     }
                     kept.push(o);
                 }
-                if kept.is_empty() {
-                    tx.execute("DELETE FROM homes WHERE seq = ?1", [seq])?;
-                } else {
-                    let refs: Vec<&NewObject> = kept.iter().collect();
-                    let bytes: u64 = kept.iter().map(|o| u64::from(o.loc.len)).sum();
-                    tx.execute(
-                        "UPDATE homes SET count = ?2, bytes = ?3, objects = ?4 WHERE seq = ?1",
-                        params![seq, kept.len() as u64, bytes, encode_homes(&refs)],
-                    )?;
-                }
+                tx.execute("DELETE FROM homes WHERE seq = ?1", [seq])?;
+                let refs: Vec<&NewObject> = kept.iter().collect();
+                insert_homes(&tx, seq, &refs)?;
             }
-            self.homes.clear();
             let mut dp = tx.prepare_cached("DELETE FROM packs WHERE id = ?1")?;
             for p in dropped_packs {
                 dp.execute([p])?;
@@ -1078,6 +1062,36 @@ impl Index {
             .optional()?
             .is_some())
     }
+}
+
+/// Every object snapshot `seq` stored at home, sorted by id.
+fn home_entries_of(conn: &rusqlite::Connection, seq: u64) -> Result<Vec<NewObject>> {
+    let mut st = conn.prepare_cached("SELECT objects FROM homes WHERE seq = ?1 ORDER BY first")?;
+    let rows = st.query_map([seq], |r| r.get::<_, Vec<u8>>(0))?;
+    let mut out = Vec::new();
+    for b in rows {
+        out.extend(home_entries(&b?, seq)?);
+    }
+    Ok(out)
+}
+
+/// Writes `objects` (sorted by id, no duplicates) as snapshot `seq`'s
+/// `homes` rows of up to [`HOME_PART`] objects each.
+fn insert_homes(conn: &rusqlite::Connection, seq: u64, objects: &[&NewObject]) -> Result<()> {
+    let mut ins = conn.prepare_cached(
+        "INSERT INTO homes (seq, first, count, bytes, objects) VALUES (?1, ?2, ?3, ?4, ?5)",
+    )?;
+    for part in objects.chunks(HOME_PART) {
+        let bytes: u64 = part.iter().map(|o| u64::from(o.loc.len)).sum();
+        ins.execute(params![
+            seq,
+            &part[0].id.0[..],
+            part.len() as u64,
+            bytes,
+            encode_homes(part)
+        ])?;
+    }
+    Ok(())
 }
 
 fn put_meta(conn: &rusqlite::Connection, key: &str, value: Option<&[u8]>) -> Result<()> {

@@ -328,33 +328,36 @@ impl Mounted {
 
     /// Removes from the index the metadata objects of `kind` (an
     /// `ObjectKind` byte) that the newest commit storing one listed in its
-    /// `homes` row (tree format 6): as if the disk lost those rows.
+    /// `homes` rows (tree format 6): as if the disk lost those rows.
     pub fn drop_homed(&self, kind: u8) {
         const ENTRY: usize = 49;
         let db = self.home.join("agents").join(&self.agent).join("index.db");
         let c = rusqlite::Connection::open(db).unwrap();
-        let mut rows: Vec<(u64, Vec<u8>)> = c
-            .prepare("SELECT seq, objects FROM homes ORDER BY seq DESC")
+        let rows: Vec<(u64, Vec<u8>, Vec<u8>)> = c
+            .prepare("SELECT seq, first, objects FROM homes ORDER BY seq DESC")
             .unwrap()
-            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
             .unwrap()
             .collect::<rusqlite::Result<_>>()
             .unwrap();
-        let (seq, objects) = rows
-            .drain(..)
-            .find(|(_, b)| b.chunks(ENTRY).any(|e| e[32] == kind))
-            .expect("a commit that stored one");
-        let kept: Vec<u8> = objects
-            .chunks(ENTRY)
-            .filter(|e| e[32] != kind)
-            .flatten()
-            .copied()
-            .collect();
-        c.execute(
-            "UPDATE homes SET objects = ?2, count = ?3 WHERE seq = ?1",
-            rusqlite::params![seq, kept, (kept.len() / ENTRY) as u64],
-        )
-        .unwrap();
+        let seq = rows
+            .iter()
+            .find(|(_, _, b)| b.chunks(ENTRY).any(|e| e[32] == kind))
+            .expect("a commit that stored one")
+            .0;
+        for (_, first, objects) in rows.iter().filter(|r| r.0 == seq) {
+            let kept: Vec<u8> = objects
+                .chunks(ENTRY)
+                .filter(|e| e[32] != kind)
+                .flatten()
+                .copied()
+                .collect();
+            c.execute(
+                "UPDATE homes SET objects = ?3, count = ?4 WHERE seq = ?1 AND first = ?2",
+                rusqlite::params![seq, first, kept, (kept.len() / ENTRY) as u64],
+            )
+            .unwrap();
+        }
     }
 
     /// `prog ARGS` run in the mount as `uid` with group `uid` and no
