@@ -405,6 +405,57 @@ fn an_older_data_dir_migrates_and_its_mixed_history_replicates_prunes_and_restor
     );
 }
 
+/// Tree format 6 deduplicates metadata within a commit only: a directory
+/// whose name comes and goes gets its first node's bytes again, stored at
+/// the new home. A prune keeps the copy that retained snapshots reference
+/// and removes the other one, so the forgotten snapshots' rows go and
+/// their remote parts can be deleted.
+#[test]
+fn a_prune_removes_a_dead_copy_of_an_object_live_at_another_home() {
+    use sovseal::seal::tree::Content;
+    let env = Env::new();
+    let mut e = env.open();
+    let d = e.mkdir(ROOT_INO, b"d", 0o755, 0, 0).unwrap().ino;
+    e.create(d, b"a", 0o644, 0, 0).unwrap();
+    e.commit().unwrap();
+    let first = e.head().seq();
+    e.create(d, b"b", 0o644, 0, 0).unwrap();
+    e.commit().unwrap();
+    e.unlink(d, b"b").unwrap();
+    e.commit().unwrap();
+    let last = e.head().seq();
+    let node = |seq: u64| match e.agent().snapshot(seq).unwrap().getattr(d).unwrap().content {
+        Content::Dir(Some(r)) => *r.obj(),
+        c => panic!("{c:?}"),
+    };
+    let (old, new) = (node(first), node(last));
+    assert_eq!(old.id, new.id, "the same entries, the same node");
+    assert_eq!((old.home, new.home), (first, last));
+    let dir = tempfile::tempdir().unwrap();
+    let remote = Remote::open(&format!("file://{}", dir.path().display())).unwrap();
+    replicate_all(&e, &remote);
+    let agent = e.agent();
+    sovseal::history::retention::forget(agent, &(1..last).collect::<Vec<_>>()).unwrap();
+    let report = sovseal::history::retention::prune(agent, &remote, &mut |_, _| {}).unwrap();
+    // Snapshot `first`'s copy of the node is gone; `last`'s still reads.
+    let homed_at = |seq: u64| -> Vec<Vec<u8>> {
+        let c = rusqlite::Connection::open(env.data_dir().join("index.db")).unwrap();
+        let rows: Vec<Vec<u8>> = c
+            .prepare("SELECT objects FROM homes WHERE seq = ?1")
+            .unwrap()
+            .query_map([seq], |r| r.get(0))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap();
+        rows.concat().chunks(49).map(|e| e[..32].to_vec()).collect()
+    };
+    assert!(!homed_at(first).contains(&old.id.0.to_vec()), "{report:?}");
+    assert!(homed_at(last).contains(&new.id.0.to_vec()));
+    assert!(report.remote_snapshots_pruned >= 1, "{report:?}");
+    assert_eq!(e.readdir(d).unwrap().len(), 1);
+    sovseal::history::verify::verify(agent, |_, _| {}).unwrap();
+}
+
 fn replicate_wipe_restore(remote: Remote) {
     let env = Env::new();
     let mut e = env.open();

@@ -280,8 +280,11 @@ fn check_complete(
     redacted: &HashSet<ObjectId>,
 ) -> Result<()> {
     let repo = agent.repo();
+    // Rows at this snapshot's own home are not trusted: any there now are
+    // left from a lost snapshot of its number.
     let skip = |r: &ObjRef| {
-        redacted.contains(&r.id) || (!fetched.contains(r) && repo.has(r).unwrap_or(false))
+        redacted.contains(&r.id)
+            || (!fetched.contains(r) && r.home != view.seq() && repo.has(r).unwrap_or(false))
     };
     view.walk_objects(&skip, &mut |kind, r| {
         if fetched.contains(r) {
@@ -521,7 +524,8 @@ async fn unknown_key_version(
     {
         return altered(format!("snapshot {}", seq + 1));
     }
-    if let Ok(checkpoints) = crate::history::checkpoint::fetch_remote(keys, remote).await
+    if let Ok(checkpoints) =
+        crate::history::checkpoint::fetch_remote_after(keys, remote, seq - 1, true).await
         && checkpoints
             .iter()
             .any(|c| c.seq == seq && c.hash_bytes().is_ok_and(|h| h != hash))

@@ -18,7 +18,7 @@
 use crate::config::parse_duration;
 use crate::repo::agent::Agent;
 use crate::repo::remote::Remote;
-use crate::seal::tree::ObjectId;
+use crate::seal::tree::{ObjRef, ObjectId};
 use crate::{Error, Result};
 use serde::{Deserialize, Serialize};
 use std::cell::RefCell;
@@ -196,23 +196,32 @@ pub struct PruneReport {
 
 /// Objects referenced by a retained snapshot, or by any snapshot not yet
 /// replicated (its content must reach the remote first).
-fn live_objects(agent: &Agent, progress: &mut dyn FnMut(u64, u64)) -> Result<HashSet<ObjectId>> {
+fn live_objects(agent: &Agent, progress: &mut dyn FnMut(u64, u64)) -> Result<HashSet<ObjRef>> {
     let forgotten = forgotten(agent)?;
     let replicated = crate::repo::replication_state::replicated_seq(agent)?;
     let head = agent.repo().index().head_seq()?.unwrap_or(0);
-    let live: RefCell<HashSet<ObjectId>> = RefCell::new(HashSet::new());
+    let live: RefCell<HashSet<ObjRef>> = RefCell::new(HashSet::new());
+    let walked: RefCell<HashSet<ObjectId>> = RefCell::new(HashSet::new());
     for seq in 1..=head {
         progress(seq, head);
         if forgotten.contains(&seq) && seq <= replicated {
             continue;
         }
         let view = agent.snapshot_unchecked(seq)?;
-        // By id: copies of one object at several homes are the same bytes,
-        // and all are kept while one is live.
-        view.walk_objects(&|r| live.borrow().contains(&r.id), &mut |_, r| {
-            live.borrow_mut().insert(r.id);
-            Ok(())
-        })?;
+        // Every reference met is live, as the copy it names (an object
+        // stored again at another home is another copy); below an id
+        // walked before, the subtree is the same bytes (the id is their
+        // hash), so it is not walked again.
+        view.walk_objects(
+            &|r| {
+                live.borrow_mut().insert(*r);
+                walked.borrow().contains(&r.id)
+            },
+            &mut |_, r| {
+                walked.borrow_mut().insert(r.id);
+                Ok(())
+            },
+        )?;
     }
     Ok(live.into_inner())
 }
@@ -231,7 +240,15 @@ pub fn prune_local(agent: &Agent, progress: &mut dyn FnMut(u64, u64)) -> Result<
             evidence: format!("{} objects but no snapshot referencing any", all.len()),
         });
     }
-    let dead: Vec<_> = all.into_iter().filter(|o| !live.contains(&o.id)).collect();
+    let dead: Vec<_> = all
+        .into_iter()
+        .filter(|o| {
+            !live.contains(&ObjRef {
+                id: o.id,
+                home: o.home,
+            })
+        })
+        .collect();
     Ok(PruneReport {
         packs_rewritten: crate::repo::repack::remove_objects(agent.repo(), &dead)?,
         objects_removed: dead.len() as u64,

@@ -595,28 +595,25 @@ impl Index {
                 detail: format!("commit does not extend head {head:?}"),
             });
         }
+        check_homes(objects, seq)?;
         let mut homed = Vec::new();
+        // Where the objects this commit lists end, per pack (a duplicate
+        // that gets no row of its own is not listed).
         let mut ends: BTreeMap<u32, u64> = BTreeMap::new();
+        let mut listed = |o: &NewObject| {
+            let end = ends.entry(o.loc.pack).or_default();
+            *end = (*end).max(o.loc.offset + u64::from(o.loc.len));
+        };
         {
             let mut ins = tx.prepare_cached(
                 "INSERT OR IGNORE INTO objects (id, kind, pack, offset, len, seq) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
             )?;
             for o in objects {
-                let end = ends.entry(o.loc.pack).or_default();
-                *end = (*end).max(o.loc.offset + u64::from(o.loc.len));
-                if o.home == seq && o.kind.homed() {
+                if o.home == seq {
                     homed.push(o);
                     continue;
                 }
-                if o.home != 0 {
-                    return Err(Error::Invalid(format!(
-                        "{} {} was stored for snapshot {} but is committed by snapshot {seq}",
-                        o.kind.name(),
-                        o.id.to_hex(),
-                        o.home
-                    )));
-                }
-                ins.execute(params![
+                let inserted = ins.execute(params![
                     &o.id.0[..],
                     o.kind as u8,
                     o.loc.pack,
@@ -624,6 +621,9 @@ impl Index {
                     o.loc.len,
                     seq
                 ])?;
+                if inserted == 1 {
+                    listed(o);
+                }
             }
             // Rows left from a lost snapshot of this number (an index that
             // lost its snapshot rows but not these) are replaced.
@@ -631,6 +631,7 @@ impl Index {
                 .execute([seq])?;
             homed.sort_by_key(|o| o.id);
             homed.dedup_by_key(|o| o.id);
+            homed.iter().for_each(|o| listed(o));
             insert_homes(&tx, seq, &homed)?;
             let mut up = tx.prepare_cached(
                 "INSERT INTO packs (id, committed_len) VALUES (?1, ?2)
@@ -1061,6 +1062,25 @@ impl Index {
             .query_row([seq], |_| Ok(()))
             .optional()?
             .is_some())
+    }
+}
+
+/// Checks that every object to be committed by snapshot `seq` either has
+/// a row of its own (home 0) or is a metadata object stored at home `seq`:
+/// anything else was sealed for another snapshot, and lookups through its
+/// references would not find it.
+pub(crate) fn check_homes(objects: &[NewObject], seq: u64) -> Result<()> {
+    match objects
+        .iter()
+        .find(|o| o.home != 0 && (o.home != seq || !o.kind.homed()))
+    {
+        Some(o) => Err(Error::Invalid(format!(
+            "{} {} was stored for snapshot {} but is committed by snapshot {seq}",
+            o.kind.name(),
+            o.id.to_hex(),
+            o.home
+        ))),
+        None => Ok(()),
     }
 }
 

@@ -283,6 +283,9 @@ impl Repo {
             .values()
             .copied()
             .collect();
+        // Refused before the commit record is written: a recovery would
+        // otherwise commit it from the packs.
+        index::check_homes(&objects, env.sequence_number)?;
         self.store.append_commit(env)?;
         let packs = self.store.lengths();
         self.index().commit(&objects, &packs, env)?;
