@@ -166,7 +166,9 @@ impl Remote {
                 prefix(url.path())?,
             ),
             "s3" | "s3a" => {
-                let mut b = object_store::aws::AmazonS3Builder::from_env().with_url(url_text);
+                let mut b = object_store::aws::AmazonS3Builder::from_env()
+                    .with_url(url_text)
+                    .with_retry(request_retries());
                 for (k, v) in options {
                     let key = k
                         .parse()
@@ -179,6 +181,7 @@ impl Remote {
                 Arc::new(
                     object_store::gcp::GoogleCloudStorageBuilder::from_env()
                         .with_url(url_text)
+                        .with_retry(request_retries())
                         .build()
                         .map_err(bad)?,
                 ),
@@ -188,6 +191,7 @@ impl Remote {
                 Arc::new(
                     object_store::azure::MicrosoftAzureBuilder::from_env()
                         .with_url(url_text)
+                        .with_retry(request_retries())
                         .build()
                         .map_err(bad)?,
                 ),
@@ -554,5 +558,19 @@ impl Remote {
     /// The raw store, for tests and tools that inspect what is stored.
     pub fn store(&self) -> &Arc<dyn ObjectStore> {
         &self.store
+    }
+}
+
+/// How a cloud store's client retries one request: a few times within
+/// 10 s, not its default of up to 10 times within 3 minutes. The
+/// replicator retries a failed upload whole with its own backoff (up to
+/// 30 s, forever), so longer client retries only hid an unreachable remote
+/// from `sovseal status` for up to a minute; a restore or a pull that
+/// fails is run again by its caller.
+fn request_retries() -> object_store::RetryConfig {
+    object_store::RetryConfig {
+        max_retries: 3,
+        retry_timeout: std::time::Duration::from_secs(10),
+        ..Default::default()
     }
 }
