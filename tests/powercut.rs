@@ -25,6 +25,20 @@ struct Rig {
     _lower: tempfile::TempDir,
 }
 
+impl Drop for Rig {
+    /// Detaches the cut file system before the fields go (the daemon, then
+    /// the session): a process still holding a file there (a killed
+    /// workload's child, a daemon being reaped) would make the session's
+    /// own unmount fail with EBUSY and leave a dead mount behind the test.
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("fusermount3")
+            .arg("-u")
+            .arg("-z")
+            .arg(self._lower.path().join("cut"))
+            .output();
+    }
+}
+
 impl Rig {
     fn new(agent: &str, extra: &[&str]) -> Rig {
         let lower = tempfile::tempdir().unwrap();
