@@ -27,8 +27,8 @@ struct Rig {
 
 impl Drop for Rig {
     /// Detaches the cut file system before the fields go (the daemon, then
-    /// the session): a process still holding a file there (a killed
-    /// workload's child, a daemon being reaped) would make the session's
+    /// the session): a process still holding a file there (the killed
+    /// daemon not yet reaped, a workload's child) would make the session's
     /// own unmount fail with EBUSY and leave a dead mount behind the test.
     fn drop(&mut self) {
         let _ = std::process::Command::new("fusermount3")

@@ -213,17 +213,13 @@ impl Mounted {
         kib << 10
     }
 
-    /// Whether the process has exited (a zombie holds no files).
-    fn gone(pid: i32) -> bool {
-        !Path::new(&format!("/proc/{pid}")).exists()
-            || std::fs::read_to_string(format!("/proc/{pid}/stat"))
-                .unwrap_or_default()
-                .contains(") Z")
-    }
-
     fn wait_gone(pid: i32) {
         let t0 = Instant::now();
-        while !Self::gone(pid) {
+        while Path::new(&format!("/proc/{pid}")).exists()
+            && !std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .unwrap_or_default()
+                .contains(") Z")
+        {
             assert!(
                 t0.elapsed() < Duration::from_secs(30),
                 "daemon {pid} did not exit"
@@ -509,13 +505,6 @@ impl Drop for Mounted {
                     nix::unistd::Pid::from_raw(pid),
                     nix::sys::signal::SIGKILL,
                 );
-                // Until the daemon is gone it holds its files open: a file
-                // system under the home (powercut's cutfs) could not be
-                // unmounted and would outlive the test as a dead mount.
-                let t0 = Instant::now();
-                while !Self::gone(pid) && t0.elapsed() < Duration::from_secs(10) {
-                    std::thread::sleep(Duration::from_millis(20));
-                }
             }
         }
     }
