@@ -98,12 +98,22 @@ fn signal_exec(agent: &str, sig: nix::sys::signal::Signal, group: bool) {
         .stdout(Stdio::null())
         .spawn()
         .unwrap();
+    // Signalled once the command has written `f` (the mount appearing says
+    // nothing of whether the command has started yet).
     let t0 = Instant::now();
-    while mounts_with(agent).is_empty() {
-        assert!(t0.elapsed() < Duration::from_secs(30), "never mounted");
+    let written = || {
+        mounts_with(agent).iter().any(|l| {
+            let at = l.split(' ').nth(4).unwrap_or_default();
+            std::fs::read(std::path::Path::new(at).join("f")).is_ok_and(|b| b == b"x\n")
+        })
+    };
+    while !written() {
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "never mounted, or the command never wrote f"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
-    std::thread::sleep(Duration::from_millis(300));
     let id = child.id() as i32;
     let target = nix::unistd::Pid::from_raw(if group { -id } else { id });
     nix::sys::signal::kill(target, sig).unwrap();

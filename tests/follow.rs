@@ -216,14 +216,30 @@ fn follows_in_order(url: &str, env: Vec<(String, String)>) {
     assert!(f.status()["following"]["error"].is_null());
 }
 
-/// Copies what `from` holds into `to`, keeping what `to` holds already.
+/// Copies what `from` holds into `to`, keeping what `to` holds already,
+/// as a writer replicates (a follower may be polling `to`): each file
+/// whole (written aside, then renamed into place), pack parts first, then
+/// envelopes, the other records, and checkpoints last.
 fn copy_tree(from: &Path, to: &Path) {
-    let o = std::process::Command::new("cp")
-        .args(["-a", "-n", &format!("{}/.", from.display())])
-        .arg(to)
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", text(&o.stderr));
+    let rank = |p: &Path| match p.parent().and_then(|d| d.file_name()) {
+        Some(d) if d == "packs" => 0,
+        Some(d) if d == "envelopes" => 1,
+        Some(d) if d == "checkpoints" => 3,
+        _ => 2,
+    };
+    let mut files: Vec<PathBuf> = files_under(from)
+        .into_iter()
+        .map(|p| p.strip_prefix(from).unwrap().to_owned())
+        .filter(|rel| !to.join(rel).exists())
+        .collect();
+    files.sort_by(|a, b| (rank(a), a).cmp(&(rank(b), b)));
+    let aside = tempfile::tempdir_in(to.parent().unwrap()).unwrap();
+    for rel in files {
+        let staged = aside.path().join("f");
+        std::fs::copy(from.join(&rel), &staged).unwrap();
+        std::fs::create_dir_all(to.join(&rel).parent().unwrap()).unwrap();
+        std::fs::rename(&staged, to.join(&rel)).unwrap();
+    }
 }
 
 /// The writer `w` goes on against a copy of `remote` (which stays as it
@@ -442,13 +458,17 @@ fn a_checkpoint_naming_another_snapshot_stops_the_follower_before_it_shows_it() 
     assert_eq!(other.wait_replicated(), head + 1);
     other.unmount();
 
-    // The second's snapshot arrives with the first's checkpoint of it.
+    // The second's snapshot arrives with the first's checkpoint of it, both
+    // at once: while the follower is down (live, a poll between the two
+    // would rightly show the snapshot, alone on the remote then).
     std::fs::copy(
         remote_file(one.path(), "checkpoints", head + 1),
         remote_file(two.path(), "checkpoints", head + 1),
     )
     .unwrap();
+    f.unmount();
     copy_tree(two.path(), remote.path());
+    f.mount();
     wait_stalled(
         &f,
         "the remote holds a different snapshot than the writer's signed checkpoint",
