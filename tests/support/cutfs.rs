@@ -50,6 +50,8 @@ struct State {
     dirty: HashMap<u64, Dirty>,
     /// Syncs that reached the disk, for the tests' own checks.
     syncs: u64,
+    /// The same, by the file's name.
+    syncs_by_name: HashMap<std::ffi::OsString, u64>,
 }
 
 /// The file system; clone the `Arc` to cut it from the test.
@@ -127,6 +129,16 @@ impl CutFs {
     /// Syncs that reached the disk so far.
     pub fn syncs(&self) -> u64 {
         self.state.lock().unwrap().syncs
+    }
+
+    /// Syncs so far of the files whose name `pick` picks.
+    pub fn syncs_of(&self, pick: impl Fn(&str) -> bool) -> u64 {
+        let st = self.state.lock().unwrap();
+        st.syncs_by_name
+            .iter()
+            .filter(|(n, _)| pick(&n.to_string_lossy()))
+            .map(|(_, c)| c)
+            .sum()
     }
 
     /// The lower path of `ino`.
@@ -264,7 +276,15 @@ impl CutFs {
             apply(&d.file, &d.pending, d.pending.len());
             d.file.sync_data().map_err(|e| io_errno(&e))?;
         }
-        self.state.lock().unwrap().syncs += 1;
+        let name = self
+            .path(INodeNo(ino))
+            .ok()
+            .and_then(|p| p.file_name().map(Into::into));
+        let mut st = self.state.lock().unwrap();
+        st.syncs += 1;
+        *st.syncs_by_name
+            .entry(name.unwrap_or_default())
+            .or_default() += 1;
         Ok(())
     }
 
