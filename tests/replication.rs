@@ -489,6 +489,35 @@ fn replicate_wipe_restore(remote: Remote) {
     );
 }
 
+/// The `replicated_seq` marker is written when the queue drains and at
+/// most every `MARKER_EVERY` while it does not, so a crash can leave it
+/// behind what reached the remote. The replicator then uploads those
+/// snapshots again: the remote takes them as already there (no fork, no
+/// error) and the marker ends at the head. Planted (a re-upload meeting its
+/// own envelope taken as a fork): fails.
+#[test]
+fn a_marker_behind_the_remote_is_caught_up_without_a_fork() {
+    let dir = tempfile::tempdir().unwrap();
+    let remote = Remote::open(&format!("file://{}", dir.path().display())).unwrap();
+    let env = Env::new();
+    let mut e = env.open();
+    workload(&mut e, b"MARK");
+    replicate_all(&e, &remote);
+    let marker = |e: &Engine| sovseal::repo::replication_state::replicated_seq(e.agent()).unwrap();
+    assert_eq!(marker(&e), 5, "written once the queue drained");
+    drop(e);
+    rusqlite::Connection::open(env.data_dir().join("index.db"))
+        .unwrap()
+        .execute_batch("UPDATE meta SET value = CAST('2' AS BLOB) WHERE key = 'replicated_seq'")
+        .unwrap();
+    let e = env.open();
+    assert_eq!(marker(&e), 2, "the marker a crash left behind");
+    replicate_all(&e, &remote);
+    let state = sovseal::repo::replication_state::ReplicationState::read(e.agent()).unwrap();
+    assert_eq!((state.replicated, state.fork), (5, None), "{state:?}");
+    assert_eq!(state.error, None, "{state:?}");
+}
+
 #[test]
 fn replicate_wipe_restore_file_and_s3() {
     let dir = tempfile::tempdir().unwrap();

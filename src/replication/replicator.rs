@@ -8,8 +8,10 @@
 //! snapshot N are those that N first committed (`objects.seq = N`). For each
 //! pending snapshot, in order: its pack parts go up (in parallel, each put
 //! tried a few times: parts are idempotent), then its envelope with a
-//! conditional create, then `replicated_seq = N` is recorded. After a
-//! restart the thread resumes at `replicated_seq + 1`.
+//! conditional create, then `replicated_seq = N` is recorded (when the
+//! queue drains, and every [`MARKER_EVERY`] while it does not). After a
+//! restart the thread resumes at `replicated_seq + 1`, uploading again what
+//! went up after the last marker (idempotent).
 //! Transient failures retry with exponential backoff and jitter; a different
 //! envelope already on the remote is a fork: replication stops for the agent
 //! (recorded in `meta`, shown by `sovseal status`), the mount goes on.
@@ -34,6 +36,13 @@ pub const PART_BYTES: usize = 8 << 20;
 /// Pack parts uploaded at once per snapshot: bounds the memory a large
 /// snapshot's upload holds to `PARTS_IN_FLIGHT * PART_BYTES`.
 pub const PARTS_IN_FLIGHT: usize = 4;
+
+/// Longest time the recorded `replicated_seq` trails what went up while
+/// snapshots keep coming: the marker is written when the queue drains and
+/// at most this often meanwhile, not once per snapshot (a SQLite
+/// transaction each). A marker lost to a crash only repeats idempotent
+/// uploads.
+pub const MARKER_EVERY: Duration = Duration::from_millis(250);
 
 /// Tries of one part's put before the snapshot's upload fails (and is
 /// retried whole, with backoff, by the replicator).
@@ -402,6 +411,18 @@ async fn run(
     let mut last_cp = std::time::Instant::now()
         .checked_sub(policy.interval)
         .unwrap_or_else(std::time::Instant::now);
+    // The newest snapshot uploaded whose marker is not written yet, and
+    // when the marker was last written.
+    let mut unsaved: Option<u64> = None;
+    let mut saved_at = std::time::Instant::now();
+    let save = |seq: u64| {
+        // Lazy: if a power cut loses it, the snapshot is uploaded again,
+        // which is idempotent (same parts, same envelope).
+        agent.repo().index().set_meta_lazy(&[
+            (META_REPLICATED, Some(seq.to_string().as_bytes())),
+            (META_ERROR, None),
+        ])
+    };
     loop {
         let step = {
             let mut st = m.lock().expect("replicator");
@@ -431,6 +452,12 @@ async fn run(
                 st = cv.wait(st).expect("replicator");
             }
         };
+        if matches!(step, Step::Exit | Step::FinalCheckpoint(_))
+            && let Some(seq) = unsaved.take()
+            && let Err(e) = save(seq)
+        {
+            tracing::warn!("could not record snapshot {seq} as replicated: {e}");
+        }
         let next = match step {
             Step::Exit => return,
             Step::FinalCheckpoint(r) => {
@@ -445,6 +472,8 @@ async fn run(
                 return;
             }
             Step::Checkpoint(r) => {
+                // A checkpoint comes once the queue is drained, so the
+                // marker was written just before it.
                 checkpoint(shared, agent, remote, r, policy).await;
                 last_cp = std::time::Instant::now();
                 continue;
@@ -464,13 +493,18 @@ async fn run(
         match upload(agent, remote, next).await {
             Ok(()) => {
                 backoff = Duration::from_millis(100);
-                // One statement per lock: a guard must not outlive its call.
-                // Lazy: if a power cut loses it, the snapshot is uploaded
-                // again, which is idempotent (same parts, same envelope).
-                let saved = agent.repo().index().set_meta_lazy(&[
-                    (META_REPLICATED, Some(next.to_string().as_bytes())),
-                    (META_ERROR, None),
-                ]);
+                let (drained, had_error) = {
+                    let st = m.lock().expect("replicator");
+                    (st.head <= next, st.error.is_some())
+                };
+                let saved = if drained || had_error || saved_at.elapsed() >= MARKER_EVERY {
+                    unsaved = None;
+                    saved_at = std::time::Instant::now();
+                    save(next)
+                } else {
+                    unsaved = Some(next);
+                    Ok(())
+                };
                 let mut st = m.lock().expect("replicator");
                 if let Err(e) = saved {
                     st.error = Some(e.to_string());

@@ -258,13 +258,30 @@ impl Checkpointer {
     }
 }
 
+/// The objects snapshot `?1` first committed that have rows of their own.
+const OWN_OBJECTS_OF: &str =
+    "SELECT id, kind, pack, offset, len FROM objects WHERE seq = ?1 ORDER BY pack, offset";
+
 /// One agent's index.
 pub struct Index {
     conn: Connection,
-    /// Set if `synchronous = FULL` could not be restored after a lazy
-    /// write: the next commit restores it first, and refuses if it cannot,
-    /// rather than commit without syncing.
-    not_durable: std::cell::Cell<bool>,
+    /// The connection's `synchronous` level as last set. A write switches
+    /// it only when it needs the other one (a `PRAGMA` is parsed anew each
+    /// time: two of them around every commit cost the commit thread 12% of
+    /// its time), so a run of commits pays no switch at all.
+    synchronous: std::cell::Cell<Synchronous>,
+}
+
+/// A connection's `synchronous` level, as [`Index`] tracks it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Synchronous {
+    /// Every commit syncs the WAL: durable writes.
+    Full,
+    /// Commits do not wait for the disk: snapshot commits (their records
+    /// are in the packs, synced at the barrier) and lazy markers.
+    Normal,
+    /// A switch failed half way: the next write sets its level first.
+    Unknown,
 }
 
 fn blob32(v: Vec<u8>) -> rusqlite::Result<[u8; 32]> {
@@ -303,11 +320,18 @@ impl Index {
                 | rusqlite::OpenFlags::SQLITE_OPEN_NOFOLLOW,
         )?;
         conn.busy_timeout(Duration::from_secs(10))?;
+        // Plans that do not depend on bound values: with them SQLite
+        // re-prepared `WHERE seq = ?1` at every new value (a fifth of the
+        // replicator thread's time went to parsing the same queries again).
+        conn.set_db_config(
+            rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG,
+            true,
+        )?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "FULL")?;
         let mut idx = Index {
             conn,
-            not_durable: Default::default(),
+            synchronous: std::cell::Cell::new(Synchronous::Full),
         };
         let v: i64 = idx
             .conn
@@ -330,7 +354,31 @@ impl Index {
         Ok(idx)
     }
 
+    /// Sets the connection's `synchronous` level for the writes that
+    /// follow, unless it is set already. Every write calls it first: a
+    /// durable write must never run at the level a lazy one left.
+    fn set_synchronous(&self, level: Synchronous) -> Result<()> {
+        if self.synchronous.get() == level {
+            return Ok(());
+        }
+        let value = match level {
+            Synchronous::Full => "FULL",
+            Synchronous::Normal => "NORMAL",
+            Synchronous::Unknown => unreachable!("never asked for"),
+        };
+        self.synchronous.set(Synchronous::Unknown);
+        self.conn.pragma_update(None, "synchronous", value)?;
+        self.synchronous.set(level);
+        Ok(())
+    }
+
+    /// Sets `synchronous = FULL` unless set: for a durable write.
+    fn durable(&self) -> Result<()> {
+        self.set_synchronous(Synchronous::Full)
+    }
+
     fn migrate(&mut self, from: i64) -> Result<()> {
+        self.durable()?;
         let tx = self
             .conn
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
@@ -361,6 +409,7 @@ impl Index {
 
     /// Records the agent id (once, at creation).
     pub fn set_agent_id(&self, id: &AgentId) -> Result<()> {
+        self.durable()?;
         self.conn.execute(
             "INSERT INTO meta (key, value) VALUES ('agent_id', ?1)",
             params![&id.0[..]],
@@ -379,6 +428,7 @@ impl Index {
 
     /// Sets (or with `None` removes) a `meta` value.
     pub fn set_meta(&self, key: &str, value: Option<&[u8]>) -> Result<()> {
+        self.durable()?;
         put_meta(&self.conn, key, value)
     }
 
@@ -387,20 +437,13 @@ impl Index {
     /// in a power cut only repeats idempotent work. The rows become durable
     /// with the next synchronous commit, which syncs the WAL behind them.
     pub fn set_meta_lazy(&self, rows: &[(&str, Option<&[u8]>)]) -> Result<()> {
-        self.conn.pragma_update(None, "synchronous", "NORMAL")?;
-        let r = (|| {
-            let tx = self.conn.unchecked_transaction()?;
-            for (k, v) in rows {
-                put_meta(&tx, k, *v)?;
-            }
-            tx.commit()?;
-            Ok(())
-        })();
-        if let Err(e) = self.conn.pragma_update(None, "synchronous", "FULL") {
-            self.not_durable.set(true);
-            return Err(e.into());
+        self.set_synchronous(Synchronous::Normal)?;
+        let tx = self.conn.unchecked_transaction()?;
+        for (k, v) in rows {
+            put_meta(&tx, k, *v)?;
         }
-        r
+        tx.commit()?;
+        Ok(())
     }
 
     /// The objects first committed by snapshot `seq`, in pack order: those
@@ -454,9 +497,7 @@ impl Index {
 
     /// The objects with rows of their own first committed by `seq`.
     fn own_objects_of(&self, seq: u64) -> Result<Vec<NewObject>> {
-        let mut st = self.conn.prepare_cached(
-            "SELECT id, kind, pack, offset, len FROM objects WHERE seq = ?1 ORDER BY pack, offset",
-        )?;
+        let mut st = self.conn.prepare_cached(OWN_OBJECTS_OF)?;
         let rows = st.query_map([seq], own_object)?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
@@ -563,17 +604,11 @@ impl Index {
         packs: &[(u32, u64)],
         env: &Envelope,
     ) -> Result<()> {
-        self.conn.pragma_update(None, "synchronous", "NORMAL")?;
-        let r = self.commit_tx(objects, packs, env);
-        if let Err(e) = self.conn.pragma_update(None, "synchronous", "FULL") {
-            // The transaction's outcome stands (a snapshot that was
-            // committed is reported committed: a retry would seal a second
-            // envelope for its sequence number); the next durable write
-            // restores `FULL` first.
-            tracing::warn!("index: could not restore synchronous = FULL: {e}");
-            self.not_durable.set(true);
-        }
-        r
+        // Not synced here: the snapshot's records are in the packs, which
+        // the barrier syncs before `mark_durable` syncs the WAL behind
+        // this commit (and a crash before that is caught up from them).
+        self.set_synchronous(Synchronous::Normal)?;
+        self.commit_tx(objects, packs, env)
     }
 
     fn commit_tx(
@@ -697,10 +732,7 @@ impl Index {
     /// WAL sync also makes every earlier `NORMAL` commit durable (recovery
     /// and restore).
     pub fn mark_durable(&self, seq: u64) -> Result<()> {
-        if self.not_durable.get() {
-            self.conn.pragma_update(None, "synchronous", "FULL")?;
-            self.not_durable.set(false);
-        }
+        self.durable()?;
         put_meta(&self.conn, META_DURABLE, Some(seq.to_string().as_bytes()))
     }
 
@@ -727,6 +759,7 @@ impl Index {
     /// last record it still holds: recovery after a power cut lost those
     /// snapshots' bytes. Synchronous.
     pub fn truncate_after(&self, seq: u64) -> Result<()> {
+        self.durable()?;
         let tx = self.conn.unchecked_transaction()?;
         tx.execute("DELETE FROM snapshots WHERE seq > ?1", [seq])?;
         tx.execute("DELETE FROM objects WHERE seq > ?1", [seq])?;
@@ -800,6 +833,7 @@ impl Index {
     /// Sets the committed length of a pack (recovery fitted a pack that
     /// lost its tail). Synchronous.
     pub fn set_pack_length(&self, pack: u32, len: u64) -> Result<()> {
+        self.durable()?;
         self.conn.execute(
             "UPDATE packs SET committed_len = ?2 WHERE id = ?1",
             params![pack, len],
@@ -810,6 +844,7 @@ impl Index {
     /// Raises the committed length of packs (recovery found whole records
     /// of indexed snapshots past it). Synchronous.
     pub fn set_pack_lengths(&self, packs: &[(u32, u64)]) -> Result<()> {
+        self.durable()?;
         let tx = self.conn.unchecked_transaction()?;
         for (p, len) in packs {
             tx.execute(
@@ -926,6 +961,7 @@ impl Index {
 impl Index {
     /// Records forgotten snapshots with their signed forget records.
     pub fn forget(&self, records: &[(u64, i64, Vec<u8>)]) -> Result<()> {
+        self.durable()?;
         let tx = self.conn.unchecked_transaction()?;
         {
             let mut ins = tx.prepare_cached(
@@ -970,6 +1006,7 @@ impl Index {
 
     /// Marks the remote content of forgotten `seq` as pruned.
     pub fn set_remote_pruned(&self, seq: u64) -> Result<()> {
+        self.durable()?;
         self.conn
             .prepare_cached("UPDATE forgotten SET remote_pruned = 1 WHERE seq = ?1")?
             .execute([seq])?;
@@ -996,6 +1033,7 @@ impl Index {
         dropped_packs: &[u32],
         packs: &[(u32, u64)],
     ) -> Result<()> {
+        self.durable()?;
         let tx = self
             .conn
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
@@ -1160,6 +1198,58 @@ mod tests {
         write(1);
         let (frames, _) = c.run().unwrap().expect("nothing in the way");
         assert!(frames < 10, "the WAL started over: {frames} frames");
+    }
+
+    /// Each write runs at the `synchronous` level it needs, whatever the
+    /// write before it left: lazy markers and snapshot commits at NORMAL,
+    /// every other write at FULL (planted: `forget` without its level
+    /// runs at NORMAL after a lazy marker, and this fails).
+    #[test]
+    fn every_write_runs_at_its_synchronous_level() {
+        let dir = tempfile::tempdir().unwrap();
+        let idx = Index::open(&dir.path().join("index.db"), true).unwrap();
+        let level = |idx: &Index| -> i64 {
+            idx.conn
+                .query_row("PRAGMA synchronous", [], |r| r.get(0))
+                .unwrap()
+        };
+        let (normal, full) = (1, 2);
+        assert_eq!(level(&idx), full, "a new connection");
+        type Write<'a> = &'a dyn Fn(&Index);
+        let durable_writes: [(&str, Write); 7] = [
+            ("set_meta", &|i| i.set_meta("k", Some(b"v")).unwrap()),
+            ("mark_durable", &|i| i.mark_durable(0).unwrap()),
+            ("forget", &|i| i.forget(&[]).unwrap()),
+            ("set_pack_lengths", &|i| i.set_pack_lengths(&[]).unwrap()),
+            ("set_pack_length", &|i| i.set_pack_length(1, 8).unwrap()),
+            ("set_remote_pruned", &|i| i.set_remote_pruned(1).unwrap()),
+            ("truncate_after", &|i| i.truncate_after(0).unwrap()),
+        ];
+        for (name, write) in durable_writes {
+            idx.set_meta_lazy(&[("lazy", Some(b"1"))]).unwrap();
+            assert_eq!(level(&idx), normal, "a lazy marker before {name}");
+            write(&idx);
+            assert_eq!(level(&idx), full, "{name} after a lazy marker");
+            write(&idx);
+            assert_eq!(level(&idx), full, "{name} twice");
+        }
+        idx.mark_durable_lazy(0).unwrap();
+        assert_eq!(level(&idx), normal, "mark_durable_lazy");
+    }
+
+    /// A query by sequence number keeps its plan for every value: with
+    /// plans that depend on bound values SQLite prepared it again at each
+    /// new one (planted: without `SQLITE_DBCONFIG_ENABLE_QPSG`, this
+    /// fails).
+    #[test]
+    fn a_query_by_sequence_number_is_not_prepared_again_per_value() {
+        let dir = tempfile::tempdir().unwrap();
+        let idx = Index::open(&dir.path().join("index.db"), true).unwrap();
+        for seq in 1..50 {
+            idx.objects_of(seq).unwrap();
+        }
+        let st = idx.conn.prepare_cached(OWN_OBJECTS_OF).unwrap();
+        assert_eq!(st.get_status(rusqlite::StatementStatus::RePrepare), 0);
     }
 
     /// A steady writer, the checkpointer beside it on a thread of its own:
