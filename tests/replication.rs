@@ -518,6 +518,56 @@ fn a_marker_behind_the_remote_is_caught_up_without_a_fork() {
     assert_eq!(state.error, None, "{state:?}");
 }
 
+/// A failing upload records what went up before it at once, not after
+/// the retries: the marker stands at the last snapshot the remote took
+/// while the next one keeps failing, and moves on once it goes up.
+/// (Planted without the save in the error path: the marker stays behind,
+/// and this fails.)
+#[test]
+fn a_failing_upload_records_what_went_up_before_it() {
+    let rdir = tempfile::tempdir().unwrap();
+    let remote = Remote::open(&format!("file://{}", rdir.path().display())).unwrap();
+    let env = Env::new();
+    let mut e = env.open();
+    workload(&mut e, b"MARK");
+    replicate_all(&e, &remote);
+    drop(e);
+    // Snapshot 4's pack part cannot be written again: a directory that is
+    // not empty stands where the file was (root ignores permissions).
+    let part = files_under(&rdir.path().join("sovseal-v1"))
+        .into_iter()
+        .find(|p| {
+            p.parent().is_some_and(|d| d.ends_with("packs"))
+                && p.file_name()
+                    .is_some_and(|n| n.to_string_lossy().starts_with(&format!("{:020}-", 4)))
+        })
+        .expect("snapshot 4's part");
+    std::fs::remove_file(&part).unwrap();
+    std::fs::create_dir(&part).unwrap();
+    std::fs::write(part.join("in-the-way"), b"x").unwrap();
+    rusqlite::Connection::open(env.data_dir().join("index.db"))
+        .unwrap()
+        .execute_batch("UPDATE meta SET value = CAST('2' AS BLOB) WHERE key = 'replicated_seq'")
+        .unwrap();
+    let e = env.open();
+    let r = Replicator::start(e.shared_agent(), remote.clone()).unwrap();
+    r.notify(e.head().seq());
+    let state = || sovseal::repo::replication_state::ReplicationState::read(e.agent()).unwrap();
+    let t = std::time::Instant::now();
+    while !(state().replicated == 3 && state().error.is_some()) {
+        assert!(
+            t.elapsed() < Duration::from_secs(20),
+            "the marker while 4 fails: {:?}",
+            state()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::fs::remove_dir_all(&part).unwrap();
+    r.wait_for(5).unwrap();
+    assert_eq!(state().replicated, 5);
+    assert_eq!(state().error, None);
+}
+
 #[test]
 fn replicate_wipe_restore_file_and_s3() {
     let dir = tempfile::tempdir().unwrap();

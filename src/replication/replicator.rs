@@ -9,7 +9,8 @@
 //! pending snapshot, in order: its pack parts go up (in parallel, each put
 //! tried a few times: parts are idempotent), then its envelope with a
 //! conditional create, then `replicated_seq = N` is recorded (when the
-//! queue drains, and every [`MARKER_EVERY`] while it does not). After a
+//! queue drains, every [`MARKER_EVERY`] while it does not, and when an
+//! upload fails or the thread stops). After a
 //! restart the thread resumes at `replicated_seq + 1`, uploading again what
 //! went up after the last marker (idempotent).
 //! Transient failures retry with exponential backoff and jitter; a different
@@ -517,6 +518,11 @@ async fn run(
             }
             Err(Error::Fork { seq }) => {
                 tracing::error!("{}", Error::Fork { seq });
+                if let Some(up) = unsaved.take()
+                    && let Err(e) = save(up)
+                {
+                    tracing::warn!("could not record snapshot {up} as replicated: {e}");
+                }
                 let _ = agent
                     .repo()
                     .index()
@@ -532,6 +538,14 @@ async fn run(
                 tracing::warn!(
                     "replication of snapshot {next} failed, retrying in {backoff:?}: {msg}"
                 );
+                // What went up before the failure is recorded now, not
+                // after the retries (the error row is written after it).
+                if let Some(seq) = unsaved.take() {
+                    saved_at = std::time::Instant::now();
+                    if let Err(e) = save(seq) {
+                        tracing::warn!("could not record snapshot {seq} as replicated: {e}");
+                    }
+                }
                 let _ = agent
                     .repo()
                     .index()
