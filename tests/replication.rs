@@ -489,6 +489,28 @@ fn replicate_wipe_restore(remote: Remote) {
     );
 }
 
+/// An agent of five snapshots replicated whole to a file:// remote in
+/// `rdir` and closed, its `replicated_seq` marker then set back to 2, as a
+/// crash that lost the lazy marker writes leaves it.
+fn replicated_with_marker_behind(rdir: &std::path::Path) -> (Env, Remote) {
+    let remote = Remote::open(&format!("file://{}", rdir.display())).unwrap();
+    let env = Env::new();
+    let mut e = env.open();
+    workload(&mut e, b"MARK");
+    replicate_all(&e, &remote);
+    assert_eq!(
+        sovseal::repo::replication_state::replicated_seq(e.agent()).unwrap(),
+        5,
+        "written once the queue drained"
+    );
+    drop(e);
+    rusqlite::Connection::open(env.data_dir().join("index.db"))
+        .unwrap()
+        .execute_batch("UPDATE meta SET value = CAST('2' AS BLOB) WHERE key = 'replicated_seq'")
+        .unwrap();
+    (env, remote)
+}
+
 /// The `replicated_seq` marker is written when the queue drains and at
 /// most every `MARKER_EVERY` while it does not, so a crash can leave it
 /// behind what reached the remote. The replicator then uploads those
@@ -498,20 +520,13 @@ fn replicate_wipe_restore(remote: Remote) {
 #[test]
 fn a_marker_behind_the_remote_is_caught_up_without_a_fork() {
     let dir = tempfile::tempdir().unwrap();
-    let remote = Remote::open(&format!("file://{}", dir.path().display())).unwrap();
-    let env = Env::new();
-    let mut e = env.open();
-    workload(&mut e, b"MARK");
-    replicate_all(&e, &remote);
-    let marker = |e: &Engine| sovseal::repo::replication_state::replicated_seq(e.agent()).unwrap();
-    assert_eq!(marker(&e), 5, "written once the queue drained");
-    drop(e);
-    rusqlite::Connection::open(env.data_dir().join("index.db"))
-        .unwrap()
-        .execute_batch("UPDATE meta SET value = CAST('2' AS BLOB) WHERE key = 'replicated_seq'")
-        .unwrap();
+    let (env, remote) = replicated_with_marker_behind(dir.path());
     let e = env.open();
-    assert_eq!(marker(&e), 2, "the marker a crash left behind");
+    assert_eq!(
+        sovseal::repo::replication_state::replicated_seq(e.agent()).unwrap(),
+        2,
+        "the marker a crash left behind"
+    );
     replicate_all(&e, &remote);
     let state = sovseal::repo::replication_state::ReplicationState::read(e.agent()).unwrap();
     assert_eq!((state.replicated, state.fork), (5, None), "{state:?}");
@@ -526,12 +541,7 @@ fn a_marker_behind_the_remote_is_caught_up_without_a_fork() {
 #[test]
 fn a_failing_upload_records_what_went_up_before_it() {
     let rdir = tempfile::tempdir().unwrap();
-    let remote = Remote::open(&format!("file://{}", rdir.path().display())).unwrap();
-    let env = Env::new();
-    let mut e = env.open();
-    workload(&mut e, b"MARK");
-    replicate_all(&e, &remote);
-    drop(e);
+    let (env, remote) = replicated_with_marker_behind(rdir.path());
     // Snapshot 4's pack part cannot be written again: a directory that is
     // not empty stands where the file was (root ignores permissions).
     let part = files_under(&rdir.path().join("sovseal-v1"))
@@ -545,10 +555,6 @@ fn a_failing_upload_records_what_went_up_before_it() {
     std::fs::remove_file(&part).unwrap();
     std::fs::create_dir(&part).unwrap();
     std::fs::write(part.join("in-the-way"), b"x").unwrap();
-    rusqlite::Connection::open(env.data_dir().join("index.db"))
-        .unwrap()
-        .execute_batch("UPDATE meta SET value = CAST('2' AS BLOB) WHERE key = 'replicated_seq'")
-        .unwrap();
     let e = env.open();
     let r = Replicator::start(e.shared_agent(), remote.clone()).unwrap();
     r.notify(e.head().seq());

@@ -424,6 +424,15 @@ async fn run(
             (META_ERROR, None),
         ])
     };
+    // Writes the marker of an upload not recorded yet, if any (an error
+    // only delays it: the next one, or the next start, records it).
+    let save_unsaved = |unsaved: &mut Option<u64>| {
+        if let Some(seq) = unsaved.take()
+            && let Err(e) = save(seq)
+        {
+            tracing::warn!("could not record snapshot {seq} as replicated: {e}");
+        }
+    };
     loop {
         let step = {
             let mut st = m.lock().expect("replicator");
@@ -453,11 +462,8 @@ async fn run(
                 st = cv.wait(st).expect("replicator");
             }
         };
-        if matches!(step, Step::Exit | Step::FinalCheckpoint(_))
-            && let Some(seq) = unsaved.take()
-            && let Err(e) = save(seq)
-        {
-            tracing::warn!("could not record snapshot {seq} as replicated: {e}");
+        if matches!(step, Step::Exit | Step::FinalCheckpoint(_)) {
+            save_unsaved(&mut unsaved);
         }
         let next = match step {
             Step::Exit => return,
@@ -518,11 +524,7 @@ async fn run(
             }
             Err(Error::Fork { seq }) => {
                 tracing::error!("{}", Error::Fork { seq });
-                if let Some(up) = unsaved.take()
-                    && let Err(e) = save(up)
-                {
-                    tracing::warn!("could not record snapshot {up} as replicated: {e}");
-                }
+                save_unsaved(&mut unsaved);
                 let _ = agent
                     .repo()
                     .index()
@@ -540,11 +542,9 @@ async fn run(
                 );
                 // What went up before the failure is recorded now, not
                 // after the retries (the error row is written after it).
-                if let Some(seq) = unsaved.take() {
+                if unsaved.is_some() {
                     saved_at = std::time::Instant::now();
-                    if let Err(e) = save(seq) {
-                        tracing::warn!("could not record snapshot {seq} as replicated: {e}");
-                    }
+                    save_unsaved(&mut unsaved);
                 }
                 let _ = agent
                     .repo()
