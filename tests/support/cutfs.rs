@@ -157,11 +157,22 @@ impl CutFs {
     }
 
     /// Our attributes of the lower file at `path` (registering its inode).
-    fn attr_of(&self, path: &Path) -> Result<FileAttr, Errno> {
+    /// A file this file system just created (`new`) gets an inode number of
+    /// its own even when the lower one reuses the number of a file deleted
+    /// since (ext4 does at once: an SQLite `-wal` created where the `-shm`
+    /// was removed). Our number must not be reused: the kernel, finding the
+    /// same number and generation, would take the new file for the old one
+    /// (its page cache, its mmap writes still to come), and the old file's
+    /// unsynced writes would be filed under the new one.
+    fn attr_of(&self, path: &Path, new: bool) -> Result<FileAttr, Errno> {
         let m = std::fs::symlink_metadata(path).map_err(|e| io_errno(&e))?;
         let mut st = self.state.lock().unwrap();
-        let ino = match st.by_lower.get(&(m.dev(), m.ino())) {
-            Some(i) => *i,
+        let known = match new {
+            true => None,
+            false => st.by_lower.get(&(m.dev(), m.ino())).copied(),
+        };
+        let ino = match known {
+            Some(i) => i,
             None => {
                 let i = st.next_ino;
                 st.next_ino += 1;
@@ -321,14 +332,18 @@ const TTL: Duration = Duration::ZERO;
 
 impl Filesystem for Shared {
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
-        match self.0.child(parent, name).and_then(|p| self.0.attr_of(&p)) {
+        match self
+            .0
+            .child(parent, name)
+            .and_then(|p| self.0.attr_of(&p, false))
+        {
             Ok(a) => reply.entry(&TTL, &a, Generation(0)),
             Err(e) => reply.error(e),
         }
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
-        match self.0.path(ino).and_then(|p| self.0.attr_of(&p)) {
+        match self.0.path(ino).and_then(|p| self.0.attr_of(&p, false)) {
             Ok(a) => reply.attr(&TTL, &a),
             Err(e) => reply.error(e),
         }
@@ -395,7 +410,7 @@ impl Filesystem for Shared {
                 )
                 .map_err(|e| Errno::from_i32(e as i32))?;
             }
-            self.0.attr_of(&path)
+            self.0.attr_of(&path, false)
         })();
         match r {
             Ok(a) => reply.attr(&TTL, &a),
@@ -428,7 +443,7 @@ impl Filesystem for Shared {
                 .mode(mode & !umask)
                 .create(&p)
                 .map_err(|e| io_errno(&e))?;
-            self.0.attr_of(&p)
+            self.0.attr_of(&p, true)
         });
         match r {
             Ok(a) => reply.entry(&TTL, &a, Generation(0)),
@@ -468,7 +483,7 @@ impl Filesystem for Shared {
     ) {
         let r = self.0.child(parent, link_name).and_then(|p| {
             std::os::unix::fs::symlink(target, &p).map_err(|e| io_errno(&e))?;
-            self.0.attr_of(&p)
+            self.0.attr_of(&p, true)
         });
         match r {
             Ok(a) => reply.entry(&TTL, &a, Generation(0)),
@@ -525,7 +540,7 @@ impl Filesystem for Shared {
             let from = self.0.path(ino)?;
             let to = self.0.child(newparent, newname)?;
             std::fs::hard_link(&from, &to).map_err(|e| io_errno(&e))?;
-            self.0.attr_of(&to)
+            self.0.attr_of(&to, false)
         })();
         match r {
             Ok(a) => reply.entry(&TTL, &a, Generation(0)),
@@ -556,9 +571,10 @@ impl Filesystem for Shared {
     ) {
         let r = (|| {
             let p = self.0.child(parent, name)?;
+            let existed = p.symlink_metadata().is_ok();
             // Register the inode first, then open the file it names.
             let fh = self.0.open_lower(0, &p, flags, Some(mode & !umask))?;
-            let a = self.0.attr_of(&p)?;
+            let a = self.0.attr_of(&p, !existed)?;
             self.0.state.lock().unwrap().handles.get_mut(&fh).unwrap().0 = a.ino.0;
             Ok::<_, Errno>((a, fh))
         })();
@@ -701,7 +717,7 @@ impl Filesystem for Shared {
         let mut names: Vec<_> = rd.filter_map(Result::ok).map(|e| e.file_name()).collect();
         names.sort();
         for n in names {
-            if let Ok(a) = self.0.attr_of(&dir.join(&n)) {
+            if let Ok(a) = self.0.attr_of(&dir.join(&n), false) {
                 entries.push((a.ino.0, a.kind, n));
             }
         }
