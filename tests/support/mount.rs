@@ -218,10 +218,12 @@ impl Mounted {
     /// zombie while its other threads still finish what they were in (a
     /// FUSE request already sent, say): until the last one exits, the
     /// process's files stay open, its locks held, and its writes can still
-    /// land. Seen in most rounds of `powercut` (up to nine threads left):
-    /// its power cut then came before the daemon's last writes, and the
-    /// check after it could find the agent still locked and read it
-    /// unrecovered (a CI run failed so: `verify` read past a pack's end).
+    /// land. Seen often with two `powercut` drills side by side (up to nine
+    /// threads left; with the old wait, under load, [`Mounted::signal`]
+    /// found the lock still held): the power cut then came before the
+    /// daemon's last writes, and the check after it could find the agent
+    /// locked and read it unrecovered (a CI run failed so: `verify` read
+    /// past a pack's end).
     fn wait_gone(pid: i32) {
         let t0 = Instant::now();
         while !process_gone(pid) {
