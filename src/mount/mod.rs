@@ -331,20 +331,7 @@ fn serve(
                     std::thread::sleep(Duration::from_millis(50));
                 }
                 session.join()?;
-                // DESTROY normally ran the final commit; make sure of it.
-                let last = fs.shutdown();
-                // A last beat says "stopped" only if nothing is left to
-                // replicate: a takeover then waits for nothing else.
-                if let Some(h) = heartbeats {
-                    h.finish(fs.all_replicated());
-                }
-                drop(metrics);
-                committed?;
-                last?;
-                return match fs.last_commit_error() {
-                    Some(e) => Err(Error::Failed(format!("final commit failed: {e}"))),
-                    None => Ok(()),
-                };
+                return finish(&fs, heartbeats, metrics, committed);
             }
             default(Duration::from_millis(200)) => {
                 if session.is_finished() {
@@ -352,20 +339,34 @@ fn serve(
                     notify::notify(notifier, "STOPPING=1\nSTATUS=unmounted; final commit");
                     drop(follower);
                     session.join()?;
-                    let last = fs.shutdown();
-                // A last beat says "stopped" only if nothing is left to
-                // replicate: a takeover then waits for nothing else.
-                if let Some(h) = heartbeats {
-                    h.finish(fs.all_replicated());
-                }
-                    drop(metrics);
-                    last?;
-                    return match fs.last_commit_error() {
-                        Some(e) => Err(Error::Failed(format!("final commit failed: {e}"))),
-                        None => Ok(()),
-                    };
+                    return finish(&fs, heartbeats, metrics, Ok(()));
                 }
             }
         }
+    }
+}
+
+/// The end of a mount once FUSE has stopped serving, however it stopped: the
+/// final commit (DESTROY normally ran it; this makes sure), a last beat,
+/// the metrics file's last write, then the first error of the pre-unmount
+/// commit (`committed`), the final commit, or any commit before it.
+fn finish(
+    fs: &Fs,
+    heartbeats: Option<crate::replication::takeover::Heartbeats>,
+    metrics: Option<metrics::MetricsWriter>,
+    committed: Result<()>,
+) -> Result<()> {
+    let last = fs.shutdown();
+    // A last beat says "stopped" only if nothing is left to replicate: a
+    // takeover then waits for nothing else.
+    if let Some(h) = heartbeats {
+        h.finish(fs.all_replicated());
+    }
+    drop(metrics);
+    committed?;
+    last?;
+    match fs.last_commit_error() {
+        Some(e) => Err(Error::Failed(format!("final commit failed: {e}"))),
+        None => Ok(()),
     }
 }
