@@ -26,11 +26,16 @@ struct Rig {
 }
 
 impl Drop for Rig {
-    /// Detaches the cut file system before the fields go (the daemon, then
-    /// the session): a process still holding a file there (the killed
-    /// daemon not yet reaped, a workload's child) would make the session's
-    /// own unmount fail with EBUSY and leave a dead mount behind the test.
+    /// Stops the daemon, then detaches the cut file system, before the
+    /// fields go (the daemon, then the session, then the directories). The
+    /// daemon's pid is in its lock file on the cut file system, so it is
+    /// read first; a daemon left running would write its heartbeat into
+    /// the remote while the directory is removed (a temp dir stayed behind
+    /// after each run). A process still holding a file on the cut file
+    /// system (a workload's child) would make the session's own unmount
+    /// fail with EBUSY and leave a dead mount behind the test.
     fn drop(&mut self) {
+        self.m.stop_daemon();
         let _ = std::process::Command::new("fusermount3")
             .arg("-u")
             .arg("-z")

@@ -508,22 +508,41 @@ impl Rng {
     }
 }
 
-impl Drop for Mounted {
-    fn drop(&mut self) {
-        if self.is_mounted() {
-            let pid = self.daemon_pid();
-            let _ = Command::new("fusermount3")
-                .arg("-u")
-                .arg("-z")
-                .arg(&self.mnt)
-                .output();
-            if let Some(pid) = pid {
-                let _ = nix::sys::signal::kill(
-                    nix::unistd::Pid::from_raw(pid),
-                    nix::sys::signal::SIGKILL,
-                );
+impl Mounted {
+    /// If mounted: detaches the mount and kills its daemon, returning the
+    /// daemon's pid. Never panics (it runs in drops).
+    fn detach_and_kill(&self) -> Option<i32> {
+        if !self.is_mounted() {
+            return None;
+        }
+        let pid = self.daemon_pid();
+        let _ = Command::new("fusermount3")
+            .arg("-u")
+            .arg("-z")
+            .arg(&self.mnt)
+            .output();
+        let pid = pid?;
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::SIGKILL);
+        Some(pid)
+    }
+
+    /// What dropping does, and then waits (at most 30 s, never panicking)
+    /// until the daemon has exited: for a test whose home or remote goes
+    /// away right after (a daemon still running writes its heartbeat into
+    /// the remote while the directory is being removed).
+    pub fn stop_daemon(&self) {
+        if let Some(pid) = self.detach_and_kill() {
+            let t0 = Instant::now();
+            while !process_gone(pid) && t0.elapsed() < Duration::from_secs(30) {
+                std::thread::sleep(Duration::from_millis(10));
             }
         }
+    }
+}
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        self.detach_and_kill();
     }
 }
 
