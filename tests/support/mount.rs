@@ -225,14 +225,10 @@ impl Mounted {
     /// locked and read it unrecovered (a CI run failed so: `verify` read
     /// past a pack's end).
     fn wait_gone(pid: i32) {
-        let t0 = Instant::now();
-        while !process_gone(pid) {
-            assert!(
-                t0.elapsed() < Duration::from_secs(30),
-                "daemon {pid} did not exit"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        assert!(
+            wait_until_gone(pid, Duration::from_secs(30)),
+            "daemon {pid} did not exit"
+        );
     }
 
     /// `fusermount3 -u`, then waits for the daemon to exit.
@@ -532,10 +528,7 @@ impl Mounted {
     /// the remote while the directory is being removed).
     pub fn stop_daemon(&self) {
         if let Some(pid) = self.detach_and_kill() {
-            let t0 = Instant::now();
-            while !process_gone(pid) && t0.elapsed() < Duration::from_secs(30) {
-                std::thread::sleep(Duration::from_millis(10));
-            }
+            wait_until_gone(pid, Duration::from_secs(30));
         }
     }
 }
@@ -544,6 +537,19 @@ impl Drop for Mounted {
     fn drop(&mut self) {
         self.detach_and_kill();
     }
+}
+
+/// Waits at most `limit` for process `pid` to end ([`process_gone`]);
+/// whether it did.
+fn wait_until_gone(pid: i32, limit: Duration) -> bool {
+    let t0 = Instant::now();
+    while !process_gone(pid) {
+        if t0.elapsed() >= limit {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    true
 }
 
 /// Whether process `pid` has ended: no longer listed, or a zombie that has
