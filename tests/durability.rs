@@ -364,8 +364,14 @@ fn git_commits_killed_at_random_instants_lose_nothing_acknowledged() {
 }
 
 /// `durable_seq` as the index records it, and head (read with sqlite3,
-/// which reads the WAL as the daemon left it).
+/// which reads the WAL as the daemon left it). A seal writes its index
+/// rows a moment later; listing `.snapshots/` first makes the daemon write
+/// those of every snapshot sealed so far (what any reader of its index
+/// gets), without a disk sync.
 fn durable_and_head(m: &Mounted) -> (u64, u64) {
+    if let Ok(d) = std::fs::read_dir(m.path(".snapshots")) {
+        assert!(d.count() > 0);
+    }
     let out = m.index_sql(
         "SELECT (SELECT value FROM meta WHERE key = 'durable_seq'), (SELECT MAX(seq) FROM snapshots);",
     );

@@ -442,3 +442,59 @@ fn a_pack_cut_before_an_indexed_object_is_refused() {
     assert!(err.to_string().contains("00000001.pack"), "{err}");
     assert_eq!(std::fs::read(&path).unwrap(), before, "the pack is kept");
 }
+
+/// Copies the agent's data dir as it is now, the engine still open: what a
+/// SIGKILL of the process leaves (everything it wrote is in the page cache).
+fn copy_data_dir(env: &Env, to: &Path) {
+    let from = env.data_dir();
+    for f in support::home::files_under(&from) {
+        let dest = to.join(f.strip_prefix(&from).unwrap());
+        std::fs::create_dir_all(dest.parent().unwrap()).unwrap();
+        std::fs::copy(&f, &dest).unwrap();
+    }
+}
+
+/// (head, durable point) as the index file holds them, read on a
+/// connection of its own (which never writes the engine's waiting rows).
+fn index_rows(env: &Env) -> (u64, u64) {
+    let idx = sovseal::repo::index::Index::open(&env.data_dir().join("index.db"), false).unwrap();
+    (
+        idx.head_seq().unwrap().unwrap(),
+        idx.durable_seq().unwrap().unwrap(),
+    )
+}
+
+#[test]
+fn commits_leave_their_index_rows_to_the_barrier_and_a_crash_before_it_loses_none() {
+    let env = Env::new();
+    let mut e = env.open();
+    assert_eq!(e.sync().unwrap(), 1);
+    assert_eq!(index_rows(&env), (1, 1));
+    // Sealed, readable, and not yet in the index file.
+    for k in 1..=10 {
+        add_file(&mut e, k);
+    }
+    assert_eq!(e.head().seq(), 11);
+    assert_eq!(index_rows(&env), (1, 1), "ten commits wrote no index rows");
+    for k in 1..=10 {
+        let ino = path_ino(&e, &format!("f{k}"));
+        assert_eq!(e.read(ino, 0, 1 << 20).unwrap(), bytes(k, 30_000), "f{k}");
+    }
+    // The barrier writes them, with the durable point.
+    assert_eq!(e.sync().unwrap(), 11);
+    assert_eq!(index_rows(&env), (11, 11));
+    // Five more, then the process dies before any flush.
+    for k in 11..=15 {
+        add_file(&mut e, k);
+    }
+    assert_eq!(index_rows(&env), (11, 11));
+    let image = env.dir.path().join("killed");
+    copy_data_dir(&env, &image);
+    drop(e);
+    std::fs::remove_dir_all(env.data_dir()).unwrap();
+    std::fs::rename(&image, env.data_dir()).unwrap();
+    // The next open catches the index up from the packs' commit records.
+    let e = check(&env, 16);
+    drop(e);
+    assert_eq!(index_rows(&env), (16, 16));
+}

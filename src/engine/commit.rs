@@ -7,18 +7,21 @@
 //!    size of the change, not of the tree or the file);
 //! 2. the manifest is sealed into an envelope naming the parent's hash, and
 //!    the envelope is appended after the objects as the commit record;
-//! 3. one SQLite transaction records the new objects, the pack lengths and
-//!    the envelope (`synchronous = NORMAL`: nothing waits for the disk).
+//! 3. its index rows (the new objects, the pack lengths and the envelope)
+//!    wait for the repository's next flush, which writes those of every
+//!    snapshot sealed meanwhile in one SQLite transaction (`repo`'s module
+//!    doc; `synchronous = NORMAL`: nothing waits for the disk).
 //!
-//! The snapshot is then sealed and survives a crash of the process (the
-//! page cache holds the packs and the WAL). [`Engine::sync`] is the
+//! The snapshot is sealed once its commit record is appended, and survives
+//! a crash of the process (the page cache holds the packs; the next open
+//! writes index rows it lacks from them). [`Engine::sync`] is the
 //! power-loss barrier (the packs synced: one disk sync, since they hold the
 //! commit records); after a power cut the next writer rebuilds from the
 //! packs the snapshots whose every byte is there and the index lost, and
 //! drops those that are incomplete (`repo::agent`'s recovery). A crash
-//! before step 3 leaves the previous head; bytes appended after the last
-//! committed pack length are cut off by the next writer. On error the
-//! overlay is kept, so the commit can be retried.
+//! before step 2 leaves the previous head; bytes appended after the last
+//! commit record are cut off by the next writer. On error the overlay is
+//! kept, so the commit can be retried.
 
 use super::{Engine, Overlay};
 use crate::Result;

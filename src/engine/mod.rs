@@ -169,6 +169,23 @@ pub struct Engine {
     lock: WriteLock,
 }
 
+impl Drop for Engine {
+    /// Writes the index rows of the snapshots committed since the last
+    /// flush while the writer's lock is still held (a crash instead leaves
+    /// them to the next open's recovery from the packs).
+    fn drop(&mut self) {
+        // Unwinding: a lock may be poisoned; the next open recovers.
+        if std::thread::panicking() {
+            return;
+        }
+        if let Err(e) = self.agent.repo().flush() {
+            tracing::warn!(
+                "index rows of the last snapshots not written (the next open recovers them from the packs): {e}"
+            );
+        }
+    }
+}
+
 /// The journal file and the position of its next record.
 struct OpJournal {
     file: Journal,

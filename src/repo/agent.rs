@@ -576,7 +576,7 @@ fn recover_tail(index: &mut Index, packs: &Dir, store: &Store, keys: &AgentKeys)
     let caught = catch_up(index, packs, store, keys, &mut touched)?;
     if caught > 0 {
         tracing::warn!(
-            "recovered {caught} snapshot(s) from the commit records in the packs that the index had not yet recorded (power cut?)"
+            "recovered {caught} snapshot(s) from the commit records in the packs that the index had not yet recorded (the last writer stopped before it wrote their rows: a crash or a power cut)"
         );
     }
     if changed || caught > 0 {
@@ -593,10 +593,12 @@ fn recover_tail(index: &mut Index, packs: &Dir, store: &Store, keys: &AgentKeys)
 /// after a power cut the index may be behind the packs (its last rows
 /// lost) or past them (rows whose objects were lost), and a reader must see
 /// neither a false rollback nor a torn snapshot. A held agent was recovered
-/// by its holder; one that becomes held meanwhile is left to it.
+/// by its holder; one that becomes held meanwhile is left to it, and the
+/// reader waits for the holder's index to follow its packs
+/// ([`wait_for_holders_index`]).
 fn recover_unheld(home: &Home, data: &Dir, name: &AgentName, keys: &AgentKeys) -> Result<()> {
     if writer_pid(home, name).is_some() {
-        return Ok(());
+        return wait_for_holders_index(data);
     }
     let _lock = match lock(data, name) {
         Ok(l) => l,
@@ -610,6 +612,49 @@ fn recover_unheld(home: &Home, data: &Dir, name: &AgentName, keys: &AgentKeys) -
     };
     let reader = Store::open_checked_readonly(data.sub("packs")?);
     recover_tail(&mut index, &packs, &reader, keys)
+}
+
+/// How long a reader beside a live writer waits for the writer's index to
+/// reach the ends its packs had when the reader came.
+const HOLDER_INDEX_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// A live writer seals snapshots into its packs at once and writes their
+/// index rows a moment later (`Repo`'s flush; the mount within 25 ms), so
+/// a reader in another process waits, bounded by [`HOLDER_INDEX_WAIT`],
+/// until the index records each pack at least as long as it was when the
+/// reader came: a snapshot sealed before `sovseal log` started is listed.
+/// Bytes of a commit still being sealed are not waited for past the bound;
+/// the reader then sees the snapshots indexed so far, as before.
+fn wait_for_holders_index(data: &Dir) -> Result<()> {
+    let Some(packs) = data.sub_if_exists("packs")? else {
+        return Ok(());
+    };
+    let path = data.join(crate::config::INDEX_FILE);
+    if !path.exists() {
+        return Ok(());
+    }
+    let store = Store::open_checked_readonly(data.sub("packs")?);
+    let mut ends = std::collections::BTreeMap::new();
+    for p in crate::repo::store::pack_numbers(&packs)? {
+        ends.insert(p, store.file_len(p)?);
+    }
+    let magic = crate::repo::pack::PACK_MAGIC.len() as u64;
+    let index = Index::open(&path, false)?;
+    let until = std::time::Instant::now() + HOLDER_INDEX_WAIT;
+    loop {
+        let recorded = index.packs()?;
+        let behind = ends
+            .iter()
+            .any(|(p, end)| recorded.get(p).copied().unwrap_or(magic) < *end);
+        if !behind {
+            return Ok(());
+        }
+        if std::time::Instant::now() >= until {
+            tracing::debug!("the writer's index is still behind its packs; reading what it holds");
+            return Ok(());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
 }
 
 /// Step 1 of [`recover_tail`]: keeps the snapshots after `durable` whose

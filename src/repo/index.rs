@@ -4,14 +4,15 @@
 //! and the index holds no plaintext: envelopes (sealed), keyed ids, hashes,
 //! sizes, times and locations only.
 //!
-//! WAL journal, `BEGIN IMMEDIATE` for every write. A snapshot commit runs
-//! with `synchronous = NORMAL`: it reaches the WAL in the page cache, which
-//! survives a crash of the process but not a power cut. The index never
-//! waits for the disk on the commit path: the packs are the commit record
-//! (each snapshot's envelope follows its objects there), the barrier syncs
-//! them alone and records `durable_seq` lazily ([`Index::mark_durable_lazy`]),
-//! and after a power cut `repo::agent` rebuilds from the packs the rows the
-//! WAL lost. Every other write (prune, forget, restore, recovery, metadata)
+//! WAL journal, `BEGIN IMMEDIATE` for every write. Snapshot rows are
+//! written in batches ([`Index::commit_batch`]: the snapshots sealed since
+//! the last one, `Repo`'s flush) with `synchronous = NORMAL`: they reach
+//! the WAL in the page cache, which survives a crash of the process but not
+//! a power cut. The index never waits for the disk on the commit path: the
+//! packs are the commit record (each snapshot's envelope follows its
+//! objects there), the barrier syncs them alone and records `durable_seq`
+//! in the batch it writes then, and after a crash or a power cut
+//! `repo::agent` rebuilds from the packs the rows the index lacks. Every other write (prune, forget, restore, recovery, metadata)
 //! is `FULL`. A mount checkpoints the WAL from a connection of its own
 //! ([`Checkpointer`]), off the commit path. The schema version is SQLite's
 //! `user_version`; migrations are additive and run in one transaction.
@@ -271,6 +272,16 @@ pub const PAGE_BYTES: u32 = 2048;
 /// The objects snapshot `?1` first committed that have rows of their own.
 const OWN_OBJECTS_OF: &str =
     "SELECT id, kind, pack, offset, len FROM objects WHERE seq = ?1 ORDER BY pack, offset";
+
+/// What the index records of one snapshot's commit ([`Index::commit_batch`]).
+pub struct SnapshotRows<'a> {
+    /// The objects it first stored.
+    pub objects: &'a [NewObject],
+    /// The pack lengths right after its commit record.
+    pub packs: &'a [(u32, u64)],
+    /// Its envelope.
+    pub env: &'a Envelope,
+}
 
 /// One agent's index.
 pub struct Index {
@@ -620,22 +631,52 @@ impl Index {
         packs: &[(u32, u64)],
         env: &Envelope,
     ) -> Result<()> {
-        // Not synced here: the snapshot's records are in the packs, which
-        // the barrier syncs before `mark_durable` syncs the WAL behind
-        // this commit (and a crash before that is caught up from them).
-        self.set_synchronous(Synchronous::Normal)?;
-        self.commit_tx(objects, packs, env)
+        self.commit_batch(
+            &[SnapshotRows {
+                objects,
+                packs,
+                env,
+            }],
+            None,
+        )
     }
 
-    fn commit_tx(
+    /// Commits snapshots in order, each as [`Index::commit`] would, in one
+    /// transaction (all of them or none), with `durable` recorded as the
+    /// durable point when given (the caller synced the packs, which hold
+    /// the commit records, so it does not wait for the disk: a power cut may
+    /// lose this row, never make it name more than what was synced, as the
+    /// WAL keeps commits in order). Each snapshot brings the pack lengths of
+    /// its own commit, so that the packs' recorded ends are those of the
+    /// last one.
+    pub fn commit_batch(
         &mut self,
+        snapshots: &[SnapshotRows<'_>],
+        durable: Option<u64>,
+    ) -> Result<()> {
+        // Not synced here: the snapshots' records are in the packs, which
+        // the barrier syncs before it records them durable (and a crash
+        // before that is caught up from them).
+        self.set_synchronous(Synchronous::Normal)?;
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        for s in snapshots {
+            Self::commit_rows(&tx, s.objects, s.packs, s.env)?;
+        }
+        if let Some(seq) = durable {
+            put_meta(&tx, META_DURABLE, Some(seq.to_string().as_bytes()))?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn commit_rows(
+        tx: &rusqlite::Transaction<'_>,
         objects: &[NewObject],
         packs: &[(u32, u64)],
         env: &Envelope,
     ) -> Result<()> {
-        let tx = self
-            .conn
-            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let seq = env.sequence_number;
         let head: Option<u64> = tx
             .prepare_cached("SELECT MAX(seq) FROM snapshots")?
@@ -683,7 +724,7 @@ impl Index {
             homed.sort_by_key(|o| o.id);
             homed.dedup_by_key(|o| o.id);
             homed.iter().for_each(|o| listed(o));
-            insert_homes(&tx, seq, &homed)?;
+            insert_homes(tx, seq, &homed)?;
             let mut up = tx.prepare_cached(
                 "INSERT INTO packs (id, committed_len) VALUES (?1, ?2)
                  ON CONFLICT (id) DO UPDATE SET committed_len = excluded.committed_len",
@@ -700,8 +741,7 @@ impl Index {
                 end.execute(params![p, e, seq])?;
             }
         }
-        Self::insert_snapshot(&tx, env)?;
-        tx.commit()?;
+        Self::insert_snapshot(tx, env)?;
         Ok(())
     }
 
@@ -750,14 +790,6 @@ impl Index {
     pub fn mark_durable(&self, seq: u64) -> Result<()> {
         self.durable()?;
         put_meta(&self.conn, META_DURABLE, Some(seq.to_string().as_bytes()))
-    }
-
-    /// Records that every snapshot up to `seq` is on stable storage (the
-    /// caller synced the packs, which hold the commit records) without
-    /// waiting for the disk: a power cut may lose this row, never make it
-    /// name more than what was synced (the WAL keeps commits in order).
-    pub fn mark_durable_lazy(&self, seq: u64) -> Result<()> {
-        self.set_meta_lazy(&[(META_DURABLE, Some(seq.to_string().as_bytes()))])
     }
 
     /// The last sequence number recorded durable by [`Index::mark_durable`];
@@ -1187,6 +1219,66 @@ fn put_meta(conn: &rusqlite::Connection, key: &str, value: Option<&[u8]>) -> Res
 mod tests {
     use super::*;
 
+    /// A batch of snapshot rows is one transaction: a snapshot in it that
+    /// does not extend head leaves none of the batch (nor its durable
+    /// point) behind; a good batch writes every snapshot in order.
+    #[test]
+    fn a_batch_of_snapshots_is_written_whole_or_not_at_all() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut idx = Index::open(&dir.path().join("index.db"), true).unwrap();
+        let env = |seq: u64| Envelope {
+            format_version: 1,
+            key_version: 1,
+            agent_id: AgentId([7; 32]),
+            sequence_number: seq,
+            parent_snapshot: [seq as u8; 32],
+            client_payload_hash: [0; 32],
+            sealed: vec![seq as u8; 40],
+            byte_size: 40,
+            timestamp: 0,
+        };
+        let rows = |envs: &[Envelope], packs: &[(u32, u64)]| -> Vec<(Vec<(u32, u64)>, Envelope)> {
+            envs.iter().map(|e| (packs.to_vec(), e.clone())).collect()
+        };
+        let write = |idx: &mut Index, batch: &[(Vec<(u32, u64)>, Envelope)], durable| {
+            let b: Vec<SnapshotRows<'_>> = batch
+                .iter()
+                .map(|(p, e)| SnapshotRows {
+                    objects: &[],
+                    packs: p,
+                    env: e,
+                })
+                .collect();
+            idx.commit_batch(&b, durable)
+        };
+        write(&mut idx, &rows(&[env(1), env(2)], &[(1, 100)]), Some(2)).unwrap();
+        assert_eq!(idx.head_seq().unwrap(), Some(2));
+        assert_eq!(idx.durable_seq().unwrap(), Some(2));
+        // Snapshot 5 does not extend 4: nothing of the batch is written.
+        let bad = rows(&[env(3), env(4), env(5 + 1)], &[(1, 200)]);
+        assert!(matches!(
+            write(&mut idx, &bad, Some(4)),
+            Err(Error::ChainBroken { seq: 6, .. })
+        ));
+        assert_eq!(idx.head_seq().unwrap(), Some(2));
+        assert_eq!(idx.durable_seq().unwrap(), Some(2));
+        assert_eq!(idx.packs().unwrap()[&1], 100);
+        // Each snapshot's own pack lengths, the last one's standing.
+        let mut good = rows(&[env(3)], &[(1, 150)]);
+        good.extend(rows(&[env(4)], &[(1, 180), (2, 8)]));
+        write(&mut idx, &good, None).unwrap();
+        assert_eq!(idx.head_seq().unwrap(), Some(4));
+        assert_eq!(idx.durable_seq().unwrap(), Some(2));
+        let packs = idx.packs().unwrap();
+        assert_eq!((packs[&1], packs[&2]), (180, 8));
+        for seq in 1..=4 {
+            assert_eq!(
+                idx.envelope(&AgentId([7; 32]), seq).unwrap(),
+                Some(env(seq))
+            );
+        }
+    }
+
     /// Once a checkpointer exists, the writer leaves the WAL to it (it no
     /// longer checkpoints at SQLite's 1,000 pages), and a checkpoint copies
     /// every frame into the database, so the next commit writes the WAL
@@ -1223,7 +1315,7 @@ mod tests {
     #[test]
     fn every_write_runs_at_its_synchronous_level() {
         let dir = tempfile::tempdir().unwrap();
-        let idx = Index::open(&dir.path().join("index.db"), true).unwrap();
+        let mut idx = Index::open(&dir.path().join("index.db"), true).unwrap();
         let level = |idx: &Index| -> i64 {
             idx.conn
                 .query_row("PRAGMA synchronous", [], |r| r.get(0))
@@ -1249,8 +1341,8 @@ mod tests {
             write(&idx);
             assert_eq!(level(&idx), full, "{name} twice");
         }
-        idx.mark_durable_lazy(0).unwrap();
-        assert_eq!(level(&idx), normal, "mark_durable_lazy");
+        idx.commit_batch(&[], Some(0)).unwrap();
+        assert_eq!(level(&idx), normal, "a durable point with a batch");
     }
 
     /// A new index uses [`PAGE_BYTES`]; an existing one keeps its page

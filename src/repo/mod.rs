@@ -27,6 +27,16 @@
 //! id); `get_*` reads, opens and decodes one, through a bounded cache of
 //! verified plaintext. Objects appended but not yet committed are kept in
 //! `pending` so that the writer can read them back before they are indexed.
+//!
+//! A commit appends the snapshot's commit record to the packs and returns:
+//! its index rows wait in `unindexed` (with its objects, which stay
+//! readable from there) for the next flush, which writes every waiting
+//! snapshot in one SQLite transaction. Anything that takes the index
+//! ([`Repo::index`]) flushes first, so no reader of the index misses a
+//! committed snapshot; the power-loss barrier ([`Repo::sync`]) flushes
+//! together with the durable point; a commit flushes when too many wait.
+//! A crash before the flush loses nothing: the next open catches the index
+//! up from the commit records in the packs (`agent`'s recovery).
 
 pub mod agent;
 pub mod dirtree;
@@ -117,12 +127,37 @@ enum Meta {
     List(Arc<Vec<ChunkRef>>),
 }
 
+/// A snapshot in the packs whose index rows are not written yet.
+struct Unflushed {
+    objects: Vec<NewObject>,
+    packs: Vec<(u32, u64)>,
+    env: Envelope,
+}
+
+/// Snapshots committed to the packs and not yet to the index, in order,
+/// and their objects by id (readable meanwhile, and deduplicated against).
+#[derive(Default)]
+struct Unindexed {
+    commits: Vec<Unflushed>,
+    objects: HashMap<ObjectId, NewObject>,
+}
+
+/// A commit flushes the snapshots waiting for the index once this many
+/// wait, or once their objects reach [`MAX_UNINDEXED_OBJECTS`] (a bound on
+/// memory, and on what a recovery after a crash reads back).
+const MAX_UNINDEXED: usize = 256;
+/// See [`MAX_UNINDEXED`].
+const MAX_UNINDEXED_OBJECTS: usize = 1 << 16;
+
 /// The local repository of one agent.
 pub struct Repo {
     keys: AgentKeys,
     store: Store,
     index: Mutex<Index>,
     pending: Mutex<HashMap<ObjectId, NewObject>>,
+    /// Committed snapshots whose index rows wait for [`Repo::flush`]. Taken
+    /// before the index's lock, never after it.
+    unindexed: Mutex<Unindexed>,
     meta: Lru<ObjectId, Meta>,
     chunks: Lru<ObjectId, Vec<u8>>,
     /// Objects erased while this handle serves (a follower carrying out a
@@ -142,6 +177,7 @@ impl Repo {
             store,
             index: Mutex::new(index),
             pending: Mutex::new(HashMap::new()),
+            unindexed: Mutex::new(Unindexed::default()),
             meta: Lru::new(META_CACHE_BYTES),
             chunks: Lru::new(CHUNK_CACHE_BYTES),
             erased: RwLock::new(HashSet::new()),
@@ -154,9 +190,42 @@ impl Repo {
         &self.keys
     }
 
-    /// The index (locked).
+    /// The index (locked), with every committed snapshot in it: snapshots
+    /// waiting for their rows are flushed first. A flush that fails is
+    /// logged and left for the next one (the barrier reports it); the index
+    /// then holds what was flushed before.
     pub fn index(&self) -> MutexGuard<'_, Index> {
+        let mut u = self.unindexed.lock().expect("unindexed");
+        let mut index = self.index.lock().expect("index lock");
+        if let Err(e) = flush_into(&mut index, &mut u, None) {
+            tracing::warn!("index rows of committed snapshots not written yet: {e}");
+        }
+        index
+    }
+
+    /// The index as flushed so far, without flushing: for lookups that
+    /// consult the unindexed objects first.
+    fn index_as_flushed(&self) -> MutexGuard<'_, Index> {
         self.index.lock().expect("index lock")
+    }
+
+    /// Writes the index rows of every committed snapshot still waiting for
+    /// them, in one transaction.
+    pub fn flush(&self) -> Result<()> {
+        let mut u = self.unindexed.lock().expect("unindexed");
+        let mut index = self.index.lock().expect("index lock");
+        flush_into(&mut index, &mut u, None)
+    }
+
+    /// An object of a committed snapshot whose index rows are not written
+    /// yet.
+    fn unindexed_object(&self, id: &ObjectId) -> Option<NewObject> {
+        self.unindexed
+            .lock()
+            .expect("unindexed")
+            .objects
+            .get(id)
+            .copied()
     }
 
     /// Sealed bytes appended to the packs through this handle.
@@ -179,10 +248,12 @@ impl Repo {
     pub fn put(&self, kind: ObjectKind, plaintext: &[u8]) -> Result<ObjectId> {
         debug_assert!(!kind.homed(), "{} is stored at home", kind.name());
         let id = envelope::object_id(&self.keys, kind, plaintext);
-        if self.pending.lock().expect("pending").contains_key(&id) {
+        if self.pending.lock().expect("pending").contains_key(&id)
+            || self.unindexed_object(&id).is_some_and(|o| o.home == 0)
+        {
             return Ok(id);
         }
-        if self.index().object(&id)?.is_some() {
+        if self.index_as_flushed().object(&id)?.is_some() {
             return Ok(id);
         }
         self.append(kind, id, plaintext, 0)?;
@@ -252,7 +323,9 @@ impl Repo {
             .expect("pending")
             .get(id)
             .is_some_and(|o| o.home == home)
-            || (home == 0 && self.index().object(id)?.is_some())
+            || (home == 0
+                && (self.unindexed_object(id).is_some_and(|o| o.home == 0)
+                    || self.index_as_flushed().object(id)?.is_some()))
         {
             return Ok(());
         }
@@ -271,10 +344,10 @@ impl Repo {
     }
 
     /// Commits the pending objects with `env`: appends the snapshot's
-    /// commit record after them, then records all of it in one index
-    /// transaction. Not synced: the commit survives a crash of this process
-    /// (the page cache keeps the packs and the WAL) and becomes durable
-    /// against a power cut at the next [`Repo::sync`].
+    /// commit record after them; its index rows wait for the next flush
+    /// (the module's doc). Not synced: the commit survives a crash of this
+    /// process (the page cache keeps the packs) and becomes durable against
+    /// a power cut at the next [`Repo::sync`].
     pub fn commit(&self, env: &Envelope) -> Result<()> {
         let objects: Vec<NewObject> = self
             .pending
@@ -288,11 +361,29 @@ impl Repo {
         index::check_homes(&objects, env.sequence_number)?;
         self.store.append_commit(env)?;
         let packs = self.store.lengths();
-        self.index().commit(&objects, &packs, env)?;
         self.store.mark_committed(&packs);
+        // Moved under both locks (the order: `pending`, `unindexed`, the
+        // index), so that a reader looking in one, then the other, never
+        // finds an object in neither.
         let mut p = self.pending.lock().expect("pending");
+        let mut u = self.unindexed.lock().expect("unindexed");
         for o in &objects {
             p.remove(&o.id);
+            u.objects.insert(o.id, *o);
+        }
+        drop(p);
+        u.commits.push(Unflushed {
+            objects,
+            packs,
+            env: env.clone(),
+        });
+        if u.commits.len() >= MAX_UNINDEXED || u.objects.len() >= MAX_UNINDEXED_OBJECTS {
+            // The snapshot is sealed whatever this gives: failing here would
+            // have the caller seal its number again. Left for the barrier,
+            // which reports it.
+            if let Err(e) = flush_into(&mut self.index.lock().expect("index lock"), &mut u, None) {
+                tracing::warn!("index rows of sealed snapshots not written yet: {e}");
+            }
         }
         Ok(())
     }
@@ -301,12 +392,18 @@ impl Repo {
     /// to (two when it filled up meanwhile), shared by every commit made
     /// since the last barrier. The packs are the commit record (each
     /// snapshot's envelope follows its objects), so the index need not
-    /// sync: `seq` is recorded as durable without waiting for the disk, and
-    /// recovery after a power cut rebuilds from the packs whatever index
-    /// rows were lost.
+    /// sync: `seq` is recorded as durable, in the transaction that flushes
+    /// the snapshots waiting for their rows, without waiting for the disk,
+    /// and recovery after a power cut rebuilds from the packs whatever
+    /// index rows were lost.
     pub fn sync(&self, seq: u64) -> Result<()> {
         self.store.sync()?;
-        self.index().mark_durable_lazy(seq)
+        let mut u = self.unindexed.lock().expect("unindexed");
+        flush_into(
+            &mut self.index.lock().expect("index lock"),
+            &mut u,
+            Some(seq),
+        )
     }
 
     fn locate(&self, kind: ObjectKind, r: &ObjRef) -> Result<Location> {
@@ -327,9 +424,15 @@ impl Repo {
         }
     }
 
-    /// The index entry of `r`: through its home's row, or by id.
+    /// The index entry of `r`: through its home's row, or by id; for a
+    /// committed snapshot whose rows wait for the flush, its entry there (an
+    /// object of the same id stored at another home holds the same
+    /// plaintext).
     fn lookup(&self, r: &ObjRef) -> Result<Option<(u8, Location)>> {
-        let index = self.index();
+        if let Some(o) = self.unindexed_object(&r.id) {
+            return Ok(Some((o.kind as u8, o.loc)));
+        }
+        let index = self.index_as_flushed();
         if r.home == 0 {
             index.object(&r.id)
         } else {
@@ -337,8 +440,8 @@ impl Repo {
         }
     }
 
-    /// Whether the index lists the object `r` names (committed objects
-    /// only).
+    /// Whether a committed snapshot holds the object `r` names (not one
+    /// that is only pending).
     pub fn has(&self, r: &ObjRef) -> Result<bool> {
         Ok(self.lookup(r)?.is_some())
     }
@@ -543,6 +646,46 @@ impl Repo {
         let raw = self.open_raw(ObjectKind::ChunkList, &ObjRef::by_id(*id))?;
         Ok(self.cache_chunk_list(*id, tree::decode_chunk_list(&raw)?))
     }
+}
+
+impl Drop for Repo {
+    /// Writes the rows of snapshots still waiting (a writer that ends
+    /// without a barrier, such as a restore; the engine flushes before it
+    /// lets go of the agent's lock). Unwinding, or failing, it leaves them
+    /// to the next open's recovery from the packs.
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            return;
+        }
+        let u = self.unindexed.get_mut().map(|u| !u.commits.is_empty());
+        if u.unwrap_or(false)
+            && let Err(e) = self.flush()
+        {
+            tracing::warn!("index rows of the last snapshots not written: {e}");
+        }
+    }
+}
+
+/// Writes the index rows of the snapshots in `u`, with `durable` as the
+/// durable point when given, in one transaction; on success `u` is empty.
+/// Nothing to write and no durable point: no transaction.
+fn flush_into(index: &mut Index, u: &mut Unindexed, durable: Option<u64>) -> Result<()> {
+    if u.commits.is_empty() && durable.is_none() {
+        return Ok(());
+    }
+    let batch: Vec<_> = u
+        .commits
+        .iter()
+        .map(|c| index::SnapshotRows {
+            objects: &c.objects,
+            packs: &c.packs,
+            env: &c.env,
+        })
+        .collect();
+    index.commit_batch(&batch, durable)?;
+    u.commits.clear();
+    u.objects.clear();
+    Ok(())
 }
 
 /// How many pack rewrites a read follows an object through before it gives

@@ -18,6 +18,11 @@
 //!   the next barrier. Without being asked, a barrier runs `interval` after
 //!   the first snapshot that is not durable yet.
 //!
+//! A seal leaves the snapshot's index rows to a flush (`repo`'s module
+//! doc): the barrier writes them with the durable point, and this thread
+//! writes them [`FLUSH_AFTER`] the first one waits, so that the index read
+//! by other processes (the CLI beside the mount) follows within that.
+//!
 //! A second thread checkpoints the index's WAL into its database a moment
 //! after commits, on a connection of its own, so that SQLite's checkpoint
 //! (a copy and two disk syncs) does not land inside about one commit in a
@@ -44,6 +49,8 @@ struct State {
     soon: Option<(Instant, Instant)>,
     /// When the oldest snapshot that is not durable yet was sealed.
     undurable_since: Option<Instant>,
+    /// When the oldest snapshot whose index rows are not written was sealed.
+    unindexed_since: Option<Instant>,
     last_error: Option<String>,
     commits: u64,
     barriers: u64,
@@ -68,6 +75,10 @@ pub struct Config {
 /// How long the checkpoint thread lets commits gather before it
 /// checkpoints what they wrote.
 const CHECKPOINT_AFTER: Duration = Duration::from_millis(100);
+
+/// How long a sealed snapshot's index rows wait for a barrier before this
+/// thread writes them (with every other snapshot's waiting then).
+pub const FLUSH_AFTER: Duration = Duration::from_millis(25);
 
 /// The commit thread and its request state.
 pub struct Committer {
@@ -278,6 +289,26 @@ fn run(
             return;
         }
         let now = Instant::now();
+        // Work that is due comes first, so that a stream of seal requests
+        // never puts off a barrier or a flush past its time.
+        let barrier_due = st.undurable_since.map(|t| t + interval);
+        if barrier_due.is_some_and(|t| t <= now) {
+            st = barrier(st, m, engine, on_durable).0;
+            cv.notify_all();
+            continue;
+        }
+        let flush_due = st.unindexed_since.map(|t| t + FLUSH_AFTER);
+        if flush_due.is_some_and(|t| t <= now) {
+            st.unindexed_since = None;
+            drop(st);
+            let agent = engine.read().expect("engine lock").shared_agent();
+            if let Err(e) = agent.repo().flush() {
+                // Left for the barrier, which reports it.
+                tracing::warn!("index rows of sealed snapshots not written yet: {e}");
+            }
+            st = m.lock().expect("committer");
+            continue;
+        }
         let due = st.soon.is_some_and(|(_, at)| at <= now);
         if st.requested > st.done || due {
             let target = st.requested;
@@ -311,8 +342,10 @@ fn run(
                     st.ok = target;
                     st.last_error = None;
                     st.commits += u64::from(made.is_some());
-                    if made.is_some() && st.undurable_since.is_none() {
-                        st.undurable_since = Some(Instant::now());
+                    if made.is_some() {
+                        let now = Instant::now();
+                        st.undurable_since.get_or_insert(now);
+                        st.unindexed_since.get_or_insert(now);
                     }
                 }
                 Err(e) => {
@@ -336,13 +369,7 @@ fn run(
             }
             continue;
         }
-        let barrier_due = st.undurable_since.map(|t| t + interval);
-        if barrier_due.is_some_and(|t| t <= now) {
-            st = barrier(st, m, engine, on_durable).0;
-            cv.notify_all();
-            continue;
-        }
-        let wake = [st.soon.map(|(_, at)| at), barrier_due]
+        let wake = [st.soon.map(|(_, at)| at), barrier_due, flush_due]
             .into_iter()
             .flatten()
             .min();
@@ -366,6 +393,8 @@ fn barrier<'a>(
     on_durable: Option<&OnDurable>,
 ) -> (std::sync::MutexGuard<'a, State>, bool) {
     st.undurable_since = None;
+    // The barrier writes the index rows waiting (with the durable point).
+    st.unindexed_since = None;
     drop(st);
     let (agent, head) = engine.read().expect("engine lock").durability_point();
     let res = agent.make_durable(&head);
