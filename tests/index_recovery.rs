@@ -13,6 +13,7 @@ use sovseal::repo::agent::Agent;
 use sovseal::repo::pack::{COMMIT_KIND, PACK_MAGIC, RECORD_HEADER};
 use sovseal::seal::envelope::Envelope;
 use sovseal::seal::tree::ROOT_INO;
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use support::home::{Env, bytes, path_ino};
 
@@ -497,4 +498,61 @@ fn commits_leave_their_index_rows_to_the_barrier_and_a_crash_before_it_loses_non
     let e = check(&env, 16);
     drop(e);
     assert_eq!(index_rows(&env), (16, 16));
+}
+
+/// A reader beside a live writer waits for the commit records in the packs
+/// past what the index records, never for sealed objects of a file still
+/// being written: the packs' scan finds the end of the last commit record.
+#[test]
+fn the_last_commit_record_past_the_index_is_found_by_its_headers() {
+    use sovseal::repo::store::Store;
+    let env = Env::new();
+    let mut e = env.open();
+    add_file(&mut e, 1);
+    e.sync().unwrap();
+    let packs = || {
+        sovseal::repo::index::Index::open(&env.data_dir().join("index.db"), false)
+            .unwrap()
+            .packs()
+            .unwrap()[&1]
+    };
+    let pack = env.data_dir().join("packs/00000001.pack");
+    let len = || std::fs::metadata(&pack).unwrap().len();
+    let store = Store::open_checked_readonly(
+        sovseal::fsutil::Dir::open_root(&env.data_dir().join("packs")).unwrap(),
+    );
+    let magic = PACK_MAGIC.len() as u64;
+    let indexed = packs();
+    assert_eq!(indexed, len());
+    assert_eq!(
+        store.last_commit_end(1, magic, len()).unwrap(),
+        Some(indexed)
+    );
+    assert_eq!(store.last_commit_end(1, indexed, len()).unwrap(), None);
+    // A file larger than the dirty budget, not closed: its chunks are
+    // sealed into the pack, and no commit record follows them.
+    e.set_dirty_budget(1 << 20);
+    let f = e.create(ROOT_INO, b"big", 0o644, 0, 0).unwrap();
+    e.write(f.ino, 0, &bytes(9, 3 << 20)).unwrap();
+    assert!(len() > indexed + (1 << 20), "chunks sealed early");
+    assert_eq!(store.last_commit_end(1, indexed, len()).unwrap(), None);
+    // Its commit: a commit record at the end, not yet in the index.
+    e.commit().unwrap();
+    assert_eq!(packs(), indexed);
+    assert_eq!(
+        store.last_commit_end(1, indexed, len()).unwrap(),
+        Some(len())
+    );
+    // A torn tail (a record the file does not hold whole) ends the scan.
+    let whole = len();
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(&pack)
+        .unwrap()
+        .write_all(&[0u8; 20])
+        .unwrap();
+    assert_eq!(
+        store.last_commit_end(1, indexed, len()).unwrap(),
+        Some(whole)
+    );
 }

@@ -147,7 +147,7 @@ pub(super) fn status(args: StatusArgs, out: &mut dyn Write) -> Result<()> {
         error,
         checkpoint_error,
     } = crate::repo::replication_state::ReplicationState::read(&a)?;
-    let (queued_objects, queued_bytes) = a.repo().index().objects_after(replicated)?;
+    let (queued_objects, queued_bytes) = a.repo().index()?.objects_after(replicated)?;
     let follow = crate::repo::replication_state::FollowState::read(&a)?;
     // The remote this data dir replicates to, else the one it follows.
     let remote = match (remote, follow.as_ref().and_then(|f| f.remote.clone())) {
@@ -159,7 +159,7 @@ pub(super) fn status(args: StatusArgs, out: &mut dyn Write) -> Result<()> {
     let checkpointed = crate::history::checkpoint::checkpointed_seq(&a)?;
     let daemon = crate::repo::agent::writer_pid(&home, a.name());
     // Written before durability was recorded: all of it is durable.
-    let durable = a.repo().index().durable_seq()?.unwrap_or(head);
+    let durable = a.repo().index()?.durable_seq()?.unwrap_or(head);
     let following = follow.as_ref().map(|f| {
         serde_json::json!({
             "remote": f.remote,

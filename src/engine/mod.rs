@@ -178,11 +178,7 @@ impl Drop for Engine {
         if std::thread::panicking() {
             return;
         }
-        if let Err(e) = self.agent.repo().flush() {
-            tracing::warn!(
-                "index rows of the last snapshots not written (the next open recovers them from the packs): {e}"
-            );
-        }
+        self.agent.repo().flush_at_end();
     }
 }
 
@@ -207,7 +203,7 @@ impl Engine {
         create: bool,
     ) -> Result<Self> {
         let (agent, lock) = Agent::open_writer(home, name, master, create)?;
-        let existing = agent.repo().index().head_seq()?;
+        let existing = agent.repo().index()?.head_seq()?;
         let head = match existing {
             Some(_) => agent.head()?,
             None => {

@@ -244,11 +244,11 @@ pub fn check(
 /// Checks `c` against the local chain of `agent`.
 pub fn check_local(agent: &Agent, c: &Checkpoint) -> Result<()> {
     c.verify(agent.repo().keys())?;
-    let head = agent.repo().index().head_seq()?.unwrap_or(0);
+    let head = agent.repo().index()?.head_seq()?.unwrap_or(0);
     check(
         c,
         head,
-        |s| agent.repo().index().stored_hash(s),
+        |s| agent.repo().index()?.stored_hash(s),
         "the local chain",
     )?;
     record::check_in_force(c, c.seq, agent.envelope(c.seq)?.key_version)

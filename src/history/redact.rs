@@ -168,7 +168,7 @@ fn content_ids(
 /// still exists in the head: delete it first. `progress(seq, head)` follows
 /// the two walks over the snapshots.
 pub fn plan(agent: &Agent, path: &str, progress: &mut dyn FnMut(u64, u64)) -> Result<Plan> {
-    let head = agent.repo().index().head_seq()?.unwrap_or(0);
+    let head = agent.repo().index()?.head_seq()?.unwrap_or(0);
     let rel = path.trim_matches('/');
     if rel.is_empty() {
         return Err(Error::Invalid(
@@ -350,7 +350,7 @@ pub fn apply_local(agent: &Agent, path: &str, plan: &Plan) -> Result<Record> {
     // The record first: a crash after it leaves objects that are allowed
     // to be missing but still present, never the reverse.
     save_local(agent, &r)?;
-    let all = agent.repo().index().all_objects()?;
+    let all = agent.repo().index()?.all_objects()?;
     let dead: Vec<_> = all
         .into_iter()
         .filter(|o| plan.erase.contains(&o.id))
@@ -380,7 +380,7 @@ pub async fn apply_remote(agent: &Agent, remote: &Remote, r: &Record) -> Result<
     for &seq in r.seqs.iter().filter(|s| **s <= replicated) {
         let hash = agent
             .repo()
-            .index()
+            .index()?
             .stored_hash(seq)?
             .ok_or(Error::NoSuchSnapshot(seq))?;
         let mut part = 0;

@@ -102,7 +102,7 @@ async fn restore_into(
     fetch_chain(&agent, remote, &seqs, None, progress).await?;
     // Forget records must name the snapshots restored (checked again, with
     // the hash, by verify).
-    agent.repo().index().forget(&forgotten)?;
+    agent.repo().index()?.forget(&forgotten)?;
     // Redaction records: objects erased on purpose, each record verified.
     crate::history::redact::fetch_remote(&agent, remote).await?;
     // Every object of every snapshot present and authentic, chain whole.
@@ -115,7 +115,7 @@ async fn restore_into(
     agent.make_durable(&head_view)?;
     agent
         .repo()
-        .index()
+        .index()?
         .set_meta(META_REPLICATED, Some(head.to_string().as_bytes()))?;
     Ok(head)
 }
@@ -140,7 +140,7 @@ async fn fetch_chain(
 ) -> Result<()> {
     let keys = agent.repo().keys().clone();
     let id = keys.agent_id();
-    let local_head = agent.repo().index().head_seq()?;
+    let local_head = agent.repo().index()?.head_seq()?;
     let (mut prev, mut prev_versions, local) = match local_head {
         None => (GENESIS_PARENT, (0, 0), 0),
         Some(s) => {
@@ -336,7 +336,7 @@ pub struct Pulled {
 pub async fn pull(agent: &Agent, remote: &Remote) -> Result<Pulled> {
     let keys = agent.repo().keys().clone();
     let id = keys.agent_id();
-    let from = agent.repo().index().head_seq()?.unwrap_or(0);
+    let from = agent.repo().index()?.head_seq()?.unwrap_or(0);
     // The writer's new checkpoints, listed before the envelopes: a
     // checkpoint is stored only after its snapshot's envelope, so each one
     // listed here names an envelope the listing below must show.
@@ -364,7 +364,7 @@ pub async fn pull(agent: &Agent, remote: &Remote) -> Result<Pulled> {
     }
     let remote_head = seqs.last().copied().unwrap_or(from);
     // Records first: what they say is gone is not a gap.
-    let known = agent.repo().index().forgotten_seqs()?;
+    let known = agent.repo().index()?.forgotten_seqs()?;
     let mut forget = Vec::new();
     for (seq, raw) in remote.list_forgotten(&id, &|s| known.contains(&s)).await? {
         let r = crate::history::retention::ForgetRecord::parse(&raw, &keys, seq, None)
@@ -401,15 +401,15 @@ pub async fn pull(agent: &Agent, remote: &Remote) -> Result<Pulled> {
     let mut stopped = fetch_chain(agent, remote, &seqs, Some(&check), &mut |_, _| {})
         .await
         .err();
-    let head = agent.repo().index().head_seq()?.unwrap_or(0);
+    let head = agent.repo().index()?.head_seq()?.unwrap_or(0);
     // Forget rows only for snapshots held here (the rest come next time).
     forget.retain(|f| f.0 <= head);
-    agent.repo().index().forget(&forget)?;
+    agent.repo().index()?.forget(&forget)?;
     if head > from {
         agent.make_durable(&agent.head()?)?;
         agent
             .repo()
-            .index()
+            .index()?
             .set_meta(META_REPLICATED, Some(head.to_string().as_bytes()))?;
     }
     // Kept only once what they name is durable here.
@@ -471,7 +471,7 @@ pub fn carry_out_records(agent: &Agent, prune: bool) -> Result<(usize, u64)> {
         // lists, found by id.
         let mut dead = Vec::new();
         for id in &erased {
-            if let Some((kind, loc)) = agent.repo().index().object(id)? {
+            if let Some((kind, loc)) = agent.repo().index()?.object(id)? {
                 let kind = tree::ObjectKind::from_u8(kind)
                     .ok_or_else(|| Error::corrupt("index", format!("object kind {kind}")))?;
                 dead.push(crate::repo::index::NewObject {

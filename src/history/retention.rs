@@ -120,7 +120,7 @@ pub use crate::seal::forget::ForgetRecord;
 /// (kept, to forget), and unless `dry_run` forgets them (signed records).
 /// Pruning is a separate step ([`prune`]). Needs the writer.
 pub fn apply(agent: &Agent, policy: &Policy, dry_run: bool) -> Result<(BTreeSet<u64>, Vec<u64>)> {
-    let retained = agent.repo().index().retained()?;
+    let retained = agent.repo().index()?.retained()?;
     let (keep, forget_seqs) = plan(policy, &retained, crate::time::now_ms())?;
     if !dry_run {
         forget(agent, &forget_seqs)?;
@@ -143,7 +143,7 @@ pub fn prune(
 /// Forgets `seqs` (never the head): signs and records a forget record for
 /// each. Needs the writer (no mount running).
 pub fn forget(agent: &Agent, seqs: &[u64]) -> Result<()> {
-    let head = agent.repo().index().head_seq()?.unwrap_or(0);
+    let head = agent.repo().index()?.head_seq()?.unwrap_or(0);
     let keys = agent.repo().keys();
     let now = crate::time::now_ms();
     let mut records = Vec::new();
@@ -155,22 +155,22 @@ pub fn forget(agent: &Agent, seqs: &[u64]) -> Result<()> {
         }
         let hash = agent
             .repo()
-            .index()
+            .index()?
             .stored_hash(seq)?
             .ok_or(Error::NoSuchSnapshot(seq))?;
         let r = ForgetRecord::sign(keys, seq, &hash, now);
         records.push((seq, now, serde_json::to_vec(&r).expect("record encodes")));
     }
-    agent.repo().index().forget(&records)
+    agent.repo().index()?.forget(&records)
 }
 
 /// The forgotten sequences of `agent`, each record verified.
 pub fn forgotten(agent: &Agent) -> Result<BTreeSet<u64>> {
-    let rows = agent.repo().index().forgotten()?;
+    let rows = agent.repo().index()?.forgotten()?;
     let keys = agent.repo().keys();
     let mut out = BTreeSet::new();
     for (seq, (raw, _)) in rows {
-        let hash = agent.repo().index().stored_hash(seq)?;
+        let hash = agent.repo().index()?.stored_hash(seq)?;
         ForgetRecord::parse(&raw, keys, seq, hash.as_ref())?;
         out.insert(seq);
     }
@@ -199,7 +199,7 @@ pub struct PruneReport {
 fn live_objects(agent: &Agent, progress: &mut dyn FnMut(u64, u64)) -> Result<HashSet<ObjRef>> {
     let forgotten = forgotten(agent)?;
     let replicated = crate::repo::replication_state::replicated_seq(agent)?;
-    let head = agent.repo().index().head_seq()?.unwrap_or(0);
+    let head = agent.repo().index()?.head_seq()?.unwrap_or(0);
     let live: RefCell<HashSet<ObjRef>> = RefCell::new(HashSet::new());
     let walked: RefCell<HashSet<ObjectId>> = RefCell::new(HashSet::new());
     for seq in 1..=head {
@@ -231,7 +231,7 @@ fn live_objects(agent: &Agent, progress: &mut dyn FnMut(u64, u64)) -> Result<Has
 /// `progress(seq, head)` follows the walk over the snapshots.
 pub fn prune_local(agent: &Agent, progress: &mut dyn FnMut(u64, u64)) -> Result<PruneReport> {
     let live = live_objects(agent, progress)?;
-    let all = agent.repo().index().all_objects()?;
+    let all = agent.repo().index()?.all_objects()?;
     if live.is_empty() && !all.is_empty() {
         // Every agent's head references objects: an empty live set means
         // the index lost its history, not that everything is garbage.
@@ -263,23 +263,23 @@ pub fn prune_local(agent: &Agent, progress: &mut dyn FnMut(u64, u64)) -> Result<
 pub async fn prune_remote(agent: &Agent, remote: &Remote, report: &mut PruneReport) -> Result<()> {
     let id = agent.repo().keys().agent_id();
     let replicated = crate::repo::replication_state::replicated_seq(agent)?;
-    let rows = agent.repo().index().forgotten()?;
+    let rows = agent.repo().index()?.forgotten()?;
     for (seq, (raw, pruned)) in rows {
         if pruned || seq > replicated {
             continue;
         }
         remote.put_forgotten(&id, seq, raw).await?;
-        if agent.repo().index().has_objects_of(seq)? {
+        if agent.repo().index()?.has_objects_of(seq)? {
             report.remote_snapshots_kept += 1;
             continue;
         }
         let hash = agent
             .repo()
-            .index()
+            .index()?
             .stored_hash(seq)?
             .ok_or(Error::NoSuchSnapshot(seq))?;
         report.remote_parts_deleted += u64::from(remote.delete_packs(&id, seq, &hash).await?);
-        agent.repo().index().set_remote_pruned(seq)?;
+        agent.repo().index()?.set_remote_pruned(seq)?;
         report.remote_snapshots_pruned += 1;
     }
     Ok(())

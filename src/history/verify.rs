@@ -122,7 +122,7 @@ pub fn verify_snapshot(agent: &Agent, view: &crate::repo::view::SnapshotView) ->
 pub fn verify(agent: &Agent, mut progress: impl FnMut(u64, u64)) -> Result<Report> {
     let head_view = agent.head()?;
     let (first, head) = {
-        let idx = agent.repo().index();
+        let idx = agent.repo().index()?;
         (idx.first_seq()?.unwrap_or(1), idx.head_seq()?.unwrap_or(0))
     };
     if head != head_view.seq() {

@@ -80,7 +80,7 @@ pub fn catch_up_follower(
             "agent {agent} has operations a writer made here that are not yet in a snapshot: mount it once without --follow (as the writer) before following"
         )));
     }
-    let forgotten_before = a.repo().index().forgotten_seqs()?.len();
+    let forgotten_before = a.repo().index()?.forgotten_seqs()?.len();
     let rt = crate::repo::remote::runtime()?;
     match rt.block_on(crate::history::restore::pull(&a, remote)) {
         Ok(p) if p.head > p.from => {
@@ -92,7 +92,7 @@ pub fn catch_up_follower(
             remote.shown_url()
         ),
     }
-    let forgot = a.repo().index().forgotten_seqs()?.len() > forgotten_before;
+    let forgot = a.repo().index()?.forgotten_seqs()?.len() > forgotten_before;
     let (erased, pruned) = crate::history::restore::carry_out_records(&a, forgot)?;
     if erased > 0 {
         tracing::info!("redaction: erased {erased} objects here, as the writer did");

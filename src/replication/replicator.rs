@@ -67,7 +67,7 @@ impl<'a> Parts<'a> {
     /// The parts of snapshot `seq`: the objects it first committed, in pack
     /// order.
     pub fn new(agent: &'a Agent, seq: u64) -> Result<Self> {
-        let objects = agent.repo().index().objects_of(seq)?;
+        let objects = agent.repo().index()?.objects_of(seq)?;
         let remaining = objects
             .iter()
             .map(|o| RECORD_OVERHEAD + o.loc.len as usize)
@@ -255,10 +255,10 @@ impl Replicator {
         let replicated = replicated_seq(&agent)?;
         let checkpointed = crate::history::checkpoint::checkpointed_seq(&agent)?.unwrap_or(0);
         let fork = fork_seq(&agent)?;
-        let head = agent.repo().index().head_seq()?.unwrap_or(0);
+        let head = agent.repo().index()?.head_seq()?.unwrap_or(0);
         agent
             .repo()
-            .index()
+            .index()?
             .set_meta(META_REMOTE, Some(remote.url().as_bytes()))?;
         let shared = Arc::new((
             Mutex::new(State {
@@ -375,7 +375,10 @@ async fn checkpoint(
             st.checkpointed = seq;
             st.checkpoint_error = None;
             drop(st);
-            let _ = agent.repo().index().set_meta(META_CHECKPOINT_ERROR, None);
+            let _ = agent
+                .repo()
+                .index()
+                .and_then(|i| i.set_meta(META_CHECKPOINT_ERROR, None));
             tracing::debug!(seq, "checkpoint signed");
         }
         Err(e) => {
@@ -387,7 +390,7 @@ async fn checkpoint(
             let _ = agent
                 .repo()
                 .index()
-                .set_meta(META_CHECKPOINT_ERROR, Some(msg.as_bytes()));
+                .and_then(|i| i.set_meta(META_CHECKPOINT_ERROR, Some(msg.as_bytes())));
         }
     }
 }
@@ -419,7 +422,7 @@ async fn run(
     let save = |seq: u64| {
         // Lazy: if a power cut loses it, the snapshot is uploaded again,
         // which is idempotent (same parts, same envelope).
-        agent.repo().index().set_meta_lazy(&[
+        agent.repo().index()?.set_meta_lazy(&[
             (META_REPLICATED, Some(seq.to_string().as_bytes())),
             (META_ERROR, None),
         ])
@@ -489,7 +492,12 @@ async fn run(
                 // Only durable snapshots leave the machine: a power cut must
                 // never leave the remote ahead of the local disk. (The mount
                 // notifies only after its barrier; this holds for any caller.)
-                let durable = agent.repo().index().durable_seq().ok().flatten();
+                let durable = agent
+                    .repo()
+                    .index()
+                    .and_then(|i| i.durable_seq())
+                    .ok()
+                    .flatten();
                 if durable.is_some_and(|d| next > d) {
                     tokio::time::sleep(Duration::from_millis(100)).await;
                     continue;
@@ -528,7 +536,7 @@ async fn run(
                 let _ = agent
                     .repo()
                     .index()
-                    .set_meta(META_FORK, Some(seq.to_string().as_bytes()));
+                    .and_then(|i| i.set_meta(META_FORK, Some(seq.to_string().as_bytes())));
                 let mut st = m.lock().expect("replicator");
                 st.fork = Some(seq);
                 st.error = Some(Error::Fork { seq }.to_string());
@@ -549,7 +557,7 @@ async fn run(
                 let _ = agent
                     .repo()
                     .index()
-                    .set_meta(META_ERROR, Some(msg.as_bytes()));
+                    .and_then(|i| i.set_meta(META_ERROR, Some(msg.as_bytes())));
                 {
                     let mut st = m.lock().expect("replicator");
                     st.error = Some(msg);

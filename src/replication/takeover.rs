@@ -158,10 +158,10 @@ pub fn takeover(
     }
     let (agent, _lock) = Agent::open_writer(home, name, master, false)?;
     let id = agent.repo().keys().agent_id();
-    let forgotten_before = agent.repo().index().forgotten_seqs()?.len();
+    let forgotten_before = agent.repo().index()?.forgotten_seqs()?.len();
     let head = catch_up(&rt, &agent, remote)?;
     // The new writer holds nothing the old one erased.
-    let forgot = agent.repo().index().forgotten_seqs()?.len() > forgotten_before;
+    let forgot = agent.repo().index()?.forgotten_seqs()?.len() > forgotten_before;
     crate::history::restore::carry_out_records(&agent, forgot)?;
     let first = rt.block_on(remote.get_heartbeat(&id))?;
     let beat: Option<Heartbeat> = first

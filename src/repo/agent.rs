@@ -193,7 +193,7 @@ impl Agent {
     /// A WAL checkpointer for this agent's index, on a connection of its
     /// own, for a thread beside the writer ([`Index::checkpointer`]).
     pub fn wal_checkpointer(&self) -> Result<crate::repo::index::Checkpointer> {
-        self.repo.index().checkpointer()
+        self.repo.index()?.checkpointer()
     }
 
     /// Opens snapshot `seq`: its envelope from the index, the recorded hash
@@ -213,14 +213,14 @@ impl Agent {
         if self.forgotten.lock().expect("forgotten").contains(&seq) {
             return Ok(true);
         }
-        let Some(raw) = self.repo.index().forget_record(seq)? else {
+        let Some(raw) = self.repo.index()?.forget_record(seq)? else {
             return Ok(false);
         };
         // The snapshot's envelope, checked against its recorded hash, says
         // which key version the record must at least be signed under.
         let env = self.envelope(seq)?;
         let hash = env.hash();
-        if self.repo.index().stored_hash(seq)? != Some(hash) {
+        if self.repo.index()?.stored_hash(seq)? != Some(hash) {
             return Err(Error::ChainBroken {
                 seq,
                 detail: "the index's recorded hash does not match the envelope".into(),
@@ -236,7 +236,7 @@ impl Agent {
     /// look at the envelope and what is still referenced).
     pub fn snapshot_unchecked(&self, seq: u64) -> Result<SnapshotView> {
         let (env, stored) = {
-            let idx = self.repo.index();
+            let idx = self.repo.index()?;
             let env = idx
                 .envelope(&self.repo.keys().agent_id(), seq)?
                 .ok_or(Error::NoSuchSnapshot(seq))?;
@@ -263,7 +263,7 @@ impl Agent {
     pub fn head(&self) -> Result<SnapshotView> {
         let seq = self
             .repo
-            .index()
+            .index()?
             .head_seq()?
             .ok_or_else(|| Error::NoSuchAgent(self.name.to_string()))?;
         let view = self.snapshot(seq)?;
@@ -272,7 +272,7 @@ impl Agent {
             // that its key version is authentic: the head may not be
             // sealed under an older one (a retired key).
             let parent = self.envelope(seq - 1)?;
-            let recorded = self.repo.index().stored_hash(seq - 1)?;
+            let recorded = self.repo.index()?.stored_hash(seq - 1)?;
             if recorded != Some(view.manifest().parent) {
                 return Err(Error::ChainBroken {
                     seq,
@@ -295,7 +295,7 @@ impl Agent {
     /// The envelope of snapshot `seq` as stored (not yet verified).
     pub fn envelope(&self, seq: u64) -> Result<crate::seal::envelope::Envelope> {
         self.repo
-            .index()
+            .index()?
             .envelope(&self.repo.keys().agent_id(), seq)?
             .ok_or(Error::NoSuchSnapshot(seq))
     }
@@ -311,7 +311,7 @@ impl Agent {
         let mut out = Vec::new();
         let mut cursor = after;
         while (out.len() as u64) < limit {
-            let page = self.repo.index().list(cursor, limit)?;
+            let page = self.repo.index()?.list(cursor, limit)?;
             let Some((last, _)) = page.last() else { break };
             cursor = last.seq;
             for (meta, forget_row) in page {
@@ -364,7 +364,7 @@ impl Agent {
         let found = if head.seq() == seq {
             Some(head.hash())
         } else {
-            self.repo.index().stored_hash(seq)?
+            self.repo.index()?.stored_hash(seq)?
         };
         if found != Some(hash) {
             return Err(Error::ChainBroken {
@@ -406,7 +406,7 @@ impl Agent {
     /// starting the agent over would hide (and a later prune destroy) what
     /// it had.
     pub fn refuse_start_over(&self) -> Result<()> {
-        let evidence = history_evidence(&self.home, &self.name, Some(&*self.repo.index()), true)?;
+        let evidence = history_evidence(&self.home, &self.name, Some(&*self.repo.index()?), true)?;
         if evidence.is_empty() {
             return Ok(());
         }
@@ -602,7 +602,7 @@ fn recover_unheld(home: &Home, data: &Dir, name: &AgentName, keys: &AgentKeys) -
     }
     let _lock = match lock(data, name) {
         Ok(l) => l,
-        Err(Error::Locked { .. }) => return Ok(()),
+        Err(Error::Locked { .. }) => return wait_for_holders_index(data),
         Err(e) => return Err(e),
     };
     let mut index = Index::open(&data.join(crate::config::INDEX_FILE), true)?;
@@ -621,10 +621,12 @@ const HOLDER_INDEX_WAIT: std::time::Duration = std::time::Duration::from_secs(1)
 /// A live writer seals snapshots into its packs at once and writes their
 /// index rows a moment later (`Repo`'s flush; the mount within 25 ms), so
 /// a reader in another process waits, bounded by [`HOLDER_INDEX_WAIT`],
-/// until the index records each pack at least as long as it was when the
-/// reader came: a snapshot sealed before `sovseal log` started is listed.
-/// Bytes of a commit still being sealed are not waited for past the bound;
-/// the reader then sees the snapshots indexed so far, as before.
+/// until the index records each pack at least up to the last commit record
+/// it held when the reader came: a snapshot sealed before `sovseal log`
+/// started is listed. Objects past the last commit record (a file still
+/// being written, sealed early) are not waited for, and a pack that
+/// cannot be read (removed meanwhile) is left out; the reader then sees
+/// what the index holds.
 fn wait_for_holders_index(data: &Dir) -> Result<()> {
     let Some(packs) = data.sub_if_exists("packs")? else {
         return Ok(());
@@ -633,28 +635,37 @@ fn wait_for_holders_index(data: &Dir) -> Result<()> {
     if !path.exists() {
         return Ok(());
     }
-    let store = Store::open_checked_readonly(data.sub("packs")?);
-    let mut ends = std::collections::BTreeMap::new();
-    for p in crate::repo::store::pack_numbers(&packs)? {
-        ends.insert(p, store.file_len(p)?);
-    }
     let magic = crate::repo::pack::PACK_MAGIC.len() as u64;
     let index = Index::open(&path, false)?;
-    let until = std::time::Instant::now() + HOLDER_INDEX_WAIT;
-    loop {
-        let recorded = index.packs()?;
-        let behind = ends
-            .iter()
-            .any(|(p, end)| recorded.get(p).copied().unwrap_or(magic) < *end);
-        if !behind {
-            return Ok(());
+    let recorded = index.packs()?;
+    let store = Store::open_checked_readonly(data.sub("packs")?);
+    let mut sealed = std::collections::BTreeMap::new();
+    for p in crate::repo::store::pack_numbers(&packs)? {
+        let from = recorded.get(&p).copied().unwrap_or(magic);
+        let end = store
+            .file_len(p)
+            .and_then(|len| store.last_commit_end(p, from, len));
+        match end {
+            Ok(Some(end)) => {
+                sealed.insert(p, end);
+            }
+            Ok(None) => {}
+            Err(e) => {
+                tracing::debug!("pack {p:08} left out of the wait for the writer's index: {e}")
+            }
         }
+    }
+    let until = std::time::Instant::now() + HOLDER_INDEX_WAIT;
+    while !sealed.is_empty() {
         if std::time::Instant::now() >= until {
             tracing::debug!("the writer's index is still behind its packs; reading what it holds");
             return Ok(());
         }
         std::thread::sleep(std::time::Duration::from_millis(5));
+        let recorded = index.packs()?;
+        sealed.retain(|p, end| recorded.get(p).is_none_or(|r| r < end));
     }
+    Ok(())
 }
 
 /// Step 1 of [`recover_tail`]: keeps the snapshots after `durable` whose

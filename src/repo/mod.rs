@@ -135,11 +135,12 @@ struct Unflushed {
 }
 
 /// Snapshots committed to the packs and not yet to the index, in order,
-/// and their objects by id (readable meanwhile, and deduplicated against).
+/// and their objects by (home, id) as the index will find them (readable
+/// meanwhile, and deduplicated against).
 #[derive(Default)]
 struct Unindexed {
     commits: Vec<Unflushed>,
-    objects: HashMap<ObjectId, NewObject>,
+    objects: HashMap<(u64, ObjectId), NewObject>,
 }
 
 /// A commit flushes the snapshots waiting for the index once this many
@@ -191,16 +192,14 @@ impl Repo {
     }
 
     /// The index (locked), with every committed snapshot in it: snapshots
-    /// waiting for their rows are flushed first. A flush that fails is
-    /// logged and left for the next one (the barrier reports it); the index
-    /// then holds what was flushed before.
-    pub fn index(&self) -> MutexGuard<'_, Index> {
+    /// waiting for their rows are flushed first, and a flush that fails is
+    /// the caller's error (an index without them must not be read as whole,
+    /// for a prune least of all).
+    pub fn index(&self) -> Result<MutexGuard<'_, Index>> {
         let mut u = self.unindexed.lock().expect("unindexed");
         let mut index = self.index.lock().expect("index lock");
-        if let Err(e) = flush_into(&mut index, &mut u, None) {
-            tracing::warn!("index rows of committed snapshots not written yet: {e}");
-        }
-        index
+        flush_into(&mut index, &mut u, None)?;
+        Ok(index)
     }
 
     /// The index as flushed so far, without flushing: for lookups that
@@ -217,14 +216,29 @@ impl Repo {
         flush_into(&mut index, &mut u, None)
     }
 
-    /// An object of a committed snapshot whose index rows are not written
-    /// yet.
-    fn unindexed_object(&self, id: &ObjectId) -> Option<NewObject> {
+    /// [`Repo::flush`] for a writer that ends (a `Drop`): unless a thread
+    /// panicked holding one of the locks, and logging what fails; the
+    /// next open's recovery writes from the packs whatever is left.
+    pub fn flush_at_end(&self) {
+        let (Ok(mut u), Ok(mut index)) = (self.unindexed.lock(), self.index.lock()) else {
+            return;
+        };
+        if let Err(e) = flush_into(&mut index, &mut u, None) {
+            tracing::warn!(
+                "index rows of the last snapshots not written (the next open recovers them from the packs): {e}"
+            );
+        }
+    }
+
+    /// The object `r` names, from a committed snapshot whose index rows
+    /// are not written yet: found as the index will find it (at its home,
+    /// or by id for home 0).
+    fn unindexed_object(&self, r: &ObjRef) -> Option<NewObject> {
         self.unindexed
             .lock()
             .expect("unindexed")
             .objects
-            .get(id)
+            .get(&(r.home, r.id))
             .copied()
     }
 
@@ -249,7 +263,7 @@ impl Repo {
         debug_assert!(!kind.homed(), "{} is stored at home", kind.name());
         let id = envelope::object_id(&self.keys, kind, plaintext);
         if self.pending.lock().expect("pending").contains_key(&id)
-            || self.unindexed_object(&id).is_some_and(|o| o.home == 0)
+            || self.unindexed_object(&ObjRef::by_id(id)).is_some()
         {
             return Ok(id);
         }
@@ -324,7 +338,7 @@ impl Repo {
             .get(id)
             .is_some_and(|o| o.home == home)
             || (home == 0
-                && (self.unindexed_object(id).is_some_and(|o| o.home == 0)
+                && (self.unindexed_object(&ObjRef::by_id(*id)).is_some()
                     || self.index_as_flushed().object(id)?.is_some()))
         {
             return Ok(());
@@ -369,7 +383,7 @@ impl Repo {
         let mut u = self.unindexed.lock().expect("unindexed");
         for o in &objects {
             p.remove(&o.id);
-            u.objects.insert(o.id, *o);
+            u.objects.insert((o.home, o.id), *o);
         }
         drop(p);
         u.commits.push(Unflushed {
@@ -425,11 +439,9 @@ impl Repo {
     }
 
     /// The index entry of `r`: through its home's row, or by id; for a
-    /// committed snapshot whose rows wait for the flush, its entry there (an
-    /// object of the same id stored at another home holds the same
-    /// plaintext).
+    /// committed snapshot whose rows wait for the flush, its entry there.
     fn lookup(&self, r: &ObjRef) -> Result<Option<(u8, Location)>> {
-        if let Some(o) = self.unindexed_object(&r.id) {
+        if let Some(o) = self.unindexed_object(r) {
             return Ok(Some((o.kind as u8, o.loc)));
         }
         let index = self.index_as_flushed();
@@ -654,14 +666,8 @@ impl Drop for Repo {
     /// lets go of the agent's lock). Unwinding, or failing, it leaves them
     /// to the next open's recovery from the packs.
     fn drop(&mut self) {
-        if std::thread::panicking() {
-            return;
-        }
-        let u = self.unindexed.get_mut().map(|u| !u.commits.is_empty());
-        if u.unwrap_or(false)
-            && let Err(e) = self.flush()
-        {
-            tracing::warn!("index rows of the last snapshots not written: {e}");
+        if !std::thread::panicking() {
+            self.flush_at_end();
         }
     }
 }

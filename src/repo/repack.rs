@@ -18,7 +18,7 @@ pub fn remove_objects(repo: &Repo, dead: &[NewObject]) -> Result<u64> {
     if dead.is_empty() {
         return Ok(0);
     }
-    let all = repo.index().all_objects()?;
+    let all = repo.index()?.all_objects()?;
     let dead_set: HashSet<(u64, ObjectId)> = dead.iter().map(|o| (o.home, o.id)).collect();
     let store = repo.store();
     let dropped: BTreeSet<u32> = dead.iter().map(|o| o.loc.pack).collect();
@@ -43,7 +43,7 @@ pub fn remove_objects(repo: &Repo, dead: &[NewObject]) -> Result<u64> {
         .filter(|(p, _)| !dropped.contains(p))
         .collect();
     let dropped_v: Vec<u32> = dropped.iter().copied().collect();
-    repo.index().relocate(&moved, dead, &dropped_v, &lengths)?;
+    repo.index()?.relocate(&moved, dead, &dropped_v, &lengths)?;
     store.mark_committed(&lengths);
     for p in &dropped_v {
         store.remove_pack(*p)?;

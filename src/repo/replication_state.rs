@@ -23,7 +23,7 @@ pub const META_CHECKPOINT_ERROR: &str = "checkpoint_error";
 fn meta_string(agent: &Agent, key: &str) -> Result<Option<String>> {
     Ok(agent
         .repo()
-        .index()
+        .index()?
         .meta(key)?
         .map(|v| String::from_utf8_lossy(&v).into_owned()))
 }
@@ -92,7 +92,7 @@ impl FollowState {
     pub fn read(agent: &Agent) -> Result<Option<Self>> {
         Ok(agent
             .repo()
-            .index()
+            .index()?
             .meta(META_FOLLOW)?
             .and_then(|v| serde_json::from_slice(&v).ok()))
     }
@@ -100,6 +100,6 @@ impl FollowState {
     /// Records this state for `agent`.
     pub fn write(&self, agent: &Agent) -> Result<()> {
         let v = serde_json::to_vec(self).expect("plain struct serializes");
-        agent.repo().index().set_meta(META_FOLLOW, Some(&v))
+        agent.repo().index()?.set_meta(META_FOLLOW, Some(&v))
     }
 }

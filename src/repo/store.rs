@@ -431,6 +431,31 @@ impl Store {
         Ok(Some((id, kind, body)))
     }
 
+    /// The end of the last commit record that starts at or after `at` in
+    /// `pack`, whose file is `size` bytes long, walking record headers only
+    /// (bodies are skipped, so a long run of sealed chunks costs one small
+    /// read each); `None` when there is none. Stops at a record the file
+    /// does not hold whole.
+    pub fn last_commit_end(&self, pack: u32, mut at: u64, size: u64) -> Result<Option<u64>> {
+        let f = self.reader(pack)?;
+        let mut last = None;
+        let mut h = [0u8; RECORD_HEADER as usize];
+        while at + RECORD_HEADER <= size {
+            f.read_exact_at(&mut h, at)
+                .map_err(|e| Error::io(pack_path(&self.dir, pack), e))?;
+            let (_, kind, len) = pack::decode_header(&h);
+            let end = at + RECORD_HEADER + u64::from(len);
+            if end > size {
+                break;
+            }
+            if kind == pack::COMMIT_KIND {
+                last = Some(end);
+            }
+            at = end;
+        }
+        Ok(last)
+    }
+
     /// Whether pack `pack` starts with the pack magic.
     pub fn has_magic(&self, pack: u32) -> Result<bool> {
         let f = self.reader(pack)?;

@@ -302,9 +302,15 @@ fn run(
             st.unindexed_since = None;
             drop(st);
             let agent = engine.read().expect("engine lock").shared_agent();
-            if let Err(e) = agent.repo().flush() {
+            match agent.repo().flush() {
+                // What it wrote is checkpointed a moment later.
+                Ok(()) => {
+                    if let Some(n) = nudge {
+                        let _ = n.try_send(());
+                    }
+                }
                 // Left for the barrier, which reports it.
-                tracing::warn!("index rows of sealed snapshots not written yet: {e}");
+                Err(e) => tracing::warn!("index rows of sealed snapshots not written yet: {e}"),
             }
             st = m.lock().expect("committer");
             continue;
