@@ -12,8 +12,9 @@
 //! packs are the commit record (each snapshot's envelope follows its
 //! objects there), the barrier syncs them alone and records `durable_seq`
 //! in the batch it writes then, and after a crash or a power cut
-//! `repo::agent` rebuilds from the packs the rows the index lacks. Every other write (prune, forget, restore, recovery, metadata)
-//! is `FULL`. A mount checkpoints the WAL from a connection of its own
+//! `repo::agent` rebuilds from the packs the rows the index lacks. Every
+//! other write (prune, forget, restore, recovery, metadata) is `FULL`. A
+//! mount checkpoints the WAL from a connection of its own
 //! ([`Checkpointer`]), off the commit path. The schema version is SQLite's
 //! `user_version`; migrations are additive and run in one transaction.
 

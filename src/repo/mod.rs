@@ -196,9 +196,15 @@ impl Repo {
     /// the caller's error (an index without them must not be read as whole,
     /// for a prune least of all).
     pub fn index(&self) -> Result<MutexGuard<'_, Index>> {
+        self.flushed(None)
+    }
+
+    /// The index (locked) once the snapshots waiting for their rows are
+    /// written, with `durable` as the durable point when given.
+    fn flushed(&self, durable: Option<u64>) -> Result<MutexGuard<'_, Index>> {
         let mut u = self.unindexed.lock().expect("unindexed");
         let mut index = self.index.lock().expect("index lock");
-        flush_into(&mut index, &mut u, None)?;
+        flush_into(&mut index, &mut u, durable)?;
         Ok(index)
     }
 
@@ -211,9 +217,7 @@ impl Repo {
     /// Writes the index rows of every committed snapshot still waiting for
     /// them, in one transaction.
     pub fn flush(&self) -> Result<()> {
-        let mut u = self.unindexed.lock().expect("unindexed");
-        let mut index = self.index.lock().expect("index lock");
-        flush_into(&mut index, &mut u, None)
+        self.flushed(None).map(drop)
     }
 
     /// [`Repo::flush`] for a writer that ends (a `Drop`): unless a thread
@@ -412,12 +416,7 @@ impl Repo {
     /// index rows were lost.
     pub fn sync(&self, seq: u64) -> Result<()> {
         self.store.sync()?;
-        let mut u = self.unindexed.lock().expect("unindexed");
-        flush_into(
-            &mut self.index.lock().expect("index lock"),
-            &mut u,
-            Some(seq),
-        )
+        self.flushed(Some(seq)).map(drop)
     }
 
     fn locate(&self, kind: ObjectKind, r: &ObjRef) -> Result<Location> {
