@@ -395,6 +395,16 @@ async fn checkpoint(
     }
 }
 
+/// Whether snapshot `next` may leave the machine, given the index's durable
+/// point: only once it is durable, so that a power cut can never leave the
+/// remote ahead of the local disk. No recorded point is an index from
+/// before durability was recorded (every commit then synced; a writer's
+/// open records one). An index that cannot be read is an error, never a
+/// yes.
+fn may_upload(next: u64, durable: Result<Option<u64>>) -> Result<bool> {
+    Ok(durable?.is_none_or(|d| next <= d))
+}
+
 /// What the replication loop does next.
 enum Step {
     Upload(u64),
@@ -492,17 +502,23 @@ async fn run(
                 // Only durable snapshots leave the machine: a power cut must
                 // never leave the remote ahead of the local disk. (The mount
                 // notifies only after its barrier; this holds for any caller.)
-                let durable = agent
-                    .repo()
-                    .index()
-                    .and_then(|i| i.durable_seq())
-                    .ok()
-                    .flatten();
-                if durable.is_some_and(|d| next > d) {
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
+                // An index that cannot say what is durable holds the upload
+                // back (fail closed), as a snapshot past the durable point does.
+                match may_upload(next, agent.repo().index().and_then(|i| i.durable_seq())) {
+                    Ok(true) => next,
+                    Ok(false) => {
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        continue;
+                    }
+                    Err(e) => {
+                        tracing::warn!(
+                            "snapshot {next} not replicated yet: could not read the durable point: {e}"
+                        );
+                        tokio::time::sleep(jitter(backoff)).await;
+                        backoff = (backoff * 2).min(Duration::from_secs(30));
+                        continue;
+                    }
                 }
-                next
             }
         };
         match upload(agent, remote, next).await {
@@ -574,5 +590,25 @@ async fn run(
                 backoff = (backoff * 2).min(Duration::from_secs(30));
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_durable_snapshots_may_leave_and_an_unreadable_index_holds_them_back() {
+        assert!(may_upload(3, Ok(Some(3))).unwrap());
+        assert!(!may_upload(4, Ok(Some(3))).unwrap());
+        assert!(
+            may_upload(4, Ok(None)).unwrap(),
+            "an index from before durability was recorded"
+        );
+        let unreadable = Err(Error::corrupt("index", "disk I/O error"));
+        assert!(
+            may_upload(1, unreadable).is_err(),
+            "an index error must not read as durable"
+        );
     }
 }
