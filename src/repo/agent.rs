@@ -421,7 +421,24 @@ impl Agent {
     /// recorded as seen, so that the seen-head record only ever names a
     /// durable snapshot.
     pub fn make_durable(&self, head: &SnapshotView) -> Result<()> {
-        self.repo.sync(head.seq())?;
+        self.sync_packs()?;
+        self.record_durable(head)
+    }
+
+    /// The disk sync of [`Agent::make_durable`]: once it returns, every
+    /// snapshot committed before it survives a power cut, so a caller may
+    /// release those who wait for that (an `fsync`) before it calls
+    /// [`Agent::record_durable`].
+    pub fn sync_packs(&self) -> Result<()> {
+        self.repo.sync_packs()
+    }
+
+    /// The rest of [`Agent::make_durable`], after [`Agent::sync_packs`]:
+    /// `head` recorded as the durable point (which gates replication) and
+    /// as seen, neither synced (recovery and the rollback check only
+    /// become more careful if a power cut loses them).
+    pub fn record_durable(&self, head: &SnapshotView) -> Result<()> {
+        self.repo.record_durable(head.seq())?;
         self.record_seen(head)
     }
 

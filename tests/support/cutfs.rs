@@ -58,6 +58,11 @@ struct State {
 pub struct CutFs {
     root: PathBuf,
     state: Mutex<State>,
+    /// How long a sync takes before it starts to write (µs; see
+    /// [`CutFs::slow_syncs`]).
+    sync_delay_us: std::sync::atomic::AtomicU64,
+    /// Cut and not revived: nothing reaches the disk.
+    dead: std::sync::atomic::AtomicBool,
 }
 
 fn io_errno(e: &std::io::Error) -> Errno {
@@ -86,6 +91,8 @@ impl CutFs {
         Arc::new(CutFs {
             root: lower.to_owned(),
             state: Mutex::new(st),
+            sync_delay_us: std::sync::atomic::AtomicU64::new(0),
+            dead: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -99,6 +106,15 @@ impl CutFs {
         config.acl = fuser::SessionACL::All;
         config.n_threads = Some(4);
         fuser::spawn_mount(Shared(self.clone()), mnt, &config).expect("mount cutfs")
+    }
+
+    /// Makes every sync wait `d` before it takes the writes it covers, as a
+    /// slow disk would: a cut meanwhile loses them, so a sync that has not
+    /// returned guarantees nothing, and a program told its data is durable
+    /// before the sync below returned is caught.
+    pub fn slow_syncs(&self, d: Duration) {
+        self.sync_delay_us
+            .store(d.as_micros() as u64, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Makes every pending write durable (as if each file were synced).
@@ -124,6 +140,25 @@ impl CutFs {
             lost += d.pending.len() - k;
         }
         (kept, lost)
+    }
+
+    /// The power cut of a machine whose programs are still running: as
+    /// [`CutFs::cut`], and from then on nothing reaches the disk (every
+    /// change and sync fails with `EIO`, including a sync already waiting
+    /// in [`CutFs::slow_syncs`]) until [`CutFs::revive`].
+    pub fn cut_dead(&self, pick: impl FnMut(usize) -> usize) -> (usize, usize) {
+        self.dead.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.cut(pick)
+    }
+
+    /// Power back after [`CutFs::cut_dead`], once the programs that ran at
+    /// the cut are gone.
+    pub fn revive(&self) {
+        self.dead.store(false, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    fn is_dead(&self) -> bool {
+        self.dead.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// Syncs that reached the disk so far.
@@ -253,6 +288,10 @@ impl CutFs {
         f: impl FnOnce(&mut Dirty) -> R,
     ) -> Result<R, Errno> {
         let mut st = self.state.lock().unwrap();
+        if self.is_dead() {
+            // Checked under the lock the cut drains under.
+            return Err(Errno::EIO);
+        }
         let d = match st.dirty.entry(ino) {
             std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
             std::collections::hash_map::Entry::Vacant(v) => {
@@ -282,7 +321,21 @@ impl CutFs {
 
     /// A file's unsynced changes reach the disk, then the disk syncs.
     fn sync_ino(&self, ino: u64) -> Result<(), Errno> {
-        let d = self.state.lock().unwrap().dirty.remove(&ino);
+        let delay = self
+            .sync_delay_us
+            .load(std::sync::atomic::Ordering::Relaxed);
+        if delay > 0 {
+            std::thread::sleep(Duration::from_micros(delay));
+        }
+        let d = {
+            // Checked under the lock `cut` drains under: a sync either
+            // took its writes before the cut or fails.
+            let mut st = self.state.lock().unwrap();
+            if self.is_dead() {
+                return Err(Errno::EIO);
+            }
+            st.dirty.remove(&ino)
+        };
         if let Some(d) = d {
             apply(&d.file, &d.pending, d.pending.len());
             d.file.sync_data().map_err(|e| io_errno(&e))?;
@@ -367,6 +420,9 @@ impl Filesystem for Shared {
         _flags: Option<fuser::BsdFileFlags>,
         reply: ReplyAttr,
     ) {
+        if self.0.is_dead() {
+            return reply.error(Errno::EIO);
+        }
         let r = (|| {
             let path = self.0.path(ino)?;
             if let Some(m) = mode {
@@ -438,6 +494,9 @@ impl Filesystem for Shared {
         umask: u32,
         reply: ReplyEntry,
     ) {
+        if self.0.is_dead() {
+            return reply.error(Errno::EIO);
+        }
         let r = self.0.child(parent, name).and_then(|p| {
             std::fs::DirBuilder::new()
                 .mode(mode & !umask)
@@ -452,6 +511,9 @@ impl Filesystem for Shared {
     }
 
     fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        if self.0.is_dead() {
+            return reply.error(Errno::EIO);
+        }
         match self
             .0
             .child(parent, name)
@@ -463,6 +525,9 @@ impl Filesystem for Shared {
     }
 
     fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        if self.0.is_dead() {
+            return reply.error(Errno::EIO);
+        }
         match self
             .0
             .child(parent, name)
@@ -481,6 +546,9 @@ impl Filesystem for Shared {
         target: &Path,
         reply: ReplyEntry,
     ) {
+        if self.0.is_dead() {
+            return reply.error(Errno::EIO);
+        }
         let r = self.0.child(parent, link_name).and_then(|p| {
             std::os::unix::fs::symlink(target, &p).map_err(|e| io_errno(&e))?;
             self.0.attr_of(&p, true)
@@ -501,6 +569,9 @@ impl Filesystem for Shared {
         flags: fuser::RenameFlags,
         reply: ReplyEmpty,
     ) {
+        if self.0.is_dead() {
+            return reply.error(Errno::EIO);
+        }
         let r = (|| {
             let from = self.0.child(parent, name)?;
             let to = self.0.child(newparent, newname)?;
@@ -536,6 +607,9 @@ impl Filesystem for Shared {
         newname: &OsStr,
         reply: ReplyEntry,
     ) {
+        if self.0.is_dead() {
+            return reply.error(Errno::EIO);
+        }
         let r = (|| {
             let from = self.0.path(ino)?;
             let to = self.0.child(newparent, newname)?;
@@ -549,6 +623,12 @@ impl Filesystem for Shared {
     }
 
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        // Reading what the disk kept goes on after a cut (the test reads
+        // the daemon's pid); writing does not.
+        let writes = flags.0 & (libc::O_WRONLY | libc::O_RDWR | libc::O_TRUNC) != 0;
+        if writes && self.0.is_dead() {
+            return reply.error(Errno::EIO);
+        }
         match self
             .0
             .path(ino)
@@ -569,6 +649,9 @@ impl Filesystem for Shared {
         flags: i32,
         reply: ReplyCreate,
     ) {
+        if self.0.is_dead() {
+            return reply.error(Errno::EIO);
+        }
         let r = (|| {
             let p = self.0.child(parent, name)?;
             let existed = p.symlink_metadata().is_ok();
@@ -636,6 +719,9 @@ impl Filesystem for Shared {
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
+        if self.0.is_dead() {
+            return reply.error(Errno::EIO);
+        }
         let r = self.0.handle(fh).and_then(|(ino, file)| {
             self.0.with_dirty(ino, &file, |d| {
                 let end = offset as usize + data.len();
@@ -685,6 +771,9 @@ impl Filesystem for Shared {
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
+        if self.0.is_dead() {
+            return reply.error(Errno::EIO);
+        }
         match self.0.handle(fh).and_then(|(ino, _)| self.0.sync_ino(ino)) {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(e),
@@ -748,6 +837,9 @@ impl Filesystem for Shared {
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
+        if self.0.is_dead() {
+            return reply.error(Errno::EIO);
+        }
         // Names reach the disk when they are made (see the module doc).
         reply.ok();
     }

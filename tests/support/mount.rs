@@ -261,7 +261,12 @@ impl Mounted {
     /// Sends `sig` to the daemon and waits for it to exit: every thread
     /// gone, the agent's lock no longer held by it.
     pub fn signal(&self, sig: nix::sys::signal::Signal) {
-        let pid = self.daemon_pid().expect("daemon pid");
+        self.signal_pid(self.daemon_pid().expect("daemon pid"), sig);
+    }
+
+    /// [`Mounted::signal`] to the daemon `pid` (read before its lock file
+    /// could go, as in a power cut).
+    pub fn signal_pid(&self, pid: i32, sig: nix::sys::signal::Signal) {
         nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), sig).unwrap();
         Self::wait_gone(pid);
         let holder = sovseal::repo::agent::writer_pid(

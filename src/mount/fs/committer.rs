@@ -13,9 +13,10 @@
 //!   (the packs synced: one disk sync, since they hold each snapshot's
 //!   commit record; the durable point recorded after, without a sync).
 //!   `commit_durable` (fsync, fdatasync, fsyncdir, unmount, and close with
-//!   `durable_close`) returns once a seal and then a barrier that started
-//!   after the request are done; every waiter that arrives meanwhile shares
-//!   the next barrier. Without being asked, a barrier runs `interval` after
+//!   `durable_close`) returns once a seal and then a barrier's disk sync
+//!   that started after the request are done (the unsynced durable point
+//!   and index rows are written after the waiters are released); every
+//!   waiter that arrives meanwhile shares the next barrier. Without being asked, a barrier runs `interval` after
 //!   the first snapshot that is not durable yet.
 //!
 //! A seal leaves the snapshot's index rows to a flush (`repo`'s module
@@ -293,7 +294,7 @@ fn run(
         // never puts off a barrier or a flush past its time.
         let barrier_due = st.undurable_since.map(|t| t + interval);
         if barrier_due.is_some_and(|t| t <= now) {
-            st = barrier(st, m, engine, on_durable).0;
+            st = barrier(st, shared, engine, on_durable, None);
             cv.notify_all();
             continue;
         }
@@ -363,14 +364,15 @@ fn run(
             cv.notify_all();
             if durable_target > st.durable_done {
                 // The waiters succeed when the seal covering them and the
-                // barrier after it both did.
+                // barrier after it both did; the barrier releases them.
                 let sealed = st.ok >= durable_target;
-                let (g, synced) = barrier(st, m, engine, on_durable);
-                st = g;
-                st.durable_done = durable_target;
-                if sealed && synced {
-                    st.durable_ok = durable_target;
-                }
+                st = barrier(
+                    st,
+                    shared,
+                    engine,
+                    on_durable,
+                    Some((durable_target, sealed)),
+                );
                 cv.notify_all();
             }
             continue;
@@ -391,19 +393,34 @@ fn run(
 
 /// Makes every snapshot sealed so far durable, without holding the engine
 /// while the disk works (FUSE requests go on; only this thread seals).
-/// Returns whether it succeeded.
+/// `release`: the barrier request count the waiters are at, and whether
+/// the seal covering them succeeded. They are released as soon as the
+/// disk sync returns, before the durable point and the index rows are
+/// written (neither is synced, so a power cut after the reply loses
+/// nothing the packs do not give back).
 fn barrier<'a>(
     mut st: std::sync::MutexGuard<'a, State>,
-    m: &'a Mutex<State>,
+    shared: &'a (Mutex<State>, Condvar),
     engine: &RwLock<Engine>,
     on_durable: Option<&OnDurable>,
-) -> (std::sync::MutexGuard<'a, State>, bool) {
+    release: Option<(u64, bool)>,
+) -> std::sync::MutexGuard<'a, State> {
+    let (m, cv) = shared;
     st.undurable_since = None;
     // The barrier writes the index rows waiting (with the durable point).
     st.unindexed_since = None;
     drop(st);
     let (agent, head) = engine.read().expect("engine lock").durability_point();
-    let res = agent.make_durable(&head);
+    let synced = agent.sync_packs();
+    if let Some((target, sealed)) = release {
+        let mut st = m.lock().expect("committer");
+        st.durable_done = st.durable_done.max(target);
+        if sealed && synced.is_ok() {
+            st.durable_ok = st.durable_ok.max(target);
+        }
+        cv.notify_all();
+    }
+    let res = synced.and_then(|()| agent.record_durable(&head));
     if res.is_ok()
         && let Some(f) = on_durable
     {
@@ -411,7 +428,6 @@ fn barrier<'a>(
     }
     let mut st = m.lock().expect("committer");
     st.barriers += 1;
-    let ok = res.is_ok();
     match res {
         Ok(()) => {
             if st
@@ -429,5 +445,5 @@ fn barrier<'a>(
             st.undurable_since = Some(Instant::now());
         }
     }
-    (st, ok)
+    st
 }
