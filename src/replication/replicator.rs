@@ -498,30 +498,22 @@ async fn run(
                 last_cp = std::time::Instant::now();
                 continue;
             }
-            Step::Upload(next) => {
-                // Only durable snapshots leave the machine: a power cut must
-                // never leave the remote ahead of the local disk. (The mount
-                // notifies only after its barrier; this holds for any caller.)
-                // An index that cannot say what is durable holds the upload
-                // back (fail closed), as a snapshot past the durable point does.
-                match may_upload(next, agent.repo().index().and_then(|i| i.durable_seq())) {
-                    Ok(true) => next,
-                    Ok(false) => {
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                        continue;
-                    }
-                    Err(e) => {
-                        tracing::warn!(
-                            "snapshot {next} not replicated yet: could not read the durable point: {e}"
-                        );
-                        tokio::time::sleep(jitter(backoff)).await;
-                        backoff = (backoff * 2).min(Duration::from_secs(30));
-                        continue;
-                    }
-                }
-            }
+            Step::Upload(next) => next,
         };
-        match upload(agent, remote, next).await {
+        // Only durable snapshots leave the machine: a power cut must never
+        // leave the remote ahead of the local disk. (The mount notifies only
+        // after its barrier; this holds for any caller.) An index that
+        // cannot say what is durable fails the step like a failed upload
+        // (shown in status, retried with backoff): fail closed.
+        let uploaded = match may_upload(next, agent.repo().index().and_then(|i| i.durable_seq())) {
+            Ok(true) => upload(agent, remote, next).await,
+            Ok(false) => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+            Err(e) => Err(e),
+        };
+        match uploaded {
             Ok(()) => {
                 backoff = Duration::from_millis(100);
                 let (drained, had_error) = {

@@ -15,9 +15,10 @@
 //!   `commit_durable` (fsync, fdatasync, fsyncdir, unmount, and close with
 //!   `durable_close`) returns once a seal and then a barrier's disk sync
 //!   that started after the request are done (the unsynced durable point
-//!   and index rows are written after the waiters are released); every
-//!   waiter that arrives meanwhile shares the next barrier. Without being asked, a barrier runs `interval` after
-//!   the first snapshot that is not durable yet.
+//!   and index rows are written after the waiters are released, unless
+//!   they also wait for replication); every waiter that arrives meanwhile
+//!   shares the next barrier. Without being asked, a barrier runs
+//!   `interval` after the first snapshot that is not durable yet.
 //!
 //! A seal leaves the snapshot's index rows to a flush (`repo`'s module
 //! doc): the barrier writes them with the durable point, and this thread
@@ -64,6 +65,7 @@ pub type OnCommit = Arc<dyn Fn(&crate::engine::CommitInfo) + Send + Sync>;
 pub type OnDurable = Arc<dyn Fn(u64) + Send + Sync>;
 
 /// What the commit thread is told.
+#[derive(Clone, Copy)]
 pub struct Config {
     /// Quiet period after metadata-only changes.
     pub quiet: Duration,
@@ -71,6 +73,33 @@ pub struct Config {
     pub max_delay: Duration,
     /// Longest time a sealed snapshot waits for a barrier.
     pub interval: Duration,
+    /// Durable waiters are released once the disk sync returns, before the
+    /// durable point is recorded and [`OnDurable`] told. Off when a waiter
+    /// also waits for what `OnDurable` starts (replication with
+    /// `sync_replication`): a barrier whose index write fails must then
+    /// fail its waiters, not leave them waiting for an upload that the
+    /// missing durable point holds back.
+    pub release_at_sync: bool,
+}
+
+/// The durable waiters a barrier answers: the barrier request count they
+/// are at, whether the seal covering them succeeded, and whether they are
+/// released at the disk sync ([`Config::release_at_sync`]) or at the end.
+#[derive(Clone, Copy)]
+struct Release {
+    target: u64,
+    sealed: bool,
+    at_sync: bool,
+}
+
+impl Release {
+    /// Answers the waiters: they succeed if their seal and `ok` did.
+    fn answer(self, st: &mut State, ok: bool) {
+        st.durable_done = st.durable_done.max(self.target);
+        if self.sealed && ok {
+            st.durable_ok = st.durable_ok.max(self.target);
+        }
+    }
 }
 
 /// How long the checkpoint thread lets commits gather before it
@@ -102,7 +131,6 @@ impl Committer {
     ) -> Self {
         let shared = Arc::new((Mutex::new(State::default()), Condvar::new()));
         let s = shared.clone();
-        let interval = config.interval;
         // Without a checkpointer the index checkpoints inline, as before.
         let (nudge, checkpoints) = match checkpointer(&engine) {
             Some(c) => {
@@ -121,7 +149,7 @@ impl Committer {
                 run(
                     &s,
                     &engine,
-                    interval,
+                    &config,
                     on_commit.as_ref(),
                     on_durable.as_ref(),
                     &metrics,
@@ -277,7 +305,7 @@ impl Drop for Committer {
 fn run(
     shared: &(Mutex<State>, Condvar),
     engine: &RwLock<Engine>,
-    interval: Duration,
+    config: &Config,
     on_commit: Option<&OnCommit>,
     on_durable: Option<&OnDurable>,
     metrics: &Metrics,
@@ -292,7 +320,7 @@ fn run(
         let now = Instant::now();
         // Work that is due comes first, so that a stream of seal requests
         // never puts off a barrier or a flush past its time.
-        let barrier_due = st.undurable_since.map(|t| t + interval);
+        let barrier_due = st.undurable_since.map(|t| t + config.interval);
         if barrier_due.is_some_and(|t| t <= now) {
             st = barrier(st, shared, engine, on_durable, None);
             cv.notify_all();
@@ -365,14 +393,12 @@ fn run(
             if durable_target > st.durable_done {
                 // The waiters succeed when the seal covering them and the
                 // barrier after it both did; the barrier releases them.
-                let sealed = st.ok >= durable_target;
-                st = barrier(
-                    st,
-                    shared,
-                    engine,
-                    on_durable,
-                    Some((durable_target, sealed)),
-                );
+                let release = Release {
+                    target: durable_target,
+                    sealed: st.ok >= durable_target,
+                    at_sync: config.release_at_sync,
+                };
+                st = barrier(st, shared, engine, on_durable, Some(release));
                 cv.notify_all();
             }
             continue;
@@ -393,17 +419,17 @@ fn run(
 
 /// Makes every snapshot sealed so far durable, without holding the engine
 /// while the disk works (FUSE requests go on; only this thread seals).
-/// `release`: the barrier request count the waiters are at, and whether
-/// the seal covering them succeeded. They are released as soon as the
-/// disk sync returns, before the durable point and the index rows are
-/// written (neither is synced, so a power cut after the reply loses
-/// nothing the packs do not give back).
+/// `release`: the durable waiters it answers. With `at_sync` they are
+/// released as soon as the disk sync returns, before the durable point
+/// and the index rows are written (neither is synced, so a power cut
+/// after the reply loses nothing the packs do not give back); otherwise
+/// once all of it succeeded or failed.
 fn barrier<'a>(
     mut st: std::sync::MutexGuard<'a, State>,
     shared: &'a (Mutex<State>, Condvar),
     engine: &RwLock<Engine>,
     on_durable: Option<&OnDurable>,
-    release: Option<(u64, bool)>,
+    release: Option<Release>,
 ) -> std::sync::MutexGuard<'a, State> {
     let (m, cv) = shared;
     st.undurable_since = None;
@@ -412,12 +438,8 @@ fn barrier<'a>(
     drop(st);
     let (agent, head) = engine.read().expect("engine lock").durability_point();
     let synced = agent.sync_packs();
-    if let Some((target, sealed)) = release {
-        let mut st = m.lock().expect("committer");
-        st.durable_done = st.durable_done.max(target);
-        if sealed && synced.is_ok() {
-            st.durable_ok = st.durable_ok.max(target);
-        }
+    if let Some(r) = release.filter(|r| r.at_sync) {
+        r.answer(&mut m.lock().expect("committer"), synced.is_ok());
         cv.notify_all();
     }
     let res = synced.and_then(|()| agent.record_durable(&head));
@@ -428,6 +450,9 @@ fn barrier<'a>(
     }
     let mut st = m.lock().expect("committer");
     st.barriers += 1;
+    if let Some(r) = release.filter(|r| !r.at_sync) {
+        r.answer(&mut st, res.is_ok());
+    }
     match res {
         Ok(()) => {
             if st
@@ -441,8 +466,10 @@ fn barrier<'a>(
         Err(e) => {
             tracing::error!("barrier failed: {e}");
             st.last_error = Some(format!("barrier failed: {e}"));
-            // Try again at the next interval.
+            // Try again at the next interval; the index rows are flushed
+            // on the usual schedule meanwhile.
             st.undurable_since = Some(Instant::now());
+            st.unindexed_since.get_or_insert(Instant::now());
         }
     }
     st

@@ -359,6 +359,7 @@ impl Fs {
                 quiet: opts.quiet,
                 max_delay: opts.max_delay,
                 interval: opts.sync_interval,
+                release_at_sync: !opts.sync_replication,
             },
             Some(on_commit),
             on_durable,
