@@ -204,6 +204,33 @@ while True:
     i += 1
 "#;
 
+/// Every file `dir/000001` to `dir/{upto}` the CREATE or CLOSE workload
+/// acknowledged is there, whole.
+fn assert_numbered(m: &Mounted, dir: &str, upto: u64, round: usize) {
+    for i in 1..=upto {
+        let got = std::fs::read(m.path(&format!("{dir}/{i:06}")))
+            .unwrap_or_else(|e| panic!("round {round}: {dir}/{i:06} lost: {e}"));
+        assert_eq!(
+            got,
+            format!("{i:06}").repeat(300).into_bytes(),
+            "round {round}"
+        );
+    }
+}
+
+/// `state.json` of the SAVE workload is whole and at or after save
+/// `acked`; returns the save it holds.
+fn assert_saved(m: &Mounted, acked: u64, round: usize) -> u64 {
+    let got = std::fs::read_to_string(m.path("state.json")).unwrap();
+    let n: u64 = got.split(',').next().unwrap().parse().unwrap();
+    assert_eq!(got, format!("{n},").repeat(200), "round {round}: torn save");
+    assert!(
+        n >= acked,
+        "round {round}: save {acked} was acknowledged, {n} is there"
+    );
+    n
+}
+
 #[test]
 fn power_cuts_lose_nothing_an_fsync_acknowledged() {
     let rig = Rig::new("cut", &[]);
@@ -218,27 +245,12 @@ fn power_cuts_lose_nothing_an_fsync_acknowledged() {
             0 => {
                 let start = (created + 1).to_string();
                 created = rig.cut_during(&mut rng, &["python3", "-c", CREATE, &start], round);
-                for i in 1..=created {
-                    let got = std::fs::read(m.path(&format!("c/{i:06}")))
-                        .unwrap_or_else(|e| panic!("round {round}: c/{i:06} lost: {e}"));
-                    assert_eq!(
-                        got,
-                        format!("{i:06}").repeat(300).into_bytes(),
-                        "round {round}"
-                    );
-                }
+                assert_numbered(m, "c", created, round);
             }
             1 => {
                 let start = (saved + 1).to_string();
                 let acked = rig.cut_during(&mut rng, &["python3", "-c", SAVE, &start], round);
-                let got = std::fs::read_to_string(m.path("state.json")).unwrap();
-                let n: u64 = got.split(',').next().unwrap().parse().unwrap();
-                assert_eq!(got, format!("{n},").repeat(200), "round {round}: torn save");
-                assert!(
-                    n >= acked,
-                    "round {round}: save {acked} was acknowledged, {n} is there"
-                );
-                saved = n;
+                saved = assert_saved(m, acked, round);
             }
             2 => {
                 let start = (rows + 1).to_string();
@@ -300,15 +312,7 @@ fn with_durable_close_a_cut_right_after_close_loses_nothing() {
     for round in 1..=12 {
         let start = (closed + 1).to_string();
         closed = rig.cut_during(&mut rng, &["python3", "-c", CLOSE, &start], round);
-        for i in 1..=closed {
-            let got = std::fs::read(rig.m.path(&format!("d/{i:06}")))
-                .unwrap_or_else(|e| panic!("round {round}: d/{i:06} lost: {e}"));
-            assert_eq!(
-                got,
-                format!("{i:06}").repeat(300).into_bytes(),
-                "round {round}"
-            );
-        }
+        assert_numbered(&rig.m, "d", closed, round);
     }
 }
 
@@ -329,27 +333,12 @@ fn an_fsync_waits_for_a_slow_disk_sync() {
             let start = (created + 1).to_string();
             let args = ["python3", "-c", CREATE, &start];
             created = rig.cut_during_with(&mut rng, &args, round, true);
-            for i in 1..=created {
-                let got = std::fs::read(rig.m.path(&format!("c/{i:06}")))
-                    .unwrap_or_else(|e| panic!("round {round}: c/{i:06} lost: {e}"));
-                assert_eq!(
-                    got,
-                    format!("{i:06}").repeat(300).into_bytes(),
-                    "round {round}"
-                );
-            }
+            assert_numbered(&rig.m, "c", created, round);
         } else {
             let start = (saved + 1).to_string();
             let args = ["python3", "-c", SAVE, &start];
             let acked = rig.cut_during_with(&mut rng, &args, round, true);
-            let got = std::fs::read_to_string(rig.m.path("state.json")).unwrap();
-            let n: u64 = got.split(',').next().unwrap().parse().unwrap();
-            assert_eq!(got, format!("{n},").repeat(200), "round {round}: torn save");
-            assert!(
-                n >= acked,
-                "round {round}: save {acked} was acknowledged, {n} is there"
-            );
-            saved = n;
+            saved = assert_saved(&rig.m, acked, round);
         }
     }
 }
