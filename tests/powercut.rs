@@ -343,6 +343,47 @@ fn an_fsync_waits_for_a_slow_disk_sync() {
     }
 }
 
+/// Two syncs of one pack store at once, over a disk whose syncs take
+/// 200 ms: each returns only once the disk sync of what was appended
+/// before it has returned, also when the other sync had taken that work.
+/// Planted once (the store's syncs not one at a time): the second sync
+/// returned at once, with no disk sync done.
+#[test]
+fn concurrent_store_syncs_each_wait_for_the_disk() {
+    use sovseal::repo::store::Store;
+    use sovseal::seal::tree::{ObjectId, ObjectKind};
+    let lower = tempfile::tempdir().unwrap();
+    let (disk, at) = (lower.path().join("disk"), lower.path().join("cut"));
+    std::fs::create_dir(&disk).unwrap();
+    std::fs::create_dir(&at).unwrap();
+    let fs = CutFs::new(&disk);
+    let _session = fs.mount(&at);
+    let packs = sovseal::fsutil::Dir::create_root(&at.join("packs")).unwrap();
+    let store = Arc::new(Store::open_writer(packs, &Default::default()).unwrap());
+    store
+        .append(&ObjectId([7; 32]), ObjectKind::Chunk, b"sealed bytes")
+        .unwrap();
+    fs.slow_syncs(Duration::from_millis(200));
+    let before = fs.syncs();
+    let syncers: Vec<_> = (0..2)
+        .map(|_| {
+            let (store, fs) = (store.clone(), fs.clone());
+            std::thread::spawn(move || {
+                store.sync().unwrap();
+                fs.syncs() - before
+            })
+        })
+        .collect();
+    for t in syncers {
+        let done = t.join().unwrap();
+        assert!(
+            done >= 1,
+            "a sync returned before any disk sync was done ({done})"
+        );
+    }
+    drop(store);
+}
+
 /// The harness can fail: without --durable-close, closes that were never
 /// synced are lost in a cut that keeps no unsynced write.
 #[test]

@@ -48,6 +48,10 @@ pub struct Store {
     wdir: Option<Dir>,
     readers: RwLock<HashMap<u32, Arc<File>>>,
     writer: Option<Mutex<Writer>>,
+    /// Held through a [`Store::sync`]: a second sync waits for the first's
+    /// disk work instead of finding nothing left to sync and returning
+    /// while that is still under way.
+    syncing: Mutex<()>,
 }
 
 struct Writer {
@@ -98,6 +102,7 @@ impl Store {
             wdir: None,
             readers: RwLock::new(HashMap::new()),
             writer: None,
+            syncing: Mutex::new(()),
         }
     }
 
@@ -110,6 +115,7 @@ impl Store {
             wdir: Some(dir),
             readers: RwLock::new(HashMap::new()),
             writer: None,
+            syncing: Mutex::new(()),
         }
     }
 
@@ -148,6 +154,7 @@ impl Store {
             wdir: Some(dir),
             readers: RwLock::new(HashMap::new()),
             writer: None,
+            syncing: Mutex::new(()),
         };
         let (pack, len) = match committed.last_key_value() {
             Some((&p, &l)) if l < PACK_TARGET => (p, l),
@@ -291,11 +298,14 @@ impl Store {
 
     /// Makes every append so far durable (`fdatasync` of each pack appended
     /// to since the last sync). Appends may go on meanwhile: the pack
-    /// writer's lock is not held while the disk works.
+    /// writer's lock is not held while the disk works. Syncs run one at a
+    /// time, so that each returns only once everything appended before it
+    /// is on stable storage, also what another sync had taken.
     pub fn sync(&self) -> Result<()> {
         let Some(w) = self.writer.as_ref() else {
             return Ok(());
         };
+        let _one_at_a_time = self.syncing.lock().expect("store sync");
         let files = std::mem::take(&mut w.lock().expect("pack writer").unsynced);
         for (pack, file) in &files {
             if let Err(e) = file.sync_data() {
