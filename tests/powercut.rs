@@ -7,7 +7,9 @@
 //! recovers an agent no writer holds), the agent must mount without error
 //! (no false rollback), `sovseal verify` must pass again, everything an fsync acknowledged must be
 //! there byte for byte, and the remote (outside the cut file system) must
-//! never be ahead of the local chain.
+//! never be ahead of the local chain. Some rounds cut the power while the
+//! daemon still runs, over a disk whose syncs are slow
+//! (`an_fsync_waits_for_a_slow_disk_sync`).
 
 mod support;
 use nix::sys::signal::Signal;

@@ -9,6 +9,14 @@
 //! Files are opened without `FOPEN_KEEP_CACHE` and attributes are never
 //! cached, so after a cut the kernel shows what the disk kept.
 //!
+//! [`CutFs::slow_syncs`] makes every sync wait before it takes its writes
+//! (a slow disk), and [`CutFs::cut_dead`] cuts the power while the
+//! programs above still run: from then on every change and sync fails
+//! until [`CutFs::revive`]. Together they catch a program that reports
+//! data durable before the sync below it has returned, which a kill before
+//! the cut cannot (a killed process does not exit while a FUSE request it
+//! sent is being served, so its sync always completes first).
+//!
 //! It runs inside the test process (its own FUSE session); the program
 //! under test runs on top of it in another process.
 
