@@ -655,9 +655,10 @@ fn wait_for_holders_index(data: &Dir) -> Result<()> {
     let magic = crate::repo::pack::PACK_MAGIC.len() as u64;
     let index = Index::open(&path, false)?;
     let recorded = index.packs()?;
-    let store = Store::open_checked_readonly(data.sub("packs")?);
+    let numbers = crate::repo::store::pack_numbers(&packs)?;
+    let store = Store::open_checked_readonly(packs);
     let mut sealed = std::collections::BTreeMap::new();
-    for p in crate::repo::store::pack_numbers(&packs)? {
+    for p in numbers {
         let from = recorded.get(&p).copied().unwrap_or(magic);
         let end = store
             .file_len(p)

@@ -1255,7 +1255,7 @@ mod tests {
         write(&mut idx, &rows(&[env(1), env(2)], &[(1, 100)]), Some(2)).unwrap();
         assert_eq!(idx.head_seq().unwrap(), Some(2));
         assert_eq!(idx.durable_seq().unwrap(), Some(2));
-        // Snapshot 5 does not extend 4: nothing of the batch is written.
+        // Snapshot 6 does not extend 4: nothing of the batch is written.
         let bad = rows(&[env(3), env(4), env(5 + 1)], &[(1, 200)]);
         assert!(matches!(
             write(&mut idx, &bad, Some(4)),

@@ -267,11 +267,8 @@ impl Repo {
         debug_assert!(!kind.homed(), "{} is stored at home", kind.name());
         let id = envelope::object_id(&self.keys, kind, plaintext);
         if self.pending.lock().expect("pending").contains_key(&id)
-            || self.unindexed_object(&ObjRef::by_id(id)).is_some()
+            || self.has(&ObjRef::by_id(id))?
         {
-            return Ok(id);
-        }
-        if self.index_as_flushed().object(&id)?.is_some() {
             return Ok(id);
         }
         self.append(kind, id, plaintext, 0)?;
@@ -341,9 +338,7 @@ impl Repo {
             .expect("pending")
             .get(id)
             .is_some_and(|o| o.home == home)
-            || (home == 0
-                && (self.unindexed_object(&ObjRef::by_id(*id)).is_some()
-                    || self.index_as_flushed().object(id)?.is_some()))
+            || (home == 0 && self.has(&ObjRef::by_id(*id))?)
         {
             return Ok(());
         }
