@@ -191,7 +191,8 @@ fn commit_vs_file_size(c: &mut Criterion) {
     if curves_named() {
         return;
     }
-    let mut g = c.benchmark_group("commit-4k-overwrite-vs-file-size");
+    const GROUP: &str = "commit-4k-overwrite-vs-file-size-MiB";
+    let mut g = c.benchmark_group(GROUP);
     g.sample_size(30).measurement_time(Duration::from_secs(5));
     let sizes: &[u64] = if quick() {
         &[1 << 20, 100 << 20]
@@ -208,21 +209,16 @@ fn commit_vs_file_size(c: &mut Criterion) {
         f.engine.commit().unwrap();
         let mut data = vec![0xcdu8; 4096];
         let mut rng = 0x9E37_79B9_7F4A_7C15u64;
-        g.bench_function(
-            BenchmarkId::from_parameter(format!("{}MiB", size >> 20)),
-            |b| {
-                b.iter(|| {
-                    rng ^= rng << 13;
-                    rng ^= rng >> 7;
-                    rng ^= rng << 17;
-                    let off = (rng % (size / 4096)) * 4096;
-                    // Unique bytes every time: no deduplication flatters small files.
-                    data[..8].copy_from_slice(&rng.to_le_bytes());
-                    f.engine.write(file.ino, off, &data).unwrap();
-                    f.engine.commit().unwrap().unwrap()
-                })
-            },
-        );
+        bytes_then_time(&mut g, GROUP, size >> 20, &mut f, |f| {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            let off = (rng % (size / 4096)) * 4096;
+            // Unique bytes every time: no deduplication flatters small files.
+            data[..8].copy_from_slice(&rng.to_le_bytes());
+            f.engine.write(file.ino, off, &data).unwrap();
+            f.engine.commit().unwrap().unwrap()
+        });
     }
     g.finish();
 }
