@@ -35,8 +35,8 @@ use sovseal::seal::envelope::{self, Envelope};
 use sovseal::seal::keys::{AgentKeys, MasterKey};
 use sovseal::seal::record;
 use sovseal::seal::tree::{
-    self, ChunkRef, Chunks, Content, DirChild, DirEntry, DirIndex, DirRef, Entries, FileType,
-    Inode, Manifest, ObjRef, ObjectId, ObjectKind, PageMapNode, Pages,
+    self, ChunkIndexNode, ChunkRef, Chunks, Content, DirChild, DirEntry, DirIndex, DirRef, Entries,
+    FileType, Inode, Manifest, ObjRef, ObjectId, ObjectKind, PageMapNode, Pages,
 };
 use std::collections::BTreeMap;
 use std::sync::{Arc, OnceLock};
@@ -85,6 +85,8 @@ pub struct Seeds {
     pub dir_indexes: Vec<Vec<u8>>,
     /// Chunk lists.
     pub chunk_lists: Vec<Vec<u8>>,
+    /// Chunk-index nodes (tree format 7).
+    pub chunk_indexes: Vec<Vec<u8>>,
     /// A remote pack part with one record of each content kind.
     pub pack: Vec<u8>,
     /// One encoded journal entry of every operation.
@@ -291,6 +293,13 @@ fn build_seeds() -> Seeds {
                 count: 12,
             }),
         ),
+        inode(
+            8,
+            Content::File(Chunks::Tree {
+                id: id(11),
+                count: 300,
+            }),
+        ),
         inode(4, Content::Symlink(b"../target".to_vec())),
         inode(5, Content::Dir(None)),
         inode(7, Content::Dir(Some(DirRef::Index(ObjRef::by_id(id(10)))))),
@@ -345,6 +354,16 @@ fn build_seeds() -> Seeds {
         tree::encode_chunk_list(&[]),
         tree::encode_chunk_list(&[None]),
     ];
+    let chunk_indexes = vec![
+        tree::encode_chunk_index(&ChunkIndexNode {
+            height: 1,
+            children: vec![id(1), id(2), id(3)],
+        }),
+        tree::encode_chunk_index(&ChunkIndexNode {
+            height: 2,
+            children: vec![id(4)],
+        }),
+    ];
 
     let mut pack_bytes = pack::PACK_MAGIC.to_vec();
     pack::encode_record(
@@ -356,6 +375,7 @@ fn build_seeds() -> Seeds {
     pack::encode_record(&mut pack_bytes, &id(2), ObjectKind::ChunkList, b"");
     pack::encode_record(&mut pack_bytes, &id(3), ObjectKind::DirNode, &[7; 40]);
     pack::encode_record(&mut pack_bytes, &id(4), ObjectKind::InodePage, &[1; 3]);
+    pack::encode_record(&mut pack_bytes, &id(5), ObjectKind::ChunkIndex, &[2; 33]);
 
     let entries = sovseal::engine::journal::examples()
         .into_iter()
@@ -447,6 +467,7 @@ fn build_seeds() -> Seeds {
         dirs,
         dir_indexes,
         chunk_lists,
+        chunk_indexes,
         pack: pack_bytes,
         entries,
         journal_file,
@@ -638,6 +659,24 @@ pub fn target_chunk_list(data: &[u8]) {
             data,
             "decode_chunk_list accepted a non-canonical encoding"
         ),
+        Err(e) => assert!(typed_parse_error(&e), "{e:?}"),
+    }
+}
+
+/// Parser: `tree::decode_chunk_index` (chunk-index nodes, kind 8):
+/// canonical, and what it accepts has a height it knows and 1 to
+/// `CHUNK_INDEX_FANOUT` children. Attacker: as for manifests.
+pub fn target_chunk_index(data: &[u8]) {
+    match tree::decode_chunk_index(data) {
+        Ok(n) => {
+            assert_eq!(
+                tree::encode_chunk_index(&n),
+                data,
+                "decode_chunk_index accepted a non-canonical encoding"
+            );
+            assert!((1..=tree::CHUNK_INDEX_MAX_HEIGHT).contains(&n.height));
+            assert!((1..=tree::CHUNK_INDEX_FANOUT).contains(&n.children.len()));
+        }
         Err(e) => assert!(typed_parse_error(&e), "{e:?}"),
     }
 }
@@ -1271,6 +1310,7 @@ pub fn target_by_name(name: &str) -> (Target, Vec<&'static [u8]>) {
         "dir" => (target_dir, all(&s.dirs)),
         "dir_index" => (target_dir_index, all(&s.dir_indexes)),
         "chunk_list" => (target_chunk_list, all(&s.chunk_lists)),
+        "chunk_index" => (target_chunk_index, all(&s.chunk_indexes)),
         "pack" => (target_pack, vec![&s.pack]),
         "journal_entry" => (target_journal_entry, all(&s.entries)),
         "journal_file" => (target_journal_file, vec![&s.journal_file]),
@@ -1447,6 +1487,9 @@ mod props {
     fn chunk_list_seeds() -> Vec<&'static [u8]> {
         s().chunk_lists.iter().map(Vec::as_slice).collect()
     }
+    fn chunk_index_seeds() -> Vec<&'static [u8]> {
+        s().chunk_indexes.iter().map(Vec::as_slice).collect()
+    }
     fn entry_seeds() -> Vec<&'static [u8]> {
         s().entries.iter().map(Vec::as_slice).collect()
     }
@@ -1472,6 +1515,7 @@ mod props {
         seeds_and_huge_lengths(target_dir, &dir_seeds(), PURE.0, PURE.1);
         seeds_and_huge_lengths(target_dir_index, &dir_index_seeds(), PURE.0, PURE.1);
         seeds_and_huge_lengths(target_chunk_list, &chunk_list_seeds(), PURE.0, PURE.1);
+        seeds_and_huge_lengths(target_chunk_index, &chunk_index_seeds(), PURE.0, PURE.1);
         seeds_and_huge_lengths(target_pack, &[&s.pack], PURE.0, PURE.1);
         seeds_and_huge_lengths(target_journal_entry, &entry_seeds(), PURE.0, PURE.1);
         seeds_and_huge_lengths(target_journal_file, &[&s.journal_file], FILES.0, FILES.1);
@@ -1694,6 +1738,8 @@ mod props {
         #[test]
         fn chunk_list_random(d in random_bytes()) { bounded(target_chunk_list, &d, PURE.0, PURE.1) }
         #[test]
+        fn chunk_index_random(d in random_bytes()) { bounded(target_chunk_index, &d, PURE.0, PURE.1) }
+        #[test]
         fn pack_random(d in random_bytes()) { bounded(target_pack, &d, PURE.0, PURE.1) }
         #[test]
         fn journal_entry_random(d in random_bytes()) { bounded(target_journal_entry, &d, PURE.0, PURE.1) }
@@ -1765,6 +1811,8 @@ mod props {
         #[test]
         fn chunk_list_mutated(m in mutations()) { bounded(target_chunk_list, &apply(&chunk_list_seeds(), &m), PURE.0, PURE.1) }
         #[test]
+        fn chunk_index_mutated(m in mutations()) { bounded(target_chunk_index, &apply(&chunk_index_seeds(), &m), PURE.0, PURE.1) }
+        #[test]
         fn pack_mutated(m in mutations()) { bounded(target_pack, &apply(&[&s().pack], &m), PURE.0, PURE.1) }
         #[test]
         fn journal_entry_mutated(m in mutations()) { bounded(target_journal_entry, &apply(&entry_seeds(), &m), PURE.0, PURE.1) }
@@ -1791,7 +1839,7 @@ mod props {
         #[test]
         fn fuzz_harness_entry_point(d in prop::collection::vec(any::<u8>(), 0..512)) {
             for name in [
-                "envelope", "manifest", "page", "dir", "chunk_list", "pack", "journal_entry",
+                "envelope", "manifest", "page", "dir", "chunk_list", "chunk_index", "pack", "journal_entry",
                 "journal_file", "checkpoint", "forget", "redaction", "export", "export_plaintext",
                 "config", "mount_options", "remote_listing",
             ] {

@@ -216,9 +216,11 @@ const PATHS: &[&str] = &[
 ];
 
 /// Offsets and sizes: mostly small (so writes, truncates and extensions
-/// overlap within a chunk), sometimes across several 1 MiB chunks.
+/// overlap within a chunk), sometimes across several chunks, and now and
+/// then past 128 chunks of 64 KiB, where a file's references become a
+/// chunk tree (tree format 7) that later writes and truncates reshape.
 fn pos() -> impl Strategy<Value = u32> {
-    prop_oneof![3 => 0..20_000u32, 1 => 0..3_000_000u32]
+    prop_oneof![6 => 0..20_000u32, 2 => 0..3_000_000u32, 1 => 8_000_000..20_000_000u32]
 }
 
 fn op() -> impl Strategy<Value = Op> {

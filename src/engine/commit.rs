@@ -1,7 +1,8 @@
 //! Commit: seal the overlay into the next snapshot.
 //!
 //! Write order (the atomicity argument, also in `docs/ARCHITECTURE.md`):
-//! 1. dirty chunks, chunk lists, the directory nodes holding a changed name
+//! 1. dirty chunks, chunk lists (those of a chunk tree that changed, and
+//!    the chunk-index nodes above them), the directory nodes holding a changed name
 //!    (and the index nodes above them) and touched inode pages are
 //!    sealed and appended to the pack (only what changed: cost follows the
 //!    size of the change, not of the tree or the file);
@@ -27,11 +28,10 @@ use super::{Engine, Overlay};
 use crate::Result;
 use crate::repo::agent::Agent;
 use crate::repo::view::SnapshotView;
-use crate::repo::{dirtree, pagemap};
+use crate::repo::{chunktree, dirtree, pagemap};
 use crate::seal::envelope::{self, GENESIS_PARENT};
 use crate::seal::tree::{
-    self, CHUNK_SIZE, Chunks, Content, INODES_PER_PAGE, Inode, MAX_INLINE_CHUNKS, Manifest,
-    ObjectKind, Pages, ROOT_INO,
+    self, CHUNK_SIZE, Content, INODES_PER_PAGE, Inode, Manifest, ObjectKind, Pages, ROOT_INO,
 };
 use crate::time::now_ns;
 use std::collections::{BTreeMap, BTreeSet};
@@ -128,17 +128,7 @@ impl Engine {
             while refs.last() == Some(&None) {
                 refs.pop();
             }
-            i.content = Content::File(if refs.len() <= MAX_INLINE_CHUNKS {
-                Chunks::Inline(refs)
-            } else {
-                let count = refs.len() as u64;
-                let encoded = tree::encode_chunk_list(&refs);
-                let id = repo.put(ObjectKind::ChunkList, &encoded)?;
-                // What the cache holds is what a decode would give.
-                debug_assert_eq!(tree::decode_chunk_list(&encoded).ok(), Some(refs.clone()));
-                repo.cache_chunk_list(id, refs);
-                Chunks::List { id, count }
-            });
+            i.content = Content::File(chunktree::build(&repo, refs)?);
         }
         // Directories: only the nodes holding a changed name are sealed
         // (and cached: the next lookup needs no decryption).

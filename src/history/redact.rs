@@ -18,7 +18,7 @@ use crate::repo::pack;
 use crate::repo::remote::Remote;
 use crate::seal::keys::AgentKeys;
 use crate::seal::record::{self, Signed};
-use crate::seal::tree::{Chunks, Content, FileType, ObjectId, ROOT_INO};
+use crate::seal::tree::{Content, FileType, ObjectId, ROOT_INO};
 use crate::{Error, Result};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
@@ -143,23 +143,37 @@ pub struct Plan {
     pub symlinks: usize,
 }
 
-/// The content object ids of a file inode: chunk list and chunks (a chunk
-/// list already redacted is not read).
+/// The content object ids of a file inode: chunk list (or chunk tree:
+/// its nodes and lists) and chunks. What is already redacted is not read,
+/// nor anything below it.
 fn content_ids(
     view: &crate::repo::view::SnapshotView,
     i: &crate::seal::tree::Inode,
     redacted: &HashSet<ObjectId>,
     out: &mut BTreeSet<ObjectId>,
 ) -> Result<()> {
-    match &i.content {
-        Content::File(Chunks::Inline(refs)) => out.extend(refs.iter().flatten()),
-        Content::File(Chunks::List { id, .. }) => {
-            out.insert(*id);
-            if !redacted.contains(id) {
-                out.extend(view.chunk_refs_of(i)?.iter().flatten());
-            }
-        }
-        _ => {}
+    if let Content::File(c) = &i.content {
+        let named = std::cell::RefCell::new(Vec::new());
+        let mut chunks = Vec::new();
+        crate::repo::chunktree::walk(
+            view.repo(),
+            c,
+            &|r| {
+                // Named, though not read again.
+                let done = redacted.contains(&r.id);
+                if done {
+                    named.borrow_mut().push(r.id);
+                }
+                done
+            },
+            &mut |_, r| {
+                named.borrow_mut().push(r.id);
+                Ok(())
+            },
+            &mut |l| chunks.extend(l.iter().flatten().copied()),
+        )?;
+        out.extend(named.into_inner());
+        out.extend(chunks);
     }
     Ok(())
 }

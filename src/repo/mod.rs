@@ -39,6 +39,7 @@
 //! up from the commit records in the packs (`agent`'s recovery).
 
 pub mod agent;
+pub mod chunktree;
 pub mod dirtree;
 pub mod index;
 pub mod journal;
@@ -58,7 +59,8 @@ use crate::repo::store::{Location, Store};
 use crate::seal::envelope::{self, Envelope};
 use crate::seal::keys::AgentKeys;
 use crate::seal::tree::{
-    self, ChunkRef, DirIndex, Entries, Inode, ObjRef, ObjectId, ObjectKind, PageMapNode,
+    self, ChunkIndexNode, ChunkRef, DirIndex, Entries, Inode, ObjRef, ObjectId, ObjectKind,
+    PageMapNode,
 };
 use crate::{Error, Result};
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -125,6 +127,7 @@ enum Meta {
     DirIndex(Arc<DirIndex>),
     PageMap(Arc<PageMapNode>),
     List(Arc<Vec<ChunkRef>>),
+    ChunkIndex(Arc<ChunkIndexNode>),
 }
 
 /// A snapshot in the packs whose index rows are not written yet.
@@ -508,6 +511,7 @@ impl Repo {
         for id in ids {
             self.chunks.remove(id);
             self.meta.remove(id);
+            self.meta.remove(&whole_tree_key(id));
         }
         erased.extend(ids.iter().copied());
     }
@@ -587,6 +591,29 @@ impl Repo {
         l
     }
 
+    /// Keeps the whole reference list of the chunk tree whose root is
+    /// `root` in the metadata cache (what a read of the file needs at once).
+    pub fn cache_chunk_tree(&self, root: ObjectId, list: Vec<ChunkRef>) -> Arc<Vec<ChunkRef>> {
+        let l = Arc::new(list);
+        let erased = self.erased.read().expect("erased");
+        if !erased.contains(&root) {
+            self.meta.insert(
+                whole_tree_key(&root),
+                Arc::new(Meta::List(l.clone())),
+                weight::chunk_list(&l) + weight::CACHE_ENTRY,
+            );
+        }
+        l
+    }
+
+    /// The whole reference list of chunk tree `root`, if cached.
+    pub fn cached_chunk_tree(&self, root: &ObjectId) -> Option<Arc<Vec<ChunkRef>>> {
+        match self.meta.get(&whole_tree_key(root)).as_deref() {
+            Some(Meta::List(l)) => Some(l.clone()),
+            _ => None,
+        }
+    }
+
     fn keep(&self, id: ObjectId, meta: Meta, size: usize) {
         let erased = self.erased.read().expect("erased");
         if !erased.contains(&id) {
@@ -658,6 +685,17 @@ impl Repo {
         Ok(self.cache_page_map(r.id, tree::decode_page_map(&raw)?))
     }
 
+    /// A decoded chunk-index node (tree format 7).
+    pub fn chunk_index(&self, id: &ObjectId) -> Result<Arc<ChunkIndexNode>> {
+        if let Some(Meta::ChunkIndex(v)) = self.meta.get(id).as_deref() {
+            return Ok(v.clone());
+        }
+        let raw = self.open_raw(ObjectKind::ChunkIndex, &ObjRef::by_id(*id))?;
+        let n = Arc::new(tree::decode_chunk_index(&raw)?);
+        self.keep(*id, Meta::ChunkIndex(n.clone()), weight::chunk_index(&n));
+        Ok(n)
+    }
+
     /// A decoded chunk list.
     pub fn chunk_list(&self, id: &ObjectId) -> Result<Arc<Vec<ChunkRef>>> {
         if let Some(Meta::List(v)) = self.meta.get(id).as_deref() {
@@ -666,6 +704,16 @@ impl Repo {
         let raw = self.open_raw(ObjectKind::ChunkList, &ObjRef::by_id(*id))?;
         Ok(self.cache_chunk_list(*id, tree::decode_chunk_list(&raw)?))
     }
+}
+
+/// The metadata cache's key for the whole list of the chunk tree whose
+/// root is `root` (the root node itself is cached under its id): the id
+/// with its first byte inverted. Ids are keyed hashes, so no stored object
+/// has it.
+fn whole_tree_key(root: &ObjectId) -> ObjectId {
+    let mut k = *root;
+    k.0[0] ^= 0xff;
+    k
 }
 
 impl Drop for Repo {

@@ -1,12 +1,12 @@
 //! A read-only view of one committed snapshot.
 //!
-//! Loads inode pages, directory nodes, chunk lists and chunks lazily through
-//! the repository, each verified by its tag on first access and cached.
+//! Loads inode pages, directory nodes, chunk lists (and trees) and chunks
+//! lazily through the repository, each verified by its tag on first access
+//! and cached.
 
-use crate::repo::{Repo, dirtree, pagemap};
+use crate::repo::{Repo, chunktree, dirtree, pagemap};
 use crate::seal::tree::{
-    ChunkRef, Chunks, Content, DirEntry, DirRef, Entries, FileType, Inode, Manifest, ObjRef,
-    ObjectKind,
+    ChunkRef, Content, DirEntry, DirRef, Entries, FileType, Inode, Manifest, ObjRef, ObjectKind,
 };
 use crate::{Error, Result};
 use std::sync::Arc;
@@ -143,19 +143,17 @@ impl SnapshotView {
             let page = self.counted_page(&pid, no, count)?;
             for i in page.values() {
                 match &i.content {
-                    Content::File(Chunks::Inline(refs)) => {
-                        for r in refs.iter().flatten().map(|id| ObjRef::by_id(*id)) {
-                            if !skip(&r) {
-                                visit(ObjectKind::Chunk, &r)?;
-                            }
-                        }
-                    }
-                    Content::File(Chunks::List { id, .. }) if !skip(&ObjRef::by_id(*id)) => {
-                        visit(ObjectKind::ChunkList, &ObjRef::by_id(*id))?;
-                        for r in chunk_refs(&self.repo, i)?
+                    Content::File(c) => {
+                        // The chunks of each list read, once walked.
+                        let mut lists: Vec<Vec<ChunkRef>> = Vec::new();
+                        chunktree::walk(&self.repo, c, skip, visit, &mut |l| {
+                            lists.push(l.to_vec())
+                        })?;
+                        for r in lists
                             .iter()
                             .flatten()
-                            .map(|c| ObjRef::by_id(*c))
+                            .flatten()
+                            .map(|id| ObjRef::by_id(*id))
                         {
                             if !skip(&r) {
                                 visit(ObjectKind::Chunk, &r)?;
@@ -258,20 +256,11 @@ pub(crate) fn dir_root(i: &Inode) -> Result<Option<&DirRef>> {
     }
 }
 
-/// The chunk references of a file inode (empty for other types).
+/// The chunk references of a file inode (`EISDIR`/`EINVAL` for other
+/// types).
 pub(crate) fn chunk_refs(repo: &Repo, i: &Inode) -> Result<Arc<Vec<ChunkRef>>> {
     match &i.content {
-        Content::File(Chunks::Inline(v)) => Ok(Arc::new(v.clone())),
-        Content::File(Chunks::List { id, count }) => {
-            let l = repo.chunk_list(id)?;
-            if l.len() as u64 != *count {
-                return Err(Error::corrupt(
-                    format!("chunk list {}", id.to_hex()),
-                    "length differs from the inode's count",
-                ));
-            }
-            Ok(l)
-        }
+        Content::File(c) => chunktree::refs(repo, c),
         _ if i.file_type() == FileType::Dir => Err(Error::fs("read", libc::EISDIR)),
         _ => Err(Error::fs("read", libc::EINVAL)),
     }

@@ -10,7 +10,9 @@
 //! sorted input (full nodes). `tests/memory_bounds.rs` counts the real
 //! allocations under a counting allocator and fails when a bound is short.
 
-use crate::seal::tree::{ChunkRef, Chunks, Content, DirIndex, Entries, Inode, PageMapNode};
+use crate::seal::tree::{
+    ChunkIndexNode, ChunkRef, Chunks, Content, DirIndex, Entries, Inode, PageMapNode,
+};
 use std::mem::size_of;
 
 /// What the cache spends per entry besides the value, at worst: its hash
@@ -79,7 +81,9 @@ fn inode_heap(i: &Inode) -> usize {
     let content = match &i.content {
         Content::File(Chunks::Inline(refs)) => vec(refs),
         Content::Symlink(target) => vec(target),
-        Content::File(Chunks::List { .. }) | Content::Dir(_) | Content::Special(..) => 0,
+        Content::File(Chunks::List { .. } | Chunks::Tree { .. })
+        | Content::Dir(_)
+        | Content::Special(..) => 0,
     };
     xattrs + content
 }
@@ -110,6 +114,11 @@ pub fn page_map(_: &PageMapNode) -> usize {
 /// A chunk list.
 pub fn chunk_list(refs: &Vec<ChunkRef>) -> usize {
     alloc(size_of::<Vec<ChunkRef>>()) + vec(refs)
+}
+
+/// A chunk-index node.
+pub fn chunk_index(n: &ChunkIndexNode) -> usize {
+    alloc(size_of::<ChunkIndexNode>()) + vec(&n.children)
 }
 
 /// A chunk's plaintext.

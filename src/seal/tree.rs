@@ -25,9 +25,12 @@ use std::fmt;
 /// provenance ([`WRITERS_MAX`], [`CHANGES_MAX`]) and says when it is
 /// incomplete. Version 6 gives every reference to a metadata object its
 /// home ([`ObjRef`]): the snapshot whose commit stored it, through which
-/// it is found. The envelope and AAD format is
+/// it is found. Version 7 splits a long file's chunk references into a
+/// tree of chunk lists under chunk-index nodes ([`Chunks::Tree`]), so a
+/// commit re-seals the one list a write changed and the path above it,
+/// not every reference of the file. The envelope and AAD format is
 /// `crate::seal::envelope::FORMAT`, versioned on its own.
-pub const FORMAT_VERSION: u32 = 6;
+pub const FORMAT_VERSION: u32 = 7;
 /// First tree format whose metadata references carry their home
 /// ([`ObjRef`]); a snapshot of this format or later stores its metadata
 /// objects at home (found through its commit, not by id).
@@ -66,6 +69,17 @@ const PAGE_MAP_COUNTED: u8 = 0x80;
 const HOMED: u8 = 0x40;
 /// Chunk lists longer than this live in their own object.
 pub const MAX_INLINE_CHUNKS: usize = 8;
+/// References per chunk list in a chunk tree (tree format 7): a file of
+/// more chunks keeps them in lists of exactly this many (the last one
+/// shorter) under chunk-index nodes ([`Chunks::Tree`]). 128 references
+/// (~4.2 KiB) are 8 MiB of a file at 64 KiB chunks.
+pub const CHUNK_LIST_LEAF: usize = 128;
+/// Children per chunk-index node (~4 KiB of ids): one node of height 1
+/// covers 1 GiB of a file at 64 KiB chunks, height 2 128 GiB.
+pub const CHUNK_INDEX_FANOUT: usize = 128;
+/// Highest chunk-index node: at height 9 one tree covers every count a
+/// `u64` holds.
+pub const CHUNK_INDEX_MAX_HEIGHT: u8 = 9;
 /// The root directory's inode number.
 pub const ROOT_INO: u64 = 1;
 /// A directory (or part of one, below an index node) with at most this
@@ -103,8 +117,8 @@ impl fmt::Debug for ObjectId {
 /// row, so a reference is resolved through its home's row and a commit
 /// writes one row instead of one per object. Home 0: the object is found
 /// by its id alone (formats 1-5, whose objects each have an index row).
-/// Chunks and chunk lists are always found by id (content deduplication
-/// and redaction need the lookup by id).
+/// Chunks, chunk lists and chunk-index nodes are always found by id
+/// (content deduplication and redaction need the lookup by id).
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ObjRef {
     /// The object's id.
@@ -115,7 +129,7 @@ pub struct ObjRef {
 
 impl ObjRef {
     /// A reference found by id alone (tree formats 1-5, chunks, chunk
-    /// lists).
+    /// lists, chunk-index nodes).
     pub fn by_id(id: ObjectId) -> Self {
         ObjRef { id, home: 0 }
     }
@@ -145,6 +159,8 @@ pub enum ObjectKind {
     DirIndex = 6,
     /// A node of a snapshot's page map (tree format 2).
     PageMap = 7,
+    /// An interior node of a file's chunk tree (tree format 7).
+    ChunkIndex = 8,
 }
 
 impl ObjectKind {
@@ -158,6 +174,7 @@ impl ObjectKind {
             5 => ObjectKind::Manifest,
             6 => ObjectKind::DirIndex,
             7 => ObjectKind::PageMap,
+            8 => ObjectKind::ChunkIndex,
             _ => return None,
         })
     }
@@ -183,6 +200,7 @@ impl ObjectKind {
             ObjectKind::Manifest => "manifest",
             ObjectKind::DirIndex => "directory index",
             ObjectKind::PageMap => "page map",
+            ObjectKind::ChunkIndex => "chunk index",
         }
     }
 }
@@ -239,13 +257,54 @@ pub type ChunkRef = Option<ObjectId>;
 pub enum Chunks {
     /// Up to [`MAX_INLINE_CHUNKS`] references in the inode record.
     Inline(Vec<ChunkRef>),
-    /// A chunk-list object holding `count` references.
+    /// A chunk-list object holding `count` references (up to
+    /// [`CHUNK_LIST_LEAF`] in tree format 7; any number before).
     List {
         /// The chunk-list object.
         id: ObjectId,
         /// Number of references in it.
         count: u64,
     },
+    /// Tree format 7: more than [`CHUNK_LIST_LEAF`] references, in chunk
+    /// lists of that many under a tree of chunk-index nodes whose shape
+    /// `count` fixes ([`chunk_tree_height`]).
+    Tree {
+        /// The root chunk-index node.
+        id: ObjectId,
+        /// Number of references in the tree.
+        count: u64,
+    },
+}
+
+/// An interior node of a chunk tree (kind [`ObjectKind::ChunkIndex`]).
+/// At height 1 its children are chunk lists, above that chunk-index nodes
+/// of the height below. Every child but the last is full (it covers
+/// [`chunk_tree_span`] of the height below); the node holds at least one
+/// and at most [`CHUNK_INDEX_FANOUT`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ChunkIndexNode {
+    /// 1 to [`CHUNK_INDEX_MAX_HEIGHT`].
+    pub height: u8,
+    /// Children in file order, found by id.
+    pub children: Vec<ObjectId>,
+}
+
+/// The references one full node of `height` covers (a chunk list at 0),
+/// saturating at `u64::MAX`.
+pub fn chunk_tree_span(height: u8) -> u64 {
+    (0..height).fold(CHUNK_LIST_LEAF as u64, |s, _| {
+        s.saturating_mul(CHUNK_INDEX_FANOUT as u64)
+    })
+}
+
+/// The height of the root of a chunk tree of `count` references: the
+/// lowest (at least 1) whose node covers them. `None` for a count that
+/// fits one chunk list (not a tree).
+pub fn chunk_tree_height(count: u64) -> Option<u8> {
+    if count <= CHUNK_LIST_LEAF as u64 {
+        return None;
+    }
+    (1..=CHUNK_INDEX_MAX_HEIGHT).find(|h| chunk_tree_span(*h) >= count)
 }
 
 /// What an inode holds besides its attributes.
@@ -758,6 +817,38 @@ pub fn decode_chunk_list(b: &[u8]) -> Result<Vec<ChunkRef>> {
     Ok(refs)
 }
 
+/// Encodes a chunk-index node: its height, then its children's ids.
+pub fn encode_chunk_index(n: &ChunkIndexNode) -> Vec<u8> {
+    let mut w = Writer_::default();
+    w.u8(n.height);
+    w.u32(u32::try_from(n.children.len()).expect("children below 2^32"));
+    for c in &n.children {
+        w.id(&c.0);
+    }
+    w.0
+}
+
+/// Decodes a chunk-index node: a height of 1 to
+/// [`CHUNK_INDEX_MAX_HEIGHT`], 1 to [`CHUNK_INDEX_FANOUT`] children. (That
+/// the children fit the file's count is checked where the tree is read:
+/// a node alone does not know it.)
+pub fn decode_chunk_index(b: &[u8]) -> Result<ChunkIndexNode> {
+    let mut r = Reader::new(b, "chunk index");
+    let height = r.u8()?;
+    if !(1..=CHUNK_INDEX_MAX_HEIGHT).contains(&height) {
+        return Err(r.err(format!("height {height}")));
+    }
+    let n = r.count(32)?;
+    if n == 0 || n > CHUNK_INDEX_FANOUT {
+        return Err(r.err(format!("{n} children")));
+    }
+    let children = (0..n)
+        .map(|_| Ok(ObjectId(r.id()?)))
+        .collect::<Result<_>>()?;
+    r.finish()?;
+    Ok(ChunkIndexNode { height, children })
+}
+
 /// Encodes a directory node.
 pub fn encode_dir(entries: &Entries) -> Vec<u8> {
     let mut w = Writer_::default();
@@ -898,6 +989,11 @@ fn put_inode(w: &mut Writer_, i: &Inode) {
             w.id(&id.0);
             w.u64(*count);
         }
+        Content::File(Chunks::Tree { id, count }) => {
+            w.u8(2);
+            w.id(&id.0);
+            w.u64(*count);
+        }
         Content::Dir(None) => w.u8(0),
         // Tags 3 and 4 (tree format 6): the reference has a home.
         Content::Dir(Some(r)) => {
@@ -949,6 +1045,13 @@ fn get_inode(r: &mut Reader<'_>) -> Result<Inode> {
                 id: ObjectId(r.id()?),
                 count: r.u64()?,
             }),
+            2 => {
+                let (id, count) = (ObjectId(r.id()?), r.u64()?);
+                if chunk_tree_height(count).is_none() {
+                    return Err(r.err("a chunk tree short enough to be one list"));
+                }
+                Content::File(Chunks::Tree { id, count })
+            }
             t => return Err(r.err(format!("bad chunks tag {t}"))),
         },
         FileType::Dir => Content::Dir(match r.u8()? {

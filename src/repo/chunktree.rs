@@ -1,0 +1,363 @@
+//! A file's chunk references (tree format 7): inline in the inode, one
+//! chunk list, or a tree of chunk lists under chunk-index nodes.
+//!
+//! Up to tree format 6 a file of more than [`MAX_INLINE_CHUNKS`] chunks
+//! kept every reference in one chunk list, so a commit that changed one
+//! chunk re-sealed all of them: 33 bytes per chunk, ~135 KB for a 256 MiB
+//! file at 64 KiB chunks, for a 4 KiB overwrite. Format 7 cuts a list of
+//! more than [`CHUNK_LIST_LEAF`] references into lists of exactly that
+//! many (the last one shorter) and names them from chunk-index nodes of
+//! up to [`CHUNK_INDEX_FANOUT`] children, level by level up to one root
+//! ([`Chunks::Tree`]). A commit encodes the lists again and stores those
+//! whose bytes are new: lists and nodes are found by id, like chunks, so
+//! an unchanged one is the object already stored (its id is its bytes'
+//! keyed hash). A 4 KiB overwrite then seals one list and the nodes above
+//! it: ~4.2 KB plus ~4 KB per level.
+//!
+//! The shape is a function of the count (the inode's): the root has the
+//! lowest height that covers it, and every child but a node's last is
+//! full. Readers check it on every node they read, so a list or node that
+//! is swapped, cut or padded is an integrity error, not a misread file.
+
+use crate::repo::Repo;
+use crate::seal::tree::{
+    self, CHUNK_INDEX_FANOUT, CHUNK_LIST_LEAF, ChunkIndexNode, ChunkRef, Chunks, MAX_INLINE_CHUNKS,
+    ObjRef, ObjectId, ObjectKind, chunk_tree_height, chunk_tree_span,
+};
+use crate::{Error, Result};
+use std::sync::Arc;
+
+fn corrupt(kind: ObjectKind, id: &ObjectId, detail: String) -> Error {
+    Error::corrupt(format!("{} {}", kind.name(), id.to_hex()), detail)
+}
+
+/// Stores `refs` (a file's chunk references, without trailing holes) the
+/// way a commit of tree format 7 keeps them, storing only lists and nodes
+/// not already stored. The whole list is cached under the object the
+/// inode names.
+pub fn build(repo: &Repo, refs: Vec<ChunkRef>) -> Result<Chunks> {
+    if refs.len() <= MAX_INLINE_CHUNKS {
+        return Ok(Chunks::Inline(refs));
+    }
+    let count = refs.len() as u64;
+    if refs.len() <= CHUNK_LIST_LEAF {
+        let id = repo.put(ObjectKind::ChunkList, &tree::encode_chunk_list(&refs))?;
+        repo.cache_chunk_list(id, refs);
+        return Ok(Chunks::List { id, count });
+    }
+    let mut level = refs
+        .chunks(CHUNK_LIST_LEAF)
+        .map(|l| repo.put(ObjectKind::ChunkList, &tree::encode_chunk_list(l)))
+        .collect::<Result<Vec<_>>>()?;
+    let mut height = 1;
+    let root = loop {
+        let nodes = level
+            .chunks(CHUNK_INDEX_FANOUT)
+            .map(|c| {
+                let node = ChunkIndexNode {
+                    height,
+                    children: c.to_vec(),
+                };
+                repo.put(ObjectKind::ChunkIndex, &tree::encode_chunk_index(&node))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        if let [root] = nodes[..] {
+            break root;
+        }
+        level = nodes;
+        height += 1;
+    };
+    debug_assert_eq!(chunk_tree_height(count), Some(height));
+    repo.cache_chunk_tree(root, refs);
+    Ok(Chunks::Tree { id: root, count })
+}
+
+/// A file's chunk references: the inode's own, or its chunk list's, or
+/// its chunk tree's in file order (checked against `count` and the shape,
+/// then cached whole).
+pub fn refs(repo: &Repo, chunks: &Chunks) -> Result<Arc<Vec<ChunkRef>>> {
+    match chunks {
+        Chunks::Inline(v) => Ok(Arc::new(v.clone())),
+        Chunks::List { id, count } => {
+            let l = repo.chunk_list(id)?;
+            if l.len() as u64 != *count {
+                return Err(corrupt(
+                    ObjectKind::ChunkList,
+                    id,
+                    "length differs from the inode's count".into(),
+                ));
+            }
+            Ok(l)
+        }
+        Chunks::Tree { id, count } => {
+            if let Some(l) = repo
+                .cached_chunk_tree(id)
+                .filter(|l| l.len() as u64 == *count)
+            {
+                return Ok(l);
+            }
+            let mut out = Vec::with_capacity(usize::try_from(*count).unwrap_or(0).min(1 << 24));
+            walk(repo, chunks, &|_| false, &mut |_, _| Ok(()), &mut |l| {
+                out.extend_from_slice(l);
+            })?;
+            Ok(repo.cache_chunk_tree(*id, out))
+        }
+    }
+}
+
+/// Visits the objects that hold a file's chunk references, parents before
+/// children (the chunk list, or the tree's nodes and lists), and hands
+/// each list read to `list` in file order. An object for which `skip` is
+/// true is neither visited nor read, and nothing below it either. Every
+/// node read is checked against the shape `count` fixes.
+pub fn walk(
+    repo: &Repo,
+    chunks: &Chunks,
+    skip: &dyn Fn(&ObjRef) -> bool,
+    visit: &mut dyn FnMut(ObjectKind, &ObjRef) -> Result<()>,
+    list: &mut dyn FnMut(&[ChunkRef]),
+) -> Result<()> {
+    match chunks {
+        Chunks::Inline(v) => {
+            list(v);
+            Ok(())
+        }
+        Chunks::List { id, .. } => {
+            let r = ObjRef::by_id(*id);
+            if skip(&r) {
+                return Ok(());
+            }
+            visit(ObjectKind::ChunkList, &r)?;
+            list(&refs(repo, chunks)?);
+            Ok(())
+        }
+        Chunks::Tree { id, count } => {
+            let Some(height) = chunk_tree_height(*count) else {
+                return Err(corrupt(
+                    ObjectKind::ChunkIndex,
+                    id,
+                    format!("a tree of {count} references"),
+                ));
+            };
+            let r = ObjRef::by_id(*id);
+            if skip(&r) {
+                return Ok(());
+            }
+            visit(ObjectKind::ChunkIndex, &r)?;
+            walk_node(repo, id, height, *count, skip, visit, list)
+        }
+    }
+}
+
+/// The node `id` of `height`, covering `covered` references, and below.
+fn walk_node(
+    repo: &Repo,
+    id: &ObjectId,
+    height: u8,
+    covered: u64,
+    skip: &dyn Fn(&ObjRef) -> bool,
+    visit: &mut dyn FnMut(ObjectKind, &ObjRef) -> Result<()>,
+    list: &mut dyn FnMut(&[ChunkRef]),
+) -> Result<()> {
+    let node = repo.chunk_index(id)?;
+    let span = chunk_tree_span(height - 1);
+    if node.height != height || node.children.len() as u64 != covered.div_ceil(span) {
+        return Err(corrupt(
+            ObjectKind::ChunkIndex,
+            id,
+            format!(
+                "height {} with {} children where {covered} references need height {height}",
+                node.height,
+                node.children.len()
+            ),
+        ));
+    }
+    for (k, child) in node.children.iter().enumerate() {
+        let below = span.min(covered - k as u64 * span);
+        let r = ObjRef::by_id(*child);
+        if skip(&r) {
+            continue;
+        }
+        if height == 1 {
+            visit(ObjectKind::ChunkList, &r)?;
+            let l = repo.chunk_list(child)?;
+            if l.len() as u64 != below {
+                return Err(corrupt(
+                    ObjectKind::ChunkList,
+                    child,
+                    format!("{} references where the tree needs {below}", l.len()),
+                ));
+            }
+            list(&l);
+        } else {
+            visit(ObjectKind::ChunkIndex, &r)?;
+            walk_node(repo, child, height - 1, below, skip, visit, list)?;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use std::collections::HashSet;
+
+    fn chunk(n: u32) -> ChunkRef {
+        let mut b = [0u8; 32];
+        b[..4].copy_from_slice(&n.to_le_bytes());
+        Some(ObjectId(b))
+    }
+
+    /// What `walk` reads of `c`: the objects it visits, and the references
+    /// in file order.
+    fn walked(repo: &Repo, c: &Chunks) -> Result<(Vec<ObjRef>, Vec<ChunkRef>)> {
+        let (mut objs, mut refs) = (Vec::new(), Vec::new());
+        walk(
+            repo,
+            c,
+            &|_| false,
+            &mut |_, r| {
+                objs.push(*r);
+                Ok(())
+            },
+            &mut |l| refs.extend_from_slice(l),
+        )?;
+        Ok((objs, refs))
+    }
+
+    /// Lengths at the edges of each shape: inline, one list, a tree of
+    /// height 1 (up to 16,384 references) and of height 2.
+    fn len() -> impl Strategy<Value = usize> {
+        prop_oneof![
+            0..=10usize,
+            120..=260usize,
+            16_380..=16_390usize,
+            0..40_000usize,
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 24, failure_persistence: None, ..ProptestConfig::default() })]
+        /// Against a vector: what is built reads back (through the walk,
+        /// which checks the shape), and a change of one reference stores
+        /// one new list and one new node per level, no more.
+        #[test]
+        fn a_chunk_tree_reads_back_and_a_change_stores_one_path(
+            n in len(),
+            holes in 0u32..4,
+            at in any::<prop::sample::Index>(),
+        ) {
+            let tmp = tempfile::tempdir().unwrap();
+            let (agent, _lock) = crate::repo::agent::scratch(tmp.path());
+            let repo = agent.repo();
+            let mut refs: Vec<ChunkRef> = (0..n as u32)
+                .map(|i| if holes > 0 && i % (holes + 3) == 0 { None } else { chunk(i) })
+                .collect();
+            if let Some(last) = refs.last_mut() {
+                *last = chunk(u32::MAX);
+            }
+            let c = build(repo, refs.clone()).unwrap();
+            match (&c, chunk_tree_height(n as u64)) {
+                (Chunks::Inline(_), _) => prop_assert!(n <= MAX_INLINE_CHUNKS),
+                (Chunks::List { count, .. }, None) => prop_assert_eq!(*count, n as u64),
+                (Chunks::Tree { count, .. }, Some(_)) => prop_assert_eq!(*count, n as u64),
+                (c, h) => prop_assert!(false, "{n} references built as {c:?} (height {h:?})"),
+            }
+            let (objs, back) = walked(repo, &c).unwrap();
+            prop_assert_eq!(&back, &refs);
+            prop_assert_eq!(&*refs_fresh(repo, &c), &refs);
+            if n <= MAX_INLINE_CHUNKS {
+                return Ok(());
+            }
+            let k = at.index(n);
+            refs[k] = chunk(u32::MAX - 1);
+            let c2 = build(repo, refs.clone()).unwrap();
+            let (objs2, back2) = walked(repo, &c2).unwrap();
+            prop_assert_eq!(&back2, &refs);
+            let before: HashSet<_> = objs.iter().collect();
+            let new = objs2.iter().filter(|o| !before.contains(o)).count();
+            let levels = chunk_tree_height(n as u64).map_or(0, usize::from);
+            prop_assert_eq!(new, 1 + levels, "one list and one node per level");
+        }
+    }
+
+    /// The whole list read again from the nodes and lists (not the cached
+    /// whole list).
+    fn refs_fresh(repo: &Repo, c: &Chunks) -> Arc<Vec<ChunkRef>> {
+        if let Chunks::Tree { id, .. } = c {
+            repo.meta.remove(&super::super::whole_tree_key(id));
+        }
+        refs(repo, c).unwrap()
+    }
+
+    /// A tree whose nodes or lists do not have the shape the count fixes is
+    /// an integrity error, never a file read otherwise.
+    #[test]
+    fn a_chunk_tree_of_the_wrong_shape_is_corrupt() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (agent, _lock) = crate::repo::agent::scratch(tmp.path());
+        let repo = agent.repo();
+        let list = |n: u32| {
+            let l: Vec<ChunkRef> = (0..n).map(chunk).collect();
+            repo.put(ObjectKind::ChunkList, &tree::encode_chunk_list(&l))
+                .unwrap()
+        };
+        let node = |height: u8, children: Vec<ObjectId>| {
+            repo.put(
+                ObjectKind::ChunkIndex,
+                &tree::encode_chunk_index(&ChunkIndexNode { height, children }),
+            )
+            .unwrap()
+        };
+        let (full, short) = (list(CHUNK_LIST_LEAF as u32), list(5));
+        let good = node(1, vec![full, short]);
+        let tree = |id, count| Chunks::Tree { id, count };
+        assert_eq!(
+            refs(repo, &tree(good, CHUNK_LIST_LEAF as u64 + 5))
+                .unwrap()
+                .len(),
+            CHUNK_LIST_LEAF + 5
+        );
+        let cases = [
+            (
+                "a count the lists do not hold",
+                tree(good, CHUNK_LIST_LEAF as u64 + 6),
+            ),
+            (
+                "a short list before the last",
+                tree(node(1, vec![short, full]), CHUNK_LIST_LEAF as u64 + 5),
+            ),
+            (
+                "a child too many",
+                tree(
+                    node(1, vec![full, short, short]),
+                    CHUNK_LIST_LEAF as u64 + 5,
+                ),
+            ),
+            (
+                "a node of the wrong height",
+                tree(node(2, vec![full, short]), CHUNK_LIST_LEAF as u64 + 5),
+            ),
+            (
+                "a node where a list belongs",
+                tree(node(1, vec![full, good]), CHUNK_LIST_LEAF as u64 + 5),
+            ),
+            (
+                "a tree higher than its count needs",
+                tree(node(2, vec![good]), CHUNK_LIST_LEAF as u64 + 5),
+            ),
+        ];
+        for (what, c) in cases {
+            match walked(repo, &c) {
+                Err(e) if e.is_integrity() => {}
+                other => panic!("{what}: {other:?}"),
+            }
+            let Chunks::Tree { id, .. } = &c else {
+                unreachable!()
+            };
+            repo.meta.remove(&super::super::whole_tree_key(id));
+            assert!(refs(repo, &c).is_err(), "{what}: read");
+        }
+    }
+}
