@@ -31,7 +31,8 @@ use crate::repo::view::SnapshotView;
 use crate::repo::{chunktree, dirtree, pagemap};
 use crate::seal::envelope::{self, GENESIS_PARENT};
 use crate::seal::tree::{
-    self, CHUNK_SIZE, Content, INODES_PER_PAGE, Inode, Manifest, ObjectKind, Pages, ROOT_INO,
+    self, CHUNK_SIZE, Chunks, Content, INODES_PER_PAGE, Inode, Manifest, ObjectKind, Pages,
+    ROOT_INO,
 };
 use crate::time::now_ns;
 use std::collections::{BTreeMap, BTreeSet};
@@ -128,7 +129,13 @@ impl Engine {
             while refs.last() == Some(&None) {
                 refs.pop();
             }
-            i.content = Content::File(chunktree::build(&repo, refs)?);
+            // What the file held: its unchanged lists are taken from there.
+            let empty = Chunks::Inline(Vec::new());
+            let base = match &i.content {
+                Content::File(c) => c,
+                _ => &empty,
+            };
+            i.content = Content::File(chunktree::build(&repo, refs, base)?);
         }
         // Directories: only the nodes holding a changed name are sealed
         // (and cached: the next lookup needs no decryption).

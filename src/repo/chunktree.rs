@@ -33,9 +33,12 @@ fn corrupt(kind: ObjectKind, id: &ObjectId, detail: String) -> Error {
 
 /// Stores `refs` (a file's chunk references, without trailing holes) the
 /// way a commit of tree format 7 keeps them, storing only lists and nodes
-/// not already stored. The whole list is cached under the object the
-/// inode names.
-pub fn build(repo: &Repo, refs: Vec<ChunkRef>) -> Result<Chunks> {
+/// not already stored. `base` is what the file held before (its head's
+/// content): a list or node whose contents equal the one at the same
+/// place in a base tree is that object, taken without encoding, hashing
+/// or looking it up again, so a commit's work follows the lists it
+/// changed. The whole list is cached under the object the inode names.
+pub fn build(repo: &Repo, refs: Vec<ChunkRef>, base: &Chunks) -> Result<Chunks> {
     if refs.len() <= MAX_INLINE_CHUNKS {
         return Ok(Chunks::Inline(refs));
     }
@@ -45,20 +48,29 @@ pub fn build(repo: &Repo, refs: Vec<ChunkRef>) -> Result<Chunks> {
         repo.cache_chunk_list(id, refs);
         return Ok(Chunks::List { id, count });
     }
+    let base = Base::of(repo, base)?;
     let mut level = refs
         .chunks(CHUNK_LIST_LEAF)
-        .map(|l| repo.put(ObjectKind::ChunkList, &tree::encode_chunk_list(l)))
+        .enumerate()
+        .map(|(k, l)| match base.list(k, l) {
+            Some(id) => Ok(id),
+            None => repo.put(ObjectKind::ChunkList, &tree::encode_chunk_list(l)),
+        })
         .collect::<Result<Vec<_>>>()?;
     let mut height = 1;
     let root = loop {
         let nodes = level
             .chunks(CHUNK_INDEX_FANOUT)
-            .map(|c| {
-                let node = ChunkIndexNode {
-                    height,
-                    children: c.to_vec(),
-                };
-                repo.put(ObjectKind::ChunkIndex, &tree::encode_chunk_index(&node))
+            .enumerate()
+            .map(|(k, c)| match base.node(repo, height, k, c)? {
+                Some(id) => Ok(id),
+                None => {
+                    let node = ChunkIndexNode {
+                        height,
+                        children: c.to_vec(),
+                    };
+                    repo.put(ObjectKind::ChunkIndex, &tree::encode_chunk_index(&node))
+                }
             })
             .collect::<Result<Vec<_>>>()?;
         if let [root] = nodes[..] {
@@ -70,6 +82,58 @@ pub fn build(repo: &Repo, refs: Vec<ChunkRef>) -> Result<Chunks> {
     debug_assert_eq!(chunk_tree_height(count), Some(height));
     repo.cache_chunk_tree(root, refs);
     Ok(Chunks::Tree { id: root, count })
+}
+
+/// The tree a file held before a commit, to take unchanged lists and
+/// nodes from (empty unless it was a chunk tree).
+struct Base {
+    /// Its whole list of references.
+    refs: Arc<Vec<ChunkRef>>,
+    /// Its objects by height, in file order: its lists at 0, then its
+    /// nodes.
+    levels: Vec<Vec<ObjectId>>,
+}
+
+impl Base {
+    fn of(repo: &Repo, base: &Chunks) -> Result<Self> {
+        let Chunks::Tree { id, count } = base else {
+            return Ok(Base {
+                refs: Arc::new(Vec::new()),
+                levels: Vec::new(),
+            });
+        };
+        // Read (and shape-checked) when the file was first written in
+        // this commit: from the cache.
+        let refs = self::refs(repo, base)?;
+        let height = chunk_tree_height(*count).map_or(0, usize::from);
+        let mut levels = vec![Vec::new(); height + 1];
+        levels[height].push(*id);
+        for h in (1..=height).rev() {
+            let mut below = Vec::new();
+            for n in &levels[h] {
+                below.extend_from_slice(&repo.chunk_index(n)?.children);
+            }
+            levels[h - 1] = below;
+        }
+        Ok(Base { refs, levels })
+    }
+
+    /// The base's list `k`, if it holds exactly `l`.
+    fn list(&self, k: usize, l: &[ChunkRef]) -> Option<ObjectId> {
+        let id = *self.levels.first()?.get(k)?;
+        let at = k * CHUNK_LIST_LEAF;
+        (self.refs.get(at..at + l.len()) == Some(l)
+            && (l.len() == CHUNK_LIST_LEAF || self.refs.len() == at + l.len()))
+        .then_some(id)
+    }
+
+    /// The base's node `k` of `height`, if its children are exactly `c`.
+    fn node(&self, repo: &Repo, height: u8, k: usize, c: &[ObjectId]) -> Result<Option<ObjectId>> {
+        let Some(id) = self.levels.get(usize::from(height)).and_then(|l| l.get(k)) else {
+            return Ok(None);
+        };
+        Ok((repo.chunk_index(id)?.children == c).then_some(*id))
+    }
 }
 
 /// A file's chunk references: the inode's own, or its chunk list's, or
@@ -96,7 +160,9 @@ pub fn refs(repo: &Repo, chunks: &Chunks) -> Result<Arc<Vec<ChunkRef>>> {
             {
                 return Ok(l);
             }
-            let mut out = Vec::with_capacity(usize::try_from(*count).unwrap_or(0).min(1 << 24));
+            // Grown as the lists are read, not reserved from the count
+            // (which the nodes have not confirmed yet).
+            let mut out = Vec::new();
             walk(repo, chunks, &|_| false, &mut |_, _| Ok(()), &mut |l| {
                 out.extend_from_slice(l);
             })?;
@@ -240,8 +306,10 @@ mod tests {
     proptest! {
         #![proptest_config(ProptestConfig { cases: 24, failure_persistence: None, ..ProptestConfig::default() })]
         /// Against a vector: what is built reads back (through the walk,
-        /// which checks the shape), and a change of one reference stores
-        /// one new list and one new node per level, no more.
+        /// which checks the shape); a change of one reference stores one
+        /// new list and one new node per level, no more; and a tree built
+        /// over a base (taking its unchanged lists and nodes) is the very
+        /// tree built from nothing, grown and cut back too.
         #[test]
         fn a_chunk_tree_reads_back_and_a_change_stores_one_path(
             n in len(),
@@ -257,7 +325,7 @@ mod tests {
             if let Some(last) = refs.last_mut() {
                 *last = chunk(u32::MAX);
             }
-            let c = build(repo, refs.clone()).unwrap();
+            let c = build(repo, refs.clone(), &Chunks::Inline(Vec::new())).unwrap();
             match (&c, chunk_tree_height(n as u64)) {
                 (Chunks::Inline(_), _) => prop_assert!(n <= MAX_INLINE_CHUNKS),
                 (Chunks::List { count, .. }, None) => prop_assert_eq!(*count, n as u64),
@@ -272,7 +340,19 @@ mod tests {
             }
             let k = at.index(n);
             refs[k] = chunk(u32::MAX - 1);
-            let c2 = build(repo, refs.clone()).unwrap();
+            let c2 = build(repo, refs.clone(), &c).unwrap();
+            // Taken from the base or built afresh: the same objects.
+            let tmp2 = tempfile::tempdir().unwrap();
+            let (agent2, _lock2) = crate::repo::agent::scratch(tmp2.path());
+            prop_assert_eq!(&build(agent2.repo(), refs.clone(), &Chunks::Inline(Vec::new())).unwrap(), &c2);
+            // Grown by one list, and cut back to the original length.
+            let mut longer = refs.clone();
+            longer.extend((0..CHUNK_LIST_LEAF as u32 + 1).map(|i| chunk(1_000_000 + i)));
+            let c3 = build(repo, longer.clone(), &c2).unwrap();
+            prop_assert_eq!(&build(agent2.repo(), longer.clone(), &Chunks::Inline(Vec::new())).unwrap(), &c3);
+            prop_assert_eq!(&walked(repo, &c3).unwrap().1, &longer);
+            let c4 = build(repo, refs.clone(), &c3).unwrap();
+            prop_assert_eq!(&c4, &c2);
             let (objs2, back2) = walked(repo, &c2).unwrap();
             prop_assert_eq!(&back2, &refs);
             let before: HashSet<_> = objs.iter().collect();

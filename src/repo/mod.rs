@@ -66,7 +66,8 @@ use crate::{Error, Result};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
-/// Byte budget of the metadata cache (pages, directories, chunk lists).
+/// Byte budget of the metadata cache (pages, directories, chunk lists,
+/// chunk-index nodes and chunk trees' whole lists).
 pub const META_CACHE_BYTES: usize = 64 << 20;
 /// Byte budget of the decrypted chunk cache.
 pub const CHUNK_CACHE_BYTES: usize = 64 << 20;
@@ -128,6 +129,8 @@ enum Meta {
     PageMap(Arc<PageMapNode>),
     List(Arc<Vec<ChunkRef>>),
     ChunkIndex(Arc<ChunkIndexNode>),
+    /// A chunk tree's whole list, under [`whole_tree_key`] of its root.
+    WholeTree(Arc<Vec<ChunkRef>>),
 }
 
 /// A snapshot in the packs whose index rows are not written yet.
@@ -265,7 +268,8 @@ impl Repo {
     }
 
     /// Names, seals and appends an object unless one with the same id exists
-    /// (chunks and chunk lists: found by id, deduplicated by content).
+    /// (chunks, chunk lists and chunk-index nodes: found by id, deduplicated
+    /// by content).
     pub fn put(&self, kind: ObjectKind, plaintext: &[u8]) -> Result<ObjectId> {
         debug_assert!(!kind.homed(), "{} is stored at home", kind.name());
         let id = envelope::object_id(&self.keys, kind, plaintext);
@@ -599,7 +603,7 @@ impl Repo {
         if !erased.contains(&root) {
             self.meta.insert(
                 whole_tree_key(&root),
-                Arc::new(Meta::List(l.clone())),
+                Arc::new(Meta::WholeTree(l.clone())),
                 weight::chunk_list(&l) + weight::CACHE_ENTRY,
             );
         }
@@ -609,7 +613,7 @@ impl Repo {
     /// The whole reference list of chunk tree `root`, if cached.
     pub fn cached_chunk_tree(&self, root: &ObjectId) -> Option<Arc<Vec<ChunkRef>>> {
         match self.meta.get(&whole_tree_key(root)).as_deref() {
-            Some(Meta::List(l)) => Some(l.clone()),
+            Some(Meta::WholeTree(l)) => Some(l.clone()),
             _ => None,
         }
     }

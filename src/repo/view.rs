@@ -178,8 +178,8 @@ impl SnapshotView {
         dirtree::walk(&self.repo, root, &|_| false, visit)
     }
 
-    /// The chunk references of a file inode (its chunk list read if it has
-    /// one).
+    /// The chunk references of a file inode (its chunk list or chunk tree
+    /// read if it has one).
     pub fn chunk_refs_of(&self, i: &Inode) -> Result<Arc<Vec<ChunkRef>>> {
         chunk_refs(&self.repo, i)
     }
