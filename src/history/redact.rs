@@ -2,7 +2,7 @@
 //! that must not be kept, without breaking the chain.
 //!
 //! Snapshots are hash-chained and never rewritten, so redaction removes the
-//! path's content objects (chunks and chunk lists) instead: from the local
+//! path's content objects (chunks, chunk lists, chunk-index nodes) instead: from the local
 //! packs (rewritten like a prune) and from the remote pack parts (rewritten
 //! without them). Objects that some other file still uses are kept (the
 //! bytes live on in that file). What remains of the path is sealed
@@ -11,7 +11,14 @@
 //! The redaction is recorded: a record signed with the agent's key lists the
 //! erased objects and a keyed hash of the path (never the path itself),
 //! locally and on the remote. Verification and restore accept exactly those
-//! objects missing; reading them fails.
+//! objects missing, from the snapshots the record lists; reading them fails.
+//!
+//! The same bytes written again after the redaction are the same objects
+//! (ids are keyed hashes of the content; a stretch of holes is one list in
+//! every sparse file): the writer stores them again, and a snapshot that
+//! references them then must have them. So a follower or a restored
+//! machine erases only what no later snapshot of its own references again
+//! ([`erasable`]).
 
 use crate::repo::agent::Agent;
 use crate::repo::pack;
@@ -302,6 +309,16 @@ impl Allowances {
         self.0.get(id).is_some_and(|s| s.contains(&seq))
     }
 
+    /// Whether a record erased `id` (from some snapshots).
+    pub fn names(&self, id: &ObjectId) -> bool {
+        self.0.contains_key(id)
+    }
+
+    /// The newest snapshot from which some record allows `id` missing.
+    fn last_allowed(&self, id: &ObjectId) -> Option<u64> {
+        self.0.get(id).and_then(|s| s.last()).copied()
+    }
+
     /// The number of erased objects.
     pub fn len(&self) -> usize {
         self.0.len()
@@ -315,17 +332,75 @@ impl Allowances {
 
 /// The allowances of every valid redaction record.
 pub fn allowances(agent: &Agent) -> Result<Allowances> {
-    let mut out: HashMap<ObjectId, BTreeSet<u64>> = HashMap::new();
-    for r in records(agent)? {
+    let records = records(agent)?;
+    for r in &records {
         for &seq in &r.seqs {
             let kv = agent.envelope(seq)?.key_version;
-            record::check_in_force(&r, seq, kv)?;
+            record::check_in_force(r, seq, kv)?;
         }
+    }
+    allowances_of(&records)
+}
+
+fn allowances_of(records: &[Record]) -> Result<Allowances> {
+    let mut out: HashMap<ObjectId, BTreeSet<u64>> = HashMap::new();
+    for r in records {
         for id in r.object_ids()? {
             out.entry(id).or_default().extend(r.seqs.iter().copied());
         }
     }
     Ok(Allowances(out))
+}
+
+/// What to erase here of the objects `allowed` names: all of them except
+/// those a snapshot held here references where no record allows them
+/// missing (written again after the redaction). Walks the snapshots after
+/// the oldest record's last one (forgotten ones aside: their content goes),
+/// reading redacted objects that are still stored even where this handle
+/// already refuses them to readers ([`crate::repo::Repo::reading_erased`]).
+pub fn erasable(agent: &Agent, allowed: &Allowances) -> Result<HashSet<ObjectId>> {
+    let mut erase: HashSet<ObjectId> = allowed.0.keys().copied().collect();
+    let Some(from) = allowed
+        .0
+        .keys()
+        .filter_map(|id| allowed.last_allowed(id))
+        .min()
+    else {
+        return Ok(erase);
+    };
+    let head = agent.repo().index()?.head_seq()?.unwrap_or(0);
+    let forgotten = crate::history::retention::forgotten(agent)?;
+    let walked = std::cell::RefCell::new(HashSet::new());
+    agent.repo().reading_erased(|| -> Result<()> {
+        for seq in from + 1..=head {
+            if forgotten.contains(&seq) {
+                continue;
+            }
+            // Below an object walked before, the same bytes (redacted
+            // objects are looked at in every snapshot).
+            agent.snapshot_unchecked(seq)?.walk_objects(
+                &|r| {
+                    allowed.allows(&r.id, seq)
+                        || (!allowed.names(&r.id) && walked.borrow().contains(&r.id))
+                },
+                &mut |_, r| {
+                    walked.borrow_mut().insert(r.id);
+                    erase.remove(&r.id);
+                    Ok(())
+                },
+            )?;
+        }
+        Ok(())
+    })?;
+    Ok(erase)
+}
+
+/// As [`allowances`], without checking each record against the key
+/// version of the snapshots it lists: what a follower or a restore takes
+/// in before it holds those snapshots (each record's signature is checked
+/// all the same, as [`redacted`] does).
+pub fn allowances_unchecked(agent: &Agent) -> Result<Allowances> {
+    allowances_of(&records(agent)?)
 }
 
 /// Every object a valid redaction record erased.

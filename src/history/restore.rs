@@ -272,19 +272,28 @@ async fn prefetch(remote: &Remote, id: &AgentId, seq: u64) -> Result<Ahead> {
 /// Checks that every object `view` references is stored: walks into the
 /// objects `fetched` for it (each was checked when it was stored) and stops
 /// at those stored before (checked then, their subtrees complete). Objects
-/// a verified redaction record erased may be missing. Anything else is.
+/// a verified redaction record erased may be missing from the snapshots it
+/// lists (`allowed`), and only there; one the snapshot references elsewhere
+/// (the same bytes written again after the redaction) must be stored, and
+/// goes into `again`. Anything else is.
 fn check_complete(
     agent: &Agent,
     view: &SnapshotView,
     fetched: &HashSet<ObjRef>,
-    redacted: &HashSet<ObjectId>,
+    allowed: &crate::history::redact::Allowances,
+    again: &std::cell::RefCell<HashSet<ObjectId>>,
 ) -> Result<()> {
     let repo = agent.repo();
     // Rows at this snapshot's own home are not trusted: any there now are
     // left from a lost snapshot of its number.
     let skip = |r: &ObjRef| {
-        redacted.contains(&r.id)
-            || (!fetched.contains(r) && r.home != view.seq() && repo.has(r).unwrap_or(false))
+        if allowed.allows(&r.id, view.seq()) {
+            return true;
+        }
+        if allowed.names(&r.id) {
+            again.borrow_mut().insert(r.id);
+        }
+        !fetched.contains(r) && r.home != view.seq() && repo.has(r).unwrap_or(false)
     };
     view.walk_objects(&skip, &mut |kind, r| {
         if fetched.contains(r) {
@@ -372,12 +381,16 @@ pub async fn pull(agent: &Agent, remote: &Remote) -> Result<Pulled> {
         forget.push((seq, r.at_ms, raw));
     }
     let redactions = crate::history::redact::fetch_remote(agent, remote).await?;
-    let redacted = crate::history::redact::redacted(agent)?;
+    let allowed = crate::history::redact::allowances_unchecked(agent)?;
     if redactions > 0 {
         // Refused from now on, before the snapshots are fetched (a mount
         // serving this agent rewrites the packs once the pull is done).
-        agent.repo().erase(&redacted);
+        agent
+            .repo()
+            .erase(&crate::history::redact::erasable(agent, &allowed)?);
     }
+    // Redacted objects that the snapshots fetched reference again.
+    let again = std::cell::RefCell::new(HashSet::new());
     let content_gone: HashSet<u64> = known
         .iter()
         .copied()
@@ -396,12 +409,14 @@ pub async fn pull(agent: &Agent, remote: &Remote) -> Result<Pulled> {
         if content_gone.contains(&view.seq()) {
             return Ok(());
         }
-        check_complete(agent, view, fetched, &redacted)
+        check_complete(agent, view, fetched, &allowed, &again)
     };
     let mut stopped = fetch_chain(agent, remote, &seqs, Some(&check), &mut |_, _| {})
         .await
         .err();
     let head = agent.repo().index()?.head_seq()?.unwrap_or(0);
+    // Served again (a snapshot that needs them is here now).
+    agent.repo().unerase(&again.into_inner());
     // Forget rows only for snapshots held here (the rest come next time).
     forget.retain(|f| f.0 <= head);
     agent.repo().index()?.forget(&forget)?;
@@ -462,13 +477,15 @@ async fn take_checkpoints(
 /// the data dir may go on reading meanwhile (reads of moved objects are
 /// retried at their new place). Returns the objects erased and pruned.
 pub fn carry_out_records(agent: &Agent, prune: bool) -> Result<(usize, u64)> {
-    let erased = crate::history::redact::redacted(agent)?;
+    let allowed = crate::history::redact::allowances_unchecked(agent)?;
     let mut n = 0;
-    if !erased.is_empty() {
+    if !allowed.is_empty() {
+        // Not what a snapshot held here references again.
+        let erased = crate::history::redact::erasable(agent, &allowed)?;
         agent.repo().erase(&erased);
         // Looked up one by one, what the records name (the rewrite of the
-        // packs that hold any reads their other objects): chunks and chunk
-        // lists, found by id.
+        // packs that hold any reads their other objects): chunks, chunk
+        // lists and chunk-index nodes, found by id.
         let mut dead = Vec::new();
         for id in &erased {
             if let Some((kind, loc)) = agent.repo().index()?.object(id)? {

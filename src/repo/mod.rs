@@ -441,7 +441,7 @@ impl Repo {
             kind: kind.name(),
             seq: 0,
         };
-        if self.erased.read().expect("erased").contains(&r.id) {
+        if !READING_ERASED.get() && self.erased.read().expect("erased").contains(&r.id) {
             return Err(missing());
         }
         if let Some(o) = self.pending.lock().expect("pending").get(&r.id) {
@@ -507,8 +507,10 @@ impl Repo {
         envelope::open_object(&self.keys, kind, &r.id, &sealed)
     }
 
-    /// Erases `ids` from what this handle serves, at once: they are never
-    /// read again (a missing object) and leave the caches. The packs are
+    /// Erases `ids` from what this handle serves, at once: they are not
+    /// read again (a missing object) and leave the caches. The set replaces
+    /// the one before: an object that a later snapshot references again
+    /// (the same bytes written again) is served again. The packs are
     /// rewritten apart ([`repack::remove_objects`]).
     pub fn erase(&self, ids: &HashSet<ObjectId>) {
         let mut erased = self.erased.write().expect("erased");
@@ -517,7 +519,30 @@ impl Repo {
             self.meta.remove(id);
             self.meta.remove(&whole_tree_key(id));
         }
-        erased.extend(ids.iter().copied());
+        *erased = ids.clone();
+    }
+
+    /// Serves `ids` again: objects erased before that a snapshot fetched
+    /// since references where no redaction allows them missing.
+    pub fn unerase(&self, ids: &HashSet<ObjectId>) {
+        let mut erased = self.erased.write().expect("erased");
+        erased.retain(|id| !ids.contains(id));
+    }
+
+    /// Runs `f` with this thread's reads not refused for objects erased
+    /// while this handle serves (those still stored: what decides which
+    /// of them stay, `crate::history::redact::erasable`, must read them).
+    /// Nothing read so is cached; other threads are refused as before.
+    pub fn reading_erased<T>(&self, f: impl FnOnce() -> T) -> T {
+        struct Reset;
+        impl Drop for Reset {
+            fn drop(&mut self) {
+                READING_ERASED.set(false);
+            }
+        }
+        READING_ERASED.set(true);
+        let _reset = Reset;
+        f()
     }
 
     /// Like [`Repo::open_raw`], and also re-derives the id from the plaintext.
@@ -708,6 +733,11 @@ impl Repo {
         let raw = self.open_raw(ObjectKind::ChunkList, &ObjRef::by_id(*id))?;
         Ok(self.cache_chunk_list(*id, tree::decode_chunk_list(&raw)?))
     }
+}
+
+thread_local! {
+    /// Set while [`Repo::reading_erased`] runs on this thread.
+    static READING_ERASED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
 /// The metadata cache's key for the whole list of the chunk tree whose

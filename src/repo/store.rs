@@ -279,7 +279,16 @@ impl Store {
     }
 
     /// Removes a pack file the index no longer references (after prune).
+    /// A pack this writer appended to and the index has not recorded since
+    /// is forgotten too: the next commit must not record its length again
+    /// (the index would then name a pack that is gone, and the next open
+    /// refuse the data dir).
     pub fn remove_pack(&self, pack: u32) -> Result<()> {
+        if let Some(w) = self.writer.as_ref() {
+            let mut w = w.lock().expect("pack writer");
+            w.unrecorded.remove(&pack);
+            w.unsynced.remove(&pack);
+        }
         self.readers.write().expect("readers").remove(&pack);
         self.wdir().remove_file(pack_name(pack))
     }
