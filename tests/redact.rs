@@ -260,3 +260,60 @@ fn redact_refuses_bad_input() {
         "nobody",
     );
 }
+
+/// The same bytes written again after a redaction are the same objects,
+/// stored again: a redaction of their new path erases them again (the
+/// first record does not make them count as gone, nor the redacted file's
+/// old snapshots as users that keep them). A rollback to a snapshot whose
+/// content a redaction erased is refused: its head could not be read, and
+/// followers holding the content would take it for content written again.
+#[test]
+fn content_written_again_is_redacted_again_and_a_rollback_to_erased_content_is_refused() {
+    let (m, v1, v2) = deleted_secret();
+    let secret = m
+        .sovseal(&[
+            "cat",
+            "--agent",
+            "red",
+            "--seq",
+            &v2.to_string(),
+            "/secret.bin",
+        ])
+        .stdout;
+    assert_eq!(secret.len(), SECRET_LEN);
+    redact_secret(&m);
+    fails(
+        &m.sovseal(&["rollback", "--agent", "red", "--seq", &v1.to_string()]),
+        2,
+        "a redaction erased",
+    );
+    m.mount();
+    // Exactly as secret.bin was written (its hole too): the same objects,
+    // its chunk lists and chunk-index node included.
+    {
+        use std::io::{Seek, SeekFrom, Write};
+        let mut f = std::fs::File::create(m.path("copy.bin")).unwrap();
+        f.write_all(&secret[..150_000]).unwrap();
+        f.seek(SeekFrom::Start(9 << 20)).unwrap();
+        f.write_all(&secret[9 << 20..]).unwrap();
+    }
+    let with_copy = m.head();
+    m.sh("rm copy.bin && sync");
+    m.wait_replicated();
+    m.unmount();
+    let o = ok(&m.sovseal(&["redact", "--agent", "red", "/copy.bin"]));
+    assert!(
+        o.contains(&format!("erased {SECRET_OBJECTS} objects")),
+        "{o}"
+    );
+    let o = m.sovseal(&[
+        "cat",
+        "--agent",
+        "red",
+        "--seq",
+        &with_copy.to_string(),
+        "/copy.bin",
+    ]);
+    assert_eq!(o.status.code(), Some(3), "{}", text(&o.stderr));
+    m.verify();
+}

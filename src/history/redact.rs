@@ -205,7 +205,16 @@ pub fn plan(agent: &Agent, path: &str, progress: &mut dyn FnMut(u64, u64)) -> Re
             "{path} still exists in the head (snapshot {head}): delete it first, then redact its history"
         )));
     }
-    let redacted = redacted(agent)?;
+    // Erased before and not stored again: not read, not listed again. (The
+    // same bytes written again after a redaction are stored again, and a
+    // redaction of their new path lists them again.)
+    let allowed = allowances(agent)?;
+    let mut redacted = HashSet::new();
+    for id in allowed.ids() {
+        if !agent.repo().has(&crate::seal::tree::ObjRef::by_id(id))? {
+            redacted.insert(id);
+        }
+    }
     let forgotten = crate::history::retention::forgotten(agent)?;
     let mut plan = Plan::default();
     let mut candidates = BTreeSet::new();
@@ -269,7 +278,13 @@ pub fn plan(agent: &Agent, path: &str, progress: &mut dyn FnMut(u64, u64)) -> Re
             }
             let mut ids = BTreeSet::new();
             content_ids(&view, &i, &redacted, &mut ids)?;
-            kept.extend(ids.intersection(&candidates).copied());
+            // A file of a snapshot an earlier record lists needs nothing
+            // that record erased.
+            kept.extend(
+                ids.intersection(&candidates)
+                    .filter(|id| !allowed.allows(id, seq))
+                    .copied(),
+            );
         }
     }
     plan.shared_kept = kept.len();
@@ -307,6 +322,11 @@ impl Allowances {
     /// Whether object `id` may be missing from snapshot `seq`.
     pub fn allows(&self, id: &ObjectId, seq: u64) -> bool {
         self.0.get(id).is_some_and(|s| s.contains(&seq))
+    }
+
+    /// Every object a record erased.
+    pub fn ids(&self) -> impl Iterator<Item = ObjectId> + '_ {
+        self.0.keys().copied()
     }
 
     /// Whether a record erased `id` (from some snapshots).
@@ -358,6 +378,8 @@ fn allowances_of(records: &[Record]) -> Result<Allowances> {
 /// the oldest record's last one (forgotten ones aside: their content goes),
 /// reading redacted objects that are still stored even where this handle
 /// already refuses them to readers ([`crate::repo::Repo::reading_erased`]).
+/// Costs a walk of every object in those snapshots, once each: what
+/// followers pay at start and when new records arrive, not per poll.
 pub fn erasable(agent: &Agent, allowed: &Allowances) -> Result<HashSet<ObjectId>> {
     let mut erase: HashSet<ObjectId> = allowed.0.keys().copied().collect();
     let Some(from) = allowed
@@ -377,11 +399,15 @@ pub fn erasable(agent: &Agent, allowed: &Allowances) -> Result<HashSet<ObjectId>
                 continue;
             }
             // Below an object walked before, the same bytes (redacted
-            // objects are looked at in every snapshot).
+            // objects are looked at in every snapshot). One that is gone
+            // here already has nothing to keep.
             agent.snapshot_unchecked(seq)?.walk_objects(
                 &|r| {
-                    allowed.allows(&r.id, seq)
-                        || (!allowed.names(&r.id) && walked.borrow().contains(&r.id))
+                    if allowed.names(&r.id) {
+                        allowed.allows(&r.id, seq) || !agent.repo().has(r).unwrap_or(false)
+                    } else {
+                        walked.borrow().contains(&r.id)
+                    }
                 },
                 &mut |_, r| {
                     walked.borrow_mut().insert(r.id);

@@ -284,6 +284,8 @@ fn check_complete(
     again: &std::cell::RefCell<HashSet<ObjectId>>,
 ) -> Result<()> {
     let repo = agent.repo();
+    // This snapshot's, merged into `again` once it checks out.
+    let mine = std::cell::RefCell::new(HashSet::new());
     // Rows at this snapshot's own home are not trusted: any there now are
     // left from a lost snapshot of its number.
     let skip = |r: &ObjRef| {
@@ -291,7 +293,7 @@ fn check_complete(
             return true;
         }
         if allowed.names(&r.id) {
-            again.borrow_mut().insert(r.id);
+            mine.borrow_mut().insert(r.id);
         }
         !fetched.contains(r) && r.home != view.seq() && repo.has(r).unwrap_or(false)
     };
@@ -303,7 +305,9 @@ fn check_complete(
             format!("{} {}", kind.name(), r.id.to_hex()),
             "referenced by the snapshot but neither stored here nor on the remote",
         ))
-    })
+    })?;
+    again.borrow_mut().extend(mine.into_inner());
+    Ok(())
 }
 
 /// What one [`pull`] did.
@@ -385,9 +389,7 @@ pub async fn pull(agent: &Agent, remote: &Remote) -> Result<Pulled> {
     if redactions > 0 {
         // Refused from now on, before the snapshots are fetched (a mount
         // serving this agent rewrites the packs once the pull is done).
-        agent
-            .repo()
-            .erase(&crate::history::redact::erasable(agent, &allowed)?);
+        agent.repo().erase(&erasable_or_all(agent, &allowed).0);
     }
     // Redacted objects that the snapshots fetched reference again.
     let again = std::cell::RefCell::new(HashSet::new());
@@ -479,10 +481,11 @@ async fn take_checkpoints(
 pub fn carry_out_records(agent: &Agent, prune: bool) -> Result<(usize, u64)> {
     let allowed = crate::history::redact::allowances_unchecked(agent)?;
     let mut n = 0;
-    if !allowed.is_empty() {
-        // Not what a snapshot held here references again.
-        let erased = crate::history::redact::erasable(agent, &allowed)?;
-        agent.repo().erase(&erased);
+    // Not what a snapshot held here references again. When that cannot be
+    // told, all of it is refused to readers and the packs keep it.
+    let (erased, exact) = erasable_or_all(agent, &allowed);
+    agent.repo().erase(&erased);
+    if exact {
         // Looked up one by one, what the records name (the rewrite of the
         // packs that hold any reads their other objects): chunks, chunk
         // lists and chunk-index nodes, found by id.
@@ -509,6 +512,25 @@ pub fn carry_out_records(agent: &Agent, prune: bool) -> Result<(usize, u64)> {
         pruned = crate::history::retention::prune_local(agent, &mut |_, _| {})?.objects_removed;
     }
     Ok((n, pruned))
+}
+
+/// What the redaction records `allowed` let this handle erase
+/// ([`crate::history::redact::erasable`]), and `true`; or, when that cannot
+/// be told, everything they name, to be refused to readers but left in the
+/// packs, and `false`.
+fn erasable_or_all(
+    agent: &Agent,
+    allowed: &crate::history::redact::Allowances,
+) -> (HashSet<ObjectId>, bool) {
+    match crate::history::redact::erasable(agent, allowed) {
+        Ok(e) => (e, true),
+        Err(e) => {
+            tracing::error!(
+                "redaction: cannot tell which erased objects were written again ({e}); refusing them all, the packs keep them"
+            );
+            (allowed.ids().collect(), false)
+        }
+    }
 }
 
 /// The error for remote snapshot `seq` (envelope hash `hash`), sealed

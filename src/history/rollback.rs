@@ -6,6 +6,35 @@ use super::verify::verify_snapshot;
 use crate::engine::{CommitInfo, Engine};
 use crate::{Error, Result};
 
+/// Refuses a target that references content a redaction erased and that is
+/// not stored here again: verification lets it be missing there, but a new
+/// head over that tree could not be read, and a follower that still holds
+/// the objects would take the new head as content written again and serve
+/// it ([`crate::history::redact::erasable`]).
+fn refuse_erased(e: &Engine, target: &crate::repo::view::SnapshotView) -> Result<()> {
+    let allowed = crate::history::redact::allowances(e.agent())?;
+    if allowed.is_empty() {
+        return Ok(());
+    }
+    let repo = e.agent().repo();
+    let erased = std::cell::Cell::new(0usize);
+    target.walk_objects(
+        &|r| {
+            let gone = allowed.names(&r.id) && !repo.has(r).unwrap_or(false);
+            erased.set(erased.get() + usize::from(gone));
+            gone
+        },
+        &mut |_, _| Ok(()),
+    )?;
+    match erased.get() {
+        0 => Ok(()),
+        n => Err(Error::Invalid(format!(
+            "snapshot {} references {n} objects a redaction erased: rolling back to it would make a head that cannot be read",
+            target.seq()
+        ))),
+    }
+}
+
 /// Verifies snapshot `seq` (every object it references) and commits a new
 /// head with its tree. `seq` outside `1..=head` is refused before anything
 /// is read.
@@ -18,6 +47,7 @@ pub fn rollback(e: &mut Engine, seq: u64) -> Result<CommitInfo> {
     }
     let target = e.agent().snapshot(seq)?;
     verify_snapshot(e.agent(), &target)?;
+    refuse_erased(e, &target)?;
     let info = e.rollback_to(&target)?;
     e.sync()?;
     Ok(info)

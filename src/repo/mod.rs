@@ -168,8 +168,9 @@ pub struct Repo {
     meta: Lru<ObjectId, Meta>,
     chunks: Lru<ObjectId, Vec<u8>>,
     /// Objects erased while this handle serves (a follower carrying out a
-    /// redaction): never read or cached again, whatever the packs still
-    /// hold. Held for reading across a cache insert, so that an erasure
+    /// redaction): not read or cached, whatever the packs still hold,
+    /// until a snapshot that references them again arrives
+    /// ([`Repo::unerase`]). Held for reading across a cache insert, so that an erasure
     /// (which takes it for writing, then empties the caches of those
     /// objects) never races a reader putting one back.
     erased: RwLock<HashSet<ObjectId>>,
@@ -530,18 +531,18 @@ impl Repo {
     }
 
     /// Runs `f` with this thread's reads not refused for objects erased
-    /// while this handle serves (those still stored: what decides which
-    /// of them stay, `crate::history::redact::erasable`, must read them).
-    /// Nothing read so is cached; other threads are refused as before.
+    /// (those still stored: what decides which of them stay,
+    /// `crate::history::redact::erasable`, must read them). The flag is
+    /// the thread's, for every handle, while `f` runs; nothing read so is
+    /// cached; other threads are refused as before.
     pub fn reading_erased<T>(&self, f: impl FnOnce() -> T) -> T {
-        struct Reset;
+        struct Reset(bool);
         impl Drop for Reset {
             fn drop(&mut self) {
-                READING_ERASED.set(false);
+                READING_ERASED.set(self.0);
             }
         }
-        READING_ERASED.set(true);
-        let _reset = Reset;
+        let _reset = Reset(READING_ERASED.replace(true));
         f()
     }
 
