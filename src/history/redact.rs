@@ -393,6 +393,9 @@ pub fn erasable(agent: &Agent, allowed: &Allowances) -> Result<HashSet<ObjectId>
     let head = agent.repo().index()?.head_seq()?.unwrap_or(0);
     let forgotten = crate::history::retention::forgotten(agent)?;
     let walked = std::cell::RefCell::new(HashSet::new());
+    // An index that cannot say whether an object is stored fails the
+    // whole answer (then nothing leaves the packs), never counts as gone.
+    let failed = std::cell::RefCell::new(None);
     agent.repo().reading_erased(|| -> Result<()> {
         for seq in from + 1..=head {
             if forgotten.contains(&seq) {
@@ -404,7 +407,11 @@ pub fn erasable(agent: &Agent, allowed: &Allowances) -> Result<HashSet<ObjectId>
             agent.snapshot_unchecked(seq)?.walk_objects(
                 &|r| {
                     if allowed.names(&r.id) {
-                        allowed.allows(&r.id, seq) || !agent.repo().has(r).unwrap_or(false)
+                        allowed.allows(&r.id, seq)
+                            || !agent.repo().has(r).unwrap_or_else(|e| {
+                                failed.borrow_mut().get_or_insert(e);
+                                true
+                            })
                     } else {
                         walked.borrow().contains(&r.id)
                     }
@@ -415,6 +422,9 @@ pub fn erasable(agent: &Agent, allowed: &Allowances) -> Result<HashSet<ObjectId>
                     Ok(())
                 },
             )?;
+            if let Some(e) = failed.borrow_mut().take() {
+                return Err(e);
+            }
         }
         Ok(())
     })?;
