@@ -299,10 +299,11 @@ fn rename_replaces_atomically_and_exchanges() {
 }
 
 /// A small overwrite in a large file re-seals the one chunk it touched and
-/// (tree format 7) one chunk list of 128 references and the chunk-index
-/// node above it, not a list of every reference of the file: for 256 MiB
-/// at 64 KiB chunks that list alone was 135 KB. The file reads back, after
-/// a reopen too, and the history verifies.
+/// (tree format 7) a few KB of chunk tree, far below a list of every
+/// reference of the file: for 256 MiB at 64 KiB chunks that list alone was
+/// 135 KB. (That it is one list and one node per level is checked by
+/// `repo::chunktree`'s tests.) The file reads back, after a reopen too, and
+/// the history verifies.
 #[test]
 fn large_file_overwrite_reseals_one_chunk_and_one_path() {
     let env = Env::new();

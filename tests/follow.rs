@@ -648,7 +648,8 @@ fn a_redaction_by_the_writer_is_carried_out_on_the_followers() {
 /// before the redaction, a fresh follower and a fresh machine's restore
 /// keep them (not erased from the packs, not refused to readers), also a
 /// follower that carried out the redaction while it served; the new file
-/// reads back byte for byte, and every home verifies. Before the fix the
+/// reads back byte for byte, the writer and the followers verify, and the
+/// restore (into a directory, verifying as it fetches) succeeds. Before the fix the
 /// followers erased them again at every start (EIO on the new file).
 #[test]
 fn content_written_again_after_a_redaction_is_kept_everywhere() {

@@ -297,7 +297,7 @@ fn content_written_again_is_redacted_again_and_a_rollback_to_erased_content_is_r
         f.seek(SeekFrom::Start(9 << 20)).unwrap();
         f.write_all(&secret[9 << 20..]).unwrap();
     }
-    let with_copy = m.head();
+    let with_copy = m.wait_replicated();
     m.sh("rm copy.bin && sync");
     m.wait_replicated();
     m.unmount();

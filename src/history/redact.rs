@@ -434,18 +434,9 @@ pub fn erasable(agent: &Agent, allowed: &Allowances) -> Result<HashSet<ObjectId>
 /// As [`allowances`], without checking each record against the key
 /// version of the snapshots it lists: what a follower or a restore takes
 /// in before it holds those snapshots (each record's signature is checked
-/// all the same, as [`redacted`] does).
+/// all the same).
 pub fn allowances_unchecked(agent: &Agent) -> Result<Allowances> {
     allowances_of(&records(agent)?)
-}
-
-/// Every object a valid redaction record erased.
-pub fn redacted(agent: &Agent) -> Result<HashSet<ObjectId>> {
-    let mut out = HashSet::new();
-    for r in records(agent)? {
-        out.extend(r.object_ids()?);
-    }
-    Ok(out)
 }
 
 /// Stores a record locally (atomically).

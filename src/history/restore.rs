@@ -27,7 +27,7 @@ use futures::StreamExt;
 use nix::fcntl::{AtFlags, OFlag, openat};
 use nix::sys::stat::{Mode, SFlag, fchmod, mkdirat, mknodat};
 use nix::unistd::{linkat, symlinkat};
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::ffi::OsStr;
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
@@ -281,7 +281,7 @@ fn check_complete(
     view: &SnapshotView,
     fetched: &HashSet<ObjRef>,
     allowed: &crate::history::redact::Allowances,
-    again: &std::cell::RefCell<HashSet<ObjectId>>,
+    again: &std::cell::RefCell<BTreeMap<u64, HashSet<ObjectId>>>,
 ) -> Result<()> {
     let repo = agent.repo();
     // This snapshot's, merged into `again` once it checks out.
@@ -306,7 +306,7 @@ fn check_complete(
             "referenced by the snapshot but neither stored here nor on the remote",
         ))
     })?;
-    again.borrow_mut().extend(mine.into_inner());
+    again.borrow_mut().insert(view.seq(), mine.into_inner());
     Ok(())
 }
 
@@ -391,8 +391,9 @@ pub async fn pull(agent: &Agent, remote: &Remote) -> Result<Pulled> {
         // serving this agent rewrites the packs once the pull is done).
         agent.repo().erase(&erasable_or_all(agent, &allowed).0);
     }
-    // Redacted objects that the snapshots fetched reference again.
-    let again = std::cell::RefCell::new(HashSet::new());
+    // Redacted objects that the snapshots fetched reference again, by
+    // snapshot.
+    let again = std::cell::RefCell::new(BTreeMap::new());
     let content_gone: HashSet<u64> = known
         .iter()
         .copied()
@@ -417,8 +418,15 @@ pub async fn pull(agent: &Agent, remote: &Remote) -> Result<Pulled> {
         .await
         .err();
     let head = agent.repo().index()?.head_seq()?.unwrap_or(0);
-    // Served again (a snapshot that needs them is here now).
-    agent.repo().unerase(&again.into_inner());
+    // Served again: what a snapshot committed here needs (one that checked
+    // out but did not commit needs nothing).
+    agent.repo().unerase(
+        &again
+            .into_inner()
+            .range(..=head)
+            .flat_map(|(_, ids)| ids.iter().copied())
+            .collect(),
+    );
     // Forget rows only for snapshots held here (the rest come next time).
     forget.retain(|f| f.0 <= head);
     agent.repo().index()?.forget(&forget)?;
@@ -471,14 +479,29 @@ async fn take_checkpoints(
     Ok(())
 }
 
+/// What [`carry_out_records`] did.
+#[derive(Debug)]
+pub struct CarriedOut {
+    /// Objects erased from the local packs.
+    pub erased: usize,
+    /// Objects pruned.
+    pub pruned: u64,
+    /// False when it could not be told which erased objects were written
+    /// again: everything the records name is refused to readers of this
+    /// handle, and the packs keep it all.
+    pub exact: bool,
+}
+
 /// Carries out here what the writer's records say, after a [`pull`]:
-/// objects a verified redaction record erased are no longer served
-/// ([`crate::repo::Repo::erase`]) and leave the local packs, and if `prune`
-/// (snapshots were forgotten since the last time), content no retained
-/// snapshot references is pruned. Needs the writer lock; a mount serving
-/// the data dir may go on reading meanwhile (reads of moved objects are
-/// retried at their new place). Returns the objects erased and pruned.
-pub fn carry_out_records(agent: &Agent, prune: bool) -> Result<(usize, u64)> {
+/// objects a verified redaction record erased and no snapshot held here
+/// references again ([`crate::history::redact::erasable`]) are no longer
+/// served ([`crate::repo::Repo::erase`]) and leave the local packs (when
+/// that cannot be told, everything named is refused and nothing leaves),
+/// and if `prune` (snapshots were forgotten since the last time), content
+/// no retained snapshot references is pruned. Needs the writer lock; a
+/// mount serving the data dir may go on reading meanwhile (reads of moved
+/// objects are retried at their new place).
+pub fn carry_out_records(agent: &Agent, prune: bool) -> Result<CarriedOut> {
     let allowed = crate::history::redact::allowances_unchecked(agent)?;
     let mut n = 0;
     // Not what a snapshot held here references again. When that cannot be
@@ -511,7 +534,11 @@ pub fn carry_out_records(agent: &Agent, prune: bool) -> Result<(usize, u64)> {
     if prune {
         pruned = crate::history::retention::prune_local(agent, &mut |_, _| {})?.objects_removed;
     }
-    Ok((n, pruned))
+    Ok(CarriedOut {
+        erased: n,
+        pruned,
+        exact,
+    })
 }
 
 /// What the redaction records `allowed` let this handle erase

@@ -6,27 +6,30 @@ use super::verify::verify_snapshot;
 use crate::engine::{CommitInfo, Engine};
 use crate::{Error, Result};
 
-/// Refuses a target that references content a redaction erased and that is
-/// not stored here again: verification lets it be missing there, but a new
-/// head over that tree could not be read, and a follower that still holds
-/// the objects would take the new head as content written again and serve
-/// it ([`crate::history::redact::erasable`]).
+/// Refuses a target that references content a redaction erased and that
+/// no later snapshot holds again ([`crate::history::redact::erasable`]:
+/// whether or not a crash left it in the packs): verification lets it be
+/// missing there, but a new head over that tree could not be read, and a
+/// follower that still holds the objects would take the new head as
+/// content written again and serve it.
 fn refuse_erased(e: &Engine, target: &crate::repo::view::SnapshotView) -> Result<()> {
     let allowed = crate::history::redact::allowances(e.agent())?;
     if allowed.is_empty() {
         return Ok(());
     }
-    let repo = e.agent().repo();
-    let erased = std::cell::Cell::new(0usize);
+    let erasable = crate::history::redact::erasable(e.agent(), &allowed)?;
+    let erased = std::cell::RefCell::new(std::collections::HashSet::new());
     target.walk_objects(
         &|r| {
-            let gone = allowed.names(&r.id) && !repo.has(r).unwrap_or(false);
-            erased.set(erased.get() + usize::from(gone));
+            let gone = erasable.contains(&r.id);
+            if gone {
+                erased.borrow_mut().insert(r.id);
+            }
             gone
         },
         &mut |_, _| Ok(()),
     )?;
-    match erased.get() {
+    match erased.into_inner().len() {
         0 => Ok(()),
         n => Err(Error::Invalid(format!(
             "snapshot {} references {n} objects a redaction erased: rolling back to it would make a head that cannot be read",

@@ -175,7 +175,7 @@ fn step(
 /// erased byte is served from its cache either.
 fn carry_out(fs: &Fs, kernel: &Invalidator, agent: &Agent, prune: bool) {
     match restore::carry_out_records(agent, prune) {
-        Ok((erased, pruned)) => {
+        Ok(restore::CarriedOut { erased, pruned, .. }) => {
             kernel.invalidate(&fs.everything_cached());
             if erased > 0 {
                 tracing::info!("redaction: erased {erased} objects here, as the writer did");

@@ -93,7 +93,8 @@ pub fn catch_up_follower(
         ),
     }
     let forgot = a.repo().index()?.forgotten_seqs()?.len() > forgotten_before;
-    let (erased, pruned) = crate::history::restore::carry_out_records(&a, forgot)?;
+    let crate::history::restore::CarriedOut { erased, pruned, .. } =
+        crate::history::restore::carry_out_records(&a, forgot)?;
     if erased > 0 {
         tracing::info!("redaction: erased {erased} objects here, as the writer did");
     }

@@ -162,7 +162,11 @@ pub fn takeover(
     let head = catch_up(&rt, &agent, remote)?;
     // The new writer holds nothing the old one erased.
     let forgot = agent.repo().index()?.forgotten_seqs()?.len() > forgotten_before;
-    crate::history::restore::carry_out_records(&agent, forgot)?;
+    if !crate::history::restore::carry_out_records(&agent, forgot)?.exact {
+        return Err(Error::Failed(format!(
+            "cannot tell which objects the writer's redactions erased here (see the log); a new writer would keep them: run `sovseal verify --agent {name}` and take over once it passes"
+        )));
+    }
     let first = rt.block_on(remote.get_heartbeat(&id))?;
     let beat: Option<Heartbeat> = first
         .as_deref()

@@ -8,11 +8,12 @@
 //! more than [`CHUNK_LIST_LEAF`] references into lists of exactly that
 //! many (the last one shorter) and names them from chunk-index nodes of
 //! up to [`CHUNK_INDEX_FANOUT`] children, level by level up to one root
-//! ([`Chunks::Tree`]). A commit encodes the lists again and stores those
-//! whose bytes are new: lists and nodes are found by id, like chunks, so
-//! an unchanged one is the object already stored (its id is its bytes'
-//! keyed hash). A 4 KiB overwrite then seals one list and the nodes above
-//! it: ~4.2 KB plus ~4 KB per level.
+//! ([`Chunks::Tree`]). A commit takes the lists and nodes it did not
+//! change from the file's previous tree and stores only those whose bytes
+//! are new: lists and nodes are found by id, like chunks (an id is the
+//! bytes' keyed hash, so equal runs of references are one object). A 4 KiB
+//! overwrite then seals one list and the nodes above it: ~4.2 KB plus ~4 KB
+//! per level.
 //!
 //! The shape is a function of the count (the inode's): the root has the
 //! lowest height that covers it, and every child but a node's last is
