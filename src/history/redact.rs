@@ -161,7 +161,6 @@ fn content_ids(
 ) -> Result<()> {
     if let Content::File(c) = &i.content {
         let named = std::cell::RefCell::new(Vec::new());
-        let mut chunks = Vec::new();
         crate::repo::chunktree::walk(
             view.repo(),
             c,
@@ -177,10 +176,8 @@ fn content_ids(
                 named.borrow_mut().push(r.id);
                 Ok(())
             },
-            &mut |l| chunks.extend(l.iter().flatten().copied()),
         )?;
         out.extend(named.into_inner());
-        out.extend(chunks);
     }
     Ok(())
 }

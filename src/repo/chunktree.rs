@@ -164,7 +164,7 @@ pub fn refs(repo: &Repo, chunks: &Chunks) -> Result<Arc<Vec<ChunkRef>>> {
             // Grown as the lists are read, not reserved from the count
             // (which the nodes have not confirmed yet).
             let mut out = Vec::new();
-            walk(repo, chunks, &|_| false, &mut |_, _| Ok(()), &mut |l| {
+            traverse(repo, chunks, &|_| false, &mut |_, _| Ok(()), &mut |l| {
                 out.extend_from_slice(l);
             })?;
             Ok(repo.cache_chunk_tree(*id, out))
@@ -172,12 +172,21 @@ pub fn refs(repo: &Repo, chunks: &Chunks) -> Result<Arc<Vec<ChunkRef>>> {
     }
 }
 
-/// Visits the objects that hold a file's chunk references, parents before
-/// children (the chunk list, or the tree's nodes and lists), and hands
-/// each list read to `list` in file order. An object for which `skip` is
-/// true is neither visited nor read, and nothing below it either. Every
-/// node read is checked against the shape `count` fixes.
+/// Visits the objects of a file's content, parents before children: its
+/// chunk list, or its tree's nodes and lists, and the chunks. An object for
+/// which `skip` is true is neither visited nor read, and nothing below it
+/// either. Every node read is checked against the shape `count` fixes.
 pub fn walk(
+    repo: &Repo,
+    chunks: &Chunks,
+    skip: &dyn Fn(&ObjRef) -> bool,
+    visit: &mut dyn FnMut(ObjectKind, &ObjRef) -> Result<()>,
+) -> Result<()> {
+    traverse(repo, chunks, skip, visit, &mut |_| {})
+}
+
+/// [`walk`], also handing each list read to `list`, in file order.
+fn traverse(
     repo: &Repo,
     chunks: &Chunks,
     skip: &dyn Fn(&ObjRef) -> bool,
@@ -187,7 +196,7 @@ pub fn walk(
     match chunks {
         Chunks::Inline(v) => {
             list(v);
-            Ok(())
+            visit_chunks(v, skip, visit)
         }
         Chunks::List { id, .. } => {
             let r = ObjRef::by_id(*id);
@@ -195,8 +204,9 @@ pub fn walk(
                 return Ok(());
             }
             visit(ObjectKind::ChunkList, &r)?;
-            list(&refs(repo, chunks)?);
-            Ok(())
+            let l = refs(repo, chunks)?;
+            list(&l);
+            visit_chunks(&l, skip, visit)
         }
         Chunks::Tree { id, count } => {
             let Some(height) = chunk_tree_height(*count) else {
@@ -214,6 +224,20 @@ pub fn walk(
             walk_node(repo, id, height, *count, skip, visit, list)
         }
     }
+}
+
+/// The chunks `refs` names, each unless `skip`ped.
+fn visit_chunks(
+    refs: &[ChunkRef],
+    skip: &dyn Fn(&ObjRef) -> bool,
+    visit: &mut dyn FnMut(ObjectKind, &ObjRef) -> Result<()>,
+) -> Result<()> {
+    for r in refs.iter().flatten().map(|id| ObjRef::by_id(*id)) {
+        if !skip(&r) {
+            visit(ObjectKind::Chunk, &r)?;
+        }
+    }
+    Ok(())
 }
 
 /// The node `id` of `height`, covering `covered` references, and below.
@@ -256,6 +280,7 @@ fn walk_node(
                 ));
             }
             list(&l);
+            visit_chunks(&l, skip, visit)?;
         } else {
             visit(ObjectKind::ChunkIndex, &r)?;
             walk_node(repo, child, height - 1, below, skip, visit, list)?;
@@ -276,20 +301,25 @@ mod tests {
         Some(ObjectId(b))
     }
 
-    /// What `walk` reads of `c`: the objects it visits, and the references
-    /// in file order.
+    /// What a walk reads of `c`: the lists and nodes it visits, and the
+    /// references in file order (also as the chunks it visits).
     fn walked(repo: &Repo, c: &Chunks) -> Result<(Vec<ObjRef>, Vec<ChunkRef>)> {
-        let (mut objs, mut refs) = (Vec::new(), Vec::new());
-        walk(
+        let (mut objs, mut refs, mut chunks) = (Vec::new(), Vec::new(), Vec::new());
+        traverse(
             repo,
             c,
             &|_| false,
-            &mut |_, r| {
-                objs.push(*r);
+            &mut |k, r| {
+                match k {
+                    ObjectKind::Chunk => chunks.push(r.id),
+                    _ => objs.push(*r),
+                }
                 Ok(())
             },
             &mut |l| refs.extend_from_slice(l),
         )?;
+        let stored: Vec<ObjectId> = refs.iter().flatten().copied().collect();
+        assert_eq!(chunks, stored, "every chunk visited, in file order");
         Ok((objs, refs))
     }
 

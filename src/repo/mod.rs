@@ -625,14 +625,12 @@ impl Repo {
     /// `root` in the metadata cache (what a read of the file needs at once).
     pub fn cache_chunk_tree(&self, root: ObjectId, list: Vec<ChunkRef>) -> Arc<Vec<ChunkRef>> {
         let l = Arc::new(list);
-        let erased = self.erased.read().expect("erased");
-        if !erased.contains(&root) {
-            self.meta.insert(
-                whole_tree_key(&root),
-                Arc::new(Meta::WholeTree(l.clone())),
-                weight::chunk_list(&l) + weight::CACHE_ENTRY,
-            );
-        }
+        self.keep_as(
+            whole_tree_key(&root),
+            &root,
+            Meta::WholeTree(l.clone()),
+            weight::chunk_list(&l),
+        );
         l
     }
 
@@ -645,10 +643,15 @@ impl Repo {
     }
 
     fn keep(&self, id: ObjectId, meta: Meta, size: usize) {
+        self.keep_as(id, &id, meta, size);
+    }
+
+    /// Caches `meta` under `key` unless object `id` is erased.
+    fn keep_as(&self, key: ObjectId, id: &ObjectId, meta: Meta, size: usize) {
         let erased = self.erased.read().expect("erased");
-        if !erased.contains(&id) {
+        if !erased.contains(id) {
             self.meta
-                .insert(id, Arc::new(meta), size + weight::CACHE_ENTRY);
+                .insert(key, Arc::new(meta), size + weight::CACHE_ENTRY);
         }
     }
 

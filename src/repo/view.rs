@@ -143,23 +143,7 @@ impl SnapshotView {
             let page = self.counted_page(&pid, no, count)?;
             for i in page.values() {
                 match &i.content {
-                    Content::File(c) => {
-                        // The chunks of each list read, once walked.
-                        let mut lists: Vec<Vec<ChunkRef>> = Vec::new();
-                        chunktree::walk(&self.repo, c, skip, visit, &mut |l| {
-                            lists.push(l.to_vec())
-                        })?;
-                        for r in lists
-                            .iter()
-                            .flatten()
-                            .flatten()
-                            .map(|id| ObjRef::by_id(*id))
-                        {
-                            if !skip(&r) {
-                                visit(ObjectKind::Chunk, &r)?;
-                            }
-                        }
-                    }
+                    Content::File(c) => chunktree::walk(&self.repo, c, skip, visit)?,
                     Content::Dir(Some(root)) => dirtree::walk(&self.repo, root, skip, visit)?,
                     _ => {}
                 }
