@@ -364,6 +364,17 @@ impl Repo {
         Ok(())
     }
 
+    /// Copies the pending objects that sit in `packs` (about to be removed
+    /// by a repack) to the pack being appended to, and points them there.
+    fn move_pending(&self, packs: &std::collections::BTreeSet<u32>) -> Result<()> {
+        let mut pending = self.pending.lock().expect("pending");
+        for o in pending.values_mut().filter(|o| packs.contains(&o.loc.pack)) {
+            let sealed = self.store.read(&o.loc)?;
+            o.loc = self.store.append(&o.id, o.kind, &sealed)?;
+        }
+        Ok(())
+    }
+
     /// Commits the pending objects with `env`: appends the snapshot's
     /// commit record after them; its index rows wait for the next flush
     /// (the module's doc). Not synced: the commit survives a crash of this

@@ -13,6 +13,7 @@ use std::collections::{BTreeSet, HashSet};
 /// transaction switches every location, then the old packs are deleted. A
 /// crash before the transaction leaves the old state (the new pack is
 /// unknown to the index and removed on the next open), after it the new.
+/// Objects waiting for a commit are copied out of the old packs too.
 /// Returns the number of packs rewritten.
 pub fn remove_objects(repo: &Repo, dead: &[NewObject]) -> Result<u64> {
     if dead.is_empty() {
@@ -45,8 +46,76 @@ pub fn remove_objects(repo: &Repo, dead: &[NewObject]) -> Result<u64> {
     let dropped_v: Vec<u32> = dropped.iter().copied().collect();
     repo.index()?.relocate(&moved, dead, &dropped_v, &lengths)?;
     store.mark_committed(&lengths);
+    // Objects waiting for their snapshot's commit (a pull that stopped
+    // part-way, retried at the next poll, reuses them) move too, past the
+    // lengths just recorded: the commit that takes them records them there.
+    repo.move_pending(&dropped)?;
     for p in &dropped_v {
         store.remove_pack(*p)?;
     }
     Ok(dropped.len() as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::seal::envelope;
+    use crate::seal::tree::{self, ObjectKind};
+
+    /// A snapshot committed with no tree: what a commit record needs.
+    fn commit(repo: &Repo, seq: u64) {
+        let m = tree::Manifest {
+            format: tree::FORMAT_VERSION,
+            agent_id: repo.keys().agent_id(),
+            seq,
+            parent: [0; 32],
+            timestamp_ms: 0,
+            chunk_size: tree::CHUNK_SIZE,
+            inodes_per_page: 32,
+            next_ino: 2,
+            pages: tree::Pages::Counted(None),
+            provenance: None,
+        };
+        repo.commit(&envelope::seal_manifest(repo.keys(), &m))
+            .unwrap();
+    }
+
+    /// A follower's pull that stopped part-way leaves the snapshot's
+    /// fetched objects waiting for the retry; a repack (the writer's
+    /// redaction or forget records carried out meanwhile) that drops the
+    /// pack they sit in must take them along, or the retry commits
+    /// places in a pack that is gone and the data dir no longer opens.
+    #[test]
+    fn objects_waiting_for_a_commit_move_out_of_a_dropped_pack() {
+        let tmp = tempfile::tempdir().unwrap();
+        let waiting_bytes = b"fetched; its snapshot is not whole yet".to_vec();
+        let waiting;
+        {
+            let (agent, _lock) = crate::repo::agent::scratch(tmp.path());
+            let repo = agent.repo();
+            let dead = repo.put(ObjectKind::Chunk, b"erased by a record").unwrap();
+            commit(repo, 1);
+            waiting = repo.put(ObjectKind::Chunk, &waiting_bytes).unwrap();
+            let (_, loc) = repo.index().unwrap().object(&dead).unwrap().unwrap();
+            let pending_in = |repo: &Repo| repo.pending.lock().unwrap()[&waiting].loc.pack;
+            assert_eq!(
+                pending_in(repo),
+                loc.pack,
+                "both in the pack being appended to"
+            );
+            let dead = NewObject {
+                id: dead,
+                kind: ObjectKind::Chunk,
+                loc,
+                home: 0,
+            };
+            assert_eq!(remove_objects(repo, &[dead]).unwrap(), 1);
+            assert_ne!(pending_in(repo), loc.pack);
+            assert_eq!(*repo.chunk(&waiting).unwrap(), waiting_bytes);
+            commit(repo, 2);
+            repo.flush().unwrap();
+        }
+        let (agent, _lock) = crate::repo::agent::scratch(tmp.path());
+        assert_eq!(*agent.repo().chunk(&waiting).unwrap(), waiting_bytes);
+    }
 }
