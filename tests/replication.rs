@@ -1084,6 +1084,84 @@ fn a_poll_costs_what_is_new_not_the_history() {
     );
 }
 
+/// A pull that takes in a redaction record together with a snapshot that
+/// writes part of the erased content again hands on what may be erased
+/// ([`restore::Pulled::erasable`], which a follower carries out without
+/// walking its history again): exactly what a walk of everything it then
+/// holds finds, so without what was written again. Carried out, the rest
+/// leaves the packs and the content written again still reads.
+#[test]
+fn a_pull_with_a_redaction_hands_on_what_a_walk_of_everything_finds() {
+    use sovseal::history::redact;
+    use std::collections::HashSet;
+    let remote = Remote::with_store(
+        Arc::new(object_store::memory::InMemory::new()),
+        Default::default(),
+        "memory://",
+    );
+    let writer = Env::new();
+    let mut e = writer.open();
+    // 21 chunks of 64 KiB: a chunk list.
+    let secret = bytes(77, 20 * 65536 + 5);
+    let s = e.create(ROOT_INO, b"secret", 0o600, 0, 0).unwrap().ino;
+    e.write(s, 0, &secret).unwrap();
+    e.commit().unwrap();
+    e.unlink(ROOT_INO, b"secret").unwrap();
+    e.commit().unwrap();
+    replicate_all(&e, &remote);
+    let follower = Env::new();
+    restore_ok(&follower, &remote);
+
+    let plan = redact::plan(e.agent(), "secret", &mut |_, _| {}).unwrap();
+    let rec = redact::apply_local(e.agent(), "secret", &plan).unwrap();
+    rt().block_on(redact::apply_remote(e.agent(), &remote, &rec))
+        .unwrap();
+    // Its first ten chunks written again: the same objects.
+    let half = secret[..10 * 65536].to_vec();
+    let a = e.create(ROOT_INO, b"again", 0o600, 0, 0).unwrap().ino;
+    e.write(a, 0, &half).unwrap();
+    e.commit().unwrap();
+    replicate_all(&e, &remote);
+
+    let f = follower.open();
+    let p = rt().block_on(restore::pull(f.agent(), &remote)).unwrap();
+    assert!(p.stopped.is_none(), "{:?}", p.stopped);
+    assert_eq!((p.redactions, p.head), (1, e.head().seq()));
+    let (found, exact) = p.erasable.clone().expect("a redaction came in");
+    assert!(exact);
+    let walked =
+        redact::erasable(f.agent(), &redact::allowances_unchecked(f.agent()).unwrap()).unwrap();
+    assert_eq!(found, walked);
+    let named: HashSet<_> = plan.erase.iter().copied().collect();
+    assert!(
+        !found.is_empty() && found.is_subset(&named) && found.len() < named.len(),
+        "{} of {} named",
+        found.len(),
+        named.len()
+    );
+    let out =
+        restore::carry_out_records(f.agent(), false, restore::Erasing::after(p.erasable)).unwrap();
+    assert_eq!((out.erased, out.exact), (found.len(), true));
+    drop(f);
+    let f = follower.open();
+    let ino = support::home::path_ino(&f, "again");
+    assert!(f.read(ino, 0, half.len()).unwrap() == half, "again differs");
+    // Record headers name their object's id in the clear.
+    let packs: Vec<u8> = files_under(&follower.data_dir().join("packs"))
+        .iter()
+        .flat_map(|p| std::fs::read(p).unwrap())
+        .collect();
+    let held = |id: &sovseal::seal::tree::ObjectId| packs.windows(32).any(|w| w == id.0);
+    assert!(
+        found.iter().all(|id| !held(id)),
+        "erased objects left in the packs"
+    );
+    assert!(
+        named.difference(&found).all(held),
+        "content written again left the packs"
+    );
+}
+
 /// A follower carries out the writer's forgets while it serves: packs are
 /// rewritten under eight readers of the head, and nothing a retained
 /// snapshot holds ever fails to read. (Planted: the old pack removed

@@ -375,8 +375,10 @@ fn allowances_of(records: &[Record]) -> Result<Allowances> {
 /// the oldest record's last one (forgotten ones aside: their content goes),
 /// reading redacted objects that are still stored even where this handle
 /// already refuses them to readers ([`crate::repo::Repo::reading_erased`]).
-/// Costs a walk of every object in those snapshots, once each: what
-/// followers pay at start and when new records arrive, not per poll.
+/// Costs a walk of every object in those snapshots, once each: what a
+/// follower pays at start (or a takeover) when no new record came in, and
+/// once in a poll that brings new records (the pull hands its answer on,
+/// [`crate::history::restore::Pulled::erasable`]); never per poll.
 pub fn erasable(agent: &Agent, allowed: &Allowances) -> Result<HashSet<ObjectId>> {
     let mut erase: HashSet<ObjectId> = allowed.0.keys().copied().collect();
     let Some(from) = allowed

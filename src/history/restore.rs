@@ -326,6 +326,10 @@ pub struct Pulled {
     pub forgotten: usize,
     /// Redaction records taken in.
     pub redactions: usize,
+    /// When redaction records came in: what this handle may erase now
+    /// (refused to its readers already), and whether that could be told
+    /// exactly; for [`carry_out_records`], which need not walk again.
+    pub erasable: Option<(HashSet<ObjectId>, bool)>,
 }
 
 /// Brings an agent that follows a writer up to the remote's head. First
@@ -386,10 +390,13 @@ pub async fn pull(agent: &Agent, remote: &Remote) -> Result<Pulled> {
     }
     let redactions = crate::history::redact::fetch_remote(agent, remote).await?;
     let allowed = crate::history::redact::allowances_unchecked(agent)?;
+    let mut erasable = None;
     if redactions > 0 {
         // Refused from now on, before the snapshots are fetched (a mount
         // serving this agent rewrites the packs once the pull is done).
-        agent.repo().erase(&erasable_or_all(agent, &allowed).0);
+        let e = erasable_or_all(agent, &allowed);
+        agent.repo().erase(&e.0);
+        erasable = Some(e);
     }
     // Redacted objects that the snapshots fetched reference again, by
     // snapshot.
@@ -420,13 +427,15 @@ pub async fn pull(agent: &Agent, remote: &Remote) -> Result<Pulled> {
     let head = agent.repo().index()?.head_seq()?.unwrap_or(0);
     // Served again: what a snapshot committed here needs (one that checked
     // out but did not commit needs nothing).
-    agent.repo().unerase(
-        &again
-            .into_inner()
-            .range(..=head)
-            .flat_map(|(_, ids)| ids.iter().copied())
-            .collect(),
-    );
+    let again: HashSet<ObjectId> = again
+        .into_inner()
+        .range(..=head)
+        .flat_map(|(_, ids)| ids.iter().copied())
+        .collect();
+    agent.repo().unerase(&again);
+    if let Some((e, _)) = erasable.as_mut() {
+        e.retain(|id| !again.contains(id));
+    }
     // Forget rows only for snapshots held here (the rest come next time).
     forget.retain(|f| f.0 <= head);
     agent.repo().index()?.forget(&forget)?;
@@ -448,6 +457,7 @@ pub async fn pull(agent: &Agent, remote: &Remote) -> Result<Pulled> {
         stopped,
         forgotten: forget.len(),
         redactions,
+        erasable,
     })
 }
 
@@ -479,6 +489,33 @@ async fn take_checkpoints(
     Ok(())
 }
 
+/// What [`carry_out_records`] erases.
+#[derive(Debug)]
+pub enum Erasing {
+    /// What the redaction records allow, less what a snapshot held here
+    /// references again ([`crate::history::redact::erasable`], a walk of
+    /// the snapshots after the oldest record's).
+    Find,
+    /// What the pull that took new records in found
+    /// ([`Pulled::erasable`]), and whether it could tell exactly.
+    Found(HashSet<ObjectId>, bool),
+    /// No new redaction record since this handle last carried them out:
+    /// the erasures in force stay (what forgotten snapshots alone held is
+    /// pruned with them).
+    Unchanged,
+}
+
+impl Erasing {
+    /// After a pull that a handle's first carrying out follows: what the
+    /// pull found when records came in, else [`Erasing::Find`].
+    pub fn after(erasable: Option<(HashSet<ObjectId>, bool)>) -> Self {
+        match erasable {
+            Some((ids, exact)) => Erasing::Found(ids, exact),
+            None => Erasing::Find,
+        }
+    }
+}
+
 /// What [`carry_out_records`] did.
 #[derive(Debug)]
 pub struct CarriedOut {
@@ -501,13 +538,22 @@ pub struct CarriedOut {
 /// no retained snapshot references is pruned. Needs the writer lock; a
 /// mount serving the data dir may go on reading meanwhile (reads of moved
 /// objects are retried at their new place).
-pub fn carry_out_records(agent: &Agent, prune: bool) -> Result<CarriedOut> {
-    let allowed = crate::history::redact::allowances_unchecked(agent)?;
+pub fn carry_out_records(agent: &Agent, prune: bool, erasing: Erasing) -> Result<CarriedOut> {
     let mut n = 0;
     // Not what a snapshot held here references again. When that cannot be
     // told, all of it is refused to readers and the packs keep it.
-    let (erased, exact) = erasable_or_all(agent, &allowed);
-    agent.repo().erase(&erased);
+    let unchanged = matches!(erasing, Erasing::Unchanged);
+    let (erased, exact) = match erasing {
+        Erasing::Found(ids, exact) => (ids, exact),
+        Erasing::Find => {
+            erasable_or_all(agent, &crate::history::redact::allowances_unchecked(agent)?)
+        }
+        // The erasures in force stay as they are.
+        Erasing::Unchanged => (HashSet::new(), true),
+    };
+    if !unchanged {
+        agent.repo().erase(&erased);
+    }
     if exact {
         // Looked up one by one, what the records name (the rewrite of the
         // packs that hold any reads their other objects): chunks, chunk

@@ -118,14 +118,19 @@ fn step(
                 )))
             })
     });
-    let (moved, records, err) = match pulled {
+    let (moved, records, known, err) = match pulled {
         Ok(p) => {
             state.remote_head = p.remote_head;
             state.polled_at_ms = now_ms();
             state.remote = Some(remote.shown_url());
-            (p.head > p.from, (p.forgotten, p.redactions), p.stopped)
+            (
+                p.head > p.from,
+                (p.forgotten, p.redactions),
+                p.erasable,
+                p.stopped,
+            )
         }
-        Err(e) => (false, (0, 0), Some(e)),
+        Err(e) => (false, (0, 0), None, Some(e)),
     };
     // What was pulled is whole and verified, even if the pull then
     // stopped: show it.
@@ -145,7 +150,14 @@ fn step(
         }
     }
     if records != (0, 0) {
-        carry_out(fs, kernel, agent, records.0 > 0);
+        // The erasures in force were found at the start and kept current
+        // by each pull: walked again only when a new redaction came in.
+        let erasing = if records.1 > 0 {
+            restore::Erasing::after(known)
+        } else {
+            restore::Erasing::Unchanged
+        };
+        carry_out(fs, kernel, agent, records.0 > 0, erasing);
     }
     match err {
         None if !state.stalled => state.error = None,
@@ -173,8 +185,8 @@ fn step(
 /// local packs), forgotten content is pruned (`prune`), then the kernel
 /// drops every page and attribute it cached, history included, so that no
 /// erased byte is served from its cache either.
-fn carry_out(fs: &Fs, kernel: &Invalidator, agent: &Agent, prune: bool) {
-    match restore::carry_out_records(agent, prune) {
+fn carry_out(fs: &Fs, kernel: &Invalidator, agent: &Agent, prune: bool, erasing: restore::Erasing) {
+    match restore::carry_out_records(agent, prune, erasing) {
         Ok(restore::CarriedOut { erased, pruned, .. }) => {
             kernel.invalidate(&fs.everything_cached());
             if erased > 0 {

@@ -82,19 +82,28 @@ pub fn catch_up_follower(
     }
     let forgotten_before = a.repo().index()?.forgotten_seqs()?.len();
     let rt = crate::repo::remote::runtime()?;
-    match rt.block_on(crate::history::restore::pull(&a, remote)) {
-        Ok(p) if p.head > p.from => {
-            tracing::info!("following: fetched snapshots {}..={}", p.from + 1, p.head)
+    let known = match rt.block_on(crate::history::restore::pull(&a, remote)) {
+        Ok(p) => {
+            if p.head > p.from {
+                tracing::info!("following: fetched snapshots {}..={}", p.from + 1, p.head)
+            }
+            p.erasable
         }
-        Ok(_) => {}
-        Err(e) => tracing::warn!(
-            "following {}: {e}; serving what is here",
-            remote.shown_url()
-        ),
-    }
+        Err(e) => {
+            tracing::warn!(
+                "following {}: {e}; serving what is here",
+                remote.shown_url()
+            );
+            None
+        }
+    };
     let forgot = a.repo().index()?.forgotten_seqs()?.len() > forgotten_before;
     let crate::history::restore::CarriedOut { erased, pruned, .. } =
-        crate::history::restore::carry_out_records(&a, forgot)?;
+        crate::history::restore::carry_out_records(
+            &a,
+            forgot,
+            crate::history::restore::Erasing::after(known),
+        )?;
     if erased > 0 {
         tracing::info!("redaction: erased {erased} objects here, as the writer did");
     }

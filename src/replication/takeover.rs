@@ -159,10 +159,17 @@ pub fn takeover(
     let (agent, _lock) = Agent::open_writer(home, name, master, false)?;
     let id = agent.repo().keys().agent_id();
     let forgotten_before = agent.repo().index()?.forgotten_seqs()?.len();
-    let head = catch_up(&rt, &agent, remote)?;
+    let pulled = catch_up(&rt, &agent, remote)?;
+    let head = pulled.head;
     // The new writer holds nothing the old one erased.
     let forgot = agent.repo().index()?.forgotten_seqs()?.len() > forgotten_before;
-    if !crate::history::restore::carry_out_records(&agent, forgot)?.exact {
+    if !crate::history::restore::carry_out_records(
+        &agent,
+        forgot,
+        crate::history::restore::Erasing::after(pulled.erasable),
+    )?
+    .exact
+    {
         return Err(Error::Failed(format!(
             "cannot tell which objects the writer's redactions erased here (see the log); a new writer would keep them: run `sovseal verify --agent {name}` and take over once it passes"
         )));
@@ -206,10 +213,14 @@ pub fn takeover(
 }
 
 /// Pulls everything the remote holds; fails unless all of it verified.
-fn catch_up(rt: &tokio::runtime::Runtime, agent: &Agent, remote: &Remote) -> Result<u64> {
-    let p = rt.block_on(crate::history::restore::pull(agent, remote))?;
-    if let Some(e) = p.stopped {
+fn catch_up(
+    rt: &tokio::runtime::Runtime,
+    agent: &Agent,
+    remote: &Remote,
+) -> Result<crate::history::restore::Pulled> {
+    let mut p = rt.block_on(crate::history::restore::pull(agent, remote))?;
+    if let Some(e) = p.stopped.take() {
         return Err(e);
     }
-    Ok(p.head)
+    Ok(p)
 }
