@@ -736,6 +736,87 @@ fn content_written_again_after_a_redaction_is_kept_everywhere() {
     );
 }
 
+/// When a follower cannot tell which of the erased objects a later
+/// snapshot holds again (here: index rows of a middle snapshot lost, so
+/// the walk fails), it refuses everything the redaction names and keeps
+/// its packs: the mount serving the data dir refuses the redacted file
+/// (EIO, not its bytes, though the packs still hold them), everything
+/// else reads on, the log says why, and `sovseal takeover` is refused
+/// there (a new writer would keep the erased content).
+#[test]
+fn a_follower_that_cannot_tell_what_was_written_again_refuses_all_named() {
+    let remote = tempfile::tempdir().unwrap();
+    let url = format!("file://{}", remote.path().display());
+    let w = Mounted::new("unsure", &["--remote", &url]);
+    w.sh("echo keep > keep.txt");
+    let (with_secret, _) = secret_then_removed(&w);
+    // A middle snapshot whose metadata the head no longer uses.
+    w.mount();
+    w.sh("mkdir d && echo 1 > d/f");
+    let middle = w.wait_replicated();
+    w.sh("rm -r d && echo again >> keep.txt");
+    std::thread::sleep(Duration::from_millis(400));
+    let head = w.wait_replicated();
+    assert!(middle > with_secret + 1 && head > middle);
+    w.unmount();
+
+    let f = follower(&w, &url, "machine-b");
+    f.mount();
+    wait_latest(&f, head);
+    let old = format!(".snapshots/{with_secret:010}/secret.bin");
+    let secret = std::fs::read(f.path(&old)).unwrap();
+    assert_eq!(secret.len(), 300000);
+    f.unmount();
+    f.index_sql(&format!("DELETE FROM homes WHERE seq = {middle}"));
+    let before = objects(&f);
+
+    let o = w.sovseal(&[
+        "redact",
+        "--agent",
+        "unsure",
+        "--remote",
+        &url,
+        "/secret.bin",
+    ]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    f.mount();
+    wait_latest(&f, head);
+    let e = match std::fs::read(f.path(&old)) {
+        Ok(b) => panic!("the redacted file was served ({} bytes)", b.len()),
+        Err(e) => e,
+    };
+    assert_eq!(e.raw_os_error(), Some(libc::EIO), "{e}");
+    assert_eq!(
+        text(&std::fs::read(f.path("keep.txt")).unwrap()),
+        "keep\nmore\nagain\n"
+    );
+    f.unmount();
+    let log = std::fs::read_to_string(f.home.join("logs/unsure.log")).unwrap();
+    assert!(
+        log.contains("cannot tell which erased objects were written again"),
+        "{log}"
+    );
+    assert_eq!(objects(&f), before, "the packs were rewritten");
+    let o = support::mount::sovseal_in(
+        &f.home,
+        &[
+            "takeover",
+            "--agent",
+            "unsure",
+            "--remote",
+            &url,
+            "--quiet-secs",
+            "1",
+        ],
+    );
+    assert!(!o.status.success());
+    let err = text(&o.stderr);
+    assert!(
+        err.contains("cannot tell which objects the writer's redactions erased here"),
+        "{err}"
+    );
+}
+
 /// A redaction the writer makes while a follower serves is carried out
 /// there at the next poll, without a restart: the erased content is
 /// refused (EIO) in history, also through a handle opened before and a

@@ -1124,7 +1124,7 @@ fn a_pull_with_a_redaction_hands_on_what_a_walk_of_everything_finds() {
     replicate_all(&e, &remote);
 
     let f = follower.open();
-    let p = rt().block_on(restore::pull(f.agent(), &remote)).unwrap();
+    let mut p = rt().block_on(restore::pull(f.agent(), &remote)).unwrap();
     assert!(p.stopped.is_none(), "{:?}", p.stopped);
     assert_eq!((p.redactions, p.head), (1, e.head().seq()));
     let (found, exact) = p.erasable.clone().expect("a redaction came in");
@@ -1139,8 +1139,9 @@ fn a_pull_with_a_redaction_hands_on_what_a_walk_of_everything_finds() {
         found.len(),
         named.len()
     );
-    let out =
-        restore::carry_out_records(f.agent(), false, restore::Erasing::after(p.erasable)).unwrap();
+    let erasing = restore::Erasing::after(&mut p);
+    assert!(matches!(erasing, restore::Erasing::Found(..)));
+    let out = restore::carry_out_records(f.agent(), false, erasing).unwrap();
     assert_eq!((out.erased, out.exact), (found.len(), true));
     drop(f);
     let f = follower.open();
@@ -1159,6 +1160,71 @@ fn a_pull_with_a_redaction_hands_on_what_a_walk_of_everything_finds() {
     assert!(
         named.difference(&found).all(held),
         "content written again left the packs"
+    );
+}
+
+/// A forget record taken in by the same pull as a redaction record may
+/// free what the pull's walk (made before the forget was stored) kept:
+/// content that only a snapshot now forgotten wrote again. The writer
+/// forgot that snapshot before it redacted, so its record names the
+/// content; the follower must erase it too, so the pull's answer is not
+/// handed on and the records are walked again.
+#[test]
+fn a_forget_in_the_same_pull_as_a_redaction_is_walked_again() {
+    use sovseal::history::{redact, retention};
+    let remote = Remote::with_store(
+        Arc::new(object_store::memory::InMemory::new()),
+        Default::default(),
+        "memory://",
+    );
+    let writer = Env::new();
+    let mut e = writer.open();
+    let content = bytes(91, 3 * 65536);
+    let s = e.create(ROOT_INO, b"secret", 0o600, 0, 0).unwrap().ino;
+    e.write(s, 0, &content).unwrap();
+    e.commit().unwrap();
+    e.unlink(ROOT_INO, b"secret").unwrap();
+    e.commit().unwrap();
+    // The same bytes again under another name, in one snapshot only.
+    let o = e.create(ROOT_INO, b"other", 0o600, 0, 0).unwrap().ino;
+    e.write(o, 0, &content).unwrap();
+    e.commit().unwrap();
+    let other_seq = e.head().seq();
+    e.unlink(ROOT_INO, b"other").unwrap();
+    e.commit().unwrap();
+    replicate_all(&e, &remote);
+    let follower = Env::new();
+    restore_ok(&follower, &remote);
+
+    retention::forget(e.agent(), &[other_seq]).unwrap();
+    retention::prune(e.agent(), &remote, &mut |_, _| {}).unwrap();
+    let plan = redact::plan(e.agent(), "secret", &mut |_, _| {}).unwrap();
+    assert!(plan.objects > 0 && plan.shared_kept == 0, "{plan:?}");
+    let rec = redact::apply_local(e.agent(), "secret", &plan).unwrap();
+    rt().block_on(redact::apply_remote(e.agent(), &remote, &rec))
+        .unwrap();
+
+    let f = follower.open();
+    let mut p = rt().block_on(restore::pull(f.agent(), &remote)).unwrap();
+    assert!(p.stopped.is_none(), "{:?}", p.stopped);
+    assert_eq!((p.forgotten, p.redactions), (1, 1));
+    // The pull's walk kept it all: the forgotten snapshot still counted.
+    let (by_pull, _) = p.erasable.clone().unwrap();
+    assert!(by_pull.is_empty(), "{by_pull:?}");
+    let erasing = restore::Erasing::after(&mut p);
+    assert!(matches!(erasing, restore::Erasing::Find));
+    let out = restore::carry_out_records(f.agent(), true, erasing).unwrap();
+    assert_eq!((out.erased, out.exact), (plan.objects, true));
+    drop(f);
+    let packs: Vec<u8> = files_under(&follower.data_dir().join("packs"))
+        .iter()
+        .flat_map(|p| std::fs::read(p).unwrap())
+        .collect();
+    assert!(
+        plan.erase
+            .iter()
+            .all(|id| !packs.windows(32).any(|w| w == id.0)),
+        "redacted content left in the follower's packs"
     );
 }
 

@@ -494,24 +494,23 @@ async fn take_checkpoints(
 pub enum Erasing {
     /// What the redaction records allow, less what a snapshot held here
     /// references again ([`crate::history::redact::erasable`], a walk of
-    /// the snapshots after the oldest record's).
+    /// the snapshots after the oldest record's, forgotten ones aside).
     Find,
     /// What the pull that took new records in found
     /// ([`Pulled::erasable`]), and whether it could tell exactly.
     Found(HashSet<ObjectId>, bool),
-    /// No new redaction record since this handle last carried them out:
-    /// the erasures in force stay (what forgotten snapshots alone held is
-    /// pruned with them).
-    Unchanged,
 }
 
 impl Erasing {
-    /// After a pull that a handle's first carrying out follows: what the
-    /// pull found when records came in, else [`Erasing::Find`].
-    pub fn after(erasable: Option<(HashSet<ObjectId>, bool)>) -> Self {
-        match erasable {
-            Some((ids, exact)) => Erasing::Found(ids, exact),
-            None => Erasing::Find,
+    /// After a pull that ended without an error: what it found when
+    /// redaction records came in and no forget record did (its walk ran
+    /// before the forget records were stored, and a snapshot forgotten
+    /// since may have been all that kept an object), else
+    /// [`Erasing::Find`].
+    pub fn after(p: &mut Pulled) -> Self {
+        match p.erasable.take() {
+            Some((ids, exact)) if p.forgotten == 0 => Erasing::Found(ids, exact),
+            _ => Erasing::Find,
         }
     }
 }
@@ -527,6 +526,9 @@ pub struct CarriedOut {
     /// again: everything the records name is refused to readers of this
     /// handle, and the packs keep it all.
     pub exact: bool,
+    /// What this handle now refuses to serve ([`crate::repo::Repo::erase`]),
+    /// for another handle on the same data dir to refuse as well.
+    pub refused: HashSet<ObjectId>,
 }
 
 /// Carries out here what the writer's records say, after a [`pull`]:
@@ -542,18 +544,13 @@ pub fn carry_out_records(agent: &Agent, prune: bool, erasing: Erasing) -> Result
     let mut n = 0;
     // Not what a snapshot held here references again. When that cannot be
     // told, all of it is refused to readers and the packs keep it.
-    let unchanged = matches!(erasing, Erasing::Unchanged);
     let (erased, exact) = match erasing {
         Erasing::Found(ids, exact) => (ids, exact),
         Erasing::Find => {
             erasable_or_all(agent, &crate::history::redact::allowances_unchecked(agent)?)
         }
-        // The erasures in force stay as they are.
-        Erasing::Unchanged => (HashSet::new(), true),
     };
-    if !unchanged {
-        agent.repo().erase(&erased);
-    }
+    agent.repo().erase(&erased);
     if exact {
         // Looked up one by one, what the records name (the rewrite of the
         // packs that hold any reads their other objects): chunks, chunk
@@ -584,6 +581,7 @@ pub fn carry_out_records(agent: &Agent, prune: bool, erasing: Erasing) -> Result
         erased: n,
         pruned,
         exact,
+        refused: erased,
     })
 }
 

@@ -60,8 +60,17 @@ impl Follower {
                 // A stall recorded by an earlier run is judged again: the
                 // first poll re-verifies what the remote holds.
                 state.stalled = false;
+                let mut walk_due = false;
                 loop {
-                    step(&fs, &kernel, &agent, &remote, &rt, &mut state);
+                    step(
+                        &fs,
+                        &kernel,
+                        &agent,
+                        &remote,
+                        &rt,
+                        &mut state,
+                        &mut walk_due,
+                    );
                     if state.stalled {
                         let _ = stopped.recv();
                         return;
@@ -99,7 +108,11 @@ impl Drop for Follower {
 /// retried at the next poll).
 const POLL_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// One poll: pull, advance the mount, record what happened.
+/// One poll: pull, advance the mount, record what happened. `walk_due`:
+/// a pull failed since the records were last carried out (it may have
+/// taken in a redaction record, or committed snapshots whose content
+/// written again it did not get to serve again), so the next pull that
+/// ends is followed by a walk of what the records erase.
 fn step(
     fs: &Fs,
     kernel: &Invalidator,
@@ -107,6 +120,7 @@ fn step(
     remote: &Remote,
     rt: &tokio::runtime::Runtime,
     state: &mut FollowState,
+    walk_due: &mut bool,
 ) {
     let pulled = rt.block_on(async {
         tokio::time::timeout(POLL_TIMEOUT, restore::pull(agent, remote))
@@ -118,19 +132,19 @@ fn step(
                 )))
             })
     });
-    let (moved, records, known, err) = match pulled {
-        Ok(p) => {
+    let (moved, records, err) = match pulled {
+        Ok(mut p) => {
             state.remote_head = p.remote_head;
             state.polled_at_ms = now_ms();
             state.remote = Some(remote.shown_url());
-            (
-                p.head > p.from,
-                (p.forgotten, p.redactions),
-                p.erasable,
-                p.stopped,
-            )
+            let records = Records {
+                forgotten: p.forgotten,
+                redactions: p.redactions,
+                erasing: restore::Erasing::after(&mut p),
+            };
+            (p.head > p.from, Some(records), p.stopped)
         }
-        Err(e) => (false, (0, 0), None, Some(e)),
+        Err(e) => (false, None, Some(e)),
     };
     // What was pulled is whole and verified, even if the pull then
     // stopped: show it.
@@ -149,15 +163,8 @@ fn step(
             }
         }
     }
-    if records != (0, 0) {
-        // The erasures in force were found at the start and kept current
-        // by each pull: walked again only when a new redaction came in.
-        let erasing = if records.1 > 0 {
-            restore::Erasing::after(known)
-        } else {
-            restore::Erasing::Unchanged
-        };
-        carry_out(fs, kernel, agent, records.0 > 0, erasing);
+    if let Some((prune, erasing)) = to_carry_out(records, walk_due, || has_redactions(agent)) {
+        carry_out(fs, kernel, agent, prune, erasing);
     }
     match err {
         None if !state.stalled => state.error = None,
@@ -178,6 +185,44 @@ fn step(
     if let Err(e) = state.write(agent) {
         tracing::warn!("following: cannot record the follower's state: {e}");
     }
+}
+
+/// The writer's records a pull that ended took in, and what it found
+/// erasable.
+struct Records {
+    forgotten: usize,
+    redactions: usize,
+    erasing: restore::Erasing,
+}
+
+/// What a poll carries out, if anything (whether to prune, and what to
+/// erase), given the records its pull took in (`None`: the pull failed).
+/// New records are carried out as the pull found them; after a failed pull
+/// (which may have taken in a redaction record, or committed snapshots
+/// whose content written again it did not get to serve again) the next
+/// pull that ends is followed by a walk, if any redaction is held.
+fn to_carry_out(
+    records: Option<Records>,
+    walk_due: &mut bool,
+    has_redactions: impl FnOnce() -> bool,
+) -> Option<(bool, restore::Erasing)> {
+    let Some(r) = records else {
+        *walk_due = true;
+        return None;
+    };
+    let due = std::mem::take(walk_due);
+    if r.forgotten > 0 || r.redactions > 0 {
+        Some((r.forgotten > 0, r.erasing))
+    } else if due && has_redactions() {
+        Some((false, restore::Erasing::Find))
+    } else {
+        None
+    }
+}
+
+/// Whether a redaction record is held here (an unreadable one counts).
+fn has_redactions(agent: &Agent) -> bool {
+    crate::history::redact::allowances_unchecked(agent).map_or(true, |a| a.ids().next().is_some())
 }
 
 /// Carries out new forget and redaction records of the writer while the
@@ -201,5 +246,56 @@ fn carry_out(fs: &Fs, kernel: &Invalidator, agent: &Agent, prune: bool, erasing:
         // Reads of erased objects are refused already (the erasure comes
         // first); the packs are rewritten at the next start.
         Err(e) => tracing::warn!("following: carrying out the writer's records: {e}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use restore::Erasing::{Find, Found};
+
+    fn records(forgotten: usize, redactions: usize) -> Option<Records> {
+        Some(Records {
+            forgotten,
+            redactions,
+            erasing: Found(Default::default(), true),
+        })
+    }
+
+    /// New records are carried out as the pull found them; nothing else
+    /// is, until a pull fails: then the next one that ends is followed by
+    /// a walk (when a redaction is held), once.
+    #[test]
+    fn a_failed_pull_is_followed_by_one_walk() {
+        let mut due = false;
+        let held = || true;
+        assert!(to_carry_out(records(0, 0), &mut due, held).is_none());
+        assert!(matches!(
+            to_carry_out(records(0, 1), &mut due, held),
+            Some((false, Found(..)))
+        ));
+        assert!(matches!(
+            to_carry_out(records(2, 0), &mut due, held),
+            Some((true, Found(..)))
+        ));
+        assert!(to_carry_out(None, &mut due, held).is_none());
+        assert!(to_carry_out(None, &mut due, held).is_none());
+        assert!(matches!(
+            to_carry_out(records(0, 0), &mut due, held),
+            Some((false, Find))
+        ));
+        assert!(to_carry_out(records(0, 0), &mut due, held).is_none());
+        // With no redaction held there is nothing to walk for.
+        assert!(to_carry_out(None, &mut due, held).is_none());
+        assert!(to_carry_out(records(0, 0), &mut due, || false).is_none());
+        assert!(to_carry_out(records(0, 0), &mut due, held).is_none());
+        // New records after a failure: carried out as found, and the walk
+        // is no longer due (their pull walked).
+        assert!(to_carry_out(None, &mut due, held).is_none());
+        assert!(matches!(
+            to_carry_out(records(0, 1), &mut due, held),
+            Some((false, Found(..)))
+        ));
+        assert!(to_carry_out(records(0, 0), &mut due, held).is_none());
     }
 }

@@ -219,12 +219,16 @@ fn serve(
             remote.shown_url()
         )));
     }
-    if args.follow {
-        startup::catch_up_follower(home, agent, master, &remote)?;
+    let refused = if args.follow {
+        startup::catch_up_follower(home, agent, master, &remote)?
     } else {
         startup::apply_retention(home, agent, master, &remote)?;
-    }
+        Default::default()
+    };
     let mut engine = Engine::open_with(home, agent, master, !args.follow)?;
+    // The handle that serves refuses what the follower's catch-up erased
+    // (its own handle is gone); the polls keep the set current.
+    engine.agent().repo().erase(&refused);
     startup::check_head_readable(&engine)?;
     engine.mark_serving(mountpoint);
     engine.set_dirty_budget(args.dirty_budget_mib << 20);

@@ -60,7 +60,9 @@ pub fn restore_if_remote_has(
 /// since the last run (verified, as the follower thread does), then carries
 /// out here what the writer's records say ([`restore::carry_out_records`]).
 /// A remote that cannot be read or does not verify is left to the follower
-/// thread, which polls it again, reports it, and stops there.
+/// thread, which polls it again, reports it, and stops there. Returns what
+/// the mount's own handle must refuse to serve (what the records erased,
+/// or, when it cannot be told what was written again, all they name).
 ///
 /// [`restore::carry_out_records`]: crate::history::restore::carry_out_records
 pub fn catch_up_follower(
@@ -68,7 +70,7 @@ pub fn catch_up_follower(
     agent: &AgentName,
     master: &MasterKey,
     remote: &Remote,
-) -> Result<()> {
+) -> Result<std::collections::HashSet<crate::seal::tree::ObjectId>> {
     let (a, _lock) = crate::repo::agent::Agent::open_writer(home, agent, master, false)?;
     let head = a.head()?;
     let (_, records) = crate::repo::journal::Journal::open(&a.data_dir())?;
@@ -82,35 +84,35 @@ pub fn catch_up_follower(
     }
     let forgotten_before = a.repo().index()?.forgotten_seqs()?.len();
     let rt = crate::repo::remote::runtime()?;
-    let known = match rt.block_on(crate::history::restore::pull(&a, remote)) {
-        Ok(p) => {
+    let erasing = match rt.block_on(crate::history::restore::pull(&a, remote)) {
+        Ok(mut p) => {
             if p.head > p.from {
                 tracing::info!("following: fetched snapshots {}..={}", p.from + 1, p.head)
             }
-            p.erasable
+            crate::history::restore::Erasing::after(&mut p)
         }
         Err(e) => {
             tracing::warn!(
                 "following {}: {e}; serving what is here",
                 remote.shown_url()
             );
-            None
+            crate::history::restore::Erasing::Find
         }
     };
     let forgot = a.repo().index()?.forgotten_seqs()?.len() > forgotten_before;
-    let crate::history::restore::CarriedOut { erased, pruned, .. } =
-        crate::history::restore::carry_out_records(
-            &a,
-            forgot,
-            crate::history::restore::Erasing::after(known),
-        )?;
+    let crate::history::restore::CarriedOut {
+        erased,
+        pruned,
+        refused,
+        ..
+    } = crate::history::restore::carry_out_records(&a, forgot, erasing)?;
     if erased > 0 {
         tracing::info!("redaction: erased {erased} objects here, as the writer did");
     }
     if pruned > 0 {
         tracing::info!("retention: removed {pruned} objects of snapshots the writer forgot");
     }
-    Ok(())
+    Ok(refused)
 }
 
 /// An index without snapshots while the remote holds some: refused (the

@@ -364,13 +364,29 @@ impl Repo {
         Ok(())
     }
 
-    /// Copies the pending objects that sit in `packs` (about to be removed
-    /// by a repack) to the pack being appended to, and points them there.
-    fn move_pending(&self, packs: &std::collections::BTreeSet<u32>) -> Result<()> {
-        let mut pending = self.pending.lock().expect("pending");
-        for o in pending.values_mut().filter(|o| packs.contains(&o.loc.pack)) {
+    /// Copies the pending objects at places `moves` names (in a pack a
+    /// repack removes, inside a length it records) to the end of the pack being
+    /// appended to, and points them there. Readers wait for `pending` only
+    /// while the places change, not while the bytes are copied.
+    fn move_pending(&self, moves: &dyn Fn(&Location) -> bool) -> Result<()> {
+        let to_move: Vec<NewObject> = self
+            .pending
+            .lock()
+            .expect("pending")
+            .values()
+            .filter(|o| moves(&o.loc))
+            .copied()
+            .collect();
+        let mut moved = Vec::with_capacity(to_move.len());
+        for o in to_move {
             let sealed = self.store.read(&o.loc)?;
-            o.loc = self.store.append(&o.id, o.kind, &sealed)?;
+            moved.push((o, self.store.append(&o.id, o.kind, &sealed)?));
+        }
+        let mut pending = self.pending.lock().expect("pending");
+        for (old, loc) in moved {
+            if let Some(o) = pending.get_mut(&old.id).filter(|o| o.loc == old.loc) {
+                o.loc = loc;
+            }
         }
         Ok(())
     }

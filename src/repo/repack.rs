@@ -43,13 +43,22 @@ pub fn remove_objects(repo: &Repo, dead: &[NewObject]) -> Result<u64> {
         .into_iter()
         .filter(|(p, _)| !dropped.contains(p))
         .collect();
+    // Objects waiting for their snapshot's commit (a pull that stopped
+    // part-way, retried at the next poll, reuses them) must neither stay in
+    // a pack that goes nor lie inside a length recorded now (a recovery
+    // after a crash reads the packs past the recorded lengths for what the
+    // index lacks): they move past those lengths, where the commit that
+    // takes them follows them. Before the index moves: should this fail,
+    // nothing has changed but where they wait.
+    repo.move_pending(&|loc| {
+        dropped.contains(&loc.pack)
+            || lengths
+                .iter()
+                .any(|&(p, len)| p == loc.pack && loc.offset < len)
+    })?;
     let dropped_v: Vec<u32> = dropped.iter().copied().collect();
     repo.index()?.relocate(&moved, dead, &dropped_v, &lengths)?;
     store.mark_committed(&lengths);
-    // Objects waiting for their snapshot's commit (a pull that stopped
-    // part-way, retried at the next poll, reuses them) move too, past the
-    // lengths just recorded: the commit that takes them records them there.
-    repo.move_pending(&dropped)?;
     for p in &dropped_v {
         store.remove_pack(*p)?;
     }
@@ -82,40 +91,49 @@ mod tests {
 
     /// A follower's pull that stopped part-way leaves the snapshot's
     /// fetched objects waiting for the retry; a repack (the writer's
-    /// redaction or forget records carried out meanwhile) that drops the
-    /// pack they sit in must take them along, or the retry commits
-    /// places in a pack that is gone and the data dir no longer opens.
+    /// redaction or forget records carried out meanwhile) must take them
+    /// out of a pack it drops, or the retry commits places in a pack that
+    /// is gone and the data dir no longer opens; and out of a length it
+    /// records, or a recovery after a crash, which reads past the recorded
+    /// lengths, would not find them for the retry's snapshot.
     #[test]
-    fn objects_waiting_for_a_commit_move_out_of_a_dropped_pack() {
-        let tmp = tempfile::tempdir().unwrap();
-        let waiting_bytes = b"fetched; its snapshot is not whole yet".to_vec();
-        let waiting;
-        {
+    fn objects_waiting_for_a_commit_move_out_of_what_a_repack_drops_or_records() {
+        for same_pack in [true, false] {
+            let tmp = tempfile::tempdir().unwrap();
+            let waiting_bytes = b"fetched; its snapshot is not whole yet".to_vec();
+            let waiting;
+            {
+                let (agent, _lock) = crate::repo::agent::scratch(tmp.path());
+                let repo = agent.repo();
+                let dead = repo.put(ObjectKind::Chunk, b"erased by a record").unwrap();
+                commit(repo, 1);
+                if !same_pack {
+                    repo.store().roll().unwrap();
+                }
+                waiting = repo.put(ObjectKind::Chunk, &waiting_bytes).unwrap();
+                let (_, loc) = repo.index().unwrap().object(&dead).unwrap().unwrap();
+                let waits_at = |repo: &Repo| repo.pending.lock().unwrap()[&waiting].loc;
+                assert_eq!(waits_at(repo).pack == loc.pack, same_pack);
+                let dead = NewObject {
+                    id: dead,
+                    kind: ObjectKind::Chunk,
+                    loc,
+                    home: 0,
+                };
+                assert_eq!(remove_objects(repo, &[dead]).unwrap(), 1);
+                let at = waits_at(repo);
+                assert_ne!(at.pack, loc.pack);
+                let recorded = repo.index().unwrap().packs().unwrap();
+                assert!(
+                    recorded.get(&at.pack).is_none_or(|&len| at.offset >= len),
+                    "waiting at {at:?}, inside the recorded {recorded:?}"
+                );
+                assert_eq!(*repo.chunk(&waiting).unwrap(), waiting_bytes);
+                commit(repo, 2);
+                repo.flush().unwrap();
+            }
             let (agent, _lock) = crate::repo::agent::scratch(tmp.path());
-            let repo = agent.repo();
-            let dead = repo.put(ObjectKind::Chunk, b"erased by a record").unwrap();
-            commit(repo, 1);
-            waiting = repo.put(ObjectKind::Chunk, &waiting_bytes).unwrap();
-            let (_, loc) = repo.index().unwrap().object(&dead).unwrap().unwrap();
-            let pending_in = |repo: &Repo| repo.pending.lock().unwrap()[&waiting].loc.pack;
-            assert_eq!(
-                pending_in(repo),
-                loc.pack,
-                "both in the pack being appended to"
-            );
-            let dead = NewObject {
-                id: dead,
-                kind: ObjectKind::Chunk,
-                loc,
-                home: 0,
-            };
-            assert_eq!(remove_objects(repo, &[dead]).unwrap(), 1);
-            assert_ne!(pending_in(repo), loc.pack);
-            assert_eq!(*repo.chunk(&waiting).unwrap(), waiting_bytes);
-            commit(repo, 2);
-            repo.flush().unwrap();
+            assert_eq!(*agent.repo().chunk(&waiting).unwrap(), waiting_bytes);
         }
-        let (agent, _lock) = crate::repo::agent::scratch(tmp.path());
-        assert_eq!(*agent.repo().chunk(&waiting).unwrap(), waiting_bytes);
     }
 }
