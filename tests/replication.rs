@@ -1141,7 +1141,7 @@ fn a_pull_with_a_redaction_hands_on_what_a_walk_of_everything_finds() {
     );
     let erasing = restore::Erasing::after(&mut p);
     assert!(matches!(erasing, restore::Erasing::Found(..)));
-    let out = restore::carry_out_records(f.agent(), false, erasing).unwrap();
+    let out = restore::carry_out_records(f.agent(), erasing).unwrap();
     assert_eq!((out.erased, out.exact), (found.len(), true));
     drop(f);
     let f = follower.open();
@@ -1213,8 +1213,11 @@ fn a_forget_in_the_same_pull_as_a_redaction_is_walked_again() {
     assert!(by_pull.is_empty(), "{by_pull:?}");
     let erasing = restore::Erasing::after(&mut p);
     assert!(matches!(erasing, restore::Erasing::Find));
-    let out = restore::carry_out_records(f.agent(), true, erasing).unwrap();
-    assert_eq!((out.erased, out.exact), (plan.objects, true));
+    let out = restore::carry_out_records(f.agent(), erasing).unwrap();
+    assert_eq!(
+        (out.erased, out.exact, out.changed),
+        (plan.objects, true, true)
+    );
     drop(f);
     let packs: Vec<u8> = files_under(&follower.data_dir().join("packs"))
         .iter()
@@ -1226,6 +1229,52 @@ fn a_forget_in_the_same_pull_as_a_redaction_is_walked_again() {
             .all(|id| !packs.windows(32).any(|w| w == id.0)),
         "redacted content left in the follower's packs"
     );
+}
+
+/// Forget rows a pull stored are pruned by the next carrying out of the
+/// records, also when the one after that pull never ran (a poll that
+/// failed after storing them, a crash) and no new record comes: a prune is
+/// due while the forgotten snapshots outnumber those last pruned.
+#[test]
+fn a_forget_whose_prune_never_ran_is_pruned_by_the_next_carrying_out() {
+    use sovseal::history::retention;
+    let remote = Remote::with_store(
+        Arc::new(object_store::memory::InMemory::new()),
+        Default::default(),
+        "memory://",
+    );
+    let writer = Env::new();
+    let mut e = writer.open();
+    let f_ino = e.create(ROOT_INO, b"state", 0o600, 0, 0).unwrap().ino;
+    let old = bytes(31, 200_000);
+    e.write(f_ino, 0, &old).unwrap();
+    e.commit().unwrap();
+    let old_seq = e.head().seq();
+    e.write(f_ino, 0, &bytes(32, 200_000)).unwrap();
+    e.commit().unwrap();
+    replicate_all(&e, &remote);
+    let follower = Env::new();
+    restore_ok(&follower, &remote);
+    retention::forget(e.agent(), &[old_seq]).unwrap();
+    retention::prune(e.agent(), &remote, &mut |_, _| {}).unwrap();
+
+    let f = follower.open();
+    let p = rt().block_on(restore::pull(f.agent(), &remote)).unwrap();
+    assert_eq!(p.forgotten, 1);
+    // Its carrying out never runs. The next pull brings nothing new.
+    let mut p = rt().block_on(restore::pull(f.agent(), &remote)).unwrap();
+    assert_eq!((p.forgotten, p.redactions), (0, 0));
+    let out = restore::carry_out_records(f.agent(), restore::Erasing::after(&mut p)).unwrap();
+    assert!(out.pruned > 0 && out.changed, "{out:?}");
+    let out = restore::carry_out_records(f.agent(), restore::Erasing::Find).unwrap();
+    assert!(out.pruned == 0 && !out.changed, "pruned again: {out:?}");
+    drop(f);
+    let packs: Vec<u8> = files_under(&follower.data_dir().join("packs"))
+        .iter()
+        .flat_map(|p| std::fs::read(p).unwrap())
+        .collect();
+    // Each version is 200,000 random bytes: only the retained one is left.
+    assert!(packs.len() < 2 * 200_000, "{} bytes of packs", packs.len());
 }
 
 /// A follower carries out the writer's forgets while it serves: packs are

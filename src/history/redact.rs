@@ -376,9 +376,11 @@ fn allowances_of(records: &[Record]) -> Result<Allowances> {
 /// reading redacted objects that are still stored even where this handle
 /// already refuses them to readers ([`crate::repo::Repo::reading_erased`]).
 /// Costs a walk of every object in those snapshots, once each: what a
-/// follower pays at start (or a takeover) when no new record came in, and
-/// once in a poll that brings new records (the pull hands its answer on,
-/// [`crate::history::restore::Pulled::erasable`]); never per poll.
+/// follower pays at start (or a takeover), once in a poll that brings a
+/// redaction record (the pull hands its answer on,
+/// [`crate::history::restore::Pulled::erasable`]; twice when forget
+/// records came with it), in one that brings forget records, and after a
+/// failed poll; not in a poll that brings only snapshots.
 pub fn erasable(agent: &Agent, allowed: &Allowances) -> Result<HashSet<ObjectId>> {
     let mut erase: HashSet<ObjectId> = allowed.0.keys().copied().collect();
     let Some(from) = allowed

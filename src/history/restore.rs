@@ -529,6 +529,9 @@ pub struct CarriedOut {
     /// What this handle now refuses to serve ([`crate::repo::Repo::erase`]),
     /// for another handle on the same data dir to refuse as well.
     pub refused: HashSet<ObjectId>,
+    /// Whether what this handle serves changed (erased or pruned objects,
+    /// a different set refused): readers' caches must drop what they hold.
+    pub changed: bool,
 }
 
 /// Carries out here what the writer's records say, after a [`pull`]:
@@ -536,11 +539,12 @@ pub struct CarriedOut {
 /// references again ([`crate::history::redact::erasable`]) are no longer
 /// served ([`crate::repo::Repo::erase`]) and leave the local packs (when
 /// that cannot be told, everything named is refused and nothing leaves),
-/// and if `prune` (snapshots were forgotten since the last time), content
-/// no retained snapshot references is pruned. Needs the writer lock; a
-/// mount serving the data dir may go on reading meanwhile (reads of moved
-/// objects are retried at their new place).
-pub fn carry_out_records(agent: &Agent, prune: bool, erasing: Erasing) -> Result<CarriedOut> {
+/// and, when snapshots were forgotten since the data dir last pruned
+/// (`META_PRUNED_FORGOTTEN`: also after a pull or a prune that failed
+/// part-way), content no retained snapshot references is pruned. Needs the
+/// writer lock; a mount serving the data dir may go on reading meanwhile
+/// (reads of moved objects are retried at their new place).
+pub fn carry_out_records(agent: &Agent, erasing: Erasing) -> Result<CarriedOut> {
     let mut n = 0;
     // Not what a snapshot held here references again. When that cannot be
     // told, all of it is refused to readers and the packs keep it.
@@ -550,7 +554,7 @@ pub fn carry_out_records(agent: &Agent, prune: bool, erasing: Erasing) -> Result
             erasable_or_all(agent, &crate::history::redact::allowances_unchecked(agent)?)
         }
     };
-    agent.repo().erase(&erased);
+    let mut changed = agent.repo().erase(&erased);
     if exact {
         // Looked up one by one, what the records name (the rewrite of the
         // packs that hold any reads their other objects): chunks, chunk
@@ -574,14 +578,28 @@ pub fn carry_out_records(agent: &Agent, prune: bool, erasing: Erasing) -> Result
         }
     }
     let mut pruned = 0;
-    if prune {
+    let forgotten = agent.repo().index()?.forgotten_seqs()?.len();
+    let key = crate::repo::replication_state::META_PRUNED_FORGOTTEN;
+    // (None: a data dir of a build before the record, or one that never
+    // pruned: due once if anything was forgotten.)
+    let done = agent.repo().index()?.meta(key)?;
+    let done: usize = done
+        .and_then(|v| std::str::from_utf8(&v).ok()?.parse().ok())
+        .unwrap_or(0);
+    if done != forgotten {
         pruned = crate::history::retention::prune_local(agent, &mut |_, _| {})?.objects_removed;
+        agent
+            .repo()
+            .index()?
+            .set_meta(key, Some(forgotten.to_string().as_bytes()))?;
     }
+    changed |= n > 0 || pruned > 0;
     Ok(CarriedOut {
         erased: n,
         pruned,
         exact,
         refused: erased,
+        changed,
     })
 }
 

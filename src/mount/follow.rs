@@ -163,8 +163,8 @@ fn step(
             }
         }
     }
-    if let Some((prune, erasing)) = to_carry_out(records, walk_due, || has_redactions(agent)) {
-        carry_out(fs, kernel, agent, prune, erasing);
+    if let Some(erasing) = to_carry_out(records, walk_due) {
+        *walk_due = !carry_out(fs, kernel, agent, erasing);
     }
     match err {
         None if !state.stalled => state.error = None,
@@ -195,45 +195,45 @@ struct Records {
     erasing: restore::Erasing,
 }
 
-/// What a poll carries out, if anything (whether to prune, and what to
-/// erase), given the records its pull took in (`None`: the pull failed).
-/// New records are carried out as the pull found them; after a failed pull
-/// (which may have taken in a redaction record, or committed snapshots
-/// whose content written again it did not get to serve again) the next
-/// pull that ends is followed by a walk, if any redaction is held.
-fn to_carry_out(
-    records: Option<Records>,
-    walk_due: &mut bool,
-    has_redactions: impl FnOnce() -> bool,
-) -> Option<(bool, restore::Erasing)> {
+/// What a poll carries out, if anything, given the records its pull took
+/// in (`None`: the pull failed). New records are carried out as the pull
+/// found them. A failed pull may have taken in a redaction record, stored
+/// forget rows, or committed snapshots whose content written again it did
+/// not get to serve again: the next pull that ends is followed by a walk
+/// (and a prune, when one is due: [`restore::carry_out_records`]). So is a
+/// carrying out that failed (`walk_due` set by the caller).
+fn to_carry_out(records: Option<Records>, walk_due: &mut bool) -> Option<restore::Erasing> {
     let Some(r) = records else {
         *walk_due = true;
         return None;
     };
     let due = std::mem::take(walk_due);
     if r.forgotten > 0 || r.redactions > 0 {
-        Some((r.forgotten > 0, r.erasing))
-    } else if due && has_redactions() {
-        Some((false, restore::Erasing::Find))
+        Some(r.erasing)
+    } else if due {
+        Some(restore::Erasing::Find)
     } else {
         None
     }
 }
 
-/// Whether a redaction record is held here (an unreadable one counts).
-fn has_redactions(agent: &Agent) -> bool {
-    crate::history::redact::allowances_unchecked(agent).map_or(true, |a| a.ids().next().is_some())
-}
-
 /// Carries out new forget and redaction records of the writer while the
 /// mount serves: what a redaction erased is refused at once (and leaves the
-/// local packs), forgotten content is pruned (`prune`), then the kernel
-/// drops every page and attribute it cached, history included, so that no
-/// erased byte is served from its cache either.
-fn carry_out(fs: &Fs, kernel: &Invalidator, agent: &Agent, prune: bool, erasing: restore::Erasing) {
-    match restore::carry_out_records(agent, prune, erasing) {
-        Ok(restore::CarriedOut { erased, pruned, .. }) => {
-            kernel.invalidate(&fs.everything_cached());
+/// local packs), forgotten content is pruned, then, if what is served
+/// changed, the kernel drops every page and attribute it cached, history
+/// included, so that no erased byte is served from its cache either.
+/// Returns false when it failed (to be tried again after the next poll).
+fn carry_out(fs: &Fs, kernel: &Invalidator, agent: &Agent, erasing: restore::Erasing) -> bool {
+    match restore::carry_out_records(agent, erasing) {
+        Ok(restore::CarriedOut {
+            erased,
+            pruned,
+            changed,
+            ..
+        }) => {
+            if changed {
+                kernel.invalidate(&fs.everything_cached());
+            }
             if erased > 0 {
                 tracing::info!("redaction: erased {erased} objects here, as the writer did");
             }
@@ -242,10 +242,14 @@ fn carry_out(fs: &Fs, kernel: &Invalidator, agent: &Agent, prune: bool, erasing:
                     "retention: removed {pruned} objects of snapshots the writer forgot"
                 );
             }
+            true
         }
         // Reads of erased objects are refused already (the erasure comes
-        // first); the packs are rewritten at the next start.
-        Err(e) => tracing::warn!("following: carrying out the writer's records: {e}"),
+        // first); the packs are rewritten after the next poll.
+        Err(e) => {
+            tracing::warn!("following: carrying out the writer's records: {e}");
+            false
+        }
     }
 }
 
@@ -264,38 +268,30 @@ mod tests {
 
     /// New records are carried out as the pull found them; nothing else
     /// is, until a pull fails: then the next one that ends is followed by
-    /// a walk (when a redaction is held), once.
+    /// a walk, once.
     #[test]
     fn a_failed_pull_is_followed_by_one_walk() {
         let mut due = false;
-        let held = || true;
-        assert!(to_carry_out(records(0, 0), &mut due, held).is_none());
+        assert!(to_carry_out(records(0, 0), &mut due).is_none());
         assert!(matches!(
-            to_carry_out(records(0, 1), &mut due, held),
-            Some((false, Found(..)))
+            to_carry_out(records(0, 1), &mut due),
+            Some(Found(..))
         ));
         assert!(matches!(
-            to_carry_out(records(2, 0), &mut due, held),
-            Some((true, Found(..)))
+            to_carry_out(records(2, 0), &mut due),
+            Some(Found(..))
         ));
-        assert!(to_carry_out(None, &mut due, held).is_none());
-        assert!(to_carry_out(None, &mut due, held).is_none());
-        assert!(matches!(
-            to_carry_out(records(0, 0), &mut due, held),
-            Some((false, Find))
-        ));
-        assert!(to_carry_out(records(0, 0), &mut due, held).is_none());
-        // With no redaction held there is nothing to walk for.
-        assert!(to_carry_out(None, &mut due, held).is_none());
-        assert!(to_carry_out(records(0, 0), &mut due, || false).is_none());
-        assert!(to_carry_out(records(0, 0), &mut due, held).is_none());
+        assert!(to_carry_out(None, &mut due).is_none());
+        assert!(to_carry_out(None, &mut due).is_none());
+        assert!(matches!(to_carry_out(records(0, 0), &mut due), Some(Find)));
+        assert!(to_carry_out(records(0, 0), &mut due).is_none());
         // New records after a failure: carried out as found, and the walk
         // is no longer due (their pull walked).
-        assert!(to_carry_out(None, &mut due, held).is_none());
+        assert!(to_carry_out(None, &mut due).is_none());
         assert!(matches!(
-            to_carry_out(records(0, 1), &mut due, held),
-            Some((false, Found(..)))
+            to_carry_out(records(0, 1), &mut due),
+            Some(Found(..))
         ));
-        assert!(to_carry_out(records(0, 0), &mut due, held).is_none());
+        assert!(to_carry_out(records(0, 0), &mut due).is_none());
     }
 }

@@ -82,7 +82,6 @@ pub fn catch_up_follower(
             "agent {agent} has operations a writer made here that are not yet in a snapshot: mount it once without --follow (as the writer) before following"
         )));
     }
-    let forgotten_before = a.repo().index()?.forgotten_seqs()?.len();
     let rt = crate::repo::remote::runtime()?;
     let erasing = match rt.block_on(crate::history::restore::pull(&a, remote)) {
         Ok(mut p) => {
@@ -99,13 +98,12 @@ pub fn catch_up_follower(
             crate::history::restore::Erasing::Find
         }
     };
-    let forgot = a.repo().index()?.forgotten_seqs()?.len() > forgotten_before;
     let crate::history::restore::CarriedOut {
         erased,
         pruned,
         refused,
         ..
-    } = crate::history::restore::carry_out_records(&a, forgot, erasing)?;
+    } = crate::history::restore::carry_out_records(&a, erasing)?;
     if erased > 0 {
         tracing::info!("redaction: erased {erased} objects here, as the writer did");
     }

@@ -158,14 +158,11 @@ pub fn takeover(
     }
     let (agent, _lock) = Agent::open_writer(home, name, master, false)?;
     let id = agent.repo().keys().agent_id();
-    let forgotten_before = agent.repo().index()?.forgotten_seqs()?.len();
     let mut pulled = catch_up(&rt, &agent, remote)?;
     let head = pulled.head;
     // The new writer holds nothing the old one erased.
-    let forgot = agent.repo().index()?.forgotten_seqs()?.len() > forgotten_before;
     if !crate::history::restore::carry_out_records(
         &agent,
-        forgot,
         crate::history::restore::Erasing::after(&mut pulled),
     )?
     .exact

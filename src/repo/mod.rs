@@ -364,8 +364,14 @@ impl Repo {
         Ok(())
     }
 
+    /// The packs that hold pending objects.
+    fn pending_packs(&self) -> std::collections::BTreeSet<u32> {
+        let pending = self.pending.lock().expect("pending");
+        pending.values().map(|o| o.loc.pack).collect()
+    }
+
     /// Copies the pending objects at places `moves` names (in a pack a
-    /// repack removes, inside a length it records) to the end of the pack being
+    /// repack removes) to the end of the pack being
     /// appended to, and points them there. Readers wait for `pending` only
     /// while the places change, not while the bytes are copied.
     fn move_pending(&self, moves: &dyn Fn(&Location) -> bool) -> Result<()> {
@@ -539,15 +545,18 @@ impl Repo {
     /// read again (a missing object) and leave the caches. The set replaces
     /// the one before: an object that a later snapshot references again
     /// (the same bytes written again) is served again. The packs are
-    /// rewritten apart ([`repack::remove_objects`]).
-    pub fn erase(&self, ids: &HashSet<ObjectId>) {
+    /// rewritten apart ([`repack::remove_objects`]). Returns whether the
+    /// set changed.
+    pub fn erase(&self, ids: &HashSet<ObjectId>) -> bool {
         let mut erased = self.erased.write().expect("erased");
         for id in ids {
             self.chunks.remove(id);
             self.meta.remove(id);
             self.meta.remove(&whole_tree_key(id));
         }
+        let changed = *erased != *ids;
         *erased = ids.clone();
+        changed
     }
 
     /// Serves `ids` again: objects erased before that a snapshot fetched

@@ -68,6 +68,11 @@ impl ReplicationState {
     }
 }
 
+/// `meta` key: how many forgotten snapshots a follower's data dir had when
+/// it last pruned their content (forget records only accumulate): a prune
+/// is due while the count differs, whatever stopped the last one.
+pub const META_PRUNED_FORGOTTEN: &str = "pruned_forgotten";
+
 /// `meta` key: a follower's view of the writer's remote ([`FollowState`]).
 pub const META_FOLLOW: &str = "follow_state";
 
