@@ -597,3 +597,38 @@ fn rename_over_a_pinned_file_keeps_it_open() {
     e.unpin(old.ino);
     assert_eq!(errno(e.getattr(old.ino)), libc::ENOENT);
 }
+
+/// A file grows to `MAX_FILE_SIZE` and no further: a write, a truncate or
+/// an fallocate past it is `EFBIG` (as past ext4's 16 TiB), so that one
+/// write at a far offset of a sparse file cannot take the daemon's memory
+/// (a file's chunk references are held whole while it is committed: 4 TiB
+/// took 4.3 GB and 10 s, 64 TiB would take 70 GB). A file of exactly the
+/// limit commits and reopens.
+#[test]
+fn files_past_the_size_limit_are_refused_with_efbig() {
+    use sovseal::engine::MAX_FILE_SIZE as MAX;
+    let env = Env::new();
+    let mut e = env.open();
+    let f = e.create(ROOT_INO, b"sparse", 0o600, 0, 0).unwrap().ino;
+    let size = |n| SetAttr {
+        size: Some(n),
+        ..Default::default()
+    };
+    assert_eq!(errno(e.write(f, MAX, b"x")), libc::EFBIG);
+    assert_eq!(errno(e.write(f, MAX - 1, b"xy")), libc::EFBIG);
+    assert_eq!(errno(e.write(f, 1 << 50, b"x")), libc::EFBIG);
+    assert_eq!(errno(e.setattr(f, &size(MAX + 1))), libc::EFBIG);
+    assert_eq!(errno(e.fallocate(f, MAX - 10, 20, 0)), libc::EFBIG);
+    assert_eq!(
+        e.getattr(f).unwrap().size,
+        0,
+        "a refused call changed the file"
+    );
+    e.setattr(f, &size(MAX)).unwrap();
+    e.write(f, 0, b"head").unwrap();
+    e.commit().unwrap();
+    drop(e);
+    let e = env.open();
+    assert_eq!(e.getattr(f).unwrap().size, MAX);
+    assert_eq!(e.read(f, 0, 4).unwrap(), b"head");
+}

@@ -150,3 +150,38 @@ print(json.dumps(res))
     );
     assert_eq!(back.trim(), format!("{} True b'tail' {}", 6 * MIB, CHUNK));
 }
+
+/// A program writing at a far offset (past `MAX_FILE_SIZE`, 1 TiB) gets
+/// `EFBIG`, as past ext4's largest file, and so does a truncate past it;
+/// the daemon serves on (before the limit, one such write of a byte took
+/// memory in proportion to the offset: the OOM killer at 64 TiB), and
+/// what it serves survives a remount.
+#[test]
+fn a_write_past_the_size_limit_fails_and_the_daemon_serves_on() {
+    let m = Mounted::new("far", &[]);
+    let out = m.py(r#"
+import errno, os
+def attempt(f):
+    try:
+        f()
+        return 'ok'
+    except OSError as e:
+        return errno.errorcode[e.errno]
+def far_write():
+    fd = os.open('far', os.O_WRONLY | os.O_CREAT, 0o644)
+    try:
+        os.pwrite(fd, b'x', 1 << 50)
+    finally:
+        os.close(fd)
+print(attempt(far_write), attempt(lambda: os.truncate('far', (1 << 40) + 1)),
+      attempt(lambda: os.truncate('far', 1 << 40)))
+with open('after', 'w') as f:
+    f.write('still here')
+print(open('after').read(), os.stat('far').st_size)
+"#);
+    assert_eq!(out.trim(), "EFBIG EFBIG ok\nstill here 1099511627776");
+    m.unmount();
+    m.mount();
+    assert_eq!(std::fs::read(m.path("after")).unwrap(), b"still here");
+    assert_eq!(std::fs::metadata(m.path("far")).unwrap().len(), 1 << 40);
+}

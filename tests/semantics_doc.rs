@@ -52,6 +52,15 @@ def create_in_removed_cwd():
     finally:
         os.chdir("..")
 
+def far_write(off):
+    def call():
+        fd = os.open("far", os.O_CREAT | os.O_WRONLY, 0o644)
+        try:
+            os.pwrite(fd, b"x", off)
+        finally:
+            os.close(fd)
+    return call
+
 def unlink_open():
     fd = os.open("u", os.O_CREAT | os.O_RDWR)
     os.unlink("u")
@@ -98,6 +107,9 @@ probes = {
     "rmdir-snapshots": lambda: os.rmdir(".snapshots"),
     "rename-snapshots": lambda: os.rename(".snapshots", "x"),
     "unlink-open": unlink_open,
+    "write-past-limit": far_write(1 << 40),
+    "truncate-to-limit": lambda: os.truncate("far", 1 << 40),
+    "truncate-past-limit": lambda: os.truncate("far", (1 << 40) + 1),
 }
 out = {}
 for k, f in probes.items():

@@ -52,6 +52,14 @@ pub const XATTR_NAME_MAX: usize = 255;
 pub const XATTR_SIZE_MAX: usize = 64 * 1024;
 /// Default budget of dirty chunk bytes held in memory before sealing early.
 pub const DEFAULT_DIRTY_BUDGET: usize = 64 << 20;
+/// Largest file size, in bytes (`EFBIG` beyond, as for `write`, `truncate`
+/// and `fallocate` past ext4's 16 TiB). A file's chunk references are held
+/// whole in memory while it changes and is committed, holes included
+/// (33 bytes per 64 KiB chunk): at this size 16M references, about 1 GiB
+/// at the commit's peak. Beyond it a single write at a far offset of a
+/// sparse file would take the daemon's memory (the OOM killer, and the
+/// journal's replay of that write at every start).
+pub const MAX_FILE_SIZE: u64 = 1 << 40;
 
 /// Attributes to change; `None` leaves a field alone.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -1485,7 +1493,7 @@ impl Engine {
     pub fn write(&mut self, ino: u64, off: u64, data: &[u8]) -> Result<usize> {
         let end = off
             .checked_add(data.len() as u64)
-            .filter(|e| *e <= i64::MAX as u64)
+            .filter(|e| *e <= MAX_FILE_SIZE)
             .ok_or_else(|| Error::fs("write", libc::EFBIG))?;
         self.dirty_file(ino, "write")?;
         // In the overlay since `dirty_file`: no clone of the inode per write.
@@ -1530,7 +1538,7 @@ impl Engine {
         }
         let end = off
             .checked_add(len)
-            .filter(|e| *e <= i64::MAX as u64)
+            .filter(|e| *e <= MAX_FILE_SIZE)
             .ok_or_else(|| Error::fs("fallocate", libc::EFBIG))?;
         let i = self.getattr(ino)?;
         match i.file_type() {
@@ -1596,7 +1604,7 @@ impl Engine {
     }
 
     fn truncate(&mut self, ino: u64, size: u64, now: i64) -> Result<()> {
-        if size > i64::MAX as u64 {
+        if size > MAX_FILE_SIZE {
             return Err(Error::fs("truncate", libc::EFBIG));
         }
         let old = self.getattr(ino)?.size;
