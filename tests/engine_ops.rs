@@ -598,12 +598,14 @@ fn rename_over_a_pinned_file_keeps_it_open() {
     assert_eq!(errno(e.getattr(old.ino)), libc::ENOENT);
 }
 
-/// A file grows to `MAX_FILE_SIZE` and no further: a write, a truncate or
-/// an fallocate past it is `EFBIG` (as past ext4's 16 TiB), so that one
-/// write at a far offset of a sparse file cannot take the daemon's memory
-/// (a file's chunk references are held whole while it is committed: 4 TiB
-/// took 4.3 GB and 10 s, 64 TiB would take 70 GB). A file of exactly the
-/// limit commits and reopens.
+/// A file grows to `MAX_FILE_SIZE` and no further: a write at or past
+/// it, or a truncate or fallocate past it, is `EFBIG`, and a write that
+/// crosses it is cut short there (as Linux does at a file system's
+/// largest file), so that one write far into a sparse file cannot take
+/// the daemon's memory (a file's chunk references up to its last stored
+/// chunk are held whole while it is committed: data at 4 TiB took 4.3 GB
+/// and 10 s, at 64 TiB it would take 70 GB). An empty write does nothing,
+/// anywhere. A file of exactly the limit commits and reopens.
 #[test]
 fn files_past_the_size_limit_are_refused_with_efbig() {
     use sovseal::engine::MAX_FILE_SIZE as MAX;
@@ -615,15 +617,19 @@ fn files_past_the_size_limit_are_refused_with_efbig() {
         ..Default::default()
     };
     assert_eq!(errno(e.write(f, MAX, b"x")), libc::EFBIG);
-    assert_eq!(errno(e.write(f, MAX - 1, b"xy")), libc::EFBIG);
     assert_eq!(errno(e.write(f, 1 << 50, b"x")), libc::EFBIG);
     assert_eq!(errno(e.setattr(f, &size(MAX + 1))), libc::EFBIG);
     assert_eq!(errno(e.fallocate(f, MAX - 10, 20, 0)), libc::EFBIG);
+    assert_eq!(e.write(f, 1 << 50, b"").unwrap(), 0);
     assert_eq!(
         e.getattr(f).unwrap().size,
         0,
-        "a refused call changed the file"
+        "a refused or empty write changed the file"
     );
+    assert_eq!(e.write(f, MAX - 1, b"xy").unwrap(), 1, "not cut short");
+    assert_eq!(e.getattr(f).unwrap().size, MAX);
+    // (Dropped again: a byte at the limit would commit 16M references.)
+    e.setattr(f, &size(0)).unwrap();
     e.setattr(f, &size(MAX)).unwrap();
     e.write(f, 0, b"head").unwrap();
     e.commit().unwrap();
@@ -631,4 +637,47 @@ fn files_past_the_size_limit_are_refused_with_efbig() {
     let e = env.open();
     assert_eq!(e.getattr(f).unwrap().size, MAX);
     assert_eq!(e.read(f, 0, 4).unwrap(), b"head");
+}
+
+/// A truncate past the limit that the journal acknowledged under a larger
+/// one (an earlier build allowed up to `i64::MAX`) replays at the next open
+/// instead of failing it; such a file may shrink, grows no further, and a
+/// stat or `lseek` of it looks at its stored chunks, not at every chunk of
+/// its size (2^39 of them here).
+#[test]
+fn a_journal_made_under_a_larger_limit_replays() {
+    use sovseal::engine::MAX_FILE_SIZE as MAX;
+    const HUGE: u64 = 1 << 55;
+    let env = Env::new();
+    let size = |n| SetAttr {
+        size: Some(n),
+        ..Default::default()
+    };
+    let f;
+    {
+        let mut e = env.open();
+        f = e.create(ROOT_INO, b"big", 0o600, 0, 0).unwrap().ino;
+        e.write(f, 0, b"data").unwrap();
+        e.commit().unwrap();
+        e.set_max_file_size(i64::MAX as u64);
+        e.setattr(f, &size(HUGE)).unwrap();
+        // Not committed: the next open replays the journal.
+    }
+    let mut e = env.open();
+    let i = e.getattr(f).unwrap();
+    assert_eq!(i.size, HUGE);
+    // A stored chunk counts whole (st_blocks).
+    let chunk = sovseal::seal::tree::CHUNK_SIZE as u64;
+    assert_eq!(e.stored_bytes(f, &i).unwrap(), chunk);
+    assert_eq!(e.seek(f, 0, false).unwrap(), chunk);
+    assert_eq!(e.seek(f, 1, true).unwrap(), 1);
+    assert_eq!(e.seek(f, MAX, false).unwrap(), MAX);
+    assert_eq!(errno(e.seek(f, chunk, true)), libc::ENXIO);
+    assert_eq!(errno(e.setattr(f, &size(HUGE + 1))), libc::EFBIG);
+    e.setattr(f, &size(HUGE / 2)).unwrap();
+    e.commit().unwrap();
+    drop(e);
+    let e = env.open();
+    let i = e.getattr(f).unwrap();
+    assert_eq!((i.size, e.stored_bytes(f, &i).unwrap()), (HUGE / 2, chunk));
 }

@@ -152,7 +152,8 @@ print(json.dumps(res))
 }
 
 /// A program writing at a far offset (past `MAX_FILE_SIZE`, 1 TiB) gets
-/// `EFBIG`, as past ext4's largest file, and so does a truncate past it;
+/// `EFBIG`, as past ext4's largest file, and so do an fallocate and a
+/// truncate past it (the file unchanged);
 /// the daemon serves on (before the limit, one such write of a byte took
 /// memory in proportion to the offset: the OOM killer at 64 TiB), and
 /// what it serves survives a remount.
@@ -173,13 +174,23 @@ def far_write():
         os.pwrite(fd, b'x', 1 << 50)
     finally:
         os.close(fd)
-print(attempt(far_write), attempt(lambda: os.truncate('far', (1 << 40) + 1)),
+def far_fallocate():
+    fd = os.open('far', os.O_WRONLY)
+    try:
+        os.posix_fallocate(fd, (1 << 40) - 10, 20)
+    finally:
+        os.close(fd)
+print(attempt(far_write), attempt(far_fallocate), os.stat('far').st_size,
+      attempt(lambda: os.truncate('far', (1 << 40) + 1)),
       attempt(lambda: os.truncate('far', 1 << 40)))
 with open('after', 'w') as f:
     f.write('still here')
 print(open('after').read(), os.stat('far').st_size)
 "#);
-    assert_eq!(out.trim(), "EFBIG EFBIG ok\nstill here 1099511627776");
+    assert_eq!(
+        out.trim(),
+        "EFBIG EFBIG 0 EFBIG ok\nstill here 1099511627776"
+    );
     m.unmount();
     m.mount();
     assert_eq!(std::fs::read(m.path("after")).unwrap(), b"still here");

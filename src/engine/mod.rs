@@ -52,13 +52,14 @@ pub const XATTR_NAME_MAX: usize = 255;
 pub const XATTR_SIZE_MAX: usize = 64 * 1024;
 /// Default budget of dirty chunk bytes held in memory before sealing early.
 pub const DEFAULT_DIRTY_BUDGET: usize = 64 << 20;
-/// Largest file size, in bytes (`EFBIG` beyond, as for `write`, `truncate`
-/// and `fallocate` past ext4's 16 TiB). A file's chunk references are held
-/// whole in memory while it changes and is committed, holes included
-/// (33 bytes per 64 KiB chunk): at this size 16M references, about 1 GiB
-/// at the commit's peak. Beyond it a single write at a far offset of a
-/// sparse file would take the daemon's memory (the OOM killer, and the
-/// journal's replay of that write at every start).
+/// Largest file size a file may grow to, in bytes (`EFBIG` past it, as
+/// for `write`, `truncate` and `fallocate` past ext4's 16 TiB; a write
+/// that crosses it is cut short there). A file's chunk references are
+/// held whole in memory while it changes and is committed, up to its last
+/// stored chunk, holes included (33 bytes per 64 KiB chunk): at this
+/// offset 16M references, about 1 GiB at the commit's peak. Without it,
+/// one byte written far into a sparse file took memory in proportion to
+/// its offset (the OOM killer at 64 TiB).
 pub const MAX_FILE_SIZE: u64 = 1 << 40;
 
 /// Attributes to change; `None` leaves a field alone.
@@ -170,6 +171,11 @@ pub struct Engine {
     journal: Option<OpJournal>,
     /// The time of the operation being applied (replay), else the clock.
     clock: Option<i64>,
+    /// Applying the journal: operations acknowledged before, by builds
+    /// that may have allowed larger files ([`MAX_FILE_SIZE`]).
+    replaying: bool,
+    /// Largest size a file may grow to ([`MAX_FILE_SIZE`]).
+    max_file_size: u64,
     /// Free inode numbers.
     ialloc: inodes::Allocator,
     /// Writers and note for the next snapshot.
@@ -232,6 +238,8 @@ impl Engine {
             dirty_budget: DEFAULT_DIRTY_BUDGET,
             journal: None,
             clock: None,
+            replaying: false,
+            max_file_size: MAX_FILE_SIZE,
             ialloc: inodes::Allocator::default(),
             provenance: provenance::Pending::default(),
             lock,
@@ -256,8 +264,32 @@ impl Engine {
         let (seq, hash) = (self.head.seq(), self.head.hash());
         let keys = self.agent.repo().keys().clone();
         let mut n = 0u64;
+        self.replaying = true;
+        let done = self.replay_records(records, seq, hash, &keys, &mut n);
+        self.replaying = false;
+        done?;
+        if n > 0 {
+            let info = self.commit()?;
+            tracing::info!(
+                "journal: {n} operations acknowledged before the last stop are in snapshot {}",
+                info.map_or(seq, |i| i.seq)
+            );
+        }
+        Ok(())
+    }
+
+    /// Applies the journal records made on head (`seq`, `hash`), counting
+    /// them in `n` ([`Engine::replay`]).
+    fn replay_records(
+        &mut self,
+        records: &[crate::repo::journal::Record],
+        seq: u64,
+        hash: [u8; 32],
+        keys: &crate::seal::keys::AgentKeys,
+        n: &mut u64,
+    ) -> Result<()> {
         for r in records.iter().filter(|r| r.seq == seq && r.hash == hash) {
-            let plain = match envelope::open_journal(&keys, seq, &hash, n, &r.sealed) {
+            let plain = match envelope::open_journal(keys, seq, &hash, *n, &r.sealed) {
                 Ok(p) => p,
                 Err(e) => {
                     tracing::warn!("journal: replay ends at record {n}: {e}");
@@ -285,14 +317,7 @@ impl Engine {
                     format!("created inode {got} where {} was recorded", entry.created),
                 ));
             }
-            n += 1;
-        }
-        if n > 0 {
-            let info = self.commit()?;
-            tracing::info!(
-                "journal: {n} operations acknowledged before the last stop are in snapshot {}",
-                info.map_or(seq, |i| i.seq)
-            );
+            *n += 1;
         }
         Ok(())
     }
@@ -485,6 +510,13 @@ impl Engine {
         self.dirty_budget = bytes;
     }
 
+    /// Sets the largest size a file may grow to (tests: what a journal
+    /// written under a larger limit replays; [`MAX_FILE_SIZE`] by default).
+    #[doc(hidden)]
+    pub fn set_max_file_size(&mut self, bytes: u64) {
+        self.max_file_size = bytes;
+    }
+
     /// The read side of this agent (history, listings, verification).
     pub fn agent(&self) -> &Agent {
         &self.agent
@@ -637,7 +669,15 @@ impl Engine {
         base: &'a Option<Arc<Vec<ChunkRef>>>,
     ) -> view::DataMap<impl Fn(u64) -> bool + 'a> {
         let f = self.ov.files.get(&ino);
+        let slots = match f {
+            Some(f) => {
+                let dirty = f.dirty.last_key_value().map_or(0, |(k, _)| k + 1);
+                dirty.max(f.refs.len() as u64)
+            }
+            None => base.as_ref().map_or(0, |r| r.len() as u64),
+        };
         view::DataMap {
+            slots,
             stored: move |idx: u64| match f {
                 Some(f) => {
                     f.dirty.contains_key(&idx) || matches!(f.refs.get(idx as usize), Some(Some(_)))
@@ -1490,11 +1530,19 @@ impl Engine {
     }
 
     /// Writes `data` at `off`; returns the bytes written.
+    /// Nothing for an empty `data`; `EFBIG` at or past [`MAX_FILE_SIZE`],
+    /// and a write that crosses it is cut short there (as Linux does at a
+    /// file system's largest file).
     pub fn write(&mut self, ino: u64, off: u64, data: &[u8]) -> Result<usize> {
-        let end = off
-            .checked_add(data.len() as u64)
-            .filter(|e| *e <= MAX_FILE_SIZE)
-            .ok_or_else(|| Error::fs("write", libc::EFBIG))?;
+        if data.is_empty() {
+            return Ok(0);
+        }
+        let max = self.max_file_size;
+        if off >= max {
+            return Err(Error::fs("write", libc::EFBIG));
+        }
+        let data = &data[..data.len().min((max - off) as usize)];
+        let end = off + data.len() as u64;
         self.dirty_file(ino, "write")?;
         // In the overlay since `dirty_file`: no clone of the inode per write.
         let size = self.inode_mut(ino)?.size;
@@ -1538,7 +1586,7 @@ impl Engine {
         }
         let end = off
             .checked_add(len)
-            .filter(|e| *e <= MAX_FILE_SIZE)
+            .filter(|e| *e <= self.max_file_size)
             .ok_or_else(|| Error::fs("fallocate", libc::EFBIG))?;
         let i = self.getattr(ino)?;
         match i.file_type() {
@@ -1604,10 +1652,17 @@ impl Engine {
     }
 
     fn truncate(&mut self, ino: u64, size: u64, now: i64) -> Result<()> {
-        if size > MAX_FILE_SIZE {
+        let old = self.getattr(ino)?.size;
+        // Only growth is limited (a larger file of an earlier build may
+        // shrink), and not what the journal acknowledged before.
+        let limit = if self.replaying {
+            i64::MAX as u64
+        } else {
+            self.max_file_size
+        };
+        if size > old && size > limit {
             return Err(Error::fs("truncate", libc::EFBIG));
         }
-        let old = self.getattr(ino)?.size;
         self.dirty_file(ino, "truncate")?;
         if size < old {
             let chunk = self.chunk_size();

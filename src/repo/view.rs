@@ -187,6 +187,7 @@ impl SnapshotView {
     fn data_map<'a>(&self, refs: &'a [ChunkRef], size: u64) -> DataMap<impl Fn(u64) -> bool + 'a> {
         DataMap {
             stored: move |idx| matches!(refs.get(idx as usize), Some(Some(_))),
+            slots: refs.len() as u64,
             size,
             chunk: u64::from(self.manifest.chunk_size),
         }
@@ -304,6 +305,10 @@ pub(crate) fn read_range(
 pub struct DataMap<F: Fn(u64) -> bool> {
     /// Whether chunk `idx` holds data.
     pub stored: F,
+    /// Chunks at or past this index are holes: what `stored` is asked
+    /// stays below it (a file's references end at its last stored chunk,
+    /// however far its size reaches past it).
+    pub slots: u64,
     /// File size.
     pub size: u64,
     /// Chunk size.
@@ -315,9 +320,14 @@ impl<F: Fn(u64) -> bool> DataMap<F> {
         self.size.div_ceil(self.chunk)
     }
 
+    /// The chunks that may hold data.
+    fn asked(&self) -> u64 {
+        self.chunks().min(self.slots)
+    }
+
     /// Bytes of the file that lie in stored chunks (holes count nothing).
     pub fn stored_bytes(&self) -> u64 {
-        (0..self.chunks())
+        (0..self.asked())
             .filter(|i| (self.stored)(*i))
             .map(|i| (self.size - i * self.chunk).min(self.chunk))
             .sum()
@@ -332,9 +342,12 @@ impl<F: Fn(u64) -> bool> DataMap<F> {
             return None;
         }
         let first = off / self.chunk;
-        match (first..self.chunks()).find(|i| (self.stored)(*i) == data) {
+        let asked = self.asked();
+        match (first..asked).find(|i| (self.stored)(*i) == data) {
             Some(i) => Some(off.max(i * self.chunk)),
             None if data => None,
+            // Past the slots, a hole up to the end.
+            None if asked < self.chunks() => Some(off.max(asked * self.chunk)),
             None => Some(self.size),
         }
     }
