@@ -28,9 +28,9 @@ pub mod journal;
 
 use crate::config::{AgentName, Home};
 use crate::repo::agent::{Agent, WriteLock};
-use crate::repo::dirtree;
 use crate::repo::journal::Journal;
 use crate::repo::view::{self, ChunkOverlay, SnapshotView};
+use crate::repo::{chunktree, dirtree};
 use crate::seal::envelope;
 use crate::seal::keys::MasterKey;
 use crate::seal::tree::{
@@ -647,7 +647,7 @@ impl Engine {
         match self.ov.files.get(&ino) {
             Some(f) => view::read_range(
                 repo,
-                &f.refs,
+                &|idx| Ok(f.refs.get(idx as usize).copied().flatten()),
                 Some(&f.dirty as &dyn ChunkOverlay),
                 i.size,
                 self.chunk_size(),
@@ -655,8 +655,16 @@ impl Engine {
                 len,
             ),
             None => {
-                let refs = self.refs_of(&i)?;
-                view::read_range(repo, &refs, None, i.size, self.chunk_size(), off, len)
+                let chunks = view::file_chunks(&i)?;
+                view::read_range(
+                    repo,
+                    &|idx| chunktree::get(repo, chunks, idx),
+                    None,
+                    i.size,
+                    self.chunk_size(),
+                    off,
+                    len,
+                )
             }
         }
     }
@@ -697,11 +705,11 @@ impl Engine {
         if i.file_type() != FileType::File {
             return Ok(i.size);
         }
-        let base = match self.ov.files.contains_key(&ino) {
-            true => None,
-            false => Some(self.refs_of(i)?),
-        };
-        Ok(self.data_map(ino, i, &base).stored_bytes())
+        if !self.ov.files.contains_key(&ino) {
+            let chunks = view::file_chunks(i)?;
+            return view::stored_bytes(self.head.repo(), chunks, i.size, self.chunk_size());
+        }
+        Ok(self.data_map(ino, i, &None).stored_bytes())
     }
 
     /// `lseek(SEEK_DATA)` (`data`) or `lseek(SEEK_HOLE)` at chunk

@@ -172,6 +172,31 @@ pub fn refs(repo: &Repo, chunks: &Chunks) -> Result<Arc<Vec<ChunkRef>>> {
     }
 }
 
+/// How many of a file's first `n` chunk references name a stored chunk,
+/// and whether the `n`th does: counted list by list down the tree, without
+/// expanding the whole list (a `stat`'s `st_blocks` of a file whose whole
+/// list does not fit the cache).
+pub fn stored(repo: &Repo, chunks: &Chunks, n: u64) -> Result<(u64, bool)> {
+    if let Some(l) = match chunks {
+        Chunks::Tree { id, .. } => repo.cached_chunk_tree(id),
+        _ => Some(refs(repo, chunks)?),
+    } {
+        let upto = &l[..l.len().min(n as usize)];
+        let last = n > 0 && upto.len() as u64 == n && upto[upto.len() - 1].is_some();
+        return Ok((upto.iter().flatten().count() as u64, last));
+    }
+    let (mut at, mut count, mut last) = (0u64, 0u64, false);
+    traverse(repo, chunks, &|_| false, &mut |_, _| Ok(()), &mut |l| {
+        let upto = &l[..(n.saturating_sub(at) as usize).min(l.len())];
+        count += upto.iter().flatten().count() as u64;
+        if n > at && n <= at + l.len() as u64 {
+            last = l[(n - at - 1) as usize].is_some();
+        }
+        at += l.len() as u64;
+    })?;
+    Ok((count, last))
+}
+
 /// Visits the objects of a file's content, parents before children: its
 /// chunk list, or its tree's nodes and lists, and the chunks. An object for
 /// which `skip` is true is neither visited nor read, and nothing below it
@@ -250,6 +275,34 @@ fn walk_node(
     visit: &mut dyn FnMut(ObjectKind, &ObjRef) -> Result<()>,
     list: &mut dyn FnMut(&[ChunkRef]),
 ) -> Result<()> {
+    let (node, span) = checked_node(repo, id, height, covered)?;
+    for (k, child) in node.children.iter().enumerate() {
+        let below = span.min(covered - k as u64 * span);
+        let r = ObjRef::by_id(*child);
+        if skip(&r) {
+            continue;
+        }
+        if height == 1 {
+            visit(ObjectKind::ChunkList, &r)?;
+            let l = checked_list(repo, child, below)?;
+            list(&l);
+            visit_chunks(&l, skip, visit)?;
+        } else {
+            visit(ObjectKind::ChunkIndex, &r)?;
+            walk_node(repo, child, height - 1, below, skip, visit, list)?;
+        }
+    }
+    Ok(())
+}
+
+/// Node `id`, of `height` and covering `covered` references, read and
+/// checked against that shape; and the references each full child covers.
+fn checked_node(
+    repo: &Repo,
+    id: &ObjectId,
+    height: u8,
+    covered: u64,
+) -> Result<(Arc<ChunkIndexNode>, u64)> {
     let node = repo.chunk_index(id)?;
     let span = chunk_tree_span(height - 1);
     if node.height != height || node.children.len() as u64 != covered.div_ceil(span) {
@@ -263,30 +316,58 @@ fn walk_node(
             ),
         ));
     }
-    for (k, child) in node.children.iter().enumerate() {
-        let below = span.min(covered - k as u64 * span);
-        let r = ObjRef::by_id(*child);
-        if skip(&r) {
-            continue;
-        }
-        if height == 1 {
-            visit(ObjectKind::ChunkList, &r)?;
-            let l = repo.chunk_list(child)?;
-            if l.len() as u64 != below {
-                return Err(corrupt(
-                    ObjectKind::ChunkList,
-                    child,
-                    format!("{} references where the tree needs {below}", l.len()),
-                ));
-            }
-            list(&l);
-            visit_chunks(&l, skip, visit)?;
-        } else {
-            visit(ObjectKind::ChunkIndex, &r)?;
-            walk_node(repo, child, height - 1, below, skip, visit, list)?;
-        }
+    Ok((node, span))
+}
+
+/// List `id` of a tree, read and checked to hold `len` references.
+fn checked_list(repo: &Repo, id: &ObjectId, len: u64) -> Result<Arc<Vec<ChunkRef>>> {
+    let l = repo.chunk_list(id)?;
+    if l.len() as u64 != len {
+        return Err(corrupt(
+            ObjectKind::ChunkList,
+            id,
+            format!("{} references where the tree needs {len}", l.len()),
+        ));
     }
-    Ok(())
+    Ok(l)
+}
+
+/// Reference `idx` of a file's chunks (a hole at or past the count): from
+/// the whole list when it is cached, else down one path of the tree (its
+/// nodes and one list, each checked as [`walk`] checks them), so a read
+/// of a file whose whole list does not fit the cache costs what it reads.
+pub fn get(repo: &Repo, chunks: &Chunks, idx: u64) -> Result<ChunkRef> {
+    let Chunks::Tree { id, count } = chunks else {
+        return Ok(refs(repo, chunks)?.get(idx as usize).copied().flatten());
+    };
+    if idx >= *count {
+        return Ok(None);
+    }
+    if let Some(l) = repo
+        .cached_chunk_tree(id)
+        .filter(|l| l.len() as u64 == *count)
+    {
+        return Ok(l[idx as usize]);
+    }
+    let Some(mut height) = chunk_tree_height(*count) else {
+        return Err(corrupt(
+            ObjectKind::ChunkIndex,
+            id,
+            format!("a tree of {count} references"),
+        ));
+    };
+    let (mut at, mut node_id, mut covered) = (idx, *id, *count);
+    loop {
+        let (node, span) = checked_node(repo, &node_id, height, covered)?;
+        let k = at / span;
+        let child = node.children[k as usize];
+        let below = span.min(covered - k * span);
+        at -= k * span;
+        if height == 1 {
+            return Ok(checked_list(repo, &child, below)?[at as usize]);
+        }
+        (node_id, covered, height) = (child, below, height - 1);
+    }
 }
 
 #[cfg(test)]
@@ -366,6 +447,23 @@ mod tests {
             let (objs, back) = walked(repo, &c).unwrap();
             prop_assert_eq!(&back, &refs);
             prop_assert_eq!(&*refs_fresh(repo, &c), &refs);
+            // One reference at a time, down the tree (the whole list not
+            // cached), and holes past the count.
+            if let Chunks::Tree { id, .. } = &c {
+                repo.meta.remove(&super::super::whole_tree_key(id));
+            }
+            for i in 0..n + 2 {
+                prop_assert_eq!(get(repo, &c, i as u64).unwrap(), refs.get(i).copied().flatten());
+            }
+            // Stored references among the first m, counted list by list.
+            for m in [0, 1, n / 2, n.saturating_sub(1), n, n + 3] {
+                let upto = &refs[..m.min(n)];
+                let want = (
+                    upto.iter().flatten().count() as u64,
+                    m > 0 && m <= n && refs[m - 1].is_some(),
+                );
+                prop_assert_eq!(stored(repo, &c, m as u64).unwrap(), want, "first {}", m);
+            }
             if n <= MAX_INLINE_CHUNKS {
                 return Ok(());
             }
@@ -403,7 +501,8 @@ mod tests {
     }
 
     /// A tree whose nodes or lists do not have the shape the count fixes is
-    /// an integrity error, never a file read otherwise.
+    /// an integrity error, never a file read otherwise: whole, or one
+    /// reference down the tree.
     #[test]
     fn a_chunk_tree_of_the_wrong_shape_is_corrupt() {
         let tmp = tempfile::tempdir().unwrap();
@@ -469,6 +568,11 @@ mod tests {
             };
             repo.meta.remove(&super::super::whole_tree_key(id));
             assert!(refs(repo, &c).is_err(), "{what}: read");
+            let Chunks::Tree { count, .. } = &c else {
+                unreachable!()
+            };
+            let e = get(repo, &c, count - 1).unwrap_err();
+            assert!(e.is_integrity(), "{what}: one reference: {e}");
         }
     }
 }

@@ -6,7 +6,8 @@
 
 use crate::repo::{Repo, chunktree, dirtree, pagemap};
 use crate::seal::tree::{
-    ChunkRef, Content, DirEntry, DirRef, Entries, FileType, Inode, Manifest, ObjRef, ObjectKind,
+    ChunkRef, Chunks, Content, DirEntry, DirRef, Entries, FileType, Inode, Manifest, ObjRef,
+    ObjectKind,
 };
 use crate::{Error, Result};
 use std::sync::Arc;
@@ -104,10 +105,10 @@ impl SnapshotView {
     /// Reads up to `len` bytes at `off`.
     pub fn read(&self, ino: u64, off: u64, len: usize) -> Result<Vec<u8>> {
         let i = self.getattr(ino)?;
-        let refs = chunk_refs(&self.repo, &i)?;
+        let chunks = file_chunks(&i)?;
         read_range(
             &self.repo,
-            &refs,
+            &|idx| chunktree::get(&self.repo, chunks, idx),
             None,
             i.size,
             u64::from(self.manifest.chunk_size),
@@ -174,8 +175,12 @@ impl SnapshotView {
         if i.file_type() != FileType::File {
             return Ok(i.size);
         }
-        let refs = self.chunk_refs_of(i)?;
-        Ok(self.data_map(&refs, i.size).stored_bytes())
+        stored_bytes(
+            &self.repo,
+            file_chunks(i)?,
+            i.size,
+            u64::from(self.manifest.chunk_size),
+        )
     }
 
     /// `lseek(SEEK_DATA/SEEK_HOLE)` in a file inode ([`DataMap::seek`]).
@@ -244,8 +249,24 @@ pub(crate) fn dir_root(i: &Inode) -> Result<Option<&DirRef>> {
 /// The chunk references of a file inode (`EISDIR`/`EINVAL` for other
 /// types).
 pub(crate) fn chunk_refs(repo: &Repo, i: &Inode) -> Result<Arc<Vec<ChunkRef>>> {
+    chunktree::refs(repo, file_chunks(i)?)
+}
+
+/// Bytes of a file of `size` made of `chunks` that lie in stored chunks
+/// (each counts whole, the last up to the size): `st_blocks`.
+pub(crate) fn stored_bytes(repo: &Repo, chunks: &Chunks, size: u64, chunk: u64) -> Result<u64> {
+    let n = size.div_ceil(chunk);
+    let (count, last) = chunktree::stored(repo, chunks, n)?;
+    // The last chunk counts only up to the size.
+    let short = if last { n * chunk - size } else { 0 };
+    Ok(count * chunk - short)
+}
+
+/// Where a file inode's chunk references are (`EISDIR`/`EINVAL` for other
+/// types).
+pub(crate) fn file_chunks(i: &Inode) -> Result<&Chunks> {
     match &i.content {
-        Content::File(c) => chunktree::refs(repo, c),
+        Content::File(c) => Ok(c),
         _ if i.file_type() == FileType::Dir => Err(Error::fs("read", libc::EISDIR)),
         _ => Err(Error::fs("read", libc::EINVAL)),
     }
@@ -260,12 +281,12 @@ pub(crate) trait ChunkOverlay {
     fn read_chunk(&self, repo: &Repo, idx: u64, from: usize, dst: &mut [u8]) -> Option<Result<()>>;
 }
 
-/// Reads `[off, off+len)` of a file of `size` bytes made of `refs`, with
-/// the `dirty` overlay's chunks taking precedence. Holes and bytes past a
-/// chunk's stored length read as zeros.
+/// Reads `[off, off+len)` of a file of `size` bytes whose chunk `idx` is
+/// `chunk_at(idx)`, with the `dirty` overlay's chunks taking precedence.
+/// Holes and bytes past a chunk's stored length read as zeros.
 pub(crate) fn read_range(
     repo: &Repo,
-    refs: &[ChunkRef],
+    chunk_at: &dyn Fn(u64) -> Result<ChunkRef>,
     dirty: Option<&dyn ChunkOverlay>,
     size: u64,
     chunk: u64,
@@ -286,8 +307,8 @@ pub(crate) fn read_range(
         let dst = &mut out[(pos - off) as usize..(cend - off) as usize];
         if let Some(r) = dirty.and_then(|d| d.read_chunk(repo, idx, from, dst)) {
             r?;
-        } else if let Some(Some(id)) = refs.get(idx as usize) {
-            let data = repo.chunk(id)?;
+        } else if let Some(id) = chunk_at(idx)? {
+            let data = repo.chunk(&id)?;
             if from < data.len() {
                 let n = data.len().min(to) - from;
                 dst[..n].copy_from_slice(&data[from..from + n]);
