@@ -1084,6 +1084,33 @@ fn a_poll_costs_what_is_new_not_the_history() {
     );
 }
 
+/// A remote in memory.
+fn memory_remote() -> Remote {
+    Remote::with_store(
+        Arc::new(object_store::memory::InMemory::new()),
+        Default::default(),
+        "memory://",
+    )
+}
+
+/// `name` in the root holding `data`, committed, then unlinked and
+/// committed again.
+fn written_then_removed(e: &mut Engine, name: &[u8], data: &[u8]) {
+    let s = e.create(ROOT_INO, name, 0o600, 0, 0).unwrap().ino;
+    e.write(s, 0, data).unwrap();
+    e.commit().unwrap();
+    e.unlink(ROOT_INO, name).unwrap();
+    e.commit().unwrap();
+}
+
+/// Every byte of `env`'s packs (record headers name ids in the clear).
+fn pack_bytes(env: &Env) -> Vec<u8> {
+    files_under(&env.data_dir().join("packs"))
+        .iter()
+        .flat_map(|p| std::fs::read(p).unwrap())
+        .collect()
+}
+
 /// A pull that takes in a redaction record together with a snapshot that
 /// writes part of the erased content again hands on what may be erased
 /// ([`restore::Pulled::erasable`], which a follower carries out without
@@ -1094,20 +1121,12 @@ fn a_poll_costs_what_is_new_not_the_history() {
 fn a_pull_with_a_redaction_hands_on_what_a_walk_of_everything_finds() {
     use sovseal::history::redact;
     use std::collections::HashSet;
-    let remote = Remote::with_store(
-        Arc::new(object_store::memory::InMemory::new()),
-        Default::default(),
-        "memory://",
-    );
+    let remote = memory_remote();
     let writer = Env::new();
     let mut e = writer.open();
     // 21 chunks of 64 KiB: a chunk list.
     let secret = bytes(77, 20 * 65536 + 5);
-    let s = e.create(ROOT_INO, b"secret", 0o600, 0, 0).unwrap().ino;
-    e.write(s, 0, &secret).unwrap();
-    e.commit().unwrap();
-    e.unlink(ROOT_INO, b"secret").unwrap();
-    e.commit().unwrap();
+    written_then_removed(&mut e, b"secret", &secret);
     replicate_all(&e, &remote);
     let follower = Env::new();
     restore_ok(&follower, &remote);
@@ -1148,10 +1167,7 @@ fn a_pull_with_a_redaction_hands_on_what_a_walk_of_everything_finds() {
     let ino = support::home::path_ino(&f, "again");
     assert!(f.read(ino, 0, half.len()).unwrap() == half, "again differs");
     // Record headers name their object's id in the clear.
-    let packs: Vec<u8> = files_under(&follower.data_dir().join("packs"))
-        .iter()
-        .flat_map(|p| std::fs::read(p).unwrap())
-        .collect();
+    let packs = pack_bytes(&follower);
     let held = |id: &sovseal::seal::tree::ObjectId| packs.windows(32).any(|w| w == id.0);
     assert!(
         found.iter().all(|id| !held(id)),
@@ -1172,19 +1188,11 @@ fn a_pull_with_a_redaction_hands_on_what_a_walk_of_everything_finds() {
 #[test]
 fn a_forget_in_the_same_pull_as_a_redaction_is_walked_again() {
     use sovseal::history::{redact, retention};
-    let remote = Remote::with_store(
-        Arc::new(object_store::memory::InMemory::new()),
-        Default::default(),
-        "memory://",
-    );
+    let remote = memory_remote();
     let writer = Env::new();
     let mut e = writer.open();
     let content = bytes(91, 3 * 65536);
-    let s = e.create(ROOT_INO, b"secret", 0o600, 0, 0).unwrap().ino;
-    e.write(s, 0, &content).unwrap();
-    e.commit().unwrap();
-    e.unlink(ROOT_INO, b"secret").unwrap();
-    e.commit().unwrap();
+    written_then_removed(&mut e, b"secret", &content);
     // The same bytes again under another name, in one snapshot only.
     let o = e.create(ROOT_INO, b"other", 0o600, 0, 0).unwrap().ino;
     e.write(o, 0, &content).unwrap();
@@ -1219,10 +1227,7 @@ fn a_forget_in_the_same_pull_as_a_redaction_is_walked_again() {
         (plan.objects, true, true)
     );
     drop(f);
-    let packs: Vec<u8> = files_under(&follower.data_dir().join("packs"))
-        .iter()
-        .flat_map(|p| std::fs::read(p).unwrap())
-        .collect();
+    let packs = pack_bytes(&follower);
     assert!(
         plan.erase
             .iter()
@@ -1238,11 +1243,7 @@ fn a_forget_in_the_same_pull_as_a_redaction_is_walked_again() {
 #[test]
 fn a_forget_whose_prune_never_ran_is_pruned_by_the_next_carrying_out() {
     use sovseal::history::retention;
-    let remote = Remote::with_store(
-        Arc::new(object_store::memory::InMemory::new()),
-        Default::default(),
-        "memory://",
-    );
+    let remote = memory_remote();
     let writer = Env::new();
     let mut e = writer.open();
     let f_ino = e.create(ROOT_INO, b"state", 0o600, 0, 0).unwrap().ino;
@@ -1269,10 +1270,7 @@ fn a_forget_whose_prune_never_ran_is_pruned_by_the_next_carrying_out() {
     let out = restore::carry_out_records(f.agent(), restore::Erasing::Find).unwrap();
     assert!(out.pruned == 0 && !out.changed, "pruned again: {out:?}");
     drop(f);
-    let packs: Vec<u8> = files_under(&follower.data_dir().join("packs"))
-        .iter()
-        .flat_map(|p| std::fs::read(p).unwrap())
-        .collect();
+    let packs = pack_bytes(&follower);
     // Each version is 200,000 random bytes: only the retained one is left.
     assert!(packs.len() < 2 * 200_000, "{} bytes of packs", packs.len());
 }
