@@ -188,3 +188,45 @@ with open("g", "wb") as f:
     assert_eq!(std::fs::read(m.path("g")).unwrap(), want);
     assert_eq!(std::fs::read(m.path(".snapshots/latest/g")).unwrap(), want);
 }
+
+/// With the writeback cache the kernel takes writes at the largest file
+/// size (1 TiB) into its page cache and reports success; what the daemon
+/// then refuses must reach the program's `fsync`, not vanish: a write
+/// past the limit (refused whole) and one that crosses it (the daemon
+/// stores up to the limit, and answers the kernel's writeback, which does
+/// not look at a short count, with an error). The daemon serves on.
+#[test]
+fn writes_past_the_size_limit_fail_at_the_fsync() {
+    let m = mounted("wb-far");
+    assert_caching(&m);
+    let out = m.py(r#"
+import errno, os
+def result(f):
+    try:
+        f()
+        return 'ok'
+    except OSError as e:
+        return errno.errorcode[e.errno]
+for name, off in (('past', 1 << 40), ('crossing', (1 << 40) - 2)):
+    fd = os.open(name, os.O_RDWR | os.O_CREAT, 0o644)
+    wrote = result(lambda: os.pwrite(fd, b'xyz', off))
+    synced = result(lambda: os.fsync(fd))
+    # (Nothing kept near the limit: its commit would hold 16M references.)
+    os.ftruncate(fd, 0)
+    os.close(fd)
+    print(name, wrote, synced)
+with open('after', 'w') as f:
+    f.write('still here')
+print(open('after').read())
+"#);
+    let lines: Vec<&str> = out.lines().collect();
+    for (line, name) in lines.iter().zip(["past", "crossing"]) {
+        let f: Vec<&str> = line.split(' ').collect();
+        assert_eq!(f[0], name, "{out}");
+        assert!(
+            f[1] != "ok" || f[2] != "ok",
+            "{name}: the write and its fsync both succeeded: {out}"
+        );
+    }
+    assert_eq!(lines[2], "still here", "{out}");
+}

@@ -517,12 +517,19 @@ impl Filesystem for Adapter {
         fh: FileHandle,
         offset: u64,
         data: &[u8],
-        _write_flags: WriteFlags,
+        write_flags: WriteFlags,
         _flags: OpenFlags,
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
         match self.fs.write(fh.0, offset, data, caller(req, 0)) {
+            // Cut short at the largest file size: a program sees the short
+            // count, but the kernel's writeback (`-o writeback_cache`) does
+            // not look at it, so the bytes past the limit would be lost
+            // unreported. An error reaches the program's fsync or close.
+            Ok(n) if n < data.len() && write_flags.contains(WriteFlags::FUSE_WRITE_CACHE) => {
+                reply.error(Errno::EFBIG)
+            }
             Ok(n) => reply.written(n as u32),
             Err(e) => reply.error(errno(&e)),
         }

@@ -173,28 +173,114 @@ pub fn refs(repo: &Repo, chunks: &Chunks) -> Result<Arc<Vec<ChunkRef>>> {
 }
 
 /// How many of a file's first `n` chunk references name a stored chunk,
-/// and whether the `n`th does: counted list by list down the tree, without
-/// expanding the whole list (a `stat`'s `st_blocks` of a file whose whole
-/// list does not fit the cache).
+/// and whether the `n`th does (`st_blocks`). For a tree whose whole list
+/// is not cached, counted list by list with nothing kept but the answer
+/// (cached for the root when `n` covers it, as it does for every
+/// committed file): the lists are read past the cache, each distinct one
+/// once, so a stat of a file larger than the cache neither expands its
+/// list nor pushes everything else out of the cache.
 pub fn stored(repo: &Repo, chunks: &Chunks, n: u64) -> Result<(u64, bool)> {
-    if let Some(l) = match chunks {
-        Chunks::Tree { id, .. } => repo.cached_chunk_tree(id),
-        _ => Some(refs(repo, chunks)?),
-    } {
-        let upto = &l[..l.len().min(n as usize)];
-        let last = n > 0 && upto.len() as u64 == n && upto[upto.len() - 1].is_some();
-        return Ok((upto.iter().flatten().count() as u64, last));
+    let Chunks::Tree { id, count } = chunks else {
+        return Ok(stored_in(&refs(repo, chunks)?, n));
+    };
+    if let Some(l) = repo
+        .cached_chunk_tree(id)
+        .filter(|l| l.len() as u64 == *count)
+    {
+        return Ok(stored_in(&l, n));
     }
-    let (mut at, mut count, mut last) = (0u64, 0u64, false);
-    traverse(repo, chunks, &|_| false, &mut |_, _| Ok(()), &mut |l| {
-        let upto = &l[..(n.saturating_sub(at) as usize).min(l.len())];
-        count += upto.iter().flatten().count() as u64;
-        if n > at && n <= at + l.len() as u64 {
-            last = l[(n - at - 1) as usize].is_some();
+    let whole = n >= *count;
+    if whole && let Some((c, last)) = repo.cached_stored_count(id) {
+        return Ok((c, last && n == *count));
+    }
+    let Some(height) = chunk_tree_height(*count) else {
+        return Err(corrupt(
+            ObjectKind::ChunkIndex,
+            id,
+            format!("a tree of {count} references"),
+        ));
+    };
+    let mut c = Counting {
+        n: n.min(*count),
+        at: 0,
+        stored: 0,
+        last: false,
+        seen: std::collections::HashMap::new(),
+    };
+    c.node(repo, id, height, *count)?;
+    if whole {
+        repo.cache_stored_count(*id, c.stored, c.last);
+    }
+    // (Past the count, the `n`th reference is a hole.)
+    Ok((c.stored, c.last && n <= *count))
+}
+
+/// [`stored`] of a whole list.
+fn stored_in(l: &[ChunkRef], n: u64) -> (u64, bool) {
+    let upto = &l[..l.len().min(n as usize)];
+    let last = n > 0 && upto.len() as u64 == n && upto[upto.len() - 1].is_some();
+    (upto.iter().flatten().count() as u64, last)
+}
+
+/// A count of stored references among the first `n` of a tree, in file
+/// order: `at` references passed, `stored` of them stored, whether the
+/// one before `at` is; each list's length, stored count and last
+/// reference by id (equal lists are one object: a run of holes is read
+/// once).
+struct Counting {
+    n: u64,
+    at: u64,
+    stored: u64,
+    last: bool,
+    seen: std::collections::HashMap<ObjectId, (u64, u64, bool)>,
+}
+
+impl Counting {
+    fn node(&mut self, repo: &Repo, id: &ObjectId, height: u8, covered: u64) -> Result<()> {
+        let (node, span) = checked_node(repo, id, height, covered)?;
+        for (k, child) in node.children.iter().enumerate() {
+            if self.at >= self.n {
+                return Ok(());
+            }
+            let below = span.min(covered - k as u64 * span);
+            if height > 1 {
+                self.node(repo, child, height - 1, below)?;
+                continue;
+            }
+            let whole = self.at + below <= self.n;
+            let (len, stored, last) = match self.seen.get(child) {
+                Some(v) if whole => *v,
+                _ => {
+                    let l = repo.chunk_list_passing(child)?;
+                    let cut = if whole {
+                        l.len()
+                    } else {
+                        (self.n - self.at) as usize
+                    };
+                    let v = (
+                        l.len() as u64,
+                        l[..cut.min(l.len())].iter().flatten().count() as u64,
+                        cut > 0 && cut <= l.len() && l[cut - 1].is_some(),
+                    );
+                    if whole {
+                        self.seen.insert(*child, v);
+                    }
+                    v
+                }
+            };
+            if len != below {
+                return Err(corrupt(
+                    ObjectKind::ChunkList,
+                    child,
+                    format!("{len} references where the tree needs {below}"),
+                ));
+            }
+            self.stored += stored;
+            self.last = last;
+            self.at += below;
         }
-        at += l.len() as u64;
-    })?;
-    Ok((count, last))
+        Ok(())
+    }
 }
 
 /// Visits the objects of a file's content, parents before children: its
@@ -456,7 +542,8 @@ mod tests {
                 prop_assert_eq!(get(repo, &c, i as u64).unwrap(), refs.get(i).copied().flatten());
             }
             // Stored references among the first m, counted list by list.
-            for m in [0, 1, n / 2, n.saturating_sub(1), n, n + 3] {
+            let boundaries = [CHUNK_LIST_LEAF, 2 * CHUNK_LIST_LEAF];
+            for m in [0, 1, n / 2, n.saturating_sub(1)].into_iter().chain(boundaries).chain([n, n + 3]) {
                 let upto = &refs[..m.min(n)];
                 let want = (
                     upto.iter().flatten().count() as u64,
@@ -498,6 +585,31 @@ mod tests {
             repo.meta.remove(&super::super::whole_tree_key(id));
         }
         refs(repo, c).unwrap()
+    }
+
+    /// Equal lists are one object, counted once when whole; a count cut
+    /// inside a list seen whole before counts that list up to the cut.
+    #[test]
+    fn stored_counts_a_cut_inside_a_list_met_whole_before() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (agent, _lock) = crate::repo::agent::scratch(tmp.path());
+        let repo = agent.repo();
+        let half: Vec<ChunkRef> = (0..CHUNK_LIST_LEAF as u32)
+            .map(|i| (i % 2 == 0).then(|| chunk(i).unwrap()))
+            .collect();
+        let mut refs = half.clone();
+        refs.extend(half.iter().copied());
+        refs.push(chunk(7));
+        let c = build(repo, refs, &Chunks::Inline(Vec::new())).unwrap();
+        let Chunks::Tree { id, .. } = &c else {
+            panic!("{c:?}")
+        };
+        repo.meta.remove(&super::super::whole_tree_key(id));
+        let leaf = CHUNK_LIST_LEAF as u64;
+        assert_eq!(stored(repo, &c, leaf + 1).unwrap(), (leaf / 2 + 1, true));
+        assert_eq!(stored(repo, &c, leaf + 2).unwrap(), (leaf / 2 + 1, false));
+        assert_eq!(stored(repo, &c, 2 * leaf + 1).unwrap(), (leaf + 1, true));
+        assert_eq!(stored(repo, &c, 2 * leaf + 9).unwrap(), (leaf + 1, false));
     }
 
     /// A tree whose nodes or lists do not have the shape the count fixes is
@@ -573,6 +685,8 @@ mod tests {
             };
             let e = get(repo, &c, count - 1).unwrap_err();
             assert!(e.is_integrity(), "{what}: one reference: {e}");
+            let e = stored(repo, &c, *count).unwrap_err();
+            assert!(e.is_integrity(), "{what}: stored count: {e}");
         }
     }
 }

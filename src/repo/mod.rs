@@ -131,6 +131,9 @@ enum Meta {
     ChunkIndex(Arc<ChunkIndexNode>),
     /// A chunk tree's whole list, under [`whole_tree_key`] of its root.
     WholeTree(Arc<Vec<ChunkRef>>),
+    /// A chunk tree's count of stored references and whether its last one
+    /// is stored, under [`stored_key`] of its root.
+    Stored(u64, bool),
 }
 
 /// A snapshot in the packs whose index rows are not written yet.
@@ -553,6 +556,7 @@ impl Repo {
             self.chunks.remove(id);
             self.meta.remove(id);
             self.meta.remove(&whole_tree_key(id));
+            self.meta.remove(&stored_key(id));
         }
         let changed = *erased != *ids;
         *erased = ids.clone();
@@ -773,6 +777,31 @@ impl Repo {
         let raw = self.open_raw(ObjectKind::ChunkList, &ObjRef::by_id(*id))?;
         Ok(self.cache_chunk_list(*id, tree::decode_chunk_list(&raw)?))
     }
+
+    /// Chunk list `id`, from the cache or read without being kept there
+    /// (a walk over more lists than the cache holds must not push out
+    /// everything else).
+    pub fn chunk_list_passing(&self, id: &ObjectId) -> Result<Arc<Vec<ChunkRef>>> {
+        if let Some(Meta::List(v)) = self.meta.get(id).as_deref() {
+            return Ok(v.clone());
+        }
+        let raw = self.open_raw(ObjectKind::ChunkList, &ObjRef::by_id(*id))?;
+        Ok(Arc::new(tree::decode_chunk_list(&raw)?))
+    }
+
+    /// Caches what [`chunktree::stored`] counted of chunk tree `root`: its
+    /// stored references, and whether its last one is stored.
+    pub fn cache_stored_count(&self, root: ObjectId, count: u64, last: bool) {
+        self.keep_as(stored_key(&root), &root, Meta::Stored(count, last), 16);
+    }
+
+    /// The count [`Repo::cache_stored_count`] kept for `root`, if cached.
+    pub fn cached_stored_count(&self, root: &ObjectId) -> Option<(u64, bool)> {
+        match self.meta.get(&stored_key(root)).as_deref() {
+            Some(Meta::Stored(c, l)) => Some((*c, *l)),
+            _ => None,
+        }
+    }
 }
 
 thread_local! {
@@ -787,6 +816,14 @@ thread_local! {
 fn whole_tree_key(root: &ObjectId) -> ObjectId {
     let mut k = *root;
     k.0[0] ^= 0xff;
+    k
+}
+
+/// Where a chunk tree's count of stored references is cached: its root's
+/// id with the first byte changed otherwise than [`whole_tree_key`]'s.
+fn stored_key(root: &ObjectId) -> ObjectId {
+    let mut k = *root;
+    k.0[0] ^= 0x5a;
     k
 }
 
