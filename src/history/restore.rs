@@ -529,8 +529,9 @@ pub struct CarriedOut {
     /// What this handle now refuses to serve ([`crate::repo::Repo::erase`]),
     /// for another handle on the same data dir to refuse as well.
     pub refused: HashSet<ObjectId>,
-    /// Whether what this handle serves changed (erased or pruned objects,
-    /// a different set refused): readers' caches must drop what they hold.
+    /// Whether what this handle serves changed (erased objects, a
+    /// different set refused, snapshots forgotten since the last prune):
+    /// readers' caches must drop what they hold.
     pub changed: bool,
 }
 
@@ -592,8 +593,10 @@ pub fn carry_out_records(agent: &Agent, erasing: Erasing) -> Result<CarriedOut> 
             .repo()
             .index()?
             .set_meta(key, Some(forgotten.to_string().as_bytes()))?;
+        // Snapshots left the listing, whatever the prune freed.
+        changed = true;
     }
-    changed |= n > 0 || pruned > 0;
+    changed |= n > 0;
     Ok(CarriedOut {
         erased: n,
         pruned,
