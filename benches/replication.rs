@@ -220,6 +220,37 @@ fn restore_time(
     t.elapsed()
 }
 
+/// After [`restore_time`] (the remote holds the agent): the time of a lazy
+/// restore until the engine serves head (what a mount waits for), and of
+/// the first read of head's file `f0` then (fetched, verified).
+fn lazy_time(
+    rt: &tokio::runtime::Runtime,
+    home: &Home,
+    name: &AgentName,
+    master: &MasterKey,
+    down: &Remote,
+) -> (Duration, Duration, usize) {
+    std::fs::remove_dir_all(home.agent_dir(name)).unwrap();
+    sovseal::repo::lazy::use_remote(down.clone(), Duration::from_secs(60)).unwrap();
+    let t = Instant::now();
+    let head = rt
+        .block_on(sovseal::history::restore::restore_lazy(
+            home,
+            name,
+            master,
+            down,
+            |_, _| {},
+        ))
+        .unwrap();
+    assert!(head.is_some(), "the remote has part indexes");
+    let e = Engine::open(home, name, master).unwrap();
+    let mounted = t.elapsed();
+    let t = Instant::now();
+    let f0 = e.lookup(ROOT_INO, b"f0").unwrap().unwrap().ino;
+    let n = e.read(f0, 0, 64 << 20).unwrap().len();
+    (mounted, t.elapsed(), n)
+}
+
 /// The three throughput rows of one remote: sovseal's median, the raw
 /// puts' median, and their ratio.
 fn rows(remote: &str, raw_label: &str, size: usize, bytes: usize, ours: Duration, rawt: Duration) {
@@ -304,9 +335,9 @@ fn restore_scaling(
         (1_000, 1 << 20),
     ];
     println!(
-        "| snapshots | history | head | restore from moto | from a store answering in 10 ms |"
+        "| snapshots | history | head | restore from moto | lazy: mount, first read of a head file | from a store answering in 10 ms | lazy: mount, first read |"
     );
-    println!("|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|");
     for (i, &(snapshots, size)) in cases.iter().enumerate() {
         let name = AgentName::new(&format!("scale{i}")).unwrap();
         let mut e = Engine::open(home, &name, master).unwrap();
@@ -324,17 +355,42 @@ fn restore_scaling(
         }
         drop(e);
         let s3 = Remote::open_with(&moto.url(&format!("scale{i}")), &moto.options()).unwrap();
+        // The writer's data dir, put back before each upload (a lazy
+        // restore's holds no content to upload).
+        let kept = home.agent_dir(&name).with_extension("orig");
+        let cp = |from: &std::path::Path, to: &std::path::Path| {
+            let _ = std::fs::remove_dir_all(to);
+            assert!(
+                std::process::Command::new("cp")
+                    .arg("-a")
+                    .args([from, to])
+                    .status()
+                    .unwrap()
+                    .success()
+            );
+        };
+        cp(&home.agent_dir(&name), &kept);
         let from_moto = restore_time(rt, home, &name, master, &s3, &s3);
+        let lazy_moto = lazy_time(rt, home, &name, master, &s3);
         let (near, far) = far::pair();
+        cp(&kept, &home.agent_dir(&name));
         let from_far = restore_time(rt, home, &name, master, &near, &far);
+        let lazy_far = lazy_time(rt, home, &name, master, &far);
+        let ms = |d: Duration| d.as_secs_f64() * 1e3;
         println!(
-            "| {snapshots} | {:.0} MiB | {} KiB | {:.2} s | {:.2} s |",
+            "| {snapshots} | {:.0} MiB | {} KiB | {:.2} s | {:.0} ms, {:.0} ms ({} KiB) | {:.2} s | {:.0} ms, {:.0} ms |",
             (snapshots as usize * size) as f64 / (1 << 20) as f64,
             10 * size / 1024,
             from_moto.as_secs_f64(),
-            from_far.as_secs_f64()
+            ms(lazy_moto.0),
+            ms(lazy_moto.1),
+            lazy_moto.2 / 1024,
+            from_far.as_secs_f64(),
+            ms(lazy_far.0),
+            ms(lazy_far.1),
         );
         std::fs::remove_dir_all(home.agent_dir(&name)).unwrap();
+        std::fs::remove_dir_all(&kept).unwrap();
     }
 }
 

@@ -973,8 +973,9 @@ fn an_s3_outage_during_writes_loses_nothing_and_the_queue_drains() {
 /// until it is all there.
 #[test]
 fn a_snapshot_of_many_parts_goes_up_whole_through_failures_and_delays() {
-    // Requests 0 and 1 put the first snapshot (a part, the envelope).
-    let first_four: fn(u64) -> bool = |n| (2..6).contains(&n);
+    // Requests 0 to 2 put the first snapshot (a part, its part index,
+    // the envelope).
+    let first_four: fn(u64) -> bool = |n| (3..7).contains(&n);
     let one_in_three: fn(u64) -> bool =
         |n| n.wrapping_mul(0x9E37_79B9_7F4A_7C15).rotate_left(29) % 3 == 0;
     let (errors, failed) = many_parts_through(first_four);

@@ -37,6 +37,7 @@ pub(super) fn init(args: InitArgs, out: &mut dyn Write) -> Result<()> {
     });
     if let Some(a) = agent {
         let name = AgentName::new(&a)?;
+        super::use_lazy_remote(&home, &name, None);
         let e = Engine::open(&home, &name, &m)?;
         if json {
             v["agent"] = name.to_string().into();
@@ -170,6 +171,18 @@ pub(super) fn status(args: StatusArgs, out: &mut dyn Write) -> Result<()> {
             "stalled": f.stalled,
         })
     });
+    // A lazily restored data dir: what its remote index names, and how
+    // much of it is here.
+    let lazy = match a.repo().lazy() {
+        Some(l) => {
+            let kept = l.kept()?;
+            Some(serde_json::json!({
+                "remote_objects": l.stats().remote_objects,
+                "fetched_objects": kept,
+            }))
+        }
+        None => None,
+    };
     let v = serde_json::json!({
         "agent": agent,
         "mounted_by_pid": daemon,
@@ -188,6 +201,7 @@ pub(super) fn status(args: StatusArgs, out: &mut dyn Write) -> Result<()> {
         "fork_at": fork,
         "remote": remote,
         "following": following,
+        "lazy": lazy,
     });
     if json {
         writeln!(out, "{v}").map_err(w)?;
@@ -205,6 +219,14 @@ pub(super) fn status(args: StatusArgs, out: &mut dyn Write) -> Result<()> {
             writeln!(out, "durable     {head}").map_err(w)?;
         }
         writeln!(out, "replicated  {replicated}").map_err(w)?;
+        if let Some(l) = &lazy {
+            writeln!(
+                out,
+                "lazy        {} of {} remote objects fetched (content is fetched on first read)",
+                l["fetched_objects"], l["remote_objects"]
+            )
+            .map_err(w)?;
+        }
         match verified {
             Some((s, at)) => writeln!(out, "verified    {s} (at {})", rfc3339_ms(at)).map_err(w)?,
             None => writeln!(out, "verified    never (run sovseal verify)").map_err(w)?,

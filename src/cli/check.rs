@@ -16,6 +16,11 @@ pub(super) fn verify(args: VerifyArgs, out: &mut dyn Write) -> Result<()> {
         json,
     } = args;
     let w = |e: std::io::Error| Error::io("stdout", e);
+    super::use_lazy_remote(
+        &crate::config::Home::from_env()?,
+        &crate::config::AgentName::new(&agent)?,
+        remote.as_deref(),
+    );
     let (home, a) = open_agent(&agent)?;
     let max_age = max_age
         .as_deref()

@@ -31,6 +31,7 @@ pub(super) fn restore(args: RestoreArgs, out: &mut dyn Write) -> Result<()> {
     let m = master(&home)?;
     let local = home.has_agent(&name);
     let ((n, skipped), from) = if remote.is_none() && local {
+        super::use_lazy_remote(&home, &name, None);
         let a = crate::repo::agent::Agent::open_readonly(&home, &name, &m)?;
         let _p = Progress::spinner("restore: verifying and writing", json);
         let n = crate::history::restore::from_local(&a, seq, &path, &dest, opts)?;
@@ -201,6 +202,7 @@ pub(super) fn rollback(args: RollbackArgs, out: &mut dyn Write) -> Result<()> {
     let home = Home::from_env()?;
     let name = AgentName::new(&agent)?;
     let m = master(&home)?;
+    super::use_lazy_remote(&home, &name, None);
     let mut e = Engine::open_with(&home, &name, &m, false)?;
     let before = e.head().seq();
     let info = crate::history::rollback::rollback(&mut e, seq)?;
@@ -306,6 +308,13 @@ pub(super) fn redact(args: RedactArgs, out: &mut dyn Write) -> Result<()> {
         path,
     } = args;
     let w = |e: std::io::Error| Error::io("stdout", e);
+    // A lazily restored data dir reads what the plan needs through the
+    // remote named here.
+    super::use_lazy_remote(
+        &Home::from_env()?,
+        &AgentName::new(&agent)?,
+        remote.as_deref(),
+    );
     let (home, a, _lock) = open_writer(&agent)?;
     let plan = {
         let p = Progress::new("redact: reading snapshots", json);

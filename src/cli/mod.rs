@@ -53,11 +53,34 @@ pub(crate) fn master(home: &Home) -> Result<MasterKey> {
     custody::load(home, &custody::Custody::from_env()?)
 }
 
+/// A lazily restored data dir fetches what it lacks, in this process, from
+/// `cli` (a command's `--remote`), else the remote it was restored from,
+/// else the agent's configured one; without one, reads of content not
+/// fetched yet fail and say so.
+pub(crate) fn use_lazy_remote(home: &Home, name: &AgentName, cli: Option<&str>) {
+    let Ok(data) = home.agent_data(name) else {
+        return;
+    };
+    let restored_from = match crate::repo::lazy::remote_url(&data) {
+        Ok(Some(u)) => u,
+        _ => return,
+    };
+    let url = cli
+        .filter(|u| !u.is_empty())
+        .map_or(restored_from, str::to_owned);
+    let res = crate::repo::remote::Remote::open(&url)
+        .and_then(|r| crate::repo::lazy::use_remote(r, crate::repo::lazy::DEFAULT_TIMEOUT));
+    if let Err(e) = res {
+        tracing::warn!("agent {name} was restored lazily; its remote does not open: {e}");
+    }
+}
+
 /// Opens an agent for writing (no mount may hold it): home, agent, lock.
 pub(crate) fn open_writer(name: &str) -> Result<(Home, Agent, crate::repo::agent::WriteLock)> {
     let home = Home::from_env()?;
     let name = AgentName::new(name)?;
     let m = master(&home)?;
+    use_lazy_remote(&home, &name, None);
     let (a, lock) = Agent::open_writer(&home, &name, &m, false)?;
     Ok((home, a, lock))
 }
@@ -66,6 +89,7 @@ pub(crate) fn open_agent(name: &str) -> Result<(Home, Agent)> {
     let home = Home::from_env()?;
     let name = AgentName::new(name)?;
     let m = master(&home)?;
+    use_lazy_remote(&home, &name, None);
     let a = Agent::open_readonly(&home, &name, &m)?;
     Ok((home, a))
 }

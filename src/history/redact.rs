@@ -473,6 +473,9 @@ pub fn apply_local(agent: &Agent, path: &str, plan: &Plan) -> Result<Record> {
         .filter(|o| plan.erase.contains(&o.id))
         .collect();
     crate::repo::repack::remove_objects(agent.repo(), &dead)?;
+    if let Some(lazy) = agent.repo().lazy() {
+        lazy.redact(&plan.erase, &plan.seqs)?;
+    }
     Ok(r)
 }
 
@@ -500,7 +503,7 @@ pub async fn apply_remote(agent: &Agent, remote: &Remote, r: &Record) -> Result<
             .index()?
             .stored_hash(seq)?
             .ok_or(Error::NoSuchSnapshot(seq))?;
-        let mut part = 0;
+        let (mut part, mut entries, mut changed) = (0, Vec::new(), false);
         while let Some(bytes) = remote.get_pack(&id, seq, &hash, part).await? {
             let recs = pack::decode_part(seq, &bytes)?;
             if recs.iter().any(|(oid, _, _)| erase.contains(oid)) {
@@ -508,10 +511,22 @@ pub async fn apply_remote(agent: &Agent, remote: &Remote, r: &Record) -> Result<
                 for (oid, kind, sealed) in recs.iter().filter(|(oid, _, _)| !erase.contains(oid)) {
                     pack::encode_record(&mut p, oid, *kind, sealed);
                 }
+                entries.extend(pack::part_entries(seq, part, &p)?);
                 remote.put_pack(&id, seq, &hash, part, p).await?;
                 rewritten += 1;
+                changed = true;
+            } else {
+                entries.extend(pack::part_entries(seq, part, &bytes)?);
             }
             part += 1;
+        }
+        // The part index follows the rewritten parts (an entry left
+        // pointing at the old place would only cost a lazy reader a whole
+        // part's fetch; the ids of erased objects must go from it too).
+        if changed {
+            remote
+                .put_index(&id, seq, &hash, pack::encode_index(&entries))
+                .await?;
         }
     }
     Ok(rewritten)

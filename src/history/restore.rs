@@ -57,14 +57,21 @@ pub async fn restore(
     res
 }
 
-async fn restore_into(
-    home: &Home,
+/// What the remote holds of an agent, checked before anything is fetched.
+struct Survey {
+    seqs: Vec<u64>,
+    head: u64,
+    checkpoints: Vec<crate::history::checkpoint::Checkpoint>,
+    forgotten: Vec<(u64, i64, Vec<u8>)>,
+}
+
+/// Lists the envelopes (dense from 1), the signed checkpoints (each
+/// verified, none past the head) and the forget records (each verified).
+async fn survey(
+    keys: &crate::seal::keys::AgentKeys,
     name: &AgentName,
-    master: &MasterKey,
     remote: &Remote,
-    progress: &mut dyn FnMut(u64, u64),
-) -> Result<u64> {
-    let keys = master.agent_keys(name.as_str());
+) -> Result<Survey> {
     let id = keys.agent_id();
     // One listing: every page of a cursor loop lists the whole directory.
     let seqs = remote.list_envelopes(&id, 0, usize::MAX).await?;
@@ -85,12 +92,12 @@ async fn restore_into(
     // Signed checkpoints on the remote: each must verify, and the chain must
     // reach every one (a remote that dropped newer snapshots but kept their
     // checkpoints is caught here, before anything is downloaded).
-    let checkpoints = crate::history::checkpoint::fetch_remote(&keys, remote).await?;
+    let checkpoints = crate::history::checkpoint::fetch_remote(keys, remote).await?;
     // Forget records: snapshots whose content retention removed. Each must
     // verify (a remote cannot pass a deletion off as a forget).
     let mut forgotten = Vec::new();
     for (seq, raw) in remote.list_forgotten(&id, &|_| false).await? {
-        let r = crate::history::retention::ForgetRecord::parse(&raw, &keys, seq, None)
+        let r = crate::history::retention::ForgetRecord::parse(&raw, keys, seq, None)
             .map_err(|e| of_remote_snapshot(seq, e))?;
         forgotten.push((seq, r.at_ms, raw));
     }
@@ -98,8 +105,30 @@ async fn restore_into(
     if let Some(c) = checkpoints.last() {
         crate::history::checkpoint::check(c, head, |_| c.hash_bytes().map(Some), "the remote")?;
     }
+    Ok(Survey {
+        seqs,
+        head,
+        checkpoints,
+        forgotten,
+    })
+}
+
+async fn restore_into(
+    home: &Home,
+    name: &AgentName,
+    master: &MasterKey,
+    remote: &Remote,
+    progress: &mut dyn FnMut(u64, u64),
+) -> Result<u64> {
+    let keys = master.agent_keys(name.as_str());
+    let Survey {
+        seqs,
+        head,
+        checkpoints,
+        forgotten,
+    } = survey(&keys, name, remote).await?;
     let (agent, _lock) = Agent::open_writer(home, name, master, true)?;
-    fetch_chain(&agent, remote, &seqs, None, progress).await?;
+    fetch_chain(&agent, remote, &seqs, None, Content::Whole, progress).await?;
     // Forget records must name the snapshots restored (checked again, with
     // the hash, by verify).
     agent.repo().index()?.forget(&forgotten)?;
@@ -120,6 +149,109 @@ async fn restore_into(
     Ok(head)
 }
 
+/// Restores `name` from `remote` lazily into an empty local data dir:
+/// every envelope is fetched and checked as [`restore`] does (sequence,
+/// parent link, key and format succession, manifest), with the signed
+/// checkpoints, forget and redaction records, but of each snapshot's
+/// content only its part index; objects are fetched when first read
+/// ([`crate::repo::lazy`]), each verified before use. Returns the head, or
+/// `None` when a snapshot's content has no part index on the remote
+/// (replicated by a build before lazy restores): nothing is kept then,
+/// and the caller restores whole.
+pub async fn restore_lazy(
+    home: &Home,
+    name: &AgentName,
+    master: &MasterKey,
+    remote: &Remote,
+    mut progress: impl FnMut(u64, u64),
+) -> Result<Option<u64>> {
+    let dir = home.agent_dir(name);
+    if home.has_agent(name) {
+        return Err(Error::Invalid(format!(
+            "agent {name} already has local data in {}; restore only into an empty data dir",
+            dir.display()
+        )));
+    }
+    let res = restore_lazy_into(home, name, master, remote, &mut progress).await;
+    if !matches!(res, Ok(Some(_))) {
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    res
+}
+
+async fn restore_lazy_into(
+    home: &Home,
+    name: &AgentName,
+    master: &MasterKey,
+    remote: &Remote,
+    progress: &mut dyn FnMut(u64, u64),
+) -> Result<Option<u64>> {
+    let keys = master.agent_keys(name.as_str());
+    let Survey {
+        seqs,
+        head,
+        checkpoints,
+        forgotten,
+    } = survey(&keys, name, remote).await?;
+    let (agent, _lock) = Agent::open_writer(home, name, master, true)?;
+    let mut indexes = Indexes {
+        forgotten: forgotten.iter().map(|(s, _, _)| *s).collect(),
+        taken: Vec::new(),
+        missing: None,
+    };
+    fetch_chain(
+        &agent,
+        remote,
+        &seqs,
+        None,
+        Content::Indexes(&mut indexes),
+        progress,
+    )
+    .await?;
+    if let Some(seq) = indexes.missing {
+        tracing::info!(
+            "snapshot {seq} on the remote has no part index (replicated by an earlier build): restoring whole"
+        );
+        return Ok(None);
+    }
+    agent.repo().index()?.forget(&forgotten)?;
+    crate::history::redact::fetch_remote(&agent, remote).await?;
+    for c in &checkpoints {
+        crate::history::checkpoint::check_local(&agent, c)?;
+        crate::history::checkpoint::save_local(&agent, c)?;
+    }
+    // What a redaction erased is never fetched from the snapshots it lists
+    // (a remote whose parts were not rewritten yet still holds it).
+    let allowed = crate::history::redact::allowances(&agent)?;
+    crate::repo::lazy::drop_erased(&mut indexes.taken, |seq, id| allowed.allows(id, seq));
+    crate::repo::lazy::write_remote_index(&agent.data()?, remote, &indexes.taken)?;
+    let head_view = agent.head()?;
+    agent.make_durable(&head_view)?;
+    agent
+        .repo()
+        .index()?
+        .set_meta(META_REPLICATED, Some(head.to_string().as_bytes()))?;
+    Ok(Some(head))
+}
+
+/// What a chain fetch takes of each snapshot's content.
+enum Content<'a> {
+    /// Its pack parts, every object checked and stored.
+    Whole,
+    /// Its part index only (a lazy restore).
+    Indexes(&'a mut Indexes),
+}
+
+/// The part indexes a lazy restore took.
+struct Indexes {
+    /// Snapshots with a verified forget record: their parts (and index)
+    /// may be gone.
+    forgotten: HashSet<u64>,
+    taken: Vec<crate::repo::lazy::SnapshotIndex>,
+    /// The first snapshot without a part index: the fetch stops there.
+    missing: Option<u64>,
+}
+
 /// A check of one fetched snapshot before it is committed: its view (its
 /// objects readable, committed or pending) and the objects fetched for it.
 type PreCommit<'a> = &'a dyn Fn(&SnapshotView, &HashSet<ObjRef>) -> Result<()>;
@@ -136,8 +268,10 @@ async fn fetch_chain(
     remote: &Remote,
     seqs: &[u64],
     check: Option<PreCommit<'_>>,
+    mut content: Content<'_>,
     progress: &mut dyn FnMut(u64, u64),
 ) -> Result<()> {
+    let lazy = matches!(content, Content::Indexes(_));
     let keys = agent.repo().keys().clone();
     let id = keys.agent_id();
     let local_head = agent.repo().index()?.head_seq()?;
@@ -152,8 +286,8 @@ async fn fetch_chain(
     // Read ahead: the next snapshots' envelopes and first parts are on
     // their way while this one is checked and committed (in order).
     let mut ahead = futures::stream::iter(seqs.iter().copied())
-        .map(|seq| prefetch(remote, &id, seq))
-        .buffered(FETCH_AHEAD);
+        .map(|seq| prefetch(remote, &id, seq, lazy))
+        .buffered(if lazy { FETCH_AHEAD_LAZY } else { FETCH_AHEAD });
     for (i, &seq) in seqs.iter().enumerate() {
         if seq != local + i as u64 + 1 {
             return Err(Error::ChainBroken {
@@ -162,7 +296,12 @@ async fn fetch_chain(
             });
         }
         progress(seq, head);
-        let Ahead { env, first, more } = ahead
+        let Ahead {
+            env,
+            first,
+            more,
+            index,
+        } = ahead
             .next()
             .await
             .expect("one prefetch per sequence number")?;
@@ -211,7 +350,19 @@ async fn fetch_chain(
             }
             Ok(())
         };
-        if let Some(bytes) = first {
+        if let Content::Indexes(taken) = &mut content {
+            let entries = match index {
+                Some(b) => pack::decode_index(seq, &b).map_err(|e| of_remote_snapshot(seq, e))?,
+                None if taken.forgotten.contains(&seq) => Vec::new(),
+                None => {
+                    taken.missing = Some(seq);
+                    return Ok(());
+                }
+            };
+            taken
+                .taken
+                .push(crate::repo::lazy::SnapshotIndex { seq, hash, entries });
+        } else if let Some(bytes) = first {
             store(&bytes)?;
             // Parts are numbered from 0 and read until the first missing.
             if more {
@@ -242,6 +393,10 @@ async fn fetch_chain(
 /// commits. Each holds at most one pack part (8 MiB; 32 MiB for parts
 /// written before session 15) until its turn.
 const FETCH_AHEAD: usize = 8;
+/// How many snapshots a lazy restore reads ahead: each holds an envelope
+/// and a part index (about 45 bytes per object), no pack part, so more
+/// requests can be in flight (the chain is checked in order on use).
+const FETCH_AHEAD_LAZY: usize = 64;
 
 /// One snapshot read ahead: its envelope (parsed, not yet checked), its
 /// first pack part, and whether a second part exists.
@@ -249,12 +404,14 @@ struct Ahead {
     env: Envelope,
     first: Option<Vec<u8>>,
     more: bool,
+    /// Its part index, instead of its parts (a lazy restore).
+    index: Option<Vec<u8>>,
 }
 
 /// Reads snapshot `seq` ahead: three requests (envelope, first part, a
 /// `HEAD` for a second) instead of a round trip each in the committing
 /// loop. Nothing here is trusted: every check runs in order on use.
-async fn prefetch(remote: &Remote, id: &AgentId, seq: u64) -> Result<Ahead> {
+async fn prefetch(remote: &Remote, id: &AgentId, seq: u64, lazy: bool) -> Result<Ahead> {
     let raw = remote
         .get_envelope(id, seq)
         .await?
@@ -264,9 +421,23 @@ async fn prefetch(remote: &Remote, id: &AgentId, seq: u64) -> Result<Ahead> {
         })?;
     let env = Envelope::from_json(&raw).map_err(|e| of_remote_snapshot(seq, e))?;
     let hash = env.hash();
+    if lazy {
+        let index = remote.get_index(id, seq, &hash).await?;
+        return Ok(Ahead {
+            env,
+            first: None,
+            more: false,
+            index,
+        });
+    }
     let first = remote.get_pack(id, seq, &hash, 0).await?;
     let more = first.is_some() && remote.has_pack(id, seq, &hash, 1).await?;
-    Ok(Ahead { env, first, more })
+    Ok(Ahead {
+        env,
+        first,
+        more,
+        index: None,
+    })
 }
 
 /// Checks that every object `view` references is stored: walks into the
@@ -421,9 +592,16 @@ pub async fn pull(agent: &Agent, remote: &Remote) -> Result<Pulled> {
         }
         check_complete(agent, view, fetched, &allowed, &again)
     };
-    let mut stopped = fetch_chain(agent, remote, &seqs, Some(&check), &mut |_, _| {})
-        .await
-        .err();
+    let mut stopped = fetch_chain(
+        agent,
+        remote,
+        &seqs,
+        Some(&check),
+        Content::Whole,
+        &mut |_, _| {},
+    )
+    .await
+    .err();
     let head = agent.repo().index()?.head_seq()?.unwrap_or(0);
     // Served again: what a snapshot committed here needs (one that checked
     // out but did not commit needs nothing).

@@ -269,7 +269,9 @@ pub async fn prune_remote(agent: &Agent, remote: &Remote, report: &mut PruneRepo
             continue;
         }
         remote.put_forgotten(&id, seq, raw).await?;
-        if agent.repo().index()?.has_objects_of(seq)? {
+        // A lazily restored data dir may still fetch objects of `seq`.
+        let lazy_holds = agent.repo().lazy().is_some_and(|l| l.holds(seq));
+        if lazy_holds || agent.repo().index()?.has_objects_of(seq)? {
             report.remote_snapshots_kept += 1;
             continue;
         }
@@ -279,6 +281,7 @@ pub async fn prune_remote(agent: &Agent, remote: &Remote, report: &mut PruneRepo
             .stored_hash(seq)?
             .ok_or(Error::NoSuchSnapshot(seq))?;
         report.remote_parts_deleted += u64::from(remote.delete_packs(&id, seq, &hash).await?);
+        remote.delete_index(&id, seq, &hash).await?;
         agent.repo().index()?.set_remote_pruned(seq)?;
         report.remote_snapshots_pruned += 1;
     }

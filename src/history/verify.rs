@@ -66,14 +66,15 @@ fn at(seq: u64, e: Error) -> Error {
 fn check_object(agent: &Agent, kind: ObjectKind, r: &ObjRef) -> Result<(Vec<u8>, u64, u32)> {
     let repo = agent.repo();
     let id = &r.id;
-    let (stored_kind, loc, (hid, hkind, hlen)) = repo.stored_header(r).map_err(|e| match e {
-        Error::MissingObject { id, seq, .. } => Error::MissingObject {
-            id,
-            kind: kind.name(),
-            seq,
-        },
-        e => e,
-    })?;
+    let (stored_kind, loc, (hid, hkind, hlen)) =
+        repo.stored_header(kind, r).map_err(|e| match e {
+            Error::MissingObject { id, seq, .. } => Error::MissingObject {
+                id,
+                kind: kind.name(),
+                seq,
+            },
+            e => e,
+        })?;
     if hid != *id || hkind != kind as u8 || stored_kind != kind as u8 || hlen != loc.len {
         return Err(Error::corrupt(
             format!("{} {}", kind.name(), id.to_hex()),

@@ -70,6 +70,15 @@ pub struct Args {
     /// $SOVSEAL_HOME/remote. An agent with no local data is restored from it.
     #[arg(long)]
     pub remote: Option<String>,
+    /// On a machine without local data, fetch every snapshot's content and
+    /// verify all of it before mounting, instead of mounting once the chain
+    /// is checked and fetching content on first read (a lazy restore).
+    #[arg(long)]
+    pub full_restore: bool,
+    /// How long a read of content not fetched yet (after a lazy restore)
+    /// waits for the remote before it fails with EIO, in seconds.
+    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub fetch_timeout_secs: u64,
     /// fsync and close return only once the snapshot is on the remote.
     #[arg(long)]
     pub sync_replication: bool,
@@ -208,8 +217,12 @@ fn serve(
 
     let remote =
         crate::repo::remote::Remote::open(&home.remote_for(agent, args.remote.as_deref())?)?;
+    // A lazily restored data dir (now or before) fetches from the mount's
+    // remote.
+    crate::repo::lazy::use_remote(remote.clone(), Duration::from_secs(args.fetch_timeout_secs))?;
     if !home.has_agent(agent) {
-        startup::restore_if_remote_has(home, agent, master, &remote)?;
+        let lazy = !args.full_restore && !args.follow;
+        startup::restore_if_remote_has(home, agent, master, &remote, lazy)?;
     } else {
         startup::refuse_start_over_on_remote(home, agent, master, &remote)?;
     }
@@ -217,6 +230,12 @@ fn serve(
         return Err(Error::Invalid(format!(
             "nothing to follow: the remote {} holds no snapshots of agent {agent} (for this master key)",
             remote.shown_url()
+        )));
+    }
+    if args.follow && crate::repo::lazy::remote_url(&home.agent_data(agent)?)?.is_some() {
+        // A pull checks each new snapshot against what is stored here.
+        return Err(Error::Invalid(format!(
+            "agent {agent} was restored lazily here (its content stays on the remote until read): a follower needs all of it; mount it without --follow, or remove its data dir and mount with --follow to restore it whole"
         )));
     }
     let refused = if args.follow {

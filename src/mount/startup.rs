@@ -13,12 +13,16 @@ use crate::{Error, Result};
 use std::time::Duration;
 
 /// A fresh machine: if the remote holds this agent, rebuild it (verified)
-/// before mounting; otherwise the agent starts empty.
+/// before mounting; otherwise the agent starts empty. With `lazy`, only
+/// the chain is fetched and checked, and content on first read
+/// ([`crate::history::restore::restore_lazy`]), unless the remote holds
+/// snapshots replicated before lazy restores existed.
 pub fn restore_if_remote_has(
     home: &Home,
     agent: &AgentName,
     master: &MasterKey,
     remote: &Remote,
+    lazy: bool,
 ) -> Result<()> {
     let rt = crate::repo::remote::runtime()?;
     let id = master.agent_id(agent.as_str());
@@ -39,6 +43,22 @@ pub fn restore_if_remote_has(
         });
     }
     tracing::info!("restoring agent {agent} from {}", remote.shown_url());
+    if lazy {
+        let progress = |seq: u64, head: u64| {
+            if seq.is_multiple_of(1000) || seq == head {
+                tracing::info!("checked snapshot {seq}/{head}");
+            }
+        };
+        let restored = rt.block_on(crate::history::restore::restore_lazy(
+            home, agent, master, remote, progress,
+        ))?;
+        if let Some(head) = restored {
+            tracing::info!(
+                "restored agent {agent} at snapshot {head} lazily: the chain is checked, content is fetched and verified on first read"
+            );
+            return Ok(());
+        }
+    }
     let head = rt.block_on(crate::history::restore::restore(
         home,
         agent,

@@ -129,7 +129,9 @@ pub fn pack_parts(agent: &Agent, seq: u64) -> Result<Vec<Vec<u8>>> {
 }
 
 /// Uploads snapshot `seq`: pack parts (at most [`PARTS_IN_FLIGHT`] at a
-/// time), then the envelope (conditional).
+/// time), then its part index (where each object is, for lazy restores),
+/// then the envelope (conditional). A snapshot whose envelope is on the
+/// remote therefore has its parts and its index there.
 pub async fn upload(agent: &Agent, remote: &Remote, seq: u64) -> Result<()> {
     use futures::StreamExt;
     let id = agent.repo().keys().agent_id();
@@ -138,10 +140,12 @@ pub async fn upload(agent: &Agent, remote: &Remote, seq: u64) -> Result<()> {
     let mut parts = Parts::new(agent, seq)?;
     let mut in_flight = futures::stream::FuturesUnordered::new();
     let (mut index, mut built_all) = (0u32, false);
+    let mut entries = Vec::new();
     loop {
         while !built_all && in_flight.len() < PARTS_IN_FLIGHT {
             match parts.next_part()? {
                 Some(p) => {
+                    entries.extend(pack::part_entries(seq, index, &p)?);
                     in_flight.push(put_part(remote, &id, seq, &hash, index, p.into()));
                     index += 1;
                 }
@@ -153,16 +157,49 @@ pub async fn upload(agent: &Agent, remote: &Remote, seq: u64) -> Result<()> {
             None => break,
         }
     }
-    match remote.put_envelope(&id, seq, env.to_json()).await? {
+    let index = pack::encode_index(&entries);
+    with_tries(
+        || format!("part index of snapshot {seq}"),
+        || remote.put_index(&id, seq, &hash, index.clone()),
+    )
+    .await?;
+    let json = env.to_json();
+    let created = with_tries(
+        || format!("envelope of snapshot {seq}"),
+        || remote.put_envelope(&id, seq, json.clone()),
+    )
+    .await?;
+    match created {
         Created::New | Created::AlreadyThere => Ok(()),
         Created::Conflict => Err(Error::Fork { seq }),
     }
 }
 
-/// Puts one pack part, trying up to [`PART_TRIES`] times. A part is
-/// idempotent (same name, same bytes), so a transient failure of one
-/// request costs that request, not the snapshot's other parts: without it
+/// Runs one idempotent request (a pack part, the part index, the
+/// envelope's conditional create: the same name and bytes each time),
+/// trying up to [`PART_TRIES`] times with backoff. A transient failure of
+/// one request costs that request, not the snapshot's others: without it
 /// a snapshot of many parts on a flaky link might never go up whole.
+async fn with_tries<T, F: std::future::Future<Output = Result<T>>>(
+    what: impl Fn() -> String,
+    mut request: impl FnMut() -> F,
+) -> Result<T> {
+    let mut wait = Duration::from_millis(50);
+    for attempt in 1.. {
+        match request().await {
+            Ok(v) => return Ok(v),
+            Err(e) if attempt < PART_TRIES => {
+                tracing::debug!("{}, try {attempt}: {e}", what());
+                tokio::time::sleep(jitter(wait)).await;
+                wait *= 2;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    unreachable!("the last try returns")
+}
+
+/// Puts one pack part ([`with_tries`]).
 async fn put_part(
     remote: &Remote,
     id: &crate::seal::keys::AgentId,
@@ -171,19 +208,11 @@ async fn put_part(
     index: u32,
     part: object_store::PutPayload,
 ) -> Result<()> {
-    let mut wait = Duration::from_millis(50);
-    for attempt in 1.. {
-        match remote.put_pack(id, seq, hash, index, part.clone()).await {
-            Ok(()) => return Ok(()),
-            Err(e) if attempt < PART_TRIES => {
-                tracing::debug!("part {index} of snapshot {seq}, try {attempt}: {e}");
-                tokio::time::sleep(jitter(wait)).await;
-                wait *= 2;
-            }
-            Err(e) => return Err(e),
-        }
-    }
-    unreachable!("the last try returns")
+    with_tries(
+        || format!("part {index} of snapshot {seq}"),
+        || remote.put_pack(id, seq, hash, index, part.clone()),
+    )
+    .await
 }
 
 /// When the replicator signs checkpoints: once the queue is drained and

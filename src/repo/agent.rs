@@ -95,6 +95,15 @@ fn holder_finishing(text: &str) -> bool {
     }
 }
 
+/// `repo`, serving what a lazy restore left on the remote when `data` was
+/// restored lazily ([`crate::repo::lazy`]).
+fn with_lazy(repo: Repo, data: &Dir) -> Result<Arc<Repo>> {
+    if let Some(l) = crate::repo::lazy::Lazy::open(data, repo.keys().agent_id())? {
+        repo.set_lazy(l);
+    }
+    Ok(Arc::new(repo))
+}
+
 impl Agent {
     /// Opens an existing agent for reading. Takes no lock.
     pub fn open_readonly(home: &Home, name: &AgentName, master: &MasterKey) -> Result<Self> {
@@ -114,7 +123,7 @@ impl Agent {
         let agent = Agent {
             name: name.clone(),
             home: home.clone(),
-            repo: Arc::new(Repo::new(keys, store, index)),
+            repo: with_lazy(Repo::new(keys, store, index), &data)?,
             seen: Default::default(),
             forgotten: Default::default(),
         };
@@ -164,7 +173,7 @@ impl Agent {
                 forgotten: Default::default(),
                 name: name.clone(),
                 home: home.clone(),
-                repo: Arc::new(Repo::new(keys, store, index)),
+                repo: with_lazy(Repo::new(keys, store, index), &dir)?,
             },
             lock,
         ))

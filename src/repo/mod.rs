@@ -14,6 +14,7 @@
 //!   bounded nodes (lookups, listings, incremental commits).
 //! - [`pagemap`]: where a snapshot's inode pages are, as a radix tree.
 //! - [`pack`]: the pack record format, one encoder and one decoder.
+//! - [`lazy`]: objects of a lazily restored data dir, fetched on first use.
 //! - [`repack`]: packs rewritten without some objects (prune, redaction).
 //! - [`replication_state`]: what the index records about replication.
 //! - [`remote`]: the storage driver seam (seed 000) over `object_store`.
@@ -43,6 +44,7 @@ pub mod chunktree;
 pub mod dirtree;
 pub mod index;
 pub mod journal;
+pub mod lazy;
 pub mod pack;
 pub mod pagemap;
 pub mod postgres;
@@ -178,6 +180,9 @@ pub struct Repo {
     /// objects) never races a reader putting one back.
     erased: RwLock<HashSet<ObjectId>>,
     sealed_bytes: std::sync::atomic::AtomicU64,
+    /// A lazily restored data dir's fetcher: objects the index does not
+    /// hold are fetched from the remote ([`lazy`]).
+    lazy: std::sync::OnceLock<Arc<lazy::Lazy>>,
 }
 
 impl Repo {
@@ -193,7 +198,29 @@ impl Repo {
             chunks: Lru::new(CHUNK_CACHE_BYTES),
             erased: RwLock::new(HashSet::new()),
             sealed_bytes: std::sync::atomic::AtomicU64::new(0),
+            lazy: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Serves objects the index does not hold through `lazy` (a lazily
+    /// restored data dir).
+    pub fn set_lazy(&self, lazy: lazy::Lazy) {
+        let _ = self.lazy.set(Arc::new(lazy));
+    }
+
+    /// The fetcher of a lazily restored data dir.
+    pub fn lazy(&self) -> Option<&Arc<lazy::Lazy>> {
+        self.lazy.get()
+    }
+
+    /// The fetcher, for an object the index lacks, unless `r` is erased
+    /// for this thread (an erased object is never fetched again).
+    fn lazy_for(&self, r: &ObjRef) -> Option<&lazy::Lazy> {
+        let l = self.lazy.get()?;
+        if !READING_ERASED.get() && self.erased.read().expect("erased").contains(&r.id) {
+            return None;
+        }
+        Some(l)
     }
 
     /// The agent's keys.
@@ -513,7 +540,13 @@ impl Repo {
     /// The sealed bytes of an object, followed through pack rewrites
     /// ([`follow_moves`]).
     fn read_sealed(&self, kind: ObjectKind, r: &ObjRef) -> Result<Vec<u8>> {
-        follow_moves(|| self.locate(kind, r), |loc| self.store.read(loc)).map(|(_, b)| b)
+        match follow_moves(|| self.locate(kind, r), |loc| self.store.read(loc)) {
+            Err(Error::MissingObject { .. }) if self.lazy_for(r).is_some() => self
+                .lazy_for(r)
+                .expect("lazy")
+                .fetch(&self.keys, kind, &r.id),
+            res => res.map(|(_, b)| b),
+        }
     }
 
     /// The index entry of `r` and where it is stored, or a missing object.
@@ -527,9 +560,27 @@ impl Repo {
 
     /// The index entry of `r` (kind, location) and the pack record header
     /// stored there, followed through pack rewrites as the object reads are.
-    pub fn stored_header(&self, r: &ObjRef) -> Result<(u8, Location, (ObjectId, u8, u32))> {
-        follow_moves(|| self.indexed(r), |(_, loc)| self.store.read_header(loc))
-            .map(|((kind, loc), h)| (kind, loc, h))
+    /// An object of a lazily restored data dir that the index lacks is
+    /// fetched (`kind`: what the reference expects) and described as its
+    /// record would be (pack `u32::MAX`).
+    pub fn stored_header(
+        &self,
+        kind: ObjectKind,
+        r: &ObjRef,
+    ) -> Result<(u8, Location, (ObjectId, u8, u32))> {
+        match follow_moves(|| self.indexed(r), |(_, loc)| self.store.read_header(loc)) {
+            Err(Error::MissingObject { .. }) if self.lazy_for(r).is_some() => {
+                let l = self.lazy_for(r).expect("lazy");
+                let len = l.fetch(&self.keys, kind, &r.id)?.len() as u32;
+                let loc = Location {
+                    pack: u32::MAX,
+                    offset: 0,
+                    len,
+                };
+                Ok((kind as u8, loc, (r.id, kind as u8, len)))
+            }
+            res => res.map(|((kind, loc), h)| (kind, loc, h)),
+        }
     }
 
     /// The sealed bytes stored for `r` as they are in the packs (not

@@ -420,15 +420,41 @@ impl ObjectStore for PgStore {
     ) -> object_store::Result<GetResult> {
         let path = location.to_string();
         let head = options.head;
+        // A bounded range is cut by the server (a lazy restore's fetch of
+        // one object reads its bytes, not the whole pack part).
+        let bounded = match &options.range {
+            Some(object_store::GetRange::Bounded(r)) if !head && r.start < r.end => {
+                Some((r.start as i64 + 1, (r.end - r.start) as i64))
+            }
+            _ => None,
+        };
         let row = self
             .inner
             .with_client(move |c| async move {
-                let sql = if head {
-                    "SELECT NULL::BYTEA, length(data)::BIGINT, modified_ms FROM sovseal_objects WHERE path = $1"
-                } else {
-                    "SELECT data, length(data)::BIGINT, modified_ms FROM sovseal_objects WHERE path = $1"
-                };
-                let r = c.query_opt(sql, &[&path]).await.map_err(generic)?;
+                let r = match bounded {
+                    Some((from, len)) => {
+                        c.query_opt(
+                            "SELECT substring(data FROM $2::BIGINT::INT FOR $3::BIGINT::INT), length(data)::BIGINT, modified_ms FROM sovseal_objects WHERE path = $1",
+                            &[&path, &from, &len],
+                        )
+                        .await
+                    }
+                    None if head => {
+                        c.query_opt(
+                            "SELECT NULL::BYTEA, length(data)::BIGINT, modified_ms FROM sovseal_objects WHERE path = $1",
+                            &[&path],
+                        )
+                        .await
+                    }
+                    None => {
+                        c.query_opt(
+                            "SELECT data, length(data)::BIGINT, modified_ms FROM sovseal_objects WHERE path = $1",
+                            &[&path],
+                        )
+                        .await
+                    }
+                }
+                .map_err(generic)?;
                 Ok(r.map(|r| {
                     (
                         r.get::<_, Option<Vec<u8>>>(0),
@@ -448,6 +474,17 @@ impl ObjectStore for PgStore {
             None => 0..m.size,
         };
         let body = match data {
+            // Cut by the server already: exactly the range, or it is not
+            // the range that was asked for.
+            Some(d) if bounded.is_some() => {
+                if d.len() as u64 != range.end - range.start {
+                    return Err(generic(std::io::Error::other(format!(
+                        "range {range:?} of {location}: {} bytes came",
+                        d.len()
+                    ))));
+                }
+                Bytes::from(d)
+            }
             Some(d) => Bytes::from(d).slice(range.start as usize..range.end as usize),
             None => Bytes::new(),
         };

@@ -404,6 +404,78 @@ impl Remote {
         }
     }
 
+    fn index_path(&self, agent: &AgentId, seq: u64, envelope: &[u8; 32]) -> Path {
+        let h = crate::hex::encode(&envelope[..16]);
+        self.agent_dir(agent)
+            .join("indexes")
+            .join(format!("{seq:020}-{h}.idx"))
+    }
+
+    /// Stores the part index of a snapshot (`pack::encode_index`): where
+    /// each object of its pack parts is, for a lazy restore's single-object
+    /// fetches. Replaced when a redaction rewrites the parts.
+    pub async fn put_index(
+        &self,
+        agent: &AgentId,
+        seq: u64,
+        envelope: &[u8; 32],
+        bytes: Vec<u8>,
+    ) -> Result<()> {
+        self.store
+            .put(
+                &self.index_path(agent, seq, envelope),
+                PutPayload::from(bytes),
+            )
+            .await
+            .map(|_| ())
+            .map_err(|e| remote_err("put part index", e))
+    }
+
+    /// The part index of a snapshot, if present (snapshots replicated by
+    /// builds before lazy restore have none).
+    pub async fn get_index(
+        &self,
+        agent: &AgentId,
+        seq: u64,
+        envelope: &[u8; 32],
+    ) -> Result<Option<Vec<u8>>> {
+        self.get("get part index", &self.index_path(agent, seq, envelope))
+            .await
+    }
+
+    /// Deletes the part index of a snapshot. Missing is fine.
+    pub async fn delete_index(&self, agent: &AgentId, seq: u64, envelope: &[u8; 32]) -> Result<()> {
+        match self
+            .store
+            .delete(&self.index_path(agent, seq, envelope))
+            .await
+        {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(remote_err("delete part index", e)),
+        }
+    }
+
+    /// Bytes `range` of one pack part (a ranged GET), if the part exists.
+    /// A range past the part's end is an error from the store.
+    pub async fn get_pack_range(
+        &self,
+        agent: &AgentId,
+        seq: u64,
+        envelope: &[u8; 32],
+        part: u32,
+        range: std::ops::Range<u64>,
+    ) -> Result<Option<Vec<u8>>> {
+        match self
+            .store
+            .get_range(&self.pack_path(agent, seq, envelope, part), range)
+            .await
+        {
+            Ok(b) => Ok(Some(b.to_vec())),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(remote_err("get pack range", e)),
+        }
+    }
+
     fn checkpoint_path(&self, agent: &AgentId, seq: u64) -> Path {
         self.agent_dir(agent)
             .join("checkpoints")

@@ -1,0 +1,392 @@
+//! Lazy restore (#16): a machine without local data mounts an agent from
+//! its remote (a real S3 server, or a directory to tamper with) once the
+//! chain is fetched and checked, before any content; file contents are
+//! fetched on first read, verified, and kept locally sealed. A remote that
+//! does not answer gives EIO after the timeout, a tampered object is never
+//! served, and snapshots replicated without part indexes are restored
+//! whole.
+
+mod support;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+use support::home::files_under;
+use support::moto::Moto;
+use support::mount::Mounted;
+
+/// Bytes stored under `dir` (every file below it).
+fn bytes_under(dir: &Path) -> u64 {
+    files_under(dir)
+        .iter()
+        .map(|f| std::fs::metadata(f).unwrap().len())
+        .sum()
+}
+
+/// The fetched objects of the lazily restored agent `m`.
+fn fetched(m: &Mounted) -> Vec<PathBuf> {
+    files_under(&m.home.join(format!("agents/{}/lazy/objects", m.agent)))
+}
+
+/// A writer's history: a 3 MB file patched in place, a tree, and 20
+/// snapshots of a small state file; replicated, then unmounted. Returns
+/// every file of every snapshot.
+fn write_history(
+    m: &Mounted,
+) -> std::collections::BTreeMap<String, std::collections::BTreeMap<String, Vec<u8>>> {
+    m.sh("head -c 3000000 /dev/urandom > big && mkdir -p d/e && echo two > d/e/b && ln -s d/e/b link");
+    m.py("import os\nfd = os.open('big', os.O_WRONLY)\nos.pwrite(fd, b'patched', 1048000)\nos.fsync(fd)\nos.close(fd)");
+    for i in 0..20 {
+        m.sh(&format!("echo state {i} > state"));
+    }
+    std::thread::sleep(Duration::from_millis(400));
+    let head = m.wait_replicated();
+    assert!(head >= 20, "{head}");
+    let history = m.history();
+    assert_eq!(history.len() as u64, head);
+    m.unmount();
+    history
+}
+
+/// The log of `m`'s agent.
+fn log(m: &Mounted) -> String {
+    std::fs::read_to_string(m.home.join(format!("logs/{}.log", m.agent))).unwrap_or_default()
+}
+
+#[test]
+fn a_fresh_machine_mounts_before_fetching_content_and_reads_every_snapshot() {
+    let s3 = Moto::start();
+    let url = s3.url("lazy");
+    let m = Mounted::with_env("lz", &["--remote", &url], s3.owned_vars());
+    let before = write_history(&m);
+    let head = before.len() as u64;
+
+    // A fresh machine: no data dir, the same key, the remote.
+    std::fs::remove_dir_all(m.home.join("agents/lz")).unwrap();
+    m.mount();
+    let l = log(&m);
+    assert!(
+        l.contains(&format!("restored agent lz at snapshot {head} lazily")),
+        "{l}"
+    );
+    // Served before any content came: the packs hold the snapshots'
+    // commit records only, and what was fetched is the little the mount
+    // read (the root's metadata), not the 3 MB.
+    let packs = bytes_under(&m.home.join("agents/lz/packs"));
+    let got = bytes_under(&m.home.join("agents/lz/lazy/objects"));
+    assert!(
+        packs + got < 200_000,
+        "packs {packs} + fetched {got} bytes before any read"
+    );
+    assert_eq!(m.head(), head);
+
+    // First reads fetch, verify and keep what they read.
+    let n = fetched(&m).len();
+    let latest = format!("{head:010}");
+    assert_eq!(
+        std::fs::read(m.path("big")).unwrap(),
+        before[&latest]["big"]
+    );
+    assert!(
+        fetched(&m).len() > n + 40,
+        "{} objects after reading 3 MB",
+        fetched(&m).len()
+    );
+    let lazy = &m.status()["lazy"];
+    assert_eq!(lazy["fetched_objects"], fetched(&m).len() as u64, "{lazy}");
+    assert!(
+        lazy["remote_objects"].as_u64().unwrap() > lazy["fetched_objects"].as_u64().unwrap(),
+        "{lazy}"
+    );
+    // Every file of every snapshot, byte for byte.
+    assert_eq!(m.history(), before);
+    for f in fetched(&m) {
+        let b = std::fs::read(&f).unwrap();
+        assert!(
+            !b.windows(7).any(|w| w == b"patched"),
+            "plaintext in {}",
+            f.display()
+        );
+    }
+    m.verify();
+
+    // Writing goes on after a lazy restore, and replicates.
+    m.sh("echo after > after");
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(m.wait_replicated(), head + 1);
+    assert_eq!(
+        std::fs::read(m.path("big")).unwrap(),
+        before[&latest]["big"]
+    );
+}
+
+#[test]
+fn a_read_the_remote_does_not_answer_fails_with_eio_after_the_timeout() {
+    let s3 = Moto::start();
+    let url = s3.url("slow");
+    let mut m = Mounted::with_env("lz", &["--remote", &url], s3.owned_vars());
+    let before = write_history(&m);
+    let latest = format!("{:010}", before.len());
+    std::fs::remove_dir_all(m.home.join("agents/lz")).unwrap();
+    m.extra
+        .extend(["--fetch-timeout-secs".to_string(), "2".to_string()]);
+    m.mount();
+
+    s3.pause();
+    let t0 = Instant::now();
+    let out = m.py(
+        "import errno\ntry:\n    open('big', 'rb').read()\n    print('read')\nexcept OSError as e:\n    print(errno.errorcode[e.errno])",
+    );
+    let waited = t0.elapsed();
+    s3.resume();
+    assert_eq!(out.trim(), "EIO", "a read the remote never answered");
+    assert!(waited >= Duration::from_secs(2), "gave up after {waited:?}");
+    assert!(waited < Duration::from_secs(30), "waited {waited:?}");
+    let l = log(&m);
+    assert!(
+        l.contains("lazy restore:") && l.contains("no answer within 2 s"),
+        "{l}"
+    );
+    // Nothing wrong was kept: once the remote answers, the file reads.
+    assert_eq!(
+        std::fs::read(m.path("big")).unwrap(),
+        before[&latest]["big"]
+    );
+    m.unmount();
+}
+
+#[test]
+fn an_object_tampered_with_on_the_remote_is_never_served() {
+    let dir = tempfile::tempdir().unwrap();
+    let remote = dir.path().join("remote");
+    std::fs::create_dir(&remote).unwrap();
+    let url = format!("file://{}", remote.display());
+    let m = Mounted::new("lz", &["--remote", &url]);
+    write_history(&m);
+    // Flip the last byte of every chunk record in every pack part.
+    let mut flipped = 0;
+    for f in files_under(&remote)
+        .into_iter()
+        .filter(|f| f.extension().is_some_and(|e| e == "pack"))
+    {
+        let mut b = std::fs::read(&f).unwrap();
+        let mut at = 8;
+        while at < b.len() {
+            let kind = b[at + 32];
+            let len = u32::from_le_bytes(b[at + 33..at + 37].try_into().unwrap()) as usize;
+            let end = at + 37 + len;
+            if kind == 1 {
+                b[end - 1] ^= 1;
+                flipped += 1;
+            }
+            at = end;
+        }
+        std::fs::write(&f, b).unwrap();
+    }
+    assert!(flipped > 40, "{flipped} chunks");
+    std::fs::remove_dir_all(m.home.join("agents/lz")).unwrap();
+    m.mount();
+    let out = m.py(
+        "import errno\nfor name in ['big', 'state', 'd/e/b']:\n    try:\n        open(name, 'rb').read()\n        print(name, 'read')\n    except OSError as e:\n        print(name, errno.errorcode[e.errno])",
+    );
+    assert_eq!(out.trim(), "big EIO\nstate EIO\nd/e/b EIO", "{out}");
+    // The tree still lists (metadata verified), content never arrives.
+    assert!(m.path("d/e/b").exists());
+    // No chunk was kept: each fetched file starts with its kind byte.
+    assert!(
+        fetched(&m)
+            .iter()
+            .all(|f| std::fs::read(f).unwrap()[0] != 1),
+        "a tampered chunk was kept"
+    );
+    let l = log(&m);
+    assert!(l.contains("lazy restore: chunk"), "{l}");
+    m.unmount();
+}
+
+#[test]
+fn snapshots_replicated_without_part_indexes_are_restored_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let remote = dir.path().join("remote");
+    std::fs::create_dir(&remote).unwrap();
+    let url = format!("file://{}", remote.display());
+    let m = Mounted::new("lz", &["--remote", &url]);
+    let before = write_history(&m);
+    // As a build before lazy restores left it: no part index.
+    let indexes: Vec<_> = files_under(&remote)
+        .into_iter()
+        .filter(|f| f.extension().is_some_and(|e| e == "idx"))
+        .collect();
+    assert_eq!(indexes.len(), before.len(), "one part index per snapshot");
+    std::fs::remove_file(&indexes[indexes.len() / 2]).unwrap();
+    std::fs::remove_dir_all(m.home.join("agents/lz")).unwrap();
+    m.mount();
+    let l = log(&m);
+    assert!(
+        l.contains("has no part index") && l.contains("restoring whole"),
+        "{l}"
+    );
+    assert!(!m.home.join("agents/lz/lazy").exists());
+    assert!(bytes_under(&m.home.join("agents/lz/packs")) > 3_000_000);
+    assert_eq!(m.history(), before);
+}
+
+/// The path of snapshot `seq`'s `name` under `.snapshots/`.
+fn in_snapshot(m: &Mounted, seq: u64, name: &str) -> PathBuf {
+    m.path(&format!(".snapshots/{seq:010}/{name}"))
+}
+
+/// What reading `p` gives: its bytes, or the errno's name.
+fn attempt(m: &Mounted, p: &Path) -> String {
+    m.py(&format!(
+        "import errno\ntry:\n    b = open({:?}, 'rb').read()\n    print('read', len(b))\nexcept OSError as e:\n    print(errno.errorcode[e.errno])",
+        p.to_str().unwrap()
+    ))
+    .trim()
+    .to_string()
+}
+
+#[test]
+fn a_redaction_is_never_fetched_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let remote = dir.path().join("remote");
+    std::fs::create_dir(&remote).unwrap();
+    let url = format!("file://{}", remote.display());
+    let w = Mounted::new("lz", &["--remote", &url]);
+    w.sh("head -c 200000 /dev/urandom > secret && echo keep > keep");
+    let with_secret = w.head();
+    w.sh("rm secret && sync");
+    std::thread::sleep(Duration::from_millis(400));
+    w.wait_replicated();
+    w.unmount();
+    // The remote as it was before any redaction (parts and indexes).
+    let before = dir.path().join("before");
+    assert!(
+        std::process::Command::new("cp")
+            .args(["-a", remote.to_str().unwrap(), before.to_str().unwrap()])
+            .status()
+            .unwrap()
+            .success()
+    );
+
+    // The agent moves to a machine that restores it lazily and reads the
+    // secret's old version there (fetched and kept), then redacts it.
+    std::fs::remove_dir_all(w.home.join("agents/lz")).unwrap();
+    w.mount();
+    let old = in_snapshot(&w, with_secret, "secret");
+    assert_eq!(attempt(&w, &old), "read 200000");
+    let names = |m: &Mounted| -> std::collections::BTreeSet<String> {
+        fetched(m)
+            .iter()
+            .map(|f| f.file_name().unwrap().to_str().unwrap().to_string())
+            .collect()
+    };
+    let kept = names(&w);
+    w.unmount();
+    let o = w.sovseal(&["redact", "--agent", "lz", "--remote", &url, "/secret"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let rec = files_under(&w.home.join("agents/lz/redactions"));
+    let rec: serde_json::Value = serde_json::from_slice(&std::fs::read(&rec[0]).unwrap()).unwrap();
+    let erased: std::collections::BTreeSet<String> = rec["objects"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o.as_str().unwrap().to_string())
+        .collect();
+    assert!(
+        erased.intersection(&kept).count() >= 3,
+        "the read kept the secret's objects"
+    );
+    assert_eq!(
+        erased.intersection(&names(&w)).count(),
+        0,
+        "fetched copies of the secret stay"
+    );
+    w.mount();
+    assert_eq!(
+        attempt(&w, &old),
+        "EIO",
+        "the redacted version after remount"
+    );
+    assert_eq!(attempt(&w, &w.path("keep")), "read 5");
+    w.unmount();
+
+    // A fresh machine restoring lazily from a remote whose pack parts still
+    // hold the secret (the redaction record is there, the rewrite is not).
+    for sub in ["packs", "indexes"] {
+        let agent_dir = files_under(&before)
+            .into_iter()
+            .find(|f| f.to_str().unwrap().contains(&format!("/{sub}/")))
+            .unwrap();
+        let from = agent_dir.parent().unwrap().to_path_buf();
+        let to = remote.join(from.strip_prefix(&before).unwrap());
+        std::fs::remove_dir_all(&to).unwrap();
+        assert!(
+            std::process::Command::new("cp")
+                .args(["-a", from.to_str().unwrap(), to.to_str().unwrap()])
+                .status()
+                .unwrap()
+                .success()
+        );
+    }
+    let f = Mounted {
+        dir: tempfile::tempdir().unwrap(),
+        home: w.second_home("fresh"),
+        mnt: w.dir.path().join("fresh-view"),
+        agent: "lz".into(),
+        extra: vec![
+            "--agent".into(),
+            "lz".into(),
+            "--remote".into(),
+            url.clone(),
+        ],
+        env: Vec::new(),
+    };
+    std::fs::create_dir(&f.mnt).unwrap();
+    f.mount();
+    assert!(log(&f).contains("lazily"), "{}", log(&f));
+    assert_eq!(attempt(&f, &in_snapshot(&f, with_secret, "secret")), "EIO");
+    assert_eq!(attempt(&f, &f.path("keep")), "read 5");
+    f.unmount();
+    // A follower needs every snapshot's content here: refused, saying why.
+    let mut follower = f;
+    follower.extra.push("--follow".into());
+    let o = follower.try_mount();
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("was restored lazily here"), "{err}");
+}
+
+#[test]
+fn a_prune_on_a_lazily_restored_agent_keeps_the_remote_parts_it_reads() {
+    let dir = tempfile::tempdir().unwrap();
+    let remote = dir.path().join("remote");
+    std::fs::create_dir(&remote).unwrap();
+    let url = format!("file://{}", remote.display());
+    let m = Mounted::new("lz", &["--remote", &url]);
+    let before = write_history(&m);
+    let latest = format!("{:010}", before.len());
+    std::fs::remove_dir_all(m.home.join("agents/lz")).unwrap();
+    m.mount();
+    m.unmount();
+    // Everything but the last two snapshots is forgotten and pruned, here
+    // and on the remote, while none of the content is here yet: `big`
+    // lives in the parts of snapshots now forgotten.
+    let o = m.sovseal(&[
+        "forget",
+        "--agent",
+        "lz",
+        "--keep-last",
+        "2",
+        "--prune",
+        "--remote",
+        &url,
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    m.mount();
+    assert_eq!(m.snapshots().len(), 2);
+    assert_eq!(
+        std::fs::read(m.path("big")).unwrap(),
+        before[&latest]["big"]
+    );
+    assert_eq!(std::fs::read(m.path("d/e/b")).unwrap(), b"two\n");
+    m.unmount();
+}
