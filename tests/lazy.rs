@@ -281,6 +281,19 @@ fn a_redaction_is_never_fetched_back() {
     };
     let kept = names(&w);
     w.unmount();
+    let lazy_dir = w.home.join("agents/lz/lazy");
+    let lazy_before = dir.path().join("lazy-before");
+    assert!(
+        std::process::Command::new("cp")
+            .args([
+                "-a",
+                lazy_dir.to_str().unwrap(),
+                lazy_before.to_str().unwrap()
+            ])
+            .status()
+            .unwrap()
+            .success()
+    );
     let o = w.sovseal(&["redact", "--agent", "lz", "--remote", &url, "/secret"]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let rec = files_under(&w.home.join("agents/lz/redactions"));
@@ -300,6 +313,11 @@ fn a_redaction_is_never_fetched_back() {
         0,
         "fetched copies of the secret stay"
     );
+    // As if the redaction had stopped right after its record: the remote
+    // index and the fetched copies as they were. The mount drops what the
+    // records here erase before it serves.
+    std::fs::remove_dir_all(&lazy_dir).unwrap();
+    std::fs::rename(&lazy_before, &lazy_dir).unwrap();
     w.mount();
     assert_eq!(
         attempt(&w, &old),
@@ -353,6 +371,11 @@ fn a_redaction_is_never_fetched_back() {
     assert!(!o.status.success());
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("was restored lazily here"), "{err}");
+    // So does a takeover (it pulls and checks against what is here).
+    let o = follower.sovseal(&["takeover", "--agent", "lz", "--remote", &url]);
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("was restored lazily here"), "{err}");
 }
 
 #[test]
@@ -389,4 +412,60 @@ fn a_prune_on_a_lazily_restored_agent_keeps_the_remote_parts_it_reads() {
     );
     assert_eq!(std::fs::read(m.path("d/e/b")).unwrap(), b"two\n");
     m.unmount();
+}
+
+#[test]
+fn a_lazily_restored_agent_never_uploads_the_snapshots_it_holds_no_content_of() {
+    let dir = tempfile::tempdir().unwrap();
+    let remote = dir.path().join("remote");
+    std::fs::create_dir(&remote).unwrap();
+    let url = format!("file://{}", remote.display());
+    let m = Mounted::new("lz", &["--remote", &url]);
+    let before = write_history(&m);
+    let latest = format!("{:010}", before.len());
+    let packs = |dir: &Path| -> std::collections::BTreeMap<PathBuf, Vec<u8>> {
+        files_under(dir)
+            .into_iter()
+            .filter(|f| f.extension().is_some_and(|e| e == "pack" || e == "idx"))
+            .map(|f| {
+                let b = std::fs::read(&f).unwrap();
+                (f, b)
+            })
+            .collect()
+    };
+    let on_remote = packs(&remote);
+    std::fs::remove_dir_all(m.home.join("agents/lz")).unwrap();
+    m.mount();
+    m.unmount();
+    // As if the restore stopped before it recorded everything as
+    // replicated: the replicator goes over every snapshot again.
+    m.index_sql("UPDATE meta SET value = X'30' WHERE key = 'replicated_seq'");
+    m.mount();
+    m.sh("echo after > after");
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(m.wait_replicated(), before.len() as u64 + 1);
+    m.unmount();
+    let now = packs(&remote);
+    for (f, b) in &on_remote {
+        assert!(now[f] == *b, "{} was replaced", f.display());
+    }
+    assert!(now.len() > on_remote.len(), "the new snapshot went up");
+    // A fresh machine still reads everything from that remote.
+    let f = m.second_home("fresh");
+    let m2 = Mounted {
+        dir: tempfile::tempdir().unwrap(),
+        home: f,
+        mnt: m.dir.path().join("fresh-view"),
+        agent: "lz".into(),
+        extra: vec!["--agent".into(), "lz".into(), "--remote".into(), url],
+        env: Vec::new(),
+    };
+    std::fs::create_dir(&m2.mnt).unwrap();
+    m2.mount();
+    assert_eq!(
+        std::fs::read(m2.path("big")).unwrap(),
+        before[&latest]["big"]
+    );
+    assert_eq!(std::fs::read(m2.path("after")).unwrap(), b"after\n");
+    m2.unmount();
 }

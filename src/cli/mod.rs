@@ -54,21 +54,29 @@ pub(crate) fn master(home: &Home) -> Result<MasterKey> {
 }
 
 /// A lazily restored data dir fetches what it lacks, in this process, from
-/// `cli` (a command's `--remote`), else the remote it was restored from,
-/// else the agent's configured one; without one, reads of content not
-/// fetched yet fail and say so.
+/// `cli` (a command's `--remote`), else the remote it was restored from
+/// (kept unless its URL holds a password), else the agent's configured
+/// one; without one, reads of content not fetched yet fail and say so.
 pub(crate) fn use_lazy_remote(home: &Home, name: &AgentName, cli: Option<&str>) {
-    let Ok(data) = home.agent_data(name) else {
+    if !home
+        .agent_dir(name)
+        .join(crate::repo::lazy::LAZY_DIR)
+        .exists()
+    {
         return;
+    }
+    let url = match cli.filter(|u| !u.is_empty()) {
+        Some(u) => Ok(u.to_owned()),
+        None => home
+            .agent_data(name)
+            .and_then(|d| crate::repo::lazy::remote_url(&d))
+            .and_then(|u| match u {
+                Some(u) => Ok(u),
+                None => home.remote_for(name, None),
+            }),
     };
-    let restored_from = match crate::repo::lazy::remote_url(&data) {
-        Ok(Some(u)) => u,
-        _ => return,
-    };
-    let url = cli
-        .filter(|u| !u.is_empty())
-        .map_or(restored_from, str::to_owned);
-    let res = crate::repo::remote::Remote::open(&url)
+    let res = url
+        .and_then(|u| crate::repo::remote::Remote::open(&u))
         .and_then(|r| crate::repo::lazy::use_remote(r, crate::repo::lazy::DEFAULT_TIMEOUT));
     if let Err(e) = res {
         tracing::warn!("agent {name} was restored lazily; its remote does not open: {e}");

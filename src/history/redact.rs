@@ -208,7 +208,10 @@ pub fn plan(agent: &Agent, path: &str, progress: &mut dyn FnMut(u64, u64)) -> Re
     let allowed = allowances(agent)?;
     let mut redacted = HashSet::new();
     for id in allowed.ids() {
-        if !agent.repo().has(&crate::seal::tree::ObjRef::by_id(id))? {
+        if !agent
+            .repo()
+            .has_or_fetchable(&crate::seal::tree::ObjRef::by_id(id))?
+        {
             redacted.insert(id);
         }
     }
@@ -409,7 +412,7 @@ pub fn erasable(agent: &Agent, allowed: &Allowances) -> Result<HashSet<ObjectId>
                 &|r| {
                     if allowed.names(&r.id) {
                         allowed.allows(&r.id, seq)
-                            || !agent.repo().has(r).unwrap_or_else(|e| {
+                            || !agent.repo().has_or_fetchable(r).unwrap_or_else(|e| {
                                 failed.borrow_mut().get_or_insert(e);
                                 true
                             })
@@ -474,7 +477,10 @@ pub fn apply_local(agent: &Agent, path: &str, plan: &Plan) -> Result<Record> {
         .collect();
     crate::repo::repack::remove_objects(agent.repo(), &dead)?;
     if let Some(lazy) = agent.repo().lazy() {
-        lazy.redact(&plan.erase, &plan.seqs)?;
+        // Every place of those objects: all came before this redaction,
+        // and none is referenced where it is kept (the packs lose them by
+        // id too).
+        lazy.redact(&|_, id| plan.erase.contains(id))?;
     }
     Ok(r)
 }

@@ -195,7 +195,11 @@ async fn restore_lazy_into(
     } = survey(&keys, name, remote).await?;
     let (agent, _lock) = Agent::open_writer(home, name, master, true)?;
     let mut indexes = Indexes {
-        forgotten: forgotten.iter().map(|(s, _, _)| *s).collect(),
+        forgotten: forgotten
+            .iter()
+            .map(|(s, _, raw)| (*s, raw.clone()))
+            .collect(),
+        keys: keys.clone(),
         taken: Vec::new(),
         missing: None,
     };
@@ -224,13 +228,18 @@ async fn restore_lazy_into(
     // (a remote whose parts were not rewritten yet still holds it).
     let allowed = crate::history::redact::allowances(&agent)?;
     crate::repo::lazy::drop_erased(&mut indexes.taken, |seq, id| allowed.allows(id, seq));
-    crate::repo::lazy::write_remote_index(&agent.data()?, remote, &indexes.taken)?;
-    let head_view = agent.head()?;
-    agent.make_durable(&head_view)?;
+    // Everything is on the remote: recorded before the remote index makes
+    // this a lazily restored data dir (a crash in between leaves a data
+    // dir whose head does not read, refused at the next mount, never one
+    // that uploads snapshots it holds no content of).
     agent
         .repo()
         .index()?
         .set_meta(META_REPLICATED, Some(head.to_string().as_bytes()))?;
+    let head_view = agent.head()?;
+    agent.make_durable(&head_view)?;
+    agent.repo().flush()?;
+    crate::repo::lazy::write_remote_index(&agent.data()?, remote, &indexes.taken)?;
     Ok(Some(head))
 }
 
@@ -244,9 +253,10 @@ enum Content<'a> {
 
 /// The part indexes a lazy restore took.
 struct Indexes {
-    /// Snapshots with a verified forget record: their parts (and index)
-    /// may be gone.
-    forgotten: HashSet<u64>,
+    /// Snapshots with a verified forget record (and the record): their
+    /// parts (and index) may be gone.
+    forgotten: HashMap<u64, Vec<u8>>,
+    keys: crate::seal::keys::AgentKeys,
     taken: Vec<crate::repo::lazy::SnapshotIndex>,
     /// The first snapshot without a part index: the fetch stops there.
     missing: Option<u64>,
@@ -353,7 +363,22 @@ async fn fetch_chain(
         if let Content::Indexes(taken) = &mut content {
             let entries = match index {
                 Some(b) => pack::decode_index(seq, &b).map_err(|e| of_remote_snapshot(seq, e))?,
-                None if taken.forgotten.contains(&seq) => Vec::new(),
+                // Forgotten (its record names this very snapshot) and
+                // pruned: nothing of it is on the remote. A forgotten
+                // snapshot whose parts are still there (some of its
+                // content is live) needs an index like any other.
+                None if taken.forgotten.contains_key(&seq)
+                    && !remote.has_pack(&id, seq, &hash, 0).await? =>
+                {
+                    crate::history::retention::ForgetRecord::parse(
+                        &taken.forgotten[&seq],
+                        &taken.keys,
+                        seq,
+                        Some(&hash),
+                    )
+                    .map_err(|e| of_remote_snapshot(seq, e))?;
+                    Vec::new()
+                }
                 None => {
                     taken.missing = Some(seq);
                     return Ok(());

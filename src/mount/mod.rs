@@ -217,9 +217,6 @@ fn serve(
 
     let remote =
         crate::repo::remote::Remote::open(&home.remote_for(agent, args.remote.as_deref())?)?;
-    // A lazily restored data dir (now or before) fetches from the mount's
-    // remote.
-    crate::repo::lazy::use_remote(remote.clone(), Duration::from_secs(args.fetch_timeout_secs))?;
     if !home.has_agent(agent) {
         let lazy = !args.full_restore && !args.follow;
         startup::restore_if_remote_has(home, agent, master, &remote, lazy)?;
@@ -232,7 +229,19 @@ fn serve(
             remote.shown_url()
         )));
     }
-    if args.follow && crate::repo::lazy::remote_url(&home.agent_data(agent)?)?.is_some() {
+    let lazy_dir = home
+        .agent_dir(agent)
+        .join(crate::repo::lazy::LAZY_DIR)
+        .exists();
+    if lazy_dir {
+        // A lazily restored data dir (now or before) fetches from the
+        // mount's remote.
+        crate::repo::lazy::use_remote(
+            remote.clone(),
+            Duration::from_secs(args.fetch_timeout_secs),
+        )?;
+    }
+    if args.follow && lazy_dir {
         // A pull checks each new snapshot against what is stored here.
         return Err(Error::Invalid(format!(
             "agent {agent} was restored lazily here (its content stays on the remote until read): a follower needs all of it; mount it without --follow, or remove its data dir and mount with --follow to restore it whole"
@@ -241,10 +250,18 @@ fn serve(
     let refused = if args.follow {
         startup::catch_up_follower(home, agent, master, &remote)?
     } else {
-        startup::apply_retention(home, agent, master, &remote)?;
+        startup::apply_retention(home, agent, master, &remote, lazy_dir)?;
         Default::default()
     };
     let mut engine = Engine::open_with(home, agent, master, !args.follow)?;
+    if let Some(lazy) = engine.agent().repo().lazy() {
+        // What the redaction records here erase is never fetched, also
+        // when a redaction stopped between its record and the remote
+        // index (the snapshots each lists; a local redaction drops every
+        // place of its objects as it runs).
+        let allowed = crate::history::redact::allowances(engine.agent())?;
+        lazy.redact(&|seq, id| allowed.allows(id, seq))?;
+    }
     // The handle that serves refuses what the follower's catch-up erased
     // (its own handle is gone); the polls keep the set current.
     engine.agent().repo().erase(&refused);

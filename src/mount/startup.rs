@@ -170,12 +170,15 @@ pub fn refuse_start_over_on_remote(
 /// Applies the retention policy of config.json (`retention`), if one is
 /// set, before the mount starts: forget, then prune locally and on the
 /// remote. A remote that cannot be reached is logged and left for the next
-/// mount; anything else stops the mount.
+/// mount; anything else stops the mount. A `lazy` data dir only forgets:
+/// its prune would read every kept snapshot's metadata from the remote
+/// before the mount serves (`sovseal prune` does it when asked).
 pub fn apply_retention(
     home: &Home,
     agent: &AgentName,
     master: &MasterKey,
     remote: &Remote,
+    lazy: bool,
 ) -> Result<()> {
     let Some(policy) =
         crate::history::retention::Policy::from_config(home.agent_setting(agent, "retention")?)?
@@ -187,6 +190,13 @@ pub fn apply_retention(
     }
     let (a, _lock) = crate::repo::agent::Agent::open_writer(home, agent, master, false)?;
     let (_, forget) = crate::history::retention::apply(&a, &policy, false)?;
+    if lazy {
+        tracing::info!(
+            "retention: forgot {} snapshots; not pruned at mount (restored lazily: run sovseal prune)",
+            forget.len()
+        );
+        return Ok(());
+    }
     let mut r = crate::history::retention::prune_local(&a, &mut |_, _| {})?;
     let rt = crate::repo::remote::runtime()?;
     if let Err(e) = rt.block_on(crate::history::retention::prune_remote(&a, remote, &mut r)) {

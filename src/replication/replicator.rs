@@ -137,6 +137,21 @@ pub async fn upload(agent: &Agent, remote: &Remote, seq: u64) -> Result<()> {
     let id = agent.repo().keys().agent_id();
     let env = agent.envelope(seq)?;
     let hash = env.hash();
+    if agent
+        .repo()
+        .lazy()
+        .is_some_and(|l| seq <= l.restored_head())
+    {
+        // Restored lazily: its content is on the remote and not here, so
+        // parts built here would be empty and replace the remote's.
+        return match remote.get_envelope(&id, seq).await? {
+            Some(there) if there == env.to_json() => Ok(()),
+            Some(_) => Err(Error::Fork { seq }),
+            None => Err(Error::Invalid(format!(
+                "snapshot {seq} is gone from the remote this data dir was lazily restored from; its content is not here to upload again"
+            ))),
+        };
+    }
     let mut parts = Parts::new(agent, seq)?;
     let mut in_flight = futures::stream::FuturesUnordered::new();
     let (mut index, mut built_all) = (0u32, false);

@@ -156,6 +156,17 @@ pub fn takeover(
             |_, _| {},
         ))?;
     }
+    if home
+        .agent_dir(name)
+        .join(crate::repo::lazy::LAZY_DIR)
+        .exists()
+    {
+        // A takeover pulls what the old writer added and checks it against
+        // what is stored here.
+        return Err(Error::Invalid(format!(
+            "agent {name} was restored lazily here (its content stays on the remote until read): a takeover needs all of it; remove its data dir (sovseal reset) and run the takeover again to restore it whole"
+        )));
+    }
     let (agent, _lock) = Agent::open_writer(home, name, master, false)?;
     let id = agent.repo().keys().agent_id();
     let mut pulled = catch_up(&rt, &agent, remote)?;

@@ -25,8 +25,8 @@ use crate::seal::keys::{AgentId, AgentKeys};
 use crate::seal::tree::{ObjectId, ObjectKind};
 use crate::{Error, Result};
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 /// The directory of a lazily restored data dir's fetch state.
@@ -67,7 +67,11 @@ pub struct SnapshotIndex {
 pub fn write_remote_index(data: &Dir, remote: &Remote, indexes: &[SnapshotIndex]) -> Result<()> {
     let dir = data.ensure_sub(LAZY_DIR)?;
     dir.ensure_sub(OBJECTS)?;
-    dir.write_atomic(REMOTE_URL, remote.url().as_bytes(), 0o600, true)?;
+    // Kept only when it holds no password (one in config.json, or given
+    // on the command line, stays there).
+    if super::remote::shown(remote.url()) == remote.url() {
+        dir.write_atomic(REMOTE_URL, remote.url().as_bytes(), 0o600, true)?;
+    }
     store_remote_index(&dir, indexes)
 }
 
@@ -195,7 +199,7 @@ impl Driver {
 }
 
 /// The remote every lazily restored data dir this process opens fetches
-/// from, unless a handle has its own ([`Lazy::attach`]).
+/// from.
 static PROCESS_REMOTE: std::sync::RwLock<Option<Arc<Driver>>> = std::sync::RwLock::new(None);
 
 /// Makes `remote` the one lazily restored data dirs opened by this process
@@ -220,7 +224,6 @@ pub struct Lazy {
     objects: Dir,
     places: std::sync::RwLock<Places>,
     agent: AgentId,
-    driver: OnceLock<Arc<Driver>>,
     fetched: AtomicU64,
     fetched_bytes: AtomicU64,
     failed: AtomicU64,
@@ -241,21 +244,10 @@ impl Lazy {
             dir,
             places: std::sync::RwLock::new(places),
             agent,
-            driver: OnceLock::new(),
             fetched: AtomicU64::new(0),
             fetched_bytes: AtomicU64::new(0),
             failed: AtomicU64::new(0),
         }))
-    }
-
-    /// Fetches from `remote` from now on, waiting at most `timeout` for
-    /// each object (until then: the process's remote, [`use_remote`], if
-    /// any; else only objects fetched before are served).
-    pub fn attach(&self, remote: Remote, timeout: Duration) -> Result<()> {
-        if self.driver.get().is_none() {
-            let _ = self.driver.set(Arc::new(Driver::start(remote, timeout)?));
-        }
-        Ok(())
     }
 
     /// What this handle did so far.
@@ -272,9 +264,30 @@ impl Lazy {
     pub fn kept(&self) -> Result<u64> {
         let mut n = 0;
         for sub in self.objects.names()? {
-            n += self.objects.sub(&sub)?.names()?.len() as u64;
+            // A crash's leftover temp files (`.<name>.tmp.<random>`) are
+            // not objects.
+            n += self
+                .objects
+                .sub(&sub)?
+                .names()?
+                .iter()
+                .filter(|n| !n.as_encoded_bytes().starts_with(b"."))
+                .count() as u64;
         }
         Ok(n)
+    }
+
+    /// The newest snapshot the restore took: the content of it and of
+    /// every one before it is on the remote, not here.
+    pub fn restored_head(&self) -> u64 {
+        let places = self.places.read().expect("places");
+        places.1.keys().copied().max().unwrap_or(0)
+    }
+
+    /// Whether the remote index names a place of `id` (one a redaction
+    /// did not drop).
+    pub fn knows(&self, id: &ObjectId) -> bool {
+        self.places.read().expect("places").0.contains_key(id)
     }
 
     /// Whether an object first committed by snapshot `seq` may be served
@@ -293,6 +306,17 @@ impl Lazy {
     pub fn fetch(&self, keys: &AgentKeys, kind: ObjectKind, id: &ObjectId) -> Result<Vec<u8>> {
         let name = crate::hex::encode(&id.0);
         let sub = &name[..2];
+        let missing = || Error::MissingObject {
+            id: id.to_hex(),
+            kind: kind.name(),
+            seq: 0,
+        };
+        // Only an object with a place is served, kept or not (a redaction
+        // drops the place first).
+        let place = self.places.read().expect("places").0.get(id).copied();
+        let Some(place) = place else {
+            return Err(missing());
+        };
         if let Some(b) = self
             .objects
             .sub_if_exists(sub)?
@@ -306,20 +330,7 @@ impl Lazy {
                 let _ = d.remove_file(&name);
             }
         }
-        let missing = || Error::MissingObject {
-            id: id.to_hex(),
-            kind: kind.name(),
-            seq: 0,
-        };
-        let place = self.places.read().expect("places").0.get(id).copied();
-        let Some(place) = place else {
-            return Err(missing());
-        };
-        let driver = self
-            .driver
-            .get()
-            .cloned()
-            .or_else(|| PROCESS_REMOTE.read().expect("process remote").clone());
+        let driver = PROCESS_REMOTE.read().expect("process remote").clone();
         let Some(driver) = driver else {
             return Err(Error::Remote {
                 op: "fetch".into(),
@@ -384,10 +395,16 @@ impl Lazy {
         let timeout = driver.timeout;
         let sealed = match rx.recv_timeout(timeout) {
             Ok(r) => r?,
-            Err(_) => {
+            Err(crossbeam_channel::RecvTimeoutError::Timeout) => {
                 return Err(Error::Remote {
                     op: "fetch".into(),
                     detail: format!("no answer within {} s", timeout.as_secs_f64()),
+                });
+            }
+            Err(crossbeam_channel::RecvTimeoutError::Disconnected) => {
+                return Err(Error::Remote {
+                    op: "fetch".into(),
+                    detail: "the fetch was dropped (the process is stopping)".into(),
                 });
             }
         };
@@ -395,19 +412,32 @@ impl Lazy {
         Ok(sealed)
     }
 
-    /// A redaction on this data dir: `ids` are never fetched again from
-    /// the snapshots `seqs` (the remote index is rewritten without those
-    /// places, durably, before the fetched copies go).
-    pub fn redact(&self, ids: &std::collections::BTreeSet<ObjectId>, seqs: &[u64]) -> Result<()> {
+    /// A redaction: the places `erased(seq, id)` names are never fetched
+    /// from again (the remote index is rewritten without them, durably),
+    /// and the kept copy of an object left with no place goes. A kept copy
+    /// is served only while its object has a place, so a crash between
+    /// the two steps serves nothing erased.
+    pub fn redact(&self, erased: &dyn Fn(u64, &ObjectId) -> bool) -> Result<()> {
         let mut places = self.places.write().expect("places");
         let raw = self.dir.read(REMOTE_INDEX)?.unwrap_or_default();
         let mut indexes = read_remote_index(&raw)?;
-        drop_erased(&mut indexes, |seq, id| {
-            seqs.contains(&seq) && ids.contains(id)
-        });
+        let mut dropped = std::collections::BTreeSet::new();
+        for s in &mut indexes {
+            let seq = s.seq;
+            s.entries.retain(|e| {
+                let drop = erased(seq, &e.id);
+                if drop {
+                    dropped.insert(e.id);
+                }
+                !drop
+            });
+        }
+        if dropped.is_empty() {
+            return Ok(());
+        }
         store_remote_index(&self.dir, &indexes)?;
         *places = places_of(&indexes);
-        for id in ids {
+        for id in dropped.iter().filter(|id| !places.0.contains_key(id)) {
             let name = crate::hex::encode(&id.0);
             if let Some(d) = self.objects.sub_if_exists(&name[..2])?
                 && d.exists(&name)
@@ -566,7 +596,7 @@ mod tests {
         assert_eq!(idx[0].entries, vec![e(2)]);
         assert_eq!(idx[1].entries, vec![e(1)], "written again later: kept");
         let l2 = Lazy::open(&data, agent).unwrap().unwrap();
-        l2.redact(&[ObjectId([1; 32])].into_iter().collect(), &[1])
+        l2.redact(&|seq, id| seq == 1 && *id == ObjectId([1; 32]))
             .unwrap();
         assert!(l2.holds(2), "the later place serves");
         let raw = data

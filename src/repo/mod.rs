@@ -531,6 +531,13 @@ impl Repo {
         }
     }
 
+    /// Whether the object `r` names can be read: a committed snapshot
+    /// holds it here, or (a lazily restored data dir) the remote index
+    /// names a place it is fetched from.
+    pub fn has_or_fetchable(&self, r: &ObjRef) -> Result<bool> {
+        Ok(self.has(r)? || self.lazy.get().is_some_and(|l| l.knows(&r.id)))
+    }
+
     /// Whether a committed snapshot holds the object `r` names (not one
     /// that is only pending).
     pub fn has(&self, r: &ObjRef) -> Result<bool> {
