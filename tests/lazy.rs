@@ -318,6 +318,16 @@ fn a_redaction_is_never_fetched_back() {
     // records here erase before it serves.
     std::fs::remove_dir_all(&lazy_dir).unwrap();
     std::fs::rename(&lazy_before, &lazy_dir).unwrap();
+    // So does a command that reads the snapshot (without writing).
+    let o = w.sovseal(&[
+        "cat",
+        "--agent",
+        "lz",
+        "--seq",
+        &with_secret.to_string(),
+        "/secret",
+    ]);
+    assert!(!o.status.success(), "cat served {} bytes", o.stdout.len());
     w.mount();
     assert_eq!(
         attempt(&w, &old),

@@ -39,6 +39,7 @@ pub(super) fn init(args: InitArgs, out: &mut dyn Write) -> Result<()> {
         let name = AgentName::new(&a)?;
         super::use_lazy_remote(&home, &name, None);
         let e = Engine::open(&home, &name, &m)?;
+        crate::history::redact::guard_lazy(e.agent(), true)?;
         if json {
             v["agent"] = name.to_string().into();
             v["data_dir"] = e.agent().data_dir().display().to_string().into();

@@ -62,6 +62,7 @@ pub(crate) fn use_lazy_remote(home: &Home, name: &AgentName, cli: Option<&str>) 
         .agent_dir(name)
         .join(crate::repo::lazy::LAZY_DIR)
         .exists()
+        || (cli.is_none() && crate::repo::lazy::has_process_remote())
     {
         return;
     }
@@ -90,6 +91,7 @@ pub(crate) fn open_writer(name: &str) -> Result<(Home, Agent, crate::repo::agent
     let m = master(&home)?;
     use_lazy_remote(&home, &name, None);
     let (a, lock) = Agent::open_writer(&home, &name, &m, false)?;
+    crate::history::redact::guard_lazy(&a, true)?;
     Ok((home, a, lock))
 }
 
@@ -99,6 +101,7 @@ pub(crate) fn open_agent(name: &str) -> Result<(Home, Agent)> {
     let m = master(&home)?;
     use_lazy_remote(&home, &name, None);
     let a = Agent::open_readonly(&home, &name, &m)?;
+    crate::history::redact::guard_lazy(&a, false)?;
     Ok((home, a))
 }
 

@@ -299,6 +299,23 @@ pub fn plan(agent: &Agent, path: &str, progress: &mut dyn FnMut(u64, u64)) -> Re
 
 const LOCAL_DIR: &str = "redactions";
 
+/// A lazily restored data dir never fetches what the records here erase:
+/// every place of a record's objects in the snapshots up to the newest it
+/// lists is dropped (`Allowances::erased_as_of`), in the remote index file
+/// too when `persist` (a writer), else for this handle. Run at every open,
+/// so that a redaction stopped between its record and the remote index
+/// serves nothing erased.
+pub fn guard_lazy(agent: &Agent, persist: bool) -> Result<()> {
+    let Some(lazy) = agent.repo().lazy() else {
+        return Ok(());
+    };
+    let allowed = allowances(agent)?;
+    if allowed.is_empty() {
+        return Ok(());
+    }
+    lazy.redact(&|seq, id| allowed.erased_as_of(id, seq), persist)
+}
+
 /// Every local redaction record, verified.
 pub fn records(agent: &Agent) -> Result<Vec<Record>> {
     let mut out = Vec::new();
@@ -332,6 +349,13 @@ impl Allowances {
     /// Whether a record erased `id` (from some snapshots).
     pub fn names(&self, id: &ObjectId) -> bool {
         self.0.contains_key(id)
+    }
+
+    /// Whether `id` was erased as snapshot `seq` stored it: a record
+    /// names it and lists `seq` or a later snapshot. (The same bytes
+    /// written again after the redaction are stored again, later.)
+    pub fn erased_as_of(&self, id: &ObjectId, seq: u64) -> bool {
+        self.last_allowed(id).is_some_and(|last| seq <= last)
     }
 
     /// The newest snapshot from which some record allows `id` missing.
@@ -470,18 +494,18 @@ pub fn apply_local(agent: &Agent, path: &str, plan: &Plan) -> Result<Record> {
     // The record first: a crash after it leaves objects that are allowed
     // to be missing but still present, never the reverse.
     save_local(agent, &r)?;
+    if let Some(lazy) = agent.repo().lazy() {
+        // Every place of those objects, at once: all came before this
+        // redaction, and none is referenced where it is kept (the packs
+        // lose them by id too).
+        lazy.redact(&|_, id| plan.erase.contains(id), true)?;
+    }
     let all = agent.repo().index()?.all_objects()?;
     let dead: Vec<_> = all
         .into_iter()
         .filter(|o| plan.erase.contains(&o.id))
         .collect();
     crate::repo::repack::remove_objects(agent.repo(), &dead)?;
-    if let Some(lazy) = agent.repo().lazy() {
-        // Every place of those objects: all came before this redaction,
-        // and none is referenced where it is kept (the packs lose them by
-        // id too).
-        lazy.redact(&|_, id| plan.erase.contains(id))?;
-    }
     Ok(r)
 }
 

@@ -224,10 +224,11 @@ async fn restore_lazy_into(
         crate::history::checkpoint::check_local(&agent, c)?;
         crate::history::checkpoint::save_local(&agent, c)?;
     }
-    // What a redaction erased is never fetched from the snapshots it lists
-    // (a remote whose parts were not rewritten yet still holds it).
+    // What a redaction erased is never fetched from the snapshots up to the
+    // newest it lists (a remote whose parts were not rewritten yet still
+    // holds it; the same bytes written again come later).
     let allowed = crate::history::redact::allowances(&agent)?;
-    crate::repo::lazy::drop_erased(&mut indexes.taken, |seq, id| allowed.allows(id, seq));
+    crate::repo::lazy::drop_erased(&mut indexes.taken, |seq, id| allowed.erased_as_of(id, seq));
     // Everything is on the remote: recorded before the remote index makes
     // this a lazily restored data dir (a crash in between leaves a data
     // dir whose head does not read, refused at the next mount, never one

@@ -254,14 +254,10 @@ fn serve(
         Default::default()
     };
     let mut engine = Engine::open_with(home, agent, master, !args.follow)?;
-    if let Some(lazy) = engine.agent().repo().lazy() {
-        // What the redaction records here erase is never fetched, also
-        // when a redaction stopped between its record and the remote
-        // index (the snapshots each lists; a local redaction drops every
-        // place of its objects as it runs).
-        let allowed = crate::history::redact::allowances(engine.agent())?;
-        lazy.redact(&|seq, id| allowed.allows(id, seq))?;
-    }
+    // A lazily restored data dir: what the redaction records here erase
+    // is never fetched, also after a redaction stopped between its record
+    // and the remote index.
+    crate::history::redact::guard_lazy(engine.agent(), true)?;
     // The handle that serves refuses what the follower's catch-up erased
     // (its own handle is gone); the polls keep the set current.
     engine.agent().repo().erase(&refused);

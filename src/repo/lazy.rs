@@ -134,11 +134,18 @@ pub fn drop_erased(indexes: &mut [SnapshotIndex], erased: impl Fn(u64, &ObjectId
     }
 }
 
-/// The places and envelope hashes of a remote index.
-type Places = (HashMap<ObjectId, Place>, HashMap<u64, [u8; 32]>);
+/// The places (the first of each object), the envelope hashes, and the
+/// snapshots with any entry, of a remote index.
+type Places = (
+    HashMap<ObjectId, Place>,
+    HashMap<u64, [u8; 32]>,
+    std::collections::HashSet<u64>,
+);
 
 fn places_of(indexes: &[SnapshotIndex]) -> Places {
-    let (mut places, mut hashes) = (HashMap::new(), HashMap::new());
+    let mut places = HashMap::new();
+    let mut hashes = HashMap::new();
+    let mut held = std::collections::HashSet::new();
     for s in indexes {
         for &entry in &s.entries {
             places
@@ -146,8 +153,11 @@ fn places_of(indexes: &[SnapshotIndex]) -> Places {
                 .or_insert(Place { seq: s.seq, entry });
         }
         hashes.insert(s.seq, s.hash);
+        if !s.entries.is_empty() {
+            held.insert(s.seq);
+        }
     }
-    (places, hashes)
+    (places, hashes, held)
 }
 
 /// What [`Lazy`] did so far (`sovseal status`).
@@ -201,6 +211,11 @@ impl Driver {
 /// The remote every lazily restored data dir this process opens fetches
 /// from.
 static PROCESS_REMOTE: std::sync::RwLock<Option<Arc<Driver>>> = std::sync::RwLock::new(None);
+
+/// Whether this process has a remote for lazily restored data dirs.
+pub fn has_process_remote() -> bool {
+    PROCESS_REMOTE.read().expect("process remote").is_some()
+}
 
 /// Makes `remote` the one lazily restored data dirs opened by this process
 /// fetch from, each object waited for at most `timeout` (a mount sets it
@@ -290,15 +305,10 @@ impl Lazy {
         self.places.read().expect("places").0.contains_key(id)
     }
 
-    /// Whether an object first committed by snapshot `seq` may be served
-    /// from the remote (its parts must stay there).
+    /// Whether the remote index names an object in snapshot `seq`'s parts
+    /// (they must stay on the remote).
     pub fn holds(&self, seq: u64) -> bool {
-        self.places
-            .read()
-            .expect("places")
-            .0
-            .values()
-            .any(|p| p.seq == seq)
+        self.places.read().expect("places").2.contains(&seq)
     }
 
     /// The sealed bytes of object `id` of `kind`, verified (tag and id):
@@ -389,10 +399,19 @@ impl Lazy {
             .expect("every place's snapshot");
         let (tx, rx) = crossbeam_channel::bounded(1);
         let (remote, agent, id_owned) = (driver.remote.clone(), self.agent, *id);
-        driver.handle.spawn(async move {
-            let _ = tx.send(fetch_record(&remote, &agent, place, &hash, kind, &id_owned).await);
-        });
         let timeout = driver.timeout;
+        driver.handle.spawn(async move {
+            // Bounded here too (a little later than the reader gives up),
+            // so that a stalled remote does not pile up fetches.
+            let fetched = tokio::time::timeout(
+                timeout + Duration::from_secs(1),
+                fetch_record(&remote, &agent, place, &hash, kind, &id_owned),
+            )
+            .await;
+            if let Ok(r) = fetched {
+                let _ = tx.send(r);
+            }
+        });
         let sealed = match rx.recv_timeout(timeout) {
             Ok(r) => r?,
             Err(crossbeam_channel::RecvTimeoutError::Timeout) => {
@@ -417,7 +436,8 @@ impl Lazy {
     /// and the kept copy of an object left with no place goes. A kept copy
     /// is served only while its object has a place, so a crash between
     /// the two steps serves nothing erased.
-    pub fn redact(&self, erased: &dyn Fn(u64, &ObjectId) -> bool) -> Result<()> {
+    /// Without `persist`, only this handle stops serving them.
+    pub fn redact(&self, erased: &dyn Fn(u64, &ObjectId) -> bool, persist: bool) -> Result<()> {
         let mut places = self.places.write().expect("places");
         let raw = self.dir.read(REMOTE_INDEX)?.unwrap_or_default();
         let mut indexes = read_remote_index(&raw)?;
@@ -433,6 +453,10 @@ impl Lazy {
             });
         }
         if dropped.is_empty() {
+            return Ok(());
+        }
+        if !persist {
+            *places = places_of(&indexes);
             return Ok(());
         }
         store_remote_index(&self.dir, &indexes)?;
@@ -590,13 +614,13 @@ mod tests {
         let agent = crate::seal::keys::MasterKey::from_bytes([3; 32]).agent_id("a");
         let l = Lazy::open(&data, agent).unwrap().unwrap();
         assert_eq!(l.stats().remote_objects, 2);
-        assert!(l.holds(1) && !l.holds(2), "the first place of each id");
+        assert!(l.holds(1) && l.holds(2), "any entry holds the parts");
         assert_eq!(remote_url(&data).unwrap().as_deref(), Some("memory://"));
         drop_erased(&mut idx, |seq, id| seq == 1 && *id == ObjectId([1; 32]));
         assert_eq!(idx[0].entries, vec![e(2)]);
         assert_eq!(idx[1].entries, vec![e(1)], "written again later: kept");
         let l2 = Lazy::open(&data, agent).unwrap().unwrap();
-        l2.redact(&|seq, id| seq == 1 && *id == ObjectId([1; 32]))
+        l2.redact(&|seq, id| seq == 1 && *id == ObjectId([1; 32]), true)
             .unwrap();
         assert!(l2.holds(2), "the later place serves");
         let raw = data
