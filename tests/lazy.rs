@@ -153,12 +153,37 @@ fn a_read_the_remote_does_not_answer_fails_with_eio_after_the_timeout() {
     m.unmount();
 }
 
-#[test]
-fn an_object_tampered_with_on_the_remote_is_never_served() {
+/// A directory remote (its files can be read and edited in place): the
+/// temporary directory holding it, its path, its URL.
+fn dir_remote() -> (tempfile::TempDir, PathBuf, String) {
     let dir = tempfile::tempdir().unwrap();
     let remote = dir.path().join("remote");
     std::fs::create_dir(&remote).unwrap();
     let url = format!("file://{}", remote.display());
+    (dir, remote, url)
+}
+
+/// A second machine holding `m`'s key, to mount agent `lz` from `url`
+/// (not mounted yet).
+fn fresh_machine(m: &Mounted, url: &str) -> Mounted {
+    let f = Mounted {
+        dir: tempfile::tempdir().unwrap(),
+        home: m.second_home("fresh"),
+        mnt: m.dir.path().join("fresh-view"),
+        agent: "lz".into(),
+        extra: ["--agent", "lz", "--remote", url]
+            .iter()
+            .map(|s| s.to_string())
+            .collect(),
+        env: Vec::new(),
+    };
+    std::fs::create_dir(&f.mnt).unwrap();
+    f
+}
+
+#[test]
+fn an_object_tampered_with_on_the_remote_is_never_served() {
+    let (_dir, remote, url) = dir_remote();
     let m = Mounted::new("lz", &["--remote", &url]);
     write_history(&m);
     // Flip the last byte of every chunk record in every pack part.
@@ -204,10 +229,7 @@ fn an_object_tampered_with_on_the_remote_is_never_served() {
 
 #[test]
 fn snapshots_replicated_without_part_indexes_are_restored_whole() {
-    let dir = tempfile::tempdir().unwrap();
-    let remote = dir.path().join("remote");
-    std::fs::create_dir(&remote).unwrap();
-    let url = format!("file://{}", remote.display());
+    let (_dir, remote, url) = dir_remote();
     let m = Mounted::new("lz", &["--remote", &url]);
     let before = write_history(&m);
     // As a build before lazy restores left it: no part index.
@@ -246,10 +268,7 @@ fn attempt(m: &Mounted, p: &Path) -> String {
 
 #[test]
 fn a_redaction_is_never_fetched_back() {
-    let dir = tempfile::tempdir().unwrap();
-    let remote = dir.path().join("remote");
-    std::fs::create_dir(&remote).unwrap();
-    let url = format!("file://{}", remote.display());
+    let (dir, remote, url) = dir_remote();
     let w = Mounted::new("lz", &["--remote", &url]);
     w.sh("head -c 200000 /dev/urandom > secret && echo keep > keep");
     let with_secret = w.head();
@@ -355,20 +374,7 @@ fn a_redaction_is_never_fetched_back() {
                 .success()
         );
     }
-    let f = Mounted {
-        dir: tempfile::tempdir().unwrap(),
-        home: w.second_home("fresh"),
-        mnt: w.dir.path().join("fresh-view"),
-        agent: "lz".into(),
-        extra: vec![
-            "--agent".into(),
-            "lz".into(),
-            "--remote".into(),
-            url.clone(),
-        ],
-        env: Vec::new(),
-    };
-    std::fs::create_dir(&f.mnt).unwrap();
+    let f = fresh_machine(&w, &url);
     f.mount();
     assert!(log(&f).contains("lazily"), "{}", log(&f));
     assert_eq!(attempt(&f, &in_snapshot(&f, with_secret, "secret")), "EIO");
@@ -390,10 +396,7 @@ fn a_redaction_is_never_fetched_back() {
 
 #[test]
 fn a_prune_on_a_lazily_restored_agent_keeps_the_remote_parts_it_reads() {
-    let dir = tempfile::tempdir().unwrap();
-    let remote = dir.path().join("remote");
-    std::fs::create_dir(&remote).unwrap();
-    let url = format!("file://{}", remote.display());
+    let (_dir, _, url) = dir_remote();
     let m = Mounted::new("lz", &["--remote", &url]);
     let before = write_history(&m);
     let latest = format!("{:010}", before.len());
@@ -426,10 +429,7 @@ fn a_prune_on_a_lazily_restored_agent_keeps_the_remote_parts_it_reads() {
 
 #[test]
 fn a_lazily_restored_agent_never_uploads_the_snapshots_it_holds_no_content_of() {
-    let dir = tempfile::tempdir().unwrap();
-    let remote = dir.path().join("remote");
-    std::fs::create_dir(&remote).unwrap();
-    let url = format!("file://{}", remote.display());
+    let (_dir, remote, url) = dir_remote();
     let m = Mounted::new("lz", &["--remote", &url]);
     let before = write_history(&m);
     let latest = format!("{:010}", before.len());
@@ -461,16 +461,7 @@ fn a_lazily_restored_agent_never_uploads_the_snapshots_it_holds_no_content_of() 
     }
     assert!(now.len() > on_remote.len(), "the new snapshot went up");
     // A fresh machine still reads everything from that remote.
-    let f = m.second_home("fresh");
-    let m2 = Mounted {
-        dir: tempfile::tempdir().unwrap(),
-        home: f,
-        mnt: m.dir.path().join("fresh-view"),
-        agent: "lz".into(),
-        extra: vec!["--agent".into(), "lz".into(), "--remote".into(), url],
-        env: Vec::new(),
-    };
-    std::fs::create_dir(&m2.mnt).unwrap();
+    let m2 = fresh_machine(&m, &url);
     m2.mount();
     assert_eq!(
         std::fs::read(m2.path("big")).unwrap(),

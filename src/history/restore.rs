@@ -43,13 +43,7 @@ pub async fn restore(
     remote: &Remote,
     mut progress: impl FnMut(u64, u64),
 ) -> Result<u64> {
-    let dir = home.agent_dir(name);
-    if home.has_agent(name) {
-        return Err(Error::Invalid(format!(
-            "agent {name} already has local data in {}; restore only into an empty data dir",
-            dir.display()
-        )));
-    }
+    let dir = empty_data_dir(home, name)?;
     let res = restore_into(home, name, master, remote, &mut progress).await;
     if res.is_err() {
         let _ = std::fs::remove_dir_all(&dir);
@@ -113,6 +107,19 @@ async fn survey(
     })
 }
 
+/// The data dir of `name`, refused if it holds local data: a restore
+/// only fills an empty one.
+fn empty_data_dir(home: &Home, name: &AgentName) -> Result<std::path::PathBuf> {
+    let dir = home.agent_dir(name);
+    if home.has_agent(name) {
+        return Err(Error::Invalid(format!(
+            "agent {name} already has local data in {}; restore only into an empty data dir",
+            dir.display()
+        )));
+    }
+    Ok(dir)
+}
+
 async fn restore_into(
     home: &Home,
     name: &AgentName,
@@ -165,13 +172,7 @@ pub async fn restore_lazy(
     remote: &Remote,
     mut progress: impl FnMut(u64, u64),
 ) -> Result<Option<u64>> {
-    let dir = home.agent_dir(name);
-    if home.has_agent(name) {
-        return Err(Error::Invalid(format!(
-            "agent {name} already has local data in {}; restore only into an empty data dir",
-            dir.display()
-        )));
-    }
+    let dir = empty_data_dir(home, name)?;
     let res = restore_lazy_into(home, name, master, remote, &mut progress).await;
     if !matches!(res, Ok(Some(_))) {
         let _ = std::fs::remove_dir_all(&dir);
