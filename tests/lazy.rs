@@ -470,3 +470,32 @@ fn a_lazily_restored_agent_never_uploads_the_snapshots_it_holds_no_content_of() 
     assert_eq!(std::fs::read(m2.path("after")).unwrap(), b"after\n");
     m2.unmount();
 }
+
+#[test]
+fn a_lazy_restore_that_stopped_is_refused_saying_what_to_do() {
+    let (_dir, _, url) = dir_remote();
+    let m = Mounted::new("lz", &["--remote", &url]);
+    let before = write_history(&m);
+    let latest = format!("{:010}", before.len());
+    std::fs::remove_dir_all(m.home.join("agents/lz")).unwrap();
+    m.mount();
+    m.unmount();
+    // As a restore killed before it finished leaves the data dir.
+    std::fs::write(m.home.join("agents/lz/lazy/restoring"), b"").unwrap();
+    let o = m.try_mount();
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("stopped before it finished") && err.contains("sovseal reset"),
+        "{err}"
+    );
+    let o = m.sovseal(&["reset", "--agent", "lz", "--discard-local-history"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    m.mount();
+    assert_eq!(
+        std::fs::read(m.path("big")).unwrap(),
+        before[&latest]["big"]
+    );
+    assert!(!m.home.join("agents/lz/lazy/restoring").exists());
+    m.unmount();
+}

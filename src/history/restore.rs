@@ -195,6 +195,10 @@ async fn restore_lazy_into(
         forgotten,
     } = survey(&keys, name, remote).await?;
     let (agent, _lock) = Agent::open_writer(home, name, master, true)?;
+    // Removed once the restore is whole: a crash before leaves it, and
+    // the next mount says what to do instead of failing on head.
+    let marker = agent.data()?.ensure_sub(crate::repo::lazy::LAZY_DIR)?;
+    marker.write_atomic(crate::repo::lazy::RESTORING, b"", 0o600, true)?;
     let mut indexes = Indexes {
         forgotten: forgotten
             .iter()
@@ -242,6 +246,8 @@ async fn restore_lazy_into(
     agent.make_durable(&head_view)?;
     agent.repo().flush()?;
     crate::repo::lazy::write_remote_index(&agent.data()?, remote, &indexes.taken)?;
+    marker.remove_file(crate::repo::lazy::RESTORING)?;
+    marker.sync()?;
     Ok(Some(head))
 }
 
@@ -873,8 +879,9 @@ async fn unknown_key_version(
 
 /// Names snapshot `seq` (as read from the remote) in an error about its
 /// bytes, so that every refusal says which snapshot failed. A format
-/// version this build does not know is a refusal of that snapshot too
-/// (exit 3): written by a newer sovseal, or altered.
+/// version this build does not know, or a key version below the first,
+/// is a refusal of that snapshot too (exit 3): written by a newer
+/// sovseal, or altered.
 fn of_remote_snapshot(seq: u64, e: Error) -> Error {
     let at = format!(" (snapshot {seq}, from the remote)");
     match e {
@@ -892,6 +899,15 @@ fn of_remote_snapshot(seq: u64, e: Error) -> Error {
                 "format version {found} on the remote (this build reads up to {known}): written by a newer sovseal (upgrade), or altered"
             ),
         },
+        // Below the first key version: no key ever made it, so no rotation
+        // explains it (one above the versions held is a key not imported
+        // here, exit 4).
+        Error::UnknownKeyVersion(found, _) if found < crate::seal::keys::KEY_VERSION => {
+            Error::ChainBroken {
+                seq,
+                detail: format!("key version {found} on the remote, which never exists: altered"),
+            }
+        }
         e => e,
     }
 }

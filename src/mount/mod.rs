@@ -233,6 +233,16 @@ fn serve(
         .agent_dir(agent)
         .join(crate::repo::lazy::LAZY_DIR)
         .exists();
+    if home
+        .agent_dir(agent)
+        .join(crate::repo::lazy::LAZY_DIR)
+        .join(crate::repo::lazy::RESTORING)
+        .exists()
+    {
+        return Err(Error::Invalid(format!(
+            "a lazy restore of agent {agent} stopped before it finished: run `sovseal reset --agent {agent} --discard-local-history` and mount again to restore it anew"
+        )));
+    }
     if lazy_dir {
         // A lazily restored data dir (now or before) fetches from the
         // mount's remote.
