@@ -996,6 +996,7 @@ fn restore_on_mount_fails_closed_too() {
         .iter()
         .flat_map(|c| [(c, true), (c, false)])
         .enumerate();
+    let mut lazily_served = 0;
     for (i, ((m, restores), full)) in runs {
         let (m, restores) = (m.clone(), *restores);
         let dir = tempfile::tempdir().unwrap();
@@ -1041,6 +1042,7 @@ fn restore_on_mount_fails_closed_too() {
         } else if !full && content_only(&m) && o.status.success() {
             let got = read_or_eio(&mounted.mnt);
             mounted.unmount();
+            lazily_served += 1;
             // Never a name or a byte the head does not hold; the damage
             // found somewhere.
             let mut eio = 0;
@@ -1049,7 +1051,14 @@ fn restore_on_mount_fails_closed_too() {
                     Some(n) => {
                         assert_eq!(Some(n), src.tree.get(p), "case {i} {m:?}: {}", p.display())
                     }
-                    None => eio += 1,
+                    None => {
+                        assert!(
+                            p.as_os_str().is_empty() || src.tree.contains_key(p),
+                            "case {i} {m:?}: {}",
+                            p.display()
+                        );
+                        eio += 1
+                    }
                 }
             }
             assert!(eio > 0, "case {i} {m:?}: the damage was never found");
@@ -1059,6 +1068,9 @@ fn restore_on_mount_fails_closed_too() {
             assert!(!mounted.is_mounted());
         }
     }
+    // The lazy half served damaged content at least once (else it only
+    // checked refusals).
+    assert!(lazily_served > 0, "no lazy mount served damaged content");
 }
 
 /// An envelope altered to name a key version this machine does not hold
@@ -1071,7 +1083,9 @@ fn restore_on_mount_fails_closed_too() {
 #[test]
 fn an_envelope_altered_to_an_unknown_key_version_is_refused_as_altered() {
     let src = source();
-    for seq in [4, src.head] {
+    // 9: a version not held here (vouched against); 0: one that never
+    // exists (refused as it is read).
+    for (seq, version) in [(4, 9), (src.head, 9), (src.head, 0)] {
         let arena = tempfile::tempdir().unwrap();
         let bucket = arena.path().join("bucket");
         clone_tree(&src.bucket, &bucket);
@@ -1081,7 +1095,7 @@ fn an_envelope_altered_to_an_unknown_key_version_is_refused_as_altered() {
         ));
         let mut j: serde_json::Value =
             serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
-        j["key_version"] = 9.into();
+        j["key_version"] = version.into();
         replace_file(&file, &serde_json::to_vec(&j).unwrap());
         let home = restoring_home(&arena.path().join("home"), &src.master);
         let (code, stderr) = run_restore(

@@ -347,6 +347,9 @@ fn a_redaction_is_never_fetched_back() {
         "/secret",
     ]);
     assert!(!o.status.success(), "cat served {} bytes", o.stdout.len());
+    assert!(o.stdout.is_empty());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("missing object"), "{err}");
     w.mount();
     assert_eq!(
         attempt(&w, &old),

@@ -242,6 +242,11 @@ pub(super) fn forget(args: ForgetArgs, out: &mut dyn Write) -> Result<()> {
         keep_within,
     };
     policy.validate()?;
+    super::use_lazy_remote(
+        &Home::from_env()?,
+        &AgentName::new(&agent)?,
+        remote.as_deref(),
+    );
     let (home, a, _lock) = open_writer(&agent)?;
     let (keep, forget) = crate::history::retention::apply(&a, &policy, dry_run)?;
     let pruned = if prune && !dry_run {
@@ -285,6 +290,11 @@ pub(super) fn prune(args: PruneArgs, out: &mut dyn Write) -> Result<()> {
         json,
     } = args;
     let w = |e: std::io::Error| Error::io("stdout", e);
+    super::use_lazy_remote(
+        &Home::from_env()?,
+        &AgentName::new(&agent)?,
+        remote.as_deref(),
+    );
     let (home, a, _lock) = open_writer(&agent)?;
     let r = prune_agent(&home, &a, remote.as_deref(), json)?;
     if json {

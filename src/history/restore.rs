@@ -197,7 +197,9 @@ async fn restore_lazy_into(
     let (agent, _lock) = Agent::open_writer(home, name, master, true)?;
     // Removed once the restore is whole: a crash before leaves it, and
     // the next mount says what to do instead of failing on head.
-    let marker = agent.data()?.ensure_sub(crate::repo::lazy::LAZY_DIR)?;
+    let data = agent.data()?;
+    let marker = data.ensure_sub(crate::repo::lazy::LAZY_DIR)?;
+    data.sync()?;
     marker.write_atomic(crate::repo::lazy::RESTORING, b"", 0o600, true)?;
     let mut indexes = Indexes {
         forgotten: forgotten

@@ -215,6 +215,16 @@ fn serve(
     sigs.thread_block()
         .map_err(|e| Error::io("sigprocmask", e.into()))?;
 
+    if home
+        .agent_dir(agent)
+        .join(crate::repo::lazy::LAZY_DIR)
+        .join(crate::repo::lazy::RESTORING)
+        .exists()
+    {
+        return Err(Error::Invalid(format!(
+            "a lazy restore of agent {agent} stopped before it finished: run `sovseal reset --agent {agent} --discard-local-history` and mount again to restore it anew"
+        )));
+    }
     let remote =
         crate::repo::remote::Remote::open(&home.remote_for(agent, args.remote.as_deref())?)?;
     if !home.has_agent(agent) {
@@ -233,16 +243,6 @@ fn serve(
         .agent_dir(agent)
         .join(crate::repo::lazy::LAZY_DIR)
         .exists();
-    if home
-        .agent_dir(agent)
-        .join(crate::repo::lazy::LAZY_DIR)
-        .join(crate::repo::lazy::RESTORING)
-        .exists()
-    {
-        return Err(Error::Invalid(format!(
-            "a lazy restore of agent {agent} stopped before it finished: run `sovseal reset --agent {agent} --discard-local-history` and mount again to restore it anew"
-        )));
-    }
     if lazy_dir {
         // A lazily restored data dir (now or before) fetches from the
         // mount's remote.

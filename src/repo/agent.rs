@@ -97,8 +97,8 @@ fn holder_finishing(text: &str) -> bool {
 
 /// `repo`, serving what a lazy restore left on the remote when `data` was
 /// restored lazily ([`crate::repo::lazy`]).
-fn with_lazy(repo: Repo, data: &Dir) -> Result<Arc<Repo>> {
-    if let Some(l) = crate::repo::lazy::Lazy::open(data, repo.keys().agent_id())? {
+fn with_lazy(repo: Repo, data: &Dir, writer: bool) -> Result<Arc<Repo>> {
+    if let Some(l) = crate::repo::lazy::Lazy::open(data, repo.keys().agent_id(), writer)? {
         repo.set_lazy(l);
     }
     Ok(Arc::new(repo))
@@ -123,7 +123,7 @@ impl Agent {
         let agent = Agent {
             name: name.clone(),
             home: home.clone(),
-            repo: with_lazy(Repo::new(keys, store, index), &data)?,
+            repo: with_lazy(Repo::new(keys, store, index), &data, false)?,
             seen: Default::default(),
             forgotten: Default::default(),
         };
@@ -173,7 +173,7 @@ impl Agent {
                 forgotten: Default::default(),
                 name: name.clone(),
                 home: home.clone(),
-                repo: with_lazy(Repo::new(keys, store, index), &dir)?,
+                repo: with_lazy(Repo::new(keys, store, index), &dir, true)?,
             },
             lock,
         ))

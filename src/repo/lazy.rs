@@ -239,6 +239,10 @@ impl Drop for Driver {
 pub struct Lazy {
     dir: Dir,
     objects: Dir,
+    /// Whether fetched objects are kept here (a writer's handle; a
+    /// reader's writes nothing, so it never leaves a copy behind a
+    /// redaction another process runs meanwhile).
+    keeps: bool,
     places: std::sync::RwLock<Places>,
     agent: AgentId,
     fetched: AtomicU64,
@@ -247,8 +251,9 @@ pub struct Lazy {
 }
 
 impl Lazy {
-    /// Opens the lazy state of `data`, if it was restored lazily.
-    pub fn open(data: &Dir, agent: AgentId) -> Result<Option<Lazy>> {
+    /// Opens the lazy state of `data`, if it was restored lazily; `keeps`:
+    /// fetched objects are kept (a writer's handle).
+    pub fn open(data: &Dir, agent: AgentId, keeps: bool) -> Result<Option<Lazy>> {
         let Some(dir) = data.sub_if_exists(LAZY_DIR)? else {
             return Ok(None);
         };
@@ -257,7 +262,12 @@ impl Lazy {
         };
         let places = places_of(&read_remote_index(&raw)?);
         Ok(Some(Lazy {
-            objects: dir.ensure_sub(OBJECTS)?,
+            objects: if keeps {
+                dir.ensure_sub(OBJECTS)?
+            } else {
+                dir.sub(OBJECTS)?
+            },
+            keeps,
             dir,
             places: std::sync::RwLock::new(places),
             agent,
@@ -364,10 +374,11 @@ impl Lazy {
                 b.extend_from_slice(sealed);
                 // Kept without a sync: one lost to a power cut is fetched
                 // again.
-                if let Err(e) = self
-                    .objects
-                    .ensure_sub(sub)
-                    .and_then(|d| d.write_atomic(&name, &b, 0o600, false))
+                if self.keeps
+                    && let Err(e) = self
+                        .objects
+                        .ensure_sub(sub)
+                        .and_then(|d| d.write_atomic(&name, &b, 0o600, false))
                 {
                     tracing::warn!("lazy restore: {} {name} not kept: {e}", kind.name());
                 }
@@ -614,14 +625,14 @@ mod tests {
         let remote = Remote::open("memory://").unwrap();
         write_remote_index(&data, &remote, &idx).unwrap();
         let agent = crate::seal::keys::MasterKey::from_bytes([3; 32]).agent_id("a");
-        let l = Lazy::open(&data, agent).unwrap().unwrap();
+        let l = Lazy::open(&data, agent, true).unwrap().unwrap();
         assert_eq!(l.stats().remote_objects, 2);
         assert!(l.holds(1) && l.holds(2), "any entry holds the parts");
         assert_eq!(remote_url(&data).unwrap().as_deref(), Some("memory://"));
         drop_erased(&mut idx, |seq, id| seq == 1 && *id == ObjectId([1; 32]));
         assert_eq!(idx[0].entries, vec![e(2)]);
         assert_eq!(idx[1].entries, vec![e(1)], "written again later: kept");
-        let l2 = Lazy::open(&data, agent).unwrap().unwrap();
+        let l2 = Lazy::open(&data, agent, true).unwrap().unwrap();
         l2.redact(&|seq, id| seq == 1 && *id == ObjectId([1; 32]), true)
             .unwrap();
         assert!(l2.holds(2), "the later place serves");
