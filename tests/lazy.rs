@@ -4,7 +4,7 @@
 //! fetched on first read, verified, and kept locally sealed. A remote that
 //! does not answer gives EIO after the timeout, a tampered object is never
 //! served, and snapshots replicated without part indexes are restored
-//! whole.
+//! whole until the writer's mount writes the indexes.
 
 mod support;
 use std::path::{Path, PathBuf};
@@ -227,8 +227,12 @@ fn an_object_tampered_with_on_the_remote_is_never_served() {
     m.unmount();
 }
 
+/// A remote some of whose snapshots have no part index (replicated by an
+/// older build) restores whole; the writer's mount then writes the missing
+/// indexes (the same bytes the replicator wrote at upload), and the next
+/// machine restores lazily.
 #[test]
-fn snapshots_replicated_without_part_indexes_are_restored_whole() {
+fn snapshots_without_part_indexes_restore_whole_until_the_writer_indexes_them() {
     let (_dir, remote, url) = dir_remote();
     let m = Mounted::new("lz", &["--remote", &url]);
     let before = write_history(&m);
@@ -238,7 +242,13 @@ fn snapshots_replicated_without_part_indexes_are_restored_whole() {
         .filter(|f| f.extension().is_some_and(|e| e == "idx"))
         .collect();
     assert_eq!(indexes.len(), before.len(), "one part index per snapshot");
-    std::fs::remove_file(&indexes[indexes.len() / 2]).unwrap();
+    let gone: Vec<(PathBuf, Vec<u8>)> = [0, indexes.len() / 2, indexes.len() - 1]
+        .iter()
+        .map(|&i| (indexes[i].clone(), std::fs::read(&indexes[i]).unwrap()))
+        .collect();
+    for (f, _) in &gone {
+        std::fs::remove_file(f).unwrap();
+    }
     std::fs::remove_dir_all(m.home.join("agents/lz")).unwrap();
     m.mount();
     let l = log(&m);
@@ -249,6 +259,28 @@ fn snapshots_replicated_without_part_indexes_are_restored_whole() {
     assert!(!m.home.join("agents/lz/lazy").exists());
     assert!(bytes_under(&m.home.join("agents/lz/packs")) > 3_000_000);
     assert_eq!(m.history(), before);
+
+    // The writer's replicator, with nothing to upload, writes them again.
+    let t0 = Instant::now();
+    while !gone.iter().all(|(f, _)| f.exists()) {
+        assert!(t0.elapsed() < Duration::from_secs(30), "{}", log(&m));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    for (f, b) in &gone {
+        assert_eq!(&std::fs::read(f).unwrap(), b, "{}", f.display());
+    }
+    assert!(
+        log(&m).contains("3 replicated snapshots have no part index"),
+        "{}",
+        log(&m)
+    );
+    m.unmount();
+    let f = fresh_machine(&m, &url);
+    f.mount();
+    assert!(log(&f).contains("lazily"), "{}", log(&f));
+    assert!(bytes_under(&f.home.join("agents/lz/packs")) < 200_000);
+    assert_eq!(f.history(), before);
+    f.unmount();
 }
 
 /// The path of snapshot `seq`'s `name` under `.snapshots/`.

@@ -405,6 +405,180 @@ fn an_older_data_dir_migrates_and_its_mixed_history_replicates_prunes_and_restor
     );
 }
 
+/// Part indexes missing on a remote an older build replicated (#16): the
+/// golden tree-format-5 data dir's own remote has none, so a lazy restore
+/// of it was done whole. Each missing one is written from the local index
+/// when the remote's parts have the planned sizes (a snapshot of two parts
+/// included), else read from the parts themselves (after a local prune
+/// took objects the remote keeps); each equals what parsing the remote's
+/// parts gives. Then the agent restores lazily and every kept snapshot
+/// reads as before.
+#[test]
+fn part_indexes_an_older_build_left_out_are_written_and_the_agent_restores_lazily() {
+    use sovseal::replication::backfill::{self, Written};
+    use sovseal::repo::pack;
+    let env = Env::golden("datadir-tree5");
+    let mut e = env.open();
+    let remote = Remote::open(&format!(
+        "file://{}",
+        env.home.root().join("remote").display()
+    ))
+    .unwrap();
+    let rt = rt();
+    let id = env.master.agent_id(env.agent.as_str());
+    let old_head = e.head().seq();
+    assert!(
+        rt.block_on(remote.list_indexes(&id, 0)).unwrap().is_empty(),
+        "the older build wrote no part index"
+    );
+    assert_eq!(
+        rt.block_on(remote.list_envelopes(&id, 0, usize::MAX))
+            .unwrap(),
+        (1..=old_head).collect::<Vec<_>>()
+    );
+    // A snapshot of two parts, uploaded by this build with its index.
+    let f = e.create(ROOT_INO, b"two-parts", 0o600, 0, 0).unwrap().ino;
+    e.write(f, 0, &bytes(11, 9 << 20)).unwrap();
+    e.commit().unwrap();
+    e.sync().unwrap();
+    let head = e.head().seq();
+    let agent = e.agent();
+    let hash = |seq| agent.envelope(seq).unwrap().hash();
+    rt.block_on(sovseal::replication::replicator::upload(
+        agent, &remote, head,
+    ))
+    .unwrap();
+    let stored = |seq| {
+        rt.block_on(remote.get_index(&id, seq, &hash(seq)))
+            .unwrap()
+            .unwrap_or_else(|| panic!("no part index of snapshot {seq}"))
+    };
+    let parsed = |seq| {
+        let mut entries = Vec::new();
+        let mut part = 0;
+        while let Some(b) = rt
+            .block_on(remote.get_pack(&id, seq, &hash(seq), part))
+            .unwrap()
+        {
+            entries.extend(pack::part_entries(seq, part, &b).unwrap());
+            part += 1;
+        }
+        (pack::encode_index(&entries), part)
+    };
+    let uploaded = stored(head);
+    assert_eq!((uploaded.clone(), 2), parsed(head), "two parts, indexed");
+    rt.block_on(remote.delete_index(&id, head, &hash(head)))
+        .unwrap();
+
+    // One part there holds a record more than this data dir would upload
+    // (its size differs from the plan): read from the remote.
+    let mut odd = rt
+        .block_on(remote.get_pack(&id, 2, &hash(2), 0))
+        .unwrap()
+        .unwrap();
+    pack::encode_record(
+        &mut odd,
+        &sovseal::seal::tree::ObjectId([7; 32]),
+        sovseal::seal::tree::ObjectKind::Chunk,
+        b"not planned",
+    );
+    rt.block_on(remote.put_pack(&id, 2, &hash(2), 0, odd))
+        .unwrap();
+
+    let missing = rt
+        .block_on(backfill::missing(agent, &remote, 0, head))
+        .unwrap();
+    assert_eq!(missing, (1..=head).collect::<Vec<_>>());
+    for &seq in &missing {
+        assert_eq!(
+            rt.block_on(backfill::write_index(agent, &remote, seq))
+                .unwrap(),
+            if seq == 2 {
+                Written::FromRemote
+            } else {
+                Written::FromLocal
+            },
+            "snapshot {seq}"
+        );
+        assert_eq!(stored(seq), parsed(seq).0, "snapshot {seq}");
+    }
+    assert_eq!(stored(head), uploaded);
+    let after: Vec<u64> = rt
+        .block_on(remote.list_indexes(&id, head - 2))
+        .unwrap()
+        .into_iter()
+        .map(|(seq, _)| seq)
+        .collect();
+    assert_eq!(after, vec![head - 1, head], "listed after a snapshot");
+    assert!(
+        rt.block_on(backfill::missing(agent, &remote, 0, head))
+            .unwrap()
+            .is_empty()
+    );
+
+    // Forgotten and pruned: the remote drops the parts of snapshots that
+    // hold no live object and keeps the others whole, while the local
+    // packs lose their dead objects. Indexes written again from scratch.
+    let forget: Vec<u64> = (1..old_head - 1).collect();
+    sovseal::history::retention::forget(agent, &forget).unwrap();
+    let report = sovseal::history::retention::prune(agent, &remote, &mut |_, _| {}).unwrap();
+    assert!(
+        report.remote_snapshots_pruned > 0 && report.remote_snapshots_kept > 0,
+        "{report:?}"
+    );
+    for (seq, h) in rt.block_on(remote.list_indexes(&id, 0)).unwrap() {
+        assert_eq!(h, sovseal::hex::encode(&hash(seq)[..16]));
+        rt.block_on(remote.delete_index(&id, seq, &hash(seq)))
+            .unwrap();
+    }
+    let missing = rt
+        .block_on(backfill::missing(agent, &remote, 0, head))
+        .unwrap();
+    assert_eq!(
+        missing.len() as u64,
+        head - report.remote_snapshots_pruned,
+        "pruned there: nothing to index"
+    );
+    let mut from_remote = 0;
+    for &seq in &missing {
+        let w = rt
+            .block_on(backfill::write_index(agent, &remote, seq))
+            .unwrap();
+        from_remote += u32::from(w == Written::FromRemote);
+        assert_ne!(w, Written::NoParts, "snapshot {seq}");
+        assert_eq!(stored(seq), parsed(seq).0, "snapshot {seq}");
+    }
+    assert!(from_remote > 0, "no local prune made the parts differ");
+    let kept: BTreeMap<u64, Tree> = (old_head - 1..=head).map(|s| (s, dump(agent, s))).collect();
+    drop(e);
+
+    std::fs::remove_dir_all(env.data_dir()).unwrap();
+    let restored = rt
+        .block_on(restore::restore_lazy(
+            &env.home,
+            &env.agent,
+            &env.master,
+            &remote,
+            |_, _| {},
+        ))
+        .unwrap();
+    assert_eq!(restored, Some(head), "restored lazily, not whole");
+    sovseal::repo::lazy::use_remote(remote.clone(), Duration::from_secs(30)).unwrap();
+    let e = env.open();
+    let again: BTreeMap<u64, Tree> = (old_head - 1..=head)
+        .map(|s| (s, dump(e.agent(), s)))
+        .collect();
+    assert_eq!(again, kept);
+    assert!(
+        !env.data_dir()
+            .join("packs")
+            .read_dir()
+            .unwrap()
+            .any(|f| { f.unwrap().metadata().unwrap().len() > 1 << 20 }),
+        "content fetched on read, not restored whole"
+    );
+}
+
 /// Tree format 6 deduplicates metadata within a commit only: a directory
 /// whose name comes and goes gets its first node's bytes again, stored at
 /// the new home. A prune keeps the copy that retained snapshots reference

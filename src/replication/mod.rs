@@ -4,5 +4,6 @@
 //! Sits above history (it signs a checkpoint when the queue drains) and is
 //! used by the mount and the CLI.
 
+pub mod backfill;
 pub mod replicator;
 pub mod takeover;

@@ -16,6 +16,8 @@
 //! Transient failures retry with exponential backoff and jitter; a different
 //! envelope already on the remote is a fork: replication stops for the agent
 //! (recorded in `meta`, shown by `sovseal status`), the mount goes on.
+//! With nothing to upload, the thread writes the part indexes an older
+//! build left out ([`crate::replication::backfill`]).
 
 use crate::repo::agent::Agent;
 use crate::repo::pack::{self, PACK_MAGIC, RECORD_HEADER};
@@ -101,7 +103,7 @@ impl<'a> Parts<'a> {
                     None => break,
                 },
             };
-            if p.len() + sealed.len() > PART_BYTES && p.len() > PACK_MAGIC.len() {
+            if opens_new_part(p.len(), sealed.len()) {
                 self.next = Some((o, sealed));
                 break;
             }
@@ -116,6 +118,39 @@ impl<'a> Parts<'a> {
         self.started = true;
         Ok(Some(p))
     }
+}
+
+/// Whether an object of `sealed` bytes goes into a new part rather than
+/// the one of `part_len` bytes being built: the one rule that places part
+/// boundaries, used to build parts and to plan them ([`planned_index`]).
+fn opens_new_part(part_len: usize, sealed: usize) -> bool {
+    part_len + sealed > PART_BYTES && part_len > PACK_MAGIC.len()
+}
+
+/// The part index and the part sizes that [`upload`] would write for
+/// snapshot `seq` today, from the local index alone (no object is read):
+/// the objects it first committed, laid out as [`Parts`] lays them out.
+pub fn planned_index(agent: &Agent, seq: u64) -> Result<(Vec<pack::PartEntry>, Vec<u64>)> {
+    let mut entries = Vec::new();
+    let mut sizes = Vec::new();
+    let mut len = PACK_MAGIC.len();
+    for o in agent.repo().index()?.objects_of(seq)? {
+        let sealed = o.loc.len as usize;
+        if opens_new_part(len, sealed) {
+            sizes.push(len as u64);
+            len = PACK_MAGIC.len();
+        }
+        entries.push(pack::PartEntry {
+            id: o.id,
+            kind: o.kind,
+            part: sizes.len() as u32,
+            offset: (len + RECORD_OVERHEAD) as u32,
+            len: sealed as u32,
+        });
+        len += RECORD_OVERHEAD + sealed;
+    }
+    sizes.push(len as u64);
+    Ok((entries, sizes))
 }
 
 /// All pack parts of snapshot `seq` at once (benchmarks and tests).
@@ -453,6 +488,8 @@ fn may_upload(next: u64, durable: Result<Option<u64>>) -> Result<bool> {
 enum Step {
     Upload(u64),
     Checkpoint(u64),
+    /// Nothing to upload: the next step of the part indexes' backfill.
+    Backfill(u64),
     FinalCheckpoint(u64),
     Exit,
 }
@@ -473,6 +510,9 @@ async fn run(
     // when the marker was last written.
     let mut unsaved: Option<u64> = None;
     let mut saved_at = std::time::Instant::now();
+    // Part indexes of snapshots replicated by older builds, written when
+    // the queue is empty.
+    let mut backfill = crate::replication::backfill::Backfill::default();
     let save = |seq: u64| {
         // Lazy: if a power cut loses it, the snapshot is uploaded again,
         // which is idempotent (same parts, same envelope).
@@ -513,8 +553,14 @@ async fn run(
                     if now >= due {
                         break Step::Checkpoint(st.replicated);
                     }
+                    if backfill.pending() {
+                        break Step::Backfill(st.replicated);
+                    }
                     st = cv.wait_timeout(st, due - now).expect("replicator").0;
                     continue;
+                }
+                if backfill.pending() {
+                    break Step::Backfill(st.replicated);
                 }
                 st = cv.wait(st).expect("replicator");
             }
@@ -540,6 +586,25 @@ async fn run(
                 // marker was written just before it.
                 checkpoint(shared, agent, remote, r, policy).await;
                 last_cp = std::time::Instant::now();
+                continue;
+            }
+            Step::Backfill(replicated) => {
+                // Given up (and taken up again later) as soon as there is
+                // something to upload or the thread is to stop: a step may
+                // read a large snapshot's parts.
+                let wanted = async {
+                    loop {
+                        {
+                            let st = m.lock().expect("replicator");
+                            if st.stop || st.head > replicated {
+                                break;
+                            }
+                        }
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                };
+                let step = backfill.step(agent, remote, replicated);
+                futures::future::select(std::pin::pin!(step), std::pin::pin!(wanted)).await;
                 continue;
             }
             Step::Upload(next) => next,

@@ -393,13 +393,24 @@ impl Remote {
         envelope: &[u8; 32],
         part: u32,
     ) -> Result<bool> {
+        Ok(self.pack_size(agent, seq, envelope, part).await?.is_some())
+    }
+
+    /// The size of part `part` of that pack, if it exists (a `HEAD`).
+    pub async fn pack_size(
+        &self,
+        agent: &AgentId,
+        seq: u64,
+        envelope: &[u8; 32],
+        part: u32,
+    ) -> Result<Option<u64>> {
         match self
             .store
             .head(&self.pack_path(agent, seq, envelope, part))
             .await
         {
-            Ok(_) => Ok(true),
-            Err(object_store::Error::NotFound { .. }) => Ok(false),
+            Ok(m) => Ok(Some(m.size)),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
             Err(e) => Err(remote_err("look for pack", e)),
         }
     }
@@ -429,6 +440,41 @@ impl Remote {
             .await
             .map(|_| ())
             .map_err(|e| remote_err("put part index", e))
+    }
+
+    /// The part indexes present of the snapshots after `after`, as
+    /// (sequence number, the first 16 bytes of the envelope hash their name
+    /// carries, hex), ascending. Names this module does not write are left
+    /// out. The listing starts after `after`'s names where the store can.
+    pub async fn list_indexes(&self, agent: &AgentId, after: u64) -> Result<Vec<(u64, String)>> {
+        let dir = self.agent_dir(agent).join("indexes");
+        let mut out = Vec::new();
+        // `<after>.idx` sorts after every `<after>-<hash>.idx` ('-' < '.')
+        // and before the names of later snapshots.
+        let mut s = self
+            .store
+            .list_with_offset(Some(&dir), &dir.clone().join(format!("{after:020}.idx")));
+        while let Some(m) = s.next().await {
+            let m = m.map_err(|e| list_err("list part indexes", &dir, e))?;
+            let named = m
+                .location
+                .filename()
+                .filter(|_| m.location.parts().count() == dir.parts().count() + 1)
+                .and_then(|f| f.strip_suffix(".idx"))
+                .and_then(|n| n.split_once('-'))
+                .filter(|(seq, h)| {
+                    seq.len() == 20
+                        && seq.bytes().all(|b| b.is_ascii_digit())
+                        && h.len() == 32
+                        && h.bytes().all(|b| b.is_ascii_hexdigit())
+                })
+                .and_then(|(seq, h)| Some((seq.parse::<u64>().ok()?, h.to_owned())))
+                .filter(|(seq, _)| *seq > after);
+            out.extend(named);
+        }
+        out.sort_unstable();
+        out.dedup();
+        Ok(out)
     }
 
     /// The part index of a snapshot, if present (snapshots replicated by

@@ -19,6 +19,29 @@ pub const META_ERROR: &str = "replication_error";
 pub const META_REMOTE: &str = "remote_url";
 /// `meta` key: the last checkpoint error (cleared by the next checkpoint).
 pub const META_CHECKPOINT_ERROR: &str = "checkpoint_error";
+/// `meta` key: `<seq> <remote URL, password left out>`: every snapshot up to `seq` replicated
+/// to that remote had its part index there when the replicator last looked
+/// (`replication::backfill`), so the next look starts after it.
+pub const META_INDEXED: &str = "remote_indexed";
+
+/// The snapshot up to which the part indexes on `url` were complete when
+/// last looked at (0: never looked, or at another remote).
+pub fn indexed_seq(agent: &Agent, url: &str) -> Result<u64> {
+    Ok(meta_string(agent, META_INDEXED)?
+        .and_then(|v| {
+            let (seq, at) = v.split_once(' ')?;
+            (at == url).then(|| seq.parse().ok()).flatten()
+        })
+        .unwrap_or(0))
+}
+
+/// Records that the part indexes on `url` are complete up to `seq`.
+pub fn set_indexed_seq(agent: &Agent, url: &str, seq: u64) -> Result<()> {
+    agent
+        .repo()
+        .index()?
+        .set_meta_lazy(&[(META_INDEXED, Some(format!("{seq} {url}").as_bytes()))])
+}
 
 fn meta_string(agent: &Agent, key: &str) -> Result<Option<String>> {
     Ok(agent

@@ -1,0 +1,191 @@
+//! Part indexes for snapshots replicated before lazy restores existed.
+//!
+//! A lazy restore ([`crate::history::restore::restore_lazy`]) needs the
+//! part index of every snapshot on the remote: one without (replicated by
+//! an older build) makes the whole agent restore whole. A writer's
+//! replicator writes the missing ones once it has nothing to upload
+//! ([`Backfill`]), oldest first, one snapshot per step so that new
+//! snapshots go first.
+//!
+//! Each index is taken from the local index when the parts the replicator
+//! would build today are the parts on the remote: the same objects in the
+//! same order. The order holds while no pack of the data dir was ever
+//! rewritten (a prune or a redaction copies the objects it keeps into a new
+//! pack in another order, and removes the old packs: their numbers leave a
+//! gap); the objects are the same when every part has the size planned (a
+//! `HEAD` each: a snapshot's objects only ever leave, locally by a prune or
+//! a redaction, remotely by a redaction, so equal sizes mean the same
+//! objects). Otherwise the index is read from the remote's parts
+//! themselves (a `GET` each, every record header parsed). Either way an index only says where to
+//! look: a lazy reader checks every record it fetches, so an index written
+//! here can cost a fetch, never serve wrong bytes.
+//!
+//! Architecture Invariant: like the replicator, this holds no key and
+//! opens nothing.
+
+use crate::Result;
+use crate::replication::replicator::planned_index;
+use crate::repo::agent::Agent;
+use crate::repo::pack;
+use crate::repo::remote::Remote;
+use crate::repo::replication_state::{indexed_seq, set_indexed_seq};
+use std::collections::VecDeque;
+
+/// How the part index of one snapshot was written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Written {
+    /// From the local index: the remote's parts have the sizes planned.
+    FromLocal,
+    /// From the remote's parts, read whole.
+    FromRemote,
+    /// None: the remote holds no part of the snapshot (a forgotten
+    /// snapshot whose content was pruned there; a lazy restore takes it
+    /// without an index).
+    NoParts,
+}
+
+/// Writes the part index of snapshot `seq`, which the remote holds
+/// without one (see the module doc).
+pub async fn write_index(agent: &Agent, remote: &Remote, seq: u64) -> Result<Written> {
+    let id = agent.repo().keys().agent_id();
+    let hash = agent.envelope(seq)?.hash();
+    let (planned, sizes) = planned_index(agent, seq)?;
+    let mut same = in_upload_order(agent)?;
+    // Each planned part has its size there, and there is no further part.
+    let expected = sizes.iter().map(|s| Some(*s)).chain([None]);
+    for (part, size) in expected.enumerate() {
+        if !same || remote.pack_size(&id, seq, &hash, part as u32).await? != size {
+            same = false;
+        }
+    }
+    let (entries, written) = if same {
+        (planned, Written::FromLocal)
+    } else {
+        let mut entries = Vec::new();
+        let mut part = 0;
+        while let Some(bytes) = remote.get_pack(&id, seq, &hash, part).await? {
+            entries.extend(pack::part_entries(seq, part, &bytes)?);
+            part += 1;
+        }
+        if part == 0 {
+            return Ok(Written::NoParts);
+        }
+        (entries, Written::FromRemote)
+    };
+    remote
+        .put_index(&id, seq, &hash, pack::encode_index(&entries))
+        .await?;
+    Ok(written)
+}
+
+/// Whether every snapshot's objects still lie in the packs in the order
+/// they were appended, and so uploaded: no pack was ever rewritten. Packs
+/// are numbered from 1 and a rewrite removes the packs it copied from.
+fn in_upload_order(agent: &Agent) -> Result<bool> {
+    let packs = agent.repo().index()?.packs()?;
+    Ok(packs.keys().copied().eq(1..=packs.len() as u32))
+}
+
+/// The replicated snapshots after `after` up to `replicated` whose part
+/// index is not on the remote, ascending. Left out: those a lazy restore
+/// brought here (their indexes are the remote's own), and forgotten
+/// snapshots whose content the remote no longer holds.
+pub async fn missing(
+    agent: &Agent,
+    remote: &Remote,
+    after: u64,
+    replicated: u64,
+) -> Result<Vec<u64>> {
+    let id = agent.repo().keys().agent_id();
+    let listed = remote.list_indexes(&id, after).await?;
+    let index = agent.repo().index()?;
+    let pruned: std::collections::BTreeSet<u64> = index
+        .forgotten()?
+        .into_iter()
+        .filter_map(|(seq, (_, remote_pruned))| remote_pruned.then_some(seq))
+        .collect();
+    let restored = agent.repo().lazy().map_or(0, |l| l.restored_head());
+    let mut out = Vec::new();
+    for seq in restored.max(after) + 1..=replicated {
+        if pruned.contains(&seq) {
+            continue;
+        }
+        let Some(hash) = index.stored_hash(seq)? else {
+            continue;
+        };
+        let name = crate::hex::encode(&hash[..16]);
+        if listed
+            .binary_search_by(|(s, h)| s.cmp(&seq).then_with(|| h.as_str().cmp(&name)))
+            .is_err()
+        {
+            out.push(seq);
+        }
+    }
+    Ok(out)
+}
+
+/// A replicator's pass over the snapshots without a part index: listed at
+/// its first step (after those a pass found complete before:
+/// [`indexed_seq`]), then one snapshot a step. Any error ends the pass (the
+/// next start of the replicator lists again).
+#[derive(Default)]
+pub struct Backfill {
+    /// The snapshots to index, and the replicated head they were listed up to.
+    queue: Option<(VecDeque<u64>, u64)>,
+    done: bool,
+    tally: [u64; 3],
+}
+
+impl Backfill {
+    /// Whether a step is due.
+    pub fn pending(&self) -> bool {
+        !self.done
+    }
+
+    /// One step: the listing, or the next snapshot's index.
+    pub async fn step(&mut self, agent: &Agent, remote: &Remote, replicated: u64) {
+        if let Err(e) = self.try_step(agent, remote, replicated).await {
+            tracing::warn!("part indexes of older snapshots: stopped until the next start: {e}");
+            self.done = true;
+        }
+    }
+
+    async fn try_step(&mut self, agent: &Agent, remote: &Remote, replicated: u64) -> Result<()> {
+        let (queue, upto) = match &mut self.queue {
+            Some((q, upto)) => (q, *upto),
+            None => {
+                let after = indexed_seq(agent, &remote.shown_url())?;
+                let m = missing(agent, remote, after, replicated).await?;
+                if !m.is_empty() {
+                    tracing::info!(
+                        "{} replicated snapshots have no part index on the remote (replicated by an older build); writing them, so that a lazy restore can use them",
+                        m.len()
+                    );
+                }
+                let (q, _) = self.queue.insert((m.into(), replicated));
+                (q, replicated)
+            }
+        };
+        // Taken off the queue once written: a step given up half-way (see
+        // the replicator) is done again.
+        let Some(&seq) = queue.front() else {
+            if self.tally.iter().sum::<u64>() > 0 {
+                let [local, remote, none] = self.tally;
+                tracing::info!(
+                    "part indexes written for {} snapshots ({local} from the local index, {remote} read from the remote's parts; {none} without parts there)",
+                    local + remote
+                );
+            }
+            set_indexed_seq(agent, &remote.shown_url(), upto)?;
+            self.done = true;
+            return Ok(());
+        };
+        let w = write_index(agent, remote, seq).await?;
+        tracing::debug!(seq, ?w, "part index written");
+        self.tally[w as usize] += 1;
+        if let Some((q, _)) = &mut self.queue {
+            q.pop_front();
+        }
+        Ok(())
+    }
+}
