@@ -189,6 +189,10 @@ impl ChunkOverlay for BTreeMap<u64, DirtyChunk> {
     fn read_chunk(&self, repo: &Repo, idx: u64, from: usize, dst: &mut [u8]) -> Option<Result<()>> {
         self.get(&idx).map(|d| d.read_into(repo, from, dst))
     }
+
+    fn holds(&self, idx: u64) -> bool {
+        self.contains_key(&idx)
+    }
 }
 
 #[cfg(test)]

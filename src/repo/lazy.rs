@@ -326,18 +326,86 @@ impl Lazy {
     /// The sealed bytes of object `id` of `kind`, verified (tag and id):
     /// kept here from an earlier fetch, or fetched now.
     pub fn fetch(&self, keys: &AgentKeys, kind: ObjectKind, id: &ObjectId) -> Result<Vec<u8>> {
+        self.fetch_many(keys, kind, std::slice::from_ref(id))
+            .pop()
+            .expect("one result per id")
+    }
+
+    /// The sealed bytes of objects `ids` of `kind`, each as [`Lazy::fetch`]
+    /// gives it, in order. Those not kept here are fetched at once: one
+    /// ranged GET per run of neighbouring records in one part (a file's
+    /// chunks are uploaded together, so the chunks of one read are mostly
+    /// one run), every run in flight together, all waited for within one
+    /// timeout.
+    pub fn fetch_many(
+        &self,
+        keys: &AgentKeys,
+        kind: ObjectKind,
+        ids: &[ObjectId],
+    ) -> Vec<Result<Vec<u8>>> {
+        let mut out: Vec<Option<Result<Vec<u8>>>> = ids.iter().map(|_| None).collect();
+        let mut wanted = Vec::new();
+        for (i, id) in ids.iter().enumerate() {
+            match self.kept_copy(keys, kind, id) {
+                Ok(Some(Ok(b))) => out[i] = Some(Ok(b)),
+                Ok(Some(Err(place))) => wanted.push((i, place)),
+                Ok(None) => {
+                    out[i] = Some(Err(Error::MissingObject {
+                        id: id.to_hex(),
+                        kind: kind.name(),
+                        seq: 0,
+                    }))
+                }
+                Err(e) => out[i] = Some(Err(e)),
+            }
+        }
+        if !wanted.is_empty() {
+            let fetched = match PROCESS_REMOTE.read().expect("process remote").clone() {
+                Some(driver) => self.fetch_remote(&driver, kind, ids, &wanted),
+                None => wanted
+                    .iter()
+                    .map(|&(i, _)| {
+                        Err(Error::Remote {
+                            op: "fetch".into(),
+                            detail: format!(
+                                "{} {} is not fetched yet (this data dir was restored lazily) and no remote is attached: mount the agent with its remote",
+                                kind.name(),
+                                ids[i].to_hex()
+                            ),
+                        })
+                    })
+                    .collect(),
+            };
+            for (&(i, place), res) in wanted.iter().zip(fetched) {
+                let res = res.and_then(|sealed| {
+                    check(keys, kind, &ids[i], &sealed)?;
+                    Ok(sealed)
+                });
+                self.took(kind, &ids[i], place, &res);
+                out[i] = Some(res);
+            }
+        }
+        out.into_iter()
+            .map(|r| r.expect("every id answered"))
+            .collect()
+    }
+
+    /// The kept copy of `id` (`Some(Ok)`), or where to fetch it from
+    /// (`Some(Err(place))`), or `None` when the remote index names no place
+    /// of it. Only an object with a place is served, kept or not (a
+    /// redaction drops the place first).
+    #[allow(clippy::type_complexity)]
+    fn kept_copy(
+        &self,
+        keys: &AgentKeys,
+        kind: ObjectKind,
+        id: &ObjectId,
+    ) -> Result<Option<std::result::Result<Vec<u8>, Place>>> {
         let name = crate::hex::encode(&id.0);
         let sub = &name[..2];
-        let missing = || Error::MissingObject {
-            id: id.to_hex(),
-            kind: kind.name(),
-            seq: 0,
-        };
-        // Only an object with a place is served, kept or not (a redaction
-        // drops the place first).
         let place = self.places.read().expect("places").0.get(id).copied();
         let Some(place) = place else {
-            return Err(missing());
+            return Ok(None);
         };
         if let Some(b) = self
             .objects
@@ -345,26 +413,21 @@ impl Lazy {
             .and_then(|d| d.read(&name).ok().flatten())
         {
             if b.first() == Some(&(kind as u8)) && check(keys, kind, id, &b[1..]).is_ok() {
-                return Ok(b[1..].to_vec());
+                return Ok(Some(Ok(b[1..].to_vec())));
             }
             // Cut by a crash, or not what it claims: fetched again.
             if let Some(d) = self.objects.sub_if_exists(sub)? {
                 let _ = d.remove_file(&name);
             }
         }
-        let driver = PROCESS_REMOTE.read().expect("process remote").clone();
-        let Some(driver) = driver else {
-            return Err(Error::Remote {
-                op: "fetch".into(),
-                detail: format!(
-                    "{} {} is not fetched yet (this data dir was restored lazily) and no remote is attached: mount the agent with its remote",
-                    kind.name(),
-                    id.to_hex()
-                ),
-            });
-        };
-        let res = self.fetch_remote(&driver, keys, kind, id, place);
-        match &res {
+        Ok(Some(Err(place)))
+    }
+
+    /// Counts, keeps (a writer's handle) or logs one object fetched from
+    /// `place`.
+    fn took(&self, kind: ObjectKind, id: &ObjectId, place: Place, res: &Result<Vec<u8>>) {
+        let name = crate::hex::encode(&id.0);
+        match res {
             Ok(sealed) => {
                 self.fetched.fetch_add(1, Ordering::Relaxed);
                 self.fetched_bytes
@@ -377,7 +440,7 @@ impl Lazy {
                 if self.keeps
                     && let Err(e) = self
                         .objects
-                        .ensure_sub(sub)
+                        .ensure_sub(&name[..2])
                         .and_then(|d| d.write_atomic(&name, &b, 0o600, false))
                 {
                     tracing::warn!("lazy restore: {} {name} not kept: {e}", kind.name());
@@ -392,56 +455,82 @@ impl Lazy {
                 );
             }
         }
-        res
     }
 
+    /// The sealed bytes of `wanted` (index into `ids`, place), in order,
+    /// not checked yet: runs of neighbouring records fetched together,
+    /// every run in flight at once, each waited for until one deadline.
     fn fetch_remote(
         &self,
         driver: &Driver,
-        keys: &AgentKeys,
         kind: ObjectKind,
-        id: &ObjectId,
-        place: Place,
-    ) -> Result<Vec<u8>> {
-        let hash = *self
-            .places
-            .read()
-            .expect("places")
-            .1
-            .get(&place.seq)
-            .expect("every place's snapshot");
-        let (tx, rx) = crossbeam_channel::bounded(1);
-        let (remote, agent, id_owned) = (driver.remote.clone(), self.agent, *id);
-        let timeout = driver.timeout;
-        driver.handle.spawn(async move {
-            // Bounded here too (a little later than the reader gives up),
-            // so that a stalled remote does not pile up fetches.
-            let fetched = tokio::time::timeout(
-                timeout + Duration::from_secs(1),
-                fetch_record(&remote, &agent, place, &hash, kind, &id_owned),
-            )
-            .await;
-            if let Ok(r) = fetched {
-                let _ = tx.send(r);
-            }
-        });
-        let sealed = match rx.recv_timeout(timeout) {
-            Ok(r) => r?,
-            Err(crossbeam_channel::RecvTimeoutError::Timeout) => {
-                return Err(Error::Remote {
-                    op: "fetch".into(),
-                    detail: format!("no answer within {} s", timeout.as_secs_f64()),
-                });
-            }
-            Err(crossbeam_channel::RecvTimeoutError::Disconnected) => {
-                return Err(Error::Remote {
-                    op: "fetch".into(),
-                    detail: "the fetch was dropped (the process is stopping)".into(),
-                });
-            }
+        ids: &[ObjectId],
+        wanted: &[(usize, Place)],
+    ) -> Vec<Result<Vec<u8>>> {
+        let hashes: HashMap<u64, [u8; 32]> = {
+            let places = self.places.read().expect("places");
+            wanted
+                .iter()
+                .map(|(_, p)| (p.seq, places.1[&p.seq]))
+                .collect()
         };
-        check(keys, kind, id, &sealed)?;
-        Ok(sealed)
+        let deadline = std::time::Instant::now() + driver.timeout;
+        let waits: Vec<_> = runs(wanted)
+            .into_iter()
+            .map(|run| {
+                let (tx, rx) = crossbeam_channel::bounded(1);
+                let seq = wanted[run[0]].1.seq;
+                let hash = hashes[&seq];
+                let members: Vec<(ObjectId, Place)> = run
+                    .iter()
+                    .map(|&w| (ids[wanted[w].0], wanted[w].1))
+                    .collect();
+                let (remote, agent, timeout) = (driver.remote.clone(), self.agent, driver.timeout);
+                driver.handle.spawn(async move {
+                    // Bounded here too (a little later than the reader
+                    // gives up), so that a stalled remote does not pile up
+                    // fetches.
+                    let fetched = tokio::time::timeout(
+                        timeout + Duration::from_secs(1),
+                        fetch_run(&remote, &agent, &hash, kind, &members),
+                    )
+                    .await;
+                    if let Ok(r) = fetched {
+                        let _ = tx.send(r);
+                    }
+                });
+                (run, rx)
+            })
+            .collect();
+        let mut out: Vec<Option<Result<Vec<u8>>>> = wanted.iter().map(|_| None).collect();
+        for (run, rx) in waits {
+            match rx.recv_deadline(deadline) {
+                Ok(results) => {
+                    for (&w, r) in run.iter().zip(results) {
+                        out[w] = Some(r);
+                    }
+                }
+                Err(e) => {
+                    let detail = match e {
+                        crossbeam_channel::RecvTimeoutError::Timeout => {
+                            format!("no answer within {} s", driver.timeout.as_secs_f64())
+                        }
+                        crossbeam_channel::RecvTimeoutError::Disconnected => {
+                            "the fetch was dropped (the process is stopping)".into()
+                        }
+                    };
+                    for &w in &run {
+                        out[w] = Some(Err(Error::Remote {
+                            op: "fetch".into(),
+                            detail: detail.clone(),
+                        }));
+                    }
+                }
+            }
+        }
+        out.into_iter()
+            .map(|r| r.expect("every run answered"))
+            .collect()
     }
 
     /// A redaction: the places `erased(seq, id)` names are never fetched
@@ -496,6 +585,87 @@ fn check(keys: &AgentKeys, kind: ObjectKind, id: &ObjectId, sealed: &[u8]) -> Re
         ));
     }
     Ok(())
+}
+
+/// Largest ranged GET that fetches a run of neighbouring records.
+const RUN_BYTES: u64 = 4 << 20;
+
+/// `wanted` (places) grouped into runs: records of one part that follow
+/// one another (no byte between them), together at most [`RUN_BYTES`].
+/// Each run lists indexes into `wanted`, in part order.
+fn runs(wanted: &[(usize, Place)]) -> Vec<Vec<usize>> {
+    let mut order: Vec<usize> = (0..wanted.len()).collect();
+    let key = |w: usize| {
+        let p = wanted[w].1;
+        (p.seq, p.entry.part, p.entry.offset)
+    };
+    order.sort_by_key(|&w| key(w));
+    let mut out: Vec<Vec<usize>> = Vec::new();
+    let mut run_end = (0u64, 0u32, 0u64, 0u64); // seq, part, start, end
+    for w in order {
+        let (seq, part, offset) = key(w);
+        let e = wanted[w].1.entry;
+        let start = u64::from(offset).saturating_sub(RECORD_HEADER);
+        let end = u64::from(offset) + u64::from(e.len);
+        match out.last_mut() {
+            Some(run)
+                if (run_end.0, run_end.1) == (seq, part)
+                    && start == run_end.3
+                    && end - run_end.2 <= RUN_BYTES =>
+            {
+                run.push(w);
+                run_end.3 = end;
+            }
+            _ => {
+                out.push(vec![w]);
+                run_end = (seq, part, start, end);
+            }
+        }
+    }
+    out
+}
+
+/// The sealed bytes of each of `members` (neighbouring records of one part,
+/// in part order): one ranged GET of them all, each record's header checked;
+/// one whose header is not its own (the part was rewritten since the index
+/// was made) is fetched alone ([`fetch_record`]). Not verified here.
+async fn fetch_run(
+    remote: &Remote,
+    agent: &AgentId,
+    hash: &[u8; 32],
+    kind: ObjectKind,
+    members: &[(ObjectId, Place)],
+) -> Vec<Result<Vec<u8>>> {
+    let first = members[0].1;
+    let start = u64::from(first.entry.offset).checked_sub(RECORD_HEADER);
+    let last = members[members.len() - 1].1.entry;
+    let end = u64::from(last.offset) + u64::from(last.len);
+    let bytes = match (members.len(), start) {
+        (1, _) | (_, None) => None,
+        (_, Some(start)) => remote
+            .get_pack_range(agent, first.seq, hash, first.entry.part, start..end)
+            .await
+            .ok()
+            .flatten()
+            .map(|b| (start, b)),
+    };
+    let mut out = Vec::with_capacity(members.len());
+    for (id, place) in members {
+        let e = place.entry;
+        let found = bytes.as_ref().and_then(|(start, b)| {
+            let at =
+                usize::try_from(u64::from(e.offset).checked_sub(RECORD_HEADER + start)?).ok()?;
+            let h = b.get(at..)?.first_chunk::<{ RECORD_HEADER as usize }>()?;
+            let body = b.get(at + h.len()..at + h.len() + e.len as usize)?;
+            let (hid, hkind, hlen) = pack::decode_header(h);
+            (hid == *id && hkind == kind as u8 && hlen == e.len).then(|| body.to_vec())
+        });
+        out.push(match found {
+            Some(b) => Ok(b),
+            None => fetch_record(remote, agent, *place, hash, kind, id).await,
+        });
+    }
+    out
 }
 
 /// The sealed bytes of one object at `place`: its record by a ranged GET,
@@ -595,6 +765,82 @@ mod tests {
             get(place(7, 0, &p, 0), &absent),
             Err(Error::MissingObject { .. })
         ));
+    }
+
+    /// Neighbouring records of one part are fetched as one run, up to
+    /// [`RUN_BYTES`]; a gap, another part or another snapshot starts a new
+    /// run. A run's records come out as their own bytes, also when one
+    /// entry is wrong (that one is fetched alone and found in the part).
+    #[test]
+    fn neighbouring_records_are_fetched_as_one_run_each_checked() {
+        let rt = super::super::remote::runtime().unwrap();
+        let remote = Remote::open("memory://").unwrap();
+        let agent = crate::seal::keys::MasterKey::from_bytes([3; 32]).agent_id("a");
+        let hash = [5; 32];
+        let ids: Vec<ObjectId> = (1..=4).map(|i| ObjectId([i; 32])).collect();
+        let mut p0 = pack::PACK_MAGIC.to_vec();
+        for (i, id) in ids[..3].iter().enumerate() {
+            pack::encode_record(&mut p0, id, ObjectKind::Chunk, &vec![i as u8; 10 + i]);
+        }
+        let mut p1 = pack::PACK_MAGIC.to_vec();
+        pack::encode_record(&mut p1, &ids[3], ObjectKind::Chunk, b"other part");
+        for (n, p) in [&p0, &p1].into_iter().enumerate() {
+            rt.block_on(remote.put_pack(&agent, 7, &hash, n as u32, p.clone()))
+                .unwrap();
+        }
+        let (a, b, c, d) = (
+            place(7, 0, &p0, 0),
+            place(7, 0, &p0, 1),
+            place(7, 0, &p0, 2),
+            place(7, 1, &p1, 0),
+        );
+        // In any order: a, b, c follow one another; d is in another part.
+        let w = vec![(0, c), (1, d), (2, a), (3, b)];
+        assert_eq!(runs(&w), vec![vec![2, 3, 0], vec![1]]);
+        // a and c, without b between them: two runs.
+        assert_eq!(runs(&[(0, a), (1, c)]), vec![vec![0], vec![1]]);
+        // Another snapshot: another run.
+        let other = Place { seq: 8, ..b };
+        assert_eq!(runs(&[(0, a), (1, other)]), vec![vec![0], vec![1]]);
+        // Past RUN_BYTES: split.
+        let big = |offset: u32| Place {
+            seq: 9,
+            entry: PartEntry {
+                offset,
+                len: (RUN_BYTES / 2) as u32 - RECORD_HEADER as u32,
+                ..a.entry
+            },
+        };
+        let half = (RUN_BYTES / 2) as u32;
+        let three = [(0, big(45)), (1, big(45 + half)), (2, big(45 + 2 * half))];
+        assert_eq!(runs(&three), vec![vec![0, 1], vec![2]]);
+
+        let fetch = |members: &[(ObjectId, Place)]| {
+            rt.block_on(fetch_run(
+                &remote,
+                &agent,
+                &hash,
+                ObjectKind::Chunk,
+                members,
+            ))
+            .into_iter()
+            .map(|r| r.unwrap())
+            .collect::<Vec<_>>()
+        };
+        let want: Vec<Vec<u8>> = (0..3).map(|i| vec![i as u8; 10 + i]).collect();
+        assert_eq!(fetch(&[(ids[0], a), (ids[1], b), (ids[2], c)]), want);
+        // b's entry names c's record: b is still b's bytes, c still c's.
+        let wrong = Place {
+            seq: 7,
+            entry: PartEntry {
+                id: ids[1],
+                ..c.entry
+            },
+        };
+        assert_eq!(
+            fetch(&[(ids[0], a), (ids[1], wrong), (ids[2], c)]),
+            vec![want[0].clone(), want[1].clone(), want[2].clone()]
+        );
     }
 
     /// The remote index reads back what was written; a redaction drops

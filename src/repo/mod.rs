@@ -767,6 +767,44 @@ impl Repo {
         Ok(self.cache_chunk(*id, self.open_raw(ObjectKind::Chunk, &ObjRef::by_id(*id))?))
     }
 
+    /// Chunks `ids` of a lazily restored data dir that neither the chunk
+    /// cache nor the packs hold, fetched from the remote together
+    /// ([`lazy::Lazy::fetch_many`]: one ranged GET per run of neighbouring
+    /// records), opened and cached, so that a read of many such chunks
+    /// waits about one round trip rather than one per chunk. Nothing for
+    /// another data dir, or fewer than two such chunks. The first failure
+    /// is returned: the read needs every chunk it names.
+    pub fn prefetch_chunks(&self, ids: &[ObjectId]) -> Result<()> {
+        let Some(lazy) = self.lazy.get() else {
+            return Ok(());
+        };
+        let mut want: Vec<ObjectId> = Vec::new();
+        for id in ids {
+            let r = ObjRef::by_id(*id);
+            if self.chunks.get(id).is_none()
+                && !want.contains(id)
+                && self.lazy_for(&r).is_some()
+                && matches!(
+                    self.locate(ObjectKind::Chunk, &r),
+                    Err(Error::MissingObject { .. })
+                )
+            {
+                want.push(*id);
+            }
+        }
+        if want.len() < 2 {
+            return Ok(());
+        }
+        for (id, sealed) in want
+            .iter()
+            .zip(lazy.fetch_many(&self.keys, ObjectKind::Chunk, &want))
+        {
+            let plain = envelope::open_object(&self.keys, ObjectKind::Chunk, id, &sealed?)?;
+            self.cache_chunk(*id, plain);
+        }
+        Ok(())
+    }
+
     /// A decoded inode page, which must be page `page_no` (a page reached
     /// at another number is an integrity error, not a misread).
     pub fn page(&self, r: &ObjRef, inodes_per_page: u32, page_no: u64) -> Result<Arc<Page>> {

@@ -279,7 +279,13 @@ pub(crate) trait ChunkOverlay {
     /// Fills `dst` from chunk `idx` starting at byte `from` of that chunk,
     /// or returns `None` when the overlay does not hold chunk `idx`.
     fn read_chunk(&self, repo: &Repo, idx: u64, from: usize, dst: &mut [u8]) -> Option<Result<()>>;
+    /// Whether the overlay holds chunk `idx`.
+    fn holds(&self, idx: u64) -> bool;
 }
+
+/// Most bytes of chunks a read of a lazily restored data dir fetches at
+/// once ([`Repo::prefetch_chunks`]).
+const PREFETCH_BYTES: u64 = 8 << 20;
 
 /// Reads `[off, off+len)` of a file of `size` bytes whose chunk `idx` is
 /// `chunk_at(idx)`, with the `dirty` overlay's chunks taking precedence.
@@ -297,10 +303,26 @@ pub(crate) fn read_range(
         return Ok(Vec::new());
     }
     let end = size.min(off.saturating_add(len as u64));
+    // A lazily restored data dir fetches the chunks of each window of the
+    // read together, not one by one.
+    let window = (PREFETCH_BYTES / chunk).max(2);
+    let mut prefetched = off / chunk;
     let mut out = vec![0u8; (end - off) as usize];
     let mut pos = off;
     while pos < end {
         let idx = pos / chunk;
+        if repo.lazy().is_some() && idx >= prefetched {
+            prefetched = (idx + window).min(end.div_ceil(chunk));
+            let mut ids = Vec::new();
+            for i in idx..prefetched {
+                if !dirty.is_some_and(|d| d.holds(i))
+                    && let Some(id) = chunk_at(i)?
+                {
+                    ids.push(id);
+                }
+            }
+            repo.prefetch_chunks(&ids)?;
+        }
         let cstart = idx * chunk;
         let cend = (cstart + chunk).min(end);
         let (from, to) = ((pos - cstart) as usize, (cend - cstart) as usize);
