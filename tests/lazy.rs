@@ -506,31 +506,103 @@ fn a_lazily_restored_agent_never_uploads_the_snapshots_it_holds_no_content_of() 
     m2.unmount();
 }
 
+/// A restore killed part-way, lazy or whole (`--full-restore`), leaves a
+/// data dir marked as such, which no command opens for writing; the next
+/// mount starts the restore over and serves the remote's head, never the
+/// part of the chain the killed one had committed (a whole restore's
+/// prefix would otherwise mount as an older head and fork from the remote).
 #[test]
-fn a_lazy_restore_that_stopped_is_refused_saying_what_to_do() {
-    let (_dir, _, url) = dir_remote();
-    let m = Mounted::new("lz", &["--remote", &url]);
+fn a_restore_killed_part_way_is_started_over_by_the_next_mount() {
+    let (_dir, remote, url) = dir_remote();
+    let mut m = Mounted::new("lz", &["--remote", &url]);
     let before = write_history(&m);
-    let latest = format!("{:010}", before.len());
-    std::fs::remove_dir_all(m.home.join("agents/lz")).unwrap();
-    m.mount();
-    m.unmount();
-    // As a restore killed before it finished leaves the data dir.
-    std::fs::write(m.home.join("agents/lz/lazy/restoring"), b"").unwrap();
-    let o = m.try_mount();
-    assert!(!o.status.success());
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert!(
-        err.contains("stopped before it finished") && err.contains("sovseal reset"),
-        "{err}"
-    );
-    let o = m.sovseal(&["reset", "--agent", "lz", "--discard-local-history"]);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    m.mount();
-    assert_eq!(
-        std::fs::read(m.path("big")).unwrap(),
-        before[&latest]["big"]
-    );
-    assert!(!m.home.join("agents/lz/lazy/restoring").exists());
-    m.unmount();
+    let head = before.len() as u64;
+    let marker = m.home.join("agents/lz/restoring");
+    for full in [false, true] {
+        // Snapshot 10's part index (lazy) or first pack part (whole) is a
+        // FIFO: the restore waits at its read until it is killed.
+        let ext = if full { "pack" } else { "idx" };
+        let f = files_under(&remote)
+            .into_iter()
+            .find(|f| {
+                f.extension().is_some_and(|e| e == ext)
+                    && f.file_name()
+                        .unwrap()
+                        .to_string_lossy()
+                        .starts_with(&format!("{:020}-", 10))
+            })
+            .unwrap();
+        let bytes = std::fs::read(&f).unwrap();
+        std::fs::remove_file(&f).unwrap();
+        let mkfifo = std::process::Command::new("mkfifo").arg(&f).status();
+        assert!(mkfifo.unwrap().success());
+        // A fresh machine: no data dir, no seen-head record either.
+        std::fs::remove_dir_all(m.home.join("agents/lz")).unwrap();
+        let _ = std::fs::remove_file(m.home.join("seen/lz"));
+        if full {
+            m.extra.push("--full-restore".into());
+        }
+        let mut mounting = m
+            .cmd(support::mount::MOUNT)
+            .arg(&m.mnt)
+            .args(&m.extra)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        // The restore has marked the data dir and holds it; snapshots 1-9
+        // go in while it waits at 10 (rows are written in batches, so the
+        // index is not where to look).
+        let t0 = Instant::now();
+        let pid = loop {
+            if marker.exists()
+                && let Some(pid) = m.daemon_pid()
+            {
+                break Some(pid);
+            }
+            if t0.elapsed() > Duration::from_secs(30) {
+                break None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let Some(pid) = pid else {
+            let _ = mounting.kill();
+            panic!("full: {full}: no restore marked the data dir: {}", log(&m));
+        };
+        std::thread::sleep(Duration::from_millis(500));
+        m.signal_pid(pid, nix::sys::signal::Signal::SIGKILL);
+        let failed = mounting.wait().unwrap();
+        assert!(!failed.success(), "full: {full}");
+        assert!(
+            marker.exists(),
+            "full: {full}: the stopped restore is marked"
+        );
+        // No writer opens it meanwhile.
+        let o = m.sovseal(&["forget", "--agent", "lz", "--keep-last", "1"]);
+        assert!(!o.status.success());
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(err.contains("stopped before it finished"), "{err}");
+
+        std::fs::remove_file(&f).unwrap();
+        std::fs::write(&f, bytes).unwrap();
+        m.mount();
+        assert_eq!(
+            log(&m)
+                .matches("stopped before it finished; starting it over")
+                .count(),
+            1 + usize::from(full),
+            "{}",
+            log(&m)
+        );
+        assert_eq!(m.head(), head, "full: {full}");
+        assert!(!marker.exists());
+        assert_eq!(
+            m.home.join("agents/lz/lazy").exists(),
+            !full,
+            "full: {full}"
+        );
+        assert_eq!(m.history(), before, "full: {full}");
+        m.unmount();
+        m.extra.retain(|a| a != "--full-restore");
+    }
 }

@@ -111,6 +111,9 @@ async fn survey(
 /// only fills an empty one.
 fn empty_data_dir(home: &Home, name: &AgentName) -> Result<std::path::PathBuf> {
     let dir = home.agent_dir(name);
+    if crate::repo::agent::discard_stopped_restore(home, name)? {
+        tracing::warn!("a restore of agent {name} stopped before it finished; starting it over");
+    }
     if home.has_agent(name) {
         return Err(Error::Invalid(format!(
             "agent {name} already has local data in {}; restore only into an empty data dir",
@@ -134,7 +137,7 @@ async fn restore_into(
         checkpoints,
         forgotten,
     } = survey(&keys, name, remote).await?;
-    let (agent, _lock) = Agent::open_writer(home, name, master, true)?;
+    let (agent, _lock) = Agent::create_for_restore(home, name, master)?;
     fetch_chain(&agent, remote, &seqs, None, Content::Whole, progress).await?;
     // Forget records must name the snapshots restored (checked again, with
     // the hash, by verify).
@@ -153,6 +156,7 @@ async fn restore_into(
         .repo()
         .index()?
         .set_meta(META_REPLICATED, Some(head.to_string().as_bytes()))?;
+    agent.finish_restore()?;
     Ok(head)
 }
 
@@ -194,13 +198,7 @@ async fn restore_lazy_into(
         checkpoints,
         forgotten,
     } = survey(&keys, name, remote).await?;
-    let (agent, _lock) = Agent::open_writer(home, name, master, true)?;
-    // Removed once the restore is whole: a crash before leaves it, and
-    // the next mount says what to do instead of failing on head.
-    let data = agent.data()?;
-    let marker = data.ensure_sub(crate::repo::lazy::LAZY_DIR)?;
-    data.sync()?;
-    marker.write_atomic(crate::repo::lazy::RESTORING, b"", 0o600, true)?;
+    let (agent, _lock) = Agent::create_for_restore(home, name, master)?;
     let mut indexes = Indexes {
         forgotten: forgotten
             .iter()
@@ -248,8 +246,7 @@ async fn restore_lazy_into(
     agent.make_durable(&head_view)?;
     agent.repo().flush()?;
     crate::repo::lazy::write_remote_index(&agent.data()?, remote, &indexes.taken)?;
-    marker.remove_file(crate::repo::lazy::RESTORING)?;
-    marker.sync()?;
+    agent.finish_restore()?;
     Ok(Some(head))
 }
 

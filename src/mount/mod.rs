@@ -215,15 +215,10 @@ fn serve(
     sigs.thread_block()
         .map_err(|e| Error::io("sigprocmask", e.into()))?;
 
-    if home
-        .agent_dir(agent)
-        .join(crate::repo::lazy::LAZY_DIR)
-        .join(crate::repo::lazy::RESTORING)
-        .exists()
-    {
-        return Err(Error::Invalid(format!(
-            "a lazy restore of agent {agent} stopped before it finished: run `sovseal reset --agent {agent} --discard-local-history` and mount again to restore it anew"
-        )));
+    // A restore that stopped part-way left a data dir of nothing but what
+    // it fetched: started over, never served.
+    if crate::repo::agent::discard_stopped_restore(home, agent)? {
+        tracing::warn!("a restore of agent {agent} stopped before it finished; starting it over");
     }
     let remote =
         crate::repo::remote::Remote::open(&home.remote_for(agent, args.remote.as_deref())?)?;

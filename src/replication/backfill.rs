@@ -96,17 +96,21 @@ pub async fn missing(
     after: u64,
     replicated: u64,
 ) -> Result<Vec<u64>> {
+    let restored = agent.repo().lazy().map_or(0, |l| l.restored_head());
+    let from = restored.max(after) + 1;
+    if from > replicated {
+        return Ok(Vec::new());
+    }
     let id = agent.repo().keys().agent_id();
-    let listed = remote.list_indexes(&id, after).await?;
+    let listed = remote.list_indexes(&id, from - 1).await?;
     let index = agent.repo().index()?;
     let pruned: std::collections::BTreeSet<u64> = index
         .forgotten()?
         .into_iter()
         .filter_map(|(seq, (_, remote_pruned))| remote_pruned.then_some(seq))
         .collect();
-    let restored = agent.repo().lazy().map_or(0, |l| l.restored_head());
     let mut out = Vec::new();
-    for seq in restored.max(after) + 1..=replicated {
+    for seq in from..=replicated {
         if pruned.contains(&seq) {
             continue;
         }

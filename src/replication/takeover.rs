@@ -146,6 +146,9 @@ pub fn takeover(
     progress: &mut dyn FnMut(&str),
 ) -> Result<u64> {
     let rt = crate::repo::remote::runtime()?;
+    if crate::repo::agent::discard_stopped_restore(home, name)? {
+        progress("a restore that stopped before it finished is started over");
+    }
     if !home.has_agent(name) {
         progress("restoring from the remote");
         rt.block_on(crate::history::restore::restore(

@@ -144,7 +144,10 @@ impl Agent {
     }
 
     /// Opens (creating if asked) an agent for writing: the lock, the index,
-    /// the packs (cut back to their committed length).
+    /// the packs (cut back to their committed length). A data dir a restore
+    /// left part-filled ([`RESTORING`]) is refused: it holds only what the
+    /// restore fetched, and the next mount starts it over
+    /// ([`discard_stopped_restore`]).
     pub(crate) fn open_writer(
         home: &Home,
         name: &AgentName,
@@ -156,6 +159,44 @@ impl Agent {
         }
         let dir = home.ensure_agent_data(name)?;
         let lock = lock(&dir, name)?;
+        if restore_stopped(home, name) {
+            return Err(Error::Invalid(format!(
+                "a restore of agent {name} into this machine stopped before it finished: mount the agent again to start the restore over (or `sovseal reset --agent {name} --discard-local-history`)"
+            )));
+        }
+        Self::open_locked(home, name, master, dir, lock)
+    }
+
+    /// Creates the data dir of `name` for a restore, marked [`RESTORING`]
+    /// (durably, before anything else is in it) until
+    /// [`Agent::finish_restore`]: a restore that stops before then leaves
+    /// a data dir no writer opens and the next mount starts over.
+    pub(crate) fn create_for_restore(
+        home: &Home,
+        name: &AgentName,
+        master: &MasterKey,
+    ) -> Result<(Self, WriteLock)> {
+        let dir = home.ensure_agent_data(name)?;
+        let lock = lock(&dir, name)?;
+        dir.write_atomic(RESTORING, b"", 0o600, true)?;
+        Self::open_locked(home, name, master, dir, lock)
+    }
+
+    /// Ends a restore: the data dir is whole (synced by the caller) and
+    /// opens like any other from now on.
+    pub(crate) fn finish_restore(&self) -> Result<()> {
+        let data = self.data()?;
+        data.remove_file(RESTORING)?;
+        data.sync()
+    }
+
+    fn open_locked(
+        home: &Home,
+        name: &AgentName,
+        master: &MasterKey,
+        dir: Dir,
+        lock: WriteLock,
+    ) -> Result<(Self, WriteLock)> {
         let keys = master.agent_keys(name.as_str());
         let mut index = Index::open(&dir.join(crate::config::INDEX_FILE), true)?;
         check_agent_id(&index, &keys, name, true)?;
@@ -1195,6 +1236,34 @@ fn lock(dir: &Dir, name: &AgentName) -> Result<WriteLock> {
             Err((_, e)) => return Err(Error::io(&path, e.into())),
         }
     }
+}
+
+/// Present in a data dir while a restore fills it, removed once it is
+/// whole ([`Agent::create_for_restore`], [`Agent::finish_restore`]).
+pub const RESTORING: &str = "restoring";
+
+/// Whether a restore into `name`'s data dir stopped before it finished: the
+/// marker is there (or where a session-31 build put a lazy restore's,
+/// `lazy/restoring`).
+pub fn restore_stopped(home: &Home, name: &AgentName) -> bool {
+    let dir = home.agent_dir(name);
+    dir.join(RESTORING).exists() || dir.join("lazy").join(RESTORING).exists()
+}
+
+/// Removes the data dir of `name` if a restore into it stopped before it
+/// finished (a crash, a kill, a power cut): it holds only what that
+/// restore fetched from the remote, since no writer opens such a data dir,
+/// so the caller restores anew. Returns whether there was one. A restore
+/// still running holds the writer lock: refused like any second writer.
+pub fn discard_stopped_restore(home: &Home, name: &AgentName) -> Result<bool> {
+    if !restore_stopped(home, name) {
+        return Ok(false);
+    }
+    let _lock = lock(&home.agent_data(name)?, name)?;
+    let dir = home.agent_dir(name);
+    std::fs::remove_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+    home.dir()?.sub("agents")?.sync()?;
+    Ok(true)
 }
 
 /// A fresh writer on a throwaway agent under `dir`, for unit tests of the

@@ -36,8 +36,6 @@ pub const REMOTE_INDEX: &str = "remote-index";
 /// The URL of the remote the restore took the data dir from (what the
 /// command line tools fetch from when not told otherwise).
 pub const REMOTE_URL: &str = "remote-url";
-/// Present while a lazy restore runs (removed once it is whole).
-pub const RESTORING: &str = "restoring";
 /// Fetched objects, one file each: kind byte, then the sealed bytes.
 const OBJECTS: &str = "objects";
 /// Magic of [`REMOTE_INDEX`].
