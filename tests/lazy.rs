@@ -582,6 +582,13 @@ fn a_restore_killed_part_way_is_started_over_by_the_next_mount() {
         assert!(!o.status.success());
         let err = String::from_utf8_lossy(&o.stderr);
         assert!(err.contains("stopped before it finished"), "{err}");
+        // Nor a reader: its head is not the agent's.
+        let o = m.sovseal(&["status", "--agent", "lz"]);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(
+            !o.status.success() && err.contains("stopped before it finished"),
+            "{err}"
+        );
 
         std::fs::remove_file(&f).unwrap();
         std::fs::write(&f, bytes).unwrap();

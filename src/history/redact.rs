@@ -215,7 +215,7 @@ pub fn plan(agent: &Agent, path: &str, progress: &mut dyn FnMut(u64, u64)) -> Re
             redacted.insert(id);
         }
     }
-    let forgotten = crate::history::retention::forgotten(agent)?;
+    let forgotten = agent.forgotten_seqs()?;
     let mut plan = Plan::default();
     let mut candidates = BTreeSet::new();
     // Per snapshot, the inodes under the path.
@@ -419,7 +419,7 @@ pub fn erasable(agent: &Agent, allowed: &Allowances) -> Result<HashSet<ObjectId>
         return Ok(erase);
     };
     let head = agent.repo().index()?.head_seq()?.unwrap_or(0);
-    let forgotten = crate::history::retention::forgotten(agent)?;
+    let forgotten = agent.forgotten_seqs()?;
     let walked = std::cell::RefCell::new(HashSet::new());
     // An index that cannot say whether an object is stored fails the
     // whole answer (then nothing leaves the packs), never counts as gone.
@@ -509,12 +509,16 @@ pub fn apply_local(agent: &Agent, path: &str, plan: &Plan) -> Result<Record> {
     Ok(r)
 }
 
-/// On the remote: uploads the record, then rewrites the pack parts of the
-/// replicated snapshots it names so that they lose the erased objects (an
-/// erased object was first committed by one of them: otherwise another file
-/// would have used it, and it would have been kept). Idempotent, so an
-/// interrupted run is finished by running it again. Returns the parts
-/// rewritten.
+/// On the remote: uploads the record, then rewrites the pack parts that
+/// hold erased objects so that they lose them: those of the replicated
+/// snapshots it names, and those of forgotten snapshots the remote still
+/// keeps. (An erased object lives in the parts of the snapshot that first
+/// stored it: one the record names, or one forgotten since, whose parts a
+/// prune keeps while a retained snapshot still uses the object, and whose
+/// tree a prune here may have removed, so that the plan could not name
+/// it.) A forgotten snapshot's parts are read only when its part index
+/// names an erased object or it has none. Idempotent, so an interrupted run
+/// is finished by running it again. Returns the parts rewritten.
 pub async fn apply_remote(agent: &Agent, remote: &Remote, r: &Record) -> Result<u64> {
     let id = agent.repo().keys().agent_id();
     remote
@@ -526,13 +530,30 @@ pub async fn apply_remote(agent: &Agent, remote: &Remote, r: &Record) -> Result<
         .await?;
     let replicated = crate::repo::replication_state::replicated_seq(agent)?;
     let erase: HashSet<ObjectId> = r.object_ids()?.into_iter().collect();
+    let listed: BTreeSet<u64> = r.seqs.iter().copied().collect();
+    let kept_there: Vec<u64> = agent
+        .repo()
+        .index()?
+        .forgotten()?
+        .into_iter()
+        .filter_map(|(seq, (_, remote_pruned))| (!remote_pruned).then_some(seq))
+        .collect();
+    let mut seqs = listed.clone();
+    seqs.extend(kept_there);
     let mut rewritten = 0;
-    for &seq in r.seqs.iter().filter(|s| **s <= replicated) {
+    for seq in seqs.into_iter().filter(|s| *s <= replicated) {
         let hash = agent
             .repo()
             .index()?
             .stored_hash(seq)?
             .ok_or(Error::NoSuchSnapshot(seq))?;
+        if !listed.contains(&seq)
+            && let Some(raw) = remote.get_index(&id, seq, &hash).await?
+            && let Ok(entries) = pack::decode_index(seq, &raw)
+            && !entries.iter().any(|e| erase.contains(&e.id))
+        {
+            continue;
+        }
         let (mut part, mut entries, mut changed) = (0, Vec::new(), false);
         while let Some(bytes) = remote.get_pack(&id, seq, &hash, part).await? {
             let recs = pack::decode_part(seq, &bytes)?;

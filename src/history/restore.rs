@@ -43,10 +43,11 @@ pub async fn restore(
     remote: &Remote,
     mut progress: impl FnMut(u64, u64),
 ) -> Result<u64> {
-    let dir = empty_data_dir(home, name)?;
+    empty_data_dir(home, name)?;
     let res = restore_into(home, name, master, remote, &mut progress).await;
     if res.is_err() {
-        let _ = std::fs::remove_dir_all(&dir);
+        // Only a data dir this restore marked (and so filled) goes.
+        let _ = crate::repo::agent::discard_stopped_restore(home, name);
     }
     res
 }
@@ -107,9 +108,10 @@ async fn survey(
     })
 }
 
-/// The data dir of `name`, refused if it holds local data: a restore
-/// only fills an empty one.
-fn empty_data_dir(home: &Home, name: &AgentName) -> Result<std::path::PathBuf> {
+/// Refuses a data dir of `name` that holds local data (a restore only
+/// fills an empty one; [`Agent::create_for_restore`] looks again under the
+/// lock), after removing one a stopped restore left.
+fn empty_data_dir(home: &Home, name: &AgentName) -> Result<()> {
     let dir = home.agent_dir(name);
     if crate::repo::agent::discard_stopped_restore(home, name)? {
         tracing::warn!("a restore of agent {name} stopped before it finished; starting it over");
@@ -120,7 +122,7 @@ fn empty_data_dir(home: &Home, name: &AgentName) -> Result<std::path::PathBuf> {
             dir.display()
         )));
     }
-    Ok(dir)
+    Ok(())
 }
 
 async fn restore_into(
@@ -144,6 +146,22 @@ async fn restore_into(
     agent.repo().index()?.forget(&forgotten)?;
     // Redaction records: objects erased on purpose, each record verified.
     crate::history::redact::fetch_remote(&agent, remote).await?;
+    // Everything here came from the remote (what a prune counts on: a
+    // snapshot not replicated yet keeps its content).
+    agent
+        .repo()
+        .index()?
+        .set_meta(META_REPLICATED, Some(head.to_string().as_bytes()))?;
+    // What they erased is not kept, should the remote still hold it (the
+    // parts of a snapshot forgotten before the redaction, left by a build
+    // that did not rewrite those), nor what only forgotten snapshots use.
+    let carried = carry_out_records(&agent, Erasing::Find)?;
+    if !carried.exact {
+        return Err(Error::corrupt(
+            "redaction records",
+            "the restore cannot tell which erased objects a later snapshot uses again (see the log)",
+        ));
+    }
     // Every object of every snapshot present and authentic, chain whole.
     crate::history::verify::verify(&agent, |_, _| {})?;
     for c in &checkpoints {
@@ -152,10 +170,6 @@ async fn restore_into(
     }
     let head_view = agent.head()?;
     agent.make_durable(&head_view)?;
-    agent
-        .repo()
-        .index()?
-        .set_meta(META_REPLICATED, Some(head.to_string().as_bytes()))?;
     agent.finish_restore()?;
     Ok(head)
 }
@@ -176,10 +190,11 @@ pub async fn restore_lazy(
     remote: &Remote,
     mut progress: impl FnMut(u64, u64),
 ) -> Result<Option<u64>> {
-    let dir = empty_data_dir(home, name)?;
+    empty_data_dir(home, name)?;
     let res = restore_lazy_into(home, name, master, remote, &mut progress).await;
     if !matches!(res, Ok(Some(_))) {
-        let _ = std::fs::remove_dir_all(&dir);
+        // Only a data dir this restore marked (and so filled) goes.
+        let _ = crate::repo::agent::discard_stopped_restore(home, name);
     }
     res
 }

@@ -164,17 +164,10 @@ pub fn forget(agent: &Agent, seqs: &[u64]) -> Result<()> {
     agent.repo().index()?.forget(&records)
 }
 
-/// The forgotten sequences of `agent`, each record verified.
+/// The forgotten sequences of `agent`, each record verified
+/// ([`Agent::forgotten_seqs`]).
 pub fn forgotten(agent: &Agent) -> Result<BTreeSet<u64>> {
-    let rows = agent.repo().index()?.forgotten()?;
-    let keys = agent.repo().keys();
-    let mut out = BTreeSet::new();
-    for (seq, (raw, _)) in rows {
-        let hash = agent.repo().index()?.stored_hash(seq)?;
-        ForgetRecord::parse(&raw, keys, seq, hash.as_ref())?;
-        out.insert(seq);
-    }
-    Ok(out)
+    agent.forgotten_seqs()
 }
 
 /// What a prune did.
@@ -195,9 +188,11 @@ pub struct PruneReport {
 }
 
 /// Objects referenced by a retained snapshot, or by any snapshot not yet
-/// replicated (its content must reach the remote first).
+/// replicated (its content must reach the remote first). What a redaction
+/// erased from a snapshot is not read there, nor kept for it.
 fn live_objects(agent: &Agent, progress: &mut dyn FnMut(u64, u64)) -> Result<HashSet<ObjRef>> {
     let forgotten = forgotten(agent)?;
+    let allowed = crate::history::redact::allowances(agent)?;
     let replicated = crate::repo::replication_state::replicated_seq(agent)?;
     let head = agent.repo().index()?.head_seq()?.unwrap_or(0);
     let live: RefCell<HashSet<ObjRef>> = RefCell::new(HashSet::new());
@@ -214,6 +209,9 @@ fn live_objects(agent: &Agent, progress: &mut dyn FnMut(u64, u64)) -> Result<Has
         // hash), so it is not walked again.
         view.walk_objects(
             &|r| {
+                if allowed.allows(&r.id, seq) {
+                    return true;
+                }
                 live.borrow_mut().insert(*r);
                 walked.borrow().contains(&r.id)
             },

@@ -137,7 +137,7 @@ pub fn verify(agent: &Agent, mut progress: impl FnMut(u64, u64)) -> Result<Repor
         head_seq: head,
         ..Report::default()
     };
-    let forgotten = crate::history::retention::forgotten(agent)?;
+    let forgotten = agent.forgotten_seqs()?;
     // Redacted objects may be missing only from the snapshots their signed
     // record lists.
     let allowed = crate::history::redact::allowances(agent)?;

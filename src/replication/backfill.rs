@@ -30,6 +30,7 @@ use crate::repo::pack;
 use crate::repo::remote::Remote;
 use crate::repo::replication_state::{indexed_seq, set_indexed_seq};
 use std::collections::VecDeque;
+use std::time::{Duration, Instant};
 
 /// How the part index of one snapshot was written.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -103,8 +104,9 @@ pub async fn missing(
     }
     let id = agent.repo().keys().agent_id();
     let listed = remote.list_indexes(&id, from - 1).await?;
-    let index = agent.repo().index()?;
-    let pruned: std::collections::BTreeSet<u64> = index
+    let pruned: std::collections::BTreeSet<u64> = agent
+        .repo()
+        .index()?
         .forgotten()?
         .into_iter()
         .filter_map(|(seq, (_, remote_pruned))| remote_pruned.then_some(seq))
@@ -114,7 +116,8 @@ pub async fn missing(
         if pruned.contains(&seq) {
             continue;
         }
-        let Some(hash) = index.stored_hash(seq)? else {
+        // The index is locked per snapshot: commits go on meanwhile.
+        let Some(hash) = agent.repo().index()?.stored_hash(seq)? else {
             continue;
         };
         let name = crate::hex::encode(&hash[..16]);
@@ -130,27 +133,51 @@ pub async fn missing(
 
 /// A replicator's pass over the snapshots without a part index: listed at
 /// its first step (after those a pass found complete before:
-/// [`indexed_seq`]), then one snapshot a step. Any error ends the pass (the
-/// next start of the replicator lists again).
-#[derive(Default)]
+/// [`indexed_seq`]), then one snapshot a step. A step that fails is tried
+/// again after a backoff (up to [`RETRY_MAX`]).
 pub struct Backfill {
     /// The snapshots to index, and the replicated head they were listed up to.
     queue: Option<(VecDeque<u64>, u64)>,
     done: bool,
     tally: [u64; 3],
+    /// When the next step may run, and the wait after the next failure.
+    due: Instant,
+    backoff: Duration,
+}
+
+/// Longest wait before a failed step is tried again.
+pub const RETRY_MAX: Duration = Duration::from_secs(600);
+
+impl Default for Backfill {
+    fn default() -> Self {
+        Backfill {
+            queue: None,
+            done: false,
+            tally: [0; 3],
+            due: Instant::now(),
+            backoff: Duration::from_secs(1),
+        }
+    }
 }
 
 impl Backfill {
-    /// Whether a step is due.
-    pub fn pending(&self) -> bool {
-        !self.done
+    /// When the next step is due (`None`: the pass is over).
+    pub fn due(&self) -> Option<Instant> {
+        (!self.done).then_some(self.due)
     }
 
     /// One step: the listing, or the next snapshot's index.
     pub async fn step(&mut self, agent: &Agent, remote: &Remote, replicated: u64) {
-        if let Err(e) = self.try_step(agent, remote, replicated).await {
-            tracing::warn!("part indexes of older snapshots: stopped until the next start: {e}");
-            self.done = true;
+        match self.try_step(agent, remote, replicated).await {
+            Ok(()) => self.backoff = Duration::from_secs(1),
+            Err(e) => {
+                tracing::warn!(
+                    "part indexes of older snapshots: trying again in {:?}: {e}",
+                    self.backoff
+                );
+                self.due = Instant::now() + self.backoff;
+                self.backoff = (self.backoff * 2).min(RETRY_MAX);
+            }
         }
     }
 

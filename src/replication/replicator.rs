@@ -547,22 +547,22 @@ async fn run(
                 if st.replicated < st.head {
                     break Step::Upload(st.replicated + 1);
                 }
-                if st.replicated > st.checkpointed {
-                    let due = last_cp + policy.interval;
-                    let now = std::time::Instant::now();
-                    if now >= due {
-                        break Step::Checkpoint(st.replicated);
-                    }
-                    if backfill.pending() {
-                        break Step::Backfill(st.replicated);
-                    }
-                    st = cv.wait_timeout(st, due - now).expect("replicator").0;
-                    continue;
+                let now = std::time::Instant::now();
+                let checkpoint =
+                    (st.replicated > st.checkpointed).then_some(last_cp + policy.interval);
+                if checkpoint.is_some_and(|due| now >= due) {
+                    break Step::Checkpoint(st.replicated);
                 }
-                if backfill.pending() {
+                let backfill_due = backfill.due();
+                if backfill_due.is_some_and(|due| now >= due) {
                     break Step::Backfill(st.replicated);
                 }
-                st = cv.wait(st).expect("replicator");
+                // Nothing to do now: wait for a notification or whichever
+                // comes due first.
+                st = match checkpoint.into_iter().chain(backfill_due).min() {
+                    Some(due) => cv.wait_timeout(st, due - now).expect("replicator").0,
+                    None => cv.wait(st).expect("replicator"),
+                };
             }
         };
         if matches!(step, Step::Exit | Step::FinalCheckpoint(_)) {
@@ -590,13 +590,15 @@ async fn run(
             }
             Step::Backfill(replicated) => {
                 // Given up (and taken up again later) as soon as there is
-                // something to upload or the thread is to stop: a step may
-                // read a large snapshot's parts.
+                // something to upload, a checkpoint is due or the thread is
+                // to stop: a step may read a large snapshot's parts.
                 let wanted = async {
                     loop {
                         {
                             let st = m.lock().expect("replicator");
-                            if st.stop || st.head > replicated {
+                            let checkpoint = st.replicated > st.checkpointed
+                                && std::time::Instant::now() >= last_cp + policy.interval;
+                            if st.stop || st.head > replicated || checkpoint {
                                 break;
                             }
                         }

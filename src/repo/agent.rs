@@ -111,6 +111,7 @@ impl Agent {
         if !home.has_agent(name) {
             return Err(Error::NoSuchAgent(name.to_string()));
         }
+        refuse_stopped_restore(home, name)?;
         // The same checks as a writer's, so a reader never follows a
         // symlink planted for the agent's data dir either.
         let data = home.agent_data(name)?;
@@ -139,6 +140,7 @@ impl Agent {
         if !home.has_agent(name) {
             return Ok(());
         }
+        refuse_stopped_restore(home, name)?;
         let data = home.agent_data(name)?;
         recover_unheld(home, &data, name, &master.agent_keys(name.as_str()))
     }
@@ -159,18 +161,16 @@ impl Agent {
         }
         let dir = home.ensure_agent_data(name)?;
         let lock = lock(&dir, name)?;
-        if restore_stopped(home, name) {
-            return Err(Error::Invalid(format!(
-                "a restore of agent {name} into this machine stopped before it finished: mount the agent again to start the restore over (or `sovseal reset --agent {name} --discard-local-history`)"
-            )));
-        }
+        refuse_stopped_restore(home, name)?;
         Self::open_locked(home, name, master, dir, lock)
     }
 
     /// Creates the data dir of `name` for a restore, marked [`RESTORING`]
     /// (durably, before anything else is in it) until
     /// [`Agent::finish_restore`]: a restore that stops before then leaves
-    /// a data dir no writer opens and the next mount starts over.
+    /// a data dir nothing opens and the next mount starts over. Refused,
+    /// under the write lock, unless the data dir holds nothing yet (another
+    /// process may have created the agent since the caller looked).
     pub(crate) fn create_for_restore(
         home: &Home,
         name: &AgentName,
@@ -178,6 +178,13 @@ impl Agent {
     ) -> Result<(Self, WriteLock)> {
         let dir = home.ensure_agent_data(name)?;
         let lock = lock(&dir, name)?;
+        let held: Vec<_> = dir.names()?.into_iter().filter(|n| n != "lock").collect();
+        if !held.is_empty() || !history_evidence(home, name, None, false)?.is_empty() {
+            return Err(Error::Invalid(format!(
+                "agent {name} already has local data in {}; restore only into an empty data dir",
+                dir.path().display()
+            )));
+        }
         dir.write_atomic(RESTORING, b"", 0o600, true)?;
         Self::open_locked(home, name, master, dir, lock)
     }
@@ -254,6 +261,20 @@ impl Agent {
             return Err(Error::Forgotten(seq));
         }
         self.snapshot_unchecked(seq)
+    }
+
+    /// The forgotten snapshots: every forget row, its record verified
+    /// against its snapshot's recorded hash.
+    pub fn forgotten_seqs(&self) -> Result<BTreeSet<u64>> {
+        let rows = self.repo.index()?.forgotten()?;
+        let keys = self.repo.keys();
+        let mut out = BTreeSet::new();
+        for (seq, (raw, _)) in rows {
+            let hash = self.repo.index()?.stored_hash(seq)?;
+            crate::seal::forget::ForgetRecord::parse(&raw, keys, seq, hash.as_ref())?;
+            out.insert(seq);
+        }
+        Ok(out)
     }
 
     /// Whether snapshot `seq` was forgotten: a forget row whose signed
@@ -1239,7 +1260,7 @@ fn lock(dir: &Dir, name: &AgentName) -> Result<WriteLock> {
 }
 
 /// Present in a data dir while a restore fills it, removed once it is
-/// whole ([`Agent::create_for_restore`], [`Agent::finish_restore`]).
+/// whole (`Agent::create_for_restore`, `Agent::finish_restore`).
 pub const RESTORING: &str = "restoring";
 
 /// Whether a restore into `name`'s data dir stopped before it finished: the
@@ -1250,19 +1271,42 @@ pub fn restore_stopped(home: &Home, name: &AgentName) -> bool {
     dir.join(RESTORING).exists() || dir.join("lazy").join(RESTORING).exists()
 }
 
+/// The error for a data dir a restore left part-filled, if `name`'s is one.
+fn refuse_stopped_restore(home: &Home, name: &AgentName) -> Result<()> {
+    if restore_stopped(home, name) {
+        return Err(Error::Invalid(format!(
+            "a restore of agent {name} into this machine stopped before it finished: mount the agent again to start the restore over (or `sovseal reset --agent {name} --discard-local-history`)"
+        )));
+    }
+    Ok(())
+}
+
 /// Removes the data dir of `name` if a restore into it stopped before it
-/// finished (a crash, a kill, a power cut): it holds only what that
-/// restore fetched from the remote, since no writer opens such a data dir,
-/// so the caller restores anew. Returns whether there was one. A restore
-/// still running holds the writer lock: refused like any second writer.
+/// finished (a crash, a kill, a power cut, an error): it holds only what
+/// that restore fetched from the remote, since a restore marks only a data
+/// dir that holds nothing and nothing opens a marked one, so the caller
+/// may restore anew. Returns whether there was one. A restore still
+/// running holds the writer lock: refused like any second writer. The data
+/// dir is first moved aside in one rename (a crash while it is deleted
+/// leaves nothing under `agents/`), then deleted.
 pub fn discard_stopped_restore(home: &Home, name: &AgentName) -> Result<bool> {
     if !restore_stopped(home, name) {
         return Ok(false);
     }
     let _lock = lock(&home.agent_data(name)?, name)?;
-    let dir = home.agent_dir(name);
-    std::fs::remove_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
-    home.dir()?.sub("agents")?.sync()?;
+    // It may have finished between the look and the lock.
+    if !restore_stopped(home, name) {
+        return Ok(false);
+    }
+    let root = home.dir()?;
+    let aside = format!("{name}-stopped-restore-{}", crate::time::now_ms());
+    let discarded = root.ensure_sub("discarded")?;
+    let agents = root.sub("agents")?;
+    agents.rename_to(name.as_str(), &discarded, &aside)?;
+    agents.sync()?;
+    discarded.sync()?;
+    let path = discarded.path().join(&aside);
+    std::fs::remove_dir_all(&path).map_err(|e| Error::io(&path, e))?;
     Ok(true)
 }
 

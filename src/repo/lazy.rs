@@ -330,11 +330,11 @@ impl Lazy {
     }
 
     /// The sealed bytes of objects `ids` of `kind`, each as [`Lazy::fetch`]
-    /// gives it, in order. Those not kept here are fetched at once: one
+    /// gives it, in order. Those not kept here are fetched together: one
     /// ranged GET per run of neighbouring records in one part (a file's
     /// chunks are uploaded together, so the chunks of one read are mostly
-    /// one run), every run in flight together, all waited for within one
-    /// timeout.
+    /// one run), a few runs in flight at once; the read fails when the
+    /// remote answers none of them for the timeout.
     pub fn fetch_many(
         &self,
         keys: &AgentKeys,
@@ -456,8 +456,10 @@ impl Lazy {
     }
 
     /// The sealed bytes of `wanted` (index into `ids`, place), in order,
-    /// not checked yet: runs of neighbouring records fetched together,
-    /// every run in flight at once, each waited for until one deadline.
+    /// not checked yet: runs of neighbouring records fetched together, at
+    /// most [`RUNS_IN_FLIGHT`] at a time. The reader gives up when no run
+    /// has come back for the timeout (a stalled remote); a slow one that
+    /// keeps answering is waited for.
     fn fetch_remote(
         &self,
         driver: &Driver,
@@ -465,64 +467,73 @@ impl Lazy {
         ids: &[ObjectId],
         wanted: &[(usize, Place)],
     ) -> Vec<Result<Vec<u8>>> {
-        let hashes: HashMap<u64, [u8; 32]> = {
+        let runs = runs(wanted);
+        let jobs: Vec<Job> = {
             let places = self.places.read().expect("places");
-            wanted
-                .iter()
-                .map(|(_, p)| (p.seq, places.1[&p.seq]))
+            runs.iter()
+                .enumerate()
+                .map(|(r, run)| {
+                    let seq = wanted[run[0]].1.seq;
+                    let members = run
+                        .iter()
+                        .map(|&w| (ids[wanted[w].0], wanted[w].1))
+                        .collect();
+                    (r, places.1[&seq], members)
+                })
                 .collect()
         };
-        let deadline = std::time::Instant::now() + driver.timeout;
-        let waits: Vec<_> = runs(wanted)
-            .into_iter()
-            .map(|run| {
-                let (tx, rx) = crossbeam_channel::bounded(1);
-                let seq = wanted[run[0]].1.seq;
-                let hash = hashes[&seq];
-                let members: Vec<(ObjectId, Place)> = run
-                    .iter()
-                    .map(|&w| (ids[wanted[w].0], wanted[w].1))
-                    .collect();
-                let (remote, agent, timeout) = (driver.remote.clone(), self.agent, driver.timeout);
-                driver.handle.spawn(async move {
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let (remote, agent, timeout) = (driver.remote.clone(), self.agent, driver.timeout);
+        let no_answer = move || Error::Remote {
+            op: "fetch".into(),
+            detail: format!("no answer within {} s", timeout.as_secs_f64()),
+        };
+        driver.handle.spawn(async move {
+            use futures::StreamExt;
+            let remote = &remote;
+            let mut done = futures::stream::iter(jobs)
+                .map(|(r, hash, members)| async move {
                     // Bounded here too (a little later than the reader
                     // gives up), so that a stalled remote does not pile up
                     // fetches.
                     let fetched = tokio::time::timeout(
                         timeout + Duration::from_secs(1),
-                        fetch_run(&remote, &agent, &hash, kind, &members),
+                        fetch_run(remote, &agent, &hash, kind, &members),
                     )
                     .await;
-                    if let Ok(r) = fetched {
-                        let _ = tx.send(r);
-                    }
-                });
-                (run, rx)
-            })
-            .collect();
+                    let results = fetched
+                        .unwrap_or_else(|_| members.iter().map(|_| Err(no_answer())).collect());
+                    (r, results)
+                })
+                .buffer_unordered(RUNS_IN_FLIGHT);
+            while let Some(x) = done.next().await {
+                if tx.send(x).is_err() {
+                    break;
+                }
+            }
+        });
         let mut out: Vec<Option<Result<Vec<u8>>>> = wanted.iter().map(|_| None).collect();
-        for (run, rx) in waits {
-            match rx.recv_deadline(deadline) {
-                Ok(results) => {
-                    for (&w, r) in run.iter().zip(results) {
-                        out[w] = Some(r);
+        let mut last = std::time::Instant::now();
+        for _ in 0..runs.len() {
+            match rx.recv_deadline(last + timeout) {
+                Ok((r, results)) => {
+                    for (&w, res) in runs[r].iter().zip(results) {
+                        out[w] = Some(res);
                     }
+                    last = std::time::Instant::now();
                 }
                 Err(e) => {
-                    let detail = match e {
-                        crossbeam_channel::RecvTimeoutError::Timeout => {
-                            format!("no answer within {} s", driver.timeout.as_secs_f64())
-                        }
-                        crossbeam_channel::RecvTimeoutError::Disconnected => {
-                            "the fetch was dropped (the process is stopping)".into()
-                        }
-                    };
-                    for &w in &run {
-                        out[w] = Some(Err(Error::Remote {
+                    let gone = |_| match e {
+                        crossbeam_channel::RecvTimeoutError::Timeout => no_answer(),
+                        crossbeam_channel::RecvTimeoutError::Disconnected => Error::Remote {
                             op: "fetch".into(),
-                            detail: detail.clone(),
-                        }));
+                            detail: "the fetch was dropped (the process is stopping)".into(),
+                        },
+                    };
+                    for o in out.iter_mut().filter(|o| o.is_none()) {
+                        *o = Some(Err(gone(())));
                     }
+                    break;
                 }
             }
         }
@@ -585,8 +596,17 @@ fn check(keys: &AgentKeys, kind: ObjectKind, id: &ObjectId, sealed: &[u8]) -> Re
     Ok(())
 }
 
-/// Largest ranged GET that fetches a run of neighbouring records.
-const RUN_BYTES: u64 = 4 << 20;
+/// One run to fetch: its number, the envelope hash naming its snapshot's
+/// parts, and its records (id, place) in part order.
+type Job = (usize, [u8; 32], Vec<(ObjectId, Place)>);
+
+/// Largest ranged GET that fetches a run of neighbouring records: two
+/// 1 MiB chunks of an older agent, or a FUSE read's 16 chunks of 64 KiB
+/// with their record headers and tags.
+const RUN_BYTES: u64 = 2 << 20;
+
+/// Runs fetched at once for one read.
+const RUNS_IN_FLIGHT: usize = 4;
 
 /// `wanted` (places) grouped into runs: records of one part that follow
 /// one another (no byte between them), together at most [`RUN_BYTES`].
@@ -765,6 +785,77 @@ mod tests {
         ));
     }
 
+    /// An in-memory store that counts the reads asked of it.
+    #[derive(Debug, Default)]
+    struct Counting {
+        inner: object_store::memory::InMemory,
+        gets: AtomicU64,
+    }
+
+    impl std::fmt::Display for Counting {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "Counting")
+        }
+    }
+
+    #[async_trait::async_trait]
+    impl object_store::ObjectStore for Counting {
+        async fn put_opts(
+            &self,
+            location: &object_store::path::Path,
+            payload: object_store::PutPayload,
+            opts: object_store::PutOptions,
+        ) -> object_store::Result<object_store::PutResult> {
+            self.inner.put_opts(location, payload, opts).await
+        }
+        async fn put_multipart_opts(
+            &self,
+            location: &object_store::path::Path,
+            opts: object_store::PutMultipartOptions,
+        ) -> object_store::Result<Box<dyn object_store::MultipartUpload>> {
+            self.inner.put_multipart_opts(location, opts).await
+        }
+        async fn get_opts(
+            &self,
+            location: &object_store::path::Path,
+            options: object_store::GetOptions,
+        ) -> object_store::Result<object_store::GetResult> {
+            self.gets.fetch_add(1, Ordering::Relaxed);
+            self.inner.get_opts(location, options).await
+        }
+        fn delete_stream(
+            &self,
+            locations: futures::stream::BoxStream<
+                'static,
+                object_store::Result<object_store::path::Path>,
+            >,
+        ) -> futures::stream::BoxStream<'static, object_store::Result<object_store::path::Path>>
+        {
+            self.inner.delete_stream(locations)
+        }
+        fn list(
+            &self,
+            prefix: Option<&object_store::path::Path>,
+        ) -> futures::stream::BoxStream<'static, object_store::Result<object_store::ObjectMeta>>
+        {
+            self.inner.list(prefix)
+        }
+        async fn list_with_delimiter(
+            &self,
+            prefix: Option<&object_store::path::Path>,
+        ) -> object_store::Result<object_store::ListResult> {
+            self.inner.list_with_delimiter(prefix).await
+        }
+        async fn copy_opts(
+            &self,
+            from: &object_store::path::Path,
+            to: &object_store::path::Path,
+            options: object_store::CopyOptions,
+        ) -> object_store::Result<()> {
+            self.inner.copy_opts(from, to, options).await
+        }
+    }
+
     /// Neighbouring records of one part are fetched as one run, up to
     /// [`RUN_BYTES`]; a gap, another part or another snapshot starts a new
     /// run. A run's records come out as their own bytes, also when one
@@ -772,7 +863,8 @@ mod tests {
     #[test]
     fn neighbouring_records_are_fetched_as_one_run_each_checked() {
         let rt = super::super::remote::runtime().unwrap();
-        let remote = Remote::open("memory://").unwrap();
+        let store = Arc::new(Counting::default());
+        let remote = Remote::with_store(store.clone(), Default::default(), "counting://");
         let agent = crate::seal::keys::MasterKey::from_bytes([3; 32]).agent_id("a");
         let hash = [5; 32];
         let ids: Vec<ObjectId> = (1..=4).map(|i| ObjectId([i; 32])).collect();
@@ -826,7 +918,10 @@ mod tests {
             .collect::<Vec<_>>()
         };
         let want: Vec<Vec<u8>> = (0..3).map(|i| vec![i as u8; 10 + i]).collect();
+        let gets = || store.gets.load(Ordering::Relaxed);
+        let before = gets();
         assert_eq!(fetch(&[(ids[0], a), (ids[1], b), (ids[2], c)]), want);
+        assert_eq!(gets() - before, 1, "one ranged GET for the run");
         // b's entry names c's record: b is still b's bytes, c still c's.
         let wrong = Place {
             seq: 7,
@@ -835,10 +930,12 @@ mod tests {
                 ..c.entry
             },
         };
+        let before = gets();
         assert_eq!(
             fetch(&[(ids[0], a), (ids[1], wrong), (ids[2], c)]),
             vec![want[0].clone(), want[1].clone(), want[2].clone()]
         );
+        assert!(gets() - before > 1, "the wrong entry fetched alone");
     }
 
     /// The remote index reads back what was written; a redaction drops
