@@ -511,14 +511,19 @@ pub fn apply_local(agent: &Agent, path: &str, plan: &Plan) -> Result<Record> {
 
 /// On the remote: uploads the record, then rewrites the pack parts that
 /// hold erased objects so that they lose them: those of the replicated
-/// snapshots it names, and those of forgotten snapshots the remote still
-/// keeps. (An erased object lives in the parts of the snapshot that first
-/// stored it: one the record names, or one forgotten since, whose parts a
-/// prune keeps while a retained snapshot still uses the object, and whose
-/// tree a prune here may have removed, so that the plan could not name
-/// it.) A forgotten snapshot's parts are read only when its part index
-/// names an erased object or it has none. Idempotent, so an interrupted run
-/// is finished by running it again. Returns the parts rewritten.
+/// snapshots it names, and those of forgotten snapshots up to the last one
+/// it names that the remote still keeps. (An erased object lives in the
+/// parts of the snapshot that first stored it: one the record names, or
+/// one forgotten since, whose parts a prune keeps while a retained
+/// snapshot still uses the object and whose tree a prune here may have
+/// removed, so that the plan could not name it. A later snapshot holds
+/// only the same bytes written again after the redaction, which stay.)
+/// Such a forgotten snapshot's forget record goes up first, so that the
+/// remote lets its content be missing, and its parts are read only when
+/// its part index names an erased object or it has none. A part index
+/// follows its rewritten parts, and is written again while it still names
+/// an erased object. Idempotent, so an interrupted run is finished by
+/// running it again. Returns the parts rewritten.
 pub async fn apply_remote(agent: &Agent, remote: &Remote, r: &Record) -> Result<u64> {
     let id = agent.repo().keys().agent_id();
     remote
@@ -531,15 +536,16 @@ pub async fn apply_remote(agent: &Agent, remote: &Remote, r: &Record) -> Result<
     let replicated = crate::repo::replication_state::replicated_seq(agent)?;
     let erase: HashSet<ObjectId> = r.object_ids()?.into_iter().collect();
     let listed: BTreeSet<u64> = r.seqs.iter().copied().collect();
-    let kept_there: Vec<u64> = agent
+    let last = listed.last().copied().unwrap_or(0);
+    let kept_there: BTreeMap<u64, Vec<u8>> = agent
         .repo()
         .index()?
         .forgotten()?
         .into_iter()
-        .filter_map(|(seq, (_, remote_pruned))| (!remote_pruned).then_some(seq))
+        .filter(|(seq, (_, remote_pruned))| !remote_pruned && *seq <= last && !listed.contains(seq))
+        .map(|(seq, (raw, _))| (seq, raw))
         .collect();
-    let mut seqs = listed.clone();
-    seqs.extend(kept_there);
+    let seqs: BTreeSet<u64> = listed.iter().chain(kept_there.keys()).copied().collect();
     let mut rewritten = 0;
     for seq in seqs.into_iter().filter(|s| *s <= replicated) {
         let hash = agent
@@ -547,12 +553,18 @@ pub async fn apply_remote(agent: &Agent, remote: &Remote, r: &Record) -> Result<
             .index()?
             .stored_hash(seq)?
             .ok_or(Error::NoSuchSnapshot(seq))?;
-        if !listed.contains(&seq)
-            && let Some(raw) = remote.get_index(&id, seq, &hash).await?
-            && let Ok(entries) = pack::decode_index(seq, &raw)
-            && !entries.iter().any(|e| erase.contains(&e.id))
-        {
-            continue;
+        // Whether the part index there names an erased object (`None`:
+        // there is none, or it does not decode).
+        let stale = remote
+            .get_index(&id, seq, &hash)
+            .await?
+            .and_then(|raw| pack::decode_index(seq, &raw).ok())
+            .map(|entries| entries.iter().any(|e| erase.contains(&e.id)));
+        if let Some(raw) = kept_there.get(&seq) {
+            if stale == Some(false) {
+                continue;
+            }
+            remote.put_forgotten(&id, seq, raw.clone()).await?;
         }
         let (mut part, mut entries, mut changed) = (0, Vec::new(), false);
         while let Some(bytes) = remote.get_pack(&id, seq, &hash, part).await? {
@@ -573,8 +585,9 @@ pub async fn apply_remote(agent: &Agent, remote: &Remote, r: &Record) -> Result<
         }
         // The part index follows the rewritten parts (an entry left
         // pointing at the old place would only cost a lazy reader a whole
-        // part's fetch; the ids of erased objects must go from it too).
-        if changed {
+        // part's fetch; the ids of erased objects must go from it too),
+        // also when an earlier run stopped between the parts and it.
+        if changed || stale == Some(true) {
             remote
                 .put_index(&id, seq, &hash, pack::encode_index(&entries))
                 .await?;

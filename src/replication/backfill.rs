@@ -211,9 +211,18 @@ impl Backfill {
             self.done = true;
             return Ok(());
         };
-        let w = write_index(agent, remote, seq).await?;
-        tracing::debug!(seq, ?w, "part index written");
-        self.tally[w as usize] += 1;
+        match write_index(agent, remote, seq).await {
+            Ok(w) => {
+                tracing::debug!(seq, ?w, "part index written");
+                self.tally[w as usize] += 1;
+            }
+            // Parts that do not decode: no index for this snapshot (a
+            // restore of it is whole, and checks them), the others go on.
+            Err(e @ crate::Error::Corrupt { .. }) => {
+                tracing::warn!("no part index written for snapshot {seq}: {e}");
+            }
+            Err(e) => return Err(e),
+        }
         if let Some((q, _)) = &mut self.queue {
             q.pop_front();
         }

@@ -1306,7 +1306,10 @@ pub fn discard_stopped_restore(home: &Home, name: &AgentName) -> Result<bool> {
     agents.sync()?;
     discarded.sync()?;
     let path = discarded.path().join(&aside);
-    std::fs::remove_dir_all(&path).map_err(|e| Error::io(&path, e))?;
+    if let Err(e) = std::fs::remove_dir_all(&path) {
+        // Out of the way already: a restore can begin.
+        tracing::warn!("{} not removed: {e}", path.display());
+    }
     Ok(true)
 }
 

@@ -667,23 +667,81 @@ async fn fetch_run(
             .flatten()
             .map(|b| (start, b)),
     };
-    let mut out = Vec::with_capacity(members.len());
-    for (id, place) in members {
-        let e = place.entry;
-        let found = bytes.as_ref().and_then(|(start, b)| {
+    let Some((start, b)) = bytes else {
+        // One record, or the run could not be read: each on its own.
+        let mut out = Vec::with_capacity(members.len());
+        for (id, place) in members {
+            out.push(fetch_record(remote, agent, *place, hash, kind, id).await);
+        }
+        return out;
+    };
+    let mut out: Vec<Option<Result<Vec<u8>>>> = members
+        .iter()
+        .map(|(id, place)| {
+            let e = place.entry;
             let at =
                 usize::try_from(u64::from(e.offset).checked_sub(RECORD_HEADER + start)?).ok()?;
             let h = b.get(at..)?.first_chunk::<{ RECORD_HEADER as usize }>()?;
             let body = b.get(at + h.len()..at + h.len() + e.len as usize)?;
             let (hid, hkind, hlen) = pack::decode_header(h);
-            (hid == *id && hkind == kind as u8 && hlen == e.len).then(|| body.to_vec())
-        });
-        out.push(match found {
-            Some(b) => Ok(b),
-            None => fetch_record(remote, agent, *place, hash, kind, id).await,
-        });
+            (hid == *id && hkind == kind as u8 && hlen == e.len).then(|| Ok(body.to_vec()))
+        })
+        .collect();
+    // Entries that were not where the index says (the parts were rewritten
+    // since): the snapshot's parts searched once for all of them.
+    if out.iter().any(Option::is_none) {
+        let mut part = 0;
+        loop {
+            let bytes = match remote.get_pack(agent, first.seq, hash, part).await {
+                Ok(Some(bytes)) => bytes,
+                Ok(None) => break,
+                Err(e) => {
+                    for o in out.iter_mut().filter(|o| o.is_none()) {
+                        *o = Some(Err(Error::Remote {
+                            op: "fetch".into(),
+                            detail: e.to_string(),
+                        }));
+                    }
+                    break;
+                }
+            };
+            let recs = match pack::decode_part(first.seq, &bytes) {
+                Ok(recs) => recs,
+                Err(e) => {
+                    for o in out.iter_mut().filter(|o| o.is_none()) {
+                        *o = Some(Err(Error::corrupt(
+                            format!("remote pack of snapshot {}", first.seq),
+                            e.to_string(),
+                        )));
+                    }
+                    break;
+                }
+            };
+            for (o, (id, _)) in out.iter_mut().zip(members).filter(|(o, _)| o.is_none()) {
+                if let Some((_, _, sealed)) =
+                    recs.iter().find(|(rid, k, _)| rid == id && *k == kind)
+                {
+                    *o = Some(Ok(sealed.to_vec()));
+                }
+            }
+            if out.iter().all(Option::is_some) {
+                break;
+            }
+            part += 1;
+        }
     }
-    out
+    out.into_iter()
+        .zip(members)
+        .map(|(o, (id, place))| {
+            o.unwrap_or_else(|| {
+                Err(Error::MissingObject {
+                    id: id.to_hex(),
+                    kind: kind.name(),
+                    seq: place.seq,
+                })
+            })
+        })
+        .collect()
 }
 
 /// The sealed bytes of one object at `place`: its record by a ranged GET,
