@@ -43,6 +43,9 @@ pub enum Written {
     /// snapshot whose content was pruned there; a lazy restore takes it
     /// without an index).
     NoParts,
+    /// None: a part there does not decode (a restore of the agent is done
+    /// whole, and refuses it); looked at again by the next pass.
+    Undecodable,
 }
 
 /// Writes the part index of snapshot `seq`, which the remote holds
@@ -65,7 +68,13 @@ pub async fn write_index(agent: &Agent, remote: &Remote, seq: u64) -> Result<Wri
         let mut entries = Vec::new();
         let mut part = 0;
         while let Some(bytes) = remote.get_pack(&id, seq, &hash, part).await? {
-            entries.extend(pack::part_entries(seq, part, &bytes)?);
+            match pack::part_entries(seq, part, &bytes) {
+                Ok(e) => entries.extend(e),
+                Err(e) => {
+                    tracing::warn!("no part index written for snapshot {seq}: {e}");
+                    return Ok(Written::Undecodable);
+                }
+            }
             part += 1;
         }
         if part == 0 {
@@ -139,7 +148,9 @@ pub struct Backfill {
     /// The snapshots to index, and the replicated head they were listed up to.
     queue: Option<(VecDeque<u64>, u64)>,
     done: bool,
-    tally: [u64; 3],
+    tally: [u64; 4],
+    /// The first snapshot left without an index ([`Written::Undecodable`]).
+    first_skipped: Option<u64>,
     /// When the next step may run, and the wait after the next failure.
     due: Instant,
     backoff: Duration,
@@ -153,7 +164,8 @@ impl Default for Backfill {
         Backfill {
             queue: None,
             done: false,
-            tally: [0; 3],
+            tally: [0; 4],
+            first_skipped: None,
             due: Instant::now(),
             backoff: Duration::from_secs(1),
         }
@@ -201,27 +213,23 @@ impl Backfill {
         // the replicator) is done again.
         let Some(&seq) = queue.front() else {
             if self.tally.iter().sum::<u64>() > 0 {
-                let [local, remote, none] = self.tally;
+                let [local, remote, none, bad] = self.tally;
                 tracing::info!(
-                    "part indexes written for {} snapshots ({local} from the local index, {remote} read from the remote's parts; {none} without parts there)",
+                    "part indexes written for {} snapshots ({local} from the local index, {remote} read from the remote's parts; {none} without parts there, {bad} with parts that do not decode)",
                     local + remote
                 );
             }
-            set_indexed_seq(agent, &remote.shown_url(), upto)?;
+            // Not past a snapshot left without an index for now.
+            let reached = self.first_skipped.map_or(upto, |s| upto.min(s - 1));
+            set_indexed_seq(agent, &remote.shown_url(), reached)?;
             self.done = true;
             return Ok(());
         };
-        match write_index(agent, remote, seq).await {
-            Ok(w) => {
-                tracing::debug!(seq, ?w, "part index written");
-                self.tally[w as usize] += 1;
-            }
-            // Parts that do not decode: no index for this snapshot (a
-            // restore of it is whole, and checks them), the others go on.
-            Err(e @ crate::Error::Corrupt { .. }) => {
-                tracing::warn!("no part index written for snapshot {seq}: {e}");
-            }
-            Err(e) => return Err(e),
+        let w = write_index(agent, remote, seq).await?;
+        tracing::debug!(seq, ?w, "part index written");
+        self.tally[w as usize] += 1;
+        if w == Written::Undecodable {
+            self.first_skipped.get_or_insert(seq);
         }
         if let Some((q, _)) = &mut self.queue {
             q.pop_front();

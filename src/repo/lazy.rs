@@ -644,9 +644,11 @@ fn runs(wanted: &[(usize, Place)]) -> Vec<Vec<usize>> {
 }
 
 /// The sealed bytes of each of `members` (neighbouring records of one part,
-/// in part order): one ranged GET of them all, each record's header checked;
-/// one whose header is not its own (the part was rewritten since the index
-/// was made) is fetched alone ([`fetch_record`]). Not verified here.
+/// in part order): one ranged GET of them all, each record's header
+/// checked. Those not where their entries say (the part was rewritten
+/// since the index was made), or all of them when the range cannot be read
+/// (a rewritten part may now end before it), are searched for in the
+/// snapshot's parts, once for all ([`search_parts`]). Not verified here.
 async fn fetch_run(
     remote: &Remote,
     agent: &AgentId,
@@ -654,99 +656,60 @@ async fn fetch_run(
     kind: ObjectKind,
     members: &[(ObjectId, Place)],
 ) -> Vec<Result<Vec<u8>>> {
+    if let [(id, place)] = members {
+        return vec![fetch_record(remote, agent, *place, hash, kind, id).await];
+    }
     let first = members[0].1;
-    let start = u64::from(first.entry.offset).checked_sub(RECORD_HEADER);
     let last = members[members.len() - 1].1.entry;
     let end = u64::from(last.offset) + u64::from(last.len);
-    let bytes = match (members.len(), start) {
-        (1, _) | (_, None) => None,
-        (_, Some(start)) => remote
+    let bytes = match u64::from(first.entry.offset).checked_sub(RECORD_HEADER) {
+        None => None,
+        Some(start) => remote
             .get_pack_range(agent, first.seq, hash, first.entry.part, start..end)
             .await
             .ok()
             .flatten()
             .map(|b| (start, b)),
     };
-    let Some((start, b)) = bytes else {
-        // One record, or the run could not be read: each on its own.
-        let mut out = Vec::with_capacity(members.len());
-        for (id, place) in members {
-            out.push(fetch_record(remote, agent, *place, hash, kind, id).await);
-        }
-        return out;
-    };
     let mut out: Vec<Option<Result<Vec<u8>>>> = members
         .iter()
         .map(|(id, place)| {
-            let e = place.entry;
-            let at =
-                usize::try_from(u64::from(e.offset).checked_sub(RECORD_HEADER + start)?).ok()?;
-            let h = b.get(at..)?.first_chunk::<{ RECORD_HEADER as usize }>()?;
-            let body = b.get(at + h.len()..at + h.len() + e.len as usize)?;
-            let (hid, hkind, hlen) = pack::decode_header(h);
-            (hid == *id && hkind == kind as u8 && hlen == e.len).then(|| Ok(body.to_vec()))
+            let (start, b) = bytes.as_ref()?;
+            record_at(b, *start, place.entry, id, kind).map(Ok)
         })
         .collect();
-    // Entries that were not where the index says (the parts were rewritten
-    // since): the snapshot's parts searched once for all of them.
-    if out.iter().any(Option::is_none) {
-        let mut part = 0;
-        loop {
-            let bytes = match remote.get_pack(agent, first.seq, hash, part).await {
-                Ok(Some(bytes)) => bytes,
-                Ok(None) => break,
-                Err(e) => {
-                    for o in out.iter_mut().filter(|o| o.is_none()) {
-                        *o = Some(Err(Error::Remote {
-                            op: "fetch".into(),
-                            detail: e.to_string(),
-                        }));
-                    }
-                    break;
-                }
-            };
-            let recs = match pack::decode_part(first.seq, &bytes) {
-                Ok(recs) => recs,
-                Err(e) => {
-                    for o in out.iter_mut().filter(|o| o.is_none()) {
-                        *o = Some(Err(Error::corrupt(
-                            format!("remote pack of snapshot {}", first.seq),
-                            e.to_string(),
-                        )));
-                    }
-                    break;
-                }
-            };
-            for (o, (id, _)) in out.iter_mut().zip(members).filter(|(o, _)| o.is_none()) {
-                if let Some((_, _, sealed)) =
-                    recs.iter().find(|(rid, k, _)| rid == id && *k == kind)
-                {
-                    *o = Some(Ok(sealed.to_vec()));
-                }
-            }
-            if out.iter().all(Option::is_some) {
-                break;
-            }
-            part += 1;
+    let stale: Vec<usize> = (0..out.len()).filter(|&i| out[i].is_none()).collect();
+    if !stale.is_empty() {
+        let ids: Vec<ObjectId> = stale.iter().map(|&i| members[i].0).collect();
+        let found = search_parts(remote, agent, first.seq, hash, kind, &ids).await;
+        for (i, r) in stale.into_iter().zip(found) {
+            out[i] = Some(r);
         }
     }
     out.into_iter()
-        .zip(members)
-        .map(|(o, (id, place))| {
-            o.unwrap_or_else(|| {
-                Err(Error::MissingObject {
-                    id: id.to_hex(),
-                    kind: kind.name(),
-                    seq: place.seq,
-                })
-            })
-        })
+        .map(|r| r.expect("every member answered"))
         .collect()
+}
+
+/// The sealed bytes of the record of `id` and `kind` that `entry` places
+/// in `b` (bytes of a part from offset `start`), if its header says so.
+fn record_at(
+    b: &[u8],
+    start: u64,
+    entry: PartEntry,
+    id: &ObjectId,
+    kind: ObjectKind,
+) -> Option<Vec<u8>> {
+    let at = usize::try_from(u64::from(entry.offset).checked_sub(RECORD_HEADER + start)?).ok()?;
+    let h = b.get(at..)?.first_chunk::<{ RECORD_HEADER as usize }>()?;
+    let body = b.get(at + h.len()..at + h.len() + entry.len as usize)?;
+    let (hid, hkind, hlen) = pack::decode_header(h);
+    (hid == *id && hkind == kind as u8 && hlen == entry.len).then(|| body.to_vec())
 }
 
 /// The sealed bytes of one object at `place`: its record by a ranged GET,
 /// or, when the header there is not the object's (the part was rewritten
-/// since the index was made), the whole part searched. Not verified here.
+/// since the index was made), found by [`search_parts`]. Not verified here.
 async fn fetch_record(
     remote: &Remote,
     agent: &AgentId,
@@ -756,35 +719,88 @@ async fn fetch_record(
     id: &ObjectId,
 ) -> Result<Vec<u8>> {
     let e = place.entry;
-    let missing = || Error::MissingObject {
-        id: id.to_hex(),
-        kind: kind.name(),
-        seq: place.seq,
-    };
     if let Some(start) = u64::from(e.offset).checked_sub(RECORD_HEADER) {
         let end = u64::from(e.offset) + u64::from(e.len);
         if let Ok(Some(b)) = remote
             .get_pack_range(agent, place.seq, hash, e.part, start..end)
             .await
-            && let Some(h) = b.first_chunk::<{ RECORD_HEADER as usize }>()
+            && let Some(body) = record_at(&b, start, e, id, kind)
         {
-            let (hid, hkind, hlen) = pack::decode_header(h);
-            if hid == *id && hkind == kind as u8 && hlen as usize == b.len() - h.len() {
-                return Ok(b[h.len()..].to_vec());
-            }
+            return Ok(body);
         }
     }
+    search_parts(
+        remote,
+        agent,
+        place.seq,
+        hash,
+        kind,
+        std::slice::from_ref(id),
+    )
+    .await
+    .pop()
+    .expect("one result")
+}
+
+/// The sealed bytes of each of `ids` (of `kind`) in the pack parts of
+/// snapshot `seq`, read in order until all are found: one pass, whatever
+/// the number of ids. One not there is missing; when a part cannot be read
+/// or decoded, the first id still wanted gets that error and the others
+/// an error pointing at it.
+async fn search_parts(
+    remote: &Remote,
+    agent: &AgentId,
+    seq: u64,
+    hash: &[u8; 32],
+    kind: ObjectKind,
+    ids: &[ObjectId],
+) -> Vec<Result<Vec<u8>>> {
+    let mut out: Vec<Option<Result<Vec<u8>>>> = ids.iter().map(|_| None).collect();
     let mut part = 0;
-    while let Some(bytes) = remote.get_pack(agent, place.seq, hash, part).await? {
-        if let Some((_, _, sealed)) = pack::decode_part(place.seq, &bytes)?
-            .into_iter()
-            .find(|(oid, k, _)| oid == id && *k == kind)
-        {
-            return Ok(sealed.to_vec());
+    while out.iter().any(Option::is_none) {
+        let recs = match remote.get_pack(agent, seq, hash, part).await {
+            Ok(Some(bytes)) => pack::decode_part(seq, &bytes).map(|recs| {
+                recs.into_iter()
+                    .filter(|(_, k, _)| *k == kind)
+                    .map(|(id, _, sealed)| (id, sealed.to_vec()))
+                    .collect::<HashMap<_, _>>()
+            }),
+            Ok(None) => break,
+            Err(e) => Err(e),
+        };
+        match recs {
+            Ok(recs) => {
+                for (o, id) in out.iter_mut().zip(ids).filter(|(o, _)| o.is_none()) {
+                    if let Some(sealed) = recs.get(id) {
+                        *o = Some(Ok(sealed.clone()));
+                    }
+                }
+            }
+            Err(e) => {
+                let detail = format!("part {part} of snapshot {seq} could not be read: {e}");
+                let mut first = Some(e);
+                for o in out.iter_mut().filter(|o| o.is_none()) {
+                    *o = Some(Err(first.take().unwrap_or_else(|| Error::Remote {
+                        op: "fetch".into(),
+                        detail: detail.clone(),
+                    })));
+                }
+            }
         }
         part += 1;
     }
-    Err(missing())
+    out.into_iter()
+        .zip(ids)
+        .map(|(o, id)| {
+            o.unwrap_or_else(|| {
+                Err(Error::MissingObject {
+                    id: id.to_hex(),
+                    kind: kind.name(),
+                    seq,
+                })
+            })
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -916,8 +932,9 @@ mod tests {
 
     /// Neighbouring records of one part are fetched as one run, up to
     /// [`RUN_BYTES`]; a gap, another part or another snapshot starts a new
-    /// run. A run's records come out as their own bytes, also when one
-    /// entry is wrong (that one is fetched alone and found in the part).
+    /// run. A run's records come out as their own bytes, also when an
+    /// entry is wrong or the part was rewritten shorter (the snapshot's
+    /// parts are then searched once for all that were not found).
     #[test]
     fn neighbouring_records_are_fetched_as_one_run_each_checked() {
         let rt = super::super::remote::runtime().unwrap();
@@ -993,7 +1010,23 @@ mod tests {
             fetch(&[(ids[0], a), (ids[1], wrong), (ids[2], c)]),
             vec![want[0].clone(), want[1].clone(), want[2].clone()]
         );
-        assert!(gets() - before > 1, "the wrong entry fetched alone");
+        assert_eq!(gets() - before, 2, "the run, then part 0 searched for b");
+
+        // Part 0 rewritten without b (as a redaction does): shorter, so the
+        // run of a and c by their old entries reaches past its end. Both
+        // are found in one search of the parts, which stops at part 0.
+        let mut shorter = pack::PACK_MAGIC.to_vec();
+        for i in [0, 2] {
+            pack::encode_record(&mut shorter, &ids[i], ObjectKind::Chunk, &want[i]);
+        }
+        rt.block_on(remote.put_pack(&agent, 7, &hash, 0, shorter))
+            .unwrap();
+        let before = gets();
+        assert_eq!(
+            fetch(&[(ids[0], a), (ids[2], c)]),
+            vec![want[0].clone(), want[2].clone()]
+        );
+        assert_eq!(gets() - before, 2, "the run, then one search");
     }
 
     /// The remote index reads back what was written; a redaction drops
