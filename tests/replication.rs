@@ -1470,6 +1470,57 @@ fn a_redaction_run_again_keeps_the_same_bytes_written_again_in_a_forgotten_snaps
     );
 }
 
+/// Content that a redaction erases and that a snapshot forgotten here, but
+/// not yet on the remote (no prune ran), stored first: that snapshot's
+/// forget record goes up before its parts lose the content, so the remote
+/// never holds a snapshot that must have content it no longer has. The
+/// content leaves every remote part, and a whole restore verifies.
+#[test]
+fn a_redaction_forgets_on_the_remote_what_it_cuts_from_a_snapshot_forgotten_here() {
+    use sovseal::history::{redact, retention};
+    let rdir = tempfile::tempdir().unwrap();
+    let remote = Remote::open(&format!("file://{}", rdir.path().display())).unwrap();
+    let writer = Env::new();
+    let mut e = writer.open();
+    let content = bytes(95, 3 * 65536);
+    // `other` stores the content first; `secret` has the same bytes next.
+    let o = e.create(ROOT_INO, b"other", 0o600, 0, 0).unwrap().ino;
+    e.write(o, 0, &content).unwrap();
+    e.commit().unwrap();
+    let first = e.head().seq();
+    e.unlink(ROOT_INO, b"other").unwrap();
+    written_then_removed(&mut e, b"secret", &content);
+    replicate_all(&e, &remote);
+    // Forgotten here only: the remote has no forget record of it yet.
+    retention::forget(e.agent(), &[first]).unwrap();
+    let plan = redact::plan(e.agent(), "secret", &mut |_, _| {}).unwrap();
+    assert!(plan.objects > 0 && !plan.seqs.contains(&first), "{plan:?}");
+    let rec = redact::apply_local(e.agent(), "secret", &plan).unwrap();
+    rt().block_on(redact::apply_remote(e.agent(), &remote, &rec))
+        .unwrap();
+    let id = writer.master.agent_id(writer.agent.as_str());
+    let listed = rt()
+        .block_on(remote.list_forgotten(&id, &|_| false))
+        .unwrap();
+    assert!(
+        listed.iter().any(|(seq, _)| *seq == first),
+        "the forget record went up"
+    );
+    for obj in rec.object_ids().unwrap() {
+        for f in files_under(rdir.path()) {
+            let b = std::fs::read(&f).unwrap();
+            assert!(
+                !b.windows(32).any(|w| w == &obj.0[..]),
+                "erased object left in {}",
+                f.display()
+            );
+        }
+    }
+    drop(e);
+    let fresh = Env::new();
+    restore_ok(&fresh, &remote);
+}
+
 /// Forget rows a pull stored are pruned by the next carrying out of the
 /// records, also when the one after that pull never ran (a poll that
 /// failed after storing them, a crash) and no new record comes: a prune is
