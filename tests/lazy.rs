@@ -26,12 +26,13 @@ fn fetched(m: &Mounted) -> Vec<PathBuf> {
     files_under(&m.home.join(format!("agents/{}/lazy/objects", m.agent)))
 }
 
+/// Every file of every snapshot, by snapshot name (`Mounted::history`).
+type History = std::collections::BTreeMap<String, std::collections::BTreeMap<String, Vec<u8>>>;
+
 /// A writer's history: a 3 MB file patched in place, a tree, and 20
 /// snapshots of a small state file; replicated, then unmounted. Returns
 /// every file of every snapshot.
-fn write_history(
-    m: &Mounted,
-) -> std::collections::BTreeMap<String, std::collections::BTreeMap<String, Vec<u8>>> {
+fn write_history(m: &Mounted) -> History {
     m.sh("head -c 3000000 /dev/urandom > big && mkdir -p d/e && echo two > d/e/b && ln -s d/e/b link");
     m.py("import os\nfd = os.open('big', os.O_WRONLY)\nos.pwrite(fd, b'patched', 1048000)\nos.fsync(fd)\nos.close(fd)");
     for i in 0..20 {
@@ -163,6 +164,16 @@ fn dir_remote() -> (tempfile::TempDir, PathBuf, String) {
     (dir, remote, url)
 }
 
+/// A writer of agent `lz` on a directory remote after [`write_history`]:
+/// the directory holding the remote, its path, its URL, the (unmounted)
+/// writer and its history.
+fn written_to_dir_remote() -> (tempfile::TempDir, PathBuf, String, Mounted, History) {
+    let (dir, remote, url) = dir_remote();
+    let m = Mounted::new("lz", &["--remote", &url]);
+    let before = write_history(&m);
+    (dir, remote, url, m, before)
+}
+
 /// A second machine holding `m`'s key, to mount agent `lz` from `url`
 /// (not mounted yet).
 fn fresh_machine(m: &Mounted, url: &str) -> Mounted {
@@ -183,9 +194,7 @@ fn fresh_machine(m: &Mounted, url: &str) -> Mounted {
 
 #[test]
 fn an_object_tampered_with_on_the_remote_is_never_served() {
-    let (_dir, remote, url) = dir_remote();
-    let m = Mounted::new("lz", &["--remote", &url]);
-    write_history(&m);
+    let (_dir, remote, _, m, _) = written_to_dir_remote();
     // Flip the last byte of every chunk record in every pack part.
     let mut flipped = 0;
     for f in files_under(&remote)
@@ -233,9 +242,7 @@ fn an_object_tampered_with_on_the_remote_is_never_served() {
 /// machine restores lazily.
 #[test]
 fn snapshots_without_part_indexes_restore_whole_until_the_writer_indexes_them() {
-    let (_dir, remote, url) = dir_remote();
-    let m = Mounted::new("lz", &["--remote", &url]);
-    let before = write_history(&m);
+    let (_dir, remote, url, m, before) = written_to_dir_remote();
     // As a build before lazy restores left it: no part index.
     let indexes: Vec<_> = files_under(&remote)
         .into_iter()
@@ -431,9 +438,7 @@ fn a_redaction_is_never_fetched_back() {
 
 #[test]
 fn a_prune_on_a_lazily_restored_agent_keeps_the_remote_parts_it_reads() {
-    let (_dir, _, url) = dir_remote();
-    let m = Mounted::new("lz", &["--remote", &url]);
-    let before = write_history(&m);
+    let (_dir, _, url, m, before) = written_to_dir_remote();
     let latest = format!("{:010}", before.len());
     std::fs::remove_dir_all(m.home.join("agents/lz")).unwrap();
     m.mount();
@@ -464,9 +469,7 @@ fn a_prune_on_a_lazily_restored_agent_keeps_the_remote_parts_it_reads() {
 
 #[test]
 fn a_lazily_restored_agent_never_uploads_the_snapshots_it_holds_no_content_of() {
-    let (_dir, remote, url) = dir_remote();
-    let m = Mounted::new("lz", &["--remote", &url]);
-    let before = write_history(&m);
+    let (_dir, remote, url, m, before) = written_to_dir_remote();
     let latest = format!("{:010}", before.len());
     let packs = |dir: &Path| -> std::collections::BTreeMap<PathBuf, Vec<u8>> {
         files_under(dir)
@@ -513,9 +516,7 @@ fn a_lazily_restored_agent_never_uploads_the_snapshots_it_holds_no_content_of() 
 /// prefix would otherwise mount as an older head and fork from the remote).
 #[test]
 fn a_restore_killed_part_way_is_started_over_by_the_next_mount() {
-    let (_dir, remote, url) = dir_remote();
-    let mut m = Mounted::new("lz", &["--remote", &url]);
-    let before = write_history(&m);
+    let (_dir, remote, _, mut m, before) = written_to_dir_remote();
     let head = before.len() as u64;
     let marker = m.home.join("agents/lz/restoring");
     for full in [false, true] {

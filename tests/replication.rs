@@ -605,8 +605,7 @@ fn a_prune_removes_a_dead_copy_of_an_object_live_at_another_home() {
     let (old, new) = (node(first), node(last));
     assert_eq!(old.id, new.id, "the same entries, the same node");
     assert_eq!((old.home, new.home), (first, last));
-    let dir = tempfile::tempdir().unwrap();
-    let remote = Remote::open(&format!("file://{}", dir.path().display())).unwrap();
+    let (_dir, remote) = dir_remote();
     replicate_all(&e, &remote);
     let agent = e.agent();
     sovseal::history::retention::forget(agent, &(1..last).collect::<Vec<_>>()).unwrap();
@@ -760,8 +759,7 @@ fn replicate_wipe_restore_file_and_s3() {
 /// rollback record kept): ready for restore.
 fn wiped() -> (Env, tempfile::TempDir, Remote, std::path::PathBuf) {
     let env = Env::new();
-    let rdir = tempfile::tempdir().unwrap();
-    let remote = Remote::open(&format!("file://{}", rdir.path().display())).unwrap();
+    let (rdir, remote) = dir_remote();
     let mut e = env.open();
     workload(&mut e, b"MARK");
     replicate_all(&e, &remote);
@@ -880,8 +878,7 @@ fn tampered_remote_is_refused_naming_the_snapshot() {
 
 #[test]
 fn a_second_writer_is_detected_and_nothing_is_overwritten() {
-    let rdir = tempfile::tempdir().unwrap();
-    let remote = Remote::open(&format!("file://{}", rdir.path().display())).unwrap();
+    let (rdir, remote) = dir_remote();
     let first = Env::new();
     let mut a = first.open();
     workload(&mut a, b"FIRST");
@@ -926,8 +923,7 @@ fn a_second_writer_is_detected_and_nothing_is_overwritten() {
 
 #[test]
 fn the_remote_is_blind() {
-    let rdir = tempfile::tempdir().unwrap();
-    let remote = Remote::open(&format!("file://{}", rdir.path().display())).unwrap();
+    let (rdir, remote) = dir_remote();
     let env = Env::new();
     let mut e = env.open();
     let marker = format!("RMARK{}", std::process::id()).into_bytes();
@@ -1260,6 +1256,14 @@ fn a_poll_costs_what_is_new_not_the_history() {
 }
 
 /// A remote in memory.
+/// A remote in a temporary directory (its files can be read and edited):
+/// the directory, which must outlive it, and the remote.
+fn dir_remote() -> (tempfile::TempDir, Remote) {
+    let dir = tempfile::tempdir().unwrap();
+    let remote = Remote::open(&format!("file://{}", dir.path().display())).unwrap();
+    (dir, remote)
+}
+
 fn memory_remote() -> Remote {
     Remote::with_store(
         Arc::new(object_store::memory::InMemory::new()),
@@ -1420,8 +1424,7 @@ fn a_forget_in_the_same_pull_as_a_redaction_is_walked_again() {
 #[test]
 fn a_redaction_run_again_keeps_the_same_bytes_written_again_in_a_forgotten_snapshot() {
     use sovseal::history::{redact, retention};
-    let rdir = tempfile::tempdir().unwrap();
-    let remote = Remote::open(&format!("file://{}", rdir.path().display())).unwrap();
+    let (rdir, remote) = dir_remote();
     let writer = Env::new();
     let mut e = writer.open();
     let content = bytes(93, 3 * 65536);
@@ -1478,8 +1481,7 @@ fn a_redaction_run_again_keeps_the_same_bytes_written_again_in_a_forgotten_snaps
 #[test]
 fn a_redaction_forgets_on_the_remote_what_it_cuts_from_a_snapshot_forgotten_here() {
     use sovseal::history::{redact, retention};
-    let rdir = tempfile::tempdir().unwrap();
-    let remote = Remote::open(&format!("file://{}", rdir.path().display())).unwrap();
+    let (rdir, remote) = dir_remote();
     let writer = Env::new();
     let mut e = writer.open();
     let content = bytes(95, 3 * 65536);

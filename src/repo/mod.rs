@@ -781,8 +781,11 @@ impl Repo {
         let mut want: Vec<ObjectId> = Vec::new();
         for id in ids {
             let r = ObjRef::by_id(*id);
-            if self.chunks.get(id).is_none()
+            // Cheapest first: a chunk written here has no remote place, so
+            // it costs no index lookup.
+            if lazy.knows(id)
                 && !want.contains(id)
+                && self.chunks.get(id).is_none()
                 && self.lazy_for(&r).is_some()
                 && matches!(
                     self.locate(ObjectKind::Chunk, &r),
