@@ -251,6 +251,30 @@ fn lazy_time(
     (mounted, t.elapsed(), n)
 }
 
+/// Writes the chain segments of every complete range of 1,024 snapshots
+/// of agent `name` to `up` (what a writer's replicator does when idle),
+/// from the data dir a restore left.
+fn write_segments(
+    rt: &tokio::runtime::Runtime,
+    home: &Home,
+    name: &AgentName,
+    master: &MasterKey,
+    up: &Remote,
+) {
+    let e = Engine::open(home, name, master).unwrap();
+    let len = sovseal::repo::segment::SEGMENT_LEN;
+    for k in 0..e.head().seq() / len {
+        let w = rt
+            .block_on(sovseal::replication::backfill::write_segment(
+                &e.shared_agent(),
+                up,
+                k * len + 1,
+            ))
+            .unwrap();
+        assert_eq!(w, sovseal::replication::backfill::Segment::Written);
+    }
+}
+
 /// The three throughput rows of one remote: sovseal's median, the raw
 /// puts' median, and their ratio.
 fn rows(remote: &str, raw_label: &str, size: usize, bytes: usize, ours: Duration, rawt: Duration) {
@@ -335,9 +359,9 @@ fn restore_scaling(
         (1_000, 1 << 20),
     ];
     println!(
-        "| snapshots | history | head | restore from moto | lazy: mount, first read of a head file | from a store answering in 10 ms | lazy: mount, first read |"
+        "| snapshots | history | head | restore from moto | lazy: mount, first read of a head file | lazy from chain segments: mount | from a store answering in 10 ms | lazy: mount, first read | lazy from chain segments: mount |"
     );
-    println!("|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|");
     for (i, &(snapshots, size)) in cases.iter().enumerate() {
         let name = AgentName::new(&format!("scale{i}")).unwrap();
         let mut e = Engine::open(home, &name, master).unwrap();
@@ -372,22 +396,28 @@ fn restore_scaling(
         cp(&home.agent_dir(&name), &kept);
         let from_moto = restore_time(rt, home, &name, master, &s3, &s3);
         let lazy_moto = lazy_time(rt, home, &name, master, &s3);
+        write_segments(rt, home, &name, master, &s3);
+        let seg_moto = lazy_time(rt, home, &name, master, &s3);
         let (near, far) = far::pair();
         cp(&kept, &home.agent_dir(&name));
         let from_far = restore_time(rt, home, &name, master, &near, &far);
         let lazy_far = lazy_time(rt, home, &name, master, &far);
+        write_segments(rt, home, &name, master, &near);
+        let seg_far = lazy_time(rt, home, &name, master, &far);
         let ms = |d: Duration| d.as_secs_f64() * 1e3;
         println!(
-            "| {snapshots} | {:.0} MiB | {} KiB | {:.2} s | {:.0} ms, {:.0} ms ({} KiB) | {:.2} s | {:.0} ms, {:.0} ms |",
+            "| {snapshots} | {:.0} MiB | {} KiB | {:.2} s | {:.0} ms, {:.0} ms ({} KiB) | {:.0} ms | {:.2} s | {:.0} ms, {:.0} ms | {:.0} ms |",
             (snapshots as usize * size) as f64 / (1 << 20) as f64,
             10 * size / 1024,
             from_moto.as_secs_f64(),
             ms(lazy_moto.0),
             ms(lazy_moto.1),
             lazy_moto.2 / 1024,
+            ms(seg_moto.0),
             from_far.as_secs_f64(),
             ms(lazy_far.0),
             ms(lazy_far.1),
+            ms(seg_far.0),
         );
         std::fs::remove_dir_all(home.agent_dir(&name)).unwrap();
         std::fs::remove_dir_all(&kept).unwrap();

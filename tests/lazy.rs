@@ -177,10 +177,15 @@ fn written_to_dir_remote() -> (tempfile::TempDir, PathBuf, String, Mounted, Hist
 /// A second machine holding `m`'s key, to mount agent `lz` from `url`
 /// (not mounted yet).
 fn fresh_machine(m: &Mounted, url: &str) -> Mounted {
+    another_machine(m, url, "fresh")
+}
+
+/// As [`fresh_machine`], one of several (each `name` once).
+fn another_machine(m: &Mounted, url: &str, name: &str) -> Mounted {
     let f = Mounted {
         dir: tempfile::tempdir().unwrap(),
-        home: m.second_home("fresh"),
-        mnt: m.dir.path().join("fresh-view"),
+        home: m.second_home(name),
+        mnt: m.dir.path().join(format!("{name}-view")),
         agent: "lz".into(),
         extra: ["--agent", "lz", "--remote", url]
             .iter()
@@ -613,4 +618,161 @@ fn a_restore_killed_part_way_is_started_over_by_the_next_mount() {
         m.unmount();
         m.extra.retain(|a| a != "--full-restore");
     }
+}
+
+/// The chain segment files on directory remote `remote`, in order.
+fn segment_files(remote: &Path) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = files_under(remote)
+        .into_iter()
+        .filter(|f| f.extension().is_some_and(|e| e == "seg"))
+        .collect();
+    v.sort();
+    v
+}
+
+/// Waits until `m`'s writer has written `n` chain segments to `remote`.
+fn wait_segments(m: &Mounted, remote: &Path, n: usize) -> Vec<PathBuf> {
+    let t0 = Instant::now();
+    loop {
+        let v = segment_files(remote);
+        if v.len() >= n {
+            return v;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(90), "{}", log(m));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// A writer that replicated 1,100 snapshots bundles each complete aligned
+/// range of them (`SEGMENT_LEN`) into one chain segment of their envelopes
+/// and part indexes (the files the remote holds, byte for byte), and a
+/// fresh machine's lazy restore reads the segments instead of those
+/// files: with the part indexes of the snapshots they cover deleted, the
+/// restore is still lazy and serves head and old snapshots. A segment that
+/// does not decode is read around (snapshot by snapshot: here without the
+/// indexes, so whole), and a redaction or a prune deletes the segments of
+/// the snapshots whose parts it changes there, which the writer's next
+/// mount writes again (after a prune: saying which snapshots have nothing
+/// left there, and a restore then reads lazily).
+#[test]
+fn a_long_history_restores_lazily_from_chain_segments() {
+    use sovseal::repo::segment::{SEGMENT_LEN, decode};
+    let (_dir, remote, url) = dir_remote();
+    let m = Mounted::new("lz", &["--remote", &url]);
+    m.sh("head -c 4000000 /dev/urandom > big && echo secret > old");
+    m.py("for i in range(1100):\n    open('n', 'w').write(str(i))");
+    m.sh("rm old");
+    let head = m.wait_replicated();
+    assert!(head > 1100, "{head}");
+    let n = (head / SEGMENT_LEN) as usize;
+    let covered = n as u64 * SEGMENT_LEN;
+    assert!(n >= 2, "{n} segments");
+    let segs = wait_segments(&m, &remote, n);
+    assert_eq!(segs.len(), n);
+    let old_n = std::fs::read_to_string(in_snapshot(&m, 600, "n")).unwrap();
+    let big = std::fs::read(in_snapshot(&m, 600, "big")).unwrap();
+    assert_eq!(big.len(), 4_000_000);
+    m.unmount();
+    // What they hold is what the remote holds.
+    let by_name = |suffix: &str, seq: u64| {
+        let prefix = format!("{seq:020}");
+        files_under(&remote).into_iter().find(|f| {
+            let n = f.file_name().unwrap().to_string_lossy().into_owned();
+            n.starts_with(&prefix) && n.ends_with(suffix) && !n.ends_with(".seg")
+        })
+    };
+    let members = |segs: &[PathBuf]| -> Vec<sovseal::repo::segment::Member> {
+        segs.iter()
+            .zip((0..).map(|k| k * SEGMENT_LEN + 1))
+            .flat_map(|(f, first)| decode(first, &std::fs::read(f).unwrap()).unwrap())
+            .collect()
+    };
+    for (seq, mem) in (1..).zip(members(&segs)) {
+        assert_eq!(
+            mem.envelope,
+            std::fs::read(by_name(".json", seq).unwrap()).unwrap(),
+            "envelope {seq}"
+        );
+        assert_eq!(
+            mem.index.as_deref(),
+            Some(&std::fs::read(by_name(".idx", seq).unwrap()).unwrap()[..]),
+            "part index {seq}"
+        );
+    }
+    // The segments alone say where the objects of the snapshots they
+    // cover are.
+    for seq in 1..=covered {
+        std::fs::remove_file(by_name(".idx", seq).unwrap()).unwrap();
+    }
+    let f = fresh_machine(&m, &url);
+    f.mount();
+    assert!(log(&f).contains("lazily"), "{}", log(&f));
+    // The commit records of 1,100 snapshots, none of `big`.
+    let packs = bytes_under(&f.home.join("agents/lz/packs"));
+    assert!(packs < 2_000_000, "{packs}");
+    assert_eq!(f.head(), head);
+    assert_eq!(std::fs::read_to_string(f.path("n")).unwrap(), "1099");
+    // `big` was written in the first segment's range.
+    assert_eq!(std::fs::read(f.path("big")).unwrap(), big);
+    assert_eq!(std::fs::read(in_snapshot(&f, 600, "big")).unwrap(), big);
+    assert_eq!(
+        std::fs::read_to_string(in_snapshot(&f, 600, "n")).unwrap(),
+        old_n
+    );
+    f.unmount();
+
+    // A segment that does not decode: read around, never trusted.
+    let good = std::fs::read(&segs[0]).unwrap();
+    let mut bad = good.clone();
+    bad[0] ^= 1;
+    std::fs::write(&segs[0], &bad).unwrap();
+    let g = another_machine(&m, &url, "second");
+    g.mount();
+    let l = log(&g);
+    assert!(
+        l.contains("chain segment 1 on the remote is not usable"),
+        "{l}"
+    );
+    assert!(l.contains("restoring whole"), "{l}");
+    assert_eq!(std::fs::read_to_string(g.path("n")).unwrap(), "1099");
+    g.unmount();
+
+    // A redaction deletes the segments of the snapshots whose parts it
+    // rewrites (here all: `old` was in every one); the writer's next mount
+    // writes them again.
+    std::fs::write(&segs[0], &good).unwrap();
+    let o = m.sovseal(&["redact", "--agent", "lz", "--remote", &url, "/old"]);
+    assert!(o.status.success(), "{}", support::mount::text(&o.stderr));
+    assert_eq!(
+        segment_files(&remote),
+        Vec::<PathBuf>::new(),
+        "left by the redaction"
+    );
+    m.mount();
+    wait_segments(&m, &remote, n);
+    m.unmount();
+
+    // A prune there deletes the segments of what it prunes; the writer's
+    // next mount writes the missing part indexes, then the segments, which
+    // say which snapshots have nothing left there.
+    let o = m.sovseal(&["forget", "--agent", "lz", "--keep-last", "50"]);
+    assert!(o.status.success(), "{}", support::mount::text(&o.stderr));
+    let o = m.sovseal(&["prune", "--agent", "lz", "--remote", &url]);
+    assert!(o.status.success(), "{}", support::mount::text(&o.stderr));
+    assert_eq!(
+        segment_files(&remote),
+        Vec::<PathBuf>::new(),
+        "left by the prune"
+    );
+    m.mount();
+    let segs = wait_segments(&m, &remote, n);
+    m.unmount();
+    let pruned = members(&segs).iter().filter(|m| m.index.is_none()).count();
+    assert!(pruned > 1000, "{pruned} snapshots without parts there");
+    let h = another_machine(&m, &url, "third");
+    h.mount();
+    assert!(log(&h).contains("lazily"), "{}", log(&h));
+    assert_eq!(std::fs::read_to_string(h.path("n")).unwrap(), "1099");
+    assert_eq!(std::fs::read(h.path("big")).unwrap(), big);
+    h.unmount();
 }

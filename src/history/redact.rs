@@ -547,6 +547,7 @@ pub async fn apply_remote(agent: &Agent, remote: &Remote, r: &Record) -> Result<
         .collect();
     let seqs: BTreeSet<u64> = listed.iter().chain(kept_there.keys()).copied().collect();
     let mut rewritten = 0;
+    let mut unsegmented = BTreeSet::new();
     for seq in seqs.into_iter().filter(|s| *s <= replicated) {
         let hash = agent
             .repo()
@@ -565,6 +566,12 @@ pub async fn apply_remote(agent: &Agent, remote: &Remote, r: &Record) -> Result<
                 continue;
             }
             remote.put_forgotten(&id, seq, raw.clone()).await?;
+        }
+        // The chain segment bundling its part index goes first (written
+        // again by the writer; its index would name erased objects).
+        let first = crate::repo::segment::first_of(seq);
+        if unsegmented.insert(first) {
+            remote.delete_segment(&id, first).await?;
         }
         let (mut part, mut entries, mut changed) = (0, Vec::new(), false);
         while let Some(bytes) = remote.get_pack(&id, seq, &hash, part).await? {

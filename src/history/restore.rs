@@ -18,16 +18,17 @@ use crate::repo::agent::Agent;
 use crate::repo::pack;
 use crate::repo::remote::Remote;
 use crate::repo::replication_state::META_REPLICATED;
+use crate::repo::segment;
 use crate::repo::view::SnapshotView;
 use crate::seal::envelope::{self, Envelope, GENESIS_PARENT};
 use crate::seal::keys::{AgentId, MasterKey};
 use crate::seal::tree::{self, FileType, Inode, ObjRef, ObjectId};
 use crate::{Error, Result};
-use futures::StreamExt;
+use futures::{StreamExt, TryStreamExt};
 use nix::fcntl::{AtFlags, OFlag, openat};
 use nix::sys::stat::{Mode, SFlag, fchmod, mkdirat, mknodat};
 use nix::unistd::{linkat, symlinkat};
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::ffi::OsStr;
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
@@ -220,6 +221,11 @@ async fn restore_lazy_into(
         keys: keys.clone(),
         taken: Vec::new(),
         missing: None,
+        segments: remote
+            .list_segments(&keys.agent_id())
+            .await?
+            .into_iter()
+            .collect(),
     };
     fetch_chain(
         &agent,
@@ -280,6 +286,8 @@ struct Indexes {
     taken: Vec<crate::repo::lazy::SnapshotIndex>,
     /// The first snapshot without a part index: the fetch stops there.
     missing: Option<u64>,
+    /// The chain segments on the remote (their first snapshots).
+    segments: BTreeSet<u64>,
 }
 
 /// A check of one fetched snapshot before it is committed: its view (its
@@ -313,11 +321,18 @@ async fn fetch_chain(
         }
     };
     let head = seqs.last().copied().unwrap_or(local);
-    // Read ahead: the next snapshots' envelopes and first parts are on
-    // their way while this one is checked and committed (in order).
-    let mut ahead = futures::stream::iter(seqs.iter().copied())
-        .map(|seq| prefetch(remote, &id, seq, lazy))
-        .buffered(if lazy { FETCH_AHEAD_LAZY } else { FETCH_AHEAD });
+    // Read ahead: the next snapshots' envelopes and first parts (or part
+    // indexes, or whole chain segments) are on their way while this one is
+    // checked and committed (in order).
+    let segments = match &content {
+        Content::Indexes(i) => i.segments.clone(),
+        Content::Whole => BTreeSet::new(),
+    };
+    let mut ahead = futures::stream::iter(units(seqs, &segments, lazy))
+        .map(|unit| fetch_unit(remote, &id, unit, lazy))
+        .buffered(if lazy { UNITS_AHEAD_LAZY } else { FETCH_AHEAD })
+        .map_ok(|v| futures::stream::iter(v.into_iter().map(Ok::<Ahead, Error>)))
+        .try_flatten();
     for (i, &seq) in seqs.iter().enumerate() {
         if seq != local + i as u64 + 1 {
             return Err(Error::ChainBroken {
@@ -331,6 +346,7 @@ async fn fetch_chain(
             first,
             more,
             index,
+            parts_gone,
         } = ahead
             .next()
             .await
@@ -388,7 +404,7 @@ async fn fetch_chain(
                 // snapshot whose parts are still there (some of its
                 // content is live) needs an index like any other.
                 None if taken.forgotten.contains_key(&seq)
-                    && !remote.has_pack(&id, seq, &hash, 0).await? =>
+                    && (parts_gone || !remote.has_pack(&id, seq, &hash, 0).await?) =>
                 {
                     crate::history::retention::ForgetRecord::parse(
                         &taken.forgotten[&seq],
@@ -438,10 +454,95 @@ async fn fetch_chain(
 /// commits. Each holds at most one pack part (8 MiB; 32 MiB for parts
 /// written before session 15) until its turn.
 const FETCH_AHEAD: usize = 8;
-/// How many snapshots a lazy restore reads ahead: each holds an envelope
-/// and a part index (about 45 bytes per object), no pack part, so more
-/// requests can be in flight (the chain is checked in order on use).
-const FETCH_AHEAD_LAZY: usize = 64;
+/// How many units a lazy restore reads ahead: a unit is a chain segment
+/// (about 1 KiB per snapshot: envelopes and part indexes, no pack part) or
+/// [`SINGLES`] snapshots' envelopes and part indexes (about 45 bytes per
+/// object), so about 64 requests are in flight (the chain is checked in
+/// order on use).
+const UNITS_AHEAD_LAZY: usize = 8;
+/// Snapshots of a lazy restore fetched one by one per unit.
+const SINGLES: usize = 8;
+
+/// What the read-ahead fetches as one piece.
+enum Unit {
+    /// A chain segment: [`segment::SEGMENT_LEN`] snapshots from this one.
+    Segment(u64),
+    /// Snapshots fetched one by one (envelope, part index or parts each).
+    Singles(Vec<u64>),
+}
+
+/// Cuts `seqs` (ascending) into units: a chain segment wherever one is
+/// listed and `seqs` hold its whole range, and runs of single snapshots
+/// (one each unless `lazy`).
+fn units(seqs: &[u64], segments: &BTreeSet<u64>, lazy: bool) -> Vec<Unit> {
+    let len = segment::SEGMENT_LEN as usize;
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < seqs.len() {
+        let s = seqs[i];
+        if segments.contains(&s) && seqs.get(i + len - 1) == Some(&(s + len as u64 - 1)) {
+            out.push(Unit::Segment(s));
+            i += len;
+            continue;
+        }
+        match out.last_mut() {
+            Some(Unit::Singles(v)) if lazy && v.len() < SINGLES => v.push(s),
+            _ => out.push(Unit::Singles(vec![s])),
+        }
+        i += 1;
+    }
+    out
+}
+
+/// Fetches one unit. A segment that is missing or does not decode (a
+/// member's envelope or part index included) is fetched snapshot by
+/// snapshot instead, with a log line: it only bundles what the remote
+/// holds anyway.
+async fn fetch_unit(remote: &Remote, id: &AgentId, unit: Unit, lazy: bool) -> Result<Vec<Ahead>> {
+    let seqs = match unit {
+        Unit::Singles(v) => v,
+        Unit::Segment(first) => {
+            match remote.get_segment(id, first).await? {
+                Some(b) => match from_segment(first, &b) {
+                    Ok(a) => return Ok(a),
+                    Err(e) => tracing::warn!(
+                        "chain segment {first} on the remote is not usable ({e}): fetching its snapshots one by one"
+                    ),
+                },
+                None => tracing::info!(
+                    "chain segment {first} left the remote while listed: fetching its snapshots one by one"
+                ),
+            }
+            (first..first + segment::SEGMENT_LEN).collect()
+        }
+    };
+    futures::stream::iter(seqs)
+        .map(|s| prefetch(remote, id, s, lazy))
+        .buffered(SINGLES)
+        .try_collect()
+        .await
+}
+
+/// The snapshots of a chain segment, read ahead (nothing trusted yet).
+fn from_segment(first: u64, bytes: &[u8]) -> Result<Vec<Ahead>> {
+    segment::decode(first, bytes)?
+        .into_iter()
+        .zip(first..)
+        .map(|(m, seq)| {
+            let env = Envelope::from_json(&m.envelope).map_err(|e| of_remote_snapshot(seq, e))?;
+            if let Some(i) = &m.index {
+                pack::decode_index(seq, i)?;
+            }
+            Ok(Ahead {
+                env,
+                first: None,
+                more: false,
+                parts_gone: m.index.is_none(),
+                index: m.index,
+            })
+        })
+        .collect()
+}
 
 /// One snapshot read ahead: its envelope (parsed, not yet checked), its
 /// first pack part, and whether a second part exists.
@@ -451,6 +552,9 @@ struct Ahead {
     more: bool,
     /// Its part index, instead of its parts (a lazy restore).
     index: Option<Vec<u8>>,
+    /// No index and no part on the remote, as a chain segment says (saves
+    /// looking).
+    parts_gone: bool,
 }
 
 /// Reads snapshot `seq` ahead: three requests (envelope, first part, a
@@ -473,6 +577,7 @@ async fn prefetch(remote: &Remote, id: &AgentId, seq: u64, lazy: bool) -> Result
             first: None,
             more: false,
             index,
+            parts_gone: false,
         });
     }
     let first = remote.get_pack(id, seq, &hash, 0).await?;
@@ -482,6 +587,7 @@ async fn prefetch(remote: &Remote, id: &AgentId, seq: u64, lazy: bool) -> Result
         first,
         more,
         index: None,
+        parts_gone: false,
     })
 }
 

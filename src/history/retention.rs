@@ -262,6 +262,7 @@ pub async fn prune_remote(agent: &Agent, remote: &Remote, report: &mut PruneRepo
     let id = agent.repo().keys().agent_id();
     let replicated = crate::repo::replication_state::replicated_seq(agent)?;
     let rows = agent.repo().index()?.forgotten()?;
+    let mut unsegmented = std::collections::BTreeSet::new();
     for (seq, (raw, pruned)) in rows {
         if pruned || seq > replicated {
             continue;
@@ -278,6 +279,13 @@ pub async fn prune_remote(agent: &Agent, remote: &Remote, report: &mut PruneRepo
             .index()?
             .stored_hash(seq)?
             .ok_or(Error::NoSuchSnapshot(seq))?;
+        // The chain segment bundling its part index goes first (a restore
+        // then reads its snapshots one by one until the writer writes it
+        // again; a stale one would only cost it requests).
+        let first = crate::repo::segment::first_of(seq);
+        if unsegmented.insert(first) {
+            remote.delete_segment(&id, first).await?;
+        }
         report.remote_parts_deleted += u64::from(remote.delete_packs(&id, seq, &hash).await?);
         remote.delete_index(&id, seq, &hash).await?;
         agent.repo().index()?.set_remote_pruned(seq)?;

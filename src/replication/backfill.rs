@@ -20,6 +20,12 @@
 //! look: a lazy reader checks every record it fetches, so an index written
 //! here can cost a fetch, never serve wrong bytes.
 //!
+//! Also here, once the indexes are complete: chain segments
+//! ([`crate::repo::segment`]), the envelopes and part indexes of each
+//! aligned range of 256 replicated snapshots in one object, written from
+//! the local envelopes and the remote's part indexes ([`write_segment`]),
+//! so that a lazy restore reads one object per 256 snapshots.
+//!
 //! Architecture Invariant: like the replicator, this holds no key and
 //! opens nothing.
 
@@ -29,7 +35,9 @@ use crate::repo::agent::Agent;
 use crate::repo::pack;
 use crate::repo::remote::Remote;
 use crate::repo::replication_state::{indexed_seq, set_indexed_seq};
-use std::collections::VecDeque;
+use crate::repo::segment::{self, SEGMENT_LEN};
+use futures::{StreamExt, TryStreamExt};
+use std::collections::{BTreeSet, VecDeque};
 use std::time::{Duration, Instant};
 
 /// How the part index of one snapshot was written.
@@ -140,6 +148,100 @@ pub async fn missing(
     Ok(out)
 }
 
+/// Whether a chain segment was written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Segment {
+    /// Written, replacing any.
+    Written,
+    /// Not yet: a snapshot of its range has parts on the remote but no
+    /// part index there (an older build's, not written back yet).
+    NotYet,
+}
+
+/// Writes the chain segment starting at `first` (every snapshot of its
+/// range replicated): each envelope from the local index, each part index
+/// as the remote holds it (a `GET` each, some in flight at once; a `HEAD`
+/// for a snapshot without one).
+pub async fn write_segment(agent: &Agent, remote: &Remote, first: u64) -> Result<Segment> {
+    debug_assert!(segment::is_first(first));
+    let id = agent.repo().keys().agent_id();
+    let envelopes = (first..first + SEGMENT_LEN)
+        .map(|seq| agent.envelope(seq))
+        .collect::<Result<Vec<_>>>()?;
+    let members: Vec<Option<segment::Member>> =
+        futures::stream::iter(envelopes.iter().zip(first..))
+            .map(|(env, seq)| {
+                let hash = env.hash();
+                let id = &id;
+                async move {
+                    let index = remote.get_index(id, seq, &hash).await?;
+                    if index.is_none() && remote.has_pack(id, seq, &hash, 0).await? {
+                        return Ok(None);
+                    }
+                    Ok::<_, crate::Error>(Some(segment::Member {
+                        envelope: env.to_json(),
+                        index,
+                    }))
+                }
+            })
+            .buffered(SEGMENT_FETCHES)
+            .try_collect()
+            .await?;
+    let Some(members) = members.into_iter().collect::<Option<Vec<_>>>() else {
+        return Ok(Segment::NotYet);
+    };
+    remote
+        .put_segment(&id, first, segment::encode(first, &members))
+        .await?;
+    Ok(Segment::Written)
+}
+
+/// Part indexes a segment's writing reads at once.
+const SEGMENT_FETCHES: usize = 16;
+
+/// The chain segments a replicator writes: the remote's are listed once,
+/// then each complete range of replicated snapshots without one is written,
+/// oldest first, one a step.
+#[derive(Default)]
+struct Segments {
+    /// The segments present, written or put off this run (`None`: not
+    /// listed yet).
+    known: Option<BTreeSet<u64>>,
+}
+
+impl Segments {
+    /// The next segment to write, if `replicated` completes one (`Some(0)`:
+    /// list them first).
+    fn next(&self, replicated: u64) -> Option<u64> {
+        let Some(known) = &self.known else {
+            return (replicated >= SEGMENT_LEN).then_some(0);
+        };
+        (0..replicated / SEGMENT_LEN)
+            .map(|k| k * SEGMENT_LEN + 1)
+            .find(|f| !known.contains(f))
+    }
+
+    async fn step(&mut self, agent: &Agent, remote: &Remote, replicated: u64) -> Result<()> {
+        let Some(first) = self.next(replicated) else {
+            return Ok(());
+        };
+        if first == 0 {
+            let id = agent.repo().keys().agent_id();
+            self.known = Some(remote.list_segments(&id).await?.into_iter().collect());
+            return Ok(());
+        }
+        let w = write_segment(agent, remote, first).await?;
+        match w {
+            Segment::Written => tracing::debug!(first, "chain segment written"),
+            Segment::NotYet => tracing::info!(
+                "no chain segment from snapshot {first} yet: a snapshot of it has no part index on the remote"
+            ),
+        }
+        self.known.get_or_insert_default().insert(first);
+        Ok(())
+    }
+}
+
 /// A replicator's pass over the snapshots without a part index: listed at
 /// its first step (after those a pass found complete before:
 /// [`indexed_seq`]), then one snapshot a step. A step that fails is tried
@@ -154,6 +256,8 @@ pub struct Backfill {
     /// When the next step may run, and the wait after the next failure.
     due: Instant,
     backoff: Duration,
+    /// Chain segments, once the indexes are complete.
+    segments: Segments,
 }
 
 /// Longest wait before a failed step is tried again.
@@ -168,23 +272,31 @@ impl Default for Backfill {
             first_skipped: None,
             due: Instant::now(),
             backoff: Duration::from_secs(1),
+            segments: Segments::default(),
         }
     }
 }
 
 impl Backfill {
-    /// When the next step is due (`None`: the pass is over).
-    pub fn due(&self) -> Option<Instant> {
-        (!self.done).then_some(self.due)
+    /// When the next step is due, with snapshots up to `replicated` on
+    /// the remote (`None`: nothing to do until more are).
+    pub fn due(&self, replicated: u64) -> Option<Instant> {
+        (!self.done || self.segments.next(replicated).is_some()).then_some(self.due)
     }
 
-    /// One step: the listing, or the next snapshot's index.
+    /// One step: the listing, the next snapshot's index, or (the indexes
+    /// complete) the next chain segment.
     pub async fn step(&mut self, agent: &Agent, remote: &Remote, replicated: u64) {
-        match self.try_step(agent, remote, replicated).await {
+        let step = if self.done {
+            self.segments.step(agent, remote, replicated).await
+        } else {
+            self.try_step(agent, remote, replicated).await
+        };
+        match step {
             Ok(()) => self.backoff = Duration::from_secs(1),
             Err(e) => {
                 tracing::warn!(
-                    "part indexes of older snapshots: trying again in {:?}: {e}",
+                    "part indexes or chain segments of older snapshots: trying again in {:?}: {e}",
                     self.backoff
                 );
                 self.due = Instant::now() + self.backoff;

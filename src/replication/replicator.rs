@@ -488,7 +488,8 @@ fn may_upload(next: u64, durable: Result<Option<u64>>) -> Result<bool> {
 enum Step {
     Upload(u64),
     Checkpoint(u64),
-    /// Nothing to upload: the next step of the part indexes' backfill.
+    /// Nothing to upload: the next step of the part indexes' backfill or
+    /// of the chain segments.
     Backfill(u64),
     FinalCheckpoint(u64),
     Exit,
@@ -553,7 +554,7 @@ async fn run(
                 if checkpoint.is_some_and(|due| now >= due) {
                     break Step::Checkpoint(st.replicated);
                 }
-                let backfill_due = backfill.due();
+                let backfill_due = backfill.due(st.replicated);
                 if backfill_due.is_some_and(|due| now >= due) {
                     break Step::Backfill(st.replicated);
                 }

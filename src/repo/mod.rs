@@ -18,6 +18,8 @@
 //! - [`repack`]: packs rewritten without some objects (prune, redaction).
 //! - [`replication_state`]: what the index records about replication.
 //! - [`remote`]: the storage driver seam (seed 000) over `object_store`.
+//! - [`segment`]: envelopes and part indexes of 1,024 snapshots in one
+//!   remote object, for a lazy restore.
 //! - [`Repo`] (this file): objects named, sealed and deduplicated in,
 //!   verified plaintext out, through bounded caches.
 //!
@@ -51,6 +53,7 @@ pub mod postgres;
 pub mod remote;
 pub mod repack;
 pub mod replication_state;
+pub mod segment;
 pub mod store;
 pub mod view;
 pub mod weight;

@@ -96,11 +96,11 @@ fn remote_err(op: &str, e: impl std::fmt::Display) -> Error {
 
 /// The sequence number of a `<seq, 20 digits>.json` file directly in
 /// `dir`: only the names this module writes, the names `get_*` read back.
-fn seq_named(dir: &Path, location: &Path) -> Option<u64> {
+fn seq_named(dir: &Path, location: &Path, suffix: &str) -> Option<u64> {
     location
         .filename()
         .filter(|_| location.parts().count() == dir.parts().count() + 1)
-        .and_then(|f| f.strip_suffix(".json"))
+        .and_then(|f| f.strip_suffix(suffix))
         .filter(|n| n.len() == 20 && n.bytes().all(|b| b.is_ascii_digit()))
         .and_then(|n| n.parse::<u64>().ok())
         // Sequence numbers start at 1: a name of 0 is none a writer makes.
@@ -311,7 +311,7 @@ impl Remote {
         };
         while let Some(m) = s.next().await {
             let m = m.map_err(|e| list_err(op, &dir, e))?;
-            seqs.extend(seq_named(&dir, &m.location).filter(|s| *s > after));
+            seqs.extend(seq_named(&dir, &m.location, ".json").filter(|s| *s > after));
         }
         seqs.sort_unstable();
         seqs.dedup();
@@ -326,7 +326,7 @@ impl Remote {
         let mut s = self.store.list(Some(&dir));
         while let Some(m) = s.next().await {
             let m = m.map_err(|e| list_err("list envelopes", &dir, e))?;
-            if seq_named(&dir, &m.location).is_some() {
+            if seq_named(&dir, &m.location, ".json").is_some() {
                 return Ok(true);
             }
         }
@@ -498,6 +498,52 @@ impl Remote {
         {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
             Err(e) => Err(remote_err("delete part index", e)),
+        }
+    }
+
+    fn segment_path(&self, agent: &AgentId, first: u64) -> Path {
+        self.agent_dir(agent)
+            .join("segments")
+            .join(format!("{first:020}.seg"))
+    }
+
+    /// Stores the chain segment starting at snapshot `first`
+    /// (`segment::encode`), replacing any.
+    pub async fn put_segment(&self, agent: &AgentId, first: u64, bytes: Vec<u8>) -> Result<()> {
+        self.store
+            .put(&self.segment_path(agent, first), PutPayload::from(bytes))
+            .await
+            .map(|_| ())
+            .map_err(|e| remote_err("put segment", e))
+    }
+
+    /// The chain segment starting at snapshot `first`, if present.
+    pub async fn get_segment(&self, agent: &AgentId, first: u64) -> Result<Option<Vec<u8>>> {
+        self.get("get segment", &self.segment_path(agent, first))
+            .await
+    }
+
+    /// The first snapshots of the chain segments present, ascending (names
+    /// this module does not write are left out).
+    pub async fn list_segments(&self, agent: &AgentId) -> Result<Vec<u64>> {
+        let dir = self.agent_dir(agent).join("segments");
+        let mut out = Vec::new();
+        let mut s = self.store.list(Some(&dir));
+        while let Some(m) = s.next().await {
+            let m = m.map_err(|e| list_err("list segments", &dir, e))?;
+            out.extend(seq_named(&dir, &m.location, ".seg"));
+        }
+        out.sort_unstable();
+        out.dedup();
+        Ok(out)
+    }
+
+    /// Deletes the chain segment starting at snapshot `first`. Missing is
+    /// fine.
+    pub async fn delete_segment(&self, agent: &AgentId, first: u64) -> Result<()> {
+        match self.store.delete(&self.segment_path(agent, first)).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(remote_err("delete segment", e)),
         }
     }
 

@@ -1,0 +1,178 @@
+//! Chain segments: the envelopes and part indexes of [`SEGMENT_LEN`]
+//! consecutive snapshots in one remote object.
+//!
+//! A lazy restore reads every snapshot's envelope (to check the chain) and
+//! part index (to know where its objects are): two requests a snapshot,
+//! which bound the time to a mount once histories are long. A writer's
+//! replicator bundles both, once every snapshot of an aligned range
+//! (`1..=256`, `257..=512`, ...) is on the remote, into one segment
+//! (`src/replication/backfill.rs`), and a lazy restore reads one object
+//! per 256 snapshots where one is present.
+//!
+//! A segment holds nothing the remote does not already show: envelopes
+//! (checked in order like any other: parent links, tags, payload hashes)
+//! and part indexes (which only say where to look: a lazy reader checks
+//! every record it fetches). So it is not sealed, and a wrong, stale or
+//! missing segment costs requests or a failed restore, never wrong bytes.
+//! A redaction or a remote prune deletes the segment of a snapshot before
+//! it changes that snapshot's parts, and the writer writes it again.
+//!
+//! Encoding: `"SOVSEG01" || u64 first LE || u32 count LE`, then per
+//! snapshot, ascending from `first`: `u32 len LE || envelope JSON || u8
+//! state`, where state 1 is followed by `u32 len LE || part index` and
+//! state 0 means the remote held neither a part index nor a part of that
+//! snapshot (a forgotten snapshot pruned there). No trailing bytes.
+
+use crate::{Error, Result};
+
+/// Snapshots per segment.
+pub const SEGMENT_LEN: u64 = 256;
+/// Segment magic.
+pub const SEGMENT_MAGIC: &[u8; 8] = b"SOVSEG01";
+
+/// The first snapshot of the segment holding `seq` (sequence numbers start
+/// at 1).
+pub fn first_of(seq: u64) -> u64 {
+    (seq.max(1) - 1) / SEGMENT_LEN * SEGMENT_LEN + 1
+}
+
+/// Whether `first` starts a segment.
+pub fn is_first(first: u64) -> bool {
+    first >= 1 && first_of(first) == first
+}
+
+/// One snapshot in a segment, as the remote held it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Member {
+    /// Its envelope file, byte for byte.
+    pub envelope: Vec<u8>,
+    /// Its part index file; `None`: the remote held no index and no part.
+    pub index: Option<Vec<u8>>,
+}
+
+/// Encodes the segment starting at `first` (`members` in order).
+pub fn encode(first: u64, members: &[Member]) -> Vec<u8> {
+    let size: usize = members
+        .iter()
+        .map(|m| 9 + m.envelope.len() + m.index.as_ref().map_or(0, |i| 4 + i.len()))
+        .sum();
+    let mut b = Vec::with_capacity(SEGMENT_MAGIC.len() + 12 + size);
+    b.extend_from_slice(SEGMENT_MAGIC);
+    b.extend_from_slice(&first.to_le_bytes());
+    b.extend_from_slice(&(members.len() as u32).to_le_bytes());
+    for m in members {
+        b.extend_from_slice(&(m.envelope.len() as u32).to_le_bytes());
+        b.extend_from_slice(&m.envelope);
+        match &m.index {
+            Some(i) => {
+                b.push(1);
+                b.extend_from_slice(&(i.len() as u32).to_le_bytes());
+                b.extend_from_slice(i);
+            }
+            None => b.push(0),
+        }
+    }
+    b
+}
+
+/// Decodes the segment starting at `first`: exactly [`SEGMENT_LEN`]
+/// members. Anything else is a corruption error naming it.
+pub fn decode(first: u64, bytes: &[u8]) -> Result<Vec<Member>> {
+    let bad = |d: &str| Error::corrupt(format!("remote segment {first}"), d.to_owned());
+    let body = bytes
+        .strip_prefix(&SEGMENT_MAGIC[..])
+        .ok_or_else(|| bad("bad magic"))?;
+    let mut r = Reader(body);
+    if u64::from_le_bytes(
+        r.take(8)
+            .ok_or_else(|| bad("truncated"))?
+            .try_into()
+            .expect("8"),
+    ) != first
+    {
+        return Err(bad("names another first snapshot"));
+    }
+    if r.u32().ok_or_else(|| bad("truncated"))? as u64 != SEGMENT_LEN {
+        return Err(bad("wrong number of snapshots"));
+    }
+    let mut out = Vec::with_capacity(SEGMENT_LEN as usize);
+    for _ in 0..SEGMENT_LEN {
+        let member = (|| {
+            let n = r.u32()?;
+            let envelope = r.take(n)?.to_vec();
+            let index = match r.take(1)?[0] {
+                0 => Some(None),
+                1 => {
+                    let n = r.u32()?;
+                    Some(Some(r.take(n)?.to_vec()))
+                }
+                _ => None,
+            }?;
+            Some(Member { envelope, index })
+        })()
+        .ok_or_else(|| bad("truncated or an unknown state"))?;
+        out.push(member);
+    }
+    if !r.0.is_empty() {
+        return Err(bad("trailing bytes"));
+    }
+    Ok(out)
+}
+
+/// Reads a segment front to back.
+struct Reader<'a>(&'a [u8]);
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+        if self.0.len() < n {
+            return None;
+        }
+        let (h, t) = self.0.split_at(n);
+        self.0 = t;
+        Some(h)
+    }
+
+    fn u32(&mut self) -> Option<usize> {
+        Some(u32::from_le_bytes(self.take(4)?.try_into().expect("4")) as usize)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn members() -> Vec<Member> {
+        (0..SEGMENT_LEN)
+            .map(|i| Member {
+                envelope: format!("{{\"n\":{i}}}").into_bytes(),
+                index: (i % 3 != 0).then(|| vec![i as u8; (i % 5) as usize]),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn segments_round_trip_and_refuse_any_other_shape() {
+        let m = members();
+        let b = encode(257, &m);
+        assert_eq!(decode(257, &b).unwrap(), m);
+        // Another place, a cut, a byte more, one member less: refused.
+        assert!(decode(1, &b).is_err());
+        assert!(decode(257, &b[..b.len() - 1]).is_err());
+        let mut longer = b.clone();
+        longer.push(0);
+        assert!(decode(257, &longer).is_err());
+        assert!(decode(257, &encode(257, &m[1..])).is_err());
+        let mut state = b.clone();
+        state[SEGMENT_MAGIC.len() + 12 + 4 + m[0].envelope.len()] = 2;
+        assert!(decode(257, &state).is_err());
+    }
+
+    #[test]
+    fn segments_are_aligned_from_one() {
+        assert_eq!(first_of(1), 1);
+        assert_eq!(first_of(256), 1);
+        assert_eq!(first_of(257), 257);
+        assert_eq!(first_of(3000), 2817);
+        assert!(is_first(1) && is_first(2817) && !is_first(0) && !is_first(2));
+    }
+}
