@@ -447,3 +447,47 @@ fn content_first_stored_by_a_forgotten_snapshot_leaves_the_remote_and_no_restore
     }
     ok(&fresh.sovseal(&["verify", "--agent", "red"]));
 }
+
+/// A mount given its own `--remote` replicates there. A redaction, prune
+/// or checkpoint run without `--remote` would act on the configured remote
+/// (here the home's default directory) and report its work done while the
+/// agent's remote keeps everything: refused before anything changes here,
+/// naming the remote; with `--remote` the redaction runs and rewrites the
+/// parts there.
+#[test]
+fn commands_that_change_the_remote_refuse_one_the_agent_does_not_replicate_to() {
+    let dir = tempfile::tempdir().unwrap();
+    let remote = dir.path().join("remote");
+    std::fs::create_dir(&remote).unwrap();
+    let url = format!("file://{}", remote.display());
+    let m = Mounted::new("away", &["--remote", &url]);
+    m.sh("head -c 5000 /dev/urandom > secret.bin && echo keep > keep");
+    m.sh("rm secret.bin");
+    m.wait_replicated();
+    m.unmount();
+    let shown = format!("replicates to {url}");
+    fails(
+        &m.sovseal(&["redact", "--agent", "away", "/secret.bin"]),
+        2,
+        &shown,
+    );
+    assert!(
+        !m.home.join("agents/away/redactions").exists()
+            || std::fs::read_dir(m.home.join("agents/away/redactions"))
+                .unwrap()
+                .next()
+                .is_none(),
+        "a refused redaction erased here"
+    );
+    fails(&m.sovseal(&["prune", "--agent", "away"]), 2, &shown);
+    let snapshots = m.snapshots();
+    fails(
+        &m.sovseal(&["forget", "--agent", "away", "--keep-last", "1", "--prune"]),
+        2,
+        &shown,
+    );
+    assert_eq!(m.snapshots(), snapshots, "a refused forget forgot");
+    fails(&m.sovseal(&["checkpoint", "--agent", "away"]), 2, &shown);
+    let o = ok(&m.sovseal(&["redact", "--agent", "away", "--remote", &url, "/secret.bin"]));
+    assert!(o.contains("1 remote parts rewritten"), "{o}");
+}

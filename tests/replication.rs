@@ -1659,3 +1659,29 @@ fn a_restore_reads_ahead_a_bounded_number_of_snapshots() {
     // Eight read ahead, plus the committing loop's own next part.
     assert!((2..=9).contains(&most), "{most} reads in flight at once");
 }
+
+/// The index records the remote the replicator runs against (shown by
+/// `sovseal status`, compared by the commands that change the remote)
+/// without the password its URL holds: no credential at rest.
+#[test]
+fn the_remote_url_is_recorded_without_its_password() {
+    let env = Env::new();
+    let mut e = env.open();
+    e.create(ROOT_INO, b"f", 0o644, 0, 0).unwrap();
+    e.commit().unwrap();
+    let remote = Remote::with_store(
+        Arc::new(object_store::memory::InMemory::new()),
+        Default::default(),
+        "postgres://sovseal:hunter2@127.0.0.1/agents",
+    );
+    replicate_all(&e, &remote);
+    drop(e);
+    let stored: String = rusqlite::Connection::open(env.data_dir().join("index.db"))
+        .unwrap()
+        .query_row("SELECT value FROM meta WHERE key = 'remote_url'", [], |r| {
+            r.get::<_, Vec<u8>>(0)
+        })
+        .map(|v| String::from_utf8(v).unwrap())
+        .unwrap();
+    assert_eq!(stored, "postgres://sovseal:***@127.0.0.1/agents");
+}

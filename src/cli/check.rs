@@ -104,7 +104,7 @@ pub(super) fn checkpoint(args: CheckpointArgs, out: &mut dyn Write) -> Result<()
             "agent {agent} has no replicated snapshot yet: a checkpoint names only snapshots on the remote"
         )));
     }
-    let url = home.remote_for(a.name(), remote.as_deref())?;
+    let url = super::remote_to_change(&home, &a, remote.as_deref())?;
     let rem = crate::repo::remote::Remote::open(&url)?;
     let rt = crate::repo::remote::runtime()?;
     let c = rt.block_on(crate::history::checkpoint::create(&a, &rem, seq))?;

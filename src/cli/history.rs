@@ -248,6 +248,10 @@ pub(super) fn forget(args: ForgetArgs, out: &mut dyn Write) -> Result<()> {
         remote.as_deref(),
     );
     let (home, a, _lock) = open_writer(&agent)?;
+    if prune && !dry_run {
+        // Which remote, before anything is forgotten here.
+        super::remote_to_change(&home, &a, remote.as_deref())?;
+    }
     let (keep, forget) = crate::history::retention::apply(&a, &policy, dry_run)?;
     let pruned = if prune && !dry_run {
         Some(prune_agent(&home, &a, remote.as_deref(), json)?)
@@ -339,12 +343,13 @@ pub(super) fn redact(args: RedactArgs, out: &mut dyn Write) -> Result<()> {
     }
     let mut parts = 0;
     if !dry_run {
+        // Which remote, before anything is erased here.
+        let url = super::remote_to_change(&home, &a, remote.as_deref())?;
         if !plan.erase.is_empty() {
             crate::history::redact::apply_local(&a, &path, &plan)?;
         }
         // Every record, not only this one: finishes an earlier run
         // whose remote part was interrupted.
-        let url = home.remote_for(a.name(), remote.as_deref())?;
         let rem = crate::repo::remote::Remote::open(&url)?;
         let rt = crate::repo::remote::runtime()?;
         for r in crate::history::redact::records(&a)? {
@@ -391,7 +396,7 @@ fn prune_agent(
     remote: Option<&str>,
     json: bool,
 ) -> Result<crate::history::retention::PruneReport> {
-    let rem = crate::repo::remote::Remote::open(&home.remote_for(a.name(), remote)?)?;
+    let rem = crate::repo::remote::Remote::open(&super::remote_to_change(home, a, remote)?)?;
     let p = Progress::new("prune: checking snapshots", json);
     crate::history::retention::prune(a, &rem, &mut |s, h| p.tick(s, h))
 }

@@ -21,7 +21,7 @@ use crate::config::{AgentName, Home};
 use crate::custody;
 use crate::repo::agent::Agent;
 use crate::seal::keys::MasterKey;
-use crate::{Result, exit};
+use crate::{Error, Result, exit};
 use args::{Cli, Command};
 use std::io::Write;
 
@@ -82,6 +82,30 @@ pub(crate) fn use_lazy_remote(home: &Home, name: &AgentName, cli: Option<&str>) 
     if let Err(e) = res {
         tracing::warn!("agent {name} was restored lazily; its remote does not open: {e}");
     }
+}
+
+/// The remote a command that changes the agent's remote copy acts on
+/// (redact, prune, checkpoint): `--remote`, else the configured one, which
+/// is refused when the agent's replicator last replicated elsewhere (a
+/// mount given its own `--remote`): such a command must never report its
+/// work done on a remote that does not hold the agent.
+pub(crate) fn remote_to_change(home: &Home, a: &Agent, cli: Option<&str>) -> Result<String> {
+    let url = home.remote_for(a.name(), cli)?;
+    if cli.is_none()
+        && let Some(last) = crate::repo::replication_state::ReplicationState::read(a)?.remote
+    {
+        let (last, configured) = (
+            crate::repo::remote::shown(&last),
+            crate::repo::remote::shown(&url),
+        );
+        if last != configured {
+            return Err(Error::Invalid(format!(
+                "agent {} replicates to {last}, not to the configured remote {configured}: name the remote with --remote",
+                a.name()
+            )));
+        }
+    }
+    Ok(url)
 }
 
 /// Opens an agent for writing (no mount may hold it): home, agent, lock.

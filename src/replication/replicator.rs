@@ -338,7 +338,9 @@ impl Replicator {
         agent
             .repo()
             .index()?
-            .set_meta(META_REMOTE, Some(remote.url().as_bytes()))?;
+            // Without any password the URL holds (shown in status, and
+            // compared by the commands that change the remote).
+            .set_meta(META_REMOTE, Some(remote.shown_url().as_bytes()))?;
         let shared = Arc::new((
             Mutex::new(State {
                 replicated,

@@ -15,7 +15,8 @@ pub const META_REPLICATED: &str = "replicated_seq";
 pub const META_FORK: &str = "replication_fork";
 /// `meta` key: the last replication error.
 pub const META_ERROR: &str = "replication_error";
-/// `meta` key: the remote URL in use.
+/// `meta` key: the remote URL the replicator last started with, any
+/// password left out (`remote::shown`).
 pub const META_REMOTE: &str = "remote_url";
 /// `meta` key: the last checkpoint error (cleared by the next checkpoint).
 pub const META_CHECKPOINT_ERROR: &str = "checkpoint_error";
