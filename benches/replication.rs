@@ -11,7 +11,9 @@
 //! `SOVSEAL_BENCH_RESTORE_SCALING=1` runs only the restore-scaling table
 //! instead: the time of a verified restore (what a fresh machine waits for
 //! before its mount serves) against the number of snapshots and the bytes
-//! of history, from moto and from a store answering in 10 ms.
+//! of history, from moto and from a store answering in 10 ms; then the
+//! same restores from a PostgreSQL server it starts (as the tests do: the
+//! `postgresql` package, a cluster in a temporary directory, a Unix socket).
 
 use object_store::{ObjectStoreExt, PutPayload};
 use sovseal::config::{AgentName, Home};
@@ -24,6 +26,10 @@ use std::time::{Duration, Instant};
 #[allow(dead_code)]
 #[path = "../tests/support/moto.rs"]
 mod moto;
+
+#[allow(dead_code)]
+#[path = "../tests/support/postgres.rs"]
+mod postgres;
 
 fn random(len: usize, seed: u64) -> Vec<u8> {
     let mut x = seed | 1;
@@ -251,7 +257,7 @@ fn lazy_time(
     (mounted, t.elapsed(), n)
 }
 
-/// Writes the chain segments of every complete range of 1,024 snapshots
+/// Writes the chain segments of every complete range of 256 snapshots
 /// of agent `name` to `up` (what a writer's replicator does when idle),
 /// from the data dir a restore left.
 fn write_segments(
@@ -358,6 +364,8 @@ fn restore_scaling(
         (1_000, 100 << 10),
         (1_000, 1 << 20),
     ];
+    let pg_server = postgres::Postgres::start();
+    let mut pg_rows = Vec::new();
     println!(
         "| snapshots | history | head | restore from moto | lazy: mount, first read of a head file | lazy from chain segments: mount | from a store answering in 10 ms | lazy: mount, first read | lazy from chain segments: mount |"
     );
@@ -419,8 +427,32 @@ fn restore_scaling(
             ms(lazy_far.1),
             ms(seg_far.0),
         );
+        let pg = Remote::open(&pg_server.url()).unwrap();
+        cp(&kept, &home.agent_dir(&name));
+        let from_pg = restore_time(rt, home, &name, master, &pg, &pg);
+        let lazy_pg = lazy_time(rt, home, &name, master, &pg);
+        write_segments(rt, home, &name, master, &pg);
+        let seg_pg = lazy_time(rt, home, &name, master, &pg);
+        pg_rows.push(format!(
+            "| {snapshots} | {:.0} MiB | {} KiB | {:.2} s | {:.0} ms, {:.0} ms ({} KiB) | {:.0} ms |",
+            (snapshots as usize * size) as f64 / (1 << 20) as f64,
+            10 * size / 1024,
+            from_pg.as_secs_f64(),
+            ms(lazy_pg.0),
+            ms(lazy_pg.1),
+            lazy_pg.2 / 1024,
+            ms(seg_pg.0),
+        ));
         std::fs::remove_dir_all(home.agent_dir(&name)).unwrap();
         std::fs::remove_dir_all(&kept).unwrap();
+    }
+    println!();
+    println!(
+        "| snapshots | history | head | restore from PostgreSQL | lazy: mount, first read of a head file | lazy from chain segments: mount |"
+    );
+    println!("|---|---|---|---|---|---|");
+    for r in pg_rows {
+        println!("{r}");
     }
 }
 

@@ -650,10 +650,11 @@ fn wait_segments(m: &Mounted, remote: &Path, n: usize) -> Vec<PathBuf> {
 /// files: with the part indexes of the snapshots they cover deleted, the
 /// restore is still lazy and serves head and old snapshots. A segment that
 /// does not decode is read around (snapshot by snapshot: here without the
-/// indexes, so whole), and a redaction or a prune deletes the segments of
-/// the snapshots whose parts it changes there, which the writer's next
-/// mount writes again (after a prune: saying which snapshots have nothing
-/// left there, and a restore then reads lazily).
+/// indexes, so whole), one of whose envelopes does not check is taken from
+/// the files, and a redaction or a prune deletes the segments of the
+/// snapshots whose parts it changes there (only those), which the
+/// writer's next mount writes again (after a prune: saying which
+/// snapshots have nothing left there, and a restore then reads lazily).
 #[test]
 fn a_long_history_restores_lazily_from_chain_segments() {
     use sovseal::repo::segment::{SEGMENT_LEN, decode};
@@ -700,13 +701,38 @@ fn a_long_history_restores_lazily_from_chain_segments() {
         );
     }
     // The segments alone say where the objects of the snapshots they
-    // cover are.
-    for seq in 1..=covered {
-        std::fs::remove_file(by_name(".idx", seq).unwrap()).unwrap();
+    // cover are (one kept: below).
+    let indexes: Vec<(PathBuf, Vec<u8>)> = (1..=covered)
+        .map(|seq| {
+            let f = by_name(".idx", seq).unwrap();
+            let b = std::fs::read(&f).unwrap();
+            (f, b)
+        })
+        .collect();
+    for (f, _) in indexes.iter().filter(|(f, _)| *f != indexes[9].0) {
+        std::fs::remove_file(f).unwrap();
     }
+    // An envelope altered inside a segment that still decodes (a base64
+    // character of the sealed manifest): that snapshot is taken from its
+    // files, and checked.
+    let good = std::fs::read(&segs[0]).unwrap();
+    let mut first = decode(1, &good).unwrap();
+    let env = String::from_utf8(first[9].envelope.clone()).unwrap();
+    let at = env.find("\"ciphertext_b64\":\"").unwrap() + 30;
+    let swapped = if env.as_bytes()[at] == b'A' { "B" } else { "A" };
+    first[9].envelope = format!("{}{swapped}{}", &env[..at], &env[at + 1..]).into_bytes();
+    std::fs::write(&segs[0], sovseal::repo::segment::encode(1, &first)).unwrap();
     let f = fresh_machine(&m, &url);
     f.mount();
-    assert!(log(&f).contains("lazily"), "{}", log(&f));
+    let l = log(&f);
+    assert!(
+        l.contains("lazily") && !l.contains("restoring whole"),
+        "{l}"
+    );
+    assert!(
+        l.contains("chain segment 1 on the remote holds a snapshot 10 that does not check"),
+        "{l}"
+    );
     // The commit records of 1,100 snapshots, none of `big`.
     let packs = bytes_under(&f.home.join("agents/lz/packs"));
     assert!(packs < 2_000_000, "{packs}");
@@ -722,7 +748,6 @@ fn a_long_history_restores_lazily_from_chain_segments() {
     f.unmount();
 
     // A segment that does not decode: read around, never trusted.
-    let good = std::fs::read(&segs[0]).unwrap();
     let mut bad = good.clone();
     bad[0] ^= 1;
     std::fs::write(&segs[0], &bad).unwrap();
@@ -737,20 +762,20 @@ fn a_long_history_restores_lazily_from_chain_segments() {
     assert_eq!(std::fs::read_to_string(g.path("n")).unwrap(), "1099");
     g.unmount();
 
-    // A redaction deletes the segments of the snapshots whose parts it
-    // rewrites (here all: `old` was in every one); the writer's next mount
-    // writes them again.
+    // A redaction deletes the segment of a snapshot whose parts it
+    // rewrites (`old` was stored once, in the first range) and no other;
+    // the writer's next mount writes it again.
     std::fs::write(&segs[0], &good).unwrap();
+    for (f, b) in &indexes {
+        std::fs::write(f, b).unwrap();
+    }
     let o = m.sovseal(&["redact", "--agent", "lz", "--remote", &url, "/old"]);
     assert!(o.status.success(), "{}", support::mount::text(&o.stderr));
-    assert_eq!(
-        segment_files(&remote),
-        Vec::<PathBuf>::new(),
-        "left by the redaction"
-    );
+    assert_eq!(segment_files(&remote), segs[1..], "the redaction's deletes");
     m.mount();
     wait_segments(&m, &remote, n);
     m.unmount();
+    assert_ne!(std::fs::read(&segs[0]).unwrap(), good, "written again");
 
     // A prune there deletes the segments of what it prunes; the writer's
     // next mount writes the missing part indexes, then the segments, which
@@ -771,7 +796,11 @@ fn a_long_history_restores_lazily_from_chain_segments() {
     assert!(pruned > 1000, "{pruned} snapshots without parts there");
     let h = another_machine(&m, &url, "third");
     h.mount();
-    assert!(log(&h).contains("lazily"), "{}", log(&h));
+    let l = log(&h);
+    assert!(
+        l.contains("lazily") && !l.contains("restoring whole"),
+        "{l}"
+    );
     assert_eq!(std::fs::read_to_string(h.path("n")).unwrap(), "1099");
     assert_eq!(std::fs::read(h.path("big")).unwrap(), big);
     h.unmount();

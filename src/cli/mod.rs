@@ -93,19 +93,31 @@ pub(crate) fn remote_to_change(home: &Home, a: &Agent, cli: Option<&str>) -> Res
     let url = home.remote_for(a.name(), cli)?;
     if cli.is_none()
         && let Some(last) = crate::repo::replication_state::ReplicationState::read(a)?.remote
+        && !same_remote(&last, &url)
     {
-        let (last, configured) = (
+        return Err(Error::Invalid(format!(
+            "agent {} replicates to {}, not to the configured remote {}: name the remote with --remote",
+            a.name(),
             crate::repo::remote::shown(&last),
             crate::repo::remote::shown(&url),
-        );
-        if last != configured {
-            return Err(Error::Invalid(format!(
-                "agent {} replicates to {last}, not to the configured remote {configured}: name the remote with --remote",
-                a.name()
-            )));
-        }
+        )));
     }
     Ok(url)
+}
+
+/// Whether two remote URLs name the same place: equal but for the
+/// password (one of them may be masked) and a trailing `/` of the path.
+fn same_remote(a: &str, b: &str) -> bool {
+    let norm = |u: &str| match url::Url::parse(u) {
+        Ok(mut p) => {
+            let _ = p.set_password(None);
+            let path = p.path().trim_end_matches('/').to_owned();
+            p.set_path(&path);
+            p.to_string()
+        }
+        Err(_) => crate::repo::remote::shown(u),
+    };
+    norm(a) == norm(b)
 }
 
 /// Opens an agent for writing (no mount may hold it): home, agent, lock.
@@ -153,5 +165,24 @@ fn run(cli: Cli) -> Result<()> {
         Command::Exec(_) => unreachable!("run by main"),
         Command::Completions(a) => docs::completions(a, out),
         Command::Man(a) => docs::man(a, out),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::same_remote;
+
+    #[test]
+    fn a_remote_is_the_same_but_for_its_password_and_a_trailing_slash() {
+        assert!(same_remote("file:///srv/remote/", "file:///srv/remote"));
+        assert!(same_remote("s3://b/p", "s3://b/p/"));
+        assert!(same_remote(
+            "postgres://u:***@h/db?sslmode=require",
+            "postgres://u:secret@h/db?sslmode=require"
+        ));
+        assert!(!same_remote("file:///srv/remote", "file:///srv/other"));
+        assert!(!same_remote("s3://b/p", "s3://c/p"));
+        assert!(!same_remote("postgres://u@h/db", "postgres://v@h/db"));
+        assert!(!same_remote("postgres://u@h/a", "postgres://u@h/b"));
     }
 }

@@ -567,12 +567,6 @@ pub async fn apply_remote(agent: &Agent, remote: &Remote, r: &Record) -> Result<
             }
             remote.put_forgotten(&id, seq, raw.clone()).await?;
         }
-        // The chain segment bundling its part index goes first (written
-        // again by the writer; its index would name erased objects).
-        let first = crate::repo::segment::first_of(seq);
-        if unsegmented.insert(first) {
-            remote.delete_segment(&id, first).await?;
-        }
         let (mut part, mut entries, mut changed) = (0, Vec::new(), false);
         while let Some(bytes) = remote.get_pack(&id, seq, &hash, part).await? {
             let recs = pack::decode_part(seq, &bytes)?;
@@ -582,6 +576,10 @@ pub async fn apply_remote(agent: &Agent, remote: &Remote, r: &Record) -> Result<
                     pack::encode_record(&mut p, oid, *kind, sealed);
                 }
                 entries.extend(pack::part_entries(seq, part, &p)?);
+                // The chain segment bundling the part index goes first
+                // (written again by the writer; its index would name
+                // erased objects).
+                remote.delete_segment_of(&id, seq, &mut unsegmented).await?;
                 remote.put_pack(&id, seq, &hash, part, p).await?;
                 rewritten += 1;
                 changed = true;
@@ -595,6 +593,7 @@ pub async fn apply_remote(agent: &Agent, remote: &Remote, r: &Record) -> Result<
         // part's fetch; the ids of erased objects must go from it too),
         // also when an earlier run stopped between the parts and it.
         if changed || stale == Some(true) {
+            remote.delete_segment_of(&id, seq, &mut unsegmented).await?;
             remote
                 .put_index(&id, seq, &hash, pack::encode_index(&entries))
                 .await?;

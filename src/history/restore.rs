@@ -17,7 +17,7 @@ use crate::config::{AgentName, Home};
 use crate::repo::agent::Agent;
 use crate::repo::pack;
 use crate::repo::remote::Remote;
-use crate::repo::replication_state::META_REPLICATED;
+use crate::repo::replication_state::{META_REMOTE, META_REPLICATED};
 use crate::repo::segment;
 use crate::repo::view::SnapshotView;
 use crate::seal::envelope::{self, Envelope, GENESIS_PARENT};
@@ -148,11 +148,16 @@ async fn restore_into(
     // Redaction records: objects erased on purpose, each record verified.
     crate::history::redact::fetch_remote(&agent, remote).await?;
     // Everything here came from the remote (what a prune counts on: a
-    // snapshot not replicated yet keeps its content).
+    // snapshot not replicated yet keeps its content), and from which one
+    // (what the commands that change the remote compare with).
     agent
         .repo()
         .index()?
         .set_meta(META_REPLICATED, Some(head.to_string().as_bytes()))?;
+    agent
+        .repo()
+        .index()?
+        .set_meta(META_REMOTE, Some(remote.shown_url().as_bytes()))?;
     // What they erased is not kept, should the remote still hold it (the
     // parts of a snapshot forgotten before the redaction, left by a build
     // that did not rewrite those), nor what only forgotten snapshots use.
@@ -261,6 +266,10 @@ async fn restore_lazy_into(
         .repo()
         .index()?
         .set_meta(META_REPLICATED, Some(head.to_string().as_bytes()))?;
+    agent
+        .repo()
+        .index()?
+        .set_meta(META_REMOTE, Some(remote.shown_url().as_bytes()))?;
     let head_view = agent.head()?;
     agent.make_durable(&head_view)?;
     agent.repo().flush()?;
@@ -341,41 +350,38 @@ async fn fetch_chain(
             });
         }
         progress(seq, head);
+        let got = ahead
+            .next()
+            .await
+            .expect("one prefetch per sequence number")?;
+        let (got, manifest) = match check_envelope(&keys, &got.env, seq, &prev, prev_versions) {
+            Ok(m) => (got, m),
+            // A chain segment only bundles the remote's files: one of its
+            // snapshots that does not check is taken from its files (and
+            // checked again) before the restore fails.
+            Err(e) if got.segment.is_some() => {
+                tracing::warn!(
+                    "chain segment {} on the remote holds a snapshot {seq} that does not check ({e}): fetching its files",
+                    got.segment.unwrap_or_default()
+                );
+                let got = prefetch(remote, &id, seq, lazy).await?;
+                match check_envelope(&keys, &got.env, seq, &prev, prev_versions) {
+                    Ok(m) => (got, m),
+                    Err(e) => return Err(chain_error(&keys, remote, seq, &got.env, e).await),
+                }
+            }
+            Err(e) => return Err(chain_error(&keys, remote, seq, &got.env, e).await),
+        };
         let Ahead {
             env,
             first,
             more,
             index,
             parts_gone,
-        } = ahead
-            .next()
-            .await
-            .expect("one prefetch per sequence number")?;
-        if env.sequence_number != seq {
-            return Err(Error::ChainBroken {
-                seq,
-                detail: format!(
-                    "the remote file for {seq} holds snapshot {}",
-                    env.sequence_number
-                ),
-            });
-        }
-        if env.parent_snapshot != prev {
-            return Err(Error::ChainBroken {
-                seq,
-                detail: "parent_snapshot does not name the previous snapshot".into(),
-            });
-        }
-        envelope::check_succession(prev_versions.0, prev_versions.1, &env)?;
+            segment: _,
+        } = got;
         prev_versions = (env.key_version, env.format_version);
         let hash = env.hash();
-        let manifest = match envelope::open_manifest(&keys, &env) {
-            Ok(m) => m,
-            Err(Error::UnknownKeyVersion(v, held)) => {
-                return Err(unknown_key_version(&keys, remote, seq, hash, v, held).await);
-            }
-            Err(e) => return Err(of_remote_snapshot(seq, e)),
-        };
         // A snapshot of tree format 6 or later stores its metadata at home.
         let home = if manifest.format >= tree::HOMED_FORMAT {
             seq
@@ -448,6 +454,56 @@ async fn fetch_chain(
         prev = hash;
     }
     Ok(())
+}
+
+/// Checks snapshot `seq`'s envelope against the chain so far (the hash
+/// and the key and format versions of the one before) and opens its
+/// manifest. An unknown key version comes back as is, for
+/// [`chain_error`].
+fn check_envelope(
+    keys: &crate::seal::keys::AgentKeys,
+    env: &Envelope,
+    seq: u64,
+    prev: &[u8; 32],
+    prev_versions: (u32, u32),
+) -> Result<tree::Manifest> {
+    if env.sequence_number != seq {
+        return Err(Error::ChainBroken {
+            seq,
+            detail: format!(
+                "the remote file for {seq} holds snapshot {}",
+                env.sequence_number
+            ),
+        });
+    }
+    if env.parent_snapshot != *prev {
+        return Err(Error::ChainBroken {
+            seq,
+            detail: "parent_snapshot does not name the previous snapshot".into(),
+        });
+    }
+    envelope::check_succession(prev_versions.0, prev_versions.1, env)?;
+    match envelope::open_manifest(keys, env) {
+        Err(e @ Error::UnknownKeyVersion(..)) => Err(e),
+        other => other.map_err(|e| of_remote_snapshot(seq, e)),
+    }
+}
+
+/// The error a restore stops with when snapshot `seq` does not check: an
+/// unknown key version is told apart from an altered envelope.
+async fn chain_error(
+    keys: &crate::seal::keys::AgentKeys,
+    remote: &Remote,
+    seq: u64,
+    env: &Envelope,
+    e: Error,
+) -> Error {
+    match e {
+        Error::UnknownKeyVersion(v, held) => {
+            unknown_key_version(keys, remote, seq, env.hash(), v, held).await
+        }
+        e => e,
+    }
 }
 
 /// How many snapshots a chain fetch reads ahead of the one it checks and
@@ -539,6 +595,7 @@ fn from_segment(first: u64, bytes: &[u8]) -> Result<Vec<Ahead>> {
                 more: false,
                 parts_gone: m.index.is_none(),
                 index: m.index,
+                segment: Some(first),
             })
         })
         .collect()
@@ -555,6 +612,8 @@ struct Ahead {
     /// No index and no part on the remote, as a chain segment says (saves
     /// looking).
     parts_gone: bool,
+    /// The chain segment it came from (its first snapshot), if any.
+    segment: Option<u64>,
 }
 
 /// Reads snapshot `seq` ahead: three requests (envelope, first part, a
@@ -578,6 +637,7 @@ async fn prefetch(remote: &Remote, id: &AgentId, seq: u64, lazy: bool) -> Result
             more: false,
             index,
             parts_gone: false,
+            segment: None,
         });
     }
     let first = remote.get_pack(id, seq, &hash, 0).await?;
@@ -588,6 +648,7 @@ async fn prefetch(remote: &Remote, id: &AgentId, seq: u64, lazy: bool) -> Result
         more,
         index: None,
         parts_gone: false,
+        segment: None,
     })
 }
 

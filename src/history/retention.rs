@@ -279,12 +279,14 @@ pub async fn prune_remote(agent: &Agent, remote: &Remote, report: &mut PruneRepo
             .index()?
             .stored_hash(seq)?
             .ok_or(Error::NoSuchSnapshot(seq))?;
-        // The chain segment bundling its part index goes first (a restore
-        // then reads its snapshots one by one until the writer writes it
-        // again; a stale one would only cost it requests).
-        let first = crate::repo::segment::first_of(seq);
-        if unsegmented.insert(first) {
-            remote.delete_segment(&id, first).await?;
+        // The chain segment bundling its part index goes first, when there
+        // is anything left to delete (a restore then reads its snapshots
+        // one by one until the writer writes it again; a stale one would
+        // only cost it requests).
+        if remote.has_pack(&id, seq, &hash, 0).await?
+            || remote.get_index(&id, seq, &hash).await?.is_some()
+        {
+            remote.delete_segment_of(&id, seq, &mut unsegmented).await?;
         }
         report.remote_parts_deleted += u64::from(remote.delete_packs(&id, seq, &hash).await?);
         remote.delete_index(&id, seq, &hash).await?;

@@ -207,7 +207,13 @@ struct Segments {
     /// The segments present, written or put off this run (`None`: not
     /// listed yet).
     known: Option<BTreeSet<u64>>,
+    /// Failed attempts at the next one: after [`SEGMENT_TRIES`] it is put
+    /// off (to the next mount), so that one range cannot hold up the rest.
+    failed: u32,
 }
+
+/// Attempts at one chain segment per run.
+const SEGMENT_TRIES: u32 = 3;
 
 impl Segments {
     /// The next segment to write, if `replicated` completes one (`Some(0)`:
@@ -230,7 +236,19 @@ impl Segments {
             self.known = Some(remote.list_segments(&id).await?.into_iter().collect());
             return Ok(());
         }
-        let w = write_segment(agent, remote, first).await?;
+        let w = match write_segment(agent, remote, first).await {
+            Ok(w) => w,
+            Err(e) => {
+                self.failed += 1;
+                if self.failed >= SEGMENT_TRIES {
+                    tracing::warn!("chain segment from snapshot {first} put off to the next mount");
+                    self.known.get_or_insert_default().insert(first);
+                    self.failed = 0;
+                }
+                return Err(e);
+            }
+        };
+        self.failed = 0;
         match w {
             Segment::Written => tracing::debug!(first, "chain segment written"),
             Segment::NotYet => tracing::info!(

@@ -18,7 +18,7 @@
 //! - [`repack`]: packs rewritten without some objects (prune, redaction).
 //! - [`replication_state`]: what the index records about replication.
 //! - [`remote`]: the storage driver seam (seed 000) over `object_store`.
-//! - [`segment`]: envelopes and part indexes of 1,024 snapshots in one
+//! - [`segment`]: envelopes and part indexes of 256 snapshots in one
 //!   remote object, for a lazy restore.
 //! - [`Repo`] (this file): objects named, sealed and deduplicated in,
 //!   verified plaintext out, through bounded caches.

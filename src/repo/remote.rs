@@ -538,6 +538,22 @@ impl Remote {
         Ok(out)
     }
 
+    /// Deletes the chain segment holding snapshot `seq`, before its parts
+    /// or part index change there, unless `deleted` says this run did so
+    /// already (and records it). Missing is fine.
+    pub async fn delete_segment_of(
+        &self,
+        agent: &AgentId,
+        seq: u64,
+        deleted: &mut std::collections::BTreeSet<u64>,
+    ) -> Result<()> {
+        let first = crate::repo::segment::first_of(seq);
+        if deleted.insert(first) {
+            self.delete_segment(agent, first).await?;
+        }
+        Ok(())
+    }
+
     /// Deletes the chain segment starting at snapshot `first`. Missing is
     /// fine.
     pub async fn delete_segment(&self, agent: &AgentId, first: u64) -> Result<()> {

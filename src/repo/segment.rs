@@ -13,9 +13,11 @@
 //! (checked in order like any other: parent links, tags, payload hashes)
 //! and part indexes (which only say where to look: a lazy reader checks
 //! every record it fetches). So it is not sealed, and a wrong, stale or
-//! missing segment costs requests or a failed restore, never wrong bytes.
-//! A redaction or a remote prune deletes the segment of a snapshot before
-//! it changes that snapshot's parts, and the writer writes it again.
+//! missing segment costs requests, never wrong bytes: a restore reads
+//! around one that does not decode, and takes a snapshot whose envelope
+//! there does not check from its files. A redaction or a remote prune
+//! deletes the segment of a snapshot before it changes that snapshot's
+//! parts or part index, and the writer writes it again.
 //!
 //! Encoding: `"SOVSEG01" || u64 first LE || u32 count LE`, then per
 //! snapshot, ascending from `first`: `u32 len LE || envelope JSON || u8
