@@ -11,9 +11,10 @@
 //! `SOVSEAL_BENCH_RESTORE_SCALING=1` runs only the restore-scaling table
 //! instead: the time of a verified restore (what a fresh machine waits for
 //! before its mount serves) against the number of snapshots and the bytes
-//! of history, from moto and from a store answering in 10 ms; then the
-//! same restores from a PostgreSQL server it starts (as the tests do: the
-//! `postgresql` package, a cluster in a temporary directory, a Unix socket).
+//! of history, from moto and from a store answering in 10 ms; with
+//! `SOVSEAL_BENCH_RESTORE_PG=1` also from a PostgreSQL server it starts
+//! (as the tests do: the `postgresql` package, a cluster in a temporary
+//! directory, a Unix socket).
 
 use object_store::{ObjectStoreExt, PutPayload};
 use sovseal::config::{AgentName, Home};
@@ -364,7 +365,10 @@ fn restore_scaling(
         (1_000, 100 << 10),
         (1_000, 1 << 20),
     ];
-    let pg_server = postgres::Postgres::start();
+    // PostgreSQL too when asked (the tests' server: needs the
+    // `postgresql` package the test command installs).
+    let pg_server =
+        std::env::var_os("SOVSEAL_BENCH_RESTORE_PG").map(|_| postgres::Postgres::start());
     let mut pg_rows = Vec::new();
     println!(
         "| snapshots | history | head | restore from moto | lazy: mount, first read of a head file | lazy from chain segments: mount | from a store answering in 10 ms | lazy: mount, first read | lazy from chain segments: mount |"
@@ -427,6 +431,11 @@ fn restore_scaling(
             ms(lazy_far.1),
             ms(seg_far.0),
         );
+        let Some(pg_server) = &pg_server else {
+            std::fs::remove_dir_all(home.agent_dir(&name)).unwrap();
+            std::fs::remove_dir_all(&kept).unwrap();
+            continue;
+        };
         let pg = Remote::open(&pg_server.url()).unwrap();
         cp(&kept, &home.agent_dir(&name));
         let from_pg = restore_time(rt, home, &name, master, &pg, &pg);
@@ -445,6 +454,9 @@ fn restore_scaling(
         ));
         std::fs::remove_dir_all(home.agent_dir(&name)).unwrap();
         std::fs::remove_dir_all(&kept).unwrap();
+    }
+    if pg_rows.is_empty() {
+        return;
     }
     println!();
     println!(

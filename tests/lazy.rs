@@ -804,4 +804,18 @@ fn a_long_history_restores_lazily_from_chain_segments() {
     assert_eq!(std::fs::read_to_string(h.path("n")).unwrap(), "1099");
     assert_eq!(std::fs::read(h.path("big")).unwrap(), big);
     h.unmount();
+    // A prune from that machine (which has not seen anything pruned
+    // there) finds nothing left of the pruned snapshots, and so deletes
+    // no segment.
+    let before: Vec<Vec<u8>> = segs.iter().map(|f| std::fs::read(f).unwrap()).collect();
+    let o = h.sovseal(&["prune", "--agent", "lz", "--remote", &url]);
+    assert!(o.status.success(), "{}", support::mount::text(&o.stderr));
+    let after: Vec<Vec<u8>> = segment_files(&remote)
+        .iter()
+        .map(|f| std::fs::read(f).unwrap())
+        .collect();
+    assert_eq!(
+        after, before,
+        "a prune with nothing to delete deleted segments"
+    );
 }

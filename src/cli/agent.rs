@@ -151,10 +151,11 @@ pub(super) fn status(args: StatusArgs, out: &mut dyn Write) -> Result<()> {
     } = crate::repo::replication_state::ReplicationState::read(&a)?;
     let (queued_objects, queued_bytes) = a.repo().index()?.objects_after(replicated)?;
     let follow = crate::repo::replication_state::FollowState::read(&a)?;
-    // The remote this data dir replicates to, else the one it follows.
+    // The remote this data dir follows, else the one it replicates to
+    // (or was restored from).
     let remote = match (remote, follow.as_ref().and_then(|f| f.remote.clone())) {
-        (Some(u), _) => crate::repo::remote::shown(&u),
-        (None, Some(followed)) => followed,
+        (_, Some(followed)) => followed,
+        (Some(u), None) => crate::repo::remote::shown(&u),
         (None, None) => crate::repo::remote::shown(&home.remote_for(a.name(), None)?),
     };
     let verified = crate::history::verify::last_verified(&a);

@@ -106,16 +106,19 @@ pub(crate) fn remote_to_change(home: &Home, a: &Agent, cli: Option<&str>) -> Res
 }
 
 /// Whether two remote URLs name the same place: equal but for the
-/// password (one of them may be masked) and a trailing `/` of the path.
+/// password (one of them may be masked, in the user part or a `password=`
+/// query) and a trailing `/` of the path.
 fn same_remote(a: &str, b: &str) -> bool {
-    let norm = |u: &str| match url::Url::parse(u) {
-        Ok(mut p) => {
-            let _ = p.set_password(None);
-            let path = p.path().trim_end_matches('/').to_owned();
-            p.set_path(&path);
-            p.to_string()
+    let norm = |u: &str| {
+        let shown = crate::repo::remote::shown(u);
+        match url::Url::parse(&shown) {
+            Ok(mut p) => {
+                let path = p.path().trim_end_matches('/').to_owned();
+                p.set_path(&path);
+                p.to_string()
+            }
+            Err(_) => shown,
         }
-        Err(_) => crate::repo::remote::shown(u),
     };
     norm(a) == norm(b)
 }
@@ -179,6 +182,14 @@ mod tests {
         assert!(same_remote(
             "postgres://u:***@h/db?sslmode=require",
             "postgres://u:secret@h/db?sslmode=require"
+        ));
+        assert!(same_remote(
+            "postgres:///db?host=/run/postgresql&user=a&password=***",
+            "postgres:///db?host=/run/postgresql&user=a&password=s3cr3t"
+        ));
+        assert!(same_remote(
+            "postgres://a:***@/db?host=/sock",
+            "postgres://a:pw@/db?host=/sock"
         ));
         assert!(!same_remote("file:///srv/remote", "file:///srv/other"));
         assert!(!same_remote("s3://b/p", "s3://c/p"));

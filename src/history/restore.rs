@@ -364,7 +364,11 @@ async fn fetch_chain(
                     "chain segment {} on the remote holds a snapshot {seq} that does not check ({e}): fetching its files",
                     got.segment.unwrap_or_default()
                 );
-                let got = prefetch(remote, &id, seq, lazy).await?;
+                // (The segment's error stands when the files cannot be had.)
+                let got = match prefetch(remote, &id, seq, lazy).await {
+                    Ok(g) => g,
+                    Err(_) => return Err(chain_error(&keys, remote, seq, &got.env, e).await),
+                };
                 match check_envelope(&keys, &got.env, seq, &prev, prev_versions) {
                     Ok(m) => (got, m),
                     Err(e) => return Err(chain_error(&keys, remote, seq, &got.env, e).await),

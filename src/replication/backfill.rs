@@ -207,8 +207,9 @@ struct Segments {
     /// The segments present, written or put off this run (`None`: not
     /// listed yet).
     known: Option<BTreeSet<u64>>,
-    /// Failed attempts at the next one: after [`SEGMENT_TRIES`] it is put
-    /// off (to the next mount), so that one range cannot hold up the rest.
+    /// Failed attempts at the next one, for other reasons than the remote
+    /// failing: after [`SEGMENT_TRIES`] it is put off (to the next mount),
+    /// so that one range cannot hold up the rest.
     failed: u32,
 }
 
@@ -238,6 +239,9 @@ impl Segments {
         }
         let w = match write_segment(agent, remote, first).await {
             Ok(w) => w,
+            // The remote failing (an outage) puts nothing off: the step
+            // backs off and tries again.
+            Err(e @ crate::Error::Remote { .. }) => return Err(e),
             Err(e) => {
                 self.failed += 1;
                 if self.failed >= SEGMENT_TRIES {
