@@ -259,8 +259,8 @@ fn lazy_time(
 }
 
 /// Writes the chain segments of every complete range of 256 snapshots
-/// of agent `name` to `up` (what a writer's replicator does when idle),
-/// from the data dir a restore left.
+/// of agent `name` to `up`, and the tail segment (what a writer's
+/// replicator does when idle), from the data dir a restore left.
 fn write_segments(
     rt: &tokio::runtime::Runtime,
     home: &Home,
@@ -279,6 +279,17 @@ fn write_segments(
             ))
             .unwrap();
         assert_eq!(w, sovseal::replication::backfill::Segment::Written);
+    }
+    // And the tail, as an idle writer leaves it.
+    let (head, covered) = (e.head().seq(), e.head().seq() / len * len);
+    if head - covered >= sovseal::repo::segment::TAIL_STEP {
+        rt.block_on(sovseal::replication::backfill::write_tail(
+            &e.shared_agent(),
+            up,
+            covered + 1,
+            head,
+        ))
+        .unwrap();
     }
 }
 

@@ -624,18 +624,26 @@ fn a_restore_killed_part_way_is_started_over_by_the_next_mount() {
 fn segment_files(remote: &Path) -> Vec<PathBuf> {
     let mut v: Vec<PathBuf> = files_under(remote)
         .into_iter()
-        .filter(|f| f.extension().is_some_and(|e| e == "seg"))
+        .filter(|f| f.extension().is_some_and(|e| e == "seg") && !f.ends_with("tail.seg"))
         .collect();
     v.sort();
     v
 }
 
-/// Waits until `m`'s writer has written `n` chain segments to `remote`.
+/// The tail segment file on directory remote `remote`, if any.
+fn tail_file(remote: &Path) -> Option<PathBuf> {
+    files_under(remote)
+        .into_iter()
+        .find(|f| f.ends_with("tail.seg"))
+}
+
+/// Waits until `m`'s writer has written `n` chain segments and the tail
+/// segment to `remote`.
 fn wait_segments(m: &Mounted, remote: &Path, n: usize) -> Vec<PathBuf> {
     let t0 = Instant::now();
     loop {
         let v = segment_files(remote);
-        if v.len() >= n {
+        if v.len() >= n && tail_file(remote).is_some() {
             return v;
         }
         assert!(t0.elapsed() < Duration::from_secs(90), "{}", log(m));
@@ -645,9 +653,9 @@ fn wait_segments(m: &Mounted, remote: &Path, n: usize) -> Vec<PathBuf> {
 
 /// A writer that replicated 1,100 snapshots bundles each complete aligned
 /// range of them (`SEGMENT_LEN`) into one chain segment of their envelopes
-/// and part indexes (the files the remote holds, byte for byte), and a
-/// fresh machine's lazy restore reads the segments instead of those
-/// files: with the part indexes of the snapshots they cover deleted, the
+/// and part indexes (the files the remote holds, byte for byte), and the
+/// rest into the tail segment; a fresh machine's lazy restore reads the
+/// segments instead of those files: with every part index deleted, the
 /// restore is still lazy and serves head and old snapshots. A segment that
 /// does not decode is read around (snapshot by snapshot: here without the
 /// indexes, so whole), one of whose envelopes does not check is taken from
@@ -668,8 +676,21 @@ fn a_long_history_restores_lazily_from_chain_segments() {
     let n = (head / SEGMENT_LEN) as usize;
     let covered = n as u64 * SEGMENT_LEN;
     assert!(n >= 2, "{n} segments");
+    assert!(
+        head - covered >= sovseal::repo::segment::TAIL_STEP,
+        "a tail is due"
+    );
     let segs = wait_segments(&m, &remote, n);
     assert_eq!(segs.len(), n);
+    // The tail: the snapshots after the last complete range, up to head
+    // (the writer was idle when it wrote it).
+    let (tail_first, tail) =
+        sovseal::repo::segment::decode_tail(&std::fs::read(tail_file(&remote).unwrap()).unwrap())
+            .unwrap();
+    assert_eq!(
+        (tail_first, tail.len() as u64),
+        (covered + 1, head - covered)
+    );
     let old_n = std::fs::read_to_string(in_snapshot(&m, 600, "n")).unwrap();
     let big = std::fs::read(in_snapshot(&m, 600, "big")).unwrap();
     assert_eq!(big.len(), 4_000_000);
@@ -688,7 +709,7 @@ fn a_long_history_restores_lazily_from_chain_segments() {
             .flat_map(|(f, first)| decode(first, &std::fs::read(f).unwrap()).unwrap())
             .collect()
     };
-    for (seq, mem) in (1..).zip(members(&segs)) {
+    for (seq, mem) in (1..).zip(members(&segs).into_iter().chain(tail)) {
         assert_eq!(
             mem.envelope,
             std::fs::read(by_name(".json", seq).unwrap()).unwrap(),
@@ -702,7 +723,7 @@ fn a_long_history_restores_lazily_from_chain_segments() {
     }
     // The segments alone say where the objects of the snapshots they
     // cover are (one kept: below).
-    let indexes: Vec<(PathBuf, Vec<u8>)> = (1..=covered)
+    let indexes: Vec<(PathBuf, Vec<u8>)> = (1..=head)
         .map(|seq| {
             let f = by_name(".idx", seq).unwrap();
             let b = std::fs::read(&f).unwrap();
@@ -772,6 +793,7 @@ fn a_long_history_restores_lazily_from_chain_segments() {
     let o = m.sovseal(&["redact", "--agent", "lz", "--remote", &url, "/old"]);
     assert!(o.status.success(), "{}", support::mount::text(&o.stderr));
     assert_eq!(segment_files(&remote), segs[1..], "the redaction's deletes");
+    assert!(tail_file(&remote).is_none(), "the redaction left the tail");
     m.mount();
     wait_segments(&m, &remote, n);
     m.unmount();
@@ -789,6 +811,7 @@ fn a_long_history_restores_lazily_from_chain_segments() {
         Vec::<PathBuf>::new(),
         "left by the prune"
     );
+    assert!(tail_file(&remote).is_none(), "the prune left the tail");
     m.mount();
     let segs = wait_segments(&m, &remote, n);
     m.unmount();
@@ -807,13 +830,18 @@ fn a_long_history_restores_lazily_from_chain_segments() {
     // A prune from that machine (which has not seen anything pruned
     // there) finds nothing left of the pruned snapshots, and so deletes
     // no segment.
-    let before: Vec<Vec<u8>> = segs.iter().map(|f| std::fs::read(f).unwrap()).collect();
+    let all = || -> Vec<Vec<u8>> {
+        segment_files(&remote)
+            .iter()
+            .chain(&tail_file(&remote))
+            .map(|f| std::fs::read(f).unwrap())
+            .collect()
+    };
+    let before = all();
+    assert_eq!(before.len(), n + 1);
     let o = h.sovseal(&["prune", "--agent", "lz", "--remote", &url]);
     assert!(o.status.success(), "{}", support::mount::text(&o.stderr));
-    let after: Vec<Vec<u8>> = segment_files(&remote)
-        .iter()
-        .map(|f| std::fs::read(f).unwrap())
-        .collect();
+    let after = all();
     assert_eq!(
         after, before,
         "a prune with nothing to delete deleted segments"

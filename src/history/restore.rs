@@ -231,6 +231,14 @@ async fn restore_lazy_into(
             .await?
             .into_iter()
             .collect(),
+        tail: match remote.get_tail(&keys.agent_id()).await? {
+            Some(b) => segment::decode_tail(&b)
+                .inspect_err(|e| {
+                    tracing::warn!("the tail segment on the remote is not usable ({e}): left out")
+                })
+                .ok(),
+            None => None,
+        },
     };
     fetch_chain(
         &agent,
@@ -297,6 +305,9 @@ struct Indexes {
     missing: Option<u64>,
     /// The chain segments on the remote (their first snapshots).
     segments: BTreeSet<u64>,
+    /// The tail segment on the remote (its first snapshot and members), if
+    /// one decodes.
+    tail: Option<(u64, Vec<segment::Member>)>,
 }
 
 /// A check of one fetched snapshot before it is committed: its view (its
@@ -333,11 +344,11 @@ async fn fetch_chain(
     // Read ahead: the next snapshots' envelopes and first parts (or part
     // indexes, or whole chain segments) are on their way while this one is
     // checked and committed (in order).
-    let segments = match &content {
-        Content::Indexes(i) => i.segments.clone(),
-        Content::Whole => BTreeSet::new(),
+    let (segments, tail) = match &mut content {
+        Content::Indexes(i) => (i.segments.clone(), i.tail.take()),
+        Content::Whole => (BTreeSet::new(), None),
     };
-    let mut ahead = futures::stream::iter(units(seqs, &segments, lazy))
+    let mut ahead = futures::stream::iter(units(seqs, &segments, tail, lazy))
         .map(|unit| fetch_unit(remote, &id, unit, lazy))
         .buffered(if lazy { UNITS_AHEAD_LAZY } else { FETCH_AHEAD })
         .map_ok(|v| futures::stream::iter(v.into_iter().map(Ok::<Ahead, Error>)))
@@ -527,14 +538,23 @@ const SINGLES: usize = 8;
 enum Unit {
     /// A chain segment: [`segment::SEGMENT_LEN`] snapshots from this one.
     Segment(u64),
+    /// Snapshots from this one, as the tail segment (already here) holds
+    /// them.
+    Given(u64, Vec<segment::Member>),
     /// Snapshots fetched one by one (envelope, part index or parts each).
     Singles(Vec<u64>),
 }
 
 /// Cuts `seqs` (ascending) into units: a chain segment wherever one is
-/// listed and `seqs` hold its whole range, and runs of single snapshots
-/// (one each unless `lazy`).
-fn units(seqs: &[u64], segments: &BTreeSet<u64>, lazy: bool) -> Vec<Unit> {
+/// listed and `seqs` hold its whole range, the tail segment's members
+/// (those `seqs` hold) where it starts a range without one, and runs of
+/// single snapshots (one each unless `lazy`).
+fn units(
+    seqs: &[u64],
+    segments: &BTreeSet<u64>,
+    mut tail: Option<(u64, Vec<segment::Member>)>,
+    lazy: bool,
+) -> Vec<Unit> {
     let len = segment::SEGMENT_LEN as usize;
     let mut out = Vec::new();
     let mut i = 0;
@@ -544,6 +564,21 @@ fn units(seqs: &[u64], segments: &BTreeSet<u64>, lazy: bool) -> Vec<Unit> {
             out.push(Unit::Segment(s));
             i += len;
             continue;
+        }
+        if !segments.contains(&s) && tail.as_ref().is_some_and(|(first, _)| *first == s) {
+            let (first, mut members) = tail.take().expect("checked");
+            // Only what the listing holds, and only consecutive.
+            let held = seqs[i..]
+                .iter()
+                .zip(first..)
+                .take_while(|(a, b)| *a == b)
+                .count();
+            members.truncate(held);
+            if !members.is_empty() {
+                i += members.len();
+                out.push(Unit::Given(first, members));
+                continue;
+            }
         }
         match out.last_mut() {
             Some(Unit::Singles(v)) if lazy && v.len() < SINGLES => v.push(s),
@@ -561,9 +596,19 @@ fn units(seqs: &[u64], segments: &BTreeSet<u64>, lazy: bool) -> Vec<Unit> {
 async fn fetch_unit(remote: &Remote, id: &AgentId, unit: Unit, lazy: bool) -> Result<Vec<Ahead>> {
     let seqs = match unit {
         Unit::Singles(v) => v,
+        Unit::Given(first, members) => {
+            let n = members.len() as u64;
+            match aheads(first, members) {
+                Ok(a) => return Ok(a),
+                Err(e) => tracing::warn!(
+                    "the tail segment on the remote is not usable ({e}): fetching its snapshots one by one"
+                ),
+            }
+            (first..first + n).collect()
+        }
         Unit::Segment(first) => {
             match remote.get_segment(id, first).await? {
-                Some(b) => match from_segment(first, &b) {
+                Some(b) => match segment::decode(first, &b).and_then(|m| aheads(first, m)) {
                     Ok(a) => return Ok(a),
                     Err(e) => tracing::warn!(
                         "chain segment {first} on the remote is not usable ({e}): fetching its snapshots one by one"
@@ -583,9 +628,10 @@ async fn fetch_unit(remote: &Remote, id: &AgentId, unit: Unit, lazy: bool) -> Re
         .await
 }
 
-/// The snapshots of a chain segment, read ahead (nothing trusted yet).
-fn from_segment(first: u64, bytes: &[u8]) -> Result<Vec<Ahead>> {
-    segment::decode(first, bytes)?
+/// The snapshots of a segment from `first`, read ahead (nothing trusted
+/// yet).
+fn aheads(first: u64, members: Vec<segment::Member>) -> Result<Vec<Ahead>> {
+    members
         .into_iter()
         .zip(first..)
         .map(|(m, seq)| {

@@ -24,7 +24,8 @@
 //! ([`crate::repo::segment`]), the envelopes and part indexes of each
 //! aligned range of 256 replicated snapshots in one object, written from
 //! the local envelopes and the remote's part indexes ([`write_segment`]),
-//! so that a lazy restore reads one object per 256 snapshots.
+//! so that a lazy restore reads one object per 256 snapshots, and of the
+//! snapshots after the last complete range (the tail segment).
 //!
 //! Architecture Invariant: like the replicator, this holds no key and
 //! opens nothing.
@@ -164,8 +165,40 @@ pub enum Segment {
 /// for a snapshot without one).
 pub async fn write_segment(agent: &Agent, remote: &Remote, first: u64) -> Result<Segment> {
     debug_assert!(segment::is_first(first));
+    let Some(members) = members(agent, remote, first, first + SEGMENT_LEN - 1).await? else {
+        return Ok(Segment::NotYet);
+    };
     let id = agent.repo().keys().agent_id();
-    let envelopes = (first..first + SEGMENT_LEN)
+    remote
+        .put_segment(&id, first, segment::encode(first, &members))
+        .await?;
+    Ok(Segment::Written)
+}
+
+/// Writes the tail segment: snapshots `first..=last` (replicated; `first`
+/// starts a range, `last` ends none), as [`write_segment`] does.
+pub async fn write_tail(agent: &Agent, remote: &Remote, first: u64, last: u64) -> Result<Segment> {
+    debug_assert!(segment::is_first(first) && last >= first && last < first + SEGMENT_LEN);
+    let Some(members) = members(agent, remote, first, last).await? else {
+        return Ok(Segment::NotYet);
+    };
+    let id = agent.repo().keys().agent_id();
+    remote
+        .put_tail(&id, segment::encode(first, &members))
+        .await?;
+    Ok(Segment::Written)
+}
+
+/// The members of a segment of snapshots `first..=last`; `None` when one
+/// of them has parts on the remote but no part index there.
+async fn members(
+    agent: &Agent,
+    remote: &Remote,
+    first: u64,
+    last: u64,
+) -> Result<Option<Vec<segment::Member>>> {
+    let id = agent.repo().keys().agent_id();
+    let envelopes = (first..=last)
         .map(|seq| agent.envelope(seq))
         .collect::<Result<Vec<_>>>()?;
     let members: Vec<Option<segment::Member>> =
@@ -187,13 +220,7 @@ pub async fn write_segment(agent: &Agent, remote: &Remote, first: u64) -> Result
             .buffered(SEGMENT_FETCHES)
             .try_collect()
             .await?;
-    let Some(members) = members.into_iter().collect::<Option<Vec<_>>>() else {
-        return Ok(Segment::NotYet);
-    };
-    remote
-        .put_segment(&id, first, segment::encode(first, &members))
-        .await?;
-    Ok(Segment::Written)
+    Ok(members.into_iter().collect())
 }
 
 /// Part indexes a segment's writing reads at once.
@@ -201,12 +228,15 @@ const SEGMENT_FETCHES: usize = 16;
 
 /// The chain segments a replicator writes: the remote's are listed once,
 /// then each complete range of replicated snapshots without one is written,
-/// oldest first, one a step.
+/// oldest first, one a step; then the tail segment, whenever it would hold
+/// [`segment::TAIL_STEP`] more snapshots than this run last wrote.
 #[derive(Default)]
 struct Segments {
     /// The segments present, written or put off this run (`None`: not
     /// listed yet).
     known: Option<BTreeSet<u64>>,
+    /// The tail this run wrote (or put off): its first and last snapshot.
+    tail: Option<(u64, u64)>,
     /// Failed attempts at the next one, for other reasons than the remote
     /// failing: after [`SEGMENT_TRIES`] it is put off (to the next mount),
     /// so that one range cannot hold up the rest.
@@ -216,28 +246,53 @@ struct Segments {
 /// Attempts at one chain segment per run.
 const SEGMENT_TRIES: u32 = 3;
 
+/// What a [`Segments`] step does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Work {
+    List,
+    Segment(u64),
+    Tail(u64, u64),
+}
+
 impl Segments {
-    /// The next segment to write, if `replicated` completes one (`Some(0)`:
-    /// list them first).
-    fn next(&self, replicated: u64) -> Option<u64> {
+    /// The next step, with snapshots up to `replicated` on the remote.
+    fn next(&self, replicated: u64) -> Option<Work> {
+        let covered = replicated / SEGMENT_LEN * SEGMENT_LEN;
+        let tail_due = replicated - covered >= segment::TAIL_STEP
+            && self.tail.is_none_or(|(first, last)| {
+                first != covered + 1 || replicated >= last + segment::TAIL_STEP
+            });
         let Some(known) = &self.known else {
-            return (replicated >= SEGMENT_LEN).then_some(0);
+            return (covered > 0 || tail_due).then_some(Work::List);
         };
         (0..replicated / SEGMENT_LEN)
             .map(|k| k * SEGMENT_LEN + 1)
             .find(|f| !known.contains(f))
+            .map(Work::Segment)
+            .or(tail_due.then_some(Work::Tail(covered + 1, replicated)))
     }
 
     async fn step(&mut self, agent: &Agent, remote: &Remote, replicated: u64) -> Result<()> {
-        let Some(first) = self.next(replicated) else {
+        let Some(work) = self.next(replicated) else {
             return Ok(());
         };
-        if first == 0 {
-            let id = agent.repo().keys().agent_id();
-            self.known = Some(remote.list_segments(&id).await?.into_iter().collect());
-            return Ok(());
-        }
-        let w = match write_segment(agent, remote, first).await {
+        let written = match work {
+            Work::List => {
+                let id = agent.repo().keys().agent_id();
+                self.known = Some(remote.list_segments(&id).await?.into_iter().collect());
+                return Ok(());
+            }
+            Work::Segment(first) => write_segment(agent, remote, first).await,
+            Work::Tail(first, last) => write_tail(agent, remote, first, last).await,
+        };
+        let put_off = |s: &mut Self| match work {
+            Work::Segment(first) => {
+                s.known.get_or_insert_default().insert(first);
+            }
+            Work::Tail(first, last) => s.tail = Some((first, last)),
+            Work::List => {}
+        };
+        let w = match written {
             Ok(w) => w,
             // The remote failing (an outage) puts nothing off: the step
             // backs off and tries again.
@@ -245,8 +300,8 @@ impl Segments {
             Err(e) => {
                 self.failed += 1;
                 if self.failed >= SEGMENT_TRIES {
-                    tracing::warn!("chain segment from snapshot {first} put off to the next mount");
-                    self.known.get_or_insert_default().insert(first);
+                    tracing::warn!("chain segment {work:?} put off to the next mount");
+                    put_off(self);
                     self.failed = 0;
                 }
                 return Err(e);
@@ -254,12 +309,12 @@ impl Segments {
         };
         self.failed = 0;
         match w {
-            Segment::Written => tracing::debug!(first, "chain segment written"),
+            Segment::Written => tracing::debug!(?work, "chain segment written"),
             Segment::NotYet => tracing::info!(
-                "no chain segment from snapshot {first} yet: a snapshot of it has no part index on the remote"
+                "no chain segment {work:?} yet: a snapshot of it has no part index on the remote"
             ),
         }
-        self.known.get_or_insert_default().insert(first);
+        put_off(self);
         Ok(())
     }
 }

@@ -538,9 +538,10 @@ impl Remote {
         Ok(out)
     }
 
-    /// Deletes the chain segment holding snapshot `seq`, before its parts
-    /// or part index change there, unless `deleted` says this run did so
-    /// already (and records it). Missing is fine.
+    /// Deletes the chain segment holding snapshot `seq`, and the tail
+    /// segment, before its parts or part index change there, unless
+    /// `deleted` says this run did so already (and records it). Missing is
+    /// fine.
     pub async fn delete_segment_of(
         &self,
         agent: &AgentId,
@@ -551,16 +552,45 @@ impl Remote {
         if deleted.insert(first) {
             self.delete_segment(agent, first).await?;
         }
+        // (0 names no range: the tail's mark.)
+        if deleted.insert(0) {
+            self.delete_object("delete tail segment", &self.tail_path(agent))
+                .await?;
+        }
         Ok(())
+    }
+
+    fn tail_path(&self, agent: &AgentId) -> Path {
+        self.agent_dir(agent).join("segments").join("tail.seg")
+    }
+
+    /// Replaces the tail segment (`segment::encode` of the snapshots after
+    /// the last complete range).
+    pub async fn put_tail(&self, agent: &AgentId, bytes: Vec<u8>) -> Result<()> {
+        self.store
+            .put(&self.tail_path(agent), PutPayload::from(bytes))
+            .await
+            .map(|_| ())
+            .map_err(|e| remote_err("put tail segment", e))
+    }
+
+    /// The tail segment, if present.
+    pub async fn get_tail(&self, agent: &AgentId) -> Result<Option<Vec<u8>>> {
+        self.get("get tail segment", &self.tail_path(agent)).await
+    }
+
+    async fn delete_object(&self, op: &str, path: &Path) -> Result<()> {
+        match self.store.delete(path).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(remote_err(op, e)),
+        }
     }
 
     /// Deletes the chain segment starting at snapshot `first`. Missing is
     /// fine.
     pub async fn delete_segment(&self, agent: &AgentId, first: u64) -> Result<()> {
-        match self.store.delete(&self.segment_path(agent, first)).await {
-            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
-            Err(e) => Err(remote_err("delete segment", e)),
-        }
+        self.delete_object("delete segment", &self.segment_path(agent, first))
+            .await
     }
 
     /// Bytes `range` of one pack part (a ranged GET), if the part exists.

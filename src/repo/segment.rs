@@ -19,6 +19,10 @@
 //! deletes the segment of a snapshot before it changes that snapshot's
 //! parts or part index, and the writer writes it again.
 //!
+//! The snapshots after the last complete range are in the **tail
+//! segment** (one object, replaced as they grow by [`TAIL_STEP`] or more),
+//! so that what a restore reads one by one stays short.
+//!
 //! Encoding: `"SOVSEG01" || u64 first LE || u32 count LE`, then per
 //! snapshot, ascending from `first`: `u32 len LE || envelope JSON || u8
 //! state`, where state 1 is followed by `u32 len LE || part index` and
@@ -29,6 +33,9 @@ use crate::{Error, Result};
 
 /// Snapshots per segment.
 pub const SEGMENT_LEN: u64 = 256;
+/// How many more snapshots than the tail segment holds make the writer
+/// write it again.
+pub const TAIL_STEP: u64 = 64;
 /// Segment magic.
 pub const SEGMENT_MAGIC: &[u8; 8] = b"SOVSEG01";
 
@@ -81,24 +88,37 @@ pub fn encode(first: u64, members: &[Member]) -> Vec<u8> {
 /// members. Anything else is a corruption error naming it.
 pub fn decode(first: u64, bytes: &[u8]) -> Result<Vec<Member>> {
     let bad = |d: &str| Error::corrupt(format!("remote segment {first}"), d.to_owned());
-    let body = bytes
-        .strip_prefix(&SEGMENT_MAGIC[..])
-        .ok_or_else(|| bad("bad magic"))?;
-    let mut r = Reader(body);
-    if u64::from_le_bytes(
-        r.take(8)
-            .ok_or_else(|| bad("truncated"))?
-            .try_into()
-            .expect("8"),
-    ) != first
-    {
+    let (named, members) = decode_any(bytes).map_err(&bad)?;
+    if named != first {
         return Err(bad("names another first snapshot"));
     }
-    if r.u32().ok_or_else(|| bad("truncated"))? as u64 != SEGMENT_LEN {
+    if members.len() as u64 != SEGMENT_LEN {
         return Err(bad("wrong number of snapshots"));
     }
-    let mut out = Vec::with_capacity(SEGMENT_LEN as usize);
-    for _ in 0..SEGMENT_LEN {
+    Ok(members)
+}
+
+/// Decodes the tail segment: the first snapshot it names (one that starts
+/// a range) and its 1 to [`SEGMENT_LEN`] members.
+pub fn decode_tail(bytes: &[u8]) -> Result<(u64, Vec<Member>)> {
+    decode_any(bytes).map_err(|d| Error::corrupt("remote tail segment", d.to_owned()))
+}
+
+/// A segment's first snapshot and members, checked for shape only: the
+/// first starts a range, 1 to [`SEGMENT_LEN`] members, no trailing bytes.
+fn decode_any(bytes: &[u8]) -> std::result::Result<(u64, Vec<Member>), &'static str> {
+    let body = bytes.strip_prefix(&SEGMENT_MAGIC[..]).ok_or("bad magic")?;
+    let mut r = Reader(body);
+    let first = u64::from_le_bytes(r.take(8).ok_or("truncated")?.try_into().expect("8"));
+    if !is_first(first) {
+        return Err("names a first snapshot that starts no range");
+    }
+    let count = r.u32().ok_or("truncated")? as u64;
+    if count == 0 || count > SEGMENT_LEN {
+        return Err("wrong number of snapshots");
+    }
+    let mut out = Vec::with_capacity(count as usize);
+    for _ in 0..count {
         let member = (|| {
             let n = r.u32()?;
             let envelope = r.take(n)?.to_vec();
@@ -112,13 +132,13 @@ pub fn decode(first: u64, bytes: &[u8]) -> Result<Vec<Member>> {
             }?;
             Some(Member { envelope, index })
         })()
-        .ok_or_else(|| bad("truncated or an unknown state"))?;
+        .ok_or("truncated or an unknown state")?;
         out.push(member);
     }
     if !r.0.is_empty() {
-        return Err(bad("trailing bytes"));
+        return Err("trailing bytes");
     }
-    Ok(out)
+    Ok((first, out))
 }
 
 /// Reads a segment front to back.
@@ -167,6 +187,19 @@ mod tests {
         let mut state = b.clone();
         state[SEGMENT_MAGIC.len() + 12 + 4 + m[0].envelope.len()] = 2;
         assert!(decode(257, &state).is_err());
+    }
+
+    #[test]
+    fn a_tail_segment_holds_the_start_of_a_range() {
+        let m = members();
+        let b = encode(257, &m[..40]);
+        assert_eq!(decode_tail(&b).unwrap(), (257, m[..40].to_vec()));
+        // Not a full segment; a tail of no member, or starting mid-range,
+        // is refused.
+        assert!(decode(257, &b).is_err());
+        assert!(decode_tail(&encode(257, &[])).is_err());
+        assert!(decode_tail(&encode(258, &m[..3])).is_err());
+        assert_eq!(decode_tail(&encode(1, &m)).unwrap().1.len(), m.len());
     }
 
     #[test]
