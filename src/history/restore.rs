@@ -372,7 +372,7 @@ async fn fetch_chain(
             // checked again) before the restore fails.
             Err(e) if got.segment.is_some() => {
                 tracing::warn!(
-                    "chain segment {} on the remote holds a snapshot {seq} that does not check ({e}): fetching its files",
+                    "the segment from snapshot {} on the remote (a chain or the tail segment) holds a snapshot {seq} that does not check ({e}): fetching its files",
                     got.segment.unwrap_or_default()
                 );
                 // (The segment's error stands when the files cannot be had.)

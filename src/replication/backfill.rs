@@ -238,8 +238,9 @@ struct Segments {
     /// The tail this run wrote (or put off): its first and last snapshot.
     tail: Option<(u64, u64)>,
     /// Failed attempts at the next one, for other reasons than the remote
-    /// failing: after [`SEGMENT_TRIES`] it is put off (to the next mount),
-    /// so that one range cannot hold up the rest.
+    /// failing: after [`SEGMENT_TRIES`] it is put off (a range to the next
+    /// mount, the tail until [`segment::TAIL_STEP`] more snapshots are
+    /// replicated), so that one cannot hold up the rest.
     failed: u32,
 }
 
