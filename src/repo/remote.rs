@@ -249,6 +249,15 @@ impl Remote {
             .join(format!("{seq:020}-{h}-{part:04}.pack"))
     }
 
+    /// Stores `bytes` at `path`, replacing any object there.
+    async fn put(&self, op: &str, path: &Path, bytes: impl Into<PutPayload>) -> Result<()> {
+        self.store
+            .put(path, bytes.into())
+            .await
+            .map(|_| ())
+            .map_err(|e| remote_err(op, e))
+    }
+
     async fn get(&self, op: &str, path: &Path) -> Result<Option<Vec<u8>>> {
         match self.store.get(path).await {
             Ok(r) => Ok(Some(
@@ -366,11 +375,12 @@ impl Remote {
         part: u32,
         bytes: impl Into<PutPayload>,
     ) -> Result<()> {
-        self.store
-            .put(&self.pack_path(agent, seq, envelope, part), bytes.into())
-            .await
-            .map(|_| ())
-            .map_err(|e| remote_err("put pack", e))
+        self.put(
+            "put pack",
+            &self.pack_path(agent, seq, envelope, part),
+            bytes,
+        )
+        .await
     }
 
     /// One part of the pack of a snapshot, if present.
@@ -432,14 +442,12 @@ impl Remote {
         envelope: &[u8; 32],
         bytes: Vec<u8>,
     ) -> Result<()> {
-        self.store
-            .put(
-                &self.index_path(agent, seq, envelope),
-                PutPayload::from(bytes),
-            )
-            .await
-            .map(|_| ())
-            .map_err(|e| remote_err("put part index", e))
+        self.put(
+            "put part index",
+            &self.index_path(agent, seq, envelope),
+            bytes,
+        )
+        .await
     }
 
     /// The part indexes present of the snapshots after `after`, as
@@ -491,14 +499,8 @@ impl Remote {
 
     /// Deletes the part index of a snapshot. Missing is fine.
     pub async fn delete_index(&self, agent: &AgentId, seq: u64, envelope: &[u8; 32]) -> Result<()> {
-        match self
-            .store
-            .delete(&self.index_path(agent, seq, envelope))
+        self.delete_object("delete part index", &self.index_path(agent, seq, envelope))
             .await
-        {
-            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
-            Err(e) => Err(remote_err("delete part index", e)),
-        }
     }
 
     fn segment_path(&self, agent: &AgentId, first: u64) -> Path {
@@ -510,11 +512,8 @@ impl Remote {
     /// Stores the chain segment starting at snapshot `first`
     /// (`segment::encode`), replacing any.
     pub async fn put_segment(&self, agent: &AgentId, first: u64, bytes: Vec<u8>) -> Result<()> {
-        self.store
-            .put(&self.segment_path(agent, first), PutPayload::from(bytes))
+        self.put("put segment", &self.segment_path(agent, first), bytes)
             .await
-            .map(|_| ())
-            .map_err(|e| remote_err("put segment", e))
     }
 
     /// The chain segment starting at snapshot `first`, if present.
@@ -567,11 +566,8 @@ impl Remote {
     /// Replaces the tail segment (`segment::encode` of the snapshots after
     /// the last complete range).
     pub async fn put_tail(&self, agent: &AgentId, bytes: Vec<u8>) -> Result<()> {
-        self.store
-            .put(&self.tail_path(agent), PutPayload::from(bytes))
+        self.put("put tail segment", &self.tail_path(agent), bytes)
             .await
-            .map(|_| ())
-            .map_err(|e| remote_err("put tail segment", e))
     }
 
     /// The tail segment, if present.
@@ -624,11 +620,8 @@ impl Remote {
     /// snapshot and the signing time; a later one for the same snapshot
     /// replaces it harmlessly).
     pub async fn put_checkpoint(&self, agent: &AgentId, seq: u64, json: Vec<u8>) -> Result<()> {
-        self.store
-            .put(&self.checkpoint_path(agent, seq), PutPayload::from(json))
+        self.put("put checkpoint", &self.checkpoint_path(agent, seq), json)
             .await
-            .map(|_| ())
-            .map_err(|e| remote_err("put checkpoint", e))
     }
 
     /// A checkpoint, if present.
@@ -651,11 +644,8 @@ impl Remote {
     /// Replaces the writer's heartbeat (one small object per agent, which
     /// a takeover watches).
     pub async fn put_heartbeat(&self, agent: &AgentId, json: Vec<u8>) -> Result<()> {
-        self.store
-            .put(&self.heartbeat_path(agent), PutPayload::from(json))
+        self.put("put heartbeat", &self.heartbeat_path(agent), json)
             .await
-            .map(|_| ())
-            .map_err(|e| remote_err("put heartbeat", e))
     }
 
     /// The writer's heartbeat, if one was ever written.
@@ -671,11 +661,8 @@ impl Remote {
 
     /// Stores the signed forget record of snapshot `seq`.
     pub async fn put_forgotten(&self, agent: &AgentId, seq: u64, json: Vec<u8>) -> Result<()> {
-        self.store
-            .put(&self.forgotten_path(agent, seq), PutPayload::from(json))
+        self.put("put forget record", &self.forgotten_path(agent, seq), json)
             .await
-            .map(|_| ())
-            .map_err(|e| remote_err("put forget record", e))
     }
 
     /// Every forget record present but those `known` (listed, not
@@ -702,14 +689,12 @@ impl Remote {
 
     /// Stores a signed redaction record under `name`.
     pub async fn put_redaction(&self, agent: &AgentId, name: &str, json: Vec<u8>) -> Result<()> {
-        self.store
-            .put(
-                &self.agent_dir(agent).join("redactions").join(name),
-                PutPayload::from(json),
-            )
-            .await
-            .map(|_| ())
-            .map_err(|e| remote_err("put redaction record", e))
+        self.put(
+            "put redaction record",
+            &self.agent_dir(agent).join("redactions").join(name),
+            json,
+        )
+        .await
     }
 
     /// Every redaction record present but those whose name is `known`
