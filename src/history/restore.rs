@@ -150,14 +150,7 @@ async fn restore_into(
     // Everything here came from the remote (what a prune counts on: a
     // snapshot not replicated yet keeps its content), and from which one
     // (what the commands that change the remote compare with).
-    agent
-        .repo()
-        .index()?
-        .set_meta(META_REPLICATED, Some(head.to_string().as_bytes()))?;
-    agent
-        .repo()
-        .index()?
-        .set_meta(META_REMOTE, Some(remote.shown_url().as_bytes()))?;
+    record_restored_from(&agent, remote, head)?;
     // What they erased is not kept, should the remote still hold it (the
     // parts of a snapshot forgotten before the redaction, left by a build
     // that did not rewrite those), nor what only forgotten snapshots use.
@@ -270,20 +263,21 @@ async fn restore_lazy_into(
     // this a lazily restored data dir (a crash in between leaves a data
     // dir whose head does not read, refused at the next mount, never one
     // that uploads snapshots it holds no content of).
-    agent
-        .repo()
-        .index()?
-        .set_meta(META_REPLICATED, Some(head.to_string().as_bytes()))?;
-    agent
-        .repo()
-        .index()?
-        .set_meta(META_REMOTE, Some(remote.shown_url().as_bytes()))?;
+    record_restored_from(&agent, remote, head)?;
     let head_view = agent.head()?;
     agent.make_durable(&head_view)?;
     agent.repo().flush()?;
     crate::repo::lazy::write_remote_index(&agent.data()?, remote, &indexes.taken)?;
     agent.finish_restore()?;
     Ok(Some(head))
+}
+
+/// Records every snapshot up to `head` as replicated, to `remote` (as
+/// shown: the commands that change the remote compare with it).
+fn record_restored_from(agent: &Agent, remote: &Remote, head: u64) -> Result<()> {
+    let index = agent.repo().index()?;
+    index.set_meta(META_REPLICATED, Some(head.to_string().as_bytes()))?;
+    index.set_meta(META_REMOTE, Some(remote.shown_url().as_bytes()))
 }
 
 /// What a chain fetch takes of each snapshot's content.
@@ -419,7 +413,7 @@ async fn fetch_chain(
         };
         if let Content::Indexes(taken) = &mut content {
             let entries = match index {
-                Some(b) => pack::decode_index(seq, &b).map_err(|e| of_remote_snapshot(seq, e))?,
+                Some(decoded) => decoded.map_err(|e| of_remote_snapshot(seq, e))?,
                 // Forgotten (its record names this very snapshot) and
                 // pruned: nothing of it is on the remote. A forgotten
                 // snapshot whose parts are still there (some of its
@@ -636,15 +630,17 @@ fn aheads(first: u64, members: Vec<segment::Member>) -> Result<Vec<Ahead>> {
         .zip(first..)
         .map(|(m, seq)| {
             let env = Envelope::from_json(&m.envelope).map_err(|e| of_remote_snapshot(seq, e))?;
-            if let Some(i) = &m.index {
-                pack::decode_index(seq, i)?;
-            }
+            // An index that does not decode makes the segment unusable.
+            let index = match &m.index {
+                Some(i) => Some(Ok(pack::decode_index(seq, i)?)),
+                None => None,
+            };
             Ok(Ahead {
                 env,
                 first: None,
                 more: false,
-                parts_gone: m.index.is_none(),
-                index: m.index,
+                parts_gone: index.is_none(),
+                index,
                 segment: Some(first),
             })
         })
@@ -657,8 +653,9 @@ struct Ahead {
     env: Envelope,
     first: Option<Vec<u8>>,
     more: bool,
-    /// Its part index, instead of its parts (a lazy restore).
-    index: Option<Vec<u8>>,
+    /// Its part index, decoded (or why not: reported in order), instead
+    /// of its parts (a lazy restore).
+    index: Option<Result<Vec<pack::PartEntry>>>,
     /// No index and no part on the remote, as a chain segment says (saves
     /// looking).
     parts_gone: bool,
@@ -680,7 +677,10 @@ async fn prefetch(remote: &Remote, id: &AgentId, seq: u64, lazy: bool) -> Result
     let env = Envelope::from_json(&raw).map_err(|e| of_remote_snapshot(seq, e))?;
     let hash = env.hash();
     if lazy {
-        let index = remote.get_index(id, seq, &hash).await?;
+        let index = remote
+            .get_index(id, seq, &hash)
+            .await?
+            .map(|b| pack::decode_index(seq, &b));
         return Ok(Ahead {
             env,
             first: None,
