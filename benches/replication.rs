@@ -276,6 +276,7 @@ fn write_segments(
                 &e.shared_agent(),
                 up,
                 k * len + 1,
+                &Default::default(),
             ))
             .unwrap();
         assert_eq!(w, sovseal::replication::backfill::Segment::Written);
@@ -288,6 +289,7 @@ fn write_segments(
             up,
             covered + 1,
             head,
+            &Default::default(),
         ))
         .unwrap();
     }

@@ -7,6 +7,7 @@
 //! whole until the writer's mount writes the indexes.
 
 mod support;
+use std::os::unix::fs::FileTypeExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 use support::home::files_under;
@@ -655,8 +656,9 @@ fn wait_segments(m: &Mounted, remote: &Path, n: usize) -> Vec<PathBuf> {
 /// range of them (`SEGMENT_LEN`) into one chain segment of their envelopes
 /// and part indexes (the files the remote holds, byte for byte), and the
 /// rest into the tail segment; a fresh machine's lazy restore reads the
-/// segments instead of those files: with every part index deleted, the
-/// restore is still lazy and serves head and old snapshots. A segment that
+/// segments instead of those files: with every part index deleted and
+/// some envelope files out of the listing, the restore is still lazy and
+/// serves head and old snapshots. A segment that
 /// does not decode is read around (snapshot by snapshot: here without the
 /// indexes, so whole), one of whose envelopes does not check is taken from
 /// the files, and a redaction or a prune deletes the segments of the
@@ -751,8 +753,22 @@ fn a_long_history_restores_lazily_from_chain_segments() {
     let swapped = if env.as_bytes()[at] == b'A' { "B" } else { "A" };
     first[9].envelope = format!("{}{swapped}{}", &env[..at], &env[at + 1..]).into_bytes();
     std::fs::write(&segs[0], sovseal::repo::segment::encode(1, &first)).unwrap();
+    // The envelopes the segments hold are not listed, only those after
+    // them: with files of a segment's range and of the tail's out of the
+    // listing, the restore reads them in the segments.
+    let hidden: Vec<PathBuf> = (20..=30)
+        .chain([covered + 2])
+        .map(|seq| by_name(".json", seq).unwrap())
+        .collect();
+    let aside = |f: &PathBuf| f.with_file_name(format!("{}.aside", f.display()));
+    for f in &hidden {
+        std::fs::rename(f, aside(f)).unwrap();
+    }
     let f = fresh_machine(&m, &url);
     f.mount();
+    for f in &hidden {
+        std::fs::rename(aside(f), f).unwrap();
+    }
     let l = log(&f);
     assert!(
         l.contains("lazily") && !l.contains("restoring whole"),
@@ -830,13 +846,26 @@ fn a_long_history_restores_lazily_from_chain_segments() {
     );
     let pruned = members(&segs).iter().filter(|m| m.index.is_none()).count();
     assert!(pruned > 1000, "{pruned} snapshots without parts there");
+    // A segment past the end of the chain (planted, here a copy of the
+    // first): every envelope is listed, and it is read around.
+    let planted = segs[0].with_file_name(format!("{:020}.seg", covered + 1));
+    std::fs::copy(&segs[0], &planted).unwrap();
     let h = another_machine(&m, &url, "third");
     h.mount();
+    std::fs::remove_file(&planted).unwrap();
     let l = log(&h);
     assert!(
         l.contains("lazily") && !l.contains("restoring whole"),
         "{l}"
     );
+    assert!(
+        l.contains(&format!(
+            "hold snapshots up to {}, which the remote does not list",
+            covered + SEGMENT_LEN
+        )),
+        "{l}"
+    );
+    assert_eq!(h.head(), head);
     assert_eq!(std::fs::read_to_string(h.path("n")).unwrap(), "1099");
     assert_eq!(std::fs::read(h.path("big")).unwrap(), big);
     h.unmount();
@@ -859,4 +888,56 @@ fn a_long_history_restores_lazily_from_chain_segments() {
         after, before,
         "a prune with nothing to delete deleted segments"
     );
+}
+
+/// A writer bundles the snapshots it uploads into chain segments from the
+/// part indexes it wrote, without reading them back: with the part index
+/// of one snapshot on the remote made unreadable after its upload (a FIFO
+/// nobody writes to: a read of it waits for ever), the segment of its
+/// range and the tail segment are still written, and hold that index as
+/// uploaded and every other as the remote holds it.
+#[test]
+fn a_writer_writes_chain_segments_from_the_part_indexes_it_uploaded() {
+    use sovseal::repo::segment::{SEGMENT_LEN, TAIL_STEP, decode, decode_tail};
+    let (_dir, remote, url) = dir_remote();
+    let m = Mounted::new("lz", &["--remote", &url]);
+    m.py("for i in range(10):\n    open('n', 'w').write(str(i))");
+    m.wait_replicated();
+    let file = |seq: u64, suffix: &str| {
+        let prefix = format!("{seq:020}");
+        files_under(&remote).into_iter().find(|f| {
+            let n = f.file_name().unwrap().to_string_lossy().into_owned();
+            n.starts_with(&prefix) && n.ends_with(suffix)
+        })
+    };
+    let idx = file(5, ".idx").unwrap();
+    let uploaded = std::fs::read(&idx).unwrap();
+    std::fs::remove_file(&idx).unwrap();
+    let mkfifo = std::process::Command::new("mkfifo").arg(&idx).status();
+    assert!(mkfifo.unwrap().success());
+    m.py("for i in range(10, 350):\n    open('n', 'w').write(str(i))");
+    let head = m.wait_replicated();
+    assert!(head >= SEGMENT_LEN + TAIL_STEP, "{head}");
+    let segs = wait_segments(&m, &remote, 1);
+    let tail = decode_tail(&std::fs::read(tail_file(&remote).unwrap()).unwrap()).unwrap();
+    // Unreadable still: nothing was written over it.
+    assert!(
+        std::fs::metadata(&idx).unwrap().file_type().is_fifo(),
+        "the part index was written again"
+    );
+    std::fs::remove_file(&idx).unwrap();
+    std::fs::write(&idx, &uploaded).unwrap();
+    m.unmount();
+    assert_eq!(tail.0, SEGMENT_LEN + 1);
+    assert!(tail.1.len() as u64 >= TAIL_STEP, "{}", tail.1.len());
+    let members = decode(1, &std::fs::read(&segs[0]).unwrap())
+        .unwrap()
+        .into_iter()
+        .chain(tail.1);
+    for (seq, mem) in (1..).zip(members) {
+        let envelope = std::fs::read(file(seq, ".json").unwrap()).unwrap();
+        assert_eq!(mem.envelope, envelope, "envelope {seq}");
+        let index = std::fs::read(file(seq, ".idx").unwrap()).unwrap();
+        assert_eq!(mem.index, Some(index), "part index {seq}");
+    }
 }

@@ -63,14 +63,33 @@ struct Survey {
 
 /// Lists the envelopes (dense from 1), the signed checkpoints (each
 /// verified, none past the head) and the forget records (each verified).
+/// Snapshots `1..=covered` are taken as present without a listing (chain
+/// segments hold them: [`covered`]) when the remote lists the last of
+/// them: only the envelopes from it on are listed. Else (segments left
+/// over past the end of the chain) every envelope is.
 async fn survey(
     keys: &crate::seal::keys::AgentKeys,
     name: &AgentName,
     remote: &Remote,
+    covered: u64,
 ) -> Result<Survey> {
     let id = keys.agent_id();
-    // One listing: every page of a cursor loop lists the whole directory.
-    let seqs = remote.list_envelopes(&id, 0, usize::MAX).await?;
+    // One listing (every page of a cursor loop lists the whole directory),
+    // of what the segments do not hold.
+    let mut seqs = Vec::new();
+    if covered > 0 {
+        let from_last = remote.list_envelopes(&id, covered - 1, usize::MAX).await?;
+        if from_last.first() == Some(&covered) {
+            seqs = (1..covered).chain(from_last).collect();
+        } else {
+            tracing::warn!(
+                "the chain segments on the remote hold snapshots up to {covered}, which the remote does not list: listing every envelope"
+            );
+        }
+    }
+    if seqs.is_empty() {
+        seqs = remote.list_envelopes(&id, 0, usize::MAX).await?;
+    }
     let Some(&head) = seqs.last() else {
         return Err(Error::Invalid(format!(
             "the remote {} holds no snapshots of agent {name} (for this master key)",
@@ -139,7 +158,7 @@ async fn restore_into(
         head,
         checkpoints,
         forgotten,
-    } = survey(&keys, name, remote).await?;
+    } = survey(&keys, name, remote, 0).await?;
     let (agent, _lock) = Agent::create_for_restore(home, name, master)?;
     fetch_chain(&agent, remote, &seqs, None, Content::Whole, progress).await?;
     // Forget records must name the snapshots restored (checked again, with
@@ -204,12 +223,25 @@ async fn restore_lazy_into(
     progress: &mut dyn FnMut(u64, u64),
 ) -> Result<Option<u64>> {
     let keys = master.agent_keys(name.as_str());
+    let segments: BTreeSet<u64> = remote
+        .list_segments(&keys.agent_id())
+        .await?
+        .into_iter()
+        .collect();
+    let tail = match remote.get_tail(&keys.agent_id()).await? {
+        Some(b) => segment::decode_tail(&b)
+            .inspect_err(|e| {
+                tracing::warn!("the tail segment on the remote is not usable ({e}): left out")
+            })
+            .ok(),
+        None => None,
+    };
     let Survey {
         seqs,
         head,
         checkpoints,
         forgotten,
-    } = survey(&keys, name, remote).await?;
+    } = survey(&keys, name, remote, covered(&segments, tail.as_ref())).await?;
     let (agent, _lock) = Agent::create_for_restore(home, name, master)?;
     let mut indexes = Indexes {
         forgotten: forgotten
@@ -219,19 +251,8 @@ async fn restore_lazy_into(
         keys: keys.clone(),
         taken: Vec::new(),
         missing: None,
-        segments: remote
-            .list_segments(&keys.agent_id())
-            .await?
-            .into_iter()
-            .collect(),
-        tail: match remote.get_tail(&keys.agent_id()).await? {
-            Some(b) => segment::decode_tail(&b)
-                .inspect_err(|e| {
-                    tracing::warn!("the tail segment on the remote is not usable ({e}): left out")
-                })
-                .ok(),
-            None => None,
-        },
+        segments,
+        tail,
     };
     fetch_chain(
         &agent,
@@ -270,6 +291,24 @@ async fn restore_lazy_into(
     crate::repo::lazy::write_remote_index(&agent.data()?, remote, &indexes.taken)?;
     agent.finish_restore()?;
     Ok(Some(head))
+}
+
+/// How many snapshots from the first the chain segments on the remote hold
+/// without a gap: each complete range from 1 (`segments`, their first
+/// snapshots), then the `tail` if it starts where they end. A lazy restore
+/// lists only the envelopes after them. The segments' envelopes are
+/// checked like any (hash chain, key and format succession); one that is
+/// gone or does not check by the time it is read is fetched from its own
+/// file, whose name its sequence number gives.
+fn covered(segments: &BTreeSet<u64>, tail: Option<&(u64, Vec<segment::Member>)>) -> u64 {
+    let mut covered = 0;
+    while segments.contains(&(covered + 1)) {
+        covered += segment::SEGMENT_LEN;
+    }
+    match tail {
+        Some((first, members)) if *first == covered + 1 => covered + members.len() as u64,
+        _ => covered,
+    }
 }
 
 /// Records every snapshot up to `head` as replicated, to `remote` (as
@@ -561,7 +600,7 @@ fn units(
         }
         if !segments.contains(&s) && tail.as_ref().is_some_and(|(first, _)| *first == s) {
             let (first, mut members) = tail.take().expect("checked");
-            // Only what the listing holds, and only consecutive.
+            // Only what the survey holds, and only consecutive.
             let held = seqs[i..]
                 .iter()
                 .zip(first..)
@@ -1535,4 +1574,48 @@ fn write_tree(
 fn set_mtime(f: &std::fs::File, p: &Path, ns: i64) -> Result<()> {
     let t = std::time::UNIX_EPOCH + std::time::Duration::from_nanos(ns.max(0) as u64);
     f.set_modified(t).map_err(|e| Error::io(p, e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::repo::segment::SEGMENT_LEN;
+
+    #[test]
+    fn segments_cover_the_snapshots_from_the_first_without_a_gap() {
+        let tail = |first: u64, n: usize| {
+            Some((
+                first,
+                vec![
+                    segment::Member {
+                        envelope: Vec::new(),
+                        index: None
+                    };
+                    n
+                ],
+            ))
+        };
+        let segs = |v: &[u64]| {
+            v.iter()
+                .map(|k| k * SEGMENT_LEN + 1)
+                .collect::<BTreeSet<u64>>()
+        };
+        assert_eq!(covered(&segs(&[]), None), 0);
+        assert_eq!(covered(&segs(&[]), tail(1, 70).as_ref()), 70);
+        assert_eq!(
+            covered(&segs(&[0, 1]), tail(2 * SEGMENT_LEN + 1, 64).as_ref()),
+            2 * SEGMENT_LEN + 64
+        );
+        // A gap ends it: the rest is listed.
+        assert_eq!(covered(&segs(&[0, 2]), None), SEGMENT_LEN);
+        assert_eq!(
+            covered(&segs(&[1, 2]), tail(3 * SEGMENT_LEN + 1, 64).as_ref()),
+            0
+        );
+        // A tail that does not start where the segments end is left out.
+        assert_eq!(
+            covered(&segs(&[0]), tail(2 * SEGMENT_LEN + 1, 64).as_ref()),
+            SEGMENT_LEN
+        );
+    }
 }

@@ -161,11 +161,17 @@ pub enum Segment {
 
 /// Writes the chain segment starting at `first` (every snapshot of its
 /// range replicated): each envelope from the local index, each part index
-/// as the remote holds it (a `GET` each, some in flight at once; a `HEAD`
-/// for a snapshot without one).
-pub async fn write_segment(agent: &Agent, remote: &Remote, first: u64) -> Result<Segment> {
+/// as this run uploaded it (`uploaded`) or as the remote holds it (a `GET`
+/// each, some in flight at once; a `HEAD` for a snapshot without one).
+pub async fn write_segment(
+    agent: &Agent,
+    remote: &Remote,
+    first: u64,
+    uploaded: &Uploaded,
+) -> Result<Segment> {
     debug_assert!(segment::is_first(first));
-    let Some(members) = members(agent, remote, first, first + SEGMENT_LEN - 1).await? else {
+    let last = first + SEGMENT_LEN - 1;
+    let Some(members) = members(agent, remote, first, last, uploaded).await? else {
         return Ok(Segment::NotYet);
     };
     let id = agent.repo().keys().agent_id();
@@ -177,9 +183,15 @@ pub async fn write_segment(agent: &Agent, remote: &Remote, first: u64) -> Result
 
 /// Writes the tail segment: snapshots `first..=last` (replicated; `first`
 /// starts a range, `last` ends none), as [`write_segment`] does.
-pub async fn write_tail(agent: &Agent, remote: &Remote, first: u64, last: u64) -> Result<Segment> {
+pub async fn write_tail(
+    agent: &Agent,
+    remote: &Remote,
+    first: u64,
+    last: u64,
+    uploaded: &Uploaded,
+) -> Result<Segment> {
     debug_assert!(segment::is_first(first) && last >= first && last < first + SEGMENT_LEN);
-    let Some(members) = members(agent, remote, first, last).await? else {
+    let Some(members) = members(agent, remote, first, last, uploaded).await? else {
         return Ok(Segment::NotYet);
     };
     let id = agent.repo().keys().agent_id();
@@ -190,12 +202,15 @@ pub async fn write_tail(agent: &Agent, remote: &Remote, first: u64, last: u64) -
 }
 
 /// The members of a segment of snapshots `first..=last`; `None` when one
-/// of them has parts on the remote but no part index there.
+/// of them has parts on the remote but no part index there. The part
+/// indexes this run uploaded come from `uploaded`, the rest from the
+/// remote.
 async fn members(
     agent: &Agent,
     remote: &Remote,
     first: u64,
     last: u64,
+    uploaded: &Uploaded,
 ) -> Result<Option<Vec<segment::Member>>> {
     let id = agent.repo().keys().agent_id();
     let envelopes = (first..=last)
@@ -206,7 +221,14 @@ async fn members(
             .map(|(env, seq)| {
                 let hash = env.hash();
                 let id = &id;
+                let known = uploaded.get(seq);
                 async move {
+                    if let Some(index) = known {
+                        return Ok(Some(segment::Member {
+                            envelope: env.to_json(),
+                            index: Some(index),
+                        }));
+                    }
                     let index = remote.get_index(id, seq, &hash).await?;
                     if index.is_none() && remote.has_pack(id, seq, &hash, 0).await? {
                         return Ok(None);
@@ -226,6 +248,44 @@ async fn members(
 /// Part indexes a segment's writing reads at once.
 const SEGMENT_FETCHES: usize = 16;
 
+/// The part indexes this run uploaded, of the range of the newest (those
+/// of older ranges leave when a newer range starts), at most
+/// [`UPLOADED_BYTES`] of them: a segment or tail of snapshots all found
+/// here is written without reading the remote.
+#[derive(Default)]
+pub struct Uploaded {
+    indexes: std::collections::BTreeMap<u64, Vec<u8>>,
+    bytes: usize,
+}
+
+/// The most part index bytes [`Uploaded`] keeps (a range of snapshots of
+/// many objects each reads the rest from the remote).
+const UPLOADED_BYTES: usize = 16 << 20;
+
+impl Uploaded {
+    /// Keeps the part index `index` just uploaded for snapshot `seq`.
+    fn insert(&mut self, seq: u64, index: Vec<u8>) {
+        let this_range = self.indexes.split_off(&segment::first_of(seq));
+        let dropped = std::mem::replace(&mut self.indexes, this_range);
+        self.bytes -= dropped.values().map(Vec::len).sum::<usize>();
+        if self.bytes + index.len() <= UPLOADED_BYTES {
+            self.bytes += index.len();
+            if let Some(old) = self.indexes.insert(seq, index) {
+                self.bytes -= old.len();
+            }
+        }
+    }
+
+    fn get(&self, seq: u64) -> Option<Vec<u8>> {
+        self.indexes.get(&seq).cloned()
+    }
+
+    /// Whether the part index of every snapshot of `first..=last` is here.
+    fn holds(&self, first: u64, last: u64) -> bool {
+        self.indexes.range(first..=last).count() as u64 == last + 1 - first
+    }
+}
+
 /// The chain segments a replicator writes: the remote's are listed once,
 /// then each complete range of replicated snapshots without one is written,
 /// oldest first, one a step; then the tail segment, whenever it would hold
@@ -242,6 +302,8 @@ struct Segments {
     /// mount, the tail until [`segment::TAIL_STEP`] more snapshots are
     /// replicated), so that one cannot hold up the rest.
     failed: u32,
+    /// The part indexes this run uploaded.
+    uploaded: Uploaded,
 }
 
 /// Attempts at one chain segment per run.
@@ -283,8 +345,8 @@ impl Segments {
                 self.known = Some(remote.list_segments(&id).await?.into_iter().collect());
                 return Ok(());
             }
-            Work::Segment(first) => write_segment(agent, remote, first).await,
-            Work::Tail(first, last) => write_tail(agent, remote, first, last).await,
+            Work::Segment(first) => write_segment(agent, remote, first, &self.uploaded).await,
+            Work::Tail(first, last) => write_tail(agent, remote, first, last, &self.uploaded).await,
         };
         let put_off = |s: &mut Self| match work {
             Work::Segment(first) => {
@@ -338,6 +400,10 @@ pub struct Backfill {
     segments: Segments,
 }
 
+/// How long a chain segment's step may hold up an upload (a remote that
+/// stops answering must not stall replication behind it).
+pub const SEGMENT_GRACE: Duration = Duration::from_secs(10);
+
 /// Longest wait before a failed step is tried again.
 pub const RETRY_MAX: Duration = Duration::from_secs(600);
 
@@ -360,6 +426,52 @@ impl Backfill {
     /// the remote (`None`: nothing to do until more are).
     pub fn due(&self, replicated: u64) -> Option<Instant> {
         (!self.done || self.segments.next(replicated).is_some()).then_some(self.due)
+    }
+
+    /// Keeps the part index this run just uploaded for snapshot `seq`.
+    pub fn uploaded(&mut self, seq: u64, index: Vec<u8>) {
+        self.segments.uploaded.insert(seq, index);
+    }
+
+    /// How long the next step may go on while an upload or a checkpoint
+    /// waits: a part index's (which may read a large snapshot's parts)
+    /// gives way at once; a chain segment's is given [`SEGMENT_GRACE`] to
+    /// finish.
+    pub fn grace(&self) -> Duration {
+        if self.done {
+            SEGMENT_GRACE
+        } else {
+            Duration::ZERO
+        }
+    }
+
+    /// Right after snapshot `replicated` was uploaded: the chain segment
+    /// work due that needs no read of the remote (the listing of the
+    /// segments, then a segment or the tail of snapshots whose part
+    /// indexes this run uploaded), once the part indexes are complete. A
+    /// failure is left to the steps taken when the replicator is idle.
+    pub async fn inline(&mut self, agent: &Agent, remote: &Remote, replicated: u64) {
+        if !self.done {
+            return;
+        }
+        while let Some(work) = self.segments.next(replicated) {
+            let cheap = match work {
+                Work::List => true,
+                Work::Segment(first) => {
+                    self.segments.uploaded.holds(first, first + SEGMENT_LEN - 1)
+                }
+                Work::Tail(first, last) => self.segments.uploaded.holds(first, last),
+            };
+            if !cheap {
+                return;
+            }
+            if let Err(e) = self.segments.step(agent, remote, replicated).await {
+                tracing::warn!(
+                    "chain segment {work:?}: {e}; tried again when the replicator is idle"
+                );
+                return;
+            }
+        }
     }
 
     /// One step: the listing, the next snapshot's index, or (the indexes

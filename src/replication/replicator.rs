@@ -166,8 +166,10 @@ pub fn pack_parts(agent: &Agent, seq: u64) -> Result<Vec<Vec<u8>>> {
 /// Uploads snapshot `seq`: pack parts (at most [`PARTS_IN_FLIGHT`] at a
 /// time), then its part index (where each object is, for lazy restores),
 /// then the envelope (conditional). A snapshot whose envelope is on the
-/// remote therefore has its parts and its index there.
-pub async fn upload(agent: &Agent, remote: &Remote, seq: u64) -> Result<()> {
+/// remote therefore has its parts and its index there. Returns the part
+/// index written (`None`: a snapshot restored lazily, whose files the
+/// remote holds already).
+pub async fn upload(agent: &Agent, remote: &Remote, seq: u64) -> Result<Option<Vec<u8>>> {
     use futures::StreamExt;
     let id = agent.repo().keys().agent_id();
     let env = agent.envelope(seq)?;
@@ -180,7 +182,7 @@ pub async fn upload(agent: &Agent, remote: &Remote, seq: u64) -> Result<()> {
         // Restored lazily: its content is on the remote and not here, so
         // parts built here would be empty and replace the remote's.
         return match remote.get_envelope(&id, seq).await? {
-            Some(there) if there == env.to_json() => Ok(()),
+            Some(there) if there == env.to_json() => Ok(None),
             Some(_) => Err(Error::Fork { seq }),
             None => Err(Error::Invalid(format!(
                 "snapshot {seq} is gone from the remote this data dir was lazily restored from; its content is not here to upload again"
@@ -220,7 +222,7 @@ pub async fn upload(agent: &Agent, remote: &Remote, seq: u64) -> Result<()> {
     )
     .await?;
     match created {
-        Created::New | Created::AlreadyThere => Ok(()),
+        Created::New | Created::AlreadyThere => Ok(Some(index)),
         Created::Conflict => Err(Error::Fork { seq }),
     }
 }
@@ -592,16 +594,24 @@ async fn run(
                 continue;
             }
             Step::Backfill(replicated) => {
-                // Given up (and taken up again later) as soon as there is
-                // something to upload, a checkpoint is due or the thread is
-                // to stop: a step may read a large snapshot's parts.
+                // Given up (and taken up again later) as soon as the
+                // thread is to stop, and once it has run for its grace
+                // also when there is something to upload or a checkpoint
+                // is due: none for a part index's step (which may read a
+                // large snapshot's parts); a chain segment's (at most one
+                // part index GET per snapshot of its range) is given time
+                // to finish, or a writer that never pauses long would
+                // never get one written.
+                let grace = backfill.grace();
+                let started = std::time::Instant::now();
                 let wanted = async {
                     loop {
                         {
                             let st = m.lock().expect("replicator");
                             let checkpoint = st.replicated > st.checkpointed
                                 && std::time::Instant::now() >= last_cp + policy.interval;
-                            if st.stop || st.head > replicated || checkpoint {
+                            let waiting = st.head > replicated || checkpoint;
+                            if st.stop || (waiting && started.elapsed() >= grace) {
                                 break;
                             }
                         }
@@ -628,7 +638,7 @@ async fn run(
             Err(e) => Err(e),
         };
         match uploaded {
-            Ok(()) => {
+            Ok(index) => {
                 backoff = Duration::from_millis(100);
                 let (drained, had_error) = {
                     let st = m.lock().expect("replicator");
@@ -642,15 +652,25 @@ async fn run(
                     unsaved = Some(next);
                     Ok(())
                 };
-                let mut st = m.lock().expect("replicator");
-                if let Err(e) = saved {
-                    st.error = Some(e.to_string());
-                    continue;
+                {
+                    let mut st = m.lock().expect("replicator");
+                    if let Err(e) = saved {
+                        st.error = Some(e.to_string());
+                        continue;
+                    }
+                    st.replicated = next;
+                    st.error = None;
+                    tracing::debug!(seq = next, "replicated");
+                    cv.notify_all();
                 }
-                st.replicated = next;
-                st.error = None;
-                tracing::debug!(seq = next, "replicated");
-                cv.notify_all();
+                // A range of snapshots this run uploaded gets its chain
+                // segment (or the tail) now, from what the uploads wrote:
+                // one PUT, so that a writer that never pauses writes them
+                // too.
+                if let Some(index) = index {
+                    backfill.uploaded(next, index);
+                }
+                backfill.inline(agent, remote, next).await;
             }
             Err(Error::Fork { seq }) => {
                 tracing::error!("{}", Error::Fork { seq });
