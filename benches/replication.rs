@@ -14,7 +14,9 @@
 //! of history, from moto and from a store answering in 10 ms; with
 //! `SOVSEAL_BENCH_RESTORE_PG=1` also from a PostgreSQL server it starts
 //! (as the tests do: the `postgresql` package, a cluster in a temporary
-//! directory, a Unix socket).
+//! directory, a Unix socket). `SOVSEAL_BENCH_RESTORE_LIFE=1` runs only
+//! the lazy mount of an agent with a long life behind it (checkpoints and
+//! forget records) instead.
 
 use object_store::{ObjectStoreExt, PutPayload};
 use sovseal::config::{AgentName, Home};
@@ -64,6 +66,10 @@ fn main() {
     let master = MasterKey::from_bytes([4; 32]);
     if std::env::var_os("SOVSEAL_BENCH_RESTORE_SCALING").is_some() {
         restore_scaling(&rt, &home, &master, &moto);
+        return;
+    }
+    if std::env::var_os("SOVSEAL_BENCH_RESTORE_LIFE").is_some() {
+        restore_life(&rt, &home, &master);
         return;
     }
 
@@ -479,6 +485,71 @@ fn restore_scaling(
     for r in pg_rows {
         println!("{r}");
     }
+}
+
+/// A lazy mount of an agent with a long life behind it, from a store
+/// answering in 10 ms: 1,000 snapshots (chain segments written), a signed
+/// checkpoint of each (one a minute of activity is the default), and the
+/// first 900 forgotten (their forget records on the remote), against the
+/// same history without checkpoints and records.
+fn restore_life(rt: &tokio::runtime::Runtime, home: &Home, master: &MasterKey) {
+    let name = AgentName::new("life").unwrap();
+    let mut e = Engine::open(home, &name, master).unwrap();
+    let f = e.create(ROOT_INO, b"f0", 0o644, 0, 0).unwrap().ino;
+    for s in 0..1_000u64 {
+        e.write(f, 0, &random(2 << 10, s + 1)).unwrap();
+        e.commit().unwrap();
+    }
+    let (near, far) = far::pair();
+    let agent = e.shared_agent();
+    for s in 1..=1_000 {
+        rt.block_on(sovseal::replication::replicator::upload(&agent, &near, s))
+            .unwrap();
+    }
+    drop(agent);
+    drop(e);
+    write_segments(rt, home, &name, master, &near);
+    let kept = home.agent_dir(&name).with_extension("orig");
+    let cp = |from: &std::path::Path, to: &std::path::Path| {
+        let _ = std::fs::remove_dir_all(to);
+        let ok = std::process::Command::new("cp")
+            .arg("-a")
+            .args([from, to])
+            .status()
+            .unwrap();
+        assert!(ok.success());
+    };
+    cp(&home.agent_dir(&name), &kept);
+    let bare = lazy_time(rt, home, &name, master, &far).0;
+    cp(&kept, &home.agent_dir(&name));
+    let e = Engine::open(home, &name, master).unwrap();
+    let agent = e.shared_agent();
+    for s in 1..=1_000 {
+        rt.block_on(sovseal::history::checkpoint::create(&agent, &near, s))
+            .unwrap();
+    }
+    let forget: Vec<u64> = (1..=900).collect();
+    sovseal::history::retention::forget(&agent, &forget).unwrap();
+    // Uploads the records (their parts stay: nothing was pruned here).
+    let mut report = Default::default();
+    rt.block_on(sovseal::history::retention::prune_remote(
+        &agent,
+        &near,
+        &mut report,
+    ))
+    .unwrap();
+    drop(agent);
+    drop(e);
+    let lived = lazy_time(rt, home, &name, master, &far).0;
+    println!("| 1,000 snapshots (segments) | lazy mount, from a store answering in 10 ms |");
+    println!("|---|---|");
+    println!("| alone | {:.0} ms |", bare.as_secs_f64() * 1e3);
+    println!(
+        "| with 1,000 checkpoints and 900 forget records | {:.0} ms |",
+        lived.as_secs_f64() * 1e3
+    );
+    std::fs::remove_dir_all(home.agent_dir(&name)).unwrap();
+    std::fs::remove_dir_all(&kept).unwrap();
 }
 
 fn count_files(dir: &std::path::Path) -> usize {

@@ -137,6 +137,38 @@ fn the_hook_gets_the_checkpoint_and_verify_checks_it_everywhere() {
     ok(&fresh_restore(m, "m2"));
 }
 
+/// A restore fetches only the newest checkpoint on the remote (there is
+/// one per checkpoint interval of the agent's life, and the newest vouches
+/// for every snapshot before it through the parent links): an older one
+/// that no longer parses does not stop it; `sovseal verify --remote`,
+/// which checks them all, reports it.
+#[test]
+fn a_restore_fetches_only_the_newest_checkpoint() {
+    let a = Anchored::new();
+    let m = &a.m;
+    let names = |dir: &Path| -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    };
+    let dir = remote_agent_dir(m).join("checkpoints");
+    let listed = names(&dir);
+    assert!(listed.len() >= 2, "{listed:?}");
+    let oldest = dir.join(&listed[0]);
+    let saved = std::fs::read(&oldest).unwrap();
+    std::fs::write(&oldest, b"nope").unwrap();
+    ok(&fresh_restore(m, "n1"));
+    fails(
+        &m.sovseal(&["verify", "--agent", "anchored", "--remote"]),
+        3,
+        "not checkpoint JSON",
+    );
+    std::fs::write(&oldest, saved).unwrap();
+}
+
 #[test]
 fn a_remote_that_drops_a_checkpointed_snapshot_is_refused() {
     let a = Anchored::new();

@@ -287,6 +287,26 @@ pub async fn fetch_remote(keys: &AgentKeys, remote: &Remote) -> Result<Vec<Check
     fetch_remote_after(keys, remote, 0, false).await
 }
 
+/// The newest checkpoint on the remote, verified (one that does not verify
+/// is an error, as in [`fetch_remote`]); `None` if there is none. What a
+/// restore needs: the chain it fetches must reach it and hold its hash,
+/// which vouches for every snapshot before it through the parent links, so
+/// the older ones (one per checkpoint interval of the agent's whole life)
+/// are listed, not fetched.
+pub async fn fetch_remote_newest(keys: &AgentKeys, remote: &Remote) -> Result<Option<Checkpoint>> {
+    let id = keys.agent_id();
+    for seq in remote.list_checkpoints(&id, 0).await?.into_iter().rev() {
+        // (Deleted between list and get: as if not listed.)
+        if let Some(raw) = remote.get_checkpoint(&id, seq).await? {
+            return parse_remote(&raw, keys, seq).map(Some);
+        }
+    }
+    Ok(None)
+}
+
+/// Checkpoint files fetched at once.
+const FETCHES: usize = 16;
+
 /// Like [`fetch_remote`], the checkpoints of snapshots after `after` only.
 /// With `up_to_known_key`, the list ends at the first one signed under a
 /// key version this machine does not hold (a follower that has not been
@@ -298,36 +318,49 @@ pub async fn fetch_remote_after(
     after: u64,
     up_to_known_key: bool,
 ) -> Result<Vec<Checkpoint>> {
+    use futures::StreamExt;
     let id = keys.agent_id();
     let mut out = Vec::new();
-    for seq in remote.list_checkpoints(&id, after).await? {
-        let Some(raw) = remote.get_checkpoint(&id, seq).await? else {
+    let listed = remote.list_checkpoints(&id, after).await?;
+    let mut fetched = futures::stream::iter(listed)
+        .map(|seq| {
+            let id = &id;
+            async move { (seq, remote.get_checkpoint(id, seq).await) }
+        })
+        .buffered(FETCHES);
+    while let Some((seq, raw)) = fetched.next().await {
+        let Some(raw) = raw? else {
             continue; // deleted between list and get: as if not listed
         };
-        let parsed = Checkpoint::parse(&raw, keys);
+        let parsed = parse_remote(&raw, keys, seq);
         if up_to_known_key && matches!(parsed, Err(Error::UnknownKeyVersion(..))) {
             break;
         }
-        let c = parsed.map_err(|e| match e {
-            Error::Corrupt { detail, .. } => Error::Corrupt {
-                what: format!("checkpoint {seq} on the remote"),
-                detail,
-            },
-            Error::UnknownFormatVersion(found, known) => Error::Corrupt {
-                what: format!("checkpoint {seq} on the remote"),
-                detail: format!("format version {found} (this build reads up to {known})"),
-            },
-            e => e,
-        })?;
-        if c.seq != seq {
-            return Err(bad(
-                &seq.to_string(),
-                format!("the remote file for {seq} holds a checkpoint of {}", c.seq),
-            ));
-        }
-        out.push(c);
+        out.push(parsed?);
     }
     Ok(out)
+}
+
+/// Parses and verifies the remote's checkpoint file of snapshot `seq`.
+fn parse_remote(raw: &[u8], keys: &AgentKeys, seq: u64) -> Result<Checkpoint> {
+    let c = Checkpoint::parse(raw, keys).map_err(|e| match e {
+        Error::Corrupt { detail, .. } => Error::Corrupt {
+            what: format!("checkpoint {seq} on the remote"),
+            detail,
+        },
+        Error::UnknownFormatVersion(found, known) => Error::Corrupt {
+            what: format!("checkpoint {seq} on the remote"),
+            detail: format!("format version {found} (this build reads up to {known})"),
+        },
+        e => e,
+    })?;
+    if c.seq != seq {
+        return Err(bad(
+            &seq.to_string(),
+            format!("the remote file for {seq} holds a checkpoint of {}", c.seq),
+        ));
+    }
+    Ok(c)
 }
 
 /// Checks the remote's chain against `cps` (verified checkpoints from the

@@ -104,10 +104,15 @@ async fn survey(
             });
         }
     }
-    // Signed checkpoints on the remote: each must verify, and the chain must
-    // reach every one (a remote that dropped newer snapshots but kept their
-    // checkpoints is caught here, before anything is downloaded).
-    let checkpoints = crate::history::checkpoint::fetch_remote(keys, remote).await?;
+    // The newest signed checkpoint on the remote: it must verify, and the
+    // chain must reach it (a remote that dropped newer snapshots but kept
+    // their checkpoint is caught here, before anything is downloaded) and
+    // hold its hash (once restored), which vouches for every snapshot
+    // before it.
+    let checkpoints: Vec<_> = crate::history::checkpoint::fetch_remote_newest(keys, remote)
+        .await?
+        .into_iter()
+        .collect();
     // Forget records: snapshots whose content retention removed. Each must
     // verify (a remote cannot pass a deletion off as a forget).
     let mut forgotten = Vec::new();

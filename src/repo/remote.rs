@@ -19,7 +19,7 @@
 
 use crate::seal::keys::AgentId;
 use crate::{Error, Result};
-use futures::StreamExt;
+use futures::{StreamExt, TryStreamExt};
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
 use std::sync::Arc;
@@ -675,16 +675,20 @@ impl Remote {
         let seqs = self
             .list_seqs(agent, "forgotten", "list forget records", 0)
             .await?;
-        let mut out = Vec::new();
-        for seq in seqs.into_iter().filter(|s| !known(*s)) {
-            if let Some(b) = self
-                .get("get forget record", &self.forgotten_path(agent, seq))
-                .await?
-            {
-                out.push((seq, b));
-            }
-        }
-        Ok(out)
+        // Some at once (one record per forgotten snapshot: thousands for
+        // an agent that keeps its last few).
+        let fetched: Vec<Option<(u64, Vec<u8>)>> =
+            futures::stream::iter(seqs.into_iter().filter(|s| !known(*s)))
+                .map(|seq| async move {
+                    let got = self
+                        .get("get forget record", &self.forgotten_path(agent, seq))
+                        .await?;
+                    Ok::<_, Error>(got.map(|b| (seq, b)))
+                })
+                .buffered(16)
+                .try_collect()
+                .await?;
+        Ok(fetched.into_iter().flatten().collect())
     }
 
     /// Stores a signed redaction record under `name`.
