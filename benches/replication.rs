@@ -502,12 +502,26 @@ fn restore_life(rt: &tokio::runtime::Runtime, home: &Home, master: &MasterKey) {
     }
     let (near, far) = far::pair();
     let agent = e.shared_agent();
-    for s in 1..=1_000 {
+    let head = e.head().seq();
+    for s in 1..=head {
         rt.block_on(sovseal::replication::replicator::upload(&agent, &near, s))
             .unwrap();
     }
     drop(agent);
     drop(e);
+    // Recorded as replicated, as the replicator does (a prune uploads the
+    // forget records of replicated snapshots only).
+    rusqlite::Connection::open(home.agent_dir(&name).join("index.db"))
+        .unwrap()
+        .execute(
+            "INSERT INTO meta (key, value) VALUES (?1, ?2)
+             ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            rusqlite::params![
+                sovseal::repo::replication_state::META_REPLICATED,
+                head.to_string().into_bytes()
+            ],
+        )
+        .unwrap();
     write_segments(rt, home, &name, master, &near);
     let kept = home.agent_dir(&name).with_extension("orig");
     let cp = |from: &std::path::Path, to: &std::path::Path| {
@@ -524,20 +538,21 @@ fn restore_life(rt: &tokio::runtime::Runtime, home: &Home, master: &MasterKey) {
     cp(&kept, &home.agent_dir(&name));
     let e = Engine::open(home, &name, master).unwrap();
     let agent = e.shared_agent();
-    for s in 1..=1_000 {
+    for s in 1..=head {
         rt.block_on(sovseal::history::checkpoint::create(&agent, &near, s))
             .unwrap();
     }
     let forget: Vec<u64> = (1..=900).collect();
     sovseal::history::retention::forget(&agent, &forget).unwrap();
     // Uploads the records (their parts stay: nothing was pruned here).
-    let mut report = Default::default();
+    let mut report = sovseal::history::retention::PruneReport::default();
     rt.block_on(sovseal::history::retention::prune_remote(
         &agent,
         &near,
         &mut report,
     ))
     .unwrap();
+    assert_eq!(report.remote_snapshots_kept, 900, "forget records uploaded");
     drop(agent);
     drop(e);
     let lived = lazy_time(rt, home, &name, master, &far).0;
