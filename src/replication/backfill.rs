@@ -268,11 +268,12 @@ impl Uploaded {
         let this_range = self.indexes.split_off(&segment::first_of(seq));
         let dropped = std::mem::replace(&mut self.indexes, this_range);
         self.bytes -= dropped.values().map(Vec::len).sum::<usize>();
+        if let Some(old) = self.indexes.remove(&seq) {
+            self.bytes -= old.len();
+        }
         if self.bytes + index.len() <= UPLOADED_BYTES {
             self.bytes += index.len();
-            if let Some(old) = self.indexes.insert(seq, index) {
-                self.bytes -= old.len();
-            }
+            self.indexes.insert(seq, index);
         }
     }
 
@@ -321,10 +322,7 @@ impl Segments {
     /// The next step, with snapshots up to `replicated` on the remote.
     fn next(&self, replicated: u64) -> Option<Work> {
         let covered = replicated / SEGMENT_LEN * SEGMENT_LEN;
-        let tail_due = replicated - covered >= segment::TAIL_STEP
-            && self.tail.is_none_or(|(first, last)| {
-                first != covered + 1 || replicated >= last + segment::TAIL_STEP
-            });
+        let tail_due = self.tail_due(replicated);
         let Some(known) = &self.known else {
             return (covered > 0 || tail_due).then_some(Work::List);
         };
@@ -335,10 +333,40 @@ impl Segments {
             .or(tail_due.then_some(Work::Tail(covered + 1, replicated)))
     }
 
+    /// Whether the tail is due with snapshots up to `replicated` on the
+    /// remote: it would hold [`segment::TAIL_STEP`] or more, and that many
+    /// more than this run last wrote.
+    fn tail_due(&self, replicated: u64) -> bool {
+        let covered = replicated / SEGMENT_LEN * SEGMENT_LEN;
+        replicated - covered >= segment::TAIL_STEP
+            && self.tail.is_none_or(|(first, last)| {
+                first != covered + 1 || replicated >= last + segment::TAIL_STEP
+            })
+    }
+
+    /// Right after snapshot `replicated` was uploaded (the segments
+    /// listed): the segment of the range it completes, or the tail, when
+    /// due and every part index of it is at hand ([`Uploaded`]), whatever
+    /// older range still lacks one (left to the idle steps).
+    fn cheap(&self, replicated: u64) -> Option<Work> {
+        let known = self.known.as_ref()?;
+        let first = segment::first_of(replicated);
+        if replicated.is_multiple_of(SEGMENT_LEN) {
+            return (!known.contains(&first) && self.uploaded.holds(first, replicated))
+                .then_some(Work::Segment(first));
+        }
+        (self.tail_due(replicated) && self.uploaded.holds(first, replicated))
+            .then_some(Work::Tail(first, replicated))
+    }
+
     async fn step(&mut self, agent: &Agent, remote: &Remote, replicated: u64) -> Result<()> {
-        let Some(work) = self.next(replicated) else {
-            return Ok(());
-        };
+        match self.next(replicated) {
+            Some(work) => self.run(work, agent, remote).await,
+            None => Ok(()),
+        }
+    }
+
+    async fn run(&mut self, work: Work, agent: &Agent, remote: &Remote) -> Result<()> {
         let written = match work {
             Work::List => {
                 let id = agent.repo().keys().agent_id();
@@ -400,9 +428,11 @@ pub struct Backfill {
     segments: Segments,
 }
 
-/// How long a chain segment's step may hold up an upload (a remote that
-/// stops answering must not stall replication behind it).
-pub const SEGMENT_GRACE: Duration = Duration::from_secs(10);
+/// How long an idle chain segment step (an older range's, reading its
+/// part indexes from the remote) may hold up an upload or a checkpoint:
+/// what the steps right after the uploads do not write, and a remote that
+/// stops answering, must not stall replication behind them.
+pub const SEGMENT_GRACE: Duration = Duration::from_secs(1);
 
 /// Longest wait before a failed step is tried again.
 pub const RETRY_MAX: Duration = Duration::from_secs(600);
@@ -445,27 +475,42 @@ impl Backfill {
         }
     }
 
+    /// The step just run was cut short for an upload or a checkpoint: a
+    /// chain segment's waits its backoff before it is tried again (one
+    /// that cannot finish within [`SEGMENT_GRACE`] while the writer keeps
+    /// committing must not hold up every upload by that much); a part
+    /// index's is taken up again at the next idle moment.
+    pub fn cut_short(&mut self) {
+        if self.done {
+            tracing::debug!(
+                "chain segment step cut short; trying again in {:?}",
+                self.backoff
+            );
+            self.due = Instant::now() + self.backoff;
+            self.backoff = (self.backoff * 2).min(RETRY_MAX);
+        }
+    }
+
     /// Right after snapshot `replicated` was uploaded: the chain segment
-    /// work due that needs no read of the remote (the listing of the
-    /// segments, then a segment or the tail of snapshots whose part
-    /// indexes this run uploaded), once the part indexes are complete. A
-    /// failure is left to the steps taken when the replicator is idle.
+    /// of the range it completes, or the tail, when due and every part
+    /// index of it was uploaded by this run (one PUT; the segments are
+    /// listed first, once), whether or not an older range lacks one or the
+    /// part indexes of older snapshots are complete (those snapshots are
+    /// not in it). A failure is left to the steps taken when the
+    /// replicator is idle.
     pub async fn inline(&mut self, agent: &Agent, remote: &Remote, replicated: u64) {
-        if !self.done {
+        let s = &mut self.segments;
+        let first = segment::first_of(replicated);
+        if s.known.is_none()
+            && s.uploaded.holds(first, replicated)
+            && let Err(e) = s.run(Work::List, agent, remote).await
+        {
+            tracing::warn!("listing the chain segments: {e}; tried again later");
             return;
         }
-        while let Some(work) = self.segments.next(replicated) {
-            let cheap = match work {
-                Work::List => true,
-                Work::Segment(first) => {
-                    self.segments.uploaded.holds(first, first + SEGMENT_LEN - 1)
-                }
-                Work::Tail(first, last) => self.segments.uploaded.holds(first, last),
-            };
-            if !cheap {
-                return;
-            }
-            if let Err(e) = self.segments.step(agent, remote, replicated).await {
+        // (At most two rounds: the segment, or the tail.)
+        while let Some(work) = s.cheap(replicated) {
+            if let Err(e) = s.run(work, agent, remote).await {
                 tracing::warn!(
                     "chain segment {work:?}: {e}; tried again when the replicator is idle"
                 );
@@ -537,5 +582,69 @@ impl Backfill {
             q.pop_front();
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn uploaded(seqs: impl IntoIterator<Item = u64>) -> Uploaded {
+        let mut u = Uploaded::default();
+        for s in seqs {
+            u.insert(s, vec![s as u8; 10]);
+        }
+        u
+    }
+
+    fn listed(uploaded: Uploaded) -> Segments {
+        Segments {
+            known: Some(BTreeSet::new()),
+            uploaded,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn the_range_an_upload_completes_and_the_tail_are_written_from_this_runs_uploads() {
+        // Older ranges without a segment (pruned, replicated before
+        // segments, or before a restart) do not hold it up; the idle steps
+        // start with them.
+        let mut s = listed(uploaded(257..=512));
+        assert_eq!(s.cheap(512), Some(Work::Segment(257)));
+        assert_eq!(s.next(512), Some(Work::Segment(1)));
+        s.known.as_mut().unwrap().insert(257);
+        assert_eq!(s.cheap(512), None);
+        // A restart mid-range: not every index of that range is at hand.
+        assert_eq!(listed(uploaded(300..=512)).cheap(512), None);
+        // The tail, once it would hold TAIL_STEP, then every TAIL_STEP more.
+        let mut s = listed(uploaded(513..=700));
+        assert_eq!(s.cheap(575), None);
+        assert_eq!(s.cheap(576), Some(Work::Tail(513, 576)));
+        s.tail = Some((513, 576));
+        assert_eq!(s.cheap(639), None);
+        assert_eq!(s.cheap(640), Some(Work::Tail(513, 640)));
+        // Not listed yet: the caller lists first.
+        let s = Segments {
+            uploaded: uploaded(1..=256),
+            ..Default::default()
+        };
+        assert_eq!(s.cheap(256), None);
+    }
+
+    #[test]
+    fn the_newest_ranges_part_indexes_are_kept_within_the_budget() {
+        let mut u = uploaded(250..=260);
+        assert!(
+            u.holds(257, 260) && !u.holds(250, 256),
+            "the older range left"
+        );
+        assert_eq!(u.bytes, 40);
+        u.insert(258, vec![0; 3]);
+        assert_eq!(u.bytes, 33);
+        u.insert(261, vec![0; UPLOADED_BYTES]);
+        assert!(!u.holds(257, 261), "over the budget");
+        assert_eq!(u.bytes, 33);
+        assert_eq!(u.get(258), Some(vec![0; 3]));
     }
 }

@@ -599,9 +599,8 @@ async fn run(
                 // also when there is something to upload or a checkpoint
                 // is due: none for a part index's step (which may read a
                 // large snapshot's parts); a chain segment's (at most one
-                // part index GET per snapshot of its range) is given time
-                // to finish, or a writer that never pauses long would
-                // never get one written.
+                // part index GET per snapshot of its range) is given a
+                // moment to finish, and backs off when cut.
                 let grace = backfill.grace();
                 let started = std::time::Instant::now();
                 let wanted = async {
@@ -619,7 +618,13 @@ async fn run(
                     }
                 };
                 let step = backfill.step(agent, remote, replicated);
-                futures::future::select(std::pin::pin!(step), std::pin::pin!(wanted)).await;
+                let cut = matches!(
+                    futures::future::select(std::pin::pin!(step), std::pin::pin!(wanted)).await,
+                    futures::future::Either::Right(_)
+                );
+                if cut {
+                    backfill.cut_short();
+                }
                 continue;
             }
             Step::Upload(next) => next,
