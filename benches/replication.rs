@@ -490,8 +490,9 @@ fn restore_scaling(
 /// A lazy mount of an agent with a long life behind it, from a store
 /// answering in 10 ms: 1,000 snapshots (chain segments written), a signed
 /// checkpoint of each (one a minute of activity is the default), and the
-/// first 900 forgotten (their forget records on the remote), against the
-/// same history without checkpoints and records.
+/// first 900 forgotten (their forget records on the remote, and bundled),
+/// against the same history without checkpoints and records, and without
+/// the bundle.
 fn restore_life(rt: &tokio::runtime::Runtime, home: &Home, master: &MasterKey) {
     let name = AgentName::new("life").unwrap();
     let mut e = Engine::open(home, &name, master).unwrap();
@@ -556,12 +557,21 @@ fn restore_life(rt: &tokio::runtime::Runtime, home: &Home, master: &MasterKey) {
     drop(agent);
     drop(e);
     let lived = lazy_time(rt, home, &name, master, &far).0;
+    // And with the records fetched one by one (an empty bundle).
+    let id = master.agent_id(name.as_str());
+    rt.block_on(near.put_forgotten_bundle(&id, sovseal::repo::segment::encode_forgotten(&[])))
+        .unwrap();
+    let unbundled = lazy_time(rt, home, &name, master, &far).0;
     println!("| 1,000 snapshots (segments) | lazy mount, from a store answering in 10 ms |");
     println!("|---|---|");
     println!("| alone | {:.0} ms |", bare.as_secs_f64() * 1e3);
     println!(
-        "| with 1,000 checkpoints and 900 forget records | {:.0} ms |",
+        "| with 1,000 checkpoints and 900 forget records (bundled) | {:.0} ms |",
         lived.as_secs_f64() * 1e3
+    );
+    println!(
+        "| the same, the records one by one | {:.0} ms |",
+        unbundled.as_secs_f64() * 1e3
     );
     std::fs::remove_dir_all(home.agent_dir(&name)).unwrap();
     std::fs::remove_dir_all(&kept).unwrap();

@@ -846,6 +846,30 @@ fn a_long_history_restores_lazily_from_chain_segments() {
     );
     let pruned = members(&segs).iter().filter(|m| m.index.is_none()).count();
     assert!(pruned > 1000, "{pruned} snapshots without parts there");
+    // The prune bundled the forget records, the files byte for byte.
+    use sovseal::repo::segment::{decode_forgotten, encode_forgotten};
+    let bundle = segs[0].with_file_name("forgotten.fgb");
+    let bundled = decode_forgotten(&std::fs::read(&bundle).unwrap()).unwrap();
+    let records = segs[0].parent().unwrap().with_file_name("forgotten");
+    let record = |seq: u64| records.join(format!("{seq:020}.json"));
+    assert_eq!(bundled.len(), std::fs::read_dir(&records).unwrap().count());
+    assert!(bundled.len() as u64 > head - 60, "{}", bundled.len());
+    for (seq, raw) in &bundled {
+        assert_eq!(*raw, std::fs::read(record(*seq)).unwrap(), "record {seq}");
+    }
+    // A restore takes them from the bundle: with every file but one out of
+    // the listing, and that one's copy in the bundle altered (so taken from
+    // its file, and checked), the restore is still lazy and exact.
+    let aside = |seq: u64| records.join(format!("{seq:020}.json.aside"));
+    for (seq, _) in &bundled[1..] {
+        std::fs::rename(record(*seq), aside(*seq)).unwrap();
+    }
+    let mut altered = bundled.clone();
+    let mut v: serde_json::Value = serde_json::from_slice(&altered[0].1).unwrap();
+    v["at_ms"] = serde_json::json!(v["at_ms"].as_i64().unwrap() + 1);
+    altered[0].1 = serde_json::to_vec(&v).unwrap();
+    let good_bundle = std::fs::read(&bundle).unwrap();
+    std::fs::write(&bundle, encode_forgotten(&altered)).unwrap();
     // A segment past the end of the chain (planted, here a copy of the
     // first): every envelope is listed, and it is read around.
     let planted = segs[0].with_file_name(format!("{:020}.seg", covered + 1));
@@ -853,7 +877,18 @@ fn a_long_history_restores_lazily_from_chain_segments() {
     let h = another_machine(&m, &url, "third");
     h.mount();
     std::fs::remove_file(&planted).unwrap();
+    for (seq, _) in &bundled[1..] {
+        std::fs::rename(aside(*seq), record(*seq)).unwrap();
+    }
+    std::fs::write(&bundle, &good_bundle).unwrap();
     let l = log(&h);
+    assert!(
+        l.contains(&format!(
+            "the forget record of snapshot {} in the bundle on the remote does not verify",
+            bundled[0].0
+        )),
+        "{l}"
+    );
     assert!(
         l.contains("lazily") && !l.contains("restoring whole"),
         "{l}"

@@ -114,13 +114,36 @@ async fn survey(
         .into_iter()
         .collect();
     // Forget records: snapshots whose content retention removed. Each must
-    // verify (a remote cannot pass a deletion off as a forget).
+    // verify (a remote cannot pass a deletion off as a forget). Those in
+    // the bundle are not fetched one by one; one of them that does not
+    // verify there is fetched from its file.
+    let bundled = forgotten_bundle(remote, &id).await?;
+    let parse = |seq: u64, raw: &[u8]| {
+        crate::history::retention::ForgetRecord::parse(raw, keys, seq, None)
+            .map_err(|e| of_remote_snapshot(seq, e))
+    };
     let mut forgotten = Vec::new();
-    for (seq, raw) in remote.list_forgotten(&id, &|_| false).await? {
-        let r = crate::history::retention::ForgetRecord::parse(&raw, keys, seq, None)
-            .map_err(|e| of_remote_snapshot(seq, e))?;
+    for (seq, raw) in remote
+        .list_forgotten(&id, &|s| bundled.contains_key(&s))
+        .await?
+    {
+        let r = parse(seq, &raw)?;
         forgotten.push((seq, r.at_ms, raw));
     }
+    for (seq, raw) in bundled {
+        let (r, raw) = match parse(seq, &raw) {
+            Ok(r) => (r, raw),
+            Err(e) => {
+                tracing::warn!(
+                    "the forget record of snapshot {seq} in the bundle on the remote does not verify ({e}): fetching its file"
+                );
+                let raw = remote.get_forgotten(&id, seq).await?.ok_or(e)?;
+                (parse(seq, &raw)?, raw)
+            }
+        };
+        forgotten.push((seq, r.at_ms, raw));
+    }
+    forgotten.sort_unstable_by_key(|f| f.0);
     // (Only the length here; the hashes are compared once restored.)
     if let Some(c) = checkpoints.last() {
         crate::history::checkpoint::check(c, head, |_| c.hash_bytes().map(Some), "the remote")?;
@@ -130,6 +153,22 @@ async fn survey(
         head,
         checkpoints,
         forgotten,
+    })
+}
+
+/// The forget records in the remote's bundle, by snapshot; none when it
+/// is missing or does not decode (then every record is fetched from its
+/// file, with a log line).
+async fn forgotten_bundle(remote: &Remote, id: &AgentId) -> Result<BTreeMap<u64, Vec<u8>>> {
+    let Some(b) = remote.get_forgotten_bundle(id).await? else {
+        return Ok(BTreeMap::new());
+    };
+    Ok(match segment::decode_forgotten(&b) {
+        Ok(v) => v.into_iter().collect(),
+        Err(e) => {
+            tracing::warn!("{e}: fetching every forget record from its file");
+            BTreeMap::new()
+        }
     })
 }
 

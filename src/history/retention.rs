@@ -257,17 +257,24 @@ pub fn prune_local(agent: &Agent, progress: &mut dyn FnMut(u64, u64)) -> Result<
 
 /// On the remote: uploads the forget records, then deletes the pack parts
 /// of forgotten, replicated snapshots that no longer hold a live object
-/// (run after [`prune_local`]).
+/// (run after [`prune_local`]), then writes the forget record bundle.
 pub async fn prune_remote(agent: &Agent, remote: &Remote, report: &mut PruneReport) -> Result<()> {
     let id = agent.repo().keys().agent_id();
     let replicated = crate::repo::replication_state::replicated_seq(agent)?;
     let rows = agent.repo().index()?.forgotten()?;
+    // Every record the remote holds from here, bundled (below).
+    let bundle: Vec<(u64, Vec<u8>)> = rows
+        .range(..=replicated)
+        .map(|(seq, (raw, _))| (*seq, raw.clone()))
+        .collect();
+    let mut uploaded = false;
     let mut unsegmented = std::collections::BTreeSet::new();
     for (seq, (raw, pruned)) in rows {
         if pruned || seq > replicated {
             continue;
         }
         remote.put_forgotten(&id, seq, raw).await?;
+        uploaded = true;
         // A lazily restored data dir may still fetch objects of `seq`.
         let lazy_holds = agent.repo().lazy().is_some_and(|l| l.holds(seq));
         if lazy_holds || agent.repo().index()?.has_objects_of(seq)? {
@@ -292,6 +299,13 @@ pub async fn prune_remote(agent: &Agent, remote: &Remote, report: &mut PruneRepo
         remote.delete_index(&id, seq, &hash).await?;
         agent.repo().index()?.set_remote_pruned(seq)?;
         report.remote_snapshots_pruned += 1;
+    }
+    // One object for a restore to fetch instead of a record per forgotten
+    // snapshot (`segment::encode_forgotten`), rewritten when records went up.
+    if uploaded {
+        remote
+            .put_forgotten_bundle(&id, crate::repo::segment::encode_forgotten(&bundle))
+            .await?;
     }
     Ok(())
 }

@@ -665,6 +665,35 @@ impl Remote {
             .await
     }
 
+    /// The forget record of snapshot `seq`, if present.
+    pub async fn get_forgotten(&self, agent: &AgentId, seq: u64) -> Result<Option<Vec<u8>>> {
+        self.get("get forget record", &self.forgotten_path(agent, seq))
+            .await
+    }
+
+    fn forgotten_bundle_path(&self, agent: &AgentId) -> Path {
+        self.agent_dir(agent).join("segments").join("forgotten.fgb")
+    }
+
+    /// Replaces the forget record bundle (`segment::encode_forgotten`).
+    pub async fn put_forgotten_bundle(&self, agent: &AgentId, bytes: Vec<u8>) -> Result<()> {
+        self.put(
+            "put forget record bundle",
+            &self.forgotten_bundle_path(agent),
+            bytes,
+        )
+        .await
+    }
+
+    /// The forget record bundle, if present.
+    pub async fn get_forgotten_bundle(&self, agent: &AgentId) -> Result<Option<Vec<u8>>> {
+        self.get(
+            "get forget record bundle",
+            &self.forgotten_bundle_path(agent),
+        )
+        .await
+    }
+
     /// Every forget record present but those `known` (listed, not
     /// fetched): (seq, JSON).
     pub async fn list_forgotten(
@@ -680,9 +709,7 @@ impl Remote {
         let fetched: Vec<Option<(u64, Vec<u8>)>> =
             futures::stream::iter(seqs.into_iter().filter(|s| !known(*s)))
                 .map(|seq| async move {
-                    let got = self
-                        .get("get forget record", &self.forgotten_path(agent, seq))
-                        .await?;
+                    let got = self.get_forgotten(agent, seq).await?;
                     Ok::<_, Error>(got.map(|b| (seq, b)))
                 })
                 .buffered(16)

@@ -23,11 +23,19 @@
 //! segment** (one object, replaced as they grow by [`TAIL_STEP`] or more),
 //! so that what a restore reads one by one stays short.
 //!
+//! Also here: the **forget record bundle**, the remote's forget record
+//! files in one object (one per forgotten snapshot: thousands for an agent
+//! that keeps its last few), rewritten by a remote prune after it uploads
+//! new ones, so that a restore fetches only the records it does not hold
+//! (each record is signed, and verified like a file's).
+//!
 //! Encoding: `"SOVSEG01" || u64 first LE || u32 count LE`, then per
 //! snapshot, ascending from `first`: `u32 len LE || envelope JSON || u8
 //! state`, where state 1 is followed by `u32 len LE || part index` and
 //! state 0 means the remote held neither a part index nor a part of that
-//! snapshot (a forgotten snapshot pruned there). No trailing bytes.
+//! snapshot (a forgotten snapshot pruned there). No trailing bytes. The
+//! bundle: `"SOVFGB01" || u32 count LE`, then per record, sequence numbers
+//! strictly ascending: `u64 seq LE || u32 len LE || record JSON`.
 
 use crate::{Error, Result};
 
@@ -141,6 +149,58 @@ fn decode_any(bytes: &[u8]) -> std::result::Result<(u64, Vec<Member>), &'static 
     Ok((first, out))
 }
 
+/// Magic of the forget record bundle.
+pub const FORGOTTEN_MAGIC: &[u8; 8] = b"SOVFGB01";
+
+/// Encodes the forget record bundle: the remote's forget record files
+/// (sequence number, file bytes), ascending.
+pub fn encode_forgotten(records: &[(u64, Vec<u8>)]) -> Vec<u8> {
+    let size: usize = records.iter().map(|(_, r)| 12 + r.len()).sum();
+    let mut b = Vec::with_capacity(FORGOTTEN_MAGIC.len() + 4 + size);
+    b.extend_from_slice(FORGOTTEN_MAGIC);
+    b.extend_from_slice(&(records.len() as u32).to_le_bytes());
+    for (seq, r) in records {
+        b.extend_from_slice(&seq.to_le_bytes());
+        b.extend_from_slice(&(r.len() as u32).to_le_bytes());
+        b.extend_from_slice(r);
+    }
+    b
+}
+
+/// Decodes the forget record bundle: sequence numbers strictly ascending,
+/// from 1, no trailing bytes. Anything else is a corruption error. (The
+/// records themselves are verified where they are used, as files are.)
+pub fn decode_forgotten(bytes: &[u8]) -> Result<Vec<(u64, Vec<u8>)>> {
+    let bad = |d: &str| Error::corrupt("remote forget record bundle", d.to_owned());
+    let body = bytes
+        .strip_prefix(&FORGOTTEN_MAGIC[..])
+        .ok_or_else(|| bad("bad magic"))?;
+    let mut r = Reader(body);
+    let count = r.u32().ok_or_else(|| bad("truncated"))?;
+    // (At least 12 bytes each: a count the bytes cannot hold is refused
+    // before anything is allocated for it.)
+    if count > body.len() / 12 {
+        return Err(bad("truncated"));
+    }
+    let mut out: Vec<(u64, Vec<u8>)> = Vec::with_capacity(count);
+    for _ in 0..count {
+        let (seq, record) = (|| {
+            let seq = u64::from_le_bytes(r.take(8)?.try_into().expect("8"));
+            let n = r.u32()?;
+            Some((seq, r.take(n)?.to_vec()))
+        })()
+        .ok_or_else(|| bad("truncated"))?;
+        if seq == 0 || out.last().is_some_and(|(s, _)| *s >= seq) {
+            return Err(bad("sequence numbers not strictly ascending from 1"));
+        }
+        out.push((seq, record));
+    }
+    if !r.0.is_empty() {
+        return Err(bad("trailing bytes"));
+    }
+    Ok(out)
+}
+
 /// Reads a segment front to back.
 struct Reader<'a>(&'a [u8]);
 
@@ -200,6 +260,36 @@ mod tests {
         assert!(decode_tail(&encode(257, &[])).is_err());
         assert!(decode_tail(&encode(258, &m[..3])).is_err());
         assert_eq!(decode_tail(&encode(1, &m)).unwrap().1.len(), m.len());
+    }
+
+    #[test]
+    fn forget_record_bundles_round_trip_and_refuse_any_other_shape() {
+        let r: Vec<(u64, Vec<u8>)> = [3u64, 4, 90]
+            .iter()
+            .map(|s| (*s, format!("{{\"seq\":{s}}}").into_bytes()))
+            .collect();
+        let b = encode_forgotten(&r);
+        assert_eq!(decode_forgotten(&b).unwrap(), r);
+        assert_eq!(
+            decode_forgotten(&encode_forgotten(&[])).unwrap(),
+            Vec::new()
+        );
+        assert!(decode_forgotten(&b[..b.len() - 1]).is_err());
+        let mut longer = b.clone();
+        longer.push(0);
+        assert!(decode_forgotten(&longer).is_err());
+        let mut magic = b.clone();
+        magic[0] ^= 1;
+        assert!(decode_forgotten(&magic).is_err());
+        // Out of order, repeated, or snapshot 0.
+        for seqs in [[4u64, 3], [4, 4], [0, 1]] {
+            let r: Vec<(u64, Vec<u8>)> = seqs.iter().map(|s| (*s, b"{}".to_vec())).collect();
+            assert!(decode_forgotten(&encode_forgotten(&r)).is_err(), "{seqs:?}");
+        }
+        // A count the bytes cannot hold.
+        let mut count = encode_forgotten(&r[..1]);
+        count[8..12].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert!(decode_forgotten(&count).is_err());
     }
 
     #[test]
