@@ -904,6 +904,23 @@ fn a_long_history_restores_lazily_from_chain_segments() {
     assert_eq!(std::fs::read_to_string(h.path("n")).unwrap(), "1099");
     assert_eq!(std::fs::read(h.path("big")).unwrap(), big);
     h.unmount();
+    // A bundle that does not decode is read around: every record from its
+    // file.
+    let mut bad = good_bundle.clone();
+    bad[0] ^= 1;
+    std::fs::write(&bundle, &bad).unwrap();
+    let k = another_machine(&m, &url, "fourth");
+    k.mount();
+    std::fs::write(&bundle, &good_bundle).unwrap();
+    let l = log(&k);
+    assert!(
+        l.contains("fetching every forget record from its file")
+            && l.contains("lazily")
+            && !l.contains("restoring whole"),
+        "{l}"
+    );
+    assert_eq!(k.head(), head);
+    k.unmount();
     // A prune from that machine (which has not seen anything pruned
     // there) finds nothing left of the pruned snapshots, and so deletes
     // no segment.

@@ -257,7 +257,8 @@ pub fn prune_local(agent: &Agent, progress: &mut dyn FnMut(u64, u64)) -> Result<
 
 /// On the remote: uploads the forget records, then deletes the pack parts
 /// of forgotten, replicated snapshots that no longer hold a live object
-/// (run after [`prune_local`]), then writes the forget record bundle.
+/// (run after [`prune_local`]), then writes the forget record bundle when
+/// it would change.
 pub async fn prune_remote(agent: &Agent, remote: &Remote, report: &mut PruneReport) -> Result<()> {
     let id = agent.repo().keys().agent_id();
     let replicated = crate::repo::replication_state::replicated_seq(agent)?;
@@ -267,14 +268,12 @@ pub async fn prune_remote(agent: &Agent, remote: &Remote, report: &mut PruneRepo
         .range(..=replicated)
         .map(|(seq, (raw, _))| (*seq, raw.clone()))
         .collect();
-    let mut uploaded = false;
     let mut unsegmented = std::collections::BTreeSet::new();
     for (seq, (raw, pruned)) in rows {
         if pruned || seq > replicated {
             continue;
         }
         remote.put_forgotten(&id, seq, raw).await?;
-        uploaded = true;
         // A lazily restored data dir may still fetch objects of `seq`.
         let lazy_holds = agent.repo().lazy().is_some_and(|l| l.holds(seq));
         if lazy_holds || agent.repo().index()?.has_objects_of(seq)? {
@@ -301,11 +300,21 @@ pub async fn prune_remote(agent: &Agent, remote: &Remote, report: &mut PruneRepo
         report.remote_snapshots_pruned += 1;
     }
     // One object for a restore to fetch instead of a record per forgotten
-    // snapshot (`segment::encode_forgotten`), rewritten when records went up.
-    if uploaded {
+    // snapshot (`segment::encode_forgotten`), written again when it would
+    // hold other records than the last one written there (records only
+    // come, so their count and the last say it).
+    use crate::repo::replication_state::{forgotten_bundled, set_forgotten_bundled};
+    let stamp = format!(
+        "{} {} {}",
+        bundle.len(),
+        bundle.last().map_or(0, |b| b.0),
+        remote.shown_url()
+    );
+    if !bundle.is_empty() && forgotten_bundled(agent)?.as_deref() != Some(stamp.as_str()) {
         remote
             .put_forgotten_bundle(&id, crate::repo::segment::encode_forgotten(&bundle))
             .await?;
+        set_forgotten_bundled(agent, &stamp)?;
     }
     Ok(())
 }

@@ -303,6 +303,9 @@ struct Segments {
     /// mount, the tail until [`segment::TAIL_STEP`] more snapshots are
     /// replicated), so that one cannot hold up the rest.
     failed: u32,
+    /// The work those failures were of (one's failures do not count
+    /// against another).
+    failing: Option<Work>,
     /// The part indexes this run uploaded.
     uploaded: Uploaded,
 }
@@ -389,6 +392,9 @@ impl Segments {
             // backs off and tries again.
             Err(e @ crate::Error::Remote { .. }) => return Err(e),
             Err(e) => {
+                if self.failing != Some(work) {
+                    (self.failing, self.failed) = (Some(work), 0);
+                }
                 self.failed += 1;
                 if self.failed >= SEGMENT_TRIES {
                     tracing::warn!("chain segment {work:?} put off to the next mount");
@@ -424,15 +430,22 @@ pub struct Backfill {
     /// When the next step may run, and the wait after the next failure.
     due: Instant,
     backoff: Duration,
+    /// Chain segment steps cut short in a row (each one's grace is twice
+    /// the last's).
+    cuts: u32,
     /// Chain segments, once the indexes are complete.
     segments: Segments,
 }
 
 /// How long an idle chain segment step (an older range's, reading its
-/// part indexes from the remote) may hold up an upload or a checkpoint:
-/// what the steps right after the uploads do not write, and a remote that
-/// stops answering, must not stall replication behind them.
+/// part indexes from the remote) may hold up an upload or a checkpoint,
+/// at first: what the steps right after the uploads do not write, and a
+/// remote that stops answering, must not stall replication behind them.
+/// Doubled after each cut, up to [`SEGMENT_GRACE_MAX`], so that a step a
+/// slow remote makes longer still finishes beside a busy writer.
 pub const SEGMENT_GRACE: Duration = Duration::from_secs(1);
+/// The most [`SEGMENT_GRACE`] grows to.
+pub const SEGMENT_GRACE_MAX: Duration = Duration::from_secs(10);
 
 /// Longest wait before a failed step is tried again.
 pub const RETRY_MAX: Duration = Duration::from_secs(600);
@@ -446,6 +459,7 @@ impl Default for Backfill {
             first_skipped: None,
             due: Instant::now(),
             backoff: Duration::from_secs(1),
+            cuts: 0,
             segments: Segments::default(),
         }
     }
@@ -466,22 +480,25 @@ impl Backfill {
     /// How long the next step may go on while an upload or a checkpoint
     /// waits: a part index's (which may read a large snapshot's parts)
     /// gives way at once; a chain segment's is given [`SEGMENT_GRACE`] to
-    /// finish.
+    /// finish, twice that after each cut in a row, up to
+    /// [`SEGMENT_GRACE_MAX`].
     pub fn grace(&self) -> Duration {
         if self.done {
-            SEGMENT_GRACE
+            (SEGMENT_GRACE * 2u32.saturating_pow(self.cuts)).min(SEGMENT_GRACE_MAX)
         } else {
             Duration::ZERO
         }
     }
 
     /// The step just run was cut short for an upload or a checkpoint: a
-    /// chain segment's waits its backoff before it is tried again (one
-    /// that cannot finish within [`SEGMENT_GRACE`] while the writer keeps
-    /// committing must not hold up every upload by that much); a part
-    /// index's is taken up again at the next idle moment.
+    /// chain segment's waits its backoff before it is tried again, with a
+    /// longer grace (one that cannot finish within its grace while the
+    /// writer keeps committing must not hold up every upload by that much,
+    /// nor be cut for ever); a part index's is taken up again at the next
+    /// idle moment.
     pub fn cut_short(&mut self) {
         if self.done {
+            self.cuts = (self.cuts + 1).min(8);
             tracing::debug!(
                 "chain segment step cut short; trying again in {:?}",
                 self.backoff
@@ -508,7 +525,7 @@ impl Backfill {
             tracing::warn!("listing the chain segments: {e}; tried again later");
             return;
         }
-        // (At most two rounds: the segment, or the tail.)
+        // (One write at most: the segment, or the tail.)
         while let Some(work) = s.cheap(replicated) {
             if let Err(e) = s.run(work, agent, remote).await {
                 tracing::warn!(
@@ -528,7 +545,7 @@ impl Backfill {
             self.try_step(agent, remote, replicated).await
         };
         match step {
-            Ok(()) => self.backoff = Duration::from_secs(1),
+            Ok(()) => (self.backoff, self.cuts) = (Duration::from_secs(1), 0),
             Err(e) => {
                 tracing::warn!(
                     "part indexes or chain segments of older snapshots: trying again in {:?}: {e}",
@@ -630,6 +647,28 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(s.cheap(256), None);
+    }
+
+    #[test]
+    fn a_segment_step_cut_short_backs_off_and_gets_more_time() {
+        let mut b = Backfill {
+            done: true,
+            ..Default::default()
+        };
+        assert_eq!(b.grace(), SEGMENT_GRACE);
+        let before = Instant::now();
+        b.cut_short();
+        assert!(b.due > before);
+        assert_eq!(b.grace(), 2 * SEGMENT_GRACE);
+        for _ in 0..20 {
+            b.cut_short();
+        }
+        assert_eq!(b.grace(), SEGMENT_GRACE_MAX);
+        // A part index's step gives way at once and is not put off.
+        let mut p = Backfill::default();
+        let due = p.due;
+        p.cut_short();
+        assert_eq!((p.grace(), p.due), (Duration::ZERO, due));
     }
 
     #[test]

@@ -24,6 +24,24 @@ pub const META_CHECKPOINT_ERROR: &str = "checkpoint_error";
 /// to that remote had its part index there when the replicator last looked
 /// (`replication::backfill`), so the next look starts after it.
 pub const META_INDEXED: &str = "remote_indexed";
+/// `meta` key: `<count> <last seq> <remote URL, password left out>` of the
+/// forget record bundle last written there (`history::retention`).
+pub const META_BUNDLED: &str = "forgotten_bundled";
+
+/// What the forget record bundle last written holds, as
+/// `<count> <last seq> <url>`, if one was.
+pub fn forgotten_bundled(agent: &Agent) -> Result<Option<String>> {
+    meta_string(agent, META_BUNDLED)
+}
+
+/// Records the forget record bundle just written (`stamp` as
+/// [`forgotten_bundled`] reads it).
+pub fn set_forgotten_bundled(agent: &Agent, stamp: &str) -> Result<()> {
+    agent
+        .repo()
+        .index()?
+        .set_meta_lazy(&[(META_BUNDLED, Some(stamp.as_bytes()))])
+}
 
 /// The snapshot up to which the part indexes on `url` were complete when
 /// last looked at (0: never looked, or at another remote).
