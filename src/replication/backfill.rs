@@ -250,7 +250,7 @@ const SEGMENT_FETCHES: usize = 16;
 
 /// The part indexes this run uploaded, of the range of the newest (those
 /// of older ranges leave when a newer range starts), at most
-/// [`UPLOADED_BYTES`] of them: a segment or tail of snapshots all found
+/// 16 MiB of them (`UPLOADED_BYTES`): a segment or tail of snapshots all found
 /// here is written without reading the remote.
 #[derive(Default)]
 pub struct Uploaded {
