@@ -31,6 +31,7 @@ use sovseal::history::retention::{self, ForgetRecord};
 use sovseal::repo::journal::{JOURNAL_FILE, Journal};
 use sovseal::repo::pack;
 use sovseal::repo::remote::Remote;
+use sovseal::repo::segment;
 use sovseal::seal::envelope::{self, Envelope};
 use sovseal::seal::keys::{AgentKeys, MasterKey};
 use sovseal::seal::record;
@@ -120,6 +121,10 @@ pub struct Seeds {
     pub listing: Vec<u8>,
     /// A `-o` option string.
     pub mount_options: Vec<u8>,
+    /// A chain segment (from 257) and a tail segment (from 1, 40 members).
+    pub segments: Vec<Vec<u8>>,
+    /// A forget record bundle of three records.
+    pub forgotten_bundle: Vec<u8>,
 }
 
 fn master() -> MasterKey {
@@ -404,6 +409,21 @@ fn build_seeds() -> Seeds {
     let checkpoint_json = checkpoint.to_json();
     let forget = ForgetRecord::sign(&rec_keys, 7, &[0x22; 32], 1_795_000_000_001);
     let forget_json = serde_json::to_vec(&forget).unwrap();
+    let members: Vec<segment::Member> = (0..segment::SEGMENT_LEN)
+        .map(|i| segment::Member {
+            envelope: format!("{{\"sequence_number\":{i}}}").into_bytes(),
+            index: (i % 4 != 0).then(|| vec![i as u8; (i % 7) as usize]),
+        })
+        .collect();
+    let segments = vec![
+        segment::encode(257, &members),
+        segment::encode(1, &members[..40]),
+    ];
+    let forgotten_bundle = segment::encode_forgotten(&[
+        (7, forget_json.clone()),
+        (9, b"{}".to_vec()),
+        (300, forget_json.clone()),
+    ]);
     let mut redaction = redact::Record {
         format: "sovseal-redaction".into(),
         version: 1,
@@ -484,6 +504,8 @@ fn build_seeds() -> Seeds {
         config_json,
         listing,
         mount_options: b"ro,allow_other,noatime,fsname=sovseal:fuzz,sync_close".to_vec(),
+        segments,
+        forgotten_bundle,
     }
 }
 
@@ -801,6 +823,37 @@ pub fn target_forget(data: &[u8]) {
     }
     if let Ok(r) = ForgetRecord::parse(data, &s.rec_keys, 8, None) {
         panic!("a record of snapshot 7 passed for snapshot 8: {r:?}");
+    }
+}
+
+/// Parser: `segment::decode` and `segment::decode_tail` (chain segments:
+/// envelopes and part indexes of up to 256 snapshots). Attacker: a hostile
+/// object store serving `segments/*.seg` to a lazy restore. The encoding is
+/// canonical.
+pub fn target_segment(data: &[u8]) {
+    for first in [1, 257] {
+        match segment::decode(first, data) {
+            Ok(m) => assert_eq!(segment::encode(first, &m), data, "not canonical"),
+            Err(e) => assert!(typed_parse_error(&e), "{e:?}"),
+        }
+    }
+    match segment::decode_tail(data) {
+        Ok((first, m)) => assert_eq!(segment::encode(first, &m), data, "not canonical"),
+        Err(e) => assert!(typed_parse_error(&e), "{e:?}"),
+    }
+}
+
+/// Parser: `segment::decode_forgotten` (the forget record bundle; each
+/// record in it is then verified as `target_forget`'s are). Attacker: a
+/// hostile object store serving `segments/forgotten.fgb` to a restore. The
+/// encoding is canonical.
+pub fn target_forgotten_bundle(data: &[u8]) {
+    match segment::decode_forgotten(data) {
+        Ok(v) => {
+            assert_eq!(segment::encode_forgotten(&v), data, "not canonical");
+            assert!(v.windows(2).all(|w| w[0].0 < w[1].0) && v.first().is_none_or(|r| r.0 > 0));
+        }
+        Err(e) => assert!(typed_parse_error(&e), "{e:?}"),
     }
 }
 
@@ -1322,6 +1375,8 @@ pub fn target_by_name(name: &str) -> (Target, Vec<&'static [u8]>) {
         "config" => (target_config, vec![&s.config_json]),
         "mount_options" => (target_mount_options, vec![&s.mount_options]),
         "remote_listing" => (target_remote_listing, vec![&s.listing]),
+        "segment" => (target_segment, all(&s.segments)),
+        "forgotten_bundle" => (target_forgotten_bundle, vec![&s.forgotten_bundle]),
         other => panic!("no fuzz target {other:?}"),
     }
 }
@@ -1519,6 +1574,22 @@ mod props {
         seeds_and_huge_lengths(target_pack, &[&s.pack], PURE.0, PURE.1);
         seeds_and_huge_lengths(target_journal_entry, &entry_seeds(), PURE.0, PURE.1);
         seeds_and_huge_lengths(target_journal_file, &[&s.journal_file], FILES.0, FILES.1);
+        let segs: Vec<&[u8]> = s.segments.iter().map(Vec::as_slice).collect();
+        seeds_and_huge_lengths(target_segment, &segs, PURE.0, PURE.1);
+        seeds_and_huge_lengths(
+            target_forgotten_bundle,
+            &[&s.forgotten_bundle],
+            JSON.0,
+            JSON.1,
+        );
+        assert_eq!(segment::decode(257, &s.segments[0]).unwrap().len(), 256);
+        assert_eq!(segment::decode_tail(&s.segments[1]).unwrap().1.len(), 40);
+        assert_eq!(
+            segment::decode_forgotten(&s.forgotten_bundle)
+                .unwrap()
+                .len(),
+            3
+        );
         // The seeds decode to what was encoded.
         assert_eq!(tree::decode_manifest(&s.manifest_bin).unwrap(), s.manifest);
         assert_eq!(Envelope::from_json(&s.envelope_json).unwrap(), s.envelope);
@@ -1750,6 +1821,10 @@ mod props {
         #[test]
         fn forget_random(d in random_bytes()) { bounded(target_forget, &d, JSON.0, JSON.1) }
         #[test]
+        fn segment_random(d in random_bytes()) { bounded(target_segment, &d, PURE.0, PURE.1) }
+        #[test]
+        fn forgotten_bundle_random(d in random_bytes()) { bounded(target_forgotten_bundle, &d, JSON.0, JSON.1) }
+        #[test]
         fn redaction_random(d in random_bytes()) { bounded(target_redaction, &d, JSON.0, JSON.1) }
         #[test]
         fn export_random(d in random_bytes()) { bounded(target_export, &d, FILES.0, FILES.1) }
@@ -1823,6 +1898,13 @@ mod props {
         #[test]
         fn forget_mutated(m in mutations()) { bounded(target_forget, &apply(&[&s().forget_json], &m), JSON.0, JSON.1) }
         #[test]
+        fn segment_mutated(m in mutations()) {
+            let segs: Vec<&[u8]> = s().segments.iter().map(Vec::as_slice).collect();
+            bounded(target_segment, &apply(&segs, &m), PURE.0, PURE.1)
+        }
+        #[test]
+        fn forgotten_bundle_mutated(m in mutations()) { bounded(target_forgotten_bundle, &apply(&[&s().forgotten_bundle], &m), JSON.0, JSON.1) }
+        #[test]
         fn redaction_mutated(m in mutations()) { bounded(target_redaction, &apply(&[&s().redaction_json], &m), JSON.0, JSON.1) }
         #[test]
         fn config_mutated(m in mutations()) { bounded(target_config, &apply(&[&s().config_json], &m), JSON.0, JSON.1) }
@@ -1841,7 +1923,7 @@ mod props {
             for name in [
                 "envelope", "manifest", "page", "dir", "chunk_list", "chunk_index", "pack", "journal_entry",
                 "journal_file", "checkpoint", "forget", "redaction", "export", "export_plaintext",
-                "config", "mount_options", "remote_listing",
+                "config", "mount_options", "remote_listing", "segment", "forgotten_bundle",
             ] {
                 fuzz_one(name, &d);
             }
