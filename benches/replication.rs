@@ -16,7 +16,9 @@
 //! (as the tests do: the `postgresql` package, a cluster in a temporary
 //! directory, a Unix socket). `SOVSEAL_BENCH_RESTORE_LIFE=1` runs only
 //! the lazy mount of an agent with a long life behind it (checkpoints and
-//! forget records) instead.
+//! forget records) instead, and `SOVSEAL_BENCH_RESTORE_LOCAL=1` only what
+//! a lazy mount of 1,000 and 10,000 snapshots costs without request
+//! latency (the local work per snapshot).
 
 use object_store::{ObjectStoreExt, PutPayload};
 use sovseal::config::{AgentName, Home};
@@ -70,6 +72,10 @@ fn main() {
     }
     if std::env::var_os("SOVSEAL_BENCH_RESTORE_LIFE").is_some() {
         restore_life(&rt, &home, &master);
+        return;
+    }
+    if std::env::var_os("SOVSEAL_BENCH_RESTORE_LOCAL").is_some() {
+        restore_local(&rt, &home, &master);
         return;
     }
 
@@ -301,6 +307,17 @@ fn write_segments(
     }
 }
 
+/// Replaces `to` with a copy of the directory `from` (`cp -a`).
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    let _ = std::fs::remove_dir_all(to);
+    let ok = std::process::Command::new("cp")
+        .arg("-a")
+        .args([from, to])
+        .status()
+        .unwrap();
+    assert!(ok.success());
+}
+
 /// The three throughput rows of one remote: sovseal's median, the raw
 /// puts' median, and their ratio.
 fn rows(remote: &str, raw_label: &str, size: usize, bytes: usize, ours: Duration, rawt: Duration) {
@@ -413,24 +430,13 @@ fn restore_scaling(
         // The writer's data dir, put back before each upload (a lazy
         // restore's holds no content to upload).
         let kept = home.agent_dir(&name).with_extension("orig");
-        let cp = |from: &std::path::Path, to: &std::path::Path| {
-            let _ = std::fs::remove_dir_all(to);
-            assert!(
-                std::process::Command::new("cp")
-                    .arg("-a")
-                    .args([from, to])
-                    .status()
-                    .unwrap()
-                    .success()
-            );
-        };
-        cp(&home.agent_dir(&name), &kept);
+        copy_dir(&home.agent_dir(&name), &kept);
         let from_moto = restore_time(rt, home, &name, master, &s3, &s3);
         let lazy_moto = lazy_time(rt, home, &name, master, &s3);
         write_segments(rt, home, &name, master, &s3);
         let seg_moto = lazy_time(rt, home, &name, master, &s3);
         let (near, far) = far::pair();
-        cp(&kept, &home.agent_dir(&name));
+        copy_dir(&kept, &home.agent_dir(&name));
         let from_far = restore_time(rt, home, &name, master, &near, &far);
         let lazy_far = lazy_time(rt, home, &name, master, &far);
         write_segments(rt, home, &name, master, &near);
@@ -456,7 +462,7 @@ fn restore_scaling(
             continue;
         };
         let pg = Remote::open(&pg_server.url()).unwrap();
-        cp(&kept, &home.agent_dir(&name));
+        copy_dir(&kept, &home.agent_dir(&name));
         let from_pg = restore_time(rt, home, &name, master, &pg, &pg);
         let lazy_pg = lazy_time(rt, home, &name, master, &pg);
         write_segments(rt, home, &name, master, &pg);
@@ -484,6 +490,54 @@ fn restore_scaling(
     println!("|---|---|---|---|---|---|");
     for r in pg_rows {
         println!("{r}");
+    }
+}
+
+/// What a lazy mount costs on this machine alone: 1,000 and 10,000
+/// snapshots (chain segments written) from a store that answers at once
+/// (median of 3) and from one answering in 10 ms: the first column is the
+/// local work per snapshot (checks, index rows, part indexes), the second
+/// adds the requests.
+fn restore_local(rt: &tokio::runtime::Runtime, home: &Home, master: &MasterKey) {
+    println!(
+        "| snapshots | lazy mount, store answering at once (median of 3) | from a store answering in 10 ms |"
+    );
+    println!("|---|---|---|");
+    for snapshots in [1_000u64, 10_000] {
+        let name = AgentName::new(&format!("local{snapshots}")).unwrap();
+        let mut e = Engine::open(home, &name, master).unwrap();
+        let files: Vec<u64> = (0..10)
+            .map(|f| {
+                e.create(ROOT_INO, format!("f{f}").as_bytes(), 0o644, 0, 0)
+                    .unwrap()
+                    .ino
+            })
+            .collect();
+        for s in 0..snapshots {
+            e.write(files[(s % 10) as usize], 0, &random(2 << 10, s + 1))
+                .unwrap();
+            e.commit().unwrap();
+        }
+        let (near, far) = far::pair();
+        let agent = e.shared_agent();
+        for s in 1..=e.head().seq() {
+            rt.block_on(sovseal::replication::replicator::upload(&agent, &near, s))
+                .unwrap();
+        }
+        drop(agent);
+        drop(e);
+        write_segments(rt, home, &name, master, &near);
+        let mut at_once: Vec<Duration> = (0..3)
+            .map(|_| lazy_time(rt, home, &name, master, &near).0)
+            .collect();
+        at_once.sort();
+        let far_t = lazy_time(rt, home, &name, master, &far).0;
+        println!(
+            "| {snapshots} | {:.0} ms | {:.0} ms |",
+            at_once[1].as_secs_f64() * 1e3,
+            far_t.as_secs_f64() * 1e3
+        );
+        std::fs::remove_dir_all(home.agent_dir(&name)).unwrap();
     }
 }
 
@@ -525,18 +579,9 @@ fn restore_life(rt: &tokio::runtime::Runtime, home: &Home, master: &MasterKey) {
         .unwrap();
     write_segments(rt, home, &name, master, &near);
     let kept = home.agent_dir(&name).with_extension("orig");
-    let cp = |from: &std::path::Path, to: &std::path::Path| {
-        let _ = std::fs::remove_dir_all(to);
-        let ok = std::process::Command::new("cp")
-            .arg("-a")
-            .args([from, to])
-            .status()
-            .unwrap();
-        assert!(ok.success());
-    };
-    cp(&home.agent_dir(&name), &kept);
+    copy_dir(&home.agent_dir(&name), &kept);
     let bare = lazy_time(rt, home, &name, master, &far).0;
-    cp(&kept, &home.agent_dir(&name));
+    copy_dir(&kept, &home.agent_dir(&name));
     let e = Engine::open(home, &name, master).unwrap();
     let agent = e.shared_agent();
     for s in 1..=head {

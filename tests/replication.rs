@@ -958,7 +958,6 @@ mod faulty {
     use std::sync::Arc;
     use std::sync::atomic::{AtomicU64, Ordering};
 
-    #[derive(Debug)]
     pub struct Faulty {
         pub inner: Arc<dyn ObjectStore>,
         pub n: AtomicU64,
@@ -970,6 +969,17 @@ mod faulty {
         /// Reads in flight now, and the most seen at once.
         pub reading: AtomicU64,
         pub most_reading: AtomicU64,
+        /// Told of every read as it starts.
+        pub on_get: std::sync::Mutex<Option<OnGet>>,
+    }
+
+    /// What [`Faulty`] tells of each read.
+    pub type OnGet = Box<dyn Fn(&Path) + Send>;
+
+    impl std::fmt::Debug for Faulty {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "Faulty")
+        }
     }
 
     impl std::fmt::Display for Faulty {
@@ -990,6 +1000,7 @@ mod faulty {
                 listed: Default::default(),
                 reading: Default::default(),
                 most_reading: Default::default(),
+                on_get: Default::default(),
             })
         }
 
@@ -1028,6 +1039,9 @@ mod faulty {
             self.inner.put_multipart_opts(location, opts).await
         }
         async fn get_opts(&self, location: &Path, options: GetOptions) -> Result<GetResult> {
+            if let Some(f) = &*self.on_get.lock().unwrap() {
+                f(location);
+            }
             let now = self.reading.fetch_add(1, Ordering::Relaxed) + 1;
             self.most_reading.fetch_max(now, Ordering::Relaxed);
             let r = match self.maybe_fail().await {
@@ -1070,6 +1084,86 @@ mod faulty {
             self.inner.copy_opts(from, to, options).await
         }
     }
+}
+
+/// A lazy restore's reads ahead keep going while it checks and commits
+/// what came: the chain segment 8 ranges ahead is asked for once the first
+/// range is done, not once all 8 before it are (a `buffered` stream polls
+/// the futures it holds only when asked for a result it has not got yet:
+/// left to it, the reads ahead went in batches, a full round trip waited
+/// for every 8 segments; PERFORMANCE "Session 35").
+#[test]
+fn a_lazy_restore_reads_chain_segments_ahead_while_it_checks_the_ones_it_has() {
+    use sovseal::replication::backfill;
+    use sovseal::repo::segment::SEGMENT_LEN;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    let env = Env::new();
+    let mut e = env.open();
+    let f = e.create(ROOT_INO, b"f", 0o644, 0, 0).unwrap().ino;
+    let ranges = 10;
+    for s in 0..ranges * SEGMENT_LEN {
+        e.write(f, 0, &bytes(s, 64)).unwrap();
+        e.commit().unwrap();
+    }
+    let inner: Arc<dyn object_store::ObjectStore> = Arc::new(object_store::memory::InMemory::new());
+    let plain = Remote::with_store(inner.clone(), Default::default(), "memory://");
+    replicate_all(&e, &plain);
+    for k in 0..ranges {
+        assert_eq!(
+            rt().block_on(backfill::write_segment(
+                e.agent(),
+                &plain,
+                k * SEGMENT_LEN + 1,
+                &Default::default()
+            ))
+            .unwrap(),
+            backfill::Segment::Written
+        );
+    }
+    let written = e.head().seq();
+    drop(e);
+    std::fs::remove_dir_all(env.data_dir()).unwrap();
+    // Where the restore's checks were when each segment was asked for.
+    let checked = Arc::new(AtomicU64::new(0));
+    let asked = Arc::new(std::sync::Mutex::new(BTreeMap::new()));
+    let faulty = faulty::Faulty::new(inner, |_| false);
+    *faulty.on_get.lock().unwrap() = Some({
+        let (checked, asked) = (checked.clone(), asked.clone());
+        Box::new(move |p: &object_store::path::Path| {
+            // `…/segments/<first:020>.seg`
+            let first = p
+                .as_ref()
+                .rsplit_once("/segments/")
+                .and_then(|(_, n)| n.strip_suffix(".seg")?.parse::<u64>().ok());
+            if let Some(first) = first {
+                asked
+                    .lock()
+                    .unwrap()
+                    .entry(first)
+                    .or_insert(checked.load(Ordering::Relaxed));
+            }
+        })
+    });
+    let remote = Remote::with_store(faulty, Default::default(), "faulty://");
+    let head = rt()
+        .block_on(restore::restore_lazy(
+            &env.home,
+            &env.agent,
+            &env.master,
+            &remote,
+            |seq, _| checked.store(seq, Ordering::Relaxed),
+        ))
+        .unwrap();
+    assert_eq!(head, Some(written));
+    let asked = asked.lock().unwrap().clone();
+    assert_eq!(asked.len() as u64, ranges, "every segment read: {asked:?}");
+    // The ninth: 8 reads ahead, then one more as the first range is done.
+    let ninth = 8 * SEGMENT_LEN + 1;
+    let at = asked[&ninth];
+    assert!(
+        at < 2 * SEGMENT_LEN,
+        "the segment from snapshot {ninth} was asked for only once snapshot {at} was being checked: {asked:?}"
+    );
 }
 
 #[test]

@@ -292,10 +292,15 @@ pub async fn fetch_remote(keys: &AgentKeys, remote: &Remote) -> Result<Vec<Check
 /// restore needs: the chain it fetches must reach it and hold its hash,
 /// which vouches for every snapshot before it through the parent links, so
 /// the older ones (one per checkpoint interval of the agent's whole life)
-/// are listed, not fetched.
-pub async fn fetch_remote_newest(keys: &AgentKeys, remote: &Remote) -> Result<Option<Checkpoint>> {
+/// are listed, not fetched. `listed`: the remote's checkpoints as listed
+/// ([`Remote::list_checkpoints`] from 0), in order.
+pub async fn fetch_remote_newest(
+    keys: &AgentKeys,
+    remote: &Remote,
+    listed: Vec<u64>,
+) -> Result<Option<Checkpoint>> {
     let id = keys.agent_id();
-    for seq in remote.list_checkpoints(&id, 0).await?.into_iter().rev() {
+    for seq in listed.into_iter().rev() {
         // (Deleted between list and get: as if not listed.)
         if let Some(raw) = remote.get_checkpoint(&id, seq).await? {
             return parse_remote(&raw, keys, seq).map(Some);

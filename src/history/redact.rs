@@ -606,7 +606,6 @@ pub async fn apply_remote(agent: &Agent, remote: &Remote, r: &Record) -> Result<
 /// verified) and stores them locally (restore, followers); returns how many
 /// were new.
 pub async fn fetch_remote(agent: &Agent, remote: &Remote) -> Result<usize> {
-    let id = agent.repo().keys().agent_id();
     let here: HashSet<String> = match agent.data()?.sub_if_exists(LOCAL_DIR)? {
         Some(dir) => dir
             .json_names()?
@@ -615,21 +614,39 @@ pub async fn fetch_remote(agent: &Agent, remote: &Remote) -> Result<usize> {
             .collect(),
         None => HashSet::new(),
     };
-    let all = remote
-        .list_redactions(&id, &|name| here.contains(name))
-        .await?;
-    for (name, raw) in &all {
-        let r = Record::parse(raw, agent.repo().keys()).map_err(|e| match e {
-            Error::Corrupt { detail, .. } => {
-                Error::corrupt(format!("redaction record {name} on the remote"), detail)
-            }
-            Error::UnknownFormatVersion(found, known) => Error::corrupt(
-                format!("redaction record {name} on the remote"),
-                format!("format version {found} (this build reads up to {known})"),
-            ),
-            e => e,
-        })?;
-        save_local(agent, &r)?;
-    }
+    let all = fetch_remote_records(agent.repo().keys(), remote, &here).await?;
+    save_fetched(agent, &all)?;
     Ok(all.len())
+}
+
+/// The remote's redaction records whose file names `here` does not hold,
+/// each verified (nothing stored: a restore lists them before it creates
+/// the data dir, and stores them with [`save_fetched`]).
+pub async fn fetch_remote_records(
+    keys: &AgentKeys,
+    remote: &Remote,
+    here: &HashSet<String>,
+) -> Result<Vec<Record>> {
+    let all = remote
+        .list_redactions(&keys.agent_id(), &|name| here.contains(name))
+        .await?;
+    all.iter()
+        .map(|(name, raw)| {
+            Record::parse(raw, keys).map_err(|e| match e {
+                Error::Corrupt { detail, .. } => {
+                    Error::corrupt(format!("redaction record {name} on the remote"), detail)
+                }
+                Error::UnknownFormatVersion(found, known) => Error::corrupt(
+                    format!("redaction record {name} on the remote"),
+                    format!("format version {found} (this build reads up to {known})"),
+                ),
+                e => e,
+            })
+        })
+        .collect()
+}
+
+/// Stores redaction records [`fetch_remote_records`] verified.
+pub fn save_fetched(agent: &Agent, records: &[Record]) -> Result<()> {
+    records.iter().try_for_each(|r| save_local(agent, r))
 }

@@ -66,30 +66,56 @@ struct Survey {
 /// Snapshots `1..=covered` are taken as present without a listing (chain
 /// segments hold them: [`covered`]) when the remote lists the last of
 /// them: only the envelopes from it on are listed. Else (segments left
-/// over past the end of the chain) every envelope is.
-async fn survey(
+/// over past the end of the chain) every envelope is. `ahead` (what
+/// `covered` is told from) and the requests that do not depend on it run
+/// at once: a mount on a far remote waits for two round trips, not one
+/// per request.
+async fn survey<T>(
     keys: &crate::seal::keys::AgentKeys,
     name: &AgentName,
     remote: &Remote,
-    covered: u64,
-) -> Result<Survey> {
+    ahead: impl std::future::Future<Output = Result<T>>,
+    covered: impl FnOnce(&T) -> u64,
+) -> Result<(Survey, T)> {
     let id = keys.agent_id();
-    // One listing (every page of a cursor loop lists the whole directory),
-    // of what the segments do not hold.
-    let mut seqs = Vec::new();
-    if covered > 0 {
-        let from_last = remote.list_envelopes(&id, covered - 1, usize::MAX).await?;
-        if from_last.first() == Some(&covered) {
-            seqs = (1..covered).chain(from_last).collect();
-        } else {
-            tracing::warn!(
-                "the chain segments on the remote hold snapshots up to {covered}, which the remote does not list: listing every envelope"
-            );
+    let listing = async {
+        // The checkpoints are listed before the envelopes: a checkpoint is
+        // stored only after its snapshot's envelope, so each one listed
+        // names an envelope the listing below shows, also while a writer
+        // goes on.
+        let (ahead, checkpoints) = futures::try_join!(ahead, remote.list_checkpoints(&id, 0))?;
+        let covered = covered(&ahead);
+        // One listing (every page of a cursor loop lists the whole
+        // directory), of what the segments do not hold.
+        let mut seqs = Vec::new();
+        if covered > 0 {
+            let from_last = remote.list_envelopes(&id, covered - 1, usize::MAX).await?;
+            if from_last.first() == Some(&covered) {
+                seqs = (1..covered).chain(from_last).collect();
+            } else {
+                tracing::warn!(
+                    "the chain segments on the remote hold snapshots up to {covered}, which the remote does not list: listing every envelope"
+                );
+            }
         }
-    }
-    if seqs.is_empty() {
-        seqs = remote.list_envelopes(&id, 0, usize::MAX).await?;
-    }
+        let envelopes = async {
+            if seqs.is_empty() {
+                seqs = remote.list_envelopes(&id, 0, usize::MAX).await?;
+            }
+            Ok(seqs)
+        };
+        // The newest signed checkpoint on the remote: it must verify, and
+        // the chain must reach it (a remote that dropped newer snapshots
+        // but kept their checkpoint is caught here, before anything is
+        // downloaded) and hold its hash (once restored), which vouches for
+        // every snapshot before it.
+        let newest = crate::history::checkpoint::fetch_remote_newest(keys, remote, checkpoints);
+        let (seqs, newest) = futures::try_join!(envelopes, newest)?;
+        Ok::<_, Error>((seqs, newest, ahead))
+    };
+    let ((seqs, checkpoint, ahead), forgotten) =
+        futures::try_join!(listing, forget_records(keys, remote))?;
+    let checkpoints: Vec<_> = checkpoint.into_iter().collect();
     let Some(&head) = seqs.last() else {
         return Err(Error::Invalid(format!(
             "the remote {} holds no snapshots of agent {name} (for this master key)",
@@ -104,19 +130,30 @@ async fn survey(
             });
         }
     }
-    // The newest signed checkpoint on the remote: it must verify, and the
-    // chain must reach it (a remote that dropped newer snapshots but kept
-    // their checkpoint is caught here, before anything is downloaded) and
-    // hold its hash (once restored), which vouches for every snapshot
-    // before it.
-    let checkpoints: Vec<_> = crate::history::checkpoint::fetch_remote_newest(keys, remote)
-        .await?
-        .into_iter()
-        .collect();
-    // Forget records: snapshots whose content retention removed. Each must
-    // verify (a remote cannot pass a deletion off as a forget). Those in
-    // the bundle are not fetched one by one; one of them that does not
-    // verify there is fetched from its file.
+    // (Only the length here; the hashes are compared once restored.)
+    if let Some(c) = checkpoints.last() {
+        crate::history::checkpoint::check(c, head, |_| c.hash_bytes().map(Some), "the remote")?;
+    }
+    Ok((
+        Survey {
+            seqs,
+            head,
+            checkpoints,
+            forgotten,
+        },
+        ahead,
+    ))
+}
+
+/// The forget records on the remote: snapshots whose content retention
+/// removed, each verified (a remote cannot pass a deletion off as a
+/// forget), in order. Those in the bundle are not fetched one by one; one
+/// of them that does not verify there is fetched from its file.
+async fn forget_records(
+    keys: &crate::seal::keys::AgentKeys,
+    remote: &Remote,
+) -> Result<Vec<(u64, i64, Vec<u8>)>> {
+    let id = keys.agent_id();
     let bundled = forgotten_bundle(remote, &id).await?;
     let parse = |seq: u64, raw: &[u8]| {
         crate::history::retention::ForgetRecord::parse(raw, keys, seq, None)
@@ -144,16 +181,7 @@ async fn survey(
         forgotten.push((seq, r.at_ms, raw));
     }
     forgotten.sort_unstable_by_key(|f| f.0);
-    // (Only the length here; the hashes are compared once restored.)
-    if let Some(c) = checkpoints.last() {
-        crate::history::checkpoint::check(c, head, |_| c.hash_bytes().map(Some), "the remote")?;
-    }
-    Ok(Survey {
-        seqs,
-        head,
-        checkpoints,
-        forgotten,
-    })
+    Ok(forgotten)
 }
 
 /// The forget records in the remote's bundle, by snapshot; none when it
@@ -197,12 +225,15 @@ async fn restore_into(
     progress: &mut dyn FnMut(u64, u64),
 ) -> Result<u64> {
     let keys = master.agent_keys(name.as_str());
-    let Survey {
-        seqs,
-        head,
-        checkpoints,
-        forgotten,
-    } = survey(&keys, name, remote, 0).await?;
+    let (
+        Survey {
+            seqs,
+            head,
+            checkpoints,
+            forgotten,
+        },
+        (),
+    ) = survey(&keys, name, remote, async { Ok(()) }, |_| 0).await?;
     let (agent, _lock) = Agent::create_for_restore(home, name, master)?;
     fetch_chain(&agent, remote, &seqs, None, Content::Whole, progress).await?;
     // Forget records must name the snapshots restored (checked again, with
@@ -267,25 +298,37 @@ async fn restore_lazy_into(
     progress: &mut dyn FnMut(u64, u64),
 ) -> Result<Option<u64>> {
     let keys = master.agent_keys(name.as_str());
-    let segments: BTreeSet<u64> = remote
-        .list_segments(&keys.agent_id())
-        .await?
-        .into_iter()
-        .collect();
-    let tail = match remote.get_tail(&keys.agent_id()).await? {
-        Some(b) => segment::decode_tail(&b)
-            .inspect_err(|e| {
-                tracing::warn!("the tail segment on the remote is not usable ({e}): left out")
-            })
-            .ok(),
-        None => None,
+    let id = keys.agent_id();
+    // The chain segments and the tail on the remote, at once.
+    let segments_and_tail = async {
+        let (segments, tail) = futures::try_join!(remote.list_segments(&id), remote.get_tail(&id))?;
+        let tail = tail.and_then(|b| {
+            segment::decode_tail(&b)
+                .inspect_err(|e| {
+                    tracing::warn!("the tail segment on the remote is not usable ({e}): left out")
+                })
+                .ok()
+        });
+        Ok((segments.into_iter().collect::<BTreeSet<u64>>(), tail))
     };
-    let Survey {
-        seqs,
-        head,
-        checkpoints,
-        forgotten,
-    } = survey(&keys, name, remote, covered(&segments, tail.as_ref())).await?;
+    let survey = survey(&keys, name, remote, segments_and_tail, |(s, t)| {
+        covered(s, t.as_ref())
+    });
+    // (Of a fresh data dir: none held here.)
+    let none_here = HashSet::new();
+    let redactions = crate::history::redact::fetch_remote_records(&keys, remote, &none_here);
+    let (
+        (
+            Survey {
+                seqs,
+                head,
+                checkpoints,
+                forgotten,
+            },
+            (segments, tail),
+        ),
+        redactions,
+    ) = futures::try_join!(survey, redactions)?;
     let (agent, _lock) = Agent::create_for_restore(home, name, master)?;
     let mut indexes = Indexes {
         forgotten: forgotten
@@ -314,7 +357,7 @@ async fn restore_lazy_into(
         return Ok(None);
     }
     agent.repo().index()?.forget(&forgotten)?;
-    crate::history::redact::fetch_remote(&agent, remote).await?;
+    crate::history::redact::save_fetched(&agent, &redactions)?;
     for c in &checkpoints {
         crate::history::checkpoint::check_local(&agent, c)?;
         crate::history::checkpoint::save_local(&agent, c)?;
@@ -426,7 +469,7 @@ async fn fetch_chain(
         Content::Whole => (BTreeSet::new(), None),
     };
     let mut ahead = futures::stream::iter(units(seqs, &segments, tail, lazy))
-        .map(|unit| fetch_unit(remote, &id, unit, lazy))
+        .map(|unit| started(fetch_unit(remote.clone(), id, unit, lazy)))
         .buffered(if lazy { UNITS_AHEAD_LAZY } else { FETCH_AHEAD })
         .map_ok(|v| futures::stream::iter(v.into_iter().map(Ok::<Ahead, Error>)))
         .try_flatten();
@@ -544,9 +587,18 @@ async fn fetch_chain(
             .commit(&env)
             .map_err(|e| of_remote_snapshot(seq, e))?;
         prev = hash;
+        // The runtime has one thread: the reads ahead (their requests and
+        // replies) move only while this loop waits.
+        if i % YIELD_EVERY == YIELD_EVERY - 1 {
+            tokio::task::yield_now().await;
+        }
     }
     Ok(())
 }
+
+/// How many snapshots a chain fetch checks and commits between letting
+/// its reads ahead run (some 100 us of work: small beside a round trip).
+const YIELD_EVERY: usize = 8;
 
 /// Checks snapshot `seq`'s envelope against the chain so far (the hash
 /// and the key and format versions of the one before) and opens its
@@ -666,11 +718,39 @@ fn units(
     out
 }
 
+/// Runs `work` as a task of its own from now on, and gives its result. The
+/// chain fetch's read-ahead goes through here: a `buffered` stream polls
+/// its futures only when asked for its next result, and not at all while
+/// it hands out results that came in together, so reads ahead left to it
+/// started in batches (a full round trip waited for every
+/// [`UNITS_AHEAD_LAZY`] units: measured, PERFORMANCE "Session 35"). The
+/// task is cancelled when its result is no longer wanted.
+fn started<T: Send + 'static>(
+    work: impl std::future::Future<Output = Result<T>> + Send + 'static,
+) -> impl std::future::Future<Output = Result<T>> {
+    /// Cancels the task when dropped.
+    struct Task<T>(tokio::task::JoinHandle<Result<T>>);
+    impl<T> Drop for Task<T> {
+        fn drop(&mut self) {
+            self.0.abort();
+        }
+    }
+    let mut task = Task(tokio::spawn(work));
+    async move {
+        match (&mut task.0).await {
+            Ok(r) => r,
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            Err(e) => Err(Error::Failed(format!("a read ahead stopped: {e}"))),
+        }
+    }
+}
+
 /// Fetches one unit. A segment that is missing or does not decode (a
 /// member's envelope or part index included) is fetched snapshot by
 /// snapshot instead, with a log line: it only bundles what the remote
 /// holds anyway.
-async fn fetch_unit(remote: &Remote, id: &AgentId, unit: Unit, lazy: bool) -> Result<Vec<Ahead>> {
+async fn fetch_unit(remote: Remote, id: AgentId, unit: Unit, lazy: bool) -> Result<Vec<Ahead>> {
+    let (remote, id) = (&remote, &id);
     let seqs = match unit {
         Unit::Singles(v) => v,
         Unit::Given(first, members) => {
