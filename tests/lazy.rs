@@ -120,6 +120,69 @@ fn a_fresh_machine_mounts_before_fetching_content_and_reads_every_snapshot() {
     );
 }
 
+/// Waits until the mount of `m` has fetched its head's metadata ahead
+/// (its log says so).
+fn wait_metadata_fetched(m: &Mounted) -> String {
+    let t0 = Instant::now();
+    loop {
+        let l = log(m);
+        if let Some(line) = l
+            .lines()
+            .find(|l| l.contains("the head's metadata fetched ahead"))
+        {
+            return line.to_string();
+        }
+        assert!(t0.elapsed() < Duration::from_secs(30), "{l}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Every path of the tree in `m`'s mount (`.snapshots/` left out) with
+/// its type, size, mode and link count: what `find` and `ls -l` read.
+fn tree_listing(m: &Mounted) -> String {
+    m.sh("find . -path ./.snapshots -prune -o -printf '%p %y %s %m %n\\n' | sort")
+}
+
+#[test]
+fn a_fresh_machine_fetches_the_heads_metadata_ahead_and_no_content() {
+    let s3 = Moto::start();
+    let url = s3.url("warm");
+    let mut m = Mounted::with_env("lz", &["--remote", &url], s3.owned_vars());
+    // 40 directories two deep and three levels of them, a file in each
+    // and one more below: about 170 inodes over many snapshots.
+    m.sh(
+        "for a in 1 2 3 4; do for b in 1 2 3 4 5 6 7 8 9 10; do mkdir -p t$a/u$b/v && echo $a$b > t$a/u$b/f && head -c 5000 /dev/urandom > t$a/u$b/v/g; done; done",
+    );
+    std::thread::sleep(Duration::from_millis(400));
+    m.wait_replicated();
+    let listing = tree_listing(&m);
+    assert_eq!(listing.lines().count(), 1 + 4 + 40 * 4, "{listing}");
+    let g = std::fs::read(m.path("t3/u7/v/g")).unwrap();
+    m.unmount();
+
+    // A fresh machine; once its mount has fetched the head's metadata
+    // ahead, the remote stops answering.
+    std::fs::remove_dir_all(m.home.join("agents/lz")).unwrap();
+    m.extra
+        .extend(["--fetch-timeout-secs".to_string(), "2".to_string()]);
+    m.mount();
+    let line = wait_metadata_fetched(&m);
+    s3.pause();
+    // The whole tree lists and stats without the remote (an object not
+    // here would wait for it, then fail the listing)...
+    let seen = tree_listing(&m);
+    // ...and no content came with it: a file's content waits for the
+    // remote and gives EIO.
+    let out = m.py(
+        "import errno\ntry:\n    open('t3/u7/v/g', 'rb').read()\n    print('read')\nexcept OSError as e:\n    print(errno.errorcode[e.errno])",
+    );
+    s3.resume();
+    assert_eq!(seen, listing, "{line}");
+    assert_eq!(out.trim(), "EIO", "content fetched ahead too ({line})");
+    assert_eq!(std::fs::read(m.path("t3/u7/v/g")).unwrap(), g);
+    m.unmount();
+}
+
 #[test]
 fn a_read_the_remote_does_not_answer_fails_with_eio_after_the_timeout() {
     let s3 = Moto::start();

@@ -12,6 +12,7 @@
 //! - [`daemon`]: the detached child and its readiness report; logging.
 //! - [`startup`]: restore on a fresh machine, retention, checkpoint policy.
 //! - [`follow`]: a follower mount's polling thread (`--follow`).
+//! - [`warm`]: after a lazy restore, the head's metadata fetched ahead.
 //! - [`notify`], [`metrics`]: systemd readiness; counters and their file.
 //! - this file: the command line, and serving until a signal or unmount.
 
@@ -25,6 +26,7 @@ pub mod options;
 pub mod preflight;
 pub mod readahead;
 pub mod startup;
+pub mod warm;
 
 use crate::config::{AgentName, Home};
 use crate::custody;
@@ -311,6 +313,12 @@ fn serve(
     let notifier = notifier.as_ref();
     let session = fuse::spawn(fs.clone(), mountpoint, &mount, args.threads)?;
     preflight::wait_answering(mountpoint)?;
+    // A lazily restored data dir (a writer's): the head's metadata fetched
+    // ahead while the mount serves.
+    let warmer = match lazy_dir && !args.follow {
+        true => Some(warm::Warmer::start(&shared_agent)?),
+        false => None,
+    };
     let follower = match follow_remote {
         Some(remote) => Some(follow::Follower::start(
             fs.clone(),
@@ -361,6 +369,7 @@ fn serve(
                 tracing::info!("{sig}: committing and unmounting");
                 notify::notify(notifier, "STOPPING=1\nSTATUS=committing and unmounting");
                 drop(follower);
+                drop(warmer);
                 let committed = fs.sync();
                 if preflight::unmount(mountpoint)? {
                     tracing::warn!(
@@ -379,6 +388,7 @@ fn serve(
                     tracing::info!("unmounted externally");
                     notify::notify(notifier, "STOPPING=1\nSTATUS=unmounted; final commit");
                     drop(follower);
+                    drop(warmer);
                     session.join()?;
                     return finish(&fs, heartbeats, metrics, Ok(()));
                 }

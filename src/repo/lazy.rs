@@ -315,6 +315,32 @@ impl Lazy {
         self.places.read().expect("places").0.contains_key(id)
     }
 
+    /// The kind of object `id` as the remote index names it (`None`: no
+    /// place of it on the remote).
+    pub fn kind_of(&self, id: &ObjectId) -> Option<ObjectKind> {
+        self.places
+            .read()
+            .expect("places")
+            .0
+            .get(id)
+            .map(|p| p.entry.kind)
+    }
+
+    /// Whether a copy of `id` is kept here (not checked: a read checks it).
+    pub fn is_kept(&self, id: &ObjectId) -> bool {
+        let name = crate::hex::encode(&id.0);
+        self.objects
+            .sub_if_exists(&name[..2])
+            .ok()
+            .flatten()
+            .is_some_and(|d| d.exists(&name))
+    }
+
+    /// Whether fetched objects are kept here (a writer's handle).
+    pub fn keeps(&self) -> bool {
+        self.keeps
+    }
+
     /// Whether the remote index names an object in snapshot `seq`'s parts
     /// (they must stay on the remote).
     pub fn holds(&self, seq: u64) -> bool {
@@ -341,6 +367,28 @@ impl Lazy {
         kind: ObjectKind,
         ids: &[ObjectId],
     ) -> Vec<Result<Vec<u8>>> {
+        self.fetch_many_with(keys, kind, ids, RUNS_IN_FLIGHT)
+    }
+
+    /// As [`Lazy::fetch_many`], for objects fetched ahead of any read
+    /// (metadata spread over many snapshots' parts: a run each, mostly),
+    /// more runs in flight.
+    pub fn fetch_ahead(
+        &self,
+        keys: &AgentKeys,
+        kind: ObjectKind,
+        ids: &[ObjectId],
+    ) -> Vec<Result<Vec<u8>>> {
+        self.fetch_many_with(keys, kind, ids, AHEAD_IN_FLIGHT)
+    }
+
+    fn fetch_many_with(
+        &self,
+        keys: &AgentKeys,
+        kind: ObjectKind,
+        ids: &[ObjectId],
+        in_flight: usize,
+    ) -> Vec<Result<Vec<u8>>> {
         let mut out: Vec<Option<Result<Vec<u8>>>> = ids.iter().map(|_| None).collect();
         let mut wanted = Vec::new();
         for (i, id) in ids.iter().enumerate() {
@@ -359,7 +407,7 @@ impl Lazy {
         }
         if !wanted.is_empty() {
             let fetched = match PROCESS_REMOTE.read().expect("process remote").clone() {
-                Some(driver) => self.fetch_remote(&driver, kind, ids, &wanted),
+                Some(driver) => self.fetch_remote(&driver, kind, ids, &wanted, in_flight),
                 None => wanted
                     .iter()
                     .map(|&(i, _)| {
@@ -466,6 +514,7 @@ impl Lazy {
         kind: ObjectKind,
         ids: &[ObjectId],
         wanted: &[(usize, Place)],
+        in_flight: usize,
     ) -> Vec<Result<Vec<u8>>> {
         let runs = runs(wanted);
         let jobs: Vec<Job> = {
@@ -505,7 +554,7 @@ impl Lazy {
                         .unwrap_or_else(|_| members.iter().map(|_| Err(no_answer())).collect());
                     (r, results)
                 })
-                .buffer_unordered(RUNS_IN_FLIGHT);
+                .buffer_unordered(in_flight);
             while let Some(x) = done.next().await {
                 if tx.send(x).is_err() {
                     break;
@@ -607,6 +656,8 @@ const RUN_BYTES: u64 = 2 << 20;
 
 /// Runs fetched at once for one read.
 const RUNS_IN_FLIGHT: usize = 4;
+/// Runs fetched at once ahead of any read ([`Lazy::fetch_ahead`]).
+const AHEAD_IN_FLIGHT: usize = 16;
 
 /// `wanted` (places) grouped into runs: records of one part that follow
 /// one another (no byte between them), together at most [`RUN_BYTES`].

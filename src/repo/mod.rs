@@ -811,6 +811,42 @@ impl Repo {
         Ok(())
     }
 
+    /// Metadata objects `wanted` (kind and reference) of a lazily restored
+    /// data dir, fetched from the remote together as
+    /// [`Repo::prefetch_chunks`] fetches chunks (one ranged GET per run of
+    /// neighbouring records, 16 runs in flight), each verified and kept
+    /// sealed under `lazy/objects/`, so that reading them later waits for
+    /// no round trip. Those the packs hold or a copy is kept of are left.
+    /// Returns how many were fetched; the first failure is an error.
+    pub fn prefetch_metadata(&self, wanted: &[(ObjectKind, ObjRef)]) -> Result<u64> {
+        let Some(lazy) = self.lazy.get() else {
+            return Ok(0);
+        };
+        let mut by_kind: BTreeMap<u8, (ObjectKind, Vec<ObjectId>)> = BTreeMap::new();
+        let mut seen = HashSet::new();
+        for (kind, r) in wanted {
+            if seen.insert(r.id)
+                && self.lazy_for(r).is_some()
+                && !lazy.is_kept(&r.id)
+                && matches!(self.locate(*kind, r), Err(Error::MissingObject { .. }))
+            {
+                by_kind
+                    .entry(*kind as u8)
+                    .or_insert((*kind, Vec::new()))
+                    .1
+                    .push(r.id);
+            }
+        }
+        let mut n = 0;
+        for (kind, ids) in by_kind.into_values() {
+            for res in lazy.fetch_ahead(&self.keys, kind, &ids) {
+                res?;
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+
     /// A decoded inode page, which must be page `page_no` (a page reached
     /// at another number is an integrity error, not a misread).
     pub fn page(&self, r: &ObjRef, inodes_per_page: u32, page_no: u64) -> Result<Arc<Page>> {

@@ -153,6 +153,53 @@ impl SnapshotView {
         })
     }
 
+    /// Fetches this snapshot's metadata that is neither stored nor kept
+    /// here (a lazily restored data dir whose handle keeps what it
+    /// fetches): its page map, inode pages, directory nodes, chunk lists
+    /// and chunk trees, level by level, each level's objects together
+    /// ([`Repo::prefetch_metadata`]), so that browsing it (a listing, a
+    /// lookup, a `stat`) waits for no round trip; a lazy read otherwise
+    /// fetches the objects on a path one at a time. File content is left
+    /// for its first read. `stop` ends it between levels. Returns how many
+    /// objects were fetched.
+    pub fn fetch_metadata(&self, stop: &std::sync::atomic::AtomicBool) -> Result<u64> {
+        let Some(lazy) = self.repo.lazy().filter(|l| l.keeps()) else {
+            return Ok(0);
+        };
+        let mut fetched = 0;
+        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            // What the walk reaches through what is here: the next level.
+            let level = std::cell::RefCell::new(Vec::new());
+            self.walk_objects(
+                &|r| match lazy.kind_of(&r.id) {
+                    // Not on the remote: written here (or missing, which
+                    // the walk reports).
+                    None => false,
+                    Some(ObjectKind::Chunk) => true,
+                    Some(kind) => {
+                        let here = lazy.is_kept(&r.id) || self.repo.has(r).unwrap_or(false);
+                        if !here {
+                            level.borrow_mut().push((kind, *r));
+                        }
+                        !here
+                    }
+                },
+                &mut |_, _| Ok(()),
+            )?;
+            let level = level.into_inner();
+            let n = match level.is_empty() {
+                true => 0,
+                false => self.repo.prefetch_metadata(&level)?,
+            };
+            // (None fetched of a level: what is left cannot be had.)
+            if n == 0 {
+                break;
+            }
+            fetched += n;
+        }
+        Ok(fetched)
+    }
+
     /// Visits the objects of one directory of this snapshot (its root
     /// `root`), parents before children, with the checks of a listing.
     pub fn walk_dir(
