@@ -491,6 +491,18 @@ impl Lazy {
                 {
                     tracing::warn!("lazy restore: {} {name} not kept: {e}", kind.name());
                 }
+                // A redaction that dropped its place while it was fetched
+                // may have looked for copies before this one was written:
+                // it goes now (a redaction drops the place, then the
+                // copies; one of the two sees it).
+                if self.keeps && !self.knows(id) {
+                    let _ = self
+                        .objects
+                        .sub_if_exists(&name[..2])
+                        .ok()
+                        .flatten()
+                        .map(|d| d.remove_file(&name));
+                }
             }
             Err(e) => {
                 self.failed.fetch_add(1, Ordering::Relaxed);
