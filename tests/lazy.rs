@@ -183,6 +183,54 @@ fn a_fresh_machine_fetches_the_heads_metadata_ahead_and_no_content() {
     m.unmount();
 }
 
+/// A data dir where nothing fetched can be kept (`lazy/objects/` a full
+/// filesystem: a tmpfs without a free inode): the fetch ahead asks for
+/// each object once and ends, and the tree still reads (each read fetches
+/// what it needs).
+#[test]
+fn fetching_the_heads_metadata_ahead_ends_when_nothing_can_be_kept() {
+    /// A tmpfs mounted at a path, unmounted when dropped.
+    struct Full(PathBuf);
+    impl Drop for Full {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount")
+                .arg("-l")
+                .arg(&self.0)
+                .status();
+        }
+    }
+    let (_dir, _remote, url, m, before) = written_to_dir_remote();
+    let f = fresh_machine(&m, &url);
+    f.mount();
+    wait_metadata_fetched(&f);
+    f.unmount();
+    let objects = f.home.join("agents/lz/lazy/objects");
+    std::fs::remove_dir_all(&objects).unwrap();
+    std::fs::create_dir(&objects).unwrap();
+    let ok = std::process::Command::new("mount")
+        .args([
+            "-t",
+            "tmpfs",
+            "-o",
+            "nr_inodes=1,size=64k,mode=700",
+            "tmpfs",
+        ])
+        .arg(&objects)
+        .status()
+        .unwrap();
+    assert!(ok.success(), "mount a full tmpfs (the tests run as root)");
+    let _full = Full(objects.clone());
+    std::fs::write(f.home.join("logs/lz.log"), b"").unwrap();
+    f.mount();
+    let line = wait_metadata_fetched(&f);
+    assert!(
+        log(&f).contains("not kept"),
+        "nothing could be kept: {line}"
+    );
+    assert_eq!(f.history(), before);
+    f.unmount();
+}
+
 #[test]
 fn a_read_the_remote_does_not_answer_fails_with_eio_after_the_timeout() {
     let s3 = Moto::start();

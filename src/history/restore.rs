@@ -68,8 +68,9 @@ struct Survey {
 /// them: only the envelopes from it on are listed. Else (segments left
 /// over past the end of the chain) every envelope is. `ahead` (what
 /// `covered` is told from) and the requests that do not depend on it run
-/// at once: a mount on a far remote waits for two round trips, not one
-/// per request.
+/// at once: a mount on a far remote waits for about two round trips (more
+/// when forget records are missing from the bundle or a listing pages),
+/// not one per request.
 async fn survey<T>(
     keys: &crate::seal::keys::AgentKeys,
     name: &AgentName,

@@ -369,7 +369,9 @@ fn serve(
                 tracing::info!("{sig}: committing and unmounting");
                 notify::notify(notifier, "STOPPING=1\nSTATUS=committing and unmounting");
                 drop(follower);
-                drop(warmer);
+                if let Some(w) = &warmer {
+                    w.stop();
+                }
                 let committed = fs.sync();
                 if preflight::unmount(mountpoint)? {
                     tracing::warn!(
@@ -381,6 +383,7 @@ fn serve(
                     std::thread::sleep(Duration::from_millis(50));
                 }
                 session.join()?;
+                drop(warmer);
                 return finish(&fs, heartbeats, metrics, committed);
             }
             default(Duration::from_millis(200)) => {

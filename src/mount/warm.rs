@@ -1,8 +1,10 @@
-//! The head's metadata fetched ahead after a lazy restore (#16).
+//! The head's metadata fetched ahead in a lazily restored data dir (#16).
 //!
 //! A lazily restored data dir fetches each object on first use: a lookup
 //! or a listing of a fresh machine's mount waits one round trip per inode
-//! page and directory node on its path. Once the mount serves, this thread
+//! page and directory node on its path. Once a mount of such a data dir
+//! serves (the first after the restore, and every later one: what is
+//! already here then costs a local walk), this thread
 //! fetches the head's page map, inode pages, directory nodes and chunk
 //! lists level by level, each level together
 //! ([`crate::repo::view::SnapshotView::fetch_metadata`]), so that browsing
@@ -67,9 +69,17 @@ impl Warmer {
     }
 }
 
+impl Warmer {
+    /// Asks the thread to stop after the level in flight (a stopping
+    /// mount asks before its last commit, and waits for it after).
+    pub fn stop(&self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
 impl Drop for Warmer {
     fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
+        self.stop();
         // Finished (or its sender dropped): joined; else left behind.
         if !matches!(
             self.done.recv_timeout(STOP_WAIT),

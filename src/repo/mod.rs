@@ -817,7 +817,10 @@ impl Repo {
     /// neighbouring records, 16 runs in flight), each verified and kept
     /// sealed under `lazy/objects/`, so that reading them later waits for
     /// no round trip. Those the packs hold or a copy is kept of are left.
-    /// Returns how many were fetched; the first failure is an error.
+    /// Returns how many were fetched; one that fails is left (logged: a
+    /// read fetches it when it needs it), and only when all fail is the
+    /// first failure an error. At most [`PREFETCH_BATCH`] objects' bytes
+    /// are held at once.
     pub fn prefetch_metadata(&self, wanted: &[(ObjectKind, ObjRef)]) -> Result<u64> {
         let Some(lazy) = self.lazy.get() else {
             return Ok(0);
@@ -837,14 +840,23 @@ impl Repo {
                     .push(r.id);
             }
         }
-        let mut n = 0;
+        let (mut n, mut first_error) = (0, None);
         for (kind, ids) in by_kind.into_values() {
-            for res in lazy.fetch_ahead(&self.keys, kind, &ids) {
-                res?;
-                n += 1;
+            for batch in ids.chunks(PREFETCH_BATCH) {
+                for res in lazy.fetch_ahead(&self.keys, kind, batch) {
+                    match res {
+                        Ok(_) => n += 1,
+                        Err(e) => {
+                            first_error.get_or_insert(e);
+                        }
+                    }
+                }
             }
         }
-        Ok(n)
+        match first_error {
+            Some(e) if n == 0 => Err(e),
+            _ => Ok(n),
+        }
     }
 
     /// A decoded inode page, which must be page `page_no` (a page reached
@@ -998,6 +1010,10 @@ fn flush_into(index: &mut Index, u: &mut Unindexed, durable: Option<u64>) -> Res
     u.objects.clear();
     Ok(())
 }
+
+/// Objects [`Repo::prefetch_metadata`] fetches in one go (inode pages of
+/// 16 inodes and directory nodes: a few MiB at most).
+pub const PREFETCH_BATCH: usize = 512;
 
 /// How many pack rewrites a read follows an object through before it gives
 /// up (each move is a whole pack rewrite, so more means a store rewritten

@@ -167,6 +167,10 @@ impl SnapshotView {
             return Ok(0);
         };
         let mut fetched = 0;
+        // Asked for once each: one that failed, or was fetched but could
+        // not be kept (a full disk), is not asked for again (a read
+        // fetches it when it needs it), so every pass asks for new ones.
+        let mut asked = std::collections::HashSet::new();
         while !stop.load(std::sync::atomic::Ordering::Relaxed) {
             // What the walk reaches through what is here: the next level.
             let level = std::cell::RefCell::new(Vec::new());
@@ -178,7 +182,7 @@ impl SnapshotView {
                     Some(ObjectKind::Chunk) => true,
                     Some(kind) => {
                         let here = lazy.is_kept(&r.id) || self.repo.has(r).unwrap_or(false);
-                        if !here {
+                        if !here && !asked.contains(&r.id) {
                             level.borrow_mut().push((kind, *r));
                         }
                         !here
@@ -187,15 +191,11 @@ impl SnapshotView {
                 &mut |_, _| Ok(()),
             )?;
             let level = level.into_inner();
-            let n = match level.is_empty() {
-                true => 0,
-                false => self.repo.prefetch_metadata(&level)?,
-            };
-            // (None fetched of a level: what is left cannot be had.)
-            if n == 0 {
+            if level.is_empty() {
                 break;
             }
-            fetched += n;
+            asked.extend(level.iter().map(|(_, r)| r.id));
+            fetched += self.repo.prefetch_metadata(&level)?;
         }
         Ok(fetched)
     }
