@@ -307,6 +307,53 @@ fn write_segments(
     }
 }
 
+/// Agent `name` with ten files `f0`..`f9` and `snapshots` snapshots, each
+/// rewriting the next file with `size` random bytes.
+fn ten_files(
+    home: &Home,
+    name: &AgentName,
+    master: &MasterKey,
+    snapshots: u64,
+    size: usize,
+) -> Engine {
+    let mut e = Engine::open(home, name, master).unwrap();
+    let files: Vec<u64> = (0..10)
+        .map(|f| {
+            e.create(ROOT_INO, format!("f{f}").as_bytes(), 0o644, 0, 0)
+                .unwrap()
+                .ino
+        })
+        .collect();
+    for s in 0..snapshots {
+        e.write(files[(s % 10) as usize], 0, &random(size, s + 1))
+            .unwrap();
+        e.commit().unwrap();
+    }
+    e
+}
+
+/// Uploads every snapshot of agent `name` (open in `e`, closed here) to
+/// a new in-memory store and writes its chain segments there; the two
+/// remotes over that store ([`far::pair`]).
+fn uploaded_with_segments(
+    rt: &tokio::runtime::Runtime,
+    home: &Home,
+    name: &AgentName,
+    master: &MasterKey,
+    e: Engine,
+) -> (Remote, Remote) {
+    let (near, far) = far::pair();
+    let agent = e.shared_agent();
+    for s in 1..=e.head().seq() {
+        rt.block_on(sovseal::replication::replicator::upload(&agent, &near, s))
+            .unwrap();
+    }
+    drop(agent);
+    drop(e);
+    write_segments(rt, home, name, master, &near);
+    (near, far)
+}
+
 /// Replaces `to` with a copy of the directory `from` (`cp -a`).
 fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
     let _ = std::fs::remove_dir_all(to);
@@ -412,19 +459,7 @@ fn restore_scaling(
     println!("|---|---|---|---|---|---|---|---|---|");
     for (i, &(snapshots, size)) in cases.iter().enumerate() {
         let name = AgentName::new(&format!("scale{i}")).unwrap();
-        let mut e = Engine::open(home, &name, master).unwrap();
-        let files: Vec<u64> = (0..10)
-            .map(|f| {
-                e.create(ROOT_INO, format!("f{f}").as_bytes(), 0o644, 0, 0)
-                    .unwrap()
-                    .ino
-            })
-            .collect();
-        for s in 0..snapshots {
-            let ino = files[(s % 10) as usize];
-            e.write(ino, 0, &random(size, s + 1)).unwrap();
-            e.commit().unwrap();
-        }
+        let e = ten_files(home, &name, master, snapshots, size);
         drop(e);
         let s3 = Remote::open_with(&moto.url(&format!("scale{i}")), &moto.options()).unwrap();
         // The writer's data dir, put back before each upload (a lazy
@@ -505,28 +540,8 @@ fn restore_local(rt: &tokio::runtime::Runtime, home: &Home, master: &MasterKey) 
     println!("|---|---|---|");
     for snapshots in [1_000u64, 10_000] {
         let name = AgentName::new(&format!("local{snapshots}")).unwrap();
-        let mut e = Engine::open(home, &name, master).unwrap();
-        let files: Vec<u64> = (0..10)
-            .map(|f| {
-                e.create(ROOT_INO, format!("f{f}").as_bytes(), 0o644, 0, 0)
-                    .unwrap()
-                    .ino
-            })
-            .collect();
-        for s in 0..snapshots {
-            e.write(files[(s % 10) as usize], 0, &random(2 << 10, s + 1))
-                .unwrap();
-            e.commit().unwrap();
-        }
-        let (near, far) = far::pair();
-        let agent = e.shared_agent();
-        for s in 1..=e.head().seq() {
-            rt.block_on(sovseal::replication::replicator::upload(&agent, &near, s))
-                .unwrap();
-        }
-        drop(agent);
-        drop(e);
-        write_segments(rt, home, &name, master, &near);
+        let e = ten_files(home, &name, master, snapshots, 2 << 10);
+        let (near, far) = uploaded_with_segments(rt, home, &name, master, e);
         let mut at_once: Vec<Duration> = (0..3)
             .map(|_| lazy_time(rt, home, &name, master, &near).0)
             .collect();
@@ -567,15 +582,7 @@ fn browse_after_lazy_restore(rt: &tokio::runtime::Runtime, home: &Home, master: 
         e.write(g, 0, &random(5000, d + 1)).unwrap();
         e.commit().unwrap();
     }
-    let (near, far) = far::pair();
-    let agent = e.shared_agent();
-    for s in 1..=e.head().seq() {
-        rt.block_on(sovseal::replication::replicator::upload(&agent, &near, s))
-            .unwrap();
-    }
-    drop(agent);
-    drop(e);
-    write_segments(rt, home, &name, master, &near);
+    let (_near, far) = uploaded_with_segments(rt, home, &name, master, e);
     // Every object of head but content, read through the engine's repo.
     let walk = |e: &Engine| {
         let head = e.agent().head().unwrap();
