@@ -27,7 +27,7 @@ pub struct Warmer {
     thread: Option<JoinHandle<()>>,
 }
 
-/// How long a stopping mount waits for a level in flight before it leaves
+/// How long a stopping mount waits for a batch in flight before it leaves
 /// the thread behind (the process is about to exit).
 const STOP_WAIT: Duration = Duration::from_secs(2);
 
@@ -70,8 +70,8 @@ impl Warmer {
 }
 
 impl Warmer {
-    /// Asks the thread to stop after the level in flight (a stopping
-    /// mount asks before its last commit, and waits for it after).
+    /// Asks the thread to stop after the batch in flight (a mount stopping
+    /// on a signal asks before its last commit, and waits for it after).
     pub fn stop(&self) {
         self.stop.store(true, Ordering::Relaxed);
     }

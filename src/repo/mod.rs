@@ -820,8 +820,12 @@ impl Repo {
     /// Returns how many were fetched; one that fails is left (logged: a
     /// read fetches it when it needs it), and only when all fail is the
     /// first failure an error. At most [`PREFETCH_BATCH`] objects' bytes
-    /// are held at once.
-    pub fn prefetch_metadata(&self, wanted: &[(ObjectKind, ObjRef)]) -> Result<u64> {
+    /// are held at once; `stop` ends it between batches.
+    pub fn prefetch_metadata(
+        &self,
+        wanted: &[(ObjectKind, ObjRef)],
+        stop: &std::sync::atomic::AtomicBool,
+    ) -> Result<u64> {
         let Some(lazy) = self.lazy.get() else {
             return Ok(0);
         };
@@ -843,6 +847,9 @@ impl Repo {
         let (mut n, mut first_error) = (0, None);
         for (kind, ids) in by_kind.into_values() {
             for batch in ids.chunks(PREFETCH_BATCH) {
+                if stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    break;
+                }
                 for res in lazy.fetch_ahead(&self.keys, kind, batch) {
                     match res {
                         Ok(_) => n += 1,
@@ -857,6 +864,12 @@ impl Repo {
             Some(e) if n == 0 => Err(e),
             _ => Ok(n),
         }
+    }
+
+    /// Whether object `r` of `kind` is readable here without the remote:
+    /// committed, or pending in the commit being sealed.
+    pub fn is_here(&self, kind: ObjectKind, r: &ObjRef) -> bool {
+        self.locate(kind, r).is_ok()
     }
 
     /// A decoded inode page, which must be page `page_no` (a page reached
@@ -1012,7 +1025,8 @@ fn flush_into(index: &mut Index, u: &mut Unindexed, durable: Option<u64>) -> Res
 }
 
 /// Objects [`Repo::prefetch_metadata`] fetches in one go (inode pages of
-/// 16 inodes and directory nodes: a few MiB at most).
+/// 16 inodes and directory nodes: typically a few MiB; more when inodes
+/// carry large extended attributes).
 pub const PREFETCH_BATCH: usize = 512;
 
 /// How many pack rewrites a read follows an object through before it gives

@@ -160,7 +160,7 @@ impl SnapshotView {
     /// ([`Repo::prefetch_metadata`]), so that browsing it (a listing, a
     /// lookup, a `stat`) waits for no round trip; a lazy read otherwise
     /// fetches the objects on a path one at a time. File content is left
-    /// for its first read. `stop` ends it between levels. Returns how many
+    /// for its first read. `stop` ends it between batches. Returns how many
     /// objects were fetched.
     pub fn fetch_metadata(&self, stop: &std::sync::atomic::AtomicBool) -> Result<u64> {
         let Some(lazy) = self.repo.lazy().filter(|l| l.keeps()) else {
@@ -181,7 +181,7 @@ impl SnapshotView {
                     None => false,
                     Some(ObjectKind::Chunk) => true,
                     Some(kind) => {
-                        let here = lazy.is_kept(&r.id) || self.repo.has(r).unwrap_or(false);
+                        let here = lazy.is_kept(&r.id) || self.repo.is_here(kind, r);
                         if !here && !asked.contains(&r.id) {
                             level.borrow_mut().push((kind, *r));
                         }
@@ -195,7 +195,7 @@ impl SnapshotView {
                 break;
             }
             asked.extend(level.iter().map(|(_, r)| r.id));
-            fetched += self.repo.prefetch_metadata(&level)?;
+            fetched += self.repo.prefetch_metadata(&level, stop)?;
         }
         Ok(fetched)
     }
