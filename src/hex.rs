@@ -2,13 +2,17 @@
 
 /// Encodes bytes as lower-case hex.
 pub fn encode(bytes: &[u8]) -> String {
+    let mut s = Vec::with_capacity(bytes.len() * 2);
+    encode_into(&mut s, bytes);
+    String::from_utf8(s).expect("hex digits are ASCII")
+}
+
+/// Appends `bytes` as lower-case hex to `out` (no allocation of its own).
+pub fn encode_into(out: &mut Vec<u8>, bytes: &[u8]) {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut s = String::with_capacity(bytes.len() * 2);
     for b in bytes {
-        s.push(DIGITS[(b >> 4) as usize] as char);
-        s.push(DIGITS[(b & 15) as usize] as char);
+        out.extend_from_slice(&[DIGITS[(b >> 4) as usize], DIGITS[(b & 15) as usize]]);
     }
-    s
 }
 
 /// Decodes exactly `N` bytes of hex; `None` on any other input.

@@ -171,6 +171,10 @@ impl SnapshotView {
         // not be kept (a full disk), is not asked for again (a read
         // fetches it when it needs it), so every pass asks for new ones.
         let mut asked = std::collections::HashSet::new();
+        // Found here once, here for good (objects are immutable, and a
+        // redaction, which removes kept copies, does not run beside this):
+        // each pass walks the whole tree, but looks each object up once.
+        let here_ids = std::cell::RefCell::new(std::collections::HashSet::new());
         while !stop.load(std::sync::atomic::Ordering::Relaxed) {
             // What the walk reaches through what is here: the next level.
             let level = std::cell::RefCell::new(Vec::new());
@@ -180,9 +184,12 @@ impl SnapshotView {
                     // the walk reports).
                     None => false,
                     Some(ObjectKind::Chunk) => true,
+                    Some(_) if here_ids.borrow().contains(&r.id) => false,
                     Some(kind) => {
                         let here = lazy.is_kept(&r.id) || self.repo.is_here(kind, r);
-                        if !here && !asked.contains(&r.id) {
+                        if here {
+                            here_ids.borrow_mut().insert(r.id);
+                        } else if !asked.contains(&r.id) {
                             level.borrow_mut().push((kind, *r));
                         }
                         !here

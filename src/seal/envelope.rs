@@ -231,12 +231,7 @@ impl Envelope {
         use std::io::Write as _;
         let b64_len = self.sealed.len().div_ceil(3) * 4;
         let mut out = Vec::with_capacity(400 + b64_len);
-        let hex = |out: &mut Vec<u8>, b: &[u8]| {
-            const DIGITS: &[u8; 16] = b"0123456789abcdef";
-            for x in b {
-                out.extend_from_slice(&[DIGITS[(x >> 4) as usize], DIGITS[(x & 15) as usize]]);
-            }
-        };
+        let hex = crate::hex::encode_into;
         out.extend_from_slice(b"{\"agent_id\":\"");
         hex(&mut out, &self.agent_id.0);
         write!(
