@@ -415,3 +415,82 @@ fn a_failing_hook_is_reported_and_nothing_is_lost() {
         "nobody",
     );
 }
+
+/// `sovseal verify --remote` reads what a restore reads of the remote's
+/// chain (every envelope file, the chain segments and the tail, the forget
+/// and redaction records) and holds each envelope against this machine's:
+/// an altered snapshot that no checkpoint names, or a damaged chain or
+/// tail segment, is reported by the machine that wrote it, as a restore
+/// elsewhere would refuse it (or, for a segment, read around it).
+#[test]
+fn verify_remote_holds_every_envelope_and_segment_against_this_chain() {
+    let m = Mounted::new("audited", &[]);
+    // A chain segment (1..=256) and a tail (from 257: 64 or more).
+    m.py("for i in range(330):\n    open('n', 'w').write(str(i))");
+    let head = m.wait_replicated();
+    m.unmount();
+    let rdir = remote_agent_dir(&m);
+    let segments = rdir.join("segments");
+    let (chain, tail) = (
+        segments.join(format!("{:020}.seg", 1)),
+        segments.join("tail.seg"),
+    );
+    let t0 = Instant::now();
+    while !(chain.exists() && tail.exists()) {
+        // (The unmounted daemon's last steps may still run.)
+        assert!(
+            t0.elapsed() < Duration::from_secs(60),
+            "{:?}",
+            std::fs::read_dir(&segments).map(|d| d.count())
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let verify = || m.sovseal(&["verify", "--agent", "audited", "--remote"]);
+    let v = ok(&verify());
+    assert!(
+        v.contains(&format!("chain is this machine's up to snapshot {head}")),
+        "{v}"
+    );
+    assert!(v.contains("2 chain segments"), "{v}");
+    // No checkpoint names snapshot 2: the checkpoints alone cannot tell.
+    let checkpointed: Vec<String> = std::fs::read_dir(rdir.join("checkpoints"))
+        .map(|d| {
+            d.map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    assert!(
+        !checkpointed.contains(&format!("{:020}.json", 2)),
+        "{checkpointed:?}"
+    );
+
+    // Snapshot 2's envelope file altered (its timestamp): verify names it,
+    // and a fresh machine's restore (which reads the files) refuses it.
+    let path = envelope(&rdir, 2);
+    let good = std::fs::read(&path).unwrap();
+    let mut e: serde_json::Value = serde_json::from_slice(&good).unwrap();
+    e["timestamp"] = serde_json::json!(e["timestamp"].as_i64().unwrap() + 1);
+    std::fs::write(&path, serde_json::to_vec(&e).unwrap()).unwrap();
+    fails(
+        &verify(),
+        3,
+        "the envelope file on the remote differs from this machine's snapshot 2",
+    );
+    fails(&fresh_restore(&m, "a1"), 3, "snapshot");
+    std::fs::write(&path, &good).unwrap();
+    ok(&verify());
+
+    // A chain segment, then the tail (what a lazy restore reads instead
+    // of the files), altered in a member's envelope.
+    for (seg, named) in [(&chain, "chain segment 1"), (&tail, "segment")] {
+        let good = std::fs::read(seg).unwrap();
+        let key = b"\"timestamp\":";
+        let at = good.windows(key.len()).position(|w| w == key).unwrap() + key.len() + 3;
+        let mut bad = good.clone();
+        bad[at] = if bad[at] == b'9' { b'8' } else { b'9' };
+        std::fs::write(seg, &bad).unwrap();
+        fails(&verify(), 3, named);
+        std::fs::write(seg, &good).unwrap();
+        ok(&verify());
+    }
+}

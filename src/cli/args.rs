@@ -180,7 +180,10 @@ pub struct VerifyArgs {
     pub agent: String,
     /// Also check the remote against every checkpoint (its own, this
     /// machine's, --checkpoint files): a remote that dropped or rolled
-    /// back snapshots fails. Without a value: the agent's remote.
+    /// back snapshots fails; and its chain against this one (every
+    /// envelope file, chain segment, forget and redaction record up to
+    /// this head; no content): an altered or forked snapshot fails.
+    /// Without a value: the agent's remote.
     #[arg(long, num_args = 0..=1, default_missing_value = "")]
     pub remote: Option<String>,
     /// A checkpoint kept elsewhere (e.g. by the checkpoint hook) that the

@@ -41,6 +41,16 @@ pub(super) fn verify(args: VerifyArgs, out: &mut dyn Write) -> Result<()> {
         checkpoints: cps,
         remote_head,
     } = crate::history::checkpoint::check_all(&a, &checkpoint, rem.as_ref(), max_age)?;
+    let chain = match &rem {
+        Some(r) => {
+            let _p = Progress::spinner("verify: comparing the remote's chain", json);
+            Some(
+                crate::repo::remote::runtime()?
+                    .block_on(crate::history::audit::check_remote_chain(&a, r))?,
+            )
+        }
+        None => None,
+    };
     crate::history::verify::record(&a, &report)?;
     let checkpointed = cps.iter().map(|c| c.seq).max();
     if json {
@@ -48,6 +58,7 @@ pub(super) fn verify(args: VerifyArgs, out: &mut dyn Write) -> Result<()> {
         v["checkpoints"] = cps.len().into();
         v["checkpointed_seq"] = checkpointed.into();
         v["remote_head_seq"] = remote_head.into();
+        v["remote_chain"] = serde_json::to_value(chain).expect("report encodes");
         writeln!(out, "{v}").map_err(w)?;
     } else {
         writeln!(
@@ -81,6 +92,14 @@ pub(super) fn verify(args: VerifyArgs, out: &mut dyn Write) -> Result<()> {
             writeln!(
                 out,
                 "ok: the remote holds snapshots up to {h} and agrees with every checkpoint"
+            )
+            .map_err(w)?;
+        }
+        if let Some(c) = chain {
+            writeln!(
+                out,
+                "ok: the remote's chain is this machine's up to snapshot {} ({} envelope files, {} chain segments, {} forget and {} redaction records checked)",
+                c.compared, c.compared, c.segments, c.forget_records, c.redaction_records
             )
             .map_err(w)?;
         }

@@ -4,12 +4,14 @@
 //!
 //! - [`verify`]: the full chain and every object, with a report.
 //! - [`checkpoint`]: signed (agent, seq, hash) statements and chain checks.
+//! - [`audit`]: the remote's chain held against this machine's.
 //! - [`retention`]: forget by policy (signed records) and prune.
 //! - [`redact`]: erase one path's content from every snapshot.
 //! - [`restore`]: verified recall of a chain from the remote; trees out.
 //! - [`diff`]: what changed between two snapshots.
 //! - [`rollback`]: a new head with an older, verified snapshot's tree.
 
+pub mod audit;
 pub mod checkpoint;
 pub mod diff;
 pub mod log;

@@ -1,0 +1,172 @@
+//! The remote's chain compared with this machine's (`sovseal verify
+//! --remote`).
+//!
+//! A checkpoint vouches for one snapshot of the remote; a restore reads
+//! the rest: the envelope files (a whole restore), the chain segments and
+//! the tail segment (a lazy one), the forget records (bundled, and their
+//! files). [`check_remote_chain`] reads all of those, up to this
+//! machine's head, and holds each envelope against the local one that
+//! `verify` has just checked: the same hash, so the same manifest, parent
+//! link and key. So a remote that a restore would refuse (an altered or
+//! missing envelope, a damaged segment) or that holds another chain (a
+//! fork) is reported here, by the machine that wrote it, before anyone
+//! needs it. Content is not downloaded: a pack part's objects are checked
+//! when a restore or a lazy read fetches them.
+//!
+//! Architecture Invariant: read-only, on the remote and here.
+
+use crate::repo::agent::Agent;
+use crate::repo::remote::Remote;
+use crate::repo::segment;
+use crate::seal::envelope::Envelope;
+use crate::seal::forget::ForgetRecord;
+use crate::{Error, Result};
+use futures::{StreamExt, TryStreamExt};
+
+/// Envelope files asked for at once.
+const IN_FLIGHT: usize = 32;
+
+/// What [`check_remote_chain`] compared.
+#[derive(Clone, Copy, Debug, Default, serde::Serialize)]
+pub struct RemoteChain {
+    /// The remote's newest snapshot.
+    pub remote_head: u64,
+    /// Snapshots whose envelope file matched the local one: `1..=compared`.
+    pub compared: u64,
+    /// Chain segments (and the tail) read, each member matching.
+    pub segments: u64,
+    /// Forget records on the remote verified against the local snapshot
+    /// they name.
+    pub forget_records: u64,
+    /// Redaction records on the remote, each verified.
+    pub redaction_records: u64,
+}
+
+/// Compares the remote's chain up to this machine's head with the local
+/// one (see the module doc). The first difference fails, naming the
+/// snapshot: an envelope missing, not decoding or differing; a segment
+/// not decoding or holding a snapshot that differs; a forget record that
+/// does not verify against the snapshot it names.
+pub async fn check_remote_chain(agent: &Agent, remote: &Remote) -> Result<RemoteChain> {
+    let keys = agent.repo().keys().clone();
+    let id = keys.agent_id();
+    let local_head = agent.repo().index()?.head_seq()?.unwrap_or(0);
+    let none_here = std::collections::HashSet::new();
+    let (listed, segments, tail, bundle, redactions) = futures::try_join!(
+        remote.list_envelopes(&id, 0, usize::MAX),
+        remote.list_segments(&id),
+        remote.get_tail(&id),
+        remote.get_forgotten_bundle(&id),
+        crate::history::redact::fetch_remote_records(&keys, remote, &none_here),
+    )?;
+    let remote_head = listed.last().copied().unwrap_or(0);
+    let upto = remote_head.min(local_head);
+    // The local envelope's hash of each snapshot compared (verified by
+    // `verify`; one index read each).
+    let local = |seq: u64| agent.envelope(seq).map(|e| e.hash());
+    let differs = |seq: u64, what: &str| Error::ChainBroken {
+        seq,
+        detail: format!(
+            "{what} on the remote differs from this machine's snapshot {seq}: a fork, or an altered remote"
+        ),
+    };
+
+    // Every envelope file: dense from 1, each this machine's.
+    for (i, s) in listed.iter().take_while(|s| **s <= upto).enumerate() {
+        if *s != i as u64 + 1 {
+            return Err(missing(i as u64 + 1));
+        }
+    }
+    if upto > 0 && listed.get(upto as usize - 1) != Some(&upto) {
+        return Err(missing(upto));
+    }
+    let mut files = futures::stream::iter(1..=upto)
+        .map(|seq| {
+            let (remote, id) = (remote, &id);
+            async move { Ok::<_, Error>((seq, remote.get_envelope(id, seq).await?)) }
+        })
+        .buffered(IN_FLIGHT);
+    let mut compared = 0;
+    while let Some((seq, raw)) = files.try_next().await? {
+        let raw = raw.ok_or_else(|| missing(seq))?;
+        let theirs = Envelope::from_json(&raw).map_err(|e| at(seq, "its envelope file", e))?;
+        if theirs.hash() != local(seq)? {
+            return Err(differs(seq, "the envelope file"));
+        }
+        compared = seq;
+    }
+
+    // The chain segments and the tail: what a lazy restore reads instead.
+    let mut read = 0;
+    let check_members = |first: u64, members: Vec<segment::Member>| -> Result<()> {
+        for (seq, m) in (first..).zip(members).take_while(|(s, _)| *s <= upto) {
+            let theirs = Envelope::from_json(&m.envelope)
+                .map_err(|e| at(seq, &format!("chain segment {first}"), e))?;
+            if theirs.hash() != local(seq)? {
+                return Err(differs(seq, &format!("chain segment {first}")));
+            }
+        }
+        Ok(())
+    };
+    let wanted: Vec<u64> = segments.into_iter().filter(|f| *f <= upto).collect();
+    let mut fetched = futures::stream::iter(wanted)
+        .map(|first| {
+            let (remote, id) = (remote, &id);
+            async move { Ok::<_, Error>((first, remote.get_segment(id, first).await?)) }
+        })
+        .buffered(4);
+    while let Some((first, bytes)) = fetched.try_next().await? {
+        // (Listed, then gone: a prune or a writer's step in between; the
+        // envelope files above hold the same snapshots.)
+        let Some(bytes) = bytes else { continue };
+        check_members(first, segment::decode(first, &bytes)?)?;
+        read += 1;
+    }
+    if let Some(bytes) = tail {
+        let (first, members) = segment::decode_tail(&bytes)?;
+        check_members(first, members)?;
+        read += 1;
+    }
+
+    // The forget records: each must name a snapshot of this chain, signed.
+    let mut records = 0;
+    let bundled = match bundle {
+        Some(b) => segment::decode_forgotten(&b)?,
+        None => Vec::new(),
+    };
+    let in_bundle: std::collections::HashSet<u64> = bundled.iter().map(|(s, _)| *s).collect();
+    let files = remote
+        .list_forgotten(&id, &|s| s > upto || in_bundle.contains(&s))
+        .await?;
+    for (seq, raw) in bundled.into_iter().chain(files) {
+        if seq > upto {
+            continue;
+        }
+        ForgetRecord::parse(&raw, &keys, seq, Some(&local(seq)?))
+            .map_err(|e| at(seq, "its forget record", e))?;
+        records += 1;
+    }
+    Ok(RemoteChain {
+        remote_head,
+        compared,
+        segments: read,
+        forget_records: records,
+        redaction_records: redactions.len() as u64,
+    })
+}
+
+/// Snapshot `seq` is not on the remote, though a later one is.
+fn missing(seq: u64) -> Error {
+    Error::ChainBroken {
+        seq,
+        detail: "snapshot missing on the remote: sequence numbers are not dense".into(),
+    }
+}
+
+/// Names where on the remote an error about snapshot `seq` came from.
+fn at(seq: u64, what: &str, e: Error) -> Error {
+    Error::ChainBroken {
+        seq,
+        detail: format!("{what} on the remote does not check: {e}"),
+    }
+}
