@@ -18,7 +18,9 @@
 //! the lazy mount of an agent with a long life behind it (checkpoints and
 //! forget records) instead, and `SOVSEAL_BENCH_RESTORE_LOCAL=1` only what
 //! a lazy mount of 1,000 and 10,000 snapshots costs without request
-//! latency (the local work per snapshot).
+//! latency (the local work per snapshot). `SOVSEAL_BENCH_PRUNE_FAR=1`
+//! runs only a remote prune of 900 forgotten snapshots on a store
+//! answering in 10 ms.
 
 use object_store::{ObjectStoreExt, PutPayload};
 use sovseal::config::{AgentName, Home};
@@ -76,6 +78,10 @@ fn main() {
     }
     if std::env::var_os("SOVSEAL_BENCH_RESTORE_LOCAL").is_some() {
         restore_local(&rt, &home, &master);
+        return;
+    }
+    if std::env::var_os("SOVSEAL_BENCH_PRUNE_FAR").is_some() {
+        prune_far(&rt, &home, &master);
         return;
     }
 
@@ -646,19 +652,7 @@ fn restore_life(rt: &tokio::runtime::Runtime, home: &Home, master: &MasterKey) {
     }
     drop(agent);
     drop(e);
-    // Recorded as replicated, as the replicator does (a prune uploads the
-    // forget records of replicated snapshots only).
-    rusqlite::Connection::open(home.agent_dir(&name).join("index.db"))
-        .unwrap()
-        .execute(
-            "INSERT INTO meta (key, value) VALUES (?1, ?2)
-             ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-            rusqlite::params![
-                sovseal::repo::replication_state::META_REPLICATED,
-                head.to_string().into_bytes()
-            ],
-        )
-        .unwrap();
+    mark_replicated(home, &name, head);
     write_segments(rt, home, &name, master, &near);
     let kept = home.agent_dir(&name).with_extension("orig");
     copy_dir(&home.agent_dir(&name), &kept);
@@ -702,6 +696,79 @@ fn restore_life(rt: &tokio::runtime::Runtime, home: &Home, master: &MasterKey) {
     );
     std::fs::remove_dir_all(home.agent_dir(&name)).unwrap();
     std::fs::remove_dir_all(&kept).unwrap();
+}
+
+/// Records every snapshot up to `head` of `name` (closed) as replicated,
+/// as the replicator does (a prune uploads the forget records of
+/// replicated snapshots only, and deletes only their parts).
+fn mark_replicated(home: &Home, name: &AgentName, head: u64) {
+    rusqlite::Connection::open(home.agent_dir(name).join("index.db"))
+        .unwrap()
+        .execute(
+            "INSERT INTO meta (key, value) VALUES (?1, ?2)
+             ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            rusqlite::params![
+                sovseal::repo::replication_state::META_REPLICATED,
+                head.to_string().into_bytes()
+            ],
+        )
+        .unwrap();
+}
+
+/// A remote prune on a store answering in 10 ms: 1,000 snapshots of one
+/// file written again each time, the first 900 forgotten and pruned
+/// locally, so that the remote prune uploads 900 forget records and
+/// deletes their snapshots' parts and indexes (what `sovseal prune` and a
+/// mount's retention wait for after the local prune).
+fn prune_far(rt: &tokio::runtime::Runtime, home: &Home, master: &MasterKey) {
+    let name = AgentName::new("pruned").unwrap();
+    let mut e = Engine::open(home, &name, master).unwrap();
+    let f = e.create(ROOT_INO, b"f0", 0o644, 0, 0).unwrap().ino;
+    for s in 0..1_000u64 {
+        e.write(f, 0, &random(2 << 10, s + 1)).unwrap();
+        e.commit().unwrap();
+    }
+    let (near, far) = far::pair();
+    let agent = e.shared_agent();
+    let head = e.head().seq();
+    for s in 1..=head {
+        rt.block_on(sovseal::replication::replicator::upload(&agent, &near, s))
+            .unwrap();
+    }
+    drop(agent);
+    drop(e);
+    mark_replicated(home, &name, head);
+    let e = Engine::open(home, &name, master).unwrap();
+    let agent = e.shared_agent();
+    let forget: Vec<u64> = (1..=900).collect();
+    sovseal::history::retention::forget(&agent, &forget).unwrap();
+    let mut report = sovseal::history::retention::prune_local(&agent, &mut |_, _| {}).unwrap();
+    let t0 = Instant::now();
+    rt.block_on(sovseal::history::retention::prune_remote(
+        &agent,
+        &far,
+        &mut report,
+    ))
+    .unwrap();
+    let took = t0.elapsed();
+    // (A forgotten snapshot whose objects a kept one still uses keeps
+    // its parts: the first, which created the file.)
+    assert_eq!(
+        report.remote_snapshots_pruned + report.remote_snapshots_kept,
+        900,
+        "{report:?}"
+    );
+    println!("| 900 of 1,000 snapshots forgotten | remote prune, store answering in 10 ms |");
+    println!("|---|---|");
+    println!(
+        "| {} snapshots pruned there, {} parts deleted | {:.0} ms |",
+        report.remote_snapshots_pruned,
+        report.remote_parts_deleted,
+        took.as_secs_f64() * 1e3
+    );
+    drop(agent);
+    drop(e);
+    std::fs::remove_dir_all(home.agent_dir(&name)).unwrap();
 }
 
 fn count_files(dir: &std::path::Path) -> usize {

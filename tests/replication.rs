@@ -971,6 +971,8 @@ mod faulty {
         pub most_reading: AtomicU64,
         /// Told of every read as it starts.
         pub on_get: std::sync::Mutex<Option<OnGet>>,
+        /// Every put (once stored) and delete (once asked for), in order.
+        pub log: Arc<std::sync::Mutex<Vec<(&'static str, String)>>>,
     }
 
     /// What [`Faulty`] tells of each read.
@@ -1001,6 +1003,7 @@ mod faulty {
                 reading: Default::default(),
                 most_reading: Default::default(),
                 on_get: Default::default(),
+                log: Default::default(),
             })
         }
 
@@ -1029,7 +1032,9 @@ mod faulty {
             opts: PutOptions,
         ) -> Result<PutResult> {
             self.maybe_fail().await?;
-            self.inner.put_opts(location, payload, opts).await
+            let r = self.inner.put_opts(location, payload, opts).await?;
+            self.log.lock().unwrap().push(("put", location.to_string()));
+            Ok(r)
         }
         async fn put_multipart_opts(
             &self,
@@ -1055,7 +1060,13 @@ mod faulty {
             &self,
             locations: BoxStream<'static, Result<Path>>,
         ) -> BoxStream<'static, Result<Path>> {
-            self.inner.delete_stream(locations)
+            let log = self.log.clone();
+            self.inner
+                .delete_stream(Box::pin(locations.inspect(move |p| {
+                    if let Ok(p) = p {
+                        log.lock().unwrap().push(("delete", p.to_string()));
+                    }
+                })))
         }
         fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, Result<ObjectMeta>> {
             let n = self.listed.clone();
@@ -1778,4 +1789,75 @@ fn the_remote_url_is_recorded_without_its_password() {
         .map(|v| String::from_utf8(v).unwrap())
         .unwrap();
     assert_eq!(stored, "postgres://sovseal:***@127.0.0.1/agents");
+}
+
+/// A remote prune asks for the requests of different snapshots at once
+/// (one after another it took 40 s for 900 snapshots 10 ms away:
+/// PERFORMANCE "Session 36"), in an order a crash can cut anywhere: every
+/// forget record is stored before any part is deleted, and the chain
+/// segment and the tail segment (which bundle part indexes) are deleted
+/// before any part or index of theirs.
+#[test]
+fn a_remote_prune_asks_at_once_and_stores_every_record_before_any_part_goes() {
+    use sovseal::replication::backfill;
+    use std::sync::atomic::Ordering;
+    let env = Env::new();
+    let mut e = env.open();
+    let f = e.create(ROOT_INO, b"f", 0o644, 0, 0).unwrap().ino;
+    for s in 0..300 {
+        e.write(f, 0, &bytes(s, 2048)).unwrap();
+        e.commit().unwrap();
+    }
+    let inner: Arc<dyn object_store::ObjectStore> = Arc::new(object_store::memory::InMemory::new());
+    let faulty = faulty::Faulty::new(inner, |_| false);
+    let remote = Remote::with_store(faulty.clone(), Default::default(), "memory://");
+    replicate_all(&e, &remote);
+    let head = e.head().seq();
+    // (The replicator may have written them already.)
+    rt().block_on(backfill::write_segment(
+        e.agent(),
+        &remote,
+        1,
+        &Default::default(),
+    ))
+    .unwrap();
+    rt().block_on(backfill::write_tail(
+        e.agent(),
+        &remote,
+        257,
+        head,
+        &Default::default(),
+    ))
+    .unwrap();
+    let id = env.master.agent_id(env.agent.as_str());
+    assert!(rt().block_on(remote.get_segment(&id, 1)).unwrap().is_some());
+    assert!(rt().block_on(remote.get_tail(&id)).unwrap().is_some());
+    let forget: Vec<u64> = (1..=280).collect();
+    sovseal::history::retention::forget(e.agent(), &forget).unwrap();
+    faulty.log.lock().unwrap().clear();
+    faulty.most_reading.store(0, Ordering::Relaxed);
+    let report = sovseal::history::retention::prune(e.agent(), &remote, &mut |_, _| {}).unwrap();
+    assert!(report.remote_snapshots_pruned >= 270, "{report:?}");
+    assert!(
+        faulty.most_reading.load(Ordering::Relaxed) >= 4,
+        "requests of different snapshots at once: {}",
+        faulty.most_reading.load(Ordering::Relaxed)
+    );
+    let log = faulty.log.lock().unwrap().clone();
+    let first = |f: &dyn Fn(&(&str, String)) -> bool| log.iter().position(f).unwrap();
+    let last = |f: &dyn Fn(&(&str, String)) -> bool| log.iter().rposition(f).unwrap();
+    let part_or_index = |(op, p): &(&str, String)| {
+        *op == "delete" && (p.contains("/packs/") || p.contains("/indexes/"))
+    };
+    let first_part = first(&part_or_index);
+    let records = |(op, p): &(&str, String)| *op == "put" && p.contains("/forgotten/");
+    assert_eq!(log.iter().filter(|e| records(e)).count(), 280, "{log:?}");
+    assert!(last(&records) < first_part, "{log:?}");
+    for seg in [
+        format!("/segments/{:020}.seg", 1),
+        "/segments/tail.seg".into(),
+    ] {
+        let at = first(&|(op, p)| *op == "delete" && p.ends_with(&seg));
+        assert!(at < first_part, "{seg}: {log:?}");
+    }
 }

@@ -258,9 +258,16 @@ pub fn prune_local(agent: &Agent, progress: &mut dyn FnMut(u64, u64)) -> Result<
 /// On the remote: uploads the forget records, then deletes the pack parts
 /// of forgotten, replicated snapshots that no longer hold a live object
 /// (run after [`prune_local`]), then writes the forget record bundle when
-/// it would change.
+/// it would change. The requests of different snapshots go at once
+/// ([`PRUNE_IN_FLIGHT`]), in three steps that keep the order a crash may
+/// interrupt at any point: every record stored (and what each snapshot
+/// still has there looked up), then the chain segments of the snapshots
+/// whose parts go, then those parts and part indexes, each snapshot
+/// recorded as pruned there once its own are gone.
 pub async fn prune_remote(agent: &Agent, remote: &Remote, report: &mut PruneReport) -> Result<()> {
+    use futures::{StreamExt, TryStreamExt};
     let id = agent.repo().keys().agent_id();
+    let id = &id;
     let replicated = crate::repo::replication_state::replicated_seq(agent)?;
     let rows = agent.repo().index()?.forgotten()?;
     // Every record the remote holds from here, bundled (below).
@@ -268,37 +275,57 @@ pub async fn prune_remote(agent: &Agent, remote: &Remote, report: &mut PruneRepo
         .range(..=replicated)
         .map(|(seq, (raw, _))| (*seq, raw.clone()))
         .collect();
-    let mut unsegmented = std::collections::BTreeSet::new();
-    for (seq, (raw, pruned)) in rows {
-        if pruned || seq > replicated {
-            continue;
-        }
-        remote.put_forgotten(&id, seq, raw).await?;
-        // A lazily restored data dir may still fetch objects of `seq`.
-        let lazy_holds = agent.repo().lazy().is_some_and(|l| l.holds(seq));
-        if lazy_holds || agent.repo().index()?.has_objects_of(seq)? {
-            report.remote_snapshots_kept += 1;
-            continue;
-        }
-        let hash = agent
-            .repo()
-            .index()?
-            .stored_hash(seq)?
-            .ok_or(Error::NoSuchSnapshot(seq))?;
-        // The chain segment bundling its part index goes first, when there
-        // is anything left to delete (a restore then reads its snapshots
-        // one by one until the writer writes it again; a stale one would
-        // only cost it requests).
-        if remote.has_pack(&id, seq, &hash, 0).await?
-            || remote.get_index(&id, seq, &hash).await?.is_some()
-        {
-            remote.delete_segment_of(&id, seq, &mut unsegmented).await?;
-        }
-        report.remote_parts_deleted += u64::from(remote.delete_packs(&id, seq, &hash).await?);
-        remote.delete_index(&id, seq, &hash).await?;
-        agent.repo().index()?.set_remote_pruned(seq)?;
-        report.remote_snapshots_pruned += 1;
+    let due = rows
+        .into_iter()
+        .filter(|(seq, (_, pruned))| !pruned && *seq <= replicated);
+    // 1. Each record stored; then whether the snapshot keeps its parts
+    // (a live object, or a lazily restored data dir that may still fetch
+    // from them) or what it has left there.
+    let found: Vec<(u64, Option<Goes>)> = futures::stream::iter(due)
+        .map(|(seq, (raw, _))| async move {
+            remote.put_forgotten(id, seq, raw).await?;
+            let lazy_holds = agent.repo().lazy().is_some_and(|l| l.holds(seq));
+            if lazy_holds || agent.repo().index()?.has_objects_of(seq)? {
+                return Ok((seq, None));
+            }
+            let hash = agent
+                .repo()
+                .index()?
+                .stored_hash(seq)?
+                .ok_or(Error::NoSuchSnapshot(seq))?;
+            let left = remote.has_pack(id, seq, &hash, 0).await?
+                || remote.get_index(id, seq, &hash).await?.is_some();
+            Ok::<_, Error>((seq, Some(Goes { hash, left })))
+        })
+        .buffered(PRUNE_IN_FLIGHT)
+        .try_collect()
+        .await?;
+    // 2. The chain segment bundling a part index goes before the index,
+    // when there is anything left to delete (a restore then reads its
+    // snapshots one by one until the writer writes it again; a stale one
+    // would only cost it requests): each once.
+    let mut unsegmented = BTreeSet::new();
+    for (seq, _) in found.iter().filter(|(_, f)| f.is_some_and(|g| g.left)) {
+        remote.delete_segment_of(id, *seq, &mut unsegmented).await?;
     }
+    // 3. The parts and index of each, then recorded.
+    report.remote_snapshots_kept += found.iter().filter(|(_, f)| f.is_none()).count() as u64;
+    let deleted: Vec<u32> = futures::stream::iter(
+        found
+            .into_iter()
+            .filter_map(|(seq, f)| f.map(|g| (seq, g.hash))),
+    )
+    .map(|(seq, hash)| async move {
+        let parts = remote.delete_packs(id, seq, &hash).await?;
+        remote.delete_index(id, seq, &hash).await?;
+        agent.repo().index()?.set_remote_pruned(seq)?;
+        Ok::<_, Error>(parts)
+    })
+    .buffer_unordered(PRUNE_IN_FLIGHT)
+    .try_collect()
+    .await?;
+    report.remote_snapshots_pruned += deleted.len() as u64;
+    report.remote_parts_deleted += deleted.iter().map(|p| u64::from(*p)).sum::<u64>();
     // One object for a restore to fetch instead of a record per forgotten
     // snapshot (`segment::encode_forgotten`), written again when it would
     // hold other records than the last one written there (records only
@@ -312,11 +339,23 @@ pub async fn prune_remote(agent: &Agent, remote: &Remote, report: &mut PruneRepo
     );
     if !bundle.is_empty() && forgotten_bundled(agent)?.as_deref() != Some(stamp.as_str()) {
         remote
-            .put_forgotten_bundle(&id, crate::repo::segment::encode_forgotten(&bundle))
+            .put_forgotten_bundle(id, crate::repo::segment::encode_forgotten(&bundle))
             .await?;
         set_forgotten_bundled(agent, &stamp)?;
     }
     Ok(())
+}
+
+/// Snapshots whose requests a remote prune has in flight at once.
+const PRUNE_IN_FLIGHT: usize = 16;
+
+/// A forgotten snapshot whose parts a remote prune deletes.
+#[derive(Clone, Copy)]
+struct Goes {
+    /// Its envelope hash (names its parts there).
+    hash: [u8; 32],
+    /// Whether a part or the part index is still there.
+    left: bool,
 }
 
 #[cfg(test)]
