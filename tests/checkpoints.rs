@@ -435,16 +435,9 @@ fn verify_remote_holds_every_envelope_and_segment_against_this_chain() {
         segments.join(format!("{:020}.seg", 1)),
         segments.join("tail.seg"),
     );
-    let t0 = Instant::now();
-    while !(chain.exists() && tail.exists()) {
-        // (The unmounted daemon's last steps may still run.)
-        assert!(
-            t0.elapsed() < Duration::from_secs(60),
-            "{:?}",
-            std::fs::read_dir(&segments).map(|d| d.count())
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    // (Written as the replicator uploaded 256 and 320, before
+    // `wait_replicated` returned.)
+    assert!(chain.exists() && tail.exists(), "{head}");
     let verify = || m.sovseal(&["verify", "--agent", "audited", "--remote"]);
     let v = ok(&verify());
     assert!(
@@ -482,7 +475,10 @@ fn verify_remote_holds_every_envelope_and_segment_against_this_chain() {
 
     // A chain segment, then the tail (what a lazy restore reads instead
     // of the files), altered in a member's envelope.
-    for (seg, named) in [(&chain, "chain segment 1"), (&tail, "segment")] {
+    for (seg, named) in [
+        (&chain, "chain segment 1"),
+        (&tail, "the tail segment (from 257)"),
+    ] {
         let good = std::fs::read(seg).unwrap();
         let key = b"\"timestamp\":";
         let at = good.windows(key.len()).position(|w| w == key).unwrap() + key.len() + 3;
@@ -493,4 +489,23 @@ fn verify_remote_holds_every_envelope_and_segment_against_this_chain() {
         std::fs::write(seg, &good).unwrap();
         ok(&verify());
     }
+
+    // The part index file of a snapshot past the tail (what a lazy
+    // restore reads for it), cut short.
+    let prefix = format!("{head:020}-");
+    let index = std::fs::read_dir(rdir.join("indexes"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with(&prefix)
+        })
+        .unwrap();
+    let good = std::fs::read(&index).unwrap();
+    std::fs::write(&index, &good[..good.len() - 1]).unwrap();
+    fails(&verify(), 3, &format!("snapshot {head}"));
+    std::fs::write(&index, &good).unwrap();
+    ok(&verify());
 }

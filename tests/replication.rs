@@ -973,10 +973,14 @@ mod faulty {
         pub on_get: std::sync::Mutex<Option<OnGet>>,
         /// Every put (once stored) and delete (once asked for), in order.
         pub log: Arc<std::sync::Mutex<Vec<(&'static str, String)>>>,
+        /// Reads (and HEADs) of the paths it names fail while set.
+        pub fail_if: std::sync::Mutex<Option<FailIf>>,
     }
 
     /// What [`Faulty`] tells of each read.
     pub type OnGet = Box<dyn Fn(&Path) + Send>;
+    /// Which reads [`Faulty`] fails.
+    pub type FailIf = Box<dyn Fn(&str) -> bool + Send>;
 
     impl std::fmt::Debug for Faulty {
         fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -1004,6 +1008,7 @@ mod faulty {
                 most_reading: Default::default(),
                 on_get: Default::default(),
                 log: Default::default(),
+                fail_if: Default::default(),
             })
         }
 
@@ -1046,6 +1051,14 @@ mod faulty {
         async fn get_opts(&self, location: &Path, options: GetOptions) -> Result<GetResult> {
             if let Some(f) = &*self.on_get.lock().unwrap() {
                 f(location);
+            }
+            if let Some(f) = &*self.fail_if.lock().unwrap()
+                && f(location.as_ref())
+            {
+                return Err(object_store::Error::Generic {
+                    store: "faulty",
+                    source: "injected failure".into(),
+                });
             }
             let now = self.reading.fetch_add(1, Ordering::Relaxed) + 1;
             self.most_reading.fetch_max(now, Ordering::Relaxed);
@@ -1860,4 +1873,91 @@ fn a_remote_prune_asks_at_once_and_stores_every_record_before_any_part_goes() {
         let at = first(&|(op, p)| *op == "delete" && p.ends_with(&seg));
         assert!(at < first_part, "{seg}: {log:?}");
     }
+}
+
+/// A remote prune cut short leaves nothing a later one misses: a snapshot
+/// of three pack parts has them deleted from the last (deleted from the
+/// first, a prune cut after part 0 left parts 1 and 2 where nothing looks
+/// for them: a later prune finds no part 0 and records the snapshot as
+/// pruned), and a snapshot whose requests fail does not stop the others,
+/// which are done and counted before the error is returned.
+#[test]
+fn a_remote_prune_cut_short_leaves_nothing_a_later_prune_misses() {
+    use sovseal::history::retention;
+    let env = Env::new();
+    let mut e = env.open();
+    let f = e.create(ROOT_INO, b"f", 0o644, 0, 0).unwrap().ino;
+    // (The first snapshot keeps its parts: the file's creation is live.)
+    e.commit().unwrap();
+    // Three parts of 8 MiB for snapshot `big`.
+    e.write(f, 0, &bytes(7, 20 << 20)).unwrap();
+    e.commit().unwrap();
+    let big = e.head().seq();
+    e.setattr(
+        f,
+        &sovseal::engine::SetAttr {
+            size: Some(0),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    for s in 0..20 {
+        e.write(f, 0, &bytes(s, 4096)).unwrap();
+        e.commit().unwrap();
+    }
+    let inner: Arc<dyn object_store::ObjectStore> = Arc::new(object_store::memory::InMemory::new());
+    let faulty = faulty::Faulty::new(inner.clone(), |_| false);
+    let remote = Remote::with_store(faulty.clone(), Default::default(), "memory://");
+    replicate_all(&e, &remote);
+    let head = e.head().seq();
+    let packs_of = |seq: u64| -> Vec<String> {
+        let prefix = format!("/packs/{seq:020}-");
+        rt().block_on(async {
+            use futures::TryStreamExt;
+            inner
+                .list(None)
+                .try_collect::<Vec<_>>()
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|m| m.location.to_string())
+                .filter(|p| p.contains(&prefix))
+                .collect()
+        })
+    };
+    assert_eq!(packs_of(big).len(), 3, "{:?}", packs_of(big));
+    let forget: Vec<u64> = (1..head).collect();
+    retention::forget(e.agent(), &forget).unwrap();
+    let mut report = retention::prune_local(e.agent(), &mut |_, _| {}).unwrap();
+    // The first prune: every look at `big`'s second part fails.
+    let part_1 = format!("/packs/{big:020}-");
+    *faulty.fail_if.lock().unwrap() = Some(Box::new(move |p| {
+        p.contains(&part_1) && p.ends_with("-0001.pack")
+    }));
+    faulty.log.lock().unwrap().clear();
+    let res = rt().block_on(retention::prune_remote(e.agent(), &remote, &mut report));
+    assert!(res.is_err(), "{report:?}");
+    assert!(
+        report.remote_snapshots_pruned > 0,
+        "the others went on: {report:?}"
+    );
+    assert_eq!(packs_of(big).len(), 3, "none of big's parts went");
+    // The second, with nothing failing: every part of every pruned
+    // snapshot gone, big's from the last.
+    *faulty.fail_if.lock().unwrap() = None;
+    faulty.log.lock().unwrap().clear();
+    let first = report.remote_snapshots_pruned;
+    rt().block_on(retention::prune_remote(e.agent(), &remote, &mut report))
+        .unwrap();
+    assert!(report.remote_snapshots_pruned > first, "{report:?}");
+    assert!(packs_of(big).is_empty(), "{:?}", packs_of(big));
+    let deleted: Vec<String> = faulty
+        .log
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(op, p)| *op == "delete" && p.contains(&format!("/packs/{big:020}-")))
+        .map(|(_, p)| p[p.len() - 9..].to_owned())
+        .collect();
+    assert_eq!(deleted, ["0002.pack", "0001.pack", "0000.pack"]);
 }

@@ -2,20 +2,24 @@
 //! --remote`).
 //!
 //! A checkpoint vouches for one snapshot of the remote; a restore reads
-//! the rest: the envelope files (a whole restore), the chain segments and
-//! the tail segment (a lazy one), the forget records (bundled, and their
-//! files). [`check_remote_chain`] reads all of those, up to this
-//! machine's head, and holds each envelope against the local one that
-//! `verify` has just checked: the same hash, so the same manifest, parent
-//! link and key. So a remote that a restore would refuse (an altered or
-//! missing envelope, a damaged segment) or that holds another chain (a
-//! fork) is reported here, by the machine that wrote it, before anyone
-//! needs it. Content is not downloaded: a pack part's objects are checked
-//! when a restore or a lazy read fetches them.
+//! the rest: the envelope files (a whole restore), the chain segments,
+//! the tail segment and the part indexes (a lazy one), the forget records
+//! (bundled, and their files), the redaction records.
+//! [`check_remote_chain`] reads all of those, up to this machine's head,
+//! and holds each envelope against the local one that `verify` has just
+//! checked: the same hash, so the same manifest, parent link and key. So
+//! a remote that a restore would refuse (an altered or missing envelope, a
+//! part index that does not decode, a forget or redaction record that
+//! does not verify) or that holds another chain (a fork) is reported
+//! here, by the machine that wrote it, before anyone needs it; so is a
+//! damaged segment or bundle, which a restore reads around (deleting it
+//! has the writer write it again). Content is not downloaded: a pack
+//! part's objects are checked when a restore or a lazy read fetches them.
 //!
 //! Architecture Invariant: read-only, on the remote and here.
 
 use crate::repo::agent::Agent;
+use crate::repo::pack;
 use crate::repo::remote::Remote;
 use crate::repo::segment;
 use crate::seal::envelope::Envelope;
@@ -72,13 +76,13 @@ pub async fn check_remote_chain(agent: &Agent, remote: &Remote) -> Result<Remote
     };
 
     // Every envelope file: dense from 1, each this machine's.
-    for (i, s) in listed.iter().take_while(|s| **s <= upto).enumerate() {
-        if *s != i as u64 + 1 {
-            return Err(missing(i as u64 + 1));
-        }
-    }
-    if upto > 0 && listed.get(upto as usize - 1) != Some(&upto) {
-        return Err(missing(upto));
+    let dense = listed
+        .iter()
+        .zip(1..=upto)
+        .take_while(|(s, i)| *s == i)
+        .count() as u64;
+    if dense < upto {
+        return Err(missing(dense + 1));
     }
     let mut files = futures::stream::iter(1..=upto)
         .map(|seq| {
@@ -96,15 +100,21 @@ pub async fn check_remote_chain(agent: &Agent, remote: &Remote) -> Result<Remote
         compared = seq;
     }
 
-    // The chain segments and the tail: what a lazy restore reads instead.
+    // The chain segments and the tail: what a lazy restore reads instead
+    // (it reads around one that does not decode; here that is reported,
+    // and deleting the file has the writer write it again).
     let mut read = 0;
-    let check_members = |first: u64, members: Vec<segment::Member>| -> Result<()> {
+    let mut covered = std::collections::HashSet::new();
+    let mut check_members = |what: &str, first: u64, members: Vec<segment::Member>| -> Result<()> {
         for (seq, m) in (first..).zip(members).take_while(|(s, _)| *s <= upto) {
-            let theirs = Envelope::from_json(&m.envelope)
-                .map_err(|e| at(seq, &format!("chain segment {first}"), e))?;
+            let theirs = Envelope::from_json(&m.envelope).map_err(|e| at(seq, what, e))?;
             if theirs.hash() != local(seq)? {
-                return Err(differs(seq, &format!("chain segment {first}")));
+                return Err(differs(seq, what));
             }
+            if let Some(i) = &m.index {
+                pack::decode_index(seq, i).map_err(|e| at(seq, what, e))?;
+            }
+            covered.insert(seq);
         }
         Ok(())
     };
@@ -119,13 +129,32 @@ pub async fn check_remote_chain(agent: &Agent, remote: &Remote) -> Result<Remote
         // (Listed, then gone: a prune or a writer's step in between; the
         // envelope files above hold the same snapshots.)
         let Some(bytes) = bytes else { continue };
-        check_members(first, segment::decode(first, &bytes)?)?;
+        let what = format!("chain segment {first}");
+        check_members(&what, first, segment::decode(first, &bytes)?)?;
         read += 1;
     }
     if let Some(bytes) = tail {
         let (first, members) = segment::decode_tail(&bytes)?;
-        check_members(first, members)?;
+        check_members(&format!("the tail segment (from {first})"), first, members)?;
         read += 1;
+    }
+    // The part index files of the snapshots no segment holds (a lazy
+    // restore reads those; absent is fine: parts replicated by an older
+    // build, or pruned).
+    let mut indexes = futures::stream::iter((1..=upto).filter(|s| !covered.contains(s)))
+        .map(|seq| {
+            let (remote, id) = (remote, &id);
+            let hash = local(seq);
+            async move {
+                let got = remote.get_index(id, seq, &hash?).await?;
+                Ok::<_, Error>((seq, got))
+            }
+        })
+        .buffered(IN_FLIGHT);
+    while let Some((seq, bytes)) = indexes.try_next().await? {
+        if let Some(b) = bytes {
+            pack::decode_index(seq, &b).map_err(|e| at(seq, "its part index file", e))?;
+        }
     }
 
     // The forget records: each must name a snapshot of this chain, signed.
@@ -136,13 +165,12 @@ pub async fn check_remote_chain(agent: &Agent, remote: &Remote) -> Result<Remote
     };
     let in_bundle: std::collections::HashSet<u64> = bundled.iter().map(|(s, _)| *s).collect();
     let files = remote
-        .list_forgotten(&id, &|s| s > upto || in_bundle.contains(&s))
+        .list_forgotten(&id, &|s| in_bundle.contains(&s))
         .await?;
     for (seq, raw) in bundled.into_iter().chain(files) {
-        if seq > upto {
-            continue;
-        }
-        ForgetRecord::parse(&raw, &keys, seq, Some(&local(seq)?))
+        // (Past this head: the signature only, as a restore checks it.)
+        let hash = if seq <= upto { Some(local(seq)?) } else { None };
+        ForgetRecord::parse(&raw, &keys, seq, hash.as_ref())
             .map_err(|e| at(seq, "its forget record", e))?;
         records += 1;
     }

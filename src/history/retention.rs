@@ -263,9 +263,11 @@ pub fn prune_local(agent: &Agent, progress: &mut dyn FnMut(u64, u64)) -> Result<
 /// interrupt at any point: every record stored (and what each snapshot
 /// still has there looked up), then the chain segments of the snapshots
 /// whose parts go, then those parts and part indexes, each snapshot
-/// recorded as pruned there once its own are gone.
+/// recorded as pruned there once its own are gone. A snapshot whose
+/// requests fail is left for the next prune while the others go on; the
+/// first error is returned at the end, `report` counting what was done.
 pub async fn prune_remote(agent: &Agent, remote: &Remote, report: &mut PruneReport) -> Result<()> {
-    use futures::{StreamExt, TryStreamExt};
+    use futures::StreamExt;
     let id = agent.repo().keys().agent_id();
     let id = &id;
     let replicated = crate::repo::replication_state::replicated_seq(agent)?;
@@ -280,8 +282,12 @@ pub async fn prune_remote(agent: &Agent, remote: &Remote, report: &mut PruneRepo
         .filter(|(seq, (_, pruned))| !pruned && *seq <= replicated);
     // 1. Each record stored; then whether the snapshot keeps its parts
     // (a live object, or a lazily restored data dir that may still fetch
-    // from them) or what it has left there.
-    let found: Vec<(u64, Option<Goes>)> = futures::stream::iter(due)
+    // from them) or what it has left there. A snapshot whose requests
+    // fail is left for the next prune; the others go on, and the first
+    // error is returned at the end (with the report of what was done).
+    let mut failed = None;
+    let mut found: Vec<(u64, Option<Goes>)> = Vec::new();
+    let step1: Vec<Result<(u64, Option<Goes>)>> = futures::stream::iter(due)
         .map(|(seq, (raw, _))| async move {
             remote.put_forgotten(id, seq, raw).await?;
             let lazy_holds = agent.repo().lazy().is_some_and(|l| l.holds(seq));
@@ -295,22 +301,32 @@ pub async fn prune_remote(agent: &Agent, remote: &Remote, report: &mut PruneRepo
                 .ok_or(Error::NoSuchSnapshot(seq))?;
             let left = remote.has_pack(id, seq, &hash, 0).await?
                 || remote.get_index(id, seq, &hash).await?.is_some();
-            Ok::<_, Error>((seq, Some(Goes { hash, left })))
+            Ok((seq, Some(Goes { hash, left })))
         })
         .buffered(PRUNE_IN_FLIGHT)
-        .try_collect()
-        .await?;
+        .collect()
+        .await;
+    for r in step1 {
+        match r {
+            Ok(f) => found.push(f),
+            Err(e) => {
+                failed.get_or_insert(e);
+            }
+        }
+    }
+    report.remote_snapshots_kept += found.iter().filter(|(_, f)| f.is_none()).count() as u64;
     // 2. The chain segment bundling a part index goes before the index,
     // when there is anything left to delete (a restore then reads its
     // snapshots one by one until the writer writes it again; a stale one
-    // would only cost it requests): each once.
+    // would only cost it requests): each once. Nothing is deleted past a
+    // segment that could not be.
     let mut unsegmented = BTreeSet::new();
     for (seq, _) in found.iter().filter(|(_, f)| f.is_some_and(|g| g.left)) {
         remote.delete_segment_of(id, *seq, &mut unsegmented).await?;
     }
-    // 3. The parts and index of each, then recorded.
-    report.remote_snapshots_kept += found.iter().filter(|(_, f)| f.is_none()).count() as u64;
-    let deleted: Vec<u32> = futures::stream::iter(
+    // 3. The parts and index of each, then recorded; each counted as it
+    // is done.
+    let mut step3 = futures::stream::iter(
         found
             .into_iter()
             .filter_map(|(seq, f)| f.map(|g| (seq, g.hash))),
@@ -321,11 +337,21 @@ pub async fn prune_remote(agent: &Agent, remote: &Remote, report: &mut PruneRepo
         agent.repo().index()?.set_remote_pruned(seq)?;
         Ok::<_, Error>(parts)
     })
-    .buffer_unordered(PRUNE_IN_FLIGHT)
-    .try_collect()
-    .await?;
-    report.remote_snapshots_pruned += deleted.len() as u64;
-    report.remote_parts_deleted += deleted.iter().map(|p| u64::from(*p)).sum::<u64>();
+    .buffer_unordered(PRUNE_IN_FLIGHT);
+    while let Some(r) = step3.next().await {
+        match r {
+            Ok(parts) => {
+                report.remote_snapshots_pruned += 1;
+                report.remote_parts_deleted += u64::from(parts);
+            }
+            Err(e) => {
+                failed.get_or_insert(e);
+            }
+        }
+    }
+    if let Some(e) = failed {
+        return Err(e);
+    }
     // One object for a restore to fetch instead of a record per forgotten
     // snapshot (`segment::encode_forgotten`), written again when it would
     // hold other records than the last one written there (records only

@@ -765,20 +765,27 @@ impl Remote {
         seq: u64,
         envelope: &[u8; 32],
     ) -> Result<u32> {
-        let mut part = 0;
+        // Parts are read from 0 until the first missing: counted first,
+        // then deleted from the last, so that one cut short leaves parts
+        // 0.. that the next prune finds again (deleted from 0, a cut left
+        // the later parts where nothing looks for them).
+        let mut parts = 0;
         loop {
-            let path = self.pack_path(agent, seq, envelope, part);
+            let path = self.pack_path(agent, seq, envelope, parts);
             match self.store.head(&path).await {
-                Ok(_) => {}
-                Err(object_store::Error::NotFound { .. }) => return Ok(part),
+                Ok(_) => parts += 1,
+                Err(object_store::Error::NotFound { .. }) => break,
                 Err(e) => return Err(remote_err("head pack", e)),
             }
+        }
+        for part in (0..parts).rev() {
+            let path = self.pack_path(agent, seq, envelope, part);
             match self.store.delete(&path).await {
                 Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
                 Err(e) => return Err(remote_err("delete pack", e)),
             }
-            part += 1;
         }
+        Ok(parts)
     }
 
     /// The raw store, for tests and tools that inspect what is stored.
