@@ -259,7 +259,7 @@ pub fn prune_local(agent: &Agent, progress: &mut dyn FnMut(u64, u64)) -> Result<
 /// of forgotten, replicated snapshots that no longer hold a live object
 /// (run after [`prune_local`]), then writes the forget record bundle when
 /// it would change. The requests of different snapshots go at once
-/// ([`PRUNE_IN_FLIGHT`]), in three steps that keep the order a crash may
+/// (16 at a time), in three steps that keep the order a crash may
 /// interrupt at any point: every record stored (and what each snapshot
 /// still has there looked up), then the chain segments of the snapshots
 /// whose parts go, then those parts and part indexes, each snapshot
