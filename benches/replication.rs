@@ -642,22 +642,7 @@ fn browse_after_lazy_restore(rt: &tokio::runtime::Runtime, home: &Home, master: 
 /// the bundle.
 fn restore_life(rt: &tokio::runtime::Runtime, home: &Home, master: &MasterKey) {
     let name = AgentName::new("life").unwrap();
-    let mut e = Engine::open(home, &name, master).unwrap();
-    let f = e.create(ROOT_INO, b"f0", 0o644, 0, 0).unwrap().ino;
-    for s in 0..1_000u64 {
-        e.write(f, 0, &random(2 << 10, s + 1)).unwrap();
-        e.commit().unwrap();
-    }
-    let (near, far) = far::pair();
-    let agent = e.shared_agent();
-    let head = e.head().seq();
-    for s in 1..=head {
-        rt.block_on(sovseal::replication::replicator::upload(&agent, &near, s))
-            .unwrap();
-    }
-    drop(agent);
-    drop(e);
-    mark_replicated(home, &name, head);
+    let (near, far, head) = one_file_uploaded(rt, home, &name, master);
     write_segments(rt, home, &name, master, &near);
     let kept = home.agent_dir(&name).with_extension("orig");
     copy_dir(&home.agent_dir(&name), &kept);
@@ -729,6 +714,34 @@ fn verify_far(rt: &tokio::runtime::Runtime, home: &Home, master: &MasterKey) {
     }
 }
 
+/// Agent `name`: 1,000 snapshots of one file written again each time (2
+/// KiB), uploaded to a new in-memory store and recorded as replicated;
+/// the two remotes over that store ([`far::pair`]) and the head.
+fn one_file_uploaded(
+    rt: &tokio::runtime::Runtime,
+    home: &Home,
+    name: &AgentName,
+    master: &MasterKey,
+) -> (Remote, Remote, u64) {
+    let mut e = Engine::open(home, name, master).unwrap();
+    let f = e.create(ROOT_INO, b"f0", 0o644, 0, 0).unwrap().ino;
+    for s in 0..1_000u64 {
+        e.write(f, 0, &random(2 << 10, s + 1)).unwrap();
+        e.commit().unwrap();
+    }
+    let (near, far) = far::pair();
+    let agent = e.shared_agent();
+    let head = e.head().seq();
+    for s in 1..=head {
+        rt.block_on(sovseal::replication::replicator::upload(&agent, &near, s))
+            .unwrap();
+    }
+    drop(agent);
+    drop(e);
+    mark_replicated(home, name, head);
+    (near, far, head)
+}
+
 /// Records every snapshot up to `head` of `name` (closed) as replicated,
 /// as the replicator does (a prune uploads the forget records of
 /// replicated snapshots only, and deletes only their parts).
@@ -753,22 +766,7 @@ fn mark_replicated(home: &Home, name: &AgentName, head: u64) {
 /// mount's retention wait for after the local prune).
 fn prune_far(rt: &tokio::runtime::Runtime, home: &Home, master: &MasterKey) {
     let name = AgentName::new("pruned").unwrap();
-    let mut e = Engine::open(home, &name, master).unwrap();
-    let f = e.create(ROOT_INO, b"f0", 0o644, 0, 0).unwrap().ino;
-    for s in 0..1_000u64 {
-        e.write(f, 0, &random(2 << 10, s + 1)).unwrap();
-        e.commit().unwrap();
-    }
-    let (near, far) = far::pair();
-    let agent = e.shared_agent();
-    let head = e.head().seq();
-    for s in 1..=head {
-        rt.block_on(sovseal::replication::replicator::upload(&agent, &near, s))
-            .unwrap();
-    }
-    drop(agent);
-    drop(e);
-    mark_replicated(home, &name, head);
+    let (_, far, _) = one_file_uploaded(rt, home, &name, master);
     let e = Engine::open(home, &name, master).unwrap();
     let agent = e.shared_agent();
     let forget: Vec<u64> = (1..=900).collect();
