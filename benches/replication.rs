@@ -870,7 +870,11 @@ mod far {
             &self,
             l: BoxStream<'static, Result<Path>>,
         ) -> BoxStream<'static, Result<Path>> {
-            self.0.delete_stream(l)
+            // (Each delete answered after DELAY too.)
+            self.0.delete_stream(Box::pin(l.then(|p| async move {
+                tokio::time::sleep(DELAY).await;
+                p
+            })))
         }
         fn list(&self, p: Option<&Path>) -> BoxStream<'static, Result<ObjectMeta>> {
             let inner = self.0.list(p);

@@ -445,21 +445,21 @@ fn verify_remote_holds_every_envelope_and_segment_against_this_chain() {
         "{v}"
     );
     assert!(v.contains("2 chain segments"), "{v}");
-    // No checkpoint names snapshot 2: the checkpoints alone cannot tell.
+    // A snapshot no checkpoint names: the checkpoints alone cannot tell.
     let checkpointed: Vec<String> = std::fs::read_dir(rdir.join("checkpoints"))
         .map(|d| {
             d.map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
                 .collect()
         })
         .unwrap_or_default();
-    assert!(
-        !checkpointed.contains(&format!("{:020}.json", 2)),
-        "{checkpointed:?}"
-    );
+    let n = (2..head)
+        .find(|s| !checkpointed.contains(&format!("{s:020}.json")))
+        .unwrap();
 
-    // Snapshot 2's envelope file altered (its timestamp): verify names it,
-    // and a fresh machine's restore (which reads the files) refuses it.
-    let path = envelope(&rdir, 2);
+    // Its envelope file altered (its timestamp): verify names it, and a
+    // fresh machine's restore (which reads the files) refuses it (at it,
+    // or at the next one's parent link).
+    let path = envelope(&rdir, n);
     let good = std::fs::read(&path).unwrap();
     let mut e: serde_json::Value = serde_json::from_slice(&good).unwrap();
     e["timestamp"] = serde_json::json!(e["timestamp"].as_i64().unwrap() + 1);
@@ -467,9 +467,15 @@ fn verify_remote_holds_every_envelope_and_segment_against_this_chain() {
     fails(
         &verify(),
         3,
-        "the envelope file on the remote differs from this machine's snapshot 2",
+        &format!("the envelope file on the remote differs from this machine's snapshot {n}"),
     );
-    fails(&fresh_restore(&m, "a1"), 3, "snapshot");
+    let o = fresh_restore(&m, "a1");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(3), "{err}");
+    assert!(
+        err.contains(&format!("snapshot {n}")) || err.contains(&format!("snapshot {}", n + 1)),
+        "{err}"
+    );
     std::fs::write(&path, &good).unwrap();
     ok(&verify());
 
@@ -507,5 +513,34 @@ fn verify_remote_holds_every_envelope_and_segment_against_this_chain() {
     std::fs::write(&index, &good[..good.len() - 1]).unwrap();
     fails(&verify(), 3, &format!("snapshot {head}"));
     std::fs::write(&index, &good).unwrap();
+    ok(&verify());
+
+    // Snapshots forgotten and pruned here and there: the remote must keep
+    // the forget record of each (a restore without it finds the content
+    // missing). Both copies of one dropped (its file and the bundle).
+    ok(&m.sovseal(&[
+        "forget",
+        "--agent",
+        "audited",
+        "--keep-last",
+        "300",
+        "--prune",
+    ]));
+    let v = ok(&verify());
+    assert!(v.contains("31 forget"), "{v}");
+    let record = rdir.join("forgotten").join(format!("{:020}.json", 5));
+    let (saved, bundle) = (
+        std::fs::read(&record).unwrap(),
+        std::fs::read(segments.join("forgotten.fgb")).unwrap(),
+    );
+    std::fs::remove_file(&record).unwrap();
+    std::fs::remove_file(segments.join("forgotten.fgb")).unwrap();
+    fails(
+        &verify(),
+        3,
+        "snapshot 5: its forget record is missing on the remote",
+    );
+    std::fs::write(&record, saved).unwrap();
+    std::fs::write(segments.join("forgotten.fgb"), bundle).unwrap();
     ok(&verify());
 }

@@ -1875,6 +1875,25 @@ fn a_remote_prune_asks_at_once_and_stores_every_record_before_any_part_goes() {
     }
 }
 
+/// The pack parts of snapshot `seq` in `store`, sorted.
+fn packs_on(store: &Arc<dyn object_store::ObjectStore>, seq: u64) -> Vec<String> {
+    let prefix = format!("/packs/{seq:020}-");
+    let mut v: Vec<String> = rt().block_on(async {
+        use futures::TryStreamExt;
+        store
+            .list(None)
+            .try_collect::<Vec<_>>()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|m| m.location.to_string())
+            .filter(|p| p.contains(&prefix))
+            .collect()
+    });
+    v.sort();
+    v
+}
+
 /// A remote prune cut short leaves nothing a later one misses: a snapshot
 /// of three pack parts has them deleted from the last (deleted from the
 /// first, a prune cut after part 0 left parts 1 and 2 where nothing looks
@@ -1887,7 +1906,7 @@ fn a_remote_prune_cut_short_leaves_nothing_a_later_prune_misses() {
     let env = Env::new();
     let mut e = env.open();
     let f = e.create(ROOT_INO, b"f", 0o644, 0, 0).unwrap().ino;
-    // (The first snapshot keeps its parts: the file's creation is live.)
+    // (This snapshot keeps its parts: the file's creation is live.)
     e.commit().unwrap();
     // Three parts of 8 MiB for snapshot `big`.
     e.write(f, 0, &bytes(7, 20 << 20)).unwrap();
@@ -1910,21 +1929,7 @@ fn a_remote_prune_cut_short_leaves_nothing_a_later_prune_misses() {
     let remote = Remote::with_store(faulty.clone(), Default::default(), "memory://");
     replicate_all(&e, &remote);
     let head = e.head().seq();
-    let packs_of = |seq: u64| -> Vec<String> {
-        let prefix = format!("/packs/{seq:020}-");
-        rt().block_on(async {
-            use futures::TryStreamExt;
-            inner
-                .list(None)
-                .try_collect::<Vec<_>>()
-                .await
-                .unwrap()
-                .into_iter()
-                .map(|m| m.location.to_string())
-                .filter(|p| p.contains(&prefix))
-                .collect()
-        })
-    };
+    let packs_of = |seq: u64| packs_on(&inner, seq);
     assert_eq!(packs_of(big).len(), 3, "{:?}", packs_of(big));
     let forget: Vec<u64> = (1..head).collect();
     retention::forget(e.agent(), &forget).unwrap();
@@ -1937,10 +1942,20 @@ fn a_remote_prune_cut_short_leaves_nothing_a_later_prune_misses() {
     faulty.log.lock().unwrap().clear();
     let res = rt().block_on(retention::prune_remote(e.agent(), &remote, &mut report));
     assert!(res.is_err(), "{report:?}");
-    assert!(
-        report.remote_snapshots_pruned > 0,
+    // Every other forgotten snapshot pruned there (the one that created
+    // the file keeps its parts), the parts after big's gone.
+    assert_eq!(
+        report.remote_snapshots_pruned + report.remote_snapshots_kept + 1,
+        head - 1,
         "the others went on: {report:?}"
     );
+    for seq in big + 1..head {
+        assert!(
+            packs_of(seq).is_empty(),
+            "snapshot {seq}: {:?}",
+            packs_of(seq)
+        );
+    }
     assert_eq!(packs_of(big).len(), 3, "none of big's parts went");
     // The second, with nothing failing: every part of every pruned
     // snapshot gone, big's from the last.
@@ -1960,4 +1975,37 @@ fn a_remote_prune_cut_short_leaves_nothing_a_later_prune_misses() {
         .map(|(_, p)| p[p.len() - 9..].to_owned())
         .collect();
     assert_eq!(deleted, ["0002.pack", "0001.pack", "0000.pack"]);
+}
+
+/// Parts an older build's prune left (it deleted from part 0 up; cut
+/// short after part 0, parts 1 and 2 stayed, and the part index) are
+/// found through the part index and deleted, not passed over as a
+/// snapshot with nothing left.
+#[test]
+fn a_remote_prune_deletes_the_parts_an_older_prune_left_after_part_0() {
+    use sovseal::history::retention;
+    let env = Env::new();
+    let mut e = env.open();
+    let f = e.create(ROOT_INO, b"f", 0o644, 0, 0).unwrap().ino;
+    e.commit().unwrap();
+    e.write(f, 0, &bytes(9, 20 << 20)).unwrap();
+    e.commit().unwrap();
+    let big = e.head().seq();
+    e.write(f, 0, &bytes(10, 20 << 20)).unwrap();
+    e.commit().unwrap();
+    let inner: Arc<dyn object_store::ObjectStore> = Arc::new(object_store::memory::InMemory::new());
+    let remote = Remote::with_store(inner.clone(), Default::default(), "memory://");
+    replicate_all(&e, &remote);
+    let packs = || packs_on(&inner, big);
+    let left = packs();
+    assert_eq!(left.len(), 3, "{left:?}");
+    rt().block_on(object_store::ObjectStoreExt::delete(
+        &inner,
+        &object_store::path::Path::from(left[0].as_str()),
+    ))
+    .unwrap();
+    retention::forget(e.agent(), &[big]).unwrap();
+    let report = retention::prune(e.agent(), &remote, &mut |_, _| {}).unwrap();
+    assert_eq!(report.remote_snapshots_pruned, 1, "{report:?}");
+    assert!(packs().is_empty(), "{:?}", packs());
 }

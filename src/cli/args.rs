@@ -181,8 +181,9 @@ pub struct VerifyArgs {
     /// Also check the remote against every checkpoint (its own, this
     /// machine's, --checkpoint files): a remote that dropped or rolled
     /// back snapshots fails; and its chain against this one (every
-    /// envelope file, chain segment, forget and redaction record up to
-    /// this head; no content): an altered or forked snapshot fails.
+    /// envelope file, chain segment, part index, forget and redaction
+    /// record up to this head; no content): an altered or forked
+    /// snapshot fails.
     /// Without a value: the agent's remote.
     #[arg(long, num_args = 0..=1, default_missing_value = "")]
     pub remote: Option<String>,

@@ -135,8 +135,10 @@ pub async fn check_remote_chain(agent: &Agent, remote: &Remote) -> Result<Remote
     }
     if let Some(bytes) = tail {
         let (first, members) = segment::decode_tail(&bytes)?;
-        check_members(&format!("the tail segment (from {first})"), first, members)?;
-        read += 1;
+        if first <= upto {
+            check_members(&format!("the tail segment (from {first})"), first, members)?;
+            read += 1;
+        }
     }
     // The part index files of the snapshots no segment holds (a lazy
     // restore reads those; absent is fine: parts replicated by an older
@@ -167,12 +169,36 @@ pub async fn check_remote_chain(agent: &Agent, remote: &Remote) -> Result<Remote
     let files = remote
         .list_forgotten(&id, &|s| in_bundle.contains(&s))
         .await?;
+    let mut on_remote = std::collections::HashSet::new();
     for (seq, raw) in bundled.into_iter().chain(files) {
-        // (Past this head: the signature only, as a restore checks it.)
-        let hash = if seq <= upto { Some(local(seq)?) } else { None };
+        // (Past this machine's head: the signature only, as a restore
+        // checks it.)
+        let hash = if seq <= local_head {
+            Some(local(seq)?)
+        } else {
+            None
+        };
         ForgetRecord::parse(&raw, &keys, seq, hash.as_ref())
             .map_err(|e| at(seq, "its forget record", e))?;
+        on_remote.insert(seq);
         records += 1;
+    }
+    // A snapshot this machine pruned on this remote (its parts deleted
+    // there after its record was stored) must keep its record there: a
+    // restore without it finds content missing and fails.
+    let ours = crate::repo::replication_state::ReplicationState::read(agent)?.remote;
+    if ours.as_deref() == Some(remote.shown_url().as_str()) {
+        let index = agent.repo().index()?;
+        if let Some((seq, _)) = index
+            .forgotten()?
+            .into_iter()
+            .find(|(seq, (_, pruned))| *pruned && *seq <= upto && !on_remote.contains(seq))
+        {
+            return Err(Error::ChainBroken {
+                seq,
+                detail: "its forget record is missing on the remote, though its parts were pruned there: a restore finds its content missing".into(),
+            });
+        }
     }
     Ok(RemoteChain {
         remote_head,

@@ -299,9 +299,23 @@ pub async fn prune_remote(agent: &Agent, remote: &Remote, report: &mut PruneRepo
                 .index()?
                 .stored_hash(seq)?
                 .ok_or(Error::NoSuchSnapshot(seq))?;
-            let left = remote.has_pack(id, seq, &hash, 0).await?
-                || remote.get_index(id, seq, &hash).await?.is_some();
-            Ok((seq, Some(Goes { hash, left })))
+            // With part 0 gone, the part index still says how many parts
+            // there were (a prune by an older build, cut short, deleted
+            // them from the first).
+            let (left, parts) = if remote.has_pack(id, seq, &hash, 0).await? {
+                (true, 0)
+            } else {
+                match remote.get_index(id, seq, &hash).await? {
+                    Some(b) => (
+                        true,
+                        crate::repo::pack::decode_index(seq, &b)
+                            .map(|e| e.iter().map(|p| p.part + 1).max().unwrap_or(0))
+                            .unwrap_or(0),
+                    ),
+                    None => (false, 0),
+                }
+            };
+            Ok((seq, Some(Goes { hash, left, parts })))
         })
         .buffered(PRUNE_IN_FLIGHT)
         .collect()
@@ -322,22 +336,22 @@ pub async fn prune_remote(agent: &Agent, remote: &Remote, report: &mut PruneRepo
     // segment that could not be.
     let mut unsegmented = BTreeSet::new();
     for (seq, _) in found.iter().filter(|(_, f)| f.is_some_and(|g| g.left)) {
-        remote.delete_segment_of(id, *seq, &mut unsegmented).await?;
+        if let Err(e) = remote.delete_segment_of(id, *seq, &mut unsegmented).await {
+            return Err(failed.unwrap_or(e));
+        }
     }
     // 3. The parts and index of each, then recorded; each counted as it
     // is done.
-    let mut step3 = futures::stream::iter(
-        found
-            .into_iter()
-            .filter_map(|(seq, f)| f.map(|g| (seq, g.hash))),
-    )
-    .map(|(seq, hash)| async move {
-        let parts = remote.delete_packs(id, seq, &hash).await?;
-        remote.delete_index(id, seq, &hash).await?;
-        agent.repo().index()?.set_remote_pruned(seq)?;
-        Ok::<_, Error>(parts)
-    })
-    .buffer_unordered(PRUNE_IN_FLIGHT);
+    let mut step3 =
+        futures::stream::iter(found.into_iter().filter_map(|(seq, f)| f.map(|g| (seq, g))))
+            .map(|(seq, g)| async move {
+                let hash = g.hash;
+                let parts = remote.delete_packs(id, seq, &hash, g.parts).await?;
+                remote.delete_index(id, seq, &hash).await?;
+                agent.repo().index()?.set_remote_pruned(seq)?;
+                Ok::<_, Error>(parts)
+            })
+            .buffer_unordered(PRUNE_IN_FLIGHT);
     while let Some(r) = step3.next().await {
         match r {
             Ok(parts) => {
@@ -382,6 +396,8 @@ struct Goes {
     hash: [u8; 32],
     /// Whether a part or the part index is still there.
     left: bool,
+    /// How many parts its part index names, when part 0 is gone (else 0).
+    parts: u32,
 }
 
 #[cfg(test)]

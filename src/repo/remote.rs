@@ -758,17 +758,20 @@ impl Remote {
         Ok(out)
     }
 
-    /// Deletes every pack part of snapshot `seq`; returns how many there were.
+    /// Deletes every pack part of snapshot `seq` (at least parts
+    /// `0..at_least`, which its part index names, whether or not part 0
+    /// is still there); returns how many there were.
     pub async fn delete_packs(
         &self,
         agent: &AgentId,
         seq: u64,
         envelope: &[u8; 32],
+        at_least: u32,
     ) -> Result<u32> {
         // Parts are read from 0 until the first missing: counted first,
         // then deleted from the last, so that one cut short leaves parts
         // 0.. that the next prune finds again (deleted from 0, a cut left
-        // the later parts where nothing looks for them).
+        // the later parts where nothing looks for them but the index).
         let mut parts = 0;
         loop {
             let path = self.pack_path(agent, seq, envelope, parts);
@@ -778,6 +781,7 @@ impl Remote {
                 Err(e) => return Err(remote_err("head pack", e)),
             }
         }
+        let parts = parts.max(at_least);
         for part in (0..parts).rev() {
             let path = self.pack_path(agent, seq, envelope, part);
             match self.store.delete(&path).await {
