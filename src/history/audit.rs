@@ -66,8 +66,15 @@ pub async fn check_remote_chain(agent: &Agent, remote: &Remote) -> Result<Remote
     let remote_head = listed.last().copied().unwrap_or(0);
     let upto = remote_head.min(local_head);
     // The local envelope's hash of each snapshot compared (verified by
-    // `verify`; one index read each).
-    let local = |seq: u64| agent.envelope(seq).map(|e| e.hash());
+    // `verify`), read once (32 bytes a snapshot): the files, the segments
+    // and the part indexes each look at it.
+    let hashes: Vec<[u8; 32]> = (1..=upto)
+        .map(|s| agent.envelope(s).map(|e| e.hash()))
+        .collect::<Result<_>>()?;
+    let local = |seq: u64| match seq.checked_sub(1).and_then(|i| hashes.get(i as usize)) {
+        Some(h) => Ok(*h),
+        None => agent.envelope(seq).map(|e| e.hash()),
+    };
     let differs = |seq: u64, what: &str| Error::ChainBroken {
         seq,
         detail: format!(
