@@ -21,7 +21,9 @@
 //! latency (the local work per snapshot). `SOVSEAL_BENCH_PRUNE_FAR=1`
 //! runs only a remote prune of 900 forgotten snapshots on a store
 //! answering in 10 ms, `SOVSEAL_BENCH_VERIFY_FAR=1` only `verify
-//! --remote`'s chain check of 1,000 and 10,000 snapshots on such a store.
+//! --remote`'s chain check of 1,000 and 10,000 snapshots on such a store,
+//! `SOVSEAL_BENCH_FLAT=1` only a lazy mount from the chain against one from
+//! the newest signed checkpoint (the flat start), on such a store.
 
 use object_store::{ObjectStoreExt, PutPayload};
 use sovseal::config::{AgentName, Home};
@@ -75,6 +77,10 @@ fn main() {
     }
     if std::env::var_os("SOVSEAL_BENCH_RESTORE_LIFE").is_some() {
         restore_life(&rt, &home, &master);
+        return;
+    }
+    if std::env::var_os("SOVSEAL_BENCH_FLAT").is_some() {
+        flat_start(&rt, &home, &master);
         return;
     }
     if std::env::var_os("SOVSEAL_BENCH_RESTORE_LOCAL").is_some() {
@@ -260,7 +266,26 @@ fn lazy_time(
     master: &MasterKey,
     down: &Remote,
 ) -> (Duration, Duration, usize) {
+    let (e, _older, mounted) = lazy_mount(rt, home, name, master, down);
+    let t = Instant::now();
+    let f0 = e.lookup(ROOT_INO, b"f0").unwrap().unwrap().ino;
+    let n = e.read(f0, 0, 64 << 20).unwrap().len();
+    (mounted, t.elapsed(), n)
+}
+
+/// What a fresh machine's mount does before it serves: a lazy restore of
+/// agent `name` from `down` (no seen-head record here), the agent opened,
+/// and a flat start's older history started in the background; with the
+/// time it took.
+fn lazy_mount(
+    rt: &tokio::runtime::Runtime,
+    home: &Home,
+    name: &AgentName,
+    master: &MasterKey,
+    down: &Remote,
+) -> (Engine, Option<sovseal::mount::warm::Warmer>, Duration) {
     std::fs::remove_dir_all(home.agent_dir(name)).unwrap();
+    let _ = std::fs::remove_file(home.seen_head_path(name));
     sovseal::repo::lazy::use_remote(down.clone(), Duration::from_secs(60)).unwrap();
     let t = Instant::now();
     let head = rt
@@ -274,11 +299,76 @@ fn lazy_time(
         .unwrap();
     assert!(head.is_some(), "the remote has part indexes");
     let e = Engine::open(home, name, master).unwrap();
-    let mounted = t.elapsed();
-    let t = Instant::now();
-    let f0 = e.lookup(ROOT_INO, b"f0").unwrap().unwrap().ino;
-    let n = e.read(f0, 0, 64 << 20).unwrap().len();
-    (mounted, t.elapsed(), n)
+    let older =
+        sovseal::mount::warm::Warmer::older_history(&e.shared_agent(), down.clone()).unwrap();
+    (e, older, t.elapsed())
+}
+
+/// The flat start (#16): a lazy mount of 1,000 and 10,000 snapshots (or
+/// `SOVSEAL_BENCH_FLAT_SNAPSHOTS`, comma-separated) from a store answering
+/// in 10 ms, from the chain (no checkpoint on the remote) and from a
+/// signed checkpoint of the head (what a writer's replicator signs once
+/// it catches up); then a first read (`f0`), a read of a file stored at
+/// snapshot 1 (found through the chain segment fetched for a directory
+/// node of that range, or waiting for the older history), and the time
+/// until the older history is in (counted from that read's start).
+fn flat_start(rt: &tokio::runtime::Runtime, home: &Home, master: &MasterKey) {
+    let counts: Vec<u64> = std::env::var("SOVSEAL_BENCH_FLAT_SNAPSHOTS")
+        .map(|v| {
+            v.split(',')
+                .map(|n| n.trim().parse().expect("a number"))
+                .collect()
+        })
+        .unwrap_or_else(|_| vec![1_000, 10_000]);
+    println!(
+        "| snapshots | lazy mount from the chain | from the newest checkpoint | then a first read (f0) | then a read of content stored at snapshot 1 | older history in after |"
+    );
+    println!("|---|---|---|---|---|---|");
+    for snapshots in counts {
+        let name = AgentName::new(&format!("flat{snapshots}")).unwrap();
+        {
+            let mut e = Engine::open(home, &name, master).unwrap();
+            let first = e.create(ROOT_INO, b"first", 0o644, 0, 0).unwrap().ino;
+            e.write(first, 0, &random(2 << 10, 0)).unwrap();
+            e.commit().unwrap();
+        }
+        let e = ten_files(home, &name, master, snapshots - 1, 2 << 10);
+        let head = e.head().seq();
+        let (near, far) = uploaded_with_segments(rt, home, &name, master, e);
+        let chain = lazy_time(rt, home, &name, master, &far).0;
+
+        let e = Engine::open(home, &name, master).unwrap();
+        rt.block_on(sovseal::history::checkpoint::create(e.agent(), &near, head))
+            .unwrap();
+        drop(e);
+        let (e, older, mounted) = lazy_mount(rt, home, &name, master, &far);
+        assert!(older.is_some(), "a flat start");
+        let t = Instant::now();
+        let f0 = e.lookup(ROOT_INO, b"f0").unwrap().unwrap().ino;
+        e.read(f0, 0, 64 << 20).unwrap();
+        let read = t.elapsed();
+        let t = Instant::now();
+        let first = e.lookup(ROOT_INO, b"first").unwrap().unwrap().ino;
+        e.read(first, 0, 64 << 20).unwrap();
+        let oldest = t.elapsed();
+        while sovseal::history::older::pending(e.agent())
+            .unwrap()
+            .is_some()
+        {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let whole = t.elapsed();
+        drop((older, e));
+        println!(
+            "| {snapshots} | {:.0} ms | **{:.0} ms** | {:.0} ms | {:.0} ms | {:.0} ms |",
+            chain.as_secs_f64() * 1e3,
+            mounted.as_secs_f64() * 1e3,
+            read.as_secs_f64() * 1e3,
+            oldest.as_secs_f64() * 1e3,
+            whole.as_secs_f64() * 1e3
+        );
+        std::fs::remove_dir_all(home.agent_dir(&name)).unwrap();
+    }
 }
 
 /// Writes the chain segments of every complete range of 256 snapshots

@@ -429,8 +429,14 @@ fn a_redaction_is_never_fetched_back() {
     w.sh("head -c 200000 /dev/urandom > secret && echo keep > keep");
     let with_secret = w.head();
     w.sh("rm secret && sync");
+    // A history long enough for a fresh machine to start from a signed
+    // checkpoint of its head (the flat start), the secret before it.
+    w.py("for i in range(300):\n    open('n', 'w').write(str(i))");
     std::thread::sleep(Duration::from_millis(400));
     w.wait_replicated();
+    let o = w.sovseal(&["checkpoint", "--agent", "lz", "--remote", &url]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    wait_segments(&w, &remote, 1);
     w.unmount();
     // The remote as it was before any redaction (parts and indexes).
     let before = dir.path().join("before");
@@ -517,7 +523,9 @@ fn a_redaction_is_never_fetched_back() {
 
     // A fresh machine restoring lazily from a remote whose pack parts still
     // hold the secret (the redaction record is there, the rewrite is not).
-    for sub in ["packs", "indexes"] {
+    // (The chain segment too: the older history of a fresh machine's flat
+    // start comes from it, and it still names the secret's objects.)
+    for sub in ["packs", "indexes", "segments"] {
         let agent_dir = files_under(&before)
             .into_iter()
             .find(|f| f.to_str().unwrap().contains(&format!("/{sub}/")))
@@ -536,6 +544,13 @@ fn a_redaction_is_never_fetched_back() {
     let f = fresh_machine(&w, &url);
     f.mount();
     assert!(log(&f).contains("lazily"), "{}", log(&f));
+    assert!(
+        log(&f).contains("lazy restore from snapshot"),
+        "{}",
+        log(&f)
+    );
+    // (Listing the snapshots waits for the older history.)
+    assert!(f.snapshots().contains(&with_secret));
     assert_eq!(attempt(&f, &in_snapshot(&f, with_secret, "secret")), "EIO");
     assert_eq!(attempt(&f, &f.path("keep")), "read 5");
     f.unmount();
@@ -880,11 +895,16 @@ fn a_long_history_restores_lazily_from_chain_segments() {
     for f in &hidden {
         std::fs::rename(aside(f), f).unwrap();
     }
+    // (The writer's replicator signed checkpoints: the restore started
+    // from the newest, and the older history came after, in the mount;
+    // listing the snapshots waits for it.)
+    assert_eq!(f.head(), head);
     let l = log(&f);
     assert!(
         l.contains("lazily") && !l.contains("restoring whole"),
         "{l}"
     );
+    assert!(l.contains("lazy restore from snapshot"), "{l}");
     assert!(
         l.contains("the segment from snapshot 1 on the remote (a chain or the tail segment) holds a snapshot 10 that does not check"),
         "{l}"
@@ -892,7 +912,6 @@ fn a_long_history_restores_lazily_from_chain_segments() {
     // The commit records of 1,100 snapshots, none of `big`.
     let packs = bytes_under(&f.home.join("agents/lz/packs"));
     assert!(packs < 2_000_000, "{packs}");
-    assert_eq!(f.head(), head);
     assert_eq!(std::fs::read_to_string(f.path("n")).unwrap(), "1099");
     // `big` was written in the first segment's range.
     assert_eq!(std::fs::read(f.path("big")).unwrap(), big);
@@ -907,15 +926,34 @@ fn a_long_history_restores_lazily_from_chain_segments() {
     let mut bad = good.clone();
     bad[0] ^= 1;
     std::fs::write(&segs[0], &bad).unwrap();
+    // (The part index files are gone but one: the older history stops
+    // at the first snapshot of that range without one, named; the head
+    // serves.)
     let g = another_machine(&m, &url, "second");
     g.mount();
+    assert_eq!(std::fs::read_to_string(g.path("n")).unwrap(), "1099");
+    let t0 = Instant::now();
+    let stopped = loop {
+        let s = g.status();
+        if let Some(e) = s["older_history"]["error"].as_str() {
+            break e.to_owned();
+        }
+        assert!(t0.elapsed() < Duration::from_secs(30), "{s}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(stopped.contains("no part index"), "{stopped}");
     let l = log(&g);
     assert!(
         l.contains("chain segment 1 on the remote is not usable"),
         "{l}"
     );
-    assert!(l.contains("restoring whole"), "{l}");
-    assert_eq!(std::fs::read_to_string(g.path("n")).unwrap(), "1099");
+    let o = g.sovseal(&["verify", "--agent", "lz"]);
+    assert!(!o.status.success());
+    assert!(
+        support::mount::text(&o.stderr).contains("did not check"),
+        "{}",
+        support::mount::text(&o.stderr)
+    );
     g.unmount();
 
     // A redaction deletes the segment of a snapshot whose parts it

@@ -1190,6 +1190,228 @@ fn a_lazy_restore_reads_chain_segments_ahead_while_it_checks_the_ones_it_has() {
     );
 }
 
+/// The flat start (#16): a lazy restore of a long history begins at the
+/// newest signed checkpoint and reads nothing of the remote before it
+/// (no chain segment, envelope or part index of an older snapshot); the
+/// older history is fetched after, newest first, each envelope checked
+/// against the parent link of the one after it down to genesis. Content
+/// stored before the checkpoint waits for it; then every snapshot reads
+/// and the whole chain verifies. An older envelope altered on the remote
+/// (in its segment and its file) stops the older history there, named,
+/// while the head still reads.
+#[test]
+fn a_lazy_restore_starts_at_the_newest_checkpoint_and_fetches_the_older_history_after() {
+    use object_store::ObjectStoreExt;
+    use sovseal::history::{checkpoint, older};
+    use sovseal::replication::backfill;
+    use sovseal::repo::segment::SEGMENT_LEN;
+    let env = Env::new();
+    let mut e = env.open();
+    // A directory of snapshot 1, never changed after (its node stays
+    // homed there); a file whose one chunk is stored at snapshot ~300
+    // while its inode and the root directory are rewritten at the end.
+    let d = e.mkdir(ROOT_INO, b"d", 0o755, 0, 0).unwrap().ino;
+    let x = e.create(d, b"x", 0o644, 0, 0).unwrap().ino;
+    e.write(x, 0, b"in d").unwrap();
+    e.commit().unwrap();
+    let f = e.create(ROOT_INO, b"f", 0o644, 0, 0).unwrap().ino;
+    let mut old = 0;
+    for s in 0..4 * SEGMENT_LEN + 40 {
+        if s == 300 {
+            old = e.create(ROOT_INO, b"old", 0o644, 0, 0).unwrap().ino;
+            e.write(old, 0, &bytes(7, 1000)).unwrap();
+        }
+        e.write(f, 0, &bytes(s, 64)).unwrap();
+        e.commit().unwrap();
+    }
+    let perm = sovseal::engine::SetAttr {
+        perm: Some(0o600),
+        ..Default::default()
+    };
+    e.setattr(old, &perm).unwrap();
+    e.create(ROOT_INO, b"g", 0o644, 0, 0).unwrap();
+    e.commit().unwrap();
+    let inner: Arc<dyn object_store::ObjectStore> = Arc::new(object_store::memory::InMemory::new());
+    let plain = Remote::with_store(inner.clone(), Default::default(), "memory://");
+    replicate_all(&e, &plain);
+    for k in 0..4 {
+        let first = k * SEGMENT_LEN + 1;
+        let w = rt().block_on(backfill::write_segment(
+            e.agent(),
+            &plain,
+            first,
+            &Default::default(),
+        ));
+        assert_eq!(w.unwrap(), backfill::Segment::Written);
+    }
+    // The replicator signed a checkpoint of the head it reached; one more
+    // of a snapshot before it (the newest counts).
+    let b = e.head().seq();
+    assert_eq!(checkpoint::checkpointed_seq(e.agent()).unwrap(), Some(b));
+    rt().block_on(checkpoint::create(e.agent(), &plain, 300))
+        .unwrap();
+    let written = b;
+    let before: BTreeMap<u64, Tree> = [1, 2, 300, b - 1, b]
+        .iter()
+        .map(|&s| (s, dump(e.agent(), s)))
+        .collect();
+    drop(e);
+    let restore_from = |remote: &Remote| {
+        std::fs::remove_dir_all(env.data_dir()).unwrap();
+        // (A fresh machine: no seen-head record of the agent.)
+        let _ = std::fs::remove_file(env.home.seen_head_path(&env.agent));
+        let head = rt().block_on(restore::restore_lazy(
+            &env.home,
+            &env.agent,
+            &env.master,
+            remote,
+            |_, _| {},
+        ));
+        assert_eq!(head.unwrap(), Some(written));
+    };
+    // Every read of the restore, by the snapshot its name starts with.
+    let read = Arc::new(std::sync::Mutex::new(Vec::<(String, u64)>::new()));
+    let faulty = faulty::Faulty::new(inner.clone(), |_| false);
+    *faulty.on_get.lock().unwrap() = Some({
+        let read = read.clone();
+        Box::new(move |p: &object_store::path::Path| {
+            let (dir, name) = p.as_ref().rsplit_once('/').unwrap();
+            let kind = dir.rsplit('/').next().unwrap().to_owned();
+            if let Ok(seq) = name[..20.min(name.len())].parse::<u64>() {
+                read.lock().unwrap().push((kind, seq));
+            }
+        })
+    });
+    let remote = Remote::with_store(faulty, Default::default(), "faulty://");
+    restore_from(&remote);
+    let reads = std::mem::take(&mut *read.lock().unwrap());
+    // From the first snapshot after the chain segments on (the checkpoint
+    // is later), nothing older.
+    let from = 4 * SEGMENT_LEN + 1;
+    let oldest = reads.iter().map(|(_, s)| *s).min().unwrap();
+    assert_eq!(oldest, from, "{reads:?}");
+    sovseal::repo::lazy::use_remote(plain.clone(), Duration::from_secs(30)).unwrap();
+    let e = env.open();
+    let agent = e.agent();
+    assert_eq!(older::pending(agent).unwrap(), Some((from, None)));
+    // The head's metadata stored before the checkpoint (`d`'s node, of
+    // snapshot 1) reads at once: the part indexes of its chain segment are
+    // fetched for it. Content waits for the older history (none is coming
+    // here: missing).
+    let head = agent.head().unwrap();
+    let names: Vec<Vec<u8>> = head
+        .entries(d)
+        .unwrap()
+        .keys()
+        .map(|n| n.to_vec())
+        .collect();
+    assert_eq!(names, [b"x".to_vec()]);
+    assert_eq!(e.read(x, 0, 10).unwrap(), b"in d");
+    assert!(matches!(
+        e.read(old, 0, 10),
+        Err(Error::MissingObject { .. })
+    ));
+    assert!(matches!(
+        agent.snapshot(from - 1),
+        Err(Error::NoSuchSnapshot(_))
+    ));
+    assert!(
+        sovseal::history::verify::verify(agent, |_, _| {}).is_err(),
+        "not over part of the chain"
+    );
+    // A read of content stored before the checkpoint waits for the older
+    // history's part indexes while they are coming (from a remote that
+    // answers each chain segment 300 ms late, by the mount's thread).
+    let slow = faulty::Faulty::new(inner.clone(), |_| false);
+    *slow.on_get.lock().unwrap() = Some(Box::new(|p: &object_store::path::Path| {
+        if p.as_ref().ends_with(".seg") {
+            std::thread::sleep(Duration::from_millis(300));
+        }
+    }));
+    let slow = Remote::with_store(slow, Default::default(), "faulty://");
+    let filling = sovseal::mount::warm::Warmer::older_history(&e.shared_agent(), slow).unwrap();
+    let reader = {
+        let agent = e.shared_agent();
+        std::thread::spawn(move || dump(&agent, written))
+    };
+    std::thread::sleep(Duration::from_millis(150));
+    assert!(!reader.is_finished(), "the read waits");
+    assert_eq!(reader.join().unwrap(), before[&written]);
+    let t0 = std::time::Instant::now();
+    while older::pending(agent).unwrap().is_some() {
+        assert!(t0.elapsed() < Duration::from_secs(30));
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    drop(filling);
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    assert_eq!(older::pending(agent).unwrap(), None);
+    for (s, t) in &before {
+        assert_eq!(&dump(agent, *s), t, "snapshot {s}");
+    }
+    sovseal::history::verify::verify(agent, |_, _| {}).unwrap();
+    drop(e);
+
+    // Snapshot 5 altered in its segment and its file (its timestamp: it
+    // still parses and opens; only the chain tells).
+    let id = env.master.agent_id(env.agent.as_str());
+    // (Snapshot 5's envelope file, byte for byte, wherever it is stored:
+    // snapshots of one millisecond share their timestamp.)
+    let env5 = rt().block_on(plain.get_envelope(&id, 5)).unwrap().unwrap();
+    let t5 = sovseal::seal::envelope::Envelope::from_json(&env5)
+        .unwrap()
+        .timestamp;
+    let mut altered = env5.clone();
+    let ts = format!("\"timestamp\":{t5}");
+    let at = altered
+        .windows(ts.len())
+        .position(|w| w == ts.as_bytes())
+        .unwrap();
+    altered[at..at + ts.len()].copy_from_slice(format!("\"timestamp\":{}", t5 + 1).as_bytes());
+    let alter = |path: object_store::path::Path| {
+        let raw = rt().block_on(async { inner.get(&path).await.unwrap().bytes().await.unwrap() });
+        let at = raw
+            .windows(env5.len())
+            .position(|w| w == &env5[..])
+            .unwrap();
+        let mut raw = raw.to_vec();
+        raw[at..at + env5.len()].copy_from_slice(&altered);
+        rt().block_on(inner.put(&path, raw.into())).unwrap();
+    };
+    let path_ending = |end: String| {
+        rt().block_on(async {
+            use futures::TryStreamExt;
+            inner
+                .list(None)
+                .map_ok(|m| m.location)
+                .try_collect::<Vec<_>>()
+                .await
+                .unwrap()
+        })
+        .into_iter()
+        .find(|p| p.as_ref().ends_with(&end))
+        .unwrap()
+    };
+    alter(path_ending(format!("/envelopes/{:020}.json", 5)));
+    alter(path_ending(format!("/segments/{:020}.seg", 1)));
+    restore_from(&plain);
+    let e = env.open();
+    let agent = e.agent();
+    let err = rt()
+        .block_on(older::fill(agent, &plain, &stop))
+        .unwrap_err();
+    assert!(
+        matches!(&err, Error::ChainBroken { seq: 5, detail } if detail.contains("parent link of snapshot 6")),
+        "{err}"
+    );
+    let (at, why) = older::pending(agent).unwrap().unwrap();
+    assert!(
+        at > 5 && why.is_some_and(|w| w.contains("snapshot 5")),
+        "{at}"
+    );
+    assert!(matches!(agent.snapshot(5), Err(Error::NoSuchSnapshot(5))));
+    assert_eq!(dump(agent, written), before[&written]);
+}
+
 #[test]
 fn injected_failures_and_delays_are_retried_until_all_is_replicated() {
     let inner: Arc<dyn object_store::ObjectStore> = Arc::new(object_store::memory::InMemory::new());

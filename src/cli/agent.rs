@@ -140,7 +140,7 @@ pub(super) fn cat(args: CatArgs, out: &mut dyn Write) -> Result<()> {
 pub(super) fn status(args: StatusArgs, out: &mut dyn Write) -> Result<()> {
     let StatusArgs { agent, json } = args;
     let w = |e: std::io::Error| Error::io("stdout", e);
-    let (home, a) = open_agent(&agent)?;
+    let (home, a) = super::open_agent_as_is(&agent)?;
     let head = a.head()?.seq();
     let crate::repo::replication_state::ReplicationState {
         replicated,
@@ -185,6 +185,10 @@ pub(super) fn status(args: StatusArgs, out: &mut dyn Write) -> Result<()> {
         }
         None => None,
     };
+    // A flat start's older history still being fetched (or stopped).
+    let history = crate::history::older::pending(&a)?.map(|(from, failed)| {
+        serde_json::json!({ "from_seq": from, "loading": failed.is_none(), "error": failed })
+    });
     let v = serde_json::json!({
         "agent": agent,
         "mounted_by_pid": daemon,
@@ -204,6 +208,7 @@ pub(super) fn status(args: StatusArgs, out: &mut dyn Write) -> Result<()> {
         "remote": remote,
         "following": following,
         "lazy": lazy,
+        "older_history": history,
     });
     if json {
         writeln!(out, "{v}").map_err(w)?;
@@ -228,6 +233,23 @@ pub(super) fn status(args: StatusArgs, out: &mut dyn Write) -> Result<()> {
                 l["fetched_objects"], l["remote_objects"]
             )
             .map_err(w)?;
+        }
+        if let Some(h) = &history {
+            match h["error"].as_str() {
+                None => writeln!(
+                    out,
+                    "history     from snapshot {} here; the {} before it are being fetched and checked",
+                    h["from_seq"],
+                    h["from_seq"].as_u64().unwrap_or(1) - 1
+                )
+                .map_err(w)?,
+                Some(e) => writeln!(
+                    out,
+                    "HISTORY     from snapshot {} here; the older ones did not check: {e}",
+                    h["from_seq"]
+                )
+                .map_err(w)?,
+            }
         }
         match verified {
             Some((s, at)) => writeln!(out, "verified    {s} (at {})", rfc3339_ms(at)).map_err(w)?,

@@ -31,9 +31,7 @@ pub(super) fn restore(args: RestoreArgs, out: &mut dyn Write) -> Result<()> {
     let m = master(&home)?;
     let local = home.has_agent(&name);
     let ((n, skipped), from) = if remote.is_none() && local {
-        super::use_lazy_remote(&home, &name, None);
-        let a = crate::repo::agent::Agent::open_readonly(&home, &name, &m)?;
-        crate::history::redact::guard_lazy(&a, false)?;
+        let (_, a) = super::open_agent(&agent)?;
         let _p = Progress::spinner("restore: verifying and writing", json);
         let n = crate::history::restore::from_local(&a, seq, &path, &dest, opts)?;
         (n, "local data".to_string())
@@ -206,6 +204,7 @@ pub(super) fn rollback(args: RollbackArgs, out: &mut dyn Write) -> Result<()> {
     super::use_lazy_remote(&home, &name, None);
     let mut e = Engine::open_with(&home, &name, &m, false)?;
     crate::history::redact::guard_lazy(e.agent(), true)?;
+    super::fill_history(e.agent())?;
     let before = e.head().seq();
     let info = crate::history::rollback::rollback(&mut e, seq)?;
     if json {

@@ -24,6 +24,7 @@ use crate::seal::keys::MasterKey;
 use crate::{Error, Result, exit};
 use args::{Cli, Command};
 use std::io::Write;
+use std::time::Duration;
 
 /// Runs the CLI; returns the process exit code.
 pub fn main() -> i32 {
@@ -131,10 +132,25 @@ pub(crate) fn open_writer(name: &str) -> Result<(Home, Agent, crate::repo::agent
     use_lazy_remote(&home, &name, None);
     let (a, lock) = Agent::open_writer(&home, &name, &m, false)?;
     crate::history::redact::guard_lazy(&a, true)?;
+    fill_history(&a)?;
     Ok((home, a, lock))
 }
 
+/// Opens an agent for reading, with its whole history: a flat start's
+/// older history is fetched first ([`whole_history`]).
 pub(crate) fn open_agent(name: &str) -> Result<(Home, Agent)> {
+    let (home, a) = open_agent_as_is(name)?;
+    if whole_history(&home, &a)? {
+        // Opened again: this handle's remote index lacks the older part
+        // indexes that came meanwhile.
+        return open_agent_as_is(name);
+    }
+    Ok((home, a))
+}
+
+/// Opens an agent for reading as it is (`sovseal status`: also while a
+/// flat start's older history is being fetched).
+pub(crate) fn open_agent_as_is(name: &str) -> Result<(Home, Agent)> {
     let home = Home::from_env()?;
     let name = AgentName::new(name)?;
     let m = master(&home)?;
@@ -142,6 +158,89 @@ pub(crate) fn open_agent(name: &str) -> Result<(Home, Agent)> {
     let a = Agent::open_readonly(&home, &name, &m)?;
     crate::history::redact::guard_lazy(&a, false)?;
     Ok((home, a))
+}
+
+/// How long a command waits for a mount to finish fetching a flat start's
+/// older history.
+const HISTORY_WAIT: Duration = Duration::from_secs(600);
+
+/// Makes sure reader `a`'s index holds its whole history: a flat start's
+/// older snapshots ([`crate::history::older`]) are fetched here when no
+/// process holds the agent, else waited for (the mount that holds it
+/// fetches them), up to [`HISTORY_WAIT`]. Their failure to check is the
+/// error. Returns whether they came now (`a` must then be opened again
+/// to read their content).
+pub(crate) fn whole_history(home: &Home, a: &Agent) -> Result<bool> {
+    if crate::history::older::pending(a)?.is_none() {
+        return Ok(false);
+    }
+    let m = master(home)?;
+    let until = std::time::Instant::now() + HISTORY_WAIT;
+    let mut told = false;
+    loop {
+        // Fetched here whenever no process holds the agent (also when the
+        // mount that was fetching it stopped); a holder's fetch that
+        // stopped at a snapshot that does not check is the error.
+        match Agent::open_writer(home, a.name(), &m, false) {
+            Ok((w, _lock)) => {
+                crate::history::redact::guard_lazy(&w, true)?;
+                return fill_history(&w).map(|()| true);
+            }
+            Err(Error::Locked { .. }) => {}
+            Err(e) => return Err(e),
+        }
+        let Some((from, failed)) = crate::history::older::pending(a)? else {
+            return Ok(true);
+        };
+        refuse_failed(a, from, failed)?;
+        if std::time::Instant::now() >= until {
+            return Err(Error::Invalid(format!(
+                "the history of agent {} before snapshot {from} is still being fetched by its mount (`sovseal status` shows it): try again later",
+                a.name()
+            )));
+        }
+        if !told {
+            eprintln!(
+                "waiting for the mount of agent {} to fetch its history before snapshot {from}",
+                a.name()
+            );
+            told = true;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The error of a flat start's older history that did not check.
+fn refuse_failed(a: &Agent, from: u64, failed: Option<String>) -> Result<()> {
+    match failed {
+        Some(why) => Err(Error::Invalid(format!(
+            "the history of agent {} before snapshot {from} did not check: {why}",
+            a.name()
+        ))),
+        None => Ok(()),
+    }
+}
+
+/// Fetches a flat start's older history of writer `a` here, if it has one
+/// to fetch.
+pub(crate) fn fill_history(a: &Agent) -> Result<()> {
+    // (One that did not check before is tried again.)
+    let Some((from, _)) = crate::history::older::pending(a)? else {
+        return Ok(());
+    };
+    let remote = crate::repo::lazy::process_remote().ok_or_else(|| {
+        Error::Invalid(format!(
+            "agent {} holds its history from snapshot {from} on only (restored lazily), and no remote is attached to fetch the rest",
+            a.name()
+        ))
+    })?;
+    eprintln!(
+        "fetching the history of agent {} before snapshot {from} from {}",
+        a.name(),
+        remote.shown_url()
+    );
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    crate::repo::remote::runtime()?.block_on(crate::history::older::fill(a, &remote, &stop))
 }
 
 fn run(cli: Cli) -> Result<()> {

@@ -313,7 +313,10 @@ pub fn guard_lazy(agent: &Agent, persist: bool) -> Result<()> {
     if allowed.is_empty() {
         return Ok(());
     }
-    lazy.redact(&|seq, id| allowed.erased_as_of(id, seq), persist)
+    lazy.redact(&|seq, id| allowed.erased_as_of(id, seq), persist)?;
+    // (Part indexes a flat start fetches later too.)
+    lazy.keep_erased(move |seq, id| allowed.erased_as_of(id, seq));
+    Ok(())
 }
 
 /// Every local redaction record, verified.
@@ -374,11 +377,15 @@ impl Allowances {
     }
 }
 
-/// The allowances of every valid redaction record.
+/// The allowances of every valid redaction record. (A record's key is
+/// checked against the snapshots it lists that this index holds: while a
+/// flat start's older history is fetched, those before it wait for the
+/// next open.)
 pub fn allowances(agent: &Agent) -> Result<Allowances> {
     let records = records(agent)?;
+    let first = agent.repo().index()?.history_from()?.unwrap_or(1);
     for r in &records {
-        for &seq in &r.seqs {
+        for &seq in r.seqs.iter().filter(|&&s| s >= first) {
             let kv = agent.envelope(seq)?.key_version;
             record::check_in_force(r, seq, kv)?;
         }

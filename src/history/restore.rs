@@ -150,7 +150,7 @@ async fn survey<T>(
 /// removed, each verified (a remote cannot pass a deletion off as a
 /// forget), in order. Those in the bundle are not fetched one by one; one
 /// of them that does not verify there is fetched from its file.
-async fn forget_records(
+pub(super) async fn forget_records(
     keys: &crate::seal::keys::AgentKeys,
     remote: &Remote,
 ) -> Result<Vec<(u64, i64, Vec<u8>)>> {
@@ -331,6 +331,26 @@ async fn restore_lazy_into(
         redactions,
     ) = futures::try_join!(survey, redactions)?;
     let (agent, _lock) = Agent::create_for_restore(home, name, master)?;
+    // The flat start: from the newest signed checkpoint, which vouches for
+    // every snapshot before it; those are fetched and checked in the
+    // background once the mount serves ([`crate::history::older`]).
+    let from = flat_start(
+        home,
+        name,
+        checkpoints.last(),
+        covered(&segments, tail.as_ref()),
+    );
+    if from > 1 {
+        tracing::info!(
+            "lazy restore from snapshot {from} (a signed checkpoint vouches for it): the {} snapshots before it are fetched in the background",
+            from - 1
+        );
+        agent.repo().index()?.set_meta(
+            crate::repo::index::META_HISTORY_FROM,
+            Some(from.to_string().as_bytes()),
+        )?;
+    }
+    let seqs = &seqs[(from - 1) as usize..];
     let mut indexes = Indexes {
         forgotten: forgotten
             .iter()
@@ -345,7 +365,7 @@ async fn restore_lazy_into(
     fetch_chain(
         &agent,
         remote,
-        &seqs,
+        seqs,
         None,
         Content::Indexes(&mut indexes),
         progress,
@@ -357,7 +377,9 @@ async fn restore_lazy_into(
         );
         return Ok(None);
     }
-    agent.repo().index()?.forget(&forgotten)?;
+    // (Those of older snapshots come with their rows.)
+    let held: Vec<_> = forgotten.into_iter().filter(|f| f.0 >= from).collect();
+    agent.repo().index()?.forget(&held)?;
     crate::history::redact::save_fetched(&agent, &redactions)?;
     for c in &checkpoints {
         crate::history::checkpoint::check_local(&agent, c)?;
@@ -379,6 +401,33 @@ async fn restore_lazy_into(
     crate::repo::lazy::write_remote_index(&agent.data()?, remote, &indexes.taken)?;
     agent.finish_restore()?;
     Ok(Some(head))
+}
+
+/// Snapshots before the newest signed checkpoint from which a lazy restore
+/// starts flat: a shorter history is fetched whole (it costs one chain
+/// segment's request, and the flat start would save nothing).
+pub const FLAT_MIN: u64 = segment::SEGMENT_LEN;
+
+/// The first snapshot a lazy restore fetches: the newest signed
+/// checkpoint's (`checkpoint`, verified by the survey, which vouches for
+/// every snapshot before it through their parent links), or the first
+/// after the snapshots the chain segments and the tail hold from 1
+/// (`covered`) when that comes before it, so that the older history is
+/// read in segments, which hold the part index of every snapshot that has
+/// parts left (one missing after them has the restore done whole, as
+/// ever); when at least [`FLAT_MIN`] snapshots come before it. Else 1, as
+/// when this machine holds a seen-head record of the agent: its pin must
+/// be checked against the chain at open, and may name an older snapshot.
+fn flat_start(
+    home: &Home,
+    name: &AgentName,
+    checkpoint: Option<&crate::history::checkpoint::Checkpoint>,
+    covered: u64,
+) -> u64 {
+    match checkpoint.map(|c| c.seq.min(covered + 1)) {
+        Some(from) if from > FLAT_MIN && !home.seen_head_path(name).exists() => from,
+        _ => 1,
+    }
 }
 
 /// How many snapshots from the first the chain segments on the remote hold
@@ -454,8 +503,12 @@ async fn fetch_chain(
     let keys = agent.repo().keys().clone();
     let id = keys.agent_id();
     let local_head = agent.repo().index()?.head_seq()?;
+    // A flat start ([`flat_start`]) takes its first snapshot's parent link
+    // as given: the signed checkpoint vouches for it (compared once
+    // restored), and the older history checks it when fetched.
+    let flat = local_head.is_none() && seqs.first().is_some_and(|&s| s > 1);
     let (mut prev, mut prev_versions, local) = match local_head {
-        None => (GENESIS_PARENT, (0, 0), 0),
+        None => (GENESIS_PARENT, (0, 0), seqs.first().map_or(0, |s| s - 1)),
         Some(s) => {
             let env = agent.envelope(s)?;
             (env.hash(), (env.key_version, env.format_version), s)
@@ -486,6 +539,10 @@ async fn fetch_chain(
             .next()
             .await
             .expect("one prefetch per sequence number")?;
+        if flat && i == 0 {
+            prev = got.env.parent_snapshot;
+            prev_versions = (got.env.key_version, got.env.format_version);
+        }
         let (got, manifest) = match check_envelope(&keys, &got.env, seq, &prev, prev_versions) {
             Ok(m) => (got, m),
             // A chain segment only bundles the remote's files: one of its
@@ -539,28 +596,11 @@ async fn fetch_chain(
             Ok(())
         };
         if let Content::Indexes(taken) = &mut content {
-            let entries = match index {
-                Some(decoded) => decoded.map_err(|e| of_remote_snapshot(seq, e))?,
-                // Forgotten (its record names this very snapshot) and
-                // pruned: nothing of it is on the remote. A forgotten
-                // snapshot whose parts are still there (some of its
-                // content is live) needs an index like any other.
-                None if taken.forgotten.contains_key(&seq)
-                    && (parts_gone || !remote.has_pack(&id, seq, &hash, 0).await?) =>
-                {
-                    crate::history::retention::ForgetRecord::parse(
-                        &taken.forgotten[&seq],
-                        &taken.keys,
-                        seq,
-                        Some(&hash),
-                    )
-                    .map_err(|e| of_remote_snapshot(seq, e))?;
-                    Vec::new()
-                }
-                None => {
-                    taken.missing = Some(seq);
-                    return Ok(());
-                }
+            let place = (seq, hash, index, parts_gone);
+            let Some(entries) = part_entries(remote, &taken.keys, &taken.forgotten, place).await?
+            else {
+                taken.missing = Some(seq);
+                return Ok(());
             };
             taken
                 .taken
@@ -597,6 +637,39 @@ async fn fetch_chain(
     Ok(())
 }
 
+/// Snapshot `seq`'s part index as a lazy restore takes it (`place`: the
+/// snapshot, its envelope hash, its index as read ahead, whether a chain
+/// segment says its parts are gone): the index's entries; none for a
+/// snapshot forgotten (its record, in `forgotten`, names this very
+/// snapshot) and pruned, as nothing of it is on the remote (a forgotten
+/// snapshot whose parts are still there needs an index like any other);
+/// `None` when it has no index (replicated by a build before lazy
+/// restores).
+pub(super) async fn part_entries(
+    remote: &Remote,
+    keys: &crate::seal::keys::AgentKeys,
+    forgotten: &HashMap<u64, Vec<u8>>,
+    place: (u64, [u8; 32], Option<Result<Vec<pack::PartEntry>>>, bool),
+) -> Result<Option<Vec<pack::PartEntry>>> {
+    let (seq, hash, index, parts_gone) = place;
+    match index {
+        Some(decoded) => Ok(Some(decoded.map_err(|e| of_remote_snapshot(seq, e))?)),
+        None if forgotten.contains_key(&seq)
+            && (parts_gone || !remote.has_pack(&keys.agent_id(), seq, &hash, 0).await?) =>
+        {
+            crate::history::retention::ForgetRecord::parse(
+                &forgotten[&seq],
+                keys,
+                seq,
+                Some(&hash),
+            )
+            .map_err(|e| of_remote_snapshot(seq, e))?;
+            Ok(Some(Vec::new()))
+        }
+        None => Ok(None),
+    }
+}
+
 /// How many snapshots a chain fetch checks and commits between letting
 /// its reads ahead run (some 100 us of work: small beside a round trip).
 const YIELD_EVERY: usize = 8;
@@ -612,15 +685,7 @@ fn check_envelope(
     prev: &[u8; 32],
     prev_versions: (u32, u32),
 ) -> Result<tree::Manifest> {
-    if env.sequence_number != seq {
-        return Err(Error::ChainBroken {
-            seq,
-            detail: format!(
-                "the remote file for {seq} holds snapshot {}",
-                env.sequence_number
-            ),
-        });
-    }
+    check_number(env, seq)?;
     if env.parent_snapshot != *prev {
         return Err(Error::ChainBroken {
             seq,
@@ -634,9 +699,23 @@ fn check_envelope(
     }
 }
 
+/// Checks that the remote's file for snapshot `seq` holds that snapshot.
+pub(super) fn check_number(env: &Envelope, seq: u64) -> Result<()> {
+    if env.sequence_number != seq {
+        return Err(Error::ChainBroken {
+            seq,
+            detail: format!(
+                "the remote file for {seq} holds snapshot {}",
+                env.sequence_number
+            ),
+        });
+    }
+    Ok(())
+}
+
 /// The error a restore stops with when snapshot `seq` does not check: an
 /// unknown key version is told apart from an altered envelope.
-async fn chain_error(
+pub(super) async fn chain_error(
     keys: &crate::seal::keys::AgentKeys,
     remote: &Remote,
     seq: u64,
@@ -660,14 +739,17 @@ const FETCH_AHEAD: usize = 8;
 /// [`SINGLES`] snapshots' envelopes and part indexes (about 45 bytes per
 /// object), so about 64 requests are in flight (the chain is checked in
 /// order on use).
-const UNITS_AHEAD_LAZY: usize = 8;
+pub(super) const UNITS_AHEAD_LAZY: usize = 8;
 /// Snapshots of a lazy restore fetched one by one per unit.
 const SINGLES: usize = 8;
 
 /// What the read-ahead fetches as one piece.
-enum Unit {
+pub(super) enum Unit {
     /// A chain segment: [`segment::SEGMENT_LEN`] snapshots from this one.
     Segment(u64),
+    /// The snapshots of the chain segment from the first number from the
+    /// second on (a flat start inside its range).
+    SegmentFrom(u64, u64),
     /// Snapshots from this one, as the tail segment (already here) holds
     /// them.
     Given(u64, Vec<segment::Member>),
@@ -679,7 +761,7 @@ enum Unit {
 /// listed and `seqs` hold its whole range, the tail segment's members
 /// (those `seqs` hold) where it starts a range without one, and runs of
 /// single snapshots (one each unless `lazy`).
-fn units(
+pub(super) fn units(
     seqs: &[u64],
     segments: &BTreeSet<u64>,
     mut tail: Option<(u64, Vec<segment::Member>)>,
@@ -694,6 +776,28 @@ fn units(
             out.push(Unit::Segment(s));
             i += len;
             continue;
+        }
+        // A range begun inside (a flat start's first): its segment still,
+        // the snapshots before `s` left out.
+        let start = segment::first_of(s);
+        let rest = (start + len as u64 - s) as usize;
+        if i == 0
+            && start != s
+            && segments.contains(&start)
+            && seqs.get(rest - 1) == Some(&(start + len as u64 - 1))
+        {
+            out.push(Unit::SegmentFrom(start, s));
+            i += rest;
+            continue;
+        }
+        // The tail begun before `s` (a flat start in its range): from `s`.
+        if i == 0
+            && let Some((first, members)) = tail.as_mut()
+            && *first < s
+            && s < *first + members.len() as u64
+        {
+            members.drain(..(s - *first) as usize);
+            *first = s;
         }
         if !segments.contains(&s) && tail.as_ref().is_some_and(|(first, _)| *first == s) {
             let (first, mut members) = tail.take().expect("checked");
@@ -726,7 +830,7 @@ fn units(
 /// started in batches (a full round trip waited for every
 /// [`UNITS_AHEAD_LAZY`] units: measured, PERFORMANCE "Session 35"). The
 /// task is cancelled when its result is no longer wanted.
-fn started<T: Send + 'static>(
+pub(super) fn started<T: Send + 'static>(
     work: impl std::future::Future<Output = Result<T>> + Send + 'static,
 ) -> impl std::future::Future<Output = Result<T>> {
     /// Cancels the task when dropped.
@@ -750,7 +854,12 @@ fn started<T: Send + 'static>(
 /// member's envelope or part index included) is fetched snapshot by
 /// snapshot instead, with a log line: it only bundles what the remote
 /// holds anyway.
-async fn fetch_unit(remote: Remote, id: AgentId, unit: Unit, lazy: bool) -> Result<Vec<Ahead>> {
+pub(super) async fn fetch_unit(
+    remote: Remote,
+    id: AgentId,
+    unit: Unit,
+    lazy: bool,
+) -> Result<Vec<Ahead>> {
     let (remote, id) = (&remote, &id);
     let seqs = match unit {
         Unit::Singles(v) => v,
@@ -764,10 +873,17 @@ async fn fetch_unit(remote: Remote, id: AgentId, unit: Unit, lazy: bool) -> Resu
             }
             (first..first + n).collect()
         }
-        Unit::Segment(first) => {
+        Unit::Segment(first) | Unit::SegmentFrom(first, _) => {
+            let from = match unit {
+                Unit::SegmentFrom(_, from) => from,
+                _ => first,
+            };
             match remote.get_segment(id, first).await? {
                 Some(b) => match segment::decode(first, &b).and_then(|m| aheads(first, m)) {
-                    Ok(a) => return Ok(a),
+                    Ok(mut a) => {
+                        a.drain(..((from - first) as usize).min(a.len()));
+                        return Ok(a);
+                    }
                     Err(e) => tracing::warn!(
                         "chain segment {first} on the remote is not usable ({e}): fetching its snapshots one by one"
                     ),
@@ -776,7 +892,7 @@ async fn fetch_unit(remote: Remote, id: AgentId, unit: Unit, lazy: bool) -> Resu
                     "chain segment {first} left the remote while listed: fetching its snapshots one by one"
                 ),
             }
-            (first..first + segment::SEGMENT_LEN).collect()
+            (from..first + segment::SEGMENT_LEN).collect()
         }
     };
     futures::stream::iter(seqs)
@@ -813,24 +929,24 @@ fn aheads(first: u64, members: Vec<segment::Member>) -> Result<Vec<Ahead>> {
 
 /// One snapshot read ahead: its envelope (parsed, not yet checked), its
 /// first pack part, and whether a second part exists.
-struct Ahead {
-    env: Envelope,
+pub(super) struct Ahead {
+    pub(super) env: Envelope,
     first: Option<Vec<u8>>,
     more: bool,
     /// Its part index, decoded (or why not: reported in order), instead
     /// of its parts (a lazy restore).
-    index: Option<Result<Vec<pack::PartEntry>>>,
+    pub(super) index: Option<Result<Vec<pack::PartEntry>>>,
     /// No index and no part on the remote, as a chain segment says (saves
     /// looking).
-    parts_gone: bool,
+    pub(super) parts_gone: bool,
     /// The chain segment it came from (its first snapshot), if any.
-    segment: Option<u64>,
+    pub(super) segment: Option<u64>,
 }
 
 /// Reads snapshot `seq` ahead: three requests (envelope, first part, a
 /// `HEAD` for a second) instead of a round trip each in the committing
 /// loop. Nothing here is trusted: every check runs in order on use.
-async fn prefetch(remote: &Remote, id: &AgentId, seq: u64, lazy: bool) -> Result<Ahead> {
+pub(super) async fn prefetch(remote: &Remote, id: &AgentId, seq: u64, lazy: bool) -> Result<Ahead> {
     let raw = remote
         .get_envelope(id, seq)
         .await?
@@ -1275,7 +1391,7 @@ async fn unknown_key_version(
 /// version this build does not know, or a key version below the first,
 /// is a refusal of that snapshot too (exit 3): written by a newer
 /// sovseal, or altered.
-fn of_remote_snapshot(seq: u64, e: Error) -> Error {
+pub(super) fn of_remote_snapshot(seq: u64, e: Error) -> Error {
     let at = format!(" (snapshot {seq}, from the remote)");
     match e {
         Error::Tag { what } => Error::Tag {

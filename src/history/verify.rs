@@ -121,6 +121,14 @@ pub fn verify_snapshot(agent: &Agent, view: &crate::repo::view::SnapshotView) ->
 
 /// Verifies the whole agent; `progress(seq, head)` is called per snapshot.
 pub fn verify(agent: &Agent, mut progress: impl FnMut(u64, u64)) -> Result<Report> {
+    // Never a pass over part of the chain: a flat start's older history
+    // is fetched first (the command line does it).
+    if let Some((from, _)) = crate::history::older::pending(agent)? {
+        return Err(Error::Invalid(format!(
+            "agent {} holds its history from snapshot {from} on only: the older snapshots are still to be fetched",
+            agent.name()
+        )));
+    }
     let head_view = agent.head()?;
     let (first, head) = {
         let idx = agent.repo().index()?;

@@ -12,7 +12,8 @@
 //! - [`daemon`]: the detached child and its readiness report; logging.
 //! - [`startup`]: restore on a fresh machine, retention, checkpoint policy.
 //! - [`follow`]: a follower mount's polling thread (`--follow`).
-//! - [`warm`]: after a lazy restore, the head's metadata fetched ahead.
+//! - [`warm`]: after a lazy restore, the head's metadata fetched ahead,
+//!   and a flat start's older history.
 //! - [`notify`], [`metrics`]: systemd readiness; counters and their file.
 //! - this file: the command line, and serving until a signal or unmount.
 
@@ -265,6 +266,12 @@ fn serve(
     // is never fetched, also after a redaction stopped between its record
     // and the remote index.
     crate::history::redact::guard_lazy(engine.agent(), true)?;
+    // A flat start's older history, fetched from now on (reads of what
+    // it holds wait for it).
+    let older = match lazy_dir && !args.follow {
+        true => warm::Warmer::older_history(&engine.shared_agent(), remote.clone())?,
+        false => None,
+    };
     // The handle that serves refuses what the follower's catch-up erased
     // (its own handle is gone); the polls keep the set current.
     engine.agent().repo().erase(&refused);
@@ -369,7 +376,7 @@ fn serve(
                 tracing::info!("{sig}: committing and unmounting");
                 notify::notify(notifier, "STOPPING=1\nSTATUS=committing and unmounting");
                 drop(follower);
-                if let Some(w) = &warmer {
+                for w in warmer.iter().chain(older.iter()) {
                     w.stop();
                 }
                 let committed = fs.sync();
@@ -383,7 +390,7 @@ fn serve(
                     std::thread::sleep(Duration::from_millis(50));
                 }
                 session.join()?;
-                drop(warmer);
+                drop((warmer, older));
                 return finish(&fs, heartbeats, metrics, committed);
             }
             default(Duration::from_millis(200)) => {
@@ -391,7 +398,7 @@ fn serve(
                     tracing::info!("unmounted externally");
                     notify::notify(notifier, "STOPPING=1\nSTATUS=unmounted; final commit");
                     drop(follower);
-                    drop(warmer);
+                    drop((warmer, older));
                     session.join()?;
                     return finish(&fs, heartbeats, metrics, Ok(()));
                 }

@@ -189,6 +189,12 @@ pub fn apply_retention(
         return Ok(());
     }
     let (a, _lock) = crate::repo::agent::Agent::open_writer(home, agent, master, false)?;
+    if let Some((from, _)) = crate::history::older::pending(&a)? {
+        tracing::info!(
+            "retention: not applied at this mount (the history before snapshot {from} is still being fetched)"
+        );
+        return Ok(());
+    }
     let (_, forget) = crate::history::retention::apply(&a, &policy, false)?;
     if lazy {
         tracing::info!(

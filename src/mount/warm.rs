@@ -11,8 +11,15 @@
 //! soon waits for no round trip. File content stays on the remote until
 //! read. A failure (the remote gone) only ends it: what it did not fetch
 //! is fetched on first use, as before.
+//!
+//! Also here, the same kind of thread for a flat start's older history
+//! ([`Warmer::older_history`], [`crate::history::older`]): started when the
+//! mount opens the agent, before it serves, so that a read of an object
+//! stored before the checkpoint waits for its part index instead of
+//! failing.
 
 use crate::repo::agent::Agent;
+use crate::repo::remote::Remote;
 use crate::{Error, Result};
 use crossbeam_channel::{Receiver, bounded};
 use std::sync::Arc;
@@ -20,7 +27,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-/// The fetching thread; stopped when dropped.
+/// A fetching thread; stopped when dropped.
 pub struct Warmer {
     stop: Arc<AtomicBool>,
     done: Receiver<()>,
@@ -35,32 +42,90 @@ impl Warmer {
     /// Starts fetching the head's metadata of `agent` (it holds the agent
     /// only while it works: the mount's end does not wait for it).
     pub fn start(agent: &Arc<Agent>) -> Result<Self> {
+        Self::spawn("sovseal-warm", agent, |agent, stopping| {
+            let t = Instant::now();
+            match agent.head().and_then(|h| h.fetch_metadata(stopping)) {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(
+                    "lazy restore: the head's metadata fetched ahead: {n} objects in {} ms",
+                    t.elapsed().as_millis()
+                ),
+                Err(e) => tracing::info!(
+                    "lazy restore: the head's metadata not all fetched ahead ({e}): the rest is fetched on first use"
+                ),
+            }
+        })
+    }
+
+    /// Starts fetching the history before a flat start of `agent` from
+    /// `remote` ([`crate::history::older::fill`]), when it has one to
+    /// fetch: reads of objects without a place wait for it from now on. A
+    /// remote (or disk) that fails is tried again every 5 s; a snapshot
+    /// that does not check ends it.
+    pub fn older_history(agent: &Arc<Agent>, remote: Remote) -> Result<Option<Self>> {
+        let Some((from, _)) = crate::history::older::pending(agent)? else {
+            return Ok(None);
+        };
+        if let Some(l) = agent.repo().lazy() {
+            l.set_filling(true);
+        }
+        let w = Self::spawn("sovseal-history", agent, move |agent, stopping| {
+            let t = Instant::now();
+            let rt = match crate::repo::remote::runtime() {
+                Ok(rt) => rt,
+                Err(e) => return tracing::error!("older history: {e}"),
+            };
+            loop {
+                match rt.block_on(crate::history::older::fill(agent, &remote, stopping)) {
+                    Ok(()) if stopping.load(Ordering::Relaxed) => return,
+                    Ok(()) => {
+                        return tracing::info!(
+                            "older history: the {} snapshots before {from} fetched and checked in {} ms",
+                            from - 1,
+                            t.elapsed().as_millis()
+                        );
+                    }
+                    Err(e) if !crate::history::older::did_not_check(&e) => {
+                        tracing::warn!("older history: {e}; trying again in {} s", RETRY.as_secs());
+                        let until = Instant::now() + RETRY;
+                        while Instant::now() < until {
+                            if stopping.load(Ordering::Relaxed) {
+                                return;
+                            }
+                            std::thread::sleep(Duration::from_millis(100));
+                        }
+                    }
+                    Err(e) => {
+                        return tracing::error!(
+                            "older history: stopped ({e}): the snapshots before it are not served"
+                        );
+                    }
+                }
+            }
+        })?;
+        Ok(Some(w))
+    }
+
+    /// Runs `work` on a thread named `name` with `agent` (held only while
+    /// it works) and the stop flag.
+    fn spawn(
+        name: &str,
+        agent: &Arc<Agent>,
+        work: impl FnOnce(&Agent, &AtomicBool) + Send + 'static,
+    ) -> Result<Self> {
         let agent = Arc::downgrade(agent);
         let stop = Arc::new(AtomicBool::new(false));
         let (finished, done) = bounded::<()>(1);
         let stopping = stop.clone();
         let thread = std::thread::Builder::new()
-            .name("sovseal-warm".into())
+            .name(name.into())
             .spawn(move || {
                 let _finished = finished;
-                let Some(agent) = agent.upgrade() else {
-                    return;
-                };
-                let t = Instant::now();
-                let res = agent.head().and_then(|h| h.fetch_metadata(&stopping));
-                drop(agent);
-                match res {
-                    Ok(0) => {}
-                    Ok(n) => tracing::info!(
-                        "lazy restore: the head's metadata fetched ahead: {n} objects in {} ms",
-                        t.elapsed().as_millis()
-                    ),
-                    Err(e) => tracing::info!(
-                        "lazy restore: the head's metadata not all fetched ahead ({e}): the rest is fetched on first use"
-                    ),
+                if let Some(agent) = agent.upgrade() {
+                    work(&agent, &stopping);
                 }
             })
-            .map_err(|e| Error::io("metadata thread", e))?;
+            .map_err(|e| Error::io(name, e))?;
         Ok(Warmer {
             stop,
             done,
@@ -68,6 +133,10 @@ impl Warmer {
         })
     }
 }
+
+/// How long the older history's thread waits before it asks a failing
+/// remote again.
+const RETRY: Duration = Duration::from_secs(5);
 
 impl Warmer {
     /// Asks the thread to stop after the batch in flight (a mount stopping

@@ -338,7 +338,11 @@ impl Agent {
             .head_seq()?
             .ok_or_else(|| Error::NoSuchAgent(self.name.to_string()))?;
         let view = self.snapshot(seq)?;
-        if seq > 1 {
+        // (The head of a flat start's first row: its link to the snapshot
+        // before it is checked when that one's row is fetched, and a signed
+        // checkpoint vouched for it.)
+        let first = self.repo.index()?.history_from()?.unwrap_or(1);
+        if seq > first {
             // The parent's envelope, checked against the head's link, so
             // that its key version is authentic: the head may not be
             // sealed under an older one (a retired key).

@@ -206,6 +206,12 @@ pub struct NewObject {
 /// `meta` key: the last sequence number known to be on stable storage.
 pub const META_DURABLE: &str = "durable_seq";
 
+/// `meta` key: the first snapshot this index holds a row of, when a lazy
+/// restore started from a signed checkpoint (the flat start, #16) and the
+/// history before it is still being fetched
+/// (`crate::history::older`). Absent: every row from 1 is here.
+pub const META_HISTORY_FROM: &str = "history_from";
+
 /// WAL pages past which the writing connection checkpoints inline once a
 /// [`Checkpointer`] works beside it: a backstop for a checkpointer that
 /// cannot keep up (SQLite's own default, used without one, is 1,000).
@@ -682,7 +688,9 @@ impl Index {
         let head: Option<u64> = tx
             .prepare_cached("SELECT MAX(seq) FROM snapshots")?
             .query_row([], |r| r.get(0))?;
-        if head.map_or(1, |h| h + 1) != seq {
+        // The first row is snapshot 1, or where a flat start begins.
+        let first = || -> Result<u64> { Ok(history_from(tx)?.unwrap_or(1)) };
+        if head.map_or_else(first, |h| Ok(h + 1))? != seq {
             return Err(Error::ChainBroken {
                 seq,
                 detail: format!("commit does not extend head {head:?}"),
@@ -921,6 +929,66 @@ impl Index {
                 env.byte_size,
                 &env.sealed
             ])?;
+        Ok(())
+    }
+
+    /// The first snapshot this index holds a row of while the history
+    /// before it is being fetched ([`META_HISTORY_FROM`]); `None`: the whole
+    /// history is here.
+    pub fn history_from(&self) -> Result<Option<u64>> {
+        history_from(&self.conn)
+    }
+
+    /// Inserts the rows of snapshots older than the first held
+    /// (`envelopes`, newest first, each checked by the caller against the
+    /// one after it), with the forget records naming them, and moves
+    /// [`META_HISTORY_FROM`] down to the oldest (removed once it is 1), in
+    /// one transaction. Refused unless they end right before the first row.
+    /// No pack commit record is written for them: they are the remote's,
+    /// and the index is the only local record of them (a data dir that
+    /// loses its index is refused, as any is).
+    pub fn insert_history(
+        &self,
+        envelopes: &[Envelope],
+        forgotten: &[(u64, i64, Vec<u8>)],
+    ) -> Result<()> {
+        let Some(oldest) = envelopes.last() else {
+            return Ok(());
+        };
+        self.durable()?;
+        let tx = self.conn.unchecked_transaction()?;
+        let first: Option<u64> = tx
+            .prepare_cached("SELECT MIN(seq) FROM snapshots")?
+            .query_row([], |r| r.get(0))?;
+        let from = history_from(&tx)?;
+        if from.is_none() || first != from {
+            return Err(Error::Invalid(format!(
+                "older history inserted into an index whose rows start at {first:?} (history from {from:?})"
+            )));
+        }
+        let mut next = first.expect("checked");
+        for env in envelopes {
+            if env.sequence_number + 1 != next {
+                return Err(Error::ChainBroken {
+                    seq: env.sequence_number,
+                    detail: format!("older history inserted out of order (next held: {next})"),
+                });
+            }
+            Self::insert_snapshot(&tx, env)?;
+            next = env.sequence_number;
+        }
+        {
+            let mut ins = tx.prepare_cached(
+                "INSERT OR IGNORE INTO forgotten (seq, at_ms, record) VALUES (?1, ?2, ?3)",
+            )?;
+            for (seq, at, rec) in forgotten {
+                ins.execute(params![seq, at, rec])?;
+            }
+        }
+        let seq = oldest.sequence_number;
+        let from = (seq > 1).then(|| seq.to_string());
+        put_meta(&tx, META_HISTORY_FROM, from.as_deref().map(str::as_bytes))?;
+        tx.commit()?;
         Ok(())
     }
 
@@ -1199,6 +1267,27 @@ fn insert_homes(conn: &rusqlite::Connection, seq: u64, objects: &[&NewObject]) -
         ])?;
     }
     Ok(())
+}
+
+/// [`Index::history_from`], in a transaction or not.
+fn history_from(conn: &rusqlite::Connection) -> Result<Option<u64>> {
+    let raw: Option<Vec<u8>> = conn
+        .prepare_cached("SELECT value FROM meta WHERE key = ?1")?
+        .query_row([META_HISTORY_FROM], |r| r.get(0))
+        .optional()?;
+    raw.map(|v| {
+        std::str::from_utf8(&v)
+            .ok()
+            .and_then(|t| t.parse::<u64>().ok())
+            .filter(|&s| s > 1)
+            .ok_or_else(|| {
+                Error::corrupt(
+                    "index meta",
+                    format!("{META_HISTORY_FROM}: not a snapshot number above 1"),
+                )
+            })
+    })
+    .transpose()
 }
 
 fn put_meta(conn: &rusqlite::Connection, key: &str, value: Option<&[u8]>) -> Result<()> {

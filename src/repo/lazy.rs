@@ -27,7 +27,8 @@ use crate::{Error, Result};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::Duration;
+use std::sync::{Condvar, Mutex};
+use std::time::{Duration, Instant};
 
 /// The directory of a lazily restored data dir's fetch state.
 pub const LAZY_DIR: &str = "lazy";
@@ -38,6 +39,10 @@ pub const REMOTE_INDEX: &str = "remote-index";
 pub const REMOTE_URL: &str = "remote-url";
 /// Fetched objects, one file each: kind byte, then the sealed bytes.
 const OBJECTS: &str = "objects";
+/// The part indexes of the history before a flat start
+/// (`crate::history::older`), one file per batch fetched, named by its
+/// oldest snapshot, each in [`REMOTE_INDEX`]'s format.
+const OLDER: &str = "older";
 /// Magic of [`REMOTE_INDEX`].
 const MAGIC: &[u8; 8] = b"SOVLAZY1";
 
@@ -88,6 +93,11 @@ pub fn remote_url(data: &Dir) -> Result<Option<String>> {
 /// [`MAGIC`], then per snapshot: seq u64 LE, envelope hash, the length
 /// (u32 LE) of its part index, the part index.
 fn store_remote_index(dir: &Dir, indexes: &[SnapshotIndex]) -> Result<()> {
+    store_index_file(dir, REMOTE_INDEX, indexes)
+}
+
+/// Writes one part index file (durably).
+fn store_index_file(dir: &Dir, name: &str, indexes: &[SnapshotIndex]) -> Result<()> {
     let mut b = MAGIC.to_vec();
     for s in indexes {
         let index = pack::encode_index(&s.entries);
@@ -96,12 +106,42 @@ fn store_remote_index(dir: &Dir, indexes: &[SnapshotIndex]) -> Result<()> {
         b.extend_from_slice(&(index.len() as u32).to_le_bytes());
         b.extend_from_slice(&index);
     }
-    dir.write_atomic(REMOTE_INDEX, &b, 0o600, true)
+    dir.write_atomic(name, &b, 0o600, true)
 }
 
-/// Reads back what [`write_remote_index`] wrote.
-fn read_remote_index(raw: &[u8]) -> Result<Vec<SnapshotIndex>> {
-    let bad = |d: &str| Error::corrupt(format!("{LAZY_DIR}/{REMOTE_INDEX}"), d.to_owned());
+/// Every part index file of a lazy dir, oldest snapshots first: those of
+/// the history before a flat start ([`OLDER`], by their oldest snapshot),
+/// then the restore's [`REMOTE_INDEX`]. Each with the name of its
+/// [`OLDER`] file (`None`: [`REMOTE_INDEX`]; a redaction rewrites the ones
+/// it changes).
+fn index_files(dir: &Dir) -> Result<Vec<(Option<String>, Vec<SnapshotIndex>)>> {
+    let mut out = Vec::new();
+    if let Some(older) = dir.sub_if_exists(OLDER)? {
+        let mut names: Vec<(u64, String)> = older
+            .names()?
+            .into_iter()
+            .filter_map(|n| {
+                let n = n.into_string().ok()?;
+                Some((n.parse::<u64>().ok()?, n))
+            })
+            .collect();
+        names.sort();
+        for (_, name) in names {
+            let raw = older.read(&name)?.unwrap_or_default();
+            let indexes = read_remote_index(&raw, &format!("{LAZY_DIR}/{OLDER}/{name}"))?;
+            out.push((Some(name), indexes));
+        }
+    }
+    let raw = dir.read(REMOTE_INDEX)?.unwrap_or_default();
+    let indexes = read_remote_index(&raw, &format!("{LAZY_DIR}/{REMOTE_INDEX}"))?;
+    out.push((None, indexes));
+    Ok(out)
+}
+
+/// Reads back what [`store_remote_index`] wrote (`shown`: the file, for
+/// errors).
+fn read_remote_index(raw: &[u8], shown: &str) -> Result<Vec<SnapshotIndex>> {
+    let bad = |d: &str| Error::corrupt(shown, d.to_owned());
     let mut rest = raw
         .strip_prefix(&MAGIC[..])
         .ok_or_else(|| bad("bad magic"))?;
@@ -173,6 +213,9 @@ pub struct LazyStats {
     pub failed: u64,
 }
 
+/// What a redaction erased, as [`Lazy::keep_erased`] is told.
+type Erased = Box<dyn Fn(u64, &ObjectId) -> bool + Send + Sync>;
+
 /// The remote a [`Lazy`] fetches from, with the thread that drives it.
 struct Driver {
     remote: Remote,
@@ -212,6 +255,16 @@ impl Driver {
 /// from.
 static PROCESS_REMOTE: std::sync::RwLock<Option<Arc<Driver>>> = std::sync::RwLock::new(None);
 
+/// The remote lazily restored data dirs opened by this process fetch
+/// from, if one was given ([`use_remote`]).
+pub fn process_remote() -> Option<Remote> {
+    PROCESS_REMOTE
+        .read()
+        .expect("process remote")
+        .as_ref()
+        .map(|d| d.remote.clone())
+}
+
 /// Whether this process has a remote for lazily restored data dirs.
 pub fn has_process_remote() -> bool {
     PROCESS_REMOTE.read().expect("process remote").is_some()
@@ -225,6 +278,15 @@ pub fn use_remote(remote: Remote, timeout: Duration) -> Result<()> {
     let d = Arc::new(Driver::start(remote, timeout)?);
     *PROCESS_REMOTE.write().expect("process remote") = Some(d);
     Ok(())
+}
+
+/// How long a read waits for an object: the process remote's timeout.
+fn wait_limit() -> Duration {
+    PROCESS_REMOTE
+        .read()
+        .expect("process remote")
+        .as_ref()
+        .map_or(DEFAULT_TIMEOUT, |d| d.timeout)
 }
 
 impl Drop for Driver {
@@ -242,6 +304,20 @@ pub struct Lazy {
     /// redaction another process runs meanwhile).
     keeps: bool,
     places: std::sync::RwLock<Places>,
+    /// Whether the part indexes of a flat start's older history are still
+    /// coming ([`Lazy::set_filling`]): an object without a place waits for
+    /// them (up to the fetch timeout) before it is missing.
+    filling: Mutex<(bool, u64)>,
+    /// Signalled when places come in or the filling ends.
+    grew: Condvar,
+    /// The oldest snapshot whose part index the restore took (a flat
+    /// start's first), and the chain segments (their first snapshots)
+    /// whose part indexes [`Lazy::find_home`] asked for before the older
+    /// history brought them.
+    homes: Mutex<(u64, std::collections::HashSet<u64>)>,
+    /// What the redaction records here erased (`erased(seq, id)`):
+    /// never given a place by [`Lazy::find_home`].
+    erased: std::sync::RwLock<Option<Erased>>,
     agent: AgentId,
     fetched: AtomicU64,
     fetched_bytes: AtomicU64,
@@ -255,10 +331,15 @@ impl Lazy {
         let Some(dir) = data.sub_if_exists(LAZY_DIR)? else {
             return Ok(None);
         };
-        let Some(raw) = dir.read(REMOTE_INDEX)? else {
+        if !dir.exists(REMOTE_INDEX) {
             return Ok(None);
-        };
-        let places = places_of(&read_remote_index(&raw)?);
+        }
+        let all: Vec<SnapshotIndex> = index_files(&dir)?
+            .into_iter()
+            .flat_map(|(_, i)| i)
+            .collect();
+        let oldest = all.iter().map(|s| s.seq).min().unwrap_or(0);
+        let places = places_of(&all);
         Ok(Some(Lazy {
             objects: if keeps {
                 dir.ensure_sub(OBJECTS)?
@@ -268,6 +349,10 @@ impl Lazy {
             keeps,
             dir,
             places: std::sync::RwLock::new(places),
+            filling: Mutex::new((false, 0)),
+            grew: Condvar::new(),
+            homes: Mutex::new((oldest, Default::default())),
+            erased: std::sync::RwLock::new(None),
             agent,
             fetched: AtomicU64::new(0),
             fetched_bytes: AtomicU64::new(0),
@@ -307,6 +392,135 @@ impl Lazy {
     pub fn restored_head(&self) -> u64 {
         let places = self.places.read().expect("places");
         places.1.keys().copied().max().unwrap_or(0)
+    }
+
+    /// Whether the part indexes of older history are still coming (a
+    /// flat start's, [`Lazy::add_older`], with a count of the batches
+    /// that came): while they are, a read of an object without a place
+    /// waits for them. Set by whoever fetches them;
+    /// cleared when done or stopped, which wakes every waiting read.
+    pub fn set_filling(&self, filling: bool) {
+        self.filling.lock().expect("filling").0 = filling;
+        self.grew.notify_all();
+    }
+
+    /// Adds the part indexes of snapshots older than any held (a flat
+    /// start's history, fetched in the background), in a file of their
+    /// own, durably, before they serve (and before the caller inserts their
+    /// index rows). Their places come first, as if the restore had taken
+    /// them; waiting reads look again.
+    pub fn add_older(&self, mut indexes: Vec<SnapshotIndex>) -> Result<()> {
+        let Some(oldest) = indexes.iter().map(|s| s.seq).min() else {
+            return Ok(());
+        };
+        indexes.sort_by_key(|s| s.seq);
+        let older = self.dir.ensure_sub(OLDER)?;
+        // (The new directory's entry too: the file inside must be found.)
+        self.dir.sync()?;
+        store_index_file(&older, &oldest.to_string(), &indexes)?;
+        {
+            let mut places = self.places.write().expect("places");
+            let (p, hashes, held) = &mut *places;
+            // Newest first, so that each object's oldest place stays.
+            for s in indexes.iter().rev() {
+                for &entry in &s.entries {
+                    p.insert(entry.id, Place { seq: s.seq, entry });
+                }
+                hashes.insert(s.seq, s.hash);
+                if !s.entries.is_empty() {
+                    held.insert(s.seq);
+                }
+            }
+        }
+        // (Metadata homed from here on has its place: no segment to ask.)
+        let mut homes = self.homes.lock().expect("homes");
+        homes.0 = homes.0.min(oldest);
+        drop(homes);
+        self.filling.lock().expect("filling").1 += 1;
+        self.grew.notify_all();
+        Ok(())
+    }
+
+    /// Remembers what the redaction records here erase (`erased(seq,
+    /// id)`), so that part indexes fetched later ([`Lazy::find_home`])
+    /// give it no place either.
+    pub fn keep_erased(&self, erased: impl Fn(u64, &ObjectId) -> bool + Send + Sync + 'static) {
+        *self.erased.write().expect("erased") = Some(Box::new(erased));
+    }
+
+    /// Before a read of an object stored at `home` (a metadata object's
+    /// snapshot, [`crate::seal::tree::ObjRef`]) older than any part index
+    /// here (a flat start whose older history is still coming): fetches
+    /// the part indexes of its chain segment (or its snapshot's own
+    /// files), so that the read need not wait for the whole older history.
+    /// Unchecked against the chain: an index only says where to look, and
+    /// every object fetched through it is verified (tag and id) as any. A
+    /// failure leaves the read to wait as it would.
+    pub fn find_home(&self, home: u64) {
+        let first = super::segment::first_of(home);
+        {
+            let mut homes = self.homes.lock().expect("homes");
+            if home == 0 || home >= homes.0 || !homes.1.insert(first) {
+                return;
+            }
+        }
+        let Some(driver) = PROCESS_REMOTE.read().expect("process remote").clone() else {
+            return;
+        };
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        let (remote, agent) = (driver.remote.clone(), self.agent);
+        driver.handle.spawn(async move {
+            let _ = tx.send(home_indexes(&remote, &agent, home).await);
+        });
+        let indexes = match rx.recv_timeout(driver.timeout) {
+            Ok(Ok(i)) => i,
+            Ok(Err(e)) => {
+                self.homes.lock().expect("homes").1.remove(&first);
+                return tracing::debug!("part indexes of snapshot {home} not fetched ahead: {e}");
+            }
+            Err(_) => {
+                self.homes.lock().expect("homes").1.remove(&first);
+                return tracing::debug!("part indexes of snapshot {home}: no answer");
+            }
+        };
+        let erased = self.erased.read().expect("erased");
+        let mut places = self.places.write().expect("places");
+        let (p, hashes, _) = &mut *places;
+        for s in indexes {
+            for &entry in &s.entries {
+                if !erased.as_ref().is_some_and(|f| f(s.seq, &entry.id)) {
+                    p.entry(entry.id).or_insert(Place { seq: s.seq, entry });
+                }
+            }
+            hashes.entry(s.seq).or_insert(s.hash);
+        }
+        drop(places);
+        // (Another read waiting for a place from the same segment.)
+        let _filling = self.filling.lock().expect("filling");
+        self.grew.notify_all();
+    }
+
+    /// The place of `id`; while older part indexes are coming, waits for
+    /// them when it has none yet: as long as they come (content stored
+    /// early in a long history comes last), up to the fetch timeout
+    /// without a new batch.
+    fn place_of(&self, id: &ObjectId) -> Option<Place> {
+        let limit = wait_limit();
+        let mut filling = self.filling.lock().expect("filling");
+        let (mut seen, mut deadline) = (filling.1, Instant::now() + limit);
+        loop {
+            if let Some(p) = self.places.read().expect("places").0.get(id) {
+                return Some(*p);
+            }
+            if filling.1 != seen {
+                (seen, deadline) = (filling.1, Instant::now() + limit);
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if !filling.0 || left.is_zero() {
+                return None;
+            }
+            filling = self.grew.wait_timeout(filling, left).expect("filling").0;
+        }
     }
 
     /// Whether the remote index names a place of `id` (one a redaction
@@ -449,8 +663,7 @@ impl Lazy {
     ) -> Result<Option<std::result::Result<Vec<u8>, Place>>> {
         let name = crate::hex::encode(&id.0);
         let sub = &name[..2];
-        let place = self.places.read().expect("places").0.get(id).copied();
-        let Some(place) = place else {
+        let Some(place) = self.place_of(id) else {
             return Ok(None);
         };
         if let Some(b) = self
@@ -539,7 +752,10 @@ impl Lazy {
                         .iter()
                         .map(|&w| (ids[wanted[w].0], wanted[w].1))
                         .collect();
-                    (r, places.1[&seq], members)
+                    // (A hash a redaction dropped meanwhile names no part:
+                    // the fetch finds nothing.)
+                    let hash = places.1.get(&seq).copied().unwrap_or_default();
+                    (r, hash, members)
                 })
                 .collect()
         };
@@ -611,28 +827,46 @@ impl Lazy {
     /// Without `persist`, only this handle stops serving them.
     pub fn redact(&self, erased: &dyn Fn(u64, &ObjectId) -> bool, persist: bool) -> Result<()> {
         let mut places = self.places.write().expect("places");
-        let raw = self.dir.read(REMOTE_INDEX)?.unwrap_or_default();
-        let mut indexes = read_remote_index(&raw)?;
+        let mut files = index_files(&self.dir)?;
         let mut dropped = std::collections::BTreeSet::new();
-        for s in &mut indexes {
-            let seq = s.seq;
-            s.entries.retain(|e| {
-                let drop = erased(seq, &e.id);
-                if drop {
-                    dropped.insert(e.id);
-                }
-                !drop
-            });
+        // The files an entry went from.
+        let mut changed = Vec::new();
+        for (i, (_, indexes)) in files.iter_mut().enumerate() {
+            let mut any = false;
+            for s in indexes.iter_mut() {
+                let seq = s.seq;
+                s.entries.retain(|e| {
+                    let drop = erased(seq, &e.id);
+                    if drop {
+                        dropped.insert(e.id);
+                        any = true;
+                    }
+                    !drop
+                });
+            }
+            if any {
+                changed.push(i);
+            }
         }
         if dropped.is_empty() {
             return Ok(());
         }
+        let all: Vec<SnapshotIndex> = files.iter().flat_map(|(_, i)| i.clone()).collect();
         if !persist {
-            *places = places_of(&indexes);
+            *places = places_of(&all);
+            self.homes.lock().expect("homes").1.clear();
             return Ok(());
         }
-        store_remote_index(&self.dir, &indexes)?;
-        *places = places_of(&indexes);
+        // (The places fetched for homes are not in the files: fetched
+        // again when wanted.)
+        self.homes.lock().expect("homes").1.clear();
+        for i in changed {
+            match &files[i] {
+                (None, indexes) => store_remote_index(&self.dir, indexes)?,
+                (Some(name), indexes) => store_index_file(&self.dir.sub(OLDER)?, name, indexes)?,
+            }
+        }
+        *places = places_of(&all);
         for id in dropped.iter().filter(|id| !places.0.contains_key(id)) {
             let name = crate::hex::encode(&id.0);
             if let Some(d) = self.objects.sub_if_exists(&name[..2])?
@@ -643,6 +877,38 @@ impl Lazy {
         }
         Ok(())
     }
+}
+
+/// The part indexes of the chain segment holding snapshot `home` (every
+/// member that has one and decodes), or of `home` alone from its own
+/// files when no segment decodes.
+async fn home_indexes(remote: &Remote, agent: &AgentId, home: u64) -> Result<Vec<SnapshotIndex>> {
+    let first = super::segment::first_of(home);
+    if let Some(b) = remote.get_segment(agent, first).await?
+        && let Ok(members) = super::segment::decode(first, &b)
+    {
+        return Ok(members
+            .into_iter()
+            .zip(first..)
+            .filter_map(|(m, seq)| {
+                let hash = envelope::Envelope::from_json(&m.envelope).ok()?.hash();
+                let entries = pack::decode_index(seq, m.index.as_deref()?).ok()?;
+                Some(SnapshotIndex { seq, hash, entries })
+            })
+            .collect());
+    }
+    let Some(raw) = remote.get_envelope(agent, home).await? else {
+        return Ok(Vec::new());
+    };
+    let hash = envelope::Envelope::from_json(&raw)?.hash();
+    let Some(index) = remote.get_index(agent, home, &hash).await? else {
+        return Ok(Vec::new());
+    };
+    Ok(vec![SnapshotIndex {
+        seq: home,
+        hash,
+        entries: pack::decode_index(home, &index)?,
+    }])
 }
 
 /// Checks that `sealed` opens as `id` of `kind` and hashes to it.
@@ -1137,9 +1403,9 @@ mod tests {
             .read(REMOTE_INDEX)
             .unwrap()
             .unwrap();
-        let back = read_remote_index(&raw).unwrap();
+        let back = read_remote_index(&raw, "t").unwrap();
         assert_eq!(back[0].entries, vec![e(2)]);
         assert_eq!(back[1].entries, vec![e(1)]);
-        assert!(read_remote_index(&raw[..raw.len() - 1]).is_err());
+        assert!(read_remote_index(&raw[..raw.len() - 1], "t").is_err());
     }
 }

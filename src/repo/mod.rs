@@ -551,10 +551,11 @@ impl Repo {
     /// ([`follow_moves`]).
     fn read_sealed(&self, kind: ObjectKind, r: &ObjRef) -> Result<Vec<u8>> {
         match follow_moves(|| self.locate(kind, r), |loc| self.store.read(loc)) {
-            Err(Error::MissingObject { .. }) if self.lazy_for(r).is_some() => self
-                .lazy_for(r)
-                .expect("lazy")
-                .fetch(&self.keys, kind, &r.id),
+            Err(Error::MissingObject { .. }) if self.lazy_for(r).is_some() => {
+                let l = self.lazy_for(r).expect("lazy");
+                l.find_home(r.home);
+                l.fetch(&self.keys, kind, &r.id)
+            }
             res => res.map(|(_, b)| b),
         }
     }
@@ -581,6 +582,7 @@ impl Repo {
         match follow_moves(|| self.indexed(r), |(_, loc)| self.store.read_header(loc)) {
             Err(Error::MissingObject { .. }) if self.lazy_for(r).is_some() => {
                 let l = self.lazy_for(r).expect("lazy");
+                l.find_home(r.home);
                 let len = l.fetch(&self.keys, kind, &r.id)?.len() as u32;
                 let loc = Location {
                     pack: u32::MAX,
@@ -837,6 +839,7 @@ impl Repo {
                 && !lazy.is_kept(&r.id)
                 && matches!(self.locate(*kind, r), Err(Error::MissingObject { .. }))
             {
+                lazy.find_home(r.home);
                 by_kind
                     .entry(*kind as u8)
                     .or_insert((*kind, Vec::new()))
