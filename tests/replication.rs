@@ -1351,6 +1351,26 @@ fn a_lazy_restore_starts_at_the_newest_checkpoint_and_fetches_the_older_history_
     sovseal::history::verify::verify(agent, |_, _| {}).unwrap();
     drop(e);
 
+    // A machine whose key was rotated since (version 2 here, the remote's
+    // snapshots all of version 1) does not start flat: a snapshot it did
+    // not check the parent of could be one a retired key sealed after the
+    // rotation. The whole chain is checked first.
+    let mut rotated = env.master.clone();
+    rotated.add_version(2, [9; 32]);
+    std::fs::remove_dir_all(env.data_dir()).unwrap();
+    let _ = std::fs::remove_file(env.home.seen_head_path(&env.agent));
+    let head = rt().block_on(restore::restore_lazy(
+        &env.home,
+        &env.agent,
+        &rotated,
+        &plain,
+        |_, _| {},
+    ));
+    assert_eq!(head.unwrap(), Some(written));
+    let a = Agent::open_readonly(&env.home, &env.agent, &rotated).unwrap();
+    assert_eq!(older::pending(&a).unwrap(), None, "whole chain");
+    drop(a);
+
     // Snapshot 5 altered in its segment and its file (its timestamp: it
     // still parses and opens; only the chain tells).
     let id = env.master.agent_id(env.agent.as_str());

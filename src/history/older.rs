@@ -58,21 +58,24 @@ pub fn pending(agent: &Agent) -> Result<Option<(u64, Option<String>)>> {
 
 /// Fetches, checks and stores the snapshots before the first this index
 /// holds, newest first, until snapshot 1 is in or `stop` is set (between
-/// requests' results). Nothing to do for a whole history. A snapshot that
-/// does not check is recorded ([`META_HISTORY_FAILED`]) and returned;
-/// anything else (a remote or a local disk that fails) is only returned
-/// (the caller tries again).
+/// requests' results). Nothing to do for a whole history. A remote, disk
+/// or index that fails ([`worth_retrying`]) is only returned: reads keep
+/// waiting for the older part indexes, and the caller tries again. Any
+/// other error (a snapshot that does not check) is recorded
+/// ([`META_HISTORY_FAILED`]) and returned, and reads stop waiting.
 pub async fn fill(agent: &Agent, remote: &Remote, stop: &AtomicBool) -> Result<()> {
     let lazy = agent.repo().lazy().cloned();
     if let Some(l) = &lazy {
         l.set_filling(true);
     }
     let res = fill_batches(agent, remote, stop).await;
-    if let Some(l) = &lazy {
+    if let Some(l) = &lazy
+        && !res.as_ref().is_err_and(worth_retrying)
+    {
         l.set_filling(false);
     }
     if let Err(e) = &res
-        && did_not_check(e)
+        && !worth_retrying(e)
     {
         let shown = e.to_string();
         if let Err(m) = agent
@@ -86,17 +89,12 @@ pub async fn fill(agent: &Agent, remote: &Remote, stop: &AtomicBool) -> Result<(
     res
 }
 
-/// Whether `e` says that something fetched does not check (as opposed to
-/// a remote or a disk that failed, which is worth another try).
-pub fn did_not_check(e: &Error) -> bool {
+/// Whether `e` is a remote, a disk or the index failing (worth another
+/// try), as opposed to something fetched that does not check.
+pub fn worth_retrying(e: &Error) -> bool {
     matches!(
         e,
-        Error::ChainBroken { .. }
-            | Error::Corrupt { .. }
-            | Error::Tag { .. }
-            | Error::VsrHashMismatch { .. }
-            | Error::UnknownFormatVersion(..)
-            | Error::UnknownKeyVersion(..)
+        Error::Remote { .. } | Error::Io { .. } | Error::Sqlite(..)
     )
 }
 
@@ -146,13 +144,9 @@ async fn fill_batches(agent: &Agent, remote: &Remote, stop: &AtomicBool) -> Resu
                 let got = checked(&keys, remote, &id, got, seq, &next).await?;
                 let hash = got.env.hash();
                 let place = (seq, hash, got.index, got.parts_gone);
-                let Some(mut entries) =
-                    restore::part_entries(remote, &keys, &records, place).await?
-                else {
-                    return Err(Error::ChainBroken {
-                        seq,
-                        detail: "no part index on the remote (replicated by a build before lazy restores): its content cannot be fetched lazily; remove the data dir and mount with --full-restore".into(),
-                    });
+                let mut entries = match restore::part_entries(remote, &keys, &records, place).await? {
+                    Some(e) => e,
+                    None => entries_from_parts(remote, &id, seq, &hash).await?,
                 };
                 // (Checked before it is taken: what is taken is stored.)
                 if seq == 1 && got.env.parent_snapshot != GENESIS_PARENT {
@@ -189,6 +183,34 @@ async fn fill_batches(agent: &Agent, remote: &Remote, stop: &AtomicBool) -> Resu
         seq: next.sequence_number - 1,
         detail: "the older history ended before snapshot 1".into(),
     })
+}
+
+/// The part index of snapshot `seq` (envelope hash `hash`), which the
+/// remote holds without one (replicated by a build before part indexes,
+/// and not indexed since by a writer's mount): read from its pack parts,
+/// whole (each object fetched through it is checked, as any).
+async fn entries_from_parts(
+    remote: &Remote,
+    id: &AgentId,
+    seq: u64,
+    hash: &[u8; 32],
+) -> Result<Vec<crate::repo::pack::PartEntry>> {
+    let mut entries = Vec::new();
+    let mut part = 0;
+    while let Some(bytes) = remote.get_pack(id, seq, hash, part).await? {
+        entries.extend(crate::repo::pack::part_entries(seq, part, &bytes)?);
+        part += 1;
+    }
+    if part == 0 {
+        return Err(Error::ChainBroken {
+            seq,
+            detail: "neither a part index nor a pack part of it on the remote, and no forget record says its content was pruned".into(),
+        });
+    }
+    tracing::info!(
+        "older history: snapshot {seq} has no part index on the remote: read from its {part} parts"
+    );
+    Ok(entries)
 }
 
 /// Snapshot `seq` as read ahead, checked against `next` (the snapshot

@@ -283,12 +283,31 @@ pub async fn restore_lazy(
     mut progress: impl FnMut(u64, u64),
 ) -> Result<Option<u64>> {
     empty_data_dir(home, name)?;
-    let res = restore_lazy_into(home, name, master, remote, &mut progress).await;
-    if !matches!(res, Ok(Some(_))) {
-        // Only a data dir this restore marked (and so filled) goes.
-        let _ = crate::repo::agent::discard_stopped_restore(home, name);
+    let mut flat = true;
+    loop {
+        let res = restore_lazy_into(home, name, master, remote, flat, &mut progress).await;
+        if !matches!(res, Ok(Lazily::Head(_))) {
+            // Only a data dir this restore marked (and so filled) goes.
+            let _ = crate::repo::agent::discard_stopped_restore(home, name);
+        }
+        match res? {
+            Lazily::Head(h) => return Ok(Some(h)),
+            Lazily::Whole => return Ok(None),
+            Lazily::NotFlat => flat = false,
+        }
     }
-    res
+}
+
+/// How a lazy restore ended.
+enum Lazily {
+    /// Restored, up to this head.
+    Head(u64),
+    /// A snapshot without a part index: nothing kept, to be restored whole.
+    Whole,
+    /// A flat start whose first snapshot is not sealed under the key
+    /// version this machine seals new data under: nothing kept, to be
+    /// restored lazily from the first snapshot.
+    NotFlat,
 }
 
 async fn restore_lazy_into(
@@ -296,8 +315,9 @@ async fn restore_lazy_into(
     name: &AgentName,
     master: &MasterKey,
     remote: &Remote,
+    flat: bool,
     progress: &mut dyn FnMut(u64, u64),
-) -> Result<Option<u64>> {
+) -> Result<Lazily> {
     let keys = master.agent_keys(name.as_str());
     let id = keys.agent_id();
     // The chain segments and the tail on the remote, at once.
@@ -334,12 +354,15 @@ async fn restore_lazy_into(
     // The flat start: from the newest signed checkpoint, which vouches for
     // every snapshot before it; those are fetched and checked in the
     // background once the mount serves ([`crate::history::older`]).
-    let from = flat_start(
-        home,
-        name,
-        checkpoints.last(),
-        covered(&segments, tail.as_ref()),
-    );
+    let from = match flat {
+        true => flat_start(
+            home,
+            name,
+            checkpoints.last(),
+            covered(&segments, tail.as_ref()),
+        ),
+        false => 1,
+    };
     if from > 1 {
         tracing::info!(
             "lazy restore from snapshot {from} (a signed checkpoint vouches for it): the {} snapshots before it are fetched in the background",
@@ -359,6 +382,7 @@ async fn restore_lazy_into(
         keys: keys.clone(),
         taken: Vec::new(),
         missing: None,
+        not_flat: false,
         segments,
         tail,
     };
@@ -375,7 +399,13 @@ async fn restore_lazy_into(
         tracing::info!(
             "snapshot {seq} on the remote has no part index (replicated by an earlier build): restoring whole"
         );
-        return Ok(None);
+        return Ok(Lazily::Whole);
+    }
+    if indexes.not_flat {
+        tracing::info!(
+            "snapshot {from} on the remote is not sealed under the newest key version here: checking the whole chain first"
+        );
+        return Ok(Lazily::NotFlat);
     }
     // (Those of older snapshots come with their rows.)
     let held: Vec<_> = forgotten.into_iter().filter(|f| f.0 >= from).collect();
@@ -400,7 +430,7 @@ async fn restore_lazy_into(
     agent.repo().flush()?;
     crate::repo::lazy::write_remote_index(&agent.data()?, remote, &indexes.taken)?;
     agent.finish_restore()?;
-    Ok(Some(head))
+    Ok(Lazily::Head(head))
 }
 
 /// Snapshots before the newest signed checkpoint from which a lazy restore
@@ -473,6 +503,12 @@ struct Indexes {
     taken: Vec<crate::repo::lazy::SnapshotIndex>,
     /// The first snapshot without a part index: the fetch stops there.
     missing: Option<u64>,
+    /// A flat start's first snapshot is not sealed under the key version
+    /// new data is sealed under here: the fetch stops there. (Its parent is
+    /// not checked, so it must be one a retired key cannot have sealed:
+    /// its key version is then the newest, and the succession from it on
+    /// keeps the rest there.)
+    not_flat: bool,
     /// The chain segments on the remote (their first snapshots).
     segments: BTreeSet<u64>,
     /// The tail segment on the remote (its first snapshot and members), if
@@ -540,6 +576,12 @@ async fn fetch_chain(
             .await
             .expect("one prefetch per sequence number")?;
         if flat && i == 0 {
+            if let Content::Indexes(taken) = &mut content
+                && got.env.key_version != keys.key_version()
+            {
+                taken.not_flat = true;
+                return Ok(());
+            }
             prev = got.env.parent_snapshot;
             prev_versions = (got.env.key_version, got.env.format_version);
         }

@@ -73,7 +73,10 @@ impl Warmer {
             let t = Instant::now();
             let rt = match crate::repo::remote::runtime() {
                 Ok(rt) => rt,
-                Err(e) => return tracing::error!("older history: {e}"),
+                Err(e) => {
+                    stop_waiting(agent);
+                    return tracing::error!("older history: {e}");
+                }
             };
             loop {
                 match rt.block_on(crate::history::older::fill(agent, &remote, stopping)) {
@@ -85,12 +88,12 @@ impl Warmer {
                             t.elapsed().as_millis()
                         );
                     }
-                    Err(e) if !crate::history::older::did_not_check(&e) => {
+                    Err(e) if crate::history::older::worth_retrying(&e) => {
                         tracing::warn!("older history: {e}; trying again in {} s", RETRY.as_secs());
                         let until = Instant::now() + RETRY;
                         while Instant::now() < until {
                             if stopping.load(Ordering::Relaxed) {
-                                return;
+                                return stop_waiting(agent);
                             }
                             std::thread::sleep(Duration::from_millis(100));
                         }
@@ -131,6 +134,13 @@ impl Warmer {
             done,
             thread: Some(thread),
         })
+    }
+}
+
+/// Reads stop waiting for the older history (its thread ends without it).
+fn stop_waiting(agent: &Agent) {
+    if let Some(l) = agent.repo().lazy() {
+        l.set_filling(false);
     }
 }
 

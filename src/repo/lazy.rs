@@ -505,6 +505,9 @@ impl Lazy {
     /// early in a long history comes last), up to the fetch timeout
     /// without a new batch.
     fn place_of(&self, id: &ObjectId) -> Option<Place> {
+        if let Some(p) = self.places.read().expect("places").0.get(id) {
+            return Some(*p);
+        }
         let limit = wait_limit();
         let mut filling = self.filling.lock().expect("filling");
         let (mut seen, mut deadline) = (filling.1, Instant::now() + limit);
@@ -605,11 +608,15 @@ impl Lazy {
     ) -> Vec<Result<Vec<u8>>> {
         let mut out: Vec<Option<Result<Vec<u8>>>> = ids.iter().map(|_| None).collect();
         let mut wanted = Vec::new();
+        // (Once one object waited for older part indexes in vain, the
+        // others of this read do not wait again.)
+        let mut wait = true;
         for (i, id) in ids.iter().enumerate() {
-            match self.kept_copy(keys, kind, id) {
+            match self.kept_copy(keys, kind, id, wait) {
                 Ok(Some(Ok(b))) => out[i] = Some(Ok(b)),
                 Ok(Some(Err(place))) => wanted.push((i, place)),
                 Ok(None) => {
+                    wait = false;
                     out[i] = Some(Err(Error::MissingObject {
                         id: id.to_hex(),
                         kind: kind.name(),
@@ -652,18 +659,24 @@ impl Lazy {
 
     /// The kept copy of `id` (`Some(Ok)`), or where to fetch it from
     /// (`Some(Err(place))`), or `None` when the remote index names no place
-    /// of it. Only an object with a place is served, kept or not (a
-    /// redaction drops the place first).
+    /// of it (with `wait`, after waiting for older part indexes while they
+    /// come: [`Lazy::place_of`]). Only an object with a place is served,
+    /// kept or not (a redaction drops the place first).
     #[allow(clippy::type_complexity)]
     fn kept_copy(
         &self,
         keys: &AgentKeys,
         kind: ObjectKind,
         id: &ObjectId,
+        wait: bool,
     ) -> Result<Option<std::result::Result<Vec<u8>, Place>>> {
         let name = crate::hex::encode(&id.0);
         let sub = &name[..2];
-        let Some(place) = self.place_of(id) else {
+        let place = match wait {
+            true => self.place_of(id),
+            false => self.places.read().expect("places").0.get(id).copied(),
+        };
+        let Some(place) = place else {
             return Ok(None);
         };
         if let Some(b) = self
