@@ -293,7 +293,16 @@ pub async fn restore_lazy(
         match res? {
             Lazily::Head(h) => return Ok(Some(h)),
             Lazily::Whole => return Ok(None),
-            Lazily::NotFlat => flat = false,
+            Lazily::NotFlat if flat => {
+                // (Its own error, should the data dir not go.)
+                crate::repo::agent::discard_stopped_restore(home, name)?;
+                flat = false;
+            }
+            Lazily::NotFlat => {
+                return Err(Error::Failed(
+                    "a lazy restore from the first snapshot asked to start flat".into(),
+                ));
+            }
         }
     }
 }
@@ -576,12 +585,6 @@ async fn fetch_chain(
             .await
             .expect("one prefetch per sequence number")?;
         if flat && i == 0 {
-            if let Content::Indexes(taken) = &mut content
-                && got.env.key_version != keys.key_version()
-            {
-                taken.not_flat = true;
-                return Ok(());
-            }
             prev = got.env.parent_snapshot;
             prev_versions = (got.env.key_version, got.env.format_version);
         }
@@ -600,6 +603,12 @@ async fn fetch_chain(
                     Ok(g) => g,
                     Err(_) => return Err(chain_error(&keys, remote, seq, &got.env, e).await),
                 };
+                // (A flat start's first: its own file's link, not the
+                // segment's copy's.)
+                if flat && i == 0 {
+                    prev = got.env.parent_snapshot;
+                    prev_versions = (got.env.key_version, got.env.format_version);
+                }
                 match check_envelope(&keys, &got.env, seq, &prev, prev_versions) {
                     Ok(m) => (got, m),
                     Err(e) => return Err(chain_error(&keys, remote, seq, &got.env, e).await),
@@ -607,6 +616,16 @@ async fn fetch_chain(
             }
             Err(e) => return Err(chain_error(&keys, remote, seq, &got.env, e).await),
         };
+        // A flat start's first, as taken (one of a newer version than held
+        // failed above, as unknown).
+        if flat
+            && i == 0
+            && got.env.key_version < keys.key_version()
+            && let Content::Indexes(taken) = &mut content
+        {
+            taken.not_flat = true;
+            return Ok(());
+        }
         let Ahead {
             env,
             first,
