@@ -195,22 +195,16 @@ async fn entries_from_parts(
     seq: u64,
     hash: &[u8; 32],
 ) -> Result<Vec<crate::repo::pack::PartEntry>> {
-    let mut entries = Vec::new();
-    let mut part = 0;
-    while let Some(bytes) = remote.get_pack(id, seq, hash, part).await? {
-        entries.extend(crate::repo::pack::part_entries(seq, part, &bytes)?);
-        part += 1;
-    }
-    if part == 0 {
+    let Some(entries) = remote.entries_from_parts(id, seq, hash).await? else {
         return Err(Error::ChainBroken {
             seq,
             detail: "neither a part index nor a pack part of it on the remote, and no forget record says its content was pruned".into(),
         });
-    }
+    };
     tracing::info!(
-        "older history: snapshot {seq} has no part index on the remote: read from its {part} parts"
+        "older history: snapshot {seq} has no part index on the remote: read from its parts"
     );
-    Ok(entries)
+    entries
 }
 
 /// Snapshot `seq` as read ahead, checked against `next` (the snapshot

@@ -74,22 +74,14 @@ pub async fn write_index(agent: &Agent, remote: &Remote, seq: u64) -> Result<Wri
     let (entries, written) = if same {
         (planned, Written::FromLocal)
     } else {
-        let mut entries = Vec::new();
-        let mut part = 0;
-        while let Some(bytes) = remote.get_pack(&id, seq, &hash, part).await? {
-            match pack::part_entries(seq, part, &bytes) {
-                Ok(e) => entries.extend(e),
-                Err(e) => {
-                    tracing::warn!("no part index written for snapshot {seq}: {e}");
-                    return Ok(Written::Undecodable);
-                }
+        match remote.entries_from_parts(&id, seq, &hash).await? {
+            Some(Ok(entries)) => (entries, Written::FromRemote),
+            Some(Err(e)) => {
+                tracing::warn!("no part index written for snapshot {seq}: {e}");
+                return Ok(Written::Undecodable);
             }
-            part += 1;
+            None => return Ok(Written::NoParts),
         }
-        if part == 0 {
-            return Ok(Written::NoParts);
-        }
-        (entries, Written::FromRemote)
     };
     remote
         .put_index(&id, seq, &hash, pack::encode_index(&entries))

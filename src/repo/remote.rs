@@ -395,6 +395,28 @@ impl Remote {
             .await
     }
 
+    /// The part index of snapshot `seq` made from its pack parts here,
+    /// each read whole, in order (for a snapshot replicated without one):
+    /// `None` when it has no part here; the inner error when a part does
+    /// not decode.
+    pub async fn entries_from_parts(
+        &self,
+        agent: &AgentId,
+        seq: u64,
+        envelope: &[u8; 32],
+    ) -> Result<Option<Result<Vec<super::pack::PartEntry>>>> {
+        let mut entries = Vec::new();
+        let mut part = 0;
+        while let Some(bytes) = self.get_pack(agent, seq, envelope, part).await? {
+            match super::pack::part_entries(seq, part, &bytes) {
+                Ok(e) => entries.extend(e),
+                Err(e) => return Ok(Some(Err(e))),
+            }
+            part += 1;
+        }
+        Ok((part > 0).then_some(Ok(entries)))
+    }
+
     /// Whether part `part` of that pack exists (a `HEAD`: nothing read).
     pub async fn has_pack(
         &self,
