@@ -306,9 +306,10 @@ fn lazy_mount(
 
 /// The flat start (#16): a lazy mount of 1,000 and 10,000 snapshots (or
 /// `SOVSEAL_BENCH_FLAT_SNAPSHOTS`, comma-separated) from a store answering
-/// in 10 ms, from the chain (no checkpoint on the remote) and from a
-/// signed checkpoint of the head (what a writer's replicator signs once
-/// it catches up); then a first read (`f0`), a read of a file stored at
+/// in 10 ms a request and a listing page, from the chain (no checkpoint
+/// on the remote), from a signed checkpoint of the head among one per 10
+/// snapshots (all listed: no copy of the newest), and from the copy a
+/// writer keeps (what its replicator signs once it catches up); then a first read (`f0`), a read of a file stored at
 /// snapshot 1 (found through the chain segment fetched for a directory
 /// node of that range, or waiting for the older history), and the time
 /// until the older history is in (counted from the mount's end).
@@ -321,9 +322,9 @@ fn flat_start(rt: &tokio::runtime::Runtime, home: &Home, master: &MasterKey) {
         })
         .unwrap_or_else(|_| vec![1_000, 10_000]);
     println!(
-        "| snapshots | lazy mount from the chain | from the newest checkpoint | then a first read (f0) | then a read of content stored at snapshot 1 | older history in after |"
+        "| snapshots | lazy mount from the chain | from the newest checkpoint, all listed | from its copy | then a first read (f0) | then a read of content stored at snapshot 1 | older history in after |"
     );
-    println!("|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|");
     for snapshots in counts {
         let name = AgentName::new(&format!("flat{snapshots}")).unwrap();
         {
@@ -337,6 +338,23 @@ fn flat_start(rt: &tokio::runtime::Runtime, home: &Home, master: &MasterKey) {
         let (near, far) = uploaded_with_segments(rt, home, &name, master, e);
         let chain = lazy_time(rt, home, &name, master, &far).0;
 
+        // The checkpoints a writer signed along the way (one per 10
+        // snapshots: one a minute at 10 a minute) and the head's, stored
+        // without the copy of the newest: a remote of a writer before it,
+        // whose checkpoints are all listed.
+        let e = Engine::open(home, &name, master).unwrap();
+        let keys = master.agent_keys(name.as_str());
+        for seq in (10..head).step_by(10).chain([head]) {
+            let hash = e.agent().snapshot_unchecked(seq).unwrap().hash();
+            let c = sovseal::history::checkpoint::Checkpoint::sign(&keys, seq, &hash, 0);
+            rt.block_on(near.put_checkpoint(&keys.agent_id(), seq, c.to_json()))
+                .unwrap();
+        }
+        drop(e);
+        let (e, older, listing) = lazy_mount(rt, home, &name, master, &far);
+        assert!(older.is_some(), "a flat start");
+        drop((older, e));
+        // Then the head's checkpoint as a writer signs it now (the copy).
         let e = Engine::open(home, &name, master).unwrap();
         rt.block_on(sovseal::history::checkpoint::create(e.agent(), &near, head))
             .unwrap();
@@ -361,8 +379,9 @@ fn flat_start(rt: &tokio::runtime::Runtime, home: &Home, master: &MasterKey) {
         let whole = served.elapsed();
         drop((older, e));
         println!(
-            "| {snapshots} | {:.0} ms | **{:.0} ms** | {:.0} ms | {:.0} ms | {:.0} ms |",
+            "| {snapshots} | {:.0} ms | {:.0} ms | **{:.0} ms** | {:.0} ms | {:.0} ms | {:.0} ms |",
             chain.as_secs_f64() * 1e3,
+            listing.as_secs_f64() * 1e3,
             mounted.as_secs_f64() * 1e3,
             read.as_secs_f64() * 1e3,
             oldest.as_secs_f64() * 1e3,
@@ -903,24 +922,31 @@ fn count_files(dir: &std::path::Path) -> usize {
     n
 }
 
-/// An object store whose every request takes [`DELAY`] longer.
+/// An object store whose every request takes [`DELAY`] longer, and whose
+/// listings page as S3's ListObjectsV2 does.
 mod far {
     use futures::stream::{BoxStream, StreamExt};
     use object_store::path::Path;
     use object_store::{
         CopyOptions, GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta, ObjectStore,
-        PutMultipartOptions, PutOptions, PutPayload, PutResult, Result,
+        ObjectStoreExt, PutMultipartOptions, PutOptions, PutPayload, PutResult, Result,
     };
-    use std::sync::Arc;
+    use std::collections::BTreeSet;
+    use std::sync::{Arc, Mutex};
     use std::time::Duration;
 
     /// The added latency per request.
     pub const DELAY: Duration = Duration::from_millis(10);
+    /// Names one listing page holds (S3's most).
+    const PAGE: usize = 1000;
 
     /// Two remotes over one in-memory store: the first answers at once
     /// (to fill it), the second after [`DELAY`] per request.
     pub fn pair() -> (sovseal::repo::remote::Remote, sovseal::repo::remote::Remote) {
-        let store: Arc<dyn ObjectStore> = Arc::new(object_store::memory::InMemory::new());
+        let store: Arc<dyn ObjectStore> = Arc::new(Keyed {
+            inner: Arc::new(object_store::memory::InMemory::new()),
+            names: Default::default(),
+        });
         let near =
             sovseal::repo::remote::Remote::with_store(store.clone(), Default::default(), "near://");
         let far = sovseal::repo::remote::Remote::with_store(
@@ -938,6 +964,20 @@ mod far {
         fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
             write!(f, "Far")
         }
+    }
+
+    /// A listing answered a page at a time: [`DELAY`] before each
+    /// [`PAGE`] names (and before an empty one).
+    fn paged(s: BoxStream<'static, Result<ObjectMeta>>) -> BoxStream<'static, Result<ObjectMeta>> {
+        futures::stream::once(tokio::time::sleep(DELAY))
+            .flat_map(|_| futures::stream::empty::<Result<ObjectMeta>>())
+            .chain(s.enumerate().then(|(i, m)| async move {
+                if i > 0 && i % PAGE == 0 {
+                    tokio::time::sleep(DELAY).await;
+                }
+                m
+            }))
+            .boxed()
     }
 
     #[async_trait::async_trait]
@@ -968,11 +1008,14 @@ mod far {
             })))
         }
         fn list(&self, p: Option<&Path>) -> BoxStream<'static, Result<ObjectMeta>> {
-            let inner = self.0.list(p);
-            futures::stream::once(tokio::time::sleep(DELAY))
-                .flat_map(|_| futures::stream::empty::<Result<ObjectMeta>>())
-                .chain(inner)
-                .boxed()
+            paged(self.0.list(p))
+        }
+        fn list_with_offset(
+            &self,
+            p: Option<&Path>,
+            o: &Path,
+        ) -> BoxStream<'static, Result<ObjectMeta>> {
+            paged(self.0.list_with_offset(p, o))
         }
         async fn list_with_delimiter(&self, p: Option<&Path>) -> Result<ListResult> {
             tokio::time::sleep(DELAY).await;
@@ -980,6 +1023,89 @@ mod far {
         }
         async fn copy_opts(&self, f: &Path, t: &Path, o: CopyOptions) -> Result<()> {
             self.0.copy_opts(f, t, o).await
+        }
+    }
+
+    /// An in-memory store that lists from an offset as S3 does, from the
+    /// name after it in its sorted names, where object_store's default
+    /// lists every name under the prefix and drops those before the
+    /// offset (the cost of a listing would grow with the history).
+    /// Objects are stored by plain puts only (sovseal makes no multipart
+    /// upload or copy).
+    #[derive(Debug)]
+    struct Keyed {
+        inner: Arc<object_store::memory::InMemory>,
+        names: Arc<Mutex<BTreeSet<Path>>>,
+    }
+
+    impl std::fmt::Display for Keyed {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "Keyed")
+        }
+    }
+
+    #[async_trait::async_trait]
+    impl ObjectStore for Keyed {
+        async fn put_opts(&self, l: &Path, p: PutPayload, o: PutOptions) -> Result<PutResult> {
+            let r = self.inner.put_opts(l, p, o).await?;
+            self.names.lock().unwrap().insert(l.clone());
+            Ok(r)
+        }
+        async fn put_multipart_opts(
+            &self,
+            l: &Path,
+            o: PutMultipartOptions,
+        ) -> Result<Box<dyn MultipartUpload>> {
+            self.inner.put_multipart_opts(l, o).await
+        }
+        async fn get_opts(&self, l: &Path, o: GetOptions) -> Result<GetResult> {
+            self.inner.get_opts(l, o).await
+        }
+        fn delete_stream(
+            &self,
+            l: BoxStream<'static, Result<Path>>,
+        ) -> BoxStream<'static, Result<Path>> {
+            let names = self.names.clone();
+            self.inner
+                .delete_stream(l)
+                .inspect(move |p| {
+                    if let Ok(p) = p {
+                        names.lock().unwrap().remove(p);
+                    }
+                })
+                .boxed()
+        }
+        fn list(&self, p: Option<&Path>) -> BoxStream<'static, Result<ObjectMeta>> {
+            self.inner.list(p)
+        }
+        fn list_with_offset(
+            &self,
+            p: Option<&Path>,
+            o: &Path,
+        ) -> BoxStream<'static, Result<ObjectMeta>> {
+            use std::ops::Bound::{Excluded, Unbounded};
+            let prefix = p.cloned().unwrap_or_default();
+            let after: Vec<Path> = self
+                .names
+                .lock()
+                .unwrap()
+                .range((Excluded(o.clone()), Unbounded))
+                .take_while(|n| n.prefix_matches(&prefix))
+                .cloned()
+                .collect();
+            let inner = self.inner.clone();
+            futures::stream::iter(after)
+                .then(move |n| {
+                    let inner = inner.clone();
+                    async move { inner.head(&n).await }
+                })
+                .boxed()
+        }
+        async fn list_with_delimiter(&self, p: Option<&Path>) -> Result<ListResult> {
+            self.inner.list_with_delimiter(p).await
+        }
+        async fn copy_opts(&self, f: &Path, t: &Path, o: CopyOptions) -> Result<()> {
+            self.inner.copy_opts(f, t, o).await
         }
     }
 }

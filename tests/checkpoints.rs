@@ -194,12 +194,13 @@ fn a_thorough_rollback_is_caught_by_the_anchor_and_local_checkpoints() {
     let a = Anchored::new();
     let m = &a.m;
     let anchor = a.anchor();
-    // The remote drops the newest snapshot and deletes the checkpoints (a
-    // thorough rollback): a fresh machine can no longer tell from the
-    // remote alone, but the anchor kept by the hook, or this machine's own
-    // checkpoints, still catch it.
+    // The remote drops the newest snapshot and deletes the checkpoints and
+    // the copy of the newest (a thorough rollback): a fresh machine can no
+    // longer tell from the remote alone, but the anchor kept by the hook,
+    // or this machine's own checkpoints, still catch it.
     let saved = a.drop_head_snapshot();
     std::fs::remove_dir_all(remote_agent_dir(m).join("checkpoints")).unwrap();
+    std::fs::remove_file(remote_agent_dir(m).join("checkpoint.json")).unwrap();
     ok(&fresh_restore(m, "m4"));
     fails(
         &m.sovseal(&["verify", "--agent", "anchored", "--remote"]),

@@ -219,9 +219,12 @@ fn follows_in_order(url: &str, env: Vec<(String, String)>) {
 /// Copies what `from` holds into `to`, keeping what `to` holds already,
 /// as a writer replicates (a follower may be polling `to`): each file
 /// whole (written aside, then renamed into place), pack parts first, then
-/// envelopes, the other records, and checkpoints last.
+/// envelopes, the other records, the checkpoints, and last the copy of
+/// the newest checkpoint (the one file replaced).
 fn copy_tree(from: &Path, to: &Path) {
+    let newest = |p: &Path| p.file_name().is_some_and(|n| n == "checkpoint.json");
     let rank = |p: &Path| match p.parent().and_then(|d| d.file_name()) {
+        _ if newest(p) => 4,
         Some(d) if d == "packs" => 0,
         Some(d) if d == "envelopes" => 1,
         Some(d) if d == "checkpoints" => 3,
@@ -230,7 +233,7 @@ fn copy_tree(from: &Path, to: &Path) {
     let mut files: Vec<PathBuf> = files_under(from)
         .into_iter()
         .map(|p| p.strip_prefix(from).unwrap().to_owned())
-        .filter(|rel| !to.join(rel).exists())
+        .filter(|rel| newest(rel) || !to.join(rel).exists())
         .collect();
     files.sort_by(|a, b| (rank(a), a).cmp(&(rank(b), b)));
     let aside = tempfile::tempdir_in(to.parent().unwrap()).unwrap();

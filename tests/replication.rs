@@ -868,6 +868,7 @@ fn tampered_remote_is_refused_naming_the_snapshot() {
     // ...and with the checkpoints deleted too, this machine's rollback
     // record still does.
     std::fs::remove_dir_all(dir.join("checkpoints")).unwrap();
+    std::fs::remove_file(dir.join("checkpoint.json")).unwrap();
     let e = restore_err(&env, &remote);
     assert!(matches!(e, Error::Rollback { seen: 5, found: 4 }), "{e}");
 
@@ -975,6 +976,8 @@ mod faulty {
         pub log: Arc<std::sync::Mutex<Vec<(&'static str, String)>>>,
         /// Reads (and HEADs) of the paths it names fail while set.
         pub fail_if: std::sync::Mutex<Option<FailIf>>,
+        /// Every listing asked for: its prefix, and its offset if any.
+        pub listings: std::sync::Mutex<Vec<(String, Option<String>)>>,
     }
 
     /// What [`Faulty`] tells of each read.
@@ -1009,6 +1012,7 @@ mod faulty {
                 on_get: Default::default(),
                 log: Default::default(),
                 fail_if: Default::default(),
+                listings: Default::default(),
             })
         }
 
@@ -1082,6 +1086,10 @@ mod faulty {
                 })))
         }
         fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, Result<ObjectMeta>> {
+            self.listings
+                .lock()
+                .unwrap()
+                .push((prefix.map(|p| p.to_string()).unwrap_or_default(), None));
             let n = self.listed.clone();
             Box::pin(self.inner.list(prefix).inspect(move |_| {
                 n.fetch_add(1, Ordering::Relaxed);
@@ -1092,6 +1100,10 @@ mod faulty {
             prefix: Option<&Path>,
             offset: &Path,
         ) -> BoxStream<'static, Result<ObjectMeta>> {
+            self.listings.lock().unwrap().push((
+                prefix.map(|p| p.to_string()).unwrap_or_default(),
+                Some(offset.to_string()),
+            ));
             let n = self.listed.clone();
             Box::pin(
                 self.inner
@@ -1107,6 +1119,265 @@ mod faulty {
         async fn copy_opts(&self, from: &Path, to: &Path, options: CopyOptions) -> Result<()> {
             self.inner.copy_opts(from, to, options).await
         }
+    }
+}
+
+/// A restore reads the writer's copy of its newest checkpoint and lists
+/// only the checkpoints after it (one page however many there are: one
+/// per checkpoint interval of the agent's life), never all of them. A
+/// checkpoint listed after the copy is still taken: a copy left behind
+/// (the writer stopped between the two puts, or a remote that put an old
+/// copy back) neither hides a newer checkpoint nor the snapshots dropped
+/// under it. A copy that does not verify is refused; a remote without one
+/// (an older writer) has its checkpoints listed from the first.
+#[test]
+fn a_restore_reads_the_newest_checkpoints_copy_and_lists_only_after_it() {
+    use object_store::ObjectStoreExt;
+    use sovseal::history::checkpoint;
+    let env = Env::new();
+    let mut e = env.open();
+    let f = e.create(ROOT_INO, b"f", 0o644, 0, 0).unwrap().ino;
+    for s in 0..6 {
+        e.write(f, 0, &bytes(s, 64)).unwrap();
+        e.commit().unwrap();
+    }
+    let inner: Arc<dyn object_store::ObjectStore> = Arc::new(object_store::memory::InMemory::new());
+    let plain = Remote::with_store(inner.clone(), Default::default(), "memory://");
+    replicate_all(&e, &plain);
+    let head = e.head().seq();
+    // The replicator signed the head; then checkpoints of 2 and 4 asked
+    // for by hand: the copy stays at the head's.
+    for s in [2, 4] {
+        rt().block_on(checkpoint::create(e.agent(), &plain, s))
+            .unwrap();
+    }
+    drop(e);
+    let agent_dir = format!(
+        "sovseal-v1/{}",
+        env.master.agent_id(env.agent.as_str()).to_hex()
+    );
+    let at = |rel: &str| object_store::path::Path::from(format!("{agent_dir}/{rel}"));
+    let copy = at("checkpoint.json");
+    let file = |s: u64| at(&format!("checkpoints/{s:020}.json"));
+    let get = |p: &object_store::path::Path| {
+        rt().block_on(async { inner.get(p).await.unwrap().bytes().await.unwrap() })
+    };
+    let put = |p: &object_store::path::Path, b: bytes::Bytes| {
+        rt().block_on(inner.put(p, b.into())).unwrap();
+    };
+    assert_eq!(get(&copy), get(&file(head)));
+    // What a restore lists of the checkpoints, and which files it reads.
+    let restore_with = |expect_ok: bool| {
+        let faulty = faulty::Faulty::new(inner.clone(), |_| false);
+        let read = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+        *faulty.on_get.lock().unwrap() = Some({
+            let read = read.clone();
+            Box::new(move |p: &object_store::path::Path| {
+                if p.as_ref().contains("checkpoint") {
+                    read.lock().unwrap().push(p.to_string());
+                }
+            })
+        });
+        let remote = Remote::with_store(faulty.clone(), Default::default(), "faulty://");
+        let _ = std::fs::remove_dir_all(env.data_dir());
+        let _ = std::fs::remove_file(env.home.seen_head_path(&env.agent));
+        let r = rt().block_on(restore::restore(
+            &env.home,
+            &env.agent,
+            &env.master,
+            &remote,
+            |_, _| {},
+        ));
+        assert_eq!(r.is_ok(), expect_ok, "{r:?}");
+        let listed: Vec<Option<String>> = faulty
+            .listings
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(p, _)| p.ends_with("/checkpoints"))
+            .map(|(_, o)| o.clone())
+            .collect();
+        let read = std::mem::take(&mut *read.lock().unwrap());
+        (r.err(), listed, read)
+    };
+    let checkpointed = || {
+        let e = env.open();
+        checkpoint::checkpointed_seq(e.agent()).unwrap()
+    };
+
+    // The copy, then a listing after it (empty), no checkpoint file read.
+    let (_, listed, read) = restore_with(true);
+    assert_eq!(listed, [Some(file(head).to_string())]);
+    assert_eq!(read, [copy.to_string()]);
+    assert_eq!(checkpointed(), Some(head));
+
+    // A copy left at 2: the head's checkpoint, listed after it, is taken.
+    put(&copy, get(&file(2)));
+    let (_, listed, read) = restore_with(true);
+    assert_eq!(listed, [Some(file(2).to_string())]);
+    assert_eq!(read, [copy.to_string(), file(head).to_string()]);
+    assert_eq!(checkpointed(), Some(head));
+    // ...and so the remote that drops the head's snapshot while it puts
+    // the old copy back is caught by the head's checkpoint.
+    let envelope = at(&format!("envelopes/{head:020}.json"));
+    let saved = get(&envelope);
+    rt().block_on(inner.delete(&envelope)).unwrap();
+    let (e, _, _) = restore_with(false);
+    assert!(
+        e.as_ref()
+            .unwrap()
+            .to_string()
+            .contains("dropped or rolled back"),
+        "{e:?}"
+    );
+    put(&envelope, saved);
+
+    // A copy that does not verify (its snapshot altered): refused.
+    let mut forged: serde_json::Value = serde_json::from_slice(&get(&file(head))).unwrap();
+    forged["seq"] = serde_json::json!(head - 1);
+    put(&copy, serde_json::to_vec(&forged).unwrap().into());
+    let (e, _, _) = restore_with(false);
+    let e = e.unwrap();
+    assert!(
+        matches!(e, Error::Corrupt { .. }) && e.to_string().contains("newest checkpoint's copy"),
+        "{e}"
+    );
+
+    // No copy (an older writer's remote): every checkpoint is listed, the
+    // newest read.
+    rt().block_on(inner.delete(&copy)).unwrap();
+    let (_, listed, read) = restore_with(true);
+    assert_eq!(listed, [None]);
+    assert_eq!(read, [copy.to_string(), file(head).to_string()]);
+    assert_eq!(checkpointed(), Some(head));
+}
+
+/// The flat start from a checkpoint inside a chain segment (B = C: the
+/// restore takes that segment's members from B on), inside the tail (its
+/// members before B left out), and at the head itself (held by the tail:
+/// nothing after B, so the head's parent is not checked when it opens).
+/// Each restore reads nothing before B's segment and holds the snapshots
+/// from B on only; the older history then brings every snapshot back as
+/// the writer had it, and `verify` passes over the whole chain.
+#[test]
+fn a_flat_start_begins_inside_a_chain_segment_inside_the_tail_or_at_the_head() {
+    use futures::TryStreamExt;
+    use object_store::ObjectStoreExt;
+    use sovseal::history::{checkpoint, older};
+    use sovseal::replication::backfill;
+    use sovseal::repo::segment::SEGMENT_LEN;
+    let env = Env::new();
+    let mut e = env.open();
+    let f = e.create(ROOT_INO, b"f", 0o644, 0, 0).unwrap().ino;
+    for s in 0..4 * SEGMENT_LEN + 100 {
+        e.write(f, 0, &bytes(s, 64)).unwrap();
+        e.commit().unwrap();
+    }
+    let inner: Arc<dyn object_store::ObjectStore> = Arc::new(object_store::memory::InMemory::new());
+    let plain = Remote::with_store(inner.clone(), Default::default(), "memory://");
+    replicate_all(&e, &plain);
+    let covered = 4 * SEGMENT_LEN;
+    let head = e.head().seq();
+    assert!(head > covered + 64 && head < covered + SEGMENT_LEN);
+    for k in 0..4 {
+        let w = rt().block_on(backfill::write_segment(
+            e.agent(),
+            &plain,
+            k * SEGMENT_LEN + 1,
+            &Default::default(),
+        ));
+        assert_eq!(w.unwrap(), backfill::Segment::Written);
+    }
+    let w = rt().block_on(backfill::write_tail(
+        e.agent(),
+        &plain,
+        covered + 1,
+        head,
+        &Default::default(),
+    ));
+    assert_eq!(w.unwrap(), backfill::Segment::Written);
+    let keys = env.master.agent_keys(env.agent.as_str());
+    let id = keys.agent_id();
+    let starts = [2 * SEGMENT_LEN + 88, covered + 50, head];
+    let signed: Vec<checkpoint::Checkpoint> = starts
+        .iter()
+        .map(|&c| {
+            let hash = e.agent().snapshot_unchecked(c).unwrap().hash();
+            checkpoint::Checkpoint::sign(&keys, c, &hash, 1)
+        })
+        .collect();
+    let mut seqs = vec![1, 2, covered, head - 1, head];
+    seqs.extend(starts.iter().flat_map(|&c| [c - 1, c]));
+    let before: BTreeMap<u64, Tree> = seqs.iter().map(|&s| (s, dump(e.agent(), s))).collect();
+    drop(e);
+    let checkpoints =
+        object_store::path::Path::from(format!("sovseal-v1/{}/checkpoints", id.to_hex()));
+    for c in signed {
+        let b = c.seq;
+        // The remote's newest checkpoint is C's (the others gone).
+        rt().block_on(async {
+            let names: Vec<_> = inner
+                .list(Some(&checkpoints))
+                .map_ok(|m| m.location)
+                .try_collect()
+                .await
+                .unwrap();
+            for n in names {
+                inner.delete(&n).await.unwrap();
+            }
+            plain.put_checkpoint(&id, b, c.to_json()).await.unwrap();
+            plain.put_newest_checkpoint(&id, c.to_json()).await.unwrap();
+        });
+        std::fs::remove_dir_all(env.data_dir()).unwrap();
+        let _ = std::fs::remove_file(env.home.seen_head_path(&env.agent));
+        // Every read of the restore, by the snapshot its name starts with.
+        let read = Arc::new(std::sync::Mutex::new(Vec::<(String, u64)>::new()));
+        let faulty = faulty::Faulty::new(inner.clone(), |_| false);
+        *faulty.on_get.lock().unwrap() = Some({
+            let read = read.clone();
+            Box::new(move |p: &object_store::path::Path| {
+                let (dir, name) = p.as_ref().rsplit_once('/').unwrap();
+                let kind = dir.rsplit('/').next().unwrap().to_owned();
+                if let Ok(seq) = name[..20.min(name.len())].parse::<u64>() {
+                    read.lock().unwrap().push((kind, seq));
+                }
+            })
+        });
+        let remote = Remote::with_store(faulty, Default::default(), "faulty://");
+        let restored = rt().block_on(restore::restore_lazy(
+            &env.home,
+            &env.agent,
+            &env.master,
+            &remote,
+            |_, _| {},
+        ));
+        assert_eq!(restored.unwrap(), Some(head), "from {b}");
+        let reads = std::mem::take(&mut *read.lock().unwrap());
+        // (From the segments and the tail only: no envelope file.)
+        let segment = (b - 1) / SEGMENT_LEN * SEGMENT_LEN + 1;
+        assert!(
+            reads
+                .iter()
+                .all(|(kind, s)| *s >= segment && kind != "envelopes"),
+            "from {b}: {reads:?}"
+        );
+        sovseal::repo::lazy::use_remote(plain.clone(), Duration::from_secs(30)).unwrap();
+        let e = env.open();
+        let agent = e.agent();
+        assert_eq!(older::pending(agent).unwrap(), Some((b, None)), "from {b}");
+        assert!(matches!(
+            agent.snapshot(b - 1),
+            Err(Error::NoSuchSnapshot(_))
+        ));
+        assert_eq!(dump(agent, b), before[&b], "from {b}");
+        assert_eq!(dump(agent, head), before[&head], "from {b}");
+        let stop = std::sync::atomic::AtomicBool::new(false);
+        rt().block_on(older::fill(agent, &plain, &stop)).unwrap();
+        assert_eq!(older::pending(agent).unwrap(), None, "from {b}");
+        for (s, t) in &before {
+            assert_eq!(&dump(agent, *s), t, "from {b}: snapshot {s}");
+        }
+        sovseal::history::verify::verify(agent, |_, _| {}).unwrap();
     }
 }
 

@@ -274,9 +274,18 @@ pub async fn create(agent: &Agent, remote: &Remote, seq: u64) -> Result<Checkpoi
         )));
     }
     let c = Checkpoint::sign(keys, seq, &hash, crate::time::now_ms());
-    remote
-        .put_checkpoint(&keys.agent_id(), seq, c.to_json())
-        .await?;
+    let id = keys.agent_id();
+    remote.put_checkpoint(&id, seq, c.to_json()).await?;
+    // Then the copy a restore reads, unless it names a later snapshot (a
+    // checkpoint signed of an older one on request). After the file: a
+    // copy never names a checkpoint the listing lacks.
+    let newer_copy = match remote.get_newest_checkpoint(&id).await? {
+        Some(raw) => Checkpoint::parse(&raw, keys).is_ok_and(|n| n.seq > seq),
+        None => false,
+    };
+    if !newer_copy {
+        remote.put_newest_checkpoint(&id, c.to_json()).await?;
+    }
     save_local(agent, &c)?;
     Ok(c)
 }
@@ -292,21 +301,38 @@ pub async fn fetch_remote(keys: &AgentKeys, remote: &Remote) -> Result<Vec<Check
 /// restore needs: the chain it fetches must reach it and hold its hash,
 /// which vouches for every snapshot before it through the parent links, so
 /// the older ones (one per checkpoint interval of the agent's whole life)
-/// are listed, not fetched. `listed`: the remote's checkpoints as listed
-/// ([`Remote::list_checkpoints`] from 0), in order.
-pub async fn fetch_remote_newest(
-    keys: &AgentKeys,
-    remote: &Remote,
-    listed: Vec<u64>,
-) -> Result<Option<Checkpoint>> {
+/// are not fetched. Nor are they listed: the writer keeps a copy of its
+/// newest one beside them ([`Remote::get_newest_checkpoint`]), and only
+/// the checkpoints after the copy's snapshot are listed (one page, mostly
+/// empty; all of them, one page per 1,000, on a remote without a copy,
+/// whose writer's build predates it).
+///
+/// So a checkpoint listed after the copy is taken (a writer stopped
+/// between the two puts; or a remote that put an old copy back while it
+/// kept a newer checkpoint, whose dropped snapshots are then caught), and
+/// any copy only vouches for what the key signed. A remote that deletes
+/// every newer checkpoint and its copy is a rollback that only this
+/// machine's seen-head record, its own checkpoints or an anchor catch, as
+/// before the copy.
+pub async fn fetch_remote_newest(keys: &AgentKeys, remote: &Remote) -> Result<Option<Checkpoint>> {
     let id = keys.agent_id();
+    let copy = match remote.get_newest_checkpoint(&id).await? {
+        Some(raw) => Some(parse_as(
+            &raw,
+            keys,
+            "the newest checkpoint's copy on the remote",
+        )?),
+        None => None,
+    };
+    let after = copy.as_ref().map_or(0, |c| c.seq);
+    let listed = remote.list_checkpoints(&id, after).await?;
     for seq in listed.into_iter().rev() {
         // (Deleted between list and get: as if not listed.)
         if let Some(raw) = remote.get_checkpoint(&id, seq).await? {
             return parse_remote(&raw, keys, seq).map(Some);
         }
     }
-    Ok(None)
+    Ok(copy)
 }
 
 /// Checkpoint files fetched at once.
@@ -348,17 +374,7 @@ pub async fn fetch_remote_after(
 
 /// Parses and verifies the remote's checkpoint file of snapshot `seq`.
 fn parse_remote(raw: &[u8], keys: &AgentKeys, seq: u64) -> Result<Checkpoint> {
-    let c = Checkpoint::parse(raw, keys).map_err(|e| match e {
-        Error::Corrupt { detail, .. } => Error::Corrupt {
-            what: format!("checkpoint {seq} on the remote"),
-            detail,
-        },
-        Error::UnknownFormatVersion(found, known) => Error::Corrupt {
-            what: format!("checkpoint {seq} on the remote"),
-            detail: format!("format version {found} (this build reads up to {known})"),
-        },
-        e => e,
-    })?;
+    let c = parse_as(raw, keys, &format!("checkpoint {seq} on the remote"))?;
     if c.seq != seq {
         return Err(bad(
             &seq.to_string(),
@@ -366,6 +382,21 @@ fn parse_remote(raw: &[u8], keys: &AgentKeys, seq: u64) -> Result<Checkpoint> {
         ));
     }
     Ok(c)
+}
+
+/// A checkpoint from the remote, verified, its errors naming `what`.
+fn parse_as(raw: &[u8], keys: &AgentKeys, what: &str) -> Result<Checkpoint> {
+    Checkpoint::parse(raw, keys).map_err(|e| match e {
+        Error::Corrupt { detail, .. } => Error::Corrupt {
+            what: what.into(),
+            detail,
+        },
+        Error::UnknownFormatVersion(found, known) => Error::Corrupt {
+            what: what.into(),
+            detail: format!("format version {found} (this build reads up to {known})"),
+        },
+        e => e,
+    })
 }
 
 /// Checks the remote's chain against `cps` (verified checkpoints from the

@@ -80,11 +80,16 @@ async fn survey<T>(
 ) -> Result<(Survey, T)> {
     let id = keys.agent_id();
     let listing = async {
-        // The checkpoints are listed before the envelopes: a checkpoint is
-        // stored only after its snapshot's envelope, so each one listed
-        // names an envelope the listing below shows, also while a writer
-        // goes on.
-        let (ahead, checkpoints) = futures::try_join!(ahead, remote.list_checkpoints(&id, 0))?;
+        // The newest signed checkpoint on the remote: it must verify, and
+        // the chain must reach it (a remote that dropped newer snapshots
+        // but kept their checkpoint is caught here, before anything is
+        // downloaded) and hold its hash (once restored), which vouches for
+        // every snapshot before it. Read before the envelopes are listed:
+        // a checkpoint is stored only after its snapshot's envelope, so
+        // the one read names an envelope the listing below shows, also
+        // while a writer goes on.
+        let newest = crate::history::checkpoint::fetch_remote_newest(keys, remote);
+        let (ahead, newest) = futures::try_join!(ahead, newest)?;
         let covered = covered(&ahead);
         // One listing (every page of a cursor loop lists the whole
         // directory), of what the segments do not hold.
@@ -99,19 +104,9 @@ async fn survey<T>(
                 );
             }
         }
-        let envelopes = async {
-            if seqs.is_empty() {
-                seqs = remote.list_envelopes(&id, 0, usize::MAX).await?;
-            }
-            Ok(seqs)
-        };
-        // The newest signed checkpoint on the remote: it must verify, and
-        // the chain must reach it (a remote that dropped newer snapshots
-        // but kept their checkpoint is caught here, before anything is
-        // downloaded) and hold its hash (once restored), which vouches for
-        // every snapshot before it.
-        let newest = crate::history::checkpoint::fetch_remote_newest(keys, remote, checkpoints);
-        let (seqs, newest) = futures::try_join!(envelopes, newest)?;
+        if seqs.is_empty() {
+            seqs = remote.list_envelopes(&id, 0, usize::MAX).await?;
+        }
         Ok::<_, Error>((seqs, newest, ahead))
     };
     let ((seqs, checkpoint, ahead), forgotten) =

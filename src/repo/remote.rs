@@ -659,6 +659,27 @@ impl Remote {
             .await
     }
 
+    fn newest_checkpoint_path(&self, agent: &AgentId) -> Path {
+        self.agent_dir(agent).join("checkpoint.json")
+    }
+
+    /// Replaces the copy of the newest checkpoint (one object per agent:
+    /// what a restore reads instead of listing every checkpoint).
+    pub async fn put_newest_checkpoint(&self, agent: &AgentId, json: Vec<u8>) -> Result<()> {
+        self.put(
+            "put newest checkpoint",
+            &self.newest_checkpoint_path(agent),
+            json,
+        )
+        .await
+    }
+
+    /// The copy of the newest checkpoint, if a writer ever stored one.
+    pub async fn get_newest_checkpoint(&self, agent: &AgentId) -> Result<Option<Vec<u8>>> {
+        self.get("get newest checkpoint", &self.newest_checkpoint_path(agent))
+            .await
+    }
+
     fn heartbeat_path(&self, agent: &AgentId) -> Path {
         self.agent_dir(agent).join("writer.json")
     }
