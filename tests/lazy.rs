@@ -778,6 +778,68 @@ fn wait_segments(m: &Mounted, remote: &Path, n: usize) -> Vec<PathBuf> {
     }
 }
 
+/// While a fresh machine's mount fetches the older history of a flat
+/// start (here through a remote whose second chain segment answers 3 s
+/// late),
+/// `.snapshots/` waits for it, as a read of content stored before the
+/// checkpoint does: the listing holds every snapshot and an old snapshot
+/// is found by name, where they held only those from the checkpoint on
+/// (and ENOENT for the others) until the fetch was done.
+#[test]
+fn snapshots_wait_for_the_older_history_of_a_flat_start() {
+    let (dir, remote, url) = dir_remote();
+    let m = Mounted::new("lz", &["--remote", &url]);
+    m.py("for i in range(600):\n    open('n', 'w').write(str(i))");
+    let head = m.wait_replicated();
+    let o = m.sovseal(&["checkpoint", "--agent", "lz", "--remote", &url]);
+    assert!(o.status.success(), "{}", support::mount::text(&o.stderr));
+    wait_segments(&m, &remote, 2);
+    let old_n = std::fs::read_to_string(in_snapshot(&m, 300, "n")).unwrap();
+    m.unmount();
+    let mnt = dir.path().join("far");
+    std::fs::create_dir(&mnt).unwrap();
+    let far = support::cutfs::CutFs::new(&remote);
+    let session = far.mount(&mnt);
+    // (The second chain segment only: the head's metadata is in the first
+    // or at the head, so the mount serves at once and the older history
+    // comes 3 s after.)
+    far.slow_reads(Some(("00000000000000000257.seg", Duration::from_secs(3))));
+    let f = fresh_machine(&m, &format!("file://{}", mnt.display()));
+    f.mount();
+    assert!(
+        log(&f).contains("lazy restore from snapshot"),
+        "{}",
+        log(&f)
+    );
+    let coming = f.status()["older_history"].clone();
+    assert_eq!(coming["loading"], true, "{coming}");
+    let listed: Vec<u64> = std::fs::read_dir(f.path(".snapshots"))
+        .unwrap()
+        .filter_map(|e| e.unwrap().file_name().to_str()?.parse().ok())
+        .collect();
+    assert_eq!(listed.len() as u64, head, "{coming}");
+    assert_eq!(f.status()["older_history"], serde_json::Value::Null);
+    assert_eq!(
+        std::fs::read_to_string(in_snapshot(&f, 300, "n")).unwrap(),
+        old_n
+    );
+    f.unmount();
+    // An old snapshot looked up by name at once, on another machine.
+    let g = another_machine(&m, &format!("file://{}", mnt.display()), "second");
+    g.mount();
+    let coming = g.status()["older_history"].clone();
+    assert_eq!(coming["loading"], true, "{coming}");
+    assert_eq!(
+        std::fs::read_to_string(in_snapshot(&g, 300, "n")).unwrap(),
+        old_n
+    );
+    far.slow_reads(None);
+    g.unmount();
+    // (What the mounts wrote to the remote reaches the directory.)
+    far.sync_all();
+    drop(session);
+}
+
 /// A writer that replicated 1,100 snapshots bundles each complete aligned
 /// range of them (`SEGMENT_LEN`) into one chain segment of their envelopes
 /// and part indexes (the files the remote holds, byte for byte), and the

@@ -273,6 +273,7 @@ fn store(
         .collect();
     lazy.add_older(std::mem::take(indexes))?;
     agent.repo().index()?.insert_history(envelopes, &records)?;
+    lazy.older_rows_in(*range.start());
     tracing::debug!(
         "older history: snapshots {}..={} in",
         range.start(),

@@ -308,6 +308,9 @@ pub struct Lazy {
     /// coming ([`Lazy::set_filling`]): an object without a place waits for
     /// them (up to the fetch timeout) before it is missing.
     filling: Mutex<(bool, u64)>,
+    /// The first snapshot held since the older history's last batch of
+    /// rows came in this process (`u64::MAX`: none came).
+    older_from: AtomicU64,
     /// Signalled when places come in or the filling ends.
     grew: Condvar,
     /// The oldest snapshot whose part index the restore took (a flat
@@ -350,6 +353,7 @@ impl Lazy {
             dir,
             places: std::sync::RwLock::new(places),
             filling: Mutex::new((false, 0)),
+            older_from: AtomicU64::new(u64::MAX),
             grew: Condvar::new(),
             homes: Mutex::new((oldest, Default::default())),
             erased: std::sync::RwLock::new(None),
@@ -505,25 +509,56 @@ impl Lazy {
     /// early in a long history comes last), up to the fetch timeout
     /// without a new batch.
     fn place_of(&self, id: &ObjectId) -> Option<Place> {
-        if let Some(p) = self.places.read().expect("places").0.get(id) {
-            return Some(*p);
+        let place = || self.places.read().expect("places").0.get(id).copied();
+        if let Some(p) = place() {
+            return Some(p);
         }
+        let mut found = None;
+        self.wait_for_older(|| {
+            found = place();
+            found.is_some()
+        });
+        found
+    }
+
+    /// Waits until `done()` while a flat start's older history is coming
+    /// ([`Lazy::set_filling`]): as long as batches keep coming, up to the
+    /// fetch timeout without a new one. Returns whether `done()` held.
+    /// `done` runs under the wait's lock: it must not call back here.
+    pub fn wait_for_older(&self, mut done: impl FnMut() -> bool) -> bool {
         let limit = wait_limit();
         let mut filling = self.filling.lock().expect("filling");
         let (mut seen, mut deadline) = (filling.1, Instant::now() + limit);
         loop {
-            if let Some(p) = self.places.read().expect("places").0.get(id) {
-                return Some(*p);
+            if done() {
+                return true;
             }
             if filling.1 != seen {
                 (seen, deadline) = (filling.1, Instant::now() + limit);
             }
             let left = deadline.saturating_duration_since(Instant::now());
             if !filling.0 || left.is_zero() {
-                return None;
+                return false;
             }
             filling = self.grew.wait_timeout(filling, left).expect("filling").0;
         }
+    }
+
+    /// Tells the waiters that a batch of the older history's rows is in,
+    /// down to snapshot `from` (after its part indexes:
+    /// [`Lazy::add_older`]).
+    pub fn older_rows_in(&self, from: u64) {
+        let mut filling = self.filling.lock().expect("filling");
+        self.older_from.fetch_min(from, Ordering::Relaxed);
+        filling.1 += 1;
+        self.grew.notify_all();
+    }
+
+    /// The first snapshot held since the older history's last batch of
+    /// rows came in this process (`u64::MAX`: none came yet). For a
+    /// [`Lazy::wait_for_older`] condition: it takes no lock.
+    pub fn older_from(&self) -> u64 {
+        self.older_from.load(Ordering::Relaxed)
     }
 
     /// Whether the remote index names a place of `id` (one a redaction

@@ -71,6 +71,9 @@ pub struct CutFs {
     sync_delay_us: std::sync::atomic::AtomicU64,
     /// Cut and not revived: nothing reaches the disk.
     dead: std::sync::atomic::AtomicBool,
+    /// Reads of files whose name ends so wait this long first (see
+    /// [`CutFs::slow_reads`]).
+    slow_reads: Mutex<Option<(String, Duration)>>,
 }
 
 fn io_errno(e: &std::io::Error) -> Errno {
@@ -101,6 +104,7 @@ impl CutFs {
             state: Mutex::new(st),
             sync_delay_us: std::sync::atomic::AtomicU64::new(0),
             dead: std::sync::atomic::AtomicBool::new(false),
+            slow_reads: Mutex::new(None),
         })
     }
 
@@ -123,6 +127,12 @@ impl CutFs {
     pub fn slow_syncs(&self, d: Duration) {
         self.sync_delay_us
             .store(d.as_micros() as u64, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Makes every read of a file whose name ends with `suffix` wait `d`
+    /// first, as a far server would (`None`: none waits).
+    pub fn slow_reads(&self, slow: Option<(&str, Duration)>) {
+        *self.slow_reads.lock().unwrap() = slow.map(|(s, d)| (s.to_owned(), d));
     }
 
     /// Makes every pending write durable (as if each file were synced).
@@ -690,6 +700,13 @@ impl Filesystem for Shared {
     ) {
         let r = (|| {
             let (ino, file) = self.0.handle(fh)?;
+            let slow = self.0.slow_reads.lock().unwrap().clone();
+            if let Some((suffix, d)) = slow {
+                let named = self.0.state.lock().unwrap().paths.get(&ino).cloned();
+                if named.is_some_and(|p| p.to_string_lossy().ends_with(&suffix)) {
+                    std::thread::sleep(d);
+                }
+            }
             let st = self.0.state.lock().unwrap();
             if let Some(d) = st.dirty.get(&ino) {
                 let start = (offset as usize).min(d.current.len());

@@ -678,6 +678,7 @@ impl Fs {
                 } else {
                     let seq = snapshots::parse_name(name)
                         .ok_or_else(|| Error::fs("lookup", libc::ENOENT))?;
+                    self.snaps.wait_older(Some(seq));
                     self.snap_attr(seq, ROOT_INO)?
                 };
                 self.hold_history(a.ino);
@@ -712,7 +713,10 @@ impl Fs {
     /// Opens a directory, capturing its listing for stable offsets.
     pub fn opendir(&self, ino: u64) -> Result<u64> {
         let h = match self.node(ino)? {
-            Node::SnapRoot => Handle::SnapRoot,
+            Node::SnapRoot => {
+                self.snaps.wait_older(None);
+                Handle::SnapRoot
+            }
             Node::Latest => return Err(Error::fs("opendir", libc::ENOTDIR)),
             Node::Live(i) => {
                 let e = self.eng();

@@ -146,6 +146,25 @@ impl Snapshots {
         ino >= DIR_INO
     }
 
+    /// While a flat start's older history is coming
+    /// ([`crate::history::older`]), waits until snapshot `seq` is in
+    /// (`None`: all of it), as long as batches keep coming (up to the fetch
+    /// timeout without one), as a read of content stored before the flat
+    /// start waits for its part index: so `.snapshots/` lists the whole
+    /// history, and an older snapshot's name is found, once fetched, not
+    /// missing meanwhile. No wait for a whole history or one whose fetch
+    /// stopped at a snapshot that did not check.
+    pub fn wait_older(&self, seq: Option<u64>) {
+        let want = seq.unwrap_or(1);
+        match crate::history::older::pending(&self.agent) {
+            Ok(Some((from, None))) if want < from => {}
+            _ => return,
+        }
+        if let Some(lazy) = self.agent.repo().lazy() {
+            lazy.wait_for_older(|| lazy.older_from() <= want);
+        }
+    }
+
     /// The opened, verified view of snapshot `seq`.
     pub fn view(&self, seq: u64) -> Result<Arc<SnapshotView>> {
         if let Some(v) = self.views.lock().expect("views").get(&seq) {
