@@ -791,7 +791,10 @@ fn names_snapshot(msg: &str) -> bool {
                 .is_some_and(|c| c.is_ascii_digit())
         })
     });
-    numbered || msg.contains("redaction record ") || msg.contains("remote listing of ")
+    numbered
+        || msg.contains("redaction record ")
+        || msg.contains("remote listing of ")
+        || msg.contains("(checkpoint.json)")
 }
 
 /// What one restore did.

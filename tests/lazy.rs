@@ -779,61 +779,85 @@ fn wait_segments(m: &Mounted, remote: &Path, n: usize) -> Vec<PathBuf> {
 }
 
 /// While a fresh machine's mount fetches the older history of a flat
-/// start (here through a remote whose second chain segment answers 3 s
-/// late),
-/// `.snapshots/` waits for it, as a read of content stored before the
-/// checkpoint does: the listing holds every snapshot and an old snapshot
-/// is found by name, where they held only those from the checkpoint on
-/// (and ENOENT for the others) until the fetch was done.
+/// start, `.snapshots/` waits for it, as a read of content stored before
+/// the checkpoint does: an old snapshot is found by name once its batch is
+/// in (before the rest), and the listing holds every snapshot, where they
+/// held only those from the checkpoint on (and ENOENT for the others)
+/// until the whole fetch was done. The remote is seen through a
+/// pass-through file system that holds the reads of the first chain
+/// segment (the oldest batch's) until the test lets them go.
 #[test]
 fn snapshots_wait_for_the_older_history_of_a_flat_start() {
     let (dir, remote, url) = dir_remote();
     let m = Mounted::new("lz", &["--remote", &url]);
-    m.py("for i in range(600):\n    open('n', 'w').write(str(i))");
+    // Atomic saves: each snapshot rewrites the root directory, so an old
+    // snapshot's metadata is stored near it (not in the first segment).
+    m.py("import os\nfor i in range(1400):\n    open('t', 'w').write(str(i))\n    os.replace('t', 'n')");
     let head = m.wait_replicated();
     let o = m.sovseal(&["checkpoint", "--agent", "lz", "--remote", &url]);
     assert!(o.status.success(), "{}", support::mount::text(&o.stderr));
-    wait_segments(&m, &remote, 2);
-    let old_n = std::fs::read_to_string(in_snapshot(&m, 300, "n")).unwrap();
+    wait_segments(&m, &remote, 5);
+    let at = |seq: u64| std::fs::read_to_string(in_snapshot(&m, seq, "n")).unwrap();
+    let (at100, at1000) = (at(100), at(1000));
     m.unmount();
     let mnt = dir.path().join("far");
     std::fs::create_dir(&mnt).unwrap();
     let far = support::cutfs::CutFs::new(&remote);
     let session = far.mount(&mnt);
-    // (The second chain segment only: the head's metadata is in the first
-    // or at the head, so the mount serves at once and the older history
-    // comes 3 s after.)
-    far.slow_reads(Some(("00000000000000000257.seg", Duration::from_secs(3))));
-    let f = fresh_machine(&m, &format!("file://{}", mnt.display()));
+    let far_url = format!("file://{}", mnt.display());
+    // The flat start is at 1,281 or later (five chain segments, maybe a
+    // tail): the older history comes in two batches, the newer from 257 or
+    // later (holding 1,000), the older from 1 (holding 100), which waits
+    // for the first segment.
+    let first_segment = "00000000000000000001.seg";
+    let waits = |m: &Mounted, what: Box<dyn FnOnce() -> String + Send>| {
+        let t = std::thread::spawn(what);
+        std::thread::sleep(Duration::from_millis(500));
+        assert!(!t.is_finished(), "{}", m.status());
+        far.hold_reads(None);
+        t.join().unwrap()
+    };
+    far.hold_reads(Some(first_segment));
+    let f = fresh_machine(&m, &far_url);
     f.mount();
     assert!(
         log(&f).contains("lazy restore from snapshot"),
         "{}",
         log(&f)
     );
-    let coming = f.status()["older_history"].clone();
-    assert_eq!(coming["loading"], true, "{coming}");
-    let listed: Vec<u64> = std::fs::read_dir(f.path(".snapshots"))
-        .unwrap()
-        .filter_map(|e| e.unwrap().file_name().to_str()?.parse().ok())
-        .collect();
-    assert_eq!(listed.len() as u64, head, "{coming}");
-    assert_eq!(f.status()["older_history"], serde_json::Value::Null);
+    let loading = |m: &Mounted| m.status()["older_history"]["loading"] == true;
+    assert!(loading(&f), "{}", f.status());
     assert_eq!(
-        std::fs::read_to_string(in_snapshot(&f, 300, "n")).unwrap(),
-        old_n
+        std::fs::read_to_string(in_snapshot(&f, 1000, "n")).unwrap(),
+        at1000
+    );
+    assert!(loading(&f), "found before the rest came: {}", f.status());
+    let snaps = f.path(".snapshots");
+    let listed = waits(
+        &f,
+        Box::new(move || {
+            let n = std::fs::read_dir(snaps)
+                .unwrap()
+                .filter(|e| e.as_ref().unwrap().file_name() != "latest")
+                .count();
+            n.to_string()
+        }),
+    );
+    assert_eq!(listed, head.to_string());
+    assert!(!loading(&f));
+    assert_eq!(
+        std::fs::read_to_string(in_snapshot(&f, 100, "n")).unwrap(),
+        at100
     );
     f.unmount();
-    // An old snapshot looked up by name at once, on another machine.
-    let g = another_machine(&m, &format!("file://{}", mnt.display()), "second");
+    // An older snapshot looked up by name at once, on another machine.
+    far.hold_reads(Some(first_segment));
+    let g = another_machine(&m, &far_url, "second");
     g.mount();
-    let coming = g.status()["older_history"].clone();
-    assert_eq!(coming["loading"], true, "{coming}");
-    assert_eq!(
-        std::fs::read_to_string(in_snapshot(&g, 300, "n")).unwrap(),
-        old_n
-    );
-    far.slow_reads(None);
+    assert!(loading(&g), "{}", g.status());
+    let old = in_snapshot(&g, 100, "n");
+    let read = waits(&g, Box::new(move || std::fs::read_to_string(old).unwrap()));
+    assert_eq!(read, at100);
     g.unmount();
     // (What the mounts wrote to the remote reaches the directory.)
     far.sync_all();

@@ -293,6 +293,14 @@ fn workload(e: &mut Engine, marker: &[u8]) {
 
 /// Replicates everything: made durable first, as the mount's barrier does
 /// (only durable snapshots leave the machine).
+/// Held by the tests that set this process's lazy remote
+/// (`lazy::use_remote`, one per process): run together, one's reads went
+/// to another's store.
+fn one_process_remote() -> std::sync::MutexGuard<'static, ()> {
+    static ONE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    ONE.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 fn replicate_all(e: &Engine, remote: &Remote) {
     e.sync().unwrap();
     let r = Replicator::start(e.shared_agent(), remote.clone()).unwrap();
@@ -415,6 +423,7 @@ fn an_older_data_dir_migrates_and_its_mixed_history_replicates_prunes_and_restor
 /// reads as before.
 #[test]
 fn part_indexes_an_older_build_left_out_are_written_and_the_agent_restores_lazily() {
+    let _one = one_process_remote();
     use sovseal::replication::backfill::{self, Written};
     use sovseal::repo::pack;
     let env = Env::golden("datadir-tree5");
@@ -1239,7 +1248,11 @@ fn a_restore_reads_the_newest_checkpoints_copy_and_lists_only_after_it() {
     let (e, _, _) = restore_with(false);
     let e = e.unwrap();
     assert!(
-        matches!(e, Error::Corrupt { .. }) && e.to_string().contains("newest checkpoint's copy"),
+        matches!(e, Error::Corrupt { .. })
+            && e.to_string().contains(&format!(
+                "checkpoint {}'s copy as the newest on the remote (checkpoint.json)",
+                head - 1
+            )),
         "{e}"
     );
 
@@ -1261,6 +1274,7 @@ fn a_restore_reads_the_newest_checkpoints_copy_and_lists_only_after_it() {
 /// the writer had it, and `verify` passes over the whole chain.
 #[test]
 fn a_flat_start_begins_inside_a_chain_segment_inside_the_tail_or_at_the_head() {
+    let _one = one_process_remote();
     use futures::TryStreamExt;
     use object_store::ObjectStoreExt;
     use sovseal::history::{checkpoint, older};
@@ -1474,6 +1488,7 @@ fn a_lazy_restore_reads_chain_segments_ahead_while_it_checks_the_ones_it_has() {
 /// while the head still reads.
 #[test]
 fn a_lazy_restore_starts_at_the_newest_checkpoint_and_fetches_the_older_history_after() {
+    let _one = one_process_remote();
     use object_store::ObjectStoreExt;
     use sovseal::history::{checkpoint, older};
     use sovseal::replication::backfill;

@@ -276,18 +276,53 @@ pub async fn create(agent: &Agent, remote: &Remote, seq: u64) -> Result<Checkpoi
     let c = Checkpoint::sign(keys, seq, &hash, crate::time::now_ms());
     let id = keys.agent_id();
     remote.put_checkpoint(&id, seq, c.to_json()).await?;
-    // Then the copy a restore reads, unless it names a later snapshot (a
-    // checkpoint signed of an older one on request). After the file: a
-    // copy never names a checkpoint the listing lacks.
-    let newer_copy = match remote.get_newest_checkpoint(&id).await? {
-        Some(raw) => Checkpoint::parse(&raw, keys).is_ok_and(|n| n.seq > seq),
+    save_local(agent, &c)?;
+    // Then the copy a restore reads. After the file: a copy never names a
+    // checkpoint the listing lacks. Only a cost when it fails (a restore
+    // lists the checkpoints after the copy's, or all without one): a
+    // warning, not the checkpoint's failure.
+    if let Err(e) = put_copy(keys, remote, &c).await {
+        tracing::warn!(
+            "checkpoint {seq}: its copy as the newest on {} was not stored ({e}): a fresh machine lists the checkpoints after the copy there",
+            remote.shown_url()
+        );
+    }
+    Ok(c)
+}
+
+/// Stores `c` as the copy of the newest checkpoint on `remote`, unless the
+/// copy there names a later snapshot (a checkpoint of an older one signed
+/// on request). Two processes signing at once may leave the older of
+/// theirs: a restore then takes the newer from the listing after it.
+async fn put_copy(keys: &AgentKeys, remote: &Remote, c: &Checkpoint) -> Result<()> {
+    let id = keys.agent_id();
+    let newer = match remote.get_newest_checkpoint(&id).await? {
+        Some(raw) => Checkpoint::parse(&raw, keys).is_ok_and(|n| n.seq > c.seq),
         None => false,
     };
-    if !newer_copy {
+    if !newer {
         remote.put_newest_checkpoint(&id, c.to_json()).await?;
     }
-    save_local(agent, &c)?;
-    Ok(c)
+    Ok(())
+}
+
+/// The copy of the newest checkpoint on `remote`, verified (one that does
+/// not verify is an error, naming it); `None` when there is none.
+pub async fn fetch_remote_copy(keys: &AgentKeys, remote: &Remote) -> Result<Option<Checkpoint>> {
+    let Some(raw) = remote.get_newest_checkpoint(&keys.agent_id()).await? else {
+        return Ok(None);
+    };
+    // (Named by the snapshot it claims, when that much parses.)
+    let claimed = serde_json::from_slice::<serde_json::Value>(&raw)
+        .ok()
+        .and_then(|v| v["seq"].as_u64());
+    let what = match claimed {
+        Some(seq) => {
+            format!("checkpoint {seq}'s copy as the newest on the remote (checkpoint.json)")
+        }
+        None => "the copy of the newest checkpoint on the remote (checkpoint.json)".into(),
+    };
+    parse_as(&raw, keys, &what).map(Some)
 }
 
 /// Every checkpoint on the remote, ascending, each verified: one that does
@@ -316,14 +351,7 @@ pub async fn fetch_remote(keys: &AgentKeys, remote: &Remote) -> Result<Vec<Check
 /// before the copy.
 pub async fn fetch_remote_newest(keys: &AgentKeys, remote: &Remote) -> Result<Option<Checkpoint>> {
     let id = keys.agent_id();
-    let copy = match remote.get_newest_checkpoint(&id).await? {
-        Some(raw) => Some(parse_as(
-            &raw,
-            keys,
-            "the newest checkpoint's copy on the remote",
-        )?),
-        None => None,
-    };
+    let copy = fetch_remote_copy(keys, remote).await?;
     let after = copy.as_ref().map_or(0, |c| c.seq);
     let listed = remote.list_checkpoints(&id, after).await?;
     for seq in listed.into_iter().rev() {
@@ -533,8 +561,12 @@ pub fn check_all(
     let mut remote_head = None;
     if let Some(rem) = remote {
         let rt = crate::repo::remote::runtime()?;
-        let theirs = rt.block_on(fetch_remote(keys, rem))?;
+        // Every checkpoint file, and the copy of the newest a restore reads.
+        let (theirs, copy) = rt.block_on(async {
+            futures::try_join!(fetch_remote(keys, rem), fetch_remote_copy(keys, rem))
+        })?;
         cps.extend(theirs);
+        cps.extend(copy);
         remote_head = Some(rt.block_on(check_remote(keys, rem, &cps))?);
     }
     if let Some(age) = max_age {

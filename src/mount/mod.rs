@@ -311,6 +311,7 @@ fn serve(
             writeback_cache: args.writeback_cache || mount.writeback_cache,
             sync_interval: Duration::from_millis(args.sync_interval_ms),
             follow: args.follow,
+            history_waiters: args.threads / 2,
             ..Options::default()
         },
         replicator,

@@ -398,6 +398,12 @@ impl Lazy {
         places.1.keys().copied().max().unwrap_or(0)
     }
 
+    /// Whether a flat start's older history is being fetched here (see
+    /// [`Lazy::set_filling`]).
+    pub fn is_filling(&self) -> bool {
+        self.filling.lock().expect("filling").0
+    }
+
     /// Whether the part indexes of older history are still coming (a
     /// flat start's, [`Lazy::add_older`], with a count of the batches
     /// that came): while they are, a read of an object without a place

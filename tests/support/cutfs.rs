@@ -71,9 +71,10 @@ pub struct CutFs {
     sync_delay_us: std::sync::atomic::AtomicU64,
     /// Cut and not revived: nothing reaches the disk.
     dead: std::sync::atomic::AtomicBool,
-    /// Reads of files whose name ends so wait this long first (see
-    /// [`CutFs::slow_reads`]).
-    slow_reads: Mutex<Option<(String, Duration)>>,
+    /// Reads of files whose name ends so wait until it is cleared (see
+    /// [`CutFs::hold_reads`]).
+    held: Mutex<Option<String>>,
+    released: std::sync::Condvar,
 }
 
 fn io_errno(e: &std::io::Error) -> Errno {
@@ -104,7 +105,8 @@ impl CutFs {
             state: Mutex::new(st),
             sync_delay_us: std::sync::atomic::AtomicU64::new(0),
             dead: std::sync::atomic::AtomicBool::new(false),
-            slow_reads: Mutex::new(None),
+            held: Mutex::new(None),
+            released: std::sync::Condvar::new(),
         })
     }
 
@@ -129,10 +131,12 @@ impl CutFs {
             .store(d.as_micros() as u64, std::sync::atomic::Ordering::Relaxed);
     }
 
-    /// Makes every read of a file whose name ends with `suffix` wait `d`
-    /// first, as a far server would (`None`: none waits).
-    pub fn slow_reads(&self, slow: Option<(&str, Duration)>) {
-        *self.slow_reads.lock().unwrap() = slow.map(|(s, d)| (s.to_owned(), d));
+    /// Holds every read of a file whose name ends with `suffix` until the
+    /// next call (`None`: releases them), as a server that does not answer
+    /// yet would.
+    pub fn hold_reads(&self, suffix: Option<&str>) {
+        *self.held.lock().unwrap() = suffix.map(str::to_owned);
+        self.released.notify_all();
     }
 
     /// Makes every pending write durable (as if each file were synced).
@@ -700,13 +704,16 @@ impl Filesystem for Shared {
     ) {
         let r = (|| {
             let (ino, file) = self.0.handle(fh)?;
-            let slow = self.0.slow_reads.lock().unwrap().clone();
-            if let Some((suffix, d)) = slow {
-                let named = self.0.state.lock().unwrap().paths.get(&ino).cloned();
-                if named.is_some_and(|p| p.to_string_lossy().ends_with(&suffix)) {
-                    std::thread::sleep(d);
-                }
+            let named = self.0.state.lock().unwrap().paths.get(&ino).cloned();
+            let named = named.map(|p| p.to_string_lossy().into_owned());
+            let mut held = self.0.held.lock().unwrap();
+            while held
+                .as_ref()
+                .is_some_and(|s| named.as_ref().is_some_and(|n| n.ends_with(s.as_str())))
+            {
+                held = self.0.released.wait(held).unwrap();
             }
+            drop(held);
             let st = self.0.state.lock().unwrap();
             if let Some(d) = st.dirty.get(&ino) {
                 let start = (offset as usize).min(d.current.len());

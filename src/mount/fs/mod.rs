@@ -96,6 +96,10 @@ pub struct Options {
     /// fetched from the writer ([`Fs::advance`]); a file opened reads the
     /// snapshot it was opened in until it is closed.
     pub follow: bool,
+    /// Requests under `.snapshots/` that may wait for a flat start's older
+    /// history at once ([`Snapshots::wait_older`]): at most half the FUSE
+    /// workers, so that the live tree keeps some.
+    pub history_waiters: usize,
 }
 
 impl Default for Options {
@@ -109,6 +113,7 @@ impl Default for Options {
             sync_interval: Duration::from_secs(1),
             writeback_cache: false,
             follow: false,
+            history_waiters: 2,
         }
     }
 }
@@ -367,7 +372,7 @@ impl Fs {
         );
         Fs {
             engine,
-            snaps: Snapshots::new(agent),
+            snaps: Snapshots::new(agent, opts.history_waiters),
             handles: Mutex::new(HashMap::new()),
             next_fh: AtomicU64::new(1),
             committer,

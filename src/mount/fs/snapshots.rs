@@ -15,6 +15,7 @@ use crate::repo::view::SnapshotView;
 use crate::seal::tree::ROOT_INO;
 use crate::{Error, Result};
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 /// Inode number of `.snapshots` itself.
@@ -67,11 +68,16 @@ pub struct Snapshots {
     agent: Arc<Agent>,
     table: Mutex<Table>,
     views: Mutex<HashMap<u64, Arc<SnapshotView>>>,
+    /// Requests waiting for the older history ([`Snapshots::wait_older`]),
+    /// and how many may.
+    waiting: AtomicUsize,
+    waiters: usize,
 }
 
 impl Snapshots {
-    /// Over an agent's history.
-    pub fn new(agent: Arc<Agent>) -> Self {
+    /// Over an agent's history; `waiters` requests may wait for a flat
+    /// start's older history at once.
+    pub fn new(agent: Arc<Agent>, waiters: usize) -> Self {
         Snapshots {
             agent,
             table: Mutex::new(Table {
@@ -79,6 +85,8 @@ impl Snapshots {
                 ..Table::default()
             }),
             views: Mutex::new(HashMap::new()),
+            waiting: AtomicUsize::new(0),
+            waiters,
         }
     }
 
@@ -152,17 +160,32 @@ impl Snapshots {
     /// timeout without one), as a read of content stored before the flat
     /// start waits for its part index: so `.snapshots/` lists the whole
     /// history, and an older snapshot's name is found, once fetched, not
-    /// missing meanwhile. No wait for a whole history or one whose fetch
-    /// stopped at a snapshot that did not check.
+    /// missing meanwhile. No wait (and no index read) unless the older
+    /// history is being fetched here; none for a snapshot already in, nor
+    /// in more requests at once than allowed (the others answer with what
+    /// is in, leaving FUSE workers to the live tree).
     pub fn wait_older(&self, seq: Option<u64>) {
         let want = seq.unwrap_or(1);
+        let Some(lazy) = self.agent.repo().lazy() else {
+            return;
+        };
+        if want == 0 || !lazy.is_filling() || lazy.older_from() <= want {
+            return;
+        }
         match crate::history::older::pending(&self.agent) {
             Ok(Some((from, None))) if want < from => {}
             _ => return,
         }
-        if let Some(lazy) = self.agent.repo().lazy() {
-            lazy.wait_for_older(|| lazy.older_from() <= want);
+        let taken = self
+            .waiting
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                (n < self.waiters).then_some(n + 1)
+            });
+        if taken.is_err() {
+            return;
         }
+        lazy.wait_for_older(|| lazy.older_from() <= want);
+        self.waiting.fetch_sub(1, Ordering::Relaxed);
     }
 
     /// The opened, verified view of snapshot `seq`.
