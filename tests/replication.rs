@@ -1263,6 +1263,24 @@ fn a_restore_reads_the_newest_checkpoints_copy_and_lists_only_after_it() {
     assert_eq!(listed, [None]);
     assert_eq!(read, [copy.to_string(), file(head).to_string()]);
     assert_eq!(checkpointed(), Some(head));
+
+    // `verify --remote` checks the copy with the checkpoint files: one
+    // signed by this agent's key over another hash (a key that leaked, or
+    // a fork) is refused, as is one that does not verify.
+    let e = env.open();
+    let checked = checkpoint::check_all(e.agent(), &[], Some(&plain), None).unwrap();
+    assert_eq!(checked.remote_head, Some(head));
+    let keys = env.master.agent_keys(env.agent.as_str());
+    let other = checkpoint::Checkpoint::sign(&keys, head, &[7; 32], 1);
+    put(&copy, other.to_json().into());
+    let err = checkpoint::check_all(e.agent(), &[], Some(&plain), None).unwrap_err();
+    assert!(
+        matches!(err, Error::ChainBroken { seq, .. } if seq == head),
+        "{err}"
+    );
+    put(&copy, serde_json::to_vec(&forged).unwrap().into());
+    let err = checkpoint::check_all(e.agent(), &[], Some(&plain), None).unwrap_err();
+    assert!(err.to_string().contains("(checkpoint.json)"), "{err}");
 }
 
 /// The flat start from a checkpoint inside a chain segment (B = C: the
