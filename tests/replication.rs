@@ -991,6 +991,29 @@ mod faulty {
 
     /// What [`Faulty`] tells of each read.
     pub type OnGet = Box<dyn Fn(&Path) + Send>;
+
+    /// Reads as they came: each object's directory and the sequence number
+    /// its name starts with (names without one left out).
+    pub type Reads = Arc<std::sync::Mutex<Vec<(String, u64)>>>;
+
+    /// A remote over `inner` that records every read ([`Reads`]).
+    pub fn recording_reads(inner: &Arc<dyn ObjectStore>) -> (sovseal::repo::remote::Remote, Reads) {
+        let read = Reads::default();
+        let faulty = Faulty::new(inner.clone(), |_| false);
+        *faulty.on_get.lock().unwrap() = Some({
+            let read = read.clone();
+            Box::new(move |p: &Path| {
+                let (dir, name) = p.as_ref().rsplit_once('/').unwrap();
+                let kind = dir.rsplit('/').next().unwrap().to_owned();
+                if let Ok(seq) = name[..20.min(name.len())].parse::<u64>() {
+                    read.lock().unwrap().push((kind, seq));
+                }
+            })
+        });
+        let remote =
+            sovseal::repo::remote::Remote::with_store(faulty, Default::default(), "faulty://");
+        (remote, read)
+    }
     /// Which reads [`Faulty`] fails.
     pub type FailIf = Box<dyn Fn(&str) -> bool + Send>;
 
@@ -1363,19 +1386,7 @@ fn a_flat_start_begins_inside_a_chain_segment_inside_the_tail_or_at_the_head() {
         std::fs::remove_dir_all(env.data_dir()).unwrap();
         let _ = std::fs::remove_file(env.home.seen_head_path(&env.agent));
         // Every read of the restore, by the snapshot its name starts with.
-        let read = Arc::new(std::sync::Mutex::new(Vec::<(String, u64)>::new()));
-        let faulty = faulty::Faulty::new(inner.clone(), |_| false);
-        *faulty.on_get.lock().unwrap() = Some({
-            let read = read.clone();
-            Box::new(move |p: &object_store::path::Path| {
-                let (dir, name) = p.as_ref().rsplit_once('/').unwrap();
-                let kind = dir.rsplit('/').next().unwrap().to_owned();
-                if let Ok(seq) = name[..20.min(name.len())].parse::<u64>() {
-                    read.lock().unwrap().push((kind, seq));
-                }
-            })
-        });
-        let remote = Remote::with_store(faulty, Default::default(), "faulty://");
+        let (remote, read) = faulty::recording_reads(&inner);
         let restored = rt().block_on(restore::restore_lazy(
             &env.home,
             &env.agent,
@@ -1573,19 +1584,7 @@ fn a_lazy_restore_starts_at_the_newest_checkpoint_and_fetches_the_older_history_
         assert_eq!(head.unwrap(), Some(written));
     };
     // Every read of the restore, by the snapshot its name starts with.
-    let read = Arc::new(std::sync::Mutex::new(Vec::<(String, u64)>::new()));
-    let faulty = faulty::Faulty::new(inner.clone(), |_| false);
-    *faulty.on_get.lock().unwrap() = Some({
-        let read = read.clone();
-        Box::new(move |p: &object_store::path::Path| {
-            let (dir, name) = p.as_ref().rsplit_once('/').unwrap();
-            let kind = dir.rsplit('/').next().unwrap().to_owned();
-            if let Ok(seq) = name[..20.min(name.len())].parse::<u64>() {
-                read.lock().unwrap().push((kind, seq));
-            }
-        })
-    });
-    let remote = Remote::with_store(faulty, Default::default(), "faulty://");
+    let (remote, read) = faulty::recording_reads(&inner);
     restore_from(&remote);
     let reads = std::mem::take(&mut *read.lock().unwrap());
     // From the first snapshot after the chain segments on (the checkpoint
