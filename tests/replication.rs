@@ -291,8 +291,6 @@ fn workload(e: &mut Engine, marker: &[u8]) {
     e.commit().unwrap();
 }
 
-/// Replicates everything: made durable first, as the mount's barrier does
-/// (only durable snapshots leave the machine).
 /// Held by the tests that set this process's lazy remote
 /// (`lazy::use_remote`, one per process): run together, one's reads went
 /// to another's store.
@@ -301,6 +299,8 @@ fn one_process_remote() -> std::sync::MutexGuard<'static, ()> {
     ONE.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// Replicates everything: made durable first, as the mount's barrier does
+/// (only durable snapshots leave the machine).
 fn replicate_all(e: &Engine, remote: &Remote) {
     e.sync().unwrap();
     let r = Replicator::start(e.shared_agent(), remote.clone()).unwrap();

@@ -5,8 +5,9 @@
 //!
 //! A checkpoint names only a snapshot that is already on the remote. It is
 //! kept locally (`<data dir>/checkpoints/<seq>.json`), on the remote
-//! (`…/checkpoints/<seq>.json`), and optionally handed to a hook command for
-//! external anchoring. Verification (`check_chain`, `check_remote`) fails
+//! (`…/checkpoints/<seq>.json`, and the newest also as `…/checkpoint.json`,
+//! which a restore reads instead of listing them all), and optionally
+//! handed to a hook command for external anchoring. Verification (`check_chain`, `check_remote`) fails
 //! closed when a signature does not verify, or when a chain is shorter than
 //! a checkpoint or disagrees with it: that is a remote (or a disk) that
 //! dropped or rolled back snapshots.

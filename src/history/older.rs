@@ -13,8 +13,9 @@
 //! each forget record verify against its snapshot. A batch's part indexes
 //! are stored first ([`crate::repo::lazy::Lazy::add_older`]: a read that
 //! waits for an object without a place looks again), then its rows, with
-//! the marker moved down, in one transaction; a crash in between fetches
-//! the batch again.
+//! the marker moved down, in one transaction (then a `.snapshots/` request
+//! waiting for them looks again: `Lazy::older_rows_in`); a crash in
+//! between fetches the batch again.
 //!
 //! A mount runs it in a thread of its own from the moment it opens the
 //! agent; the commands that need the whole history (verify, log, prune,

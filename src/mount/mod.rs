@@ -65,7 +65,9 @@ pub struct Args {
     /// Dirty file data kept in memory before it is sealed early, in MiB.
     #[arg(long, default_value_t = 64)]
     pub dirty_budget_mib: usize,
-    /// FUSE worker threads.
+    /// FUSE worker threads (of which up to half may wait for a lazily
+    /// restored agent's older history under `.snapshots/`; with one, none
+    /// does).
     #[arg(long, default_value_t = 4)]
     pub threads: usize,
     /// Where sealed snapshots are replicated (file:///dir, s3://bucket/prefix,

@@ -304,14 +304,16 @@ pub struct Lazy {
     /// redaction another process runs meanwhile).
     keeps: bool,
     places: std::sync::RwLock<Places>,
-    /// Whether the part indexes of a flat start's older history are still
-    /// coming ([`Lazy::set_filling`]): an object without a place waits for
-    /// them (up to the fetch timeout) before it is missing.
+    /// Whether the part indexes and rows of a flat start's older history
+    /// are still coming ([`Lazy::set_filling`]), and a count of what came
+    /// (each batch's part indexes, then its rows): an object without a
+    /// place, or a `.snapshots/` request, waits for them
+    /// ([`Lazy::wait_for_older`]; up to the fetch timeout without news).
     filling: Mutex<(bool, u64)>,
     /// The first snapshot held since the older history's last batch of
     /// rows came in this process (`u64::MAX`: none came).
     older_from: AtomicU64,
-    /// Signalled when places come in or the filling ends.
+    /// Signalled when places or rows come in or the filling ends.
     grew: Condvar,
     /// The oldest snapshot whose part index the restore took (a flat
     /// start's first), and the chain segments (their first snapshots)
@@ -405,10 +407,10 @@ impl Lazy {
     }
 
     /// Whether the part indexes of older history are still coming (a
-    /// flat start's, [`Lazy::add_older`], with a count of the batches
-    /// that came): while they are, a read of an object without a place
-    /// waits for them. Set by whoever fetches them;
-    /// cleared when done or stopped, which wakes every waiting read.
+    /// flat start's, [`Lazy::add_older`]): while they are, a read of an
+    /// object without a place, or a `.snapshots/` request, waits for them.
+    /// Set by whoever fetches them; cleared when done or stopped, which
+    /// wakes every waiter.
     pub fn set_filling(&self, filling: bool) {
         self.filling.lock().expect("filling").0 = filling;
         self.grew.notify_all();

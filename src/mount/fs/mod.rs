@@ -98,7 +98,8 @@ pub struct Options {
     pub follow: bool,
     /// Requests under `.snapshots/` that may wait for a flat start's older
     /// history at once ([`Snapshots::wait_older`]): at most half the FUSE
-    /// workers, so that the live tree keeps some.
+    /// workers, so that the live tree keeps some (none with one worker:
+    /// `.snapshots/` then shows what is in so far).
     pub history_waiters: usize,
 }
 

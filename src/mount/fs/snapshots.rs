@@ -184,8 +184,15 @@ impl Snapshots {
         if taken.is_err() {
             return;
         }
+        /// Gives the place back however the wait ends.
+        struct Waiting<'a>(&'a AtomicUsize);
+        impl Drop for Waiting<'_> {
+            fn drop(&mut self) {
+                self.0.fetch_sub(1, Ordering::Relaxed);
+            }
+        }
+        let _waiting = Waiting(&self.waiting);
         lazy.wait_for_older(|| lazy.older_from() <= want);
-        self.waiting.fetch_sub(1, Ordering::Relaxed);
     }
 
     /// The opened, verified view of snapshot `seq`.
