@@ -783,9 +783,11 @@ fn wait_segments(m: &Mounted, remote: &Path, n: usize) -> Vec<PathBuf> {
 /// the checkpoint does: an old snapshot is found by name once its batch is
 /// in (before the rest), and the listing holds every snapshot, where they
 /// held only those from the checkpoint on (and ENOENT for the others)
-/// until the whole fetch was done. The remote is seen through a
-/// pass-through file system that holds the reads of the first chain
-/// segment (the oldest batch's) until the test lets them go.
+/// until the whole fetch was done. A mount killed meanwhile leaves the
+/// rest to the next command that needs the whole history, which fetches
+/// it itself. The remote is seen through a pass-through file system that
+/// holds the reads of the first chain segment (the oldest batch's) until
+/// the test lets them go.
 #[test]
 fn snapshots_wait_for_the_older_history_of_a_flat_start() {
     let (dir, remote, url) = dir_remote();
@@ -859,6 +861,36 @@ fn snapshots_wait_for_the_older_history_of_a_flat_start() {
     let read = waits(&g, Box::new(move || std::fs::read_to_string(old).unwrap()));
     assert_eq!(read, at100);
     g.unmount();
+    // A mount killed while the older history comes (a third machine): the
+    // next command that needs the whole history fetches the rest itself.
+    far.hold_reads(Some(first_segment));
+    let h = another_machine(&m, &far_url, "third");
+    h.mount();
+    let pid = h.daemon_pid().unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    // (A killed process exits once its held read is answered.)
+    std::thread::sleep(Duration::from_millis(200));
+    far.hold_reads(None);
+    h.stop_daemon();
+    // (Stopped before its batches or between them: the first segment's
+    // snapshots at least are still to come.)
+    let stopped = h.status()["older_history"].clone();
+    let from = stopped["from_seq"].as_u64().unwrap();
+    assert!(from > 256, "{stopped}");
+    let o = h.sovseal(&["snapshots", "--agent", "lz", "--limit", "1000000"]);
+    assert!(o.status.success(), "{}", support::mount::text(&o.stderr));
+    let fetching = format!("fetching the history of agent lz before snapshot {from}");
+    assert!(
+        support::mount::text(&o.stderr).contains(&fetching),
+        "{}",
+        support::mount::text(&o.stderr)
+    );
+    assert_eq!(h.snapshots().len() as u64, head);
+    assert_eq!(h.status()["older_history"], serde_json::Value::Null);
     // (What the mounts wrote to the remote reaches the directory.)
     far.sync_all();
     drop(session);
