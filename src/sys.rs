@@ -1,6 +1,6 @@
 //! Process hardening shared by both binaries, the mount daemon's malloc
-//! arenas, the mount table, the groups of a calling process, and shrinking
-//! emptied tables.
+//! arenas, the mount table, the groups and `CAP_FSETID` of a calling
+//! process, and shrinking emptied tables.
 
 /// Disables core dumps and ptrace-style dumping so that keys and plaintext
 /// in memory never land in a core file. Best effort: failures are returned
@@ -95,6 +95,34 @@ pub fn in_group(pid: u32, gid: u32) -> bool {
         .lines()
         .find_map(|l| l.strip_prefix("Groups:"))
         .is_some_and(|g| g.split_whitespace().any(|x| x.parse() == Ok(gid)))
+}
+
+/// The inode number of the initial user namespace (the kernel's
+/// `PROC_USER_INIT_INO`), as `/proc/PID/ns/user` names it.
+const INIT_USER_NS: &str = "user:[4026531837]";
+
+/// True if process `pid` holds `CAP_FSETID` as the kernel's
+/// `capable(CAP_FSETID)` asks: in its effective set (`/proc/PID/status`)
+/// and in the initial user namespace (a namespace's root holds it only
+/// there). False when either cannot be read: callers use it to decide
+/// whether a set-ID bit survives a change, so unknown means no.
+pub fn has_cap_fsetid(pid: u32) -> bool {
+    const CAP_FSETID: u32 = 4;
+    if pid == 0 {
+        return false;
+    }
+    let ns = std::fs::read_link(format!("/proc/{pid}/ns/user"));
+    if !ns.is_ok_and(|l| l.as_os_str() == INIT_USER_NS) {
+        return false;
+    }
+    let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
+        return false;
+    };
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .and_then(|c| u64::from_str_radix(c.trim(), 16).ok())
+        .is_some_and(|c| c & (1 << CAP_FSETID) != 0)
 }
 
 /// Shrinks a hash map that has lost most of its entries, so that a table

@@ -2,8 +2,10 @@
 //! (`user.*`, `trusted.*`, `security.*`), through a real mount with
 //! `allow_other`, as root and as other users: the kernel's rules about who
 //! may read and write each namespace hold, the values are sealed into
-//! snapshots like everything else, and a write or chown clears set-id bits
-//! and file capabilities as on ext4.
+//! snapshots like everything else, and a write, truncate or chown clears
+//! set-id bits and file capabilities as on ext4 (sovseal applies the rules
+//! itself, so the kernel stops asking for `security.capability` before
+//! every write).
 //!
 //! Regression (fails on the main before this change: only `user.*` could be
 //! set, everything else was EOPNOTSUPP).
@@ -86,4 +88,163 @@ fn a_write_or_chown_clears_setid_bits_and_file_capabilities() {
     m.unmount();
     m.mount();
     assert_eq!(m.py(state).trim(), "0o755 ENODATA");
+}
+
+/// The file system, not the kernel, drops set-ID bits and file
+/// capabilities (`FUSE_HANDLE_KILLPRIV_V2`, `src/mount/fs/privileges.rs`),
+/// by Linux's rules for each change and caller, and in return the kernel
+/// stops asking for `security.capability` before every write.
+#[test]
+fn privileges_drop_as_on_ext4_and_the_kernel_stops_asking_before_each_write() {
+    let m = Mounted::new("killpriv2", &["-o", "allow_other"]);
+    let set_cap = |f: &str| {
+        m.py(&format!(
+            "import os, struct\nos.setxattr('{f}', 'security.capability', struct.pack('<IIIII', 0x02000001, 1 << 13, 0, 0, 0))"
+        ));
+    };
+    let state = |f: &str| {
+        m.py(&format!(
+            "import errno, os\ntry:\n    c = len(os.getxattr('{f}', 'security.capability'))\nexcept OSError as e:\n    c = errno.errorcode[e.errno]\nprint(oct(os.stat('{f}').st_mode & 0o7777), c)"
+        ))
+        .trim()
+        .to_string()
+    };
+    let make = |f: &str, mode: &str| {
+        m.sh(&format!(
+            "echo x > {f} && chown 1000:1000 {f} && chmod {mode} {f}"
+        ))
+    };
+
+    // A write by root (CAP_FSETID) keeps the set-ID bits; the capability
+    // goes whoever writes.
+    make("root_write", "06777");
+    set_cap("root_write");
+    m.py("open('root_write', 'a').write('y')");
+    assert_eq!(state("root_write"), "0o6777 ENODATA");
+    // A truncate by another user drops them; by root it keeps them.
+    make("user_trunc", "06777");
+    m.py_as(2000, "import os\nos.truncate('user_trunc', 1)");
+    assert_eq!(state("user_trunc"), "0o777 ENODATA");
+    make("open_trunc", "06777");
+    m.py_as(2000, "open('open_trunc', 'w').close()");
+    assert_eq!(state("open_trunc"), "0o777 ENODATA");
+    make("root_trunc", "06777");
+    set_cap("root_trunc");
+    m.py("import os\nos.truncate('root_trunc', 1)");
+    assert_eq!(state("root_trunc"), "0o6777 ENODATA");
+    // Set-group-ID without group execute (a locking marker): kept for a
+    // writer in the group, dropped for one outside it.
+    make("sgid", "02767");
+    m.py_as(1000, "open('sgid', 'a').write('y')");
+    assert_eq!(state("sgid"), "0o2767 ENODATA");
+    m.py_as(2000, "open('sgid', 'a').write('y')");
+    assert_eq!(state("sgid"), "0o767 ENODATA");
+    // After writes have taught the kernel that a file holds nothing to drop,
+    // a set-ID bit or capability set later is still dropped by the next
+    // write.
+    make("later", "0666");
+    m.py_as(
+        2000,
+        "for _ in range(3):\n    open('later', 'a').write('y')",
+    );
+    m.sh("chmod 04777 later");
+    m.py_as(2000, "open('later', 'a').write('y')");
+    assert_eq!(state("later"), "0o777 ENODATA");
+    set_cap("later");
+    m.py("open('later', 'a').write('y')");
+    assert_eq!(state("later"), "0o777 ENODATA");
+    // A chgrp by the owner into a group it is in drops a group-executable
+    // set-group-ID bit.
+    make("chgrp", "02775");
+    m.as_user(1000, "/usr/bin/chgrp", &["1000", "chgrp"]);
+    assert_eq!(state("chgrp"), "0o775 ENODATA");
+    // What was dropped stays dropped in the next snapshot.
+    m.unmount();
+    m.mount();
+    assert_eq!(state("user_trunc"), "0o777 ENODATA");
+    assert_eq!(state("root_write"), "0o6777 ENODATA");
+
+    // The kernel's requests while 200 writes go to a file written before:
+    // no GETXATTR among them (without the capability, one per write).
+    m.sh("echo x > many");
+    let counts = fuse_requests(&m, || {
+        m.py("import os\nfd = os.open('many', os.O_WRONLY)\nfor i in range(200):\n    os.pwrite(fd, b'y' * 4096, i * 4096)\nos.close(fd)");
+    });
+    let n = |op: u32| counts.get(&op).copied().unwrap_or(0);
+    assert!(n(FUSE_WRITE) >= 200, "the count saw the writes: {counts:?}");
+    assert_eq!(n(FUSE_GETXATTR), 0, "requests by opcode: {counts:?}");
+}
+
+const FUSE_WRITE: u32 = 16;
+const FUSE_GETXATTR: u32 = 22;
+
+/// The FUSE requests the daemon reads while `run` runs, by opcode, seen
+/// through `strace` of its reads of `/dev/fuse`.
+fn fuse_requests(m: &Mounted, run: impl FnOnce()) -> std::collections::BTreeMap<u32, u64> {
+    use std::io::BufRead;
+    let pid = m.daemon_pid().expect("the daemon runs");
+    let out = m.dir.path().join("strace.txt");
+    let mut st = std::process::Command::new("strace")
+        .args([
+            "-f",
+            "-qq",
+            "-y",
+            "-xx",
+            "-s",
+            "8",
+            "-e",
+            "trace=read",
+            "-o",
+        ])
+        .arg(&out)
+        .args(["-p", &pid.to_string()])
+        .spawn()
+        .expect("strace (scripts/test installs it)");
+    // strace writes its first line once attached to every thread.
+    let t = std::time::Instant::now();
+    while std::fs::metadata(&out).map_or(0, |m| m.len()) == 0 {
+        assert!(t.elapsed().as_secs() < 30, "strace did not attach");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    run();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(st.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .unwrap();
+    st.wait().unwrap();
+    // A read of /dev/fuse is one request; its first 8 bytes are its length
+    // and opcode. A thread's read may show as started, then resumed.
+    let mut fuse_tids = std::collections::HashSet::new();
+    let mut counts = std::collections::BTreeMap::new();
+    for line in std::io::BufReader::new(std::fs::File::open(&out).unwrap()).lines() {
+        let line = line.unwrap();
+        let tid = line.split_whitespace().next().unwrap_or("").to_string();
+        // `-xx` writes the path in hex too.
+        let on_fuse = line.contains(r"<\x2f\x64\x65\x76\x2f\x66\x75\x73\x65>");
+        if on_fuse && line.ends_with("<unfinished ...>") {
+            fuse_tids.insert(tid);
+            continue;
+        }
+        let resumed = line.contains("<... read resumed>") && fuse_tids.remove(&tid);
+        if !(on_fuse || resumed) {
+            continue;
+        }
+        let Some(start) = line.find("\"\\x") else {
+            continue;
+        };
+        let bytes: Vec<u8> = line[start + 1..]
+            .split('"')
+            .next()
+            .unwrap()
+            .split("\\x")
+            .skip(1)
+            .map(|h| u8::from_str_radix(h, 16).unwrap())
+            .collect();
+        if bytes.len() == 8 {
+            let op = u32::from_le_bytes(bytes[4..8].try_into().unwrap());
+            *counts.entry(op).or_insert(0) += 1;
+        }
+    }
+    counts
 }

@@ -79,6 +79,25 @@ pub struct SetAttr {
     pub mtime: Option<i64>,
 }
 
+/// The set-user-ID bit.
+pub const SETUID: u32 = 0o4000;
+/// The set-group-ID bit.
+pub const SETGID: u32 = 0o2000;
+/// The extended attribute holding a file capability.
+pub const CAPABILITY: &[u8] = b"security.capability";
+
+/// The privileges an inode carries that a change may take away: see
+/// [`Engine::privileges`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Privileges {
+    /// Permission bits (`mode & 0o7777`).
+    pub perm: u32,
+    /// Group.
+    pub gid: u32,
+    /// True if it has a file capability ([`CAPABILITY`]).
+    pub capability: bool,
+}
+
 /// Flags of `rename`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct RenameFlags {
@@ -582,6 +601,32 @@ impl Engine {
         match self.ov.inodes.get(&ino) {
             Some(i) => Ok(i.clone()),
             None => self.head.inode(ino),
+        }
+    }
+
+    /// What a write, truncate or chown may take from an inode that is not
+    /// a directory: its set-ID bits and group, and whether it has a file
+    /// capability. `None` when it has neither (the common case, answered
+    /// without copying the inode), or is a directory. The mount decides
+    /// what goes (`mount::fs::privileges`).
+    pub fn privileges(&self, ino: u64) -> Result<Option<Privileges>> {
+        let of = |i: &Inode| {
+            let setid = i.perm & (SETUID | SETGID);
+            let capability = i.xattrs.contains_key(CAPABILITY);
+            let dir = i.file_type() == FileType::Dir;
+            (!dir && (setid != 0 || capability)).then_some(Privileges {
+                perm: i.perm,
+                gid: i.gid,
+                capability,
+            })
+        };
+        match self.ov.inodes.get(&ino) {
+            Some(Some(i)) => Ok(of(i)),
+            Some(None) => Err(Error::fs("privileges", libc::ENOENT)),
+            None => match self.head.inode(ino)? {
+                Some(i) => Ok(of(&i)),
+                None => Err(Error::fs("privileges", libc::ENOENT)),
+            },
         }
     }
 

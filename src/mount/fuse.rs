@@ -264,6 +264,15 @@ impl Filesystem for Adapter {
             Ok(()) => self.fs.enable_acls(),
             Err(_) => tracing::warn!("the kernel offers no POSIX ACL support: ACLs are refused"),
         }
+        // Set-ID bits and file capabilities dropped here on a write,
+        // truncate or chown, so that the kernel stops asking for
+        // `security.capability` before every write (`fs::privileges`).
+        if config
+            .add_capabilities(fuser::InitFlags::FUSE_HANDLE_KILLPRIV_V2)
+            .is_ok()
+        {
+            self.fs.enable_killpriv();
+        }
         if self.fs.wants_writeback() {
             match config.add_capabilities(fuser::InitFlags::FUSE_WRITEBACK_CACHE) {
                 Ok(()) => {
@@ -522,7 +531,8 @@ impl Filesystem for Adapter {
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
-        match self.fs.write(fh.0, offset, data, caller(req, 0)) {
+        let kill = write_flags.contains(WriteFlags::FUSE_WRITE_KILL_SUIDGID);
+        match self.fs.write(fh.0, offset, data, caller(req, 0), kill) {
             // Cut short at the largest file size: a program sees the short
             // count, but the kernel's writeback (`-o writeback_cache`) does
             // not look at it, so the bytes past the limit would be lost

@@ -14,21 +14,44 @@
 //! [`snapshots::DIR_INO`].
 
 pub mod committer;
+pub mod privileges;
 pub mod snapshots;
 mod writers;
 
-use crate::engine::{Engine, RenameFlags, SetAttr, XattrFlags, acl};
+use crate::engine::{CAPABILITY, Engine, RenameFlags, SetAttr, XattrFlags, acl};
 use crate::mount::metrics::{Metrics, Sample};
 use crate::replication::replicator::Replicator;
 use crate::seal::tree::{FileType, Inode, ROOT_INO};
 use crate::{Error, Result};
 use committer::Committer;
+use privileges::Change;
 use snapshots::Snapshots;
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
+
+/// Takes `drop` (set-ID bits) and the file capability, if any, from `ino`,
+/// whose privileges are `p`.
+fn drop_privileges(
+    e: &mut Engine,
+    ino: u64,
+    p: &crate::engine::Privileges,
+    drop: u32,
+) -> Result<()> {
+    if drop != 0 {
+        let a = SetAttr {
+            perm: Some(p.perm & !drop),
+            ..SetAttr::default()
+        };
+        e.setattr(ino, &a)?;
+    }
+    if p.capability {
+        e.removexattr(ino, CAPABILITY)?;
+    }
+    Ok(())
+}
 
 /// File attributes as the mount shows them.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -284,6 +307,11 @@ pub struct Fs {
     /// handle since: `written` holds those files.
     writeback: AtomicBool,
     written: Mutex<HashSet<u64>>,
+    /// Whether this file system drops set-ID bits and file capabilities on
+    /// a write, truncate or chown (`FUSE_HANDLE_KILLPRIV_V2`, negotiated at
+    /// init), so that the kernel need not ask for `security.capability`
+    /// before every write: see `privileges`.
+    killpriv: AtomicBool,
     /// Names of the processes that change the tree (provenance).
     writers: writers::Writers,
     /// A follower's snapshot as `latest` names it: set once the kernel has
@@ -330,7 +358,12 @@ impl Caller {
     /// True if the caller may keep a set-group-ID bit for group `gid`:
     /// root, or a member of `gid` (primary or supplementary group).
     fn in_group_or_root(&self, gid: u32) -> bool {
-        self.uid == 0 || self.gid == gid || crate::sys::in_group(self.pid, gid)
+        self.uid == 0 || self.in_group(gid)
+    }
+
+    /// True if the caller is a member of `gid` (primary or supplementary).
+    fn in_group(&self, gid: u32) -> bool {
+        self.gid == gid || crate::sys::in_group(self.pid, gid)
     }
 }
 
@@ -386,6 +419,7 @@ impl Fs {
             kernel_refs: Mutex::new(HashMap::new()),
             acls: AtomicBool::new(false),
             writeback: AtomicBool::new(false),
+            killpriv: AtomicBool::new(false),
             written: Mutex::new(HashSet::new()),
             writers: writers::Writers::default(),
             published: AtomicU64::new(if opts_follow { mount_head } else { 0 }),
@@ -395,6 +429,12 @@ impl Fs {
     /// The kernel enforces POSIX ACLs: accept them.
     pub fn enable_acls(&self) {
         self.acls.store(true, Ordering::Relaxed);
+    }
+
+    /// The kernel leaves dropping privileges on a write, truncate or chown
+    /// to this file system (`FUSE_HANDLE_KILLPRIV_V2`).
+    pub fn enable_killpriv(&self) {
+        self.killpriv.store(true, Ordering::Relaxed);
     }
 
     /// Whether the mount asks the kernel for its writeback cache.
@@ -941,13 +981,44 @@ impl Fs {
         }
     }
 
-    /// Writes to an open file.
-    pub fn write(&self, fh: u64, off: u64, data: &[u8], who: Caller) -> Result<usize> {
+    /// Writes to an open file. `kill` is the kernel's word that the
+    /// caller lacks `CAP_FSETID` (`FUSE_WRITE_KILL_SUIDGID`): see
+    /// [`Fs::drop_privileges`].
+    pub fn write(&self, fh: u64, off: u64, data: &[u8], who: Caller, kill: bool) -> Result<usize> {
         let (ino, w) = self.written_file(fh, "write", who)?;
         let mut e = self.eng_mut();
         let n = e.write(ino, off, data)?;
+        if let Some((p, drop)) = self.dropped(&e, ino, Change::Write { kill }, &who)? {
+            drop_privileges(&mut e, ino, &p, drop)?;
+        }
         e.attribute(ino, &w);
         Ok(n)
+    }
+
+    /// What `change` by `who` takes from `ino` when this file system, not
+    /// the kernel, drops privileges (`privileges`): the inode's privileges
+    /// and the set-ID bits that go. `None` when it has none (one look at
+    /// the inode) or the kernel drops them itself.
+    fn dropped(
+        &self,
+        e: &Engine,
+        ino: u64,
+        change: Change,
+        who: &Caller,
+    ) -> Result<Option<(crate::engine::Privileges, u32)>> {
+        if !self.killpriv.load(Ordering::Relaxed) {
+            return Ok(None);
+        }
+        let Some(p) = e.privileges(ino)? else {
+            return Ok(None);
+        };
+        let drop = privileges::setid_dropped(
+            &p,
+            change,
+            || who.in_group(p.gid),
+            || crate::sys::has_cap_fsetid(who.pid),
+        );
+        Ok(Some((p, drop)))
     }
 
     /// The live file an open handle writes, marking it written (its close
@@ -989,6 +1060,9 @@ impl Fs {
         let (ino, w) = self.written_file(fh, "fallocate", who)?;
         let mut e = self.eng_mut();
         e.fallocate(ino, off, len, mode)?;
+        if let Some((p, drop)) = self.dropped(&e, ino, Change::Truncate, &who)? {
+            drop_privileges(&mut e, ino, &p, drop)?;
+        }
         e.attribute(ino, &w);
         Ok(())
     }
@@ -1064,7 +1138,33 @@ impl Fs {
                 let w = self.writer(&who);
                 let attr = {
                     let mut e = self.eng_mut();
-                    let r = e.setattr(i, a)?;
+                    // A chown or a truncate drops privileges: the set-ID
+                    // bits in the same change, then the capability.
+                    let change = if a.uid.is_some() || a.gid.is_some() {
+                        Some(Change::Chown)
+                    } else {
+                        a.size.map(|_| Change::Truncate)
+                    };
+                    let dropped = match change {
+                        Some(c) => self.dropped(&e, i, c, &who)?,
+                        None => None,
+                    };
+                    let r = match dropped {
+                        Some((p, drop)) => {
+                            let mut a = a.clone();
+                            if drop != 0 {
+                                a.perm = Some(a.perm.unwrap_or(p.perm) & !drop);
+                            }
+                            let r = e.setattr(i, &a)?;
+                            if p.capability {
+                                e.removexattr(i, CAPABILITY)?;
+                                e.getattr(i)?
+                            } else {
+                                r
+                            }
+                        }
+                        None => e.setattr(i, a)?,
+                    };
                     e.attribute(i, &w);
                     live_attr(&e, &r, i)?
                 };
