@@ -7,6 +7,7 @@
 
 use crate::Error;
 use crate::engine::{RenameFlags, SetAttr, XattrFlags};
+use crate::mount::fs::privileges::Change;
 use crate::mount::fs::{Attr, Caller, Fs, Invalidation, PageCache};
 use crate::mount::options::{Access, Flag, MountOptions};
 use crate::seal::tree::FileType;
@@ -194,8 +195,18 @@ fn kind(k: FileType) -> fuser::FileType {
     }
 }
 
+/// How long the kernel may trust attributes. Never for a live file with a
+/// set-ID bit: the file system drops those bits on a write without the
+/// kernel knowing (`fs::privileges`), and `exec` takes them from the
+/// kernel's copy of the mode, so it must ask again first.
 fn ttl(a: &Attr) -> Duration {
-    if a.immutable { TTL_HISTORY } else { TTL_LIVE }
+    if a.immutable {
+        TTL_HISTORY
+    } else if a.perm & 0o6000 != 0 && a.kind != FileType::Dir {
+        Duration::ZERO
+    } else {
+        TTL_LIVE
+    }
 }
 
 fn time_or_now(t: Option<TimeOrNow>) -> Option<i64> {
@@ -531,8 +542,13 @@ impl Filesystem for Adapter {
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
-        let kill = write_flags.contains(WriteFlags::FUSE_WRITE_KILL_SUIDGID);
-        match self.fs.write(fh.0, offset, data, caller(req, 0), kill) {
+        // The kernel's writeback of cached pages drops nothing: it dropped
+        // privileges itself when the program wrote (or wrote through).
+        let change =
+            (!write_flags.contains(WriteFlags::FUSE_WRITE_CACHE)).then_some(Change::Write {
+                kill: write_flags.contains(WriteFlags::FUSE_WRITE_KILL_SUIDGID),
+            });
+        match self.fs.write(fh.0, offset, data, caller(req, 0), change) {
             // Cut short at the largest file size: a program sees the short
             // count, but the kernel's writeback (`-o writeback_cache`) does
             // not look at it, so the bytes past the limit would be lost

@@ -32,23 +32,23 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
-/// Takes `drop` (set-ID bits) and the file capability, if any, from `ino`,
-/// whose privileges are `p`.
+/// Takes the file capability, if any, then `drop` (set-ID bits) from
+/// `ino`, whose privileges are `p`.
 fn drop_privileges(
     e: &mut Engine,
     ino: u64,
     p: &crate::engine::Privileges,
     drop: u32,
 ) -> Result<()> {
+    if p.capability {
+        e.removexattr(ino, CAPABILITY)?;
+    }
     if drop != 0 {
         let a = SetAttr {
             perm: Some(p.perm & !drop),
             ..SetAttr::default()
         };
         e.setattr(ino, &a)?;
-    }
-    if p.capability {
-        e.removexattr(ino, CAPABILITY)?;
     }
     Ok(())
 }
@@ -981,16 +981,26 @@ impl Fs {
         }
     }
 
-    /// Writes to an open file. `kill` is the kernel's word that the
-    /// caller lacks `CAP_FSETID` (`FUSE_WRITE_KILL_SUIDGID`): see
-    /// [`Fs::drop_privileges`].
-    pub fn write(&self, fh: u64, off: u64, data: &[u8], who: Caller, kill: bool) -> Result<usize> {
+    /// Writes to an open file. `change` says what the write may drop
+    /// (`privileges`; `None` for the kernel's writeback of cached pages,
+    /// which drops nothing); it is dropped before the bytes land, as Linux
+    /// does.
+    pub fn write(
+        &self,
+        fh: u64,
+        off: u64,
+        data: &[u8],
+        who: Caller,
+        change: Option<Change>,
+    ) -> Result<usize> {
         let (ino, w) = self.written_file(fh, "write", who)?;
         let mut e = self.eng_mut();
-        let n = e.write(ino, off, data)?;
-        if let Some((p, drop)) = self.dropped(&e, ino, Change::Write { kill }, &who)? {
+        if let Some(c) = change
+            && let Some((p, drop)) = self.dropped(&e, ino, c, &who)?
+        {
             drop_privileges(&mut e, ino, &p, drop)?;
         }
+        let n = e.write(ino, off, data)?;
         e.attribute(ino, &w);
         Ok(n)
     }
@@ -1012,11 +1022,15 @@ impl Fs {
         let Some(p) = e.privileges(ino)? else {
             return Ok(None);
         };
+        // `/proc` shows a process's own credentials; a kernel thread
+        // serving a client (nfsd, ksmbd) may act under others, with
+        // CAP_FSETID dropped for all but root: so root only, and only
+        // when `/proc` agrees.
         let drop = privileges::setid_dropped(
             &p,
             change,
             || who.in_group(p.gid),
-            || crate::sys::has_cap_fsetid(who.pid),
+            || who.uid == 0 && crate::sys::has_cap_fsetid(who.pid),
         );
         Ok(Some((p, drop)))
     }
@@ -1059,10 +1073,10 @@ impl Fs {
     pub fn fallocate(&self, fh: u64, off: u64, len: u64, mode: i32, who: Caller) -> Result<()> {
         let (ino, w) = self.written_file(fh, "fallocate", who)?;
         let mut e = self.eng_mut();
-        e.fallocate(ino, off, len, mode)?;
         if let Some((p, drop)) = self.dropped(&e, ino, Change::Truncate, &who)? {
             drop_privileges(&mut e, ino, &p, drop)?;
         }
+        e.fallocate(ino, off, len, mode)?;
         e.attribute(ino, &w);
         Ok(())
     }
@@ -1138,8 +1152,9 @@ impl Fs {
                 let w = self.writer(&who);
                 let attr = {
                     let mut e = self.eng_mut();
-                    // A chown or a truncate drops privileges: the set-ID
-                    // bits in the same change, then the capability.
+                    // A chown or a truncate drops privileges: the
+                    // capability first, as Linux does, then the set-ID bits
+                    // in the same change.
                     let change = if a.uid.is_some() || a.gid.is_some() {
                         Some(Change::Chown)
                     } else {
@@ -1151,17 +1166,14 @@ impl Fs {
                     };
                     let r = match dropped {
                         Some((p, drop)) => {
+                            if p.capability {
+                                e.removexattr(i, CAPABILITY)?;
+                            }
                             let mut a = a.clone();
                             if drop != 0 {
                                 a.perm = Some(a.perm.unwrap_or(p.perm) & !drop);
                             }
-                            let r = e.setattr(i, &a)?;
-                            if p.capability {
-                                e.removexattr(i, CAPABILITY)?;
-                                e.getattr(i)?
-                            } else {
-                                r
-                            }
+                            e.setattr(i, &a)?
                         }
                         None => e.setattr(i, a)?,
                     };

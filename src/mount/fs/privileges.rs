@@ -4,26 +4,36 @@
 //! Why: without it the kernel asks the file system for
 //! `security.capability` (a `GETXATTR` round trip) before every `write(2)`,
 //! to learn whether the write must drop a file capability. With it the
-//! kernel marks the super block `SB_NOSEC`, so after an inode's first write
-//! finds nothing to drop it stops asking until a set-ID bit or a
-//! `security.*` attribute is set again; 20,000 writes to one file cost one
-//! such round trip instead of 20,000 (docs/PERFORMANCE.md, session 39).
+//! kernel marks the super block `SB_NOSEC`: once a write has found nothing
+//! to drop, the inode's later writes skip the question until a set-ID bit
+//! or a `security.*` attribute is set, or the kernel fetches the inode's
+//! attributes again (at most once a second while it is in use). 200 writes
+//! to one file made 200 `GETXATTR`s, now none (docs/PERFORMANCE.md,
+//! session 39).
 //!
 //! The price is that the file system must then apply Linux's rules itself
 //! (`setattr_should_drop_suidgid`, `chown_common` in the kernel):
 //!
 //! | change | set-user-ID | set-group-ID | file capability |
 //! |---|---|---|---|
-//! | write (and `fallocate`) | dropped unless the caller has `CAP_FSETID` | dropped unless the caller has `CAP_FSETID`, when group-executable or the caller is not in the file's group | dropped |
+//! | write, `fallocate` | dropped unless the caller has `CAP_FSETID` | dropped unless the caller has `CAP_FSETID`, when group-executable or the caller is not in the file's group | dropped |
 //! | truncate (`truncate`, `O_TRUNC`) | as a write | as a write | dropped |
 //! | chown or chgrp (not of a directory) | dropped, even by root | dropped when group-executable, or the caller is neither in the file's group nor has `CAP_FSETID` | dropped |
 //!
-//! The kernel says per write whether the caller lacks `CAP_FSETID`
-//! (`FUSE_WRITE_KILL_SUIDGID`). For a truncate it says so in a flag the FUSE
-//! library does not pass on (`FATTR_KILL_SUIDGID`), so the capability is
-//! read from `/proc` ([`crate::sys::has_cap_fsetid`]), only when the file
-//! has a set-ID bit, and unknown counts as not held: a privilege is only
-//! ever kept when the caller is known to hold `CAP_FSETID`.
+//! Who has `CAP_FSETID`: the kernel says so per write
+//! (`FUSE_WRITE_KILL_SUIDGID`). For the other changes it says so in flags
+//! the FUSE library does not pass on (`FATTR_KILL_SUIDGID`), so a caller
+//! is taken to hold it only when it acts as root and `/proc` shows the
+//! capability in the initial user namespace ([`crate::sys::has_cap_fsetid`];
+//! asked only when the file has a set-ID bit). Anything unknown counts as
+//! not held: the rules may drop more than Linux would, never less.
+//!
+//! Two more duties come with it. The kernel takes `exec`'s set-ID bits from
+//! its cached copy of the mode, which a write does not refresh, so the
+//! attributes of a live file with a set-ID bit are never cached
+//! (`mount::fuse`'s `ttl`). And a `chown(f, -1, -1)` reaches the file
+//! system as no change at all, so it keeps a set-user-ID bit that ext4
+//! would drop (nothing changes hands, so nothing is gained by it).
 
 use crate::engine::{Privileges, SETGID, SETUID};
 
