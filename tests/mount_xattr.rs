@@ -90,13 +90,16 @@ fn a_write_or_chown_clears_setid_bits_and_file_capabilities() {
     assert_eq!(m.py(state).trim(), "0o755 ENODATA");
 }
 
-/// The file system, not the kernel, drops set-ID bits and file
-/// capabilities (`FUSE_HANDLE_KILLPRIV_V2`, `src/mount/fs/privileges.rs`),
-/// by Linux's rules for each change and caller, and in return the kernel
-/// stops asking for `security.capability` before every write.
+/// On a mount that runs no set-ID programs (`nosuid`, the default) the
+/// file system, not the kernel, drops set-ID bits and file capabilities
+/// (`FUSE_HANDLE_KILLPRIV_V2`, `src/mount/fs/privileges.rs`), by Linux's
+/// rules for each change and caller, and in return the kernel stops asking
+/// for `security.capability` before every write.
 #[test]
 fn privileges_drop_as_on_ext4_and_the_kernel_stops_asking_before_each_write() {
-    let m = Mounted::new("killpriv2", &["-o", "allow_other", "-o", "suid"]);
+    let m = Mounted::new("killpriv2", &["-o", "allow_other"]);
+    let log = std::fs::read_to_string(m.home.join("logs").join("killpriv2.log")).unwrap();
+    assert!(log.contains("privileges dropped by sovseal"), "{log}");
     let set_cap = |f: &str| {
         m.py(&format!(
             "import os, struct\nos.setxattr('{f}', 'security.capability', struct.pack('<IIIII', 0x02000001, 1 << 13, 0, 0, 0))"
@@ -160,19 +163,6 @@ fn privileges_drop_as_on_ext4_and_the_kernel_stops_asking_before_each_write() {
         "import os\nfd = os.open('falloc', os.O_WRONLY)\nos.posix_fallocate(fd, 0, 8192)",
     );
     assert_eq!(state("falloc"), "0o777 ENODATA");
-    // A set-user-ID program another user may write: the write drops the
-    // bit, and an exec straight after it runs as that user, not as the
-    // owner (the kernel's cached mode, which a write does not refresh,
-    // must not still say set-user-ID).
-    m.sh("cp /usr/bin/id idprog && chmod 04777 idprog");
-    let run = "import subprocess\nprint(subprocess.run(['./idprog', '-u'], capture_output=True, text=True, check=True).stdout.strip())";
-    assert_eq!(
-        m.py_as(2000, run).trim(),
-        "0",
-        "set-user-ID runs as the owner"
-    );
-    let append_then_run = format!("open('idprog', 'ab').write(b'\\0')\n{run}");
-    assert_eq!(m.py_as(2000, &append_then_run).trim(), "2000");
     // A chgrp by the owner into a group it is in drops a group-executable
     // set-group-ID bit.
     make("chgrp", "02775");
@@ -196,6 +186,38 @@ fn privileges_drop_as_on_ext4_and_the_kernel_stops_asking_before_each_write() {
     // At most one or two: the open may refresh the file's attributes,
     // after which its next write asks once.
     assert!(n(FUSE_GETXATTR) <= 2, "requests by opcode: {counts:?}");
+}
+
+/// On a mount that runs set-ID programs (`-o suid`) the kernel keeps
+/// dropping privileges itself: `exec` takes set-user-ID from the kernel's
+/// own copy of the mode, which only the kernel's drop changes before the
+/// write lands. A set-user-ID program another user writes runs as that
+/// user straight after the write, not as its owner.
+#[test]
+fn on_a_suid_mount_the_kernel_drops_privileges_and_exec_sees_it_at_once() {
+    let m = Mounted::new("killpriv_suid", &["-o", "allow_other", "-o", "suid"]);
+    m.sh("cp /usr/bin/id idprog && chmod 04777 idprog");
+    let run = "import subprocess\nprint(subprocess.run(['./idprog', '-u'], capture_output=True, text=True, check=True).stdout.strip())";
+    assert_eq!(
+        m.py_as(2000, run).trim(),
+        "0",
+        "set-user-ID runs as the owner"
+    );
+    let append_then_run = format!("open('idprog', 'ab').write(b'\\0')\n{run}");
+    assert_eq!(m.py_as(2000, &append_then_run).trim(), "2000");
+    assert_eq!(
+        m.py("import os\nprint(oct(os.stat('idprog').st_mode & 0o7777))")
+            .trim(),
+        "0o777"
+    );
+    // The kernel asks before every write here.
+    m.sh("echo x > many");
+    let counts = fuse_requests(&m, || {
+        m.py("import os\nfd = os.open('many', os.O_WRONLY)\nfor i in range(50):\n    os.pwrite(fd, b'y' * 4096, i * 4096)\nos.close(fd)");
+    });
+    let n = |op: u32| counts.get(&op).copied().unwrap_or(0);
+    assert!(n(FUSE_WRITE) >= 50, "the count saw the writes: {counts:?}");
+    assert!(n(FUSE_GETXATTR) >= 50, "requests by opcode: {counts:?}");
 }
 
 const FUSE_WRITE: u32 = 16;

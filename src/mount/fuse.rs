@@ -196,9 +196,10 @@ fn kind(k: FileType) -> fuser::FileType {
 }
 
 /// How long the kernel may trust attributes. Never for a live file with a
-/// set-ID bit: the file system drops those bits on a write without the
-/// kernel knowing (`fs::privileges`), and `exec` takes them from the
-/// kernel's copy of the mode, so it must ask again first.
+/// set-ID bit: where the file system drops those bits (`fs::privileges`,
+/// on `nosuid` mounts) a write does not refresh the kernel's copy of the
+/// mode, and a mount remounted `suid` would let `exec` take the bits from
+/// that copy.
 fn ttl(a: &Attr) -> Duration {
     if a.immutable {
         TTL_HISTORY
@@ -277,12 +278,15 @@ impl Filesystem for Adapter {
         }
         // Set-ID bits and file capabilities dropped here on a write,
         // truncate or chown, so that the kernel stops asking for
-        // `security.capability` before every write (`fs::privileges`).
-        if config
-            .add_capabilities(fuser::InitFlags::FUSE_HANDLE_KILLPRIV_V2)
-            .is_ok()
+        // `security.capability` before every write (`fs::privileges`);
+        // not on a `suid` mount, whose exec reads the kernel's own mode.
+        if self.fs.wants_killpriv()
+            && config
+                .add_capabilities(fuser::InitFlags::FUSE_HANDLE_KILLPRIV_V2)
+                .is_ok()
         {
             self.fs.enable_killpriv();
+            tracing::info!("privileges dropped by sovseal (FUSE_HANDLE_KILLPRIV_V2)");
         }
         if self.fs.wants_writeback() {
             match config.add_capabilities(fuser::InitFlags::FUSE_WRITEBACK_CACHE) {

@@ -311,6 +311,7 @@ fn serve(
             sync_replication: args.sync_replication,
             durable_close: args.durable_close || mount.sync_close,
             writeback_cache: args.writeback_cache || mount.writeback_cache,
+            honors_setid: mount.honors_setid(),
             sync_interval: Duration::from_millis(args.sync_interval_ms),
             follow: args.follow,
             history_waiters: args.threads / 2,

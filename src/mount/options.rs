@@ -59,6 +59,19 @@ pub struct MountOptions {
     pub readahead_kib: Option<u32>,
 }
 
+impl MountOptions {
+    /// True when set-ID bits and file capabilities take effect for
+    /// programs run from this mount: `suid` given, and not a later
+    /// `nosuid` (a mount is `nosuid` unless asked).
+    pub fn honors_setid(&self) -> bool {
+        self.flags
+            .iter()
+            .rev()
+            .find(|f| matches!(f, Flag::Suid | Flag::NoSuid))
+            == Some(&Flag::Suid)
+    }
+}
+
 /// Parses `-o` options (already split at commas) for `agent`.
 pub fn parse(opts: &[String], agent: &AgentName) -> Result<MountOptions> {
     let mut m = MountOptions {
@@ -148,6 +161,9 @@ mod tests {
         assert!(!o(&[]).unwrap().writeback_cache);
         let m = o(&["readahead_kib=1024"]).unwrap();
         assert_eq!((m.readahead_kib, m.flags.len()), (Some(1024), 0));
+        assert!(!m.honors_setid());
+        assert!(o(&["nosuid", "suid"]).unwrap().honors_setid());
+        assert!(!o(&["suid", "nosuid"]).unwrap().honors_setid());
         assert_eq!(o(&[]).unwrap().readahead_kib, None);
         assert!(matches!(o(&["readahead_kib=lots"]), Err(Error::Invalid(_))));
     }

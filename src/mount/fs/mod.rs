@@ -115,6 +115,10 @@ pub struct Options {
     pub sync_interval: Duration,
     /// Ask the kernel for its writeback cache (see [`Fs::enable_writeback`]).
     pub writeback_cache: bool,
+    /// Set-ID programs run from this mount (`-o suid`): the kernel then
+    /// keeps dropping privileges itself, under its own lock, since `exec`
+    /// reads its own copy of the mode (see `privileges`).
+    pub honors_setid: bool,
     /// A follower's view (read-only): the tree advances to each snapshot
     /// fetched from the writer ([`Fs::advance`]); a file opened reads the
     /// snapshot it was opened in until it is closed.
@@ -136,6 +140,7 @@ impl Default for Options {
             durable_close: false,
             sync_interval: Duration::from_secs(1),
             writeback_cache: false,
+            honors_setid: false,
             follow: false,
             history_waiters: 2,
         }
@@ -429,6 +434,13 @@ impl Fs {
     /// The kernel enforces POSIX ACLs: accept them.
     pub fn enable_acls(&self) {
         self.acls.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether to ask the kernel to leave dropping privileges to this file
+    /// system (`FUSE_HANDLE_KILLPRIV_V2`): unless set-ID programs run from
+    /// this mount.
+    pub fn wants_killpriv(&self) -> bool {
+        !self.opts.honors_setid
     }
 
     /// The kernel leaves dropping privileges on a write, truncate or chown
@@ -1029,7 +1041,7 @@ impl Fs {
         let drop = privileges::setid_dropped(
             &p,
             change,
-            || who.in_group(p.gid),
+            |gid| who.in_group(gid),
             || who.uid == 0 && crate::sys::has_cap_fsetid(who.pid),
         );
         Ok(Some((p, drop)))
@@ -1156,7 +1168,7 @@ impl Fs {
                     // capability first, as Linux does, then the set-ID bits
                     // in the same change.
                     let change = if a.uid.is_some() || a.gid.is_some() {
-                        Some(Change::Chown)
+                        Some(Change::Chown { gid: a.gid })
                     } else {
                         a.size.map(|_| Change::Truncate)
                     };
