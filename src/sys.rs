@@ -85,16 +85,20 @@ pub fn mount_at(path: &std::path::Path) -> Option<Mount> {
 /// `/proc/PID/status`). False when that cannot be read: callers use it to
 /// decide whether to keep a privilege, so unknown means no.
 pub fn in_group(pid: u32, gid: u32) -> bool {
+    status_field(pid, "Groups:").is_some_and(|g| g.split_whitespace().any(|x| x.parse() == Ok(gid)))
+}
+
+/// The value of the line of `/proc/PID/status` that starts with `key`;
+/// `None` for pid 0 (the kernel itself) or when it cannot be read.
+fn status_field(pid: u32, key: &str) -> Option<String> {
     if pid == 0 {
-        return false;
+        return None;
     }
-    let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
-        return false;
-    };
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     status
         .lines()
-        .find_map(|l| l.strip_prefix("Groups:"))
-        .is_some_and(|g| g.split_whitespace().any(|x| x.parse() == Ok(gid)))
+        .find_map(|l| l.strip_prefix(key))
+        .map(str::to_owned)
 }
 
 /// The inode number of the initial user namespace (the kernel's
@@ -115,12 +119,7 @@ pub fn has_cap_fsetid(pid: u32) -> bool {
     if !ns.is_ok_and(|l| l.as_os_str() == INIT_USER_NS) {
         return false;
     }
-    let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
-        return false;
-    };
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("CapEff:"))
+    status_field(pid, "CapEff:")
         .and_then(|c| u64::from_str_radix(c.trim(), 16).ok())
         .is_some_and(|c| c & (1 << CAP_FSETID) != 0)
 }

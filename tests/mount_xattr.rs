@@ -229,6 +229,14 @@ fn fuse_requests(m: &Mounted, run: impl FnOnce()) -> std::collections::BTreeMap<
     use std::io::BufRead;
     let pid = m.daemon_pid().expect("the daemon runs");
     let out = m.dir.path().join("strace.txt");
+    /// Stops strace however the test ends.
+    struct Tracer(std::process::Child);
+    impl Drop for Tracer {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
     let mut st = std::process::Command::new("strace")
         .args([
             "-f",
@@ -243,21 +251,28 @@ fn fuse_requests(m: &Mounted, run: impl FnOnce()) -> std::collections::BTreeMap<
         ])
         .arg(&out)
         .args(["-p", &pid.to_string()])
+        .stderr(std::process::Stdio::piped())
         .spawn()
         .expect("strace (scripts/test installs it)");
     // strace writes its first line once attached to every thread.
     let t = std::time::Instant::now();
     while std::fs::metadata(&out).map_or(0, |m| m.len()) == 0 {
+        if let Some(status) = st.try_wait().unwrap() {
+            let mut err = String::new();
+            std::io::Read::read_to_string(&mut st.stderr.take().unwrap(), &mut err).unwrap();
+            panic!("strace ended before attaching ({status}): {err}");
+        }
         assert!(t.elapsed().as_secs() < 30, "strace did not attach");
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
+    let mut st = Tracer(st);
     run();
     nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(st.id() as i32),
+        nix::unistd::Pid::from_raw(st.0.id() as i32),
         nix::sys::signal::Signal::SIGINT,
     )
     .unwrap();
-    st.wait().unwrap();
+    st.0.wait().unwrap();
     // A read of /dev/fuse is one request; its first 8 bytes are its length
     // and opcode. A thread's read may show as started, then resumed.
     let mut fuse_tids = std::collections::HashSet::new();
@@ -265,8 +280,9 @@ fn fuse_requests(m: &Mounted, run: impl FnOnce()) -> std::collections::BTreeMap<
     for line in std::io::BufReader::new(std::fs::File::open(&out).unwrap()).lines() {
         let line = line.unwrap();
         let tid = line.split_whitespace().next().unwrap_or("").to_string();
-        // `-xx` writes the path in hex too.
-        let on_fuse = line.contains(r"<\x2f\x64\x65\x76\x2f\x66\x75\x73\x65>");
+        // `-xx` writes the path in hex too (strace 5.x and later).
+        let on_fuse = line.contains(r"<\x2f\x64\x65\x76\x2f\x66\x75\x73\x65>")
+            || line.contains("</dev/fuse>");
         if on_fuse && line.ends_with("<unfinished ...>") {
             fuse_tids.insert(tid);
             continue;

@@ -6,7 +6,7 @@
 //! integrity failures are `EIO` (and logged: nothing unverified is served).
 
 use crate::Error;
-use crate::engine::{RenameFlags, SetAttr, XattrFlags};
+use crate::engine::{RenameFlags, SETGID, SETUID, SetAttr, XattrFlags};
 use crate::mount::fs::privileges::Change;
 use crate::mount::fs::{Attr, Caller, Fs, Invalidation, PageCache};
 use crate::mount::options::{Access, Flag, MountOptions};
@@ -203,7 +203,7 @@ fn kind(k: FileType) -> fuser::FileType {
 fn ttl(a: &Attr) -> Duration {
     if a.immutable {
         TTL_HISTORY
-    } else if a.perm & 0o6000 != 0 && a.kind != FileType::Dir {
+    } else if u32::from(a.perm) & (SETUID | SETGID) != 0 && a.kind != FileType::Dir {
         Duration::ZERO
     } else {
         TTL_LIVE

@@ -32,20 +32,20 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
-/// Takes the file capability, if any, then `drop` (set-ID bits) from
-/// `ino`, whose privileges are `p`.
+/// Takes the file capability, if any, then set-ID `bits` from `ino`, whose
+/// privileges are `p`.
 fn drop_privileges(
     e: &mut Engine,
     ino: u64,
     p: &crate::engine::Privileges,
-    drop: u32,
+    bits: u32,
 ) -> Result<()> {
     if p.capability {
         e.removexattr(ino, CAPABILITY)?;
     }
-    if drop != 0 {
+    if bits != 0 {
         let a = SetAttr {
-            perm: Some(p.perm & !drop),
+            perm: Some(p.perm & !bits),
             ..SetAttr::default()
         };
         e.setattr(ino, &a)?;
@@ -1008,9 +1008,9 @@ impl Fs {
         let (ino, w) = self.written_file(fh, "write", who)?;
         let mut e = self.eng_mut();
         if let Some(c) = change
-            && let Some((p, drop)) = self.dropped(&e, ino, c, &who)?
+            && let Some((p, bits)) = self.dropped(&e, ino, c, &who)?
         {
-            drop_privileges(&mut e, ino, &p, drop)?;
+            drop_privileges(&mut e, ino, &p, bits)?;
         }
         let n = e.write(ino, off, data)?;
         e.attribute(ino, &w);
@@ -1038,13 +1038,13 @@ impl Fs {
         // serving a client (nfsd, ksmbd) may act under others, with
         // CAP_FSETID dropped for all but root: so root only, and only
         // when `/proc` agrees.
-        let drop = privileges::setid_dropped(
+        let bits = privileges::setid_dropped(
             &p,
             change,
             |gid| who.in_group(gid),
             || who.uid == 0 && crate::sys::has_cap_fsetid(who.pid),
         );
-        Ok(Some((p, drop)))
+        Ok(Some((p, bits)))
     }
 
     /// The live file an open handle writes, marking it written (its close
@@ -1085,8 +1085,8 @@ impl Fs {
     pub fn fallocate(&self, fh: u64, off: u64, len: u64, mode: i32, who: Caller) -> Result<()> {
         let (ino, w) = self.written_file(fh, "fallocate", who)?;
         let mut e = self.eng_mut();
-        if let Some((p, drop)) = self.dropped(&e, ino, Change::Truncate, &who)? {
-            drop_privileges(&mut e, ino, &p, drop)?;
+        if let Some((p, bits)) = self.dropped(&e, ino, Change::Truncate, &who)? {
+            drop_privileges(&mut e, ino, &p, bits)?;
         }
         e.fallocate(ino, off, len, mode)?;
         e.attribute(ino, &w);
@@ -1177,13 +1177,11 @@ impl Fs {
                         None => None,
                     };
                     let r = match dropped {
-                        Some((p, drop)) => {
-                            if p.capability {
-                                e.removexattr(i, CAPABILITY)?;
-                            }
+                        Some((p, bits)) => {
+                            drop_privileges(&mut e, i, &p, 0)?;
                             let mut a = a.clone();
-                            if drop != 0 {
-                                a.perm = Some(a.perm.unwrap_or(p.perm) & !drop);
+                            if bits != 0 {
+                                a.perm = Some(a.perm.unwrap_or(p.perm) & !bits);
                             }
                             e.setattr(i, &a)?
                         }
@@ -1349,9 +1347,10 @@ impl Fs {
     /// Sets an attribute in the namespaces Linux local file systems store:
     /// `user.*`, `trusted.*` and `security.*` (the kernel checks who may:
     /// `CAP_SYS_ADMIN` for `trusted.*`, the security modules for
-    /// `security.*`, e.g. `CAP_SETFCAP` for `security.capability`, and it
-    /// removes `security.capability` itself on a write or chown, through
-    /// `removexattr`), and the POSIX ACLs (`system.posix_acl_access`,
+    /// `security.*`, e.g. `CAP_SETFCAP` for `security.capability`, which a
+    /// write, truncate or chown removes: sovseal itself on a `nosuid`
+    /// mount, see `privileges`, the kernel through `removexattr` on a
+    /// `suid` one), and the POSIX ACLs (`system.posix_acl_access`,
     /// `system.posix_acl_default`; the kernel enforces them, the engine
     /// keeps the mode in step). Other `system.*` names and names without
     /// a namespace get `EOPNOTSUPP`.

@@ -8,8 +8,8 @@
 //! to drop, the inode's later writes skip the question until a set-ID bit
 //! or a `security.*` attribute is set, or the kernel fetches the inode's
 //! attributes again (at most once a second while it is in use). 200 writes
-//! to one file made 200 `GETXATTR`s, now none (docs/PERFORMANCE.md,
-//! session 39).
+//! to an open file made 200 `GETXATTR`s, now at most one, after a refresh
+//! of its attributes (docs/PERFORMANCE.md, session 39).
 //!
 //! The price is that the file system must then apply Linux's rules itself
 //! (`setattr_should_drop_suidgid`, `chown_common` in the kernel):
@@ -85,16 +85,16 @@ pub fn setid_dropped(
             }
         }
         Change::Chown { gid } => {
-            let mut drop =
+            let mut bits =
                 setid & (SETUID | sgid_if(group_exec || !(in_group(p.gid) || capable())));
             // Linux writes the mode again when it drops a bit, and then
             // keeps set-group-ID only for a caller in the new group or
             // holding CAP_FSETID (`setattr_copy`).
             let new_gid = gid.unwrap_or(p.gid);
-            if drop != 0 && setid & !drop & SETGID != 0 && !(in_group(new_gid) || capable()) {
-                drop |= SETGID;
+            if bits != 0 && setid & !bits & SETGID != 0 && !(in_group(new_gid) || capable()) {
+                bits |= SETGID;
             }
-            drop
+            bits
         }
     }
 }
@@ -124,30 +124,30 @@ mod tests {
         let member = |g: u32| g == 100;
         let outsider = |_: u32| false;
         let (cap, nocap) = (|| true, || false);
-        let drop = |perm, c, in_group: &dyn Fn(u32) -> bool, capable: &dyn Fn() -> bool| {
+        let dropped = |perm, c, in_group: &dyn Fn(u32) -> bool, capable: &dyn Fn() -> bool| {
             setid_dropped(&p(perm), c, in_group, capable)
         };
         // Writes: the kernel's flag decides; set-group-ID goes when
         // group-executable or written by an outsider.
-        assert_eq!(drop(0o6755, w(false), &outsider, &nocap), 0);
-        assert_eq!(drop(0o6755, w(true), &member, &nocap), 0o6000);
-        assert_eq!(drop(0o6745, w(true), &member, &nocap), 0o4000);
-        assert_eq!(drop(0o2745, w(true), &outsider, &nocap), 0o2000);
-        assert_eq!(drop(0o0755, w(true), &outsider, &nocap), 0);
+        assert_eq!(dropped(0o6755, w(false), &outsider, &nocap), 0);
+        assert_eq!(dropped(0o6755, w(true), &member, &nocap), 0o6000);
+        assert_eq!(dropped(0o6745, w(true), &member, &nocap), 0o4000);
+        assert_eq!(dropped(0o2745, w(true), &outsider, &nocap), 0o2000);
+        assert_eq!(dropped(0o0755, w(true), &outsider, &nocap), 0);
         // Truncates: as a write, with the capability asked instead.
-        assert_eq!(drop(0o6755, Change::Truncate, &member, &cap), 0);
-        assert_eq!(drop(0o6755, Change::Truncate, &member, &nocap), 0o6000);
-        assert_eq!(drop(0o6745, Change::Truncate, &member, &nocap), 0o4000);
+        assert_eq!(dropped(0o6755, Change::Truncate, &member, &cap), 0);
+        assert_eq!(dropped(0o6755, Change::Truncate, &member, &nocap), 0o6000);
+        assert_eq!(dropped(0o6745, Change::Truncate, &member, &nocap), 0o4000);
         // Chown: set-user-ID always (root too); set-group-ID when
         // group-executable, or by an outsider without the capability.
-        assert_eq!(drop(0o6755, chown(None), &member, &cap), 0o6000);
-        assert_eq!(drop(0o6745, chown(None), &member, &nocap), 0o4000);
-        assert_eq!(drop(0o6745, chown(None), &outsider, &cap), 0o4000);
-        assert_eq!(drop(0o6745, chown(None), &outsider, &nocap), 0o6000);
+        assert_eq!(dropped(0o6755, chown(None), &member, &cap), 0o6000);
+        assert_eq!(dropped(0o6745, chown(None), &member, &nocap), 0o4000);
+        assert_eq!(dropped(0o6745, chown(None), &outsider, &cap), 0o4000);
+        assert_eq!(dropped(0o6745, chown(None), &outsider, &nocap), 0o6000);
         // ... and when a bit goes, set-group-ID is kept only for a caller
         // in the new group or with the capability.
-        assert_eq!(drop(0o6745, chown(Some(200)), &member, &nocap), 0o6000);
-        assert_eq!(drop(0o6745, chown(Some(200)), &member, &cap), 0o4000);
-        assert_eq!(drop(0o2745, chown(Some(200)), &member, &nocap), 0);
+        assert_eq!(dropped(0o6745, chown(Some(200)), &member, &nocap), 0o6000);
+        assert_eq!(dropped(0o6745, chown(Some(200)), &member, &cap), 0o4000);
+        assert_eq!(dropped(0o2745, chown(Some(200)), &member, &nocap), 0);
     }
 }
