@@ -606,9 +606,11 @@ impl Engine {
 
     /// What a write, truncate or chown may take from an inode that is not
     /// a directory: its set-ID bits and group, and whether it has a file
-    /// capability. `None` when it has neither (the common case, answered
-    /// without copying the inode), or is a directory. The mount decides
-    /// what goes (`mount::fs::privileges`).
+    /// capability. `None` when it has neither (the common case), or is a
+    /// directory. An inode already changed in this commit window is read
+    /// in place; one that is not yet is read from head (the write that
+    /// follows reads it again to take it into the window: once per file
+    /// per window). The mount decides what goes (`mount::fs::privileges`).
     pub fn privileges(&self, ino: u64) -> Result<Option<Privileges>> {
         let of = |i: &Inode| {
             let setid = i.perm & (SETUID | SETGID);
