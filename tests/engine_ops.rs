@@ -351,6 +351,55 @@ fn large_file_overwrite_reseals_one_chunk_and_one_path() {
     sovseal::history::verify::verify(e.agent(), |_, _| {}).unwrap();
 }
 
+/// A read that covers a whole chunk opens it straight into its reply and
+/// leaves the chunk cache alone: a streaming reader neither pays a copy out
+/// of the cache nor evicts what others cached, for bytes the kernel's page
+/// cache holds next. A read of part of a chunk, and a small chunk read
+/// whole, go through the cache. The bytes are the same either way.
+#[test]
+fn whole_chunks_are_read_past_the_cache_and_parts_through_it() {
+    use sovseal::repo::STREAM_CHUNK_MIN;
+    let env = Env::new();
+    let mut e = env.open();
+    let chunk = e.head().manifest().chunk_size as usize;
+    let f = e.create(ROOT_INO, b"big", 0o644, 0, 0).unwrap();
+    // Four whole chunks and a short tail chunk.
+    let data = bytes(5, 4 * chunk + 1000);
+    e.write(f.ino, 0, &data).unwrap();
+    e.commit().unwrap();
+    drop(e);
+    let a = sovseal::repo::agent::Agent::open_readonly(&env.home, &env.agent, &env.master).unwrap();
+    let v = a.head().unwrap();
+    let cached = || a.cache_bytes().1;
+    let before = cached();
+    assert_eq!(v.read(f.ino, 0, data.len()).unwrap(), data);
+    let grew = cached() - before;
+    assert!(
+        grew < STREAM_CHUNK_MIN,
+        "a read of the whole file cached {grew} bytes: more than its short tail chunk"
+    );
+    // Part of chunk 0: opened into the cache, which then serves it.
+    let before = cached();
+    assert_eq!(v.read(f.ino, 100, 4096).unwrap(), &data[100..4196]);
+    assert!(
+        cached() - before >= chunk,
+        "a part of a chunk is read through the cache"
+    );
+    assert_eq!(v.read(f.ino, 0, chunk).unwrap(), &data[..chunk]);
+    // Chunk 1 whole and the start of chunk 2: only chunk 2 is cached.
+    let before = cached();
+    let (from, to) = (chunk, 2 * chunk + 10);
+    assert_eq!(
+        v.read(f.ino, from as u64, to - from).unwrap(),
+        &data[from..to]
+    );
+    let grew = cached() - before;
+    assert!(
+        grew >= chunk && grew < 2 * chunk,
+        "cached {grew} bytes for one part"
+    );
+}
+
 #[test]
 fn unchanged_content_is_shared_between_snapshots() {
     let env = Env::new();

@@ -379,16 +379,12 @@ pub(crate) fn read_range(
         }
         let cstart = idx * chunk;
         let cend = (cstart + chunk).min(end);
-        let (from, to) = ((pos - cstart) as usize, (cend - cstart) as usize);
+        let from = (pos - cstart) as usize;
         let dst = &mut out[(pos - off) as usize..(cend - off) as usize];
         if let Some(r) = dirty.and_then(|d| d.read_chunk(repo, idx, from, dst)) {
             r?;
         } else if let Some(id) = chunk_at(idx)? {
-            let data = repo.chunk(&id)?;
-            if from < data.len() {
-                let n = data.len().min(to) - from;
-                dst[..n].copy_from_slice(&data[from..from + n]);
-            }
+            repo.read_chunk_into(&id, from, dst)?;
         }
         pos = cend;
     }

@@ -36,7 +36,29 @@ pub fn seal(key: &[u8; 32], aad: &[u8], plaintext: &[u8]) -> Vec<u8> {
 
 /// Opens sealed bytes; the plaintext is returned only if the tag verifies.
 pub fn open(key: &[u8; 32], aad: &[u8], sealed: &[u8]) -> Result<Vec<u8>, OpenError> {
-    if sealed.len() < OVERHEAD {
+    let mut out = vec![0u8; plaintext_len(sealed.len()).ok_or(OpenError)?];
+    open_into(key, aad, sealed, &mut out)?;
+    Ok(out)
+}
+
+/// The plaintext length of `sealed` bytes, `None` when too short to hold
+/// IV and tag.
+pub fn plaintext_len(sealed: usize) -> Option<usize> {
+    sealed.checked_sub(OVERHEAD)
+}
+
+/// Opens sealed bytes into `out`, which must be exactly
+/// [`plaintext_len`] long: the cipher reads the ciphertext where it lies
+/// and writes the plaintext to `out`, no copy in between. The tag is
+/// checked before anything is written, so `out` is left as it was when it
+/// does not verify.
+pub fn open_into(
+    key: &[u8; 32],
+    aad: &[u8],
+    sealed: &[u8],
+    out: &mut [u8],
+) -> Result<(), OpenError> {
+    if plaintext_len(sealed.len()) != Some(out.len()) {
         return Err(OpenError);
     }
     let cipher = Aes256Gcm::new(key.into());
@@ -44,11 +66,10 @@ pub fn open(key: &[u8; 32], aad: &[u8], sealed: &[u8]) -> Result<Vec<u8>, OpenEr
     let (body, tag) = rest.split_at(rest.len() - TAG_LEN);
     let nonce = Nonce::try_from(iv).map_err(|_| OpenError)?;
     let tag = Tag::try_from(tag).map_err(|_| OpenError)?;
-    let mut out = body.to_vec();
+    let buf = aes_gcm::aead::inout::InOutBuf::new(body, out).map_err(|_| OpenError)?;
     cipher
-        .decrypt_inout_detached(&nonce, aad, out.as_mut_slice().into(), &tag)
-        .map_err(|_| OpenError)?;
-    Ok(out)
+        .decrypt_inout_detached(&nonce, aad, buf, &tag)
+        .map_err(|_| OpenError)
 }
 
 #[cfg(test)]
@@ -70,6 +91,23 @@ mod tests {
         }
         assert_eq!(open(&k, b"ctx", &s[..OVERHEAD - 1]), Err(OpenError));
         assert_eq!(open(&k, b"ctx", &s[..s.len() - 1]), Err(OpenError));
+    }
+
+    #[test]
+    fn open_into_writes_only_a_verified_plaintext() {
+        let k = [3u8; 32];
+        let s = seal(&k, b"ctx", b"hello world");
+        let mut out = [7u8; 11];
+        assert_eq!(open_into(&k, b"ctx2", &s, &mut out), Err(OpenError));
+        assert_eq!(out, [7u8; 11], "a failed open leaves the output as it was");
+        let mut t = s.clone();
+        t[IV_LEN] ^= 1;
+        assert_eq!(open_into(&k, b"ctx", &t, &mut out), Err(OpenError));
+        assert_eq!(out, [7u8; 11]);
+        assert_eq!(open_into(&k, b"ctx", &s, &mut [0u8; 10]), Err(OpenError));
+        assert_eq!(open_into(&k, b"ctx", &s, &mut [0u8; 12]), Err(OpenError));
+        open_into(&k, b"ctx", &s, &mut out).unwrap();
+        assert_eq!(&out, b"hello world");
     }
 
     #[test]
