@@ -354,11 +354,14 @@ fn large_file_overwrite_reseals_one_chunk_and_one_path() {
 /// A read that covers a whole chunk opens it straight into its reply and
 /// leaves the chunk cache alone: a streaming reader neither pays a copy out
 /// of the cache nor evicts what others cached, for bytes the kernel's page
-/// cache holds next. A read of part of a chunk, and a small chunk read
-/// whole, go through the cache. The bytes are the same either way.
+/// cache holds next. A read of part of a chunk, a small chunk read whole,
+/// and any read for a reader that comes back (`Reuse::Again`: a handle
+/// past the page cache) go through the cache. The bytes are the same
+/// either way.
 #[test]
 fn whole_chunks_are_read_past_the_cache_and_parts_through_it() {
     use sovseal::repo::STREAM_CHUNK_MIN;
+    use sovseal::repo::view::Reuse;
     let env = Env::new();
     let mut e = env.open();
     let chunk = e.head().manifest().chunk_size as usize;
@@ -366,6 +369,16 @@ fn whole_chunks_are_read_past_the_cache_and_parts_through_it() {
     // Four whole chunks and a short tail chunk.
     let data = bytes(5, 4 * chunk + 1000);
     e.write(f.ino, 0, &data).unwrap();
+    // A chunk of 20,000 bytes in a file extended past it: a read of the
+    // file covers the chunk and the zeros after it.
+    let t = e.create(ROOT_INO, b"tail", 0o644, 0, 0).unwrap();
+    let tail = bytes(6, 20_000);
+    e.write(t.ino, 0, &tail).unwrap();
+    let extended = SetAttr {
+        size: Some(30_000),
+        ..Default::default()
+    };
+    e.setattr(t.ino, &extended).unwrap();
     e.commit().unwrap();
     drop(e);
     let a = sovseal::repo::agent::Agent::open_readonly(&env.home, &env.agent, &env.master).unwrap();
@@ -375,8 +388,17 @@ fn whole_chunks_are_read_past_the_cache_and_parts_through_it() {
     assert_eq!(v.read(f.ino, 0, data.len()).unwrap(), data);
     let grew = cached() - before;
     assert!(
-        grew < STREAM_CHUNK_MIN,
-        "a read of the whole file cached {grew} bytes: more than its short tail chunk"
+        (1000..STREAM_CHUNK_MIN).contains(&grew),
+        "a read of the whole file cached {grew} bytes, not its short tail chunk alone"
+    );
+    let before = cached();
+    let mut want = tail.clone();
+    want.resize(30_000, 0);
+    assert_eq!(v.read(t.ino, 0, 1 << 20).unwrap(), want);
+    assert_eq!(
+        cached(),
+        before,
+        "a chunk of 20,000 bytes read whole was cached"
     );
     // Part of chunk 0: opened into the cache, which then serves it.
     let before = cached();
@@ -397,6 +419,16 @@ fn whole_chunks_are_read_past_the_cache_and_parts_through_it() {
     assert!(
         grew >= chunk && grew < 2 * chunk,
         "cached {grew} bytes for one part"
+    );
+    // A reader that comes back (a handle past the kernel's page cache):
+    // chunk 3 read whole is cached.
+    let before = cached();
+    let (from, to) = (3 * chunk, 4 * chunk);
+    let again = v.read_for(f.ino, from as u64, chunk, Reuse::Again).unwrap();
+    assert_eq!(again, &data[from..to]);
+    assert!(
+        cached() - before >= chunk,
+        "a chunk read whole for a reader that comes back was not cached"
     );
 }
 

@@ -846,13 +846,25 @@ fn a_redaction_reaches_a_follower_while_it_serves() {
     wait_latest(&f, head);
     let old = f.path(&format!(".snapshots/{with_secret:010}/secret.bin"));
     // In the kernel's page cache and the follower's chunk cache, and a
-    // handle held open across the redaction.
+    // handle held open across the redaction. The kernel reads whole chunks
+    // (which the daemon does not cache); a direct read of part of one puts
+    // that chunk in the chunk cache.
     let secret = std::fs::read(&old).unwrap();
     assert_eq!(secret.len(), 300000);
     let held = std::fs::File::open(&old).unwrap();
     let mut buf = vec![0u8; 4096];
     held.read_exact_at(&mut buf, 0).unwrap();
     assert_eq!(buf, secret[..4096]);
+    let direct = {
+        use std::os::unix::fs::OpenOptionsExt;
+        std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_DIRECT)
+            .open(&old)
+            .unwrap()
+    };
+    direct.read_exact_at(&mut buf, 4096).unwrap();
+    assert_eq!(buf, secret[4096..8192]);
     let before = objects(&f);
 
     let o = w.sovseal(&["redact", "--agent", "live", "--remote", &url, "/secret.bin"]);
@@ -874,6 +886,12 @@ fn a_redaction_reaches_a_follower_while_it_serves() {
         Some(libc::EIO),
         "through the held handle: {e}"
     );
+    let e = direct.read_exact_at(&mut buf, 4096).unwrap_err();
+    assert_eq!(
+        e.raw_os_error(),
+        Some(libc::EIO),
+        "a chunk the follower had cached: {e}"
+    );
     assert_eq!(
         text(&std::fs::read(f.path("keep.txt")).unwrap()),
         "keep\nmore\n"
@@ -892,7 +910,7 @@ fn a_redaction_reaches_a_follower_while_it_serves() {
         objects(&f) < before,
         "nothing erased from the follower's packs"
     );
-    drop(held);
+    drop((held, direct));
     f.unmount();
     f.verify();
     let log = std::fs::read_to_string(f.home.join("logs/live.log")).unwrap();

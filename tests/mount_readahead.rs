@@ -1,7 +1,9 @@
 //! The kernel's read-ahead window (#15): a mount asks for a 4 MiB window by
 //! default, `--readahead-kib N` and `-o readahead_kib=N` choose another,
 //! 0 keeps the kernel's; a sequential read through the larger window (1 MiB
-//! requests, several at once) returns exactly the bytes written, cold.
+//! requests, several at once) returns exactly the bytes written, cold;
+//! such a read leaves the daemon's chunk cache alone, an `O_DIRECT` one
+//! fills it.
 
 mod support;
 use std::os::unix::fs::MetadataExt;
@@ -78,4 +80,54 @@ print(out[0].hexdigest())
 "#);
     assert_eq!(got, want);
     assert_eq!(window_kib(&m), 4096);
+}
+
+/// The chunk cache's bytes in the mount's metrics file, once it shows a
+/// value that `ok` accepts (the file is rewritten every 2 s).
+fn chunk_cache_bytes(metrics: &std::path::Path, ok: impl Fn(u64) -> bool) -> u64 {
+    let t0 = std::time::Instant::now();
+    loop {
+        let text = std::fs::read_to_string(metrics).unwrap_or_default();
+        let n = text
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix("sovseal_cache_bytes{agent=\"ra-cache\",cache=\"chunks\"} ")
+            })
+            .and_then(|v| v.trim().parse().ok());
+        match n {
+            Some(n) if ok(n) => return n,
+            _ if t0.elapsed() > std::time::Duration::from_secs(15) => {
+                panic!("no accepted chunk cache figure in 15 s: {n:?}\n{text}")
+            }
+            _ => std::thread::sleep(std::time::Duration::from_millis(200)),
+        }
+    }
+}
+
+/// A read through the kernel's page cache opens whole chunks straight into
+/// the reply and leaves the daemon's chunk cache alone (the page cache
+/// keeps the bytes); an `O_DIRECT` read, whose re-reads come back to the
+/// daemon, goes through the chunk cache. Both return what was written.
+#[test]
+fn whole_chunks_skip_the_chunk_cache_only_where_the_page_cache_keeps_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let metrics = dir.path().join("sovseal.prom");
+    let m = Mounted::new("ra-cache", &["--metrics-file", metrics.to_str().unwrap()]);
+    m.sh("head -c 4194304 /dev/urandom > f && sync f");
+    let want = m.sh("sha256sum < f");
+    m.remount();
+    std::fs::write("/proc/sys/vm/drop_caches", "3\n").unwrap();
+    assert_eq!(m.sh("dd if=f bs=1M status=none | sha256sum"), want);
+    // Wait for a figure written after the read.
+    std::thread::sleep(std::time::Duration::from_millis(2500));
+    let through_page_cache = chunk_cache_bytes(&metrics, |_| true);
+    assert!(
+        through_page_cache < 64 << 10,
+        "a read through the page cache left {through_page_cache} bytes in the chunk cache"
+    );
+    assert_eq!(
+        m.sh("dd if=f bs=1M iflag=direct status=none | sha256sum"),
+        want
+    );
+    chunk_cache_bytes(&metrics, |n| n >= 4 << 20);
 }

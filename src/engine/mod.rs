@@ -29,7 +29,7 @@ pub mod journal;
 use crate::config::{AgentName, Home};
 use crate::repo::agent::{Agent, WriteLock};
 use crate::repo::journal::Journal;
-use crate::repo::view::{self, ChunkOverlay, SnapshotView};
+use crate::repo::view::{self, ChunkOverlay, Reuse, SnapshotView};
 use crate::repo::{chunktree, dirtree};
 use crate::seal::envelope;
 use crate::seal::keys::MasterKey;
@@ -687,8 +687,15 @@ impl Engine {
         view::chunk_refs(self.head.repo(), i)
     }
 
-    /// Reads up to `len` bytes at `off`.
+    /// Reads up to `len` bytes at `off`, for a reader that does not come
+    /// back for them ([`Reuse::Once`]).
     pub fn read(&self, ino: u64, off: u64, len: usize) -> Result<Vec<u8>> {
+        self.read_for(ino, off, len, Reuse::Once)
+    }
+
+    /// Reads up to `len` bytes at `off` for a reader that `reuse` says
+    /// may or may not ask again.
+    pub fn read_for(&self, ino: u64, off: u64, len: usize, reuse: Reuse) -> Result<Vec<u8>> {
         let i = self.getattr(ino)?;
         let repo = self.head.repo();
         match self.ov.files.get(&ino) {
@@ -700,6 +707,7 @@ impl Engine {
                 self.chunk_size(),
                 off,
                 len,
+                reuse,
             ),
             None => {
                 let chunks = view::file_chunks(&i)?;
@@ -711,6 +719,7 @@ impl Engine {
                     self.chunk_size(),
                     off,
                     len,
+                    reuse,
                 )
             }
         }

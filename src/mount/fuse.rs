@@ -527,11 +527,12 @@ impl Filesystem for Adapter {
         fh: FileHandle,
         offset: u64,
         size: u32,
-        _flags: OpenFlags,
+        flags: OpenFlags,
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
-        data(reply, self.fs.read(fh.0, offset, size as usize));
+        let direct = flags.0 & libc::O_DIRECT != 0;
+        data(reply, self.fs.read(fh.0, offset, size as usize, direct));
     }
 
     fn write(

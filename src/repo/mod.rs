@@ -61,6 +61,7 @@ pub mod weight;
 use crate::cache::Lru;
 use crate::repo::index::{Index, NewObject};
 use crate::repo::store::{Location, Store};
+use crate::repo::view::Reuse;
 use crate::seal::aead;
 use crate::seal::envelope::{self, Envelope};
 use crate::seal::keys::AgentKeys;
@@ -77,8 +78,8 @@ use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 pub const META_CACHE_BYTES: usize = 64 << 20;
 /// The smallest chunk a read that covers it whole opens straight into its
 /// reply, bypassing the chunk cache ([`Repo::read_chunk_into`]). Smaller
-/// chunks (small files) stay cached: they cost little to keep, and they are
-/// what re-reads of many small files and a follower's uncached reads hit.
+/// chunks (small files) stay cached: they cost little to keep, and re-reads
+/// of many small files hit them.
 pub const STREAM_CHUNK_MIN: usize = 16 << 10;
 
 /// Byte budget of the decrypted chunk cache.
@@ -781,20 +782,26 @@ impl Repo {
 
     /// Bytes `[from, from + dst.len())` of chunk `id`'s plaintext, written
     /// into `dst`; bytes past the chunk's end are left as they are (zeros
-    /// in a read's buffer). A chunk of at least [`STREAM_CHUNK_MIN`] bytes
+    /// in a read's buffer). For a reader that will not ask again
+    /// ([`Reuse::Once`]), a chunk of at least [`STREAM_CHUNK_MIN`] bytes
     /// that the chunk cache does not hold and that `dst` covers whole is
     /// opened straight into `dst` and not cached: the copy of the
     /// ciphertext and the copy out of the cache both go, and a streaming
-    /// reader does not push everything else out of the cache for bytes
-    /// that the kernel's page cache holds from now on. Any other read goes
-    /// through the cache, as [`Repo::chunk`].
-    pub fn read_chunk_into(&self, id: &ObjectId, from: usize, dst: &mut [u8]) -> Result<()> {
+    /// reader does not push what others cached out of the cache. Any other
+    /// read goes through the cache, as [`Repo::chunk`].
+    pub fn read_chunk_into(
+        &self,
+        id: &ObjectId,
+        from: usize,
+        dst: &mut [u8],
+        reuse: Reuse,
+    ) -> Result<()> {
         let data = match self.chunks.get(id) {
             Some(c) => c,
             None => {
                 let sealed = self.read_sealed(ObjectKind::Chunk, &ObjRef::by_id(*id))?;
                 let n = aead::plaintext_len(sealed.len()).unwrap_or(0);
-                if from == 0 && n >= STREAM_CHUNK_MIN && dst.len() >= n {
+                if reuse == Reuse::Once && from == 0 && n >= STREAM_CHUNK_MIN && dst.len() >= n {
                     envelope::open_object_into(
                         &self.keys,
                         ObjectKind::Chunk,

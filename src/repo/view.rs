@@ -102,8 +102,15 @@ impl SnapshotView {
         dirtree::lookup(&self.repo, dir_root(&self.getattr(parent)?)?, name)
     }
 
-    /// Reads up to `len` bytes at `off`.
+    /// Reads up to `len` bytes at `off`, for a reader that does not come
+    /// back for them ([`Reuse::Once`]).
     pub fn read(&self, ino: u64, off: u64, len: usize) -> Result<Vec<u8>> {
+        self.read_for(ino, off, len, Reuse::Once)
+    }
+
+    /// Reads up to `len` bytes at `off` for a reader that `reuse` says
+    /// may or may not ask again.
+    pub fn read_for(&self, ino: u64, off: u64, len: usize, reuse: Reuse) -> Result<Vec<u8>> {
         let i = self.getattr(ino)?;
         let chunks = file_chunks(&i)?;
         read_range(
@@ -114,6 +121,7 @@ impl SnapshotView {
             u64::from(self.manifest.chunk_size),
             off,
             len,
+            reuse,
         )
     }
 
@@ -337,6 +345,21 @@ pub(crate) trait ChunkOverlay {
     fn holds(&self, idx: u64) -> bool;
 }
 
+/// Whether a reader may ask for the same bytes again, which decides what a
+/// read does with a chunk it covers whole ([`Repo::read_chunk_into`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reuse {
+    /// It will not: the kernel's page cache keeps what the reply carries,
+    /// or a restore or `cat` streams through once. A chunk of at least
+    /// [`crate::repo::STREAM_CHUNK_MIN`] that the read covers whole is
+    /// opened straight into the reply and left out of the chunk cache.
+    Once,
+    /// It may: a handle past the kernel's page cache (a follower's live
+    /// file, an `O_DIRECT` open), whose re-reads come back here. Every
+    /// chunk goes through the chunk cache.
+    Again,
+}
+
 /// Most bytes of chunks a read of a lazily restored data dir fetches at
 /// once ([`Repo::prefetch_chunks`]).
 const PREFETCH_BYTES: u64 = 8 << 20;
@@ -344,6 +367,7 @@ const PREFETCH_BYTES: u64 = 8 << 20;
 /// Reads `[off, off+len)` of a file of `size` bytes whose chunk `idx` is
 /// `chunk_at(idx)`, with the `dirty` overlay's chunks taking precedence.
 /// Holes and bytes past a chunk's stored length read as zeros.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn read_range(
     repo: &Repo,
     chunk_at: &dyn Fn(u64) -> Result<ChunkRef>,
@@ -352,6 +376,7 @@ pub(crate) fn read_range(
     chunk: u64,
     off: u64,
     len: usize,
+    reuse: Reuse,
 ) -> Result<Vec<u8>> {
     if off >= size || len == 0 {
         return Ok(Vec::new());
@@ -384,7 +409,7 @@ pub(crate) fn read_range(
         if let Some(r) = dirty.and_then(|d| d.read_chunk(repo, idx, from, dst)) {
             r?;
         } else if let Some(id) = chunk_at(idx)? {
-            repo.read_chunk_into(&id, from, dst)?;
+            repo.read_chunk_into(&id, from, dst, reuse)?;
         }
         pos = cend;
     }

@@ -21,6 +21,7 @@ mod writers;
 use crate::engine::{CAPABILITY, Engine, RenameFlags, SetAttr, XattrFlags, acl};
 use crate::mount::metrics::{Metrics, Sample};
 use crate::replication::replicator::Replicator;
+use crate::repo::view::Reuse;
 use crate::seal::tree::{FileType, Inode, ROOT_INO};
 use crate::{Error, Result};
 use committer::Committer;
@@ -197,8 +198,12 @@ enum Handle {
         by: Caller,
     },
     /// A file inside a snapshot (for a follower's live file, the snapshot
-    /// shown when it was opened).
-    SnapFile { seq: u64, ino: u64 },
+    /// shown when it was opened, past the kernel's page cache).
+    SnapFile {
+        seq: u64,
+        ino: u64,
+        cache: PageCache,
+    },
     /// A directory listing captured at opendir (stable offsets).
     Dir { items: Vec<DirItem> },
     /// `.snapshots`, paged from the index.
@@ -924,7 +929,7 @@ impl Fs {
                     // that ends early (an older, shorter snapshot) shrinks
                     // the inode's size, which would cut cached reads short.
                     let cache = PageCache::Bypass;
-                    let fh = self.new_fh(Handle::SnapFile { seq, ino: i });
+                    let fh = self.new_fh(Handle::SnapFile { seq, ino: i, cache });
                     return Ok(Opened { fh, cache });
                 }
                 let mut e = self.eng_mut();
@@ -944,7 +949,11 @@ impl Fs {
                     return Err(EROFS);
                 }
                 self.snaps.view(seq)?.getattr(i)?;
-                Ok(keep(self.new_fh(Handle::SnapFile { seq, ino: i })))
+                Ok(keep(self.new_fh(Handle::SnapFile {
+                    seq,
+                    ino: i,
+                    cache: PageCache::Keep,
+                })))
             }
             Node::SnapRoot | Node::Latest => Err(Error::fs("open", libc::EISDIR)),
         }
@@ -973,22 +982,31 @@ impl Fs {
         Ok((attr_of(&i, i.ino, false), fh))
     }
 
-    /// Reads from an open file.
-    pub fn read(&self, fh: u64, off: u64, size: usize) -> Result<Vec<u8>> {
-        let h = {
+    /// Reads from an open file; `direct` for a handle opened `O_DIRECT`.
+    /// Whole chunks skip the chunk cache only where the kernel's page cache
+    /// keeps what the reply carries ([`Reuse`]).
+    pub fn read(&self, fh: u64, off: u64, size: usize, direct: bool) -> Result<Vec<u8>> {
+        let (h, cache) = {
             let hs = self.handles.lock().expect("handles");
             match hs.get(&fh) {
-                Some(Handle::File { ino, .. }) => Node::Live(*ino),
-                Some(Handle::SnapFile { seq, ino }) => Node::Snap {
-                    seq: *seq,
-                    ino: *ino,
-                },
+                Some(Handle::File { ino, .. }) => (Node::Live(*ino), PageCache::Keep),
+                Some(Handle::SnapFile { seq, ino, cache }) => (
+                    Node::Snap {
+                        seq: *seq,
+                        ino: *ino,
+                    },
+                    *cache,
+                ),
                 _ => return Err(Error::fs("read", libc::EBADF)),
             }
         };
+        let reuse = match cache {
+            PageCache::Keep if !direct => Reuse::Once,
+            _ => Reuse::Again,
+        };
         match h {
-            Node::Live(i) => self.eng().read(i, off, size),
-            Node::Snap { seq, ino } => self.snaps.view(seq)?.read(ino, off, size),
+            Node::Live(i) => self.eng().read_for(i, off, size, reuse),
+            Node::Snap { seq, ino } => self.snaps.view(seq)?.read_for(ino, off, size, reuse),
             _ => unreachable!("only file handles above"),
         }
     }
