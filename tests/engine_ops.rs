@@ -400,7 +400,8 @@ fn whole_chunks_are_read_past_the_cache_and_parts_through_it() {
         before,
         "a chunk of 20,000 bytes read whole was cached"
     );
-    // Part of chunk 0: opened into the cache, which then serves it.
+    // Part of chunk 0: opened into the cache; a whole read of it after
+    // returns the same bytes.
     let before = cached();
     assert_eq!(v.read(f.ino, 100, 4096).unwrap(), &data[100..4196]);
     assert!(

@@ -37,10 +37,16 @@ fn verify(env: &Env) -> sovseal::Result<sovseal::history::verify::Report> {
 }
 
 fn read_head(env: &Env, name: &str) -> sovseal::Result<Vec<u8>> {
+    read_head_at(env, name, 0, 1 << 20)
+}
+
+/// Up to `len` bytes at `off` of `name` in head, read by a process of its
+/// own (nothing cached before).
+fn read_head_at(env: &Env, name: &str, off: u64, len: usize) -> sovseal::Result<Vec<u8>> {
     let a = Agent::open_readonly(&env.home, &env.agent, &env.master)?;
     let v = a.head()?;
     let ino = v.resolve(name.as_bytes())?;
-    v.read(ino, 0, 1 << 20)
+    v.read(ino, off, len)
 }
 
 #[test]
@@ -76,18 +82,31 @@ fn bit_flip_in_sealed_content() {
         err.to_string().contains("chunk") && err.to_string().contains("snapshot"),
         "{err}"
     );
-    // No read of any file returns the damaged chunk as good data.
-    let mut failures = 0;
+    // No read of any file returns the damaged chunk as good data: neither
+    // a whole read (each file's 64 KiB chunk and 34,464-byte tail opened
+    // straight into the reply) nor a read of part of a chunk (opened into
+    // the chunk cache).
+    let (mut failures, mut part_failures) = (0, 0);
     for i in 0..4 {
+        let want = bytes(i, 100_000);
         match read_head(&env, &format!("f{i}")) {
-            Ok(d) => assert_eq!(d, bytes(i, 100_000), "f{i} returned wrong bytes"),
+            Ok(d) => assert_eq!(d, want, "f{i} returned wrong bytes"),
             Err(e) => {
                 assert!(matches!(e, Error::Tag { .. }), "{e}");
                 failures += 1;
             }
         }
+        for off in [1_000, 70_000] {
+            match read_head_at(&env, &format!("f{i}"), off as u64, 4096) {
+                Ok(d) => assert_eq!(d, want[off..off + 4096], "f{i} at {off}: wrong bytes"),
+                Err(e) => {
+                    assert!(matches!(e, Error::Tag { .. }), "{e}");
+                    part_failures += 1;
+                }
+            }
+        }
     }
-    assert_eq!(failures, 1);
+    assert_eq!((failures, part_failures), (1, 1));
 }
 
 #[test]

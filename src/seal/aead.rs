@@ -49,9 +49,10 @@ pub fn plaintext_len(sealed: usize) -> Option<usize> {
 
 /// Opens sealed bytes into `out`, which must be exactly
 /// [`plaintext_len`] long: the cipher reads the ciphertext where it lies
-/// and writes the plaintext to `out`, no copy in between. The tag is
-/// checked before anything is written, so `out` is left as it was when it
-/// does not verify.
+/// and writes the plaintext to `out`, no copy in between. When the bytes
+/// do not verify, `out` is zeroed: `aes-gcm` checks the tag before it
+/// writes, and the wipe keeps that promise whatever a later version of the
+/// crate does.
 pub fn open_into(
     key: &[u8; 32],
     aad: &[u8],
@@ -69,7 +70,10 @@ pub fn open_into(
     let buf = aes_gcm::aead::inout::InOutBuf::new(body, out).map_err(|_| OpenError)?;
     cipher
         .decrypt_inout_detached(&nonce, aad, buf, &tag)
-        .map_err(|_| OpenError)
+        .map_err(|_| {
+            out.fill(0);
+            OpenError
+        })
 }
 
 #[cfg(test)]
@@ -99,11 +103,12 @@ mod tests {
         let s = seal(&k, b"ctx", b"hello world");
         let mut out = [7u8; 11];
         assert_eq!(open_into(&k, b"ctx2", &s, &mut out), Err(OpenError));
-        assert_eq!(out, [7u8; 11], "a failed open leaves the output as it was");
+        assert_eq!(out, [0u8; 11], "a failed open leaves zeros");
         let mut t = s.clone();
         t[IV_LEN] ^= 1;
+        out = [7u8; 11];
         assert_eq!(open_into(&k, b"ctx", &t, &mut out), Err(OpenError));
-        assert_eq!(out, [7u8; 11]);
+        assert_eq!(out, [0u8; 11]);
         assert_eq!(open_into(&k, b"ctx", &s, &mut [0u8; 10]), Err(OpenError));
         assert_eq!(open_into(&k, b"ctx", &s, &mut [0u8; 12]), Err(OpenError));
         open_into(&k, b"ctx", &s, &mut out).unwrap();

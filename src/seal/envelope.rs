@@ -150,9 +150,9 @@ pub fn open_object_versioned(
 }
 
 /// Like [`open_object_versioned`], with the plaintext written into `out`,
-/// which must be exactly as long ([`aead::plaintext_len`]); `out` is
-/// written only once a tag has verified. What a read of a whole chunk
-/// uses to open it straight into the reply.
+/// which must be exactly as long ([`aead::plaintext_len`]); `out` holds
+/// plaintext only once a tag has verified, zeros when none does. What a
+/// read of a whole chunk uses to open it straight into the reply.
 pub fn open_object_into(
     keys: &AgentKeys,
     kind: ObjectKind,
