@@ -5,7 +5,7 @@
 //! browsed.
 
 mod support;
-use std::time::{Duration, Instant};
+use support::metrics::{metric, wait_for, wait_rewritten_after};
 use support::mount::Mounted;
 
 /// A writer replaces `state.json` by rename (write a temp file, rename it
@@ -63,31 +63,6 @@ print(writes, sum(n for n, _ in results), sum(m for _, m in results))
     assert_eq!(m.sh("cat state.json"), format!("{{\"v\": {}}}", writes - 1));
 }
 
-fn gauge(metrics: &std::path::Path, name: &str) -> Option<u64> {
-    let t = std::fs::read_to_string(metrics).ok()?;
-    t.lines()
-        .find(|l| l.starts_with(&format!("{name}{{")))?
-        .rsplit(' ')
-        .next()?
-        .parse()
-        .ok()
-}
-
-fn wait_for(metrics: &std::path::Path, name: &str, ok: impl Fn(u64) -> bool) -> u64 {
-    let t0 = Instant::now();
-    loop {
-        let v = gauge(metrics, name);
-        if let Some(v) = v.filter(|v| ok(*v)) {
-            return v;
-        }
-        assert!(
-            t0.elapsed() < Duration::from_secs(30),
-            "{name} stayed at {v:?}"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
-
 /// Browsing 10,000 files of a snapshot grows the `.snapshots` inode table;
 /// once the kernel drops its caches (and sends FORGET) the table is back to
 /// a handful. Regression (fails on the main before this change: the table
@@ -103,16 +78,16 @@ fn the_history_inode_table_is_bounded_by_what_the_kernel_holds() {
     // Browse the newest snapshot: a lookup (stat) of every file.
     let n = m.sh("find .snapshots/latest/d -type f -size -2c | wc -l");
     assert_eq!(n.trim(), "10000");
-    let grown = wait_for(&metrics, "sovseal_history_inodes", |v| v >= 10_000);
-    let held = wait_for(&metrics, "sovseal_kernel_inodes", |v| v >= 10_000);
+    let grown = wait_for(&metrics, "sovseal_history_inodes{", |v| v >= 10_000);
+    let held = wait_for(&metrics, "sovseal_kernel_inodes{", |v| v >= 10_000);
     eprintln!("after browsing: {grown} history inodes, {held} kernel references");
     // Drop the kernel's dentry and inode caches: it forgets what it holds.
     std::process::Command::new("sh")
         .args(["-c", "sync; echo 2 > /proc/sys/vm/drop_caches"])
         .status()
         .unwrap();
-    let shrunk = wait_for(&metrics, "sovseal_history_inodes", |v| v < 100);
-    let released = wait_for(&metrics, "sovseal_kernel_inodes", |v| v < 100);
+    let shrunk = wait_for(&metrics, "sovseal_history_inodes{", |v| v < 100);
+    let released = wait_for(&metrics, "sovseal_kernel_inodes{", |v| v < 100);
     eprintln!("after dropping caches: {shrunk} history inodes, {released} kernel references");
     // What was forgotten is looked up again on demand, with the same content.
     assert_eq!(m.sh("cat .snapshots/latest/d/f09999"), "x");
@@ -189,17 +164,9 @@ fn listing_snapshots_allocates_no_inode_numbers() {
     assert!(n.trim().parse::<u64>().unwrap() >= 3001, "{n}");
     // The metrics file is rewritten periodically: wait for a rewrite that
     // happened after the listing.
-    let stamp = |p: &std::path::Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
     let listed = std::time::SystemTime::now();
-    let t0 = Instant::now();
-    while stamp(&metrics).is_none_or(|t| t <= listed) {
-        assert!(
-            t0.elapsed() < Duration::from_secs(30),
-            "no metrics after the listing"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    let table = gauge(&metrics, "sovseal_history_inodes").unwrap();
+    wait_rewritten_after(&metrics, listed);
+    let table = metric(&metrics, "sovseal_history_inodes{").unwrap();
     assert!(
         table < 10,
         "{table} history inodes after listing 3,000 snapshots"

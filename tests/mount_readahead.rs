@@ -7,6 +7,7 @@
 
 mod support;
 use std::os::unix::fs::MetadataExt;
+use support::metrics::{metric, wait_for, wait_rewritten_after};
 use support::mount::Mounted;
 
 /// The window of the mount, read from sysfs by the mount's own device
@@ -82,27 +83,8 @@ print(out[0].hexdigest())
     assert_eq!(window_kib(&m), 4096);
 }
 
-/// The chunk cache's bytes in the mount's metrics file, once it shows a
-/// value that `ok` accepts (the file is rewritten every 2 s).
-fn chunk_cache_bytes(metrics: &std::path::Path, ok: impl Fn(u64) -> bool) -> u64 {
-    let t0 = std::time::Instant::now();
-    loop {
-        let text = std::fs::read_to_string(metrics).unwrap_or_default();
-        let n = text
-            .lines()
-            .find_map(|l| {
-                l.strip_prefix("sovseal_cache_bytes{agent=\"ra-cache\",cache=\"chunks\"} ")
-            })
-            .and_then(|v| v.trim().parse().ok());
-        match n {
-            Some(n) if ok(n) => return n,
-            _ if t0.elapsed() > std::time::Duration::from_secs(15) => {
-                panic!("no accepted chunk cache figure in 15 s: {n:?}\n{text}")
-            }
-            _ => std::thread::sleep(std::time::Duration::from_millis(200)),
-        }
-    }
-}
+/// The chunk cache's series in the metrics file of the agent `ra-cache`.
+const CHUNK_CACHE: &str = "sovseal_cache_bytes{agent=\"ra-cache\",cache=\"chunks\"} ";
 
 /// A read through the kernel's page cache opens whole chunks straight into
 /// the reply and leaves the daemon's chunk cache alone (the page cache
@@ -118,9 +100,8 @@ fn whole_chunks_skip_the_chunk_cache_only_where_the_page_cache_keeps_them() {
     m.remount();
     std::fs::write("/proc/sys/vm/drop_caches", "3\n").unwrap();
     assert_eq!(m.sh("dd if=f bs=1M status=none | sha256sum"), want);
-    // Wait for a figure written after the read.
-    std::thread::sleep(std::time::Duration::from_millis(2500));
-    let through_page_cache = chunk_cache_bytes(&metrics, |_| true);
+    wait_rewritten_after(&metrics, std::time::SystemTime::now());
+    let through_page_cache = metric(&metrics, CHUNK_CACHE).unwrap();
     assert!(
         through_page_cache < 64 << 10,
         "a read through the page cache left {through_page_cache} bytes in the chunk cache"
@@ -129,5 +110,5 @@ fn whole_chunks_skip_the_chunk_cache_only_where_the_page_cache_keeps_them() {
         m.sh("dd if=f bs=1M iflag=direct status=none | sha256sum"),
         want
     );
-    chunk_cache_bytes(&metrics, |n| n >= 4 << 20);
+    wait_for(&metrics, CHUNK_CACHE, |n| n >= 4 << 20);
 }
