@@ -534,6 +534,56 @@ fn small_writes_hold_only_what_they_wrote_and_merge_over_sealed_chunks() {
 }
 
 #[test]
+fn writes_covering_whole_chunks_are_sealed_at_once_over_any_dirty_bytes() {
+    // A write covering chunks whole holds none of them as dirty data (they
+    // are sealed from the request); it replaces bytes an earlier small
+    // write left dirty in such a chunk, and a whole chunk of zeros is a
+    // hole. Reads before and after commit and reopen equal a flat model.
+    let env = Env::new();
+    let mut e = env.open();
+    let chunk = e.head().manifest().chunk_size as usize;
+    let f = e.create(ROOT_INO, b"f", 0o644, 0, 0).unwrap();
+    let mut model = bytes(1, 4 * chunk + 1000);
+    e.write(f.ino, 0, &model).unwrap();
+    assert_eq!(
+        e.dirty_bytes(),
+        1000,
+        "only the short tail chunk is held as dirty data"
+    );
+    // A small write into chunk 1, then chunk 1 written whole.
+    e.write(f.ino, chunk as u64 + 10, &bytes(2, 500)).unwrap();
+    assert_eq!(e.dirty_bytes(), 1500);
+    let whole = bytes(3, chunk);
+    e.write(f.ino, chunk as u64, &whole).unwrap();
+    model[chunk..2 * chunk].copy_from_slice(&whole);
+    assert_eq!(
+        e.dirty_bytes(),
+        1000,
+        "dirty bytes a whole-chunk write replaced are still held"
+    );
+    assert_eq!(e.read(f.ino, 0, model.len()).unwrap(), model);
+    // Chunk 2 zeroed whole by a write: a hole, read as zeros.
+    e.write(f.ino, 2 * chunk as u64, &vec![0; chunk]).unwrap();
+    model[2 * chunk..3 * chunk].fill(0);
+    assert_eq!(
+        e.seek(f.ino, 2 * chunk as u64, false).unwrap(),
+        2 * chunk as u64,
+        "a chunk written whole with zeros is a hole"
+    );
+    // Whole chunks written past the end of the file, with a gap before.
+    let far = bytes(4, 2 * chunk);
+    e.write(f.ino, 6 * chunk as u64, &far).unwrap();
+    model.resize(6 * chunk, 0);
+    model.extend_from_slice(&far);
+    assert_eq!(e.read(f.ino, 0, model.len()).unwrap(), model);
+    e.commit().unwrap();
+    assert_eq!(e.dirty_bytes(), 0);
+    drop(e);
+    let e = env.open();
+    assert_eq!(e.read(f.ino, 0, model.len() + 1).unwrap(), model);
+}
+
+#[test]
 fn truncate_then_extend_inside_a_dirty_chunk_reads_zeros_not_old_bytes() {
     let env = Env::new();
     let mut e = env.open();

@@ -6,7 +6,8 @@
 //! nothing was written, or sealed with holes left to fill. Memory charged to
 //! the dirty budget is the sum of the extents' lengths, so random small
 //! writes over a large file stay within the budget instead of pulling one
-//! whole chunk into memory per write.
+//! whole chunk into memory per write. A write covering a chunk whole never
+//! becomes a dirty chunk: the engine seals it straight from the request.
 
 use crate::Result;
 use crate::repo::Repo;
@@ -29,8 +30,7 @@ pub(crate) struct DirtyChunk {
 
 impl DirtyChunk {
     /// A dirty chunk over `base`, whose visible length is `len` (the file's
-    /// bytes within this chunk). A chunk about to be overwritten whole
-    /// starts without a base.
+    /// bytes within this chunk).
     pub(crate) fn new(base: ChunkRef, len: usize) -> Self {
         DirtyChunk {
             base_len: if base.is_some() { len } else { 0 },

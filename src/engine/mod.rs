@@ -1569,9 +1569,9 @@ impl Engine {
     }
 
     /// The dirty chunk `idx` of a file whose size is `size`, created over
-    /// its sealed chunk if absent (without one if `whole`: about to be
-    /// overwritten entirely).
-    fn dirty_chunk(&mut self, ino: u64, idx: u64, whole: bool, size: u64) -> &mut DirtyChunk {
+    /// its sealed chunk if absent (a write covering a chunk whole is sealed
+    /// at once instead: [`Engine::seal_whole_chunk`]).
+    fn dirty_chunk(&mut self, ino: u64, idx: u64, size: u64) -> &mut DirtyChunk {
         let chunk = self.chunk_size();
         let f = self
             .ov
@@ -1579,14 +1579,38 @@ impl Engine {
             .get_mut(&ino)
             .expect("dirty_file called first");
         f.dirty.entry(idx).or_insert_with(|| {
-            let base = if whole {
-                None
-            } else {
-                f.refs.get(idx as usize).copied().flatten()
-            };
+            let base = f.refs.get(idx as usize).copied().flatten();
             let visible = size.saturating_sub(idx * chunk).min(chunk) as usize;
-            DirtyChunk::new(base, if whole { 0 } else { visible })
+            DirtyChunk::new(base, visible)
         })
+    }
+
+    /// Seals a write that covers chunk `idx` of `ino` whole straight from
+    /// the request, as [`Engine::seal_dirty`] would seal it later, without
+    /// first copying it into a dirty chunk: the sequential writer's path.
+    /// A dirty chunk it overwrites is dropped. The plaintext is not kept in
+    /// the chunk cache (a copy): the kernel's page cache holds what the
+    /// writer wrote.
+    fn seal_whole_chunk(&mut self, ino: u64, idx: u64, data: &[u8]) -> Result<()> {
+        let r = if data.iter().all(|b| *b == 0) {
+            None
+        } else {
+            Some(self.head.repo().put(ObjectKind::Chunk, data)?)
+        };
+        let f = self
+            .ov
+            .files
+            .get_mut(&ino)
+            .expect("dirty_file called first");
+        if let Some(c) = f.dirty.remove(&idx) {
+            self.ov.dirty_bytes -= c.held();
+        }
+        let i = idx as usize;
+        if f.refs.len() <= i {
+            f.refs.resize(i + 1, None);
+        }
+        f.refs[i] = r;
+        Ok(())
     }
 
     fn charge(&mut self, delta: isize) {
@@ -1616,9 +1640,13 @@ impl Engine {
             let idx = pos / chunk;
             let within = (pos - idx * chunk) as usize;
             let n = ((chunk as usize) - within).min((end - pos) as usize);
-            let c = self.dirty_chunk(ino, idx, within == 0 && n == chunk as usize, size);
-            let delta = c.write(within, &data[src..src + n]);
-            self.charge(delta);
+            if within == 0 && n == chunk as usize {
+                self.seal_whole_chunk(ino, idx, &data[src..src + n])?;
+            } else {
+                let c = self.dirty_chunk(ino, idx, size);
+                let delta = c.write(within, &data[src..src + n]);
+                self.charge(delta);
+            }
             pos += n as u64;
             src += n;
         }
@@ -1706,7 +1734,7 @@ impl Engine {
                 self.ov.dirty_bytes -= freed;
             } else {
                 let zeros = vec![0u8; (cend - pos) as usize];
-                let c = self.dirty_chunk(ino, idx, false, size);
+                let c = self.dirty_chunk(ino, idx, size);
                 let delta = c.write((pos - cstart) as usize, &zeros);
                 self.charge(delta);
             }
@@ -1742,9 +1770,7 @@ impl Engine {
             f.refs.truncate(keep_chunks as usize);
             self.ov.dirty_bytes -= dropped;
             if tail != 0 {
-                let delta = self
-                    .dirty_chunk(ino, keep_chunks - 1, false, old)
-                    .truncate(tail);
+                let delta = self.dirty_chunk(ino, keep_chunks - 1, old).truncate(tail);
                 self.charge(delta);
             }
         }
