@@ -347,9 +347,13 @@ impl Repo {
     }
 
     fn append(&self, kind: ObjectKind, id: ObjectId, plaintext: &[u8], home: u64) -> Result<()> {
-        let sealed = envelope::seal_object(&self.keys, kind, &id, plaintext);
-        let loc = self.store.append(&id, kind, &sealed)?;
-        self.count_sealed(sealed.len());
+        // Sealed straight into its record: one copy of the plaintext.
+        let sealed_len = aead::OVERHEAD + plaintext.len();
+        let mut record = Vec::with_capacity(pack::RECORD_HEADER as usize + sealed_len);
+        pack::encode_record_header(&mut record, &id, kind, sealed_len);
+        envelope::seal_object_into(&self.keys, kind, &id, plaintext, &mut record);
+        let loc = self.store.append_record(&record)?;
+        self.count_sealed(sealed_len);
         self.pending.lock().expect("pending").insert(
             id,
             NewObject {

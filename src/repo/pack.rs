@@ -24,10 +24,16 @@ pub const RECORD_HEADER: u64 = 32 + 1 + 4;
 
 /// Appends one record to `buf`.
 pub fn encode_record(buf: &mut Vec<u8>, id: &ObjectId, kind: ObjectKind, sealed: &[u8]) {
+    encode_record_header(buf, id, kind, sealed.len());
+    buf.extend_from_slice(sealed);
+}
+
+/// Appends the header of a record whose sealed bytes, `sealed_len` of
+/// them, the caller appends next.
+pub fn encode_record_header(buf: &mut Vec<u8>, id: &ObjectId, kind: ObjectKind, sealed_len: usize) {
     buf.extend_from_slice(&id.0);
     buf.push(kind as u8);
-    buf.extend_from_slice(&(sealed.len() as u32).to_le_bytes());
-    buf.extend_from_slice(sealed);
+    buf.extend_from_slice(&(sealed_len as u32).to_le_bytes());
 }
 
 /// Record kind of a commit record (local packs only): `'C'`, outside the

@@ -217,6 +217,22 @@ impl Store {
         self.append_with(len, |buf| pack::encode_record(buf, id, kind, sealed))
     }
 
+    /// Appends an object record the caller encoded whole (header, then
+    /// sealed bytes: an object sealed straight into its record, without a
+    /// copy of its sealed bytes). Refuses one whose header does not give
+    /// its length.
+    pub fn append_record(&self, record: &[u8]) -> Result<Location> {
+        let whole = record
+            .first_chunk::<{ RECORD_HEADER as usize }>()
+            .is_some_and(|h| {
+                RECORD_HEADER as usize + pack::decode_header(h).2 as usize == record.len()
+            });
+        if !whole {
+            return Err(Error::Invalid("a pack record of the wrong length".into()));
+        }
+        self.write_record(record)
+    }
+
     /// Appends the commit record of `env`, after the objects of its
     /// snapshot (not yet durable: see [`Store::sync`]).
     pub fn append_commit(&self, env: &Envelope) -> Result<()> {
@@ -230,6 +246,12 @@ impl Store {
     fn append_with(&self, len: usize, encode: impl FnOnce(&mut Vec<u8>)) -> Result<Location> {
         let mut buf = Vec::with_capacity(len);
         encode(&mut buf);
+        self.write_record(&buf)
+    }
+
+    /// Writes one encoded record at the end of the pack being appended to
+    /// (see [`Store::append_with`]).
+    fn write_record(&self, buf: &[u8]) -> Result<Location> {
         let w = self
             .writer
             .as_ref()
@@ -246,7 +268,7 @@ impl Store {
         }
         let at = w.len;
         w.file
-            .write_all_at(&buf, at)
+            .write_all_at(buf, at)
             .map_err(|e| Error::io(pack_path(&self.dir, w.pack), e))?;
         w.len += rec;
         let (pack, file, len) = (w.pack, w.file.clone(), w.len);
@@ -493,5 +515,27 @@ impl Store {
         f.read_exact_at(&mut h, at)
             .map_err(|e| Error::io(pack_path(&self.dir, loc.pack), e))?;
         Ok(pack::decode_header(&h))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_record_is_appended_whole_or_refused() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (agent, _lock) = crate::repo::agent::scratch(tmp.path());
+        let store = agent.repo().store();
+        let mut rec = Vec::new();
+        pack::encode_record(&mut rec, &ObjectId([7; 32]), ObjectKind::Chunk, b"sealed");
+        let loc = store.append_record(&rec).unwrap();
+        assert_eq!(store.read(&loc).unwrap(), b"sealed");
+        for bad in [&rec[..rec.len() - 1], &rec[..10], &[]] {
+            assert!(store.append_record(bad).is_err(), "{} bytes", bad.len());
+        }
+        let mut long = rec.clone();
+        long.push(0);
+        assert!(store.append_record(&long).is_err());
     }
 }

@@ -20,18 +20,27 @@ pub struct OpenError;
 
 /// Seals `plaintext` under `key` and `aad`.
 pub fn seal(key: &[u8; 32], aad: &[u8], plaintext: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(OVERHEAD + plaintext.len());
+    seal_into(key, aad, plaintext, &mut out);
+    out
+}
+
+/// Seals `plaintext` under `key` and `aad`, appending the sealed bytes
+/// (`OVERHEAD` more than the plaintext) to `out`: a pack record is sealed
+/// where it is written, with one copy of the plaintext.
+pub fn seal_into(key: &[u8; 32], aad: &[u8], plaintext: &[u8], out: &mut Vec<u8>) {
     let cipher = Aes256Gcm::new(key.into());
-    let mut out = vec![0u8; OVERHEAD + plaintext.len()];
-    getrandom::fill(&mut out[..IV_LEN]).expect("the OS random source failed");
-    let (iv, rest) = out.split_at_mut(IV_LEN);
-    let (body, tag_out) = rest.split_at_mut(plaintext.len());
-    body.copy_from_slice(plaintext);
+    let start = out.len();
+    out.reserve(OVERHEAD + plaintext.len());
+    out.resize(start + IV_LEN, 0);
+    getrandom::fill(&mut out[start..]).expect("the OS random source failed");
+    out.extend_from_slice(plaintext);
+    let (iv, body) = out[start..].split_at_mut(IV_LEN);
     let nonce = Nonce::try_from(&*iv).expect("12-byte IV");
     let tag = cipher
         .encrypt_inout_detached(&nonce, aad, body.into())
         .expect("AES-GCM accepts messages below 64 GiB");
-    tag_out.copy_from_slice(&tag);
-    out
+    out.extend_from_slice(&tag);
 }
 
 /// Opens sealed bytes; the plaintext is returned only if the tag verifies.
@@ -95,6 +104,20 @@ mod tests {
         }
         assert_eq!(open(&k, b"ctx", &s[..OVERHEAD - 1]), Err(OpenError));
         assert_eq!(open(&k, b"ctx", &s[..s.len() - 1]), Err(OpenError));
+    }
+
+    #[test]
+    fn seal_into_appends_after_what_the_buffer_holds() {
+        let k = [3u8; 32];
+        let mut buf = b"header".to_vec();
+        seal_into(&k, b"ctx", b"hello world", &mut buf);
+        assert_eq!(&buf[..6], b"header");
+        assert_eq!(buf.len(), 6 + 11 + OVERHEAD);
+        assert_ne!(&buf[6 + IV_LEN..6 + IV_LEN + 11], b"hello world");
+        assert_eq!(open(&k, b"ctx", &buf[6..]).unwrap(), b"hello world");
+        // A fresh IV each time.
+        let other = seal(&k, b"ctx", b"hello world");
+        assert_ne!(&buf[6..6 + IV_LEN], &other[..IV_LEN]);
     }
 
     #[test]

@@ -116,10 +116,24 @@ pub fn object_id(keys: &AgentKeys, kind: ObjectKind, plaintext: &[u8]) -> Object
 /// Seals a content object whose id was computed by [`object_id`], under
 /// the newest key version, with the format-2 AAD.
 pub fn seal_object(keys: &AgentKeys, kind: ObjectKind, id: &ObjectId, plaintext: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(aead::OVERHEAD + plaintext.len());
+    seal_object_into(keys, kind, id, plaintext, &mut out);
+    out
+}
+
+/// Like [`seal_object`], appending the sealed bytes (`aead::OVERHEAD`
+/// more than the plaintext) to `out`.
+pub fn seal_object_into(
+    keys: &AgentKeys,
+    kind: ObjectKind,
+    id: &ObjectId,
+    plaintext: &[u8],
+    out: &mut Vec<u8>,
+) {
     let v = keys.key_version();
     let key = keys.object_key_v(v, &id.0);
     let aad = aad(FORMAT, &keys.agent_id(), kind as u8, v, &id.0);
-    aead::seal(key.expose(), &aad, plaintext)
+    aead::seal_into(key.expose(), &aad, plaintext, out);
 }
 
 /// Opens a content object; fails closed on any tag mismatch.
