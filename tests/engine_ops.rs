@@ -463,14 +463,23 @@ fn dirty_data_beyond_budget_is_sealed_early() {
     let mut e = env.open();
     e.set_dirty_budget(4 << 20);
     let f = e.create(ROOT_INO, b"f", 0o644, 0, 0).unwrap();
+    // In pieces of 32 KiB, so that each chunk is written in parts and held
+    // as dirty data (a write covering a chunk whole is sealed at once).
+    let piece = 32 << 10;
+    let mut most = 0;
     for i in 0..32u64 {
-        e.write(f.ino, i << 20, &bytes(i, 1 << 20)).unwrap();
-        assert!(
-            e.dirty_bytes() <= 5 << 20,
-            "dirty bytes {}",
-            e.dirty_bytes()
-        );
+        let data = bytes(i, 1 << 20);
+        for (j, p) in data.chunks(piece).enumerate() {
+            e.write(f.ino, (i << 20) + (j * piece) as u64, p).unwrap();
+            most = most.max(e.dirty_bytes());
+            assert!(
+                e.dirty_bytes() <= 5 << 20,
+                "dirty bytes {}",
+                e.dirty_bytes()
+            );
+        }
     }
+    assert!(most > 3 << 20, "the writes never neared the budget: {most}");
     assert_eq!(e.read(f.ino, 5 << 20, 1 << 20).unwrap(), bytes(5, 1 << 20));
     e.commit().unwrap();
     drop(e);
@@ -534,50 +543,85 @@ fn small_writes_hold_only_what_they_wrote_and_merge_over_sealed_chunks() {
 }
 
 #[test]
-fn writes_covering_whole_chunks_are_sealed_at_once_over_any_dirty_bytes() {
+fn writes_covering_whole_chunks_are_sealed_at_once_and_once_per_commit() {
     // A write covering chunks whole holds none of them as dirty data (they
     // are sealed from the request); it replaces bytes an earlier small
     // write left dirty in such a chunk, and a whole chunk of zeros is a
-    // hole. Reads before and after commit and reopen equal a flat model.
+    // hole. A chunk written whole again before the commit is held as dirty
+    // data, so rewrites do not append an object each. Reads before and
+    // after commit and reopen equal a flat model.
     let env = Env::new();
     let mut e = env.open();
     let chunk = e.head().manifest().chunk_size as usize;
+    let packs = env.data_dir().join("packs");
+    let stored = || {
+        files_under(&packs)
+            .iter()
+            .map(|f| f.metadata().unwrap().len())
+            .sum::<u64>()
+    };
     let f = e.create(ROOT_INO, b"f", 0o644, 0, 0).unwrap();
     let mut model = bytes(1, 4 * chunk + 1000);
+    let before = stored();
     e.write(f.ino, 0, &model).unwrap();
     assert_eq!(
         e.dirty_bytes(),
         1000,
         "only the short tail chunk is held as dirty data"
     );
-    // A small write into chunk 1, then chunk 1 written whole.
-    e.write(f.ino, chunk as u64 + 10, &bytes(2, 500)).unwrap();
+    assert!(
+        stored() - before >= 4 * chunk as u64,
+        "the four whole chunks are sealed into the pack at once"
+    );
+    // A small write into chunk 5, then chunk 5 written whole: sealed, the
+    // small write's bytes dropped.
+    e.write(f.ino, 5 * chunk as u64 + 10, &bytes(2, 500))
+        .unwrap();
     assert_eq!(e.dirty_bytes(), 1500);
     let whole = bytes(3, chunk);
-    e.write(f.ino, chunk as u64, &whole).unwrap();
-    model[chunk..2 * chunk].copy_from_slice(&whole);
+    e.write(f.ino, 5 * chunk as u64, &whole).unwrap();
+    model.resize(5 * chunk, 0);
+    model.extend_from_slice(&whole);
     assert_eq!(
         e.dirty_bytes(),
         1000,
         "dirty bytes a whole-chunk write replaced are still held"
     );
     assert_eq!(e.read(f.ino, 0, model.len()).unwrap(), model);
-    // Chunk 2 zeroed whole by a write: a hole, read as zeros.
-    e.write(f.ino, 2 * chunk as u64, &vec![0; chunk]).unwrap();
-    model[2 * chunk..3 * chunk].fill(0);
+    // Chunk 1 rewritten whole, five times: held as dirty data, not
+    // appended again.
+    let before = stored();
+    for i in 0..5 {
+        let again = bytes(10 + i, chunk);
+        e.write(f.ino, chunk as u64, &again).unwrap();
+        model[chunk..2 * chunk].copy_from_slice(&again);
+    }
+    assert_eq!(e.dirty_bytes(), 1000 + chunk);
+    assert_eq!(stored(), before, "a rewrite of a sealed chunk was appended");
+    assert_eq!(e.read(f.ino, 0, model.len()).unwrap(), model);
+    // Chunk 6 written whole with zeros (sealed at once, past the end): a
+    // hole, read as zeros (held as dirty zeros it would read as data).
+    e.write(f.ino, 6 * chunk as u64, &vec![0; chunk]).unwrap();
+    model.resize(7 * chunk, 0);
     assert_eq!(
-        e.seek(f.ino, 2 * chunk as u64, false).unwrap(),
-        2 * chunk as u64,
+        e.seek(f.ino, 6 * chunk as u64, false).unwrap(),
+        6 * chunk as u64,
         "a chunk written whole with zeros is a hole"
     );
     // Whole chunks written past the end of the file, with a gap before.
     let far = bytes(4, 2 * chunk);
-    e.write(f.ino, 6 * chunk as u64, &far).unwrap();
-    model.resize(6 * chunk, 0);
+    e.write(f.ino, 8 * chunk as u64, &far).unwrap();
+    model.resize(8 * chunk, 0);
     model.extend_from_slice(&far);
     assert_eq!(e.read(f.ino, 0, model.len()).unwrap(), model);
     e.commit().unwrap();
     assert_eq!(e.dirty_bytes(), 0);
+    // After the commit a whole-chunk write is sealed at once again.
+    let after = bytes(5, chunk);
+    e.write(f.ino, chunk as u64, &after).unwrap();
+    model[chunk..2 * chunk].copy_from_slice(&after);
+    assert_eq!(e.dirty_bytes(), 0);
+    e.commit().unwrap();
     drop(e);
     let e = env.open();
     assert_eq!(e.read(f.ino, 0, model.len() + 1).unwrap(), model);

@@ -530,7 +530,8 @@ fn the_last_commit_record_past_the_index_is_found_by_its_headers() {
     );
     assert_eq!(store.last_commit_end(1, indexed, len()).unwrap(), None);
     // A file larger than the dirty budget, not closed: its chunks are
-    // sealed into the pack, and no commit record follows them.
+    // sealed into the pack (whole chunks at once, as they are written),
+    // and no commit record follows them.
     e.set_dirty_budget(1 << 20);
     let f = e.create(ROOT_INO, b"big", 0o644, 0, 0).unwrap();
     e.write(f.ino, 0, &bytes(9, 3 << 20)).unwrap();

@@ -41,7 +41,7 @@ use crate::{Error, Result};
 pub use commit::CommitInfo;
 use dirty::DirtyChunk;
 use journal::{Entry, Op};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
 /// Longest name of a directory entry, in bytes.
@@ -120,6 +120,11 @@ pub struct XattrFlags {
 struct DirtyFile {
     refs: Vec<ChunkRef>,
     dirty: BTreeMap<u64, DirtyChunk>,
+    /// Chunks a write covering them whole sealed since the last commit
+    /// ([`Engine::seal_whole_chunk`]): a second such write is held as
+    /// dirty data, so that rewriting a chunk between commits does not
+    /// append an object each time.
+    sealed_whole: BTreeSet<u64>,
 }
 
 impl DirtyFile {
@@ -1561,7 +1566,7 @@ impl Engine {
                 ino,
                 DirtyFile {
                     refs,
-                    dirty: BTreeMap::new(),
+                    ..DirtyFile::default()
                 },
             );
         }
@@ -1589,8 +1594,8 @@ impl Engine {
     /// the request, as [`Engine::seal_dirty`] would seal it later, without
     /// first copying it into a dirty chunk: the sequential writer's path.
     /// A dirty chunk it overwrites is dropped. The plaintext is not kept in
-    /// the chunk cache (a copy): the kernel's page cache holds what the
-    /// writer wrote.
+    /// the chunk cache (a copy): a later read opens it from the pack, or
+    /// the kernel's page cache serves it. Changes nothing when it fails.
     fn seal_whole_chunk(&mut self, ino: u64, idx: u64, data: &[u8]) -> Result<()> {
         let r = if data.iter().all(|b| *b == 0) {
             None
@@ -1605,6 +1610,7 @@ impl Engine {
         if let Some(c) = f.dirty.remove(&idx) {
             self.ov.dirty_bytes -= c.held();
         }
+        f.sealed_whole.insert(idx);
         let i = idx as usize;
         if f.refs.len() <= i {
             f.refs.resize(i + 1, None);
@@ -1640,8 +1646,18 @@ impl Engine {
             let idx = pos / chunk;
             let within = (pos - idx * chunk) as usize;
             let n = ((chunk as usize) - within).min((end - pos) as usize);
-            if within == 0 && n == chunk as usize {
-                self.seal_whole_chunk(ino, idx, &data[src..src + n])?;
+            let f = self.ov.files.get(&ino).expect("dirty_file called first");
+            if within == 0 && n == chunk as usize && !f.sealed_whole.contains(&idx) {
+                match self.seal_whole_chunk(ino, idx, &data[src..src + n]) {
+                    Ok(()) => {}
+                    Err(e) if src == 0 => return Err(e),
+                    // What was written so far stays written: a short write,
+                    // as a file system full partway answers.
+                    Err(e) => {
+                        tracing::warn!("write of inode {ino} cut short at {src} bytes: {e}");
+                        break;
+                    }
+                }
             } else {
                 let c = self.dirty_chunk(ino, idx, size);
                 let delta = c.write(within, &data[src..src + n]);
@@ -1650,6 +1666,7 @@ impl Engine {
             pos += n as u64;
             src += n;
         }
+        let end = pos;
         let now = self.now();
         let i = self.inode_mut(ino)?;
         i.size = i.size.max(end);
@@ -1659,7 +1676,7 @@ impl Engine {
         if self.ov.dirty_bytes > self.dirty_budget {
             self.seal_dirty()?;
         }
-        Ok(data.len())
+        Ok(src)
     }
 
     /// `fallocate(2)`. Allocation is logical (nothing is reserved on disk):

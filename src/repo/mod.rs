@@ -682,8 +682,9 @@ impl Repo {
 
     // The caches. Every object read is kept after it is verified and
     // decoded, but for whole chunks opened straight into a reply
-    // (`read_chunk_into`); the writer keeps what it just sealed too (write-through: the
-    // first read after a commit needs no decryption). Each entry is charged
+    // (`read_chunk_into`); the writer keeps the chunks it seals from dirty
+    // data too (write-through: the first read after a commit needs no
+    // decryption), not those a write covered whole and sealed at once. Each entry is charged
     // what its value holds in memory (`weight`) plus the cache's own cost
     // per entry, so the budgets hold in real bytes.
 
