@@ -62,11 +62,15 @@ fn no_plaintext_under_the_home() {
     }
     e.symlink(ROOT_INO, b"l", &m[3], 0, 0).unwrap();
     e.commit().unwrap();
-    // Uncommitted data sealed early because of the small dirty budget (off
-    // chunk boundaries: held as dirty data first), and in whole chunks.
+    // Uncommitted data sealed early because of the small dirty budget
+    // (written in pieces smaller than a chunk: held as dirty data first),
+    // and in whole chunks as written.
     let f = e.create(ROOT_INO, b"pending", 0o644, 0, 0).unwrap();
     let body: Vec<u8> = m[1].iter().cycle().take(4 << 20).copied().collect();
-    e.write(f.ino, 1, &body).unwrap();
+    for (i, p) in body.chunks(32 << 10).enumerate() {
+        e.write(f.ino, (i << 15) as u64, p).unwrap();
+        assert!(e.dirty_bytes() <= (1 << 20) + (32 << 10));
+    }
     e.write(f.ino, 8 << 20, &body).unwrap();
     // While open: the WAL holds the latest transactions.
     assert!(env.data_dir().join("index.db-wal").exists());

@@ -616,11 +616,18 @@ fn writes_covering_whole_chunks_are_sealed_at_once_and_once_per_commit() {
     assert_eq!(e.read(f.ino, 0, model.len()).unwrap(), model);
     e.commit().unwrap();
     assert_eq!(e.dirty_bytes(), 0);
-    // After the commit a whole-chunk write is sealed at once again.
+    // After the commit a whole-chunk write is sealed at once again, and
+    // zeros written whole over sealed data make a hole.
     let after = bytes(5, chunk);
     e.write(f.ino, chunk as u64, &after).unwrap();
     model[chunk..2 * chunk].copy_from_slice(&after);
+    e.write(f.ino, 2 * chunk as u64, &vec![0; chunk]).unwrap();
+    model[2 * chunk..3 * chunk].fill(0);
     assert_eq!(e.dirty_bytes(), 0);
+    assert_eq!(
+        e.seek(f.ino, 2 * chunk as u64, false).unwrap(),
+        2 * chunk as u64
+    );
     e.commit().unwrap();
     drop(e);
     let e = env.open();

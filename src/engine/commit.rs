@@ -220,8 +220,9 @@ impl Engine {
         for ino in orphans {
             next.inodes
                 .insert(ino, self.ov.inodes.remove(&ino).flatten());
-            if let Some(f) = self.ov.files.remove(&ino) {
+            if let Some(mut f) = self.ov.files.remove(&ino) {
                 next.dirty_bytes += f.held();
+                f.sealed_whole.clear();
                 next.files.insert(ino, f);
             }
         }

@@ -1637,6 +1637,11 @@ impl Engine {
         }
         let data = &data[..data.len().min((max - off) as usize)];
         let end = off + data.len() as u64;
+        // Past the budget, the dirty data is sealed before this write
+        // lands: a failure then leaves the write undone, not half reported.
+        if self.ov.dirty_bytes > self.dirty_budget {
+            self.seal_dirty()?;
+        }
         self.dirty_file(ino, "write")?;
         // In the overlay since `dirty_file`: no clone of the inode per write.
         let size = self.inode_mut(ino)?.size;
@@ -1673,9 +1678,6 @@ impl Engine {
         i.mtime = now;
         i.ctime = now;
         self.ov.changed |= i.nlink > 0;
-        if self.ov.dirty_bytes > self.dirty_budget {
-            self.seal_dirty()?;
-        }
         Ok(src)
     }
 

@@ -558,8 +558,18 @@ impl Filesystem for Adapter {
             // count, but the kernel's writeback (`-o writeback_cache`) does
             // not look at it, so the bytes past the limit would be lost
             // unreported. An error reaches the program's fsync or close.
+            // A write cut short by a failure: the rest once more, whose
+            // error (`EFBIG` at the limit) is the one to report.
             Ok(n) if n < data.len() && write_flags.contains(WriteFlags::FUSE_WRITE_CACHE) => {
-                reply.error(Errno::EFBIG)
+                let rest = &data[n..];
+                match self
+                    .fs
+                    .write(fh.0, offset + n as u64, rest, caller(req, 0), None)
+                {
+                    Ok(m) if m == rest.len() => reply.written(data.len() as u32),
+                    Ok(_) => reply.error(Errno::EFBIG),
+                    Err(e) => reply.error(errno(&e)),
+                }
             }
             Ok(n) => reply.written(n as u32),
             Err(e) => reply.error(errno(&e)),

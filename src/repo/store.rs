@@ -259,11 +259,14 @@ impl Store {
         let mut w = w.lock().expect("pack writer");
         let rec = buf.len() as u64;
         if w.len > PACK_MAGIC.len() as u64 && w.len + rec > PACK_TARGET {
+            // The new pack first: if it cannot be made, appends go on
+            // into this one, under this one's number.
+            let next = self.create_pack(w.pack + 1)?;
             let (old, len, file) = (w.pack, w.len, w.file.clone());
             w.unrecorded.insert(old, (file.clone(), len));
             w.unsynced.insert(old, file);
             w.pack += 1;
-            w.file = self.create_pack(w.pack)?;
+            w.file = next;
             w.len = PACK_MAGIC.len() as u64;
         }
         let at = w.len;
@@ -290,11 +293,14 @@ impl Store {
             .ok_or_else(|| Error::Invalid("store opened read-only".into()))?;
         let mut w = w.lock().expect("pack writer");
         if w.len > PACK_MAGIC.len() as u64 {
+            // The new pack first: if it cannot be made, appends go on
+            // into this one, under this one's number.
+            let next = self.create_pack(w.pack + 1)?;
             let (old, len, file) = (w.pack, w.len, w.file.clone());
             w.unrecorded.insert(old, (file.clone(), len));
             w.unsynced.insert(old, file);
             w.pack += 1;
-            w.file = self.create_pack(w.pack)?;
+            w.file = next;
             w.len = PACK_MAGIC.len() as u64;
         }
         Ok(w.pack)
