@@ -5,7 +5,7 @@ mod support;
 use sovseal::Error;
 use sovseal::engine::{RenameFlags, SetAttr, XattrFlags};
 use sovseal::seal::tree::{FileType, ROOT_INO};
-use support::home::{Env, bytes, files_under, path_ino};
+use support::home::{Env, bytes, bytes_under, path_ino};
 
 fn errno<T: std::fmt::Debug>(r: sovseal::Result<T>) -> i32 {
     match r {
@@ -317,17 +317,11 @@ fn large_file_overwrite_reseals_one_chunk_and_one_path() {
     }
     e.commit().unwrap();
     let packs = env.data_dir().join("packs");
-    let bytes_in = |p: &std::path::Path| {
-        files_under(p)
-            .iter()
-            .map(|f| f.metadata().unwrap().len())
-            .sum::<u64>()
-    };
-    let before = bytes_in(&packs);
+    let before = bytes_under(&packs);
     let at = (100 << 20) + 5;
     e.write(f.ino, at, b"changed").unwrap();
     e.commit().unwrap();
-    let grown = bytes_in(&packs) - before;
+    let grown = bytes_under(&packs) - before;
     assert!(
         grown < chunk + (16 << 10),
         "a 7-byte overwrite of a file of {} chunks wrote {grown} bytes",
@@ -442,12 +436,7 @@ fn unchanged_content_is_shared_between_snapshots() {
     e.commit().unwrap();
     let g = e.create(ROOT_INO, b"copy", 0o644, 0, 0).unwrap();
     let packs = env.data_dir().join("packs");
-    let size = || {
-        files_under(&packs)
-            .iter()
-            .map(|f| f.metadata().unwrap().len())
-            .sum::<u64>()
-    };
+    let size = || bytes_under(&packs);
     let before = size();
     e.write(g.ino, 0, &bytes(9, 3 << 20)).unwrap();
     e.commit().unwrap();
@@ -554,12 +543,7 @@ fn writes_covering_whole_chunks_are_sealed_at_once_and_once_per_commit() {
     let mut e = env.open();
     let chunk = e.head().manifest().chunk_size as usize;
     let packs = env.data_dir().join("packs");
-    let stored = || {
-        files_under(&packs)
-            .iter()
-            .map(|f| f.metadata().unwrap().len())
-            .sum::<u64>()
-    };
+    let stored = || bytes_under(&packs);
     let f = e.create(ROOT_INO, b"f", 0o644, 0, 0).unwrap();
     let mut model = bytes(1, 4 * chunk + 1000);
     let before = stored();

@@ -131,6 +131,25 @@ impl DirtyFile {
     fn held(&self) -> usize {
         self.dirty.values().map(DirtyChunk::held).sum()
     }
+
+    /// Points chunk `idx` at `r`, growing the list with holes as needed.
+    fn set_ref(&mut self, idx: u64, r: ChunkRef) {
+        let i = idx as usize;
+        if self.refs.len() <= i {
+            self.refs.resize(i + 1, None);
+        }
+        self.refs[i] = r;
+    }
+}
+
+/// A chunk's bytes sealed as a content object: `None` (a hole, nothing
+/// stored) when they are all zeros.
+fn seal_chunk(repo: &crate::repo::Repo, data: &[u8]) -> Result<ChunkRef> {
+    if data.iter().all(|b| *b == 0) {
+        Ok(None)
+    } else {
+        repo.put(ObjectKind::Chunk, data).map(Some)
+    }
 }
 
 #[derive(Default)]
@@ -1597,11 +1616,7 @@ impl Engine {
     /// the chunk cache (a copy): a later read opens it from the pack, or
     /// the kernel's page cache serves it. Changes nothing when it fails.
     fn seal_whole_chunk(&mut self, ino: u64, idx: u64, data: &[u8]) -> Result<()> {
-        let r = if data.iter().all(|b| *b == 0) {
-            None
-        } else {
-            Some(self.head.repo().put(ObjectKind::Chunk, data)?)
-        };
+        let r = seal_chunk(self.head.repo(), data)?;
         let f = self
             .ov
             .files
@@ -1611,11 +1626,7 @@ impl Engine {
             self.ov.dirty_bytes -= c.held();
         }
         f.sealed_whole.insert(idx);
-        let i = idx as usize;
-        if f.refs.len() <= i {
-            f.refs.resize(i + 1, None);
-        }
-        f.refs[i] = r;
+        f.set_ref(idx, r);
         Ok(())
     }
 
@@ -1814,23 +1825,14 @@ impl Engine {
                 let made = entry.get_mut().materialize(&repo);
                 *held = (*held - before) + entry.get().held();
                 made?;
-                let data = entry.get().bytes();
-                let r = if data.iter().all(|b| *b == 0) {
-                    None
-                } else {
-                    // Removed only once sealed: an error leaves it dirty.
-                    Some(repo.put(ObjectKind::Chunk, data)?)
-                };
+                // Removed only once sealed: an error leaves it dirty.
+                let r = seal_chunk(&repo, entry.get().bytes())?;
                 let c = entry.remove();
                 *held -= c.held();
                 if let Some(id) = r {
                     repo.cache_chunk(id, c.into_bytes());
                 }
-                let i = idx as usize;
-                if f.refs.len() <= i {
-                    f.refs.resize(i + 1, None);
-                }
-                f.refs[i] = r;
+                f.set_ref(idx, r);
             }
         }
         Ok(())

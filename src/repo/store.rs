@@ -259,15 +259,7 @@ impl Store {
         let mut w = w.lock().expect("pack writer");
         let rec = buf.len() as u64;
         if w.len > PACK_MAGIC.len() as u64 && w.len + rec > PACK_TARGET {
-            // The new pack first: if it cannot be made, appends go on
-            // into this one, under this one's number.
-            let next = self.create_pack(w.pack + 1)?;
-            let (old, len, file) = (w.pack, w.len, w.file.clone());
-            w.unrecorded.insert(old, (file.clone(), len));
-            w.unsynced.insert(old, file);
-            w.pack += 1;
-            w.file = next;
-            w.len = PACK_MAGIC.len() as u64;
+            self.start_next_pack(&mut w)?;
         }
         let at = w.len;
         w.file
@@ -284,6 +276,20 @@ impl Store {
         })
     }
 
+    /// Leaves the pack `w` appends to (its length kept for the next index
+    /// commit and sync) for a new one. The new pack is made first: if it
+    /// cannot be, appends go on into this one, under this one's number.
+    fn start_next_pack(&self, w: &mut Writer) -> Result<()> {
+        let next = self.create_pack(w.pack + 1)?;
+        let (old, len, file) = (w.pack, w.len, w.file.clone());
+        w.unrecorded.insert(old, (file.clone(), len));
+        w.unsynced.insert(old, file);
+        w.pack += 1;
+        w.file = next;
+        w.len = PACK_MAGIC.len() as u64;
+        Ok(())
+    }
+
     /// Closes the pack being appended to and starts a new one, so that every
     /// existing pack can be rewritten (prune). Returns the new pack number.
     pub fn roll(&self) -> Result<u32> {
@@ -293,15 +299,7 @@ impl Store {
             .ok_or_else(|| Error::Invalid("store opened read-only".into()))?;
         let mut w = w.lock().expect("pack writer");
         if w.len > PACK_MAGIC.len() as u64 {
-            // The new pack first: if it cannot be made, appends go on
-            // into this one, under this one's number.
-            let next = self.create_pack(w.pack + 1)?;
-            let (old, len, file) = (w.pack, w.len, w.file.clone());
-            w.unrecorded.insert(old, (file.clone(), len));
-            w.unsynced.insert(old, file);
-            w.pack += 1;
-            w.file = next;
-            w.len = PACK_MAGIC.len() as u64;
+            self.start_next_pack(&mut w)?;
         }
         Ok(w.pack)
     }
