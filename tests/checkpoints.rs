@@ -418,10 +418,11 @@ fn a_failing_hook_is_reported_and_nothing_is_lost() {
 }
 
 /// `sovseal verify --remote` reads what a restore reads of the remote's
-/// chain (every envelope file, the chain segments and the tail, the forget
-/// and redaction records) and holds each envelope against this machine's:
-/// an altered snapshot that no checkpoint names, or a damaged chain or
-/// tail segment, is reported by the machine that wrote it, as a restore
+/// chain (every envelope file, the chain segments and the tail, the part
+/// indexes and upload batch indexes, the forget and redaction records) and
+/// holds each envelope against this machine's: an altered snapshot that no
+/// checkpoint names, or a damaged chain or tail segment, part index or
+/// batch index, is reported by the machine that wrote it, as a restore
 /// elsewhere would refuse it (or, for a segment, read around it).
 #[test]
 fn verify_remote_holds_every_envelope_and_segment_against_this_chain() {
@@ -497,24 +498,42 @@ fn verify_remote_holds_every_envelope_and_segment_against_this_chain() {
         ok(&verify());
     }
 
-    // The part index file of a snapshot past the tail (what a lazy
-    // restore reads for it), cut short.
+    // The part index of a snapshot past the tail (what a lazy restore
+    // reads for it), cut short: its own file, or the index of the upload
+    // batch holding it (whichever the replicator wrote).
     let prefix = format!("{head:020}-");
-    let index = std::fs::read_dir(rdir.join("indexes"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
+    let own = support::home::files_under(&rdir.join("indexes"))
+        .into_iter()
         .find(|p| {
             p.file_name()
                 .unwrap()
                 .to_string_lossy()
                 .starts_with(&prefix)
-        })
-        .unwrap();
-    let good = std::fs::read(&index).unwrap();
-    std::fs::write(&index, &good[..good.len() - 1]).unwrap();
-    fails(&verify(), 3, &format!("snapshot {head}"));
-    std::fs::write(&index, &good).unwrap();
-    ok(&verify());
+        });
+    let in_batch = support::home::files_under(&rdir.join("batches"))
+        .into_iter()
+        .find(|p| {
+            let n = p.file_name().unwrap().to_string_lossy().into_owned();
+            let seqs = |r: std::ops::Range<usize>| n.get(r).and_then(|d| d.parse::<u64>().ok());
+            n.ends_with(".bix")
+                && seqs(0..20).is_some_and(|f| f <= head)
+                && seqs(21..41).is_some_and(|l| head <= l)
+        });
+    assert!(
+        own.is_some() || in_batch.is_some(),
+        "no part index of {head}"
+    );
+    let cases = [
+        (own, format!("snapshot {head}")),
+        (in_batch, "upload batch".to_owned()),
+    ];
+    for (index, named) in cases.iter().filter_map(|(f, n)| Some((f.as_ref()?, n))) {
+        let good = std::fs::read(index).unwrap();
+        std::fs::write(index, &good[..good.len() - 1]).unwrap();
+        fails(&verify(), 3, named);
+        std::fs::write(index, &good).unwrap();
+        ok(&verify());
+    }
 
     // Snapshots forgotten and pruned here and there: the remote must keep
     // the forget record of each (a restore without it finds the content

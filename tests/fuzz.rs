@@ -28,6 +28,7 @@ use sovseal::engine::journal::{Entry, Op};
 use sovseal::history::checkpoint::Checkpoint;
 use sovseal::history::redact;
 use sovseal::history::retention::{self, ForgetRecord};
+use sovseal::repo::batch::{self, Batch};
 use sovseal::repo::journal::{JOURNAL_FILE, Journal};
 use sovseal::repo::pack;
 use sovseal::repo::remote::Remote;
@@ -125,6 +126,8 @@ pub struct Seeds {
     pub segments: Vec<Vec<u8>>,
     /// A forget record bundle of three records.
     pub forgotten_bundle: Vec<u8>,
+    /// An upload batch index of snapshots 257..=259, the middle one gone.
+    pub batch_index: Vec<u8>,
 }
 
 fn master() -> MasterKey {
@@ -506,7 +509,22 @@ fn build_seeds() -> Seeds {
         mount_options: b"ro,allow_other,noatime,fsname=sovseal:fuzz,sync_close".to_vec(),
         segments,
         forgotten_bundle,
+        batch_index: batch_index_seed(),
     }
+}
+
+/// An upload batch index (`repo::batch`) of snapshots 257..=259, whose
+/// middle member left the batch.
+fn batch_index_seed() -> Vec<u8> {
+    let mut part = pack::PACK_MAGIC.to_vec();
+    pack::encode_record(&mut part, &ObjectId([3; 32]), ObjectKind::Chunk, &[4; 40]);
+    let index = pack::encode_index(&pack::part_entries(257, 0, &part).unwrap());
+    let mut b = batch::Builder::new(257);
+    for n in 0..3 {
+        b.push([n; 32], &part, index.clone()).unwrap();
+    }
+    let (whole, built) = b.finish();
+    batch::without(&built, &whole, &[258]).unwrap().1.encode()
 }
 
 fn argon2id(kdf: &export::Kdf) -> [u8; 32] {
@@ -840,6 +858,19 @@ pub fn target_segment(data: &[u8]) {
     match segment::decode_tail(data) {
         Ok((first, m)) => assert_eq!(segment::encode(first, &m), data, "not canonical"),
         Err(e) => assert!(typed_parse_error(&e), "{e:?}"),
+    }
+}
+
+/// Parser: `batch::Batch::decode` (an upload batch's index: where each
+/// member's records are in the batch part, and its part index). Attacker:
+/// a hostile object store serving `batches/*/*.bix` to any reader of a
+/// batched snapshot. The encoding is canonical.
+pub fn target_batch_index(data: &[u8]) {
+    for (first, last) in [(257, 259), (1, 1), (1, 256)] {
+        match Batch::decode(first, last, data) {
+            Ok(b) => assert_eq!(b.encode(), data, "not canonical"),
+            Err(e) => assert!(typed_parse_error(&e), "{e:?}"),
+        }
     }
 }
 
@@ -1377,6 +1408,7 @@ pub fn target_by_name(name: &str) -> (Target, Vec<&'static [u8]>) {
         "remote_listing" => (target_remote_listing, vec![&s.listing]),
         "segment" => (target_segment, all(&s.segments)),
         "forgotten_bundle" => (target_forgotten_bundle, vec![&s.forgotten_bundle]),
+        "batch_index" => (target_batch_index, vec![&s.batch_index]),
         other => panic!("no fuzz target {other:?}"),
     }
 }
@@ -1576,6 +1608,7 @@ mod props {
         seeds_and_huge_lengths(target_journal_file, &[&s.journal_file], FILES.0, FILES.1);
         let segs: Vec<&[u8]> = s.segments.iter().map(Vec::as_slice).collect();
         seeds_and_huge_lengths(target_segment, &segs, PURE.0, PURE.1);
+        seeds_and_huge_lengths(target_batch_index, &[&s.batch_index], PURE.0, PURE.1);
         seeds_and_huge_lengths(
             target_forgotten_bundle,
             &[&s.forgotten_bundle],
@@ -1584,6 +1617,11 @@ mod props {
         );
         assert_eq!(segment::decode(257, &s.segments[0]).unwrap().len(), 256);
         assert_eq!(segment::decode_tail(&s.segments[1]).unwrap().1.len(), 40);
+        let batch = Batch::decode(257, 259, &s.batch_index).unwrap();
+        assert_eq!(
+            batch.members.iter().filter(|m| m.place.is_some()).count(),
+            2
+        );
         assert_eq!(
             segment::decode_forgotten(&s.forgotten_bundle)
                 .unwrap()
@@ -1823,6 +1861,8 @@ mod props {
         #[test]
         fn segment_random(d in random_bytes()) { bounded(target_segment, &d, PURE.0, PURE.1) }
         #[test]
+        fn batch_index_random(d in random_bytes()) { bounded(target_batch_index, &d, PURE.0, PURE.1) }
+        #[test]
         fn forgotten_bundle_random(d in random_bytes()) { bounded(target_forgotten_bundle, &d, JSON.0, JSON.1) }
         #[test]
         fn redaction_random(d in random_bytes()) { bounded(target_redaction, &d, JSON.0, JSON.1) }
@@ -1903,6 +1943,8 @@ mod props {
             bounded(target_segment, &apply(&segs, &m), PURE.0, PURE.1)
         }
         #[test]
+        fn batch_index_mutated(m in mutations()) { bounded(target_batch_index, &apply(&[&s().batch_index], &m), PURE.0, PURE.1) }
+        #[test]
         fn forgotten_bundle_mutated(m in mutations()) { bounded(target_forgotten_bundle, &apply(&[&s().forgotten_bundle], &m), JSON.0, JSON.1) }
         #[test]
         fn redaction_mutated(m in mutations()) { bounded(target_redaction, &apply(&[&s().redaction_json], &m), JSON.0, JSON.1) }
@@ -1923,7 +1965,7 @@ mod props {
             for name in [
                 "envelope", "manifest", "page", "dir", "chunk_list", "chunk_index", "pack", "journal_entry",
                 "journal_file", "checkpoint", "forget", "redaction", "export", "export_plaintext",
-                "config", "mount_options", "remote_listing", "segment", "forgotten_bundle",
+                "config", "mount_options", "remote_listing", "segment", "forgotten_bundle", "batch_index",
             ] {
                 fuzz_one(name, &d);
             }

@@ -262,8 +262,17 @@ fn source() -> Source {
     e.commit().unwrap();
     e.sync().unwrap();
     let head = e.head().seq();
-    let r = sovseal::replication::replicator::Replicator::start(e.shared_agent(), remote.clone())
-        .unwrap();
+    // Each snapshot uploaded alone: the cases below damage its own files.
+    let options = sovseal::replication::replicator::Options {
+        batch_uploads: false,
+        ..Default::default()
+    };
+    let r = sovseal::replication::replicator::Replicator::start_with(
+        e.shared_agent(),
+        remote.clone(),
+        options,
+    )
+    .unwrap();
     r.notify(head);
     r.wait_for(head).unwrap();
     r.stop();

@@ -308,6 +308,24 @@ fn replicate_all(e: &Engine, remote: &Remote) {
     r.wait_for(e.head().seq()).unwrap();
 }
 
+/// A replicator that uploads every snapshot alone (its own pack parts,
+/// part index and envelope), for tests about those objects.
+fn alone(e: &Engine, remote: &Remote) -> Replicator {
+    let options = sovseal::replication::replicator::Options {
+        batch_uploads: false,
+        ..Default::default()
+    };
+    Replicator::start_with(e.shared_agent(), remote.clone(), options).unwrap()
+}
+
+/// [`replicate_all`], every snapshot uploaded alone.
+fn replicate_all_alone(e: &Engine, remote: &Remote) {
+    e.sync().unwrap();
+    let r = alone(e, remote);
+    r.notify(e.head().seq());
+    r.wait_for(e.head().seq()).unwrap();
+}
+
 /// A data dir of tree format 5 and index schema 3, written by the last
 /// build before homes (tests/fixtures/v2/datadir-tree5/, made by
 /// `sovseal-mount` of 4b27b6a with its default file remote, which it
@@ -561,19 +579,7 @@ fn part_indexes_an_older_build_left_out_are_written_and_the_agent_restores_lazil
     let kept: BTreeMap<u64, Tree> = (old_head - 1..=head).map(|s| (s, dump(agent, s))).collect();
     drop(e);
 
-    std::fs::remove_dir_all(env.data_dir()).unwrap();
-    let restored = rt
-        .block_on(restore::restore_lazy(
-            &env.home,
-            &env.agent,
-            &env.master,
-            &remote,
-            |_, _| {},
-        ))
-        .unwrap();
-    assert_eq!(restored, Some(head), "restored lazily, not whole");
-    sovseal::repo::lazy::use_remote(remote.clone(), Duration::from_secs(30)).unwrap();
-    let e = env.open();
+    let e = restore_lazily(&env, &remote, head);
     let again: BTreeMap<u64, Tree> = (old_head - 1..=head)
         .map(|s| (s, dump(e.agent(), s)))
         .collect();
@@ -674,12 +680,15 @@ fn replicate_wipe_restore(remote: Remote) {
 /// An agent of five snapshots replicated whole to a file:// remote in
 /// `rdir` and closed, its `replicated_seq` marker then set back to 2, as a
 /// crash that lost the lazy marker writes leaves it.
-fn replicated_with_marker_behind(rdir: &std::path::Path) -> (Env, Remote) {
+fn replicated_with_marker_behind(rdir: &std::path::Path, batches: bool) -> (Env, Remote) {
     let remote = Remote::open(&format!("file://{}", rdir.display())).unwrap();
     let env = Env::new();
     let mut e = env.open();
     workload(&mut e, b"MARK");
-    replicate_all(&e, &remote);
+    match batches {
+        true => replicate_all(&e, &remote),
+        false => replicate_all_alone(&e, &remote),
+    }
     assert_eq!(
         sovseal::repo::replication_state::replicated_seq(e.agent()).unwrap(),
         5,
@@ -702,7 +711,7 @@ fn replicated_with_marker_behind(rdir: &std::path::Path) -> (Env, Remote) {
 #[test]
 fn a_marker_behind_the_remote_is_caught_up_without_a_fork() {
     let dir = tempfile::tempdir().unwrap();
-    let (env, remote) = replicated_with_marker_behind(dir.path());
+    let (env, remote) = replicated_with_marker_behind(dir.path(), true);
     let e = env.open();
     assert_eq!(
         sovseal::repo::replication_state::replicated_seq(e.agent()).unwrap(),
@@ -723,7 +732,7 @@ fn a_marker_behind_the_remote_is_caught_up_without_a_fork() {
 #[test]
 fn a_failing_upload_records_what_went_up_before_it() {
     let rdir = tempfile::tempdir().unwrap();
-    let (env, remote) = replicated_with_marker_behind(rdir.path());
+    let (env, remote) = replicated_with_marker_behind(rdir.path(), false);
     // Snapshot 4's pack part cannot be written again: a directory that is
     // not empty stands where the file was (root ignores permissions).
     let part = files_under(&rdir.path().join("sovseal-v1"))
@@ -738,7 +747,7 @@ fn a_failing_upload_records_what_went_up_before_it() {
     std::fs::create_dir(&part).unwrap();
     std::fs::write(part.join("in-the-way"), b"x").unwrap();
     let e = env.open();
-    let r = Replicator::start(e.shared_agent(), remote.clone()).unwrap();
+    let r = alone(&e, &remote);
     r.notify(e.head().seq());
     let state = || sovseal::repo::replication_state::ReplicationState::read(e.agent()).unwrap();
     let t = std::time::Instant::now();
@@ -771,7 +780,7 @@ fn wiped() -> (Env, tempfile::TempDir, Remote, std::path::PathBuf) {
     let (rdir, remote) = dir_remote();
     let mut e = env.open();
     workload(&mut e, b"MARK");
-    replicate_all(&e, &remote);
+    replicate_all_alone(&e, &remote);
     let agent_dir = rdir
         .path()
         .join("sovseal-v1")
@@ -940,7 +949,13 @@ fn the_remote_is_blind() {
     workload(&mut e, &marker);
     replicate_all(&e, &remote);
     let files = files_under(rdir.path());
-    assert!(files.len() >= 10);
+    assert!(files.len() >= 5);
+    assert!(
+        files
+            .iter()
+            .any(|f| f.to_string_lossy().contains("/batches/")),
+        "snapshots committed before the upload go up in batches"
+    );
     for f in files {
         let raw = std::fs::read(&f).unwrap();
         assert!(
@@ -2368,7 +2383,7 @@ fn a_remote_prune_asks_at_once_and_stores_every_record_before_any_part_goes() {
     let inner: Arc<dyn object_store::ObjectStore> = Arc::new(object_store::memory::InMemory::new());
     let faulty = faulty::Faulty::new(inner, |_| false);
     let remote = Remote::with_store(faulty.clone(), Default::default(), "memory://");
-    replicate_all(&e, &remote);
+    replicate_all_alone(&e, &remote);
     let head = e.head().seq();
     // (The replicator may have written them already.)
     rt().block_on(backfill::write_segment(
@@ -2552,4 +2567,317 @@ fn a_remote_prune_deletes_the_parts_an_older_prune_left_after_part_0() {
     let report = retention::prune(e.agent(), &remote, &mut |_, _| {}).unwrap();
     assert_eq!(report.remote_snapshots_pruned, 1, "{report:?}");
     assert!(packs().is_empty(), "{:?}", packs());
+}
+
+/// Every file under `dir` whose bytes hold `needle`.
+fn holding(dir: &std::path::Path, needle: &[u8]) -> Vec<std::path::PathBuf> {
+    files_under(dir)
+        .into_iter()
+        .filter(|f| {
+            std::fs::read(f)
+                .unwrap()
+                .windows(needle.len())
+                .any(|w| w == needle)
+        })
+        .collect()
+}
+
+/// The remote files of agent `env` under `rdir`, by their directory
+/// (`envelopes`, `packs`, `batches`, ...).
+fn remote_files_by_dir(env: &Env, rdir: &std::path::Path) -> BTreeMap<String, usize> {
+    let agent_dir = rdir
+        .join("sovseal-v1")
+        .join(env.master.agent_id(env.agent.as_str()).to_hex());
+    let mut by = BTreeMap::new();
+    for f in files_under(&agent_dir) {
+        let top = f
+            .strip_prefix(&agent_dir)
+            .unwrap()
+            .components()
+            .next()
+            .unwrap();
+        *by.entry(top.as_os_str().to_string_lossy().into_owned())
+            .or_insert(0) += 1;
+    }
+    by
+}
+
+/// `n` snapshots, each adding a file of its own content (`{prefix}{i}`),
+/// the `big_at`th a 9 MiB file (two pack parts).
+fn many_small_snapshots(e: &mut Engine, prefix: &str, n: u64, big_at: u64) {
+    for i in 1..=n {
+        let name = format!("{prefix}{i}");
+        let f = e
+            .create(ROOT_INO, name.as_bytes(), 0o644, 0, 0)
+            .unwrap()
+            .ino;
+        let size = if i == big_at {
+            9 << 20
+        } else {
+            300 + i as usize
+        };
+        e.write(f, 0, &bytes(i + prefix.len() as u64 * 1000, size))
+            .unwrap();
+        e.commit().unwrap();
+    }
+}
+
+/// Snapshots committed faster than they upload go up in batches: one
+/// batch part and one batch index for a run of them, then their
+/// envelopes (a snapshot of more than one part alone, as before). Each
+/// member reads back through the driver exactly as its own part would
+/// (the backfill finds no part index missing), and the agent restores
+/// from them whole and lazily, every file of every snapshot byte for
+/// byte, and verifies. Planted (a member's records placed one record
+/// off in the batch index): the restores fail.
+#[test]
+fn snapshots_committed_faster_than_they_upload_go_up_in_batches_and_restore() {
+    let _one = one_process_remote();
+    let (rdir, remote) = dir_remote();
+    let env = Env::new();
+    let mut e = env.open();
+    many_small_snapshots(&mut e, "n", 300, 150);
+    replicate_all(&e, &remote);
+    let head = e.head().seq();
+    let by = remote_files_by_dir(&env, rdir.path());
+    assert_eq!(by["envelopes"] as u64, head, "{by:?}");
+    assert_eq!(
+        by.get("packs"),
+        Some(&2),
+        "only the snapshot of two parts alone: {by:?}"
+    );
+    assert_eq!(by.get("indexes"), Some(&1), "{by:?}");
+    // At least two batches each side of snapshot 150 and of snapshot 256.
+    assert!(by["batches"] >= 2 * 3, "{by:?}");
+    let total: usize = by.values().sum();
+    assert!(total < 340, "about one object a snapshot: {by:?}");
+    let id = env.master.agent_id(env.agent.as_str());
+    let rt = rt();
+    // (Snapshot 151 is the one of two parts.)
+    for seq in [2, 150, 152, 256, 257, head] {
+        let hash = e.agent().envelope(seq).unwrap().hash();
+        let alone = sovseal::replication::replicator::pack_parts(e.agent(), seq).unwrap();
+        assert_eq!(alone.len(), 1);
+        let got = rt.block_on(remote.get_pack(&id, seq, &hash, 0)).unwrap();
+        assert!(got.as_ref() == Some(&alone[0]), "snapshot {seq}'s part");
+        assert!(
+            rt.block_on(remote.get_pack(&id, seq, &hash, 1))
+                .unwrap()
+                .is_none()
+        );
+        assert_eq!(
+            rt.block_on(remote.pack_size(&id, seq, &hash, 0)).unwrap(),
+            Some(alone[0].len() as u64)
+        );
+        let index = rt
+            .block_on(remote.get_index(&id, seq, &hash))
+            .unwrap()
+            .unwrap();
+        let entries = sovseal::repo::pack::decode_index(seq, &index).unwrap();
+        assert_eq!(
+            entries,
+            sovseal::repo::pack::part_entries(seq, 0, &alone[0]).unwrap()
+        );
+        let last = entries.last().unwrap();
+        let (start, end) = (
+            u64::from(last.offset),
+            u64::from(last.offset) + u64::from(last.len),
+        );
+        let range = rt
+            .block_on(remote.get_pack_range(&id, seq, &hash, 0, start..end))
+            .unwrap()
+            .unwrap();
+        assert!(
+            range == alone[0][start as usize..end as usize],
+            "snapshot {seq}'s last record"
+        );
+        // Another history's snapshot of that number is not there.
+        assert!(
+            rt.block_on(remote.get_pack(&id, seq, &[7; 32], 0))
+                .unwrap()
+                .is_none()
+        );
+    }
+    let missing = rt
+        .block_on(sovseal::replication::backfill::missing(
+            e.agent(),
+            &remote,
+            0,
+            head,
+        ))
+        .unwrap();
+    assert!(
+        missing.is_empty(),
+        "batch members have their part indexes: {missing:?}"
+    );
+    let before = dump_all(e.agent());
+    drop(e);
+
+    std::fs::remove_dir_all(env.data_dir()).unwrap();
+    restore_ok(&env, &remote);
+    let e = env.open();
+    assert_eq!(dump_all(e.agent()), before, "restored whole");
+    sovseal::history::verify::verify(e.agent(), |_, _| {}).unwrap();
+    drop(e);
+
+    let e = restore_lazily(&env, &remote, head);
+    assert_eq!(dump_all(e.agent()), before, "read lazily");
+}
+
+/// `env`'s data dir wiped and restored lazily from `remote` (this
+/// process's lazy remote set to it: hold [`one_process_remote`]), up to
+/// `head`, not whole; opened.
+fn restore_lazily(env: &Env, remote: &Remote, head: u64) -> Engine {
+    std::fs::remove_dir_all(env.data_dir()).unwrap();
+    let restored = rt()
+        .block_on(restore::restore_lazy(
+            &env.home,
+            &env.agent,
+            &env.master,
+            remote,
+            |_, _| {},
+        ))
+        .unwrap();
+    assert_eq!(restored, Some(head), "restored lazily, not whole");
+    sovseal::repo::lazy::use_remote(remote.clone(), Duration::from_secs(30)).unwrap();
+    env.open()
+}
+
+/// A remote prune takes the records of the snapshots it prunes out of
+/// their batches (each batch written once, under its next generation, or
+/// deleted when none is left), and a redaction the records of the
+/// snapshots it rewrites (their parts then stand under their own names):
+/// no remote object holds an object that left the local packs any more,
+/// and what is kept restores and verifies. Planted (`leave_batches` a
+/// no-op): the ids stay on the remote.
+#[test]
+fn a_prune_and_a_redaction_take_records_out_of_their_batches() {
+    let (rdir, remote) = dir_remote();
+    let env = Env::new();
+    let mut e = env.open();
+    // Each snapshot replaces the content of `state`: a forgotten one's
+    // objects are dead.
+    let state = e.create(ROOT_INO, b"state", 0o644, 0, 0).unwrap().ino;
+    for i in 0..100u64 {
+        e.write(state, 0, &bytes(i, 3000)).unwrap();
+        e.commit().unwrap();
+    }
+    let secret = e.create(ROOT_INO, b"secret", 0o600, 0, 0).unwrap().ino;
+    e.write(secret, 0, &bytes(999, 5000)).unwrap();
+    e.commit().unwrap();
+    let with_secret = e.head().seq();
+    for i in 100..120u64 {
+        e.write(state, 0, &bytes(i, 3000)).unwrap();
+        e.commit().unwrap();
+    }
+    e.unlink(ROOT_INO, b"secret").unwrap();
+    e.commit().unwrap();
+    replicate_all(&e, &remote);
+    assert!(remote_files_by_dir(&env, rdir.path())["batches"] >= 2);
+    let head = e.head().seq();
+    let ids: Vec<Vec<[u8; 32]>> = (1..=40)
+        .map(|s| {
+            let (entries, _) =
+                sovseal::replication::replicator::planned_index(e.agent(), s).unwrap();
+            entries.iter().map(|p| p.id.0).collect()
+        })
+        .collect();
+    let erased: Vec<[u8; 32]> = sovseal::history::redact::plan(e.agent(), "secret", &mut |_, _| {})
+        .unwrap()
+        .erase
+        .iter()
+        .map(|o| o.0)
+        .collect();
+    assert!(!erased.is_empty());
+
+    sovseal::history::retention::forget(e.agent(), &(1..=40).collect::<Vec<_>>()).unwrap();
+    let report = sovseal::history::retention::prune(e.agent(), &remote, &mut |_, _| {}).unwrap();
+    assert!(report.remote_snapshots_pruned >= 35, "{report:?}");
+    // Each batch a member left was written again once (or deleted).
+    let generations = || -> Vec<String> {
+        files_under(rdir.path())
+            .into_iter()
+            .map(|f| f.file_name().unwrap().to_string_lossy().into_owned())
+            .filter_map(|n| n.strip_suffix(".bix").map(|n| n[n.len() - 4..].to_owned()))
+            .collect()
+    };
+    let after_prune = generations();
+    assert!(after_prune.contains(&"0001".to_owned()), "{after_prune:?}");
+    assert!(
+        after_prune.iter().all(|g| g == "0000" || g == "0001"),
+        "{after_prune:?}"
+    );
+    let plan = sovseal::history::redact::plan(e.agent(), "secret", &mut |_, _| {}).unwrap();
+    let rec = sovseal::history::redact::apply_local(e.agent(), "secret", &plan).unwrap();
+    rt().block_on(sovseal::history::redact::apply_remote(
+        e.agent(),
+        &remote,
+        &rec,
+    ))
+    .unwrap();
+    // A snapshot none of whose objects is live any more was pruned on the
+    // remote too (one with any live object keeps its records there, as a
+    // snapshot uploaded alone keeps its parts).
+    let packs = env.data_dir().join("packs");
+    let here = |id: &[u8; 32]| !holding(&packs, &id[..]).is_empty();
+    let dead: Vec<&[u8; 32]> = ids
+        .iter()
+        .filter(|of| !of.iter().any(here))
+        .flatten()
+        .collect();
+    assert!(
+        dead.len() >= 30 * 2,
+        "{} objects of wholly dead snapshots",
+        dead.len()
+    );
+    for id in dead.into_iter().chain(&erased) {
+        assert!(!here(id), "erased here");
+        let there = holding(rdir.path(), &id[..]);
+        assert!(there.is_empty(), "left on the remote: {there:?}");
+    }
+    assert!(
+        generations().contains(&"0002".to_owned()),
+        "the secret's batch written again"
+    );
+    // (The snapshots that held the secret no longer read whole.)
+    let readable = || (41..with_secret).chain([head]);
+    let kept: BTreeMap<u64, Tree> = readable().map(|s| (s, dump(e.agent(), s))).collect();
+    drop(e);
+    std::fs::remove_dir_all(env.data_dir()).unwrap();
+    restore_ok(&env, &remote);
+    let e = env.open();
+    let again: BTreeMap<u64, Tree> = readable().map(|s| (s, dump(e.agent(), s))).collect();
+    assert!(again == kept, "the kept snapshots restored");
+    sovseal::history::verify::verify(e.agent(), |_, _| {}).unwrap();
+}
+
+/// A bit flipped in a batch part is found by the restore, which names the
+/// snapshot whose record it hit and keeps nothing.
+#[test]
+fn a_flipped_bit_in_a_batch_is_refused_naming_its_snapshot() {
+    let (rdir, remote) = dir_remote();
+    let env = Env::new();
+    let mut e = env.open();
+    many_small_snapshots(&mut e, "n", 30, 0);
+    replicate_all(&e, &remote);
+    drop(e);
+    std::fs::remove_dir_all(env.data_dir()).unwrap();
+    let part = files_under(rdir.path())
+        .into_iter()
+        .find(|f| {
+            f.to_string_lossy().contains("/batches/") && f.extension().is_some_and(|x| x == "pack")
+        })
+        .unwrap();
+    let mut b = std::fs::read(&part).unwrap();
+    let n = b.len();
+    b[n - 10] ^= 1;
+    std::fs::write(&part, b).unwrap();
+    let last: u64 = part.file_name().unwrap().to_string_lossy()[21..41]
+        .parse()
+        .unwrap();
+    let e = restore_err(&env, &remote);
+    assert!(
+        matches!(e, Error::Tag { .. }) && e.to_string().contains(&format!("snapshot {last}")),
+        "{e}"
+    );
 }

@@ -98,8 +98,8 @@ pub(super) fn verify(args: VerifyArgs, out: &mut dyn Write) -> Result<()> {
         if let Some(c) = chain {
             writeln!(
                 out,
-                "ok: the remote's chain is this machine's up to snapshot {} ({} envelope files, {} chain segments, {} forget and {} redaction records checked)",
-                c.compared, c.compared, c.segments, c.forget_records, c.redaction_records
+                "ok: the remote's chain is this machine's up to snapshot {} ({} envelope files, {} chain segments, {} upload batch indexes, {} forget and {} redaction records checked)",
+                c.compared, c.compared, c.segments, c.batch_indexes, c.forget_records, c.redaction_records
             )
             .map_err(w)?;
         }

@@ -3,7 +3,8 @@
 //!
 //! A checkpoint vouches for one snapshot of the remote; a restore reads
 //! the rest: the envelope files (a whole restore), the chain segments,
-//! the tail segment and the part indexes (a lazy one), the forget records
+//! the tail segment, the part indexes and the upload batch indexes (a lazy
+//! one), the forget records
 //! (bundled, and their files), the redaction records.
 //! [`check_remote_chain`] reads all of those, up to this machine's head,
 //! and holds each envelope against the local one that `verify` has just
@@ -44,6 +45,9 @@ pub struct RemoteChain {
     pub forget_records: u64,
     /// Redaction records on the remote, each verified.
     pub redaction_records: u64,
+    /// Upload batch indexes read, each decoding with its members' part
+    /// indexes.
+    pub batch_indexes: u64,
 }
 
 /// Compares the remote's chain up to this machine's head with the local
@@ -165,6 +169,9 @@ pub async fn check_remote_chain(agent: &Agent, remote: &Remote) -> Result<Remote
             pack::decode_index(seq, &b).map_err(|e| at(seq, "its part index file", e))?;
         }
     }
+    // The upload batches' indexes, read strictly (a reader reads around
+    // one that does not decode, and misses its members' content).
+    let batch_indexes = remote.check_batches(&id, upto).await?;
 
     // The forget records: each must name a snapshot of this chain, signed.
     let mut records = 0;
@@ -213,6 +220,7 @@ pub async fn check_remote_chain(agent: &Agent, remote: &Remote) -> Result<Remote
         segments: read,
         forget_records: records,
         redaction_records: redactions.len() as u64,
+        batch_indexes,
     })
 }
 

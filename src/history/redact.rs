@@ -555,6 +555,8 @@ pub async fn apply_remote(agent: &Agent, remote: &Remote, r: &Record) -> Result<
     let seqs: BTreeSet<u64> = listed.iter().chain(kept_there.keys()).copied().collect();
     let mut rewritten = 0;
     let mut unsegmented = BTreeSet::new();
+    // Snapshots with parts of their own, whose records leave any batch.
+    let mut own = Vec::new();
     for seq in seqs.into_iter().filter(|s| *s <= replicated) {
         let hash = agent
             .repo()
@@ -605,7 +607,15 @@ pub async fn apply_remote(agent: &Agent, remote: &Remote, r: &Record) -> Result<
                 .put_index(&id, seq, &hash, pack::encode_index(&entries))
                 .await?;
         }
+        // A snapshot uploaded in a batch was read from it above and, if it
+        // held an erased object, written again under its own names: its
+        // records leave the batch, erased ones with them (also when an
+        // earlier run stopped before this).
+        if remote.has_own_pack(&id, seq, &hash).await? {
+            own.push((seq, hash));
+        }
     }
+    remote.leave_batches(&id, &own).await?;
     Ok(rewritten)
 }
 

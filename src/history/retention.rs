@@ -340,6 +340,15 @@ pub async fn prune_remote(agent: &Agent, remote: &Remote, report: &mut PruneRepo
             return Err(failed.unwrap_or(e));
         }
     }
+    // Records that upload batches hold leave them, each batch written
+    // again once for all its pruned members.
+    let in_batches: Vec<(u64, [u8; 32])> = found
+        .iter()
+        .filter_map(|(seq, f)| f.filter(|g| g.left).map(|g| (*seq, g.hash)))
+        .collect();
+    if let Err(e) = remote.leave_batches(id, &in_batches).await {
+        return Err(failed.unwrap_or(e));
+    }
     // 3. The parts and index of each, then recorded; each counted as it
     // is done.
     let mut step3 =

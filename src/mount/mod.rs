@@ -87,6 +87,14 @@ pub struct Args {
     /// fsync and close return only once the snapshot is on the remote.
     #[arg(long)]
     pub sync_replication: bool,
+    /// Upload every snapshot as its own objects (pack part, part index,
+    /// envelope) instead of letting snapshots committed faster than they
+    /// upload go up together in batches (one batch part and one batch
+    /// index for the run, then each envelope). For a remote that builds
+    /// older than the batches (CHANGELOG) still read: they do not find a
+    /// batched snapshot's content.
+    #[arg(long)]
+    pub no_batch_uploads: bool,
     /// Follow an agent written elsewhere: a read-only view of the snapshots
     /// on the remote (which needs the writer's master key), advancing to
     /// each new one as it is replicated. Restores first on a machine
@@ -298,7 +306,10 @@ fn serve(
         let r = crate::replication::replicator::Replicator::start_with(
             engine.shared_agent(),
             remote,
-            policy,
+            crate::replication::replicator::Options {
+                checkpoints: policy,
+                batch_uploads: !args.no_batch_uploads,
+            },
         )?;
         r.notify(engine.head().seq());
         Some(Arc::new(r))

@@ -20,12 +20,14 @@
 //! build left out ([`crate::replication::backfill`]).
 
 use crate::repo::agent::Agent;
+use crate::repo::batch;
 use crate::repo::pack::{self, PACK_MAGIC, RECORD_HEADER};
 use crate::repo::remote::{Created, Remote};
 use crate::repo::replication_state::{
     META_CHECKPOINT_ERROR, META_ERROR, META_FORK, META_REMOTE, META_REPLICATED, fork_seq,
     replicated_seq,
 };
+use crate::repo::segment::{self, SEGMENT_LEN};
 use crate::{Error, Result};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
@@ -46,6 +48,21 @@ pub const PARTS_IN_FLIGHT: usize = 4;
 /// transaction each). A marker lost to a crash only repeats idempotent
 /// uploads.
 pub const MARKER_EVERY: Duration = Duration::from_millis(250);
+
+/// Most bytes of records one upload batch holds (`repo::batch`): a run of
+/// snapshots that together add more goes up in several batches, and a
+/// snapshot of more than one part alone.
+pub const BATCH_BYTES: usize = PART_BYTES;
+
+/// How long the replicator lets a few pending snapshots gather before it
+/// uploads them as one batch (none gathers while a `--sync-replication`
+/// close waits, or once [`GATHER_COUNT`] are pending). A writer saving in
+/// a loop then costs the remote about one object a snapshot (its
+/// envelope) instead of three, for this much more replication lag.
+pub const GATHER: Duration = Duration::from_millis(20);
+
+/// Pending snapshots that are uploaded at once, without gathering more.
+pub const GATHER_COUNT: u64 = 64;
 
 /// Tries of one part's put before the snapshot's upload fails (and is
 /// retried whole, with backoff, by the replicator).
@@ -215,16 +232,98 @@ pub async fn upload(agent: &Agent, remote: &Remote, seq: u64) -> Result<Option<V
         || remote.put_index(&id, seq, &hash, index.clone()),
     )
     .await?;
+    put_envelope(remote, &id, seq, &env).await?;
+    Ok(Some(index))
+}
+
+/// Creates the envelope of snapshot `seq` on the remote ([`with_tries`]);
+/// a different one there is a fork.
+async fn put_envelope(
+    remote: &Remote,
+    id: &crate::seal::keys::AgentId,
+    seq: u64,
+    env: &crate::seal::envelope::Envelope,
+) -> Result<()> {
     let json = env.to_json();
     let created = with_tries(
         || format!("envelope of snapshot {seq}"),
-        || remote.put_envelope(&id, seq, json.clone()),
+        || remote.put_envelope(id, seq, json.clone()),
     )
     .await?;
     match created {
-        Created::New | Created::AlreadyThere => Ok(Some(index)),
+        Created::New | Created::AlreadyThere => Ok(()),
         Created::Conflict => Err(Error::Fork { seq }),
     }
+}
+
+/// The last snapshot of the upload batch that starts at `next`, taking
+/// pending durable snapshots up to `upto`: those of `next`'s aligned range
+/// whose parts would be one part each, together at most [`BATCH_BYTES`]
+/// of records. `next` itself when no batch of two or more forms (a
+/// snapshot of several parts, one a lazy restore brought here).
+pub fn batch_end(agent: &Agent, next: u64, upto: u64) -> Result<u64> {
+    let upto = upto.min(segment::first_of(next) + SEGMENT_LEN - 1);
+    if upto <= next
+        || agent
+            .repo()
+            .lazy()
+            .is_some_and(|l| next <= l.restored_head())
+    {
+        return Ok(next);
+    }
+    let (mut end, mut bytes) = (next - 1, 0);
+    for seq in next..=upto {
+        let (_, sizes) = planned_index(agent, seq)?;
+        let records = sizes[0] as usize - PACK_MAGIC.len();
+        if sizes.len() > 1 || bytes + records > BATCH_BYTES {
+            break;
+        }
+        (end, bytes) = (seq, bytes + records);
+    }
+    Ok(end.max(next))
+}
+
+/// Uploads snapshots `first..=last` as one upload batch (`repo::batch`):
+/// the batch part, the batch index, then each envelope in order (the
+/// conditional creates that fence a second writer). Each member's part is
+/// built as [`upload`] would build its part 0, so the batch holds what
+/// their own parts would. Returns the members' part indexes, in order.
+pub async fn upload_batch(
+    agent: &Agent,
+    remote: &Remote,
+    first: u64,
+    last: u64,
+) -> Result<Vec<Vec<u8>>> {
+    let id = agent.repo().keys().agent_id();
+    let mut b = batch::Builder::new(first);
+    let mut envs = Vec::new();
+    let mut indexes = Vec::new();
+    for seq in first..=last {
+        let env = agent.envelope(seq)?;
+        let mut parts = Parts::new(agent, seq)?;
+        let part = parts.next_part()?.expect("a snapshot has a part");
+        if parts.next_part()?.is_some() {
+            return Err(Error::Invalid(format!(
+                "snapshot {seq} has more than one part: not a batch member"
+            )));
+        }
+        let index = pack::encode_index(&pack::part_entries(seq, 0, &part)?);
+        b.push(env.hash(), &part, index.clone())?;
+        indexes.push(index);
+        envs.push(env);
+    }
+    let (part, batch) = b.finish();
+    let part = object_store::PutPayload::from(part);
+    let last_hash = envs.last().expect("a member").hash();
+    with_tries(
+        || format!("batch of snapshots {first}-{last}"),
+        || remote.put_batch(&id, &last_hash, part.clone(), &batch),
+    )
+    .await?;
+    for (seq, env) in (first..).zip(&envs) {
+        put_envelope(remote, &id, seq, env).await?;
+    }
+    Ok(indexes)
 }
 
 /// Runs one idempotent request (a pack part, the part index, the
@@ -286,6 +385,25 @@ impl Default for CheckpointPolicy {
     }
 }
 
+/// How a replicator runs.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// When it signs checkpoints.
+    pub checkpoints: CheckpointPolicy,
+    /// Whether snapshots committed faster than they upload go up in
+    /// batches ([`upload_batch`]); otherwise each goes up alone.
+    pub batch_uploads: bool,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            checkpoints: CheckpointPolicy::default(),
+            batch_uploads: true,
+        }
+    }
+}
+
 #[derive(Default)]
 struct State {
     replicated: u64,
@@ -297,6 +415,11 @@ struct State {
     checkpoint_error: Option<String>,
     checkpoint_errors: u64,
     stop: bool,
+    /// Threads in [`Replicator::wait_for`].
+    waiting: usize,
+    /// The thread lets pending snapshots gather into a batch ([`GATHER`]):
+    /// a commit then wakes it only once [`GATHER_COUNT`] are pending.
+    gathering: bool,
 }
 
 /// Status of a running replicator.
@@ -328,11 +451,11 @@ impl Replicator {
     /// Starts replicating `agent` to `remote`, with the default checkpoint
     /// policy.
     pub fn start(agent: Arc<Agent>, remote: Remote) -> Result<Self> {
-        Self::start_with(agent, remote, CheckpointPolicy::default())
+        Self::start_with(agent, remote, Options::default())
     }
 
-    /// Starts replicating `agent` to `remote`, signing checkpoints by `policy`.
-    pub fn start_with(agent: Arc<Agent>, remote: Remote, policy: CheckpointPolicy) -> Result<Self> {
+    /// Starts replicating `agent` to `remote` as `options` say.
+    pub fn start_with(agent: Arc<Agent>, remote: Remote, options: Options) -> Result<Self> {
         let replicated = replicated_seq(&agent)?;
         let checkpointed = crate::history::checkpoint::checkpointed_seq(&agent)?.unwrap_or(0);
         let fork = fork_seq(&agent)?;
@@ -357,7 +480,7 @@ impl Replicator {
         let runtime = crate::repo::remote::runtime()?;
         let thread = std::thread::Builder::new()
             .name("sovseal-replicator".into())
-            .spawn(move || runtime.block_on(run(&s, &agent, &remote, &policy)))
+            .spawn(move || runtime.block_on(run(&s, &agent, &remote, &options)))
             .map_err(|e| Error::io("replicator thread", e))?;
         Ok(Replicator {
             shared,
@@ -370,7 +493,9 @@ impl Replicator {
         let (m, cv) = &*self.shared;
         let mut st = m.lock().expect("replicator");
         st.head = st.head.max(head);
-        cv.notify_all();
+        if !st.gathering || st.head - st.replicated >= GATHER_COUNT {
+            cv.notify_all();
+        }
     }
 
     /// Waits until `seq` is on the remote (`--sync-replication`); fails on a
@@ -378,21 +503,27 @@ impl Replicator {
     pub fn wait_for(&self, seq: u64) -> Result<()> {
         let (m, cv) = &*self.shared;
         let mut st = m.lock().expect("replicator");
-        loop {
+        // Counted while waiting, so that the thread does not hold pending
+        // snapshots back to gather a batch.
+        st.waiting += 1;
+        cv.notify_all();
+        let done = loop {
             if st.replicated >= seq {
-                return Ok(());
+                break Ok(());
             }
             if let Some(f) = st.fork {
-                return Err(Error::Fork { seq: f });
+                break Err(Error::Fork { seq: f });
             }
             if st.stop {
-                return Err(Error::Remote {
+                break Err(Error::Remote {
                     op: "replicate".into(),
                     detail: "replicator stopped".into(),
                 });
             }
             st = cv.wait(st).expect("replicator");
-        }
+        };
+        st.waiting -= 1;
+        done
     }
 
     /// Current status.
@@ -490,7 +621,8 @@ fn may_upload(next: u64, durable: Result<Option<u64>>) -> Result<bool> {
 
 /// What the replication loop does next.
 enum Step {
-    Upload(u64),
+    /// Upload from the first snapshot given, up to the second (the head).
+    Upload(u64, u64),
     Checkpoint(u64),
     /// Nothing to upload: the next step of the part indexes' backfill or
     /// of the chain segments.
@@ -499,12 +631,8 @@ enum Step {
     Exit,
 }
 
-async fn run(
-    shared: &(Mutex<State>, Condvar),
-    agent: &Agent,
-    remote: &Remote,
-    policy: &CheckpointPolicy,
-) {
+async fn run(shared: &(Mutex<State>, Condvar), agent: &Agent, remote: &Remote, options: &Options) {
+    let policy = &options.checkpoints;
     let (m, cv) = shared;
     let mut backoff = Duration::from_millis(100);
     // Due at once if the last checkpoint is behind what is replicated.
@@ -518,6 +646,8 @@ async fn run(
     // Part indexes of snapshots replicated by older builds, written when
     // the queue is empty.
     let mut backfill = crate::replication::backfill::Backfill::default();
+    // Since when pending snapshots have been gathering into a batch.
+    let mut gathering: Option<std::time::Instant> = None;
     let save = |seq: u64| {
         // Lazy: if a power cut loses it, the snapshot is uploaded again,
         // which is idempotent (same parts, same envelope).
@@ -549,10 +679,28 @@ async fn run(
                         false => Step::Exit,
                     };
                 }
-                if st.replicated < st.head {
-                    break Step::Upload(st.replicated + 1);
-                }
                 let now = std::time::Instant::now();
+                if st.replicated < st.head {
+                    // A few pending snapshots wait a moment for more, to
+                    // go up as one batch; not while a close waits for
+                    // them, nor once many are pending.
+                    let since = *gathering.get_or_insert(now);
+                    if options.batch_uploads
+                        && st.waiting == 0
+                        && st.head - st.replicated < GATHER_COUNT
+                        && now < since + GATHER
+                    {
+                        st.gathering = true;
+                        st = cv
+                            .wait_timeout(st, since + GATHER - now)
+                            .expect("replicator")
+                            .0;
+                        st.gathering = false;
+                        continue;
+                    }
+                    gathering = None;
+                    break Step::Upload(st.replicated + 1, st.head);
+                }
                 let checkpoint =
                     (st.replicated > st.checkpointed).then_some(last_cp + policy.interval);
                 if checkpoint.is_some_and(|due| now >= due) {
@@ -573,7 +721,7 @@ async fn run(
         if matches!(step, Step::Exit | Step::FinalCheckpoint(_)) {
             save_unsaved(&mut unsaved);
         }
-        let next = match step {
+        let (next, head) = match step {
             Step::Exit => return,
             Step::FinalCheckpoint(r) => {
                 // Bounded: an unreachable remote must not hold up the unmount.
@@ -627,15 +775,30 @@ async fn run(
                 }
                 continue;
             }
-            Step::Upload(next) => next,
+            Step::Upload(next, head) => (next, head),
         };
         // Only durable snapshots leave the machine: a power cut must never
         // leave the remote ahead of the local disk. (The mount notifies only
         // after its barrier; this holds for any caller.) An index that
         // cannot say what is durable fails the step like a failed upload
         // (shown in status, retried with backoff): fail closed.
-        let uploaded = match may_upload(next, agent.repo().index().and_then(|i| i.durable_seq())) {
-            Ok(true) => upload(agent, remote, next).await,
+        let durable = agent.repo().index().and_then(|i| i.durable_seq());
+        // Without a recorded durable point (an index from before one was
+        // recorded), every committed snapshot counts as durable.
+        let upto = match &durable {
+            Ok(d) => d.unwrap_or(head).min(head),
+            Err(_) => next,
+        };
+        let uploaded = match may_upload(next, durable) {
+            Ok(true) => {
+                match batch_end(agent, next, if options.batch_uploads { upto } else { next }) {
+                    Ok(last) if last > next => upload_batch(agent, remote, next, last)
+                        .await
+                        .map(|indexes| indexes.into_iter().map(Some).collect::<Vec<_>>()),
+                    Ok(_) => upload(agent, remote, next).await.map(|i| vec![i]),
+                    Err(e) => Err(e),
+                }
+            }
             Ok(false) => {
                 tokio::time::sleep(Duration::from_millis(100)).await;
                 continue;
@@ -643,7 +806,9 @@ async fn run(
             Err(e) => Err(e),
         };
         match uploaded {
-            Ok(index) => {
+            Ok(indexes) => {
+                let first = next;
+                let next = next + indexes.len() as u64 - 1;
                 backoff = Duration::from_millis(100);
                 let (drained, had_error) = {
                     let st = m.lock().expect("replicator");
@@ -672,8 +837,10 @@ async fn run(
                 // segment (or the tail) now, from what the uploads wrote:
                 // one PUT, so that a writer that never pauses writes them
                 // too.
-                if let Some(index) = index {
-                    backfill.uploaded(next, index);
+                for (seq, index) in (first..).zip(indexes) {
+                    if let Some(index) = index {
+                        backfill.uploaded(seq, index);
+                    }
                 }
                 backfill.inline(agent, remote, next).await;
             }

@@ -42,6 +42,7 @@
 //! up from the commit records in the packs (`agent`'s recovery).
 
 pub mod agent;
+pub mod batch;
 pub mod chunktree;
 pub mod dirtree;
 pub mod index;

@@ -17,6 +17,9 @@
 //! them. Envelopes are created with a conditional put (`PutMode::Create`):
 //! a second writer cannot replace one, so the envelope is the one fence.
 
+use crate::repo::batch::{self, Batch};
+use crate::repo::pack;
+use crate::repo::segment;
 use crate::seal::keys::AgentId;
 use crate::{Error, Result};
 use futures::{StreamExt, TryStreamExt};
@@ -50,7 +53,44 @@ pub struct Remote {
     store: Arc<dyn ObjectStore>,
     prefix: Path,
     url: String,
+    /// Upload batches read or written through this remote (shared by its
+    /// clones).
+    batches: Arc<Batches>,
 }
+
+/// The name of an upload batch's two objects: its snapshots, the first 16
+/// bytes of its last snapshot's envelope hash (so that a forked history's
+/// batches land beside the original's, never over them), and a generation
+/// that a prune or a redaction taking records out of it increases (so
+/// that its objects are never replaced in place: a reader holding an
+/// older generation finds it gone and looks again).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+struct BatchName {
+    first: u64,
+    last: u64,
+    hash: [u8; 16],
+    generation: u32,
+}
+
+/// Batch indexes read through a remote, by the snapshots whose records
+/// they hold, so that a snapshot's next read goes to its batch at once.
+#[derive(Default)]
+struct Batches {
+    by_seq: std::sync::Mutex<std::collections::HashMap<(AgentId, u64), Remembered>>,
+    /// Held while a batch is rewritten without a member (a prune's
+    /// snapshots are pruned concurrently).
+    edit: futures::lock::Mutex<()>,
+}
+
+/// A member's batch, its envelope hash and its place there.
+type Remembered = (BatchName, [u8; 32], batch::Place);
+
+/// Members remembered before the map is emptied (a bound on memory: a
+/// lazy reader of a long history meets many).
+const BATCH_MEMBERS_KEPT: usize = 1 << 18;
+
+type Fetch<'a, T> =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<Option<T>>> + Send + 'a>>;
 
 impl std::fmt::Debug for Remote {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -105,6 +145,36 @@ fn seq_named(dir: &Path, location: &Path, suffix: &str) -> Option<u64> {
         .and_then(|n| n.parse::<u64>().ok())
         // Sequence numbers start at 1: a name of 0 is none a writer makes.
         .filter(|s| *s > 0)
+}
+
+/// The batch named by `location`, an object `batches/<range>/<first>-<last>-<hash>-<generation>.<ext>`
+/// this module writes (anything else is left out).
+fn batch_named(location: &Path, ext: &str) -> Option<BatchName> {
+    let parts: Vec<_> = location.parts().collect();
+    let (range, file) = match parts.as_slice() {
+        [.., r, f] => (r.as_ref(), f.as_ref()),
+        _ => return None,
+    };
+    let digits = |t: &str, n: usize| t.len() == n && t.bytes().all(|b| b.is_ascii_digit());
+    let mut it = file.strip_suffix(ext)?.strip_suffix('.')?.split('-');
+    let (first, last, hash, generation) = (it.next()?, it.next()?, it.next()?, it.next()?);
+    if it.next().is_some()
+        || !digits(range, 20)
+        || !digits(first, 20)
+        || !digits(last, 20)
+        || !digits(generation, 4)
+    {
+        return None;
+    }
+    let name = BatchName {
+        first: first.parse().ok()?,
+        last: last.parse().ok()?,
+        hash: crate::hex::decode_n::<16>(hash)?,
+        generation: generation.parse().ok()?,
+    };
+    let aligned = range.parse::<u64>().ok()? == segment::first_of(name.first)
+        && segment::first_of(name.first) == segment::first_of(name.last);
+    (name.first >= 1 && name.first <= name.last && aligned).then_some(name)
 }
 
 /// A listing error: a name the store itself cannot express (not UTF-8, a
@@ -219,6 +289,7 @@ impl Remote {
             store,
             prefix,
             url: url.to_owned(),
+            batches: Arc::default(),
         }
     }
 
@@ -383,7 +454,8 @@ impl Remote {
         .await
     }
 
-    /// One part of the pack of a snapshot, if present.
+    /// One part of the pack of a snapshot, if present: its own, or for
+    /// a snapshot uploaded in a batch, its view there (part 0 alone).
     pub async fn get_pack(
         &self,
         agent: &AgentId,
@@ -391,8 +463,22 @@ impl Remote {
         envelope: &[u8; 32],
         part: u32,
     ) -> Result<Option<Vec<u8>>> {
-        self.get("get pack", &self.pack_path(agent, seq, envelope, part))
-            .await
+        let own = self.pack_path(agent, seq, envelope, part);
+        self.own_or_batched(
+            agent,
+            (seq, envelope, part),
+            || Box::pin(self.get("get pack", &own)),
+            |name, place| {
+                Box::pin(async move {
+                    let records = place.start..place.start + place.len;
+                    Ok(self
+                        .batch_range(agent, &name, records)
+                        .await?
+                        .map(|r| [&pack::PACK_MAGIC[..], &r].concat()))
+                })
+            },
+        )
+        .await
     }
 
     /// The part index of snapshot `seq` made from its pack parts here,
@@ -428,6 +514,25 @@ impl Remote {
         Ok(self.pack_size(agent, seq, envelope, part).await?.is_some())
     }
 
+    /// Whether snapshot `seq` has its own part 0 (a `HEAD`), not counting
+    /// a batch holding its records.
+    pub async fn has_own_pack(
+        &self,
+        agent: &AgentId,
+        seq: u64,
+        envelope: &[u8; 32],
+    ) -> Result<bool> {
+        match self
+            .store
+            .head(&self.pack_path(agent, seq, envelope, 0))
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(object_store::Error::NotFound { .. }) => Ok(false),
+            Err(e) => Err(remote_err("look for pack", e)),
+        }
+    }
+
     /// The size of part `part` of that pack, if it exists (a `HEAD`).
     pub async fn pack_size(
         &self,
@@ -436,15 +541,22 @@ impl Remote {
         envelope: &[u8; 32],
         part: u32,
     ) -> Result<Option<u64>> {
-        match self
-            .store
-            .head(&self.pack_path(agent, seq, envelope, part))
-            .await
-        {
-            Ok(m) => Ok(Some(m.size)),
-            Err(object_store::Error::NotFound { .. }) => Ok(None),
-            Err(e) => Err(remote_err("look for pack", e)),
-        }
+        let own = self.pack_path(agent, seq, envelope, part);
+        self.own_or_batched(
+            agent,
+            (seq, envelope, part),
+            || {
+                Box::pin(async {
+                    match self.store.head(&own).await {
+                        Ok(m) => Ok(Some(m.size)),
+                        Err(object_store::Error::NotFound { .. }) => Ok(None),
+                        Err(e) => Err(remote_err("look for pack", e)),
+                    }
+                })
+            },
+            |_, place| Box::pin(async move { Ok(Some(place.view_len())) }),
+        )
+        .await
     }
 
     fn index_path(&self, agent: &AgentId, seq: u64, envelope: &[u8; 32]) -> Path {
@@ -476,6 +588,8 @@ impl Remote {
     /// (sequence number, the first 16 bytes of the envelope hash their name
     /// carries, hex), ascending. Names this module does not write are left
     /// out. The listing starts after `after`'s names where the store can.
+    /// Snapshots whose records an upload batch holds are listed too (each
+    /// such batch's index is read).
     pub async fn list_indexes(&self, agent: &AgentId, after: u64) -> Result<Vec<(u64, String)>> {
         let dir = self.agent_dir(agent).join("indexes");
         let mut out = Vec::new();
@@ -502,6 +616,7 @@ impl Remote {
                 .filter(|(seq, _)| *seq > after);
             out.extend(named);
         }
+        out.extend(self.batch_members_after(agent, after).await?);
         out.sort_unstable();
         out.dedup();
         Ok(out)
@@ -515,8 +630,14 @@ impl Remote {
         seq: u64,
         envelope: &[u8; 32],
     ) -> Result<Option<Vec<u8>>> {
-        self.get("get part index", &self.index_path(agent, seq, envelope))
-            .await
+        let own = self.index_path(agent, seq, envelope);
+        self.own_or_batched(
+            agent,
+            (seq, envelope, 0),
+            || Box::pin(self.get("get part index", &own)),
+            |_, place| Box::pin(async move { Ok(Some(place.index)) }),
+        )
+        .await
     }
 
     /// Deletes the part index of a snapshot. Missing is fine.
@@ -621,14 +742,40 @@ impl Remote {
         part: u32,
         range: std::ops::Range<u64>,
     ) -> Result<Option<Vec<u8>>> {
-        match self
-            .store
-            .get_range(&self.pack_path(agent, seq, envelope, part), range)
-            .await
-        {
+        let own = self.pack_path(agent, seq, envelope, part);
+        self.own_or_batched(
+            agent,
+            (seq, envelope, part),
+            || Box::pin(self.ranged("get pack range", &own, range.clone())),
+            |name, place| {
+                let range = range.clone();
+                Box::pin(async move {
+                    let Some(r) = place.to_batch(&range) else {
+                        return Err(remote_err(
+                            "get pack range",
+                            format!(
+                                "bytes {range:?} of snapshot {seq}'s part in its batch: not there"
+                            ),
+                        ));
+                    };
+                    self.batch_range(agent, &name, r).await
+                })
+            },
+        )
+        .await
+    }
+
+    /// Bytes `range` of the object at `path` (a ranged GET), if present.
+    async fn ranged(
+        &self,
+        op: &str,
+        path: &Path,
+        range: std::ops::Range<u64>,
+    ) -> Result<Option<Vec<u8>>> {
+        match self.store.get_range(path, range).await {
             Ok(b) => Ok(Some(b.to_vec())),
             Err(object_store::Error::NotFound { .. }) => Ok(None),
-            Err(e) => Err(remote_err("get pack range", e)),
+            Err(e) => Err(remote_err(op, e)),
         }
     }
 
@@ -803,7 +950,8 @@ impl Remote {
 
     /// Deletes every pack part of snapshot `seq` (at least parts
     /// `0..at_least`, which its part index names, whether or not part 0
-    /// is still there); returns how many there were.
+    /// is still there); returns how many there were. Records an upload
+    /// batch holds leave it by [`Remote::leave_batches`].
     pub async fn delete_packs(
         &self,
         agent: &AgentId,
@@ -833,6 +981,333 @@ impl Remote {
             }
         }
         Ok(parts)
+    }
+
+    fn batch_path(&self, agent: &AgentId, name: &BatchName, ext: &str) -> Path {
+        let BatchName {
+            first,
+            last,
+            hash,
+            generation,
+        } = name;
+        let range = segment::first_of(*first);
+        let h = crate::hex::encode(hash);
+        self.agent_dir(agent)
+            .join("batches")
+            .join(format!("{range:020}"))
+            .join(format!("{first:020}-{last:020}-{h}-{generation:04}.{ext}"))
+    }
+
+    /// Uploads the batch part and batch index of snapshots
+    /// `batch.first..=batch.last()` (`batch::Builder`), the last of which
+    /// hashes to `last_hash`: the part first, so that an index found names
+    /// a part there. Idempotent: both are fixed by the snapshots.
+    pub async fn put_batch(
+        &self,
+        agent: &AgentId,
+        last_hash: &[u8; 32],
+        part: PutPayload,
+        batch: &Batch,
+    ) -> Result<()> {
+        let name = BatchName {
+            first: batch.first,
+            last: batch.last(),
+            hash: last_hash[..16].try_into().expect("16"),
+            generation: 0,
+        };
+        self.put_batch_as(agent, &name, part, batch).await?;
+        self.remember(agent, name, batch);
+        Ok(())
+    }
+
+    /// Puts a batch's part, then its index, under `name`.
+    async fn put_batch_as(
+        &self,
+        agent: &AgentId,
+        name: &BatchName,
+        part: impl Into<PutPayload>,
+        batch: &Batch,
+    ) -> Result<()> {
+        self.put(
+            "put batch part",
+            &self.batch_path(agent, name, "pack"),
+            part,
+        )
+        .await?;
+        self.put(
+            "put batch index",
+            &self.batch_path(agent, name, "bix"),
+            batch.encode(),
+        )
+        .await
+    }
+
+    /// Reads snapshot `seq`'s part `part` (or its index) with `own` from
+    /// its own objects, else from the batch holding its records with
+    /// `batched`. A member remembered from an earlier read goes to its
+    /// batch first; one whose batch is gone (rewritten by a prune or a
+    /// redaction) is looked for again.
+    async fn own_or_batched<'a, T>(
+        &'a self,
+        agent: &'a AgentId,
+        (seq, envelope, part): (u64, &[u8; 32], u32),
+        own: impl FnOnce() -> Fetch<'a, T>,
+        batched: impl Fn(BatchName, batch::Place) -> Fetch<'a, T>,
+    ) -> Result<Option<T>> {
+        if part != 0 {
+            return own().await;
+        }
+        if let Some((name, place)) = self.remembered(agent, seq, envelope) {
+            if let Some(v) = batched(name, place).await? {
+                return Ok(Some(v));
+            }
+            self.forget(agent, &name);
+        }
+        if let Some(v) = own().await? {
+            return Ok(Some(v));
+        }
+        match self.find_member(agent, seq, envelope).await? {
+            Some((name, place)) => batched(name, place).await,
+            None => Ok(None),
+        }
+    }
+
+    /// Bytes `range` of a batch's part, if it is still there.
+    async fn batch_range(
+        &self,
+        agent: &AgentId,
+        name: &BatchName,
+        range: std::ops::Range<u64>,
+    ) -> Result<Option<Vec<u8>>> {
+        if range.is_empty() {
+            // A member that added no object: nothing to read, but the
+            // part must be there.
+            let there = match self.store.head(&self.batch_path(agent, name, "pack")).await {
+                Ok(_) => true,
+                Err(object_store::Error::NotFound { .. }) => false,
+                Err(e) => return Err(remote_err("look for batch part", e)),
+            };
+            return Ok(there.then(Vec::new));
+        }
+        self.ranged(
+            "get batch part",
+            &self.batch_path(agent, name, "pack"),
+            range,
+        )
+        .await
+    }
+
+    /// The batches of the aligned range starting at `range`, newest
+    /// generation first.
+    async fn batches_in(&self, agent: &AgentId, range: u64) -> Result<Vec<BatchName>> {
+        let dir = self
+            .agent_dir(agent)
+            .join("batches")
+            .join(format!("{range:020}"));
+        let mut names: Vec<BatchName> = self
+            .store
+            .list(Some(&dir))
+            .map_err(|e| list_err("list batches", &dir, e))
+            .try_filter_map(|m| async move { Ok(batch_named(&m.location, "bix")) })
+            .try_collect()
+            .await?;
+        names.sort_by_key(|n| (std::cmp::Reverse(n.generation), n.first));
+        Ok(names)
+    }
+
+    /// A batch index, checked against its name; `None` when it is gone
+    /// or does not decode (logged: its members are then read as absent,
+    /// which a restore reports).
+    async fn batch_index(&self, agent: &AgentId, name: &BatchName) -> Result<Option<Batch>> {
+        let Some(raw) = self
+            .get("get batch index", &self.batch_path(agent, name, "bix"))
+            .await?
+        else {
+            return Ok(None);
+        };
+        match Batch::decode(name.first, name.last, &raw) {
+            Ok(b) => Ok(Some(b)),
+            Err(e) => {
+                tracing::warn!("{e}; reading around it");
+                Ok(None)
+            }
+        }
+    }
+
+    /// The batch that holds the records of snapshot `seq` (whose envelope
+    /// hashes to `envelope`), and where, as the remote says now.
+    async fn find_member(
+        &self,
+        agent: &AgentId,
+        seq: u64,
+        envelope: &[u8; 32],
+    ) -> Result<Option<(BatchName, batch::Place)>> {
+        let names = self.batches_in(agent, segment::first_of(seq)).await?;
+        for name in names
+            .into_iter()
+            .filter(|n| n.first <= seq && seq <= n.last)
+        {
+            if let Some(b) = self.batch_index(agent, &name).await? {
+                self.remember(agent, name, &b);
+                if let Some(p) = b.place(seq, envelope) {
+                    return Ok(Some((name, p.clone())));
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    fn remember(&self, agent: &AgentId, name: BatchName, b: &Batch) {
+        let mut m = self.batches.by_seq.lock().expect("batches");
+        if m.len() >= BATCH_MEMBERS_KEPT {
+            m.clear();
+        }
+        for (seq, member) in (b.first..).zip(&b.members) {
+            if let Some(p) = &member.place {
+                m.insert((*agent, seq), (name, member.hash, p.clone()));
+            }
+        }
+    }
+
+    fn remembered(
+        &self,
+        agent: &AgentId,
+        seq: u64,
+        envelope: &[u8; 32],
+    ) -> Option<(BatchName, batch::Place)> {
+        let m = self.batches.by_seq.lock().expect("batches");
+        m.get(&(*agent, seq))
+            .filter(|(_, hash, _)| hash == envelope)
+            .map(|(n, _, p)| (*n, p.clone()))
+    }
+
+    fn forget(&self, agent: &AgentId, name: &BatchName) {
+        self.batches
+            .by_seq
+            .lock()
+            .expect("batches")
+            .retain(|(a, _), (n, _, _)| a != agent || n != name);
+    }
+
+    /// Takes the records of `members` (snapshots, each with its envelope
+    /// hash) out of every upload batch holding them: each such batch is
+    /// written again without them, once, under its next generation (or
+    /// deleted when no member is left), and its old objects deleted (index
+    /// first). For a prune of those snapshots there, and for a redaction
+    /// that has written their parts again under their own names. Returns
+    /// how many batches changed.
+    pub async fn leave_batches(&self, agent: &AgentId, members: &[(u64, [u8; 32])]) -> Result<u32> {
+        let _edit = self.batches.edit.lock().await;
+        let mut ranges: Vec<u64> = members.iter().map(|(s, _)| segment::first_of(*s)).collect();
+        ranges.sort_unstable();
+        ranges.dedup();
+        let mut changed = 0;
+        for range in ranges {
+            for name in self.batches_in(agent, range).await? {
+                let Some(b) = self.batch_index(agent, &name).await? else {
+                    continue;
+                };
+                let leaving: Vec<u64> = members
+                    .iter()
+                    .filter(|(seq, hash)| b.place(*seq, hash).is_some())
+                    .map(|(seq, _)| *seq)
+                    .collect();
+                if leaving.is_empty() {
+                    continue;
+                }
+                let Some(part) = self
+                    .get("get batch part", &self.batch_path(agent, &name, "pack"))
+                    .await?
+                else {
+                    continue;
+                };
+                let (part, left) = batch::without(&b, &part, &leaving)?;
+                if left.holds_any() {
+                    let next = BatchName {
+                        generation: name.generation + 1,
+                        ..name
+                    };
+                    self.put_batch_as(agent, &next, part, &left).await?;
+                }
+                self.forget(agent, &name);
+                self.delete_object("delete batch index", &self.batch_path(agent, &name, "bix"))
+                    .await?;
+                self.delete_object("delete batch part", &self.batch_path(agent, &name, "pack"))
+                    .await?;
+                changed += 1;
+            }
+        }
+        Ok(changed)
+    }
+
+    /// Every upload batch index of batches starting at or before `upto`,
+    /// read and decoded strictly (`sovseal verify --remote`): the first
+    /// that does not decode, names other snapshots than its file, or holds
+    /// a member's part index that does not decode, is an error naming its
+    /// first snapshot (readers read around it: its members would read as
+    /// absent). Returns how many were read.
+    pub async fn check_batches(&self, agent: &AgentId, upto: u64) -> Result<u64> {
+        let dir = self.agent_dir(agent).join("batches");
+        let names: Vec<BatchName> = self
+            .store
+            .list(Some(&dir))
+            .map_err(|e| list_err("list batches", &dir, e))
+            .try_filter_map(|m| async move { Ok(batch_named(&m.location, "bix")) })
+            .try_collect()
+            .await?;
+        let mut read = 0;
+        for name in names.into_iter().filter(|n| n.first <= upto) {
+            let what = |d: String| Error::ChainBroken {
+                seq: name.first,
+                detail: format!(
+                    "the index of its upload batch {}-{} (generation {}) on the remote does not check: {d}",
+                    name.first, name.last, name.generation
+                ),
+            };
+            // (Listed, then gone: a prune or a redaction in between.)
+            let Some(raw) = self
+                .get("get batch index", &self.batch_path(agent, &name, "bix"))
+                .await?
+            else {
+                continue;
+            };
+            let b = Batch::decode(name.first, name.last, &raw).map_err(|e| what(e.to_string()))?;
+            for (seq, m) in (b.first..).zip(&b.members) {
+                if let Some(p) = &m.place {
+                    pack::decode_index(seq, &p.index).map_err(|e| what(e.to_string()))?;
+                }
+            }
+            read += 1;
+        }
+        Ok(read)
+    }
+
+    /// The snapshots after `after` whose records a batch holds, as
+    /// [`Remote::list_indexes`] gives them.
+    async fn batch_members_after(&self, agent: &AgentId, after: u64) -> Result<Vec<(u64, String)>> {
+        let dir = self.agent_dir(agent).join("batches");
+        let from = dir.clone().join(format!(
+            "{:020}",
+            segment::first_of(after.saturating_add(1))
+        ));
+        let mut names: Vec<BatchName> = Vec::new();
+        let mut s = self.store.list_with_offset(Some(&dir), &from);
+        while let Some(m) = s.next().await {
+            let m = m.map_err(|e| list_err("list batches", &dir, e))?;
+            names.extend(batch_named(&m.location, "bix").filter(|n| n.last > after));
+        }
+        let mut out = Vec::new();
+        for name in names {
+            if let Some(b) = self.batch_index(agent, &name).await? {
+                self.remember(agent, name, &b);
+                for (seq, m) in (b.first..).zip(&b.members) {
+                    if seq > after && m.place.is_some() {
+                        out.push((seq, crate::hex::encode(&m.hash[..16])));
+                    }
+                }
+            }
+        }
+        Ok(out)
     }
 
     /// The raw store, for tests and tools that inspect what is stored.
