@@ -2881,3 +2881,116 @@ fn a_flipped_bit_in_a_batch_is_refused_naming_its_snapshot() {
         "{e}"
     );
 }
+
+/// What a prune or a redaction cut short leaves in the batches is finished
+/// by the next one: an older generation kept beside the newer (a run
+/// stopped before deleting it) is deleted, and the next generation is
+/// numbered after the newest, never written over an older one's number
+/// (which would bring back what that one took out); a batch part left
+/// without its index is deleted. A batch index that does not decode
+/// stops a prune and a redaction, which would otherwise read its members
+/// as having no parts and leave what they hold. Planted (older
+/// generations rewritten like the newest, each numbered from its own):
+/// the older generation's records come back and this fails; planted (a
+/// batch index that does not decode passed over): the prune goes on and
+/// this fails.
+#[test]
+fn a_prune_cut_short_in_the_batches_is_finished_and_a_damaged_batch_index_stops_it() {
+    let (rdir, remote) = dir_remote();
+    let env = Env::new();
+    let mut e = env.open();
+    let state = e.create(ROOT_INO, b"state", 0o644, 0, 0).unwrap().ino;
+    let secret = e.create(ROOT_INO, b"secret", 0o600, 0, 0).unwrap().ino;
+    e.write(secret, 0, &bytes(999, 5000)).unwrap();
+    for i in 0..30u64 {
+        e.write(state, 0, &bytes(i, 3000)).unwrap();
+        e.commit().unwrap();
+    }
+    e.unlink(ROOT_INO, b"secret").unwrap();
+    e.commit().unwrap();
+    replicate_all(&e, &remote);
+    let batch_files = || -> Vec<std::path::PathBuf> {
+        files_under(rdir.path())
+            .into_iter()
+            .filter(|f| f.to_string_lossy().contains("/batches/"))
+            .collect()
+    };
+    let gen0 = batch_files();
+    assert_eq!(gen0.len(), 2, "one batch: {gen0:?}");
+    let kept: Vec<(std::path::PathBuf, Vec<u8>)> = gen0
+        .iter()
+        .map(|f| (f.clone(), std::fs::read(f).unwrap()))
+        .collect();
+    let ids_of = |s: u64| -> Vec<[u8; 32]> {
+        sovseal::replication::replicator::planned_index(e.agent(), s)
+            .unwrap()
+            .0
+            .iter()
+            .map(|p| p.id.0)
+            .collect()
+    };
+    let (of5, of7) = (ids_of(5), ids_of(7));
+    let packs = env.data_dir().join("packs");
+    let prune = |seqs: &[u64]| {
+        sovseal::history::retention::forget(e.agent(), seqs).unwrap();
+        sovseal::history::retention::prune(e.agent(), &remote, &mut |_, _| {})
+    };
+    prune(&[5]).unwrap();
+    // As a run stopped before deleting generation 0 leaves it, with a
+    // part whose index never went up beside it.
+    for (f, b) in &kept {
+        std::fs::write(f, b).unwrap();
+    }
+    let (pack0, _) = kept
+        .iter()
+        .find(|(f, _)| f.extension().unwrap() == "pack")
+        .unwrap();
+    let orphan = pack0.with_file_name(
+        pack0
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .replace("-0000.pack", "-0007.pack"),
+    );
+    std::fs::copy(pack0, &orphan).unwrap();
+    prune(&[7]).unwrap();
+    let names: Vec<String> = batch_files()
+        .iter()
+        .map(|f| f.file_name().unwrap().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(names.len(), 2, "{names:?}");
+    assert!(names.iter().all(|n| n.contains("-0002.")), "{names:?}");
+    for id in of5.iter().chain(&of7) {
+        if holding(&packs, id).is_empty() {
+            let there = holding(rdir.path(), id);
+            assert!(there.is_empty(), "left on the remote: {there:?}");
+        }
+    }
+    assert!(
+        of5.iter()
+            .chain(&of7)
+            .any(|id| holding(&packs, id).is_empty()),
+        "nothing of 5 and 7 was pruned here"
+    );
+
+    // The batch index damaged: the next prune and a redaction refuse.
+    let bix = batch_files()
+        .into_iter()
+        .find(|f| f.extension().unwrap() == "bix")
+        .unwrap();
+    let mut b = std::fs::read(&bix).unwrap();
+    b[0] ^= 1;
+    std::fs::write(&bix, b).unwrap();
+    let err = prune(&[9]).unwrap_err();
+    assert!(err.to_string().contains("upload batch"), "{err}");
+    let plan = sovseal::history::redact::plan(e.agent(), "secret", &mut |_, _| {}).unwrap();
+    let rec = sovseal::history::redact::apply_local(e.agent(), "secret", &plan).unwrap();
+    let err = rt()
+        .block_on(sovseal::history::redact::apply_remote(
+            e.agent(),
+            &remote,
+            &rec,
+        ))
+        .unwrap_err();
+    assert!(err.to_string().contains("upload batch"), "{err}");
+}

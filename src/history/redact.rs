@@ -555,9 +555,14 @@ pub async fn apply_remote(agent: &Agent, remote: &Remote, r: &Record) -> Result<
     let seqs: BTreeSet<u64> = listed.iter().chain(kept_there.keys()).copied().collect();
     let mut rewritten = 0;
     let mut unsegmented = BTreeSet::new();
+    let seqs: Vec<u64> = seqs.into_iter().filter(|s| *s <= replicated).collect();
+    // The upload batches of their ranges, checked first: one whose index
+    // does not decode stops the redaction (its members would read as
+    // having no parts, and keep what it erases).
+    remote.leave_batches(&id, &[], &seqs).await?;
     // Snapshots with parts of their own, whose records leave any batch.
     let mut own = Vec::new();
-    for seq in seqs.into_iter().filter(|s| *s <= replicated) {
+    for seq in seqs.iter().copied() {
         let hash = agent
             .repo()
             .index()?
@@ -615,7 +620,7 @@ pub async fn apply_remote(agent: &Agent, remote: &Remote, r: &Record) -> Result<
             own.push((seq, hash));
         }
     }
-    remote.leave_batches(&id, &own).await?;
+    remote.leave_batches(&id, &own, &[]).await?;
     Ok(rewritten)
 }
 

@@ -341,12 +341,18 @@ pub async fn prune_remote(agent: &Agent, remote: &Remote, report: &mut PruneRepo
         }
     }
     // Records that upload batches hold leave them, each batch written
-    // again once for all its pruned members.
+    // again once for all its pruned members; a batch index of their
+    // ranges that does not decode stops the prune here (what it holds
+    // cannot be told: its members read as having no parts above).
     let in_batches: Vec<(u64, [u8; 32])> = found
         .iter()
         .filter_map(|(seq, f)| f.filter(|g| g.left).map(|g| (*seq, g.hash)))
         .collect();
-    if let Err(e) = remote.leave_batches(id, &in_batches).await {
+    let pruned: Vec<u64> = found
+        .iter()
+        .filter_map(|(seq, f)| f.map(|_| *seq))
+        .collect();
+    if let Err(e) = remote.leave_batches(id, &in_batches, &pruned).await {
         return Err(failed.unwrap_or(e));
     }
     // 3. The parts and index of each, then recorded; each counted as it

@@ -554,7 +554,12 @@ impl Remote {
                     }
                 })
             },
-            |_, place| Box::pin(async move { Ok(Some(place.view_len())) }),
+            |name, place| {
+                Box::pin(async move {
+                    let there = self.batch_range(agent, &name, 0..0).await?;
+                    Ok(there.map(|_| place.view_len()))
+                })
+            },
         )
         .await
     }
@@ -635,7 +640,12 @@ impl Remote {
             agent,
             (seq, envelope, 0),
             || Box::pin(self.get("get part index", &own)),
-            |_, place| Box::pin(async move { Ok(Some(place.index)) }),
+            |name, place| {
+                Box::pin(async move {
+                    let there = self.batch_range(agent, &name, 0..0).await?;
+                    Ok(there.map(|_| place.index))
+                })
+            },
         )
         .await
     }
@@ -1080,8 +1090,9 @@ impl Remote {
         range: std::ops::Range<u64>,
     ) -> Result<Option<Vec<u8>>> {
         if range.is_empty() {
-            // A member that added no object: nothing to read, but the
-            // part must be there.
+            // Nothing to read (a member that added no object, or a
+            // caller asking whether the part is still there), but the
+            // part must be there: a `HEAD`.
             let there = match self.store.head(&self.batch_path(agent, name, "pack")).await {
                 Ok(_) => true,
                 Err(object_store::Error::NotFound { .. }) => false,
@@ -1097,20 +1108,10 @@ impl Remote {
         .await
     }
 
-    /// The batches of the aligned range starting at `range`, newest
-    /// generation first.
+    /// The batches of the aligned range starting at `range` (by their
+    /// indexes), newest generation first.
     async fn batches_in(&self, agent: &AgentId, range: u64) -> Result<Vec<BatchName>> {
-        let dir = self
-            .agent_dir(agent)
-            .join("batches")
-            .join(format!("{range:020}"));
-        let mut names: Vec<BatchName> = self
-            .store
-            .list(Some(&dir))
-            .map_err(|e| list_err("list batches", &dir, e))
-            .try_filter_map(|m| async move { Ok(batch_named(&m.location, "bix")) })
-            .try_collect()
-            .await?;
+        let (mut names, _) = self.batch_objects_in(agent, range).await?;
         names.sort_by_key(|n| (std::cmp::Reverse(n.generation), n.first));
         Ok(names)
     }
@@ -1189,55 +1190,139 @@ impl Remote {
             .retain(|(a, _), (n, _, _)| a != agent || n != name);
     }
 
-    /// Takes the records of `members` (snapshots, each with its envelope
-    /// hash) out of every upload batch holding them: each such batch is
-    /// written again without them, once, under its next generation (or
-    /// deleted when no member is left), and its old objects deleted (index
-    /// first). For a prune of those snapshots there, and for a redaction
-    /// that has written their parts again under their own names. Returns
-    /// how many batches changed.
-    pub async fn leave_batches(&self, agent: &AgentId, members: &[(u64, [u8; 32])]) -> Result<u32> {
+    /// Takes the records of `leaving` (snapshots, each with its envelope
+    /// hash) out of every upload batch holding them, for a prune of those
+    /// snapshots there and for a redaction that has written their parts
+    /// again under their own names. In each aligned range of `leaving`
+    /// and of `checked` (the other snapshots the caller acts on), strictly:
+    ///
+    /// - of the generations of one batch (same snapshots and hash), only
+    ///   the newest is kept: each older one holds what a prune or a
+    ///   redaction since took out of it (a run cut short between writing
+    ///   the next generation and deleting the old one), and is deleted;
+    /// - a batch part without its index (an upload cut short between
+    ///   them, or a deletion between them) is deleted: no reader finds
+    ///   it, and it may hold records that must go;
+    /// - a batch index that does not decode is an error naming it (what
+    ///   it holds cannot be told: never passed over);
+    /// - the newest generation holding any of `leaving` is written again
+    ///   without them, as the next generation (or deleted when no member
+    ///   is left), then the old one is deleted, part first.
+    ///
+    /// Returns how many batches changed.
+    pub async fn leave_batches(
+        &self,
+        agent: &AgentId,
+        leaving: &[(u64, [u8; 32])],
+        checked: &[u64],
+    ) -> Result<u32> {
         let _edit = self.batches.edit.lock().await;
-        let mut ranges: Vec<u64> = members.iter().map(|(s, _)| segment::first_of(*s)).collect();
+        let mut ranges: Vec<u64> = leaving
+            .iter()
+            .map(|(s, _)| *s)
+            .chain(checked.iter().copied())
+            .map(segment::first_of)
+            .collect();
         ranges.sort_unstable();
         ranges.dedup();
         let mut changed = 0;
         for range in ranges {
-            for name in self.batches_in(agent, range).await? {
-                let Some(b) = self.batch_index(agent, &name).await? else {
+            let (indexes, parts) = self.batch_objects_in(agent, range).await?;
+            for orphan in parts.iter().filter(|p| !indexes.contains(p)) {
+                self.delete_object("delete batch part", &self.batch_path(agent, orphan, "pack"))
+                    .await?;
+                changed += 1;
+            }
+            for name in &indexes {
+                let newest = indexes
+                    .iter()
+                    .filter(|n| (n.first, n.last, n.hash) == (name.first, name.last, name.hash))
+                    .map(|n| n.generation)
+                    .max()
+                    .expect("itself");
+                if name.generation < newest {
+                    self.delete_batch(agent, name).await?;
+                    changed += 1;
                     continue;
+                }
+                let raw = self
+                    .get("get batch index", &self.batch_path(agent, name, "bix"))
+                    .await?;
+                let b = match raw.map(|r| Batch::decode(name.first, name.last, &r)) {
+                    // (Listed, then gone.)
+                    None => continue,
+                    Some(Ok(b)) => b,
+                    Some(Err(e)) => {
+                        return Err(Error::corrupt(
+                            format!("upload batch {}-{} on the remote", name.first, name.last),
+                            format!("{e}; the records it holds cannot be taken out of it"),
+                        ));
+                    }
                 };
-                let leaving: Vec<u64> = members
+                let out: Vec<u64> = leaving
                     .iter()
                     .filter(|(seq, hash)| b.place(*seq, hash).is_some())
                     .map(|(seq, _)| *seq)
                     .collect();
-                if leaving.is_empty() {
+                if out.is_empty() {
                     continue;
                 }
                 let Some(part) = self
-                    .get("get batch part", &self.batch_path(agent, &name, "pack"))
+                    .get("get batch part", &self.batch_path(agent, name, "pack"))
                     .await?
                 else {
+                    // Its part gone: nothing of it is left to take out.
+                    self.delete_batch(agent, name).await?;
+                    changed += 1;
                     continue;
                 };
-                let (part, left) = batch::without(&b, &part, &leaving)?;
+                let (part, left) = batch::without(&b, &part, &out)?;
                 if left.holds_any() {
                     let next = BatchName {
-                        generation: name.generation + 1,
-                        ..name
+                        generation: newest + 1,
+                        ..*name
                     };
                     self.put_batch_as(agent, &next, part, &left).await?;
                 }
-                self.forget(agent, &name);
-                self.delete_object("delete batch index", &self.batch_path(agent, &name, "bix"))
-                    .await?;
-                self.delete_object("delete batch part", &self.batch_path(agent, &name, "pack"))
-                    .await?;
+                self.delete_batch(agent, name).await?;
                 changed += 1;
             }
         }
         Ok(changed)
+    }
+
+    /// The batch indexes and the batch parts in the aligned range starting
+    /// at `range`, by name.
+    async fn batch_objects_in(
+        &self,
+        agent: &AgentId,
+        range: u64,
+    ) -> Result<(Vec<BatchName>, Vec<BatchName>)> {
+        let dir = self
+            .agent_dir(agent)
+            .join("batches")
+            .join(format!("{range:020}"));
+        let listed: Vec<Path> = self
+            .store
+            .list(Some(&dir))
+            .map_ok(|m| m.location)
+            .map_err(|e| list_err("list batches", &dir, e))
+            .try_collect()
+            .await?;
+        let named = |ext: &str| -> Vec<BatchName> {
+            listed.iter().filter_map(|l| batch_named(l, ext)).collect()
+        };
+        Ok((named("bix"), named("pack")))
+    }
+
+    /// Deletes a batch's objects, its part first (an index left without
+    /// its part reads as a batch that lost its members' records).
+    async fn delete_batch(&self, agent: &AgentId, name: &BatchName) -> Result<()> {
+        self.forget(agent, name);
+        self.delete_object("delete batch part", &self.batch_path(agent, name, "pack"))
+            .await?;
+        self.delete_object("delete batch index", &self.batch_path(agent, name, "bix"))
+            .await
     }
 
     /// Every upload batch index of batches starting at or before `upto`,
