@@ -2889,11 +2889,13 @@ fn a_flipped_bit_in_a_batch_is_refused_naming_its_snapshot() {
 /// (which would bring back what that one took out); a batch part left
 /// without its index is deleted. A batch index that does not decode
 /// stops a prune and a redaction, which would otherwise read its members
-/// as having no parts and leave what they hold. Planted (older
-/// generations rewritten like the newest, each numbered from its own):
-/// the older generation's records come back and this fails; planted (a
-/// batch index that does not decode passed over): the prune goes on and
-/// this fails.
+/// as having no parts and leave what they hold, before it deletes
+/// anything of that range (an older generation beside a damaged newest
+/// one is what readers still find). The members kept read as before.
+/// Planted (older generations rewritten like the newest, each numbered
+/// from its own): the older generation's records come back and this
+/// fails; planted (a batch index that does not decode passed over): the
+/// prune goes on and this fails.
 #[test]
 fn a_prune_cut_short_in_the_batches_is_finished_and_a_damaged_batch_index_stops_it() {
     let (rdir, remote) = dir_remote();
@@ -2930,6 +2932,15 @@ fn a_prune_cut_short_in_the_batches_is_finished_and_a_damaged_batch_index_stops_
             .collect()
     };
     let (of5, of7) = (ids_of(5), ids_of(7));
+    // (Before any prune: a local prune rewrites the packs in another
+    // order.)
+    let kept_parts: Vec<(u64, Vec<u8>)> = [4, 6, 8, 20]
+        .into_iter()
+        .map(|s| {
+            let parts = sovseal::replication::replicator::pack_parts(e.agent(), s).unwrap();
+            (s, parts[0].clone())
+        })
+        .collect();
     let packs = env.data_dir().join("packs");
     let prune = |seqs: &[u64]| {
         sovseal::history::retention::forget(e.agent(), seqs).unwrap();
@@ -2973,16 +2984,46 @@ fn a_prune_cut_short_in_the_batches_is_finished_and_a_damaged_batch_index_stops_
         "nothing of 5 and 7 was pruned here"
     );
 
-    // The batch index damaged: the next prune and a redaction refuse.
-    let bix = batch_files()
-        .into_iter()
+    // The members kept read as their own parts would, through a remote
+    // that remembers nothing.
+    let fresh = Remote::open(&format!("file://{}", rdir.path().display())).unwrap();
+    let id = env.master.agent_id(env.agent.as_str());
+    for (seq, alone) in &kept_parts {
+        let hash = e.agent().envelope(*seq).unwrap().hash();
+        let got = rt().block_on(fresh.get_pack(&id, *seq, &hash, 0)).unwrap();
+        assert!(got.as_ref() == Some(alone), "snapshot {seq} kept");
+    }
+
+    // The newest generation's index damaged, an older generation beside
+    // it (still whole): the next prune and a redaction refuse, and leave
+    // the older one.
+    let newest: Vec<std::path::PathBuf> = batch_files();
+    let older: Vec<std::path::PathBuf> = newest
+        .iter()
+        .map(|f| {
+            let n = f
+                .file_name()
+                .unwrap()
+                .to_string_lossy()
+                .replace("-0002.", "-0001.");
+            let older = f.with_file_name(n);
+            std::fs::copy(f, &older).unwrap();
+            older
+        })
+        .collect();
+    let bix = newest
+        .iter()
         .find(|f| f.extension().unwrap() == "bix")
         .unwrap();
-    let mut b = std::fs::read(&bix).unwrap();
+    let mut b = std::fs::read(bix).unwrap();
     b[0] ^= 1;
-    std::fs::write(&bix, b).unwrap();
+    std::fs::write(bix, b).unwrap();
     let err = prune(&[9]).unwrap_err();
     assert!(err.to_string().contains("upload batch"), "{err}");
+    assert!(
+        older.iter().all(|f| f.exists()),
+        "the older generation deleted"
+    );
     let plan = sovseal::history::redact::plan(e.agent(), "secret", &mut |_, _| {}).unwrap();
     let rec = sovseal::history::redact::apply_local(e.agent(), "secret", &plan).unwrap();
     let err = rt()

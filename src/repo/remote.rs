@@ -1203,8 +1203,9 @@ impl Remote {
     /// - a batch part without its index (an upload cut short between
     ///   them, or a deletion between them) is deleted: no reader finds
     ///   it, and it may hold records that must go;
-    /// - a batch index that does not decode is an error naming it (what
-    ///   it holds cannot be told: never passed over);
+    /// - a batch index (the newest generation's) that does not decode is
+    ///   an error naming it, before anything of its range is deleted
+    ///   (what it holds cannot be told: never passed over);
     /// - the newest generation holding any of `leaving` is written again
     ///   without them, as the next generation (or deleted when no member
     ///   is left), then the old one is deleted, part first.
@@ -1228,37 +1229,52 @@ impl Remote {
         let mut changed = 0;
         for range in ranges {
             let (indexes, parts) = self.batch_objects_in(agent, range).await?;
-            for orphan in parts.iter().filter(|p| !indexes.contains(p)) {
-                self.delete_object("delete batch part", &self.batch_path(agent, orphan, "pack"))
-                    .await?;
-                changed += 1;
-            }
-            for name in &indexes {
-                let newest = indexes
-                    .iter()
-                    .filter(|n| (n.first, n.last, n.hash) == (name.first, name.last, name.hash))
-                    .map(|n| n.generation)
-                    .max()
-                    .expect("itself");
-                if name.generation < newest {
-                    self.delete_batch(agent, name).await?;
-                    changed += 1;
-                    continue;
+            // The newest generation of each batch, read and decoded before
+            // anything of the range is deleted: one that does not decode
+            // stops the run with the range as it was (an older generation
+            // may be what readers still find its members in).
+            let mut newest: std::collections::BTreeMap<(u64, u64, [u8; 16]), BatchName> =
+                std::collections::BTreeMap::new();
+            for n in &indexes {
+                let top = newest.entry((n.first, n.last, n.hash)).or_insert(*n);
+                if n.generation > top.generation {
+                    *top = *n;
                 }
+            }
+            let mut read = Vec::new();
+            for name in newest.values() {
                 let raw = self
                     .get("get batch index", &self.batch_path(agent, name, "bix"))
                     .await?;
-                let b = match raw.map(|r| Batch::decode(name.first, name.last, &r)) {
-                    // (Listed, then gone.)
-                    None => continue,
-                    Some(Ok(b)) => b,
+                match raw.map(|r| Batch::decode(name.first, name.last, &r)) {
+                    // (Listed, then gone: its batch is left as it is.)
+                    None => {}
+                    Some(Ok(b)) => read.push((*name, b)),
                     Some(Err(e)) => {
                         return Err(Error::corrupt(
                             format!("upload batch {}-{} on the remote", name.first, name.last),
                             format!("{e}; the records it holds cannot be taken out of it"),
                         ));
                     }
-                };
+                }
+            }
+            for orphan in parts.iter().filter(|p| !indexes.contains(p)) {
+                self.delete_object("delete batch part", &self.batch_path(agent, orphan, "pack"))
+                    .await?;
+                changed += 1;
+            }
+            // Older generations of the batches read: each holds what a
+            // later one took out.
+            for old in indexes.iter().filter(|n| {
+                read.iter().any(|(top, _)| {
+                    (top.first, top.last, top.hash) == (n.first, n.last, n.hash)
+                        && n.generation < top.generation
+                })
+            }) {
+                self.delete_batch(agent, old).await?;
+                changed += 1;
+            }
+            for (name, b) in read {
                 let out: Vec<u64> = leaving
                     .iter()
                     .filter(|(seq, hash)| b.place(*seq, hash).is_some())
@@ -1268,23 +1284,23 @@ impl Remote {
                     continue;
                 }
                 let Some(part) = self
-                    .get("get batch part", &self.batch_path(agent, name, "pack"))
+                    .get("get batch part", &self.batch_path(agent, &name, "pack"))
                     .await?
                 else {
                     // Its part gone: nothing of it is left to take out.
-                    self.delete_batch(agent, name).await?;
+                    self.delete_batch(agent, &name).await?;
                     changed += 1;
                     continue;
                 };
                 let (part, left) = batch::without(&b, &part, &out)?;
                 if left.holds_any() {
                     let next = BatchName {
-                        generation: newest + 1,
-                        ..*name
+                        generation: name.generation + 1,
+                        ..name
                     };
                     self.put_batch_as(agent, &next, part, &left).await?;
                 }
-                self.delete_batch(agent, name).await?;
+                self.delete_batch(agent, &name).await?;
                 changed += 1;
             }
         }
