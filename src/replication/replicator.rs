@@ -21,6 +21,7 @@
 
 use crate::repo::agent::Agent;
 use crate::repo::batch;
+use crate::repo::index::NewObject;
 use crate::repo::pack::{self, PACK_MAGIC, RECORD_HEADER};
 use crate::repo::remote::{Created, Remote};
 use crate::repo::replication_state::{
@@ -72,8 +73,8 @@ pub const PART_TRIES: u32 = 3;
 /// (a 4 GiB snapshot never sits in memory whole).
 pub struct Parts<'a> {
     agent: &'a Agent,
-    objects: std::vec::IntoIter<crate::repo::index::NewObject>,
-    next: Option<(crate::repo::index::NewObject, Vec<u8>)>,
+    objects: std::vec::IntoIter<NewObject>,
+    next: Option<(NewObject, Vec<u8>)>,
     started: bool,
     /// Bytes of records not yet put into a part.
     remaining: usize,
@@ -86,18 +87,23 @@ impl<'a> Parts<'a> {
     /// The parts of snapshot `seq`: the objects it first committed, in pack
     /// order.
     pub fn new(agent: &'a Agent, seq: u64) -> Result<Self> {
-        let objects = agent.repo().index()?.objects_of(seq)?;
+        Ok(Self::of(agent, agent.repo().index()?.objects_of(seq)?))
+    }
+
+    /// The parts of a snapshot whose objects (`Index::objects_of`) are
+    /// known already.
+    fn of(agent: &'a Agent, objects: Vec<NewObject>) -> Self {
         let remaining = objects
             .iter()
             .map(|o| RECORD_OVERHEAD + o.loc.len as usize)
             .sum();
-        Ok(Parts {
+        Parts {
             agent,
             objects: objects.into_iter(),
             next: None,
             started: false,
             remaining,
-        })
+        }
     }
 
     /// The next part; a snapshot that added no object still has one (the
@@ -148,10 +154,15 @@ fn opens_new_part(part_len: usize, sealed: usize) -> bool {
 /// snapshot `seq` today, from the local index alone (no object is read):
 /// the objects it first committed, laid out as [`Parts`] lays them out.
 pub fn planned_index(agent: &Agent, seq: u64) -> Result<(Vec<pack::PartEntry>, Vec<u64>)> {
+    Ok(plan(&agent.repo().index()?.objects_of(seq)?))
+}
+
+/// [`planned_index`] of a snapshot's objects.
+fn plan(objects: &[NewObject]) -> (Vec<pack::PartEntry>, Vec<u64>) {
     let mut entries = Vec::new();
     let mut sizes = Vec::new();
     let mut len = PACK_MAGIC.len();
-    for o in agent.repo().index()?.objects_of(seq)? {
+    for o in objects {
         let sealed = o.loc.len as usize;
         if opens_new_part(len, sealed) {
             sizes.push(len as u64);
@@ -167,7 +178,7 @@ pub fn planned_index(agent: &Agent, seq: u64) -> Result<(Vec<pack::PartEntry>, V
         len += RECORD_OVERHEAD + sealed;
     }
     sizes.push(len as u64);
-    Ok((entries, sizes))
+    (entries, sizes)
 }
 
 /// All pack parts of snapshot `seq` at once (benchmarks and tests).
@@ -256,51 +267,57 @@ async fn put_envelope(
     }
 }
 
-/// The last snapshot of the upload batch that starts at `next`, taking
-/// pending durable snapshots up to `upto`: those of `next`'s aligned range
-/// whose parts would be one part each, together at most [`BATCH_BYTES`]
-/// of records. `next` itself when no batch of two or more forms (a
-/// snapshot of several parts, one a lazy restore brought here).
-pub fn batch_end(agent: &Agent, next: u64, upto: u64) -> Result<u64> {
+/// The upload batch that starts at `next`, taking pending durable
+/// snapshots up to `upto`: those of `next`'s aligned range whose parts
+/// would be one part each, together at most [`BATCH_BYTES`] of records,
+/// each with the objects it first committed (what [`upload_batch`] builds
+/// its part from). Fewer than two when no batch forms (a snapshot of
+/// several parts, one a lazy restore brought here): `next` goes up alone.
+pub fn batch_members(agent: &Agent, next: u64, upto: u64) -> Result<Vec<Vec<NewObject>>> {
     let upto = upto.min(segment::first_of(next) + SEGMENT_LEN - 1);
+    let mut members = Vec::new();
     if upto <= next
         || agent
             .repo()
             .lazy()
             .is_some_and(|l| next <= l.restored_head())
     {
-        return Ok(next);
+        return Ok(members);
     }
-    let (mut end, mut bytes) = (next - 1, 0);
+    let (index, mut bytes) = (agent.repo().index()?, 0);
     for seq in next..=upto {
-        let (_, sizes) = planned_index(agent, seq)?;
+        let objects = index.objects_of(seq)?;
+        let (_, sizes) = plan(&objects);
         let records = sizes[0] as usize - PACK_MAGIC.len();
         if sizes.len() > 1 || bytes + records > BATCH_BYTES {
             break;
         }
-        (end, bytes) = (seq, bytes + records);
+        bytes += records;
+        members.push(objects);
     }
-    Ok(end.max(next))
+    Ok(members)
 }
 
-/// Uploads snapshots `first..=last` as one upload batch (`repo::batch`):
-/// the batch part, the batch index, then each envelope in order (the
-/// conditional creates that fence a second writer). Each member's part is
-/// built as [`upload`] would build its part 0, so the batch holds what
-/// their own parts would. Returns the members' part indexes, in order.
+/// Uploads the snapshots from `first` on whose objects `members` holds
+/// ([`batch_members`]) as one upload batch (`repo::batch`): the batch
+/// part, the batch index, then each envelope in order (the conditional
+/// creates that fence a second writer). Each member's part is built as
+/// [`upload`] would build its part 0, so the batch holds what their own
+/// parts would. Returns the members' part indexes, in order.
 pub async fn upload_batch(
     agent: &Agent,
     remote: &Remote,
     first: u64,
-    last: u64,
+    members: Vec<Vec<NewObject>>,
 ) -> Result<Vec<Vec<u8>>> {
     let id = agent.repo().keys().agent_id();
+    let last = first + members.len() as u64 - 1;
     let mut b = batch::Builder::new(first);
     let mut envs = Vec::new();
     let mut indexes = Vec::new();
-    for seq in first..=last {
+    for (seq, objects) in (first..).zip(members) {
         let env = agent.envelope(seq)?;
-        let mut parts = Parts::new(agent, seq)?;
+        let mut parts = Parts::of(agent, objects);
         let part = parts.next_part()?.expect("a snapshot has a part");
         if parts.next_part()?.is_some() {
             return Err(Error::Invalid(format!(
@@ -791,8 +808,8 @@ async fn run(shared: &(Mutex<State>, Condvar), agent: &Agent, remote: &Remote, o
         };
         let uploaded = match may_upload(next, durable) {
             Ok(true) => {
-                match batch_end(agent, next, if options.batch_uploads { upto } else { next }) {
-                    Ok(last) if last > next => upload_batch(agent, remote, next, last)
+                match batch_members(agent, next, if options.batch_uploads { upto } else { next }) {
+                    Ok(members) if members.len() > 1 => upload_batch(agent, remote, next, members)
                         .await
                         .map(|indexes| indexes.into_iter().map(Some).collect::<Vec<_>>()),
                     Ok(_) => upload(agent, remote, next).await.map(|i| vec![i]),

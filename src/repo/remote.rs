@@ -147,6 +147,14 @@ fn seq_named(dir: &Path, location: &Path, suffix: &str) -> Option<u64> {
         .filter(|s| *s > 0)
 }
 
+/// Which aligned ranges of `batches/` a listing covers.
+enum Ranges {
+    /// The range starting at this snapshot.
+    One(u64),
+    /// Every range from the one starting at this snapshot on (0: all).
+    From(u64),
+}
+
 /// The batch named by `location`, an object `batches/<range>/<first>-<last>-<hash>-<generation>.<ext>`
 /// this module writes (anything else is left out).
 fn batch_named(location: &Path, ext: &str) -> Option<BatchName> {
@@ -1314,21 +1322,32 @@ impl Remote {
         agent: &AgentId,
         range: u64,
     ) -> Result<(Vec<BatchName>, Vec<BatchName>)> {
-        let dir = self
-            .agent_dir(agent)
-            .join("batches")
-            .join(format!("{range:020}"));
-        let listed: Vec<Path> = self
-            .store
-            .list(Some(&dir))
-            .map_ok(|m| m.location)
-            .map_err(|e| list_err("list batches", &dir, e))
-            .try_collect()
-            .await?;
+        let listed = self.list_batches(agent, Ranges::One(range)).await?;
         let named = |ext: &str| -> Vec<BatchName> {
             listed.iter().filter_map(|l| batch_named(l, ext)).collect()
         };
         Ok((named("bix"), named("pack")))
+    }
+
+    /// The objects under the agent's `batches/`: those of one aligned
+    /// range, or of every range from one on. The one listing of batches;
+    /// callers keep the names [`batch_named`] reads.
+    async fn list_batches(&self, agent: &AgentId, ranges: Ranges) -> Result<Vec<Path>> {
+        let dir = self.agent_dir(agent).join("batches");
+        let listed = match ranges {
+            Ranges::One(range) => {
+                let dir = dir.clone().join(format!("{range:020}"));
+                self.store.list(Some(&dir))
+            }
+            Ranges::From(range) => self
+                .store
+                .list_with_offset(Some(&dir), &dir.clone().join(format!("{range:020}"))),
+        };
+        listed
+            .map_ok(|m| m.location)
+            .map_err(|e| list_err("list batches", &dir, e))
+            .try_collect()
+            .await
     }
 
     /// Deletes a batch's objects, its part first (an index left without
@@ -1348,16 +1367,10 @@ impl Remote {
     /// first snapshot (readers read around it: its members would read as
     /// absent). Returns how many were read.
     pub async fn check_batches(&self, agent: &AgentId, upto: u64) -> Result<u64> {
-        let dir = self.agent_dir(agent).join("batches");
-        let names: Vec<BatchName> = self
-            .store
-            .list(Some(&dir))
-            .map_err(|e| list_err("list batches", &dir, e))
-            .try_filter_map(|m| async move { Ok(batch_named(&m.location, "bix")) })
-            .try_collect()
-            .await?;
+        let listed = self.list_batches(agent, Ranges::From(0)).await?;
+        let names = listed.iter().filter_map(|l| batch_named(l, "bix"));
         let mut read = 0;
-        for name in names.into_iter().filter(|n| n.first <= upto) {
+        for name in names.filter(|n| n.first <= upto) {
             let what = |d: String| Error::ChainBroken {
                 seq: name.first,
                 detail: format!(
@@ -1386,19 +1399,11 @@ impl Remote {
     /// The snapshots after `after` whose records a batch holds, as
     /// [`Remote::list_indexes`] gives them.
     async fn batch_members_after(&self, agent: &AgentId, after: u64) -> Result<Vec<(u64, String)>> {
-        let dir = self.agent_dir(agent).join("batches");
-        let from = dir.clone().join(format!(
-            "{:020}",
-            segment::first_of(after.saturating_add(1))
-        ));
-        let mut names: Vec<BatchName> = Vec::new();
-        let mut s = self.store.list_with_offset(Some(&dir), &from);
-        while let Some(m) = s.next().await {
-            let m = m.map_err(|e| list_err("list batches", &dir, e))?;
-            names.extend(batch_named(&m.location, "bix").filter(|n| n.last > after));
-        }
+        let from = segment::first_of(after.saturating_add(1));
+        let listed = self.list_batches(agent, Ranges::From(from)).await?;
+        let names = listed.iter().filter_map(|l| batch_named(l, "bix"));
         let mut out = Vec::new();
-        for name in names {
+        for name in names.filter(|n| n.last > after) {
             if let Some(b) = self.batch_index(agent, &name).await? {
                 self.remember(agent, name, &b);
                 for (seq, m) in (b.first..).zip(&b.members) {
