@@ -232,12 +232,17 @@ impl Remote {
                 // sit in `sovseal-v1/<agent>/<kind>/`: those directories are
                 // checked, not the (many) files in them.
                 crate::fsutil::refuse_symlinks_below(&dir, 3)?;
-                (
-                    Arc::new(
-                        object_store::local::LocalFileSystem::new_with_prefix(&dir).map_err(bad)?,
-                    ),
-                    Path::default(),
-                )
+                // A put returns once the file and its name are on the disk,
+                // as a cloud store's does once the object is durable. The
+                // replicator records an upload as done after its put, and a
+                // remote on this machine's disk (the default one is) would
+                // otherwise lose to a power cut what that record counts, or
+                // keep an envelope torn under its name (read back as
+                // another writer's: a false fork).
+                let local = object_store::local::LocalFileSystem::new_with_prefix(&dir)
+                    .map_err(bad)?
+                    .with_fsync(true);
+                (Arc::new(local), Path::default())
             }
             "memory" => (
                 Arc::new(object_store::memory::InMemory::new()),
