@@ -535,6 +535,50 @@ fn verify_remote_holds_every_envelope_and_segment_against_this_chain() {
         ok(&verify());
     }
 
+    // A snapshot's content where no restore finds it, though every index
+    // decodes: its own pack part gone, the part of the upload batch
+    // holding it gone, or its member's hash changed in the batch index
+    // (the member then reads as absent). Each is the first snapshot that
+    // part held.
+    let parts = support::home::files_under(&rdir.join("packs"));
+    let own_part = parts
+        .iter()
+        .find(|p| p.to_string_lossy().ends_with("-0000.pack"));
+    let batch_index = support::home::files_under(&rdir.join("batches"))
+        .into_iter()
+        .find(|p| p.to_string_lossy().ends_with(".bix"));
+    assert!(own_part.is_some() || batch_index.is_some());
+    let first_of = |p: &std::path::Path| -> u64 {
+        p.file_name().unwrap().to_string_lossy()[..20]
+            .parse()
+            .unwrap()
+    };
+    let nowhere = |seq: u64| format!("snapshot {seq}: its content is on the remote nowhere");
+    if let Some(part) = own_part {
+        let aside = part.with_extension("aside");
+        std::fs::rename(part, &aside).unwrap();
+        fails(&verify(), 3, &nowhere(first_of(part)));
+        std::fs::rename(&aside, part).unwrap();
+        ok(&verify());
+    }
+    if let Some(bix) = &batch_index {
+        let part = bix.with_extension("pack");
+        let aside = part.with_extension("aside");
+        std::fs::rename(&part, &aside).unwrap();
+        fails(&verify(), 3, &nowhere(first_of(bix)));
+        std::fs::rename(&aside, &part).unwrap();
+        ok(&verify());
+        // "SOVBIX01", the first snapshot, the count, then the first
+        // member's envelope hash.
+        let good = std::fs::read(bix).unwrap();
+        let mut bad = good.clone();
+        bad[20] ^= 1;
+        std::fs::write(bix, &bad).unwrap();
+        fails(&verify(), 3, &nowhere(first_of(bix)));
+        std::fs::write(bix, &good).unwrap();
+        ok(&verify());
+    }
+
     // Snapshots forgotten and pruned here and there: the remote must keep
     // the forget record of each (a restore without it finds the content
     // missing). Both copies of one dropped (its file and the bundle).

@@ -310,6 +310,17 @@ fn a_symlink_inside_a_file_remote_is_refused() {
         "symlink inside a file remote",
     );
     assert_eq!(std::fs::read_dir(&victim).unwrap().count(), 0);
+
+    // Upload batches sit one level deeper, a directory per range of 256:
+    // a range directory linked elsewhere is refused too.
+    std::fs::remove_file(&packs).unwrap();
+    std::fs::rename(packs.with_file_name("packs.real"), &packs).unwrap();
+    let batches = packs.with_file_name("batches");
+    std::fs::create_dir_all(&batches).unwrap();
+    std::os::unix::fs::symlink(&victim, batches.join(format!("{:020}", 1))).unwrap();
+    fails(&m.try_mount(), 3, "symlink inside a file remote");
+    assert!(!m.is_mounted());
+    assert_eq!(std::fs::read_dir(&victim).unwrap().count(), 0);
 }
 
 /// Regression (fails on the main before this change: records were written

@@ -6,8 +6,8 @@
 //! After each cut `sovseal verify` must pass before any mount (a reader
 //! recovers an agent no writer holds), the agent must mount without error
 //! (no false rollback), `sovseal verify` must pass again, everything an fsync acknowledged must be
-//! there byte for byte, and the remote (outside the cut file system) must
-//! never be ahead of the local chain. Some rounds cut the power while the
+//! there byte for byte, and the remote (outside the cut file system, but
+//! for one test) must never be ahead of the local chain. Some rounds cut the power while the
 //! daemon still runs, over a disk whose syncs are slow
 //! (`an_fsync_waits_for_a_slow_disk_sync`).
 
@@ -323,7 +323,11 @@ fn power_cuts_lose_nothing_an_fsync_acknowledged() {
 /// index can keep the marker that says it went up. Its puts return once
 /// synced, as a cloud store's do: after every cut the agent mounts with no
 /// false fork (a torn envelope under its name read as another writer's),
-/// replicates what is pending, and the remote verifies whole.
+/// replicates what is pending, and the remote verifies whole. The harness
+/// takes names as durable when made, so this checks the files' contents
+/// synced before they take their names, not the directory syncs after
+/// (object_store's, and this crate's after a delete). Planted (the remote
+/// opened without syncs, as before): fails at round 1, a torn checkpoint.
 #[test]
 fn a_remote_on_the_same_disk_keeps_what_went_up_through_power_cuts() {
     let rig = Rig::with_remote("near", &[], true);

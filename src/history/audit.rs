@@ -11,7 +11,9 @@
 //! checked: the same hash, so the same manifest, parent link and key. So
 //! a remote that a restore would refuse (an altered or missing envelope, a
 //! part index that does not decode, a forget or redaction record that
-//! does not verify) or that holds another chain (a fork) is reported
+//! does not verify, a snapshot whose pack part is nowhere: no part of its
+//! own in a listing of `packs/`, no place in an upload batch whose part is
+//! listed) or that holds another chain (a fork) is reported
 //! here, by the machine that wrote it, before anyone needs it; so is a
 //! damaged segment or bundle, which a restore reads around (deleting it
 //! has the writer write it again). Content is not downloaded: a pack
@@ -54,7 +56,8 @@ pub struct RemoteChain {
 /// one (see the module doc). The first difference fails, naming the
 /// snapshot: an envelope missing, not decoding or differing; a segment
 /// not decoding or holding a snapshot that differs; a forget record that
-/// does not verify against the snapshot it names.
+/// does not verify against the snapshot it names; a snapshot whose
+/// content no pack part and no upload batch on the remote holds.
 pub async fn check_remote_chain(agent: &Agent, remote: &Remote) -> Result<RemoteChain> {
     let keys = agent.repo().keys().clone();
     let id = keys.agent_id();
@@ -171,7 +174,7 @@ pub async fn check_remote_chain(agent: &Agent, remote: &Remote) -> Result<Remote
     }
     // The upload batches' indexes, read strictly (a reader reads around
     // one that does not decode, and misses its members' content).
-    let batch_indexes = remote.check_batches(&id, upto).await?;
+    let (batch_indexes, batched) = remote.check_batches(&id, upto).await?;
 
     // The forget records: each must name a snapshot of this chain, signed.
     let mut records = 0;
@@ -211,6 +214,22 @@ pub async fn check_remote_chain(agent: &Agent, remote: &Remote) -> Result<Remote
             return Err(Error::ChainBroken {
                 seq,
                 detail: "its forget record is missing on the remote, though its parts were pruned there: a restore finds its content missing".into(),
+            });
+        }
+    }
+    // Every snapshot's content is somewhere a restore reads it: a pack
+    // part of its own, or a place in an upload batch whose part is there
+    // (a part index that names no part, or a batch index altered or
+    // dropped, is not seen by the checks above), unless a forget record
+    // lets the remote go without it.
+    let own = remote.list_own_parts(&id).await?;
+    for seq in (1..=upto).filter(|s| !on_remote.contains(s)) {
+        let hash = local(seq)?;
+        let h16: [u8; 16] = hash[..16].try_into().expect("16 of 32 bytes");
+        if !own.contains(&(seq, h16)) && !batched.contains(&(seq, hash)) {
+            return Err(Error::ChainBroken {
+                seq,
+                detail: "its content is on the remote nowhere: no pack part of its own and no upload batch holding it, so a restore finds it missing".into(),
             });
         }
     }

@@ -310,6 +310,7 @@ pub async fn upload_batch(
     first: u64,
     members: Vec<Vec<NewObject>>,
 ) -> Result<Vec<Vec<u8>>> {
+    debug_assert!(members.len() > 1, "a batch has two members or more");
     let id = agent.repo().keys().agent_id();
     let last = first + members.len() as u64 - 1;
     let mut b = batch::Builder::new(first);

@@ -25,6 +25,7 @@ use crate::{Error, Result};
 use futures::{StreamExt, TryStreamExt};
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
+use std::collections::HashSet;
 use std::sync::Arc;
 
 /// The small runtime that drives a remote from synchronous code (the
@@ -56,6 +57,9 @@ pub struct Remote {
     /// Upload batches read or written through this remote (shared by its
     /// clones).
     batches: Arc<Batches>,
+    /// A file remote's directory: its deletes are synced here, as its
+    /// puts are by the store.
+    local_root: Option<std::path::PathBuf>,
 }
 
 /// The name of an upload batch's two objects: its snapshots, the first 16
@@ -147,11 +151,28 @@ fn seq_named(dir: &Path, location: &Path, suffix: &str) -> Option<u64> {
         .filter(|s| *s > 0)
 }
 
+/// The sequence number and envelope hash (the first 16 bytes, hex) that
+/// `location` names, an object `<seq, 20 digits>-<32 characters><suffix>`
+/// directly in `dir` (anything else is left out).
+fn seq_hash_named<'a>(location: &'a Path, dir: &Path, suffix: &str) -> Option<(u64, &'a str)> {
+    location
+        .filename()
+        .filter(|_| location.parts().count() == dir.parts().count() + 1)
+        .and_then(|f| f.strip_suffix(suffix))
+        .and_then(|n| n.split_once('-'))
+        .filter(|(seq, h)| {
+            seq.len() == 20 && seq.bytes().all(|b| b.is_ascii_digit()) && h.len() == 32
+        })
+        .and_then(|(seq, h)| Some((seq.parse().ok()?, h)))
+}
+
 /// Which aligned ranges of `batches/` a listing covers.
 enum Ranges {
+    /// Every range.
+    All,
     /// The range starting at this snapshot.
     One(u64),
-    /// Every range from the one starting at this snapshot on (0: all).
+    /// Every range from the one starting at this snapshot on.
     From(u64),
 }
 
@@ -229,9 +250,19 @@ impl Remote {
                     .map_err(|_| Error::Invalid(format!("remote {url_text}: not a local path")))?;
                 crate::fsutil::create_private_dir(&dir)?;
                 // object_store's local backend follows symlinks. Its files
-                // sit in `sovseal-v1/<agent>/<kind>/`: those directories are
-                // checked, not the (many) files in them.
+                // sit in `sovseal-v1/<agent>/<kind>/`, and an upload batch's
+                // in `sovseal-v1/<agent>/batches/<range>/`: those
+                // directories are checked, not the (many) files in them.
                 crate::fsutil::refuse_symlinks_below(&dir, 3)?;
+                if let Ok(agents) = std::fs::read_dir(dir.join("sovseal-v1")) {
+                    for agent in agents {
+                        let agent = agent.map_err(|e| Error::io(&dir, e))?;
+                        let batches = agent.path().join("batches");
+                        if batches.is_dir() {
+                            crate::fsutil::refuse_symlinks_below(&batches, 1)?;
+                        }
+                    }
+                }
                 // A put returns once the file and its name are on the disk,
                 // as a cloud store's does once the object is durable. The
                 // replicator records an upload as done after its put, and a
@@ -242,7 +273,9 @@ impl Remote {
                 let local = object_store::local::LocalFileSystem::new_with_prefix(&dir)
                     .map_err(bad)?
                     .with_fsync(true);
-                (Arc::new(local), Path::default())
+                let mut remote = Self::with_store(Arc::new(local), Path::default(), url_text);
+                remote.local_root = Some(dir);
+                return Ok(remote);
             }
             "memory" => (
                 Arc::new(object_store::memory::InMemory::new()),
@@ -303,6 +336,7 @@ impl Remote {
             prefix,
             url: url.to_owned(),
             batches: Arc::default(),
+            local_root: None,
         }
     }
 
@@ -443,10 +477,8 @@ impl Remote {
 
     /// Deletes the envelope of `seq` (seed 000 `delete`). Missing is fine.
     pub async fn delete_envelope(&self, agent: &AgentId, seq: u64) -> Result<()> {
-        match self.store.delete(&self.envelope_path(agent, seq)).await {
-            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
-            Err(e) => Err(remote_err("delete envelope", e)),
-        }
+        self.delete_object("delete envelope", &self.envelope_path(agent, seq))
+            .await
     }
 
     /// Uploads one part of the pack of the snapshot whose envelope hashes to
@@ -618,20 +650,9 @@ impl Remote {
             .list_with_offset(Some(&dir), &dir.clone().join(format!("{after:020}.idx")));
         while let Some(m) = s.next().await {
             let m = m.map_err(|e| list_err("list part indexes", &dir, e))?;
-            let named = m
-                .location
-                .filename()
-                .filter(|_| m.location.parts().count() == dir.parts().count() + 1)
-                .and_then(|f| f.strip_suffix(".idx"))
-                .and_then(|n| n.split_once('-'))
-                .filter(|(seq, h)| {
-                    seq.len() == 20
-                        && seq.bytes().all(|b| b.is_ascii_digit())
-                        && h.len() == 32
-                        && h.bytes().all(|b| b.is_ascii_hexdigit())
-                })
-                .and_then(|(seq, h)| Some((seq.parse::<u64>().ok()?, h.to_owned())))
-                .filter(|(seq, _)| *seq > after);
+            let named = seq_hash_named(&m.location, &dir, ".idx")
+                .filter(|(seq, h)| *seq > after && h.bytes().all(|b| b.is_ascii_hexdigit()))
+                .map(|(seq, h)| (seq, h.to_owned()));
             out.extend(named);
         }
         out.extend(self.batch_members_after(agent, after).await?);
@@ -743,9 +764,30 @@ impl Remote {
 
     async fn delete_object(&self, op: &str, path: &Path) -> Result<()> {
         match self.store.delete(path).await {
-            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Ok(()) => self.sync_delete(path).await,
+            Err(object_store::Error::NotFound { .. }) => Ok(()),
             Err(e) => Err(remote_err(op, e)),
         }
+    }
+
+    /// On a file remote, syncs the directory that held the object deleted
+    /// at `path`: object_store syncs a file remote's puts (`with_fsync`),
+    /// not its deletes, and a delete lost to a power cut would bring back
+    /// what a prune or a redaction recorded as gone (and undo the order in
+    /// which a redaction deletes and writes).
+    async fn sync_delete(&self, path: &Path) -> Result<()> {
+        let Some(root) = &self.local_root else {
+            return Ok(());
+        };
+        let file = root.join(path.as_ref());
+        let dir = file.parent().unwrap_or(root).to_owned();
+        tokio::task::spawn_blocking(move || {
+            std::fs::File::open(&dir)
+                .and_then(|d| d.sync_all())
+                .map_err(|e| Error::io(&dir, e))
+        })
+        .await
+        .map_err(|e| Error::Invalid(format!("directory sync after a delete: {e}")))?
     }
 
     /// Deletes the chain segment starting at snapshot `first`. Missing is
@@ -997,11 +1039,8 @@ impl Remote {
         }
         let parts = parts.max(at_least);
         for part in (0..parts).rev() {
-            let path = self.pack_path(agent, seq, envelope, part);
-            match self.store.delete(&path).await {
-                Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
-                Err(e) => return Err(remote_err("delete pack", e)),
-            }
+            self.delete_object("delete pack", &self.pack_path(agent, seq, envelope, part))
+                .await?;
         }
         Ok(parts)
     }
@@ -1334,14 +1373,15 @@ impl Remote {
         Ok((named("bix"), named("pack")))
     }
 
-    /// The objects under the agent's `batches/`: those of one aligned
-    /// range, or of every range from one on. The one listing of batches;
+    /// The objects under the agent's `batches/`: all, those of one
+    /// aligned range, or those of every range from one on. The one listing of batches;
     /// callers keep the names [`batch_named`] reads.
     async fn list_batches(&self, agent: &AgentId, ranges: Ranges) -> Result<Vec<Path>> {
-        let dir = self.agent_dir(agent).join("batches");
+        let mut dir = self.agent_dir(agent).join("batches");
         let listed = match ranges {
+            Ranges::All => self.store.list(Some(&dir)),
             Ranges::One(range) => {
-                let dir = dir.clone().join(format!("{range:020}"));
+                dir = dir.join(format!("{range:020}"));
                 self.store.list(Some(&dir))
             }
             Ranges::From(range) => self
@@ -1370,11 +1410,20 @@ impl Remote {
     /// that does not decode, names other snapshots than its file, or holds
     /// a member's part index that does not decode, is an error naming its
     /// first snapshot (readers read around it: its members would read as
-    /// absent). Returns how many were read.
-    pub async fn check_batches(&self, agent: &AgentId, upto: u64) -> Result<u64> {
-        let listed = self.list_batches(agent, Ranges::From(0)).await?;
+    /// absent). Returns how many were read, and the members (sequence
+    /// number, envelope hash) with a place in a batch whose part is there.
+    pub async fn check_batches(
+        &self,
+        agent: &AgentId,
+        upto: u64,
+    ) -> Result<(u64, HashSet<(u64, [u8; 32])>)> {
+        let listed = self.list_batches(agent, Ranges::All).await?;
+        let parts: HashSet<BatchName> = listed
+            .iter()
+            .filter_map(|l| batch_named(l, "pack"))
+            .collect();
         let names = listed.iter().filter_map(|l| batch_named(l, "bix"));
-        let mut read = 0;
+        let (mut read, mut holding) = (0, HashSet::new());
         for name in names.filter(|n| n.first <= upto) {
             let what = |d: String| Error::ChainBroken {
                 seq: name.first,
@@ -1394,11 +1443,30 @@ impl Remote {
             for (seq, m) in (b.first..).zip(&b.members) {
                 if let Some(p) = &m.place {
                     pack::decode_index(seq, &p.index).map_err(|e| what(e.to_string()))?;
+                    if parts.contains(&name) {
+                        holding.insert((seq, m.hash));
+                    }
                 }
             }
             read += 1;
         }
-        Ok(read)
+        Ok((read, holding))
+    }
+
+    /// The snapshots whose part 0 of their own is on the remote, by
+    /// (sequence number, the first 16 bytes of the envelope hash its name
+    /// carries): a listing of `packs/` (`sovseal verify --remote`).
+    pub async fn list_own_parts(&self, agent: &AgentId) -> Result<HashSet<(u64, [u8; 16])>> {
+        let dir = self.agent_dir(agent).join("packs");
+        let mut out = HashSet::new();
+        let mut s = self.store.list(Some(&dir));
+        while let Some(m) = s.next().await {
+            let m = m.map_err(|e| list_err("list pack parts", &dir, e))?;
+            let named = seq_hash_named(&m.location, &dir, "-0000.pack")
+                .and_then(|(seq, h)| Some((seq, crate::hex::decode_n::<16>(h)?)));
+            out.extend(named);
+        }
+        Ok(out)
     }
 
     /// The snapshots after `after` whose records a batch holds, as
