@@ -429,6 +429,9 @@ fn verify_remote_holds_every_envelope_and_segment_against_this_chain() {
     let m = Mounted::new("audited", &[]);
     // A chain segment (1..=256) and a tail (from 257: 64 or more).
     m.py("for i in range(330):\n    open('n', 'w').write(str(i))");
+    // And, past the tail, a snapshot of two pack parts of its own (9 MiB:
+    // never in a batch).
+    m.py("import os\nopen('big', 'wb').write(os.urandom(9 << 20))");
     let head = m.wait_replicated();
     m.unmount();
     let rdir = remote_agent_dir(&m);
@@ -536,48 +539,46 @@ fn verify_remote_holds_every_envelope_and_segment_against_this_chain() {
     }
 
     // A snapshot's content where no restore finds it, though every index
-    // decodes: its own pack part gone, the part of the upload batch
-    // holding it gone, or its member's hash changed in the batch index
-    // (the member then reads as absent). Each is the first snapshot that
-    // part held.
-    let parts = support::home::files_under(&rdir.join("packs"));
-    let own_part = parts
-        .iter()
-        .find(|p| p.to_string_lossy().ends_with("-0000.pack"));
-    let batch_index = support::home::files_under(&rdir.join("batches"))
-        .into_iter()
-        .find(|p| p.to_string_lossy().ends_with(".bix"));
-    assert!(own_part.is_some() || batch_index.is_some());
-    let first_of = |p: &std::path::Path| -> u64 {
-        p.file_name().unwrap().to_string_lossy()[..20]
-            .parse()
-            .unwrap()
-    };
+    // decodes: either pack part of its own moved away, the part of the
+    // upload batch holding it moved away, or its member's hash changed in
+    // the batch index (the member then reads as absent).
     let nowhere = |seq: u64| format!("snapshot {seq}: its content is on the remote nowhere");
-    if let Some(part) = own_part {
-        let aside = part.with_extension("aside");
-        std::fs::rename(part, &aside).unwrap();
-        fails(&verify(), 3, &nowhere(first_of(part)));
-        std::fs::rename(&aside, part).unwrap();
+    for part in [1, 0] {
+        let own = support::home::files_under(&rdir.join("packs"))
+            .into_iter()
+            .find(|p| {
+                let n = p.file_name().unwrap().to_string_lossy().into_owned();
+                n.starts_with(&prefix) && n.ends_with(&format!("-{part:04}.pack"))
+            })
+            .unwrap_or_else(|| panic!("part {part} of snapshot {head}"));
+        let aside = own.with_extension("aside");
+        std::fs::rename(&own, &aside).unwrap();
+        fails(&verify(), 3, &nowhere(head));
+        std::fs::rename(&aside, &own).unwrap();
         ok(&verify());
     }
-    if let Some(bix) = &batch_index {
-        let part = bix.with_extension("pack");
-        let aside = part.with_extension("aside");
-        std::fs::rename(&part, &aside).unwrap();
-        fails(&verify(), 3, &nowhere(first_of(bix)));
-        std::fs::rename(&aside, &part).unwrap();
-        ok(&verify());
-        // "SOVBIX01", the first snapshot, the count, then the first
-        // member's envelope hash.
-        let good = std::fs::read(bix).unwrap();
-        let mut bad = good.clone();
-        bad[20] ^= 1;
-        std::fs::write(bix, &bad).unwrap();
-        fails(&verify(), 3, &nowhere(first_of(bix)));
-        std::fs::write(bix, &good).unwrap();
-        ok(&verify());
-    }
+    let bix = support::home::files_under(&rdir.join("batches"))
+        .into_iter()
+        .find(|p| p.to_string_lossy().ends_with(".bix"))
+        .expect("the loop's snapshots went up in batches");
+    let first: u64 = bix.file_name().unwrap().to_string_lossy()[..20]
+        .parse()
+        .unwrap();
+    let part = bix.with_extension("pack");
+    let aside = part.with_extension("aside");
+    std::fs::rename(&part, &aside).unwrap();
+    fails(&verify(), 3, &nowhere(first));
+    std::fs::rename(&aside, &part).unwrap();
+    ok(&verify());
+    // "SOVBIX01", the first snapshot, the count, then the first member's
+    // envelope hash.
+    let good = std::fs::read(&bix).unwrap();
+    let mut bad = good.clone();
+    bad[20] ^= 1;
+    std::fs::write(&bix, &bad).unwrap();
+    fails(&verify(), 3, &nowhere(first));
+    std::fs::write(&bix, &good).unwrap();
+    ok(&verify());
 
     // Snapshots forgotten and pruned here and there: the remote must keep
     // the forget record of each (a restore without it finds the content
@@ -591,7 +592,7 @@ fn verify_remote_holds_every_envelope_and_segment_against_this_chain() {
         "--prune",
     ]));
     let v = ok(&verify());
-    assert!(v.contains("31 forget"), "{v}");
+    assert!(v.contains("32 forget"), "{v}");
     let record = rdir.join("forgotten").join(format!("{:020}.json", 5));
     let (saved, bundle) = (
         std::fs::read(&record).unwrap(),

@@ -11,9 +11,10 @@
 //! checked: the same hash, so the same manifest, parent link and key. So
 //! a remote that a restore would refuse (an altered or missing envelope, a
 //! part index that does not decode, a forget or redaction record that
-//! does not verify, a snapshot whose pack part is nowhere: no part of its
-//! own in a listing of `packs/`, no place in an upload batch whose part is
-//! listed) or that holds another chain (a fork) is reported
+//! does not verify, a snapshot whose content is nowhere: a part of its own
+//! that its part index names missing from a listing of `packs/`, and no
+//! place in an upload batch whose part is listed) or that holds another
+//! chain (a fork) is reported
 //! here, by the machine that wrote it, before anyone needs it; so is a
 //! damaged segment or bundle, which a restore reads around (deleting it
 //! has the writer write it again). Content is not downloaded: a pack
@@ -63,6 +64,10 @@ pub async fn check_remote_chain(agent: &Agent, remote: &Remote) -> Result<Remote
     let id = keys.agent_id();
     let local_head = agent.repo().index()?.head_seq()?.unwrap_or(0);
     let none_here = std::collections::HashSet::new();
+    // The pack parts are listed before the forget records are read: a
+    // prune stores a snapshot's record before it deletes its parts, so a
+    // part gone from this listing has its record in the later one.
+    let own = remote.list_own_parts(&id).await?;
     let (listed, segments, tail, bundle, redactions) = futures::try_join!(
         remote.list_envelopes(&id, 0, usize::MAX),
         remote.list_segments(&id),
@@ -119,6 +124,15 @@ pub async fn check_remote_chain(agent: &Agent, remote: &Remote) -> Result<Remote
     // and deleting the file has the writer write it again).
     let mut read = 0;
     let mut covered = std::collections::HashSet::new();
+    // The pack parts each snapshot's part index names (one when it has
+    // none: snapshots replicated before part indexes).
+    let mut parts = std::collections::HashMap::new();
+    let mut count_parts = |seq: u64, index: &[u8]| -> Result<()> {
+        let entries = pack::decode_index(seq, index)?;
+        let n = entries.iter().map(|e| e.part + 1).max().unwrap_or(1);
+        parts.insert(seq, n);
+        Ok(())
+    };
     let mut check_members = |what: &str, first: u64, members: Vec<segment::Member>| -> Result<()> {
         for (seq, m) in (first..).zip(members).take_while(|(s, _)| *s <= upto) {
             let theirs = Envelope::from_json(&m.envelope).map_err(|e| at(seq, what, e))?;
@@ -126,7 +140,7 @@ pub async fn check_remote_chain(agent: &Agent, remote: &Remote) -> Result<Remote
                 return Err(differs(seq, what));
             }
             if let Some(i) = &m.index {
-                pack::decode_index(seq, i).map_err(|e| at(seq, what, e))?;
+                count_parts(seq, i).map_err(|e| at(seq, what, e))?;
             }
             covered.insert(seq);
         }
@@ -169,7 +183,7 @@ pub async fn check_remote_chain(agent: &Agent, remote: &Remote) -> Result<Remote
         .buffered(IN_FLIGHT);
     while let Some((seq, bytes)) = indexes.try_next().await? {
         if let Some(b) = bytes {
-            pack::decode_index(seq, &b).map_err(|e| at(seq, "its part index file", e))?;
+            count_parts(seq, &b).map_err(|e| at(seq, "its part index file", e))?;
         }
     }
     // The upload batches' indexes, read strictly (a reader reads around
@@ -217,19 +231,28 @@ pub async fn check_remote_chain(agent: &Agent, remote: &Remote) -> Result<Remote
             });
         }
     }
-    // Every snapshot's content is somewhere a restore reads it: a pack
-    // part of its own, or a place in an upload batch whose part is there
-    // (a part index that names no part, or a batch index altered or
-    // dropped, is not seen by the checks above), unless a forget record
-    // lets the remote go without it.
-    let own = remote.list_own_parts(&id).await?;
+    // Every snapshot's content is somewhere a restore reads it: a place in
+    // an upload batch whose part is there, or every pack part of its own
+    // that its part index names (part 0 without one); a part moved away,
+    // or a batch index altered or dropped, is not seen by the checks
+    // above. A forget record lets the remote go without it.
     for seq in (1..=upto).filter(|s| !on_remote.contains(s)) {
         let hash = local(seq)?;
+        if batched.contains(&(seq, hash)) {
+            continue;
+        }
         let h16: [u8; 16] = hash[..16].try_into().expect("16 of 32 bytes");
-        if !own.contains(&(seq, h16)) && !batched.contains(&(seq, hash)) {
+        let n = parts.get(&seq).copied().unwrap_or(1);
+        if let Some(part) = (0..n).find(|p| !own.contains(&(seq, h16, *p))) {
+            let whose = match part {
+                0 => "no part of its own and no upload batch holding it",
+                _ => "its part index names it",
+            };
             return Err(Error::ChainBroken {
                 seq,
-                detail: "its content is on the remote nowhere: no pack part of its own and no upload batch holding it, so a restore finds it missing".into(),
+                detail: format!(
+                    "its content is on the remote nowhere: pack part {part} is missing ({whose}), so a restore finds it missing"
+                ),
             });
         }
     }

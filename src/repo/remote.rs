@@ -57,9 +57,9 @@ pub struct Remote {
     /// Upload batches read or written through this remote (shared by its
     /// clones).
     batches: Arc<Batches>,
-    /// A file remote's directory: its deletes are synced here, as its
-    /// puts are by the store.
-    local_root: Option<std::path::PathBuf>,
+    /// A file remote's store: its deletes are synced here, as its puts
+    /// are by the store.
+    local: Option<Arc<object_store::local::LocalFileSystem>>,
 }
 
 /// The name of an upload batch's two objects: its snapshots, the first 16
@@ -159,11 +159,30 @@ fn seq_hash_named<'a>(location: &'a Path, dir: &Path, suffix: &str) -> Option<(u
         .filename()
         .filter(|_| location.parts().count() == dir.parts().count() + 1)
         .and_then(|f| f.strip_suffix(suffix))
-        .and_then(|n| n.split_once('-'))
-        .filter(|(seq, h)| {
-            seq.len() == 20 && seq.bytes().all(|b| b.is_ascii_digit()) && h.len() == 32
-        })
-        .and_then(|(seq, h)| Some((seq.parse().ok()?, h)))
+        .and_then(seq_hash)
+}
+
+/// `<seq, 20 digits>-<32 characters>`, read.
+fn seq_hash(name: &str) -> Option<(u64, &str)> {
+    let (seq, h) = name.split_once('-')?;
+    let named = seq.len() == 20 && seq.bytes().all(|b| b.is_ascii_digit()) && h.len() == 32;
+    Some((seq.parse().ok().filter(|_| named)?, h))
+}
+
+/// The sequence number, envelope hash (first 16 bytes) and part that
+/// `location` names, a pack part `<seq>-<hash>-<part, 4 digits>.pack`
+/// directly in `dir` (anything else is left out).
+fn part_named(location: &Path, dir: &Path) -> Option<(u64, [u8; 16], u32)> {
+    if location.parts().count() != dir.parts().count() + 1 {
+        return None;
+    }
+    let (stem, part) = location
+        .filename()?
+        .strip_suffix(".pack")?
+        .rsplit_once('-')?;
+    let (seq, h) = seq_hash(stem)?;
+    let part = Some(part).filter(|p| p.len() == 4 && p.bytes().all(|b| b.is_ascii_digit()))?;
+    Some((seq, crate::hex::decode_n::<16>(h)?, part.parse().ok()?))
 }
 
 /// Which aligned ranges of `batches/` a listing covers.
@@ -270,11 +289,13 @@ impl Remote {
                 // otherwise lose to a power cut what that record counts, or
                 // keep an envelope torn under its name (read back as
                 // another writer's: a false fork).
-                let local = object_store::local::LocalFileSystem::new_with_prefix(&dir)
-                    .map_err(bad)?
-                    .with_fsync(true);
-                let mut remote = Self::with_store(Arc::new(local), Path::default(), url_text);
-                remote.local_root = Some(dir);
+                let local = Arc::new(
+                    object_store::local::LocalFileSystem::new_with_prefix(&dir)
+                        .map_err(bad)?
+                        .with_fsync(true),
+                );
+                let mut remote = Self::with_store(local.clone(), Path::default(), url_text);
+                remote.local = Some(local);
                 return Ok(remote);
             }
             "memory" => (
@@ -336,7 +357,7 @@ impl Remote {
             prefix,
             url: url.to_owned(),
             batches: Arc::default(),
-            local_root: None,
+            local: None,
         }
     }
 
@@ -764,30 +785,41 @@ impl Remote {
 
     async fn delete_object(&self, op: &str, path: &Path) -> Result<()> {
         match self.store.delete(path).await {
-            Ok(()) => self.sync_delete(path).await,
-            Err(object_store::Error::NotFound { .. }) => Ok(()),
+            // Missing too: a delete whose sync did not happen (an error, a
+            // crash between the two) is synced when it is run again.
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => self.sync_delete(path).await,
             Err(e) => Err(remote_err(op, e)),
         }
     }
 
     /// On a file remote, syncs the directory that held the object deleted
-    /// at `path`: object_store syncs a file remote's puts (`with_fsync`),
-    /// not its deletes, and a delete lost to a power cut would bring back
-    /// what a prune or a redaction recorded as gone (and undo the order in
-    /// which a redaction deletes and writes).
+    /// at `path` ([`Remote::deleted_from`]): object_store syncs a file
+    /// remote's puts (`with_fsync`), not its deletes, and a delete lost to
+    /// a power cut would bring back what a prune or a redaction recorded as
+    /// gone (and undo the order in which a redaction deletes and writes).
     async fn sync_delete(&self, path: &Path) -> Result<()> {
-        let Some(root) = &self.local_root else {
+        let Some(dir) = self.deleted_from(path)? else {
             return Ok(());
         };
-        let file = root.join(path.as_ref());
-        let dir = file.parent().unwrap_or(root).to_owned();
-        tokio::task::spawn_blocking(move || {
-            std::fs::File::open(&dir)
-                .and_then(|d| d.sync_all())
-                .map_err(|e| Error::io(&dir, e))
+        tokio::task::spawn_blocking(move || match std::fs::File::open(&dir) {
+            Ok(d) => d.sync_all().map_err(|e| Error::io(&dir, e)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(Error::io(&dir, e)),
         })
         .await
         .map_err(|e| Error::Invalid(format!("directory sync after a delete: {e}")))?
+    }
+
+    /// The directory of a file remote that holds (or held) the object at
+    /// `path`, as the store maps it; `None` on other remotes.
+    fn deleted_from(&self, path: &Path) -> Result<Option<std::path::PathBuf>> {
+        let Some(local) = &self.local else {
+            return Ok(None);
+        };
+        let file = local
+            .path_to_filesystem(path)
+            .map_err(|e| remote_err("sync a delete", e))?;
+        Ok(file.parent().map(|d| d.to_owned()))
     }
 
     /// Deletes the chain segment starting at snapshot `first`. Missing is
@@ -1417,14 +1449,49 @@ impl Remote {
         agent: &AgentId,
         upto: u64,
     ) -> Result<(u64, HashSet<(u64, [u8; 32])>)> {
-        let listed = self.list_batches(agent, Ranges::All).await?;
+        let (mut read, mut holding) = (0, HashSet::new());
+        let mut listed = self.list_batches(agent, Ranges::All).await?;
+        let mut seen = HashSet::new();
+        // A prune or a redaction writes a batch's next generation before it
+        // deletes the older one: a range where a listed index is gone is
+        // listed again, to read the generation written meanwhile.
+        for _ in 0..3 {
+            let gone = self
+                .check_listed(agent, upto, &listed, &mut seen, &mut holding, &mut read)
+                .await?;
+            if gone.is_empty() {
+                break;
+            }
+            listed.clear();
+            for range in gone {
+                listed.extend(self.list_batches(agent, Ranges::One(range)).await?);
+            }
+        }
+        Ok((read, holding))
+    }
+
+    /// One pass of [`Remote::check_batches`] over `listed`, for the batch
+    /// indexes not `seen` yet. Returns the ranges where a listed index was
+    /// gone when read.
+    async fn check_listed(
+        &self,
+        agent: &AgentId,
+        upto: u64,
+        listed: &[Path],
+        seen: &mut HashSet<BatchName>,
+        holding: &mut HashSet<(u64, [u8; 32])>,
+        read: &mut u64,
+    ) -> Result<std::collections::BTreeSet<u64>> {
         let parts: HashSet<BatchName> = listed
             .iter()
             .filter_map(|l| batch_named(l, "pack"))
             .collect();
         let names = listed.iter().filter_map(|l| batch_named(l, "bix"));
-        let (mut read, mut holding) = (0, HashSet::new());
+        let mut gone = std::collections::BTreeSet::new();
         for name in names.filter(|n| n.first <= upto) {
+            if !seen.insert(name) {
+                continue;
+            }
             let what = |d: String| Error::ChainBroken {
                 seq: name.first,
                 detail: format!(
@@ -1437,6 +1504,7 @@ impl Remote {
                 .get("get batch index", &self.batch_path(agent, &name, "bix"))
                 .await?
             else {
+                gone.insert(segment::first_of(name.first));
                 continue;
             };
             let b = Batch::decode(name.first, name.last, &raw).map_err(|e| what(e.to_string()))?;
@@ -1448,23 +1516,21 @@ impl Remote {
                     }
                 }
             }
-            read += 1;
+            *read += 1;
         }
-        Ok((read, holding))
+        Ok(gone)
     }
 
-    /// The snapshots whose part 0 of their own is on the remote, by
-    /// (sequence number, the first 16 bytes of the envelope hash its name
-    /// carries): a listing of `packs/` (`sovseal verify --remote`).
-    pub async fn list_own_parts(&self, agent: &AgentId) -> Result<HashSet<(u64, [u8; 16])>> {
+    /// The pack parts of their own that snapshots have on the remote, by
+    /// (sequence number, the first 16 bytes of the envelope hash their name
+    /// carries, part): a listing of `packs/` (`sovseal verify --remote`).
+    pub async fn list_own_parts(&self, agent: &AgentId) -> Result<HashSet<(u64, [u8; 16], u32)>> {
         let dir = self.agent_dir(agent).join("packs");
         let mut out = HashSet::new();
         let mut s = self.store.list(Some(&dir));
         while let Some(m) = s.next().await {
             let m = m.map_err(|e| list_err("list pack parts", &dir, e))?;
-            let named = seq_hash_named(&m.location, &dir, "-0000.pack")
-                .and_then(|(seq, h)| Some((seq, crate::hex::decode_n::<16>(h)?)));
-            out.extend(named);
+            out.extend(part_named(&m.location, &dir));
         }
         Ok(out)
     }
@@ -1506,5 +1572,35 @@ fn request_retries() -> object_store::RetryConfig {
         max_retries: 3,
         retry_timeout: std::time::Duration::from_secs(10),
         ..Default::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A file remote's deletes sync the directory the store put the file
+    /// in: the one [`Remote::deleted_from`] names holds it.
+    #[test]
+    fn a_file_remote_syncs_the_directory_that_held_a_deleted_object() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("file://{}", dir.path().display());
+        let remote = Remote::open(&url).unwrap();
+        let agent = AgentId([7; 32]);
+        let path = remote.envelope_path(&agent, 3);
+        runtime()
+            .unwrap()
+            .block_on(remote.put("put", &path, b"{}".to_vec()))
+            .unwrap();
+        let held = remote.deleted_from(&path).unwrap().unwrap();
+        assert!(held.join("00000000000000000003.json").is_file(), "{held:?}");
+        assert!(held.starts_with(dir.path()));
+        runtime()
+            .unwrap()
+            .block_on(remote.delete_envelope(&agent, 3))
+            .unwrap();
+        assert!(!held.join("00000000000000000003.json").exists());
+        let memory = Remote::open("memory://").unwrap();
+        assert!(memory.deleted_from(&path).unwrap().is_none());
     }
 }
