@@ -64,10 +64,6 @@ pub async fn check_remote_chain(agent: &Agent, remote: &Remote) -> Result<Remote
     let id = keys.agent_id();
     let local_head = agent.repo().index()?.head_seq()?.unwrap_or(0);
     let none_here = std::collections::HashSet::new();
-    // The pack parts are listed before the forget records are read: a
-    // prune stores a snapshot's record before it deletes its parts, so a
-    // part gone from this listing has its record in the later one.
-    let own = remote.list_own_parts(&id).await?;
     let (listed, segments, tail, bundle, redactions) = futures::try_join!(
         remote.list_envelopes(&id, 0, usize::MAX),
         remote.list_segments(&id),
@@ -189,6 +185,13 @@ pub async fn check_remote_chain(agent: &Agent, remote: &Remote) -> Result<Remote
     // The upload batches' indexes, read strictly (a reader reads around
     // one that does not decode, and misses its members' content).
     let (batch_indexes, batched) = remote.check_batches(&id, upto).await?;
+    // The pack parts, listed after the envelopes and the batches were
+    // read and before the forget record files are: an upload puts a
+    // snapshot's parts before its envelope, a redaction a member's own
+    // part before it takes the member out of its batch, and a prune its
+    // record file before it deletes the parts, so none of them running
+    // meanwhile makes a snapshot read as having no content.
+    let own = remote.list_own_parts(&id).await?;
 
     // The forget records: each must name a snapshot of this chain, signed.
     let mut records = 0;
