@@ -192,6 +192,7 @@ fn build_seeds() -> Seeds {
         next_ino: 300,
         pages: Pages::List(BTreeMap::from([(0, id(1)), (1, id(2)), (2, id(3))])),
         provenance: None,
+        delta: None,
     };
     let envelope = envelope::seal_manifest(&env_keys, &manifest);
     let envelope_json = envelope.to_json();

@@ -28,6 +28,7 @@ pub mod journal;
 
 use crate::config::{AgentName, Home};
 use crate::repo::agent::{Agent, WriteLock};
+use crate::repo::delta::Merged;
 use crate::repo::journal::Journal;
 use crate::repo::view::{self, ChunkOverlay, Reuse, SnapshotView};
 use crate::repo::{chunktree, dirtree};
@@ -224,6 +225,11 @@ pub struct Engine {
     /// Writers and note for the next snapshot.
     provenance: provenance::Pending,
     lock: WriteLock,
+    /// Head's delta chain applied (empty after a fold): what the overlay
+    /// holds that is committed already (`commit`).
+    committed: Arc<Merged>,
+    /// Longest delta chain before a fold ([`commit::FOLD_EVERY`]).
+    fold_every: u32,
 }
 
 impl Drop for Engine {
@@ -286,7 +292,10 @@ impl Engine {
             ialloc: inodes::Allocator::default(),
             provenance: provenance::Pending::default(),
             lock,
+            committed: Arc::new(Merged::default()),
+            fold_every: commit::FOLD_EVERY,
         };
+        e.load_chain()?;
         e.replay(&records)?;
         e.journal = Some(OpJournal { file, next: 0 });
         if let Some(j) = e.journal.as_mut() {
@@ -370,14 +379,59 @@ impl Engine {
     /// shown so far, which is returned. Refused while this engine holds
     /// changes of its own: a follower makes none.
     pub fn advance_to_stored_head(&mut self) -> Result<Arc<SnapshotView>> {
-        if self.is_dirty() || !self.ov.inodes.is_empty() || !self.ov.dirs.is_empty() {
+        if self.is_dirty() || !self.ov.files.is_empty() {
             return Err(Error::Invalid(
                 "the working tree holds changes: only a follower's unchanged tree advances".into(),
             ));
         }
         let new = Arc::new(self.agent.head()?);
-        self.ov.next_ino = new.manifest().next_ino;
-        Ok(std::mem::replace(&mut self.head, new))
+        let old = std::mem::replace(&mut self.head, new);
+        self.ov = Overlay {
+            next_ino: self.head.manifest().next_ino,
+            ..Overlay::default()
+        };
+        self.load_chain()?;
+        Ok(old)
+    }
+
+    /// Fills the overlay with head's delta chain (tree format 8): every
+    /// record and directory name it changed since its fold, as if they
+    /// had been made here and not committed, so that this engine's reads
+    /// see them and its next fold writes them into pages and trees. The
+    /// overlay must hold nothing else.
+    fn load_chain(&mut self) -> Result<()> {
+        let merged = match self.head.merged()? {
+            Some(m) => m.clone(),
+            None => Arc::new(Merged::default()),
+        };
+        for (ino, rec) in &merged.inodes {
+            self.ov.inodes.insert(*ino, rec.clone());
+        }
+        let repo = self.head.repo().clone();
+        for (dir, e) in &merged.dirs {
+            let base = if e.fresh {
+                None
+            } else {
+                view::dir_root(&self.getattr(*dir)?)?.copied()
+            };
+            let mut count = dirtree::count(&repo, base.as_ref())?;
+            for (name, entry) in &e.names {
+                let was = dirtree::lookup(&repo, base.as_ref(), name)?.is_some();
+                count = (count + u64::from(entry.is_some()))
+                    .checked_sub(u64::from(was))
+                    .ok_or_else(|| Error::corrupt("delta chain", "entry count below zero"))?;
+            }
+            self.ov.dirs.insert(
+                *dir,
+                DirDelta {
+                    base,
+                    changes: e.names.clone(),
+                    count,
+                },
+            );
+        }
+        self.committed = merged;
+        Ok(())
     }
 
     /// Tells waiting writers that this one is finishing (its mount is
@@ -541,16 +595,37 @@ impl Engine {
         (self.agent.clone(), self.head.clone())
     }
 
-    /// Whether inode `ino` has changes not yet committed.
+    /// Whether inode `ino` has changes not yet committed (the overlay
+    /// also holds what head's delta chain committed: that is not a change).
     pub fn is_dirty_inode(&self, ino: u64) -> bool {
-        self.ov.inodes.contains_key(&ino)
-            || self.ov.files.contains_key(&ino)
-            || self.ov.dirs.contains_key(&ino)
+        if self.ov.files.contains_key(&ino) {
+            return true;
+        }
+        if let Some(rec) = self.ov.inodes.get(&ino) {
+            let now = rec.as_ref().filter(|i| i.nlink > 0);
+            if self.committed.inode(ino) != Some(now) {
+                return true;
+            }
+        }
+        self.ov.dirs.get(&ino).is_some_and(|d| {
+            let before = self.committed.dir(ino);
+            d.changes
+                .iter()
+                .any(|(n, e)| before.and_then(|b| b.names.get(n)) != Some(e))
+        })
     }
 
     /// Sets the dirty budget (bytes of unsealed chunk data kept in memory).
     pub fn set_dirty_budget(&mut self, bytes: usize) {
         self.dirty_budget = bytes;
+    }
+
+    /// Sets the longest delta chain before a commit folds (tests: a fold
+    /// every few commits; [`commit::FOLD_EVERY`] by default, 0: every
+    /// commit folds).
+    #[doc(hidden)]
+    pub fn set_fold_every(&mut self, n: u32) {
+        self.fold_every = n;
     }
 
     /// Sets the largest size a file may grow to (tests: what a journal

@@ -193,6 +193,18 @@ pub fn verify(agent: &Agent, mut progress: impl FnMut(u64, u64)) -> Result<Repor
             if kind == ObjectKind::DirNode {
                 new_dirs.push(tree::decode_dir(&plain)?);
             }
+            // A delta's names are checked like a directory node's (it is
+            // first seen in the snapshot that wrote it).
+            if kind == ObjectKind::Delta {
+                let d = tree::decode_delta(&plain)?;
+                new_dirs.push(
+                    d.dirs
+                        .into_values()
+                        .flat_map(|e| e.names)
+                        .filter_map(|(n, e)| e.map(|e| (n, e)))
+                        .collect(),
+                );
+            }
             seen.borrow_mut().insert(*id);
             report.objects += 1;
             report.sealed_bytes += len;

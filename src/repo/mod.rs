@@ -13,6 +13,8 @@
 //! - [`dirtree`]: directories of any size, split by name hash into
 //!   bounded nodes (lookups, listings, incremental commits).
 //! - [`pagemap`]: where a snapshot's inode pages are, as a radix tree.
+//! - [`delta`]: a snapshot's delta chain merged (what it changed on top
+//!   of its fold's tree).
 //! - [`pack`]: the pack record format, one encoder and one decoder.
 //! - [`lazy`]: objects of a lazily restored data dir, fetched on first use.
 //! - [`repack`]: packs rewritten without some objects (prune, redaction).
@@ -44,6 +46,7 @@
 pub mod agent;
 pub mod batch;
 pub mod chunktree;
+pub mod delta;
 pub mod dirtree;
 pub mod index;
 pub mod journal;
@@ -143,6 +146,7 @@ enum Meta {
     PageMap(Arc<PageMapNode>),
     List(Arc<Vec<ChunkRef>>),
     ChunkIndex(Arc<ChunkIndexNode>),
+    Delta(Arc<tree::Delta>),
     /// A chunk tree's whole list, under [`whole_tree_key`] of its root.
     WholeTree(Arc<Vec<ChunkRef>>),
     /// A chunk tree's count of stored references and whether its last one
@@ -979,6 +983,17 @@ impl Repo {
         }
         let raw = self.open_raw(ObjectKind::PageMap, r)?;
         Ok(self.cache_page_map(r.id, tree::decode_page_map(&raw)?))
+    }
+
+    /// A decoded delta (tree format 8).
+    pub fn delta(&self, r: &ObjRef) -> Result<Arc<tree::Delta>> {
+        if let Some(Meta::Delta(v)) = self.meta.get(&r.id).as_deref() {
+            return Ok(v.clone());
+        }
+        let raw = self.open_raw(ObjectKind::Delta, r)?;
+        let d = Arc::new(tree::decode_delta(&raw)?);
+        self.keep(r.id, Meta::Delta(d.clone()), weight::alloc(raw.len()) * 2);
+        Ok(d)
     }
 
     /// A decoded chunk-index node (tree format 7).

@@ -639,6 +639,7 @@ mod tests {
                     next_ino: 3,
                     pages,
                     provenance: None,
+                    delta: None,
                 },
             )
         };

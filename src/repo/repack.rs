@@ -84,6 +84,7 @@ mod tests {
             next_ino: 2,
             pages: tree::Pages::Counted(None),
             provenance: None,
+            delta: None,
         };
         let env = envelope::seal_manifest(repo.keys(), &m);
         repo.commit(&env).unwrap();

@@ -4,6 +4,7 @@
 //! lazily through the repository, each verified by its tag on first access
 //! and cached.
 
+use crate::repo::delta::Merged;
 use crate::repo::{Repo, chunktree, dirtree, pagemap};
 use crate::seal::tree::{
     ChunkRef, Chunks, Content, DirEntry, DirRef, Entries, FileType, Inode, Manifest, ObjRef,
@@ -17,6 +18,9 @@ pub struct SnapshotView {
     repo: Arc<Repo>,
     hash: [u8; 32],
     manifest: Arc<Manifest>,
+    /// The manifest's delta chain applied (tree format 8), read on first
+    /// use.
+    merged: std::sync::OnceLock<Arc<Merged>>,
 }
 
 impl SnapshotView {
@@ -26,7 +30,35 @@ impl SnapshotView {
             repo,
             hash,
             manifest: Arc::new(manifest),
+            merged: std::sync::OnceLock::new(),
         }
+    }
+
+    /// A view whose delta chain the caller has applied already (`merged`
+    /// must be the manifest's chain: the writer's own head).
+    pub fn with_merged(
+        repo: Arc<Repo>,
+        hash: [u8; 32],
+        manifest: Manifest,
+        merged: Arc<Merged>,
+    ) -> Self {
+        debug_assert_eq!(manifest.delta.is_some(), merged.depth > 0);
+        let v = Self::new(repo, hash, manifest);
+        let _ = v.merged.set(merged);
+        v
+    }
+
+    /// The manifest's delta chain applied, `None` when it names none (the
+    /// tree is the pages').
+    pub fn merged(&self) -> Result<Option<&Arc<Merged>>> {
+        let Some(newest) = &self.manifest.delta else {
+            return Ok(None);
+        };
+        if let Some(m) = self.merged.get() {
+            return Ok(Some(m));
+        }
+        let m = Arc::new(Merged::load(&self.repo, newest)?);
+        Ok(Some(self.merged.get_or_init(|| m)))
     }
 
     /// Sequence number.
@@ -81,6 +113,14 @@ impl SnapshotView {
 
     /// An inode, if it exists in this snapshot.
     pub fn inode(&self, ino: u64) -> Result<Option<Inode>> {
+        if let Some(decided) = self.merged()?.and_then(|m| m.inode(ino)) {
+            return Ok(decided.cloned());
+        }
+        self.fold_inode(ino)
+    }
+
+    /// Inode `ino` as the fold's pages hold it (the chain not applied).
+    pub fn fold_inode(&self, ino: u64) -> Result<Option<Inode>> {
         let page_no = ino / u64::from(self.manifest.inodes_per_page);
         Ok(self.page(page_no)?.and_then(|p| p.get(&ino).cloned()))
     }
@@ -93,13 +133,25 @@ impl SnapshotView {
 
     /// A directory's entries (`ENOTDIR` for other types).
     pub fn entries(&self, ino: u64) -> Result<Arc<Entries>> {
-        entries_of(&self.repo, &self.getattr(ino)?)
+        let i = self.getattr(ino)?;
+        match self.merged()? {
+            Some(m) => m.entries(ino, || entries_of(&self.repo, &i)),
+            None => entries_of(&self.repo, &i),
+        }
     }
 
     /// Looks up `name` in directory `parent` (reads one path of a large
     /// directory, not all of it).
     pub fn lookup(&self, parent: u64, name: &[u8]) -> Result<Option<DirEntry>> {
-        dirtree::lookup(&self.repo, dir_root(&self.getattr(parent)?)?, name)
+        let i = self.getattr(parent)?;
+        let base = || dirtree::lookup(&self.repo, dir_root(&i)?, name);
+        match self.merged()? {
+            Some(m) => {
+                dir_root(&i)?;
+                m.lookup(parent, name, base)
+            }
+            None => base(),
+        }
     }
 
     /// Reads up to `len` bytes at `off`, for a reader that does not come
@@ -142,6 +194,32 @@ impl SnapshotView {
         skip: &dyn Fn(&ObjRef) -> bool,
         visit: &mut dyn FnMut(ObjectKind, &ObjRef) -> Result<()>,
     ) -> Result<()> {
+        // The chain is read whatever `skip` says: which of the fold's
+        // records it replaced decides what the fold's pages contribute.
+        let merged = self.merged()?;
+        // The deltas, newest first, up to one skipped (what is below it
+        // was handled with it).
+        let mut next = self.manifest.delta;
+        while let Some(r) = next.filter(|r| !skip(r)) {
+            visit(ObjectKind::Delta, &r)?;
+            next = self.repo.delta(&r)?.prev;
+        }
+        let content = |i: &Inode, visit: &mut dyn FnMut(ObjectKind, &ObjRef) -> Result<()>| match &i
+            .content
+        {
+            Content::File(c) => chunktree::walk(&self.repo, c, skip, visit),
+            Content::Dir(Some(root)) => dirtree::walk(&self.repo, root, skip, visit),
+            _ => Ok(()),
+        };
+        // What the chain's records reference; the fold's records it
+        // replaced or removed are not this snapshot's.
+        if let Some(m) = merged {
+            let mut live: Vec<&Inode> = m.inodes.values().flatten().collect();
+            live.sort_by_key(|i| i.ino);
+            for i in live {
+                content(i, visit)?;
+            }
+        }
         pagemap::walk(&self.repo, &self.manifest.pages, skip, &mut |item| {
             let (no, pid, count) = match item {
                 pagemap::Item::Node(r) => return visit(ObjectKind::PageMap, &r),
@@ -151,11 +229,10 @@ impl SnapshotView {
             visit(ObjectKind::InodePage, &pid)?;
             let page = self.counted_page(&pid, no, count)?;
             for i in page.values() {
-                match &i.content {
-                    Content::File(c) => chunktree::walk(&self.repo, c, skip, visit)?,
-                    Content::Dir(Some(root)) => dirtree::walk(&self.repo, root, skip, visit)?,
-                    _ => {}
+                if merged.is_some_and(|m| m.inodes.contains_key(&i.ino)) {
+                    continue;
                 }
+                content(i, visit)?;
             }
             Ok(())
         })
@@ -269,6 +346,14 @@ impl SnapshotView {
             }
             Ok(())
         })?;
+        if let Some(m) = self.merged()? {
+            for (ino, i) in &m.inodes {
+                match i {
+                    Some(_) => out.insert(*ino),
+                    None => out.remove(ino),
+                };
+            }
+        }
         Ok(out)
     }
 

@@ -482,6 +482,7 @@ mod tests {
                 removed: [(3, 0)].into(),
                 incomplete: false,
             }),
+            delta: None,
         }
     }
 

@@ -11,7 +11,7 @@
 use super::codec::{Reader, Writer as Writer_};
 use crate::seal::keys::AgentId;
 use crate::{Error, Result};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
 /// Format version of the encodings in this module (manifests, inode
@@ -30,7 +30,12 @@ use std::fmt;
 /// commit re-seals the one list a write changed and the path above it,
 /// not every reference of the file. The envelope and AAD format is
 /// `crate::seal::envelope::FORMAT`, versioned on its own.
-pub const FORMAT_VERSION: u32 = 7;
+pub const FORMAT_VERSION: u32 = 8;
+/// First tree format whose manifests may name a delta chain ([`Delta`]).
+pub const DELTA_FORMAT: u32 = 8;
+/// Longest delta chain a reader follows: a writer folds far sooner
+/// (`engine::commit`); a longer one is corruption.
+pub const DELTA_CHAIN_MAX: u32 = 1 << 16;
 /// First tree format whose metadata references carry their home
 /// ([`ObjRef`]); a snapshot of this format or later stores its metadata
 /// objects at home (found through its commit, not by id).
@@ -161,6 +166,9 @@ pub enum ObjectKind {
     PageMap = 7,
     /// An interior node of a file's chunk tree (tree format 7).
     ChunkIndex = 8,
+    /// One commit's changes on top of the previous delta or the fold's
+    /// tree (tree format 8, [`Delta`]).
+    Delta = 9,
 }
 
 impl ObjectKind {
@@ -175,6 +183,7 @@ impl ObjectKind {
             6 => ObjectKind::DirIndex,
             7 => ObjectKind::PageMap,
             8 => ObjectKind::ChunkIndex,
+            9 => ObjectKind::Delta,
             _ => return None,
         })
     }
@@ -187,6 +196,7 @@ impl ObjectKind {
                 | ObjectKind::InodePage
                 | ObjectKind::DirIndex
                 | ObjectKind::PageMap
+                | ObjectKind::Delta
         )
     }
 
@@ -201,6 +211,7 @@ impl ObjectKind {
             ObjectKind::DirIndex => "directory index",
             ObjectKind::PageMap => "page map",
             ObjectKind::ChunkIndex => "chunk index",
+            ObjectKind::Delta => "delta",
         }
     }
 }
@@ -588,6 +599,10 @@ pub struct Manifest {
     /// format 4, bounded from format 5; `None` before, and for snapshots
     /// no process made: the first one, rollbacks, restores).
     pub provenance: Option<Provenance>,
+    /// The newest delta of the chain on top of `pages` (tree format 8):
+    /// the snapshot's tree is the fold's, with the chain's deltas applied
+    /// oldest first. `None`: the tree is `pages` alone (a fold).
+    pub delta: Option<ObjRef>,
 }
 
 /// Longest note an agent can set for a snapshot, in bytes.
@@ -872,12 +887,7 @@ pub fn decode_dir(b: &[u8]) -> Result<Entries> {
         let ino = r.u64()?;
         let ft = r.u8()?;
         let file_type = FileType::from_u8(ft).ok_or_else(|| r.err("bad entry type"))?;
-        if name.is_empty()
-            || name.contains(&b'/')
-            || name.contains(&0)
-            || name == b"."
-            || name == b".."
-        {
+        if !valid_name(name) {
             return Err(r.err("bad entry name"));
         }
         if last.is_some_and(|l| l >= name) {
@@ -1113,6 +1123,167 @@ pub fn decode_page(b: &[u8], inodes_per_page: u32) -> Result<(u64, BTreeMap<u64,
     Ok((page_no, out))
 }
 
+/// One commit's changes to the tree (tree format 8): the inode records it
+/// wrote, the inodes it removed and the directory names it changed, on
+/// top of the previous delta of the chain (`prev`), or of the fold's tree
+/// (the manifest's pages) for the first delta after a fold.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Delta {
+    /// The delta before this one; `None` for the first after a fold.
+    pub prev: Option<ObjRef>,
+    /// Position in the chain: 1 for the first after a fold.
+    pub depth: u32,
+    /// Inode records written (created or changed), by number.
+    pub inodes: BTreeMap<u64, Inode>,
+    /// Inodes removed (disjoint from `inodes`).
+    pub removed: BTreeSet<u64>,
+    /// Directory names changed, by directory inode.
+    pub dirs: BTreeMap<u64, DirEdits>,
+}
+
+/// The names a delta changes in one directory.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DirEdits {
+    /// The directory's entries start empty here: every name an earlier
+    /// delta gave it, and its base tree, are gone (its inode number was
+    /// freed and given to a new directory since the previous commit).
+    pub fresh: bool,
+    /// A name's new entry; `None`: removed.
+    pub names: BTreeMap<Vec<u8>, Option<DirEntry>>,
+}
+
+/// Encodes a delta.
+pub fn encode_delta(d: &Delta) -> Vec<u8> {
+    let mut w = Writer_::default();
+    match &d.prev {
+        None => w.u8(0),
+        Some(o) => {
+            w.u8(1);
+            put_obj(&mut w, o, true);
+        }
+    }
+    w.u32(d.depth);
+    w.u32(u32::try_from(d.inodes.len()).expect("inodes below 2^32"));
+    for i in d.inodes.values() {
+        put_inode(&mut w, i);
+    }
+    w.u32(u32::try_from(d.removed.len()).expect("inodes below 2^32"));
+    for ino in &d.removed {
+        w.u64(*ino);
+    }
+    w.u32(u32::try_from(d.dirs.len()).expect("directories below 2^32"));
+    for (dir, e) in &d.dirs {
+        w.u64(*dir);
+        w.u8(u8::from(e.fresh));
+        w.u32(u32::try_from(e.names.len()).expect("names below 2^32"));
+        for (name, entry) in &e.names {
+            w.bytes(name);
+            match entry {
+                None => w.u8(0),
+                Some(x) => {
+                    w.u8(1);
+                    w.u64(x.ino);
+                    w.u8(x.file_type as u8);
+                }
+            }
+        }
+    }
+    w.0
+}
+
+/// Decodes a delta; refuses any encoding [`encode_delta`] would not write
+/// (unsorted or repeated numbers and names, a removed inode that is also
+/// written or has names, an empty directory edit, a depth that does not
+/// match the link).
+pub fn decode_delta(b: &[u8]) -> Result<Delta> {
+    let mut r = Reader::new(b, "delta");
+    let prev = match r.u8()? {
+        0 => None,
+        1 => Some(get_homed(&mut r)?),
+        t => return Err(r.err(format!("bad link tag {t}"))),
+    };
+    let depth = r.u32()?;
+    if depth == 0 || depth > DELTA_CHAIN_MAX || (depth == 1) != prev.is_none() {
+        return Err(r.err("a depth that does not match the link"));
+    }
+    let n = r.count(60)?;
+    let mut inodes = BTreeMap::new();
+    for _ in 0..n {
+        let i = get_inode(&mut r)?;
+        if inodes
+            .last_key_value()
+            .is_some_and(|(last, _)| *last >= i.ino)
+        {
+            return Err(r.err("inodes not sorted"));
+        }
+        inodes.insert(i.ino, i);
+    }
+    let n = r.count(8)?;
+    let mut removed = BTreeSet::new();
+    for _ in 0..n {
+        let ino = r.u64()?;
+        if removed.last().is_some_and(|last| *last >= ino) || inodes.contains_key(&ino) {
+            return Err(r.err("removed inodes not sorted, or also written"));
+        }
+        removed.insert(ino);
+    }
+    let n = r.count(13)?;
+    let mut dirs = BTreeMap::new();
+    for _ in 0..n {
+        let dir = r.u64()?;
+        if dirs.last_key_value().is_some_and(|(last, _)| *last >= dir) || removed.contains(&dir) {
+            return Err(r.err("directories not sorted, or removed"));
+        }
+        let fresh = match r.u8()? {
+            0 => false,
+            1 => true,
+            _ => return Err(r.err("bad fresh flag")),
+        };
+        let k = r.count(6)?;
+        if k == 0 && !fresh {
+            return Err(r.err("a directory edit that changes nothing"));
+        }
+        let mut names = BTreeMap::new();
+        for _ in 0..k {
+            let name = r.bytes()?.to_vec();
+            if !valid_name(&name) {
+                return Err(r.err("bad entry name"));
+            }
+            if names
+                .last_key_value()
+                .is_some_and(|(last, _): (&Vec<u8>, _)| *last >= name)
+            {
+                return Err(r.err("names not sorted"));
+            }
+            let entry = match r.u8()? {
+                0 => None,
+                1 => {
+                    let ino = r.u64()?;
+                    let ft = r.u8()?;
+                    let file_type = FileType::from_u8(ft).ok_or_else(|| r.err("bad entry type"))?;
+                    Some(DirEntry { ino, file_type })
+                }
+                t => return Err(r.err(format!("bad entry tag {t}"))),
+            };
+            names.insert(name, entry);
+        }
+        dirs.insert(dir, DirEdits { fresh, names });
+    }
+    r.finish()?;
+    Ok(Delta {
+        prev,
+        depth,
+        inodes,
+        removed,
+        dirs,
+    })
+}
+
+/// Whether `name` may be a directory entry's name.
+fn valid_name(name: &[u8]) -> bool {
+    !(name.is_empty() || name.contains(&b'/') || name.contains(&0) || name == b"." || name == b"..")
+}
+
 /// Encodes a manifest.
 pub fn encode_manifest(m: &Manifest) -> Vec<u8> {
     let mut w = Writer_::default();
@@ -1148,6 +1319,20 @@ pub fn encode_manifest(m: &Manifest) -> Vec<u8> {
             }
         },
         (_, f) => panic!("tree format {f} with the other format's page layout"),
+    }
+    if m.format >= DELTA_FORMAT {
+        match &m.delta {
+            None => w.u8(0),
+            Some(o) => {
+                w.u8(1);
+                put_obj(&mut w, o, true);
+            }
+        }
+    } else {
+        assert!(
+            m.delta.is_none(),
+            "a delta needs tree format {DELTA_FORMAT}"
+        );
     }
     if m.format >= 4 {
         match &m.provenance {
@@ -1204,6 +1389,15 @@ pub fn decode_manifest(b: &[u8]) -> Result<Manifest> {
             Pages::Counted(root)
         }
     };
+    let delta = if format >= DELTA_FORMAT {
+        match r.u8()? {
+            0 => None,
+            1 => Some(get_homed(&mut r)?),
+            t => return Err(r.err(format!("bad delta tag {t}"))),
+        }
+    } else {
+        None
+    };
     let provenance = if format >= 4 {
         match r.u8()? {
             0 => None,
@@ -1225,5 +1419,6 @@ pub fn decode_manifest(b: &[u8]) -> Result<Manifest> {
         next_ino,
         pages,
         provenance,
+        delta,
     })
 }

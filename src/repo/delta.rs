@@ -1,0 +1,213 @@
+//! Delta chains (tree format 8): what a snapshot's deltas change on top of
+//! the tree of its fold.
+//!
+//! A commit that changes little seals one [`Delta`] (the inode records it
+//! wrote, the inodes it removed, the directory names it changed) linked
+//! to the delta before it, instead of re-sealing inode pages, page-map
+//! paths and directory-tree paths; every so often a commit **folds**: it
+//! writes the pages and trees as before and starts a new chain
+//! (`engine::commit`). A snapshot's tree is its fold's tree with the
+//! chain's deltas applied oldest first: [`Merged`] is that chain applied,
+//! what readers ([`crate::repo::view::SnapshotView`]) and the writer
+//! consult before the fold's pages.
+//!
+//! A directory's record in a delta keeps the root of its tree in the fold
+//! (a delta re-seals no tree): its entries are that tree's with the
+//! chain's name edits applied, unless an edit is `fresh` (the directory's
+//! number was freed and given to a new directory: the earlier names are
+//! gone).
+
+use crate::repo::Repo;
+use crate::seal::tree::{Delta, DirEdits, DirEntry, Entries, Inode, ObjRef};
+use crate::{Error, Result};
+use std::collections::HashMap;
+
+/// A delta chain applied: for each inode the chain wrote or removed, its
+/// record now (`None`: removed); for each directory whose names it
+/// changed, the changes against the directory's tree in the fold.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Merged {
+    /// Records the chain decides.
+    pub inodes: HashMap<u64, Option<Inode>>,
+    /// Name edits, by directory.
+    pub dirs: HashMap<u64, DirEdits>,
+    /// Length of the chain (0: none).
+    pub depth: u32,
+}
+
+impl Merged {
+    /// The chain whose newest delta is `newest`, read back to its fold and
+    /// applied. Every delta is checked as it is read (its tag, its
+    /// encoding), and each must sit one below the delta after it.
+    pub fn load(repo: &Repo, newest: &ObjRef) -> Result<Merged> {
+        let mut chain = Vec::new();
+        let mut next = Some(*newest);
+        while let Some(r) = next {
+            let d = repo.delta(&r)?;
+            if chain
+                .last()
+                .is_some_and(|after: &std::sync::Arc<Delta>| after.depth != d.depth + 1)
+            {
+                return Err(Error::corrupt(
+                    format!("delta {}", r.id.to_hex()),
+                    "its depth does not follow the chain",
+                ));
+            }
+            next = d.prev;
+            chain.push(d);
+        }
+        let mut m = Merged::default();
+        for d in chain.iter().rev() {
+            m.apply(d);
+        }
+        Ok(m)
+    }
+
+    /// Applies the next delta of the chain.
+    pub fn apply(&mut self, d: &Delta) {
+        for ino in &d.removed {
+            self.inodes.insert(*ino, None);
+            self.dirs.remove(ino);
+        }
+        for (ino, i) in &d.inodes {
+            self.inodes.insert(*ino, Some(i.clone()));
+        }
+        for (dir, e) in &d.dirs {
+            if e.fresh {
+                self.dirs.insert(*dir, e.clone());
+            } else {
+                let to = self.dirs.entry(*dir).or_default();
+                for (name, entry) in &e.names {
+                    to.names.insert(name.clone(), *entry);
+                }
+            }
+        }
+        self.depth = d.depth;
+    }
+
+    /// What the chain says of inode `ino`: `Some(None)` removed,
+    /// `Some(Some(_))` its record, `None` the fold's record stands.
+    pub fn inode(&self, ino: u64) -> Option<Option<&Inode>> {
+        self.inodes.get(&ino).map(Option::as_ref)
+    }
+
+    /// The chain's name edits of directory `ino`.
+    pub fn dir(&self, ino: u64) -> Option<&DirEdits> {
+        self.dirs.get(&ino)
+    }
+
+    /// The delta that turns this chain's tree into the one whose changed
+    /// records are `records` and whose directories' names changed since
+    /// the fold are `names` (each with whether its edits start fresh at the
+    /// fold: see [`DirEdits::fresh`]): what one commit wrote, linked to
+    /// `prev`. Both maps hold everything changed since the fold, so what is
+    /// equal to the chain is left out.
+    pub fn delta_to(
+        &self,
+        records: &std::collections::BTreeMap<u64, Option<Inode>>,
+        names: &HashMap<u64, &std::collections::BTreeMap<Vec<u8>, Option<DirEntry>>>,
+        prev: Option<ObjRef>,
+    ) -> Delta {
+        let mut d = Delta {
+            prev,
+            depth: self.depth + 1,
+            ..Delta::default()
+        };
+        for (ino, rec) in records {
+            let known = self.inodes.get(ino);
+            match rec {
+                Some(i) if known != Some(&Some(i.clone())) => {
+                    d.inodes.insert(*ino, i.clone());
+                }
+                None if known != Some(&None) => {
+                    d.removed.insert(*ino);
+                }
+                _ => {}
+            }
+        }
+        let live = |dir: &u64| {
+            matches!(records.get(dir), Some(Some(_)))
+                || (!records.contains_key(dir) && self.inodes.get(dir) != Some(&None))
+        };
+        for (dir, now) in names {
+            if !live(dir) {
+                continue;
+            }
+            let before = self.dirs.get(dir);
+            // A name the chain gave the directory that it no longer has
+            // among its changes: its changes started over (a new directory
+            // under the number): it starts fresh.
+            let stale = before.is_some_and(|b| b.names.keys().any(|n| !now.contains_key(n)));
+            let mut e = DirEdits {
+                fresh: stale,
+                names: Default::default(),
+            };
+            for (name, entry) in now.iter() {
+                if stale || before.and_then(|b| b.names.get(name)) != Some(entry) {
+                    e.names.insert(name.clone(), *entry);
+                }
+            }
+            if e.fresh || !e.names.is_empty() {
+                d.dirs.insert(*dir, e);
+            }
+        }
+        // A directory the chain has names for, whose changes are gone
+        // though it lives: a new directory under its number, no name yet.
+        for dir in self.dirs.keys() {
+            if !names.contains_key(dir) && records.contains_key(dir) && live(dir) {
+                d.dirs.insert(
+                    *dir,
+                    DirEdits {
+                        fresh: true,
+                        names: Default::default(),
+                    },
+                );
+            }
+        }
+        d
+    }
+
+    /// Directory `base`'s entries (its tree in the fold) with the chain's
+    /// edits of directory `ino` applied.
+    pub fn entries(
+        &self,
+        ino: u64,
+        base: impl FnOnce() -> Result<std::sync::Arc<Entries>>,
+    ) -> Result<std::sync::Arc<Entries>> {
+        match self.dirs.get(&ino) {
+            None => base(),
+            Some(e) => {
+                let mut out = if e.fresh {
+                    Entries::new()
+                } else {
+                    (*base()?).clone()
+                };
+                for (name, entry) in &e.names {
+                    match entry {
+                        Some(x) => out.insert(name.clone(), *x),
+                        None => out.remove(name),
+                    };
+                }
+                Ok(std::sync::Arc::new(out))
+            }
+        }
+    }
+
+    /// Looks up `name` in directory `ino`: the chain's edit if it has one,
+    /// else `base` (the fold's tree), unless the edits start fresh.
+    pub fn lookup(
+        &self,
+        ino: u64,
+        name: &[u8],
+        base: impl FnOnce() -> Result<Option<DirEntry>>,
+    ) -> Result<Option<DirEntry>> {
+        match self.dirs.get(&ino) {
+            Some(e) => match e.names.get(name) {
+                Some(x) => Ok(*x),
+                None if e.fresh => Ok(None),
+                None => base(),
+            },
+            None => base(),
+        }
+    }
+}
