@@ -104,6 +104,8 @@ fn shape(e: &Engine, root: &DirRef) -> Vec<(tree::ObjectKind, Option<tree::Objec
 fn equal_directories_are_equal_objects() {
     let env = Env::new();
     let mut e = env.open();
+    // (Every commit folds: the trees compared are the ones it writes.)
+    e.set_fold_every(0);
     let a = e.mkdir(ROOT_INO, b"a", 0o755, 0, 0).unwrap().ino;
     let b = e.mkdir(ROOT_INO, b"b", 0o755, 0, 0).unwrap().ino;
     let files = fill(&mut e, a, 0..700);
@@ -177,9 +179,14 @@ fn op() -> impl Strategy<Value = Op> {
 /// The reference model: the large directory and the small one as maps of
 /// name to the file's identity (its creation key), through any sequence of
 /// operations, with every committed snapshot checked at the end.
-fn run(start: u32, ops: Vec<Op>) -> Result<(), TestCaseError> {
+fn run(start: u32, ops: Vec<Op>, fold_every: u32) -> Result<(), TestCaseError> {
     let env = Env::new();
-    let mut e = env.open();
+    let open = |env: &Env| {
+        let mut e = env.open();
+        e.set_fold_every(fold_every);
+        e
+    };
+    let mut e = open(&env);
     let big = e.mkdir(ROOT_INO, b"big", 0o755, 0, 0).unwrap().ino;
     let small = e.mkdir(ROOT_INO, b"small", 0o755, 0, 0).unwrap().ino;
     // name -> inode number in the model; inode numbers are stable.
@@ -250,7 +257,7 @@ fn run(start: u32, ops: Vec<Op>) -> Result<(), TestCaseError> {
             Op::Reopen => {
                 e.commit().unwrap();
                 drop(e);
-                e = env.open();
+                e = open(&env);
                 if committed.last().unwrap().0 < e.head().seq() {
                     committed.push((e.head().seq(), m_big.clone(), m_small.clone()));
                 }
@@ -258,7 +265,7 @@ fn run(start: u32, ops: Vec<Op>) -> Result<(), TestCaseError> {
             Op::Crash => {
                 // The journal replays every acknowledged operation.
                 drop(e);
-                e = env.open();
+                e = open(&env);
                 if committed.last().unwrap().0 < e.head().seq() {
                     committed.push((e.head().seq(), m_big.clone(), m_small.clone()));
                 }
@@ -301,8 +308,11 @@ proptest! {
     fn large_directory_matches_model(
         start in prop_oneof![Just(0u32), 50..80u32, 900..1100u32, 1100..1500u32],
         ops in proptest::collection::vec(op(), 1..40),
+        // Delta chains of the default length, and short ones (folds
+        // between most commits; 0: every commit folds).
+        fold_every in prop_oneof![Just(sovseal::engine::FOLD_EVERY), 0..4u32],
     ) {
-        run(start, ops)?;
+        run(start, ops, fold_every)?;
     }
 }
 

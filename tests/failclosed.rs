@@ -503,17 +503,18 @@ fn redaction_allowances_cover_only_the_listed_snapshots() {
 /// to wait 30 s and fail with "did not answer", exit 1).
 #[test]
 fn a_head_that_lost_its_root_is_refused_at_mount_naming_it() {
-    let m = Mounted::new("lost-root", &[]);
-    m.sh("echo hello > f && mkdir d");
-    m.unmount();
-    let head = m.head();
-    // The inode pages the last commit stored (the root's among them).
-    m.drop_homed(4);
-    let o = m.try_mount();
-    fails(
-        &o,
-        3,
-        &format!("(inode page) referenced by snapshot {head}"),
-    );
-    assert!(!m.is_mounted());
+    // Commits that fold (the root's record in an inode page), then delta
+    // commits (in the head's delta).
+    for (fold, kind, named) in [("0", 4, "inode page"), ("64", 9, "delta")] {
+        let m = Mounted::new("lost-root", &["--fold-every", fold]);
+        m.sh("echo hello > f && mkdir d");
+        m.unmount();
+        let head = m.head();
+        // What the last commit stored of that kind (the root's record
+        // among it).
+        m.drop_homed(kind);
+        let o = m.try_mount();
+        fails(&o, 3, &format!("({named}) referenced by snapshot {head}"));
+        assert!(!m.is_mounted());
+    }
 }

@@ -597,6 +597,115 @@ fn write_tree7(d: &Path) {
     write_snapshot(e.agent(), info.seq, d);
 }
 
+/// Tree format 8 (tests/fixtures/v2/tree8/): the manifest names the
+/// newest delta of a chain of two on top of a fold's pages. Written with a
+/// fold every two commits: a fold (snapshot 4) then two delta commits;
+/// the second removes a directory the first filled and makes a new one
+/// under its inode number, so its edits of that number start fresh.
+/// Decoded with the format API alone (and `Merged`, the chain applied);
+/// every delta re-encodes to its bytes.
+#[test]
+fn golden_tree8_decodes() {
+    use sovseal::repo::delta::Merged;
+    let d = dir(2).join("tree8");
+    let m = golden_tree_manifest(&d, write_tree8);
+    assert_eq!((m.format, m.seq), (8, 6));
+    let Pages::Counted(Some(root)) = &m.pages else {
+        panic!("tree format 8 names a counted page map");
+    };
+    assert_eq!(root.home, 4, "the fold's page map");
+    let mut deltas = Vec::new();
+    let mut next = m.delta;
+    while let Some(r) = next {
+        let raw = object_in(&d, ObjectKind::Delta, &r.id);
+        let delta = tree::decode_delta(&raw).unwrap();
+        assert_eq!(tree::encode_delta(&delta), raw, "canonical delta");
+        next = delta.prev;
+        deltas.push((r.home, delta));
+    }
+    let homes: Vec<(u64, u32)> = deltas.iter().map(|(h, d)| (*h, d.depth)).collect();
+    assert_eq!(homes, [(6, 2), (5, 1)]);
+    let mut merged = Merged::default();
+    for (_, delta) in deltas.iter().rev() {
+        merged.apply(delta);
+    }
+    // The fold's records, then the chain's over them.
+    let n = tree::decode_page_map(&object_in(&d, ObjectKind::PageMap, &root.id)).unwrap();
+    let mut inodes = BTreeMap::new();
+    for c in n.children.iter().flatten() {
+        let raw = object_in(&d, ObjectKind::InodePage, &c.id);
+        inodes.extend(tree::decode_page(&raw, m.inodes_per_page).unwrap().1);
+    }
+    for (ino, i) in &merged.inodes {
+        match i {
+            Some(i) => inodes.insert(*ino, i.clone()),
+            None => inodes.remove(ino),
+        };
+    }
+    let entries = |ino: u64| -> tree::Entries {
+        merged
+            .entries(ino, || {
+                Ok(match &inodes[&ino].content {
+                    Content::Dir(None) => std::sync::Arc::new(tree::Entries::new()),
+                    Content::Dir(Some(DirRef::Leaf(r))) => std::sync::Arc::new(
+                        tree::decode_dir(&object_in(&d, ObjectKind::DirNode, &r.id)).unwrap(),
+                    ),
+                    c => panic!("{c:?}"),
+                })
+            })
+            .unwrap()
+            .as_ref()
+            .clone()
+    };
+    let root = entries(ROOT_INO);
+    assert_eq!(
+        root.keys().map(Vec::as_slice).collect::<Vec<_>>(),
+        [&b"kept.txt"[..], b"new", b"notes.txt"]
+    );
+    // The new directory took the old one's number: its edits start fresh,
+    // and it holds only its own name.
+    let new = root[&b"new"[..]].ino;
+    assert!(deltas[0].1.dirs[&new].fresh, "{:?}", deltas[0].1.dirs);
+    assert_eq!(
+        entries(new).keys().map(Vec::as_slice).collect::<Vec<_>>(),
+        [&b"inner"[..]]
+    );
+    let notes = &inodes[&root[&b"notes.txt"[..]].ino];
+    let Content::File(Chunks::Inline(refs)) = &notes.content else {
+        panic!("{:?}", notes.content);
+    };
+    let data = file_data_in(&d, refs, notes.size, u64::from(m.chunk_size));
+    assert_eq!(data, b"third\n");
+}
+
+fn write_tree8(d: &Path) {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut e = fixture_engine(tmp.path());
+    e.set_fold_every(2);
+    let notes = e.create(ROOT_INO, b"notes.txt", 0o644, 1000, 1000).unwrap();
+    e.write(notes.ino, 0, b"first\n").unwrap();
+    e.create(ROOT_INO, b"kept.txt", 0o644, 1000, 1000).unwrap();
+    e.commit().unwrap(); // 2: a delta
+    e.commit().unwrap(); // (nothing changed: no snapshot)
+    e.write(notes.ino, 0, b"zero\n").unwrap();
+    e.commit().unwrap(); // 3: a delta
+    e.write(notes.ino, 0, b"fold\n").unwrap();
+    assert_eq!(e.commit().unwrap().unwrap().seq, 4); // a fold
+    let old = e.mkdir(ROOT_INO, b"old", 0o755, 1000, 1000).unwrap();
+    e.create(old.ino, b"a", 0o644, 1000, 1000).unwrap();
+    e.commit().unwrap(); // 5: a delta
+    e.unlink(old.ino, b"a").unwrap();
+    e.rmdir(ROOT_INO, b"old").unwrap();
+    let new = e.mkdir(ROOT_INO, b"new", 0o755, 1000, 1000).unwrap();
+    assert_eq!(new.ino, old.ino, "the number is reused");
+    e.create(new.ino, b"inner", 0o644, 1000, 1000).unwrap();
+    e.write(notes.ino, 0, b"third\n").unwrap();
+    let info = e.commit().unwrap().unwrap(); // 6: a delta
+    assert_eq!(info.seq, 6);
+    std::fs::create_dir_all(d.join("objects")).unwrap();
+    write_snapshot(e.agent(), info.seq, d);
+}
+
 /// The local pack layout with a commit record (tests/fixtures/v2/
 /// commit.pack): the v2 fixture's objects in id order, then the commit
 /// record of its envelope. It must decode to exactly those objects and that

@@ -89,6 +89,10 @@ pub struct Seeds {
     pub chunk_lists: Vec<Vec<u8>>,
     /// Chunk-index nodes (tree format 7).
     pub chunk_indexes: Vec<Vec<u8>>,
+    /// Deltas (tree format 8).
+    pub deltas: Vec<Vec<u8>>,
+    /// A manifest of tree format 8 naming a delta.
+    pub manifest8_bin: Vec<u8>,
     /// A remote pack part with one record of each content kind.
     pub pack: Vec<u8>,
     /// One encoded journal entry of every operation.
@@ -374,6 +378,43 @@ fn build_seeds() -> Seeds {
         }),
     ];
 
+    let deltas = vec![
+        tree::encode_delta(&tree::Delta {
+            prev: None,
+            depth: 1,
+            inodes: BTreeMap::from([(2, inode(2, Content::Dir(None)))]),
+            removed: [9u64, 12].into(),
+            dirs: BTreeMap::from([(
+                1,
+                tree::DirEdits {
+                    fresh: false,
+                    names: BTreeMap::from([
+                        (b"a".to_vec(), Some(entry(2, FileType::Dir))),
+                        (b"gone".to_vec(), None),
+                    ]),
+                },
+            )]),
+        }),
+        tree::encode_delta(&tree::Delta {
+            prev: Some(oref(7)),
+            depth: 2,
+            dirs: BTreeMap::from([(
+                2,
+                tree::DirEdits {
+                    fresh: true,
+                    names: BTreeMap::new(),
+                },
+            )]),
+            ..Default::default()
+        }),
+    ];
+    let manifest8_bin = tree::encode_manifest(&Manifest {
+        format: 8,
+        pages: Pages::Counted(Some(oref(8))),
+        delta: Some(oref(9)),
+        ..manifest.clone()
+    });
+
     let mut pack_bytes = pack::PACK_MAGIC.to_vec();
     pack::encode_record(
         &mut pack_bytes,
@@ -486,6 +527,8 @@ fn build_seeds() -> Seeds {
         manifest4_bin,
         manifest5_bin,
         manifest6_bin,
+        manifest8_bin,
+        deltas,
         page_maps,
         pages,
         dirs,
@@ -700,6 +743,24 @@ pub fn target_chunk_list(data: &[u8]) {
             data,
             "decode_chunk_list accepted a non-canonical encoding"
         ),
+        Err(e) => assert!(typed_parse_error(&e), "{e:?}"),
+    }
+}
+
+/// Parser: `tree::decode_delta` (deltas, kind 9): canonical, and what
+/// it accepts links to a previous delta exactly when its depth is past 1.
+/// Attacker: as for manifests.
+pub fn target_delta(data: &[u8]) {
+    match tree::decode_delta(data) {
+        Ok(d) => {
+            assert_eq!(
+                tree::encode_delta(&d),
+                data,
+                "decode_delta accepted a non-canonical encoding"
+            );
+            assert_eq!(d.prev.is_some(), d.depth > 1);
+            assert!(d.removed.iter().all(|i| !d.inodes.contains_key(i)));
+        }
         Err(e) => assert!(typed_parse_error(&e), "{e:?}"),
     }
 }
@@ -1388,8 +1449,10 @@ pub fn target_by_name(name: &str) -> (Target, Vec<&'static [u8]>) {
                 &s.manifest4_bin,
                 &s.manifest5_bin,
                 &s.manifest6_bin,
+                &s.manifest8_bin,
             ],
         ),
+        "delta" => (target_delta, all(&s.deltas)),
         "page_map" => (target_page_map, all(&s.page_maps)),
         "page" => (target_page, all(&s.pages)),
         "dir" => (target_dir, all(&s.dirs)),
@@ -1594,10 +1657,13 @@ mod props {
                 &s.manifest4_bin,
                 &s.manifest5_bin,
                 &s.manifest6_bin,
+                &s.manifest8_bin,
             ],
             PURE.0,
             PURE.1,
         );
+        let deltas: Vec<&[u8]> = s.deltas.iter().map(Vec::as_slice).collect();
+        seeds_and_huge_lengths(target_delta, &deltas, PURE.0, PURE.1);
         seeds_and_huge_lengths(target_page_map, &page_map_seeds(), PURE.0, PURE.1);
         seeds_and_huge_lengths(target_page, &page_seeds(), PURE.0, PURE.1);
         seeds_and_huge_lengths(target_dir, &dir_seeds(), PURE.0, PURE.1);
@@ -1850,6 +1916,8 @@ mod props {
         #[test]
         fn chunk_index_random(d in random_bytes()) { bounded(target_chunk_index, &d, PURE.0, PURE.1) }
         #[test]
+        fn delta_random(d in random_bytes()) { bounded(target_delta, &d, PURE.0, PURE.1) }
+        #[test]
         fn pack_random(d in random_bytes()) { bounded(target_pack, &d, PURE.0, PURE.1) }
         #[test]
         fn journal_entry_random(d in random_bytes()) { bounded(target_journal_entry, &d, PURE.0, PURE.1) }
@@ -1964,7 +2032,7 @@ mod props {
         #[test]
         fn fuzz_harness_entry_point(d in prop::collection::vec(any::<u8>(), 0..512)) {
             for name in [
-                "envelope", "manifest", "page", "dir", "chunk_list", "chunk_index", "pack", "journal_entry",
+                "envelope", "manifest", "page", "dir", "chunk_list", "chunk_index", "delta", "pack", "journal_entry",
                 "journal_file", "checkpoint", "forget", "redaction", "export", "export_plaintext",
                 "config", "mount_options", "remote_listing", "segment", "forgotten_bundle", "batch_index",
             ] {

@@ -282,9 +282,14 @@ fn follow(dm: &Model, m: &Model) -> Model {
     next
 }
 
-fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
+fn run(ops: Vec<Op>, fold_every: u32) -> Result<(), TestCaseError> {
     let env = Env::new();
-    let mut e = Some(env.open());
+    let open = |env: &Env| {
+        let mut e = env.open();
+        e.set_fold_every(fold_every);
+        e
+    };
+    let mut e = Some(open(&env));
     let mut m = Model::default();
     let mut committed: Vec<(u64, Model)> = vec![(1, Model::default())];
     // What a crash would leave: see `follow`.
@@ -459,7 +464,7 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
             Op::Crash => {
                 drop(e.take());
                 append_garbage(&env);
-                e = Some(env.open());
+                e = Some(open(&env));
                 m = dm.clone();
                 // The replay committed the journaled operations.
                 let eng = e.as_ref().unwrap();
@@ -498,6 +503,17 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: 200, max_shrink_iters: 200, failure_persistence: None, ..ProptestConfig::default() })]
     #[test]
     fn engine_matches_model(ops in proptest::collection::vec(op(), 1..60)) {
-        run(ops)?;
+        run(ops, sovseal::engine::FOLD_EVERY)?;
+    }
+
+    /// The same with delta chains of 1 to 3 commits (tree format 8): folds,
+    /// chains and crashes interleave, and every snapshot on the way reads
+    /// as the model had it.
+    #[test]
+    fn engine_matches_model_folding_often(
+        ops in proptest::collection::vec(op(), 1..60),
+        fold_every in 0u32..4,
+    ) {
+        run(ops, fold_every)?;
     }
 }

@@ -11,8 +11,15 @@ use support::home::{Env, bytes};
 
 /// Builds an agent with snapshots 1..=5 (four files, one per commit).
 fn build() -> Env {
+    build_with(sovseal::engine::FOLD_EVERY)
+}
+
+/// As [`build`], folding every `fold_every` commits (0: each commit
+/// writes whole pages and trees, no delta).
+fn build_with(fold_every: u32) -> Env {
     let env = Env::new();
     let mut e = env.open();
+    e.set_fold_every(fold_every);
     for i in 0..4u64 {
         let f = e
             .create(ROOT_INO, format!("f{i}").as_bytes(), 0o644, 0, 0)
@@ -319,7 +326,8 @@ fn missing_object() {
 /// AAD), never served.
 #[test]
 fn swapped_homes_entries() {
-    let env = build();
+    // (Commits that fold: a delta commit stores one metadata object.)
+    let env = build_with(0);
     let c = db(&env);
     let objects: Vec<u8> = c
         .query_row("SELECT objects FROM homes WHERE seq = 4", [], |r| r.get(0))

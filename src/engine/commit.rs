@@ -272,7 +272,13 @@ impl Engine {
                 "snapshot {seq} is out of range: this agent has snapshots 1..={head_seq}"
             )));
         }
-        if self.ov.changed || !self.ov.files.is_empty() {
+        // (The overlay also holds head's delta chain: not a change.)
+        let orphans = self
+            .ov
+            .inodes
+            .values()
+            .any(|i| matches!(i, Some(i) if i.nlink == 0));
+        if self.ov.changed || !self.ov.files.is_empty() || orphans {
             return Err(crate::Error::Invalid(
                 "uncommitted changes: commit them before rolling back".into(),
             ));

@@ -39,7 +39,7 @@ use crate::seal::tree::{
 };
 use crate::time::now_ns;
 use crate::{Error, Result};
-pub use commit::CommitInfo;
+pub use commit::{CommitInfo, FOLD_EVERY, FOLD_WEIGHT};
 use dirty::DirtyChunk;
 use journal::{Entry, Op};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -228,7 +228,7 @@ pub struct Engine {
     /// Head's delta chain applied (empty after a fold): what the overlay
     /// holds that is committed already (`commit`).
     committed: Arc<Merged>,
-    /// Longest delta chain before a fold ([`commit::FOLD_EVERY`]).
+    /// Longest delta chain before a fold ([`FOLD_EVERY`]).
     fold_every: u32,
 }
 
@@ -620,10 +620,8 @@ impl Engine {
         self.dirty_budget = bytes;
     }
 
-    /// Sets the longest delta chain before a commit folds (tests: a fold
-    /// every few commits; [`commit::FOLD_EVERY`] by default, 0: every
-    /// commit folds).
-    #[doc(hidden)]
+    /// Sets the longest delta chain before a commit folds
+    /// ([`FOLD_EVERY`] by default; 0: every commit folds).
     pub fn set_fold_every(&mut self, n: u32) {
         self.fold_every = n;
     }

@@ -570,48 +570,22 @@ pub async fn apply_remote(agent: &Agent, remote: &Remote, r: &Record) -> Result<
             .ok_or(Error::NoSuchSnapshot(seq))?;
         // Whether the part index there names an erased object (`None`:
         // there is none, or it does not decode).
-        let stale = remote
-            .get_index(&id, seq, &hash)
-            .await?
-            .and_then(|raw| pack::decode_index(seq, &raw).ok())
-            .map(|entries| entries.iter().any(|e| erase.contains(&e.id)));
+        let stale = stale_index(remote, &id, seq, &hash, &|o| erase.contains(o)).await?;
         if let Some(raw) = kept_there.get(&seq) {
             if stale == Some(false) {
                 continue;
             }
             remote.put_forgotten(&id, seq, raw.clone()).await?;
         }
-        let (mut part, mut entries, mut changed) = (0, Vec::new(), false);
-        while let Some(bytes) = remote.get_pack(&id, seq, &hash, part).await? {
-            let recs = pack::decode_part(seq, &bytes)?;
-            if recs.iter().any(|(oid, _, _)| erase.contains(oid)) {
-                let mut p = pack::PACK_MAGIC.to_vec();
-                for (oid, kind, sealed) in recs.iter().filter(|(oid, _, _)| !erase.contains(oid)) {
-                    pack::encode_record(&mut p, oid, *kind, sealed);
-                }
-                entries.extend(pack::part_entries(seq, part, &p)?);
-                // The chain segment bundling the part index goes first
-                // (written again by the writer; its index would name
-                // erased objects).
-                remote.delete_segment_of(&id, seq, &mut unsegmented).await?;
-                remote.put_pack(&id, seq, &hash, part, p).await?;
-                rewritten += 1;
-                changed = true;
-            } else {
-                entries.extend(pack::part_entries(seq, part, &bytes)?);
-            }
-            part += 1;
-        }
-        // The part index follows the rewritten parts (an entry left
-        // pointing at the old place would only cost a lazy reader a whole
-        // part's fetch; the ids of erased objects must go from it too),
-        // also when an earlier run stopped between the parts and it.
-        if changed || stale == Some(true) {
-            remote.delete_segment_of(&id, seq, &mut unsegmented).await?;
-            remote
-                .put_index(&id, seq, &hash, pack::encode_index(&entries))
-                .await?;
-        }
+        rewritten += rewrite_parts(
+            remote,
+            &id,
+            (seq, &hash),
+            &|o| erase.contains(o),
+            stale,
+            &mut unsegmented,
+        )
+        .await?;
         // A snapshot uploaded in a batch was read from it above and, if it
         // held an erased object, written again under its own names: its
         // records leave the batch, erased ones with them (also when an
@@ -621,6 +595,73 @@ pub async fn apply_remote(agent: &Agent, remote: &Remote, r: &Record) -> Result<
         }
     }
     remote.leave_batches(&id, &own, &[]).await?;
+    Ok(rewritten)
+}
+
+/// Whether the part index of snapshot `seq` on the remote names an object
+/// `erase` names (`None`: there is none, or it does not decode).
+pub(crate) async fn stale_index(
+    remote: &Remote,
+    id: &crate::seal::keys::AgentId,
+    seq: u64,
+    hash: &[u8; 32],
+    erase: &(dyn Fn(&ObjectId) -> bool + Sync),
+) -> Result<Option<bool>> {
+    Ok(remote
+        .get_index(id, seq, hash)
+        .await?
+        .and_then(|raw| pack::decode_index(seq, &raw).ok())
+        .map(|entries| entries.iter().any(|e| erase(&e.id))))
+}
+
+/// Writes the remote pack parts of snapshot `seq` (its envelope hash
+/// `hash`) again without the objects `erase` names, each part that holds
+/// one (read from an upload batch when the snapshot went up in one, and
+/// written under its own names: the caller has it leave the batch), then
+/// its part index when a part changed or `stale` says the index names an
+/// erased object. The chain segment bundling its part index goes first
+/// (`unsegmented`: the segments deleted so far). Returns how many parts
+/// were written again.
+pub(crate) async fn rewrite_parts(
+    remote: &Remote,
+    id: &crate::seal::keys::AgentId,
+    (seq, hash): (u64, &[u8; 32]),
+    erase: &(dyn Fn(&ObjectId) -> bool + Sync),
+    stale: Option<bool>,
+    unsegmented: &mut BTreeSet<u64>,
+) -> Result<u64> {
+    let mut rewritten = 0;
+    let (mut part, mut entries, mut changed) = (0, Vec::new(), false);
+    while let Some(bytes) = remote.get_pack(id, seq, hash, part).await? {
+        let recs = pack::decode_part(seq, &bytes)?;
+        if recs.iter().any(|(oid, _, _)| erase(oid)) {
+            let mut p = pack::PACK_MAGIC.to_vec();
+            for (oid, kind, sealed) in recs.iter().filter(|(oid, _, _)| !erase(oid)) {
+                pack::encode_record(&mut p, oid, *kind, sealed);
+            }
+            entries.extend(pack::part_entries(seq, part, &p)?);
+            // The chain segment bundling the part index goes first
+            // (written again by the writer; its index would name
+            // erased objects).
+            remote.delete_segment_of(id, seq, unsegmented).await?;
+            remote.put_pack(id, seq, hash, part, p).await?;
+            rewritten += 1;
+            changed = true;
+        } else {
+            entries.extend(pack::part_entries(seq, part, &bytes)?);
+        }
+        part += 1;
+    }
+    // The part index follows the rewritten parts (an entry left
+    // pointing at the old place would only cost a lazy reader a whole
+    // part's fetch; the ids of erased objects must go from it too),
+    // also when an earlier run stopped between the parts and it.
+    if changed || stale == Some(true) {
+        remote.delete_segment_of(id, seq, unsegmented).await?;
+        remote
+            .put_index(id, seq, hash, pack::encode_index(&entries))
+            .await?;
+    }
     Ok(rewritten)
 }
 

@@ -183,8 +183,16 @@ pub struct PruneReport {
     pub remote_snapshots_pruned: u64,
     /// Remote pack parts deleted.
     pub remote_parts_deleted: u64,
-    /// Forgotten snapshots whose remote parts stay (they hold live objects).
+    /// Forgotten snapshots whose remote parts stay as they are: all they
+    /// hold is still read, or a lazily restored data dir may still fetch
+    /// from them.
     pub remote_snapshots_kept: u64,
+    /// Of the pruned ones, those whose parts were written again with the
+    /// objects a kept snapshot still reads (a delta of its chain, a page it
+    /// did not change) instead of deleted.
+    pub remote_snapshots_trimmed: u64,
+    /// Remote pack parts written again for them.
+    pub remote_parts_rewritten: u64,
 }
 
 /// Objects referenced by a retained snapshot, or by any snapshot not yet
@@ -277,9 +285,14 @@ pub async fn prune_remote(agent: &Agent, remote: &Remote, report: &mut PruneRepo
         .range(..=replicated)
         .map(|(seq, (raw, _))| (*seq, raw.clone()))
         .collect();
-    let due = rows
-        .into_iter()
-        .filter(|(seq, (_, pruned))| !pruned && *seq <= replicated);
+    // Also the pruned ones that still hold objects there: their parts
+    // were written again with those alone, and what died since goes now.
+    let trimmed = agent.repo().index()?.trimmed_seqs()?;
+    let due: Vec<(u64, (Vec<u8>, bool))> = rows
+        .range(..=replicated)
+        .filter(|(seq, (_, pruned))| !pruned || trimmed.contains(seq))
+        .map(|(seq, (raw, pruned))| (*seq, (raw.clone(), *pruned)))
+        .collect();
     // 1. Each record stored; then whether the snapshot keeps its parts
     // (a live object, or a lazily restored data dir that may still fetch
     // from them) or what it has left there. A snapshot whose requests
@@ -287,18 +300,25 @@ pub async fn prune_remote(agent: &Agent, remote: &Remote, report: &mut PruneRepo
     // error is returned at the end (with the report of what was done).
     let mut failed = None;
     let mut found: Vec<(u64, Option<Goes>)> = Vec::new();
-    let step1: Vec<Result<(u64, Option<Goes>)>> = futures::stream::iter(due)
-        .map(|(seq, (raw, _))| async move {
-            remote.put_forgotten(id, seq, raw).await?;
-            let lazy_holds = agent.repo().lazy().is_some_and(|l| l.holds(seq));
-            if lazy_holds || agent.repo().index()?.has_objects_of(seq)? {
-                return Ok((seq, None));
+    // Snapshots that keep some objects (a delta or a page a kept snapshot
+    // reads): their parts are written again with those alone (step 4).
+    let mut trims: Vec<(u64, [u8; 32])> = Vec::new();
+    let step1: Vec<Result<Step1>> = futures::stream::iter(due)
+        .map(|(seq, (raw, pruned))| async move {
+            if !pruned {
+                remote.put_forgotten(id, seq, raw).await?;
+            }
+            if agent.repo().lazy().is_some_and(|l| l.holds(seq)) {
+                return Ok((seq, None, None));
             }
             let hash = agent
                 .repo()
                 .index()?
                 .stored_hash(seq)?
                 .ok_or(Error::NoSuchSnapshot(seq))?;
+            if agent.repo().index()?.has_objects_of(seq)? {
+                return Ok((seq, None, Some(hash)));
+            }
             // With part 0 gone, the part index still says how many parts
             // there were (a prune by an older build, cut short, deleted
             // them from the first).
@@ -315,20 +335,25 @@ pub async fn prune_remote(agent: &Agent, remote: &Remote, report: &mut PruneRepo
                     None => (false, 0),
                 }
             };
-            Ok((seq, Some(Goes { hash, left, parts })))
+            Ok((seq, Some(Goes { hash, left, parts }), None))
         })
         .buffered(PRUNE_IN_FLIGHT)
         .collect()
         .await;
     for r in step1 {
         match r {
-            Ok(f) => found.push(f),
+            Ok((seq, goes, trim)) => {
+                found.push((seq, goes));
+                trims.extend(trim.map(|h| (seq, h)));
+            }
             Err(e) => {
                 failed.get_or_insert(e);
             }
         }
     }
-    report.remote_snapshots_kept += found.iter().filter(|(_, f)| f.is_none()).count() as u64;
+    // (Those with objects still read are counted by step 4.)
+    report.remote_snapshots_kept +=
+        (found.iter().filter(|(_, f)| f.is_none()).count() - trims.len()) as u64;
     // 2. The chain segment bundling a part index goes before the index,
     // when there is anything left to delete (a restore then reads its
     // snapshots one by one until the writer writes it again; a stale one
@@ -340,20 +365,30 @@ pub async fn prune_remote(agent: &Agent, remote: &Remote, report: &mut PruneRepo
             return Err(failed.unwrap_or(e));
         }
     }
+    // The snapshots that keep some objects: their parts written again
+    // with those alone (what the local prune removed goes there too), read
+    // from their upload batch when they went up in one, before they
+    // leave it below.
+    let mut trims = match trim_parts(agent, remote, &trims, &mut unsegmented, report).await {
+        Ok(t) => t,
+        Err(e) => return Err(failed.unwrap_or(e)),
+    };
     // Records that upload batches hold leave them, each batch written
-    // again once for all its pruned members; a batch index of their
-    // ranges that does not decode stops the prune here (what it holds
-    // cannot be told: its members read as having no parts above).
-    let in_batches: Vec<(u64, [u8; 32])> = found
+    // again once for all its pruned and trimmed members; a batch index of
+    // their ranges that does not decode stops the prune here (what it
+    // holds cannot be told: its members read as having no parts above).
+    let mut in_batches: Vec<(u64, [u8; 32])> = found
         .iter()
         .filter_map(|(seq, f)| f.filter(|g| g.left).map(|g| (*seq, g.hash)))
         .collect();
-    let pruned: Vec<u64> = found
+    in_batches.append(&mut trims.own);
+    let mut pruned: Vec<u64> = found
         .iter()
         .filter_map(|(seq, f)| f.map(|_| *seq))
         .collect();
+    pruned.extend(&trims.looked_at);
     if let Err(e) = remote.leave_batches(id, &in_batches, &pruned).await {
-        return Err(failed.unwrap_or(e));
+        return Err(failed.or(trims.failed).unwrap_or(e));
     }
     // 3. The parts and index of each, then recorded; each counted as it
     // is done.
@@ -378,6 +413,17 @@ pub async fn prune_remote(agent: &Agent, remote: &Remote, report: &mut PruneRepo
             }
         }
     }
+    // 4. The trimmed ones recorded as pruned there (part of their
+    // content is gone: a restore needs their record), and looked at again
+    // by each prune while they hold objects there.
+    for seq in &trims.trimmed {
+        agent.repo().index()?.set_remote_trimmed(*seq)?;
+        report.remote_snapshots_pruned += 1;
+        report.remote_snapshots_trimmed += 1;
+    }
+    if let Some(e) = trims.failed {
+        failed.get_or_insert(e);
+    }
     if let Some(e) = failed {
         return Err(e);
     }
@@ -400,6 +446,114 @@ pub async fn prune_remote(agent: &Agent, remote: &Remote, report: &mut PruneRepo
     }
     Ok(())
 }
+
+/// What [`trim_parts`] did.
+#[derive(Default)]
+struct Trims {
+    /// Those now with parts of their own (to leave their upload batch).
+    own: Vec<(u64, [u8; 32])>,
+    /// Those whose parts were written again.
+    trimmed: Vec<u64>,
+    /// Every one looked at (their batch ranges are checked).
+    looked_at: Vec<u64>,
+    /// The first request that failed (its snapshot is left as it was).
+    failed: Option<Error>,
+}
+
+/// [`prune_remote`]'s trim: each of `trims` (forgotten snapshots that
+/// still hold objects a kept snapshot reads: a delta of its chain, a page
+/// it did not change) keeps on the remote those objects alone. A snapshot
+/// whose requests fail is left as it was, the others go on. A batch index
+/// of their ranges that does not decode stops it (the error).
+async fn trim_parts(
+    agent: &Agent,
+    remote: &Remote,
+    trims: &[(u64, [u8; 32])],
+    unsegmented: &mut BTreeSet<u64>,
+    report: &mut PruneReport,
+) -> Result<Trims> {
+    let id = agent.repo().keys().agent_id();
+    let seqs: Vec<u64> = trims.iter().map(|(s, _)| *s).collect();
+    remote.leave_batches(&id, &[], &seqs).await?;
+    let mut out = Trims {
+        looked_at: seqs,
+        ..Trims::default()
+    };
+    for (seq, hash) in trims {
+        match trim_one(agent, remote, (*seq, hash), unsegmented).await {
+            Ok((rewritten, stale, has_own)) => {
+                report.remote_parts_rewritten += rewritten;
+                if has_own {
+                    out.own.push((*seq, *hash));
+                }
+                if rewritten > 0 || stale == Some(true) {
+                    out.trimmed.push(*seq);
+                } else {
+                    report.remote_snapshots_kept += 1;
+                }
+            }
+            Err(e) => {
+                out.failed.get_or_insert(e);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// One snapshot of [`trim_parts`]: its parts written again without what
+/// the local prune removed (unless its part index names none of it).
+/// Returns the parts written again, whether its index named any, and
+/// whether it has parts of its own now.
+async fn trim_one(
+    agent: &Agent,
+    remote: &Remote,
+    (seq, hash): (u64, &[u8; 32]),
+    unsegmented: &mut BTreeSet<u64>,
+) -> Result<(u64, Option<bool>, bool)> {
+    let id = agent.repo().keys().agent_id();
+    let keep: HashSet<ObjectId> = agent
+        .repo()
+        .index()?
+        .objects_of(seq)?
+        .into_iter()
+        .map(|o| o.id)
+        .collect();
+    // Gone: what the local prune removed (objects of this snapshot no
+    // kept one reads); anything the index still knows by id stays,
+    // whoever it names as its first.
+    let gone = |o: &ObjectId| {
+        !keep.contains(o)
+            && agent
+                .repo()
+                .index()
+                .and_then(|i| i.object(o))
+                .is_ok_and(|found| found.is_none())
+    };
+    let stale = crate::history::redact::stale_index(remote, &id, seq, hash, &gone).await?;
+    // (Its part index names nothing gone: its parts hold what is still
+    // read, whole.)
+    let rewritten = match stale {
+        Some(false) => 0,
+        _ => {
+            crate::history::redact::rewrite_parts(
+                remote,
+                &id,
+                (seq, hash),
+                &gone,
+                stale,
+                unsegmented,
+            )
+            .await?
+        }
+    };
+    Ok((rewritten, stale, remote.has_own_pack(&id, seq, hash).await?))
+}
+
+/// What step 1 of [`prune_remote`] found of one forgotten snapshot: its
+/// parts go (`Goes`), or it keeps objects kept snapshots read (its
+/// envelope hash: its parts are trimmed), or neither (a lazily restored
+/// data dir may still fetch from it).
+type Step1 = (u64, Option<Goes>, Option<[u8; 32]>);
 
 /// Snapshots whose requests a remote prune has in flight at once.
 const PRUNE_IN_FLIGHT: usize = 16;

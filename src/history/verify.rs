@@ -185,7 +185,7 @@ pub fn verify(agent: &Agent, mut progress: impl FnMut(u64, u64)) -> Result<Repor
             prev = Some(env.hash());
             continue;
         }
-        let mut new_dirs = Vec::new();
+        let (mut new_dirs, mut new_names) = (Vec::new(), Vec::new());
         let skip = |r: &ObjRef| seen.borrow().contains(r) || allowed.allows(&r.id, seq);
         view.walk_objects(&skip, &mut |kind, id| {
             let (plain, len, v) = check_object(agent, kind, id)?;
@@ -193,17 +193,21 @@ pub fn verify(agent: &Agent, mut progress: impl FnMut(u64, u64)) -> Result<Repor
             if kind == ObjectKind::DirNode {
                 new_dirs.push(tree::decode_dir(&plain)?);
             }
-            // A delta's names are checked like a directory node's (it is
-            // first seen in the snapshot that wrote it).
+            // A delta's names are checked like a directory node's: against
+            // the snapshot that wrote it when it is first seen there, else
+            // (that snapshot was forgotten) as a fold's node is.
             if kind == ObjectKind::Delta {
                 let d = tree::decode_delta(&plain)?;
-                new_dirs.push(
-                    d.dirs
-                        .into_values()
-                        .flat_map(|e| e.names)
-                        .filter_map(|(n, e)| e.map(|e| (n, e)))
-                        .collect(),
-                );
+                let names: tree::Entries = d
+                    .dirs
+                    .into_values()
+                    .flat_map(|e| e.names)
+                    .filter_map(|(n, e)| e.map(|e| (n, e)))
+                    .collect();
+                match id.home == seq {
+                    true => new_names.push(names),
+                    false => new_dirs.push(names),
+                }
             }
             seen.borrow_mut().insert(*id);
             report.objects += 1;
@@ -215,8 +219,25 @@ pub fn verify(agent: &Agent, mut progress: impl FnMut(u64, u64)) -> Result<Repor
         if !inos.contains(&tree::ROOT_INO) {
             return Err(at(seq, Error::corrupt("manifest", "no root directory")));
         }
-        for entries in new_dirs {
-            if let Some(e) = entries.values().find(|e| !inos.contains(&e.ino)) {
+        // A directory node of the fold, or a delta, read first here (the
+        // snapshot that wrote it was forgotten) may still name what the
+        // chain removed since, with the name removed too: that is no
+        // dangling entry.
+        let removed: std::collections::HashSet<u64> = match view.merged().map_err(|e| at(seq, e))? {
+            Some(m) => m
+                .inodes
+                .iter()
+                .filter(|(_, i)| i.is_none())
+                .map(|(ino, _)| *ino)
+                .collect(),
+            None => Default::default(),
+        };
+        let dangling = |e: &&tree::DirEntry, node: bool| {
+            !(inos.contains(&e.ino) || node && removed.contains(&e.ino))
+        };
+        let nodes = new_dirs.iter().map(|d: &tree::Entries| (d, true));
+        for (entries, node) in nodes.chain(new_names.iter().map(|d| (d, false))) {
+            if let Some(e) = entries.values().find(|e| dangling(e, node)) {
                 return Err(at(
                     seq,
                     Error::corrupt(

@@ -65,6 +65,12 @@ pub struct Args {
     /// Dirty file data kept in memory before it is sealed early, in MiB.
     #[arg(long, default_value_t = 64)]
     pub dirty_budget_mib: usize,
+    /// Longest chain of delta commits before a commit writes whole inode
+    /// pages and directory trees again (a fold; 0: every commit does).
+    /// Longer chains seal less per commit; a reader of a snapshot reads
+    /// its chain back to the fold once (docs/PERFORMANCE.md, session 45).
+    #[arg(long, default_value_t = crate::engine::FOLD_EVERY)]
+    pub fold_every: u32,
     /// FUSE worker threads (of which up to half may wait for a lazily
     /// restored agent's older history under `.snapshots/`; with one, none
     /// does).
@@ -288,6 +294,7 @@ fn serve(
     startup::check_head_readable(&engine)?;
     engine.mark_serving(mountpoint);
     engine.set_dirty_budget(args.dirty_budget_mib << 20);
+    engine.set_fold_every(args.fold_every);
     let shared_agent = engine.shared_agent();
     let mut follow_remote = None;
     let mut heartbeats = None;

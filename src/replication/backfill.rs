@@ -114,12 +114,17 @@ pub async fn missing(
     }
     let id = agent.repo().keys().agent_id();
     let listed = remote.list_indexes(&id, from - 1).await?;
+    // (A trimmed one still holds what kept snapshots read: it needs its
+    // index.)
+    let trimmed = agent.repo().index()?.trimmed_seqs()?;
     let pruned: std::collections::BTreeSet<u64> = agent
         .repo()
         .index()?
         .forgotten()?
         .into_iter()
-        .filter_map(|(seq, (_, remote_pruned))| remote_pruned.then_some(seq))
+        .filter_map(|(seq, (_, remote_pruned))| {
+            (remote_pruned && !trimmed.contains(&seq)).then_some(seq)
+        })
         .collect();
     let mut out = Vec::new();
     for seq in from..=replicated {

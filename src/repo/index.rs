@@ -1123,11 +1123,32 @@ impl Index {
 
     /// Marks the remote content of forgotten `seq` as pruned.
     pub fn set_remote_pruned(&self, seq: u64) -> Result<()> {
+        self.set_pruned_as(seq, 1)
+    }
+
+    /// Records that a remote prune wrote the parts of forgotten snapshot
+    /// `seq` again with the objects kept snapshots still read (2 in
+    /// `remote_pruned`: pruned, and looked at again by the next prune).
+    pub fn set_remote_trimmed(&self, seq: u64) -> Result<()> {
+        self.set_pruned_as(seq, 2)
+    }
+
+    fn set_pruned_as(&self, seq: u64, how: i64) -> Result<()> {
         self.durable()?;
         self.conn
-            .prepare_cached("UPDATE forgotten SET remote_pruned = 1 WHERE seq = ?1")?
-            .execute([seq])?;
+            .prepare_cached("UPDATE forgotten SET remote_pruned = ?2 WHERE seq = ?1")?
+            .execute(params![seq, how])?;
         Ok(())
+    }
+
+    /// The forgotten snapshots a remote prune trimmed
+    /// ([`Index::set_remote_trimmed`]).
+    pub fn trimmed_seqs(&self) -> Result<std::collections::BTreeSet<u64>> {
+        let mut st = self
+            .conn
+            .prepare_cached("SELECT seq FROM forgotten WHERE remote_pruned = 2")?;
+        let rows = st.query_map([], |r| r.get(0))?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
     /// Every retained snapshot's (seq, timestamp_ms), ascending.

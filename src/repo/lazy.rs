@@ -470,9 +470,13 @@ impl Lazy {
     /// failure leaves the read to wait as it would.
     pub fn find_home(&self, home: u64) {
         let first = super::segment::first_of(home);
+        // Asked for: the range (its segment brought every member's index)
+        // or the snapshot alone (a range without a segment: its own
+        // index only; another home of the range is asked for again).
+        let alone = home | ALONE;
         {
             let mut homes = self.homes.lock().expect("homes");
-            if home == 0 || home >= homes.0 || !homes.1.insert(first) {
+            if home == 0 || home >= homes.0 || homes.1.contains(&first) || !homes.1.insert(alone) {
                 return;
             }
         }
@@ -485,13 +489,21 @@ impl Lazy {
             let _ = tx.send(home_indexes(&remote, &agent, home).await);
         });
         let indexes = match rx.recv_timeout(driver.timeout) {
-            Ok(Ok(i)) => i,
+            Ok(Ok((i, whole))) => {
+                let mut homes = self.homes.lock().expect("homes");
+                if whole {
+                    homes.1.insert(first);
+                }
+                // (Each snapshot whose index came: not asked for again.)
+                homes.1.extend(i.iter().map(|s| s.seq | ALONE));
+                i
+            }
             Ok(Err(e)) => {
-                self.homes.lock().expect("homes").1.remove(&first);
+                self.homes.lock().expect("homes").1.remove(&alone);
                 return tracing::debug!("part indexes of snapshot {home} not fetched ahead: {e}");
             }
             Err(_) => {
-                self.homes.lock().expect("homes").1.remove(&first);
+                self.homes.lock().expect("homes").1.remove(&alone);
                 return tracing::debug!("part indexes of snapshot {home}: no answer");
             }
         };
@@ -938,12 +950,16 @@ impl Lazy {
 /// The part indexes of the chain segment holding snapshot `home` (every
 /// member that has one and decodes), or of `home` alone from its own
 /// files when no segment decodes.
-async fn home_indexes(remote: &Remote, agent: &AgentId, home: u64) -> Result<Vec<SnapshotIndex>> {
+async fn home_indexes(
+    remote: &Remote,
+    agent: &AgentId,
+    home: u64,
+) -> Result<(Vec<SnapshotIndex>, bool)> {
     let first = super::segment::first_of(home);
     if let Some(b) = remote.get_segment(agent, first).await?
         && let Ok(members) = super::segment::decode(first, &b)
     {
-        return Ok(members
+        let indexes = members
             .into_iter()
             .zip(first..)
             .filter_map(|(m, seq)| {
@@ -951,21 +967,46 @@ async fn home_indexes(remote: &Remote, agent: &AgentId, home: u64) -> Result<Vec
                 let entries = pack::decode_index(seq, m.index.as_deref()?).ok()?;
                 Some(SnapshotIndex { seq, hash, entries })
             })
-            .collect());
+            .collect();
+        return Ok((indexes, true));
+    }
+    // The tail segment, when it holds `home` (the range after the last
+    // chain segment: a delta chain's homes mostly lie there).
+    if let Some(b) = remote.get_tail(agent).await?
+        && let Ok((tail_first, members)) = super::segment::decode_tail(&b)
+        && (tail_first..tail_first + members.len() as u64).contains(&home)
+    {
+        let indexes: Vec<SnapshotIndex> = members
+            .into_iter()
+            .zip(tail_first..)
+            .filter_map(|(m, seq)| {
+                let hash = envelope::Envelope::from_json(&m.envelope).ok()?.hash();
+                let entries = pack::decode_index(seq, m.index.as_deref()?).ok()?;
+                Some(SnapshotIndex { seq, hash, entries })
+            })
+            .collect();
+        if indexes.iter().any(|s| s.seq == home) {
+            return Ok((indexes, false));
+        }
     }
     let Some(raw) = remote.get_envelope(agent, home).await? else {
-        return Ok(Vec::new());
+        return Ok((Vec::new(), false));
     };
     let hash = envelope::Envelope::from_json(&raw)?.hash();
     let Some(index) = remote.get_index(agent, home, &hash).await? else {
-        return Ok(Vec::new());
+        return Ok((Vec::new(), false));
     };
-    Ok(vec![SnapshotIndex {
+    let indexes = vec![SnapshotIndex {
         seq: home,
         hash,
         entries: pack::decode_index(home, &index)?,
-    }])
+    }];
+    Ok((indexes, false))
 }
+
+/// Marks a snapshot asked for alone in [`Lazy::find_home`]'s set, apart
+/// from the ranges (their first snapshots, far below).
+const ALONE: u64 = 1 << 63;
 
 /// Checks that `sealed` opens as `id` of `kind` and hashes to it.
 fn check(keys: &AgentKeys, kind: ObjectKind, id: &ObjectId, sealed: &[u8]) -> Result<()> {

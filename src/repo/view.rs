@@ -57,7 +57,16 @@ impl SnapshotView {
         if let Some(m) = self.merged.get() {
             return Ok(Some(m));
         }
-        let m = Arc::new(Merged::load(&self.repo, newest)?);
+        let m = Merged::load(&self.repo, newest).map_err(|e| match e {
+            // (What the chain lacks, named with the snapshot it serves.)
+            Error::MissingObject { id, kind, seq: 0 } => Error::MissingObject {
+                id,
+                kind,
+                seq: self.seq(),
+            },
+            e => e,
+        })?;
+        let m = Arc::new(m);
         Ok(Some(self.merged.get_or_init(|| m)))
     }
 
