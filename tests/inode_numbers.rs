@@ -317,3 +317,41 @@ proptest! {
         sovseal::history::verify::verify(e.agent(), |_, _| {}).unwrap();
     }
 }
+
+/// A directory's number given to a file within one commit window of a
+/// delta chain (tree format 8): the chain's names of the directory go with
+/// it, and the file stays a file with its bytes through a reopen (the
+/// overlay rebuilt from the chain) and the next fold (planted: a fresh
+/// directory edit on the file's number made it an empty directory at the
+/// fold).
+#[test]
+fn a_directory_number_given_to_a_file_stays_a_file_through_reopen_and_fold() {
+    use sovseal::seal::tree::FileType;
+    let env = Env::new();
+    let mut e = env.open();
+    e.set_fold_every(8);
+    let d = e.mkdir(ROOT_INO, b"d", 0o755, 0, 0).unwrap().ino;
+    create(&mut e, d, "x");
+    e.commit().unwrap();
+    e.unlink(d, b"x").unwrap();
+    e.rmdir(ROOT_INO, b"d").unwrap();
+    let f = create(&mut e, ROOT_INO, "f");
+    assert_eq!(f, d, "the number is reused");
+    e.write(f, 0, b"file bytes").unwrap();
+    e.commit().unwrap();
+    for round in 0..2 {
+        // A reopen, then (round 1) a fold.
+        drop(e);
+        e = env.open();
+        e.set_fold_every(if round == 0 { 8 } else { 0 });
+        let i = e.getattr(f).unwrap();
+        assert_eq!(i.file_type(), FileType::File, "round {round}");
+        assert_eq!(e.read(f, 0, 100).unwrap(), b"file bytes", "round {round}");
+        let head = e.agent().head().unwrap();
+        assert!(head.entries(f).is_err(), "a file lists no entries");
+        assert_eq!(head.read(f, 0, 100).unwrap(), b"file bytes");
+        create(&mut e, ROOT_INO, &format!("g{round}"));
+        e.commit().unwrap();
+    }
+    sovseal::history::verify::verify(e.agent(), |_, _| {}).unwrap();
+}

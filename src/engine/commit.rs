@@ -32,7 +32,7 @@ use crate::repo::view::SnapshotView;
 use crate::repo::{chunktree, dirtree, pagemap};
 use crate::seal::envelope::{self, GENESIS_PARENT};
 use crate::seal::tree::{
-    self, CHUNK_SIZE, Chunks, Content, INODES_PER_PAGE, Inode, Manifest, ObjectKind, Pages,
+    self, CHUNK_SIZE, Chunks, Content, INODES_PER_PAGE, Inode, Manifest, ObjRef, ObjectKind, Pages,
     ROOT_INO,
 };
 use crate::time::now_ns;
@@ -203,19 +203,7 @@ impl Engine {
             home,
         )?;
 
-        let m = Manifest {
-            format: tree::FORMAT_VERSION,
-            agent_id: repo.keys().agent_id(),
-            seq: home,
-            parent: self.head.hash(),
-            timestamp_ms: crate::time::now_ms().max(base.timestamp_ms),
-            chunk_size: base.chunk_size,
-            inodes_per_page: base.inodes_per_page,
-            next_ino: self.ov.next_ino,
-            pages,
-            provenance: self.provenance.record(),
-            delta: None,
-        };
+        let m = self.next_manifest(&base, pages, None);
         let env = envelope::seal_manifest(repo.keys(), &m);
         repo.commit(&env)?;
         self.provenance.clear();
@@ -322,12 +310,31 @@ impl Engine {
             inodes: Vec::new(),
         };
         self.head = Arc::new(head);
+        // (The target's chain: what it changed on top of its pages.)
         self.load_chain()?;
         Ok(info)
     }
 }
 
 impl Engine {
+    /// The manifest of the snapshot after head (`base`, its manifest),
+    /// naming `pages` and the newest delta `delta`.
+    fn next_manifest(&self, base: &Manifest, pages: Pages, delta: Option<ObjRef>) -> Manifest {
+        Manifest {
+            format: tree::FORMAT_VERSION,
+            agent_id: self.head.repo().keys().agent_id(),
+            seq: base.seq + 1,
+            parent: self.head.hash(),
+            timestamp_ms: crate::time::now_ms().max(base.timestamp_ms),
+            chunk_size: base.chunk_size,
+            inodes_per_page: base.inodes_per_page,
+            next_ino: self.ov.next_ino,
+            pages,
+            provenance: self.provenance.record(),
+            delta,
+        }
+    }
+
     /// Whether the next commit may be a delta instead of a fold: head is of
     /// tree format 8 (the first commit after an upgrade folds), its chain
     /// is shorter than [`FOLD_EVERY`], and the overlay (everything changed
@@ -365,19 +372,7 @@ impl Engine {
         let r = repo.put_meta(ObjectKind::Delta, &encoded, home)?;
         let mut merged = (*self.committed).clone();
         merged.apply(&delta);
-        let m = Manifest {
-            format: tree::FORMAT_VERSION,
-            agent_id: repo.keys().agent_id(),
-            seq: home,
-            parent: self.head.hash(),
-            timestamp_ms: crate::time::now_ms().max(base.timestamp_ms),
-            chunk_size: base.chunk_size,
-            inodes_per_page: base.inodes_per_page,
-            next_ino: self.ov.next_ino,
-            pages: base.pages.clone(),
-            provenance: self.provenance.record(),
-            delta: Some(r),
-        };
+        let m = self.next_manifest(&base, base.pages.clone(), Some(r));
         let env = envelope::seal_manifest(repo.keys(), &m);
         repo.commit(&env)?;
         self.provenance.clear();

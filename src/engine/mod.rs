@@ -232,6 +232,50 @@ pub struct Engine {
     fold_every: u32,
 }
 
+/// `head`'s delta chain as an overlay (see [`Engine::load_chain`]): the
+/// chain applied, its records, and each directory whose names it changed
+/// with those changes over the directory's tree in the fold.
+#[allow(clippy::type_complexity)]
+fn chain_overlay(
+    head: &SnapshotView,
+) -> Result<(
+    Arc<Merged>,
+    HashMap<u64, Option<Inode>>,
+    HashMap<u64, DirDelta>,
+)> {
+    let merged = match head.merged()? {
+        Some(m) => m.clone(),
+        None => Arc::new(Merged::default()),
+    };
+    let inodes = merged.inodes.clone();
+    let repo = head.repo();
+    let mut dirs = HashMap::new();
+    for (dir, e) in &merged.dirs {
+        let base = if e.fresh {
+            None
+        } else {
+            let i = head.getattr(*dir)?;
+            view::dir_root(&i)?.copied()
+        };
+        let mut count = dirtree::count(repo, base.as_ref())?;
+        for (name, entry) in &e.names {
+            let was = dirtree::lookup(repo, base.as_ref(), name)?.is_some();
+            count = (count + u64::from(entry.is_some()))
+                .checked_sub(u64::from(was))
+                .ok_or_else(|| Error::corrupt("delta chain", "entry count below zero"))?;
+        }
+        dirs.insert(
+            *dir,
+            DirDelta {
+                base,
+                changes: e.names.clone(),
+                count,
+            },
+        );
+    }
+    Ok((merged, inodes, dirs))
+}
+
 impl Drop for Engine {
     /// Writes the index rows of the snapshots committed since the last
     /// flush while the writer's lock is still held (a crash instead leaves
@@ -385,51 +429,27 @@ impl Engine {
             ));
         }
         let new = Arc::new(self.agent.head()?);
-        let old = std::mem::replace(&mut self.head, new);
+        // (Its chain first: on an error the follower keeps what it shows.)
+        let (merged, inodes, dirs) = chain_overlay(&new)?;
         self.ov = Overlay {
-            next_ino: self.head.manifest().next_ino,
+            next_ino: new.manifest().next_ino,
+            inodes,
+            dirs,
             ..Overlay::default()
         };
-        self.load_chain()?;
-        Ok(old)
+        self.committed = merged;
+        Ok(std::mem::replace(&mut self.head, new))
     }
 
     /// Fills the overlay with head's delta chain (tree format 8): every
     /// record and directory name it changed since its fold, as if they
     /// had been made here and not committed, so that this engine's reads
     /// see them and its next fold writes them into pages and trees. The
-    /// overlay must hold nothing else.
+    /// overlay must hold nothing else. Nothing changes on error.
     fn load_chain(&mut self) -> Result<()> {
-        let merged = match self.head.merged()? {
-            Some(m) => m.clone(),
-            None => Arc::new(Merged::default()),
-        };
-        for (ino, rec) in &merged.inodes {
-            self.ov.inodes.insert(*ino, rec.clone());
-        }
-        let repo = self.head.repo().clone();
-        for (dir, e) in &merged.dirs {
-            let base = if e.fresh {
-                None
-            } else {
-                view::dir_root(&self.getattr(*dir)?)?.copied()
-            };
-            let mut count = dirtree::count(&repo, base.as_ref())?;
-            for (name, entry) in &e.names {
-                let was = dirtree::lookup(&repo, base.as_ref(), name)?.is_some();
-                count = (count + u64::from(entry.is_some()))
-                    .checked_sub(u64::from(was))
-                    .ok_or_else(|| Error::corrupt("delta chain", "entry count below zero"))?;
-            }
-            self.ov.dirs.insert(
-                *dir,
-                DirDelta {
-                    base,
-                    changes: e.names.clone(),
-                    count,
-                },
-            );
-        }
+        let (merged, inodes, dirs) = chain_overlay(&self.head)?;
+        self.ov.inodes.extend(inodes);
+        self.ov.dirs.extend(dirs);
         self.committed = merged;
         Ok(())
     }
@@ -623,7 +643,8 @@ impl Engine {
     /// Sets the longest delta chain before a commit folds
     /// ([`FOLD_EVERY`] by default; 0: every commit folds).
     pub fn set_fold_every(&mut self, n: u32) {
-        self.fold_every = n;
+        // (A reader refuses a longer chain.)
+        self.fold_every = n.min(crate::seal::tree::DELTA_CHAIN_MAX);
     }
 
     /// Sets the largest size a file may grow to (tests: what a journal

@@ -544,12 +544,16 @@ pub async fn apply_remote(agent: &Agent, remote: &Remote, r: &Record) -> Result<
     let erase: HashSet<ObjectId> = r.object_ids()?.into_iter().collect();
     let listed: BTreeSet<u64> = r.seqs.iter().copied().collect();
     let last = listed.last().copied().unwrap_or(0);
+    // (Trimmed ones too: their parts there hold what kept snapshots read.)
+    let trimmed = agent.repo().index()?.trimmed_seqs()?;
     let kept_there: BTreeMap<u64, Vec<u8>> = agent
         .repo()
         .index()?
         .forgotten()?
         .into_iter()
-        .filter(|(seq, (_, remote_pruned))| !remote_pruned && *seq <= last && !listed.contains(seq))
+        .filter(|(seq, (_, remote_pruned))| {
+            (!remote_pruned || trimmed.contains(seq)) && *seq <= last && !listed.contains(seq)
+        })
         .map(|(seq, (raw, _))| (seq, raw))
         .collect();
     let seqs: BTreeSet<u64> = listed.iter().chain(kept_there.keys()).copied().collect();

@@ -479,8 +479,14 @@ async fn trim_parts(
         looked_at: seqs,
         ..Trims::default()
     };
+    // What every kept snapshot reaches, walked once (not what the local
+    // index lacks: a damaged index must never delete a remote copy).
+    let live = match trims.is_empty() {
+        true => HashSet::new(),
+        false => live_objects(agent, &mut |_, _| {})?,
+    };
     for (seq, hash) in trims {
-        match trim_one(agent, remote, (*seq, hash), unsegmented).await {
+        match trim_one(agent, remote, (*seq, hash), &live, unsegmented).await {
             Ok((rewritten, stale, has_own)) => {
                 report.remote_parts_rewritten += rewritten;
                 if has_own {
@@ -508,26 +514,14 @@ async fn trim_one(
     agent: &Agent,
     remote: &Remote,
     (seq, hash): (u64, &[u8; 32]),
+    live: &HashSet<ObjRef>,
     unsegmented: &mut BTreeSet<u64>,
 ) -> Result<(u64, Option<bool>, bool)> {
     let id = agent.repo().keys().agent_id();
-    let keep: HashSet<ObjectId> = agent
-        .repo()
-        .index()?
-        .objects_of(seq)?
-        .into_iter()
-        .map(|o| o.id)
-        .collect();
-    // Gone: what the local prune removed (objects of this snapshot no
-    // kept one reads); anything the index still knows by id stays,
-    // whoever it names as its first.
+    // Gone: what no kept snapshot reaches (a metadata object there is
+    // the copy homed at `seq`; content is found by id).
     let gone = |o: &ObjectId| {
-        !keep.contains(o)
-            && agent
-                .repo()
-                .index()
-                .and_then(|i| i.object(o))
-                .is_ok_and(|found| found.is_none())
+        !live.contains(&ObjRef { id: *o, home: seq }) && !live.contains(&ObjRef::by_id(*o))
     };
     let stale = crate::history::redact::stale_index(remote, &id, seq, hash, &gone).await?;
     // (Its part index names nothing gone: its parts hold what is still

@@ -198,15 +198,16 @@ pub fn verify(agent: &Agent, mut progress: impl FnMut(u64, u64)) -> Result<Repor
             // (that snapshot was forgotten) as a fold's node is.
             if kind == ObjectKind::Delta {
                 let d = tree::decode_delta(&plain)?;
-                let names: tree::Entries = d
-                    .dirs
-                    .into_values()
-                    .flat_map(|e| e.names)
-                    .filter_map(|(n, e)| e.map(|e| (n, e)))
-                    .collect();
-                match id.home == seq {
-                    true => new_names.push(names),
-                    false => new_dirs.push(names),
+                for e in d.dirs.into_values() {
+                    let names: tree::Entries = e
+                        .names
+                        .into_iter()
+                        .filter_map(|(n, e)| e.map(|e| (n, e)))
+                        .collect();
+                    match id.home == seq {
+                        true => new_names.push(names),
+                        false => new_dirs.push(names),
+                    }
                 }
             }
             seen.borrow_mut().insert(*id);

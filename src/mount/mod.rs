@@ -69,7 +69,9 @@ pub struct Args {
     /// pages and directory trees again (a fold; 0: every commit does).
     /// Longer chains seal less per commit; a reader of a snapshot reads
     /// its chain back to the fold once (docs/PERFORMANCE.md, session 45).
-    #[arg(long, default_value_t = crate::engine::FOLD_EVERY)]
+    /// At most 65,536.
+    #[arg(long, default_value_t = crate::engine::FOLD_EVERY,
+          value_parser = clap::value_parser!(u32).range(0..=i64::from(crate::seal::tree::DELTA_CHAIN_MAX)))]
     pub fold_every: u32,
     /// FUSE worker threads (of which up to half may wait for a lazily
     /// restored agent's older history under `.snapshots/`; with one, none

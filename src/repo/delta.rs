@@ -18,7 +18,7 @@
 //! gone).
 
 use crate::repo::Repo;
-use crate::seal::tree::{Delta, DirEdits, DirEntry, Entries, Inode, ObjRef};
+use crate::seal::tree::{Delta, DirEdits, DirEntry, Entries, FileType, Inode, ObjRef};
 use crate::{Error, Result};
 use std::collections::HashMap;
 
@@ -70,6 +70,11 @@ impl Merged {
             self.dirs.remove(ino);
         }
         for (ino, i) in &d.inodes {
+            // (A number that held a directory, now something else: its
+            // names went with it.)
+            if i.file_type() != FileType::Dir {
+                self.dirs.remove(ino);
+            }
             self.inodes.insert(*ino, Some(i.clone()));
         }
         for (dir, e) in &d.dirs {
@@ -154,7 +159,9 @@ impl Merged {
         // A directory the chain has names for, whose changes are gone
         // though it lives: a new directory under its number, no name yet.
         for dir in self.dirs.keys() {
-            if !names.contains_key(dir) && records.contains_key(dir) && live(dir) {
+            let is_dir =
+                matches!(records.get(dir), Some(Some(i)) if i.file_type() == FileType::Dir);
+            if !names.contains_key(dir) && is_dir {
                 d.dirs.insert(
                     *dir,
                     DirEdits {

@@ -959,16 +959,7 @@ async fn home_indexes(
     if let Some(b) = remote.get_segment(agent, first).await?
         && let Ok(members) = super::segment::decode(first, &b)
     {
-        let indexes = members
-            .into_iter()
-            .zip(first..)
-            .filter_map(|(m, seq)| {
-                let hash = envelope::Envelope::from_json(&m.envelope).ok()?.hash();
-                let entries = pack::decode_index(seq, m.index.as_deref()?).ok()?;
-                Some(SnapshotIndex { seq, hash, entries })
-            })
-            .collect();
-        return Ok((indexes, true));
+        return Ok((member_indexes(first, members), true));
     }
     // The tail segment, when it holds `home` (the range after the last
     // chain segment: a delta chain's homes mostly lie there).
@@ -976,15 +967,7 @@ async fn home_indexes(
         && let Ok((tail_first, members)) = super::segment::decode_tail(&b)
         && (tail_first..tail_first + members.len() as u64).contains(&home)
     {
-        let indexes: Vec<SnapshotIndex> = members
-            .into_iter()
-            .zip(tail_first..)
-            .filter_map(|(m, seq)| {
-                let hash = envelope::Envelope::from_json(&m.envelope).ok()?.hash();
-                let entries = pack::decode_index(seq, m.index.as_deref()?).ok()?;
-                Some(SnapshotIndex { seq, hash, entries })
-            })
-            .collect();
+        let indexes = member_indexes(tail_first, members);
         if indexes.iter().any(|s| s.seq == home) {
             return Ok((indexes, false));
         }
@@ -1002,6 +985,20 @@ async fn home_indexes(
         entries: pack::decode_index(home, &index)?,
     }];
     Ok((indexes, false))
+}
+
+/// The part indexes a segment's members from `first` on hold (those whose
+/// envelope and index decode: an index only says where to look).
+fn member_indexes(first: u64, members: Vec<super::segment::Member>) -> Vec<SnapshotIndex> {
+    members
+        .into_iter()
+        .zip(first..)
+        .filter_map(|(m, seq)| {
+            let hash = envelope::Envelope::from_json(&m.envelope).ok()?.hash();
+            let entries = pack::decode_index(seq, m.index.as_deref()?).ok()?;
+            Some(SnapshotIndex { seq, hash, entries })
+        })
+        .collect()
 }
 
 /// Marks a snapshot asked for alone in [`Lazy::find_home`]'s set, apart

@@ -220,8 +220,7 @@ impl SnapshotView {
             Content::Dir(Some(root)) => dirtree::walk(&self.repo, root, skip, visit),
             _ => Ok(()),
         };
-        // What the chain's records reference; the fold's records it
-        // replaced or removed are not this snapshot's.
+        // What the chain's records reference (then the fold's, below).
         if let Some(m) = merged {
             let mut live: Vec<&Inode> = m.inodes.values().flatten().collect();
             live.sort_by_key(|i| i.ino);
@@ -236,11 +235,13 @@ impl SnapshotView {
                 pagemap::Item::Page(no, pid, count) => (no, pid, count),
             };
             visit(ObjectKind::InodePage, &pid)?;
+            // (Also the records the chain replaced or removed: a caller
+            // that skips this page later, as walked, must have reached
+            // everything below it, whatever chain the snapshot that
+            // reached it first had. What they reference stays live while
+            // a snapshot reads their fold.)
             let page = self.counted_page(&pid, no, count)?;
             for i in page.values() {
-                if merged.is_some_and(|m| m.inodes.contains_key(&i.ino)) {
-                    continue;
-                }
                 content(i, visit)?;
             }
             Ok(())
