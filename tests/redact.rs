@@ -491,3 +491,38 @@ fn commands_that_change_the_remote_refuse_one_the_agent_does_not_replicate_to() 
     let o = ok(&m.sovseal(&["redact", "--agent", "away", "--remote", &url, "/secret.bin"]));
     assert!(o.contains("1 remote parts rewritten"), "{o}");
 }
+
+/// A secret that a fold holds and a delta commit after it removed (tree
+/// format 8), then redacted: the snapshots of that chain still reach the
+/// fold's record of it (a walk reads a fold's pages whole), so the record
+/// lists them too, and they verify without it (planted: a plan listing only
+/// the snapshots where the path resolves fails `verify_snapshot` of the
+/// head).
+#[test]
+fn a_secret_a_fold_holds_and_a_delta_removed_is_redacted_for_the_whole_chain() {
+    use sovseal::history::{redact, verify};
+    use sovseal::seal::tree::ROOT_INO;
+    let env = support::home::Env::new();
+    let mut e = env.open();
+    e.set_fold_every(0);
+    let s = e.create(ROOT_INO, b"secret", 0o600, 0, 0).unwrap().ino;
+    e.write(s, 0, &support::home::bytes(7, 100_000)).unwrap();
+    let k = e.create(ROOT_INO, b"keep", 0o644, 0, 0).unwrap().ino;
+    e.write(k, 0, b"kept").unwrap();
+    e.commit().unwrap();
+    let fold = e.head().seq();
+    e.set_fold_every(8);
+    e.unlink(ROOT_INO, b"secret").unwrap();
+    e.commit().unwrap();
+    e.write(k, 0, b"kept again").unwrap();
+    e.commit().unwrap();
+    let head = e.head().seq();
+    let plan = redact::plan(e.agent(), "secret", &mut |_, _| {}).unwrap();
+    assert!(!plan.erase.is_empty());
+    assert_eq!(plan.seqs, (fold..=head).collect::<Vec<_>>());
+    redact::apply_local(e.agent(), "secret", &plan).unwrap();
+    let v = e.agent().head().unwrap();
+    verify::verify_snapshot(e.agent(), &v).unwrap();
+    verify::verify(e.agent(), |_, _| {}).unwrap();
+    assert_eq!(e.read(k, 0, 100).unwrap(), b"kept again");
+}

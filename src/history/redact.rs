@@ -49,7 +49,9 @@ pub struct Record {
     /// Keyed hash of the path (the object-id key), hex: tells redactions
     /// apart without revealing the path.
     pub path_id: String,
-    /// The snapshots in which the path had content.
+    /// The snapshots in which the path had content, and those whose delta
+    /// chain removed it from pages that held it (tree format 8: a walk of
+    /// their objects still reaches it).
     pub seqs: Vec<u64>,
     /// The erased objects, hex.
     pub objects: Vec<String>,
@@ -137,7 +139,8 @@ impl Record {
 /// What a redaction would do.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct Plan {
-    /// Snapshots in which the path has content.
+    /// Snapshots in which the path has content, and those that reach it
+    /// through pages they share with one (see [`Record::seqs`]).
     pub seqs: Vec<u64>,
     /// Objects to erase.
     #[serde(skip)]
@@ -220,9 +223,12 @@ pub fn plan(agent: &Agent, path: &str, progress: &mut dyn FnMut(u64, u64)) -> Re
     let mut candidates = BTreeSet::new();
     // Per snapshot, the inodes under the path.
     let mut targets: BTreeMap<u64, HashSet<u64>> = BTreeMap::new();
+    // Each snapshot's pages (a delta chain's snapshots share their fold's).
+    let mut pages = Vec::new();
     for seq in 1..=head {
         progress(seq, 2 * head);
         let view = agent.snapshot_unchecked(seq)?;
+        pages.push((seq, view.manifest().pages.clone()));
         let mut ids = BTreeSet::new();
         let mut symlinks = 0;
         let walk =
@@ -294,6 +300,25 @@ pub fn plan(agent: &Agent, path: &str, progress: &mut dyn FnMut(u64, u64)) -> Re
         .copied()
         .collect();
     plan.objects = plan.erase.len();
+    // A snapshot whose delta chain removed the path still reaches its
+    // content through the pages it shares with the fold that held it (a
+    // walk of its objects, what verify, prune and a follower's erasure
+    // judge by, visits the fold's records whole): it is listed too, so
+    // that what is erased may be missing there.
+    if !plan.erase.is_empty() {
+        let held: Vec<&crate::seal::tree::Pages> = pages
+            .iter()
+            .filter(|(seq, _)| plan.seqs.contains(seq))
+            .map(|(_, p)| p)
+            .collect();
+        let sharing: Vec<u64> = pages
+            .iter()
+            .filter(|(seq, p)| !plan.seqs.contains(seq) && held.contains(&p))
+            .map(|(seq, _)| *seq)
+            .collect();
+        plan.seqs.extend(sharing);
+        plan.seqs.sort_unstable();
+    }
     Ok(plan)
 }
 
