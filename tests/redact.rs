@@ -517,12 +517,43 @@ fn a_secret_a_fold_holds_and_a_delta_removed_is_redacted_for_the_whole_chain() {
     e.write(k, 0, b"kept again").unwrap();
     e.commit().unwrap();
     let head = e.head().seq();
+    // A follower: a copy of the data dir from before the redaction.
+    drop(e);
+    let follower = support::home::Env::new();
+    copy_tree(env.home.root(), follower.home.root());
+    let e = env.open();
     let plan = redact::plan(e.agent(), "secret", &mut |_, _| {}).unwrap();
     assert!(!plan.erase.is_empty());
     assert_eq!(plan.seqs, (fold..=head).collect::<Vec<_>>());
-    redact::apply_local(e.agent(), "secret", &plan).unwrap();
+    let rec = redact::apply_local(e.agent(), "secret", &plan).unwrap();
     let v = e.agent().head().unwrap();
     verify::verify_snapshot(e.agent(), &v).unwrap();
     verify::verify(e.agent(), |_, _| {}).unwrap();
     assert_eq!(e.read(k, 0, 100).unwrap(), b"kept again");
+    // The fold forgotten and pruned, the chain still reads through its
+    // pages: verify and a prune accept what is erased there.
+    sovseal::history::retention::forget(e.agent(), &[fold]).unwrap();
+    sovseal::history::retention::prune_local(e.agent(), &mut |_, _| {}).unwrap();
+    verify::verify(e.agent(), |_, _| {}).unwrap();
+    sovseal::history::retention::prune_local(e.agent(), &mut |_, _| {}).unwrap();
+    assert_eq!(e.read(k, 0, 100).unwrap(), b"kept again");
+    // The follower, given the record, erases every object it names: the
+    // chain's snapshots that reach them through the fold's pages are
+    // listed, so none of them keeps them.
+    let f = follower.open();
+    redact::save_fetched(f.agent(), std::slice::from_ref(&rec)).unwrap();
+    let allowed = redact::allowances(f.agent()).unwrap();
+    let erasable = redact::erasable(f.agent(), &allowed).unwrap();
+    assert_eq!(erasable, plan.erase.iter().copied().collect());
+}
+
+/// Copies the tree at `from` to `to` (which must not exist), modes kept.
+fn copy_tree(from: &Path, to: &Path) {
+    let st = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(from)
+        .arg(to)
+        .status()
+        .unwrap();
+    assert!(st.success());
 }

@@ -297,12 +297,18 @@ impl Engine {
         };
         let repo = self.head.repo().clone();
         let env = envelope::seal_manifest(repo.keys(), &m);
-        repo.commit(&env)?;
         let head = SnapshotView::new(repo.clone(), env.hash(), m);
+        // The target's chain (what it changed on top of its pages), read
+        // before the commit: an unreadable chain leaves head as it was.
+        let (merged, inodes, dirs) = super::chain_overlay(&head)?;
+        repo.commit(&env)?;
         self.ov = Overlay {
             next_ino: head.manifest().next_ino,
+            inodes,
+            dirs,
             ..Overlay::default()
         };
+        self.committed = merged;
         self.reset_inos();
         let info = CommitInfo {
             seq: head.seq(),
@@ -310,8 +316,6 @@ impl Engine {
             inodes: Vec::new(),
         };
         self.head = Arc::new(head);
-        // (The target's chain: what it changed on top of its pages.)
-        self.load_chain()?;
         Ok(info)
     }
 }

@@ -25,7 +25,7 @@ use crate::repo::pack;
 use crate::repo::remote::Remote;
 use crate::seal::keys::AgentKeys;
 use crate::seal::record::{self, Signed};
-use crate::seal::tree::{Content, FileType, ObjectId, ROOT_INO};
+use crate::seal::tree::{Content, FileType, ObjectId, Pages, ROOT_INO};
 use crate::{Error, Result};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
@@ -49,9 +49,10 @@ pub struct Record {
     /// Keyed hash of the path (the object-id key), hex: tells redactions
     /// apart without revealing the path.
     pub path_id: String,
-    /// The snapshots in which the path had content, and those whose delta
-    /// chain removed it from pages that held it (tree format 8: a walk of
-    /// their objects still reaches it).
+    /// The snapshots in which the path had content, and those whose fold's
+    /// pages hold a record of it with erased content that their delta
+    /// chain removed or replaced (tree format 8: a walk of their objects
+    /// still reaches it).
     pub seqs: Vec<u64>,
     /// The erased objects, hex.
     pub objects: Vec<String>,
@@ -300,23 +301,52 @@ pub fn plan(agent: &Agent, path: &str, progress: &mut dyn FnMut(u64, u64)) -> Re
         .copied()
         .collect();
     plan.objects = plan.erase.len();
-    // A snapshot whose delta chain removed the path still reaches its
-    // content through the pages it shares with the fold that held it (a
-    // walk of its objects, what verify, prune and a follower's erasure
-    // judge by, visits the fold's records whole): it is listed too, so
-    // that what is erased may be missing there.
+    // A snapshot whose delta chain removed the path (or replaced its
+    // content) still reaches the content its fold's pages hold: a walk of
+    // its objects, what verify, prune and a follower's erasure judge by,
+    // visits the fold's records whole. It is listed too, so that what is
+    // erased may be missing there.
     if !plan.erase.is_empty() {
-        let held: Vec<&crate::seal::tree::Pages> = pages
+        let held: Vec<(u64, &Pages)> = pages
             .iter()
             .filter(|(seq, _)| plan.seqs.contains(seq))
-            .map(|(_, p)| p)
+            .map(|(seq, p)| (*seq, p))
             .collect();
-        let sharing: Vec<u64> = pages
-            .iter()
-            .filter(|(seq, p)| !plan.seqs.contains(seq) && held.contains(&p))
-            .map(|(seq, _)| *seq)
-            .collect();
-        plan.seqs.extend(sharing);
+        let mut reaching = Vec::new();
+        for (seq, p) in pages.iter().filter(|(seq, _)| !plan.seqs.contains(seq)) {
+            // The inodes under the path where the snapshots sharing these
+            // pages had content.
+            let inos: BTreeSet<u64> = held
+                .iter()
+                .filter(|(_, q)| *q == p)
+                .filter_map(|(f, _)| targets.get(f))
+                .flatten()
+                .copied()
+                .collect();
+            if inos.is_empty() {
+                continue;
+            }
+            let view = match agent.snapshot_unchecked(*seq) {
+                Ok(v) => v,
+                Err(Error::MissingObject { .. }) if forgotten.contains(seq) => continue,
+                Err(e) => return Err(e),
+            };
+            for ino in inos {
+                let Some(i) = view.fold_inode(ino)? else {
+                    continue;
+                };
+                if i.file_type() != FileType::File {
+                    continue;
+                }
+                let mut ids = BTreeSet::new();
+                content_ids(&view, &i, &redacted, &mut ids)?;
+                if ids.iter().any(|id| plan.erase.contains(id)) {
+                    reaching.push(*seq);
+                    break;
+                }
+            }
+        }
+        plan.seqs.extend(reaching);
         plan.seqs.sort_unstable();
     }
     Ok(plan)

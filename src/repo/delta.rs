@@ -63,6 +63,30 @@ impl Merged {
         Ok(m)
     }
 
+    /// Refuses a chain naming inode 0 or a number at or above `next_ino`
+    /// (the manifest's: no commit allocates one), as a record, a removal,
+    /// a directory or an entry.
+    pub fn check_numbers(&self, next_ino: u64) -> Result<()> {
+        let entries = self
+            .dirs
+            .values()
+            .flat_map(|e| e.names.values().flatten().map(|e| e.ino));
+        let bad = self
+            .inodes
+            .keys()
+            .chain(self.dirs.keys())
+            .copied()
+            .chain(entries)
+            .find(|&ino| ino == 0 || ino >= next_ino);
+        match bad {
+            Some(ino) => Err(Error::corrupt(
+                "delta chain",
+                format!("names inode {ino}, outside 1..{next_ino}"),
+            )),
+            None => Ok(()),
+        }
+    }
+
     /// Applies the next delta of the chain.
     pub fn apply(&mut self, d: &Delta) {
         for ino in &d.removed {
@@ -216,5 +240,36 @@ impl Merged {
             },
             None => base(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::seal::tree::{DirEntry, FileType};
+
+    fn with_entry(dir: u64, ino: u64) -> Merged {
+        let mut m = Merged::default();
+        let mut e = DirEdits::default();
+        e.names.insert(
+            b"n".to_vec(),
+            Some(DirEntry {
+                ino,
+                file_type: FileType::File,
+            }),
+        );
+        m.dirs.insert(dir, e);
+        m
+    }
+
+    #[test]
+    fn numbers_outside_the_manifests_range_are_refused() {
+        assert!(with_entry(1, 9).check_numbers(10).is_ok());
+        assert!(with_entry(1, 10).check_numbers(10).is_err(), "an entry");
+        assert!(with_entry(10, 9).check_numbers(10).is_err(), "a directory");
+        assert!(with_entry(1, 0).check_numbers(10).is_err(), "inode 0");
+        let mut m = Merged::default();
+        m.inodes.insert(12, None);
+        assert!(m.check_numbers(10).is_err(), "a removal");
     }
 }

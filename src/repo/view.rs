@@ -66,6 +66,7 @@ impl SnapshotView {
             },
             e => e,
         })?;
+        m.check_numbers(self.manifest.next_ino)?;
         let m = Arc::new(m);
         Ok(Some(self.merged.get_or_init(|| m)))
     }
