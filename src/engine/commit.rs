@@ -151,7 +151,7 @@ impl Engine {
             };
             i.content = Content::File(chunktree::build(&repo, refs, base)?);
         }
-        if self.delta_fits(&base) {
+        if self.delta_fits(&base) && self.fold_clean()? {
             return self.commit_delta(changed, home).map(Some);
         }
         // A fold: everything changed since the last one (the overlay holds
@@ -159,6 +159,15 @@ impl Engine {
         // Directories: only the nodes holding a changed name are sealed
         // (and cached: the next lookup needs no decryption).
         for (ino, d) in &self.ov.dirs {
+            if !changed.contains_key(ino) {
+                // Names changed without the record (an operation that
+                // failed past its first step; a delta wrote them): the
+                // record as head has it takes the new tree.
+                let i = self.head.inode(*ino)?;
+                if let Some(i) = i.filter(|i| i.file_type() == tree::FileType::Dir) {
+                    changed.insert(*ino, Some(i));
+                }
+            }
             let Some(Some(i)) = changed.get_mut(ino) else {
                 continue;
             };
@@ -208,6 +217,7 @@ impl Engine {
         repo.commit(&env)?;
         self.provenance.clear();
         self.committed = Arc::new(Merged::default());
+        self.fold_clean = None;
         let head = SnapshotView::new(repo.clone(), env.hash(), m);
         let info = CommitInfo {
             seq: head.seq(),
@@ -309,6 +319,7 @@ impl Engine {
             ..Overlay::default()
         };
         self.committed = merged;
+        self.fold_clean = None;
         self.reset_inos();
         let info = CommitInfo {
             seq: head.seq(),
@@ -354,6 +365,56 @@ impl Engine {
         base.format >= tree::DELTA_FORMAT
             && self.committed.depth < self.fold_every
             && weight <= FOLD_WEIGHT
+    }
+
+    /// Whether head's fold holds no record its chain replaced or removed
+    /// that references an object no longer stored here. A redaction erases
+    /// content a chain removed while the fold's pages still hold it (and
+    /// lists the snapshots whose pages do): a delta on those pages would
+    /// reach it again in a snapshot no record lists, so the next commit
+    /// folds instead (it writes those records' pages again). Asked once
+    /// per chain loaded (open, a follower's advance, a rollback): no
+    /// redaction runs while this engine writes.
+    fn fold_clean(&mut self) -> Result<bool> {
+        if let Some(clean) = self.fold_clean {
+            return Ok(clean);
+        }
+        let repo = self.head.repo().clone();
+        let missing = std::cell::Cell::new(false);
+        let failed = std::cell::RefCell::new(None);
+        for ino in self.committed.inodes.keys() {
+            let Some(old) = self.head.fold_inode(*ino)? else {
+                continue;
+            };
+            if let Content::File(c) = &old.content {
+                // (The references the record itself holds: below a stored
+                // list or index node, what it names is stored too.)
+                chunktree::walk(
+                    &repo,
+                    c,
+                    &|r| {
+                        match repo.has_or_fetchable(r) {
+                            Ok(true) => {}
+                            Ok(false) => missing.set(true),
+                            Err(e) => {
+                                failed.borrow_mut().get_or_insert(e);
+                            }
+                        }
+                        true
+                    },
+                    &mut |_, _| Ok(()),
+                )?;
+            }
+            if let Some(e) = failed.take() {
+                return Err(e);
+            }
+            if missing.get() {
+                break;
+            }
+        }
+        let clean = !missing.get();
+        self.fold_clean = Some(clean);
+        Ok(clean)
     }
 
     /// Commits `changed` (every record changed since the fold, file

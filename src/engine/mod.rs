@@ -228,6 +228,10 @@ pub struct Engine {
     /// Head's delta chain applied (empty after a fold): what the overlay
     /// holds that is committed already (`commit`).
     committed: Arc<Merged>,
+    /// Whether the fold's records head's chain replaced or removed
+    /// reference only objects stored here (`None`: not yet asked since the
+    /// chain was loaded; see `Engine::fold_clean`).
+    fold_clean: Option<bool>,
     /// Longest delta chain before a fold ([`FOLD_EVERY`]).
     fold_every: u32,
 }
@@ -337,6 +341,7 @@ impl Engine {
             provenance: provenance::Pending::default(),
             lock,
             committed: Arc::new(Merged::default()),
+            fold_clean: None,
             fold_every: commit::FOLD_EVERY,
         };
         e.load_chain()?;
@@ -438,6 +443,7 @@ impl Engine {
             ..Overlay::default()
         };
         self.committed = merged;
+        self.fold_clean = None;
         Ok(std::mem::replace(&mut self.head, new))
     }
 
@@ -451,6 +457,7 @@ impl Engine {
         self.ov.inodes.extend(inodes);
         self.ov.dirs.extend(dirs);
         self.committed = merged;
+        self.fold_clean = None;
         Ok(())
     }
 

@@ -49,9 +49,9 @@ pub struct Record {
     /// Keyed hash of the path (the object-id key), hex: tells redactions
     /// apart without revealing the path.
     pub path_id: String,
-    /// The snapshots in which the path had content, and those whose fold's
-    /// pages hold a record of it with erased content that their delta
-    /// chain removed or replaced (tree format 8: a walk of their objects
+    /// The snapshots in which the path had content, and those whose inode
+    /// pages hold a record referencing an erased object (tree format 8: a
+    /// delta chain replaced or removed it, and a walk of their objects
     /// still reaches it).
     pub seqs: Vec<u64>,
     /// The erased objects, hex.
@@ -135,6 +135,42 @@ impl Record {
             })
             .collect()
     }
+}
+
+/// Whether a record in `view`'s inode pages (every record, whatever its
+/// delta chain made of it) references an object of `erase`. `memo`: the
+/// answer per page already read.
+fn pages_reach(
+    view: &crate::repo::view::SnapshotView,
+    erase: &BTreeSet<ObjectId>,
+    redacted: &HashSet<ObjectId>,
+    memo: &mut HashMap<ObjectId, bool>,
+) -> Result<bool> {
+    let repo = view.repo();
+    let ipp = view.manifest().inodes_per_page;
+    let mut any = false;
+    crate::repo::pagemap::walk(repo, &view.manifest().pages, &|_| false, &mut |item| {
+        let crate::repo::pagemap::Item::Page(no, r, _) = item else {
+            return Ok(());
+        };
+        let reaches = match memo.get(&r.id) {
+            Some(b) => *b,
+            None => {
+                let mut ids = BTreeSet::new();
+                for i in repo.page(&r, ipp, no)?.values() {
+                    if i.file_type() == FileType::File {
+                        content_ids(view, i, redacted, &mut ids)?;
+                    }
+                }
+                let b = ids.iter().any(|id| erase.contains(id));
+                memo.insert(r.id, b);
+                b
+            }
+        };
+        any |= reaches;
+        Ok(())
+    })?;
+    Ok(any)
 }
 
 /// What a redaction would do.
@@ -301,49 +337,38 @@ pub fn plan(agent: &Agent, path: &str, progress: &mut dyn FnMut(u64, u64)) -> Re
         .copied()
         .collect();
     plan.objects = plan.erase.len();
-    // A snapshot whose delta chain removed the path (or replaced its
-    // content) still reaches the content its fold's pages hold: a walk of
-    // its objects, what verify, prune and a follower's erasure judge by,
-    // visits the fold's records whole. It is listed too, so that what is
-    // erased may be missing there.
+    // A snapshot of tree format 8 holds its fold's pages whole, records
+    // its delta chain replaced or removed included (what a walk of its
+    // objects reaches: what verify, prune and a follower's erasure judge
+    // by). One whose pages hold a record referencing an erased object is
+    // listed too, so that the object may be missing there.
     if !plan.erase.is_empty() {
-        let held: Vec<(u64, &Pages)> = pages
-            .iter()
-            .filter(|(seq, _)| plan.seqs.contains(seq))
-            .map(|(seq, p)| (*seq, p))
-            .collect();
+        let listed: HashSet<u64> = plan.seqs.iter().copied().collect();
+        let mut pages_seen: Vec<(&Pages, bool)> = Vec::new();
+        let mut page_reaches = HashMap::new();
         let mut reaching = Vec::new();
-        for (seq, p) in pages.iter().filter(|(seq, _)| !plan.seqs.contains(seq)) {
-            // The inodes under the path where the snapshots sharing these
-            // pages had content.
-            let inos: BTreeSet<u64> = held
-                .iter()
-                .filter(|(_, q)| *q == p)
-                .filter_map(|(f, _)| targets.get(f))
-                .flatten()
-                .copied()
-                .collect();
-            if inos.is_empty() {
-                continue;
-            }
-            let view = match agent.snapshot_unchecked(*seq) {
-                Ok(v) => v,
-                Err(Error::MissingObject { .. }) if forgotten.contains(seq) => continue,
-                Err(e) => return Err(e),
+        for (seq, p) in pages.iter().filter(|(seq, _)| !listed.contains(seq)) {
+            // (Consecutive snapshots share pages: the newest first.)
+            let known = pages_seen.iter().rev().find(|(q, _)| *q == p);
+            let reaches = match known {
+                Some((_, r)) => *r,
+                None => {
+                    let view = match agent.snapshot_unchecked(*seq) {
+                        Ok(v) => v,
+                        Err(Error::MissingObject { .. }) if forgotten.contains(seq) => continue,
+                        Err(e) => return Err(e),
+                    };
+                    let r = match pages_reach(&view, &plan.erase, &redacted, &mut page_reaches) {
+                        Ok(r) => r,
+                        Err(Error::MissingObject { .. }) if forgotten.contains(seq) => continue,
+                        Err(e) => return Err(e),
+                    };
+                    pages_seen.push((p, r));
+                    r
+                }
             };
-            for ino in inos {
-                let Some(i) = view.fold_inode(ino)? else {
-                    continue;
-                };
-                if i.file_type() != FileType::File {
-                    continue;
-                }
-                let mut ids = BTreeSet::new();
-                content_ids(&view, &i, &redacted, &mut ids)?;
-                if ids.iter().any(|id| plan.erase.contains(id)) {
-                    reaching.push(*seq);
-                    break;
-                }
+            if reaches {
+                reaching.push(*seq);
             }
         }
         plan.seqs.extend(reaching);
