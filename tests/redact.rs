@@ -602,13 +602,59 @@ fn content_a_fold_holds_under_another_name_is_allowed_missing_where_its_pages_ar
     retention::prune_local(e.agent(), &mut |_, _| {}).unwrap();
     let plan = redact::plan(e.agent(), "secret", &mut |_, _| {}).unwrap();
     assert!(!plan.erase.is_empty());
-    // (The forgotten fold too: its own tree holds the content.)
-    assert_eq!(plan.seqs, vec![f0, s1, s2]);
+    assert_eq!(plan.seqs, vec![s1, s2]);
     redact::apply_local(e.agent(), "secret", &plan).unwrap();
     verify::verify(e.agent(), |_, _| {}).unwrap();
     retention::prune_local(e.agent(), &mut |_, _| {}).unwrap();
     verify::verify(e.agent(), |_, _| {}).unwrap();
     assert_eq!(e.read(k, 0, 100).unwrap(), b"kept");
+}
+
+/// The fold holds a file whose chunk list a redaction keeps while it
+/// erases chunks below it (shared with the redacted file): the writer's
+/// next commit must still fold, or a delta on those pages reaches the
+/// erased chunks in a snapshot no record lists.
+#[test]
+fn a_commit_after_a_redaction_folds_when_the_fold_holds_chunks_it_erased_below_a_kept_list() {
+    use sovseal::history::{redact, retention, verify};
+    use sovseal::seal::tree::ROOT_INO;
+    const CHUNK: usize = 1 << 16;
+    let env = support::home::Env::new();
+    let mut e = env.open();
+    // Nine chunks: a chunk list of its own. The secret shares five.
+    let a_bytes = support::home::bytes(21, 9 * CHUNK);
+    let mut secret = a_bytes[..5 * CHUNK].to_vec();
+    secret.extend(support::home::bytes(22, 4 * CHUNK));
+    e.set_fold_every(0);
+    let a = e.create(ROOT_INO, b"a", 0o600, 0, 0).unwrap().ino;
+    e.write(a, 0, &a_bytes).unwrap();
+    let k = e.create(ROOT_INO, b"keep", 0o644, 0, 0).unwrap().ino;
+    e.write(k, 0, b"kept").unwrap();
+    e.commit().unwrap();
+    let fold = e.head().seq();
+    e.set_fold_every(8);
+    e.unlink(ROOT_INO, b"a").unwrap();
+    e.commit().unwrap();
+    let s = e.create(ROOT_INO, b"secret", 0o600, 0, 0).unwrap().ino;
+    e.write(s, 0, &secret).unwrap();
+    e.commit().unwrap();
+    e.unlink(ROOT_INO, b"secret").unwrap();
+    e.commit().unwrap();
+    let head = e.head().seq();
+    retention::forget(e.agent(), &[fold]).unwrap();
+    retention::prune_local(e.agent(), &mut |_, _| {}).unwrap();
+    let plan = redact::plan(e.agent(), "secret", &mut |_, _| {}).unwrap();
+    assert_eq!(plan.seqs, (fold + 1..=head).collect::<Vec<_>>());
+    redact::apply_local(e.agent(), "secret", &plan).unwrap();
+    drop(e);
+    let mut e = env.open();
+    e.write(k, 0, b"kept again").unwrap();
+    e.commit().unwrap();
+    assert!(e.head().manifest().delta.is_none(), "a fold");
+    retention::forget(e.agent(), &plan.seqs).unwrap();
+    retention::prune_local(e.agent(), &mut |_, _| {}).unwrap();
+    verify::verify(e.agent(), |_, _| {}).unwrap();
+    assert_eq!(e.read(k, 0, 100).unwrap(), b"kept again");
 }
 
 /// Copies the tree at `from` to `to` (which must not exist), modes kept.

@@ -406,13 +406,13 @@ fn write_prune(
 ) -> std::io::Result<()> {
     writeln!(
         out,
-        "pruned {} objects ({} sealed bytes) from {} packs; remote: {} snapshots pruned ({} parts deleted; {} of them trimmed, {} parts written again with what kept snapshots still read), {} kept as they are (all they hold is still read, or a lazy restore may fetch from them)",
+        "pruned {} objects ({} sealed bytes) from {} packs; remote: {} snapshots pruned ({} of them trimmed; {} parts deleted, {} written again with what kept snapshots still read), {} kept as they are (all they hold is still read, or a lazy restore may fetch from them)",
         r.objects_removed,
         r.bytes_removed,
         r.packs_rewritten,
         r.remote_snapshots_pruned,
-        r.remote_parts_deleted,
         r.remote_snapshots_trimmed,
+        r.remote_parts_deleted,
         r.remote_parts_rewritten,
         r.remote_snapshots_kept
     )

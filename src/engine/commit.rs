@@ -373,48 +373,60 @@ impl Engine {
     /// lists the snapshots whose pages do): a delta on those pages would
     /// reach it again in a snapshot no record lists, so the next commit
     /// folds instead (it writes those records' pages again). Asked once
-    /// per chain loaded (open, a follower's advance, a rollback): no
-    /// redaction runs while this engine writes.
+    /// per chain loaded (open, a follower's advance, a rollback; no
+    /// redaction runs while this engine holds the writer's lock), and
+    /// only where a redaction record exists: then every object below each
+    /// such record is looked up (a chunk a redaction erased may sit below
+    /// a list it kept). One that cannot be told (a lazily restored data
+    /// dir offline) folds, which is always right.
     fn fold_clean(&mut self) -> Result<bool> {
         if let Some(clean) = self.fold_clean {
             return Ok(clean);
         }
-        let repo = self.head.repo().clone();
+        let clean = self.committed.inodes.is_empty()
+            || !self.agent.holds_redaction_records()?
+            || self.fold_records_stored().unwrap_or(false);
+        self.fold_clean = Some(clean);
+        Ok(clean)
+    }
+
+    /// Whether every object below the fold's records that head's chain
+    /// replaced or removed is stored here (or fetchable).
+    fn fold_records_stored(&self) -> Result<bool> {
+        let repo = self.head.repo();
         let missing = std::cell::Cell::new(false);
         let failed = std::cell::RefCell::new(None);
         for ino in self.committed.inodes.keys() {
             let Some(old) = self.head.fold_inode(*ino)? else {
                 continue;
             };
-            if let Content::File(c) = &old.content {
-                // (The references the record itself holds: below a stored
-                // list or index node, what it names is stored too.)
-                chunktree::walk(
-                    &repo,
-                    c,
-                    &|r| {
-                        match repo.has_or_fetchable(r) {
-                            Ok(true) => {}
-                            Ok(false) => missing.set(true),
-                            Err(e) => {
-                                failed.borrow_mut().get_or_insert(e);
-                            }
-                        }
+            let Content::File(c) = &old.content else {
+                continue;
+            };
+            chunktree::walk(
+                repo,
+                c,
+                &|r| match repo.has_or_fetchable(r) {
+                    Ok(true) => false,
+                    Ok(false) => {
+                        missing.set(true);
                         true
-                    },
-                    &mut |_, _| Ok(()),
-                )?;
-            }
+                    }
+                    Err(e) => {
+                        failed.borrow_mut().get_or_insert(e);
+                        true
+                    }
+                },
+                &mut |_, _| Ok(()),
+            )?;
             if let Some(e) = failed.take() {
                 return Err(e);
             }
             if missing.get() {
-                break;
+                return Ok(false);
             }
         }
-        let clean = !missing.get();
-        self.fold_clean = Some(clean);
-        Ok(clean)
+        Ok(true)
     }
 
     /// Commits `changed` (every record changed since the fold, file

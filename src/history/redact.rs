@@ -25,7 +25,7 @@ use crate::repo::pack;
 use crate::repo::remote::Remote;
 use crate::seal::keys::AgentKeys;
 use crate::seal::record::{self, Signed};
-use crate::seal::tree::{Content, FileType, ObjectId, Pages, ROOT_INO};
+use crate::seal::tree::{Content, FileType, ObjRef, ObjectId, Pages, ROOT_INO};
 use crate::{Error, Result};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
@@ -260,12 +260,15 @@ pub fn plan(agent: &Agent, path: &str, progress: &mut dyn FnMut(u64, u64)) -> Re
     let mut candidates = BTreeSet::new();
     // Per snapshot, the inodes under the path.
     let mut targets: BTreeMap<u64, HashSet<u64>> = BTreeMap::new();
-    // Each snapshot's pages (a delta chain's snapshots share their fold's).
-    let mut pages = Vec::new();
+    // The pages of each snapshot with a delta chain (tree format 8: it
+    // shares them with its fold).
+    let mut chained = Vec::new();
     for seq in 1..=head {
         progress(seq, 2 * head);
         let view = agent.snapshot_unchecked(seq)?;
-        pages.push((seq, view.manifest().pages.clone()));
+        if view.manifest().delta.is_some() {
+            chained.push((seq, view.manifest().pages.clone()));
+        }
         let mut ids = BTreeSet::new();
         let mut symlinks = 0;
         let walk =
@@ -337,21 +340,30 @@ pub fn plan(agent: &Agent, path: &str, progress: &mut dyn FnMut(u64, u64)) -> Re
         .copied()
         .collect();
     plan.objects = plan.erase.len();
-    // A snapshot of tree format 8 holds its fold's pages whole, records
-    // its delta chain replaced or removed included (what a walk of its
-    // objects reaches: what verify, prune and a follower's erasure judge
-    // by). One whose pages hold a record referencing an erased object is
-    // listed too, so that the object may be missing there.
+    // A snapshot with a delta chain holds its fold's pages whole, records
+    // the chain replaced or removed included (what a walk of its objects
+    // reaches: what verify, prune and a follower's erasure judge by). One
+    // whose pages hold a record referencing an erased object is listed
+    // too, so that the object may be missing there. (A snapshot without a
+    // chain walks only its tree's records: handled above.)
     if !plan.erase.is_empty() {
         let listed: HashSet<u64> = plan.seqs.iter().copied().collect();
-        let mut pages_seen: Vec<(&Pages, bool)> = Vec::new();
+        // By the root of the page map (format 8 counts its pages).
+        let mut by_root: HashMap<Option<ObjRef>, bool> = HashMap::new();
         let mut page_reaches = HashMap::new();
         let mut reaching = Vec::new();
-        for (seq, p) in pages.iter().filter(|(seq, _)| !listed.contains(seq)) {
-            // (Consecutive snapshots share pages: the newest first.)
-            let known = pages_seen.iter().rev().find(|(q, _)| *q == p);
-            let reaches = match known {
-                Some((_, r)) => *r,
+        for (seq, p) in chained.iter().filter(|(seq, _)| !listed.contains(seq)) {
+            let root = match p {
+                Pages::Counted(root) => *root,
+                _ => {
+                    return Err(Error::corrupt(
+                        format!("snapshot {seq}"),
+                        "a delta chain on pages of tree format 1 or 2",
+                    ));
+                }
+            };
+            let reaches = match by_root.get(&root) {
+                Some(r) => *r,
                 None => {
                     let view = match agent.snapshot_unchecked(*seq) {
                         Ok(v) => v,
@@ -363,7 +375,7 @@ pub fn plan(agent: &Agent, path: &str, progress: &mut dyn FnMut(u64, u64)) -> Re
                         Err(Error::MissingObject { .. }) if forgotten.contains(seq) => continue,
                         Err(e) => return Err(e),
                     };
-                    pages_seen.push((p, r));
+                    by_root.insert(root, r);
                     r
                 }
             };
@@ -377,7 +389,7 @@ pub fn plan(agent: &Agent, path: &str, progress: &mut dyn FnMut(u64, u64)) -> Re
     Ok(plan)
 }
 
-const LOCAL_DIR: &str = "redactions";
+const LOCAL_DIR: &str = crate::repo::agent::REDACTIONS_DIR;
 
 /// A lazily restored data dir never fetches what the records here erase:
 /// every place of a record's objects in the snapshots up to the newest it

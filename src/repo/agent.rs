@@ -43,6 +43,9 @@ pub struct WriteLock {
     lock: nix::fcntl::Flock<File>,
 }
 
+/// The data dir's subdirectory of redaction records.
+pub const REDACTIONS_DIR: &str = "redactions";
+
 /// The lock file holds the writer's pid, then what it is doing: nothing
 /// more for a command, `mount <mountpoint>` for a mount daemon while it
 /// serves, `stopping` once it has started its last commit. A new writer
@@ -245,6 +248,15 @@ impl Agent {
 
     pub(crate) fn repo(&self) -> &Arc<Repo> {
         &self.repo
+    }
+
+    /// Whether the data dir holds any redaction record (what they say is
+    /// `history::redact`'s to read).
+    pub fn holds_redaction_records(&self) -> Result<bool> {
+        Ok(match self.data()?.sub_if_exists(REDACTIONS_DIR)? {
+            Some(d) => !d.json_names()?.is_empty(),
+            None => false,
+        })
     }
 
     /// A WAL checkpointer for this agent's index, on a connection of its
@@ -594,7 +606,7 @@ pub fn history_evidence(
     }
     for (sub, what) in [
         ("checkpoints", "checkpoints"),
-        ("redactions", "redaction records"),
+        (REDACTIONS_DIR, "redaction records"),
     ] {
         let n = nonempty(sub);
         if n > 0 {
