@@ -112,7 +112,11 @@ fn commit_record(env: &Env, seq: u64) -> (PathBuf, u64, Vec<u8>) {
             continue;
         }
         let body = b[(at + RECORD_HEADER) as usize..(at + RECORD_HEADER + len) as usize].to_vec();
-        if Envelope::from_json(&body).unwrap().sequence_number == seq {
+        if sovseal::repo::pack::commit_envelope(&body)
+            .unwrap()
+            .sequence_number
+            == seq
+        {
             return (path, at, body);
         }
     }
@@ -187,7 +191,7 @@ fn a_forged_commit_record_is_not_accepted() {
     put_back_index(&env, &saved);
     forget_seen(&env);
     let (path, at, body) = commit_record(&env, 6);
-    let mut env6 = Envelope::from_json(&body).unwrap();
+    let mut env6 = sovseal::repo::pack::commit_envelope(&body).unwrap();
     let i = env6.sealed.len() / 2;
     env6.sealed[i] ^= 1;
     let mut rec = Vec::new();
@@ -239,7 +243,7 @@ fn each_snapshot_ends_with_its_commit_record() {
     for seq in 1..=8 {
         let (_, _, body) = commit_record(&env, seq);
         assert_eq!(
-            Envelope::from_json(&body).unwrap(),
+            sovseal::repo::pack::commit_envelope(&body).unwrap(),
             a.envelope(seq).unwrap(),
             "snapshot {seq}'s record holds its envelope"
         );
@@ -258,7 +262,7 @@ fn a_retried_commit_is_recovered_as_its_last_attempt() {
     let saved = build(&env);
     put_back_index(&env, &saved);
     let (path, at, body) = commit_record(&env, 6);
-    let real = Envelope::from_json(&body).unwrap();
+    let real = sovseal::repo::pack::commit_envelope(&body).unwrap();
     let keys = env.master.agent_keys(env.agent.as_str());
     let mut m = sovseal::seal::envelope::open_manifest(&keys, &real).unwrap();
     m.timestamp_ms -= 1;

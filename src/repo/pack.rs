@@ -8,7 +8,8 @@
 //!
 //! Local packs also hold commit records (kind [`COMMIT_KIND`]): after a
 //! snapshot's objects, its envelope (`id` = the envelope hash, body = the
-//! envelope's JSON wire form, itself sealed). They make a pack the commit
+//! envelope's binary form, or its JSON wire form in older packs; the
+//! manifest in it is sealed). They make a pack the commit
 //! record of the snapshots it holds: a pack synced up to a commit record
 //! lets recovery rebuild what the index had not yet synced. Remote parts
 //! never hold one (the envelope travels beside them).
@@ -40,9 +41,10 @@ pub fn encode_record_header(buf: &mut Vec<u8>, id: &ObjectId, kind: ObjectKind, 
 /// object kinds.
 pub const COMMIT_KIND: u8 = 0x43;
 
-/// Appends the commit record of the snapshot `env` seals to `buf`.
+/// Appends the commit record of the snapshot `env` seals to `buf` (the
+/// envelope's binary form, [`Envelope::to_record`]).
 pub fn encode_commit(buf: &mut Vec<u8>, env: &Envelope) {
-    let body = env.to_json();
+    let body = env.to_record();
     buf.extend_from_slice(&env.hash());
     buf.push(COMMIT_KIND);
     buf.extend_from_slice(&(body.len() as u32).to_le_bytes());
@@ -53,7 +55,7 @@ pub fn encode_commit(buf: &mut Vec<u8>, env: &Envelope) {
 /// envelope, which must parse and hash to `id`. Nothing is opened here: the
 /// caller checks it extends the chain and that its manifest opens.
 pub fn decode_commit(id: &ObjectId, body: &[u8]) -> Result<Envelope> {
-    let env = Envelope::from_json(body)?;
+    let env = commit_envelope(body)?;
     if env.hash() != id.0 {
         return Err(Error::corrupt(
             format!("commit record of snapshot {}", env.sequence_number),
@@ -61,6 +63,16 @@ pub fn decode_commit(id: &ObjectId, body: &[u8]) -> Result<Envelope> {
         ));
     }
     Ok(env)
+}
+
+/// The envelope a commit record's body holds: its binary form, or the JSON
+/// wire form builds before tree format 8 wrote (it starts with `{`).
+/// Nothing is checked but the encoding and the versions.
+pub fn commit_envelope(body: &[u8]) -> Result<Envelope> {
+    match body.first() {
+        Some(b'{') => Envelope::from_json(body),
+        _ => Envelope::from_record(body),
+    }
 }
 
 /// One record of a local pack, decoded.
