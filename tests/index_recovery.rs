@@ -11,7 +11,6 @@ use sovseal::Error;
 use sovseal::engine::Engine;
 use sovseal::repo::agent::Agent;
 use sovseal::repo::pack::{COMMIT_KIND, PACK_MAGIC, RECORD_HEADER};
-use sovseal::seal::envelope::Envelope;
 use sovseal::seal::tree::ROOT_INO;
 use std::io::Write;
 use std::path::{Path, PathBuf};
