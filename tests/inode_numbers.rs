@@ -355,3 +355,39 @@ fn a_directory_number_given_to_a_file_stays_a_file_through_reopen_and_fold() {
     }
     sovseal::history::verify::verify(e.agent(), |_, _| {}).unwrap();
 }
+
+/// A directory's number freed and given to a new directory before the
+/// next commit, while head's delta chain has names for the old one: the
+/// new directory lists only its own names (its delta edits start fresh),
+/// in the engine, in head's view and after a reopen.
+#[test]
+fn a_directory_number_given_to_a_new_directory_lists_only_its_names() {
+    let env = Env::new();
+    let mut e = env.open();
+    e.set_fold_every(8);
+    let d = e.mkdir(ROOT_INO, b"d", 0o755, 0, 0).unwrap().ino;
+    create(&mut e, d, "x");
+    e.commit().unwrap();
+    assert!(e.head().manifest().delta.is_some(), "a delta names x");
+    e.unlink(d, b"x").unwrap();
+    e.rmdir(ROOT_INO, b"d").unwrap();
+    let n = e.mkdir(ROOT_INO, b"n", 0o755, 0, 0).unwrap().ino;
+    assert_eq!(n, d, "the number is reused");
+    create(&mut e, n, "y");
+    e.commit().unwrap();
+    let names = |v: Vec<Vec<u8>>| {
+        v.into_iter()
+            .map(|n| String::from_utf8(n).unwrap())
+            .collect::<Vec<_>>()
+    };
+    for round in 0..2 {
+        let listed = e.readdir(n).unwrap().into_iter().map(|(n, _)| n).collect();
+        assert_eq!(names(listed), ["y"], "round {round}: the engine");
+        let head = e.agent().head().unwrap();
+        let listed = head.entries(n).unwrap().keys().cloned().collect();
+        assert_eq!(names(listed), ["y"], "round {round}: head's view");
+        drop(e);
+        e = env.open();
+    }
+    sovseal::history::verify::verify(e.agent(), |_, _| {}).unwrap();
+}

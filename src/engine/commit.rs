@@ -27,7 +27,7 @@
 use super::{Engine, Overlay};
 use crate::Result;
 use crate::repo::agent::Agent;
-use crate::repo::delta::Merged;
+use crate::repo::delta::{Merged, Since};
 use crate::repo::view::SnapshotView;
 use crate::repo::{chunktree, dirtree, pagemap};
 use crate::seal::envelope::{self, GENESIS_PARENT};
@@ -41,10 +41,11 @@ use std::sync::Arc;
 
 /// Longest delta chain before a commit folds (writes pages and trees
 /// again and starts a new chain). Longer chains write less (one big
-/// directory of 20,000 files: 64 MB at 64, 54 MB at 256, 43 MB at 1,024,
-/// docs/PERFORMANCE.md session 45) and cost readers more: a view of a
-/// snapshot reads its chain back to the fold once.
-pub const FOLD_EVERY: u32 = 64;
+/// directory of 20,000 one-byte files: 60.3 MB at 64, 49.5 MB at 256,
+/// 44.5 MB at 1,024, docs/PERFORMANCE.md session 46) and cost readers
+/// more: a view of a snapshot reads its chain back to the fold once, and a
+/// lazy restore fetches it.
+pub const FOLD_EVERY: u32 = 256;
 
 /// Most records and directory names changed since the fold that a commit
 /// still writes as a delta: past it, it folds (each delta is computed
@@ -129,13 +130,21 @@ impl Engine {
         // The objects sealed below are stored at home in this snapshot.
         let home = base.seq + 1;
 
+        let delta = self.delta_fits(&base) && self.fold_clean()?;
         // File contents and directory entries of the changed inodes. Orphans
-        // (unlinked, still open) are absent from the snapshot.
+        // (unlinked, still open) are absent from the snapshot. (A delta
+        // needs only the records that differ from the chain, and the
+        // written files'.)
+        let committed = self.committed.clone();
         let mut changed: BTreeMap<u64, Option<Inode>> = self
             .ov
             .inodes
             .iter()
-            .map(|(k, v)| (*k, v.clone().filter(|i| i.nlink > 0)))
+            .map(|(k, v)| (*k, v.as_ref().filter(|i| i.nlink > 0)))
+            .filter(|(k, v)| {
+                !delta || self.ov.files.contains_key(k) || committed.inode(*k) != Some(*v)
+            })
+            .map(|(k, v)| (k, v.cloned()))
             .collect();
         for (ino, f) in &self.ov.files {
             let Some(Some(i)) = changed.get_mut(ino) else {
@@ -155,7 +164,7 @@ impl Engine {
             };
             i.content = Content::File(chunktree::build(&repo, refs, base)?);
         }
-        if self.delta_fits(&base) && self.fold_clean()? {
+        if delta {
             return self.commit_delta(changed, home).map(Some);
         }
         // A fold: everything changed since the last one (the overlay holds
@@ -463,7 +472,29 @@ impl Engine {
         let base = self.head.manifest().clone();
         let names: std::collections::HashMap<u64, &BTreeMap<Vec<u8>, Option<tree::DirEntry>>> =
             self.ov.dirs.iter().map(|(k, d)| (*k, &d.changes)).collect();
-        let delta = self.committed.delta_to(&changed, &names, base.delta);
+        let since = Since {
+            named: &self.ov.named,
+            restarted: &self.ov.restarted,
+        };
+        let delta = self
+            .committed
+            .delta_to(&changed, &names, Some(since), base.delta);
+        // (The same as from everything changed since the fold.)
+        #[cfg(debug_assertions)]
+        {
+            let mut all: BTreeMap<u64, Option<Inode>> = self
+                .ov
+                .inodes
+                .iter()
+                .map(|(k, v)| (*k, v.clone().filter(|i| i.nlink > 0)))
+                .collect();
+            all.extend(changed.iter().map(|(k, v)| (*k, v.clone())));
+            let reference = self.committed.delta_to(&all, &names, None, base.delta);
+            debug_assert_eq!(
+                delta, reference,
+                "a delta from what changed since the commit"
+            );
+        }
         let encoded = tree::encode_delta(&delta);
         debug_assert_eq!(tree::decode_delta(&encoded).ok().as_ref(), Some(&delta));
         let r = repo.put_meta(ObjectKind::Delta, &encoded, home)?;
@@ -498,6 +529,8 @@ impl Engine {
         }
         self.ov.dirty_bytes = held;
         self.ov.changed = false;
+        self.ov.named.clear();
+        self.ov.restarted.clear();
         self.committed = merged;
         self.head = Arc::new(head);
         self.journal_committed()?;

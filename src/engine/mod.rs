@@ -42,7 +42,7 @@ use crate::{Error, Result};
 pub use commit::{CommitInfo, FOLD_EVERY, FOLD_WEIGHT};
 use dirty::DirtyChunk;
 use journal::{Entry, Op};
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
 /// Longest name of a directory entry, in bytes.
@@ -164,6 +164,12 @@ struct Overlay {
     next_ino: u64,
     dirty_bytes: usize,
     changed: bool,
+    /// Names changed since the last commit, by directory: a delta
+    /// compares only these with the chain ([`crate::repo::delta::Since`]).
+    named: HashMap<u64, HashSet<Vec<u8>>>,
+    /// Directories whose changes started over since the last commit while
+    /// the chain has names for them (a new directory under the number).
+    restarted: HashSet<u64>,
 }
 
 /// A changed directory: where its entries are at head, and the names this
@@ -951,6 +957,11 @@ impl Engine {
         if !self.ov.dirs.contains_key(&dir) {
             let base = view::dir_root(&self.getattr(dir)?)?.copied();
             let count = dirtree::count(self.head.repo(), base.as_ref())?;
+            // (The overlay keeps a directory's changes since the fold: the
+            // chain has names for one it lacks only when they started over.)
+            if self.committed.dir(dir).is_some() {
+                self.ov.restarted.insert(dir);
+            }
             self.ov.dirs.insert(
                 dir,
                 DirDelta {
@@ -965,6 +976,7 @@ impl Engine {
             .checked_sub(u64::from(old.is_some()))
             .ok_or_else(|| Error::corrupt("directory", "entry count below zero"))?;
         d.changes.insert(name.to_vec(), entry);
+        self.ov.named.entry(dir).or_default().insert(name.to_vec());
         Ok(())
     }
 

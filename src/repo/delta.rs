@@ -35,6 +35,20 @@ pub struct Merged {
     pub depth: u32,
 }
 
+/// A name and its new entry (`None`: removed).
+type NameEdit<'a> = (&'a Vec<u8>, &'a Option<DirEntry>);
+
+/// What changed since the previous commit, as the engine records it: lets
+/// [`Merged::delta_to`] compare only that with the chain.
+#[derive(Clone, Copy)]
+pub struct Since<'a> {
+    /// Names changed, by directory.
+    pub named: &'a HashMap<u64, std::collections::HashSet<Vec<u8>>>,
+    /// Directories whose changes started over while the chain has names
+    /// for them (their number was freed and given to a new directory).
+    pub restarted: &'a std::collections::HashSet<u64>,
+}
+
 impl Merged {
     /// The chain whose newest delta is `newest`, read back to its fold and
     /// applied. Every delta is checked as it is read (its tag, its
@@ -129,12 +143,16 @@ impl Merged {
     /// records are `records` and whose directories' names changed since
     /// the fold are `names` (each with whether its edits start fresh at the
     /// fold: see [`DirEdits::fresh`]): what one commit wrote, linked to
-    /// `prev`. Both maps hold everything changed since the fold, so what is
-    /// equal to the chain is left out.
+    /// `prev`. `records` holds at least every record that differs from the
+    /// chain, `names` everything changed since the fold; what is equal to
+    /// the chain is left out. With `since`, only the names it lists are
+    /// compared with the chain (the same delta, found in what changed
+    /// since the previous commit instead of since the fold).
     pub fn delta_to(
         &self,
         records: &std::collections::BTreeMap<u64, Option<Inode>>,
         names: &HashMap<u64, &std::collections::BTreeMap<Vec<u8>, Option<DirEntry>>>,
+        since: Option<Since<'_>>,
         prev: Option<ObjRef>,
     ) -> Delta {
         let mut d = Delta {
@@ -143,12 +161,12 @@ impl Merged {
             ..Delta::default()
         };
         for (ino, rec) in records {
-            let known = self.inodes.get(ino);
+            let known = self.inode(*ino);
             match rec {
-                Some(i) if known != Some(&Some(i.clone())) => {
+                Some(i) if known != Some(Some(i)) => {
                     d.inodes.insert(*ino, i.clone());
                 }
-                None if known != Some(&None) => {
+                None if known != Some(None) => {
                     d.removed.insert(*ino);
                 }
                 _ => {}
@@ -165,14 +183,30 @@ impl Merged {
             let before = self.dirs.get(dir);
             // A name the chain gave the directory that it no longer has
             // among its changes: its changes started over (a new directory
-            // under the number): it starts fresh.
-            let stale = before.is_some_and(|b| b.names.keys().any(|n| !now.contains_key(n)));
+            // under the number): it starts fresh. (Otherwise its changes
+            // only grew since the previous commit: `since` names them.)
+            let stale = |now: &std::collections::BTreeMap<Vec<u8>, Option<DirEntry>>| {
+                before.is_some_and(|b| b.names.keys().any(|n| !now.contains_key(n)))
+            };
+            let (fresh, compared): (bool, Vec<NameEdit<'_>>) = match &since {
+                Some(s) if !s.restarted.contains(dir) => match s.named.get(dir) {
+                    None => continue,
+                    Some(changed) => (
+                        false,
+                        changed
+                            .iter()
+                            .filter_map(|n| now.get_key_value(n))
+                            .collect(),
+                    ),
+                },
+                _ => (stale(now), now.iter().collect()),
+            };
             let mut e = DirEdits {
-                fresh: stale,
+                fresh,
                 names: Default::default(),
             };
-            for (name, entry) in now.iter() {
-                if stale || before.and_then(|b| b.names.get(name)) != Some(entry) {
+            for (name, entry) in compared {
+                if fresh || before.and_then(|b| b.names.get(name)) != Some(entry) {
                     e.names.insert(name.clone(), *entry);
                 }
             }
