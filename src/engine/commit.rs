@@ -48,8 +48,8 @@ use std::sync::Arc;
 pub const FOLD_EVERY: u32 = 256;
 
 /// Most records and directory names changed since the fold that a commit
-/// still writes as a delta: past it, it folds (each delta is computed
-/// against the overlay, which holds everything since the fold).
+/// still writes as a delta: past it, it folds (the overlay holds
+/// everything since the fold, in memory, and a fold writes it all).
 pub const FOLD_WEIGHT: usize = 1024;
 
 /// Most objects the check before the first delta after a redaction looks
@@ -458,9 +458,10 @@ impl Engine {
         Ok(true)
     }
 
-    /// Commits `changed` (every record changed since the fold, file
-    /// contents built) as one delta on top of head's chain: what changed
-    /// since the previous commit, one sealed object. The overlay keeps
+    /// Commits `changed` (the records that differ from head's chain and
+    /// those of written files, their contents built) as one delta on top
+    /// of head's chain: what changed since the previous commit, one sealed
+    /// object. The overlay keeps
     /// everything since the fold (the next fold writes it), less the
     /// files' dirty state, whose contents now live in their records.
     fn commit_delta(

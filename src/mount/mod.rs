@@ -68,7 +68,7 @@ pub struct Args {
     /// Longest chain of delta commits before a commit writes whole inode
     /// pages and directory trees again (a fold; 0: every commit does).
     /// Longer chains seal less per commit; a reader of a snapshot reads
-    /// its chain back to the fold once (docs/PERFORMANCE.md, session 45).
+    /// its chain back to the fold once (docs/PERFORMANCE.md, sessions 45-46).
     /// At most 65,536.
     #[arg(long, default_value_t = crate::engine::FOLD_EVERY,
           value_parser = clap::value_parser!(u32).range(0..=i64::from(crate::seal::tree::DELTA_CHAIN_MAX)))]

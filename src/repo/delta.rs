@@ -215,11 +215,13 @@ impl Merged {
             }
         }
         // A directory the chain has names for, whose changes are gone
-        // though it lives: a new directory under its number, no name yet.
-        for dir in self.dirs.keys() {
+        // though it lives: a new directory under its number, no name yet
+        // (unless the chain says so already).
+        for (dir, e) in &self.dirs {
             let is_dir =
                 matches!(records.get(dir), Some(Some(i)) if i.file_type() == FileType::Dir);
-            if !names.contains_key(dir) && is_dir {
+            let said = e.fresh && e.names.is_empty();
+            if !names.contains_key(dir) && is_dir && !said {
                 d.dirs.insert(
                     *dir,
                     DirEdits {
