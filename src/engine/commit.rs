@@ -323,16 +323,9 @@ impl Engine {
         let head = SnapshotView::new(repo.clone(), env.hash(), m);
         // The target's chain (what it changed on top of its pages), read
         // before the commit: an unreadable chain leaves head as it was.
-        let (merged, inodes, dirs) = super::chain_overlay(&head)?;
+        let chain = super::chain_overlay(&head)?;
         repo.commit(&env)?;
-        self.ov = Overlay {
-            next_ino: head.manifest().next_ino,
-            inodes,
-            dirs,
-            ..Overlay::default()
-        };
-        self.committed = merged;
-        self.fold_clean = None;
+        self.install_chain(head.manifest().next_ino, chain);
         self.reset_inos();
         let info = CommitInfo {
             seq: head.seq(),

@@ -242,17 +242,18 @@ pub struct Engine {
     fold_every: u32,
 }
 
-/// `head`'s delta chain as an overlay (see [`Engine::load_chain`]): the
-/// chain applied, its records, and each directory whose names it changed
-/// with those changes over the directory's tree in the fold.
-#[allow(clippy::type_complexity)]
-fn chain_overlay(
-    head: &SnapshotView,
-) -> Result<(
+/// A chain applied, its records and its directories' changes
+/// ([`chain_overlay`]).
+type Chain = (
     Arc<Merged>,
     HashMap<u64, Option<Inode>>,
     HashMap<u64, DirDelta>,
-)> {
+);
+
+/// `head`'s delta chain as an overlay (see [`Engine::load_chain`]): the
+/// chain applied, its records, and each directory whose names it changed
+/// with those changes over the directory's tree in the fold.
+fn chain_overlay(head: &SnapshotView) -> Result<Chain> {
     let merged = match head.merged()? {
         Some(m) => m.clone(),
         None => Arc::new(Merged::default()),
@@ -441,15 +442,8 @@ impl Engine {
         }
         let new = Arc::new(self.agent.head()?);
         // (Its chain first: on an error the follower keeps what it shows.)
-        let (merged, inodes, dirs) = chain_overlay(&new)?;
-        self.ov = Overlay {
-            next_ino: new.manifest().next_ino,
-            inodes,
-            dirs,
-            ..Overlay::default()
-        };
-        self.committed = merged;
-        self.fold_clean = None;
+        let chain = chain_overlay(&new)?;
+        self.install_chain(new.manifest().next_ino, chain);
         Ok(std::mem::replace(&mut self.head, new))
     }
 
@@ -459,12 +453,24 @@ impl Engine {
     /// see them and its next fold writes them into pages and trees. The
     /// overlay must hold nothing else. Nothing changes on error.
     fn load_chain(&mut self) -> Result<()> {
-        let (merged, inodes, dirs) = chain_overlay(&self.head)?;
-        self.ov.inodes.extend(inodes);
-        self.ov.dirs.extend(dirs);
+        let chain = chain_overlay(&self.head)?;
+        self.install_chain(self.head.manifest().next_ino, chain);
+        Ok(())
+    }
+
+    /// Replaces the overlay with a chain read by [`chain_overlay`] (of
+    /// the snapshot about to be head, whose `next_ino` is given) and makes
+    /// it the committed state.
+    fn install_chain(&mut self, next_ino: u64, chain: Chain) {
+        let (merged, inodes, dirs) = chain;
+        self.ov = Overlay {
+            next_ino,
+            inodes,
+            dirs,
+            ..Overlay::default()
+        };
         self.committed = merged;
         self.fold_clean = None;
-        Ok(())
     }
 
     /// Tells waiting writers that this one is finishing (its mount is
