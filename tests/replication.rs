@@ -999,6 +999,11 @@ mod faulty {
         /// Reads in flight now, and the most seen at once.
         pub reading: AtomicU64,
         pub most_reading: AtomicU64,
+        /// Reads that started while no other was in flight: the rounds of
+        /// requests a reader waited for, one after another.
+        pub alone: AtomicU64,
+        /// How long every read takes, in ms, besides the every-tenth delay.
+        pub read_ms: AtomicU64,
         /// Told of every read as it starts.
         pub on_get: std::sync::Mutex<Option<OnGet>>,
         /// Every put (once stored) and delete (once asked for), in order.
@@ -1061,6 +1066,8 @@ mod faulty {
                 listed: Default::default(),
                 reading: Default::default(),
                 most_reading: Default::default(),
+                alone: Default::default(),
+                read_ms: Default::default(),
                 on_get: Default::default(),
                 log: Default::default(),
                 fail_if: Default::default(),
@@ -1118,6 +1125,13 @@ mod faulty {
             }
             let now = self.reading.fetch_add(1, Ordering::Relaxed) + 1;
             self.most_reading.fetch_max(now, Ordering::Relaxed);
+            if now == 1 {
+                self.alone.fetch_add(1, Ordering::Relaxed);
+            }
+            let ms = self.read_ms.load(Ordering::Relaxed);
+            if ms > 0 {
+                tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+            }
             let r = match self.maybe_fail().await {
                 Ok(()) => self.inner.get_opts(location, options).await,
                 Err(e) => Err(e),
@@ -1442,6 +1456,154 @@ fn a_flat_start_begins_inside_a_chain_segment_inside_the_tail_or_at_the_head() {
         }
         sovseal::history::verify::verify(agent, |_, _| {}).unwrap();
     }
+}
+
+/// A lazily restored head at the end of a long delta chain: the chain's
+/// deltas are asked for together when the head is first read (each delta
+/// names only the one before it; walked one after another, a store 10 ms
+/// away cost a mount 10 ms a delta, up to 256 at the default fold:
+/// PERFORMANCE "Session 47"), from a restore of the whole chain and from a
+/// flat start whose chain reaches below its first snapshot (the part
+/// indexes there come from their chain segment first); the head and a
+/// snapshot in the middle of the chain read as written. After a rollback
+/// the snapshots before the head stored deltas of another chain: the head
+/// still reads, and the whole history verifies.
+#[test]
+fn a_lazy_restore_asks_for_a_delta_chain_together() {
+    let _one = one_process_remote();
+    use sovseal::history::older;
+    use sovseal::repo::segment::SEGMENT_LEN;
+    use std::sync::atomic::Ordering::Relaxed;
+    let env = Env::new();
+    let mut e = env.open();
+    let f = e.create(ROOT_INO, b"f", 0o644, 0, 0).unwrap().ino;
+    // Commits that fold up to 200, then a chain of 120 deltas across the
+    // end of the first chain segment's range.
+    e.set_fold_every(0);
+    for s in 0..200 {
+        e.write(f, 0, &bytes(s, 100)).unwrap();
+        e.commit().unwrap();
+    }
+    let fold = e.head().seq();
+    e.set_fold_every(1000);
+    let deltas = 120;
+    for s in 0..deltas {
+        let g = e
+            .create(ROOT_INO, format!("g{s}").as_bytes(), 0o644, 0, 0)
+            .unwrap()
+            .ino;
+        e.write(g, 0, &bytes(s, 100)).unwrap();
+        e.write(f, 0, &bytes(s + 1000, 100)).unwrap();
+        e.commit().unwrap();
+    }
+    let head = e.head().seq();
+    assert_eq!(head, fold + deltas, "one snapshot a commit");
+    assert!(fold < SEGMENT_LEN && SEGMENT_LEN < head);
+    let middle = fold + deltas / 2;
+    let before: BTreeMap<u64, Tree> = [middle, head]
+        .iter()
+        .map(|&s| (s, dump(e.agent(), s)))
+        .collect();
+    let inner: Arc<dyn object_store::ObjectStore> = Arc::new(object_store::memory::InMemory::new());
+    let plain = Remote::with_store(inner.clone(), Default::default(), "memory://");
+    replicate_all(&e, &plain);
+    rt().block_on(sovseal::replication::backfill::write_segment(
+        e.agent(),
+        &plain,
+        1,
+        &Default::default(),
+    ))
+    .unwrap();
+    drop(e);
+    let restore_from = |remote: &Remote| {
+        std::fs::remove_dir_all(env.data_dir()).unwrap();
+        let _ = std::fs::remove_file(env.home.seen_head_path(&env.agent));
+        rt().block_on(restore::restore_lazy(
+            &env.home,
+            &env.agent,
+            &env.master,
+            remote,
+            |_, _| {},
+        ))
+        .unwrap()
+    };
+    // Every read 2 ms away: reads one after another are each alone.
+    let open_far = |what: &str| {
+        let slow = faulty::Faulty::new(inner.clone(), |_| false);
+        slow.read_ms.store(2, Relaxed);
+        let remote = Remote::with_store(slow.clone(), Default::default(), "slow://");
+        sovseal::repo::lazy::use_remote(remote, Duration::from_secs(30)).unwrap();
+        let e = env.open();
+        let rounds = slow.alone.load(Relaxed);
+        assert!(
+            rounds < deltas / 4,
+            "{what}: opening the head waited for {rounds} rounds of reads for a chain of {deltas} deltas"
+        );
+        e
+    };
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let read_all = |e: &Engine| {
+        assert_eq!(dump(e.agent(), head), before[&head]);
+        rt().block_on(older::fill(e.agent(), &plain, &stop))
+            .unwrap();
+        assert_eq!(dump(e.agent(), middle), before[&middle]);
+    };
+    // The replicator signed a checkpoint of the head once it caught up: a
+    // flat start there, the chain's older part indexes fetched for it
+    // (the first range's from its segment).
+    assert_eq!(restore_from(&plain), Some(head));
+    let e = open_far("a flat start at the head");
+    assert_eq!(older::pending(e.agent()).unwrap(), Some((head, None)));
+    read_all(&e);
+    drop(e);
+
+    // Without a checkpoint: the whole history (every part index here).
+    rt().block_on(async {
+        use futures::TryStreamExt;
+        use object_store::ObjectStoreExt;
+        let id = env.master.agent_id(env.agent.as_str());
+        let prefix =
+            object_store::path::Path::from(format!("sovseal-v1/{}/checkpoints", id.to_hex()));
+        let names: Vec<_> = inner
+            .list(Some(&prefix))
+            .map_ok(|m| m.location)
+            .try_collect()
+            .await
+            .unwrap();
+        assert!(!names.is_empty());
+        let copy =
+            object_store::path::Path::from(format!("sovseal-v1/{}/checkpoint.json", id.to_hex()));
+        for n in names.iter().chain([&copy]) {
+            inner.delete(n).await.unwrap();
+        }
+    });
+    assert_eq!(restore_from(&plain), Some(head));
+    let e = open_far("no checkpoint");
+    assert_eq!(older::pending(e.agent()).unwrap(), None);
+    read_all(&e);
+    drop(e);
+
+    // A rollback to the middle: the new head's chain starts from the
+    // middle's, while the snapshots before the head stored the deltas
+    // after the middle.
+    sovseal::repo::lazy::use_remote(plain.clone(), Duration::from_secs(30)).unwrap();
+    let mut e = env.open();
+    rt().block_on(older::fill(e.agent(), &plain, &stop))
+        .unwrap();
+    let target = e.agent().snapshot(middle).unwrap();
+    e.rollback_to(&target).unwrap();
+    let rolled = e.head().seq();
+    let after = dump(e.agent(), rolled);
+    assert_eq!(after, before[&middle]);
+    replicate_all(&e, &plain);
+    drop(e);
+    assert_eq!(restore_from(&plain), Some(rolled));
+    sovseal::repo::lazy::use_remote(plain.clone(), Duration::from_secs(30)).unwrap();
+    let e = env.open();
+    assert_eq!(dump(e.agent(), rolled), after);
+    rt().block_on(older::fill(e.agent(), &plain, &stop))
+        .unwrap();
+    sovseal::history::verify::verify(e.agent(), |_, _| {}).unwrap();
 }
 
 /// A lazy restore's reads ahead keep going while it checks and commits

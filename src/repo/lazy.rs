@@ -469,44 +469,86 @@ impl Lazy {
     /// every object fetched through it is verified (tag and id) as any. A
     /// failure leaves the read to wait as it would.
     pub fn find_home(&self, home: u64) {
-        let first = super::segment::first_of(home);
-        // Asked for: the range (its segment brought every member's index)
-        // or the snapshot alone (a range without a segment: its own
-        // index only; another home of the range is asked for again).
-        let alone = home | ALONE;
-        {
-            let mut homes = self.homes.lock().expect("homes");
-            if home == 0 || home >= homes.0 || homes.1.contains(&first) || !homes.1.insert(alone) {
-                return;
-            }
+        self.ask_homes(&[home], false);
+    }
+
+    /// After [`Lazy::find_home`] of one snapshot of each range `homes`
+    /// fall in: the part indexes of those that did not come with it (a
+    /// range without a chain segment, outside the tail segment), each from
+    /// its snapshot's own files, the requests at once (at most
+    /// [`AHEAD_IN_FLIGHT`] in flight).
+    pub fn find_homes(&self, homes: &[u64]) {
+        self.ask_homes(homes, true);
+    }
+
+    /// Fetches the part indexes of `homes` not here yet: through their
+    /// range's chain segment or the tail segment first unless `own_only`.
+    fn ask_homes(&self, homes: &[u64], own_only: bool) {
+        let ask: Vec<u64> = {
+            let mut known = self.homes.lock().expect("homes");
+            homes
+                .iter()
+                .copied()
+                .filter(|&home| {
+                    // Asked for: the range (its segment brought every
+                    // member's index) or the snapshot alone (a range
+                    // without a segment: its own index only; another home
+                    // of the range is asked for again).
+                    home != 0
+                        && home < known.0
+                        && !known.1.contains(&super::segment::first_of(home))
+                        && known.1.insert(home | ALONE)
+                })
+                .collect()
+        };
+        if ask.is_empty() {
+            return;
         }
         let Some(driver) = PROCESS_REMOTE.read().expect("process remote").clone() else {
             return;
         };
         let (tx, rx) = crossbeam_channel::bounded(1);
-        let (remote, agent) = (driver.remote.clone(), self.agent);
+        let (remote, agent, asked) = (driver.remote.clone(), self.agent, ask.clone());
         driver.handle.spawn(async move {
-            let _ = tx.send(home_indexes(&remote, &agent, home).await);
+            use futures::StreamExt;
+            let answers: Vec<_> = futures::stream::iter(asked)
+                .map(|home| {
+                    let remote = remote.clone();
+                    async move { (home, home_indexes(&remote, &agent, home, own_only).await) }
+                })
+                .buffer_unordered(AHEAD_IN_FLIGHT)
+                .collect()
+                .await;
+            let _ = tx.send(answers);
         });
-        let indexes = match rx.recv_timeout(driver.timeout) {
-            Ok(Ok((i, whole))) => {
-                let mut homes = self.homes.lock().expect("homes");
-                if whole {
-                    homes.1.insert(first);
-                }
-                // (Each snapshot whose index came: not asked for again.)
-                homes.1.extend(i.iter().map(|s| s.seq | ALONE));
-                i
+        let Ok(answers) = rx.recv_timeout(driver.timeout) else {
+            let mut known = self.homes.lock().expect("homes");
+            for home in ask {
+                known.1.remove(&(home | ALONE));
             }
-            Ok(Err(e)) => {
-                self.homes.lock().expect("homes").1.remove(&alone);
-                return tracing::debug!("part indexes of snapshot {home} not fetched ahead: {e}");
-            }
-            Err(_) => {
-                self.homes.lock().expect("homes").1.remove(&alone);
-                return tracing::debug!("part indexes of snapshot {home}: no answer");
-            }
+            return tracing::debug!("part indexes of snapshots {homes:?}: no answer");
         };
+        let mut indexes = Vec::new();
+        {
+            let mut known = self.homes.lock().expect("homes");
+            for (home, answer) in answers {
+                match answer {
+                    Ok((i, whole)) => {
+                        if whole {
+                            known.1.insert(super::segment::first_of(home));
+                        }
+                        // (Each snapshot whose index came: not asked for
+                        // again.)
+                        known.1.extend(i.iter().map(|s| s.seq | ALONE));
+                        indexes.extend(i);
+                    }
+                    Err(e) => {
+                        known.1.remove(&(home | ALONE));
+                        tracing::debug!("part indexes of snapshot {home} not fetched ahead: {e}");
+                    }
+                }
+            }
+        }
         let erased = self.erased.read().expect("erased");
         let mut places = self.places.write().expect("places");
         let (p, hashes, _) = &mut *places;
@@ -522,6 +564,20 @@ impl Lazy {
         // (Another read waiting for a place from the same segment.)
         let _filling = self.filling.lock().expect("filling");
         self.grew.notify_all();
+    }
+
+    /// The objects of `kind` the remote index places in snapshots `seqs`,
+    /// with the snapshot of each (a scan of every place: for a walk about
+    /// to read many of them, not for one read).
+    pub fn placed(&self, kind: ObjectKind, seqs: std::ops::Range<u64>) -> Vec<(ObjectId, u64)> {
+        self.places
+            .read()
+            .expect("places")
+            .0
+            .iter()
+            .filter(|(_, p)| p.entry.kind == kind && seqs.contains(&p.seq))
+            .map(|(id, p)| (*id, p.seq))
+            .collect()
     }
 
     /// The place of `id`; while older part indexes are coming, waits for
@@ -652,6 +708,18 @@ impl Lazy {
         ids: &[ObjectId],
     ) -> Vec<Result<Vec<u8>>> {
         self.fetch_many_with(keys, kind, ids, AHEAD_IN_FLIGHT)
+    }
+
+    /// As [`Lazy::fetch_many`], for objects a reader waits for all of
+    /// before it can go on (a delta chain's, one run each mostly): many
+    /// more runs in flight.
+    pub fn fetch_all_at_once(
+        &self,
+        keys: &AgentKeys,
+        kind: ObjectKind,
+        ids: &[ObjectId],
+    ) -> Vec<Result<Vec<u8>>> {
+        self.fetch_many_with(keys, kind, ids, ALL_IN_FLIGHT)
     }
 
     fn fetch_many_with(
@@ -948,22 +1016,26 @@ impl Lazy {
 }
 
 /// The part indexes of the chain segment holding snapshot `home` (every
-/// member that has one and decodes), or of `home` alone from its own
-/// files when no segment decodes.
+/// member that has one and decodes), or of the tail segment's members when
+/// it holds `home`, or of `home` alone from its own files when neither
+/// does (at once with `own_only`: both were asked for already).
 async fn home_indexes(
     remote: &Remote,
     agent: &AgentId,
     home: u64,
+    own_only: bool,
 ) -> Result<(Vec<SnapshotIndex>, bool)> {
     let first = super::segment::first_of(home);
-    if let Some(b) = remote.get_segment(agent, first).await?
+    if !own_only
+        && let Some(b) = remote.get_segment(agent, first).await?
         && let Ok(members) = super::segment::decode(first, &b)
     {
         return Ok((member_indexes(first, members), true));
     }
     // The tail segment, when it holds `home` (the range after the last
     // chain segment: a delta chain's homes mostly lie there).
-    if let Some(b) = remote.get_tail(agent).await?
+    if !own_only
+        && let Some(b) = remote.get_tail(agent).await?
         && let Ok((tail_first, members)) = super::segment::decode_tail(&b)
         && (tail_first..tail_first + members.len() as u64).contains(&home)
     {
@@ -1030,6 +1102,9 @@ const RUN_BYTES: u64 = 2 << 20;
 const RUNS_IN_FLIGHT: usize = 4;
 /// Runs fetched at once ahead of any read ([`Lazy::fetch_ahead`]).
 const AHEAD_IN_FLIGHT: usize = 16;
+/// Runs fetched at once for a reader that waits for them all
+/// ([`Lazy::fetch_all_at_once`]).
+const ALL_IN_FLIGHT: usize = 64;
 
 /// `wanted` (places) grouped into runs: records of one part that follow
 /// one another (no byte between them), together at most [`RUN_BYTES`].

@@ -57,6 +57,7 @@ impl SnapshotView {
         if let Some(m) = self.merged.get() {
             return Ok(Some(m));
         }
+        self.fetch_chain_ahead(newest);
         let m = Merged::load(&self.repo, newest).map_err(|e| match e {
             // (What the chain lacks, named with the snapshot it serves.)
             Error::MissingObject { id, kind, seq: 0 } => Error::MissingObject {
@@ -69,6 +70,28 @@ impl SnapshotView {
         m.check_numbers(self.manifest.next_ino)?;
         let m = Arc::new(m);
         Ok(Some(self.merged.get_or_init(|| m)))
+    }
+
+    /// Before the walk down the delta chain of a lazily restored data
+    /// dir, when its newest delta is not here: the deltas that the
+    /// snapshots before the newest's stored, back to the chain's fold,
+    /// asked for together. Each delta names only the one before it, so the
+    /// walk alone waited for a round trip per delta (up to 256 at the
+    /// default fold: PERFORMANCE "Session 47"). A chain is the run of
+    /// snapshots since its fold unless a rollback started it: a delta that
+    /// is not the chain's costs a fetch, and the walk fetches what this
+    /// missed.
+    fn fetch_chain_ahead(&self, newest: &ObjRef) {
+        if !self.repo.remote_only(ObjectKind::Delta, newest) {
+            return;
+        }
+        // (One round trip, which tells the chain's length; an error is
+        // the walk's to report.)
+        let Ok(d) = self.repo.delta(newest) else {
+            return;
+        };
+        let from = newest.home.saturating_sub(u64::from(d.depth) - 1).max(1);
+        self.repo.fetch_deltas_ahead(from..newest.home);
     }
 
     /// Sequence number.
