@@ -1014,6 +1014,15 @@ mod faulty {
         pub listings: std::sync::Mutex<Vec<(String, Option<String>)>>,
     }
 
+    /// A read in flight, counted in [`Faulty::reading`].
+    struct Reading<'a>(&'a AtomicU64);
+
+    impl Drop for Reading<'_> {
+        fn drop(&mut self) {
+            self.0.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+
     /// What [`Faulty`] tells of each read.
     pub type OnGet = Box<dyn Fn(&Path) + Send>;
 
@@ -1124,6 +1133,8 @@ mod faulty {
                 });
             }
             let now = self.reading.fetch_add(1, Ordering::Relaxed) + 1;
+            // (Counted out when the read ends or is dropped.)
+            let _reading = Reading(&self.reading);
             self.most_reading.fetch_max(now, Ordering::Relaxed);
             if now == 1 {
                 self.alone.fetch_add(1, Ordering::Relaxed);
@@ -1132,12 +1143,10 @@ mod faulty {
             if ms > 0 {
                 tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
             }
-            let r = match self.maybe_fail().await {
+            match self.maybe_fail().await {
                 Ok(()) => self.inner.get_opts(location, options).await,
                 Err(e) => Err(e),
-            };
-            self.reading.fetch_sub(1, Ordering::Relaxed);
-            r
+            }
         }
         fn delete_stream(
             &self,
@@ -1492,7 +1501,7 @@ fn a_lazy_restore_asks_for_a_delta_chain_together() {
             .create(ROOT_INO, format!("g{s}").as_bytes(), 0o644, 0, 0)
             .unwrap()
             .ino;
-        e.write(g, 0, &bytes(s, 100)).unwrap();
+        e.write(g, 0, &bytes(s + 5000, 100)).unwrap();
         e.write(f, 0, &bytes(s + 1000, 100)).unwrap();
         e.commit().unwrap();
     }
@@ -1536,7 +1545,7 @@ fn a_lazy_restore_asks_for_a_delta_chain_together() {
         let e = env.open();
         let rounds = slow.alone.load(Relaxed);
         assert!(
-            rounds < deltas / 4,
+            rounds < deltas / 3,
             "{what}: opening the head waited for {rounds} rounds of reads for a chain of {deltas} deltas"
         );
         e
@@ -1556,6 +1565,43 @@ fn a_lazy_restore_asks_for_a_delta_chain_together() {
     assert_eq!(older::pending(e.agent()).unwrap(), Some((head, None)));
     read_all(&e);
     drop(e);
+
+    // The same flat start with the chain segment and the tail gone from
+    // the remote since (as a prune may leave it): the part indexes of the
+    // chain's older snapshots, each from its own files, asked for
+    // together.
+    assert_eq!(restore_from(&plain), Some(head));
+    let segments = rt().block_on(async {
+        use futures::TryStreamExt;
+        use object_store::ObjectStoreExt;
+        let id = env.master.agent_id(env.agent.as_str());
+        let prefix = object_store::path::Path::from(format!("sovseal-v1/{}/segments", id.to_hex()));
+        let names: Vec<_> = inner
+            .list(Some(&prefix))
+            .map_ok(|m| m.location)
+            .try_collect()
+            .await
+            .unwrap();
+        let mut kept = Vec::new();
+        for n in names {
+            kept.push((
+                n.clone(),
+                inner.get(&n).await.unwrap().bytes().await.unwrap(),
+            ));
+            inner.delete(&n).await.unwrap();
+        }
+        kept
+    });
+    assert_eq!(segments.len(), 2, "the first range's segment and the tail");
+    let e = open_far("a flat start without segments");
+    assert_eq!(dump(e.agent(), head), before[&head]);
+    drop(e);
+    rt().block_on(async {
+        use object_store::ObjectStoreExt;
+        for (n, b) in segments {
+            inner.put(&n, b.into()).await.unwrap();
+        }
+    });
 
     // Without a checkpoint: the whole history (every part index here).
     rt().block_on(async {
@@ -1583,18 +1629,22 @@ fn a_lazy_restore_asks_for_a_delta_chain_together() {
     read_all(&e);
     drop(e);
 
-    // A rollback to the middle: the new head's chain starts from the
-    // middle's, while the snapshots before the head stored the deltas
-    // after the middle.
+    // A rollback to the middle, and one commit on it: the new head's
+    // chain is the middle's and one delta more, while the snapshots
+    // before the head stored the deltas after the middle (every guess
+    // wrong: the walk fetches the chain itself).
     sovseal::repo::lazy::use_remote(plain.clone(), Duration::from_secs(30)).unwrap();
     let mut e = env.open();
     rt().block_on(older::fill(e.agent(), &plain, &stop))
         .unwrap();
     let target = e.agent().snapshot(middle).unwrap();
     e.rollback_to(&target).unwrap();
+    assert_eq!(dump(e.agent(), e.head().seq()), before[&middle]);
+    e.write(f, 0, b"after the rollback").unwrap();
+    e.commit().unwrap();
     let rolled = e.head().seq();
     let after = dump(e.agent(), rolled);
-    assert_eq!(after, before[&middle]);
+    assert_ne!(after, before[&middle]);
     replicate_all(&e, &plain);
     drop(e);
     assert_eq!(restore_from(&plain), Some(rolled));

@@ -316,9 +316,9 @@ pub struct Lazy {
     /// Signalled when places or rows come in or the filling ends.
     grew: Condvar,
     /// The oldest snapshot whose part index the restore took (a flat
-    /// start's first), and the chain segments (their first snapshots)
-    /// whose part indexes [`Lazy::find_home`] asked for before the older
-    /// history brought them.
+    /// start's first), and what [`Lazy::find_home`] asked for before the
+    /// older history brought it: chain segments (their first snapshots)
+    /// and snapshots asked for or answered alone (`seq | ALONE`).
     homes: Mutex<(u64, std::collections::HashSet<u64>)>,
     /// What the redaction records here erased (`erased(seq, id)`):
     /// never given a place by [`Lazy::find_home`].
@@ -468,22 +468,25 @@ impl Lazy {
     /// Unchecked against the chain: an index only says where to look, and
     /// every object fetched through it is verified (tag and id) as any. A
     /// failure leaves the read to wait as it would.
-    pub fn find_home(&self, home: u64) {
-        self.ask_homes(&[home], false);
+    /// Returns false when the remote did not answer in time.
+    pub fn find_home(&self, home: u64) -> bool {
+        self.ask_homes(&[home], false)
     }
 
     /// After [`Lazy::find_home`] of one snapshot of each range `homes`
     /// fall in: the part indexes of those that did not come with it (a
     /// range without a chain segment, outside the tail segment), each from
-    /// its snapshot's own files, the requests at once (at most
-    /// [`AHEAD_IN_FLIGHT`] in flight).
-    pub fn find_homes(&self, homes: &[u64]) {
-        self.ask_homes(homes, true);
+    /// its snapshot's own files, the requests at once (at most 16 in
+    /// flight). Returns false when the remote did not answer them all in
+    /// time (what came is taken).
+    pub fn find_homes(&self, homes: &[u64]) -> bool {
+        self.ask_homes(homes, true)
     }
 
     /// Fetches the part indexes of `homes` not here yet: through their
     /// range's chain segment or the tail segment first unless `own_only`.
-    fn ask_homes(&self, homes: &[u64], own_only: bool) {
+    /// Waits up to the fetch timeout without an answer.
+    fn ask_homes(&self, homes: &[u64], own_only: bool) -> bool {
         let ask: Vec<u64> = {
             let mut known = self.homes.lock().expect("homes");
             homes
@@ -502,35 +505,55 @@ impl Lazy {
                 .collect()
         };
         if ask.is_empty() {
-            return;
+            return true;
         }
         let Some(driver) = PROCESS_REMOTE.read().expect("process remote").clone() else {
-            return;
-        };
-        let (tx, rx) = crossbeam_channel::bounded(1);
-        let (remote, agent, asked) = (driver.remote.clone(), self.agent, ask.clone());
-        driver.handle.spawn(async move {
-            use futures::StreamExt;
-            let answers: Vec<_> = futures::stream::iter(asked)
-                .map(|home| {
-                    let remote = remote.clone();
-                    async move { (home, home_indexes(&remote, &agent, home, own_only).await) }
-                })
-                .buffer_unordered(AHEAD_IN_FLIGHT)
-                .collect()
-                .await;
-            let _ = tx.send(answers);
-        });
-        let Ok(answers) = rx.recv_timeout(driver.timeout) else {
             let mut known = self.homes.lock().expect("homes");
             for home in ask {
                 known.1.remove(&(home | ALONE));
             }
-            return tracing::debug!("part indexes of snapshots {homes:?}: no answer");
+            return false;
         };
+        // (Answers as they come: a stalled remote leaves those that came.)
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let (remote, agent, asked) = (driver.remote.clone(), self.agent, ask.clone());
+        driver.handle.spawn(async move {
+            use futures::StreamExt;
+            let mut answers = futures::stream::iter(asked)
+                .map(|home| {
+                    let remote = remote.clone();
+                    async move { (home, home_indexes(&remote, &agent, home, own_only).await) }
+                })
+                .buffer_unordered(AHEAD_IN_FLIGHT);
+            while let Some(answer) = answers.next().await {
+                if tx.send(answer).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut answers = Vec::new();
+        while answers.len() < ask.len() {
+            match rx.recv_timeout(driver.timeout) {
+                Ok(answer) => answers.push(answer),
+                Err(_) => break,
+            }
+        }
+        let all_came = answers.len() == ask.len();
         let mut indexes = Vec::new();
         {
             let mut known = self.homes.lock().expect("homes");
+            if !all_came {
+                // (Asked again by the next read that needs one.)
+                let answered: std::collections::HashSet<u64> =
+                    answers.iter().map(|(home, _)| *home).collect();
+                for home in ask.iter().filter(|h| !answered.contains(h)) {
+                    known.1.remove(&(home | ALONE));
+                }
+                tracing::debug!(
+                    "part indexes of {} snapshots: no answer",
+                    ask.len() - answered.len()
+                );
+            }
             for (home, answer) in answers {
                 match answer {
                     Ok((i, whole)) => {
@@ -564,6 +587,7 @@ impl Lazy {
         // (Another read waiting for a place from the same segment.)
         let _filling = self.filling.lock().expect("filling");
         self.grew.notify_all();
+        all_came
     }
 
     /// The objects of `kind` the remote index places in snapshots `seqs`,

@@ -934,38 +934,49 @@ impl Repo {
             && matches!(self.locate(kind, r), Err(Error::MissingObject { .. }))
     }
 
-    /// The deltas stored by snapshots `homes` that a lazily restored data
-    /// dir has not fetched yet, asked for together
-    /// ([`lazy::Lazy::fetch_ahead`]) and decoded into the metadata cache,
-    /// so that a walk down a chain (each delta names only the one before
-    /// it) waits for one round of requests instead of a round trip per
-    /// delta ([`lazy::Lazy::fetch_all_at_once`]: a chain of 256 took
-    /// 270 ms 10 ms away at 16 in flight, PERFORMANCE "Session 47"). The
-    /// part indexes of `homes` not here yet (a flat start's
-    /// older history) are fetched first: a range's chain segment once,
-    /// the snapshots of a range without one together. One that fails is
-    /// left: the read that needs it fetches it again and reports what is
-    /// wrong.
+    /// Whether a read of object `r` of `kind` waits for the remote: a
+    /// lazily restored data dir's object the metadata cache, the packs
+    /// and the copies kept from earlier fetches all lack.
+    pub(crate) fn waits_for_remote(&self, kind: ObjectKind, r: &ObjRef) -> bool {
+        self.meta.get(&r.id).is_none() && self.remote_only(kind, r)
+    }
+
+    /// The deltas stored by snapshots `homes` (the newest
+    /// [`CHAIN_AHEAD`] of them) that a lazily restored data dir would wait
+    /// for, asked for together ([`lazy::Lazy::fetch_all_at_once`]) and
+    /// decoded into the metadata cache, so that a walk down a chain (each
+    /// delta names only the one before it) waits for a few rounds of
+    /// requests instead of a round trip per delta (PERFORMANCE "Session
+    /// 47"). First the part indexes of `homes` not here yet (a flat
+    /// start's older history): a range's chain segment once, the snapshots
+    /// of a range without one together. It stops at the first request
+    /// the remote does not answer in time (the walk then waits as it
+    /// would); an object that fails is left: the read that needs it
+    /// fetches it again and reports what is wrong.
     pub(crate) fn fetch_deltas_ahead(&self, homes: std::ops::Range<u64>) {
         let Some(lazy) = self.lazy.get() else {
             return;
         };
-        let mut ranges = Vec::new();
+        let homes = homes.start.max(homes.end.saturating_sub(CHAIN_AHEAD))..homes.end;
+        let mut range = None;
         for home in homes.clone() {
             let first = segment::first_of(home);
-            if ranges.last() != Some(&first) {
-                ranges.push(first);
-                lazy.find_home(home);
+            if range != Some(first) {
+                range = Some(first);
+                if !lazy.find_home(home) {
+                    return;
+                }
             }
         }
-        lazy.find_homes(&homes.clone().collect::<Vec<_>>());
-        let wanted: Vec<ObjRef> = lazy
+        if !lazy.find_homes(&homes.clone().collect::<Vec<_>>()) {
+            return;
+        }
+        let ids: Vec<ObjectId> = lazy
             .placed(ObjectKind::Delta, homes)
             .into_iter()
-            .map(|(id, home)| ObjRef { id, home })
-            .filter(|r| self.meta.get(&r.id).is_none() && self.remote_only(ObjectKind::Delta, r))
+            .filter(|&(id, home)| self.waits_for_remote(ObjectKind::Delta, &ObjRef { id, home }))
+            .map(|(id, _)| id)
             .collect();
-        let ids: Vec<ObjectId> = wanted.iter().map(|r| r.id).collect();
         for (id, sealed) in
             ids.iter()
                 .zip(lazy.fetch_all_at_once(&self.keys, ObjectKind::Delta, &ids))
@@ -1147,6 +1158,11 @@ fn flush_into(index: &mut Index, u: &mut Unindexed, durable: Option<u64>) -> Res
     u.objects.clear();
     Ok(())
 }
+
+/// The deltas of a chain `Repo::fetch_deltas_ahead` asks for at most
+/// (the newest; the walk fetches older ones one by one): 16 times the
+/// default fold's chain, a few MiB of the metadata cache's 64.
+pub const CHAIN_AHEAD: u64 = 4096;
 
 /// Objects [`Repo::prefetch_metadata`] fetches in one go (inode pages of
 /// 16 inodes and directory nodes: typically a few MiB; more when inodes

@@ -82,7 +82,7 @@ impl SnapshotView {
     /// is not the chain's costs a fetch, and the walk fetches what this
     /// missed.
     fn fetch_chain_ahead(&self, newest: &ObjRef) {
-        if !self.repo.remote_only(ObjectKind::Delta, newest) {
+        if !self.repo.waits_for_remote(ObjectKind::Delta, newest) {
             return;
         }
         // (One round trip, which tells the chain's length; an error is
@@ -90,7 +90,18 @@ impl SnapshotView {
         let Ok(d) = self.repo.delta(newest) else {
             return;
         };
-        let from = newest.home.saturating_sub(u64::from(d.depth) - 1).max(1);
+        // (A chain whose next delta is here: fetched with a walk before,
+        // or the writer's own.)
+        if !d
+            .prev
+            .is_some_and(|prev| self.repo.waits_for_remote(ObjectKind::Delta, &prev))
+        {
+            return;
+        }
+        let from = newest
+            .home
+            .saturating_sub(u64::from(d.depth).saturating_sub(1))
+            .max(1);
         self.repo.fetch_deltas_ahead(from..newest.home);
     }
 
