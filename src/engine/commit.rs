@@ -44,7 +44,7 @@ use std::sync::Arc;
 /// directory of 20,000 one-byte files: 60.3 MB at 64, 49.5 MB at 256,
 /// 44.5 MB at 1,024, docs/PERFORMANCE.md session 46) and cost readers
 /// more: a view of a snapshot reads its chain back to the fold once, and a
-/// lazy restore fetches it.
+/// lazily restored one fetches it (together: `SnapshotView::merged`).
 pub const FOLD_EVERY: u32 = 256;
 
 /// Most records and directory names changed since the fold that a commit

@@ -14,6 +14,13 @@
 //! does not arrive within the timeout is an error (EIO through the mount,
 //! with a log line), never other bytes.
 //!
+//! A walk that needs many objects before it can go on asks for them
+//! together: a delta chain's deltas (`Repo::fetch_deltas_ahead`: the part
+//! indexes of their snapshots through [`Lazy::find_home`] and
+//! [`Lazy::find_homes`], the objects [`Lazy::placed`] there through
+//! [`Lazy::fetch_all_at_once`]), the head's metadata after a mount
+//! ([`Lazy::fetch_ahead`]).
+//!
 //! Architecture Invariant: sealed bytes only, as in the rest of `repo/`;
 //! the keys are the agent's, handed in for the check.
 
@@ -468,7 +475,8 @@ impl Lazy {
     /// Unchecked against the chain: an index only says where to look, and
     /// every object fetched through it is verified (tag and id) as any. A
     /// failure leaves the read to wait as it would.
-    /// Returns false when the remote did not answer in time.
+    /// Returns false when the remote did not answer in time, or no remote
+    /// is attached.
     pub fn find_home(&self, home: u64) -> bool {
         self.ask_homes(&[home], false)
     }
@@ -1124,7 +1132,8 @@ const RUN_BYTES: u64 = 2 << 20;
 
 /// Runs fetched at once for one read.
 const RUNS_IN_FLIGHT: usize = 4;
-/// Runs fetched at once ahead of any read ([`Lazy::fetch_ahead`]).
+/// Runs fetched at once ahead of any read ([`Lazy::fetch_ahead`]), and
+/// part indexes asked for at once ([`Lazy::find_homes`]).
 const AHEAD_IN_FLIGHT: usize = 16;
 /// Runs fetched at once for a reader that waits for them all
 /// ([`Lazy::fetch_all_at_once`]).

@@ -2,7 +2,8 @@
 //!
 //! Loads inode pages, directory nodes, chunk lists (and trees) and chunks
 //! lazily through the repository, each verified by its tag on first access
-//! and cached.
+//! and cached. In a lazily restored data dir, a delta chain's deltas are
+//! asked for together before the walk down it (`fetch_chain_ahead`).
 
 use crate::repo::delta::Merged;
 use crate::repo::{Repo, chunktree, dirtree, pagemap};
