@@ -1467,6 +1467,35 @@ fn a_flat_start_begins_inside_a_chain_segment_inside_the_tail_or_at_the_head() {
     }
 }
 
+/// Every object of `store` under `prefix` (a folder, or one object's
+/// name), with its bytes, deleted from it.
+fn take_under(
+    store: &Arc<dyn object_store::ObjectStore>,
+    prefix: &str,
+) -> Vec<(object_store::path::Path, bytes::Bytes)> {
+    use futures::TryStreamExt;
+    use object_store::ObjectStoreExt;
+    rt().block_on(async {
+        let prefix = object_store::path::Path::from(prefix);
+        let mut names: Vec<_> = store
+            .list(Some(&prefix))
+            .map_ok(|m| m.location)
+            .try_collect()
+            .await
+            .unwrap();
+        if store.head(&prefix).await.is_ok() {
+            names.push(prefix);
+        }
+        let mut taken = Vec::new();
+        for n in names {
+            let b = store.get(&n).await.unwrap().bytes().await.unwrap();
+            store.delete(&n).await.unwrap();
+            taken.push((n, b));
+        }
+        taken
+    })
+}
+
 /// A lazily restored head at the end of a long delta chain: the chain's
 /// deltas are asked for together when the head is first read (each delta
 /// names only the one before it; walked one after another, a store 10 ms
@@ -1571,27 +1600,11 @@ fn a_lazy_restore_asks_for_a_delta_chain_together() {
     // chain's older snapshots, each from its own files, asked for
     // together.
     assert_eq!(restore_from(&plain), Some(head));
-    let segments = rt().block_on(async {
-        use futures::TryStreamExt;
-        use object_store::ObjectStoreExt;
-        let id = env.master.agent_id(env.agent.as_str());
-        let prefix = object_store::path::Path::from(format!("sovseal-v1/{}/segments", id.to_hex()));
-        let names: Vec<_> = inner
-            .list(Some(&prefix))
-            .map_ok(|m| m.location)
-            .try_collect()
-            .await
-            .unwrap();
-        let mut kept = Vec::new();
-        for n in names {
-            kept.push((
-                n.clone(),
-                inner.get(&n).await.unwrap().bytes().await.unwrap(),
-            ));
-            inner.delete(&n).await.unwrap();
-        }
-        kept
-    });
+    let agent_dir = format!(
+        "sovseal-v1/{}",
+        env.master.agent_id(env.agent.as_str()).to_hex()
+    );
+    let segments = take_under(&inner, &format!("{agent_dir}/segments"));
     assert_eq!(segments.len(), 2, "the first range's segment and the tail");
     let e = open_far("a flat start without segments");
     assert_eq!(dump(e.agent(), head), before[&head]);
@@ -1604,25 +1617,11 @@ fn a_lazy_restore_asks_for_a_delta_chain_together() {
     });
 
     // Without a checkpoint: the whole history (every part index here).
-    rt().block_on(async {
-        use futures::TryStreamExt;
-        use object_store::ObjectStoreExt;
-        let id = env.master.agent_id(env.agent.as_str());
-        let prefix =
-            object_store::path::Path::from(format!("sovseal-v1/{}/checkpoints", id.to_hex()));
-        let names: Vec<_> = inner
-            .list(Some(&prefix))
-            .map_ok(|m| m.location)
-            .try_collect()
-            .await
-            .unwrap();
-        assert!(!names.is_empty());
-        let copy =
-            object_store::path::Path::from(format!("sovseal-v1/{}/checkpoint.json", id.to_hex()));
-        for n in names.iter().chain([&copy]) {
-            inner.delete(n).await.unwrap();
-        }
-    });
+    assert!(!take_under(&inner, &format!("{agent_dir}/checkpoints")).is_empty());
+    assert_eq!(
+        take_under(&inner, &format!("{agent_dir}/checkpoint.json")).len(),
+        1
+    );
     assert_eq!(restore_from(&plain), Some(head));
     let e = open_far("no checkpoint");
     assert_eq!(older::pending(e.agent()).unwrap(), None);
