@@ -318,6 +318,17 @@ proptest! {
     }
 }
 
+/// An engine folding every 8 commits, whose head holds directory `d`
+/// (returned) with file `x` in it: a delta names them.
+fn directory_d_with_x(env: &Env) -> (Engine, u64) {
+    let mut e = env.open();
+    e.set_fold_every(8);
+    let d = e.mkdir(ROOT_INO, b"d", 0o755, 0, 0).unwrap().ino;
+    create(&mut e, d, "x");
+    e.commit().unwrap();
+    (e, d)
+}
+
 /// A directory's number given to a file within one commit window of a
 /// delta chain (tree format 8): the chain's names of the directory go with
 /// it, and the file stays a file with its bytes through a reopen (the
@@ -328,11 +339,7 @@ proptest! {
 fn a_directory_number_given_to_a_file_stays_a_file_through_reopen_and_fold() {
     use sovseal::seal::tree::FileType;
     let env = Env::new();
-    let mut e = env.open();
-    e.set_fold_every(8);
-    let d = e.mkdir(ROOT_INO, b"d", 0o755, 0, 0).unwrap().ino;
-    create(&mut e, d, "x");
-    e.commit().unwrap();
+    let (mut e, d) = directory_d_with_x(&env);
     e.unlink(d, b"x").unwrap();
     e.rmdir(ROOT_INO, b"d").unwrap();
     let f = create(&mut e, ROOT_INO, "f");
@@ -363,11 +370,7 @@ fn a_directory_number_given_to_a_file_stays_a_file_through_reopen_and_fold() {
 #[test]
 fn a_directory_number_given_to_a_new_directory_lists_only_its_names() {
     let env = Env::new();
-    let mut e = env.open();
-    e.set_fold_every(8);
-    let d = e.mkdir(ROOT_INO, b"d", 0o755, 0, 0).unwrap().ino;
-    create(&mut e, d, "x");
-    e.commit().unwrap();
+    let (mut e, d) = directory_d_with_x(&env);
     assert!(e.head().manifest().delta.is_some(), "a delta names x");
     e.unlink(d, b"x").unwrap();
     e.rmdir(ROOT_INO, b"d").unwrap();
@@ -400,11 +403,7 @@ fn a_directory_number_given_to_a_new_directory_lists_only_its_names() {
 #[test]
 fn a_directory_number_given_to_a_new_empty_directory_lists_nothing() {
     let env = Env::new();
-    let mut e = env.open();
-    e.set_fold_every(8);
-    let d = e.mkdir(ROOT_INO, b"d", 0o755, 0, 0).unwrap().ino;
-    create(&mut e, d, "x");
-    e.commit().unwrap();
+    let (mut e, d) = directory_d_with_x(&env);
     e.unlink(d, b"x").unwrap();
     e.rmdir(ROOT_INO, b"d").unwrap();
     let n = e.mkdir(ROOT_INO, b"n", 0o755, 0, 0).unwrap().ino;

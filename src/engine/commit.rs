@@ -135,14 +135,13 @@ impl Engine {
         // (unlinked, still open) are absent from the snapshot. (A delta
         // needs only the records that differ from the chain, and the
         // written files'.)
-        let committed = self.committed.clone();
         let mut changed: BTreeMap<u64, Option<Inode>> = self
             .ov
             .inodes
             .iter()
             .map(|(k, v)| (*k, v.as_ref().filter(|i| i.nlink > 0)))
             .filter(|(k, v)| {
-                !delta || self.ov.files.contains_key(k) || committed.inode(*k) != Some(*v)
+                !delta || self.ov.files.contains_key(k) || self.committed.inode(*k) != Some(*v)
             })
             .map(|(k, v)| (k, v.cloned()))
             .collect();
