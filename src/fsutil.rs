@@ -128,14 +128,30 @@ impl Dir {
     }
 
     /// Creates a root directory (and its missing parents) with mode 0700 if
-    /// missing, then opens and checks it as [`Dir::open_root`] does.
+    /// missing, then opens and checks it as [`Dir::open_root`] does. The
+    /// directory of each one it made is synced, so that what is made in
+    /// them does not lose its path to a power cut (fsync(2): a file's sync
+    /// does not cover the entry naming it, nor the directories above).
     pub fn create_root(path: &Path) -> Result<Dir> {
         use std::os::unix::fs::DirBuilderExt;
+        let missing: Vec<&Path> = path
+            .ancestors()
+            .take_while(|p| !p.as_os_str().is_empty() && p.symlink_metadata().is_err())
+            .collect();
         std::fs::DirBuilder::new()
             .recursive(true)
             .mode(0o700)
             .create(path)
             .map_err(|e| Error::io(path, e))?;
+        for made in missing {
+            let parent = match made.parent() {
+                Some(p) if !p.as_os_str().is_empty() => p,
+                _ => Path::new("."),
+            };
+            std::fs::File::open(parent)
+                .and_then(|d| d.sync_all())
+                .map_err(|e| Error::io(parent, e))?;
+        }
         Dir::open_root(path)
     }
 
@@ -197,11 +213,22 @@ impl Dir {
     }
 
     /// Creates the subdirectory `name` (mode 0700) if missing, then opens
-    /// and checks it.
+    /// and checks it. One it made is synced into this directory first (see
+    /// [`Dir::create_root`]).
     pub fn ensure_sub(&self, name: impl AsRef<OsStr>) -> Result<Dir> {
-        let name = name.as_ref();
+        self.make_sub(name.as_ref(), true)
+    }
+
+    /// [`Dir::ensure_sub`] without the sync: for a cache, whose directory
+    /// lost to a power cut costs only fetching again what it held.
+    pub fn ensure_sub_unsynced(&self, name: impl AsRef<OsStr>) -> Result<Dir> {
+        self.make_sub(name.as_ref(), false)
+    }
+
+    fn make_sub(&self, name: &OsStr, sync: bool) -> Result<Dir> {
         one_component(name)?;
         match mkdirat(&self.fd, name, Mode::from_bits_truncate(0o700)) {
+            Ok(()) if sync => self.sync()?,
             Ok(()) | Err(Errno::EEXIST) => {}
             Err(e) => return Err(nix_io(&self.path.join(name), e)),
         }

@@ -2,7 +2,8 @@
 //! pass-through file system that holds every unsynced write in memory
 //! (`support::cutfs`). Each round runs a workload in the mount, kills the
 //! daemon at a random instant, then cuts the power: of every file's
-//! unsynced writes a random prefix reaches the disk, the rest is lost.
+//! unsynced writes a random prefix reaches the disk, the rest is lost, and
+//! so are the new names no directory sync covered (a prefix of them stays).
 //! After each cut `sovseal verify` must pass before any mount (a reader
 //! recovers an agent no writer holds), the agent must mount without error
 //! (no false rollback), `sovseal verify` must pass again, everything an fsync acknowledged must be
@@ -245,6 +246,11 @@ fn assert_saved(m: &Mounted, acked: u64, round: usize) -> u64 {
     n
 }
 
+/// 52 cuts over create, atomic save, sqlite3 and git. Planted: the data
+/// dir's directories not synced into their parents when made (before
+/// session 48, `fsutil::Dir::create_root` and `ensure_sub`): the first cut
+/// loses the whole agent ("has no data here"), as it does in the durable
+/// close test below.
 #[test]
 fn power_cuts_lose_nothing_an_fsync_acknowledged() {
     let rig = Rig::new("cut", &[]);
@@ -323,11 +329,14 @@ fn power_cuts_lose_nothing_an_fsync_acknowledged() {
 /// index can keep the marker that says it went up. Its puts return once
 /// synced, as a cloud store's do: after every cut the agent mounts with no
 /// false fork (a torn envelope under its name read as another writer's),
-/// replicates what is pending, and the remote verifies whole. The harness
-/// takes names as durable when made, so this checks the files' contents
-/// synced before they take their names, not the directory syncs after
-/// (object_store's, and this crate's after a delete). Planted (the remote
-/// opened without syncs, as before): fails at round 1, a torn checkpoint.
+/// every envelope the replicator's marker counts is on the remote,
+/// the agent replicates what is pending, and the remote verifies whole. The harness
+/// loses new names no directory sync covered, so this checks the
+/// directory syncs too (object_store's after each put, the one after an
+/// upload batch's envelopes, this crate's after a delete). Planted: the
+/// remote opened without syncs (as before session 44) fails at round 1, a
+/// torn checkpoint; no sync after a batch's envelopes fails at round 2 or
+/// 4 (envelopes the marker counted lost).
 #[test]
 fn a_remote_on_the_same_disk_keeps_what_went_up_through_power_cuts() {
     let rig = Rig::with_remote("near", &[], true);
@@ -344,6 +353,7 @@ fn a_remote_on_the_same_disk_keeps_what_went_up_through_power_cuts() {
             let acked = rig.cut_during(&mut rng, &["python3", "-c", SAVE, &start], round);
             saved = assert_saved(m, acked, round);
         }
+        assert_remote_holds_replicated(&rig, round);
         m.wait_replicated();
         let o = m.sovseal(&["verify", "--agent", &m.agent, "--remote", &rig.remote]);
         assert!(
@@ -353,6 +363,35 @@ fn a_remote_on_the_same_disk_keeps_what_went_up_through_power_cuts() {
             text(&o.stderr)
         );
     }
+}
+
+/// Every envelope up to the `replicated_seq` the index records is on the
+/// near remote (`Rig::with_remote`): the replicator's marker never counts
+/// a snapshot the remote lost.
+fn assert_remote_holds_replicated(rig: &Rig, round: usize) {
+    let replicated = rig.m.status()["replicated_seq"].as_u64().unwrap();
+    let root = rig._lower.path().join("cut/remote/sovseal-v1");
+    let mut held = std::collections::BTreeSet::new();
+    let agents = std::fs::read_dir(&root).into_iter().flatten();
+    for agent in agents {
+        let Ok(envelopes) = std::fs::read_dir(agent.unwrap().path().join("envelopes")) else {
+            continue;
+        };
+        for e in envelopes {
+            let name = e.unwrap().file_name().to_string_lossy().into_owned();
+            if let Some(seq) = name
+                .strip_suffix(".json")
+                .and_then(|n| n.parse::<u64>().ok())
+            {
+                held.insert(seq);
+            }
+        }
+    }
+    let missing: Vec<u64> = (1..=replicated).filter(|s| !held.contains(s)).collect();
+    assert!(
+        missing.is_empty(),
+        "round {round}: the marker counts snapshots up to {replicated}, the remote lost envelopes {missing:?}"
+    );
 }
 
 #[test]
@@ -451,6 +490,43 @@ fn the_harness_loses_what_no_sync_covered() {
         "a close that no sync covered survived a cut that kept nothing"
     );
     rig.m.verify();
+}
+
+/// The harness can fail on names: a new name that no sync of its
+/// directory covered is gone after a cut (with the file's synced data),
+/// one that a directory sync covered stays, and a new name renamed stays
+/// new under its new name.
+#[test]
+fn the_harness_loses_names_no_directory_sync_covered() {
+    use std::io::Write;
+    let lower = tempfile::tempdir().unwrap();
+    let (disk, at) = (lower.path().join("disk"), lower.path().join("cut"));
+    std::fs::create_dir(&disk).unwrap();
+    std::fs::create_dir(&at).unwrap();
+    let fs = CutFs::new(&disk);
+    let session = fs.mount(&at);
+    let synced = |path: &std::path::Path| std::fs::File::open(path).unwrap().sync_all().unwrap();
+    let write = |name: &str| {
+        let mut f = std::fs::File::create(at.join("d").join(name)).unwrap();
+        f.write_all(name.as_bytes()).unwrap();
+        f.sync_all().unwrap();
+    };
+    std::fs::create_dir(at.join("d")).unwrap();
+    synced(&at);
+    write("kept");
+    synced(&at.join("d"));
+    write("lost");
+    std::fs::hard_link(at.join("d/kept"), at.join("d/link")).unwrap();
+    write("moved");
+    std::fs::rename(at.join("d/moved"), at.join("d/renamed")).unwrap();
+    assert_eq!(fs.unsynced_names(), 3, "lost, link, renamed");
+    let (_, lost) = fs.cut(|_| 0);
+    assert_eq!(lost, 3, "no file had unsynced writes");
+    assert_eq!(std::fs::read(at.join("d/kept")).unwrap(), b"kept");
+    for gone in ["lost", "link", "moved", "renamed"] {
+        assert!(!at.join("d").join(gone).exists(), "{gone} survived the cut");
+    }
+    drop(session);
 }
 
 /// Group commit: fsyncs that arrive while a round (a seal and its disk

@@ -243,8 +243,17 @@ pub async fn upload(agent: &Agent, remote: &Remote, seq: u64) -> Result<Option<V
         || remote.put_index(&id, seq, &hash, index.clone()),
     )
     .await?;
-    put_envelope(remote, &id, seq, &env).await?;
+    put_envelope(remote, &id, seq, &env, Synced::Each).await?;
     Ok(Some(index))
+}
+
+/// Whether an envelope's put syncs its name ([`Remote::put_envelope`]) or
+/// leaves that to one [`Remote::sync_envelopes`] after the batch's last
+/// ([`Remote::put_envelope_unsynced`]).
+#[derive(Clone, Copy)]
+enum Synced {
+    Each,
+    AfterBatch,
 }
 
 /// Creates the envelope of snapshot `seq` on the remote ([`with_tries`]);
@@ -254,11 +263,17 @@ async fn put_envelope(
     id: &crate::seal::keys::AgentId,
     seq: u64,
     env: &crate::seal::envelope::Envelope,
+    synced: Synced,
 ) -> Result<()> {
     let json = env.to_json();
     let created = with_tries(
         || format!("envelope of snapshot {seq}"),
-        || remote.put_envelope(id, seq, json.clone()),
+        || async {
+            match synced {
+                Synced::Each => remote.put_envelope(id, seq, json.clone()).await,
+                Synced::AfterBatch => remote.put_envelope_unsynced(id, seq, json.clone()).await,
+            }
+        },
     )
     .await?;
     match created {
@@ -301,7 +316,9 @@ pub fn batch_members(agent: &Agent, next: u64, upto: u64) -> Result<Vec<Vec<NewO
 /// Uploads the snapshots from `first` on whose objects `members` holds
 /// ([`batch_members`]) as one upload batch (`repo::batch`): the batch
 /// part, the batch index, then each envelope in order (the conditional
-/// creates that fence a second writer). Each member's part is built as
+/// creates that fence a second writer; on a file remote their names are
+/// synced once, after the last, before this returns and anything counts
+/// on them). Each member's part is built as
 /// [`upload`] would build its part 0, so the batch holds what their own
 /// parts would. Returns the members' part indexes, in order.
 pub async fn upload_batch(
@@ -339,8 +356,11 @@ pub async fn upload_batch(
     )
     .await?;
     for (seq, env) in (first..).zip(&envs) {
-        put_envelope(remote, &id, seq, env).await?;
+        put_envelope(remote, &id, seq, env, Synced::AfterBatch).await?;
     }
+    // Not tried again on its own: a directory sync that failed may have
+    // dropped what it did not write. The batch fails and goes up again.
+    remote.sync_envelopes(&id).await?;
     Ok(indexes)
 }
 

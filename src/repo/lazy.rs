@@ -862,12 +862,12 @@ impl Lazy {
                 let mut b = Vec::with_capacity(1 + sealed.len());
                 b.push(kind as u8);
                 b.extend_from_slice(sealed);
-                // Kept without a sync: one lost to a power cut is fetched
-                // again.
+                // Kept without a sync (nor its directory's): one lost to a
+                // power cut is fetched again.
                 if self.keeps
                     && let Err(e) = self
                         .objects
-                        .ensure_sub(&name[..2])
+                        .ensure_sub_unsynced(&name[..2])
                         .and_then(|d| d.write_atomic(&name, &b, 0o600, false))
                 {
                     tracing::warn!("lazy restore: {} {name} not kept: {e}", kind.name());

@@ -422,13 +422,76 @@ impl Remote {
         {
             Ok(_) => Ok(Created::New),
             Err(object_store::Error::AlreadyExists { .. }) => {
-                match self.get("get envelope", &path).await? {
-                    Some(there) if there == json => Ok(Created::AlreadyThere),
-                    _ => Ok(Created::Conflict),
-                }
+                self.already_there(&path, &json).await
             }
             Err(e) => Err(remote_err("put envelope", e)),
         }
+    }
+
+    /// After a conditional create of the envelope `json` at `path` found a
+    /// file there: the same envelope (an upload tried again) or another
+    /// writer's.
+    async fn already_there(&self, path: &Path, json: &[u8]) -> Result<Created> {
+        match self.get("get envelope", path).await? {
+            Some(there) if there == json => Ok(Created::AlreadyThere),
+            _ => Ok(Created::Conflict),
+        }
+    }
+
+    /// [`Remote::put_envelope`], except that on a file remote the new name
+    /// is not synced: the file's data is synced before it takes its name,
+    /// and [`Remote::sync_envelopes`] must follow before anything counts
+    /// on the envelope being there (an upload batch's envelopes then cost
+    /// one disk sync each and one for them all, where a put of its own
+    /// syncs the directory too). On other remotes, [`Remote::put_envelope`].
+    pub async fn put_envelope_unsynced(
+        &self,
+        agent: &AgentId,
+        seq: u64,
+        json: Vec<u8>,
+    ) -> Result<Created> {
+        let path = self.envelope_path(agent, seq);
+        let Some(file) = self.local_file(&path)? else {
+            return self.put_envelope(agent, seq, json).await;
+        };
+        let (at, bytes) = (file.clone(), json.clone());
+        let put = tokio::task::spawn_blocking(move || create_unsynced(&at, &bytes))
+            .await
+            .map_err(|e| Error::Invalid(format!("put envelope: {e}")))?;
+        match put {
+            Ok(()) => Ok(Created::New),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                self.already_there(&path, &json).await
+            }
+            // The envelopes' directory not made yet: a put that makes it.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                self.put_envelope(agent, seq, json).await
+            }
+            Err(e) => Err(Error::io(&file, e)),
+        }
+    }
+
+    /// On a file remote, syncs the directory of `agent`'s envelopes: the
+    /// names [`Remote::put_envelope_unsynced`] made are on the disk when it
+    /// returns. Nothing to do on other remotes.
+    pub async fn sync_envelopes(&self, agent: &AgentId) -> Result<()> {
+        let Some(file) = self.local_file(&self.envelope_path(agent, 0))? else {
+            return Ok(());
+        };
+        let dir = file.parent().expect("an envelope has a directory");
+        sync_dir(dir.to_owned(), "sync envelopes").await
+    }
+
+    /// The file that holds the object at `path` on a file remote; `None`
+    /// on other remotes.
+    fn local_file(&self, path: &Path) -> Result<Option<std::path::PathBuf>> {
+        let Some(local) = &self.local else {
+            return Ok(None);
+        };
+        local
+            .path_to_filesystem(path)
+            .map(Some)
+            .map_err(|e| remote_err("map a path", e))
     }
 
     /// The envelope of `seq`, if present (seed 000 `get`).
@@ -799,28 +862,18 @@ impl Remote {
     /// a power cut would bring back what a prune or a redaction recorded as
     /// gone (and undo the order in which a redaction deletes and writes).
     async fn sync_delete(&self, path: &Path) -> Result<()> {
-        let Some(dir) = self.deleted_from(path)? else {
-            return Ok(());
-        };
-        tokio::task::spawn_blocking(move || match std::fs::File::open(&dir) {
-            Ok(d) => d.sync_all().map_err(|e| Error::io(&dir, e)),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(Error::io(&dir, e)),
-        })
-        .await
-        .map_err(|e| Error::Invalid(format!("directory sync after a delete: {e}")))?
+        match self.deleted_from(path)? {
+            Some(dir) => sync_dir(dir, "directory sync after a delete").await,
+            None => Ok(()),
+        }
     }
 
     /// The directory of a file remote that holds (or held) the object at
     /// `path`, as the store maps it; `None` on other remotes.
     fn deleted_from(&self, path: &Path) -> Result<Option<std::path::PathBuf>> {
-        let Some(local) = &self.local else {
-            return Ok(None);
-        };
-        let file = local
-            .path_to_filesystem(path)
-            .map_err(|e| remote_err("sync a delete", e))?;
-        Ok(file.parent().map(|d| d.to_owned()))
+        Ok(self
+            .local_file(path)?
+            .and_then(|file| file.parent().map(|d| d.to_owned())))
     }
 
     /// Deletes the chain segment starting at snapshot `first`. Missing is
@@ -1564,6 +1617,49 @@ impl Remote {
     }
 }
 
+/// Syncs directory `dir` of a file remote (one that is not there has
+/// nothing to sync); `op` names the step in an error.
+async fn sync_dir(dir: std::path::PathBuf, op: &str) -> Result<()> {
+    tokio::task::spawn_blocking(move || match std::fs::File::open(&dir) {
+        Ok(d) => d.sync_all().map_err(|e| Error::io(&dir, e)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(Error::io(&dir, e)),
+    })
+    .await
+    .map_err(|e| Error::Invalid(format!("{op}: {e}")))?
+}
+
+/// Creates `file` holding `bytes` unless a file of that name exists
+/// (`AlreadyExists`), as object_store's file remote does (a staging file
+/// `NAME#N`, which its listings skip, then a hard link to the name), except
+/// that the name's directory is not synced: the data is, before the name
+/// is made ([`Remote::put_envelope_unsynced`]).
+fn create_unsynced(file: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut n = 1u32;
+    let (mut f, staging) = loop {
+        let mut name = file.as_os_str().to_owned();
+        name.push(format!("#{n}"));
+        let staging = std::path::PathBuf::from(name);
+        match std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&staging)
+        {
+            Ok(f) => break (f, staging),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => n += 1,
+            Err(e) => return Err(e),
+        }
+    };
+    let linked = f
+        .write_all(bytes)
+        .and_then(|_| f.sync_data())
+        .and_then(|_| std::fs::hard_link(&staging, file));
+    let removed = std::fs::remove_file(&staging);
+    linked?;
+    removed
+}
+
 /// How a cloud store's client retries one request: a few times within
 /// 10 s, not its default of up to 10 times within 3 minutes. The
 /// replicator retries a failed upload whole with its own backoff (up to
@@ -1605,5 +1701,45 @@ mod tests {
         assert!(!held.join("00000000000000000003.json").exists());
         let memory = Remote::open("memory://").unwrap();
         assert!(memory.deleted_from(&path).unwrap().is_none());
+    }
+
+    /// An envelope put without its name synced is still a conditional
+    /// create: the first is new (its directory made by a put that syncs it),
+    /// the same bytes again are already there, other bytes a conflict that
+    /// leaves the first in place; no staging file stays behind, and the
+    /// listing shows the envelopes alone.
+    #[test]
+    fn an_unsynced_envelope_put_is_a_conditional_create() {
+        let dir = tempfile::tempdir().unwrap();
+        let remote = Remote::open(&format!("file://{}", dir.path().display())).unwrap();
+        let agent = AgentId([7; 32]);
+        let rt = runtime().unwrap();
+        let put = |seq, json: &[u8]| {
+            rt.block_on(remote.put_envelope_unsynced(&agent, seq, json.to_vec()))
+                .unwrap()
+        };
+        assert!(matches!(put(1, b"{\"a\":1}"), Created::New));
+        assert!(matches!(put(2, b"{\"b\":2}"), Created::New));
+        assert!(matches!(put(2, b"{\"b\":2}"), Created::AlreadyThere));
+        assert!(matches!(put(2, b"{\"c\":3}"), Created::Conflict));
+        rt.block_on(remote.sync_envelopes(&agent)).unwrap();
+        let file = remote
+            .local_file(&remote.envelope_path(&agent, 2))
+            .unwrap()
+            .unwrap();
+        assert_eq!(std::fs::read(&file).unwrap(), b"{\"b\":2}");
+        let names: Vec<_> = std::fs::read_dir(file.parent().unwrap())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        assert_eq!(names.len(), 2, "{names:?}");
+        // A staging file a crash left: the next put stages beside it, and
+        // listings skip it.
+        let stale = file.with_file_name("00000000000000000003.json#1");
+        std::fs::write(&stale, b"torn").unwrap();
+        assert!(matches!(put(3, b"{\"d\":4}"), Created::New));
+        assert_eq!(std::fs::read(&stale).unwrap(), b"torn");
+        let listed = rt.block_on(remote.list_envelopes(&agent, 0, 100)).unwrap();
+        assert_eq!(listed, vec![1, 2, 3]);
     }
 }

@@ -4,8 +4,17 @@
 //! holds every write of file data (and every size change) in memory until
 //! the file is synced (`fsync`/`fdatasync`), as a disk's volatile cache
 //! would. [`CutFs::cut`] is the power cut: of each file's unsynced writes,
-//! a random prefix reaches the disk and the rest is lost; everything else
-//! (names, modes, times) is treated as reaching the disk when it is done.
+//! a random prefix reaches the disk and the rest is lost.
+//!
+//! New names (a file created, a directory made, a symlink, a hard link, and
+//! a rename of such a name to a name that did not exist) reach the disk
+//! only when their directory is synced (`fsyncdir`), as fsync(2) says: a
+//! file's own sync does not cover the entry that names it. A cut keeps a
+//! random prefix of the unsynced names, in the order they were made, and
+//! removes the rest (a directory with all it holds). Everything else
+//! (unlinks, renames onto an existing name or of a name already on the
+//! disk, modes, times) is treated as reaching the disk when it is done:
+//! undoing those would need the replaced file kept aside.
 //! Files are opened without `FOPEN_KEEP_CACHE` and attributes are never
 //! cached, so after a cut the kernel shows what the disk kept.
 //!
@@ -56,10 +65,14 @@ struct State {
     handles: HashMap<u64, (u64, Arc<File>)>,
     next_fh: u64,
     dirty: HashMap<u64, Dirty>,
-    /// Syncs that reached the disk, for the tests' own checks.
+    /// Syncs of files that reached the disk (directory syncs are not
+    /// counted), for the tests' own checks.
     syncs: u64,
     /// The same, by the file's name.
     syncs_by_name: HashMap<std::ffi::OsString, u64>,
+    /// New names no directory sync covered yet, in the order they were
+    /// made: (our inode number of the directory, the lower path).
+    unsynced_names: Vec<(u64, PathBuf)>,
 }
 
 /// The file system; clone the `Arc` to cut it from the test.
@@ -139,9 +152,11 @@ impl CutFs {
         self.released.notify_all();
     }
 
-    /// Makes every pending write durable (as if each file were synced).
+    /// Makes every pending write and name durable (as if each file and
+    /// directory were synced).
     pub fn sync_all(&self) {
         let mut st = self.state.lock().unwrap();
+        st.unsynced_names.clear();
         let dirty: Vec<u64> = st.dirty.keys().copied().collect();
         for ino in dirty {
             let d = st.dirty.remove(&ino).unwrap();
@@ -150,8 +165,10 @@ impl CutFs {
     }
 
     /// The power cut: of each file's unsynced changes a prefix chosen by
-    /// `pick(count)` (in `0..=count`) reaches the disk, the rest is lost.
-    /// Returns (changes kept, changes lost).
+    /// `pick(count)` (in `0..=count`) reaches the disk, the rest is lost;
+    /// then of the unsynced new names a prefix so chosen stays, and the
+    /// rest are removed, newest first. Returns (changes kept, changes
+    /// lost), writes and names together.
     pub fn cut(&self, mut pick: impl FnMut(usize) -> usize) -> (usize, usize) {
         let mut st = self.state.lock().unwrap();
         let (mut kept, mut lost) = (0, 0);
@@ -161,7 +178,22 @@ impl CutFs {
             kept += k;
             lost += d.pending.len() - k;
         }
-        (kept, lost)
+        let names = std::mem::take(&mut st.unsynced_names);
+        let k = pick(names.len()).min(names.len());
+        for (_, path) in names[k..].iter().rev() {
+            let gone = match path.symlink_metadata() {
+                Ok(m) if m.is_dir() => std::fs::remove_dir_all(path),
+                Ok(_) => std::fs::remove_file(path),
+                Err(_) => Ok(()),
+            };
+            gone.unwrap_or_else(|e| panic!("cutfs: losing {}: {e}", path.display()));
+        }
+        (kept + k, lost + names.len() - k)
+    }
+
+    /// Unsynced new names so far (see the module doc).
+    pub fn unsynced_names(&self) -> usize {
+        self.state.lock().unwrap().unsynced_names.len()
     }
 
     /// The power cut of a machine whose programs are still running: as
@@ -374,6 +406,55 @@ impl CutFs {
         Ok(())
     }
 
+    /// A new name, durable at the next sync of its directory `parent`.
+    fn made(&self, parent: INodeNo, path: &Path) {
+        let mut st = self.state.lock().unwrap();
+        st.unsynced_names.push((parent.0, path.to_owned()));
+    }
+
+    /// The sync of directory `dir`: the new names in it reach the disk.
+    fn names_synced(&self, dir: INodeNo) -> Result<(), Errno> {
+        let delay = self
+            .sync_delay_us
+            .load(std::sync::atomic::Ordering::Relaxed);
+        if delay > 0 {
+            std::thread::sleep(Duration::from_micros(delay));
+        }
+        let mut st = self.state.lock().unwrap();
+        if self.is_dead() {
+            return Err(Errno::EIO);
+        }
+        st.unsynced_names.retain(|(parent, _)| *parent != dir.0);
+        Ok(())
+    }
+
+    /// `path` (and everything under it) was removed: nothing of it is left
+    /// to lose.
+    fn unnamed(&self, path: &Path) {
+        let mut st = self.state.lock().unwrap();
+        st.unsynced_names.retain(|(_, p)| !p.starts_with(path));
+    }
+
+    /// A rename of `from` to `to` in directory `newparent`: an unsynced new
+    /// name stays one under its new name when `to` did not exist; onto an
+    /// existing name it is treated as durable (see the module doc). Names
+    /// under a renamed directory follow it.
+    fn renamed(&self, from: &Path, to: &Path, newparent: INodeNo, replaced: bool) {
+        let mut st = self.state.lock().unwrap();
+        st.unsynced_names.retain_mut(|(parent, p)| {
+            if p.as_path() == from {
+                if replaced {
+                    return false;
+                }
+                *parent = newparent.0;
+                *p = to.to_owned();
+            } else if let Ok(rest) = p.strip_prefix(from) {
+                *p = to.join(rest);
+            }
+            true
+        });
+    }
+
     /// Renames in the path table: `from` (and everything under it) is now `to`.
     fn moved(&self, from: &Path, to: &Path) {
         let mut st = self.state.lock().unwrap();
@@ -524,6 +605,7 @@ impl Filesystem for Shared {
                 .mode(mode & !umask)
                 .create(&p)
                 .map_err(|e| io_errno(&e))?;
+            self.0.made(parent, &p);
             self.0.attr_of(&p, true)
         });
         match r {
@@ -536,11 +618,11 @@ impl Filesystem for Shared {
         if self.0.is_dead() {
             return reply.error(Errno::EIO);
         }
-        match self
-            .0
-            .child(parent, name)
-            .and_then(|p| std::fs::remove_file(p).map_err(|e| io_errno(&e)))
-        {
+        match self.0.child(parent, name).and_then(|p| {
+            std::fs::remove_file(&p).map_err(|e| io_errno(&e))?;
+            self.0.unnamed(&p);
+            Ok(())
+        }) {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(e),
         }
@@ -550,11 +632,11 @@ impl Filesystem for Shared {
         if self.0.is_dead() {
             return reply.error(Errno::EIO);
         }
-        match self
-            .0
-            .child(parent, name)
-            .and_then(|p| std::fs::remove_dir(p).map_err(|e| io_errno(&e)))
-        {
+        match self.0.child(parent, name).and_then(|p| {
+            std::fs::remove_dir(&p).map_err(|e| io_errno(&e))?;
+            self.0.unnamed(&p);
+            Ok(())
+        }) {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(e),
         }
@@ -573,6 +655,7 @@ impl Filesystem for Shared {
         }
         let r = self.0.child(parent, link_name).and_then(|p| {
             std::os::unix::fs::symlink(target, &p).map_err(|e| io_errno(&e))?;
+            self.0.made(parent, &p);
             self.0.attr_of(&p, true)
         });
         match r {
@@ -597,6 +680,7 @@ impl Filesystem for Shared {
         let r = (|| {
             let from = self.0.child(parent, name)?;
             let to = self.0.child(newparent, newname)?;
+            let replaced = to.symlink_metadata().is_ok();
             nix::fcntl::renameat2(
                 nix::fcntl::AT_FDCWD,
                 &from,
@@ -610,8 +694,13 @@ impl Filesystem for Shared {
                 self.0.moved(&from, &tmp);
                 self.0.moved(&to, &from);
                 self.0.moved(&tmp, &to);
+                // Both names existed: treated as durable, with what
+                // they hold.
+                self.0.unnamed(&from);
+                self.0.unnamed(&to);
             } else {
                 self.0.moved(&from, &to);
+                self.0.renamed(&from, &to, newparent, replaced);
             }
             Ok(())
         })();
@@ -636,6 +725,7 @@ impl Filesystem for Shared {
             let from = self.0.path(ino)?;
             let to = self.0.child(newparent, newname)?;
             std::fs::hard_link(&from, &to).map_err(|e| io_errno(&e))?;
+            self.0.made(newparent, &to);
             self.0.attr_of(&to, false)
         })();
         match r {
@@ -679,6 +769,9 @@ impl Filesystem for Shared {
             let existed = p.symlink_metadata().is_ok();
             // Register the inode first, then open the file it names.
             let fh = self.0.open_lower(0, &p, flags, Some(mode & !umask))?;
+            if !existed {
+                self.0.made(parent, &p);
+            }
             let a = self.0.attr_of(&p, !existed)?;
             self.0.state.lock().unwrap().handles.get_mut(&fh).unwrap().0 = a.ino.0;
             Ok::<_, Errno>((a, fh))
@@ -864,7 +957,7 @@ impl Filesystem for Shared {
     fn fsyncdir(
         &self,
         _req: &Request,
-        _ino: INodeNo,
+        ino: INodeNo,
         _fh: FileHandle,
         _datasync: bool,
         reply: ReplyEmpty,
@@ -872,8 +965,10 @@ impl Filesystem for Shared {
         if self.0.is_dead() {
             return reply.error(Errno::EIO);
         }
-        // Names reach the disk when they are made (see the module doc).
-        reply.ok();
+        match self.0.names_synced(ino) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(e),
+        }
     }
 
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
