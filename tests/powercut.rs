@@ -47,6 +47,24 @@ impl Drop for Rig {
     }
 }
 
+/// A cut file system over a fresh directory: the temporary directory that
+/// holds its disk and its mountpoint, the mountpoint, the file system, and
+/// its session.
+fn cut_disk() -> (
+    tempfile::TempDir,
+    std::path::PathBuf,
+    Arc<CutFs>,
+    fuser::BackgroundSession,
+) {
+    let lower = tempfile::tempdir().unwrap();
+    let (disk, at) = (lower.path().join("disk"), lower.path().join("cut"));
+    std::fs::create_dir(&disk).unwrap();
+    std::fs::create_dir(&at).unwrap();
+    let fs = CutFs::new(&disk);
+    let session = fs.mount(&at);
+    (lower, at, fs, session)
+}
+
 impl Rig {
     /// An agent whose remote is another machine: not on the cut file
     /// system.
@@ -58,13 +76,7 @@ impl Rig {
     /// the default remote (`$SOVSEAL_HOME/remote/`) is on the data dir's
     /// disk: a cut takes what it was given and did not sync too.
     fn with_remote(agent: &str, extra: &[&str], near: bool) -> Rig {
-        let lower = tempfile::tempdir().unwrap();
-        let disk = lower.path().join("disk");
-        let at = lower.path().join("cut");
-        std::fs::create_dir(&disk).unwrap();
-        std::fs::create_dir(&at).unwrap();
-        let fs = CutFs::new(&disk);
-        let session = fs.mount(&at);
+        let (lower, at, fs, session) = cut_disk();
         let dir = match near {
             true => at.join("remote"),
             false => lower.path().join("remote"),
@@ -442,12 +454,7 @@ fn an_fsync_waits_for_a_slow_disk_sync() {
 fn concurrent_store_syncs_each_wait_for_the_disk() {
     use sovseal::repo::store::Store;
     use sovseal::seal::tree::{ObjectId, ObjectKind};
-    let lower = tempfile::tempdir().unwrap();
-    let (disk, at) = (lower.path().join("disk"), lower.path().join("cut"));
-    std::fs::create_dir(&disk).unwrap();
-    std::fs::create_dir(&at).unwrap();
-    let fs = CutFs::new(&disk);
-    let _session = fs.mount(&at);
+    let (_lower, at, fs, _session) = cut_disk();
     let packs = sovseal::fsutil::Dir::create_root(&at.join("packs")).unwrap();
     let store = Arc::new(Store::open_writer(packs, &Default::default()).unwrap());
     store
@@ -499,12 +506,7 @@ fn the_harness_loses_what_no_sync_covered() {
 #[test]
 fn the_harness_loses_names_no_directory_sync_covered() {
     use std::io::Write;
-    let lower = tempfile::tempdir().unwrap();
-    let (disk, at) = (lower.path().join("disk"), lower.path().join("cut"));
-    std::fs::create_dir(&disk).unwrap();
-    std::fs::create_dir(&at).unwrap();
-    let fs = CutFs::new(&disk);
-    let session = fs.mount(&at);
+    let (_lower, at, fs, session) = cut_disk();
     let synced = |path: &std::path::Path| std::fs::File::open(path).unwrap().sync_all().unwrap();
     let write = |name: &str| {
         let mut f = std::fs::File::create(at.join("d").join(name)).unwrap();

@@ -373,14 +373,19 @@ impl CutFs {
             .ok_or(Errno::EBADF)
     }
 
-    /// A file's unsynced changes reach the disk, then the disk syncs.
-    fn sync_ino(&self, ino: u64) -> Result<(), Errno> {
+    /// What a sync waits before it takes its writes ([`CutFs::slow_syncs`]).
+    fn slow_disk(&self) {
         let delay = self
             .sync_delay_us
             .load(std::sync::atomic::Ordering::Relaxed);
         if delay > 0 {
             std::thread::sleep(Duration::from_micros(delay));
         }
+    }
+
+    /// A file's unsynced changes reach the disk, then the disk syncs.
+    fn sync_ino(&self, ino: u64) -> Result<(), Errno> {
+        self.slow_disk();
         let d = {
             // Checked under the lock `cut` drains under: a sync either
             // took its writes before the cut or fails.
@@ -414,12 +419,7 @@ impl CutFs {
 
     /// The sync of directory `dir`: the new names in it reach the disk.
     fn names_synced(&self, dir: INodeNo) -> Result<(), Errno> {
-        let delay = self
-            .sync_delay_us
-            .load(std::sync::atomic::Ordering::Relaxed);
-        if delay > 0 {
-            std::thread::sleep(Duration::from_micros(delay));
-        }
+        self.slow_disk();
         let mut st = self.state.lock().unwrap();
         if self.is_dead() {
             return Err(Errno::EIO);
