@@ -148,9 +148,18 @@ impl Dir {
                 Some(p) if !p.as_os_str().is_empty() => p,
                 _ => Path::new("."),
             };
-            std::fs::File::open(parent)
-                .and_then(|d| d.sync_all())
-                .map_err(|e| Error::io(parent, e))?;
+            match std::fs::File::open(parent).and_then(|d| d.sync_all()) {
+                Ok(()) => {}
+                // A parent we may search and write but not read (mode
+                // 0733): it cannot be opened to be synced.
+                Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+                    tracing::warn!(
+                        "{} made, but its directory cannot be synced: {e}",
+                        made.display()
+                    );
+                }
+                Err(e) => return Err(Error::io(parent, e)),
+            }
         }
         Dir::open_root(path)
     }
@@ -228,7 +237,17 @@ impl Dir {
     fn make_sub(&self, name: &OsStr, sync: bool) -> Result<Dir> {
         one_component(name)?;
         match mkdirat(&self.fd, name, Mode::from_bits_truncate(0o700)) {
-            Ok(()) if sync => self.sync()?,
+            Ok(()) if sync => {
+                if let Err(e) = self.sync() {
+                    // Made again, and synced, by the next call.
+                    let _ = nix::unistd::unlinkat(
+                        &self.fd,
+                        name,
+                        nix::unistd::UnlinkatFlags::RemoveDir,
+                    );
+                    return Err(e);
+                }
+            }
             Ok(()) | Err(Errno::EEXIST) => {}
             Err(e) => return Err(nix_io(&self.path.join(name), e)),
         }

@@ -531,6 +531,43 @@ fn the_harness_loses_names_no_directory_sync_covered() {
     drop(session);
 }
 
+/// A file remote's envelope names through a cut: one an upload batch put
+/// without syncing its name is lost unless its directory is synced after;
+/// a put that finds it there (a snapshot going up again alone after its
+/// batch failed) syncs it. Planted (no sync when the put finds its own
+/// envelope there): the envelope is lost.
+#[test]
+fn an_envelope_found_there_has_its_name_synced() {
+    use sovseal::repo::remote::{Created, Remote, runtime};
+    use sovseal::seal::keys::AgentId;
+    let (_lower, at, fs, session) = cut_disk();
+    let remote = Remote::open(&format!("file://{}", at.join("remote").display())).unwrap();
+    let agent = AgentId([9; 32]);
+    let rt = runtime().unwrap();
+    // The envelopes' directory is made (and synced) by the first put.
+    let made = rt.block_on(remote.put_envelope(&agent, 1, b"{\"s\":1}".to_vec()));
+    assert_eq!(made.unwrap(), Created::New);
+    let unsynced = |seq: u64| {
+        let json = format!("{{\"s\":{seq}}}").into_bytes();
+        let put = rt.block_on(remote.put_envelope_unsynced(&agent, seq, json));
+        assert_eq!(put.unwrap(), Created::New);
+    };
+    let listed = || rt.block_on(remote.list_envelopes(&agent, 0, 100)).unwrap();
+    unsynced(2);
+    fs.cut(|_| 0);
+    assert_eq!(listed(), vec![1], "a name no sync covered survived");
+    unsynced(2);
+    let again = rt.block_on(remote.put_envelope(&agent, 2, b"{\"s\":2}".to_vec()));
+    assert_eq!(again.unwrap(), Created::AlreadyThere);
+    fs.cut(|_| 0);
+    assert_eq!(
+        listed(),
+        vec![1, 2],
+        "the put that found it did not sync it"
+    );
+    drop(session);
+}
+
 /// Group commit: fsyncs that arrive while a round (a seal and its disk
 /// sync) runs share the next round. Eight threads each fsync their own file
 /// 25 times at once: fewer disk syncs than fsyncs (measured: 74-75), and

@@ -233,6 +233,14 @@ pub fn write_new(path: &Path, key: &MasterKey, passphrase: &str) -> Result<Expor
         .and_then(|()| f.write_all(b"\n"))
         .and_then(|()| f.sync_all())
         .map_err(|er| Error::io(path, er))?;
+    // Its name too: an export is what a lost keychain is recovered from.
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|er| Error::io(dir, er))?;
     Ok(e)
 }
 

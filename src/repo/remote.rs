@@ -422,7 +422,15 @@ impl Remote {
         {
             Ok(_) => Ok(Created::New),
             Err(object_store::Error::AlreadyExists { .. }) => {
-                self.already_there(&path, &json).await
+                let there = self.already_there(&path, &json).await?;
+                // Ours, from an earlier try: its name may be one an upload
+                // batch made without a sync ([`Remote::put_envelope_unsynced`])
+                // and never synced (the batch failed or the daemon died),
+                // and the store does not sync a name it finds there.
+                if there == Created::AlreadyThere {
+                    self.sync_envelopes(agent).await?;
+                }
+                Ok(there)
             }
             Err(e) => Err(remote_err("put envelope", e)),
         }

@@ -11,7 +11,10 @@
 //! only when their directory is synced (`fsyncdir`), as fsync(2) says: a
 //! file's own sync does not cover the entry that names it. A cut keeps a
 //! random prefix of the unsynced names, in the order they were made, and
-//! removes the rest (a directory with all it holds). Everything else
+//! removes the rest (a directory with all it holds): names reach the disk
+//! in the order they were made, as a journaling file system (ext4, XFS)
+//! commits them; fsync(2) alone would also allow a later name kept and an
+//! earlier one lost, which this does not model. Everything else
 //! (unlinks, renames onto an existing name or of a name already on the
 //! disk, modes, times) is treated as reaching the disk when it is done:
 //! undoing those would need the replaced file kept aside.
@@ -442,6 +445,10 @@ impl CutFs {
     fn renamed(&self, from: &Path, to: &Path, newparent: INodeNo, replaced: bool) {
         let mut st = self.state.lock().unwrap();
         st.unsynced_names.retain_mut(|(parent, p)| {
+            if replaced && p.as_path() == to {
+                // The file it named is gone; what replaced it is durable.
+                return false;
+            }
             if p.as_path() == from {
                 if replaced {
                     return false;
