@@ -129,9 +129,11 @@ impl Dir {
 
     /// Creates a root directory (and its missing parents) with mode 0700 if
     /// missing, then opens and checks it as [`Dir::open_root`] does. The
-    /// directory of each one it made is synced, so that what is made in
+    /// parent of each directory it made is synced, so that what is made in
     /// them does not lose its path to a power cut (fsync(2): a file's sync
-    /// does not cover the entry naming it, nor the directories above).
+    /// does not cover the entry naming it, nor the directories above). When
+    /// a sync fails, what it made is removed again (best effort), so that
+    /// the next call makes and syncs it.
     pub fn create_root(path: &Path) -> Result<Dir> {
         use std::os::unix::fs::DirBuilderExt;
         let missing: Vec<&Path> = path
@@ -143,22 +145,25 @@ impl Dir {
             .mode(0o700)
             .create(path)
             .map_err(|e| Error::io(path, e))?;
-        for made in missing {
-            let parent = match made.parent() {
-                Some(p) if !p.as_os_str().is_empty() => p,
-                _ => Path::new("."),
-            };
-            match std::fs::File::open(parent).and_then(|d| d.sync_all()) {
+        for made in &missing {
+            match sync_parent(made) {
                 Ok(()) => {}
                 // A parent we may search and write but not read (mode
                 // 0733): it cannot be opened to be synced.
-                Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+                Err(Error::Io { source, .. })
+                    if source.kind() == std::io::ErrorKind::PermissionDenied =>
+                {
                     tracing::warn!(
-                        "{} made, but its directory cannot be synced: {e}",
+                        "{} made, but its directory cannot be synced: {source}",
                         made.display()
                     );
                 }
-                Err(e) => return Err(Error::io(parent, e)),
+                Err(e) => {
+                    for made in &missing {
+                        let _ = std::fs::remove_dir(made);
+                    }
+                    return Err(e);
+                }
             }
         }
         Dir::open_root(path)
@@ -239,12 +244,9 @@ impl Dir {
         match mkdirat(&self.fd, name, Mode::from_bits_truncate(0o700)) {
             Ok(()) if sync => {
                 if let Err(e) = self.sync() {
-                    // Made again, and synced, by the next call.
-                    let _ = nix::unistd::unlinkat(
-                        &self.fd,
-                        name,
-                        nix::unistd::UnlinkatFlags::RemoveDir,
-                    );
+                    // Removed (unless something was made in it meanwhile),
+                    // so that the next call makes and syncs it.
+                    let _ = unlinkat(&self.fd, name, UnlinkatFlags::RemoveDir);
                     return Err(e);
                 }
             }
@@ -411,6 +413,18 @@ impl Dir {
             .filter(|n| Path::new(n).extension().is_some_and(|x| x == "json"))
             .collect())
     }
+}
+
+/// Syncs the directory that holds `path` (`.` for a bare name): a new name
+/// in it is durable when this returns (fsync(2)).
+pub fn sync_parent(path: &Path) -> Result<()> {
+    let parent = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    File::open(parent)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| Error::io(parent, e))
 }
 
 /// Creates `dir` and its missing parents with mode 0700 (an existing `dir`

@@ -126,7 +126,7 @@ impl Rig {
             }
         }
         std::thread::sleep(Duration::from_micros(rng.below(40_000)));
-        let (kept, lost) = if live {
+        let cut = if live {
             // Its lock file may lose its content in the cut.
             let pid = self.m.daemon_pid().expect("daemon pid");
             let cut = self.fs.cut_dead(|n| rng.below(n as u64 + 1) as usize);
@@ -143,8 +143,11 @@ impl Rig {
         };
         acked.extend(rx.try_iter());
         eprintln!(
-            "round {round}: cut after {} acks; {kept} writes kept, {lost} lost",
-            acked.len()
+            "round {round}: cut after {} acks; {} writes kept, {} lost; {} names lost",
+            acked.len(),
+            cut.writes_kept,
+            cut.writes_lost,
+            cut.names_lost
         );
         // Read-only first, before any mount recovered the agent: no false
         // rollback, nothing torn.
@@ -488,7 +491,7 @@ fn the_harness_loses_what_no_sync_covered() {
     let rig = Rig::new("lose", &["--sync-interval-ms", "60000"]);
     std::fs::write(rig.m.path("unsynced"), b"gone after the cut").unwrap();
     rig.m.signal(Signal::SIGKILL);
-    let (_, lost) = rig.fs.cut(|_| 0);
+    let lost = rig.fs.cut(|_| 0).writes_lost;
     assert!(lost > 0, "the close left unsynced writes");
     let o = rig.m.try_mount();
     assert!(o.status.success(), "{}", text(&o.stderr));
@@ -522,8 +525,9 @@ fn the_harness_loses_names_no_directory_sync_covered() {
     write("moved");
     std::fs::rename(at.join("d/moved"), at.join("d/renamed")).unwrap();
     assert_eq!(fs.unsynced_names(), 3, "lost, link, renamed");
-    let (_, lost) = fs.cut(|_| 0);
-    assert_eq!(lost, 3, "no file had unsynced writes");
+    let cut = fs.cut(|_| 0);
+    assert_eq!(cut.writes_lost, 0, "every file was synced");
+    assert_eq!(cut.names_lost, 3);
     assert_eq!(std::fs::read(at.join("d/kept")).unwrap(), b"kept");
     for gone in ["lost", "link", "moved", "renamed"] {
         assert!(!at.join("d").join(gone).exists(), "{gone} survived the cut");
@@ -532,10 +536,10 @@ fn the_harness_loses_names_no_directory_sync_covered() {
 }
 
 /// A file remote's envelope names through a cut: one an upload batch put
-/// without syncing its name is lost unless its directory is synced after;
-/// a put that finds it there (a snapshot going up again alone after its
-/// batch failed) syncs it. Planted (no sync when the put finds its own
-/// envelope there): the envelope is lost.
+/// without syncing its name is lost, unless its directory is synced after
+/// (`Remote::sync_envelopes`); a put that finds it there (a snapshot going
+/// up again alone after its batch failed) syncs it. Planted (no sync when
+/// the put finds its own envelope there): the envelope is lost.
 #[test]
 fn an_envelope_found_there_has_its_name_synced() {
     use sovseal::repo::remote::{Created, Remote, runtime};
@@ -556,13 +560,17 @@ fn an_envelope_found_there_has_its_name_synced() {
     unsynced(2);
     fs.cut(|_| 0);
     assert_eq!(listed(), vec![1], "a name no sync covered survived");
+    unsynced(3);
+    rt.block_on(remote.sync_envelopes(&agent)).unwrap();
+    fs.cut(|_| 0);
+    assert_eq!(listed(), vec![1, 3], "the directory's sync did not keep it");
     unsynced(2);
     let again = rt.block_on(remote.put_envelope(&agent, 2, b"{\"s\":2}".to_vec()));
     assert_eq!(again.unwrap(), Created::AlreadyThere);
     fs.cut(|_| 0);
     assert_eq!(
         listed(),
-        vec![1, 2],
+        vec![1, 2, 3],
         "the put that found it did not sync it"
     );
     drop(session);

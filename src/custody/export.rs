@@ -234,13 +234,12 @@ pub fn write_new(path: &Path, key: &MasterKey, passphrase: &str) -> Result<Expor
         .and_then(|()| f.sync_all())
         .map_err(|er| Error::io(path, er))?;
     // Its name too: an export is what a lost keychain is recovered from.
-    let dir = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    };
-    std::fs::File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|er| Error::io(dir, er))?;
+    crate::fsutil::sync_parent(path).map_err(|er| {
+        Error::Invalid(format!(
+            "{} written, but its directory could not be synced: {er}",
+            path.display()
+        ))
+    })?;
     Ok(e)
 }
 

@@ -58,7 +58,8 @@ pub struct Remote {
     /// clones).
     batches: Arc<Batches>,
     /// A file remote's store: its deletes are synced here, as its puts
-    /// are by the store.
+    /// are by the store (but for an upload batch's envelopes, whose
+    /// directory is synced here once: [`Remote::sync_envelopes`]).
     local: Option<Arc<object_store::local::LocalFileSystem>>,
 }
 
@@ -284,7 +285,9 @@ impl Remote {
                     }
                 }
                 // A put returns once the file and its name are on the disk,
-                // as a cloud store's does once the object is durable. The
+                // as a cloud store's does once the object is durable (an
+                // upload batch's envelopes: once the batch's directory sync
+                // returns, `Remote::put_envelope_unsynced`). The
                 // replicator records an upload as done after its put, and a
                 // remote on this machine's disk (the default one is) would
                 // otherwise lose to a power cut what that record counts, or
@@ -483,15 +486,15 @@ impl Remote {
     /// names [`Remote::put_envelope_unsynced`] made are on the disk when it
     /// returns. Nothing to do on other remotes.
     pub async fn sync_envelopes(&self, agent: &AgentId) -> Result<()> {
-        let Some(file) = self.local_file(&self.envelope_path(agent, 0))? else {
-            return Ok(());
-        };
-        let dir = file.parent().expect("an envelope has a directory");
-        sync_dir(dir.to_owned(), "sync envelopes").await
+        let dir = self.agent_dir(agent).join("envelopes");
+        match self.local_file(&dir)? {
+            Some(dir) => sync_dir(dir, "sync envelopes").await,
+            None => Ok(()),
+        }
     }
 
-    /// The file that holds the object at `path` on a file remote; `None`
-    /// on other remotes.
+    /// Where `path` (an object, or a directory of them) is on a file
+    /// remote's disk; `None` on other remotes.
     fn local_file(&self, path: &Path) -> Result<Option<std::path::PathBuf>> {
         let Some(local) = &self.local else {
             return Ok(None);

@@ -11,10 +11,12 @@
 //! only when their directory is synced (`fsyncdir`), as fsync(2) says: a
 //! file's own sync does not cover the entry that names it. A cut keeps a
 //! random prefix of the unsynced names, in the order they were made, and
-//! removes the rest (a directory with all it holds): names reach the disk
-//! in the order they were made, as a journaling file system (ext4, XFS)
-//! commits them; fsync(2) alone would also allow a later name kept and an
-//! earlier one lost, which this does not model. Everything else
+//! removes the rest (a directory with all it holds). A directory's sync
+//! covers its own names only (stricter than ext4 or XFS, whose journal
+//! commit covers every name made before it too); of the names no sync
+//! covered, those kept are the oldest, in the order made (looser than
+//! fsync(2), which would also allow a later one kept and an earlier one
+//! lost: not modelled). Everything else
 //! (unlinks, renames onto an existing name or of a name already on the
 //! disk, modes, times) is treated as reaching the disk when it is done:
 //! undoing those would need the replaced file kept aside.
@@ -76,6 +78,14 @@ struct State {
     /// New names no directory sync covered yet, in the order they were
     /// made: (our inode number of the directory, the lower path).
     unsynced_names: Vec<(u64, PathBuf)>,
+}
+
+/// What a cut kept of the unsynced changes, and what it lost.
+pub struct Cut {
+    pub writes_kept: usize,
+    pub writes_lost: usize,
+    /// New names removed (see the module doc).
+    pub names_lost: usize,
 }
 
 /// The file system; clone the `Arc` to cut it from the test.
@@ -170,9 +180,8 @@ impl CutFs {
     /// The power cut: of each file's unsynced changes a prefix chosen by
     /// `pick(count)` (in `0..=count`) reaches the disk, the rest is lost;
     /// then of the unsynced new names a prefix so chosen stays, and the
-    /// rest are removed, newest first. Returns (changes kept, changes
-    /// lost), writes and names together.
-    pub fn cut(&self, mut pick: impl FnMut(usize) -> usize) -> (usize, usize) {
+    /// rest are removed, newest first.
+    pub fn cut(&self, mut pick: impl FnMut(usize) -> usize) -> Cut {
         let mut st = self.state.lock().unwrap();
         let (mut kept, mut lost) = (0, 0);
         for (_, d) in st.dirty.drain() {
@@ -191,7 +200,11 @@ impl CutFs {
             };
             gone.unwrap_or_else(|e| panic!("cutfs: losing {}: {e}", path.display()));
         }
-        (kept + k, lost + names.len() - k)
+        Cut {
+            writes_kept: kept,
+            writes_lost: lost,
+            names_lost: names.len() - k,
+        }
     }
 
     /// Unsynced new names so far (see the module doc).
@@ -203,7 +216,7 @@ impl CutFs {
     /// [`CutFs::cut`], and from then on nothing reaches the disk (every
     /// change and sync fails with `EIO`, including a sync already waiting
     /// in [`CutFs::slow_syncs`]) until [`CutFs::revive`].
-    pub fn cut_dead(&self, pick: impl FnMut(usize) -> usize) -> (usize, usize) {
+    pub fn cut_dead(&self, pick: impl FnMut(usize) -> usize) -> Cut {
         self.dead.store(true, std::sync::atomic::Ordering::SeqCst);
         self.cut(pick)
     }
