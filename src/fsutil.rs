@@ -418,13 +418,19 @@ impl Dir {
 /// Syncs the directory that holds `path` (`.` for a bare name): a new name
 /// in it is durable when this returns (fsync(2)).
 pub fn sync_parent(path: &Path) -> Result<()> {
-    let parent = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    };
-    File::open(parent)
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => sync_dir(p),
+        _ => sync_dir(Path::new(".")),
+    }
+}
+
+/// Syncs directory `dir` by its path (for a directory outside the checked
+/// home, or one a library wrote in): the names made in it are durable when
+/// this returns. [`Dir::sync`] for a checked one.
+pub fn sync_dir(dir: &Path) -> Result<()> {
+    File::open(dir)
         .and_then(|d| d.sync_all())
-        .map_err(|e| Error::io(parent, e))
+        .map_err(|e| Error::io(dir, e))
 }
 
 /// Creates `dir` and its missing parents with mode 0700 (an existing `dir`

@@ -1631,10 +1631,9 @@ impl Remote {
 /// Syncs directory `dir` of a file remote (one that is not there has
 /// nothing to sync); `op` names the step in an error.
 async fn sync_dir(dir: std::path::PathBuf, op: &str) -> Result<()> {
-    tokio::task::spawn_blocking(move || match std::fs::File::open(&dir) {
-        Ok(d) => d.sync_all().map_err(|e| Error::io(&dir, e)),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(Error::io(&dir, e)),
+    tokio::task::spawn_blocking(move || match crate::fsutil::sync_dir(&dir) {
+        Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        synced => synced,
     })
     .await
     .map_err(|e| Error::Invalid(format!("{op}: {e}")))?
