@@ -135,16 +135,31 @@ impl Engine {
         // (unlinked, still open) are absent from the snapshot. (A delta
         // needs only the records that differ from the chain, and the
         // written files'.)
-        let mut changed: BTreeMap<u64, Option<Inode>> = self
-            .ov
-            .inodes
-            .iter()
-            .map(|(k, v)| (*k, v.as_ref().filter(|i| i.nlink > 0)))
-            .filter(|(k, v)| {
-                !delta || self.ov.files.contains_key(k) || self.committed.inode(*k) != Some(*v)
-            })
-            .map(|(k, v)| (k, v.cloned()))
-            .collect();
+        let record = |k: u64| {
+            let v = self.ov.inodes.get(&k)?;
+            Some((k, v.as_ref().filter(|i| i.nlink > 0)))
+        };
+        let mut changed: BTreeMap<u64, Option<Inode>> = if delta {
+            // (Only records touched since the previous commit can differ
+            // from the chain.)
+            let candidates: BTreeSet<u64> = (self.ov.touched.iter())
+                .chain(self.ov.files.keys())
+                .copied()
+                .collect();
+            candidates
+                .into_iter()
+                .filter_map(record)
+                .filter(|(k, v)| {
+                    self.ov.files.contains_key(k) || self.committed.inode(*k) != Some(*v)
+                })
+                .map(|(k, v)| (k, v.cloned()))
+                .collect()
+        } else {
+            (self.ov.inodes.keys())
+                .filter_map(|k| record(*k))
+                .map(|(k, v)| (k, v.cloned()))
+                .collect()
+        };
         for (ino, f) in &self.ov.files {
             let Some(Some(i)) = changed.get_mut(ino) else {
                 continue;
@@ -251,6 +266,8 @@ impl Engine {
         for ino in orphans {
             next.inodes
                 .insert(ino, self.ov.inodes.remove(&ino).flatten());
+            // (The fold removed it: the next delta says so too.)
+            next.touched.insert(ino);
             if let Some(mut f) = self.ov.files.remove(&ino) {
                 next.dirty_bytes += f.held();
                 f.sealed_whole.clear();
@@ -491,14 +508,18 @@ impl Engine {
         let encoded = tree::encode_delta(&delta);
         debug_assert_eq!(tree::decode_delta(&encoded).ok().as_ref(), Some(&delta));
         let r = repo.put_meta(ObjectKind::Delta, &encoded, home)?;
-        let mut merged = (*self.committed).clone();
-        merged.apply(&delta);
         let m = self.next_manifest(&base, base.pages.clone(), Some(r));
         let env = envelope::seal_manifest(repo.keys(), &m);
         repo.commit(&env)?;
         self.provenance.clear();
+        // The chain with this delta applied, in place: the previous head's
+        // view shares it, so that view goes first; only when a reader
+        // still holds it (a barrier syncing it, say) is the chain copied.
+        self.head = Arc::new(SnapshotView::new(repo, env.hash(), m));
+        let mut merged = Arc::unwrap_or_clone(std::mem::take(&mut self.committed));
+        merged.apply(&delta);
         let merged = Arc::new(merged);
-        let head = SnapshotView::with_merged(repo, env.hash(), m, merged.clone());
+        self.head.supply_merged(merged.clone());
         let mut inodes: BTreeSet<u64> = delta.inodes.keys().copied().collect();
         inodes.extend(&delta.removed);
         inodes.extend(delta.dirs.keys());
@@ -524,8 +545,8 @@ impl Engine {
         self.ov.changed = false;
         self.ov.named.clear();
         self.ov.restarted.clear();
+        self.ov.touched.clear();
         self.committed = merged;
-        self.head = Arc::new(head);
         self.journal_committed()?;
         Ok(CommitInfo {
             seq: home,

@@ -170,6 +170,11 @@ struct Overlay {
     /// Directories whose changes started over since the last commit while
     /// the chain has names for them (a new directory under the number).
     restarted: HashSet<u64>,
+    /// Inodes whose records may have changed since the last commit (a
+    /// superset: every record handed out to change is listed): a delta
+    /// compares only these, and the written files', with the chain, so
+    /// that a commit costs what it changed, not everything since the fold.
+    touched: HashSet<u64>,
 }
 
 /// A changed directory: where its entries are at head, and the names this
@@ -945,6 +950,7 @@ impl Engine {
     // ----- overlay plumbing -----
 
     fn inode_mut(&mut self, ino: u64) -> Result<&mut Inode> {
+        self.ov.touched.insert(ino);
         if !self.ov.inodes.contains_key(&ino) {
             let i = self.head.inode(ino)?;
             self.ov.inodes.insert(ino, i);
@@ -1078,6 +1084,7 @@ impl Engine {
         }
         self.touch_dir(parent, now, if is_dir { 1 } else { 0 })?;
         self.ov.inodes.insert(ino, Some(inode.clone()));
+        self.ov.touched.insert(ino);
         self.ov.changed = true;
         Ok(inode)
     }
@@ -1108,6 +1115,7 @@ impl Engine {
     /// Deletes `ino` for good (no pin holds it); its number is free.
     fn forget_inode(&mut self, ino: u64) {
         self.ov.inodes.insert(ino, None);
+        self.ov.touched.insert(ino);
         self.ov.dirs.remove(&ino);
         if let Some(f) = self.ov.files.remove(&ino) {
             self.ov.dirty_bytes -= f.held();

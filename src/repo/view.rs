@@ -35,18 +35,13 @@ impl SnapshotView {
         }
     }
 
-    /// A view whose delta chain the caller has applied already (`merged`
-    /// must be the manifest's chain: the writer's own head).
-    pub fn with_merged(
-        repo: Arc<Repo>,
-        hash: [u8; 32],
-        manifest: Manifest,
-        merged: Arc<Merged>,
-    ) -> Self {
-        debug_assert_eq!(manifest.delta.is_some(), merged.depth > 0);
-        let v = Self::new(repo, hash, manifest);
-        let _ = v.merged.set(merged);
-        v
+    /// Gives a view made by [`SnapshotView::new`], that nothing has read
+    /// yet, its delta chain as the caller applied it (`merged` must be the
+    /// manifest's chain: the writer's own new head).
+    pub fn supply_merged(&self, merged: Arc<Merged>) {
+        debug_assert_eq!(self.manifest.delta.is_some(), merged.depth > 0);
+        let supplied = self.merged.set(merged).is_ok();
+        debug_assert!(supplied, "a view's chain is supplied before it is read");
     }
 
     /// The manifest's delta chain applied, `None` when it names none (the
