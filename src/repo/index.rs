@@ -1497,37 +1497,47 @@ mod tests {
     /// A steady writer, the checkpointer beside it on a thread of its own:
     /// the WAL stays near [`WAL_RESTART_FRAMES`]. A passive checkpoint
     /// alone seldom completes between such commits, and the WAL would grow
-    /// to the backstop (planted: ~16,300 frames against ~2,300).
+    /// to the backstop (planted: ~16,300 frames against ~2,300, in every
+    /// try). The checkpointer needs the CPU to keep up, and the tests
+    /// beside this one on two cores can take it for a while (once 11,835
+    /// frames in CI): up to three tries, one of which must stay short.
     #[test]
     fn the_checkpointer_keeps_the_wal_short_beside_a_steady_writer() {
-        let dir = tempfile::tempdir().unwrap();
-        let idx = Index::open(&dir.path().join("index.db"), true).unwrap();
-        let c = idx.checkpointer().unwrap();
-        let done = &std::sync::atomic::AtomicBool::new(false);
-        let most = std::thread::scope(|s| {
-            let checkpoints = s.spawn(move || {
-                let mut most = 0;
-                while !done.load(std::sync::atomic::Ordering::Relaxed) {
-                    std::thread::sleep(Duration::from_millis(10));
-                    if let Some((frames, _)) = c.run().unwrap() {
-                        most = most.max(frames);
+        let most_frames = || {
+            let dir = tempfile::tempdir().unwrap();
+            let idx = Index::open(&dir.path().join("index.db"), true).unwrap();
+            let c = idx.checkpointer().unwrap();
+            let done = &std::sync::atomic::AtomicBool::new(false);
+            std::thread::scope(|s| {
+                let checkpoints = s.spawn(move || {
+                    let mut most = 0;
+                    while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                        std::thread::sleep(Duration::from_millis(10));
+                        if let Some((frames, _)) = c.run().unwrap() {
+                            most = most.max(frames);
+                        }
                     }
+                    most
+                });
+                for i in 0..6_000u32 {
+                    let key = format!("k{}", i % 64);
+                    let value = vec![i as u8; 8192];
+                    idx.set_meta_lazy(&[(key.as_str(), Some(&value))]).unwrap();
+                    // A mount's commits come between FUSE requests.
+                    std::thread::sleep(Duration::from_micros(100));
                 }
-                most
-            });
-            for i in 0..6_000u32 {
-                let key = format!("k{}", i % 64);
-                let value = vec![i as u8; 8192];
-                idx.set_meta_lazy(&[(key.as_str(), Some(&value))]).unwrap();
-                // A mount's commits come between FUSE requests.
-                std::thread::sleep(Duration::from_micros(100));
+                done.store(true, std::sync::atomic::Ordering::Relaxed);
+                checkpoints.join().unwrap()
+            })
+        };
+        let mut tries = Vec::new();
+        while tries.len() < 3 {
+            let most = most_frames();
+            tries.push(most);
+            if most < 3 * WAL_RESTART_FRAMES {
+                return;
             }
-            done.store(true, std::sync::atomic::Ordering::Relaxed);
-            checkpoints.join().unwrap()
-        });
-        assert!(
-            most < 3 * WAL_RESTART_FRAMES,
-            "the WAL grew to {most} frames"
-        );
+        }
+        panic!("the WAL grew to {tries:?} frames in each try");
     }
 }
