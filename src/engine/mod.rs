@@ -172,8 +172,8 @@ struct Overlay {
     restarted: HashSet<u64>,
     /// Inodes whose records may have changed since the last commit (a
     /// superset: every record handed out to change is listed): a delta
-    /// compares only these, and the written files', with the chain, so
-    /// that a commit costs what it changed, not everything since the fold.
+    /// compares only these, and the written files', with the chain, not
+    /// everything changed since the fold.
     touched: HashSet<u64>,
 }
 
