@@ -1,11 +1,15 @@
 //! Commit: seal the overlay into the next snapshot.
 //!
 //! Write order (the atomicity argument, also in `docs/ARCHITECTURE.md`):
-//! 1. dirty chunks, chunk lists (those of a chunk tree that changed, and
-//!    the chunk-index nodes above them), the directory nodes holding a changed name
-//!    (and the index nodes above them) and touched inode pages are
-//!    sealed and appended to the pack (only what changed: cost follows the
-//!    size of the change, not of the tree or the file);
+//! 1. dirty chunks and chunk lists (those of a chunk tree that changed,
+//!    and the chunk-index nodes above them) are sealed and appended to the
+//!    pack, then either one delta (a delta commit: the records and
+//!    directory names changed since the previous commit, found among
+//!    those the overlay marks, linked to the chain) or, at a fold, the
+//!    directory nodes holding a changed name (and the index nodes above
+//!    them), the inode pages holding a changed record and the page map's
+//!    changed paths (only what changed: cost follows the size of the
+//!    change, not of the tree or the file);
 //! 2. the manifest is sealed into an envelope naming the parent's hash, and
 //!    the envelope is appended after the objects as the commit record;
 //! 3. its index rows (the new objects, the pack lengths and the envelope)
@@ -205,8 +209,8 @@ impl Engine {
 
         // Only the pages that hold a changed inode are rewritten.
         let mut page_changes = BTreeMap::new();
-        let touched: BTreeSet<u64> = changed.keys().map(|ino| ino / ipp).collect();
-        for page_no in touched {
+        let pages_changed: BTreeSet<u64> = changed.keys().map(|ino| ino / ipp).collect();
+        for page_no in pages_changed {
             let mut recs = match self.head.page(page_no)? {
                 Some(p) => p.to_map(),
                 None => BTreeMap::new(),

@@ -171,7 +171,8 @@ struct Overlay {
     /// the chain has names for them (a new directory under the number).
     restarted: HashSet<u64>,
     /// Inodes whose records may have changed since the last commit (a
-    /// superset: every record handed out to change is listed): a delta
+    /// superset: every record handed out to change is listed, and after a
+    /// fold the orphans it removed and still holds): a delta
     /// compares only these, and the written files', with the chain, not
     /// everything changed since the fold.
     touched: HashSet<u64>,

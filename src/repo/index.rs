@@ -1537,6 +1537,7 @@ mod tests {
             if most < 3 * WAL_RESTART_FRAMES {
                 return;
             }
+            eprintln!("try {}: the WAL grew to {most} frames", tries.len());
         }
         panic!("the WAL grew to {tries:?} frames in each try");
     }
