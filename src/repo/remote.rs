@@ -379,10 +379,12 @@ impl Remote {
         self.prefix.clone().join("sovseal-v1").join(agent.to_hex())
     }
 
+    fn envelopes_dir(&self, agent: &AgentId) -> Path {
+        self.agent_dir(agent).join("envelopes")
+    }
+
     fn envelope_path(&self, agent: &AgentId, seq: u64) -> Path {
-        self.agent_dir(agent)
-            .join("envelopes")
-            .join(format!("{seq:020}.json"))
+        self.envelopes_dir(agent).join(format!("{seq:020}.json"))
     }
 
     fn pack_path(&self, agent: &AgentId, seq: u64, envelope: &[u8; 32], part: u32) -> Path {
@@ -486,7 +488,7 @@ impl Remote {
     /// names [`Remote::put_envelope_unsynced`] made are on the disk when it
     /// returns. Nothing to do on other remotes.
     pub async fn sync_envelopes(&self, agent: &AgentId) -> Result<()> {
-        let dir = self.agent_dir(agent).join("envelopes");
+        let dir = self.envelopes_dir(agent);
         match self.local_file(&dir)? {
             Some(dir) => sync_dir(dir, "sync envelopes").await,
             None => Ok(()),
@@ -545,7 +547,7 @@ impl Remote {
     /// first one listed, so it costs one listing page however long the
     /// history is (the check a mount makes before restoring).
     pub async fn has_envelopes(&self, agent: &AgentId) -> Result<bool> {
-        let dir = self.agent_dir(agent).join("envelopes");
+        let dir = self.envelopes_dir(agent);
         let mut s = self.store.list(Some(&dir));
         while let Some(m) = s.next().await {
             let m = m.map_err(|e| list_err("list envelopes", &dir, e))?;
