@@ -4,8 +4,9 @@
 //!   right after the call returned, in the tree and in a snapshot;
 //! - atomic-save and git loops killed at random instants lose no
 //!   acknowledged save or commit;
-//! - a close seals a snapshot without a disk sync, fsync syncs, and
-//!   `--durable-close` keeps "every close durable";
+//! - a close seals a snapshot without a disk sync (only what an fsync
+//!   before it did not), fsync syncs, and `--durable-close` keeps "every
+//!   close durable";
 //! - a new mount right after an unmount waits for the old daemon's last
 //!   commit instead of failing.
 
@@ -419,6 +420,44 @@ fn a_close_seals_without_a_sync_and_fsync_syncs() {
     m.unmount();
     let (d3, h3) = durable_and_head(&m);
     assert_eq!(d3, h3);
+}
+
+#[test]
+fn a_close_after_an_fsync_seals_only_what_was_written_since() {
+    use std::io::Write;
+    let m = Mounted::new("fsyncclose", &["--sync-interval-ms", "60000"]);
+    let (_, h0) = durable_and_head(&m);
+    let mut f = std::fs::File::create(m.path("f")).unwrap();
+    f.write_all(b"one").unwrap();
+    f.sync_all().unwrap();
+    let (_, h1) = durable_and_head(&m);
+    assert_eq!(h1, h0 + 1, "the fsync sealed one snapshot");
+    // Written after the fsync: the close seals it (it does not take the
+    // fsync for the handle's last seal).
+    f.write_all(b"two").unwrap();
+    drop(f);
+    let (_, h2) = durable_and_head(&m);
+    assert_eq!(h2, h1 + 1, "the close sealed what followed the fsync");
+    assert_eq!(
+        std::fs::read(m.path(".snapshots/latest/f")).unwrap(),
+        b"onetwo"
+    );
+    // Nothing written since the fsync: the close seals nothing (no empty
+    // snapshot), and a later close that writes seals again.
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(m.path("f"))
+        .unwrap();
+    f.write_all(b"three").unwrap();
+    f.sync_all().unwrap();
+    drop(f);
+    assert_eq!(durable_and_head(&m).1, h2 + 1, "fsync, then a clean close");
+    std::fs::write(m.path("f"), b"four").unwrap();
+    assert_eq!(durable_and_head(&m).1, h2 + 2);
+    assert_eq!(
+        std::fs::read(m.path(".snapshots/latest/f")).unwrap(),
+        b"four"
+    );
 }
 
 #[test]

@@ -509,7 +509,7 @@ impl Agent {
     /// durable snapshot.
     pub fn make_durable(&self, head: &SnapshotView) -> Result<()> {
         self.sync_packs()?;
-        self.record_durable(head)
+        self.record_durable(head.seq(), &head.hash())
     }
 
     /// The disk sync of [`Agent::make_durable`]: once it returns, every
@@ -521,40 +521,37 @@ impl Agent {
     }
 
     /// The rest of [`Agent::make_durable`], after [`Agent::sync_packs`]:
-    /// `head` recorded as the durable point (which gates replication) and
-    /// as seen, neither synced (recovery and the rollback check only
-    /// become more careful if a power cut loses them).
-    pub fn record_durable(&self, head: &SnapshotView) -> Result<()> {
-        self.repo.record_durable(head.seq())?;
-        self.record_seen(head)
+    /// the head it synced (sequence number `seq`, hash `hash`) recorded as
+    /// the durable point (which gates replication) and as seen, neither
+    /// synced (recovery and the rollback check only become more careful if
+    /// a power cut loses them).
+    pub fn record_durable(&self, seq: u64, hash: &[u8; 32]) -> Result<()> {
+        self.repo.record_durable(seq)?;
+        self.record_seen(seq, hash)
     }
 
-    /// Records `head` as seen. Not fsynced: losing it on power failure only
-    /// weakens the rollback check to an older head. The first record of a
-    /// process rewrites the file atomically (both slots); later ones
-    /// overwrite the slot of the head's parity in place, one small write
-    /// per commit with no rename.
-    fn record_seen(&self, head: &SnapshotView) -> Result<()> {
+    /// Records the head `seq`, `hash` as seen. Not fsynced: losing it on
+    /// power failure only weakens the rollback check to an older head. The
+    /// first record of a process rewrites the file atomically (both
+    /// slots); later ones overwrite the slot of the head's parity in place,
+    /// one small write per commit with no rename.
+    fn record_seen(&self, seq: u64, hash: &[u8; 32]) -> Result<()> {
         use std::os::unix::fs::FileExt;
         let path = self.home.seen_head_path(&self.name);
-        let mac = self
-            .repo
-            .keys()
-            .seen_head_mac(&seen_record(head.seq(), &head.hash()));
+        let mac = self.repo.keys().seen_head_mac(&seen_record(seq, hash));
         let line = format!(
-            "v1 {:020} {} {}\n",
-            head.seq(),
-            crate::hex::encode(&head.hash()),
+            "v1 {seq:020} {} {}\n",
+            crate::hex::encode(hash),
             crate::hex::encode(&mac)
         );
         debug_assert_eq!(line.len(), SEEN_SLOT);
         let mut seen = self.seen.lock().expect("seen-head record");
         if let Some((f, last)) = seen.as_mut() {
-            if head.seq() <= *last {
+            if seq <= *last {
                 return Ok(());
             }
-            *last = head.seq();
-            let at = (head.seq() % 2) * SEEN_SLOT as u64;
+            *last = seq;
+            let at = (seq % 2) * SEEN_SLOT as u64;
             return f
                 .write_all_at(line.as_bytes(), at)
                 .map_err(|e| Error::io(&path, e));
@@ -563,7 +560,7 @@ impl Agent {
         let name = self.name.as_str();
         dir.write_atomic(name, line.repeat(2).as_bytes(), 0o600, false)?;
         let f = dir.open_file(name, nix::fcntl::OFlag::O_WRONLY, 0)?;
-        *seen = Some((f, head.seq()));
+        *seen = Some((f, seq));
         Ok(())
     }
 }

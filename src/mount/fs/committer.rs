@@ -14,16 +14,18 @@
 //!   commit record; the durable point recorded after, without a sync).
 //!   `commit_durable` (fsync, fdatasync, fsyncdir, unmount, and close with
 //!   `durable_close`) returns once a seal and then a barrier's disk sync
-//!   that started after the request are done (the unsynced durable point
-//!   and index rows are written after the waiters are released, unless
-//!   they also wait for replication); every waiter that arrives meanwhile
-//!   shares the next barrier. Without being asked, a barrier runs
-//!   `interval` after the first snapshot that is not durable yet.
+//!   that started after the request are done; every waiter that arrives
+//!   meanwhile shares the next barrier. Without being asked, a barrier
+//!   runs `interval` after the first snapshot that is not durable yet.
 //!
 //! A seal leaves the snapshot's index rows to a flush (`repo`'s module
-//! doc): the barrier writes them with the durable point, and this thread
-//! writes them [`FLUSH_AFTER`] the first one waits, so that the index read
-//! by other processes (the CLI beside the mount) follows within that.
+//! doc), which this thread runs [`FLUSH_AFTER`] the first one waits, so
+//! that the index read by other processes (the CLI beside the mount)
+//! follows within that. The durable point (unsynced, like the rows) is
+//! recorded with that flush too, once for every barrier meanwhile: a
+//! stream of fsyncs pays one index transaction per flush, not one per
+//! fsync. Only when durable waiters also wait for replication does each
+//! barrier record its point (and the rows) before it answers them.
 //!
 //! A second thread checkpoints the index's WAL into its database a moment
 //! after commits, on a connection of its own, so that SQLite's checkpoint
@@ -53,10 +55,22 @@ struct State {
     undurable_since: Option<Instant>,
     /// When the oldest snapshot whose index rows are not written was sealed.
     unindexed_since: Option<Instant>,
+    /// The newest head a barrier synced whose durable point is not recorded
+    /// yet ([`Config::release_at_sync`]).
+    synced: Option<Synced>,
     last_error: Option<String>,
     commits: u64,
     barriers: u64,
     stop: bool,
+}
+
+/// A head on stable storage whose durable point waits to be recorded.
+#[derive(Clone, Copy)]
+struct Synced {
+    seq: u64,
+    hash: [u8; 32],
+    /// When the first barrier whose durable point waits synced.
+    since: Instant,
 }
 
 /// Called after every commit that made a snapshot.
@@ -73,23 +87,23 @@ pub struct Config {
     pub max_delay: Duration,
     /// Longest time a sealed snapshot waits for a barrier.
     pub interval: Duration,
-    /// Durable waiters are released once the disk sync returns, before the
-    /// durable point is recorded and [`OnDurable`] told. Off when a waiter
-    /// also waits for what `OnDurable` starts (replication with
-    /// `sync_replication`): a barrier whose index write fails must then
-    /// fail its waiters, not leave them waiting for an upload that the
-    /// missing durable point holds back.
+    /// Durable waiters are released once the disk sync returns, and the
+    /// durable point is recorded (and [`OnDurable`] told) with the next
+    /// index flush, [`FLUSH_AFTER`] the sync: once for every barrier
+    /// meanwhile. Off when a waiter also waits for what `OnDurable` starts
+    /// (replication with `sync_replication`): each barrier then records
+    /// its durable point before it answers, and one whose index write
+    /// fails fails its waiters, not leave them waiting for an upload that
+    /// the missing durable point holds back.
     pub release_at_sync: bool,
 }
 
 /// The durable waiters a barrier answers: the barrier request count they
-/// are at, whether the seal covering them succeeded, and whether they are
-/// released at the disk sync ([`Config::release_at_sync`]) or at the end.
+/// are at, and whether the seal covering them succeeded.
 #[derive(Clone, Copy)]
 struct Release {
     target: u64,
     sealed: bool,
-    at_sync: bool,
 }
 
 impl Release {
@@ -315,6 +329,10 @@ fn run(
     let mut st = m.lock().expect("committer");
     loop {
         if st.stop {
+            // The last barrier's durable point is recorded before the end.
+            if st.synced.is_some() {
+                drop(record(st, shared, engine, on_durable, nudge));
+            }
             return;
         }
         let now = Instant::now();
@@ -322,12 +340,22 @@ fn run(
         // never puts off a barrier or a flush past its time.
         let barrier_due = st.undurable_since.map(|t| t + config.interval);
         if barrier_due.is_some_and(|t| t <= now) {
-            st = barrier(st, shared, engine, on_durable, None);
+            st = barrier(st, shared, engine, config, on_durable, None);
             cv.notify_all();
             continue;
         }
-        let flush_due = st.unindexed_since.map(|t| t + FLUSH_AFTER);
+        let flush_due = [st.unindexed_since, st.synced.map(|s| s.since)]
+            .into_iter()
+            .flatten()
+            .min()
+            .map(|t| t + FLUSH_AFTER);
         if flush_due.is_some_and(|t| t <= now) {
+            if st.synced.is_some() {
+                // The durable point, with the index rows waiting.
+                st = record(st, shared, engine, on_durable, nudge);
+                cv.notify_all();
+                continue;
+            }
             st.unindexed_since = None;
             drop(st);
             let agent = engine.read().expect("engine lock").shared_agent();
@@ -396,9 +424,8 @@ fn run(
                 let release = Release {
                     target: durable_target,
                     sealed: st.ok >= durable_target,
-                    at_sync: config.release_at_sync,
                 };
-                st = barrier(st, shared, engine, on_durable, Some(release));
+                st = barrier(st, shared, engine, config, on_durable, Some(release));
                 cv.notify_all();
             }
             continue;
@@ -419,58 +446,115 @@ fn run(
 
 /// Makes every snapshot sealed so far durable, without holding the engine
 /// while the disk works (FUSE requests go on; only this thread seals).
-/// `release`: the durable waiters it answers. With `at_sync` they are
-/// released as soon as the disk sync returns, before the durable point
-/// and the index rows are written (neither is synced, so a power cut
-/// after the reply loses nothing the packs do not give back); otherwise
-/// once all of it succeeded or failed.
+/// `release`: the durable waiters it answers. With
+/// [`Config::release_at_sync`] they are released as soon as the disk sync
+/// returns, and the durable point (unsynced, so a power cut after the reply
+/// loses nothing the packs do not give back) is left to [`record`] with
+/// the next index flush; otherwise it is recorded first, and they are
+/// answered once all of it succeeded or failed.
 fn barrier<'a>(
     mut st: std::sync::MutexGuard<'a, State>,
     shared: &'a (Mutex<State>, Condvar),
     engine: &RwLock<Engine>,
+    config: &Config,
     on_durable: Option<&OnDurable>,
     release: Option<Release>,
 ) -> std::sync::MutexGuard<'a, State> {
-    let (m, cv) = shared;
+    let m = &shared.0;
     st.undurable_since = None;
-    // The barrier writes the index rows waiting (with the durable point).
-    st.unindexed_since = None;
-    drop(st);
-    let (agent, head) = engine.read().expect("engine lock").durability_point();
-    let synced = agent.sync_packs();
-    if let Some(r) = release.filter(|r| r.at_sync) {
-        r.answer(&mut m.lock().expect("committer"), synced.is_ok());
-        cv.notify_all();
+    if !config.release_at_sync {
+        // The barrier writes the index rows waiting (with the durable point).
+        st.unindexed_since = None;
     }
-    let res = synced.and_then(|()| agent.record_durable(&head));
+    drop(st);
+    let (agent, seq, hash) = {
+        let e = engine.read().expect("engine lock");
+        let (agent, head) = e.durability_point();
+        (agent, head.seq(), head.hash())
+    };
+    let synced = agent.sync_packs();
+    if config.release_at_sync {
+        let mut st = m.lock().expect("committer");
+        st.barriers += 1;
+        if let Some(r) = release {
+            r.answer(&mut st, synced.is_ok());
+        }
+        match synced {
+            Ok(()) => {
+                let since = st.synced.map_or_else(Instant::now, |s| s.since);
+                st.synced = Some(Synced { seq, hash, since });
+            }
+            Err(e) => failed(&mut st, &e),
+        }
+        return st;
+    }
+    let res = synced.and_then(|()| agent.record_durable(seq, &hash));
     if res.is_ok()
         && let Some(f) = on_durable
     {
-        f(head.seq());
+        f(seq);
     }
     let mut st = m.lock().expect("committer");
     st.barriers += 1;
-    if let Some(r) = release.filter(|r| !r.at_sync) {
+    if let Some(r) = release {
         r.answer(&mut st, res.is_ok());
     }
     match res {
-        Ok(()) => {
-            if st
-                .last_error
-                .as_deref()
-                .is_some_and(|e| e.starts_with("barrier"))
-            {
-                st.last_error = None;
-            }
-        }
-        Err(e) => {
-            tracing::error!("barrier failed: {e}");
-            st.last_error = Some(format!("barrier failed: {e}"));
-            // Try again at the next interval; the index rows are flushed
-            // on the usual schedule meanwhile.
-            st.undurable_since = Some(Instant::now());
-            st.unindexed_since.get_or_insert(Instant::now());
-        }
+        Ok(()) => cleared(&mut st),
+        Err(e) => failed(&mut st, &e),
     }
     st
+}
+
+/// Records the durable point of the newest head a barrier synced (with
+/// every index row waiting), then tells [`OnDurable`].
+fn record<'a>(
+    mut st: std::sync::MutexGuard<'a, State>,
+    shared: &'a (Mutex<State>, Condvar),
+    engine: &RwLock<Engine>,
+    on_durable: Option<&OnDurable>,
+    nudge: Option<&crossbeam_channel::Sender<()>>,
+) -> std::sync::MutexGuard<'a, State> {
+    let Some(Synced { seq, hash, .. }) = st.synced.take() else {
+        return st;
+    };
+    st.unindexed_since = None;
+    drop(st);
+    let agent = engine.read().expect("engine lock").shared_agent();
+    let res = agent.record_durable(seq, &hash);
+    if res.is_ok() {
+        if let Some(f) = on_durable {
+            f(seq);
+        }
+        // What it wrote is checkpointed a moment later.
+        if let Some(n) = nudge {
+            let _ = n.try_send(());
+        }
+    }
+    let mut st = shared.0.lock().expect("committer");
+    match res {
+        Ok(()) => cleared(&mut st),
+        Err(e) => failed(&mut st, &e),
+    }
+    st
+}
+
+/// A barrier succeeded: its earlier failure is no longer the last error.
+fn cleared(st: &mut State) {
+    if st
+        .last_error
+        .as_deref()
+        .is_some_and(|e| e.starts_with("barrier"))
+    {
+        st.last_error = None;
+    }
+}
+
+/// A barrier failed: reported, and tried again at the next interval (the
+/// index rows are flushed on the usual schedule meanwhile).
+fn failed(st: &mut State, e: &Error) {
+    tracing::error!("barrier failed: {e}");
+    st.last_error = Some(format!("barrier failed: {e}"));
+    st.undurable_since = Some(Instant::now());
+    st.unindexed_since.get_or_insert(Instant::now());
 }
