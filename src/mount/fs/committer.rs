@@ -75,7 +75,9 @@ struct Synced {
 
 /// Called after every commit that made a snapshot.
 pub type OnCommit = Arc<dyn Fn(&crate::engine::CommitInfo) + Send + Sync>;
-/// Called after every barrier with the sequence number now durable.
+/// Called with the sequence number now durable once its durable point is
+/// recorded: after a barrier, or after the record that follows the
+/// barriers since the last one ([`Config::release_at_sync`]).
 pub type OnDurable = Arc<dyn Fn(u64) + Send + Sync>;
 
 /// What the commit thread is told.
@@ -93,8 +95,8 @@ pub struct Config {
     /// meanwhile. Off when a waiter also waits for what `OnDurable` starts
     /// (replication with `sync_replication`): each barrier then records
     /// its durable point before it answers, and one whose index write
-    /// fails fails its waiters, not leave them waiting for an upload that
-    /// the missing durable point holds back.
+    /// fails fails its waiters rather than leaving them waiting for an
+    /// upload that the missing durable point holds back.
     pub release_at_sync: bool,
 }
 
@@ -120,8 +122,9 @@ impl Release {
 /// checkpoints what they wrote.
 const CHECKPOINT_AFTER: Duration = Duration::from_millis(100);
 
-/// How long a sealed snapshot's index rows wait for a barrier before this
-/// thread writes them (with every other snapshot's waiting then).
+/// How long a sealed snapshot's index rows, and the durable point of a
+/// barrier that released its waiters at the sync, wait before this thread
+/// writes them (with every other snapshot's and barrier's waiting then).
 pub const FLUSH_AFTER: Duration = Duration::from_millis(25);
 
 /// The commit thread and its request state.
@@ -366,7 +369,7 @@ fn run(
                         let _ = n.try_send(());
                     }
                 }
-                // Left for the barrier, which reports it.
+                // Left for the next record or barrier, which reports it.
                 Err(e) => tracing::warn!("index rows of sealed snapshots not written yet: {e}"),
             }
             st = m.lock().expect("committer");
@@ -481,10 +484,11 @@ fn barrier<'a>(
         }
         match synced {
             Ok(()) => {
+                cleared(&mut st, BARRIER_FAILED);
                 let since = st.synced.map_or_else(Instant::now, |s| s.since);
                 st.synced = Some(Synced { seq, hash, since });
             }
-            Err(e) => failed(&mut st, &e),
+            Err(e) => failed(&mut st, format!("{BARRIER_FAILED}: {e}")),
         }
         return st;
     }
@@ -500,8 +504,8 @@ fn barrier<'a>(
         r.answer(&mut st, res.is_ok());
     }
     match res {
-        Ok(()) => cleared(&mut st),
-        Err(e) => failed(&mut st, &e),
+        Ok(()) => cleared(&mut st, BARRIER_FAILED),
+        Err(e) => failed(&mut st, format!("{BARRIER_FAILED}: {e}")),
     }
     st
 }
@@ -533,28 +537,36 @@ fn record<'a>(
     }
     let mut st = shared.0.lock().expect("committer");
     match res {
-        Ok(()) => cleared(&mut st),
-        Err(e) => failed(&mut st, &e),
+        // (Only its own failure: a later barrier's may be newer.)
+        Ok(()) => cleared(&mut st, RECORD_FAILED),
+        Err(e) => failed(&mut st, format!("{RECORD_FAILED}: {e}")),
     }
     st
 }
 
-/// A barrier succeeded: its earlier failure is no longer the last error.
-fn cleared(st: &mut State) {
+/// How a failed barrier's error starts in `last_error`, and a failed
+/// [`record`]'s (which is a barrier's too: the next one runs it again).
+const BARRIER_FAILED: &str = "barrier failed";
+const RECORD_FAILED: &str = "barrier failed: durable point not recorded";
+
+/// A barrier step succeeded: the last error, if one starting with `prefix`
+/// (an earlier failure of that step), is no longer one.
+fn cleared(st: &mut State, prefix: &str) {
     if st
         .last_error
         .as_deref()
-        .is_some_and(|e| e.starts_with("barrier"))
+        .is_some_and(|e| e.starts_with(prefix))
     {
         st.last_error = None;
     }
 }
 
-/// A barrier failed: reported, and tried again at the next interval (the
-/// index rows are flushed on the usual schedule meanwhile).
-fn failed(st: &mut State, e: &Error) {
-    tracing::error!("barrier failed: {e}");
-    st.last_error = Some(format!("barrier failed: {e}"));
+/// A barrier step failed (`msg`): reported, and the barrier tried again at
+/// the next interval (the index rows are flushed on the usual schedule
+/// meanwhile).
+fn failed(st: &mut State, msg: String) {
+    tracing::error!("{msg}");
+    st.last_error = Some(msg);
     st.undurable_since = Some(Instant::now());
     st.unindexed_since.get_or_insert(Instant::now());
 }
