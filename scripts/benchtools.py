@@ -13,10 +13,13 @@ import contextlib, os, shutil, subprocess, tempfile, time
 
 
 def ensure(*pairs):
-    """`pairs` of (Debian package, program it installs)."""
+    """`pairs` of (Debian package, program it installs). Every install
+    asks for fuse3 too: alone, a package that needs a FUSE (gocryptfs,
+    bindfs) may pull in Debian's `fuse` 2, which removes fuse3 and with it
+    the `fusermount3` that sovseal's mounts and tests need."""
     need = [pkg for pkg, prog in pairs if not shutil.which(prog)]
     if need:
-        subprocess.run(["apt-get", "install", "-y", "-q", *need], check=True,
+        subprocess.run(["apt-get", "install", "-y", "-q", *dict.fromkeys(need + ["fuse3"])], check=True,
                        stdout=subprocess.DEVNULL)
 
 
