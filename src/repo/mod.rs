@@ -483,7 +483,8 @@ impl Repo {
         });
         if u.commits.len() >= MAX_UNINDEXED || u.objects.len() >= MAX_UNINDEXED_OBJECTS {
             // The snapshot is sealed whatever this gives: failing here would
-            // have the caller seal its number again. Left for the barrier,
+            // have the caller seal its number again. Left for the next
+            // flush (the mount's next durable-point record or barrier),
             // which reports it.
             if let Err(e) = flush_into(&mut self.index.lock().expect("index lock"), &mut u, None) {
                 tracing::warn!("index rows of sealed snapshots not written yet: {e}");

@@ -57,7 +57,7 @@ struct State {
     unindexed_since: Option<Instant>,
     /// The newest head a barrier synced whose durable point is not recorded
     /// yet ([`Config::release_at_sync`]).
-    synced: Option<Synced>,
+    unrecorded: Option<Synced>,
     last_error: Option<String>,
     commits: u64,
     barriers: u64,
@@ -91,12 +91,12 @@ pub struct Config {
     pub interval: Duration,
     /// Durable waiters are released once the disk sync returns, and the
     /// durable point is recorded (and [`OnDurable`] told) with the next
-    /// index flush, [`FLUSH_AFTER`] the sync: once for every barrier
-    /// meanwhile. Off when a waiter also waits for what `OnDurable` starts
-    /// (replication with `sync_replication`): each barrier then records
-    /// its durable point before it answers, and one whose index write
-    /// fails fails its waiters rather than leaving them waiting for an
-    /// upload that the missing durable point holds back.
+    /// index flush, about [`FLUSH_AFTER`] after the sync: once for every
+    /// barrier meanwhile. Off when a waiter also waits for what
+    /// `OnDurable` starts (replication with `sync_replication`): each
+    /// barrier then records its durable point before it answers, and one
+    /// whose index write fails fails its waiters rather than leaving them
+    /// waiting for an upload that the missing durable point holds back.
     pub release_at_sync: bool,
 }
 
@@ -333,8 +333,8 @@ fn run(
     loop {
         if st.stop {
             // The last barrier's durable point is recorded before the end.
-            if st.synced.is_some() {
-                drop(record(st, shared, engine, on_durable, nudge));
+            if st.unrecorded.is_some() {
+                drop(record_synced(st, shared, engine, (on_durable, nudge)).0);
             }
             return;
         }
@@ -343,19 +343,19 @@ fn run(
         // never puts off a barrier or a flush past its time.
         let barrier_due = st.undurable_since.map(|t| t + config.interval);
         if barrier_due.is_some_and(|t| t <= now) {
-            st = barrier(st, shared, engine, config, on_durable, None);
+            st = barrier(st, shared, engine, config, (on_durable, nudge), None);
             cv.notify_all();
             continue;
         }
-        let flush_due = [st.unindexed_since, st.synced.map(|s| s.since)]
+        let flush_due = [st.unindexed_since, st.unrecorded.map(|s| s.since)]
             .into_iter()
             .flatten()
             .min()
             .map(|t| t + FLUSH_AFTER);
         if flush_due.is_some_and(|t| t <= now) {
-            if st.synced.is_some() {
+            if st.unrecorded.is_some() {
                 // The durable point, with the index rows waiting.
-                st = record(st, shared, engine, on_durable, nudge);
+                st = record_synced(st, shared, engine, (on_durable, nudge)).0;
                 cv.notify_all();
                 continue;
             }
@@ -428,7 +428,14 @@ fn run(
                     target: durable_target,
                     sealed: st.ok >= durable_target,
                 };
-                st = barrier(st, shared, engine, config, on_durable, Some(release));
+                st = barrier(
+                    st,
+                    shared,
+                    engine,
+                    config,
+                    (on_durable, nudge),
+                    Some(release),
+                );
                 cv.notify_all();
             }
             continue;
@@ -452,75 +459,59 @@ fn run(
 /// `release`: the durable waiters it answers. With
 /// [`Config::release_at_sync`] they are released as soon as the disk sync
 /// returns, and the durable point (unsynced, so a power cut after the reply
-/// loses nothing the packs do not give back) is left to [`record`] with
-/// the next index flush; otherwise it is recorded first, and they are
+/// loses nothing the packs do not give back) is left to [`record_synced`]
+/// with the next index flush; otherwise it is recorded first, and they are
 /// answered once all of it succeeded or failed.
 fn barrier<'a>(
     mut st: std::sync::MutexGuard<'a, State>,
     shared: &'a (Mutex<State>, Condvar),
     engine: &RwLock<Engine>,
     config: &Config,
-    on_durable: Option<&OnDurable>,
+    (on_durable, nudge): (Option<&OnDurable>, Option<&crossbeam_channel::Sender<()>>),
     release: Option<Release>,
 ) -> std::sync::MutexGuard<'a, State> {
-    let m = &shared.0;
     st.undurable_since = None;
-    if !config.release_at_sync {
-        // The barrier writes the index rows waiting (with the durable point).
-        st.unindexed_since = None;
-    }
     drop(st);
     let (agent, seq, hash) = {
         let e = engine.read().expect("engine lock");
         let (agent, head) = e.durability_point();
         (agent, head.seq(), head.hash())
     };
-    let synced = agent.sync_packs();
-    if config.release_at_sync {
-        let mut st = m.lock().expect("committer");
-        st.barriers += 1;
-        if let Some(r) = release {
-            r.answer(&mut st, synced.is_ok());
+    let sync = agent.sync_packs();
+    let mut st = shared.0.lock().expect("committer");
+    st.barriers += 1;
+    match &sync {
+        Ok(()) => {
+            clear_error(&mut st, BARRIER_FAILED);
+            let since = st.unrecorded.map_or_else(Instant::now, |s| s.since);
+            st.unrecorded = Some(Synced { seq, hash, since });
         }
-        match synced {
-            Ok(()) => {
-                cleared(&mut st, BARRIER_FAILED);
-                let since = st.synced.map_or_else(Instant::now, |s| s.since);
-                st.synced = Some(Synced { seq, hash, since });
-            }
-            Err(e) => failed(&mut st, format!("{BARRIER_FAILED}: {e}")),
+        Err(e) => report_error(&mut st, format!("{BARRIER_FAILED}: {e}")),
+    }
+    if config.release_at_sync || sync.is_err() {
+        if let Some(r) = release {
+            r.answer(&mut st, sync.is_ok());
         }
         return st;
     }
-    let res = synced.and_then(|()| agent.record_durable(seq, &hash));
-    if res.is_ok()
-        && let Some(f) = on_durable
-    {
-        f(seq);
-    }
-    let mut st = m.lock().expect("committer");
-    st.barriers += 1;
+    let (mut st, recorded) = record_synced(st, shared, engine, (on_durable, nudge));
     if let Some(r) = release {
-        r.answer(&mut st, res.is_ok());
-    }
-    match res {
-        Ok(()) => cleared(&mut st, BARRIER_FAILED),
-        Err(e) => failed(&mut st, format!("{BARRIER_FAILED}: {e}")),
+        r.answer(&mut st, recorded);
     }
     st
 }
 
 /// Records the durable point of the newest head a barrier synced (with
-/// every index row waiting), then tells [`OnDurable`].
-fn record<'a>(
+/// every index row waiting), then tells [`OnDurable`]; whether it
+/// succeeded (nothing to record is a success).
+fn record_synced<'a>(
     mut st: std::sync::MutexGuard<'a, State>,
     shared: &'a (Mutex<State>, Condvar),
     engine: &RwLock<Engine>,
-    on_durable: Option<&OnDurable>,
-    nudge: Option<&crossbeam_channel::Sender<()>>,
-) -> std::sync::MutexGuard<'a, State> {
-    let Some(Synced { seq, hash, .. }) = st.synced.take() else {
-        return st;
+    (on_durable, nudge): (Option<&OnDurable>, Option<&crossbeam_channel::Sender<()>>),
+) -> (std::sync::MutexGuard<'a, State>, bool) {
+    let Some(Synced { seq, hash, .. }) = st.unrecorded.take() else {
+        return (st, true);
     };
     st.unindexed_since = None;
     drop(st);
@@ -536,22 +527,24 @@ fn record<'a>(
         }
     }
     let mut st = shared.0.lock().expect("committer");
+    let recorded = res.is_ok();
     match res {
-        // (Only its own failure: a later barrier's may be newer.)
-        Ok(()) => cleared(&mut st, RECORD_FAILED),
-        Err(e) => failed(&mut st, format!("{RECORD_FAILED}: {e}")),
+        Ok(()) => clear_error(&mut st, RECORD_FAILED),
+        Err(e) => report_error(&mut st, format!("{RECORD_FAILED}: {e}")),
     }
-    st
+    (st, recorded)
 }
 
-/// How a failed barrier's error starts in `last_error`, and a failed
-/// [`record`]'s (which is a barrier's too: the next one runs it again).
+/// How the last error starts when a barrier's disk sync failed, and when
+/// recording a durable point did. Each is cleared by its own step's next
+/// success only: a record of an earlier sync must not clear a later
+/// sync's failure. (A seal that succeeds clears any.)
 const BARRIER_FAILED: &str = "barrier failed";
-const RECORD_FAILED: &str = "barrier failed: durable point not recorded";
+const RECORD_FAILED: &str = "durable point not recorded";
 
 /// A barrier step succeeded: the last error, if one starting with `prefix`
 /// (an earlier failure of that step), is no longer one.
-fn cleared(st: &mut State, prefix: &str) {
+fn clear_error(st: &mut State, prefix: &str) {
     if st
         .last_error
         .as_deref()
@@ -564,7 +557,7 @@ fn cleared(st: &mut State, prefix: &str) {
 /// A barrier step failed (`msg`): reported, and the barrier tried again at
 /// the next interval (the index rows are flushed on the usual schedule
 /// meanwhile).
-fn failed(st: &mut State, msg: String) {
+fn report_error(st: &mut State, msg: String) {
     tracing::error!("{msg}");
     st.last_error = Some(msg);
     st.undurable_since = Some(Instant::now());

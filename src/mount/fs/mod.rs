@@ -604,9 +604,9 @@ impl Fs {
             self.committer.commit_sync()
         } else {
             // Nothing to seal: what the handle wrote is in a snapshot
-            // already (an fsync before the close sealed it), and the
-            // commit thread would find the overlay clean. (A failed seal
-            // leaves it dirty.)
+            // already (a seal since its last write covered it, an fsync's
+            // say), and the commit thread would find the overlay clean.
+            // (A failed seal leaves it dirty.)
             Ok(())
         }
     }
