@@ -11,10 +11,10 @@
 //! a power cut. The index never waits for the disk on the commit path: the
 //! packs are the commit record (each snapshot's envelope follows its
 //! objects there), the barrier syncs them alone, `durable_seq` is
-//! recorded in the next batch written after it, and after a crash or a power cut
-//! `repo::agent` rebuilds from the packs the rows the index lacks. Every
-//! other write (prune, forget, restore, recovery, metadata) is `FULL`. A
-//! mount checkpoints the WAL from a connection of its own
+//! recorded in the next batch written after it, and after a crash or a
+//! power cut `repo::agent` rebuilds from the packs the rows the index
+//! lacks. Every other write (prune, forget, restore, recovery, metadata)
+//! is `FULL`. A mount checkpoints the WAL from a connection of its own
 //! ([`Checkpointer`]), off the commit path. The schema version is SQLite's
 //! `user_version`; migrations are additive and run in one transaction.
 
