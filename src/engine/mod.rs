@@ -1941,8 +1941,14 @@ impl Engine {
     }
 
     /// Seals every dirty chunk into a content object now (not yet committed),
-    /// releasing its plaintext from memory.
+    /// releasing its plaintext from memory. Many at once are sealed on
+    /// several threads (`seal_dirty_together`).
     pub fn seal_dirty(&mut self) -> Result<()> {
+        let count: usize = self.ov.files.values().map(|f| f.dirty.len()).sum();
+        let threads = seal_threads(count);
+        if threads > 1 {
+            return self.seal_dirty_together(threads);
+        }
         let repo = self.head.repo().clone();
         let held = &mut self.ov.dirty_bytes;
         for f in self.ov.files.values_mut() {
@@ -1965,4 +1971,94 @@ impl Engine {
         }
         Ok(())
     }
+
+    /// [`Engine::seal_dirty`] on `threads` threads: every dirty chunk is
+    /// taken out of the overlay, read whole (its base opened where writes
+    /// left parts of it) and sealed, then put back as its reference, or
+    /// dirty again if that failed (the first error is returned), so that
+    /// an error leaves the overlay whole, as one chunk at a time does.
+    /// Sealing is the CPU of an `fsync` after scattered writes (each
+    /// written chunk is opened and sealed again whole), while the program
+    /// waiting for it leaves the other cores idle.
+    fn seal_dirty_together(&mut self, threads: usize) -> Result<()> {
+        let repo = self.head.repo().clone();
+        let mut work = Vec::new();
+        for (ino, f) in &mut self.ov.files {
+            work.extend(
+                std::mem::take(&mut f.dirty)
+                    .into_iter()
+                    .map(|(idx, c)| (*ino, idx, c)),
+            );
+        }
+        // Taken from one queue by this thread and up to `threads - 1`
+        // helpers (none if they cannot start: this thread seals it all). A
+        // chunk's plaintext leaves memory (for the bounded chunk cache) as
+        // soon as it is sealed: one chunk a thread is whole at a time.
+        let queue = std::sync::Mutex::new(work);
+        let seal_queued = || {
+            let mut done = Vec::new();
+            while let Some((ino, idx, mut c)) = queue.lock().expect("seal queue").pop() {
+                let before = c.held();
+                let sealed = c
+                    .materialize(&repo)
+                    .and_then(|()| seal_chunk(&repo, c.bytes()));
+                done.push(match sealed {
+                    Ok(r) => {
+                        if let Some(id) = r {
+                            repo.cache_chunk(id, c.into_bytes());
+                        }
+                        (ino, idx, before, Ok(r))
+                    }
+                    Err(e) => (ino, idx, before, Err((e, c))),
+                });
+            }
+            done
+        };
+        let done: Vec<_> = std::thread::scope(|s| {
+            let helpers: Vec<_> = (1..threads)
+                .filter_map(|_| {
+                    std::thread::Builder::new()
+                        .name("sovseal-seal".into())
+                        .spawn_scoped(s, seal_queued)
+                        .ok()
+                })
+                .collect();
+            let mut done = seal_queued();
+            for h in helpers {
+                done.extend(h.join().expect("a sealing thread panicked"));
+            }
+            done
+        });
+        let mut first_error = None;
+        for (ino, idx, before, sealed) in done {
+            let f = self.ov.files.get_mut(&ino).expect("taken from this file");
+            match sealed {
+                Ok(r) => {
+                    self.ov.dirty_bytes -= before;
+                    f.set_ref(idx, r);
+                }
+                Err((e, c)) => {
+                    self.ov.dirty_bytes = self.ov.dirty_bytes - before + c.held();
+                    f.dirty.insert(idx, c);
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+}
+
+/// Fewest dirty chunks [`Engine::seal_dirty`] seals on several threads:
+/// below it (an `fsync` of a database page or two, a small file's close),
+/// starting a thread costs more than sealing on this one.
+const PARALLEL_SEAL_MIN: usize = 16;
+
+/// Threads that seal `count` dirty chunks: the cores there are (asked
+/// once), at most four, and one below [`PARALLEL_SEAL_MIN`].
+fn seal_threads(count: usize) -> usize {
+    static CORES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    if count < PARALLEL_SEAL_MIN {
+        return 1;
+    }
+    *CORES.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get().min(4)))
 }

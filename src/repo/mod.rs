@@ -357,9 +357,17 @@ impl Repo {
         let mut record = Vec::with_capacity(pack::RECORD_HEADER as usize + sealed_len);
         pack::encode_record_header(&mut record, &id, kind, sealed_len);
         envelope::seal_object_into(&self.keys, kind, &id, plaintext, &mut record);
+        // Appended under the pending lock, unless another thread sealing
+        // the same object appended it meanwhile (`Engine::seal_dirty` seals
+        // on several): each object is stored once, and a caller that finds
+        // it pending finds it appended.
+        let mut pending = self.pending.lock().expect("pending");
+        if pending.get(&id).is_some_and(|o| o.home == home) {
+            return Ok(());
+        }
         let loc = self.store.append_record(&record)?;
         self.count_sealed(sealed_len);
-        self.pending.lock().expect("pending").insert(
+        pending.insert(
             id,
             NewObject {
                 id,
