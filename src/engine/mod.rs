@@ -1975,8 +1975,9 @@ impl Engine {
     /// [`Engine::seal_dirty`] on `threads` threads: every dirty chunk is
     /// taken out of the overlay, read whole (its base opened where writes
     /// left parts of it) and sealed, then put back as its reference, or
-    /// dirty again if that failed (the first error is returned), so that
-    /// an error leaves the overlay whole, as one chunk at a time does.
+    /// dirty again if that failed (the first error is returned, and the
+    /// chunks no thread had taken yet go back untouched), so that an error
+    /// leaves the overlay whole, as one chunk at a time does.
     /// Sealing is the CPU of an `fsync` after scattered writes (each
     /// written chunk is opened and sealed again whole), while the program
     /// waiting for it leaves the other cores idle.
@@ -1991,13 +1992,20 @@ impl Engine {
             );
         }
         // Taken from one queue by this thread and up to `threads - 1`
-        // helpers (none if they cannot start: this thread seals it all). A
-        // chunk's plaintext leaves memory (for the bounded chunk cache) as
-        // soon as it is sealed: one chunk a thread is whole at a time.
+        // helpers (none if they cannot start: this thread seals it all),
+        // until it is empty or one fails. A chunk's plaintext leaves memory
+        // (for the bounded chunk cache) as soon as it is sealed: one chunk
+        // a thread is whole at a time.
         let queue = std::sync::Mutex::new(work);
+        let failed = std::sync::atomic::AtomicBool::new(false);
         let seal_queued = || {
             let mut done = Vec::new();
-            while let Some((ino, idx, mut c)) = queue.lock().expect("seal queue").pop() {
+            while !failed.load(std::sync::atomic::Ordering::Relaxed) {
+                // Popped before the work: the queue is not held meanwhile.
+                let next = queue.lock().expect("seal queue").pop();
+                let Some((ino, idx, mut c)) = next else {
+                    break;
+                };
                 let before = c.held();
                 let sealed = c
                     .materialize(&repo)
@@ -2009,7 +2017,10 @@ impl Engine {
                         }
                         (ino, idx, before, Ok(r))
                     }
-                    Err(e) => (ino, idx, before, Err((e, c))),
+                    Err(e) => {
+                        failed.store(true, std::sync::atomic::Ordering::Relaxed);
+                        (ino, idx, before, Err((e, c)))
+                    }
                 });
             }
             done
@@ -2043,6 +2054,11 @@ impl Engine {
                     first_error.get_or_insert(e);
                 }
             }
+        }
+        // What no thread took after a failure goes back as it was.
+        for (ino, idx, c) in queue.into_inner().expect("seal queue") {
+            let f = self.ov.files.get_mut(&ino).expect("taken from this file");
+            f.dirty.insert(idx, c);
         }
         first_error.map_or(Ok(()), Err)
     }

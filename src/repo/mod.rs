@@ -183,6 +183,12 @@ pub struct Repo {
     store: Store,
     index: Mutex<Index>,
     pending: Mutex<HashMap<ObjectId, NewObject>>,
+    /// Held by [`Repo::append`] from its last look at `pending` to the
+    /// object's entry there: two threads sealing equal content (the
+    /// engine seals dirty chunks on several) append it once, and neither
+    /// returns before it is appended. Appends are one at a time at the
+    /// pack writer anyway; readers of `pending` are not held up.
+    appending: Mutex<()>,
     /// Committed snapshots whose index rows wait for [`Repo::flush`]. Taken
     /// before the index's lock, never after it.
     unindexed: Mutex<Unindexed>,
@@ -209,6 +215,7 @@ impl Repo {
             store,
             index: Mutex::new(index),
             pending: Mutex::new(HashMap::new()),
+            appending: Mutex::new(()),
             unindexed: Mutex::new(Unindexed::default()),
             meta: Lru::new(META_CACHE_BYTES),
             chunks: Lru::new(CHUNK_CACHE_BYTES),
@@ -357,17 +364,23 @@ impl Repo {
         let mut record = Vec::with_capacity(pack::RECORD_HEADER as usize + sealed_len);
         pack::encode_record_header(&mut record, &id, kind, sealed_len);
         envelope::seal_object_into(&self.keys, kind, &id, plaintext, &mut record);
-        // Appended under the pending lock, unless another thread sealing
-        // the same object appended it meanwhile (`Engine::seal_dirty` seals
-        // on several): each object is stored once, and a caller that finds
-        // it pending finds it appended.
-        let mut pending = self.pending.lock().expect("pending");
-        if pending.get(&id).is_some_and(|o| o.home == home) {
+        // Not appended if another thread sealing the same object did so
+        // meanwhile (`Engine::seal_dirty` seals on several): an object
+        // sealed here is stored once, and a caller that finds it pending
+        // finds it appended.
+        let _one_at_a_time = self.appending.lock().expect("appending");
+        if self
+            .pending
+            .lock()
+            .expect("pending")
+            .get(&id)
+            .is_some_and(|o| o.home == home)
+        {
             return Ok(());
         }
         let loc = self.store.append_record(&record)?;
         self.count_sealed(sealed_len);
-        pending.insert(
+        self.pending.lock().expect("pending").insert(
             id,
             NewObject {
                 id,
