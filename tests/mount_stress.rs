@@ -152,8 +152,8 @@ print(json.dumps({"p": p, "n": n, "files": mine}))
 /// glibc's malloc keeping freed memory in one arena per busy thread: here
 /// 196-209 MiB with the arenas capped (`sys::limit_malloc_arenas`), 265-311
 /// MiB without (planted: the cap removed, it fails). Session 51: 198-232
-/// MiB before dirty chunks were sealed on two threads, 186-235 after, of
-/// the 244 allowed: little room left.
+/// MiB before dirty chunks were sealed on several threads, of the 244
+/// allowed: little room left.
 #[test]
 fn peak_memory_stays_within_the_budgets_through_random_overwrites() {
     use sovseal::replication::replicator::{PART_BYTES, PARTS_IN_FLIGHT};
