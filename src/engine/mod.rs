@@ -1993,9 +1993,13 @@ impl Engine {
         }
         // Taken from one queue by this thread and up to `threads - 1`
         // helpers (none if they cannot start: this thread seals it all),
-        // until it is empty or one fails. A chunk's plaintext leaves memory
-        // (for the bounded chunk cache) as soon as it is sealed: one chunk
-        // a thread is whole at a time.
+        // until it is empty or one fails; from its end, so reversed first:
+        // each file's chunks go into the packs about in file order, as one
+        // at a time puts them (what a later sequential read reads ahead
+        // in). A chunk's plaintext leaves memory (for the bounded chunk
+        // cache) as soon as it is sealed: one chunk a thread is whole at a
+        // time.
+        work.reverse();
         let queue = std::sync::Mutex::new(work);
         let failed = std::sync::atomic::AtomicBool::new(false);
         let seal_queued = || {
