@@ -345,17 +345,21 @@ impl Repo {
     pub fn put_meta(&self, kind: ObjectKind, plaintext: &[u8], home: u64) -> Result<ObjRef> {
         debug_assert!(kind.homed(), "{} is found by id", kind.name());
         let id = envelope::object_id(&self.keys, kind, plaintext);
-        if self
-            .pending
-            .lock()
-            .expect("pending")
-            .get(&id)
-            .is_some_and(|o| o.home == home)
-        {
+        if self.pending_at(&id, home) {
             return Ok(ObjRef { id, home });
         }
         self.append(kind, id, plaintext, home)?;
         Ok(ObjRef { id, home })
+    }
+
+    /// Whether object `id` is appended and waiting for a commit at home
+    /// `home` (0: found by id).
+    fn pending_at(&self, id: &ObjectId, home: u64) -> bool {
+        self.pending
+            .lock()
+            .expect("pending")
+            .get(id)
+            .is_some_and(|o| o.home == home)
     }
 
     fn append(&self, kind: ObjectKind, id: ObjectId, plaintext: &[u8], home: u64) -> Result<()> {
@@ -369,13 +373,7 @@ impl Repo {
         // sealed here is stored once, and a caller that finds it pending
         // finds it appended.
         let _one_at_a_time = self.appending.lock().expect("appending");
-        if self
-            .pending
-            .lock()
-            .expect("pending")
-            .get(&id)
-            .is_some_and(|o| o.home == home)
-        {
+        if self.pending_at(&id, home) {
             return Ok(());
         }
         let loc = self.store.append_record(&record)?;
@@ -411,14 +409,7 @@ impl Repo {
             ));
         }
         let home = if kind.homed() { home } else { 0 };
-        if self
-            .pending
-            .lock()
-            .expect("pending")
-            .get(id)
-            .is_some_and(|o| o.home == home)
-            || (home == 0 && self.has(&ObjRef::by_id(*id))?)
-        {
+        if self.pending_at(id, home) || (home == 0 && self.has(&ObjRef::by_id(*id))?) {
             return Ok(());
         }
         let loc = self.store.append(id, kind, sealed)?;
