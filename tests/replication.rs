@@ -1993,6 +1993,55 @@ fn injected_failures_and_delays_are_retried_until_all_is_replicated() {
     );
 }
 
+/// While a program's disk sync is under way the replicator holds pending
+/// snapshots back (tests/replication_hold.rs shows it through a mount), at
+/// most `YIELD_MAX`; once that has passed, every snapshot pending then goes
+/// up, batch after batch (256 at most each), while the sync still goes on,
+/// not one batch per hold.
+#[test]
+fn a_hold_that_ends_uploads_the_whole_backlog() {
+    use sovseal::replication::replicator::YIELD_MAX;
+    let remote = Remote::open("memory://").unwrap();
+    let env = Env::new();
+    let mut e = env.open();
+    e.sync().unwrap();
+    let r = Replicator::start(e.shared_agent(), remote.clone()).unwrap();
+    r.notify(e.head().seq());
+    r.wait_for(e.head().seq()).unwrap();
+    let before = r.status().replicated;
+    // 1,000 durable snapshots (four ranges of 256), told to the
+    // replicator at once while a program's sync is under way.
+    let f = e.create(ROOT_INO, b"log", 0o644, 0, 0).unwrap();
+    for i in 0..1000u64 {
+        e.write(f.ino, i * 10, format!("{i:09}\n").as_bytes())
+            .unwrap();
+        e.commit().unwrap().unwrap();
+    }
+    e.sync().unwrap();
+    let head = e.head().seq();
+    let syncing = r.foreground_sync();
+    let t0 = std::time::Instant::now();
+    r.notify(head);
+    // Without the hold they would go up within ~20 ms.
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(r.status().replicated, before, "held back while syncing");
+    // The hold ends YIELD_MAX after the replicator first found them
+    // pending; then all of them go up, well within 0.8 s from a memory
+    // remote. Holding again after each batch would take a second per 256.
+    let deadline = t0 + YIELD_MAX + Duration::from_millis(800);
+    while r.status().replicated < head && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(
+        r.status().replicated,
+        head,
+        "the backlog of {} snapshots went up by the deadline",
+        head - before
+    );
+    drop(syncing);
+    assert_eq!(r.status().error, None);
+}
+
 #[test]
 fn an_s3_outage_during_writes_loses_nothing_and_the_queue_drains() {
     let m = Moto::start();

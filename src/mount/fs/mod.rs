@@ -614,6 +614,11 @@ impl Fs {
     /// The commit of `fsync` and friends: sealed and on stable storage
     /// (and on the remote with `sync_replication`).
     fn commit_durable(&self) -> Result<()> {
+        // Uploads wait while it syncs, and a moment after.
+        let _syncing = match (&self.replicator, self.opts.sync_replication) {
+            (Some(r), false) => Some(r.foreground_sync()),
+            _ => None,
+        };
         self.committer.commit_durable()?;
         match (&self.replicator, self.opts.sync_replication) {
             (Some(r), true) => r.wait_for(self.eng().head().seq()),
