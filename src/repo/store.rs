@@ -52,6 +52,19 @@ pub struct Store {
     /// disk work instead of finding nothing left to sync and returning
     /// while that is still under way.
     syncing: Mutex<()>,
+    /// Unit tests: a slow disk under [`Store::sync`].
+    #[cfg(test)]
+    pub(crate) slow: SlowSync,
+}
+
+/// A slow disk for unit tests: every [`Store::sync`] waits `delay_ms`
+/// before it takes the packs it syncs, and `in_sync` counts the syncs
+/// waiting.
+#[cfg(test)]
+#[derive(Default)]
+pub(crate) struct SlowSync {
+    pub delay_ms: std::sync::atomic::AtomicU64,
+    pub in_sync: std::sync::atomic::AtomicU64,
 }
 
 struct Writer {
@@ -103,6 +116,8 @@ impl Store {
             readers: RwLock::new(HashMap::new()),
             writer: None,
             syncing: Mutex::new(()),
+            #[cfg(test)]
+            slow: SlowSync::default(),
         }
     }
 
@@ -116,6 +131,8 @@ impl Store {
             readers: RwLock::new(HashMap::new()),
             writer: None,
             syncing: Mutex::new(()),
+            #[cfg(test)]
+            slow: SlowSync::default(),
         }
     }
 
@@ -155,6 +172,8 @@ impl Store {
             readers: RwLock::new(HashMap::new()),
             writer: None,
             syncing: Mutex::new(()),
+            #[cfg(test)]
+            slow: SlowSync::default(),
         };
         let (pack, len) = match committed.last_key_value() {
             Some((&p, &l)) if l < PACK_TARGET => (p, l),
@@ -341,6 +360,16 @@ impl Store {
             return Ok(());
         };
         let _one_at_a_time = self.syncing.lock().expect("store sync");
+        #[cfg(test)]
+        {
+            use std::sync::atomic::Ordering::SeqCst;
+            let delay = self.slow.delay_ms.load(SeqCst);
+            if delay > 0 {
+                self.slow.in_sync.fetch_add(1, SeqCst);
+                std::thread::sleep(std::time::Duration::from_millis(delay));
+                self.slow.in_sync.fetch_sub(1, SeqCst);
+            }
+        }
         let files = std::mem::take(&mut w.lock().expect("pack writer").unsynced);
         for (pack, file) in &files {
             if let Err(e) = file.sync_data() {

@@ -1,5 +1,6 @@
 //! Group commit: one thread turns commit requests into snapshots, and
-//! snapshots into durable ones.
+//! snapshots into durable ones (a second makes them durable when no one
+//! asked, so that seals do not wait for that disk sync).
 //!
 //! Two steps, kept apart (DESIGN.md, invariant 3):
 //! - **seal**: the overlay becomes the next snapshot, written to the packs
@@ -16,10 +17,15 @@
 //!   `durable_close`) returns once a seal and then a barrier's disk sync
 //!   that started after the request are done; every waiter that arrives
 //!   meanwhile shares the next barrier. Without being asked, a barrier
-//!   runs `interval` after the first snapshot that is not durable yet.
+//!   runs `interval` after the first snapshot that is not durable yet, on
+//!   a thread of its own (the sync thread): its disk sync writes out
+//!   everything sealed over that interval (tens of milliseconds under a
+//!   stream of closes), and seals go on meanwhile instead of waiting for
+//!   it. It covers the head it found when it started; snapshots sealed
+//!   during its sync wait for the next barrier.
 //!
 //! A seal leaves the snapshot's index rows to a flush (`repo`'s module
-//! doc), which this thread runs [`FLUSH_AFTER`] the first one waits, so
+//! doc), which the commit thread runs [`FLUSH_AFTER`] the first one waits, so
 //! that the index read by other processes (the CLI beside the mount)
 //! follows within that. The durable point (unsynced, like the rows) is
 //! recorded with that flush too, once for every barrier meanwhile: a
@@ -27,7 +33,7 @@
 //! fsync. Only when durable waiters also wait for replication does each
 //! barrier record its point (and the rows) before it answers them.
 //!
-//! A second thread checkpoints the index's WAL into its database a moment
+//! A third thread checkpoints the index's WAL into its database a moment
 //! after commits, on a connection of its own, so that SQLite's checkpoint
 //! (a copy and two disk syncs) does not land inside about one commit in a
 //! hundred and hold up the close or fsync waiting for it.
@@ -58,10 +64,18 @@ struct State {
     /// The newest head a barrier synced whose durable point is not recorded
     /// yet ([`Config::release_at_sync`]).
     unrecorded: Option<Synced>,
+    /// The newest sequence number a barrier synced and handed on to be
+    /// recorded: a barrier that ends after a later one (the two threads'
+    /// barriers overlap), or syncs the same head again, hands on nothing.
+    /// Lowered again when recording it fails, so that the next barrier
+    /// hands it on once more.
+    synced: u64,
     last_error: Option<String>,
     commits: u64,
     barriers: u64,
     stop: bool,
+    /// The sync thread is to end (before the commit thread is told to).
+    sync_stop: bool,
 }
 
 /// A head on stable storage whose durable point waits to be recorded.
@@ -80,7 +94,7 @@ pub type OnCommit = Arc<dyn Fn(&crate::engine::CommitInfo) + Send + Sync>;
 /// barriers since the last one ([`Config::release_at_sync`]).
 pub type OnDurable = Arc<dyn Fn(u64) + Send + Sync>;
 
-/// What the commit thread is told.
+/// What the commit and sync threads are told.
 #[derive(Clone, Copy)]
 pub struct Config {
     /// Quiet period after metadata-only changes.
@@ -123,14 +137,20 @@ impl Release {
 const CHECKPOINT_AFTER: Duration = Duration::from_millis(100);
 
 /// How long a sealed snapshot's index rows, and the durable point of a
-/// barrier that released its waiters at the sync, wait before this thread
+/// barrier that released its waiters at the sync, wait before the commit thread
 /// writes them (with every other snapshot's and barrier's waiting then).
 pub const FLUSH_AFTER: Duration = Duration::from_millis(25);
 
-/// The commit thread and its request state.
+/// The commit thread, the sync thread and their request state.
 pub struct Committer {
     shared: Arc<(Mutex<State>, Condvar)>,
+    /// Wakes the sync thread when the first snapshot after a barrier is
+    /// sealed, and at the end (the waiters of `shared`'s condition
+    /// variable are not woken by its comings and goings).
+    sync_wake: Arc<Condvar>,
     thread: Mutex<Option<JoinHandle<()>>>,
+    /// The sync thread; it ends before the commit thread.
+    syncs: Mutex<Option<JoinHandle<()>>>,
     /// The WAL checkpoint thread; it ends after the commit thread.
     checkpoints: Mutex<Option<JoinHandle<()>>>,
     quiet: Duration,
@@ -138,7 +158,7 @@ pub struct Committer {
 }
 
 impl Committer {
-    /// Starts the thread.
+    /// Starts the commit, sync and WAL checkpoint threads.
     pub fn start(
         engine: Arc<RwLock<Engine>>,
         config: Config,
@@ -160,23 +180,40 @@ impl Committer {
             }
             None => (None, None),
         };
+        let sync_wake = Arc::new(Condvar::new());
+        let (s2, w2, engine2) = (shared.clone(), sync_wake.clone(), engine.clone());
+        let (on_durable2, nudge2) = (on_durable.clone(), nudge.clone());
+        let syncs = std::thread::Builder::new()
+            .name("sovseal-sync".into())
+            .spawn(move || {
+                interval_loop(
+                    &s2,
+                    &w2,
+                    &engine2,
+                    &config,
+                    (on_durable2.as_ref(), nudge2.as_ref()),
+                )
+            })
+            .expect("spawn sync thread");
+        let w1 = sync_wake.clone();
         let thread = std::thread::Builder::new()
             .name("sovseal-commit".into())
             .spawn(move || {
                 run(
                     &s,
+                    &w1,
                     &engine,
                     &config,
-                    on_commit.as_ref(),
-                    on_durable.as_ref(),
-                    &metrics,
-                    nudge.as_ref(),
+                    (on_commit.as_ref(), &metrics),
+                    (on_durable.as_ref(), nudge.as_ref()),
                 )
             })
             .expect("spawn commit thread");
         Committer {
             shared,
+            sync_wake,
             thread: Mutex::new(Some(thread)),
+            syncs: Mutex::new(Some(syncs)),
             checkpoints: Mutex::new(checkpoints),
             quiet: config.quiet,
             max_delay: config.max_delay,
@@ -257,7 +294,7 @@ impl Committer {
         self.shared.0.lock().expect("committer").barriers
     }
 
-    /// Commits what is pending, makes it durable and stops the thread. Once
+    /// Commits what is pending, makes it durable and stops the threads. Once
     /// stopped, further calls do nothing and succeed (the first call
     /// reported the outcome).
     pub fn shutdown(&self) -> Result<()> {
@@ -265,16 +302,21 @@ impl Committer {
             return Ok(());
         }
         let r = self.commit_durable();
-        {
-            let (m, cv) = &*self.shared;
-            m.lock().expect("committer").stop = true;
-            cv.notify_all();
+        let (m, cv) = &*self.shared;
+        // The sync thread ends first, then the commit thread, which records
+        // the durable point of the last barrier, whichever thread ran it.
+        m.lock().expect("committer").sync_stop = true;
+        self.sync_wake.notify_all();
+        if let Some(t) = self.syncs.lock().expect("sync thread").take() {
+            let _ = t.join();
         }
+        m.lock().expect("committer").stop = true;
+        cv.notify_all();
         if let Some(t) = self.thread.lock().expect("committer thread").take() {
             let _ = t.join();
         }
-        // The commit thread dropped its end of the nudges: this one makes a
-        // last checkpoint and ends.
+        // The commit and sync threads dropped their ends of the nudges:
+        // this one makes a last checkpoint and ends.
         if let Some(t) = self.checkpoints.lock().expect("checkpoint thread").take() {
             let _ = t.join();
         }
@@ -321,12 +363,11 @@ impl Drop for Committer {
 
 fn run(
     shared: &(Mutex<State>, Condvar),
+    sync_wake: &Condvar,
     engine: &RwLock<Engine>,
     config: &Config,
-    on_commit: Option<&OnCommit>,
-    on_durable: Option<&OnDurable>,
-    metrics: &Metrics,
-    nudge: Option<&crossbeam_channel::Sender<()>>,
+    (on_commit, metrics): (Option<&OnCommit>, &Metrics),
+    (on_durable, nudge): (Option<&OnDurable>, Option<&crossbeam_channel::Sender<()>>),
 ) {
     let (m, cv) = shared;
     let mut st = m.lock().expect("committer");
@@ -340,13 +381,8 @@ fn run(
         }
         let now = Instant::now();
         // Work that is due comes first, so that a stream of seal requests
-        // never puts off a barrier or a flush past its time.
-        let barrier_due = st.undurable_since.map(|t| t + config.interval);
-        if barrier_due.is_some_and(|t| t <= now) {
-            st = barrier(st, shared, engine, config, (on_durable, nudge), None);
-            cv.notify_all();
-            continue;
-        }
+        // never puts off a flush past its time. (The barrier that is due
+        // `interval` after a seal is the sync thread's.)
         let flush_due = [st.unindexed_since, st.unrecorded.map(|s| s.since)]
             .into_iter()
             .flatten()
@@ -408,6 +444,10 @@ fn run(
                     st.ok = target;
                     st.last_error = None;
                     st.commits += u64::from(made.is_some());
+                    if made.is_some() && st.undurable_since.is_none() {
+                        // The sync thread's next barrier to time.
+                        sync_wake.notify_all();
+                    }
                     if made.is_some() {
                         let now = Instant::now();
                         st.undurable_since.get_or_insert(now);
@@ -440,7 +480,7 @@ fn run(
             }
             continue;
         }
-        let wake = [st.soon.map(|(_, at)| at), barrier_due, flush_due]
+        let wake = [st.soon.map(|(_, at)| at), flush_due]
             .into_iter()
             .flatten()
             .min();
@@ -454,8 +494,48 @@ fn run(
     }
 }
 
+/// The sync thread: a barrier `interval` after the first snapshot that is
+/// not durable yet, so that the commit thread goes on sealing through its
+/// disk sync. Its durable point is recorded with the commit thread's next
+/// flush, also without [`Config::release_at_sync`] (no one waits for it),
+/// so that only that thread records durable points. Ends when the
+/// committer stops. Idle, it looks
+/// again every `interval` (a failed barrier of the commit thread asks for
+/// another without waking it).
+fn interval_loop(
+    shared: &(Mutex<State>, Condvar),
+    wake: &Condvar,
+    engine: &RwLock<Engine>,
+    config: &Config,
+    tell: (Option<&OnDurable>, Option<&crossbeam_channel::Sender<()>>),
+) {
+    let (m, cv) = shared;
+    let mut st = m.lock().expect("committer");
+    loop {
+        if st.sync_stop {
+            return;
+        }
+        let due = st.undurable_since.map(|t| t + config.interval);
+        st = match due {
+            Some(at) if at <= Instant::now() => {
+                let st = barrier(st, shared, engine, config, tell, None);
+                // The commit thread's flush records its durable point.
+                cv.notify_all();
+                st
+            }
+            Some(at) => {
+                let wait = at.saturating_duration_since(Instant::now());
+                wake.wait_timeout(st, wait).expect("committer").0
+            }
+            None => wake.wait_timeout(st, config.interval).expect("committer").0,
+        };
+    }
+}
+
 /// Makes every snapshot sealed so far durable, without holding the engine
-/// while the disk works (FUSE requests go on; only this thread seals).
+/// while the disk works (FUSE requests go on, and seals while the sync
+/// thread runs it). Barriers of the two threads may overlap; the store
+/// runs their disk syncs one at a time.
 /// `release`: the durable waiters it answers. With
 /// [`Config::release_at_sync`] they are released as soon as the disk sync
 /// returns, and the durable point (unsynced, so a power cut after the reply
@@ -483,21 +563,26 @@ fn barrier<'a>(
     match &sync {
         Ok(()) => {
             clear_error(&mut st, BARRIER_FAILED);
-            let since = st.unrecorded.map_or_else(Instant::now, |s| s.since);
-            st.unrecorded = Some(Synced { seq, hash, since });
+            if seq > st.synced {
+                st.synced = seq;
+                let since = st.unrecorded.map_or_else(Instant::now, |s| s.since);
+                st.unrecorded = Some(Synced { seq, hash, since });
+            }
         }
         Err(e) => report_error(&mut st, format!("{BARRIER_FAILED}: {e}")),
     }
+    // Without waiters (the sync thread's barrier) the durable point waits
+    // for the commit thread's next flush too: only that thread records
+    // durable points, so that they are written in order.
+    let Some(release) = release else {
+        return st;
+    };
     if config.release_at_sync || sync.is_err() {
-        if let Some(r) = release {
-            r.answer(&mut st, sync.is_ok());
-        }
+        release.answer(&mut st, sync.is_ok());
         return st;
     }
     let (mut st, recorded) = record_synced(st, shared, engine, (on_durable, nudge));
-    if let Some(r) = release {
-        r.answer(&mut st, recorded);
-    }
+    release.answer(&mut st, recorded);
     st
 }
 
@@ -530,7 +615,14 @@ fn record_synced<'a>(
     let recorded = res.is_ok();
     match res {
         Ok(()) => clear_error(&mut st, RECORD_FAILED),
-        Err(e) => report_error(&mut st, format!("{RECORD_FAILED}: {e}")),
+        Err(e) => {
+            // The next barrier (asked for here) synced this head too: it
+            // records it again, unless a later one is waiting already.
+            if st.unrecorded.is_none() {
+                st.synced = st.synced.min(seq.saturating_sub(1));
+            }
+            report_error(&mut st, format!("{RECORD_FAILED}: {e}"))
+        }
     }
     (st, recorded)
 }
@@ -555,11 +647,81 @@ fn clear_error(st: &mut State, prefix: &str) {
 }
 
 /// A barrier step failed (`msg`): reported, and the barrier tried again at
-/// the next interval (the index rows are flushed on the usual schedule
-/// meanwhile).
+/// the next interval, by the sync thread (the index rows are flushed on
+/// the usual schedule meanwhile; a failed record hands its head on again,
+/// see `State::synced`).
 fn report_error(st: &mut State, msg: String) {
     tracing::error!("{msg}");
     st.last_error = Some(msg);
     st.undurable_since = Some(Instant::now());
     st.unindexed_since.get_or_insert(Instant::now());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{AgentName, Home};
+    use crate::seal::keys::MasterKey;
+    use std::sync::atomic::Ordering::SeqCst;
+
+    /// A seal does not wait for the barrier the interval started: with the
+    /// store's syncs slowed to 2 s, a change sealed while that barrier is
+    /// in its sync is sealed at once, the sync still under way; the
+    /// unmount's barrier makes it durable. (On a real disk the append can
+    /// still wait for the sync: ext4 without a journal allocates the
+    /// sync's blocks holding a lock the append needs; docs/PERFORMANCE.md,
+    /// session 53.) Planted once (the interval's barrier run on the commit thread, as
+    /// before the sync thread): the seal waited for the sync.
+    #[test]
+    fn a_seal_does_not_wait_for_the_intervals_disk_sync() {
+        let dir = tempfile::tempdir().unwrap();
+        let home = Home::at(dir.path().join("home"));
+        let name = AgentName::new("slow").unwrap();
+        let engine = Engine::open(&home, &name, &MasterKey::from_bytes([5; 32])).unwrap();
+        let agent = engine.shared_agent();
+        let engine = Arc::new(RwLock::new(engine));
+        let config = Config {
+            quiet: Duration::from_secs(5),
+            max_delay: Duration::from_secs(5),
+            interval: Duration::from_millis(20),
+            release_at_sync: true,
+        };
+        let c = Committer::start(engine.clone(), config, None, None, Arc::default());
+        let write = |file: &[u8]| {
+            let mut e = engine.write().unwrap();
+            let i = e
+                .create(crate::seal::tree::ROOT_INO, file, 0o644, 0, 0)
+                .unwrap();
+            e.write(i.ino, 0, file).unwrap();
+        };
+        let slow = &agent.repo().store().slow;
+        slow.delay_ms.store(2000, SeqCst);
+        write(b"first");
+        c.commit_sync().unwrap();
+        let until = Instant::now() + Duration::from_secs(10);
+        while slow.in_sync.load(SeqCst) == 0 {
+            assert!(
+                Instant::now() < until,
+                "the interval never started a barrier"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        write(b"second");
+        let t = Instant::now();
+        c.commit_sync().unwrap();
+        let took = t.elapsed();
+        let still = slow.in_sync.load(SeqCst) > 0;
+        assert!(
+            took < Duration::from_millis(1000),
+            "the seal took {took:?}: it waited for the interval's disk sync"
+        );
+        assert!(still, "the disk sync was over before the seal returned");
+        slow.delay_ms.store(0, SeqCst);
+        let head = engine.read().unwrap().durability_point().1.seq();
+        c.shutdown().unwrap();
+        assert_eq!(
+            agent.repo().index().unwrap().durable_seq().unwrap(),
+            Some(head)
+        );
+    }
 }
