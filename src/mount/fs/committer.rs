@@ -31,7 +31,10 @@
 //! recorded with that flush too, once for every barrier meanwhile: a
 //! stream of fsyncs pays one index transaction per flush, not one per
 //! fsync. Only when durable waiters also wait for replication does each
-//! barrier record its point (and the rows) before it answers them.
+//! barrier they wait for record its point (and the rows) before it
+//! answers them; the sync thread's barrier, which no one waits for,
+//! always leaves its point to the commit thread's next flush, so that
+//! durable points are recorded by one thread, in order.
 //!
 //! A third thread checkpoints the index's WAL into its database a moment
 //! after commits, on a connection of its own, so that SQLite's checkpoint
@@ -62,7 +65,8 @@ struct State {
     /// When the oldest snapshot whose index rows are not written was sealed.
     unindexed_since: Option<Instant>,
     /// The newest head a barrier synced whose durable point is not recorded
-    /// yet ([`Config::release_at_sync`]).
+    /// yet (with [`Config::release_at_sync`], and after any barrier of the
+    /// sync thread).
     unrecorded: Option<Synced>,
     /// The newest sequence number a barrier synced and handed on to be
     /// recorded: a barrier that ends after a later one (the two threads'
@@ -90,8 +94,9 @@ struct Synced {
 /// Called after every commit that made a snapshot.
 pub type OnCommit = Arc<dyn Fn(&crate::engine::CommitInfo) + Send + Sync>;
 /// Called with the sequence number now durable once its durable point is
-/// recorded: after a barrier, or after the record that follows the
-/// barriers since the last one ([`Config::release_at_sync`]).
+/// recorded: after a barrier that waiters wait for (without
+/// [`Config::release_at_sync`]), or after the record that follows the
+/// barriers since the last one.
 pub type OnDurable = Arc<dyn Fn(u64) + Send + Sync>;
 
 /// What the commit and sync threads are told.
@@ -136,8 +141,13 @@ impl Release {
 /// checkpoints what they wrote.
 const CHECKPOINT_AFTER: Duration = Duration::from_millis(100);
 
+/// How often, at most, the idle sync thread looks whether a barrier is
+/// due without being woken ([`interval_loop`]).
+const IDLE_LOOK: Duration = Duration::from_secs(1);
+
 /// How long a sealed snapshot's index rows, and the durable point of a
-/// barrier that released its waiters at the sync, wait before the commit thread
+/// barrier that did not record it before answering (its waiters released
+/// at the sync, or none: the sync thread's), wait before the commit thread
 /// writes them (with every other snapshot's and barrier's waiting then).
 pub const FLUSH_AFTER: Duration = Duration::from_millis(25);
 
@@ -158,7 +168,8 @@ pub struct Committer {
 }
 
 impl Committer {
-    /// Starts the commit, sync and WAL checkpoint threads.
+    /// Starts the commit and sync threads, and the WAL checkpoint thread
+    /// when a checkpointer opens.
     pub fn start(
         engine: Arc<RwLock<Engine>>,
         config: Config,
@@ -499,9 +510,9 @@ fn run(
 /// disk sync. Its durable point is recorded with the commit thread's next
 /// flush, also without [`Config::release_at_sync`] (no one waits for it),
 /// so that only that thread records durable points. Ends when the
-/// committer stops. Idle, it looks
-/// again every `interval` (a failed barrier of the commit thread asks for
-/// another without waking it).
+/// committer stops. Idle, it looks again every `interval`, at most once
+/// a second ([`IDLE_LOOK`]): a failed barrier or record of the commit
+/// thread asks for another barrier without waking it.
 fn interval_loop(
     shared: &(Mutex<State>, Condvar),
     wake: &Condvar,
@@ -527,7 +538,10 @@ fn interval_loop(
                 let wait = at.saturating_duration_since(Instant::now());
                 wake.wait_timeout(st, wait).expect("committer").0
             }
-            None => wake.wait_timeout(st, config.interval).expect("committer").0,
+            None => {
+                let idle = config.interval.max(IDLE_LOOK);
+                wake.wait_timeout(st, idle).expect("committer").0
+            }
         };
     }
 }
