@@ -193,18 +193,9 @@ impl Committer {
         };
         let sync_wake = Arc::new(Condvar::new());
         let (s2, w2, engine2) = (shared.clone(), sync_wake.clone(), engine.clone());
-        let (on_durable2, nudge2) = (on_durable.clone(), nudge.clone());
         let syncs = std::thread::Builder::new()
             .name("sovseal-sync".into())
-            .spawn(move || {
-                interval_loop(
-                    &s2,
-                    &w2,
-                    &engine2,
-                    &config,
-                    (on_durable2.as_ref(), nudge2.as_ref()),
-                )
-            })
+            .spawn(move || interval_loop(&s2, &w2, &engine2, &config))
             .expect("spawn sync thread");
         let w1 = sync_wake.clone();
         let thread = std::thread::Builder::new()
@@ -326,8 +317,8 @@ impl Committer {
         if let Some(t) = self.thread.lock().expect("committer thread").take() {
             let _ = t.join();
         }
-        // The commit and sync threads dropped their ends of the nudges:
-        // this one makes a last checkpoint and ends.
+        // The commit thread dropped its end of the nudges: this one makes a
+        // last checkpoint and ends.
         if let Some(t) = self.checkpoints.lock().expect("checkpoint thread").take() {
             let _ = t.join();
         }
@@ -455,11 +446,11 @@ fn run(
                     st.ok = target;
                     st.last_error = None;
                     st.commits += u64::from(made.is_some());
-                    if made.is_some() && st.undurable_since.is_none() {
-                        // The sync thread's next barrier to time.
-                        sync_wake.notify_all();
-                    }
                     if made.is_some() {
+                        if st.undurable_since.is_none() {
+                            // The sync thread's next barrier to time.
+                            sync_wake.notify_all();
+                        }
                         let now = Instant::now();
                         st.undurable_since.get_or_insert(now);
                         st.unindexed_since.get_or_insert(now);
@@ -518,7 +509,6 @@ fn interval_loop(
     wake: &Condvar,
     engine: &RwLock<Engine>,
     config: &Config,
-    tell: (Option<&OnDurable>, Option<&crossbeam_channel::Sender<()>>),
 ) {
     let (m, cv) = shared;
     let mut st = m.lock().expect("committer");
@@ -529,8 +519,9 @@ fn interval_loop(
         let due = st.undurable_since.map(|t| t + config.interval);
         st = match due {
             Some(at) if at <= Instant::now() => {
-                let st = barrier(st, shared, engine, config, tell, None);
-                // The commit thread's flush records its durable point.
+                // No waiters: nothing is recorded or told here (the commit
+                // thread's flush records its durable point).
+                let st = barrier(st, shared, engine, config, (None, None), None);
                 cv.notify_all();
                 st
             }
